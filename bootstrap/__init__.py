@@ -1,0 +1,1 @@
+"""homing bootstrap registry: a small, signed, durable directory of nodes."""

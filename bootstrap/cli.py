@@ -1,0 +1,9 @@
+"""`homing bootstrap ...` commands."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def register(sub: Any) -> None:
+    """Filled in by the bootstrap work."""

@@ -1,0 +1,67 @@
+"""One error hierarchy for homing.
+
+Boundary strategy (after h11): a *Local* protocol error means we were asked to do something illegal
+(a bug on our side); a *Remote* protocol error means a peer sent something illegal. Drivers catch
+RemoteProtocolError at the boundary, answer with the error's `code` where the protocol has one, count it,
+and carry on: an illegal input changes no state.
+"""
+
+from __future__ import annotations
+
+
+class HomingError(Exception):
+    """Base of every error homing raises on purpose."""
+
+
+class ConfigError(HomingError):
+    """A bad config key, value or flag. The CLI prints it on one line and exits 2."""
+
+    def __init__(self, key: str, reason: str) -> None:
+        super().__init__(f"{key}: {reason}")
+        self.key = key
+        self.reason = reason
+
+
+class ProtocolError(HomingError):
+    """Something about a protocol exchange is wrong. `code` is the wire error code, when there is one."""
+
+    code: str = "bad_request"
+
+    def __init__(self, message: str, *, code: str | None = None) -> None:
+        super().__init__(message)
+        if code is not None:
+            self.code = code
+
+
+class LocalProtocolError(ProtocolError):
+    """We tried to do something the protocol forbids."""
+
+
+class RemoteProtocolError(ProtocolError):
+    """The peer sent something the protocol forbids (malformed, oversized, unauthenticated...)."""
+
+
+class TooLarge(RemoteProtocolError):
+    code = "too_large"
+
+
+class BadSignature(RemoteProtocolError):
+    """A signature did not verify, or the signer is not trusted."""
+
+    code = "bad_signature"
+
+
+class Expired(RemoteProtocolError):
+    """A signed document is outside its validity window."""
+
+    code = "expired"
+
+
+class Replayed(RemoteProtocolError):
+    """A packet or document was seen before (or is older than what was seen)."""
+
+    code = "replayed"
+
+
+class TransportError(HomingError):
+    """A connection or socket failed (closed, reset, timed out). Drivers raise this instead of trio's errors."""

@@ -1,0 +1,58 @@
+"""SWIM timing and sizing. Defaults follow memberlist's LAN config (see ../shared/notes/anchors.md)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import attrs
+from attrs import validators as v
+
+_pos: Any = v.gt(0)
+
+
+@attrs.frozen(kw_only=True, slots=True)
+class SwimConfig:
+    # Time between failure-detection probes of one member. memberlist LAN: 1 s. Lower detects sooner, costs packets.
+    probe_interval_s: float = attrs.field(default=1.0, validator=_pos)
+    # Wait for a direct ack before asking k others (memberlist LAN: 500 ms; should exceed the network's p99 RTT).
+    probe_timeout_s: float = attrs.field(default=0.5, validator=_pos)
+    # k: members asked to probe indirectly when a direct probe fails (memberlist IndirectChecks 3).
+    indirect_checks: int = attrs.field(default=3, validator=v.ge(0))
+    # Suspicion timeout minimum = suspicion_mult * max(1, log10(N)) * probe_interval (memberlist 4).
+    suspicion_mult: int = attrs.field(default=4, validator=v.ge(1))
+    # Suspicion timeout maximum = this * the minimum, used while no one confirms (Lifeguard; memberlist 6).
+    suspicion_max_timeout_mult: int = attrs.field(default=6, validator=v.ge(1))
+    # Retransmits of one update = retransmit_mult * ceil(log10(N+1)) (memberlist 4).
+    retransmit_mult: int = attrs.field(default=4, validator=v.ge(1))
+    # Gossip (piggyback-only) rounds between probes; memberlist: 200 ms to 3 random members.
+    gossip_interval_s: float = attrs.field(default=0.2, validator=_pos)
+    gossip_nodes: int = attrs.field(default=3, validator=v.ge(0))
+    # Lifeguard local health: probe timeouts scale by (1 + score), score capped at this minus one (memberlist 8).
+    awareness_max_multiplier: int = attrs.field(default=8, validator=v.ge(1))
+    # Full state sync with one random member over the peer link (memberlist LAN: 30 s).
+    push_pull_interval_s: float = attrs.field(default=30.0, validator=_pos)
+    # Keep dead/left members in the table this long, so late gossip about them cannot resurrect them.
+    dead_reclaim_s: float = attrs.field(default=3600.0, validator=_pos)
+    # Upper bound of members this node tracks; joins beyond it are refused (memory bound).
+    members_max: int = attrs.field(default=20_000, validator=v.ge(1))
+
+    def suspicion_min_s(self, n_members: int) -> float:
+        return self.suspicion_mult * max(1.0, math.log10(max(1, n_members))) * self.probe_interval_s
+
+    def suspicion_max_s(self, n_members: int) -> float:
+        return self.suspicion_max_timeout_mult * self.suspicion_min_s(n_members)
+
+    def retransmit_limit(self, n_members: int) -> int:
+        return self.retransmit_mult * max(1, math.ceil(math.log10(n_members + 1)))
+
+
+LAN = SwimConfig()
+# Fast timings for tests and `homing demo` on loopback: failures are seen within about a second.
+LOCAL = SwimConfig(
+    probe_interval_s=0.2,
+    probe_timeout_s=0.1,
+    gossip_interval_s=0.05,
+    suspicion_mult=3,
+    push_pull_interval_s=5.0,
+)
