@@ -1,0 +1,85 @@
+"""Signed documents of CONTRACT §4/§6: node lists, registrations, leaves and cards."""
+
+from __future__ import annotations
+
+import pytest
+
+from node.errors import BadSignature, Expired, RemoteProtocolError
+from node.identity import Identity, b64u_decode, b64u_encode, decode_document, encode_document
+from node.nodelist import (
+    NodeEntry,
+    build_leave,
+    build_node_list,
+    build_registration,
+    make_card,
+    open_leave,
+    open_node_list,
+    open_registration,
+    parse_card,
+)
+
+REG = Identity.from_seed(b"r" * 32)
+NODE = Identity.from_seed(b"n" * 32)
+
+
+def entry(ident: Identity = NODE) -> NodeEntry:
+    return NodeEntry(id=ident.id, ws="ws://127.0.0.1:7400/v1/client", swim="127.0.0.1:7401", peer="127.0.0.1:7402",
+                     seen=1000)
+
+
+def test_node_list_round_trip() -> None:
+    doc = build_node_list(REG, [entry()], issued=1000, expires=2000)
+    nl = open_node_list(doc, {REG.id}, now=1500)
+    assert nl.nodes == (entry(),)
+    assert (nl.issued, nl.expires, nl.signer) == (1000, 2000, REG.id)
+
+
+def test_node_list_untrusted_key_refused() -> None:
+    doc = build_node_list(NODE, [entry()], issued=1000, expires=2000)
+    with pytest.raises(BadSignature):
+        open_node_list(doc, {REG.id}, now=1500)
+
+
+def test_node_list_tampered_refused() -> None:
+    doc = build_node_list(REG, [entry()], issued=1000, expires=2000)
+    body = bytearray(doc["body"])
+    body[-5] ^= 1
+    with pytest.raises(BadSignature):
+        open_node_list({**doc, "body": bytes(body)}, {REG.id}, now=1500)
+
+
+def test_node_list_expired_refused() -> None:
+    doc = build_node_list(REG, [entry()], issued=1000, expires=2000)
+    with pytest.raises(Expired):
+        open_node_list(doc, {REG.id}, now=2001)
+
+
+@pytest.mark.parametrize("bad", [None, [], {"body": b"x"}, {"body": 1, "key": b"k", "sig": b"s"}])
+def test_node_list_malformed_refused(bad: object) -> None:
+    with pytest.raises(RemoteProtocolError):
+        open_node_list(bad, {REG.id}, now=0)
+
+
+def test_registration_must_be_signed_by_its_node() -> None:
+    doc = build_registration(NODE, ws="ws://h:1/v1/client", swim="h:2", peer="h:3", ts=5, ttl=60)
+    assert open_registration(doc).id == NODE.id
+    forged = build_registration(REG, ws="ws://h:1/v1/client", swim="h:2", peer="h:3", ts=5, ttl=60)
+    body_with_other_id = decode_document(encode_document(forged))
+    reg = open_registration(body_with_other_id)
+    assert reg.id == REG.id  # a node may only register itself: the id is the signer
+
+
+def test_leave_round_trip() -> None:
+    assert open_leave(build_leave(NODE, ts=9)) == (NODE.id, 9)
+
+
+def test_card_round_trip_and_tamper() -> None:
+    uri = make_card(NODE, ws="wss://sig.example.org/v1/client", ts=77)
+    card = parse_card(uri)
+    assert (card.id, card.ws, card.ts) == (NODE.id, "wss://sig.example.org/v1/client", 77)
+    raw = bytearray(b64u_decode(uri.split("/")[-1]))
+    raw[-3] ^= 1
+    with pytest.raises(RemoteProtocolError):
+        parse_card("homing://node/" + b64u_encode(bytes(raw)))
+    with pytest.raises(RemoteProtocolError):
+        parse_card("homing://node/!!!")
