@@ -115,7 +115,9 @@ def build_run_config(args: argparse.Namespace) -> NodeConfig:
         flag_names = {"node.ws": "--ws", "node.swim": "--swim", "node.peer": "--peer", "node.metrics": "--metrics"}
         raise ConfigError(flag_names.get(exc.key, exc.key), exc.reason) from exc
     if not config.node.data_dir:
-        config = load_config(config_path, {**overrides, "node": {**node, "data_dir": str(data_dir)}}, preset=args.preset)
+        config = load_config(
+            config_path, {**overrides, "node": {**node, "data_dir": str(data_dir)}}, preset=args.preset
+        )
     return config
 
 
@@ -139,7 +141,9 @@ async def _run_until_signal(config: NodeConfig, identity: Any) -> int:
         )
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
             async for signum in signals:
-                print(f"homing node: {signal.Signals(signum).name}, leaving the federation", file=sys.stderr, flush=True)
+                print(
+                    f"homing node: {signal.Signals(signum).name}, leaving the federation", file=sys.stderr, flush=True
+                )
                 handle.request_shutdown()
                 break
     return 0

@@ -67,6 +67,7 @@ class SwimDriver:
         self.push_pull_timeout_s = push_pull_timeout_s
         self.sealer = DatagramSealer(identity, epoch_ms=epoch_ms)
         self._wake = trio.Event()
+        self._seed_peers: dict[bytes, Address] = {}  # peer-link address of seeds, from their WHOIS meta
         self._pending_whois: dict[bytes, trio.MemorySendChannel[tuple[bytes, bytes]]] = {}
         self._whois_tokens = WHOIS_REPLIES_PER_S
         self._whois_last = 0.0
@@ -162,16 +163,12 @@ class SwimDriver:
 
     def peer_address(self, member_id: bytes) -> Address | None:
         """The peer-link address of a live (or suspect) member, from its SWIM address and meta."""
-        for m in self.core.members():
-            if m.id == member_id:
-                if m.state.value not in ("alive", "suspect"):
-                    return None
-                try:
-                    meta = decode_meta(m.meta)
-                except RemoteProtocolError:
-                    return None
-                return (meta.host or m.addr[0], meta.peer_port)
-        return None
+        m = self.core.member(member_id)
+        if m is None:
+            return self._seed_peers.get(member_id)
+        if m.state.value not in ("alive", "suspect"):
+            return None
+        return _peer_address(m.addr, m.meta)
 
     async def _push_pull(self, cmd: PushPull) -> None:
         addr = self.peer_address(cmd.to_id)
@@ -242,12 +239,17 @@ class SwimDriver:
                 with contextlib.suppress(OSError):
                     await self.sock.sendto(encode_whois(self.identity.id, nonce), addr)
                 with trio.move_on_after(timeout_s / tries):
-                    node_id, _meta = await recv.receive()
+                    node_id, meta = await recv.receive()
                     if node_id == self.identity.id:
                         return None
                     if not self.admit(node_id):
                         self.on_refused("swim", "seed_not_admitted")
                         return None
+                    peer = _peer_address(addr, meta)
+                    if peer is None:
+                        self.on_refused("swim", "malformed")
+                        return None
+                    self._seed_peers[node_id] = peer
                     self.core.add_seed(node_id, addr, trio.current_time())
                     self.poke()
                     return node_id
@@ -276,3 +278,11 @@ class SwimDriver:
             "bytes_in": self.bytes_in,
             "bytes_out": self.bytes_out,
         }
+
+
+def _peer_address(swim_addr: Address, meta: bytes) -> Address | None:
+    try:
+        decoded = decode_meta(meta)
+    except RemoteProtocolError:
+        return None
+    return (decoded.host or swim_addr[0], decoded.peer_port)
