@@ -16,6 +16,7 @@ import trio
 from node.config import NodeConfig, default_data_dir, load_config, parse_hostport, render_toml
 from node.errors import ConfigError
 from node.identity import load_or_create_key
+from node.log import setup_logging
 
 KEY_FILE = "node.key"
 CONFIG_FILE = "homing-node.toml"
@@ -124,6 +125,7 @@ def build_run_config(args: argparse.Namespace) -> NodeConfig:
 def cmd_run(args: argparse.Namespace) -> int:
     config = build_run_config(args)
     identity, _ = load_or_create_key(config.data_path / KEY_FILE)
+    setup_logging(config.node.log_level, json=config.node.log_json)
     return trio.run(_run_until_signal, config, identity)
 
 

@@ -22,12 +22,26 @@ import trio
 
 from node.admission import Admission
 from node.config import NodeConfig, format_hostport, parse_hostport
-from node.identity import Identity, parse_id
+from node.httpserver import serve_http
+from node.identity import Identity, id_text, parse_id, short_id
+from node.log import get_logger
+from node.metrics import NodeMetrics
+from node.ops import OPS_LIMITS, ops_router
 from node.peers import PeerLimits, PeerLinks, serve_peers
 from node.swim.protocol import MemberChanged, Swim
 from node.udp import SwimDriver
 from node.wire.seed import Meta, encode_meta
 
+# SWIM/driver vocabulary -> the metric label tables of node/metrics.py
+PROBE_LABELS = {"ok": "ack", "indirect_ok": "indirect_ack", "failed": "failed"}
+REFUSED_LABELS = {
+    "not_admitted": "unadmitted",
+    "seed_not_admitted": "unadmitted",
+    "push_pull_failed": "malformed",
+    "timeout_or_broken": "malformed",
+    "too_large": "oversized",
+    "connections_max": "rate_limited",
+}
 SHUTDOWN_BUDGET_S = 8.0  # CONTRACT §5: exit within 10 s of SIGTERM; keep 2 s of margin
 
 
@@ -71,15 +85,33 @@ class NodeHandle:
     driver: SwimDriver
     links: PeerLinks
     admission: Admission
+    metrics: NodeMetrics
+    serving: bool = True
     shutdown_requested: trio.Event = attrs.field(factory=trio.Event)
     extras: dict[str, Any] = attrs.field(factory=dict)
 
     def request_shutdown(self) -> None:
         self.shutdown_requested.set()
 
-    def members(self) -> list[dict[str, Any]]:
-        from node.identity import id_text
+    def healthy(self) -> bool:
+        return self.serving and not self.shutdown_requested.is_set()
 
+    def refresh_gauges(self) -> None:
+        counts: dict[str, int] = {}
+        for m in self.swim.members():
+            counts[m.state.value] = counts.get(m.state.value, 0) + 1
+        self.metrics.set_members(counts)
+        self.metrics.peer_links.set(self.links.link_count)
+
+    def members_document(self) -> dict[str, Any]:
+        """GET /v1/members (CONTRACT §5), plus this node's client count for `homing node status`."""
+        return {"self": id_text(self.identity.id), "members": self.members(), "clients": self.client_count()}
+
+    def client_count(self) -> int:
+        counter = self.extras.get("client_count")
+        return int(counter()) if callable(counter) else 0
+
+    def members(self) -> list[dict[str, Any]]:
         out = []
         for m in sorted(self.swim.members(), key=lambda m: m.id):
             out.append(
@@ -136,6 +168,16 @@ async def run_node(
         limits=PeerLimits(queue_max=config.relay.peer_queue_max),
     )
 
+    metrics = NodeMetrics()
+    log = get_logger("node", node=short_id(identity.id))
+    driver.on_probe = lambda result: metrics.swim_probe(PROBE_LABELS.get(result, result))
+
+    def refused(layer: str, reason: str) -> None:
+        metrics.packet_refused(layer, REFUSED_LABELS.get(reason, reason))
+
+    driver.on_refused = refused
+    metrics_host, metrics_port = parse_hostport(config.node.metrics, key="node.metrics")
+
     async with trio.open_nursery() as nursery:
         await nursery.start(links.run)
         await nursery.start(driver.run)
@@ -147,21 +189,44 @@ async def run_node(
                 admit=admission.admits,
                 on_link=links.accept,
                 on_sync=driver.on_sync,
+                on_refused=functools.partial(refused, "peer"),
             )
         )
         ports = {"ws": 0, "swim": swim_port, "peer": peer_port, "metrics": 0}
         handle = NodeHandle(
-            identity=identity, config=config, ports=ports, swim=core, driver=driver, links=links, admission=admission
+            identity=identity,
+            config=config,
+            ports=ports,
+            swim=core,
+            driver=driver,
+            links=links,
+            admission=admission,
+            metrics=metrics,
+        )
+        router = ops_router(
+            metrics=metrics, members=handle.members_document, healthy=handle.healthy, refresh=handle.refresh_gauges
+        )
+        ports["metrics"] = await nursery.start(
+            functools.partial(serve_http, router, metrics_host, metrics_port, limits=OPS_LIMITS)
         )
 
         def on_change(ch: MemberChanged) -> None:
-            if ch.member.state.value in ("dead", "left"):
+            state = ch.member.state.value
+            metrics.member_changed(state)
+            log.info(
+                "member_" + state,
+                member=ch.member.id,
+                inc=ch.member.incarnation,
+                previous=ch.previous.value if ch.previous else "none",
+            )
+            if state in ("dead", "left"):
                 links.drop_peer(ch.member.id)
             for listener in handle.extras.get("member_listeners", []):
                 listener(ch)
 
         driver.on_change = on_change
         write_json_atomic(data_dir / "ports.json", ports)
+        log.info("started", **{k: v for k, v in ports.items()}, admission=admission.describe())
         if config.federation.join:
             seeds = [parse_hostport(s, key="federation.join") for s in config.federation.join]
             nursery.start_soon(_join_forever, driver, seeds, handle)

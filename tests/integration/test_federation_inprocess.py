@@ -14,8 +14,13 @@ from node.service import NodeHandle, run_node
 def node_config(tmp: Path, name: str, join: list[str], **fed: object) -> object:
     return build_config(
         {
-            "node": {"data_dir": str(tmp / name), "ws": "127.0.0.1:0", "swim": "127.0.0.1:0", "peer": "127.0.0.1:0",
-                     "metrics": "127.0.0.1:0"},
+            "node": {
+                "data_dir": str(tmp / name),
+                "ws": "127.0.0.1:0",
+                "swim": "127.0.0.1:0",
+                "peer": "127.0.0.1:0",
+                "metrics": "127.0.0.1:0",
+            },
             "federation": {"join": join, "open": True, **fed},
         },
         preset="local",
@@ -60,20 +65,41 @@ async def test_closed_federation_refuses_unlisted_node(tmp_path: Path) -> None:
     a_id, b_id, c_id = Identity.generate(), Identity.generate(), Identity.generate()
     async with trio.open_nursery() as nursery:
         cfg_a = build_config(
-            {"node": {"data_dir": str(tmp_path / "a"), "swim": "127.0.0.1:0", "peer": "127.0.0.1:0"},
-             "federation": {"allow": [b_id.id_text]}},
+            {
+                "node": {
+                    "data_dir": str(tmp_path / "a"),
+                    "swim": "127.0.0.1:0",
+                    "peer": "127.0.0.1:0",
+                    "metrics": "127.0.0.1:0",
+                },
+                "federation": {"allow": [b_id.id_text]},
+            },
             preset="local",
         )
         a: NodeHandle = await nursery.start(run_node, cfg_a, a_id)
         seed = f"127.0.0.1:{a.ports['swim']}"
         cfg_b = build_config(
-            {"node": {"data_dir": str(tmp_path / "b"), "swim": "127.0.0.1:0", "peer": "127.0.0.1:0"},
-             "federation": {"join": [seed], "allow": [a_id.id_text]}},
+            {
+                "node": {
+                    "data_dir": str(tmp_path / "b"),
+                    "swim": "127.0.0.1:0",
+                    "peer": "127.0.0.1:0",
+                    "metrics": "127.0.0.1:0",
+                },
+                "federation": {"join": [seed], "allow": [a_id.id_text]},
+            },
             preset="local",
         )
         cfg_c = build_config(
-            {"node": {"data_dir": str(tmp_path / "c"), "swim": "127.0.0.1:0", "peer": "127.0.0.1:0"},
-             "federation": {"join": [seed], "open": True}},
+            {
+                "node": {
+                    "data_dir": str(tmp_path / "c"),
+                    "swim": "127.0.0.1:0",
+                    "peer": "127.0.0.1:0",
+                    "metrics": "127.0.0.1:0",
+                },
+                "federation": {"join": [seed], "open": True},
+            },
             preset="local",
         )
         b: NodeHandle = await nursery.start(run_node, cfg_b, b_id)

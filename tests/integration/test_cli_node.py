@@ -1,0 +1,100 @@
+"""`homing node init|run|status` as an operator uses them."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import stat
+import subprocess
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from node.identity import parse_id
+from tests.helpers import homing_cmd, homing_env, run_homing, wait_for_file
+
+
+def test_init_creates_key_and_commented_config(tmp_path: Path) -> None:
+    d = tmp_path / "node"
+    result = run_homing("node", "init", "--data-dir", str(d))
+    assert result.returncode == 0, result.stderr
+    node_id = result.stdout.split()[-1]
+    assert len(parse_id(node_id)) == 32
+    assert stat.S_IMODE((d / "node.key").stat().st_mode) == 0o600
+    text = (d / "homing-node.toml").read_text()
+    assert text.count("# ") > 20, "every setting is commented"
+    parsed = tomllib.loads(text)
+    assert parsed["relay"]["mailbox_ttl"] == 60.0
+    again = run_homing("node", "init", "--data-dir", str(d))
+    assert again.stdout.split()[-1] == node_id, "init keeps an existing identity"
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["--ws", "nonsense"], "--ws"),
+        (["--swim", "127.0.0.1:99999"], "--swim"),
+        (["--trust", "not-a-key"], "federation.trust"),
+        (["--join", "nohost"], "federation.join"),
+    ],
+)
+def test_bad_flags_exit_2_naming_the_flag(tmp_path: Path, args: list[str], needle: str) -> None:
+    result = run_homing("node", "run", "--data-dir", str(tmp_path), *args, timeout=30)
+    assert result.returncode == 2
+    assert needle in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+def test_bad_toml_value_exits_2_naming_the_key(tmp_path: Path) -> None:
+    cfg = tmp_path / "bad.toml"
+    cfg.write_text("[swim]\nprobe_interval_s = -1\n")
+    result = run_homing("node", "run", "--config", str(cfg), "--data-dir", str(tmp_path), timeout=30)
+    assert result.returncode == 2
+    assert "swim.probe_interval_s" in result.stderr
+    cfg.write_text("[relay]\nmailbox_tll = 5\n")
+    result = run_homing("node", "run", "--config", str(cfg), "--data-dir", str(tmp_path), timeout=30)
+    assert result.returncode == 2
+    assert "relay.mailbox_tll" in result.stderr
+
+
+@pytest.mark.timeout(60)
+def test_run_with_no_arguments_then_status_and_sigterm(tmp_path: Path) -> None:
+    """No flags at all: identity in the user's data dir, loopback defaults (CONTRACT §1 ports)."""
+    env = homing_env(XDG_DATA_HOME=str(tmp_path / "xdg"), HOME=str(tmp_path))
+    proc = subprocess.Popen(
+        homing_cmd("node", "run"), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    try:
+        data_dir = tmp_path / "xdg" / "homing"
+        try:
+            ports = wait_for_file(data_dir / "ports.json", timeout=20)
+        except TimeoutError:
+            proc.kill()
+            out = proc.communicate(timeout=5)[0]
+            if "Address already in use" in out:
+                pytest.skip("a default port (7400-7403) is taken on this machine")
+            raise
+        assert ports == {"ws": ports["ws"], "swim": 7401, "peer": 7402, "metrics": 7403}
+        status = subprocess.run(homing_cmd("node", "status"), env=env, capture_output=True, text=True, timeout=20)
+        assert status.returncode == 0, status.stderr
+        assert "alive" in status.stdout and "(self)" in status.stdout
+        raw = subprocess.run(
+            homing_cmd("node", "status", "--json"), env=env, capture_output=True, text=True, timeout=20
+        )
+        doc = json.loads(raw.stdout)
+        assert [m["state"] for m in doc["members"]] == ["alive"]
+        assert doc["members"][0]["id"] == doc["self"]
+        os.kill(proc.pid, signal.SIGTERM)
+        assert proc.wait(10) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_status_of_unreachable_node_exits_1(tmp_path: Path) -> None:
+    result = run_homing("node", "status", "--metrics", "127.0.0.1:1", timeout=30)
+    assert result.returncode == 1
+    assert "cannot reach" in result.stderr
