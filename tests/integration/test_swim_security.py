@@ -1,0 +1,98 @@
+"""Forged, replayed, truncated, oversized and unadmitted SWIM datagrams: each refused, counted, state unchanged.
+
+A real node on 127.0.0.1 and a raw UDP socket playing the attacker (CONTRACT §3: "a forged or replayed packet
+changes nothing").
+"""
+
+from __future__ import annotations
+
+import re
+import socket
+from pathlib import Path
+
+import trio
+
+from node.config import build_config
+from node.crypto import DatagramSealer
+from node.identity import Identity
+from node.service import NodeHandle, run_node
+from node.swim.messages import Ping
+from node.wire.seed import WHOIS_BYTES, encode_whois
+from node.wire.swim import encode_datagram
+
+
+def refused(h: NodeHandle, reason: str) -> float:
+    text = h.metrics.render().decode()
+    m = re.search(rf'homing_packets_refused_total{{layer="swim",reason="{reason}"}} (\S+)', text)
+    return float(m.group(1)) if m else 0.0
+
+
+def table(h: NodeHandle) -> list[tuple[bytes, str, int]]:
+    return sorted((m.id, m.state.value, m.incarnation) for m in h.swim.members())
+
+
+async def until(pred: object, timeout: float = 5.0) -> None:
+    with trio.fail_after(timeout):
+        while not pred():  # type: ignore[operator]
+            await trio.sleep(0.02)
+
+
+async def test_hostile_datagrams_change_nothing(tmp_path: Path) -> None:
+    friend = Identity.generate()
+    config = build_config(
+        {
+            "node": {"data_dir": str(tmp_path), "ws": "127.0.0.1:0", "swim": "127.0.0.1:0", "peer": "127.0.0.1:0",
+                     "metrics": "127.0.0.1:0"},
+            "federation": {"allow": [friend.id_text]},
+        },
+        preset="local",
+    )
+    async with trio.open_nursery() as nursery:
+        node: NodeHandle = await nursery.start(run_node, config, Identity.generate())
+        target = ("127.0.0.1", node.ports["swim"])
+        before = table(node)
+        sock = trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        await sock.bind(("127.0.0.1", 0))
+
+        # a legitimate packet from an admitted key is accepted once ...
+        sealer = DatagramSealer(friend, epoch_ms=1)
+        packet = sealer.seal(node.identity.id, encode_datagram(Ping(seq=1)))
+        await sock.sendto(packet, target)
+        with trio.fail_after(5):
+            data, _ = await sock.recvfrom(2048)  # the ack proves it was accepted
+        assert data[0] == 1
+        # ... and a replay of it is refused
+        await sock.sendto(packet, target)
+        await until(lambda: refused(node, "replayed") >= 1)
+
+        # forged: one bit flipped in the ciphertext
+        forged = bytearray(sealer.seal(node.identity.id, encode_datagram(Ping(seq=2))))
+        forged[-1] ^= 1
+        await sock.sendto(bytes(forged), target)
+        await until(lambda: refused(node, "forged") >= 1)
+
+        # sealed by a key the node does not admit
+        stranger = DatagramSealer(Identity.generate(), epoch_ms=1)
+        await sock.sendto(stranger.seal(node.identity.id, encode_datagram(Ping(seq=3))), target)
+        await until(lambda: refused(node, "unadmitted") >= 1)
+
+        # truncated, garbage, oversized, short WHOIS (amplification guard)
+        await sock.sendto(packet[:40], target)
+        await sock.sendto(b"\x07garbage", target)
+        await until(lambda: refused(node, "malformed") >= 2)
+        await sock.sendto(b"\x01" + bytes(1500), target)
+        await until(lambda: refused(node, "oversized") >= 1)
+        await sock.sendto(encode_whois(friend.id, bytes(16))[: WHOIS_BYTES // 2], target)
+        await until(lambda: refused(node, "malformed") >= 3)
+
+        # nothing about the table changed (the stranger was never added; the friend only pinged)
+        assert all(m_id != stranger._identity.id for m_id, _, _ in table(node))
+        assert [row for row in table(node) if row[0] == node.identity.id] == [
+            row for row in before if row[0] == node.identity.id
+        ]
+        # and the node still serves: a fresh legitimate ping is answered
+        await sock.sendto(sealer.seal(node.identity.id, encode_datagram(Ping(seq=9))), target)
+        with trio.fail_after(5):
+            data, _ = await sock.recvfrom(2048)
+        assert data[0] == 1
+        node.request_shutdown()
