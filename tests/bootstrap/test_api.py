@@ -70,8 +70,9 @@ def test_json_registration_gets_a_json_answer(tmp_path: Path) -> None:
     init_registry(tmp_path)
     from node.identity import document_to_json
 
-    doc = build_registration(A, ws="wss://a.example/v1/client", swim="a.example:7401", peer="a.example:7402",
-                             ts=int(time.time()), ttl=120)
+    doc = build_registration(
+        A, ws="wss://a.example/v1/client", swim="a.example:7401", peer="a.example:7402", ts=int(time.time()), ttl=120
+    )
 
     async def body() -> None:
         async with running_registry(make_config(tmp_path)) as base, httpx2.AsyncClient() as c:

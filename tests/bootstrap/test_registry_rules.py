@@ -111,7 +111,9 @@ def test_leave_unlists_keeps_approval_and_raises_the_replay_floor() -> None:
 def test_list_is_sorted_signed_and_cache_ends_at_the_first_lease_end() -> None:
     registry = Identity.from_seed(b"r" * 32)
     records = [
-        NodeRecord(id=bytes([i]) * 32, ws="ws://x/v1/client", swim="x:1", peer="x:2", ttl=100 + i, seen=NOW, approved=True)
+        NodeRecord(
+            id=bytes([i]) * 32, ws="ws://x/v1/client", swim="x:1", peer="x:2", ttl=100 + i, seen=NOW, approved=True
+        )
         for i in (3, 1, 2)
     ] + [NodeRecord(id=b"\x09" * 32, ttl=100, seen=NOW, approved=False)]
     assert [e.id[0] for e in listed_entries(records, NOW)] == [1, 2, 3]
