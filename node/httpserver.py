@@ -232,21 +232,30 @@ class _Conn:
             self.h11.receive_data(bytes(data))
 
     async def _read_request(self) -> Request:
-        with trio.move_on_after(self.limits.keepalive_timeout_s) as idle:
-            event = await self._next_event()
-        if idle.cancelled_caught:
-            raise _Closed
+        if not self.h11.trailing_data[0]:  # nothing pipelined: idle until the next request's first bytes
+            with trio.move_on_after(self.limits.keepalive_timeout_s) as idle:
+                try:
+                    data = await self.stream.receive_some(_READ_CHUNK_BYTES)
+                except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+                    raise _Closed from exc
+            if idle.cancelled_caught or not data:
+                raise _Closed
+            self.h11.receive_data(bytes(data))
         with trio.move_on_after(self.limits.read_timeout_s) as reading:
-            request = await self._read_rest(event)
+            request = await self._read_rest()
         if reading.cancelled_caught:
             raise _HttpError(408, "request not received in time")
         return request
 
-    async def _read_rest(self, event: Any) -> Request:
+    async def _read_rest(self) -> Request:
+        event = await self._next_event()
         if isinstance(event, h11.ConnectionClosed):
             raise _Closed
         if not isinstance(event, h11.Request):
             raise _HttpError(400, "expected a request")
+        header_bytes = len(event.target) + sum(len(n) + len(v) + 4 for n, v in event.headers)
+        if header_bytes > self.limits.header_bytes_max:  # h11 bounds only an incomplete head
+            raise _HttpError(431, f"request head larger than {self.limits.header_bytes_max} bytes")
         headers: dict[str, str] = {}
         for name, value in event.headers:
             key = name.decode("latin-1").lower()

@@ -1,0 +1,198 @@
+"""node.httpserver over real loopback sockets: routing, keep-alive, limits, bad input, timeouts, TLS."""
+
+from __future__ import annotations
+
+import ssl
+import subprocess
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import httpx2
+import pytest
+import trio
+import trio.testing
+
+from node.httpserver import HttpLimits, RateLimiter, Request, Response, Router, serve_http, text_response
+
+
+async def echo(request: Request) -> Response:
+    return text_response(200, f"{request.method} {request.params.get('name', '-')} {len(request.body)}")
+
+
+async def boom(request: Request) -> Response:
+    raise RuntimeError("handler bug")
+
+
+def make_router() -> Router:
+    router = Router()
+    router.add("GET", "/hello/{name}", echo)
+    router.add("POST", "/hello/{name}", echo)
+    router.add("GET", "/boom", boom)
+    return router
+
+
+def serve(
+    limits: HttpLimits,
+    body: Callable[[int], Awaitable[None]],
+    *,
+    clock: trio.abc.Clock | None = None,
+    ssl_context: ssl.SSLContext | None = None,
+) -> None:
+    async def main() -> None:
+        with trio.fail_after(20):
+            async with trio.open_nursery() as nursery:
+                port = await nursery.start(
+                    lambda task_status: serve_http(
+                        make_router(), "127.0.0.1", 0, limits=limits, ssl_context=ssl_context, task_status=task_status
+                    )
+                )
+                await body(port)
+                nursery.cancel_scope.cancel()
+
+    trio.run(main, clock=clock)
+
+
+async def raw(port: int, data: bytes) -> bytes:
+    """Send raw bytes and read until the server closes."""
+    stream = await trio.open_tcp_stream("127.0.0.1", port)
+    await stream.send_all(data)
+    out = b""
+    while chunk := await stream.receive_some(65536):
+        out += chunk
+    await stream.aclose()
+    return out
+
+
+def test_routing_keepalive_head_and_errors() -> None:
+    async def body(port: int) -> None:
+        base = f"http://127.0.0.1:{port}"
+        async with httpx2.AsyncClient() as c:
+            r = await c.get(f"{base}/hello/world")
+            assert (r.status_code, r.text) == (200, "GET world 0\n")
+            r = await c.post(f"{base}/hello/x", content=b"12345")
+            assert r.text == "POST x 5\n"
+            head = await c.head(f"{base}/hello/world")
+            assert head.status_code == 200 and head.content == b"" and head.headers["content-length"] == "13"
+            assert (await c.get(f"{base}/nothing")).status_code == 404
+            r = await c.delete(f"{base}/hello/x")
+            assert r.status_code == 405 and r.headers["allow"] == "GET, POST"
+            assert (await c.get(f"{base}/boom")).status_code == 500
+            assert (await c.get(f"{base}/hello/again")).status_code == 200  # still serving
+        two = await raw(
+            port,
+            b"GET /hello/a HTTP/1.1\r\nHost: x\r\n\r\nGET /hello/b HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        )
+        assert two.count(b"HTTP/1.1 200") == 2 and b"GET a 0" in two and b"GET b 0" in two
+        assert (await raw(port, b"NONSENSE\r\n\r\n")).startswith(b"HTTP/1.1 400")
+
+    serve(HttpLimits(), body)
+
+
+def test_size_limits() -> None:
+    async def body(port: int) -> None:
+        big_header = b"GET /hello/a HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 5000 + b"\r\n\r\n"
+        assert (await raw(port, big_header)).startswith(b"HTTP/1.1 431")
+        declared = b"POST /hello/a HTTP/1.1\r\nHost: x\r\nContent-Length: 2000\r\n\r\n"
+        assert (await raw(port, declared)).startswith(b"HTTP/1.1 413")
+        chunked = (
+            b"POST /hello/a HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+            + b"400\r\n"
+            + b"z" * 1024
+            + b"\r\n"
+            + b"400\r\n"
+            + b"z" * 1024
+            + b"\r\n0\r\n\r\n"
+        )
+        assert (await raw(port, chunked)).startswith(b"HTTP/1.1 413")
+
+    serve(HttpLimits(header_bytes_max=4096, body_bytes_max=1500), body)
+
+
+def test_request_rate_per_ip() -> None:
+    async def body(port: int) -> None:
+        async with httpx2.AsyncClient() as c:
+            codes = [(await c.get(f"http://127.0.0.1:{port}/hello/a")).status_code for _ in range(6)]
+        assert codes[:4] == [200] * 4 and codes[4:] == [429, 429]
+
+    serve(HttpLimits(rate_per_ip_per_s=0.001, rate_per_ip_burst=4), body)
+
+
+def test_connection_limit_per_ip() -> None:
+    async def body(port: int) -> None:
+        held = [await trio.open_tcp_stream("127.0.0.1", port) for _ in range(2)]
+        await trio.sleep(0.05)  # let the server count them (accept is asynchronous)
+        assert (await raw(port, b"GET /hello/a HTTP/1.1\r\nHost: x\r\n\r\n")).startswith(b"HTTP/1.1 503")
+        for s in held:
+            await s.aclose()
+
+    serve(HttpLimits(connections_per_ip_max=2), body)
+
+
+def test_idle_and_slow_requests_time_out() -> None:
+    async def body(port: int) -> None:
+        # a client that connects and says nothing is dropped after the keep-alive timeout (virtual time)
+        start = trio.current_time()
+        assert await raw(port, b"") == b""
+        assert 5 <= trio.current_time() - start < 6
+        # a request that starts but never finishes gets 408 after the read timeout
+        assert (await raw(port, b"GET /hello/a HTTP/1.1\r\nHo")).startswith(b"HTTP/1.1 408")
+
+    serve(HttpLimits(keepalive_timeout_s=5, read_timeout_s=2), body, clock=trio.testing.MockClock(autojump_threshold=0))
+
+
+def test_rate_limiter_forgets_least_recently_used() -> None:
+    rl = RateLimiter(rate_per_s=1.0, burst=1, keys_max=2)
+    assert rl.allow("a", 0.0) == 0.0 and rl.allow("a", 0.0) == pytest.approx(1.0)
+    assert rl.allow("a", 1.0) == 0.0
+    rl.allow("b", 1.0)
+    rl.allow("c", 1.0)  # forgets "a": it starts with a full bucket again
+    assert rl.allow("a", 1.0) == 0.0
+
+
+@pytest.fixture(scope="module")
+def tls_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    d = tmp_path_factory.mktemp("tls")
+    cert, key = d / "cert.pem", d / "key.pem"
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1,DNS:localhost",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=30,
+    )
+    return cert, key
+
+
+def test_tls(tls_files: tuple[Path, Path]) -> None:
+    cert, key = tls_files
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(str(cert), str(key))
+
+    async def body(port: int) -> None:
+        async with httpx2.AsyncClient(verify=ssl.create_default_context(cafile=str(cert))) as c:
+            r = await c.get(f"https://127.0.0.1:{port}/hello/tls")
+            assert r.text == "GET tls 0\n"
+        async with httpx2.AsyncClient() as c:  # the system store does not trust our self-signed cert
+            with pytest.raises(httpx2.ConnectError):
+                await c.get(f"https://127.0.0.1:{port}/hello/tls")
+        assert await raw(port, b"GET / HTTP/1.1\r\n\r\n") == b""  # plain HTTP on a TLS port: dropped
+
+    serve(HttpLimits(), body, ssl_context=ctx)
