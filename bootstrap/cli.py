@@ -1,9 +1,230 @@
-"""`homing bootstrap ...` commands."""
+"""`homing bootstrap init|run|nodes ...` (CONTRACT §1); `export-txt` and `publish-dns` come from `dns_cli`."""
 
 from __future__ import annotations
 
+import argparse
+import json
+import logging
+import signal
+import sys
+import time
+from pathlib import Path
 from typing import Any
+
+import attrs
+import trio
+
+from bootstrap import dns_cli
+from bootstrap.config import BootstrapConfig, default_data_dir
+from bootstrap.registry import Policy
+from bootstrap.service import load_identity, run_bootstrap
+from bootstrap.store import Store
+from node.errors import ConfigError
+from node.identity import id_text, parse_id
 
 
 def register(sub: Any) -> None:
-    """Filled in by the bootstrap work."""
+    p = sub.add_parser("bootstrap", help="run and administer a bootstrap registry")
+    p.set_defaults(help_parser=p)
+    bsub = p.add_subparsers(dest="bootstrap_command", metavar="COMMAND", parser_class=type(p))
+
+    init = bsub.add_parser("init", help="create the registry signing key and database; print the public key")
+    _data_dir_arg(init)
+    init.set_defaults(func=cmd_init)
+
+    run = bsub.add_parser("run", help="run the registry HTTP service")
+    _data_dir_arg(run)
+    run.add_argument(
+        "--listen",
+        default="127.0.0.1:7480",
+        metavar="H:P",
+        help="listen address (default 127.0.0.1:7480; port 0 picks one)",
+    )
+    run.add_argument(
+        "--approval",
+        default="auto",
+        choices=["auto", "manual"],
+        help="approve new nodes automatically or wait for an admin (default auto)",
+    )
+    run.add_argument("--tls-cert", type=Path, metavar="FILE", help="PEM certificate chain, to serve HTTPS")
+    run.add_argument("--tls-key", type=Path, metavar="FILE", help="PEM private key for --tls-cert")
+    run.add_argument(
+        "--list-lifetime", type=int, default=3600, metavar="S", help="seconds a signed list stays valid (default 3600)"
+    )
+    run.add_argument(
+        "--write-rate",
+        type=float,
+        default=2.0,
+        metavar="PER_S",
+        help="registrations per second per IP (default 2, burst 20)",
+    )
+    run.add_argument(
+        "--read-rate",
+        type=float,
+        default=20.0,
+        metavar="PER_S",
+        help="requests per second per IP (default 20, burst 3x)",
+    )
+    run.set_defaults(func=cmd_run)
+
+    nodes = bsub.add_parser("nodes", help="list, approve, ban or remove nodes (acts on the running service at once)")
+    nodes.set_defaults(help_parser=nodes)
+    nsub = nodes.add_subparsers(dest="nodes_command", metavar="ACTION", parser_class=type(p))
+    lst = nsub.add_parser("list", help="every known node with its state")
+    _data_dir_arg(lst)
+    lst.add_argument("--json", action="store_true", help="JSON output for scripts")
+    lst.set_defaults(func=cmd_list)
+    for action, text in (
+        ("approve", "approve a node (also lifts a ban); an id not yet seen is pre-approved"),
+        ("ban", "ban a node: unlisted at once, its registrations refused with 403"),
+        ("remove", "forget a node's registration, approval and ban (it may register again)"),
+    ):
+        a = nsub.add_parser(action, help=text)
+        a.add_argument("id", metavar="ID", help="node id (43 base64url characters)")
+        _data_dir_arg(a)
+        a.set_defaults(func=cmd_admin, action=action)
+
+    dns_register = getattr(dns_cli, "register", None)
+    if dns_register is not None:
+        dns_register(bsub)
+
+
+def _data_dir_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--data-dir", type=Path, default=None, metavar="D", help=f"data directory (default {default_data_dir()})"
+    )
+
+
+def _config(args: argparse.Namespace, **kw: Any) -> BootstrapConfig:
+    data_dir = args.data_dir if args.data_dir is not None else default_data_dir()
+    return BootstrapConfig(data_dir=data_dir, **kw)
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    config = _config(args)
+    config.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    identity, created = load_identity(config, create=True)
+    Store.open(config.data_dir, create=True).close()
+    what = "created" if created else "already exists:"
+    print(f"registry key {what} {config.key_path}")
+    print(f"database {config.data_dir / 'registry.sqlite3'}")
+    print(f"registry public key (give it to nodes and clients as --trust): {identity.id_text}")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from node.config import format_hostport, parse_hostport
+    from node.httpserver import HttpLimits
+
+    http = attrs.evolve(
+        BootstrapConfig().http,
+        rate_per_ip_per_s=_positive(args.read_rate, "--read-rate"),
+        rate_per_ip_burst=max(1, int(args.read_rate * 3)),
+    )
+    assert isinstance(http, HttpLimits)
+    config = _config(
+        args,
+        listen=args.listen,
+        policy=Policy(approval=args.approval),
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
+        list_lifetime_s=_at_least(args.list_lifetime, 60, "--list-lifetime"),
+        write_rate_per_ip_per_s=_positive(args.write_rate, "--write-rate"),
+        http=http,
+    )
+    if not config.key_path.exists():
+        raise ConfigError("--data-dir", f"no registry key in {config.data_dir} (run `homing bootstrap init` first)")
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s level=%(levelname)s %(message)s")
+    host, _ = parse_hostport(config.listen, key="--listen")
+    scheme = "https" if config.tls_cert else "http"
+    identity, _ = load_identity(config, create=False)
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            port = await nursery.start(lambda task_status: run_bootstrap(config, task_status=task_status))
+            print(
+                f"homing bootstrap: serving {scheme}://{format_hostport(host, port)} port={port} "
+                f"approval={config.policy.approval} key={identity.id_text}",
+                flush=True,
+            )
+            with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+                async for signum in signals:
+                    print(f"homing bootstrap: {signal.Signals(signum).name}, stopping", file=sys.stderr, flush=True)
+                    nursery.cancel_scope.cancel()
+                    break
+
+    try:
+        trio.run(main)
+    except OSError as exc:
+        print(f"homing bootstrap: cannot serve on {config.listen}: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _positive(value: float, flag: str) -> float:
+    if not value > 0:
+        raise ConfigError(flag, f"must be > 0, got {value}")
+    return value
+
+
+def _at_least(value: int, lo: int, flag: str) -> int:
+    if value < lo:
+        raise ConfigError(flag, f"must be at least {lo}, got {value}")
+    return value
+
+
+def _ago(seen: int | None, now: float) -> str:
+    return "-" if seen is None else f"{max(0, int(now - seen))}s ago"
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    config = _config(args)
+    store = Store.open(config.data_dir)
+    try:
+        records = store.all_known()
+    finally:
+        store.close()
+    now = time.time()
+    if args.json:
+        out = [
+            {
+                "id": id_text(r.id),
+                "state": r.state(now),
+                "ws": r.ws,
+                "swim": r.swim,
+                "peer": r.peer,
+                "seen": r.seen,
+                "ttl": r.ttl,
+                "first_seen": r.first_seen,
+            }
+            for r in records
+        ]
+        print(json.dumps({"nodes": out}, indent=2))
+        return 0
+    print(f"{'ID':<43}  {'STATE':<8}  {'SEEN':>10}  WS")
+    for r in records:
+        print(f"{id_text(r.id):<43}  {r.state(now):<8}  {_ago(r.seen, now):>10}  {r.ws or '-'}")
+    print(f"{len(records)} node(s)")
+    return 0
+
+
+def cmd_admin(args: argparse.Namespace) -> int:
+    try:
+        node_id = parse_id(args.id)
+    except ValueError as exc:
+        raise ConfigError("ID", f"{args.id!r} is not a node id: {exc}") from exc
+    config = _config(args)
+    store = Store.open(config.data_dir)
+    try:
+        if args.action == "approve":
+            store.set_approved(node_id, time.time())
+        elif args.action == "ban":
+            store.set_banned(node_id, time.time())
+        elif not store.remove(node_id):
+            print(f"homing bootstrap: no node {args.id} in the registry", file=sys.stderr)
+            return 1
+    finally:
+        store.close()
+    done = {"approve": "approved", "ban": "banned", "remove": "removed"}[args.action]
+    print(f"{done} {args.id}")
+    return 0

@@ -36,12 +36,36 @@ class SwimConfig:
     dead_reclaim_s: float = attrs.field(default=3600.0, validator=_pos)
     # Upper bound of members this node tracks; joins beyond it are refused (memory bound).
     members_max: int = attrs.field(default=20_000, validator=v.ge(1))
+    # Lifeguard on (local health awareness, dynamic suspicion, nacks, suspect-in-ping). Off gives plain SWIM with a
+    # fixed suspicion timeout (the minimum); only for comparisons in the simulator and the bench.
+    lifeguard: bool = True
+    # k: independent confirmations that shrink a suspicion from its maximum to its minimum timeout
+    # (memberlist: SuspicionMult - 2 = 2; capped at N - 2, since the suspect and its first accuser cannot confirm).
+    suspicion_confirmations: int = attrs.field(default=2, validator=v.ge(0))
+    # Keep gossiping to members this long after they died, so a wrongly declared node hears it and refutes
+    # (memberlist GossipToTheDeadTime 30 s).
+    gossip_to_dead_s: float = attrs.field(default=30.0, validator=v.ge(0))
+    # Push-pull with one random DEAD member this often, so two halves of a healed partition find each other again
+    # (Serf's reconnect_interval 30 s; memberlist alone never does this).
+    reconnect_interval_s: float = attrs.field(default=30.0, validator=_pos)
+    # While this node knows no other live member, retry a push-pull with a seed this often.
+    join_retry_s: float = attrs.field(default=2.0, validator=_pos)
+    # Indirect probes this node runs for others at once; more ping-reqs are ignored (bounds memory under a storm).
+    relays_max: int = attrs.field(default=256, validator=v.ge(1))
+    # Queued piggyback updates (one per member at most); beyond it the most-retransmitted one is dropped.
+    broadcast_queue_max: int = attrs.field(default=4096, validator=v.ge(1))
 
     def suspicion_min_s(self, n_members: int) -> float:
         return self.suspicion_mult * max(1.0, math.log10(max(1, n_members))) * self.probe_interval_s
 
     def suspicion_max_s(self, n_members: int) -> float:
         return self.suspicion_max_timeout_mult * self.suspicion_min_s(n_members)
+
+    def push_pull_interval_for(self, n_members: int) -> float:
+        """memberlist's pushPullScale: above 32 members, one more interval per doubling (bounds TCP load)."""
+        if n_members <= 32:
+            return self.push_pull_interval_s
+        return (math.ceil(math.log2(n_members) - 5.0) + 1.0) * self.push_pull_interval_s
 
     def retransmit_limit(self, n_members: int) -> int:
         return self.retransmit_mult * max(1, math.ceil(math.log10(n_members + 1)))
@@ -55,4 +79,7 @@ LOCAL = SwimConfig(
     gossip_interval_s=0.05,
     suspicion_mult=3,
     push_pull_interval_s=5.0,
+    gossip_to_dead_s=5.0,
+    reconnect_interval_s=2.0,
+    join_retry_s=0.5,
 )

@@ -51,6 +51,8 @@ class MsgType(enum.IntEnum):
     ACK = 3
     NACK = 4
     COMPOUND = 5  # reserved
+    WHOIS = 6  # unsealed: "which node listens here?" (seed join by address), padded against amplification
+    WHOIS_REPLY = 7  # unsealed, signed by the node: its id, SWIM address and meta
     # peer link (TCP)
     PUSH_PULL = 32
     PUSH_PULL_REPLY = 33

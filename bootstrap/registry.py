@@ -1,0 +1,189 @@
+"""The registry's rules, pure: approval, bans, leases, `ts` freshness and what the signed list contains.
+
+Rules (CONTRACT §4):
+- A registration is signed by the node it registers (checked by `node.nodelist.open_registration`, 400 if not).
+- A banned node gets 403, whatever else is wrong with its document (a ban is checked before `ts`).
+- `ts` (unix seconds, the node's clock) must be within `ts_future_max_s` of our clock in the future, else 400
+  (a clock that far ahead is a broken node, and retrying with a newer `ts` would not help), and within
+  `ts_past_max_s` in the past, and strictly greater than every `ts` accepted before from that node, else 409.
+  Leaves follow the same `ts` rules, so neither a registration nor a leave can be replayed.
+- The lease is `seen + ttl`, `ttl` clamped to `[ttl_min_s, ttl_max_s]`; a node is *listed* while it is approved,
+  not banned, and its lease runs. With approval `auto` a new node is approved at once; with `manual` it waits
+  as `pending` until an admin approves it. Approval survives a leave and lease expiry (only `remove` forgets it).
+- The list is cached by the service; `changes_list` says when an accepted document changes what is listed
+  (a heartbeat that only renews a listed node's lease does not: `seen` in the list is as of the last rebuild).
+
+Nothing here reads a clock or touches storage: `now` is passed in, records come from and go to `store.py`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import attrs
+
+from node.identity import Identity
+from node.nodelist import NodeEntry, Registration, build_node_list
+
+APPROVAL_MODES = ("auto", "manual")
+
+
+@attrs.frozen(kw_only=True, slots=True)
+class Policy:
+    approval: str = attrs.field(default="auto", validator=attrs.validators.in_(APPROVAL_MODES))
+    # How old a document's `ts` may be (a heartbeat is sent at once, so minutes cover clock drift and retries).
+    ts_past_max_s: int = 300
+    # How far ahead of our clock a `ts` may be (cheap VPS clocks drift; NTP-less ones by seconds to minutes).
+    ts_future_max_s: int = 120
+    # Lease bounds: shorter leases make the registry churn; longer ones list dead nodes for longer.
+    ttl_min_s: int = 30
+    ttl_max_s: int = 3600
+
+
+@attrs.frozen(kw_only=True, slots=True)
+class NodeRecord:
+    id: bytes
+    ws: str = ""
+    swim: str = ""
+    peer: str = ""
+    ttl: int = 0
+    last_ts: int = 0  # highest `ts` accepted from this node (registration or leave); the replay floor
+    seen: int | None = None  # unix time of the last accepted registration; None after a leave or remove
+    approved: bool = False
+    banned: bool = False
+    first_seen: int = 0
+
+    def lease_end(self) -> int | None:
+        return None if self.seen is None else self.seen + self.ttl
+
+    def listed(self, now: float) -> bool:
+        end = self.lease_end()
+        return self.approved and not self.banned and end is not None and now < end
+
+    def state(self, now: float) -> str:
+        """For admins: banned, pending, listed, expired (lease ran out) or left."""
+        if self.banned:
+            return "banned"
+        if not self.approved:
+            return "pending"
+        if self.listed(now):
+            return "listed"
+        return "left" if self.seen is None else "expired"
+
+
+@attrs.frozen(kw_only=True, slots=True)
+class Refused:
+    status: int  # HTTP status: 400, 403 or 409
+    reason: str
+
+
+@attrs.frozen(kw_only=True, slots=True)
+class Accepted:
+    record: NodeRecord
+    status: str  # "approved" or "pending" (registration), "removed" (leave)
+    changes_list: bool
+
+
+def _check_ts(ts: int, existing: NodeRecord | None, now: float, policy: Policy) -> Refused | None:
+    if ts > now + policy.ts_future_max_s:
+        return Refused(status=400, reason=f"ts is {int(ts - now)} s ahead of the registry clock; fix the node's clock")
+    if ts < now - policy.ts_past_max_s:
+        return Refused(status=409, reason=f"ts is stale ({int(now - ts)} s old, at most {policy.ts_past_max_s})")
+    if existing is not None and ts <= existing.last_ts:
+        return Refused(status=409, reason="ts is not newer than one already accepted (replayed or reordered)")
+    return None
+
+
+def decide_registration(
+    reg: Registration, existing: NodeRecord | None, *, now: float, policy: Policy
+) -> Refused | Accepted:
+    """Decide on a verified registration. `existing` is the node's stored record, if any."""
+    if existing is not None and existing.banned:
+        return Refused(status=403, reason="this node is banned by the registry")
+    bad_addr = _check_hostport(reg.swim, "swim") or _check_hostport(reg.peer, "peer")
+    if bad_addr:
+        return Refused(status=400, reason=bad_addr)
+    refused = _check_ts(reg.ts, existing, now, policy)
+    if refused is not None:
+        return refused
+    ttl = min(max(reg.ttl, policy.ttl_min_s), policy.ttl_max_s)
+    approved = existing.approved if existing is not None else policy.approval == "auto"
+    if existing is not None and not existing.approved and policy.approval == "auto":
+        approved = True
+    record = NodeRecord(
+        id=reg.id,
+        ws=reg.ws,
+        swim=reg.swim,
+        peer=reg.peer,
+        ttl=ttl,
+        last_ts=reg.ts,
+        seen=int(now),
+        approved=approved,
+        banned=False,
+        first_seen=existing.first_seen if existing is not None and existing.first_seen else int(now),
+    )
+    was_listed = existing is not None and existing.listed(now)
+    same_addresses = existing is not None and (existing.ws, existing.swim, existing.peer) == (
+        reg.ws,
+        reg.swim,
+        reg.peer,
+    )
+    changes = record.listed(now) and not (was_listed and same_addresses)
+    return Accepted(record=record, status="approved" if approved else "pending", changes_list=changes)
+
+
+def decide_leave(
+    node_id: bytes, ts: int, existing: NodeRecord | None, *, now: float, policy: Policy
+) -> Refused | Accepted:
+    """Decide on a verified leave document: the node is unlisted at once, its approval and replay floor are kept."""
+    if existing is not None and existing.banned:
+        return Refused(status=403, reason="this node is banned by the registry")
+    refused = _check_ts(ts, existing, now, policy)
+    if refused is not None:
+        return refused
+    base = existing if existing is not None else NodeRecord(id=node_id, first_seen=int(now))
+    record = attrs.evolve(base, seen=None, last_ts=ts)
+    return Accepted(record=record, status="removed", changes_list=base.listed(now))
+
+
+def _check_hostport(text: str, field: str) -> str | None:
+    host, sep, port = text.rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if not sep or not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+        return f"field {field!r} must be HOST:PORT with a port 1..65535"
+    if any(c.isspace() or c in "/@?#" for c in host):
+        return f"field {field!r} has an invalid host"
+    return None
+
+
+def listed_entries(records: Iterable[NodeRecord], now: float) -> list[NodeEntry]:
+    """The entries of the signed list: listed nodes, ordered by id (a stable order keeps the ETag stable)."""
+    entries = [
+        NodeEntry(id=r.id, ws=r.ws, swim=r.swim, peer=r.peer, seen=r.seen if r.seen is not None else 0)
+        for r in records
+        if r.listed(now)
+    ]
+    entries.sort(key=lambda e: e.id)
+    return entries
+
+
+def cache_valid_until(records: Iterable[NodeRecord], now: float, *, issued: int, lifetime_s: int) -> float:
+    """Until when a list built at `now` stays right: the first lease among the listed to run out, or half
+    the list's lifetime (so a cached list is never served with less than half its life left)."""
+    until = float(issued + lifetime_s / 2)
+    for r in records:
+        end = r.lease_end()
+        if r.listed(now) and end is not None:
+            until = min(until, float(end))
+    return until
+
+
+def build_list(
+    registry: Identity, records: Iterable[NodeRecord], now: float, *, lifetime_s: int
+) -> tuple[dict[str, bytes], float]:
+    """Sign the current list: `issued` = now, `expires` = now + lifetime. Returns (document, valid_until)."""
+    records = list(records)
+    issued = int(now)
+    doc = build_node_list(registry, listed_entries(records, now), issued=issued, expires=issued + lifetime_s)
+    return doc, cache_valid_until(records, now, issued=issued, lifetime_s=lifetime_s)

@@ -1,0 +1,147 @@
+"""The registry's HTTP API v1 (CONTRACT §4) on `node.httpserver`.
+
+- `GET /v1/nodes`: the cached signed list; msgpack by default, JSON on `Accept: application/json`;
+  `ETag` + `If-None-Match` -> 304; `Cache-Control: no-cache` (caches must revalidate, which the ETag makes cheap).
+- `POST /v1/nodes`: a `node-register` document (msgpack body, or JSON with `Content-Type: application/json`).
+- `DELETE /v1/nodes/{id}`: a `node-leave` document signed by that node.
+- `GET /healthz`: 200 `ok` while serving (the database answers).
+Answers to POST/DELETE and every error are a map: `{"status": ...}` or `{"error": CODE, "reason": TEXT}`,
+in JSON when the request asked for it (Accept or Content-Type application/json), else msgpack.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+import trio
+
+from bootstrap.service import RegistryService
+from node.errors import RemoteProtocolError
+from node.httpserver import Handler, RateLimiter, Request, Response, Router, text_response
+from node.identity import decode_document, document_from_json, parse_id
+from node.nodelist import open_leave, open_registration
+from node.wire import packb
+
+MSGPACK = "application/msgpack"
+JSON = "application/json"
+
+_ERROR_CODES = {
+    400: "bad_request",
+    403: "banned",
+    404: "not_found",
+    409: "stale",
+    413: "too_large",
+    429: "rate_limited",
+    503: "unavailable",
+}
+
+
+def _wants_json(request: Request) -> bool:
+    accept = request.headers.get("accept", "")
+    ctype = request.headers.get("content-type", "")
+    return JSON in accept or (ctype.startswith(JSON) and MSGPACK not in accept)
+
+
+def _answer(request: Request, status: int, obj: dict[str, Any], headers: tuple[tuple[str, str], ...] = ()) -> Response:
+    if _wants_json(request):
+        body = json.dumps(obj, separators=(",", ":"), sort_keys=True).encode()
+        return Response(status=status, body=body, content_type=JSON, headers=headers)
+    return Response(status=status, body=packb(obj), content_type=MSGPACK, headers=headers)
+
+
+def _error(request: Request, status: int, reason: str, headers: tuple[tuple[str, str], ...] = ()) -> Response:
+    return _answer(request, status, {"error": _ERROR_CODES.get(status, "error"), "reason": reason}, headers)
+
+
+def _parse_doc(request: Request) -> dict[str, Any]:
+    """The signed document in a request body (msgpack, or JSON by Content-Type). Raises RemoteProtocolError."""
+    if not request.body:
+        raise RemoteProtocolError("empty body: send a signed document")
+    if request.headers.get("content-type", "").startswith(JSON):
+        try:
+            obj = json.loads(request.body)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise RemoteProtocolError("body is not JSON") from exc
+        return document_from_json(obj)
+    return decode_document(request.body)
+
+
+def _etag_matches(header: str, etag: str) -> bool:
+    tags = [t.strip() for t in header.split(",")]
+    return "*" in tags or any(t.removeprefix("W/") == etag for t in tags)
+
+
+class RegistryApi:
+    def __init__(self, service: RegistryService) -> None:
+        self.service = service
+        cfg = service.config
+        self.write_rate = RateLimiter(
+            rate_per_s=cfg.write_rate_per_ip_per_s, burst=cfg.write_burst, keys_max=cfg.http.rate_ips_max
+        )
+
+    def _rate_limited(self, request: Request) -> Response | None:
+        wait = self.write_rate.allow(request.client_ip, trio.current_time())
+        if wait <= 0:
+            return None
+        retry = str(max(1, math.ceil(wait)))
+        return _error(request, 429, "too many registrations from this address", (("Retry-After", retry),))
+
+    async def get_nodes(self, request: Request) -> Response:
+        cached = self.service.signed_list()
+        as_json = JSON in request.headers.get("accept", "")
+        etag = cached.etag[:-1] + '-j"' if as_json else cached.etag
+        headers = (("ETag", etag), ("Cache-Control", "no-cache"), ("Vary", "Accept"))
+        inm = request.headers.get("if-none-match")
+        if inm is not None and _etag_matches(inm, etag):
+            return Response(status=304, headers=headers, content_type=JSON if as_json else MSGPACK)
+        if as_json:
+            return Response(status=200, body=cached.json, content_type=JSON, headers=headers)
+        return Response(status=200, body=cached.msgpack, content_type=MSGPACK, headers=headers)
+
+    async def post_nodes(self, request: Request) -> Response:
+        limited = self._rate_limited(request)
+        if limited is not None:
+            return limited
+        try:
+            reg = open_registration(_parse_doc(request))
+        except RemoteProtocolError as exc:
+            return _error(request, 400, str(exc))
+        outcome = await self.service.register(reg)
+        if outcome.http_status != 200:
+            return _error(request, outcome.http_status, outcome.reason)
+        return _answer(request, 200, {"status": outcome.status, "ttl": outcome.ttl})
+
+    async def delete_node(self, request: Request) -> Response:
+        limited = self._rate_limited(request)
+        if limited is not None:
+            return limited
+        try:
+            path_id = parse_id(request.params["id"])
+        except ValueError as exc:
+            return _error(request, 400, f"bad node id in path: {exc}")
+        try:
+            node_id, ts = open_leave(_parse_doc(request))
+        except RemoteProtocolError as exc:
+            return _error(request, 400, str(exc))
+        if node_id != path_id:
+            return _error(request, 400, "the leave document is for another node than the path names")
+        outcome = await self.service.leave(node_id, ts)
+        if outcome.http_status != 200:
+            return _error(request, outcome.http_status, outcome.reason)
+        return _answer(request, 200, {"status": outcome.status})
+
+    async def healthz(self, request: Request) -> Response:
+        self.service.reader.generation()  # raises (-> 500) if the database is unusable
+        return text_response(200, "ok")
+
+
+def make_handler(service: RegistryService) -> Handler:
+    api = RegistryApi(service)
+    router = Router()
+    router.add("GET", "/v1/nodes", api.get_nodes)
+    router.add("POST", "/v1/nodes", api.post_nodes)
+    router.add("DELETE", "/v1/nodes/{id}", api.delete_node)
+    router.add("GET", "/healthz", api.healthz)
+    return router

@@ -1,0 +1,231 @@
+"""The registry service: the store, the signing key, the cached signed list, and the trio entry point.
+
+- Reads (the list's change counter, records) run on the trio thread with their own connection: a WAL reader
+  never waits for a writer, and one indexed read costs microseconds.
+- Writes run one at a time (a trio.Lock) in a worker thread (`trio.to_thread.run_sync`) on the writer
+  connection, so an fsync never blocks the event loop. The HTTP 200 is sent only after the commit.
+- The signed list is cached and re-signed when the change counter moves (a registration that changes the
+  list, or any admin action from `homing bootstrap nodes ...` in another process), when the first listed lease
+  runs out, or when half the list's lifetime has passed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import ssl
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import attrs
+import trio
+
+from bootstrap.config import BootstrapConfig
+from bootstrap.registry import Accepted, NodeRecord, Refused, build_list, decide_leave, decide_registration
+from bootstrap.store import Store
+from node.identity import Identity, document_to_json, encode_document, load_or_create_key, short_id
+from node.nodelist import Registration
+
+log = logging.getLogger("homing.bootstrap")
+
+WRITE_RETRIES = 3
+
+
+@attrs.frozen(kw_only=True, slots=True)
+class CachedList:
+    doc: dict[str, bytes]
+    msgpack: bytes
+    json: bytes
+    etag: str  # quoted; the JSON form's tag ends in "-j" (a different representation)
+    generation: int
+    valid_until: float  # unix seconds
+
+    @classmethod
+    def make(cls, doc: dict[str, bytes], generation: int, valid_until: float) -> CachedList:
+        packed = encode_document(doc)
+        tag = hashlib.blake2b(packed, digest_size=16).hexdigest()
+        as_json = json.dumps(document_to_json(doc), sort_keys=True, separators=(",", ":")).encode()
+        return cls(
+            doc=doc, msgpack=packed, json=as_json, etag=f'"{tag}"', generation=generation, valid_until=valid_until
+        )
+
+
+@attrs.frozen(kw_only=True, slots=True)
+class Outcome:
+    """What a write decided: HTTP status, the `status` or error `reason` to answer."""
+
+    http_status: int
+    status: str = ""
+    reason: str = ""
+    ttl: int = 0
+
+
+def load_identity(config: BootstrapConfig, *, create: bool) -> tuple[Identity, bool]:
+    return load_or_create_key(config.key_path, create=create)
+
+
+def current_signed_list(data_dir: Path, now: float, *, lifetime_s: int = 3600) -> dict[str, bytes]:
+    """The current signed node list of the registry in `data_dir`, without the HTTP service (for DNS export).
+
+    Opens the database read-only in effect (no writes) and signs a fresh list with issued = now.
+    """
+    config = BootstrapConfig(data_dir=data_dir, list_lifetime_s=lifetime_s)
+    identity, _ = load_identity(config, create=False)
+    store = Store.open(data_dir)
+    try:
+        doc, _ = build_list(identity, store.listable(now), now, lifetime_s=lifetime_s)
+    finally:
+        store.close()
+    return doc
+
+
+class RegistryService:
+    """The registry's state and operations, shared by the HTTP handlers."""
+
+    def __init__(
+        self, config: BootstrapConfig, identity: Identity, *, wall_clock: Callable[[], float] = time.time
+    ) -> None:
+        self.config = config
+        self.identity = identity
+        self.clock = wall_clock
+        self.reader = Store.open(config.data_dir)
+        self.writer = Store.open(config.data_dir)
+        self._write_lock = trio.Lock()
+        self._cache: CachedList | None = None
+
+    def close(self) -> None:
+        self.reader.close()
+        self.writer.close()
+
+    # --- the list -----------------------------------------------------------------------------------------
+
+    def signed_list(self) -> CachedList:
+        now = self.clock()
+        generation = self.reader.generation()
+        cache = self._cache
+        if cache is not None and cache.generation == generation and now < cache.valid_until:
+            return cache
+        doc, valid_until = build_list(
+            self.identity, self.reader.listable(now), now, lifetime_s=self.config.list_lifetime_s
+        )
+        self._cache = CachedList.make(doc, generation, valid_until)
+        return self._cache
+
+    # --- writes -------------------------------------------------------------------------------------------
+
+    async def register(self, reg: Registration) -> Outcome:
+        async with self._write_lock:
+            return await trio.to_thread.run_sync(self._register_sync, reg)
+
+    async def leave(self, node_id: bytes, ts: int) -> Outcome:
+        async with self._write_lock:
+            return await trio.to_thread.run_sync(self._leave_sync, node_id, ts)
+
+    def _register_sync(self, reg: Registration) -> Outcome:
+        for _ in range(WRITE_RETRIES):
+            now = self.clock()
+            existing = self.writer.get(reg.id)
+            if existing is None and self.writer.count() >= self.config.nodes_max:
+                return Outcome(http_status=503, reason=f"registry full ({self.config.nodes_max} nodes)")
+            decision = decide_registration(reg, existing, now=now, policy=self.config.policy)
+            if isinstance(decision, Refused):
+                return Outcome(http_status=decision.status, reason=decision.reason)
+            if self._put(decision, existing):
+                if decision.changes_list:
+                    log.info("event=node_registered node=%s status=%s", short_id(reg.id), decision.status)
+                return Outcome(http_status=200, status=decision.status, ttl=decision.record.ttl)
+        return Outcome(http_status=503, reason="registry busy, retry")
+
+    def _leave_sync(self, node_id: bytes, ts: int) -> Outcome:
+        for _ in range(WRITE_RETRIES):
+            existing = self.writer.get(node_id)
+            decision = decide_leave(node_id, ts, existing, now=self.clock(), policy=self.config.policy)
+            if isinstance(decision, Refused):
+                return Outcome(http_status=decision.status, reason=decision.reason)
+            if existing is None or self._put(decision, existing):
+                log.info("event=node_left node=%s", short_id(node_id))
+                return Outcome(http_status=200, status=decision.status)
+        return Outcome(http_status=503, reason="registry busy, retry")
+
+    def _put(self, decision: Accepted, existing: NodeRecord | None) -> bool:
+        expect = None if existing is None else existing.last_ts
+        return self.writer.put(decision.record, bump=decision.changes_list, expect_last_ts=expect)
+
+    async def prune(self) -> int:
+        async with self._write_lock:
+            return await trio.to_thread.run_sync(
+                lambda: self.writer.prune(
+                    self.clock(),
+                    floor_keep_s=self.config.policy.ts_past_max_s + self.config.policy.ts_future_max_s,
+                    pending_keep_s=self.config.pending_keep_s,
+                )
+            )
+
+
+def make_ssl_context(config: BootstrapConfig) -> ssl.SSLContext | None:
+    if config.tls_cert is None or config.tls_key is None:
+        return None
+    from node.errors import ConfigError
+
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        ctx.load_cert_chain(str(config.tls_cert), str(config.tls_key))
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError("--tls-cert", f"cannot load certificate/key: {exc}") from exc
+    return ctx
+
+
+async def run_bootstrap(
+    config: BootstrapConfig,
+    *,
+    wall_clock: Callable[[], float] = time.time,
+    task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Run the registry until cancelled. Reports the bound HTTP port and writes it to DATA_DIR/ports.json."""
+    from bootstrap.server import make_handler
+    from node.config import parse_hostport
+    from node.httpserver import serve_http
+
+    identity, _ = load_identity(config, create=False)
+    host, port = parse_hostport(config.listen, key="--listen")
+    ssl_ctx = make_ssl_context(config)
+    service = RegistryService(config, identity, wall_clock=wall_clock)
+    try:
+        async with trio.open_nursery() as nursery:
+            bound: int = await nursery.start(
+                lambda task_status: serve_http(
+                    make_handler(service),
+                    host,
+                    port,
+                    limits=config.http,
+                    ssl_context=ssl_ctx,
+                    task_status=task_status,
+                )
+            )
+            _write_ports(config.ports_path, {"http": bound})
+            nursery.start_soon(_prune_loop, service)
+            task_status.started(bound)
+    finally:
+        service.close()
+
+
+async def _prune_loop(service: RegistryService) -> None:
+    while True:
+        await trio.sleep(service.config.prune_interval_s)
+        try:
+            deleted = await service.prune()
+        except Exception:
+            log.exception("event=prune_failed")
+            continue
+        if deleted:
+            log.info("event=pruned rows=%d", deleted)
+
+
+def _write_ports(path: Path, ports: dict[str, Any]) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(ports) + "\n")
+    tmp.replace(path)

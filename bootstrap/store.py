@@ -1,0 +1,225 @@
+"""The registry's SQLite store: nodes, bans, approvals and replay floors, in `DATA_DIR/registry.sqlite3`.
+
+- WAL journal with `synchronous=FULL`: a write is acknowledged (the HTTP 200 is sent) only after its commit,
+  and a committed transaction is in the WAL file and fsync'd. `kill -9` of the process therefore loses nothing
+  acknowledged (even `synchronous=NORMAL` would survive a process kill, since committed pages are in the OS
+  cache; FULL also survives a power cut, for the price of one fsync per registration).
+- Schema versions are `PRAGMA user_version`; `MIGRATIONS[i]` takes version i to i+1, each in one transaction.
+  A database newer than this code is refused rather than guessed at.
+- `meta.generation` is bumped in the same transaction as every write that changes what the signed list shows
+  (and by every admin action), so the running service sees an admin's change on its very next request by
+  reading one integer.
+- The admin CLI opens the same file from another process; `busy_timeout` makes writers queue, not fail.
+
+This module does I/O (it is a driver, not a core); the rules live in `registry.py`.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from bootstrap.registry import NodeRecord
+from node.errors import ConfigError
+
+DB_NAME = "registry.sqlite3"
+BUSY_TIMEOUT_MS = 5000
+
+MIGRATIONS: tuple[str, ...] = (
+    # 0 -> 1: nodes with approval, ban and replay floor in one row; a change counter for caches.
+    """
+    CREATE TABLE nodes (
+        id BLOB PRIMARY KEY CHECK (length(id) = 32),
+        ws TEXT NOT NULL DEFAULT '',
+        swim TEXT NOT NULL DEFAULT '',
+        peer TEXT NOT NULL DEFAULT '',
+        ttl INTEGER NOT NULL DEFAULT 0,
+        last_ts INTEGER NOT NULL DEFAULT 0,
+        seen INTEGER,
+        approved INTEGER NOT NULL DEFAULT 0,
+        banned INTEGER NOT NULL DEFAULT 0,
+        first_seen INTEGER NOT NULL DEFAULT 0
+    ) WITHOUT ROWID;
+    CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
+    INSERT INTO meta (key, value) VALUES ('generation', 0);
+    """,
+)
+SCHEMA_VERSION = len(MIGRATIONS)
+
+_COLUMNS = "id, ws, swim, peer, ttl, last_ts, seen, approved, banned, first_seen"
+
+
+def _row_to_record(row: Any) -> NodeRecord:
+    node_id, ws, swim, peer, ttl, last_ts, seen, approved, banned, first_seen = row
+    return NodeRecord(
+        id=bytes(node_id),
+        ws=str(ws),
+        swim=str(swim),
+        peer=str(peer),
+        ttl=int(ttl),
+        last_ts=int(last_ts),
+        seen=None if seen is None else int(seen),
+        approved=bool(approved),
+        banned=bool(banned),
+        first_seen=int(first_seen),
+    )
+
+
+class Store:
+    """One connection to the registry database. Not thread-safe: callers serialise use of one Store."""
+
+    def __init__(self, path: Path, *, create: bool = False) -> None:
+        if not create and not path.exists():
+            raise ConfigError("--data-dir", f"no registry database at {path} (run `homing bootstrap init` first)")
+        self.path = path
+        # isolation_level=None: we issue BEGIN/COMMIT ourselves, so a transaction is exactly what we say.
+        self.db = sqlite3.connect(
+            str(path), isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT_MS / 1000
+        )
+        try:
+            self.db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            mode = self.db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            if str(mode).lower() != "wal":
+                raise ConfigError("--data-dir", f"{path}: SQLite refused WAL mode (got {mode}); use a local disk")
+            self.db.execute("PRAGMA synchronous = FULL")
+            self.db.execute("PRAGMA foreign_keys = ON")
+            self._migrate()
+        except sqlite3.DatabaseError as exc:
+            self.db.close()
+            raise ConfigError("--data-dir", f"{path}: not a usable registry database ({exc})") from exc
+
+    @classmethod
+    def open(cls, data_dir: Path, *, create: bool = False) -> Store:
+        return cls(data_dir / DB_NAME, create=create)
+
+    def close(self) -> None:
+        self.db.close()
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        # BEGIN IMMEDIATE takes the write lock up front, so read-then-write decisions cannot interleave.
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.db
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
+
+    def _migrate(self) -> None:
+        version = int(self.db.execute("PRAGMA user_version").fetchone()[0])
+        if version > SCHEMA_VERSION:
+            raise ConfigError("--data-dir", f"database schema {version} is newer than this homing ({SCHEMA_VERSION})")
+        while version < SCHEMA_VERSION:
+            with self._tx() as db:
+                for statement in MIGRATIONS[version].split(";"):
+                    if statement.strip():
+                        db.execute(statement)
+                db.execute(f"PRAGMA user_version = {version + 1}")
+            version += 1
+
+    # --- reads ------------------------------------------------------------------------------------------
+
+    def generation(self) -> int:
+        return int(self.db.execute("SELECT value FROM meta WHERE key = 'generation'").fetchone()[0])
+
+    def get(self, node_id: bytes) -> NodeRecord | None:
+        row = self.db.execute(f"SELECT {_COLUMNS} FROM nodes WHERE id = ?", (node_id,)).fetchone()
+        return None if row is None else _row_to_record(row)
+
+    def listable(self, now: float) -> list[NodeRecord]:
+        """Approved, unbanned records whose lease runs at `now` (the registry core filters again)."""
+        rows = self.db.execute(
+            f"SELECT {_COLUMNS} FROM nodes WHERE approved = 1 AND banned = 0 AND seen IS NOT NULL"
+            " AND seen + ttl > ? ORDER BY id",
+            (int(now),),
+        ).fetchall()
+        return [_row_to_record(r) for r in rows]
+
+    def all_known(self) -> list[NodeRecord]:
+        """Every record an admin should see (a removed node, kept only as a replay floor, is hidden)."""
+        rows = self.db.execute(
+            f"SELECT {_COLUMNS} FROM nodes WHERE seen IS NOT NULL OR approved = 1 OR banned = 1 ORDER BY first_seen, id"
+        ).fetchall()
+        return [_row_to_record(r) for r in rows]
+
+    def count(self) -> int:
+        return int(self.db.execute("SELECT count(*) FROM nodes").fetchone()[0])
+
+    # --- writes -----------------------------------------------------------------------------------------
+
+    def put(self, record: NodeRecord, *, bump: bool, expect_last_ts: int | None) -> bool:
+        """Write `record` if the stored replay floor is still `expect_last_ts` (None: no row yet).
+
+        Returns False when another writer got there first (the caller decides again on fresh state).
+        """
+        with self._tx() as db:
+            row = db.execute("SELECT last_ts FROM nodes WHERE id = ?", (record.id,)).fetchone()
+            current = None if row is None else int(row[0])
+            if current != expect_last_ts:
+                return False
+            db.execute(
+                f"INSERT OR REPLACE INTO nodes ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    record.id,
+                    record.ws,
+                    record.swim,
+                    record.peer,
+                    record.ttl,
+                    record.last_ts,
+                    record.seen,
+                    int(record.approved),
+                    int(record.banned),
+                    record.first_seen,
+                ),
+            )
+            if bump:
+                db.execute("UPDATE meta SET value = value + 1 WHERE key = 'generation'")
+        return True
+
+    def set_approved(self, node_id: bytes, now: float) -> None:
+        """Approve a node (and lift a ban on it). An id not seen yet is pre-approved."""
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO nodes (id, approved, first_seen) VALUES (?, 1, ?)"
+                " ON CONFLICT (id) DO UPDATE SET approved = 1, banned = 0",
+                (node_id, int(now)),
+            )
+            db.execute("UPDATE meta SET value = value + 1 WHERE key = 'generation'")
+
+    def set_banned(self, node_id: bytes, now: float) -> None:
+        """Ban a node: unlisted at once, its registrations refused with 403. An id not seen yet is pre-banned."""
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO nodes (id, banned, first_seen) VALUES (?, 1, ?) ON CONFLICT (id) DO UPDATE SET banned = 1",
+                (node_id, int(now)),
+            )
+            db.execute("UPDATE meta SET value = value + 1 WHERE key = 'generation'")
+
+    def remove(self, node_id: bytes) -> bool:
+        """Forget a node's registration, approval and ban; keep its replay floor. Returns False if unknown."""
+        with self._tx() as db:
+            cur = db.execute(
+                "UPDATE nodes SET seen = NULL, approved = 0, banned = 0 WHERE id = ?"
+                " AND (seen IS NOT NULL OR approved = 1 OR banned = 1)",
+                (node_id,),
+            )
+            db.execute("UPDATE meta SET value = value + 1 WHERE key = 'generation'")
+            return cur.rowcount > 0
+
+    def prune(self, now: float, *, floor_keep_s: int, pending_keep_s: int) -> int:
+        """Delete rows that no longer matter: removed nodes whose replay floor is older than any `ts` we would
+        accept, and pending nodes not seen for `pending_keep_s`. Returns the number of rows deleted."""
+        with self._tx() as db:
+            a = db.execute(
+                "DELETE FROM nodes WHERE seen IS NULL AND approved = 0 AND banned = 0 AND last_ts < ?",
+                (int(now) - floor_keep_s,),
+            ).rowcount
+            b = db.execute(
+                "DELETE FROM nodes WHERE approved = 0 AND banned = 0 AND seen IS NOT NULL AND seen < ?",
+                (int(now) - pending_keep_s,),
+            ).rowcount
+        return int(a) + int(b)

@@ -1,0 +1,397 @@
+"""Peer links: authenticated, encrypted TCP connections between nodes (trio driver).
+
+Theory of operation
+- One TCP listener on the peer port serves two kinds of connection, told apart by the first sealed frame:
+  a *sync* connection carries one push-pull exchange (SWIM full-state sync) and closes; a *link* connection is
+  a persistent relay link that carries msgpack frames both ways until it breaks.
+- Handshake (node/crypto.py): `MAGIC | hello` each way, initiator first; both derive session keys from the
+  static and ephemeral X25519 keys. The initiator pins the id it expected; the responder refuses ids that
+  admission does not admit. A handshake not finished in `handshake_timeout_s` is dropped.
+- Framing: `length(4, big endian) | sealed frame`. A frame over the limit, a frame that fails authentication
+  or anything undecodable closes that connection (the stream cannot be resynchronised) and is counted.
+- One link per pair: if both sides dial at once, the link initiated by the smaller id wins and the other is closed.
+- Sending never blocks the caller: `PeerLinks.send` puts the frame on the peer's bounded queue (False when full);
+  one writer task per link drains the queue and writes all queued frames in one `send_all` (batching).
+  On a broken link the queue is kept for the next link; `on_unreachable(peer)` tells the relay what was lost.
+- Reconnect with exponential backoff (capped) while there is something to send.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import struct
+from collections import deque
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import attrs
+import trio
+
+from node.crypto import LINK_HELLO_BYTES, LinkHandshake, LinkSession
+from node.errors import RemoteProtocolError, TransportError
+from node.identity import Identity, short_id
+from node.wire import Limits, MsgType, packb, require_map, unpackb
+
+MAGIC = b"HML1"
+KIND_SYNC = 1
+KIND_LINK = 2
+
+Address = tuple[str, int]
+
+
+@attrs.frozen(kw_only=True, slots=True)
+class PeerLimits:
+    handshake_timeout_s: float = 5.0
+    io_timeout_s: float = 10.0
+    queue_max: int = 4096
+    connections_max: int = 1024
+    backoff_min_s: float = 0.1
+    backoff_max_s: float = 10.0
+
+
+class _Buffered:
+    """Exact-length reads from a trio stream, turning trio's errors into TransportError."""
+
+    def __init__(self, stream: trio.abc.Stream) -> None:
+        self.stream = stream
+        self._buf = bytearray()
+
+    async def read_exactly(self, n: int) -> bytes:
+        while len(self._buf) < n:
+            try:
+                chunk = await self.stream.receive_some(max(65536, n - len(self._buf)))
+            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+                raise TransportError(f"peer connection broke: {exc}") from exc
+            if not chunk:
+                raise TransportError("peer closed the connection")
+            self._buf += chunk
+        out = bytes(self._buf[:n])
+        del self._buf[:n]
+        return out
+
+
+class Channel:
+    """A handshaken connection: sealed, length-prefixed frames over a trio stream."""
+
+    def __init__(self, reader: _Buffered, session: LinkSession, peer_id: bytes) -> None:
+        self.stream = reader.stream
+        self._reader = reader
+        self.session = session
+        self.peer_id = peer_id
+
+    def frame_bytes(self, obj: Any) -> bytes:
+        ct = self.session.seal(packb(obj))
+        return struct.pack(">I", len(ct)) + ct
+
+    async def send(self, obj: Any) -> None:
+        await _send_all(self.stream, self.frame_bytes(obj))
+
+    async def receive(
+        self, max_bytes: int = Limits.PEER_FRAME_MAX, max_items: int = Limits.MSGPACK_CONTAINER_MAX
+    ) -> Any:
+        (n,) = struct.unpack(">I", await self._reader.read_exactly(4))
+        if n > max_bytes + 16:
+            raise RemoteProtocolError(f"peer frame of {n} bytes exceeds {max_bytes}", code="too_large")
+        plaintext = self.session.open(await self._reader.read_exactly(n))
+        return unpackb(plaintext, max_bytes=max_bytes, max_items=max_items)
+
+    async def aclose(self) -> None:
+        with trio.move_on_after(1) as cs:
+            cs.shield = True
+            with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                await self.stream.aclose()
+
+
+async def _send_all(stream: trio.abc.Stream, data: bytes) -> None:
+    try:
+        await stream.send_all(data)
+    except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+        raise TransportError(f"peer connection broke: {exc}") from exc
+
+
+async def handshake(
+    stream: trio.abc.Stream,
+    identity: Identity,
+    *,
+    initiator: bool,
+    expected_id: bytes | None,
+    admit: Callable[[bytes], bool],
+) -> Channel:
+    """Run the peer-link handshake on `stream`. Raises RemoteProtocolError or TransportError."""
+    hs = LinkHandshake(identity, os.urandom(32))
+    reader = _Buffered(stream)
+    if initiator:
+        await _send_all(stream, MAGIC + hs.hello())
+    got = await reader.read_exactly(len(MAGIC) + LINK_HELLO_BYTES)
+    if got[: len(MAGIC)] != MAGIC:
+        raise RemoteProtocolError("not a homing peer link (bad magic)")
+    their_hello = got[len(MAGIC) :]
+    peer_id, session = hs.finish(their_hello, initiator=initiator)
+    if expected_id is not None and peer_id != expected_id:
+        raise RemoteProtocolError("peer is not the node we dialled (id mismatch)")
+    if not admit(peer_id):
+        raise RemoteProtocolError(f"peer {short_id(peer_id)} is not admitted to the federation")
+    if not initiator:
+        await _send_all(stream, MAGIC + hs.hello())
+    return Channel(reader, session, peer_id)
+
+
+async def dial(
+    addr: Address, identity: Identity, expected_id: bytes, admit: Callable[[bytes], bool], timeout_s: float
+) -> Channel:
+    with trio.fail_after(timeout_s):
+        try:
+            stream = await trio.open_tcp_stream(addr[0], addr[1])
+        except OSError as exc:
+            raise TransportError(f"cannot reach peer at {addr[0]}:{addr[1]}: {exc}") from exc
+        try:
+            return await handshake(stream, identity, initiator=True, expected_id=expected_id, admit=admit)
+        except BaseException:
+            await stream.aclose()
+            raise
+
+
+# --- push-pull (SWIM full state sync) ------------------------------------------------------------------
+
+
+async def push_pull(
+    addr: Address,
+    identity: Identity,
+    expected_id: bytes,
+    admit: Callable[[bytes], bool],
+    state: bytes,
+    *,
+    join: bool,
+    timeout_s: float,
+) -> bytes:
+    """Send our SWIM state to a peer and return its state (both encoded by node/wire/swim.py)."""
+    with trio.fail_after(timeout_s):
+        chan = await dial(addr, identity, expected_id, admit, timeout_s)
+        try:
+            await chan.send({"k": KIND_SYNC, "t": int(MsgType.PUSH_PULL), "join": join, "state": state})
+            reply = require_map(await chan.receive(Limits.PUSH_PULL_MAX + 1024, max_items=16), "push-pull reply")
+            if reply.get("t") != MsgType.PUSH_PULL_REPLY or not isinstance(reply.get("state"), bytes):
+                raise RemoteProtocolError("bad push-pull reply")
+            state_bytes: bytes = reply["state"]
+            return state_bytes
+        finally:
+            await chan.aclose()
+
+
+# --- persistent links ----------------------------------------------------------------------------------
+
+
+class PeerLinks:
+    """Persistent relay links to other nodes, with bounded per-peer queues.
+
+    `address_of(peer_id)` gives a peer's link address (from SWIM member meta) or None when it is not a live member.
+    `on_message(peer_id, msg)` is called for every frame received on a link (a map; never blocks).
+    `on_unreachable(peer_id)` is called when a link breaks or cannot be established while frames were pending.
+    """
+
+    def __init__(
+        self,
+        identity: Identity,
+        *,
+        admit: Callable[[bytes], bool],
+        address_of: Callable[[bytes], Address | None],
+        on_message: Callable[[bytes, dict[str, Any]], None],
+        on_unreachable: Callable[[bytes], None],
+        limits: PeerLimits = PeerLimits(),
+    ) -> None:
+        self.identity = identity
+        self.admit = admit
+        self.address_of = address_of
+        self.on_message = on_message
+        self.on_unreachable = on_unreachable
+        self.limits = limits
+        self._queues: dict[bytes, deque[dict[str, Any]]] = {}
+        self._wake: dict[bytes, trio.Event] = {}
+        self._links: dict[bytes, tuple[Channel, bool]] = {}  # peer -> (channel, we_initiated)
+        self._dialers: set[bytes] = set()
+        self._nursery: trio.Nursery | None = None
+        self.frames_sent = 0
+        self.frames_received = 0
+        self.refused = 0
+
+    @property
+    def link_count(self) -> int:
+        return len(self._links)
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            task_status.started()
+            await trio.sleep_forever()
+
+    def send(self, peer: bytes, msg: dict[str, Any]) -> bool:
+        """Queue `msg` for `peer`; False when the queue is full or we cannot run (the caller treats it as lost)."""
+        if peer == self.identity.id or self._nursery is None:
+            return False
+        q = self._queues.setdefault(peer, deque())
+        if len(q) >= self.limits.queue_max:
+            return False
+        q.append(msg)
+        self._wake.setdefault(peer, trio.Event()).set()
+        if peer not in self._links and peer not in self._dialers:
+            self._dialers.add(peer)
+            self._nursery.start_soon(self._dial_loop, peer)
+        return True
+
+    def drop_peer(self, peer: bytes) -> None:
+        """Forget a peer that left or died: close its link and drop what was queued for it."""
+        self._queues.pop(peer, None)
+        ev = self._wake.pop(peer, None)
+        if ev is not None:
+            ev.set()
+        link = self._links.pop(peer, None)
+        if link is not None and self._nursery is not None:
+            self._nursery.start_soon(link[0].aclose)
+
+    async def _dial_loop(self, peer: bytes) -> None:
+        backoff = self.limits.backoff_min_s
+        try:
+            while self._queues.get(peer) and peer not in self._links:
+                addr = self.address_of(peer)
+                if addr is None:
+                    self._fail_queue(peer)
+                    return
+                try:
+                    chan = await dial(addr, self.identity, peer, self.admit, self.limits.handshake_timeout_s)
+                    await chan.send({"k": KIND_LINK})
+                except (TransportError, RemoteProtocolError, trio.TooSlowError):
+                    self._fail_queue(peer)
+                    await trio.sleep(backoff)
+                    backoff = min(backoff * 2, self.limits.backoff_max_s)
+                    continue
+                await self._adopt(chan, we_initiated=True)
+                return
+        finally:
+            self._dialers.discard(peer)
+
+    def _fail_queue(self, peer: bytes) -> None:
+        q = self._queues.get(peer)
+        if q:
+            q.clear()
+            self.on_unreachable(peer)
+
+    async def accept(self, chan: Channel) -> None:
+        """Called by the listener for an inbound link connection (after the handshake and the link frame)."""
+        await self._adopt(chan, we_initiated=False)
+
+    async def _adopt(self, chan: Channel, *, we_initiated: bool) -> None:
+        peer = chan.peer_id
+        existing = self._links.get(peer)
+        if existing is not None:
+            # both sides dialled: keep the link initiated by the smaller id
+            mine_wins = (self.identity.id < peer) == we_initiated
+            if not mine_wins:
+                await chan.aclose()
+                return
+            await existing[0].aclose()
+        self._links[peer] = (chan, we_initiated)
+        assert self._nursery is not None
+        self._nursery.start_soon(self._run_link, chan)
+
+    async def _run_link(self, chan: Channel) -> None:
+        peer = chan.peer_id
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._writer, chan, nursery.cancel_scope)
+                await self._reader(chan)
+                nursery.cancel_scope.cancel()
+        except (TransportError, RemoteProtocolError, trio.TooSlowError):
+            pass  # the link is gone; what was lost is reported below
+        finally:
+            if self._links.get(peer, (None, False))[0] is chan:
+                del self._links[peer]
+                self._fail_queue(peer)
+                self.on_unreachable(peer)
+            await chan.aclose()
+            if self._queues.get(peer) and peer not in self._dialers and self._nursery is not None:
+                self._dialers.add(peer)
+                self._nursery.start_soon(self._dial_loop, peer)
+
+    async def _reader(self, chan: Channel) -> None:
+        while True:
+            try:
+                msg = await chan.receive()
+            except RemoteProtocolError:
+                self.refused += 1
+                raise
+            if not isinstance(msg, dict):
+                self.refused += 1
+                raise RemoteProtocolError("peer frame is not a map")
+            self.frames_received += 1
+            self.on_message(chan.peer_id, msg)
+
+    async def _writer(self, chan: Channel, scope: trio.CancelScope) -> None:
+        peer = chan.peer_id
+        while True:
+            q = self._queues.get(peer)
+            if not q:
+                ev = self._wake[peer] = trio.Event()
+                await ev.wait()
+                if peer not in self._queues:
+                    scope.cancel()
+                    return
+                continue
+            batch = bytearray()
+            while q and len(batch) < 256 * 1024:
+                batch += chan.frame_bytes(q.popleft())
+                self.frames_sent += 1
+            with trio.fail_after(self.limits.io_timeout_s):
+                await _send_all(chan.stream, bytes(batch))
+
+
+# --- listener ------------------------------------------------------------------------------------------
+
+SyncHandler = Callable[[bytes, bytes, bool], bytes]  # (peer id, their state, join) -> our state
+
+
+async def serve_peers(
+    listeners: list[trio.SocketListener],
+    *,
+    identity: Identity,
+    admit: Callable[[bytes], bool],
+    on_link: Callable[[Channel], Awaitable[None]],
+    on_sync: SyncHandler,
+    limits: PeerLimits = PeerLimits(),
+    on_refused: Callable[[str], None] = lambda reason: None,
+) -> None:
+    """Accept peer connections: push-pull syncs are answered and closed; links go to `on_link` (which keeps them)."""
+    active = 0
+
+    async def handle(stream: trio.SocketStream) -> None:
+        nonlocal active
+        if active >= limits.connections_max:
+            on_refused("connections_max")
+            await stream.aclose()
+            return
+        active += 1
+        chan: Channel | None = None
+        keep = False
+        try:
+            with trio.fail_after(limits.handshake_timeout_s):
+                chan = await handshake(stream, identity, initiator=False, expected_id=None, admit=admit)
+                first = require_map(await chan.receive(Limits.PUSH_PULL_MAX + 1024, max_items=16), "first frame")
+            if first.get("k") == KIND_LINK:
+                keep = True
+                await on_link(chan)
+            elif first.get("k") == KIND_SYNC and isinstance(first.get("state"), bytes):
+                reply = on_sync(chan.peer_id, first["state"], bool(first.get("join")))
+                with trio.fail_after(limits.io_timeout_s):
+                    await chan.send({"t": int(MsgType.PUSH_PULL_REPLY), "state": reply})
+            else:
+                raise RemoteProtocolError("unknown peer connection kind")
+        except RemoteProtocolError as exc:
+            on_refused("malformed" if exc.code == "bad_request" else exc.code)
+        except (TransportError, trio.TooSlowError):
+            on_refused("timeout_or_broken")
+        finally:
+            active -= 1
+            if not keep:
+                await (chan.aclose() if chan is not None else stream.aclose())
+
+    await trio.serve_listeners(handle, listeners)

@@ -1,0 +1,79 @@
+"""Transmit-limited broadcast queue for piggybacked member updates.
+
+Rules (after memberlist's TransmitLimitedQueue):
+- At most one queued update per member: a newer update about a member replaces (invalidates) the queued one.
+- Each update is sent at most `limit` times (limit = retransmit_mult * ceil(log10(N + 1)), given by the caller
+  at selection time, so it follows N), then dropped.
+- Selection fills a byte budget with the fewest-transmitted updates first, newest first among equals.
+- The queue holds at most `max_items`; when full, the most-transmitted (then oldest) update is dropped.
+Iteration order is insertion order everywhere, so selection is deterministic.
+"""
+
+from __future__ import annotations
+
+from node.swim.messages import Update
+
+
+class BroadcastQueue:
+    __slots__ = ("_buckets", "_size", "_where", "max_items")
+
+    def __init__(self, max_items: int) -> None:
+        self.max_items = max_items
+        # transmits -> {member id: (update, encoded size)}, each bucket in insertion order (oldest first)
+        self._buckets: dict[int, dict[bytes, tuple[Update, int]]] = {}
+        self._where: dict[bytes, int] = {}
+
+    def __len__(self) -> int:
+        return len(self._where)
+
+    def __contains__(self, member_id: bytes) -> bool:
+        return member_id in self._where
+
+    def transmits(self, member_id: bytes) -> int | None:
+        return self._where.get(member_id)
+
+    def queued(self, member_id: bytes) -> Update | None:
+        t = self._where.get(member_id)
+        return None if t is None else self._buckets[t][member_id][0]
+
+    def enqueue(self, update: Update, size: int) -> None:
+        """Queue `update` (replacing any queued update about the same member) with zero transmits."""
+        member_id = update.member.id
+        self.invalidate(member_id)
+        if len(self._where) >= self.max_items:
+            self._drop_one()
+        self._buckets.setdefault(0, {})[member_id] = (update, size)
+        self._where[member_id] = 0
+
+    def invalidate(self, member_id: bytes) -> None:
+        t = self._where.pop(member_id, None)
+        if t is not None:
+            bucket = self._buckets[t]
+            del bucket[member_id]
+            if not bucket:
+                del self._buckets[t]
+
+    def _drop_one(self) -> None:
+        t = max(self._buckets)
+        self.invalidate(next(iter(self._buckets[t])))
+
+    def select(self, budget: int, limit: int, max_items: int, *, min_size: int = 1) -> list[Update]:
+        """Updates that fit in `budget` bytes (at most `max_items`), counting one transmit for each."""
+        chosen: list[tuple[bytes, int, Update, int]] = []
+        for t in sorted(self._buckets):
+            for member_id, (update, size) in reversed(self._buckets[t].items()):
+                if len(chosen) >= max_items or budget < min_size:
+                    break
+                if size <= budget:
+                    chosen.append((member_id, t, update, size))
+                    budget -= size
+        for member_id, t, update, size in chosen:
+            self.invalidate(member_id)
+            if t + 1 < limit:
+                self._buckets.setdefault(t + 1, {})[member_id] = (update, size)
+                self._where[member_id] = t + 1
+        return [c[2] for c in chosen]
+
+    def clear(self) -> None:
+        self._buckets.clear()
+        self._where.clear()

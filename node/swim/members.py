@@ -1,0 +1,151 @@
+"""The member table, its merge rule, and the shuffled round-robin probe order.
+
+Merge rule (the whole of it; `supersedes` is the only place it is written):
+
+| local \\ update at incarnation i'   | i' < i | i' == i                                   | i' > i |
+|-----------------------------------|--------|-------------------------------------------|--------|
+| any state at incarnation i        | keep   | higher state rank wins, ties by addr/meta | take   |
+
+State rank: ALIVE 0 < SUSPECT 1 < DEAD 2 < LEFT 3. So at equal incarnation suspect beats alive and dead/left beat
+both; a higher incarnation beats everything (that is how a member refutes, and how a left member rejoins).
+Only the member itself bumps its incarnation, so incarnations never go back. The order is total
+(incarnation, rank, addr, meta), hence merge = max: commutative, associative and idempotent.
+Updates about ourselves never go through this rule: protocol.py refutes them instead.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Iterator
+
+from node.swim.messages import STATE_RANK, MemberInfo, MemberState
+
+
+def precedence(m: MemberInfo) -> tuple[int, int, str, int, bytes]:
+    return (m.incarnation, STATE_RANK[m.state], m.addr[0], m.addr[1], m.meta)
+
+
+def supersedes(new: MemberInfo, old: MemberInfo | None) -> bool:
+    """True when `new` should replace `old` in the table."""
+    return old is None or precedence(new) > precedence(old)
+
+
+def merge(old: MemberInfo | None, new: MemberInfo) -> MemberInfo:
+    """The record the table holds after learning `new` (pure; see the table above)."""
+    if old is None or supersedes(new, old):
+        return new
+    return old
+
+
+LIVE = (MemberState.ALIVE, MemberState.SUSPECT)
+GONE = (MemberState.DEAD, MemberState.LEFT)
+
+
+class MemberTable:
+    """Members by id, in insertion order (deterministic iteration), with the time of each one's last change."""
+
+    __slots__ = ("_changed_at", "_live", "_members")
+
+    def __init__(self) -> None:
+        self._members: dict[bytes, MemberInfo] = {}
+        self._changed_at: dict[bytes, float] = {}
+        self._live = 0
+
+    def __len__(self) -> int:
+        return len(self._members)
+
+    def __contains__(self, member_id: bytes) -> bool:
+        return member_id in self._members
+
+    def __iter__(self) -> Iterator[MemberInfo]:
+        return iter(list(self._members.values()))
+
+    def get(self, member_id: bytes) -> MemberInfo | None:
+        return self._members.get(member_id)
+
+    def changed_at(self, member_id: bytes) -> float:
+        return self._changed_at[member_id]
+
+    @property
+    def live_count(self) -> int:
+        """Members ALIVE or SUSPECT (self included when present)."""
+        return self._live
+
+    def put(self, info: MemberInfo, now: float) -> MemberState | None:
+        """Store `info` unconditionally; return the previous state (None when new)."""
+        old = self._members.get(info.id)
+        self._members[info.id] = info
+        if old is None or old.state != info.state:
+            self._changed_at[info.id] = now
+        self._live += (info.state in LIVE) - (old is not None and old.state in LIVE)
+        return None if old is None else old.state
+
+    def remove(self, member_id: bytes) -> MemberInfo | None:
+        old = self._members.pop(member_id, None)
+        if old is not None:
+            del self._changed_at[member_id]
+            self._live -= old.state in LIVE
+        return old
+
+
+class ProbeRing:
+    """Shuffled round-robin probe order: every member is probed once per round, the order re-shuffled each round.
+
+    New members are inserted at a random position, so a join does not delay anyone by more than one round.
+    Members no longer eligible are skipped (and dropped) lazily.
+    """
+
+    __slots__ = ("_ids", "_index", "_present")
+
+    def __init__(self) -> None:
+        self._ids: list[bytes] = []
+        self._present: set[bytes] = set()
+        self._index = 0
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    def add(self, member_id: bytes, rng: random.Random) -> None:
+        if member_id in self._present:
+            return
+        pos = rng.randint(self._index, len(self._ids))
+        self._ids.insert(pos, member_id)
+        self._present.add(member_id)
+
+    def discard(self, member_id: bytes) -> None:
+        if member_id not in self._present:
+            return
+        pos = self._ids.index(member_id)
+        del self._ids[pos]
+        self._present.discard(member_id)
+        if pos < self._index:
+            self._index -= 1
+
+    def next(self, rng: random.Random) -> bytes | None:
+        """The next member to probe, or None when the ring is empty."""
+        if not self._ids:
+            return None
+        if self._index >= len(self._ids):
+            rng.shuffle(self._ids)
+            self._index = 0
+        member_id = self._ids[self._index]
+        self._index += 1
+        return member_id
+
+    def sample(self, rng: random.Random, k: int, accept: Callable[[bytes], bool]) -> list[bytes]:
+        """Up to k distinct random members for which `accept` holds (bounded tries, no full scan)."""
+        out: list[bytes] = []
+        n = len(self._ids)
+        if k <= 0 or n == 0:
+            return out
+        if n <= 4 * k:  # small ring: shuffle a copy, exact answer
+            pool = list(self._ids)
+            rng.shuffle(pool)
+            return [m for m in pool if accept(m)][:k]
+        for _ in range(6 * k):
+            member_id = self._ids[rng.randrange(n)]
+            if member_id not in out and accept(member_id):
+                out.append(member_id)
+                if len(out) == k:
+                    break
+        return out

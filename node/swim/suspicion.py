@@ -1,0 +1,54 @@
+"""Lifeguard's dynamic suspicion timeout.
+
+Theory: a member suspected by one node is probably fine if that node is the unhealthy one. So a suspicion starts
+with a long timeout (`max_s`) and shrinks towards `min_s` as other members independently suspect the same member
+(confirmations). With k expected confirmations and c received (memberlist's formula, Lifeguard §IV-B):
+
+    timeout(c) = max(min_s, max_s - (max_s - min_s) * log(c + 1) / log(k + 1))
+
+rounded down to the millisecond. With k < 1 the timeout is min_s from the start. Only distinct accusers other than
+the first count, and at most k of them. The timer is measured from the start of the suspicion, so a confirmation
+may make it fire at once.
+"""
+
+from __future__ import annotations
+
+import math
+
+
+def suspicion_timeout(confirmations: int, k: int, min_s: float, max_s: float) -> float:
+    """Total suspicion timeout (from its start) after `confirmations` independent confirmations."""
+    if k < 1 or max_s <= min_s:
+        return min_s
+    c = max(0, min(confirmations, k))
+    frac = math.log(c + 1.0) / math.log(k + 1.0)
+    raw = max_s - frac * (max_s - min_s)
+    return max(min_s, math.floor(raw * 1000.0) / 1000.0)
+
+
+class Suspicion:
+    """One running suspicion of one member, at one incarnation."""
+
+    __slots__ = ("_accusers", "incarnation", "k", "max_s", "min_s", "started")
+
+    def __init__(self, *, by: bytes, incarnation: int, k: int, min_s: float, max_s: float, started: float) -> None:
+        self._accusers: list[bytes] = [by]  # the first accuser, then confirmers (bounded by k + 1)
+        self.incarnation = incarnation
+        self.k = k
+        self.min_s = min_s
+        self.max_s = max_s
+        self.started = started
+
+    @property
+    def confirmations(self) -> int:
+        return len(self._accusers) - 1
+
+    def confirm(self, by: bytes) -> bool:
+        """Count an independent accuser. False when it is not new or k confirmations are already in."""
+        if self.confirmations >= self.k or by in self._accusers:
+            return False
+        self._accusers.append(by)
+        return True
+
+    def deadline(self) -> float:
+        return self.started + suspicion_timeout(self.confirmations, self.k, self.min_s, self.max_s)

@@ -1,0 +1,158 @@
+"""N SWIM cores on a SimNet: build, join, crash, leave, partition, and a log of what every node saw.
+
+Ids and addresses are derived from the seed, each core gets `random.Random(f"{seed}:{index}")`, so a seed
+reproduces a cluster run exactly. `repro()` is the command line that reruns the current test with this seed.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from typing import Any
+
+import attrs
+
+from node.swim.config import LOCAL, SwimConfig
+from node.swim.messages import MemberChanged, MemberInfo, MemberState, ProbeResult, PushPullState
+from node.swim.protocol import Swim
+from node.testing.simnet import SimNet, SimNode
+
+
+@attrs.frozen(slots=True)
+class Change:
+    t: float
+    observer: bytes
+    member: bytes
+    state: MemberState
+    previous: MemberState | None
+    incarnation: int
+
+
+def node_addr(index: int) -> tuple[str, int]:
+    return (f"10.{index // 65536}.{(index // 256) % 256}.{index % 256}", 7401)
+
+
+class SimCluster:
+    def __init__(
+        self,
+        n: int,
+        *,
+        seed: int,
+        config: SwimConfig = LOCAL,
+        converged: bool = False,
+        record: bool = True,
+        **net_kw: Any,
+    ) -> None:
+        self.seed = seed
+        self.config = config
+        self.net = SimNet(seed=seed, **net_kw)
+        self.net.repro = self.repro()
+        id_rng = random.Random(f"ids:{seed}")
+        self.ids: list[bytes] = [id_rng.randbytes(32) for _ in range(n)]
+        self.crashed: dict[bytes, float] = {}
+        self.left: dict[bytes, float] = {}
+        self.changes: list[Change] = []
+        self.probes: dict[str, int] = {"ok": 0, "indirect_ok": 0, "failed": 0}
+        if record:
+            self.net.on_change.append(self._record)
+            self.net.on_probe.append(self._record_probe)
+        for i, node_id in enumerate(self.ids):
+            swim = Swim(
+                self_id=node_id,
+                addr=node_addr(i),
+                meta=b"m%d" % i,
+                config=config,
+                rng=random.Random(f"{seed}:{i}"),
+                now=0.0,
+                admit=lambda _id: True,
+            )
+            if converged:
+                swim.merge_push_pull(self._full_state(), 0.0)
+                swim.drain()  # the preloaded joins are not news
+            self.net.add(swim, node_id, node_addr(i))
+
+    def _full_state(self) -> PushPullState:
+        return PushPullState(
+            members=tuple(
+                MemberInfo(id=nid, addr=node_addr(i), meta=b"m%d" % i, incarnation=0, state=MemberState.ALIVE)
+                for i, nid in enumerate(self.ids)
+            )
+        )
+
+    def repro(self) -> str:
+        test = os.environ.get("PYTEST_CURRENT_TEST", "").split(" ")[0]
+        where = f"python -m pytest '{test}'" if test else "python bench/swim_sim.py"
+        return f"HOMING_SIM_SEED={self.seed} {where}"
+
+    # ---- recording ----
+
+    def _record(self, t: float, observer: bytes, ch: MemberChanged) -> None:
+        m = ch.member
+        self.changes.append(Change(t, observer, m.id, m.state, ch.previous, m.incarnation))
+
+    def _record_probe(self, _t: float, _observer: bytes, res: ProbeResult) -> None:
+        self.probes[res.result] += 1
+
+    # ---- accessors ----
+
+    def node(self, i: int | bytes) -> SimNode:
+        return self.net.nodes[self.ids[i] if isinstance(i, int) else i]
+
+    def swim(self, i: int | bytes) -> Swim:
+        return self.node(i).swim
+
+    def running(self) -> list[bytes]:
+        """Nodes neither crashed nor left."""
+        return [nid for nid in self.ids if nid not in self.crashed and nid not in self.left]
+
+    @property
+    def now(self) -> float:
+        return self.net.now
+
+    # ---- actions ----
+
+    def join_all(self, *, spread_s: float = 0.0, seed_index: int = 0) -> None:
+        """Every node joins through node `seed_index`, joins spread uniformly over `spread_s` from now."""
+        seed_id = self.ids[seed_index]
+        seed_addr = self.node(seed_index).addr
+        start = self.net.now
+        for i, nid in enumerate(self.ids):
+            if i == seed_index:
+                continue
+            t = start + (spread_s * i / len(self.ids) if spread_s else 0.0)
+            node = self.node(nid)
+
+            def go(node: SimNode = node) -> None:
+                self.net.call(node, lambda s: s.add_seed(seed_id, seed_addr, self.net.now))
+
+            self.net.at(t, go)
+
+    def crash(self, i: int | bytes) -> bytes:
+        nid = self.node(i).id
+        self.net.crash(nid)
+        self.crashed[nid] = self.net.now
+        return nid
+
+    def leave(self, i: int | bytes) -> bytes:
+        node = self.node(i)
+        self.net.call(node, lambda s: s.leave(self.net.now))
+        self.left[node.id] = self.net.now
+        return node.id
+
+    def partition(self, *groups: set[bytes]) -> None:
+        self.net.partition(*groups)
+
+    def heal(self) -> None:
+        self.net.heal()
+
+    def run_for(self, seconds: float) -> None:
+        self.net.run_for(seconds)
+
+    def run_until_true(self, pred: Any, *, timeout_s: float, step_s: float = 0.25) -> bool:
+        """Run in steps until `pred()` holds (True) or `timeout_s` of simulated time passes (False)."""
+        end = self.net.now + timeout_s
+        while self.net.now < end:
+            if pred():
+                return True
+            self.net.run_for(min(step_s, end - self.net.now))
+        return bool(pred())

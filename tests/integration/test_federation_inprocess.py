@@ -1,0 +1,87 @@
+"""Real nodes in one process: real UDP and TCP sockets on 127.0.0.1, real crypto, the real SWIM core."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import trio
+
+from node.config import build_config
+from node.identity import Identity
+from node.service import NodeHandle, run_node
+
+
+def node_config(tmp: Path, name: str, join: list[str], **fed: object) -> object:
+    return build_config(
+        {
+            "node": {"data_dir": str(tmp / name), "ws": "127.0.0.1:0", "swim": "127.0.0.1:0", "peer": "127.0.0.1:0",
+                     "metrics": "127.0.0.1:0"},
+            "federation": {"join": join, "open": True, **fed},
+        },
+        preset="local",
+    )
+
+
+def alive_ids(h: NodeHandle) -> set[bytes]:
+    return {m.id for m in h.swim.members() if m.state.value == "alive"}
+
+
+async def wait_until(pred: object, timeout: float) -> None:
+    with trio.fail_after(timeout):
+        while not pred():  # type: ignore[operator]
+            await trio.sleep(0.05)
+
+
+async def test_three_nodes_converge_and_see_a_leave(tmp_path: Path) -> None:
+    async with trio.open_nursery() as nursery:
+        first: NodeHandle = await nursery.start(run_node, node_config(tmp_path, "a", []), Identity.generate())
+        seed = f"127.0.0.1:{first.ports['swim']}"
+        others = [
+            await nursery.start(run_node, node_config(tmp_path, n, [seed]), Identity.generate()) for n in ("b", "c")
+        ]
+        handles = [first, *others]
+        everyone = {h.identity.id for h in handles}
+        await wait_until(lambda: all(alive_ids(h) == everyone for h in handles), 10)
+
+        leaver = handles[2]
+        leaver.request_shutdown()
+        await wait_until(
+            lambda: all(
+                any(m.id == leaver.identity.id and m.state.value == "left" for m in h.swim.members())
+                for h in handles[:2]
+            ),
+            10,
+        )
+        for h in handles[:2]:
+            h.request_shutdown()
+
+
+async def test_closed_federation_refuses_unlisted_node(tmp_path: Path) -> None:
+    a_id, b_id, c_id = Identity.generate(), Identity.generate(), Identity.generate()
+    async with trio.open_nursery() as nursery:
+        cfg_a = build_config(
+            {"node": {"data_dir": str(tmp_path / "a"), "swim": "127.0.0.1:0", "peer": "127.0.0.1:0"},
+             "federation": {"allow": [b_id.id_text]}},
+            preset="local",
+        )
+        a: NodeHandle = await nursery.start(run_node, cfg_a, a_id)
+        seed = f"127.0.0.1:{a.ports['swim']}"
+        cfg_b = build_config(
+            {"node": {"data_dir": str(tmp_path / "b"), "swim": "127.0.0.1:0", "peer": "127.0.0.1:0"},
+             "federation": {"join": [seed], "allow": [a_id.id_text]}},
+            preset="local",
+        )
+        cfg_c = build_config(
+            {"node": {"data_dir": str(tmp_path / "c"), "swim": "127.0.0.1:0", "peer": "127.0.0.1:0"},
+             "federation": {"join": [seed], "open": True}},
+            preset="local",
+        )
+        b: NodeHandle = await nursery.start(run_node, cfg_b, b_id)
+        c: NodeHandle = await nursery.start(run_node, cfg_c, c_id)
+        await wait_until(lambda: alive_ids(a) == {a_id.id, b_id.id} and alive_ids(b) == {a_id.id, b_id.id}, 10)
+        # c is open itself, but a admits only b: a never lists c, and c does not get a's member table
+        await trio.sleep(1.0)
+        assert c_id.id not in {m.id for m in a.swim.members()}
+        assert b_id.id not in {m.id for m in c.swim.members()}
+        for h in (a, b, c):
+            h.request_shutdown()
