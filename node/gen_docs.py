@@ -29,7 +29,7 @@ _SECTION_INTRO = {
 
 # CONTRACT §1: flags of `homing node run` and the setting each one overrides.
 _FLAGS = (
-    ("--config F", "(the TOML file itself)"),
+    ("--config F", "(the TOML file; default: DATA_DIR/homing-node.toml when it exists)"),
     ("--data-dir D", "node.data_dir"),
     ("--ws H:P", "node.ws"),
     ("--swim H:P", "node.swim"),
@@ -38,7 +38,12 @@ _FLAGS = (
     ("--join H:P (repeatable)", "federation.join"),
     ("--bootstrap URL (repeatable)", "federation.bootstrap"),
     ("--trust KEY (repeatable)", "federation.trust"),
+    ("--allow ID (repeatable)", "federation.allow"),
+    ("--open", "federation.open"),
+    ("--public-url URL", "node.public_url"),
     ("--log-json", "node.log_json"),
+    ("--log-level LEVEL", "node.log_level"),
+    ("--preset lan|local", "the [swim] timing defaults: `lan` (memberlist LAN) or `local` (fast, for loopback tests)"),
 )
 
 _HEADER = """\
@@ -74,7 +79,7 @@ def _cell(text: str) -> str:
 def configuration_markdown() -> str:
     """The full text of docs/configuration.md."""
     parts = [_HEADER]
-    parts += [f"| `{flag}` | {'`' + key + '`' if '.' in key else key} |\n" for flag, key in _FLAGS]
+    parts += [f"| `{_cell(flag)}` | {'`' + key + '`' if ' ' not in key else key} |\n" for flag, key in _FLAGS]
     rows = reference_rows()
     for section in SECTIONS:
         parts.append(f"\n## [{section}]\n\n")

@@ -250,3 +250,30 @@ def test_firewall_example_passes_nft_check() -> None:
     if r.returncode != 0 and ("Operation not permitted" in r.stderr or "permission" in r.stderr.lower()):
         pytest.skip(f"nft -c needs CAP_NET_ADMIN here: {r.stderr.strip()[:200]}")
     assert r.returncode == 0, r.stderr
+
+
+def test_prometheus_configs_pass_promtool_when_available(tmp_path: Path) -> None:
+    tool = shutil.which("promtool")
+    if tool is None:
+        pytest.skip("promtool is not installed (Debian package prometheus)")
+    shutil.copy(DEPLOY / "prometheus" / "homing-alerts.yml", tmp_path / "homing-alerts.yml")
+    for src in (DEPLOY / "prometheus" / "prometheus.yml", DEPLOY / "compose" / "prometheus.yml"):
+        # the compose one names the rules file by its path inside the container
+        text = src.read_text().replace("/etc/prometheus/homing-alerts.yml", "homing-alerts.yml")
+        (tmp_path / "prometheus.yml").write_text(text)
+        r = subprocess.run([tool, "check", "config", str(tmp_path / "prometheus.yml")], capture_output=True, text=True)
+        assert r.returncode == 0, f"{src}: {r.stdout}{r.stderr}"
+
+
+def test_caddyfile_adapts_when_caddy_is_available() -> None:
+    caddy = shutil.which("caddy")
+    if caddy is None:
+        pytest.skip("caddy is not installed (Debian package caddy)")
+    path = DEPLOY / "proxy" / "Caddyfile"
+    r = subprocess.run(
+        [caddy, "adapt", "--adapter", "caddyfile", "--config", str(path)], capture_output=True, text=True, timeout=60
+    )
+    assert r.returncode == 0, r.stderr
+    assert "not formatted" not in r.stderr, r.stderr
+    adapted = r.stdout
+    assert '"/v1/client"' in adapted and "127.0.0.1:7400" in adapted
