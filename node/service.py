@@ -22,12 +22,15 @@ import trio
 
 from node.admission import Admission
 from node.config import NodeConfig, format_hostport, parse_hostport
+from node.errors import ConfigError, RemoteProtocolError, TransportError
 from node.httpserver import serve_http
 from node.identity import Identity, id_text, parse_id, short_id
 from node.log import get_logger
 from node.metrics import NodeMetrics
+from node.nodelist import NodeList
 from node.ops import OPS_LIMITS, ops_router
 from node.peers import PeerLimits, PeerLinks, serve_peers
+from node.registry_client import deregister, fetch_node_list, make_client, register_forever
 from node.swim.protocol import MemberChanged, Swim
 from node.udp import SwimDriver
 from node.wire.seed import Meta, encode_meta
@@ -230,6 +233,21 @@ async def run_node(
         if config.federation.join:
             seeds = [parse_hostport(s, key="federation.join") for s in config.federation.join]
             nursery.start_soon(_join_forever, driver, seeds, handle)
+        if config.federation.bootstrap:
+            hb = config.federation.heartbeat_s
+            nursery.start_soon(
+                functools.partial(
+                    register_forever,
+                    identity,
+                    config.federation.bootstrap,
+                    ws=config.advertised_url,
+                    swim=format_hostport(advertise or swim_host, swim_port),
+                    peer=format_hostport(advertise or peer_host, peer_port),
+                    ttl_s=int(3 * hb),
+                    heartbeat_s=hb,
+                )
+            )
+            nursery.start_soon(_follow_registries, handle, log)
         task_status.started(handle)
         await handle.shutdown_requested.wait()
         with trio.move_on_after(SHUTDOWN_BUDGET_S):
@@ -248,10 +266,60 @@ async def _join_forever(driver: SwimDriver, seeds: list[tuple[str, int]], handle
         backoff = min(backoff * 2, 10.0)
 
 
+async def _follow_registries(handle: NodeHandle, log: Any) -> None:
+    """Fetch the signed node lists of our registries: admit the nodes they list (with `--trust`), and take seeds
+    from them while we have joined no one (no `--join`). Refreshes every heartbeat, sooner while failing."""
+    config = handle.config
+    trusted = frozenset(parse_id(k) for k in config.federation.trust)
+    if not trusted:
+        log.warning("registry_lists_unused", reason="no --trust key: registry lists cannot be verified")
+        return
+    backoff = 1.0
+    async with make_client(timeout_s=10.0) as client:
+        while True:
+            lists: list[NodeList] = []
+            with trio.move_on_after(15):
+                async with trio.open_nursery() as nursery:
+                    for url in config.federation.bootstrap:
+                        nursery.start_soon(_fetch_into, lists, client, url, trusted, log)
+            if lists:
+                entries = [e for nl in lists for e in nl.nodes]
+                if handle.admission.update_registry_list(e.id for e in entries):
+                    handle.swim.set_admit(handle.admission.admits)
+                    handle.driver.poke()
+                    log.info("registry_list_applied", nodes=len(entries), lists=len(lists))
+                alone = all(m.id == handle.identity.id for m in handle.swim.members())
+                if alone and not config.federation.join:
+                    seeds = [_seed_address(e.swim) for e in entries if e.id != handle.identity.id]
+                    await handle.driver.join([s for s in seeds if s is not None])
+                backoff = 1.0
+                await trio.sleep(min(config.federation.heartbeat_s, 60.0))
+            else:
+                await trio.sleep(backoff)
+                backoff = min(backoff * 2, 30.0)
+
+
+async def _fetch_into(lists: list[NodeList], client: Any, url: str, trusted: frozenset[bytes], log: Any) -> None:
+    try:
+        lists.append(await fetch_node_list(client, url, trusted, now=time.time()))
+    except (RemoteProtocolError, TransportError) as exc:
+        log.warning("registry_list_failed", registry=url, error=str(exc)[:200])
+
+
+def _seed_address(text: str) -> tuple[str, int] | None:
+    try:
+        return parse_hostport(text)
+    except ConfigError:
+        return None
+
+
 async def _leave(handle: NodeHandle) -> None:
-    """Graceful leave: announce LEFT and give the announcement time to be gossiped."""
+    """Graceful leave: announce LEFT, give the announcement time to be gossiped, deregister from registries."""
     now = trio.current_time()
     handle.swim.leave(now)
     handle.driver.poke()
     # memberlist waits for the leave broadcast to go out; a few gossip rounds are enough for the others to hear it
-    await trio.sleep(max(3 * handle.config.swim.gossip_interval_s, 2 * handle.config.swim.probe_interval_s))
+    async with trio.open_nursery() as nursery:
+        if handle.config.federation.bootstrap:
+            nursery.start_soon(deregister, handle.identity, handle.config.federation.bootstrap, 3.0)
+        await trio.sleep(max(3 * handle.config.swim.gossip_interval_s, 2 * handle.config.swim.probe_interval_s))

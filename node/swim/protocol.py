@@ -324,9 +324,7 @@ class Swim:
             max_s = cfg.suspicion_max_s(n)
         else:
             k, max_s = 0, min_s
-        self._suspicions[m.id] = Suspicion(
-            by=by, incarnation=m.incarnation, k=k, min_s=min_s, max_s=max_s, started=now
-        )
+        self._suspicions[m.id] = Suspicion(by=by, incarnation=m.incarnation, k=k, min_s=min_s, max_s=max_s, started=now)
 
     def _about_self(self, m: MemberInfo, now: float) -> None:
         me = self._self

@@ -1,0 +1,56 @@
+"""Nodes that know only a registry URL and its key find each other; a node the registry does not list is refused.
+
+Real registry (HTTP on 127.0.0.1, SQLite), real nodes (UDP, TCP), approval `auto`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import trio
+
+from node.config import build_config
+from node.identity import Identity
+from node.service import NodeHandle, run_node
+from tests.bootstrap.util import init_registry, make_config, running_registry
+
+
+def cfg(tmp: Path, name: str, url: str, key: str) -> object:
+    return build_config(
+        {
+            "node": {"data_dir": str(tmp / name), "ws": "127.0.0.1:0", "swim": "127.0.0.1:0", "peer": "127.0.0.1:0",
+                     "metrics": "127.0.0.1:0"},
+            "federation": {"bootstrap": [url], "trust": [key], "heartbeat_s": 1.0},
+        },
+        preset="local",
+    )
+
+
+def alive(h: NodeHandle) -> set[bytes]:
+    return {m.id for m in h.swim.members() if m.state.value == "alive"}
+
+
+async def test_two_nodes_find_each_other_through_the_registry_only(tmp_path: Path) -> None:
+    registry = init_registry(tmp_path / "registry")
+    async with running_registry(make_config(tmp_path / "registry")) as url, trio.open_nursery() as nursery:
+        a: NodeHandle = await nursery.start(run_node, cfg(tmp_path, "a", url, registry.id_text), Identity.generate())
+        b: NodeHandle = await nursery.start(run_node, cfg(tmp_path, "b", url, registry.id_text), Identity.generate())
+        both = {a.identity.id, b.identity.id}
+        with trio.fail_after(20):
+            while not (alive(a) == both and alive(b) == both):
+                await trio.sleep(0.1)
+        # a registry-trusting node admits only listed nodes: an open node that is not registered stays out
+        stranger_cfg = build_config(
+            {
+                "node": {"data_dir": str(tmp_path / "s"), "ws": "127.0.0.1:0", "swim": "127.0.0.1:0",
+                         "peer": "127.0.0.1:0", "metrics": "127.0.0.1:0"},
+                "federation": {"open": True, "join": [f"127.0.0.1:{a.ports['swim']}"]},
+            },
+            preset="local",
+        )
+        s: NodeHandle = await nursery.start(run_node, stranger_cfg, Identity.generate())
+        await trio.sleep(1.5)
+        assert s.identity.id not in {m.id for m in a.swim.members()}
+        assert s.identity.id not in {m.id for m in b.swim.members()}
+        for h in (a, b, s):
+            h.request_shutdown()
