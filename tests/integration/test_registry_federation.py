@@ -18,8 +18,13 @@ from tests.bootstrap.util import init_registry, make_config, running_registry
 def cfg(tmp: Path, name: str, url: str, key: str) -> object:
     return build_config(
         {
-            "node": {"data_dir": str(tmp / name), "ws": "127.0.0.1:0", "swim": "127.0.0.1:0", "peer": "127.0.0.1:0",
-                     "metrics": "127.0.0.1:0"},
+            "node": {
+                "data_dir": str(tmp / name),
+                "ws": "127.0.0.1:0",
+                "swim": "127.0.0.1:0",
+                "peer": "127.0.0.1:0",
+                "metrics": "127.0.0.1:0",
+            },
             "federation": {"bootstrap": [url], "trust": [key], "heartbeat_s": 1.0},
         },
         preset="local",
@@ -42,8 +47,13 @@ async def test_two_nodes_find_each_other_through_the_registry_only(tmp_path: Pat
         # a registry-trusting node admits only listed nodes: an open node that is not registered stays out
         stranger_cfg = build_config(
             {
-                "node": {"data_dir": str(tmp_path / "s"), "ws": "127.0.0.1:0", "swim": "127.0.0.1:0",
-                         "peer": "127.0.0.1:0", "metrics": "127.0.0.1:0"},
+                "node": {
+                    "data_dir": str(tmp_path / "s"),
+                    "ws": "127.0.0.1:0",
+                    "swim": "127.0.0.1:0",
+                    "peer": "127.0.0.1:0",
+                    "metrics": "127.0.0.1:0",
+                },
                 "federation": {"open": True, "join": [f"127.0.0.1:{a.ports['swim']}"]},
             },
             preset="local",

@@ -41,8 +41,13 @@ async def test_hostile_datagrams_change_nothing(tmp_path: Path) -> None:
     friend = Identity.generate()
     config = build_config(
         {
-            "node": {"data_dir": str(tmp_path), "ws": "127.0.0.1:0", "swim": "127.0.0.1:0", "peer": "127.0.0.1:0",
-                     "metrics": "127.0.0.1:0"},
+            "node": {
+                "data_dir": str(tmp_path),
+                "ws": "127.0.0.1:0",
+                "swim": "127.0.0.1:0",
+                "peer": "127.0.0.1:0",
+                "metrics": "127.0.0.1:0",
+            },
             "federation": {"allow": [friend.id_text]},
         },
         preset="local",

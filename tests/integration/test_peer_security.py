@@ -1,0 +1,83 @@
+"""Hostile peer-link connections: refused, counted, and the node keeps serving its real peers."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import trio
+
+from node.config import build_config
+from node.identity import Identity
+from node.peers import TransportError, handshake
+from node.service import NodeHandle, run_node
+
+
+def refused_total(h: NodeHandle) -> float:
+    text = h.metrics.render().decode()
+    return sum(float(v) for v in re.findall(r'homing_packets_refused_total\{layer="peer",reason="[^"]+"\} (\S+)', text))
+
+
+async def test_hostile_peer_connections_are_refused(tmp_path: Path) -> None:
+    friend = Identity.generate()
+    config = build_config(
+        {
+            "node": {
+                "data_dir": str(tmp_path),
+                "ws": "127.0.0.1:0",
+                "swim": "127.0.0.1:0",
+                "peer": "127.0.0.1:0",
+                "metrics": "127.0.0.1:0",
+            },
+            "federation": {"allow": [friend.id_text]},
+        },
+        preset="local",
+    )
+    async with trio.open_nursery() as nursery:
+        node: NodeHandle = await nursery.start(run_node, config, Identity.generate())
+        port = node.ports["peer"]
+
+        async def attempt(payload: bytes) -> bytes:
+            stream = await trio.open_tcp_stream("127.0.0.1", port)
+            await stream.send_all(payload)
+            got = b""
+            with trio.fail_after(10):
+                while True:
+                    chunk = await stream.receive_some(4096)
+                    if not chunk:
+                        break
+                    got += chunk
+            await stream.aclose()
+            return got
+
+        # not a homing peer link at all
+        assert await attempt(b"GET / HTTP/1.1\r\n\r\n" + bytes(200)) == b""
+        with trio.fail_after(5):
+            while refused_total(node) < 1:
+                await trio.sleep(0.02)
+
+        # a well-formed handshake from a key the node does not admit: closed before any reply
+        stranger = Identity.generate()
+        stream = await trio.open_tcp_stream("127.0.0.1", port)
+        with trio.fail_after(10):
+            try:
+                await handshake(stream, stranger, initiator=True, expected_id=node.identity.id, admit=lambda i: True)
+                raise AssertionError("an unadmitted key completed the handshake")
+            except TransportError:
+                pass
+        await stream.aclose()
+        with trio.fail_after(5):
+            while refused_total(node) < 2:
+                await trio.sleep(0.02)
+
+        # an admitted key completes the handshake, then sends garbage: the connection is dropped
+        stream = await trio.open_tcp_stream("127.0.0.1", port)
+        with trio.fail_after(10):
+            chan = await handshake(stream, friend, initiator=True, expected_id=node.identity.id, admit=lambda i: True)
+            await stream.send_all(b"\x00\x00\x00\x20" + bytes(32))  # a frame that fails authentication
+            assert await stream.receive_some(4096) == b""
+        await chan.aclose()
+        with trio.fail_after(5):
+            while refused_total(node) < 3:
+                await trio.sleep(0.02)
+        node.request_shutdown()
