@@ -16,6 +16,10 @@ Public API (a thin wrapper over stdlib `logging`):
         demo: bind `node=` so their lines can be told apart). Methods: debug, info, warning, error, exception
         (exception adds `error="Type: message"` and a one-line `traceback`).
 
+Plain stdlib calls work too: `logging.getLogger("homing.http").info("event=handler_error path=%s", p)` is parsed
+into event and fields (same privacy rules); any other message becomes `event=log message="..."` (homing loggers) or
+`event=library` (third-party loggers such as trio-websocket).
+
 Line format (key=value):  ts=2025-01-02T03:04:05.678Z level=info component=swim event=member_suspect node=AbC…
     Values with spaces, quotes, `=`, control characters or nothing at all are double-quoted with backslash escapes,
     so every event is exactly one line. JSON: {"ts": …, "level": …, "component": …, "event": …, fields…}.
@@ -181,6 +185,27 @@ def quote(text: str) -> str:
     return f'"{out}"'
 
 
+_KV_TOKEN_RE = re.compile(r'([A-Za-z0-9_.-]+)=("(?:[^"\\]|\\.)*"|\S*)(?:\s+|$)')
+_UNESCAPES = {"n": "\n", "r": "\r", "t": "\t"}
+
+
+def parse_kv_message(text: str) -> tuple[str, dict[str, object]] | None:
+    """Parse "event=NAME k=v k2=\"quoted value\"" into (NAME, fields); None when the text is not in that form."""
+    pos = 0
+    fields: dict[str, object] = {}
+    while pos < len(text) and len(fields) <= FIELDS_MAX:
+        m = _KV_TOKEN_RE.match(text, pos)
+        if m is None:
+            return None
+        key, raw = m.group(1), m.group(2)
+        if raw.startswith('"'):
+            raw = re.sub(r"\\(.)", lambda e: _UNESCAPES.get(e.group(1), e.group(1)), raw[1:-1])
+        fields[key] = raw
+        pos = m.end()
+    event = fields.pop("event", None)
+    return (str(event), fields) if event else None
+
+
 def _kv_value(value: object) -> str:
     if value is None:
         return "null"
@@ -231,15 +256,24 @@ class StructuredFormatter(logging.Formatter):
             head: list[tuple[str, object]] = [("ts", _iso(record.created)), ("level", level)]
             head += [("component", render_value("component", component)), ("event", render_value("event", event))]
             return head, fields
-        # a record from a library (trio-websocket, httpx...): keep its message as one field
+        # a plain stdlib record: homing code that writes "event=NAME key=value ..." as its message gets the same
+        # fields as a structured call; anything else (trio-websocket, httpx...) keeps its message as one field
         try:
             message = record.getMessage()
         except Exception:
             message = str(record.msg)
-        fields = {"message": message}
+        component = record.name.removeprefix(f"{_ROOT}.")
+        parsed = parse_kv_message(message) if message.startswith("event=") else None
+        if parsed is not None:
+            event, fields = parsed
+        else:
+            event = "log" if record.name.startswith(f"{_ROOT}.") else "library"
+            fields = {"message": message}
         if record.exc_info and record.exc_info[1] is not None:
             fields["error"] = _exc_line(record.exc_info[1])
-        head = [("ts", _iso(record.created)), ("level", level), ("component", record.name), ("event", "library")]
+            fields["traceback"] = _traceback_text(record.exc_info[1])
+        head = [("ts", _iso(record.created)), ("level", level), ("component", component)]
+        head.append(("event", render_value("event", event)))
         return head, fields
 
 

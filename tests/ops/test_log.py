@@ -220,3 +220,27 @@ def test_event_flood_is_rate_limited_and_reports_suppressed() -> None:
     assert len(refused) == 6
     assert refused[-1]["suppressed"] == "95"
     assert any(f["event"] == "other_event" for f in got)
+
+
+def test_stdlib_records_written_as_event_key_value_get_real_fields(out: io.StringIO) -> None:
+    cid = id_text(Identity.generate().id)
+    stdlib = logging.getLogger("homing.bootstrap")
+    stdlib.info("event=node_registered node=%s status=%s note=%s", cid, "approved", '"two words"')
+    stdlib.info("event=leaked body=%s", "SECRET")
+    stdlib.info("plain prose from homing code")
+    first, second, third = (parse_kv(x) for x in lines(out))
+    assert first["component"] == "bootstrap" and first["event"] == "node_registered"
+    assert first["node"] == cid[:8] and first["status"] == "approved" and first["note"] == "two words"
+    assert second["body"] == REDACTED and "SECRET" not in out.getvalue()
+    assert third["event"] == "log" and third["message"] == "plain prose from homing code"
+
+
+def test_stdlib_exception_records_carry_the_traceback(out: io.StringIO) -> None:
+    try:
+        raise KeyError("k")
+    except KeyError:
+        logging.getLogger("homing.http").exception("event=http_handler_error method=%s", "GET")
+    (line,) = lines(out)
+    f = parse_kv(line)
+    assert f["event"] == "http_handler_error" and f["method"] == "GET"
+    assert f["error"] == "KeyError: 'k'" and "Traceback" in f["traceback"]
