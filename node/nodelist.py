@@ -111,9 +111,7 @@ def _ws(m: dict[str, Any]) -> str:
 # --- node list -------------------------------------------------------------------------------------------
 
 
-def build_node_list(
-    registry: Identity, nodes: list[NodeEntry], *, issued: int, expires: int
-) -> dict[str, bytes]:
+def build_node_list(registry: Identity, nodes: list[NodeEntry], *, issued: int, expires: int) -> dict[str, bytes]:
     body = {"v": LIST_VERSION, "issued": issued, "expires": expires, "nodes": [n.to_body() for n in nodes]}
     return sign_document(registry, NODE_LIST, body)
 
