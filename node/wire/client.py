@@ -365,3 +365,16 @@ def encode_client_message(msg: ClientMessage, *, json: bool) -> bytes | str:
     return _json.dumps(
         {k: (b64u_encode(v) if isinstance(v, bytes) else v) for k, v in m.items()}, separators=(",", ":")
     )
+
+
+class CloseCode(enum.IntEnum):
+    """WebSocket close codes a node uses (CONTRACT §2 and docs/client-protocol.md)."""
+
+    NORMAL = 1000
+    GOING_AWAY = 1001  # node shutdown, after `goaway`
+    POLICY = 1008  # slow reader: the node's send queue for this connection overflowed
+    TOO_BIG = 1009  # a frame over Limits.CLIENT_FRAME_MAX
+    TRY_AGAIN_LATER = 1013  # the node is at its connection limit
+    AUTH_FAILED = 4401  # after {"t":"error","code":"auth_failed"}
+    TIMEOUT = 4408  # handshake not finished in time, or idle too long
+    ABUSE = 4429  # too many refused frames in a row
