@@ -108,6 +108,7 @@ class WsClient:
         self.close_code: int | None = None
         self.close_reason = ""
         self.pending: list[Any] = []
+        self.auto_pong = True  # answer WebSocket pings (tests turn it off to play a dead client)
 
     async def send_bytes(self, data: bytes) -> None:
         async with self.send_lock:
@@ -179,7 +180,7 @@ class WsClient:
             joined: Any = ("" if isinstance(event, TextMessage) else b"").join(self.parts)
             self.parts, self.size = [], 0
             return joined if isinstance(joined, str) else bytes(joined)
-        if isinstance(event, Ping):
+        if isinstance(event, Ping) and self.auto_pong:
             await self.send_bytes(self.ws.send(event.response()))
         elif isinstance(event, CloseConnection):
             self.close_code, self.close_reason = event.code, event.reason or ""
