@@ -35,13 +35,16 @@ HANDSHAKE_FRAME_MAX_BYTES = 4096
 
 def default_handshake(ssl_ctx: ssl.SSLContext | None = None) -> HandshakeFn:
     try:
-        found: HandshakeFn = importlib.import_module("node.client").handshake_only
+        client_handshake = importlib.import_module("node.client").handshake_only
     except (ImportError, AttributeError):
-        pass
-    else:
-        return found
+        client_handshake = None
 
     async def handshake(url: str, identity: Identity, expected: bytes, timeout_s: float) -> tuple[bytes, float]:
+        if client_handshake is not None:
+            result: tuple[bytes, float] = await client_handshake(
+                url, identity, expected, timeout_s, ssl_context=ssl_ctx
+            )
+            return result
         return await proof_of_id(url, identity, expected, timeout_s, ssl_ctx=ssl_ctx)
 
     return handshake

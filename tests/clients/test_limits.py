@@ -58,8 +58,11 @@ MALFORMED: list[tuple[str, bytes | str, object]] = [
         json.dumps({"t": "call_answer", "to": "AAAA", "call": "YQ", "body": "", "ref": 3}),
         Receipt(ref=3, status=Status.REJECTED, reason=Reason.BAD_REQUEST),
     ),
-    ("hello again", encode_client_message(Hello(id=BOB.id, nonce=b"n" * 32, sig=b"s" * 64), json=False),
-     Error(code=ErrorCode.BAD_REQUEST)),
+    (
+        "hello again",
+        encode_client_message(Hello(id=BOB.id, nonce=b"n" * 32, sig=b"s" * 64), json=False),
+        Error(code=ErrorCode.BAD_REQUEST),
+    ),
 ]
 
 
@@ -216,5 +219,3 @@ def test_idle_timeout_and_node_pings() -> None:
             assert BOB.id not in node.relay.homes and trio.current_time() - start >= 300
 
     run(main, mock_clock=True, limit_s=1000)
-
-

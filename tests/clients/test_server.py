@@ -50,7 +50,11 @@ def test_handshake_and_call_flow(as_json: bool) -> None:
             got = await b.receive()
             assert isinstance(got, Deliver)
             assert (got.kind, got.sender, got.call, got.body, len(got.eid)) == (
-                Kind.CALL_OFFER, ALICE.id, b"call-1", b"\x00encrypted", 16
+                Kind.CALL_OFFER,
+                ALICE.id,
+                b"call-1",
+                b"\x00encrypted",
+                16,
             )
             assert await a.receive() == Receipt(ref=ref, status=Status.DELIVERED)
             assert await a.ping() >= 0
