@@ -277,3 +277,17 @@ def test_json_shape_is_the_contract() -> None:
     doc = json.loads(json.dumps(result.to_json()))
     assert set(doc) == {"nodes", "errors"} and doc["nodes"] == []
     assert id_text(ident.id)[:8] in doc["errors"][0]
+
+
+def test_seed_mode_fetches_and_verifies_lists_without_dialling() -> None:
+    async def body(nursery, nodes):  # type: ignore[no-untyped-def]
+        doc = node_list(nodes)
+        url = await serve_registry(nursery, lambda: doc)
+        seen: list[tuple[list[str], int]] = []
+        result = await discover(cfg(registries=(url,), race=False), progress=lambda p, n: seen.append((p, n)))
+        return result, seen
+
+    result, seen = with_nodes(2, body)
+    assert len(result.nodes) == 2 and result.proven == ()
+    assert all(f.verified and f.swim == "127.0.0.1:1" and f.peer == "127.0.0.1:2" for f in result.nodes)
+    assert any(pending for pending, _ in seen) and seen[-1][0] == []
