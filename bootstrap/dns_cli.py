@@ -1,9 +1,247 @@
-"""`homing bootstrap export-txt|publish-dns`: placeholder; the DNS work fills this file in (it owns it)."""
+"""`homing bootstrap export-txt` and `homing bootstrap publish-dns`: the signed node list in DNS (CONTRACT §1, §6).
+
+`export-txt` prints zone-file lines for an operator to paste into any DNS provider; `publish-dns` replaces the TXT
+RRset at NAME on an authoritative server by RFC 2136 dynamic update signed with TSIG (one atomic RRset swap, over
+TCP since a large list exceeds UDP sizes), then reads the RRset back from that server and checks that it decodes to
+the document just published. The record format is `node.txt`'s (docs/discovery.md, "TXT format").
+
+The list comes from the registry's data dir (`bootstrap.service.current_signed_list`), or with `--from-file` from a
+saved `GET /v1/nodes` answer (msgpack), so the DNS publisher need not run on the registry host.
+"""
 
 from __future__ import annotations
 
+import argparse
+import importlib
+import re
+import sys
+import time
+from pathlib import Path
 from typing import Any
 
+import attrs
+import dns.exception
+import dns.message
+import dns.name
+import dns.query
+import dns.rcode
+import dns.rdataclass
+import dns.rdatatype
+import dns.rdtypes.ANY.TXT
+import dns.rrset
+import dns.tsig
+import dns.tsigkeyring
+import dns.update
 
-def register(bootstrap_subparsers: Any) -> None:
-    """Adds the DNS subcommands to `homing bootstrap`. Empty until the DNS work lands."""
+from node.config import parse_hostport
+from node.errors import ConfigError, HomingError, RemoteProtocolError
+from node.identity import decode_document
+from node.txt import TTL_DEFAULT_S, decode_txt, encode_txt, zone_lines
+
+TSIG_ALGORITHMS = {
+    "hmac-md5": dns.tsig.HMAC_MD5,
+    "hmac-sha1": dns.tsig.HMAC_SHA1,
+    "hmac-sha224": dns.tsig.HMAC_SHA224,
+    "hmac-sha256": dns.tsig.HMAC_SHA256,
+    "hmac-sha384": dns.tsig.HMAC_SHA384,
+    "hmac-sha512": dns.tsig.HMAC_SHA512,
+}
+KEY_FILE_MAX_BYTES = 64 * 1024
+LIST_FILE_MAX_BYTES = 512 * 1024
+DNS_TIMEOUT_S = 10.0
+TTL_MAX_S = 86_400
+
+_KNOT_RE = re.compile(r"^\s*#?\s*(hmac-[a-z0-9]+):([A-Za-z0-9._-]+):([A-Za-z0-9+/=]+)\s*$", re.MULTILINE)
+_BIND_RE = re.compile(r'key\s+"?([A-Za-z0-9._-]+)"?\s*\{(.*?)\}\s*;', re.DOTALL)
+_BIND_ALG_RE = re.compile(r"algorithm\s+\"?([A-Za-z0-9-]+)\"?\s*;")
+_BIND_SECRET_RE = re.compile(r'secret\s+"([A-Za-z0-9+/=\s]+)"\s*;')
+
+
+@attrs.frozen(kw_only=True, slots=True)
+class TsigKey:
+    name: str
+    algorithm: str  # e.g. "hmac-sha256"
+    secret: str  # base64, as in the key file
+
+    def keyring(self) -> dict[dns.name.Name, Any]:
+        return dict(dns.tsigkeyring.from_text({self.name: (self.algorithm, self.secret)}))
+
+
+def parse_tsig_key(text: str, *, source: str = "--tsig-key") -> TsigKey:
+    """Parse knot's `keymgr -t` output (`ALGORITHM:NAME:BASE64SECRET`, a leading `# ` allowed, the YAML after it
+    ignored) or a BIND `key "name" { algorithm …; secret "…"; };` block. Raises ConfigError naming `source`."""
+    text = re.sub(r"//[^\n]*", "", text)  # BIND comments
+    match = _KNOT_RE.search(text)
+    if match:
+        algorithm, name, secret = match[1].lower(), match[2], match[3]
+    else:
+        block = _BIND_RE.search(text)
+        if block is None:
+            raise ConfigError(source, 'not a TSIG key (expected ALGORITHM:NAME:SECRET or a BIND key "name" {…}; block)')
+        alg, sec = _BIND_ALG_RE.search(block[2]), _BIND_SECRET_RE.search(block[2])
+        if alg is None or sec is None:
+            raise ConfigError(source, 'BIND key block needs `algorithm …;` and `secret "…";`')
+        algorithm, name, secret = alg[1].lower(), block[1], re.sub(r"\s", "", sec[1])
+    if algorithm not in TSIG_ALGORITHMS:
+        raise ConfigError(source, f"TSIG algorithm {algorithm!r} unsupported (use one of {', '.join(TSIG_ALGORITHMS)})")
+    key = TsigKey(name=name, algorithm=algorithm, secret=secret)
+    try:
+        key.keyring()
+    except (ValueError, dns.exception.DNSException) as exc:
+        raise ConfigError(source, f"TSIG secret is not valid base64: {exc}") from exc
+    return key
+
+
+def load_tsig_key(path: Path) -> TsigKey:
+    try:
+        data = path.read_bytes()[: KEY_FILE_MAX_BYTES + 1]
+    except OSError as exc:
+        raise ConfigError("--tsig-key", f"cannot read {path}: {exc.strerror}") from exc
+    if len(data) > KEY_FILE_MAX_BYTES:
+        raise ConfigError("--tsig-key", f"{path} is larger than a key file can be")
+    return parse_tsig_key(data.decode("utf-8", errors="replace"))
+
+
+def txt_rrset(name: dns.name.Name, doc: dict[str, bytes], ttl: int) -> dns.rrset.RRset:
+    rrset = dns.rrset.RRset(name, dns.rdataclass.IN, dns.rdatatype.TXT)
+    for record in encode_txt(doc):
+        rrset.add(dns.rdtypes.ANY.TXT.TXT(dns.rdataclass.IN, dns.rdatatype.TXT, record), ttl)
+    return rrset
+
+
+def _names(name: str, zone: str) -> tuple[dns.name.Name, dns.name.Name]:
+    try:
+        owner, origin = dns.name.from_text(name), dns.name.from_text(zone)
+    except dns.exception.DNSException as exc:
+        raise ConfigError("--name", f"not a domain name: {exc}") from exc
+    if not owner.is_subdomain(origin):
+        raise ConfigError("--name", f"{owner} is not inside zone {origin}")
+    return owner, origin
+
+
+def publish_dns(
+    doc: dict[str, bytes],
+    *,
+    name: str,
+    zone: str,
+    server: str,
+    key: TsigKey,
+    ttl: int = TTL_DEFAULT_S,
+    timeout_s: float = DNS_TIMEOUT_S,
+) -> int:
+    """Replace the TXT RRset at `name` with `doc`'s records and read it back. Returns the number of records.
+
+    Raises HomingError with the server's answer (NOTAUTH, REFUSED, a bad TSIG signature...) when it refuses.
+    """
+    owner, origin = _names(name, zone)
+    host, port = parse_hostport(server, key="--server")
+    rrset = txt_rrset(owner, doc, ttl)
+    update = dns.update.UpdateMessage(origin, keyring=key.keyring(), keyalgorithm=TSIG_ALGORITHMS[key.algorithm])
+    update.replace(owner, rrset)
+    try:
+        answer = dns.query.tcp(update, host, port=port, timeout=timeout_s)
+    except dns.tsig.PeerError as exc:
+        raise HomingError(f"{server} refused the TSIG key {key.name!r}: {type(exc).__name__}") from exc
+    except (OSError, dns.exception.DNSException) as exc:
+        raise HomingError(f"update to {server} failed: {exc or type(exc).__name__}") from exc
+    if answer.rcode() != dns.rcode.NOERROR:
+        raise HomingError(f"{server} refused the update: {dns.rcode.to_text(answer.rcode())}")
+    read_back(owner, host, port, doc, timeout_s=timeout_s)
+    return len(rrset)
+
+
+def read_back(owner: dns.name.Name, host: str, port: int, doc: dict[str, bytes], *, timeout_s: float) -> None:
+    """Query the authoritative server for the RRset just written and check it decodes to `doc`."""
+    query = dns.message.make_query(owner, dns.rdatatype.TXT)
+    try:
+        answer = dns.query.tcp(query, host, port=port, timeout=timeout_s)
+    except (OSError, dns.exception.DNSException) as exc:
+        raise HomingError(f"read-back from {host}:{port} failed: {exc or type(exc).__name__}") from exc
+    rrset = answer.get_rrset(answer.answer, owner, dns.rdataclass.IN, dns.rdatatype.TXT)
+    if rrset is None:
+        raise HomingError(f"read-back: {host}:{port} has no TXT records at {owner} after the update")
+    try:
+        got = decode_txt([list(r.strings) for r in rrset])
+    except RemoteProtocolError as exc:
+        raise HomingError(f"read-back: the records at {owner} do not decode: {exc}") from exc
+    if got != doc:
+        raise HomingError(f"read-back: {owner} holds a different list than the one just published")
+
+
+# --- command line --------------------------------------------------------------------------------------------
+
+
+def _load_list(args: argparse.Namespace) -> dict[str, bytes]:
+    if args.from_file:
+        path = Path(args.from_file)
+        try:
+            data = path.read_bytes()[: LIST_FILE_MAX_BYTES + 1]
+        except OSError as exc:
+            raise ConfigError("--from-file", f"cannot read {path}: {exc.strerror}") from exc
+        try:
+            doc = decode_document(data)
+        except RemoteProtocolError as exc:
+            raise ConfigError("--from-file", f"{path} is not a signed node list: {exc}") from exc
+        return {k: doc[k] for k in ("body", "key", "sig") if isinstance(doc.get(k), bytes)}
+    # The registry service (bootstrap/service.py) is another module's; look it up at run time.
+    try:
+        current_signed_list = importlib.import_module("bootstrap.service").current_signed_list
+    except (ImportError, AttributeError) as exc:
+        raise HomingError("this build has no registry service to read the list from; use --from-file") from exc
+    data_dir = Path(args.data_dir) if args.data_dir else _default_bootstrap_dir()
+    result: dict[str, bytes] = current_signed_list(data_dir, time.time())
+    return result
+
+
+def _default_bootstrap_dir() -> Path:
+    from node.config import default_data_dir
+
+    return default_data_dir() / "bootstrap"
+
+
+def _ttl(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
+    if not 0 <= value <= TTL_MAX_S:
+        raise argparse.ArgumentTypeError(f"must be 0..{TTL_MAX_S}")
+    return value
+
+
+def cmd_export_txt(args: argparse.Namespace) -> int:
+    _names(args.name, ".")
+    doc = _load_list(args)
+    for line in zone_lines(args.name, encode_txt(doc), ttl=args.ttl):
+        print(line)
+    return 0
+
+
+def cmd_publish_dns(args: argparse.Namespace) -> int:
+    key = load_tsig_key(Path(args.tsig_key))
+    parse_hostport(args.server, key="--server")
+    _names(args.name, args.zone)
+    doc = _load_list(args)
+    count = publish_dns(doc, name=args.name, zone=args.zone, server=args.server, key=key, ttl=args.ttl)
+    print(f"published {count} TXT record(s) at {args.name} via {args.server}; read back and verified", file=sys.stdout)
+    return 0
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--name", required=True, help="full domain name of the RRset, e.g. _homing.example.org")
+    p.add_argument("--data-dir", default="", help="registry data dir (default: the user's data dir)")
+    p.add_argument("--from-file", default="", help="publish this saved GET /v1/nodes answer (msgpack) instead")
+    p.add_argument("--ttl", type=_ttl, default=TTL_DEFAULT_S, help=f"record TTL in seconds (default {TTL_DEFAULT_S})")
+
+
+def register(bootstrap_sub: Any) -> None:
+    """Add `export-txt` and `publish-dns` to the `homing bootstrap` subparsers."""
+    p = bootstrap_sub.add_parser("export-txt", help="print the signed node list as DNS TXT zone-file lines")
+    _common(p)
+    p.set_defaults(func=cmd_export_txt)
+    p = bootstrap_sub.add_parser("publish-dns", help="push the signed node list to DNS by RFC 2136 update with TSIG")
+    _common(p)
+    p.add_argument("--zone", required=True, help="the zone to update, e.g. example.org")
+    p.add_argument("--server", required=True, help="authoritative server HOST:PORT that accepts updates")
+    p.add_argument("--tsig-key", required=True, help="TSIG key file (keymgr -t output or a BIND key block)")
+    p.set_defaults(func=cmd_publish_dns)

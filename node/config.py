@@ -143,6 +143,11 @@ class ClientsSection:
     ice_burst: int = attrs.field(default=200, validator=v.ge(1))
     # Messages queued to one client; a client that stops reading is disconnected when it is full.
     send_queue_max: int = attrs.field(default=256, validator=v.ge(1))
+    # Bytes queued to one client (a 64 KiB body is ~88 KiB as JSON): bounds a slow reader's memory.
+    send_queue_bytes_max: int = attrs.field(default=1024 * 1024, validator=v.ge(256 * 1024))
+    # Seconds of silence from a client after which the node sends a WebSocket ping (browsers answer it
+    # automatically), so a live client never reaches idle_timeout_s; a dead one is found within it.
+    ping_interval_s: float = attrs.field(default=30.0, validator=_pos)
     # Seconds without any frame from a client before it is closed (clients ping to stay alive).
     idle_timeout_s: float = attrs.field(default=120.0, validator=_pos)
     # Refused frames (bad, oversized, rate-limited) in a row before the connection is closed with 4429.

@@ -23,8 +23,9 @@ NODE = Identity.from_seed(b"n" * 32)
 
 
 def entry(ident: Identity = NODE) -> NodeEntry:
-    return NodeEntry(id=ident.id, ws="ws://127.0.0.1:7400/v1/client", swim="127.0.0.1:7401", peer="127.0.0.1:7402",
-                     seen=1000)
+    return NodeEntry(
+        id=ident.id, ws="ws://127.0.0.1:7400/v1/client", swim="127.0.0.1:7401", peer="127.0.0.1:7402", seen=1000
+    )
 
 
 def test_node_list_round_trip() -> None:

@@ -1,0 +1,347 @@
+"""One client connection of the client server (node/clients.py): protocol state, limits, send queue.
+
+State machine: `AWAIT_HELLO -> OPEN -> CLOSING`. The reader task (`_read_loop`) owns the socket's receive
+side and the wsproto state; the writer task (`_writer`) drains the send queue, joining everything queued into
+one `send_all`. `send()` never blocks: it encodes, frames and queues, or (queue full) closes the connection as a
+slow reader and returns False. `close()` queues a close frame and puts a deadline on the connection's cancel
+scope; the reader keeps draining until the client's close frame or EOF, so the client sees the close code.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import TYPE_CHECKING, Any
+
+import trio
+from wsproto.connection import Connection, ConnectionState
+from wsproto.events import BytesMessage, CloseConnection, Message, Ping, TextMessage
+from wsproto.utilities import RemoteProtocolError as WsRemoteProtocolError
+
+from node.identity import client_auth_message, node_auth_message, short_id, verify_signature
+from node.wire import Limits
+from node.wire.client import (
+    NONCE_BYTES,
+    ClientFrameError,
+    ClientMessage,
+    CloseCode,
+    Envelope,
+    Error,
+    ErrorCode,
+    Hello,
+    Kind,
+    Reason,
+    Receipt,
+    Status,
+    Welcome,
+    decode_client_frame,
+    encode_client_message,
+)
+from node.wire.client import Ping as PingMsg
+from node.wire.client import Pong as PongMsg
+
+if TYPE_CHECKING:
+    from node.clients import ClientServer
+
+log = logging.getLogger("homing.clients")
+
+READ_BYTES = 65536  # one receive_some; frames are reassembled up to Limits.CLIENT_FRAME_MAX
+CLOSE_TIMEOUT_S = 2.0  # after our close frame, how long the client gets to answer before the socket closes
+
+
+class TokenBucket:
+    """`rate_per_s` tokens per second up to `burst`; `take(now)` spends one if there is one."""
+
+    __slots__ = ("burst", "rate_per_s", "stamp", "tokens")
+
+    def __init__(self, rate_per_s: float, burst: int, now: float) -> None:
+        self.rate_per_s = rate_per_s
+        self.burst = float(burst)
+        self.tokens = float(burst)
+        self.stamp = now
+
+    def take(self, now: float) -> bool:
+        self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate_per_s)
+        self.stamp = now
+        if self.tokens >= 1.0:
+            self.tokens -= 1.0
+            return True
+        return False
+
+
+class ClientSession:
+    """One client connection. The relay uses `conn_id`, `client_id`, `remote_ip` and `send()`."""
+
+    __slots__ = (
+        "_buckets",
+        "_closing",
+        "_msg_parts",
+        "_msg_size",
+        "_out",
+        "_out_bytes",
+        "_parked",
+        "_scope",
+        "_server",
+        "_stream",
+        "_strikes",
+        "_wake",
+        "_ws",
+        "client_id",
+        "conn_id",
+        "deadline",
+        "json",
+        "nonce",
+        "remote_ip",
+    )
+
+    def __init__(
+        self, server: ClientServer, stream: trio.abc.Stream, conn_id: int, remote_ip: str, deadline: float
+    ) -> None:
+        self.conn_id = conn_id
+        self.client_id = b""  # set by a valid hello
+        self.nonce = os.urandom(NONCE_BYTES)  # the challenge nonce; dropped after welcome
+        self.deadline = deadline  # handshake deadline
+        self.remote_ip = remote_ip
+        self.json = False
+        self._server = server
+        self._stream = stream
+        self._ws: Connection | None = None
+        self._out: list[bytes] = []
+        self._out_bytes = 0
+        self._wake = trio.lowlevel.ParkingLot()
+        self._parked = False
+        self._closing = False
+        self._scope = trio.CancelScope()
+        self._strikes = 0
+        self._msg_parts: list[Any] = []
+        self._msg_size = 0
+        now = trio.current_time()
+        cfg = server.config
+        self._buckets = (
+            TokenBucket(cfg.rate_per_s, cfg.burst, now),
+            TokenBucket(cfg.ice_rate_per_s, cfg.ice_burst, now),
+        )
+
+    def __repr__(self) -> str:
+        return f"<ClientSession {self.conn_id} {short_id(self.client_id) if self.client_id else '-'}>"
+
+    @property
+    def online(self) -> bool:
+        return bool(self.client_id) and not self._closing
+
+    # --- sending (non-blocking) -----------------------------------------------------------------------------
+
+    def send(self, msg: ClientMessage) -> bool:
+        """Queue `msg` for this client. False (and the connection is closed as a slow reader) when full."""
+        if self._closing or self._ws is None:
+            return False
+        data = encode_client_message(msg, json=self.json)
+        frame = self._ws.send(TextMessage(data=data) if isinstance(data, str) else BytesMessage(data=data))
+        cfg = self._server.config
+        if len(self._out) >= cfg.send_queue_max or self._out_bytes + len(frame) > cfg.send_queue_bytes_max:
+            self._server.refused("slow_reader")
+            log.info("event=client_slow_reader conn=%d id=%s", self.conn_id, short_id(self.client_id))
+            self._out.clear()
+            self._out_bytes = 0
+            self.close(CloseCode.POLICY, "slow reader: send queue full")
+            return False
+        self._queue(frame)
+        return True
+
+    def _queue(self, frame: bytes) -> None:
+        self._out.append(frame)
+        self._out_bytes += len(frame)
+        if self._parked:
+            self._parked = False
+            self._wake.unpark_all()
+
+    def close(self, code: int, reason: str = "") -> None:
+        """Queue a close frame; the connection ends when the client answers or CLOSE_TIMEOUT_S passes."""
+        if self._closing:
+            return
+        self._closing = True
+        self._scope.deadline = min(self._scope.deadline, trio.current_time() + CLOSE_TIMEOUT_S)
+        if self._ws is not None and self._ws.state in (ConnectionState.OPEN, ConnectionState.REMOTE_CLOSING):
+            self._queue(self._ws.send(CloseConnection(code=int(code), reason=reason)))
+        elif self._parked:
+            self._parked = False
+            self._wake.unpark_all()
+
+    async def _writer(self) -> None:
+        while True:
+            if self._out:
+                data = b"".join(self._out) if len(self._out) > 1 else self._out[0]
+                self._out.clear()
+                self._out_bytes = 0
+                try:
+                    await self._stream.send_all(data)
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    self._scope.cancel()
+                    return
+            elif self._closing:
+                return
+            else:
+                self._parked = True
+                await self._wake.park()
+
+    # --- receiving ----------------------------------------------------------------------------------------
+
+    def _take(self, kind: Kind | None) -> bool:
+        bucket = self._buckets[1] if kind is Kind.CALL_ICE else self._buckets[0]
+        return bucket.take(trio.current_time())
+
+    def _strike(self, reason: str) -> None:
+        self._server.refused(reason)
+        self._strikes += 1
+        if self._strikes >= self._server.config.abuse_strikes_max:
+            log.info("event=client_abuse conn=%d id=%s last=%s", self.conn_id, short_id(self.client_id), reason)
+            self.close(CloseCode.ABUSE, "too many refused frames")
+
+    def _on_message(self, data: bytes | str) -> None:
+        if self._closing:
+            return
+        if not self.client_id:
+            self._on_hello(data)
+            return
+        try:
+            msg = decode_client_frame(data)
+        except ClientFrameError as exc:
+            self._refuse(exc)
+            return
+        if isinstance(msg, Envelope):
+            self._on_envelope(msg)
+        elif not self._take(None):
+            self.send(Error(code=ErrorCode.RATE_LIMITED))
+            self._strike("rate_limited")
+        elif isinstance(msg, PingMsg):
+            self._strikes = 0
+            self.send(PongMsg())
+        elif isinstance(msg, Hello):
+            self.send(Error(code=ErrorCode.BAD_REQUEST))
+            self._strike("bad_request")
+
+    def _refuse(self, exc: ClientFrameError) -> None:
+        if exc.receipt and exc.ref is not None:
+            self.send(Receipt(ref=exc.ref, status=Status.REJECTED, reason=Reason(exc.code)))
+        else:
+            self.send(Error(code=ErrorCode(exc.code), ref=exc.ref))
+        self._strike(exc.code)
+
+    def _on_envelope(self, env: Envelope) -> None:
+        if not self._take(env.kind):
+            self.send(Receipt(ref=env.ref, status=Status.REJECTED, reason=Reason.RATE_LIMITED))
+            self._strike("rate_limited")
+            return
+        self._strikes = 0
+        self._server.relay_call(self._server.relay.client_envelope, self, env)
+
+    def _on_hello(self, data: bytes | str) -> None:
+        self.json = isinstance(data, str)
+        try:
+            msg = decode_client_frame(data)
+        except ClientFrameError:
+            msg = None
+        server = self._server
+        if not (
+            isinstance(msg, Hello)
+            and verify_signature(msg.id, client_auth_message(server.identity.id, self.nonce), msg.sig)
+        ):
+            server.refused("auth_failed")
+            self.send(Error(code=ErrorCode.AUTH_FAILED))
+            self.close(CloseCode.AUTH_FAILED, "auth_failed")
+            return
+        self.client_id = msg.id
+        self.nonce = b""
+        self.send(Welcome(id=msg.id, sig=server.identity.sign(node_auth_message(msg.id, msg.nonce))))
+        server.session_online(self)
+
+    def _on_data_event(self, event: Message[Any]) -> None:
+        self._msg_size += len(event.data)
+        if self._msg_size > Limits.CLIENT_FRAME_MAX:
+            self._server.refused("too_large")
+            self.close(CloseCode.TOO_BIG, f"frame over {Limits.CLIENT_FRAME_MAX} bytes")
+            self._msg_parts.clear()
+            return
+        if not event.message_finished:
+            self._msg_parts.append(event.data)
+            return
+        if self._msg_parts:
+            self._msg_parts.append(event.data)
+            data: Any = ("" if isinstance(event, TextMessage) else b"").join(self._msg_parts)
+            self._msg_parts.clear()
+        else:
+            data = event.data
+        self._msg_size = 0
+        if not self._closing:
+            self._on_message(data if isinstance(data, str) else bytes(data))
+
+    def _on_events(self, ws: Connection) -> bool:
+        """Handle every event wsproto has; True when the client's close (or EOF) was seen."""
+        for event in ws.events():
+            if isinstance(event, Message):
+                if self._closing:
+                    continue
+                self._on_data_event(event)
+            elif isinstance(event, Ping):
+                if ws.state is ConnectionState.OPEN and not self._closing:
+                    self._queue(ws.send(event.response()))
+            elif isinstance(event, CloseConnection):
+                if ws.state is ConnectionState.REMOTE_CLOSING:
+                    self._queue(ws.send(event.response()))
+                self._closing = True
+                if self._parked:
+                    self._parked = False
+                    self._wake.unpark_all()
+                return True
+        return False
+
+    async def _read_loop(self, ws: Connection) -> None:
+        cfg = self._server.config
+        stream = self._stream
+        last_rx = trio.current_time()
+        pinged = False
+        while True:
+            now = trio.current_time()
+            if not self.client_id:
+                wait_s = self.deadline - now
+            else:
+                wait_s = last_rx + (cfg.idle_timeout_s if pinged else cfg.ping_interval_s) - now
+            data: bytes | None = None
+            if self._closing:
+                wait_s = float("inf")  # the scope deadline set by close() ends us
+            with trio.move_on_after(max(wait_s, 0.0)) as cs:
+                try:
+                    data = bytes(await stream.receive_some(READ_BYTES))
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    data = b""
+            if cs.cancelled_caught:
+                if not self.client_id or pinged:
+                    self._server.refused("timeout")
+                    self.close(CloseCode.TIMEOUT, "handshake timeout" if not self.client_id else "idle timeout")
+                else:
+                    pinged = True
+                    self._queue(ws.send(Ping(payload=b"")))
+                continue
+            if not data:
+                ws.receive_data(None)
+                self._on_events(ws)
+                return
+            last_rx = trio.current_time()
+            pinged = False
+            try:
+                ws.receive_data(data)
+                if self._on_events(ws):
+                    return
+            except WsRemoteProtocolError:
+                self._server.refused("bad_websocket")
+                return
+
+    async def _run(self, ws: Connection) -> None:
+        with self._scope:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._writer)
+                await self._read_loop(ws)
+                self._closing = True
+                if self._parked:
+                    self._parked = False
+                    self._wake.unpark_all()

@@ -1,0 +1,221 @@
+"""Refusals and limits of the client server: every malformed frame class, rate limits, abuse, slow readers,
+connection limits and timeouts. Each refusal must leave the connection (and every other one) working."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import trio
+
+from node.client import ConnectionClosed, HandshakeError, connect_client, open_websocket
+from node.identity import Identity, client_auth_message
+from node.wire import Limits, packb
+from node.wire.client import (
+    Challenge,
+    Error,
+    ErrorCode,
+    Hello,
+    Pong,
+    Reason,
+    Receipt,
+    Status,
+    Welcome,
+    decode_client_frame,
+    encode_client_message,
+)
+
+from .fixtures import run, running_node, wait_until
+
+ALICE, BOB, CAROL = Identity.generate(), Identity.generate(), Identity.generate()
+
+
+def env(**over: object) -> dict[str, object]:
+    m: dict[str, object] = {"t": "call_offer", "to": BOB.id, "call": b"c", "body": b"x", "ref": 11}
+    m.update(over)
+    return {k: v for k, v in m.items() if v is not None}
+
+
+MALFORMED: list[tuple[str, bytes | str, object]] = [
+    ("not msgpack", b"\xc1", Error(code=ErrorCode.BAD_REQUEST)),
+    ("not json", "{nope", Error(code=ErrorCode.BAD_REQUEST)),
+    ("not a map", packb([1, 2, 3]), Error(code=ErrorCode.BAD_REQUEST)),
+    ("json not a map", "[1]", Error(code=ErrorCode.BAD_REQUEST)),
+    ("no ref", packb(env(ref=None)), Error(code=ErrorCode.BAD_REQUEST)),
+    ("no t", packb({"ref": 4}), Error(code=ErrorCode.BAD_REQUEST, ref=4)),
+    ("unknown t", packb({"t": "call_dance", "ref": 5}), Error(code=ErrorCode.UNKNOWN_TYPE, ref=5)),
+    ("unknown t no ref", json.dumps({"t": "dance"}), Error(code=ErrorCode.UNKNOWN_TYPE)),
+    (
+        "oversized body",
+        packb(env(body=b"b" * (Limits.CLIENT_BODY_MAX + 1))),
+        Receipt(ref=11, status=Status.REJECTED, reason=Reason.TOO_LARGE),
+    ),
+    ("short to", packb(env(to=b"x" * 31)), Receipt(ref=11, status=Status.REJECTED, reason=Reason.BAD_REQUEST)),
+    ("empty call", packb(env(call=b"")), Receipt(ref=11, status=Status.REJECTED, reason=Reason.BAD_REQUEST)),
+    ("long call", packb(env(call=b"c" * 65)), Receipt(ref=11, status=Status.REJECTED, reason=Reason.BAD_REQUEST)),
+    (
+        "json bad to",
+        json.dumps({"t": "call_answer", "to": "AAAA", "call": "YQ", "body": "", "ref": 3}),
+        Receipt(ref=3, status=Status.REJECTED, reason=Reason.BAD_REQUEST),
+    ),
+    (
+        "hello again",
+        encode_client_message(Hello(id=BOB.id, nonce=b"n" * 32, sig=b"s" * 64), json=False),
+        Error(code=ErrorCode.BAD_REQUEST),
+    ),
+]
+
+
+def test_every_malformed_frame_gets_its_exact_answer_and_the_connection_lives() -> None:
+    async def main() -> None:
+        async with (
+            running_node() as node,
+            connect_client(node.url, ALICE) as a,
+            connect_client(node.url, CAROL) as other,
+        ):
+            for name, frame, answer in MALFORMED:
+                await a.send_raw(frame)
+                assert await a.receive() == answer, name
+                await a.send_raw(packb({"t": "ping"}))
+                assert await a.receive() == Pong(), f"connection dead after {name}"
+            assert await other.ping() >= 0
+            assert node.relay.envelopes == 0
+
+    run(main)
+
+
+def test_frame_over_128_kib_closes_1009_and_others_live() -> None:
+    async def main() -> None:
+        async with (
+            running_node() as node,
+            connect_client(node.url, ALICE) as a,
+            connect_client(node.url, CAROL) as other,
+        ):
+            await a.send_raw(b"\x00" * (Limits.CLIENT_FRAME_MAX + 1))
+            with pytest.raises(ConnectionClosed) as info:
+                await a.receive()
+            assert info.value.code == 1009
+            assert await other.ping() >= 0
+
+    run(main)
+
+
+def test_rate_limits_with_a_separate_ice_bucket() -> None:
+    async def main() -> None:
+        limits = {"rate_per_s": 0.001, "burst": 3, "ice_rate_per_s": 0.001, "ice_burst": 5}
+        async with running_node(**limits) as node, connect_client(node.url, ALICE) as a:
+            for kind, allowed in (("call_offer", 3), ("call_ice", 5)):
+                for i in range(allowed + 1):
+                    ref = await a.send_envelope(kind, BOB.id, b"c", b"")
+                    want = (
+                        Receipt(ref=ref, status=Status.QUEUED)
+                        if i < allowed
+                        else Receipt(ref=ref, status=Status.REJECTED, reason=Reason.RATE_LIMITED)
+                    )
+                    assert await a.receive() == want, (kind, i)
+            await a.send_raw(packb({"t": "ping"}))  # the general bucket is empty: pings are limited too
+            assert await a.receive() == Error(code=ErrorCode.RATE_LIMITED)
+            assert node.relay.envelopes == 8
+
+    run(main)
+
+
+def test_abuse_closes_4429_and_nobody_else_notices() -> None:
+    async def main() -> None:
+        async with (
+            running_node(abuse_strikes_max=5) as node,
+            connect_client(node.url, ALICE) as a,
+            connect_client(node.url, CAROL) as other,
+        ):
+            for _ in range(5):
+                await a.send_raw(b"\xc1")
+            for _ in range(5):
+                assert await a.receive() == Error(code=ErrorCode.BAD_REQUEST)
+            with pytest.raises(ConnectionClosed) as info:
+                await a.receive()
+            assert info.value.code == 4429
+            assert await other.ping() >= 0
+            await other.send_envelope("call_offer", ALICE.id, b"c", b"")
+            assert await other.receive() == Receipt(ref=1, status=Status.QUEUED)
+
+    run(main)
+
+
+async def raw_client(url: str, who: Identity) -> object:
+    """A client that completes the handshake by hand and then reads only when told to."""
+    ws = await open_websocket(url)
+    ch = decode_client_frame(await ws.receive_message(), from_node=True)
+    assert isinstance(ch, Challenge)
+    hello = Hello(id=who.id, nonce=b"k" * 32, sig=who.sign(client_auth_message(ch.node, ch.nonce)))
+    await ws.send_message(encode_client_message(hello, json=False))
+    assert isinstance(decode_client_frame(await ws.receive_message(), from_node=True), Welcome)
+    return ws
+
+
+def test_slow_reader_is_disconnected_and_others_are_unaffected() -> None:
+    async def main() -> None:
+        limits = {"rate_per_s": 10_000.0, "burst": 10_000, "send_queue_bytes_max": 256 * 1024}
+        async with (
+            running_node(**limits) as node,
+            connect_client(node.url, ALICE) as a,
+            connect_client(node.url, CAROL) as c,
+        ):
+            stuck = await raw_client(node.url, BOB)  # never reads again
+            await wait_until(lambda: BOB.id in node.relay.homes)
+            body = b"b" * 60_000
+            statuses = []
+            for _ in range(1000):
+                ref = await a.send_envelope("call_offer", BOB.id, b"c", body)
+                receipt = await a.receive()
+                assert isinstance(receipt, Receipt) and receipt.ref == ref
+                statuses.append(receipt.status)
+                if receipt.status is Status.QUEUED:
+                    break
+            assert statuses[-1] is Status.QUEUED, "the stuck reader was never disconnected"
+            await wait_until(lambda: BOB.id not in node.relay.homes)  # client_offline follows the close
+            assert len(node.server.sessions) == 2
+            # the others did not notice
+            await c.send_envelope("call_ice", ALICE.id, b"c", b"hi")
+            assert (await a.receive()).body == b"hi"  # type: ignore[union-attr]
+            assert await a.ping() >= 0
+            del stuck
+
+    run(main, limit_s=60)
+
+
+def test_connection_limits_per_ip_and_total() -> None:
+    async def main() -> None:
+        async with running_node(connections_per_ip_max=2) as node:
+            async with connect_client(node.url, ALICE), connect_client(node.url, BOB):
+                with pytest.raises(HandshakeError, match="HTTP 429 too many connections"):
+                    async with connect_client(node.url, CAROL):
+                        pass
+            async with connect_client(node.url, CAROL) as c:  # freed again
+                assert await c.ping() >= 0
+        async with (
+            running_node(connections_max=2) as node,
+            connect_client(node.url, ALICE),
+            connect_client(node.url, BOB),
+        ):
+            with pytest.raises(HandshakeError, match="HTTP 503 node is full"):
+                async with connect_client(node.url, CAROL):
+                    pass
+
+    run(main)
+
+
+def test_idle_timeout_and_node_pings() -> None:
+    async def main() -> None:
+        async with running_node() as node, connect_client(node.url, ALICE) as live:
+            dead = await raw_client(node.url, BOB)
+            dead.auto_pong = False  # type: ignore[attr-defined]
+            start = trio.current_time()
+            await trio.sleep(300)  # virtual: the node pings at 30 s; `live` answers, `dead` does not
+            assert await live.ping() >= 0
+            with pytest.raises(ConnectionClosed) as info:
+                while True:
+                    await dead.receive_message()  # type: ignore[attr-defined]
+            assert info.value.code == 4408
+            assert BOB.id not in node.relay.homes and trio.current_time() - start >= 300
+
+    run(main, mock_clock=True, limit_s=1000)
