@@ -319,6 +319,7 @@ class _Conn:
             except _HttpError as err:
                 if self.h11.our_state in (h11.IDLE, h11.SEND_RESPONSE):
                     await self._send(text_response(err.status, err.text), close=True)
+                    await _linger(self.stream)
                 return
             served += 1
             response = await self._answer(request)
@@ -332,13 +333,34 @@ class _Conn:
                 return
 
 
+LINGER_S = 0.5
+LINGER_BYTES_MAX = 256 * 1024
+
+
+async def _linger(stream: trio.abc.Stream) -> None:
+    """Before closing on an error answer, read (and drop) what the client is still sending, briefly.
+
+    Closing a socket with unread input makes the kernel send RST, which can destroy our answer before the
+    client reads it; this lets a 413/431/503 arrive. Bounded in time and bytes.
+    """
+    with trio.move_on_after(LINGER_S), contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+        if isinstance(stream, trio.abc.HalfCloseableStream):
+            await stream.send_eof()
+        drained = 0
+        while drained < LINGER_BYTES_MAX:
+            chunk = await stream.receive_some(_READ_CHUNK_BYTES)
+            if not chunk:
+                return
+            drained += len(chunk)
+
+
 async def _refuse(stream: trio.abc.Stream, text: str) -> None:
     conn = h11.Connection(h11.SERVER)
     head, body = _h11_response(text_response(503, text), close=True, head=False)
     data = (conn.send(head) or b"") + (conn.send(h11.Data(data=body)) or b"") + (conn.send(h11.EndOfMessage()) or b"")
-    with trio.move_on_after(1.0):
-        with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError, OSError):
-            await stream.send_all(data)
+    with trio.move_on_after(1.0), contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+        await stream.send_all(data)
+    await _linger(stream)
 
 
 async def _handle(

@@ -42,7 +42,7 @@ CONFLICT_RETRIES = 3
 class Result:
     """The outcome of one registration or leave attempt at one registry."""
 
-    url: str
+    url: str  # the registry's base URL, as given
     http_status: int  # 0 when no HTTP answer came (network error, timeout)
     status: str = ""  # "approved", "pending" or "removed" on success
     reason: str = ""  # the registry's reason, or the network error
@@ -53,8 +53,11 @@ class Result:
         return self.http_status == 200
 
 
-class _TsClock:
-    """Strictly increasing unix-second timestamps for one node's documents."""
+class TsClock:
+    """Strictly increasing unix-second timestamps for one node's documents.
+
+    Give the same instance to `register_forever` and `deregister`, so a leave always outranks the last heartbeat.
+    """
 
     def __init__(self, wall_clock: Callable[[], float]) -> None:
         self.wall_clock = wall_clock
@@ -63,10 +66,6 @@ class _TsClock:
     def next(self) -> int:
         self.last = max(int(self.wall_clock()), self.last + 1)
         return self.last
-
-
-def _nodes_url(base: str) -> str:
-    return base.rstrip("/") + "/v1/nodes"
 
 
 def _decode_answer(resp: httpx2.Response) -> dict[str, Any]:
@@ -91,17 +90,23 @@ def _result(url: str, resp: httpx2.Response) -> Result:
 
 
 async def _send(
-    client: httpx2.AsyncClient, method: str, url: str, make_doc: Callable[[int], dict[str, bytes]], ts: _TsClock
+    client: httpx2.AsyncClient,
+    method: str,
+    base: str,
+    path: str,
+    make_doc: Callable[[int], dict[str, bytes]],
+    ts: TsClock,
 ) -> Result:
     """Send a signed document built for a fresh `ts`; on 409 retry at once with a newer `ts`."""
-    result = Result(url=url, http_status=0)
+    url = base.rstrip("/") + path
+    result = Result(url=base, http_status=0)
     for _ in range(CONFLICT_RETRIES):
         body = encode_document(make_doc(ts.next()))
         try:
             resp = await client.request(method, url, content=body, headers={"Content-Type": MSGPACK, "Accept": MSGPACK})
         except (httpx2.HTTPError, OSError, ssl.SSLError) as exc:
-            return Result(url=url, http_status=0, reason=f"{type(exc).__name__}: {exc}"[:300])
-        result = _result(url, resp)
+            return Result(url=base, http_status=0, reason=f"{type(exc).__name__}: {exc}"[:300])
+        result = _result(base, resp)
         if result.http_status != 409:
             return result
     return result
@@ -128,13 +133,14 @@ async def register_forever(
     rng: random.Random | None = None,
     wall_clock: Callable[[], float] = time.time,
     on_result: Callable[[Result], None] | None = None,
+    ts_clock: TsClock | None = None,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Register with every registry in `urls` and keep the registrations alive until cancelled."""
     if not 0 < heartbeat_s < ttl_s:
         raise ValueError(f"heartbeat_s ({heartbeat_s}) must be above 0 and below ttl_s ({ttl_s})")
     rng = rng or random.Random()
-    ts = _TsClock(wall_clock)
+    ts = ts_clock or TsClock(wall_clock)
 
     def make_doc(t: int) -> dict[str, bytes]:
         return build_registration(identity, ws=ws, swim=swim, peer=peer, ts=t, ttl=int(ttl_s))
@@ -150,7 +156,7 @@ async def _keep_registered(
     client: httpx2.AsyncClient,
     base: str,
     make_doc: Callable[[int], dict[str, bytes]],
-    ts: _TsClock,
+    ts: TsClock,
     heartbeat_s: float,
     rng: random.Random,
     on_result: Callable[[Result], None] | None,
@@ -158,7 +164,7 @@ async def _keep_registered(
     backoff_s = BACKOFF_MIN_S
     was_ok = False
     while True:
-        result = await _send(client, "POST", _nodes_url(base), make_doc, ts)
+        result = await _send(client, "POST", base, "/v1/nodes", make_doc, ts)
         if on_result is not None:
             on_result(result)
         if result.ok:
@@ -188,17 +194,20 @@ async def deregister(
     *,
     verify: ssl.SSLContext | str | None = None,
     wall_clock: Callable[[], float] = time.time,
+    ts_clock: TsClock | None = None,
 ) -> list[Result]:
     """Send a signed leave to every registry at once; returns what each answered (within `timeout_s` in all)."""
-    ts = _TsClock(wall_clock)
-    ts.last = int(wall_clock())  # a leave right after a registration in the same second needs ts + 1
+    ts = ts_clock
+    if ts is None:
+        ts = TsClock(wall_clock)
+        ts.last = int(wall_clock())  # outrank a registration sent in this same second
     results: dict[str, Result] = {u: Result(url=u, http_status=0, reason="timed out") for u in dict.fromkeys(urls)}
 
     def make_doc(t: int) -> dict[str, bytes]:
         return build_leave(identity, ts=t)
 
     async def one(client: httpx2.AsyncClient, base: str) -> None:
-        results[base] = await _send(client, "DELETE", f"{_nodes_url(base)}/{id_text(identity.id)}", make_doc, ts)
+        results[base] = await _send(client, "DELETE", base, f"/v1/nodes/{id_text(identity.id)}", make_doc, ts)
 
     with trio.move_on_after(timeout_s):
         async with make_client(verify=verify, timeout_s=timeout_s) as client, trio.open_nursery() as nursery:

@@ -120,7 +120,9 @@ def test_request_rate_per_ip() -> None:
 def test_connection_limit_per_ip() -> None:
     async def body(port: int) -> None:
         held = [await trio.open_tcp_stream("127.0.0.1", port) for _ in range(2)]
-        await trio.sleep(0.05)  # let the server count them (accept is asynchronous)
+        for s in held:  # a served request proves the server has counted the connection (it stays open)
+            await s.send_all(b"GET /hello/a HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert (await s.receive_some(4096)).startswith(b"HTTP/1.1 200")
         assert (await raw(port, b"GET /hello/a HTTP/1.1\r\nHost: x\r\n\r\n")).startswith(b"HTTP/1.1 503")
         for s in held:
             await s.aclose()

@@ -1,0 +1,150 @@
+"""`homing bootstrap ...` as a real process: init, run, admin actions on the running service, kill -9 durability."""
+
+from __future__ import annotations
+
+import os
+import signal
+import stat
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx2
+import pytest
+
+from node.identity import Identity, decode_document, id_text, parse_id
+from node.nodelist import open_node_list
+from tests.bootstrap.util import MSGPACK, registration
+from tests.helpers import homing_cmd, homing_env, run_homing, wait_for_file
+
+A = Identity.from_seed(b"a" * 32)
+
+
+def init(data_dir: Path) -> bytes:
+    out = run_homing("bootstrap", "init", "--data-dir", str(data_dir))
+    assert out.returncode == 0, out.stderr
+    return parse_id(out.stdout.split()[-1])
+
+
+@contextmanager
+def running(data_dir: Path, *flags: str) -> Iterator[tuple[subprocess.Popen[str], str]]:
+    (data_dir / "ports.json").unlink(missing_ok=True)
+    proc = subprocess.Popen(
+        homing_cmd("bootstrap", "run", "--data-dir", str(data_dir), "--listen", "127.0.0.1:0", *flags),
+        env=homing_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        port = wait_for_file(data_dir / "ports.json")["http"]
+        yield proc, f"http://127.0.0.1:{port}"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate(timeout=10)
+
+
+def listed(base: str, key: bytes) -> set[bytes]:
+    resp = httpx2.get(f"{base}/v1/nodes", timeout=10)
+    assert resp.status_code == 200
+    return {n.id for n in open_node_list(decode_document(resp.content), {key}, now=time.time()).nodes}
+
+
+def post(base: str, body: bytes) -> int:
+    return httpx2.post(f"{base}/v1/nodes", content=body, headers={"Content-Type": MSGPACK}, timeout=10).status_code
+
+
+def admin(data_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return run_homing("bootstrap", "nodes", *args, "--data-dir", str(data_dir))
+
+
+def test_init_prints_the_key_last_and_is_idempotent(tmp_path: Path) -> None:
+    key = init(tmp_path / "d")
+    assert stat.S_IMODE((tmp_path / "d" / "registry.key").stat().st_mode) == 0o600
+    assert init(tmp_path / "d") == key
+
+
+def test_usage_errors_exit_2_naming_the_flag(tmp_path: Path) -> None:
+    out = run_homing("bootstrap", "run", "--data-dir", str(tmp_path / "none"))
+    assert out.returncode == 2 and "--data-dir" in out.stderr and len(out.stderr.strip().splitlines()) == 1
+    init(tmp_path / "d")
+    out = run_homing("bootstrap", "run", "--data-dir", str(tmp_path / "d"), "--listen", "nope")
+    assert out.returncode == 2 and "--listen" in out.stderr
+    out = run_homing("bootstrap", "run", "--data-dir", str(tmp_path / "d"), "--approval", "maybe")
+    assert out.returncode == 2 and "--approval" in out.stderr
+    out = run_homing("bootstrap", "run", "--data-dir", str(tmp_path / "d"), "--tls-cert", "x.pem")
+    assert out.returncode == 2 and "--tls-cert" in out.stderr
+    out = admin(tmp_path / "d", "ban", "not-an-id")
+    assert out.returncode == 2 and "ID" in out.stderr
+    out = admin(tmp_path / "d", "remove", id_text(A.id))
+    assert out.returncode == 1 and "no node" in out.stderr
+
+
+def test_admin_actions_reach_the_running_service(tmp_path: Path) -> None:
+    d = tmp_path / "d"
+    key = init(d)
+    with running(d, "--approval", "manual") as (proc, base):
+        assert post(base, registration(A)) == 200
+        assert listed(base, key) == set()
+        out = admin(d, "list")
+        assert out.returncode == 0 and id_text(A.id) in out.stdout and "pending" in out.stdout
+        assert admin(d, "approve", id_text(A.id)).returncode == 0
+        assert listed(base, key) == {A.id}
+        assert admin(d, "ban", id_text(A.id)).returncode == 0
+        assert listed(base, key) == set()
+        assert post(base, registration(A, ts=int(time.time()) + 1)) == 403
+        assert '"state": "banned"' in admin(d, "list", "--json").stdout
+        assert admin(d, "remove", id_text(A.id)).returncode == 0
+        assert id_text(A.id) not in admin(d, "list").stdout
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=10) == 0
+
+
+def test_kill_9_loses_no_acknowledged_registration(tmp_path: Path) -> None:
+    d = tmp_path / "d"
+    key = init(d)
+    acked: list[bytes] = []
+    stop = threading.Event()
+    with running(d, "--write-rate", "100000") as (proc, base):
+
+        def register_many() -> None:
+            with httpx2.Client(timeout=5) as client:
+                for i in range(10_000):
+                    if stop.is_set():
+                        return
+                    node = Identity.from_seed(i.to_bytes(4, "big") * 8)
+                    try:
+                        resp = client.post(
+                            f"{base}/v1/nodes",
+                            content=registration(node, port=10_000 + i % 50_000),
+                            headers={"Content-Type": MSGPACK},
+                        )
+                    except httpx2.HTTPError:
+                        return  # the server died mid-request: that one was not acknowledged
+                    if resp.status_code == 200:
+                        acked.append(node.id)
+
+        writer = threading.Thread(target=register_many)
+        writer.start()
+        deadline = time.monotonic() + 20
+        while len(acked) < 40 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        os.kill(proc.pid, signal.SIGKILL)  # while registrations are in flight
+        proc.wait(timeout=10)
+        writer.join(timeout=10)
+        stop.set()
+    assert len(acked) >= 40
+    with running(d) as (_, base):
+        assert set(acked) <= listed(base, key)
+
+
+@pytest.mark.parametrize("flag", ["--help"])
+def test_help_lists_the_commands(flag: str) -> None:
+    out = run_homing("bootstrap", flag)
+    assert out.returncode == 0
+    for word in ("init", "run", "nodes"):
+        assert word in out.stdout
