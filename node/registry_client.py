@@ -226,7 +226,7 @@ async def fetch_node_list(client: httpx2.AsyncClient, base: str, trusted: frozen
     no usable HTTP answer came. The body is read in a bounded way: a registry cannot make us buffer more than
     NODE_LIST_MAX_BYTES.
     """
-    url = _nodes_url(base)
+    url = base.rstrip("/") + "/v1/nodes"
     try:
         async with client.stream("GET", url, headers={"Accept": MSGPACK}) as resp:
             if resp.status_code != 200:

@@ -30,7 +30,7 @@ from node.metrics import NodeMetrics
 from node.nodelist import NodeList
 from node.ops import OPS_LIMITS, ops_router
 from node.peers import PeerLimits, PeerLinks, serve_peers
-from node.registry_client import deregister, fetch_node_list, make_client, register_forever
+from node.registry_client import TsClock, deregister, fetch_node_list, make_client, register_forever
 from node.swim.protocol import MemberChanged, Swim
 from node.udp import SwimDriver
 from node.wire.seed import Meta, encode_meta
@@ -90,6 +90,7 @@ class NodeHandle:
     admission: Admission
     metrics: NodeMetrics
     serving: bool = True
+    registry_ts: TsClock = attrs.field(factory=lambda: TsClock(time.time))
     shutdown_requested: trio.Event = attrs.field(factory=trio.Event)
     extras: dict[str, Any] = attrs.field(factory=dict)
 
@@ -245,6 +246,7 @@ async def run_node(
                     peer=format_hostport(advertise or peer_host, peer_port),
                     ttl_s=int(3 * hb),
                     heartbeat_s=hb,
+                    ts_clock=handle.registry_ts,
                 )
             )
             nursery.start_soon(_follow_registries, handle, log)
@@ -321,5 +323,9 @@ async def _leave(handle: NodeHandle) -> None:
     # memberlist waits for the leave broadcast to go out; a few gossip rounds are enough for the others to hear it
     async with trio.open_nursery() as nursery:
         if handle.config.federation.bootstrap:
-            nursery.start_soon(deregister, handle.identity, handle.config.federation.bootstrap, 3.0)
+            nursery.start_soon(
+                functools.partial(
+                    deregister, handle.identity, handle.config.federation.bootstrap, 3.0, ts_clock=handle.registry_ts
+                )
+            )
         await trio.sleep(max(3 * handle.config.swim.gossip_interval_s, 2 * handle.config.swim.probe_interval_s))
