@@ -324,6 +324,8 @@ class Owner:
             return
         if msg.status is ResultStatus.DELIVERED:
             self.mailbox.remove(msg.eid)
+            # the home told the origin too; this second path matters when the home-origin link is down
+            self._send(entry.env.origin, RelayReceipt(eid=msg.eid, status=ReceiptStatus.DELIVERED))
             for o in self._owners(entry.env.to, members):
                 if o != self.node_id:
                     self._send(o, MailboxTake(eids=(msg.eid,)))

@@ -9,6 +9,7 @@ Network model
 - A crash loses everything in flight to and from the node. Every live node learns of it twice, like in production:
   `peer_unreachable` after `unreachable_s` (the link drops) and `members_changed` after `detect_s` (SWIM).
   A send to a dead node is lost and answered by `peer_unreachable` after `unreachable_s`.
+- `cut(a, b, seconds)` drops one link for a while (both ends get `peer_unreachable`; membership is unchanged).
 - A join is known to every live node at once (`members_changed`); a crashed node never comes back (a restart is a
   new node with a new id).
 - Clients: `connect` puts a client id on a node; a crash of its node takes its connections down with it.
@@ -80,6 +81,7 @@ class RelaySim:
         self._seq = 0
         self._next_conn = 1
         self._unreachable_due: set[tuple[bytes, bytes]] = set()
+        self._cuts: dict[frozenset[bytes], float] = {}  # link -> time it heals
         for _ in range(nodes):
             self._new_node()
         self._announce_members()
@@ -128,6 +130,16 @@ class RelaySim:
         self._flush(node)
         sn.alive, sn.left = False, True
         self._at(self.link_delay_s * 2, self._announce_members)
+
+    def cut(self, a: bytes, b: bytes, seconds: float) -> None:
+        """Drop the peer link between two live nodes for `seconds`: in-flight frames are lost, both ends get
+        `peer_unreachable`, and sends during the cut fail the same way. SWIM still sees both (no member change)."""
+        self._cuts[frozenset((a, b))] = self.now + seconds
+        for x, y in ((a, b), (b, a)):
+            self._at(self.unreachable_s, functools.partial(self._notify_unreachable, x, y))
+
+    def _is_cut(self, a: bytes, b: bytes) -> bool:
+        return self._cuts.get(frozenset((a, b)), -1.0) > self.now
 
     # ------------------------------------------------------------------ clients
     def connect(self, node: bytes, client: bytes) -> int:
@@ -203,7 +215,7 @@ class RelaySim:
         frame = encode_peer(msg)
         self.peer_frames += 1
         target = self.nodes.get(dst)
-        if target is None or not target.alive:
+        if target is None or not target.alive or self._is_cut(src, dst):
             if (src, dst) not in self._unreachable_due:
                 self._unreachable_due.add((src, dst))
                 self._at(self.unreachable_s, lambda: self._notify_unreachable(src, dst))
@@ -211,7 +223,7 @@ class RelaySim:
         self._at(self.link_delay_s, lambda: self._arrive(src, dst, frame))
 
     def _arrive(self, src: bytes, dst: bytes, frame: bytes) -> None:
-        if not ((self.nodes[src].alive or self.nodes[src].left) and self.nodes[dst].alive):
+        if not ((self.nodes[src].alive or self.nodes[src].left) and self.nodes[dst].alive) or self._is_cut(src, dst):
             return  # a crash loses what was in flight
         self.nodes[dst].core.peer_message(src, decode_peer(frame), self.now)
         self._flush(dst)
