@@ -125,6 +125,16 @@ class RelaySection:
     peer_timeout_s: float = attrs.field(default=2.0, validator=_pos)
     # Frames queued to one peer before the link counts as stuck and is reset.
     peer_queue_max: int = attrs.field(default=4096, validator=v.ge(1))
+    # Envelopes this node relays at once while waiting for their terminal receipt; more are rate_limited.
+    pending_max: int = attrs.field(default=50_000, validator=v.ge(1))
+    # Routing attempts (lookup + forward) for one envelope before it goes to the mailbox instead.
+    attempts_max: int = attrs.field(default=3, validator=v.ge(1))
+    # Leases (client id, home node) this node holds as a rendezvous owner (about 100 B each).
+    leases_max: int = attrs.field(default=200_000, validator=v.ge(1))
+    # Lookup answers cached at a sender's node (the oldest is forgotten first).
+    lookup_cache_max: int = attrs.field(default=10_000, validator=v.ge(1))
+    # Recently delivered envelope ids a home node remembers to drop the replicas' repeats.
+    seen_max: int = attrs.field(default=100_000, validator=v.ge(1))
 
 
 @attrs.frozen(kw_only=True, slots=True)

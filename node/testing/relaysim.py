@@ -1,0 +1,235 @@
+"""A deterministic in-memory cluster of RelayCores: the relay's simulator (not a mock).
+
+Every node is a real `RelayCore`; every peer message goes through the real wire codec (`encode_peer` /
+`decode_peer`). The simulator owns virtual time: its loop jumps to the earliest of its own events (message
+arrivals, failure notices) and the cores' `next_deadline()`, so a run is a pure function of the seed and the calls.
+
+Network model
+- Peer links are reliable and in order while both ends live (a fixed `link_delay_s` per hop keeps FIFO order).
+- A crash loses everything in flight to and from the node. Every live node learns of it twice, like in production:
+  `peer_unreachable` after `unreachable_s` (the link drops) and `members_changed` after `detect_s` (SWIM).
+  A send to a dead node is lost and answered by `peer_unreachable` after `unreachable_s`.
+- `cut(a, b, seconds)` drops one link for a while (both ends get `peer_unreachable`; membership is unchanged).
+- A join is known to every live node at once (`members_changed`); a crashed node never comes back (a restart is a
+  new node with a new id).
+- Clients: `connect` puts a client id on a node; a crash of its node takes its connections down with it.
+
+Observations are kept per connection: `delivered[conn]` (Deliver messages) and `receipts[conn]` (Receipt messages).
+"""
+
+from __future__ import annotations
+
+import functools
+import heapq
+import random
+from collections.abc import Callable
+
+import attrs
+
+from node.config import RelaySection
+from node.relay import RelayCore, ToClient, ToPeer
+from node.wire.client import Deliver, Envelope, Receipt
+from node.wire.peer import PeerMessage, decode_peer, encode_peer
+
+
+@attrs.define(kw_only=True, slots=True)
+class SimNode:
+    id: bytes
+    core: RelayCore
+    alive: bool = True
+    left: bool = False  # left gracefully: what it sent before leaving still arrives
+
+
+@attrs.define(kw_only=True, slots=True)
+class SimConn:
+    conn_id: int
+    client: bytes
+    node: bytes
+    online: bool = True
+
+
+class StepBudgetExceeded(RuntimeError):
+    """The simulation did not settle within its step budget (a livelock, or a budget too small)."""
+
+
+class RelaySim:
+    def __init__(
+        self,
+        *,
+        seed: int,
+        config: RelaySection,
+        nodes: int = 3,
+        link_delay_s: float = 0.005,
+        unreachable_s: float = 0.05,
+        detect_s: float = 1.0,
+        steps_max: int = 1_000_000,
+    ) -> None:
+        self.seed = seed
+        self.rng = random.Random(seed)
+        self.config = config
+        self.now = 0.0
+        self.link_delay_s = link_delay_s
+        self.unreachable_s = unreachable_s
+        self.detect_s = detect_s
+        self.steps_max = steps_max
+        self.nodes: dict[bytes, SimNode] = {}
+        self.conns: dict[int, SimConn] = {}
+        self.delivered: dict[int, list[Deliver]] = {}
+        self.receipts: dict[int, list[Receipt]] = {}
+        self.peer_frames = 0
+        self._events: list[tuple[float, int, Callable[[], None]]] = []
+        self._seq = 0
+        self._next_conn = 1
+        self._unreachable_due: set[tuple[bytes, bytes]] = set()
+        self._cuts: dict[frozenset[bytes], float] = {}  # link -> time it heals
+        for _ in range(nodes):
+            self._new_node()
+        self._announce_members()
+
+    # ------------------------------------------------------------------ topology
+    def alive(self) -> list[bytes]:
+        return sorted(n for n, sn in self.nodes.items() if sn.alive)
+
+    def _new_node(self) -> bytes:
+        node_id = self.rng.randbytes(32)
+        core = RelayCore(node_id=node_id, config=self.config, rng=random.Random(self.rng.getrandbits(64)), now=self.now)
+        self.nodes[node_id] = SimNode(id=node_id, core=core)
+        return node_id
+
+    def _announce_members(self) -> None:
+        live = self.alive()
+        for n in live:
+            self.nodes[n].core.members_changed(live, self.now)
+            self._flush(n)
+
+    def join(self) -> bytes:
+        node_id = self._new_node()
+        self._announce_members()
+        return node_id
+
+    def crash(self, node: bytes) -> None:
+        sn = self.nodes[node]
+        if not sn.alive:
+            return
+        sn.alive = False
+        for c in self.conns.values():
+            if c.node == node:
+                c.online = False
+        for other in self.alive():
+            self._at(self.unreachable_s, functools.partial(self._notify_unreachable, other, node))
+        self._at(self.detect_s, self._announce_members)
+
+    def leave(self, node: bytes) -> None:
+        """Graceful leave: hand everything off, take the clients down, then tell everyone at once."""
+        sn = self.nodes[node]
+        for c in self.conns.values():
+            if c.node == node and c.online:
+                c.online = False
+                sn.core.client_offline(c.conn_id, self.now)
+        sn.core.handoff_all(self.now)
+        self._flush(node)
+        sn.alive, sn.left = False, True
+        self._at(self.link_delay_s * 2, self._announce_members)
+
+    def cut(self, a: bytes, b: bytes, seconds: float) -> None:
+        """Drop the peer link between two live nodes for `seconds`: in-flight frames are lost, both ends get
+        `peer_unreachable`, and sends during the cut fail the same way. SWIM still sees both (no member change)."""
+        self._cuts[frozenset((a, b))] = self.now + seconds
+        for x, y in ((a, b), (b, a)):
+            self._at(self.unreachable_s, functools.partial(self._notify_unreachable, x, y))
+
+    def _is_cut(self, a: bytes, b: bytes) -> bool:
+        return self._cuts.get(frozenset((a, b)), -1.0) > self.now
+
+    # ------------------------------------------------------------------ clients
+    def connect(self, node: bytes, client: bytes) -> int:
+        conn_id = self._next_conn
+        self._next_conn += 1
+        self.conns[conn_id] = SimConn(conn_id=conn_id, client=client, node=node, online=self.nodes[node].alive)
+        self.delivered[conn_id] = []
+        self.receipts[conn_id] = []
+        if self.nodes[node].alive:
+            self.nodes[node].core.client_online(conn_id, client, self.now)
+            self._flush(node)
+        return conn_id
+
+    def disconnect(self, conn_id: int) -> None:
+        c = self.conns[conn_id]
+        if c.online:
+            c.online = False
+            self.nodes[c.node].core.client_offline(conn_id, self.now)
+            self._flush(c.node)
+
+    def send(self, conn_id: int, env: Envelope) -> None:
+        c = self.conns[conn_id]
+        if c.online:
+            self.nodes[c.node].core.client_envelope(conn_id, env, self.now)
+            self._flush(c.node)
+
+    # ------------------------------------------------------------------ the loop
+    def run_for(self, seconds: float) -> None:
+        self.run_until(self.now + seconds)
+
+    def run_until(self, t: float) -> None:
+        for _ in range(self.steps_max):
+            when = self._next_time()
+            if when > t:
+                self.now = t
+                return
+            self.now = when
+            self._step()
+        raise StepBudgetExceeded(f"seed={self.seed}: no quiescence within {self.steps_max} steps at t={self.now}")
+
+    def _next_time(self) -> float:
+        ev = self._events[0][0] if self._events else float("inf")
+        return min([ev] + [sn.core.next_deadline() for sn in self.nodes.values() if sn.alive])
+
+    def _step(self) -> None:
+        while self._events and self._events[0][0] <= self.now:
+            _, _, action = heapq.heappop(self._events)
+            action()
+        for n in self.alive():
+            core = self.nodes[n].core
+            if core.next_deadline() <= self.now:
+                core.tick(self.now)
+                self._flush(n)
+
+    def _at(self, delay: float, action: Callable[[], None]) -> None:
+        self._seq += 1
+        heapq.heappush(self._events, (self.now + delay, self._seq, action))
+
+    def _flush(self, node: bytes) -> None:
+        for cmd in self.nodes[node].core.drain():
+            if isinstance(cmd, ToClient):
+                c = self.conns.get(cmd.conn_id)
+                if c is None or not c.online or c.node != node:
+                    continue
+                if isinstance(cmd.msg, Deliver):
+                    self.delivered[cmd.conn_id].append(cmd.msg)
+                elif isinstance(cmd.msg, Receipt):
+                    self.receipts[cmd.conn_id].append(cmd.msg)
+            elif isinstance(cmd, ToPeer):
+                self._transmit(node, cmd.node, cmd.msg)
+
+    def _transmit(self, src: bytes, dst: bytes, msg: PeerMessage) -> None:
+        frame = encode_peer(msg)
+        self.peer_frames += 1
+        target = self.nodes.get(dst)
+        if target is None or not target.alive or self._is_cut(src, dst):
+            if (src, dst) not in self._unreachable_due:
+                self._unreachable_due.add((src, dst))
+                self._at(self.unreachable_s, lambda: self._notify_unreachable(src, dst))
+            return
+        self._at(self.link_delay_s, lambda: self._arrive(src, dst, frame))
+
+    def _arrive(self, src: bytes, dst: bytes, frame: bytes) -> None:
+        if not ((self.nodes[src].alive or self.nodes[src].left) and self.nodes[dst].alive) or self._is_cut(src, dst):
+            return  # a crash loses what was in flight
+        self.nodes[dst].core.peer_message(src, decode_peer(frame), self.now)
+        self._flush(dst)
+
+    def _notify_unreachable(self, node: bytes, dead: bytes) -> None:
+        self._unreachable_due.discard((node, dead))
+        if self.nodes[node].alive:
+            self.nodes[node].core.peer_unreachable(dead, self.now)
+            self._flush(node)

@@ -1,0 +1,110 @@
+"""Relay peer frames: every message round-trips, every bad frame raises RemoteProtocolError and nothing else."""
+
+from __future__ import annotations
+
+import contextlib
+
+import msgpack
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from node.errors import RemoteProtocolError, TooLarge
+from node.wire import Limits, MsgType
+from node.wire.client import Kind
+from node.wire.peer import (
+    EnvelopeResult,
+    Handoff,
+    Lease,
+    LeaseDrop,
+    Lookup,
+    LookupReply,
+    MailboxEvent,
+    MailboxPut,
+    MailboxStatus,
+    MailboxTake,
+    PeerEnvelope,
+    PeerMessage,
+    ReceiptStatus,
+    RelayReceipt,
+    ResultStatus,
+    decode_peer,
+    encode_peer,
+)
+
+I1, I2, I3, I4 = (bytes([n]) * 32 for n in (1, 2, 3, 4))
+E = PeerEnvelope(eid=b"e" * 16, origin=I1, to=I2, sender=I3, kind=Kind.CALL_OFFER, call=b"c", body=b"\x00" * 65536)
+ALL: list[PeerMessage] = [
+    E,
+    EnvelopeResult(eid=b"e" * 16, status=ResultStatus.NOT_HERE),
+    Lease(home=I4, ids=(I1, I2), ttl_ms=30_000),
+    LeaseDrop(home=I4, ids=(I1,)),
+    Lookup(id=I2),
+    LookupReply(id=I2, homes=()),
+    MailboxPut(env=E, ttl_ms=60_000),
+    MailboxTake(eids=(b"e" * 16,)),
+    MailboxEvent(eid=b"e" * 16, status=MailboxStatus.FORWARDED),
+    Handoff(env=E, ttl_ms=1),
+    RelayReceipt(eid=b"e" * 16, status=ReceiptStatus.CANCELLED),
+]
+
+
+@pytest.mark.parametrize("msg", ALL, ids=lambda m: type(m).__name__)
+def test_round_trip(msg: PeerMessage) -> None:
+    frame = encode_peer(msg)
+    assert len(frame) <= Limits.PEER_FRAME_MAX
+    assert decode_peer(frame) == msg
+
+
+def test_type_numbers_are_the_reserved_ones() -> None:
+    got = {type(m).__name__: msgpack.unpackb(encode_peer(m))["t"] for m in ALL}
+    assert got["PeerEnvelope"] == MsgType.ENVELOPE == 36 and got["RelayReceipt"] == MsgType.RECEIPT == 46
+
+
+BAD = [
+    ({"t": 36}, "missing fields"),
+    ({"t": 99}, "unknown type"),
+    ({"t": True}, "bool type"),
+    ({"t": 40, "id": b"short"}, "id length"),
+    ({"t": 37, "eid": b"e" * 16, "s": "maybe"}, "unknown status"),
+    ({"t": 38, "h": I1, "ids": [I1] * 513, "ttl": 5}, "too many ids"),
+    ({"t": 38, "h": I1, "ids": [I1], "ttl": 0}, "ttl zero"),
+    ({"t": 38, "h": I1, "ids": "nope", "ttl": 5}, "ids not a list"),
+    ({"t": 36, "eid": b"e" * 16, "o": I1, "to": I2, "from": I3, "k": "call_dance", "c": b"c", "b": b""}, "kind"),
+    ({"t": 36, "eid": b"e" * 16, "o": I1, "to": I2, "from": I3, "k": "call_ice", "c": b"", "b": b""}, "empty call"),
+]
+
+
+@pytest.mark.parametrize(("obj", "why"), BAD, ids=[w for _, w in BAD])
+def test_bad_frames_are_refused(obj: dict[str, object], why: str) -> None:
+    with pytest.raises(RemoteProtocolError):
+        decode_peer(msgpack.packb(obj, use_bin_type=True))
+
+
+def test_oversized_frame_is_too_large() -> None:
+    with pytest.raises(TooLarge):
+        decode_peer(b"\x00" * (Limits.PEER_FRAME_MAX + 1))
+
+
+@given(st.binary(max_size=300))
+def test_garbage_raises_only_remote_protocol_error(data: bytes) -> None:
+    with contextlib.suppress(RemoteProtocolError):
+        decode_peer(data)
+
+
+@given(
+    st.dictionaries(
+        st.sampled_from(["t", "eid", "o", "to", "from", "k", "c", "b", "s", "h", "ids", "ttl", "id"]),
+        st.one_of(
+            st.integers(30, 50),
+            st.binary(max_size=40),
+            st.text(max_size=12),
+            st.lists(st.binary(min_size=32, max_size=32), max_size=3),
+            st.none(),
+        ),
+    )
+)
+@settings(suppress_health_check=[HealthCheck.too_slow], max_examples=200)
+def test_random_maps_raise_only_remote_protocol_error(obj: dict[str, object]) -> None:
+    with contextlib.suppress(RemoteProtocolError):
+        decode_peer(msgpack.packb(obj, use_bin_type=True))

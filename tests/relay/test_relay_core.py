@@ -1,0 +1,167 @@
+"""RelayCore routing decisions, driven by hand: one core, its commands inspected, peers played by the test."""
+
+from __future__ import annotations
+
+import random
+
+import attrs
+
+from node.relay import RelayCore, ToClient, ToPeer
+from node.rendezvous import owners
+from node.wire.client import Deliver, Envelope, Kind, Reason, Receipt, Status
+from node.wire.peer import (
+    EnvelopeResult,
+    Lease,
+    Lookup,
+    LookupReply,
+    MailboxEvent,
+    MailboxPut,
+    MailboxStatus,
+    PeerEnvelope,
+    ReceiptStatus,
+    RelayReceipt,
+    ResultStatus,
+)
+from tests.relay.simcheck import SIM_CONFIG
+
+S = b"\x10" * 32
+PEERS = [bytes([0x20 + i]) * 32 for i in range(6)]
+A = b"\xaa" * 32
+# a callee none of whose owners is S, so every owner exchange is visible as a ToPeer command
+B = next(bytes([i]) * 32 for i in range(256) if S not in owners(bytes([i]) * 32, [S, *PEERS], 3))
+
+
+def core(**cfg: object) -> RelayCore:
+    c = RelayCore(node_id=S, config=attrs.evolve(SIM_CONFIG, **cfg), rng=random.Random(3), now=0.0)
+    c.members_changed([S, *PEERS], 0.0)
+    c.client_online(1, A, 0.0)
+    c.drain()
+    return c
+
+
+def env(kind: Kind = Kind.CALL_OFFER, ref: int = 1, to: bytes = B) -> Envelope:
+    return Envelope(kind=kind, to=to, call=b"c", body=b"hi", ref=ref)
+
+
+def peer_msgs(cmds: list[object], cls: type) -> list[ToPeer]:
+    return [c for c in cmds if isinstance(c, ToPeer) and isinstance(c.msg, cls)]
+
+
+def receipts(cmds: list[object]) -> list[Receipt]:
+    return [c.msg for c in cmds if isinstance(c, ToClient) and isinstance(c.msg, Receipt)]
+
+
+def remote_owners() -> list[bytes]:
+    return list(owners(B, [S, *PEERS], 3))
+
+
+def test_local_recipient_is_delivered_without_any_peer_traffic() -> None:
+    c = core()
+    c.client_online(2, B, 0.0)
+    c.drain()
+    c.client_envelope(1, env(), 0.0)
+    cmds = c.drain()
+    deliver = [x for x in cmds if isinstance(x, ToClient) and isinstance(x.msg, Deliver)]
+    assert [d.conn_id for d in deliver] == [2] and len(deliver[0].msg.eid) == 16
+    assert receipts(cmds) == [Receipt(ref=1, status=Status.DELIVERED)]
+    assert not [x for x in cmds if isinstance(x, ToPeer)]
+    assert c.stats().outcomes == {("call_offer", "delivered"): 1}
+
+
+def test_lookup_goes_to_all_owners_then_forwards_and_caches() -> None:
+    c = core()
+    c.client_envelope(1, env(), 0.0)
+    asked = peer_msgs(c.drain(), Lookup)
+    assert sorted(x.node for x in asked) == sorted(remote_owners())
+    home = PEERS[-1]
+    c.peer_message(asked[0].node, LookupReply(id=B, homes=(home,)), 0.01)
+    fwd = peer_msgs(c.drain(), PeerEnvelope)
+    assert [x.node for x in fwd] == [home]
+    c.peer_message(home, EnvelopeResult(eid=fwd[0].msg.eid, status=ResultStatus.DELIVERED), 0.02)
+    assert receipts(c.drain()) == [Receipt(ref=1, status=Status.DELIVERED)]
+    assert c.stats().latencies_s == (0.02,)
+    c.client_envelope(1, env(Kind.CALL_ICE, ref=2), 0.5)  # within lookup_cache_s: no lookup
+    cmds = c.drain()
+    assert not peer_msgs(cmds, Lookup) and [x.node for x in peer_msgs(cmds, PeerEnvelope)] == [home]
+
+
+def test_not_here_relooks_up_and_gives_up_to_the_mailbox_after_attempts_max() -> None:
+    c = core(attempts_max=2)
+    c.client_envelope(1, env(), 0.0)
+    home = PEERS[-1]
+    for attempt in range(2):
+        for o in peer_msgs(c.drain(), Lookup):
+            c.peer_message(o.node, LookupReply(id=B, homes=(home,)), 0.0)
+        fwd = peer_msgs(c.drain(), PeerEnvelope)
+        assert len(fwd) == 1, f"attempt {attempt}"
+        c.peer_message(home, EnvelopeResult(eid=fwd[0].msg.eid, status=ResultStatus.NOT_HERE), 0.0)
+    puts = peer_msgs(c.drain(), MailboxPut)
+    assert sorted(x.node for x in puts) == sorted(remote_owners())
+    c.peer_message(puts[0].node, MailboxEvent(eid=puts[0].msg.env.eid, status=MailboxStatus.STORED), 0.1)
+    assert receipts(c.drain()) == [Receipt(ref=1, status=Status.QUEUED)]
+
+
+def test_first_terminal_wins_later_ones_are_dropped() -> None:
+    c = core()
+    c.client_envelope(1, env(), 0.0)
+    for o in peer_msgs(c.drain(), Lookup):
+        c.peer_message(o.node, LookupReply(id=B, homes=()), 0.0)
+    puts = peer_msgs(c.drain(), MailboxPut)
+    eid = puts[0].msg.env.eid
+    for p in puts:
+        c.peer_message(p.node, MailboxEvent(eid=eid, status=MailboxStatus.STORED), 0.1)
+    for p in puts:
+        c.peer_message(p.node, RelayReceipt(eid=eid, status=ReceiptStatus.EXPIRED), 5.0)
+        c.peer_message(p.node, RelayReceipt(eid=eid, status=ReceiptStatus.DELIVERED), 5.0)
+    assert receipts(c.drain()) == [Receipt(ref=1, status=Status.QUEUED), Receipt(ref=1, status=Status.EXPIRED)]
+
+
+def test_queued_envelope_without_any_receipt_expires_at_the_origin() -> None:
+    c = core()
+    c.client_envelope(1, env(), 0.0)
+    for o in peer_msgs(c.drain(), Lookup):
+        c.peer_message(o.node, LookupReply(id=B, homes=()), 0.0)
+    put = peer_msgs(c.drain(), MailboxPut)[0]
+    c.peer_message(put.node, MailboxEvent(eid=put.msg.env.eid, status=MailboxStatus.STORED), 0.0)
+    c.drain()
+    # the owners never say anything again (they all died unseen): the origin's own timer ends it
+    give_up = SIM_CONFIG.mailbox_ttl + SIM_CONFIG.peer_timeout_s
+    assert c.next_deadline() <= give_up
+    c.tick(give_up)
+    assert receipts(c.drain()) == [Receipt(ref=1, status=Status.EXPIRED)]
+
+
+def test_all_owners_full_is_rate_limited() -> None:
+    c = core()
+    c.client_envelope(1, env(), 0.0)
+    for o in peer_msgs(c.drain(), Lookup):
+        c.peer_message(o.node, LookupReply(id=B, homes=()), 0.0)
+    puts = peer_msgs(c.drain(), MailboxPut)
+    for p in puts:
+        c.peer_message(p.node, MailboxEvent(eid=p.msg.env.eid, status=MailboxStatus.FULL), 0.0)
+    assert receipts(c.drain()) == [Receipt(ref=1, status=Status.REJECTED, reason=Reason.RATE_LIMITED)]
+
+
+def test_pending_table_bound_rejects_as_rate_limited() -> None:
+    c = core(pending_max=1)
+    c.client_envelope(1, env(ref=1), 0.0)
+    c.client_envelope(1, env(ref=2), 0.0)
+    assert Receipt(ref=2, status=Status.REJECTED, reason=Reason.RATE_LIMITED) in receipts(c.drain())
+
+
+def test_frames_from_non_members_change_nothing() -> None:
+    c = core()
+    stranger = b"\x99" * 32
+    c.peer_message(stranger, Lease(home=stranger, ids=(B,), ttl_ms=30_000), 0.0)
+    assert c.owner.leases.homes(B, 0.0) == () and c.drain() == []
+
+
+def test_home_leases_to_owners_and_renews() -> None:
+    c = core()
+    c.client_online(2, B, 1.0)
+    leased = peer_msgs(c.drain(), Lease)
+    assert sorted(x.node for x in leased) == sorted(remote_owners())
+    renew = c.next_deadline()
+    assert renew <= SIM_CONFIG.lease_ttl_s / 3
+    c.tick(renew)
+    assert {x.node for x in peer_msgs(c.drain(), Lease)} >= set(remote_owners())

@@ -1,0 +1,241 @@
+"""Deterministic failure scenarios on the simulated cluster, one per row of docs/protocol.md's failure table."""
+
+from __future__ import annotations
+
+import attrs
+
+from node.rendezvous import owners
+from node.testing.relaysim import RelaySim
+from node.wire.client import Kind, Reason, Status
+from tests.relay.simcheck import SETTLE_S, SIM_CONFIG, Tracker
+
+A = b"\xaa" * 32  # caller
+B = b"\xbb" * 32  # callee
+CALL = b"call-1"
+
+
+def cluster(nodes: int = 6, seed: int = 7, **cfg: float) -> tuple[RelaySim, Tracker, dict[str, bytes]]:
+    """A cluster and named roles: S (caller's node), H (callee's home), O1..O3 (callee's owners); S and H own nothing
+    of B's, so every hop crosses the federation."""
+    sim = RelaySim(seed=seed, config=attrs.evolve(SIM_CONFIG, **cfg), nodes=nodes)
+    own = owners(B, sim.alive(), SIM_CONFIG.replicas)
+    rest = [n for n in sim.alive() if n not in own]
+    roles = {"S": rest[0], "H": rest[-1], "O1": own[0], "O2": own[1], "O3": own[2]}
+    return sim, Tracker(sim), roles
+
+
+def kinds(sim: RelaySim, conn: int) -> list[Kind]:
+    return [d.kind for d in sim.delivered[conn]]
+
+
+def test_online_callee_on_another_node_gets_the_call_in_order() -> None:
+    sim, t, r = cluster()
+    ca, cb = sim.connect(r["S"], A), sim.connect(r["H"], B)
+    sim.run_for(0.1)
+    flow = [Kind.CALL_OFFER, *[Kind.CALL_ICE] * 5, Kind.CALL_HANGUP]
+    sent = [t.send(ca, B, k, CALL) for k in flow]
+    sim.run_for(1.0)
+    assert kinds(sim, cb) == flow
+    assert [t.statuses(s) for s in sent] == [[Status.DELIVERED]] * len(flow)
+    answer = t.send(cb, A, Kind.CALL_ANSWER, CALL)
+    sim.run_for(1.0)
+    assert t.statuses(answer) == [Status.DELIVERED] and kinds(sim, ca) == [Kind.CALL_ANSWER]
+    t.check_safety()
+
+
+def test_every_device_of_the_callee_gets_it_once() -> None:
+    sim, t, r = cluster()
+    ca = sim.connect(r["S"], A)
+    phone, laptop = sim.connect(r["H"], B), sim.connect(r["H"], B)
+    sim.run_for(0.1)
+    s = t.send(ca, B, Kind.CALL_OFFER, CALL)
+    sim.run_for(1.0)
+    assert t.statuses(s) == [Status.DELIVERED]
+    assert len(sim.delivered[phone]) == len(sim.delivered[laptop]) == 1
+    assert sim.delivered[phone][0].eid == sim.delivered[laptop][0].eid
+
+
+def test_offline_callee_queued_then_delivered_in_order_when_it_connects() -> None:
+    sim, t, r = cluster()
+    ca = sim.connect(r["S"], A)
+    sent = [t.send(ca, B, k, CALL) for k in (Kind.CALL_OFFER, Kind.CALL_ICE, Kind.CALL_ICE)]
+    sim.run_for(0.5)
+    assert [t.statuses(s) for s in sent] == [[Status.QUEUED]] * 3
+    assert sum(len(sim.nodes[r[o]].core.owner.mailbox) for o in ("O1", "O2", "O3")) == 9  # R replicas each
+    cb = sim.connect(r["H"], B)
+    sim.run_for(1.0)
+    assert kinds(sim, cb) == [Kind.CALL_OFFER, Kind.CALL_ICE, Kind.CALL_ICE]  # once each although R owners pushed
+    assert [t.statuses(s) for s in sent] == [[Status.QUEUED, Status.DELIVERED]] * 3
+    assert sum(len(sim.nodes[r[o]].core.owner.mailbox) for o in ("O1", "O2", "O3")) == 0
+
+
+def test_mailbox_ttl_expires_once_despite_replicas() -> None:
+    sim, t, r = cluster()
+    ca = sim.connect(r["S"], A)
+    s = t.send(ca, B, Kind.CALL_OFFER, CALL)
+    sim.run_for(SIM_CONFIG.mailbox_ttl - 0.1)
+    assert t.statuses(s) == [Status.QUEUED]
+    sim.run_for(SETTLE_S)
+    assert t.statuses(s) == [Status.QUEUED, Status.EXPIRED]
+    cb = sim.connect(r["H"], B)
+    sim.run_for(1.0)
+    assert sim.delivered[cb] == []
+
+
+def test_hangup_cancels_queued_offer_and_callee_never_sees_the_dead_call() -> None:
+    sim, t, r = cluster()
+    ca = sim.connect(r["S"], A)
+    offer = t.send(ca, B, Kind.CALL_OFFER, CALL)
+    ice = t.send(ca, B, Kind.CALL_ICE, CALL)
+    other = t.send(ca, B, Kind.CALL_OFFER, b"call-2")
+    sim.run_for(0.5)
+    hangup = t.send(ca, B, Kind.CALL_HANGUP, CALL)
+    sim.run_for(0.5)
+    assert t.statuses(offer) == [Status.QUEUED, Status.CANCELLED]
+    assert t.statuses(ice) == [Status.QUEUED, Status.CANCELLED]
+    assert t.statuses(hangup) == [Status.CANCELLED]
+    cb = sim.connect(r["H"], B)
+    sim.run_for(1.0)
+    assert [d.call for d in sim.delivered[cb]] == [b"call-2"]
+    assert t.statuses(other) == [Status.QUEUED, Status.DELIVERED]
+
+
+def test_mailbox_per_id_bound_rejects_as_rate_limited() -> None:
+    sim, t, r = cluster(mailbox_per_id_max=2)
+    ca = sim.connect(r["S"], A)
+    sent = [t.send(ca, B, Kind.CALL_ICE, CALL) for _ in range(3)]
+    sim.run_for(0.5)
+    assert [t.terminal(s) for s in sent] == [None, None, Status.REJECTED]
+    last = [x for x in sim.receipts[ca] if x.ref == sent[2].ref]
+    assert last[0].reason is Reason.RATE_LIMITED
+
+
+def test_home_node_dies_before_delivery_envelope_waits_for_the_callee() -> None:
+    sim, t, r = cluster()
+    ca, cb = sim.connect(r["S"], A), sim.connect(r["H"], B)
+    sim.run_for(0.1)
+    sim.crash(r["H"])
+    s = t.send(ca, B, Kind.CALL_OFFER, CALL)  # the caller's node still believes H is B's home
+    sim.run_for(3.0)
+    assert t.statuses(s) == [Status.QUEUED]
+    assert sim.delivered[cb] == []
+    cb2 = sim.connect(r["O1"], B)  # the callee's app reconnects to another node
+    sim.run_for(1.0)
+    assert kinds(sim, cb2) == [Kind.CALL_OFFER]
+    assert t.statuses(s) == [Status.QUEUED, Status.DELIVERED]
+
+
+def test_home_node_dies_after_delivery_before_its_answer_one_receipt_one_eid() -> None:
+    sim, t, r = cluster()
+    ca, cb = sim.connect(r["S"], A), sim.connect(r["H"], B)
+    sim.run_for(0.1)
+    t.send(ca, B, Kind.CALL_ICE, b"warm-up")  # fills S's lookup cache: the next envelope goes straight to H
+    sim.run_for(0.1)
+    s = t.send(ca, B, Kind.CALL_OFFER, CALL)
+    sim.run_for(sim.link_delay_s)  # the envelope reached H and was delivered; H's answer is on the wire
+    assert kinds(sim, cb)[-1] == Kind.CALL_OFFER
+    sim.crash(r["H"])  # ...and is lost
+    sim.run_for(3.0)
+    assert t.statuses(s) == [Status.QUEUED]  # the caller's node cannot know: it queues the same eid
+    cb2 = sim.connect(r["O2"], B)
+    sim.run_for(1.0)
+    assert t.statuses(s) == [Status.QUEUED, Status.DELIVERED]
+    assert sim.delivered[cb2][0].eid == sim.delivered[cb][-1].eid  # the app drops the repeat by eid
+    t.check_safety()
+
+
+def test_owners_die_while_holding_the_mailbox_a_replica_survives() -> None:
+    sim, t, r = cluster(nodes=7)
+    ca = sim.connect(r["S"], A)
+    s = t.send(ca, B, Kind.CALL_OFFER, CALL)
+    sim.run_for(0.5)
+    sim.crash(r["O1"])
+    sim.crash(r["O2"])
+    sim.run_for(2.0)  # SWIM notices; O3 hands its replica to the new owners
+    cb = sim.connect(r["H"], B)
+    sim.run_for(1.0)
+    assert kinds(sim, cb) == [Kind.CALL_OFFER]
+    assert t.statuses(s) == [Status.QUEUED, Status.DELIVERED]
+
+
+def test_all_owners_die_the_sender_still_gets_its_one_terminal_receipt() -> None:
+    sim, t, r = cluster(nodes=7)
+    ca = sim.connect(r["S"], A)
+    s = t.send(ca, B, Kind.CALL_OFFER, CALL)
+    sim.run_for(0.5)
+    for o in ("O1", "O2", "O3"):
+        sim.crash(r[o])
+    sim.run_for(SETTLE_S)
+    assert t.statuses(s) == [Status.QUEUED, Status.EXPIRED]  # the origin's own give-up timer
+
+
+def test_senders_node_dies_the_queued_envelope_is_still_delivered() -> None:
+    sim, t, r = cluster()
+    ca = sim.connect(r["S"], A)
+    t.send(ca, B, Kind.CALL_OFFER, CALL)
+    sim.run_for(0.5)
+    sim.crash(r["S"])
+    sim.run_for(2.0)
+    cb = sim.connect(r["H"], B)
+    sim.run_for(1.0)
+    assert kinds(sim, cb) == [Kind.CALL_OFFER]
+    assert all(len(sim.nodes[n].core.owner.mailbox) == 0 for n in sim.alive())
+
+
+def test_link_drop_between_sender_and_home_falls_back_to_the_mailbox() -> None:
+    sim, t, r = cluster()
+    ca, cb = sim.connect(r["S"], A), sim.connect(r["H"], B)
+    sim.run_for(0.1)
+    warm = t.send(ca, B, Kind.CALL_OFFER, CALL)
+    sim.run_for(0.5)
+    sim.cut(r["S"], r["H"], seconds=30.0)
+    sent = [t.send(ca, B, Kind.CALL_ICE, CALL) for _ in range(3)]
+    sim.run_for(3.0)
+    assert t.statuses(warm) == [Status.DELIVERED]
+    assert [t.terminal(s) for s in sent] == [Status.DELIVERED] * 3  # via the owners, whose links are up
+    assert kinds(sim, cb) == [Kind.CALL_OFFER, Kind.CALL_ICE, Kind.CALL_ICE, Kind.CALL_ICE]
+
+
+def test_new_owners_join_while_envelope_is_queued() -> None:
+    sim = RelaySim(seed=7, config=SIM_CONFIG, nodes=3)  # every node owns B: the joiners will take over
+    t, old_owners = Tracker(sim), sim.alive()
+    ca = sim.connect(old_owners[0], A)
+    s = t.send(ca, B, Kind.CALL_OFFER, CALL)
+    sim.run_for(0.5)
+    for _ in range(12):
+        sim.join()
+    new_owners = owners(B, sim.alive(), SIM_CONFIG.replicas)
+    assert not set(new_owners) & set(old_owners), "the seed should move every owner"
+    sim.run_for(0.5)
+    assert all(len(sim.nodes[n].core.owner.mailbox) == 0 for n in old_owners)
+    assert all(len(sim.nodes[n].core.owner.mailbox) == 1 for n in new_owners)
+    cb = sim.connect(old_owners[1], B)
+    sim.run_for(1.0)
+    assert kinds(sim, cb) == [Kind.CALL_OFFER]
+    assert t.statuses(s) == [Status.QUEUED, Status.DELIVERED]
+
+
+def test_graceful_leave_of_an_owner_hands_off_leases_and_mailbox() -> None:
+    sim, t, r = cluster()
+    ca = sim.connect(r["S"], A)
+    s = t.send(ca, B, Kind.CALL_OFFER, CALL)
+    sim.run_for(0.5)
+    for o in ("O1", "O2", "O3"):  # even all of them, one after the other
+        sim.leave(r[o])
+        sim.run_for(0.2)
+    cb = sim.connect(r["H"], B)
+    sim.run_for(1.0)
+    assert kinds(sim, cb) == [Kind.CALL_OFFER]
+    assert t.statuses(s) == [Status.QUEUED, Status.DELIVERED]
+
+
+def test_callee_homed_node_leaves_gracefully_its_lease_is_dropped() -> None:
+    sim, t, r = cluster()
+    ca, cb = sim.connect(r["S"], A), sim.connect(r["H"], B)
+    sim.run_for(0.1)
+    sim.leave(r["H"])
+    sim.run_for(0.2)
+    s = t.send(ca, B, Kind.CALL_OFFER, CALL)
+    sim.run_for(0.5)
+    assert t.statuses(s) == [Status.QUEUED]  # straight to the mailbox: no dead home was tried
+    assert sim.delivered[cb] == []
