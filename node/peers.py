@@ -219,6 +219,10 @@ class PeerLinks:
     def link_count(self) -> int:
         return len(self._links)
 
+    def pending_frames(self) -> int:
+        """Frames queued to any peer and not yet written (graceful leave waits for these to drain)."""
+        return sum(len(q) for q in self._queues.values())
+
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
@@ -235,8 +239,12 @@ class PeerLinks:
         q.append(msg)
         self._wake.setdefault(peer, trio.Event()).set()
         if peer not in self._links and peer not in self._dialers:
+            try:
+                self._nursery.start_soon(self._dial_loop, peer)
+            except RuntimeError:  # shutting down: the nursery takes no new tasks
+                q.pop()
+                return False
             self._dialers.add(peer)
-            self._nursery.start_soon(self._dial_loop, peer)
         return True
 
     def drop_peer(self, peer: bytes) -> None:
@@ -265,7 +273,9 @@ class PeerLinks:
                     await trio.sleep(backoff)
                     backoff = min(backoff * 2, self.limits.backoff_max_s)
                     continue
-                await self._adopt(chan, we_initiated=True)
+                if await self._adopt(chan, we_initiated=True):
+                    assert self._nursery is not None
+                    self._nursery.start_soon(self._run_link, chan)
                 return
         finally:
             self._dialers.discard(peer)
@@ -277,32 +287,33 @@ class PeerLinks:
             self.on_unreachable(peer)
 
     async def accept(self, chan: Channel) -> None:
-        """Called by the listener for an inbound link connection (after the handshake and the link frame)."""
-        await self._adopt(chan, we_initiated=False)
+        """Run an inbound link connection (after the handshake and the link frame) until it ends.
 
-    async def _adopt(self, chan: Channel, *, we_initiated: bool) -> None:
+        The listener's connection task runs the link itself: trio closes a served stream when its handler returns.
+        """
+        if await self._adopt(chan, we_initiated=False):
+            await self._run_link(chan)
+
+    async def _adopt(self, chan: Channel, *, we_initiated: bool) -> bool:
+        """Make `chan` the link to its peer; False (and `chan` closed) when an existing link wins instead."""
         peer = chan.peer_id
         existing = self._links.get(peer)
         if existing is not None:
             # both sides dialled: keep the link initiated by the smaller id
-            mine_wins = (self.identity.id < peer) == we_initiated
-            if not mine_wins:
+            new_wins = (self.identity.id < peer) == we_initiated
+            if not new_wins:
                 await chan.aclose()
-                return
+                return False
             await existing[0].aclose()
         self._links[peer] = (chan, we_initiated)
-        assert self._nursery is not None
-        self._nursery.start_soon(self._run_link, chan)
+        return True
 
     async def _run_link(self, chan: Channel) -> None:
         peer = chan.peer_id
         try:
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._writer, chan, nursery.cancel_scope)
-                await self._reader(chan)
-                nursery.cancel_scope.cancel()
-        except (TransportError, RemoteProtocolError, trio.TooSlowError):
-            pass  # the link is gone; what was lost is reported below
+                nursery.start_soon(self._guarded, self._writer, chan, nursery.cancel_scope)
+                await self._guarded(self._reader, chan, nursery.cancel_scope)
         finally:
             if self._links.get(peer, (None, False))[0] is chan:
                 del self._links[peer]
@@ -310,10 +321,23 @@ class PeerLinks:
                 self.on_unreachable(peer)
             await chan.aclose()
             if self._queues.get(peer) and peer not in self._dialers and self._nursery is not None:
-                self._dialers.add(peer)
-                self._nursery.start_soon(self._dial_loop, peer)
+                with contextlib.suppress(RuntimeError):  # RuntimeError: shutting down
+                    self._nursery.start_soon(self._dial_loop, peer)
+                    self._dialers.add(peer)
 
-    async def _reader(self, chan: Channel) -> None:
+    @staticmethod
+    async def _guarded(
+        fn: Callable[[Channel, trio.CancelScope], Awaitable[None]], chan: Channel, scope: trio.CancelScope
+    ) -> None:
+        """Run one direction of a link; when it ends for any link-level reason, end the other direction too."""
+        try:
+            await fn(chan, scope)
+        except (TransportError, RemoteProtocolError, trio.TooSlowError):
+            pass  # the link is gone; _run_link reports what was lost
+        finally:
+            scope.cancel()
+
+    async def _reader(self, chan: Channel, scope: trio.CancelScope) -> None:
         while True:
             try:
                 msg = await chan.receive()

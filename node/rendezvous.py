@@ -250,7 +250,6 @@ class SeenSet:
         return next(iter(self._d.values()), INF)
 
 
-
 Send = Callable[[bytes, PeerMessage], None]
 
 

@@ -1,9 +1,13 @@
 """The composition root: `run_node` opens the nursery and starts every driver of one node.
 
-Order at start: bind every socket (so port 0 resolves), write `ports.json`, start SWIM, the peer listener and
-links, the client server and the operations endpoint, then join seeds and register with registries.
-Order at graceful stop (CONTRACT §5): stop accepting clients and send `goaway`, hand leases and mailboxes to their
-next owners, broadcast the SWIM leave, deregister from registries, exit; all within `shutdown_budget_s`.
+Order at start: bind the SWIM and peer sockets, start the peer links, the relay and the client server (so the
+client port, and with it the public URL in our signed card, is known), build the SWIM core with that card in
+its member meta, start SWIM, the peer listener and the operations endpoint, write `ports.json`, then join
+seeds and register with registries.
+
+Order at graceful stop (CONTRACT §5): stop accepting clients and send `goaway` (with other nodes' cards),
+hand leases and mailboxes to their next owners, broadcast the SWIM leave, deregister from registries, return;
+all within SHUTDOWN_BUDGET_S.
 """
 
 from __future__ import annotations
@@ -21,19 +25,22 @@ import attrs
 import trio
 
 from node.admission import Admission
+from node.clients import ClientServer
 from node.config import NodeConfig, format_hostport, parse_hostport
 from node.errors import ConfigError, RemoteProtocolError, TransportError
 from node.httpserver import serve_http
-from node.identity import Identity, id_text, parse_id, short_id
-from node.log import get_logger
+from node.identity import Identity, b64u_decode, id_text, parse_id, short_id
+from node.log import Logger, get_logger
 from node.metrics import NodeMetrics
-from node.nodelist import NodeList
+from node.nodelist import CARD_PREFIX, NodeList, make_card
 from node.ops import OPS_LIMITS, ops_router
 from node.peers import PeerLimits, PeerLinks, serve_peers
 from node.registry_client import TsClock, deregister, fetch_node_list, make_client, register_forever
+from node.relay import RelayCore
+from node.relay_driver import RelayDriver
 from node.swim.protocol import MemberChanged, Swim
 from node.udp import SwimDriver
-from node.wire.seed import Meta, encode_meta
+from node.wire.seed import Meta, decode_meta, encode_meta
 
 # SWIM/driver vocabulary -> the metric label tables of node/metrics.py
 PROBE_LABELS = {"ok": "ack", "indirect_ok": "indirect_ack", "failed": "failed"}
@@ -44,8 +51,13 @@ REFUSED_LABELS = {
     "timeout_or_broken": "malformed",
     "too_large": "oversized",
     "connections_max": "rate_limited",
+    "auth_failed": "forged",
+    "bad_websocket": "malformed",
+    "timeout": "malformed",
 }
 SHUTDOWN_BUDGET_S = 8.0  # CONTRACT §5: exit within 10 s of SIGTERM; keep 2 s of margin
+GOAWAY_REFERRALS_MAX = 5
+LIVE_STATES = ("alive", "suspect")
 
 
 def write_json_atomic(path: Path, obj: Any, mode: int = 0o644) -> None:
@@ -77,6 +89,28 @@ def bind_udp(host: str, port: int) -> socket.socket:
     return sock
 
 
+def public_url(config: NodeConfig, ws_port: int) -> str:
+    """`[node] public_url`, else ws://HOST:PORT/v1/client of the bound client port."""
+    if config.node.public_url:
+        return config.node.public_url
+    host, _ = parse_hostport(config.node.ws)
+    host = config.node.advertise_host or host
+    return f"ws://{format_hostport(host, ws_port)}/v1/client"
+
+
+class _ClientMetrics:
+    """Adapts the client server's metric hooks to NodeMetrics."""
+
+    def __init__(self, metrics: NodeMetrics) -> None:
+        self.metrics = metrics
+
+    def clients_connected(self, count: int) -> None:
+        self.metrics.clients_connected.set(count)
+
+    def client_refused(self, reason: str) -> None:
+        self.metrics.packet_refused("client", REFUSED_LABELS.get(reason, reason))
+
+
 @attrs.define
 class NodeHandle:
     """What a running node exposes to its caller (the CLI, tests, the demo)."""
@@ -87,12 +121,15 @@ class NodeHandle:
     swim: Swim
     driver: SwimDriver
     links: PeerLinks
+    relay: RelayDriver
+    clients: ClientServer
     admission: Admission
     metrics: NodeMetrics
+    card: str  # our own referral URI (CONTRACT §6)
+    log: Logger
     serving: bool = True
-    registry_ts: TsClock = attrs.field(factory=lambda: TsClock(time.time))
     shutdown_requested: trio.Event = attrs.field(factory=trio.Event)
-    extras: dict[str, Any] = attrs.field(factory=dict)
+    registry_ts: TsClock = attrs.field(factory=lambda: TsClock(time.time))
 
     def request_shutdown(self) -> None:
         self.shutdown_requested.set()
@@ -106,26 +143,39 @@ class NodeHandle:
             counts[m.state.value] = counts.get(m.state.value, 0) + 1
         self.metrics.set_members(counts)
         self.metrics.peer_links.set(self.links.link_count)
+        self.relay.refresh_metrics()
 
     def members_document(self) -> dict[str, Any]:
         """GET /v1/members (CONTRACT §5), plus this node's client count for `homing node status`."""
-        return {"self": id_text(self.identity.id), "members": self.members(), "clients": self.client_count()}
-
-    def client_count(self) -> int:
-        counter = self.extras.get("client_count")
-        return int(counter()) if callable(counter) else 0
+        return {"self": id_text(self.identity.id), "members": self.members(), "clients": len(self.relay.sessions)}
 
     def members(self) -> list[dict[str, Any]]:
+        return [
+            {
+                "id": id_text(m.id),
+                "address": format_hostport(m.addr[0], m.addr[1]),
+                "state": m.state.value,
+                "incarnation": m.incarnation,
+            }
+            for m in sorted(self.swim.members(), key=lambda m: m.id)
+        ]
+
+    def live_ids(self) -> list[bytes]:
+        return [m.id for m in self.swim.members() if m.state.value in LIVE_STATES]
+
+    def referrals(self) -> list[str]:
+        """Cards of other live nodes, from their member meta (for `goaway`)."""
         out = []
-        for m in sorted(self.swim.members(), key=lambda m: m.id):
-            out.append(
-                {
-                    "id": id_text(m.id),
-                    "address": format_hostport(m.addr[0], m.addr[1]),
-                    "state": m.state.value,
-                    "incarnation": m.incarnation,
-                }
-            )
+        for m in self.swim.members():
+            if m.id != self.identity.id and m.state.value == "alive":
+                try:
+                    card = decode_meta(m.meta).referral
+                except RemoteProtocolError:
+                    continue
+                if card:
+                    out.append(card)
+            if len(out) >= GOAWAY_REFERRALS_MAX:
+                break
         return out
 
 
@@ -133,7 +183,6 @@ async def run_node(
     config: NodeConfig,
     identity: Identity,
     *,
-    log: Any = None,
     task_status: trio.TaskStatus[NodeHandle] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run one node until `handle.request_shutdown()`; then leave gracefully and return."""
@@ -142,119 +191,172 @@ async def run_node(
     swim_host, swim_port = parse_hostport(config.node.swim, key="node.swim")
     peer_host, peer_port = parse_hostport(config.node.peer, key="node.peer")
     udp = bind_udp(swim_host, swim_port)
-    swim_port = udp.getsockname()[1]
-    admission = Admission(
-        self_id=identity.id, open_=config.federation.open, allow=[parse_id(a) for a in config.federation.allow]
-    )
-
     peer_listeners = await trio.open_tcp_listeners(peer_port, host=peer_host)
-    peer_port = peer_listeners[0].socket.getsockname()[1]
-    advertise = config.node.advertise_host
-    meta = encode_meta(Meta(peer_port=peer_port, public_url=config.advertised_url, host=advertise))
-    core = Swim(
-        self_id=identity.id,
-        addr=(advertise or swim_host, swim_port),
-        meta=meta,
-        config=config.swim,
-        rng=random.Random(int.from_bytes(os.urandom(8), "big")),
-        now=trio.current_time(),
-        admit=admission.admits,
-    )
-    driver = SwimDriver(
-        identity=identity, core=core, sock=udp, epoch_ms=next_epoch_ms(data_dir), admit=admission.admits
-    )
-    links = PeerLinks(
-        identity,
-        admit=admission.admits,
-        address_of=driver.peer_address,
-        on_message=lambda peer, msg: None,
-        on_unreachable=lambda peer: None,
-        limits=PeerLimits(queue_max=config.relay.peer_queue_max),
-    )
-
-    metrics = NodeMetrics()
-    log = get_logger("node", node=short_id(identity.id))
-    driver.on_probe = lambda result: metrics.swim_probe(PROBE_LABELS.get(result, result))
-
-    def refused(layer: str, reason: str) -> None:
-        metrics.packet_refused(layer, REFUSED_LABELS.get(reason, reason))
-
-    driver.on_refused = refused
-    metrics_host, metrics_port = parse_hostport(config.node.metrics, key="node.metrics")
-
+    ports = {"ws": 0, "swim": udp.getsockname()[1], "peer": peer_listeners[0].socket.getsockname()[1], "metrics": 0}
     async with trio.open_nursery() as nursery:
-        await nursery.start(links.run)
-        await nursery.start(driver.run)
-        nursery.start_soon(
-            functools.partial(
-                serve_peers,
-                peer_listeners,
-                identity=identity,
-                admit=admission.admits,
-                on_link=links.accept,
-                on_sync=driver.on_sync,
-                on_refused=functools.partial(refused, "peer"),
-            )
-        )
-        ports = {"ws": 0, "swim": swim_port, "peer": peer_port, "metrics": 0}
-        handle = NodeHandle(
-            identity=identity,
-            config=config,
-            ports=ports,
-            swim=core,
-            driver=driver,
-            links=links,
-            admission=admission,
-            metrics=metrics,
-        )
-        router = ops_router(
-            metrics=metrics, members=handle.members_document, healthy=handle.healthy, refresh=handle.refresh_gauges
-        )
-        ports["metrics"] = await nursery.start(
-            functools.partial(serve_http, router, metrics_host, metrics_port, limits=OPS_LIMITS)
-        )
-
-        def on_change(ch: MemberChanged) -> None:
-            state = ch.member.state.value
-            metrics.member_changed(state)
-            log.info(
-                "member_" + state,
-                member=ch.member.id,
-                inc=ch.member.incarnation,
-                previous=ch.previous.value if ch.previous else "none",
-            )
-            if state in ("dead", "left"):
-                links.drop_peer(ch.member.id)
-            for listener in handle.extras.get("member_listeners", []):
-                listener(ch)
-
-        driver.on_change = on_change
-        write_json_atomic(data_dir / "ports.json", ports)
-        log.info("started", **{k: v for k, v in ports.items()}, admission=admission.describe())
-        if config.federation.join:
-            seeds = [parse_hostport(s, key="federation.join") for s in config.federation.join]
-            nursery.start_soon(_join_forever, driver, seeds, handle)
-        if config.federation.bootstrap:
-            hb = config.federation.heartbeat_s
-            nursery.start_soon(
-                functools.partial(
-                    register_forever,
-                    identity,
-                    config.federation.bootstrap,
-                    ws=config.advertised_url,
-                    swim=format_hostport(advertise or swim_host, swim_port),
-                    peer=format_hostport(advertise or peer_host, peer_port),
-                    ttl_s=int(3 * hb),
-                    heartbeat_s=hb,
-                    ts_clock=handle.registry_ts,
-                )
-            )
-            nursery.start_soon(_follow_registries, handle, log)
+        handle = await _start(nursery, config, identity, udp, peer_listeners, ports)
         task_status.started(handle)
         await handle.shutdown_requested.wait()
         with trio.move_on_after(SHUTDOWN_BUDGET_S):
             await _leave(handle)
         nursery.cancel_scope.cancel()
+
+
+async def _start(
+    nursery: trio.Nursery,
+    config: NodeConfig,
+    identity: Identity,
+    udp: socket.socket,
+    peer_listeners: list[trio.SocketListener],
+    ports: dict[str, int],
+) -> NodeHandle:
+    metrics = NodeMetrics()
+    log = get_logger("node", node=short_id(identity.id))
+    rng = random.Random(int.from_bytes(os.urandom(8), "big"))
+    admission = Admission(
+        self_id=identity.id, open_=config.federation.open, allow=[parse_id(a) for a in config.federation.allow]
+    )
+    swim_ref: list[SwimDriver] = []
+    links = PeerLinks(
+        identity,
+        admit=admission.admits,
+        address_of=lambda peer: swim_ref[0].peer_address(peer) if swim_ref else None,
+        on_message=lambda peer, msg: None,
+        on_unreachable=lambda peer: None,
+        limits=PeerLimits(queue_max=config.relay.peer_queue_max),
+    )
+    relay = RelayDriver(
+        core=RelayCore(node_id=identity.id, config=config.relay, rng=rng, now=trio.current_time()),
+        links=links,
+        metrics=metrics,
+        node_tag=short_id(identity.id),
+    )
+    links.on_message = relay.peer_frame
+    links.on_unreachable = relay.peer_unreachable
+    await nursery.start(links.run)
+    await nursery.start(relay.run)
+
+    clients = ClientServer(identity=identity, config=config.clients, relay=relay, metrics=_ClientMetrics(metrics))
+    ws_host, ws_port = parse_hostport(config.node.ws, key="node.ws")
+    ports["ws"] = await nursery.start(functools.partial(clients.serve, ws_host, ws_port))
+    card = make_card(identity, ws=public_url(config, ports["ws"]), ts=int(time.time()))
+
+    driver = _start_swim(config, identity, udp, admission, ports, card, rng)
+    swim_ref.append(driver)
+    handle = NodeHandle(
+        identity=identity,
+        config=config,
+        ports=ports,
+        swim=driver.core,
+        driver=driver,
+        links=links,
+        relay=relay,
+        clients=clients,
+        admission=admission,
+        metrics=metrics,
+        card=card,
+        log=log,
+    )
+    _hook_metrics_and_events(handle)
+    await nursery.start(driver.run)
+    nursery.start_soon(
+        functools.partial(
+            serve_peers,
+            peer_listeners,
+            identity=identity,
+            admit=admission.admits,
+            on_link=links.accept,
+            on_sync=driver.on_sync,
+            on_refused=functools.partial(_refused, metrics, "peer"),
+        )
+    )
+    router = ops_router(
+        metrics=metrics, members=handle.members_document, healthy=handle.healthy, refresh=handle.refresh_gauges
+    )
+    metrics_host, metrics_port = parse_hostport(config.node.metrics, key="node.metrics")
+    ports["metrics"] = await nursery.start(
+        functools.partial(serve_http, router, metrics_host, metrics_port, limits=OPS_LIMITS)
+    )
+    write_json_atomic(config.data_path / "ports.json", ports)
+    log.info("started", **dict(ports), url=public_url(config, ports["ws"]), admission=admission.describe())
+    _start_federation(nursery, handle)
+    return handle
+
+
+def _start_swim(
+    config: NodeConfig,
+    identity: Identity,
+    udp: socket.socket,
+    admission: Admission,
+    ports: dict[str, int],
+    card: str,
+    rng: random.Random,
+) -> SwimDriver:
+    swim_host, _ = parse_hostport(config.node.swim)
+    advertise = config.node.advertise_host
+    card_doc = b64u_decode(card[len(CARD_PREFIX) :])
+    meta = encode_meta(Meta(peer_port=ports["peer"], host=advertise, card=card_doc))
+    core = Swim(
+        self_id=identity.id,
+        addr=(advertise or swim_host, ports["swim"]),
+        meta=meta,
+        config=config.swim,
+        rng=rng,
+        now=trio.current_time(),
+        admit=admission.admits,
+    )
+    return SwimDriver(
+        identity=identity, core=core, sock=udp, epoch_ms=next_epoch_ms(config.data_path), admit=admission.admits
+    )
+
+
+def _refused(metrics: NodeMetrics, layer: str, reason: str) -> None:
+    metrics.packet_refused(layer, REFUSED_LABELS.get(reason, reason))
+
+
+def _hook_metrics_and_events(handle: NodeHandle) -> None:
+    metrics, log = handle.metrics, handle.log
+
+    def on_change(ch: MemberChanged) -> None:
+        state = ch.member.state.value
+        metrics.member_changed(state)
+        previous = ch.previous.value if ch.previous else "none"
+        log.info("member_" + state, member=ch.member.id, inc=ch.member.incarnation, previous=previous)
+        if state in ("dead", "left"):
+            handle.links.drop_peer(ch.member.id)
+        handle.relay.members_changed(handle.live_ids())
+
+    handle.driver.on_probe = lambda result: metrics.swim_probe(PROBE_LABELS.get(result, result))
+    handle.driver.on_refused = functools.partial(_refused, metrics)
+    handle.driver.on_change = on_change
+    handle.relay.members_changed(handle.live_ids())
+
+
+def _start_federation(nursery: trio.Nursery, handle: NodeHandle) -> None:
+    config = handle.config
+    if config.federation.join:
+        seeds = [parse_hostport(s, key="federation.join") for s in config.federation.join]
+        nursery.start_soon(_join_forever, handle.driver, seeds, handle)
+    if not config.federation.bootstrap:
+        return
+    hb = config.federation.heartbeat_s
+    swim_host, _ = parse_hostport(config.node.swim)
+    peer_host, _ = parse_hostport(config.node.peer)
+    advertise = config.node.advertise_host
+    nursery.start_soon(
+        functools.partial(
+            register_forever,
+            handle.identity,
+            config.federation.bootstrap,
+            ws=public_url(config, handle.ports["ws"]),
+            swim=format_hostport(advertise or swim_host, handle.ports["swim"]),
+            peer=format_hostport(advertise or peer_host, handle.ports["peer"]),
+            ttl_s=int(3 * hb),
+            heartbeat_s=hb,
+            ts_clock=handle.registry_ts,
+        )
+    )
+    nursery.start_soon(_follow_registries, handle)
 
 
 async def _join_forever(driver: SwimDriver, seeds: list[tuple[str, int]], handle: NodeHandle) -> None:
@@ -268,10 +370,10 @@ async def _join_forever(driver: SwimDriver, seeds: list[tuple[str, int]], handle
         backoff = min(backoff * 2, 10.0)
 
 
-async def _follow_registries(handle: NodeHandle, log: Any) -> None:
+async def _follow_registries(handle: NodeHandle) -> None:
     """Fetch the signed node lists of our registries: admit the nodes they list (with `--trust`), and take seeds
     from them while we have joined no one (no `--join`). Refreshes every heartbeat, sooner while failing."""
-    config = handle.config
+    config, log = handle.config, handle.log
     trusted = frozenset(parse_id(k) for k in config.federation.trust)
     if not trusted:
         log.warning("registry_lists_unused", reason="no --trust key: registry lists cannot be verified")
@@ -284,24 +386,24 @@ async def _follow_registries(handle: NodeHandle, log: Any) -> None:
                 async with trio.open_nursery() as nursery:
                     for url in config.federation.bootstrap:
                         nursery.start_soon(_fetch_into, lists, client, url, trusted, log)
-            if lists:
-                entries = [e for nl in lists for e in nl.nodes]
-                if handle.admission.update_registry_list(e.id for e in entries):
-                    handle.swim.set_admit(handle.admission.admits)
-                    handle.driver.poke()
-                    log.info("registry_list_applied", nodes=len(entries), lists=len(lists))
-                alone = all(m.id == handle.identity.id for m in handle.swim.members())
-                if alone and not config.federation.join:
-                    seeds = [_seed_address(e.swim) for e in entries if e.id != handle.identity.id]
-                    await handle.driver.join([s for s in seeds if s is not None])
-                backoff = 1.0
-                await trio.sleep(min(config.federation.heartbeat_s, 60.0))
-            else:
+            if not lists:
                 await trio.sleep(backoff)
                 backoff = min(backoff * 2, 30.0)
+                continue
+            entries = [e for nl in lists for e in nl.nodes]
+            if handle.admission.update_registry_list(e.id for e in entries):
+                handle.swim.set_admit(handle.admission.admits)
+                handle.driver.poke()
+                log.info("registry_list_applied", nodes=len(entries), lists=len(lists))
+            alone = all(m.id == handle.identity.id for m in handle.swim.members())
+            if alone and not config.federation.join:
+                seeds = [_seed_address(e.swim) for e in entries if e.id != handle.identity.id]
+                await handle.driver.join([s for s in seeds if s is not None])
+            backoff = 1.0
+            await trio.sleep(min(config.federation.heartbeat_s, 60.0))
 
 
-async def _fetch_into(lists: list[NodeList], client: Any, url: str, trusted: frozenset[bytes], log: Any) -> None:
+async def _fetch_into(lists: list[NodeList], client: Any, url: str, trusted: frozenset[bytes], log: Logger) -> None:
     try:
         lists.append(await fetch_node_list(client, url, trusted, now=time.time()))
     except (RemoteProtocolError, TransportError) as exc:
@@ -316,11 +418,17 @@ def _seed_address(text: str) -> tuple[str, int] | None:
 
 
 async def _leave(handle: NodeHandle) -> None:
-    """Graceful leave: announce LEFT, give the announcement time to be gossiped, deregister from registries."""
-    now = trio.current_time()
-    handle.swim.leave(now)
+    """Graceful leave (CONTRACT §5)."""
+    handle.serving = False
+    handle.log.info("leaving", clients=len(handle.relay.sessions))
+    with trio.move_on_after(2.0):
+        await handle.clients.shutdown(handle.referrals())
+    handle.relay.handoff_all()
+    with trio.move_on_after(1.5):
+        while handle.links.pending_frames():
+            await trio.sleep(0.02)
+    handle.swim.leave(trio.current_time())
     handle.driver.poke()
-    # memberlist waits for the leave broadcast to go out; a few gossip rounds are enough for the others to hear it
     async with trio.open_nursery() as nursery:
         if handle.config.federation.bootstrap:
             nursery.start_soon(
@@ -328,4 +436,5 @@ async def _leave(handle: NodeHandle) -> None:
                     deregister, handle.identity, handle.config.federation.bootstrap, 3.0, ts_clock=handle.registry_ts
                 )
             )
+        # memberlist waits for the leave broadcast to go out; a few gossip rounds let the others hear it
         await trio.sleep(max(3 * handle.config.swim.gossip_interval_s, 2 * handle.config.swim.probe_interval_s))

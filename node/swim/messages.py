@@ -14,7 +14,7 @@ from attrs import validators as v
 Address = tuple[str, int]  # (host, port) of a member's SWIM UDP socket
 
 ID_LEN = 32  # an Ed25519 public key
-META_MAX = 256  # opaque driver metadata per member
+META_MAX = 512  # opaque driver metadata per member (the driver puts peer port and signed card in it)
 
 
 class MemberState(enum.Enum):

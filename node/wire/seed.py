@@ -10,8 +10,9 @@ joiner first asks "which node listens here?":
   sent and the signature, so a reply cannot be forged or replayed to it; the id it learns is then pinned by the
   sealed SWIM exchange that follows (only the real key holder can open those packets).
 
-Member meta (opaque to the SWIM core, at most META_MAX bytes) is msgpack `{"p": peer port, "u": public URL, "h":
-advertised host or ""}`.
+Member meta (opaque to the SWIM core, at most META_MAX bytes) is msgpack `{"p": peer port, "h": advertised host
+or "", "c": the node's signed card document}`. The card (node/nodelist.py, PURPOSE node-card) carries the public
+client URL and is signed by the node itself, so another node can hand it to clients in `goaway` unchanged.
 
 Datagram kinds on the SWIM port: 0x01 sealed SWIM (node/crypto.py), 0x02 WHOIS, 0x03 WHOIS_REPLY.
 """
@@ -23,27 +24,33 @@ from typing import Any
 import attrs
 
 from node.errors import RemoteProtocolError
-from node.identity import ID_BYTES, Identity, verify_signature
+from node.identity import ID_BYTES, Identity, b64u_encode, verify_signature
+from node.nodelist import CARD_PREFIX
 from node.wire import WIRE_VERSION, get_bytes, get_int, get_str, packb, require_map, unpackb
 
 KIND_SEALED = 0x01
 KIND_WHOIS = 0x02
 KIND_WHOIS_REPLY = 0x03
 NONCE_BYTES = 16
-WHOIS_BYTES = 512  # >= the largest reply (meta <= 300 bytes plus ~180 bytes of fields)
-META_MAX = 256  # node/swim/messages.py META_MAX: the SWIM core carries at most this
+WHOIS_BYTES = 768  # >= the largest reply (meta <= 512 bytes plus ~180 bytes of fields): no amplification
+META_MAX = 512  # node/swim/messages.py META_MAX: the SWIM core carries at most this
 WHOIS_SIGN_PREFIX = b"homing/v1/whois"
 
 
 @attrs.frozen(kw_only=True, slots=True)
 class Meta:
     peer_port: int
-    public_url: str
     host: str = ""  # advertised host for the peer link; "" means the SWIM address's host
+    card: bytes = b""  # the node's own signed card document (msgpack), or empty
+
+    @property
+    def referral(self) -> str:
+        """The card as a referral URI (`homing://node/…`), or "" when there is none."""
+        return CARD_PREFIX + b64u_encode(self.card) if self.card else ""
 
 
 def encode_meta(meta: Meta) -> bytes:
-    data = packb({"p": meta.peer_port, "u": meta.public_url, "h": meta.host})
+    data = packb({"p": meta.peer_port, "h": meta.host, "c": meta.card})
     if len(data) > META_MAX:
         raise ValueError(f"member meta of {len(data)} bytes exceeds {META_MAX} (public_url too long?)")
     return data
@@ -53,8 +60,8 @@ def decode_meta(data: bytes) -> Meta:
     m = require_map(unpackb(data, max_bytes=META_MAX, max_items=8), "meta")
     return Meta(
         peer_port=get_int(m, "p", lo=1, hi=65535),
-        public_url=get_str(m, "u", max_len=META_MAX),
         host=get_str(m, "h", max_len=255),
+        card=get_bytes(m, "c", max_len=META_MAX),
     )
 
 

@@ -68,6 +68,7 @@ async def test_closed_federation_refuses_unlisted_node(tmp_path: Path) -> None:
             {
                 "node": {
                     "data_dir": str(tmp_path / "a"),
+                    "ws": "127.0.0.1:0",
                     "swim": "127.0.0.1:0",
                     "peer": "127.0.0.1:0",
                     "metrics": "127.0.0.1:0",
@@ -82,6 +83,7 @@ async def test_closed_federation_refuses_unlisted_node(tmp_path: Path) -> None:
             {
                 "node": {
                     "data_dir": str(tmp_path / "b"),
+                    "ws": "127.0.0.1:0",
                     "swim": "127.0.0.1:0",
                     "peer": "127.0.0.1:0",
                     "metrics": "127.0.0.1:0",
@@ -94,6 +96,7 @@ async def test_closed_federation_refuses_unlisted_node(tmp_path: Path) -> None:
             {
                 "node": {
                     "data_dir": str(tmp_path / "c"),
+                    "ws": "127.0.0.1:0",
                     "swim": "127.0.0.1:0",
                     "peer": "127.0.0.1:0",
                     "metrics": "127.0.0.1:0",

@@ -154,9 +154,7 @@ def _example_values(path: Path) -> dict[str, object]:
     return tomllib.loads(text)
 
 
-@pytest.mark.parametrize(
-    "rel", ["homing-node.toml", "compose/node1.toml", "compose/node2.toml", "compose/node3.toml"]
-)
+@pytest.mark.parametrize("rel", ["homing-node.toml", "compose/node1.toml", "compose/node2.toml", "compose/node3.toml"])
 def test_example_configs_load(rel: str) -> None:
     config = build_config(_example_values(DEPLOY / rel))  # type: ignore[arg-type]
     host, port = parse_hostport(config.node.metrics)

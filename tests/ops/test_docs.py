@@ -42,10 +42,23 @@ def test_check_mode_reports_a_stale_file(tmp_path: object) -> None:
 def test_operations_guide_uses_contract_ports_and_commands() -> None:
     text = (REPO / "docs" / "operations.md").read_text(encoding="utf-8")
     for needle in (
-        "7400/tcp", "7401/udp", "7402/tcp", "127.0.0.1:7403", "7480",
-        "homing node init --data-dir", "homing node run", "--bootstrap", "--trust", "public_url",
-        "homing bootstrap init", "homing bootstrap run", "homing bootstrap nodes approve",
-        "homing bootstrap nodes ban", "homing bootstrap publish-dns", "SIGTERM", "/v1/client",
+        "7400/tcp",
+        "7401/udp",
+        "7402/tcp",
+        "127.0.0.1:7403",
+        "7480",
+        "homing node init --data-dir",
+        "homing node run",
+        "--bootstrap",
+        "--trust",
+        "public_url",
+        "homing bootstrap init",
+        "homing bootstrap run",
+        "homing bootstrap nodes approve",
+        "homing bootstrap nodes ban",
+        "homing bootstrap publish-dns",
+        "SIGTERM",
+        "/v1/client",
     ):
         assert needle in text, needle
     # every deploy/ file the guide links to exists
