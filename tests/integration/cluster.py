@@ -17,8 +17,13 @@ from node.wire.client import ClientMessage, Receipt
 
 def loopback_config(data_dir: Path, *, join: list[str] | None = None, **sections: dict[str, Any]) -> NodeConfig:
     values: dict[str, dict[str, Any]] = {
-        "node": {"data_dir": str(data_dir), "ws": "127.0.0.1:0", "swim": "127.0.0.1:0", "peer": "127.0.0.1:0",
-                 "metrics": "127.0.0.1:0"},
+        "node": {
+            "data_dir": str(data_dir),
+            "ws": "127.0.0.1:0",
+            "swim": "127.0.0.1:0",
+            "peer": "127.0.0.1:0",
+            "metrics": "127.0.0.1:0",
+        },
         "federation": {"open": True, "join": join or []},
     }
     for name, extra in sections.items():
