@@ -324,9 +324,7 @@ class Swim:
             max_s = cfg.suspicion_max_s(n)
         else:
             k, max_s = 0, min_s
-        self._suspicions[m.id] = Suspicion(
-            by=by, incarnation=m.incarnation, k=k, min_s=min_s, max_s=max_s, started=now
-        )
+        self._suspicions[m.id] = Suspicion(by=by, incarnation=m.incarnation, k=k, min_s=min_s, max_s=max_s, started=now)
 
     def _about_self(self, m: MemberInfo, now: float) -> None:
         me = self._self
@@ -541,10 +539,9 @@ class Swim:
             self._push_pull(member_id, addr, join=True)
 
     def _reap(self, now: float) -> None:
-        horizon = now - self.config.dead_reclaim_s
         while self._gone:
             member_id, t = next(iter(self._gone.items()))
-            if t > horizon:
+            if t + self.config.dead_reclaim_s > now:  # the same sum as next_deadline (no float drift)
                 break
             self._forget(member_id)
 
