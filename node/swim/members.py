@@ -26,8 +26,14 @@ def precedence(m: MemberInfo) -> tuple[int, int, str, int, bytes]:
 
 
 def supersedes(new: MemberInfo, old: MemberInfo | None) -> bool:
-    """True when `new` should replace `old` in the table."""
-    return old is None or precedence(new) > precedence(old)
+    """True when `new` should replace `old` in the table (`precedence(new) > precedence(old)`, unrolled)."""
+    if old is None:
+        return True
+    if new.incarnation != old.incarnation:
+        return new.incarnation > old.incarnation
+    if new.state is not old.state:
+        return STATE_RANK[new.state] > STATE_RANK[old.state]
+    return (new.addr, new.meta) > (old.addr, old.meta)
 
 
 def merge(old: MemberInfo | None, new: MemberInfo) -> MemberInfo:

@@ -266,7 +266,11 @@ class Swim:
         """Merge a remote full state. A remote DEAD is taken as a SUSPECT accused by us (memberlist does the
         same): we let the member refute rather than kill it on hearsay. New members are not re-gossiped."""
         self.stats.push_pulls += 1
+        table = self._table
         for m in state.members[: self.config.members_max]:
+            old = table.get(m.id)
+            if old is not None and (old.incarnation > m.incarnation or old == m):
+                continue  # fast path: nothing new (most of a sync)
             if m.state is DEAD:
                 m = attrs.evolve(m, state=SUSPECT)
             self._apply(Update(member=m, by=self._id), now, gossip_new=False)
@@ -491,7 +495,11 @@ class Swim:
             return
         self.stats.gossip_rounds += 1
         cutoff = now - self.config.gossip_to_dead_s
-        recent_dead = [mid for mid, t in reversed(self._gone.items()) if t >= cutoff][: self.config.gossip_nodes]
+        recent_dead: list[bytes] = []
+        for mid, t in reversed(self._gone.items()):  # newest first
+            if t < cutoff or len(recent_dead) >= self.config.gossip_nodes:
+                break
+            recent_dead.append(mid)
 
         def usable(member_id: bytes) -> bool:
             m = self._table.get(member_id)
@@ -539,10 +547,9 @@ class Swim:
             self._push_pull(member_id, addr, join=True)
 
     def _reap(self, now: float) -> None:
-        horizon = now - self.config.dead_reclaim_s
         while self._gone:
             member_id, t = next(iter(self._gone.items()))
-            if t > horizon:
+            if t + self.config.dead_reclaim_s > now:  # the same sum as next_deadline (no float drift)
                 break
             self._forget(member_id)
 

@@ -1,0 +1,152 @@
+"""Seeded simulations of SWIM clusters (node/testing). Each failure prints its seed and the command to rerun it."""
+
+from __future__ import annotations
+
+import attrs
+import pytest
+
+from node.swim.config import LOCAL
+from node.testing import checkers as C
+from node.testing.simcluster import SimCluster
+
+
+def joined(n: int, seed: int, **kw: object) -> SimCluster:
+    c = SimCluster(n, seed=seed, **kw)  # type: ignore[arg-type]
+    c.join_all(spread_s=2.0)
+    ok = c.run_until_true(lambda: not C.converged(c), timeout_s=20.0, step_s=0.5)
+    C.require(c, [] if ok else C.converged(c), "cluster did not converge after joins")
+    return c
+
+
+def test_convergence_after_joins(sim_seed: int) -> None:
+    c = joined(40, sim_seed)
+    assert c.now < 10.0  # joins spread over 2 s; converged within a few gossip rounds after the last
+    C.require(c, [f"{ch}" for ch in C.false_suspicions(c)], "suspicions while joining on a clean network")
+
+
+def test_crashed_nodes_dead_everywhere_within_bound(sim_seed: int) -> None:
+    n = 40
+    c = joined(n, sim_seed)
+    c.run_for(5.0)
+    victims = [c.crash(i) for i in (3, 17, 29)]
+    bound = C.detection_bound_s(c.config, n)
+    c.run_until_true(lambda: not C.all_in_state(c, victims, (C.DEAD,)), timeout_s=bound, step_s=0.1)
+    C.require(c, C.all_in_state(c, victims, (C.DEAD,)), f"crashed nodes not DEAD everywhere within {bound:.1f} s")
+    times = C.detection_times(c, c.crashed)
+    assert len(times) == len(victims) * (n - len(victims))
+    assert max(times) <= bound
+    C.require(c, [str(ch) for ch in C.false_deaths(c)], "false deaths")
+
+
+def test_no_false_deaths_over_a_long_quiet_run(sim_seed: int) -> None:
+    c = joined(30, sim_seed)
+    c.run_for(300.0)  # 1,500 probe periods
+    C.require(c, [str(ch) for ch in C.false_suspicions(c)], "suspicions on a clean network")
+    C.require(c, [str(ch) for ch in C.false_deaths(c)], "false deaths on a clean network")
+    C.require(c, C.converged(c), "not converged at the end")
+
+
+def test_partition_heals_and_reconverges(sim_seed: int) -> None:
+    c = joined(30, sim_seed)
+    left, right = set(c.ids[:15]), set(c.ids[15:])
+    c.partition(left, right)
+    c.run_for(15.0)  # long enough for each side to declare the other dead
+    problems = C.all_in_state(c, c.ids[15:], (C.DEAD,))
+    problems = [p for p in problems if p[:8] in {x[:4].hex() for x in left}]
+    C.require(c, problems, "the left side did not declare the right side dead during the partition")
+    c.heal()
+    healed = c.now
+    ok = c.run_until_true(lambda: not C.converged(c), timeout_s=30.0, step_s=0.5)
+    C.require(c, [] if ok else C.converged(c), "membership did not reconverge after the partition healed")
+    assert c.now - healed <= 4 * c.config.reconnect_interval_s + 5.0
+
+
+def test_graceful_leave_is_left_everywhere(sim_seed: int) -> None:
+    c = joined(30, sim_seed)
+    gone = [c.leave(5), c.leave(12)]
+    ok = c.run_until_true(lambda: not C.all_in_state(c, gone, (C.LEFT,)), timeout_s=5.0, step_s=0.1)
+    C.require(c, [] if ok else C.all_in_state(c, gone, (C.LEFT,)), "leave not seen as LEFT everywhere")
+    assert c.now < 10.0
+    dead_reports = [ch for ch in c.changes if ch.member in gone and ch.state is C.DEAD]
+    C.require(c, [str(ch) for ch in dead_reports], "a graceful leave was reported as a death")
+
+
+def test_pause_shorter_than_suspicion_is_survived(sim_seed: int) -> None:
+    c = joined(30, sim_seed)
+    victim = c.ids[7]
+    for k in range(5):
+        c.net.at(c.now + 2.0 + 3.0 * k, lambda: c.net.pause(victim, 0.5))  # SIGSTOP for 0.5 s, 5 times
+    c.run_for(20.0)
+    C.require(c, [str(ch) for ch in C.false_deaths(c)], "a short pause killed a node")
+    C.require(c, C.converged(c), "not converged after the pauses")
+
+
+def test_duplication_delay_and_loss_still_converge(sim_seed: int) -> None:
+    c = SimCluster(25, seed=sim_seed, loss=0.05, duplicate=0.1, delay=lambda r: r.uniform(0.001, 0.03))
+    c.join_all(spread_s=2.0)
+    ok = c.run_until_true(lambda: not C.converged(c), timeout_s=30.0, step_s=0.5)
+    C.require(c, [] if ok else C.converged(c), "no convergence with 5 % loss, duplicates and jitter")
+    c.run_for(60.0)
+    C.require(c, [str(ch) for ch in C.false_deaths(c)], "false deaths at 5 % loss")
+
+
+def test_same_seed_same_run_and_codec_is_transparent(sim_seed: int) -> None:
+    def run(codec: bool) -> list[C.Change]:
+        c = SimCluster(15, seed=sim_seed, loss=0.1, codec=codec)
+        c.join_all(spread_s=1.0)
+        c.run_for(5.0)
+        c.crash(4)
+        c.run_for(10.0)
+        return c.changes
+
+    first = run(True)
+    assert first == run(True)
+    assert first == run(False)  # encoding and decoding every datagram changes nothing
+
+
+def faults_at_loss(lifeguard: bool, seed: int, *, slow_member: bool) -> tuple[int, int]:
+    """(false suspicion transitions, false deaths) over 60 s at 10 % loss on every link, 20 nodes."""
+    c = SimCluster(20, seed=seed, config=attrs.evolve(LOCAL, lifeguard=lifeguard), converged=True, codec=False)
+    c.run_for(2.0)
+    c.net.loss = 0.10
+    if slow_member:
+        c.net.slow(c.ids[0], 0.4)  # CPU-starved: handles every packet and timer up to 0.4 s late
+    start = c.now
+    c.run_for(60.0)
+    return len(C.false_suspicions(c, since=start)), len(C.false_deaths(c, since=start))
+
+
+def test_lifeguard_fewer_false_suspicions_at_10_percent_loss(sim_seed: int) -> None:
+    plain = faults_at_loss(False, sim_seed, slow_member=True)
+    lifeguard = faults_at_loss(True, sim_seed, slow_member=True)
+    msg = f"(suspicions, deaths): lifeguard {lifeguard} vs plain {plain} (HOMING_SIM_SEED={sim_seed})"
+    assert lifeguard[0] < plain[0], msg
+    assert lifeguard[1] <= plain[1], msg
+
+
+def test_lifeguard_no_false_deaths_at_uniform_10_percent_loss(sim_seed: int) -> None:
+    # With loss alone every node is equally healthy, so local health has little to say and suspicion counts
+    # are about equal (docs/swim.md); the long dynamic suspicion timeout still prevents the deaths.
+    suspicions, deaths = faults_at_loss(True, sim_seed, slow_member=False)
+    assert deaths == 0, f"{deaths} false deaths, {suspicions} suspicions (HOMING_SIM_SEED={sim_seed})"
+
+
+@pytest.mark.slow
+def test_thousand_nodes_detect_crashes_within_bound(sim_seed: int) -> None:
+    n = 1000
+    c = SimCluster(n, seed=sim_seed, converged=True, codec=False)
+    c.run_for(3.0)
+    victims = [c.crash(i) for i in (1, 500, 999)]
+    bound = C.detection_bound_s(c.config, n)
+    c.run_until_true(lambda: not C.all_in_state(c, victims, (C.DEAD,)), timeout_s=bound, step_s=0.5)
+    C.require(c, C.all_in_state(c, victims, (C.DEAD,)), f"crashed nodes not DEAD everywhere within {bound:.1f} s")
+    C.require(c, [str(ch) for ch in C.false_deaths(c)], "false deaths")
+
+
+@pytest.mark.slow
+def test_six_hundred_joins_converge(sim_seed: int) -> None:
+    # Joins cost O(N^2) update receptions; 1,000 takes ~90 s here, so the join test runs at 600.
+    c = SimCluster(600, seed=sim_seed, codec=False)
+    c.join_all(spread_s=5.0)
+    ok = c.run_until_true(lambda: not C.converged(c), timeout_s=40.0, step_s=5.0)
+    C.require(c, [] if ok else C.converged(c), "600 joins did not converge")

@@ -1,0 +1,223 @@
+"""node/wire/swim.py: round trips, the size budget, and every class of malformed input."""
+
+from __future__ import annotations
+
+import contextlib
+
+import msgpack
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from node.errors import RemoteProtocolError
+from node.swim.messages import (
+    Ack,
+    Gossip,
+    MemberInfo,
+    MemberState,
+    Nack,
+    Ping,
+    PingReq,
+    PushPullState,
+    SwimMessage,
+    Update,
+)
+from node.wire import WIRE_VERSION, Limits, MsgType
+from node.wire.swim import (
+    SWIM_PAYLOAD_MAX,
+    UPDATE_MIN_SIZE,
+    decode_datagram,
+    decode_push_pull,
+    encode_datagram,
+    encode_push_pull,
+    piggyback_budget,
+    update_size,
+)
+
+ids = st.binary(min_size=32, max_size=32)
+addrs = st.tuples(st.text(max_size=40), st.integers(0, 65535))
+members = st.builds(
+    MemberInfo,
+    id=ids,
+    addr=addrs,
+    meta=st.binary(max_size=256),
+    incarnation=st.integers(0, 2**63 - 1),
+    state=st.sampled_from(MemberState),
+)
+
+
+@st.composite
+def updates(draw: st.DrawFn) -> Update:
+    m = draw(members)
+    by = draw(ids) if m.state is MemberState.SUSPECT else b""
+    return Update(member=m, by=by)
+
+
+upd_lists = st.lists(updates(), max_size=4).map(tuple)
+seqs = st.integers(0, 2**63 - 1)
+messages = st.one_of(
+    st.builds(Ping, seq=seqs, updates=upd_lists),
+    st.builds(Ack, seq=seqs, updates=upd_lists),
+    st.builds(Nack, seq=seqs, updates=upd_lists),
+    st.builds(Gossip, updates=upd_lists),
+    st.builds(PingReq, seq=seqs, target=ids, target_addr=addrs, nack=st.booleans(), updates=upd_lists),
+)
+
+
+@given(messages)
+def test_datagram_round_trip(msg: SwimMessage) -> None:
+    data = encode_datagram(msg)
+    assert data[0] == WIRE_VERSION
+    assert decode_datagram(data) == msg
+
+
+@given(st.lists(members, max_size=20).map(tuple))
+@settings(max_examples=50)
+def test_push_pull_round_trip(ms: tuple[MemberInfo, ...]) -> None:
+    state = PushPullState(members=ms)
+    assert decode_push_pull(encode_push_pull(state)) == state
+    assert decode_push_pull(encode_push_pull(state, reply=True)) == state
+
+
+@given(updates())
+def test_update_size_is_exact(u: Update) -> None:
+    base = encode_datagram(Gossip())
+    assert len(encode_datagram(Gossip(updates=(u,)))) == len(base) + update_size(u)
+    assert update_size(u) >= UPDATE_MIN_SIZE
+
+
+def test_budget_filled_datagram_fits() -> None:
+    big = [
+        Update(
+            member=MemberInfo(
+                id=bytes([i]) * 32,
+                addr=("x" * 253, 65535),
+                meta=b"m" * 256,
+                incarnation=2**63 - 1,
+                state=MemberState.SUSPECT,
+            ),
+            by=b"b" * 32,
+        )
+        for i in range(20)
+    ]
+    msg = PingReq(seq=2**63 - 1, target=b"t" * 32, target_addr=("y" * 253, 65535), nack=True)
+    budget = piggyback_budget(msg)
+    chosen: list[Update] = []
+    for u in big:
+        if update_size(u) <= budget:
+            chosen.append(u)
+            budget -= update_size(u)
+    data = encode_datagram(PingReq(seq=msg.seq, target=msg.target, target_addr=msg.target_addr, updates=tuple(chosen)))
+    assert len(chosen) >= 1
+    assert len(data) <= SWIM_PAYLOAD_MAX == Limits.SWIM_DATAGRAM_MAX - 65
+    assert decode_datagram(data).updates == tuple(chosen)
+
+
+def raw(msg_type: int, body: object, version: int = WIRE_VERSION) -> bytes:
+    return bytes((version, msg_type)) + msgpack.packb(body, use_bin_type=True)
+
+
+GOOD_MEMBER = [b"i" * 32, "10.0.0.1", 7401, b"meta", 3, 0, b""]
+
+
+@pytest.mark.parametrize(
+    ("name", "data"),
+    [
+        ("empty", b""),
+        ("header only", bytes((WIRE_VERSION, MsgType.PING))),
+        ("wrong version", raw(MsgType.PING, {"s": 1, "u": []}, version=2)),
+        ("version zero", raw(MsgType.PING, {"s": 1, "u": []}, version=0)),
+        ("unknown type", raw(31, {"s": 1, "u": []})),
+        ("peer-link type", raw(MsgType.PUSH_PULL, {"m": []})),
+        ("oversized", raw(MsgType.PING, {"s": 1, "u": [], "pad": b"x" * SWIM_PAYLOAD_MAX})),
+        ("not msgpack", bytes((WIRE_VERSION, MsgType.PING)) + b"\xc1\xc1\xc1"),
+        ("trailing bytes", raw(MsgType.PING, {"s": 1, "u": []}) + b"\x00"),
+        ("body not a map", raw(MsgType.PING, [1, []])),
+        ("seq missing", raw(MsgType.PING, {"u": []})),
+        ("seq negative", raw(MsgType.ACK, {"s": -1, "u": []})),
+        ("seq a string", raw(MsgType.ACK, {"s": "1", "u": []})),
+        ("seq a bool", raw(MsgType.ACK, {"s": True, "u": []})),
+        ("updates missing", raw(MsgType.NACK, {"s": 1})),
+        ("updates a map", raw(MsgType.COMPOUND, {"u": {}})),
+        ("too many updates", raw(MsgType.COMPOUND, {"u": [GOOD_MEMBER] * (Limits.SWIM_PIGGYBACK_MAX_ITEMS + 1)})),
+        ("update short", raw(MsgType.COMPOUND, {"u": [GOOD_MEMBER[:6]]})),
+        ("update id short", raw(MsgType.COMPOUND, {"u": [[b"i" * 31, *GOOD_MEMBER[1:]]]})),
+        ("update host bytes", raw(MsgType.COMPOUND, {"u": [[GOOD_MEMBER[0], b"h", *GOOD_MEMBER[2:]]]})),
+        ("update port big", raw(MsgType.COMPOUND, {"u": [[*GOOD_MEMBER[:2], 70000, *GOOD_MEMBER[3:]]]})),
+        ("update meta big", raw(MsgType.COMPOUND, {"u": [[*GOOD_MEMBER[:3], b"m" * 257, *GOOD_MEMBER[4:]]]})),
+        ("update inc float", raw(MsgType.COMPOUND, {"u": [[*GOOD_MEMBER[:4], 1.5, *GOOD_MEMBER[5:]]]})),
+        ("update state 9", raw(MsgType.COMPOUND, {"u": [[*GOOD_MEMBER[:5], 9, b""]]})),
+        ("update by short", raw(MsgType.COMPOUND, {"u": [[*GOOD_MEMBER[:6], b"b"]]})),
+        ("ping-req nack not bool", raw(MsgType.PING_REQ, {"s": 1, "t": b"t" * 32, "h": "h", "p": 1, "n": 1, "u": []})),
+        ("ping-req target short", raw(MsgType.PING_REQ, {"s": 1, "t": b"t", "h": "h", "p": 1, "n": True, "u": []})),
+        ("ping-req port str", raw(MsgType.PING_REQ, {"s": 1, "t": b"t" * 32, "h": "h", "p": "1", "n": True, "u": []})),
+        (
+            "ping-req host long",
+            raw(MsgType.PING_REQ, {"s": 1, "t": b"t" * 32, "h": "h" * 300, "p": 1, "n": True, "u": []}),
+        ),
+        ("non-str map key", raw(MsgType.COMPOUND, {1: []})),
+    ],
+)
+def test_malformed_datagram(name: str, data: bytes) -> None:
+    with pytest.raises(RemoteProtocolError):
+        decode_datagram(data)
+
+
+def test_every_truncation_is_refused() -> None:
+    msg = PingReq(
+        seq=77,
+        target=b"t" * 32,
+        target_addr=("10.0.0.9", 7401),
+        updates=(
+            Update(member=MemberInfo(id=b"i" * 32, addr=("a", 1), meta=b"m", incarnation=1, state=MemberState.ALIVE)),
+        ),
+    )
+    data = encode_datagram(msg)
+    for cut in range(len(data)):
+        with pytest.raises(RemoteProtocolError):
+            decode_datagram(data[:cut])
+
+
+@given(st.binary(max_size=1500))
+def test_random_bytes_only_raise_remote_protocol_error(data: bytes) -> None:
+    with contextlib.suppress(RemoteProtocolError):
+        decode_datagram(data)
+    with contextlib.suppress(RemoteProtocolError):
+        decode_push_pull(data)
+
+
+@given(st.binary(max_size=200))
+def test_random_body_after_valid_header(body: bytes) -> None:
+    for t in (MsgType.PING, MsgType.PING_REQ, MsgType.ACK, MsgType.NACK, MsgType.COMPOUND):
+        with contextlib.suppress(RemoteProtocolError):
+            decode_datagram(bytes((WIRE_VERSION, t)) + body)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"",
+        raw(MsgType.PING, {"m": []}),
+        raw(MsgType.PUSH_PULL, {"m": []}, version=9),
+        raw(MsgType.PUSH_PULL, {"m": {}}),
+        raw(MsgType.PUSH_PULL, {"x": []}),
+        raw(MsgType.PUSH_PULL, {"m": [[*GOOD_MEMBER[:5], 1, b"b" * 32]]}),  # an accuser in a state
+        raw(MsgType.PUSH_PULL, {"m": [GOOD_MEMBER[:3]]}),
+        bytes((WIRE_VERSION, MsgType.PUSH_PULL)) + b"\x00" * (Limits.PUSH_PULL_MAX),
+    ],
+)
+def test_malformed_push_pull(data: bytes) -> None:
+    with pytest.raises(RemoteProtocolError):
+        decode_push_pull(data)
+
+
+def test_push_pull_of_many_members_fits() -> None:
+    ms = tuple(
+        MemberInfo(
+            id=i.to_bytes(32, "big"), addr=("10.0.0.1", 7401), meta=b"m" * 64, incarnation=i, state=MemberState.ALIVE
+        )
+        for i in range(10_000)
+    )
+    data = encode_push_pull(PushPullState(members=ms))
+    assert len(data) <= Limits.PUSH_PULL_MAX
+    assert len(decode_push_pull(data).members) == 10_000

@@ -1,0 +1,332 @@
+"""The SWIM core with two or three cores wired by hand (after h11's ConnectionPair): no driver, no simulator.
+
+`Wire` delivers every Send at once through the real codec unless a `drop(src, dst, msg)` rule says otherwise,
+and answers PushPull commands in memory. Time only moves when a test says so.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+
+import attrs
+import pytest
+
+from node.swim.config import LOCAL, SwimConfig
+from node.swim.messages import (
+    Ack,
+    Command,
+    Gossip,
+    MemberChanged,
+    MemberInfo,
+    MemberState,
+    Nack,
+    Ping,
+    PingReq,
+    ProbeResult,
+    PushPull,
+    Send,
+    SwimMessage,
+    Update,
+)
+from node.swim.protocol import Swim
+from node.wire.swim import SWIM_PAYLOAD_MAX, decode_datagram, encode_datagram
+
+A, S, D, L = MemberState.ALIVE, MemberState.SUSPECT, MemberState.DEAD, MemberState.LEFT
+CFG = attrs.evolve(LOCAL, push_pull_interval_s=1000.0, reconnect_interval_s=1000.0)
+Drop = Callable[[bytes, bytes, SwimMessage], bool]
+
+
+def nid(i: int) -> bytes:
+    return bytes([i]) * 32
+
+
+class Wire:
+    def __init__(self, n: int, *, config: SwimConfig = CFG, seed: int = 0, admit: Callable[[bytes], bool] = bool):
+        self.now = 0.0
+        self.cores = {
+            nid(i): Swim(
+                self_id=nid(i),
+                addr=(f"10.0.0.{i}", 7401),
+                meta=b"m%d" % i,
+                config=config,
+                rng=random.Random(seed * 100 + i),
+                now=0.0,
+                admit=lambda x: admit(x),
+            )
+            for i in range(1, n + 1)
+        }
+        self.drop: Drop = lambda src, dst, msg: False
+        self.log: list[tuple[bytes, Command]] = []
+        self.sent: list[tuple[bytes, bytes, SwimMessage]] = []
+
+    def core(self, i: int) -> Swim:
+        return self.cores[nid(i)]
+
+    def flush(self) -> None:
+        """Deliver every pending command until the cores are quiet (bounded)."""
+        for _ in range(10_000):
+            pending = [(cid, c) for cid, core in self.cores.items() for c in core.drain()]
+            if not pending:
+                return
+            for cid, cmd in pending:
+                self.log.append((cid, cmd))
+                if isinstance(cmd, Send):
+                    data = encode_datagram(cmd.msg)
+                    assert len(data) <= SWIM_PAYLOAD_MAX
+                    self.sent.append((cid, cmd.to_id, cmd.msg))
+                    dst = self.cores.get(cmd.to_id)
+                    if dst is not None and not self.drop(cid, cmd.to_id, cmd.msg):
+                        dst.receive(cid, self.cores[cid].member(cid).addr, decode_datagram(data), self.now)  # type: ignore[union-attr]
+                elif isinstance(cmd, PushPull):
+                    dst = self.cores.get(cmd.to_id)
+                    if dst is not None and not self.drop(cid, cmd.to_id, Gossip()):  # a TCP link, same fate
+                        src = self.cores[cid]
+                        reply = dst.push_pull_state()
+                        dst.merge_push_pull(src.push_pull_state(), self.now)
+                        src.merge_push_pull(reply, self.now)
+        raise AssertionError("cores never went quiet")
+
+    def advance(self, seconds: float, *, step: float | None = None) -> None:
+        """Move time forward, ticking each core at each of its deadlines."""
+        end = self.now + seconds
+        while True:
+            t = min(c.next_deadline() for c in self.cores.values())
+            if t > end:
+                break
+            self.now = max(self.now, t)
+            for c in self.cores.values():
+                if c.next_deadline() <= self.now:
+                    c.tick(self.now)
+            self.flush()
+        self.now = end
+
+    def join_all(self, *, clear: bool = True) -> None:
+        first = self.core(1).member(nid(1))
+        assert first is not None
+        for cid, core in self.cores.items():
+            if cid != nid(1):
+                core.add_seed(nid(1), first.addr, self.now)
+        self.flush()
+        self.advance(1.0)
+        if clear:
+            self.log.clear()
+            self.sent.clear()
+
+    def state(self, observer: int, member: int) -> MemberState | None:
+        m = self.core(observer).member(nid(member))
+        return None if m is None else m.state
+
+    def commands(self, of: int, kind: type) -> list:  # type: ignore[type-arg]
+        return [c for cid, c in self.log if cid == nid(of) and isinstance(c, kind)]
+
+
+def test_join_through_a_seed_converges() -> None:
+    w = Wire(3)
+    w.core(2).add_seed(nid(1), ("10.0.0.1", 7401), 0.0)
+    cmds = w.core(2).drain()
+    assert PushPull(to_id=nid(1), to_addr=("10.0.0.1", 7401), join=True) in cmds
+    w.join_all(clear=False)
+    for i in (1, 2, 3):
+        assert {m.id: m.state for m in w.core(i).members()} == {nid(1): A, nid(2): A, nid(3): A}
+    joins = [c for c in w.commands(1, MemberChanged) if c.previous is None]
+    assert {c.member.id for c in joins} == {nid(2), nid(3)}
+    assert w.core(1).member(nid(2)) == MemberInfo(
+        id=nid(2), addr=("10.0.0.2", 7401), meta=b"m2", incarnation=0, state=A
+    )
+
+
+def test_direct_probe_ok() -> None:
+    w = Wire(2)
+    w.join_all()
+    w.advance(2.0)
+    results = w.commands(1, ProbeResult)
+    assert results and all(r.result == "ok" for r in results)
+    assert w.core(1).stats.probes_ok >= len(results)
+    assert any(isinstance(m, Ping) for src, _dst, m in w.sent if src == nid(1))
+
+
+def test_indirect_probe_through_a_third_member() -> None:
+    w = Wire(3)
+    w.join_all()
+    w.drop = lambda src, dst, msg: {src, dst} == {nid(1), nid(2)}  # 1 and 2 cannot talk directly
+    w.advance(3.0)
+    to_2 = [r for r in w.commands(1, ProbeResult) if r.target == nid(2)]
+    assert to_2 and all(r.result == "indirect_ok" for r in to_2)
+    assert any(isinstance(m, PingReq) and m.target == nid(2) for src, dst, m in w.sent if src == nid(1))
+    assert w.state(1, 2) is A
+    assert w.core(1).health_score == 0
+
+
+def test_failed_probe_with_nacks_suspects_but_keeps_health() -> None:
+    w = Wire(3)
+    w.join_all()
+    w.drop = lambda src, dst, msg: dst == nid(2) or src == nid(2)  # 2 is gone
+    w.advance(0.6)
+    failed = [r for r in w.commands(1, ProbeResult) if r.result == "failed"]
+    assert failed and failed[0].target == nid(2)
+    assert any(isinstance(m, Nack) for src, dst, m in w.sent if src == nid(3) and dst == nid(1))
+    assert w.state(1, 2) in (S, D)
+    assert w.core(1).health_score == 0  # the nack came back: the prober is healthy
+    assert w.core(1).stats.suspicions_raised >= 1
+
+
+def test_missing_nack_raises_local_health() -> None:
+    w = Wire(3)
+    w.join_all()
+    # 1 hears no ack and no nack at all (as if its own receive path were broken)
+    w.drop = lambda src, dst, msg: dst == nid(1) and isinstance(msg, Ack | Nack)
+    w.advance(2.0)
+    assert w.core(1).stats.probes_failed >= 2
+    assert w.core(1).health_score >= 2
+    assert w.core(1).next_deadline() - w.now > CFG.probe_interval_s / 2  # probes slower now
+
+
+def test_suspect_is_refuted_with_a_higher_incarnation() -> None:
+    w = Wire(3)
+    w.join_all()
+    me = w.core(2).member(nid(2))
+    assert me is not None
+    sus = Update(member=attrs.evolve(me, state=S), by=nid(1))
+    w.core(3).receive(nid(1), ("10.0.0.1", 7401), Gossip(updates=(sus,)), w.now)
+    w.core(2).receive(nid(3), ("10.0.0.3", 7401), Gossip(updates=(sus,)), w.now)
+    assert w.core(2).stats.refutations == 1
+    assert w.core(2).member(nid(2)).incarnation == 1  # type: ignore[union-attr]
+    assert w.state(3, 2) is S
+    w.flush()
+    w.advance(1.0)
+    assert w.state(3, 2) is A and w.core(3).member(nid(2)).incarnation == 1  # type: ignore[union-attr]
+    assert w.core(2).health_score >= 0
+
+
+def test_ping_to_a_suspect_carries_the_suspicion_first() -> None:
+    w = Wire(2)
+    w.join_all()
+    me = w.core(2).member(nid(2))
+    assert me is not None
+    w.core(1).receive(nid(2), ("10.0.0.2", 7401), Gossip(), w.now)
+    sus = Update(member=attrs.evolve(me, state=S), by=nid(3))
+    w.core(1).receive(nid(2), ("10.0.0.2", 7401), Gossip(updates=(sus,)), w.now)  # hearsay about 2
+    w.drop = lambda src, dst, msg: isinstance(msg, Gossip)  # so 2 can hear it only from the ping
+    w.flush()
+    w.sent.clear()
+    w.advance(0.5)
+    pings = [m for src, dst, m in w.sent if src == nid(1) and dst == nid(2) and isinstance(m, Ping)]
+    assert pings and pings[0].updates[0].member.id == nid(2) and pings[0].updates[0].member.state is S
+    assert w.state(1, 2) is A  # refuted at once
+
+
+def test_crashed_member_declared_dead_and_reclaimed() -> None:
+    cfg = attrs.evolve(CFG, dead_reclaim_s=30.0)
+    w = Wire(3, config=cfg)
+    w.join_all()
+    w.drop = lambda src, dst, msg: nid(3) in (src, dst)
+    w.advance(cfg.suspicion_max_s(3) + 3.0)
+    assert w.state(1, 3) is D and w.state(2, 3) is D
+    transitions = [(c.previous, c.member.state) for c in w.commands(1, MemberChanged) if c.member.id == nid(3)]
+    assert transitions[-2:] == [(A, S), (S, D)]
+    w.advance(31.0)
+    assert w.state(1, 3) is None and w.state(2, 3) is None
+    assert w.core(1).stats.deaths_declared + w.core(2).stats.deaths_declared >= 1
+
+
+def test_graceful_leave_is_seen_as_left() -> None:
+    w = Wire(3)
+    w.join_all()
+    w.core(3).leave(w.now)
+    w.flush()
+    w.advance(1.0)
+    assert w.state(1, 3) is L and w.state(2, 3) is L and w.state(3, 3) is L
+    assert w.core(3).member(nid(3)).incarnation == 1  # type: ignore[union-attr]
+    before = len(w.commands(3, ProbeResult))
+    w.advance(2.0)
+    assert len(w.commands(3, ProbeResult)) == before  # a left node probes no one
+
+
+def test_set_meta_bumps_incarnation_and_spreads() -> None:
+    w = Wire(3)
+    w.join_all()
+    w.core(2).set_meta(b"new", w.now)
+    w.flush()
+    w.advance(1.0)
+    for i in (1, 3):
+        m = w.core(i).member(nid(2))
+        assert m is not None and m.meta == b"new" and m.incarnation == 1 and m.state is A
+    assert any(c.member.meta == b"new" and c.previous is A for c in w.commands(1, MemberChanged))
+
+
+def test_admission_is_checked_everywhere_and_can_change() -> None:
+    banned = {nid(3)}
+    w = Wire(3, admit=lambda x: x not in banned)
+    w.join_all()
+    assert w.state(1, 3) is None and w.state(2, 3) is None  # neither by push-pull, gossip nor ping
+    assert w.state(1, 2) is A
+    w.core(1).receive(nid(3), ("10.0.0.3", 7401), Ping(seq=5), w.now)
+    assert not w.core(1).drain()  # no ack to a stranger
+    banned.add(nid(2))
+    w.core(1).set_admit(lambda x: x not in banned)
+    assert w.state(1, 2) is None
+    gone = [c for c in w.core(1).drain() if isinstance(c, MemberChanged)]
+    assert gone == [MemberChanged(member=attrs.evolve(gone[0].member, state=D), previous=A)]
+    assert w.core(1).stats.unadmitted_dropped == 1
+
+
+def test_members_max_bounds_the_table() -> None:
+    cfg = attrs.evolve(CFG, members_max=3)
+    w = Wire(1, config=cfg)
+    ups = tuple(
+        Update(member=MemberInfo(id=nid(i), addr=("h", i), meta=b"", incarnation=0, state=A)) for i in range(10, 20)
+    )
+    w.core(1).receive(nid(10), ("h", 10), Gossip(updates=ups), 0.0)
+    assert len(w.core(1).members()) == 3
+    assert w.core(1).stats.table_full == 8
+
+
+def test_piggyback_fills_datagrams_within_budget() -> None:
+    w = Wire(1)
+    ups = tuple(
+        Update(member=MemberInfo(id=i.to_bytes(32, "big"), addr=("h" * 40, i), meta=b"m" * 200, incarnation=0, state=A))
+        for i in range(1, 40)
+    )
+    w.core(1).receive(ups[0].member.id, ("h", 1), Gossip(updates=ups), 0.0)
+    w.core(1).drain()
+    w.core(1).receive(ups[0].member.id, ("h", 1), Ping(seq=1), 0.0)
+    (ack,) = [c for c in w.core(1).drain() if isinstance(c, Send)]
+    data = encode_datagram(ack.msg)
+    assert isinstance(ack.msg, Ack) and len(ack.msg.updates) >= 3
+    assert SWIM_PAYLOAD_MAX - 400 < len(data) <= SWIM_PAYLOAD_MAX
+
+
+def test_a_restarted_member_refutes_its_own_death() -> None:
+    w = Wire(2)
+    w.join_all()
+    old = w.core(2).member(nid(2))
+    assert old is not None
+    dead = Update(member=attrs.evolve(old, incarnation=7, state=D))
+    w.core(2).receive(nid(1), ("10.0.0.1", 7401), Gossip(updates=(dead,)), w.now)
+    assert w.core(2).member(nid(2)) == attrs.evolve(old, incarnation=8)
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_same_seed_same_commands(seed: int) -> None:
+    def run() -> list[tuple[bytes, Command]]:
+        w = Wire(3, seed=seed)
+        w.join_all()
+        w.drop = lambda src, dst, msg: nid(3) in (src, dst)
+        w.advance(5.0)
+        return w.log
+
+    assert run() == run()
+
+
+def test_next_deadline_is_never_in_the_past_after_tick() -> None:
+    w = Wire(3)
+    w.join_all()
+    for _ in range(200):
+        t = min(c.next_deadline() for c in w.cores.values())
+        w.now = t
+        for c in w.cores.values():
+            if c.next_deadline() <= t:
+                c.tick(t)
+                assert c.next_deadline() > t
+        w.flush()
