@@ -18,25 +18,27 @@ def delivered(sender: bytes, kind: str):  # type: ignore[no-untyped-def]
 
 async def test_full_call_flow_between_clients_on_different_nodes(tmp_path: Path) -> None:
     alice, bob = Identity.generate(), Identity.generate()
-    async with federation(tmp_path, 3) as nodes:
-        async with connect_client(url(nodes[0]), alice) as a, connect_client(url(nodes[2]), bob) as b:
-            await trio.sleep(0.3)  # leases reach the owners
-            call = b"call-1"
-            ref = await a.send_envelope("call_offer", bob.id, call, b"sdp-offer")
-            offer = await next_matching(b, delivered(alice.id, "call_offer"))
-            assert isinstance(offer, Deliver) and offer.body == b"sdp-offer" and len(offer.eid) == 16
-            assert (await terminal_receipt(a, ref)).status.value == "delivered"
-            refs = [await a.send_envelope("call_ice", bob.id, call, f"cand-{i}".encode()) for i in range(5)]
-            bodies = [(await next_matching(b, delivered(alice.id, "call_ice"))).body for _ in range(5)]  # type: ignore[union-attr]
-            assert bodies == [f"cand-{i}".encode() for i in range(5)], "one call's envelopes keep their order"
-            for r in refs:
-                assert (await terminal_receipt(a, r)).status.value == "delivered"
-            ref = await b.send_envelope("call_answer", alice.id, call, b"sdp-answer")
-            assert (await next_matching(a, delivered(bob.id, "call_answer"))).body == b"sdp-answer"  # type: ignore[union-attr]
-            assert (await terminal_receipt(b, ref)).status.value == "delivered"
-            ref = await a.send_envelope("call_hangup", bob.id, call, b"")
-            await next_matching(b, delivered(alice.id, "call_hangup"))
-            assert (await terminal_receipt(a, ref)).status.value == "delivered"
+    async with (
+        federation(tmp_path, 3) as nodes,
+        connect_client(url(nodes[0]), alice) as a,
+        connect_client(url(nodes[2]), bob) as b,
+    ):
+        call = b"call-1"
+        ref = await a.send_envelope("call_offer", bob.id, call, b"sdp-offer")
+        offer = await next_matching(b, delivered(alice.id, "call_offer"))
+        assert isinstance(offer, Deliver) and offer.body == b"sdp-offer" and len(offer.eid) == 16
+        assert (await terminal_receipt(a, ref)).status.value == "delivered"
+        refs = [await a.send_envelope("call_ice", bob.id, call, f"cand-{i}".encode()) for i in range(5)]
+        bodies = [(await next_matching(b, delivered(alice.id, "call_ice"))).body for _ in range(5)]  # type: ignore[union-attr]
+        assert bodies == [f"cand-{i}".encode() for i in range(5)], "one call's envelopes keep their order"
+        for r in refs:
+            assert (await terminal_receipt(a, r)).status.value == "delivered"
+        ref = await b.send_envelope("call_answer", alice.id, call, b"sdp-answer")
+        assert (await next_matching(a, delivered(bob.id, "call_answer"))).body == b"sdp-answer"  # type: ignore[union-attr]
+        assert (await terminal_receipt(b, ref)).status.value == "delivered"
+        ref = await a.send_envelope("call_hangup", bob.id, call, b"")
+        await next_matching(b, delivered(alice.id, "call_hangup"))
+        assert (await terminal_receipt(a, ref)).status.value == "delivered"
 
 
 async def test_offline_callee_gets_the_offer_when_it_comes_online(tmp_path: Path) -> None:
