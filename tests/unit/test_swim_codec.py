@@ -145,7 +145,10 @@ GOOD_MEMBER = [b"i" * 32, "10.0.0.1", 7401, b"meta", 3, 0, b""]
         ("update id short", raw(MsgType.COMPOUND, {"u": [[b"i" * 31, *GOOD_MEMBER[1:]]]})),
         ("update host bytes", raw(MsgType.COMPOUND, {"u": [[GOOD_MEMBER[0], b"h", *GOOD_MEMBER[2:]]]})),
         ("update port big", raw(MsgType.COMPOUND, {"u": [[*GOOD_MEMBER[:2], 70000, *GOOD_MEMBER[3:]]]})),
-        ("update meta big", raw(MsgType.COMPOUND, {"u": [[*GOOD_MEMBER[:3], b"m" * (META_MAX + 1), *GOOD_MEMBER[4:]]]})),
+        (
+            "update meta big",
+            raw(MsgType.COMPOUND, {"u": [[*GOOD_MEMBER[:3], b"m" * (META_MAX + 1), *GOOD_MEMBER[4:]]]}),
+        ),
         ("update inc float", raw(MsgType.COMPOUND, {"u": [[*GOOD_MEMBER[:4], 1.5, *GOOD_MEMBER[5:]]]})),
         ("update state 9", raw(MsgType.COMPOUND, {"u": [[*GOOD_MEMBER[:5], 9, b""]]})),
         ("update by short", raw(MsgType.COMPOUND, {"u": [[*GOOD_MEMBER[:6], b"b"]]})),
