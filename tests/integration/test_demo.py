@@ -1,0 +1,20 @@
+"""`homing demo` is the README's first command: it must show the whole flow and exit 0."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.helpers import run_homing
+
+
+@pytest.mark.timeout(120)
+def test_demo_shows_the_flow_and_exits_0() -> None:
+    result = run_homing("demo", timeout=100)
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = result.stdout
+    for kind in ("call_offer", "call_ice", "call_answer", "call_hangup"):
+        assert kind in out
+    assert "alice → node-1 ⇒ node-3 → bob" in out, "the call crosses nodes"
+    assert out.count("receipt delivered") >= 9
+    assert "receipt queued" in out and "carol connected to node-2" in out
+    assert "demo finished" in out
