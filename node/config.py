@@ -99,6 +99,10 @@ class FederationSection:
     bootstrap: tuple[str, ...] = attrs.field(default=(), converter=tuple, validator=_urls)
     # Registry public keys whose signed node lists this node accepts (admission, CONTRACT §3).
     trust: tuple[str, ...] = attrs.field(default=(), converter=tuple, validator=_ids)
+    # DoH resolver URLs (https://…/dns-query) and TXT names where the signed node list is also published
+    # (`homing bootstrap publish-dns`): seeds and admission keep working when every registry is blocked.
+    doh: tuple[str, ...] = attrs.field(default=(), converter=tuple, validator=_urls)
+    dns_names: tuple[str, ...] = attrs.field(default=(), converter=tuple)
     # Node ids always admitted as members, besides those in a trusted registry list.
     allow: tuple[str, ...] = attrs.field(default=(), converter=tuple, validator=_ids)
     # Admit any node that holds a key: only for private test clusters.

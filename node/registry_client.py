@@ -26,9 +26,8 @@ import httpx2
 import msgpack
 import trio
 
-from node.errors import RemoteProtocolError, TransportError
-from node.identity import Identity, decode_document, encode_document, id_text
-from node.nodelist import NodeList, build_leave, build_registration, open_node_list
+from node.identity import Identity, encode_document, id_text
+from node.nodelist import build_leave, build_registration
 
 log = logging.getLogger("homing.registry_client")
 
@@ -215,29 +214,3 @@ async def deregister(
                 nursery.start_soon(one, client, base)
     return list(results.values())
 
-
-NODE_LIST_MAX_BYTES = 4 * 1024 * 1024  # 5,000 nodes at well under 1 KiB each
-
-
-async def fetch_node_list(client: httpx2.AsyncClient, base: str, trusted: frozenset[bytes], *, now: float) -> NodeList:
-    """GET a registry's signed node list and verify it offline against `trusted` keys (CONTRACT §4).
-
-    Raises RemoteProtocolError (BadSignature, Expired) for a list that fails verification, TransportError when
-    no usable HTTP answer came. The body is read in a bounded way: a registry cannot make us buffer more than
-    NODE_LIST_MAX_BYTES.
-    """
-    url = base.rstrip("/") + "/v1/nodes"
-    try:
-        async with client.stream("GET", url, headers={"Accept": MSGPACK}) as resp:
-            if resp.status_code != 200:
-                raise TransportError(f"{url} answered HTTP {resp.status_code}")
-            chunks: list[bytes] = []
-            size = 0
-            async for chunk in resp.aiter_bytes():
-                size += len(chunk)
-                if size > NODE_LIST_MAX_BYTES:
-                    raise RemoteProtocolError(f"node list from {url} exceeds {NODE_LIST_MAX_BYTES} bytes")
-                chunks.append(chunk)
-    except (httpx2.HTTPError, OSError, ssl.SSLError) as exc:
-        raise TransportError(f"{url}: {type(exc).__name__}: {exc}"[:300]) from exc
-    return open_node_list(decode_document(b"".join(chunks)), trusted, now=now)

@@ -27,15 +27,16 @@ import trio
 from node.admission import Admission
 from node.clients import ClientServer
 from node.config import NodeConfig, format_hostport, parse_hostport
-from node.errors import ConfigError, RemoteProtocolError, TransportError
+from node.discovery import DiscoveryConfig, discover
+from node.errors import ConfigError, RemoteProtocolError
 from node.httpserver import serve_http
 from node.identity import Identity, b64u_decode, id_text, parse_id, short_id
 from node.log import Logger, get_logger
 from node.metrics import NodeMetrics
-from node.nodelist import CARD_PREFIX, NodeList, make_card
+from node.nodelist import CARD_PREFIX, make_card
 from node.ops import OPS_LIMITS, ops_router
 from node.peers import PeerLimits, PeerLinks, serve_peers
-from node.registry_client import TsClock, deregister, fetch_node_list, make_client, register_forever
+from node.registry_client import TsClock, deregister, register_forever
 from node.relay import RelayCore
 from node.relay_driver import RelayDriver
 from node.swim.protocol import MemberChanged, Swim
@@ -337,7 +338,10 @@ def _start_federation(nursery: trio.Nursery, handle: NodeHandle) -> None:
     if config.federation.join:
         seeds = [parse_hostport(s, key="federation.join") for s in config.federation.join]
         nursery.start_soon(_join_forever, handle.driver, seeds, handle)
-    if not config.federation.bootstrap:
+    fed = config.federation
+    if fed.bootstrap or (fed.doh and fed.dns_names):
+        nursery.start_soon(_follow_registries, handle)
+    if not fed.bootstrap:
         return
     hb = config.federation.heartbeat_s
     swim_host, _ = parse_hostport(config.node.swim)
@@ -356,7 +360,6 @@ def _start_federation(nursery: trio.Nursery, handle: NodeHandle) -> None:
             ts_clock=handle.registry_ts,
         )
     )
-    nursery.start_soon(_follow_registries, handle)
 
 
 async def _join_forever(driver: SwimDriver, seeds: list[tuple[str, int]], handle: NodeHandle) -> None:
@@ -371,43 +374,42 @@ async def _join_forever(driver: SwimDriver, seeds: list[tuple[str, int]], handle
 
 
 async def _follow_registries(handle: NodeHandle) -> None:
-    """Fetch the signed node lists of our registries: admit the nodes they list (with `--trust`), and take seeds
-    from them while we have joined no one (no `--join`). Refreshes every heartbeat, sooner while failing."""
+    """Find the signed node lists through the discovery chain (registries, and DoH TXT records when configured, so
+    a blocked registry does not keep a node out): admit the nodes listed under a `--trust` key, and take seeds from
+    them while we have joined no one (no `--join`). Refreshes every heartbeat, sooner while failing."""
     config, log = handle.config, handle.log
     trusted = frozenset(parse_id(k) for k in config.federation.trust)
     if not trusted:
         log.warning("registry_lists_unused", reason="no --trust key: registry lists cannot be verified")
         return
+    chain = DiscoveryConfig(
+        trust=trusted,
+        registries=tuple(config.federation.bootstrap),
+        doh=tuple(config.federation.doh),
+        names=tuple(config.federation.dns_names),
+        race=False,
+        deadline_s=5.0,  # a black-holed source must not delay the sources that answer
+    )
     backoff = 1.0
-    async with make_client(timeout_s=10.0) as client:
-        while True:
-            lists: list[NodeList] = []
-            with trio.move_on_after(15):
-                async with trio.open_nursery() as nursery:
-                    for url in config.federation.bootstrap:
-                        nursery.start_soon(_fetch_into, lists, client, url, trusted, log)
-            if not lists:
-                await trio.sleep(backoff)
-                backoff = min(backoff * 2, 30.0)
-                continue
-            entries = [e for nl in lists for e in nl.nodes]
-            if handle.admission.update_registry_list(e.id for e in entries):
-                handle.swim.set_admit(handle.admission.admits)
-                handle.driver.poke()
-                log.info("registry_list_applied", nodes=len(entries), lists=len(lists))
-            alone = all(m.id == handle.identity.id for m in handle.swim.members())
-            if alone and not config.federation.join:
-                seeds = [_seed_address(e.swim) for e in entries if e.id != handle.identity.id]
-                await handle.driver.join([s for s in seeds if s is not None])
-            backoff = 1.0
-            await trio.sleep(min(config.federation.heartbeat_s, 60.0))
-
-
-async def _fetch_into(lists: list[NodeList], client: Any, url: str, trusted: frozenset[bytes], log: Logger) -> None:
-    try:
-        lists.append(await fetch_node_list(client, url, trusted, now=time.time()))
-    except (RemoteProtocolError, TransportError) as exc:
-        log.warning("registry_list_failed", registry=url, error=str(exc)[:200])
+    while True:
+        result = await discover(chain)
+        for error in result.errors:
+            log.warning("seed_source_failed", error=error[:200])
+        listed = [f for f in result.nodes if f.verified and f.swim]
+        if not listed:
+            await trio.sleep(backoff)
+            backoff = min(backoff * 2, 30.0)
+            continue
+        if handle.admission.update_registry_list(f.id for f in listed):
+            handle.swim.set_admit(handle.admission.admits)
+            handle.driver.poke()
+            log.info("registry_list_applied", nodes=len(listed))
+        alone = all(m.id == handle.identity.id for m in handle.swim.members())
+        if alone and not config.federation.join:
+            seeds = [_seed_address(f.swim) for f in listed if f.id != handle.identity.id]
+            await handle.driver.join([s for s in seeds if s is not None])
+        backoff = 1.0
+        await trio.sleep(min(config.federation.heartbeat_s, 60.0))
 
 
 def _seed_address(text: str) -> tuple[str, int] | None:
