@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 import signal
+import sqlite3
 import sys
 import time
 from pathlib import Path
@@ -223,6 +224,9 @@ def cmd_admin(args: argparse.Namespace) -> int:
         elif not store.remove(node_id):
             print(f"homing bootstrap: no node {args.id} in the registry", file=sys.stderr)
             return 1
+    except sqlite3.Error as exc:
+        print(f"homing bootstrap: database error, nothing changed: {exc}", file=sys.stderr)
+        return 1
     finally:
         store.close()
     done = {"approve": "approved", "ban": "banned", "remove": "removed"}[args.action]

@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import sqlite3
 import ssl
 import time
 from collections.abc import Callable
@@ -70,7 +71,8 @@ def load_identity(config: BootstrapConfig, *, create: bool) -> tuple[Identity, b
 def current_signed_list(data_dir: Path, now: float, *, lifetime_s: int = 3600) -> dict[str, bytes]:
     """The current signed node list of the registry in `data_dir`, without the HTTP service (for DNS export).
 
-    Opens the database read-only in effect (no writes) and signs a fresh list with issued = now.
+    Does not need the service to be running (SQLite lets it read while the service writes); signs a fresh list with
+    issued = now. Raises ConfigError when the data dir has no registry key or database.
     """
     config = BootstrapConfig(data_dir=data_dir, list_lifetime_s=lifetime_s)
     identity, _ = load_identity(config, create=False)
@@ -118,11 +120,11 @@ class RegistryService:
 
     async def register(self, reg: Registration) -> Outcome:
         async with self._write_lock:
-            return await trio.to_thread.run_sync(self._register_sync, reg)
+            return await trio.to_thread.run_sync(_busy_as_503, self._register_sync, reg)
 
     async def leave(self, node_id: bytes, ts: int) -> Outcome:
         async with self._write_lock:
-            return await trio.to_thread.run_sync(self._leave_sync, node_id, ts)
+            return await trio.to_thread.run_sync(_busy_as_503, self._leave_sync, node_id, ts)
 
     def _register_sync(self, reg: Registration) -> Outcome:
         for _ in range(WRITE_RETRIES):
@@ -163,6 +165,15 @@ class RegistryService:
                     pending_keep_s=self.config.pending_keep_s,
                 )
             )
+
+
+def _busy_as_503(fn: Callable[..., Outcome], *args: Any) -> Outcome:
+    """A database locked past its busy timeout (a long admin transaction) is a 503 with a reason, not a 500."""
+    try:
+        return fn(*args)
+    except sqlite3.OperationalError as exc:
+        log.warning("event=db_busy error=%r", str(exc))
+        return Outcome(http_status=503, reason="registry database busy, retry")
 
 
 def make_ssl_context(config: BootstrapConfig) -> ssl.SSLContext | None:

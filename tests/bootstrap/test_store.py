@@ -1,0 +1,81 @@
+"""The registry's SQLite store: WAL, migrations, the change counter, pruning; and current_signed_list."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from bootstrap.registry import NodeRecord
+from bootstrap.service import current_signed_list
+from bootstrap.store import SCHEMA_VERSION, Store
+from node.errors import ConfigError
+from node.nodelist import open_node_list
+from tests.bootstrap.util import init_registry
+
+NOW = 1_700_000_000
+A = NodeRecord(
+    id=b"a" * 32, ws="ws://a/v1/client", swim="a:1", peer="a:2", ttl=100, last_ts=NOW, seen=NOW, approved=True
+)
+
+
+def test_schema_wal_and_refusals(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="bootstrap init"):
+        Store.open(tmp_path)
+    store = Store.open(tmp_path, create=True)
+    assert store.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert store.db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    store.db.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    store.close()
+    with pytest.raises(ConfigError, match="newer"):
+        Store.open(tmp_path)
+    (tmp_path / "junk").mkdir()
+    (tmp_path / "junk" / "registry.sqlite3").write_bytes(b"not a database at all" * 100)
+    with pytest.raises(ConfigError, match="not a usable"):
+        Store.open(tmp_path / "junk")
+
+
+def test_writes_bump_the_generation_and_survive_reopen(tmp_path: Path) -> None:
+    store = Store.open(tmp_path, create=True)
+    g0 = store.generation()
+    assert store.put(A, bump=False, expect_last_ts=None)
+    assert store.generation() == g0
+    assert not store.put(A, bump=True, expect_last_ts=None)  # someone else wrote first: refused, no bump
+    assert store.generation() == g0
+    store.set_banned(A.id, NOW)
+    assert store.generation() == g0 + 1
+    store.close()
+    again = Store.open(tmp_path)
+    got = again.get(A.id)
+    assert got is not None and got.banned and got.ws == A.ws and again.listable(NOW) == []
+    assert again.remove(A.id) and not again.remove(A.id)
+    assert again.all_known() == [] and again.count() == 1  # the replay floor stays
+    assert again.prune(NOW + 10_000, floor_keep_s=420, pending_keep_s=3600) == 1 and again.count() == 0
+
+
+def test_concurrent_admin_writer_waits_instead_of_failing(tmp_path: Path) -> None:
+    a = Store.open(tmp_path, create=True)
+    b = Store.open(tmp_path)
+    a.db.execute("BEGIN IMMEDIATE")
+    try:
+        with pytest.raises(sqlite3.OperationalError):
+            b.db.execute("PRAGMA busy_timeout = 50")
+            b.set_banned(A.id, NOW)  # a holds the write lock: b waits its busy timeout, then fails cleanly
+    finally:
+        a.db.execute("ROLLBACK")
+    b.set_banned(A.id, NOW)
+    assert a.get(A.id) is not None
+
+
+def test_current_signed_list_without_the_service(tmp_path: Path) -> None:
+    registry = init_registry(tmp_path)
+    store = Store.open(tmp_path)
+    store.put(A, bump=True, expect_last_ts=None)
+    store.close()
+    doc = current_signed_list(tmp_path, NOW + 1)
+    nodes = open_node_list(doc, {registry.id}, now=NOW + 1)
+    assert [n.id for n in nodes.nodes] == [A.id] and nodes.issued == NOW + 1
+    assert open_node_list(current_signed_list(tmp_path, NOW + 200), {registry.id}, now=NOW + 200).nodes == ()
+    with pytest.raises(ConfigError):
+        current_signed_list(tmp_path / "nothing", NOW)
