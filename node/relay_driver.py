@@ -23,6 +23,7 @@ from node.log import get_logger
 from node.metrics import NodeMetrics
 from node.peers import PeerLinks
 from node.relay import RelayCore, ToClient, ToPeer
+from node.timer import CoreTimer
 from node.wire import MsgType
 from node.wire.client import Envelope
 from node.wire.peer import decode_peer, encode_peer
@@ -38,7 +39,7 @@ class RelayDriver:
         self.metrics = metrics
         self.sessions: dict[int, ClientSession] = {}
         self.log = get_logger("relay", node=node_tag)
-        self._wake = trio.Event()
+        self._timer = CoreTimer(tick=core.tick, next_deadline=core.next_deadline, flush=self._flush)
         self._outcomes_seen: dict[tuple[str, str], int] = {}
 
     # --- RelaySink (called by the client server) ---------------------------------------------------
@@ -89,16 +90,11 @@ class RelayDriver:
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         task_status.started()
-        while True:
-            self.core.tick(trio.current_time())
-            self._flush()
-            self._wake = trio.Event()
-            with trio.move_on_at(self.core.next_deadline()):
-                await self._wake.wait()
+        await self._timer.run()
 
     def _after_input(self) -> None:
         self._flush()
-        self._wake.set()
+        self._timer.wake()
 
     def _flush(self) -> None:
         for _ in range(FLUSH_ROUNDS_MAX):

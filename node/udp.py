@@ -22,6 +22,7 @@ from node.errors import RemoteProtocolError, Replayed, TooLarge
 from node.identity import Identity
 from node.peers import push_pull
 from node.swim.protocol import MemberChanged, ProbeResult, PushPull, Send, Swim
+from node.timer import CoreTimer
 from node.wire import Limits
 from node.wire.seed import (
     KIND_SEALED,
@@ -66,7 +67,7 @@ class SwimDriver:
         self.on_refused = on_refused
         self.push_pull_timeout_s = push_pull_timeout_s
         self.sealer = DatagramSealer(identity, epoch_ms=epoch_ms)
-        self._wake = trio.Event()
+        self._timer = CoreTimer(tick=core.tick, next_deadline=core.next_deadline, flush=self._flush)
         self._seed_peers: dict[bytes, Address] = {}  # peer-link address of seeds, from their WHOIS meta
         self._pending_whois: dict[bytes, trio.MemorySendChannel[tuple[bytes, bytes]]] = {}
         self._whois_tokens = WHOIS_REPLIES_PER_S
@@ -84,21 +85,13 @@ class SwimDriver:
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             nursery.start_soon(self._receive_loop)
-            nursery.start_soon(self._timer_loop)
+            nursery.start_soon(self._timer.run)
             task_status.started()
 
     def poke(self) -> None:
         """Something outside gave the core input: flush its output and re-arm the timer."""
         self._flush()
-        self._wake.set()
-
-    async def _timer_loop(self) -> None:
-        while True:
-            self.core.tick(trio.current_time())
-            self._flush()
-            self._wake = trio.Event()
-            with trio.move_on_at(self.core.next_deadline()):
-                await self._wake.wait()
+        self._timer.wake()
 
     async def _receive_loop(self) -> None:
         while True:

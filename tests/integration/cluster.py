@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -15,7 +16,10 @@ from node.service import NodeHandle, run_node
 from node.wire.client import ClientMessage, Receipt
 
 
-def loopback_config(data_dir: Path, *, join: list[str] | None = None, **sections: dict[str, Any]) -> NodeConfig:
+def loopback_config(
+    data_dir: Path, *, join: list[str] | None = None, open_: bool = True, **sections: dict[str, Any]
+) -> NodeConfig:
+    """Every port free, SWIM's fast `local` preset; an open federation unless `open_=False`."""
     values: dict[str, dict[str, Any]] = {
         "node": {
             "data_dir": str(data_dir),
@@ -24,7 +28,7 @@ def loopback_config(data_dir: Path, *, join: list[str] | None = None, **sections
             "peer": "127.0.0.1:0",
             "metrics": "127.0.0.1:0",
         },
-        "federation": {"open": True, "join": join or []},
+        "federation": {"open": open_, "join": join or []},
     }
     for name, extra in sections.items():
         values.setdefault(name, {}).update(extra)
@@ -71,3 +75,18 @@ async def terminal_receipt(conn: Any, ref: int, timeout: float = 10) -> Receipt:
     )
     assert isinstance(msg, Receipt)
     return msg
+
+
+def refused_count(h: NodeHandle, layer: str, reason: str | None = None) -> float:
+    """homing_packets_refused_total for one layer (and one reason, or all of them), read from /metrics text."""
+    text = h.metrics.render().decode()
+    reason_re = re.escape(reason) if reason else '[^"]+'
+    pattern = r'homing_packets_refused_total\{layer="' + layer + '",reason="' + reason_re + r'"\} (\S+)'
+    return sum(float(v) for v in re.findall(pattern, text))
+
+
+async def until(pred: Callable[[], bool], timeout: float = 5.0) -> None:
+    """Poll `pred` until it holds, within `timeout` seconds."""
+    with trio.fail_after(timeout):
+        while not pred():
+            await trio.sleep(0.02)

@@ -3,11 +3,8 @@ kill -9 of a callee's node (the callee re-homes elsewhere and still gets its cal
 
 from __future__ import annotations
 
-import json
 import signal
-import subprocess
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,62 +12,19 @@ import pytest
 import trio
 
 from node.client import ConnectionClosed, connect_client
-from node.identity import Identity, parse_id
+from node.identity import Identity
 from node.nodelist import parse_card
 from node.wire.client import Deliver, GoAway, Receipt
-from tests.helpers import homing_cmd, homing_env, wait_for_file
-
-
-class Proc:
-    def __init__(self, tmp: Path, name: str, join: list[str]) -> None:
-        self.dir = tmp / name
-        args = [
-            "node",
-            "run",
-            "--data-dir",
-            str(self.dir),
-            "--preset",
-            "local",
-            "--open",
-            "--ws",
-            "127.0.0.1:0",
-            "--swim",
-            "127.0.0.1:0",
-            "--peer",
-            "127.0.0.1:0",
-            "--metrics",
-            "127.0.0.1:0",
-        ]
-        for seed in join:
-            args += ["--join", seed]
-        self.log = (tmp / f"{name}.log").open("w")
-        self.proc = subprocess.Popen(homing_cmd(*args), env=homing_env(), stdout=self.log, stderr=subprocess.STDOUT)
-        self.ports = wait_for_file(self.dir / "ports.json", timeout=20)
-        self.id = parse_id(self.members()["self"])
-        self.url = f"ws://127.0.0.1:{self.ports['ws']}/v1/client"
-
-    def members(self) -> dict[str, object]:
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.ports['metrics']}/v1/members", timeout=5) as resp:
-            doc: dict[str, object] = json.loads(resp.read())
-            return doc
-
-    def states(self) -> dict[str, str]:
-        return {m["id"]: m["state"] for m in self.members()["members"]}  # type: ignore[attr-defined,index]
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(10)
-        self.log.close()
+from tests.integration.procs import NodeProcess
 
 
 @pytest.fixture
-def three(tmp_path: Path) -> Iterator[list[Proc]]:
-    procs: list[Proc] = []
+def three(tmp_path: Path) -> Iterator[list[NodeProcess]]:
+    procs: list[NodeProcess] = []
     try:
-        procs.append(Proc(tmp_path, "n0", []))
+        procs.append(NodeProcess(tmp_path, "n0", []))
         seed = f"127.0.0.1:{procs[0].ports['swim']}"
-        procs += [Proc(tmp_path, f"n{i}", [seed]) for i in (1, 2)]
+        procs += [NodeProcess(tmp_path, f"n{i}", [seed]) for i in (1, 2)]
         deadline = time.monotonic() + 20
         while not all(list(p.states().values()).count("alive") == 3 for p in procs):
             assert time.monotonic() < deadline, "3 nodes did not converge"
@@ -81,7 +35,7 @@ def three(tmp_path: Path) -> Iterator[list[Proc]]:
             p.stop()
 
 
-async def wait_states(procs: list[Proc], member: bytes, state: str, timeout: float) -> None:
+async def wait_states(procs: list[NodeProcess], member: bytes, state: str, timeout: float) -> None:
     from node.identity import id_text
 
     with trio.fail_after(timeout):
@@ -90,7 +44,7 @@ async def wait_states(procs: list[Proc], member: bytes, state: str, timeout: flo
 
 
 @pytest.mark.timeout(90)
-async def test_sigterm_sends_goaway_with_other_nodes_then_leaves(three: list[Proc]) -> None:
+async def test_sigterm_sends_goaway_with_other_nodes_then_leaves(three: list[NodeProcess]) -> None:
     leaver = three[2]
     client = Identity.generate()
     async with connect_client(leaver.url, client, expected_node_id=leaver.id) as conn:
@@ -116,7 +70,7 @@ async def test_sigterm_sends_goaway_with_other_nodes_then_leaves(three: list[Pro
 
 
 @pytest.mark.timeout(90)
-async def test_kill_9_of_callee_node_then_rehoming_elsewhere(three: list[Proc]) -> None:
+async def test_kill_9_of_callee_node_then_rehoming_elsewhere(three: list[NodeProcess]) -> None:
     caller, callee = Identity.generate(), Identity.generate()
     async with connect_client(three[0].url, caller) as a:
         async with connect_client(three[2].url, callee) as b:

@@ -2,37 +2,23 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import trio
 
-from node.config import build_config
 from node.identity import Identity
 from node.peers import TransportError, handshake
 from node.service import NodeHandle, run_node
+from tests.integration.cluster import loopback_config, refused_count
 
 
 def refused_total(h: NodeHandle) -> float:
-    text = h.metrics.render().decode()
-    return sum(float(v) for v in re.findall(r'homing_packets_refused_total\{layer="peer",reason="[^"]+"\} (\S+)', text))
+    return refused_count(h, "peer")
 
 
 async def test_hostile_peer_connections_are_refused(tmp_path: Path) -> None:
     friend = Identity.generate()
-    config = build_config(
-        {
-            "node": {
-                "data_dir": str(tmp_path),
-                "ws": "127.0.0.1:0",
-                "swim": "127.0.0.1:0",
-                "peer": "127.0.0.1:0",
-                "metrics": "127.0.0.1:0",
-            },
-            "federation": {"allow": [friend.id_text]},
-        },
-        preset="local",
-    )
+    config = loopback_config(tmp_path, open_=False, federation={"allow": [friend.id_text]})
     async with trio.open_nursery() as nursery:
         node: NodeHandle = await nursery.start(run_node, config, Identity.generate())
         port = node.ports["peer"]

@@ -6,52 +6,31 @@ changes nothing").
 
 from __future__ import annotations
 
-import re
 import socket
 from pathlib import Path
 
 import trio
 
-from node.config import build_config
 from node.crypto import DatagramSealer
 from node.identity import Identity
 from node.service import NodeHandle, run_node
 from node.swim.messages import Ping
 from node.wire.seed import WHOIS_BYTES, encode_whois
 from node.wire.swim import encode_datagram
+from tests.integration.cluster import loopback_config, refused_count, until
 
 
 def refused(h: NodeHandle, reason: str) -> float:
-    text = h.metrics.render().decode()
-    m = re.search(rf'homing_packets_refused_total{{layer="swim",reason="{reason}"}} (\S+)', text)
-    return float(m.group(1)) if m else 0.0
+    return refused_count(h, "swim", reason)
 
 
 def table(h: NodeHandle) -> list[tuple[bytes, str, int]]:
     return sorted((m.id, m.state.value, m.incarnation) for m in h.swim.members())
 
 
-async def until(pred: object, timeout: float = 5.0) -> None:
-    with trio.fail_after(timeout):
-        while not pred():  # type: ignore[operator]
-            await trio.sleep(0.02)
-
-
 async def test_hostile_datagrams_change_nothing(tmp_path: Path) -> None:
     friend = Identity.generate()
-    config = build_config(
-        {
-            "node": {
-                "data_dir": str(tmp_path),
-                "ws": "127.0.0.1:0",
-                "swim": "127.0.0.1:0",
-                "peer": "127.0.0.1:0",
-                "metrics": "127.0.0.1:0",
-            },
-            "federation": {"allow": [friend.id_text]},
-        },
-        preset="local",
-    )
+    config = loopback_config(tmp_path, open_=False, federation={"allow": [friend.id_text]})
     async with trio.open_nursery() as nursery:
         node: NodeHandle = await nursery.start(run_node, config, Identity.generate())
         target = ("127.0.0.1", node.ports["swim"])
