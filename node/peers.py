@@ -36,6 +36,7 @@ from node.wire import Limits, MsgType, packb, require_map, unpackb
 MAGIC = b"HML1"
 KIND_SYNC = 1
 KIND_LINK = 2
+KIND_PING = 3  # SWIM's TCP fallback probe: answered at once, then closed
 
 Address = tuple[str, int]
 
@@ -177,6 +178,26 @@ async def push_pull(
             return state_bytes
         finally:
             await chan.aclose()
+
+
+async def stream_ping(
+    addr: Address, identity: Identity, expected_id: bytes, admit: Callable[[bytes], bool], *, timeout_s: float
+) -> bool:
+    """SWIM's TCP fallback probe: True when the node at `addr` proves `expected_id` and answers within `timeout_s`."""
+    with trio.move_on_after(timeout_s):
+        try:
+            chan = await dial(addr, identity, expected_id, admit, timeout_s)
+        except (TransportError, RemoteProtocolError, trio.TooSlowError):
+            return False
+        try:
+            await chan.send({"k": KIND_PING})
+            reply = await chan.receive(1024, max_items=4)
+            return isinstance(reply, dict) and reply.get("k") == KIND_PING
+        except (TransportError, RemoteProtocolError):
+            return False
+        finally:
+            await chan.aclose()
+    return False
 
 
 # --- persistent links ----------------------------------------------------------------------------------
@@ -403,6 +424,9 @@ async def serve_peers(
             if first.get("k") == KIND_LINK:
                 keep = True
                 await on_link(chan)
+            elif first.get("k") == KIND_PING:
+                with trio.fail_after(limits.io_timeout_s):
+                    await chan.send({"k": KIND_PING})
             elif first.get("k") == KIND_SYNC and isinstance(first.get("state"), bytes):
                 reply = on_sync(chan.peer_id, first["state"], bool(first.get("join")))
                 with trio.fail_after(limits.io_timeout_s):

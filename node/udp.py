@@ -20,8 +20,9 @@ import trio
 from node.crypto import DatagramSealer
 from node.errors import RemoteProtocolError, Replayed, TooLarge
 from node.identity import Identity
-from node.peers import push_pull
-from node.swim.protocol import MemberChanged, ProbeResult, PushPull, Send, Swim
+from node.peers import push_pull, stream_ping
+from node.swim.messages import Ack
+from node.swim.protocol import MemberChanged, ProbeResult, PushPull, Send, StreamPing, Swim
 from node.timer import CoreTimer
 from node.wire import Limits
 from node.wire.seed import (
@@ -142,6 +143,8 @@ class SwimDriver:
                 self.on_change(cmd)
             elif isinstance(cmd, ProbeResult):
                 self.on_probe(cmd.result)
+            elif isinstance(cmd, StreamPing) and self._nursery is not None:
+                self._nursery.start_soon(self._stream_ping, cmd)
 
     def _send(self, cmd: Send) -> None:
         packet = self.sealer.seal(cmd.to_id, encode_datagram(cmd.msg))
@@ -184,6 +187,15 @@ class SwimDriver:
                 self.on_refused("peer", "push_pull_failed" if not isinstance(exc, RemoteProtocolError) else "malformed")
                 return
             self.core.merge_push_pull(remote, trio.current_time())
+            self.poke()
+
+    async def _stream_ping(self, cmd: StreamPing) -> None:
+        addr = self.peer_address(cmd.to_id)
+        if addr is None:
+            return
+        timeout_s = self.core.config.probe_interval_s  # the probe's own deadline ends the round anyway
+        if await stream_ping(addr, self.identity, cmd.to_id, self.admit, timeout_s=timeout_s):
+            self.core.receive(cmd.to_id, cmd.to_addr, Ack(seq=cmd.seq), trio.current_time())
             self.poke()
 
     def on_sync(self, peer_id: bytes, state: bytes, join: bool) -> bytes:

@@ -39,6 +39,9 @@ class SwimConfig:
     # Lifeguard on (local health awareness, dynamic suspicion, nacks, suspect-in-ping). Off gives plain SWIM with a
     # fixed suspicion timeout (the minimum); only for comparisons in the simulator and the bench.
     lifeguard: bool = True
+    # When a direct UDP probe times out, also probe over the peer link's TCP (memberlist's TCP fallback): lossy
+    # UDP paths then cause far fewer false suspicions. Off only for comparisons.
+    stream_fallback: bool = True
     # k: independent confirmations that shrink a suspicion from its maximum to its minimum timeout
     # (memberlist: SuspicionMult - 2 = 2; capped at N - 2, since the suspect and its first accuser cannot confirm).
     suspicion_confirmations: int = attrs.field(default=2, validator=v.ge(0))

@@ -157,4 +157,17 @@ class ProbeResult:
     result: str  # 'ok' | 'indirect_ok' | 'failed'
 
 
-Command = Send | PushPull | MemberChanged | ProbeResult
+@attrs.frozen(kw_only=True, slots=True)
+class StreamPing:
+    """The direct UDP probe of a member timed out: also try it over the peer link (TCP), as memberlist does.
+
+    UDP loss alone then no longer makes a live member suspect. If the member answers, the driver feeds
+    `Ack(seq=seq)` from `to_id` back to the core; if not, it does nothing.
+    """
+
+    to_id: bytes
+    to_addr: Address
+    seq: int
+
+
+Command = Send | PushPull | MemberChanged | ProbeResult | StreamPing

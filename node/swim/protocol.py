@@ -47,6 +47,7 @@ from node.swim.messages import (
     PushPull,
     PushPullState,
     Send,
+    StreamPing,
     SwimMessage,
     Update,
 )
@@ -64,6 +65,7 @@ __all__ = [
     "PushPull",
     "PushPullState",
     "Send",
+    "StreamPing",
     "Swim",
     "SwimMessage",
     "SwimStats",
@@ -426,6 +428,9 @@ class Swim:
         if not p.indirect and now >= p.timeout_at:
             p.indirect = True
             self._ask_others(p)
+            target = self._table.get(p.target)
+            if self.config.stream_fallback and target is not None:
+                self._emit(StreamPing(to_id=target.id, to_addr=target.addr, seq=p.seq))
         if now < p.deadline:
             return
         self._probe = None

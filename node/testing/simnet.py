@@ -21,7 +21,7 @@ from typing import Any
 
 import attrs
 
-from node.swim.messages import Address, MemberChanged, ProbeResult, PushPull, Send, SwimMessage
+from node.swim.messages import Ack, Address, MemberChanged, ProbeResult, PushPull, Send, StreamPing, SwimMessage
 from node.swim.protocol import Swim
 from node.wire.swim import SEAL_OVERHEAD, decode_datagram, decode_push_pull, encode_datagram, encode_push_pull
 
@@ -189,6 +189,8 @@ class SimNet:
             elif isinstance(cmd, ProbeResult):
                 for probe_listener in self.on_probe:
                     probe_listener(self.now, node.id, cmd)
+            elif isinstance(cmd, StreamPing):
+                self._start_stream_ping(node, cmd)
         deadline = node.swim.next_deadline()
         if deadline != node.tick_at:
             node.tick_at = deadline
@@ -253,6 +255,25 @@ class SimNet:
         if dst is None or dst.id != cmd.to_id or not self.reachable(node.id, dst.id):
             return  # the TCP connect fails: nothing happens (the driver logs it)
         self._push(self.now + self.delay(self.rng), _PUSH, (node.index, dst.index, self._state(node)))
+
+    def _start_stream_ping(self, node: SimNode, cmd: StreamPing) -> None:
+        """A TCP probe: one connect and one answer. A lost segment costs TCP a retransmission timeout far longer
+        than a probe's deadline, so a loss in either direction is modelled as no answer."""
+        dst = self._by_addr.get(cmd.to_addr)
+        if dst is None or dst.id != cmd.to_id or not self.reachable(node.id, dst.id):
+            return
+        if self._lost(node.id, dst.id) or self._lost(dst.id, node.id):
+            return
+        there = self.now + self.delay(self.rng)
+        back = there + self.delay(self.rng)
+
+        def answer() -> None:
+            answered = not dst.crashed and dst.paused_until <= there
+            if answered and self._usable(node) and self.reachable(dst.id, node.id):
+                node.swim.receive(dst.id, dst.addr, Ack(seq=cmd.seq), self.now)
+                self._after(node)
+
+        self._push(back, _CALL, answer)
 
     def _push_arrives(self, src_index: int, dst_index: int, state: Any) -> None:
         src, dst = self._by_index[src_index], self._by_index[dst_index]

@@ -114,3 +114,16 @@ async def test_closed_federation_refuses_unlisted_node(tmp_path: Path) -> None:
         assert b_id.id not in {m.id for m in c.swim.members()}
         for h in (a, b, c):
             h.request_shutdown()
+
+
+async def test_stream_ping_answers_only_for_the_real_node(tmp_path: Path) -> None:
+    """SWIM's TCP fallback probe over the peer link: the node proves its id and answers; a wrong id is refused."""
+    from node.peers import stream_ping
+
+    async with trio.open_nursery() as nursery:
+        h: NodeHandle = await nursery.start(run_node, node_config(tmp_path, "a", []), Identity.generate())
+        addr = ("127.0.0.1", h.ports["peer"])
+        me = Identity.generate()
+        assert await stream_ping(addr, me, h.identity.id, lambda i: True, timeout_s=5)
+        assert not await stream_ping(addr, me, Identity.generate().id, lambda i: True, timeout_s=5)
+        h.request_shutdown()

@@ -104,9 +104,12 @@ def test_same_seed_same_run_and_codec_is_transparent(sim_seed: int) -> None:
     assert first == run(False)  # encoding and decoding every datagram changes nothing
 
 
-def faults_at_loss(lifeguard: bool, seed: int, *, slow_member: bool) -> tuple[int, int]:
-    """(false suspicion transitions, false deaths) over 60 s at 10 % loss on every link, 20 nodes."""
-    c = SimCluster(20, seed=seed, config=attrs.evolve(LOCAL, lifeguard=lifeguard), converged=True, codec=False)
+def faults_at_loss(lifeguard: bool, seed: int, *, slow_member: bool, stream: bool = False) -> tuple[int, int]:
+    """(false suspicion transitions, false deaths) over 60 s at 10 % loss on every link, 20 nodes.
+
+    The TCP fallback probe is off unless `stream`: the Lifeguard comparisons measure the UDP protocol alone."""
+    config = attrs.evolve(LOCAL, lifeguard=lifeguard, stream_fallback=stream)
+    c = SimCluster(20, seed=seed, config=config, converged=True, codec=False)
     c.run_for(2.0)
     c.net.loss = 0.10
     if slow_member:
@@ -129,6 +132,14 @@ def test_lifeguard_no_false_deaths_at_uniform_10_percent_loss(sim_seed: int) -> 
     # are about equal (docs/swim.md); the long dynamic suspicion timeout still prevents the deaths.
     suspicions, deaths = faults_at_loss(True, sim_seed, slow_member=False)
     assert deaths == 0, f"{deaths} false deaths, {suspicions} suspicions (HOMING_SIM_SEED={sim_seed})"
+
+
+def test_stream_fallback_cuts_false_suspicions_at_10_percent_loss(sim_seed: int) -> None:
+    udp_only = faults_at_loss(True, sim_seed, slow_member=False, stream=False)
+    with_stream = faults_at_loss(True, sim_seed, slow_member=False, stream=True)
+    msg = f"(suspicions, deaths): with TCP fallback {with_stream} vs UDP only {udp_only} (HOMING_SIM_SEED={sim_seed})"
+    assert with_stream[0] * 2 < udp_only[0], msg
+    assert with_stream[1] == 0, msg
 
 
 @pytest.mark.slow
