@@ -23,6 +23,8 @@ function connect(url) {
     let nodeId = null;
     const nonce = Buffer.alloc(32, 7);
     ws.on("error", reject);
+    ws.on("close", (code) => reject(new Error(`closed ${code} during the handshake`)));
+    setTimeout(() => reject(new Error("handshake timed out")), 30000).unref();
     ws.on("message", function first(data) {
       const m = decode(data);
       if (m.t === "challenge") {
