@@ -21,11 +21,11 @@ from __future__ import annotations
 import contextlib
 import logging
 import ssl
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 import trio
-from wsproto.connection import ConnectionType
+from wsproto.connection import Connection, ConnectionType
 from wsproto.events import (
     AcceptConnection,
     RejectConnection,
@@ -99,12 +99,34 @@ class ClientServer:
         self._next_conn_id = 1
         self._accepting = True
         self._accept_scope = trio.CancelScope()
+        self._conns: trio.Nursery | None = None
+        self._dirty: list[ClientSession] = []
+        self._dirty_event = trio.Event()
         self._connections = 0  # TCP connections in any phase (upgrade, handshake, open)
         self._done = trio.Event()
         self._idle = trio.Event()  # set when the last session ends (shutdown waits on it)
         self._online = 0
 
     # --- hooks used by sessions --------------------------------------------------------------------------
+
+    def mark_dirty(self, session: ClientSession) -> None:
+        self._dirty.append(session)
+        if len(self._dirty) == 1:
+            self._dirty_event.set()
+
+    async def _flusher(self) -> None:
+        """Once per scheduler batch, write out every session that queued frames in it (see clients_session)."""
+        while True:
+            await self._dirty_event.wait()
+            self._dirty_event = trio.Event()
+            dirty, self._dirty = self._dirty, []
+            for session in dirty:
+                session._flush()
+
+    def spawn(self, fn: Callable[[], Awaitable[None]]) -> None:
+        """Start a task in the connections' nursery (a session's writer)."""
+        assert self._conns is not None
+        self._conns.start_soon(fn)
 
     def refused(self, reason: str) -> None:
         if self.metrics is not None:
@@ -135,6 +157,8 @@ class ClientServer:
             listeners = [trio.SSLListener(li, self.ssl_context, https_compatible=True) for li in listeners]
         log.info("event=clients_listening host=%s port=%d tls=%s", host, self.port, self.ssl_context is not None)
         async with trio.open_nursery() as conns:
+            self._conns = conns
+            conns.start_soon(self._flusher)
             with self._accept_scope:
                 async with trio.open_nursery() as accepts:
                     for li in listeners:
@@ -197,7 +221,9 @@ class ClientServer:
                 self.refused(f"http_{refusal[0]}")
                 await _send_quietly(stream, _reject(hs, *refusal))
                 return
-            await self._run_session(stream, hs, request, ip, deadline)
+            ws, accept, use_json = _accept(hs, request)
+            del hs, request  # the HTTP machinery is not needed any more: keep idle connections small
+            await self._run_session(stream, ws, accept, use_json, ip, deadline)
         finally:
             self._connections -= 1
             left = self._per_ip[ip] - 1
@@ -208,21 +234,16 @@ class ClientServer:
             await trio.aclose_forcefully(stream)
 
     async def _run_session(
-        self, stream: trio.abc.Stream, hs: H11Handshake, request: Request, ip: str, deadline: float
+        self, stream: trio.abc.Stream, ws: Connection, accept: bytes, use_json: bool, ip: str, deadline: float
     ) -> None:
         conn_id = self._next_conn_id
         self._next_conn_id += 1
         session = ClientSession(self, stream, conn_id, ip, deadline)
-        use_json = JSON_SUBPROTOCOL in request.subprotocols or "format=json" in request.target.partition("?")[2]
-        accept = hs.send(
-            AcceptConnection(subprotocol=JSON_SUBPROTOCOL if JSON_SUBPROTOCOL in request.subprotocols else None)
-        )
-        ws = hs.connection
-        assert ws is not None
         session._ws = ws
         session.json = use_json
         self.sessions[conn_id] = session
         session._queue(accept)
+        del accept
         session.send(Challenge(node=self.identity.id, nonce=session.nonce))
         try:
             await session._run(ws)
@@ -279,6 +300,15 @@ async def _read_upgrade(stream: trio.abc.Stream) -> tuple[Request | None, H11Han
             return None, hs
         if seen > HTTP_REQUEST_MAX:
             return None, hs
+
+
+def _accept(hs: H11Handshake, request: Request) -> tuple[Connection, bytes, bool]:
+    """Accept the upgrade: (the WebSocket connection, the 101 response, whether the client asked for JSON)."""
+    sub = JSON_SUBPROTOCOL if JSON_SUBPROTOCOL in request.subprotocols else None
+    accept = bytes(hs.send(AcceptConnection(subprotocol=sub)))
+    ws = hs.connection
+    assert ws is not None
+    return ws, accept, sub is not None or "format=json" in request.target.partition("?")[2]
 
 
 def _reject(hs: H11Handshake, status: int, text: str) -> bytes:

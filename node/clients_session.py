@@ -1,10 +1,14 @@
 """One client connection of the client server (node/clients.py): protocol state, limits, send queue.
 
-State machine: `AWAIT_HELLO -> OPEN -> CLOSING`. The reader task (`_read_loop`) owns the socket's receive
-side and the wsproto state; the writer task (`_writer`) drains the send queue, joining everything queued into
-one `send_all`. `send()` never blocks: it encodes, frames and queues, or (queue full) closes the connection as a
-slow reader and returns False. `close()` queues a close frame and puts a deadline on the connection's cancel
-scope; the reader keeps draining until the client's close frame or EOF, so the client sees the close code.
+State machine: `AWAIT_HELLO -> OPEN -> CLOSING`. The reader task (`_run`) owns the socket's receive
+side and the wsproto state. Sending queues the frame and marks the session dirty; the server's flusher task
+runs once per scheduler batch and writes each dirty session's queue, joined, straight to its plain TCP socket
+(one syscall for everything the batch produced, no task per write); what the kernel does not take, and
+everything on TLS streams, goes to a writer task (`_writer`) spawned for it, which drains the queue and exits.
+`send()` never blocks: it encodes, frames and queues, or (queue full) closes the connection as a slow reader
+and returns False. Timers (handshake, ping, idle, close) are the deadline of the reader's one cancel scope,
+moved forward as frames arrive. `close()` queues a close frame and pulls that deadline in; the reader keeps
+draining until the client's close frame or EOF, so the client sees the close code.
 """
 
 from __future__ import annotations
@@ -74,17 +78,22 @@ class ClientSession:
 
     __slots__ = (
         "_buckets",
+        "_close_at",
         "_closing",
+        "_dirty",
+        "_fd",
+        "_last_rx",
         "_msg_parts",
         "_msg_size",
         "_out",
         "_out_bytes",
-        "_parked",
+        "_pinged",
         "_scope",
         "_server",
         "_stream",
         "_strikes",
-        "_wake",
+        "_writer_done",
+        "_writing",
         "_ws",
         "client_id",
         "conn_id",
@@ -108,10 +117,17 @@ class ClientSession:
         self._ws: Connection | None = None
         self._out: list[bytes] = []
         self._out_bytes = 0
-        self._wake = trio.lowlevel.ParkingLot()
-        self._parked = False
+        # plain TCP: frames are written straight to the socket while it takes them (no task switch);
+        # a writer task is spawned only for what the kernel does not take at once, and for TLS streams
+        self._fd = stream.socket.fileno() if isinstance(stream, trio.SocketStream) else -1
+        self._writing = False
+        self._dirty = False  # queued, waiting for the server's flusher (end of the current scheduler batch)
+        self._writer_done: trio.Event | None = None
         self._closing = False
-        self._scope = trio.CancelScope()
+        self._scope = trio.CancelScope()  # the reader's current timer period (see _run)
+        self._close_at = float("inf")
+        self._last_rx = 0.0
+        self._pinged = False
         self._strikes = 0
         self._msg_parts: list[Any] = []
         self._msg_size = 0
@@ -151,38 +167,61 @@ class ClientSession:
     def _queue(self, frame: bytes) -> None:
         self._out.append(frame)
         self._out_bytes += len(frame)
-        if self._parked:
-            self._parked = False
-            self._wake.unpark_all()
+        if not self._writing and not self._dirty:
+            self._dirty = True
+            self._server.mark_dirty(self)
+
+    def _flush(self) -> None:
+        """Write what is queued straight to the socket; spawn the writer for what the kernel does not take."""
+        self._dirty = False
+        if self._writing or not self._out:
+            return
+        data = b"".join(self._out) if len(self._out) > 1 else self._out[0]
+        if self._fd >= 0:
+            try:
+                sent = os.write(self._fd, data)
+            except BlockingIOError:
+                sent = 0
+            except OSError:  # reset by the peer: the reader sees EOF and ends the session
+                self._out.clear()
+                self._out_bytes = 0
+                self._closing = True
+                return
+            if sent == len(data):
+                self._out.clear()
+                self._out_bytes = 0
+                return
+            data = data[sent:]
+        self._out[:] = [data]
+        self._out_bytes = len(data)
+        self._writing = True
+        self._server.spawn(self._writer)
 
     def close(self, code: int, reason: str = "") -> None:
         """Queue a close frame; the connection ends when the client answers or CLOSE_TIMEOUT_S passes."""
         if self._closing:
             return
         self._closing = True
-        self._scope.deadline = min(self._scope.deadline, trio.current_time() + CLOSE_TIMEOUT_S)
+        self._close_at = trio.current_time() + CLOSE_TIMEOUT_S
+        self._scope.deadline = min(self._scope.deadline, self._close_at)
         if self._ws is not None and self._ws.state in (ConnectionState.OPEN, ConnectionState.REMOTE_CLOSING):
             self._queue(self._ws.send(CloseConnection(code=int(code), reason=reason)))
-        elif self._parked:
-            self._parked = False
-            self._wake.unpark_all()
 
     async def _writer(self) -> None:
-        while True:
-            if self._out:
+        """Drain the queue with `send_all` (joined), then exit; `_queue` writes directly again after that."""
+        try:
+            while self._out:
                 data = b"".join(self._out) if len(self._out) > 1 else self._out[0]
                 self._out.clear()
                 self._out_bytes = 0
-                try:
-                    await self._stream.send_all(data)
-                except (trio.BrokenResourceError, trio.ClosedResourceError):
-                    self._scope.cancel()
-                    return
-            elif self._closing:
-                return
-            else:
-                self._parked = True
-                await self._wake.park()
+                await self._stream.send_all(data)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            self._out.clear()
+            self._closing = True
+        finally:
+            self._writing = False
+            if self._writer_done is not None:
+                self._writer_done.set()
 
     # --- receiving ----------------------------------------------------------------------------------------
 
@@ -289,59 +328,61 @@ class ClientSession:
                 if ws.state is ConnectionState.REMOTE_CLOSING:
                     self._queue(ws.send(event.response()))
                 self._closing = True
-                if self._parked:
-                    self._parked = False
-                    self._wake.unpark_all()
                 return True
         return False
 
-    async def _read_loop(self, ws: Connection) -> None:
+    def _next_timer(self) -> float:
+        if self._closing:
+            return self._close_at
+        if not self.client_id:
+            return self.deadline
         cfg = self._server.config
+        return self._last_rx + (cfg.idle_timeout_s if self._pinged else cfg.ping_interval_s)
+
+    async def _receive(self, ws: Connection) -> bool:
+        """Read and handle frames until EOF or the client's close (True), or until the scope's timer fires."""
         stream = self._stream
-        last_rx = trio.current_time()
-        pinged = False
         while True:
-            now = trio.current_time()
-            if not self.client_id:
-                wait_s = self.deadline - now
-            else:
-                wait_s = last_rx + (cfg.idle_timeout_s if pinged else cfg.ping_interval_s) - now
-            data: bytes | None = None
-            if self._closing:
-                wait_s = float("inf")  # the scope deadline set by close() ends us
-            with trio.move_on_after(max(wait_s, 0.0)) as cs:
-                try:
-                    data = bytes(await stream.receive_some(READ_BYTES))
-                except (trio.BrokenResourceError, trio.ClosedResourceError):
-                    data = b""
-            if cs.cancelled_caught:
-                if not self.client_id or pinged:
-                    self._server.refused("timeout")
-                    self.close(CloseCode.TIMEOUT, "handshake timeout" if not self.client_id else "idle timeout")
-                else:
-                    pinged = True
-                    self._queue(ws.send(Ping(payload=b"")))
-                continue
+            try:
+                data = bytes(await stream.receive_some(READ_BYTES))
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                data = b""
             if not data:
                 ws.receive_data(None)
                 self._on_events(ws)
-                return
-            last_rx = trio.current_time()
-            pinged = False
+                return True
+            self._last_rx = trio.current_time()
+            self._pinged = False
             try:
                 ws.receive_data(data)
                 if self._on_events(ws):
-                    return
+                    return True
             except WsRemoteProtocolError:
                 self._server.refused("bad_websocket")
-                return
+                return True
+            self._scope.deadline = self._next_timer()
 
     async def _run(self, ws: Connection) -> None:
-        with self._scope:
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._writer)
-                await self._read_loop(ws)
-                self._closing = True
-                if self._parked:
-                    self._parked = False
-                    self._wake.unpark_all()
+        """The connection's reader: one cancel scope per timer period (handshake, ping, idle, close)."""
+        self._last_rx = trio.current_time()
+        while True:
+            self._scope = trio.CancelScope(deadline=self._next_timer())
+            with self._scope:
+                if await self._receive(ws):
+                    break
+            if self._closing:
+                if trio.current_time() >= self._close_at:
+                    return
+            elif not self.client_id or self._pinged:
+                self._server.refused("timeout")
+                self.close(CloseCode.TIMEOUT, "idle timeout" if self.client_id else "handshake timeout")
+            else:
+                self._pinged = True
+                self._queue(ws.send(Ping(payload=b"")))
+        self._closing = True
+        if self._dirty:
+            self._flush()
+        if self._writing:  # let the writer flush our close frame, briefly
+            self._writer_done = trio.Event()
+            with trio.move_on_after(CLOSE_TIMEOUT_S):
+                await self._writer_done.wait()

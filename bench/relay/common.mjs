@@ -1,0 +1,21 @@
+// Shared by loadgen.mjs and ws_relay.mjs: Ed25519 ids and the homing v1 client handshake (CONTRACT §2).
+import crypto from "node:crypto";
+
+const SPKI_PREFIX = Buffer.from("302a300506032b6570032100", "hex");
+export const CLIENT_AUTH = Buffer.from("homing/v1/client-auth");
+export const NODE_AUTH = Buffer.from("homing/v1/node-auth");
+
+export function newIdentity() {
+  const { publicKey, privateKey } = crypto.generateKeyPairSync("ed25519");
+  const raw = Buffer.from(publicKey.export({ format: "jwk" }).x, "base64url");
+  return { id: raw, sign: (msg) => crypto.sign(null, msg, privateKey) };
+}
+
+export function verify(id, msg, sig) {
+  try {
+    const key = crypto.createPublicKey({ key: Buffer.concat([SPKI_PREFIX, id]), format: "der", type: "spki" });
+    return crypto.verify(null, msg, key, sig);
+  } catch {
+    return false;
+  }
+}

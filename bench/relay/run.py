@@ -1,0 +1,135 @@
+"""Relay benchmark: homing's client server vs a minimal Node.js `ws` relay, side by side, medians of several runs.
+
+    (cd bench/relay && npm install)      # ws and @msgpack/msgpack into bench/relay/node_modules
+    python bench/relay/run.py [--runs 3] [--duration 5] [--idle 10000] [--url ws://H:P/v1/client ...]
+
+Each run starts each server as its own process (same-node: one server, load generator in another process),
+then measures: one-way latency p50/p99 for 1 pair at a fixed 1,000 msg/s; max delivered msg/s with 50 concurrent
+pairs (and the server's CPU per relayed message, from /proc); RSS per idle authenticated client at --idle
+connections (first run only). With --url (repeatable) it measures already-running nodes instead (e.g. a
+cross-node federation: pair i's caller on url[i % n], its callee on url[i+1 % n]); RSS is then not measured.
+Results go to bench/results/relay.md (and .json).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent.parent
+SERVERS = {
+    "homing (trio + wsproto)": [sys.executable, str(HERE / "homing_relay.py"), "0"],
+    "Node.js ws": ["node", str(HERE / "ws_relay.mjs"), "0"],
+}
+
+
+def start(cmd: list[str]) -> tuple[subprocess.Popen[str], int]:
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    proc = subprocess.Popen(cmd, cwd=HERE, env=env, stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    if not line.startswith("listening"):
+        proc.kill()
+        raise SystemExit(f"{cmd} did not start: {line!r}")
+    return proc, int(line.split()[1])
+
+
+def loadgen(urls: list[str], pid: int, **opts: Any) -> dict[str, Any]:
+    cmd = ["node", str(HERE / "loadgen.mjs")]
+    for url in urls:
+        cmd += ["--url", url]
+    for key, value in opts.items():
+        cmd += [f"--{key}", str(value)]
+    if pid:
+        cmd += ["--pid", str(pid)]
+    out = subprocess.run(cmd, cwd=HERE, capture_output=True, text=True, timeout=600)
+    if out.returncode != 0:
+        raise SystemExit(f"loadgen failed: {out.stderr.strip()}")
+    return dict(json.loads(out.stdout.strip().splitlines()[-1]))
+
+
+def measure(urls: list[str], pid: int, args: argparse.Namespace, *, idle: bool) -> dict[str, float]:
+    lat = loadgen(urls, pid, mode="latency", rate=1000, duration=args.duration)
+    thr = loadgen(urls, pid, mode="throughput", pairs=50, duration=args.duration)
+    row = {
+        "p50_ms": lat["p50_ms"],
+        "p99_ms": lat["p99_ms"],
+        "msg_per_s": thr["msg_per_s"],
+        "cpu_us_per_msg": thr["server_cpu_us_per_msg"] or float("nan"),
+    }
+    if pid and idle:
+        row["kib_per_idle_conn"] = loadgen(urls, pid, mode="idle", conns=args.idle)["kib_per_conn"]
+    return row
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--duration", type=float, default=5)
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    ap.add_argument("--idle", type=int, default=min(10_000, soft - 500))
+    ap.add_argument("--url", action="append", default=[])
+    args = ap.parse_args()
+    results: dict[str, list[dict[str, float]]] = {}
+    for run in range(args.runs):
+        if args.url:
+            results.setdefault("given nodes", []).append(measure(args.url, 0, args, idle=False))
+            continue
+        for name, cmd in SERVERS.items():
+            proc, port = start(cmd)
+            try:
+                time.sleep(0.5)
+                # RSS per connection hardly varies between runs; measuring it once spares ephemeral ports
+                row = measure([f"ws://127.0.0.1:{port}/v1/client"], proc.pid, args, idle=run == 0)
+            finally:
+                proc.kill()
+                proc.wait()
+            print(f"run {run + 1} {name}: {row}", flush=True)
+            results.setdefault(name, []).append(row)
+    write(results, args)
+
+
+def write(results: dict[str, list[dict[str, float]]], args: argparse.Namespace) -> None:
+    cols = ["p50_ms", "p99_ms", "msg_per_s", "cpu_us_per_msg", "kib_per_idle_conn"]
+    heads = ["one-way p50 ms @1k/s", "p99 ms", "msg/s, 50 pairs", "server CPU µs/msg", "KiB RSS per idle client"]
+    lines = [
+        "# Relay benchmark (same node)",
+        "",
+        f"Command: `python bench/relay/run.py --runs {args.runs} --duration {args.duration:g} --idle {args.idle}`; "
+        f"medians of {args.runs} runs; {time.strftime('%Y-%m-%d')}, {os.cpu_count()} CPUs, load average "
+        f"{os.getloadavg()[0]:.1f} at the end (the machine is shared: throughput is noisy, CPU per message less so).",
+        "Envelopes: 1,000-byte bodies, msgpack, `call_ice`; every envelope gets a delivery and a receipt. "
+        "CPU per message is the server's user+system time over delivered messages; 1e6 / that is what one "
+        "dedicated core would relay.",
+        "",
+        "| server | " + " | ".join(heads) + " |",
+        "|---|" + "---|" * len(heads),
+    ]
+    for name, rows in results.items():
+        cells = []
+        for col in cols:
+            vals = [r[col] for r in rows if col in r]
+            cells.append(f"{statistics.median(vals):,.{2 if col.endswith('ms') else 0 if col == 'msg_per_s' else 1}f}"
+                         if vals else "-")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    lines += ["", "Every run:", ""]
+    for name, rows in results.items():
+        for row in rows:
+            lines.append(f"- {name}: " + ", ".join(f"{k}={v:,.4g}" for k, v in row.items()))
+    out = REPO / "bench" / "results" / "relay.md"
+    out.write_text("\n".join(lines) + "\n")
+    (out.with_suffix(".json")).write_text(json.dumps(results, indent=1))
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
