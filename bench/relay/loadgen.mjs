@@ -11,7 +11,7 @@ import { newIdentity, verify, CLIENT_AUTH, NODE_AUTH } from "./common.mjs";
 const args = { url: [], mode: "throughput", pairs: 50, rate: 1000, duration: 5, window: 64, conns: 1000, pid: 0, body: 1000 };
 for (let i = 2; i < process.argv.length; i += 2) {
   const k = process.argv[i].replace(/^--/, ""), v = process.argv[i + 1];
-  if (k === "url") args.url.push(v); else args[k] = k === "mode" ? v : Number(v);
+  if (k === "url") args.url.push(v); else if (k === "pid") args.pid = v; else args[k] = k === "mode" ? v : Number(v);
 }
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
@@ -99,15 +99,21 @@ async function throughput() {
   for (const { caller, callee } of ps) { caller.ws.terminate(); callee.ws.terminate(); }
   const rate = delivered / secs;
   return { mode: "throughput", pairs: args.pairs, msg_per_s: rate, server_cpu: cpu,
-           server_cpu_us_per_msg: args.pid ? (cpu * 1e6) / rate : null };
+           server_cpu_us_per_msg: args.pid && args.pid !== "0" ? (cpu * 1e6) / rate : null };
 }
 
-function procCpu(pid) { // seconds of CPU (user + system) used by pid
-  if (!pid) return 0;
-  const f = fs.readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1].split(" ");
-  return (Number(f[11]) + Number(f[12])) / 100;
+function procCpu(pids) { // seconds of CPU (user + system) used by a pid, or by a comma-separated list of pids
+  let total = 0;
+  for (const pid of String(pids || "").split(",").filter((p) => p && p !== "0")) {
+    const f = fs.readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1].split(" ");
+    total += (Number(f[11]) + Number(f[12])) / 100;
+  }
+  return total;
 }
-function rssKiB(pid) { return Number(/VmRSS:\s+(\d+)/.exec(fs.readFileSync(`/proc/${pid}/status`, "utf8"))[1]); }
+function rssKiB(pids) {
+  const pid = String(pids).split(",")[0];
+  return Number(/VmRSS:\s+(\d+)/.exec(fs.readFileSync(`/proc/${pid}/status`, "utf8"))[1]);
+}
 
 async function idle() {
   const before = rssKiB(args.pid);

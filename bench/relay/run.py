@@ -20,6 +20,7 @@ import resource
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -43,7 +44,67 @@ def start(cmd: list[str]) -> tuple[subprocess.Popen[str], int]:
     return proc, int(line.split()[1])
 
 
-def loadgen(urls: list[str], pid: int, **opts: Any) -> dict[str, Any]:
+# Rate limits lifted, as for the bare relay: the bench measures relaying, not the token buckets.
+NODE_TOML = """
+[clients]
+rate_per_s = 1000000.0
+burst = 1000000
+ice_rate_per_s = 1000000.0
+ice_burst = 1000000
+connections_max = 20000
+connections_per_ip_max = 20000
+"""
+
+
+def start_nodes(count: int, tmp: Path) -> tuple[list[subprocess.Popen[str]], list[str]]:
+    """`count` real `homing node run` processes (LAN preset, full relay core) joined into one federation."""
+    (tmp / "bench.toml").write_text(NODE_TOML)
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    procs: list[subprocess.Popen[str]] = []
+    urls: list[str] = []
+    seed: list[str] = []
+    for i in range(count):
+        data = tmp / f"node{i}"
+        cmd = [sys.executable, "-m", "node", "node", "run", "--config", str(tmp / "bench.toml"), "--data-dir",
+               str(data), "--open", "--log-level", "warning", *[a for s in seed for a in ("--join", s)],
+               *[a for f in ("ws", "swim", "peer", "metrics") for a in (f"--{f}", "127.0.0.1:0")]]
+        procs.append(subprocess.Popen(cmd, cwd=REPO, env=env, text=True, stderr=subprocess.DEVNULL))
+        ports = wait_json(data / "ports.json")
+        urls.append(f"ws://127.0.0.1:{ports['ws']}/v1/client")
+        METRICS_BY_WS[urls[-1]] = ports["metrics"]
+        seed = seed or [f"127.0.0.1:{ports['swim']}"]
+    deadline = time.monotonic() + 30
+    while not all(alive_members(u) == count for u in urls):
+        if time.monotonic() > deadline:
+            raise SystemExit("the bench federation did not converge")
+        time.sleep(0.2)
+    return procs, urls
+
+
+def wait_json(path: Path) -> dict[str, Any]:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            return dict(json.loads(path.read_text()))
+        except (OSError, ValueError):
+            time.sleep(0.05)
+    raise SystemExit(f"{path} did not appear")
+
+
+def alive_members(url: str) -> int:
+    import urllib.request
+
+    port = METRICS_BY_WS.get(url)
+    if port is None:
+        return 0
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/members", timeout=2) as resp:
+        return sum(m["state"] == "alive" for m in json.loads(resp.read())["members"])
+
+
+METRICS_BY_WS: dict[str, int] = {}
+
+
+def loadgen(urls: list[str], pid: int | str, **opts: Any) -> dict[str, Any]:
     cmd = ["node", str(HERE / "loadgen.mjs")]
     for url in urls:
         cmd += ["--url", url]
@@ -57,7 +118,7 @@ def loadgen(urls: list[str], pid: int, **opts: Any) -> dict[str, Any]:
     return dict(json.loads(out.stdout.strip().splitlines()[-1]))
 
 
-def measure(urls: list[str], pid: int, args: argparse.Namespace, *, idle: bool) -> dict[str, float]:
+def measure(urls: list[str], pid: int | str, args: argparse.Namespace, *, idle: bool) -> dict[str, float]:
     lat = loadgen(urls, pid, mode="latency", rate=1000, duration=args.duration)
     thr = loadgen(urls, pid, mode="throughput", pairs=50, duration=args.duration)
     row = {
@@ -78,6 +139,7 @@ def main() -> None:
     soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
     ap.add_argument("--idle", type=int, default=min(10_000, soft - 500))
     ap.add_argument("--url", action="append", default=[])
+    ap.add_argument("--no-nodes", action="store_true", help="skip the real-node rows (same-node and cross-node)")
     args = ap.parse_args()
     results: dict[str, list[dict[str, float]]] = {}
     for run in range(args.runs):
@@ -95,6 +157,19 @@ def main() -> None:
                 proc.wait()
             print(f"run {run + 1} {name}: {row}", flush=True)
             results.setdefault(name, []).append(row)
+        if not args.no_nodes:
+            for name, count in (("homing node, same node (full relay)", 1), ("homing nodes, cross-node (2)", 2)):
+                with tempfile.TemporaryDirectory(prefix="homing-bench-") as tmp:
+                    procs, urls = start_nodes(count, Path(tmp))
+                    try:
+                        pids = ",".join(str(p.pid) for p in procs)
+                        row = measure(urls, pids, args, idle=run == 0 and count == 1)
+                    finally:
+                        for p in procs:
+                            p.kill()
+                            p.wait()
+                print(f"run {run + 1} {name}: {row}", flush=True)
+                results.setdefault(name, []).append(row)
     write(results, args)
 
 
@@ -102,14 +177,17 @@ def write(results: dict[str, list[dict[str, float]]], args: argparse.Namespace) 
     cols = ["p50_ms", "p99_ms", "msg_per_s", "cpu_us_per_msg", "kib_per_idle_conn"]
     heads = ["one-way p50 ms @1k/s", "p99 ms", "msg/s, 50 pairs", "server CPU µs/msg", "KiB RSS per idle client"]
     lines = [
-        "# Relay benchmark (same node)",
+        "# Relay benchmark (same node and cross-node)",
         "",
         f"Command: `python bench/relay/run.py --runs {args.runs} --duration {args.duration:g} --idle {args.idle}`; "
         f"medians of {args.runs} runs; {time.strftime('%Y-%m-%d')}, {os.cpu_count()} CPUs, load average "
         f"{os.getloadavg()[0]:.1f} at the end (the machine is shared: throughput is noisy, CPU per message less so).",
         "Envelopes: 1,000-byte bodies, msgpack, `call_ice`; every envelope gets a delivery and a receipt. "
-        "CPU per message is the server's user+system time over delivered messages; 1e6 / that is what one "
-        "dedicated core would relay.",
+        "CPU per message is the server's user+system time over delivered messages (both nodes' for cross-node); "
+        "1e6 / that is what one dedicated core would relay. The bare rows run the client server with a minimal "
+        "same-node relay; the node rows run real `homing node run` processes with the full relay core "
+        "(rendezvous lookups, leases, receipts); cross-node pairs have the caller on one node, the callee on the "
+        "other.",
         "",
         "| server | " + " | ".join(heads) + " |",
         "|---|" + "---|" * len(heads),

@@ -127,3 +127,25 @@ async def test_stream_ping_answers_only_for_the_real_node(tmp_path: Path) -> Non
         assert await stream_ping(addr, me, h.identity.id, lambda i: True, timeout_s=5)
         assert not await stream_ping(addr, me, Identity.generate().id, lambda i: True, timeout_s=5)
         h.request_shutdown()
+
+
+async def test_operations_endpoint_serves_every_contract_metric(tmp_path: Path) -> None:
+    """CONTRACT §5 over real HTTP from a running node: /metrics names, /healthz, /v1/members."""
+    import json
+
+    import httpx2
+
+    async with trio.open_nursery() as nursery:
+        h: NodeHandle = await nursery.start(run_node, node_config(tmp_path, "a", []), Identity.generate())
+        base = f"http://127.0.0.1:{h.ports['metrics']}"
+        async with httpx2.AsyncClient(timeout=5) as client:
+            metrics = (await client.get(f"{base}/metrics")).text
+            for name in ("homing_members{state=", "homing_clients_connected", "homing_envelopes_total{",
+                         "homing_relay_seconds_bucket", "homing_mailbox_envelopes", "homing_swim_probes_total{"):
+                assert name in metrics, name
+            assert 'homing_members{state="alive"} 1.0' in metrics
+            assert (await client.get(f"{base}/healthz")).status_code == 200
+            doc = json.loads((await client.get(f"{base}/v1/members")).text)
+            assert doc["members"] == [{"id": doc["self"], "address": f"127.0.0.1:{h.ports['swim']}",
+                                       "state": "alive", "incarnation": doc["members"][0]["incarnation"]}]
+        h.request_shutdown()
