@@ -31,12 +31,14 @@ import trio
 from node.crypto import LINK_HELLO_BYTES, LinkHandshake, LinkSession
 from node.errors import RemoteProtocolError, TransportError
 from node.identity import Identity, short_id
+from node.nodelist import parse_card
 from node.wire import Limits, MsgType, packb, require_map, unpackb
 
 MAGIC = b"HML1"
 KIND_SYNC = 1
 KIND_LINK = 2
 KIND_PING = 3  # SWIM's TCP fallback probe: answered at once, then closed
+KIND_CARD = 4  # "give me your signed card" (for goaway referrals): answered at once, then closed
 
 Address = tuple[str, int]
 
@@ -180,24 +182,46 @@ async def push_pull(
             await chan.aclose()
 
 
-async def stream_ping(
-    addr: Address, identity: Identity, expected_id: bytes, admit: Callable[[bytes], bool], *, timeout_s: float
-) -> bool:
-    """SWIM's TCP fallback probe: True when the node at `addr` proves `expected_id` and answers within `timeout_s`."""
+async def _ask(
+    kind: int, addr: Address, identity: Identity, expected_id: bytes, admit: Callable[[bytes], bool], timeout_s: float
+) -> dict[str, Any] | None:
+    """One question on a short-lived connection: the answer map, or None (no answer within `timeout_s`)."""
     with trio.move_on_after(timeout_s):
         try:
             chan = await dial(addr, identity, expected_id, admit, timeout_s)
         except (TransportError, RemoteProtocolError, trio.TooSlowError):
-            return False
+            return None
         try:
-            await chan.send({"k": KIND_PING})
-            reply = await chan.receive(1024, max_items=4)
-            return isinstance(reply, dict) and reply.get("k") == KIND_PING
+            await chan.send({"k": kind})
+            reply = await chan.receive(4096, max_items=8)
+            return reply if isinstance(reply, dict) and reply.get("k") == kind else None
         except (TransportError, RemoteProtocolError):
-            return False
+            return None
         finally:
             await chan.aclose()
-    return False
+    return None
+
+
+async def stream_ping(
+    addr: Address, identity: Identity, expected_id: bytes, admit: Callable[[bytes], bool], *, timeout_s: float
+) -> bool:
+    """SWIM's TCP fallback probe: True when the node at `addr` proves `expected_id` and answers within `timeout_s`."""
+    return await _ask(KIND_PING, addr, identity, expected_id, admit, timeout_s) is not None
+
+
+async def fetch_card(
+    addr: Address, identity: Identity, expected_id: bytes, admit: Callable[[bytes], bool], *, timeout_s: float
+) -> str | None:
+    """The signed referral card of the node at `addr`, verified to be `expected_id`'s own, or None."""
+    reply = await _ask(KIND_CARD, addr, identity, expected_id, admit, timeout_s)
+    uri = reply.get("card") if reply else None
+    if not isinstance(uri, str):
+        return None
+    try:
+        card = parse_card(uri)
+    except RemoteProtocolError:
+        return None
+    return uri if card.id == expected_id else None
 
 
 # --- persistent links ----------------------------------------------------------------------------------
@@ -402,6 +426,7 @@ async def serve_peers(
     admit: Callable[[bytes], bool],
     on_link: Callable[[Channel], Awaitable[None]],
     on_sync: SyncHandler,
+    card: str = "",
     limits: PeerLimits = PeerLimits(),
     on_refused: Callable[[str], None] = lambda reason: None,
 ) -> None:
@@ -424,9 +449,9 @@ async def serve_peers(
             if first.get("k") == KIND_LINK:
                 keep = True
                 await on_link(chan)
-            elif first.get("k") == KIND_PING:
+            elif first.get("k") in (KIND_PING, KIND_CARD):
                 with trio.fail_after(limits.io_timeout_s):
-                    await chan.send({"k": KIND_PING})
+                    await chan.send({"k": first["k"], "card": card})
             elif first.get("k") == KIND_SYNC and isinstance(first.get("state"), bytes):
                 reply = on_sync(chan.peer_id, first["state"], bool(first.get("join")))
                 with trio.fail_after(limits.io_timeout_s):

@@ -28,20 +28,20 @@ from node.admission import Admission
 from node.clients import ClientServer
 from node.config import NodeConfig, format_hostport, parse_hostport
 from node.discovery import DiscoveryConfig, discover
-from node.errors import ConfigError, RemoteProtocolError
+from node.errors import ConfigError
 from node.httpserver import serve_http
-from node.identity import Identity, b64u_decode, id_text, parse_id, short_id
+from node.identity import Identity, id_text, parse_id, short_id
 from node.log import Logger, get_logger
 from node.metrics import NodeMetrics
-from node.nodelist import CARD_PREFIX, make_card
+from node.nodelist import make_card
 from node.ops import OPS_LIMITS, ops_router
-from node.peers import PeerLimits, PeerLinks, serve_peers
+from node.peers import PeerLimits, PeerLinks, fetch_card, serve_peers
 from node.registry_client import TsClock, deregister, register_forever
 from node.relay import RelayCore
 from node.relay_driver import RelayDriver
 from node.swim.protocol import MemberChanged, Swim
 from node.udp import SwimDriver
-from node.wire.seed import Meta, decode_meta, encode_meta
+from node.wire.seed import Meta, encode_meta
 
 # SWIM/driver vocabulary -> the metric label tables of node/metrics.py
 PROBE_LABELS = {"ok": "ack", "indirect_ok": "indirect_ack", "failed": "failed"}
@@ -164,20 +164,22 @@ class NodeHandle:
     def live_ids(self) -> list[bytes]:
         return [m.id for m in self.swim.members() if m.state.value in LIVE_STATES]
 
-    def referrals(self) -> list[str]:
-        """Cards of other live nodes, from their member meta (for `goaway`)."""
-        out = []
-        for m in self.swim.members():
-            if m.id != self.identity.id and m.state.value == "alive":
-                try:
-                    card = decode_meta(m.meta).referral
-                except RemoteProtocolError:
-                    continue
+    async def referrals(self, timeout_s: float = 1.0) -> list[str]:
+        """Signed cards of up to GOAWAY_REFERRALS_MAX other alive nodes, fetched over the peer link (for `goaway`)."""
+        others = [m.id for m in self.swim.members() if m.id != self.identity.id and m.state.value == "alive"]
+        cards: list[str] = []
+
+        async def one(member: bytes) -> None:
+            addr = self.driver.peer_address(member)
+            if addr is not None:
+                card = await fetch_card(addr, self.identity, member, self.admission.admits, timeout_s=timeout_s)
                 if card:
-                    out.append(card)
-            if len(out) >= GOAWAY_REFERRALS_MAX:
-                break
-        return out
+                    cards.append(card)
+
+        async with trio.open_nursery() as nursery:
+            for member in others[:GOAWAY_REFERRALS_MAX]:
+                nursery.start_soon(one, member)
+        return cards
 
 
 async def run_node(
@@ -242,7 +244,7 @@ async def _start(
     ports["ws"] = await nursery.start(functools.partial(clients.serve, ws_host, ws_port))
     card = make_card(identity, ws=public_url(config, ports["ws"]), ts=int(time.time()))
 
-    driver = _start_swim(config, identity, udp, admission, ports, card, rng)
+    driver = _start_swim(config, identity, udp, admission, ports, rng)
     swim_ref.append(driver)
     handle = NodeHandle(
         identity=identity,
@@ -268,6 +270,7 @@ async def _start(
             admit=admission.admits,
             on_link=links.accept,
             on_sync=driver.on_sync,
+            card=card,
             on_refused=functools.partial(_refused, metrics, "peer"),
         )
     )
@@ -290,13 +293,11 @@ def _start_swim(
     udp: socket.socket,
     admission: Admission,
     ports: dict[str, int],
-    card: str,
     rng: random.Random,
 ) -> SwimDriver:
     swim_host, _ = parse_hostport(config.node.swim)
     advertise = config.node.advertise_host
-    card_doc = b64u_decode(card[len(CARD_PREFIX) :])
-    meta = encode_meta(Meta(peer_port=ports["peer"], host=advertise, card=card_doc))
+    meta = encode_meta(Meta(peer_port=ports["peer"], host=advertise, url=public_url(config, ports["ws"])))
     core = Swim(
         self_id=identity.id,
         addr=(advertise or swim_host, ports["swim"]),
@@ -424,7 +425,7 @@ async def _leave(handle: NodeHandle) -> None:
     handle.serving = False
     handle.log.info("leaving", clients=len(handle.relay.sessions))
     with trio.move_on_after(2.0):
-        await handle.clients.shutdown(handle.referrals())
+        await handle.clients.shutdown(await handle.referrals())
     handle.relay.handoff_all()
     with trio.move_on_after(1.5):
         while handle.links.pending_frames():

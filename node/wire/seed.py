@@ -11,8 +11,8 @@ joiner first asks "which node listens here?":
   sealed SWIM exchange that follows (only the real key holder can open those packets).
 
 Member meta (opaque to the SWIM core, at most META_MAX bytes) is msgpack `{"p": peer port, "h": advertised host
-or "", "c": the node's signed card document}`. The card (node/nodelist.py, PURPOSE node-card) carries the public
-client URL and is signed by the node itself, so another node can hand it to clients in `goaway` unchanged.
+or "", "u": public client URL}`. It rides in every alive update and every push-pull record, so it stays small:
+a node's signed card (for `goaway`) is fetched over the peer link when needed, not gossiped.
 
 Datagram kinds on the SWIM port: 0x01 sealed SWIM (node/crypto.py), 0x02 WHOIS, 0x03 WHOIS_REPLY.
 """
@@ -24,15 +24,14 @@ from typing import Any
 import attrs
 
 from node.errors import RemoteProtocolError
-from node.identity import ID_BYTES, Identity, b64u_encode, verify_signature
-from node.nodelist import CARD_PREFIX
+from node.identity import ID_BYTES, Identity, verify_signature
 from node.wire import WIRE_VERSION, get_bytes, get_int, get_str, packb, require_map, unpackb
 
 KIND_SEALED = 0x01
 KIND_WHOIS = 0x02
 KIND_WHOIS_REPLY = 0x03
 NONCE_BYTES = 16
-WHOIS_BYTES = 768  # >= the largest reply (meta <= 512 bytes plus ~180 bytes of fields): no amplification
+WHOIS_BYTES = 768  # >= the largest reply (meta <= META_MAX = 512 bytes plus ~180 bytes of fields): no amplification
 META_MAX = 512  # node/swim/messages.py META_MAX: the SWIM core carries at most this
 WHOIS_SIGN_PREFIX = b"homing/v1/whois"
 
@@ -41,16 +40,11 @@ WHOIS_SIGN_PREFIX = b"homing/v1/whois"
 class Meta:
     peer_port: int
     host: str = ""  # advertised host for the peer link; "" means the SWIM address's host
-    card: bytes = b""  # the node's own signed card document (msgpack), or empty
-
-    @property
-    def referral(self) -> str:
-        """The card as a referral URI (`homing://node/…`), or "" when there is none."""
-        return CARD_PREFIX + b64u_encode(self.card) if self.card else ""
+    url: str = ""  # the node's public client URL
 
 
 def encode_meta(meta: Meta) -> bytes:
-    data = packb({"p": meta.peer_port, "h": meta.host, "c": meta.card})
+    data = packb({"p": meta.peer_port, "h": meta.host, "u": meta.url})
     if len(data) > META_MAX:
         raise ValueError(f"member meta of {len(data)} bytes exceeds {META_MAX} (public_url too long?)")
     return data
@@ -61,7 +55,7 @@ def decode_meta(data: bytes) -> Meta:
     return Meta(
         peer_port=get_int(m, "p", lo=1, hi=65535),
         host=get_str(m, "h", max_len=255),
-        card=get_bytes(m, "c", max_len=META_MAX),
+        url=get_str(m, "u", max_len=META_MAX),
     )
 
 
