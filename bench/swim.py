@@ -1,6 +1,6 @@
 """bench/swim: homing's SWIM against HashiCorp Serf, as real processes on loopback, side by side in one run.
 
-    python -m bench.swim                      # N = 10 and 30, 3 runs of each system, 20 s idle window
+    python -m bench.swim                      # N = 10 and 30, 3 runs of each system, 30 s idle window
     python -m bench.swim --quick              # N = 5, to smoke-test the harness
     python -m bench.swim --n 10 --reps 5 --idle-s 30 --out /tmp/swim.md
 
@@ -36,6 +36,11 @@ DEFAULT_OUT = REPO / "bench" / "results" / "swim.md"
 TRIAL_FIXED_BUDGET_S = 300.0  # join + crash + leave timeouts and margin (bench/swim_trial.py TrialConfig)
 TRIAL_PER_AGENT_S = 30.0  # each agent's start-up timeout
 STDERR_TAIL_CHARS = 2000
+# Both systems push-pull once per member every 30 s (N <= 32), but memberlist's first one comes 30 to 60 s after
+# start and homing's 15 to 30 s: a window that starts 30 s after the join and lasts a whole number of 30 s periods
+# holds exactly one push-pull per member for both, i.e. the steady state. Shorter windows under-count TCP.
+SETTLE_S = 30.0
+IDLE_S = 30.0
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -43,8 +48,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--n", type=int, nargs="+", default=[10, 30], help="cluster sizes (default 10 30)")
     p.add_argument("--quick", action="store_true", help="N = 5 only (smoke test of the harness)")
     p.add_argument("--reps", type=int, default=3, help="runs of each system per N (default 3)")
-    p.add_argument("--idle-s", type=float, default=20.0, help="idle window for bytes/CPU (default 20 s)")
-    p.add_argument("--settle-s", type=float, default=5.0, help="wait after the join before the idle window")
+    p.add_argument("--idle-s", type=float, default=IDLE_S, help=f"idle window for bytes/CPU (default {IDLE_S:g} s)")
+    p.add_argument(
+        "--settle-s",
+        type=float,
+        default=SETTLE_S,
+        help=f"wait after the join before the idle window (default {SETTLE_S:g} s)",
+    )
     p.add_argument("--systems", nargs="+", choices=["homing", "serf"], default=["homing", "serf"])
     p.add_argument("--serf", default="serf", help="the serf binary (default: serf on PATH)")
     p.add_argument(

@@ -6,7 +6,8 @@ writes one JSON object to R.json and exits 0, or exits non-zero with the reason 
 Phases, each bounded in time (a phase that times out is recorded as null with how many agents got there):
 1. spawn: agent 0 first, then agents 1..N-1 with agent 0 as their seed, each after the previous one is running;
 2. join: every agent has reported every other one alive (times from its log lines; checked once by HTTP/RPC);
-3. settle, then idle: bytes (nftables counters in the namespace), CPU ticks and RSS (/proc) over `idle_s`;
+3. settle (see bench/swim.py SETTLE_S), then idle: bytes (nftables counters in the namespace), CPU ticks and
+   RSS (/proc) over `idle_s`;
 4. crash: SIGKILL the last agent; first suspicion anywhere, and every other agent reporting it dead/failed;
 5. leave: the graceful-leave signal to the second-to-last agent; every remaining agent reporting it left.
 """
@@ -39,8 +40,8 @@ MB = 1024 * 1024
 class TrialConfig:
     system: str = attrs.field(validator=v.in_(("homing", "serf")))
     n: int = attrs.field(validator=[v.ge(3), v.le(net.PORT_SPAN)])
-    idle_s: float = attrs.field(default=20.0, validator=v.gt(0))
-    settle_s: float = attrs.field(default=5.0, validator=v.ge(0))
+    idle_s: float = attrs.field(default=30.0, validator=v.gt(0))
+    settle_s: float = attrs.field(default=30.0, validator=v.ge(0))
     ready_timeout_s: float = attrs.field(default=30.0, validator=v.gt(0))
     join_timeout_s: float = attrs.field(default=60.0, validator=v.gt(0))
     dead_timeout_s: float = attrs.field(default=90.0, validator=v.gt(0))
@@ -210,8 +211,8 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.swim_trial", description=__doc__.splitlines()[0])
     p.add_argument("--system", required=True, choices=["homing", "serf"])
     p.add_argument("--n", type=int, required=True)
-    p.add_argument("--idle-s", type=float, default=20.0)
-    p.add_argument("--settle-s", type=float, default=5.0)
+    p.add_argument("--idle-s", type=float, default=30.0)
+    p.add_argument("--settle-s", type=float, default=30.0)
     p.add_argument("--shared-loopback", action="store_true", help="not in a private namespace: no byte figures")
     p.add_argument("--serf", default="serf", help="the serf binary")
     p.add_argument("--work", type=Path, required=True, help="a scratch directory (data dirs, agent logs)")
