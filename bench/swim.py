@@ -90,9 +90,15 @@ def serf_version(binary: str) -> str | None:
 
 
 def git_commit() -> str:
+    """The last commit that changed node/ (what was measured), not HEAD (bench-only commits change nothing)."""
     try:
         res = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=REPO, timeout=10, check=False
+            ["git", "log", "-1", "--format=%h", "--", "node"],
+            capture_output=True,
+            text=True,
+            cwd=REPO,
+            timeout=10,
+            check=False,
         )
     except (OSError, subprocess.TimeoutExpired):
         return "unknown"
@@ -195,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
         "Times are arrival times of the agents' own log lines (read through a pipe, stamped on arrival); "
         "CPU and RSS are from /proc over the idle window, after the join has settled."
     )
-    environment = {**net.describe_env(), "python": sys.version.split()[0], "homing commit": git_commit()}
+    environment = {**net.describe_env(), "python": sys.version.split()[0], "last commit of node/": git_commit()}
     if serf:
         environment["serf"] = serf
     results: list[dict[str, Any]] = []
