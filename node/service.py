@@ -1,11 +1,12 @@
 """The composition root: `run_node` opens the nursery and starts every driver of one node.
 
 Order at start: bind the SWIM and peer sockets, start the peer links, the relay and the client server (so the
-client port, and with it the public URL in our signed card, is known), build the SWIM core with that card in
-its member meta, start SWIM, the peer listener and the operations endpoint, write `ports.json`, then join
-seeds and register with registries.
+client port, and with it our public URL and signed card, is known), build the SWIM core with the peer port
+and public URL in its member meta, start SWIM, the peer listener (which also hands out our card) and the
+operations endpoint, write `ports.json`, then join seeds and register with registries.
 
-Order at graceful stop (CONTRACT §5): stop accepting clients and send `goaway` (with other nodes' cards),
+Order at graceful stop (CONTRACT §5): stop accepting clients and send `goaway` (with other nodes' cards, fetched
+from them over the peer link),
 hand leases and mailboxes to their next owners, broadcast the SWIM leave, deregister from registries, return;
 all within SHUTDOWN_BUDGET_S.
 """
