@@ -50,3 +50,12 @@ def test_five_processes_converge_crash_and_leave(cluster: list[NodeProcess]) -> 
         15,
         "every live node to see the leaver as left",
     )
+
+    interrupted = cluster[2]  # Ctrl-C in a terminal: the same graceful leave
+    interrupted.proc.send_signal(signal.SIGINT)
+    assert interrupted.proc.wait(10) == 0
+    wait_for(
+        lambda: all(n.states().get(interrupted.id_text) == "left" for n in cluster[:2]),
+        15,
+        "SIGINT leads to a graceful leave too",
+    )
