@@ -15,6 +15,7 @@ Decoders raise RemoteProtocolError on anything malformed and nothing else.
 
 from __future__ import annotations
 
+import zlib
 from typing import Any, Final
 
 from node.errors import RemoteProtocolError, TooLarge
@@ -161,11 +162,27 @@ def decode_datagram(data: bytes) -> SwimMessage:
 
 
 def encode_push_pull(state: PushPullState, *, reply: bool = False) -> bytes:
+    """A full state, zlib-compressed inside the map (`{"z": deflate(msgpack({"m": [...]}))}`): addresses and
+    URLs repeat from member to member, so a sync costs about half the bytes (ids are random and stay as they are).
+    """
     msg_type = MsgType.PUSH_PULL_REPLY if reply else MsgType.PUSH_PULL
-    data = bytes((WIRE_VERSION, msg_type)) + packb({"m": [_member_obj(m) for m in state.members]})
-    if len(data) > Limits.PUSH_PULL_MAX:
-        raise TooLarge(f"push-pull state of {len(data)} bytes exceeds {Limits.PUSH_PULL_MAX}")
+    inner = packb({"m": [_member_obj(m) for m in state.members]})
+    data = bytes((WIRE_VERSION, msg_type)) + packb({"z": zlib.compress(inner, 6)})
+    if len(data) > Limits.PUSH_PULL_MAX or len(inner) > Limits.PUSH_PULL_MAX:
+        raise TooLarge(f"push-pull state of {len(inner)} bytes exceeds {Limits.PUSH_PULL_MAX}")
     return data
+
+
+def _inflate(blob: bytes) -> bytes:
+    """Decompress at most PUSH_PULL_MAX bytes: a small blob that inflates beyond that (a zip bomb) is refused."""
+    d = zlib.decompressobj()
+    try:
+        out = d.decompress(blob, Limits.PUSH_PULL_MAX)
+    except zlib.error as exc:
+        raise RemoteProtocolError("push-pull state is not valid deflate data") from exc
+    if d.unconsumed_tail or not d.eof:
+        raise TooLarge(f"push-pull state inflates beyond {Limits.PUSH_PULL_MAX} bytes or is truncated")
+    return out
 
 
 def decode_push_pull(data: bytes) -> PushPullState:
@@ -177,6 +194,12 @@ def decode_push_pull(data: bytes) -> PushPullState:
         m = require_map(
             unpackb(bytes(data[2:]), max_bytes=Limits.PUSH_PULL_MAX, max_items=PUSH_PULL_MEMBERS_MAX), "push-pull"
         )
+        blob = m.get("z")
+        if isinstance(blob, bytes):
+            inner = _inflate(blob)
+            m = require_map(
+                unpackb(inner, max_bytes=Limits.PUSH_PULL_MAX, max_items=PUSH_PULL_MEMBERS_MAX), "push-pull"
+            )
         raw = m.get("m")
         if not isinstance(raw, list):
             raise RemoteProtocolError("field 'm' must be a list")

@@ -225,3 +225,32 @@ def test_push_pull_of_many_members_fits() -> None:
     data = encode_push_pull(PushPullState(members=ms))
     assert len(data) <= Limits.PUSH_PULL_MAX
     assert len(decode_push_pull(data).members) == 10_000
+
+
+def test_push_pull_is_compressed_and_a_zip_bomb_is_refused() -> None:
+    import zlib
+
+    from node.errors import TooLarge
+    from node.wire import packb
+
+    state = PushPullState(
+        members=tuple(
+            MemberInfo(
+                id=bytes([i]) * 32,
+                addr=("127.0.0.1", 7000 + i),
+                meta=b"ws://127.0.0.1/v1/client" * 2,
+                incarnation=1,
+                state=MemberState.ALIVE,
+            )
+            for i in range(30)
+        )
+    )
+    data = encode_push_pull(state)
+    assert decode_push_pull(data) == state
+    assert len(data) < 0.7 * len(packb({"m": [[m.id, m.addr[0], m.addr[1], m.meta] for m in state.members]}))
+    bomb = bytes((WIRE_VERSION, MsgType.PUSH_PULL)) + packb({"z": zlib.compress(bytes(Limits.PUSH_PULL_MAX + 10))})
+    with pytest.raises(TooLarge):
+        decode_push_pull(bomb)
+    garbage = bytes((WIRE_VERSION, MsgType.PUSH_PULL)) + packb({"z": b"not deflate"})
+    with pytest.raises(RemoteProtocolError):
+        decode_push_pull(garbage)
