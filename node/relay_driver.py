@@ -24,11 +24,9 @@ from node.metrics import NodeMetrics
 from node.peers import PeerLinks
 from node.relay import RelayCore, ToClient, ToPeer
 from node.timer import CoreTimer
-from node.wire import MsgType
 from node.wire.client import Envelope
-from node.wire.peer import decode_peer, encode_peer
+from node.wire.peer import peer_from_map, peer_to_map
 
-RELAY_FRAME = int(MsgType.ENVELOPE)  # peer-link frames carry relay messages as {"t": RELAY_FRAME, "m": bytes}
 FLUSH_ROUNDS_MAX = 64  # a drain that keeps producing (unreachable peers feeding back) stops here; the timer retries
 
 
@@ -61,15 +59,11 @@ class RelayDriver:
     # --- federation inputs -------------------------------------------------------------------------
 
     def peer_frame(self, peer: bytes, frame: dict[str, Any]) -> None:
-        """A frame from a peer link (PeerLinks.on_message)."""
-        data = frame.get("m")
-        if frame.get("t") != RELAY_FRAME or not isinstance(data, bytes):
-            self.metrics.packet_refused("peer", "malformed")
-            return
+        """A frame from a peer link (PeerLinks.on_message): a relay frame's map (node/wire/peer.py)."""
         try:
-            msg = decode_peer(data)
-        except RemoteProtocolError as exc:
-            self.metrics.packet_refused("peer", "oversized" if exc.code == "too_large" else "malformed")
+            msg = peer_from_map(frame)
+        except RemoteProtocolError:
+            self.metrics.packet_refused("peer", "malformed")
             return
         self.core.peer_message(peer, msg, trio.current_time())
         self._after_input()
@@ -106,10 +100,8 @@ class RelayDriver:
                     session = self.sessions.get(cmd.conn_id)
                     if session is not None:
                         session.send(cmd.msg)
-                elif isinstance(cmd, ToPeer):
-                    frame = {"t": RELAY_FRAME, "m": encode_peer(cmd.msg)}
-                    if not self.links.send(cmd.node, frame):
-                        self.core.peer_unreachable(cmd.node, trio.current_time())
+                elif isinstance(cmd, ToPeer) and not self.links.send(cmd.node, peer_to_map(cmd.msg)):
+                    self.core.peer_unreachable(cmd.node, trio.current_time())
 
     def refresh_metrics(self) -> None:
         stats = self.core.stats()

@@ -173,6 +173,11 @@ def _env_fields(e: PeerEnvelope) -> dict[str, Any]:
 
 def encode_peer(msg: PeerMessage) -> bytes:
     """One peer-link frame (plaintext; the link encrypts it)."""
+    return packb(peer_to_map(msg))
+
+
+def peer_to_map(msg: PeerMessage) -> dict[str, Any]:
+    """The msgpack map of one relay frame (the peer link encodes maps itself, so the relay hands it this)."""
     m: dict[str, Any]
     match msg:
         case PeerEnvelope():
@@ -199,7 +204,7 @@ def encode_peer(msg: PeerMessage) -> bytes:
             m = {"t": MsgType.RECEIPT, "eid": eid, "s": str(s)}
         case _:  # pragma: no cover - the type checker proves this unreachable
             raise TypeError(f"not a peer message: {msg!r}")
-    return packb({k: (int(x) if isinstance(x, MsgType) else x) for k, x in m.items()})
+    return {k: (int(x) if isinstance(x, MsgType) else x) for k, x in m.items()}
 
 
 def _get_enum(m: dict[str, Any], key: str, cls: type[enum.StrEnum]) -> Any:
@@ -262,7 +267,13 @@ RELAY_TYPES: Final = frozenset(_DECODERS)
 
 def decode_peer(data: bytes) -> PeerMessage:
     """Decode one relay frame. Raises RemoteProtocolError (TooLarge for an oversized frame) and nothing else."""
-    m = require_map(unpackb(data, max_bytes=Limits.PEER_FRAME_MAX, max_items=PEER_IDS_MAX + 16), "peer frame")
+    return peer_from_map(
+        require_map(unpackb(data, max_bytes=Limits.PEER_FRAME_MAX, max_items=PEER_IDS_MAX + 16), "peer frame")
+    )
+
+
+def peer_from_map(m: dict[str, Any]) -> PeerMessage:
+    """Decode one relay frame already unpacked (within the peer link's limits) into a map."""
     t = m.get("t")
     if not isinstance(t, int) or isinstance(t, bool) or t not in _DECODERS:
         raise RemoteProtocolError(f"unknown relay frame type {t!r}")
