@@ -1,0 +1,39 @@
+"""Bugs the adversarial tests found, one test each: every one was an undocumented exception (a crash) before its fix."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from node.config import build_config, load_toml
+from node.errors import ConfigError
+
+
+@pytest.mark.parametrize(
+    ("data", "reason"),
+    [
+        (b'[node]\nws = "\xff"\n', "not UTF-8"),  # was UnicodeDecodeError
+        (b"a = " + b"[" * 50_000, "nested too deeply"),  # was RecursionError
+        (b"a = " + b"{b=" * 5_000, "nested too deeply"),
+    ],
+)
+def test_a_damaged_config_file_is_a_config_error(tmp_path: Path, data: bytes, reason: str) -> None:
+    path = tmp_path / "homing-node.toml"
+    path.write_bytes(data)
+    with pytest.raises(ConfigError, match=reason):
+        load_toml(path)
+
+
+def test_a_config_path_that_is_a_directory_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read"):  # was IsADirectoryError
+        load_toml(tmp_path)
+
+
+@pytest.mark.parametrize(
+    "value", [float("inf"), float("-inf"), float("nan"), 10**400], ids=["inf", "-inf", "nan", "1e400"]
+)
+def test_durations_must_be_finite(value: float) -> None:
+    # inf was accepted: `heartbeat_s = inf` then failed at run time (int(inf) in the registration TTL)
+    with pytest.raises(ConfigError, match=r"federation\.heartbeat_s"):
+        build_config({"federation": {"heartbeat_s": value}})
