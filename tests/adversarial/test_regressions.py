@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import httpx2
 import pytest
 
 from node.config import build_config, load_toml
 from node.errors import ConfigError
+from node.registry_client import _result
 
 
 @pytest.mark.parametrize(
@@ -37,3 +39,13 @@ def test_durations_must_be_finite(value: float) -> None:
     # inf was accepted: `heartbeat_s = inf` then failed at run time (int(inf) in the registration TTL)
     with pytest.raises(ConfigError, match=r"federation\.heartbeat_s"):
         build_config({"federation": {"heartbeat_s": value}})
+
+
+@pytest.mark.parametrize(
+    ("header", "wait_s"), [(b"\xb2", 0.0), (b"3\xb2", 0.0), (b"9" * 400, 3600.0), (b"12", 12.0), (b"soon", 0.0)]
+)
+def test_a_registry_retry_after_header_cannot_crash_or_stall_the_node(header: bytes, wait_s: float) -> None:
+    # "²" passed str.isdigit() and float("²") raised ValueError in the registration loop (killing the node's
+    # nursery); 400 nines became float inf, and the loop slept forever.
+    answer = httpx2.Response(503, headers=[(b"retry-after", header)])
+    assert _result("https://registry.example", answer).retry_after_s == wait_s
