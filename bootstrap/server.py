@@ -62,7 +62,7 @@ def _parse_doc(request: Request) -> dict[str, Any]:
     if request.headers.get("content-type", "").startswith(JSON):
         try:
             obj = json.loads(request.body)
-        except (ValueError, UnicodeDecodeError) as exc:
+        except (ValueError, RecursionError) as exc:  # RecursionError: nested too deeply (it was an HTTP 500)
             raise RemoteProtocolError("body is not JSON") from exc
         return document_from_json(obj)
     return decode_document(request.body)

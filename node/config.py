@@ -7,6 +7,7 @@ config reference in docs/configuration.md is generated from these comments and a
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import tomllib
@@ -211,7 +212,10 @@ def _coerce(section: str, name: str, value: Any, default: Any) -> Any:
     if isinstance(default, float):
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(key, f"expected a number, got {value!r}")
-        return float(value)
+        number = float(value) if isinstance(value, float) or abs(value) < 2**63 else math.inf
+        if not math.isfinite(number):
+            raise ConfigError(key, f"expected a finite number, got {str(value)[:40]}")
+        return number
     if isinstance(default, str):
         if not isinstance(value, str):
             raise ConfigError(key, f"expected a string, got {value!r}")
@@ -277,6 +281,12 @@ def load_toml(path: Path) -> dict[str, Any]:
         raise ConfigError(str(path), "config file not found") from exc
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(str(path), f"not valid TOML: {exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(str(path), f"not valid TOML: not UTF-8 (byte {exc.start})") from exc
+    except RecursionError as exc:
+        raise ConfigError(str(path), "not valid TOML: nested too deeply") from exc
+    except OSError as exc:
+        raise ConfigError(str(path), f"cannot read the config file: {exc.strerror or exc}") from exc
 
 
 def load_config(

@@ -35,6 +35,7 @@ MSGPACK = "application/msgpack"
 RESPONSE_MAX_BYTES = 64 * 1024
 BACKOFF_MIN_S = 1.0
 CONFLICT_RETRIES = 3
+RETRY_AFTER_MAX_S = 3600  # a registry's Retry-After beyond this is capped: never sleep forever on its word
 
 
 @attrs.frozen(kw_only=True, slots=True)
@@ -84,8 +85,15 @@ def _result(url: str, resp: httpx2.Response) -> Result:
         http_status=resp.status_code,
         status=str(answer.get("status", "")),
         reason=str(answer.get("reason", "") or resp.reason_phrase)[:300],
-        retry_after_s=float(retry_after) if retry_after.isdigit() else 0.0,
+        retry_after_s=_retry_after_s(retry_after),
     )
+
+
+def _retry_after_s(text: str) -> float:
+    """Retry-After in delta-seconds (RFC 9110), capped; anything else (an HTTP date, garbage) counts as 0."""
+    if not (text.isascii() and text.isdigit()):  # "²".isdigit() is True: float("²") would raise
+        return 0.0
+    return float(min(int(text[:12]), RETRY_AFTER_MAX_S))
 
 
 async def _send(

@@ -22,6 +22,7 @@ from node.nodelist import URL_MAX
 CACHE_VERSION = 1
 CACHE_NODES_MAX = 64
 CACHE_FILE_MAX_BYTES = 256 * 1024
+LAST_SUCCESS_MAX = 2**40  # unix seconds (year ~36,000): a larger or non-finite value marks a damaged entry
 
 
 def load_cache(path: Path) -> tuple[list[Candidate], list[str]]:
@@ -37,7 +38,7 @@ def load_cache(path: Path) -> tuple[list[Candidate], list[str]]:
         return [], [f"cache {path}: larger than {CACHE_FILE_MAX_BYTES} bytes, ignored"]
     try:
         doc = json.loads(data)
-    except (json.JSONDecodeError, UnicodeDecodeError):
+    except (ValueError, RecursionError):  # JSONDecodeError, UnicodeDecodeError, a 4,300-digit int, deep nesting
         return [], [f"cache {path}: not valid JSON, ignored"]
     if not isinstance(doc, dict) or doc.get("v") != CACHE_VERSION or not isinstance(doc.get("nodes"), list):
         return [], [f"cache {path}: not a version {CACHE_VERSION} homing cache, ignored"]
@@ -59,6 +60,8 @@ def _entry(item: Any) -> Candidate | None:
     if not isinstance(ws, str) or not ws.startswith(("ws://", "wss://")) or len(ws) > URL_MAX:
         return None
     if isinstance(last, bool) or not isinstance(last, (int, float)) or not isinstance(text, str):
+        return None
+    if not 0 <= last <= LAST_SUCCESS_MAX:  # also refuses NaN and Infinity (JSON allows them; int() would raise)
         return None
     try:
         node_id = parse_id(text)
