@@ -56,6 +56,9 @@ REFUSED_LABELS = {
     "auth_failed": "forged",
     "bad_websocket": "malformed",
     "timeout": "malformed",
+    "bad_request": "malformed",
+    "unknown_type": "malformed",
+    "slow_reader": "rate_limited",
 }
 SHUTDOWN_BUDGET_S = 8.0  # CONTRACT §5: exit within 10 s of SIGTERM; keep 2 s of margin
 GOAWAY_REFERRALS_MAX = 5

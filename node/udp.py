@@ -19,7 +19,7 @@ import trio
 
 from node.crypto import DatagramSealer
 from node.errors import RemoteProtocolError, Replayed, TooLarge
-from node.identity import Identity
+from node.identity import ID_BYTES, Identity
 from node.peers import push_pull, stream_ping
 from node.swim.messages import Ack
 from node.swim.protocol import MemberChanged, ProbeResult, PushPull, Send, StreamPing, Swim
@@ -111,10 +111,11 @@ class SwimDriver:
         kind = data[0] if data else -1
         try:
             if kind == KIND_SEALED:
-                sender, plaintext = self.sealer.open(data)
-                if not self.admit(sender):
+                # the sender id is in the clear: refuse strangers before spending a key agreement on them
+                if not self.admit(bytes(data[1 : 1 + ID_BYTES])):
                     self.on_refused("swim", "not_admitted")
                     return
+                sender, plaintext = self.sealer.open(data)
                 msg = decode_datagram(plaintext)
                 self.core.receive(sender, addr, msg, trio.current_time())
                 self.poke()
