@@ -208,7 +208,7 @@ def _seed(data: bytes) -> object:
 
 
 def _seed_seeds() -> list[bytes]:
-    meta = encode_meta(Meta(peer_port=7402, host="10.0.0.1", card=encode_document(_card_doc())))
+    meta = encode_meta(Meta(peer_port=7402, host="10.0.0.1", url="wss://10.0.0.1/v1/client"))
     return [
         b"\x00" + encode_whois(ASKER, WHOIS_NONCE),
         b"\x01" + _encode_whois_reply(NODE_B, ASKER, WHOIS_NONCE, meta),

@@ -178,7 +178,7 @@ def _card_uri(doc: Any) -> None:
 
 REG = build_registration(NODE_A, ws="wss://a.example/v1/client", swim="a:7401", peer="a:7402", ts=NOW, ttl=180)
 CARD_DOC = sign_document(NODE_A, NODE_CARD, {"id": NODE_A.id, "ws": "wss://a.example/v1/client", "ts": NOW})
-META = encode_meta(Meta(peer_port=7402, host="a.example", card=encode_document(CARD_DOC)))
+META = encode_meta(Meta(peer_port=7402, host="a.example", url="wss://a.example/v1/client"))
 WHOIS_REPLY = encode_whois_reply(NODE_A, ASKER, WHOIS_NONCE, META)
 
 
@@ -332,7 +332,7 @@ def test_registrations_leaves_and_cards_round_trip(ts: int, ttl: int, host: str)
 def test_sealed_datagrams_meta_and_whois_replies_round_trip(plain: bytes, peer_port: int, host: str) -> None:
     a, b = DatagramSealer(NODE_A, epoch_ms=1), DatagramSealer(REGISTRY, epoch_ms=1)
     assert b.open(a.seal(REGISTRY.id, plain)) == (NODE_A.id, plain)
-    meta = Meta(peer_port=peer_port, host=host, card=b"")
+    meta = Meta(peer_port=peer_port, host=host, url="")
     assert decode_meta(encode_meta(meta)) == meta
     reply = encode_whois_reply(NODE_A, ASKER, WHOIS_NONCE, encode_meta(meta))
     assert decode_whois_reply(reply, asker=ASKER, nonce=WHOIS_NONCE) == (NODE_A.id, encode_meta(meta))
