@@ -23,6 +23,7 @@ from typing import Any
 
 import trio
 from wsproto import ConnectionType, WSConnection
+from wsproto.connection import ConnectionState
 from wsproto.events import (
     AcceptConnection,
     BytesMessage,
@@ -120,6 +121,9 @@ class WsClient:
     async def send_message(self, data: bytes | str) -> None:
         if self.close_code is not None:
             raise ConnectionClosed(self.close_code, self.close_reason)
+        if self.ws.state is not ConnectionState.OPEN:
+            # the node's close frame was read along with its last message but not handed out yet (goaway + 1001)
+            raise ConnectionClosed(1006, "the node is closing the connection")
         event = TextMessage(data=data) if isinstance(data, str) else BytesMessage(data=data)
         await self.send_bytes(self.ws.send(event))
 
