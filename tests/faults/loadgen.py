@@ -18,7 +18,6 @@ that connection: they are `orphaned` (the sender must resend), not lost. After t
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import random
@@ -90,8 +89,9 @@ class Ledger:
             self.orphaned += 1
 
     def tick(self) -> None:
-        t = round(time.monotonic() - self.started, 1)
-        self.timeline.append([t, self.sent, sum(self.terminal.values()), len(self.pending)])
+        """One timeline row: [unix time, sent, terminal receipts, waiting, calls completed, calls failed]."""
+        row = [round(time.time(), 1), self.sent, sum(self.terminal.values()), len(self.pending)]
+        self.timeline.append([*row, self.calls_completed, self.calls_failed])
 
     def report(self) -> dict[str, Any]:
         return {
@@ -168,8 +168,10 @@ class Load:
         cur = 0  # index into c.urls: the home node first, the next one after each drop
         while not self.stop_all.is_set():
             url = c.urls[cur % len(c.urls)]
-            with contextlib.suppress(ClientError):
+            try:
                 await self._connected(c, url)
+            except* ClientError:
+                pass  # refused, lost or closed: try the next node
             if self.stop_all.is_set():
                 return
             cur += 1
@@ -203,12 +205,15 @@ class Load:
             nursery.start_soon(self._keepalive, conn, nursery.cancel_scope)
             nursery.start_soon(self._stopper, nursery.cancel_scope)
             gen = c.gen
-            while True:
-                msg = await conn.receive()  # ConnectionClosed (a ClientError) ends the connection
-                if isinstance(msg, Receipt):
-                    self.ledger.receipt((c.idx, gen, msg.ref), msg.status.value)
-                elif isinstance(msg, Deliver):
-                    await self._on_deliver(c, msg)
+            try:
+                while True:
+                    msg = await conn.receive()
+                    if isinstance(msg, Receipt):
+                        self.ledger.receipt((c.idx, gen, msg.ref), msg.status.value)
+                    elif isinstance(msg, Deliver):
+                        await self._on_deliver(c, msg)
+            except ClientError:
+                nursery.cancel_scope.cancel()  # the connection is gone
 
     async def _stopper(self, scope: trio.CancelScope) -> None:
         await self.stop_all.wait()
@@ -218,10 +223,13 @@ class Load:
         while True:
             await trio.sleep(self.ping_every_s)
             with trio.move_on_after(self.ping_timeout_s) as cs:
-                await conn.ping()
+                try:
+                    await conn.ping()
+                except ClientError:
+                    break
             if cs.cancelled_caught:
-                scope.cancel()  # a node that stopped answering (paused, cut off): move on
-                return
+                break  # a node that stopped answering (paused, cut off): move on
+        scope.cancel()
 
     async def _on_deliver(self, c: Client, msg: Deliver) -> None:
         self.ledger.deliveries += 1
@@ -258,27 +266,36 @@ class Load:
             await trio.sleep(self.interval_s * self.rng.uniform(0.5, 1.5))
 
 
-def make_clients(urls: list[str], pairs: int) -> list[Client]:
-    """Caller 2k and callee 2k+1, homed on different nodes (when there are two or more)."""
-    clients = []
+def make_clients(urls: list[str], pairs: int, homes: list[tuple[int, int]] | None = None) -> list[Client]:
+    """Caller 2k and callee 2k+1, homed on different nodes: by default pair k on nodes k and k+1+k//n;
+    `homes` gives (caller node, callee node) indices into `urls` instead, used round robin."""
     n = len(urls)
+    if not homes:
+        homes = [(k % n, (k + 1 + k // n) % n) for k in range(pairs)]
+    clients = []
     for k in range(pairs):
-        for j, home in enumerate((k % n, (k + 1 + k // n) % n if n > 1 else 0)):
-            idx = 2 * k + j
+        for j, home in enumerate(homes[k % len(homes)]):
             order = [urls[(home + i) % n] for i in range(n)]
-            clients.append(Client(idx=idx, identity=Identity.generate(), urls=order))
+            clients.append(Client(idx=2 * k + j, identity=Identity.generate(), urls=order))
     for k in range(pairs):
         a, b = clients[2 * k], clients[2 * k + 1]
-        if a.urls[0] == b.urls[0] and n > 1:
-            b.urls = b.urls[1:] + b.urls[:1]
         a.partner, b.partner = b.identity.id, a.identity.id
     return clients
+
+
+def parse_homes(text: str) -> list[tuple[int, int]]:
+    """"0-1,2-3" -> [(0, 1), (2, 3)]"""
+    out = []
+    for part in filter(None, text.split(",")):
+        a, b = part.split("-")
+        out.append((int(a), int(b)))
+    return out
 
 
 async def run_load(args: argparse.Namespace) -> dict[str, Any]:
     ledger = Ledger()
     load = Load(
-        clients=make_clients(args.url, args.pairs),
+        clients=make_clients(args.url, args.pairs, parse_homes(args.homes)),
         ledger=ledger,
         rng=random.Random(args.seed),
         interval_s=args.interval_s,
@@ -319,6 +336,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description="homing call load generator with receipt accounting")
     p.add_argument("--url", action="append", required=True, help="node client URL (repeatable)")
     p.add_argument("--pairs", type=int, default=10)
+    p.add_argument("--homes", default="", help="caller-callee node indices per pair, e.g. 0-1,2-3 (round robin)")
     p.add_argument("--seconds", type=float, default=30.0, help="how long callers place calls")
     p.add_argument("--interval-s", type=float, default=1.0, help="mean pause between one caller's calls")
     p.add_argument("--call-timeout-s", type=float, default=15.0)
