@@ -29,6 +29,7 @@ from typing import Any
 
 import attrs
 import trio
+from wsproto.utilities import LocalProtocolError
 
 from node.client import ClientConnection, ClientError, connect_client
 from node.identity import Identity
@@ -160,7 +161,9 @@ class Load:
         try:
             with trio.fail_after(SEND_TIMEOUT_S):
                 await conn.send(Envelope(kind=Kind(kind), to=to, call=call, body=body, ref=c.ref))
-        except (ClientError, trio.TooSlowError):
+        except (ClientError, trio.TooSlowError, LocalProtocolError):
+            # LocalProtocolError: node/client.py lets wsproto's error through when the node's close frame is
+            # read but not yet handled (state REMOTE_CLOSING); it means the same as ConnectionClosed here.
             pass  # the connection is going away: the reader's exit orphans this envelope with the rest
         return True
 
