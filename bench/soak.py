@@ -47,10 +47,13 @@ def env() -> dict[str, str]:
 
 
 class SoakNode:
-    def __init__(self, idx: int, work: Path, seeds: list[str]) -> None:
+    def __init__(self, idx: int, work: Path, seeds: list[str], clients: int = 0) -> None:
         self.idx = idx
         self.dir = work / f"n{idx}"
         self.dir.mkdir(parents=True, exist_ok=True)
+        # every soak client connects from 127.0.0.1: lift the per-IP cap (default 256) above the client count
+        per_ip = max(256, clients + 64)
+        (self.dir / "homing-node.toml").write_text(f"[clients]\nconnections_per_ip_max = {per_ip}\n")
         self.ports = {
             "ws": free_port(socket.SOCK_STREAM),
             "swim": free_port(socket.SOCK_DGRAM),
@@ -124,7 +127,7 @@ def run_soak(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     load: subprocess.Popen[bytes] | None = None
     try:
         for i in range(1, args.nodes + 1):
-            node = SoakNode(i, work, [n.swim for n in nodes[:1]])
+            node = SoakNode(i, work, [n.swim for n in nodes[:1]], args.clients)
             nodes.append(node)
         for n in nodes:
             n.seeds = [m.swim for m in nodes if m is not n]
@@ -212,7 +215,8 @@ def render(args: argparse.Namespace, report: dict[str, Any], wall_s: float) -> s
         f"`{cmd}` ({os.cpu_count()} CPUs, wall {wall_s / 60:.1f} min)",
         "",
         f"{args.clients} clients ({args.clients // 2} caller/callee pairs on different nodes) over {args.nodes} "
-        f"`homing node run` processes on 127.0.0.1 (preset `local`); each caller places a call (offer, answer, "
+        f"`homing node run` processes on 127.0.0.1 (preset `local`, `[clients] connections_per_ip_max` raised above "
+        f"the client count since every client comes from 127.0.0.1); each caller places a call (offer, answer, "
         f"hangup) every {args.interval_s:g} s on average for {args.minutes:g} minutes; a node other than node 1 is "
         f"restarted every {args.restart_every_s:g} s, alternating SIGTERM (graceful) and kill -9.",
         "",
