@@ -167,8 +167,17 @@ class SwimDriver:
             return None
         return _peer_address(m.addr, m.meta)
 
+    def sync_address(self, member_id: bytes) -> Address | None:
+        """The peer-link address for a push-pull the core asked for, whatever the member's state: the core
+        also syncs with DEAD members (reconnect_interval_s) so the halves of a healed partition find each other
+        again; relay links (peer_address) stay limited to live members."""
+        m = self.core.member(member_id)
+        if m is None:
+            return self._seed_peers.get(member_id)
+        return _peer_address(m.addr, m.meta)
+
     async def _push_pull(self, cmd: PushPull) -> None:
-        addr = self.peer_address(cmd.to_id)
+        addr = self.sync_address(cmd.to_id)
         if addr is None:
             return
         async with self._pp_limit:
