@@ -1,5 +1,5 @@
-"""Bugs the fault runs found outside the files this area owns, each as a minimal failing test (xfail strict,
-so the fix turns it into a pass and the marker must then go).
+"""Bugs the fault runs found outside the files this area owns, each as a minimal test (first committed as a
+strict xfail; the fix removed the marker).
 
 1. node/client.py: when a node's last message and its close frame arrive in one read (a node shutting down sends
    `goaway` then close 1001), `receive_message` returns the message and leaves the close event pending; wsproto is
@@ -31,7 +31,6 @@ async def _server(stream: trio.abc.Stream) -> None:
     await stream.send_all(ws.send(BytesMessage(data=b"goaway")) + ws.send(CloseConnection(code=1001)))
 
 
-@pytest.mark.xfail(strict=True, reason="node/client.py: send in REMOTE_CLOSING raises wsproto LocalProtocolError")
 async def test_send_after_close_frame_read_raises_connection_closed() -> None:
     client_stream, server_stream = trio.testing.memory_stream_pair()
     with trio.fail_after(5):
