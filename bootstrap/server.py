@@ -5,6 +5,8 @@
 - `POST /v1/nodes`: a `node-register` document (msgpack body, or JSON with `Content-Type: application/json`).
 - `DELETE /v1/nodes/{id}`: a `node-leave` document signed by that node.
 - `GET /healthz`: 200 `ok` while serving (the database answers).
+- `GET /metrics`: Prometheus text: `homing_packets_refused_total{layer="registry",reason}` for every refused
+  request (the same series the nodes use for their layers) and `homing_registry_requests_total{route,status}`.
 Answers to POST/DELETE and every error are a map: `{"status": ...}` or `{"error": CODE, "reason": TEXT}`,
 in JSON when the request asked for it (Accept or Content-Type application/json), else msgpack.
 """
@@ -15,7 +17,10 @@ import json
 import math
 from typing import Any
 
+import msgpack
 import trio
+from prometheus_client import CollectorRegistry, Counter
+from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
 from bootstrap.service import RegistryService
 from node.errors import RemoteProtocolError
@@ -73,9 +78,40 @@ def _etag_matches(header: str, etag: str) -> bool:
     return "*" in tags or any(t.removeprefix("W/") == etag for t in tags)
 
 
+# HTTP status of a refusal -> the reason label shared with the nodes' homing_packets_refused_total
+_REFUSED_REASONS = {400: "malformed", 403: "unadmitted", 409: "replayed", 413: "oversized", 429: "rate_limited"}
+
+
+class RegistryMetrics:
+    """The registry's counters, on a registry of their own (tests run several services in one process)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.refused = Counter(
+            "homing_packets_refused",
+            "Inputs dropped at a trust boundary, by layer and reason.",
+            ["layer", "reason"],
+            registry=self.registry,
+        )
+        self.requests = Counter(
+            "homing_registry_requests", "API requests answered, by route and HTTP status.", ["route", "status"],
+            registry=self.registry,
+        )  # fmt: skip
+
+    def answered(self, route: str, response: Response, reason_text: str = "") -> Response:
+        self.requests.labels(route=route, status=str(response.status)).inc()
+        if response.status in _REFUSED_REASONS:
+            reason = _REFUSED_REASONS[response.status]
+            if response.status == 400 and "signature" in reason_text:
+                reason = "forged"
+            self.refused.labels(layer="registry", reason=reason).inc()
+        return response
+
+
 class RegistryApi:
     def __init__(self, service: RegistryService) -> None:
         self.service = service
+        self.metrics = RegistryMetrics()
         cfg = service.config
         self.write_rate = RateLimiter(
             rate_per_s=cfg.write_rate_per_ip_per_s, burst=cfg.write_burst, keys_max=cfg.http.rate_ips_max
@@ -140,8 +176,31 @@ class RegistryApi:
 def make_handler(service: RegistryService) -> Handler:
     api = RegistryApi(service)
     router = Router()
-    router.add("GET", "/v1/nodes", api.get_nodes)
-    router.add("POST", "/v1/nodes", api.post_nodes)
-    router.add("DELETE", "/v1/nodes/{id}", api.delete_node)
+
+    def counted(route: str, fn: Handler) -> Handler:
+        async def handler(request: Request) -> Response:
+            response = await fn(request)
+            return api.metrics.answered(route, response, _reason_of(response))
+
+        return handler
+
+    async def metrics(request: Request) -> Response:
+        return Response(status=200, body=generate_latest(api.metrics.registry), content_type=CONTENT_TYPE_LATEST)
+
+    router.add("GET", "/v1/nodes", counted("get_nodes", api.get_nodes))
+    router.add("POST", "/v1/nodes", counted("post_nodes", api.post_nodes))
+    router.add("DELETE", "/v1/nodes/{id}", counted("delete_node", api.delete_node))
     router.add("GET", "/healthz", api.healthz)
+    router.add("GET", "/metrics", metrics)
     return router
+
+
+def _reason_of(response: Response) -> str:
+    """The `reason` text of an error answer (msgpack or JSON), for telling forged documents from malformed ones."""
+    if response.status < 400 or not response.body:
+        return ""
+    try:
+        obj = json.loads(response.body) if response.content_type == JSON else msgpack.unpackb(response.body)
+    except (ValueError, msgpack.UnpackException):
+        return ""
+    return str(obj.get("reason", "")) if isinstance(obj, dict) else ""
