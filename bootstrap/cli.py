@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import signal
 import sqlite3
 import sys
@@ -22,6 +21,7 @@ from bootstrap.service import load_identity, run_bootstrap
 from bootstrap.store import Store
 from node.errors import ConfigError
 from node.identity import id_text, parse_id
+from node.log import setup_logging
 
 
 def register(sub: Any) -> None:
@@ -65,6 +65,10 @@ def register(sub: Any) -> None:
         default=20.0,
         metavar="PER_S",
         help="requests per second per IP (default 20, burst 3x)",
+    )
+    run.add_argument("--log-json", action="store_true", help="log JSON lines instead of key=value")
+    run.add_argument(
+        "--log-level", choices=["debug", "info", "warning", "error"], default="info", help="log level (default info)"
     )
     run.set_defaults(func=cmd_run)
 
@@ -135,7 +139,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     )
     if not config.key_path.exists():
         raise ConfigError("--data-dir", f"no registry key in {config.data_dir} (run `homing bootstrap init` first)")
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s level=%(levelname)s %(message)s")
+    setup_logging(args.log_level, json=args.log_json)
     host, _ = parse_hostport(config.listen, key="--listen")
     scheme = "https" if config.tls_cert else "http"
     identity, _ = load_identity(config, create=False)
