@@ -6,25 +6,14 @@ from pathlib import Path
 
 import trio
 
-from node.config import build_config
+from node.config import NodeConfig
 from node.identity import Identity
 from node.service import NodeHandle, run_node
+from tests.integration.cluster import loopback_config
 
 
-def node_config(tmp: Path, name: str, join: list[str], **fed: object) -> object:
-    return build_config(
-        {
-            "node": {
-                "data_dir": str(tmp / name),
-                "ws": "127.0.0.1:0",
-                "swim": "127.0.0.1:0",
-                "peer": "127.0.0.1:0",
-                "metrics": "127.0.0.1:0",
-            },
-            "federation": {"join": join, "open": True, **fed},
-        },
-        preset="local",
-    )
+def node_config(tmp: Path, name: str, join: list[str]) -> NodeConfig:
+    return loopback_config(tmp / name, join=join)
 
 
 def alive_ids(h: NodeHandle) -> set[bytes]:
@@ -64,47 +53,11 @@ async def test_three_nodes_converge_and_see_a_leave(tmp_path: Path) -> None:
 async def test_closed_federation_refuses_unlisted_node(tmp_path: Path) -> None:
     a_id, b_id, c_id = Identity.generate(), Identity.generate(), Identity.generate()
     async with trio.open_nursery() as nursery:
-        cfg_a = build_config(
-            {
-                "node": {
-                    "data_dir": str(tmp_path / "a"),
-                    "ws": "127.0.0.1:0",
-                    "swim": "127.0.0.1:0",
-                    "peer": "127.0.0.1:0",
-                    "metrics": "127.0.0.1:0",
-                },
-                "federation": {"allow": [b_id.id_text]},
-            },
-            preset="local",
-        )
+        cfg_a = loopback_config(tmp_path / "a", open_=False, federation={"allow": [b_id.id_text]})
         a: NodeHandle = await nursery.start(run_node, cfg_a, a_id)
         seed = f"127.0.0.1:{a.ports['swim']}"
-        cfg_b = build_config(
-            {
-                "node": {
-                    "data_dir": str(tmp_path / "b"),
-                    "ws": "127.0.0.1:0",
-                    "swim": "127.0.0.1:0",
-                    "peer": "127.0.0.1:0",
-                    "metrics": "127.0.0.1:0",
-                },
-                "federation": {"join": [seed], "allow": [a_id.id_text]},
-            },
-            preset="local",
-        )
-        cfg_c = build_config(
-            {
-                "node": {
-                    "data_dir": str(tmp_path / "c"),
-                    "ws": "127.0.0.1:0",
-                    "swim": "127.0.0.1:0",
-                    "peer": "127.0.0.1:0",
-                    "metrics": "127.0.0.1:0",
-                },
-                "federation": {"join": [seed], "open": True},
-            },
-            preset="local",
-        )
+        cfg_b = loopback_config(tmp_path / "b", open_=False, federation={"join": [seed], "allow": [a_id.id_text]})
+        cfg_c = loopback_config(tmp_path / "c", open_=False, federation={"join": [seed], "open": True})
         b: NodeHandle = await nursery.start(run_node, cfg_b, b_id)
         c: NodeHandle = await nursery.start(run_node, cfg_c, c_id)
         await wait_until(lambda: alive_ids(a) == {a_id.id, b_id.id} and alive_ids(b) == {a_id.id, b_id.id}, 10)
@@ -140,12 +93,24 @@ async def test_operations_endpoint_serves_every_contract_metric(tmp_path: Path) 
         base = f"http://127.0.0.1:{h.ports['metrics']}"
         async with httpx2.AsyncClient(timeout=5) as client:
             metrics = (await client.get(f"{base}/metrics")).text
-            for name in ("homing_members{state=", "homing_clients_connected", "homing_envelopes_total{",
-                         "homing_relay_seconds_bucket", "homing_mailbox_envelopes", "homing_swim_probes_total{"):
+            for name in (
+                "homing_members{state=",
+                "homing_clients_connected",
+                "homing_envelopes_total{",
+                "homing_relay_seconds_bucket",
+                "homing_mailbox_envelopes",
+                "homing_swim_probes_total{",
+            ):
                 assert name in metrics, name
             assert 'homing_members{state="alive"} 1.0' in metrics
             assert (await client.get(f"{base}/healthz")).status_code == 200
             doc = json.loads((await client.get(f"{base}/v1/members")).text)
-            assert doc["members"] == [{"id": doc["self"], "address": f"127.0.0.1:{h.ports['swim']}",
-                                       "state": "alive", "incarnation": doc["members"][0]["incarnation"]}]
+            assert doc["members"] == [
+                {
+                    "id": doc["self"],
+                    "address": f"127.0.0.1:{h.ports['swim']}",
+                    "state": "alive",
+                    "incarnation": doc["members"][0]["incarnation"],
+                }
+            ]
         h.request_shutdown()

@@ -9,26 +9,15 @@ from pathlib import Path
 
 import trio
 
-from node.config import build_config
+from node.config import NodeConfig
 from node.identity import Identity
 from node.service import NodeHandle, run_node
 from tests.bootstrap.util import init_registry, make_config, running_registry
+from tests.integration.cluster import loopback_config
 
 
-def cfg(tmp: Path, name: str, url: str, key: str) -> object:
-    return build_config(
-        {
-            "node": {
-                "data_dir": str(tmp / name),
-                "ws": "127.0.0.1:0",
-                "swim": "127.0.0.1:0",
-                "peer": "127.0.0.1:0",
-                "metrics": "127.0.0.1:0",
-            },
-            "federation": {"bootstrap": [url], "trust": [key], "heartbeat_s": 1.0},
-        },
-        preset="local",
-    )
+def cfg(tmp: Path, name: str, url: str, key: str) -> NodeConfig:
+    return loopback_config(tmp / name, open_=False, federation={"bootstrap": [url], "trust": [key], "heartbeat_s": 1.0})
 
 
 def alive(h: NodeHandle) -> set[bytes]:
@@ -45,18 +34,8 @@ async def test_two_nodes_find_each_other_through_the_registry_only(tmp_path: Pat
             while not (alive(a) == both and alive(b) == both):
                 await trio.sleep(0.1)
         # a registry-trusting node admits only listed nodes: an open node that is not registered stays out
-        stranger_cfg = build_config(
-            {
-                "node": {
-                    "data_dir": str(tmp_path / "s"),
-                    "ws": "127.0.0.1:0",
-                    "swim": "127.0.0.1:0",
-                    "peer": "127.0.0.1:0",
-                    "metrics": "127.0.0.1:0",
-                },
-                "federation": {"open": True, "join": [f"127.0.0.1:{a.ports['swim']}"]},
-            },
-            preset="local",
+        stranger_cfg = loopback_config(
+            tmp_path / "s", federation={"open": True, "join": [f"127.0.0.1:{a.ports['swim']}"]}
         )
         s: NodeHandle = await nursery.start(run_node, stranger_cfg, Identity.generate())
         await trio.sleep(1.5)
