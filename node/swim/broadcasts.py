@@ -15,13 +15,17 @@ from node.swim.messages import Update
 
 
 class BroadcastQueue:
-    __slots__ = ("_buckets", "_size", "_where", "max_items")
+    __slots__ = ("_buckets", "_min_size", "_where", "max_items")
 
     def __init__(self, max_items: int) -> None:
         self.max_items = max_items
         # transmits -> {member id: (update, encoded size)}, each bucket in insertion order (oldest first)
         self._buckets: dict[int, dict[bytes, tuple[Update, int]]] = {}
         self._where: dict[bytes, int] = {}
+        # transmits -> a lower bound of the encoded sizes in that bucket (the smallest ever put there), so
+        # `select` skips a bucket in which nothing can fit without scanning it. Never raised on removal: still a
+        # lower bound, which is all the skip needs (the selection is exactly the one of a full scan).
+        self._min_size: dict[int, int] = {}
 
     def __len__(self) -> int:
         return len(self._where)
@@ -42,8 +46,14 @@ class BroadcastQueue:
         self.invalidate(member_id)
         if len(self._where) >= self.max_items:
             self._drop_one()
-        self._buckets.setdefault(0, {})[member_id] = (update, size)
-        self._where[member_id] = 0
+        self._put(0, member_id, update, size)
+
+    def _put(self, t: int, member_id: bytes, update: Update, size: int) -> None:
+        self._buckets.setdefault(t, {})[member_id] = (update, size)
+        self._where[member_id] = t
+        low = self._min_size.get(t)
+        if low is None or size < low:
+            self._min_size[t] = size
 
     def invalidate(self, member_id: bytes) -> None:
         t = self._where.pop(member_id, None)
@@ -52,6 +62,7 @@ class BroadcastQueue:
             del bucket[member_id]
             if not bucket:
                 del self._buckets[t]
+                del self._min_size[t]
 
     def _drop_one(self) -> None:
         t = max(self._buckets)
@@ -61,19 +72,25 @@ class BroadcastQueue:
         """Updates that fit in `budget` bytes (at most `max_items`), counting one transmit for each."""
         chosen: list[tuple[bytes, int, Update, int]] = []
         for t in sorted(self._buckets):
+            if len(chosen) >= max_items or budget < min_size:
+                break
+            if budget < self._min_size[t]:
+                continue  # nothing in this bucket fits
             for member_id, (update, size) in reversed(self._buckets[t].items()):
                 if len(chosen) >= max_items or budget < min_size:
                     break
                 if size <= budget:
                     chosen.append((member_id, t, update, size))
                     budget -= size
+                    if budget < self._min_size[t]:
+                        break  # nor does anything else in it
         for member_id, t, update, size in chosen:
             self.invalidate(member_id)
             if t + 1 < limit:
-                self._buckets.setdefault(t + 1, {})[member_id] = (update, size)
-                self._where[member_id] = t + 1
+                self._put(t + 1, member_id, update, size)
         return [c[2] for c in chosen]
 
     def clear(self) -> None:
         self._buckets.clear()
         self._where.clear()
+        self._min_size.clear()

@@ -50,12 +50,14 @@ GONE = (MemberState.DEAD, MemberState.LEFT)
 class MemberTable:
     """Members by id, in insertion order (deterministic iteration), with the time of each one's last change."""
 
-    __slots__ = ("_changed_at", "_live", "_members")
+    __slots__ = ("_changed_at", "_live", "_members", "get")
 
     def __init__(self) -> None:
         self._members: dict[bytes, MemberInfo] = {}
         self._changed_at: dict[bytes, float] = {}
         self._live = 0
+        # The member record by id, or None: the dict's own bound `get` (the hottest call of a large simulation).
+        self.get: Callable[[bytes], MemberInfo | None] = self._members.get
 
     def __len__(self) -> int:
         return len(self._members)
@@ -65,9 +67,6 @@ class MemberTable:
 
     def __iter__(self) -> Iterator[MemberInfo]:
         return iter(list(self._members.values()))
-
-    def get(self, member_id: bytes) -> MemberInfo | None:
-        return self._members.get(member_id)
 
     def changed_at(self, member_id: bytes) -> float:
         return self._changed_at[member_id]

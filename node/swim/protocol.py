@@ -178,7 +178,11 @@ class Swim:
         """One authenticated datagram from `sender_id`. Messages from members we do not admit are ignored."""
         if sender_id == self._id or not self._admit(sender_id):
             return
+        known = self._table.get
         for update in msg.updates:
+            m = update.member
+            if known(m.id) is m and m.state is not SUSPECT:
+                continue  # the very record we hold (a shared object, as in the simulator): nothing to merge
             self._apply(update, now)
         if isinstance(msg, Ping):
             self._send(sender_id, sender_addr, Ack(seq=msg.seq))
