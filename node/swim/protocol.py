@@ -24,7 +24,7 @@ Dead and left members are forgotten after dead_reclaim_s. Admission (`admit`) is
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import attrs
 
@@ -248,6 +248,25 @@ class Swim:
             return
         self._set_self(attrs.evolve(self._self, meta=meta, incarnation=self._self.incarnation + 1), now)
 
+    def preload(self, members: Mapping[bytes, MemberInfo], now: float) -> None:
+        """Start from a known converged table (id -> record): the simulator's steady-state start, or a snapshot.
+
+        Only on a fresh core (no other member known yet). Every record must be ALIVE and admitted; our own id is
+        skipped. The result is the table a push-pull merge of the same records would give (same order, no
+        suspicions, nothing queued), except that nothing is emitted and the probe ring is one random shuffle
+        instead of N random inserts: O(N) instead of O(N^2), which is what makes 10,000-node simulations
+        start. The records are stored as given, so many cores may share the same immutable objects.
+        """
+        if len(self._table) != 1 or self._ring or self._seeds:
+            raise ValueError("preload needs a fresh core")
+        others = {mid: m for mid, m in members.items() if mid != self._id}
+        if any(m.state is not ALIVE or not self._admit(mid) for mid, m in others.items()):
+            raise ValueError("preload takes ALIVE, admitted members only")
+        if len(others) >= self.config.members_max:
+            raise ValueError(f"preload of {len(others)} members exceeds members_max")
+        self._table.preload(others, now)
+        self._ring.preload(list(others), self._rng)
+
     def drain(self) -> list[Command]:
         out, self._commands = self._commands, []
         return out
@@ -301,13 +320,16 @@ class Swim:
             self._start_suspicion(m, update.by or self._id, now)
         else:
             self._suspicions.pop(m.id, None)
+        was_live = old is not None and old.state in LIVE  # the ring holds exactly the other LIVE members
         if m.state in LIVE:
             self._gone.pop(m.id, None)
-            self._ring.add(m.id, self._rng)
+            if not was_live:
+                self._ring.add(m.id, self._rng)
         else:
             self._gone.pop(m.id, None)
             self._gone[m.id] = now
-            self._ring.discard(m.id)
+            if was_live:
+                self._ring.discard(m.id)
         if old is not None or gossip_new:
             self._enqueue(update if m.state is SUSPECT else Update(member=m))
         if old is None or old.state != m.state or old.addr != m.addr or old.meta != m.meta:
@@ -356,8 +378,9 @@ class Swim:
         self._enqueue(Update(member=me))
 
     def _forget(self, member_id: bytes) -> None:
-        self._table.remove(member_id)
-        self._ring.discard(member_id)
+        old = self._table.remove(member_id)
+        if old is not None and old.state in LIVE:
+            self._ring.discard(member_id)
         self._queue.invalidate(member_id)
         self._suspicions.pop(member_id, None)
         self._gone.pop(member_id, None)
