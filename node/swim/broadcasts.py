@@ -70,25 +70,43 @@ class BroadcastQueue:
 
     def select(self, budget: int, limit: int, max_items: int, *, min_size: int = 1) -> list[Update]:
         """Updates that fit in `budget` bytes (at most `max_items`), counting one transmit for each."""
-        chosen: list[tuple[bytes, int, Update, int]] = []
-        for t in sorted(self._buckets):
+        buckets, lows = self._buckets, self._min_size
+        chosen: list[tuple[bytes, int, tuple[Update, int]]] = []
+        for t in sorted(buckets):
             if len(chosen) >= max_items or budget < min_size:
                 break
-            if budget < self._min_size[t]:
+            low = lows[t]
+            if budget < low:
                 continue  # nothing in this bucket fits
-            for member_id, (update, size) in reversed(self._buckets[t].items()):
+            for member_id, entry in reversed(buckets[t].items()):
                 if len(chosen) >= max_items or budget < min_size:
                     break
-                if size <= budget:
-                    chosen.append((member_id, t, update, size))
-                    budget -= size
-                    if budget < self._min_size[t]:
+                if entry[1] <= budget:
+                    chosen.append((member_id, t, entry))
+                    budget -= entry[1]
+                    if budget < low:
                         break  # nor does anything else in it
-        for member_id, t, update, size in chosen:
-            self.invalidate(member_id)
+        # Move each chosen update one bucket up (or out at the limit): invalidate + _put, inlined (hot path).
+        where = self._where
+        for member_id, t, entry in chosen:
+            bucket = buckets[t]
+            del bucket[member_id]
+            if not bucket:
+                del buckets[t]
+                del lows[t]
             if t + 1 < limit:
-                self._put(t + 1, member_id, update, size)
-        return [c[2] for c in chosen]
+                up = buckets.get(t + 1)
+                if up is None:
+                    buckets[t + 1] = {member_id: entry}
+                    lows[t + 1] = entry[1]
+                else:
+                    up[member_id] = entry
+                    if entry[1] < lows[t + 1]:
+                        lows[t + 1] = entry[1]
+                where[member_id] = t + 1
+            else:
+                del where[member_id]
+        return [c[2][0] for c in chosen]
 
     def clear(self) -> None:
         self._buckets.clear()

@@ -29,7 +29,7 @@ def suspicion_timeout(confirmations: int, k: int, min_s: float, max_s: float) ->
 class Suspicion:
     """One running suspicion of one member, at one incarnation."""
 
-    __slots__ = ("_accusers", "incarnation", "k", "max_s", "min_s", "started")
+    __slots__ = ("_accusers", "_deadline", "incarnation", "k", "max_s", "min_s", "started")
 
     def __init__(self, *, by: bytes, incarnation: int, k: int, min_s: float, max_s: float, started: float) -> None:
         self._accusers: list[bytes] = [by]  # the first accuser, then confirmers (bounded by k + 1)
@@ -38,6 +38,7 @@ class Suspicion:
         self.min_s = min_s
         self.max_s = max_s
         self.started = started
+        self._deadline = started + suspicion_timeout(0, k, min_s, max_s)  # changes only with a confirmation
 
     @property
     def confirmations(self) -> int:
@@ -48,7 +49,9 @@ class Suspicion:
         if self.confirmations >= self.k or by in self._accusers:
             return False
         self._accusers.append(by)
+        self._deadline = self.started + suspicion_timeout(self.confirmations, self.k, self.min_s, self.max_s)
         return True
 
     def deadline(self) -> float:
-        return self.started + suspicion_timeout(self.confirmations, self.k, self.min_s, self.max_s)
+        """When the suspicion fires (cached: next_deadline asks for every running suspicion on every event)."""
+        return self._deadline
