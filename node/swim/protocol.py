@@ -51,7 +51,7 @@ from node.swim.messages import (
     SwimMessage,
     Update,
 )
-from node.swim.suspicion import Suspicion
+from node.swim.suspicion import Suspicion, Suspicions
 from node.wire import Limits
 from node.wire.swim import UPDATE_MIN_SIZE, piggyback_budget, update_size
 
@@ -138,7 +138,7 @@ class Swim:
         self._table.put(self._self, now)
         self._ring = ProbeRing()
         self._queue = BroadcastQueue(config.broadcast_queue_max)
-        self._suspicions: dict[bytes, Suspicion] = {}
+        self._suspicions = Suspicions()
         self._awareness = Awareness(config.awareness_max_multiplier, enabled=config.lifeguard)
         self._gone: dict[bytes, float] = {}  # DEAD/LEFT members by the time they went, oldest first
         self._seeds: dict[bytes, Address] = {}
@@ -229,8 +229,9 @@ class Swim:
             t = min(t, p.deadline if p.indirect else p.timeout_at)
         for r in self._relays.values():
             t = min(t, r.deadline)
-        for s in self._suspicions.values():
-            t = min(t, s.deadline())
+        first = self._suspicions.earliest()
+        if first is not None:
+            t = min(t, first)
         if self._gone:
             t = min(t, next(iter(self._gone.values())) + self.config.dead_reclaim_s)
         return t
@@ -322,7 +323,7 @@ class Swim:
         if m.state is SUSPECT:
             self._start_suspicion(m, update.by or self._id, now)
         else:
-            self._suspicions.pop(m.id, None)
+            self._suspicions.pop(m.id)
         was_live = old is not None and old.state in LIVE  # the ring holds exactly the other LIVE members
         if m.state in LIVE:
             self._gone.pop(m.id, None)
@@ -342,8 +343,7 @@ class Swim:
         m = update.member
         if not (m.state is SUSPECT and old.state is SUSPECT and m.incarnation == old.incarnation and update.by):
             return
-        s = self._suspicions.get(m.id)
-        if s is not None and s.confirm(update.by):
+        if self._suspicions.confirm(m.id, update.by):
             self.stats.confirmations += 1
             self._enqueue(update)  # spread the confirmation so others shorten their timers too
 
@@ -357,7 +357,8 @@ class Swim:
             max_s = cfg.suspicion_max_s(n)
         else:
             k, max_s = 0, min_s
-        self._suspicions[m.id] = Suspicion(by=by, incarnation=m.incarnation, k=k, min_s=min_s, max_s=max_s, started=now)
+        s = Suspicion(by=by, incarnation=m.incarnation, k=k, min_s=min_s, max_s=max_s, started=now)
+        self._suspicions.start(m.id, s)
 
     def _about_self(self, m: MemberInfo, now: float) -> None:
         me = self._self
@@ -385,7 +386,7 @@ class Swim:
         if old is not None and old.state in LIVE:
             self._ring.discard(member_id)
         self._queue.invalidate(member_id)
-        self._suspicions.pop(member_id, None)
+        self._suspicions.pop(member_id)
         self._gone.pop(member_id, None)
 
     # ---- probing ----
@@ -495,11 +496,11 @@ class Swim:
                 self._send(r.origin_id, r.origin_addr, Nack(seq=r.origin_seq))
 
     def _check_suspicions(self, now: float) -> None:
-        due = [mid for mid, s in self._suspicions.items() if now >= s.deadline()]
+        due = self._suspicions.due(now)
         for member_id in due:
             s = self._suspicions.pop(member_id)
             info = self._table.get(member_id)
-            if info is None or info.state is not SUSPECT or info.incarnation != s.incarnation:
+            if s is None or info is None or info.state is not SUSPECT or info.incarnation != s.incarnation:
                 continue
             self.stats.deaths_declared += 1
             self._apply(Update(member=attrs.evolve(info, state=DEAD)), now)

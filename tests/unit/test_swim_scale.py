@@ -1,4 +1,5 @@
-"""Swim.preload (a converged start from one snapshot) and the memory-lean table and ring behind it."""
+"""What large simulations rely on: Swim.preload (a converged start from one snapshot), the memory-lean table and
+ring behind it, and the suspicion timers' earliest-deadline heap."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from node.swim.config import LOCAL
 from node.swim.members import MemberTable, ProbeRing
 from node.swim.messages import Ack, MemberInfo, MemberState, Ping, PushPullState, Send
 from node.swim.protocol import Swim
+from node.swim.suspicion import Suspicion, Suspicions
 
 A, S, D = MemberState.ALIVE, MemberState.SUSPECT, MemberState.DEAD
 
@@ -120,3 +122,27 @@ def test_ring_preload_shuffles_and_discard_of_absent_is_a_no_op() -> None:
     assert len(ring) == 20
     with pytest.raises(ValueError, match="empty"):
         ring.preload(ids, random.Random(4))
+
+
+def test_suspicions_earliest_and_due_follow_starts_confirmations_and_ends() -> None:
+    def sus(started: float) -> Suspicion:
+        return Suspicion(by=nid(100), incarnation=0, k=2, min_s=4.0, max_s=24.0, started=started)
+
+    timers = Suspicions()
+    assert timers.earliest() is None and timers.due(1e9) == []
+    for i in range(200):  # many starts, confirmations and ends: stale heap entries are dropped or compacted
+        timers.start(nid(i), sus(float(i)))
+        if i % 3 == 0:
+            assert timers.confirm(nid(i), nid(101))
+            assert not timers.confirm(nid(i), nid(101))  # the same accuser twice
+        if i % 2 == 1:
+            timers.pop(nid(i))
+    assert not timers.confirm(nid(1), nid(102))  # ended
+    alive = {i for i in range(200) if i % 2 == 0}
+    expect = {i: timers.get(nid(i)).deadline() for i in alive}  # type: ignore[union-attr]
+    assert timers.earliest() == min(expect.values())
+    assert len(timers._heap) <= 2 * len(timers) + 65  # bounded
+    now = 60.0
+    assert timers.due(now) == [nid(i) for i in sorted(alive) if expect[i] <= now]  # insertion order
+    timers.start(nid(0), sus(100.0))  # a new suspicion replaces the old one: its old deadline is stale
+    assert timers.earliest() == min(v for i, v in expect.items() if i != 0)
