@@ -72,20 +72,21 @@ class BroadcastQueue:
         """Updates that fit in `budget` bytes (at most `max_items`), counting one transmit for each."""
         buckets, lows = self._buckets, self._min_size
         chosen: list[tuple[bytes, int, tuple[Update, int]]] = []
+        room = max_items
         for t in sorted(buckets):
-            if len(chosen) >= max_items or budget < min_size:
+            if room <= 0 or budget < min_size:
                 break
             low = lows[t]
             if budget < low:
                 continue  # nothing in this bucket fits
             for member_id, entry in reversed(buckets[t].items()):
-                if len(chosen) >= max_items or budget < min_size:
-                    break
-                if entry[1] <= budget:
+                size = entry[1]
+                if size <= budget:  # (budget and room change only here, so they are checked only here)
                     chosen.append((member_id, t, entry))
-                    budget -= entry[1]
-                    if budget < low:
-                        break  # nor does anything else in it
+                    budget -= size
+                    room -= 1
+                    if budget < low or budget < min_size or room <= 0:
+                        break  # full, or nothing else in this bucket fits
         # Move each chosen update one bucket up (or out at the limit): invalidate + _put, inlined (hot path).
         where = self._where
         for member_id, t, entry in chosen:

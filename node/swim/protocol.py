@@ -296,7 +296,7 @@ class Swim:
         table = self._table
         for m in state.members[: self.config.members_max]:
             old = table.get(m.id)
-            if old is not None and (old.incarnation > m.incarnation or old == m):
+            if old is m or (old is not None and (old.incarnation > m.incarnation or old == m)):
                 continue  # fast path: nothing new (most of a sync)
             if m.state is DEAD:
                 m = attrs.evolve(m, state=SUSPECT)
