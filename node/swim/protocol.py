@@ -23,8 +23,9 @@ Dead and left members are forgotten after dead_reclaim_s. Admission (`admit`) is
 
 from __future__ import annotations
 
+import operator
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import attrs
 
@@ -51,7 +52,7 @@ from node.swim.messages import (
     SwimMessage,
     Update,
 )
-from node.swim.suspicion import Suspicion
+from node.swim.suspicion import Suspicion, Suspicions
 from node.wire import Limits
 from node.wire.swim import UPDATE_MIN_SIZE, piggyback_budget, update_size
 
@@ -73,6 +74,7 @@ __all__ = [
 
 GOSSIP_NEW_FROM_SYNC_MAX = 8  # see merge_push_pull
 ALIVE, SUSPECT, DEAD, LEFT = MemberState.ALIVE, MemberState.SUSPECT, MemberState.DEAD, MemberState.LEFT
+_state_of = operator.attrgetter("state")
 
 
 @attrs.define(slots=True)
@@ -139,7 +141,7 @@ class Swim:
         self._table.put(self._self, now)
         self._ring = ProbeRing()
         self._queue = BroadcastQueue(config.broadcast_queue_max)
-        self._suspicions: dict[bytes, Suspicion] = {}
+        self._suspicions = Suspicions()
         self._awareness = Awareness(config.awareness_max_multiplier, enabled=config.lifeguard)
         self._gone: dict[bytes, float] = {}  # DEAD/LEFT members by the time they went, oldest first
         self._seeds: dict[bytes, Address] = {}
@@ -181,7 +183,11 @@ class Swim:
         """One authenticated datagram from `sender_id`. Messages from members we do not admit are ignored."""
         if sender_id == self._id or not self._admit(sender_id):
             return
+        known = self._table.get
         for update in msg.updates:
+            m = update.member
+            if known(m.id) is m and m.state is not SUSPECT:
+                continue  # the very record we hold (a shared object, as in the simulator): nothing to merge
             self._apply(update, now)
         if isinstance(msg, Ping):
             self._send(sender_id, sender_addr, Ack(seq=msg.seq))
@@ -226,8 +232,9 @@ class Swim:
             t = min(t, p.deadline if p.indirect else p.timeout_at)
         for r in self._relays.values():
             t = min(t, r.deadline)
-        for s in self._suspicions.values():
-            t = min(t, s.deadline())
+        first = self._suspicions.earliest()
+        if first is not None:
+            t = min(t, first)
         if self._gone:
             t = min(t, next(iter(self._gone.values())) + self.config.dead_reclaim_s)
         return t
@@ -246,6 +253,26 @@ class Swim:
         if self._left:
             return
         self._set_self(attrs.evolve(self._self, meta=meta, incarnation=self._self.incarnation + 1), now)
+
+    def preload(self, members: Mapping[bytes, MemberInfo], now: float) -> None:
+        """Start from a known converged table (id -> record): the simulator's steady-state start, or a snapshot.
+
+        Only on a fresh core (no other member known yet). Every record must be ALIVE and admitted; our own id is
+        skipped. The result is the table a push-pull merge of the same records would give (same order, no
+        suspicions, nothing queued), except that nothing is emitted and the probe ring is one random shuffle
+        instead of N random inserts: O(N) instead of O(N^2), which is what makes 10,000-node simulations
+        start. The records are stored as given, so many cores may share the same immutable objects.
+        """
+        if len(self._table) != 1 or self._ring or self._seeds:
+            raise ValueError("preload needs a fresh core")
+        others = dict(members)  # (checks in C where they can be: 10,000 cores x 10,000 records)
+        others.pop(self._id, None)
+        if set(map(_state_of, others.values())) - {ALIVE} or not all(map(self._admit, others)):
+            raise ValueError("preload takes ALIVE, admitted members only")
+        if len(others) >= self.config.members_max:
+            raise ValueError(f"preload of {len(others)} members exceeds members_max")
+        self._table.preload(others, now)
+        self._ring.preload(list(others), self._rng)
 
     def drain(self) -> list[Command]:
         out, self._commands = self._commands, []
@@ -279,7 +306,7 @@ class Swim:
         gossip_new = len(fresh) <= GOSSIP_NEW_FROM_SYNC_MAX
         for m in state.members[: self.config.members_max]:
             old = table.get(m.id)
-            if old is not None and (old.incarnation > m.incarnation or old == m):
+            if old is m or (old is not None and (old.incarnation > m.incarnation or old == m)):
                 continue  # fast path: nothing new (most of a sync)
             if m.state is DEAD:
                 m = attrs.evolve(m, state=SUSPECT)
@@ -306,14 +333,17 @@ class Swim:
         if m.state is SUSPECT:
             self._start_suspicion(m, update.by or self._id, now)
         else:
-            self._suspicions.pop(m.id, None)
+            self._suspicions.pop(m.id)
+        was_live = old is not None and old.state in LIVE  # the ring holds exactly the other LIVE members
         if m.state in LIVE:
             self._gone.pop(m.id, None)
-            self._ring.add(m.id, self._rng)
+            if not was_live:
+                self._ring.add(m.id, self._rng)
         else:
             self._gone.pop(m.id, None)
             self._gone[m.id] = now
-            self._ring.discard(m.id)
+            if was_live:
+                self._ring.discard(m.id)
         if old is not None or gossip_new:
             self._enqueue(update if m.state is SUSPECT else Update(member=m))
         if old is None or old.state != m.state or old.addr != m.addr or old.meta != m.meta:
@@ -323,8 +353,7 @@ class Swim:
         m = update.member
         if not (m.state is SUSPECT and old.state is SUSPECT and m.incarnation == old.incarnation and update.by):
             return
-        s = self._suspicions.get(m.id)
-        if s is not None and s.confirm(update.by):
+        if self._suspicions.confirm(m.id, update.by):
             self.stats.confirmations += 1
             self._enqueue(update)  # spread the confirmation so others shorten their timers too
 
@@ -338,7 +367,8 @@ class Swim:
             max_s = cfg.suspicion_max_s(n)
         else:
             k, max_s = 0, min_s
-        self._suspicions[m.id] = Suspicion(by=by, incarnation=m.incarnation, k=k, min_s=min_s, max_s=max_s, started=now)
+        s = Suspicion(by=by, incarnation=m.incarnation, k=k, min_s=min_s, max_s=max_s, started=now)
+        self._suspicions.start(m.id, s)
 
     def _about_self(self, m: MemberInfo, now: float) -> None:
         me = self._self
@@ -362,10 +392,11 @@ class Swim:
         self._enqueue(Update(member=me))
 
     def _forget(self, member_id: bytes) -> None:
-        self._table.remove(member_id)
-        self._ring.discard(member_id)
+        old = self._table.remove(member_id)
+        if old is not None and old.state in LIVE:
+            self._ring.discard(member_id)
         self._queue.invalidate(member_id)
-        self._suspicions.pop(member_id, None)
+        self._suspicions.pop(member_id)
         self._gone.pop(member_id, None)
 
     # ---- probing ----
@@ -478,11 +509,11 @@ class Swim:
                 self._send(r.origin_id, r.origin_addr, Nack(seq=r.origin_seq))
 
     def _check_suspicions(self, now: float) -> None:
-        due = [mid for mid, s in self._suspicions.items() if now >= s.deadline()]
+        due = self._suspicions.due(now)
         for member_id in due:
             s = self._suspicions.pop(member_id)
             info = self._table.get(member_id)
-            if info is None or info.state is not SUSPECT or info.incarnation != s.incarnation:
+            if s is None or info is None or info.state is not SUSPECT or info.incarnation != s.incarnation:
                 continue
             self.stats.deaths_declared += 1
             self._apply(Update(member=attrs.evolve(info, state=DEAD)), now)

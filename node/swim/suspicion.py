@@ -13,6 +13,7 @@ may make it fire at once.
 
 from __future__ import annotations
 
+import heapq
 import math
 
 
@@ -29,7 +30,7 @@ def suspicion_timeout(confirmations: int, k: int, min_s: float, max_s: float) ->
 class Suspicion:
     """One running suspicion of one member, at one incarnation."""
 
-    __slots__ = ("_accusers", "incarnation", "k", "max_s", "min_s", "started")
+    __slots__ = ("_accusers", "_deadline", "incarnation", "k", "max_s", "min_s", "started")
 
     def __init__(self, *, by: bytes, incarnation: int, k: int, min_s: float, max_s: float, started: float) -> None:
         self._accusers: list[bytes] = [by]  # the first accuser, then confirmers (bounded by k + 1)
@@ -38,6 +39,7 @@ class Suspicion:
         self.min_s = min_s
         self.max_s = max_s
         self.started = started
+        self._deadline = started + suspicion_timeout(0, k, min_s, max_s)  # changes only with a confirmation
 
     @property
     def confirmations(self) -> int:
@@ -48,7 +50,74 @@ class Suspicion:
         if self.confirmations >= self.k or by in self._accusers:
             return False
         self._accusers.append(by)
+        self._deadline = self.started + suspicion_timeout(self.confirmations, self.k, self.min_s, self.max_s)
         return True
 
     def deadline(self) -> float:
-        return self.started + suspicion_timeout(self.confirmations, self.k, self.min_s, self.max_s)
+        """When the suspicion fires (cached: next_deadline asks for every running suspicion on every event)."""
+        return self._deadline
+
+
+class Suspicions:
+    """The running suspicions by member id (in insertion order), with the earliest deadline at hand.
+
+    `next_deadline` needs the earliest deadline on every event; with hundreds of suspicions running (10 % loss
+    in a 10,000-node federation) a scan per event dominated. A heap of (deadline, member id) entries answers it;
+    entries go stale when a suspicion ends or is confirmed (a new entry is pushed) and are dropped lazily when
+    they reach the top. The heap is rebuilt when stale entries outnumber live ones (bounded memory).
+    """
+
+    __slots__ = ("_by_id", "_heap")
+
+    def __init__(self) -> None:
+        self._by_id: dict[bytes, Suspicion] = {}
+        self._heap: list[tuple[float, bytes]] = []
+
+    def __len__(self) -> int:
+        return len(self._by_id)
+
+    def get(self, member_id: bytes) -> Suspicion | None:
+        return self._by_id.get(member_id)
+
+    def start(self, member_id: bytes, suspicion: Suspicion) -> None:
+        """Start (or replace) the suspicion of a member."""
+        self._by_id[member_id] = suspicion
+        self._push(member_id, suspicion)
+
+    def confirm(self, member_id: bytes, by: bytes) -> bool:
+        """Count `by` as an independent accuser of a running suspicion (see Suspicion.confirm)."""
+        s = self._by_id.get(member_id)
+        if s is None or not s.confirm(by):
+            return False
+        self._push(member_id, s)
+        return True
+
+    def pop(self, member_id: bytes) -> Suspicion | None:
+        return self._by_id.pop(member_id, None)
+
+    def earliest(self) -> float | None:
+        """The earliest deadline of a running suspicion, or None."""
+        heap = self._heap
+        while heap:
+            deadline, member_id = heap[0]
+            s = self._by_id.get(member_id)
+            if s is not None and s.deadline() == deadline:
+                return deadline
+            heapq.heappop(heap)
+        return None
+
+    def due(self, now: float) -> list[bytes]:
+        """Members whose suspicion is due at `now`, in insertion order."""
+        first = self.earliest()
+        if first is None or now < first:
+            return []
+        return [mid for mid, s in self._by_id.items() if now >= s.deadline()]
+
+    def _push(self, member_id: bytes, s: Suspicion) -> None:
+        heap = self._heap
+        if len(heap) > 2 * len(self._by_id) + 64:
+            heap[:] = [(x.deadline(), mid) for mid, x in self._by_id.items()]
+            heapq.heapify(heap)
+            if member_id in self._by_id and self._by_id[member_id] is s:
+                return  # the rebuild has it
+        heapq.heappush(heap, (s.deadline(), member_id))

@@ -13,7 +13,7 @@ from typing import Any
 import attrs
 
 from node.swim.config import LOCAL, SwimConfig
-from node.swim.messages import MemberChanged, MemberInfo, MemberState, ProbeResult, PushPullState
+from node.swim.messages import MemberChanged, MemberInfo, MemberState, ProbeResult
 from node.swim.protocol import Swim
 from node.testing.simnet import SimNet, SimNode
 
@@ -26,6 +26,10 @@ class Change:
     state: MemberState
     previous: MemberState | None
     incarnation: int
+
+
+def _admit_all(_member_id: bytes) -> bool:
+    return True
 
 
 def node_addr(index: int) -> tuple[str, int]:
@@ -56,28 +60,25 @@ class SimCluster:
         if record:
             self.net.on_change.append(self._record)
             self.net.on_probe.append(self._record_probe)
-        for i, node_id in enumerate(self.ids):
+        # One record per member, shared by every core's table when converged (records are immutable).
+        snapshot = {
+            nid: MemberInfo(id=nid, addr=node_addr(i), meta=b"m%d" % i, incarnation=0, state=MemberState.ALIVE)
+            for i, nid in enumerate(self.ids)
+        }
+        admit_all = _admit_all
+        for i, (node_id, me) in enumerate(snapshot.items()):
             swim = Swim(
                 self_id=node_id,
-                addr=node_addr(i),
-                meta=b"m%d" % i,
+                addr=me.addr,
+                meta=me.meta,
                 config=config,
                 rng=random.Random(f"{seed}:{i}"),
                 now=0.0,
-                admit=lambda _id: True,
+                admit=admit_all,
             )
             if converged:
-                swim.merge_push_pull(self._full_state(), 0.0)
-                swim.drain()  # the preloaded joins are not news
-            self.net.add(swim, node_id, node_addr(i))
-
-    def _full_state(self) -> PushPullState:
-        return PushPullState(
-            members=tuple(
-                MemberInfo(id=nid, addr=node_addr(i), meta=b"m%d" % i, incarnation=0, state=MemberState.ALIVE)
-                for i, nid in enumerate(self.ids)
-            )
-        )
+                swim.preload(snapshot, 0.0)  # steady state from the start: every table from one snapshot
+            self.net.add(swim, node_id, me.addr)
 
     def repro(self) -> str:
         test = os.environ.get("PYTEST_CURRENT_TEST", "").split(" ")[0]
