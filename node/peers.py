@@ -243,6 +243,7 @@ class PeerLinks:
         address_of: Callable[[bytes], Address | None],
         on_message: Callable[[bytes, dict[str, Any]], None],
         on_unreachable: Callable[[bytes], None],
+        on_refused: Callable[[str], None] = lambda reason: None,
         limits: PeerLimits = PeerLimits(),
     ) -> None:
         self.identity = identity
@@ -250,15 +251,13 @@ class PeerLinks:
         self.address_of = address_of
         self.on_message = on_message
         self.on_unreachable = on_unreachable
+        self.on_refused = on_refused
         self.limits = limits
         self._queues: dict[bytes, deque[dict[str, Any]]] = {}
         self._wake: dict[bytes, trio.Event] = {}
         self._links: dict[bytes, tuple[Channel, bool]] = {}  # peer -> (channel, we_initiated)
         self._dialers: set[bytes] = set()
         self._nursery: trio.Nursery | None = None
-        self.frames_sent = 0
-        self.frames_received = 0
-        self.refused = 0
 
     @property
     def link_count(self) -> int:
@@ -386,13 +385,11 @@ class PeerLinks:
         while True:
             try:
                 msg = await chan.receive()
-            except RemoteProtocolError:
-                self.refused += 1
+                if not isinstance(msg, dict):
+                    raise RemoteProtocolError("peer frame is not a map")
+            except RemoteProtocolError as exc:
+                self.on_refused(exc.code if exc.code != "bad_request" else "malformed")
                 raise
-            if not isinstance(msg, dict):
-                self.refused += 1
-                raise RemoteProtocolError("peer frame is not a map")
-            self.frames_received += 1
             self.on_message(chan.peer_id, msg)
 
     async def _writer(self, chan: Channel, scope: trio.CancelScope) -> None:
@@ -409,7 +406,6 @@ class PeerLinks:
             batch = bytearray()
             while q and len(batch) < 256 * 1024:
                 batch += chan.frame_bytes(q.popleft())
-                self.frames_sent += 1
             with trio.fail_after(self.limits.io_timeout_s):
                 await _send_all(chan.stream, bytes(batch))
 

@@ -230,6 +230,7 @@ async def _start(
         address_of=lambda peer: swim_ref[0].peer_address(peer) if swim_ref else None,
         on_message=lambda peer, msg: None,
         on_unreachable=lambda peer: None,
+        on_refused=functools.partial(_refused, metrics, "peer"),
         limits=PeerLimits(queue_max=config.relay.peer_queue_max),
     )
     relay = RelayDriver(

@@ -13,12 +13,11 @@ import contextlib
 import os
 import socket
 from collections.abc import Callable
-from typing import Any
 
 import trio
 
 from node.crypto import DatagramSealer
-from node.errors import RemoteProtocolError, Replayed, TooLarge
+from node.errors import RemoteProtocolError, Replayed, TooLarge, TransportError
 from node.identity import ID_BYTES, Identity
 from node.peers import push_pull, stream_ping
 from node.swim.messages import Ack
@@ -75,10 +74,6 @@ class SwimDriver:
         self._whois_last = 0.0
         self._pp_limit = trio.CapacityLimiter(PUSH_PULL_CONCURRENCY)
         self._nursery: trio.Nursery | None = None
-        self.packets_in = 0
-        self.packets_out = 0
-        self.bytes_in = 0
-        self.bytes_out = 0
 
     # --- running -------------------------------------------------------------------------------------
 
@@ -100,8 +95,6 @@ class SwimDriver:
                 data, addr = await self.sock.recvfrom(Limits.SWIM_DATAGRAM_MAX + 1)
             except OSError:  # e.g. ICMP port unreachable surfaced on Linux as ECONNREFUSED: not fatal
                 continue
-            self.packets_in += 1
-            self.bytes_in += len(data)
             self._handle_datagram(data, (addr[0], addr[1]))
 
     def _handle_datagram(self, data: bytes, addr: Address) -> None:
@@ -149,12 +142,8 @@ class SwimDriver:
 
     def _send(self, cmd: Send) -> None:
         packet = self.sealer.seal(cmd.to_id, encode_datagram(cmd.msg))
-        try:
+        with contextlib.suppress(OSError):  # BlockingIOError (buffer full), unreachable: UDP may drop
             self._raw.sendto(packet, cmd.to_addr)
-        except OSError:  # BlockingIOError (buffer full), unreachable: UDP may drop
-            return
-        self.packets_out += 1
-        self.bytes_out += len(packet)
 
     # --- push-pull -----------------------------------------------------------------------------------
 
@@ -193,8 +182,11 @@ class SwimDriver:
                     timeout_s=self.push_pull_timeout_s,
                 )
                 remote = decode_push_pull(reply)
-            except (RemoteProtocolError, trio.TooSlowError, OSError, Exception) as exc:
-                self.on_refused("peer", "push_pull_failed" if not isinstance(exc, RemoteProtocolError) else "malformed")
+            except RemoteProtocolError:
+                self.on_refused("peer", "malformed")
+                return
+            except (TransportError, trio.TooSlowError):
+                self.on_refused("peer", "push_pull_failed")
                 return
             self.core.merge_push_pull(remote, trio.current_time())
             self.poke()
@@ -286,13 +278,6 @@ class SwimDriver:
                 nursery.start_soon(one, addr)
         return found
 
-    def counters(self) -> dict[str, Any]:
-        return {
-            "packets_in": self.packets_in,
-            "packets_out": self.packets_out,
-            "bytes_in": self.bytes_in,
-            "bytes_out": self.bytes_out,
-        }
 
 
 def _peer_address(swim_addr: Address, meta: bytes) -> Address | None:

@@ -7,7 +7,7 @@ from pathlib import Path
 import trio
 
 from node.identity import Identity
-from node.peers import TransportError, handshake
+from node.peers import KIND_LINK, TransportError, handshake
 from node.service import NodeHandle, run_node
 from tests.integration.cluster import loopback_config, refused_count
 
@@ -65,5 +65,17 @@ async def test_hostile_peer_connections_are_refused(tmp_path: Path) -> None:
         await chan.aclose()
         with trio.fail_after(5):
             while refused_total(node) < 3:
+                await trio.sleep(0.02)
+
+        # an established relay link that later carries a forged frame: dropped and counted too
+        stream = await trio.open_tcp_stream("127.0.0.1", port)
+        with trio.fail_after(10):
+            chan = await handshake(stream, friend, initiator=True, expected_id=node.identity.id, admit=lambda i: True)
+            await chan.send({"k": KIND_LINK})
+            await stream.send_all(b"\x00\x00\x00\x20" + bytes(32))
+            assert await stream.receive_some(4096) == b""
+        await chan.aclose()
+        with trio.fail_after(5):
+            while refused_total(node) < 4:
                 await trio.sleep(0.02)
         node.request_shutdown()
