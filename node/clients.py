@@ -21,7 +21,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import ssl
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any, Protocol
 
 import trio
@@ -38,6 +38,7 @@ from wsproto.utilities import RemoteProtocolError as WsRemoteProtocolError
 from node.clients_session import CLOSE_TIMEOUT_S, ClientSession, TokenBucket
 from node.config import ClientsSection
 from node.identity import Identity, short_id
+from node.outbuf import Flusher
 from node.wire.client import (
     Challenge,
     CloseCode,
@@ -87,12 +88,16 @@ class ClientServer:
         relay: RelaySink,
         metrics: ClientMetrics | None = None,
         ssl_context: ssl.SSLContext | None = None,
+        flusher: Flusher | None = None,
     ) -> None:
         self.identity = identity
         self.config = config
         self.relay = relay
         self.metrics = metrics
         self.ssl_context = ssl_context
+        # the node shares one flusher between clients and peer links; a standalone server runs its own
+        self.flusher = flusher if flusher is not None else Flusher()
+        self._own_flusher = flusher is None
         self.port = 0
         self.sessions: dict[int, ClientSession] = {}
         self._per_ip: dict[str, int] = {}
@@ -100,33 +105,12 @@ class ClientServer:
         self._accepting = True
         self._accept_scope = trio.CancelScope()
         self._conns: trio.Nursery | None = None
-        self._dirty: list[ClientSession] = []
-        self._dirty_event = trio.Event()
         self._connections = 0  # TCP connections in any phase (upgrade, handshake, open)
         self._done = trio.Event()
         self._idle = trio.Event()  # set when the last session ends (shutdown waits on it)
         self._online = 0
 
     # --- hooks used by sessions --------------------------------------------------------------------------
-
-    def mark_dirty(self, session: ClientSession) -> None:
-        self._dirty.append(session)
-        if len(self._dirty) == 1:
-            self._dirty_event.set()
-
-    async def _flusher(self) -> None:
-        """Once per scheduler batch, write out every session that queued frames in it (see clients_session)."""
-        while True:
-            await self._dirty_event.wait()
-            self._dirty_event = trio.Event()
-            dirty, self._dirty = self._dirty, []
-            for session in dirty:
-                session._flush()
-
-    def spawn(self, fn: Callable[[], Awaitable[None]]) -> None:
-        """Start a task in the connections' nursery (a session's writer)."""
-        assert self._conns is not None
-        self._conns.start_soon(fn)
 
     def refused(self, reason: str) -> None:
         if self.metrics is not None:
@@ -158,7 +142,8 @@ class ClientServer:
         log.info("event=clients_listening host=%s port=%d tls=%s", host, self.port, self.ssl_context is not None)
         async with trio.open_nursery() as conns:
             self._conns = conns
-            conns.start_soon(self._flusher)
+            if self._own_flusher:
+                await conns.start(self.flusher.run)
             with self._accept_scope:
                 async with trio.open_nursery() as accepts:
                     for li in listeners:
@@ -242,7 +227,7 @@ class ClientServer:
         session._ws = ws
         session.json = use_json
         self.sessions[conn_id] = session
-        session._queue(accept)
+        session.queue(accept)
         del accept
         session.send(Challenge(node=self.identity.id, nonce=session.nonce))
         try:

@@ -1,13 +1,11 @@
 """One client connection of the client server (node/clients.py): protocol state, limits, send queue.
 
-State machine: `AWAIT_HELLO -> OPEN -> CLOSING`. The reader task (`_run`) owns the socket's receive
-side and the wsproto state. Sending queues the frame and marks the session dirty; the server's flusher task
-runs once per scheduler batch and writes each dirty session's queue, joined, straight to its plain TCP socket
-(one syscall for everything the batch produced, no task per write); what the kernel does not take, and
-everything on TLS streams, goes to a writer task (`_writer`) spawned for it, which drains the queue and exits.
-`send()` never blocks: it encodes, frames and queues, or (queue full) closes the connection as a slow reader
-and returns False. Timers (handshake, ping, idle, close) are the deadline of the reader's one cancel scope,
-moved forward as frames arrive. `close()` queues a close frame and pulls that deadline in; the reader keeps
+State machine: `AWAIT_HELLO -> OPEN -> CLOSING`. The reader task (`_run`) owns the socket's receive side and the
+wsproto state. The send side is an `OutBuffer` (node/outbuf.py): frames are queued and written once per scheduler
+batch by the node's flusher, straight to the socket, with a writer task only for what the kernel does not take at
+once (and for TLS). `send()` never blocks: it encodes, frames and queues, or (queue full) closes the connection as
+a slow reader and returns False. Timers (handshake, ping, idle, close) are the deadline of the reader's one cancel
+scope, moved forward as frames arrive. `close()` queues a close frame and pulls that deadline in; the reader keeps
 draining until the client's close frame or EOF, so the client sees the close code.
 """
 
@@ -23,6 +21,7 @@ from wsproto.events import BytesMessage, CloseConnection, Message, Ping, TextMes
 from wsproto.utilities import RemoteProtocolError as WsRemoteProtocolError
 
 from node.identity import client_auth_message, node_auth_message, short_id, verify_signature
+from node.outbuf import OutBuffer
 from node.wire import Limits
 from node.wire.client import (
     NONCE_BYTES,
@@ -73,27 +72,20 @@ class TokenBucket:
         return False
 
 
-class ClientSession:
+class ClientSession(OutBuffer):
     """One client connection. The relay uses `conn_id`, `client_id`, `remote_ip` and `send()`."""
 
     __slots__ = (
         "_buckets",
         "_close_at",
         "_closing",
-        "_dirty",
-        "_fd",
         "_last_rx",
         "_msg_parts",
         "_msg_size",
-        "_out",
-        "_out_bytes",
         "_pinged",
         "_scope",
         "_server",
-        "_stream",
         "_strikes",
-        "_writer_done",
-        "_writing",
         "_ws",
         "client_id",
         "conn_id",
@@ -112,17 +104,9 @@ class ClientSession:
         self.deadline = deadline  # handshake deadline
         self.remote_ip = remote_ip
         self.json = False
+        OutBuffer.__init__(self, stream, server.flusher)
         self._server = server
-        self._stream = stream
         self._ws: Connection | None = None
-        self._out: list[bytes] = []
-        self._out_bytes = 0
-        # plain TCP: frames are written straight to the socket while it takes them (no task switch);
-        # a writer task is spawned only for what the kernel does not take at once, and for TLS streams
-        self._fd = stream.socket.fileno() if isinstance(stream, trio.SocketStream) else -1
-        self._writing = False
-        self._dirty = False  # queued, waiting for the server's flusher (end of the current scheduler batch)
-        self._writer_done: trio.Event | None = None
         self._closing = False
         self._scope = trio.CancelScope()  # the reader's current timer period (see _run)
         self._close_at = float("inf")
@@ -157,45 +141,14 @@ class ClientSession:
         if len(self._out) >= cfg.send_queue_max or self._out_bytes + len(frame) > cfg.send_queue_bytes_max:
             self._server.refused("slow_reader")
             log.info("event=client_slow_reader conn=%d id=%s", self.conn_id, short_id(self.client_id))
-            self._out.clear()
-            self._out_bytes = 0
+            self._drop()
             self.close(CloseCode.POLICY, "slow reader: send queue full")
             return False
-        self._queue(frame)
+        self.queue(frame)
         return True
 
-    def _queue(self, frame: bytes) -> None:
-        self._out.append(frame)
-        self._out_bytes += len(frame)
-        if not self._writing and not self._dirty:
-            self._dirty = True
-            self._server.mark_dirty(self)
-
-    def _flush(self) -> None:
-        """Write what is queued straight to the socket; spawn the writer for what the kernel does not take."""
-        self._dirty = False
-        if self._writing or not self._out:
-            return
-        data = b"".join(self._out) if len(self._out) > 1 else self._out[0]
-        if self._fd >= 0:
-            try:
-                sent = os.write(self._fd, data)
-            except BlockingIOError:
-                sent = 0
-            except OSError:  # reset by the peer: the reader sees EOF and ends the session
-                self._out.clear()
-                self._out_bytes = 0
-                self._closing = True
-                return
-            if sent == len(data):
-                self._out.clear()
-                self._out_bytes = 0
-                return
-            data = data[sent:]
-        self._out[:] = [data]
-        self._out_bytes = len(data)
-        self._writing = True
-        self._server.spawn(self._writer)
+    def _write_failed(self) -> None:
+        self._closing = True  # the reader sees EOF or the reset and ends the session
 
     def close(self, code: int, reason: str = "") -> None:
         """Queue a close frame; the connection ends when the client answers or CLOSE_TIMEOUT_S passes."""
@@ -205,23 +158,7 @@ class ClientSession:
         self._close_at = trio.current_time() + CLOSE_TIMEOUT_S
         self._scope.deadline = min(self._scope.deadline, self._close_at)
         if self._ws is not None and self._ws.state in (ConnectionState.OPEN, ConnectionState.REMOTE_CLOSING):
-            self._queue(self._ws.send(CloseConnection(code=int(code), reason=reason)))
-
-    async def _writer(self) -> None:
-        """Drain the queue with `send_all` (joined), then exit; `_queue` writes directly again after that."""
-        try:
-            while self._out:
-                data = b"".join(self._out) if len(self._out) > 1 else self._out[0]
-                self._out.clear()
-                self._out_bytes = 0
-                await self._stream.send_all(data)
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            self._out.clear()
-            self._closing = True
-        finally:
-            self._writing = False
-            if self._writer_done is not None:
-                self._writer_done.set()
+            self.queue(self._ws.send(CloseConnection(code=int(code), reason=reason)))
 
     # --- receiving ----------------------------------------------------------------------------------------
 
@@ -323,10 +260,10 @@ class ClientSession:
                 self._on_data_event(event)
             elif isinstance(event, Ping):
                 if ws.state is ConnectionState.OPEN and not self._closing:
-                    self._queue(ws.send(event.response()))
+                    self.queue(ws.send(event.response()))
             elif isinstance(event, CloseConnection):
                 if ws.state is ConnectionState.REMOTE_CLOSING:
-                    self._queue(ws.send(event.response()))
+                    self.queue(ws.send(event.response()))
                 self._closing = True
                 return True
         return False
@@ -378,11 +315,7 @@ class ClientSession:
                 self.close(CloseCode.TIMEOUT, "idle timeout" if self.client_id else "handshake timeout")
             else:
                 self._pinged = True
-                self._queue(ws.send(Ping(payload=b"")))
+                self.queue(ws.send(Ping(payload=b"")))
         self._closing = True
-        if self._dirty:
-            self._flush()
-        if self._writing:  # let the writer flush our close frame, briefly
-            self._writer_done = trio.Event()
-            with trio.move_on_after(CLOSE_TIMEOUT_S):
-                await self._writer_done.wait()
+        self.flush_now()
+        await self.drain(CLOSE_TIMEOUT_S)  # let a writer task flush our close frame, briefly

@@ -10,9 +10,11 @@ Theory of operation
 - Framing: `length(4, big endian) | sealed frame`. A frame over the limit, a frame that fails authentication
   or anything undecodable closes that connection (the stream cannot be resynchronised) and is counted.
 - One link per pair: if both sides dial at once, the link initiated by the smaller id wins and the other is closed.
-- Sending never blocks the caller: `PeerLinks.send` puts the frame on the peer's bounded queue (False when full);
-  one writer task per link drains the queue and writes all queued frames in one `send_all` (batching).
-  On a broken link the queue is kept for the next link; `on_unreachable(peer)` tells the relay what was lost.
+- Sending never blocks the caller: with a link up, `PeerLinks.send` seals the frame into the link's `OutBuffer`
+  (node/outbuf.py), which the node's flusher writes once per scheduler batch, every frame the batch produced in
+  one syscall and without a task switch; with no link yet, it waits on the peer's bounded queue (False when full)
+  until the dialled link takes it over. When a link breaks, what it had not written is lost and
+  `on_unreachable(peer)` tells the relay, which has its own retries and receipts.
 - Reconnect with exponential backoff (capped) while there is something to send.
 """
 
@@ -32,6 +34,7 @@ from node.crypto import LINK_HELLO_BYTES, LinkHandshake, LinkSession
 from node.errors import RemoteProtocolError, TransportError
 from node.identity import Identity, short_id
 from node.nodelist import parse_card
+from node.outbuf import Flusher, OutBuffer
 from node.wire import Limits, MsgType, packb, require_map, unpackb
 
 MAGIC = b"HML1"
@@ -227,6 +230,27 @@ async def fetch_card(
 # --- persistent links ----------------------------------------------------------------------------------
 
 
+class _LinkOut(OutBuffer):
+    """A link's send side: a failed or stuck write ends the link (its reader's scope is cancelled)."""
+
+    __slots__ = ("frames", "scope")
+
+    def __init__(self, stream: trio.abc.Stream, flusher: Flusher, write_timeout_s: float) -> None:
+        super().__init__(stream, flusher, write_timeout_s)
+        self.scope = trio.CancelScope()
+        self.frames = 0  # queued since the buffer was last empty: the bound on a link's backlog
+
+    def _write_failed(self) -> None:
+        self.scope.cancel()
+
+
+@attrs.define(slots=True)
+class _Link:
+    chan: Channel
+    we_initiated: bool
+    out: _LinkOut
+
+
 class PeerLinks:
     """Persistent relay links to other nodes, with bounded per-peer queues.
 
@@ -245,6 +269,7 @@ class PeerLinks:
         on_unreachable: Callable[[bytes], None],
         on_refused: Callable[[str], None] = lambda reason: None,
         limits: PeerLimits = PeerLimits(),
+        flusher: Flusher | None = None,
     ) -> None:
         self.identity = identity
         self.admit = admit
@@ -253,9 +278,11 @@ class PeerLinks:
         self.on_unreachable = on_unreachable
         self.on_refused = on_refused
         self.limits = limits
-        self._queues: dict[bytes, deque[dict[str, Any]]] = {}
-        self._wake: dict[bytes, trio.Event] = {}
-        self._links: dict[bytes, tuple[Channel, bool]] = {}  # peer -> (channel, we_initiated)
+        # the node shares one flusher between clients and peer links; standalone links run their own
+        self.flusher = flusher if flusher is not None else Flusher()
+        self._own_flusher = flusher is None
+        self._queues: dict[bytes, deque[dict[str, Any]]] = {}  # frames waiting for a link to be dialled
+        self._links: dict[bytes, _Link] = {}
         self._dialers: set[bytes] = set()
         self._nursery: trio.Nursery | None = None
 
@@ -265,10 +292,14 @@ class PeerLinks:
 
     def pending_frames(self) -> int:
         """Frames queued to any peer and not yet written (graceful leave waits for these to drain)."""
-        return sum(len(q) for q in self._queues.values())
+        return sum(len(q) for q in self._queues.values()) + sum(
+            link.out.frames for link in self._links.values() if link.out.pending_bytes
+        )
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
+            if self._own_flusher:
+                await nursery.start(self.flusher.run)
             self._nursery = nursery
             task_status.started()
             await trio.sleep_forever()
@@ -277,12 +308,14 @@ class PeerLinks:
         """Queue `msg` for `peer`; False when the queue is full or we cannot run (the caller treats it as lost)."""
         if peer == self.identity.id or self._nursery is None:
             return False
+        link = self._links.get(peer)
+        if link is not None:
+            return self._queue_on(link, msg)
         q = self._queues.setdefault(peer, deque())
         if len(q) >= self.limits.queue_max:
             return False
         q.append(msg)
-        self._wake.setdefault(peer, trio.Event()).set()
-        if peer not in self._links and peer not in self._dialers:
+        if peer not in self._dialers:
             try:
                 self._nursery.start_soon(self._dial_loop, peer)
             except RuntimeError:  # shutting down: the nursery takes no new tasks
@@ -294,12 +327,21 @@ class PeerLinks:
     def drop_peer(self, peer: bytes) -> None:
         """Forget a peer that left or died: close its link and drop what was queued for it."""
         self._queues.pop(peer, None)
-        ev = self._wake.pop(peer, None)
-        if ev is not None:
-            ev.set()
         link = self._links.pop(peer, None)
-        if link is not None and self._nursery is not None:
-            self._nursery.start_soon(link[0].aclose)
+        if link is not None:
+            link.out.scope.cancel()
+            if self._nursery is not None:
+                self._nursery.start_soon(link.chan.aclose)
+
+    def _queue_on(self, link: _Link, msg: dict[str, Any]) -> bool:
+        out = link.out
+        if not out.pending_bytes:
+            out.frames = 0
+        if out.frames >= self.limits.queue_max:
+            return False
+        out.frames += 1
+        out.queue(link.chan.frame_bytes(msg))
+        return True
 
     async def _dial_loop(self, peer: bytes) -> None:
         backoff = self.limits.backoff_min_s
@@ -348,18 +390,31 @@ class PeerLinks:
             if not new_wins:
                 await chan.aclose()
                 return False
-            await existing[0].aclose()
-        self._links[peer] = (chan, we_initiated)
+            del self._links[peer]
+            existing.out.scope.cancel()
+            await existing.chan.aclose()
+            if existing.out.pending_bytes:
+                self.on_unreachable(peer)  # what the losing link had not written is lost
+        link = self._links[peer] = _Link(
+            chan=chan, we_initiated=we_initiated, out=_LinkOut(chan.stream, self.flusher, self.limits.io_timeout_s)
+        )
+        for msg in self._queues.pop(peer, ()):  # what waited for the link goes first, in order
+            self._queue_on(link, msg)
         return True
 
     async def _run_link(self, chan: Channel) -> None:
         peer = chan.peer_id
+        link = self._links.get(peer)
+        if link is not None and link.chan is not chan:
+            link = None  # replaced before it started: only close it
         try:
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._guarded, self._writer, chan, nursery.cancel_scope)
-                await self._guarded(self._reader, chan, nursery.cancel_scope)
+            if link is not None:
+                with link.out.scope:  # cancelled when a write fails or the link is dropped
+                    await self._reader(chan)
+        except (TransportError, RemoteProtocolError):
+            pass  # the link is gone; what was lost is reported below
         finally:
-            if self._links.get(peer, (None, False))[0] is chan:
+            if link is not None and self._links.get(peer) is link:
                 del self._links[peer]
                 self._fail_queue(peer)
                 self.on_unreachable(peer)
@@ -369,19 +424,7 @@ class PeerLinks:
                     self._nursery.start_soon(self._dial_loop, peer)
                     self._dialers.add(peer)
 
-    @staticmethod
-    async def _guarded(
-        fn: Callable[[Channel, trio.CancelScope], Awaitable[None]], chan: Channel, scope: trio.CancelScope
-    ) -> None:
-        """Run one direction of a link; when it ends for any link-level reason, end the other direction too."""
-        try:
-            await fn(chan, scope)
-        except (TransportError, RemoteProtocolError, trio.TooSlowError):
-            pass  # the link is gone; _run_link reports what was lost
-        finally:
-            scope.cancel()
-
-    async def _reader(self, chan: Channel, scope: trio.CancelScope) -> None:
+    async def _reader(self, chan: Channel) -> None:
         while True:
             try:
                 msg = await chan.receive()
@@ -391,23 +434,6 @@ class PeerLinks:
                 self.on_refused(exc.code if exc.code != "bad_request" else "malformed")
                 raise
             self.on_message(chan.peer_id, msg)
-
-    async def _writer(self, chan: Channel, scope: trio.CancelScope) -> None:
-        peer = chan.peer_id
-        while True:
-            q = self._queues.get(peer)
-            if not q:
-                ev = self._wake[peer] = trio.Event()
-                await ev.wait()
-                if peer not in self._queues:
-                    scope.cancel()
-                    return
-                continue
-            batch = bytearray()
-            while q and len(batch) < 256 * 1024:
-                batch += chan.frame_bytes(q.popleft())
-            with trio.fail_after(self.limits.io_timeout_s):
-                await _send_all(chan.stream, bytes(batch))
 
 
 # --- listener ------------------------------------------------------------------------------------------

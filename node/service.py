@@ -36,6 +36,7 @@ from node.log import Logger, get_logger
 from node.metrics import NodeMetrics
 from node.nodelist import make_card
 from node.ops import OPS_LIMITS, ops_router
+from node.outbuf import Flusher
 from node.peers import PeerLimits, PeerLinks, fetch_card, serve_peers
 from node.registry_client import TsClock, deregister, register_forever
 from node.relay import RelayCore
@@ -224,6 +225,9 @@ async def _start(
         self_id=identity.id, open_=config.federation.open, allow=[parse_id(a) for a in config.federation.allow]
     )
     swim_ref: list[SwimDriver] = []
+    # one flusher writes, once per scheduler batch, what clients and peer links queued in it (node/outbuf.py)
+    flusher = Flusher()
+    await nursery.start(flusher.run)
     links = PeerLinks(
         identity,
         admit=admission.admits,
@@ -232,6 +236,7 @@ async def _start(
         on_unreachable=lambda peer: None,
         on_refused=functools.partial(_refused, metrics, "peer"),
         limits=PeerLimits(queue_max=config.relay.peer_queue_max),
+        flusher=flusher,
     )
     relay = RelayDriver(
         core=RelayCore(node_id=identity.id, config=config.relay, rng=rng, now=trio.current_time()),
@@ -244,7 +249,9 @@ async def _start(
     await nursery.start(links.run)
     await nursery.start(relay.run)
 
-    clients = ClientServer(identity=identity, config=config.clients, relay=relay, metrics=_ClientMetrics(metrics))
+    clients = ClientServer(
+        identity=identity, config=config.clients, relay=relay, metrics=_ClientMetrics(metrics), flusher=flusher
+    )
     ws_host, ws_port = parse_hostport(config.node.ws, key="node.ws")
     ports["ws"] = await nursery.start(functools.partial(clients.serve, ws_host, ws_port))
     card = make_card(identity, ws=public_url(config, ports["ws"]), ts=int(time.time()))
