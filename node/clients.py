@@ -38,7 +38,7 @@ from wsproto.utilities import RemoteProtocolError as WsRemoteProtocolError
 from node.clients_session import CLOSE_TIMEOUT_S, ClientSession, TokenBucket
 from node.config import ClientsSection
 from node.identity import Identity, short_id
-from node.outbuf import Flusher
+from node.sockio import Flusher
 from node.wire.client import (
     Challenge,
     CloseCode,

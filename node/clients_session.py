@@ -1,7 +1,7 @@
 """One client connection of the client server (node/clients.py): protocol state, limits, send queue.
 
 State machine: `AWAIT_HELLO -> OPEN -> CLOSING`. The reader task (`_run`) owns the socket's receive side and the
-wsproto state. The send side is an `OutBuffer` (node/outbuf.py): frames are queued and written once per scheduler
+wsproto state. The send side is an `OutBuffer` (node/sockio.py): frames are queued and written once per scheduler
 batch by the node's flusher, straight to the socket, with a writer task only for what the kernel does not take at
 once (and for TLS). `send()` never blocks: it encodes, frames and queues, or (queue full) closes the connection as
 a slow reader and returns False. Timers (handshake, ping, idle, close) are the deadline of the reader's one cancel
@@ -21,7 +21,7 @@ from wsproto.events import BytesMessage, CloseConnection, Message, Ping, TextMes
 from wsproto.utilities import RemoteProtocolError as WsRemoteProtocolError
 
 from node.identity import client_auth_message, node_auth_message, short_id, verify_signature
-from node.outbuf import OutBuffer
+from node.sockio import OutBuffer
 from node.wire import Limits
 from node.wire.client import (
     NONCE_BYTES,

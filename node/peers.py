@@ -11,7 +11,7 @@ Theory of operation
   or anything undecodable closes that connection (the stream cannot be resynchronised) and is counted.
 - One link per pair: if both sides dial at once, the link initiated by the smaller id wins and the other is closed.
 - Sending never blocks the caller: with a link up, `PeerLinks.send` seals the frame into the link's `OutBuffer`
-  (node/outbuf.py), which the node's flusher writes once per scheduler batch, every frame the batch produced in
+  (node/sockio.py), which the node's flusher writes once per scheduler batch, every frame the batch produced in
   one syscall and without a task switch; with no link yet, it waits on the peer's bounded queue (False when full)
   until the dialled link takes it over. When a link breaks, what it had not written is lost and
   `on_unreachable(peer)` tells the relay, which has its own retries and receipts.
@@ -34,7 +34,7 @@ from node.crypto import LINK_HELLO_BYTES, LinkHandshake, LinkSession
 from node.errors import RemoteProtocolError, TransportError
 from node.identity import Identity, short_id
 from node.nodelist import parse_card
-from node.outbuf import Flusher, OutBuffer
+from node.sockio import Flusher, OutBuffer
 from node.wire import Limits, MsgType, packb, require_map, unpackb
 
 MAGIC = b"HML1"

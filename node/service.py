@@ -36,11 +36,11 @@ from node.log import Logger, get_logger
 from node.metrics import NodeMetrics
 from node.nodelist import make_card
 from node.ops import OPS_LIMITS, ops_router
-from node.outbuf import Flusher
 from node.peers import PeerLimits, PeerLinks, fetch_card, serve_peers
 from node.registry_client import TsClock, deregister, register_forever
 from node.relay import RelayCore
 from node.relay_driver import RelayDriver
+from node.sockio import Flusher
 from node.swim.protocol import MemberChanged, Swim
 from node.udp import SwimDriver
 from node.wire.seed import Meta, encode_meta
@@ -225,7 +225,7 @@ async def _start(
         self_id=identity.id, open_=config.federation.open, allow=[parse_id(a) for a in config.federation.allow]
     )
     swim_ref: list[SwimDriver] = []
-    # one flusher writes, once per scheduler batch, what clients and peer links queued in it (node/outbuf.py)
+    # one flusher writes, once per scheduler batch, what clients and peer links queued in it (node/sockio.py)
     flusher = Flusher()
     await nursery.start(flusher.run)
     links = PeerLinks(
