@@ -61,7 +61,7 @@ from node.nodelist import (
 from node.registry_client import _result
 from node.swim.messages import Ack, Gossip, MemberInfo, MemberState, Nack, Ping, PingReq, PushPullState, Update
 from node.txt import build_payload, decode_txt, digest, encode_txt
-from node.wire import packb
+from node.wire import Limits, packb, require_map, unpack_all
 from node.wire.client import (
     ClientFrameError,
     Deliver,
@@ -89,6 +89,7 @@ from node.wire.peer import (
     ResultStatus,
     decode_peer,
     encode_peer,
+    peer_from_map,
 )
 from node.wire.seed import Meta, decode_meta, decode_whois, decode_whois_reply, encode_meta, encode_whois
 from node.wire.seed import encode_whois_reply as _encode_whois_reply
@@ -169,9 +170,10 @@ def _sealed_seeds() -> list[bytes]:
 
 def _peer_link(data: bytes) -> object:
     mode, rest = _mode(data, 3)
-    if mode == 0:
+    if mode == 0:  # what a link's reader does with one sealed frame: a batch of relay frames
         session = LinkSession(nacl.secret.SecretBox(LINK_KEY), nacl.secret.SecretBox(LINK_KEY))
-        return decode_peer(session.open(rest))
+        batch = unpack_all(session.open(rest), max_bytes=Limits.PEER_FRAME_MAX)
+        return [peer_from_map(require_map(m, "peer frame")) for m in batch]
     if mode == 1:
         return LinkHandshake(identity=NODE_B, random32=bytes(32)).finish(rest, initiator=False)
     return decode_peer(rest)
@@ -193,7 +195,8 @@ def _peer_messages() -> list[Any]:
 def _peer_seeds() -> list[bytes]:
     box = nacl.secret.SecretBox(LINK_KEY)
     frames = [encode_peer(m) for m in _peer_messages()]
-    sealed = [b"\x00" + bytes(box.encrypt(f, (1).to_bytes(24, "big")).ciphertext) for f in frames]
+    batches = [*frames, b"".join(frames)]  # one frame alone, and all of them sealed as one batch
+    sealed = [b"\x00" + bytes(box.encrypt(b, (1).to_bytes(24, "big")).ciphertext) for b in batches]
     hello = b"\x01" + LinkHandshake(identity=NODE_A, random32=bytes(range(32))).hello()
     return [*sealed, hello, *(b"\x02" + f for f in frames)]
 

@@ -233,6 +233,7 @@ class ClientServer:
         try:
             await session._run(ws)
         finally:
+            session.discard()
             del self.sessions[conn_id]
             if not self.sessions:
                 self._idle.set()

@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import logging
 import os
+import struct
 from typing import TYPE_CHECKING, Any
 
 import trio
 from wsproto.connection import Connection, ConnectionState
-from wsproto.events import BytesMessage, CloseConnection, Message, Ping, TextMessage
+from wsproto.events import CloseConnection, Message, Ping, TextMessage
 from wsproto.utilities import RemoteProtocolError as WsRemoteProtocolError
 
 from node.identity import client_auth_message, node_auth_message, short_id, verify_signature
@@ -50,6 +51,24 @@ log = logging.getLogger("homing.clients")
 
 READ_BYTES = 65536  # one receive_some; frames are reassembled up to Limits.CLIENT_FRAME_MAX
 CLOSE_TIMEOUT_S = 2.0  # after our close frame, how long the client gets to answer before the socket closes
+
+
+def data_frame(data: bytes | str) -> bytes:
+    """One server-to-client WebSocket message as a single unmasked frame (RFC 6455 §5.2): FIN, text or binary.
+
+    What wsproto's `Connection.send` produces for a message when no extension is negotiated (the server accepts
+    none), built here without its per-call event dispatch: this runs once per relayed envelope.
+    """
+    if isinstance(data, str):
+        payload, first = data.encode(), 0x81
+    else:
+        payload, first = data, 0x82
+    n = len(payload)
+    if n < 126:
+        return bytes((first, n)) + payload
+    if n < 65536:
+        return struct.pack("!BBH", first, 126, n) + payload
+    return struct.pack("!BBQ", first, 127, n) + payload
 
 
 class TokenBucket:
@@ -136,7 +155,7 @@ class ClientSession(OutBuffer):
         if self._closing or self._ws is None:
             return False
         data = encode_client_message(msg, json=self.json)
-        frame = self._ws.send(TextMessage(data=data) if isinstance(data, str) else BytesMessage(data=data))
+        frame = data_frame(data)
         cfg = self._server.config
         if len(self._out) >= cfg.send_queue_max or self._out_bytes + len(frame) > cfg.send_queue_bytes_max:
             self._server.refused("slow_reader")

@@ -7,8 +7,11 @@ Theory of operation
 - Handshake (node/crypto.py): `MAGIC | hello` each way, initiator first; both derive session keys from the
   static and ephemeral X25519 keys. The initiator pins the id it expected; the responder refuses ids that
   admission does not admit. A handshake not finished in `handshake_timeout_s` is dropped.
-- Framing: `length(4, big endian) | sealed frame`. A frame over the limit, a frame that fails authentication
-  or anything undecodable closes that connection (the stream cannot be resynchronised) and is counted.
+- Framing: `length(4, big endian) | sealed frame`; a sealed frame holds one or more msgpack maps back to back.
+  A link seals, per scheduler batch, every frame the batch produced for that peer into one box (up to
+  `Limits.PEER_FRAME_MAX`): one authenticated encryption and one length prefix per batch instead of per frame.
+  A frame over the limit, a frame that fails authentication or anything undecodable closes that connection
+  (the stream cannot be resynchronised) and is counted.
 - One link per pair: if both sides dial at once, the link initiated by the smaller id wins and the other is closed.
 - Sending never blocks the caller: with a link up, `PeerLinks.send` seals the frame into the link's `OutBuffer`
   (node/sockio.py), which the node's flusher writes once per scheduler batch, every frame the batch produced in
@@ -35,9 +38,9 @@ from node.errors import RemoteProtocolError, TransportError
 from node.identity import Identity, short_id
 from node.nodelist import parse_card
 from node.sockio import Flusher, OutBuffer
-from node.wire import Limits, MsgType, packb, require_map, unpackb
+from node.wire import Limits, MsgType, packb, require_map, unpack_all, unpackb
 
-MAGIC = b"HML1"
+MAGIC = b"HML2"  # 2: sealed frames hold a batch of maps (1 held exactly one)
 KIND_SYNC = 1
 KIND_LINK = 2
 KIND_PING = 3  # SWIM's TCP fallback probe: answered at once, then closed
@@ -87,7 +90,10 @@ class Channel:
         self.peer_id = peer_id
 
     def frame_bytes(self, obj: Any) -> bytes:
-        ct = self.session.seal(packb(obj))
+        return self.frame_sealed(packb(obj))
+
+    def frame_sealed(self, plaintext: bytes) -> bytes:
+        ct = self.session.seal(plaintext)
         return struct.pack(">I", len(ct)) + ct
 
     async def send(self, obj: Any) -> None:
@@ -101,6 +107,14 @@ class Channel:
             raise RemoteProtocolError(f"peer frame of {n} bytes exceeds {max_bytes}", code="too_large")
         plaintext = self.session.open(await self._reader.read_exactly(n))
         return unpackb(plaintext, max_bytes=max_bytes, max_items=max_items)
+
+    async def receive_batch(self) -> list[Any]:
+        """The maps of one sealed frame of a link (a batch; see the module docstring)."""
+        (n,) = struct.unpack(">I", await self._reader.read_exactly(4))
+        if n > Limits.PEER_FRAME_MAX + 16:
+            raise RemoteProtocolError(f"peer frame of {n} bytes exceeds {Limits.PEER_FRAME_MAX}", code="too_large")
+        plaintext = self.session.open(await self._reader.read_exactly(n))
+        return unpack_all(plaintext, max_bytes=Limits.PEER_FRAME_MAX)
 
     async def aclose(self) -> None:
         with trio.move_on_after(1) as cs:
@@ -231,14 +245,42 @@ async def fetch_card(
 
 
 class _LinkOut(OutBuffer):
-    """A link's send side: a failed or stuck write ends the link (its reader's scope is cancelled)."""
+    """A link's send side: frames are staged as plaintext and sealed, a batch to a box, when written.
 
-    __slots__ = ("frames", "scope")
+    A failed or stuck write ends the link (its reader's scope is cancelled).
+    """
 
-    def __init__(self, stream: trio.abc.Stream, flusher: Flusher, write_timeout_s: float) -> None:
-        super().__init__(stream, flusher, write_timeout_s)
+    __slots__ = ("_plain", "chan", "frames", "scope")
+
+    def __init__(self, chan: Channel, flusher: Flusher, write_timeout_s: float) -> None:
+        super().__init__(chan.stream, flusher, write_timeout_s)
+        self.chan = chan
         self.scope = trio.CancelScope()
         self.frames = 0  # queued since the buffer was last empty: the bound on a link's backlog
+        self._plain: list[bytes] = []
+
+    def stage(self, plaintext: bytes) -> None:
+        self._plain.append(plaintext)
+        self._out_bytes += len(plaintext)
+        self._mark()
+
+    def _stage(self) -> None:
+        if not self._plain:
+            return
+        box: list[bytes] = []
+        size = 0
+        for p in self._plain:
+            if box and size + len(p) > Limits.PEER_FRAME_MAX:
+                self._out.append(self.chan.frame_sealed(b"".join(box)))
+                box, size = [], 0
+            box.append(p)
+            size += len(p)
+        self._out.append(self.chan.frame_sealed(b"".join(box) if len(box) > 1 else box[0]))
+        self._plain.clear()
+
+    def _drop(self) -> None:
+        super()._drop()
+        self._plain.clear()
 
     def _write_failed(self) -> None:
         self.scope.cancel()
@@ -340,7 +382,7 @@ class PeerLinks:
         if out.frames >= self.limits.queue_max:
             return False
         out.frames += 1
-        out.queue(link.chan.frame_bytes(msg))
+        out.stage(packb(msg))
         return True
 
     async def _dial_loop(self, peer: bytes) -> None:
@@ -396,7 +438,7 @@ class PeerLinks:
             if existing.out.pending_bytes:
                 self.on_unreachable(peer)  # what the losing link had not written is lost
         link = self._links[peer] = _Link(
-            chan=chan, we_initiated=we_initiated, out=_LinkOut(chan.stream, self.flusher, self.limits.io_timeout_s)
+            chan=chan, we_initiated=we_initiated, out=_LinkOut(chan, self.flusher, self.limits.io_timeout_s)
         )
         for msg in self._queues.pop(peer, ()):  # what waited for the link goes first, in order
             self._queue_on(link, msg)
@@ -427,13 +469,14 @@ class PeerLinks:
     async def _reader(self, chan: Channel) -> None:
         while True:
             try:
-                msg = await chan.receive()
-                if not isinstance(msg, dict):
+                batch = await chan.receive_batch()
+                if not all(isinstance(msg, dict) for msg in batch):
                     raise RemoteProtocolError("peer frame is not a map")
             except RemoteProtocolError as exc:
                 self.on_refused(exc.code if exc.code != "bad_request" else "malformed")
                 raise
-            self.on_message(chan.peer_id, msg)
+            for msg in batch:
+                self.on_message(chan.peer_id, msg)
 
 
 # --- listener ------------------------------------------------------------------------------------------

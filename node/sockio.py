@@ -116,6 +116,9 @@ class OutBuffer:
     def queue(self, data: bytes) -> None:
         self._out.append(data)
         self._out_bytes += len(data)
+        self._mark()
+
+    def _mark(self) -> None:
         if not self._writing and not self._dirty:
             self._dirty = True
             self._flusher.mark(self)
@@ -132,6 +135,12 @@ class OutBuffer:
             with trio.move_on_after(timeout_s):
                 await self._writer_done.wait()
 
+    def discard(self) -> None:
+        """The connection is ending: forget what is queued, and never write to its fd again (once closed, the fd
+        number may already belong to another connection). Call before the stream is closed."""
+        self._drop()
+        self._fd = -1
+
     def _write_failed(self) -> None:
         """The connection cannot be written to any more (what was queued is dropped). Override to react."""
 
@@ -139,9 +148,16 @@ class OutBuffer:
         self._out.clear()
         self._out_bytes = 0
 
+    def _stage(self) -> None:
+        """Just before bytes are joined for a write: a subclass may move what it staged into `_out` (a peer link
+        seals the frames staged in this batch into one box). `_out_bytes` already counts what is staged."""
+
     def _flush(self) -> None:
         self._dirty = False
-        if self._writing or not self._out:
+        if self._writing:
+            return
+        self._stage()
+        if not self._out:
             return
         data = b"".join(self._out) if len(self._out) > 1 else self._out[0]
         if self._fd >= 0:
@@ -167,7 +183,10 @@ class OutBuffer:
         failed = False
         try:
             with trio.fail_after(self._write_timeout_s):
-                while self._out:
+                while True:
+                    self._stage()
+                    if not self._out:
+                        break
                     data = b"".join(self._out) if len(self._out) > 1 else self._out[0]
                     self._drop()
                     await self._stream.send_all(data)

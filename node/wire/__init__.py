@@ -98,6 +98,36 @@ def unpackb(data: bytes, *, max_bytes: int, max_items: int = Limits.MSGPACK_CONT
     return obj
 
 
+def unpack_all(data: bytes, *, max_bytes: int, max_items: int = Limits.MSGPACK_CONTAINER_MAX) -> list[Any]:
+    """Decode untrusted msgpack holding one or more objects back to back (a peer link's sealed batch), each and
+    all within `max_bytes`, every container within `max_items`. Raises RemoteProtocolError; a truncated last
+    object is an error, never silently dropped."""
+    if len(data) > max_bytes:
+        raise TooLarge(f"message of {len(data)} bytes exceeds {max_bytes}")
+    unpacker = msgpack.Unpacker(
+        raw=False,
+        strict_map_key=True,
+        max_buffer_size=max(len(data), 1),
+        max_bin_len=max_bytes,
+        max_str_len=min(max_bytes, max(Limits.MSGPACK_STR_MAX, max_bytes // 4)),
+        max_array_len=max_items,
+        max_map_len=max_items,
+        max_ext_len=0,
+    )
+    try:
+        unpacker.feed(data)
+        objs, end = [], 0
+        for obj in unpacker:
+            objs.append(obj)
+            end = unpacker.tell()  # where the last whole object ended
+        complete = end == len(data)
+    except Exception as exc:  # msgpack raises ValueError, FormatError, StackError, BufferFull, ...
+        raise RemoteProtocolError(f"not valid msgpack: {type(exc).__name__}") from exc
+    if not objs or not complete:
+        raise RemoteProtocolError("not valid msgpack: empty or truncated")
+    return objs
+
+
 def require_map(obj: Any, what: str) -> dict[str, Any]:
     if not isinstance(obj, dict):
         raise RemoteProtocolError(f"{what} is not a map")

@@ -175,3 +175,27 @@ async def test_a_flusher_that_is_not_running_fails_writers_instead_of_losing_the
     buf.queue(b"x")
     flusher.flush()
     assert buf.failures == 1 and buf.pending_bytes == 0
+
+
+async def test_a_discarded_buffer_never_writes_to_its_old_fd_again() -> None:
+    """Once a connection ends its fd number may be reused by another connection: nothing may reach it."""
+    flusher = Flusher()
+    stream, peer = await tcp_pair()
+    async with trio.open_nursery() as nursery:
+        await nursery.start(flusher.run)
+        buf = Recording(stream, flusher)
+        buf.queue(b"lost")
+        buf.discard()
+        assert buf.pending_bytes == 0
+        await stream.aclose()
+        other, other_peer = await tcp_pair()  # likely gets the same fd number
+        buf.queue(b"late")
+        with trio.fail_after(5):
+            while not buf.failures:
+                await trio.sleep(0.01)
+        assert available(other_peer) == b""
+        assert available(peer) == b""
+        await other.aclose()
+        nursery.cancel_scope.cancel()
+    peer.close()
+    other_peer.close()
