@@ -12,7 +12,12 @@ Theory of operation
   `Limits.PEER_FRAME_MAX`): one authenticated encryption and one length prefix per batch instead of per frame.
   A frame over the limit, a frame that fails authentication or anything undecodable closes that connection
   (the stream cannot be resynchronised) and is counted.
-- One link per pair: if both sides dial at once, the link initiated by the smaller id wins and the other is closed.
+- One link per pair: if both sides dial at once, the link initiated by the smaller id wins. Each side *retires*
+  the other link rather than closing it: it takes no new frames, writes out what it holds, half-closes (EOF) and
+  is still read until the other side's EOF (at most `io_timeout_s`). Both sides may already have written frames on
+  the losing link before they learn which one won; closing it unread would lose those without telling anyone.
+  The winner's frames are held until the retired link has been read to its end, so frames keep their order
+  across the switch (the relay relies on FIFO links).
 - Sending never blocks the caller: with a link up, `PeerLinks.send` seals the frame into the link's `OutBuffer`
   (node/sockio.py), which the node's flusher writes once per scheduler batch, every frame the batch produced in
   one syscall and without a task switch; with no link yet, it waits on the peer's bounded queue (False when full)
@@ -250,13 +255,14 @@ class _LinkOut(OutBuffer):
     A failed or stuck write ends the link (its reader's scope is cancelled).
     """
 
-    __slots__ = ("_plain", "chan", "frames", "scope")
+    __slots__ = ("_plain", "chan", "failed", "frames", "scope")
 
     def __init__(self, chan: Channel, flusher: Flusher, write_timeout_s: float) -> None:
         super().__init__(chan.stream, flusher, write_timeout_s)
         self.chan = chan
         self.scope = trio.CancelScope()
         self.frames = 0  # queued since the buffer was last empty: the bound on a link's backlog
+        self.failed = False  # a write failed: what was queued then is lost
         self._plain: list[bytes] = []
 
     def stage(self, plaintext: bytes) -> None:
@@ -283,7 +289,9 @@ class _LinkOut(OutBuffer):
         self._plain.clear()
 
     def _write_failed(self) -> None:
+        self.failed = True
         self.scope.cancel()
+
 
 
 @attrs.define(slots=True)
@@ -291,6 +299,8 @@ class _Link:
     chan: Channel
     we_initiated: bool
     out: _LinkOut
+    retired: trio.Event | None = None  # set once a retired link has written out what it held and half-closed
+    read_done: trio.Event = attrs.field(factory=trio.Event)  # its reader has ended (EOF, error or cancelled)
 
 
 class PeerLinks:
@@ -325,6 +335,7 @@ class PeerLinks:
         self._own_flusher = flusher is None
         self._queues: dict[bytes, deque[dict[str, Any]]] = {}  # frames waiting for a link to be dialled
         self._links: dict[bytes, _Link] = {}
+        self._retiring: dict[bytes, list[_Link]] = {}  # links that lost a simultaneous dial, still being read
         self._dialers: set[bytes] = set()
         self._nursery: trio.Nursery | None = None
 
@@ -371,6 +382,7 @@ class PeerLinks:
         self._queues.pop(peer, None)
         link = self._links.pop(peer, None)
         if link is not None:
+            link.out.discard()  # queued in this batch: without this the flusher would still write it at its end
             link.out.scope.cancel()
             if self._nursery is not None:
                 self._nursery.start_soon(link.chan.aclose)
@@ -401,9 +413,8 @@ class PeerLinks:
                     await trio.sleep(backoff)
                     backoff = min(backoff * 2, self.limits.backoff_max_s)
                     continue
-                if await self._adopt(chan, we_initiated=True):
-                    assert self._nursery is not None
-                    self._nursery.start_soon(self._run_link, chan)
+                assert self._nursery is not None
+                self._nursery.start_soon(self._run_link, self._adopt(chan, we_initiated=True))
                 return
         finally:
             self._dialers.discard(peer)
@@ -419,54 +430,96 @@ class PeerLinks:
 
         The listener's connection task runs the link itself: trio closes a served stream when its handler returns.
         """
-        if await self._adopt(chan, we_initiated=False):
-            await self._run_link(chan)
+        await self._run_link(self._adopt(chan, we_initiated=False))
 
-    async def _adopt(self, chan: Channel, *, we_initiated: bool) -> bool:
-        """Make `chan` the link to its peer; False (and `chan` closed) when an existing link wins instead."""
+    def _adopt(self, chan: Channel, *, we_initiated: bool) -> _Link:
+        """Make `chan` the link to its peer, unless an existing link wins: then `chan` is retired at once."""
         peer = chan.peer_id
+        link = _Link(
+            chan=chan, we_initiated=we_initiated, out=_LinkOut(chan, self.flusher, self.limits.io_timeout_s)
+        )
         existing = self._links.get(peer)
         if existing is not None:
             # both sides dialled: keep the link initiated by the smaller id
             new_wins = (self.identity.id < peer) == we_initiated
             if not new_wins:
-                await chan.aclose()
-                return False
+                self._retire(link)
+                return link
             del self._links[peer]
-            existing.out.scope.cancel()
-            await existing.chan.aclose()
-            if existing.out.pending_bytes:
-                self.on_unreachable(peer)  # what the losing link had not written is lost
-        link = self._links[peer] = _Link(
-            chan=chan, we_initiated=we_initiated, out=_LinkOut(chan, self.flusher, self.limits.io_timeout_s)
-        )
+            self._retire(existing)
+        self._links[peer] = link
         for msg in self._queues.pop(peer, ()):  # what waited for the link goes first, in order
             self._queue_on(link, msg)
-        return True
+        return link
 
-    async def _run_link(self, chan: Channel) -> None:
-        peer = chan.peer_id
-        link = self._links.get(peer)
-        if link is not None and link.chan is not chan:
-            link = None  # replaced before it started: only close it
+    def _retire(self, link: _Link) -> None:
+        """A link that lost to the other one: it takes no new frames, but what it holds is written, and what the
+        other side wrote on it before it learnt which link won is still read (until its EOF, at most `io_timeout_s`).
+        """
+        link.retired = trio.Event()
+        self._retiring.setdefault(link.chan.peer_id, []).append(link)
+        link.out.scope.deadline = min(link.out.scope.deadline, trio.current_time() + self.limits.io_timeout_s)
         try:
-            if link is not None:
-                with link.out.scope:  # cancelled when a write fails or the link is dropped
-                    await self._reader(chan)
+            if self._nursery is None:
+                raise RuntimeError("not running")
+            self._nursery.start_soon(self._half_close, link)
+        except RuntimeError:  # not running or shutting down (`accept` runs in the listener's task): no EOF
+            link.retired.set()
+
+    async def _half_close(self, link: _Link) -> None:
+        """Write out what a retired link holds, then send EOF: the other side then knows nothing more comes."""
+        assert link.retired is not None
+        try:
+            link.out.flush_now()
+            await link.out.drain(self.limits.io_timeout_s)
+            stream = link.chan.stream
+            done = not link.out.pending_bytes and not link.out.failed
+            if done and isinstance(stream, trio.abc.HalfCloseableStream):
+                # BusyResourceError: a writer that outlived the drain still holds the send side (no EOF then)
+                with contextlib.suppress(
+                    trio.BrokenResourceError, trio.BusyResourceError, trio.ClosedResourceError, OSError
+                ):
+                    await stream.send_eof()
+        finally:
+            link.retired.set()
+
+    async def _run_link(self, link: _Link) -> None:
+        chan = link.chan
+        peer = chan.peer_id
+        try:
+            # cancelled when a write fails or the link is dropped; a retired link's also has a deadline
+            with link.out.scope:
+                await self._reader(link)
         except (TransportError, RemoteProtocolError):
             pass  # the link is gone; what was lost is reported below
         finally:
-            if link is not None and self._links.get(peer) is link:
-                del self._links[peer]
-                self._fail_queue(peer)
-                self.on_unreachable(peer)
-            await chan.aclose()
+            link.read_done.set()
+            retiring = self._retiring.get(peer)
+            if retiring is not None and link in retiring:
+                retiring.remove(link)
+                if not retiring:
+                    del self._retiring[peer]
+            try:
+                if link.retired is not None:  # the other side is done with it: finish our own half before closing
+                    with trio.move_on_after(self.limits.io_timeout_s):
+                        await link.retired.wait()
+            finally:
+                lost = link.out.pending_bytes > 0 or link.out.failed
+                link.out.discard()  # nothing may be written to the socket once it is closed (its fd can be reused)
+                current = self._links.get(peer) is link
+                if current:
+                    del self._links[peer]
+                    self._fail_queue(peer)
+                if current or lost:
+                    self.on_unreachable(peer)
+                await chan.aclose()
             if self._queues.get(peer) and peer not in self._dialers and self._nursery is not None:
                 with contextlib.suppress(RuntimeError):  # RuntimeError: shutting down
                     self._nursery.start_soon(self._dial_loop, peer)
                     self._dialers.add(peer)
 
-    async def _reader(self, chan: Channel) -> None:
+    async def _reader(self, link: _Link) -> None:
+        chan, peer = link.chan, link.chan.peer_id
         while True:
             try:
                 batch = await chan.receive_batch()
@@ -475,8 +528,18 @@ class PeerLinks:
             except RemoteProtocolError as exc:
                 self.on_refused(exc.code if exc.code != "bad_request" else "malformed")
                 raise
+            if link.retired is None and self._retiring.get(peer):
+                await self._after_retired(peer)
             for msg in batch:
-                self.on_message(chan.peer_id, msg)
+                self.on_message(peer, msg)
+
+    async def _after_retired(self, peer: bytes) -> None:
+        """FIFO across a switch of links: what the peer wrote on a link it then retired was written before what it
+        writes on the winner, so the winner's frames wait until the retired links are read to their end (at most
+        `io_timeout_s`; the retired link's own deadline ends it by then anyway)."""
+        with trio.move_on_after(self.limits.io_timeout_s):
+            for old in list(self._retiring.get(peer, ())):
+                await old.read_done.wait()
 
 
 # --- listener ------------------------------------------------------------------------------------------

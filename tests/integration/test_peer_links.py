@@ -1,0 +1,471 @@
+"""node/peers.py `PeerLinks`: persistent authenticated, encrypted node-to-node links, on real loopback sockets.
+
+Each test node is a `PeerLinks` with its own listener served by `serve_peers` (as node/service.py wires them),
+an address book shared by the nodes of the test (`address_of`), and recorders for `on_message`, `on_unreachable`
+and the inbound links its listener hands to `accept`. Real sockets do not mix with trio's mock clock, so every wait
+here is a bounded poll of an observable condition under `trio.fail_after`.
+"""
+
+from __future__ import annotations
+
+import functools
+import socket
+from collections.abc import Callable
+from typing import Any
+
+import attrs
+import pytest
+import trio
+
+from node.identity import Identity
+from node.peers import Address, Channel, PeerLimits, PeerLinks, serve_peers
+from node.sockio import Flusher
+
+WAIT_S = 20.0  # the bound of every wait: generous for a loaded 2-core machine, still a failure when it hangs
+DEFAULT_LIMITS = PeerLimits()
+
+
+@attrs.define(eq=False)
+class Node:
+    identity: Identity
+    links: PeerLinks
+    address: Address
+    scope: trio.CancelScope
+    stopped: trio.Event
+    received: list[tuple[bytes, dict[str, Any]]] = attrs.Factory(list)
+    unreachable: list[bytes] = attrs.Factory(list)
+    accepted: int = 0  # inbound link connections handed to `PeerLinks.accept` by the listener
+    accept_done: int = 0  # ... and those of them that have ended
+    lookups: list[bytes] = attrs.Factory(list)  # `address_of` calls: one per dial attempt
+
+    @property
+    def id(self) -> bytes:
+        return self.identity.id
+
+    def frames_from(self, peer: bytes) -> list[Any]:
+        return [msg["n"] for sender, msg in self.received if sender == peer]
+
+    async def stop(self) -> None:
+        """The node dies: its listener closes, its links and their connections are cancelled."""
+        self.scope.cancel()
+        with trio.fail_after(WAIT_S):
+            await self.stopped.wait()
+
+
+Book = dict[bytes, Address]
+
+
+def _no_sync(peer: bytes, state: bytes, join: bool) -> bytes:
+    raise AssertionError("no SWIM sync in these tests")
+
+
+async def _run_node(
+    identity: Identity,
+    book: Book,
+    admitted: set[bytes],
+    limits: PeerLimits,
+    shared_flusher: bool,
+    *,
+    task_status: trio.TaskStatus[Node] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    stopped = trio.Event()
+    try:
+        with trio.CancelScope() as scope:
+            listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+            host, port = listeners[0].socket.getsockname()[:2]
+            async with trio.open_nursery() as nursery:
+                flusher: Flusher | None = None
+                if shared_flusher:  # one flusher per node, shared by everything that writes (node/service.py)
+                    flusher = Flusher()
+                    await nursery.start(flusher.run)
+                node: Node | None = None
+
+                def on_message(peer: bytes, msg: dict[str, Any]) -> None:
+                    assert node is not None
+                    node.received.append((peer, msg))
+
+                def on_unreachable(peer: bytes) -> None:
+                    assert node is not None
+                    node.unreachable.append(peer)
+
+                def address_of(peer: bytes) -> Address | None:
+                    assert node is not None
+                    node.lookups.append(peer)
+                    return book.get(peer)
+
+                links = PeerLinks(
+                    identity,
+                    admit=admitted.__contains__,
+                    address_of=address_of,
+                    on_message=on_message,
+                    on_unreachable=on_unreachable,
+                    limits=limits,
+                    flusher=flusher,
+                )
+                node = Node(identity=identity, links=links, address=(host, port), scope=scope, stopped=stopped)
+
+                async def on_link(chan: Channel) -> None:
+                    assert node is not None
+                    node.accepted += 1
+                    try:
+                        await links.accept(chan)
+                    finally:
+                        node.accept_done += 1
+
+                await nursery.start(links.run)
+                nursery.start_soon(
+                    functools.partial(
+                        serve_peers,
+                        listeners,
+                        identity=identity,
+                        admit=admitted.__contains__,
+                        on_link=on_link,
+                        on_sync=_no_sync,
+                        limits=limits,
+                    )
+                )
+                book[identity.id] = (host, port)
+                task_status.started(node)
+    finally:
+        stopped.set()
+
+
+async def start_node(
+    nursery: trio.Nursery,
+    book: Book,
+    admitted: set[bytes],
+    *,
+    identity: Identity | None = None,
+    limits: PeerLimits = DEFAULT_LIMITS,
+    shared_flusher: bool = False,
+) -> Node:
+    identity = identity or Identity.generate()
+    admitted.add(identity.id)
+    node: Node = await nursery.start(_run_node, identity, book, admitted, limits, shared_flusher)
+    return node
+
+
+async def wait_until(condition: Callable[[], bool], what: str, timeout_s: float = WAIT_S) -> None:
+    """Poll `condition` until it holds; fail (with `what`) after `timeout_s`."""
+    try:
+        with trio.fail_after(timeout_s):
+            while not condition():
+                await trio.sleep(0.005)
+    except trio.TooSlowError:
+        raise AssertionError(f"timed out after {timeout_s} s waiting for: {what}") from None
+
+
+def free_port() -> int:
+    """A loopback port where nothing listens (bound, then closed at once: a dial there is refused)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+async def connect(a: Node, b: Node) -> None:
+    """Establish the link a -> b with one frame (`n` = "hello") and wait until both sides hold it."""
+    assert a.links.send(b.id, {"n": "hello"})
+    await wait_until(lambda: b.frames_from(a.id) == ["hello"], "the hello frame at B")
+    await wait_until(lambda: a.links.link_count == 1 and b.links.link_count == 1, "one link on each side")
+    b.received.clear()
+
+
+# --- 1. many frames both ways over one link ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("shared_flusher", [False, True], ids=["own-flusher", "shared-flusher"])
+async def test_a_thousand_frames_arrive_in_order_once_and_the_reply_uses_the_same_link(shared_flusher: bool) -> None:
+    book: Book = {}
+    admitted: set[bytes] = set()
+    async with trio.open_nursery() as nursery:
+        a = await start_node(nursery, book, admitted, shared_flusher=shared_flusher)
+        b = await start_node(nursery, book, admitted, shared_flusher=shared_flusher)
+        await connect(a, b)
+        pad = b"x" * 1500  # ~1.5 MB in all: more than the kernel takes at once, so writer tasks take part
+
+        # in batches of 100 per scheduler step: each batch is one end-of-batch write (or a writer task's drain)
+        results: list[bool] = []
+        for start in range(0, 1000, 100):
+            results += [a.links.send(b.id, {"n": i, "pad": pad}) for i in range(start, start + 100)]
+            await trio.sleep(0)
+        assert results == [True] * 1000
+        assert a.links.send(b.id, {"n": "end"})  # anything duplicated or late would show before/after this marker
+        await wait_until(lambda: len(b.received) >= 1001, "1000 frames and the end marker at B")
+        assert b.frames_from(a.id) == [*range(1000), "end"]
+        assert all(sender == a.id for sender, _ in b.received)
+        assert all(msg["pad"] == pad for _, msg in b.received[:-1])
+
+        # B answers over the link A dialled: no second connection in either direction
+        replies = [b.links.send(a.id, {"n": i}) for i in range(1000)]
+        assert replies == [True] * 1000
+        assert b.links.send(a.id, {"n": "end"})
+        await wait_until(lambda: len(a.received) >= 1001, "1000 replies and the end marker at A")
+        assert a.frames_from(b.id) == [*range(1000), "end"]
+        assert a.links.link_count == 1 and b.links.link_count == 1
+        assert (a.accepted, b.accepted) == (0, 1)  # the one link is A's dial, accepted once by B
+        assert a.unreachable == [] and b.unreachable == []
+        assert a.links.pending_frames() == 0 and b.links.pending_frames() == 0
+        nursery.cancel_scope.cancel()
+
+
+# --- 2. frames wait for the dial -------------------------------------------------------------------------
+
+
+async def test_frames_sent_before_the_link_exists_are_delivered_in_order_after_the_dial() -> None:
+    book: Book = {}
+    admitted: set[bytes] = set()
+    async with trio.open_nursery() as nursery:
+        a = await start_node(nursery, book, admitted)
+        b = await start_node(nursery, book, admitted)
+        assert a.links.link_count == 0 and b.accepted == 0
+
+        # the first send starts the dial; nothing can have happened before this task yields
+        assert [a.links.send(b.id, {"n": i}) for i in range(20)] == [True] * 20
+        assert a.links.link_count == 0
+        assert a.links.pending_frames() == 20
+
+        # keep sending, one frame per scheduler step, while the dial and the handshake are under way
+        sent = 20
+        with trio.fail_after(WAIT_S):
+            while a.links.link_count == 0:
+                assert a.links.send(b.id, {"n": sent})
+                sent += 1
+                await trio.sleep(0)
+        assert sent > 20  # the dial took at least one step: some frames really waited in the queue meanwhile
+        # the link took over the queue: what was sent next goes after it
+        assert [a.links.send(b.id, {"n": i}) for i in range(sent, sent + 20)] == [True] * 20
+        total = sent + 20
+        await wait_until(lambda: len(b.received) >= total, f"{total} frames at B")
+        assert b.frames_from(a.id) == list(range(total))
+        await wait_until(lambda: a.links.pending_frames() == 0, "A's backlog written")
+        assert a.unreachable == [] and b.accepted == 1
+        nursery.cancel_scope.cancel()
+
+
+# --- 3. unknown address, and ourselves ---------------------------------------------------------------------
+
+
+async def test_a_peer_without_an_address_is_reported_unreachable_and_self_is_refused() -> None:
+    book: Book = {}
+    admitted: set[bytes] = set()
+    async with trio.open_nursery() as nursery:
+        a = await start_node(nursery, book, admitted)
+        ghost = Identity.generate().id  # admitted, but not in the address book: not a live member
+        admitted.add(ghost)
+        assert [a.links.send(ghost, {"n": i}) for i in range(3)] == [True] * 3  # queued for the dial
+        assert a.links.pending_frames() == 3
+        await wait_until(lambda: a.unreachable != [], "on_unreachable(ghost)")
+        assert a.unreachable == [ghost]  # once for the whole queue
+        assert a.links.pending_frames() == 0 and a.links.link_count == 0
+
+        assert a.links.send(a.id, {"n": "self"}) is False
+        assert a.links.pending_frames() == 0 and a.links.link_count == 0
+        assert a.received == [] and a.accepted == 0
+        assert a.unreachable == [ghost]
+        nursery.cancel_scope.cancel()
+
+
+# --- 4. the per-peer bound ---------------------------------------------------------------------------------
+
+
+async def test_the_queue_of_a_peer_that_cannot_be_reached_holds_at_most_queue_max_frames() -> None:
+    book: Book = {}
+    admitted: set[bytes] = set()
+    async with trio.open_nursery() as nursery:
+        a = await start_node(nursery, book, admitted, limits=PeerLimits(queue_max=8))
+        dead = Identity.generate().id
+        admitted.add(dead)
+        book[dead] = ("127.0.0.1", free_port())  # nothing listens there: the dial is refused
+
+        # all in one task step: the dial cannot even start before the queue is full
+        results = [a.links.send(dead, {"n": i}) for i in range(13)]
+        assert results == [True] * 8 + [False] * 5
+        assert a.links.pending_frames() == 8
+        await wait_until(lambda: a.unreachable != [], "on_unreachable after the refused dial")
+        assert a.unreachable == [dead]
+        assert a.links.pending_frames() == 0 and a.links.link_count == 0
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_link_takes_at_most_queue_max_frames_per_scheduler_batch() -> None:
+    book: Book = {}
+    admitted: set[bytes] = set()
+    async with trio.open_nursery() as nursery:
+        limits = PeerLimits(queue_max=8)
+        a = await start_node(nursery, book, admitted, limits=limits)
+        b = await start_node(nursery, book, admitted, limits=limits)
+        await connect(a, b)
+        # the link's buffer is written at the end of the batch: within one step it holds at most 8 frames
+        assert [a.links.send(b.id, {"n": i}) for i in range(13)] == [True] * 8 + [False] * 5
+        assert a.links.pending_frames() == 8
+        await wait_until(lambda: a.links.pending_frames() == 0, "the batch written")
+        assert a.links.send(b.id, {"n": "end"})  # room again once the buffer is empty
+        await wait_until(lambda: len(b.received) >= 9, "8 frames and the end marker at B")
+        assert b.frames_from(a.id) == [*range(8), "end"]
+        assert a.unreachable == [] and a.links.link_count == 1
+        nursery.cancel_scope.cancel()
+
+
+# --- 5. the remote node dies, then comes back --------------------------------------------------------------
+
+
+async def test_a_dead_peer_is_reported_and_the_next_send_redials_it_at_its_new_address() -> None:
+    book: Book = {}
+    admitted: set[bytes] = set()
+    async with trio.open_nursery() as nursery:
+        a = await start_node(nursery, book, admitted)
+        b = await start_node(nursery, book, admitted, shared_flusher=True)
+        await connect(a, b)
+        old_address = b.address
+
+        await b.stop()
+        await wait_until(lambda: a.unreachable != [], "on_unreachable(B) at A")
+        assert a.unreachable == [b.id]
+        assert a.links.link_count == 0 and a.links.pending_frames() == 0
+
+        # still at its old address in the book: the dial is refused and reported
+        assert book[b.id] == old_address
+        assert a.links.send(b.id, {"n": "lost"})
+        await wait_until(lambda: len(a.unreachable) >= 2, "on_unreachable(B) after the refused re-dial")
+        assert a.unreachable == [b.id, b.id]
+        assert a.links.link_count == 0 and a.links.pending_frames() == 0
+
+        # B is back (same identity) on a new listener; the book has its new address
+        b2 = await start_node(nursery, book, admitted, identity=b.identity)
+        assert b2.address != old_address and book[b.id] == b2.address
+        assert [a.links.send(b.id, {"n": i}) for i in range(50)] == [True] * 50
+        await wait_until(lambda: len(b2.received) >= 50, "50 frames at the restarted B")
+        assert b2.frames_from(a.id) == list(range(50))
+        assert a.links.link_count == 1 and b2.links.link_count == 1 and b2.accepted == 1
+        assert a.unreachable == [b.id, b.id]
+        assert b.received == []  # the dead B got nothing after its hello (cleared by connect)
+        nursery.cancel_scope.cancel()
+
+
+# --- 6. drop_peer ------------------------------------------------------------------------------------------
+
+
+async def test_drop_peer_closes_the_link_and_forgets_what_was_queued_on_it() -> None:
+    book: Book = {}
+    admitted: set[bytes] = set()
+    async with trio.open_nursery() as nursery:
+        a = await start_node(nursery, book, admitted)
+        b = await start_node(nursery, book, admitted)
+        await connect(a, b)
+
+        # queued on the link's buffer in this step, then dropped before the end of the batch writes them
+        assert [a.links.send(b.id, {"n": i}) for i in range(10)] == [True] * 10
+        assert a.links.pending_frames() == 10
+        a.links.drop_peer(b.id)
+        assert a.links.pending_frames() == 0 and a.links.link_count == 0
+
+        await wait_until(lambda: b.links.link_count == 0, "B sees the link closed")
+        assert b.unreachable == [a.id]  # for B the link broke
+        assert a.unreachable == []  # dropping is not a failure to report
+        assert b.received == []  # forgotten means not written either
+
+        # the peer is reachable again later: the next send dials a fresh link
+        assert a.links.send(b.id, {"n": "again"})
+        await wait_until(lambda: len(b.received) >= 1, "the frame after the drop")
+        assert b.frames_from(a.id) == ["again"]
+        assert a.links.link_count == 1 and b.accepted == 2
+        nursery.cancel_scope.cancel()
+
+
+async def test_drop_peer_forgets_frames_still_waiting_for_the_dial() -> None:
+    book: Book = {}
+    admitted: set[bytes] = set()
+    async with trio.open_nursery() as nursery:
+        a = await start_node(nursery, book, admitted)
+        b = await start_node(nursery, book, admitted)
+        assert [a.links.send(b.id, {"n": i}) for i in range(5)] == [True] * 5
+        a.links.drop_peer(b.id)  # before the dial task even ran
+        assert a.links.pending_frames() == 0
+
+        # the dial task finds nothing to send and ends without even looking the peer up
+        await wait_until(lambda: b.id not in a.links._dialers, "the dial task ended")
+        assert a.lookups == [] and b.accepted == 0 and a.links.link_count == 0
+        # a later frame is the first (and only) one B sees
+        assert a.links.send(b.id, {"n": "after"})
+        await wait_until(lambda: len(b.received) >= 1, "the frame after the drop")
+        assert b.frames_from(a.id) == ["after"]
+        assert b.accepted == 1 and a.unreachable == []
+        nursery.cancel_scope.cancel()
+
+
+# --- 7. both sides dial at once ------------------------------------------------------------------------------
+
+# the losing link is closed by both sides' EOFs, not by this timeout: the tests wait far less than it
+RACE_LIMITS = PeerLimits(io_timeout_s=120.0)
+
+
+async def race_pair(nursery: trio.Nursery, shared_flusher: bool) -> tuple[Node, Node]:
+    """Two fresh nodes, (smaller id, bigger id), that have not dialled each other yet."""
+    book: Book = {}
+    admitted: set[bytes] = set()
+    x = await start_node(nursery, book, admitted, limits=RACE_LIMITS, shared_flusher=shared_flusher)
+    y = await start_node(nursery, book, admitted, limits=RACE_LIMITS, shared_flusher=shared_flusher)
+    return (x, y) if x.id < y.id else (y, x)
+
+
+async def assert_one_link_won_by_the_smaller_id(small: Node, big: Node) -> None:
+    await wait_until(lambda: small.links.link_count == 1 and big.links.link_count == 1, "one link on each side")
+    assert small.links._links[big.id].we_initiated  # the link the smaller id dialled won...
+    assert not big.links._links[small.id].we_initiated  # ...on both sides
+    # each side accepted the other's dial; the bigger id's link, retired, ends once both sides sent their EOF
+    assert (small.accepted, big.accepted) == (1, 1)
+    await wait_until(lambda: small.accept_done == 1, "the losing link closed on the smaller id's side")
+    assert big.accept_done == 0  # the winner is still up
+
+
+@pytest.mark.parametrize("round_", range(8))
+async def test_simultaneous_dials_end_with_the_smaller_ids_link_and_lose_no_frame(round_: int) -> None:
+    frames = 200
+    async with trio.open_nursery() as nursery:
+        small, big = await race_pair(nursery, shared_flusher=round_ % 2 == 1)
+
+        # both queue in the same step: both dial
+        assert [small.links.send(big.id, {"n": i}) for i in range(frames)] == [True] * frames
+        assert [big.links.send(small.id, {"n": i}) for i in range(frames)] == [True] * frames
+
+        await wait_until(
+            lambda: len(small.received) >= frames and len(big.received) >= frames, "every frame on both sides"
+        )
+        assert big.frames_from(small.id) == list(range(frames))
+        assert small.frames_from(big.id) == list(range(frames))
+        await assert_one_link_won_by_the_smaller_id(small, big)
+
+        # the winner carries what is sent next, both ways
+        assert small.links.send(big.id, {"n": "end"}) and big.links.send(small.id, {"n": "end"})
+        await wait_until(lambda: len(small.received) > frames and len(big.received) > frames, "the end markers")
+        assert big.frames_from(small.id) == [*range(frames), "end"]
+        assert small.frames_from(big.id) == [*range(frames), "end"]
+        assert (small.accepted, big.accepted) == (1, 1)  # no new connection
+        assert small.unreachable == [] and big.unreachable == []
+        nursery.cancel_scope.cancel()
+
+
+@pytest.mark.parametrize("round_", range(4))
+async def test_simultaneous_dials_with_traffic_on_both_links_lose_and_duplicate_nothing(round_: int) -> None:
+    """Both sides keep sending, a frame each per scheduler step, while both dials and the tie-break run: frames
+    land on both links. Across the switch to the winner they keep their order: nothing lost, duplicated or
+    reordered (the relay relies on FIFO links)."""
+    frames = 300
+    async with trio.open_nursery() as nursery:
+        small, big = await race_pair(nursery, shared_flusher=round_ % 2 == 1)
+        for i in range(frames):
+            assert small.links.send(big.id, {"n": i}) and big.links.send(small.id, {"n": i})
+            await trio.sleep(0)
+        await wait_until(
+            lambda: len(small.received) >= frames and len(big.received) >= frames, "every frame on both sides"
+        )
+        assert big.frames_from(small.id) == list(range(frames))
+        assert small.frames_from(big.id) == list(range(frames))
+        await assert_one_link_won_by_the_smaller_id(small, big)
+        assert small.links.send(big.id, {"n": "end"}) and big.links.send(small.id, {"n": "end"})
+        await wait_until(lambda: len(small.received) > frames and len(big.received) > frames, "the end markers")
+        assert big.frames_from(small.id)[-1] == "end" and len(big.received) == frames + 1  # nothing came late
+        assert small.frames_from(big.id)[-1] == "end" and len(small.received) == frames + 1
+        assert small.unreachable == [] and big.unreachable == []
+        nursery.cancel_scope.cancel()
