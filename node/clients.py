@@ -208,7 +208,29 @@ class ClientServer:
                 return
             ws, accept, use_json = _accept(hs, request)
             del hs, request  # the HTTP machinery is not needed any more: keep idle connections small
-            await self._run_session(stream, ws, accept, use_json, ip, deadline)
+            # the session runs in this task's frame (no helper coroutine: an idle client's memory is mostly
+            # the frames of its parked reader)
+            conn_id = self._next_conn_id
+            self._next_conn_id += 1
+            session = ClientSession(self, stream, conn_id, ip, deadline)
+            session._ws = ws
+            session.json = use_json
+            self.sessions[conn_id] = session
+            session.queue(accept)
+            del accept  # the 101 is queued: keep idle connections small
+            session.send(Challenge(node=self.identity.id, nonce=session.nonce))
+            try:
+                await session._run(ws)
+            finally:
+                session.discard()
+                del self.sessions[conn_id]
+                if not self.sessions:
+                    self._idle.set()
+                if session.client_id:
+                    self._online -= 1
+                    self.relay_call(self.relay.client_offline, session)
+                    if self.metrics is not None:
+                        self.metrics.clients_connected(self._online)
         finally:
             self._connections -= 1
             left = self._per_ip[ip] - 1
@@ -217,31 +239,6 @@ class ClientServer:
             else:
                 del self._per_ip[ip]
             await trio.aclose_forcefully(stream)
-
-    async def _run_session(
-        self, stream: trio.abc.Stream, ws: Connection, accept: bytes, use_json: bool, ip: str, deadline: float
-    ) -> None:
-        conn_id = self._next_conn_id
-        self._next_conn_id += 1
-        session = ClientSession(self, stream, conn_id, ip, deadline)
-        session._ws = ws
-        session.json = use_json
-        self.sessions[conn_id] = session
-        session.queue(accept)
-        del accept
-        session.send(Challenge(node=self.identity.id, nonce=session.nonce))
-        try:
-            await session._run(ws)
-        finally:
-            session.discard()
-            del self.sessions[conn_id]
-            if not self.sessions:
-                self._idle.set()
-            if session.client_id:
-                self._online -= 1
-                self.relay_call(self.relay.client_offline, session)
-                if self.metrics is not None:
-                    self.metrics.clients_connected(self._online)
 
 
 async def serve_clients(

@@ -22,7 +22,7 @@ from wsproto.events import CloseConnection, Message, Ping, TextMessage
 from wsproto.utilities import RemoteProtocolError as WsRemoteProtocolError
 
 from node.identity import client_auth_message, node_auth_message, short_id, verify_signature
-from node.sockio import OutBuffer
+from node.sockio import OutBuffer, read_some
 from node.wire import Limits
 from node.wire.client import (
     NONCE_BYTES,
@@ -295,37 +295,40 @@ class ClientSession(OutBuffer):
         cfg = self._server.config
         return self._last_rx + (cfg.idle_timeout_s if self._pinged else cfg.ping_interval_s)
 
-    async def _receive(self, ws: Connection) -> bool:
-        """Read and handle frames until EOF or the client's close (True), or until the scope's timer fires."""
-        stream = self._stream
-        while True:
-            try:
-                data = bytes(await stream.receive_some(READ_BYTES))
-            except (trio.BrokenResourceError, trio.ClosedResourceError):
-                data = b""
-            if not data:
-                ws.receive_data(None)
-                self._on_events(ws)
-                return True
-            self._last_rx = trio.current_time()
-            self._pinged = False
-            try:
-                ws.receive_data(data)
-                if self._on_events(ws):
-                    return True
-            except WsRemoteProtocolError:
-                self._server.refused("bad_websocket")
-                return True
-            self._scope.deadline = self._next_timer()
-
     async def _run(self, ws: Connection) -> None:
-        """The connection's reader: one cancel scope per timer period (handshake, ping, idle, close)."""
+        """The connection's reader: one cancel scope per timer period (handshake, ping, idle, close).
+
+        One coroutine frame reads and handles frames (no helper coroutines: an idle connection's memory is
+        mostly the frames of its parked reader, docs/performance.md).
+        """
         self._last_rx = trio.current_time()
-        while True:
+        stream, fd = self._stream, self._fd
+        data = b""
+        ended = False  # EOF, the client's close, or a broken WebSocket stream
+        while not ended:
             self._scope = trio.CancelScope(deadline=self._next_timer())
             with self._scope:
-                if await self._receive(ws):
-                    break
+                while True:
+                    data = await read_some(stream, fd, READ_BYTES, wait_first=0 < len(data) < READ_BYTES)
+                    if not data:
+                        ws.receive_data(None)
+                        self._on_events(ws)
+                        ended = True
+                        break
+                    self._last_rx = trio.current_time()
+                    self._pinged = False
+                    try:
+                        ws.receive_data(data)
+                        if self._on_events(ws):
+                            ended = True
+                            break
+                    except WsRemoteProtocolError:
+                        self._server.refused("bad_websocket")
+                        ended = True
+                        break
+                    self._scope.deadline = self._next_timer()
+            if ended:
+                break
             if self._closing:
                 if trio.current_time() >= self._close_at:
                     return

@@ -200,3 +200,30 @@ class OutBuffer:
         if failed:
             self._write_failed()
 
+
+
+async def read_some(stream: trio.abc.Stream, fd: int, max_bytes: int, *, wait_first: bool) -> bytes:
+    """Up to `max_bytes` from `stream`; b"" at EOF or when the connection broke or was closed.
+
+    With a plain socket (`fd` >= 0) it reads the fd itself: one `os.read` per wake-up, and after a short read
+    (`wait_first`: the socket was drained) it waits for readability first instead of probing with a read that
+    fails with EAGAIN. Parked, it holds three coroutine frames fewer than `SocketStream.receive_some`, which is
+    what an idle client costs (docs/performance.md). A checkpoint either way, like `receive_some`.
+    """
+    if fd < 0:
+        try:
+            return bytes(await stream.receive_some(max_bytes))
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            return b""
+    try:
+        if wait_first:
+            await trio.lowlevel.wait_readable(fd)
+        else:
+            await trio.lowlevel.checkpoint()
+        while True:
+            try:
+                return os.read(fd, max_bytes)
+            except BlockingIOError:
+                await trio.lowlevel.wait_readable(fd)
+    except (trio.ClosedResourceError, OSError):  # closed under us, or reset by the peer
+        return b""

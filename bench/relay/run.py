@@ -4,10 +4,11 @@
     python bench/relay/run.py [--runs 3] [--duration 5] [--idle 10000] [--url ws://H:P/v1/client ...]
 
 Each run starts each server as its own process (same-node: one server, load generator in another process),
-then measures: one-way latency p50/p99 for 1 pair at a fixed 1,000 msg/s; max delivered msg/s with 50 concurrent
-pairs (and the server's CPU per relayed message, from /proc); RSS per idle authenticated client at --idle
-connections (first run only). With --url (repeatable) it measures already-running nodes instead (e.g. a
-cross-node federation: pair i's caller on url[i % n], its callee on url[i+1 % n]); RSS is then not measured.
+then measures: RSS per idle authenticated client at --idle connections (first run only, on the fresh server
+process, before any load); one-way latency p50/p99 for 1 pair at a fixed 1,000 msg/s; max delivered msg/s with
+50 concurrent pairs (and the server's CPU per relayed message, from /proc). With --url (repeatable) it measures
+already-running nodes instead (e.g. a cross-node federation: pair i's caller on url[i % n], its callee on
+url[i+1 % n]); RSS is then not measured.
 Results go to bench/results/relay.md (and .json).
 """
 
@@ -127,6 +128,9 @@ def loadgen(urls: list[str], pid: int | str, **opts: Any) -> dict[str, Any]:
 
 
 def measure(urls: list[str], pid: int | str, args: argparse.Namespace, *, idle: bool) -> dict[str, float]:
+    # Idle memory first, on the fresh process: measured after the throughput run, the connections would reuse
+    # heap the load had grown and the figure would flatter the server (by about 0.7 KiB per client here).
+    kib = loadgen(urls, pid, mode="idle", conns=args.idle)["kib_per_conn"] if pid and idle else None
     lat = loadgen(urls, pid, mode="latency", rate=1000, duration=args.duration)
     thr = loadgen(urls, pid, mode="throughput", pairs=50, duration=args.duration)
     row = {
@@ -135,8 +139,8 @@ def measure(urls: list[str], pid: int | str, args: argparse.Namespace, *, idle: 
         "msg_per_s": thr["msg_per_s"],
         "cpu_us_per_msg": thr["server_cpu_us_per_msg"] or float("nan"),
     }
-    if pid and idle:
-        row["kib_per_idle_conn"] = loadgen(urls, pid, mode="idle", conns=args.idle)["kib_per_conn"]
+    if kib is not None:
+        row["kib_per_idle_conn"] = kib
     return row
 
 
