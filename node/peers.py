@@ -8,8 +8,12 @@ Theory of operation
   static and ephemeral X25519 keys. The initiator pins the id it expected; the responder refuses ids that
   admission does not admit. A handshake not finished in `handshake_timeout_s` is dropped.
 - Framing: `length(4, big endian) | sealed frame`; a sealed frame holds one or more msgpack maps back to back.
-  A link seals, per scheduler batch, every frame the batch produced for that peer into one box (up to
-  `Limits.PEER_FRAME_MAX`): one authenticated encryption and one length prefix per batch instead of per frame.
+  Once both ends have said they read batches (link version 2), a link seals, per scheduler batch, every frame
+  the batch produced for that peer into one box (up to `Limits.PEER_FRAME_MAX`): one authenticated encryption
+  and one length prefix per batch instead of per frame. The initiator's link frame says `{"k": 2, "v": 2}`; a
+  version-2 responder then batches, and answers with the same map as its first frame on the link, after which
+  the initiator batches too. A version-1 node (one map per frame, which every version reads) never sends nor
+  receives the answer, so nodes of both versions link with each other during a rolling upgrade.
   A frame over the limit, a frame that fails authentication or anything undecodable closes that connection
   (the stream cannot be resynchronised) and is counted.
 - One link per pair: if both sides dial at once, the link initiated by the smaller id wins. Each side *retires*
@@ -45,9 +49,11 @@ from node.nodelist import parse_card
 from node.sockio import Flusher, OutBuffer
 from node.wire import Limits, MsgType, packb, require_map, unpack_all, unpackb
 
-MAGIC = b"HML2"  # 2: sealed frames hold a batch of maps (1 held exactly one)
+MAGIC = b"HML1"
 KIND_SYNC = 1
 KIND_LINK = 2
+# Link versions, told in the link frames: 1 seals one map per frame; 2 also reads frames that hold a batch of maps.
+LINK_VERSION = 2
 KIND_PING = 3  # SWIM's TCP fallback probe: answered at once, then closed
 KIND_CARD = 4  # "give me your signed card" (for goaway referrals): answered at once, then closed
 
@@ -93,6 +99,7 @@ class Channel:
         self._reader = reader
         self.session = session
         self.peer_id = peer_id
+        self.peer_reads_batches = False  # the initiator's link frame said version >= 2 (set by the listener)
 
     def frame_bytes(self, obj: Any) -> bytes:
         return self.frame_sealed(packb(obj))
@@ -255,7 +262,7 @@ class _LinkOut(OutBuffer):
     A failed or stuck write ends the link (its reader's scope is cancelled).
     """
 
-    __slots__ = ("_plain", "chan", "failed", "frames", "scope")
+    __slots__ = ("_plain", "batch", "chan", "failed", "frames", "scope")
 
     def __init__(self, chan: Channel, flusher: Flusher, write_timeout_s: float) -> None:
         super().__init__(chan.stream, flusher, write_timeout_s)
@@ -263,6 +270,7 @@ class _LinkOut(OutBuffer):
         self.scope = trio.CancelScope()
         self.frames = 0  # queued since the buffer was last empty: the bound on a link's backlog
         self.failed = False  # a write failed: what was queued then is lost
+        self.batch = False  # the peer reads frames holding several maps (link version 2)
         self._plain: list[bytes] = []
 
     def stage(self, plaintext: bytes) -> None:
@@ -272,6 +280,10 @@ class _LinkOut(OutBuffer):
 
     def _stage(self) -> None:
         if not self._plain:
+            return
+        if not self.batch:  # a version-1 peer: one map per sealed frame
+            self._out.extend(self.chan.frame_sealed(p) for p in self._plain)
+            self._plain.clear()
             return
         box: list[bytes] = []
         size = 0
@@ -407,7 +419,7 @@ class PeerLinks:
                     return
                 try:
                     chan = await dial(addr, self.identity, peer, self.admit, self.limits.handshake_timeout_s)
-                    await chan.send({"k": KIND_LINK})
+                    await chan.send({"k": KIND_LINK, "v": LINK_VERSION})
                 except (TransportError, RemoteProtocolError, trio.TooSlowError):
                     self._fail_queue(peer)
                     await trio.sleep(backoff)
@@ -438,6 +450,9 @@ class PeerLinks:
         link = _Link(
             chan=chan, we_initiated=we_initiated, out=_LinkOut(chan, self.flusher, self.limits.io_timeout_s)
         )
+        if not we_initiated and chan.peer_reads_batches:
+            link.out.batch = True
+            link.out.stage(packb({"k": KIND_LINK, "v": LINK_VERSION}))  # our first frame: we read batches too
         existing = self._links.get(peer)
         if existing is not None:
             # both sides dialled: keep the link initiated by the smaller id
@@ -531,6 +546,10 @@ class PeerLinks:
             if link.retired is None and self._retiring.get(peer):
                 await self._after_retired(peer)
             for msg in batch:
+                if "t" not in msg and msg.get("k") == KIND_LINK:  # the responder's answer to our link frame
+                    version = msg.get("v")
+                    link.out.batch = link.out.batch or (isinstance(version, int) and version >= 2)
+                    continue
                 self.on_message(peer, msg)
 
     async def _after_retired(self, peer: bytes) -> None:
@@ -575,6 +594,8 @@ async def serve_peers(
                 chan = await handshake(stream, identity, initiator=False, expected_id=None, admit=admit)
                 first = require_map(await chan.receive(Limits.PUSH_PULL_MAX + 1024, max_items=16), "first frame")
             if first.get("k") == KIND_LINK:
+                version = first.get("v", 1)
+                chan.peer_reads_batches = isinstance(version, int) and version >= 2
                 keep = True
                 await on_link(chan)
             elif first.get("k") in (KIND_PING, KIND_CARD):

@@ -18,7 +18,7 @@ import pytest
 import trio
 
 from node.identity import Identity
-from node.peers import Address, Channel, PeerLimits, PeerLinks, serve_peers
+from node.peers import KIND_LINK, LINK_VERSION, Address, Channel, PeerLimits, PeerLinks, handshake, serve_peers
 from node.sockio import Flusher
 
 WAIT_S = 20.0  # the bound of every wait: generous for a loaded 2-core machine, still a failure when it hangs
@@ -468,4 +468,86 @@ async def test_simultaneous_dials_with_traffic_on_both_links_lose_and_duplicate_
         assert big.frames_from(small.id)[-1] == "end" and len(big.received) == frames + 1  # nothing came late
         assert small.frames_from(big.id)[-1] == "end" and len(small.received) == frames + 1
         assert small.unreachable == [] and big.unreachable == []
+        nursery.cancel_scope.cancel()
+
+
+# --- 8. link versions: a version-1 node (one map per sealed frame) links with this one both ways ------------
+
+
+async def _old_style_frames(chan: Channel, count: int) -> list[dict[str, Any]]:
+    """Read `count` frames the way a version-1 node does: exactly one map per sealed frame (else it fails)."""
+    out = []
+    with trio.fail_after(WAIT_S):
+        for _ in range(count):
+            msg = await chan.receive()  # unpackb of the whole frame: a batch of maps would be refused here
+            assert isinstance(msg, dict)
+            out.append(msg)
+    return out
+
+
+async def test_a_version_1_initiator_gets_one_map_per_frame_and_its_frames_are_read() -> None:
+    book: Book = {}
+    admitted: set[bytes] = set()
+    old = Identity.generate()
+    admitted.add(old.id)
+    async with trio.open_nursery() as nursery:
+        node = await start_node(nursery, book, admitted)
+        stream = await trio.open_tcp_stream(*node.address)
+        chan = await handshake(stream, old, initiator=True, expected_id=node.id, admit=admitted.__contains__)
+        await chan.send({"k": KIND_LINK})  # a version-1 link frame: no "v"
+        await chan.send({"t": 99, "n": "from old"})  # the old node's frames reach on_message one by one
+        await wait_until(lambda: node.frames_from(old.id) == ["from old"], "the old node's frame")
+        # everything the node sends in one batch comes one map per frame, and no version answer precedes it
+        assert [node.links.send(old.id, {"t": 99, "n": i}) for i in range(50)] == [True] * 50
+        got = await _old_style_frames(chan, 50)
+        assert [m["n"] for m in got] == list(range(50))
+        assert node.links._links[old.id].out.batch is False
+        await chan.aclose()
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_version_1_responder_gets_one_map_per_frame() -> None:
+    book: Book = {}
+    admitted: set[bytes] = set()
+    old = Identity.generate()
+    admitted.add(old.id)
+    link_frames: list[dict[str, Any]] = []
+    async with trio.open_nursery() as nursery:
+        node = await start_node(nursery, book, admitted)
+        listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+        book[old.id] = listeners[0].socket.getsockname()[:2]
+        accepted: trio.MemorySendChannel[Channel]
+        accepted, inbound = trio.open_memory_channel[Channel](1)
+
+        async def old_responder(stream: trio.SocketStream) -> None:
+            chan = await handshake(stream, old, initiator=False, expected_id=None, admit=admitted.__contains__)
+            link_frames.append(await chan.receive())
+            await accepted.send(chan)  # a version-1 node never answers the link frame
+            await trio.sleep_forever()
+
+        nursery.start_soon(trio.serve_listeners, old_responder, listeners)
+        assert [node.links.send(old.id, {"t": 99, "n": i}) for i in range(50)] == [True] * 50
+        with trio.fail_after(WAIT_S):
+            chan = await inbound.receive()
+        assert link_frames == [{"k": KIND_LINK, "v": LINK_VERSION}]
+        got = await _old_style_frames(chan, 50)
+        assert [m["n"] for m in got] == list(range(50))
+        assert node.links._links[old.id].out.batch is False
+        nursery.cancel_scope.cancel()
+
+
+async def test_two_version_2_nodes_batch_both_ways() -> None:
+    book: Book = {}
+    admitted: set[bytes] = set()
+    async with trio.open_nursery() as nursery:
+        a = await start_node(nursery, book, admitted)
+        b = await start_node(nursery, book, admitted)
+        await connect(a, b)
+        await wait_until(lambda: a.links._links[b.id].out.batch, "the responder's answer at the initiator")
+        assert b.links._links[a.id].out.batch
+        assert [a.links.send(b.id, {"n": i}) for i in range(300)] == [True] * 300
+        assert [b.links.send(a.id, {"n": i}) for i in range(300)] == [True] * 300
+        await wait_until(lambda: len(a.received) >= 300 and len(b.received) >= 300, "300 frames each way")
+        assert a.frames_from(b.id) == list(range(300)) and b.frames_from(a.id) == list(range(300))
+        assert all("k" not in msg or "t" in msg for _, msg in a.received + b.received)  # no control frame leaks
         nursery.cancel_scope.cancel()
