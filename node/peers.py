@@ -305,7 +305,6 @@ class _LinkOut(OutBuffer):
         self.scope.cancel()
 
 
-
 @attrs.define(slots=True)
 class _Link:
     chan: Channel
