@@ -46,7 +46,7 @@ from node.crypto import LINK_HELLO_BYTES, LinkHandshake, LinkSession
 from node.errors import RemoteProtocolError, TransportError
 from node.identity import Identity, short_id
 from node.nodelist import parse_card
-from node.sockio import Flusher, OutBuffer
+from node.sockio import Flusher, OutBuffer, read_some
 from node.wire import Limits, MsgType, packb, require_map, unpack_all, unpackb
 
 MAGIC = b"HML1"
@@ -71,20 +71,22 @@ class PeerLimits:
 
 
 class _Buffered:
-    """Exact-length reads from a trio stream, turning trio's errors into TransportError."""
+    """Exact-length reads from a trio stream (through `read_some`, as client sessions read); EOF, a reset or a
+    closed stream is a TransportError."""
 
     def __init__(self, stream: trio.abc.Stream) -> None:
         self.stream = stream
+        self._fd = stream.socket.fileno() if isinstance(stream, trio.SocketStream) else -1
         self._buf = bytearray()
+        self._drained = False  # the last read was short: wait for readability before the next
 
     async def read_exactly(self, n: int) -> bytes:
         while len(self._buf) < n:
-            try:
-                chunk = await self.stream.receive_some(max(65536, n - len(self._buf)))
-            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
-                raise TransportError(f"peer connection broke: {exc}") from exc
+            want = max(65536, n - len(self._buf))
+            chunk = await read_some(self.stream, self._fd, want, wait_first=self._drained)
             if not chunk:
-                raise TransportError("peer closed the connection")
+                raise TransportError("peer closed the connection, or it broke")
+            self._drained = len(chunk) < want
             self._buf += chunk
         out = bytes(self._buf[:n])
         del self._buf[:n]
@@ -114,19 +116,18 @@ class Channel:
     async def receive(
         self, max_bytes: int = Limits.PEER_FRAME_MAX, max_items: int = Limits.MSGPACK_CONTAINER_MAX
     ) -> Any:
-        (n,) = struct.unpack(">I", await self._reader.read_exactly(4))
-        if n > max_bytes + 16:
-            raise RemoteProtocolError(f"peer frame of {n} bytes exceeds {max_bytes}", code="too_large")
-        plaintext = self.session.open(await self._reader.read_exactly(n))
-        return unpackb(plaintext, max_bytes=max_bytes, max_items=max_items)
+        """The one object of one sealed frame (one-shot connections, the first frame of a link)."""
+        return unpackb(await self._open_next(max_bytes), max_bytes=max_bytes, max_items=max_items)
 
     async def receive_batch(self) -> list[Any]:
         """The maps of one sealed frame of a link (a batch; see the module docstring)."""
+        return unpack_all(await self._open_next(Limits.PEER_FRAME_MAX), max_bytes=Limits.PEER_FRAME_MAX)
+
+    async def _open_next(self, max_bytes: int) -> bytes:
         (n,) = struct.unpack(">I", await self._reader.read_exactly(4))
-        if n > Limits.PEER_FRAME_MAX + 16:
-            raise RemoteProtocolError(f"peer frame of {n} bytes exceeds {Limits.PEER_FRAME_MAX}", code="too_large")
-        plaintext = self.session.open(await self._reader.read_exactly(n))
-        return unpack_all(plaintext, max_bytes=Limits.PEER_FRAME_MAX)
+        if n > max_bytes + 16:
+            raise RemoteProtocolError(f"peer frame of {n} bytes exceeds {max_bytes}", code="too_large")
+        return self.session.open(await self._reader.read_exactly(n))
 
     async def aclose(self) -> None:
         with trio.move_on_after(1) as cs:

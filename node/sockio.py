@@ -201,7 +201,6 @@ class OutBuffer:
             self._write_failed()
 
 
-
 async def read_some(stream: trio.abc.Stream, fd: int, max_bytes: int, *, wait_first: bool) -> bytes:
     """Up to `max_bytes` from `stream`; b"" at EOF or when the connection broke or was closed.
 

@@ -78,21 +78,25 @@ def packb(obj: Any) -> bytes:
     return bytes(msgpack.packb(obj, use_bin_type=True))
 
 
+def _bounds(max_bytes: int, max_items: int) -> dict[str, Any]:
+    """The one decoding profile for untrusted msgpack: every container and string bounded, no ext types."""
+    return {
+        "raw": False,
+        "strict_map_key": True,
+        "max_bin_len": max_bytes,
+        "max_str_len": min(max_bytes, max(Limits.MSGPACK_STR_MAX, max_bytes // 4)),
+        "max_array_len": max_items,
+        "max_map_len": max_items,
+        "max_ext_len": 0,
+    }
+
+
 def unpackb(data: bytes, *, max_bytes: int, max_items: int = Limits.MSGPACK_CONTAINER_MAX) -> Any:
     """Decode untrusted msgpack with every container and string bounded. Raises RemoteProtocolError."""
     if len(data) > max_bytes:
         raise TooLarge(f"message of {len(data)} bytes exceeds {max_bytes}")
     try:
-        obj = msgpack.unpackb(
-            data,
-            raw=False,
-            strict_map_key=True,
-            max_bin_len=max_bytes,
-            max_str_len=min(max_bytes, max(Limits.MSGPACK_STR_MAX, max_bytes // 4)),
-            max_array_len=max_items,
-            max_map_len=max_items,
-            max_ext_len=0,
-        )
+        obj = msgpack.unpackb(data, **_bounds(max_bytes, max_items))
     except Exception as exc:  # msgpack raises ValueError, ExtraData, FormatError, StackError, ...
         raise RemoteProtocolError(f"not valid msgpack: {type(exc).__name__}") from exc
     return obj
@@ -104,16 +108,7 @@ def unpack_all(data: bytes, *, max_bytes: int, max_items: int = Limits.MSGPACK_C
     object is an error, never silently dropped."""
     if len(data) > max_bytes:
         raise TooLarge(f"message of {len(data)} bytes exceeds {max_bytes}")
-    unpacker = msgpack.Unpacker(
-        raw=False,
-        strict_map_key=True,
-        max_buffer_size=max(len(data), 1),
-        max_bin_len=max_bytes,
-        max_str_len=min(max_bytes, max(Limits.MSGPACK_STR_MAX, max_bytes // 4)),
-        max_array_len=max_items,
-        max_map_len=max_items,
-        max_ext_len=0,
-    )
+    unpacker = msgpack.Unpacker(max_buffer_size=max(len(data), 1), **_bounds(max_bytes, max_items))
     try:
         unpacker.feed(data)
         objs, end = [], 0
