@@ -24,8 +24,8 @@ sys.path.insert(0, str(REPO))
 
 import httpx2  # noqa: E402
 
-from node.identity import Identity, encode_document  # noqa: E402
-from node.nodelist import build_registration  # noqa: E402
+from node.protocol.identity import Identity, encode_document  # noqa: E402
+from node.protocol.nodelist import build_registration  # noqa: E402
 from tests.helpers import homing_cmd, homing_env, wait_for_file  # noqa: E402
 
 NGINX_CONF = """

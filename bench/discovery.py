@@ -19,11 +19,11 @@ from pathlib import Path
 import trio
 
 from bootstrap.dns_cli import load_tsig_key, publish_dns
-from node.discovery import DiscoveryConfig, discover, parse_entry
-from node.discovery.cache import merge_cache, save_cache
-from node.discovery.model import Found, Source
-from node.identity import Identity
-from node.nodelist import NodeEntry, build_node_list, make_card
+from node.client.discovery import DiscoveryConfig, discover, parse_entry
+from node.client.discovery.cache import merge_cache, save_cache
+from node.client.discovery.model import Found, Source
+from node.protocol.identity import Identity
+from node.protocol.nodelist import NodeEntry, build_node_list, make_card
 from tests.discovery.servers import black_hole, serve_node, serve_registry, server_ssl_context
 from tests.fixtures.dns import DnsStack, dns_stack
 

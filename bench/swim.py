@@ -7,7 +7,7 @@
 For every N and repetition it runs one trial of each system (interleaved, so slow phases of a shared machine hit
 both), each in a fresh network and PID namespace (bench/swim_net.py), and writes the medians to
 `bench/results/swim.md` (plus every trial's raw figures as JSON next to it). Both systems run with memberlist's
-LAN timings: Serf's default `lan` profile and homing's `--preset lan` (node/swim/config.py), which are equal.
+LAN timings: Serf's default `lan` profile and homing's `--preset lan` (node/protocol/swim/config.py), which are equal.
 What a trial measures and how: bench/swim_trial.py. Every trial has a time limit; when it is exceeded, the trial's
 namespace is killed with everything in it and the run goes on. Scratch directories are removed at the end.
 """

@@ -5,7 +5,7 @@ arrival (Serf's log lines carry whole seconds only, so arrival time is the one c
 keeps the membership events it recognises, bounded in number. The raw lines go to a log file for post-mortems.
 
 Events (kind, subject): ("ready", own id) when the agent runs; ("alive" | "suspect" | "dead" | "left", member id)
-when this agent changes its view of a member. For homing, ids are the 8-character short ids of node/log.py
+when this agent changes its view of a member. For homing, ids are the 8-character short ids of node/app/log.py
 (`event=member_suspect node=<self> member=<peer>`); for Serf, node names (`serf: EventMemberJoin: a3 127.0.0.1`,
 `memberlist: Suspect a3 has failed`, `serf: EventMemberFailed: a3`, `serf: EventMemberLeave: a3`).
 Serf logs a suspicion only on the member whose probe failed; homing logs it on every member that learns it.
@@ -73,7 +73,7 @@ class System(Protocol):
 
 
 class Homing:
-    """`homing node run` with the lan preset (memberlist's LAN timings, node/swim/config.py)."""
+    """`homing node run` with the lan preset (memberlist's LAN timings, node/protocol/swim/config.py)."""
 
     name: str = "homing"
     leave_signal: int = signal.SIGTERM

@@ -28,7 +28,7 @@ import attrs
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from node.swim.config import LAN
+from node.protocol.swim.config import LAN
 from node.testing import checkers as C
 from node.testing.simcluster import SimCluster
 from node.testing.tally import Tally

@@ -1,4 +1,4 @@
-"""`homing bootstrap init|run|nodes ...` (CONTRACT §1); `export-txt` and `publish-dns` come from `dns_cli`."""
+"""`homing bootstrap init|run|nodes ...` (docs/operations.md); `export-txt` and `publish-dns` come from `dns_cli`."""
 
 from __future__ import annotations
 
@@ -15,13 +15,14 @@ import attrs
 import trio
 
 from bootstrap import dns_cli
+from bootstrap.app import run_bootstrap
 from bootstrap.config import BootstrapConfig, default_data_dir
 from bootstrap.registry import Policy
-from bootstrap.service import load_identity, run_bootstrap
+from bootstrap.service import load_identity
 from bootstrap.store import Store
-from node.errors import ConfigError
-from node.identity import id_text, parse_id
-from node.log import setup_logging
+from node.app.log import setup_logging
+from node.protocol.errors import ConfigError
+from node.protocol.identity import id_text, parse_id
 
 
 def register(sub: Any) -> None:
@@ -118,8 +119,8 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from node.config import format_hostport, parse_hostport
-    from node.httpserver import HttpLimits
+    from node.net.httpserver import HttpLimits
+    from node.protocol.settings import format_hostport, parse_hostport
 
     http = attrs.evolve(
         BootstrapConfig().http,

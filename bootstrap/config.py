@@ -10,9 +10,9 @@ import attrs
 from attrs import validators as v
 
 from bootstrap.registry import Policy
-from node.config import parse_hostport
-from node.errors import ConfigError
-from node.httpserver import HttpLimits
+from node.net.httpserver import HttpLimits
+from node.protocol.errors import ConfigError
+from node.protocol.settings import parse_hostport
 
 KEY_NAME = "registry.key"
 PORTS_NAME = "ports.json"

@@ -1,9 +1,9 @@
-"""`homing bootstrap export-txt` and `homing bootstrap publish-dns`: the signed node list in DNS (CONTRACT §1, §6).
+"""`homing bootstrap export-txt` and `homing bootstrap publish-dns`: the signed node list in DNS (docs/discovery.md).
 
 `export-txt` prints zone-file lines for an operator to paste into any DNS provider; `publish-dns` replaces the TXT
 RRset at NAME on an authoritative server by RFC 2136 dynamic update signed with TSIG (one atomic RRset swap, over
 TCP since a large list exceeds UDP sizes), then reads the RRset back from that server and checks that it decodes to
-the document just published. The record format is `node.txt`'s (docs/discovery.md, "TXT format").
+the document just published. The record format is `node.protocol.txt`'s (docs/discovery.md, "TXT format").
 
 The list comes from the registry's data dir (`bootstrap.service.current_signed_list`), or with `--from-file` from a
 saved `GET /v1/nodes` answer (msgpack), so the DNS publisher need not run on the registry host.
@@ -12,7 +12,6 @@ saved `GET /v1/nodes` answer (msgpack), so the DNS publisher need not run on the
 from __future__ import annotations
 
 import argparse
-import importlib
 import re
 import sys
 import time
@@ -33,10 +32,11 @@ import dns.tsig
 import dns.tsigkeyring
 import dns.update
 
-from node.config import parse_hostport
-from node.errors import ConfigError, HomingError, RemoteProtocolError
-from node.identity import decode_document
-from node.txt import TTL_DEFAULT_S, decode_txt, encode_txt, zone_lines
+from bootstrap.service import current_signed_list
+from node.protocol.errors import ConfigError, HomingError, RemoteProtocolError
+from node.protocol.identity import decode_document
+from node.protocol.settings import parse_hostport
+from node.protocol.txt import TTL_DEFAULT_S, decode_txt, encode_txt, zone_lines
 
 TSIG_ALGORITHMS = {
     "hmac-md5": dns.tsig.HMAC_MD5,
@@ -183,18 +183,13 @@ def _load_list(args: argparse.Namespace) -> dict[str, bytes]:
         except RemoteProtocolError as exc:
             raise ConfigError("--from-file", f"{path} is not a signed node list: {exc}") from exc
         return {k: doc[k] for k in ("body", "key", "sig") if isinstance(doc.get(k), bytes)}
-    # The registry service (bootstrap/service.py) is another module's; look it up at run time.
-    try:
-        current_signed_list = importlib.import_module("bootstrap.service").current_signed_list
-    except (ImportError, AttributeError) as exc:
-        raise HomingError("this build has no registry service to read the list from; use --from-file") from exc
     data_dir = Path(args.data_dir) if args.data_dir else _default_bootstrap_dir()
     result: dict[str, bytes] = current_signed_list(data_dir, time.time())
     return result
 
 
 def _default_bootstrap_dir() -> Path:
-    from node.config import default_data_dir
+    from node.app.config import default_data_dir
 
     return default_data_dir() / "bootstrap"
 

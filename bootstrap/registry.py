@@ -1,7 +1,7 @@
 """The registry's rules, pure: approval, bans, leases, `ts` freshness and what the signed list contains.
 
-Rules (CONTRACT §4):
-- A registration is signed by the node it registers (checked by `node.nodelist.open_registration`, 400 if not).
+Rules (docs/bootstrap.md):
+- A registration is signed by the node it registers (checked by `node.protocol.nodelist.open_registration`, 400 if not).
 - A banned node gets 403, whatever else is wrong with its document (a ban is checked before `ts`).
 - `ts` (unix seconds, the node's clock) must be within `ts_future_max_s` of our clock in the future, else 400
   (a clock that far ahead is a broken node, and retrying with a newer `ts` would not help), and within
@@ -22,8 +22,8 @@ from collections.abc import Iterable
 
 import attrs
 
-from node.identity import Identity
-from node.nodelist import NodeEntry, Registration, build_node_list
+from node.protocol.identity import Identity
+from node.protocol.nodelist import NodeEntry, Registration, build_node_list
 
 APPROVAL_MODES = ("auto", "manual")
 

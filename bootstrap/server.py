@@ -1,4 +1,4 @@
-"""The registry's HTTP API v1 (CONTRACT §4) on `node.httpserver`.
+"""The registry's HTTP API v1 (docs/bootstrap.md) on `node.net.httpserver`.
 
 - `GET /v1/nodes`: the cached signed list; msgpack by default, JSON on `Accept: application/json`;
   `ETag` + `If-None-Match` -> 304; `Cache-Control: no-cache` (caches must revalidate, which the ETag makes cheap).
@@ -23,11 +23,11 @@ from prometheus_client import CollectorRegistry, Counter
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
 from bootstrap.service import RegistryService
-from node.errors import RemoteProtocolError
-from node.httpserver import Handler, RateLimiter, Request, Response, Router, text_response
-from node.identity import decode_document, document_from_json, parse_id
-from node.nodelist import open_leave, open_registration
-from node.wire import packb
+from node.net.httpserver import Handler, RateLimiter, Request, Response, Router, text_response
+from node.protocol.errors import RemoteProtocolError
+from node.protocol.identity import decode_document, document_from_json, parse_id
+from node.protocol.nodelist import open_leave, open_registration
+from node.protocol.wire import packb
 
 MSGPACK = "application/msgpack"
 JSON = "application/json"

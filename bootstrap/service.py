@@ -15,7 +15,6 @@ import hashlib
 import json
 import logging
 import sqlite3
-import ssl
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -27,8 +26,9 @@ import trio
 from bootstrap.config import BootstrapConfig
 from bootstrap.registry import Accepted, NodeRecord, Refused, build_list, decide_leave, decide_registration
 from bootstrap.store import Store
-from node.identity import Identity, document_to_json, encode_document, load_or_create_key, short_id
-from node.nodelist import Registration
+from node.client.files import load_or_create_key
+from node.protocol.identity import Identity, document_to_json, encode_document, short_id
+from node.protocol.nodelist import Registration
 
 log = logging.getLogger("homing.bootstrap")
 
@@ -174,69 +174,3 @@ def _busy_as_503(fn: Callable[..., Outcome], *args: Any) -> Outcome:
     except sqlite3.OperationalError as exc:
         log.warning("event=db_busy error=%r", str(exc))
         return Outcome(http_status=503, reason="registry database busy, retry")
-
-
-def make_ssl_context(config: BootstrapConfig) -> ssl.SSLContext | None:
-    if config.tls_cert is None or config.tls_key is None:
-        return None
-    from node.errors import ConfigError
-
-    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    try:
-        ctx.load_cert_chain(str(config.tls_cert), str(config.tls_key))
-    except (OSError, ssl.SSLError) as exc:
-        raise ConfigError("--tls-cert", f"cannot load certificate/key: {exc}") from exc
-    return ctx
-
-
-async def run_bootstrap(
-    config: BootstrapConfig,
-    *,
-    wall_clock: Callable[[], float] = time.time,
-    task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
-) -> None:
-    """Run the registry until cancelled. Reports the bound HTTP port and writes it to DATA_DIR/ports.json."""
-    from bootstrap.server import make_handler
-    from node.config import parse_hostport
-    from node.httpserver import serve_http
-
-    identity, _ = load_identity(config, create=False)
-    host, port = parse_hostport(config.listen, key="--listen")
-    ssl_ctx = make_ssl_context(config)
-    service = RegistryService(config, identity, wall_clock=wall_clock)
-    try:
-        async with trio.open_nursery() as nursery:
-            bound: int = await nursery.start(
-                lambda task_status: serve_http(
-                    make_handler(service),
-                    host,
-                    port,
-                    limits=config.http,
-                    ssl_context=ssl_ctx,
-                    task_status=task_status,
-                )
-            )
-            _write_ports(config.ports_path, {"http": bound})
-            nursery.start_soon(_prune_loop, service)
-            task_status.started(bound)
-    finally:
-        service.close()
-
-
-async def _prune_loop(service: RegistryService) -> None:
-    while True:
-        await trio.sleep(service.config.prune_interval_s)
-        try:
-            deleted = await service.prune()
-        except Exception:
-            log.exception("event=prune_failed")
-            continue
-        if deleted:
-            log.info("event=pruned rows=%d", deleted)
-
-
-def _write_ports(path: Path, ports: dict[str, Any]) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(ports) + "\n")
-    tmp.replace(path)

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from bootstrap.registry import NodeRecord
-from node.errors import ConfigError
+from node.protocol.errors import ConfigError
 
 DB_NAME = "registry.sqlite3"
 BUSY_TIMEOUT_MS = 5000

@@ -24,13 +24,14 @@ import nacl.secret
 
 from bootstrap.registry import Policy, decide_leave, decide_registration
 from bootstrap.server import _parse_doc
-from node.config import build_config, load_toml, parse_hostport
-from node.crypto import DatagramSealer, LinkHandshake, LinkSession
-from node.discovery.cache import load_cache, merge_cache
-from node.discovery.model import parse_entry
-from node.errors import ConfigError, RemoteProtocolError
-from node.httpserver import Request
-from node.identity import (
+from node.app.config import build_config, load_toml, parse_hostport
+from node.app.registry import _result
+from node.client.discovery.cache import load_cache, merge_cache
+from node.client.discovery.model import parse_entry
+from node.net.httpserver import Request
+from node.protocol.crypto import DatagramSealer, LinkHandshake, LinkSession
+from node.protocol.errors import ConfigError, RemoteProtocolError
+from node.protocol.identity import (
     NODE_CARD,
     NODE_LEAVE,
     NODE_LIST,
@@ -46,7 +47,7 @@ from node.identity import (
     parse_id,
     sign_document,
 )
-from node.nodelist import (
+from node.protocol.nodelist import (
     CARD_PREFIX,
     NodeEntry,
     build_leave,
@@ -58,11 +59,10 @@ from node.nodelist import (
     open_registration,
     parse_card,
 )
-from node.registry_client import _result
-from node.swim.messages import Ack, Gossip, MemberInfo, MemberState, Nack, Ping, PingReq, PushPullState, Update
-from node.txt import build_payload, decode_txt, digest, encode_txt
-from node.wire import Limits, packb, require_map, unpack_all
-from node.wire.client import (
+from node.protocol.swim.messages import Ack, Gossip, MemberInfo, MemberState, Nack, Ping, PingReq, PushPullState, Update
+from node.protocol.txt import build_payload, decode_txt, digest, encode_txt
+from node.protocol.wire import Limits, packb, require_map, unpack_all
+from node.protocol.wire.client import (
     ClientFrameError,
     Deliver,
     Envelope,
@@ -77,7 +77,7 @@ from node.wire.client import (
     decode_client_frame,
     encode_client_message,
 )
-from node.wire.peer import (
+from node.protocol.wire.peer import (
     EnvelopeResult,
     Lease,
     LookupReply,
@@ -91,9 +91,9 @@ from node.wire.peer import (
     encode_peer,
     peer_from_map,
 )
-from node.wire.seed import Meta, decode_meta, decode_whois, decode_whois_reply, encode_meta, encode_whois
-from node.wire.seed import encode_whois_reply as _encode_whois_reply
-from node.wire.swim import decode_datagram, decode_push_pull, encode_datagram, encode_push_pull
+from node.protocol.wire.seed import Meta, decode_meta, decode_whois, decode_whois_reply, encode_meta, encode_whois
+from node.protocol.wire.seed import encode_whois_reply as _encode_whois_reply
+from node.protocol.wire.swim import decode_datagram, decode_push_pull, encode_datagram, encode_push_pull
 
 # Fixed test keys (never used outside tests): a registry, two nodes, a client.
 REGISTRY = Identity.from_seed(bytes([1]) * 32)
@@ -353,7 +353,7 @@ def _config(data: bytes) -> object:
 
 
 def _config_seeds() -> list[bytes]:
-    from node.config import NodeConfig, render_toml
+    from node.app.config import NodeConfig, render_toml
 
     return [
         render_toml(NodeConfig()).encode(),
@@ -422,7 +422,7 @@ def _registry_seeds() -> list[bytes]:
 
 
 def _registry_answer(data: bytes) -> object:
-    """What a registry answers a node (node/registry_client.py): status, Retry-After, content type, body."""
+    """What a registry answers a node (node/app/registry.py): status, Retry-After, content type, body."""
     status = 200 + (data[0] if data else 0) % 400
     retry, _, body = data[1:].partition(b"\n")
     retry = bytes(b for b in retry[:64] if 0x20 <= b < 0x7F or b >= 0x80)  # what an HTTP header line may carry
@@ -436,34 +436,34 @@ def _registry_answer_seeds() -> list[bytes]:
 
 TARGETS: tuple[Target, ...] = (
     Target(name="swim_datagram", fn=decode_datagram, allowed=(RemoteProtocolError,), seeds=cache(_swim_seeds),
-           doc="node.wire.swim.decode_datagram"),
+           doc="node.protocol.wire.swim.decode_datagram"),
     Target(name="swim_push_pull", fn=decode_push_pull, allowed=(RemoteProtocolError,), seeds=cache(_push_pull_seeds),
-           doc="node.wire.swim.decode_push_pull"),
+           doc="node.protocol.wire.swim.decode_push_pull"),
     Target(name="sealed_datagram", fn=_open_sealed, allowed=(RemoteProtocolError,), seeds=cache(_sealed_seeds),
-           doc="node.crypto.DatagramSealer.open, then decode_datagram"),
+           doc="node.protocol.crypto.DatagramSealer.open, then decode_datagram"),
     Target(name="peer_link", fn=_peer_link, allowed=(RemoteProtocolError,), seeds=cache(_peer_seeds),
            doc="LinkSession.open + decode_peer, LinkHandshake.finish, decode_peer"),
     Target(name="seed", fn=_seed, allowed=(RemoteProtocolError,), seeds=cache(_seed_seeds),
-           doc="node.wire.seed decode_whois, decode_whois_reply, decode_meta"),
+           doc="node.protocol.wire.seed decode_whois, decode_whois_reply, decode_meta"),
     Target(name="client_frame", fn=_client, allowed=(ClientFrameError,), seeds=cache(_client_seeds),
-           doc="node.wire.client.decode_client_frame (msgpack and JSON, both directions)"),
+           doc="node.protocol.wire.client.decode_client_frame (msgpack and JSON, both directions)"),
     Target(name="signed_document", fn=_documents, allowed=(RemoteProtocolError,), seeds=cache(_document_seeds),
            doc="decode_document, document_from_json, open_document"),
     Target(name="node_docs", fn=_node_docs, allowed=(RemoteProtocolError,), seeds=cache(_node_doc_seeds),
            doc="open_node_list, open_registration + decide_registration, open_leave"),
     Target(name="card", fn=_card, allowed=(RemoteProtocolError,), seeds=cache(_card_seeds),
-           doc="node.nodelist.parse_card"),
+           doc="node.protocol.nodelist.parse_card"),
     Target(name="txt", fn=_txt, allowed=(RemoteProtocolError,), seeds=cache(_txt_seeds),
-           doc="node.txt.decode_txt, then open_node_list"),
+           doc="node.protocol.txt.decode_txt, then open_node_list"),
     Target(name="config_toml", fn=_config, allowed=(ConfigError,), seeds=cache(_config_seeds),
-           doc="node.config.load_toml + build_config"),
+           doc="node.app.config.load_toml + build_config"),
     Target(name="entry", fn=_entry, allowed=(ConfigError,), seeds=cache(_entry_seeds),
            doc="parse_entry, parse_hostport (ConfigError); parse_id, b64u_decode (ValueError)"),
     Target(name="cache", fn=_cache, allowed=(), seeds=cache(_cache_seeds),
-           doc="node.discovery.cache load_cache + merge_cache: never raises"),
+           doc="node.client.discovery.cache load_cache + merge_cache: never raises"),
     Target(name="registry_request", fn=_registry_request, allowed=(RemoteProtocolError,), seeds=cache(_registry_seeds),
            doc="bootstrap.server request parsing + open_registration/open_leave + the registry's decision"),
     Target(name="registry_answer", fn=_registry_answer, allowed=(), seeds=cache(_registry_answer_seeds),
-           doc="node.registry_client reading a registry's answer: never raises"),
+           doc="node.app.registry reading a registry's answer: never raises"),
 )  # fmt: skip
 BY_NAME = {t.name: t for t in TARGETS}

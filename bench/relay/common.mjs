@@ -1,4 +1,4 @@
-// Shared by loadgen.mjs and ws_relay.mjs: Ed25519 ids and the homing v1 client handshake (CONTRACT §2).
+// Shared by loadgen.mjs and ws_relay.mjs: Ed25519 ids and the homing v1 client handshake (docs/client-protocol.md).
 import crypto from "node:crypto";
 
 const SPKI_PREFIX = Buffer.from("302a300506032b6570032100", "hex");

@@ -11,10 +11,10 @@ import sys
 
 import trio
 
-from node.clients import ClientServer, ClientSession
-from node.config import ClientsSection
-from node.identity import Identity
-from node.wire.client import Deliver, Envelope, Receipt, Status
+from node.net.clients import ClientServer, ClientSession
+from node.protocol.identity import Identity
+from node.protocol.settings import ClientsSection
+from node.protocol.wire.client import Deliver, Envelope, Receipt, Status
 
 
 class BenchRelay:

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import math
 
-from node.swim.config import SwimConfig
-from node.swim.messages import MemberState
+from node.protocol.swim.config import SwimConfig
+from node.protocol.swim.messages import MemberState
 from node.testing.simcluster import Change, SimCluster
 
 ALIVE, SUSPECT, DEAD, LEFT = MemberState.ALIVE, MemberState.SUSPECT, MemberState.DEAD, MemberState.LEFT

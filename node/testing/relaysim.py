@@ -26,10 +26,10 @@ from collections.abc import Callable
 
 import attrs
 
-from node.config import RelaySection
-from node.relay import RelayCore, ToClient, ToPeer
-from node.wire.client import Deliver, Envelope, Receipt
-from node.wire.peer import PeerMessage, decode_peer, encode_peer
+from node.protocol.relay.core import RelayCore, ToClient, ToPeer
+from node.protocol.settings import RelaySection
+from node.protocol.wire.client import Deliver, Envelope, Receipt
+from node.protocol.wire.peer import PeerMessage, decode_peer, encode_peer
 
 
 @attrs.define(kw_only=True, slots=True)

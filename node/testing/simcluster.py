@@ -12,9 +12,9 @@ from typing import Any
 
 import attrs
 
-from node.swim.config import LOCAL, SwimConfig
-from node.swim.messages import MemberChanged, MemberInfo, MemberState, ProbeResult
-from node.swim.protocol import Swim
+from node.protocol.swim.config import LOCAL, SwimConfig
+from node.protocol.swim.messages import MemberChanged, MemberInfo, MemberState, ProbeResult
+from node.protocol.swim.protocol import Swim
 from node.testing.simnet import SimNet, SimNode
 
 

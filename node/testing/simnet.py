@@ -5,7 +5,7 @@ Rules:
   loop pops events in (time, sequence) order, so a seed reproduces a run exactly. No trio, no wall clock.
 - Time jumps from event to event: a node's next tick is at its core's `next_deadline()`, a packet arrives after
   its link delay. Every run is bounded by `max_time_s` and `max_events` (SimBudgetExceeded names the seed).
-- Datagrams go through the real codec (node/wire/swim.py) unless `codec=False` (for speed at large N).
+- Datagrams go through the real codec (node/protocol/wire/swim.py) unless `codec=False` (for speed at large N).
   Push-pull is an in-memory exchange (through the push-pull codec when `push_pull_codec`, by default `codec`, is
   on), one link delay each way. A 10,000-member state through the codec is ~20 ms each way, per node.
 - Faults: loss (global, per link), delay distribution, duplication, partitions, crash (node stops for good),
@@ -22,9 +22,18 @@ from typing import Any
 
 import attrs
 
-from node.swim.messages import Ack, Address, MemberChanged, ProbeResult, PushPull, Send, StreamPing, SwimMessage
-from node.swim.protocol import Swim
-from node.wire.swim import SEAL_OVERHEAD, decode_datagram, decode_push_pull, encode_datagram, encode_push_pull
+from node.protocol.swim.messages import (
+    Ack,
+    Address,
+    MemberChanged,
+    ProbeResult,
+    PushPull,
+    Send,
+    StreamPing,
+    SwimMessage,
+)
+from node.protocol.swim.protocol import Swim
+from node.protocol.wire.swim import SEAL_OVERHEAD, decode_datagram, decode_push_pull, encode_datagram, encode_push_pull
 
 _TICK, _PACKET, _PUSH, _PULL, _RESUME, _CALL = range(6)
 SOCKET_BUFFER_DATAGRAMS = 256  # what a paused node's socket buffers before the kernel drops datagrams

@@ -8,7 +8,7 @@ watched (crashed) member at each observer, and counters.
 
 from __future__ import annotations
 
-from node.swim.messages import MemberChanged, MemberState
+from node.protocol.swim.messages import MemberChanged, MemberState
 from node.testing.simcluster import SimCluster
 
 SUSPECT, DEAD = MemberState.SUSPECT, MemberState.DEAD

@@ -10,7 +10,7 @@ It prints `ready` when both run; a line (or EOF) on stdin stops it early. Then i
 close codes the flooder saw (0: the close frame was not processed before the send failed), envelopes it sent,
 the receipts it got, and whether the slow reader was disconnected.
 
-Note: node/client.py's send can raise wsproto's LocalProtocolError instead of ConnectionClosed when the node's
+Note: the client library's send can raise wsproto's LocalProtocolError instead of ConnectionClosed when the node's
 close frame was read but not yet processed (reported to the client library's owner); the flooder treats both alike.
 """
 
@@ -25,10 +25,18 @@ from typing import Any
 import trio
 from wsproto.utilities import LocalProtocolError as WsLocalProtocolError
 
-from node.client import ClientError, connect_client, open_websocket
-from node.identity import Identity, client_auth_message
-from node.wire import Limits
-from node.wire.client import Challenge, Hello, Receipt, Status, Welcome, decode_client_frame, encode_client_message
+from node.client.connection import ClientError, connect_client, open_websocket
+from node.protocol.identity import Identity, client_auth_message
+from node.protocol.wire import Limits
+from node.protocol.wire.client import (
+    Challenge,
+    Hello,
+    Receipt,
+    Status,
+    Welcome,
+    decode_client_frame,
+    encode_client_message,
+)
 
 BODY = b"f" * 200
 BIG_BODY = b"s" * 60_000

@@ -14,7 +14,7 @@ from typing import Any
 
 from hypothesis import strategies as st
 
-from node.wire import packb
+from node.protocol.wire import packb
 
 INT_MIN, INT_MAX = -(2**63), 2**64 - 1  # what msgpack can encode
 EDITED_MAX_BYTES = 512 * 1024  # an edited message stays around the largest limit it tests (peer frame 256 KiB)

@@ -29,10 +29,10 @@ from fuzz.targets import ASKER, BY_NAME, NODE_A, NOW, REGISTRY, TARGETS, WHOIS_N
 from fuzz.targets import _list_doc as list_doc
 from fuzz.targets import _peer_messages as peer_messages
 from fuzz.targets import _swim_messages as swim_messages
-from node.config import SECTIONS, NodeConfig, build_config, load_toml, render_toml
-from node.crypto import DatagramSealer
-from node.errors import ConfigError, RemoteProtocolError, TooLarge
-from node.identity import (
+from node.app.config import SECTIONS, NodeConfig, build_config, load_toml, render_toml
+from node.protocol.crypto import DatagramSealer
+from node.protocol.errors import ConfigError, RemoteProtocolError, TooLarge
+from node.protocol.identity import (
     NODE_CARD,
     NODE_LEAVE,
     NODE_LIST,
@@ -44,7 +44,7 @@ from node.identity import (
     open_document,
     sign_document,
 )
-from node.nodelist import (
+from node.protocol.nodelist import (
     CARD_MAX_CHARS,
     CARD_PREFIX,
     NodeEntry,
@@ -57,10 +57,10 @@ from node.nodelist import (
     open_registration,
     parse_card,
 )
-from node.swim.messages import META_MAX
-from node.txt import decode_txt, encode_txt
-from node.wire import WIRE_VERSION, Limits, packb
-from node.wire.client import (
+from node.protocol.swim.messages import META_MAX
+from node.protocol.txt import decode_txt, encode_txt
+from node.protocol.wire import WIRE_VERSION, Limits, packb
+from node.protocol.wire.client import (
     ClientFrameError,
     Deliver,
     Envelope,
@@ -78,9 +78,9 @@ from node.wire.client import (
     encode_client_message,
     message_to_map,
 )
-from node.wire.peer import decode_peer, encode_peer
-from node.wire.seed import Meta, decode_meta, decode_whois_reply, encode_meta, encode_whois_reply
-from node.wire.swim import SWIM_PAYLOAD_MAX, decode_datagram, decode_push_pull, encode_datagram
+from node.protocol.wire.peer import decode_peer, encode_peer
+from node.protocol.wire.seed import Meta, decode_meta, decode_whois_reply, encode_meta, encode_whois_reply
+from node.protocol.wire.swim import SWIM_PAYLOAD_MAX, decode_datagram, decode_push_pull, encode_datagram
 
 from .strategies import msgpack_values, mutated, mutated_bytes
 

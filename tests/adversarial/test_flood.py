@@ -22,9 +22,9 @@ from pathlib import Path
 import httpx2
 import trio
 
-from node.client import ClientConnection, connect_client
-from node.identity import Identity
-from node.wire.client import Deliver, Receipt
+from node.client.connection import ClientConnection, connect_client
+from node.protocol.identity import Identity
+from node.protocol.wire.client import Deliver, Receipt
 from tests.helpers import REPO, homing_cmd, homing_env, wait_for_file
 
 PAIRS = 4

@@ -10,11 +10,11 @@ import httpx2
 import pytest
 
 from bootstrap.server import _parse_doc
-from node.config import build_config, load_toml
-from node.discovery.cache import load_cache, merge_cache
-from node.errors import ConfigError, RemoteProtocolError
-from node.httpserver import Request
-from node.registry_client import _result
+from node.app.config import build_config, load_toml
+from node.app.registry import _result
+from node.client.discovery.cache import load_cache, merge_cache
+from node.net.httpserver import Request
+from node.protocol.errors import ConfigError, RemoteProtocolError
 
 
 @pytest.mark.parametrize(

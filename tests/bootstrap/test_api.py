@@ -1,4 +1,4 @@
-"""The registry HTTP API (CONTRACT §4) over real loopback sockets, with the real store in a temp dir."""
+"""The registry HTTP API (docs/bootstrap.md) over real loopback sockets, with the real store in a temp dir."""
 
 from __future__ import annotations
 
@@ -12,8 +12,15 @@ import trio
 
 from bootstrap.registry import Policy
 from bootstrap.store import Store
-from node.identity import Identity, decode_document, document_from_json, encode_document, id_text, sign_document
-from node.nodelist import build_registration, open_node_list
+from node.protocol.identity import (
+    Identity,
+    decode_document,
+    document_from_json,
+    encode_document,
+    id_text,
+    sign_document,
+)
+from node.protocol.nodelist import build_registration, open_node_list
 from tests.bootstrap.util import MSGPACK, init_registry, leave, make_config, post, registration, running_registry
 
 A = Identity.from_seed(b"a" * 32)
@@ -68,7 +75,7 @@ def test_register_list_json_etag_and_leave(tmp_path: Path) -> None:
 
 def test_json_registration_gets_a_json_answer(tmp_path: Path) -> None:
     init_registry(tmp_path)
-    from node.identity import document_to_json
+    from node.protocol.identity import document_to_json
 
     doc = build_registration(
         A, ws="wss://a.example/v1/client", swim="a.example:7401", peer="a.example:7402", ts=int(time.time()), ttl=120
@@ -188,7 +195,7 @@ def test_lease_expiry_unlists(tmp_path: Path) -> None:
     clock = [time.time()]
 
     async def body() -> None:
-        from bootstrap.service import run_bootstrap
+        from bootstrap.app import run_bootstrap
 
         config = make_config(tmp_path, policy=Policy(ttl_min_s=30))
         async with trio.open_nursery() as nursery:

@@ -15,8 +15,8 @@ from pathlib import Path
 import httpx2
 import pytest
 
-from node.identity import Identity, decode_document, id_text, parse_id
-from node.nodelist import open_node_list
+from node.protocol.identity import Identity, decode_document, id_text, parse_id
+from node.protocol.nodelist import open_node_list
 from tests.bootstrap.util import MSGPACK, registration
 from tests.helpers import homing_cmd, homing_env, run_homing, wait_for_file
 

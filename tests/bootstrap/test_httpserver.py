@@ -1,4 +1,4 @@
-"""node.httpserver over real loopback sockets: routing, keep-alive, limits, bad input, timeouts, TLS."""
+"""node.net.httpserver over real loopback sockets: routing, keep-alive, limits, bad input, timeouts, TLS."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 import trio
 import trio.testing
 
-from node.httpserver import HttpLimits, RateLimiter, Request, Response, Router, serve_http, text_response
+from node.net.httpserver import HttpLimits, RateLimiter, Request, Response, Router, serve_http, text_response
 
 
 async def echo(request: Request) -> Response:

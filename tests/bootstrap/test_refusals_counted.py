@@ -9,7 +9,7 @@ from pathlib import Path
 
 import httpx2
 
-from node.identity import Identity, decode_document, encode_document
+from node.protocol.identity import Identity, decode_document, encode_document
 from tests.bootstrap.util import init_registry, make_config, post, registration, running_registry
 
 

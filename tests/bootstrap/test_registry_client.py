@@ -1,4 +1,4 @@
-"""node.registry_client against a real registry on loopback: register, heartbeat before the TTL, deregister,
+"""node.app.registry against a real registry on loopback: register, heartbeat before the TTL, deregister,
 back off on a dead registry, keep trying when banned."""
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ import trio
 
 from bootstrap.registry import Policy
 from bootstrap.store import Store
-from node.identity import Identity, decode_document
-from node.nodelist import open_node_list
-from node.registry_client import Result, TsClock, deregister, register_forever
+from node.app.registry import Result, TsClock, deregister, register_forever
+from node.protocol.identity import Identity, decode_document
+from node.protocol.nodelist import open_node_list
 from tests.bootstrap.util import init_registry, make_config, running_registry
 
 A = Identity.from_seed(b"a" * 32)

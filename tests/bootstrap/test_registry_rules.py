@@ -18,8 +18,8 @@ from bootstrap.registry import (
     decide_registration,
     listed_entries,
 )
-from node.identity import Identity
-from node.nodelist import Registration, open_node_list
+from node.protocol.identity import Identity
+from node.protocol.nodelist import Registration, open_node_list
 
 NOW = 1_700_000_000
 NODE = Identity.from_seed(b"n" * 32)

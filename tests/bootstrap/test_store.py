@@ -10,8 +10,8 @@ import pytest
 from bootstrap.registry import NodeRecord
 from bootstrap.service import current_signed_list
 from bootstrap.store import SCHEMA_VERSION, Store
-from node.errors import ConfigError
-from node.nodelist import open_node_list
+from node.protocol.errors import ConfigError
+from node.protocol.nodelist import open_node_list
 from tests.bootstrap.util import init_registry
 
 NOW = 1_700_000_000

@@ -14,12 +14,13 @@ import httpx2
 import msgpack
 import trio
 
+from bootstrap.app import run_bootstrap
 from bootstrap.config import BootstrapConfig
 from bootstrap.registry import Policy
-from bootstrap.service import load_identity, run_bootstrap
+from bootstrap.service import load_identity
 from bootstrap.store import Store
-from node.identity import Identity, encode_document
-from node.nodelist import build_leave, build_registration
+from node.protocol.identity import Identity, encode_document
+from node.protocol.nodelist import build_leave, build_registration
 
 MSGPACK = "application/msgpack"
 

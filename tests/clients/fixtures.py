@@ -1,6 +1,6 @@
 """Test fixtures for the client server: a tiny same-node relay and a running node on 127.0.0.1.
 
-`LocalRelay` is NOT the real routing (that is node/relay.py): it delivers to every live session of the
+`LocalRelay` is NOT the real routing (that is node/protocol/relay/core.py): it delivers to every live session of the
 recipient id on this node with a fresh random `eid` and answers `delivered`, else `queued`.
 """
 
@@ -14,10 +14,10 @@ from typing import Any
 import attrs
 import trio
 
-from node.clients import ClientServer, ClientSession
-from node.config import ClientsSection
-from node.identity import Identity
-from node.wire.client import Deliver, Envelope, Receipt, Status
+from node.net.clients import ClientServer, ClientSession
+from node.protocol.identity import Identity
+from node.protocol.settings import ClientsSection
+from node.protocol.wire.client import Deliver, Envelope, Receipt, Status
 
 
 class LocalRelay:

@@ -1,4 +1,4 @@
-"""The client frame codec (CONTRACT §2): both encodings, every refusal with its exact code and ref."""
+"""The client frame codec (docs/client-protocol.md): both encodings, every refusal with its exact code and ref."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from node.wire import Limits, packb
-from node.wire.client import (
+from node.protocol.wire import Limits, packb
+from node.protocol.wire.client import (
     ClientFrameError,
     Deliver,
     Envelope,

@@ -8,10 +8,10 @@ import json
 import pytest
 import trio
 
-from node.client import ConnectionClosed, HandshakeError, connect_client, open_websocket
-from node.identity import Identity, client_auth_message
-from node.wire import Limits, packb
-from node.wire.client import (
+from node.client.connection import ConnectionClosed, HandshakeError, connect_client, open_websocket
+from node.protocol.identity import Identity, client_auth_message
+from node.protocol.wire import Limits, packb
+from node.protocol.wire.client import (
     Challenge,
     Error,
     ErrorCode,

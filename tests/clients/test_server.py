@@ -1,11 +1,11 @@
-"""The client WebSocket server over real sockets on 127.0.0.1 (CONTRACT §2), each test with a hard time bound."""
+"""The client WebSocket server over real sockets on 127.0.0.1 (docs/client-protocol.md), each with a hard time bound."""
 
 from __future__ import annotations
 
 import pytest
 import trio
 
-from node.client import (
+from node.client.connection import (
     ConnectionClosed,
     HandshakeError,
     NodeIdMismatch,
@@ -13,9 +13,9 @@ from node.client import (
     handshake_only,
     open_websocket,
 )
-from node.identity import Identity, client_auth_message, id_text
-from node.wire import packb
-from node.wire.client import (
+from node.protocol.identity import Identity, client_auth_message, id_text
+from node.protocol.wire import packb
+from node.protocol.wire.client import (
     Challenge,
     Deliver,
     Error,

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 import trio
 
-from node.client import HandshakeError, connect_client
-from node.clients import ClientServer
-from node.config import ClientsSection
-from node.identity import Identity
+from node.client.connection import HandshakeError, connect_client
+from node.net.clients import ClientServer
+from node.protocol.identity import Identity
+from node.protocol.settings import ClientsSection
 
 from .fixtures import LocalRelay, run
 

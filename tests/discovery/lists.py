@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import hashlib
 
-from node.identity import Identity
-from node.nodelist import NodeEntry, build_node_list
+from node.protocol.identity import Identity
+from node.protocol.nodelist import NodeEntry, build_node_list
 
 NOW = 1_760_000_000
 

@@ -1,9 +1,9 @@
 """Real servers on 127.0.0.1 for discovery tests: a node that does the §2 handshake, a TCP black hole,
 and a registry serving `GET /v1/nodes` over HTTP(S).
 
-The node here implements only the node side of the CONTRACT §2 handshake (challenge, check hello, welcome) with a
-real WebSocket server; it stands in for `node/clients.py` until that lands, and can be told to prove another id
-(an impostor) or to never send its challenge.
+The node here implements only the node side of the docs/client-protocol.md handshake (challenge, check hello,
+welcome) with a real WebSocket server (an implementation independent of `node/net/clients.py`), and can be told
+to prove another id (an impostor) or to never send its challenge.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ import h11
 import trio
 import trio_websocket
 
-from node.identity import Identity, client_auth_message, encode_document, node_auth_message, verify_signature
-from node.wire import packb, unpackb
+from node.protocol.identity import Identity, client_auth_message, encode_document, node_auth_message, verify_signature
+from node.protocol.wire import packb, unpackb
 
 
 async def serve_node(nursery: trio.Nursery, identity: Identity, *, silent: bool = False) -> str:

@@ -1,4 +1,4 @@
-"""`homing discover`, `homing card`, `homing qr` as subprocesses (the CLI of CONTRACT §1), and the QR round trip."""
+"""`homing discover`, `homing card`, `homing qr` as subprocesses (docs/discovery.md), and the QR round trip."""
 
 from __future__ import annotations
 
@@ -13,13 +13,14 @@ import pytest
 import zxingcpp
 from PIL import Image
 
-from node.identity import Identity, load_or_create_key
-from node.nodelist import parse_card
+from node.client.files import load_or_create_key
+from node.protocol.identity import Identity
+from node.protocol.nodelist import parse_card
 from tests.helpers import REPO, homing_cmd, homing_env, run_homing
 
 NODE_SCRIPT = """
 import sys, trio
-from node.identity import Identity
+from node.protocol.identity import Identity
 from tests.discovery.servers import serve_node
 async def main():
     async with trio.open_nursery() as n:
@@ -117,7 +118,7 @@ def test_referral_card_from_another_node_through_the_cli(node: tuple[Identity, s
 
 
 def test_qr_png_round_trip(tmp_path: Path) -> None:
-    from node.nodelist import make_card
+    from node.protocol.nodelist import make_card
 
     card = make_card(Identity.generate(), ws="wss://sig.example.org:7400/v1/client", ts=1_760_000_000)
     r = run_homing("qr", card, "--png", str(tmp_path / "card.png"))
@@ -128,7 +129,7 @@ def test_qr_png_round_trip(tmp_path: Path) -> None:
 
 
 def test_qr_terminal_output_decodes(tmp_path: Path) -> None:
-    from node.nodelist import make_card
+    from node.protocol.nodelist import make_card
 
     card = make_card(Identity.generate(), ws="ws://10.0.0.7:7400/v1/client", ts=1)
     r = subprocess.run([*homing_cmd("qr", card)], env=homing_env(), capture_output=True, text=True, timeout=30)

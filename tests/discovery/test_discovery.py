@@ -14,11 +14,11 @@ import pytest
 import trio
 
 from bootstrap.dns_cli import load_tsig_key, publish_dns
-from node.discovery import DiscoveryConfig, DiscoveryResult, Source, discover, parse_entry
-from node.discovery.cache import CACHE_NODES_MAX, load_cache
-from node.errors import ConfigError
-from node.identity import Identity, id_text
-from node.nodelist import NodeEntry, build_node_list, make_card
+from node.client.discovery import DiscoveryConfig, DiscoveryResult, Source, discover, parse_entry
+from node.client.discovery.cache import CACHE_NODES_MAX, load_cache
+from node.protocol.errors import ConfigError
+from node.protocol.identity import Identity, id_text
+from node.protocol.nodelist import NodeEntry, build_node_list, make_card
 from tests.discovery.servers import black_hole, closed_port, serve_node, serve_registry, server_ssl_context
 from tests.fixtures.dns import DnsStack, dns_stack, have_dns_tools
 
@@ -194,8 +194,8 @@ def test_cold_start_with_only_the_cache(tmp_path: Path) -> None:
 
 
 def test_cache_is_bounded_and_a_damaged_cache_is_reported(tmp_path: Path) -> None:
-    from node.discovery.cache import merge_cache, save_cache
-    from node.discovery.model import Found
+    from node.client.discovery.cache import merge_cache, save_cache
+    from node.client.discovery.model import Found
 
     rows = [Found(id=os.urandom(32), ws=f"ws://h{i}/v1/client", source=Source.MANUAL, verified=True, handshake_ms=1.0)
             for i in range(CACHE_NODES_MAX + 10)]  # fmt: skip

@@ -13,10 +13,10 @@ import dns.rdatatype
 import pytest
 
 from bootstrap import dns_cli
-from node import txt
-from node.errors import ConfigError, HomingError
-from node.identity import Identity, encode_document
-from node.nodelist import open_node_list
+from node.protocol import txt
+from node.protocol.errors import ConfigError, HomingError
+from node.protocol.identity import Identity, encode_document
+from node.protocol.nodelist import open_node_list
 from tests.discovery.lists import NOW, entries, signed_list
 from tests.fixtures.dns import TSIG_NAME, TSIG_SECRET, DnsStack, dns_stack, have_dns_tools
 from tests.helpers import run_homing

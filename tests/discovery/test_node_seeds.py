@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 import trio
 
-from node.config import build_config
-from node.identity import Identity
-from node.nodelist import NodeEntry, build_node_list
-from node.service import NodeHandle, run_node
+from node.app.config import build_config
+from node.app.service import NodeHandle, run_node
+from node.protocol.identity import Identity
+from node.protocol.nodelist import NodeEntry, build_node_list
 from tests.discovery.servers import black_hole
 from tests.discovery.test_discovery import NAME, REGISTRY, publish
 from tests.fixtures.dns import DnsStack, dns_stack, have_dns_tools

@@ -1,14 +1,14 @@
-"""Racing against the real client server (node/clients.py `serve_clients`) with the client library's handshake."""
+"""Racing against the real client server (node/net/clients.py `serve_clients`) with the client library's handshake."""
 
 from __future__ import annotations
 
 import trio
 
-from node.clients import serve_clients
-from node.config import ClientsSection
-from node.discovery import DiscoveryConfig, Source, discover, parse_entry
-from node.identity import Identity
-from node.nodelist import make_card
+from node.client.discovery import DiscoveryConfig, Source, discover, parse_entry
+from node.net.clients import serve_clients
+from node.protocol.identity import Identity
+from node.protocol.nodelist import make_card
+from node.protocol.settings import ClientsSection
 
 
 class _NoRelay:

@@ -1,4 +1,4 @@
-"""The TXT format of node.txt: round trips, chunking rules, strict decoding, padding buckets, size ceiling."""
+"""The TXT format of node.protocol.txt: round trips, chunking rules, strict decoding, padding buckets, size ceiling."""
 
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from node import txt
-from node.errors import LocalProtocolError, RemoteProtocolError, TooLarge
-from node.identity import Identity
-from node.nodelist import open_node_list
+from node.protocol import txt
+from node.protocol.errors import LocalProtocolError, RemoteProtocolError, TooLarge
+from node.protocol.identity import Identity
+from node.protocol.nodelist import open_node_list
 from tests.discovery.lists import NOW, entries, signed_list
 
 REGISTRY = Identity.from_seed(b"r" * 32)

@@ -1,4 +1,4 @@
-"""A call load generator that keeps the books on receipts (CONTRACT §2: one terminal receipt per envelope).
+"""A call load generator that keeps the books on receipts (docs/client-protocol.md: one terminal receipt per envelope).
 
     python -m tests.faults.loadgen --url ws://10.213.7.1:7400/v1/client --url ... --pairs 10 --seconds 60 \
         --out result.json
@@ -31,9 +31,9 @@ import attrs
 import trio
 from wsproto.utilities import LocalProtocolError
 
-from node.client import ClientConnection, ClientError, connect_client
-from node.identity import Identity
-from node.wire.client import Deliver, Envelope, Kind, Receipt
+from node.client.connection import ClientConnection, ClientError, connect_client
+from node.protocol.identity import Identity
+from node.protocol.wire.client import Deliver, Envelope, Kind, Receipt
 
 CONNECT_CONCURRENCY_MAX = 64
 RECONNECT_PAUSE_S = 0.3
@@ -162,7 +162,7 @@ class Load:
             with trio.fail_after(SEND_TIMEOUT_S):
                 await conn.send(Envelope(kind=Kind(kind), to=to, call=call, body=body, ref=c.ref))
         except (ClientError, trio.TooSlowError, LocalProtocolError):
-            # LocalProtocolError: node/client.py lets wsproto's error through when the node's close frame is
+            # LocalProtocolError: node/client/connection.py lets wsproto's error through when the node's close frame is
             # read but not yet handled (state REMOTE_CLOSING); it means the same as ConnectionClosed here.
             pass  # the connection is going away: the reader's exit orphans this envelope with the rest
         return True

@@ -1,4 +1,4 @@
-"""A throw-away lab of Linux network namespaces: hosts on one bridge, with nftables faults (shared/notes/faults.md).
+"""A throw-away lab of Linux network namespaces: hosts on one bridge, with nftables faults (docs/reliability.md).
 
     with Lab(hosts=6) as lab:             # namespaces <tag>s (the switch) and <tag>h1..h6, a random 10.2xx.y.0/24
         lab.addr(1)                       # "10.213.7.1", exists only inside the lab

@@ -1,7 +1,7 @@
 """Bugs the fault runs found outside the files this area owns, each as a minimal test (first committed as a
 strict xfail; the fix removed the marker).
 
-1. node/client.py: when a node's last message and its close frame arrive in one read (a node shutting down sends
+1. client library: when a node's last message and its close frame arrive in one read (a node shutting down sends
    `goaway` then close 1001), `receive_message` returns the message and leaves the close event pending; wsproto is
    already in REMOTE_CLOSING, but `close_code` is still None, so a `send` now raises wsproto's LocalProtocolError
    instead of ConnectionClosed, and a client that catches ClientError (as documented) crashes. Seen in the soak
@@ -17,7 +17,7 @@ import trio.testing
 from wsproto import ConnectionType, WSConnection
 from wsproto.events import AcceptConnection, BytesMessage, CloseConnection, Request
 
-from node.client import ConnectionClosed, WsClient
+from node.client.connection import ConnectionClosed, WsClient
 
 
 async def _server(stream: trio.abc.Stream) -> None:

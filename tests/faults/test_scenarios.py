@@ -49,7 +49,7 @@ def lab() -> Iterator[Lab]:
 
 
 def check_books(report: dict[str, Any], *, terminal_ok: set[str]) -> None:
-    """CONTRACT §2: every envelope gets exactly one terminal receipt (orphans: the sender's connection died)."""
+    """Every envelope gets exactly one terminal receipt (docs/client-protocol.md; orphans: the sender's link died)."""
     summary = {k: v for k, v in report.items() if k != "timeline"}
     assert report["lost"] == 0, f"envelopes without a terminal receipt (seed {SEED}): {summary}"
     assert report["duplicate_terminal"] == 0, f"a second terminal receipt (seed {SEED}): {summary}"

@@ -10,10 +10,10 @@ from typing import Any
 
 import trio
 
-from node.config import NodeConfig, build_config
-from node.identity import Identity
-from node.service import NodeHandle, run_node
-from node.wire.client import ClientMessage, Receipt
+from node.app.config import NodeConfig, build_config
+from node.app.service import NodeHandle, run_node
+from node.protocol.identity import Identity
+from node.protocol.wire.client import ClientMessage, Receipt
 
 
 def loopback_config(

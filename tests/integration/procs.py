@@ -10,7 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from node.identity import parse_id
+from node.protocol.identity import parse_id
 from tests.helpers import homing_cmd, homing_env, wait_for_file
 
 

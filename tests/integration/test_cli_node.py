@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from node.identity import parse_id
+from node.protocol.identity import parse_id
 from tests.helpers import homing_cmd, homing_env, run_homing, wait_for_file
 
 
@@ -61,7 +61,7 @@ def test_bad_toml_value_exits_2_naming_the_key(tmp_path: Path) -> None:
 
 @pytest.mark.timeout(60)
 def test_run_with_no_arguments_then_status_and_sigterm(tmp_path: Path) -> None:
-    """No flags at all: identity in the user's data dir, loopback defaults (CONTRACT §1 ports)."""
+    """No flags at all: identity in the user's data dir, loopback defaults (docs/operations.md ports)."""
     env = homing_env(XDG_DATA_HOME=str(tmp_path / "xdg"), HOME=str(tmp_path))
     proc = subprocess.Popen(
         homing_cmd("node", "run"), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True

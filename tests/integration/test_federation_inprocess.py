@@ -6,9 +6,9 @@ from pathlib import Path
 
 import trio
 
-from node.config import NodeConfig
-from node.identity import Identity
-from node.service import NodeHandle, run_node
+from node.app.config import NodeConfig
+from node.app.service import NodeHandle, run_node
+from node.protocol.identity import Identity
 from tests.integration.cluster import loopback_config
 
 
@@ -71,7 +71,7 @@ async def test_closed_federation_refuses_unlisted_node(tmp_path: Path) -> None:
 
 async def test_stream_ping_answers_only_for_the_real_node(tmp_path: Path) -> None:
     """SWIM's TCP fallback probe over the peer link: the node proves its id and answers; a wrong id is refused."""
-    from node.peers import stream_ping
+    from node.net.peers import stream_ping
 
     async with trio.open_nursery() as nursery:
         h: NodeHandle = await nursery.start(run_node, node_config(tmp_path, "a", []), Identity.generate())
@@ -83,7 +83,7 @@ async def test_stream_ping_answers_only_for_the_real_node(tmp_path: Path) -> Non
 
 
 async def test_operations_endpoint_serves_every_contract_metric(tmp_path: Path) -> None:
-    """CONTRACT §5 over real HTTP from a running node: /metrics names, /healthz, /v1/members."""
+    """docs/operations.md over real HTTP from a running node: /metrics names, /healthz, /v1/members."""
     import json
 
     import httpx2

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import trio
 
-from node.client import connect_client
-from node.identity import Identity
-from node.rendezvous import owners
-from node.wire.client import Deliver, Receipt
+from node.client.connection import connect_client
+from node.protocol.identity import Identity
+from node.protocol.relay.rendezvous import owners
+from node.protocol.wire.client import Deliver, Receipt
 from tests.integration.cluster import federation, next_matching, terminal_receipt, url
 
 

@@ -1,6 +1,6 @@
-"""node/peers.py `PeerLinks`: persistent authenticated, encrypted node-to-node links, on real loopback sockets.
+"""node/net/peers.py `PeerLinks`: persistent authenticated, encrypted node-to-node links, on real loopback sockets.
 
-Each test node is a `PeerLinks` with its own listener served by `serve_peers` (as node/service.py wires them),
+Each test node is a `PeerLinks` with its own listener served by `serve_peers` (as node/app/service.py wires them),
 an address book shared by the nodes of the test (`address_of`), and recorders for `on_message`, `on_unreachable`
 and the inbound links its listener hands to `accept`. Real sockets do not mix with trio's mock clock, so every wait
 here is a bounded poll of an observable condition under `trio.fail_after`.
@@ -17,9 +17,9 @@ import attrs
 import pytest
 import trio
 
-from node.identity import Identity
-from node.peers import KIND_LINK, LINK_VERSION, Address, Channel, PeerLimits, PeerLinks, handshake, serve_peers
-from node.sockio import Flusher
+from node.net.peers import KIND_LINK, LINK_VERSION, Address, Channel, PeerLimits, PeerLinks, handshake, serve_peers
+from node.net.sockio import Flusher
+from node.protocol.identity import Identity
 
 WAIT_S = 20.0  # the bound of every wait: generous for a loaded 2-core machine, still a failure when it hangs
 DEFAULT_LIMITS = PeerLimits()
@@ -75,7 +75,7 @@ async def _run_node(
             host, port = listeners[0].socket.getsockname()[:2]
             async with trio.open_nursery() as nursery:
                 flusher: Flusher | None = None
-                if shared_flusher:  # one flusher per node, shared by everything that writes (node/service.py)
+                if shared_flusher:  # one flusher per node, shared by everything that writes (node/app/service.py)
                     flusher = Flusher()
                     await nursery.start(flusher.run)
                 node: Node | None = None

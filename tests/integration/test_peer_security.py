@@ -6,9 +6,9 @@ from pathlib import Path
 
 import trio
 
-from node.identity import Identity
-from node.peers import KIND_LINK, TransportError, handshake
-from node.service import NodeHandle, run_node
+from node.app.service import NodeHandle, run_node
+from node.net.peers import KIND_LINK, TransportError, handshake
+from node.protocol.identity import Identity
 from tests.integration.cluster import loopback_config, refused_count
 
 

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import trio
 
-from node.config import NodeConfig
-from node.identity import Identity
-from node.service import NodeHandle, run_node
+from node.app.config import NodeConfig
+from node.app.service import NodeHandle, run_node
+from node.protocol.identity import Identity
 from tests.bootstrap.util import init_registry, make_config, running_registry
 from tests.integration.cluster import loopback_config
 

@@ -1,6 +1,6 @@
 """Forged, replayed, truncated, oversized and unadmitted SWIM datagrams: each refused, counted, state unchanged.
 
-A real node on 127.0.0.1 and a raw UDP socket playing the attacker (CONTRACT §3: "a forged or replayed packet
+A real node on 127.0.0.1 and a raw UDP socket playing the attacker (docs/protocol.md: "a forged or replayed packet
 changes nothing").
 """
 
@@ -11,12 +11,12 @@ from pathlib import Path
 
 import trio
 
-from node.crypto import DatagramSealer
-from node.identity import Identity
-from node.service import NodeHandle, run_node
-from node.swim.messages import Ping
-from node.wire.seed import WHOIS_BYTES, encode_whois
-from node.wire.swim import encode_datagram
+from node.app.service import NodeHandle, run_node
+from node.protocol.crypto import DatagramSealer
+from node.protocol.identity import Identity
+from node.protocol.swim.messages import Ping
+from node.protocol.wire.seed import WHOIS_BYTES, encode_whois
+from node.protocol.wire.swim import encode_datagram
 from tests.integration.cluster import loopback_config, refused_count, until
 
 

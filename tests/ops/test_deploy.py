@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from node.config import build_config, parse_hostport
-from node.identity import Identity
-from node.metrics import NodeMetrics
+from node.app.config import build_config, parse_hostport
+from node.app.metrics import NodeMetrics
+from node.protocol.identity import Identity
 from tests.helpers import REPO
 
 DEPLOY = REPO / "deploy"
@@ -49,7 +49,7 @@ def test_unit_is_hardened(name: str) -> None:
     assert s["KillSignal"] == ["SIGTERM"]
     assert s["RestartPreventExitStatus"] == ["2"]
     if name == "homing-node.service":
-        # the graceful leave takes up to 10 s (CONTRACT §5): the stop timeout must leave room for it
+        # the graceful leave takes up to 10 s (docs/operations.md): the stop timeout must leave room for it
         assert _seconds(s["TimeoutStopSec"][0]) > 10
         exec_start = s["ExecStart"][0]
         assert " node run " in exec_start and "--data-dir /var/lib/" + s["StateDirectory"][0] in exec_start

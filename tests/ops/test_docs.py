@@ -1,4 +1,4 @@
-"""docs/configuration.md is generated from node/config.py and must match it; the operator docs name real things."""
+"""docs/configuration.md is generated from node/app/config.py and must match it; the operator docs name real things."""
 
 from __future__ import annotations
 
@@ -8,14 +8,14 @@ import sys
 
 import pytest
 
-from node.config import reference_rows
-from node.gen_docs import DOC_PATH, configuration_markdown
+from node.app.config import reference_rows
+from node.app.gen_docs import DOC_PATH, configuration_markdown
 from tests.helpers import REPO, homing_env
 
 
 def test_committed_configuration_reference_is_current() -> None:
     committed = DOC_PATH.read_text(encoding="utf-8")
-    assert committed == configuration_markdown(), "docs/configuration.md is stale: run `python -m node.gen_docs`"
+    assert committed == configuration_markdown(), "docs/configuration.md is stale: run `python -m node.app.gen_docs`"
 
 
 def test_every_setting_is_in_the_reference_with_a_reason() -> None:
@@ -24,17 +24,25 @@ def test_every_setting_is_in_the_reference_with_a_reason() -> None:
         section, name = key.split(".", 1)
         assert f"## [{section}]" in text
         assert f"| `{name}` | `{default}` |" in text, key
-        assert reason, f"{key} has no comment in node/config.py"
+        assert reason, f"{key} has no comment in node/app/config.py"
     assert "(undocumented)" not in text
 
 
 def test_check_mode_reports_a_stale_file(tmp_path: object) -> None:
     ok = subprocess.run(
-        [sys.executable, "-m", "node.gen_docs", "--check"], env=homing_env(), cwd=REPO, capture_output=True, text=True
+        [sys.executable, "-m", "node.app.gen_docs", "--check"],
+        env=homing_env(),
+        cwd=REPO,
+        capture_output=True,
+        text=True,
     )
     assert ok.returncode == 0, ok.stderr
     out = subprocess.run(
-        [sys.executable, "-m", "node.gen_docs", "--stdout"], env=homing_env(), cwd=REPO, capture_output=True, text=True
+        [sys.executable, "-m", "node.app.gen_docs", "--stdout"],
+        env=homing_env(),
+        cwd=REPO,
+        capture_output=True,
+        text=True,
     )
     assert out.returncode == 0 and out.stdout == configuration_markdown()
 

@@ -1,4 +1,4 @@
-"""node/log.py: one structured line per event, quoting, JSON mode, redaction of bodies and full ids, rate limits."""
+"""node/app/log.py: one structured line per event, quoting, JSON mode, redaction of bodies and full ids, rate limits."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from node.identity import Identity, id_text, short_id
-from node.log import REDACTED, VALUE_CHARS_MAX, EventRateLimiter, get_logger, quote, setup_logging
+from node.app.log import REDACTED, VALUE_CHARS_MAX, EventRateLimiter, get_logger, quote, setup_logging
+from node.protocol.identity import Identity, id_text, short_id
 
 
 @pytest.fixture

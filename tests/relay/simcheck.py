@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import attrs
 
-from node.config import RelaySection
+from node.protocol.settings import RelaySection
+from node.protocol.wire.client import Envelope, Kind, Status
 from node.testing.relaysim import RelaySim
-from node.wire.client import Envelope, Kind, Status
 
 TERMINAL = {Status.DELIVERED, Status.EXPIRED, Status.CANCELLED, Status.REJECTED}
 

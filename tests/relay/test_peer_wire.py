@@ -9,10 +9,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from node.errors import RemoteProtocolError, TooLarge
-from node.wire import Limits, MsgType
-from node.wire.client import Kind
-from node.wire.peer import (
+from node.protocol.errors import RemoteProtocolError, TooLarge
+from node.protocol.wire import Limits, MsgType
+from node.protocol.wire.client import Kind
+from node.protocol.wire.peer import (
     EnvelopeResult,
     Handoff,
     Lease,

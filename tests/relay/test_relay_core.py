@@ -6,10 +6,10 @@ import random
 
 import attrs
 
-from node.relay import RelayCore, ToClient, ToPeer
-from node.rendezvous import owners
-from node.wire.client import Deliver, Envelope, Kind, Reason, Receipt, Status
-from node.wire.peer import (
+from node.protocol.relay.core import RelayCore, ToClient, ToPeer
+from node.protocol.relay.rendezvous import owners
+from node.protocol.wire.client import Deliver, Envelope, Kind, Reason, Receipt, Status
+from node.protocol.wire.peer import (
     EnvelopeResult,
     Lease,
     Lookup,

@@ -6,9 +6,9 @@ import random
 
 import pytest
 
-from node.rendezvous import LeaseTable, Mailbox, PutResult, SeenSet, hrw_score, owners
-from node.wire.client import Kind
-from node.wire.peer import PeerEnvelope
+from node.protocol.relay.rendezvous import LeaseTable, Mailbox, PutResult, SeenSet, hrw_score, owners
+from node.protocol.wire.client import Kind
+from node.protocol.wire.peer import PeerEnvelope
 
 RNG = random.Random(1)
 MEMBERS = [RNG.randbytes(32) for _ in range(20)]

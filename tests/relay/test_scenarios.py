@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import attrs
 
-from node.rendezvous import owners
+from node.protocol.relay.rendezvous import owners
+from node.protocol.wire.client import Kind, Reason, Status
 from node.testing.relaysim import RelaySim
-from node.wire.client import Kind, Reason, Status
 from tests.relay.simcheck import SETTLE_S, SIM_CONFIG, Tracker
 
 A = b"\xaa" * 32  # caller

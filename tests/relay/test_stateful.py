@@ -11,8 +11,8 @@ from hypothesis import HealthCheck, event, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
+from node.protocol.wire.client import Kind
 from node.testing.relaysim import RelaySim
-from node.wire.client import Kind
 from tests.relay.simcheck import SETTLE_S, SIM_CONFIG, Tracker
 
 CLIENTS = [bytes([i + 1]) * 32 for i in range(4)]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import attrs
 import pytest
 
-from node.swim.config import LAN, LOCAL
+from node.protocol.swim.config import LAN, LOCAL
 from node.testing import checkers as C
 from node.testing.simcluster import SimCluster
 from node.testing.tally import Tally

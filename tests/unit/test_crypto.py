@@ -6,9 +6,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from node.crypto import REPLAY_WINDOW, DatagramSealer, LinkHandshake, _ReplayWindow
-from node.errors import RemoteProtocolError, Replayed
-from node.identity import Identity
+from node.protocol.crypto import REPLAY_WINDOW, DatagramSealer, LinkHandshake, _ReplayWindow
+from node.protocol.errors import RemoteProtocolError, Replayed
+from node.protocol.identity import Identity
 
 A = Identity.from_seed(b"a" * 32)
 B = Identity.from_seed(b"b" * 32)

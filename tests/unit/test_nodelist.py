@@ -1,12 +1,12 @@
-"""Signed documents of CONTRACT §4/§6: node lists, registrations, leaves and cards."""
+"""Signed documents of docs/bootstrap.md/§6: node lists, registrations, leaves and cards."""
 
 from __future__ import annotations
 
 import pytest
 
-from node.errors import BadSignature, Expired, RemoteProtocolError
-from node.identity import Identity, b64u_decode, b64u_encode, decode_document, encode_document
-from node.nodelist import (
+from node.protocol.errors import BadSignature, Expired, RemoteProtocolError
+from node.protocol.identity import Identity, b64u_decode, b64u_encode, decode_document, encode_document
+from node.protocol.nodelist import (
     NodeEntry,
     build_leave,
     build_node_list,

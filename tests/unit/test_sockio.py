@@ -1,4 +1,4 @@
-"""node/sockio.py: the end-of-batch flusher and the per-connection output buffer, on real sockets."""
+"""node/net/sockio.py: the end-of-batch flusher and the per-connection output buffer, on real sockets."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import socket
 import trio
 import trio.testing
 
-from node.sockio import Flusher, OutBuffer
+from node.net.sockio import Flusher, OutBuffer
 
 
 class Recording(OutBuffer):

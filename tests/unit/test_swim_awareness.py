@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from node.swim.awareness import Awareness
+from node.protocol.swim.awareness import Awareness
 
 
 def test_score_is_clamped_and_scales() -> None:

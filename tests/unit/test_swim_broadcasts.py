@@ -1,7 +1,7 @@
 from __future__ import annotations
 
-from node.swim.broadcasts import BroadcastQueue
-from node.swim.messages import MemberInfo, MemberState, Update
+from node.protocol.swim.broadcasts import BroadcastQueue
+from node.protocol.swim.messages import MemberInfo, MemberState, Update
 
 
 def upd(i: int, inc: int = 0, state: MemberState = MemberState.ALIVE) -> Update:

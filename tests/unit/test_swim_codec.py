@@ -1,4 +1,4 @@
-"""node/wire/swim.py: round trips, the size budget, and every class of malformed input."""
+"""node/protocol/wire/swim.py: round trips, the size budget, and every class of malformed input."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from node.errors import RemoteProtocolError
-from node.swim.messages import (
+from node.protocol.errors import RemoteProtocolError
+from node.protocol.swim.messages import (
     META_MAX,
     Ack,
     Gossip,
@@ -23,8 +23,8 @@ from node.swim.messages import (
     SwimMessage,
     Update,
 )
-from node.wire import WIRE_VERSION, Limits, MsgType
-from node.wire.swim import (
+from node.protocol.wire import WIRE_VERSION, Limits, MsgType
+from node.protocol.wire.swim import (
     SWIM_PAYLOAD_MAX,
     UPDATE_MIN_SIZE,
     decode_datagram,
@@ -230,8 +230,8 @@ def test_push_pull_of_many_members_fits() -> None:
 def test_push_pull_is_compressed_and_a_zip_bomb_is_refused() -> None:
     import zlib
 
-    from node.errors import TooLarge
-    from node.wire import packb
+    from node.protocol.errors import TooLarge
+    from node.protocol.wire import packb
 
     state = PushPullState(
         members=tuple(

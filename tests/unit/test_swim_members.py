@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from node.swim.members import MemberTable, ProbeRing, merge, supersedes
-from node.swim.messages import MemberInfo, MemberState
+from node.protocol.swim.members import MemberTable, ProbeRing, merge, supersedes
+from node.protocol.swim.messages import MemberInfo, MemberState
 
 A, S, D, L = MemberState.ALIVE, MemberState.SUSPECT, MemberState.DEAD, MemberState.LEFT
 MID = b"x" * 32

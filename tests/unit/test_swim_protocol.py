@@ -12,8 +12,8 @@ from collections.abc import Callable
 import attrs
 import pytest
 
-from node.swim.config import LOCAL, SwimConfig
-from node.swim.messages import (
+from node.protocol.swim.config import LOCAL, SwimConfig
+from node.protocol.swim.messages import (
     Ack,
     Command,
     Gossip,
@@ -29,8 +29,8 @@ from node.swim.messages import (
     SwimMessage,
     Update,
 )
-from node.swim.protocol import Swim
-from node.wire.swim import SWIM_PAYLOAD_MAX, decode_datagram, encode_datagram
+from node.protocol.swim.protocol import Swim
+from node.protocol.wire.swim import SWIM_PAYLOAD_MAX, decode_datagram, encode_datagram
 
 A, S, D, L = MemberState.ALIVE, MemberState.SUSPECT, MemberState.DEAD, MemberState.LEFT
 CFG = attrs.evolve(LOCAL, push_pull_interval_s=1000.0, reconnect_interval_s=1000.0)

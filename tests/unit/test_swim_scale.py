@@ -8,11 +8,11 @@ import random
 import attrs
 import pytest
 
-from node.swim.config import LOCAL
-from node.swim.members import MemberTable, ProbeRing
-from node.swim.messages import Ack, MemberInfo, MemberState, Ping, PushPullState, Send
-from node.swim.protocol import Swim
-from node.swim.suspicion import Suspicion, Suspicions
+from node.protocol.swim.config import LOCAL
+from node.protocol.swim.members import MemberTable, ProbeRing
+from node.protocol.swim.messages import Ack, MemberInfo, MemberState, Ping, PushPullState, Send
+from node.protocol.swim.protocol import Swim
+from node.protocol.swim.suspicion import Suspicion, Suspicions
 
 A, S, D = MemberState.ALIVE, MemberState.SUSPECT, MemberState.DEAD
 

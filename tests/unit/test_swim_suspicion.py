@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from node.swim.config import LAN, LOCAL
-from node.swim.suspicion import Suspicion, suspicion_timeout
+from node.protocol.swim.config import LAN, LOCAL
+from node.protocol.swim.suspicion import Suspicion, suspicion_timeout
 
 
 @pytest.mark.parametrize(

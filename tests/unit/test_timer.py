@@ -1,4 +1,4 @@
-"""node/timer.py: a sans-IO core's timers run at its deadline; input moves the deadline without a task switch."""
+"""node/net/timer.py: a sans-IO core's timers run at its deadline; input moves the deadline without a task switch."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import math
 import trio
 import trio.testing
 
-from node.timer import CoreTimer
+from node.net.timer import CoreTimer
 
 
 class FakeCore:

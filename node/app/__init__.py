@@ -1,0 +1,1 @@
+"""The node application: composition root, configuration, operations endpoints, metrics, logging."""

@@ -1,0 +1,149 @@
+"""Prometheus metrics of one node (docs/operations.md), on a registry of its own.
+
+Several nodes run in one process (tests, `homing demo`), so nothing here touches prometheus-client's global
+REGISTRY: each `NodeMetrics()` owns a `CollectorRegistry`, and `render()` serialises only that.
+
+Public API:
+
+    m = NodeMetrics(version=node.__version__)        # one per node instance
+    m.render() -> bytes                              # Prometheus text format 0.0.4 for GET /metrics
+    NodeMetrics.CONTENT_TYPE                          # the Content-Type header to send with it
+
+    m.set_members({"alive": 3, "suspect": 1})        # homing_members{state}; states not given are set to 0
+    m.member_changed("suspect")                       # homing_member_changes_total{state}: a member entered state
+    m.clients_connected.set(n) / .inc() / .dec()      # homing_clients_connected
+    m.envelope("call_offer", "delivered")             # homing_envelopes_total{kind,outcome}
+    m.relay_seconds.observe(seconds)                  # homing_relay_seconds (histogram)
+    m.mailbox_envelopes.set(n)                        # homing_mailbox_envelopes
+    m.swim_probe("ack")                               # homing_swim_probes_total{result}
+    m.packet_refused("swim", "forged")                # homing_packets_refused_total{layer,reason}
+    m.peer_links.set(n)                               # homing_peer_links
+
+Label values come from fixed tables below; a value outside its table is counted under `other`, so a peer that
+sends made-up message kinds cannot grow the number of time series (cardinality is bounded by construction).
+
+What to count where (so dashboards and the alert rules in deploy/prometheus/ mean the same thing on every node):
+- `envelope(kind, outcome)`: on the sender's node, once per receipt sent to the sender (`queued` and the later
+  terminal status both count); `outcome` is the receipt status (delivered, queued, expired, cancelled, rejected).
+- `relay_seconds`: from an envelope's arrival on the sender's node to its `delivered` receipt being queued.
+- `swim_probe(result)`: once per probe round: `ack` (direct ack in time), `indirect_ack` (only an indirect probe
+  answered), `failed` (no ack: the member becomes suspect).
+- `packet_refused(layer, reason)`: every input dropped at a trust boundary; layer in swim, peer, client, registry.
+- `mailbox_envelopes`: envelopes currently held in this node's mailboxes (replicas included).
+"""
+
+from __future__ import annotations
+
+import platform
+from collections.abc import Mapping
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+
+from node import __version__
+
+MEMBER_STATES = ("alive", "suspect", "dead", "left")
+ENVELOPE_KINDS = ("call_offer", "call_answer", "call_reject", "call_hangup", "call_ice")
+ENVELOPE_OUTCOMES = ("delivered", "queued", "expired", "cancelled", "rejected")
+PROBE_RESULTS = ("ack", "indirect_ack", "failed")
+REFUSED_LAYERS = ("swim", "peer", "client", "registry")
+REFUSED_REASONS = ("forged", "replayed", "malformed", "oversized", "rate_limited", "unadmitted")
+OTHER = "other"
+# 0.1 ms .. 1 s: a same-node relay is well under a millisecond, a cross-node hop a few ms, a slow path 100s of ms.
+RELAY_BUCKETS_S = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
+
+# Every metric name as it appears in the rendered text (counters get `_total`), for tests and docs.
+METRIC_NAMES = (
+    "homing_members",
+    "homing_member_changes_total",
+    "homing_clients_connected",
+    "homing_envelopes_total",
+    "homing_relay_seconds",
+    "homing_mailbox_envelopes",
+    "homing_swim_probes_total",
+    "homing_packets_refused_total",
+    "homing_peer_links",
+    "homing_build_info",
+)
+
+
+def _label(value: str, allowed: tuple[str, ...]) -> str:
+    return value if value in allowed else OTHER
+
+
+class NodeMetrics:
+    """Every metric of one node, registered on its own CollectorRegistry."""
+
+    CONTENT_TYPE = CONTENT_TYPE_LATEST
+
+    def __init__(self, *, version: str = __version__, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.members = Gauge("homing_members", "Members this node knows, by SWIM state.", ["state"], registry=r)
+        self.member_changes = Counter(
+            "homing_member_changes", "Member state changes this node observed, by new state.", ["state"], registry=r
+        )
+        self.clients_connected = Gauge(
+            "homing_clients_connected", "Client WebSocket connections past the handshake.", registry=r
+        )
+        self.envelopes = Counter(
+            "homing_envelopes", "Receipts sent to senders, by kind and status.", ["kind", "outcome"], registry=r
+        )
+        self.relay_seconds = Histogram(
+            "homing_relay_seconds",
+            "Seconds from an envelope's arrival to its delivered receipt.",
+            buckets=RELAY_BUCKETS_S,
+            registry=r,
+        )
+        self.mailbox_envelopes = Gauge(
+            "homing_mailbox_envelopes", "Envelopes waiting in this node's mailboxes (replicas included).", registry=r
+        )
+        self.swim_probes = Counter("homing_swim_probes", "SWIM probe rounds, by result.", ["result"], registry=r)
+        self.packets_refused = Counter(
+            "homing_packets_refused",
+            "Inputs dropped at a trust boundary, by layer and reason.",
+            ["layer", "reason"],
+            registry=r,
+        )
+        self.peer_links = Gauge("homing_peer_links", "Open node-to-node peer links.", registry=r)
+        self.build_info = Gauge(
+            "homing_build_info", "Always 1; labels name the running build.", ["version", "python"], registry=r
+        )
+        self.build_info.labels(version=version, python=platform.python_version()).set(1)
+        self._preset_labels()
+
+    def _preset_labels(self) -> None:
+        """Create the known series at 0, so rate() and alert rules see them before the first event."""
+        for state in MEMBER_STATES:
+            self.members.labels(state=state).set(0)
+            self.member_changes.labels(state=state)
+        for kind in ENVELOPE_KINDS:
+            for outcome in ENVELOPE_OUTCOMES:
+                self.envelopes.labels(kind=kind, outcome=outcome)
+        for result in PROBE_RESULTS:
+            self.swim_probes.labels(result=result)
+        for layer in REFUSED_LAYERS:
+            for reason in REFUSED_REASONS:
+                self.packets_refused.labels(layer=layer, reason=reason)
+
+    def set_members(self, counts: Mapping[str, int]) -> None:
+        """Set homing_members{state} from a state -> count map; states missing from it become 0, unknown ones
+        are ignored (the four SWIM states are fixed by docs/operations.md)."""
+        for state in MEMBER_STATES:
+            self.members.labels(state=state).set(counts.get(state, 0))
+
+    def member_changed(self, state: str) -> None:
+        self.member_changes.labels(state=_label(state, MEMBER_STATES)).inc()
+
+    def envelope(self, kind: str, outcome: str) -> None:
+        self.envelopes.labels(kind=_label(kind, ENVELOPE_KINDS), outcome=_label(outcome, ENVELOPE_OUTCOMES)).inc()
+
+    def swim_probe(self, result: str) -> None:
+        self.swim_probes.labels(result=_label(result, PROBE_RESULTS)).inc()
+
+    def packet_refused(self, layer: str, reason: str) -> None:
+        self.packets_refused.labels(layer=_label(layer, REFUSED_LAYERS), reason=_label(reason, REFUSED_REASONS)).inc()
+
+    def render(self) -> bytes:
+        """This node's metrics in the Prometheus text format (for `GET /metrics`)."""
+        return bytes(generate_latest(self.registry))

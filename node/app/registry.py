@@ -1,0 +1,224 @@
+"""Node side of the bootstrap registry (docs/bootstrap.md): register, heartbeat before the lease runs out, deregister.
+
+- `register_forever` runs one loop per registry URL (one blocked registry never delays another). Each loop
+  POSTs a fresh `node-register` document, then sleeps `heartbeat_s` (with ±10 % jitter so a fleet restarted at
+  once spreads out); `heartbeat_s` must be below `ttl_s`, so the lease is renewed before it runs out.
+- On a network error, a 5xx or a 429 it retries with exponential backoff (1 s doubling, capped at
+  `heartbeat_s`, jittered; a 429's Retry-After is honoured). On 400 or 403 (a bad document, or banned) it logs the
+  reason and tries again only at the heartbeat interval: an admin may lift a ban.
+- `ts` is strictly increasing per node: max(now, last + 1). A 409 (the registry saw a `ts` as new, e.g. after
+  a restart within the same second) is answered at once with `ts + 1`, a few times at most.
+- `deregister` sends signed `node-leave` documents to every registry concurrently, bounded by `timeout_s`.
+HTTP client: httpx2 (dnspython's DoH dependency, so no extra package), on trio through anyio.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import ssl
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import attrs
+import httpx2
+import msgpack
+import trio
+
+from node.protocol.identity import Identity, encode_document, id_text
+from node.protocol.nodelist import build_leave, build_registration
+
+log = logging.getLogger("homing.registry_client")
+
+MSGPACK = "application/msgpack"
+RESPONSE_MAX_BYTES = 64 * 1024
+BACKOFF_MIN_S = 1.0
+CONFLICT_RETRIES = 3
+RETRY_AFTER_MAX_S = 3600  # a registry's Retry-After beyond this is capped: never sleep forever on its word
+
+
+@attrs.frozen(kw_only=True, slots=True)
+class Result:
+    """The outcome of one registration or leave attempt at one registry."""
+
+    url: str  # the registry's base URL, as given
+    http_status: int  # 0 when no HTTP answer came (network error, timeout)
+    status: str = ""  # "approved", "pending" or "removed" on success
+    reason: str = ""  # the registry's reason, or the network error
+    retry_after_s: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.http_status == 200
+
+
+class TsClock:
+    """Strictly increasing unix-second timestamps for one node's documents.
+
+    Give the same instance to `register_forever` and `deregister`, so a leave always outranks the last heartbeat.
+    """
+
+    def __init__(self, wall_clock: Callable[[], float]) -> None:
+        self.wall_clock = wall_clock
+        self.last = 0
+
+    def next(self) -> int:
+        self.last = max(int(self.wall_clock()), self.last + 1)
+        return self.last
+
+
+def _decode_answer(resp: httpx2.Response) -> dict[str, Any]:
+    data = resp.content[:RESPONSE_MAX_BYTES]
+    try:
+        obj = msgpack.unpackb(data, raw=False) if resp.headers.get("content-type", "").startswith(MSGPACK) else {}
+    except Exception:
+        obj = {}
+    return obj if isinstance(obj, dict) else {}
+
+
+def _result(url: str, resp: httpx2.Response) -> Result:
+    answer = _decode_answer(resp)
+    retry_after = resp.headers.get("retry-after", "")
+    return Result(
+        url=url,
+        http_status=resp.status_code,
+        status=str(answer.get("status", "")),
+        reason=str(answer.get("reason", "") or resp.reason_phrase)[:300],
+        retry_after_s=_retry_after_s(retry_after),
+    )
+
+
+def _retry_after_s(text: str) -> float:
+    """Retry-After in delta-seconds (RFC 9110), capped; anything else (an HTTP date, garbage) counts as 0."""
+    if not (text.isascii() and text.isdigit()):  # "²".isdigit() is True: float("²") would raise
+        return 0.0
+    return float(min(int(text[:12]), RETRY_AFTER_MAX_S))
+
+
+async def _send(
+    client: httpx2.AsyncClient,
+    method: str,
+    base: str,
+    path: str,
+    make_doc: Callable[[int], dict[str, bytes]],
+    ts: TsClock,
+) -> Result:
+    """Send a signed document built for a fresh `ts`; on 409 retry at once with a newer `ts`."""
+    url = base.rstrip("/") + path
+    result = Result(url=base, http_status=0)
+    for _ in range(CONFLICT_RETRIES):
+        body = encode_document(make_doc(ts.next()))
+        try:
+            resp = await client.request(method, url, content=body, headers={"Content-Type": MSGPACK, "Accept": MSGPACK})
+        except (httpx2.HTTPError, OSError, ssl.SSLError) as exc:
+            return Result(url=base, http_status=0, reason=f"{type(exc).__name__}: {exc}"[:300])
+        result = _result(base, resp)
+        if result.http_status != 409:
+            return result
+    return result
+
+
+def make_client(*, verify: ssl.SSLContext | str | None = None, timeout_s: float = 10.0) -> httpx2.AsyncClient:
+    """An HTTP client for registries: `verify` is a CA file or context for private registries (default: system
+    store, which honours SSL_CERT_FILE). No proxy settings are taken from the environment."""
+    ctx = verify if verify is not None else ssl.create_default_context()
+    return httpx2.AsyncClient(verify=ctx, timeout=timeout_s, trust_env=False, follow_redirects=False)
+
+
+async def register_forever(
+    identity: Identity,
+    urls: Sequence[str],
+    *,
+    ws: str,
+    swim: str,
+    peer: str,
+    ttl_s: int,
+    heartbeat_s: float,
+    verify: ssl.SSLContext | str | None = None,
+    timeout_s: float = 10.0,
+    rng: random.Random | None = None,
+    wall_clock: Callable[[], float] = time.time,
+    on_result: Callable[[Result], None] | None = None,
+    ts_clock: TsClock | None = None,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Register with every registry in `urls` and keep the registrations alive until cancelled."""
+    if not 0 < heartbeat_s < ttl_s:
+        raise ValueError(f"heartbeat_s ({heartbeat_s}) must be above 0 and below ttl_s ({ttl_s})")
+    rng = rng or random.Random()
+    ts = ts_clock or TsClock(wall_clock)
+
+    def make_doc(t: int) -> dict[str, bytes]:
+        return build_registration(identity, ws=ws, swim=swim, peer=peer, ts=t, ttl=int(ttl_s))
+
+    client = make_client(verify=verify, timeout_s=min(timeout_s, heartbeat_s))
+    async with client, trio.open_nursery() as nursery:
+        for url in dict.fromkeys(urls):
+            nursery.start_soon(_keep_registered, client, url, make_doc, ts, heartbeat_s, rng, on_result)
+        task_status.started()
+
+
+async def _keep_registered(
+    client: httpx2.AsyncClient,
+    base: str,
+    make_doc: Callable[[int], dict[str, bytes]],
+    ts: TsClock,
+    heartbeat_s: float,
+    rng: random.Random,
+    on_result: Callable[[Result], None] | None,
+) -> None:
+    backoff_s = BACKOFF_MIN_S
+    was_ok = False
+    while True:
+        result = await _send(client, "POST", base, "/v1/nodes", make_doc, ts)
+        if on_result is not None:
+            on_result(result)
+        if result.ok:
+            if not was_ok:
+                log.info("event=registered registry=%s status=%s", base, result.status)
+            was_ok, backoff_s = True, BACKOFF_MIN_S
+            delay = heartbeat_s * rng.uniform(0.9, 1.0)
+        elif result.http_status in (400, 403):
+            log.warning(
+                "event=registration_refused registry=%s http=%d reason=%r", base, result.http_status, result.reason
+            )
+            was_ok, delay = False, heartbeat_s
+        else:
+            log.warning(
+                "event=registration_failed registry=%s http=%d reason=%r", base, result.http_status, result.reason
+            )
+            was_ok = False
+            delay = max(result.retry_after_s, min(backoff_s, heartbeat_s) * rng.uniform(0.5, 1.0))
+            backoff_s = min(backoff_s * 2, heartbeat_s)
+        await trio.sleep(delay)
+
+
+async def deregister(
+    identity: Identity,
+    urls: Sequence[str],
+    timeout_s: float,
+    *,
+    verify: ssl.SSLContext | str | None = None,
+    wall_clock: Callable[[], float] = time.time,
+    ts_clock: TsClock | None = None,
+) -> list[Result]:
+    """Send a signed leave to every registry at once; returns what each answered (within `timeout_s` in all)."""
+    ts = ts_clock
+    if ts is None:
+        ts = TsClock(wall_clock)
+        ts.last = int(wall_clock())  # outrank a registration sent in this same second
+    results: dict[str, Result] = {u: Result(url=u, http_status=0, reason="timed out") for u in dict.fromkeys(urls)}
+
+    def make_doc(t: int) -> dict[str, bytes]:
+        return build_leave(identity, ts=t)
+
+    async def one(client: httpx2.AsyncClient, base: str) -> None:
+        results[base] = await _send(client, "DELETE", base, f"/v1/nodes/{id_text(identity.id)}", make_doc, ts)
+
+    with trio.move_on_after(timeout_s):
+        async with make_client(verify=verify, timeout_s=timeout_s) as client, trio.open_nursery() as nursery:
+            for base in results:
+                nursery.start_soon(one, client, base)
+    return list(results.values())
+

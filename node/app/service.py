@@ -1,0 +1,445 @@
+"""The composition root: `run_node` opens the nursery and starts every driver of one node.
+
+Order at start: bind the SWIM and peer sockets, start the peer links, the relay and the client server (so the
+client port, and with it our public URL and signed card, is known), build the SWIM core with the peer port
+and public URL in its member meta, start SWIM, the peer listener (which also hands out our card) and the
+operations endpoint, write `ports.json`, then join seeds and register with registries.
+
+Order at graceful stop (docs/operations.md): stop accepting clients and send `goaway` (with other nodes' cards, fetched
+from them over the peer link),
+hand leases and mailboxes to their next owners, broadcast the SWIM leave, deregister from registries, return;
+all within SHUTDOWN_BUDGET_S.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import random
+import socket
+import time
+from pathlib import Path
+from typing import Any
+
+import attrs
+import trio
+
+from node.app.config import NodeConfig
+from node.app.log import Logger, get_logger
+from node.app.metrics import NodeMetrics
+from node.app.ops import OPS_LIMITS, ops_router
+from node.app.registry import TsClock, deregister, register_forever
+from node.client.discovery import DiscoveryConfig, discover
+from node.client.files import write_json_atomic
+from node.net.clients import ClientServer
+from node.net.httpserver import serve_http
+from node.net.peers import PeerLimits, PeerLinks, fetch_card, serve_peers
+from node.net.relay import RelayDriver
+from node.net.sockio import Flusher
+from node.net.udp import SwimDriver
+from node.protocol.admission import Admission
+from node.protocol.errors import ConfigError
+from node.protocol.identity import Identity, id_text, parse_id, short_id
+from node.protocol.nodelist import make_card
+from node.protocol.relay.core import RelayCore
+from node.protocol.settings import format_hostport, parse_hostport
+from node.protocol.swim.protocol import MemberChanged, Swim
+from node.protocol.wire.seed import Meta, encode_meta
+
+# SWIM/driver vocabulary -> the metric label tables of node/app/metrics.py
+PROBE_LABELS = {"ok": "ack", "indirect_ok": "indirect_ack", "failed": "failed"}
+REFUSED_LABELS = {
+    "not_admitted": "unadmitted",
+    "seed_not_admitted": "unadmitted",
+    "push_pull_failed": "malformed",
+    "timeout_or_broken": "malformed",
+    "too_large": "oversized",
+    "connections_max": "rate_limited",
+    "auth_failed": "forged",
+    "bad_websocket": "malformed",
+    "timeout": "malformed",
+    "bad_request": "malformed",
+    "unknown_type": "malformed",
+    "slow_reader": "rate_limited",
+}
+SHUTDOWN_BUDGET_S = 8.0  # docs/operations.md: exit within 10 s of SIGTERM; keep 2 s of margin
+GOAWAY_REFERRALS_MAX = 5
+LIVE_STATES = ("alive", "suspect")
+
+
+def next_epoch_ms(data_dir: Path) -> int:
+    """A SWIM sealing epoch that never goes back, even if the wall clock does (peers refuse older epochs)."""
+    path = data_dir / "swim-epoch"
+    try:
+        last = int(path.read_text().strip())
+    except (FileNotFoundError, ValueError):
+        last = 0
+    epoch = max(int(time.time() * 1000), last + 1)
+    path.write_text(f"{epoch}\n")
+    return epoch
+
+
+def bind_udp(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    sock.bind((host, port))
+    return sock
+
+
+def public_url(config: NodeConfig, ws_port: int) -> str:
+    """`[node] public_url`, else ws://HOST:PORT/v1/client of the bound client port."""
+    if config.node.public_url:
+        return config.node.public_url
+    host, _ = parse_hostport(config.node.ws)
+    host = config.node.advertise_host or host
+    return f"ws://{format_hostport(host, ws_port)}/v1/client"
+
+
+class _ClientMetrics:
+    """Adapts the client server's metric hooks to NodeMetrics."""
+
+    def __init__(self, metrics: NodeMetrics) -> None:
+        self.metrics = metrics
+
+    def clients_connected(self, count: int) -> None:
+        self.metrics.clients_connected.set(count)
+
+    def client_refused(self, reason: str) -> None:
+        self.metrics.packet_refused("client", REFUSED_LABELS.get(reason, reason))
+
+
+@attrs.define
+class NodeHandle:
+    """What a running node exposes to its caller (the CLI, tests, the demo)."""
+
+    identity: Identity
+    config: NodeConfig
+    ports: dict[str, int]
+    swim: Swim
+    driver: SwimDriver
+    links: PeerLinks
+    relay: RelayDriver
+    clients: ClientServer
+    admission: Admission
+    metrics: NodeMetrics
+    card: str  # our own referral URI (docs/discovery.md)
+    log: Logger
+    serving: bool = True
+    shutdown_requested: trio.Event = attrs.field(factory=trio.Event)
+    registry_ts: TsClock = attrs.field(factory=lambda: TsClock(time.time))
+
+    def request_shutdown(self) -> None:
+        self.shutdown_requested.set()
+
+    def healthy(self) -> bool:
+        return self.serving and not self.shutdown_requested.is_set()
+
+    def refresh_gauges(self) -> None:
+        counts: dict[str, int] = {}
+        for m in self.swim.members():
+            counts[m.state.value] = counts.get(m.state.value, 0) + 1
+        self.metrics.set_members(counts)
+        self.metrics.peer_links.set(self.links.link_count)
+        self.relay.refresh_metrics()
+
+    def members_document(self) -> dict[str, Any]:
+        """GET /v1/members (docs/operations.md), plus this node's client count for `homing node status`."""
+        return {"self": id_text(self.identity.id), "members": self.members(), "clients": len(self.relay.sessions)}
+
+    def members(self) -> list[dict[str, Any]]:
+        return [
+            {
+                "id": id_text(m.id),
+                "address": format_hostport(m.addr[0], m.addr[1]),
+                "state": m.state.value,
+                "incarnation": m.incarnation,
+            }
+            for m in sorted(self.swim.members(), key=lambda m: m.id)
+        ]
+
+    def live_ids(self) -> list[bytes]:
+        return [m.id for m in self.swim.members() if m.state.value in LIVE_STATES]
+
+    async def referrals(self, timeout_s: float = 1.0) -> list[str]:
+        """Signed cards of up to GOAWAY_REFERRALS_MAX other alive nodes, fetched over the peer link (for `goaway`)."""
+        others = [m.id for m in self.swim.members() if m.id != self.identity.id and m.state.value == "alive"]
+        cards: list[str] = []
+
+        async def one(member: bytes) -> None:
+            addr = self.driver.peer_address(member)
+            if addr is not None:
+                card = await fetch_card(addr, self.identity, member, self.admission.admits, timeout_s=timeout_s)
+                if card:
+                    cards.append(card)
+
+        async with trio.open_nursery() as nursery:
+            for member in others[:GOAWAY_REFERRALS_MAX]:
+                nursery.start_soon(one, member)
+        return cards
+
+
+async def run_node(
+    config: NodeConfig,
+    identity: Identity,
+    *,
+    task_status: trio.TaskStatus[NodeHandle] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Run one node until `handle.request_shutdown()`; then leave gracefully and return."""
+    data_dir = config.data_path
+    data_dir.mkdir(parents=True, exist_ok=True)
+    swim_host, swim_port = parse_hostport(config.node.swim, key="node.swim")
+    peer_host, peer_port = parse_hostport(config.node.peer, key="node.peer")
+    udp = bind_udp(swim_host, swim_port)
+    peer_listeners = await trio.open_tcp_listeners(peer_port, host=peer_host)
+    ports = {"ws": 0, "swim": udp.getsockname()[1], "peer": peer_listeners[0].socket.getsockname()[1], "metrics": 0}
+    async with trio.open_nursery() as nursery:
+        handle = await _start(nursery, config, identity, udp, peer_listeners, ports)
+        task_status.started(handle)
+        await handle.shutdown_requested.wait()
+        with trio.move_on_after(SHUTDOWN_BUDGET_S):
+            await _leave(handle)
+        nursery.cancel_scope.cancel()
+
+
+async def _start(
+    nursery: trio.Nursery,
+    config: NodeConfig,
+    identity: Identity,
+    udp: socket.socket,
+    peer_listeners: list[trio.SocketListener],
+    ports: dict[str, int],
+) -> NodeHandle:
+    metrics = NodeMetrics()
+    log = get_logger("node", node=short_id(identity.id))
+    rng = random.Random(int.from_bytes(os.urandom(8), "big"))
+    admission = Admission(
+        self_id=identity.id, open_=config.federation.open, allow=[parse_id(a) for a in config.federation.allow]
+    )
+    swim_ref: list[SwimDriver] = []
+    # one flusher writes, once per scheduler batch, what clients and peer links queued in it (node/net/sockio.py)
+    flusher = Flusher()
+    await nursery.start(flusher.run)
+    links = PeerLinks(
+        identity,
+        admit=admission.admits,
+        address_of=lambda peer: swim_ref[0].peer_address(peer) if swim_ref else None,
+        on_message=lambda peer, msg: None,
+        on_unreachable=lambda peer: None,
+        on_refused=functools.partial(_refused, metrics, "peer"),
+        limits=PeerLimits(queue_max=config.relay.peer_queue_max),
+        flusher=flusher,
+    )
+    relay = RelayDriver(
+        core=RelayCore(node_id=identity.id, config=config.relay, rng=rng, now=trio.current_time()),
+        links=links,
+        metrics=metrics,
+    )
+    links.on_message = relay.peer_frame
+    links.on_unreachable = relay.peer_unreachable
+    await nursery.start(links.run)
+    await nursery.start(relay.run)
+
+    clients = ClientServer(
+        identity=identity, config=config.clients, relay=relay, metrics=_ClientMetrics(metrics), flusher=flusher
+    )
+    ws_host, ws_port = parse_hostport(config.node.ws, key="node.ws")
+    ports["ws"] = await nursery.start(functools.partial(clients.serve, ws_host, ws_port))
+    card = make_card(identity, ws=public_url(config, ports["ws"]), ts=int(time.time()))
+
+    driver = _start_swim(config, identity, udp, admission, ports, rng)
+    swim_ref.append(driver)
+    handle = NodeHandle(
+        identity=identity,
+        config=config,
+        ports=ports,
+        swim=driver.core,
+        driver=driver,
+        links=links,
+        relay=relay,
+        clients=clients,
+        admission=admission,
+        metrics=metrics,
+        card=card,
+        log=log,
+    )
+    _hook_metrics_and_events(handle)
+    await nursery.start(driver.run)
+    nursery.start_soon(
+        functools.partial(
+            serve_peers,
+            peer_listeners,
+            identity=identity,
+            admit=admission.admits,
+            on_link=links.accept,
+            on_sync=driver.on_sync,
+            card=card,
+            on_refused=functools.partial(_refused, metrics, "peer"),
+        )
+    )
+    router = ops_router(
+        metrics=metrics, members=handle.members_document, healthy=handle.healthy, refresh=handle.refresh_gauges
+    )
+    metrics_host, metrics_port = parse_hostport(config.node.metrics, key="node.metrics")
+    ports["metrics"] = await nursery.start(
+        functools.partial(serve_http, router, metrics_host, metrics_port, limits=OPS_LIMITS)
+    )
+    write_json_atomic(config.data_path / "ports.json", ports)
+    log.info("started", **dict(ports), url=public_url(config, ports["ws"]), admission=admission.describe())
+    _start_federation(nursery, handle)
+    return handle
+
+
+def _start_swim(
+    config: NodeConfig,
+    identity: Identity,
+    udp: socket.socket,
+    admission: Admission,
+    ports: dict[str, int],
+    rng: random.Random,
+) -> SwimDriver:
+    swim_host, _ = parse_hostport(config.node.swim)
+    advertise = config.node.advertise_host
+    meta = encode_meta(Meta(peer_port=ports["peer"], host=advertise, url=public_url(config, ports["ws"])))
+    core = Swim(
+        self_id=identity.id,
+        addr=(advertise or swim_host, ports["swim"]),
+        meta=meta,
+        config=config.swim,
+        rng=rng,
+        now=trio.current_time(),
+        admit=admission.admits,
+    )
+    return SwimDriver(
+        identity=identity, core=core, sock=udp, epoch_ms=next_epoch_ms(config.data_path), admit=admission.admits
+    )
+
+
+def _refused(metrics: NodeMetrics, layer: str, reason: str) -> None:
+    metrics.packet_refused(layer, REFUSED_LABELS.get(reason, reason))
+
+
+def _hook_metrics_and_events(handle: NodeHandle) -> None:
+    metrics, log = handle.metrics, handle.log
+
+    def on_change(ch: MemberChanged) -> None:
+        state = ch.member.state.value
+        metrics.member_changed(state)
+        previous = ch.previous.value if ch.previous else "none"
+        log.info("member_" + state, member=ch.member.id, inc=ch.member.incarnation, previous=previous)
+        if state in ("dead", "left"):
+            handle.links.drop_peer(ch.member.id)
+        handle.relay.members_changed(handle.live_ids())
+
+    handle.driver.on_probe = lambda result: metrics.swim_probe(PROBE_LABELS.get(result, result))
+    handle.driver.on_refused = functools.partial(_refused, metrics)
+    handle.driver.on_change = on_change
+    handle.relay.members_changed(handle.live_ids())
+
+
+def _start_federation(nursery: trio.Nursery, handle: NodeHandle) -> None:
+    config = handle.config
+    if config.federation.join:
+        seeds = [parse_hostport(s, key="federation.join") for s in config.federation.join]
+        nursery.start_soon(_join_forever, handle.driver, seeds, handle)
+    fed = config.federation
+    if fed.bootstrap or (fed.doh and fed.dns_names):
+        nursery.start_soon(_follow_registries, handle)
+    if not fed.bootstrap:
+        return
+    hb = config.federation.heartbeat_s
+    swim_host, _ = parse_hostport(config.node.swim)
+    peer_host, _ = parse_hostport(config.node.peer)
+    advertise = config.node.advertise_host
+    nursery.start_soon(
+        functools.partial(
+            register_forever,
+            handle.identity,
+            config.federation.bootstrap,
+            ws=public_url(config, handle.ports["ws"]),
+            swim=format_hostport(advertise or swim_host, handle.ports["swim"]),
+            peer=format_hostport(advertise or peer_host, handle.ports["peer"]),
+            ttl_s=int(3 * hb),
+            heartbeat_s=hb,
+            ts_clock=handle.registry_ts,
+        )
+    )
+
+
+async def _join_forever(driver: SwimDriver, seeds: list[tuple[str, int]], handle: NodeHandle) -> None:
+    """Resolve seeds until at least one answers, with capped backoff (seeds may start after us)."""
+    backoff = 0.2
+    while not handle.shutdown_requested.is_set():
+        found = await driver.join(seeds)
+        if found:
+            return
+        await trio.sleep(backoff)
+        backoff = min(backoff * 2, 10.0)
+
+
+async def _follow_registries(handle: NodeHandle) -> None:
+    """Find the signed node lists through the discovery chain (registries, and DoH TXT records when configured, so
+    a blocked registry does not keep a node out): admit the nodes listed under a `--trust` key, and take seeds from
+    them while we have joined no one (no `--join`). Refreshes every heartbeat, sooner while failing."""
+    config, log = handle.config, handle.log
+    trusted = frozenset(parse_id(k) for k in config.federation.trust)
+    if not trusted:
+        log.warning("registry_lists_unused", reason="no --trust key: registry lists cannot be verified")
+        return
+    chain = DiscoveryConfig(
+        trust=trusted,
+        registries=tuple(config.federation.bootstrap),
+        doh=tuple(config.federation.doh),
+        names=tuple(config.federation.dns_names),
+        race=False,
+        deadline_s=5.0,  # a black-holed source must not delay the sources that answer
+    )
+    backoff = 1.0
+    while True:
+        result = await discover(chain)
+        for error in result.errors:
+            log.warning("seed_source_failed", error=error[:200])
+        listed = [f for f in result.nodes if f.verified and f.swim]
+        if not listed:
+            await trio.sleep(backoff)
+            backoff = min(backoff * 2, 30.0)
+            continue
+        if handle.admission.update_registry_list(f.id for f in listed):
+            handle.swim.set_admit(handle.admission.admits)
+            handle.driver.poke()
+            log.info("registry_list_applied", nodes=len(listed))
+        alone = all(m.id == handle.identity.id for m in handle.swim.members())
+        if alone and not config.federation.join:
+            seeds = [_seed_address(f.swim) for f in listed if f.id != handle.identity.id]
+            await handle.driver.join([s for s in seeds if s is not None])
+        backoff = 1.0
+        await trio.sleep(min(config.federation.heartbeat_s, 60.0))
+
+
+def _seed_address(text: str) -> tuple[str, int] | None:
+    try:
+        return parse_hostport(text)
+    except ConfigError:
+        return None
+
+
+async def _leave(handle: NodeHandle) -> None:
+    """Graceful leave (docs/operations.md)."""
+    handle.serving = False
+    handle.log.info("leaving", clients=len(handle.relay.sessions))
+    with trio.move_on_after(2.0):
+        await handle.clients.shutdown(await handle.referrals())
+    handle.relay.handoff_all()
+    with trio.move_on_after(1.5):
+        while handle.links.pending_frames():
+            await trio.sleep(0.02)
+    handle.swim.leave(trio.current_time())
+    handle.driver.poke()
+    async with trio.open_nursery() as nursery:
+        if handle.config.federation.bootstrap:
+            nursery.start_soon(
+                functools.partial(
+                    deregister, handle.identity, handle.config.federation.bootstrap, 3.0, ts_clock=handle.registry_ts
+                )
+            )
+        # memberlist waits for the leave broadcast to go out; a few gossip rounds let the others hear it
+        await trio.sleep(max(3 * handle.config.swim.gossip_interval_s, 2 * handle.config.swim.probe_interval_s))

@@ -1,0 +1,56 @@
+"""The `homing` console script: one entry point, each area registers its own subcommands.
+
+Every command module exposes `register(subparsers)`; each parser it adds sets `func(args) -> int`.
+Exit codes (docs/operations.md): 0 ok, 2 bad usage or config (one line naming the key or flag), 1 runtime failure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from node import __version__
+from node.protocol.errors import ConfigError, HomingError
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        # argparse prints usage on several lines; keep the reason on one line, exit 2 as argparse does.
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from bootstrap import cli as bootstrap_cli
+    from node.cli import demo
+    from node.cli import discover as cli_discover
+    from node.cli import node as cli_node
+
+    parser = _Parser(prog="homing", description="homing: federated signalling for end-to-end encrypted calls")
+    parser.add_argument("--version", action="version", version=f"homing {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    demo.register(sub)
+    cli_node.register(sub)
+    bootstrap_cli.register(sub)
+    cli_discover.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    func = getattr(args, "func", None)
+    if func is None:
+        # `homing` or `homing node` alone: show the help of the level that was named
+        getattr(args, "help_parser", parser).print_help(sys.stderr)
+        return 2
+    try:
+        return int(func(args))
+    except ConfigError as exc:
+        print(f"homing: config error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    except HomingError as exc:
+        print(f"homing: {exc}", file=sys.stderr)
+        return 1

@@ -1,0 +1,192 @@
+"""`homing node init|run|status` (docs/operations.md)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from node.app.config import NodeConfig, default_data_dir, load_config, render_toml
+from node.app.log import setup_logging
+from node.client.files import load_or_create_key
+from node.protocol.errors import ConfigError
+from node.protocol.settings import parse_hostport
+
+KEY_FILE = "node.key"
+CONFIG_FILE = "homing-node.toml"
+
+
+def register(sub: Any) -> None:
+    node = sub.add_parser("node", help="run and manage a homing node")
+    node.set_defaults(help_parser=node)
+    nsub = node.add_subparsers(dest="node_command", metavar="COMMAND", parser_class=type(node))
+
+    p = nsub.add_parser("init", help="create the node identity key and a commented homing-node.toml")
+    p.add_argument("--data-dir", type=Path, help="where to put node.key and homing-node.toml (default: user data dir)")
+    p.set_defaults(func=cmd_init)
+
+    p = nsub.add_parser("run", help="run a node (with no arguments: a single node on loopback)")
+    p.add_argument("--config", type=Path, help="TOML config file (default: DATA_DIR/homing-node.toml if present)")
+    p.add_argument("--data-dir", type=Path, help="identity, ports.json and state (default: user data dir)")
+    p.add_argument("--ws", metavar="H:P", help="client WebSocket listen address (default 127.0.0.1:7400)")
+    p.add_argument("--swim", metavar="H:P", help="SWIM UDP listen address (default 127.0.0.1:7401)")
+    p.add_argument("--peer", metavar="H:P", help="peer-link TCP listen address (default 127.0.0.1:7402)")
+    p.add_argument("--metrics", metavar="H:P", help="metrics/health listen address (default 127.0.0.1:7403)")
+    p.add_argument("--join", metavar="H:P", action="append", default=[], help="SWIM seed address (repeatable)")
+    p.add_argument("--bootstrap", metavar="URL", action="append", default=[], help="registry URL (repeatable)")
+    p.add_argument("--trust", metavar="KEY", action="append", default=[], help="trusted registry key (repeatable)")
+    p.add_argument("--allow", metavar="ID", action="append", default=[], help="node id to admit (repeatable)")
+    p.add_argument("--open", action="store_true", default=None, help="admit any node (private test clusters only)")
+    p.add_argument("--public-url", metavar="URL", help="client URL to advertise (e.g. wss://host/v1/client)")
+    p.add_argument("--preset", choices=["lan", "local"], default="lan", help="SWIM timing preset (default lan)")
+    p.add_argument("--log-json", action="store_true", default=None, help="log JSON lines instead of key=value")
+    p.add_argument("--log-level", choices=["debug", "info", "warning", "error"], help="log level (default info)")
+    p.set_defaults(func=cmd_run)
+
+    p = nsub.add_parser("status", help="show the federation as a running node sees it")
+    p.add_argument("--metrics", metavar="H:P", help="the node's metrics address (default 127.0.0.1:7403)")
+    p.add_argument("--data-dir", type=Path, help="read the metrics port from DATA_DIR/ports.json")
+    p.add_argument("--json", action="store_true", help="print the raw /v1/members JSON")
+    p.set_defaults(func=cmd_status)
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    data_dir: Path = args.data_dir or default_data_dir()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    identity, created = load_or_create_key(data_dir / KEY_FILE)
+    config_path = data_dir / CONFIG_FILE
+    if not config_path.exists():
+        config = load_config(None, {"node": {"data_dir": str(data_dir.resolve())}})
+        header = (
+            "# homing node configuration. Every setting is shown with its default; flags override this file.\n"
+            "# Reference: docs/configuration.md\n"
+        )
+        config_path.write_text(render_toml(config, header=header))
+        print(f"wrote {config_path}")
+    else:
+        print(f"kept existing {config_path}")
+    print(f"{'created' if created else 'kept existing'} identity key {data_dir / KEY_FILE} (mode 0600; back it up)")
+    print(f"node id: {identity.id_text}")
+    return 0
+
+
+def build_run_config(args: argparse.Namespace) -> NodeConfig:
+    """defaults < TOML file < flags (docs/operations.md)."""
+    data_dir: Path = args.data_dir or default_data_dir()
+    config_path: Path | None = args.config
+    if config_path is None and (data_dir / CONFIG_FILE).exists():
+        config_path = data_dir / CONFIG_FILE
+    node: dict[str, Any] = {}
+    fed: dict[str, Any] = {}
+    for flag in ("ws", "swim", "peer", "metrics"):
+        value = getattr(args, flag)
+        if value is not None:
+            try:
+                parse_hostport(value, key=f"--{flag}")
+            except ConfigError as exc:
+                raise ConfigError(f"--{flag}", exc.reason) from exc
+            node[flag] = value
+    if args.data_dir is not None:
+        node["data_dir"] = str(args.data_dir)
+    if args.public_url:
+        node["public_url"] = args.public_url
+    if args.log_json is not None:
+        node["log_json"] = True
+    if args.log_level:
+        node["log_level"] = args.log_level
+    for flag in ("join", "bootstrap", "trust", "allow"):
+        if getattr(args, flag):
+            fed[flag] = list(getattr(args, flag))
+    if args.open:
+        fed["open"] = True
+    overrides: dict[str, dict[str, Any]] = {}
+    if node:
+        overrides["node"] = node
+    if fed:
+        overrides["federation"] = fed
+    try:
+        config = load_config(config_path, overrides, preset=args.preset)
+    except ConfigError as exc:
+        flag_names = {"node.ws": "--ws", "node.swim": "--swim", "node.peer": "--peer", "node.metrics": "--metrics"}
+        raise ConfigError(flag_names.get(exc.key, exc.key), exc.reason) from exc
+    if not config.node.data_dir:
+        config = load_config(
+            config_path, {**overrides, "node": {**node, "data_dir": str(data_dir)}}, preset=args.preset
+        )
+    return config
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    config = build_run_config(args)
+    identity, _ = load_or_create_key(config.data_path / KEY_FILE)
+    setup_logging(config.node.log_level, json=config.node.log_json)
+    return trio.run(_run_until_signal, config, identity)
+
+
+async def _run_until_signal(config: NodeConfig, identity: Any) -> int:
+    from node.app.service import run_node
+
+    async with trio.open_nursery() as nursery:
+        handle = await nursery.start(run_node, config, identity)
+        ports = handle.ports
+        print(
+            f"homing node id={identity.id_text} ws={ports['ws']} swim={ports['swim']} peer={ports['peer']} "
+            f"metrics={ports['metrics']} data_dir={config.data_path}",
+            file=sys.stderr,
+            flush=True,
+        )
+        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+            async for signum in signals:
+                print(
+                    f"homing node: {signal.Signals(signum).name}, leaving the federation", file=sys.stderr, flush=True
+                )
+                handle.request_shutdown()
+                break
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    target = args.metrics
+    if target is None and args.data_dir is not None:
+        try:
+            ports = json.loads((args.data_dir / "ports.json").read_text())
+            target = f"127.0.0.1:{ports['metrics']}"
+        except (OSError, ValueError, KeyError) as exc:
+            raise ConfigError("--data-dir", f"cannot read ports.json: {exc}") from exc
+    host, port = parse_hostport(target or "127.0.0.1:7403", key="--metrics")
+    url = f"http://{host}:{port}/v1/members"
+    try:
+        with urllib.request.urlopen(url, timeout=5) as resp:
+            data = json.loads(resp.read())
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        print(f"homing: cannot reach the node at {url}: {exc}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(data, indent=2))
+        return 0
+    print(format_status(data))
+    return 0
+
+
+def format_status(data: dict[str, Any]) -> str:
+    members = data.get("members", [])
+    rows = [("ID", "ADDRESS", "STATE", "INCARNATION")]
+    for m in members:
+        me = " (self)" if m.get("id") == data.get("self") else ""
+        rows.append((str(m.get("id")) + me, str(m.get("address")), str(m.get("state")), str(m.get("incarnation"))))
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    lines = ["  ".join(cell.ljust(widths[i]) for i, cell in enumerate(r)).rstrip() for r in rows]
+    counts: dict[str, int] = {}
+    for m in members:
+        counts[str(m.get("state"))] = counts.get(str(m.get("state")), 0) + 1
+    summary = ", ".join(f"{n} {state}" for state, n in sorted(counts.items()))
+    lines.append("")
+    lines.append(f"members: {len(members)} ({summary}); clients connected to this node: {data.get('clients', 0)}")
+    return "\n".join(lines)

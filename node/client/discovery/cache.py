@@ -1,0 +1,88 @@
+"""The cache of nodes that worked: what a client starts from when every other channel is blocked.
+
+File format (JSON, mode 0600, written atomically: a temporary file in the same directory, fsync, rename):
+`{"v": 1, "nodes": [{"id": <id text>, "ws": <url>, "last_success": <unix seconds>}…]}`, at most `CACHE_NODES_MAX`
+entries, newest success first. Only nodes that proved their id in a handshake are written. A damaged or oversized
+file is reported and ignored (it is rewritten on the next success), never fatal.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from node.client.discovery.model import Candidate, Found, Source
+from node.client.files import write_atomic
+from node.protocol.identity import id_text, parse_id
+from node.protocol.nodelist import URL_MAX
+
+CACHE_VERSION = 1
+CACHE_NODES_MAX = 64
+CACHE_FILE_MAX_BYTES = 256 * 1024
+LAST_SUCCESS_MAX = 2**40  # unix seconds (year ~36,000): a larger or non-finite value marks a damaged entry
+
+
+def load_cache(path: Path) -> tuple[list[Candidate], list[str]]:
+    """Candidates from the cache file (source `cache`), and reasons for anything skipped."""
+    try:
+        with path.open("rb") as f:
+            data = f.read(CACHE_FILE_MAX_BYTES + 1)
+    except FileNotFoundError:
+        return [], []
+    except OSError as exc:
+        return [], [f"cache {path}: cannot read: {exc.strerror}"]
+    if len(data) > CACHE_FILE_MAX_BYTES:
+        return [], [f"cache {path}: larger than {CACHE_FILE_MAX_BYTES} bytes, ignored"]
+    try:
+        doc = json.loads(data)
+    except (ValueError, RecursionError):  # JSONDecodeError, UnicodeDecodeError, a 4,300-digit int, deep nesting
+        return [], [f"cache {path}: not valid JSON, ignored"]
+    if not isinstance(doc, dict) or doc.get("v") != CACHE_VERSION or not isinstance(doc.get("nodes"), list):
+        return [], [f"cache {path}: not a version {CACHE_VERSION} homing cache, ignored"]
+    out: list[Candidate] = []
+    errors: list[str] = []
+    for item in doc["nodes"][:CACHE_NODES_MAX]:
+        cand = _entry(item)
+        if cand is None:
+            errors.append(f"cache {path}: skipped a malformed entry")
+        else:
+            out.append(cand)
+    return out, errors
+
+
+def _entry(item: Any) -> Candidate | None:
+    if not isinstance(item, dict):
+        return None
+    ws, last, text = item.get("ws"), item.get("last_success"), item.get("id")
+    if not isinstance(ws, str) or not ws.startswith(("ws://", "wss://")) or len(ws) > URL_MAX:
+        return None
+    if isinstance(last, bool) or not isinstance(last, (int, float)) or not isinstance(text, str):
+        return None
+    if not 0 <= last <= LAST_SUCCESS_MAX:  # also refuses NaN and Infinity (JSON allows them; int() would raise)
+        return None
+    try:
+        node_id = parse_id(text)
+    except ValueError:
+        return None
+    return Candidate(id=node_id, ws=ws, source=Source.CACHE, verified=False, last_success=float(last))
+
+
+def merge_cache(previous: Iterable[Candidate], proven: Iterable[Found], now: float) -> list[dict[str, Any]]:
+    """The entries to write: proven nodes with `last_success = now`, then older entries, newest first, bounded."""
+    rows: dict[tuple[bytes, str], float] = {}
+    for c in previous:
+        if c.last_success is not None:
+            rows[(c.id, c.ws)] = max(c.last_success, rows.get((c.id, c.ws), 0.0))
+    for f in proven:
+        if f.handshake_ms is not None:
+            rows[(f.id, f.ws)] = now
+    ordered = sorted(rows.items(), key=lambda kv: -kv[1])[:CACHE_NODES_MAX]
+    return [{"id": id_text(k[0]), "ws": k[1], "last_success": int(v)} for k, v in ordered]
+
+
+def save_cache(path: Path, entries: list[dict[str, Any]]) -> None:
+    """Write the cache atomically with mode 0600 (it says which nodes this user talks to)."""
+    data = json.dumps({"v": CACHE_VERSION, "nodes": entries}, indent=1).encode()
+    write_atomic(path, data, mode=0o600)

@@ -1,0 +1,193 @@
+"""Discovery's data and pure rules: candidates, results, entry parsing, merging and ranking (no I/O).
+
+A *candidate* is a (node id, ws URL) pair from some source, with whether its origin is authenticated (`verified`,
+docs/discovery.md). The same node often comes from several sources; `CandidateBook` merges them (an authenticated origin
+wins, then the source rank below) and hands candidates to the racer in the order a client should try them:
+entries the user gave (referral, manual), then nodes that worked before (cache, newest success first), then list
+entries in an order shuffled by the injected `random.Random`, so clients spread over volunteers' nodes.
+"""
+
+from __future__ import annotations
+
+import enum
+import random
+from typing import Any
+from urllib.parse import urlsplit
+
+import attrs
+
+from node.protocol.errors import ConfigError, RemoteProtocolError
+from node.protocol.identity import id_text, parse_id, short_id
+from node.protocol.nodelist import CARD_PREFIX, URL_MAX, NodeEntry, parse_card
+
+CLIENT_PATH = "/v1/client"
+
+
+class Source(enum.StrEnum):
+    REGISTRY = "registry"
+    DOH = "doh"
+    CACHE = "cache"
+    REFERRAL = "referral"
+    MANUAL = "manual"
+
+
+# Which label a node keeps when several sources name it (lower wins), and the order attempts are made in.
+SOURCE_RANK = {Source.REFERRAL: 0, Source.MANUAL: 1, Source.CACHE: 2, Source.REGISTRY: 3, Source.DOH: 4}
+
+
+@attrs.frozen(kw_only=True, slots=True)
+class Candidate:
+    id: bytes
+    ws: str
+    source: Source
+    verified: bool  # the origin is authenticated: trusted list or the node's own card
+    last_success: float | None = None  # unix seconds of the last proven handshake (cache)
+    swim: str = ""  # from a node list: addresses nodes use as SWIM seeds
+    peer: str = ""
+
+    @property
+    def key(self) -> tuple[bytes, str]:
+        return (self.id, self.ws)
+
+    def label(self) -> str:
+        return f"node {short_id(self.id)} at {self.ws}"
+
+
+@attrs.frozen(kw_only=True, slots=True)
+class Found:
+    """One row of the result (docs/discovery.md `--json` field for field, plus list addresses for seed use)."""
+
+    id: bytes
+    ws: str
+    source: Source
+    verified: bool
+    handshake_ms: float | None
+    last_success: float | None = None
+    swim: str = ""
+    peer: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        ms = None if self.handshake_ms is None else round(self.handshake_ms, 1)
+        return {"id": id_text(self.id), "ws": self.ws, "source": str(self.source), "verified": self.verified,
+                "handshake_ms": ms}  # fmt: skip
+
+
+@attrs.frozen(kw_only=True, slots=True)
+class DiscoveryResult:
+    nodes: tuple[Found, ...]
+    errors: tuple[str, ...]
+
+    @property
+    def proven(self) -> tuple[Found, ...]:
+        """Nodes that proved their id in a handshake, fastest first."""
+        return tuple(f for f in self.nodes if f.handshake_ms is not None)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"nodes": [f.to_json() for f in self.nodes], "errors": list(self.errors)}
+
+
+def candidates_from_list(entries: tuple[NodeEntry, ...], source: Source, *, verified: bool) -> list[Candidate]:
+    return [Candidate(id=e.id, ws=e.ws, source=source, verified=verified, swim=e.swim, peer=e.peer) for e in entries]
+
+
+def parse_entry(text: str, *, flag: str = "--add") -> Candidate:
+    """A referral URI (`homing://node/…`, verified by the card's own signature) or a manual entry
+    (`wss://host:port[/path]#<node id>`, `ws://` too; the path defaults to /v1/client). Raises ConfigError."""
+    if text.startswith(CARD_PREFIX):
+        try:
+            card = parse_card(text)
+        except RemoteProtocolError as exc:
+            raise ConfigError(flag, f"referral card rejected: {exc}") from exc
+        return Candidate(id=card.id, ws=card.ws, source=Source.REFERRAL, verified=True)
+    if not text.startswith(("ws://", "wss://")):
+        raise ConfigError(flag, f"expected homing://node/…, wss://HOST:PORT#ID or ws://HOST:PORT#ID, got {text[:60]!r}")
+    url, _, fragment = text.partition("#")
+    if not fragment:
+        raise ConfigError(flag, f"{url} needs the node id to pin: {url}#<node id>")
+    try:
+        node_id = parse_id(fragment)
+    except ValueError as exc:
+        raise ConfigError(flag, f"{fragment[:60]!r} is not a node id: {exc}") from exc
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a bad port
+    except ValueError as exc:
+        raise ConfigError(flag, f"{url}: {exc}") from exc
+    if not parts.hostname or parts.query or len(url) > URL_MAX:
+        raise ConfigError(flag, f"{url} is not a WebSocket URL of a node")
+    ws = url if parts.path not in ("", "/") else url.rstrip("/") + CLIENT_PATH
+    return Candidate(id=node_id, ws=ws, source=Source.MANUAL, verified=False)
+
+
+class CandidateBook:
+    """Every candidate seen, merged by (id, ws), and the queue of those not yet tried (pure)."""
+
+    def __init__(self, rng: random.Random) -> None:
+        self._rng = rng
+        self._all: dict[tuple[bytes, str], Candidate] = {}
+        self._order: dict[tuple[bytes, str], tuple[int, float, float]] = {}
+        self._tried: set[tuple[bytes, str]] = set()
+
+    def add(self, cand: Candidate) -> bool:
+        """Merge `cand`; True when it is a node not seen before."""
+        old = self._all.get(cand.key)
+        if old is None:
+            self._all[cand.key] = cand
+            self._order[cand.key] = (SOURCE_RANK[cand.source], -(cand.last_success or 0.0), self._rng.random())
+            return True
+        self._all[cand.key] = _merge(old, cand)
+        return False
+
+    def get(self, key: tuple[bytes, str]) -> Candidate:
+        return self._all[key]
+
+    def pending(self) -> int:
+        return len(self._all) - len(self._tried)
+
+    def pop_next(self) -> Candidate | None:
+        keys = [k for k in self._all if k not in self._tried]
+        if not keys:
+            return None
+        best = min(keys, key=lambda k: self._order[k])
+        self._tried.add(best)
+        return self._all[best]
+
+    def all(self) -> list[Candidate]:
+        return list(self._all.values())
+
+
+def _merge(old: Candidate, new: Candidate) -> Candidate:
+    best = min((old, new), key=lambda c: (not c.verified, SOURCE_RANK[c.source]))
+    last = max((c.last_success for c in (old, new) if c.last_success is not None), default=None)
+    return attrs.evolve(
+        best,
+        verified=old.verified or new.verified,
+        last_success=last,
+        swim=best.swim or old.swim or new.swim,
+        peer=best.peer or old.peer or new.peer,
+    )
+
+
+def build_result(
+    candidates: list[Candidate],
+    proofs: dict[tuple[bytes, str], float],
+    failed: set[tuple[bytes, str]],
+    errors: list[str],
+) -> DiscoveryResult:
+    """Rows for every candidate that did not fail its handshake, ranked: proven nodes by handshake time (a recent
+    success breaks ties), then untried ones (cache first by last success, then by source)."""
+    rows = []
+    for c in candidates:
+        if c.key in failed:
+            continue
+        ms = proofs.get(c.key)
+        # a manual or cached entry is authenticated only by the node proving the pinned id (docs/discovery.md)
+        verified = c.verified or (ms is not None and c.source in (Source.MANUAL, Source.CACHE))
+        rows.append(Found(id=c.id, ws=c.ws, source=c.source, verified=verified, handshake_ms=ms,
+                          last_success=c.last_success, swim=c.swim, peer=c.peer))  # fmt: skip
+
+    def rank(f: Found) -> tuple[int, float, float, int]:
+        tried = 0 if f.handshake_ms is not None else 1
+        return (tried, f.handshake_ms or 0.0, -(f.last_success or 0.0), SOURCE_RANK[f.source])
+
+    return DiscoveryResult(nodes=tuple(sorted(rows, key=rank)), errors=tuple(errors))

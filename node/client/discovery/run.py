@@ -1,0 +1,201 @@
+"""The discovery chain as one trio call: every source at once, candidates raced as they arrive, one deadline.
+
+Theory of operation:
+- Each source (every registry, each DoH resolver and name, the cache, the `--add` entries) is a task. A source
+  that answers adds its candidates to the `CandidateBook`; one that fails or is refused adds a line to `errors`; one
+  still pending at the deadline is cancelled and reported as such. No source waits for another.
+- The racer starts a handshake with the best untried candidate, then another each `stagger_s` (or at once when an
+  attempt fails), at most `parallel_max` at a time and `attempts_max` in all (happy eyeballs, RFC 8305 style).
+  A node that proves its pinned id gets its handshake time; one that cannot is dropped and reported.
+- The run ends at the first of: `want` nodes proven; `settle_s` after the first proof (a slow or black-holed source
+  then no longer holds the answer back); every source done and every attempt over; `deadline_s`.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import attrs
+import trio
+
+from node.client.discovery.cache import load_cache, merge_cache, save_cache
+from node.client.discovery.handshake import HandshakeFn, default_handshake
+from node.client.discovery.model import Candidate, CandidateBook, DiscoveryResult, build_result
+from node.client.discovery.sources import fetch_doh, fetch_registry, http_client, ssl_context
+from node.protocol.errors import HomingError
+from node.protocol.identity import Identity
+
+ProgressFn = Callable[[list[str], int], None]
+
+
+@attrs.frozen(kw_only=True, slots=True)
+class DiscoveryConfig:
+    # Registry public keys whose signed lists count as verified (--trust).
+    trust: frozenset[bytes] = frozenset()
+    # Registry base URLs (GET <url>/v1/nodes).
+    registries: tuple[str, ...] = ()
+    # DoH resolver URLs (https://…/dns-query) and TXT names; every resolver is asked for every name.
+    doh: tuple[str, ...] = ()
+    names: tuple[str, ...] = ()
+    # The cache of nodes that worked; None: no cache.
+    cache: Path | None = None
+    # Referral cards and manual entries, already parsed (model.parse_entry).
+    extra: tuple[Candidate, ...] = ()
+    # Extra CA file for DoH and registry HTTPS (and wss://); SSL_CERT_FILE is honoured anyway.
+    ca_file: str | None = None
+    # Seconds the whole discovery may take, whatever hangs.
+    deadline_s: float = attrs.field(default=8.0, validator=attrs.validators.gt(0))
+    # Seconds between two handshake attempts (the next starts at once when one fails).
+    stagger_s: float = attrs.field(default=0.25, validator=attrs.validators.ge(0))
+    # Seconds one handshake may take.
+    handshake_timeout_s: float = attrs.field(default=4.0, validator=attrs.validators.gt(0))
+    # Handshakes in flight at once, and in all (the rest of a long list is listed untried).
+    parallel_max: int = attrs.field(default=8, validator=attrs.validators.ge(1))
+    attempts_max: int = attrs.field(default=24, validator=attrs.validators.ge(0))
+    # Stop after this many nodes proved their id (None: try up to attempts_max).
+    want: int | None = None
+    # Seconds to keep waiting for slower sources after the first node proved its id.
+    settle_s: float = attrs.field(default=1.0, validator=attrs.validators.ge(0))
+    # Race candidates at all (False: only gather and verify lists, e.g. for a node's SWIM seeds).
+    race: bool = True
+
+
+class _Run:
+    def __init__(self, cfg: DiscoveryConfig, handshake: HandshakeFn, identity: Identity, rng: random.Random,
+                 progress: ProgressFn | None) -> None:  # fmt: skip
+        self.cfg, self.handshake, self.identity, self.progress = cfg, handshake, identity, progress
+        self.book = CandidateBook(rng)
+        self.errors: list[str] = []
+        self.pending: dict[str, None] = {}
+        self.proofs: dict[tuple[bytes, str], float] = {}
+        self.failed: set[tuple[bytes, str]] = set()
+        self.running = 0
+        self.attempts = 0
+        self.first_proof_at: float | None = None
+        self.changed = trio.Event()
+
+    def _notify(self) -> None:
+        self.changed.set()
+        self.changed = trio.Event()
+        if self.progress is not None:
+            self.progress(list(self.pending), len(self.proofs))
+
+    def add(self, candidates: list[Candidate]) -> None:
+        for c in candidates:
+            self.book.add(c)
+        self._notify()
+
+    def start_source(self, nursery: trio.Nursery, label: str, fetch: Callable[..., Awaitable[list[Candidate]]],
+                     *args: object) -> None:  # fmt: skip
+        self.pending[label] = None  # before the task runs, so the watcher never sees a not-yet-started source as done
+        nursery.start_soon(self.source, label, fetch, *args)
+
+    async def source(self, label: str, fetch: Callable[..., Awaitable[list[Candidate]]], *args: object) -> None:
+        try:
+            found = await fetch(*args)
+        except HomingError as exc:
+            self.errors.append(str(exc))
+        except Exception as exc:  # a source's bug or an unwrapped library error must not end the run
+            self.errors.append(f"{label}: failed: {type(exc).__name__}: {exc}"[:300])
+        else:
+            self.add(found)
+        # a source cancelled at the end stays in `pending`, to be reported
+        self.pending.pop(label, None)
+        self._notify()
+
+    def can_start(self) -> bool:
+        return (self.cfg.race and self.book.pending() > 0 and self.running < self.cfg.parallel_max
+                and self.attempts < self.cfg.attempts_max)  # fmt: skip
+
+    def finished(self) -> bool:
+        if self.cfg.want is not None and len(self.proofs) >= self.cfg.want:
+            return True
+        if self.first_proof_at is not None and trio.current_time() >= self.first_proof_at + self.cfg.settle_s:
+            return True
+        return not self.pending and not self.running and not self.can_start()
+
+    async def racer(self, nursery: trio.Nursery) -> None:
+        while True:
+            while not self.can_start():
+                await self.changed.wait()
+            cand = self.book.pop_next()
+            assert cand is not None
+            self.running += 1
+            self.attempts += 1
+            failed = trio.Event()
+            nursery.start_soon(self.attempt, cand, failed)
+            with trio.move_on_after(self.cfg.stagger_s):
+                await failed.wait()
+
+    async def attempt(self, cand: Candidate, failed: trio.Event) -> None:
+        try:
+            node_id, ms = await self.handshake(cand.ws, self.identity, cand.id, self.cfg.handshake_timeout_s)
+            if node_id != cand.id:
+                raise HomingError("node proved a different id than the one it was listed with")
+        except Exception as exc:  # whatever a node does wrong, it is skipped and reported, never fatal
+            self.failed.add(cand.key)
+            self.errors.append(f"{cand.label()} ({self.book.get(cand.key).source}): skipped: {exc}")
+            failed.set()
+        else:
+            self.proofs[cand.key] = ms
+            if self.first_proof_at is None:
+                self.first_proof_at = trio.current_time()
+        finally:
+            self.running -= 1
+            self._notify()
+
+    async def watcher(self, cancel: trio.CancelScope) -> None:
+        while not self.finished():
+            timeout = float("inf")
+            if self.first_proof_at is not None:
+                timeout = max(0.0, self.first_proof_at + self.cfg.settle_s - trio.current_time())
+            with trio.move_on_after(timeout):
+                await self.changed.wait()
+        cancel.cancel()
+
+
+async def discover(
+    cfg: DiscoveryConfig,
+    *,
+    handshake: HandshakeFn | None = None,
+    identity: Identity | None = None,
+    rng: random.Random | None = None,
+    wall_clock: Callable[[], float] = time.time,
+    progress: ProgressFn | None = None,
+) -> DiscoveryResult:
+    """Run the whole chain (see the module docstring) and return every node found, ranked, with the errors.
+
+    Never raises for a source or a node that fails (those are `errors` lines); raises ConfigError for a bad
+    `ca_file` or DoH name. Writes the cache (when configured) with every node that proved its id.
+    """
+    ctx = ssl_context(cfg.ca_file)
+    run = _Run(cfg, handshake or default_handshake(ctx), identity or Identity.generate(), rng or random.Random(),
+               progress)  # fmt: skip
+    now = wall_clock()
+    cached, cache_errors = load_cache(cfg.cache) if cfg.cache else ([], [])
+    run.errors.extend(cache_errors)
+    run.add([*cfg.extra, *cached])
+    async with http_client(ctx, cfg.deadline_s) as client:
+        with trio.move_on_after(cfg.deadline_s) as deadline:
+            async with trio.open_nursery() as nursery:
+                for url in cfg.registries:
+                    run.start_source(nursery, f"registry {url}", fetch_registry, client, url, cfg.trust, now)
+                for resolver in cfg.doh:
+                    for name in cfg.names:
+                        label = f"doh {resolver} {name}"
+                        run.start_source(nursery, label, fetch_doh, client, resolver, name, cfg.trust, now)
+                nursery.start_soon(run.racer, nursery)
+                nursery.start_soon(run.watcher, nursery.cancel_scope)
+        reason = f"no answer within the {cfg.deadline_s:g} s deadline" if deadline.cancelled_caught else (
+            "no answer yet when discovery finished; not waited for")  # fmt: skip
+        run.errors.extend(f"{label}: {reason}" for label in run.pending)
+    result = build_result(run.book.all(), run.proofs, run.failed, run.errors)
+    if cfg.cache is not None and result.proven:
+        try:
+            save_cache(cfg.cache, merge_cache(cached, result.proven, wall_clock()))
+        except OSError as exc:
+            result = attrs.evolve(result, errors=(*result.errors, f"cache {cfg.cache}: not written: {exc.strerror}"))
+    return result

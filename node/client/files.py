@@ -1,0 +1,64 @@
+"""Files on disk that nodes, registries and clients share: key files (an Ed25519 seed, mode 0600) and atomic writes."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from node.protocol.errors import ConfigError
+from node.protocol.identity import Identity, b64u_decode, b64u_encode
+
+
+def load_or_create_key(path: Path, *, create: bool = True) -> tuple[Identity, bool]:
+    """Load the 32-byte seed at `path` (raw or base64url text), or create it with mode 0600.
+
+    Returns (identity, created). Refuses a key file readable by group or others, as ssh does.
+    """
+    if path.exists():
+        mode = stat.S_IMODE(path.stat().st_mode)
+        if mode & 0o077:
+            raise ConfigError(str(path), f"key file is accessible by others (mode {mode:o}); chmod 600 it")
+        data = path.read_bytes().strip()
+        try:
+            seed = data if len(data) == 32 else b64u_decode(data.decode("ascii"))
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise ConfigError(str(path), "not a homing key file") from exc
+        if len(seed) != 32:
+            raise ConfigError(str(path), "not a homing key file")
+        return Identity.from_seed(seed), False
+    if not create:
+        raise ConfigError(str(path), "key file does not exist (run `homing node init` first)")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ident = Identity.generate()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(b64u_encode(ident.seed).encode("ascii") + b"\n")
+    return ident, True
+
+
+def write_atomic(path: Path, data: bytes, *, mode: int = 0o644) -> None:
+    """Replace `path` with `data` so that a reader or a crash sees the old file or the new one, never a mix.
+
+    A temporary file in the same directory (created with `mode`), written, fsync'd, then renamed over `path`.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        os.fchmod(fd, mode)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_json_atomic(path: Path, obj: Any, *, mode: int = 0o644) -> None:
+    """`write_atomic` of `obj` as one line of JSON (ports.json and the like)."""
+    write_atomic(path, (json.dumps(obj) + "\n").encode(), mode=mode)

@@ -1,0 +1,1 @@
+"""The I/O layer: thin trio drivers (sockets, timers, UDP, peer links, client WebSocket server, HTTP)."""

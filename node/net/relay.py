@@ -1,0 +1,125 @@
+"""The relay driver: the sans-IO RelayCore (node/protocol/relay/core.py) between client sessions and peer links.
+
+It is the `RelaySink` of the client server: sessions report online/offline/envelope here; peer links deliver
+relay frames here. Every input is given to the core with `trio.current_time()`, then the core's commands are
+carried out at once: `ToClient` goes on that session's bounded send queue, `ToPeer` is encoded and put on the
+peer link's bounded queue (a refused send is reported back to the core as an unreachable peer). A timer task
+sleeps until the core's next deadline, woken early when an input may have moved it.
+
+Metrics: receipt outcomes and relay latencies are taken from `core.stats()` in one place (`refresh_metrics`),
+because reading the stats consumes the latency samples.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+import trio
+
+from node.net.peers import PeerLinks
+from node.net.session import ClientSession
+from node.net.timer import CoreTimer
+from node.protocol.errors import RemoteProtocolError
+from node.protocol.relay.core import RelayCore, ToClient, ToPeer
+from node.protocol.wire.client import Envelope
+from node.protocol.wire.peer import peer_from_map, peer_to_map
+
+FLUSH_ROUNDS_MAX = 64  # a drain that keeps producing (unreachable peers feeding back) stops here; the timer retries
+
+
+class RelayMetrics(Protocol):
+    """What the relay driver reports to (the node's metrics, node.app.metrics.NodeMetrics)."""
+
+    relay_seconds: Any  # a histogram: .observe(seconds)
+    mailbox_envelopes: Any  # a gauge: .set(n)
+
+    def packet_refused(self, layer: str, reason: str) -> None: ...
+
+    def envelope(self, kind: str, outcome: str) -> None: ...
+
+
+class RelayDriver:
+    def __init__(self, *, core: RelayCore, links: PeerLinks, metrics: RelayMetrics) -> None:
+        self.core = core
+        self.links = links
+        self.metrics = metrics
+        self.sessions: dict[int, ClientSession] = {}
+        self._timer = CoreTimer(tick=core.tick, next_deadline=core.next_deadline, flush=self._flush)
+        self._outcomes_seen: dict[tuple[str, str], int] = {}
+
+    # --- RelaySink (called by the client server) ---------------------------------------------------
+
+    def client_online(self, session: ClientSession) -> None:
+        self.sessions[session.conn_id] = session
+        self.core.client_online(session.conn_id, session.client_id, trio.current_time())
+        self._after_input()
+
+    def client_offline(self, session: ClientSession) -> None:
+        if self.sessions.pop(session.conn_id, None) is not None:
+            self.core.client_offline(session.conn_id, trio.current_time())
+            self._after_input()
+
+    def client_envelope(self, session: ClientSession, env: Envelope) -> None:
+        self.core.client_envelope(session.conn_id, env, trio.current_time())
+        self._after_input()
+
+    # --- federation inputs -------------------------------------------------------------------------
+
+    def peer_frame(self, peer: bytes, frame: dict[str, Any]) -> None:
+        """A frame from a peer link (PeerLinks.on_message): a relay frame's map (node/protocol/wire/peer.py)."""
+        try:
+            msg = peer_from_map(frame)
+        except RemoteProtocolError:
+            self.metrics.packet_refused("peer", "malformed")
+            return
+        self.core.peer_message(peer, msg, trio.current_time())
+        self._after_input()
+
+    def peer_unreachable(self, peer: bytes) -> None:
+        self.core.peer_unreachable(peer, trio.current_time())
+        self._after_input()
+
+    def members_changed(self, live: Sequence[bytes]) -> None:
+        self.core.members_changed(live, trio.current_time())
+        self._after_input()
+
+    def handoff_all(self) -> None:
+        self.core.handoff_all(trio.current_time())
+        self._flush()
+
+    # --- running -----------------------------------------------------------------------------------
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        task_status.started()
+        await self._timer.run()
+
+    def _after_input(self) -> None:
+        self._flush()
+        self._timer.wake()
+
+    def _flush(self) -> None:
+        for _ in range(FLUSH_ROUNDS_MAX):
+            commands = self.core.drain()
+            if not commands:
+                return
+            for cmd in commands:
+                if isinstance(cmd, ToClient):
+                    session = self.sessions.get(cmd.conn_id)
+                    if session is not None:
+                        session.send(cmd.msg)
+                elif isinstance(cmd, ToPeer) and not self.links.send(cmd.node, peer_to_map(cmd.msg)):
+                    self.core.peer_unreachable(cmd.node, trio.current_time())
+
+    def refresh_metrics(self) -> None:
+        stats = self.core.stats()
+        for key, total in stats.outcomes.items():
+            delta = total - self._outcomes_seen.get(key, 0)
+            if delta > 0:
+                kind, outcome = key
+                for _ in range(delta):
+                    self.metrics.envelope(kind, outcome)
+                self._outcomes_seen[key] = total
+        for seconds in stats.latencies_s:
+            self.metrics.relay_seconds.observe(seconds)
+        self.metrics.mailbox_envelopes.set(stats.mailbox_envelopes)

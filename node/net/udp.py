@@ -1,0 +1,288 @@
+"""The SWIM driver: a trio UDP socket around the sans-IO SWIM core (node/protocol/swim/protocol.py).
+
+One task receives datagrams, one sleeps until the core's next deadline (woken early when a datagram may have
+moved it). Every datagram on the SWIM port is one of (node/protocol/wire/seed.py): a sealed SWIM packet (opened with the
+node keys, replay-checked, decoded, then given to the core), a WHOIS request (answered, rate-limited), or a
+WHOIS reply (matched to a pending seed resolution). Anything else, or anything that fails a check, is counted
+and dropped: it changes nothing. Push-pull syncs run over the peer port (node/net/peers.py) in their own tasks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+from collections.abc import Callable
+
+import trio
+
+from node.net.peers import push_pull, stream_ping
+from node.net.timer import CoreTimer
+from node.protocol.crypto import DatagramSealer
+from node.protocol.errors import RemoteProtocolError, Replayed, TooLarge, TransportError
+from node.protocol.identity import ID_BYTES, Identity
+from node.protocol.swim.messages import Ack
+from node.protocol.swim.protocol import MemberChanged, ProbeResult, PushPull, Send, StreamPing, Swim
+from node.protocol.wire import Limits
+from node.protocol.wire.seed import (
+    KIND_SEALED,
+    KIND_WHOIS,
+    KIND_WHOIS_REPLY,
+    NONCE_BYTES,
+    decode_meta,
+    decode_whois,
+    decode_whois_reply,
+    encode_whois,
+    encode_whois_reply,
+)
+from node.protocol.wire.swim import decode_datagram, decode_push_pull, encode_datagram, encode_push_pull
+
+Address = tuple[str, int]
+WHOIS_REPLIES_PER_S = 50.0
+PUSH_PULL_CONCURRENCY = 4
+
+
+class SwimDriver:
+    def __init__(
+        self,
+        *,
+        identity: Identity,
+        core: Swim,
+        sock: socket.socket,
+        epoch_ms: int,
+        admit: Callable[[bytes], bool],
+        on_change: Callable[[MemberChanged], None] = lambda c: None,
+        on_probe: Callable[[str], None] = lambda r: None,
+        on_refused: Callable[[str, str], None] = lambda layer, reason: None,
+        push_pull_timeout_s: float = 5.0,
+    ) -> None:
+        self.identity = identity
+        self.core = core
+        sock.setblocking(False)
+        self._raw = sock  # sends are synchronous and never block: a full buffer drops the datagram, as UDP may
+        self.sock = trio.socket.from_stdlib_socket(sock)
+        self.admit = admit
+        self.on_change = on_change
+        self.on_probe = on_probe
+        self.on_refused = on_refused
+        self.push_pull_timeout_s = push_pull_timeout_s
+        self.sealer = DatagramSealer(identity, epoch_ms=epoch_ms)
+        self._timer = CoreTimer(tick=core.tick, next_deadline=core.next_deadline, flush=self._flush)
+        self._seed_peers: dict[bytes, Address] = {}  # peer-link address of seeds, from their WHOIS meta
+        self._pending_whois: dict[bytes, trio.MemorySendChannel[tuple[bytes, bytes]]] = {}
+        self._whois_tokens = WHOIS_REPLIES_PER_S
+        self._whois_last = 0.0
+        self._pp_limit = trio.CapacityLimiter(PUSH_PULL_CONCURRENCY)
+        self._nursery: trio.Nursery | None = None
+
+    # --- running -------------------------------------------------------------------------------------
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            nursery.start_soon(self._receive_loop)
+            nursery.start_soon(self._timer.run)
+            task_status.started()
+
+    def poke(self) -> None:
+        """Something outside gave the core input: flush its output and re-arm the timer."""
+        self._flush()
+        self._timer.wake()
+
+    async def _receive_loop(self) -> None:
+        while True:
+            try:
+                data, addr = await self.sock.recvfrom(Limits.SWIM_DATAGRAM_MAX + 1)
+            except OSError:  # e.g. ICMP port unreachable surfaced on Linux as ECONNREFUSED: not fatal
+                continue
+            self._handle_datagram(data, (addr[0], addr[1]))
+
+    def _handle_datagram(self, data: bytes, addr: Address) -> None:
+        if len(data) > Limits.SWIM_DATAGRAM_MAX:
+            self.on_refused("swim", "oversized")
+            return
+        kind = data[0] if data else -1
+        try:
+            if kind == KIND_SEALED:
+                # the sender id is in the clear: refuse strangers before spending a key agreement on them
+                if not self.admit(bytes(data[1 : 1 + ID_BYTES])):
+                    self.on_refused("swim", "not_admitted")
+                    return
+                sender, plaintext = self.sealer.open(data)
+                msg = decode_datagram(plaintext)
+                self.core.receive(sender, addr, msg, trio.current_time())
+                self.poke()
+            elif kind == KIND_WHOIS:
+                self._answer_whois(data, addr)
+            elif kind == KIND_WHOIS_REPLY:
+                self._take_whois_reply(data)
+            else:
+                self.on_refused("swim", "malformed")
+        except Replayed:
+            self.on_refused("swim", "replayed")
+        except TooLarge:
+            self.on_refused("swim", "oversized")
+        except RemoteProtocolError as exc:
+            reason = "forged" if "authentication" in str(exc) else "malformed"
+            self.on_refused("swim", reason)
+
+    def _flush(self) -> None:
+        for cmd in self.core.drain():
+            if isinstance(cmd, Send):
+                self._send(cmd)
+            elif isinstance(cmd, PushPull):
+                if self._nursery is not None:
+                    self._nursery.start_soon(self._push_pull, cmd)
+            elif isinstance(cmd, MemberChanged):
+                self.on_change(cmd)
+            elif isinstance(cmd, ProbeResult):
+                self.on_probe(cmd.result)
+            elif isinstance(cmd, StreamPing) and self._nursery is not None:
+                self._nursery.start_soon(self._stream_ping, cmd)
+
+    def _send(self, cmd: Send) -> None:
+        packet = self.sealer.seal(cmd.to_id, encode_datagram(cmd.msg))
+        with contextlib.suppress(OSError):  # BlockingIOError (buffer full), unreachable: UDP may drop
+            self._raw.sendto(packet, cmd.to_addr)
+
+    # --- push-pull -----------------------------------------------------------------------------------
+
+    def peer_address(self, member_id: bytes) -> Address | None:
+        """The peer-link address of a live (or suspect) member, from its SWIM address and meta."""
+        m = self.core.member(member_id)
+        if m is None:
+            return self._seed_peers.get(member_id)
+        if m.state.value not in ("alive", "suspect"):
+            return None
+        return _peer_address(m.addr, m.meta)
+
+    def sync_address(self, member_id: bytes) -> Address | None:
+        """The peer-link address for a push-pull the core asked for, whatever the member's state: the core
+        also syncs with DEAD members (reconnect_interval_s) so the halves of a healed partition find each other
+        again; relay links (peer_address) stay limited to live members."""
+        m = self.core.member(member_id)
+        if m is None:
+            return self._seed_peers.get(member_id)
+        return _peer_address(m.addr, m.meta)
+
+    async def _push_pull(self, cmd: PushPull) -> None:
+        addr = self.sync_address(cmd.to_id)
+        if addr is None:
+            return
+        async with self._pp_limit:
+            state = encode_push_pull(self.core.push_pull_state())
+            try:
+                reply = await push_pull(
+                    addr,
+                    self.identity,
+                    cmd.to_id,
+                    self.admit,
+                    state,
+                    join=cmd.join,
+                    timeout_s=self.push_pull_timeout_s,
+                )
+                remote = decode_push_pull(reply)
+            except RemoteProtocolError:
+                self.on_refused("peer", "malformed")
+                return
+            except (TransportError, trio.TooSlowError):
+                self.on_refused("peer", "push_pull_failed")
+                return
+            self.core.merge_push_pull(remote, trio.current_time())
+            self.poke()
+
+    async def _stream_ping(self, cmd: StreamPing) -> None:
+        addr = self.peer_address(cmd.to_id)
+        if addr is None:
+            return
+        timeout_s = self.core.config.probe_interval_s  # the probe's own deadline ends the round anyway
+        if await stream_ping(addr, self.identity, cmd.to_id, self.admit, timeout_s=timeout_s):
+            self.core.receive(cmd.to_id, cmd.to_addr, Ack(seq=cmd.seq), trio.current_time())
+            self.poke()
+
+    def on_sync(self, peer_id: bytes, state: bytes, join: bool) -> bytes:
+        """Server side of a push-pull (called by node/net/peers.py's listener)."""
+        remote = decode_push_pull(state)
+        self.core.merge_push_pull(remote, trio.current_time())
+        self.poke()
+        return encode_push_pull(self.core.push_pull_state())
+
+    # --- seeds (WHOIS) -------------------------------------------------------------------------------
+
+    def _answer_whois(self, data: bytes, addr: Address) -> None:
+        asker, nonce = decode_whois(data)
+        now = trio.current_time()
+        self._whois_tokens = min(
+            WHOIS_REPLIES_PER_S, self._whois_tokens + (now - self._whois_last) * WHOIS_REPLIES_PER_S
+        )
+        self._whois_last = now
+        if self._whois_tokens < 1:
+            self.on_refused("swim", "rate_limited")
+            return
+        self._whois_tokens -= 1
+        me = next(m for m in self.core.members() if m.id == self.identity.id)
+        reply = encode_whois_reply(self.identity, asker, nonce, me.meta)
+        with contextlib.suppress(OSError):
+            self._raw.sendto(reply, addr)
+
+    def _take_whois_reply(self, data: bytes) -> None:
+        for nonce, chan in list(self._pending_whois.items()):
+            try:
+                node_id, meta = decode_whois_reply(data, asker=self.identity.id, nonce=nonce)
+            except RemoteProtocolError:
+                continue
+            with contextlib.suppress(trio.WouldBlock, trio.ClosedResourceError, trio.BrokenResourceError):
+                chan.send_nowait((node_id, meta))
+            return
+        self.on_refused("swim", "unexpected_whois_reply")
+
+    async def resolve_seed(self, addr: Address, *, timeout_s: float = 3.0, tries: int = 3) -> bytes | None:
+        """Ask which node listens at `addr`; on success add it to the core as a seed and return its id."""
+        nonce = os.urandom(NONCE_BYTES)
+        send, recv = trio.open_memory_channel[tuple[bytes, bytes]](1)
+        self._pending_whois[nonce] = send
+        try:
+            for _ in range(tries):
+                with contextlib.suppress(OSError):
+                    await self.sock.sendto(encode_whois(self.identity.id, nonce), addr)
+                with trio.move_on_after(timeout_s / tries):
+                    node_id, meta = await recv.receive()
+                    if node_id == self.identity.id:
+                        return None
+                    if not self.admit(node_id):
+                        self.on_refused("swim", "seed_not_admitted")
+                        return None
+                    peer = _peer_address(addr, meta)
+                    if peer is None:
+                        self.on_refused("swim", "malformed")
+                        return None
+                    self._seed_peers[node_id] = peer
+                    self.core.add_seed(node_id, addr, trio.current_time())
+                    self.poke()
+                    return node_id
+            return None
+        finally:
+            del self._pending_whois[nonce]
+
+    async def join(self, seeds: list[Address], *, timeout_s: float = 3.0) -> list[bytes]:
+        """Resolve every seed concurrently; return the ids that answered."""
+        found: list[bytes] = []
+
+        async def one(addr: Address) -> None:
+            node_id = await self.resolve_seed(addr, timeout_s=timeout_s)
+            if node_id is not None:
+                found.append(node_id)
+
+        async with trio.open_nursery() as nursery:
+            for addr in seeds:
+                nursery.start_soon(one, addr)
+        return found
+
+
+
+def _peer_address(swim_addr: Address, meta: bytes) -> Address | None:
+    try:
+        decoded = decode_meta(meta)
+    except RemoteProtocolError:
+        return None
+    return (decoded.host or swim_addr[0], decoded.peer_port)

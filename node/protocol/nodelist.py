@@ -1,0 +1,208 @@
+"""Signed node lists, registrations and node cards: the documents of docs/bootstrap.md and §6 (pure).
+
+- node list (PURPOSE `node-list`, signed by a registry key):
+  `{"v":1,"issued":<unix>,"expires":<unix>,"nodes":[{"id","ws","swim","peer","seen"}…]}`
+- registration (PURPOSE `node-register`, signed by the node itself): `{"id","ws","swim","peer","ts","ttl"}`
+- leave (PURPOSE `node-leave`, signed by the node): `{"id","ts"}`
+- node card (PURPOSE `node-card`, signed by the node): `{"id","ws","ts"}`, carried as
+  `homing://node/<base64url(msgpack(signed document))>`.
+
+Every parser checks types and sizes and raises RemoteProtocolError (BadSignature, Expired) with a reason.
+Time is always passed in (`now`, unix seconds); nothing here reads a clock.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+
+from node.protocol.errors import Expired, RemoteProtocolError
+from node.protocol.identity import (
+    ID_BYTES,
+    NODE_CARD,
+    NODE_LEAVE,
+    NODE_LIST,
+    NODE_REGISTER,
+    Identity,
+    b64u_decode,
+    b64u_encode,
+    decode_document,
+    encode_document,
+    open_document,
+    sign_document,
+)
+
+LIST_VERSION = 1
+URL_MAX = 512
+ADDR_MAX = 262  # "[" + 255-char host + "]:" + port
+NODES_MAX = 5000
+TTL_MAX_S = 86_400
+CARD_PREFIX = "homing://node/"
+CARD_MAX_CHARS = 2048
+CLOCK_SKEW_S = 300  # how far in the future an `issued`/`ts` may be (clocks of cheap VPSes drift)
+
+
+@attrs.frozen(kw_only=True, slots=True)
+class NodeEntry:
+    id: bytes
+    ws: str
+    swim: str
+    peer: str
+    seen: int
+
+    def to_body(self) -> dict[str, Any]:
+        return {"id": self.id, "ws": self.ws, "swim": self.swim, "peer": self.peer, "seen": self.seen}
+
+
+@attrs.frozen(kw_only=True, slots=True)
+class NodeList:
+    issued: int
+    expires: int
+    nodes: tuple[NodeEntry, ...]
+    signer: bytes
+
+
+@attrs.frozen(kw_only=True, slots=True)
+class Registration:
+    id: bytes
+    ws: str
+    swim: str
+    peer: str
+    ts: int
+    ttl: int
+
+
+@attrs.frozen(kw_only=True, slots=True)
+class Card:
+    id: bytes
+    ws: str
+    ts: int
+
+
+def _str(m: dict[str, Any], key: str, max_len: int) -> str:
+    v = m.get(key)
+    if not isinstance(v, str) or not v or len(v) > max_len:
+        raise RemoteProtocolError(f"field {key!r} must be a non-empty string of at most {max_len} characters")
+    return v
+
+
+def _int(m: dict[str, Any], key: str, lo: int = 0, hi: int = 2**53) -> int:
+    v = m.get(key)
+    if not isinstance(v, int) or isinstance(v, bool) or not lo <= v <= hi:
+        raise RemoteProtocolError(f"field {key!r} must be an integer in {lo}..{hi}")
+    return v
+
+
+def _id(m: dict[str, Any]) -> bytes:
+    v = m.get("id")
+    if not isinstance(v, bytes) or len(v) != ID_BYTES:
+        raise RemoteProtocolError("field 'id' must be 32 bytes")
+    return v
+
+
+def _ws(m: dict[str, Any]) -> str:
+    url = _str(m, "ws", URL_MAX)
+    if not url.startswith(("ws://", "wss://")):
+        raise RemoteProtocolError("field 'ws' must be a ws:// or wss:// URL")
+    return url
+
+
+# --- node list -------------------------------------------------------------------------------------------
+
+
+def build_node_list(registry: Identity, nodes: list[NodeEntry], *, issued: int, expires: int) -> dict[str, bytes]:
+    body = {"v": LIST_VERSION, "issued": issued, "expires": expires, "nodes": [n.to_body() for n in nodes]}
+    return sign_document(registry, NODE_LIST, body)
+
+
+def open_node_list(doc: object, trusted: frozenset[bytes] | set[bytes], *, now: float) -> NodeList:
+    """Verify a node list against trusted registry keys and check it is current."""
+    body, signer = open_document(doc, NODE_LIST, trusted)
+    if body.get("v") != LIST_VERSION:
+        raise RemoteProtocolError(f"node list version {body.get('v')!r} unsupported")
+    issued, expires = _int(body, "issued"), _int(body, "expires")
+    if expires < issued:
+        raise RemoteProtocolError("node list expires before it was issued")
+    if now > expires:
+        raise Expired(f"node list expired {int(now - expires)} s ago")
+    if issued > now + CLOCK_SKEW_S:
+        raise Expired("node list issued in the future")
+    raw_nodes = body.get("nodes")
+    if not isinstance(raw_nodes, list) or len(raw_nodes) > NODES_MAX:
+        raise RemoteProtocolError(f"node list 'nodes' must be a list of at most {NODES_MAX}")
+    nodes = []
+    for item in raw_nodes:
+        if not isinstance(item, dict):
+            raise RemoteProtocolError("node list entry is not a map")
+        nodes.append(
+            NodeEntry(
+                id=_id(item),
+                ws=_ws(item),
+                swim=_str(item, "swim", ADDR_MAX),
+                peer=_str(item, "peer", ADDR_MAX),
+                seen=_int(item, "seen"),
+            )
+        )
+    return NodeList(issued=issued, expires=expires, nodes=tuple(nodes), signer=signer)
+
+
+# --- registration and leave ------------------------------------------------------------------------------
+
+
+def build_registration(node: Identity, *, ws: str, swim: str, peer: str, ts: int, ttl: int) -> dict[str, bytes]:
+    body = {"id": node.id, "ws": ws, "swim": swim, "peer": peer, "ts": ts, "ttl": ttl}
+    return sign_document(node, NODE_REGISTER, body)
+
+
+def open_registration(doc: object) -> Registration:
+    """Verify a registration: signed by the very node it registers. (Freshness of `ts` is the registry's job.)"""
+    body, signer = open_document(doc, NODE_REGISTER, None)
+    reg = Registration(
+        id=_id(body),
+        ws=_ws(body),
+        swim=_str(body, "swim", ADDR_MAX),
+        peer=_str(body, "peer", ADDR_MAX),
+        ts=_int(body, "ts"),
+        ttl=_int(body, "ttl", 1, TTL_MAX_S),
+    )
+    if reg.id != signer:
+        raise RemoteProtocolError("registration is not signed by the node it registers")
+    return reg
+
+
+def build_leave(node: Identity, *, ts: int) -> dict[str, bytes]:
+    return sign_document(node, NODE_LEAVE, {"id": node.id, "ts": ts})
+
+
+def open_leave(doc: object) -> tuple[bytes, int]:
+    body, signer = open_document(doc, NODE_LEAVE, None)
+    node_id, ts = _id(body), _int(body, "ts")
+    if node_id != signer:
+        raise RemoteProtocolError("leave is not signed by the node it removes")
+    return node_id, ts
+
+
+# --- node cards (referral URIs) --------------------------------------------------------------------------
+
+
+def make_card(node: Identity, *, ws: str, ts: int) -> str:
+    doc = sign_document(node, NODE_CARD, {"id": node.id, "ws": ws, "ts": ts})
+    return CARD_PREFIX + b64u_encode(encode_document(doc))
+
+
+def parse_card(uri: str) -> Card:
+    """Parse and verify a `homing://node/…` card: it must be signed by the node it names."""
+    if not isinstance(uri, str) or not uri.startswith(CARD_PREFIX):
+        raise RemoteProtocolError(f"a referral URI starts with {CARD_PREFIX}")
+    if len(uri) > CARD_MAX_CHARS:
+        raise RemoteProtocolError("referral URI too long", code="too_large")
+    try:
+        raw = b64u_decode(uri[len(CARD_PREFIX) :])
+    except ValueError as exc:
+        raise RemoteProtocolError("referral URI is not base64url") from exc
+    body, signer = open_document(decode_document(raw), NODE_CARD, None)
+    card = Card(id=_id(body), ws=_ws(body), ts=_int(body, "ts"))
+    if card.id != signer:
+        raise RemoteProtocolError("card is not signed by the node it names")
+    return card

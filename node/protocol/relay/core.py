@@ -1,0 +1,548 @@
+"""The cross-node relay core, sans-IO: routes client envelopes across the federation (docs/protocol.md).
+
+One `RelayCore` per node plays three roles at once: the *origin* (the sender's node, which owes the sender one
+terminal receipt), the *owner* (one of the R rendezvous owners of a client id: leases and a mailbox replica), and
+the *home* (the node a recipient is connected to). A node may play all three for one envelope; messages to itself
+go through an internal loopback queue, so every path is the same whether the parties are one node or three.
+
+Rules
+1. Exactly one terminal receipt per envelope, decided only at the origin. The origin keeps a pending table
+   (eid -> sender conn, ref, phase, deadline). The first terminal outcome for an eid wins and removes the entry;
+   any later one finds no entry and is dropped. Every phase has a deadline, and every envelope a give-up time
+   (mailbox TTL + a few peer timeouts), so nothing waits forever: at the give-up time the origin says `expired`.
+2. `eid` is drawn once, at the origin, from the injected rng; retries, replicas and hand-offs reuse it. A home node
+   drops repeats of an eid it delivered recently (`SeenSet`), so R replicas give one delivery.
+3. Lookup caching: the origin asks all R owners in parallel (LOOKUP), takes the first non-empty answer (or "offline"
+   when all answered empty, failed or timed out) and caches it `lookup_cache_s`. A forward that fails (not_here,
+   link down, timeout) invalidates the cache and is retried with a fresh lookup, at most `attempts_max` times;
+   then the envelope goes to the mailbox.
+4. Forwarding goes straight to the home node(s), not through an owner: one hop when the cache is warm. Owners
+   forward only what waits in their mailbox.
+5. Mailbox entries are replicated: the origin sends MAILBOX_PUT to every owner. Any STORED answer means `queued`;
+   a FORWARDED answer (the owner has a lease and pushed it on) sends nothing yet; FULL from every answering owner
+   means `rejected: rate_limited`; CANCELLED (a hangup that removed a queued offer) is terminal.
+   Owners push entries to the home node on LEASE and keep each until the home answers `delivered`; the home then
+   sends RECEIPT(delivered) to the origin itself. An owner whose entry expires sends RECEIPT(expired).
+6. Order of one call: while an envelope to id X waits for a lookup, later envelopes to X wait behind it; while any
+   envelope to X is in the mailbox path, later ones to X take the mailbox path too, so they queue behind it at the
+   same owners, which push in arrival order over one FIFO link.
+7. Owner change: on `members_changed`, leases and mailbox entries are sent (LEASE, HANDOFF) to owners that did not
+   hold them before; a node that is no longer an owner drops its copies. Leases of dead nodes are dropped, home
+   nodes re-lease their clients to new owners, and everything waiting on a dead node is treated as a failed link.
+8. Every table is bounded by config: pending_max, lookup_cache_max, leases_max, mailbox per id and total, seen_max.
+"""
+
+from __future__ import annotations
+
+import enum
+import heapq
+import random
+from collections import Counter, OrderedDict, deque
+from collections.abc import Iterable, Sequence
+
+import attrs
+
+from node.protocol.relay.rendezvous import INF, Owner, SeenSet, owners
+from node.protocol.settings import RelaySection
+from node.protocol.wire.client import ClientMessage, Deliver, Envelope, Reason, Receipt, Status
+from node.protocol.wire.peer import (
+    PEER_IDS_MAX,
+    EnvelopeResult,
+    Handoff,
+    Lease,
+    LeaseDrop,
+    Lookup,
+    LookupReply,
+    MailboxEvent,
+    MailboxPut,
+    MailboxStatus,
+    MailboxTake,
+    PeerEnvelope,
+    PeerMessage,
+    ReceiptStatus,
+    RelayReceipt,
+    ResultStatus,
+)
+
+__all__ = ["Command", "RelayCore", "RelayStats", "ToClient", "ToPeer"]
+
+
+@attrs.frozen(kw_only=True, slots=True)
+class ToClient:
+    conn_id: int
+    msg: ClientMessage
+
+
+@attrs.frozen(kw_only=True, slots=True)
+class ToPeer:
+    node: bytes
+    msg: PeerMessage
+
+
+Command = ToClient | ToPeer
+
+
+@attrs.frozen(kw_only=True, slots=True)
+class RelayStats:
+    clients: int  # client ids homed here
+    connections: int
+    pending: int  # envelopes awaiting their terminal receipt at this origin
+    leases: int  # leases held as an owner
+    mailbox_envelopes: int  # mailbox entries held as an owner
+    outcomes: dict[tuple[str, str], int]  # (kind, terminal status) -> count since start
+    latencies_s: tuple[float, ...]  # accept -> delivered, samples since the previous stats() call
+
+
+class Phase(enum.Enum):
+    LOOKUP = "lookup"  # waiting behind a lookup of its recipient
+    FORWARD = "forward"  # sent to home node(s), awaiting ENVELOPE_RESULT
+    MAILBOX = "mailbox"  # MAILBOX_PUT sent to the owners, awaiting MAILBOX_EVENT
+    QUEUED = "queued"  # held by owners, awaiting RECEIPT
+
+
+@attrs.define(kw_only=True, slots=True)
+class Pending:
+    conn_id: int
+    ref: int
+    env: PeerEnvelope
+    created: float
+    give_up: float
+    phase: Phase = Phase.LOOKUP
+    deadline: float = INF
+    awaiting: set[bytes] = attrs.field(factory=set)
+    attempts: int = 0
+    full: int = 0
+    queued_sent: bool = False
+
+
+@attrs.define(kw_only=True, slots=True)
+class LookupState:
+    awaiting: set[bytes]
+    deadline: float
+    waiters: list[bytes] = attrs.field(factory=list)  # eids in arrival order
+    homes: set[bytes] = attrs.field(factory=set)
+
+
+_MAIL_PHASES = (Phase.MAILBOX, Phase.QUEUED)
+_LOOPBACK_MAX = 1_000_000  # messages to self handled in one call: a guard against a routing loop bug
+_LATENCY_SAMPLES_MAX = 4096
+
+
+class RelayCore:
+    """See the module docstring. Inputs take `now`; outputs are drained with `drain()`."""
+
+    def __init__(self, *, node_id: bytes, config: RelaySection, rng: random.Random, now: float) -> None:
+        self.node_id = node_id
+        self.config = config
+        self._rng = rng
+        self._members: tuple[bytes, ...] = (node_id,)
+        self._out: list[Command] = []
+        self._loop: deque[tuple[bytes, PeerMessage]] = deque()
+        # home role
+        self._conns: dict[int, bytes] = {}
+        self._homed: dict[bytes, set[int]] = {}
+        self._seen = SeenSet(seen_max=config.seen_max)
+        self._renew_at = now + config.lease_ttl_s / 3
+        # owner role
+        self.owner = Owner(node_id=node_id, config=config, send=self._send)
+        # origin role
+        self._pending: dict[bytes, Pending] = {}
+        self._pending_heap: list[tuple[float, bytes]] = []
+        self._lookups: dict[bytes, LookupState] = {}
+        self._lookup_heap: list[tuple[float, bytes]] = []
+        self._in_mailbox: Counter[bytes] = Counter()  # recipient -> pending envelopes in MAILBOX/QUEUED
+        self._cache: OrderedDict[bytes, tuple[tuple[bytes, ...], float]] = OrderedDict()
+        self._outcomes: Counter[tuple[str, str]] = Counter()
+        self._latencies: deque[float] = deque(maxlen=_LATENCY_SAMPLES_MAX)
+
+    # ------------------------------------------------------------------ plumbing
+    def drain(self) -> list[Command]:
+        """Commands produced since the last call, in order. The driver executes them."""
+        out, self._out = self._out, []
+        return out
+
+    def _send(self, node: bytes, msg: PeerMessage) -> None:
+        if node == self.node_id:
+            self._loop.append((node, msg))
+        else:
+            self._out.append(ToPeer(node=node, msg=msg))
+
+    def _pump(self, now: float) -> None:
+        for _ in range(_LOOPBACK_MAX):
+            if not self._loop:
+                return
+            node, msg = self._loop.popleft()
+            self._handle(node, msg, now)
+        raise AssertionError("relay loopback did not settle: a routing loop")  # pragma: no cover
+
+    def _owners(self, client: bytes, members: Sequence[bytes] | None = None) -> tuple[bytes, ...]:
+        return owners(client, self._members if members is None else members, self.config.replicas)
+
+    @property
+    def members(self) -> tuple[bytes, ...]:
+        return self._members
+
+    def stats(self) -> RelayStats:
+        """A snapshot for metrics; `latencies_s` holds the samples since the previous call (they are taken)."""
+        lat = tuple(self._latencies)
+        self._latencies.clear()
+        return RelayStats(
+            clients=len(self._homed),
+            connections=len(self._conns),
+            pending=len(self._pending),
+            leases=len(self.owner.leases),
+            mailbox_envelopes=len(self.owner.mailbox),
+            outcomes=dict(self._outcomes),
+            latencies_s=lat,
+        )
+
+    # ------------------------------------------------------------------ clients on this node
+    def client_online(self, conn_id: int, client_id: bytes, now: float) -> None:
+        if conn_id in self._conns:
+            return
+        self._conns[conn_id] = client_id
+        first = client_id not in self._homed
+        self._homed.setdefault(client_id, set()).add(conn_id)
+        if first:
+            self._lease([client_id], self._owners(client_id), now)
+        self._pump(now)
+
+    def client_offline(self, conn_id: int, now: float) -> None:
+        client = self._conns.pop(conn_id, None)
+        if client is None:
+            return
+        conns = self._homed[client]
+        conns.discard(conn_id)
+        if not conns:
+            del self._homed[client]
+            for o in self._owners(client):
+                self._send(o, LeaseDrop(home=self.node_id, ids=(client,)))
+        self._pump(now)
+
+    def _lease(self, clients: Iterable[bytes], targets: Iterable[bytes], now: float) -> None:
+        ids = tuple(clients)
+        ttl_ms = max(1, round(self.config.lease_ttl_s * 1000))
+        for o in targets:
+            for i in range(0, len(ids), PEER_IDS_MAX):
+                self._send(o, Lease(home=self.node_id, ids=ids[i : i + PEER_IDS_MAX], ttl_ms=ttl_ms))
+
+    def _renew_leases(self, now: float) -> None:
+        by_owner: dict[bytes, list[bytes]] = {}
+        for client in sorted(self._homed):
+            for o in self._owners(client):
+                by_owner.setdefault(o, []).append(client)
+        for o, clients in sorted(by_owner.items()):
+            self._lease(clients, [o], now)
+        self._renew_at = now + self.config.lease_ttl_s / 3
+
+    def client_envelope(self, conn_id: int, env: Envelope, now: float) -> None:
+        """A validated envelope from a local connection. Its receipts go back to `conn_id`."""
+        sender = self._conns.get(conn_id)
+        if sender is None:
+            return  # the connection went away before its frame was handled: nobody to answer
+        if len(self._pending) >= self.config.pending_max:
+            self._out.append(ToClient(conn_id=conn_id, msg=_rejected(env.ref, Reason.RATE_LIMITED)))
+            self._outcomes[(str(env.kind), Status.REJECTED.value)] += 1
+            return
+        eid = self._rng.randbytes(16)
+        penv = PeerEnvelope(
+            eid=eid, origin=self.node_id, to=env.to, sender=sender, kind=env.kind, call=env.call, body=env.body
+        )
+        slack = (self.config.attempts_max + 3) * self.config.peer_timeout_s
+        self._pending[eid] = Pending(
+            conn_id=conn_id, ref=env.ref, env=penv, created=now, give_up=now + self.config.mailbox_ttl + slack
+        )
+        self._route(self._pending[eid], now)
+        self._pump(now)
+
+    # ------------------------------------------------------------------ origin: routing
+    def _mail_mode(self, p: Pending) -> bool:
+        """Does another envelope to p's recipient take the mailbox path? Then p must queue behind it (rule 6)."""
+        return self._in_mailbox[p.env.to] > (1 if p.phase in _MAIL_PHASES else 0)
+
+    def _route(self, p: Pending, now: float) -> None:
+        to = p.env.to
+        if to in self._lookups:
+            self._wait_lookup(p, to)
+        elif self._mail_mode(p) or p.attempts >= self.config.attempts_max:
+            self._mailbox_put(p, now)
+        elif to in self._homed:
+            others = [h for h in self._cached(to, now) or () if h != self.node_id]
+            self._forward(p, (self.node_id, *others), now)
+        elif (homes := self._cached(to, now)) is not None:
+            self._dispatch(p, homes, now)
+        else:
+            targets = self._owners(to)
+            self._lookups[to] = LookupState(awaiting=set(targets), deadline=now + self.config.peer_timeout_s)
+            heapq.heappush(self._lookup_heap, (now + self.config.peer_timeout_s, to))
+            self._wait_lookup(p, to)
+            for o in targets:
+                self._send(o, Lookup(id=to))
+
+    def _wait_lookup(self, p: Pending, to: bytes) -> None:
+        self._set_phase(p, Phase.LOOKUP, INF)
+        self._lookups[to].waiters.append(p.env.eid)
+
+    def _cached(self, to: bytes, now: float) -> tuple[bytes, ...] | None:
+        hit = self._cache.get(to)
+        if hit is None or hit[1] <= now:
+            return None
+        return hit[0]
+
+    def _dispatch(self, p: Pending, homes: tuple[bytes, ...], now: float) -> None:
+        if homes and not self._mail_mode(p) and p.attempts < self.config.attempts_max:
+            self._forward(p, homes, now)
+        else:
+            self._mailbox_put(p, now)
+
+    def _forward(self, p: Pending, homes: Iterable[bytes], now: float) -> None:
+        self._set_phase(p, Phase.FORWARD, now + self.config.peer_timeout_s)
+        p.awaiting = set(homes)
+        for h in sorted(p.awaiting):
+            self._send(h, p.env)
+
+    def _mailbox_put(self, p: Pending, now: float) -> None:
+        self._set_phase(p, Phase.MAILBOX, now + self.config.peer_timeout_s)
+        targets = self._owners(p.env.to)
+        p.awaiting, p.full = set(targets), 0
+        ttl_ms = max(1, round(self.config.mailbox_ttl * 1000))
+        for o in targets:
+            self._send(o, MailboxPut(env=p.env, ttl_ms=ttl_ms))
+
+    def _set_phase(self, p: Pending, phase: Phase, deadline: float) -> None:
+        delta = (phase in _MAIL_PHASES) - (p.phase in _MAIL_PHASES)
+        if delta:
+            self._in_mailbox[p.env.to] += delta
+        p.phase = phase
+        p.deadline = min(deadline, p.give_up)
+        heapq.heappush(self._pending_heap, (p.deadline, p.env.eid))
+
+    def _retry(self, p: Pending, now: float) -> None:
+        p.attempts += 1
+        self._cache.pop(p.env.to, None)
+        self._route(p, now)
+
+    def _finish(self, p: Pending, status: Status, now: float, reason: Reason | None = None) -> None:
+        del self._pending[p.env.eid]
+        if p.phase in _MAIL_PHASES:
+            self._in_mailbox[p.env.to] -= 1
+            if not self._in_mailbox[p.env.to]:
+                del self._in_mailbox[p.env.to]
+        self._outcomes[(str(p.env.kind), status.value)] += 1
+        if status is Status.DELIVERED:
+            self._latencies.append(now - p.created)
+        if p.conn_id in self._conns:
+            self._out.append(ToClient(conn_id=p.conn_id, msg=Receipt(ref=p.ref, status=status, reason=reason)))
+
+    def _lookup_done(self, to: bytes, now: float) -> None:
+        ls = self._lookups.pop(to)
+        live = set(self._members)
+        homes = tuple(sorted(h for h in ls.homes if h in live))
+        if self.config.lookup_cache_s > 0:
+            self._cache[to] = (homes, now + self.config.lookup_cache_s)
+            self._cache.move_to_end(to)
+            while len(self._cache) > self.config.lookup_cache_max:
+                self._cache.popitem(last=False)
+        for eid in ls.waiters:
+            p = self._pending.get(eid)
+            if p is not None and p.phase is Phase.LOOKUP:
+                self._dispatch(p, homes, now)
+
+    # ------------------------------------------------------------------ origin: answers
+    def _on_lookup_reply(self, from_node: bytes, msg: LookupReply, now: float) -> None:
+        ls = self._lookups.get(msg.id)
+        if ls is None or from_node not in ls.awaiting:
+            return
+        ls.awaiting.discard(from_node)
+        ls.homes.update(h for h in msg.homes if h in self._members)
+        if ls.homes or not ls.awaiting:
+            self._lookup_done(msg.id, now)
+
+    def _on_result(self, from_node: bytes, msg: EnvelopeResult, now: float) -> None:
+        p = self._pending.get(msg.eid)
+        if p is None:
+            return
+        if msg.status is ResultStatus.DELIVERED:
+            self._finish(p, Status.DELIVERED, now)
+        elif p.phase is Phase.FORWARD and from_node in p.awaiting:
+            p.awaiting.discard(from_node)
+            if not p.awaiting:
+                self._retry(p, now)
+
+    def _on_mailbox_event(self, from_node: bytes, msg: MailboxEvent, now: float) -> None:
+        p = self._pending.get(msg.eid)
+        if p is None or p.phase not in (Phase.MAILBOX, Phase.QUEUED):
+            return
+        p.awaiting.discard(from_node)
+        if msg.status is MailboxStatus.CANCELLED:
+            self._finish(p, Status.CANCELLED, now)
+        elif msg.status in (MailboxStatus.STORED, MailboxStatus.FORWARDED):
+            if p.phase is Phase.MAILBOX:
+                self._set_phase(p, Phase.QUEUED, now + self.config.mailbox_ttl + self.config.peer_timeout_s)
+            if msg.status is MailboxStatus.STORED and not p.queued_sent:
+                p.queued_sent = True
+                if p.conn_id in self._conns:
+                    self._out.append(ToClient(conn_id=p.conn_id, msg=Receipt(ref=p.ref, status=Status.QUEUED)))
+        else:  # FULL
+            p.full += 1
+            self._mailbox_settled(p, now)
+
+    def _mailbox_settled(self, p: Pending, now: float) -> None:
+        """Every owner asked has answered FULL or failed: reject if any was full, else wait for the deadline."""
+        if p.phase is Phase.MAILBOX and not p.awaiting and p.full:
+            self._finish(p, Status.REJECTED, now, Reason.RATE_LIMITED)
+
+    def _on_receipt(self, msg: RelayReceipt, now: float) -> None:
+        p = self._pending.get(msg.eid)
+        if p is not None:
+            self._finish(p, Status(msg.status.value), now)
+
+    def _on_timeout(self, p: Pending, now: float) -> None:
+        if now >= p.give_up or p.phase is Phase.QUEUED:
+            self._finish(p, Status.EXPIRED, now)
+        elif p.phase is Phase.FORWARD:
+            p.awaiting.clear()
+            self._retry(p, now)
+        elif p.phase is Phase.MAILBOX:
+            p.awaiting.clear()
+            if p.full:
+                self._finish(p, Status.REJECTED, now, Reason.RATE_LIMITED)
+            else:  # no owner answered at all: try again with the (maybe new) owners, within the give-up time
+                p.attempts += 1
+                self._mailbox_put(p, now)
+
+    # ------------------------------------------------------------------ home: envelopes for local clients
+    def _on_envelope(self, from_node: bytes, env: PeerEnvelope, now: float) -> None:
+        conns = self._homed.get(env.to)
+        if not conns and env.eid not in self._seen:
+            self._send(from_node, EnvelopeResult(eid=env.eid, status=ResultStatus.NOT_HERE))
+            return
+        if env.eid not in self._seen:
+            self._seen.add(env.eid, now + self.config.mailbox_ttl + 4 * self.config.peer_timeout_s)
+            msg = Deliver(kind=env.kind, sender=env.sender, call=env.call, body=env.body, eid=env.eid)
+            for conn in sorted(conns or ()):
+                self._out.append(ToClient(conn_id=conn, msg=msg))
+        self._send(from_node, EnvelopeResult(eid=env.eid, status=ResultStatus.DELIVERED))
+        if from_node != env.origin:
+            self._send(env.origin, RelayReceipt(eid=env.eid, status=ReceiptStatus.DELIVERED))
+
+    # ------------------------------------------------------------------ federation
+    def peer_message(self, from_node: bytes, msg: PeerMessage, now: float) -> None:
+        """A decoded relay frame from an authenticated member. Frames from non-members are ignored."""
+        if from_node not in self._members:
+            return
+        self._handle(from_node, msg, now)
+        self._pump(now)
+
+    def _handle(self, from_node: bytes, msg: PeerMessage, now: float) -> None:
+        match msg:
+            case PeerEnvelope():
+                self._on_envelope(from_node, msg, now)
+            case EnvelopeResult():
+                self.owner.on_result(from_node, msg, self._members, now)
+                self._on_result(from_node, msg, now)
+            case Lease():
+                self.owner.on_lease(msg, now)
+            case LeaseDrop():
+                self.owner.on_lease_drop(msg)
+            case Lookup():
+                self.owner.on_lookup(from_node, msg, now)
+            case LookupReply():
+                self._on_lookup_reply(from_node, msg, now)
+            case MailboxPut():
+                self.owner.on_put(from_node, msg, now)
+            case MailboxTake():
+                self.owner.on_take(msg)
+            case MailboxEvent():
+                self._on_mailbox_event(from_node, msg, now)
+            case Handoff():
+                self.owner.on_handoff(msg, now)
+            case RelayReceipt():
+                self._on_receipt(msg, now)
+
+    def peer_unreachable(self, node: bytes, now: float) -> None:
+        """The link to `node` is down or a send to it failed: whatever waits on it fails over now."""
+        self._node_failed(node, now, dead=False)
+        self._pump(now)
+
+    def _node_failed(self, node: bytes, now: float, *, dead: bool) -> None:
+        self.owner.node_gone(node, dead=dead)
+        for to in [t for t, (homes, _) in self._cache.items() if node in homes]:
+            del self._cache[to]
+        for to, ls in list(self._lookups.items()):
+            if node in ls.awaiting:
+                ls.awaiting.discard(node)
+                if not ls.awaiting:
+                    self._lookup_done(to, now)
+        for p in list(self._pending.values()):
+            if node not in p.awaiting or p.env.eid not in self._pending:
+                continue
+            p.awaiting.discard(node)
+            if p.phase is Phase.FORWARD and not p.awaiting:
+                self._retry(p, now)
+            elif p.phase is Phase.MAILBOX:
+                self._mailbox_settled(p, now)
+
+    def members_changed(self, live: Sequence[bytes], now: float) -> None:
+        """The live member ids from SWIM (self is always included). Moves records to new owners."""
+        old = self._members
+        new = tuple(sorted(set(live) | {self.node_id}))
+        if new == old:
+            return
+        self._members = new
+        for node in sorted(set(old) - set(new)):
+            self._node_failed(node, now, dead=True)
+        for client in sorted(self._homed):
+            before = self._owners(client, old)
+            self._lease([client], [o for o in self._owners(client) if o not in before], now)
+        self.owner.members_changed(old, new, now)
+        self._pump(now)
+
+    def handoff_all(self, now: float) -> None:
+        """Graceful leave: push leases and mailboxes to the next owners (computed without this node)."""
+        self.owner.handoff_all(self._members, now)
+        self._pump(now)
+
+    # ------------------------------------------------------------------ time
+    def tick(self, now: float) -> None:
+        while self._lookup_heap and self._lookup_heap[0][0] <= now:
+            deadline, to = heapq.heappop(self._lookup_heap)
+            ls = self._lookups.get(to)
+            if ls is not None and ls.deadline == deadline:
+                self._lookup_done(to, now)
+        while self._pending_heap and self._pending_heap[0][0] <= now:
+            deadline, eid = heapq.heappop(self._pending_heap)
+            p = self._pending.get(eid)
+            if p is not None and p.deadline == deadline:
+                self._on_timeout(p, now)
+        self.owner.tick(now)
+        self._seen.expire(now)
+        if now >= self._renew_at:
+            self._renew_leases(now)
+        self._pump(now)
+
+    def next_deadline(self) -> float:
+        """The earliest time `tick` has work (inf when none)."""
+        while self._pending_heap:
+            deadline, eid = self._pending_heap[0]
+            p = self._pending.get(eid)
+            if p is not None and p.deadline == deadline:
+                break
+            heapq.heappop(self._pending_heap)
+        while self._lookup_heap:
+            deadline, to = self._lookup_heap[0]
+            ls = self._lookups.get(to)
+            if ls is not None and ls.deadline == deadline:
+                break
+            heapq.heappop(self._lookup_heap)
+        return min(
+            self._pending_heap[0][0] if self._pending_heap else INF,
+            self._lookup_heap[0][0] if self._lookup_heap else INF,
+            self.owner.next_deadline(),
+            self._seen.next_deadline(),
+            self._renew_at,
+        )
+
+
+def _rejected(ref: int, reason: Reason) -> Receipt:
+    return Receipt(ref=ref, status=Status.REJECTED, reason=reason)

@@ -1,0 +1,88 @@
+"""SWIM timing and sizing. Defaults follow memberlist's LAN config (docs/swim.md compares them with Serf)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import attrs
+from attrs import validators as v
+
+_pos: Any = v.gt(0)
+
+
+@attrs.frozen(kw_only=True, slots=True)
+class SwimConfig:
+    # Time between failure-detection probes of one member. memberlist LAN: 1 s. Lower detects sooner, costs packets.
+    probe_interval_s: float = attrs.field(default=1.0, validator=_pos)
+    # Wait for a direct ack before asking k others (memberlist LAN: 500 ms; should exceed the network's p99 RTT).
+    probe_timeout_s: float = attrs.field(default=0.5, validator=_pos)
+    # k: members asked to probe indirectly when a direct probe fails (memberlist IndirectChecks 3).
+    indirect_checks: int = attrs.field(default=3, validator=v.ge(0))
+    # Suspicion timeout minimum = suspicion_mult * max(1, log10(N)) * probe_interval (memberlist 4).
+    suspicion_mult: int = attrs.field(default=4, validator=v.ge(1))
+    # Suspicion timeout maximum = this * the minimum, used while no one confirms (Lifeguard; memberlist 6).
+    suspicion_max_timeout_mult: int = attrs.field(default=6, validator=v.ge(1))
+    # Retransmits of one update = retransmit_mult * ceil(log10(N+1)) (memberlist 4).
+    retransmit_mult: int = attrs.field(default=4, validator=v.ge(1))
+    # Gossip (piggyback-only) rounds between probes; memberlist: 200 ms to 3 random members.
+    gossip_interval_s: float = attrs.field(default=0.2, validator=_pos)
+    gossip_nodes: int = attrs.field(default=3, validator=v.ge(0))
+    # Lifeguard local health: probe timeouts scale by (1 + score), score capped at this minus one (memberlist 8).
+    awareness_max_multiplier: int = attrs.field(default=8, validator=v.ge(1))
+    # Full state sync with one random member over the peer link (memberlist LAN: 30 s).
+    push_pull_interval_s: float = attrs.field(default=30.0, validator=_pos)
+    # Keep dead/left members in the table this long, so late gossip about them cannot resurrect them.
+    dead_reclaim_s: float = attrs.field(default=3600.0, validator=_pos)
+    # Upper bound of members this node tracks; joins beyond it are refused (memory bound).
+    members_max: int = attrs.field(default=20_000, validator=v.ge(1))
+    # Lifeguard on (local health awareness, dynamic suspicion, nacks, suspect-in-ping). Off gives plain SWIM with a
+    # fixed suspicion timeout (the minimum); only for comparisons in the simulator and the bench.
+    lifeguard: bool = True
+    # When a direct UDP probe times out, also probe over the peer link's TCP (memberlist's TCP fallback): lossy
+    # UDP paths then cause far fewer false suspicions. Off only for comparisons.
+    stream_fallback: bool = True
+    # k: independent confirmations that shrink a suspicion from its maximum to its minimum timeout
+    # (memberlist: SuspicionMult - 2 = 2; capped at N - 2, since the suspect and its first accuser cannot confirm).
+    suspicion_confirmations: int = attrs.field(default=2, validator=v.ge(0))
+    # Keep gossiping to members this long after they died, so a wrongly declared node hears it and refutes
+    # (memberlist GossipToTheDeadTime 30 s).
+    gossip_to_dead_s: float = attrs.field(default=30.0, validator=v.ge(0))
+    # Push-pull with one random DEAD member this often, so two halves of a healed partition find each other again
+    # (Serf's reconnect_interval 30 s; memberlist alone never does this).
+    reconnect_interval_s: float = attrs.field(default=30.0, validator=_pos)
+    # While this node knows no other live member, retry a push-pull with a seed this often.
+    join_retry_s: float = attrs.field(default=2.0, validator=_pos)
+    # Indirect probes this node runs for others at once; more ping-reqs are ignored (bounds memory under a storm).
+    relays_max: int = attrs.field(default=256, validator=v.ge(1))
+    # Queued piggyback updates (one per member at most); beyond it the most-retransmitted one is dropped.
+    broadcast_queue_max: int = attrs.field(default=4096, validator=v.ge(1))
+
+    def suspicion_min_s(self, n_members: int) -> float:
+        return self.suspicion_mult * max(1.0, math.log10(max(1, n_members))) * self.probe_interval_s
+
+    def suspicion_max_s(self, n_members: int) -> float:
+        return self.suspicion_max_timeout_mult * self.suspicion_min_s(n_members)
+
+    def push_pull_interval_for(self, n_members: int) -> float:
+        """memberlist's pushPullScale: above 32 members, one more interval per doubling (bounds TCP load)."""
+        if n_members <= 32:
+            return self.push_pull_interval_s
+        return (math.ceil(math.log2(n_members) - 5.0) + 1.0) * self.push_pull_interval_s
+
+    def retransmit_limit(self, n_members: int) -> int:
+        return self.retransmit_mult * max(1, math.ceil(math.log10(n_members + 1)))
+
+
+LAN = SwimConfig()
+# Fast timings for tests and `homing demo` on loopback: failures are seen within about a second.
+LOCAL = SwimConfig(
+    probe_interval_s=0.2,
+    probe_timeout_s=0.1,
+    gossip_interval_s=0.05,
+    suspicion_mult=3,
+    push_pull_interval_s=5.0,
+    gossip_to_dead_s=5.0,
+    reconnect_interval_s=2.0,
+    join_retry_s=0.5,
+)

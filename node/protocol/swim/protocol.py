@@ -1,0 +1,605 @@
+"""The sans-IO SWIM core (with Lifeguard).
+
+Contract (after h11): the driver feeds the core with `receive(...)` for each authenticated datagram, `tick(now)`
+when `next_deadline()` has passed, and the results of push-pull syncs with `merge_push_pull(...)`; after each
+call it `drain()`s the commands (Send, PushPull, MemberChanged, ProbeResult) and carries them out in order.
+The core never does I/O, never reads a clock (every input carries `now`, monotonic seconds) and draws every
+random choice from the injected `random.Random`, so a seed and a sequence of inputs reproduce a run exactly.
+
+Theory of operation:
+- Probing: every (scaled) probe interval the next member of a shuffled round-robin ring gets a PING. No ACK
+  within the (scaled) probe timeout: PING_REQ to k random ALIVE members, who ping the target and forward its
+  ACK, or send a NACK when their own ping fails (Lifeguard). No ACK by the end of the probe interval: the
+  target becomes SUSPECT (or our failed probe confirms an existing suspicion).
+- Suspicion: a timer per suspect, from max towards min as independent accusers confirm (suspicion.py). When it
+  fires the member is declared DEAD. A member refutes any suspicion or death of itself by bumping its incarnation.
+- Dissemination: every state change is queued (broadcasts.py) and piggybacked on every datagram, up to the
+  datagram budget; a gossip round every gossip interval sends queued updates to a few random members (recently
+  dead ones included). Push-pull syncs the whole table with one random member now and then, on join with a seed,
+  and (to heal partitions) with a random DEAD member.
+- Local health (awareness.py) scales the probe interval and timeouts.
+Dead and left members are forgotten after dead_reclaim_s. Admission (`admit`) is checked for every new member.
+"""
+
+from __future__ import annotations
+
+import operator
+import random
+from collections.abc import Callable, Mapping
+
+import attrs
+
+from node.protocol.swim.awareness import Awareness
+from node.protocol.swim.broadcasts import BroadcastQueue
+from node.protocol.swim.config import SwimConfig
+from node.protocol.swim.members import LIVE, MemberTable, ProbeRing, supersedes
+from node.protocol.swim.messages import (
+    Ack,
+    Address,
+    Command,
+    Gossip,
+    MemberChanged,
+    MemberInfo,
+    MemberState,
+    Nack,
+    Ping,
+    PingReq,
+    ProbeResult,
+    PushPull,
+    PushPullState,
+    Send,
+    StreamPing,
+    SwimMessage,
+    Update,
+)
+from node.protocol.swim.suspicion import Suspicion, Suspicions
+from node.protocol.wire import Limits
+from node.protocol.wire.swim import UPDATE_MIN_SIZE, piggyback_budget, update_size
+
+__all__ = [
+    "Address",
+    "Command",
+    "MemberChanged",
+    "MemberInfo",
+    "MemberState",
+    "ProbeResult",
+    "PushPull",
+    "PushPullState",
+    "Send",
+    "StreamPing",
+    "Swim",
+    "SwimMessage",
+    "SwimStats",
+]
+
+GOSSIP_NEW_FROM_SYNC_MAX = 8  # see merge_push_pull
+ALIVE, SUSPECT, DEAD, LEFT = MemberState.ALIVE, MemberState.SUSPECT, MemberState.DEAD, MemberState.LEFT
+_state_of = operator.attrgetter("state")
+
+
+@attrs.define(slots=True)
+class SwimStats:
+    probes_ok: int = 0
+    probes_indirect_ok: int = 0
+    probes_failed: int = 0
+    suspicions_raised: int = 0  # by this node's own failed probes
+    suspicions_learned: int = 0  # members that became SUSPECT here, whoever accused them
+    confirmations: int = 0
+    deaths_declared: int = 0  # suspicion timers that fired here
+    refutations: int = 0
+    nacks_sent: int = 0
+    nacks_received: int = 0
+    relays_refused: int = 0
+    datagrams_sent: int = 0
+    gossip_rounds: int = 0
+    push_pulls: int = 0
+    unadmitted_dropped: int = 0
+    table_full: int = 0
+
+
+@attrs.define(slots=True)
+class _Probe:
+    seq: int
+    target: bytes
+    timeout_at: float  # direct ack expected by then
+    deadline: float  # end of the probe period: any ack by then, else suspect
+    indirect: bool = False
+    asked: tuple[bytes, ...] = ()
+    nacks: set[bytes] = attrs.Factory(set)
+
+
+@attrs.define(slots=True)
+class _Relay:
+    origin_id: bytes
+    origin_addr: Address
+    origin_seq: int
+    nack: bool
+    deadline: float
+
+
+class Swim:
+    """One node's SWIM state machine. See the module docstring for the contract."""
+
+    def __init__(
+        self,
+        *,
+        self_id: bytes,
+        addr: Address,
+        meta: bytes,
+        config: SwimConfig,
+        rng: random.Random,
+        now: float,
+        admit: Callable[[bytes], bool],
+    ) -> None:
+        self.config = config
+        self.stats = SwimStats()
+        self._rng = rng
+        self._admit = admit
+        self._id = self_id
+        self._self = MemberInfo(id=self_id, addr=addr, meta=meta, incarnation=0, state=ALIVE)
+        self._table = MemberTable()
+        self._table.put(self._self, now)
+        self._ring = ProbeRing()
+        self._queue = BroadcastQueue(config.broadcast_queue_max)
+        self._suspicions = Suspicions()
+        self._awareness = Awareness(config.awareness_max_multiplier, enabled=config.lifeguard)
+        self._gone: dict[bytes, float] = {}  # DEAD/LEFT members by the time they went, oldest first
+        self._seeds: dict[bytes, Address] = {}
+        self._probe: _Probe | None = None
+        self._relays: dict[int, _Relay] = {}
+        self._commands: list[Command] = []
+        self._seq = rng.getrandbits(32)
+        self._left = False
+        self._next_probe_at = now + rng.uniform(0, config.probe_interval_s)
+        self._next_gossip_at = now + rng.uniform(0, config.gossip_interval_s)
+        self._next_push_pull_at = now + config.push_pull_interval_s * rng.uniform(0.5, 1.0)
+        self._next_reconnect_at = now + config.reconnect_interval_s * rng.uniform(0.5, 1.0)
+        self._next_join_retry_at = now + config.join_retry_s
+        self._enqueue(Update(member=self._self))
+
+    # ---- inputs ----
+
+    def set_admit(self, admit: Callable[[bytes], bool]) -> None:
+        """Replace the admission rule; members it no longer admits are reported DEAD once and forgotten."""
+        self._admit = admit
+        for m in self._table:
+            if m.id != self._id and not admit(m.id):
+                self._forget(m.id)
+                self.stats.unadmitted_dropped += 1
+                if m.state in LIVE:
+                    self._emit(MemberChanged(member=attrs.evolve(m, state=DEAD), previous=m.state))
+        for seed_id in [s for s in self._seeds if not admit(s)]:
+            del self._seeds[seed_id]
+
+    def add_seed(self, member_id: bytes, addr: Address, now: float) -> None:
+        """A seed whose id the driver resolved: sync with it now (join) and while we know no one else."""
+        if member_id == self._id or not self._admit(member_id):
+            return
+        self._seeds[member_id] = addr
+        self._push_pull(member_id, addr, join=True)
+        self._next_join_retry_at = now + self.config.join_retry_s
+
+    def receive(self, sender_id: bytes, sender_addr: Address, msg: SwimMessage, now: float) -> None:
+        """One authenticated datagram from `sender_id`. Messages from members we do not admit are ignored."""
+        if sender_id == self._id or not self._admit(sender_id):
+            return
+        known = self._table.get
+        for update in msg.updates:
+            m = update.member
+            if known(m.id) is m and m.state is not SUSPECT:
+                continue  # the very record we hold (a shared object, as in the simulator): nothing to merge
+            self._apply(update, now)
+        if isinstance(msg, Ping):
+            self._send(sender_id, sender_addr, Ack(seq=msg.seq))
+        elif isinstance(msg, PingReq):
+            self._on_ping_req(sender_id, sender_addr, msg, now)
+        elif isinstance(msg, Ack):
+            self._on_ack(sender_id, msg, now)
+        elif isinstance(msg, Nack):
+            p = self._probe
+            if p is not None and p.seq == msg.seq and sender_id in p.asked:
+                p.nacks.add(sender_id)
+                self.stats.nacks_received += 1
+
+    def tick(self, now: float) -> None:
+        """Run every timer that is due."""
+        self._check_probe(now)
+        self._check_relays(now)
+        self._check_suspicions(now)
+        self._reap(now)
+        if not self._left and now >= self._next_probe_at and self._probe is None:
+            self._start_probe(now)
+        if now >= self._next_gossip_at:
+            self._gossip(now)
+        if now >= self._next_push_pull_at:
+            self._periodic_push_pull(now)
+        if now >= self._next_reconnect_at:
+            self._reconnect(now)
+        if now >= self._next_join_retry_at:
+            self._join_retry(now)
+
+    def next_deadline(self) -> float:
+        """The earliest time `tick` has something to do (the driver sleeps until then or a datagram)."""
+        t = min(self._next_push_pull_at, self._next_reconnect_at)
+        if not self._left:
+            t = min(t, self._next_probe_at)
+        if self._queue:
+            t = min(t, self._next_gossip_at)
+        if self._seeds and self._table.live_count <= 1:
+            t = min(t, self._next_join_retry_at)
+        p = self._probe
+        if p is not None:
+            t = min(t, p.deadline if p.indirect else p.timeout_at)
+        for r in self._relays.values():
+            t = min(t, r.deadline)
+        first = self._suspicions.earliest()
+        if first is not None:
+            t = min(t, first)
+        if self._gone:
+            t = min(t, next(iter(self._gone.values())) + self.config.dead_reclaim_s)
+        return t
+
+    def leave(self, now: float) -> None:
+        """Graceful leave: announce LEFT at a bumped incarnation, stop probing, gossip the news right away."""
+        if self._left:
+            return
+        self._left = True
+        self._probe = None
+        self._set_self(attrs.evolve(self._self, incarnation=self._self.incarnation + 1, state=LEFT), now)
+        self._gossip(now)
+
+    def set_meta(self, meta: bytes, now: float) -> None:
+        """New metadata for this node: bump our incarnation and gossip it."""
+        if self._left:
+            return
+        self._set_self(attrs.evolve(self._self, meta=meta, incarnation=self._self.incarnation + 1), now)
+
+    def preload(self, members: Mapping[bytes, MemberInfo], now: float) -> None:
+        """Start from a known converged table (id -> record): the simulator's steady-state start, or a snapshot.
+
+        Only on a fresh core (no other member known yet). Every record must be ALIVE and admitted; our own id is
+        skipped. The result is the table a push-pull merge of the same records would give (same order, no
+        suspicions, nothing queued), except that nothing is emitted and the probe ring is one random shuffle
+        instead of N random inserts: O(N) instead of O(N^2), which is what makes 10,000-node simulations
+        start. The records are stored as given, so many cores may share the same immutable objects.
+        """
+        if len(self._table) != 1 or self._ring or self._seeds:
+            raise ValueError("preload needs a fresh core")
+        others = dict(members)  # (checks in C where they can be: 10,000 cores x 10,000 records)
+        others.pop(self._id, None)
+        if set(map(_state_of, others.values())) - {ALIVE} or not all(map(self._admit, others)):
+            raise ValueError("preload takes ALIVE, admitted members only")
+        if len(others) >= self.config.members_max:
+            raise ValueError(f"preload of {len(others)} members exceeds members_max")
+        self._table.preload(others, now)
+        self._ring.preload(list(others), self._rng)
+
+    def drain(self) -> list[Command]:
+        out, self._commands = self._commands, []
+        return out
+
+    def members(self) -> list[MemberInfo]:
+        """Every member in the table, self included, in table order."""
+        return list(self._table)
+
+    def member(self, member_id: bytes) -> MemberInfo | None:
+        return self._table.get(member_id)
+
+    @property
+    def health_score(self) -> int:
+        return self._awareness.score
+
+    def push_pull_state(self) -> PushPullState:
+        return PushPullState(members=tuple(self._table))
+
+    def merge_push_pull(self, state: PushPullState, now: float) -> None:
+        """Merge a remote full state. A remote DEAD is taken as a SUSPECT accused by us (memberlist does the
+        same): we let the member refute rather than kill it on hearsay.
+
+        Members new to us are re-gossiped when the sync brought only a few (GOSSIP_NEW_FROM_SYNC_MAX): that is a
+        seed learning of a joiner, and gossip from two sources (joiner and seed) instead of one closes the long
+        join tail measured by bench/swim (one observer in ~50 missed a joiner until the next push-pull). A node
+        that learns a whole cluster in its join sync does not re-gossip it all: the others know it already."""
+        self.stats.push_pulls += 1
+        table = self._table
+        fresh = [m for m in state.members[: self.config.members_max] if m.id not in table and m.id != self._id]
+        gossip_new = len(fresh) <= GOSSIP_NEW_FROM_SYNC_MAX
+        for m in state.members[: self.config.members_max]:
+            old = table.get(m.id)
+            if old is m or (old is not None and (old.incarnation > m.incarnation or old == m)):
+                continue  # fast path: nothing new (most of a sync)
+            if m.state is DEAD:
+                m = attrs.evolve(m, state=SUSPECT)
+            self._apply(Update(member=m, by=self._id), now, gossip_new=gossip_new)
+
+    # ---- merging updates ----
+
+    def _apply(self, update: Update, now: float, *, gossip_new: bool = True) -> None:
+        m = update.member
+        if m.id == self._id:
+            self._about_self(m, now)
+            return
+        old = self._table.get(m.id)
+        if old is None:
+            if not self._admit(m.id):
+                return
+            if len(self._table) >= self.config.members_max:
+                self.stats.table_full += 1
+                return
+        elif not supersedes(m, old):
+            self._maybe_confirm(update, old)
+            return
+        previous = self._table.put(m, now)
+        if m.state is SUSPECT:
+            self._start_suspicion(m, update.by or self._id, now)
+        else:
+            self._suspicions.pop(m.id)
+        was_live = old is not None and old.state in LIVE  # the ring holds exactly the other LIVE members
+        if m.state in LIVE:
+            self._gone.pop(m.id, None)
+            if not was_live:
+                self._ring.add(m.id, self._rng)
+        else:
+            self._gone.pop(m.id, None)
+            self._gone[m.id] = now
+            if was_live:
+                self._ring.discard(m.id)
+        if old is not None or gossip_new:
+            self._enqueue(update if m.state is SUSPECT else Update(member=m))
+        if old is None or old.state != m.state or old.addr != m.addr or old.meta != m.meta:
+            self._emit(MemberChanged(member=m, previous=previous))
+
+    def _maybe_confirm(self, update: Update, old: MemberInfo) -> None:
+        m = update.member
+        if not (m.state is SUSPECT and old.state is SUSPECT and m.incarnation == old.incarnation and update.by):
+            return
+        if self._suspicions.confirm(m.id, update.by):
+            self.stats.confirmations += 1
+            self._enqueue(update)  # spread the confirmation so others shorten their timers too
+
+    def _start_suspicion(self, m: MemberInfo, by: bytes, now: float) -> None:
+        self.stats.suspicions_learned += 1
+        n = self._table.live_count
+        cfg = self.config
+        min_s = cfg.suspicion_min_s(n)
+        if cfg.lifeguard:
+            k = max(0, min(cfg.suspicion_confirmations, n - 2))
+            max_s = cfg.suspicion_max_s(n)
+        else:
+            k, max_s = 0, min_s
+        s = Suspicion(by=by, incarnation=m.incarnation, k=k, min_s=min_s, max_s=max_s, started=now)
+        self._suspicions.start(m.id, s)
+
+    def _about_self(self, m: MemberInfo, now: float) -> None:
+        me = self._self
+        if m.incarnation < me.incarnation:
+            return
+        if m.state is ALIVE and m.incarnation == me.incarnation and (m.addr, m.meta) == (me.addr, me.meta):
+            return
+        if self._left:
+            if m.state is not LEFT or m.incarnation > me.incarnation:
+                self._set_self(attrs.evolve(me, incarnation=m.incarnation + 1), now)
+            return
+        # Someone suspects us, declares us dead, or holds a newer record of us (we restarted): refute.
+        self.stats.refutations += 1
+        if m.state is not ALIVE:
+            self._awareness.apply(1)
+        self._set_self(attrs.evolve(me, incarnation=m.incarnation + 1), now)
+
+    def _set_self(self, me: MemberInfo, now: float) -> None:
+        self._self = me
+        self._table.put(me, now)
+        self._enqueue(Update(member=me))
+
+    def _forget(self, member_id: bytes) -> None:
+        old = self._table.remove(member_id)
+        if old is not None and old.state in LIVE:
+            self._ring.discard(member_id)
+        self._queue.invalidate(member_id)
+        self._suspicions.pop(member_id)
+        self._gone.pop(member_id, None)
+
+    # ---- probing ----
+
+    def _start_probe(self, now: float) -> None:
+        cfg = self.config
+        self._next_probe_at = now + self._awareness.scale(cfg.probe_interval_s)
+        for _ in range(len(self._ring)):
+            target = self._ring.next(self._rng)
+            info = None if target is None else self._table.get(target)
+            if info is not None and info.state in LIVE:
+                break
+            if target is not None:
+                self._ring.discard(target)
+        else:
+            return
+        self._seq += 1
+        self._probe = _Probe(
+            seq=self._seq,
+            target=info.id,
+            timeout_at=now + self._awareness.scale(cfg.probe_timeout_s),
+            deadline=self._next_probe_at,
+        )
+        first: tuple[Update, ...] = ()
+        if cfg.lifeguard and info.state is SUSPECT:
+            queued = self._queue.queued(info.id)
+            by = queued.by if queued is not None and queued.member == info else self._id
+            first = (Update(member=info, by=by),)  # buddy system: tell the suspect at once so it can refute
+        self._send(info.id, info.addr, Ping(seq=self._seq), first=first)
+
+    def _on_ack(self, sender_id: bytes, msg: Ack, now: float) -> None:
+        p = self._probe
+        if p is not None and p.seq == msg.seq:
+            direct = sender_id == p.target
+            if direct:
+                self.stats.probes_ok += 1
+            else:
+                self.stats.probes_indirect_ok += 1
+            self._awareness.apply(-1)
+            self._emit(ProbeResult(target=p.target, result="ok" if direct else "indirect_ok"))
+            self._probe = None
+            return
+        relay = self._relays.pop(msg.seq, None)
+        if relay is not None:
+            self._send(relay.origin_id, relay.origin_addr, Ack(seq=relay.origin_seq))
+
+    def _on_ping_req(self, sender_id: bytes, sender_addr: Address, msg: PingReq, now: float) -> None:
+        if msg.target == self._id:
+            self._send(sender_id, sender_addr, Ack(seq=msg.seq))
+            return
+        if len(self._relays) >= self.config.relays_max or not self._admit(msg.target):
+            self.stats.relays_refused += 1
+            return
+        self._seq += 1
+        self._relays[self._seq] = _Relay(
+            origin_id=sender_id,
+            origin_addr=sender_addr,
+            origin_seq=msg.seq,
+            nack=msg.nack,
+            deadline=now + self._awareness.scale(self.config.probe_timeout_s),
+        )
+        self._send(msg.target, msg.target_addr, Ping(seq=self._seq))
+
+    def _check_probe(self, now: float) -> None:
+        p = self._probe
+        if p is None:
+            return
+        if not p.indirect and now >= p.timeout_at:
+            p.indirect = True
+            self._ask_others(p)
+            target = self._table.get(p.target)
+            if self.config.stream_fallback and target is not None:
+                self._emit(StreamPing(to_id=target.id, to_addr=target.addr, seq=p.seq))
+        if now < p.deadline:
+            return
+        self._probe = None
+        self.stats.probes_failed += 1
+        missed = len(p.asked) - len(p.nacks) if self.config.lifeguard and p.asked else 1
+        self._awareness.apply(missed)
+        self._emit(ProbeResult(target=p.target, result="failed"))
+        info = self._table.get(p.target)
+        if info is None or info.state not in LIVE:
+            return
+        if info.state is ALIVE:
+            self.stats.suspicions_raised += 1
+        self._apply(Update(member=attrs.evolve(info, state=SUSPECT), by=self._id), now)
+
+    def _ask_others(self, p: _Probe) -> None:
+        info = self._table.get(p.target)
+        if info is None:
+            return
+
+        asked = self._ring.sample(
+            self._rng, self.config.indirect_checks, lambda mid: mid != p.target and self._is_alive(mid)
+        )
+        p.asked = tuple(asked)
+        for member_id in asked:
+            m = self._table.get(member_id)
+            assert m is not None
+            req = PingReq(seq=p.seq, target=info.id, target_addr=info.addr, nack=self.config.lifeguard)
+            self._send(m.id, m.addr, req)
+
+    def _check_relays(self, now: float) -> None:
+        if not self._relays:
+            return
+        for seq in [s for s, r in self._relays.items() if now >= r.deadline]:
+            r = self._relays.pop(seq)
+            if r.nack:
+                self.stats.nacks_sent += 1
+                self._send(r.origin_id, r.origin_addr, Nack(seq=r.origin_seq))
+
+    def _check_suspicions(self, now: float) -> None:
+        due = self._suspicions.due(now)
+        for member_id in due:
+            s = self._suspicions.pop(member_id)
+            info = self._table.get(member_id)
+            if s is None or info is None or info.state is not SUSPECT or info.incarnation != s.incarnation:
+                continue
+            self.stats.deaths_declared += 1
+            self._apply(Update(member=attrs.evolve(info, state=DEAD)), now)
+
+    # ---- dissemination and sync ----
+
+    def _enqueue(self, update: Update) -> None:
+        self._queue.enqueue(update, update_size(update))
+
+    def _send(self, to_id: bytes, to_addr: Address, msg: SwimMessage, *, first: tuple[Update, ...] = ()) -> None:
+        budget = piggyback_budget(msg) - sum(update_size(u) for u in first)
+        limit = self.config.retransmit_limit(self._table.live_count)
+        room = Limits.SWIM_PIGGYBACK_MAX_ITEMS - len(first)
+        updates = first + tuple(self._queue.select(budget, limit, room, min_size=UPDATE_MIN_SIZE))
+        if updates:
+            msg = attrs.evolve(msg, updates=updates)
+        self.stats.datagrams_sent += 1
+        self._emit(Send(to_id=to_id, to_addr=to_addr, msg=msg))
+
+    def _gossip(self, now: float) -> None:
+        self._next_gossip_at = now + self.config.gossip_interval_s
+        if not self._queue:
+            return
+        self.stats.gossip_rounds += 1
+        cutoff = now - self.config.gossip_to_dead_s
+        recent_dead: list[bytes] = []
+        for mid, t in reversed(self._gone.items()):  # newest first
+            if t < cutoff or len(recent_dead) >= self.config.gossip_nodes:
+                break
+            recent_dead.append(mid)
+
+        def usable(member_id: bytes) -> bool:
+            m = self._table.get(member_id)
+            return m is not None and m.state in LIVE
+
+        targets = self._ring.sample(self._rng, self.config.gossip_nodes, usable)
+        for member_id in recent_dead:  # each recently dead member takes a slot with a fair chance
+            if len(targets) < self.config.gossip_nodes or self._rng.random() < 0.5:
+                if len(targets) >= self.config.gossip_nodes:
+                    targets.pop(self._rng.randrange(len(targets)))
+                targets.append(member_id)
+        for member_id in targets:
+            if not self._queue:
+                break
+            m = self._table.get(member_id)
+            if m is not None:
+                self._send(m.id, m.addr, Gossip())
+
+    def _push_pull(self, member_id: bytes, addr: Address, *, join: bool) -> None:
+        self._emit(PushPull(to_id=member_id, to_addr=addr, join=join))
+
+    def _random_live(self) -> MemberInfo | None:
+        picked = self._ring.sample(self._rng, 1, self._is_alive)
+        return self._table.get(picked[0]) if picked else None
+
+    def _periodic_push_pull(self, now: float) -> None:
+        self._next_push_pull_at = now + self.config.push_pull_interval_for(self._table.live_count)
+        m = self._random_live()
+        if m is not None:
+            self._push_pull(m.id, m.addr, join=False)
+
+    def _reconnect(self, now: float) -> None:
+        self._next_reconnect_at = now + self.config.reconnect_interval_s
+        dead = [mid for mid in self._gone if (m := self._table.get(mid)) is not None and m.state is DEAD]
+        if dead and not self._left:
+            m = self._table.get(dead[self._rng.randrange(len(dead))])
+            assert m is not None
+            self._push_pull(m.id, m.addr, join=False)
+
+    def _join_retry(self, now: float) -> None:
+        self._next_join_retry_at = now + self.config.join_retry_s
+        if self._seeds and self._table.live_count <= 1 and not self._left:
+            seeds = list(self._seeds.items())
+            member_id, addr = seeds[self._rng.randrange(len(seeds))]
+            self._push_pull(member_id, addr, join=True)
+
+    def _reap(self, now: float) -> None:
+        while self._gone:
+            member_id, t = next(iter(self._gone.items()))
+            if t + self.config.dead_reclaim_s > now:  # the same sum as next_deadline (no float drift)
+                break
+            self._forget(member_id)
+
+    def _is_alive(self, member_id: bytes) -> bool:
+        m = self._table.get(member_id)
+        return m is not None and m.state is ALIVE
+
+    def _emit(self, command: Command) -> None:
+        self._commands.append(command)

@@ -1,0 +1,286 @@
+"""Node-to-node relay frames on the peer link (docs/protocol.md, "Cross-node relay").
+
+Each frame is one msgpack map `{"t": MsgType.X, ...}` with the numbers of `node.protocol.wire.MsgType` 36..46.
+The peer-link driver encrypts and authenticates frames between node keys (node.protocol.crypto); this module only turns
+messages into bytes and back. Decoders are strict: an unknown `t`, a missing or extra-typed field, an id of the
+wrong length or a list over its limit raises RemoteProtocolError, and nothing else.
+
+Field names on the wire: `eid` (16 bytes), `o` origin node (the sender's node, 32 bytes), `to`/`from` client ids,
+`k` envelope kind (the docs/client-protocol.md string), `c` call id, `b` body, `ttl` milliseconds, `h` home node,
+`ids` list of client ids, `s` status string.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Any, Final
+
+import attrs
+from attrs import validators as v
+
+from node.protocol.errors import RemoteProtocolError
+from node.protocol.wire import Limits, MsgType, get_bytes, get_int, get_str, packb, require_map, unpackb
+from node.protocol.wire.client import Kind
+
+ID_BYTES: Final = 32
+EID_BYTES: Final = 16
+# Client ids in one LEASE / LEASE_DROP / LOOKUP_REPLY / MAILBOX_TAKE frame (32 B each: 16 KiB, far below a frame).
+PEER_IDS_MAX: Final = 512
+# A mailbox TTL carried on the wire may not exceed a day (the config default is 60 s).
+TTL_MS_MAX: Final = 86_400_000
+
+
+def _len(n: int) -> Any:
+    return v.and_(v.instance_of(bytes), v.min_len(n), v.max_len(n))
+
+
+def _ids(max_items: int) -> Any:
+    return v.and_(
+        v.deep_iterable(member_validator=_len(ID_BYTES), iterable_validator=v.instance_of(tuple)),
+        v.max_len(max_items),
+    )
+
+
+class ResultStatus(enum.StrEnum):
+    """ENVELOPE_RESULT: what the addressed home node did with an envelope."""
+
+    DELIVERED = "delivered"  # handed to at least one live connection (or had been, same eid)
+    NOT_HERE = "not_here"  # the recipient has no live connection on this node
+
+
+class MailboxStatus(enum.StrEnum):
+    """MAILBOX_EVENT: what an owner did with a MAILBOX_PUT (sent to the envelope's origin node)."""
+
+    STORED = "stored"  # waits in the mailbox: the sender gets `queued`
+    FORWARDED = "forwarded"  # stored and pushed at once to the recipient's home node (a lease exists)
+    FULL = "full"  # per-id or per-node bound reached: not stored
+    CANCELLED = "cancelled"  # a call_hangup that removed a still-queued call_offer of the same call
+
+
+class ReceiptStatus(enum.StrEnum):
+    """RECEIPT: a terminal outcome reported to the origin node by a home node or an owner."""
+
+    DELIVERED = "delivered"
+    EXPIRED = "expired"
+    CANCELLED = "cancelled"
+
+
+@attrs.frozen(kw_only=True, slots=True)
+class PeerEnvelope:
+    """ENVELOPE: one client envelope on its way to a home node (from the origin node or from an owner)."""
+
+    eid: bytes = attrs.field(validator=_len(EID_BYTES))
+    origin: bytes = attrs.field(validator=_len(ID_BYTES))  # the sender's node: receipts go there
+    to: bytes = attrs.field(validator=_len(ID_BYTES))
+    sender: bytes = attrs.field(validator=_len(ID_BYTES))
+    kind: Kind = attrs.field(validator=v.instance_of(Kind))
+    call: bytes = attrs.field(validator=v.and_(v.instance_of(bytes), v.min_len(1), v.max_len(Limits.CALL_ID_MAX)))
+    body: bytes = attrs.field(validator=v.and_(v.instance_of(bytes), v.max_len(Limits.CLIENT_BODY_MAX)))
+
+
+@attrs.frozen(kw_only=True, slots=True)
+class EnvelopeResult:
+    eid: bytes = attrs.field(validator=_len(EID_BYTES))
+    status: ResultStatus = attrs.field(validator=v.instance_of(ResultStatus))
+
+
+@attrs.frozen(kw_only=True, slots=True)
+class Lease:
+    """LEASE: "these client ids are homed on `home` for `ttl_ms`" (from the home, or handed off by an owner)."""
+
+    home: bytes = attrs.field(validator=_len(ID_BYTES))
+    ids: tuple[bytes, ...] = attrs.field(validator=_ids(PEER_IDS_MAX))
+    ttl_ms: int = attrs.field(validator=v.and_(v.instance_of(int), v.ge(1), v.le(TTL_MS_MAX)))
+
+
+@attrs.frozen(kw_only=True, slots=True)
+class LeaseDrop:
+    home: bytes = attrs.field(validator=_len(ID_BYTES))
+    ids: tuple[bytes, ...] = attrs.field(validator=_ids(PEER_IDS_MAX))
+
+
+@attrs.frozen(kw_only=True, slots=True)
+class Lookup:
+    id: bytes = attrs.field(validator=_len(ID_BYTES))
+
+
+@attrs.frozen(kw_only=True, slots=True)
+class LookupReply:
+    id: bytes = attrs.field(validator=_len(ID_BYTES))
+    homes: tuple[bytes, ...] = attrs.field(validator=_ids(PEER_IDS_MAX))
+
+
+@attrs.frozen(kw_only=True, slots=True)
+class MailboxPut:
+    """MAILBOX_PUT: origin node -> each owner; the owner answers MAILBOX_EVENT."""
+
+    env: PeerEnvelope
+    ttl_ms: int = attrs.field(validator=v.and_(v.instance_of(int), v.ge(1), v.le(TTL_MS_MAX)))
+
+
+@attrs.frozen(kw_only=True, slots=True)
+class MailboxTake:
+    """MAILBOX_TAKE: owner -> co-owners: these entries reached a terminal state, drop your copies."""
+
+    eids: tuple[bytes, ...] = attrs.field(
+        validator=v.and_(
+            v.deep_iterable(member_validator=_len(EID_BYTES), iterable_validator=v.instance_of(tuple)),
+            v.max_len(PEER_IDS_MAX),
+        )
+    )
+
+
+@attrs.frozen(kw_only=True, slots=True)
+class MailboxEvent:
+    eid: bytes = attrs.field(validator=_len(EID_BYTES))
+    status: MailboxStatus = attrs.field(validator=v.instance_of(MailboxStatus))
+
+
+@attrs.frozen(kw_only=True, slots=True)
+class Handoff:
+    """HANDOFF: an owner moves one mailbox entry to a new owner (membership change, graceful leave). No answer."""
+
+    env: PeerEnvelope
+    ttl_ms: int = attrs.field(validator=v.and_(v.instance_of(int), v.ge(1), v.le(TTL_MS_MAX)))
+
+
+@attrs.frozen(kw_only=True, slots=True)
+class RelayReceipt:
+    """RECEIPT: a terminal outcome for `eid`, sent to the envelope's origin node."""
+
+    eid: bytes = attrs.field(validator=_len(EID_BYTES))
+    status: ReceiptStatus = attrs.field(validator=v.instance_of(ReceiptStatus))
+
+
+PeerMessage = (
+    PeerEnvelope
+    | EnvelopeResult
+    | Lease
+    | LeaseDrop
+    | Lookup
+    | LookupReply
+    | MailboxPut
+    | MailboxTake
+    | MailboxEvent
+    | Handoff
+    | RelayReceipt
+)
+
+
+def _env_fields(e: PeerEnvelope) -> dict[str, Any]:
+    return {"eid": e.eid, "o": e.origin, "to": e.to, "from": e.sender, "k": str(e.kind), "c": e.call, "b": e.body}
+
+
+def encode_peer(msg: PeerMessage) -> bytes:
+    """One peer-link frame (plaintext; the link encrypts it)."""
+    return packb(peer_to_map(msg))
+
+
+def peer_to_map(msg: PeerMessage) -> dict[str, Any]:
+    """The msgpack map of one relay frame (the peer link encodes maps itself, so the relay hands it this)."""
+    m: dict[str, Any]
+    match msg:
+        case PeerEnvelope():
+            m = {"t": MsgType.ENVELOPE, **_env_fields(msg)}
+        case EnvelopeResult(eid=eid, status=s):
+            m = {"t": MsgType.ENVELOPE_RESULT, "eid": eid, "s": str(s)}
+        case Lease(home=h, ids=ids, ttl_ms=ttl):
+            m = {"t": MsgType.LEASE, "h": h, "ids": list(ids), "ttl": ttl}
+        case LeaseDrop(home=h, ids=ids):
+            m = {"t": MsgType.LEASE_DROP, "h": h, "ids": list(ids)}
+        case Lookup(id=i):
+            m = {"t": MsgType.LOOKUP, "id": i}
+        case LookupReply(id=i, homes=homes):
+            m = {"t": MsgType.LOOKUP_REPLY, "id": i, "ids": list(homes)}
+        case MailboxPut(env=e, ttl_ms=ttl):
+            m = {"t": MsgType.MAILBOX_PUT, **_env_fields(e), "ttl": ttl}
+        case MailboxTake(eids=eids):
+            m = {"t": MsgType.MAILBOX_TAKE, "ids": list(eids)}
+        case MailboxEvent(eid=eid, status=s):
+            m = {"t": MsgType.MAILBOX_EVENT, "eid": eid, "s": str(s)}
+        case Handoff(env=e, ttl_ms=ttl):
+            m = {"t": MsgType.HANDOFF, **_env_fields(e), "ttl": ttl}
+        case RelayReceipt(eid=eid, status=s):
+            m = {"t": MsgType.RECEIPT, "eid": eid, "s": str(s)}
+        case _:  # pragma: no cover - the type checker proves this unreachable
+            raise TypeError(f"not a peer message: {msg!r}")
+    return {k: (int(x) if isinstance(x, MsgType) else x) for k, x in m.items()}
+
+
+def _get_enum(m: dict[str, Any], key: str, cls: type[enum.StrEnum]) -> Any:
+    s = get_str(m, key, max_len=32)
+    try:
+        return cls(s)
+    except ValueError:
+        raise RemoteProtocolError(f"field {key!r}: unknown value {s!r}") from None
+
+
+def _get_ids(m: dict[str, Any], key: str, size: int) -> tuple[bytes, ...]:
+    items = m.get(key)
+    if not isinstance(items, list) or len(items) > PEER_IDS_MAX:
+        raise RemoteProtocolError(f"field {key!r} must be a list of at most {PEER_IDS_MAX} ids")
+    if not all(isinstance(x, bytes) and len(x) == size for x in items):
+        raise RemoteProtocolError(f"field {key!r} must hold {size}-byte ids")
+    return tuple(items)
+
+
+def _get_env(m: dict[str, Any]) -> PeerEnvelope:
+    return PeerEnvelope(
+        eid=get_bytes(m, "eid", min_len=EID_BYTES, max_len=EID_BYTES),
+        origin=get_bytes(m, "o", min_len=ID_BYTES, max_len=ID_BYTES),
+        to=get_bytes(m, "to", min_len=ID_BYTES, max_len=ID_BYTES),
+        sender=get_bytes(m, "from", min_len=ID_BYTES, max_len=ID_BYTES),
+        kind=_get_enum(m, "k", Kind),
+        call=get_bytes(m, "c", min_len=Limits.CALL_ID_MIN, max_len=Limits.CALL_ID_MAX),
+        body=get_bytes(m, "b", max_len=Limits.CLIENT_BODY_MAX),
+    )
+
+
+def _id(m: dict[str, Any], key: str) -> bytes:
+    return get_bytes(m, key, min_len=ID_BYTES, max_len=ID_BYTES)
+
+
+def _eid(m: dict[str, Any]) -> bytes:
+    return get_bytes(m, "eid", min_len=EID_BYTES, max_len=EID_BYTES)
+
+
+def _ttl(m: dict[str, Any]) -> int:
+    return get_int(m, "ttl", lo=1, hi=TTL_MS_MAX)
+
+
+_DECODERS: dict[int, Any] = {
+    MsgType.ENVELOPE: _get_env,
+    MsgType.ENVELOPE_RESULT: lambda m: EnvelopeResult(eid=_eid(m), status=_get_enum(m, "s", ResultStatus)),
+    MsgType.LEASE: lambda m: Lease(home=_id(m, "h"), ids=_get_ids(m, "ids", ID_BYTES), ttl_ms=_ttl(m)),
+    MsgType.LEASE_DROP: lambda m: LeaseDrop(home=_id(m, "h"), ids=_get_ids(m, "ids", ID_BYTES)),
+    MsgType.LOOKUP: lambda m: Lookup(id=_id(m, "id")),
+    MsgType.LOOKUP_REPLY: lambda m: LookupReply(id=_id(m, "id"), homes=_get_ids(m, "ids", ID_BYTES)),
+    MsgType.MAILBOX_PUT: lambda m: MailboxPut(env=_get_env(m), ttl_ms=_ttl(m)),
+    MsgType.MAILBOX_TAKE: lambda m: MailboxTake(eids=_get_ids(m, "ids", EID_BYTES)),
+    MsgType.MAILBOX_EVENT: lambda m: MailboxEvent(eid=_eid(m), status=_get_enum(m, "s", MailboxStatus)),
+    MsgType.HANDOFF: lambda m: Handoff(env=_get_env(m), ttl_ms=_ttl(m)),
+    MsgType.RECEIPT: lambda m: RelayReceipt(eid=_eid(m), status=_get_enum(m, "s", ReceiptStatus)),
+}
+
+RELAY_TYPES: Final = frozenset(_DECODERS)
+
+
+def decode_peer(data: bytes) -> PeerMessage:
+    """Decode one relay frame. Raises RemoteProtocolError (TooLarge for an oversized frame) and nothing else."""
+    return peer_from_map(
+        require_map(unpackb(data, max_bytes=Limits.PEER_FRAME_MAX, max_items=PEER_IDS_MAX + 16), "peer frame")
+    )
+
+
+def peer_from_map(m: dict[str, Any]) -> PeerMessage:
+    """Decode one relay frame already unpacked (within the peer link's limits) into a map."""
+    t = m.get("t")
+    if not isinstance(t, int) or isinstance(t, bool) or t not in _DECODERS:
+        raise RemoteProtocolError(f"unknown relay frame type {t!r}")
+    try:
+        msg: PeerMessage = _DECODERS[t](m)
+    except RemoteProtocolError:
+        raise
+    except (TypeError, ValueError) as exc:  # an attrs validator refused a value the getters let through
+        raise RemoteProtocolError(f"bad relay frame: {exc}") from exc
+    return msg
