@@ -18,7 +18,6 @@ shorter key that the server would then refuse with BADSIG.
 from __future__ import annotations
 
 import base64
-import binascii
 import re
 from pathlib import Path
 from typing import Any
@@ -47,6 +46,7 @@ _NAME = r"[A-Za-z0-9._-]+"
 _KNOT_RE = re.compile(
     rf"^[ \t]*(?:#[ \t]*)?(hmac-[A-Za-z0-9]+):({_NAME}):([A-Za-z0-9+/=]+)[ \t\r]*(?:#[^\n]*)?$", re.MULTILINE
 )
+_BASE64_RE = re.compile(r"(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?")
 _BIND_TOKEN_RE = re.compile(
     r"""(?P<skip>\s+|//[^\n]*|\#[^\n]*|/\*.*?\*/)
       | (?P<string>"[^"\\]*")
@@ -61,11 +61,18 @@ def _algorithm_known(_: object, __: object, value: str) -> None:
         raise ValueError(f"TSIG algorithm {value!r} unsupported (use one of {', '.join(TSIG_ALGORITHMS)})")
 
 
+def _strict_base64(_: object, __: object, value: str) -> None:
+    try:
+        _check_secret(value, "secret")
+    except ConfigError as exc:
+        raise ValueError(str(exc)) from exc
+
+
 @attrs.frozen(kw_only=True, slots=True)
 class TsigKey:
     name: str = attrs.field(validator=attrs.validators.matches_re(_NAME))
     algorithm: str = attrs.field(validator=_algorithm_known)  # e.g. "hmac-sha256"
-    secret: str  # base64, as in the key file (whitespace removed)
+    secret: str = attrs.field(validator=_strict_base64)  # base64, as in the key file (whitespace removed)
 
     def keyring(self) -> dict[dns.name.Name, Any]:
         return dict(dns.tsigkeyring.from_text({self.name: (self.algorithm, self.secret)}))
@@ -99,10 +106,9 @@ def _check_name(name: str, source: str) -> None:
 
 
 def _check_secret(secret: str, source: str) -> None:
-    try:
-        raw = base64.b64decode(secret, validate=True)
-    except (binascii.Error, ValueError) as exc:
-        raise ConfigError(source, f"TSIG secret is not valid base64: {exc}") from exc
+    if not _BASE64_RE.fullmatch(secret):
+        raise ConfigError(source, "TSIG secret is not valid base64: it needs groups of 4 of A-Z a-z 0-9 + /, `=` last")
+    raw = base64.b64decode(secret, validate=True)
     if not raw:
         raise ConfigError(source, "TSIG secret is empty")
     if len(raw) > SECRET_MAX_BYTES:

@@ -110,6 +110,7 @@ def test_comments_are_skipped_only_outside_the_secret(text: str) -> None:
         (f"hmac-sha256:{NAME}:{SECRET[:-1]}", "not valid base64"),  # padding cut
         (f"hmac-sha256:{NAME}:{SECRET[:17]}//{SECRET[19:]}x", "not valid base64"),
         (f"hmac-sha256:{NAME}:{SECRET} // note", "not a TSIG key"),  # knot lines have no `//` comments
+        (f"hmac-sha256:{NAME}:{SECRET}/* note */", "not a TSIG key"),  # nor `/* */` ones
         (f'key "{NAME}" {{ algorithm hmac-sha256; secret "{SECRET}" }};', "missing `;`"),
         (f'key "{NAME}" {{ algorithm hmac-sha256; secret "{SECRET}"; }}', "ends inside"),
         (f'key "{NAME}" {{ algorithm hmac-sha256; secret "{SECRET}; }};', "unterminated"),
@@ -130,6 +131,12 @@ def test_damaged_key_files_are_refused_not_read_as_another_key(text: str, reason
     with pytest.raises(ConfigError, match=reason) as info:
         dns_cli.parse_tsig_key(text)
     assert info.value.key == "--tsig-key"
+
+
+@pytest.mark.parametrize("secret", ["", "QUJD=", "QU JD", "QUJD//", "QUJ", "QQ=", "Q===", "QUJD\n"])
+def test_a_key_cannot_be_built_with_a_secret_that_is_not_base64(secret: str) -> None:
+    with pytest.raises(ValueError, match=r"base64|empty"):
+        dns_cli.TsigKey(name=NAME, algorithm="hmac-sha256", secret=secret)
 
 
 LABELS = st.from_regex(r"[A-Za-z0-9_]([A-Za-z0-9_-]{0,20}[A-Za-z0-9])?", fullmatch=True)
