@@ -12,13 +12,11 @@ saved `GET /v1/nodes` answer (msgpack), so the DNS publisher need not run on the
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-import attrs
 import dns.exception
 import dns.message
 import dns.name
@@ -29,77 +27,19 @@ import dns.rdatatype
 import dns.rdtypes.ANY.TXT
 import dns.rrset
 import dns.tsig
-import dns.tsigkeyring
 import dns.update
 
 from bootstrap.service import current_signed_list
+from bootstrap.tsig_key import TSIG_ALGORITHMS, TsigKey, load_tsig_key
+from bootstrap.tsig_key import parse_tsig_key as parse_tsig_key
 from node.protocol.errors import ConfigError, HomingError, RemoteProtocolError
 from node.protocol.identity import decode_document
 from node.protocol.settings import parse_hostport
 from node.protocol.txt import TTL_DEFAULT_S, decode_txt, encode_txt, zone_lines
 
-TSIG_ALGORITHMS = {
-    "hmac-md5": dns.tsig.HMAC_MD5,
-    "hmac-sha1": dns.tsig.HMAC_SHA1,
-    "hmac-sha224": dns.tsig.HMAC_SHA224,
-    "hmac-sha256": dns.tsig.HMAC_SHA256,
-    "hmac-sha384": dns.tsig.HMAC_SHA384,
-    "hmac-sha512": dns.tsig.HMAC_SHA512,
-}
-KEY_FILE_MAX_BYTES = 64 * 1024
 LIST_FILE_MAX_BYTES = 512 * 1024
 DNS_TIMEOUT_S = 10.0
 TTL_MAX_S = 86_400
-
-_KNOT_RE = re.compile(r"^\s*#?\s*(hmac-[a-z0-9]+):([A-Za-z0-9._-]+):([A-Za-z0-9+/=]+)\s*$", re.MULTILINE)
-_BIND_RE = re.compile(r'key\s+"?([A-Za-z0-9._-]+)"?\s*\{(.*?)\}\s*;', re.DOTALL)
-_BIND_ALG_RE = re.compile(r"algorithm\s+\"?([A-Za-z0-9-]+)\"?\s*;")
-_BIND_SECRET_RE = re.compile(r'secret\s+"([A-Za-z0-9+/=\s]+)"\s*;')
-
-
-@attrs.frozen(kw_only=True, slots=True)
-class TsigKey:
-    name: str
-    algorithm: str  # e.g. "hmac-sha256"
-    secret: str  # base64, as in the key file
-
-    def keyring(self) -> dict[dns.name.Name, Any]:
-        return dict(dns.tsigkeyring.from_text({self.name: (self.algorithm, self.secret)}))
-
-
-def parse_tsig_key(text: str, *, source: str = "--tsig-key") -> TsigKey:
-    """Parse knot's `keymgr -t` output (`ALGORITHM:NAME:BASE64SECRET`, a leading `# ` allowed, the YAML after it
-    ignored) or a BIND `key "name" { algorithm …; secret "…"; };` block. Raises ConfigError naming `source`."""
-    text = re.sub(r"//[^\n]*", "", text)  # BIND comments
-    match = _KNOT_RE.search(text)
-    if match:
-        algorithm, name, secret = match[1].lower(), match[2], match[3]
-    else:
-        block = _BIND_RE.search(text)
-        if block is None:
-            raise ConfigError(source, 'not a TSIG key (expected ALGORITHM:NAME:SECRET or a BIND key "name" {…}; block)')
-        alg, sec = _BIND_ALG_RE.search(block[2]), _BIND_SECRET_RE.search(block[2])
-        if alg is None or sec is None:
-            raise ConfigError(source, 'BIND key block needs `algorithm …;` and `secret "…";`')
-        algorithm, name, secret = alg[1].lower(), block[1], re.sub(r"\s", "", sec[1])
-    if algorithm not in TSIG_ALGORITHMS:
-        raise ConfigError(source, f"TSIG algorithm {algorithm!r} unsupported (use one of {', '.join(TSIG_ALGORITHMS)})")
-    key = TsigKey(name=name, algorithm=algorithm, secret=secret)
-    try:
-        key.keyring()
-    except (ValueError, dns.exception.DNSException) as exc:
-        raise ConfigError(source, f"TSIG secret is not valid base64: {exc}") from exc
-    return key
-
-
-def load_tsig_key(path: Path) -> TsigKey:
-    try:
-        data = path.read_bytes()[: KEY_FILE_MAX_BYTES + 1]
-    except OSError as exc:
-        raise ConfigError("--tsig-key", f"cannot read {path}: {exc.strerror}") from exc
-    if len(data) > KEY_FILE_MAX_BYTES:
-        raise ConfigError("--tsig-key", f"{path} is larger than a key file can be")
-    return parse_tsig_key(data.decode("utf-8", errors="replace"))
 
 
 def txt_rrset(name: dns.name.Name, doc: dict[str, bytes], ttl: int) -> dns.rrset.RRset:

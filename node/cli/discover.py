@@ -16,7 +16,7 @@ import segno
 import trio
 
 from node.app.config import build_config, default_data_dir, load_toml
-from node.client.discovery import DiscoveryConfig, DiscoveryResult, discover, parse_entry
+from node.client.discovery import DiscoveryConfig, DiscoveryResult, discover, load_cache, parse_entry
 from node.client.discovery.sources import txt_query
 from node.client.files import load_or_create_key
 from node.protocol.errors import ConfigError
@@ -90,6 +90,44 @@ def render_table(result: DiscoveryResult) -> str:
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows)
 
 
+GIVE_A_SOURCE = (
+    "give a source: --registry URL (with --trust KEY), --doh URL --name NAME, or --add URI "
+    "(a homing://node/… referral card or wss://HOST:PORT#ID); docs/discovery.md"
+)
+
+
+def _cache_status(cache: Path | None) -> tuple[str, bool]:
+    """What the cache held, and whether it held any node."""
+    if cache is None:
+        return "cache: off (--no-cache)", False
+    if not cache.exists():
+        return f"cache {cache}: absent (it is written once a discovery reaches a node)", False
+    cached, problems = load_cache(cache)
+    if problems and not cached:
+        return f"cache {cache}: unusable (see above)", False
+    if not cached:
+        return f"cache {cache}: empty", False
+    return f"cache {cache}: {len(cached)} node(s), none answered", True
+
+
+def source_report(cfg: DiscoveryConfig) -> list[str]:
+    """Said when no node was found: each kind of source, what it gave, and the flag that adds one."""
+    queries = len(cfg.doh) * len(cfg.names)
+    lines = [
+        f"registry: {len(cfg.registries)} tried, no node from them (see above)" if cfg.registries
+        else "registry: none given (--registry URL)",
+        f"DNS TXT over DoH: {queries} query(ies) tried, no node from them (see above)" if queries
+        else "DNS TXT over DoH: none given (--doh URL --name NAME)",
+        f"referral cards and manual entries: {len(cfg.extra)} tried, none answered" if cfg.extra
+        else "referral cards and manual entries: none given (--add URI)",
+    ]  # fmt: skip
+    cache_line, cache_had_nodes = _cache_status(cfg.cache)
+    lines.append(cache_line)
+    if not (cfg.registries or queries or cfg.extra or cache_had_nodes):
+        lines.append(GIVE_A_SOURCE)
+    return lines
+
+
 def cmd_discover(args: argparse.Namespace) -> int:
     cfg = config_from_args(args)
     progress = None if args.json else Progress(sys.stderr)
@@ -98,11 +136,12 @@ def cmd_discover(args: argparse.Namespace) -> int:
     finally:
         if progress is not None:
             progress.close()
+    problems = [*result.errors, *([] if result.nodes else source_report(cfg))]
     if args.json:
-        print(json.dumps(result.to_json(), indent=None))
+        print(json.dumps({**result.to_json(), "errors": problems}, indent=None))
     else:
         print(render_table(result) if result.nodes else "no node found")
-        for line in result.errors:
+        for line in problems:
             print(f"homing discover: {line}", file=sys.stderr)
     return 0 if result.nodes else 1
 

@@ -13,6 +13,7 @@ import pytest
 import zxingcpp
 from PIL import Image
 
+from node.client.discovery import save_cache
 from node.client.files import load_or_create_key
 from node.protocol.identity import Identity
 from node.protocol.nodelist import parse_card
@@ -69,6 +70,48 @@ def test_discover_finds_nothing_exits_1(tmp_path: Path) -> None:
     assert r.returncode == 1
     out = json.loads(r.stdout)
     assert out["nodes"] == [] and "registry http://127.0.0.1:1/v1/nodes" in out["errors"][0]
+
+
+@pytest.mark.parametrize(
+    ("cache_argv", "cache_says"),
+    [
+        ([], "discovery-cache.json: absent"),  # the default cache under $XDG_DATA_HOME, never written
+        (["--no-cache"], "cache: off (--no-cache)"),
+        (["--cache", "EMPTY"], "empty.json: empty"),
+    ],
+)
+def test_discover_with_no_source_says_what_it_tried_and_how_to_give_one(
+    tmp_path: Path, cache_argv: list[str], cache_says: str
+) -> None:
+    save_cache(tmp_path / "empty.json", [])
+    argv = [a.replace("EMPTY", str(tmp_path / "empty.json")) for a in cache_argv]
+    env = homing_env(XDG_DATA_HOME=str(tmp_path / "xdg"))
+    r = subprocess.run(homing_cmd("discover", *argv), env=env, capture_output=True, text=True, timeout=30, cwd=REPO)
+    assert r.returncode == 1
+    assert r.stdout == "no node found\n"
+    said = r.stderr.splitlines()
+    assert "homing discover: registry: none given (--registry URL)" in said
+    assert "homing discover: DNS TXT over DoH: none given (--doh URL --name NAME)" in said
+    assert "homing discover: referral cards and manual entries: none given (--add URI)" in said
+    assert any(line.startswith("homing discover: cache") and cache_says in line for line in said), said
+    [hint] = [line for line in said if "give a source" in line]
+    assert all(flag in hint for flag in ("--registry URL", "--doh URL --name NAME", "--add URI"))
+    r = subprocess.run(homing_cmd("discover", *argv, "--json"), env=env, capture_output=True, text=True, timeout=30,
+                       cwd=REPO)  # fmt: skip
+    assert r.returncode == 1
+    out = json.loads(r.stdout)
+    assert out["nodes"] == [] and any("give a source" in e for e in out["errors"])
+    assert not (tmp_path / "xdg").exists()  # nothing found, nothing written
+
+
+def test_discover_with_a_failing_source_says_it_was_tried(tmp_path: Path) -> None:
+    r = run_homing("discover", "--no-cache", "--add", f"ws://127.0.0.1:1/v1/client#{Identity.generate().id_text}",
+                   "--deadline", "5")  # fmt: skip
+    assert r.returncode == 1
+    said = r.stderr.splitlines()
+    assert "homing discover: referral cards and manual entries: 1 tried, none answered" in said
+    assert "homing discover: registry: none given (--registry URL)" in said
+    assert not any("give a source" in line for line in said)
 
 
 @pytest.mark.parametrize(

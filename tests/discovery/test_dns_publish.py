@@ -18,7 +18,15 @@ from node.protocol.errors import ConfigError, HomingError
 from node.protocol.identity import Identity, encode_document
 from node.protocol.nodelist import open_node_list
 from tests.discovery.lists import NOW, entries, signed_list
-from tests.fixtures.dns import TSIG_NAME, TSIG_SECRET, DnsStack, dns_stack, have_dns_tools
+from tests.fixtures.dns import (
+    TSIG_NAME,
+    TSIG_SECRET,
+    TSIG_SLASH_NAME,
+    TSIG_SLASH_SECRET,
+    DnsStack,
+    dns_stack,
+    have_dns_tools,
+)
 from tests.helpers import run_homing
 
 pytestmark = pytest.mark.skipif(
@@ -79,6 +87,31 @@ def test_publish_then_read_back_through_doh(stack: DnsStack) -> None:
         smaller, name=NAME, zone="example.test.", server=stack.auth, key=dns_cli.load_tsig_key(stack.key_file)
     )
     assert txt.decode_txt(doh_records(stack)) == smaller
+
+
+@pytest.mark.parametrize(
+    "key_text",
+    [
+        f"# hmac-sha256:{TSIG_SLASH_NAME}:{TSIG_SLASH_SECRET}\nkey:\n  - id: {TSIG_SLASH_NAME}\n",
+        f'key "{TSIG_SLASH_NAME}" {{\n\talgorithm hmac-sha256;\n\tsecret "{TSIG_SLASH_SECRET}"; // rotated\n}};\n',
+    ],
+    ids=["keymgr", "bind"],
+)
+def test_knotd_accepts_an_update_signed_with_a_secret_holding_slashes(
+    stack: DnsStack, tmp_path: Path, capsys: pytest.CaptureFixture[str], key_text: str
+) -> None:
+    """Issue #18: the part of this secret before `//` is valid base64 on its own; read as the key, knotd says
+    BADSIG. The whole command line runs: key file, update, read-back through knotd and unbound's DoH."""
+    assert "//" in TSIG_SLASH_SECRET
+    (tmp_path / "slash.key").write_text(key_text)
+    doc = signed_list(REGISTRY, entries(5))
+    (tmp_path / "list.msgpack").write_bytes(encode_document(doc))
+    argv = ["publish-dns", "--name", NAME, "--zone", "example.test", "--server", stack.auth,
+            "--tsig-key", str(tmp_path / "slash.key"), "--from-file", str(tmp_path / "list.msgpack")]  # fmt: skip
+    args = _parser().parse_args(argv)
+    assert args.func(args) == 0
+    assert "read back and verified" in capsys.readouterr().out
+    assert txt.decode_txt(doh_records(stack)) == doc
 
 
 def test_wrong_tsig_secret_is_refused_clearly(stack: DnsStack) -> None:
