@@ -8,6 +8,8 @@ and carry on: an illegal input changes no state.
 
 from __future__ import annotations
 
+from node.protocol.refusals import Refusal
+
 
 class HomingError(Exception):
     """Base of every error homing raises on purpose."""
@@ -38,29 +40,37 @@ class LocalProtocolError(ProtocolError):
 
 
 class RemoteProtocolError(ProtocolError):
-    """The peer sent something the protocol forbids (malformed, oversized, unauthenticated...)."""
+    """The peer sent something the protocol forbids (malformed, oversized, unauthenticated...).
+
+    `refusal` names it in the one vocabulary of node/protocol/refusals.py (metrics, logs)."""
+
+    refusal: Refusal = Refusal.MALFORMED
 
 
 class TooLarge(RemoteProtocolError):
     code = "too_large"
+    refusal = Refusal.OVERSIZED
 
 
 class BadSignature(RemoteProtocolError):
     """A signature did not verify, or the signer is not trusted."""
 
     code = "bad_signature"
+    refusal = Refusal.FORGED
 
 
 class Expired(RemoteProtocolError):
     """A signed document is outside its validity window."""
 
     code = "expired"
+    refusal = Refusal.REPLAYED
 
 
 class Replayed(RemoteProtocolError):
     """A packet or document was seen before (or is older than what was seen)."""
 
     code = "replayed"
+    refusal = Refusal.REPLAYED
 
 
 class TransportError(HomingError):

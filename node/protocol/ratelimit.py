@@ -1,0 +1,103 @@
+"""The one token bucket, and a bounded table of them per key (address, id, peer).
+
+Theory: a bucket holds at most `burst` tokens and gains `rate_per_s` tokens per second of `now`; an event that
+costs `cost` tokens is allowed when the bucket holds that many, which spends them. Over any window of T seconds a
+bucket allows at most `burst + rate_per_s * T` tokens' worth of events, whatever their timing.
+
+`KeyedBuckets` keeps one bucket per key for at most `keys_max` keys. A key that is new when the table is full
+evicts the least recently used one: a forgotten key comes back with a full bucket, so `keys_max` must be larger
+than the number of keys an attacker can cycle through within `burst / rate_per_s` seconds for the limit to hold
+(per-address tables are keyed by network prefix, see `address_key`, for that reason). Pure: `now` is passed in.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections import OrderedDict
+from typing import Generic, TypeVar
+
+K = TypeVar("K")
+
+
+class TokenBucket:
+    """`rate_per_s` tokens per second up to `burst`; `take(now)` spends `cost` if the bucket holds it."""
+
+    __slots__ = ("burst", "rate_per_s", "stamp", "tokens")
+
+    def __init__(self, rate_per_s: float, burst: float, now: float = 0.0) -> None:
+        if rate_per_s <= 0 or burst < 1:
+            raise ValueError("a token bucket needs rate_per_s > 0 and burst >= 1")
+        self.rate_per_s = float(rate_per_s)
+        self.burst = float(burst)
+        self.tokens = float(burst)
+        self.stamp = now
+
+    def _refill(self, now: float) -> None:
+        if now > self.stamp:
+            self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate_per_s)
+            self.stamp = now
+
+    def take(self, now: float, cost: float = 1.0) -> bool:
+        self._refill(now)
+        if self.tokens >= cost:
+            self.tokens -= cost
+            return True
+        return False
+
+    def wait_s(self, now: float, cost: float = 1.0) -> float:
+        """Seconds until `cost` tokens are there (0 when they are now)."""
+        self._refill(now)
+        return max(0.0, (cost - self.tokens) / self.rate_per_s)
+
+    def full(self, now: float) -> bool:
+        self._refill(now)
+        return self.tokens >= self.burst
+
+
+class KeyedBuckets(Generic[K]):
+    """One `TokenBucket` per key, at most `keys_max` keys (least recently used evicted)."""
+
+    def __init__(self, rate_per_s: float, burst: float, keys_max: int) -> None:
+        if keys_max < 1:
+            raise ValueError("keys_max must be >= 1")
+        TokenBucket(rate_per_s, burst)  # validates the parameters once
+        self.rate_per_s = rate_per_s
+        self.burst = burst
+        self.keys_max = keys_max
+        self._buckets: OrderedDict[K, TokenBucket] = OrderedDict()
+
+    def _bucket(self, key: K, now: float) -> TokenBucket:
+        bucket = self._buckets.get(key)
+        if bucket is None:
+            while len(self._buckets) >= self.keys_max:
+                self._buckets.popitem(last=False)
+            bucket = self._buckets[key] = TokenBucket(self.rate_per_s, self.burst, now)
+        else:
+            self._buckets.move_to_end(key)
+        return bucket
+
+    def take(self, key: K, now: float, cost: float = 1.0) -> bool:
+        return self._bucket(key, now).take(now, cost)
+
+    def wait_s(self, key: K, now: float, cost: float = 1.0) -> float:
+        return self._bucket(key, now).wait_s(now, cost)
+
+    def __len__(self) -> int:
+        return len(self._buckets)
+
+
+def address_key(host: str) -> str:
+    """The network an address belongs to for per-address limits: the /32 of an IPv4, the /64 of an IPv6.
+
+    One IPv6 host usually holds a whole /64, so counting single IPv6 addresses would let one machine use 2^64
+    budgets. Anything that is not an IP address (a Unix socket path, a test name) is its own key.
+    """
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return host
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    if isinstance(ip, ipaddress.IPv4Address):
+        return str(ip)
+    return str(ipaddress.IPv6Network((ip, 64), strict=False))

@@ -1,0 +1,76 @@
+"""The one token bucket, deadline heap and refusal vocabulary (node/protocol: ratelimit, deadlines, refusals)."""
+
+from __future__ import annotations
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from node.protocol.deadlines import INF, DeadlineHeap
+from node.protocol.ratelimit import KeyedBuckets, TokenBucket, address_key
+from node.protocol.refusals import Refusal, for_client_code
+
+
+def test_bucket_allows_burst_then_rate() -> None:
+    b = TokenBucket(rate_per_s=2.0, burst=3, now=0.0)
+    assert [b.take(0.0) for _ in range(4)] == [True, True, True, False]
+    assert b.wait_s(0.0) == 0.5
+    assert b.take(0.5) and not b.take(0.5)
+
+
+@given(st.lists(st.floats(min_value=0, max_value=100, allow_nan=False), min_size=1, max_size=200))
+def test_bucket_never_allows_more_than_burst_plus_rate_times_window(times: list[float]) -> None:
+    times.sort()
+    b = TokenBucket(rate_per_s=5.0, burst=10, now=times[0])
+    allowed = sum(1 for t in times if b.take(t))
+    assert allowed <= 10 + 5.0 * (times[-1] - times[0]) + 1e-9
+
+
+def test_keyed_buckets_are_bounded_and_independent() -> None:
+    kb: KeyedBuckets[str] = KeyedBuckets(rate_per_s=1.0, burst=1, keys_max=2)
+    assert kb.take("a", 0.0) and not kb.take("a", 0.0)
+    assert kb.take("b", 0.0)
+    assert kb.take("c", 0.0) and len(kb) == 2  # "a" was evicted
+
+
+def test_address_key_groups_ipv6_by_64_and_unwraps_mapped_ipv4() -> None:
+    assert address_key("2001:db8:1:2:aaaa::1") == address_key("2001:db8:1:2:bbbb::9") == "2001:db8:1:2::/64"
+    assert address_key("2001:db8:1:3::1") != address_key("2001:db8:1:2::1")
+    assert address_key("::ffff:192.0.2.7") == "192.0.2.7" == address_key("192.0.2.7")
+    assert address_key("not-an-ip") == "not-an-ip"
+
+
+def test_deadline_heap_replaces_discards_and_pops_in_order() -> None:
+    h: DeadlineHeap[str] = DeadlineHeap()
+    assert h.next_deadline() == INF
+    h.push("a", 5.0)
+    h.push("b", 3.0)
+    h.push("a", 1.0)  # replaces 5.0
+    h.push("c", 2.0)
+    h.discard("c")
+    assert h.next_deadline() == 1.0
+    assert h.pop_due(4.0) == ["a", "b"]
+    assert h.pop_due(10.0) == [] and h.next_deadline() == INF and len(h) == 0
+
+
+@given(st.lists(st.tuples(st.integers(0, 20), st.floats(0, 100, allow_nan=False), st.booleans()), max_size=300))
+def test_deadline_heap_matches_a_plain_dict(ops: list[tuple[int, float, bool]]) -> None:
+    h: DeadlineHeap[int] = DeadlineHeap()
+    model: dict[int, float] = {}
+    for key, t, drop in ops:
+        if drop:
+            h.discard(key)
+            model.pop(key, None)
+        else:
+            h.push(key, t)
+            model[key] = t
+    assert h.next_deadline() == min(model.values(), default=INF)
+    due = h.pop_due(50.0)
+    assert sorted(due) == sorted(k for k, t in model.items() if t <= 50.0)
+    assert [model[k] for k in due] == sorted(model[k] for k in due)
+
+
+def test_client_codes_map_into_refusals() -> None:
+    assert for_client_code("too_large") is Refusal.OVERSIZED
+    assert for_client_code("rate_limited") is Refusal.RATE_LIMITED
+    assert for_client_code("anything else") is Refusal.MALFORMED
+    assert {r.value for r in Refusal} == {"forged", "replayed", "malformed", "oversized", "rate_limited", "unadmitted"}
