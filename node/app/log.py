@@ -47,6 +47,7 @@ from datetime import UTC, datetime
 from typing import Any, TextIO
 
 from node.protocol.identity import ID_BYTES, short_id
+from node.protocol.ratelimit import TokenBucket
 
 LEVELS: dict[str, int] = {
     "debug": logging.DEBUG,
@@ -285,7 +286,8 @@ class EventRateLimiter(logging.Filter):
         self.rate_per_s = rate_per_s
         self.burst = burst
         self._clock = clock
-        self._buckets: dict[tuple[str, str], list[float]] = {}  # key -> [tokens, last, suppressed]
+        self._buckets: dict[tuple[str, str], TokenBucket] = {}
+        self._suppressed: dict[tuple[str, str], int] = {}
 
     def filter(self, record: logging.LogRecord) -> bool:
         key = (record.name, str(getattr(record, _EVENT_ATTR, record.msg))[:128])
@@ -294,18 +296,16 @@ class EventRateLimiter(logging.Filter):
         if bucket is None:
             if len(self._buckets) >= _EVENTS_TRACKED_MAX:
                 self._buckets.clear()
-            bucket = self._buckets[key] = [float(self.burst), now, 0.0]
-        bucket[0] = min(float(self.burst), bucket[0] + (now - bucket[1]) * self.rate_per_s)
-        bucket[1] = now
-        if bucket[0] < 1.0:
-            bucket[2] += 1
+                self._suppressed.clear()
+            bucket = self._buckets[key] = TokenBucket(self.rate_per_s, self.burst, now)
+        if not bucket.take(now):
+            self._suppressed[key] = self._suppressed.get(key, 0) + 1
             return False
-        bucket[0] -= 1.0
-        if bucket[2]:
+        suppressed = self._suppressed.pop(key, 0)
+        if suppressed:
             fields = getattr(record, _FIELDS_ATTR, None)
             if isinstance(fields, dict):
-                setattr(record, _FIELDS_ATTR, {**fields, "suppressed": int(bucket[2])})
-            bucket[2] = 0.0
+                setattr(record, _FIELDS_ATTR, {**fields, "suppressed": suppressed})
         return True
 
 

@@ -16,7 +16,7 @@ Public API:
     m.relay_seconds.observe(seconds)                  # homing_relay_seconds (histogram)
     m.mailbox_envelopes.set(n)                        # homing_mailbox_envelopes
     m.swim_probe("ack")                               # homing_swim_probes_total{result}
-    m.packet_refused("swim", "forged")                # homing_packets_refused_total{layer,reason}
+    m.packet_refused(Layer.SWIM, Refusal.FORGED)      # homing_packets_refused_total{layer,reason}
     m.peer_links.set(n)                               # homing_peer_links
 
 Label values come from fixed tables below; a value outside its table is counted under `other`, so a peer that
@@ -41,13 +41,14 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
 from node import __version__
+from node.protocol.refusals import Layer, Refusal
 
 MEMBER_STATES = ("alive", "suspect", "dead", "left")
 ENVELOPE_KINDS = ("call_offer", "call_answer", "call_reject", "call_hangup", "call_ice")
 ENVELOPE_OUTCOMES = ("delivered", "queued", "expired", "cancelled", "rejected")
 PROBE_RESULTS = ("ack", "indirect_ack", "failed")
-REFUSED_LAYERS = ("swim", "peer", "client", "registry")
-REFUSED_REASONS = ("forged", "replayed", "malformed", "oversized", "rate_limited", "unadmitted")
+REFUSED_LAYERS = tuple(layer.value for layer in Layer)
+REFUSED_REASONS = tuple(reason.value for reason in Refusal)  # the one vocabulary: node/protocol/refusals.py
 OTHER = "other"
 # 0.1 ms .. 1 s: a same-node relay is well under a millisecond, a cross-node hop a few ms, a slow path 100s of ms.
 RELAY_BUCKETS_S = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
@@ -141,8 +142,8 @@ class NodeMetrics:
     def swim_probe(self, result: str) -> None:
         self.swim_probes.labels(result=_label(result, PROBE_RESULTS)).inc()
 
-    def packet_refused(self, layer: str, reason: str) -> None:
-        self.packets_refused.labels(layer=_label(layer, REFUSED_LAYERS), reason=_label(reason, REFUSED_REASONS)).inc()
+    def packet_refused(self, layer: Layer, reason: Refusal) -> None:
+        self.packets_refused.labels(layer=layer.value, reason=reason.value).inc()
 
     def render(self) -> bytes:
         """This node's metrics in the Prometheus text format (for `GET /metrics`)."""

@@ -41,6 +41,7 @@ from node.protocol.admission import Admission
 from node.protocol.errors import ConfigError
 from node.protocol.identity import Identity, id_text, parse_id, short_id
 from node.protocol.nodelist import make_card
+from node.protocol.refusals import Layer, Refusal
 from node.protocol.relay.core import RelayCore
 from node.protocol.settings import format_hostport, parse_hostport
 from node.protocol.swim.protocol import MemberChanged, Swim
@@ -48,20 +49,6 @@ from node.protocol.wire.seed import Meta, encode_meta
 
 # SWIM/driver vocabulary -> the metric label tables of node/app/metrics.py
 PROBE_LABELS = {"ok": "ack", "indirect_ok": "indirect_ack", "failed": "failed"}
-REFUSED_LABELS = {
-    "not_admitted": "unadmitted",
-    "seed_not_admitted": "unadmitted",
-    "push_pull_failed": "malformed",
-    "timeout_or_broken": "malformed",
-    "too_large": "oversized",
-    "connections_max": "rate_limited",
-    "auth_failed": "forged",
-    "bad_websocket": "malformed",
-    "timeout": "malformed",
-    "bad_request": "malformed",
-    "unknown_type": "malformed",
-    "slow_reader": "rate_limited",
-}
 SHUTDOWN_BUDGET_S = 8.0  # docs/operations.md: exit within 10 s of SIGTERM; keep 2 s of margin
 GOAWAY_REFERRALS_MAX = 5
 LIVE_STATES = ("alive", "suspect")
@@ -104,8 +91,8 @@ class _ClientMetrics:
     def clients_connected(self, count: int) -> None:
         self.metrics.clients_connected.set(count)
 
-    def client_refused(self, reason: str) -> None:
-        self.metrics.packet_refused("client", REFUSED_LABELS.get(reason, reason))
+    def client_refused(self, reason: Refusal) -> None:
+        self.metrics.packet_refused(Layer.CLIENT, reason)
 
 
 @attrs.define
@@ -225,7 +212,7 @@ async def _start(
         address_of=lambda peer: swim_ref[0].peer_address(peer) if swim_ref else None,
         on_message=lambda peer, msg: None,
         on_unreachable=lambda peer: None,
-        on_refused=functools.partial(_refused, metrics, "peer"),
+        on_refused=functools.partial(metrics.packet_refused, Layer.PEER),
         limits=PeerLimits(queue_max=config.relay.peer_queue_max),
         flusher=flusher,
     )
@@ -273,7 +260,7 @@ async def _start(
             on_link=links.accept,
             on_sync=driver.on_sync,
             card=card,
-            on_refused=functools.partial(_refused, metrics, "peer"),
+            on_refused=functools.partial(metrics.packet_refused, Layer.PEER),
         )
     )
     router = ops_router(
@@ -314,10 +301,6 @@ def _start_swim(
     )
 
 
-def _refused(metrics: NodeMetrics, layer: str, reason: str) -> None:
-    metrics.packet_refused(layer, REFUSED_LABELS.get(reason, reason))
-
-
 def _hook_metrics_and_events(handle: NodeHandle) -> None:
     metrics, log = handle.metrics, handle.log
 
@@ -331,7 +314,7 @@ def _hook_metrics_and_events(handle: NodeHandle) -> None:
         handle.relay.members_changed(handle.live_ids())
 
     handle.driver.on_probe = lambda result: metrics.swim_probe(PROBE_LABELS.get(result, result))
-    handle.driver.on_refused = functools.partial(_refused, metrics)
+    handle.driver.on_refused = metrics.packet_refused
     handle.driver.on_change = on_change
     handle.relay.members_changed(handle.live_ids())
 

@@ -35,9 +35,10 @@ from wsproto.events import (
 from wsproto.handshake import H11Handshake
 from wsproto.utilities import RemoteProtocolError as WsRemoteProtocolError
 
-from node.net.session import CLOSE_TIMEOUT_S, ClientSession, TokenBucket
+from node.net.session import CLOSE_TIMEOUT_S, ClientSession
 from node.net.sockio import Flusher
 from node.protocol.identity import Identity, short_id
+from node.protocol.refusals import Refusal
 from node.protocol.settings import ClientsSection
 from node.protocol.wire.client import (
     Challenge,
@@ -46,7 +47,7 @@ from node.protocol.wire.client import (
     GoAway,
 )
 
-__all__ = ["ClientMetrics", "ClientServer", "ClientSession", "RelaySink", "TokenBucket", "serve_clients"]
+__all__ = ["ClientMetrics", "ClientServer", "ClientSession", "RelaySink", "serve_clients"]
 
 log = logging.getLogger("homing.clients")
 
@@ -69,7 +70,7 @@ class ClientMetrics(Protocol):
     """Optional metrics hooks (node/app/ops.py adapts them to Prometheus)."""
 
     def clients_connected(self, count: int) -> None: ...
-    def client_refused(self, reason: str) -> None: ...
+    def client_refused(self, reason: Refusal) -> None: ...
 
 
 class ClientServer:
@@ -112,7 +113,7 @@ class ClientServer:
 
     # --- hooks used by sessions --------------------------------------------------------------------------
 
-    def refused(self, reason: str) -> None:
+    def refused(self, reason: Refusal) -> None:
         if self.metrics is not None:
             self.metrics.client_refused(reason)
 
@@ -203,7 +204,7 @@ class ClientServer:
             if refusal is None and request.target.partition("?")[0] != CLIENT_PATH:
                 refusal = 404, f"the client endpoint is {CLIENT_PATH}"
             if refusal is not None:
-                self.refused(f"http_{refusal[0]}")
+                self.refused(Refusal.RATE_LIMITED if refusal[0] in (429, 503) else Refusal.MALFORMED)
                 await _send_quietly(stream, _reject(hs, *refusal))
                 return
             ws, accept, use_json = _accept(hs, request)

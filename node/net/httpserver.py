@@ -31,6 +31,8 @@ import h11
 import trio
 from attrs import validators as v
 
+from node.protocol.ratelimit import KeyedBuckets
+
 log = logging.getLogger("homing.http")
 
 _SERVER_HEADER = b"homing"
@@ -139,27 +141,16 @@ class Router:
 
 
 class RateLimiter:
-    """Per-key token buckets with a bounded number of keys (least recently used forgotten). Pure: `now` passed in."""
+    """Per-key token buckets (node/protocol/ratelimit.py) with a bounded number of keys. Pure: `now` passed in."""
 
     def __init__(self, *, rate_per_s: float, burst: int, keys_max: int) -> None:
-        self.rate_per_s = rate_per_s
-        self.burst = burst
-        self.keys_max = keys_max
-        self._buckets: collections.OrderedDict[str, tuple[float, float]] = collections.OrderedDict()
+        self._buckets: KeyedBuckets[str] = KeyedBuckets(rate_per_s, burst, keys_max)
 
     def allow(self, key: str, now: float) -> float:
         """Take one token for `key`. Returns 0.0 when allowed, else the seconds until a token is available."""
-        tokens, last = self._buckets.pop(key, (float(self.burst), now))
-        tokens = min(float(self.burst), tokens + (now - last) * self.rate_per_s)
-        wait = 0.0
-        if tokens >= 1.0:
-            tokens -= 1.0
-        else:
-            wait = (1.0 - tokens) / self.rate_per_s
-        self._buckets[key] = (tokens, now)
-        while len(self._buckets) > self.keys_max:
-            self._buckets.popitem(last=False)
-        return wait
+        if self._buckets.take(key, now):
+            return 0.0
+        return self._buckets.wait_s(key, now)
 
 
 class _Closed(Exception):

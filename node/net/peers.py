@@ -44,9 +44,10 @@ import trio
 
 from node.net.sockio import Flusher, OutBuffer, read_some
 from node.protocol.crypto import LINK_HELLO_BYTES, LinkHandshake, LinkSession
-from node.protocol.errors import RemoteProtocolError, TransportError
+from node.protocol.errors import NotAdmitted, RemoteProtocolError, TooLarge, TransportError
 from node.protocol.identity import Identity, short_id
 from node.protocol.nodelist import parse_card
+from node.protocol.refusals import Refusal
 from node.protocol.wire import Limits, MsgType, packb, require_map, unpack_all, unpackb
 
 MAGIC = b"HML1"
@@ -126,7 +127,7 @@ class Channel:
     async def _open_next(self, max_bytes: int) -> bytes:
         (n,) = struct.unpack(">I", await self._reader.read_exactly(4))
         if n > max_bytes + 16:
-            raise RemoteProtocolError(f"peer frame of {n} bytes exceeds {max_bytes}", code="too_large")
+            raise TooLarge(f"peer frame of {n} bytes exceeds {max_bytes}")
         return self.session.open(await self._reader.read_exactly(n))
 
     async def aclose(self) -> None:
@@ -164,7 +165,7 @@ async def handshake(
     if expected_id is not None and peer_id != expected_id:
         raise RemoteProtocolError("peer is not the node we dialled (id mismatch)")
     if not admit(peer_id):
-        raise RemoteProtocolError(f"peer {short_id(peer_id)} is not admitted to the federation")
+        raise NotAdmitted(f"peer {short_id(peer_id)} is not admitted to the federation")
     if not initiator:
         await _send_all(stream, MAGIC + hs.hello())
     return Channel(reader, session, peer_id)
@@ -331,7 +332,7 @@ class PeerLinks:
         address_of: Callable[[bytes], Address | None],
         on_message: Callable[[bytes, dict[str, Any]], None],
         on_unreachable: Callable[[bytes], None],
-        on_refused: Callable[[str], None] = lambda reason: None,
+        on_refused: Callable[[Refusal], None] = lambda reason: None,
         limits: PeerLimits = PeerLimits(),
         flusher: Flusher | None = None,
     ) -> None:
@@ -541,7 +542,7 @@ class PeerLinks:
                 if not all(isinstance(msg, dict) for msg in batch):
                     raise RemoteProtocolError("peer frame is not a map")
             except RemoteProtocolError as exc:
-                self.on_refused(exc.code if exc.code != "bad_request" else "malformed")
+                self.on_refused(exc.refusal)
                 raise
             if link.retired is None and self._retiring.get(peer):
                 await self._after_retired(peer)
@@ -575,7 +576,7 @@ async def serve_peers(
     on_sync: SyncHandler,
     card: str = "",
     limits: PeerLimits = PeerLimits(),
-    on_refused: Callable[[str], None] = lambda reason: None,
+    on_refused: Callable[[Refusal], None] = lambda reason: None,
 ) -> None:
     """Accept peer connections: push-pull syncs are answered and closed; links go to `on_link` (which keeps them)."""
     active = 0
@@ -583,7 +584,7 @@ async def serve_peers(
     async def handle(stream: trio.SocketStream) -> None:
         nonlocal active
         if active >= limits.connections_max:
-            on_refused("connections_max")
+            on_refused(Refusal.RATE_LIMITED)  # connections_max
             await stream.aclose()
             return
         active += 1
@@ -608,9 +609,9 @@ async def serve_peers(
             else:
                 raise RemoteProtocolError("unknown peer connection kind")
         except RemoteProtocolError as exc:
-            on_refused("malformed" if exc.code == "bad_request" else exc.code)
+            on_refused(exc.refusal)
         except (TransportError, trio.TooSlowError):
-            on_refused("timeout_or_broken")
+            on_refused(Refusal.MALFORMED)  # the exchange timed out or broke off
         finally:
             active -= 1
             if not keep:

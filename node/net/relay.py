@@ -21,6 +21,7 @@ from node.net.peers import PeerLinks
 from node.net.session import ClientSession
 from node.net.timer import CoreTimer
 from node.protocol.errors import RemoteProtocolError
+from node.protocol.refusals import Layer, Refusal
 from node.protocol.relay.core import RelayCore, ToClient, ToPeer
 from node.protocol.wire.client import Envelope
 from node.protocol.wire.peer import peer_from_map, peer_to_map
@@ -34,7 +35,7 @@ class RelayMetrics(Protocol):
     relay_seconds: Any  # a histogram: .observe(seconds)
     mailbox_envelopes: Any  # a gauge: .set(n)
 
-    def packet_refused(self, layer: str, reason: str) -> None: ...
+    def packet_refused(self, layer: Layer, reason: Refusal) -> None: ...
 
     def envelope(self, kind: str, outcome: str) -> None: ...
 
@@ -70,8 +71,8 @@ class RelayDriver:
         """A frame from a peer link (PeerLinks.on_message): a relay frame's map (node/protocol/wire/peer.py)."""
         try:
             msg = peer_from_map(frame)
-        except RemoteProtocolError:
-            self.metrics.packet_refused("peer", "malformed")
+        except RemoteProtocolError as exc:
+            self.metrics.packet_refused(Layer.PEER, exc.refusal)
             return
         self.core.peer_message(peer, msg, trio.current_time())
         self._after_input()

@@ -23,6 +23,8 @@ from wsproto.utilities import RemoteProtocolError as WsRemoteProtocolError
 
 from node.net.sockio import OutBuffer, read_some
 from node.protocol.identity import client_auth_message, node_auth_message, short_id, verify_signature
+from node.protocol.ratelimit import TokenBucket
+from node.protocol.refusals import Refusal, for_client_code
 from node.protocol.wire import Limits
 from node.protocol.wire.client import (
     NONCE_BYTES,
@@ -69,26 +71,6 @@ def data_frame(data: bytes | str) -> bytes:
     if n < 65536:
         return struct.pack("!BBH", first, 126, n) + payload
     return struct.pack("!BBQ", first, 127, n) + payload
-
-
-class TokenBucket:
-    """`rate_per_s` tokens per second up to `burst`; `take(now)` spends one if there is one."""
-
-    __slots__ = ("burst", "rate_per_s", "stamp", "tokens")
-
-    def __init__(self, rate_per_s: float, burst: int, now: float) -> None:
-        self.rate_per_s = rate_per_s
-        self.burst = float(burst)
-        self.tokens = float(burst)
-        self.stamp = now
-
-    def take(self, now: float) -> bool:
-        self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate_per_s)
-        self.stamp = now
-        if self.tokens >= 1.0:
-            self.tokens -= 1.0
-            return True
-        return False
 
 
 class ClientSession(OutBuffer):
@@ -158,7 +140,7 @@ class ClientSession(OutBuffer):
         frame = data_frame(data)
         cfg = self._server.config
         if len(self._out) >= cfg.send_queue_max or self._out_bytes + len(frame) > cfg.send_queue_bytes_max:
-            self._server.refused("slow_reader")
+            self._server.refused(Refusal.RATE_LIMITED)  # a slow reader
             log.info("event=client_slow_reader conn=%d id=%s", self.conn_id, short_id(self.client_id))
             self._drop()
             self.close(CloseCode.POLICY, "slow reader: send queue full")
@@ -185,11 +167,12 @@ class ClientSession(OutBuffer):
         bucket = self._buckets[1] if kind is Kind.CALL_ICE else self._buckets[0]
         return bucket.take(trio.current_time())
 
-    def _strike(self, reason: str) -> None:
-        self._server.refused(reason)
+    def _strike(self, code: str) -> None:
+        """A refused frame; `code` is the client protocol's error code (docs/client-protocol.md)."""
+        self._server.refused(for_client_code(code))
         self._strikes += 1
         if self._strikes >= self._server.config.abuse_strikes_max:
-            log.info("event=client_abuse conn=%d id=%s last=%s", self.conn_id, short_id(self.client_id), reason)
+            log.info("event=client_abuse conn=%d id=%s last=%s", self.conn_id, short_id(self.client_id), code)
             self.close(CloseCode.ABUSE, "too many refused frames")
 
     def _on_message(self, data: bytes | str) -> None:
@@ -241,7 +224,7 @@ class ClientSession(OutBuffer):
             isinstance(msg, Hello)
             and verify_signature(msg.id, client_auth_message(server.identity.id, self.nonce), msg.sig)
         ):
-            server.refused("auth_failed")
+            server.refused(Refusal.FORGED)
             self.send(Error(code=ErrorCode.AUTH_FAILED))
             self.close(CloseCode.AUTH_FAILED, "auth_failed")
             return
@@ -253,7 +236,7 @@ class ClientSession(OutBuffer):
     def _on_data_event(self, event: Message[Any]) -> None:
         self._msg_size += len(event.data)
         if self._msg_size > Limits.CLIENT_FRAME_MAX:
-            self._server.refused("too_large")
+            self._server.refused(Refusal.OVERSIZED)
             self.close(CloseCode.TOO_BIG, f"frame over {Limits.CLIENT_FRAME_MAX} bytes")
             self._msg_parts.clear()
             return
@@ -323,7 +306,7 @@ class ClientSession(OutBuffer):
                             ended = True
                             break
                     except WsRemoteProtocolError:
-                        self._server.refused("bad_websocket")
+                        self._server.refused(Refusal.MALFORMED)  # not a WebSocket frame
                         ended = True
                         break
                     self._scope.deadline = self._next_timer()
@@ -333,7 +316,7 @@ class ClientSession(OutBuffer):
                 if trio.current_time() >= self._close_at:
                     return
             elif not self.client_id or self._pinged:
-                self._server.refused("timeout")
+                self._server.refused(Refusal.MALFORMED)  # handshake not finished in time
                 self.close(CloseCode.TIMEOUT, "idle timeout" if self.client_id else "handshake timeout")
             else:
                 self._pinged = True

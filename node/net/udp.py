@@ -19,8 +19,9 @@ import trio
 from node.net.peers import push_pull, stream_ping
 from node.net.timer import CoreTimer
 from node.protocol.crypto import DatagramSealer
-from node.protocol.errors import RemoteProtocolError, Replayed, TooLarge, TransportError
+from node.protocol.errors import RemoteProtocolError, TransportError
 from node.protocol.identity import ID_BYTES, Identity
+from node.protocol.refusals import Layer, Refusal
 from node.protocol.swim.messages import Ack
 from node.protocol.swim.protocol import MemberChanged, ProbeResult, PushPull, Send, StreamPing, Swim
 from node.protocol.wire import Limits
@@ -53,7 +54,7 @@ class SwimDriver:
         admit: Callable[[bytes], bool],
         on_change: Callable[[MemberChanged], None] = lambda c: None,
         on_probe: Callable[[str], None] = lambda r: None,
-        on_refused: Callable[[str, str], None] = lambda layer, reason: None,
+        on_refused: Callable[[Layer, Refusal], None] = lambda layer, reason: None,
         push_pull_timeout_s: float = 5.0,
     ) -> None:
         self.identity = identity
@@ -99,14 +100,14 @@ class SwimDriver:
 
     def _handle_datagram(self, data: bytes, addr: Address) -> None:
         if len(data) > Limits.SWIM_DATAGRAM_MAX:
-            self.on_refused("swim", "oversized")
+            self.on_refused(Layer.SWIM, Refusal.OVERSIZED)
             return
         kind = data[0] if data else -1
         try:
             if kind == KIND_SEALED:
                 # the sender id is in the clear: refuse strangers before spending a key agreement on them
                 if not self.admit(bytes(data[1 : 1 + ID_BYTES])):
-                    self.on_refused("swim", "not_admitted")
+                    self.on_refused(Layer.SWIM, Refusal.UNADMITTED)
                     return
                 sender, plaintext = self.sealer.open(data)
                 msg = decode_datagram(plaintext)
@@ -117,14 +118,9 @@ class SwimDriver:
             elif kind == KIND_WHOIS_REPLY:
                 self._take_whois_reply(data)
             else:
-                self.on_refused("swim", "malformed")
-        except Replayed:
-            self.on_refused("swim", "replayed")
-        except TooLarge:
-            self.on_refused("swim", "oversized")
+                self.on_refused(Layer.SWIM, Refusal.MALFORMED)
         except RemoteProtocolError as exc:
-            reason = "forged" if "authentication" in str(exc) else "malformed"
-            self.on_refused("swim", reason)
+            self.on_refused(Layer.SWIM, exc.refusal)
 
     def _flush(self) -> None:
         for cmd in self.core.drain():
@@ -182,11 +178,11 @@ class SwimDriver:
                     timeout_s=self.push_pull_timeout_s,
                 )
                 remote = decode_push_pull(reply)
-            except RemoteProtocolError:
-                self.on_refused("peer", "malformed")
+            except RemoteProtocolError as exc:
+                self.on_refused(Layer.PEER, exc.refusal)
                 return
             except (TransportError, trio.TooSlowError):
-                self.on_refused("peer", "push_pull_failed")
+                self.on_refused(Layer.PEER, Refusal.MALFORMED)  # no answer in time, or the link broke
                 return
             self.core.merge_push_pull(remote, trio.current_time())
             self.poke()
@@ -217,7 +213,7 @@ class SwimDriver:
         )
         self._whois_last = now
         if self._whois_tokens < 1:
-            self.on_refused("swim", "rate_limited")
+            self.on_refused(Layer.SWIM, Refusal.RATE_LIMITED)
             return
         self._whois_tokens -= 1
         me = next(m for m in self.core.members() if m.id == self.identity.id)
@@ -234,7 +230,7 @@ class SwimDriver:
             with contextlib.suppress(trio.WouldBlock, trio.ClosedResourceError, trio.BrokenResourceError):
                 chan.send_nowait((node_id, meta))
             return
-        self.on_refused("swim", "unexpected_whois_reply")
+        self.on_refused(Layer.SWIM, Refusal.MALFORMED)  # a reply nobody asked for
 
     async def resolve_seed(self, addr: Address, *, timeout_s: float = 3.0, tries: int = 3) -> bytes | None:
         """Ask which node listens at `addr`; on success add it to the core as a seed and return its id."""
@@ -250,11 +246,11 @@ class SwimDriver:
                     if node_id == self.identity.id:
                         return None
                     if not self.admit(node_id):
-                        self.on_refused("swim", "seed_not_admitted")
+                        self.on_refused(Layer.SWIM, Refusal.UNADMITTED)
                         return None
                     peer = _peer_address(addr, meta)
                     if peer is None:
-                        self.on_refused("swim", "malformed")
+                        self.on_refused(Layer.SWIM, Refusal.MALFORMED)
                         return None
                     self._seed_peers[node_id] = peer
                     self.core.add_seed(node_id, addr, trio.current_time())

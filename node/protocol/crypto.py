@@ -28,7 +28,7 @@ import nacl.exceptions
 import nacl.public
 import nacl.secret
 
-from node.protocol.errors import RemoteProtocolError, Replayed
+from node.protocol.errors import BadSignature, RemoteProtocolError, Replayed
 from node.protocol.identity import ID_BYTES, Identity, curve25519_public
 
 SEALED_VERSION = 1
@@ -82,7 +82,7 @@ class DatagramSealer:
         try:
             plaintext = self._box(sender).decrypt(packet[SEALED_HEADER:], nonce)
         except (nacl.exceptions.CryptoError, nacl.exceptions.ValueError) as exc:
-            raise RemoteProtocolError("datagram failed authentication") from exc
+            raise BadSignature("datagram failed authentication") from exc
         if window is None:
             if len(self._windows) >= self._peers_max:
                 self._windows.pop(next(iter(self._windows)))
@@ -179,4 +179,4 @@ class LinkSession:
         try:
             return bytes(self._recv.decrypt(ciphertext, nonce))
         except (nacl.exceptions.CryptoError, nacl.exceptions.ValueError) as exc:
-            raise RemoteProtocolError("peer-link frame failed authentication") from exc
+            raise BadSignature("peer-link frame failed authentication") from exc

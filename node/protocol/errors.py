@@ -73,5 +73,12 @@ class Replayed(RemoteProtocolError):
     refusal = Refusal.REPLAYED
 
 
+class NotAdmitted(RemoteProtocolError):
+    """The other side holds a key that is not a federation member."""
+
+    code = "not_admitted"
+    refusal = Refusal.UNADMITTED
+
+
 class TransportError(HomingError):
     """A connection or socket failed (closed, reset, timed out). Drivers raise this instead of trio's errors."""

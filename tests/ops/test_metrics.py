@@ -8,6 +8,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from node import __version__
 from node.app.metrics import METRIC_NAMES, RELAY_BUCKETS_S, NodeMetrics
+from node.protocol.refusals import Layer, Refusal
 
 # docs/operations.md names, as they appear in the text format, with the labels the contract gives them.
 REQUIRED_METRICS = {
@@ -70,7 +71,7 @@ def test_updates_show_in_render() -> None:
     m.envelope("call_offer", "delivered")
     m.envelope("call_offer", "delivered")
     m.swim_probe("indirect_ack")
-    m.packet_refused("swim", "forged")
+    m.packet_refused(Layer.SWIM, Refusal.FORGED)
     m.member_changed("suspect")
     m.clients_connected.set(5)
     m.mailbox_envelopes.set(7)
@@ -108,11 +109,13 @@ def test_unknown_label_values_collapse_into_other() -> None:
     m = NodeMetrics()
     for i in range(500):
         m.envelope(f"made_up_{i}", f"weird_{i}")
-        m.packet_refused(f"layer{i}", f"reason{i}")
         m.swim_probe(f"r{i}")
     rendered = samples(m)
     assert value(m, "homing_envelopes_total", kind="other", outcome="other") == 500
-    assert value(m, "homing_packets_refused_total", layer="other", reason="other") == 500
+    # refusals are enums (node/protocol/refusals.py): their label set is fixed by construction
+    assert {(labels["layer"], labels["reason"]) for labels, _ in rendered["homing_packets_refused_total"]} == {
+        (layer.value, reason.value) for layer in Layer for reason in Refusal
+    }
     assert value(m, "homing_swim_probes_total", result="other") == 500
     assert len(rendered["homing_envelopes_total"]) == 5 * 5 + 1
     m.set_members({"alive": 1, "bogus": 9})
