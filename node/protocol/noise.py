@@ -32,7 +32,8 @@ When the last message pattern is done, `split()` returns two CipherStates `(send
 
 API (everything else is private):
     PATTERNS, HandshakePattern, Keypair, generate_keypair(random_bytes), keypair_from_private(private),
-    protocol_name(pattern), CipherState, SymmetricState, HandshakeState, NoiseError, MAX_MESSAGE_BYTES,
+    protocol_name(pattern), CipherState, SymmetricState, HandshakeState (.copy() for one message 1 answered
+    several times), NoiseError, MAX_MESSAGE_BYTES,
     DH_BYTES, HASH_BYTES, KEY_BYTES, TAG_BYTES, ed25519_to_x25519_keypair(seed)
 """
 
@@ -385,6 +386,16 @@ class HandshakeState:
     @property
     def remote_ephemeral(self) -> bytes | None:
         return self._re
+
+    def copy(self) -> HandshakeState:
+        """An independent copy (same keys and transcript so far). A caller whose offer reaches several devices
+        of one callee copies its state after message 1, once per answer, so each answer becomes its own session."""
+        out = HandshakeState.__new__(HandshakeState)
+        out._pattern, out._initiator, out._random = self._pattern, self._initiator, self._random
+        out._s, out._rs, out._e, out._re, out._index = self._s, self._rs, self._e, self._re, self._index
+        out._ss = self._ss.copy()
+        out._split = None if self._split is None else (self._split[0].copy(), self._split[1].copy())
+        return out
 
     def split(self) -> tuple[CipherState, CipherState]:
         """(send, receive) CipherStates for this side. Only when complete. One-way patterns: use `send` only."""

@@ -290,3 +290,25 @@ def test_published_cacophony_vectors(vector: dict[str, Any]) -> None:
             assert reader.split()[1].decrypt_with_ad(b"", expected) == payload
         if i == len(pat.messages) - 1:
             assert init.handshake_hash == resp.handshake_hash == bytes.fromhex(vector["handshake_hash"])
+
+
+def test_copy_lets_one_first_message_be_answered_twice() -> None:
+    """A caller's offer reaches two devices of the callee; each answers with its own ephemeral."""
+    caller = ours("KK", True)
+    first = caller.write_message(b"offer")
+    answers = []
+    for e in (RESP_E, bytes(range(200, 232))):
+        device = HandshakeState(
+            pattern="KK", initiator=False, prologue=PROLOGUE, s=RESP_S, rs=INIT_S.public, random_bytes=fixed(e)
+        )
+        assert device.read_message(first) == b"offer"
+        answers.append((device, device.write_message(b"answer")))
+    sessions = []
+    for device, answer in answers:
+        mine = caller.copy()
+        assert mine.read_message(answer) == b"answer" and mine.complete
+        assert mine.handshake_hash == device.handshake_hash
+        assert mine.split()[0].encrypt_with_ad(b"", b"x") == device.split()[1].encrypt_with_ad(b"", b"x")
+        sessions.append(mine.handshake_hash)
+    assert sessions[0] != sessions[1]
+    assert not caller.complete  # the original is untouched
