@@ -33,16 +33,21 @@ from __future__ import annotations
 import attrs
 import nacl.bindings as sodium
 
-from node.errors import LocalProtocolError, RemoteProtocolError, Replayed
+from node.errors import Expired, LocalProtocolError, Replayed
 from node.identity import ID_BYTES, Identity, curve25519_public
 from node.protocol.e2ee_plaintext import (
     Answer,
+    BadPlaintext,
+    E2eeError,
     Elsewhere,
     Hangup,
     Ice,
+    NotForThisDevice,
     Offer,
     Plaintext,
+    Reanswer,
     Reject,
+    Reoffer,
     open_plaintext,
     seal_plaintext,
 )
@@ -55,6 +60,34 @@ from node.protocol.noise import (
     RandomBytes,
     ed25519_to_x25519_keypair,
 )
+
+__all__ = [
+    "ANSWER",
+    "EARLY",
+    "ENVELOPE_KIND",
+    "OFFER",
+    "SELF",
+    "TRANSPORT",
+    "Answer",
+    "BadPlaintext",
+    "E2eeError",
+    "Elsewhere",
+    "Expired",
+    "Hangup",
+    "Ice",
+    "IncomingCall",
+    "NotForThisDevice",
+    "Offer",
+    "OfferReplayCache",
+    "Opened",
+    "OutgoingCall",
+    "Plaintext",
+    "Reanswer",
+    "Reject",
+    "Reoffer",
+    "Replayed",
+    "body_type",
+]
 
 VERSION = 1
 OFFER, ANSWER, EARLY, TRANSPORT, SELF = 1, 2, 3, 4, 5
@@ -87,14 +120,6 @@ ENVELOPE_KIND: dict[str, str] = {
     "reanswer": "call_answer",
     "elsewhere": "call_hangup",
 }
-
-
-class E2eeError(RemoteProtocolError):
-    """A body is refused: malformed, not authentic, or not fitting its envelope. No state changed."""
-
-
-class NotForThisDevice(E2eeError):
-    """A transport body of a session this device does not hold (another device of the same id answered)."""
 
 
 @attrs.frozen(kw_only=True, slots=True)
@@ -165,11 +190,12 @@ class _Direction:
 
 
 class _Session:
-    __slots__ = ("recv", "send", "sid")
+    __slots__ = ("hash", "recv", "send", "sid")
 
     def __init__(self, hs: HandshakeState) -> None:
         send, recv = hs.split()
-        self.sid = hs.handshake_hash[:SID_BYTES]
+        self.hash = hs.handshake_hash
+        self.sid = self.hash[:SID_BYTES]
         self.send, self.recv = _Direction(send), _Direction(recv)
 
     def seal(self, msg: Plaintext) -> bytes:
@@ -286,6 +312,13 @@ class OutgoingCall:
         self._early_seq = seq
         return body
 
+    def handshake_hash(self, sid: bytes) -> bytes:
+        """The final Noise handshake hash of session `sid` (64 bytes; a channel binding, e.g. for DTLS)."""
+        session = self._sessions.get(sid)
+        if session is None:
+            raise LocalProtocolError("no such session")
+        return session.hash
+
     def seal(self, sid: bytes, msg: Plaintext) -> bytes:
         """A transport body for the answered session `sid`."""
         session = self._sessions.get(sid)
@@ -389,6 +422,11 @@ class IncomingCall:
     def sid(self) -> bytes | None:
         """This device's session, once it has answered."""
         return None if self._session is None else self._session.sid
+
+    @property
+    def handshake_hash(self) -> bytes | None:
+        """The final Noise handshake hash (64 bytes), once this device has answered."""
+        return None if self._session is None else self._session.hash
 
     def answer(self, msg: Answer | Reject) -> bytes:
         """The body of this device's `call_answer` or `call_reject` (Noise KK message 2). Once."""

@@ -41,7 +41,16 @@ REJECT_REASONS = ("declined", "busy", "unsupported", "failed")
 ELSEWHERE_HOW = ("answered", "rejected")
 
 
-class BadPlaintext(RemoteProtocolError):
+class E2eeError(RemoteProtocolError):
+    """A body is refused: malformed, not authentic, or not fitting its envelope. No state changed.
+    (Replays and stale offers raise node.errors.Replayed / Expired; all are RemoteProtocolError.)"""
+
+
+class NotForThisDevice(E2eeError):
+    """A transport body of a session this device does not hold (another device of the same id answered)."""
+
+
+class BadPlaintext(E2eeError):
     """A decrypted body is not a valid plaintext (bad padding, bad map, unknown kind, a value out of bounds)."""
 
 
