@@ -19,11 +19,12 @@ from __future__ import annotations
 from typing import Any
 
 import attrs
+import msgpack
 import nacl.bindings as sodium
 import nacl.exceptions
 
 from node.errors import LocalProtocolError, RemoteProtocolError
-from node.wire import packb, unpackb
+from node.wire import packb
 
 PAD_SIZES_BYTES = (512, 2048, 8192, 32768, 65024)
 SDP_PAD_MIN_BYTES = 8192
@@ -196,10 +197,13 @@ def encode_plaintext(msg: Plaintext) -> bytes:
 
 def decode_plaintext(data: bytes) -> Plaintext:
     """Parse a plaintext map (after unpadding). Raises BadPlaintext."""
-    try:
-        obj = unpackb(data, max_bytes=PAD_SIZES_BYTES[-1], max_items=PLAINTEXT_KEYS_MAX)
-    except RemoteProtocolError as exc:
-        raise BadPlaintext(f"plaintext is not msgpack: {exc}") from exc
+    try:  # node.wire's profile, with strings allowed up to a whole SDP
+        obj = msgpack.unpackb(
+            data, raw=False, strict_map_key=True, max_bin_len=0, max_ext_len=0, max_str_len=PAD_SIZES_BYTES[-1],
+            max_array_len=0, max_map_len=PLAINTEXT_KEYS_MAX,
+        )  # fmt: skip
+    except Exception as exc:  # msgpack raises ValueError, ExtraData, FormatError, StackError, ...
+        raise BadPlaintext(f"plaintext is not msgpack: {type(exc).__name__}") from exc
     if not isinstance(obj, dict):
         raise BadPlaintext("plaintext is not a map")
     cls = KINDS.get(obj.get("k"))  # type: ignore[arg-type]

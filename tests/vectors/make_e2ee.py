@@ -192,6 +192,9 @@ class Story:
         ):
             self.refuse(name, after=last, receiver=receiver, sender=sender, call=call, kind=kind, body=body,
                         why="replayed")  # fmt: skip
+        # the held-back body is genuine: say what it holds, and that its writer wrote it before the last step
+        self.refusals[-1]["plaintext"] = _plain(Ice(cand="", mid="0", mline=0))
+        self.steps[-1]["written_before"] = ["transport reordered (seq 2 after seq 3)"]
         flipped = bytearray(sent[1])
         flipped[-1] ^= 0x01
         after = self.steps[-6]["name"]  # the caller's first transport body (to device b)
