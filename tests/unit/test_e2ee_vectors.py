@@ -204,3 +204,21 @@ def test_identity_keys_in_the_vectors_are_libsodium_conversions() -> None:
         assert ident.id.hex() == keys["id"]
         kp = ed25519_to_x25519_keypair(ident.seed)
         assert (kp.private.hex(), kp.public.hex()) == (keys["x25519_private"], keys["x25519_public"])
+
+
+def test_docs_state_the_constants_of_the_code() -> None:
+    """docs/e2ee.md must stay true: the numbers a client author copies from it are the code's."""
+    from node.protocol import e2ee_plaintext, e2ee_replay
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "e2ee.md").read_text()
+    sizes = ", ".join(str(n) for n in e2ee_plaintext.PAD_SIZES_BYTES)
+    assert f"**{sizes}**" in doc
+    assert f"at least **{e2ee_plaintext.SDP_PAD_MIN_BYTES}**" in doc
+    window = f"[now - {e2ee_replay.OFFER_MAX_AGE_S} s, now + {e2ee_replay.OFFER_MAX_FUTURE_S} s]"
+    assert window in doc
+    for label in (e2ee.CALL_PROLOGUE, e2ee.EARLY_PROLOGUE, e2ee.SELF_PROLOGUE):
+        assert f'"{label.decode()}' in doc
+    assert f"1..{e2ee_plaintext.SDP_MAX_BYTES} UTF-8 bytes" in doc
+    assert f"str ≤ {e2ee_plaintext.CANDIDATE_MAX_BYTES} bytes" in doc
+    largest = e2ee_plaintext.PAD_SIZES_BYTES[-1] + 58
+    assert f"the largest is {largest:,}" in doc and largest <= e2ee.BODY_MAX_BYTES
