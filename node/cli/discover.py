@@ -158,7 +158,7 @@ def card_url(data_dir: Path) -> str:
         ports = json.loads((data_dir / "ports.json").read_text())
         port = int(ports["ws"])
     except FileNotFoundError:
-        return config.advertised_url
+        return config.advertised_url()
     except (ValueError, KeyError, TypeError) as exc:
         raise ConfigError(str(data_dir / "ports.json"), "has no usable `ws` port") from exc
     return f"ws://127.0.0.1:{port}/v1/client"
