@@ -17,7 +17,8 @@ from node.protocol.identity import Identity
 from tests.helpers import REPO
 
 DEPLOY = REPO / "deploy"
-UNITS = ("homing-node.service", "homing-bootstrap.service")
+UNITS = ("homing-node.service", "homing-bootstrap.service", "homing-publish-dns.service")
+TIMERS = ("homing-publish-dns.timer",)
 # Names Prometheus itself provides, allowed in rules besides NodeMetrics' own.
 PROMETHEUS_BUILTINS = {"up"}
 
@@ -62,7 +63,7 @@ def units_for_verify(tmp_path: Path) -> list[Path]:
     fake.write_text("#!/bin/sh\nexit 0\n")
     fake.chmod(0o755)
     out = []
-    for name in UNITS:
+    for name in UNITS + TIMERS:
         text = (DEPLOY / "systemd" / name).read_text().replace("/opt/homing/bin/homing", str(fake))
         path = tmp_path / name
         path.write_text(text)
@@ -89,6 +90,8 @@ def test_units_pass_systemd_analyze_verify(units_for_verify: list[Path]) -> None
 def test_units_sandbox_exposure_is_low(units_for_verify: list[Path]) -> None:
     tool = _systemd_analyze()
     for unit in units_for_verify:
+        if unit.suffix != ".service":
+            continue
         r = subprocess.run(
             [tool, "security", "--offline=yes", "--no-pager", str(unit)], capture_output=True, text=True, timeout=60
         )
