@@ -43,7 +43,8 @@ def knot(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[str]:
     (tmp_path / "db").mkdir()
     port = free_port()
     (tmp_path / f"{ZONE}zone").write_text(
-        f"$ORIGIN {ZONE}\n$TTL 30\n@ SOA ns1 hostmaster 1 3600 600 86400 0\n@ NS ns1\nns1 A 127.0.0.1\nwww A 127.0.0.1\n"
+        f"$ORIGIN {ZONE}\n$TTL 30\n@ SOA ns1 hostmaster 1 3600 600 86400 0\n@ NS ns1\n"
+        "ns1 A 127.0.0.1\nwww A 127.0.0.1\n"
     )
     (tmp_path / "knot.conf").write_text(
         f'server:\n  rundir: "{tmp_path}"\n  listen: 127.0.0.1@{port}\n  udp-workers: 1\n  tcp-workers: 1\n'
