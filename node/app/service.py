@@ -172,8 +172,10 @@ async def run_node(
         handle = await _start(nursery, config, identity, udp, peer_listeners, ports)
         task_status.started(handle)
         await handle.shutdown_requested.wait()
-        with trio.move_on_after(config.node.shutdown_s):
+        with trio.move_on_after(config.node.shutdown_s) as budget:
             await _leave(handle)
+        if budget.cancelled_caught:
+            handle.log.warning("left", clean=False, reason="shutdown_s ran out before every step finished")
         nursery.cancel_scope.cancel()
 
 
@@ -395,23 +397,32 @@ def _seed_address(text: str) -> tuple[str, int] | None:
 
 
 async def _leave(handle: NodeHandle) -> None:
-    """Graceful leave (docs/operations.md)."""
+    """Graceful leave (docs/operations.md): goaway, hand-off, SWIM leave, deregistration; each step logged."""
+    log = handle.log
     handle.serving = False
-    handle.log.info("leaving", clients=len(handle.relay.sessions))
-    with trio.move_on_after(2.0):
-        await handle.clients.shutdown(await handle.referrals())
+    start = trio.current_time()
+    log.info("leaving", clients=len(handle.relay.sessions))
+    referrals = await handle.referrals()
+    with trio.move_on_after(2.0) as goaway_scope:
+        await handle.clients.shutdown(referrals)
+    log.info("goaway_sent", referrals=len(referrals), complete=not goaway_scope.cancelled_caught)
     handle.relay.handoff_all()
-    with trio.move_on_after(1.5):
+    with trio.move_on_after(1.5) as handoff_scope:
         while handle.links.pending_frames():
             await trio.sleep(0.02)
+    log.info("handoff_done", complete=not handoff_scope.cancelled_caught)
     handle.swim.leave(trio.current_time())
     handle.driver.poke()
+    log.info("swim_leave_sent")
     async with trio.open_nursery() as nursery:
         if handle.config.federation.bootstrap:
-            nursery.start_soon(
-                functools.partial(
-                    deregister, handle.identity, handle.config.federation.bootstrap, 3.0, ts_clock=handle.registry_ts
-                )
-            )
+            nursery.start_soon(_deregister_logged, handle)
         # memberlist waits for the leave broadcast to go out; a few gossip rounds let the others hear it
         await trio.sleep(max(3 * handle.config.swim.gossip_interval_s, 2 * handle.config.swim.probe_interval_s))
+    log.info("left", clean=True, seconds=round(trio.current_time() - start, 3))
+
+
+async def _deregister_logged(handle: NodeHandle) -> None:
+    results = await deregister(handle.identity, handle.config.federation.bootstrap, 3.0, ts_clock=handle.registry_ts)
+    for result in results:
+        handle.log.info("deregistered", registry=result.url, http=result.http_status, reason=result.reason or "")
