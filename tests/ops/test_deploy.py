@@ -278,3 +278,21 @@ def test_caddyfile_adapts_when_caddy_is_available() -> None:
     assert "not formatted" not in r.stderr, r.stderr
     adapted = r.stdout
     assert '"/v1/client"' in adapted and "127.0.0.1:7400" in adapted
+
+
+def test_logrotate_example_parses(tmp_path: Path) -> None:
+    tool = shutil.which("logrotate") or ("/usr/sbin/logrotate" if Path("/usr/sbin/logrotate").exists() else None)
+    if tool is None:
+        pytest.skip("logrotate is not installed (Debian package logrotate)")
+    logs = tmp_path / "log"
+    logs.mkdir()
+    (logs / "node.log").write_text("x\n")
+    conf = (DEPLOY / "logrotate" / "homing").read_text().replace("/var/log/homing", str(logs))
+    conf = conf.replace("    su root adm\n", "")  # the test's directory is not owned by root:adm
+    (tmp_path / "homing.conf").write_text(conf)
+    r = subprocess.run(
+        [tool, "-d", "-s", str(tmp_path / "state"), str(tmp_path / "homing.conf")],
+        capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert r.returncode == 0 and "error" not in (r.stdout + r.stderr).lower(), r.stdout + r.stderr
+    assert "node.log" in r.stdout + r.stderr
