@@ -1,0 +1,40 @@
+"""The page refuses a node that cannot prove the id it was pinned to (docs/web.md, docs/client-protocol.md)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from node.identity import Identity
+from node.webdemo import page_link
+from tests.integration.procs import NodeProcess
+from tests.web.browser import chromium
+from tests.web.impostor import impostor
+
+
+@pytest.mark.timeout(90)
+def test_page_refuses_a_node_that_cannot_sign_for_the_pinned_id(
+    tmp_path: Path, web_base: str, federation3: list[NodeProcess]
+) -> None:
+    real = federation3[0]
+    with impostor(real.id) as (url, events), chromium(tmp_path, "victim") as page:
+        page.open(page_link(web_base, profile="victim", me=Identity.generate(), node_ws=url, node_id=real.id, cache="0"))
+        v = page.wait(lambda v: v["conn"] == "refused", 20, "the page to refuse the impostor")
+        assert "could not prove the id" in v["connDetail"], v
+        assert "hello" in events  # it did get as far as the welcome: the signature is what gave it away
+        time.sleep(1.0)
+        assert page.view()["conn"] != "connected"
+        assert "frame after welcome" not in events
+
+
+@pytest.mark.timeout(90)
+def test_page_refuses_a_real_node_pinned_under_another_id(
+    tmp_path: Path, web_base: str, federation3: list[NodeProcess]
+) -> None:
+    real, other = federation3[0], federation3[1]
+    with chromium(tmp_path, "pinned") as page:
+        page.open(page_link(web_base, profile="p", me=Identity.generate(), node_ws=real.url, node_id=other.id, cache="0"))
+        v = page.wait(lambda v: v["conn"] == "refused", 20, "the page to refuse the node")
+        assert "not the expected" in v["connDetail"], v
