@@ -33,7 +33,7 @@ PATH_MAX_CHARS: Final = 512
 
 
 class _Handler(http.server.SimpleHTTPRequestHandler):
-    extensions_map = {  # noqa: RUF012 - the stdlib declares it as a class attribute
+    extensions_map = {
         ".html": "text/html; charset=utf-8",
         ".js": "text/javascript; charset=utf-8",
         ".mjs": "text/javascript; charset=utf-8",
@@ -67,7 +67,7 @@ class _Handler(http.server.SimpleHTTPRequestHandler):
         self.send_header("Referrer-Policy", "no-referrer")
         super().end_headers()
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the stdlib's name
+    def log_message(self, format: str, *args: Any) -> None:
         pass
 
 
@@ -111,3 +111,62 @@ def page_link(
         for v in [value] if isinstance(value, str) else value:
             items.append((key, v))
     return f"{base}/app/index.html#{urllib.parse.urlencode(items)}"
+
+
+async def run_web_demo(tmp: Path, *, web_port: int = 0, duration_s: float | None = None) -> None:
+    """Registry + 3 nodes (as `homing demo`), the page on 127.0.0.1, two links; runs until Ctrl-C (or `duration_s`)."""
+    import signal
+
+    import trio
+
+    from node import demo
+
+    async with trio.open_nursery() as nursery:
+        url, key = await demo._start_registry(nursery, tmp)
+        async with trio.open_nursery() as node_nursery:
+            nodes = await demo._start_nodes(node_nursery, tmp, url, key)
+            with serve_web(port=web_port) as base:
+                _print_links(base, url, key, nodes)
+                with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                    with trio.move_on_after(duration_s if duration_s is not None else float("inf")):
+                        async for _ in signals:
+                            break
+                demo.say("\nstopping: the nodes say goaway to the pages, leave the federation and deregister")
+                for h in nodes:
+                    h.request_shutdown()
+        nursery.cancel_scope.cancel()
+
+
+def _print_links(base: str, registry_url: str, key: Identity, nodes: list[Any]) -> None:
+    from node import demo
+
+    alice, bob = Identity.generate(), Identity.generate()
+    common: dict[str, str | list[str]] = {"registry": registry_url, "trust": key.id_text}
+    alice_link = page_link(
+        base,
+        profile="alice",
+        me=alice,
+        node_ws=demo._ws(nodes[0]),
+        node_id=nodes[0].identity.id,
+        contacts={"bob": bob.id},
+        **common,
+    )
+    bob_link = page_link(
+        base,
+        profile="bob",
+        me=bob,
+        node_ws=demo._ws(nodes[2]),
+        node_id=nodes[2].identity.id,
+        contacts={"alice": alice.id},
+        **common,
+    )
+    demo.say("homing demo --web: a registry, three nodes and the call page, all on 127.0.0.1\n")
+    demo.say(f"  registry  {registry_url}   signing key {key.id_text}")
+    for i, h in enumerate(nodes, 1):
+        demo.say(f"  node-{i}    {demo._ws(h)}   id {h.identity.id_text}")
+    demo.say(f"  page      {base}/app/   (served by this demo on loopback, not by a node)\n")
+    demo.say("Open these two links in two tabs (or two browsers) and call yourself:")
+    demo.say(f"  alice (homed on node-1): {alice_link}")
+    demo.say(f"  bob   (homed on node-3): {bob_link}")
+    demo.say("\nThe links carry throw-away demo keys in their #fragment, which the browser never sends to a server.")
+    demo.say("Press Ctrl-C to stop.")

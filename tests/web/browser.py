@@ -60,9 +60,9 @@ class Page:
     def view(self) -> dict[str, Any]:
         """The page's window.homing state (connection, call state, reason, node)."""
         raw = self.js(
-            "const h = window.homing; if (!h) return null; return JSON.stringify({conn: h.conn, connDetail: h.connDetail,"
-            " node: h.node, callState: h.callState, callDetail: h.callDetail, callReason: h.callReason, error: h.error,"
-            " id: h.id, history: h.history})"
+            "const h = window.homing; if (!h) return null;"
+            " return JSON.stringify({conn: h.conn, connDetail: h.connDetail, node: h.node, callState: h.callState,"
+            " callDetail: h.callDetail, callReason: h.callReason, error: h.error, id: h.id, history: h.history})"
         )
         return json.loads(raw) if raw else {}
 
@@ -85,7 +85,8 @@ class Page:
     def stats(self) -> dict[str, Any]:
         result = self.driver.execute_async_script(
             "const done = arguments[arguments.length - 1];"
-            "window.homing.stats().then((s) => done(JSON.stringify(s)), (e) => done(JSON.stringify({error: String(e)})));"
+            "window.homing.stats().then((s) => done(JSON.stringify(s)),"
+            " (e) => done(JSON.stringify({error: String(e)})));"
         )
         return dict(json.loads(result) or {})
 
@@ -129,9 +130,9 @@ def chromium(tmp: Path, name: str) -> Iterator[Page]:
         yield Page(driver, name)
     finally:
         try:
-            logs = driver.get_log("browser")
+            logs = driver.get_log("browser")  # type: ignore[no-untyped-call]
             (tmp / f"console-{name}.log").write_text("\n".join(str(x) for x in logs))
-        except Exception:  # noqa: BLE001 - best effort diagnostics only
+        except Exception:
             pass
         driver.quit()
         shutil.rmtree(profile, ignore_errors=True)

@@ -28,7 +28,8 @@ def impostor(claimed_id: bytes) -> Iterator[tuple[str, list[str]]]:
         ws = await request.accept()
         try:
             await ws.send_message(packb({"t": "challenge", "v": 1, "node": claimed_id, "nonce": os.urandom(32)}))
-            hello = unpackb(bytes(await ws.get_message()), max_bytes=4096)
+            raw = await ws.get_message()
+            hello = unpackb(raw if isinstance(raw, bytes) else raw.encode(), max_bytes=4096)
             events.append("hello")
             sig = own.sign(node_auth_message(hello["id"], hello["nonce"]))
             await ws.send_message(packb({"t": "welcome", "id": hello["id"], "sig": sig}))

@@ -20,7 +20,9 @@ def test_page_refuses_a_node_that_cannot_sign_for_the_pinned_id(
 ) -> None:
     real = federation3[0]
     with impostor(real.id) as (url, events), chromium(tmp_path, "victim") as page:
-        page.open(page_link(web_base, profile="victim", me=Identity.generate(), node_ws=url, node_id=real.id, cache="0"))
+        page.open(
+            page_link(web_base, profile="victim", me=Identity.generate(), node_ws=url, node_id=real.id, cache="0")
+        )
         v = page.wait(lambda v: v["conn"] == "refused", 20, "the page to refuse the impostor")
         assert "could not prove the id" in v["connDetail"], v
         assert "hello" in events  # it did get as far as the welcome: the signature is what gave it away
@@ -35,6 +37,8 @@ def test_page_refuses_a_real_node_pinned_under_another_id(
 ) -> None:
     real, other = federation3[0], federation3[1]
     with chromium(tmp_path, "pinned") as page:
-        page.open(page_link(web_base, profile="p", me=Identity.generate(), node_ws=real.url, node_id=other.id, cache="0"))
+        page.open(
+            page_link(web_base, profile="p", me=Identity.generate(), node_ws=real.url, node_id=other.id, cache="0")
+        )
         v = page.wait(lambda v: v["conn"] == "refused", 20, "the page to refuse the node")
         assert "not the expected" in v["connDetail"], v
