@@ -18,8 +18,8 @@ from typing import Any
 import dns.message
 import dns.rdata
 import dns.rdataclass
-import dns.rrset
 import dns.rdatatype
+import dns.rrset
 
 from node.identity import (
     Identity,
@@ -93,8 +93,13 @@ def build() -> dict[str, Any]:
         _frame(Ping()),
     ]
     entries = [
-        NodeEntry(id=Identity.from_seed(_seed(10 + i)).id, ws=f"ws://127.0.0.1:{7400 + i}/v1/client",
-                  swim=f"127.0.0.1:{7500 + i}", peer=f"127.0.0.1:{7600 + i}", seen=NOW)
+        NodeEntry(
+            id=Identity.from_seed(_seed(10 + i)).id,
+            ws=f"ws://127.0.0.1:{7400 + i}/v1/client",
+            swim=f"127.0.0.1:{7500 + i}",
+            peer=f"127.0.0.1:{7600 + i}",
+            seen=NOW,
+        )
         for i in range(3)
     ]
     node_list = build_node_list(registry, entries, issued=NOW, expires=NOW + 3600)
@@ -109,7 +114,11 @@ def build() -> dict[str, Any]:
         300,
         [
             dns.rdata.from_wire(
-                dns.rdataclass.IN, dns.rdatatype.TXT, b"".join(bytes([len(s)]) + s for s in rec), 0, sum(len(s) + 1 for s in rec)
+                dns.rdataclass.IN,
+                dns.rdatatype.TXT,
+                b"".join(bytes([len(s)]) + s for s in rec),
+                0,
+                sum(len(s) + 1 for s in rec),
             )
             for rec in [[b"v=spf1 -all"], *encode_txt(node_list)]
         ],
