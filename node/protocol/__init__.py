@@ -1,0 +1,1 @@
+"""Pure, sans-IO protocol cores (no trio, sockets, clock or global randomness)."""
