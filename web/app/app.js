@@ -8,7 +8,6 @@ import { ContactBook, contactLink, parseContact } from "../lib/contacts.js";
 import { DiscoveryCache } from "../lib/discovery.js";
 import { Identity } from "../lib/identity.js";
 import { Session } from "../lib/session.js";
-import { bodyCryptoFor } from "./bodies.js";
 import { loadIdentity, saveIdentity } from "./store.js";
 
 const params = new URLSearchParams(location.hash.slice(1));
@@ -29,6 +28,8 @@ const view = {
   callReason: "",
   error: "",
   history: /** @type {string[]} */ ([]),
+  /** Bodies the e2ee layer refused (tampered, replayed, not for this device): dropped, listed here. */
+  refused: /** @type {string[]} */ ([]),
   async stats() {
     return view.call ? view.call.stats() : null;
   },
@@ -98,7 +99,6 @@ async function main() {
     alwaysRelay: relay.checked,
     ringTimeoutMs: Number.isFinite(ringS) && ringS > 0 ? ringS * 1000 : 60_000,
     iceServers: iceOverride ? JSON.parse(iceOverride) : null,
-    crypto: bodyCryptoFor(ident),
   };
   relay.onchange = () => {
     settings.alwaysRelay = relay.checked;
@@ -126,6 +126,7 @@ async function main() {
   });
 
   const phone = new Phone(session, settings);
+  phone.on("refused", (r) => view.refused.push(`${r.kind}: ${r.error}`));
   phone.on("call", (call) => bindCall(call, book));
   phone.on("incoming", (call) => {
     $("incoming-name").textContent = book.nameOf(call.peerText);

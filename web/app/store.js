@@ -2,6 +2,7 @@
 // being extractable), one record per profile.
 
 import { Identity } from "../lib/identity.js";
+import { keypairFromPrivate } from "../lib/noise.js";
 
 const DB = "homing";
 const STORE = "identities";
@@ -33,11 +34,11 @@ async function tx(mode, fn) {
 /** @param {string} profile @returns {Promise<Identity | null>} */
 export async function loadIdentity(profile) {
   const rec = await tx("readonly", (s) => s.get(profile)).catch(() => null);
-  if (!rec || !(rec.publicKey instanceof Uint8Array)) return null;
-  return new Identity({ publicKey: rec.publicKey, privateKey: rec.privateKey, extractable: Boolean(rec.extractable) });
+  if (!rec || !(rec.publicKey instanceof Uint8Array) || !(rec.x25519 instanceof Uint8Array)) return null;
+  return new Identity({ publicKey: rec.publicKey, privateKey: rec.privateKey, extractable: Boolean(rec.extractable) }, keypairFromPrivate(rec.x25519));
 }
 
 /** @param {string} profile @param {Identity} ident */
 export async function saveIdentity(profile, ident) {
-  await tx("readwrite", (s) => s.put({ publicKey: ident.key.publicKey, privateKey: ident.key.privateKey, extractable: ident.key.extractable }, profile));
+  await tx("readwrite", (s) => s.put({ publicKey: ident.key.publicKey, privateKey: ident.key.privateKey, extractable: ident.key.extractable, x25519: ident.x25519.priv }, profile));
 }

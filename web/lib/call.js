@@ -1,47 +1,27 @@
-// Calls over a session (the Call semantics of docs/web.md): RTCPeerConnection with the node's ICE servers, bodies
-// sealed end to end through a pluggable BodyCrypto, states idle → outgoing/incoming → connecting → connected → ended.
+// Calls over a session: RTCPeerConnection with the node's ICE servers; every body end-to-end encrypted in the format
+// of docs/e2ee.md (lib/e2ee.js); states idle → outgoing/incoming → connecting → connected → ended.
 
-import { decode, encode } from "@msgpack/msgpack";
 import { b64uEncode, equal, randomBytes } from "./bytes.js";
 import { Emitter } from "./emitter.js";
+import { bodyType, IncomingCall, OFFER, OfferReplayCache, OutgoingCall } from "./e2ee.js";
 
 export const RING_TIMEOUT_MS = 60_000; // the mailbox TTL
 export const ICE_GATHER_TIMEOUT_MS = 10_000;
 export const RECONNECT_WINDOW_MS = 30_000;
 export const CALL_ID_BYTES = 16;
-export const SIGNAL_MAX_BYTES = 60_000;
 export const BUFFERED_CANDIDATES_MAX = 200;
+export const CALLS_KEPT_MAX = 64;
 
 /**
  * @typedef {"idle"|"outgoing"|"incoming"|"connecting"|"connected"|"ended"} CallState
  * @typedef {"hangup"|"rejected"|"busy"|"missed"|"failed"|"answered_elsewhere"} EndReason
- * @typedef {{seal(peer: Uint8Array, call: Uint8Array, kind: string, plaintext: Uint8Array): Promise<Uint8Array>,
- *   open(peer: Uint8Array, call: Uint8Array, kind: string, body: Uint8Array): Promise<Uint8Array>}} BodyCrypto
+ * @typedef {import("./e2ee_plaintext.js").Plaintext} Plaintext
  * @typedef {{alwaysRelay?: boolean, ringTimeoutMs?: number, iceGatherTimeoutMs?: number, reconnectWindowMs?: number,
- *   iceServers?: RTCIceServer[] | null, crypto?: BodyCrypto,
+ *   iceServers?: RTCIceServer[] | null, nowS?: () => number,
  *   media?: (constraints: MediaStreamConstraints) => Promise<MediaStream>}} CallSettings
  * @typedef {{state: {state: CallState, detail: string}, remoteStream: MediaStream, localStream: MediaStream}} CallEvents
- * @typedef {{incoming: Call, call: Call}} PhoneEvents
+ * @typedef {{incoming: Call, call: Call, refused: {kind: string, error: string}}} PhoneEvents
  */
-
-/** Bodies passed through unchanged: for tests of the signalling only. The page uses the e2ee module. */
-export const plainBodies = /** @type {BodyCrypto} */ ({
-  seal: async (_p, _c, _k, plaintext) => plaintext,
-  open: async (_p, _c, _k, body) => body,
-});
-
-/** @param {Record<string, unknown>} m */
-function packSignal(m) {
-  return encode({ v: 1, ...m });
-}
-
-/** @param {Uint8Array} b @returns {Record<string, any>} */
-function unpackSignal(b) {
-  if (b.length > SIGNAL_MAX_BYTES) throw new Error("signal too large");
-  const m = decode(b, { maxStrLength: SIGNAL_MAX_BYTES, maxBinLength: 0, maxArrayLength: 64, maxMapLength: 16, maxExtLength: 0 });
-  if (typeof m !== "object" || m === null || Array.isArray(m) || /** @type {any} */ (m).v !== 1) throw new Error("not a v1 signal");
-  return /** @type {Record<string, any>} */ (m);
-}
 
 /**
  * The VoIP service: one per session. Routes deliveries to calls, answers "busy" while in a call.
@@ -56,19 +36,42 @@ export class Phone extends Emitter {
     super();
     this.session = session;
     this.settings = settings;
+    this.replay = new OfferReplayCache();
     /** @type {Map<string, Call>} */
     this.calls = new Map();
-    session.on("deliver", (d) => void this.onDeliver(d).catch((e) => console.warn("dropped a signal", e)));
+    session.on("deliver", (d) => {
+      try {
+        this.onDeliver(d);
+      } catch (e) {
+        // a body that does not decrypt, a replay, a body for a call we do not hold: drop it, change nothing
+        this.emit("refused", { kind: d.kind, error: e instanceof Error ? `${e.name}: ${e.message}` : String(e) });
+      }
+    });
   }
 
-  get crypto() {
-    return this.settings.crypto ?? plainBodies;
+  get identity() {
+    return this.session.identity;
   }
 
-  /** The call in progress (not ended), if any. */
+  nowS() {
+    return Math.floor(this.settings.nowS ? this.settings.nowS() : Date.now() / 1000);
+  }
+
+  /** The call in progress (not ended, not merely ringing), if any. */
   active() {
     for (const c of this.calls.values()) if (c.state !== "ended" && c.state !== "incoming") return c;
     return null;
+  }
+
+  /** @param {Call} call */
+  keep(call) {
+    this.calls.set(call.key, call);
+    if (this.calls.size > CALLS_KEPT_MAX) {
+      for (const [k, c] of this.calls) {
+        if (c.state === "ended") this.calls.delete(k);
+        if (this.calls.size <= CALLS_KEPT_MAX) break;
+      }
+    }
   }
 
   /**
@@ -76,43 +79,40 @@ export class Phone extends Emitter {
    * @param {{video?: boolean}} [opts]
    */
   async start(peer, opts = {}) {
-    const call = new Call(this, peer, randomBytes(CALL_ID_BYTES), "outgoing", Boolean(opts.video));
-    this.calls.set(call.key, call);
+    const id = randomBytes(CALL_ID_BYTES);
+    const e2e = new OutgoingCall({ identity: this.identity, callee: peer, call: id, randomBytes });
+    const call = new Call(this, peer, id, "outgoing", Boolean(opts.video), e2e);
+    this.keep(call);
     this.emit("call", call);
     await call.dial();
     return call;
   }
 
   /**
-   * @param {Uint8Array} peer @param {Uint8Array} callId
-   * @param {import("./codec.js").Kind} kind @param {Record<string, unknown>} signal
+   * @param {Uint8Array} to @param {Uint8Array} callId @param {import("./codec.js").Kind} kind @param {Uint8Array} body
    * @param {{onQueued?: () => void}} [opts]
    */
-  async send(peer, callId, kind, signal, opts) {
-    const body = await this.crypto.seal(peer, callId, kind, packSignal(signal));
-    return this.session.send(kind, peer, callId, body, opts);
+  send(to, callId, kind, body, opts) {
+    return this.session.send(kind, to, callId, body, opts);
   }
 
   /** @param {import("./codec.js").Deliver} d */
-  async onDeliver(d) {
-    const plaintext = await this.crypto.open(d.from, d.call, d.kind, d.body);
-    const signal = unpackSignal(plaintext);
-    const key = b64uEncode(d.call);
-    const existing = this.calls.get(key);
-    const fromSelf = equal(d.from, this.session.identity.id);
+  onDeliver(d) {
+    const existing = this.calls.get(b64uEncode(d.call));
     if (existing) {
-      if (fromSelf && !equal(existing.peer, d.from)) existing.onOwnDevice(d.kind, signal);
-      else if (equal(existing.peer, d.from)) await existing.onSignal(d.kind, signal);
+      existing.onBody(d);
       return;
     }
-    if (d.kind !== "call_offer" || fromSelf) return;
+    if (d.kind !== "call_offer" || equal(d.from, this.identity.id) || bodyType(d.body) !== OFFER) return; // no state for it
+    const [e2e, offer] = IncomingCall.fromOffer({ identity: this.identity, sender: d.from, call: d.call, kind: d.kind, body: d.body, nowS: this.nowS(), replay: this.replay, randomBytes });
+    const call = new Call(this, d.from, d.call, "incoming", offer.video, e2e);
+    call.remoteOffer = { type: "offer", sdp: offer.sdp };
+    this.keep(call);
     if (this.active()) {
-      await this.send(d.from, d.call, "call_reject", { reason: "busy" }).catch(() => {});
+      call.end("busy", "we were in another call");
+      void this.send(d.from, d.call, "call_reject", e2e.answer({ k: "reject", reason: "busy" })).catch(() => {});
       return;
     }
-    const call = new Call(this, d.from, d.call, "incoming", Boolean(signal.video));
-    call.remoteOffer = { type: "offer", sdp: String(signal.sdp ?? "") };
-    this.calls.set(key, call);
     call.armRing();
     this.emit("call", call);
     this.emit("incoming", call);
@@ -124,8 +124,9 @@ export class Call extends Emitter {
   /**
    * @param {Phone} phone @param {Uint8Array} peer @param {Uint8Array} id
    * @param {"outgoing"|"incoming"} direction @param {boolean} video
+   * @param {OutgoingCall | IncomingCall} e2e
    */
-  constructor(phone, peer, id, direction, video) {
+  constructor(phone, peer, id, direction, video, e2e) {
     super();
     this.phone = phone;
     this.peer = peer;
@@ -134,6 +135,9 @@ export class Call extends Emitter {
     this.key = b64uEncode(id);
     this.direction = direction;
     this.video = video;
+    this.e2e = e2e;
+    /** The answered session (caller side: the first answer's sid). @type {Uint8Array | null} */
+    this.sid = null;
     /** @type {CallState} */
     this.state = direction;
     this.detail = "";
@@ -149,6 +153,8 @@ export class Call extends Emitter {
     this.remoteOffer = null;
     /** @type {{c: RTCIceCandidateInit, at: number}[]} */
     this.pendingCandidates = [];
+    /** Local candidates gathered before the caller has a session (sent as EARLY bodies meanwhile). */
+    this.sentEarly = 0;
     /** @type {ReturnType<typeof setTimeout> | null} */
     this.ringTimer = null;
     /** @type {ReturnType<typeof setTimeout> | null} */
@@ -177,16 +183,30 @@ export class Call extends Emitter {
     if (this.state === "ended") return;
     this.reason = reason;
     this.setState("ended", detail || reason);
-    this.state = "ended";
     for (const t of [this.ringTimer, this.recoverTimer]) if (t) clearTimeout(t);
     globalThis.removeEventListener?.("online", this.onOnline);
     this.pc?.close();
     this.localStream?.getTracks().forEach((t) => t.stop());
   }
 
+  /**
+   * Seal `msg` for the peer in whatever form fits now (EARLY before an answer, else TRANSPORT) and send it.
+   * @param {Plaintext} msg @param {{onQueued?: () => void}} [opts]
+   */
+  sendMsg(msg, opts) {
+    /** @type {Record<string, import("./codec.js").Kind>} */
+    const kinds = { ice: "call_ice", hangup: "call_hangup", reoffer: "call_offer", reanswer: "call_answer" };
+    const kind = kinds[msg.k] ?? "call_hangup";
+    /** @type {Uint8Array} */
+    let body;
+    if (this.e2e instanceof OutgoingCall) body = this.sid ? this.e2e.seal(this.sid, msg) : this.e2e.early(msg);
+    else body = this.e2e.seal(msg);
+    return this.phone.send(this.peer, this.id, kind, body, opts);
+  }
+
   armRing() {
     this.ringTimer = setTimeout(() => {
-      if (this.state === "outgoing") void this.phone.send(this.peer, this.id, "call_hangup", {}).catch(() => {});
+      if (this.state === "outgoing") void this.sendMsg({ k: "hangup", reason: "timeout" }).catch(() => {});
       if (this.state === "outgoing" || this.state === "incoming") this.end("missed", "no answer within the ring timeout");
     }, this.settings.ringTimeoutMs ?? RING_TIMEOUT_MS);
   }
@@ -205,9 +225,15 @@ export class Call extends Emitter {
     };
     let gathered = 0;
     pc.onicecandidate = (ev) => {
-      if (!ev.candidate) return;
+      if (!ev.candidate || this.state === "ended") return;
       gathered++;
-      void this.phone.send(this.peer, this.id, "call_ice", { c: [ev.candidate.toJSON()] }).catch(() => {});
+      const c = ev.candidate;
+      /** @type {Plaintext} */
+      const msg = { k: "ice", cand: c.candidate };
+      if (c.sdpMid != null) msg.mid = c.sdpMid;
+      if (c.sdpMLineIndex != null) msg.mline = c.sdpMLineIndex;
+      if (c.usernameFragment != null) msg.ufrag = c.usernameFragment;
+      void this.sendMsg(msg).catch(() => {});
     };
     setTimeout(() => {
       if (gathered === 0 && this.state !== "ended" && this.state !== "connected") this.end("failed", "no ICE candidate within the gathering timeout (is a TURN server reachable?)");
@@ -227,18 +253,20 @@ export class Call extends Emitter {
     } else if (s === "disconnected" || s === "failed") {
       if (this.state === "connected") this.setState("connecting", "reconnecting");
       if (s === "failed") void this.restartIce();
-      if (!this.recoverTimer)
-        this.recoverTimer = setTimeout(() => this.end("failed", "the media path did not come back"), this.settings.reconnectWindowMs ?? RECONNECT_WINDOW_MS);
+      if (!this.recoverTimer) this.recoverTimer = setTimeout(() => this.end("failed", "the media path did not come back"), this.settings.reconnectWindowMs ?? RECONNECT_WINDOW_MS);
     }
   }
 
   async dial() {
     try {
+      const e2e = /** @type {OutgoingCall} */ (this.e2e);
       const pc = await this.setupPeerConnection();
       const offer = await pc.createOffer();
+      // the offer body must exist before the first candidate is sealed as EARLY: write it, then set the description
+      const body = e2e.offer({ k: "offer", sdp: offer.sdp ?? "", video: this.video, ts: this.phone.nowS() });
       await pc.setLocalDescription(offer);
       this.armRing();
-      const receipt = await this.phone.send(this.peer, this.id, "call_offer", { sdp: offer.sdp ?? "", video: this.video }, {
+      const receipt = await this.phone.send(this.peer, this.id, "call_offer", body, {
         onQueued: () => this.setState("outgoing", "ringing via mailbox (the callee is offline)"),
       });
       if (this.state !== "outgoing") return;
@@ -252,75 +280,100 @@ export class Call extends Emitter {
 
   async accept() {
     if (this.state !== "incoming" || !this.remoteOffer) return;
+    const e2e = /** @type {IncomingCall} */ (this.e2e);
     this.setState("connecting");
     if (this.ringTimer) clearTimeout(this.ringTimer);
     try {
       const pc = await this.setupPeerConnection();
       await pc.setRemoteDescription(this.remoteOffer);
-      await this.flushCandidates();
       const answer = await pc.createAnswer();
+      const body = e2e.answer({ k: "answer", sdp: answer.sdp ?? "", video: this.video });
+      this.sid = e2e.sid;
       await pc.setLocalDescription(answer);
-      await this.phone.send(this.peer, this.id, "call_answer", { sdp: answer.sdp ?? "" });
+      await this.flushCandidates();
+      await this.phone.send(this.peer, this.id, "call_answer", body);
       // tell this identity's other devices to stop ringing
-      void this.phone.send(this.phone.session.identity.id, this.id, "call_answer", { elsewhere: true, peer: this.peerText }).catch(() => {});
+      void this.phone.send(this.phone.identity.id, this.id, "call_hangup", e2e.elsewhere("answered")).catch(() => {});
     } catch (e) {
       this.end("failed", e instanceof Error ? e.message : String(e));
     }
   }
 
-  /** @param {"rejected"|"busy"} [reason] */
-  async reject(reason = "rejected") {
+  async reject() {
     if (this.state !== "incoming") return;
+    const e2e = /** @type {IncomingCall} */ (this.e2e);
     this.end("rejected", "you declined");
-    await this.phone.send(this.peer, this.id, "call_reject", { reason }).catch(() => {});
+    await this.phone.send(this.peer, this.id, "call_reject", e2e.answer({ k: "reject", reason: "declined" })).catch(() => {});
+    void this.phone.send(this.phone.identity.id, this.id, "call_hangup", e2e.elsewhere("rejected")).catch(() => {});
   }
 
   async hangup() {
     if (this.state === "ended") return;
-    const wasIncoming = this.state === "incoming";
-    this.end(wasIncoming ? "rejected" : "hangup", "you hung up");
-    await this.phone.send(this.peer, this.id, wasIncoming ? "call_reject" : "call_hangup", wasIncoming ? { reason: "rejected" } : {}).catch(() => {});
+    if (this.state === "incoming") return this.reject();
+    const before = this.direction === "outgoing" && !this.sid;
+    this.end("hangup", "you hung up");
+    await this.sendMsg({ k: "hangup", reason: before ? "cancelled" : "ended" }).catch(() => {});
   }
 
-  /** @param {string} kind @param {Record<string, any>} signal */
-  onOwnDevice(kind, signal) {
-    if (kind === "call_answer" && signal.elsewhere && this.state === "incoming") this.end("answered_elsewhere", "answered on another device");
-  }
-
-  /** @param {string} kind @param {Record<string, any>} signal */
-  async onSignal(kind, signal) {
+  /** A body for this call (already routed by call id). Throws for a body that must be refused. @param {import("./codec.js").Deliver} d */
+  onBody(d) {
     if (this.state === "ended") return;
-    switch (kind) {
-      case "call_answer":
-        if (this.direction !== "outgoing" || !this.pc || typeof signal.sdp !== "string") return;
-        if (this.ringTimer) clearTimeout(this.ringTimer);
-        if (this.state === "outgoing") this.setState("connecting");
-        await this.pc.setRemoteDescription({ type: "answer", sdp: signal.sdp });
-        await this.flushCandidates();
+    const opened = this.e2e.open({ sender: d.from, kind: d.kind, body: d.body });
+    const msg = opened.msg;
+    if (this.e2e instanceof OutgoingCall && (msg.k === "answer" || msg.k === "reject")) {
+      if (this.sid && opened.sid && !equal(opened.sid, this.sid)) {
+        // another device answered after the first one: tell it the call was answered elsewhere
+        void this.phone.send(this.peer, this.id, "call_hangup", this.e2e.seal(opened.sid, { k: "hangup", reason: "answered_elsewhere" })).catch(() => {});
+        return;
+      }
+      if (msg.k === "reject") {
+        this.end(msg.reason === "busy" ? "busy" : "rejected", msg.reason === "busy" ? "the callee is in another call" : "the callee declined");
+        return;
+      }
+      this.sid = opened.sid;
+      if (this.ringTimer) clearTimeout(this.ringTimer);
+      if (this.state === "outgoing") this.setState("connecting");
+      const sdp = /** @type {import("./e2ee_plaintext.js").SdpMsg} */ (msg).sdp;
+      void this.pc?.setRemoteDescription({ type: "answer", sdp }).then(() => this.flushCandidates());
+      return;
+    }
+    switch (msg.k) {
+      case "elsewhere":
+        if (this.state === "incoming") this.end("answered_elsewhere", msg.how === "answered" ? "answered on another device" : "declined on another device");
         break;
-      case "call_offer": // an ICE restart in the same call
-        if (this.direction !== "incoming" || !this.pc || typeof signal.sdp !== "string") return;
-        await this.pc.setRemoteDescription({ type: "offer", sdp: signal.sdp });
-        {
-          const answer = await this.pc.createAnswer();
-          await this.pc.setLocalDescription(answer);
-          await this.phone.send(this.peer, this.id, "call_answer", { sdp: answer.sdp ?? "" });
-        }
+      case "ice":
+        this.addCandidate({ candidate: msg.cand, sdpMid: msg.mid ?? null, sdpMLineIndex: msg.mline ?? null, usernameFragment: msg.ufrag ?? null });
         break;
-      case "call_ice":
-        for (const c of Array.isArray(signal.c) ? signal.c.slice(0, 16) : []) {
-          if (typeof c?.candidate !== "string") continue;
-          if (this.pc?.remoteDescription) await this.pc.addIceCandidate(c).catch(() => {});
-          else if (this.pendingCandidates.length < BUFFERED_CANDIDATES_MAX) this.pendingCandidates.push({ c, at: Date.now() });
-        }
+      case "hangup":
+        if (msg.reason === "answered_elsewhere") this.end("answered_elsewhere", "answered on another device");
+        else if (msg.reason === "busy") this.end("busy", "the callee is in another call");
+        else if (this.state === "incoming") this.end("missed", "the caller gave up");
+        else this.end("hangup", "the other side hung up");
         break;
-      case "call_reject":
-        this.end(signal.reason === "busy" ? "busy" : "rejected", signal.reason === "busy" ? "the callee is in another call" : "the callee declined");
+      case "reoffer":
+        void this.onReoffer(msg.sdp);
         break;
-      case "call_hangup":
-        this.end(this.state === "incoming" ? "missed" : "hangup", this.state === "incoming" ? "the caller gave up" : "the other side hung up");
+      case "reanswer":
+        void this.pc?.setRemoteDescription({ type: "answer", sdp: msg.sdp });
+        break;
+      default:
         break;
     }
+  }
+
+  /** @param {RTCIceCandidateInit} c */
+  addCandidate(c) {
+    if (this.pc?.remoteDescription) void this.pc.addIceCandidate(c).catch(() => {});
+    else if (this.pendingCandidates.length < BUFFERED_CANDIDATES_MAX) this.pendingCandidates.push({ c, at: Date.now() });
+  }
+
+  /** @param {string} sdp */
+  async onReoffer(sdp) {
+    if (!this.pc) return;
+    await this.pc.setRemoteDescription({ type: "offer", sdp });
+    const answer = await this.pc.createAnswer();
+    await this.pc.setLocalDescription(answer);
+    await this.sendMsg({ k: "reanswer", sdp: answer.sdp ?? "", video: this.video });
   }
 
   async flushCandidates() {
@@ -330,13 +383,13 @@ export class Call extends Emitter {
     for (const p of fresh) await this.pc?.addIceCandidate(p.c).catch(() => {});
   }
 
-  /** ICE restart (the caller makes a new offer in the same call). */
+  /** ICE restart: the caller renegotiates (a `reoffer` in the same call's session). */
   async restartIce() {
-    if (!this.pc || this.state === "ended" || this.direction !== "outgoing") return;
+    if (!this.pc || this.state === "ended" || this.direction !== "outgoing" || !this.sid) return;
     try {
       const offer = await this.pc.createOffer({ iceRestart: true });
       await this.pc.setLocalDescription(offer);
-      await this.phone.send(this.peer, this.id, "call_offer", { sdp: offer.sdp ?? "", video: this.video, restart: true });
+      await this.sendMsg({ k: "reoffer", sdp: offer.sdp ?? "", video: this.video });
     } catch {
       /* the recovery timer ends the call if this does not help */
     }
@@ -398,3 +451,4 @@ export class Call extends Emitter {
     return out;
   }
 }
+

@@ -1,17 +1,24 @@
-// A client identity: an Ed25519 key pair kept in the browser. The private key is a non-extractable WebCrypto key
+// A client identity: an Ed25519 key pair kept in the browser. The signing key is a non-extractable WebCrypto key
 // unless the user asked for a backup; a backup is the seed sealed with a passphrase (PBKDF2-SHA-256, AES-256-GCM).
+// The X25519 static key of the end-to-end format (docs/e2ee.md) is derived from the seed when the identity is made
+// and kept as bytes: the Noise code needs it for DH, so it is not protected by non-extractability.
 
 import { b64uDecode, b64uEncode, buf, randomBytes, utf8 } from "./bytes.js";
-import { exportSeed, generateKey, keyFromSeed, sign } from "./ed25519.js";
+import { exportSeed, keyFromSeed, sign } from "./ed25519.js";
+import { ed25519SeedToX25519 } from "./noise.js";
 
 export const BACKUP_VERSION = 1;
 export const BACKUP_PBKDF2_ITERATIONS = 600_000; // OWASP 2023 figure for PBKDF2-HMAC-SHA256
 export const BACKUP_MAX_CHARS = 4096;
 
 export class Identity {
-  /** @param {import("./ed25519.js").SigningKey} key */
-  constructor(key) {
+  /**
+   * @param {import("./ed25519.js").SigningKey} key
+   * @param {import("./noise.js").Keypair} x25519 the static key pair of docs/e2ee.md
+   */
+  constructor(key, x25519) {
     this.key = key;
+    this.x25519 = x25519;
     /** The 32-byte id (the public key). */
     this.id = key.publicKey;
     /** The 43-character base64url id. */
@@ -20,7 +27,7 @@ export class Identity {
 
   /** @param {{extractable?: boolean}} [opts] */
   static async generate(opts = {}) {
-    return new Identity(await generateKey(opts));
+    return Identity.fromSeed(randomBytes(32), opts);
   }
 
   /**
@@ -28,7 +35,7 @@ export class Identity {
    * @param {{extractable?: boolean}} [opts]
    */
   static async fromSeed(seed, opts = {}) {
-    return new Identity(await keyFromSeed(seed, opts));
+    return new Identity(await keyFromSeed(seed, opts), ed25519SeedToX25519(seed));
   }
 
   /** @param {Uint8Array} message */
