@@ -98,7 +98,7 @@ class Page:
 
 
 @contextmanager
-def chromium(tmp: Path, name: str) -> Iterator[Page]:
+def chromium(tmp: Path, name: str, *extra_flags: str) -> Iterator[Page]:
     """A fresh headless Chromium (own --user-data-dir) with fake media; always quit at the end."""
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
@@ -120,6 +120,7 @@ def chromium(tmp: Path, name: str) -> Iterator[Page]:
         "--autoplay-policy=no-user-gesture-required",
         "--window-size=1000,760",
         f"--user-data-dir={profile}",
+        *extra_flags,
     ):
         opts.add_argument(flag)
     service = Service(CHROMEDRIVER, log_output=str(tmp / f"chromedriver-{name}.log"))
