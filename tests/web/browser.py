@@ -62,7 +62,8 @@ class Page:
         raw = self.js(
             "const h = window.homing; if (!h) return null;"
             " return JSON.stringify({conn: h.conn, connDetail: h.connDetail, node: h.node, callState: h.callState,"
-            " callDetail: h.callDetail, callReason: h.callReason, error: h.error, id: h.id, history: h.history})"
+            " callDetail: h.callDetail, callReason: h.callReason, error: h.error, id: h.id, history: h.history,"
+            " refused: h.refused})"
         )
         return json.loads(raw) if raw else {}
 

@@ -1,4 +1,4 @@
-"""The page refuses a node that cannot prove the id it was pinned to (docs/web.md, docs/client-protocol.md)."""
+"""The page and its node: impostors refused (docs/web.md, docs/client-protocol.md), goaway followed."""
 
 from __future__ import annotations
 
@@ -42,3 +42,21 @@ def test_page_refuses_a_real_node_pinned_under_another_id(
         )
         v = page.wait(lambda v: v["conn"] == "refused", 20, "the page to refuse the node")
         assert "not the expected" in v["connDetail"], v
+
+
+@pytest.mark.timeout(90)
+def test_goaway_moves_the_page_to_a_node_the_leaving_node_listed(
+    tmp_path: Path, web_base: str, federation3: list[NodeProcess]
+) -> None:
+    home = federation3[0]
+    with chromium(tmp_path, "mover") as page:
+        page.open(
+            page_link(web_base, profile="m", me=Identity.generate(), node_ws=home.url, node_id=home.id, cache="0")
+        )
+        page.wait(lambda v: v["conn"] == "connected", 20, "connected to its first node")
+        home.proc.terminate()  # SIGTERM: goaway with the other nodes' signed cards, then close 1001
+        others = {n.id_text for n in federation3[1:]}
+        v = page.wait(
+            lambda v: v["conn"] == "connected" and v["node"]["id"] in others, 20, "the page on a node from goaway"
+        )
+        assert v["node"]["source"] == "referral" and v["node"]["verified"] is True, v
