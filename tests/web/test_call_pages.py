@@ -58,7 +58,7 @@ def test_two_pages_on_different_nodes_call_connect_media_flows_hangup_ends_both(
     alice, bob = Identity.generate(), Identity.generate()
     with chromium(tmp_path, "alice") as a, chromium(tmp_path, "bob") as b:
         a.open(_link(web_base, "alice", alice, federation3[0], {"bob": bob}))
-        b.open(_link(web_base, "bob", bob, federation3[2], {"alice": alice}))
+        b.open(_link(web_base, "bob", bob, federation3[2], {"alice": alice}, json="1"))  # JSON text frames
         for page, node in ((a, federation3[0]), (b, federation3[2])):
             v = page.wait(lambda v: v["conn"] == "connected", CONNECT_S, "connected to its node")
             assert v["node"]["id"] == node.id_text and v["node"]["source"] == "manual"
