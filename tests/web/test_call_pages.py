@@ -74,6 +74,20 @@ def test_two_pages_on_different_nodes_call_connect_media_flows_hangup_ends_both(
         assert stats["local"] and stats["remote"], stats
         time.sleep(1.2)  # let the duration timer tick once for the screenshot
         a.screenshot("web-connected.png")
+        tracks = (
+            "const s = window.homing.call.localStream;"
+            " return [s.getAudioTracks()[0].enabled, s.getVideoTracks()[0].enabled]"
+        )
+        assert a.js(tracks) == [True, True]
+        a.click("mute")
+        a.click("camera")
+        assert a.js(tracks) == [False, False]
+        assert a.js(
+            "return [document.getElementById('mute').textContent, document.getElementById('camera').textContent]"
+        ) == [
+            "Unmute",
+            "Camera on",
+        ]
         a.click("hangup")
         va = a.wait(lambda v: v["callState"] == "ended", RING_S, "ended")
         vb = b.wait(lambda v: v["callState"] == "ended", RING_S, "ended")
