@@ -11,6 +11,8 @@ export const RECONNECT_WINDOW_MS = 30_000;
 export const CALL_ID_BYTES = 16;
 export const BUFFERED_CANDIDATES_MAX = 200;
 export const CALLS_KEPT_MAX = 64;
+export const EARLY_HOLD_MS = 5_000; // bodies that arrive before their call's offer are kept this long (docs/e2ee.md step 3)
+export const EARLY_HOLD_MAX = 64;
 
 /**
  * @typedef {"idle"|"outgoing"|"incoming"|"connecting"|"connected"|"ended"} CallState
@@ -39,6 +41,9 @@ export class Phone extends Emitter {
     this.replay = new OfferReplayCache();
     /** @type {Map<string, Call>} */
     this.calls = new Map();
+    /** Bodies for calls we do not know yet (an EARLY body overtaking its offer): retried when the offer comes. */
+    /** @type {{d: import("./codec.js").Deliver, at: number}[]} */
+    this.held = [];
     session.on("deliver", (d) => {
       try {
         this.onDeliver(d);
@@ -103,7 +108,10 @@ export class Phone extends Emitter {
       existing.onBody(d);
       return;
     }
-    if (d.kind !== "call_offer" || equal(d.from, this.identity.id) || bodyType(d.body) !== OFFER) return; // no state for it
+    if (d.kind !== "call_offer" || equal(d.from, this.identity.id) || bodyType(d.body) !== OFFER) {
+      this.hold(d);
+      return;
+    }
     const [e2e, offer] = IncomingCall.fromOffer({ identity: this.identity, sender: d.from, call: d.call, kind: d.kind, body: d.body, nowS: this.nowS(), replay: this.replay, randomBytes });
     const call = new Call(this, d.from, d.call, "incoming", offer.video, e2e);
     call.remoteOffer = { type: "offer", sdp: offer.sdp };
@@ -116,6 +124,27 @@ export class Phone extends Emitter {
     call.armRing();
     this.emit("call", call);
     this.emit("incoming", call);
+    this.release(call);
+  }
+
+  /** @param {import("./codec.js").Deliver} d */
+  hold(d) {
+    const now = Date.now();
+    this.held = this.held.filter((h) => now - h.at < EARLY_HOLD_MS).slice(-(EARLY_HOLD_MAX - 1));
+    this.held.push({ d, at: now });
+  }
+
+  /** Retry the held bodies of a call that now exists. @param {Call} call */
+  release(call) {
+    const mine = this.held.filter((h) => equal(h.d.call, call.id));
+    this.held = this.held.filter((h) => !equal(h.d.call, call.id));
+    for (const h of mine) {
+      try {
+        call.onBody(h.d);
+      } catch (e) {
+        this.emit("refused", { kind: h.d.kind, error: e instanceof Error ? `${e.name}: ${e.message}` : String(e) });
+      }
+    }
   }
 }
 
