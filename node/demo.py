@@ -48,14 +48,14 @@ def register(sub: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     setup_logging("info" if args.verbose else "error")
     if args.web:
-        from node.webdemo import run_web_demo
+        from node.webdemo import missing_packages, run_web_demo
 
+        problem = missing_packages()
+        if problem:
+            print(f"demo: {problem}", file=sys.stderr)
+            return 1
         with tempfile.TemporaryDirectory(prefix="homing-demo-") as tmp:
-            try:
-                trio.run(lambda: run_web_demo(Path(tmp), web_port=args.web_port))
-            except FileNotFoundError as exc:
-                print(f"demo: {exc}", file=sys.stderr)
-                return 1
+            trio.run(lambda: run_web_demo(Path(tmp), web_port=args.web_port))
         return 0
     with tempfile.TemporaryDirectory(prefix="homing-demo-") as tmp:
         try:

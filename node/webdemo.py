@@ -71,11 +71,19 @@ class _Handler(http.server.SimpleHTTPRequestHandler):
         pass
 
 
+def missing_packages(root: Path = WEB_ROOT) -> str | None:
+    """Why the page cannot be served from `root` (its npm packages are not installed), or None."""
+    if not (root / "node_modules" / "@msgpack" / "msgpack").is_dir():
+        return f"{root}/node_modules is missing: run `npm ci` in {root}"
+    return None
+
+
 @contextmanager
 def serve_web(root: Path = WEB_ROOT, host: str = "127.0.0.1", port: int = 0) -> Iterator[str]:
     """Serve `root` (the web/ folder, after `npm ci`) on host:port in a thread; yield the base URL."""
-    if not (root / "node_modules" / "@msgpack" / "msgpack").is_dir():
-        raise FileNotFoundError(f"{root}/node_modules is missing: run `npm ci` in {root}")
+    problem = missing_packages(root)
+    if problem:
+        raise FileNotFoundError(problem)
     handler = functools.partial(_Handler, directory=str(root))
     server = http.server.ThreadingHTTPServer((host, port), handler)
     server.daemon_threads = True
