@@ -11,9 +11,9 @@ Rules
 - Primitives from libsodium (pynacl bindings), so any libsodium client computes the same bytes:
   DH is X25519 (`crypto_scalarmult`; an all-zero result, i.e. a low-order public key, is refused);
   ENCRYPT is ChaCha20-Poly1305 IETF with the 96-bit nonce `4 zero bytes || 64-bit little-endian counter`;
-  HASH is BLAKE2b-512 (`crypto_generichash`, no key); HMAC is RFC 2104 over BLAKE2b with a 128-byte block and
-  HKDF is the spec's (section 4.3), not RFC 5869's extract-expand (they coincide for Noise's inputs but we follow
-  the spec's text).
+  HASH is BLAKE2b-512 (`crypto_generichash`, no key); HMAC is RFC 2104 over BLAKE2b with a 128-byte block
+  (not BLAKE2b's keyed mode) and HKDF is the spec's section 4.3 (the same bytes as RFC 5869 with salt = ck and
+  no info).
 - A message is at most 65535 bytes (MAX_MESSAGE_BYTES); longer input is refused before any state changes.
 - Errors: input from the peer that fails (bad length, bad tag, low-order key) raises `NoiseError`
   (a RemoteProtocolError) and changes no state: `read_message` and `CipherState.decrypt_with_ad` are

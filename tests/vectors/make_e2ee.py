@@ -182,6 +182,10 @@ class Story:
             prologue=e2ee.self_prologue(call, caller.id, callee.id, digest),
         )  # fmt: skip
         sent = self.transport(out, {"a": dev_a, "b": dev_b}, {"a": sid_a, "b": sid_b}, call)
+        self.call1_refusals(call, offer_body, early0, body_a, sent)
+
+    def call1_refusals(self, call: bytes, offer_body: bytes, early0: bytes, body_a: bytes, sent: list[bytes]) -> None:
+        caller, callee = self.caller, self.callee
         last = self.steps[-1]["name"]
         for name, receiver, sender, kind, body in (
             ("offer replayed", "callee_a", caller.id, "call_offer", offer_body),
