@@ -60,3 +60,21 @@ def test_goaway_moves_the_page_to_a_node_the_leaving_node_listed(
             lambda v: v["conn"] == "connected" and v["node"]["id"] in others, 20, "the page on a node from goaway"
         )
         assert v["node"]["source"] == "referral" and v["node"]["verified"] is True, v
+
+
+@pytest.mark.timeout(90)
+def test_a_killed_node_makes_the_page_reconnect_to_another_known_node(
+    tmp_path: Path, web_base: str, federation3: list[NodeProcess]
+) -> None:
+    a, b = federation3[0], federation3[1]
+    link = page_link(
+        web_base, profile="r", me=Identity.generate(), node_ws=a.url, node_id=a.id, cache="0",
+        node=f"{b.url}#{b.id_text}",
+    )  # fmt: skip
+    with chromium(tmp_path, "reconnect") as page:
+        page.open(link)
+        v = page.wait(lambda v: v["conn"] == "connected", 20, "connected")
+        on, other = (a, b) if v["node"]["id"] == a.id_text else (b, a)
+        on.proc.kill()  # no goaway: the connection just drops
+        v = page.wait(lambda v: v["conn"] == "connected" and v["node"]["id"] == other.id_text, 20, "reconnected")
+        assert page.js("return window.homing.connHistory").count("offline") >= 1

@@ -28,6 +28,7 @@ const view = {
   callReason: "",
   error: "",
   history: /** @type {string[]} */ ([]),
+  connHistory: /** @type {string[]} */ ([]),
   /** Bodies the e2ee layer refused (tampered, replayed, not for this device): dropped, listed here. */
   refused: /** @type {string[]} */ ([]),
   async stats() {
@@ -109,6 +110,7 @@ async function main() {
   session.on("state", ({ state, detail }) => {
     view.conn = state;
     view.connDetail = detail;
+    view.connHistory.push(state);
     $("conn-state").dataset.state = state;
     $("conn-state").textContent = {
       idle: "idle",
