@@ -109,21 +109,11 @@ def build() -> dict[str, Any]:
     alias = "_homing.example.test."
     target = "lists.example.test."
     answer.answer.append(dns.rrset.from_text(alias, 300, "IN", "CNAME", target))
-    txt = dns.rrset.from_rdata_list(
-        target,
-        300,
-        [
-            dns.rdata.from_wire(
-                dns.rdataclass.IN,
-                dns.rdatatype.TXT,
-                b"".join(bytes([len(s)]) + s for s in rec),
-                0,
-                sum(len(s) + 1 for s in rec),
-            )
-            for rec in [[b"v=spf1 -all"], *encode_txt(node_list)]
-        ],
-    )
-    answer.answer.append(txt)
+    for rec in [[b"v=spf1 -all"], *encode_txt(node_list)]:
+        # one RRset per record: an RRset's rdatas have no fixed order in dnspython, and the vector must have one
+        wire = b"".join(bytes([len(s)]) + s for s in rec)
+        rdata = dns.rdata.from_wire(dns.rdataclass.IN, dns.rdatatype.TXT, wire, 0, len(wire))
+        answer.answer.append(dns.rrset.from_rdata_list(target, 300, [rdata]))
     return {
         "about": "made by tests/vectors/make_client_frames.py from the Python node's encoders; do not edit",
         "handshake": {
