@@ -11,10 +11,11 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import pytest
 import trio
 
 from node.app.service import NodeHandle, run_node
-from node.client.connection import connect_client
+from node.client.connection import ClientError, connect_client
 from node.protocol.identity import Identity
 from node.protocol.relay.rendezvous import owners
 from node.protocol.webpush import WAKE_PAYLOAD
@@ -27,7 +28,9 @@ SETTLE_S = 1.5  # after the first push: longer than every fallback (rank 2 waits
 
 
 @asynccontextmanager
-async def killable_federation(tmp: Path, n: int, svc: PushService) -> AsyncIterator[tuple[list[NodeHandle], list[trio.CancelScope]]]:
+async def killable_federation(
+    tmp: Path, n: int, svc: PushService
+) -> AsyncIterator[tuple[list[NodeHandle], list[trio.CancelScope]]]:
     """`n` open nodes with push to the local service; each runs in its own cancel scope so a test can kill it."""
     push = {"test_allow_loopback": f"127.0.0.1:{svc.port}", "test_ca_file": str(svc.ca_file), "fallback_s": 0.5}
     scopes: list[trio.CancelScope] = []
@@ -157,3 +160,15 @@ async def test_unregistered_and_loopback_endpoints_get_no_push_and_are_counted(t
             await trio.sleep(SETTLE_S)
         assert svc.arrivals == []
         assert sum(_count(h, "homing_pushes_failed_total", "refused_address") for h in nodes) == 1
+
+
+async def test_bad_subscriptions_are_refused_with_bad_request(tmp_path: Path) -> None:
+    carol = Identity.generate()
+    async with push_service(tmp_path) as svc, killable_federation(tmp_path, 1, svc) as (nodes, _):
+        ua = UserAgent(svc.url("/p/carol"))
+        async with connect_client(url(nodes[0]), carol) as c:
+            for endpoint, p256dh in (("http://127.0.0.1/p", ua.p256dh), (ua.endpoint, b"\x04" + b"\x00" * 64)):
+                with pytest.raises(ClientError, match="bad_request"):
+                    await c.push_register(endpoint, p256dh, ua.auth)
+            assert await c.push_register(ua.endpoint, ua.p256dh, ua.auth) == nodes[0].pusher.vapid_public  # type: ignore[union-attr]
+        assert len(nodes[0].relay.core.push.held) == 1

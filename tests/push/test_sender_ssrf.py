@@ -52,7 +52,9 @@ async def test_a_push_is_encrypted_authenticated_and_urgent(tmp_path: Path) -> N
         assert got.headers["content-encoding"] == "aes128gcm"
         assert got.headers["host"] == f"127.0.0.1:{svc.port}"
         key, claims = verify_vapid(got.headers["authorization"], audience=svc.url(""), unix_now=time.time())
-        assert key == sender.vapid_public == public_point(sender.vapid_key) and claims["sub"] == "mailto:ops@example.org"
+        assert (
+            key == sender.vapid_public == public_point(sender.vapid_key) and claims["sub"] == "mailto:ops@example.org"
+        )
         assert ua.decrypt(got.body) == WAKE_PAYLOAD
 
 

@@ -51,7 +51,16 @@ def test_vapid_token_verifies_and_a_forged_one_does_not() -> None:
 
 @pytest.mark.parametrize(
     "endpoint",
-    ["http://push.example.org/x", "ftp://x/y", "https://", "https://user:pw@host/x", "https://h/x#f", "https://h/" + "a" * 1000, "https://h/\u00e9", "https://h:99999/"],
+    [
+        "http://push.example.org/x",
+        "ftp://x/y",
+        "https://",
+        "https://user:pw@host/x",
+        "https://h/x#f",
+        "https://h/" + "a" * 1000,
+        "https://h/\u00e9",
+        "https://h:99999/",
+    ],
 )
 def test_bad_endpoints_are_refused(endpoint: str) -> None:
     with pytest.raises(BadSubscription):
@@ -76,7 +85,9 @@ def test_push_register_json_and_msgpack_round_trip() -> None:
     for as_json in (True, False):
         assert decode_client_frame(encode_client_message(msg, json=as_json)) == msg
     text = encode_client_message(msg, json=True)
-    assert isinstance(text, str) and '"t":"push_register"' in text and b64u(text.split('"p256dh":"')[1][:87]) == ua.p256dh
+    assert (
+        isinstance(text, str) and '"t":"push_register"' in text and b64u(text.split('"p256dh":"')[1][:87]) == ua.p256dh
+    )
     with pytest.raises(BadFrame):
         decode_client_frame('{"t":"push_register","endpoint":"http://x/y","p256dh":"' + text.split('"p256dh":"')[1])
     ok = Ok(of="push_register", vapid=ua.p256dh)
