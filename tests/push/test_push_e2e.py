@@ -98,6 +98,9 @@ async def test_offline_callee_is_pushed_once_and_gets_the_offer_on_connect(tmp_p
             await trio.sleep(SETTLE_S)
             _check_push(svc, ua, {h.pusher.vapid_public for h in nodes if h.pusher})
             assert sum(_count(h, "homing_pushes_sent_total") for h in nodes) == 1
+            for h in nodes:
+                h.refresh_gauges()
+                assert _count(h, "homing_push_subscriptions") == 1, "every owner (R = 3 of 3 nodes) holds it"
             async with connect_client(url(nodes[2]), carol) as c:  # the phone woke up
                 offer = await next_matching(c, lambda m: isinstance(m, Deliver) and m.kind.value == "call_offer")
                 assert isinstance(offer, Deliver) and offer.body == b"sdp-offer" and offer.sender == alice.id

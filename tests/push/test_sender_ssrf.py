@@ -139,3 +139,18 @@ def test_address_rule_table() -> None:
         assert not address_refused(ipaddress.ip_address(text))
     for text in ("127.0.0.1", "10.0.0.1", "100.100.0.1", "::", "::ffff:10.0.0.1", "ff02::1", "240.0.0.1"):
         assert address_refused(ipaddress.ip_address(text))
+
+
+def test_vapid_key_is_created_0600_kept_and_refused_when_readable(tmp_path: Path) -> None:
+    import os
+
+    from node.net.push import load_or_create_vapid_key
+    from node.protocol.errors import ConfigError
+
+    path = tmp_path / "vapid.key"
+    key = load_or_create_vapid_key(path)
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert public_point(load_or_create_vapid_key(path)) == public_point(key)
+    os.chmod(path, 0o644)
+    with pytest.raises(ConfigError):
+        load_or_create_vapid_key(path)
