@@ -10,12 +10,13 @@ from node.protocol.relay.core import RelayCore, ToPeer
 from node.protocol.relay.push import PushDropped, SendPush
 from node.protocol.relay.rendezvous import owners
 from node.protocol.settings import PushSection, RelaySection
+from node.protocol.webpush import new_private_key, public_point
 from node.protocol.wire.client import Kind
 from node.protocol.wire.peer import MailboxPut, PeerEnvelope
 from node.protocol.wire.push import PushClaim, PushSub, PushUnsub
 
 ORIGIN = b"o" * 32
-P256 = b"\x04" + b"\x01" * 64  # wire-valid (the sender checks the point; the role only stores it)
+P256 = public_point(new_private_key(random.Random(5).randbytes))
 
 
 def _node(i: int) -> bytes:
@@ -44,8 +45,8 @@ def _core(me: bytes, members: list[bytes], **push: object) -> RelayCore:
     return core
 
 
-def _sub(core: RelayCore, client: bytes, now: float, ttl_ms: int = 3_600_000) -> None:
-    msg = PushSub(id=client, endpoint="https://push.example.org/x", p256dh=P256, auth=b"a" * 16, ttl_ms=ttl_ms)
+def _sub(core: RelayCore, client: bytes, now: float, ttl_ms: int = 3_600_000, p256dh: bytes = P256) -> None:
+    msg = PushSub(id=client, endpoint="https://push.example.org/x", p256dh=p256dh, auth=b"a" * 16, ttl_ms=ttl_ms)
     core.peer_message(ORIGIN, msg, now)
 
 
@@ -151,3 +152,11 @@ def test_held_subscriptions_move_to_new_owners() -> None:
     sent_to = {c.node for c in out if isinstance(c, ToPeer) and isinstance(c.msg, PushSub)}
     assert sent_to == ({newcomer} if newcomer in after else set())
     assert (core.push.held.get(carol, 1.0) is not None) == (me in after)
+
+
+def test_a_subscription_from_a_peer_is_checked_like_a_client_s() -> None:
+    me = _node(1)
+    core = _core(me, MEMBERS)
+    carol = _callee_ranked(me, MEMBERS, 0)
+    _sub(core, carol, 0.0, p256dh=b"\x04" + b"\x01" * 64)  # wire-valid length, not a point on P-256
+    assert len(core.push.held) == 0

@@ -27,7 +27,7 @@ import attrs
 from node.protocol.ratelimit import KeyedBuckets
 from node.protocol.relay.rendezvous import INF, Owner, owners
 from node.protocol.settings import PushSection, RelaySection
-from node.protocol.webpush import Subscription
+from node.protocol.webpush import BadSubscription, Subscription, check_subscription
 from node.protocol.wire.client import Kind
 from node.protocol.wire.peer import PeerEnvelope, PeerMessage
 from node.protocol.wire.push import SUB_TTL_MS_MAX, PushClaim, PushSub, PushUnsub
@@ -115,6 +115,15 @@ class _Due:
     due: float
 
 
+def _usable(sub: Subscription) -> bool:
+    """A subscription from a peer is checked like one from a client (its point, its URL) before it is held."""
+    try:
+        check_subscription(sub)
+    except BadSubscription:
+        return False
+    return True
+
+
 def _ttl_ms(expires: float, now: float) -> int:
     return max(1, min(SUB_TTL_MS_MAX, round((expires - now) * 1000)))
 
@@ -176,8 +185,8 @@ class PushRole:
     def on_message(self, from_node: bytes, msg: PushSub | PushUnsub | PushClaim, now: float) -> None:
         match msg:
             case PushSub():
-                if self.node_id in self._owners(msg.id):
-                    sub = Subscription(endpoint=msg.endpoint, p256dh=msg.p256dh, auth=msg.auth)
+                sub = Subscription(endpoint=msg.endpoint, p256dh=msg.p256dh, auth=msg.auth)
+                if self.node_id in self._owners(msg.id) and _usable(sub):
                     ttl_s = min(msg.ttl_ms / 1000, self.config.subscription_ttl_s)
                     self.held.put(msg.id, sub, now + ttl_s)
             case PushUnsub():
