@@ -129,6 +129,10 @@ async def test_gone_and_retries(tmp_path: Path) -> None:
             with trio.fail_after(10):
                 assert await sender.deliver(_cmd(UserAgent(svc.url("/busy")))) == "server_error"
             assert len(svc.arrivals) == 1 + 3, "one try and two retries on 503"
+            svc.answer = lambda target: (429, [("retry-after", "0")]) if len(svc.arrivals) < 7 else (201, [])
+            with trio.fail_after(10):
+                assert await sender.deliver(_cmd(UserAgent(svc.url("/throttled")))) == "sent"
+            assert len(svc.arrivals) == 4 + 3, "429, 429, then accepted on the third attempt"
             nursery.cancel_scope.cancel()
 
 
