@@ -45,6 +45,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
 from node import __version__
+from node.app.buildinfo import git_commit
 from node.protocol.refusals import Layer, Refusal
 
 # push wake-up (node/net/push.py FAIL_REASONS; kept here as data so metrics import nothing from the drivers)
@@ -130,9 +131,12 @@ class NodeMetrics:
         )
         self.peer_links = Gauge("homing_peer_links", "Open node-to-node peer links.", registry=r)
         self.build_info = Gauge(
-            "homing_build_info", "Always 1; labels name the running build.", ["version", "python"], registry=r
+            "homing_build_info",
+            "Always 1; labels name the running build (commit: the git commit when run from a checkout).",
+            ["version", "commit", "python"],
+            registry=r,
         )
-        self.build_info.labels(version=version, python=platform.python_version()).set(1)
+        self.build_info.labels(version=version, commit=git_commit(), python=platform.python_version()).set(1)
         self.pushes_sent = Counter("homing_pushes_sent", "Wake-up pushes accepted by a push service.", registry=r)
         self.pushes_failed = Counter(
             "homing_pushes_failed", "Wake-up pushes not sent or refused, by reason.", ["reason"], registry=r
