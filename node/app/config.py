@@ -21,6 +21,7 @@ from node.protocol.settings import (
     ClientsSection,
     FederationSection,
     NodeSection,
+    PushSection,
     RelaySection,
     format_hostport,
     parse_hostport,
@@ -41,6 +42,7 @@ class NodeConfig:
     swim: SwimConfig = LAN
     relay: RelaySection = attrs.field(factory=RelaySection)
     clients: ClientsSection = attrs.field(factory=ClientsSection)
+    push: PushSection = attrs.field(factory=PushSection)
 
     @property
     def data_path(self) -> Path:
@@ -63,6 +65,7 @@ SECTIONS: dict[str, type[Any]] = {
     "swim": SwimConfig,
     "relay": RelaySection,
     "clients": ClientsSection,
+    "push": PushSection,
 }
 PRESETS: dict[str, dict[str, Any]] = {"lan": {"swim": LAN}, "local": {"swim": LOCAL}}
 

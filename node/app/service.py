@@ -34,6 +34,7 @@ from node.client.files import write_json_atomic
 from node.net.clients import ClientServer
 from node.net.httpserver import serve_http
 from node.net.peers import PeerLimits, PeerLinks, fetch_card, serve_peers
+from node.net.push import PushSender, load_or_create_vapid_key
 from node.net.relay import RelayDriver
 from node.net.sockio import Flusher
 from node.net.udp import SwimDriver
@@ -96,6 +97,7 @@ class NodeHandle:
     links: PeerLinks
     relay: RelayDriver
     clients: ClientServer
+    pusher: PushSender | None  # push wake-up; None when [push] enabled = false
     admission: Admission
     metrics: NodeMetrics
     card: str  # our own referral URI (docs/discovery.md)
@@ -117,6 +119,7 @@ class NodeHandle:
         self.metrics.set_members(counts)
         self.metrics.peer_links.set(self.links.link_count)
         self.relay.refresh_metrics()
+        self.metrics.push_subscriptions.set(len(self.relay.core.push.held))
 
     def members_document(self) -> dict[str, Any]:
         """GET /v1/members (docs/operations.md), plus this node's client count for `homing node status`."""
@@ -208,10 +211,15 @@ async def _start(
         flusher=flusher,
     )
     relay = RelayDriver(
-        core=RelayCore(node_id=identity.id, config=config.relay, rng=rng, now=trio.current_time()),
+        core=RelayCore(
+            node_id=identity.id, config=config.relay, rng=rng, now=trio.current_time(), push=config.push
+        ),
         links=links,
         metrics=metrics,
     )
+    pusher = _start_push(config, relay, metrics)
+    if pusher is not None:
+        await nursery.start(pusher.run)
     links.on_message = relay.peer_frame
     links.on_unreachable = relay.peer_unreachable
     await nursery.start(links.run)
@@ -235,6 +243,7 @@ async def _start(
         links=links,
         relay=relay,
         clients=clients,
+        pusher=pusher,
         admission=admission,
         metrics=metrics,
         card=card,
@@ -265,6 +274,20 @@ async def _start(
     log.info("started", **dict(ports), url=config.advertised_url(ports["ws"]), admission=admission.describe())
     _start_federation(nursery, handle)
     return handle
+
+
+def _start_push(config: NodeConfig, relay: RelayDriver, metrics: NodeMetrics) -> PushSender | None:
+    """The push sender with the node's VAPID key (data dir `vapid.key`, 0600), docs/operations.md "Push wake-up"."""
+    if not config.push.enabled:
+        return None
+    pusher = PushSender(
+        config=config.push,
+        vapid_key=load_or_create_vapid_key(config.data_path / "vapid.key"),
+        on_result=metrics.push_result,
+        on_gone=relay.push_gone,
+    )
+    relay.pusher = pusher
+    return pusher
 
 
 def _start_swim(
