@@ -18,6 +18,7 @@ import os
 import random
 import socket
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,11 +26,11 @@ import attrs
 import trio
 
 from node.app.config import NodeConfig
+from node.app.listrefresh import KnockRefresh, RegistryEtags
 from node.app.log import Logger, get_logger
 from node.app.metrics import NodeMetrics
 from node.app.ops import OPS_LIMITS, ops_router
 from node.app.registry import TsClock, deregister, register_forever
-from node.client.discovery import DiscoveryConfig, discover
 from node.client.files import write_json_atomic
 from node.net.clients import ClientServer
 from node.net.httpserver import serve_http
@@ -105,6 +106,7 @@ class NodeHandle:
     serving: bool = True
     shutdown_requested: trio.Event = attrs.field(factory=trio.Event)
     registry_ts: TsClock = attrs.field(factory=lambda: TsClock(time.time))
+    knock: KnockRefresh = attrs.field(factory=KnockRefresh)  # unadmitted ids knocking -> re-read the registries
 
     def request_shutdown(self) -> None:
         self.shutdown_requested.set()
@@ -197,6 +199,8 @@ async def _start(
         self_id=identity.id, open_=config.federation.open, allow=[parse_id(a) for a in config.federation.allow]
     )
     swim_ref: list[SwimDriver] = []
+    knock = KnockRefresh()
+    refused = _refusal_hook(metrics, knock)
     # one flusher writes, once per scheduler batch, what clients and peer links queued in it (node/net/sockio.py)
     flusher = Flusher()
     await nursery.start(flusher.run)
@@ -206,14 +210,12 @@ async def _start(
         address_of=lambda peer: swim_ref[0].peer_address(peer) if swim_ref else None,
         on_message=lambda peer, msg: None,
         on_unreachable=lambda peer: None,
-        on_refused=functools.partial(metrics.packet_refused, Layer.PEER),
+        on_refused=functools.partial(refused, Layer.PEER),
         limits=PeerLimits(queue_max=config.relay.peer_queue_max),
         flusher=flusher,
     )
     relay = RelayDriver(
-        core=RelayCore(
-            node_id=identity.id, config=config.relay, rng=rng, now=trio.current_time(), push=config.push
-        ),
+        core=RelayCore(node_id=identity.id, config=config.relay, rng=rng, now=trio.current_time(), push=config.push),
         links=links,
         metrics=metrics,
     )
@@ -248,6 +250,7 @@ async def _start(
         metrics=metrics,
         card=card,
         log=log,
+        knock=knock,
     )
     _hook_metrics_and_events(handle)
     await nursery.start(driver.run)
@@ -260,7 +263,7 @@ async def _start(
             on_link=links.accept,
             on_sync=driver.on_sync,
             card=card,
-            on_refused=functools.partial(metrics.packet_refused, Layer.PEER),
+            on_refused=functools.partial(refused, Layer.PEER),
         )
     )
     router = ops_router(
@@ -274,6 +277,17 @@ async def _start(
     log.info("started", **dict(ports), url=config.advertised_url(ports["ws"]), admission=admission.describe())
     _start_federation(nursery, handle)
     return handle
+
+
+def _refusal_hook(metrics: NodeMetrics, knock: KnockRefresh) -> Callable[[Layer, Refusal], None]:
+    """Count every refusal; an unadmitted id may be a node the registry listed since our last read: knock."""
+
+    def refused(layer: Layer, reason: Refusal) -> None:
+        metrics.packet_refused(layer, reason)
+        if reason is Refusal.UNADMITTED:
+            knock.knock()
+
+    return refused
 
 
 def _start_push(config: NodeConfig, relay: RelayDriver, metrics: NodeMetrics) -> PushSender | None:
@@ -328,7 +342,7 @@ def _hook_metrics_and_events(handle: NodeHandle) -> None:
         handle.relay.members_changed(handle.live_ids())
 
     handle.driver.on_probe = lambda result: metrics.swim_probe(PROBE_LABELS.get(result, result))
-    handle.driver.on_refused = metrics.packet_refused
+    handle.driver.on_refused = _refusal_hook(metrics, handle.knock)
     handle.driver.on_change = on_change
     handle.relay.members_changed(handle.live_ids())
 
@@ -376,7 +390,10 @@ async def _join_forever(driver: SwimDriver, seeds: list[tuple[str, int]], handle
 async def _follow_registries(handle: NodeHandle) -> None:
     """Find the signed node lists through the discovery chain (registries, and DoH TXT records when configured, so
     a blocked registry does not keep a node out): admit the nodes listed under a `--trust` key, and take seeds from
-    them while we have joined no one (no `--join`). Refreshes every heartbeat, sooner while failing."""
+    them while we have joined no one (no `--join`). Refreshes every heartbeat, sooner while failing, and re-reads
+    the registries at once (conditionally, rate-limited) when an unadmitted id knocks (node/app/listrefresh.py)."""
+    from node.client.discovery import DiscoveryConfig, discover  # lazy: httpx2 and dnspython (issue #17)
+
     config, log = handle.config, handle.log
     trusted = frozenset(parse_id(k) for k in config.federation.trust)
     if not trusted:
@@ -400,16 +417,38 @@ async def _follow_registries(handle: NodeHandle) -> None:
             await trio.sleep(backoff)
             backoff = min(backoff * 2, 30.0)
             continue
-        if handle.admission.update_registry_list(f.id for f in listed):
-            handle.swim.set_admit(handle.admission.admits)
-            handle.driver.poke()
-            log.info("registry_list_applied", nodes=len(listed))
-        alone = all(m.id == handle.identity.id for m in handle.swim.members())
-        if alone and not config.federation.join:
-            seeds = [_seed_address(f.swim) for f in listed if f.id != handle.identity.id]
-            await handle.driver.join([s for s in seeds if s is not None])
+        await _apply_list(handle, {f.id: f.swim for f in listed}, "heartbeat")
         backoff = 1.0
-        await trio.sleep(min(config.federation.heartbeat_s, 60.0))
+        if await _refresh_on_knocks(handle, trusted, min(config.federation.heartbeat_s, 60.0)):
+            continue  # knocked, and no registry to re-read alone: a full read (DoH)
+
+
+async def _apply_list(handle: NodeHandle, listed: dict[bytes, str], why: str) -> None:
+    """Admit exactly `listed` (id -> SWIM address); while alone (and no `--join`), join the listed nodes."""
+    if handle.admission.update_registry_list(listed):
+        handle.swim.set_admit(handle.admission.admits)
+        handle.driver.poke()
+        handle.log.info("registry_list_applied", nodes=len(listed), why=why)
+    alone = all(m.id == handle.identity.id for m in handle.swim.members())
+    if alone and not handle.config.federation.join:
+        seeds = [_seed_address(swim) for node_id, swim in listed.items() if node_id != handle.identity.id]
+        await handle.driver.join([s for s in seeds if s is not None])
+
+
+async def _refresh_on_knocks(handle: NodeHandle, trusted: frozenset[bytes], seconds: float) -> bool:
+    """Sleep `seconds`, re-reading the registries (If-None-Match) whenever an unadmitted id knocks; a knock refresh
+    only adds ids. True when a knock came and there is no registry to re-read (the caller does a full read)."""
+    registries = tuple(handle.config.federation.bootstrap)
+    etags = RegistryEtags()
+    deadline = trio.current_time() + seconds
+    while await handle.knock.wait(max(0.0, deadline - trio.current_time())):
+        if not registries:
+            return True
+        added = await etags.fetch_ids(registries, trusted, timeout_s=5.0)
+        if added.keys() - handle.admission.registry_listed:
+            known = {i: "" for i in handle.admission.registry_listed}
+            await _apply_list(handle, {**known, **added}, "knock")
+    return False
 
 
 def _seed_address(text: str) -> tuple[str, int] | None:
