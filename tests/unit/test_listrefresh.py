@@ -31,4 +31,3 @@ async def test_a_knock_wakes_the_follower_and_knocks_within_the_interval_do_not(
     assert [w for w, _ in woke] == [True, True, False]
     assert woke[0][1] == 1.0 and woke[1][1] == 5.0 and woke[2][1] == 60.0
     assert knock.knocks == 102 and knock.refreshes == 2
-
