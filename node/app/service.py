@@ -20,7 +20,7 @@ import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 import trio
@@ -30,7 +30,6 @@ from node.app.listrefresh import KnockRefresh, RegistryEtags
 from node.app.log import Logger, get_logger
 from node.app.metrics import NodeMetrics
 from node.app.ops import OPS_LIMITS, ops_router
-from node.app.registry import TsClock, deregister, register_forever
 from node.client.files import write_json_atomic
 from node.net.clients import ClientServer
 from node.net.httpserver import serve_http
@@ -49,6 +48,9 @@ from node.protocol.settings import format_hostport, parse_hostport
 from node.protocol.swim.members import LIVE
 from node.protocol.swim.protocol import MemberChanged, Swim
 from node.protocol.wire.seed import Meta, encode_meta
+
+if TYPE_CHECKING:
+    from node.app.registry import TsClock  # imports httpx2: only nodes with --bootstrap load it (issue #17)
 
 # SWIM/driver vocabulary -> the metric label tables of node/app/metrics.py
 PROBE_LABELS = {"ok": "ack", "indirect_ok": "indirect_ack", "failed": "failed"}
@@ -105,8 +107,17 @@ class NodeHandle:
     log: Logger
     serving: bool = True
     shutdown_requested: trio.Event = attrs.field(factory=trio.Event)
-    registry_ts: TsClock = attrs.field(factory=lambda: TsClock(time.time))
+    _registry_ts: TsClock | None = None  # made on first use (`registry_ts`)
     knock: KnockRefresh = attrs.field(factory=KnockRefresh)  # unadmitted ids knocking -> re-read the registries
+
+    @property
+    def registry_ts(self) -> TsClock:
+        """The `ts` clock of our registry documents (strictly increasing across register and deregister)."""
+        if self._registry_ts is None:
+            from node.app.registry import TsClock
+
+            self._registry_ts = TsClock(time.time)
+        return self._registry_ts
 
     def request_shutdown(self) -> None:
         self.shutdown_requested.set()
@@ -357,6 +368,8 @@ def _start_federation(nursery: trio.Nursery, handle: NodeHandle) -> None:
         nursery.start_soon(_follow_registries, handle)
     if not fed.bootstrap:
         return
+    from node.app.registry import register_forever  # lazy: httpx2
+
     hb = config.federation.heartbeat_s
     swim_host, _ = parse_hostport(config.node.swim)
     peer_host, _ = parse_hostport(config.node.peer)
@@ -485,6 +498,8 @@ async def _leave(handle: NodeHandle) -> None:
 
 
 async def _deregister_logged(handle: NodeHandle) -> None:
+    from node.app.registry import deregister  # lazy: httpx2
+
     results = await deregister(handle.identity, handle.config.federation.bootstrap, 3.0, ts_clock=handle.registry_ts)
     for result in results:
         handle.log.info("deregistered", registry=result.url, http=result.http_status, reason=result.reason or "")
