@@ -150,7 +150,8 @@ FDS_BESIDES_CLIENTS = 1024  # peer links, listeners, files, the push sender's co
 
 def raise_fd_limit(clients_max: int) -> None:
     """Raise the soft limit on open files toward `[clients] connections_max` + a margin (at most the hard limit):
-    the common soft default of 1,024 would refuse clients long before connections_max (docs/operations.md)."""
+    the common soft default of 1,024 would refuse clients long before connections_max (docs/performance.md "One
+    node at scale"; deploy/systemd sets LimitNOFILE)."""
     import resource
 
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
