@@ -49,6 +49,9 @@ burst = 1000000
 """
 
 
+NODEJS = "Node.js ws relay (ping every 30 s)"
+
+
 def raise_fd_limit() -> int:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft < hard:
@@ -136,16 +139,18 @@ def idle(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         stop([proc])
     rows["homing node"]["load_avg"] = [load0, load()]
     load0 = load()
-    relay = subprocess.Popen(["node", str(RELAY / "ws_relay.mjs"), "0"], cwd=RELAY, stdout=subprocess.PIPE, text=True)
+    # pinging every client every 30 s, as a homing node pings each idle client after 30 s of silence
+    relay = subprocess.Popen(["node", str(RELAY / "ws_relay.mjs"), "0", "30"], cwd=RELAY, stdout=subprocess.PIPE,
+                             text=True)  # fmt: skip
     try:
         assert relay.stdout is not None
         port = int(relay.stdout.readline().split()[1])
         time.sleep(0.5)
         url = f"ws://127.0.0.1:{port}/v1/client"
-        rows["Node.js ws relay"] = loadgen("--url", url, "--pid", str(relay.pid), *opts, timeout_s=timeout_s)
+        rows[NODEJS] = loadgen("--url", url, "--pid", str(relay.pid), *opts, timeout_s=timeout_s)
     finally:
         stop([relay])
-    rows["Node.js ws relay"]["load_avg"] = [load0, load()]
+    rows[NODEJS]["load_avg"] = [load0, load()]
     return rows
 
 

@@ -33,7 +33,7 @@ def bench(tmp: Path, *args: str) -> dict[str, Any]:
 @pytest.mark.timeout(120)
 def test_idle_phones_and_process_cost(tmp_path: Path) -> None:
     doc = bench(tmp_path, "--only", "idle", "--only", "process", "--conns", "150", "--hold", "2", "--process-runs", "1")
-    assert set(doc["idle"]) == {"homing node", "Node.js ws relay"}
+    assert set(doc["idle"]) == {"homing node", "Node.js ws relay (ping every 30 s)"}
     for row in doc["idle"].values():
         assert row["conns"] == 150 and row["failed"] == 0 and row["dropped"] == 0, row
         assert row["handshakes_per_s"] > 0 and row["kib_per_client"] is not None
