@@ -1,4 +1,4 @@
-"""Refresh the registry list when an unadmitted node knocks (issue #17, docs/operations.md "Admission").
+"""Refresh the registry list when an unadmitted node knocks (issue #17; docs/operations.md, step 4 of the VPS guide).
 
 A node re-reads its registries' signed lists every heartbeat (`[federation] heartbeat_s`, up to 60 s). A node that
 registered after our last read is refused as unadmitted until then, so two nodes started a second apart stayed apart
