@@ -44,7 +44,8 @@ class RegistryNode:
         self.metrics = free_port()
         ports = {f: free_port() for f in ("ws", "swim", "peer")}
         listen = [a for f, p in ports.items() for a in (f"--{f}", f"127.0.0.1:{p}")]
-        args = ["node", "run", "--data-dir", str(tmp / name), "--bootstrap", url, "--trust", key,
+        # --trust=KEY: a key may start with "-"
+        args = ["node", "run", "--data-dir", str(tmp / name), "--bootstrap", url, f"--trust={key}",
                 "--metrics", f"127.0.0.1:{self.metrics}", *listen]  # fmt: skip
         self.log = (tmp / f"{name}.log").open("w")
         self.proc = subprocess.Popen(homing_cmd(*args), env=homing_env(), stdout=self.log, stderr=subprocess.STDOUT)
