@@ -130,9 +130,37 @@ class GoAway:
     nodes: tuple[str, ...]  # referral URIs of other nodes
 
 
+@attrs.frozen(kw_only=True, slots=True)
+class IceServersRequest:
+    """client -> node: `{"t":"ice_servers"}` (after the handshake)."""
+
+
+@attrs.frozen(kw_only=True, slots=True)
+class IceServerEntry:
+    """One RTCIceServer: `{"urls":[…]}`, with `"username"` and `"credential"` for TURN."""
+
+    urls: tuple[str, ...]
+    username: str | None = None
+    credential: str | None = None
+
+
+@attrs.frozen(kw_only=True, slots=True)
+class IceServers:
+    """node -> client: `{"t":"ice_servers","ttl":<s>,"servers":[…]}`."""
+
+    ttl: int
+    servers: tuple[IceServerEntry, ...]
+
+
 _E = TypeVar("_E", bound=enum.Enum)
 
-ClientMessage = Envelope | Deliver | Receipt | Error | Challenge | Hello | Welcome | Ping | Pong | GoAway
+ClientMessage = (
+    Envelope | Deliver | Receipt | Error | Challenge | Hello | Welcome | Ping | Pong | GoAway | IceServersRequest
+    | IceServers
+)
+ICE_SERVERS_MAX: Final = 8
+ICE_URLS_MAX: Final = 16
+ICE_STRING_MAX: Final = 512
 
 
 # --- codec -----------------------------------------------------------------------------------------------
@@ -247,6 +275,8 @@ def _decode_from_client(t: str, kind: Kind | None, m: dict[str, Any]) -> ClientM
         return Ping()
     if t == "pong":
         return Pong()
+    if t == "ice_servers":
+        return IceServersRequest()
     if t == "hello":
         return Hello(
             id=get_bytes(m, "id", min_len=ID_BYTES, max_len=ID_BYTES),
@@ -313,6 +343,42 @@ def _decode_goaway(m: dict[str, Any]) -> GoAway:
     return GoAway(nodes=tuple(nodes))
 
 
+def _short_str(value: Any, what: str) -> str:
+    if not isinstance(value, str) or len(value) > ICE_STRING_MAX:
+        raise BadFrame(f"{what} must be a string of at most {ICE_STRING_MAX} characters")
+    return value
+
+
+def _decode_ice_server(item: Any) -> IceServerEntry:
+    if not isinstance(item, dict):
+        raise BadFrame("ice_servers 'servers' holds a non-map")
+    urls = item.get("urls")
+    if not isinstance(urls, list) or not 1 <= len(urls) <= ICE_URLS_MAX:
+        raise BadFrame(f"an ice server needs 1..{ICE_URLS_MAX} 'urls'")
+    username, credential = item.get("username"), item.get("credential")
+    return IceServerEntry(
+        urls=tuple(_short_str(u, "a url") for u in urls),
+        username=None if username is None else _short_str(username, "username"),
+        credential=None if credential is None else _short_str(credential, "credential"),
+    )
+
+
+def _decode_ice_servers(m: dict[str, Any]) -> IceServers:
+    servers = m.get("servers")
+    if not isinstance(servers, list) or len(servers) > ICE_SERVERS_MAX:
+        raise BadFrame(f"ice_servers 'servers' must be a list of at most {ICE_SERVERS_MAX}")
+    return IceServers(ttl=get_int(m, "ttl", hi=2**31), servers=tuple(_decode_ice_server(s) for s in servers))
+
+
+def _ice_server_map(server: IceServerEntry) -> dict[str, Any]:
+    out: dict[str, Any] = {"urls": list(server.urls)}
+    if server.username is not None:
+        out["username"] = server.username
+    if server.credential is not None:
+        out["credential"] = server.credential
+    return out
+
+
 _NODE_DECODERS: Final[dict[str, Callable[[dict[str, Any]], ClientMessage]]] = {
     "challenge": lambda m: Challenge(
         node=get_bytes(m, "node", min_len=ID_BYTES, max_len=ID_BYTES),
@@ -325,6 +391,7 @@ _NODE_DECODERS: Final[dict[str, Callable[[dict[str, Any]], ClientMessage]]] = {
     "receipt": _decode_receipt,
     "error": _decode_error,
     "goaway": _decode_goaway,
+    "ice_servers": _decode_ice_servers,
     "ping": lambda m: Ping(),
     "pong": lambda m: Pong(),
 }
@@ -354,6 +421,10 @@ def message_to_map(msg: ClientMessage) -> dict[str, Any]:
         return {"t": "welcome", "id": msg.id, "sig": msg.sig}
     if isinstance(msg, GoAway):
         return {"t": "goaway", "nodes": list(msg.nodes)}
+    if isinstance(msg, IceServersRequest):
+        return {"t": "ice_servers"}
+    if isinstance(msg, IceServers):
+        return {"t": "ice_servers", "ttl": msg.ttl, "servers": [_ice_server_map(s) for s in msg.servers]}
     return {"t": "ping" if isinstance(msg, Ping) else "pong"}
 
 
