@@ -58,13 +58,27 @@ def coturn(tmp: Path, *, extra: list[str] = ()) -> Iterator[tuple[int, Path]]:  
     conf.write_text(
         "\n".join(
             [
-                "listening-ip=127.0.0.1", "relay-ip=127.0.0.1", f"listening-port={port}",
-                f"min-port={base}", f"max-port={base + 49}", "realm=test.homing", "use-auth-secret",
-                f"static-auth-secret={SECRET}", "allow-loopback-peers", "no-multicast-peers", "no-tls", "no-dtls",
-                "no-cli", "no-rfc5780", f"log-file={log}", "simple-log", f"pidfile={tmp / f'turn-{port}.pid'}",
-                f"userdb={tmp / f'turn-{port}.db'}", *extra,
+                "listening-ip=127.0.0.1",
+                "relay-ip=127.0.0.1",
+                f"listening-port={port}",
+                f"min-port={base}",
+                f"max-port={base + 49}",
+                "realm=test.homing",
+                "use-auth-secret",
+                f"static-auth-secret={SECRET}",
+                "allow-loopback-peers",
+                "no-multicast-peers",
+                "no-tls",
+                "no-dtls",
+                "no-cli",
+                "no-rfc5780",
+                f"log-file={log}",
+                "simple-log",
+                f"pidfile={tmp / f'turn-{port}.pid'}",
+                f"userdb={tmp / f'turn-{port}.db'}",
+                *extra,
             ]
-        )  # fmt: skip
+        )
         + "\n"
     )
     proc = subprocess.Popen(["turnserver", "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -72,7 +86,9 @@ def coturn(tmp: Path, *, extra: list[str] = ()) -> Iterator[tuple[int, Path]]:  
         deadline = time.monotonic() + 10
         while not (log.exists() and "Total General servers" in log.read_text(errors="replace")):
             if time.monotonic() > deadline or proc.poll() is not None:
-                pytest.fail(f"turnserver did not start: {log.read_text(errors='replace')[-2000:] if log.exists() else ''}")
+                pytest.fail(
+                    f"turnserver did not start: {log.read_text(errors='replace')[-2000:] if log.exists() else ''}"
+                )
             time.sleep(0.05)
         yield port, log
     finally:
@@ -131,7 +147,7 @@ async def credential_from_node(tmp: Path, turn_port: int) -> tuple[str, str]:
 
 
 async def test_a_credential_from_the_node_allocates_a_relay(tmp_path: Path) -> None:
-    with coturn(tmp_path) as (port, log), udp_peer() as peer:
+    with coturn(tmp_path) as (port, _log), udp_peer() as peer:
         username, credential = await credential_from_node(tmp_path, port)
         out = await trio.to_thread.run_sync(relay, port, peer, username, credential)
         assert relayed(out), out[-2000:]
@@ -183,7 +199,14 @@ def test_the_deploy_config_denies_every_private_loopback_link_local_cgnat_and_mu
         )
         assert covered, f"{text} is not denied in {DEPLOY_CONF}"
     conf = DEPLOY_CONF.read_text()
-    for line in ("use-auth-secret", "no-multicast-peers", "no-cli", "tls-listening-port=5349", "user-quota=", "total-quota="):
+    for line in (
+        "use-auth-secret",
+        "no-multicast-peers",
+        "no-cli",
+        "tls-listening-port=5349",
+        "user-quota=",
+        "total-quota=",
+    ):
         assert re.search(rf"^{re.escape(line)}", conf, re.M), line
     assert "allow-loopback-peers" not in conf
 
