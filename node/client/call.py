@@ -21,6 +21,7 @@ import os
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from typing import Protocol
 
 import trio
 
@@ -33,11 +34,21 @@ EVENTS_MAX = 1024  # events the app has not read yet; the layer waits (and stops
 OFFER_REFS_MAX = 64
 
 
+class CallObserver(Protocol):
+    """Optional hooks (the demo narrates with them): every envelope sent, every receipt received."""
+
+    def sent(self, conn: ClientConnection, send: Send, ref: int) -> None: ...
+    def receipt(self, conn: ClientConnection, receipt: Receipt) -> None: ...
+
+
 class CallClient:
     """Calls of one device over one ClientConnection. Create it with `call_client`."""
 
-    def __init__(self, conn: ClientConnection, *, timers: Timers | None = None) -> None:
+    def __init__(
+        self, conn: ClientConnection, *, timers: Timers | None = None, observer: CallObserver | None = None
+    ) -> None:
         self.conn = conn
+        self.observer = observer
         self.phone = Phone(identity=conn.identity, random_bytes=os.urandom, timers=timers)
         self._events_in, self.events = trio.open_memory_channel[Command](EVENTS_MAX)
         self._other_in, self.other = trio.open_memory_channel[ClientMessage](EVENTS_MAX)
@@ -93,6 +104,8 @@ class CallClient:
         for cmd in cmds:
             if isinstance(cmd, Send):
                 ref = await self.conn.send_envelope(cmd.kind, cmd.to, cmd.call, cmd.body)
+                if self.observer is not None:
+                    self.observer.sent(self.conn, cmd, ref)
                 live = self.phone.calls.get(cmd.call)
                 if cmd.kind == "call_offer" and live is not None and live.state is State.OUTGOING:
                     self._offer_refs[ref] = cmd.call
@@ -115,6 +128,8 @@ class CallClient:
                 )
             )
         elif isinstance(msg, Receipt):
+            if self.observer is not None:
+                self.observer.receipt(self.conn, msg)
             offer = self._offer_refs.pop(msg.ref, None) if msg.status is not Status.QUEUED else None
             if offer is not None and msg.status is Status.EXPIRED:
                 await self._step(lambda now: self.phone.offer_expired(offer, now=now))
@@ -138,9 +153,11 @@ def _now() -> float:
 
 
 @asynccontextmanager
-async def call_client(conn: ClientConnection, *, timers: Timers | None = None) -> AsyncIterator[CallClient]:
+async def call_client(
+    conn: ClientConnection, *, timers: Timers | None = None, observer: CallObserver | None = None
+) -> AsyncIterator[CallClient]:
     """Run the Call layer over `conn` until the block exits (the connection stays open)."""
-    client = CallClient(conn, timers=timers)
+    client = CallClient(conn, timers=timers, observer=observer)
     async with trio.open_nursery() as nursery:
         nursery.start_soon(client._reader)
         nursery.start_soon(client._timers)

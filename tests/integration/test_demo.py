@@ -18,3 +18,9 @@ def test_demo_shows_the_flow_and_exits_0() -> None:
     assert out.count("receipt delivered") >= 9
     assert "receipt queued" in out and "carol connected to node-2" in out
     assert "demo finished" in out
+    assert "alice asks node-1 for ICE servers (valid 3600 s)" in out and "turn:127.0.0.1:3478" in out
+    assert "carol declines; alice's call ended: rejected" in out and "bob's call ended: hangup" in out
+    assert "the nodes relayed only ciphertext" in out
+    # every SDP body is padded to the same size, whatever the SDP's length (docs/e2ee.md)
+    offer_sizes = {line.split(" B ")[0].split()[-1] for line in out.splitlines() if "call_offer" in line}
+    assert offer_sizes == {"8242"}, offer_sizes
