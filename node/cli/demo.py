@@ -27,7 +27,7 @@ import trio
 from node.app.config import build_config
 from node.app.log import setup_logging
 from node.app.service import NodeHandle, run_node
-from node.cli.demo_calls import run_calls
+from node.cli.demo_calls import media_available, run_calls
 from node.protocol.identity import Identity, short_id
 
 DEMO_TIMEOUT_S = 60.0
@@ -38,14 +38,20 @@ def register(sub: Any) -> None:
         "demo", help="run a registry, three nodes and three clients on loopback and place a call across nodes"
     )
     p.add_argument("--verbose", action="store_true", help="also print the nodes' own log lines")
+    p.add_argument(
+        "--media", action="store_true", help="also place a real WebRTC audio call (needs aiortc: homing[media])"
+    )
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     setup_logging("info" if args.verbose else "error")
+    if args.media and not media_available():
+        print("demo: --media needs aiortc (pip install 'homing[media]')", file=sys.stderr)
+        return 2
     with tempfile.TemporaryDirectory(prefix="homing-demo-") as tmp:
         try:
-            trio.run(_demo, Path(tmp))
+            trio.run(_demo, Path(tmp), args.media)
         except trio.TooSlowError:
             print(f"demo: did not finish within {DEMO_TIMEOUT_S:.0f} s", file=sys.stderr)
             return 1
@@ -100,19 +106,19 @@ def _ws(h: NodeHandle) -> str:
     return f"ws://127.0.0.1:{h.ports['ws']}/v1/client"
 
 
-async def _demo(tmp: Path) -> None:
+async def _demo(tmp: Path, media: bool = False) -> None:
     with trio.fail_after(DEMO_TIMEOUT_S):
         async with trio.open_nursery() as nursery:
             say("homing demo: a registry, three nodes and three clients, all on 127.0.0.1\n")
             url, key = await _start_registry(nursery, tmp)
             say(f"  registry  {url}   signing key {short_id(key.id)}…")
             async with trio.open_nursery() as node_nursery:
-                await _federation(node_nursery, tmp, url, key)
+                await _federation(node_nursery, tmp, url, key, media)
             nursery.cancel_scope.cancel()  # the nodes have left and deregistered: stop the registry
     say("demo finished: every envelope got exactly one terminal receipt")
 
 
-async def _federation(nursery: trio.Nursery, tmp: Path, url: str, key: Identity) -> None:
+async def _federation(nursery: trio.Nursery, tmp: Path, url: str, key: Identity, media: bool) -> None:
     start = time.perf_counter()
     nodes = await _start_nodes(nursery, tmp, url, key)
     for i, h in enumerate(nodes, 1):
@@ -124,7 +130,7 @@ async def _federation(nursery: trio.Nursery, tmp: Path, url: str, key: Identity)
         f"\n  the nodes knew only the registry; {time.perf_counter() - start:.1f} s later each sees 3 alive"
         " members (signed list → admission → SWIM join)\n"
     )
-    await run_calls([_ws(h) for h in nodes])
+    await run_calls([_ws(h) for h in nodes], media=media)
     say(
         "\nstopping: each node says goaway to its clients, hands off its mailboxes, leaves the federation"
         " and deregisters"
