@@ -89,3 +89,15 @@ def test_turn_section_validates_and_defaults() -> None:
     with pytest.raises(ConfigError) as exc:
         build_config({"turn": {"ttl_s": 10}})
     assert exc.value.key == "turn.ttl_s"
+
+
+def test_the_example_in_client_protocol_md_is_true() -> None:
+    import json
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[2] / "docs" / "client-protocol.md").read_text()
+    example = json.loads(re.search(r'^\{"t":"ice_servers","ttl".*$', text, re.M).group(0))  # type: ignore[union-attr]
+    (server,) = example["servers"]
+    assert server["credential"] == turn_credential(b"example-shared-secret-0123456789", server["username"])
+    assert all(check_url(u) for u in server["urls"])
