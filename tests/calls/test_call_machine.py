@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import random
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from node.protocol.call import (
     Candidate,
     Changed,
@@ -251,3 +254,35 @@ def test_tampered_or_misrouted_bodies_change_nothing() -> None:
     assert bob.calls == {}
     net.run(alice, cmds)
     assert bob.on_envelope(kind="call_offer", sender=a.id, call=call, body=offer.body, now=0, wall_s=WALL) == []
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.data())
+def test_any_tampered_body_changes_no_call_state(data: st.DataObject) -> None:
+    """A body with any one byte changed, or under another sender or call id, is dropped by every step of a call."""
+    net, alice, bob, a, b = pair()
+    call, cmds = alice.start_call(peer=b.id, sdp="v=0", video=False, now=0, wall_s=WALL)
+    offer = next(c for c in cmds if isinstance(c, Send))
+
+    def tampered(body: bytes) -> bytes:
+        i = data.draw(st.integers(0, len(body) - 1), label="byte")
+        flip = data.draw(st.integers(1, 255), label="xor")
+        return body[:i] + bytes([body[i] ^ flip]) + body[i + 1 :]
+
+    assert (
+        bob.on_envelope(kind="call_offer", sender=a.id, call=call, body=tampered(offer.body), now=0, wall_s=WALL) == []
+    )
+    other_call = data.draw(st.binary(min_size=1, max_size=64).filter(lambda c: c != call), label="call")
+    assert bob.on_envelope(kind="call_offer", sender=a.id, call=other_call, body=offer.body, now=0, wall_s=WALL) == []
+    assert bob.calls == {}
+    net.run(alice, cmds)
+    ice = next(c for c in alice.local_candidate(call, Ice(cand="candidate:1"), now=0) if isinstance(c, Send))
+    assert bob.on_envelope(kind="call_ice", sender=a.id, call=call, body=tampered(ice.body), now=0, wall_s=WALL) == []
+    answer = next(c for c in bob.accept(call, sdp="v=0", video=False, now=1) if isinstance(c, Send))
+    out = alice.on_envelope(kind="call_answer", sender=b.id, call=call, body=tampered(answer.body), now=1, wall_s=WALL)
+    assert out == [] and alice.calls[call].state is State.OUTGOING
+    mallory = Identity.generate()
+    assert (
+        alice.on_envelope(kind="call_answer", sender=mallory.id, call=call, body=answer.body, now=1, wall_s=WALL) == []
+    )
+    assert alice.calls[call].state is State.OUTGOING
