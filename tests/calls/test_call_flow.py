@@ -12,7 +12,7 @@ import trio
 from node.app.service import NodeHandle
 from node.client.call import CallClient, call_client
 from node.client.connection import connect_client
-from node.protocol.call import Candidate, Changed, Command, Description, End, State, Timers
+from node.protocol.call import Candidate, Changed, Command, Description, End, RestartIce, State, Timers
 from node.protocol.e2ee import Ice
 from node.protocol.identity import Identity
 from tests.integration.cluster import federation, url
@@ -165,3 +165,29 @@ async def test_busy_device_does_not_stop_the_others_and_the_caller_ends_busy(tmp
         assert bob1.phone.calls[first].state is State.CONNECTING
         await state(a, State.ENDED, End.BUSY, timeout=10)
         await state(bob2, State.ENDED, End.MISSED)
+
+
+async def test_media_lost_ice_restart_in_the_same_call(tmp_path: Path) -> None:
+    alice, bob = Identity.generate(), Identity.generate()
+    async with federation(tmp_path, 2) as nodes, device(nodes[0], alice) as a, device(nodes[1], bob) as b:
+        call = await ring(a, bob, b)
+        await b.accept(call, sdp=ANSWER, video=False)
+        await state(a, State.CONNECTING)
+        await a.connected(call)
+        await state(a, State.CONNECTED)
+        await a.media_lost(call)
+        await state(a, State.CONNECTING)
+        restart = await event(a, lambda e: isinstance(e, RestartIce))
+        assert isinstance(restart, RestartIce) and restart.call == call
+        await a.renegotiate(call, sdp=OFFER.replace("aaaa", "aaa2"), video=True)
+        reoffer = await event(b, lambda e: isinstance(e, Description) and e.what == "reoffer")
+        assert isinstance(reoffer, Description) and "aaa2" in reoffer.sdp and reoffer.video
+        await b.reanswer(call, sdp=ANSWER.replace("bbbb", "bbb2"), video=True)
+        reanswer = await event(a, lambda e: isinstance(e, Description) and e.what == "reanswer")
+        assert isinstance(reanswer, Description) and "bbb2" in reanswer.sdp
+        await b.candidate(call, Ice(cand="candidate:old", ufrag="bbbb"))
+        await b.candidate(call, Ice(cand="candidate:new", ufrag="bbb2"))
+        got = await event(a, lambda e: isinstance(e, Candidate))
+        assert isinstance(got, Candidate) and got.ice.cand == "candidate:new", "the old generation's is dropped"
+        await a.connected(call)
+        await state(a, State.CONNECTED)
