@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from tests.helpers import run_homing
@@ -18,3 +20,20 @@ def test_demo_shows_the_flow_and_exits_0() -> None:
     assert out.count("receipt delivered") >= 9
     assert "receipt queued" in out and "carol connected to node-2" in out
     assert "demo finished" in out
+    assert "alice asks node-1 for ICE servers (valid 3600 s)" in out and "turn:127.0.0.1:3478" in out
+    assert "carol declines; alice's call ended: rejected" in out and "bob's call ended: hangup" in out
+    assert "the nodes relayed only ciphertext" in out
+    # every SDP body is padded to the same size, whatever the SDP's length (docs/e2ee.md)
+    offer_sizes = {line.split(" B ")[0].split()[-1] for line in out.splitlines() if "call_offer" in line}
+    assert offer_sizes == {"8242"}, offer_sizes
+
+
+@pytest.mark.timeout(150)
+def test_demo_media_places_a_real_audio_call() -> None:
+    """`homing demo --media`: aiortc peers in helper processes exchange audio after SDPs went through homing."""
+    pytest.importorskip("aiortc", reason="homing[media] (aiortc) is not installed")
+    result = run_homing("demo", "--media", timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    frames = re.findall(r"(alice|bob)'s peer: ICE connected \(.*\), (\d+) audio frames", result.stdout)
+    assert {who for who, _ in frames} == {"alice", "bob"}, result.stdout
+    assert all(int(n) > 0 for _, n in frames), frames
