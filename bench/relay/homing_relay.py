@@ -21,7 +21,7 @@ class BenchRelay:
     def __init__(self) -> None:
         self.homes: dict[bytes, dict[int, ClientSession]] = {}
 
-    def client_online(self, session: ClientSession) -> None:
+    def client_online(self, session: ClientSession, address_key: str) -> None:
         self.homes.setdefault(session.client_id, {})[session.conn_id] = session
 
     def client_offline(self, session: ClientSession) -> None:
