@@ -7,6 +7,7 @@ any number of (empty) frames, and reports how the server ended the connection.
 from __future__ import annotations
 
 import socket
+from collections.abc import Sequence
 
 import trio
 from wsproto import ConnectionType, WSConnection
@@ -16,12 +17,22 @@ from wsproto.events import (
     CloseConnection,
     Event,
     Ping,
+    RejectConnection,
     Request,
     TextMessage,
 )
+from wsproto.utilities import RemoteProtocolError
 
 from node.protocol.identity import Identity, client_auth_message
 from node.protocol.wire.client import Challenge, Hello, Welcome, decode_client_frame, encode_client_message
+
+
+class Refused(Exception):
+    """The upgrade was refused: `status` is the HTTP status, None when the server just closed the socket."""
+
+    def __init__(self, status: int | None) -> None:
+        super().__init__(f"refused: {status}")
+        self.status = status
 
 
 class RawClient:
@@ -32,14 +43,32 @@ class RawClient:
         self._events: list[Event] = []
 
     @classmethod
-    async def connect(cls, port: int, *, rcvbuf_bytes: int | None = None, path: str = "/v1/client") -> RawClient:
+    async def connect(
+        cls,
+        port: int,
+        *,
+        rcvbuf_bytes: int | None = None,
+        path: str = "/v1/client",
+        source: str | None = None,
+        prefix: bytes = b"",
+        headers: Sequence[tuple[bytes, bytes]] = (),
+    ) -> RawClient:
+        """Connect and upgrade (from `source`, after `prefix` bytes such as a PROXY header); raises Refused."""
         sock = trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_STREAM)
         if rcvbuf_bytes is not None:  # a small window: the server's pongs pile up on its side, not in our kernel
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf_bytes)
+        if source is not None:
+            await sock.bind((source, 0))
         await sock.connect(("127.0.0.1", port))
         client = cls(trio.SocketStream(sock))
-        await client.stream.send_all(client.ws.send(Request(host=f"127.0.0.1:{port}", target=path)))
-        event = await client.next_event()
+        request = Request(host=f"127.0.0.1:{port}", target=path, extra_headers=list(headers))
+        await client.stream.send_all(prefix + client.ws.send(request))
+        try:
+            event = await client.next_event()
+        except (trio.EndOfChannel, trio.BrokenResourceError, RemoteProtocolError) as exc:
+            raise Refused(None) from exc
+        if isinstance(event, RejectConnection):
+            raise Refused(event.status_code)
         assert isinstance(event, AcceptConnection), event
         return client
 
