@@ -42,7 +42,7 @@ class BenchRelay:
 async def main(port: int) -> None:
     config = ClientsSection(
         connections_max=50_000, connections_per_ip_max=50_000, rate_per_s=1e9, burst=10**9,
-        ice_rate_per_s=1e9, ice_burst=10**9,
+        ice_rate_per_s=1e9, ice_burst=10**9, handshakes_per_address_per_s=1e9, handshakes_per_address_burst=10**9,
     )
     server = ClientServer(identity=Identity.generate(), config=config, relay=BenchRelay())
     async with trio.open_nursery() as nursery:

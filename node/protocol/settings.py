@@ -150,8 +150,8 @@ class ClientsSection:
     connections_per_ip_max: int = attrs.field(default=256, validator=v.ge(1))
     # New WebSocket handshakes per second from one address (/32, /64), and the burst: one address cannot churn
     # thousands of fresh client keys through reconnects. Over it, the upgrade is refused with HTTP 429.
-    handshakes_per_address_per_s: float = attrs.field(default=5.0, validator=_pos)
-    handshakes_per_address_burst: int = attrs.field(default=40, validator=v.ge(1))
+    handshakes_per_address_per_s: float = attrs.field(default=10.0, validator=_pos)
+    handshakes_per_address_burst: int = attrs.field(default=100, validator=v.ge(1))
     # Addresses whose handshake budgets are remembered (least recently used forgotten; ~200 B each). Must exceed
     # the addresses one attacker cycles through in burst/rate seconds for the budget to hold.
     handshake_addresses_max: int = attrs.field(default=65_536, validator=v.ge(1))
@@ -190,8 +190,8 @@ class ClientsSection:
     # proxy"). Only a connection from one of them may name the client's address, by a PROXY protocol v2 header
     # (`proxy_protocol = "v2"`) or else by X-Forwarded-For; the named address feeds the per-address limits.
     trusted_proxies: tuple[str, ...] = attrs.field(default=(), converter=tuple, validator=_networks)
-    # "off", or "v2": connections from `trusted_proxies` start with a PROXY protocol v2 header (nginx
-    # `proxy_protocol on;`, HAProxy `send-proxy-v2`); one without a valid header is closed.
+    # "off", or "v2": connections from `trusted_proxies` start with a PROXY protocol v2 header (HAProxy
+    # `send-proxy-v2`, Caddy `proxy_protocol v2`, nginx's stream module); one without a valid header is closed.
     proxy_protocol: str = attrs.field(default="off", validator=v.in_(["off", "v2"]))
     # Seconds a trusted proxy has to send the whole PROXY v2 header.
     proxy_header_timeout_s: float = attrs.field(default=5.0, validator=_pos)
