@@ -13,6 +13,7 @@ close) are the deadline of the reader's one cancel scope. The session talks to i
 from __future__ import annotations
 
 import logging
+import math
 import struct
 from typing import Protocol
 
@@ -79,7 +80,10 @@ def data_frame(data: bytes | str) -> bytes:
 class ClientSession(OutBuffer):
     """One client connection. The relay uses `conn_id`, `client_id`, `remote_ip`, `address_key` and `send()`."""
 
-    __slots__ = ("_close_queued", "_config", "_core", "_port", "_scope", "_ws", "address_key", "conn_id", "remote_ip")
+    __slots__ = (
+        "_close_queued", "_config", "_core", "_offline_pending", "_port", "_scope", "_ws", "address_key", "conn_id",
+        "remote_ip",
+    )
 
     def __init__(
         self,
@@ -103,6 +107,7 @@ class ClientSession(OutBuffer):
         self._core = core
         self._config = config
         self._close_queued = False
+        self._offline_pending = False  # the core's Offline, reported by the reader (see _execute)
         self._scope = trio.CancelScope()  # the reader's current timer period (see run)
 
     def __repr__(self) -> str:
@@ -147,6 +152,10 @@ class ClientSession(OutBuffer):
         self._execute(self._core.write_failed())
         self._scope.deadline = self._core.next_deadline()  # the reader ends the session now
 
+    def _report_offline(self) -> None:
+        self._offline_pending = False
+        self._port.session_offline(self)
+
     def _execute(self, commands: list[Command]) -> None:
         """Carry out the core's commands, in order."""
         for cmd in commands:
@@ -168,7 +177,10 @@ class ClientSession(OutBuffer):
             elif type(cmd) is Online:
                 self._port.session_online(self)
             elif type(cmd) is Offline:
-                self._port.session_offline(self)
+                # reported by the reader task, never inside a caller's stack (a relay's send that overflowed,
+                # the flusher's failed write): the relay is not re-entered while it is handing out messages
+                self._offline_pending = True
+                self._scope.deadline = -math.inf
             elif type(cmd) is Control:
                 self._port.session_control(self, cmd.msg)
 
@@ -215,6 +227,8 @@ class ClientSession(OutBuffer):
         stream, fd, read_bytes = self._stream, self._fd, self._config.read_bytes
         data = b""
         while not core.closed:
+            if self._offline_pending:
+                self._report_offline()
             self._scope = trio.CancelScope(deadline=core.next_deadline())
             with self._scope:
                 while True:
@@ -233,6 +247,8 @@ class ClientSession(OutBuffer):
                         self._execute(core.broken())  # not a WebSocket stream
                     if core.closed:
                         break
+                    if self._offline_pending:
+                        self._report_offline()
                     self._scope.deadline = core.next_deadline()
             if not core.closed:
                 self._execute(core.tick(trio.current_time()))
@@ -242,5 +258,7 @@ class ClientSession(OutBuffer):
     def finish(self) -> None:
         """The connection is ending (the server's `finally`): reports Offline if still online, drops the queue."""
         self._execute(self._core.finish())
+        if self._offline_pending:
+            self._report_offline()
         self.discard()
 
