@@ -192,7 +192,7 @@ class ClientSession(OutBuffer):
         if not self._close_queued and ws.state in (_WS_OPEN, ConnectionState.REMOTE_CLOSING):
             self._close_queued = True
             self.queue(ws.send(CloseConnection(code=cmd.code, reason=cmd.reason)))
-        self._scope.deadline = self._core.next_deadline()
+        self._scope.deadline = min(self._scope.deadline, self._core.next_deadline())
 
     # --- receiving ----------------------------------------------------------------------------------------
 
