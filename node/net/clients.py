@@ -231,15 +231,13 @@ class ClientServer:
             proxied = self._proxies.trusts(peer)
             address, head = peer, b""
             if proxied and cfg.proxy_protocol == "v2":
-                got: tuple[str | None, bytes] | None = None
-                with trio.move_on_after(cfg.proxy_header_timeout_s):
-                    got = await _read_proxy_header(stream)
-                if got is None:  # no valid header in time: refused
-                    self.refused(Refusal.MALFORMED)
+                named = await self._proxy_header(stream, peer)
+                if named is None:
                     return
-                address, head = got[0] or peer, got[1]
+                address, head = named
+                del named
             if not proxied or cfg.proxy_protocol == "v2":
-                key = address_key(address)
+                key = _key_of(address)
                 self._count(key)
             refusal = self._admit(key)
             if refusal is not None and self._connections > cfg.connections_max + cfg.refusing_max:
@@ -250,7 +248,7 @@ class ClientServer:
                 return
             if key is None:  # a trusted proxy without PROXY v2: X-Forwarded-For names the client
                 address = self._proxies.forwarded_for(_header_values(request, b"x-forwarded-for")) or peer
-                key = address_key(address)
+                key = _key_of(address)
                 self._count(key)
                 refusal = refusal or self._admit(key)
             if refusal is None and request.target.partition("?")[0] != CLIENT_PATH:
@@ -262,18 +260,38 @@ class ClientServer:
                 await _send_quietly(stream, _reject(hs, *refusal), cfg.close_timeout_s)
                 return
             ws, accept, use_json = _accept(hs, request)
-            del hs, request  # the HTTP machinery is not needed any more: keep idle connections small
-            await self._session(stream, ws, accept, use_json, address, key, deadline)
+            # the session runs in this task's frame (no helper coroutine: an idle client's memory is mostly the
+            # frames of its parked reader); what the upgrade needed is dropped first
+            del hs, request, head
+            session = self._open_session(stream, ws, accept, use_json, address, key, deadline)
+            del ws, accept
+            try:
+                await session.run()
+            finally:
+                session.finish()
+                del self.sessions[session.conn_id]
+                if not self.sessions:
+                    self._idle.set()
         finally:
             self._connections -= 1
             if key is not None:
                 self._uncount(key)
             await trio.aclose_forcefully(stream)
 
-    async def _session(
+    async def _proxy_header(self, stream: trio.abc.Stream, peer: str) -> tuple[str, bytes] | None:
+        """From a trusted v2 proxy: (the client's address, the bytes after the header); None when refused."""
+        got: tuple[str | None, bytes] | None = None
+        with trio.move_on_after(self.config.proxy_header_timeout_s):
+            got = await _read_proxy_header(stream)
+        if got is None:  # no valid header in time
+            self.refused(Refusal.MALFORMED)
+            return None
+        return got[0] or peer, got[1]
+
+    def _open_session(
         self, stream: trio.abc.Stream, ws: Connection, accept: bytes, use_json: bool, address: str, key: str,
         deadline: float,
-    ) -> None:
+    ) -> ClientSession:
         conn_id = self._next_conn_id
         self._next_conn_id += 1
         core = SessionCore(
@@ -285,17 +303,9 @@ class ClientServer:
             port=self, stream=stream, flusher=self.flusher, ws=ws, core=core, config=self.config, conn_id=conn_id,
             remote_ip=address, address_key=key,
         )
-        del core
         self.sessions[conn_id] = session
-        session.queue(accept)
-        del accept  # the 101 is queued: keep idle connections small
-        try:
-            await session.run()
-        finally:
-            session.finish()
-            del self.sessions[conn_id]
-            if not self.sessions:
-                self._idle.set()
+        session.queue(accept)  # the 101
+        return session
 
 
 async def serve_clients(
@@ -397,6 +407,11 @@ async def _send_quietly(stream: trio.abc.Stream, data: bytes, timeout_s: float) 
     with trio.move_on_after(timeout_s):
         with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
             await stream.send_all(data)
+
+
+def _key_of(address: str) -> str:
+    key = address_key(address)
+    return address if key == address else key  # one string per idle connection, not two
 
 
 def _remote_ip(stream: trio.abc.Stream) -> str:
