@@ -211,6 +211,15 @@ class ClientServer:
             return 429, "too many connections from your address"
         return None
 
+    def _check_upgrade(self, request: Request, key: str) -> tuple[int, str] | None:
+        """The refusal of an upgrade request from the address `key`, if any; spends its handshake budget."""
+        refusal = self._admit(key)
+        if refusal is None and request.target.partition("?")[0] != CLIENT_PATH:
+            refusal = 404, f"the client endpoint is {CLIENT_PATH}"
+        if refusal is None and not self._handshakes.take(key, trio.current_time()):
+            refusal = 429, "too many new connections from your address, retry later"
+        return refusal
+
     def _count(self, key: str) -> None:
         self._per_address[key] = self._per_address.get(key, 0) + 1
 
@@ -250,11 +259,7 @@ class ClientServer:
                 address = self._proxies.forwarded_for(_header_values(request, b"x-forwarded-for")) or peer
                 key = _key_of(address)
                 self._count(key)
-                refusal = refusal or self._admit(key)
-            if refusal is None and request.target.partition("?")[0] != CLIENT_PATH:
-                refusal = 404, f"the client endpoint is {CLIENT_PATH}"
-            if refusal is None and not self._handshakes.take(key, trio.current_time()):
-                refusal = 429, "too many new connections from your address, retry later"
+            refusal = refusal or self._check_upgrade(request, key)
             if refusal is not None:
                 self.refused(Refusal.RATE_LIMITED if refusal[0] in (429, 503) else Refusal.MALFORMED)
                 await _send_quietly(stream, _reject(hs, *refusal), cfg.close_timeout_s)
