@@ -98,6 +98,8 @@ class ClientServer:
         ssl_context: ssl.SSLContext | None = None,
         flusher: Flusher | None = None,
     ) -> None:
+        if ssl_context is not None and config.proxy_protocol != "off":
+            raise ValueError("a PROXY header comes before TLS: terminate TLS in the proxy, or use X-Forwarded-For")
         self.identity = identity
         self.config = config
         self.relay = relay
