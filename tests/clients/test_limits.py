@@ -10,6 +10,7 @@ import trio
 
 from node.client.connection import ConnectionClosed, HandshakeError, connect_client, open_websocket
 from node.protocol.identity import Identity, client_auth_message
+from node.protocol.session import State
 from node.protocol.wire import Limits, packb
 from node.protocol.wire.client import (
     Challenge,
@@ -26,6 +27,7 @@ from node.protocol.wire.client import (
 )
 
 from .fixtures import run, running_node, wait_until
+from .rawws import RawClient
 
 ALICE, BOB, CAROL = Identity.generate(), Identity.generate(), Identity.generate()
 
@@ -219,3 +221,20 @@ def test_idle_timeout_and_node_pings() -> None:
             assert BOB.id not in node.relay.homes and trio.current_time() - start >= 300
 
     run(main, mock_clock=True, limit_s=1000)
+
+
+def test_a_slow_reader_goes_offline_at_its_close_not_when_its_socket_ends() -> None:
+    """The relay hears `client_offline` as soon as the node closes a slow reader, while the node still waits
+    `close_timeout_s` for the client's close frame: envelopes meanwhile go to the mailbox, not to a dead queue."""
+
+    async def main() -> None:
+        async with running_node(send_queue_bytes_max=256 * 1024, close_timeout_s=30.0) as node:
+            stuck = await RawClient.connect(node.port, rcvbuf_bytes=4096)
+            await stuck.authenticate(BOB)
+            pings = stuck.ping_bytes(b"p" * 125) * 1000
+            while BOB.id in node.relay.homes:
+                await stuck.stream.send_all(pings)
+                await trio.sleep(0)
+            assert [s.state for s in node.server.sessions.values()] == [State.CLOSING]
+
+    run(main, limit_s=20)
