@@ -10,7 +10,6 @@ import trio
 
 from node.client.connection import ConnectionClosed, HandshakeError, connect_client, open_websocket
 from node.protocol.identity import Identity, client_auth_message
-from node.protocol.session import State
 from node.protocol.wire import Limits, packb
 from node.protocol.wire.client import (
     Challenge,
@@ -228,13 +227,17 @@ def test_a_slow_reader_goes_offline_at_its_close_not_when_its_socket_ends() -> N
     `close_timeout_s` for the client's close frame: envelopes meanwhile go to the mailbox, not to a dead queue."""
 
     async def main() -> None:
-        async with running_node(send_queue_bytes_max=256 * 1024, close_timeout_s=30.0) as node:
+        limits = {"rate_per_s": 10_000.0, "burst": 10_000, "send_queue_bytes_max": 256 * 1024, "close_timeout_s": 30.0}
+        async with running_node(**limits) as node, connect_client(node.url, ALICE) as a:
             stuck = await RawClient.connect(node.port, rcvbuf_bytes=4096)
-            await stuck.authenticate(BOB)
-            pings = stuck.ping_bytes(b"p" * 125) * 1000
-            while BOB.id in node.relay.homes:
-                await stuck.stream.send_all(pings)
-                await trio.sleep(0)
-            assert [s.state for s in node.server.sessions.values()] == [State.CLOSING]
+            await stuck.authenticate(BOB)  # then silent: it neither reads nor sends
+            status = Status.DELIVERED
+            while status is not Status.QUEUED:
+                await a.send_envelope("call_offer", BOB.id, b"c", b"b" * 60_000)
+                receipt = await a.receive()
+                assert isinstance(receipt, Receipt)
+                status = receipt.status
+            await wait_until(lambda: BOB.id not in node.relay.homes)  # within the test's 20 s, not after 30 s
+            assert sorted(s.state.value for s in node.server.sessions.values()) == ["closing", "open"]
 
     run(main, limit_s=20)
