@@ -64,7 +64,8 @@ class RelayDriver:
 
     # --- RelaySink (called by the client server) ---------------------------------------------------
 
-    def client_online(self, session: ClientSession) -> None:
+    def client_online(self, session: ClientSession, address_key: str) -> None:
+        # address_key (/32 IPv4, /64 IPv6 of the client, after a trusted proxy): for per-address budgets
         self.sessions[session.conn_id] = session
         self.core.client_online(session.conn_id, session.client_id, trio.current_time())
         self._after_input()

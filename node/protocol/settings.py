@@ -7,6 +7,7 @@ docs/configuration.md is generated from the comments here.
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Any
 
 import attrs
@@ -56,6 +57,14 @@ def _urls(inst: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
     for item in value:
         if not (isinstance(item, str) and item.startswith(("http://", "https://"))):
             raise ConfigError(attribute.name, f"{item!r} is not an http(s) URL")
+
+
+def _networks(inst: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    for item in value:
+        try:
+            ipaddress.ip_network(item, strict=False)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(attribute.name, f"{item!r} is not an address or CIDR network") from exc
 
 
 @attrs.frozen(kw_only=True, slots=True)
@@ -142,8 +151,16 @@ class ClientsSection:
     handshake_timeout_s: float = attrs.field(default=10.0, validator=_pos)
     # Client connections this node accepts in total (ulimit -n is the hard ceiling).
     connections_max: int = attrs.field(default=10_000, validator=v.ge(1))
-    # Client connections from one IP address (a NAT may hide many users).
+    # Client connections from one address: an IPv4 /32 or an IPv6 /64 (one host usually holds a whole /64),
+    # after a trusted proxy's header is applied (`trusted_proxies`). A NAT may hide many users.
     connections_per_ip_max: int = attrs.field(default=256, validator=v.ge(1))
+    # New WebSocket handshakes per second from one address (/32, /64), and the burst: one address cannot churn
+    # thousands of fresh client keys through reconnects. Over it, the upgrade is refused with HTTP 429.
+    handshakes_per_address_per_s: float = attrs.field(default=10.0, validator=_pos)
+    handshakes_per_address_burst: int = attrs.field(default=100, validator=v.ge(1))
+    # Addresses whose handshake budgets are remembered (least recently used forgotten; ~200 B each). Must exceed
+    # the addresses one attacker cycles through in burst/rate seconds for the budget to hold.
+    handshake_addresses_max: int = attrs.field(default=65_536, validator=v.ge(1))
     # Envelopes per second one connection may send (token bucket), and its burst.
     rate_per_s: float = attrs.field(default=20.0, validator=_pos)
     burst: int = attrs.field(default=60, validator=v.ge(1))
@@ -161,6 +178,29 @@ class ClientsSection:
     idle_timeout_s: float = attrs.field(default=120.0, validator=_pos)
     # Refused frames (bad, oversized, rate-limited) in a row before the connection is closed with 4429.
     abuse_strikes_max: int = attrs.field(default=20, validator=v.ge(1))
+    # WebSocket frames one client message may be split into (browsers send one); more closes with 1009. Empty
+    # continuation frames count too, so a stream of them cannot grow memory or keep the node busy.
+    message_fragments_max: int = attrs.field(default=64, validator=v.ge(1))
+    # Seconds a client has to answer our close frame before the socket is closed anyway.
+    close_timeout_s: float = attrs.field(default=2.0, validator=_pos)
+    # Seconds `goaway` (node shutdown) waits for clients to close before it cuts them off.
+    shutdown_timeout_s: float = attrs.field(default=3.0, validator=_pos)
+    # Bytes of the HTTP upgrade request (request line and headers); more ends the connection.
+    upgrade_request_bytes_max: int = attrs.field(default=8192, validator=v.ge(1024))
+    # Bytes read from a client socket per wake-up: one read can carry many frames (throughput under load).
+    read_bytes: int = attrs.field(default=65_536, validator=v.ge(4096))
+    # Connections over `connections_max` that still get a polite HTTP 429/503 (each for at most close_timeout_s);
+    # beyond that a connection is closed without an answer, because under a flood even a refusal costs.
+    refusing_max: int = attrs.field(default=256, validator=v.ge(0))
+    # Addresses or networks (CIDR) of TLS proxies in front of the client port (docs/operations.md, "Behind a
+    # proxy"). Only a connection from one of them may name the client's address, by a PROXY protocol v2 header
+    # (`proxy_protocol = "v2"`) or else by X-Forwarded-For; the named address feeds the per-address limits.
+    trusted_proxies: tuple[str, ...] = attrs.field(default=(), converter=tuple, validator=_networks)
+    # "off", or "v2": connections from `trusted_proxies` start with a PROXY protocol v2 header (HAProxy
+    # `send-proxy-v2`, Caddy `proxy_protocol v2`, nginx's stream module); one without a valid header is closed.
+    proxy_protocol: str = attrs.field(default="off", validator=v.in_(["off", "v2"]))
+    # Seconds a trusted proxy has to send the whole PROXY v2 header.
+    proxy_header_timeout_s: float = attrs.field(default=5.0, validator=_pos)
 
 
 def _push_hosts(inst: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
