@@ -21,6 +21,7 @@ from node.protocol.settings import (
     ClientsSection,
     FederationSection,
     NodeSection,
+    PeersSection,
     RelaySection,
     format_hostport,
     parse_hostport,
@@ -41,6 +42,7 @@ class NodeConfig:
     swim: SwimConfig = LAN
     relay: RelaySection = attrs.field(factory=RelaySection)
     clients: ClientsSection = attrs.field(factory=ClientsSection)
+    peers: PeersSection = attrs.field(factory=PeersSection)
 
     @property
     def data_path(self) -> Path:
@@ -60,6 +62,7 @@ SECTIONS: dict[str, type[Any]] = {
     "swim": SwimConfig,
     "relay": RelaySection,
     "clients": ClientsSection,
+    "peers": PeersSection,
 }
 PRESETS: dict[str, dict[str, Any]] = {"lan": {"swim": LAN}, "local": {"swim": LOCAL}}
 

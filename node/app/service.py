@@ -206,6 +206,7 @@ async def _start(
     # one flusher writes, once per scheduler batch, what clients and peer links queued in it (node/net/sockio.py)
     flusher = Flusher()
     await nursery.start(flusher.run)
+    peer_limits = PeerLimits(**attrs.asdict(config.peers), queue_max=config.relay.peer_queue_max)
     links = PeerLinks(
         identity,
         admit=admission.admits,
@@ -213,7 +214,7 @@ async def _start(
         on_message=lambda peer, msg: None,
         on_unreachable=lambda peer: None,
         on_refused=functools.partial(metrics.packet_refused, Layer.PEER),
-        limits=PeerLimits(queue_max=config.relay.peer_queue_max),
+        limits=peer_limits,
         flusher=flusher,
     )
     relay = RelayDriver(
@@ -260,6 +261,7 @@ async def _start(
             on_link=links.accept,
             on_sync=driver.on_sync,
             card=card,
+            limits=peer_limits,
             on_refused=functools.partial(metrics.packet_refused, Layer.PEER),
         )
     )

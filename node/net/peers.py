@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import struct
 from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -43,32 +42,46 @@ import attrs
 import trio
 
 from node.net.sockio import Flusher, OutBuffer, read_some
-from node.protocol.crypto import LINK_HELLO_BYTES, LinkHandshake, LinkSession
-from node.protocol.errors import NotAdmitted, RemoteProtocolError, TooLarge, TransportError
+from node.protocol.crypto import (
+    DEFAULT_REKEY,
+    LINK_FRAME_HEADER_BYTES,
+    LINK_MAGIC,
+    LinkHandshake,
+    LinkSession,
+    RekeyPolicy,
+    handshake_length,
+)
+from node.protocol.errors import NotAdmitted, RemoteProtocolError, TransportError
 from node.protocol.identity import Identity, short_id
 from node.protocol.nodelist import parse_card
+from node.protocol.ratelimit import address_key
 from node.protocol.refusals import Refusal
+from node.protocol.settings import PeersSection
 from node.protocol.wire import Limits, MsgType, packb, require_map, unpack_all, unpackb
-
-MAGIC = b"HML1"
-KIND_SYNC = 1
-KIND_LINK = 2
-# Link versions, told in the link frames: 1 seals one map per frame; 2 also reads frames that hold a batch of maps.
-LINK_VERSION = 2
-KIND_PING = 3  # SWIM's TCP fallback probe: answered at once, then closed
-KIND_CARD = 4  # "give me your signed card" (for goaway referrals): answered at once, then closed
+from node.protocol.wire.link import (
+    LINK_VERSION,
+    LinkHello,
+    LinkHelloOk,
+    LinkPing,
+    LinkPong,
+    PushPull,
+    PushPullReply,
+    control_from_map,
+    control_to_map,
+)
 
 Address = tuple[str, int]
 
 
 @attrs.frozen(kw_only=True, slots=True)
-class PeerLimits:
-    handshake_timeout_s: float = 5.0
-    io_timeout_s: float = 10.0
-    queue_max: int = 4096
-    connections_max: int = 1024
-    backoff_min_s: float = 0.1
-    backoff_max_s: float = 10.0
+class PeerLimits(PeersSection):
+    """The `[peers]` settings, plus the per-peer frame queue bound (`relay.peer_queue_max`)."""
+
+    queue_max: int = attrs.field(default=4096, validator=attrs.validators.ge(1))
+
+    @property
+    def rekey(self) -> RekeyPolicy:
+        return RekeyPolicy(frames_max=self.rekey_frames_max, interval_s=self.rekey_interval_s)
 
 
 class _Buffered:
@@ -95,21 +108,20 @@ class _Buffered:
 
 
 class Channel:
-    """A handshaken connection: sealed, length-prefixed frames over a trio stream."""
+    """A handshaken connection: Noise transport frames (node/protocol/crypto.py) over a trio stream."""
 
     def __init__(self, reader: _Buffered, session: LinkSession, peer_id: bytes) -> None:
         self.stream = reader.stream
         self._reader = reader
         self.session = session
         self.peer_id = peer_id
-        self.peer_reads_batches = False  # the initiator's link frame said version >= 2 (set by the listener)
+        self.peer_version = 1  # the link version the initiator's LINK_HELLO said (set by the listener)
 
     def frame_bytes(self, obj: Any) -> bytes:
         return self.frame_sealed(packb(obj))
 
     def frame_sealed(self, plaintext: bytes) -> bytes:
-        ct = self.session.seal(plaintext)
-        return struct.pack(">I", len(ct)) + ct
+        return self.session.seal(plaintext, trio.current_time())
 
     async def send(self, obj: Any) -> None:
         await _send_all(self.stream, self.frame_bytes(obj))
@@ -125,10 +137,9 @@ class Channel:
         return unpack_all(await self._open_next(Limits.PEER_FRAME_MAX), max_bytes=Limits.PEER_FRAME_MAX)
 
     async def _open_next(self, max_bytes: int) -> bytes:
-        (n,) = struct.unpack(">I", await self._reader.read_exactly(4))
-        if n > max_bytes + 16:
-            raise TooLarge(f"peer frame of {n} bytes exceeds {max_bytes}")
-        return self.session.open(await self._reader.read_exactly(n))
+        header = await self._reader.read_exactly(LINK_FRAME_HEADER_BYTES)
+        n = LinkSession.frame_length(header, max_bytes)
+        return self.session.open(header, await self._reader.read_exactly(n))
 
     async def aclose(self) -> None:
         with trio.move_on_after(1) as cs:
@@ -151,28 +162,42 @@ async def handshake(
     initiator: bool,
     expected_id: bytes | None,
     admit: Callable[[bytes], bool],
+    rekey: RekeyPolicy = DEFAULT_REKEY,
 ) -> Channel:
-    """Run the peer-link handshake on `stream`. Raises RemoteProtocolError or TransportError."""
-    hs = LinkHandshake(identity, os.urandom(32))
+    """Run the peer-link Noise handshake on `stream` (the initiator must name `expected_id`).
+
+    Raises RemoteProtocolError (NotAdmitted for a key admission refuses) or TransportError. The responder's
+    Channel is not authenticated until its first frame has been received (key-compromise impersonation: see
+    node/protocol/crypto.py); every caller reads that frame before it acts on the connection.
+    """
     reader = _Buffered(stream)
+    hs = LinkHandshake(identity, random_bytes=os.urandom, expected_id=expected_id if initiator else None, rekey=rekey)
     if initiator:
-        await _send_all(stream, MAGIC + hs.hello())
-    got = await reader.read_exactly(len(MAGIC) + LINK_HELLO_BYTES)
-    if got[: len(MAGIC)] != MAGIC:
-        raise RemoteProtocolError("not a homing peer link (bad magic)")
-    their_hello = got[len(MAGIC) :]
-    peer_id, session = hs.finish(their_hello, initiator=initiator)
-    if expected_id is not None and peer_id != expected_id:
-        raise RemoteProtocolError("peer is not the node we dialled (id mismatch)")
+        assert expected_id is not None
+        if not admit(expected_id):
+            raise NotAdmitted(f"peer {short_id(expected_id)} is not admitted to the federation")
+        await _send_all(stream, hs.start())
+        n = handshake_length(await reader.read_exactly(2))
+        session = hs.finish(await reader.read_exactly(n), trio.current_time())
+        return Channel(reader, session, expected_id)
+    head = await reader.read_exactly(len(LINK_MAGIC) + 2)
+    if head[: len(LINK_MAGIC)] != LINK_MAGIC:
+        raise RemoteProtocolError("not a homing peer link of this version (bad magic)")
+    peer_id = hs.read_hello(await reader.read_exactly(handshake_length(head[len(LINK_MAGIC) :])))
     if not admit(peer_id):
         raise NotAdmitted(f"peer {short_id(peer_id)} is not admitted to the federation")
-    if not initiator:
-        await _send_all(stream, MAGIC + hs.hello())
+    answer, session = hs.answer(trio.current_time())
+    await _send_all(stream, answer)
     return Channel(reader, session, peer_id)
 
 
 async def dial(
-    addr: Address, identity: Identity, expected_id: bytes, admit: Callable[[bytes], bool], timeout_s: float
+    addr: Address,
+    identity: Identity,
+    expected_id: bytes,
+    admit: Callable[[bytes], bool],
+    timeout_s: float,
+    rekey: RekeyPolicy = DEFAULT_REKEY,
 ) -> Channel:
     with trio.fail_after(timeout_s):
         try:
@@ -180,7 +205,7 @@ async def dial(
         except OSError as exc:
             raise TransportError(f"cannot reach peer at {addr[0]}:{addr[1]}: {exc}") from exc
         try:
-            return await handshake(stream, identity, initiator=True, expected_id=expected_id, admit=admit)
+            return await handshake(stream, identity, initiator=True, expected_id=expected_id, admit=admit, rekey=rekey)
         except BaseException:
             await stream.aclose()
             raise
@@ -203,29 +228,30 @@ async def push_pull(
     with trio.fail_after(timeout_s):
         chan = await dial(addr, identity, expected_id, admit, timeout_s)
         try:
-            await chan.send({"k": KIND_SYNC, "t": int(MsgType.PUSH_PULL), "join": join, "state": state})
-            reply = require_map(await chan.receive(Limits.PUSH_PULL_MAX + 1024, max_items=16), "push-pull reply")
-            if reply.get("t") != MsgType.PUSH_PULL_REPLY or not isinstance(reply.get("state"), bytes):
+            await chan.send(control_to_map(PushPull(state=state, join=join)))
+            reply = control_from_map(
+                require_map(await chan.receive(Limits.PUSH_PULL_MAX + 1024, max_items=16), "push-pull reply")
+            )
+            if not isinstance(reply, PushPullReply):
                 raise RemoteProtocolError("bad push-pull reply")
-            state_bytes: bytes = reply["state"]
-            return state_bytes
+            return reply.state
         finally:
             await chan.aclose()
 
 
-async def _ask(
-    kind: int, addr: Address, identity: Identity, expected_id: bytes, admit: Callable[[bytes], bool], timeout_s: float
-) -> dict[str, Any] | None:
-    """One question on a short-lived connection: the answer map, or None (no answer within `timeout_s`)."""
+async def _ping(
+    addr: Address, identity: Identity, expected_id: bytes, admit: Callable[[bytes], bool], timeout_s: float
+) -> LinkPong | None:
+    """LINK_PING on a short-lived connection: the LINK_PONG, or None (no answer within `timeout_s`)."""
     with trio.move_on_after(timeout_s):
         try:
             chan = await dial(addr, identity, expected_id, admit, timeout_s)
         except (TransportError, RemoteProtocolError, trio.TooSlowError):
             return None
         try:
-            await chan.send({"k": kind})
-            reply = await chan.receive(4096, max_items=8)
-            return reply if isinstance(reply, dict) and reply.get("k") == kind else None
+            await chan.send(control_to_map(LinkPing()))
+            reply = control_from_map(require_map(await chan.receive(4096, max_items=8), "ping reply"))
+            return reply if isinstance(reply, LinkPong) else None
         except (TransportError, RemoteProtocolError):
             return None
         finally:
@@ -237,22 +263,21 @@ async def stream_ping(
     addr: Address, identity: Identity, expected_id: bytes, admit: Callable[[bytes], bool], *, timeout_s: float
 ) -> bool:
     """SWIM's TCP fallback probe: True when the node at `addr` proves `expected_id` and answers within `timeout_s`."""
-    return await _ask(KIND_PING, addr, identity, expected_id, admit, timeout_s) is not None
+    return await _ping(addr, identity, expected_id, admit, timeout_s) is not None
 
 
 async def fetch_card(
     addr: Address, identity: Identity, expected_id: bytes, admit: Callable[[bytes], bool], *, timeout_s: float
 ) -> str | None:
     """The signed referral card of the node at `addr`, verified to be `expected_id`'s own, or None."""
-    reply = await _ask(KIND_CARD, addr, identity, expected_id, admit, timeout_s)
-    uri = reply.get("card") if reply else None
-    if not isinstance(uri, str):
+    reply = await _ping(addr, identity, expected_id, admit, timeout_s)
+    if reply is None:
         return None
     try:
-        card = parse_card(uri)
+        card = parse_card(reply.card)
     except RemoteProtocolError:
         return None
-    return uri if card.id == expected_id else None
+    return reply.card if card.id == expected_id else None
 
 
 # --- persistent links ----------------------------------------------------------------------------------
@@ -419,8 +444,10 @@ class PeerLinks:
                     self._fail_queue(peer)
                     return
                 try:
-                    chan = await dial(addr, self.identity, peer, self.admit, self.limits.handshake_timeout_s)
-                    await chan.send({"k": KIND_LINK, "v": LINK_VERSION})
+                    chan = await dial(
+                        addr, self.identity, peer, self.admit, self.limits.handshake_timeout_s, self.limits.rekey
+                    )
+                    await chan.send(control_to_map(LinkHello(version=LINK_VERSION)))
                 except (TransportError, RemoteProtocolError, trio.TooSlowError):
                     self._fail_queue(peer)
                     await trio.sleep(backoff)
@@ -448,12 +475,11 @@ class PeerLinks:
     def _adopt(self, chan: Channel, *, we_initiated: bool) -> _Link:
         """Make `chan` the link to its peer, unless an existing link wins: then `chan` is retired at once."""
         peer = chan.peer_id
-        link = _Link(
-            chan=chan, we_initiated=we_initiated, out=_LinkOut(chan, self.flusher, self.limits.io_timeout_s)
-        )
-        if not we_initiated and chan.peer_reads_batches:
+        link = _Link(chan=chan, we_initiated=we_initiated, out=_LinkOut(chan, self.flusher, self.limits.io_timeout_s))
+        if not we_initiated and chan.peer_version >= 2:
             link.out.batch = True
-            link.out.stage(packb({"k": KIND_LINK, "v": LINK_VERSION}))  # our first frame: we read batches too
+            version = min(chan.peer_version, LINK_VERSION)
+            link.out.stage(packb(control_to_map(LinkHelloOk(version=version))))  # our first frame: the version
         existing = self._links.get(peer)
         if existing is not None:
             # both sides dialled: keep the link initiated by the smaller id
@@ -547,9 +573,13 @@ class PeerLinks:
             if link.retired is None and self._retiring.get(peer):
                 await self._after_retired(peer)
             for msg in batch:
-                if "t" not in msg and msg.get("k") == KIND_LINK:  # the responder's answer to our link frame
-                    version = msg.get("v")
-                    link.out.batch = link.out.batch or (isinstance(version, int) and version >= 2)
+                if msg.get("t") == MsgType.LINK_HELLO_OK:  # the responder's answer to our LINK_HELLO
+                    try:
+                        answer = control_from_map(msg)
+                    except RemoteProtocolError as exc:
+                        self.on_refused(exc.refusal)
+                        raise
+                    link.out.batch = link.out.batch or (isinstance(answer, LinkHelloOk) and answer.version >= 2)
                     continue
                 self.on_message(peer, msg)
 
@@ -578,43 +608,97 @@ async def serve_peers(
     limits: PeerLimits = PeerLimits(),
     on_refused: Callable[[Refusal], None] = lambda reason: None,
 ) -> None:
-    """Accept peer connections: push-pull syncs are answered and closed; links go to `on_link` (which keeps them)."""
-    active = 0
+    """Accept peer connections: push-pull syncs and pings are answered and closed; links go to `on_link`.
+
+    Before anything is read, a connection must fit `connections_max`, `connections_per_address_max` and
+    `preauth_per_address_max` (per /32 or /64, node/protocol/ratelimit.py `address_key`); it then has
+    `handshake_timeout_s` to authenticate and send its first frame, or it is closed.
+    """
+    gate = _PeerGate(limits)
 
     async def handle(stream: trio.SocketStream) -> None:
-        nonlocal active
-        if active >= limits.connections_max:
-            on_refused(Refusal.RATE_LIMITED)  # connections_max
+        key = address_key(_remote_host(stream))
+        if not gate.enter(key):
+            on_refused(Refusal.RATE_LIMITED)  # connections_max or a per-address limit
             await stream.aclose()
             return
-        active += 1
         chan: Channel | None = None
-        keep = False
+        keep = authed = False
         try:
             with trio.fail_after(limits.handshake_timeout_s):
-                chan = await handshake(stream, identity, initiator=False, expected_id=None, admit=admit)
+                chan = await handshake(
+                    stream, identity, initiator=False, expected_id=None, admit=admit, rekey=limits.rekey
+                )
                 first = require_map(await chan.receive(Limits.PUSH_PULL_MAX + 1024, max_items=16), "first frame")
-            if first.get("k") == KIND_LINK:
-                version = first.get("v", 1)
-                chan.peer_reads_batches = isinstance(version, int) and version >= 2
+                request = control_from_map(first)  # authenticated: the first frame decrypted
+            gate.authenticated(key)
+            authed = True
+            if isinstance(request, LinkHello):
+                chan.peer_version = request.version
                 keep = True
                 await on_link(chan)
-            elif first.get("k") in (KIND_PING, KIND_CARD):
+            elif isinstance(request, LinkPing):
                 with trio.fail_after(limits.io_timeout_s):
-                    await chan.send({"k": first["k"], "card": card})
-            elif first.get("k") == KIND_SYNC and isinstance(first.get("state"), bytes):
-                reply = on_sync(chan.peer_id, first["state"], bool(first.get("join")))
+                    await chan.send(control_to_map(LinkPong(card=card)))
+            elif isinstance(request, PushPull):
+                reply = on_sync(chan.peer_id, request.state, request.join)
                 with trio.fail_after(limits.io_timeout_s):
-                    await chan.send({"t": int(MsgType.PUSH_PULL_REPLY), "state": reply})
+                    await chan.send(control_to_map(PushPullReply(state=reply)))
             else:
-                raise RemoteProtocolError("unknown peer connection kind")
+                raise RemoteProtocolError("a peer connection must start with LINK_HELLO, LINK_PING or PUSH_PULL")
         except RemoteProtocolError as exc:
             on_refused(exc.refusal)
         except (TransportError, trio.TooSlowError):
             on_refused(Refusal.MALFORMED)  # the exchange timed out or broke off
         finally:
-            active -= 1
+            gate.leave(key, authenticated=authed)
             if not keep:
                 await (chan.aclose() if chan is not None else stream.aclose())
 
     await trio.serve_listeners(handle, listeners)
+
+
+def _remote_host(stream: trio.SocketStream) -> str:
+    try:
+        return str(stream.socket.getpeername()[0])
+    except OSError:  # already reset
+        return ""
+
+
+class _PeerGate:
+    """Counts connections on the peer port: in total, per address, and per address still unauthenticated."""
+
+    def __init__(self, limits: PeerLimits) -> None:
+        self._limits = limits
+        self._active = 0
+        self._per_address: dict[str, int] = {}
+        self._preauth: dict[str, int] = {}
+
+    def enter(self, key: str) -> bool:
+        lim = self._limits
+        if (
+            self._active >= lim.connections_max
+            or self._per_address.get(key, 0) >= lim.connections_per_address_max
+            or self._preauth.get(key, 0) >= lim.preauth_per_address_max
+        ):
+            return False
+        self._active += 1
+        self._per_address[key] = self._per_address.get(key, 0) + 1
+        self._preauth[key] = self._preauth.get(key, 0) + 1
+        return True
+
+    def authenticated(self, key: str) -> None:
+        self._preauth[key] = _dec(self._preauth, key)
+
+    def leave(self, key: str, *, authenticated: bool) -> None:
+        self._active -= 1
+        self._per_address[key] = _dec(self._per_address, key)
+        if not authenticated:
+            self._preauth[key] = _dec(self._preauth, key)
+        for table in (self._per_address, self._preauth):
+            if table.get(key) == 0:
+                del table[key]
+
+
+def _dec(table: dict[str, int], key: str) -> int:
+    return max(0, table.get(key, 0) - 1)

@@ -17,9 +17,11 @@ import attrs
 import pytest
 import trio
 
-from node.net.peers import KIND_LINK, LINK_VERSION, Address, Channel, PeerLimits, PeerLinks, handshake, serve_peers
+from node.net.peers import Address, Channel, PeerLimits, PeerLinks, handshake, serve_peers
 from node.net.sockio import Flusher
 from node.protocol.identity import Identity
+from node.protocol.wire import MsgType
+from node.protocol.wire.link import LINK_VERSION
 
 WAIT_S = 20.0  # the bound of every wait: generous for a loaded 2-core machine, still a failure when it hangs
 DEFAULT_LIMITS = PeerLimits()
@@ -494,7 +496,7 @@ async def test_a_version_1_initiator_gets_one_map_per_frame_and_its_frames_are_r
         node = await start_node(nursery, book, admitted)
         stream = await trio.open_tcp_stream(*node.address)
         chan = await handshake(stream, old, initiator=True, expected_id=node.id, admit=admitted.__contains__)
-        await chan.send({"k": KIND_LINK})  # a version-1 link frame: no "v"
+        await chan.send({"t": int(MsgType.LINK_HELLO)})  # a version-1 LINK_HELLO: no "v"
         await chan.send({"t": 99, "n": "from old"})  # the old node's frames reach on_message one by one
         await wait_until(lambda: node.frames_from(old.id) == ["from old"], "the old node's frame")
         # everything the node sends in one batch comes one map per frame, and no version answer precedes it
@@ -529,7 +531,7 @@ async def test_a_version_1_responder_gets_one_map_per_frame() -> None:
         assert [node.links.send(old.id, {"t": 99, "n": i}) for i in range(50)] == [True] * 50
         with trio.fail_after(WAIT_S):
             chan = await inbound.receive()
-        assert link_frames == [{"k": KIND_LINK, "v": LINK_VERSION}]
+        assert link_frames == [{"t": MsgType.LINK_HELLO, "v": LINK_VERSION}]
         got = await _old_style_frames(chan, 50)
         assert [m["n"] for m in got] == list(range(50))
         assert node.links._links[old.id].out.batch is False
@@ -549,5 +551,6 @@ async def test_two_version_2_nodes_batch_both_ways() -> None:
         assert [b.links.send(a.id, {"n": i}) for i in range(300)] == [True] * 300
         await wait_until(lambda: len(a.received) >= 300 and len(b.received) >= 300, "300 frames each way")
         assert a.frames_from(b.id) == list(range(300)) and b.frames_from(a.id) == list(range(300))
-        assert all("k" not in msg or "t" in msg for _, msg in a.received + b.received)  # no control frame leaks
+        control = (MsgType.LINK_HELLO, MsgType.LINK_HELLO_OK)
+        assert all(msg.get("t") not in control for _, msg in a.received + b.received)  # no control frame leaks
         nursery.cancel_scope.cancel()
