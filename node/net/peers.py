@@ -4,16 +4,18 @@ Theory of operation
 - One TCP listener on the peer port serves two kinds of connection, told apart by the first sealed frame:
   a *sync* connection carries one push-pull exchange (SWIM full-state sync) and closes; a *link* connection is
   a persistent relay link that carries msgpack frames both ways until it breaks.
-- Handshake (node/protocol/crypto.py): `MAGIC | hello` each way, initiator first; both derive session keys from the
-  static and ephemeral X25519 keys. The initiator pins the id it expected; the responder refuses ids that
-  admission does not admit. A handshake not finished in `handshake_timeout_s` is dropped.
-- Framing: `length(4, big endian) | sealed frame`; a sealed frame holds one or more msgpack maps back to back.
+- Handshake (node/protocol/crypto.py, docs/protocol.md "Peer links"): Noise IK, the dialler first; ephemerals
+  from `os.urandom`. The dialler pins the id it dials; the listener refuses ids that admission does not admit,
+  and acts on a connection only once its first frame (a control frame, node/protocol/wire/link.py) has decrypted.
+  A connection that has not done so within `handshake_timeout_s` is closed; per address at most
+  `preauth_per_address_max` connections may be at that stage (`_PeerGate`).
+- Framing: Noise transport frames (`header | ciphertext`); a frame holds one or more msgpack maps back to back.
   Once both ends have said they read batches (link version 2), a link seals, per scheduler batch, every frame
   the batch produced for that peer into one box (up to `Limits.PEER_FRAME_MAX`): one authenticated encryption
-  and one length prefix per batch instead of per frame. The initiator's link frame says `{"k": 2, "v": 2}`; a
-  version-2 responder then batches, and answers with the same map as its first frame on the link, after which
-  the initiator batches too. A version-1 node (one map per frame, which every version reads) never sends nor
-  receives the answer, so nodes of both versions link with each other during a rolling upgrade.
+  and one header per batch instead of per frame. The dialler's first frame is LINK_HELLO {v: 2}; a version-2
+  listener then batches, and answers LINK_HELLO_OK {v} as its first frame on the link, after which the dialler
+  batches too. A version-1 peer (LINK_HELLO without v; one map per frame, which every version reads) gets no
+  answer and one map per frame.
   A frame over the limit, a frame that fails authentication or anything undecodable closes that connection
   (the stream cannot be resynchronised) and is counted.
 - One link per pair: if both sides dial at once, the link initiated by the smaller id wins. Each side *retires*
