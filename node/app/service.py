@@ -33,7 +33,8 @@ from node.client.discovery import DiscoveryConfig, discover
 from node.client.files import write_json_atomic
 from node.net.clients import ClientServer
 from node.net.httpserver import serve_http
-from node.net.peers import PeerLimits, PeerLinks, fetch_card, serve_peers
+from node.net.peerconn import fetch_card, serve_peers
+from node.net.peers import PeerLinks
 from node.net.relay import RelayDriver
 from node.net.sockio import Flusher
 from node.net.udp import SwimDriver
@@ -41,6 +42,7 @@ from node.protocol.admission import Admission
 from node.protocol.errors import ConfigError
 from node.protocol.identity import Identity, id_text, parse_id, short_id
 from node.protocol.nodelist import make_card
+from node.protocol.peerlink import PeerLimits
 from node.protocol.refusals import Layer, Refusal
 from node.protocol.relay.core import RelayCore
 from node.protocol.settings import format_hostport, parse_hostport

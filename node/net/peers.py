@@ -1,288 +1,66 @@
-"""Peer links: authenticated, encrypted TCP connections between nodes (trio driver).
+"""Peer links: persistent, authenticated, encrypted relay links between nodes (trio driver).
 
-Theory of operation
-- One TCP listener on the peer port serves two kinds of connection, told apart by the first sealed frame:
-  a *sync* connection carries one push-pull exchange (SWIM full-state sync) and closes; a *link* connection is
-  a persistent relay link that carries msgpack frames both ways until it breaks.
-- Handshake (node/protocol/crypto.py, docs/protocol.md "Peer links"): Noise IK, the dialler first; ephemerals
-  from `os.urandom`. The dialler pins the id it dials; the listener refuses ids that admission does not admit,
-  and acts on a connection only once its first frame (a control frame, node/protocol/wire/link.py) has decrypted.
-  A connection that has not done so within `handshake_timeout_s` is closed; per address at most
-  `preauth_per_address_max` connections may be at that stage (`_PeerGate`).
-- Framing: Noise transport frames (`header | ciphertext`); a frame holds one or more msgpack maps back to back.
-  Once both ends have said they read batches (link version 2), a link seals, per scheduler batch, every frame
-  the batch produced for that peer into one box (up to `Limits.PEER_FRAME_MAX`): one authenticated encryption
-  and one header per batch instead of per frame. The dialler's first frame is LINK_HELLO {v: 2}; a version-2
-  listener then batches, and answers LINK_HELLO_OK {v} as its first frame on the link, after which the dialler
-  batches too. A version-1 peer (LINK_HELLO without v; one map per frame, which every version reads) gets no
-  answer and one map per frame.
-  A frame over the limit, a frame that fails authentication or anything undecodable closes that connection
-  (the stream cannot be resynchronised) and is counted.
-- One link per pair: if both sides dial at once, the link initiated by the smaller id wins. Each side *retires*
-  the other link rather than closing it: it takes no new frames, writes out what it holds, half-closes (EOF) and
-  is still read until the other side's EOF (at most `io_timeout_s`). Both sides may already have written frames on
-  the losing link before they learn which one won; closing it unread would lose those without telling anyone.
-  The winner's frames are held until the retired link has been read to its end, so frames keep their order
-  across the switch (the relay relies on FIFO links).
-- Sending never blocks the caller: with a link up, `PeerLinks.send` seals the frame into the link's `OutBuffer`
-  (node/net/sockio.py), which the node's flusher writes once per scheduler batch, every frame the batch produced in
-  one syscall and without a task switch; with no link yet, it waits on the peer's bounded queue (False when full)
-  until the dialled link takes it over. When a link breaks, what it had not written is lost and
-  `on_unreachable(peer)` tells the relay, which has its own retries and receipts.
-- Reconnect with exponential backoff (capped) while there is something to send.
+The state machine is node/protocol/peerlink.py (`PeerLinkCore`: queues, dialling with backoff, version
+negotiation, one link per pair, retire with FIFO hold-back; read its docstring first). This module is its byte
+pump: it runs the dials and the handshake (node/net/peerconn.py), reads and decrypts frames into the core, and
+carries out the core's commands (write, half-close, close, deliver, report unreachable).
+
+- Sending never blocks the caller: with a link up, `PeerLinks.send` stages the frame in the link's `OutBuffer`
+  (node/net/sockio.py), which the node's flusher seals and writes once per scheduler batch: every frame the batch
+  produced for that peer in one box (link version 2, up to `Limits.PEER_FRAME_MAX`) and one syscall, without a
+  task switch; with no link yet, the core queues it (bounded; False when full) until the dialled link takes it
+  over. When a link breaks, what it had not written is lost and `on_unreachable(peer)` tells the relay, which has
+  its own retries and receipts.
+- A link that lost the election is written out and half-closed (`_half_close`), and read until the other side's
+  EOF; while it is read, the winner's reader stops after a held batch until the core says `Resume`.
+- Timers (dial deadlines, retired links, held batches, backoff) run through `CoreTimer` (node/net/timer.py).
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
-from collections import deque
+import math
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import attrs
 import trio
 
-from node.net.sockio import Flusher, OutBuffer, read_some
-from node.protocol.crypto import (
-    DEFAULT_REKEY,
-    LINK_FRAME_HEADER_BYTES,
-    LINK_MAGIC,
-    LinkHandshake,
-    LinkSession,
-    RekeyPolicy,
-    handshake_length,
+from node.net.peerconn import Address, Channel, dial
+from node.net.sockio import Flusher, OutBuffer
+from node.net.timer import CoreTimer
+from node.protocol.crypto import RekeyPolicy
+from node.protocol.errors import RemoteProtocolError, TransportError
+from node.protocol.identity import Identity
+from node.protocol.peerlink import (
+    DEFAULT_LIMITS,
+    QUEUED,
+    Abort,
+    Close,
+    Command,
+    Deliver,
+    Dial,
+    HalfClose,
+    PeerLimits,
+    PeerLinkCore,
+    Resume,
+    SetBatch,
+    Unreachable,
+    Write,
 )
-from node.protocol.errors import NotAdmitted, RemoteProtocolError, TransportError
-from node.protocol.identity import Identity, short_id
-from node.protocol.nodelist import parse_card
-from node.protocol.ratelimit import address_key
 from node.protocol.refusals import Refusal
-from node.protocol.settings import PeersSection
-from node.protocol.wire import Limits, MsgType, packb, require_map, unpack_all, unpackb
-from node.protocol.wire.link import (
-    LINK_VERSION,
-    LinkHello,
-    LinkHelloOk,
-    LinkPing,
-    LinkPong,
-    PushPull,
-    PushPullReply,
-    control_from_map,
-    control_to_map,
-)
-
-Address = tuple[str, int]
+from node.protocol.wire import Limits, packb
 
 
-@attrs.frozen(kw_only=True, slots=True)
-class PeerLimits(PeersSection):
-    """The `[peers]` settings, plus the per-peer frame queue bound (`relay.peer_queue_max`)."""
-
-    queue_max: int = attrs.field(default=4096, validator=attrs.validators.ge(1))
-
-    @property
-    def rekey(self) -> RekeyPolicy:
-        return RekeyPolicy(frames_max=self.rekey_frames_max, interval_s=self.rekey_interval_s)
+def _rekey(limits: PeerLimits) -> RekeyPolicy:
+    return RekeyPolicy(frames_max=limits.rekey_frames_max, interval_s=limits.rekey_interval_s)
 
 
-class _Buffered:
-    """Exact-length reads from a trio stream (through `read_some`, as client sessions read); EOF, a reset or a
-    closed stream is a TransportError."""
-
-    def __init__(self, stream: trio.abc.Stream) -> None:
-        self.stream = stream
-        self._fd = stream.socket.fileno() if isinstance(stream, trio.SocketStream) else -1
-        self._buf = bytearray()
-        self._drained = False  # the last read was short: wait for readability before the next
-
-    async def read_exactly(self, n: int) -> bytes:
-        while len(self._buf) < n:
-            want = max(65536, n - len(self._buf))
-            chunk = await read_some(self.stream, self._fd, want, wait_first=self._drained)
-            if not chunk:
-                raise TransportError("peer closed the connection, or it broke")
-            self._drained = len(chunk) < want
-            self._buf += chunk
-        out = bytes(self._buf[:n])
-        del self._buf[:n]
-        return out
+def _now() -> float:
+    return trio.current_time()
 
 
-class Channel:
-    """A handshaken connection: Noise transport frames (node/protocol/crypto.py) over a trio stream."""
-
-    def __init__(self, reader: _Buffered, session: LinkSession, peer_id: bytes) -> None:
-        self.stream = reader.stream
-        self._reader = reader
-        self.session = session
-        self.peer_id = peer_id
-        self.peer_version = 1  # the link version the initiator's LINK_HELLO said (set by the listener)
-
-    def frame_bytes(self, obj: Any) -> bytes:
-        return self.frame_sealed(packb(obj))
-
-    def frame_sealed(self, plaintext: bytes) -> bytes:
-        return self.session.seal(plaintext, trio.current_time())
-
-    async def send(self, obj: Any) -> None:
-        await _send_all(self.stream, self.frame_bytes(obj))
-
-    async def receive(
-        self, max_bytes: int = Limits.PEER_FRAME_MAX, max_items: int = Limits.MSGPACK_CONTAINER_MAX
-    ) -> Any:
-        """The one object of one sealed frame (one-shot connections, the first frame of a link)."""
-        return unpackb(await self._open_next(max_bytes), max_bytes=max_bytes, max_items=max_items)
-
-    async def receive_batch(self) -> list[Any]:
-        """The maps of one sealed frame of a link (a batch; see the module docstring)."""
-        return unpack_all(await self._open_next(Limits.PEER_FRAME_MAX), max_bytes=Limits.PEER_FRAME_MAX)
-
-    async def _open_next(self, max_bytes: int) -> bytes:
-        header = await self._reader.read_exactly(LINK_FRAME_HEADER_BYTES)
-        n = LinkSession.frame_length(header, max_bytes)
-        return self.session.open(header, await self._reader.read_exactly(n))
-
-    async def aclose(self) -> None:
-        with trio.move_on_after(1) as cs:
-            cs.shield = True
-            with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError, OSError):
-                await self.stream.aclose()
-
-
-async def _send_all(stream: trio.abc.Stream, data: bytes) -> None:
-    try:
-        await stream.send_all(data)
-    except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
-        raise TransportError(f"peer connection broke: {exc}") from exc
-
-
-async def handshake(
-    stream: trio.abc.Stream,
-    identity: Identity,
-    *,
-    initiator: bool,
-    expected_id: bytes | None,
-    admit: Callable[[bytes], bool],
-    rekey: RekeyPolicy = DEFAULT_REKEY,
-) -> Channel:
-    """Run the peer-link Noise handshake on `stream` (the initiator must name `expected_id`).
-
-    Raises RemoteProtocolError (NotAdmitted for a key admission refuses) or TransportError. The responder's
-    Channel is not authenticated until its first frame has been received (key-compromise impersonation: see
-    node/protocol/crypto.py); every caller reads that frame before it acts on the connection.
-    """
-    reader = _Buffered(stream)
-    hs = LinkHandshake(identity, random_bytes=os.urandom, expected_id=expected_id if initiator else None, rekey=rekey)
-    if initiator:
-        assert expected_id is not None
-        if not admit(expected_id):
-            raise NotAdmitted(f"peer {short_id(expected_id)} is not admitted to the federation")
-        await _send_all(stream, hs.start())
-        n = handshake_length(await reader.read_exactly(2))
-        session = hs.finish(await reader.read_exactly(n), trio.current_time())
-        return Channel(reader, session, expected_id)
-    head = await reader.read_exactly(len(LINK_MAGIC) + 2)
-    if head[: len(LINK_MAGIC)] != LINK_MAGIC:
-        raise RemoteProtocolError("not a homing peer link of this version (bad magic)")
-    peer_id = hs.read_hello(await reader.read_exactly(handshake_length(head[len(LINK_MAGIC) :])))
-    if not admit(peer_id):
-        raise NotAdmitted(f"peer {short_id(peer_id)} is not admitted to the federation")
-    answer, session = hs.answer(trio.current_time())
-    await _send_all(stream, answer)
-    return Channel(reader, session, peer_id)
-
-
-async def dial(
-    addr: Address,
-    identity: Identity,
-    expected_id: bytes,
-    admit: Callable[[bytes], bool],
-    timeout_s: float,
-    rekey: RekeyPolicy = DEFAULT_REKEY,
-) -> Channel:
-    with trio.fail_after(timeout_s):
-        try:
-            stream = await trio.open_tcp_stream(addr[0], addr[1])
-        except OSError as exc:
-            raise TransportError(f"cannot reach peer at {addr[0]}:{addr[1]}: {exc}") from exc
-        try:
-            return await handshake(stream, identity, initiator=True, expected_id=expected_id, admit=admit, rekey=rekey)
-        except BaseException:
-            await stream.aclose()
-            raise
-
-
-# --- push-pull (SWIM full state sync) ------------------------------------------------------------------
-
-
-async def push_pull(
-    addr: Address,
-    identity: Identity,
-    expected_id: bytes,
-    admit: Callable[[bytes], bool],
-    state: bytes,
-    *,
-    join: bool,
-    timeout_s: float,
-) -> bytes:
-    """Send our SWIM state to a peer and return its state (both encoded by node/protocol/wire/swim.py)."""
-    with trio.fail_after(timeout_s):
-        chan = await dial(addr, identity, expected_id, admit, timeout_s)
-        try:
-            await chan.send(control_to_map(PushPull(state=state, join=join)))
-            reply = control_from_map(
-                require_map(await chan.receive(Limits.PUSH_PULL_MAX + 1024, max_items=16), "push-pull reply")
-            )
-            if not isinstance(reply, PushPullReply):
-                raise RemoteProtocolError("bad push-pull reply")
-            return reply.state
-        finally:
-            await chan.aclose()
-
-
-async def _ping(
-    addr: Address, identity: Identity, expected_id: bytes, admit: Callable[[bytes], bool], timeout_s: float
-) -> LinkPong | None:
-    """LINK_PING on a short-lived connection: the LINK_PONG, or None (no answer within `timeout_s`)."""
-    with trio.move_on_after(timeout_s):
-        try:
-            chan = await dial(addr, identity, expected_id, admit, timeout_s)
-        except (TransportError, RemoteProtocolError, trio.TooSlowError):
-            return None
-        try:
-            await chan.send(control_to_map(LinkPing()))
-            reply = control_from_map(require_map(await chan.receive(4096, max_items=8), "ping reply"))
-            return reply if isinstance(reply, LinkPong) else None
-        except (TransportError, RemoteProtocolError):
-            return None
-        finally:
-            await chan.aclose()
-    return None
-
-
-async def stream_ping(
-    addr: Address, identity: Identity, expected_id: bytes, admit: Callable[[bytes], bool], *, timeout_s: float
-) -> bool:
-    """SWIM's TCP fallback probe: True when the node at `addr` proves `expected_id` and answers within `timeout_s`."""
-    return await _ping(addr, identity, expected_id, admit, timeout_s) is not None
-
-
-async def fetch_card(
-    addr: Address, identity: Identity, expected_id: bytes, admit: Callable[[bytes], bool], *, timeout_s: float
-) -> str | None:
-    """The signed referral card of the node at `addr`, verified to be `expected_id`'s own, or None."""
-    reply = await _ping(addr, identity, expected_id, admit, timeout_s)
-    if reply is None:
-        return None
-    try:
-        card = parse_card(reply.card)
-    except RemoteProtocolError:
-        return None
-    return reply.card if card.id == expected_id else None
-
-
-# --- persistent links ----------------------------------------------------------------------------------
+# --- persistent links: the byte pump around node/protocol/peerlink.py ---------------------------------------
 
 
 class _LinkOut(OutBuffer):
@@ -334,17 +112,21 @@ class _LinkOut(OutBuffer):
         self.scope.cancel()
 
 
-@attrs.define(slots=True)
-class _Link:
+@attrs.define(slots=True, eq=False)
+class _Conn:
+    """One link's connection: what the driver holds for a link id of the core."""
+
+    id: int
     chan: Channel
-    we_initiated: bool
     out: _LinkOut
-    retired: trio.Event | None = None  # set once a retired link has written out what it held and half-closed
-    read_done: trio.Event = attrs.field(factory=trio.Event)  # its reader has ended (EOF, error or cancelled)
+    we_initiated: bool
+    resume: trio.Event = attrs.Factory(trio.Event)  # the core released a held batch: read on
+    close_now: trio.Event = attrs.Factory(trio.Event)  # the core said Close
+    lost: bool = False  # it held frames it never wrote when it was closed
 
 
 class PeerLinks:
-    """Persistent relay links to other nodes, with bounded per-peer queues.
+    """Persistent relay links to other nodes, with bounded per-peer queues (the core: PeerLinkCore).
 
     `address_of(peer_id)` gives a peer's link address (from SWIM member meta) or None when it is not a live member.
     `on_message(peer_id, msg)` is called for every frame received on a link (a map; never blocks).
@@ -360,7 +142,7 @@ class PeerLinks:
         on_message: Callable[[bytes, dict[str, Any]], None],
         on_unreachable: Callable[[bytes], None],
         on_refused: Callable[[Refusal], None] = lambda reason: None,
-        limits: PeerLimits = PeerLimits(),
+        limits: PeerLimits = DEFAULT_LIMITS,
         flusher: Flusher | None = None,
     ) -> None:
         self.identity = identity
@@ -373,62 +155,55 @@ class PeerLinks:
         # the node shares one flusher between clients and peer links; standalone links run their own
         self.flusher = flusher if flusher is not None else Flusher()
         self._own_flusher = flusher is None
-        self._queues: dict[bytes, deque[dict[str, Any]]] = {}  # frames waiting for a link to be dialled
-        self._links: dict[bytes, _Link] = {}
-        self._retiring: dict[bytes, list[_Link]] = {}  # links that lost a simultaneous dial, still being read
-        self._dialers: set[bytes] = set()
+        self.core = PeerLinkCore(node_id=identity.id, limits=limits)
+        self._conns: dict[int, _Conn] = {}
+        self._dials: dict[int, trio.CancelScope | None] = {}  # dial tasks the core wants (scope once started)
+        self._timer = CoreTimer(tick=self.core.timer, next_deadline=self.core.next_deadline, flush=self._run)
+        self._running = False
         self._nursery: trio.Nursery | None = None
 
     @property
     def link_count(self) -> int:
-        return len(self._links)
+        return self.core.link_count
+
+    def link(self, peer: bytes) -> _Conn | None:
+        """The connection of the peer's active link."""
+        link = self.core.active_link(peer)
+        return self._conns.get(link.id) if link is not None else None
+
+    def dialling(self, peer: bytes) -> bool:
+        return self.core.dialling(peer)
 
     def pending_frames(self) -> int:
         """Frames queued to any peer and not yet written (graceful leave waits for these to drain)."""
-        return sum(len(q) for q in self._queues.values()) + sum(
-            link.out.frames for link in self._links.values() if link.out.pending_bytes
-        )
+        return self.core.queued_frames() + sum(c.out.frames for c in self._conns.values() if c.out.pending_bytes)
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
             if self._own_flusher:
                 await nursery.start(self.flusher.run)
             self._nursery = nursery
+            nursery.start_soon(self._timer.run)
             task_status.started()
             await trio.sleep_forever()
 
     def send(self, peer: bytes, msg: dict[str, Any]) -> bool:
         """Queue `msg` for `peer`; False when the queue is full or we cannot run (the caller treats it as lost)."""
-        if peer == self.identity.id or self._nursery is None:
+        if self._nursery is None:
             return False
-        link = self._links.get(peer)
-        if link is not None:
-            return self._queue_on(link, msg)
-        q = self._queues.setdefault(peer, deque())
-        if len(q) >= self.limits.queue_max:
-            return False
-        q.append(msg)
-        if peer not in self._dialers:
-            try:
-                self._nursery.start_soon(self._dial_loop, peer)
-            except RuntimeError:  # shutting down: the nursery takes no new tasks
-                q.pop()
-                return False
-            self._dialers.add(peer)
-        return True
+        target = self.core.send(peer, msg, trio.current_time())
+        if target >= 0:
+            return self._stage(self._conns[target], msg)
+        self._run()
+        return target == QUEUED
 
     def drop_peer(self, peer: bytes) -> None:
         """Forget a peer that left or died: close its link and drop what was queued for it."""
-        self._queues.pop(peer, None)
-        link = self._links.pop(peer, None)
-        if link is not None:
-            link.out.discard()  # queued in this batch: without this the flusher would still write it at its end
-            link.out.scope.cancel()
-            if self._nursery is not None:
-                self._nursery.start_soon(link.chan.aclose)
+        self.core.drop_peer(peer, trio.current_time())
+        self._run()
 
-    def _queue_on(self, link: _Link, msg: dict[str, Any]) -> bool:
-        out = link.out
+    def _stage(self, conn: _Conn, msg: dict[str, Any]) -> bool:
+        out = conn.out
         if not out.pending_bytes:
             out.frames = 0
         if out.frames >= self.limits.queue_max:
@@ -437,87 +212,152 @@ class PeerLinks:
         out.stage(packb(msg))
         return True
 
-    async def _dial_loop(self, peer: bytes) -> None:
-        backoff = self.limits.backoff_min_s
+    # -- carrying out the core's commands ---------------------------------------------------------------------
+
+    def _run(self) -> None:
+        """Carry out what the core decided (re-entrant calls, e.g. a reply sent from `on_message`, are picked up
+        by the loop of the outermost call)."""
+        if self._running:
+            return
+        self._running = True
         try:
-            while self._queues.get(peer) and peer not in self._links:
-                addr = self.address_of(peer)
-                if addr is None:
-                    self._fail_queue(peer)
-                    return
-                try:
-                    chan = await dial(
-                        addr, self.identity, peer, self.admit, self.limits.handshake_timeout_s, self.limits.rekey
-                    )
-                    await chan.send(control_to_map(LinkHello(version=LINK_VERSION)))
-                except (TransportError, RemoteProtocolError, trio.TooSlowError):
-                    self._fail_queue(peer)
-                    await trio.sleep(backoff)
-                    backoff = min(backoff * 2, self.limits.backoff_max_s)
-                    continue
-                assert self._nursery is not None
-                self._nursery.start_soon(self._run_link, self._adopt(chan, we_initiated=True))
-                return
+            while cmds := self.core.drain():
+                for cmd in cmds:
+                    self._do(cmd)
         finally:
-            self._dialers.discard(peer)
+            self._running = False
+        self._timer.wake()
 
-    def _fail_queue(self, peer: bytes) -> None:
-        q = self._queues.get(peer)
-        if q:
-            q.clear()
-            self.on_unreachable(peer)
+    def _do(self, cmd: Command) -> None:
+        match cmd:
+            case Write(link=link, msgs=msgs):
+                conn = self._conns.get(link)
+                if conn is not None:
+                    for msg in msgs:
+                        self._stage(conn, msg)
+            case Deliver(peer=peer, msgs=msgs):
+                for msg in msgs:
+                    self.on_message(peer, msg)
+            case Dial(link=link, peer=peer, deadline=deadline):
+                self._dials[link] = None
+                self._start(self._dial, link, peer, deadline, on_fail=lambda: self._dial_failed(link))
+            case Abort(link=link):
+                scope = self._dials.pop(link, None)
+                if scope is not None:
+                    scope.cancel()
+            case SetBatch(link=link):
+                if (conn := self._conns.get(link)) is not None:
+                    conn.out.batch = True
+            case HalfClose(link=link):
+                if (conn := self._conns.get(link)) is not None:
+                    self._start(self._half_close, conn, on_fail=lambda: self.core.half_closed(link, _now()))
+            case Close(link=link):
+                if (conn := self._conns.get(link)) is not None:
+                    conn.lost = conn.out.pending_bytes > 0 or conn.out.failed
+                    conn.out.discard()  # queued in this batch: without this the flusher would still write it
+                    conn.out.scope.cancel()
+                    conn.close_now.set()
+            case Resume(link=link):
+                if (conn := self._conns.get(link)) is not None:
+                    conn.resume.set()
+            case Unreachable(peer=peer):
+                self.on_unreachable(peer)
 
-    async def accept(self, chan: Channel) -> None:
-        """Run an inbound link connection (after the handshake and the link frame) until it ends.
-
-        The listener's connection task runs the link itself: trio closes a served stream when its handler returns.
-        """
-        await self._run_link(self._adopt(chan, we_initiated=False))
-
-    def _adopt(self, chan: Channel, *, we_initiated: bool) -> _Link:
-        """Make `chan` the link to its peer, unless an existing link wins: then `chan` is retired at once."""
-        peer = chan.peer_id
-        link = _Link(chan=chan, we_initiated=we_initiated, out=_LinkOut(chan, self.flusher, self.limits.io_timeout_s))
-        if not we_initiated and chan.peer_version >= 2:
-            link.out.batch = True
-            version = min(chan.peer_version, LINK_VERSION)
-            link.out.stage(packb(control_to_map(LinkHelloOk(version=version))))  # our first frame: the version
-        existing = self._links.get(peer)
-        if existing is not None:
-            # both sides dialled: keep the link initiated by the smaller id
-            new_wins = (self.identity.id < peer) == we_initiated
-            if not new_wins:
-                self._retire(link)
-                return link
-            del self._links[peer]
-            self._retire(existing)
-        self._links[peer] = link
-        for msg in self._queues.pop(peer, ()):  # what waited for the link goes first, in order
-            self._queue_on(link, msg)
-        return link
-
-    def _retire(self, link: _Link) -> None:
-        """A link that lost to the other one: it takes no new frames, but what it holds is written, and what the
-        other side wrote on it before it learnt which link won is still read (until its EOF, at most `io_timeout_s`).
-        """
-        link.retired = trio.Event()
-        self._retiring.setdefault(link.chan.peer_id, []).append(link)
-        link.out.scope.deadline = min(link.out.scope.deadline, trio.current_time() + self.limits.io_timeout_s)
+    def _start(self, fn: Callable[..., Awaitable[None]], *args: Any, on_fail: Callable[[], None]) -> None:
         try:
             if self._nursery is None:
                 raise RuntimeError("not running")
-            self._nursery.start_soon(self._half_close, link)
-        except RuntimeError:  # not running or shutting down (`accept` runs in the listener's task): no EOF
-            link.retired.set()
+            self._nursery.start_soon(fn, *args)
+        except RuntimeError:  # shutting down: the nursery takes no new tasks
+            on_fail()
 
-    async def _half_close(self, link: _Link) -> None:
-        """Write out what a retired link holds, then send EOF: the other side then knows nothing more comes."""
-        assert link.retired is not None
+    # -- tasks --------------------------------------------------------------------------------------------------
+
+    def _dial_failed(self, link: int) -> None:
+        self._dials.pop(link, None)
+        self.core.dial_failed(link, _now())
+
+    async def _dial(self, link: int, peer: bytes, deadline: float) -> None:
+        if link not in self._dials:
+            return  # abandoned before it started (the peer was dropped)
+        addr = self.address_of(peer)
+        if addr is None:
+            self._dials.pop(link, None)
+            self.core.dial_failed(link, trio.current_time(), no_address=True)
+            self._run()
+            return
+        chan: Channel | None = None
+        with trio.CancelScope(deadline=deadline) as scope:
+            self._dials[link] = scope
+            with contextlib.suppress(TransportError, RemoteProtocolError, trio.TooSlowError):
+                chan = await dial(addr, self.identity, peer, self.admit, math.inf, _rekey(self.limits))
+        wanted = self._dials.pop(link, None) is not None
+        if chan is None or not wanted:
+            self.core.dial_failed(link, trio.current_time())
+            self._run()
+            if chan is not None:
+                await chan.aclose()
+            return
+        await self._run_link(link, chan, we_initiated=True)
+
+    async def accept(self, chan: Channel) -> None:
+        """Run an inbound link connection (after the handshake and its LINK_HELLO) until it ends.
+
+        The listener's connection task runs the link itself: trio closes a served stream when its handler returns.
+        """
+        link = self.core.accepted(chan.peer_id, chan.peer_version, trio.current_time())
+        await self._run_link(link, chan, we_initiated=False)
+
+    async def _run_link(self, link: int, chan: Channel, *, we_initiated: bool) -> None:
+        conn = _Conn(
+            id=link, chan=chan, we_initiated=we_initiated, out=_LinkOut(chan, self.flusher, self.limits.io_timeout_s)
+        )
+        self._conns[link] = conn
+        if we_initiated:
+            self.core.dial_succeeded(link, trio.current_time())
+        self._run()
         try:
-            link.out.flush_now()
-            await link.out.drain(self.limits.io_timeout_s)
-            stream = link.chan.stream
-            done = not link.out.pending_bytes and not link.out.failed
+            with conn.out.scope:  # cancelled by Close, or when a write fails
+                await self._reader(conn)
+        except (TransportError, RemoteProtocolError):
+            pass  # the link is gone; what was lost is reported by the core
+        finally:
+            try:
+                self.core.read_ended(link, trio.current_time())
+                self._run()
+                await conn.close_now.wait()  # at once for an active link; a retired one also half-closes first
+            finally:
+                if not conn.close_now.is_set():  # cancelled (the node is stopping)
+                    conn.lost = conn.out.pending_bytes > 0 or conn.out.failed
+                conn.out.discard()  # nothing may be written to the socket once it is closed (its fd can be reused)
+                del self._conns[link]
+                await chan.aclose()
+                self.core.closed(link, conn.lost, trio.current_time())
+                self._run()
+
+    async def _reader(self, conn: _Conn) -> None:
+        chan = conn.chan
+        while True:
+            try:
+                batch = await chan.receive_batch()
+                if not all(isinstance(msg, dict) for msg in batch):
+                    raise RemoteProtocolError("peer frame is not a map")
+                go = self.core.received(conn.id, batch, trio.current_time())
+            except RemoteProtocolError as exc:
+                self.on_refused(exc.refusal)
+                raise
+            self._run()
+            if not go:  # held until the retired links of this peer are read to their end
+                await conn.resume.wait()
+                conn.resume = trio.Event()
+
+    async def _half_close(self, conn: _Conn) -> None:
+        """Write out what a retired link holds, then send EOF: the other side then knows nothing more comes."""
+        try:
+            conn.out.flush_now()
+            await conn.out.drain(self.limits.io_timeout_s)
+            stream = conn.chan.stream
+            done = not conn.out.pending_bytes and not conn.out.failed
             if done and isinstance(stream, trio.abc.HalfCloseableStream):
                 # BusyResourceError: a writer that outlived the drain still holds the send side (no EOF then)
                 with contextlib.suppress(
@@ -525,182 +365,5 @@ class PeerLinks:
                 ):
                     await stream.send_eof()
         finally:
-            link.retired.set()
-
-    async def _run_link(self, link: _Link) -> None:
-        chan = link.chan
-        peer = chan.peer_id
-        try:
-            # cancelled when a write fails or the link is dropped; a retired link's also has a deadline
-            with link.out.scope:
-                await self._reader(link)
-        except (TransportError, RemoteProtocolError):
-            pass  # the link is gone; what was lost is reported below
-        finally:
-            link.read_done.set()
-            retiring = self._retiring.get(peer)
-            if retiring is not None and link in retiring:
-                retiring.remove(link)
-                if not retiring:
-                    del self._retiring[peer]
-            try:
-                if link.retired is not None:  # the other side is done with it: finish our own half before closing
-                    with trio.move_on_after(self.limits.io_timeout_s):
-                        await link.retired.wait()
-            finally:
-                lost = link.out.pending_bytes > 0 or link.out.failed
-                link.out.discard()  # nothing may be written to the socket once it is closed (its fd can be reused)
-                current = self._links.get(peer) is link
-                if current:
-                    del self._links[peer]
-                    self._fail_queue(peer)
-                if current or lost:
-                    self.on_unreachable(peer)
-                await chan.aclose()
-            if self._queues.get(peer) and peer not in self._dialers and self._nursery is not None:
-                with contextlib.suppress(RuntimeError):  # RuntimeError: shutting down
-                    self._nursery.start_soon(self._dial_loop, peer)
-                    self._dialers.add(peer)
-
-    async def _reader(self, link: _Link) -> None:
-        chan, peer = link.chan, link.chan.peer_id
-        while True:
-            try:
-                batch = await chan.receive_batch()
-                if not all(isinstance(msg, dict) for msg in batch):
-                    raise RemoteProtocolError("peer frame is not a map")
-            except RemoteProtocolError as exc:
-                self.on_refused(exc.refusal)
-                raise
-            if link.retired is None and self._retiring.get(peer):
-                await self._after_retired(peer)
-            for msg in batch:
-                if msg.get("t") == MsgType.LINK_HELLO_OK:  # the responder's answer to our LINK_HELLO
-                    try:
-                        answer = control_from_map(msg)
-                    except RemoteProtocolError as exc:
-                        self.on_refused(exc.refusal)
-                        raise
-                    link.out.batch = link.out.batch or (isinstance(answer, LinkHelloOk) and answer.version >= 2)
-                    continue
-                self.on_message(peer, msg)
-
-    async def _after_retired(self, peer: bytes) -> None:
-        """FIFO across a switch of links: what the peer wrote on a link it then retired was written before what it
-        writes on the winner, so the winner's frames wait until the retired links are read to their end (at most
-        `io_timeout_s`; the retired link's own deadline ends it by then anyway)."""
-        with trio.move_on_after(self.limits.io_timeout_s):
-            for old in list(self._retiring.get(peer, ())):
-                await old.read_done.wait()
-
-
-# --- listener ------------------------------------------------------------------------------------------
-
-SyncHandler = Callable[[bytes, bytes, bool], bytes]  # (peer id, their state, join) -> our state
-
-
-async def serve_peers(
-    listeners: list[trio.SocketListener],
-    *,
-    identity: Identity,
-    admit: Callable[[bytes], bool],
-    on_link: Callable[[Channel], Awaitable[None]],
-    on_sync: SyncHandler,
-    card: str = "",
-    limits: PeerLimits = PeerLimits(),
-    on_refused: Callable[[Refusal], None] = lambda reason: None,
-) -> None:
-    """Accept peer connections: push-pull syncs and pings are answered and closed; links go to `on_link`.
-
-    Before anything is read, a connection must fit `connections_max`, `connections_per_address_max` and
-    `preauth_per_address_max` (per /32 or /64, node/protocol/ratelimit.py `address_key`); it then has
-    `handshake_timeout_s` to authenticate and send its first frame, or it is closed.
-    """
-    gate = _PeerGate(limits)
-
-    async def handle(stream: trio.SocketStream) -> None:
-        key = address_key(_remote_host(stream))
-        if not gate.enter(key):
-            on_refused(Refusal.RATE_LIMITED)  # connections_max or a per-address limit
-            await stream.aclose()
-            return
-        chan: Channel | None = None
-        keep = authed = False
-        try:
-            with trio.fail_after(limits.handshake_timeout_s):
-                chan = await handshake(
-                    stream, identity, initiator=False, expected_id=None, admit=admit, rekey=limits.rekey
-                )
-                first = require_map(await chan.receive(Limits.PUSH_PULL_MAX + 1024, max_items=16), "first frame")
-                request = control_from_map(first)  # authenticated: the first frame decrypted
-            gate.authenticated(key)
-            authed = True
-            if isinstance(request, LinkHello):
-                chan.peer_version = request.version
-                keep = True
-                await on_link(chan)
-            elif isinstance(request, LinkPing):
-                with trio.fail_after(limits.io_timeout_s):
-                    await chan.send(control_to_map(LinkPong(card=card)))
-            elif isinstance(request, PushPull):
-                reply = on_sync(chan.peer_id, request.state, request.join)
-                with trio.fail_after(limits.io_timeout_s):
-                    await chan.send(control_to_map(PushPullReply(state=reply)))
-            else:
-                raise RemoteProtocolError("a peer connection must start with LINK_HELLO, LINK_PING or PUSH_PULL")
-        except RemoteProtocolError as exc:
-            on_refused(exc.refusal)
-        except (TransportError, trio.TooSlowError):
-            on_refused(Refusal.MALFORMED)  # the exchange timed out or broke off
-        finally:
-            gate.leave(key, authenticated=authed)
-            if not keep:
-                await (chan.aclose() if chan is not None else stream.aclose())
-
-    await trio.serve_listeners(handle, listeners)
-
-
-def _remote_host(stream: trio.SocketStream) -> str:
-    try:
-        return str(stream.socket.getpeername()[0])
-    except OSError:  # already reset
-        return ""
-
-
-class _PeerGate:
-    """Counts connections on the peer port: in total, per address, and per address still unauthenticated."""
-
-    def __init__(self, limits: PeerLimits) -> None:
-        self._limits = limits
-        self._active = 0
-        self._per_address: dict[str, int] = {}
-        self._preauth: dict[str, int] = {}
-
-    def enter(self, key: str) -> bool:
-        lim = self._limits
-        if (
-            self._active >= lim.connections_max
-            or self._per_address.get(key, 0) >= lim.connections_per_address_max
-            or self._preauth.get(key, 0) >= lim.preauth_per_address_max
-        ):
-            return False
-        self._active += 1
-        self._per_address[key] = self._per_address.get(key, 0) + 1
-        self._preauth[key] = self._preauth.get(key, 0) + 1
-        return True
-
-    def authenticated(self, key: str) -> None:
-        self._preauth[key] = _dec(self._preauth, key)
-
-    def leave(self, key: str, *, authenticated: bool) -> None:
-        self._active -= 1
-        self._per_address[key] = _dec(self._per_address, key)
-        if not authenticated:
-            self._preauth[key] = _dec(self._preauth, key)
-        for table in (self._per_address, self._preauth):
-            if table.get(key) == 0:
-                del table[key]
-
-
-def _dec(table: dict[str, int], key: str) -> int:
-    return max(0, table.get(key, 0) - 1)
+            self.core.half_closed(conn.id, trio.current_time())
+            self._run()

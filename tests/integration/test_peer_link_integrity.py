@@ -5,12 +5,13 @@ boundary (an on-path attacker)."""
 from __future__ import annotations
 
 import struct
+from typing import Any
 
 import pytest
 import trio
 
-from node.net.peers import PeerLimits
 from node.protocol.crypto import LINK_FRAME_HEADER_BYTES, LINK_MAGIC
+from node.protocol.peerlink import PeerLimits
 from tests.integration.test_peer_links import Book, start_node, wait_until
 
 
@@ -77,6 +78,12 @@ class InjectingProxy:
             await dst.aclose()
 
 
+def _conn(node: Any, peer: Any) -> Any:
+    conn = node.links.link(peer.id)
+    assert conn is not None
+    return conn
+
+
 def _tamper(frame: bytes) -> bytes:
     out = bytearray(frame)
     out[-1] ^= 0x01
@@ -126,7 +133,7 @@ async def test_links_rekey_and_traffic_continues() -> None:
             assert b.links.send(a.id, {"t": 99, "n": i})
             await wait_until(lambda i=i: len(a.frames_from(b.id)) == i + 1, f"frame {i} at A")
         assert a.frames_from(b.id) == list(range(40)) and b.frames_from(a.id) == list(range(40))
-        sa, sb = a.links._links[b.id].chan.session, b.links._links[a.id].chan.session
+        sa, sb = _conn(a, b).chan.session, _conn(b, a).chan.session
         assert sa.rekeys_sent >= 9 and sa.rekeys_sent == sb.rekeys_received
         assert sb.rekeys_sent >= 9 and sb.rekeys_sent == sa.rekeys_received
         assert a.links.link_count == 1 and b.links.link_count == 1

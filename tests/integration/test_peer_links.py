@@ -17,9 +17,11 @@ import attrs
 import pytest
 import trio
 
-from node.net.peers import Address, Channel, PeerLimits, PeerLinks, handshake, serve_peers
+from node.net.peerconn import Address, Channel, handshake, serve_peers
+from node.net.peers import PeerLinks
 from node.net.sockio import Flusher
 from node.protocol.identity import Identity
+from node.protocol.peerlink import PeerLimits
 from node.protocol.wire import MsgType
 from node.protocol.wire.link import LINK_VERSION
 
@@ -155,6 +157,13 @@ async def wait_until(condition: Callable[[], bool], what: str, timeout_s: float 
                 await trio.sleep(0.005)
     except trio.TooSlowError:
         raise AssertionError(f"timed out after {timeout_s} s waiting for: {what}") from None
+
+
+def _link(node: Node, peer: Node | Identity) -> Any:
+    """`node`'s active link to `peer` (its connection)."""
+    conn = node.links.link(peer.id)
+    assert conn is not None, "no active link"
+    return conn
 
 
 def free_port() -> int:
@@ -386,7 +395,7 @@ async def test_drop_peer_forgets_frames_still_waiting_for_the_dial() -> None:
         assert a.links.pending_frames() == 0
 
         # the dial task finds nothing to send and ends without even looking the peer up
-        await wait_until(lambda: b.id not in a.links._dialers, "the dial task ended")
+        await wait_until(lambda: not a.links.dialling(b.id), "the dial abandoned")
         assert a.lookups == [] and b.accepted == 0 and a.links.link_count == 0
         # a later frame is the first (and only) one B sees
         assert a.links.send(b.id, {"n": "after"})
@@ -413,8 +422,8 @@ async def race_pair(nursery: trio.Nursery, shared_flusher: bool) -> tuple[Node, 
 
 async def assert_one_link_won_by_the_smaller_id(small: Node, big: Node) -> None:
     await wait_until(lambda: small.links.link_count == 1 and big.links.link_count == 1, "one link on each side")
-    assert small.links._links[big.id].we_initiated  # the link the smaller id dialled won...
-    assert not big.links._links[small.id].we_initiated  # ...on both sides
+    assert _link(small, big).we_initiated  # the link the smaller id dialled won...
+    assert not _link(big, small).we_initiated  # ...on both sides
     # each side accepted the other's dial; the bigger id's link, retired, ends once both sides sent their EOF
     assert (small.accepted, big.accepted) == (1, 1)
     await wait_until(lambda: small.accept_done == 1, "the losing link closed on the smaller id's side")
@@ -503,7 +512,7 @@ async def test_a_version_1_initiator_gets_one_map_per_frame_and_its_frames_are_r
         assert [node.links.send(old.id, {"t": 99, "n": i}) for i in range(50)] == [True] * 50
         got = await _old_style_frames(chan, 50)
         assert [m["n"] for m in got] == list(range(50))
-        assert node.links._links[old.id].out.batch is False
+        assert _link(node, old).out.batch is False
         await chan.aclose()
         nursery.cancel_scope.cancel()
 
@@ -534,7 +543,7 @@ async def test_a_version_1_responder_gets_one_map_per_frame() -> None:
         assert link_frames == [{"t": MsgType.LINK_HELLO, "v": LINK_VERSION}]
         got = await _old_style_frames(chan, 50)
         assert [m["n"] for m in got] == list(range(50))
-        assert node.links._links[old.id].out.batch is False
+        assert _link(node, old).out.batch is False
         nursery.cancel_scope.cancel()
 
 
@@ -545,8 +554,8 @@ async def test_two_version_2_nodes_batch_both_ways() -> None:
         a = await start_node(nursery, book, admitted)
         b = await start_node(nursery, book, admitted)
         await connect(a, b)
-        await wait_until(lambda: a.links._links[b.id].out.batch, "the responder's answer at the initiator")
-        assert b.links._links[a.id].out.batch
+        await wait_until(lambda: _link(a, b).out.batch, "the responder's answer at the initiator")
+        assert _link(b, a).out.batch
         assert [a.links.send(b.id, {"n": i}) for i in range(300)] == [True] * 300
         assert [b.links.send(a.id, {"n": i}) for i in range(300)] == [True] * 300
         await wait_until(lambda: len(a.received) >= 300 and len(b.received) >= 300, "300 frames each way")

@@ -12,7 +12,7 @@ import time
 
 import trio
 
-from node.net.peers import PeerLimits
+from node.protocol.peerlink import PeerLimits
 from tests.integration.test_peer_links import WAIT_S, Book, start_node, wait_until
 
 FLOOD = 200

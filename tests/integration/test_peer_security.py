@@ -7,7 +7,8 @@ from pathlib import Path
 import trio
 
 from node.app.service import NodeHandle, run_node
-from node.net.peers import TransportError, handshake
+from node.net.peerconn import handshake
+from node.protocol.errors import TransportError
 from node.protocol.identity import Identity
 from node.protocol.wire import MsgType
 from tests.integration.cluster import loopback_config, refused_count
