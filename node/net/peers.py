@@ -191,6 +191,9 @@ class PeerLinks:
         """Queue `msg` for `peer`; False when the queue is full or we cannot run (the caller treats it as lost)."""
         if self._nursery is None:
             return False
+        link = self.core.active.get(peer)
+        if link is not None:
+            return self._stage(self._conns[link], msg)
         target = self.core.send(peer, msg, trio.current_time())
         if target >= 0:
             return self._stage(self._conns[target], msg)

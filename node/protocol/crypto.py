@@ -200,7 +200,10 @@ class LinkHandshake:
 
     def read_hello(self, msg1: bytes) -> bytes:
         """The initiator's id from msg1 (without magic and length). Raises RemoteProtocolError."""
-        payload = self._hs.read_message(msg1)
+        try:
+            payload = self._hs.read_message(msg1)
+        except noise.NoiseError as exc:  # a bad tag or key: not made with the keys it claims
+            raise BadSignature(f"peer-link hello: {exc}") from exc
         if len(payload) != ID_BYTES:
             raise RemoteProtocolError("peer-link hello does not carry a node id")
         if payload == self._identity.id:
@@ -215,7 +218,11 @@ class LinkHandshake:
         return struct.pack(">H", len(msg2)) + msg2, self._session(now)
 
     def finish(self, msg2: bytes, now: float) -> LinkSession:
-        if self._hs.read_message(msg2):
+        try:
+            payload = self._hs.read_message(msg2)
+        except noise.NoiseError as exc:
+            raise BadSignature(f"peer-link answer: {exc}") from exc
+        if payload:
             raise RemoteProtocolError("peer-link answer carries an unexpected payload")
         return self._session(now)
 

@@ -5,8 +5,9 @@ and seals frames; this core decides everything else. Inputs carry `now`; outputs
 `drain()`; timers are `next_deadline()` / `timer(now)`. Links are named by integer ids the core hands out.
 
 Theory of operation
-- `send(peer, msg)` answers with the id of the peer's ACTIVE link (the driver stages the frame on it: the hot path
-  allocates nothing here), or queues the frame (bounded by `queue_max`) and dials: `Dial(link, peer, deadline)`.
+- `active[peer]` is the id of the peer's ACTIVE link: the driver stages a frame there directly (the hot path of
+  every frame: one dict lookup). Otherwise `send(peer, msg)` answers with that id as well, or queues the frame
+  (bounded by `queue_max`) and dials: `Dial(link, peer, deadline)`.
 - A dial (TCP + handshake) must succeed by its deadline (`handshake_timeout_s`), else `Abort(link)`. A failed dial
   reports the queued frames lost (`Unreachable(peer)`) and backs off (doubling from `backoff_min_s` up to
   `backoff_max_s`); frames sent during the backoff wait for it, and a backoff that ends with nothing queued resets.
@@ -174,12 +175,14 @@ class PeerLinkCore:
         self._next_id = 0
         self._timers: DeadlineHeap[tuple[str, Any]] = DeadlineHeap()
         self._out: list[Command] = []
+        # peer -> its ACTIVE link's id: the hot path of every frame reads it directly (no call, no clock)
+        self.active: dict[bytes, int] = {}
 
     # -- queries ------------------------------------------------------------------------------------------------
 
     @property
     def link_count(self) -> int:
-        return sum(1 for p in self._peers.values() if p.active is not None)
+        return len(self.active)
 
     def queued_frames(self) -> int:
         return sum(len(p.queue) for p in self._peers.values())
@@ -310,7 +313,7 @@ class PeerLinkCore:
                 self._retire(link, now)
                 return
             self._retire(self._links[p.active], now)
-        p.active = link.id
+        p.active = self.active[link.peer] = link.id
         link.state = LinkState.ACTIVE
         link.was_active = True
         if p.queue:  # what waited for the link goes first, in order
@@ -321,6 +324,7 @@ class PeerLinkCore:
         p = self._peers[link.peer]
         if p.active == link.id:
             p.active = None
+            del self.active[link.peer]
         link.state = LinkState.RETIRED
         p.retired.append(link.id)
         self._timers.push((_RETIRE, link.id), now + self.limits.io_timeout_s)
@@ -399,6 +403,7 @@ class PeerLinkCore:
         p = self._peers[link.peer]
         if p.active == link.id:
             p.active = None
+            del self.active[link.peer]
             if link.held is not None:
                 self._flush_held(link)
             if not link.dropped:
