@@ -67,12 +67,14 @@ class _Buffered:
         self._fd = stream.socket.fileno() if isinstance(stream, trio.SocketStream) else -1
         self._buf = bytearray()
         self._drained = False  # the last read was short: wait for readability before the next
+        self.clean_eof = False  # the stream ended between frames (not mid-frame)
 
     async def read_exactly(self, n: int) -> bytes:
         while len(self._buf) < n:
             want = max(65536, n - len(self._buf))
             chunk = await read_some(self.stream, self._fd, want, wait_first=self._drained)
             if not chunk:
+                self.clean_eof = not self._buf
                 raise TransportError("peer closed the connection, or it broke")
             self._drained = len(chunk) < want
             self._buf += chunk
@@ -114,6 +116,11 @@ class Channel:
         header = await self._reader.read_exactly(LINK_FRAME_HEADER_BYTES)
         n = LinkSession.frame_length(header, max_bytes)
         return self.session.open(header, await self._reader.read_exactly(n))
+
+    @property
+    def clean_eof(self) -> bool:
+        """The peer's EOF came between two frames (a reset there looks the same: see node/net/sockio.py)."""
+        return self._reader.clean_eof
 
     async def aclose(self) -> None:
         with trio.move_on_after(1) as cs:

@@ -319,14 +319,17 @@ class PeerLinks:
         if we_initiated:
             self.core.dial_succeeded(link, trio.current_time())
         self._run()
+        clean = True  # cancelled by Close: the core decided, it knows what that loses
         try:
             with conn.out.scope:  # cancelled by Close, or when a write fails
                 await self._reader(conn)
-        except (TransportError, RemoteProtocolError):
-            pass  # the link is gone; what was lost is reported by the core
+        except TransportError:
+            clean = chan.clean_eof and not conn.out.failed
+        except RemoteProtocolError:
+            clean = False  # the link is gone; what was lost is reported by the core
         finally:
             try:
-                self.core.read_ended(link, trio.current_time())
+                self.core.read_ended(link, trio.current_time(), clean=clean)
                 self._run()
                 await conn.close_now.wait()  # at once for an active link; a retired one also half-closes first
             finally:

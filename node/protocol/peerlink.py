@@ -22,7 +22,8 @@ Theory of operation
   still being read is held (`received` answers False: the driver stops reading that link) until every retired
   link has been read to its end, or `io_timeout_s` later; then `Deliver` and `Resume(link)`.
 - A link whose reading ends is closed (`Close`); the driver answers `closed(link, lost)`. The ACTIVE link's end,
-  or a link that lost unwritten frames, is reported `Unreachable(peer)`, and a peer with queued frames is redialled.
+  a RETIRED link's end other than a clean EOF, or a link that lost unwritten frames, is reported
+  `Unreachable(peer)`, and a peer with queued frames is redialled.
   `drop_peer` forgets the peer's queue, closes its link and abandons its dial without reporting anything.
 """
 
@@ -378,13 +379,16 @@ class PeerLinkCore:
             self._out.append(Deliver(link.peer, held))
         self._out.append(Resume(link.id))
 
-    def read_ended(self, link_id: int, now: float) -> None:
-        """The link's reader ended (EOF, an error, or cancelled)."""
+    def read_ended(self, link_id: int, now: float, *, clean: bool = True) -> None:
+        """The link's reader ended: `clean` at the peer's EOF between frames, else an error or a broken connection
+        (then a retired link may have lost frames we wrote on it: reported, as for the active link)."""
         link = self._links.get(link_id)
         if link is None or not link.reading:
             return
         link.reading = False
         if link.state is LinkState.RETIRED:
+            if not clean and not link.dropped:
+                self._out.append(Unreachable(link.peer))
             if link.half_closed:
                 self._close(link)
             self._release_held(link.peer)
