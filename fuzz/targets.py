@@ -20,7 +20,6 @@ from typing import Any
 
 import attrs
 import httpx2
-import nacl.secret
 
 from bootstrap.registry import Policy, decide_leave, decide_registration
 from bootstrap.server import _parse_doc
@@ -29,7 +28,14 @@ from node.app.registry import _result
 from node.client.discovery.cache import load_cache, merge_cache
 from node.client.discovery.model import parse_entry
 from node.net.httpserver import Request
-from node.protocol.crypto import DatagramSealer, LinkHandshake, LinkSession
+from node.protocol.crypto import (
+    LINK_FRAME_HEADER_BYTES,
+    LINK_MAGIC,
+    DatagramSealer,
+    LinkHandshake,
+    LinkSession,
+    RekeyPolicy,
+)
 from node.protocol.errors import ConfigError, RemoteProtocolError
 from node.protocol.identity import (
     NODE_CARD,
@@ -59,6 +65,7 @@ from node.protocol.nodelist import (
     open_registration,
     parse_card,
 )
+from node.protocol.noise import CipherState
 from node.protocol.swim.messages import Ack, Gossip, MemberInfo, MemberState, Nack, Ping, PingReq, PushPullState, Update
 from node.protocol.txt import build_payload, decode_txt, digest, encode_txt
 from node.protocol.wire import Limits, packb, require_map, unpack_all
@@ -168,14 +175,21 @@ def _sealed_seeds() -> list[bytes]:
     return [sealer.seal(NODE_B.id, d) for d in _swim_seeds()]
 
 
+def _link_session() -> LinkSession:
+    return LinkSession(CipherState(LINK_KEY), CipherState(LINK_KEY), rekey=RekeyPolicy(), now=0.0)
+
+
 def _peer_link(data: bytes) -> object:
     mode, rest = _mode(data, 3)
     if mode == 0:  # what a link's reader does with one sealed frame: a batch of relay frames
-        session = LinkSession(nacl.secret.SecretBox(LINK_KEY), nacl.secret.SecretBox(LINK_KEY))
-        batch = unpack_all(session.open(rest), max_bytes=Limits.PEER_FRAME_MAX)
+        session = _link_session()
+        head, body = rest[:LINK_FRAME_HEADER_BYTES], rest[LINK_FRAME_HEADER_BYTES:]
+        if len(head) < LINK_FRAME_HEADER_BYTES or len(body) != LinkSession.frame_length(head, Limits.PEER_FRAME_MAX):
+            raise RemoteProtocolError("truncated frame")
+        batch = unpack_all(session.open(head, body), max_bytes=Limits.PEER_FRAME_MAX)
         return [peer_from_map(require_map(m, "peer frame")) for m in batch]
     if mode == 1:
-        return LinkHandshake(identity=NODE_B, random32=bytes(32)).finish(rest, initiator=False)
+        return LinkHandshake(NODE_B, random_bytes=lambda n: bytes(n)).read_hello(rest)
     return decode_peer(rest)
 
 
@@ -193,11 +207,11 @@ def _peer_messages() -> list[Any]:
 
 
 def _peer_seeds() -> list[bytes]:
-    box = nacl.secret.SecretBox(LINK_KEY)
     frames = [encode_peer(m) for m in _peer_messages()]
     batches = [*frames, b"".join(frames)]  # one frame alone, and all of them sealed as one batch
-    sealed = [b"\x00" + bytes(box.encrypt(b, (1).to_bytes(24, "big")).ciphertext) for b in batches]
-    hello = b"\x01" + LinkHandshake(identity=NODE_A, random32=bytes(range(32))).hello()
+    sealed = [b"\x00" + _link_session().seal(b, 0.0) for b in batches]
+    start = LinkHandshake(NODE_A, random_bytes=lambda n: bytes(range(n)), expected_id=NODE_B.id).start()
+    hello = b"\x01" + start[len(LINK_MAGIC) + 2 :]
     return [*sealed, hello, *(b"\x02" + f for f in frames)]
 
 

@@ -21,6 +21,7 @@ from node.protocol.settings import (
     ClientsSection,
     FederationSection,
     NodeSection,
+    PeersSection,
     PushSection,
     RelaySection,
     TurnSection,
@@ -45,6 +46,7 @@ class NodeConfig:
     clients: ClientsSection = attrs.field(factory=ClientsSection)
     push: PushSection = attrs.field(factory=PushSection)
     turn: TurnSection = attrs.field(factory=TurnSection)
+    peers: PeersSection = attrs.field(factory=PeersSection)
 
     @property
     def data_path(self) -> Path:
@@ -69,6 +71,7 @@ SECTIONS: dict[str, type[Any]] = {
     "clients": ClientsSection,
     "push": PushSection,
     "turn": TurnSection,
+    "peers": PeersSection,
 }
 PRESETS: dict[str, dict[str, Any]] = {"lan": {"swim": LAN}, "local": {"swim": LOCAL}}
 

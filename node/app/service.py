@@ -34,7 +34,8 @@ from node.client.discovery import DiscoveryConfig, discover
 from node.client.files import write_json_atomic
 from node.net.clients import ClientServer
 from node.net.httpserver import serve_http
-from node.net.peers import PeerLimits, PeerLinks, fetch_card, serve_peers
+from node.net.peerconn import fetch_card, serve_peers
+from node.net.peers import PeerLinks
 from node.net.push import PushSender, load_or_create_vapid_key
 from node.net.relay import RelayDriver
 from node.net.sockio import Flusher
@@ -43,6 +44,7 @@ from node.protocol.admission import Admission
 from node.protocol.errors import ConfigError
 from node.protocol.identity import Identity, id_text, parse_id, short_id
 from node.protocol.nodelist import make_card
+from node.protocol.peerlink import PeerLimits
 from node.protocol.refusals import Layer, Refusal
 from node.protocol.relay.core import RelayCore
 from node.protocol.settings import format_hostport, parse_hostport
@@ -207,6 +209,7 @@ async def _start(
     # one flusher writes, once per scheduler batch, what clients and peer links queued in it (node/net/sockio.py)
     flusher = Flusher()
     await nursery.start(flusher.run)
+    peer_limits = PeerLimits(**attrs.asdict(config.peers), queue_max=config.relay.peer_queue_max)
     links = PeerLinks(
         identity,
         admit=admission.admits,
@@ -214,7 +217,7 @@ async def _start(
         on_message=lambda peer, msg: None,
         on_unreachable=lambda peer: None,
         on_refused=functools.partial(metrics.packet_refused, Layer.PEER),
-        limits=PeerLimits(queue_max=config.relay.peer_queue_max),
+        limits=peer_limits,
         flusher=flusher,
     )
     relay = RelayDriver(
@@ -274,6 +277,7 @@ async def _start(
             on_link=links.accept,
             on_sync=driver.on_sync,
             card=card,
+            limits=peer_limits,
             on_refused=functools.partial(metrics.packet_refused, Layer.PEER),
         )
     )

@@ -272,3 +272,23 @@ class TurnSection:
     # `ice_servers` requests per second a connection, and an id, may make (token bucket), and its burst.
     request_rate_per_s: float = attrs.field(default=0.2, validator=_pos)
     request_burst: int = attrs.field(default=5, validator=v.ge(1))
+@attrs.frozen(kw_only=True, slots=True)
+class PeersSection:
+    # Seconds a connection to the peer port has to finish the Noise handshake and say what it is for; a
+    # connection that has not authenticated by then is closed (idle or half-open connections cannot pile up).
+    handshake_timeout_s: float = attrs.field(default=5.0, validator=_pos)
+    # Seconds a peer-link read or write may stall (a one-shot answer, a retired link's last frames).
+    io_timeout_s: float = attrs.field(default=10.0, validator=_pos)
+    # Connections the peer port holds at once, authenticated or not (a federation has at most a few hundred nodes).
+    connections_max: int = attrs.field(default=1024, validator=v.ge(1))
+    # Connections still in their handshake from one address (/32 IPv4, /64 IPv6): one host cannot fill the port.
+    preauth_per_address_max: int = attrs.field(default=8, validator=v.ge(1))
+    # Connections from one address (/32, /64) in total: a node needs a few (its link, syncs, probes).
+    connections_per_address_max: int = attrs.field(default=64, validator=v.ge(1))
+    # Seconds between attempts to dial an unreachable peer: doubles from the min up to the max.
+    backoff_min_s: float = attrs.field(default=0.1, validator=_pos)
+    backoff_max_s: float = attrs.field(default=10.0, validator=_pos)
+    # A link's sender rekeys its direction (Noise REKEY) after this many frames or seconds, whichever comes
+    # first, so a key stolen from memory later opens at most that much of the past traffic.
+    rekey_frames_max: int = attrs.field(default=65_536, validator=v.ge(1))
+    rekey_interval_s: float = attrs.field(default=600.0, validator=_pos)
