@@ -35,6 +35,7 @@ from __future__ import annotations
 import contextlib
 import os
 import struct
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -249,7 +250,7 @@ async def fetch_card(
     if not isinstance(uri, str):
         return None
     try:
-        card = parse_card(uri)
+        card = parse_card(uri, now=time.time(), allow_plain_ws=True)  # the client that gets it decides on ws://
     except RemoteProtocolError:
         return None
     return uri if card.id == expected_id else None
@@ -448,9 +449,7 @@ class PeerLinks:
     def _adopt(self, chan: Channel, *, we_initiated: bool) -> _Link:
         """Make `chan` the link to its peer, unless an existing link wins: then `chan` is retired at once."""
         peer = chan.peer_id
-        link = _Link(
-            chan=chan, we_initiated=we_initiated, out=_LinkOut(chan, self.flusher, self.limits.io_timeout_s)
-        )
+        link = _Link(chan=chan, we_initiated=we_initiated, out=_LinkOut(chan, self.flusher, self.limits.io_timeout_s))
         if not we_initiated and chan.peer_reads_batches:
             link.out.batch = True
             link.out.stage(packb({"k": KIND_LINK, "v": LINK_VERSION}))  # our first frame: we read batches too
@@ -574,7 +573,7 @@ async def serve_peers(
     admit: Callable[[bytes], bool],
     on_link: Callable[[Channel], Awaitable[None]],
     on_sync: SyncHandler,
-    card: str = "",
+    card: str | Callable[[], str] = "",
     limits: PeerLimits = PeerLimits(),
     on_refused: Callable[[Refusal], None] = lambda reason: None,
 ) -> None:
@@ -601,7 +600,7 @@ async def serve_peers(
                 await on_link(chan)
             elif first.get("k") in (KIND_PING, KIND_CARD):
                 with trio.fail_after(limits.io_timeout_s):
-                    await chan.send({"k": first["k"], "card": card})
+                    await chan.send({"k": first["k"], "card": card() if callable(card) else card})
             elif first.get("k") == KIND_SYNC and isinstance(first.get("state"), bytes):
                 reply = on_sync(chan.peer_id, first["state"], bool(first.get("join")))
                 with trio.fail_after(limits.io_timeout_s):

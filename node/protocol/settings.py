@@ -155,5 +155,3 @@ class ClientsSection:
     idle_timeout_s: float = attrs.field(default=120.0, validator=_pos)
     # Refused frames (bad, oversized, rate-limited) in a row before the connection is closed with 4429.
     abuse_strikes_max: int = attrs.field(default=20, validator=v.ge(1))
-
-
