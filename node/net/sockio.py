@@ -94,17 +94,8 @@ def _nothing() -> None:
 class OutBuffer:
     """The send side of one connection. Subclasses call `queue()`; `_write_failed()` is theirs to override."""
 
-    __slots__ = (
-        "_dirty",
-        "_fd",
-        "_flusher",
-        "_out",
-        "_out_bytes",
-        "_stream",
-        "_write_timeout_s",
-        "_writer_done",
-        "_writing",
-    )
+    __slots__ = ("_dirty", "_fd", "_flusher", "_out", "_out_bytes", "_stream", "_write_timeout_s", "_writer_done",
+                 "_writing")
 
     def __init__(self, stream: trio.abc.Stream, flusher: Flusher, write_timeout_s: float = math.inf) -> None:
         self._stream = stream

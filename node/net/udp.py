@@ -275,6 +275,7 @@ class SwimDriver:
         return found
 
 
+
 def _peer_address(swim_addr: Address, meta: bytes) -> Address | None:
     try:
         decoded = decode_meta(meta)
