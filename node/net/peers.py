@@ -449,7 +449,9 @@ class PeerLinks:
     def _adopt(self, chan: Channel, *, we_initiated: bool) -> _Link:
         """Make `chan` the link to its peer, unless an existing link wins: then `chan` is retired at once."""
         peer = chan.peer_id
-        link = _Link(chan=chan, we_initiated=we_initiated, out=_LinkOut(chan, self.flusher, self.limits.io_timeout_s))
+        link = _Link(
+            chan=chan, we_initiated=we_initiated, out=_LinkOut(chan, self.flusher, self.limits.io_timeout_s)
+        )
         if not we_initiated and chan.peer_reads_batches:
             link.out.batch = True
             link.out.stage(packb({"k": KIND_LINK, "v": LINK_VERSION}))  # our first frame: we read batches too
