@@ -268,7 +268,8 @@ def _documents(data: bytes) -> object:
 
 
 def _document_seeds() -> list[bytes]:
-    docs = [_list_doc(), build_registration(NODE_A, ws="ws://a/v1/client", swim="a:1", peer="a:2", ts=NOW, ttl=60)]
+    docs = [_list_doc(), build_registration(NODE_A, ws="ws://a/v1/client", swim="a:1", peer="a:2",
+                                           ts=NOW, ttl=60, reg=NODE_A.id)]  # fmt: skip
     return [b"\x00" + encode_document(d) for d in docs] + [b"\x01" + json.dumps(document_to_json(d)).encode()
                                                            for d in docs]  # fmt: skip
 
@@ -303,7 +304,8 @@ def _node_docs(data: bytes) -> object:
 
 
 def _node_doc_seeds() -> list[bytes]:
-    reg = build_registration(NODE_A, ws="wss://a.example/v1/client", swim="a:7401", peer="a:7402", ts=NOW, ttl=180)
+    reg = build_registration(NODE_A, ws="wss://a.example/v1/client", swim="a:7401", peer="a:7402", ts=NOW, ttl=180,
+                         reg=NODE_A.id)  # fmt: skip
     docs = [_list_doc(), reg, build_leave(NODE_A, ts=NOW)]
     out = []
     for kind, doc in enumerate(docs):
@@ -413,7 +415,8 @@ def _registry_request(data: bytes) -> object:
 
 
 def _registry_seeds() -> list[bytes]:
-    reg = build_registration(NODE_A, ws="wss://a.example/v1/client", swim="a:7401", peer="a:7402", ts=NOW, ttl=180)
+    reg = build_registration(NODE_A, ws="wss://a.example/v1/client", swim="a:7401", peer="a:7402", ts=NOW, ttl=180,
+                         reg=NODE_A.id)  # fmt: skip
     leave = build_leave(NODE_A, ts=NOW)
     return [
         b"\x00" + encode_document(reg), b"\x01" + json.dumps(document_to_json(reg)).encode(),

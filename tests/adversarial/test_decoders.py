@@ -176,7 +176,8 @@ def _card_uri(doc: Any) -> None:
     parse_card(CARD_PREFIX + b64u_encode(packb(doc)))
 
 
-REG = build_registration(NODE_A, ws="wss://a.example/v1/client", swim="a:7401", peer="a:7402", ts=NOW, ttl=180)
+REG = build_registration(NODE_A, ws="wss://a.example/v1/client", swim="a:7401", peer="a:7402", ts=NOW, ttl=180,
+                         reg=NODE_A.id)  # fmt: skip
 CARD_DOC = sign_document(NODE_A, NODE_CARD, {"id": NODE_A.id, "ws": "wss://a.example/v1/client", "ts": NOW})
 META = encode_meta(Meta(peer_port=7402, host="a.example", url="wss://a.example/v1/client"))
 WHOIS_REPLY = encode_whois_reply(NODE_A, ASKER, WHOIS_NONCE, META)
@@ -320,7 +321,8 @@ def test_node_lists_round_trip_through_msgpack_and_txt(nodes: list[NodeEntry], l
 def test_registrations_leaves_and_cards_round_trip(ts: int, ttl: int, host: str) -> None:
     ws = f"wss://{host}/v1/client"
     reg = open_registration(decode_document(encode_document(
-        build_registration(NODE_A, ws=ws, swim=host + ":1", peer=host + ":2", ts=ts, ttl=ttl))))  # fmt: skip
+        build_registration(NODE_A, ws=ws, swim=host + ":1", peer=host + ":2", ts=ts, ttl=ttl,
+                           reg=NODE_A.id))))  # fmt: skip
     assert (reg.id, reg.ws, reg.ts, reg.ttl) == (NODE_A.id, ws, ts, ttl)
     assert open_leave(build_leave(NODE_A, ts=ts)) == (NODE_A.id, ts)
     card = parse_card(make_card(NODE_A, ws=ws, ts=ts))
