@@ -101,6 +101,7 @@ class RegistryService:
         self._write_lock = trio.Lock()
         self._cache: CachedList | None = None
         self._audit_rowid = self._last_audit_rowid()  # admin actions before we started are not news
+        self._generation_seen = self.reader.generation()
 
     def _last_audit_rowid(self) -> int:
         row = self.reader.db.execute("SELECT coalesce(max(rowid), 0) FROM audit").fetchone()
@@ -125,7 +126,8 @@ class RegistryService:
         cache = self._cache
         if cache is not None and cache.generation == generation and now < cache.valid_until:
             return cache
-        if cache is None or cache.generation != generation:
+        if generation != self._generation_seen:
+            self._generation_seen = generation
             self._log_admin_actions()
         doc, valid_until = build_list(
             self.identity, self.reader.listable(now), now, lifetime_s=self.config.list_lifetime_s
@@ -135,7 +137,14 @@ class RegistryService:
 
     # --- writes -------------------------------------------------------------------------------------------
 
+    def _note_admin_actions(self) -> None:
+        generation = self.reader.generation()
+        if generation != self._generation_seen:
+            self._generation_seen = generation
+            self._log_admin_actions()
+
     async def register(self, reg: Registration) -> Outcome:
+        self._note_admin_actions()
         async with self._write_lock:
             return await trio.to_thread.run_sync(_busy_as_503, self._register_sync, reg)
 
@@ -181,7 +190,7 @@ class RegistryService:
         rec = decision.record
         if audit == "pending":
             log.info("event=node_pending node=%s ws=%s hint=%r", node, rec.ws,
-                     f"approve with: homing bootstrap nodes approve {id_text(rec.id)}")  # fmt: skip
+                     "see `homing bootstrap nodes list`, then `homing bootstrap nodes approve ID`")  # fmt: skip
         elif decision.status == "pending":
             log.debug("event=node_pending_heartbeat node=%s", node)
         elif decision.changes_list:

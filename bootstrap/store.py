@@ -114,6 +114,10 @@ class Store:
             self._migrate()
         except sqlite3.DatabaseError as exc:
             self.db.close()
+            if getattr(exc, "sqlite_errorname", "").startswith(("SQLITE_READONLY", "SQLITE_CANTOPEN", "SQLITE_PERM")):
+                raise ConfigError(
+                    str(path), f"permission denied ({exc}); run as the registry's user (e.g. sudo -u homing ...)"
+                ) from None
             raise ConfigError("--data-dir", f"{path}: not a usable registry database ({exc})") from exc
 
     @classmethod
