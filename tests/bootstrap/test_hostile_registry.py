@@ -254,3 +254,17 @@ def test_cards_expire_and_must_say_wss_for_public_hosts() -> None:
     assert parse_card(plain, now=NOW, allow_plain_ws=True).ws.startswith("ws://")
     for private in ("ws://127.0.0.1:7400/v1/client", "ws://10.1.2.3:7400/v1/client", "ws://[fd00::1]:1/c"):
         assert parse_card(make_card(node, ws=private, ts=NOW), now=NOW).ws == private
+
+
+def test_homing_card_expires_option_and_plain_ws_refusal(tmp_path: Path) -> None:
+    from node.client.files import load_or_create_key
+    from tests.helpers import run_homing
+
+    load_or_create_key(tmp_path / "node.key")
+    out = run_homing("card", "--data-dir", str(tmp_path), "--url", "wss://n.example.org/v1/client", "--expires", "60")
+    assert out.returncode == 0, out.stderr
+    card = parse_card(out.stdout.strip(), now=time.time())
+    assert card.exp - card.ts == 60
+    out = run_homing("card", "--data-dir", str(tmp_path), "--url", "ws://n.example.org/v1/client")
+    lines = out.stderr.strip().splitlines()
+    assert out.returncode == 2 and len(lines) == 1 and "--allow-plain-ws" in lines[0]

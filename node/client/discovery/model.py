@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import enum
 import random
+import time
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -124,13 +125,15 @@ def candidates_from_list(entries: tuple[NodeEntry, ...], source: Source, *, veri
     return [Candidate(id=e.id, ws=e.ws, source=source, verified=verified, swim=e.swim, peer=e.peer) for e in entries]
 
 
-def parse_entry(text: str, *, now: float, flag: str = "--add", allow_plain_ws: bool = False) -> Candidate:
+def parse_entry(
+    text: str, *, now: float | None = None, flag: str = "--add", allow_plain_ws: bool = False
+) -> Candidate:
     """A referral URI (`homing://node/…`, verified by the card's own signature, refused after its `exp` or when it
     is plain ws:// to a public host unless `allow_plain_ws`) or a manual entry (`wss://host:port[/path]#<node id>`,
-    `ws://` too; the path defaults to /v1/client). Raises ConfigError."""
+    `ws://` too; the path defaults to /v1/client). `now`: unix seconds (default: the clock). Raises ConfigError."""
     if text.startswith(CARD_PREFIX):
         try:
-            card = parse_card(text, now=now, allow_plain_ws=allow_plain_ws)
+            card = parse_card(text, now=time.time() if now is None else now, allow_plain_ws=allow_plain_ws)
         except RemoteProtocolError as exc:
             raise ConfigError(flag, f"referral card rejected: {exc}") from exc
         return Candidate(id=card.id, ws=card.ws, source=Source.REFERRAL, verified=True)
