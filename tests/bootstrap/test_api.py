@@ -87,7 +87,12 @@ def test_json_registration_gets_a_json_answer(tmp_path: Path) -> None:
     from node.protocol.identity import document_to_json
 
     doc = build_registration(
-        A, ws="wss://a.example/v1/client", swim="a.example:7401", peer="a.example:7402", ts=int(time.time()), ttl=120,
+        A,
+        ws="wss://a.example/v1/client",
+        swim="a.example:7401",
+        peer="a.example:7402",
+        ts=int(time.time()),
+        ttl=120,
         reg=LAST_REGISTRY_KEY[0],
     )
 
