@@ -115,7 +115,7 @@ def _decode_answer(resp: httpx2.Response, data: bytes) -> dict[str, Any]:
     return obj if isinstance(obj, dict) else {}
 
 
-def _result(url: str, resp: httpx2.Response, data: bytes) -> Result:
+def _result(url: str, resp: httpx2.Response, data: bytes = b"") -> Result:
     answer = _decode_answer(resp, data)
     retry_after = resp.headers.get("retry-after", "")
     return Result(
