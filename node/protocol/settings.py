@@ -78,11 +78,6 @@ class NodeSection:
     log_level: str = attrs.field(default="info", validator=v.in_(["debug", "info", "warning", "error"]))
     # Log lines as JSON instead of key=value.
     log_json: bool = False
-    # Seconds a graceful stop (SIGTERM/SIGINT) may take for goaway, hand-off, leave and deregistration before the
-    # node exits anyway; docs/operations.md promises an exit within 10 s, so keep a margin below that.
-    shutdown_s: float = attrs.field(default=8.0, validator=[_pos, v.le(9.5)])
-    # Other nodes' signed cards a shutting-down node lists in `goaway`, so its clients can move on.
-    goaway_referrals_max: int = attrs.field(default=5, validator=[v.ge(0), v.le(32)])
 
 
 @attrs.frozen(kw_only=True, slots=True)
