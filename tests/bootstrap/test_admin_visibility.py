@@ -142,3 +142,12 @@ def test_a_node_does_not_register_with_a_registry_whose_key_it_does_not_trust(tm
 
     trio.run(main)
     assert Store.open(tmp_path).get(A.id) is None
+
+
+def test_a_bad_trusted_proxy_is_one_line_naming_the_flag(tmp_path: Path) -> None:
+    d = tmp_path / "d"
+    init(d)
+    out = subprocess.run(homing_cmd("bootstrap", "run", "--data-dir", str(d), "--trusted-proxy", "nope"),
+                         env=homing_env(), capture_output=True, text=True, timeout=60)  # fmt: skip
+    lines = out.stderr.strip().splitlines()
+    assert out.returncode == 2 and len(lines) == 1 and "--trusted-proxy" in lines[0], out.stderr
