@@ -41,6 +41,7 @@ _FLAGS = (
     ("--allow ID (repeatable)", "federation.allow"),
     ("--open", "federation.open"),
     ("--public-url URL", "node.public_url"),
+    ("--advertise-host HOST", "node.advertise_host"),
     ("--log-json", "node.log_json"),
     ("--log-level LEVEL", "node.log_level"),
     ("--preset lan|local", "the [swim] timing defaults: `lan` (memberlist LAN) or `local` (fast, for loopback tests)"),

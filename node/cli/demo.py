@@ -36,11 +36,27 @@ def register(sub: Any) -> None:
         "demo", help="run a registry, three nodes and three clients on loopback and place a call across nodes"
     )
     p.add_argument("--verbose", action="store_true", help="also print the nodes' own log lines")
+    p.add_argument(
+        "--web", action="store_true", help="serve the browser call page on 127.0.0.1 and print two links (docs/web.md)"
+    )
+    p.add_argument(
+        "--web-port", type=int, default=0, metavar="PORT", help="port of the page with --web (default: free)"
+    )
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     setup_logging("info" if args.verbose else "error")
+    if args.web:
+        from node.cli.webdemo import missing_packages, run_web_demo
+
+        problem = missing_packages()
+        if problem:
+            print(f"demo: {problem}", file=sys.stderr)
+            return 1
+        with tempfile.TemporaryDirectory(prefix="homing-demo-") as tmp:
+            trio.run(lambda: run_web_demo(Path(tmp), web_port=args.web_port))
+        return 0
     with tempfile.TemporaryDirectory(prefix="homing-demo-") as tmp:
         try:
             trio.run(_demo, Path(tmp))

@@ -40,7 +40,7 @@ from wsproto.utilities import RemoteProtocolError as WsRemoteProtocolError
 from node.protocol.errors import HomingError, RemoteProtocolError
 from node.protocol.identity import Identity, client_auth_message, id_text, node_auth_message, parse_id, verify_signature
 from node.protocol.wire import Limits
-from node.protocol.wire.client import (
+from node.protocol.wire.client import (  # push wake-up
     NONCE_BYTES,
     Challenge,
     ClientMessage,
@@ -48,7 +48,10 @@ from node.protocol.wire.client import (
     Error,
     Hello,
     Kind,
+    Ok,
     Pong,
+    PushRegister,
+    PushUnregister,
     Welcome,
     decode_client_frame,
     encode_client_message,
@@ -216,6 +219,7 @@ class ClientConnection:
         self._next_ref = 1
         self._send, self._recv = trio.open_memory_channel[ClientMessage](RECEIVE_QUEUE_MAX)
         self._pong: trio.Event | None = None
+        self._answer: tuple[trio.Event, list[ClientMessage]] | None = None  # push_register/unregister waiting
 
     @property
     def close_code(self) -> int | None:
@@ -260,6 +264,37 @@ class ClientConnection:
     async def close(self, code: int = 1000) -> None:
         await self._ws.aclose(code)
 
+    # --- push wake-up (docs/client-protocol.md, "Push wake-up") ---------------------------------------------
+
+    async def push_register(self, endpoint: str, p256dh: bytes, auth: bytes, *, timeout_s: float = 10.0) -> bytes:
+        """Register a Web Push subscription; returns the node's VAPID public key (the applicationServerKey).
+
+        Raises ClientError when the node answers with an error (bad subscription, no push, table full)."""
+        answer = await self._ask(PushRegister(endpoint=endpoint, p256dh=p256dh, auth=auth), timeout_s)
+        if not (isinstance(answer, Ok) and answer.of == "push_register" and answer.vapid):
+            raise ClientError(f"push_register refused: {answer}")
+        return answer.vapid
+
+    async def push_unregister(self, *, timeout_s: float = 10.0) -> None:
+        answer = await self._ask(PushUnregister(), timeout_s)
+        if not (isinstance(answer, Ok) and answer.of == "push_unregister"):
+            raise ClientError(f"push_unregister refused: {answer}")
+
+    async def _ask(self, msg: ClientMessage, timeout_s: float) -> ClientMessage:
+        """Send `msg` and wait for the node's `ok` or (ref-less) `error` answer; one question at a time."""
+        if self._answer is not None:
+            raise ClientError("another push request is waiting for its answer")
+        event, box = self._answer = (trio.Event(), [])
+        try:
+            await self.send(msg)
+            with trio.fail_after(timeout_s):
+                await event.wait()
+        finally:
+            self._answer = None
+        if not box:
+            raise ConnectionClosed(self._ws.close_code or 1006, self._ws.close_reason)
+        return box[0]
+
     async def _reader(self) -> None:
         async with self._send:
             try:
@@ -269,6 +304,11 @@ class ClientConnection:
                         msg = decode_client_frame(data, from_node=True)
                     except RemoteProtocolError:
                         continue  # a newer node's message we do not know: skip it
+                    answer = self._answer
+                    if answer is not None and (isinstance(msg, Ok) or (isinstance(msg, Error) and msg.ref is None)):
+                        answer[1].append(msg)
+                        answer[0].set()
+                        continue
                     if isinstance(msg, Pong) and self._pong is not None:
                         self._pong.set()
                         self._pong = None
@@ -279,6 +319,8 @@ class ClientConnection:
             finally:
                 if self._pong is not None:
                     self._pong.set()
+                if self._answer is not None:
+                    self._answer[0].set()
 
 
 async def _open(

@@ -44,7 +44,11 @@ from node.protocol.wire.client import (
     Challenge,
     CloseCode,
     Envelope,
+    Error,
+    ErrorCode,
     GoAway,
+    PushRegister,
+    PushUnregister,
 )
 
 __all__ = ["ClientMetrics", "ClientServer", "ClientSession", "RelaySink", "serve_clients"]
@@ -123,6 +127,14 @@ class ClientServer:
             fn(*args)
         except Exception:
             log.exception("event=relay_error fn=%s", getattr(fn, "__name__", "?"))
+
+    def push_request(self, session: ClientSession, msg: PushRegister | PushUnregister) -> None:
+        """push_register / push_unregister (docs/client-protocol.md, "Push wake-up"): for a relay that has push."""
+        handler = getattr(self.relay, "client_push", None)
+        if handler is None:
+            session.send(Error(code=ErrorCode.UNKNOWN_TYPE))
+            return
+        self.relay_call(handler, session, msg)
 
     def session_online(self, session: ClientSession) -> None:
         self._online += 1

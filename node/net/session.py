@@ -26,7 +26,7 @@ from node.protocol.identity import client_auth_message, node_auth_message, short
 from node.protocol.ratelimit import TokenBucket
 from node.protocol.refusals import Refusal, for_client_code
 from node.protocol.wire import Limits
-from node.protocol.wire.client import (
+from node.protocol.wire.client import (  # push wake-up
     NONCE_BYTES,
     ClientFrameError,
     ClientMessage,
@@ -36,6 +36,8 @@ from node.protocol.wire.client import (
     ErrorCode,
     Hello,
     Kind,
+    PushRegister,
+    PushUnregister,
     Reason,
     Receipt,
     Status,
@@ -197,6 +199,8 @@ class ClientSession(OutBuffer):
         elif isinstance(msg, Hello):
             self.send(Error(code=ErrorCode.BAD_REQUEST))
             self._strike("bad_request")
+        elif isinstance(msg, (PushRegister, PushUnregister)):  # push wake-up: the relay answers ok or error
+            self._server.push_request(self, msg)
 
     def _refuse(self, exc: ClientFrameError) -> None:
         if exc.receipt and exc.ref is not None:

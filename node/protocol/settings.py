@@ -78,6 +78,11 @@ class NodeSection:
     log_level: str = attrs.field(default="info", validator=v.in_(["debug", "info", "warning", "error"]))
     # Log lines as JSON instead of key=value.
     log_json: bool = False
+    # Seconds a graceful stop (SIGTERM/SIGINT) may take for goaway, hand-off, leave and deregistration before the
+    # node exits anyway; docs/operations.md promises an exit within 10 s, so keep a margin below that.
+    shutdown_s: float = attrs.field(default=8.0, validator=[_pos, v.le(9.5)])
+    # Other nodes' signed cards a shutting-down node lists in `goaway`, so its clients can move on.
+    goaway_referrals_max: int = attrs.field(default=5, validator=[v.ge(0), v.le(32)])
 
 
 @attrs.frozen(kw_only=True, slots=True)
@@ -157,3 +162,48 @@ class ClientsSection:
     abuse_strikes_max: int = attrs.field(default=20, validator=v.ge(1))
 
 
+def _push_hosts(inst: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    for item in value:
+        if not (isinstance(item, str) and item and "/" not in item and ":" not in item and item == item.lower()):
+            raise ConfigError(attribute.name, f"{item!r} is not a lower-case host name")
+
+
+def _test_loopback(inst: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if value:
+        host, _ = parse_hostport(value, key=attribute.name)
+        if host not in ("127.0.0.1", "::1"):
+            raise ConfigError(attribute.name, "only 127.0.0.1:PORT or [::1]:PORT")
+
+
+# --- push (issue #14, docs/operations.md "Push wake-up"): additive, owned by the push engineer -----------
+@attrs.frozen(kw_only=True, slots=True)
+class PushSection:
+    # Wake offline callees with Web Push / UnifiedPush (docs/operations.md, "Push wake-up").
+    enabled: bool = True
+    # Push service hosts this node may send to (exact names, e.g. fcm.googleapis.com,
+    # updates.push.services.mozilla.com, ntfy.sh); empty: any host that resolves only to public addresses.
+    allowed_hosts: tuple[str, ...] = attrs.field(default=(), converter=tuple, validator=_push_hosts)
+    # Seconds a registered subscription lives unless the client registers it again (clients do on every connect).
+    subscription_ttl_s: float = attrs.field(default=7 * 86400.0, validator=_pos)
+    # Subscriptions this node holds (as home and as rendezvous owner), about 1.3 KiB each; more are refused.
+    subscriptions_max: int = attrs.field(default=100_000, validator=v.ge(1))
+    # Pushes one callee id may receive per minute (a caller cannot make a phone ring all day).
+    per_callee_per_minute_max: int = attrs.field(default=6, validator=v.ge(1))
+    # Seconds the k-th rendezvous owner waits for the earlier owners to claim a push before it sends it itself.
+    fallback_s: float = attrs.field(default=0.5, validator=_pos)
+    # Seconds one push request may take (connect, TLS, request, response), per attempt.
+    request_timeout_s: float = attrs.field(default=5.0, validator=_pos)
+    # Attempts per push on 429/5xx/network errors, with exponential backoff from retry_backoff_s.
+    attempts_max: int = attrs.field(default=3, validator=v.ge(1))
+    retry_backoff_s: float = attrs.field(default=0.5, validator=_pos)
+    # Bytes of a push service's answer read (headers and body); more ends the request.
+    response_bytes_max: int = attrs.field(default=16 * 1024, validator=v.ge(1024))
+    # Pushes waiting for a sender, and pushes in flight at once.
+    queue_max: int = attrs.field(default=1024, validator=v.ge(1))
+    concurrent_max: int = attrs.field(default=8, validator=v.ge(1))
+    # The VAPID `sub` claim (mailto:you@example.org or an https URL); some push services require it.
+    vapid_subject: str = ""
+    # UNSAFE, tests only: this one 127.0.0.1:PORT may be a push endpoint despite the loopback rule.
+    test_allow_loopback: str = attrs.field(default="", validator=_test_loopback)
+    # UNSAFE, tests only: a PEM CA file trusted for push services besides the system store.
+    test_ca_file: str = ""

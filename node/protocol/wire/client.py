@@ -16,6 +16,7 @@ import attrs
 
 from node.protocol.errors import RemoteProtocolError, TooLarge
 from node.protocol.identity import ID_BYTES, SIG_BYTES, b64u_decode, b64u_encode
+from node.protocol.webpush import BadSubscription, Subscription, check_subscription
 from node.protocol.wire import Limits, get_bytes, get_int, get_str, packb, unpackb
 
 
@@ -130,9 +131,46 @@ class GoAway:
     nodes: tuple[str, ...]  # referral URIs of other nodes
 
 
+# --- push wake-up (docs/client-protocol.md, "Push wake-up"): additive -------------------------------------
+@attrs.frozen(kw_only=True, slots=True)
+class PushRegister:
+    """client -> node: `{"t":"push_register","endpoint","p256dh","auth"}` (a Web Push subscription)."""
+
+    endpoint: str
+    p256dh: bytes  # 65-byte uncompressed P-256 point (base64url in JSON)
+    auth: bytes  # 16 bytes (base64url in JSON)
+
+
+@attrs.frozen(kw_only=True, slots=True)
+class PushUnregister:
+    """client -> node: `{"t":"push_unregister"}`."""
+
+
+@attrs.frozen(kw_only=True, slots=True)
+class Ok:
+    """node -> client: `{"t":"ok","of":<t>}`; for push_register also `"vapid"`: the node's VAPID public key."""
+
+    of: str
+    vapid: bytes | None = None
+
+
 _E = TypeVar("_E", bound=enum.Enum)
 
-ClientMessage = Envelope | Deliver | Receipt | Error | Challenge | Hello | Welcome | Ping | Pong | GoAway
+ClientMessage = (
+    Envelope
+    | Deliver
+    | Receipt
+    | Error
+    | Challenge
+    | Hello
+    | Welcome
+    | Ping
+    | Pong
+    | GoAway
+    | PushRegister
+    | PushUnregister
+    | Ok
+)
 
 
 # --- codec -----------------------------------------------------------------------------------------------
@@ -247,6 +285,10 @@ def _decode_from_client(t: str, kind: Kind | None, m: dict[str, Any]) -> ClientM
         return Ping()
     if t == "pong":
         return Pong()
+    if t == "push_register":
+        return _decode_push_register(m)
+    if t == "push_unregister":
+        return PushUnregister()
     if t == "hello":
         return Hello(
             id=get_bytes(m, "id", min_len=ID_BYTES, max_len=ID_BYTES),
@@ -313,6 +355,36 @@ def _decode_goaway(m: dict[str, Any]) -> GoAway:
     return GoAway(nodes=tuple(nodes))
 
 
+def _b64_or_bytes(m: dict[str, Any], key: str, size: int) -> bytes:
+    value = m.get(key)
+    if isinstance(value, str) and len(value) <= 2 * size:
+        try:
+            value = b64u_decode(value)
+        except ValueError:
+            raise BadFrame(f"field {key!r} is not base64url") from None
+    if not isinstance(value, bytes) or len(value) != size:
+        raise BadFrame(f"field {key!r} must be {size} bytes")
+    return value
+
+
+def _decode_push_register(m: dict[str, Any]) -> PushRegister:
+    msg = PushRegister(
+        endpoint=get_str(m, "endpoint", max_len=1000),
+        p256dh=_b64_or_bytes(m, "p256dh", 65),
+        auth=_b64_or_bytes(m, "auth", 16),
+    )
+    try:
+        check_subscription(Subscription(endpoint=msg.endpoint, p256dh=msg.p256dh, auth=msg.auth))
+    except BadSubscription as exc:
+        raise BadFrame(str(exc)) from None
+    return msg
+
+
+def _decode_ok(m: dict[str, Any]) -> Ok:
+    vapid = _b64_or_bytes(m, "vapid", 65) if m.get("vapid") is not None else None
+    return Ok(of=get_str(m, "of", max_len=32), vapid=vapid)
+
+
 _NODE_DECODERS: Final[dict[str, Callable[[dict[str, Any]], ClientMessage]]] = {
     "challenge": lambda m: Challenge(
         node=get_bytes(m, "node", min_len=ID_BYTES, max_len=ID_BYTES),
@@ -325,6 +397,7 @@ _NODE_DECODERS: Final[dict[str, Callable[[dict[str, Any]], ClientMessage]]] = {
     "receipt": _decode_receipt,
     "error": _decode_error,
     "goaway": _decode_goaway,
+    "ok": _decode_ok,
     "ping": lambda m: Ping(),
     "pong": lambda m: Pong(),
 }
@@ -354,6 +427,12 @@ def message_to_map(msg: ClientMessage) -> dict[str, Any]:
         return {"t": "welcome", "id": msg.id, "sig": msg.sig}
     if isinstance(msg, GoAway):
         return {"t": "goaway", "nodes": list(msg.nodes)}
+    if isinstance(msg, PushRegister):
+        return {"t": "push_register", "endpoint": msg.endpoint, "p256dh": msg.p256dh, "auth": msg.auth}
+    if isinstance(msg, PushUnregister):
+        return {"t": "push_unregister"}
+    if isinstance(msg, Ok):
+        return {"t": "ok", "of": msg.of} if msg.vapid is None else {"t": "ok", "of": msg.of, "vapid": msg.vapid}
     return {"t": "ping" if isinstance(msg, Ping) else "pong"}
 
 
