@@ -23,6 +23,7 @@ from node.protocol.settings import (
     NodeSection,
     PushSection,
     RelaySection,
+    TurnSection,
     format_hostport,
     parse_hostport,
 )
@@ -43,6 +44,7 @@ class NodeConfig:
     relay: RelaySection = attrs.field(factory=RelaySection)
     clients: ClientsSection = attrs.field(factory=ClientsSection)
     push: PushSection = attrs.field(factory=PushSection)
+    turn: TurnSection = attrs.field(factory=TurnSection)
 
     @property
     def data_path(self) -> Path:
@@ -66,6 +68,7 @@ SECTIONS: dict[str, type[Any]] = {
     "relay": RelaySection,
     "clients": ClientsSection,
     "push": PushSection,
+    "turn": TurnSection,
 }
 PRESETS: dict[str, dict[str, Any]] = {"lan": {"swim": LAN}, "local": {"swim": LOCAL}}
 

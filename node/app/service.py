@@ -29,6 +29,7 @@ from node.app.log import Logger, get_logger
 from node.app.metrics import NodeMetrics
 from node.app.ops import OPS_LIMITS, ops_router
 from node.app.registry import TsClock, deregister, register_forever
+from node.app.turn import TurnService
 from node.client.discovery import DiscoveryConfig, discover
 from node.client.files import write_json_atomic
 from node.net.clients import ClientServer
@@ -102,6 +103,7 @@ class NodeHandle:
     metrics: NodeMetrics
     card: str  # our own referral URI (docs/discovery.md)
     log: Logger
+    turn: TurnService
     serving: bool = True
     shutdown_requested: trio.Event = attrs.field(factory=trio.Event)
     registry_ts: TsClock = attrs.field(factory=lambda: TsClock(time.time))
@@ -123,7 +125,12 @@ class NodeHandle:
 
     def members_document(self) -> dict[str, Any]:
         """GET /v1/members (docs/operations.md), plus this node's client count for `homing node status`."""
-        return {"self": id_text(self.identity.id), "members": self.members(), "clients": len(self.relay.sessions)}
+        return {
+            "self": id_text(self.identity.id),
+            "members": self.members(),
+            "clients": len(self.relay.sessions),
+            "turn": self.turn.status(),
+        }
 
     def members(self) -> list[dict[str, Any]]:
         return [
@@ -225,8 +232,14 @@ async def _start(
     await nursery.start(links.run)
     await nursery.start(relay.run)
 
+    turn = TurnService(config.turn, now=trio.current_time, log=log)
     clients = ClientServer(
-        identity=identity, config=config.clients, relay=relay, metrics=_ClientMetrics(metrics), flusher=flusher
+        identity=identity,
+        config=config.clients,
+        relay=relay,
+        metrics=_ClientMetrics(metrics),
+        flusher=flusher,
+        ice=turn,
     )
     ws_host, ws_port = parse_hostport(config.node.ws, key="node.ws")
     ports["ws"] = await nursery.start(functools.partial(clients.serve, ws_host, ws_port))
@@ -252,6 +265,7 @@ async def _start(
         metrics=metrics,
         card=card(),
         log=log,
+        turn=turn,
     )
     _hook_metrics_and_events(handle)
     await nursery.start(driver.run)

@@ -47,11 +47,12 @@ from node.protocol.wire.client import (
     Error,
     ErrorCode,
     GoAway,
+    IceServers,
     PushRegister,
     PushUnregister,
 )
 
-__all__ = ["ClientMetrics", "ClientServer", "ClientSession", "RelaySink", "serve_clients"]
+__all__ = ["ClientMetrics", "ClientServer", "ClientSession", "IceServersPort", "RelaySink", "serve_clients"]
 
 log = logging.getLogger("homing.clients")
 
@@ -68,6 +69,12 @@ class RelaySink(Protocol):
     def client_online(self, session: ClientSession) -> None: ...
     def client_offline(self, session: ClientSession) -> None: ...
     def client_envelope(self, session: ClientSession, env: Envelope) -> None: ...
+
+
+class IceServersPort(Protocol):
+    """Answers `{"t":"ice_servers"}` (node/app/turn.py): the list for this client, or None when rate limited."""
+
+    def ice_servers(self, conn_id: int, client_id: bytes) -> IceServers | None: ...
 
 
 class ClientMetrics(Protocol):
@@ -94,8 +101,10 @@ class ClientServer:
         metrics: ClientMetrics | None = None,
         ssl_context: ssl.SSLContext | None = None,
         flusher: Flusher | None = None,
+        ice: IceServersPort | None = None,
     ) -> None:
         self.identity = identity
+        self.ice = ice  # None: `ice_servers` gets an empty list
         self.config = config
         self.relay = relay
         self.metrics = metrics

@@ -35,6 +35,8 @@ from node.protocol.wire.client import (  # push wake-up
     Error,
     ErrorCode,
     Hello,
+    IceServers,
+    IceServersRequest,
     Kind,
     PushRegister,
     PushUnregister,
@@ -196,11 +198,24 @@ class ClientSession(OutBuffer):
         elif isinstance(msg, PingMsg):
             self._strikes = 0
             self.send(PongMsg())
+        elif isinstance(msg, IceServersRequest):
+            self._on_ice_servers()
         elif isinstance(msg, Hello):
             self.send(Error(code=ErrorCode.BAD_REQUEST))
             self._strike("bad_request")
         elif isinstance(msg, (PushRegister, PushUnregister)):  # push wake-up: the relay answers ok or error
             self._server.push_request(self, msg)
+
+    def _on_ice_servers(self) -> None:
+        """`{"t":"ice_servers"}` (docs/client-protocol.md): the ICE port's list, or `rate_limited`."""
+        port = self._server.ice
+        reply = IceServers(ttl=0, servers=()) if port is None else port.ice_servers(self.conn_id, self.client_id)
+        if reply is None:
+            self.send(Error(code=ErrorCode.RATE_LIMITED))
+            self._strike("rate_limited")
+            return
+        self._strikes = 0
+        self.send(reply)
 
     def _refuse(self, exc: ClientFrameError) -> None:
         if exc.receipt and exc.ref is not None:

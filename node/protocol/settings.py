@@ -14,6 +14,7 @@ from attrs import validators as v
 
 from node.protocol.errors import ConfigError
 from node.protocol.identity import parse_id
+from node.protocol.turn import URLS_MAX, check_url
 
 _pos: Any = v.gt(0)
 
@@ -207,3 +208,27 @@ class PushSection:
     test_allow_loopback: str = attrs.field(default="", validator=_test_loopback)
     # UNSAFE, tests only: a PEM CA file trusted for push services besides the system store.
     test_ca_file: str = ""
+
+
+def _ice_urls(inst: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if len(value) > URLS_MAX:
+        raise ConfigError(attribute.name, f"at most {URLS_MAX} URLs")
+    for item in value:
+        check_url(item)
+
+
+@attrs.frozen(kw_only=True, slots=True)
+class TurnSection:
+    # STUN/TURN server URLs handed to clients by `ice_servers` (docs/client-protocol.md), e.g. "stun:turn.example.org",
+    # "turn:turn.example.org:3478?transport=udp", "turns:turn.example.org:443?transport=tcp".
+    urls: tuple[str, ...] = attrs.field(default=(), converter=tuple, validator=_ice_urls)
+    # File holding the secret shared with coturn (`use-auth-secret`, `static-auth-secret`); mode 0600 or 0640,
+    # re-read when it changes (rotation). Empty: no TURN credentials, clients get the stun: URLs only.
+    secret_file: str = ""
+    # Seconds a TURN credential stays valid (the expiry in its username); it cannot be revoked before that.
+    ttl_s: int = attrs.field(default=3600, validator=[v.ge(60), v.le(86400)])
+    # coturn's `realm` (informational: shown by `homing node status`; the credential does not contain it).
+    realm: str = attrs.field(default="", validator=v.max_len(128))
+    # `ice_servers` requests per second a connection, and an id, may make (token bucket), and its burst.
+    request_rate_per_s: float = attrs.field(default=0.2, validator=_pos)
+    request_burst: int = attrs.field(default=5, validator=v.ge(1))

@@ -301,9 +301,8 @@ class RelayCore:
             self._wait_lookup(p, to)
         elif self._mail_mode(p) or p.attempts >= self.config.attempts_max:
             self._mailbox_put(p, now)
-        elif to in self._homed:
-            others = [h for h in self._cached(to, now) or () if h != self.node_id]
-            self._forward(p, (self.node_id, *others), now)
+        elif to in self._homed and (cached := self._cached(to, now)) is not None:
+            self._forward(p, (self.node_id, *(h for h in cached if h != self.node_id)), now)
         elif (homes := self._cached(to, now)) is not None:
             self._dispatch(p, homes, now)
         else:
@@ -325,6 +324,8 @@ class RelayCore:
         return hit[0]
 
     def _dispatch(self, p: Pending, homes: tuple[bytes, ...], now: float) -> None:
+        if p.env.to in self._homed and self.node_id not in homes:
+            homes = (self.node_id, *homes)  # a local device, and (looked up) the recipient's devices elsewhere
         if homes and not self._mail_mode(p) and p.attempts < self.config.attempts_max:
             self._forward(p, homes, now)
         else:
