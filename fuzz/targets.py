@@ -282,7 +282,8 @@ def _documents(data: bytes) -> object:
 
 
 def _document_seeds() -> list[bytes]:
-    docs = [_list_doc(), build_registration(NODE_A, ws="ws://a/v1/client", swim="a:1", peer="a:2", ts=NOW, ttl=60)]
+    docs = [_list_doc(), build_registration(NODE_A, ws="ws://a/v1/client", swim="a:1", peer="a:2",
+                                           ts=NOW, ttl=60, reg=NODE_A.id)]  # fmt: skip
     return [b"\x00" + encode_document(d) for d in docs] + [b"\x01" + json.dumps(document_to_json(d)).encode()
                                                            for d in docs]  # fmt: skip
 
@@ -294,7 +295,8 @@ def _list_doc() -> dict[str, bytes]:
 
 
 def _card_doc() -> dict[str, bytes]:
-    return sign_document(NODE_A, NODE_CARD, {"id": NODE_A.id, "ws": "wss://a.example/v1/client", "ts": NOW})
+    return sign_document(NODE_A, NODE_CARD, {"id": NODE_A.id, "ws": "wss://a.example/v1/client", "ts": NOW,
+                                                "exp": NOW + 3600})  # fmt: skip
 
 
 def _signed_doc(mode: int, rest: bytes, signer: Identity, purpose: str) -> dict[str, Any]:
@@ -311,13 +313,14 @@ def _node_docs(data: bytes) -> object:
         return open_node_list(_signed_doc(signed, rest, REGISTRY, NODE_LIST), {REGISTRY.id}, now=NOW)
     if kind == 1:
         reg = open_registration(_signed_doc(signed, rest, NODE_A, NODE_REGISTER))
-        return decide_registration(reg, None, now=NOW, policy=Policy())
+        return decide_registration(reg, None, now=NOW, policy=Policy(), registry_key=NODE_A.id)
     node_id, ts = open_leave(_signed_doc(signed, rest, NODE_A, NODE_LEAVE))
     return node_id, ts
 
 
 def _node_doc_seeds() -> list[bytes]:
-    reg = build_registration(NODE_A, ws="wss://a.example/v1/client", swim="a:7401", peer="a:7402", ts=NOW, ttl=180)
+    reg = build_registration(NODE_A, ws="wss://a.example/v1/client", swim="a:7401", peer="a:7402", ts=NOW, ttl=180,
+                         reg=NODE_A.id)  # fmt: skip
     docs = [_list_doc(), reg, build_leave(NODE_A, ts=NOW)]
     out = []
     for kind, doc in enumerate(docs):
@@ -329,9 +332,9 @@ def _node_doc_seeds() -> list[bytes]:
 def _card(data: bytes) -> object:
     mode, rest = _mode(data, 2)
     if mode == RAW:
-        return parse_card(_text(rest))
+        return parse_card(_text(rest), now=NOW)
     doc = _signed_doc(SIGNED, rest, NODE_A, NODE_CARD)
-    return parse_card(CARD_PREFIX + b64u_encode(encode_document(doc)))
+    return parse_card(CARD_PREFIX + b64u_encode(encode_document(doc)), now=NOW)
 
 
 def _card_seeds() -> list[bytes]:
@@ -379,7 +382,7 @@ def _entry(data: bytes) -> object:
     mode, rest = _mode(data, 4)
     text = _text(rest)
     if mode == 0:
-        return parse_entry(text)
+        return parse_entry(text, now=NOW)
     if mode == 1:
         return parse_hostport(text)
     if mode == 2:
@@ -423,11 +426,12 @@ def _registry_request(data: bytes) -> object:
         node_id, ts = open_leave(doc)
         return decide_leave(node_id, ts, None, now=NOW, policy=Policy())
     reg = open_registration(doc)
-    return decide_registration(reg, None, now=NOW, policy=Policy())
+    return decide_registration(reg, None, now=NOW, policy=Policy(), registry_key=NODE_A.id)
 
 
 def _registry_seeds() -> list[bytes]:
-    reg = build_registration(NODE_A, ws="wss://a.example/v1/client", swim="a:7401", peer="a:7402", ts=NOW, ttl=180)
+    reg = build_registration(NODE_A, ws="wss://a.example/v1/client", swim="a:7401", peer="a:7402", ts=NOW, ttl=180,
+                         reg=NODE_A.id)  # fmt: skip
     leave = build_leave(NODE_A, ts=NOW)
     return [
         b"\x00" + encode_document(reg), b"\x01" + json.dumps(document_to_json(reg)).encode(),
@@ -441,7 +445,7 @@ def _registry_answer(data: bytes) -> object:
     retry, _, body = data[1:].partition(b"\n")
     retry = bytes(b for b in retry[:64] if 0x20 <= b < 0x7F or b >= 0x80)  # what an HTTP header line may carry
     headers = [(b"retry-after", retry), (b"content-type", b"application/msgpack")]
-    return _result("https://registry.example", httpx2.Response(status, headers=headers, content=body))
+    return _result("https://registry.example", httpx2.Response(status, headers=headers, content=body), body)
 
 
 def _registry_answer_seeds() -> list[bytes]:

@@ -246,7 +246,11 @@ async def _start(
     )
     ws_host, ws_port = parse_hostport(config.node.ws, key="node.ws")
     ports["ws"] = await nursery.start(functools.partial(clients.serve, ws_host, ws_port))
-    card = make_card(identity, ws=config.advertised_url(ports["ws"]), ts=int(time.time()))
+    card_url = config.advertised_url(ports["ws"])
+
+    def card() -> str:
+        # signed afresh when asked (docs/discovery.md: cards expire); a plain ws:// URL is the operator's choice
+        return make_card(identity, ws=card_url, ts=int(time.time()), allow_plain_ws=True)
 
     driver = _start_swim(config, identity, udp, admission, ports, rng)
     swim_ref.append(driver)
@@ -262,7 +266,7 @@ async def _start(
         pusher=pusher,
         admission=admission,
         metrics=metrics,
-        card=card,
+        card=card(),
         log=log,
         turn=turn,
     )
@@ -376,6 +380,7 @@ def _start_federation(nursery: trio.Nursery, handle: NodeHandle) -> None:
             ttl_s=int(3 * hb),
             heartbeat_s=hb,
             ts_clock=handle.registry_ts,
+            trust=frozenset(parse_id(k) for k in config.federation.trust),
         )
     )
 
@@ -413,15 +418,20 @@ async def _follow_registries(handle: NodeHandle) -> None:
         result = await discover(chain)
         for error in result.errors:
             log.warning("seed_source_failed", error=error[:200])
-        listed = [f for f in result.nodes if f.verified and f.swim]
+        # newest list per registry key only, across refreshes too (docs/discovery.md "Newest list per registry")
+        for lst in result.lists:
+            ids = (c.id for c in lst.candidates)
+            if not handle.admission.offer_list(lst.signer, issued=lst.issued, expires=lst.expires, ids=ids):
+                log.info("registry_list_older_ignored", source=lst.where[:200], issued=lst.issued)
+        if handle.admission.refresh(time.time()):
+            handle.swim.set_admit(handle.admission.admits)
+            handle.driver.poke()
+            log.info("registry_list_applied", nodes=len(handle.admission.registry_listed))
+        listed = [f for f in result.nodes if f.verified and f.swim and handle.admission.admits(f.id)]
         if not listed:
             await trio.sleep(backoff)
             backoff = min(backoff * 2, 30.0)
             continue
-        if handle.admission.update_registry_list(f.id for f in listed):
-            handle.swim.set_admit(handle.admission.admits)
-            handle.driver.poke()
-            log.info("registry_list_applied", nodes=len(listed))
         alone = all(m.id == handle.identity.id for m in handle.swim.members())
         if alone and not config.federation.join:
             seeds = [_seed_address(f.swim) for f in listed if f.id != handle.identity.id]

@@ -81,10 +81,12 @@ def say(text: str) -> None:
 async def _start_registry(nursery: trio.Nursery, tmp: Path) -> tuple[str, Identity]:
     from bootstrap.app import run_bootstrap
     from bootstrap.config import BootstrapConfig
+    from bootstrap.registry import Policy
     from bootstrap.service import load_identity
     from bootstrap.store import Store
 
-    config = BootstrapConfig(data_dir=tmp / "registry", listen="127.0.0.1:0")
+    # the demo's nodes are its own: approve them at once (a real registry defaults to manual approval)
+    config = BootstrapConfig(data_dir=tmp / "registry", listen="127.0.0.1:0", policy=Policy(approval="auto"))
     config.data_dir.mkdir(parents=True)
     key, _ = load_identity(config, create=True)
     Store.open(config.data_dir, create=True).close()

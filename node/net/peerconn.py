@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -255,7 +256,7 @@ async def fetch_card(
     if reply is None:
         return None
     try:
-        card = parse_card(reply.card)
+        card = parse_card(reply.card, now=time.time(), allow_plain_ws=True)  # the client that gets it decides on ws://
     except RemoteProtocolError:
         return None
     return reply.card if card.id == expected_id else None
@@ -273,7 +274,7 @@ async def serve_peers(
     admit: Callable[[bytes], bool],
     on_link: Callable[[Channel], Awaitable[None]],
     on_sync: SyncHandler,
-    card: str = "",
+    card: str | Callable[[], str] = "",
     limits: PeerLimits = DEFAULT_LIMITS,
     on_refused: Callable[[Refusal], None] = lambda reason: None,
 ) -> None:
@@ -308,7 +309,7 @@ async def serve_peers(
                 await on_link(chan)
             elif isinstance(request, LinkPing):
                 with trio.fail_after(limits.io_timeout_s):
-                    await chan.send(control_to_map(LinkPong(card=card)))
+                    await chan.send(control_to_map(LinkPong(card=card() if callable(card) else card)))
             elif isinstance(request, PushPull):
                 reply = on_sync(chan.peer_id, request.state, request.join)
                 with trio.fail_after(limits.io_timeout_s):
