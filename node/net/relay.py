@@ -12,6 +12,7 @@ because reading the stats consumes the latency samples.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from typing import Any, Protocol
 
@@ -21,9 +22,11 @@ from node.net.peers import PeerLinks
 from node.net.session import ClientSession
 from node.net.timer import CoreTimer
 from node.protocol.errors import RemoteProtocolError
+from node.protocol.ratelimit import address_key as address_key_of
 from node.protocol.refusals import Layer, Refusal
-from node.protocol.relay.core import RelayCore, ToClient, ToPeer
-from node.protocol.wire.client import Envelope
+from node.protocol.relay.claims import HomeClaim
+from node.protocol.relay.core import CloseClient, RelayCore, ToClient, ToPeer
+from node.protocol.wire.client import CloseCode, Envelope
 from node.protocol.wire.peer import peer_from_map, peer_to_map
 
 FLUSH_ROUNDS_MAX = 64  # a drain that keeps producing (unreachable peers feeding back) stops here; the timer retries
@@ -51,9 +54,19 @@ class RelayDriver:
 
     # --- RelaySink (called by the client server) ---------------------------------------------------
 
-    def client_online(self, session: ClientSession) -> None:
+    def client_online(
+        self, session: ClientSession, claim: HomeClaim | None = None, address_key: str | None = None
+    ) -> None:
+        """`claim` defaults to the session's signed hello (`session.claim`: (node nonce, hello sig)), `address_key`
+        to the /32 or /64 of its address."""
+        if claim is None:
+            nonce, sig = session.claim
+            claim = HomeClaim(client=session.client_id, home=self.core.node_id, nonce=nonce, sig=sig)
+        if address_key is None:
+            address_key = address_key_of(session.remote_ip)
         self.sessions[session.conn_id] = session
-        self.core.client_online(session.conn_id, session.client_id, trio.current_time())
+        now = self._now()
+        self.core.client_online(session.conn_id, session.client_id, now, claim=claim, address_key=address_key)
         self._after_input()
 
     def client_offline(self, session: ClientSession) -> None:
@@ -74,7 +87,7 @@ class RelayDriver:
         except RemoteProtocolError as exc:
             self.metrics.packet_refused(Layer.PEER, exc.refusal)
             return
-        self.core.peer_message(peer, msg, trio.current_time())
+        self.core.peer_message(peer, msg, self._now())
         self._after_input()
 
     def peer_unreachable(self, peer: bytes) -> None:
@@ -88,6 +101,12 @@ class RelayDriver:
     def handoff_all(self) -> None:
         self.core.handoff_all(trio.current_time())
         self._flush()
+
+    def _now(self) -> float:
+        """trio's clock for the core, keeping its wall-clock offset current (claims carry unix times)."""
+        now = trio.current_time()
+        self.core.wall_offset_s = time.time() - now
+        return now
 
     # --- running -----------------------------------------------------------------------------------
 
@@ -109,8 +128,11 @@ class RelayDriver:
                     session = self.sessions.get(cmd.conn_id)
                     if session is not None:
                         session.send(cmd.msg)
-                elif isinstance(cmd, ToPeer) and not self.links.send(cmd.node, peer_to_map(cmd.msg)):
-                    self.core.peer_unreachable(cmd.node, trio.current_time())
+                elif isinstance(cmd, ToPeer):
+                    if not self.links.send(cmd.node, peer_to_map(cmd.msg)):
+                        self.core.peer_unreachable(cmd.node, trio.current_time())
+                elif isinstance(cmd, CloseClient) and (session := self.sessions.get(cmd.conn_id)) is not None:
+                    session.close(CloseCode.GOING_AWAY, "home claim renewal: reconnect")
 
     def refresh_metrics(self) -> None:
         stats = self.core.stats()

@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import os
 import struct
+import time
 from typing import TYPE_CHECKING, Any
 
 import trio
@@ -25,6 +26,7 @@ from node.net.sockio import OutBuffer, read_some
 from node.protocol.identity import client_auth_message, node_auth_message, short_id, verify_signature
 from node.protocol.ratelimit import TokenBucket
 from node.protocol.refusals import Refusal, for_client_code
+from node.protocol.relay.claims import NONCE_TIME_BYTES, challenge_nonce
 from node.protocol.wire import Limits
 from node.protocol.wire.client import (
     NONCE_BYTES,
@@ -88,6 +90,7 @@ class ClientSession(OutBuffer):
         "_server",
         "_strikes",
         "_ws",
+        "claim",
         "client_id",
         "conn_id",
         "deadline",
@@ -101,7 +104,9 @@ class ClientSession(OutBuffer):
     ) -> None:
         self.conn_id = conn_id
         self.client_id = b""  # set by a valid hello
-        self.nonce = os.urandom(NONCE_BYTES)  # the challenge nonce; dropped after welcome
+        # the challenge nonce: unix ms + random (node/protocol/relay/claims.py); dropped after welcome
+        self.nonce = challenge_nonce(time.time(), os.urandom(NONCE_BYTES - NONCE_TIME_BYTES))
+        self.claim = (b"", b"")  # (nonce, hello sig): the client's home claim, handed to the relay
         self.deadline = deadline  # handshake deadline
         self.remote_ip = remote_ip
         self.json = False
@@ -229,6 +234,7 @@ class ClientSession(OutBuffer):
             self.close(CloseCode.AUTH_FAILED, "auth_failed")
             return
         self.client_id = msg.id
+        self.claim = (self.nonce, msg.sig)
         self.nonce = b""
         self.send(Welcome(id=msg.id, sig=server.identity.sign(node_auth_message(msg.id, msg.nonce))))
         server.session_online(self)

@@ -30,23 +30,32 @@ Rules
    hold them before; a node that is no longer an owner drops its copies. Leases of dead nodes are dropped, home
    nodes re-lease their clients to new owners, and everything waiting on a dead node is treated as a failed link.
 8. Every table is bounded by config: pending_max, lookup_cache_max, leases_max, mailbox per id and total, seen_max.
+9. Authority (docs/protocol.md, "Relay authority"): a client comes online with its home claim (its signed hello);
+   leases carry it, envelopes carry the sender's, and the home delivers an envelope "from X" only when it comes
+   from X's claimed home (the origin) or from an owner of the recipient pushing a mailbox entry, with X's valid
+   claim naming that origin. A connection is closed (`CloseClient`) a lease period before its claim ages out.
+10. Budgets (node/protocol/relay/budgets.py): per sender id and per source address at the origin; per origin node,
+   per sender id and in bytes at the owners (node/protocol/relay/owner.py).
 """
 
 from __future__ import annotations
 
 import enum
-import heapq
 import random
 from collections import Counter, OrderedDict, deque
 from collections.abc import Iterable, Sequence
 
 import attrs
 
-from node.protocol.relay.rendezvous import INF, Owner, SeenSet, owners
+from node.protocol.deadlines import DeadlineHeap
+from node.protocol.relay.budgets import OriginBudgets
+from node.protocol.relay.claims import ClaimVerifier, HomeClaim
+from node.protocol.relay.owner import Owner
+from node.protocol.relay.rendezvous import INF, SeenSet, owners
 from node.protocol.settings import RelaySection
 from node.protocol.wire.client import ClientMessage, Deliver, Envelope, Reason, Receipt, Status
 from node.protocol.wire.peer import (
-    PEER_IDS_MAX,
+    LEASE_CLAIMS_MAX,
     EnvelopeResult,
     Handoff,
     Lease,
@@ -64,7 +73,7 @@ from node.protocol.wire.peer import (
     ResultStatus,
 )
 
-__all__ = ["Command", "RelayCore", "RelayStats", "ToClient", "ToPeer"]
+__all__ = ["CloseClient", "Command", "RelayCore", "RelayStats", "ToClient", "ToPeer"]
 
 
 @attrs.frozen(kw_only=True, slots=True)
@@ -79,7 +88,14 @@ class ToPeer:
     msg: PeerMessage
 
 
-Command = ToClient | ToPeer
+@attrs.frozen(kw_only=True, slots=True)
+class CloseClient:
+    """Close this connection (1001): its home claim is about to age out; the client reconnects with a fresh one."""
+
+    conn_id: int
+
+
+Command = ToClient | ToPeer | CloseClient
 
 
 @attrs.frozen(kw_only=True, slots=True)
@@ -105,6 +121,7 @@ class Pending:
     conn_id: int
     ref: int
     env: PeerEnvelope
+    addr: str  # the sender connection's address key (budgets)
     created: float
     give_up: float
     phase: Phase = Phase.LOOKUP
@@ -131,25 +148,37 @@ _LATENCY_SAMPLES_MAX = 4096
 class RelayCore:
     """See the module docstring. Inputs take `now`; outputs are drained with `drain()`."""
 
-    def __init__(self, *, node_id: bytes, config: RelaySection, rng: random.Random, now: float) -> None:
+    def __init__(
+        self, *, node_id: bytes, config: RelaySection, rng: random.Random, now: float, wall_offset_s: float = 0.0
+    ) -> None:
+        """`wall_offset_s` is unix time minus `now` (claims carry unix times; `now` is monotonic)."""
         self.node_id = node_id
         self.config = config
         self._rng = rng
+        self.verifier = ClaimVerifier(
+            age_max_s=config.claim_age_max_s, skew_s=config.claim_skew_s, cache_max=config.claim_cache_max
+        )
+        self._budgets = OriginBudgets(config)
         self._members: tuple[bytes, ...] = (node_id,)
         self._out: list[Command] = []
         self._loop: deque[tuple[bytes, PeerMessage]] = deque()
         # home role
         self._conns: dict[int, bytes] = {}
+        self._claims: dict[int, HomeClaim] = {}
+        self._addrs: dict[int, str] = {}
+        self._closing: DeadlineHeap[int] = DeadlineHeap()  # conn -> when its claim is too old to renew leases
         self._homed: dict[bytes, set[int]] = {}
         self._seen = SeenSet(seen_max=config.seen_max)
         self._renew_at = now + config.lease_ttl_s / 3
         # owner role
-        self.owner = Owner(node_id=node_id, config=config, send=self._send)
+        self.owner = Owner(node_id=node_id, config=config, send=self._send, verifier=self.verifier)
+        self.owner.wall_offset_s = wall_offset_s
+        self.refused = self.owner.refused  # reason -> count, for every role
         # origin role
         self._pending: dict[bytes, Pending] = {}
-        self._pending_heap: list[tuple[float, bytes]] = []
+        self._pending_heap: DeadlineHeap[bytes] = DeadlineHeap()
         self._lookups: dict[bytes, LookupState] = {}
-        self._lookup_heap: list[tuple[float, bytes]] = []
+        self._lookup_heap: DeadlineHeap[bytes] = DeadlineHeap()
         self._in_mailbox: Counter[bytes] = Counter()  # recipient -> pending envelopes in MAILBOX/QUEUED
         self._cache: OrderedDict[bytes, tuple[tuple[bytes, ...], float]] = OrderedDict()
         self._outcomes: Counter[tuple[str, str]] = Counter()
@@ -197,10 +226,30 @@ class RelayCore:
         )
 
     # ------------------------------------------------------------------ clients on this node
-    def client_online(self, conn_id: int, client_id: bytes, now: float) -> None:
+    @property
+    def wall_offset_s(self) -> float:
+        """Unix time minus `now`: the driver keeps it current (claims carry unix times, `now` is monotonic)."""
+        return self.owner.wall_offset_s
+
+    @wall_offset_s.setter
+    def wall_offset_s(self, offset_s: float) -> None:
+        self.owner.wall_offset_s = offset_s
+
+    def client_online(
+        self, conn_id: int, client_id: bytes, now: float, *, claim: HomeClaim, address_key: str = ""
+    ) -> None:
+        """A connection authenticated as `client_id`; `claim` is its signed hello (node/protocol/relay/claims.py),
+        `address_key` its source network (node/protocol/ratelimit.address_key), for the per-address budgets."""
         if conn_id in self._conns:
             return
+        if claim.client != client_id or claim.home != self.node_id:
+            self.refused["claim"] += 1
+            self._out.append(CloseClient(conn_id=conn_id))
+            return
         self._conns[conn_id] = client_id
+        self._claims[conn_id] = claim
+        self._addrs[conn_id] = address_key
+        self._closing.push(conn_id, max(now, self.owner.claim_ends(claim) - self.config.lease_ttl_s))
         first = client_id not in self._homed
         self._homed.setdefault(client_id, set()).add(conn_id)
         if first:
@@ -211,6 +260,9 @@ class RelayCore:
         client = self._conns.pop(conn_id, None)
         if client is None:
             return
+        self._claims.pop(conn_id, None)
+        self._addrs.pop(conn_id, None)
+        self._closing.discard(conn_id)
         conns = self._homed[client]
         conns.discard(conn_id)
         if not conns:
@@ -219,12 +271,16 @@ class RelayCore:
                 self._send(o, LeaseDrop(home=self.node_id, ids=(client,)))
         self._pump(now)
 
+    def _claim_of(self, client: bytes) -> HomeClaim:
+        """The newest claim among `client`'s connections here."""
+        return max((self._claims[c] for c in self._homed[client]), key=lambda k: (k.issued_s, k.nonce))
+
     def _lease(self, clients: Iterable[bytes], targets: Iterable[bytes], now: float) -> None:
-        ids = tuple(clients)
+        claims = tuple(self._claim_of(c) for c in clients)
         ttl_ms = max(1, round(self.config.lease_ttl_s * 1000))
         for o in targets:
-            for i in range(0, len(ids), PEER_IDS_MAX):
-                self._send(o, Lease(home=self.node_id, ids=ids[i : i + PEER_IDS_MAX], ttl_ms=ttl_ms))
+            for i in range(0, len(claims), LEASE_CLAIMS_MAX):
+                self._send(o, Lease(home=self.node_id, claims=claims[i : i + LEASE_CLAIMS_MAX], ttl_ms=ttl_ms))
 
     def _renew_leases(self, now: float) -> None:
         by_owner: dict[bytes, list[bytes]] = {}
@@ -240,18 +296,34 @@ class RelayCore:
         sender = self._conns.get(conn_id)
         if sender is None:
             return  # the connection went away before its frame was handled: nobody to answer
-        if len(self._pending) >= self.config.pending_max:
+        addr = self._addrs[conn_id]
+        if len(self._pending) >= self.config.pending_max or not self._budgets.pending_admit(sender, addr):
             self._out.append(ToClient(conn_id=conn_id, msg=_rejected(env.ref, Reason.RATE_LIMITED)))
             self._outcomes[(str(env.kind), Status.REJECTED.value)] += 1
             return
         eid = self._rng.randbytes(16)
+        claim = self._claims[conn_id]
         penv = PeerEnvelope(
-            eid=eid, origin=self.node_id, to=env.to, sender=sender, kind=env.kind, call=env.call, body=env.body
+            eid=eid,
+            origin=self.node_id,
+            to=env.to,
+            sender=sender,
+            kind=env.kind,
+            call=env.call,
+            body=env.body,
+            claim_nonce=claim.nonce,
+            claim_sig=claim.sig,
         )
         slack = (self.config.attempts_max + 3) * self.config.peer_timeout_s
         self._pending[eid] = Pending(
-            conn_id=conn_id, ref=env.ref, env=penv, created=now, give_up=now + self.config.mailbox_ttl + slack
+            conn_id=conn_id,
+            ref=env.ref,
+            env=penv,
+            addr=addr,
+            created=now,
+            give_up=now + self.config.mailbox_ttl + slack,
         )
+        self._budgets.pending(sender, addr, 1)
         self._route(self._pending[eid], now)
         self._pump(now)
 
@@ -274,7 +346,7 @@ class RelayCore:
         else:
             targets = self._owners(to)
             self._lookups[to] = LookupState(awaiting=set(targets), deadline=now + self.config.peer_timeout_s)
-            heapq.heappush(self._lookup_heap, (now + self.config.peer_timeout_s, to))
+            self._lookup_heap.push(to, now + self.config.peer_timeout_s)
             self._wait_lookup(p, to)
             for o in targets:
                 self._send(o, Lookup(id=to))
@@ -302,6 +374,9 @@ class RelayCore:
             self._send(h, p.env)
 
     def _mailbox_put(self, p: Pending, now: float) -> None:
+        if p.phase not in _MAIL_PHASES and not self._budgets.mail_admit(p.addr, len(p.env.body)):
+            self._finish(p, Status.REJECTED, now, Reason.RATE_LIMITED)
+            return
         self._set_phase(p, Phase.MAILBOX, now + self.config.peer_timeout_s)
         targets = self._owners(p.env.to)
         p.awaiting, p.full = set(targets), 0
@@ -313,9 +388,10 @@ class RelayCore:
         delta = (phase in _MAIL_PHASES) - (p.phase in _MAIL_PHASES)
         if delta:
             self._in_mailbox[p.env.to] += delta
+            self._budgets.mail(p.addr, len(p.env.body), delta)
         p.phase = phase
         p.deadline = min(deadline, p.give_up)
-        heapq.heappush(self._pending_heap, (p.deadline, p.env.eid))
+        self._pending_heap.push(p.env.eid, p.deadline)
 
     def _retry(self, p: Pending, now: float) -> None:
         p.attempts += 1
@@ -324,7 +400,10 @@ class RelayCore:
 
     def _finish(self, p: Pending, status: Status, now: float, reason: Reason | None = None) -> None:
         del self._pending[p.env.eid]
+        self._pending_heap.discard(p.env.eid)
+        self._budgets.pending(p.env.sender, p.addr, -1)
         if p.phase in _MAIL_PHASES:
+            self._budgets.mail(p.addr, len(p.env.body), -1)
             self._in_mailbox[p.env.to] -= 1
             if not self._in_mailbox[p.env.to]:
                 del self._in_mailbox[p.env.to]
@@ -336,6 +415,7 @@ class RelayCore:
 
     def _lookup_done(self, to: bytes, now: float) -> None:
         ls = self._lookups.pop(to)
+        self._lookup_heap.discard(to)
         live = set(self._members)
         homes = tuple(sorted(h for h in ls.homes if h in live))
         if self.config.lookup_cache_s > 0:
@@ -374,7 +454,9 @@ class RelayCore:
         if p is None or p.phase not in (Phase.MAILBOX, Phase.QUEUED):
             return
         p.awaiting.discard(from_node)
-        if msg.status is MailboxStatus.CANCELLED:
+        if msg.status is MailboxStatus.NOT_OWNER:  # that owner's member view differs: as if it failed
+            self._mailbox_settled(p, now)
+        elif msg.status is MailboxStatus.CANCELLED:
             self._finish(p, Status.CANCELLED, now)
         elif msg.status in (MailboxStatus.STORED, MailboxStatus.FORWARDED):
             if p.phase is Phase.MAILBOX:
@@ -412,7 +494,18 @@ class RelayCore:
                 self._mailbox_put(p, now)
 
     # ------------------------------------------------------------------ home: envelopes for local clients
+    def _envelope_authorised(self, from_node: bytes, env: PeerEnvelope, now: float) -> bool:
+        """Only the sender's claimed home (the origin), or an owner of the recipient pushing its mailbox, with the
+        sender's valid claim naming the origin (a mailbox entry may have waited `mailbox_ttl`)."""
+        if from_node != env.origin and not self.owner.near(from_node, env.to):
+            return False
+        wall = now + self.wall_offset_s
+        return self.verifier.valid(env.sender_claim, wall, extra_age_s=self.config.mailbox_ttl)
+
     def _on_envelope(self, from_node: bytes, env: PeerEnvelope, now: float) -> None:
+        if not self._envelope_authorised(from_node, env, now):
+            self.refused["forged"] += 1
+            return
         conns = self._homed.get(env.to)
         if not conns and env.eid not in self._seen:
             self._send(from_node, EnvelopeResult(eid=env.eid, status=ResultStatus.NOT_HERE))
@@ -439,12 +532,12 @@ class RelayCore:
             case PeerEnvelope():
                 self._on_envelope(from_node, msg, now)
             case EnvelopeResult():
-                self.owner.on_result(from_node, msg, self._members, now)
+                self.owner.on_result(from_node, msg, now)
                 self._on_result(from_node, msg, now)
             case Lease():
-                self.owner.on_lease(msg, now)
+                self.owner.on_lease(from_node, msg, now)
             case LeaseDrop():
-                self.owner.on_lease_drop(msg)
+                self.owner.on_lease_drop(from_node, msg)
             case Lookup():
                 self.owner.on_lookup(from_node, msg, now)
             case LookupReply():
@@ -452,11 +545,11 @@ class RelayCore:
             case MailboxPut():
                 self.owner.on_put(from_node, msg, now)
             case MailboxTake():
-                self.owner.on_take(msg)
+                self.owner.on_take(from_node, msg)
             case MailboxEvent():
                 self._on_mailbox_event(from_node, msg, now)
             case Handoff():
-                self.owner.on_handoff(msg, now)
+                self.owner.on_handoff(from_node, msg, now)
             case RelayReceipt():
                 self._on_receipt(msg, now)
 
@@ -490,6 +583,7 @@ class RelayCore:
         if new == old:
             return
         self._members = new
+        self.owner.members = new
         for node in sorted(set(old) - set(new)):
             self._node_failed(node, now, dead=True)
         for client in sorted(self._homed):
@@ -505,16 +599,17 @@ class RelayCore:
 
     # ------------------------------------------------------------------ time
     def tick(self, now: float) -> None:
-        while self._lookup_heap and self._lookup_heap[0][0] <= now:
-            deadline, to = heapq.heappop(self._lookup_heap)
-            ls = self._lookups.get(to)
-            if ls is not None and ls.deadline == deadline:
+        for to in self._lookup_heap.pop_due(now):
+            if to in self._lookups:
+                self._lookups[to].awaiting.clear()
                 self._lookup_done(to, now)
-        while self._pending_heap and self._pending_heap[0][0] <= now:
-            deadline, eid = heapq.heappop(self._pending_heap)
-            p = self._pending.get(eid)
-            if p is not None and p.deadline == deadline:
-                self._on_timeout(p, now)
+        while due := self._pending_heap.pop_due(now):
+            for eid in due:
+                p = self._pending.get(eid)
+                if p is not None:
+                    self._on_timeout(p, now)
+        for conn_id in self._closing.pop_due(now):
+            self._out.append(CloseClient(conn_id=conn_id))
         self.owner.tick(now)
         self._seen.expire(now)
         if now >= self._renew_at:
@@ -523,21 +618,10 @@ class RelayCore:
 
     def next_deadline(self) -> float:
         """The earliest time `tick` has work (inf when none)."""
-        while self._pending_heap:
-            deadline, eid = self._pending_heap[0]
-            p = self._pending.get(eid)
-            if p is not None and p.deadline == deadline:
-                break
-            heapq.heappop(self._pending_heap)
-        while self._lookup_heap:
-            deadline, to = self._lookup_heap[0]
-            ls = self._lookups.get(to)
-            if ls is not None and ls.deadline == deadline:
-                break
-            heapq.heappop(self._lookup_heap)
         return min(
-            self._pending_heap[0][0] if self._pending_heap else INF,
-            self._lookup_heap[0][0] if self._lookup_heap else INF,
+            self._pending_heap.next_deadline(),
+            self._lookup_heap.next_deadline(),
+            self._closing.next_deadline(),
             self.owner.next_deadline(),
             self._seen.next_deadline(),
             self._renew_at,
