@@ -217,7 +217,9 @@ async def _start(
         flusher=flusher,
     )
     relay = RelayDriver(
-        core=RelayCore(node_id=identity.id, config=config.relay, rng=rng, now=trio.current_time()),
+        core=RelayCore(
+            node_id=identity.id, config=config.relay, rng=rng, now=trio.current_time(), sign=identity.sign
+        ),
         links=links,
         metrics=metrics,
     )

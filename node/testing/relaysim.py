@@ -50,6 +50,12 @@ def sim_client(label: bytes) -> bytes:
     return key.id
 
 
+def client_claim(client: bytes, node: bytes, unix_s: float, random_bytes: bytes = bytes(24)) -> HomeClaim:
+    """The claim a `sim_client` signs when it authenticates to `node` at `unix_s`."""
+    nonce = challenge_nonce(unix_s, random_bytes)
+    return HomeClaim(client=client, home=node, nonce=nonce, sig=_KEYS[client].sign(client_auth_message(node, nonce)))
+
+
 @attrs.define(kw_only=True, slots=True)
 class SimNode:
     id: bytes
@@ -110,9 +116,11 @@ class RelaySim:
         return sorted(n for n, sn in self.nodes.items() if sn.alive)
 
     def _new_node(self) -> bytes:
-        node_id = self.rng.randbytes(32)
+        key = Identity.from_seed(self.rng.randbytes(32))
+        node_id = key.id
         core = RelayCore(
             node_id=node_id,
+            sign=key.sign,
             config=self.config,
             rng=random.Random(self.rng.getrandbits(64)),
             now=self.now,
@@ -169,9 +177,7 @@ class RelaySim:
     # ------------------------------------------------------------------ clients
     def claim(self, node: bytes, client: bytes) -> HomeClaim:
         """What `client` signs when it connects to `node` now."""
-        nonce = challenge_nonce(WALL0_S + self.now, self.rng.randbytes(24))
-        sig = _KEYS[client].sign(client_auth_message(node, nonce))
-        return HomeClaim(client=client, home=node, nonce=nonce, sig=sig)
+        return client_claim(client, node, WALL0_S + self.now, self.rng.randbytes(24))
 
     def connect(self, node: bytes, client: bytes, address: str = "192.0.2.1") -> int:
         conn_id = self._next_conn

@@ -28,15 +28,48 @@ def cluster(nodes: int = 6, **cfg: object) -> tuple[RelaySim, Tracker, list[byte
 
 def test_a_member_cannot_forge_an_envelope_from_a_client_of_another_node() -> None:
     sim, _, nodes = cluster()
-    h, m = nodes[0], nodes[1]
+    h = nodes[0]
+    m = next(o for o in owners(A, sim.alive(), SIM_CONFIG.replicas) if o != h)  # M holds A's lease and its claim
     sim.connect(h, A)
     cb = sim.connect(h, B)
     sim.run_for(0.5)
-    for origin in (m, h):  # M as the origin, and M pretending to push H's envelope from a mailbox
-        frame = {"t": int(MsgType.ENVELOPE), "eid": bytes([origin[0]]) * 16, "o": origin, "to": B, "from": A,
-                 "k": "call_offer", "c": b"forged", "b": b"evil", "cn": bytes(32), "cs": bytes(64)}
+    claim = getattr(sim.nodes[m].core.owner.leases, "claim", lambda *_: None)(A, h)  # main: no claims
+    cn, cs = (claim.nonce, claim.sig) if claim is not None else (bytes(32), bytes(64))
+    for n, origin in enumerate((m, h)):  # M as the origin; M pushing "H's" envelope as if from a mailbox
+        frame = {
+            "t": int(MsgType.ENVELOPE),
+            "eid": bytes([n]) * 16,
+            "o": origin,
+            "to": B,
+            "from": A,
+            "k": "call_offer",
+            "c": b"forged",
+            "b": b"evil",
+            "cn": cn,
+            "cs": cs,
+            "ex": 2**62,
+            "os": bytes(64),
+        }
         sim.inject(m, h, frame)
-    sim.run_for(1.0)
+        sim.inject(m, h, {**frame, "eid": bytes([n + 8]) * 16, "os": b"", "ex": 0})
+    for o in owners(B, sim.alive(), SIM_CONFIG.replicas):  # and as a hand-off into B's mailbox
+        frame = {
+            "t": int(MsgType.HANDOFF),
+            "eid": b"h" * 16,
+            "o": h,
+            "to": B,
+            "from": A,
+            "k": "call_offer",
+            "c": b"forged",
+            "b": b"evil",
+            "cn": cn,
+            "cs": cs,
+            "ex": 2**62,
+            "os": bytes(64),
+            "ttl": 60_000,
+        }
+        sim.inject(m, o, frame)
+    sim.run_for(2.0)
     assert [d for d in sim.delivered[cb] if d.sender == A] == []
 
 
@@ -47,8 +80,9 @@ def test_a_member_cannot_move_a_clients_lease_to_itself() -> None:
     sim.run_for(0.5)
     for o in owners(B, sim.alive(), SIM_CONFIG.replicas):
         sim.inject(m, o, {"t": int(MsgType.LEASE_DROP), "h": h, "ids": [B]})
-        sim.inject(m, o, {"t": int(MsgType.LEASE), "h": m, "ids": [B], "ns": [bytes(32)], "sg": [bytes(64)],
-                          "ttl": DAY_MS})
+        sim.inject(
+            m, o, {"t": int(MsgType.LEASE), "h": m, "ids": [B], "ns": [bytes(32)], "sg": [bytes(64)], "ttl": DAY_MS}
+        )
     sim.run_for(0.5)
     sent = t.send(ca, B, Kind.CALL_OFFER, b"call-1")
     sim.run_for(2.0)
@@ -73,11 +107,31 @@ def test_a_lease_flood_does_not_hide_a_newly_connected_client() -> None:
         if victim == m:
             continue
         for i in range(0, len(fake), 512):  # fake ids, no claims (what the attacker did)
-            sim.inject(m, victim, {"t": int(MsgType.LEASE), "h": m, "ids": fake[i : i + 512], "ttl": DAY_MS,
-                                   "ns": [bytes(32)] * 512, "sg": [bytes(64)] * 512})
+            sim.inject(
+                m,
+                victim,
+                {
+                    "t": int(MsgType.LEASE),
+                    "h": m,
+                    "ids": fake[i : i + 512],
+                    "ttl": DAY_MS,
+                    "ns": [bytes(32)] * 512,
+                    "sg": [bytes(64)] * 512,
+                },
+            )
         for i in range(0, len(ids), 256):  # real keys whose claims name M: M's own quota bounds them
-            sim.inject(m, victim, {"t": int(MsgType.LEASE), "h": m, "ids": ids[i : i + 256],
-                                   "ns": nonces[i : i + 256], "sg": sigs[i : i + 256], "ttl": DAY_MS})
+            sim.inject(
+                m,
+                victim,
+                {
+                    "t": int(MsgType.LEASE),
+                    "h": m,
+                    "ids": ids[i : i + 256],
+                    "ns": nonces[i : i + 256],
+                    "sg": sigs[i : i + 256],
+                    "ttl": DAY_MS,
+                },
+            )
     sim.run_for(0.5)
     cc = sim.connect(h, C)
     sim.run_for(0.5)

@@ -197,7 +197,7 @@ def test_link_drop_between_sender_and_home_falls_back_to_the_mailbox() -> None:
 
 
 def test_new_owners_join_while_envelope_is_queued() -> None:
-    sim = RelaySim(seed=3, config=SIM_CONFIG, nodes=3)  # every node owns B: the joiners will take over
+    sim = RelaySim(seed=7, config=SIM_CONFIG, nodes=3)  # every node owns B: the joiners will take over
     t, old_owners = Tracker(sim), sim.alive()
     ca = sim.connect(old_owners[0], A)
     s = t.send(ca, B, Kind.CALL_OFFER, CALL)

@@ -43,14 +43,14 @@ from __future__ import annotations
 import enum
 import random
 from collections import Counter, OrderedDict, deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import attrs
 
 from node.protocol.deadlines import DeadlineHeap
 from node.protocol.relay.budgets import OriginBudgets
 from node.protocol.relay.claims import ClaimVerifier, HomeClaim
-from node.protocol.relay.owner import Owner
+from node.protocol.relay.owner import Owner, origin_signed
 from node.protocol.relay.rendezvous import INF, SeenSet, owners
 from node.protocol.settings import RelaySection
 from node.protocol.wire.client import ClientMessage, Deliver, Envelope, Reason, Receipt, Status
@@ -71,6 +71,7 @@ from node.protocol.wire.peer import (
     ReceiptStatus,
     RelayReceipt,
     ResultStatus,
+    origin_signed_bytes,
 )
 
 __all__ = ["CloseClient", "Command", "RelayCore", "RelayStats", "ToClient", "ToPeer"]
@@ -149,10 +150,19 @@ class RelayCore:
     """See the module docstring. Inputs take `now`; outputs are drained with `drain()`."""
 
     def __init__(
-        self, *, node_id: bytes, config: RelaySection, rng: random.Random, now: float, wall_offset_s: float = 0.0
+        self,
+        *,
+        node_id: bytes,
+        config: RelaySection,
+        rng: random.Random,
+        now: float,
+        sign: Callable[[bytes], bytes],
+        wall_offset_s: float = 0.0,
     ) -> None:
-        """`wall_offset_s` is unix time minus `now` (claims carry unix times; `now` is monotonic)."""
+        """`sign` is the node key's Ed25519 signature (mailbox envelopes carry it); `wall_offset_s` is unix time
+        minus `now` (claims carry unix times; `now` is monotonic)."""
         self.node_id = node_id
+        self._sign = sign
         self.config = config
         self._rng = rng
         self.verifier = ClaimVerifier(
@@ -377,6 +387,9 @@ class RelayCore:
         if p.phase not in _MAIL_PHASES and not self._budgets.mail_admit(p.addr, len(p.env.body)):
             self._finish(p, Status.REJECTED, now, Reason.RATE_LIMITED)
             return
+        if not p.env.origin_sig:  # signed once: a home accepts an owner's push only with the origin's signature
+            unsigned = attrs.evolve(p.env, expires_ms=max(0, round((p.give_up + self.wall_offset_s) * 1000)))
+            p.env = attrs.evolve(unsigned, origin_sig=self._sign(origin_signed_bytes(unsigned)))
         self._set_phase(p, Phase.MAILBOX, now + self.config.peer_timeout_s)
         targets = self._owners(p.env.to)
         p.awaiting, p.full = set(targets), 0
@@ -495,15 +508,17 @@ class RelayCore:
 
     # ------------------------------------------------------------------ home: envelopes for local clients
     def _envelope_authorised(self, from_node: bytes, env: PeerEnvelope, now: float) -> bool:
-        """Only the sender's claimed home (the origin), or an owner of the recipient pushing its mailbox, with the
-        sender's valid claim naming the origin (a mailbox entry may have waited `mailbox_ttl`)."""
-        if from_node != env.origin and not self.owner.near(from_node, env.to):
-            return False
+        """Only the sender's claimed home (the origin), or an owner of the recipient pushing its mailbox an envelope
+        the origin signed, with the sender's valid claim naming the origin (a mailbox entry may have waited)."""
         wall = now + self.wall_offset_s
+        if from_node != env.origin and not (
+            self.owner.near(from_node, env.to) and origin_signed(env, wall, self.config.claim_skew_s)
+        ):
+            return False
         return self.verifier.valid(env.sender_claim, wall, extra_age_s=self.config.mailbox_ttl)
 
     def _on_envelope(self, from_node: bytes, env: PeerEnvelope, now: float) -> None:
-        if not self._envelope_authorised(from_node, env, now):
+        if env.eid not in self._seen and not self._envelope_authorised(from_node, env, now):
             self.refused["forged"] += 1
             return
         conns = self._homed.get(env.to)
@@ -511,7 +526,9 @@ class RelayCore:
             self._send(from_node, EnvelopeResult(eid=env.eid, status=ResultStatus.NOT_HERE))
             return
         if env.eid not in self._seen:
-            self._seen.add(env.eid, now + self.config.mailbox_ttl + 4 * self.config.peer_timeout_s)
+            # remembered past the origin's give-up time, so a replayed mailbox envelope is never delivered twice
+            seen_s = self.config.mailbox_ttl + (self.config.attempts_max + 4) * self.config.peer_timeout_s
+            self._seen.add(env.eid, now + seen_s)
             msg = Deliver(kind=env.kind, sender=env.sender, call=env.call, body=env.body, eid=env.eid)
             for conn in sorted(conns or ()):
                 self._out.append(ToClient(conn_id=conn, msg=msg))

@@ -11,9 +11,10 @@ Who may say what to an owner (docs/protocol.md, "Relay authority"):
   that origin, within the sender's per-second budget (`puts_per_peer_per_s`) and the mailbox's per-origin,
   per-sender and byte bounds; the TTL is clamped to the local `mailbox_ttl`. A put for an id this node does not
   own is answered NOT_OWNER.
-- HANDOFF: for ids this node owns, with the sender's valid claim, within the sender's put budget and the
-  mailbox bounds (the origin's share counts it). Hand-offs (and hand-off LEASEs) come from any member: after many
-  joins at once the old owner may rank anywhere, and refusing would lose the entry.
+- HANDOFF: for ids this node owns, with the sender's valid claim and the origin's valid signature (a member
+  cannot spend another origin's share with junk), within the sender's put budget and the mailbox bounds.
+  Hand-offs (and hand-off LEASEs) come from any member: after many joins at once the old owner may rank
+  anywhere, and refusing would lose the entry.
 - MAILBOX_TAKE: only from a node within the top 2R for the entry's recipient (an owner before or after a change).
 Everything refused is counted in `refused` (reason -> count) and otherwise ignored.
 """
@@ -24,6 +25,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 
 from node.protocol.deadlines import DeadlineHeap
+from node.protocol.identity import verify_signature
 from node.protocol.ratelimit import KeyedBuckets
 from node.protocol.relay.claims import ClaimVerifier, HomeClaim
 from node.protocol.relay.rendezvous import INF, LeaseTable, Mailbox, MailEntry, MailLimits, PutResult, owners
@@ -47,10 +49,20 @@ from node.protocol.wire.peer import (
     ReceiptStatus,
     RelayReceipt,
     ResultStatus,
+    origin_signed_bytes,
 )
 
 Send = Callable[[bytes, PeerMessage], None]
 PEERS_TRACKED_MAX = 4096  # per-peer put buckets kept (members are far fewer)
+
+
+def origin_signed(env: PeerEnvelope, wall_s: float, skew_s: float) -> bool:
+    """Did `env.origin` sign this mailbox envelope, and is its signature not void yet (`expires_ms`)?"""
+    return (
+        bool(env.origin_sig)
+        and wall_s <= env.expires_ms / 1000 + skew_s
+        and verify_signature(env.origin, origin_signed_bytes(env), env.origin_sig)
+    )
 
 
 def _ttl_ms(deadline: float, now: float) -> int:
@@ -175,6 +187,8 @@ class Owner:
             self._refuse("not_owner")
         elif not self._puts.take(from_node, now):
             self._refuse("put_rate")
+        elif not origin_signed(env, now + self.wall_offset_s, self.config.claim_skew_s):
+            self._refuse("forged")
         elif self._claim_ok(env.sender_claim, now, extra_age_s=self.config.mailbox_ttl):
             ttl_s = min(msg.ttl_ms / 1000, self.config.mailbox_ttl)
             if self.mailbox.put(env, now + ttl_s) is PutResult.STORED:
@@ -286,4 +300,4 @@ class Owner:
                 self._send(homes[0], entry.env)
 
 
-__all__ = ["Owner", "PeerEnvelope"]
+__all__ = ["Owner", "origin_signed"]

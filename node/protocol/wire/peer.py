@@ -8,12 +8,15 @@ wrong length or a list over its limit raises RemoteProtocolError, and nothing el
 Field names on the wire: `eid` (16 bytes), `o` origin node (the sender's node, 32 bytes), `to`/`from` client ids,
 `k` envelope kind (the docs/client-protocol.md string), `c` call id, `b` body, `ttl` milliseconds, `h` home node,
 `ids` list of client ids, `s` status string; `cn`/`cs` the sender's home claim (challenge nonce and hello signature,
-node/protocol/relay/claims.py), and in a LEASE `ns`/`sg` one claim nonce and signature per id in `ids`.
+node/protocol/relay/claims.py), and in a LEASE `ns`/`sg` one claim nonce and signature per id in `ids`; `ex`/`os`
+the origin node's signature over a mailbox-path envelope and its expiry (unix ms; 0 and empty on direct forwards).
 """
 
 from __future__ import annotations
 
 import enum
+import hashlib
+import struct
 from typing import Any, Final
 
 import attrs
@@ -83,10 +86,44 @@ class PeerEnvelope:
     body: bytes = attrs.field(validator=v.and_(v.instance_of(bytes), v.max_len(Limits.CLIENT_BODY_MAX)))
     claim_nonce: bytes = attrs.field(validator=_len(NONCE_BYTES))  # the sender's claim naming `origin`
     claim_sig: bytes = attrs.field(validator=_len(SIG_BYTES))
+    # mailbox path only: the origin's signature (`origin_signed_bytes`) and the unix ms after which it is void
+    expires_ms: int = attrs.field(default=0, validator=v.and_(v.instance_of(int), v.ge(0), v.le(2**63 - 1)))
+    origin_sig: bytes = attrs.field(default=b"", validator=v.instance_of(bytes))
+
+    @origin_sig.validator
+    def _sig_or_empty(self, _: Any, sig: bytes) -> None:
+        if len(sig) not in (0, SIG_BYTES):
+            raise ValueError(f"origin_sig is empty or {SIG_BYTES} bytes")
 
     @property
     def sender_claim(self) -> HomeClaim:
         return HomeClaim(client=self.sender, home=self.origin, nonce=self.claim_nonce, sig=self.claim_sig)
+
+
+ORIGIN_SIG_CONTEXT: Final = b"homing/v1/relay-mail"
+
+
+def origin_signed_bytes(e: PeerEnvelope) -> bytes:
+    """What the origin node signs for a mailbox-path envelope: every field a home shows its client, the sender's
+    claim and the expiry (length-prefixed where the length varies; the body by its BLAKE2b-256)."""
+    kind = str(e.kind).encode()
+    return b"".join(
+        (
+            ORIGIN_SIG_CONTEXT,
+            e.eid,
+            e.origin,
+            e.to,
+            e.sender,
+            bytes([len(kind)]),
+            kind,
+            bytes([len(e.call)]),
+            e.call,
+            hashlib.blake2b(e.body, digest_size=32).digest(),
+            e.claim_nonce,
+            e.claim_sig,
+            struct.pack(">Q", e.expires_ms),
+        )
+    )
 
 
 @attrs.frozen(kw_only=True, slots=True)
@@ -204,6 +241,8 @@ def _env_fields(e: PeerEnvelope) -> dict[str, Any]:
         "b": e.body,
         "cn": e.claim_nonce,
         "cs": e.claim_sig,
+        "ex": e.expires_ms,
+        "os": e.origin_sig,
     }
 
 
@@ -278,6 +317,8 @@ def _get_env(m: dict[str, Any]) -> PeerEnvelope:
         body=get_bytes(m, "b", max_len=Limits.CLIENT_BODY_MAX),
         claim_nonce=get_bytes(m, "cn", min_len=NONCE_BYTES, max_len=NONCE_BYTES),
         claim_sig=get_bytes(m, "cs", min_len=SIG_BYTES, max_len=SIG_BYTES),
+        expires_ms=get_int(m, "ex"),
+        origin_sig=get_bytes(m, "os", max_len=SIG_BYTES),
     )
 
 
