@@ -51,6 +51,7 @@ class RelayDriver:
         self.sessions: dict[int, ClientSession] = {}
         self._timer = CoreTimer(tick=core.tick, next_deadline=core.next_deadline, flush=self._flush)
         self._outcomes_seen: dict[tuple[str, str], int] = {}
+        self._refused_seen: dict[Refusal, int] = {}
 
     # --- RelaySink (called by the client server) ---------------------------------------------------
 
@@ -146,3 +147,7 @@ class RelayDriver:
         for seconds in stats.latencies_s:
             self.metrics.relay_seconds.observe(seconds)
         self.metrics.mailbox_envelopes.set(stats.mailbox_envelopes)
+        for reason, total in list(self.core.refused.items()):  # relay frames refused by authority or budget
+            for _ in range(total - self._refused_seen.get(reason, 0)):
+                self.metrics.packet_refused(Layer.PEER, reason)
+            self._refused_seen[reason] = total

@@ -10,6 +10,7 @@ import random
 import attrs
 
 from node.protocol.identity import Identity
+from node.protocol.refusals import Refusal
 from node.protocol.relay.claims import HomeClaim, challenge_nonce, nonce_time_s
 from node.protocol.relay.core import CloseClient, RelayCore, ToClient, ToPeer
 from node.protocol.relay.rendezvous import owners
@@ -120,7 +121,7 @@ def test_a_lease_needs_the_clients_claim_naming_that_home() -> None:
     b = OWNED[0]
     forged = attrs.evolve(client_claim(b, P, WALL0_S), home=M)  # P's claim relabelled: the signature fails
     c.peer_message(M, lease(M, [forged]), 0.0)
-    assert c.owner.leases.homes(b, 0.0) == () and c.refused["claim"] == 1
+    assert c.owner.leases.homes(b, 0.0) == () and c.refused[Refusal.FORGED] == 1
     c.peer_message(P, lease(P, [client_claim(b, P, WALL0_S)]), 0.0)
     assert c.owner.leases.homes(b, 0.0) == (P,)
 
@@ -146,7 +147,7 @@ def test_lease_ttl_is_clamped_to_local_config() -> None:
 def test_leases_only_for_ids_this_node_owns() -> None:
     c = core()
     c.peer_message(P, lease(P, [client_claim(FAR, P, WALL0_S)]), 0.0)
-    assert len(c.owner.leases) == 0 and c.refused["not_owner"] == 1
+    assert len(c.owner.leases) == 0 and c.refused[Refusal.MALFORMED] == 1
 
 
 def test_only_the_home_drops_its_lease() -> None:
@@ -219,7 +220,7 @@ def test_the_home_accepts_from_x_only_from_xs_claimed_home() -> None:
     claim_at_p = client_claim(A, P, WALL0_S)
     c.peer_message(M, penv(M, b, A, claim_at_p, eid=b"1" * 16), 0.0)  # M as origin, with A's claim naming P
     c.peer_message(M, penv(P, b, A, claim_at_p, eid=b"2" * 16), 0.0)  # M posing as P's mailbox, unsigned
-    assert delivered(c.drain()) == [] and c.refused["forged"] == 2
+    assert delivered(c.drain()) == [] and c.refused[Refusal.FORGED] == 2
     c.peer_message(P, penv(P, b, A, claim_at_p, eid=b"3" * 16), 0.0)  # P, A's home
     assert [d.eid for d in delivered(c.drain())] == [b"3" * 16]
 

@@ -48,6 +48,7 @@ from collections.abc import Callable, Iterable, Sequence
 import attrs
 
 from node.protocol.deadlines import DeadlineHeap
+from node.protocol.refusals import Refusal
 from node.protocol.relay.budgets import OriginBudgets
 from node.protocol.relay.claims import ClaimVerifier, HomeClaim
 from node.protocol.relay.owner import Owner, origin_signed
@@ -183,7 +184,7 @@ class RelayCore:
         # owner role
         self.owner = Owner(node_id=node_id, config=config, send=self._send, verifier=self.verifier)
         self.owner.wall_offset_s = wall_offset_s
-        self.refused = self.owner.refused  # reason -> count, for every role
+        self.refused = self.owner.refused  # Refusal -> count, for every role (metrics: Layer.PEER)
         # origin role
         self._pending: dict[bytes, Pending] = {}
         self._pending_heap: DeadlineHeap[bytes] = DeadlineHeap()
@@ -253,7 +254,7 @@ class RelayCore:
         if conn_id in self._conns:
             return
         if claim.client != client_id or claim.home != self.node_id:
-            self.refused["claim"] += 1
+            self.refused[Refusal.FORGED] += 1
             self._out.append(CloseClient(conn_id=conn_id))
             return
         self._conns[conn_id] = client_id
@@ -519,7 +520,7 @@ class RelayCore:
 
     def _on_envelope(self, from_node: bytes, env: PeerEnvelope, now: float) -> None:
         if env.eid not in self._seen and not self._envelope_authorised(from_node, env, now):
-            self.refused["forged"] += 1
+            self.refused[Refusal.FORGED] += 1
             return
         conns = self._homed.get(env.to)
         if not conns and env.eid not in self._seen:

@@ -16,7 +16,7 @@ Who may say what to an owner (docs/protocol.md, "Relay authority"):
   Hand-offs (and hand-off LEASEs) come from any member: after many joins at once the old owner may rank
   anywhere, and refusing would lose the entry.
 - MAILBOX_TAKE: only from a node within the top 2R for the entry's recipient (an owner before or after a change).
-Everything refused is counted in `refused` (reason -> count) and otherwise ignored.
+Everything refused is counted in `refused` (node/protocol/refusals.Refusal -> count) and otherwise ignored.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from collections.abc import Callable, Sequence
 from node.protocol.deadlines import DeadlineHeap
 from node.protocol.identity import verify_signature
 from node.protocol.ratelimit import KeyedBuckets
+from node.protocol.refusals import Refusal
 from node.protocol.relay.claims import ClaimVerifier, HomeClaim
 from node.protocol.relay.rendezvous import INF, LeaseTable, Mailbox, MailEntry, MailLimits, PutResult, owners
 from node.protocol.settings import RelaySection
@@ -79,7 +80,7 @@ class Owner:
         self.verifier = verifier
         self.members: tuple[bytes, ...] = (node_id,)
         self.wall_offset_s = 0.0
-        self.refused: Counter[str] = Counter()
+        self.refused: Counter[Refusal] = Counter()
         self._send = send
         self._puts: KeyedBuckets[bytes] = KeyedBuckets(
             config.puts_per_peer_per_s, config.puts_per_peer_burst, PEERS_TRACKED_MAX
@@ -106,13 +107,15 @@ class Owner:
         """Is `node` an owner of `client` or was one before a membership change (within the top 2R)?"""
         return node in owners(client, self.members, 2 * self.config.replicas)
 
-    def _refuse(self, reason: str) -> None:
+    def _refuse(self, reason: Refusal) -> None:
         self.refused[reason] += 1
 
     def _claim_ok(self, claim: HomeClaim, now: float, extra_age_s: float = 0.0) -> bool:
-        if self.verifier.valid(claim, now + self.wall_offset_s, extra_age_s=extra_age_s):
+        wall = now + self.wall_offset_s
+        if self.verifier.valid(claim, wall, extra_age_s=extra_age_s):
             return True
-        self._refuse("claim")
+        fresh = self.verifier.fresh(claim, wall, extra_age_s=extra_age_s)
+        self._refuse(Refusal.FORGED if fresh else Refusal.REPLAYED)
         return False
 
     def claim_ends(self, claim: HomeClaim) -> float:
@@ -123,23 +126,23 @@ class Owner:
     def on_lease(self, from_node: bytes, msg: Lease, now: float) -> None:
         handoff = msg.home != from_node
         if handoff and msg.home not in self.members:
-            self._refuse("lease_home")
+            self._refuse(Refusal.FORGED)
             return
         ttl_s = min(msg.ttl_ms / 1000, self.config.lease_ttl_s)
         for claim in msg.claims:
             client = claim.client
             if not self.owns(client, from_node):
-                self._refuse("not_owner")
+                self._refuse(Refusal.MALFORMED)
             elif self._claim_ok(claim, now):
                 expires = min(now + ttl_s, self.claim_ends(claim))
                 if not self.leases.put(client, msg.home, expires, claim):
-                    self._refuse("leases_full")
+                    self._refuse(Refusal.RATE_LIMITED)
                 else:
                     self._push_waiting(client, now)
 
     def on_lease_drop(self, from_node: bytes, msg: LeaseDrop) -> None:
         if msg.home != from_node:
-            self._refuse("lease_home")
+            self._refuse(Refusal.FORGED)
             return
         for client in msg.ids:
             self.leases.drop(client, msg.home)
@@ -151,14 +154,14 @@ class Owner:
     def on_put(self, from_node: bytes, msg: MailboxPut, now: float) -> None:
         env = msg.env
         if env.origin != from_node or not self._claim_ok(env.sender_claim, now):
-            self._refuse("forged")
+            self._refuse(Refusal.FORGED)
             return
         if not self.owns(env.to, from_node):
-            self._refuse("not_owner")
+            self._refuse(Refusal.MALFORMED)
             self._send(from_node, MailboxEvent(eid=env.eid, status=MailboxStatus.NOT_OWNER))
             return
         if not self._puts.take(from_node, now):
-            self._refuse("put_rate")
+            self._refuse(Refusal.RATE_LIMITED)
             self._send(from_node, MailboxEvent(eid=env.eid, status=MailboxStatus.FULL))
             return
         if env.kind is Kind.CALL_HANGUP:
@@ -170,7 +173,7 @@ class Owner:
                 return
         ttl_s = min(msg.ttl_ms / 1000, self.config.mailbox_ttl)
         if self.mailbox.put(env, now + ttl_s) is PutResult.FULL:
-            self._refuse("mailbox_full")
+            self._refuse(Refusal.RATE_LIMITED)
             self._send(from_node, MailboxEvent(eid=env.eid, status=MailboxStatus.FULL))
             return
         self._push_waiting(env.to, now)
@@ -184,11 +187,11 @@ class Owner:
     def on_handoff(self, from_node: bytes, msg: Handoff, now: float) -> None:
         env = msg.env
         if not self.owns(env.to, from_node):
-            self._refuse("not_owner")
+            self._refuse(Refusal.MALFORMED)
         elif not self._puts.take(from_node, now):
-            self._refuse("put_rate")
+            self._refuse(Refusal.RATE_LIMITED)
         elif not origin_signed(env, now + self.wall_offset_s, self.config.claim_skew_s):
-            self._refuse("forged")
+            self._refuse(Refusal.FORGED)
         elif self._claim_ok(env.sender_claim, now, extra_age_s=self.config.mailbox_ttl):
             ttl_s = min(msg.ttl_ms / 1000, self.config.mailbox_ttl)
             if self.mailbox.put(env, now + ttl_s) is PutResult.STORED:
