@@ -69,24 +69,33 @@ class ClaimVerifier:
         self.age_max_s = age_max_s
         self.skew_s = skew_s
         self._max = cache_max
-        self._cache: OrderedDict[HomeClaim, bool] = OrderedDict()
+        self._cache: OrderedDict[tuple[bytes, bytes, bytes, bytes], bool] = OrderedDict()
         self.verifications = 0  # Ed25519 verifications done (for tests and metrics)
 
     def fresh(self, claim: HomeClaim, wall_s: float, *, extra_age_s: float = 0.0) -> bool:
         """Is the claim's time inside [wall - age_max - extra, wall + skew]?"""
-        t = claim.issued_s
-        return wall_s - self.age_max_s - extra_age_s <= t <= wall_s + self.skew_s
+        return self._fresh(claim.nonce, wall_s, extra_age_s)
+
+    def _fresh(self, nonce: bytes, wall_s: float, extra_age_s: float) -> bool:
+        return wall_s - self.age_max_s - extra_age_s <= nonce_time_s(nonce) <= wall_s + self.skew_s
 
     def valid(self, claim: HomeClaim, wall_s: float, *, extra_age_s: float = 0.0) -> bool:
-        if not self.fresh(claim, wall_s, extra_age_s=extra_age_s):
+        return self.valid_parts(claim.client, claim.home, claim.nonce, claim.sig, wall_s, extra_age_s=extra_age_s)
+
+    def valid_parts(
+        self, client: bytes, home: bytes, nonce: bytes, sig: bytes, wall_s: float, *, extra_age_s: float = 0.0
+    ) -> bool:
+        """`valid` for a claim given by its fields (already length-checked by a decoder): the per-envelope path."""
+        if not self._fresh(nonce, wall_s, extra_age_s):
             return False
-        ok = self._cache.get(claim)
+        key = (client, home, nonce, sig)
+        ok = self._cache.get(key)
         if ok is None:
             self.verifications += 1
-            ok = verify_signature(claim.client, client_auth_message(claim.home, claim.nonce), claim.sig)
-            self._cache[claim] = ok
+            ok = verify_signature(client, client_auth_message(home, nonce), sig)
+            self._cache[key] = ok
             while len(self._cache) > self._max:
                 self._cache.popitem(last=False)
         else:
-            self._cache.move_to_end(claim)
+            self._cache.move_to_end(key)
         return ok

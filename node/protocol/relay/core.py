@@ -516,7 +516,9 @@ class RelayCore:
             self.owner.near(from_node, env.to) and origin_signed(env, wall, self.config.claim_skew_s)
         ):
             return False
-        return self.verifier.valid(env.sender_claim, wall, extra_age_s=self.config.mailbox_ttl)
+        return self.verifier.valid_parts(
+            env.sender, env.origin, env.claim_nonce, env.claim_sig, wall, extra_age_s=self.config.mailbox_ttl
+        )
 
     def _on_envelope(self, from_node: bytes, env: PeerEnvelope, now: float) -> None:
         if env.eid not in self._seen and not self._envelope_authorised(from_node, env, now):
