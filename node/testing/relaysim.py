@@ -16,6 +16,7 @@ Network model
   ids come from `sim_client(label)`, which keeps the key, so `connect` signs a real home claim (the hello's
   signature over the node's time-stamped nonce, docs/protocol.md "Relay authority"). Wall time is WALL0_S + now.
 - `inject(src, dst, frame)` delivers a hand-written relay frame (a wire map) as if `src` sent it: a hostile member.
+  `watch(node)` records every frame sent to `node` in `frames_to[node]`: what that member learns.
 
 Observations are kept per connection: `delivered[conn]` (Deliver messages) and `receipts[conn]` (Receipt messages).
 """
@@ -102,6 +103,7 @@ class RelaySim:
         self.delivered: dict[int, list[Deliver]] = {}
         self.receipts: dict[int, list[Receipt]] = {}
         self.peer_frames = 0
+        self.frames_to: dict[bytes, list[PeerMessage]] = {}
         self._events: list[tuple[float, int, Callable[[], None]]] = []
         self._seq = 0
         self._next_conn = 1
@@ -260,6 +262,10 @@ class RelaySim:
             self.nodes[c.node].core.client_offline(conn_id, self.now)
             self._flush(c.node)
 
+    def watch(self, node: bytes) -> list[PeerMessage]:
+        """Record every frame sent to `node` from now on; returns the (live) list."""
+        return self.frames_to.setdefault(node, [])
+
     def inject(self, src: bytes, dst: bytes, frame: dict[str, Any]) -> bool:
         """Deliver a hand-written relay frame from `src` to `dst` after one link delay. False when the wire
         decoder refuses it (then nothing is delivered)."""
@@ -278,6 +284,8 @@ class RelaySim:
     def _transmit(self, src: bytes, dst: bytes, msg: PeerMessage) -> None:
         frame = encode_peer(msg)
         self.peer_frames += 1
+        if dst in self.frames_to:
+            self.frames_to[dst].append(msg)
         target = self.nodes.get(dst)
         if target is None or not target.alive or self._is_cut(src, dst):
             if (src, dst) not in self._unreachable_due:

@@ -14,6 +14,7 @@ from node.protocol.identity import Identity, client_auth_message
 from node.protocol.relay.rendezvous import owners
 from node.protocol.wire import MsgType
 from node.protocol.wire.client import Kind, Status
+from node.protocol.wire.peer import LookupReply, MailboxPut
 from node.testing.relaysim import WALL0_S, RelaySim, sim_client
 from tests.relay.simcheck import SIM_CONFIG, Tracker
 
@@ -157,3 +158,38 @@ def test_one_address_with_fresh_keys_cannot_fill_the_mailboxes() -> None:
         sim.run_for(0.5)
         assert t.statuses(sent) == [Status.QUEUED], caller_node.hex()
     t.check_safety()
+
+
+def test_what_a_member_still_learns_where_any_id_is_homed_and_who_calls_whom_through_it() -> None:
+    """Not a protection: the leaks docs/security.md lists for a hostile member, shown so they stay documented."""
+    sim, t, nodes = cluster()
+    s, h = nodes[0], nodes[1]
+    m = next(o for o in owners(B, sim.alive(), SIM_CONFIG.replicas) if o not in (s, h))
+    seen = sim.watch(m)
+    ca, cb = sim.connect(s, A), sim.connect(h, B)
+    sim.run_for(0.5)
+    for o in owners(B, sim.alive(), SIM_CONFIG.replicas):  # any member may ask where any id is homed
+        sim.inject(m, o, {"t": int(MsgType.LOOKUP), "id": B})
+    sim.run_for(0.5)
+    assert {x.homes for x in seen if isinstance(x, LookupReply) and x.id == B} >= {(h,)}
+    sim.disconnect(cb)
+    sim.run_for(0.5)
+    sent = t.send(ca, B, Kind.CALL_OFFER, b"call-4")
+    sim.run_for(0.5)
+    assert t.statuses(sent) == [Status.QUEUED]
+    puts = [x.env for x in seen if isinstance(x, MailboxPut)]  # as B's owner, M sees who calls B
+    assert [(e.sender, e.to, e.call) for e in puts] == [(A, B, b"call-4")]
+
+
+def test_what_a_stranger_learns_delivered_means_online_queued_means_offline() -> None:
+    sim, t, nodes = cluster()
+    stranger = sim.connect(nodes[0], sim_client(b"stranger"))
+    cb = sim.connect(nodes[1], B)
+    sim.run_for(0.5)
+    online = t.send(stranger, B, Kind.CALL_HANGUP, b"probe-1")
+    sim.run_for(0.5)
+    sim.disconnect(cb)
+    sim.run_for(0.5)
+    offline = t.send(stranger, B, Kind.CALL_HANGUP, b"probe-2")
+    sim.run_for(0.5)
+    assert t.statuses(online) == [Status.DELIVERED] and t.statuses(offline) == [Status.QUEUED]
