@@ -39,9 +39,7 @@ OWNED = [c for c in CLIENTS if S in owners(c, MEMBERS, R)]  # ids S owns
 FOREIGN = [c for c in CLIENTS if S not in owners(c, MEMBERS, R)]
 A = CLIENTS[0]
 # a recipient S does not own even without P or M (a leaving owner's hand-offs count S as owner), never a sender here
-FAR = next(
-    c for c in reversed(FOREIGN) if all(S not in owners(c, [m for m in MEMBERS if m != x], R) for x in (P, M))
-)
+FAR = next(c for c in reversed(FOREIGN) if all(S not in owners(c, [m for m in MEMBERS if m != x], R) for x in (P, M)))
 
 
 def core(**cfg: object) -> RelayCore:
