@@ -280,3 +280,55 @@ def test_one_address_has_a_mailbox_budget_in_count_and_bytes() -> None:
     assert puts == {b"c1", b"c2", b"c4", b"c6"}
     rejected = [r for r in receipts(cmds) if r.status is Status.REJECTED]
     assert [(r.ref, r.reason) for r in rejected] == [(3, Reason.RATE_LIMITED), (5, Reason.RATE_LIMITED)]
+
+
+# ---------------------------------------------------------------- a claim crosses a link once
+
+
+def test_a_claim_crosses_a_link_once_and_is_resent_when_the_home_forgot_it() -> None:
+    s = core()
+    h = RelayCore(
+        node_id=P,
+        config=attrs.evolve(SIM_CONFIG, claim_cache_max=1),
+        rng=random.Random(6),
+        now=0.0,
+        sign=KEYS[1].sign,
+        wall_offset_s=WALL0_S,
+    )
+    h.members_changed(MEMBERS, 0.0)
+    b = FAR
+    online(s, 1, A)
+    h.client_online(2, b, 0.0, claim=client_claim(b, P, WALL0_S), address_key="x")
+    s.drain(), h.drain()
+    got: list[bytes] = []  # bodies delivered to b at P
+    answers: list[Receipt] = []  # receipts to A at S
+
+    def send(ref: int, t: float) -> list[PeerEnvelope]:
+        """One envelope A -> b: S forwards to P (after a lookup the first time); frames between them are relayed."""
+        s.client_envelope(1, Envelope(kind=Kind.CALL_ICE, to=b, call=b"c", body=b"%d" % ref, ref=ref), t)
+        out: list[PeerEnvelope] = []
+        for _ in range(4):
+            cmds = s.drain()
+            answers.extend(receipts(cmds))
+            for x in cmds:
+                if isinstance(x, ToPeer) and isinstance(x.msg, Lookup):
+                    s.peer_message(x.node, LookupReply(id=b, homes=(P,)), t)
+                elif isinstance(x, ToPeer) and x.node == P and isinstance(x.msg, PeerEnvelope):
+                    out.append(x.msg)
+                    h.peer_message(S, x.msg, t)
+                    for y in h.drain():
+                        if isinstance(y, ToPeer) and y.node == S:
+                            s.peer_message(P, y.msg, t)
+                        elif isinstance(y, ToClient) and isinstance(y.msg, Deliver):
+                            got.append(y.msg.body)
+        return out
+
+    first, second = send(1, 0.0), send(2, 0.1)
+    assert [e.has_claim for e in first] == [True] and [e.has_claim for e in second] == [False]
+    other, c = KEYS[3].id, CLIENTS[5]  # another origin's claim pushes S's out of P's one-entry cache
+    h.peer_message(other, penv(other, b, c, client_claim(c, other, WALL0_S), eid=b"o" * 16), 0.2)
+    h.drain()
+    third = send(3, 0.3)
+    assert [e.has_claim for e in third] == [False, True]  # need_claim, then resent in full
+    assert got == [b"1", b"2", b"3"]
+    assert [(r.ref, r.status) for r in answers] == [(n, Status.DELIVERED) for n in (1, 2, 3)]

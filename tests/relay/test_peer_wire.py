@@ -54,7 +54,9 @@ FULL_LEASE = Lease(
 ALL: list[PeerMessage] = [
     E,
     E_MAIL,
+    attrs.evolve(E, claim_nonce=b"", claim_sig=b""),  # a home that has the claim gets the envelope without it
     EnvelopeResult(eid=b"e" * 16, status=ResultStatus.NOT_HERE),
+    EnvelopeResult(eid=b"e" * 16, status=ResultStatus.NEED_CLAIM),
     Lease(home=I4, claims=(HomeClaim(client=I1, home=I4, nonce=N, sig=G),), ttl_ms=30_000),
     FULL_LEASE,
     LeaseDrop(home=I4, ids=(I1,)),
@@ -95,6 +97,7 @@ BAD = [
     ({"t": 38, "h": I1, "ids": [I1], "ns": [N], "sg": [b"short"], "ttl": 5}, "claim signature length"),
     ({**{k: v for k, v in msgpack.unpackb(encode_peer(E)).items() if k != "cs"}}, "envelope without claim"),
     ({**msgpack.unpackb(encode_peer(E)), "os": b"x" * 10}, "origin signature length"),
+    ({**msgpack.unpackb(encode_peer(E)), "cs": b""}, "half a claim"),
     ({"t": 36, "eid": b"e" * 16, "o": I1, "to": I2, "from": I3, "k": "call_dance", "c": b"c", "b": b""}, "kind"),
     ({"t": 36, "eid": b"e" * 16, "o": I1, "to": I2, "from": I3, "k": "call_ice", "c": b"", "b": b""}, "empty call"),
 ]

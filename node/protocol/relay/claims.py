@@ -85,8 +85,8 @@ class ClaimVerifier:
     def valid_parts(
         self, client: bytes, home: bytes, nonce: bytes, sig: bytes, wall_s: float, *, extra_age_s: float = 0.0
     ) -> bool:
-        """`valid` for a claim given by its fields (already length-checked by a decoder): the per-envelope path."""
-        if not self._fresh(nonce, wall_s, extra_age_s):
+        """`valid` for a claim given by its fields: the per-envelope path (no object built)."""
+        if len(nonce) != NONCE_BYTES or len(sig) != SIG_BYTES or not self._fresh(nonce, wall_s, extra_age_s):
             return False
         key = (client, home, nonce, sig)
         ok = self._cache.get(key)
@@ -99,3 +99,50 @@ class ClaimVerifier:
         else:
             self._cache.move_to_end(key)
         return ok
+
+
+class LinkClaims:
+    """Which sender claims each peer link already carried, both ways, so a claim crosses a link once.
+
+    Sending side: `(peer, sender, nonce)` triples this node sent in full; the next envelope of that sender to that
+    peer goes without its claim. Receiving side: `(peer, sender) -> (nonce, sig)` learned from envelopes that peer
+    originated and that verified. Both are LRU-bounded by `entries_max`; a receiver that forgot a claim answers
+    `need_claim` and the sender sends it again, so eviction costs a round trip, never a delivery. A link that
+    drops forgets its sending side (the peer may have restarted): in O(1), by starting a new epoch for that peer
+    (the old epoch's entries are never matched again and age out of the LRU).
+    """
+
+    def __init__(self, *, entries_max: int) -> None:
+        self._max = entries_max
+        self._epoch: dict[bytes, int] = {}
+        self._sent: OrderedDict[tuple[bytes, int, bytes, bytes], None] = OrderedDict()
+        self._known: OrderedDict[tuple[bytes, bytes], tuple[bytes, bytes]] = OrderedDict()
+
+    @staticmethod
+    def _bounded(d: OrderedDict[Any, Any], max_: int) -> None:
+        while len(d) > max_:
+            d.popitem(last=False)
+
+    def peer_has(self, peer: bytes, sender: bytes, nonce: bytes) -> bool:
+        """Has this node sent `sender`'s claim `nonce` to `peer`? If not, it is recorded as sent now."""
+        key = (peer, self._epoch.get(peer, 0), sender, nonce)
+        if key in self._sent:
+            self._sent.move_to_end(key)
+            return True
+        self._sent[key] = None
+        self._bounded(self._sent, self._max)
+        return False
+
+    def resend(self, peer: bytes, sender: bytes, nonce: bytes) -> None:
+        self._sent.pop((peer, self._epoch.get(peer, 0), sender, nonce), None)
+
+    def forget_peer(self, peer: bytes) -> None:
+        self._epoch[peer] = self._epoch.get(peer, 0) + 1  # bounded by the members ever seen
+
+    def learn(self, peer: bytes, sender: bytes, nonce: bytes, sig: bytes) -> None:
+        self._known[(peer, sender)] = (nonce, sig)
+        self._known.move_to_end((peer, sender))
+        self._bounded(self._known, self._max)
+
+    def known(self, peer: bytes, sender: bytes) -> tuple[bytes, bytes] | None:
+        return self._known.get((peer, sender))

@@ -50,7 +50,7 @@ import attrs
 from node.protocol.deadlines import DeadlineHeap
 from node.protocol.refusals import Refusal
 from node.protocol.relay.budgets import OriginBudgets
-from node.protocol.relay.claims import ClaimVerifier, HomeClaim
+from node.protocol.relay.claims import ClaimVerifier, HomeClaim, LinkClaims
 from node.protocol.relay.owner import Owner, origin_signed
 from node.protocol.relay.rendezvous import INF, SeenSet, owners
 from node.protocol.settings import RelaySection
@@ -132,6 +132,8 @@ class Pending:
     attempts: int = 0
     full: int = 0
     queued_sent: bool = False
+    bare: PeerEnvelope | None = None  # env without the sender's claim, for homes that have it
+    claim_resent: set[bytes] = attrs.field(factory=set)  # homes that asked for the claim (once each)
 
 
 @attrs.define(kw_only=True, slots=True)
@@ -180,6 +182,7 @@ class RelayCore:
         self._closing: DeadlineHeap[int] = DeadlineHeap()  # conn -> when its claim is too old to renew leases
         self._homed: dict[bytes, set[int]] = {}
         self._seen = SeenSet(seen_max=config.seen_max)
+        self._links = LinkClaims(entries_max=config.claim_cache_max)
         self._renew_at = now + config.lease_ttl_s / 3
         # owner role
         self.owner = Owner(node_id=node_id, config=config, send=self._send, verifier=self.verifier)
@@ -382,7 +385,16 @@ class RelayCore:
         self._set_phase(p, Phase.FORWARD, now + self.config.peer_timeout_s)
         p.awaiting = set(homes)
         for h in sorted(p.awaiting):
-            self._send(h, p.env)
+            self._send(h, self._for_home(h, p))
+
+    def _for_home(self, home: bytes, p: Pending) -> PeerEnvelope:
+        """p's envelope, without the sender's claim when that home already has it (docs/protocol.md)."""
+        env = p.env
+        if home == self.node_id or not self._links.peer_has(home, env.sender, env.claim_nonce):
+            return env
+        if p.bare is None:
+            p.bare = attrs.evolve(env, claim_nonce=b"", claim_sig=b"")
+        return p.bare
 
     def _mailbox_put(self, p: Pending, now: float) -> None:
         if p.phase not in _MAIL_PHASES and not self._budgets.mail_admit(p.addr, len(p.env.body)):
@@ -458,6 +470,16 @@ class RelayCore:
             return
         if msg.status is ResultStatus.DELIVERED:
             self._finish(p, Status.DELIVERED, now)
+        elif msg.status is ResultStatus.NEED_CLAIM and p.phase is Phase.FORWARD and from_node in p.awaiting:
+            self._links.resend(from_node, p.env.sender, p.env.claim_nonce)
+            if from_node not in p.claim_resent:  # once per home: a home that keeps asking counts as not_here
+                p.claim_resent.add(from_node)
+                self._links.peer_has(from_node, p.env.sender, p.env.claim_nonce)
+                self._send(from_node, p.env)
+                return
+            p.awaiting.discard(from_node)
+            if not p.awaiting:
+                self._retry(p, now)
         elif p.phase is Phase.FORWARD and from_node in p.awaiting:
             p.awaiting.discard(from_node)
             if not p.awaiting:
@@ -508,7 +530,13 @@ class RelayCore:
                 self._mailbox_put(p, now)
 
     # ------------------------------------------------------------------ home: envelopes for local clients
-    def _envelope_authorised(self, from_node: bytes, env: PeerEnvelope, now: float) -> bool:
+    def _sender_claim(self, from_node: bytes, env: PeerEnvelope) -> tuple[bytes, bytes] | None:
+        """The sender's claim (nonce, sig): carried, or learned earlier from this origin (None: ask for it)."""
+        if env.has_claim:
+            return env.claim_nonce, env.claim_sig
+        return self._links.known(from_node, env.sender) if from_node == env.origin else None
+
+    def _envelope_authorised(self, from_node: bytes, env: PeerEnvelope, claim: tuple[bytes, bytes], now: float) -> bool:
         """Only the sender's claimed home (the origin), or an owner of the recipient pushing its mailbox an envelope
         the origin signed, with the sender's valid claim naming the origin (a mailbox entry may have waited)."""
         wall = now + self.wall_offset_s
@@ -516,14 +544,22 @@ class RelayCore:
             self.owner.near(from_node, env.to) and origin_signed(env, wall, self.config.claim_skew_s)
         ):
             return False
-        return self.verifier.valid_parts(
-            env.sender, env.origin, env.claim_nonce, env.claim_sig, wall, extra_age_s=self.config.mailbox_ttl
-        )
+        return self.verifier.valid_parts(env.sender, env.origin, *claim, wall, extra_age_s=self.config.mailbox_ttl)
 
     def _on_envelope(self, from_node: bytes, env: PeerEnvelope, now: float) -> None:
-        if env.eid not in self._seen and not self._envelope_authorised(from_node, env, now):
-            self.refused[Refusal.FORGED] += 1
-            return
+        if env.eid not in self._seen:
+            claim = self._sender_claim(from_node, env)
+            if claim is None:
+                if from_node == env.origin:
+                    self._send(from_node, EnvelopeResult(eid=env.eid, status=ResultStatus.NEED_CLAIM))
+                else:
+                    self.refused[Refusal.FORGED] += 1
+                return
+            if not self._envelope_authorised(from_node, env, claim, now):
+                self.refused[Refusal.FORGED] += 1
+                return
+            if from_node == env.origin and env.has_claim:
+                self._links.learn(from_node, env.sender, *claim)
         conns = self._homed.get(env.to)
         if not conns and env.eid not in self._seen:
             self._send(from_node, EnvelopeResult(eid=env.eid, status=ResultStatus.NOT_HERE))
@@ -579,6 +615,7 @@ class RelayCore:
         self._pump(now)
 
     def _node_failed(self, node: bytes, now: float, *, dead: bool) -> None:
+        self._links.forget_peer(node)
         self.owner.node_gone(node, dead=dead)
         for to in [t for t, (homes, _) in self._cache.items() if node in homes]:
             del self._cache[to]

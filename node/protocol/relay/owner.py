@@ -118,6 +118,10 @@ class Owner:
         self._refuse(Refusal.FORGED if fresh else Refusal.REPLAYED)
         return False
 
+    def _sender_ok(self, env: PeerEnvelope, now: float, extra_age_s: float = 0.0) -> bool:
+        """Does `env` carry its sender's valid claim naming its origin? (Mailbox envelopes always carry it.)"""
+        return env.has_claim and self._claim_ok(env.sender_claim, now, extra_age_s)
+
     def claim_ends(self, claim: HomeClaim) -> float:
         """The `now` at which `claim` ages out."""
         return claim.issued_s + self.verifier.age_max_s - self.wall_offset_s
@@ -153,7 +157,7 @@ class Owner:
 
     def on_put(self, from_node: bytes, msg: MailboxPut, now: float) -> None:
         env = msg.env
-        if env.origin != from_node or not self._claim_ok(env.sender_claim, now):
+        if env.origin != from_node or not self._sender_ok(env, now):
             self._refuse(Refusal.FORGED)
             return
         if not self.owns(env.to, from_node):
@@ -192,7 +196,7 @@ class Owner:
             self._refuse(Refusal.RATE_LIMITED)
         elif not origin_signed(env, now + self.wall_offset_s, self.config.claim_skew_s):
             self._refuse(Refusal.FORGED)
-        elif self._claim_ok(env.sender_claim, now, extra_age_s=self.config.mailbox_ttl):
+        elif self._sender_ok(env, now, extra_age_s=self.config.mailbox_ttl):
             ttl_s = min(msg.ttl_ms / 1000, self.config.mailbox_ttl)
             if self.mailbox.put(env, now + ttl_s) is PutResult.STORED:
                 self._push_waiting(env.to, now)

@@ -53,6 +53,7 @@ class ResultStatus(enum.StrEnum):
 
     DELIVERED = "delivered"  # handed to at least one live connection (or had been, same eid)
     NOT_HERE = "not_here"  # the recipient has no live connection on this node
+    NEED_CLAIM = "need_claim"  # sent without the sender's claim, which this home does not have (any more): resend
 
 
 class MailboxStatus(enum.StrEnum):
@@ -84,8 +85,9 @@ class PeerEnvelope:
     kind: Kind = attrs.field(validator=v.instance_of(Kind))
     call: bytes = attrs.field(validator=v.and_(v.instance_of(bytes), v.min_len(1), v.max_len(Limits.CALL_ID_MAX)))
     body: bytes = attrs.field(validator=v.and_(v.instance_of(bytes), v.max_len(Limits.CLIENT_BODY_MAX)))
-    claim_nonce: bytes = attrs.field(validator=_len(NONCE_BYTES))  # the sender's claim naming `origin`
-    claim_sig: bytes = attrs.field(validator=_len(SIG_BYTES))
+    # the sender's claim naming `origin`; both empty on a direct forward to a home that has it (docs/protocol.md)
+    claim_nonce: bytes = attrs.field(validator=v.instance_of(bytes))
+    claim_sig: bytes = attrs.field(validator=v.instance_of(bytes))
     # mailbox path only: the origin's signature (`origin_signed_bytes`) and the unix ms after which it is void
     expires_ms: int = attrs.field(default=0, validator=v.and_(v.instance_of(int), v.ge(0), v.le(2**63 - 1)))
     origin_sig: bytes = attrs.field(default=b"", validator=v.instance_of(bytes))
@@ -94,6 +96,15 @@ class PeerEnvelope:
     def _sig_or_empty(self, _: Any, sig: bytes) -> None:
         if len(sig) not in (0, SIG_BYTES):
             raise ValueError(f"origin_sig is empty or {SIG_BYTES} bytes")
+
+    @claim_sig.validator
+    def _claim_or_none(self, _: Any, sig: bytes) -> None:
+        if (len(self.claim_nonce), len(sig)) not in ((0, 0), (NONCE_BYTES, SIG_BYTES)):
+            raise ValueError(f"a claim is a {NONCE_BYTES}-byte nonce and a {SIG_BYTES}-byte signature, or absent")
+
+    @property
+    def has_claim(self) -> bool:
+        return bool(self.claim_sig)
 
     @property
     def sender_claim(self) -> HomeClaim:
@@ -315,8 +326,8 @@ def _get_env(m: dict[str, Any]) -> PeerEnvelope:
         kind=_get_enum(m, "k", Kind),
         call=get_bytes(m, "c", min_len=Limits.CALL_ID_MIN, max_len=Limits.CALL_ID_MAX),
         body=get_bytes(m, "b", max_len=Limits.CLIENT_BODY_MAX),
-        claim_nonce=get_bytes(m, "cn", min_len=NONCE_BYTES, max_len=NONCE_BYTES),
-        claim_sig=get_bytes(m, "cs", min_len=SIG_BYTES, max_len=SIG_BYTES),
+        claim_nonce=get_bytes(m, "cn", max_len=NONCE_BYTES),
+        claim_sig=get_bytes(m, "cs", max_len=SIG_BYTES),
         expires_ms=get_int(m, "ex"),
         origin_sig=get_bytes(m, "os", max_len=SIG_BYTES),
     )
