@@ -4,6 +4,8 @@ One `RelayCore` per node plays three roles at once: the *origin* (the sender's n
 terminal receipt), the *owner* (one of the R rendezvous owners of a client id: leases and a mailbox replica), and
 the *home* (the node a recipient is connected to). A node may play all three for one envelope; messages to itself
 go through an internal loopback queue, so every path is the same whether the parties are one node or three.
+This module is the origin role and the plumbing; the owner role is node/protocol/relay/owner.py, the home role
+node/protocol/relay/home.py.
 
 Rules
 1. Exactly one terminal receipt per envelope, decided only at the origin. The origin keeps a pending table
@@ -48,15 +50,15 @@ from collections.abc import Callable, Iterable, Sequence
 import attrs
 
 from node.protocol.deadlines import DeadlineHeap
-from node.protocol.refusals import Refusal
 from node.protocol.relay.budgets import OriginBudgets
 from node.protocol.relay.claims import ClaimVerifier, HomeClaim, LinkClaims
-from node.protocol.relay.owner import Owner, origin_signed
-from node.protocol.relay.rendezvous import INF, SeenSet, owners
+from node.protocol.relay.commands import CloseClient, Command, ToClient, ToPeer
+from node.protocol.relay.home import Home
+from node.protocol.relay.owner import Owner
+from node.protocol.relay.rendezvous import INF, owners
 from node.protocol.settings import RelaySection
-from node.protocol.wire.client import ClientMessage, Deliver, Envelope, Reason, Receipt, Status
+from node.protocol.wire.client import Envelope, Reason, Receipt, Status
 from node.protocol.wire.peer import (
-    LEASE_CLAIMS_MAX,
     EnvelopeResult,
     Handoff,
     Lease,
@@ -69,35 +71,12 @@ from node.protocol.wire.peer import (
     MailboxTake,
     PeerEnvelope,
     PeerMessage,
-    ReceiptStatus,
     RelayReceipt,
     ResultStatus,
     origin_signed_bytes,
 )
 
 __all__ = ["CloseClient", "Command", "RelayCore", "RelayStats", "ToClient", "ToPeer"]
-
-
-@attrs.frozen(kw_only=True, slots=True)
-class ToClient:
-    conn_id: int
-    msg: ClientMessage
-
-
-@attrs.frozen(kw_only=True, slots=True)
-class ToPeer:
-    node: bytes
-    msg: PeerMessage
-
-
-@attrs.frozen(kw_only=True, slots=True)
-class CloseClient:
-    """Close this connection (1001): its home claim is about to age out; the client reconnects with a fresh one."""
-
-    conn_id: int
-
-
-Command = ToClient | ToPeer | CloseClient
 
 
 @attrs.frozen(kw_only=True, slots=True)
@@ -175,19 +154,22 @@ class RelayCore:
         self._members: tuple[bytes, ...] = (node_id,)
         self._out: list[Command] = []
         self._loop: deque[tuple[bytes, PeerMessage]] = deque()
-        # home role
-        self._conns: dict[int, bytes] = {}
-        self._claims: dict[int, HomeClaim] = {}
-        self._addrs: dict[int, str] = {}
-        self._closing: DeadlineHeap[int] = DeadlineHeap()  # conn -> when its claim is too old to renew leases
-        self._homed: dict[bytes, set[int]] = {}
-        self._seen = SeenSet(seen_max=config.seen_max)
-        self._links = LinkClaims(entries_max=config.claim_cache_max)
-        self._renew_at = now + config.lease_ttl_s / 3
+        self._links = LinkClaims(entries_max=config.claim_cache_max)  # origin (sent) and home (known) sides
         # owner role
         self.owner = Owner(node_id=node_id, config=config, send=self._send, verifier=self.verifier)
         self.owner.wall_offset_s = wall_offset_s
         self.refused = self.owner.refused  # Refusal -> count, for every role (metrics: Layer.PEER)
+        # home role
+        self.home = Home(
+            node_id=node_id,
+            config=config,
+            send=self._send,
+            emit=self._emit,
+            owner=self.owner,
+            verifier=self.verifier,
+            links=self._links,
+            now=now,
+        )
         # origin role
         self._pending: dict[bytes, Pending] = {}
         self._pending_heap: DeadlineHeap[bytes] = DeadlineHeap()
@@ -203,6 +185,9 @@ class RelayCore:
         """Commands produced since the last call, in order. The driver executes them."""
         out, self._out = self._out, []
         return out
+
+    def _emit(self, cmd: Command) -> None:
+        self._out.append(cmd)  # not a bound `self._out.append`: drain() replaces the list
 
     def _send(self, node: bytes, msg: PeerMessage) -> None:
         if node == self.node_id:
@@ -230,8 +215,8 @@ class RelayCore:
         lat = tuple(self._latencies)
         self._latencies.clear()
         return RelayStats(
-            clients=len(self._homed),
-            connections=len(self._conns),
+            clients=len(self.home.homed),
+            connections=len(self.home.conns),
             pending=len(self._pending),
             leases=len(self.owner.leases),
             mailbox_envelopes=len(self.owner.mailbox),
@@ -254,69 +239,24 @@ class RelayCore:
     ) -> None:
         """A connection authenticated as `client_id`; `claim` is its signed hello (node/protocol/relay/claims.py),
         `address_key` its source network (node/protocol/ratelimit.address_key), for the per-address budgets."""
-        if conn_id in self._conns:
-            return
-        if claim.client != client_id or claim.home != self.node_id:
-            self.refused[Refusal.FORGED] += 1
-            self._out.append(CloseClient(conn_id=conn_id))
-            return
-        self._conns[conn_id] = client_id
-        self._claims[conn_id] = claim
-        self._addrs[conn_id] = address_key
-        self._closing.push(conn_id, max(now, self.owner.claim_ends(claim) - self.config.lease_ttl_s))
-        first = client_id not in self._homed
-        self._homed.setdefault(client_id, set()).add(conn_id)
-        if first:
-            self._lease([client_id], self._owners(client_id), now)
+        self.home.online(conn_id, client_id, now, claim, address_key)
         self._pump(now)
 
     def client_offline(self, conn_id: int, now: float) -> None:
-        client = self._conns.pop(conn_id, None)
-        if client is None:
-            return
-        self._claims.pop(conn_id, None)
-        self._addrs.pop(conn_id, None)
-        self._closing.discard(conn_id)
-        conns = self._homed[client]
-        conns.discard(conn_id)
-        if not conns:
-            del self._homed[client]
-            for o in self._owners(client):
-                self._send(o, LeaseDrop(home=self.node_id, ids=(client,)))
+        self.home.offline(conn_id)
         self._pump(now)
-
-    def _claim_of(self, client: bytes) -> HomeClaim:
-        """The newest claim among `client`'s connections here."""
-        return max((self._claims[c] for c in self._homed[client]), key=lambda k: (k.issued_s, k.nonce))
-
-    def _lease(self, clients: Iterable[bytes], targets: Iterable[bytes], now: float) -> None:
-        claims = tuple(self._claim_of(c) for c in clients)
-        ttl_ms = max(1, round(self.config.lease_ttl_s * 1000))
-        for o in targets:
-            for i in range(0, len(claims), LEASE_CLAIMS_MAX):
-                self._send(o, Lease(home=self.node_id, claims=claims[i : i + LEASE_CLAIMS_MAX], ttl_ms=ttl_ms))
-
-    def _renew_leases(self, now: float) -> None:
-        by_owner: dict[bytes, list[bytes]] = {}
-        for client in sorted(self._homed):
-            for o in self._owners(client):
-                by_owner.setdefault(o, []).append(client)
-        for o, clients in sorted(by_owner.items()):
-            self._lease(clients, [o], now)
-        self._renew_at = now + self.config.lease_ttl_s / 3
 
     def client_envelope(self, conn_id: int, env: Envelope, now: float) -> None:
         """A validated envelope from a local connection. Its receipts go back to `conn_id`."""
-        sender = self._conns.get(conn_id)
-        if sender is None:
+        conn = self.home.conns.get(conn_id)
+        if conn is None:
             return  # the connection went away before its frame was handled: nobody to answer
-        addr = self._addrs[conn_id]
+        sender, addr, claim = conn.client, conn.addr, conn.claim
         if len(self._pending) >= self.config.pending_max or not self._budgets.pending_admit(sender, addr):
             self._out.append(ToClient(conn_id=conn_id, msg=_rejected(env.ref, Reason.RATE_LIMITED)))
             self._outcomes[(str(env.kind), Status.REJECTED.value)] += 1
             return
         eid = self._rng.randbytes(16)
-        claim = self._claims[conn_id]
         penv = PeerEnvelope(
             eid=eid,
             origin=self.node_id,
@@ -352,7 +292,7 @@ class RelayCore:
             self._wait_lookup(p, to)
         elif self._mail_mode(p) or p.attempts >= self.config.attempts_max:
             self._mailbox_put(p, now)
-        elif to in self._homed:
+        elif to in self.home.homed:
             others = [h for h in self._cached(to, now) or () if h != self.node_id]
             self._forward(p, (self.node_id, *others), now)
         elif (homes := self._cached(to, now)) is not None:
@@ -436,7 +376,7 @@ class RelayCore:
         self._outcomes[(str(p.env.kind), status.value)] += 1
         if status is Status.DELIVERED:
             self._latencies.append(now - p.created)
-        if p.conn_id in self._conns:
+        if p.conn_id in self.home.conns:
             self._out.append(ToClient(conn_id=p.conn_id, msg=Receipt(ref=p.ref, status=status, reason=reason)))
 
     def _lookup_done(self, to: bytes, now: float) -> None:
@@ -499,7 +439,7 @@ class RelayCore:
                 self._set_phase(p, Phase.QUEUED, now + self.config.mailbox_ttl + self.config.peer_timeout_s)
             if msg.status is MailboxStatus.STORED and not p.queued_sent:
                 p.queued_sent = True
-                if p.conn_id in self._conns:
+                if p.conn_id in self.home.conns:
                     self._out.append(ToClient(conn_id=p.conn_id, msg=Receipt(ref=p.ref, status=Status.QUEUED)))
         else:  # FULL
             p.full += 1
@@ -530,51 +470,6 @@ class RelayCore:
                 self._mailbox_put(p, now)
 
     # ------------------------------------------------------------------ home: envelopes for local clients
-    def _sender_claim(self, from_node: bytes, env: PeerEnvelope) -> tuple[bytes, bytes] | None:
-        """The sender's claim (nonce, sig): carried, or learned earlier from this origin (None: ask for it)."""
-        if env.has_claim:
-            return env.claim_nonce, env.claim_sig
-        return self._links.known(from_node, env.sender) if from_node == env.origin else None
-
-    def _envelope_authorised(self, from_node: bytes, env: PeerEnvelope, claim: tuple[bytes, bytes], now: float) -> bool:
-        """Only the sender's claimed home (the origin), or an owner of the recipient pushing its mailbox an envelope
-        the origin signed, with the sender's valid claim naming the origin (a mailbox entry may have waited)."""
-        wall = now + self.wall_offset_s
-        if from_node != env.origin and not (
-            self.owner.near(from_node, env.to) and origin_signed(env, wall, self.config.claim_skew_s)
-        ):
-            return False
-        return self.verifier.valid_parts(env.sender, env.origin, *claim, wall, extra_age_s=self.config.mailbox_ttl)
-
-    def _on_envelope(self, from_node: bytes, env: PeerEnvelope, now: float) -> None:
-        if env.eid not in self._seen:
-            claim = self._sender_claim(from_node, env)
-            if claim is None:
-                if from_node == env.origin:
-                    self._send(from_node, EnvelopeResult(eid=env.eid, status=ResultStatus.NEED_CLAIM))
-                else:
-                    self.refused[Refusal.FORGED] += 1
-                return
-            if not self._envelope_authorised(from_node, env, claim, now):
-                self.refused[Refusal.FORGED] += 1
-                return
-            if from_node == env.origin and env.has_claim:
-                self._links.learn(from_node, env.sender, *claim)
-        conns = self._homed.get(env.to)
-        if not conns and env.eid not in self._seen:
-            self._send(from_node, EnvelopeResult(eid=env.eid, status=ResultStatus.NOT_HERE))
-            return
-        if env.eid not in self._seen:
-            # remembered past the origin's give-up time, so a replayed mailbox envelope is never delivered twice
-            seen_s = self.config.mailbox_ttl + (self.config.attempts_max + 4) * self.config.peer_timeout_s
-            self._seen.add(env.eid, now + seen_s)
-            msg = Deliver(kind=env.kind, sender=env.sender, call=env.call, body=env.body, eid=env.eid)
-            for conn in sorted(conns or ()):
-                self._out.append(ToClient(conn_id=conn, msg=msg))
-        self._send(from_node, EnvelopeResult(eid=env.eid, status=ResultStatus.DELIVERED))
-        if from_node != env.origin:
-            self._send(env.origin, RelayReceipt(eid=env.eid, status=ReceiptStatus.DELIVERED))
-
     # ------------------------------------------------------------------ federation
     def peer_message(self, from_node: bytes, msg: PeerMessage, now: float) -> None:
         """A decoded relay frame from an authenticated member. Frames from non-members are ignored."""
@@ -586,7 +481,7 @@ class RelayCore:
     def _handle(self, from_node: bytes, msg: PeerMessage, now: float) -> None:
         match msg:
             case PeerEnvelope():
-                self._on_envelope(from_node, msg, now)
+                self.home.on_envelope(from_node, msg, now)
             case EnvelopeResult():
                 self.owner.on_result(from_node, msg, now)
                 self._on_result(from_node, msg, now)
@@ -643,9 +538,7 @@ class RelayCore:
         self.owner.members = new
         for node in sorted(set(old) - set(new)):
             self._node_failed(node, now, dead=True)
-        for client in sorted(self._homed):
-            before = self._owners(client, old)
-            self._lease([client], [o for o in self._owners(client) if o not in before], now)
+        self.home.members_changed(old)
         self.owner.members_changed(old, new, now)
         self._pump(now)
 
@@ -665,12 +558,8 @@ class RelayCore:
                 p = self._pending.get(eid)
                 if p is not None:
                     self._on_timeout(p, now)
-        for conn_id in self._closing.pop_due(now):
-            self._out.append(CloseClient(conn_id=conn_id))
+        self.home.tick(now)
         self.owner.tick(now)
-        self._seen.expire(now)
-        if now >= self._renew_at:
-            self._renew_leases(now)
         self._pump(now)
 
     def next_deadline(self) -> float:
@@ -678,10 +567,8 @@ class RelayCore:
         return min(
             self._pending_heap.next_deadline(),
             self._lookup_heap.next_deadline(),
-            self._closing.next_deadline(),
+            self.home.next_deadline(),
             self.owner.next_deadline(),
-            self._seen.next_deadline(),
-            self._renew_at,
         )
 
 
