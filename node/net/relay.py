@@ -51,6 +51,7 @@ class RelayDriver:
         self.sessions: dict[int, ClientSession] = {}
         self._timer = CoreTimer(tick=core.tick, next_deadline=core.next_deadline, flush=self._flush)
         self._outcomes_seen: dict[tuple[str, str], int] = {}
+        self.core.wall_offset_s = time.time() - trio.current_time()  # constructed inside trio (node/app/service.py)
         self._refused_seen: dict[Refusal, int] = {}
 
     # --- RelaySink (called by the client server) ---------------------------------------------------
