@@ -14,7 +14,7 @@ from typing import Any
 import attrs
 import trio
 
-from bootstrap import dns_cli
+from bootstrap import backup, dns_cli
 from bootstrap.app import run_bootstrap
 from bootstrap.config import BootstrapConfig, default_data_dir
 from bootstrap.registry import Policy
@@ -90,9 +90,8 @@ def register(sub: Any) -> None:
         _data_dir_arg(a)
         a.set_defaults(func=cmd_admin, action=action)
 
-    dns_register = getattr(dns_cli, "register", None)
-    if dns_register is not None:
-        dns_register(bsub)
+    dns_cli.register(bsub)
+    backup.register(bsub)
 
 
 def _data_dir_arg(p: argparse.ArgumentParser) -> None:

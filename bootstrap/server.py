@@ -128,7 +128,13 @@ class RegistryApi:
         cached = self.service.signed_list()
         as_json = JSON in request.headers.get("accept", "")
         etag = cached.etag[:-1] + '-j"' if as_json else cached.etag
-        headers = (("ETag", etag), ("Cache-Control", "no-cache"), ("Vary", "Accept"))
+        # The list is public and signed: any web page may read it (browser clients race the registry, docs/web.md).
+        headers = (
+            ("ETag", etag),
+            ("Cache-Control", "no-cache"),
+            ("Vary", "Accept"),
+            ("Access-Control-Allow-Origin", "*"),
+        )
         inm = request.headers.get("if-none-match")
         if inm is not None and _etag_matches(inm, etag):
             return Response(status=304, headers=headers, content_type=JSON if as_json else MSGPACK)

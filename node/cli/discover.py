@@ -158,7 +158,7 @@ def card_url(data_dir: Path) -> str:
         ports = json.loads((data_dir / "ports.json").read_text())
         port = int(ports["ws"])
     except FileNotFoundError:
-        return config.advertised_url
+        return config.advertised_url()
     except (ValueError, KeyError, TypeError) as exc:
         raise ConfigError(str(data_dir / "ports.json"), "has no usable `ws` port") from exc
     return f"ws://127.0.0.1:{port}/v1/client"
@@ -210,7 +210,13 @@ def register(sub: Any) -> None:
     p.add_argument("--registry", action="append", default=[], metavar="URL", help="registry base URL")
     p.add_argument("--doh", action="append", default=[], metavar="URL", help="DoH resolver URL (…/dns-query)")
     p.add_argument("--name", action="append", default=[], metavar="NAME", help="TXT name, e.g. _homing.example.org")
-    p.add_argument("--cache", default="", metavar="FILE", help=f"cache file (default: DATA_DIR/{CACHE_FILE_NAME})")
+    p.add_argument(
+        "--cache",
+        default="",
+        metavar="FILE",
+        help=f"the file of nodes that proved their id before (default: {default_data_dir() / CACHE_FILE_NAME}, "
+        "i.e. $XDG_DATA_HOME/homing or ~/.local/share/homing)",
+    )
     p.add_argument("--no-cache", action="store_true", help="neither read nor write a cache")
     p.add_argument("--add", action="append", default=[], metavar="URI", help="homing://node/… or wss://HOST:PORT#ID")
     p.add_argument("--ca", default="", metavar="FILE", help="extra CA for DoH and registry HTTPS")

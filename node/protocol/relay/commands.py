@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import attrs
 
+from node.protocol.relay.push import PushDropped, SendPush
 from node.protocol.wire.client import ClientMessage
 from node.protocol.wire.peer import PeerMessage
 
@@ -29,4 +30,5 @@ class CloseClient:
     conn_id: int
 
 
-Command = ToClient | ToPeer | CloseClient
+# SendPush and PushDropped: push wake-up (node/protocol/relay/push.py)
+Command = ToClient | ToPeer | CloseClient | SendPush | PushDropped

@@ -55,8 +55,10 @@ from node.protocol.relay.claims import ClaimVerifier, HomeClaim, LinkClaims
 from node.protocol.relay.commands import CloseClient, Command, ToClient, ToPeer
 from node.protocol.relay.home import Home
 from node.protocol.relay.owner import Owner
+from node.protocol.relay.push import PushRole
 from node.protocol.relay.rendezvous import INF, owners
-from node.protocol.settings import RelaySection
+from node.protocol.settings import PushSection, RelaySection
+from node.protocol.webpush import Subscription
 from node.protocol.wire.client import Envelope, Reason, Receipt, Status
 from node.protocol.wire.peer import (
     EnvelopeResult,
@@ -75,6 +77,7 @@ from node.protocol.wire.peer import (
     ResultStatus,
     origin_signed_bytes,
 )
+from node.protocol.wire.push import PushClaim, PushSub, PushUnsub
 
 __all__ = ["CloseClient", "Command", "RelayCore", "RelayStats", "ToClient", "ToPeer"]
 
@@ -140,6 +143,7 @@ class RelayCore:
         now: float,
         sign: Callable[[bytes], bytes],
         wall_offset_s: float = 0.0,
+        push: PushSection | None = None,
     ) -> None:
         """`sign` is the node key's Ed25519 signature (mailbox envelopes carry it); `wall_offset_s` is unix time
         minus `now` (claims carry unix times; `now` is monotonic)."""
@@ -179,6 +183,16 @@ class RelayCore:
         self._cache: OrderedDict[bytes, tuple[tuple[bytes, ...], float]] = OrderedDict()
         self._outcomes: Counter[tuple[str, str]] = Counter()
         self._latencies: deque[float] = deque(maxlen=_LATENCY_SAMPLES_MAX)
+        # push wake-up (node/protocol/relay/push.py): subscriptions and the one-owner-pushes rule
+        self.push = PushRole(
+            node_id=node_id,
+            config=push or PushSection(),
+            relay=config,
+            owner=self.owner,
+            members=lambda: self._members,
+            send=self._send,
+            emit=self._emit,
+        )
 
     # ------------------------------------------------------------------ plumbing
     def drain(self) -> list[Command]:
@@ -281,6 +295,26 @@ class RelayCore:
         self._route(self._pending[eid], now)
         self._pump(now)
 
+    # ------------------------------------------------------------------ push wake-up (node/protocol/relay/push.py)
+    def push_register(self, conn_id: int, sub: Subscription, now: float) -> bool:
+        """A local client's push_register; False when it is not online or the table is full."""
+        conn = self.home.conns.get(conn_id)
+        ok = conn is not None and self.push.register(conn.client, sub, now)
+        self._pump(now)
+        return ok
+
+    def push_unregister(self, conn_id: int, now: float) -> bool:
+        conn = self.home.conns.get(conn_id)
+        if conn is not None:
+            self.push.unregister(conn.client)
+        self._pump(now)
+        return conn is not None
+
+    def push_gone(self, client: bytes, endpoint: str, now: float) -> None:
+        """The push service answered 404/410 for this subscription: forget it everywhere."""
+        self.push.gone(client, endpoint)
+        self._pump(now)
+
     # ------------------------------------------------------------------ origin: routing
     def _mail_mode(self, p: Pending) -> bool:
         """Does another envelope to p's recipient take the mailbox path? Then p must queue behind it (rule 6)."""
@@ -292,9 +326,8 @@ class RelayCore:
             self._wait_lookup(p, to)
         elif self._mail_mode(p) or p.attempts >= self.config.attempts_max:
             self._mailbox_put(p, now)
-        elif to in self.home.homed:
-            others = [h for h in self._cached(to, now) or () if h != self.node_id]
-            self._forward(p, (self.node_id, *others), now)
+        elif to in self.home.homed and (cached := self._cached(to, now)) is not None:
+            self._forward(p, (self.node_id, *(h for h in cached if h != self.node_id)), now)
         elif (homes := self._cached(to, now)) is not None:
             self._dispatch(p, homes, now)
         else:
@@ -316,6 +349,8 @@ class RelayCore:
         return hit[0]
 
     def _dispatch(self, p: Pending, homes: tuple[bytes, ...], now: float) -> None:
+        if p.env.to in self.home.homed and self.node_id not in homes:
+            homes = (self.node_id, *homes)  # a local device, and (looked up) the recipient's devices elsewhere
         if homes and not self._mail_mode(p) and p.attempts < self.config.attempts_max:
             self._forward(p, homes, now)
         else:
@@ -495,6 +530,7 @@ class RelayCore:
                 self._on_lookup_reply(from_node, msg, now)
             case MailboxPut():
                 self.owner.on_put(from_node, msg, now)
+                self.push.on_put(msg.env, now)
             case MailboxTake():
                 self.owner.on_take(from_node, msg)
             case MailboxEvent():
@@ -503,6 +539,8 @@ class RelayCore:
                 self.owner.on_handoff(from_node, msg, now)
             case RelayReceipt():
                 self._on_receipt(msg, now)
+            case PushSub() | PushUnsub() | PushClaim():
+                self.push.on_message(from_node, msg, now)
 
     def peer_unreachable(self, node: bytes, now: float) -> None:
         """The link to `node` is down or a send to it failed: whatever waits on it fails over now."""
@@ -512,6 +550,7 @@ class RelayCore:
     def _node_failed(self, node: bytes, now: float, *, dead: bool) -> None:
         self._links.forget_peer(node)
         self.owner.node_gone(node, dead=dead)
+        self.push.node_failed(node, now)
         for to in [t for t, (homes, _) in self._cache.items() if node in homes]:
             del self._cache[to]
         for to, ls in list(self._lookups.items()):
@@ -540,6 +579,7 @@ class RelayCore:
             self._node_failed(node, now, dead=True)
         self.home.members_changed(old)
         self.owner.members_changed(old, new, now)
+        self.push.members_changed(old, new, now)
         self._pump(now)
 
     def handoff_all(self, now: float) -> None:
@@ -560,6 +600,7 @@ class RelayCore:
                     self._on_timeout(p, now)
         self.home.tick(now)
         self.owner.tick(now)
+        self.push.tick(now)
         self._pump(now)
 
     def next_deadline(self) -> float:
@@ -569,6 +610,7 @@ class RelayCore:
             self._lookup_heap.next_deadline(),
             self.home.next_deadline(),
             self.owner.next_deadline(),
+            self.push.next_deadline(),
         )
 
 
