@@ -66,6 +66,7 @@ from node.protocol.nodelist import (
     parse_card,
 )
 from node.protocol.noise import CipherState
+from node.protocol.relay.claims import HomeClaim
 from node.protocol.swim.messages import Ack, Gossip, MemberInfo, MemberState, Nack, Ping, PingReq, PushPullState, Update
 from node.protocol.txt import build_payload, decode_txt, digest, encode_txt
 from node.protocol.wire import Limits, packb, require_map, unpack_all
@@ -196,12 +197,14 @@ def _peer_link(data: bytes) -> object:
 def _peer_messages() -> list[Any]:
     env = PeerEnvelope(
         eid=bytes(16), origin=NODE_A.id, to=CLIENT.id, sender=bytes([9]) * 32, kind=Kind.CALL_OFFER, call=b"c",
-        body=b"opaque",
+        body=b"opaque", claim_nonce=bytes(32), claim_sig=bytes(64),
     )  # fmt: skip
+    mail = PeerEnvelope(**{**attrs.asdict(env, recurse=False), "expires_ms": 1, "origin_sig": bytes(64)})
+    claim = HomeClaim(client=CLIENT.id, home=NODE_A.id, nonce=bytes(32), sig=bytes(64))
     return [
         env, EnvelopeResult(eid=bytes(16), status=ResultStatus.NOT_HERE),
-        Lease(home=NODE_A.id, ids=(CLIENT.id,), ttl_ms=30_000), LookupReply(id=CLIENT.id, homes=(NODE_A.id,)),
-        MailboxPut(env=env, ttl_ms=60_000), MailboxTake(eids=(bytes(16),)),
+        Lease(home=NODE_A.id, claims=(claim,), ttl_ms=30_000), LookupReply(id=CLIENT.id, homes=(NODE_A.id,)),
+        MailboxPut(env=mail, ttl_ms=60_000), MailboxTake(eids=(bytes(16),)),
         RelayReceipt(eid=bytes(16), status=ReceiptStatus.EXPIRED),
     ]  # fmt: skip
 

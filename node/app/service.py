@@ -222,7 +222,12 @@ async def _start(
     )
     relay = RelayDriver(
         core=RelayCore(
-            node_id=identity.id, config=config.relay, rng=rng, now=trio.current_time(), push=config.push
+            node_id=identity.id,
+            config=config.relay,
+            rng=rng,
+            now=trio.current_time(),
+            sign=identity.sign,
+            push=config.push,
         ),
         links=links,
         metrics=metrics,

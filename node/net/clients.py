@@ -25,6 +25,7 @@ import contextlib
 import logging
 import os
 import ssl
+import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -45,6 +46,7 @@ from node.protocol.identity import Identity, short_id
 from node.protocol.proxy import PROXY_V2_BYTES_MAX, ProxyHeaderError, TrustedProxies, parse_proxy_v2
 from node.protocol.ratelimit import KeyedBuckets, address_key
 from node.protocol.refusals import Refusal
+from node.protocol.relay.claims import NONCE_TIME_BYTES, challenge_nonce
 from node.protocol.session import SessionCore
 from node.protocol.settings import ClientsSection
 from node.protocol.wire.client import (
@@ -352,8 +354,8 @@ class ClientServer:
         conn_id = self._next_conn_id
         self._next_conn_id += 1
         core = SessionCore(
-            config=self.config, identity=self.identity, nonce=os.urandom(NONCE_BYTES), handshake_deadline=deadline,
-            now=trio.current_time(),
+            config=self.config, identity=self.identity, handshake_deadline=deadline, now=trio.current_time(),
+            nonce=challenge_nonce(time.time(), os.urandom(NONCE_BYTES - NONCE_TIME_BYTES)),  # unix ms + random
         )
         core.json = use_json
         session = ClientSession(

@@ -119,6 +119,11 @@ class ClientSession(OutBuffer):
         return self._core.client_id
 
     @property
+    def claim(self) -> tuple[bytes, bytes]:
+        """(challenge nonce, hello signature): the client's home claim, for the relay."""
+        return self._core.claim
+
+    @property
     def online(self) -> bool:
         return self._core.state is _OPEN
 

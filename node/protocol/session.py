@@ -146,6 +146,7 @@ class SessionCore:
         "_out",
         "_pinged",
         "_strikes",
+        "claim",
         "client_id",
         "json",
         "nonce",
@@ -158,6 +159,7 @@ class SessionCore:
         self._config = config
         self._identity = identity
         self.nonce = nonce  # the challenge's; forgotten after the welcome
+        self.claim = (b"", b"")  # (nonce, hello sig): the client's home claim (node/protocol/relay/claims.py)
         self.state = State.HANDSHAKE
         self.client_id = b""
         self.json = False
@@ -397,6 +399,7 @@ class SessionCore:
             self._close(CloseCode.AUTH_FAILED, "auth_failed", now)
             return
         self.client_id = msg.id
+        self.claim = (self.nonce, msg.sig)
         self.nonce = b""
         self.state = State.OPEN
         self._out.append(Send(msg=Welcome(id=msg.id, sig=identity.sign(node_auth_message(msg.id, msg.nonce)))))

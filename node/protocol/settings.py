@@ -143,6 +143,35 @@ class RelaySection:
     lookup_cache_max: int = attrs.field(default=10_000, validator=v.ge(1))
     # Recently delivered envelope ids a home node remembers to drop the replicas' repeats.
     seen_max: int = attrs.field(default=100_000, validator=v.ge(1))
+    # Seconds a client's home claim (its signed hello, docs/protocol.md "Relay authority") stays valid. It bounds how
+    # long a node a client has left can still claim to be its home; a connection is closed (1001) a lease period
+    # before its claim ages out, so its client reconnects and signs a fresh one (a few reconnects a day).
+    claim_age_max_s: float = attrs.field(default=43_200.0, validator=v.ge(600))
+    # Seconds a claim's time may lie in the future: the clock difference tolerated between two nodes.
+    claim_skew_s: float = attrs.field(default=300.0, validator=v.ge(0))
+    # Verified claims remembered (about 200 B each), so renewals and envelopes are not re-verified.
+    claim_cache_max: int = attrs.field(default=100_000, validator=v.ge(1))
+    # Leases this node holds, as an owner, for clients of one home node: one hostile member fills at most this
+    # share of `leases_max` (twice the default clients.connections_max, so an honest home always fits).
+    leases_per_home_max: int = attrs.field(default=20_000, validator=v.ge(1))
+    # MAILBOX_PUT / HANDOFF frames one peer may send per second (token bucket) and its burst.
+    puts_per_peer_per_s: float = attrs.field(default=2_000.0, validator=_pos)
+    puts_per_peer_burst: int = attrs.field(default=10_000, validator=v.ge(1))
+    # Body bytes all mailboxes on this node may hold together (with mailbox_total_max: the mailbox memory bound).
+    mailbox_bytes_max: int = attrs.field(default=64 * 1024 * 1024, validator=v.ge(64 * 1024))
+    # Mailbox entries and body bytes from one origin node: one hostile member takes at most this share.
+    mailbox_per_origin_max: int = attrs.field(default=5_000, validator=v.ge(1))
+    mailbox_bytes_per_origin_max: int = attrs.field(default=16 * 1024 * 1024, validator=v.ge(64 * 1024))
+    # Mailbox entries from one sender id (any origin): a key cannot fill every mailbox it can name.
+    mailbox_per_sender_max: int = attrs.field(default=256, validator=v.ge(1))
+    # Envelopes awaiting their receipt at this node per sender id and per source address (/32 IPv4, /64 IPv6):
+    # fresh keys from one address share the address's budget.
+    pending_per_id_max: int = attrs.field(default=1_000, validator=v.ge(1))
+    pending_per_address_max: int = attrs.field(default=2_000, validator=v.ge(1))
+    # Envelopes from one source address that this node keeps in the mailbox path at once, and their body bytes: what
+    # one address can make the owners store (the rest is rejected as rate_limited).
+    mailbox_per_address_max: int = attrs.field(default=500, validator=v.ge(1))
+    mailbox_bytes_per_address_max: int = attrs.field(default=4 * 1024 * 1024, validator=v.ge(64 * 1024))
 
 
 @attrs.frozen(kw_only=True, slots=True)

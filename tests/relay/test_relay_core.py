@@ -6,6 +6,7 @@ import random
 
 import attrs
 
+from node.protocol.identity import Identity
 from node.protocol.relay.core import RelayCore, ToClient, ToPeer
 from node.protocol.relay.rendezvous import owners
 from node.protocol.wire.client import Deliver, Envelope, Kind, Reason, Receipt, Status
@@ -22,19 +23,32 @@ from node.protocol.wire.peer import (
     RelayReceipt,
     ResultStatus,
 )
+from node.testing.relaysim import WALL0_S, client_claim, sim_client
 from tests.relay.simcheck import SIM_CONFIG
 
-S = b"\x10" * 32
+S_KEY = Identity.from_seed(b"\x10" * 32)
+S = S_KEY.id
 PEERS = [bytes([0x20 + i]) * 32 for i in range(6)]
-A = b"\xaa" * 32
+A = sim_client(b"core-A")
 # a callee none of whose owners is S, so every owner exchange is visible as a ToPeer command
-B = next(bytes([i]) * 32 for i in range(256) if S not in owners(bytes([i]) * 32, [S, *PEERS], 3))
+B = next(b for b in (sim_client(b"core-B%d" % i) for i in range(256)) if S not in owners(b, [S, *PEERS], 3))
+
+
+def online(c: RelayCore, conn: int, client: bytes, now: float, address: str = "192.0.2.1") -> None:
+    c.client_online(conn, client, now, claim=client_claim(client, c.node_id, WALL0_S + now), address_key=address)
 
 
 def core(**cfg: object) -> RelayCore:
-    c = RelayCore(node_id=S, config=attrs.evolve(SIM_CONFIG, **cfg), rng=random.Random(3), now=0.0)
+    c = RelayCore(
+        node_id=S,
+        config=attrs.evolve(SIM_CONFIG, **cfg),
+        rng=random.Random(3),
+        now=0.0,
+        sign=S_KEY.sign,
+        wall_offset_s=WALL0_S,
+    )
     c.members_changed([S, *PEERS], 0.0)
-    c.client_online(1, A, 0.0)
+    online(c, 1, A, 0.0)
     c.drain()
     return c
 
@@ -59,7 +73,7 @@ def test_local_recipient_is_delivered_here_and_on_its_other_devices_homes() -> N
     """Every device of the recipient gets the envelope (docs/client-protocol.md): a local one, and those on the
     homes the owners know; with no other home there is no envelope traffic to peers."""
     c = core()
-    c.client_online(2, B, 0.0)
+    online(c, 2, B, 0.0)
     c.drain()
     c.client_envelope(1, env(), 0.0)
     asked = peer_msgs(c.drain(), Lookup)
@@ -78,7 +92,7 @@ def test_local_recipient_is_delivered_here_and_on_its_other_devices_homes() -> N
 
 def test_a_device_elsewhere_gets_the_envelope_although_one_is_local() -> None:
     c = core()
-    c.client_online(2, B, 0.0)
+    online(c, 2, B, 0.0)
     c.drain()
     c.client_envelope(1, env(), 0.0)
     asked = peer_msgs(c.drain(), Lookup)
@@ -172,13 +186,14 @@ def test_pending_table_bound_rejects_as_rate_limited() -> None:
 def test_frames_from_non_members_change_nothing() -> None:
     c = core()
     stranger = b"\x99" * 32
-    c.peer_message(stranger, Lease(home=stranger, ids=(B,), ttl_ms=30_000), 0.0)
+    claim = client_claim(B, stranger, WALL0_S)
+    c.peer_message(stranger, Lease(home=stranger, claims=(claim,), ttl_ms=30_000), 0.0)
     assert c.owner.leases.homes(B, 0.0) == () and c.drain() == []
 
 
 def test_home_leases_to_owners_and_renews() -> None:
     c = core()
-    c.client_online(2, B, 1.0)
+    online(c, 2, B, 1.0)
     leased = peer_msgs(c.drain(), Lease)
     assert sorted(x.node for x in leased) == sorted(remote_owners())
     renew = c.next_deadline()
