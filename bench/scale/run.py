@@ -39,13 +39,21 @@ REPO = HERE.parent.parent
 RELAY = HERE.parent / "relay"
 
 # Connection limits raised to the fd limit (20,000 here); keepalive, handshake and idle timeouts at their defaults.
-# Envelope rate limits lifted only so that the storm's probers (a few connections) can address 10,000 clients.
+# Every simulated phone connects from 127.0.0.1, so the per-address budgets (handshakes, pending and mailed
+# envelopes) are lifted: they stand for one real address each. Envelope rate limits are lifted only so that the
+# storm's probers (a few connections) can address 10,000 clients.
 NODE_TOML = """
 [clients]
 connections_max = 19500
 connections_per_ip_max = 19500
+handshakes_per_address_per_s = 1000000.0
+handshakes_per_address_burst = 1000000
 rate_per_s = 1000000.0
 burst = 1000000
+
+[relay]
+pending_per_address_max = 1000000
+mailbox_per_address_max = 1000000
 """
 
 

@@ -21,8 +21,10 @@ from node.protocol.settings import (
     ClientsSection,
     FederationSection,
     NodeSection,
+    PeersSection,
     PushSection,
     RelaySection,
+    TurnSection,
     format_hostport,
     parse_hostport,
 )
@@ -43,6 +45,8 @@ class NodeConfig:
     relay: RelaySection = attrs.field(factory=RelaySection)
     clients: ClientsSection = attrs.field(factory=ClientsSection)
     push: PushSection = attrs.field(factory=PushSection)
+    turn: TurnSection = attrs.field(factory=TurnSection)
+    peers: PeersSection = attrs.field(factory=PeersSection)
 
     @property
     def data_path(self) -> Path:
@@ -66,6 +70,8 @@ SECTIONS: dict[str, type[Any]] = {
     "relay": RelaySection,
     "clients": ClientsSection,
     "push": PushSection,
+    "turn": TurnSection,
+    "peers": PeersSection,
 }
 PRESETS: dict[str, dict[str, Any]] = {"lan": {"swim": LAN}, "local": {"swim": LOCAL}}
 

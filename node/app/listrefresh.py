@@ -5,8 +5,8 @@ registered after our last read is refused as unadmitted until then, so two nodes
 for a minute. Every SWIM or peer-link refusal of an unadmitted id now calls `KnockRefresh.knock()`; the registry
 follower (service.py `_follow_registries`) then re-reads each registry at once, at most once per `interval_s`
 (a stranger that keeps knocking costs one conditional GET per interval, answered 304 while nothing changed), with
-`If-None-Match` and the registry's last `ETag`. A knock refresh only adds ids (the union with what is admitted):
-removals wait for the heartbeat's full read, so a knock can never evict a member.
+`If-None-Match` and the registry's last `ETag`. The lists it reads are offered to admission like the heartbeat's
+(newest list per registry key, docs/discovery.md): a stranger's knock can make us re-read, never admit it.
 
 httpx2 is imported only when a refresh runs (a node without `--bootstrap` never imports it).
 """
@@ -21,6 +21,8 @@ import trio
 
 if TYPE_CHECKING:
     import httpx2
+
+    from node.client.discovery.model import SignedList
 
 KNOCK_REFRESH_INTERVAL_S = 5.0
 
@@ -61,21 +63,23 @@ class RegistryEtags:
 
     tags: dict[str, str] = attrs.field(factory=dict)
 
-    async def fetch_ids(
+    async def fetch_lists(
         self, registries: tuple[str, ...], trust: frozenset[bytes], timeout_s: float
-    ) -> dict[bytes, str]:
-        """Id -> SWIM address of the nodes listed by the registries whose list changed since the last read; a 304, an
-        error or a list that does not verify contributes nothing (the heartbeat's full read reports errors)."""
+    ) -> list[SignedList]:
+        """The verified lists of the registries whose list changed since the last read; a 304, an error or a list
+        that does not verify contributes nothing (the heartbeat's full read reports errors)."""
         from node.client.discovery.sources import http_client, ssl_context  # lazy: imports httpx2 and dnspython
 
-        ids: dict[bytes, str] = {}
+        lists: list[SignedList] = []
         async with http_client(ssl_context(None), timeout_s) as client:
             for base in registries:
                 with trio.move_on_after(timeout_s):
-                    ids.update(await self._one(client, base, trust))
-        return ids
+                    found = await self._one(client, base, trust)
+                    if found is not None:
+                        lists.append(found)
+        return lists
 
-    async def _one(self, client: httpx2.AsyncClient, base: str, trust: frozenset[bytes]) -> dict[bytes, str]:
+    async def _one(self, client: httpx2.AsyncClient, base: str, trust: frozenset[bytes]) -> SignedList | None:
         import time
 
         import httpx2
@@ -92,16 +96,16 @@ class RegistryEtags:
         try:
             async with client.stream("GET", url, headers=headers) as response:
                 if response.status_code != 200:
-                    return {}
+                    return None
                 body = b""
                 async for chunk in response.aiter_bytes():
                     body += chunk
                     if len(body) > REGISTRY_ANSWER_MAX_BYTES:
-                        return {}
+                        return None
                 etag = response.headers.get("etag")
             found = open_list(decode_document(body), trust, time.time(), Source.REGISTRY, f"registry {url}")
         except (httpx2.HTTPError, HomingError, RemoteProtocolError):
-            return {}
+            return None
         if etag and len(etag) <= 200:
             self.tags[url] = etag
-        return {c.id: c.swim for c in found if c.verified and c.swim}
+        return found

@@ -18,7 +18,7 @@ import os
 import random
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -30,10 +30,12 @@ from node.app.listrefresh import KnockRefresh, RegistryEtags
 from node.app.log import Logger, get_logger
 from node.app.metrics import NodeMetrics
 from node.app.ops import OPS_LIMITS, ops_router
+from node.app.turn import TurnService
 from node.client.files import write_json_atomic
 from node.net.clients import ClientServer
 from node.net.httpserver import serve_http
-from node.net.peers import PeerLimits, PeerLinks, fetch_card, serve_peers
+from node.net.peerconn import fetch_card, serve_peers
+from node.net.peers import PeerLinks
 from node.net.push import PushSender, load_or_create_vapid_key
 from node.net.relay import RelayDriver
 from node.net.sockio import Flusher
@@ -42,6 +44,7 @@ from node.protocol.admission import Admission
 from node.protocol.errors import ConfigError
 from node.protocol.identity import Identity, id_text, parse_id, short_id
 from node.protocol.nodelist import make_card
+from node.protocol.peerlink import PeerLimits
 from node.protocol.refusals import Layer, Refusal
 from node.protocol.relay.core import RelayCore
 from node.protocol.settings import format_hostport, parse_hostport
@@ -51,6 +54,7 @@ from node.protocol.wire.seed import Meta, encode_meta
 
 if TYPE_CHECKING:
     from node.app.registry import TsClock  # imports httpx2: only nodes with --bootstrap load it (issue #17)
+    from node.client.discovery.model import SignedList
 
 # SWIM/driver vocabulary -> the metric label tables of node/app/metrics.py
 PROBE_LABELS = {"ok": "ack", "indirect_ok": "indirect_ack", "failed": "failed"}
@@ -105,6 +109,7 @@ class NodeHandle:
     metrics: NodeMetrics
     card: str  # our own referral URI (docs/discovery.md)
     log: Logger
+    turn: TurnService
     serving: bool = True
     shutdown_requested: trio.Event = attrs.field(factory=trio.Event)
     _registry_ts: TsClock | None = None  # made on first use (`registry_ts`)
@@ -136,7 +141,12 @@ class NodeHandle:
 
     def members_document(self) -> dict[str, Any]:
         """GET /v1/members (docs/operations.md), plus this node's client count for `homing node status`."""
-        return {"self": id_text(self.identity.id), "members": self.members(), "clients": len(self.relay.sessions)}
+        return {
+            "self": id_text(self.identity.id),
+            "members": self.members(),
+            "clients": len(self.relay.sessions),
+            "turn": self.turn.status(),
+        }
 
     def members(self) -> list[dict[str, Any]]:
         return [
@@ -215,6 +225,7 @@ async def _start(
     # one flusher writes, once per scheduler batch, what clients and peer links queued in it (node/net/sockio.py)
     flusher = Flusher()
     await nursery.start(flusher.run)
+    peer_limits = PeerLimits(**attrs.asdict(config.peers), queue_max=config.relay.peer_queue_max)
     links = PeerLinks(
         identity,
         admit=admission.admits,
@@ -222,11 +233,18 @@ async def _start(
         on_message=lambda peer, msg: None,
         on_unreachable=lambda peer: None,
         on_refused=functools.partial(refused, Layer.PEER),
-        limits=PeerLimits(queue_max=config.relay.peer_queue_max),
+        limits=peer_limits,
         flusher=flusher,
     )
     relay = RelayDriver(
-        core=RelayCore(node_id=identity.id, config=config.relay, rng=rng, now=trio.current_time(), push=config.push),
+        core=RelayCore(
+            node_id=identity.id,
+            config=config.relay,
+            rng=rng,
+            now=trio.current_time(),
+            sign=identity.sign,
+            push=config.push,
+        ),
         links=links,
         metrics=metrics,
     )
@@ -238,12 +256,22 @@ async def _start(
     await nursery.start(links.run)
     await nursery.start(relay.run)
 
+    turn = TurnService(config.turn, now=trio.current_time, log=log)
     clients = ClientServer(
-        identity=identity, config=config.clients, relay=relay, metrics=_ClientMetrics(metrics), flusher=flusher
+        identity=identity,
+        config=config.clients,
+        relay=relay,
+        metrics=_ClientMetrics(metrics),
+        flusher=flusher,
+        ice=turn,
     )
     ws_host, ws_port = parse_hostport(config.node.ws, key="node.ws")
     ports["ws"] = await nursery.start(functools.partial(clients.serve, ws_host, ws_port))
-    card = make_card(identity, ws=config.advertised_url(ports["ws"]), ts=int(time.time()))
+    card_url = config.advertised_url(ports["ws"])
+
+    def card() -> str:
+        # signed afresh when asked (docs/discovery.md: cards expire); a plain ws:// URL is the operator's choice
+        return make_card(identity, ws=card_url, ts=int(time.time()), allow_plain_ws=True)
 
     driver = _start_swim(config, identity, udp, admission, ports, rng)
     swim_ref.append(driver)
@@ -259,9 +287,10 @@ async def _start(
         pusher=pusher,
         admission=admission,
         metrics=metrics,
-        card=card,
+        card=card(),
         log=log,
         knock=knock,
+        turn=turn,
     )
     _hook_metrics_and_events(handle)
     await nursery.start(driver.run)
@@ -274,6 +303,7 @@ async def _start(
             on_link=links.accept,
             on_sync=driver.on_sync,
             card=card,
+            limits=peer_limits,
             on_refused=functools.partial(refused, Layer.PEER),
         )
     )
@@ -385,6 +415,7 @@ def _start_federation(nursery: trio.Nursery, handle: NodeHandle) -> None:
             ttl_s=int(3 * hb),
             heartbeat_s=hb,
             ts_clock=handle.registry_ts,
+            trust=frozenset(parse_id(k) for k in config.federation.trust),
         )
     )
 
@@ -421,46 +452,61 @@ async def _follow_registries(handle: NodeHandle) -> None:
         deadline_s=5.0,  # a black-holed source must not delay the sources that answer
     )
     backoff = 1.0
+    etags = RegistryEtags()
     while True:
         result = await discover(chain)
         for error in result.errors:
             log.warning("seed_source_failed", error=error[:200])
-        listed = [f for f in result.nodes if f.verified and f.swim]
+        _offer_lists(handle, result.lists, "heartbeat")
+        listed = [f for f in result.nodes if f.verified and f.swim and handle.admission.admits(f.id)]
         if not listed:
             await trio.sleep(backoff)
             backoff = min(backoff * 2, 30.0)
             continue
-        await _apply_list(handle, {f.id: f.swim for f in listed}, "heartbeat")
+        await _join_if_alone(handle, {f.id: f.swim for f in listed})
         backoff = 1.0
-        if await _refresh_on_knocks(handle, trusted, min(config.federation.heartbeat_s, 60.0)):
+        if await _refresh_on_knocks(handle, trusted, etags, min(config.federation.heartbeat_s, 60.0)):
             continue  # knocked, and no registry to re-read alone: a full read (DoH)
 
 
-async def _apply_list(handle: NodeHandle, listed: dict[bytes, str], why: str) -> None:
-    """Admit exactly `listed` (id -> SWIM address); while alone (and no `--join`), join the listed nodes."""
-    if handle.admission.update_registry_list(listed):
-        handle.swim.set_admit(handle.admission.admits)
-        handle.driver.poke()
-        handle.log.info("registry_list_applied", nodes=len(listed), why=why)
+def _offer_lists(handle: NodeHandle, lists: Sequence[SignedList], why: str) -> bool:
+    """Offer verified lists to admission (newest list per registry key only, across refreshes too: docs/discovery.md
+    "Newest list per registry"); True when the admitted set changed (then SWIM is told at once)."""
+    for lst in lists:
+        ids = (c.id for c in lst.candidates)
+        if not handle.admission.offer_list(lst.signer, issued=lst.issued, expires=lst.expires, ids=ids):
+            handle.log.info("registry_list_older_ignored", source=lst.where[:200], issued=lst.issued)
+    if not handle.admission.refresh(time.time()):
+        return False
+    handle.swim.set_admit(handle.admission.admits)
+    handle.driver.poke()
+    handle.log.info("registry_list_applied", nodes=len(handle.admission.registry_listed), why=why)
+    return True
+
+
+async def _join_if_alone(handle: NodeHandle, listed: dict[bytes, str]) -> None:
+    """While we have joined no one (and have no `--join`), join the listed nodes (id -> SWIM address)."""
     alone = all(m.id == handle.identity.id for m in handle.swim.members())
     if alone and not handle.config.federation.join:
         seeds = [_seed_address(swim) for node_id, swim in listed.items() if node_id != handle.identity.id]
         await handle.driver.join([s for s in seeds if s is not None])
 
 
-async def _refresh_on_knocks(handle: NodeHandle, trusted: frozenset[bytes], seconds: float) -> bool:
-    """Sleep `seconds`, re-reading the registries (If-None-Match) whenever an unadmitted id knocks; a knock refresh
-    only adds ids. True when a knock came and there is no registry to re-read (the caller does a full read)."""
+async def _refresh_on_knocks(
+    handle: NodeHandle, trusted: frozenset[bytes], etags: RegistryEtags, seconds: float
+) -> bool:
+    """Sleep `seconds`, re-reading the registries (If-None-Match) whenever an unadmitted id knocks (rate-limited,
+    node/app/listrefresh.py). True when a knock came and there is no registry to re-read (the caller does a full
+    read, DoH included)."""
     registries = tuple(handle.config.federation.bootstrap)
-    etags = RegistryEtags()
     deadline = trio.current_time() + seconds
     while await handle.knock.wait(max(0.0, deadline - trio.current_time())):
         if not registries:
             return True
-        added = await etags.fetch_ids(registries, trusted, timeout_s=5.0)
-        if added.keys() - handle.admission.registry_listed:
-            known = {i: "" for i in handle.admission.registry_listed}
-            await _apply_list(handle, {**known, **added}, "knock")
+        lists = await etags.fetch_lists(registries, trusted, timeout_s=5.0)
+        if _offer_lists(handle, lists, "knock"):
+            listed = {c.id: c.swim for lst in lists for c in lst.candidates if c.verified and c.swim}
+            await _join_if_alone(handle, {i: a for i, a in listed.items() if handle.admission.admits(i)})
     return False
 
 

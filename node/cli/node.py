@@ -6,6 +6,7 @@ import argparse
 import json
 import signal
 import sys
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -235,4 +236,18 @@ def format_status(data: dict[str, Any]) -> str:
     summary = ", ".join(f"{n} {state}" for state, n in sorted(counts.items()))
     lines.append("")
     lines.append(f"members: {len(members)} ({summary}); clients connected to this node: {data.get('clients', 0)}")
+    lines.append(format_turn(data.get("turn")))
     return "\n".join(lines)
+
+
+def format_turn(turn: Any) -> str:
+    """One line about `[turn]`: configured or not, the URLs, when the shared secret last changed."""
+    if not isinstance(turn, dict):
+        return "turn: (not reported by this node)"
+    urls = ", ".join(str(u) for u in turn.get("urls", [])) or "no URLs"
+    if not turn.get("configured"):
+        return f"turn: not configured (clients get STUN only: {urls})"
+    changed = turn.get("secret_changed")
+    when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(changed)) if isinstance(changed, int) else "?"
+    realm = f" realm {turn.get('realm')}" if turn.get("realm") else ""
+    return f"turn: configured{realm}, credentials valid {turn.get('ttl_s')} s, secret last changed {when}; {urls}"

@@ -47,6 +47,8 @@ from node.protocol.wire.client import (  # push wake-up
     Envelope,
     Error,
     Hello,
+    IceServers,
+    IceServersRequest,
     Kind,
     Ok,
     Pong,
@@ -74,6 +76,10 @@ class HandshakeError(ClientError):
 
 class NodeIdMismatch(HandshakeError):
     """The node could not prove the id it was expected to have."""
+
+
+class IceServersRefused(ClientError):
+    """The node answered `ice_servers` with an error (rate_limited), or not in time."""
 
 
 class ConnectionClosed(ClientError):
@@ -220,6 +226,7 @@ class ClientConnection:
         self._send, self._recv = trio.open_memory_channel[ClientMessage](RECEIVE_QUEUE_MAX)
         self._pong: trio.Event | None = None
         self._answer: tuple[trio.Event, list[ClientMessage]] | None = None  # push_register/unregister waiting
+        self._ice: tuple[trio.Event, list[IceServers | Error]] | None = None
 
     @property
     def close_code(self) -> int | None:
@@ -260,6 +267,23 @@ class ClientConnection:
         if self._ws.close_code is not None and self._pong is event:
             raise ConnectionClosed(self._ws.close_code, self._ws.close_reason)
         return (trio.current_time() - start) * 1000.0
+
+    async def ice_servers(self, timeout_s: float = 5.0) -> IceServers:
+        """Ask the node for STUN/TURN servers (`{"t":"ice_servers"}`, docs/client-protocol.md).
+
+        Raises IceServersRefused when the node says rate_limited or does not answer within `timeout_s`.
+        """
+        event, box = self._ice = trio.Event(), []
+        await self.send(IceServersRequest())
+        with trio.move_on_after(timeout_s):
+            await event.wait()
+        self._ice = None
+        if self._ws.close_code is not None and not box:
+            raise ConnectionClosed(self._ws.close_code, self._ws.close_reason)
+        reply = box[0] if box else None
+        if isinstance(reply, IceServers):
+            return reply
+        raise IceServersRefused(f"node refused ice_servers: {reply.code.value if reply else 'no answer'}")
 
     async def close(self, code: int = 1000) -> None:
         await self._ws.aclose(code)
@@ -313,6 +337,13 @@ class ClientConnection:
                         self._pong.set()
                         self._pong = None
                         continue
+                    if self._ice is not None and (
+                        isinstance(msg, IceServers) or (isinstance(msg, Error) and msg.ref is None)
+                    ):
+                        self._ice[1].append(msg)
+                        self._ice[0].set()
+                        self._ice = None
+                        continue
                     await self._send.send(msg)
             except ClientError:
                 pass
@@ -321,6 +352,8 @@ class ClientConnection:
                     self._pong.set()
                 if self._answer is not None:
                     self._answer[0].set()
+                if self._ice is not None:
+                    self._ice[0].set()
 
 
 async def _open(

@@ -12,6 +12,7 @@ because reading the stats consumes the latency samples.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from typing import Any, Protocol
 
@@ -22,10 +23,11 @@ from node.net.session import ClientSession
 from node.net.timer import CoreTimer
 from node.protocol.errors import RemoteProtocolError
 from node.protocol.refusals import Layer, Refusal
-from node.protocol.relay.core import RelayCore, ToClient, ToPeer
+from node.protocol.relay.claims import HomeClaim
+from node.protocol.relay.core import CloseClient, RelayCore, ToClient, ToPeer
 from node.protocol.relay.push import PushDropped, SendPush
 from node.protocol.webpush import Subscription
-from node.protocol.wire.client import Envelope, Error, ErrorCode, Ok, PushRegister, PushUnregister
+from node.protocol.wire.client import CloseCode, Envelope, Error, ErrorCode, Ok, PushRegister, PushUnregister
 from node.protocol.wire.peer import peer_from_map, peer_to_map
 
 FLUSH_ROUNDS_MAX = 64  # a drain that keeps producing (unreachable peers feeding back) stops here; the timer retries
@@ -61,12 +63,20 @@ class RelayDriver:
         self.sessions: dict[int, ClientSession] = {}
         self._timer = CoreTimer(tick=core.tick, next_deadline=core.next_deadline, flush=self._flush)
         self._outcomes_seen: dict[tuple[str, str], int] = {}
+        self.core.wall_offset_s = time.time() - trio.current_time()  # constructed inside trio (node/app/service.py)
+        self._refused_seen: dict[Refusal, int] = {}
 
     # --- RelaySink (called by the client server) ---------------------------------------------------
 
-    def client_online(self, session: ClientSession) -> None:
+    def client_online(self, session: ClientSession, address_key: str, claim: HomeClaim | None = None) -> None:
+        """`address_key` (/32 IPv4, /64 IPv6 of the client, after a trusted proxy) keys per-address budgets; `claim`
+        defaults to the session's signed hello (`session.claim`: (challenge nonce, hello sig))."""
+        if claim is None:
+            nonce, sig = session.claim
+            claim = HomeClaim(client=session.client_id, home=self.core.node_id, nonce=nonce, sig=sig)
         self.sessions[session.conn_id] = session
-        self.core.client_online(session.conn_id, session.client_id, trio.current_time())
+        now = self._now()
+        self.core.client_online(session.conn_id, session.client_id, now, claim=claim, address_key=address_key)
         self._after_input()
 
     def client_offline(self, session: ClientSession) -> None:
@@ -108,7 +118,7 @@ class RelayDriver:
         except RemoteProtocolError as exc:
             self.metrics.packet_refused(Layer.PEER, exc.refusal)
             return
-        self.core.peer_message(peer, msg, trio.current_time())
+        self.core.peer_message(peer, msg, self._now())
         self._after_input()
 
     def peer_unreachable(self, peer: bytes) -> None:
@@ -122,6 +132,12 @@ class RelayDriver:
     def handoff_all(self) -> None:
         self.core.handoff_all(trio.current_time())
         self._flush()
+
+    def _now(self) -> float:
+        """trio's clock for the core, keeping its wall-clock offset current (claims carry unix times)."""
+        now = trio.current_time()
+        self.core.wall_offset_s = time.time() - now
+        return now
 
     # --- running -----------------------------------------------------------------------------------
 
@@ -146,6 +162,9 @@ class RelayDriver:
                 elif isinstance(cmd, ToPeer):
                     if not self.links.send(cmd.node, peer_to_map(cmd.msg)):
                         self.core.peer_unreachable(cmd.node, trio.current_time())
+                elif isinstance(cmd, CloseClient):
+                    if (session := self.sessions.get(cmd.conn_id)) is not None:
+                        session.close(CloseCode.GOING_AWAY, "home claim renewal: reconnect")
                 elif self.pusher is not None:  # push wake-up
                     if isinstance(cmd, SendPush):
                         self.pusher.submit(cmd)
@@ -164,3 +183,7 @@ class RelayDriver:
         for seconds in stats.latencies_s:
             self.metrics.relay_seconds.observe(seconds)
         self.metrics.mailbox_envelopes.set(stats.mailbox_envelopes)
+        for reason, total in list(self.core.refused.items()):  # relay frames refused by authority or budget
+            for _ in range(total - self._refused_seen.get(reason, 0)):
+                self.metrics.packet_refused(Layer.PEER, reason)
+            self._refused_seen[reason] = total

@@ -12,7 +12,11 @@ Network model
 - `cut(a, b, seconds)` drops one link for a while (both ends get `peer_unreachable`; membership is unchanged).
 - A join is known to every live node at once (`members_changed`); a crashed node never comes back (a restart is a
   new node with a new id).
-- Clients: `connect` puts a client id on a node; a crash of its node takes its connections down with it.
+- Clients: `connect` puts a client id on a node; a crash of its node takes its connections down with it. Client
+  ids come from `sim_client(label)`, which keeps the key, so `connect` signs a real home claim (the hello's
+  signature over the node's time-stamped nonce, docs/protocol.md "Relay authority"). Wall time is WALL0_S + now.
+- `inject(src, dst, frame)` delivers a hand-written relay frame (a wire map) as if `src` sent it: a hostile member.
+  `watch(node)` records every frame sent to `node` in `frames_to[node]`: what that member learns.
 
 Observations are kept per connection: `delivered[conn]` (Deliver messages) and `receipts[conn]` (Receipt messages).
 """
@@ -20,16 +24,37 @@ Observations are kept per connection: `delivered[conn]` (Deliver messages) and `
 from __future__ import annotations
 
 import functools
+import hashlib
 import heapq
 import random
 from collections.abc import Callable
+from typing import Any
 
 import attrs
 
-from node.protocol.relay.core import RelayCore, ToClient, ToPeer
+from node.protocol.errors import RemoteProtocolError
+from node.protocol.identity import Identity, client_auth_message
+from node.protocol.relay.claims import HomeClaim, challenge_nonce
+from node.protocol.relay.core import CloseClient, RelayCore, ToClient, ToPeer
 from node.protocol.settings import RelaySection
 from node.protocol.wire.client import Deliver, Envelope, Receipt
-from node.protocol.wire.peer import PeerMessage, decode_peer, encode_peer
+from node.protocol.wire.peer import PeerMessage, decode_peer, encode_peer, peer_from_map
+
+WALL0_S = 1.8e9  # the simulated unix time at sim time 0
+_KEYS: dict[bytes, Identity] = {}
+
+
+def sim_client(label: bytes) -> bytes:
+    """A client id with a real key (derived from `label`), remembered so the simulator can sign its claims."""
+    key = Identity.from_seed(hashlib.blake2b(label, digest_size=32, person=b"homing-simcli").digest())
+    _KEYS[key.id] = key
+    return key.id
+
+
+def client_claim(client: bytes, node: bytes, unix_s: float, random_bytes: bytes = bytes(24)) -> HomeClaim:
+    """The claim a `sim_client` signs when it authenticates to `node` at `unix_s`."""
+    nonce = challenge_nonce(unix_s, random_bytes)
+    return HomeClaim(client=client, home=node, nonce=nonce, sig=_KEYS[client].sign(client_auth_message(node, nonce)))
 
 
 @attrs.define(kw_only=True, slots=True)
@@ -46,6 +71,7 @@ class SimConn:
     client: bytes
     node: bytes
     online: bool = True
+    closed_by_node: bool = False
 
 
 class StepBudgetExceeded(RuntimeError):
@@ -77,6 +103,7 @@ class RelaySim:
         self.delivered: dict[int, list[Deliver]] = {}
         self.receipts: dict[int, list[Receipt]] = {}
         self.peer_frames = 0
+        self.frames_to: dict[bytes, list[PeerMessage]] = {}
         self._events: list[tuple[float, int, Callable[[], None]]] = []
         self._seq = 0
         self._next_conn = 1
@@ -91,8 +118,16 @@ class RelaySim:
         return sorted(n for n, sn in self.nodes.items() if sn.alive)
 
     def _new_node(self) -> bytes:
-        node_id = self.rng.randbytes(32)
-        core = RelayCore(node_id=node_id, config=self.config, rng=random.Random(self.rng.getrandbits(64)), now=self.now)
+        key = Identity.from_seed(self.rng.randbytes(32))
+        node_id = key.id
+        core = RelayCore(
+            node_id=node_id,
+            sign=key.sign,
+            config=self.config,
+            rng=random.Random(self.rng.getrandbits(64)),
+            now=self.now,
+            wall_offset_s=WALL0_S,
+        )
         self.nodes[node_id] = SimNode(id=node_id, core=core)
         return node_id
 
@@ -142,14 +177,19 @@ class RelaySim:
         return self._cuts.get(frozenset((a, b)), -1.0) > self.now
 
     # ------------------------------------------------------------------ clients
-    def connect(self, node: bytes, client: bytes) -> int:
+    def claim(self, node: bytes, client: bytes) -> HomeClaim:
+        """What `client` signs when it connects to `node` now."""
+        return client_claim(client, node, WALL0_S + self.now, self.rng.randbytes(24))
+
+    def connect(self, node: bytes, client: bytes, address: str = "192.0.2.1") -> int:
         conn_id = self._next_conn
         self._next_conn += 1
         self.conns[conn_id] = SimConn(conn_id=conn_id, client=client, node=node, online=self.nodes[node].alive)
         self.delivered[conn_id] = []
         self.receipts[conn_id] = []
         if self.nodes[node].alive:
-            self.nodes[node].core.client_online(conn_id, client, self.now)
+            claim = self.claim(node, client)
+            self.nodes[node].core.client_online(conn_id, client, self.now, claim=claim, address_key=address)
             self._flush(node)
         return conn_id
 
@@ -210,10 +250,42 @@ class RelaySim:
                     self.receipts[cmd.conn_id].append(cmd.msg)
             elif isinstance(cmd, ToPeer):
                 self._transmit(node, cmd.node, cmd.msg)
+            elif isinstance(cmd, CloseClient):
+                c = self.conns.get(cmd.conn_id)
+                if c is not None and c.online and c.node == node:
+                    c.online, c.closed_by_node = False, True
+                    self._at(0.0, functools.partial(self._closed, cmd.conn_id))
+
+    def _closed(self, conn_id: int) -> None:
+        c = self.conns[conn_id]
+        if self.nodes[c.node].alive:
+            self.nodes[c.node].core.client_offline(conn_id, self.now)
+            self._flush(c.node)
+
+    def watch(self, node: bytes) -> list[PeerMessage]:
+        """Record every frame sent to `node` from now on; returns the (live) list."""
+        return self.frames_to.setdefault(node, [])
+
+    def inject(self, src: bytes, dst: bytes, frame: dict[str, Any]) -> bool:
+        """Deliver a hand-written relay frame from `src` to `dst` after one link delay. False when the wire
+        decoder refuses it (then nothing is delivered)."""
+        try:
+            msg = peer_from_map(frame)
+        except RemoteProtocolError:
+            return False
+        self._at(self.link_delay_s, lambda: self._deliver(src, dst, msg))
+        return True
+
+    def _deliver(self, src: bytes, dst: bytes, msg: PeerMessage) -> None:
+        if self.nodes[dst].alive:
+            self.nodes[dst].core.peer_message(src, msg, self.now)
+            self._flush(dst)
 
     def _transmit(self, src: bytes, dst: bytes, msg: PeerMessage) -> None:
         frame = encode_peer(msg)
         self.peer_frames += 1
+        if dst in self.frames_to:
+            self.frames_to[dst].append(msg)
         target = self.nodes.get(dst)
         if target is None or not target.alive or self._is_cut(src, dst):
             if (src, dst) not in self._unreachable_due:

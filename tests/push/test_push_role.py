@@ -6,6 +6,7 @@ import random
 
 import attrs
 
+from node.protocol.identity import Identity
 from node.protocol.relay.core import RelayCore, ToPeer
 from node.protocol.relay.push import PushDropped, SendPush
 from node.protocol.relay.rendezvous import owners
@@ -14,8 +15,11 @@ from node.protocol.webpush import new_private_key, public_point
 from node.protocol.wire.client import Kind
 from node.protocol.wire.peer import MailboxPut, PeerEnvelope
 from node.protocol.wire.push import PushClaim, PushSub, PushUnsub
+from node.testing.relaysim import client_claim, sim_client
 
 ORIGIN = b"o" * 32
+SENDER = sim_client(b"push-sender")
+SENDER_CLAIM = client_claim(SENDER, ORIGIN, 0.0)  # the caller is homed on ORIGIN (docs/protocol.md, "Relay authority")
 P256 = public_point(new_private_key(random.Random(5).randbytes))
 
 
@@ -38,6 +42,7 @@ def _core(me: bytes, members: list[bytes], **push: object) -> RelayCore:
         config=RelaySection(mailbox_ttl=60.0),
         rng=random.Random(1),
         now=0.0,
+        sign=Identity.from_seed(me).sign,
         push=attrs.evolve(PushSection(fallback_s=0.5), **push),
     )
     core.members_changed(members, 0.0)
@@ -52,7 +57,17 @@ def _sub(core: RelayCore, client: bytes, now: float, ttl_ms: int = 3_600_000, p2
 
 def _offer(core: RelayCore, client: bytes, n: int, now: float, kind: Kind = Kind.CALL_OFFER) -> bytes:
     eid = n.to_bytes(16, "big")
-    env = PeerEnvelope(eid=eid, origin=ORIGIN, to=client, sender=b"s" * 32, kind=kind, call=b"c%d" % n, body=b"")
+    env = PeerEnvelope(
+        eid=eid,
+        origin=ORIGIN,
+        to=client,
+        sender=SENDER,
+        kind=kind,
+        call=b"c%d" % n,
+        body=b"",
+        claim_nonce=SENDER_CLAIM.nonce,
+        claim_sig=SENDER_CLAIM.sig,
+    )
     core.peer_message(ORIGIN, MailboxPut(env=env, ttl_ms=60_000), now)
     return eid
 

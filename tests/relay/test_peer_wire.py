@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import contextlib
 
+import attrs
 import msgpack
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from node.protocol.errors import RemoteProtocolError, TooLarge
+from node.protocol.relay.claims import HomeClaim
 from node.protocol.wire import Limits, MsgType
 from node.protocol.wire.client import Kind
 from node.protocol.wire.peer import (
@@ -33,15 +35,35 @@ from node.protocol.wire.peer import (
 )
 
 I1, I2, I3, I4 = (bytes([n]) * 32 for n in (1, 2, 3, 4))
-E = PeerEnvelope(eid=b"e" * 16, origin=I1, to=I2, sender=I3, kind=Kind.CALL_OFFER, call=b"c", body=b"\x00" * 65536)
+N, G = b"n" * 32, b"g" * 64  # a claim's nonce and signature (the codec does not verify)
+E = PeerEnvelope(
+    eid=b"e" * 16,
+    origin=I1,
+    to=I2,
+    sender=I3,
+    kind=Kind.CALL_OFFER,
+    call=b"c",
+    body=b"\x00" * 65536,
+    claim_nonce=N,
+    claim_sig=G,
+)
+E_MAIL = attrs.evolve(E, expires_ms=1_800_000_000_000, origin_sig=b"o" * 64)
+FULL_LEASE = Lease(
+    home=I4, claims=tuple(HomeClaim(client=bytes([i]) * 32, home=I4, nonce=N, sig=G) for i in range(256)), ttl_ms=1
+)
 ALL: list[PeerMessage] = [
     E,
+    E_MAIL,
+    attrs.evolve(E, claim_nonce=b"", claim_sig=b""),  # a home that has the claim gets the envelope without it
     EnvelopeResult(eid=b"e" * 16, status=ResultStatus.NOT_HERE),
-    Lease(home=I4, ids=(I1, I2), ttl_ms=30_000),
+    EnvelopeResult(eid=b"e" * 16, status=ResultStatus.NEED_CLAIM),
+    Lease(home=I4, claims=(HomeClaim(client=I1, home=I4, nonce=N, sig=G),), ttl_ms=30_000),
+    FULL_LEASE,
     LeaseDrop(home=I4, ids=(I1,)),
     Lookup(id=I2),
     LookupReply(id=I2, homes=()),
-    MailboxPut(env=E, ttl_ms=60_000),
+    MailboxPut(env=E_MAIL, ttl_ms=60_000),
+    MailboxEvent(eid=b"e" * 16, status=MailboxStatus.NOT_OWNER),
     MailboxTake(eids=(b"e" * 16,)),
     MailboxEvent(eid=b"e" * 16, status=MailboxStatus.FORWARDED),
     Handoff(env=E, ttl_ms=1),
@@ -67,9 +89,15 @@ BAD = [
     ({"t": True}, "bool type"),
     ({"t": 40, "id": b"short"}, "id length"),
     ({"t": 37, "eid": b"e" * 16, "s": "maybe"}, "unknown status"),
-    ({"t": 38, "h": I1, "ids": [I1] * 513, "ttl": 5}, "too many ids"),
-    ({"t": 38, "h": I1, "ids": [I1], "ttl": 0}, "ttl zero"),
-    ({"t": 38, "h": I1, "ids": "nope", "ttl": 5}, "ids not a list"),
+    ({"t": 38, "h": I1, "ids": [I1] * 257, "ns": [N] * 257, "sg": [G] * 257, "ttl": 5}, "too many claims"),
+    ({"t": 38, "h": I1, "ids": [I1], "ns": [N], "sg": [G], "ttl": 0}, "ttl zero"),
+    ({"t": 38, "h": I1, "ids": "nope", "ns": [N], "sg": [G], "ttl": 5}, "ids not a list"),
+    ({"t": 38, "h": I1, "ids": [I1], "ttl": 5}, "lease without claims"),
+    ({"t": 38, "h": I1, "ids": [I1, I2], "ns": [N], "sg": [G, G], "ttl": 5}, "claims of unequal length"),
+    ({"t": 38, "h": I1, "ids": [I1], "ns": [N], "sg": [b"short"], "ttl": 5}, "claim signature length"),
+    ({**{k: v for k, v in msgpack.unpackb(encode_peer(E)).items() if k != "cs"}}, "envelope without claim"),
+    ({**msgpack.unpackb(encode_peer(E)), "os": b"x" * 10}, "origin signature length"),
+    ({**msgpack.unpackb(encode_peer(E)), "cs": b""}, "half a claim"),
     ({"t": 36, "eid": b"e" * 16, "o": I1, "to": I2, "from": I3, "k": "call_dance", "c": b"c", "b": b""}, "kind"),
     ({"t": 36, "eid": b"e" * 16, "o": I1, "to": I2, "from": I3, "k": "call_ice", "c": b"", "b": b""}, "empty call"),
 ]
@@ -94,7 +122,9 @@ def test_garbage_raises_only_remote_protocol_error(data: bytes) -> None:
 
 @given(
     st.dictionaries(
-        st.sampled_from(["t", "eid", "o", "to", "from", "k", "c", "b", "s", "h", "ids", "ttl", "id"]),
+        st.sampled_from(
+            ["t", "eid", "o", "to", "from", "k", "c", "b", "s", "h", "ids", "ttl", "id", "ns", "sg", "cn", "cs"]
+        ),
         st.one_of(
             st.integers(30, 50),
             st.binary(max_size=40),

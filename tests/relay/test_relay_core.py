@@ -6,6 +6,7 @@ import random
 
 import attrs
 
+from node.protocol.identity import Identity
 from node.protocol.relay.core import RelayCore, ToClient, ToPeer
 from node.protocol.relay.rendezvous import owners
 from node.protocol.wire.client import Deliver, Envelope, Kind, Reason, Receipt, Status
@@ -22,19 +23,32 @@ from node.protocol.wire.peer import (
     RelayReceipt,
     ResultStatus,
 )
+from node.testing.relaysim import WALL0_S, client_claim, sim_client
 from tests.relay.simcheck import SIM_CONFIG
 
-S = b"\x10" * 32
+S_KEY = Identity.from_seed(b"\x10" * 32)
+S = S_KEY.id
 PEERS = [bytes([0x20 + i]) * 32 for i in range(6)]
-A = b"\xaa" * 32
+A = sim_client(b"core-A")
 # a callee none of whose owners is S, so every owner exchange is visible as a ToPeer command
-B = next(bytes([i]) * 32 for i in range(256) if S not in owners(bytes([i]) * 32, [S, *PEERS], 3))
+B = next(b for b in (sim_client(b"core-B%d" % i) for i in range(256)) if S not in owners(b, [S, *PEERS], 3))
+
+
+def online(c: RelayCore, conn: int, client: bytes, now: float, address: str = "192.0.2.1") -> None:
+    c.client_online(conn, client, now, claim=client_claim(client, c.node_id, WALL0_S + now), address_key=address)
 
 
 def core(**cfg: object) -> RelayCore:
-    c = RelayCore(node_id=S, config=attrs.evolve(SIM_CONFIG, **cfg), rng=random.Random(3), now=0.0)
+    c = RelayCore(
+        node_id=S,
+        config=attrs.evolve(SIM_CONFIG, **cfg),
+        rng=random.Random(3),
+        now=0.0,
+        sign=S_KEY.sign,
+        wall_offset_s=WALL0_S,
+    )
     c.members_changed([S, *PEERS], 0.0)
-    c.client_online(1, A, 0.0)
+    online(c, 1, A, 0.0)
     c.drain()
     return c
 
@@ -55,17 +69,37 @@ def remote_owners() -> list[bytes]:
     return list(owners(B, [S, *PEERS], 3))
 
 
-def test_local_recipient_is_delivered_without_any_peer_traffic() -> None:
+def test_local_recipient_is_delivered_here_and_on_its_other_devices_homes() -> None:
+    """Every device of the recipient gets the envelope (docs/client-protocol.md): a local one, and those on the
+    homes the owners know; with no other home there is no envelope traffic to peers."""
     c = core()
-    c.client_online(2, B, 0.0)
+    online(c, 2, B, 0.0)
     c.drain()
     c.client_envelope(1, env(), 0.0)
+    asked = peer_msgs(c.drain(), Lookup)
+    assert asked, "the recipient's other devices are looked up"
+    c.peer_message(asked[0].node, LookupReply(id=B, homes=(S,)), 0.01)
     cmds = c.drain()
     deliver = [x for x in cmds if isinstance(x, ToClient) and isinstance(x.msg, Deliver)]
     assert [d.conn_id for d in deliver] == [2] and len(deliver[0].msg.eid) == 16
     assert receipts(cmds) == [Receipt(ref=1, status=Status.DELIVERED)]
-    assert not [x for x in cmds if isinstance(x, ToPeer)]
+    assert not peer_msgs(cmds, PeerEnvelope)
     assert c.stats().outcomes == {("call_offer", "delivered"): 1}
+    c.client_envelope(1, env(ref=2), 0.02)  # within lookup_cache_s: the cached homes, no new lookup
+    cmds = c.drain()
+    assert not peer_msgs(cmds, Lookup) and receipts(cmds) == [Receipt(ref=2, status=Status.DELIVERED)]
+
+
+def test_a_device_elsewhere_gets_the_envelope_although_one_is_local() -> None:
+    c = core()
+    online(c, 2, B, 0.0)
+    c.drain()
+    c.client_envelope(1, env(), 0.0)
+    asked = peer_msgs(c.drain(), Lookup)
+    c.peer_message(asked[0].node, LookupReply(id=B, homes=(S, PEERS[0])), 0.01)
+    cmds = c.drain()
+    assert [x.node for x in peer_msgs(cmds, PeerEnvelope)] == [PEERS[0]]
+    assert [x.conn_id for x in cmds if isinstance(x, ToClient) and isinstance(x.msg, Deliver)] == [2]
 
 
 def test_lookup_goes_to_all_owners_then_forwards_and_caches() -> None:
@@ -152,13 +186,14 @@ def test_pending_table_bound_rejects_as_rate_limited() -> None:
 def test_frames_from_non_members_change_nothing() -> None:
     c = core()
     stranger = b"\x99" * 32
-    c.peer_message(stranger, Lease(home=stranger, ids=(B,), ttl_ms=30_000), 0.0)
+    claim = client_claim(B, stranger, WALL0_S)
+    c.peer_message(stranger, Lease(home=stranger, claims=(claim,), ttl_ms=30_000), 0.0)
     assert c.owner.leases.homes(B, 0.0) == () and c.drain() == []
 
 
 def test_home_leases_to_owners_and_renews() -> None:
     c = core()
-    c.client_online(2, B, 1.0)
+    online(c, 2, B, 1.0)
     leased = peer_msgs(c.drain(), Lease)
     assert sorted(x.node for x in leased) == sorted(remote_owners())
     renew = c.next_deadline()

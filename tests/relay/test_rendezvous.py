@@ -6,7 +6,16 @@ import random
 
 import pytest
 
-from node.protocol.relay.rendezvous import LeaseTable, Mailbox, PutResult, SeenSet, hrw_score, owners
+from node.protocol.relay.rendezvous import (
+    ENTRY_OVERHEAD_BYTES,
+    LeaseTable,
+    Mailbox,
+    MailLimits,
+    PutResult,
+    SeenSet,
+    hrw_score,
+    owners,
+)
 from node.protocol.wire.client import Kind
 from node.protocol.wire.peer import PeerEnvelope
 
@@ -16,9 +25,25 @@ CLIENTS = [RNG.randbytes(32) for _ in range(300)]
 TO, FROM, ORIGIN = b"\x01" * 32, b"\x02" * 32, b"\x03" * 32
 
 
-def env(n: int, kind: Kind = Kind.CALL_ICE, call: bytes = b"c", to: bytes = TO) -> PeerEnvelope:
+def env(
+    n: int,
+    kind: Kind = Kind.CALL_ICE,
+    call: bytes = b"c",
+    to: bytes = TO,
+    origin: bytes = ORIGIN,
+    sender: bytes = FROM,
+    body: bytes | None = None,
+) -> PeerEnvelope:
     return PeerEnvelope(
-        eid=n.to_bytes(16, "big"), origin=ORIGIN, to=to, sender=FROM, kind=kind, call=call, body=b"x%d" % n
+        eid=n.to_bytes(16, "big"),
+        origin=origin,
+        to=to,
+        sender=sender,
+        kind=kind,
+        call=call,
+        body=b"x%d" % n if body is None else body,
+        claim_nonce=bytes(32),
+        claim_sig=bytes(64),
     )
 
 
@@ -110,3 +135,41 @@ def test_seen_set_is_bounded_and_expires() -> None:
     assert bytes([0]) not in s and len(s) == 2 and s.next_deadline() == 11.0
     s.expire(11.0)
     assert list(map(lambda e: e in s, [b"\x01", b"\x02"])) == [False, True]
+
+
+def test_lease_share_of_one_home_is_bounded() -> None:
+    t = LeaseTable(leases_max=10, per_home_max=2)
+    assert t.put(b"a", b"m", 9.0) and t.put(b"b", b"m", 9.0)
+    assert not t.put(b"c", b"m", 9.0)  # the hostile home's share is spent
+    assert t.put(b"c", b"h", 9.0) and t.count_home(b"m") == 2
+    t.drop(b"a", b"m")
+    assert t.put(b"c", b"m", 9.0)
+
+
+def _mailbox(**lim: int) -> Mailbox:
+    base = {"per_id_max": 1000, "total_max": 1000}
+    return Mailbox(per_id_max=1000, total_max=1000, limits=MailLimits(**{**base, **lim}))
+
+
+def test_mailbox_bytes_are_bounded_not_only_counts() -> None:
+    m = _mailbox(bytes_max=3 * (65536 + ENTRY_OVERHEAD_BYTES))
+    big = b"\x00" * 65536
+    assert [m.put(env(i, to=bytes([i]) * 32, body=big), 9.0) for i in range(4)] == [PutResult.STORED] * 3 + [
+        PutResult.FULL
+    ]
+    assert m.bytes == 3 * (65536 + ENTRY_OVERHEAD_BYTES)
+    m.remove(env(0).eid)
+    assert m.put(env(9, body=b"small"), 9.0) is PutResult.STORED
+
+
+def test_mailbox_share_per_origin_and_per_sender() -> None:
+    m = _mailbox(per_origin_max=2, per_sender_max=3)
+    m1, m2, x, y = b"\x0a" * 32, b"\x0b" * 32, b"\x0c" * 32, b"\x0d" * 32
+    got = [m.put(env(i, to=bytes([i]) * 32, origin=m1, sender=bytes([100 + i]) * 32), 9.0) for i in range(3)]
+    assert got == [PutResult.STORED, PutResult.STORED, PutResult.FULL]  # the origin's share
+    got = [m.put(env(10 + i, to=bytes([i]) * 32, origin=m2, sender=x), 9.0) for i in range(2)]
+    assert got == [PutResult.STORED] * 2  # another origin still fits
+    assert m.put(env(20, origin=x, sender=x), 9.0) is PutResult.STORED
+    assert m.put(env(21, origin=y, sender=x), 9.0) is PutResult.FULL  # the sender's share, whatever the origin
+    m.expire(9.0)
+    assert len(m) == 0 and m.bytes == 0

@@ -6,11 +6,11 @@ import attrs
 
 from node.protocol.relay.rendezvous import owners
 from node.protocol.wire.client import Kind, Reason, Status
-from node.testing.relaysim import RelaySim
+from node.testing.relaysim import RelaySim, sim_client
 from tests.relay.simcheck import SETTLE_S, SIM_CONFIG, Tracker
 
-A = b"\xaa" * 32  # caller
-B = b"\xbb" * 32  # callee
+A = sim_client(b"A")  # caller
+B = sim_client(b"B")  # callee
 CALL = b"call-1"
 
 

@@ -12,10 +12,10 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 from node.protocol.wire.client import Kind
-from node.testing.relaysim import RelaySim
+from node.testing.relaysim import RelaySim, sim_client
 from tests.relay.simcheck import SETTLE_S, SIM_CONFIG, Tracker
 
-CLIENTS = [bytes([i + 1]) * 32 for i in range(4)]
+CLIENTS = [sim_client(bytes([i + 1])) for i in range(4)]
 CALLS = [b"call-1", b"call-2"]
 
 

@@ -173,18 +173,7 @@ def test_callee_offline_past_the_ring_timeout_caller_sees_missed_and_the_offer_i
 @pytest.mark.timeout(150)
 @pytest.mark.parametrize(
     "second_home",
-    [
-        1,
-        pytest.param(
-            2,
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="relay routing: an envelope to one's own id from a node where that id is homed goes only to"
-                " that node's connections (node/protocol/relay/core.py _route: `to in self._homed` uses the home cache,"
-                " which is empty for a local id), so another node's device never gets the `elsewhere` notice",
-            ),
-        ),
-    ],
+    [1, 2],  # devices on two nodes failed before the relay looked up a local recipient's other homes
     ids=["devices-on-one-node", "devices-on-two-nodes"],
 )
 def test_every_device_rings_and_the_others_stop_when_one_answers(

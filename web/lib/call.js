@@ -22,6 +22,8 @@ export const EARLY_HOLD_MAX = 64;
  *   iceServers?: RTCIceServer[] | null, nowS?: () => number,
  *   media?: (constraints: MediaStreamConstraints) => Promise<MediaStream>}} CallSettings
  * @typedef {{state: {state: CallState, detail: string}, remoteStream: MediaStream, localStream: MediaStream}} CallEvents
+ * @typedef {"dial"|"media"|"pc"|"offer_sent"|"offer_delivered"|"offer_received"|"ringing"|"accept"|"answer_created"
+ *   |"answer_sent"|"answer_received"|"connected"} Mark
  * @typedef {{incoming: Call, call: Call, refused: {kind: string, error: string}}} PhoneEvents
  */
 
@@ -84,9 +86,11 @@ export class Phone extends Emitter {
    * @param {{video?: boolean}} [opts]
    */
   async start(peer, opts = {}) {
+    const at = performance.now();
     const id = randomBytes(CALL_ID_BYTES);
     const e2e = new OutgoingCall({ identity: this.identity, callee: peer, call: id, randomBytes });
     const call = new Call(this, peer, id, "outgoing", Boolean(opts.video), e2e);
+    call.mark("dial", at);
     this.keep(call);
     this.emit("call", call);
     await call.dial();
@@ -103,9 +107,10 @@ export class Phone extends Emitter {
 
   /** @param {import("./codec.js").Deliver} d */
   onDeliver(d) {
+    const at = performance.now();
     const existing = this.calls.get(b64uEncode(d.call));
     if (existing) {
-      existing.onBody(d);
+      existing.onBody(d, at);
       return;
     }
     if (d.kind !== "call_offer" || equal(d.from, this.identity.id) || bodyType(d.body) !== OFFER) {
@@ -115,6 +120,7 @@ export class Phone extends Emitter {
     const [e2e, offer] = IncomingCall.fromOffer({ identity: this.identity, sender: d.from, call: d.call, kind: d.kind, body: d.body, nowS: this.nowS(), replay: this.replay, randomBytes });
     const call = new Call(this, d.from, d.call, "incoming", offer.video, e2e);
     call.remoteOffer = { type: "offer", sdp: offer.sdp };
+    call.mark("offer_received", at);
     this.keep(call);
     if (this.active()) {
       call.end("busy", "we were in another call");
@@ -124,6 +130,7 @@ export class Phone extends Emitter {
     call.armRing();
     this.emit("call", call);
     this.emit("incoming", call);
+    call.mark("ringing");
     this.release(call);
   }
 
@@ -192,6 +199,13 @@ export class Call extends Emitter {
     this.muted = false;
     this.cameraOff = false;
     this.onOnline = () => void this.restartIce();
+    /** performance.now() at each step of the setup, first time only (bench/calls reads them). @type {Partial<Record<Mark, number>>} */
+    this.marks = {};
+  }
+
+  /** @param {Mark} name @param {number} [at] */
+  mark(name, at = performance.now()) {
+    this.marks[name] ??= at;
   }
 
   get settings() {
@@ -204,6 +218,7 @@ export class Call extends Emitter {
     this.state = state;
     this.detail = detail;
     if (state === "connected" && !this.connectedAt) this.connectedAt = Date.now();
+    if (state === "connected") this.mark("connected");
     this.emit("state", { state, detail });
   }
 
@@ -243,10 +258,12 @@ export class Call extends Emitter {
   async setupPeerConnection() {
     const media = this.settings.media ?? ((c) => navigator.mediaDevices.getUserMedia(c));
     this.localStream = await media({ audio: true, video: this.video });
+    this.mark("media");
     this.emit("localStream", this.localStream);
     const servers = this.settings.iceServers ?? (await this.phone.session.iceServers().catch(() => []));
     const pc = new RTCPeerConnection({ iceServers: servers, iceTransportPolicy: this.settings.alwaysRelay ? "relay" : "all" });
     this.pc = pc;
+    this.mark("pc");
     for (const track of this.localStream.getTracks()) pc.addTrack(track, this.localStream);
     pc.ontrack = (ev) => {
       if (!this.remoteStream.getTracks().includes(ev.track)) this.remoteStream.addTrack(ev.track);
@@ -295,12 +312,15 @@ export class Call extends Emitter {
       const body = e2e.offer({ k: "offer", sdp: offer.sdp ?? "", video: this.video, ts: this.phone.nowS() });
       await pc.setLocalDescription(offer);
       this.armRing();
+      this.mark("offer_sent");
       const receipt = await this.phone.send(this.peer, this.id, "call_offer", body, {
         onQueued: () => this.setState("outgoing", "ringing via mailbox (the callee is offline)"),
       });
       if (this.state !== "outgoing") return;
-      if (receipt.status === "delivered") this.setState("outgoing", "ringing");
-      else if (receipt.status === "expired") this.end("missed", "the callee did not come online");
+      if (receipt.status === "delivered") {
+        this.mark("offer_delivered");
+        this.setState("outgoing", "ringing");
+      } else if (receipt.status === "expired") this.end("missed", "the callee did not come online");
       else if (receipt.status === "rejected") this.end("failed", `the node refused the offer (${receipt.reason})`);
     } catch (e) {
       this.end("failed", e instanceof Error ? e.message : String(e));
@@ -310,6 +330,7 @@ export class Call extends Emitter {
   async accept() {
     if (this.state !== "incoming" || !this.remoteOffer) return;
     const e2e = /** @type {IncomingCall} */ (this.e2e);
+    this.mark("accept");
     this.setState("connecting");
     if (this.ringTimer) clearTimeout(this.ringTimer);
     try {
@@ -319,7 +340,9 @@ export class Call extends Emitter {
       const body = e2e.answer({ k: "answer", sdp: answer.sdp ?? "", video: this.video });
       this.sid = e2e.sid;
       await pc.setLocalDescription(answer);
+      this.mark("answer_created");
       await this.flushCandidates();
+      this.mark("answer_sent");
       await this.phone.send(this.peer, this.id, "call_answer", body);
       // tell this identity's other devices to stop ringing
       void this.phone.send(this.phone.identity.id, this.id, "call_hangup", e2e.elsewhere("answered")).catch(() => {});
@@ -344,8 +367,11 @@ export class Call extends Emitter {
     await this.sendMsg({ k: "hangup", reason: before ? "cancelled" : "ended" }).catch(() => {});
   }
 
-  /** A body for this call (already routed by call id). Throws for a body that must be refused. @param {import("./codec.js").Deliver} d */
-  onBody(d) {
+  /**
+   * A body for this call (already routed by call id). Throws for a body that must be refused.
+   * @param {import("./codec.js").Deliver} d @param {number} [at] when the page received it (performance.now())
+   */
+  onBody(d, at = performance.now()) {
     if (this.state === "ended") return;
     const opened = this.e2e.open({ sender: d.from, kind: d.kind, body: d.body });
     const msg = opened.msg;
@@ -360,6 +386,7 @@ export class Call extends Emitter {
         return;
       }
       this.sid = opened.sid;
+      this.mark("answer_received", at);
       if (this.ringTimer) clearTimeout(this.ringTimer);
       if (this.state === "outgoing") this.setState("connecting");
       const sdp = /** @type {import("./e2ee_plaintext.js").SdpMsg} */ (msg).sdp;

@@ -4,6 +4,8 @@ One `RelayCore` per node plays three roles at once: the *origin* (the sender's n
 terminal receipt), the *owner* (one of the R rendezvous owners of a client id: leases and a mailbox replica), and
 the *home* (the node a recipient is connected to). A node may play all three for one envelope; messages to itself
 go through an internal loopback queue, so every path is the same whether the parties are one node or three.
+This module is the origin role and the plumbing; the owner role is node/protocol/relay/owner.py, the home role
+node/protocol/relay/home.py.
 
 Rules
 1. Exactly one terminal receipt per envelope, decided only at the origin. The origin keeps a pending table
@@ -30,25 +32,35 @@ Rules
    hold them before; a node that is no longer an owner drops its copies. Leases of dead nodes are dropped, home
    nodes re-lease their clients to new owners, and everything waiting on a dead node is treated as a failed link.
 8. Every table is bounded by config: pending_max, lookup_cache_max, leases_max, mailbox per id and total, seen_max.
+9. Authority (docs/protocol.md, "Relay authority"): a client comes online with its home claim (its signed hello);
+   leases carry it, envelopes carry the sender's, and the home delivers an envelope "from X" only when it comes
+   from X's claimed home (the origin) or from an owner of the recipient pushing a mailbox entry, with X's valid
+   claim naming that origin. A connection is closed (`CloseClient`) a lease period before its claim ages out.
+10. Budgets (node/protocol/relay/budgets.py): per sender id and per source address at the origin; per origin node,
+   per sender id and in bytes at the owners (node/protocol/relay/owner.py).
 """
 
 from __future__ import annotations
 
 import enum
-import heapq
 import random
 from collections import Counter, OrderedDict, deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import attrs
 
-from node.protocol.relay.push import PushDropped, PushRole, SendPush
-from node.protocol.relay.rendezvous import INF, Owner, SeenSet, owners
+from node.protocol.deadlines import DeadlineHeap
+from node.protocol.relay.budgets import OriginBudgets
+from node.protocol.relay.claims import ClaimVerifier, HomeClaim, LinkClaims
+from node.protocol.relay.commands import CloseClient, Command, ToClient, ToPeer
+from node.protocol.relay.home import Home
+from node.protocol.relay.owner import Owner
+from node.protocol.relay.push import PushRole
+from node.protocol.relay.rendezvous import INF, owners
 from node.protocol.settings import PushSection, RelaySection
 from node.protocol.webpush import Subscription
-from node.protocol.wire.client import ClientMessage, Deliver, Envelope, Reason, Receipt, Status
+from node.protocol.wire.client import Envelope, Reason, Receipt, Status
 from node.protocol.wire.peer import (
-    PEER_IDS_MAX,
     EnvelopeResult,
     Handoff,
     Lease,
@@ -61,28 +73,13 @@ from node.protocol.wire.peer import (
     MailboxTake,
     PeerEnvelope,
     PeerMessage,
-    ReceiptStatus,
     RelayReceipt,
     ResultStatus,
+    origin_signed_bytes,
 )
 from node.protocol.wire.push import PushClaim, PushSub, PushUnsub
 
-__all__ = ["Command", "RelayCore", "RelayStats", "ToClient", "ToPeer"]
-
-
-@attrs.frozen(kw_only=True, slots=True)
-class ToClient:
-    conn_id: int
-    msg: ClientMessage
-
-
-@attrs.frozen(kw_only=True, slots=True)
-class ToPeer:
-    node: bytes
-    msg: PeerMessage
-
-
-Command = ToClient | ToPeer | SendPush | PushDropped  # the last two: push wake-up (node/protocol/relay/push.py)
+__all__ = ["CloseClient", "Command", "RelayCore", "RelayStats", "ToClient", "ToPeer"]
 
 
 @attrs.frozen(kw_only=True, slots=True)
@@ -108,6 +105,7 @@ class Pending:
     conn_id: int
     ref: int
     env: PeerEnvelope
+    addr: str  # the sender connection's address key (budgets)
     created: float
     give_up: float
     phase: Phase = Phase.LOOKUP
@@ -116,6 +114,8 @@ class Pending:
     attempts: int = 0
     full: int = 0
     queued_sent: bool = False
+    bare: PeerEnvelope | None = None  # env without the sender's claim, for homes that have it
+    claim_resent: set[bytes] = attrs.field(factory=set)  # homes that asked for the claim (once each)
 
 
 @attrs.define(kw_only=True, slots=True)
@@ -135,26 +135,50 @@ class RelayCore:
     """See the module docstring. Inputs take `now`; outputs are drained with `drain()`."""
 
     def __init__(
-        self, *, node_id: bytes, config: RelaySection, rng: random.Random, now: float, push: PushSection | None = None
+        self,
+        *,
+        node_id: bytes,
+        config: RelaySection,
+        rng: random.Random,
+        now: float,
+        sign: Callable[[bytes], bytes],
+        wall_offset_s: float = 0.0,
+        push: PushSection | None = None,
     ) -> None:
+        """`sign` is the node key's Ed25519 signature (mailbox envelopes carry it); `wall_offset_s` is unix time
+        minus `now` (claims carry unix times; `now` is monotonic)."""
         self.node_id = node_id
+        self._sign = sign
         self.config = config
         self._rng = rng
+        self.verifier = ClaimVerifier(
+            age_max_s=config.claim_age_max_s, skew_s=config.claim_skew_s, cache_max=config.claim_cache_max
+        )
+        self._budgets = OriginBudgets(config)
         self._members: tuple[bytes, ...] = (node_id,)
         self._out: list[Command] = []
         self._loop: deque[tuple[bytes, PeerMessage]] = deque()
-        # home role
-        self._conns: dict[int, bytes] = {}
-        self._homed: dict[bytes, set[int]] = {}
-        self._seen = SeenSet(seen_max=config.seen_max)
-        self._renew_at = now + config.lease_ttl_s / 3
+        self._links = LinkClaims(entries_max=config.claim_cache_max)  # origin (sent) and home (known) sides
         # owner role
-        self.owner = Owner(node_id=node_id, config=config, send=self._send)
+        self.owner = Owner(node_id=node_id, config=config, send=self._send, verifier=self.verifier)
+        self.owner.wall_offset_s = wall_offset_s
+        self.refused = self.owner.refused  # Refusal -> count, for every role (metrics: Layer.PEER)
+        # home role
+        self.home = Home(
+            node_id=node_id,
+            config=config,
+            send=self._send,
+            emit=self._emit,
+            owner=self.owner,
+            verifier=self.verifier,
+            links=self._links,
+            now=now,
+        )
         # origin role
         self._pending: dict[bytes, Pending] = {}
-        self._pending_heap: list[tuple[float, bytes]] = []
+        self._pending_heap: DeadlineHeap[bytes] = DeadlineHeap()
         self._lookups: dict[bytes, LookupState] = {}
-        self._lookup_heap: list[tuple[float, bytes]] = []
+        self._lookup_heap: DeadlineHeap[bytes] = DeadlineHeap()
         self._in_mailbox: Counter[bytes] = Counter()  # recipient -> pending envelopes in MAILBOX/QUEUED
         self._cache: OrderedDict[bytes, tuple[tuple[bytes, ...], float]] = OrderedDict()
         self._outcomes: Counter[tuple[str, str]] = Counter()
@@ -167,7 +191,7 @@ class RelayCore:
             owner=self.owner,
             members=lambda: self._members,
             send=self._send,
-            emit=lambda cmd: self._out.append(cmd),  # _out is swapped by drain(): look it up each time
+            emit=self._emit,
         )
 
     # ------------------------------------------------------------------ plumbing
@@ -175,6 +199,9 @@ class RelayCore:
         """Commands produced since the last call, in order. The driver executes them."""
         out, self._out = self._out, []
         return out
+
+    def _emit(self, cmd: Command) -> None:
+        self._out.append(cmd)  # not a bound `self._out.append`: drain() replaces the list
 
     def _send(self, node: bytes, msg: PeerMessage) -> None:
         if node == self.node_id:
@@ -202,8 +229,8 @@ class RelayCore:
         lat = tuple(self._latencies)
         self._latencies.clear()
         return RelayStats(
-            clients=len(self._homed),
-            connections=len(self._conns),
+            clients=len(self.home.homed),
+            connections=len(self.home.conns),
             pending=len(self._pending),
             leases=len(self.owner.leases),
             mailbox_envelopes=len(self.owner.mailbox),
@@ -212,78 +239,76 @@ class RelayCore:
         )
 
     # ------------------------------------------------------------------ clients on this node
-    def client_online(self, conn_id: int, client_id: bytes, now: float) -> None:
-        if conn_id in self._conns:
-            return
-        self._conns[conn_id] = client_id
-        first = client_id not in self._homed
-        self._homed.setdefault(client_id, set()).add(conn_id)
-        if first:
-            self._lease([client_id], self._owners(client_id), now)
+    @property
+    def wall_offset_s(self) -> float:
+        """Unix time minus `now`: the driver keeps it current (claims carry unix times, `now` is monotonic)."""
+        return self.owner.wall_offset_s
+
+    @wall_offset_s.setter
+    def wall_offset_s(self, offset_s: float) -> None:
+        self.owner.wall_offset_s = offset_s
+
+    def client_online(
+        self, conn_id: int, client_id: bytes, now: float, *, claim: HomeClaim, address_key: str = ""
+    ) -> None:
+        """A connection authenticated as `client_id`; `claim` is its signed hello (node/protocol/relay/claims.py),
+        `address_key` its source network (node/protocol/ratelimit.address_key), for the per-address budgets."""
+        self.home.online(conn_id, client_id, now, claim, address_key)
         self._pump(now)
 
     def client_offline(self, conn_id: int, now: float) -> None:
-        client = self._conns.pop(conn_id, None)
-        if client is None:
-            return
-        conns = self._homed[client]
-        conns.discard(conn_id)
-        if not conns:
-            del self._homed[client]
-            for o in self._owners(client):
-                self._send(o, LeaseDrop(home=self.node_id, ids=(client,)))
+        self.home.offline(conn_id)
         self._pump(now)
-
-    def _lease(self, clients: Iterable[bytes], targets: Iterable[bytes], now: float) -> None:
-        ids = tuple(clients)
-        ttl_ms = max(1, round(self.config.lease_ttl_s * 1000))
-        for o in targets:
-            for i in range(0, len(ids), PEER_IDS_MAX):
-                self._send(o, Lease(home=self.node_id, ids=ids[i : i + PEER_IDS_MAX], ttl_ms=ttl_ms))
-
-    def _renew_leases(self, now: float) -> None:
-        by_owner: dict[bytes, list[bytes]] = {}
-        for client in sorted(self._homed):
-            for o in self._owners(client):
-                by_owner.setdefault(o, []).append(client)
-        for o, clients in sorted(by_owner.items()):
-            self._lease(clients, [o], now)
-        self._renew_at = now + self.config.lease_ttl_s / 3
 
     def client_envelope(self, conn_id: int, env: Envelope, now: float) -> None:
         """A validated envelope from a local connection. Its receipts go back to `conn_id`."""
-        sender = self._conns.get(conn_id)
-        if sender is None:
+        conn = self.home.conns.get(conn_id)
+        if conn is None:
             return  # the connection went away before its frame was handled: nobody to answer
-        if len(self._pending) >= self.config.pending_max:
+        sender, addr, claim = conn.client, conn.addr, conn.claim
+        if len(self._pending) >= self.config.pending_max or not self._budgets.pending_admit(sender, addr):
             self._out.append(ToClient(conn_id=conn_id, msg=_rejected(env.ref, Reason.RATE_LIMITED)))
             self._outcomes[(str(env.kind), Status.REJECTED.value)] += 1
             return
         eid = self._rng.randbytes(16)
         penv = PeerEnvelope(
-            eid=eid, origin=self.node_id, to=env.to, sender=sender, kind=env.kind, call=env.call, body=env.body
+            eid=eid,
+            origin=self.node_id,
+            to=env.to,
+            sender=sender,
+            kind=env.kind,
+            call=env.call,
+            body=env.body,
+            claim_nonce=claim.nonce,
+            claim_sig=claim.sig,
         )
         slack = (self.config.attempts_max + 3) * self.config.peer_timeout_s
         self._pending[eid] = Pending(
-            conn_id=conn_id, ref=env.ref, env=penv, created=now, give_up=now + self.config.mailbox_ttl + slack
+            conn_id=conn_id,
+            ref=env.ref,
+            env=penv,
+            addr=addr,
+            created=now,
+            give_up=now + self.config.mailbox_ttl + slack,
         )
+        self._budgets.pending(sender, addr, 1)
         self._route(self._pending[eid], now)
         self._pump(now)
 
     # ------------------------------------------------------------------ push wake-up (node/protocol/relay/push.py)
     def push_register(self, conn_id: int, sub: Subscription, now: float) -> bool:
         """A local client's push_register; False when it is not online or the table is full."""
-        client = self._conns.get(conn_id)
-        ok = client is not None and self.push.register(client, sub, now)
+        conn = self.home.conns.get(conn_id)
+        ok = conn is not None and self.push.register(conn.client, sub, now)
         self._pump(now)
         return ok
 
     def push_unregister(self, conn_id: int, now: float) -> bool:
-        client = self._conns.get(conn_id)
-        if client is not None:
-            self.push.unregister(client)
+        conn = self.home.conns.get(conn_id)
+        if conn is not None:
+            self.push.unregister(conn.client)
         self._pump(now)
-        return client is not None
+        return conn is not None
 
     def push_gone(self, client: bytes, endpoint: str, now: float) -> None:
         """The push service answered 404/410 for this subscription: forget it everywhere."""
@@ -301,15 +326,14 @@ class RelayCore:
             self._wait_lookup(p, to)
         elif self._mail_mode(p) or p.attempts >= self.config.attempts_max:
             self._mailbox_put(p, now)
-        elif to in self._homed:
-            others = [h for h in self._cached(to, now) or () if h != self.node_id]
-            self._forward(p, (self.node_id, *others), now)
+        elif to in self.home.homed and (cached := self._cached(to, now)) is not None:
+            self._forward(p, (self.node_id, *(h for h in cached if h != self.node_id)), now)
         elif (homes := self._cached(to, now)) is not None:
             self._dispatch(p, homes, now)
         else:
             targets = self._owners(to)
             self._lookups[to] = LookupState(awaiting=set(targets), deadline=now + self.config.peer_timeout_s)
-            heapq.heappush(self._lookup_heap, (now + self.config.peer_timeout_s, to))
+            self._lookup_heap.push(to, now + self.config.peer_timeout_s)
             self._wait_lookup(p, to)
             for o in targets:
                 self._send(o, Lookup(id=to))
@@ -325,6 +349,8 @@ class RelayCore:
         return hit[0]
 
     def _dispatch(self, p: Pending, homes: tuple[bytes, ...], now: float) -> None:
+        if p.env.to in self.home.homed and self.node_id not in homes:
+            homes = (self.node_id, *homes)  # a local device, and (looked up) the recipient's devices elsewhere
         if homes and not self._mail_mode(p) and p.attempts < self.config.attempts_max:
             self._forward(p, homes, now)
         else:
@@ -334,9 +360,24 @@ class RelayCore:
         self._set_phase(p, Phase.FORWARD, now + self.config.peer_timeout_s)
         p.awaiting = set(homes)
         for h in sorted(p.awaiting):
-            self._send(h, p.env)
+            self._send(h, self._for_home(h, p))
+
+    def _for_home(self, home: bytes, p: Pending) -> PeerEnvelope:
+        """p's envelope, without the sender's claim when that home already has it (docs/protocol.md)."""
+        env = p.env
+        if home == self.node_id or not self._links.peer_has(home, env.sender, env.claim_nonce):
+            return env
+        if p.bare is None:
+            p.bare = attrs.evolve(env, claim_nonce=b"", claim_sig=b"")
+        return p.bare
 
     def _mailbox_put(self, p: Pending, now: float) -> None:
+        if p.phase not in _MAIL_PHASES and not self._budgets.mail_admit(p.addr, len(p.env.body)):
+            self._finish(p, Status.REJECTED, now, Reason.RATE_LIMITED)
+            return
+        if not p.env.origin_sig:  # signed once: a home accepts an owner's push only with the origin's signature
+            unsigned = attrs.evolve(p.env, expires_ms=max(0, round((p.give_up + self.wall_offset_s) * 1000)))
+            p.env = attrs.evolve(unsigned, origin_sig=self._sign(origin_signed_bytes(unsigned)))
         self._set_phase(p, Phase.MAILBOX, now + self.config.peer_timeout_s)
         targets = self._owners(p.env.to)
         p.awaiting, p.full = set(targets), 0
@@ -348,9 +389,10 @@ class RelayCore:
         delta = (phase in _MAIL_PHASES) - (p.phase in _MAIL_PHASES)
         if delta:
             self._in_mailbox[p.env.to] += delta
+            self._budgets.mail(p.addr, len(p.env.body), delta)
         p.phase = phase
         p.deadline = min(deadline, p.give_up)
-        heapq.heappush(self._pending_heap, (p.deadline, p.env.eid))
+        self._pending_heap.push(p.env.eid, p.deadline)
 
     def _retry(self, p: Pending, now: float) -> None:
         p.attempts += 1
@@ -359,18 +401,22 @@ class RelayCore:
 
     def _finish(self, p: Pending, status: Status, now: float, reason: Reason | None = None) -> None:
         del self._pending[p.env.eid]
+        self._pending_heap.discard(p.env.eid)
+        self._budgets.pending(p.env.sender, p.addr, -1)
         if p.phase in _MAIL_PHASES:
+            self._budgets.mail(p.addr, len(p.env.body), -1)
             self._in_mailbox[p.env.to] -= 1
             if not self._in_mailbox[p.env.to]:
                 del self._in_mailbox[p.env.to]
         self._outcomes[(str(p.env.kind), status.value)] += 1
         if status is Status.DELIVERED:
             self._latencies.append(now - p.created)
-        if p.conn_id in self._conns:
+        if p.conn_id in self.home.conns:
             self._out.append(ToClient(conn_id=p.conn_id, msg=Receipt(ref=p.ref, status=status, reason=reason)))
 
     def _lookup_done(self, to: bytes, now: float) -> None:
         ls = self._lookups.pop(to)
+        self._lookup_heap.discard(to)
         live = set(self._members)
         homes = tuple(sorted(h for h in ls.homes if h in live))
         if self.config.lookup_cache_s > 0:
@@ -399,6 +445,16 @@ class RelayCore:
             return
         if msg.status is ResultStatus.DELIVERED:
             self._finish(p, Status.DELIVERED, now)
+        elif msg.status is ResultStatus.NEED_CLAIM and p.phase is Phase.FORWARD and from_node in p.awaiting:
+            self._links.resend(from_node, p.env.sender, p.env.claim_nonce)
+            if from_node not in p.claim_resent:  # once per home: a home that keeps asking counts as not_here
+                p.claim_resent.add(from_node)
+                self._links.peer_has(from_node, p.env.sender, p.env.claim_nonce)
+                self._send(from_node, p.env)
+                return
+            p.awaiting.discard(from_node)
+            if not p.awaiting:
+                self._retry(p, now)
         elif p.phase is Phase.FORWARD and from_node in p.awaiting:
             p.awaiting.discard(from_node)
             if not p.awaiting:
@@ -409,14 +465,16 @@ class RelayCore:
         if p is None or p.phase not in (Phase.MAILBOX, Phase.QUEUED):
             return
         p.awaiting.discard(from_node)
-        if msg.status is MailboxStatus.CANCELLED:
+        if msg.status is MailboxStatus.NOT_OWNER:  # that owner's member view differs: as if it failed
+            self._mailbox_settled(p, now)
+        elif msg.status is MailboxStatus.CANCELLED:
             self._finish(p, Status.CANCELLED, now)
         elif msg.status in (MailboxStatus.STORED, MailboxStatus.FORWARDED):
             if p.phase is Phase.MAILBOX:
                 self._set_phase(p, Phase.QUEUED, now + self.config.mailbox_ttl + self.config.peer_timeout_s)
             if msg.status is MailboxStatus.STORED and not p.queued_sent:
                 p.queued_sent = True
-                if p.conn_id in self._conns:
+                if p.conn_id in self.home.conns:
                     self._out.append(ToClient(conn_id=p.conn_id, msg=Receipt(ref=p.ref, status=Status.QUEUED)))
         else:  # FULL
             p.full += 1
@@ -447,20 +505,6 @@ class RelayCore:
                 self._mailbox_put(p, now)
 
     # ------------------------------------------------------------------ home: envelopes for local clients
-    def _on_envelope(self, from_node: bytes, env: PeerEnvelope, now: float) -> None:
-        conns = self._homed.get(env.to)
-        if not conns and env.eid not in self._seen:
-            self._send(from_node, EnvelopeResult(eid=env.eid, status=ResultStatus.NOT_HERE))
-            return
-        if env.eid not in self._seen:
-            self._seen.add(env.eid, now + self.config.mailbox_ttl + 4 * self.config.peer_timeout_s)
-            msg = Deliver(kind=env.kind, sender=env.sender, call=env.call, body=env.body, eid=env.eid)
-            for conn in sorted(conns or ()):
-                self._out.append(ToClient(conn_id=conn, msg=msg))
-        self._send(from_node, EnvelopeResult(eid=env.eid, status=ResultStatus.DELIVERED))
-        if from_node != env.origin:
-            self._send(env.origin, RelayReceipt(eid=env.eid, status=ReceiptStatus.DELIVERED))
-
     # ------------------------------------------------------------------ federation
     def peer_message(self, from_node: bytes, msg: PeerMessage, now: float) -> None:
         """A decoded relay frame from an authenticated member. Frames from non-members are ignored."""
@@ -472,14 +516,14 @@ class RelayCore:
     def _handle(self, from_node: bytes, msg: PeerMessage, now: float) -> None:
         match msg:
             case PeerEnvelope():
-                self._on_envelope(from_node, msg, now)
+                self.home.on_envelope(from_node, msg, now)
             case EnvelopeResult():
-                self.owner.on_result(from_node, msg, self._members, now)
+                self.owner.on_result(from_node, msg, now)
                 self._on_result(from_node, msg, now)
             case Lease():
-                self.owner.on_lease(msg, now)
+                self.owner.on_lease(from_node, msg, now)
             case LeaseDrop():
-                self.owner.on_lease_drop(msg)
+                self.owner.on_lease_drop(from_node, msg)
             case Lookup():
                 self.owner.on_lookup(from_node, msg, now)
             case LookupReply():
@@ -488,11 +532,11 @@ class RelayCore:
                 self.owner.on_put(from_node, msg, now)
                 self.push.on_put(msg.env, now)
             case MailboxTake():
-                self.owner.on_take(msg)
+                self.owner.on_take(from_node, msg)
             case MailboxEvent():
                 self._on_mailbox_event(from_node, msg, now)
             case Handoff():
-                self.owner.on_handoff(msg, now)
+                self.owner.on_handoff(from_node, msg, now)
             case RelayReceipt():
                 self._on_receipt(msg, now)
             case PushSub() | PushUnsub() | PushClaim():
@@ -504,6 +548,7 @@ class RelayCore:
         self._pump(now)
 
     def _node_failed(self, node: bytes, now: float, *, dead: bool) -> None:
+        self._links.forget_peer(node)
         self.owner.node_gone(node, dead=dead)
         self.push.node_failed(node, now)
         for to in [t for t, (homes, _) in self._cache.items() if node in homes]:
@@ -529,11 +574,10 @@ class RelayCore:
         if new == old:
             return
         self._members = new
+        self.owner.members = new
         for node in sorted(set(old) - set(new)):
             self._node_failed(node, now, dead=True)
-        for client in sorted(self._homed):
-            before = self._owners(client, old)
-            self._lease([client], [o for o in self._owners(client) if o not in before], now)
+        self.home.members_changed(old)
         self.owner.members_changed(old, new, now)
         self.push.members_changed(old, new, now)
         self._pump(now)
@@ -545,44 +589,28 @@ class RelayCore:
 
     # ------------------------------------------------------------------ time
     def tick(self, now: float) -> None:
-        while self._lookup_heap and self._lookup_heap[0][0] <= now:
-            deadline, to = heapq.heappop(self._lookup_heap)
-            ls = self._lookups.get(to)
-            if ls is not None and ls.deadline == deadline:
+        for to in self._lookup_heap.pop_due(now):
+            if to in self._lookups:
+                self._lookups[to].awaiting.clear()
                 self._lookup_done(to, now)
-        while self._pending_heap and self._pending_heap[0][0] <= now:
-            deadline, eid = heapq.heappop(self._pending_heap)
-            p = self._pending.get(eid)
-            if p is not None and p.deadline == deadline:
-                self._on_timeout(p, now)
+        while due := self._pending_heap.pop_due(now):
+            for eid in due:
+                p = self._pending.get(eid)
+                if p is not None:
+                    self._on_timeout(p, now)
+        self.home.tick(now)
         self.owner.tick(now)
         self.push.tick(now)
-        self._seen.expire(now)
-        if now >= self._renew_at:
-            self._renew_leases(now)
         self._pump(now)
 
     def next_deadline(self) -> float:
         """The earliest time `tick` has work (inf when none)."""
-        while self._pending_heap:
-            deadline, eid = self._pending_heap[0]
-            p = self._pending.get(eid)
-            if p is not None and p.deadline == deadline:
-                break
-            heapq.heappop(self._pending_heap)
-        while self._lookup_heap:
-            deadline, to = self._lookup_heap[0]
-            ls = self._lookups.get(to)
-            if ls is not None and ls.deadline == deadline:
-                break
-            heapq.heappop(self._lookup_heap)
         return min(
-            self._pending_heap[0][0] if self._pending_heap else INF,
-            self._lookup_heap[0][0] if self._lookup_heap else INF,
+            self._pending_heap.next_deadline(),
+            self._lookup_heap.next_deadline(),
+            self.home.next_deadline(),
             self.owner.next_deadline(),
             self.push.next_deadline(),
-            self._seen.next_deadline(),
-            self._renew_at,
         )
 
 

@@ -25,7 +25,8 @@ from collections.abc import Callable, Sequence
 import attrs
 
 from node.protocol.ratelimit import KeyedBuckets
-from node.protocol.relay.rendezvous import INF, Owner, owners
+from node.protocol.relay.owner import Owner
+from node.protocol.relay.rendezvous import INF, owners
 from node.protocol.settings import PushSection, RelaySection
 from node.protocol.webpush import BadSubscription, Subscription, check_subscription
 from node.protocol.wire.client import Kind

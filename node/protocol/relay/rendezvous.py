@@ -9,12 +9,14 @@ Rules
   carries a deadline: nothing here lives forever. A full table refuses the new entry; it never evicts a
   live one silently.
 - No clock: every call that depends on time takes `now` (monotonic seconds); `next_deadline()` says when
-  `expire(now)` has work. Expiry uses heaps with lazy deletion, so a tick costs O(expired · log n).
+  `expire(now)` has work. Expiry uses node/protocol/deadlines.DeadlineHeap, so a tick costs O(expired · log n).
 
 Theory of operation
-- `LeaseTable` is held by an owner: (client id, home node) -> expiry. A home node renews its leases every
-  lease_ttl/3; a lease of a node that died is dropped by the relay core on the membership change.
-- `Mailbox` is held by an owner: envelopes for an offline id, in arrival order per id, each with its TTL.
+- `LeaseTable` is held by an owner: (client id, home node) -> expiry and the client's home claim (which travels
+  on with hand-offs). A home node renews its leases every lease_ttl/3; a lease of a node that died is dropped by
+  the relay core on the membership change. The owner role itself (who may say what) is node/protocol/relay/owner.py.
+- `Mailbox` is held by an owner: envelopes for an offline id, in arrival order per id, each with its TTL, bounded
+  per recipient, per sender id, per origin node (count and bytes) and in total (count and bytes).
   An entry pushed to a home node is "in flight" until that node acknowledges it; only then is it removed.
   `cancel_call` implements cancel-by-hangup: it removes the still-queued (not in-flight) envelopes of one call
   from one sender, if a call_offer is among them.
@@ -26,33 +28,16 @@ from __future__ import annotations
 
 import enum
 import hashlib
-import heapq
-from collections import OrderedDict
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections import Counter, OrderedDict
+from collections.abc import Iterable, Iterator
 
 import attrs
 
+from node.protocol.deadlines import DeadlineHeap
+from node.protocol.relay.claims import HomeClaim
 from node.protocol.settings import RelaySection
 from node.protocol.wire.client import Kind
-from node.protocol.wire.peer import (
-    PEER_IDS_MAX,
-    TTL_MS_MAX,
-    EnvelopeResult,
-    Handoff,
-    Lease,
-    LeaseDrop,
-    Lookup,
-    LookupReply,
-    MailboxEvent,
-    MailboxPut,
-    MailboxStatus,
-    MailboxTake,
-    PeerEnvelope,
-    PeerMessage,
-    ReceiptStatus,
-    RelayReceipt,
-    ResultStatus,
-)
+from node.protocol.wire.peer import PeerEnvelope
 
 INF = float("inf")
 
@@ -69,32 +54,42 @@ def owners(client: bytes, members: Iterable[bytes], replicas: int) -> tuple[byte
 
 
 class LeaseTable:
-    """(client id, home node) -> expiry, bounded by `leases_max` pairs."""
+    """(client id, home node) -> (expiry, claim), bounded by `leases_max` pairs and `per_home_max` pairs per home."""
 
-    def __init__(self, *, leases_max: int) -> None:
+    def __init__(self, *, leases_max: int, per_home_max: int | None = None) -> None:
         self._max = leases_max
-        self._t: dict[bytes, dict[bytes, float]] = {}
+        self._per_home_max = leases_max if per_home_max is None else per_home_max
+        self._t: dict[bytes, dict[bytes, tuple[float, HomeClaim | None]]] = {}
+        self._per_home: Counter[bytes] = Counter()
         self._count = 0
-        self._heap: list[tuple[float, bytes, bytes]] = []
+        self._heap: DeadlineHeap[tuple[bytes, bytes]] = DeadlineHeap()
 
     def __len__(self) -> int:
         return self._count
 
-    def put(self, client: bytes, home: bytes, expires: float) -> bool:
-        """Add or renew a lease. False when the table is full (the lease is refused)."""
+    def count_home(self, home: bytes) -> int:
+        return self._per_home[home]
+
+    def put(self, client: bytes, home: bytes, expires: float, claim: HomeClaim | None = None) -> bool:
+        """Add or renew a lease. False when the table (or the home's share of it) is full: the lease is refused."""
         homes = self._t.get(client)
         if homes is None or home not in homes:
-            if self._count >= self._max:
+            if self._count >= self._max or self._per_home[home] >= self._per_home_max:
                 return False
             self._count += 1
-        self._t.setdefault(client, {})[home] = expires
-        heapq.heappush(self._heap, (expires, client, home))
+            self._per_home[home] += 1
+        self._t.setdefault(client, {})[home] = (expires, claim)
+        self._heap.push((client, home), expires)
         return True
 
     def drop(self, client: bytes, home: bytes) -> None:
         homes = self._t.get(client)
         if homes is not None and homes.pop(home, None) is not None:
             self._count -= 1
+            self._per_home[home] -= 1
+            if not self._per_home[home]:
+                del self._per_home[home]
+            self._heap.discard((client, home))
             if not homes:
                 del self._t[client]
 
@@ -104,22 +99,27 @@ class LeaseTable:
             self.drop(client, home)
 
     def homes(self, client: bytes, now: float) -> tuple[bytes, ...]:
-        return tuple(sorted(h for h, exp in self._t.get(client, {}).items() if exp > now))
+        return tuple(sorted(h for h, (exp, _) in self._t.get(client, {}).items() if exp > now))
+
+    def claim(self, client: bytes, home: bytes) -> HomeClaim | None:
+        entry = self._t.get(client, {}).get(home)
+        return None if entry is None else entry[1]
 
     def items(self) -> Iterator[tuple[bytes, bytes, float]]:
         """(client, home, expires) for every lease, in a stable order."""
         for client in sorted(self._t):
-            for home, exp in sorted(self._t[client].items()):
+            for home, (exp, _) in sorted(self._t[client].items()):
                 yield client, home, exp
 
     def expire(self, now: float) -> None:
-        while self._heap and self._heap[0][0] <= now:
-            exp, client, home = heapq.heappop(self._heap)
-            if self._t.get(client, {}).get(home) == exp:
+        for client, home in self._heap.pop_due(now):
+            homes = self._t.get(client)
+            if homes is not None and home in homes:
+                # the heap forgot the key; drop() must not count it twice
                 self.drop(client, home)
 
     def next_deadline(self) -> float:
-        return self._heap[0][0] if self._heap else INF
+        return self._heap.next_deadline()
 
 
 class PutResult(enum.Enum):
@@ -137,15 +137,48 @@ class MailEntry:
     told_forwarded: bool = False  # the origin was told FORWARDED (not STORED), so it sent no `queued` yet
 
 
-class Mailbox:
-    """Envelopes waiting for offline client ids: per-id FIFO, TTL, per-id and total bounds."""
+ENTRY_OVERHEAD_BYTES = 512  # what one mailbox entry costs besides its body (ids, claim, bookkeeping)
 
-    def __init__(self, *, per_id_max: int, total_max: int) -> None:
-        self._per_id_max = per_id_max
-        self._total_max = total_max
+
+def entry_bytes(env: PeerEnvelope) -> int:
+    """The bytes a mailbox entry is charged: its body plus a fixed overhead (an empty body is not free)."""
+    return len(env.body) + ENTRY_OVERHEAD_BYTES
+
+
+@attrs.frozen(kw_only=True, slots=True)
+class MailLimits:
+    per_id_max: int
+    total_max: int
+    bytes_max: int = 2**62
+    per_origin_max: int = 2**62
+    bytes_per_origin_max: int = 2**62
+    per_sender_max: int = 2**62
+
+    @classmethod
+    def of(cls, c: RelaySection) -> MailLimits:
+        return cls(
+            per_id_max=c.mailbox_per_id_max,
+            total_max=c.mailbox_total_max,
+            bytes_max=c.mailbox_bytes_max,
+            per_origin_max=c.mailbox_per_origin_max,
+            bytes_per_origin_max=c.mailbox_bytes_per_origin_max,
+            per_sender_max=c.mailbox_per_sender_max,
+        )
+
+
+class Mailbox:
+    """Envelopes waiting for offline client ids: per-id FIFO, TTL; bounded per recipient id, per sender id, per
+    origin node (count and bytes) and in total (count and bytes)."""
+
+    def __init__(self, *, per_id_max: int, total_max: int, limits: MailLimits | None = None) -> None:
+        self._lim = limits if limits is not None else MailLimits(per_id_max=per_id_max, total_max=total_max)
         self._by_eid: dict[bytes, MailEntry] = {}
         self._by_id: dict[bytes, dict[bytes, MailEntry]] = {}  # insertion-ordered: arrival order
-        self._heap: list[tuple[float, bytes]] = []
+        self._heap: DeadlineHeap[bytes] = DeadlineHeap()
+        self._per_origin: Counter[bytes] = Counter()
+        self._bytes_per_origin: Counter[bytes] = Counter()
+        self._per_sender: Counter[bytes] = Counter()
+        self.bytes = 0
 
     def __len__(self) -> int:
         return len(self._by_eid)
@@ -156,17 +189,40 @@ class Mailbox:
     def get(self, eid: bytes) -> MailEntry | None:
         return self._by_eid.get(eid)
 
+    def _fits(self, env: PeerEnvelope) -> bool:
+        lim, size = self._lim, entry_bytes(env)
+        return (
+            len(self._by_id.get(env.to, {})) < lim.per_id_max
+            and len(self._by_eid) < lim.total_max
+            and self.bytes + size <= lim.bytes_max
+            and self._per_origin[env.origin] < lim.per_origin_max
+            and self._bytes_per_origin[env.origin] + size <= lim.bytes_per_origin_max
+            and self._per_sender[env.sender] < lim.per_sender_max
+        )
+
     def put(self, env: PeerEnvelope, deadline: float) -> PutResult:
         if env.eid in self._by_eid:
             return PutResult.DUPLICATE
-        queue = self._by_id.get(env.to, {})
-        if len(queue) >= self._per_id_max or len(self._by_eid) >= self._total_max:
+        if not self._fits(env):
             return PutResult.FULL
         entry = MailEntry(env=env, deadline=deadline)
         self._by_eid[env.eid] = entry
         self._by_id.setdefault(env.to, {})[env.eid] = entry
-        heapq.heappush(self._heap, (deadline, env.eid))
+        self._heap.push(env.eid, deadline)
+        self._account(env, 1)
         return PutResult.STORED
+
+    def _account(self, env: PeerEnvelope, sign: int) -> None:
+        size = entry_bytes(env)
+        self.bytes += sign * size
+        for counter, key, n in (
+            (self._per_origin, env.origin, 1),
+            (self._bytes_per_origin, env.origin, size),
+            (self._per_sender, env.sender, 1),
+        ):
+            counter[key] += sign * n
+            if not counter[key]:
+                del counter[key]
 
     def remove(self, eid: bytes) -> MailEntry | None:
         entry = self._by_eid.pop(eid, None)
@@ -175,6 +231,8 @@ class Mailbox:
             del queue[eid]
             if not queue:
                 del self._by_id[entry.env.to]
+            self._heap.discard(eid)
+            self._account(entry.env, -1)
         return entry
 
     def entries(self, client: bytes) -> list[MailEntry]:
@@ -204,18 +262,14 @@ class Mailbox:
     def expire(self, now: float) -> list[MailEntry]:
         """Remove and return the entries whose TTL passed."""
         out: list[MailEntry] = []
-        while self._heap and self._heap[0][0] <= now:
-            _, eid = heapq.heappop(self._heap)
-            entry = self._by_eid.get(eid)
-            if entry is not None and entry.deadline <= now:
-                self.remove(eid)
+        for eid in self._heap.pop_due(now):
+            entry = self.remove(eid)
+            if entry is not None:
                 out.append(entry)
         return out
 
     def next_deadline(self) -> float:
-        while self._heap and self._heap[0][1] not in self._by_eid:
-            heapq.heappop(self._heap)
-        return self._heap[0][0] if self._heap else INF
+        return self._heap.next_deadline()
 
 
 class SeenSet:
@@ -248,169 +302,3 @@ class SeenSet:
 
     def next_deadline(self) -> float:
         return next(iter(self._d.values()), INF)
-
-
-Send = Callable[[bytes, PeerMessage], None]
-
-
-def _ttl_ms(deadline: float, now: float) -> int:
-    return max(1, min(TTL_MS_MAX, round((deadline - now) * 1000)))
-
-
-class Owner:
-    """The rendezvous-owner role of a node: leases, the mailbox replica, pushing queued envelopes to home nodes.
-
-    `send(node, msg)` queues a peer message (the relay core loops messages to itself back). Owners of an id are
-    computed by `owners_of(client, members)` with the membership the caller passes in.
-    """
-
-    def __init__(self, *, node_id: bytes, config: RelaySection, send: Send) -> None:
-        self.node_id = node_id
-        self.config = config
-        self._send = send
-        self.leases = LeaseTable(leases_max=config.leases_max)
-        self.mailbox = Mailbox(per_id_max=config.mailbox_per_id_max, total_max=config.mailbox_total_max)
-        self._inflight_heap: list[tuple[float, bytes]] = []
-
-    def _owners(self, client: bytes, members: Sequence[bytes]) -> tuple[bytes, ...]:
-        return owners(client, members, self.config.replicas)
-
-    # -- messages
-    def on_lease(self, msg: Lease, now: float) -> None:
-        for client in msg.ids:
-            self.leases.put(client, msg.home, now + msg.ttl_ms / 1000)
-            self._push_waiting(client, now)
-
-    def on_lease_drop(self, msg: LeaseDrop) -> None:
-        for client in msg.ids:
-            self.leases.drop(client, msg.home)
-
-    def on_lookup(self, from_node: bytes, msg: Lookup, now: float) -> None:
-        homes = self.leases.homes(msg.id, now)[:PEER_IDS_MAX]
-        self._send(from_node, LookupReply(id=msg.id, homes=homes))
-
-    def on_put(self, from_node: bytes, msg: MailboxPut, now: float) -> None:
-        env = msg.env
-        if env.kind is Kind.CALL_HANGUP:
-            cancelled = self.mailbox.cancel_call(env.to, env.sender, env.call)
-            if cancelled:
-                for e in cancelled:
-                    self._send(e.env.origin, RelayReceipt(eid=e.env.eid, status=ReceiptStatus.CANCELLED))
-                self._send(from_node, MailboxEvent(eid=env.eid, status=MailboxStatus.CANCELLED))
-                return
-        if self.mailbox.put(env, now + msg.ttl_ms / 1000) is PutResult.FULL:
-            self._send(from_node, MailboxEvent(eid=env.eid, status=MailboxStatus.FULL))
-            return
-        self._push_waiting(env.to, now)
-        entry = self.mailbox.get(env.eid)
-        if entry is not None and entry.inflight_to is not None:
-            entry.told_forwarded = True
-            self._send(from_node, MailboxEvent(eid=env.eid, status=MailboxStatus.FORWARDED))
-        else:
-            self._send(from_node, MailboxEvent(eid=env.eid, status=MailboxStatus.STORED))
-
-    def on_handoff(self, msg: Handoff, now: float) -> None:
-        if self.mailbox.put(msg.env, now + msg.ttl_ms / 1000) is PutResult.STORED:
-            self._push_waiting(msg.env.to, now)
-
-    def on_take(self, msg: MailboxTake) -> None:
-        for eid in msg.eids:
-            self.mailbox.remove(eid)
-
-    def on_result(self, from_node: bytes, msg: EnvelopeResult, members: Sequence[bytes], now: float) -> None:
-        entry = self.mailbox.get(msg.eid)
-        if entry is None or entry.inflight_to != from_node:
-            return
-        if msg.status is ResultStatus.DELIVERED:
-            self.mailbox.remove(msg.eid)
-            # the home told the origin too; this second path matters when the home-origin link is down
-            self._send(entry.env.origin, RelayReceipt(eid=msg.eid, status=ReceiptStatus.DELIVERED))
-            for o in self._owners(entry.env.to, members):
-                if o != self.node_id:
-                    self._send(o, MailboxTake(eids=(msg.eid,)))
-            return
-        self.leases.drop(entry.env.to, from_node)  # not_here: that lease is stale
-        self._bounce(entry)
-        self._push_waiting(entry.env.to, now)
-
-    # -- failures and membership
-    def node_gone(self, node: bytes, *, dead: bool) -> None:
-        """The link to `node` failed (or it died: then its leases go too). Its in-flight pushes wait again."""
-        if dead:
-            self.leases.drop_home(node)
-        for entry in self.mailbox.inflight_to(node):
-            self._bounce(entry)
-
-    def members_changed(self, old: Sequence[bytes], new: Sequence[bytes], now: float) -> None:
-        """Send every lease and mailbox entry to the owners that did not hold it; drop what we no longer own."""
-        for client, home, exp in list(self.leases.items()):
-            before, after = self._owners(client, old), self._owners(client, new)
-            for o in after:
-                if o not in before and o != self.node_id:
-                    self._send(o, Lease(home=home, ids=(client,), ttl_ms=_ttl_ms(exp, now)))
-            if self.node_id not in after:
-                self.leases.drop(client, home)
-        for entry in self.mailbox.all_entries():
-            before, after = self._owners(entry.env.to, old), self._owners(entry.env.to, new)
-            for o in after:
-                if o not in before and o != self.node_id:
-                    self._send(o, Handoff(env=entry.env, ttl_ms=_ttl_ms(entry.deadline, now)))
-            if self.node_id not in after:
-                self.mailbox.remove(entry.env.eid)
-        for client in sorted({e.env.to for e in self.mailbox.all_entries()}):
-            self._push_waiting(client, now)
-
-    def handoff_all(self, members: Sequence[bytes], now: float) -> None:
-        """Graceful leave: push every lease and entry to its owners among `members` (self excluded), then forget."""
-        others = [m for m in members if m != self.node_id]
-        for client, home, exp in list(self.leases.items()):
-            if home != self.node_id:
-                for o in self._owners(client, others):
-                    self._send(o, Lease(home=home, ids=(client,), ttl_ms=_ttl_ms(exp, now)))
-        for entry in self.mailbox.all_entries():
-            for o in self._owners(entry.env.to, others):
-                self._send(o, Handoff(env=entry.env, ttl_ms=_ttl_ms(entry.deadline, now)))
-        self.leases = LeaseTable(leases_max=self.config.leases_max)
-        self.mailbox = Mailbox(per_id_max=self.config.mailbox_per_id_max, total_max=self.config.mailbox_total_max)
-        self._inflight_heap = []
-
-    # -- time
-    def tick(self, now: float) -> None:
-        while self._inflight_heap and self._inflight_heap[0][0] <= now:
-            until, eid = heapq.heappop(self._inflight_heap)
-            entry = self.mailbox.get(eid)
-            if entry is not None and entry.inflight_until == until:
-                self._bounce(entry)
-        for entry in self.mailbox.expire(now):
-            self._send(entry.env.origin, RelayReceipt(eid=entry.env.eid, status=ReceiptStatus.EXPIRED))
-        self.leases.expire(now)
-
-    def next_deadline(self) -> float:
-        while self._inflight_heap:
-            until, eid = self._inflight_heap[0]
-            entry = self.mailbox.get(eid)
-            if entry is not None and entry.inflight_until == until:
-                break
-            heapq.heappop(self._inflight_heap)
-        inflight = self._inflight_heap[0][0] if self._inflight_heap else INF
-        return min(inflight, self.mailbox.next_deadline(), self.leases.next_deadline())
-
-    # -- internals
-    def _bounce(self, entry: MailEntry) -> None:
-        """The push of `entry` failed: it waits again; an origin told FORWARDED now learns it is queued."""
-        entry.inflight_to, entry.inflight_until = None, INF
-        if entry.told_forwarded:
-            entry.told_forwarded = False
-            self._send(entry.env.origin, MailboxEvent(eid=entry.env.eid, status=MailboxStatus.STORED))
-
-    def _push_waiting(self, client: bytes, now: float) -> None:
-        """Push every waiting (not in-flight) entry of `client`, oldest first, to its first live home."""
-        homes = self.leases.homes(client, now)
-        if not homes:
-            return
-        until = now + self.config.peer_timeout_s
-        for entry in self.mailbox.entries(client):
-            if entry.inflight_to is None:
-                entry.inflight_to, entry.inflight_until = homes[0], until
-                heapq.heappush(self._inflight_heap, (until, entry.env.eid))
-                self._send(homes[0], entry.env)

@@ -7,18 +7,23 @@ wrong length or a list over its limit raises RemoteProtocolError, and nothing el
 
 Field names on the wire: `eid` (16 bytes), `o` origin node (the sender's node, 32 bytes), `to`/`from` client ids,
 `k` envelope kind (the docs/client-protocol.md string), `c` call id, `b` body, `ttl` milliseconds, `h` home node,
-`ids` list of client ids, `s` status string.
+`ids` list of client ids, `s` status string; `cn`/`cs` the sender's home claim (challenge nonce and hello signature,
+node/protocol/relay/claims.py), and in a LEASE `ns`/`sg` one claim nonce and signature per id in `ids`; `ex`/`os`
+the origin node's signature over a mailbox-path envelope and its expiry (unix ms; 0 and empty on direct forwards).
 """
 
 from __future__ import annotations
 
 import enum
+import hashlib
+import struct
 from typing import Any, Final
 
 import attrs
 from attrs import validators as v
 
 from node.protocol.errors import RemoteProtocolError
+from node.protocol.relay.claims import NONCE_BYTES, SIG_BYTES, HomeClaim
 from node.protocol.wire import Limits, MsgType, get_bytes, get_int, get_str, packb, require_map, unpackb
 from node.protocol.wire.client import Kind
 from node.protocol.wire.push import PUSH_DECODERS, PushClaim, PushSub, PushUnsub, push_to_map
@@ -27,6 +32,8 @@ ID_BYTES: Final = 32
 EID_BYTES: Final = 16
 # Client ids in one LEASE / LEASE_DROP / LOOKUP_REPLY / MAILBOX_TAKE frame (32 B each: 16 KiB, far below a frame).
 PEER_IDS_MAX: Final = 512
+# Claims in one LEASE frame (32 + 32 + 64 B each: 32 KiB).
+LEASE_CLAIMS_MAX: Final = 256
 # A mailbox TTL carried on the wire may not exceed a day (the config default is 60 s).
 TTL_MS_MAX: Final = 86_400_000
 
@@ -47,6 +54,7 @@ class ResultStatus(enum.StrEnum):
 
     DELIVERED = "delivered"  # handed to at least one live connection (or had been, same eid)
     NOT_HERE = "not_here"  # the recipient has no live connection on this node
+    NEED_CLAIM = "need_claim"  # sent without the sender's claim, which this home does not have (any more): resend
 
 
 class MailboxStatus(enum.StrEnum):
@@ -56,6 +64,7 @@ class MailboxStatus(enum.StrEnum):
     FORWARDED = "forwarded"  # stored and pushed at once to the recipient's home node (a lease exists)
     FULL = "full"  # per-id or per-node bound reached: not stored
     CANCELLED = "cancelled"  # a call_hangup that removed a still-queued call_offer of the same call
+    NOT_OWNER = "not_owner"  # the receiver does not own the recipient id (its member view differs): ask again
 
 
 class ReceiptStatus(enum.StrEnum):
@@ -77,6 +86,56 @@ class PeerEnvelope:
     kind: Kind = attrs.field(validator=v.instance_of(Kind))
     call: bytes = attrs.field(validator=v.and_(v.instance_of(bytes), v.min_len(1), v.max_len(Limits.CALL_ID_MAX)))
     body: bytes = attrs.field(validator=v.and_(v.instance_of(bytes), v.max_len(Limits.CLIENT_BODY_MAX)))
+    # the sender's claim naming `origin`; both empty on a direct forward to a home that has it (docs/protocol.md)
+    claim_nonce: bytes = attrs.field(validator=v.instance_of(bytes))
+    claim_sig: bytes = attrs.field(validator=v.instance_of(bytes))
+    # mailbox path only: the origin's signature (`origin_signed_bytes`) and the unix ms after which it is void
+    expires_ms: int = attrs.field(default=0, validator=v.and_(v.instance_of(int), v.ge(0), v.le(2**63 - 1)))
+    origin_sig: bytes = attrs.field(default=b"", validator=v.instance_of(bytes))
+
+    @origin_sig.validator
+    def _sig_or_empty(self, _: Any, sig: bytes) -> None:
+        if len(sig) not in (0, SIG_BYTES):
+            raise ValueError(f"origin_sig is empty or {SIG_BYTES} bytes")
+
+    @claim_sig.validator
+    def _claim_or_none(self, _: Any, sig: bytes) -> None:
+        if (len(self.claim_nonce), len(sig)) not in ((0, 0), (NONCE_BYTES, SIG_BYTES)):
+            raise ValueError(f"a claim is a {NONCE_BYTES}-byte nonce and a {SIG_BYTES}-byte signature, or absent")
+
+    @property
+    def has_claim(self) -> bool:
+        return bool(self.claim_sig)
+
+    @property
+    def sender_claim(self) -> HomeClaim:
+        return HomeClaim(client=self.sender, home=self.origin, nonce=self.claim_nonce, sig=self.claim_sig)
+
+
+ORIGIN_SIG_CONTEXT: Final = b"homing/v1/relay-mail"
+
+
+def origin_signed_bytes(e: PeerEnvelope) -> bytes:
+    """What the origin node signs for a mailbox-path envelope: every field a home shows its client, the sender's
+    claim and the expiry (length-prefixed where the length varies; the body by its BLAKE2b-256)."""
+    kind = str(e.kind).encode()
+    return b"".join(
+        (
+            ORIGIN_SIG_CONTEXT,
+            e.eid,
+            e.origin,
+            e.to,
+            e.sender,
+            bytes([len(kind)]),
+            kind,
+            bytes([len(e.call)]),
+            e.call,
+            hashlib.blake2b(e.body, digest_size=32).digest(),
+            e.claim_nonce,
+            e.claim_sig,
+            struct.pack(">Q", e.expires_ms),
+        )
+    )
 
 
 @attrs.frozen(kw_only=True, slots=True)
@@ -87,11 +146,26 @@ class EnvelopeResult:
 
 @attrs.frozen(kw_only=True, slots=True)
 class Lease:
-    """LEASE: "these client ids are homed on `home` for `ttl_ms`" (from the home, or handed off by an owner)."""
+    """LEASE: "these clients are homed on `home` for `ttl_ms`", each backed by its own claim naming `home`
+    (from the home itself, or handed off by an owner)."""
 
     home: bytes = attrs.field(validator=_len(ID_BYTES))
-    ids: tuple[bytes, ...] = attrs.field(validator=_ids(PEER_IDS_MAX))
+    claims: tuple[HomeClaim, ...] = attrs.field(
+        validator=v.and_(
+            v.deep_iterable(member_validator=v.instance_of(HomeClaim), iterable_validator=v.instance_of(tuple)),
+            v.max_len(LEASE_CLAIMS_MAX),
+        )
+    )
     ttl_ms: int = attrs.field(validator=v.and_(v.instance_of(int), v.ge(1), v.le(TTL_MS_MAX)))
+
+    @claims.validator
+    def _same_home(self, _: Any, claims: tuple[HomeClaim, ...]) -> None:
+        if any(c.home != self.home for c in claims):
+            raise ValueError("every claim of a LEASE names its home")
+
+    @property
+    def ids(self) -> tuple[bytes, ...]:
+        return tuple(c.client for c in self.claims)
 
 
 @attrs.frozen(kw_only=True, slots=True)
@@ -172,7 +246,19 @@ PeerMessage = (
 
 
 def _env_fields(e: PeerEnvelope) -> dict[str, Any]:
-    return {"eid": e.eid, "o": e.origin, "to": e.to, "from": e.sender, "k": str(e.kind), "c": e.call, "b": e.body}
+    return {
+        "eid": e.eid,
+        "o": e.origin,
+        "to": e.to,
+        "from": e.sender,
+        "k": str(e.kind),
+        "c": e.call,
+        "b": e.body,
+        "cn": e.claim_nonce,
+        "cs": e.claim_sig,
+        "ex": e.expires_ms,
+        "os": e.origin_sig,
+    }
 
 
 def encode_peer(msg: PeerMessage) -> bytes:
@@ -188,8 +274,15 @@ def peer_to_map(msg: PeerMessage) -> dict[str, Any]:
             m = {"t": MsgType.ENVELOPE, **_env_fields(msg)}
         case EnvelopeResult(eid=eid, status=s):
             m = {"t": MsgType.ENVELOPE_RESULT, "eid": eid, "s": str(s)}
-        case Lease(home=h, ids=ids, ttl_ms=ttl):
-            m = {"t": MsgType.LEASE, "h": h, "ids": list(ids), "ttl": ttl}
+        case Lease(home=h, claims=claims, ttl_ms=ttl):
+            m = {
+                "t": MsgType.LEASE,
+                "h": h,
+                "ids": [c.client for c in claims],
+                "ns": [c.nonce for c in claims],
+                "sg": [c.sig for c in claims],
+                "ttl": ttl,
+            }
         case LeaseDrop(home=h, ids=ids):
             m = {"t": MsgType.LEASE_DROP, "h": h, "ids": list(ids)}
         case Lookup(id=i):
@@ -239,7 +332,20 @@ def _get_env(m: dict[str, Any]) -> PeerEnvelope:
         kind=_get_enum(m, "k", Kind),
         call=get_bytes(m, "c", min_len=Limits.CALL_ID_MIN, max_len=Limits.CALL_ID_MAX),
         body=get_bytes(m, "b", max_len=Limits.CLIENT_BODY_MAX),
+        claim_nonce=get_bytes(m, "cn", max_len=NONCE_BYTES),
+        claim_sig=get_bytes(m, "cs", max_len=SIG_BYTES),
+        expires_ms=get_int(m, "ex"),
+        origin_sig=get_bytes(m, "os", max_len=SIG_BYTES),
     )
+
+
+def _get_lease(m: dict[str, Any]) -> Lease:
+    home = _id(m, "h")
+    ids, nonces, sigs = _get_ids(m, "ids", ID_BYTES), _get_ids(m, "ns", NONCE_BYTES), _get_ids(m, "sg", SIG_BYTES)
+    if not len(ids) == len(nonces) == len(sigs) or len(ids) > LEASE_CLAIMS_MAX:
+        raise RemoteProtocolError(f"a LEASE holds at most {LEASE_CLAIMS_MAX} (id, nonce, sig) triples")
+    claims = tuple(HomeClaim(client=i, home=home, nonce=n, sig=g) for i, n, g in zip(ids, nonces, sigs, strict=True))
+    return Lease(home=home, claims=claims, ttl_ms=_ttl(m))
 
 
 def _id(m: dict[str, Any], key: str) -> bytes:
@@ -257,7 +363,7 @@ def _ttl(m: dict[str, Any]) -> int:
 _DECODERS: dict[int, Any] = {
     MsgType.ENVELOPE: _get_env,
     MsgType.ENVELOPE_RESULT: lambda m: EnvelopeResult(eid=_eid(m), status=_get_enum(m, "s", ResultStatus)),
-    MsgType.LEASE: lambda m: Lease(home=_id(m, "h"), ids=_get_ids(m, "ids", ID_BYTES), ttl_ms=_ttl(m)),
+    MsgType.LEASE: _get_lease,
     MsgType.LEASE_DROP: lambda m: LeaseDrop(home=_id(m, "h"), ids=_get_ids(m, "ids", ID_BYTES)),
     MsgType.LOOKUP: lambda m: Lookup(id=_id(m, "id")),
     MsgType.LOOKUP_REPLY: lambda m: LookupReply(id=_id(m, "id"), homes=_get_ids(m, "ids", ID_BYTES)),

@@ -1,0 +1,59 @@
+"""What one sender id and one source address may hold at an origin node, pure (docs/protocol.md, "Budgets").
+
+The origin node (the sender's node) is the only node that knows a sender's connection address, so the budgets
+that must hold across fresh keys and reconnects are kept here, keyed by the connection's address key (/32 IPv4,
+/64 IPv6, node/protocol/ratelimit.address_key):
+- envelopes awaiting their terminal receipt, per sender id (`pending_per_id_max`) and per address
+  (`pending_per_address_max`);
+- envelopes in the mailbox path (stored at the owners) per address, by count (`mailbox_per_address_max`) and body
+  bytes (`mailbox_bytes_per_address_max`), so one address cannot make the owners store more than that.
+Owners bound what each origin node may store with them (node/protocol/relay/owner.py), so a hostile member is
+bounded there the same way.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import TypeVar
+
+from node.protocol.relay.rendezvous import ENTRY_OVERHEAD_BYTES
+from node.protocol.settings import RelaySection
+
+K = TypeVar("K")
+
+
+def _bump(counter: Counter[K], key: K, n: int) -> None:
+    counter[key] += n
+    if counter[key] <= 0:
+        del counter[key]
+
+
+class OriginBudgets:
+    def __init__(self, config: RelaySection) -> None:
+        self.config = config
+        self._pending_by_id: Counter[bytes] = Counter()
+        self._pending_by_addr: Counter[str] = Counter()
+        self._mail_by_addr: Counter[str] = Counter()
+        self._mail_bytes_by_addr: Counter[str] = Counter()
+
+    def pending_admit(self, sender: bytes, addr: str) -> bool:
+        c = self.config
+        return self._pending_by_id[sender] < c.pending_per_id_max and self._pending_by_addr[addr] < (
+            c.pending_per_address_max
+        )
+
+    def pending(self, sender: bytes, addr: str, sign: int) -> None:
+        _bump(self._pending_by_id, sender, sign)
+        _bump(self._pending_by_addr, addr, sign)
+
+    def mail_admit(self, addr: str, body_bytes: int) -> bool:
+        c = self.config
+        size = body_bytes + ENTRY_OVERHEAD_BYTES
+        return (
+            self._mail_by_addr[addr] < c.mailbox_per_address_max
+            and self._mail_bytes_by_addr[addr] + size <= c.mailbox_bytes_per_address_max
+        )
+
+    def mail(self, addr: str, body_bytes: int, sign: int) -> None:
+        _bump(self._mail_by_addr, addr, sign)
+        _bump(self._mail_bytes_by_addr, addr, sign * (body_bytes + ENTRY_OVERHEAD_BYTES))

@@ -1,0 +1,148 @@
+"""Home claims, pure: a client's own signature saying "client X was at node H at time t" (docs/protocol.md).
+
+The client handshake (docs/client-protocol.md) already has the client sign b"homing/v1/client-auth" + node id +
+node nonce. The node builds its challenge nonce as 8 bytes of big-endian unix milliseconds followed by 24 random
+bytes, so that signature is a claim any node can check: the signer is X, the node id is H, the time is in the
+nonce. Owners keep a lease only with such a claim naming the lease's home; a home node delivers an envelope
+"from X" only with a claim of X naming the envelope's origin node.
+
+Rules
+- A claim is valid at wall time `w` when its signature verifies, its time is at most `skew_s` in the future and
+  at most `age_max_s` in the past. A claim does not expire with its connection (a node cannot prove a close), so
+  the age bound is what limits how long a node a client has left can still claim it; the home node closes a
+  connection before its claim ages out and the client reconnects with a fresh one (docs/protocol.md).
+- Signature checks are cached (`ClaimVerifier`, bounded LRU keyed by the whole claim), so renewals and every
+  envelope of one connection cost one Ed25519 verification in total.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections import OrderedDict
+from typing import Any, Final
+
+import attrs
+from attrs import validators as v
+
+from node.protocol.identity import client_auth_message, verify_signature
+
+NONCE_BYTES: Final = 32
+NONCE_TIME_BYTES: Final = 8
+SIG_BYTES: Final = 64
+ID_BYTES: Final = 32
+
+
+def _len(n: int) -> Any:
+    return v.and_(v.instance_of(bytes), v.min_len(n), v.max_len(n))
+
+
+def challenge_nonce(unix_s: float, random_bytes: bytes) -> bytes:
+    """The node's challenge nonce: big-endian unix milliseconds (8 bytes) + 24 random bytes."""
+    if len(random_bytes) != NONCE_BYTES - NONCE_TIME_BYTES:
+        raise ValueError("a challenge nonce needs 24 random bytes")
+    return struct.pack(">Q", max(0, int(unix_s * 1000))) + random_bytes
+
+
+def nonce_time_s(nonce: bytes) -> float:
+    """The unix time a challenge nonce was made (seconds)."""
+    return float(struct.unpack(">Q", nonce[:NONCE_TIME_BYTES])[0]) / 1000.0
+
+
+@attrs.frozen(kw_only=True, slots=True)
+class HomeClaim:
+    """`client` signed (`sig`) that it authenticated to `home` with the challenge `nonce`."""
+
+    client: bytes = attrs.field(validator=_len(ID_BYTES))
+    home: bytes = attrs.field(validator=_len(ID_BYTES))
+    nonce: bytes = attrs.field(validator=_len(NONCE_BYTES))
+    sig: bytes = attrs.field(validator=_len(SIG_BYTES))
+
+    @property
+    def issued_s(self) -> float:
+        return nonce_time_s(self.nonce)
+
+
+class ClaimVerifier:
+    """Checks claims against a time window; remembers up to `cache_max` signature results (LRU)."""
+
+    def __init__(self, *, age_max_s: float, skew_s: float, cache_max: int) -> None:
+        self.age_max_s = age_max_s
+        self.skew_s = skew_s
+        self._max = cache_max
+        self._cache: OrderedDict[tuple[bytes, bytes, bytes, bytes], bool] = OrderedDict()
+        self.verifications = 0  # Ed25519 verifications done (for tests and metrics)
+
+    def fresh(self, claim: HomeClaim, wall_s: float, *, extra_age_s: float = 0.0) -> bool:
+        """Is the claim's time inside [wall - age_max - extra, wall + skew]?"""
+        return self._fresh(claim.nonce, wall_s, extra_age_s)
+
+    def _fresh(self, nonce: bytes, wall_s: float, extra_age_s: float) -> bool:
+        return wall_s - self.age_max_s - extra_age_s <= nonce_time_s(nonce) <= wall_s + self.skew_s
+
+    def valid(self, claim: HomeClaim, wall_s: float, *, extra_age_s: float = 0.0) -> bool:
+        return self.valid_parts(claim.client, claim.home, claim.nonce, claim.sig, wall_s, extra_age_s=extra_age_s)
+
+    def valid_parts(
+        self, client: bytes, home: bytes, nonce: bytes, sig: bytes, wall_s: float, *, extra_age_s: float = 0.0
+    ) -> bool:
+        """`valid` for a claim given by its fields: the per-envelope path (no object built)."""
+        if len(nonce) != NONCE_BYTES or len(sig) != SIG_BYTES or not self._fresh(nonce, wall_s, extra_age_s):
+            return False
+        key = (client, home, nonce, sig)
+        ok = self._cache.get(key)
+        if ok is None:
+            self.verifications += 1
+            ok = verify_signature(client, client_auth_message(home, nonce), sig)
+            self._cache[key] = ok
+            while len(self._cache) > self._max:
+                self._cache.popitem(last=False)
+        else:
+            self._cache.move_to_end(key)
+        return ok
+
+
+class LinkClaims:
+    """Which sender claims each peer link already carried, both ways, so a claim crosses a link once.
+
+    Sending side: `(peer, sender, nonce)` triples this node sent in full; the next envelope of that sender to that
+    peer goes without its claim. Receiving side: `(peer, sender) -> (nonce, sig)` learned from envelopes that peer
+    originated and that verified. Both are LRU-bounded by `entries_max`; a receiver that forgot a claim answers
+    `need_claim` and the sender sends it again, so eviction costs a round trip, never a delivery. A link that
+    drops forgets its sending side (the peer may have restarted): in O(1), by starting a new epoch for that peer
+    (the old epoch's entries are never matched again and age out of the LRU).
+    """
+
+    def __init__(self, *, entries_max: int) -> None:
+        self._max = entries_max
+        self._epoch: dict[bytes, int] = {}
+        self._sent: OrderedDict[tuple[bytes, int, bytes, bytes], None] = OrderedDict()
+        self._known: OrderedDict[tuple[bytes, bytes], tuple[bytes, bytes]] = OrderedDict()
+
+    @staticmethod
+    def _bounded(d: OrderedDict[Any, Any], max_: int) -> None:
+        while len(d) > max_:
+            d.popitem(last=False)
+
+    def peer_has(self, peer: bytes, sender: bytes, nonce: bytes) -> bool:
+        """Has this node sent `sender`'s claim `nonce` to `peer`? If not, it is recorded as sent now."""
+        key = (peer, self._epoch.get(peer, 0), sender, nonce)
+        if key in self._sent:
+            self._sent.move_to_end(key)
+            return True
+        self._sent[key] = None
+        self._bounded(self._sent, self._max)
+        return False
+
+    def resend(self, peer: bytes, sender: bytes, nonce: bytes) -> None:
+        self._sent.pop((peer, self._epoch.get(peer, 0), sender, nonce), None)
+
+    def forget_peer(self, peer: bytes) -> None:
+        self._epoch[peer] = self._epoch.get(peer, 0) + 1  # bounded by the members ever seen
+
+    def learn(self, peer: bytes, sender: bytes, nonce: bytes, sig: bytes) -> None:
+        self._known[(peer, sender)] = (nonce, sig)
+        self._known.move_to_end((peer, sender))
+        self._bounded(self._known, self._max)
+
+    def known(self, peer: bytes, sender: bytes) -> tuple[bytes, bytes] | None:
+        return self._known.get((peer, sender))

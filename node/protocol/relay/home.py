@@ -1,0 +1,189 @@
+"""The home role of a node, pure: its clients' connections, their leases at the owners, and delivering envelopes.
+
+- A connection comes online with its home claim (its signed hello, node/protocol/relay/claims.py) and its source
+  address key. The first connection of an id leases it to the id's owners with the newest claim among its
+  connections; leases are renewed every `lease_ttl_s / 3`; the last connection's end sends LEASE_DROP.
+- A connection is closed (`CloseClient`) one lease period before its claim ages out (`claim_age_max_s`), so its
+  client reconnects with a fresh claim instead of silently losing its leases.
+- An envelope "from X" is delivered only when it comes from the origin named in X's valid claim, or from a node
+  within the top 2R owners of the recipient (a mailbox push) with the origin's valid, unexpired signature. A claim
+  left out by an origin that sent it before is taken from `LinkClaims`; a forgotten one is asked for (`need_claim`).
+- Each eid is delivered once (`SeenSet`), remembered past any origin's give-up time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+
+import attrs
+
+from node.protocol.deadlines import DeadlineHeap
+from node.protocol.refusals import Refusal
+from node.protocol.relay.claims import ClaimVerifier, HomeClaim, LinkClaims
+from node.protocol.relay.commands import CloseClient, Command, ToClient
+from node.protocol.relay.owner import Owner, origin_signed
+from node.protocol.relay.rendezvous import SeenSet, owners
+from node.protocol.settings import RelaySection
+from node.protocol.wire.client import Deliver
+from node.protocol.wire.peer import (
+    LEASE_CLAIMS_MAX,
+    EnvelopeResult,
+    Lease,
+    LeaseDrop,
+    PeerEnvelope,
+    PeerMessage,
+    ReceiptStatus,
+    RelayReceipt,
+    ResultStatus,
+)
+
+
+@attrs.define(kw_only=True, slots=True)
+class Conn:
+    client: bytes
+    claim: HomeClaim  # the client's signed hello: "client was at this node at time t"
+    addr: str  # the connection's address key (/32, /64): per-address budgets at the origin
+
+
+class Home:
+    """See the module docstring. `send` queues a peer message, `emit` a command for the driver."""
+
+    def __init__(
+        self,
+        *,
+        node_id: bytes,
+        config: RelaySection,
+        send: Callable[[bytes, PeerMessage], None],
+        emit: Callable[[Command], None],
+        owner: Owner,
+        verifier: ClaimVerifier,
+        links: LinkClaims,
+        now: float,
+    ) -> None:
+        self.node_id = node_id
+        self.config = config
+        self._send = send
+        self._emit = emit
+        self._owner = owner
+        self._verifier = verifier
+        self._links = links
+        self.conns: dict[int, Conn] = {}
+        self.homed: dict[bytes, set[int]] = {}
+        self._closing: DeadlineHeap[int] = DeadlineHeap()  # conn -> when its claim is too old to renew leases
+        self._seen = SeenSet(seen_max=config.seen_max)
+        self._renew_at = now + config.lease_ttl_s / 3
+
+    def _owners(self, client: bytes, members: Sequence[bytes] | None = None) -> tuple[bytes, ...]:
+        return owners(client, self._owner.members if members is None else members, self.config.replicas)
+
+    # -- connections
+    def online(self, conn_id: int, client_id: bytes, now: float, claim: HomeClaim, address_key: str) -> None:
+        if conn_id in self.conns:
+            return
+        if claim.client != client_id or claim.home != self.node_id:
+            self._owner.refused[Refusal.FORGED] += 1
+            self._emit(CloseClient(conn_id=conn_id))
+            return
+        self.conns[conn_id] = Conn(client=client_id, claim=claim, addr=address_key)
+        self._closing.push(conn_id, max(now, self._owner.claim_ends(claim) - self.config.lease_ttl_s))
+        first = client_id not in self.homed
+        self.homed.setdefault(client_id, set()).add(conn_id)
+        if first:
+            self._lease([client_id], self._owners(client_id))
+
+    def offline(self, conn_id: int) -> None:
+        conn = self.conns.pop(conn_id, None)
+        if conn is None:
+            return
+        self._closing.discard(conn_id)
+        conns = self.homed[conn.client]
+        conns.discard(conn_id)
+        if not conns:
+            del self.homed[conn.client]
+            for o in self._owners(conn.client):
+                self._send(o, LeaseDrop(home=self.node_id, ids=(conn.client,)))
+
+    # -- leases
+    def _claim_of(self, client: bytes) -> HomeClaim:
+        """The newest claim among `client`'s connections here."""
+        claims = (self.conns[c].claim for c in self.homed[client])
+        return max(claims, key=lambda k: (k.issued_s, k.nonce))
+
+    def _lease(self, clients: Iterable[bytes], targets: Iterable[bytes]) -> None:
+        claims = tuple(self._claim_of(c) for c in clients)
+        ttl_ms = max(1, round(self.config.lease_ttl_s * 1000))
+        for o in targets:
+            for i in range(0, len(claims), LEASE_CLAIMS_MAX):
+                self._send(o, Lease(home=self.node_id, claims=claims[i : i + LEASE_CLAIMS_MAX], ttl_ms=ttl_ms))
+
+    def _renew(self, now: float) -> None:
+        by_owner: dict[bytes, list[bytes]] = {}
+        for client in sorted(self.homed):
+            for o in self._owners(client):
+                by_owner.setdefault(o, []).append(client)
+        for o, clients in sorted(by_owner.items()):
+            self._lease(clients, [o])
+        self._renew_at = now + self.config.lease_ttl_s / 3
+
+    def members_changed(self, old: Sequence[bytes]) -> None:
+        """Lease every client to its owners that were not owners under `old`."""
+        for client in sorted(self.homed):
+            before = self._owners(client, old)
+            self._lease([client], [o for o in self._owners(client) if o not in before])
+
+    # -- envelopes
+    def _sender_claim(self, from_node: bytes, env: PeerEnvelope) -> tuple[bytes, bytes] | None:
+        """The sender's claim (nonce, sig): carried, or learned earlier from this origin (None: ask for it)."""
+        if env.has_claim:
+            return env.claim_nonce, env.claim_sig
+        return self._links.known(from_node, env.sender) if from_node == env.origin else None
+
+    def _authorised(self, from_node: bytes, env: PeerEnvelope, claim: tuple[bytes, bytes], now: float) -> bool:
+        wall = now + self._owner.wall_offset_s
+        if from_node != env.origin and not (
+            self._owner.near(from_node, env.to) and origin_signed(env, wall, self.config.claim_skew_s)
+        ):
+            return False
+        return self._verifier.valid_parts(env.sender, env.origin, *claim, wall, extra_age_s=self.config.mailbox_ttl)
+
+    def _admit(self, from_node: bytes, env: PeerEnvelope, now: float) -> bool:
+        claim = self._sender_claim(from_node, env)
+        if claim is None and from_node == env.origin:
+            self._send(from_node, EnvelopeResult(eid=env.eid, status=ResultStatus.NEED_CLAIM))
+            return False
+        if claim is None or not self._authorised(from_node, env, claim, now):
+            self._owner.refused[Refusal.FORGED] += 1
+            return False
+        if from_node == env.origin and env.has_claim:
+            self._links.learn(from_node, env.sender, *claim)
+        return True
+
+    def on_envelope(self, from_node: bytes, env: PeerEnvelope, now: float) -> None:
+        seen = env.eid in self._seen
+        if not seen and not self._admit(from_node, env, now):
+            return
+        conns = self.homed.get(env.to)
+        if not conns and not seen:
+            self._send(from_node, EnvelopeResult(eid=env.eid, status=ResultStatus.NOT_HERE))
+            return
+        if not seen:
+            # remembered past the origin's give-up time, so a replayed mailbox envelope is never delivered twice
+            seen_s = self.config.mailbox_ttl + (self.config.attempts_max + 4) * self.config.peer_timeout_s
+            self._seen.add(env.eid, now + seen_s)
+            msg = Deliver(kind=env.kind, sender=env.sender, call=env.call, body=env.body, eid=env.eid)
+            for conn in sorted(conns or ()):
+                self._emit(ToClient(conn_id=conn, msg=msg))
+        self._send(from_node, EnvelopeResult(eid=env.eid, status=ResultStatus.DELIVERED))
+        if from_node != env.origin:
+            self._send(env.origin, RelayReceipt(eid=env.eid, status=ReceiptStatus.DELIVERED))
+
+    # -- time
+    def tick(self, now: float) -> None:
+        for conn_id in self._closing.pop_due(now):
+            self._emit(CloseClient(conn_id=conn_id))
+        self._seen.expire(now)
+        if now >= self._renew_at:
+            self._renew(now)
+
+    def next_deadline(self) -> float:
+        return min(self._closing.next_deadline(), self._seen.next_deadline(), self._renew_at)

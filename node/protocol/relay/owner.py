@@ -1,0 +1,310 @@
+"""The rendezvous-owner role of a node, pure: leases, the mailbox replica, pushing queued envelopes to home nodes.
+
+Who may say what to an owner (docs/protocol.md, "Relay authority"):
+- LEASE: only for ids this node owns (HRW over its live members; the sender excluded too, so a leaving owner's
+  hand-offs land), each backed by a valid home claim naming the lease's home. The sender is the home itself, or
+  (a hand-off from an old owner) any member, passing on the claim the home gave.
+  The TTL is clamped to the local `lease_ttl_s` and to the claim's age bound; each home holds at most
+  `leases_per_home_max` leases here.
+- LEASE_DROP: only from the home it names.
+- MAILBOX_PUT: only from the envelope's origin node, for ids this node owns, with the sender's valid claim naming
+  that origin, within the sender's per-second budget (`puts_per_peer_per_s`) and the mailbox's per-origin,
+  per-sender and byte bounds; the TTL is clamped to the local `mailbox_ttl`. A put for an id this node does not
+  own is answered NOT_OWNER.
+- HANDOFF: for ids this node owns, with the sender's valid claim and the origin's valid signature (a member
+  cannot spend another origin's share with junk), within the sender's put budget and the mailbox bounds.
+  Hand-offs (and hand-off LEASEs) come from any member: after many joins at once the old owner may rank
+  anywhere, and refusing would lose the entry.
+- MAILBOX_TAKE: only from a node within the top 2R for the entry's recipient (an owner before or after a change).
+Everything refused is counted in `refused` (node/protocol/refusals.Refusal -> count) and otherwise ignored.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Sequence
+
+from node.protocol.deadlines import DeadlineHeap
+from node.protocol.identity import verify_signature
+from node.protocol.ratelimit import KeyedBuckets
+from node.protocol.refusals import Refusal
+from node.protocol.relay.claims import ClaimVerifier, HomeClaim
+from node.protocol.relay.rendezvous import INF, LeaseTable, Mailbox, MailEntry, MailLimits, PutResult, owners
+from node.protocol.settings import RelaySection
+from node.protocol.wire.client import Kind
+from node.protocol.wire.peer import (
+    PEER_IDS_MAX,
+    TTL_MS_MAX,
+    EnvelopeResult,
+    Handoff,
+    Lease,
+    LeaseDrop,
+    Lookup,
+    LookupReply,
+    MailboxEvent,
+    MailboxPut,
+    MailboxStatus,
+    MailboxTake,
+    PeerEnvelope,
+    PeerMessage,
+    ReceiptStatus,
+    RelayReceipt,
+    ResultStatus,
+    origin_signed_bytes,
+)
+
+Send = Callable[[bytes, PeerMessage], None]
+PEERS_TRACKED_MAX = 4096  # per-peer put buckets kept (members are far fewer)
+
+
+def origin_signed(env: PeerEnvelope, wall_s: float, skew_s: float) -> bool:
+    """Did `env.origin` sign this mailbox envelope, and is its signature not void yet (`expires_ms`)?"""
+    return (
+        bool(env.origin_sig)
+        and wall_s <= env.expires_ms / 1000 + skew_s
+        and verify_signature(env.origin, origin_signed_bytes(env), env.origin_sig)
+    )
+
+
+def _ttl_ms(deadline: float, now: float) -> int:
+    return max(1, min(TTL_MS_MAX, round((deadline - now) * 1000)))
+
+
+class Owner:
+    """See the module docstring. `send(node, msg)` queues a peer message (the relay core loops messages to itself
+    back). The core keeps `members` (live member ids) and `wall_offset_s` (unix time minus `now`) current."""
+
+    def __init__(self, *, node_id: bytes, config: RelaySection, send: Send, verifier: ClaimVerifier) -> None:
+        self.node_id = node_id
+        self.config = config
+        self.verifier = verifier
+        self.members: tuple[bytes, ...] = (node_id,)
+        self.wall_offset_s = 0.0
+        self.refused: Counter[Refusal] = Counter()
+        self._send = send
+        self._puts: KeyedBuckets[bytes] = KeyedBuckets(
+            config.puts_per_peer_per_s, config.puts_per_peer_burst, PEERS_TRACKED_MAX
+        )
+        self._reset()
+
+    def _reset(self) -> None:
+        c = self.config
+        self.leases = LeaseTable(leases_max=c.leases_max, per_home_max=c.leases_per_home_max)
+        self.mailbox = Mailbox(per_id_max=c.mailbox_per_id_max, total_max=c.mailbox_total_max, limits=MailLimits.of(c))
+        self._inflight: DeadlineHeap[bytes] = DeadlineHeap()
+
+    def _owners(self, client: bytes, members: Sequence[bytes]) -> tuple[bytes, ...]:
+        return owners(client, members, self.config.replicas)
+
+    # -- authority
+    def owns(self, client: bytes, sender: bytes) -> bool:
+        """Is this node an owner of `client`, with or without `sender` (a leaving owner hands off first)?"""
+        if self.node_id in self._owners(client, self.members):
+            return True
+        return self.node_id in self._owners(client, [m for m in self.members if m != sender])
+
+    def near(self, node: bytes, client: bytes) -> bool:
+        """Is `node` an owner of `client` or was one before a membership change (within the top 2R)?"""
+        return node in owners(client, self.members, 2 * self.config.replicas)
+
+    def _refuse(self, reason: Refusal) -> None:
+        self.refused[reason] += 1
+
+    def _claim_ok(self, claim: HomeClaim, now: float, extra_age_s: float = 0.0) -> bool:
+        wall = now + self.wall_offset_s
+        if self.verifier.valid(claim, wall, extra_age_s=extra_age_s):
+            return True
+        fresh = self.verifier.fresh(claim, wall, extra_age_s=extra_age_s)
+        self._refuse(Refusal.FORGED if fresh else Refusal.REPLAYED)
+        return False
+
+    def _sender_ok(self, env: PeerEnvelope, now: float, extra_age_s: float = 0.0) -> bool:
+        """Does `env` carry its sender's valid claim naming its origin? (Mailbox envelopes always carry it.)"""
+        return env.has_claim and self._claim_ok(env.sender_claim, now, extra_age_s)
+
+    def claim_ends(self, claim: HomeClaim) -> float:
+        """The `now` at which `claim` ages out."""
+        return claim.issued_s + self.verifier.age_max_s - self.wall_offset_s
+
+    # -- messages
+    def on_lease(self, from_node: bytes, msg: Lease, now: float) -> None:
+        handoff = msg.home != from_node
+        if handoff and msg.home not in self.members:
+            self._refuse(Refusal.FORGED)
+            return
+        ttl_s = min(msg.ttl_ms / 1000, self.config.lease_ttl_s)
+        for claim in msg.claims:
+            client = claim.client
+            if not self.owns(client, from_node):
+                self._refuse(Refusal.MALFORMED)
+            elif self._claim_ok(claim, now):
+                expires = min(now + ttl_s, self.claim_ends(claim))
+                if not self.leases.put(client, msg.home, expires, claim):
+                    self._refuse(Refusal.RATE_LIMITED)
+                else:
+                    self._push_waiting(client, now)
+
+    def on_lease_drop(self, from_node: bytes, msg: LeaseDrop) -> None:
+        if msg.home != from_node:
+            self._refuse(Refusal.FORGED)
+            return
+        for client in msg.ids:
+            self.leases.drop(client, msg.home)
+
+    def on_lookup(self, from_node: bytes, msg: Lookup, now: float) -> None:
+        homes = self.leases.homes(msg.id, now)[:PEER_IDS_MAX]
+        self._send(from_node, LookupReply(id=msg.id, homes=homes))
+
+    def on_put(self, from_node: bytes, msg: MailboxPut, now: float) -> None:
+        env = msg.env
+        if env.origin != from_node or not self._sender_ok(env, now):
+            self._refuse(Refusal.FORGED)
+            return
+        if not self.owns(env.to, from_node):
+            self._refuse(Refusal.MALFORMED)
+            self._send(from_node, MailboxEvent(eid=env.eid, status=MailboxStatus.NOT_OWNER))
+            return
+        if not self._puts.take(from_node, now):
+            self._refuse(Refusal.RATE_LIMITED)
+            self._send(from_node, MailboxEvent(eid=env.eid, status=MailboxStatus.FULL))
+            return
+        if env.kind is Kind.CALL_HANGUP:
+            cancelled = self.mailbox.cancel_call(env.to, env.sender, env.call)
+            if cancelled:
+                for e in cancelled:
+                    self._send(e.env.origin, RelayReceipt(eid=e.env.eid, status=ReceiptStatus.CANCELLED))
+                self._send(from_node, MailboxEvent(eid=env.eid, status=MailboxStatus.CANCELLED))
+                return
+        ttl_s = min(msg.ttl_ms / 1000, self.config.mailbox_ttl)
+        if self.mailbox.put(env, now + ttl_s) is PutResult.FULL:
+            self._refuse(Refusal.RATE_LIMITED)
+            self._send(from_node, MailboxEvent(eid=env.eid, status=MailboxStatus.FULL))
+            return
+        self._push_waiting(env.to, now)
+        entry = self.mailbox.get(env.eid)
+        if entry is not None and entry.inflight_to is not None:
+            entry.told_forwarded = True
+            self._send(from_node, MailboxEvent(eid=env.eid, status=MailboxStatus.FORWARDED))
+        else:
+            self._send(from_node, MailboxEvent(eid=env.eid, status=MailboxStatus.STORED))
+
+    def on_handoff(self, from_node: bytes, msg: Handoff, now: float) -> None:
+        env = msg.env
+        if not self.owns(env.to, from_node):
+            self._refuse(Refusal.MALFORMED)
+        elif not self._puts.take(from_node, now):
+            self._refuse(Refusal.RATE_LIMITED)
+        elif not origin_signed(env, now + self.wall_offset_s, self.config.claim_skew_s):
+            self._refuse(Refusal.FORGED)
+        elif self._sender_ok(env, now, extra_age_s=self.config.mailbox_ttl):
+            ttl_s = min(msg.ttl_ms / 1000, self.config.mailbox_ttl)
+            if self.mailbox.put(env, now + ttl_s) is PutResult.STORED:
+                self._push_waiting(env.to, now)
+
+    def on_take(self, from_node: bytes, msg: MailboxTake) -> None:
+        for eid in msg.eids:
+            entry = self.mailbox.get(eid)
+            if entry is not None and self.near(from_node, entry.env.to):
+                self._forget(eid)
+
+    def on_result(self, from_node: bytes, msg: EnvelopeResult, now: float) -> None:
+        entry = self.mailbox.get(msg.eid)
+        if entry is None or entry.inflight_to != from_node:
+            return
+        if msg.status is ResultStatus.DELIVERED:
+            self._forget(msg.eid)
+            # the home told the origin too; this second path matters when the home-origin link is down
+            self._send(entry.env.origin, RelayReceipt(eid=msg.eid, status=ReceiptStatus.DELIVERED))
+            for o in self._owners(entry.env.to, self.members):
+                if o != self.node_id:
+                    self._send(o, MailboxTake(eids=(msg.eid,)))
+            return
+        self.leases.drop(entry.env.to, from_node)  # not_here: that lease is stale
+        self._bounce(entry)
+        self._push_waiting(entry.env.to, now)
+
+    # -- failures and membership
+    def node_gone(self, node: bytes, *, dead: bool) -> None:
+        """The link to `node` failed (or it died: then its leases go too). Its in-flight pushes wait again."""
+        if dead:
+            self.leases.drop_home(node)
+        for entry in self.mailbox.inflight_to(node):
+            self._bounce(entry)
+
+    def _send_lease(self, to: bytes, client: bytes, home: bytes, exp: float, now: float) -> None:
+        claim = self.leases.claim(client, home)
+        if claim is not None:
+            self._send(to, Lease(home=home, claims=(claim,), ttl_ms=_ttl_ms(exp, now)))
+
+    def members_changed(self, old: Sequence[bytes], new: Sequence[bytes], now: float) -> None:
+        """Send every lease and mailbox entry to the owners that did not hold it; drop what we no longer own."""
+        for client, home, exp in list(self.leases.items()):
+            before, after = self._owners(client, old), self._owners(client, new)
+            for o in after:
+                if o not in before and o != self.node_id:
+                    self._send_lease(o, client, home, exp, now)
+            if self.node_id not in after:
+                self.leases.drop(client, home)
+        for entry in self.mailbox.all_entries():
+            before, after = self._owners(entry.env.to, old), self._owners(entry.env.to, new)
+            for o in after:
+                if o not in before and o != self.node_id:
+                    self._send(o, Handoff(env=entry.env, ttl_ms=_ttl_ms(entry.deadline, now)))
+            if self.node_id not in after:
+                self._forget(entry.env.eid)
+        for client in sorted({e.env.to for e in self.mailbox.all_entries()}):
+            self._push_waiting(client, now)
+
+    def handoff_all(self, members: Sequence[bytes], now: float) -> None:
+        """Graceful leave: push every lease and entry to its owners among `members` (self excluded), then forget."""
+        others = [m for m in members if m != self.node_id]
+        for client, home, exp in list(self.leases.items()):
+            if home != self.node_id:
+                for o in self._owners(client, others):
+                    self._send_lease(o, client, home, exp, now)
+        for entry in self.mailbox.all_entries():
+            for o in self._owners(entry.env.to, others):
+                self._send(o, Handoff(env=entry.env, ttl_ms=_ttl_ms(entry.deadline, now)))
+        self._reset()
+
+    # -- time
+    def tick(self, now: float) -> None:
+        for eid in self._inflight.pop_due(now):
+            entry = self.mailbox.get(eid)
+            if entry is not None:
+                self._bounce(entry)
+        for entry in self.mailbox.expire(now):
+            self._inflight.discard(entry.env.eid)
+            self._send(entry.env.origin, RelayReceipt(eid=entry.env.eid, status=ReceiptStatus.EXPIRED))
+        self.leases.expire(now)
+
+    def next_deadline(self) -> float:
+        return min(self._inflight.next_deadline(), self.mailbox.next_deadline(), self.leases.next_deadline())
+
+    # -- internals
+    def _forget(self, eid: bytes) -> None:
+        self.mailbox.remove(eid)
+        self._inflight.discard(eid)
+
+    def _bounce(self, entry: MailEntry) -> None:
+        """The push of `entry` failed: it waits again; an origin told FORWARDED now learns it is queued."""
+        entry.inflight_to, entry.inflight_until = None, INF
+        self._inflight.discard(entry.env.eid)
+        if entry.told_forwarded:
+            entry.told_forwarded = False
+            self._send(entry.env.origin, MailboxEvent(eid=entry.env.eid, status=MailboxStatus.STORED))
+
+    def _push_waiting(self, client: bytes, now: float) -> None:
+        """Push every waiting (not in-flight) entry of `client`, oldest first, to its first live home."""
+        homes = self.leases.homes(client, now)
+        if not homes:
+            return
+        until = now + self.config.peer_timeout_s
+        for entry in self.mailbox.entries(client):
+            if entry.inflight_to is None:
+                entry.inflight_to, entry.inflight_until = homes[0], until
+                self._inflight.push(entry.env.eid, until)
+                self._send(homes[0], entry.env)
+
+
+__all__ = ["Owner", "origin_signed"]

@@ -1,0 +1,334 @@
+"""Relay authority and budgets on one RelayCore driven by hand (docs/protocol.md, "Relay authority", "Budgets").
+
+The test plays every other member, honest or not; each test names the rule it checks.
+"""
+
+from __future__ import annotations
+
+import random
+
+import attrs
+
+from node.protocol.identity import Identity
+from node.protocol.refusals import Refusal
+from node.protocol.relay.claims import HomeClaim, challenge_nonce, nonce_time_s
+from node.protocol.relay.core import CloseClient, RelayCore, ToClient, ToPeer
+from node.protocol.relay.rendezvous import owners
+from node.protocol.wire.client import Deliver, Envelope, Kind, Reason, Receipt, Status
+from node.protocol.wire.peer import (
+    TTL_MS_MAX,
+    Lease,
+    LeaseDrop,
+    Lookup,
+    LookupReply,
+    MailboxEvent,
+    MailboxPut,
+    MailboxStatus,
+    PeerEnvelope,
+    origin_signed_bytes,
+)
+from node.testing.relaysim import WALL0_S, client_claim, sim_client
+from tests.relay.simcheck import SIM_CONFIG
+
+KEYS = [Identity.from_seed(bytes([0x40 + i]) * 32) for i in range(7)]
+S, P, M = KEYS[0].id, KEYS[1].id, KEYS[2].id  # this node, an honest peer, a hostile member
+MEMBERS = [k.id for k in KEYS]
+R = SIM_CONFIG.replicas
+CLIENTS = [sim_client(b"auth-%d" % i) for i in range(200)]
+OWNED = [c for c in CLIENTS if S in owners(c, MEMBERS, R)]  # ids S owns
+FOREIGN = [c for c in CLIENTS if S not in owners(c, MEMBERS, R)]
+A = CLIENTS[0]
+# a recipient S does not own even without P or M (a leaving owner's hand-offs count S as owner), never a sender here
+FAR = next(c for c in reversed(FOREIGN) if all(S not in owners(c, [m for m in MEMBERS if m != x], R) for x in (P, M)))
+
+
+def core(**cfg: object) -> RelayCore:
+    c = RelayCore(
+        node_id=S,
+        config=attrs.evolve(SIM_CONFIG, **cfg),
+        rng=random.Random(5),
+        now=0.0,
+        sign=KEYS[0].sign,
+        wall_offset_s=WALL0_S,
+    )
+    c.members_changed(MEMBERS, 0.0)
+    c.drain()
+    return c
+
+
+def online(c: RelayCore, conn: int, client: bytes, now: float = 0.0, address: str = "192.0.2.1") -> None:
+    c.client_online(conn, client, now, claim=client_claim(client, S, WALL0_S + now), address_key=address)
+
+
+def lease(home: bytes, claims: list[HomeClaim], ttl_ms: int = 30_000) -> Lease:
+    return Lease(home=home, claims=tuple(claims), ttl_ms=ttl_ms)
+
+
+def penv(origin: bytes, to: bytes, sender: bytes, claim: HomeClaim, eid: bytes = b"e" * 16) -> PeerEnvelope:
+    return PeerEnvelope(
+        eid=eid,
+        origin=origin,
+        to=to,
+        sender=sender,
+        kind=Kind.CALL_OFFER,
+        call=b"c",
+        body=b"hi",
+        claim_nonce=claim.nonce,
+        claim_sig=claim.sig,
+    )
+
+
+def delivered(cmds: list[object]) -> list[Deliver]:
+    return [x.msg for x in cmds if isinstance(x, ToClient) and isinstance(x.msg, Deliver)]
+
+
+def receipts(cmds: list[object]) -> list[Receipt]:
+    return [x.msg for x in cmds if isinstance(x, ToClient) and isinstance(x.msg, Receipt)]
+
+
+# ---------------------------------------------------------------- claims
+
+
+def test_the_challenge_nonce_carries_unix_milliseconds() -> None:
+    nonce = challenge_nonce(1_800_000_000.1234, b"r" * 24)
+    assert len(nonce) == 32 and nonce[8:] == b"r" * 24 and nonce_time_s(nonce) == 1_800_000_000.123
+
+
+def test_client_online_with_a_claim_for_another_node_is_closed_not_homed() -> None:
+    c = core()
+    c.client_online(1, A, 0.0, claim=client_claim(A, P, WALL0_S), address_key="x")
+    assert c.drain() == [CloseClient(conn_id=1)] and c.stats().clients == 0
+
+
+def test_a_connection_is_closed_a_lease_period_before_its_claim_ages_out() -> None:
+    c = core(claim_age_max_s=600.0)
+    online(c, 1, A)
+    c.drain()
+    close_at = 600.0 - SIM_CONFIG.lease_ttl_s
+    c.tick(close_at - 0.01)
+    assert not [x for x in c.drain() if isinstance(x, CloseClient)]
+    c.tick(close_at)
+    assert [x for x in c.drain() if isinstance(x, CloseClient)] == [CloseClient(conn_id=1)]
+
+
+# ---------------------------------------------------------------- leases
+
+
+def test_a_lease_needs_the_clients_claim_naming_that_home() -> None:
+    c = core()
+    b = OWNED[0]
+    forged = attrs.evolve(client_claim(b, P, WALL0_S), home=M)  # P's claim relabelled: the signature fails
+    c.peer_message(M, lease(M, [forged]), 0.0)
+    assert c.owner.leases.homes(b, 0.0) == () and c.refused[Refusal.FORGED] == 1
+    c.peer_message(P, lease(P, [client_claim(b, P, WALL0_S)]), 0.0)
+    assert c.owner.leases.homes(b, 0.0) == (P,)
+
+
+def test_claims_too_old_or_from_the_future_are_refused() -> None:
+    c = core()
+    old, future, fresh = OWNED[:3]
+    age, skew = SIM_CONFIG.claim_age_max_s, SIM_CONFIG.claim_skew_s
+    c.peer_message(P, lease(P, [client_claim(old, P, WALL0_S - age - 1)]), 0.0)
+    c.peer_message(P, lease(P, [client_claim(future, P, WALL0_S + skew + 1)]), 0.0)
+    c.peer_message(P, lease(P, [client_claim(fresh, P, WALL0_S - age + 100)]), 0.0)
+    assert c.owner.leases.homes(old, 0.0) == c.owner.leases.homes(future, 0.0) == ()
+    assert c.owner.leases.homes(fresh, 0.0) == (P,)
+    assert c.owner.leases.next_deadline() <= 100.0  # a lease never outlives its claim
+
+
+def test_lease_ttl_is_clamped_to_local_config() -> None:
+    c = core()
+    c.peer_message(P, lease(P, [client_claim(OWNED[0], P, WALL0_S)], ttl_ms=TTL_MS_MAX), 0.0)
+    assert c.owner.leases.next_deadline() == SIM_CONFIG.lease_ttl_s
+
+
+def test_leases_only_for_ids_this_node_owns() -> None:
+    c = core()
+    c.peer_message(P, lease(P, [client_claim(FAR, P, WALL0_S)]), 0.0)
+    assert len(c.owner.leases) == 0 and c.refused[Refusal.MALFORMED] == 1
+
+
+def test_only_the_home_drops_its_lease() -> None:
+    c = core()
+    b = OWNED[0]
+    c.peer_message(P, lease(P, [client_claim(b, P, WALL0_S)]), 0.0)
+    c.peer_message(M, LeaseDrop(home=P, ids=(b,)), 0.1)
+    assert c.owner.leases.homes(b, 0.2) == (P,)
+    c.peer_message(P, LeaseDrop(home=P, ids=(b,)), 0.3)
+    assert c.owner.leases.homes(b, 0.4) == ()
+
+
+def test_one_home_holds_at_most_its_share_of_leases() -> None:
+    c = core(leases_per_home_max=3)
+    c.peer_message(M, lease(M, [client_claim(b, M, WALL0_S) for b in OWNED[:6]]), 0.0)
+    assert c.owner.leases.count_home(M) == 3
+    c.peer_message(P, lease(P, [client_claim(OWNED[7], P, WALL0_S)]), 0.0)
+    assert c.owner.leases.homes(OWNED[7], 0.0) == (P,)
+
+
+def test_renewals_verify_a_claim_once() -> None:
+    c = core()
+    claim = client_claim(OWNED[0], P, WALL0_S)
+    for t in range(5):
+        c.peer_message(P, lease(P, [claim]), float(t))
+    assert c.verifier.verifications == 1
+
+
+# ---------------------------------------------------------------- mailbox puts
+
+
+def put(origin: bytes, to: bytes, sender: bytes = A, eid: bytes = b"e" * 16, ttl_ms: int = 5_000) -> MailboxPut:
+    return MailboxPut(env=penv(origin, to, sender, client_claim(sender, origin, WALL0_S), eid), ttl_ms=ttl_ms)
+
+
+def events(cmds: list[object]) -> list[MailboxStatus]:
+    return [x.msg.status for x in cmds if isinstance(x, ToPeer) and isinstance(x.msg, MailboxEvent)]
+
+
+def test_a_put_comes_only_from_the_envelopes_origin() -> None:
+    c = core()
+    c.peer_message(M, put(P, OWNED[0]), 0.0)
+    assert len(c.owner.mailbox) == 0 and events(c.drain()) == []
+    c.peer_message(P, put(P, OWNED[0]), 0.0)
+    assert len(c.owner.mailbox) == 1 and events(c.drain()) == [MailboxStatus.STORED]
+
+
+def test_a_put_for_an_id_not_owned_is_answered_not_owner() -> None:
+    c = core()
+    c.peer_message(P, put(P, FAR), 0.0)
+    assert len(c.owner.mailbox) == 0 and events(c.drain()) == [MailboxStatus.NOT_OWNER]
+
+
+def test_put_ttl_is_clamped_and_puts_per_peer_are_rate_limited() -> None:
+    c = core(puts_per_peer_burst=2, puts_per_peer_per_s=0.01)
+    for i in range(3):
+        c.peer_message(P, put(P, OWNED[i], eid=bytes([i]) * 16, ttl_ms=TTL_MS_MAX), 0.0)
+    assert events(c.drain()) == [MailboxStatus.STORED, MailboxStatus.STORED, MailboxStatus.FULL]
+    assert c.owner.mailbox.next_deadline() == SIM_CONFIG.mailbox_ttl
+
+
+# ---------------------------------------------------------------- envelopes at the home
+
+
+def test_the_home_accepts_from_x_only_from_xs_claimed_home() -> None:
+    c = core()
+    b = OWNED[0]
+    online(c, 1, b)
+    c.drain()
+    claim_at_p = client_claim(A, P, WALL0_S)
+    c.peer_message(M, penv(M, b, A, claim_at_p, eid=b"1" * 16), 0.0)  # M as origin, with A's claim naming P
+    c.peer_message(M, penv(P, b, A, claim_at_p, eid=b"2" * 16), 0.0)  # M posing as P's mailbox, unsigned
+    assert delivered(c.drain()) == [] and c.refused[Refusal.FORGED] == 2
+    c.peer_message(P, penv(P, b, A, claim_at_p, eid=b"3" * 16), 0.0)  # P, A's home
+    assert [d.eid for d in delivered(c.drain())] == [b"3" * 16]
+
+
+def test_an_owner_pushes_a_mailbox_envelope_only_with_the_origins_signature() -> None:
+    c = core()
+    b = OWNED[0]
+    owner = next(o for o in owners(b, MEMBERS, R) if o not in (S, P))
+    online(c, 1, b)
+    c.drain()
+    unsigned = attrs.evolve(penv(P, b, A, client_claim(A, P, WALL0_S)), expires_ms=int((WALL0_S + 60) * 1000))
+    by_m = attrs.evolve(unsigned, origin_sig=KEYS[2].sign(origin_signed_bytes(unsigned)))
+    c.peer_message(owner, by_m, 0.0)  # signed, but not by the origin
+    assert delivered(c.drain()) == []
+    by_p = attrs.evolve(unsigned, origin_sig=KEYS[1].sign(origin_signed_bytes(unsigned)))
+    c.peer_message(owner, by_p, 61.0 + SIM_CONFIG.claim_skew_s)  # the origin's signature, but void by now
+    assert delivered(c.drain()) == []
+    c.peer_message(owner, by_p, 1.0)
+    assert len(delivered(c.drain())) == 1
+
+
+# ---------------------------------------------------------------- budgets at the origin
+
+
+def test_fresh_keys_from_one_address_share_its_pending_budget() -> None:
+    c = core(pending_per_address_max=3)
+    for conn in range(1, 6):
+        online(c, conn, CLIENTS[conn], address="203.0.113.9")
+        c.client_envelope(conn, Envelope(kind=Kind.CALL_OFFER, to=FAR, call=b"c", body=b"", ref=conn), 0.0)
+    online(c, 9, CLIENTS[9], address="198.51.100.1")
+    c.client_envelope(9, Envelope(kind=Kind.CALL_OFFER, to=FAR, call=b"c", body=b"", ref=9), 0.0)
+    rejected = [r.ref for r in receipts(c.drain()) if r.reason is Reason.RATE_LIMITED]
+    assert rejected == [4, 5]
+
+
+def test_one_sender_id_has_its_own_pending_budget() -> None:
+    c = core(pending_per_id_max=2)
+    online(c, 1, A)
+    for ref in range(3):
+        c.client_envelope(1, Envelope(kind=Kind.CALL_ICE, to=FAR, call=b"c", body=b"", ref=ref), 0.0)
+    assert [r.ref for r in receipts(c.drain())] == [2]
+
+
+def test_one_address_has_a_mailbox_budget_in_count_and_bytes() -> None:
+    c = core(mailbox_per_address_max=3, mailbox_bytes_per_address_max=100 * 1024)
+    online(c, 1, A, address="203.0.113.9")
+    online(c, 2, CLIENTS[1], address="198.51.100.1")
+    c.drain()
+    big = b"x" * 60_000
+    # c3 would pass the address's bytes, c5 its count; c6 comes from another address
+    sends = [(1, b"", 1), (1, big, 2), (1, big, 3), (1, b"", 4), (1, b"", 5), (2, big, 6)]
+    for conn, body, ref in sends:
+        c.client_envelope(conn, Envelope(kind=Kind.CALL_OFFER, to=FAR, call=b"c%d" % ref, body=body, ref=ref), 0.0)
+    for x in c.drain():
+        if isinstance(x, ToPeer) and isinstance(x.msg, Lookup):
+            c.peer_message(x.node, LookupReply(id=FAR, homes=()), 0.0)
+    cmds = c.drain()
+    puts = {x.msg.env.call for x in cmds if isinstance(x, ToPeer) and isinstance(x.msg, MailboxPut)}
+    assert puts == {b"c1", b"c2", b"c4", b"c6"}
+    rejected = [r for r in receipts(cmds) if r.status is Status.REJECTED]
+    assert [(r.ref, r.reason) for r in rejected] == [(3, Reason.RATE_LIMITED), (5, Reason.RATE_LIMITED)]
+
+
+# ---------------------------------------------------------------- a claim crosses a link once
+
+
+def test_a_claim_crosses_a_link_once_and_is_resent_when_the_home_forgot_it() -> None:
+    s = core()
+    h = RelayCore(
+        node_id=P,
+        config=attrs.evolve(SIM_CONFIG, claim_cache_max=1),
+        rng=random.Random(6),
+        now=0.0,
+        sign=KEYS[1].sign,
+        wall_offset_s=WALL0_S,
+    )
+    h.members_changed(MEMBERS, 0.0)
+    b = FAR
+    online(s, 1, A)
+    h.client_online(2, b, 0.0, claim=client_claim(b, P, WALL0_S), address_key="x")
+    s.drain(), h.drain()
+    got: list[bytes] = []  # bodies delivered to b at P
+    answers: list[Receipt] = []  # receipts to A at S
+
+    def send(ref: int, t: float) -> list[PeerEnvelope]:
+        """One envelope A -> b: S forwards to P (after a lookup the first time); frames between them are relayed."""
+        s.client_envelope(1, Envelope(kind=Kind.CALL_ICE, to=b, call=b"c", body=b"%d" % ref, ref=ref), t)
+        out: list[PeerEnvelope] = []
+        for _ in range(4):
+            cmds = s.drain()
+            answers.extend(receipts(cmds))
+            for x in cmds:
+                if isinstance(x, ToPeer) and isinstance(x.msg, Lookup):
+                    s.peer_message(x.node, LookupReply(id=b, homes=(P,)), t)
+                elif isinstance(x, ToPeer) and x.node == P and isinstance(x.msg, PeerEnvelope):
+                    out.append(x.msg)
+                    h.peer_message(S, x.msg, t)
+                    for y in h.drain():
+                        if isinstance(y, ToPeer) and y.node == S:
+                            s.peer_message(P, y.msg, t)
+                        elif isinstance(y, ToClient) and isinstance(y.msg, Deliver):
+                            got.append(y.msg.body)
+        return out
+
+    first, second = send(1, 0.0), send(2, 0.1)
+    assert [e.has_claim for e in first] == [True] and [e.has_claim for e in second] == [False]
+    other, c = KEYS[3].id, CLIENTS[5]  # another origin's claim pushes S's out of P's one-entry cache
+    h.peer_message(other, penv(other, b, c, client_claim(c, other, WALL0_S), eid=b"o" * 16), 0.2)
+    h.drain()
+    third = send(3, 0.3)
+    assert [e.has_claim for e in third] == [False, True]  # need_claim, then resent in full
+    assert got == [b"1", b"2", b"3"]
+    assert [(r.ref, r.status) for r in answers] == [(n, Status.DELIVERED) for n in (1, 2, 3)]
