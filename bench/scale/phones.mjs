@@ -17,7 +17,7 @@ const require = createRequire(new URL("../relay/package.json", import.meta.url))
 const WebSocket = require("ws");
 const { decode, encode } = require("@msgpack/msgpack");
 
-const args = { url: [], mode: "idle", conns: 100, batch: 200, hold: 5, pid: "", probers: 4, rate: 50, timeout: 60 };
+const args = { url: [], mode: "idle", conns: 100, batch: 200, hold: 5, pid: "", probers: 4, rate: 50, timeout: 60, grace: 75 };
 for (let i = 2; i < process.argv.length; i += 2) {
   const k = process.argv[i].replace(/^--/, ""), v = process.argv[i + 1];
   if (k === "url") args.url.push(v); else if (k === "pid" || k === "mode") args[k] = v; else args[k] = Number(v);
@@ -204,16 +204,17 @@ async function storm() {
   const tAll = now() - t0;
   stopBg = true;
   await bgDone;
-  // every envelope must end with exactly one terminal receipt: wait for the last ones (bounded)
-  const grace = now() + 20;
+  // every envelope must end with exactly one terminal receipt: wait for the last ones (bounded: a `queued` one
+  // ends `delivered` or, after the mailbox TTL of 60 s, `expired`)
+  const grace = now() + args.grace;
   while (now() < grace && [...envelopes.values()].some((e) => e.terminal.length === 0)) await sleep(200);
   await sleep(500); // a duplicate terminal receipt would arrive about now
   const rehome = all().filter((s) => s.rehomedAt && s.lostAt).map((s) => s.rehomedAt - t0).sort((a, b) => a - b);
   const callable = all().filter((s) => s.callableAt && s.callableAt >= t0).map((s) => s.callableAt - t0).sort((a, b) => a - b);
   const byStatus = {};
-  let missing = 0, duplicate = 0;
+  let missing = 0, duplicate = 0, missingQueued = 0;
   for (const e of envelopes.values()) {
-    if (e.terminal.length === 0) missing++; else if (e.terminal.length > 1) duplicate++;
+    if (e.terminal.length === 0) { missing++; if (e.queued) missingQueued++; } else if (e.terminal.length > 1) duplicate++;
     const k = `${e.kind}:${e.terminal.join("+") || "none"}`; byStatus[k] = (byStatus[k] || 0) + 1;
   }
   const out = {
@@ -222,6 +223,7 @@ async function storm() {
     rehome_p50_s: pct(rehome, 0.5), rehome_p99_s: pct(rehome, 0.99), rehome_max_s: rehome.at(-1) ?? null,
     callable_p50_s: pct(callable, 0.5), callable_p99_s: pct(callable, 0.99), callable_max_s: callable.at(-1) ?? null,
     envelopes: envelopes.size, without_one_terminal: missing + duplicate, missing_terminal: missing,
+    missing_terminal_after_queued: missingQueued,
     duplicate_terminal: duplicate, receipts: byStatus, ...stats,
     loadgen_cpu_pct: (100 * (myCpu() - cpuMe0)) / Math.max(tAll, 1e-3),
   };

@@ -189,7 +189,7 @@ def storm(args: argparse.Namespace, tmp: Path, how: str) -> dict[str, Any]:
         procs[0].send_signal(signal.SIGKILL if how == "kill" else signal.SIGTERM)
         gen.stdin.write("go\n")
         gen.stdin.flush()
-        out, err = gen.communicate(timeout=args.storm_timeout + 120)
+        out, err = gen.communicate(timeout=args.storm_timeout + 180)
         wall = time.monotonic() - t0
         cpu = sum(cpu_s(p.pid) - c for p, c in zip(survivors, cpu0, strict=True))
         if gen.returncode != 0:
@@ -314,7 +314,9 @@ def render(r: dict[str, Any]) -> str:
                       f"{fmt(s['callable_p99_s'], 2)} / {fmt(s['callable_max_s'], 2)} s",
                       f"- envelopes {s['envelopes']}, without exactly one terminal receipt: "
                       f"**{s['without_one_terminal']}**"
-                      f" (none: {s['missing_terminal']}, more than one: {s['duplicate_terminal']}); receipts "
+                      f" (none: {s['missing_terminal']}, of which `queued` first: "
+                      f"{s.get('missing_terminal_after_queued', '-')}; "
+                      f"more than one: {s['duplicate_terminal']}); receipts "
                       f"{s['receipts']}",
                       f"- reconnect attempts {s['reconnect_attempts']}, failures {s['reconnect_failures']}, goaways "
                       f"{s['goaways']}; survivors' CPU {s['survivors_cpu_s']} s = "
