@@ -45,6 +45,7 @@ from node.protocol.refusals import Layer, Refusal
 from node.protocol.relay.core import RelayCore
 from node.protocol.settings import format_hostport, parse_hostport
 from node.protocol.swim.protocol import MemberChanged, Swim
+from node.protocol.swim.records import RecordVerifier
 from node.protocol.wire.seed import Meta, encode_meta
 
 # SWIM/driver vocabulary -> the metric label tables of node/app/metrics.py
@@ -295,6 +296,8 @@ def _start_swim(
         rng=rng,
         now=trio.current_time(),
         admit=admission.admits,
+        sign=identity.sign,
+        verifier=RecordVerifier(),
     )
     return SwimDriver(
         identity=identity, core=core, sock=udp, epoch_ms=next_epoch_ms(config.data_path), admit=admission.admits

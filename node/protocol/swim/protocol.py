@@ -47,14 +47,18 @@ from node.protocol.swim.messages import (
     ProbeResult,
     PushPull,
     PushPullState,
+    Refused,
     Send,
     StreamPing,
     SwimMessage,
     Update,
 )
+from node.protocol.ratelimit import KeyedBuckets
+from node.protocol.refusals import Refusal
+from node.protocol.swim.records import RecordVerifier, SignFn, sign_record
 from node.protocol.swim.suspicion import Suspicion, Suspicions
 from node.protocol.wire import Limits
-from node.protocol.wire.swim import UPDATE_MIN_SIZE, piggyback_budget, update_size
+from node.protocol.wire.swim import INCARNATION_MAX, UPDATE_MIN_SIZE, piggyback_budget, update_size
 
 __all__ = [
     "Address",
@@ -73,7 +77,10 @@ __all__ = [
 ]
 
 GOSSIP_NEW_FROM_SYNC_MAX = 8  # see merge_push_pull
+FORGED_PER_SENDER_PER_S = 0.2  # records with a bad signature one sender may make us verify (then we stop)
+FORGED_PER_SENDER_BURST = 5
 ALIVE, SUSPECT, DEAD, LEFT = MemberState.ALIVE, MemberState.SUSPECT, MemberState.DEAD, MemberState.LEFT
+CLAIMS = (SUSPECT, DEAD)
 _state_of = operator.attrgetter("state")
 
 
@@ -95,6 +102,9 @@ class SwimStats:
     push_pulls: int = 0
     unadmitted_dropped: int = 0
     table_full: int = 0
+    records_forged: int = 0  # alive/left records whose signature did not verify
+    claims_unsigned: int = 0  # suspect/dead claims at an incarnation the member never signed (as far as we know)
+    claims_rate_limited: int = 0  # suspect/dead claims over their sender's budget
 
 
 @attrs.define(slots=True)
@@ -130,13 +140,24 @@ class Swim:
         rng: random.Random,
         now: float,
         admit: Callable[[bytes], bool],
+        sign: SignFn,
+        verifier: RecordVerifier,
     ) -> None:
         self.config = config
         self.stats = SwimStats()
         self._rng = rng
         self._admit = admit
         self._id = self_id
-        self._self = MemberInfo(id=self_id, addr=addr, meta=meta, incarnation=0, state=ALIVE)
+        self._sign = sign
+        self._verifier = verifier
+        self._self = sign_record(MemberInfo(id=self_id, addr=addr, meta=meta, incarnation=0, state=ALIVE), sign)
+        # per-sender budgets: suspicions/deaths a sender may start here, forged records we verify for it
+        self._claim_budget: KeyedBuckets[bytes] = KeyedBuckets(
+            config.claims_per_sender_per_s, config.claims_per_sender_burst, config.members_max
+        )
+        self._forged_budget: KeyedBuckets[bytes] = KeyedBuckets(
+            FORGED_PER_SENDER_PER_S, FORGED_PER_SENDER_BURST, config.members_max
+        )
         self._table = MemberTable()
         self._table.put(self._self, now)
         self._ring = ProbeRing()
@@ -188,7 +209,7 @@ class Swim:
             m = update.member
             if known(m.id) is m and m.state is not SUSPECT:
                 continue  # the very record we hold (a shared object, as in the simulator): nothing to merge
-            self._apply(update, now)
+            self._apply(update, now, sender_id)
         if isinstance(msg, Ping):
             self._send(sender_id, sender_addr, Ack(seq=msg.seq))
         elif isinstance(msg, PingReq):
@@ -246,6 +267,14 @@ class Swim:
         self._left = True
         self._probe = None
         self._set_self(attrs.evolve(self._self, incarnation=self._self.incarnation + 1, state=LEFT), now)
+        # Tell several members at once (not only the gossip round's few): each re-gossips it, so every member
+        # hears of the leave within a gossip round or two, even if a datagram or two is lost.
+        news = (Update(member=self._self),)
+        for member_id in self._ring.sample(self._rng, self.config.leave_fanout, self._is_alive):
+            m = self._table.get(member_id)
+            if m is not None:
+                self.stats.datagrams_sent += 1
+                self._emit(Send(to_id=m.id, to_addr=m.addr, msg=Gossip(updates=news)))
         self._gossip(now)
 
     def set_meta(self, meta: bytes, now: float) -> None:
@@ -292,9 +321,11 @@ class Swim:
     def push_pull_state(self) -> PushPullState:
         return PushPullState(members=tuple(self._table))
 
-    def merge_push_pull(self, state: PushPullState, now: float) -> None:
-        """Merge a remote full state. A remote DEAD is taken as a SUSPECT accused by us (memberlist does the
-        same): we let the member refute rather than kill it on hearsay.
+    def merge_push_pull(self, state: PushPullState, now: float, sender_id: bytes) -> None:
+        """Merge a remote full state from `sender_id`. Each record's signed part (the member's own alive or left
+        record) is merged as a signed record; a remote SUSPECT or DEAD is then a SUSPECT claim by the sender
+        (memberlist also takes a remote DEAD as a suspicion): we let the member refute rather than kill it on
+        hearsay.
 
         Members new to us are re-gossiped when the sync brought only a few (GOSSIP_NEW_FROM_SYNC_MAX): that is a
         seed learning of a joiner, and gossip from two sources (joiner and seed) instead of one closes the long
@@ -308,18 +339,24 @@ class Swim:
             old = table.get(m.id)
             if old is m or (old is not None and (old.incarnation > m.incarnation or old == m)):
                 continue  # fast path: nothing new (most of a sync)
-            if m.state is DEAD:
+            if m.state in CLAIMS:
+                self._apply(Update(member=attrs.evolve(m, state=ALIVE)), now, sender_id, gossip_new=gossip_new)
                 m = attrs.evolve(m, state=SUSPECT)
-            self._apply(Update(member=m, by=self._id), now, gossip_new=gossip_new)
+            self._apply(Update(member=m, by=sender_id), now, sender_id, gossip_new=gossip_new)
 
     # ---- merging updates ----
 
-    def _apply(self, update: Update, now: float, *, gossip_new: bool = True) -> None:
+    def _apply(self, update: Update, now: float, sender: bytes, *, gossip_new: bool = True) -> None:
+        """Merge one update from the network (the sender is the authenticated datagram or sync peer)."""
         m = update.member
         if m.id == self._id:
-            self._about_self(m, now)
+            self._about_self(update, now, sender)
             return
         old = self._table.get(m.id)
+        if m.state in CLAIMS:
+            if old is not None:
+                self._apply_claim(update, old, now, sender)
+            return  # a claim about a member we never heard of: nothing it signed to accuse
         if old is None:
             if not self._admit(m.id):
                 return
@@ -327,8 +364,52 @@ class Swim:
                 self.stats.table_full += 1
                 return
         elif not supersedes(m, old):
-            self._maybe_confirm(update, old)
             return
+        if self._verified(m, now, sender):
+            self._commit(Update(member=m), old, now, gossip_new=gossip_new)
+
+    def _verified(self, m: MemberInfo, now: float, sender: bytes) -> bool:
+        """The member's own signature over its record (cached); a sender of bad ones gets few verifications."""
+        if self._forged_budget.wait_s(sender, now) > 0:
+            self._emit(Refused(refusal=Refusal.RATE_LIMITED))
+            return False
+        if self._verifier.verify(m):
+            return True
+        self._forged_budget.take(sender, now)
+        self.stats.records_forged += 1
+        self._emit(Refused(refusal=Refusal.FORGED))
+        return False
+
+    def _apply_claim(self, update: Update, old: MemberInfo, now: float, sender: bytes) -> None:
+        """A SUSPECT or DEAD claim about a member we hold. It counts only at the incarnation the member signed
+        (that of our record); it can start a suspicion (which the member can refute), never make it DEAD sooner
+        than the suspicion's minimum timeout here, never change its address or meta."""
+        m = update.member
+        if m.incarnation > old.incarnation:
+            self.stats.claims_unsigned += 1
+            self._emit(Refused(refusal=Refusal.FORGED))
+            return
+        if m.incarnation < old.incarnation or old.state not in LIVE:
+            return  # stale, or already DEAD/LEFT here
+        by = update.by if update.by not in (b"", m.id) and self._admit(update.by) else sender
+        claim = Update(member=attrs.evolve(old, state=SUSPECT), by=by)
+        if old.state is SUSPECT:
+            if m.state is SUSPECT:
+                self._maybe_confirm(claim, old)
+            else:
+                self._suspicions.shorten(m.id)
+            return
+        if not self._claim_budget.take(sender, now):
+            self.stats.claims_rate_limited += 1
+            self._emit(Refused(refusal=Refusal.RATE_LIMITED))
+            return
+        self._commit(claim, old, now)
+        if m.state is DEAD:
+            self._suspicions.shorten(m.id)
+
+    def _commit(self, update: Update, old: MemberInfo | None, now: float, *, gossip_new: bool = True) -> None:
+        """Put a checked record in the table: suspicion timers, probe ring, gossip queue and change events."""
+        m = update.member
         previous = self._table.put(m, now)
         if m.state is SUSPECT:
             self._start_suspicion(m, update.by or self._id, now)
@@ -345,7 +426,7 @@ class Swim:
             if was_live:
                 self._ring.discard(m.id)
         if old is not None or gossip_new:
-            self._enqueue(update if m.state is SUSPECT else Update(member=m))
+            self._enqueue(update if m.state in CLAIMS else Update(member=m))
         if old is None or old.state != m.state or old.addr != m.addr or old.meta != m.meta:
             self._emit(MemberChanged(member=m, previous=previous))
 
@@ -370,23 +451,39 @@ class Swim:
         s = Suspicion(by=by, incarnation=m.incarnation, k=k, min_s=min_s, max_s=max_s, started=now)
         self._suspicions.start(m.id, s)
 
-    def _about_self(self, m: MemberInfo, now: float) -> None:
-        me = self._self
-        if m.incarnation < me.incarnation:
-            return
-        if m.state is ALIVE and m.incarnation == me.incarnation and (m.addr, m.meta) == (me.addr, me.meta):
-            return
+    def _about_self(self, update: Update, now: float, sender: bytes) -> None:
+        """A record about us. A claim counts only at our current incarnation; a signed record only if we signed
+        it (an earlier life of ours, before a restart). Either way we answer with a newer signed record."""
+        m, me = update.member, self._self
+        if m.state in CLAIMS:
+            if m.incarnation > me.incarnation:
+                self.stats.claims_unsigned += 1  # we never signed that incarnation: nobody honest accepts it
+                self._emit(Refused(refusal=Refusal.FORGED))
+                return
+            if m.incarnation < me.incarnation:
+                return
+        else:
+            if m.incarnation < me.incarnation or m == me:
+                return
+            if m.state is ALIVE and m.incarnation == me.incarnation and (m.addr, m.meta) == (me.addr, me.meta):
+                return
+            if not self._verified(m, now, sender):
+                return
+        step = max(m.incarnation, me.incarnation) + 1
+        if step > INCARNATION_MAX:
+            return  # unreachable: only our own signed records move us, one step at a time
         if self._left:
             if m.state is not LEFT or m.incarnation > me.incarnation:
-                self._set_self(attrs.evolve(me, incarnation=m.incarnation + 1), now)
+                self._set_self(attrs.evolve(me, incarnation=step), now)
             return
         # Someone suspects us, declares us dead, or holds a newer record of us (we restarted): refute.
         self.stats.refutations += 1
         if m.state is not ALIVE:
             self._awareness.apply(1)
-        self._set_self(attrs.evolve(me, incarnation=m.incarnation + 1), now)
+        self._set_self(attrs.evolve(me, incarnation=step), now)
 
     def _set_self(self, me: MemberInfo, now: float) -> None:
+        me = sign_record(me, self._sign)
         self._self = me
         self._table.put(me, now)
         self._enqueue(Update(member=me))
@@ -480,9 +577,12 @@ class Swim:
         info = self._table.get(p.target)
         if info is None or info.state not in LIVE:
             return
+        claim = Update(member=attrs.evolve(info, state=SUSPECT), by=self._id)
         if info.state is ALIVE:
             self.stats.suspicions_raised += 1
-        self._apply(Update(member=attrs.evolve(info, state=SUSPECT), by=self._id), now)
+            self._commit(claim, info, now)
+        else:
+            self._maybe_confirm(claim, info)
 
     def _ask_others(self, p: _Probe) -> None:
         info = self._table.get(p.target)
@@ -516,7 +616,7 @@ class Swim:
             if s is None or info is None or info.state is not SUSPECT or info.incarnation != s.incarnation:
                 continue
             self.stats.deaths_declared += 1
-            self._apply(Update(member=attrs.evolve(info, state=DEAD)), now)
+            self._commit(Update(member=attrs.evolve(info, state=DEAD), by=self._id), info, now)
 
     # ---- dissemination and sync ----
 
