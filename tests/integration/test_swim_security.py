@@ -6,6 +6,8 @@ changes nothing").
 
 from __future__ import annotations
 
+import contextlib
+import os
 import socket
 from pathlib import Path
 
@@ -18,7 +20,7 @@ from node.protocol.identity import Identity
 from node.protocol.swim.messages import MemberInfo, MemberState, Ping
 from node.protocol.swim.records import sign_record
 from node.protocol.wire import WIRE_VERSION, MsgType, packb
-from node.protocol.wire.seed import WHOIS_BYTES, encode_whois
+from node.protocol.wire.seed import WHOIS_BYTES, decode_whois_reply, encode_whois
 from node.protocol.wire.swim import encode_datagram
 from tests.integration.cluster import federation, loopback_config, refused_count, until
 
@@ -151,3 +153,56 @@ async def test_an_admitted_member_cannot_evict_or_rewrite_another(tmp_path: Path
 
 def _signed_obj(m: MemberInfo) -> list[object]:
     return [m.id, m.addr[0], m.addr[1], m.meta, m.incarnation, {MemberState.ALIVE: 0, MemberState.LEFT: 3}[m.state], m.sig]
+
+
+async def test_a_whois_flood_from_other_addresses_does_not_starve_an_honest_asker(tmp_path: Path) -> None:
+    """#11 finding 8: under one shared budget a ~600/s flood left an honest asker 1 answer in 40. Now each source
+    address has its own budget (and a global cap bounds the signing work): the honest asker gets its answers."""
+    config = loopback_config(tmp_path)
+    async with trio.open_nursery() as nursery:
+        node: NodeHandle = await nursery.start(run_node, config, Identity.generate())
+        target = ("127.0.0.1", node.ports["swim"])
+        flooders = []
+        for i in range(2, 10):  # 127.0.0.2 .. 127.0.0.9: valid loopback sources
+            s = trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            await s.bind((f"127.0.0.{i}", 0))
+            flooders.append(s)
+        asker = trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        await asker.bind(("127.0.0.50", 0))
+        flood = encode_whois(Identity.generate().id, bytes(16))
+        answers: list[bytes] = []
+
+        async def flood_loop() -> None:
+            while True:  # 8 sources x 75/s = 600/s
+                for s in flooders:
+                    with contextlib.suppress(OSError):
+                        await s.sendto(flood, target)
+                await trio.sleep(1 / 75)
+
+        async def read_answers() -> None:
+            while True:
+                data, _ = await asker.recvfrom(2048)
+                answers.append(data)
+
+        async with trio.open_nursery() as inner:
+            inner.start_soon(flood_loop)
+            inner.start_soon(read_answers)
+            await trio.sleep(1.0)  # the flood is on
+            rate_limited_before = refused(node, "rate_limited")
+            me = Identity.generate()
+            nonces = [os.urandom(16) for _ in range(10)]
+            for nonce in nonces:  # one ask every 0.5 s, as a joiner retrying would
+                await asker.sendto(encode_whois(me.id, nonce), target)
+                await trio.sleep(0.5)
+            await trio.sleep(0.5)
+            inner.cancel_scope.cancel()
+        got = 0
+        for data in answers:
+            for nonce in nonces:
+                with contextlib.suppress(Exception):
+                    decode_whois_reply(data, asker=me.id, nonce=nonce)
+                    got += 1
+        assert refused(node, "rate_limited") - rate_limited_before > 100, "the flood was refused"
+        assert got >= 9, f"the honest asker got {got} answers of 10"
+        assert all(len(d) <= WHOIS_BYTES for d in answers), "answers are never larger than requests"
+        node.request_shutdown()
