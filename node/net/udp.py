@@ -287,7 +287,6 @@ class SwimDriver:
         return found
 
 
-
 def _peer_address(swim_addr: Address, meta: bytes) -> Address | None:
     try:
         decoded = decode_meta(meta)

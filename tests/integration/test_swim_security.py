@@ -152,7 +152,15 @@ async def test_an_admitted_member_cannot_evict_or_rewrite_another(tmp_path: Path
 
 
 def _signed_obj(m: MemberInfo) -> list[object]:
-    return [m.id, m.addr[0], m.addr[1], m.meta, m.incarnation, {MemberState.ALIVE: 0, MemberState.LEFT: 3}[m.state], m.sig]
+    return [
+        m.id,
+        m.addr[0],
+        m.addr[1],
+        m.meta,
+        m.incarnation,
+        {MemberState.ALIVE: 0, MemberState.LEFT: 3}[m.state],
+        m.sig,
+    ]
 
 
 async def test_a_whois_flood_from_other_addresses_does_not_starve_an_honest_asker(tmp_path: Path) -> None:

@@ -191,7 +191,7 @@ def test_leave_after_a_crash_reaches_everyone_within_a_second(sim_seed: int) -> 
         c = SimCluster(10, seed=seed, config=LAN, converged=True, codec=False)
         c.run_for(5.0)
         victim = c.crash(9)
-        c.run_until_true(lambda c=c: not C.all_in_state(c, [victim], (C.DEAD,)), timeout_s=60.0, step_s=0.5)
+        c.run_until_true(lambda c=c, v=victim: not C.all_in_state(c, [v], (C.DEAD,)), timeout_s=60.0, step_s=0.5)
         t0 = c.now
         gone = c.leave(8)
         c.run_for(1.0)

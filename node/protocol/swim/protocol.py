@@ -29,6 +29,8 @@ from collections.abc import Callable, Mapping
 
 import attrs
 
+from node.protocol.ratelimit import KeyedBuckets
+from node.protocol.refusals import Refusal
 from node.protocol.swim.awareness import Awareness
 from node.protocol.swim.broadcasts import BroadcastQueue
 from node.protocol.swim.config import SwimConfig
@@ -53,8 +55,6 @@ from node.protocol.swim.messages import (
     SwimMessage,
     Update,
 )
-from node.protocol.ratelimit import KeyedBuckets
-from node.protocol.refusals import Refusal
 from node.protocol.swim.records import RecordVerifier, SignFn, sign_record
 from node.protocol.swim.suspicion import Suspicion, Suspicions
 from node.protocol.wire import Limits

@@ -28,9 +28,9 @@ from node.protocol.errors import RemoteProtocolError, TooLarge
 from node.protocol.swim.messages import (
     ID_LEN,
     META_MAX,
+    SIG_LEN,
     Ack,
     Gossip,
-    SIG_LEN,
     MemberInfo,
     MemberState,
     Nack,
