@@ -18,10 +18,10 @@ Theory of operation:
   dead ones included). Push-pull syncs the whole table with one random member now and then, on join with a seed,
   and (to heal partitions) with a random DEAD member.
 - Local health (awareness.py) scales the probe interval and timeouts.
-- Records only the member can change (merging.py, records.py, docs/swim.md "Hostile members"): alive/left records are signed
-  by their member and verified (once each) before they are merged; suspect/dead claims count only at the
-  incarnation the member signed, start at most a suspicion (a DEAD claim shortens it to its minimum, never
-  kills at once), and each sender may start only so many suspicions (claims_per_sender_*).
+- Records only the member can change (merging.py, records.py, docs/swim.md "Hostile members"): alive/left
+  records are signed by their member and verified (once each) before they are merged; suspect/dead claims count
+  only at the incarnation the member signed, start at most a suspicion (a DEAD claim shortens it to its minimum,
+  never kills at once), and each sender may start only so many suspicions (claims_per_sender_*).
 Dead and left members are forgotten after dead_reclaim_s. Admission (`admit`) is checked for every new member.
 """
 
