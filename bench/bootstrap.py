@@ -24,7 +24,7 @@ sys.path.insert(0, str(REPO))
 
 import httpx2  # noqa: E402
 
-from node.protocol.identity import Identity, encode_document  # noqa: E402
+from node.protocol.identity import Identity, decode_document, encode_document  # noqa: E402
 from node.protocol.nodelist import build_registration  # noqa: E402
 from tests.helpers import homing_cmd, homing_env, wait_for_file  # noqa: E402
 
@@ -76,6 +76,7 @@ def _latency_ms(text: str) -> float:
 def register_all(base: str, nodes: int, threads: int) -> float:
     """Register `nodes` distinct nodes from `threads` client threads; returns registrations per second."""
     now = int(time.time())
+    registry_key = decode_document(httpx2.get(f"{base}/v1/nodes", timeout=10).content)["key"]
     docs = [
         encode_document(
             build_registration(
@@ -85,6 +86,7 @@ def register_all(base: str, nodes: int, threads: int) -> float:
                 peer=f"198.51.100.{i % 250}:7402",
                 ts=now,
                 ttl=3600,
+                reg=registry_key,
             )
         )
         for i in range(nodes)
@@ -144,6 +146,8 @@ def main() -> int:
                 "1000000",
                 "--read-rate",
                 "1000000",
+                "--approval",
+                "auto",
             ),
             env=env,
             stdout=subprocess.DEVNULL,

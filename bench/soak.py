@@ -53,7 +53,9 @@ class SoakNode:
         self.dir.mkdir(parents=True, exist_ok=True)
         # every soak client connects from 127.0.0.1: lift the per-IP cap (default 256) above the client count
         per_ip = max(256, clients + 64)
-        (self.dir / "homing-node.toml").write_text(f"[clients]\nconnections_per_ip_max = {per_ip}\n")
+        (self.dir / "homing-node.toml").write_text(
+            f"[clients]\nconnections_per_ip_max = {per_ip}\nhandshakes_per_address_burst = {per_ip}\n"
+        )
         self.ports = {
             "ws": free_port(socket.SOCK_STREAM),
             "swim": free_port(socket.SOCK_DGRAM),

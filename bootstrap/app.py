@@ -20,6 +20,7 @@ from bootstrap.service import RegistryService, load_identity
 from node.client.files import write_json_atomic
 from node.net.httpserver import serve_http
 from node.protocol.errors import ConfigError
+from node.protocol.forwarded import parse_networks
 from node.protocol.settings import parse_hostport
 
 log = logging.getLogger("homing.bootstrap")
@@ -57,6 +58,7 @@ async def run_bootstrap(
                     port,
                     limits=config.http,
                     ssl_context=ssl_ctx,
+                    trusted_proxies=parse_networks(config.trusted_proxies, key="--trusted-proxy"),
                     task_status=task_status,
                 )
             )

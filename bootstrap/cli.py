@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
+import os
+import pwd
 import signal
 import sqlite3
 import sys
@@ -14,15 +17,17 @@ from typing import Any
 import attrs
 import trio
 
-from bootstrap import dns_cli
+from bootstrap import backup, dns_cli
 from bootstrap.app import run_bootstrap
 from bootstrap.config import BootstrapConfig, default_data_dir
 from bootstrap.registry import Policy
 from bootstrap.service import load_identity
-from bootstrap.store import Store
+from bootstrap.store import DB_NAME, Store
 from node.app.log import setup_logging
 from node.protocol.errors import ConfigError
 from node.protocol.identity import id_text, parse_id
+
+log = logging.getLogger("homing.bootstrap")
 
 
 def register(sub: Any) -> None:
@@ -44,9 +49,16 @@ def register(sub: Any) -> None:
     )
     run.add_argument(
         "--approval",
-        default="auto",
+        default="manual",
         choices=["auto", "manual"],
-        help="approve new nodes automatically or wait for an admin (default auto)",
+        help="wait for an admin to approve each new node, or approve every node at once (default manual)",
+    )
+    run.add_argument(
+        "--trusted-proxy",
+        action="append",
+        default=[],
+        metavar="IP[/LEN]",
+        help="a reverse proxy whose X-Forwarded-For is believed for per-address limits (repeatable)",
     )
     run.add_argument("--tls-cert", type=Path, metavar="FILE", help="PEM certificate chain, to serve HTTPS")
     run.add_argument("--tls-key", type=Path, metavar="FILE", help="PEM private key for --tls-cert")
@@ -80,6 +92,10 @@ def register(sub: Any) -> None:
     _data_dir_arg(lst)
     lst.add_argument("--json", action="store_true", help="JSON output for scripts")
     lst.set_defaults(func=cmd_list)
+    audit = nsub.add_parser("audit", help="who approved, banned or removed which node, and when (newest last)")
+    _data_dir_arg(audit)
+    audit.add_argument("--limit", type=int, default=100, metavar="N", help="the newest N entries (default 100)")
+    audit.set_defaults(func=cmd_audit)
     for action, text in (
         ("approve", "approve a node (also lifts a ban); an id not yet seen is pre-approved"),
         ("ban", "ban a node: unlisted at once, its registrations refused with 403"),
@@ -90,9 +106,8 @@ def register(sub: Any) -> None:
         _data_dir_arg(a)
         a.set_defaults(func=cmd_admin, action=action)
 
-    dns_register = getattr(dns_cli, "register", None)
-    if dns_register is not None:
-        dns_register(bsub)
+    dns_cli.register(bsub)
+    backup.register(bsub)
 
 
 def _data_dir_arg(p: argparse.ArgumentParser) -> None:
@@ -137,6 +152,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         list_lifetime_s=_at_least(args.list_lifetime, 60, "--list-lifetime"),
         write_rate_per_ip_per_s=_positive(args.write_rate, "--write-rate"),
         http=http,
+        trusted_proxies=tuple(args.trusted_proxy),
     )
     if not config.key_path.exists():
         raise ConfigError("--data-dir", f"no registry key in {config.data_dir} (run `homing bootstrap init` first)")
@@ -183,9 +199,40 @@ def _ago(seen: int | None, now: float) -> str:
     return "-" if seen is None else f"{max(0, int(now - seen))}s ago"
 
 
-def cmd_list(args: argparse.Namespace) -> int:
+def _admin_user() -> str:
+    """Who runs an admin command, for the audit trail: the OS user."""
+    try:
+        return pwd.getpwuid(os.geteuid()).pw_name
+    except KeyError:
+        return f"uid {os.geteuid()}"
+
+
+def _open_store(args: argparse.Namespace) -> Store:
+    """The registry database for an admin command, or a ConfigError that says where we looked and what to do."""
     config = _config(args)
-    store = Store.open(config.data_dir)
+    path = config.data_dir / DB_NAME
+    where = "--data-dir" if args.data_dir is not None else "the default --data-dir"
+    try:
+        present = path.exists()
+    except PermissionError:
+        raise ConfigError(str(path), _no_permission()) from None
+    if not present:
+        hint = (
+            "check the path" if args.data_dir is not None else "pass --data-dir with the running registry's directory"
+        )
+        raise ConfigError("--data-dir", f"no registry database at {path} ({where}); {hint}")
+    try:
+        return Store.open(config.data_dir)
+    except (PermissionError, sqlite3.Error):
+        raise ConfigError(str(path), _no_permission()) from None
+
+
+def _no_permission() -> str:
+    return f"permission denied for user {_admin_user()}; run as the registry's user (e.g. sudo -u homing ...)"
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    store = _open_store(args)
     try:
         records = store.all_known()
     finally:
@@ -200,6 +247,7 @@ def cmd_list(args: argparse.Namespace) -> int:
                 "swim": r.swim,
                 "peer": r.peer,
                 "seen": r.seen,
+                "last_heartbeat": r.seen,
                 "ttl": r.ttl,
                 "first_seen": r.first_seen,
             }
@@ -207,10 +255,22 @@ def cmd_list(args: argparse.Namespace) -> int:
         ]
         print(json.dumps({"nodes": out}, indent=2))
         return 0
-    print(f"{'ID':<43}  {'STATE':<8}  {'SEEN':>10}  WS")
+    print(f"{'ID':<43}  {'STATE':<8}  {'HEARTBEAT':>10}  WS")
     for r in records:
         print(f"{id_text(r.id):<43}  {r.state(now):<8}  {_ago(r.seen, now):>10}  {r.ws or '-'}")
     print(f"{len(records)} node(s)")
+    return 0
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    store = _open_store(args)
+    try:
+        entries = store.audit(limit=max(1, args.limit))
+    finally:
+        store.close()
+    for e in entries:
+        when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(e.at))
+        print(f"{when}  {e.who:<16}  {e.action:<13}  {id_text(e.node)}")
     return 0
 
 
@@ -219,21 +279,23 @@ def cmd_admin(args: argparse.Namespace) -> int:
         node_id = parse_id(args.id)
     except ValueError as exc:
         raise ConfigError("ID", f"{args.id!r} is not a node id: {exc}") from exc
-    config = _config(args)
-    store = Store.open(config.data_dir)
+    store = _open_store(args)
+    who, now = _admin_user(), time.time()
     try:
         if args.action == "approve":
-            store.set_approved(node_id, time.time())
+            store.set_approved(node_id, now, who=who)
         elif args.action == "ban":
-            store.set_banned(node_id, time.time())
-        elif not store.remove(node_id):
+            store.set_banned(node_id, now, who=who)
+        elif not store.remove(node_id, now, who=who):
             print(f"homing bootstrap: no node {args.id} in the registry", file=sys.stderr)
             return 1
     except sqlite3.Error as exc:
-        print(f"homing bootstrap: database error, nothing changed: {exc}", file=sys.stderr)
+        hint = f" ({_no_permission()})" if "readonly" in str(exc) else ""
+        print(f"homing bootstrap: database error, nothing changed: {exc}{hint}", file=sys.stderr)
         return 1
     finally:
         store.close()
     done = {"approve": "approved", "ban": "banned", "remove": "removed"}[args.action]
+    log.info("event=admin_%s node=%s who=%s", args.action, args.id, who)
     print(f"{done} {args.id}")
     return 0

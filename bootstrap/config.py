@@ -12,6 +12,7 @@ from attrs import validators as v
 from bootstrap.registry import Policy
 from node.net.httpserver import HttpLimits
 from node.protocol.errors import ConfigError
+from node.protocol.forwarded import parse_networks
 from node.protocol.settings import parse_hostport
 
 KEY_NAME = "registry.key"
@@ -22,6 +23,10 @@ def default_data_dir() -> Path:
     """$XDG_DATA_HOME/homing-bootstrap, else ~/.local/share/homing-bootstrap."""
     base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
     return Path(base) / "homing-bootstrap"
+
+
+def _networks(inst: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    parse_networks(value, key="--trusted-proxy")
 
 
 def _hostport(inst: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
@@ -56,7 +61,13 @@ class BootstrapConfig:
     # Seconds between sweeps that delete forgotten rows (removed nodes past the replay window, stale pending).
     prune_interval_s: float = attrs.field(default=600.0, validator=v.gt(0))
     # Seconds a pending (never approved) node's row is kept after its last registration.
-    pending_keep_s: int = attrs.field(default=7 * 86_400, validator=v.ge(3600))
+    pending_keep_s: int = attrs.field(default=86_400, validator=v.ge(3600))
+    # Seconds an approved node's row is kept after its lease ended or it left; then it is deleted (and must be
+    # approved again if it comes back). Banned rows are never pruned.
+    expired_keep_s: int = attrs.field(default=30 * 86_400, validator=v.ge(3600))
+    # Addresses of reverse proxies (IPs or CIDR networks) whose X-Forwarded-For is believed: the client is the
+    # rightmost address in it that is not a trusted proxy (docs/operations.md). Empty: the socket's peer.
+    trusted_proxies: tuple[str, ...] = attrs.field(default=(), converter=tuple, validator=_networks)
     http: HttpLimits = attrs.field(default=REGISTRY_HTTP_LIMITS)
 
     def __attrs_post_init__(self) -> None:

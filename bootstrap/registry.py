@@ -1,7 +1,8 @@
 """The registry's rules, pure: approval, bans, leases, `ts` freshness and what the signed list contains.
 
 Rules (docs/bootstrap.md):
-- A registration is signed by the node it registers (checked by `node.protocol.nodelist.open_registration`, 400 if not).
+- A registration is signed by the node it registers (checked by `node.protocol.nodelist.open_registration`, 400 if not)
+  and names this registry's key in `reg` (400 if it names another: a registration cannot be replayed elsewhere).
 - A banned node gets 403, whatever else is wrong with its document (a ban is checked before `ts`).
 - `ts` (unix seconds, the node's clock) must be within `ts_future_max_s` of our clock in the future, else 400
   (a clock that far ahead is a broken node, and retrying with a newer `ts` would not help), and within
@@ -9,7 +10,10 @@ Rules (docs/bootstrap.md):
   Leaves follow the same `ts` rules, so neither a registration nor a leave can be replayed.
 - The lease is `seen + ttl`, `ttl` clamped to `[ttl_min_s, ttl_max_s]`; a node is *listed* while it is approved,
   not banned, and its lease runs. With approval `auto` a new node is approved at once; with `manual` it waits
-  as `pending` until an admin approves it. Approval survives a leave and lease expiry (only `remove` forgets it).
+  as `pending` until an admin approves it (`manual` is the default). Approval survives a leave and lease expiry
+  until the row is pruned (`expired_keep_s` after its lease ended, see store.prune); only `remove` forgets it sooner.
+- The signed list is at most `LIST_BYTES_MAX` bytes. When the listed nodes do not fit, the ones known longest
+  (`first_seen`, then id) are listed: a flood of new registrations cannot push established nodes out.
 - The list is cached by the service; `changes_list` says when an accepted document changes what is listed
   (a heartbeat that only renews a listed node's lease does not: `seen` in the list is as of the last rebuild).
 
@@ -22,15 +26,17 @@ from collections.abc import Iterable
 
 import attrs
 
-from node.protocol.identity import Identity
-from node.protocol.nodelist import NodeEntry, Registration, build_node_list
+from node.protocol.identity import Identity, encode_document
+from node.protocol.nodelist import LIST_BYTES_MAX, NodeEntry, Registration, build_node_list
+from node.protocol.refusals import Refusal
+from node.protocol.wire import packb
 
 APPROVAL_MODES = ("auto", "manual")
 
 
 @attrs.frozen(kw_only=True, slots=True)
 class Policy:
-    approval: str = attrs.field(default="auto", validator=attrs.validators.in_(APPROVAL_MODES))
+    approval: str = attrs.field(default="manual", validator=attrs.validators.in_(APPROVAL_MODES))
     # How old a document's `ts` may be (a heartbeat is sent at once, so minutes cover clock drift and retries).
     ts_past_max_s: int = 300
     # How far ahead of our clock a `ts` may be (cheap VPS clocks drift; NTP-less ones by seconds to minutes).
@@ -75,6 +81,7 @@ class NodeRecord:
 class Refused:
     status: int  # HTTP status: 400, 403 or 409
     reason: str
+    refusal: Refusal  # the metric's reason label (node/protocol/refusals.py)
 
 
 @attrs.frozen(kw_only=True, slots=True)
@@ -86,23 +93,41 @@ class Accepted:
 
 def _check_ts(ts: int, existing: NodeRecord | None, now: float, policy: Policy) -> Refused | None:
     if ts > now + policy.ts_future_max_s:
-        return Refused(status=400, reason=f"ts is {int(ts - now)} s ahead of the registry clock; fix the node's clock")
+        return Refused(
+            status=400,
+            reason=f"ts is {int(ts - now)} s ahead of the registry clock; fix the node's clock",
+            refusal=Refusal.MALFORMED,
+        )
     if ts < now - policy.ts_past_max_s:
-        return Refused(status=409, reason=f"ts is stale ({int(now - ts)} s old, at most {policy.ts_past_max_s})")
+        return Refused(
+            status=409,
+            reason=f"ts is stale ({int(now - ts)} s old, at most {policy.ts_past_max_s})",
+            refusal=Refusal.REPLAYED,
+        )
     if existing is not None and ts <= existing.last_ts:
-        return Refused(status=409, reason="ts is not newer than one already accepted (replayed or reordered)")
+        return Refused(
+            status=409,
+            reason="ts is not newer than one already accepted (replayed or reordered)",
+            refusal=Refusal.REPLAYED,
+        )
     return None
 
 
 def decide_registration(
-    reg: Registration, existing: NodeRecord | None, *, now: float, policy: Policy
+    reg: Registration, existing: NodeRecord | None, *, now: float, policy: Policy, registry_key: bytes
 ) -> Refused | Accepted:
-    """Decide on a verified registration. `existing` is the node's stored record, if any."""
+    """Decide on a verified registration for the registry `registry_key`. `existing` is the node's stored record."""
+    if reg.reg != registry_key:
+        return Refused(
+            status=400,
+            reason="registration names another registry (field 'reg' must be this registry's key, see GET /v1/nodes)",
+            refusal=Refusal.MALFORMED,
+        )
     if existing is not None and existing.banned:
-        return Refused(status=403, reason="this node is banned by the registry")
+        return Refused(status=403, reason="this node is banned by the registry", refusal=Refusal.UNADMITTED)
     bad_addr = _check_hostport(reg.swim, "swim") or _check_hostport(reg.peer, "peer")
     if bad_addr:
-        return Refused(status=400, reason=bad_addr)
+        return Refused(status=400, reason=bad_addr, refusal=Refusal.MALFORMED)
     refused = _check_ts(reg.ts, existing, now, policy)
     if refused is not None:
         return refused
@@ -137,7 +162,7 @@ def decide_leave(
 ) -> Refused | Accepted:
     """Decide on a verified leave document: the node is unlisted at once, its approval and replay floor are kept."""
     if existing is not None and existing.banned:
-        return Refused(status=403, reason="this node is banned by the registry")
+        return Refused(status=403, reason="this node is banned by the registry", refusal=Refusal.UNADMITTED)
     refused = _check_ts(ts, existing, now, policy)
     if refused is not None:
         return refused
@@ -157,13 +182,22 @@ def _check_hostport(text: str, field: str) -> str | None:
     return None
 
 
-def listed_entries(records: Iterable[NodeRecord], now: float) -> list[NodeEntry]:
-    """The entries of the signed list: listed nodes, ordered by id (a stable order keeps the ETag stable)."""
-    entries = [
-        NodeEntry(id=r.id, ws=r.ws, swim=r.swim, peer=r.peer, seen=r.seen if r.seen is not None else 0)
-        for r in records
-        if r.listed(now)
-    ]
+def listed_entries(
+    records: Iterable[NodeRecord], now: float, *, bytes_max: int = LIST_BYTES_MAX, overhead_bytes: int = 0
+) -> list[NodeEntry]:
+    """The entries of the signed list: listed nodes, ordered by id (a stable order keeps the ETag stable).
+
+    At most what fits in `bytes_max` with `overhead_bytes` for the rest of the document: the nodes known longest
+    (`first_seen`, then id) first."""
+    listed = sorted((r for r in records if r.listed(now)), key=lambda r: (r.first_seen, r.id))
+    entries: list[NodeEntry] = []
+    size = overhead_bytes
+    for r in listed:
+        entry = NodeEntry(id=r.id, ws=r.ws, swim=r.swim, peer=r.peer, seen=r.seen if r.seen is not None else 0)
+        size += len(packb(entry.to_body()))
+        if size > bytes_max:
+            break
+        entries.append(entry)
     entries.sort(key=lambda e: e.id)
     return entries
 
@@ -179,11 +213,20 @@ def cache_valid_until(records: Iterable[NodeRecord], now: float, *, issued: int,
     return until
 
 
+# msgpack headers that grow with the list: the nodes array (5 B at most) and the body's bin (5 B), with slack
+_LIST_HEADERS_BYTES = 16
+
+
 def build_list(
-    registry: Identity, records: Iterable[NodeRecord], now: float, *, lifetime_s: int
+    registry: Identity, records: Iterable[NodeRecord], now: float, *, lifetime_s: int, bytes_max: int = LIST_BYTES_MAX
 ) -> tuple[dict[str, bytes], float]:
-    """Sign the current list: `issued` = now, `expires` = now + lifetime. Returns (document, valid_until)."""
+    """Sign the current list: `issued` = now, `expires` = now + lifetime, at most `bytes_max` bytes encoded.
+    Returns (document, valid_until)."""
     records = list(records)
     issued = int(now)
-    doc = build_node_list(registry, listed_entries(records, now), issued=issued, expires=issued + lifetime_s)
+    expires = issued + lifetime_s
+    empty = len(encode_document(build_node_list(registry, [], issued=issued, expires=expires)))
+    entries = listed_entries(records, now, bytes_max=bytes_max, overhead_bytes=empty + _LIST_HEADERS_BYTES)
+    doc = build_node_list(registry, entries, issued=issued, expires=expires)
+    assert len(encode_document(doc)) <= bytes_max, "the list size estimate is off"
     return doc, cache_valid_until(records, now, issued=issued, lifetime_s=lifetime_s)

@@ -7,6 +7,10 @@
 - `GET /healthz`: 200 `ok` while serving (the database answers).
 - `GET /metrics`: Prometheus text: `homing_packets_refused_total{layer="registry",reason}` for every refused
   request (the same series the nodes use for their layers) and `homing_registry_requests_total{route,status}`.
+  Each refusal carries its `Refusal` (node/protocol/refusals.py) from where it was decided: a parse error's
+  exception, the registry rule's `Refused`, the rate limiter; nothing is recovered from the answer's text.
+- Per-address write limits are keyed by `address_key` of the client address, which behind trusted proxies
+  (`--trusted-proxy`) is the one their X-Forwarded-For names (node/protocol/forwarded.py).
 Answers to POST/DELETE and every error are a map: `{"status": ...}` or `{"error": CODE, "reason": TEXT}`,
 in JSON when the request asked for it (Accept or Content-Type application/json), else msgpack.
 """
@@ -15,9 +19,9 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Awaitable, Callable
 from typing import Any
 
-import msgpack
 import trio
 from prometheus_client import CollectorRegistry, Counter
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
@@ -27,6 +31,8 @@ from node.net.httpserver import Handler, RateLimiter, Request, Response, Router,
 from node.protocol.errors import RemoteProtocolError
 from node.protocol.identity import decode_document, document_from_json, parse_id
 from node.protocol.nodelist import open_leave, open_registration
+from node.protocol.ratelimit import address_key
+from node.protocol.refusals import Layer, Refusal
 from node.protocol.wire import packb
 
 MSGPACK = "application/msgpack"
@@ -78,8 +84,9 @@ def _etag_matches(header: str, etag: str) -> bool:
     return "*" in tags or any(t.removeprefix("W/") == etag for t in tags)
 
 
-# HTTP status of a refusal -> the reason label shared with the nodes' homing_packets_refused_total
-_REFUSED_REASONS = {400: "malformed", 403: "unadmitted", 409: "replayed", 413: "oversized", 429: "rate_limited"}
+# An answer and, when it refuses the request, why (the `reason` label of homing_packets_refused_total).
+Answer = tuple[Response, Refusal | None]
+ApiHandler = Callable[[Request], Awaitable[Answer]]
 
 
 class RegistryMetrics:
@@ -98,13 +105,11 @@ class RegistryMetrics:
             registry=self.registry,
         )  # fmt: skip
 
-    def answered(self, route: str, response: Response, reason_text: str = "") -> Response:
+    def answered(self, route: str, answer: Answer) -> Response:
+        response, refusal = answer
         self.requests.labels(route=route, status=str(response.status)).inc()
-        if response.status in _REFUSED_REASONS:
-            reason = _REFUSED_REASONS[response.status]
-            if response.status == 400 and "signature" in reason_text:
-                reason = "forged"
-            self.refused.labels(layer="registry", reason=reason).inc()
+        if refusal is not None:
+            self.refused.labels(layer=Layer.REGISTRY.value, reason=refusal.value).inc()
         return response
 
 
@@ -117,18 +122,28 @@ class RegistryApi:
             rate_per_s=cfg.write_rate_per_ip_per_s, burst=cfg.write_burst, keys_max=cfg.http.rate_ips_max
         )
 
-    def _rate_limited(self, request: Request) -> Response | None:
-        wait = self.write_rate.allow(request.client_ip, trio.current_time())
+    def _rate_limited(self, request: Request) -> Answer | None:
+        wait = self.write_rate.allow(address_key(request.client_ip), trio.current_time())
         if wait <= 0:
             return None
         retry = str(max(1, math.ceil(wait)))
-        return _error(request, 429, "too many registrations from this address", (("Retry-After", retry),))
+        response = _error(request, 429, "too many registrations from this address", (("Retry-After", retry),))
+        return response, Refusal.RATE_LIMITED
 
-    async def get_nodes(self, request: Request) -> Response:
+    async def get_nodes(self, request: Request) -> Answer:
+        return self._get_nodes(request), None
+
+    def _get_nodes(self, request: Request) -> Response:
         cached = self.service.signed_list()
         as_json = JSON in request.headers.get("accept", "")
         etag = cached.etag[:-1] + '-j"' if as_json else cached.etag
-        headers = (("ETag", etag), ("Cache-Control", "no-cache"), ("Vary", "Accept"))
+        # The list is public and signed: any web page may read it (browser clients race the registry, docs/web.md).
+        headers = (
+            ("ETag", etag),
+            ("Cache-Control", "no-cache"),
+            ("Vary", "Accept"),
+            ("Access-Control-Allow-Origin", "*"),
+        )
         inm = request.headers.get("if-none-match")
         if inm is not None and _etag_matches(inm, etag):
             return Response(status=304, headers=headers, content_type=JSON if as_json else MSGPACK)
@@ -136,37 +151,37 @@ class RegistryApi:
             return Response(status=200, body=cached.json, content_type=JSON, headers=headers)
         return Response(status=200, body=cached.msgpack, content_type=MSGPACK, headers=headers)
 
-    async def post_nodes(self, request: Request) -> Response:
+    async def post_nodes(self, request: Request) -> Answer:
         limited = self._rate_limited(request)
         if limited is not None:
             return limited
         try:
             reg = open_registration(_parse_doc(request))
         except RemoteProtocolError as exc:
-            return _error(request, 400, str(exc))
+            return _error(request, 400, str(exc)), exc.refusal
         outcome = await self.service.register(reg)
         if outcome.http_status != 200:
-            return _error(request, outcome.http_status, outcome.reason)
-        return _answer(request, 200, {"status": outcome.status, "ttl": outcome.ttl})
+            return _error(request, outcome.http_status, outcome.reason), outcome.refusal
+        return _answer(request, 200, {"status": outcome.status, "ttl": outcome.ttl}), None
 
-    async def delete_node(self, request: Request) -> Response:
+    async def delete_node(self, request: Request) -> Answer:
         limited = self._rate_limited(request)
         if limited is not None:
             return limited
         try:
             path_id = parse_id(request.params["id"])
         except ValueError as exc:
-            return _error(request, 400, f"bad node id in path: {exc}")
+            return _error(request, 400, f"bad node id in path: {exc}"), Refusal.MALFORMED
         try:
             node_id, ts = open_leave(_parse_doc(request))
         except RemoteProtocolError as exc:
-            return _error(request, 400, str(exc))
+            return _error(request, 400, str(exc)), exc.refusal
         if node_id != path_id:
-            return _error(request, 400, "the leave document is for another node than the path names")
+            return _error(request, 400, "the leave document is for another node than the path names"), Refusal.MALFORMED
         outcome = await self.service.leave(node_id, ts)
         if outcome.http_status != 200:
-            return _error(request, outcome.http_status, outcome.reason)
-        return _answer(request, 200, {"status": outcome.status})
+            return _error(request, outcome.http_status, outcome.reason), outcome.refusal
+        return _answer(request, 200, {"status": outcome.status}), None
 
     async def healthz(self, request: Request) -> Response:
         self.service.reader.generation()  # raises (-> 500) if the database is unusable
@@ -177,10 +192,9 @@ def make_handler(service: RegistryService) -> Handler:
     api = RegistryApi(service)
     router = Router()
 
-    def counted(route: str, fn: Handler) -> Handler:
+    def counted(route: str, fn: ApiHandler) -> Handler:
         async def handler(request: Request) -> Response:
-            response = await fn(request)
-            return api.metrics.answered(route, response, _reason_of(response))
+            return api.metrics.answered(route, await fn(request))
 
         return handler
 
@@ -193,14 +207,3 @@ def make_handler(service: RegistryService) -> Handler:
     router.add("GET", "/healthz", api.healthz)
     router.add("GET", "/metrics", metrics)
     return router
-
-
-def _reason_of(response: Response) -> str:
-    """The `reason` text of an error answer (msgpack or JSON), for telling forged documents from malformed ones."""
-    if response.status < 400 or not response.body:
-        return ""
-    try:
-        obj = json.loads(response.body) if response.content_type == JSON else msgpack.unpackb(response.body)
-    except (ValueError, msgpack.UnpackException):
-        return ""
-    return str(obj.get("reason", "")) if isinstance(obj, dict) else ""

@@ -27,8 +27,9 @@ from bootstrap.config import BootstrapConfig
 from bootstrap.registry import Accepted, NodeRecord, Refused, build_list, decide_leave, decide_registration
 from bootstrap.store import Store
 from node.client.files import load_or_create_key
-from node.protocol.identity import Identity, document_to_json, encode_document, short_id
+from node.protocol.identity import Identity, document_to_json, encode_document, id_text, short_id
 from node.protocol.nodelist import Registration
+from node.protocol.refusals import Refusal
 
 log = logging.getLogger("homing.bootstrap")
 
@@ -56,12 +57,14 @@ class CachedList:
 
 @attrs.frozen(kw_only=True, slots=True)
 class Outcome:
-    """What a write decided: HTTP status, the `status` or error `reason` to answer."""
+    """What a write decided: HTTP status, the `status` or error `reason` to answer, and for a refusal its
+    `refusal` (the metric's reason label; None for an answer that refuses nothing, e.g. 200 or a busy 503)."""
 
     http_status: int
     status: str = ""
     reason: str = ""
     ttl: int = 0
+    refusal: Refusal | None = None
 
 
 def load_identity(config: BootstrapConfig, *, create: bool) -> tuple[Identity, bool]:
@@ -97,6 +100,19 @@ class RegistryService:
         self.writer = Store.open(config.data_dir)
         self._write_lock = trio.Lock()
         self._cache: CachedList | None = None
+        self._audit_rowid = self._last_audit_rowid()  # admin actions before we started are not news
+        self._generation_seen = self.reader.generation()
+
+    def _last_audit_rowid(self) -> int:
+        row = self.reader.db.execute("SELECT coalesce(max(rowid), 0) FROM audit").fetchone()
+        return int(row[0])
+
+    def _log_admin_actions(self) -> None:
+        """Log what admins did from another process (`homing bootstrap nodes ...`) since we last looked."""
+        self._audit_rowid, entries = self.reader.audit_since(self._audit_rowid)
+        for e in entries:
+            if e.who != "api":
+                log.info("event=admin_action action=%s node=%s who=%s at=%d", e.action, id_text(e.node), e.who, e.at)
 
     def close(self) -> None:
         self.reader.close()
@@ -110,6 +126,9 @@ class RegistryService:
         cache = self._cache
         if cache is not None and cache.generation == generation and now < cache.valid_until:
             return cache
+        if generation != self._generation_seen:
+            self._generation_seen = generation
+            self._log_admin_actions()
         doc, valid_until = build_list(
             self.identity, self.reader.listable(now), now, lifetime_s=self.config.list_lifetime_s
         )
@@ -118,7 +137,14 @@ class RegistryService:
 
     # --- writes -------------------------------------------------------------------------------------------
 
+    def _note_admin_actions(self) -> None:
+        generation = self.reader.generation()
+        if generation != self._generation_seen:
+            self._generation_seen = generation
+            self._log_admin_actions()
+
     async def register(self, reg: Registration) -> Outcome:
+        self._note_admin_actions()
         async with self._write_lock:
             return await trio.to_thread.run_sync(_busy_as_503, self._register_sync, reg)
 
@@ -132,12 +158,14 @@ class RegistryService:
             existing = self.writer.get(reg.id)
             if existing is None and self.writer.count() >= self.config.nodes_max:
                 return Outcome(http_status=503, reason=f"registry full ({self.config.nodes_max} nodes)")
-            decision = decide_registration(reg, existing, now=now, policy=self.config.policy)
+            decision = decide_registration(
+                reg, existing, now=now, policy=self.config.policy, registry_key=self.identity.id
+            )
             if isinstance(decision, Refused):
-                return Outcome(http_status=decision.status, reason=decision.reason)
-            if self._put(decision, existing):
-                if decision.changes_list:
-                    log.info("event=node_registered node=%s status=%s", short_id(reg.id), decision.status)
+                return Outcome(http_status=decision.status, reason=decision.reason, refusal=decision.refusal)
+            audit = _audit_action(decision, existing)
+            if self._put(decision, existing, audit=audit, now=now):
+                self._log_registration(decision, existing, audit)
                 return Outcome(http_status=200, status=decision.status, ttl=decision.record.ttl)
         return Outcome(http_status=503, reason="registry busy, retry")
 
@@ -146,15 +174,27 @@ class RegistryService:
             existing = self.writer.get(node_id)
             decision = decide_leave(node_id, ts, existing, now=self.clock(), policy=self.config.policy)
             if isinstance(decision, Refused):
-                return Outcome(http_status=decision.status, reason=decision.reason)
+                return Outcome(http_status=decision.status, reason=decision.reason, refusal=decision.refusal)
             if existing is None or self._put(decision, existing):
                 log.info("event=node_left node=%s", short_id(node_id))
                 return Outcome(http_status=200, status=decision.status)
         return Outcome(http_status=503, reason="registry busy, retry")
 
-    def _put(self, decision: Accepted, existing: NodeRecord | None) -> bool:
+    def _put(self, decision: Accepted, existing: NodeRecord | None, *, audit: str = "", now: float = 0.0) -> bool:
         expect = None if existing is None else existing.last_ts
-        return self.writer.put(decision.record, bump=decision.changes_list, expect_last_ts=expect)
+        return self.writer.put(decision.record, bump=decision.changes_list, expect_last_ts=expect, audit=audit, now=now)
+
+    @staticmethod
+    def _log_registration(decision: Accepted, existing: NodeRecord | None, audit: str) -> None:
+        node = short_id(decision.record.id)
+        rec = decision.record
+        if audit == "pending":
+            log.info("event=node_pending node=%s ws=%s hint=%r", node, rec.ws,
+                     "see `homing bootstrap nodes list`, then `homing bootstrap nodes approve ID`")  # fmt: skip
+        elif decision.status == "pending":
+            log.debug("event=node_pending_heartbeat node=%s", node)
+        elif decision.changes_list:
+            log.info("event=node_registered node=%s status=%s ws=%s", node, decision.status, rec.ws)
 
     async def prune(self) -> int:
         async with self._write_lock:
@@ -163,8 +203,18 @@ class RegistryService:
                     self.clock(),
                     floor_keep_s=self.config.policy.ts_past_max_s + self.config.policy.ts_future_max_s,
                     pending_keep_s=self.config.pending_keep_s,
+                    expired_keep_s=self.config.expired_keep_s,
                 )
             )
+
+
+def _audit_action(decision: Accepted, existing: NodeRecord | None) -> str:
+    """What the service itself writes to the audit trail for an accepted registration ("" for a heartbeat)."""
+    if decision.status == "pending" and (existing is None or (existing.seen is None and existing.last_ts == 0)):
+        return "pending"
+    if decision.status == "approved" and (existing is None or not existing.approved):
+        return "auto_approved"
+    return ""
 
 
 def _busy_as_503(fn: Callable[..., Outcome], *args: Any) -> Outcome:

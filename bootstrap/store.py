@@ -10,6 +10,9 @@
   (and by every admin action), so the running service sees an admin's change on its very next request by
   reading one integer.
 - The admin CLI opens the same file from another process; `busy_timeout` makes writers queue, not fail.
+- `audit` keeps who did what to which node, and when: every admin action (`who` = the OS user that ran
+  `homing bootstrap nodes ...`) and what the service decided on its own (`who` = "api": a new node pending or
+  auto-approved), in the same transaction as the change. `homing bootstrap nodes audit` prints it.
 
 This module does I/O (it is a driver, not a core); the rules live in `registry.py`.
 """
@@ -21,6 +24,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+import attrs
 
 from bootstrap.registry import NodeRecord
 from node.protocol.errors import ConfigError
@@ -46,8 +51,28 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
     INSERT INTO meta (key, value) VALUES ('generation', 0);
     """,
+    # 1 -> 2: the audit trail.
+    """
+    CREATE TABLE audit (
+        at INTEGER NOT NULL,
+        who TEXT NOT NULL,
+        action TEXT NOT NULL,
+        node BLOB NOT NULL
+    );
+    CREATE INDEX audit_at ON audit (at);
+    """,
 )
+AUDIT_KEEP_ROWS = 100_000  # the oldest audit rows beyond this are pruned
 SCHEMA_VERSION = len(MIGRATIONS)
+
+
+@attrs.frozen(kw_only=True, slots=True)
+class AuditEntry:
+    at: int  # unix seconds
+    who: str  # the OS user of an admin command, or "api" for the service itself
+    action: str  # approve, ban, remove, pending, auto_approved
+    node: bytes
+
 
 _COLUMNS = "id, ws, swim, peer, ttl, last_ts, seen, approved, banned, first_seen"
 
@@ -89,6 +114,10 @@ class Store:
             self._migrate()
         except sqlite3.DatabaseError as exc:
             self.db.close()
+            if getattr(exc, "sqlite_errorname", "").startswith(("SQLITE_READONLY", "SQLITE_CANTOPEN", "SQLITE_PERM")):
+                raise ConfigError(
+                    str(path), f"permission denied ({exc}); run as the registry's user (e.g. sudo -u homing ...)"
+                ) from None
             raise ConfigError("--data-dir", f"{path}: not a usable registry database ({exc})") from exc
 
     @classmethod
@@ -146,13 +175,32 @@ class Store:
         ).fetchall()
         return [_row_to_record(r) for r in rows]
 
+    def audit(self, *, limit: int = 1000) -> list[AuditEntry]:
+        """The newest `limit` audit rows, oldest first."""
+        rows = self.db.execute(
+            "SELECT at, who, action, node FROM (SELECT rowid, * FROM audit ORDER BY rowid DESC LIMIT ?) ORDER BY rowid",
+            (limit,),
+        ).fetchall()
+        return [AuditEntry(at=int(a), who=str(w), action=str(x), node=bytes(n)) for a, w, x, n in rows]
+
+    def audit_since(self, rowid: int) -> tuple[int, list[AuditEntry]]:
+        """Audit rows after `rowid` (at most 1000) and the last rowid read."""
+        rows = self.db.execute(
+            "SELECT rowid, at, who, action, node FROM audit WHERE rowid > ? ORDER BY rowid LIMIT 1000", (rowid,)
+        ).fetchall()
+        last = int(rows[-1][0]) if rows else rowid
+        return last, [AuditEntry(at=int(a), who=str(w), action=str(x), node=bytes(n)) for _, a, w, x, n in rows]
+
     def count(self) -> int:
         return int(self.db.execute("SELECT count(*) FROM nodes").fetchone()[0])
 
     # --- writes -----------------------------------------------------------------------------------------
 
-    def put(self, record: NodeRecord, *, bump: bool, expect_last_ts: int | None) -> bool:
-        """Write `record` if the stored replay floor is still `expect_last_ts` (None: no row yet).
+    def put(
+        self, record: NodeRecord, *, bump: bool, expect_last_ts: int | None, audit: str = "", now: float = 0.0
+    ) -> bool:
+        """Write `record` if the stored replay floor is still `expect_last_ts` (None: no row yet); with `audit`,
+        add an audit row (who "api") for it in the same transaction.
 
         Returns False when another writer got there first (the caller decides again on fresh state).
         """
@@ -178,11 +226,14 @@ class Store:
             )
             if bump:
                 db.execute("UPDATE meta SET value = value + 1 WHERE key = 'generation'")
+            if audit:
+                _audit(db, now, "api", audit, record.id)
         return True
 
-    def set_approved(self, node_id: bytes, now: float) -> None:
+    def set_approved(self, node_id: bytes, now: float, *, who: str) -> None:
         """Approve a node (and lift a ban on it). An id not seen yet is pre-approved."""
         with self._tx() as db:
+            _audit(db, now, who, "approve", node_id)
             db.execute(
                 "INSERT INTO nodes (id, approved, first_seen) VALUES (?, 1, ?)"
                 " ON CONFLICT (id) DO UPDATE SET approved = 1, banned = 0",
@@ -190,16 +241,17 @@ class Store:
             )
             db.execute("UPDATE meta SET value = value + 1 WHERE key = 'generation'")
 
-    def set_banned(self, node_id: bytes, now: float) -> None:
+    def set_banned(self, node_id: bytes, now: float, *, who: str) -> None:
         """Ban a node: unlisted at once, its registrations refused with 403. An id not seen yet is pre-banned."""
         with self._tx() as db:
+            _audit(db, now, who, "ban", node_id)
             db.execute(
                 "INSERT INTO nodes (id, banned, first_seen) VALUES (?, 1, ?) ON CONFLICT (id) DO UPDATE SET banned = 1",
                 (node_id, int(now)),
             )
             db.execute("UPDATE meta SET value = value + 1 WHERE key = 'generation'")
 
-    def remove(self, node_id: bytes) -> bool:
+    def remove(self, node_id: bytes, now: float, *, who: str) -> bool:
         """Forget a node's registration, approval and ban; keep its replay floor. Returns False if unknown."""
         with self._tx() as db:
             cur = db.execute(
@@ -207,12 +259,16 @@ class Store:
                 " AND (seen IS NOT NULL OR approved = 1 OR banned = 1)",
                 (node_id,),
             )
+            if cur.rowcount > 0:
+                _audit(db, now, who, "remove", node_id)
             db.execute("UPDATE meta SET value = value + 1 WHERE key = 'generation'")
             return cur.rowcount > 0
 
-    def prune(self, now: float, *, floor_keep_s: int, pending_keep_s: int) -> int:
+    def prune(self, now: float, *, floor_keep_s: int, pending_keep_s: int, expired_keep_s: int) -> int:
         """Delete rows that no longer matter: removed nodes whose replay floor is older than any `ts` we would
-        accept, and pending nodes not seen for `pending_keep_s`. Returns the number of rows deleted."""
+        accept, pending nodes not seen for `pending_keep_s`, and approved nodes whose lease ended (or that left)
+        more than `expired_keep_s` ago (their `ts` floor is long past the replay window; they need approving
+        again). Banned rows are kept. Also trims the audit trail to `AUDIT_KEEP_ROWS`. Returns rows deleted."""
         with self._tx() as db:
             a = db.execute(
                 "DELETE FROM nodes WHERE seen IS NULL AND approved = 0 AND banned = 0 AND last_ts < ?",
@@ -222,4 +278,14 @@ class Store:
                 "DELETE FROM nodes WHERE approved = 0 AND banned = 0 AND seen IS NOT NULL AND seen < ?",
                 (int(now) - pending_keep_s,),
             ).rowcount
-        return int(a) + int(b)
+            c = db.execute(
+                "DELETE FROM nodes WHERE approved = 1 AND banned = 0"
+                " AND max(coalesce(seen + ttl, 0), last_ts, first_seen) < ?",
+                (int(now) - expired_keep_s,),
+            ).rowcount
+            db.execute("DELETE FROM audit WHERE rowid <= (SELECT max(rowid) FROM audit) - ?", (AUDIT_KEEP_ROWS,))
+        return int(a) + int(b) + int(c)
+
+
+def _audit(db: sqlite3.Connection, now: float, who: str, action: str, node_id: bytes) -> None:
+    db.execute("INSERT INTO audit (at, who, action, node) VALUES (?, ?, ?, ?)", (int(now), who[:64], action, node_id))

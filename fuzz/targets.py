@@ -20,7 +20,6 @@ from typing import Any
 
 import attrs
 import httpx2
-import nacl.secret
 
 from bootstrap.registry import Policy, decide_leave, decide_registration
 from bootstrap.server import _parse_doc
@@ -29,7 +28,14 @@ from node.app.registry import _result
 from node.client.discovery.cache import load_cache, merge_cache
 from node.client.discovery.model import parse_entry
 from node.net.httpserver import Request
-from node.protocol.crypto import DatagramSealer, LinkHandshake, LinkSession
+from node.protocol.crypto import (
+    LINK_FRAME_HEADER_BYTES,
+    LINK_MAGIC,
+    DatagramSealer,
+    LinkHandshake,
+    LinkSession,
+    RekeyPolicy,
+)
 from node.protocol.errors import ConfigError, RemoteProtocolError
 from node.protocol.identity import (
     NODE_CARD,
@@ -59,6 +65,7 @@ from node.protocol.nodelist import (
     open_registration,
     parse_card,
 )
+from node.protocol.noise import CipherState
 from node.protocol.swim.messages import Ack, Gossip, MemberInfo, MemberState, Nack, Ping, PingReq, PushPullState, Update
 from node.protocol.txt import build_payload, decode_txt, digest, encode_txt
 from node.protocol.wire import Limits, packb, require_map, unpack_all
@@ -170,14 +177,21 @@ def _sealed_seeds() -> list[bytes]:
     return [sealer.seal(NODE_B.id, d) for d in _swim_seeds()]
 
 
+def _link_session() -> LinkSession:
+    return LinkSession(CipherState(LINK_KEY), CipherState(LINK_KEY), rekey=RekeyPolicy(), now=0.0)
+
+
 def _peer_link(data: bytes) -> object:
     mode, rest = _mode(data, 3)
     if mode == 0:  # what a link's reader does with one sealed frame: a batch of relay frames
-        session = LinkSession(nacl.secret.SecretBox(LINK_KEY), nacl.secret.SecretBox(LINK_KEY))
-        batch = unpack_all(session.open(rest), max_bytes=Limits.PEER_FRAME_MAX)
+        session = _link_session()
+        head, body = rest[:LINK_FRAME_HEADER_BYTES], rest[LINK_FRAME_HEADER_BYTES:]
+        if len(head) < LINK_FRAME_HEADER_BYTES or len(body) != LinkSession.frame_length(head, Limits.PEER_FRAME_MAX):
+            raise RemoteProtocolError("truncated frame")
+        batch = unpack_all(session.open(head, body), max_bytes=Limits.PEER_FRAME_MAX)
         return [peer_from_map(require_map(m, "peer frame")) for m in batch]
     if mode == 1:
-        return LinkHandshake(identity=NODE_B, random32=bytes(32)).finish(rest, initiator=False)
+        return LinkHandshake(NODE_B, random_bytes=lambda n: bytes(n)).read_hello(rest)
     return decode_peer(rest)
 
 
@@ -195,11 +209,11 @@ def _peer_messages() -> list[Any]:
 
 
 def _peer_seeds() -> list[bytes]:
-    box = nacl.secret.SecretBox(LINK_KEY)
     frames = [encode_peer(m) for m in _peer_messages()]
     batches = [*frames, b"".join(frames)]  # one frame alone, and all of them sealed as one batch
-    sealed = [b"\x00" + bytes(box.encrypt(b, (1).to_bytes(24, "big")).ciphertext) for b in batches]
-    hello = b"\x01" + LinkHandshake(identity=NODE_A, random32=bytes(range(32))).hello()
+    sealed = [b"\x00" + _link_session().seal(b, 0.0) for b in batches]
+    start = LinkHandshake(NODE_A, random_bytes=lambda n: bytes(range(n)), expected_id=NODE_B.id).start()
+    hello = b"\x01" + start[len(LINK_MAGIC) + 2 :]
     return [*sealed, hello, *(b"\x02" + f for f in frames)]
 
 
@@ -270,7 +284,8 @@ def _documents(data: bytes) -> object:
 
 
 def _document_seeds() -> list[bytes]:
-    docs = [_list_doc(), build_registration(NODE_A, ws="ws://a/v1/client", swim="a:1", peer="a:2", ts=NOW, ttl=60)]
+    docs = [_list_doc(), build_registration(NODE_A, ws="ws://a/v1/client", swim="a:1", peer="a:2",
+                                           ts=NOW, ttl=60, reg=NODE_A.id)]  # fmt: skip
     return [b"\x00" + encode_document(d) for d in docs] + [b"\x01" + json.dumps(document_to_json(d)).encode()
                                                            for d in docs]  # fmt: skip
 
@@ -282,7 +297,8 @@ def _list_doc() -> dict[str, bytes]:
 
 
 def _card_doc() -> dict[str, bytes]:
-    return sign_document(NODE_A, NODE_CARD, {"id": NODE_A.id, "ws": "wss://a.example/v1/client", "ts": NOW})
+    return sign_document(NODE_A, NODE_CARD, {"id": NODE_A.id, "ws": "wss://a.example/v1/client", "ts": NOW,
+                                                "exp": NOW + 3600})  # fmt: skip
 
 
 def _signed_doc(mode: int, rest: bytes, signer: Identity, purpose: str) -> dict[str, Any]:
@@ -299,13 +315,14 @@ def _node_docs(data: bytes) -> object:
         return open_node_list(_signed_doc(signed, rest, REGISTRY, NODE_LIST), {REGISTRY.id}, now=NOW)
     if kind == 1:
         reg = open_registration(_signed_doc(signed, rest, NODE_A, NODE_REGISTER))
-        return decide_registration(reg, None, now=NOW, policy=Policy())
+        return decide_registration(reg, None, now=NOW, policy=Policy(), registry_key=NODE_A.id)
     node_id, ts = open_leave(_signed_doc(signed, rest, NODE_A, NODE_LEAVE))
     return node_id, ts
 
 
 def _node_doc_seeds() -> list[bytes]:
-    reg = build_registration(NODE_A, ws="wss://a.example/v1/client", swim="a:7401", peer="a:7402", ts=NOW, ttl=180)
+    reg = build_registration(NODE_A, ws="wss://a.example/v1/client", swim="a:7401", peer="a:7402", ts=NOW, ttl=180,
+                         reg=NODE_A.id)  # fmt: skip
     docs = [_list_doc(), reg, build_leave(NODE_A, ts=NOW)]
     out = []
     for kind, doc in enumerate(docs):
@@ -317,9 +334,9 @@ def _node_doc_seeds() -> list[bytes]:
 def _card(data: bytes) -> object:
     mode, rest = _mode(data, 2)
     if mode == RAW:
-        return parse_card(_text(rest))
+        return parse_card(_text(rest), now=NOW)
     doc = _signed_doc(SIGNED, rest, NODE_A, NODE_CARD)
-    return parse_card(CARD_PREFIX + b64u_encode(encode_document(doc)))
+    return parse_card(CARD_PREFIX + b64u_encode(encode_document(doc)), now=NOW)
 
 
 def _card_seeds() -> list[bytes]:
@@ -367,7 +384,7 @@ def _entry(data: bytes) -> object:
     mode, rest = _mode(data, 4)
     text = _text(rest)
     if mode == 0:
-        return parse_entry(text)
+        return parse_entry(text, now=NOW)
     if mode == 1:
         return parse_hostport(text)
     if mode == 2:
@@ -411,11 +428,12 @@ def _registry_request(data: bytes) -> object:
         node_id, ts = open_leave(doc)
         return decide_leave(node_id, ts, None, now=NOW, policy=Policy())
     reg = open_registration(doc)
-    return decide_registration(reg, None, now=NOW, policy=Policy())
+    return decide_registration(reg, None, now=NOW, policy=Policy(), registry_key=NODE_A.id)
 
 
 def _registry_seeds() -> list[bytes]:
-    reg = build_registration(NODE_A, ws="wss://a.example/v1/client", swim="a:7401", peer="a:7402", ts=NOW, ttl=180)
+    reg = build_registration(NODE_A, ws="wss://a.example/v1/client", swim="a:7401", peer="a:7402", ts=NOW, ttl=180,
+                         reg=NODE_A.id)  # fmt: skip
     leave = build_leave(NODE_A, ts=NOW)
     return [
         b"\x00" + encode_document(reg), b"\x01" + json.dumps(document_to_json(reg)).encode(),
@@ -429,7 +447,7 @@ def _registry_answer(data: bytes) -> object:
     retry, _, body = data[1:].partition(b"\n")
     retry = bytes(b for b in retry[:64] if 0x20 <= b < 0x7F or b >= 0x80)  # what an HTTP header line may carry
     headers = [(b"retry-after", retry), (b"content-type", b"application/msgpack")]
-    return _result("https://registry.example", httpx2.Response(status, headers=headers, content=body))
+    return _result("https://registry.example", httpx2.Response(status, headers=headers, content=body), body)
 
 
 def _registry_answer_seeds() -> list[bytes]:

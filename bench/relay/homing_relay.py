@@ -21,7 +21,7 @@ class BenchRelay:
     def __init__(self) -> None:
         self.homes: dict[bytes, dict[int, ClientSession]] = {}
 
-    def client_online(self, session: ClientSession) -> None:
+    def client_online(self, session: ClientSession, address_key: str) -> None:
         self.homes.setdefault(session.client_id, {})[session.conn_id] = session
 
     def client_offline(self, session: ClientSession) -> None:
@@ -42,7 +42,7 @@ class BenchRelay:
 async def main(port: int) -> None:
     config = ClientsSection(
         connections_max=50_000, connections_per_ip_max=50_000, rate_per_s=1e9, burst=10**9,
-        ice_rate_per_s=1e9, ice_burst=10**9,
+        ice_rate_per_s=1e9, ice_burst=10**9, handshakes_per_address_per_s=1e9, handshakes_per_address_burst=10**9,
     )
     server = ClientServer(identity=Identity.generate(), config=config, relay=BenchRelay())
     async with trio.open_nursery() as nursery:

@@ -54,6 +54,8 @@ ice_rate_per_s = 1000000.0
 ice_burst = 1000000
 connections_max = 20000
 connections_per_ip_max = 20000
+handshakes_per_address_per_s = 1000000.0
+handshakes_per_address_burst = 1000000
 """
 
 

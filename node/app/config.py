@@ -21,7 +21,10 @@ from node.protocol.settings import (
     ClientsSection,
     FederationSection,
     NodeSection,
+    PeersSection,
+    PushSection,
     RelaySection,
+    TurnSection,
     format_hostport,
     parse_hostport,
 )
@@ -41,17 +44,23 @@ class NodeConfig:
     swim: SwimConfig = LAN
     relay: RelaySection = attrs.field(factory=RelaySection)
     clients: ClientsSection = attrs.field(factory=ClientsSection)
+    push: PushSection = attrs.field(factory=PushSection)
+    turn: TurnSection = attrs.field(factory=TurnSection)
+    peers: PeersSection = attrs.field(factory=PeersSection)
 
     @property
     def data_path(self) -> Path:
         return Path(self.node.data_dir) if self.node.data_dir else default_data_dir()
 
-    @property
-    def advertised_url(self) -> str:
+    def advertised_url(self, ws_port: int | None = None) -> str:
+        """The client URL this node advertises (registry, cards, goaway): `[node] public_url`, else
+        ws://HOST:PORT/v1/client from `advertise_host` (or the `ws` host) and `ws_port` (or the configured port:
+        pass the bound port when `ws` used port 0)."""
         if self.node.public_url:
             return self.node.public_url
         host, port = parse_hostport(self.node.ws)
-        return f"ws://{format_hostport(host, port)}/v1/client"
+        host = self.node.advertise_host or host
+        return f"ws://{format_hostport(host, port if ws_port is None else ws_port)}/v1/client"
 
 
 SECTIONS: dict[str, type[Any]] = {
@@ -60,6 +69,9 @@ SECTIONS: dict[str, type[Any]] = {
     "swim": SwimConfig,
     "relay": RelaySection,
     "clients": ClientsSection,
+    "push": PushSection,
+    "turn": TurnSection,
+    "peers": PeersSection,
 }
 PRESETS: dict[str, dict[str, Any]] = {"lan": {"swim": LAN}, "local": {"swim": LOCAL}}
 

@@ -25,6 +25,8 @@ _SECTION_INTRO = {
     "swim": "Failure detection and gossip timing (SWIM with Lifeguard). Defaults follow memberlist's LAN profile.",
     "relay": "Mailboxes for offline clients, rendezvous replicas and peer-link timeouts.",
     "clients": "Limits on client WebSocket connections: handshake, rates, queues, idle time, abuse.",
+    "turn": "ICE servers for clients: STUN/TURN URLs and the secret shared with coturn for TURN credentials.",
+    "peers": "The node-to-node peer port: pre-authentication limits, timeouts, redial backoff and link rekeying.",
 }
 
 # docs/operations.md: flags of `homing node run` and the setting each one overrides.
@@ -41,6 +43,7 @@ _FLAGS = (
     ("--allow ID (repeatable)", "federation.allow"),
     ("--open", "federation.open"),
     ("--public-url URL", "node.public_url"),
+    ("--advertise-host HOST", "node.advertise_host"),
     ("--log-json", "node.log_json"),
     ("--log-level LEVEL", "node.log_level"),
     ("--preset lan|local", "the [swim] timing defaults: `lan` (memberlist LAN) or `local` (fast, for loopback tests)"),

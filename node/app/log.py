@@ -200,11 +200,28 @@ def parse_kv_message(text: str) -> tuple[str, dict[str, object]] | None:
             return None
         key, raw = m.group(1), m.group(2)
         if raw.startswith('"'):
-            raw = re.sub(r"\\(.)", lambda e: _UNESCAPES.get(e.group(1), e.group(1)), raw[1:-1])
-        fields[key] = raw
+            fields[key] = re.sub(r"\\(.)", lambda e: _UNESCAPES.get(e.group(1), e.group(1)), raw[1:-1])
+        else:
+            fields[key] = _typed(raw)
         pos = m.end()
     event = fields.pop("event", None)
     return (str(event), fields) if event else None
+
+
+_INT_RE = re.compile(r"-?(?:0|[1-9][0-9]{0,17})")
+_FLOAT_RE = re.compile(r"-?(?:0|[1-9][0-9]{0,17})\.[0-9]{1,17}")
+
+
+def _typed(raw: str) -> object:
+    """An unquoted value as JSON would have it: integers, decimals and booleans typed, everything else text, so a
+    port is 7400 in every JSON line whether it was logged with the structured logger or in "k=v" form."""
+    if _INT_RE.fullmatch(raw):
+        return int(raw)
+    if _FLOAT_RE.fullmatch(raw):
+        return float(raw)
+    if raw in ("true", "false"):
+        return raw == "true"
+    return raw
 
 
 def _kv_value(value: object) -> str:

@@ -18,6 +18,8 @@ Public API:
     m.swim_probe("ack")                               # homing_swim_probes_total{result}
     m.packet_refused(Layer.SWIM, Refusal.FORGED)      # homing_packets_refused_total{layer,reason}
     m.peer_links.set(n)                               # homing_peer_links
+    m.push_result("sent" | reason)                    # homing_pushes_sent_total / homing_pushes_failed_total{reason}
+    m.push_subscriptions.set(n)                       # homing_push_subscriptions
 
 Label values come from fixed tables below; a value outside its table is counted under `other`, so a peer that
 sends made-up message kinds cannot grow the number of time series (cardinality is bounded by construction).
@@ -30,6 +32,8 @@ What to count where (so dashboards and the alert rules in deploy/prometheus/ mea
   answered), `failed` (no ack: the member becomes suspect).
 - `packet_refused(layer, reason)`: every input dropped at a trust boundary; layer in swim, peer, client, registry.
 - `mailbox_envelopes`: envelopes currently held in this node's mailboxes (replicas included).
+- `push_result`: once per push the relay decided to send (on the one owner that sends it): `sent`, or why it was
+  not (docs/operations.md, "Push wake-up"); `push_subscriptions`: subscriptions held as a rendezvous owner.
 """
 
 from __future__ import annotations
@@ -41,7 +45,23 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
 from node import __version__
+from node.app.buildinfo import git_commit
 from node.protocol.refusals import Layer, Refusal
+
+# push wake-up (node/net/push.py FAIL_REASONS; kept here as data so metrics import nothing from the drivers)
+PUSH_FAIL_REASONS = (
+    "refused_scheme",
+    "refused_host",
+    "refused_address",
+    "unresolvable",
+    "redirect",
+    "gone",
+    "rejected",
+    "server_error",
+    "network",
+    "queue_full",
+    "rate_limited",
+)
 
 MEMBER_STATES = ("alive", "suspect", "dead", "left")
 ENVELOPE_KINDS = ("call_offer", "call_answer", "call_reject", "call_hangup", "call_ice")
@@ -65,6 +85,9 @@ METRIC_NAMES = (
     "homing_packets_refused_total",
     "homing_peer_links",
     "homing_build_info",
+    "homing_pushes_sent_total",
+    "homing_pushes_failed_total",
+    "homing_push_subscriptions",
 )
 
 
@@ -108,9 +131,19 @@ class NodeMetrics:
         )
         self.peer_links = Gauge("homing_peer_links", "Open node-to-node peer links.", registry=r)
         self.build_info = Gauge(
-            "homing_build_info", "Always 1; labels name the running build.", ["version", "python"], registry=r
+            "homing_build_info",
+            "Always 1; labels name the running build (commit: the git commit when run from a checkout).",
+            ["version", "commit", "python"],
+            registry=r,
         )
-        self.build_info.labels(version=version, python=platform.python_version()).set(1)
+        self.build_info.labels(version=version, commit=git_commit(), python=platform.python_version()).set(1)
+        self.pushes_sent = Counter("homing_pushes_sent", "Wake-up pushes accepted by a push service.", registry=r)
+        self.pushes_failed = Counter(
+            "homing_pushes_failed", "Wake-up pushes not sent or refused, by reason.", ["reason"], registry=r
+        )
+        self.push_subscriptions = Gauge(
+            "homing_push_subscriptions", "Push subscriptions held as a rendezvous owner.", registry=r
+        )
         self._preset_labels()
 
     def _preset_labels(self) -> None:
@@ -123,6 +156,8 @@ class NodeMetrics:
                 self.envelopes.labels(kind=kind, outcome=outcome)
         for result in PROBE_RESULTS:
             self.swim_probes.labels(result=result)
+        for reason in PUSH_FAIL_REASONS:
+            self.pushes_failed.labels(reason=reason)
         for layer in REFUSED_LAYERS:
             for reason in REFUSED_REASONS:
                 self.packets_refused.labels(layer=layer, reason=reason)
@@ -144,6 +179,12 @@ class NodeMetrics:
 
     def packet_refused(self, layer: Layer, reason: Refusal) -> None:
         self.packets_refused.labels(layer=layer.value, reason=reason.value).inc()
+
+    def push_result(self, outcome: str) -> None:
+        if outcome == "sent":
+            self.pushes_sent.inc()
+        else:
+            self.pushes_failed.labels(reason=_label(outcome, PUSH_FAIL_REASONS)).inc()
 
     def render(self) -> bytes:
         """This node's metrics in the Prometheus text format (for `GET /metrics`)."""

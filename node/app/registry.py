@@ -9,6 +9,14 @@
 - `ts` is strictly increasing per node: max(now, last + 1). A 409 (the registry saw a `ts` as new, e.g. after
   a restart within the same second) is answered at once with `ts + 1`, a few times at most.
 - `deregister` sends signed `node-leave` documents to every registry concurrently, bounded by `timeout_s`.
+- A registration names the registry it is for (`reg`, its key). The node learns the key from the registry's own
+  `GET /v1/nodes` (the signed list's `key`, verified) before its first registration; with `--trust` keys the
+  learnt key must be one of them (else it does not register there, and logs why: a registry we do not trust
+  would have us register with it for nothing).
+- Every answer is streamed and read with a size cap (`ANSWER_BYTES_MAX` for a POST/DELETE answer, the readers'
+  list cap for GET /v1/nodes) and a time cap for the whole exchange (`timeout_s`): an endless or trickling
+  answer costs at most the cap, then the attempt fails with a reason (`answer exceeds N bytes`, `timed out`).
+- When a registry's answer moves from `pending` to `approved` (an admin approved us), it is logged.
 HTTP client: httpx2 (dnspython's DoH dependency, so no extra package), on trio through anyio.
 """
 
@@ -26,13 +34,15 @@ import httpx2
 import msgpack
 import trio
 
-from node.protocol.identity import Identity, encode_document, id_text
-from node.protocol.nodelist import build_leave, build_registration
+from node.protocol.errors import RemoteProtocolError
+from node.protocol.identity import SIGNED_DOC_MAX_BYTES, Identity, decode_document, encode_document, id_text
+from node.protocol.nodelist import build_leave, build_registration, open_node_list
 
 log = logging.getLogger("homing.registry_client")
 
 MSGPACK = "application/msgpack"
-RESPONSE_MAX_BYTES = 64 * 1024
+ANSWER_BYTES_MAX = 64 * 1024  # a POST/DELETE answer is a small map
+LIST_ANSWER_BYTES_MAX = SIGNED_DOC_MAX_BYTES + 1024  # what discovery accepts for GET /v1/nodes
 BACKOFF_MIN_S = 1.0
 CONFLICT_RETRIES = 3
 RETRY_AFTER_MAX_S = 3600  # a registry's Retry-After beyond this is capped: never sleep forever on its word
@@ -68,8 +78,36 @@ class TsClock:
         return self.last
 
 
-def _decode_answer(resp: httpx2.Response) -> dict[str, Any]:
-    data = resp.content[:RESPONSE_MAX_BYTES]
+class AnswerTooLarge(Exception):
+    """An answer went past its byte cap (reading stopped there)."""
+
+
+async def _read_capped(resp: httpx2.Response, limit: int) -> bytes:
+    """The body of a streamed answer, at most `limit` bytes; AnswerTooLarge as soon as it goes past."""
+    declared = resp.headers.get("content-length", "")
+    if declared.isascii() and declared.isdigit() and int(declared) > limit:
+        raise AnswerTooLarge(f"answer of {declared[:20]} bytes exceeds {limit}")
+    chunks, size = [], 0
+    async for chunk in resp.aiter_raw():
+        size += len(chunk)
+        if size > limit:
+            raise AnswerTooLarge(f"answer exceeds {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def _request(
+    client: httpx2.AsyncClient, method: str, url: str, limit: int, timeout_s: float, **kw: Any
+) -> tuple[httpx2.Response, bytes]:
+    """One request, its answer streamed with a size cap and the whole exchange with a time cap.
+
+    Raises httpx2.HTTPError, OSError, ssl.SSLError, AnswerTooLarge or trio.TooSlowError."""
+    with trio.fail_after(timeout_s):
+        async with client.stream(method, url, **kw) as resp:
+            return resp, await _read_capped(resp, limit)
+
+
+def _decode_answer(resp: httpx2.Response, data: bytes) -> dict[str, Any]:
     try:
         obj = msgpack.unpackb(data, raw=False) if resp.headers.get("content-type", "").startswith(MSGPACK) else {}
     except Exception:
@@ -77,8 +115,8 @@ def _decode_answer(resp: httpx2.Response) -> dict[str, Any]:
     return obj if isinstance(obj, dict) else {}
 
 
-def _result(url: str, resp: httpx2.Response) -> Result:
-    answer = _decode_answer(resp)
+def _result(url: str, resp: httpx2.Response, data: bytes = b"") -> Result:
+    answer = _decode_answer(resp, data)
     retry_after = resp.headers.get("retry-after", "")
     return Result(
         url=url,
@@ -96,6 +134,15 @@ def _retry_after_s(text: str) -> float:
     return float(min(int(text[:12]), RETRY_AFTER_MAX_S))
 
 
+def _failure(base: str, exc: BaseException) -> Result:
+    if isinstance(exc, trio.TooSlowError):
+        return Result(url=base, http_status=0, reason="timed out: the answer did not complete in time")
+    return Result(url=base, http_status=0, reason=f"{type(exc).__name__}: {exc}"[:300])
+
+
+_NETWORK_ERRORS = (httpx2.HTTPError, OSError, ssl.SSLError, AnswerTooLarge, trio.TooSlowError)
+
+
 async def _send(
     client: httpx2.AsyncClient,
     method: str,
@@ -103,20 +150,46 @@ async def _send(
     path: str,
     make_doc: Callable[[int], dict[str, bytes]],
     ts: TsClock,
+    timeout_s: float,
 ) -> Result:
     """Send a signed document built for a fresh `ts`; on 409 retry at once with a newer `ts`."""
     url = base.rstrip("/") + path
     result = Result(url=base, http_status=0)
+    headers = {"Content-Type": MSGPACK, "Accept": MSGPACK}
     for _ in range(CONFLICT_RETRIES):
         body = encode_document(make_doc(ts.next()))
         try:
-            resp = await client.request(method, url, content=body, headers={"Content-Type": MSGPACK, "Accept": MSGPACK})
-        except (httpx2.HTTPError, OSError, ssl.SSLError) as exc:
-            return Result(url=base, http_status=0, reason=f"{type(exc).__name__}: {exc}"[:300])
-        result = _result(base, resp)
+            resp, data = await _request(client, method, url, ANSWER_BYTES_MAX, timeout_s, content=body, headers=headers)
+        except _NETWORK_ERRORS as exc:
+            return _failure(base, exc)
+        result = _result(base, resp, data)
         if result.http_status != 409:
             return result
     return result
+
+
+async def learn_registry_key(
+    client: httpx2.AsyncClient, base: str, trust: frozenset[bytes], *, now: float, timeout_s: float
+) -> bytes | Result:
+    """The key `base` signs its list with (GET /v1/nodes, verified), or a failed Result saying why not.
+
+    With `trust` keys the registry's key must be one of them."""
+    url = base.rstrip("/") + "/v1/nodes"
+    try:
+        resp, data = await _request(client, "GET", url, LIST_ANSWER_BYTES_MAX, timeout_s, headers={"Accept": MSGPACK})
+    except _NETWORK_ERRORS as exc:
+        return _failure(base, exc)
+    if resp.status_code != 200:
+        return Result(url=base, http_status=resp.status_code, reason=f"GET /v1/nodes answered {resp.status_code}")
+    try:
+        doc = decode_document(data)
+        key = doc.get("key")
+        if not isinstance(key, bytes):
+            raise RemoteProtocolError("the list has no signing key")
+        open_node_list(doc, trust or frozenset([key]), now=now)
+    except RemoteProtocolError as exc:
+        return Result(url=base, http_status=0, reason=f"registry key not learnt: {exc}"[:300])
+    return key
 
 
 def make_client(*, verify: ssl.SSLContext | str | None = None, timeout_s: float = 10.0) -> httpx2.AsyncClient:
@@ -141,28 +214,47 @@ async def register_forever(
     wall_clock: Callable[[], float] = time.time,
     on_result: Callable[[Result], None] | None = None,
     ts_clock: TsClock | None = None,
+    trust: frozenset[bytes] = frozenset(),
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Register with every registry in `urls` and keep the registrations alive until cancelled."""
+    """Register with every registry in `urls` and keep the registrations alive until cancelled.
+
+    `trust`: registry keys (--trust); a registry whose list is signed by another key is not registered with."""
     if not 0 < heartbeat_s < ttl_s:
         raise ValueError(f"heartbeat_s ({heartbeat_s}) must be above 0 and below ttl_s ({ttl_s})")
     rng = rng or random.Random()
     ts = ts_clock or TsClock(wall_clock)
 
-    def make_doc(t: int) -> dict[str, bytes]:
-        return build_registration(identity, ws=ws, swim=swim, peer=peer, ts=t, ttl=int(ttl_s))
+    def doc_maker(reg: bytes) -> Callable[[int], dict[str, bytes]]:
+        def make_doc(t: int) -> dict[str, bytes]:
+            return build_registration(identity, ws=ws, swim=swim, peer=peer, ts=t, ttl=int(ttl_s), reg=reg)
 
-    client = make_client(verify=verify, timeout_s=min(timeout_s, heartbeat_s))
+        return make_doc
+
+    budget_s = min(timeout_s, heartbeat_s)
+    client = make_client(verify=verify, timeout_s=budget_s)
     async with client, trio.open_nursery() as nursery:
         for url in dict.fromkeys(urls):
-            nursery.start_soon(_keep_registered, client, url, make_doc, ts, heartbeat_s, rng, on_result)
+            nursery.start_soon(
+                _keep_registered,
+                _Target(client=client, base=url, trust=trust, timeout_s=budget_s, wall_clock=wall_clock),
+                doc_maker, ts, heartbeat_s, rng, on_result,
+            )  # fmt: skip
         task_status.started()
 
 
+@attrs.frozen(kw_only=True, slots=True)
+class _Target:
+    client: httpx2.AsyncClient
+    base: str
+    trust: frozenset[bytes]
+    timeout_s: float
+    wall_clock: Callable[[], float]
+
+
 async def _keep_registered(
-    client: httpx2.AsyncClient,
-    base: str,
-    make_doc: Callable[[int], dict[str, bytes]],
+    target: _Target,
+    doc_maker: Callable[[bytes], Callable[[int], dict[str, bytes]]],
     ts: TsClock,
     heartbeat_s: float,
     rng: random.Random,
@@ -170,20 +262,39 @@ async def _keep_registered(
 ) -> None:
     backoff_s = BACKOFF_MIN_S
     was_ok = False
+    last_status = ""
+    make_doc: Callable[[int], dict[str, bytes]] | None = None
+    base = target.base
     while True:
-        result = await _send(client, "POST", base, "/v1/nodes", make_doc, ts)
+        if make_doc is None:
+            key = await learn_registry_key(
+                target.client, base, target.trust, now=target.wall_clock(), timeout_s=target.timeout_s
+            )
+            if isinstance(key, bytes):
+                make_doc = doc_maker(key)
+                log.info("event=registry_key registry=%s key=%s", base, id_text(key))
+        if make_doc is None:
+            result = key if isinstance(key, Result) else Result(url=base, http_status=0)
+        else:
+            result = await _send(target.client, "POST", base, "/v1/nodes", make_doc, ts, target.timeout_s)
         if on_result is not None:
             on_result(result)
         if result.ok:
             if not was_ok:
                 log.info("event=registered registry=%s status=%s", base, result.status)
-            was_ok, backoff_s = True, BACKOFF_MIN_S
+            elif result.status != last_status:
+                log.info(
+                    "event=registration_status registry=%s status=%s previous=%s", base, result.status, last_status
+                )
+            was_ok, backoff_s, last_status = True, BACKOFF_MIN_S, result.status
             delay = heartbeat_s * rng.uniform(0.9, 1.0)
         elif result.http_status in (400, 403):
             log.warning(
                 "event=registration_refused registry=%s http=%d reason=%r", base, result.http_status, result.reason
             )
             was_ok, delay = False, heartbeat_s
+            if result.http_status == 400:
+                make_doc = None  # the registry may have a new key: learn it again before the next attempt
         else:
             log.warning(
                 "event=registration_failed registry=%s http=%d reason=%r", base, result.http_status, result.reason
@@ -214,11 +325,11 @@ async def deregister(
         return build_leave(identity, ts=t)
 
     async def one(client: httpx2.AsyncClient, base: str) -> None:
-        results[base] = await _send(client, "DELETE", base, f"/v1/nodes/{id_text(identity.id)}", make_doc, ts)
+        path = f"/v1/nodes/{id_text(identity.id)}"
+        results[base] = await _send(client, "DELETE", base, path, make_doc, ts, timeout_s)
 
     with trio.move_on_after(timeout_s):
         async with make_client(verify=verify, timeout_s=timeout_s) as client, trio.open_nursery() as nursery:
             for base in results:
                 nursery.start_soon(one, client, base)
     return list(results.values())
-

@@ -8,7 +8,7 @@ operations endpoint, write `ports.json`, then join seeds and register with regis
 Order at graceful stop (docs/operations.md): stop accepting clients and send `goaway` (with other nodes' cards, fetched
 from them over the peer link),
 hand leases and mailboxes to their next owners, broadcast the SWIM leave, deregister from registries, return;
-all within SHUTDOWN_BUDGET_S.
+all within `[node] shutdown_s`.
 """
 
 from __future__ import annotations
@@ -29,11 +29,14 @@ from node.app.log import Logger, get_logger
 from node.app.metrics import NodeMetrics
 from node.app.ops import OPS_LIMITS, ops_router
 from node.app.registry import TsClock, deregister, register_forever
+from node.app.turn import TurnService
 from node.client.discovery import DiscoveryConfig, discover
 from node.client.files import write_json_atomic
 from node.net.clients import ClientServer
 from node.net.httpserver import serve_http
-from node.net.peers import PeerLimits, PeerLinks, fetch_card, serve_peers
+from node.net.peerconn import fetch_card, serve_peers
+from node.net.peers import PeerLinks
+from node.net.push import PushSender, load_or_create_vapid_key
 from node.net.relay import RelayDriver
 from node.net.sockio import Flusher
 from node.net.udp import SwimDriver
@@ -41,18 +44,17 @@ from node.protocol.admission import Admission
 from node.protocol.errors import ConfigError
 from node.protocol.identity import Identity, id_text, parse_id, short_id
 from node.protocol.nodelist import make_card
+from node.protocol.peerlink import PeerLimits
 from node.protocol.refusals import Layer, Refusal
 from node.protocol.relay.core import RelayCore
 from node.protocol.settings import format_hostport, parse_hostport
+from node.protocol.swim.members import LIVE
 from node.protocol.swim.protocol import MemberChanged, Swim
 from node.protocol.swim.records import RecordVerifier
 from node.protocol.wire.seed import Meta, encode_meta
 
 # SWIM/driver vocabulary -> the metric label tables of node/app/metrics.py
 PROBE_LABELS = {"ok": "ack", "indirect_ok": "indirect_ack", "failed": "failed"}
-SHUTDOWN_BUDGET_S = 8.0  # docs/operations.md: exit within 10 s of SIGTERM; keep 2 s of margin
-GOAWAY_REFERRALS_MAX = 5
-LIVE_STATES = ("alive", "suspect")
 
 
 def next_epoch_ms(data_dir: Path) -> int:
@@ -72,15 +74,6 @@ def bind_udp(host: str, port: int) -> socket.socket:
     sock = socket.socket(family, socket.SOCK_DGRAM)
     sock.bind((host, port))
     return sock
-
-
-def public_url(config: NodeConfig, ws_port: int) -> str:
-    """`[node] public_url`, else ws://HOST:PORT/v1/client of the bound client port."""
-    if config.node.public_url:
-        return config.node.public_url
-    host, _ = parse_hostport(config.node.ws)
-    host = config.node.advertise_host or host
-    return f"ws://{format_hostport(host, ws_port)}/v1/client"
 
 
 class _ClientMetrics:
@@ -108,10 +101,12 @@ class NodeHandle:
     links: PeerLinks
     relay: RelayDriver
     clients: ClientServer
+    pusher: PushSender | None  # push wake-up; None when [push] enabled = false
     admission: Admission
     metrics: NodeMetrics
     card: str  # our own referral URI (docs/discovery.md)
     log: Logger
+    turn: TurnService
     serving: bool = True
     shutdown_requested: trio.Event = attrs.field(factory=trio.Event)
     registry_ts: TsClock = attrs.field(factory=lambda: TsClock(time.time))
@@ -129,10 +124,16 @@ class NodeHandle:
         self.metrics.set_members(counts)
         self.metrics.peer_links.set(self.links.link_count)
         self.relay.refresh_metrics()
+        self.metrics.push_subscriptions.set(len(self.relay.core.push.held))
 
     def members_document(self) -> dict[str, Any]:
         """GET /v1/members (docs/operations.md), plus this node's client count for `homing node status`."""
-        return {"self": id_text(self.identity.id), "members": self.members(), "clients": len(self.relay.sessions)}
+        return {
+            "self": id_text(self.identity.id),
+            "members": self.members(),
+            "clients": len(self.relay.sessions),
+            "turn": self.turn.status(),
+        }
 
     def members(self) -> list[dict[str, Any]]:
         return [
@@ -146,10 +147,10 @@ class NodeHandle:
         ]
 
     def live_ids(self) -> list[bytes]:
-        return [m.id for m in self.swim.members() if m.state.value in LIVE_STATES]
+        return [m.id for m in self.swim.members() if m.state in LIVE]
 
     async def referrals(self, timeout_s: float = 1.0) -> list[str]:
-        """Signed cards of up to GOAWAY_REFERRALS_MAX other alive nodes, fetched over the peer link (for `goaway`)."""
+        """Signed cards of up to `[node] goaway_referrals_max` other alive nodes (for `goaway`), over the peer link."""
         others = [m.id for m in self.swim.members() if m.id != self.identity.id and m.state.value == "alive"]
         cards: list[str] = []
 
@@ -161,7 +162,7 @@ class NodeHandle:
                     cards.append(card)
 
         async with trio.open_nursery() as nursery:
-            for member in others[:GOAWAY_REFERRALS_MAX]:
+            for member in others[: self.config.node.goaway_referrals_max]:
                 nursery.start_soon(one, member)
         return cards
 
@@ -184,8 +185,10 @@ async def run_node(
         handle = await _start(nursery, config, identity, udp, peer_listeners, ports)
         task_status.started(handle)
         await handle.shutdown_requested.wait()
-        with trio.move_on_after(SHUTDOWN_BUDGET_S):
+        with trio.move_on_after(config.node.shutdown_s) as budget:
             await _leave(handle)
+        if budget.cancelled_caught:
+            handle.log.warning("left", clean=False, reason="shutdown_s ran out before every step finished")
         nursery.cancel_scope.cancel()
 
 
@@ -207,6 +210,7 @@ async def _start(
     # one flusher writes, once per scheduler batch, what clients and peer links queued in it (node/net/sockio.py)
     flusher = Flusher()
     await nursery.start(flusher.run)
+    peer_limits = PeerLimits(**attrs.asdict(config.peers), queue_max=config.relay.peer_queue_max)
     links = PeerLinks(
         identity,
         admit=admission.admits,
@@ -214,25 +218,40 @@ async def _start(
         on_message=lambda peer, msg: None,
         on_unreachable=lambda peer: None,
         on_refused=functools.partial(metrics.packet_refused, Layer.PEER),
-        limits=PeerLimits(queue_max=config.relay.peer_queue_max),
+        limits=peer_limits,
         flusher=flusher,
     )
     relay = RelayDriver(
-        core=RelayCore(node_id=identity.id, config=config.relay, rng=rng, now=trio.current_time()),
+        core=RelayCore(
+            node_id=identity.id, config=config.relay, rng=rng, now=trio.current_time(), push=config.push
+        ),
         links=links,
         metrics=metrics,
     )
+    pusher = _start_push(config, relay, metrics)
+    if pusher is not None:
+        await nursery.start(pusher.run)
     links.on_message = relay.peer_frame
     links.on_unreachable = relay.peer_unreachable
     await nursery.start(links.run)
     await nursery.start(relay.run)
 
+    turn = TurnService(config.turn, now=trio.current_time, log=log)
     clients = ClientServer(
-        identity=identity, config=config.clients, relay=relay, metrics=_ClientMetrics(metrics), flusher=flusher
+        identity=identity,
+        config=config.clients,
+        relay=relay,
+        metrics=_ClientMetrics(metrics),
+        flusher=flusher,
+        ice=turn,
     )
     ws_host, ws_port = parse_hostport(config.node.ws, key="node.ws")
     ports["ws"] = await nursery.start(functools.partial(clients.serve, ws_host, ws_port))
-    card = make_card(identity, ws=public_url(config, ports["ws"]), ts=int(time.time()))
+    card_url = config.advertised_url(ports["ws"])
+
+    def card() -> str:
+        # signed afresh when asked (docs/discovery.md: cards expire); a plain ws:// URL is the operator's choice
+        return make_card(identity, ws=card_url, ts=int(time.time()), allow_plain_ws=True)
 
     driver = _start_swim(config, identity, udp, admission, ports, rng)
     swim_ref.append(driver)
@@ -245,10 +264,12 @@ async def _start(
         links=links,
         relay=relay,
         clients=clients,
+        pusher=pusher,
         admission=admission,
         metrics=metrics,
-        card=card,
+        card=card(),
         log=log,
+        turn=turn,
     )
     _hook_metrics_and_events(handle)
     await nursery.start(driver.run)
@@ -261,6 +282,7 @@ async def _start(
             on_link=links.accept,
             on_sync=driver.on_sync,
             card=card,
+            limits=peer_limits,
             on_refused=functools.partial(metrics.packet_refused, Layer.PEER),
         )
     )
@@ -272,9 +294,23 @@ async def _start(
         functools.partial(serve_http, router, metrics_host, metrics_port, limits=OPS_LIMITS)
     )
     write_json_atomic(config.data_path / "ports.json", ports)
-    log.info("started", **dict(ports), url=public_url(config, ports["ws"]), admission=admission.describe())
+    log.info("started", **dict(ports), url=config.advertised_url(ports["ws"]), admission=admission.describe())
     _start_federation(nursery, handle)
     return handle
+
+
+def _start_push(config: NodeConfig, relay: RelayDriver, metrics: NodeMetrics) -> PushSender | None:
+    """The push sender with the node's VAPID key (data dir `vapid.key`, 0600), docs/operations.md "Push wake-up"."""
+    if not config.push.enabled:
+        return None
+    pusher = PushSender(
+        config=config.push,
+        vapid_key=load_or_create_vapid_key(config.data_path / "vapid.key"),
+        on_result=metrics.push_result,
+        on_gone=relay.push_gone,
+    )
+    relay.pusher = pusher
+    return pusher
 
 
 def _start_swim(
@@ -287,7 +323,7 @@ def _start_swim(
 ) -> SwimDriver:
     swim_host, _ = parse_hostport(config.node.swim)
     advertise = config.node.advertise_host
-    meta = encode_meta(Meta(peer_port=ports["peer"], host=advertise, url=public_url(config, ports["ws"])))
+    meta = encode_meta(Meta(peer_port=ports["peer"], host=advertise, url=config.advertised_url(ports["ws"])))
     core = Swim(
         self_id=identity.id,
         addr=(advertise or swim_host, ports["swim"]),
@@ -341,12 +377,13 @@ def _start_federation(nursery: trio.Nursery, handle: NodeHandle) -> None:
             register_forever,
             handle.identity,
             config.federation.bootstrap,
-            ws=public_url(config, handle.ports["ws"]),
+            ws=config.advertised_url(handle.ports["ws"]),
             swim=format_hostport(advertise or swim_host, handle.ports["swim"]),
             peer=format_hostport(advertise or peer_host, handle.ports["peer"]),
             ttl_s=int(3 * hb),
             heartbeat_s=hb,
             ts_clock=handle.registry_ts,
+            trust=frozenset(parse_id(k) for k in config.federation.trust),
         )
     )
 
@@ -384,15 +421,20 @@ async def _follow_registries(handle: NodeHandle) -> None:
         result = await discover(chain)
         for error in result.errors:
             log.warning("seed_source_failed", error=error[:200])
-        listed = [f for f in result.nodes if f.verified and f.swim]
+        # newest list per registry key only, across refreshes too (docs/discovery.md "Newest list per registry")
+        for lst in result.lists:
+            ids = (c.id for c in lst.candidates)
+            if not handle.admission.offer_list(lst.signer, issued=lst.issued, expires=lst.expires, ids=ids):
+                log.info("registry_list_older_ignored", source=lst.where[:200], issued=lst.issued)
+        if handle.admission.refresh(time.time()):
+            handle.swim.set_admit(handle.admission.admits)
+            handle.driver.poke()
+            log.info("registry_list_applied", nodes=len(handle.admission.registry_listed))
+        listed = [f for f in result.nodes if f.verified and f.swim and handle.admission.admits(f.id)]
         if not listed:
             await trio.sleep(backoff)
             backoff = min(backoff * 2, 30.0)
             continue
-        if handle.admission.update_registry_list(f.id for f in listed):
-            handle.swim.set_admit(handle.admission.admits)
-            handle.driver.poke()
-            log.info("registry_list_applied", nodes=len(listed))
         alone = all(m.id == handle.identity.id for m in handle.swim.members())
         if alone and not config.federation.join:
             seeds = [_seed_address(f.swim) for f in listed if f.id != handle.identity.id]
@@ -409,24 +451,33 @@ def _seed_address(text: str) -> tuple[str, int] | None:
 
 
 async def _leave(handle: NodeHandle) -> None:
-    """Graceful leave (docs/operations.md)."""
+    """Graceful leave (docs/operations.md): goaway, hand-off, SWIM leave, deregistration; each step logged."""
+    log = handle.log
     handle.serving = False
-    handle.log.info("leaving", clients=len(handle.relay.sessions))
-    with trio.move_on_after(2.0):
-        # referrals only for clients to go to: without clients, fetching cards only delays the SWIM leave
-        await handle.clients.shutdown(await handle.referrals() if handle.clients.sessions else [])
+    start = trio.current_time()
+    log.info("leaving", clients=len(handle.relay.sessions))
+    # referrals only for clients to go to: without clients, fetching cards only delays the SWIM leave (#17)
+    referrals = await handle.referrals() if handle.clients.sessions else []
+    with trio.move_on_after(2.0) as goaway_scope:
+        await handle.clients.shutdown(referrals)
+    log.info("goaway_sent", referrals=len(referrals), complete=not goaway_scope.cancelled_caught)
     handle.relay.handoff_all()
-    with trio.move_on_after(1.5):
+    with trio.move_on_after(1.5) as handoff_scope:
         while handle.links.pending_frames():
             await trio.sleep(0.02)
+    log.info("handoff_done", complete=not handoff_scope.cancelled_caught)
     handle.swim.leave(trio.current_time())
     handle.driver.poke()
+    log.info("swim_leave_sent")
     async with trio.open_nursery() as nursery:
         if handle.config.federation.bootstrap:
-            nursery.start_soon(
-                functools.partial(
-                    deregister, handle.identity, handle.config.federation.bootstrap, 3.0, ts_clock=handle.registry_ts
-                )
-            )
+            nursery.start_soon(_deregister_logged, handle)
         # memberlist waits for the leave broadcast to go out; a few gossip rounds let the others hear it
         await trio.sleep(max(3 * handle.config.swim.gossip_interval_s, 2 * handle.config.swim.probe_interval_s))
+    log.info("left", clean=True, seconds=round(trio.current_time() - start, 3))
+
+
+async def _deregister_logged(handle: NodeHandle) -> None:
+    results = await deregister(handle.identity, handle.config.federation.bootstrap, 3.0, ts_clock=handle.registry_ts)
+    for result in results:
+        handle.log.info("deregistered", registry=result.url, http=result.http_status, reason=result.reason or "")

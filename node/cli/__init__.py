@@ -10,7 +10,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from node import __version__
+from node.app.buildinfo import version_text
 from node.protocol.errors import ConfigError, HomingError
 
 
@@ -27,7 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     from node.cli import node as cli_node
 
     parser = _Parser(prog="homing", description="homing: federated signalling for end-to-end encrypted calls")
-    parser.add_argument("--version", action="version", version=f"homing {__version__}")
+    parser.add_argument("--version", action="version", version=f"homing {version_text()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     demo.register(sub)
     cli_node.register(sub)

@@ -21,7 +21,7 @@ from node.client.discovery.sources import txt_query
 from node.client.files import load_or_create_key
 from node.protocol.errors import ConfigError
 from node.protocol.identity import parse_id, short_id
-from node.protocol.nodelist import make_card
+from node.protocol.nodelist import CARD_LIFETIME_DEFAULT_S, make_card
 
 CACHE_FILE_NAME = "discovery-cache.json"
 
@@ -53,7 +53,7 @@ def config_from_args(args: argparse.Namespace) -> DiscoveryConfig:
     cache = None if args.no_cache else Path(args.cache) if args.cache else default_data_dir() / CACHE_FILE_NAME
     return DiscoveryConfig(
         trust=_trust(args.trust), registries=tuple(args.registry), doh=tuple(args.doh), names=tuple(args.name),
-        cache=cache, extra=tuple(parse_entry(uri) for uri in args.add), ca_file=args.ca or None,
+        cache=cache, extra=tuple(parse_entry(uri, now=time.time()) for uri in args.add), ca_file=args.ca or None,
         deadline_s=args.deadline, want=args.want,
     )  # fmt: skip
 
@@ -158,7 +158,7 @@ def card_url(data_dir: Path) -> str:
         ports = json.loads((data_dir / "ports.json").read_text())
         port = int(ports["ws"])
     except FileNotFoundError:
-        return config.advertised_url
+        return config.advertised_url()
     except (ValueError, KeyError, TypeError) as exc:
         raise ConfigError(str(data_dir / "ports.json"), "has no usable `ws` port") from exc
     return f"ws://127.0.0.1:{port}/v1/client"
@@ -170,12 +170,25 @@ def cmd_card(args: argparse.Namespace) -> int:
     url = args.url or card_url(data_dir)
     if not url.startswith(("ws://", "wss://")):
         raise ConfigError("--url", f"{url!r} is not a ws:// or wss:// URL")
-    print(make_card(identity, ws=url, ts=int(time.time())))
+    now = int(time.time())
+    exp = now + _at_least_one(args.expires, "--expires")
+    try:
+        print(make_card(identity, ws=url, ts=now, exp=exp, allow_plain_ws=args.allow_plain_ws))
+    except ValueError as exc:
+        raise ConfigError("--url", f"{exc}; pass --allow-plain-ws if this card is only for a private network") from exc
     return 0
 
 
+def _at_least_one(value: int, flag: str) -> int:
+    if value < 1:
+        raise ConfigError(flag, f"must be at least 1 second, got {value}")
+    return value
+
+
 def cmd_qr(args: argparse.Namespace) -> int:
-    parse_entry(args.uri, flag="URI")  # refuse a typo'd or forged card before printing it for others to scan
+    parse_entry(
+        args.uri, now=time.time(), flag="URI"
+    )  # refuse a typo'd or forged card before printing it for others to scan
     code = segno.make(args.uri, error="m")
     if args.png:
         try:
@@ -210,7 +223,13 @@ def register(sub: Any) -> None:
     p.add_argument("--registry", action="append", default=[], metavar="URL", help="registry base URL")
     p.add_argument("--doh", action="append", default=[], metavar="URL", help="DoH resolver URL (…/dns-query)")
     p.add_argument("--name", action="append", default=[], metavar="NAME", help="TXT name, e.g. _homing.example.org")
-    p.add_argument("--cache", default="", metavar="FILE", help=f"cache file (default: DATA_DIR/{CACHE_FILE_NAME})")
+    p.add_argument(
+        "--cache",
+        default="",
+        metavar="FILE",
+        help=f"the file of nodes that proved their id before (default: {default_data_dir() / CACHE_FILE_NAME}, "
+        "i.e. $XDG_DATA_HOME/homing or ~/.local/share/homing)",
+    )
     p.add_argument("--no-cache", action="store_true", help="neither read nor write a cache")
     p.add_argument("--add", action="append", default=[], metavar="URI", help="homing://node/… or wss://HOST:PORT#ID")
     p.add_argument("--ca", default="", metavar="FILE", help="extra CA for DoH and registry HTTPS")
@@ -222,6 +241,18 @@ def register(sub: Any) -> None:
     p = sub.add_parser("card", help="print this node's signed referral URI")
     p.add_argument("--data-dir", default="", metavar="D", help="node data dir (default: the user's data dir)")
     p.add_argument("--url", default="", metavar="WS_URL", help="public client URL to put in the card")
+    p.add_argument(
+        "--expires",
+        type=int,
+        default=CARD_LIFETIME_DEFAULT_S,
+        metavar="S",
+        help=f"seconds the card stays valid (default {CARD_LIFETIME_DEFAULT_S}, 30 days); readers refuse it after",
+    )
+    p.add_argument(
+        "--allow-plain-ws",
+        action="store_true",
+        help="allow a ws:// URL to a public host (by default only wss://, or ws:// to a loopback/private address)",
+    )
     p.set_defaults(func=cmd_card)
 
     p = sub.add_parser("qr", help="show a referral URI as a QR code")

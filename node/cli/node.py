@@ -6,6 +6,7 @@ import argparse
 import json
 import signal
 import sys
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -14,10 +15,10 @@ from typing import Any
 import trio
 
 from node.app.config import NodeConfig, default_data_dir, load_config, render_toml
-from node.app.log import setup_logging
+from node.app.log import get_logger, setup_logging
 from node.client.files import load_or_create_key
 from node.protocol.errors import ConfigError
-from node.protocol.settings import parse_hostport
+from node.protocol.settings import format_hostport, parse_hostport
 
 KEY_FILE = "node.key"
 CONFIG_FILE = "homing-node.toml"
@@ -45,14 +46,26 @@ def register(sub: Any) -> None:
     p.add_argument("--allow", metavar="ID", action="append", default=[], help="node id to admit (repeatable)")
     p.add_argument("--open", action="store_true", default=None, help="admit any node (private test clusters only)")
     p.add_argument("--public-url", metavar="URL", help="client URL to advertise (e.g. wss://host/v1/client)")
+    p.add_argument(
+        "--advertise-host",
+        metavar="HOST",
+        help="address other nodes use to reach this node's SWIM and peer ports (needed when binding 0.0.0.0 or ::)",
+    )
     p.add_argument("--preset", choices=["lan", "local"], default="lan", help="SWIM timing preset (default lan)")
     p.add_argument("--log-json", action="store_true", default=None, help="log JSON lines instead of key=value")
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"], help="log level (default info)")
     p.set_defaults(func=cmd_run)
 
     p = nsub.add_parser("status", help="show the federation as a running node sees it")
-    p.add_argument("--metrics", metavar="H:P", help="the node's metrics address (default 127.0.0.1:7403)")
-    p.add_argument("--data-dir", type=Path, help="read the metrics port from DATA_DIR/ports.json")
+    p.add_argument(
+        "--metrics", metavar="H:P", help="the node's metrics address (default: from --data-dir, else 127.0.0.1:7403)"
+    )
+    p.add_argument(
+        "--data-dir",
+        type=Path,
+        help="the node's data dir: the metrics address comes from its homing-node.toml ([node] metrics) "
+        "and the bound port from its ports.json",
+    )
     p.add_argument("--json", action="store_true", help="print the raw /v1/members JSON")
     p.set_defaults(func=cmd_status)
 
@@ -97,6 +110,8 @@ def build_run_config(args: argparse.Namespace) -> NodeConfig:
         node["data_dir"] = str(args.data_dir)
     if args.public_url:
         node["public_url"] = args.public_url
+    if args.advertise_host:
+        node["advertise_host"] = args.advertise_host
     if args.log_json is not None:
         node["log_json"] = True
     if args.log_level:
@@ -133,40 +148,54 @@ def cmd_run(args: argparse.Namespace) -> int:
 async def _run_until_signal(config: NodeConfig, identity: Any) -> int:
     from node.app.service import run_node
 
+    log = get_logger("node")
     async with trio.open_nursery() as nursery:
         handle = await nursery.start(run_node, config, identity)
-        ports = handle.ports
-        print(
-            f"homing node id={identity.id_text} ws={ports['ws']} swim={ports['swim']} peer={ports['peer']} "
-            f"metrics={ports['metrics']} data_dir={config.data_path}",
-            file=sys.stderr,
-            flush=True,
-        )
+        # the full id once, at start, so an operator can hand it to a registry admin (later lines show a prefix)
+        log.info("ready", node_id=identity.id_text, **dict(handle.ports), data_dir=str(config.data_path))
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
             async for signum in signals:
-                print(
-                    f"homing node: {signal.Signals(signum).name}, leaving the federation", file=sys.stderr, flush=True
-                )
+                log.info("signal", signal=signal.Signals(signum).name, action="leaving the federation")
                 handle.request_shutdown()
                 break
     return 0
 
 
+def status_target(data_dir: Path) -> str:
+    """The metrics address of the node whose data dir is `data_dir`: the host from its homing-node.toml
+    (`[node] metrics`; a wildcard becomes loopback) and the port it really bound, from its ports.json."""
+    toml_path = data_dir / "homing-node.toml"
+    config = load_config(toml_path if toml_path.exists() else None)
+    host, port = parse_hostport(config.node.metrics, key="node.metrics")
+    host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)
+    try:
+        port = int(json.loads((data_dir / "ports.json").read_text())["metrics"])
+    except FileNotFoundError:
+        pass  # not running (or never ran) there: try the configured port
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ConfigError("--data-dir", f"cannot read {data_dir / 'ports.json'}: {exc}") from exc
+    return format_hostport(host, port)
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     target = args.metrics
+    source = "--metrics"
     if target is None and args.data_dir is not None:
-        try:
-            ports = json.loads((args.data_dir / "ports.json").read_text())
-            target = f"127.0.0.1:{ports['metrics']}"
-        except (OSError, ValueError, KeyError) as exc:
-            raise ConfigError("--data-dir", f"cannot read ports.json: {exc}") from exc
-    host, port = parse_hostport(target or "127.0.0.1:7403", key="--metrics")
-    url = f"http://{host}:{port}/v1/members"
+        target, source = status_target(args.data_dir), f"--data-dir {args.data_dir}"
+    elif target is None:
+        target, source = "127.0.0.1:7403", "the default"
+    host, port = parse_hostport(target, key="--metrics")
+    url = f"http://{format_hostport(host, port)}/v1/members"
     try:
         with urllib.request.urlopen(url, timeout=5) as resp:
             data = json.loads(resp.read())
     except (urllib.error.URLError, OSError, ValueError) as exc:
-        print(f"homing: cannot reach the node at {url}: {exc}", file=sys.stderr)
+        reason = getattr(exc, "reason", exc)
+        print(
+            f"homing: cannot reach the node's metrics endpoint at {url} (from {source}): {reason}; "
+            "is the node running? give its metrics address with --metrics HOST:PORT, or its data dir with --data-dir",
+            file=sys.stderr,
+        )
         return 1
     if args.json:
         print(json.dumps(data, indent=2))
@@ -189,4 +218,18 @@ def format_status(data: dict[str, Any]) -> str:
     summary = ", ".join(f"{n} {state}" for state, n in sorted(counts.items()))
     lines.append("")
     lines.append(f"members: {len(members)} ({summary}); clients connected to this node: {data.get('clients', 0)}")
+    lines.append(format_turn(data.get("turn")))
     return "\n".join(lines)
+
+
+def format_turn(turn: Any) -> str:
+    """One line about `[turn]`: configured or not, the URLs, when the shared secret last changed."""
+    if not isinstance(turn, dict):
+        return "turn: (not reported by this node)"
+    urls = ", ".join(str(u) for u in turn.get("urls", [])) or "no URLs"
+    if not turn.get("configured"):
+        return f"turn: not configured (clients get STUN only: {urls})"
+    changed = turn.get("secret_changed")
+    when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(changed)) if isinstance(changed, int) else "?"
+    realm = f" realm {turn.get('realm')}" if turn.get("realm") else ""
+    return f"turn: configured{realm}, credentials valid {turn.get('ttl_s')} s, secret last changed {when}; {urls}"

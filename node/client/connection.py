@@ -40,15 +40,20 @@ from wsproto.utilities import RemoteProtocolError as WsRemoteProtocolError
 from node.protocol.errors import HomingError, RemoteProtocolError
 from node.protocol.identity import Identity, client_auth_message, id_text, node_auth_message, parse_id, verify_signature
 from node.protocol.wire import Limits
-from node.protocol.wire.client import (
+from node.protocol.wire.client import (  # push wake-up
     NONCE_BYTES,
     Challenge,
     ClientMessage,
     Envelope,
     Error,
     Hello,
+    IceServers,
+    IceServersRequest,
     Kind,
+    Ok,
     Pong,
+    PushRegister,
+    PushUnregister,
     Welcome,
     decode_client_frame,
     encode_client_message,
@@ -71,6 +76,10 @@ class HandshakeError(ClientError):
 
 class NodeIdMismatch(HandshakeError):
     """The node could not prove the id it was expected to have."""
+
+
+class IceServersRefused(ClientError):
+    """The node answered `ice_servers` with an error (rate_limited), or not in time."""
 
 
 class ConnectionClosed(ClientError):
@@ -216,6 +225,8 @@ class ClientConnection:
         self._next_ref = 1
         self._send, self._recv = trio.open_memory_channel[ClientMessage](RECEIVE_QUEUE_MAX)
         self._pong: trio.Event | None = None
+        self._answer: tuple[trio.Event, list[ClientMessage]] | None = None  # push_register/unregister waiting
+        self._ice: tuple[trio.Event, list[IceServers | Error]] | None = None
 
     @property
     def close_code(self) -> int | None:
@@ -257,8 +268,56 @@ class ClientConnection:
             raise ConnectionClosed(self._ws.close_code, self._ws.close_reason)
         return (trio.current_time() - start) * 1000.0
 
+    async def ice_servers(self, timeout_s: float = 5.0) -> IceServers:
+        """Ask the node for STUN/TURN servers (`{"t":"ice_servers"}`, docs/client-protocol.md).
+
+        Raises IceServersRefused when the node says rate_limited or does not answer within `timeout_s`.
+        """
+        event, box = self._ice = trio.Event(), []
+        await self.send(IceServersRequest())
+        with trio.move_on_after(timeout_s):
+            await event.wait()
+        self._ice = None
+        if self._ws.close_code is not None and not box:
+            raise ConnectionClosed(self._ws.close_code, self._ws.close_reason)
+        reply = box[0] if box else None
+        if isinstance(reply, IceServers):
+            return reply
+        raise IceServersRefused(f"node refused ice_servers: {reply.code.value if reply else 'no answer'}")
+
     async def close(self, code: int = 1000) -> None:
         await self._ws.aclose(code)
+
+    # --- push wake-up (docs/client-protocol.md, "Push wake-up") ---------------------------------------------
+
+    async def push_register(self, endpoint: str, p256dh: bytes, auth: bytes, *, timeout_s: float = 10.0) -> bytes:
+        """Register a Web Push subscription; returns the node's VAPID public key (the applicationServerKey).
+
+        Raises ClientError when the node answers with an error (bad subscription, no push, table full)."""
+        answer = await self._ask(PushRegister(endpoint=endpoint, p256dh=p256dh, auth=auth), timeout_s)
+        if not (isinstance(answer, Ok) and answer.of == "push_register" and answer.vapid):
+            raise ClientError(f"push_register refused: {answer}")
+        return answer.vapid
+
+    async def push_unregister(self, *, timeout_s: float = 10.0) -> None:
+        answer = await self._ask(PushUnregister(), timeout_s)
+        if not (isinstance(answer, Ok) and answer.of == "push_unregister"):
+            raise ClientError(f"push_unregister refused: {answer}")
+
+    async def _ask(self, msg: ClientMessage, timeout_s: float) -> ClientMessage:
+        """Send `msg` and wait for the node's `ok` or (ref-less) `error` answer; one question at a time."""
+        if self._answer is not None:
+            raise ClientError("another push request is waiting for its answer")
+        event, box = self._answer = (trio.Event(), [])
+        try:
+            await self.send(msg)
+            with trio.fail_after(timeout_s):
+                await event.wait()
+        finally:
+            self._answer = None
+        if not box:
+            raise ConnectionClosed(self._ws.close_code or 1006, self._ws.close_reason)
+        return box[0]
 
     async def _reader(self) -> None:
         async with self._send:
@@ -269,9 +328,21 @@ class ClientConnection:
                         msg = decode_client_frame(data, from_node=True)
                     except RemoteProtocolError:
                         continue  # a newer node's message we do not know: skip it
+                    answer = self._answer
+                    if answer is not None and (isinstance(msg, Ok) or (isinstance(msg, Error) and msg.ref is None)):
+                        answer[1].append(msg)
+                        answer[0].set()
+                        continue
                     if isinstance(msg, Pong) and self._pong is not None:
                         self._pong.set()
                         self._pong = None
+                        continue
+                    if self._ice is not None and (
+                        isinstance(msg, IceServers) or (isinstance(msg, Error) and msg.ref is None)
+                    ):
+                        self._ice[1].append(msg)
+                        self._ice[0].set()
+                        self._ice = None
                         continue
                     await self._send.send(msg)
             except ClientError:
@@ -279,6 +350,10 @@ class ClientConnection:
             finally:
                 if self._pong is not None:
                     self._pong.set()
+                if self._answer is not None:
+                    self._answer[0].set()
+                if self._ice is not None:
+                    self._ice[0].set()
 
 
 async def _open(

@@ -7,19 +7,23 @@ Rules:
   bytes, idle time. A connection that misbehaves is refused frame by frame and, if it keeps at it, closed
   (4429, 1009, 1008); no input from one client can end another client's connection or the server.
 
-Theory of operation. The WebSocket layer is wsproto (sans-IO) driven by two trio tasks per connection:
-the reader owns the socket's receive side and the wsproto state machine, and runs the protocol state
-machine `AWAIT_HELLO -> OPEN -> CLOSING`; the writer drains the session's send queue, joining everything
-queued into one `send_all`. Under load one `receive_some` carries many frames and one `send_all` many
-replies, which is where the throughput comes from (docs/performance.md, "Client WebSocket layer").
-A server-side close queues a close frame, sets a deadline on the connection's cancel scope, and keeps
-reading (discarding) until the client's close frame or EOF, so the client sees the close code.
+- Per-address limits (connections, new handshakes per second) are keyed by `address_key` (/32 IPv4, /64 IPv6)
+  of the client's address; behind a proxy listed in `trusted_proxies` that address comes from the proxy's
+  PROXY v2 header or X-Forwarded-For (node/protocol/proxy.py), from anyone else never.
+
+Theory of operation. The WebSocket layer is wsproto (sans-IO). Each connection's task reads the upgrade, then
+runs its `ClientSession` (node/net/session.py): a byte pump around the pure `SessionCore`
+(node/protocol/session.py, `HANDSHAKE -> OPEN -> CLOSING -> CLOSED`). Under load one read carries many frames
+and one write many replies, which is where the throughput comes from (docs/performance.md, "Client WebSocket
+layer"). A server-side close queues a close frame and keeps reading (discarding) until the client's close frame
+or EOF, so the client sees the close code. The server is the sessions' `SessionPort`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import ssl
 from collections.abc import Callable
 from typing import Any, Protocol
@@ -35,35 +39,64 @@ from wsproto.events import (
 from wsproto.handshake import H11Handshake
 from wsproto.utilities import RemoteProtocolError as WsRemoteProtocolError
 
-from node.net.session import CLOSE_TIMEOUT_S, ClientSession
+from node.net.session import ClientSession
 from node.net.sockio import Flusher
 from node.protocol.identity import Identity, short_id
+from node.protocol.proxy import PROXY_V2_BYTES_MAX, ProxyHeaderError, TrustedProxies, parse_proxy_v2
+from node.protocol.ratelimit import KeyedBuckets, address_key
 from node.protocol.refusals import Refusal
+from node.protocol.session import SessionCore
 from node.protocol.settings import ClientsSection
 from node.protocol.wire.client import (
-    Challenge,
+    NONCE_BYTES,
+    ClientMessage,
     CloseCode,
     Envelope,
+    Error,
+    ErrorCode,
     GoAway,
+    IceServers,
+    IceServersRequest,
+    PushRegister,
+    PushUnregister,
 )
 
-__all__ = ["ClientMetrics", "ClientServer", "ClientSession", "RelaySink", "serve_clients"]
+__all__ = [
+    "ClientMetrics",
+    "ClientServer",
+    "ClientSession",
+    "ControlHandler",
+    "IceServersPort",
+    "RelaySink",
+    "serve_clients",
+]
 
 log = logging.getLogger("homing.clients")
 
 CLIENT_PATH = "/v1/client"
 JSON_SUBPROTOCOL = "homing.v1.json"
-HTTP_REQUEST_MAX = 8 * 1024  # the upgrade request; more is refused with 431 by the close path
-SHUTDOWN_TIMEOUT_S = 3.0  # goaway: how long shutdown() waits for connections to end
-REFUSING_MAX = 256  # connections over the limit that still get a polite HTTP 429/503 (each for <= 2 s)
 
 
 class RelaySink(Protocol):
-    """What the server reports to (the relay core's driver). All three are called from trio, never block."""
+    """What the server reports to (the relay core's driver). All three are called from trio, never block.
 
-    def client_online(self, session: ClientSession) -> None: ...
+    `client_online` gets the connection's `address_key` (the /32 or /64 of the client's address, after a
+    trusted proxy's header) so the relay can key per-address budgets by it; it is also `session.address_key`.
+    """
+
+    def client_online(self, session: ClientSession, address_key: str) -> None: ...
     def client_offline(self, session: ClientSession) -> None: ...
     def client_envelope(self, session: ClientSession, env: Envelope) -> None: ...
+
+
+class IceServersPort(Protocol):
+    """Answers `{"t":"ice_servers"}` (node/app/turn.py): the list for this client, or None when rate limited."""
+
+    def ice_servers(self, conn_id: int, client_id: bytes) -> IceServers | None: ...
+
+
+ControlHandler = Callable[[ClientSession, ClientMessage], None]
+"""Answers one authenticated control request (e.g. `ice_servers`) with `session.send(...)`; never blocks."""
 
 
 class ClientMetrics(Protocol):
@@ -78,7 +111,7 @@ class ClientServer:
 
     `await server.serve(host, port, task_status=...)` reports the bound port; `await server.shutdown(referrals)`
     stops accepting, sends `{"t":"goaway","nodes":referrals}` then closes every client with 1001, and makes
-    `serve` return.
+    `serve` return. `control_handlers[MessageClass]` answers authenticated control requests (SessionPort).
     """
 
     def __init__(
@@ -90,28 +123,40 @@ class ClientServer:
         metrics: ClientMetrics | None = None,
         ssl_context: ssl.SSLContext | None = None,
         flusher: Flusher | None = None,
+        ice: IceServersPort | None = None,
     ) -> None:
+        if ssl_context is not None and config.proxy_protocol != "off":
+            raise ValueError("a PROXY header comes before TLS: terminate TLS in the proxy, or use X-Forwarded-For")
         self.identity = identity
         self.config = config
         self.relay = relay
         self.metrics = metrics
         self.ssl_context = ssl_context
+        self.control_handlers: dict[type[Any], ControlHandler] = {
+            IceServersRequest: self._on_ice_servers,
+            PushRegister: self._on_push,
+            PushUnregister: self._on_push,
+        }
+        self.ice = ice  # None: `ice_servers` gets an empty list
         # the node shares one flusher between clients and peer links; a standalone server runs its own
         self.flusher = flusher if flusher is not None else Flusher()
         self._own_flusher = flusher is None
         self.port = 0
         self.sessions: dict[int, ClientSession] = {}
-        self._per_ip: dict[str, int] = {}
+        self._per_address: dict[str, int] = {}  # open connections per address_key
+        self._handshakes: KeyedBuckets[str] = KeyedBuckets(
+            config.handshakes_per_address_per_s, config.handshakes_per_address_burst, config.handshake_addresses_max
+        )
+        self._proxies = TrustedProxies(config.trusted_proxies)
         self._next_conn_id = 1
         self._accepting = True
         self._accept_scope = trio.CancelScope()
-        self._conns: trio.Nursery | None = None
         self._connections = 0  # TCP connections in any phase (upgrade, handshake, open)
         self._done = trio.Event()
         self._idle = trio.Event()  # set when the last session ends (shutdown waits on it)
         self._online = 0
 
-    # --- hooks used by sessions --------------------------------------------------------------------------
+    # --- SessionPort: what sessions report ------------------------------------------------------------------
 
     def refused(self, reason: Refusal) -> None:
         if self.metrics is not None:
@@ -129,9 +174,41 @@ class ClientServer:
         log.debug(
             "event=client_online conn=%d id=%s ip=%s", session.conn_id, short_id(session.client_id), session.remote_ip
         )
-        self.relay_call(self.relay.client_online, session)
+        self.relay_call(self.relay.client_online, session, session.address_key)
         if self.metrics is not None:
             self.metrics.clients_connected(self._online)
+
+    def session_offline(self, session: ClientSession) -> None:
+        self._online -= 1
+        self.relay_call(self.relay.client_offline, session)
+        if self.metrics is not None:
+            self.metrics.clients_connected(self._online)
+
+    def session_envelope(self, session: ClientSession, env: Envelope) -> None:
+        self.relay_call(self.relay.client_envelope, session, env)
+
+    def session_control(self, session: ClientSession, msg: ClientMessage) -> None:
+        handler = self.control_handlers.get(type(msg))
+        if handler is None:
+            session.send(Error(code=ErrorCode.UNKNOWN_TYPE))
+            return
+        self.relay_call(handler, session, msg)
+
+    # --- control requests (docs/client-protocol.md) ----------------------------------------------------------
+
+    def _on_ice_servers(self, session: ClientSession, msg: ClientMessage) -> None:
+        """`{"t":"ice_servers"}`: the ICE port's list, or `rate_limited`."""
+        port = self.ice
+        reply = IceServers(ttl=0, servers=()) if port is None else port.ice_servers(session.conn_id, session.client_id)
+        session.send(Error(code=ErrorCode.RATE_LIMITED) if reply is None else reply)
+
+    def _on_push(self, session: ClientSession, msg: ClientMessage) -> None:
+        """push_register / push_unregister ("Push wake-up"): answered by a relay that has push, else unknown_type."""
+        handler = getattr(self.relay, "client_push", None)
+        if handler is None:
+            session.send(Error(code=ErrorCode.UNKNOWN_TYPE))
+            return
+        handler(session, msg)
 
     # --- serving -----------------------------------------------------------------------------------------
 
@@ -142,7 +219,6 @@ class ClientServer:
             listeners = [trio.SSLListener(li, self.ssl_context, https_compatible=True) for li in listeners]
         log.info("event=clients_listening host=%s port=%d tls=%s", host, self.port, self.ssl_context is not None)
         async with trio.open_nursery() as conns:
-            self._conns = conns
             if self._own_flusher:
                 await conns.start(self.flusher.run)
             with self._accept_scope:
@@ -171,75 +247,122 @@ class ClientServer:
         self._accept_scope.cancel()
         goaway = GoAway(nodes=tuple(referrals))
         for session in list(self.sessions.values()):
-            if session.client_id:
-                session.send(goaway)
+            session.send(goaway)  # only online sessions take it
             session.close(CloseCode.GOING_AWAY, "node shutting down")
-        with trio.move_on_after(SHUTDOWN_TIMEOUT_S):
+        with trio.move_on_after(self.config.shutdown_timeout_s):
             while self.sessions:
                 self._idle = trio.Event()
                 await self._idle.wait()
         self._done.set()
 
-    def _admit(self, ip: str) -> tuple[int, str] | None:
+    def _admit(self, key: str | None) -> tuple[int, str] | None:
         cfg = self.config
         if not self._accepting or self._connections > cfg.connections_max:
             return 503, "node is full, try another node"
-        if self._per_ip.get(ip, 0) > cfg.connections_per_ip_max:
+        if key is not None and self._per_address.get(key, 0) > cfg.connections_per_ip_max:
             return 429, "too many connections from your address"
         return None
 
+    def _check_upgrade(self, request: Request, key: str) -> tuple[int, str] | None:
+        """The refusal of an upgrade request from the address `key`, if any; spends its handshake budget."""
+        refusal = self._admit(key)
+        if refusal is None and request.target.partition("?")[0] != CLIENT_PATH:
+            refusal = 404, f"the client endpoint is {CLIENT_PATH}"
+        if refusal is None and not self._handshakes.take(key, trio.current_time()):
+            refusal = 429, "too many new connections from your address, retry later"
+        return refusal
+
+    def _count(self, key: str) -> None:
+        self._per_address[key] = self._per_address.get(key, 0) + 1
+
+    def _uncount(self, key: str) -> None:
+        left = self._per_address[key] - 1
+        if left:
+            self._per_address[key] = left
+        else:
+            del self._per_address[key]
+
     async def _handle(self, stream: trio.abc.Stream) -> None:
-        ip = _remote_ip(stream)
-        deadline = trio.current_time() + self.config.handshake_timeout_s
+        peer = _remote_ip(stream)
+        cfg = self.config
+        deadline = trio.current_time() + cfg.handshake_timeout_s
         self._connections += 1
-        self._per_ip[ip] = self._per_ip.get(ip, 0) + 1
+        key: str | None = None  # the address_key this connection is counted under
         try:
-            refusal = self._admit(ip)
-            if refusal is not None and self._connections > self.config.connections_max + REFUSING_MAX:
+            proxied = self._proxies.trusts(peer)
+            address, head = peer, b""
+            if proxied and cfg.proxy_protocol == "v2":
+                named = await self._proxy_header(stream, peer)
+                if named is None:
+                    return
+                address, head = named
+                del named
+            if not proxied or cfg.proxy_protocol == "v2":
+                key = _key_of(address)
+                self._count(key)
+            refusal = self._admit(key)
+            if refusal is not None and self._connections > cfg.connections_max + cfg.refusing_max:
                 return  # under a flood even a polite refusal costs too much
-            with trio.move_on_at(deadline if refusal is None else trio.current_time() + CLOSE_TIMEOUT_S):
-                request, hs = await _read_upgrade(stream)
+            with trio.move_on_at(deadline if refusal is None else trio.current_time() + cfg.close_timeout_s):
+                request, hs = await _read_upgrade(stream, head, cfg.upgrade_request_bytes_max)
             if request is None:
                 return
-            if refusal is None and request.target.partition("?")[0] != CLIENT_PATH:
-                refusal = 404, f"the client endpoint is {CLIENT_PATH}"
+            if key is None:  # a trusted proxy without PROXY v2: X-Forwarded-For names the client
+                address = self._proxies.forwarded_for(_header_values(request, b"x-forwarded-for")) or peer
+                key = _key_of(address)
+                self._count(key)
+            refusal = refusal or self._check_upgrade(request, key)
             if refusal is not None:
                 self.refused(Refusal.RATE_LIMITED if refusal[0] in (429, 503) else Refusal.MALFORMED)
-                await _send_quietly(stream, _reject(hs, *refusal))
+                await _send_quietly(stream, _reject(hs, *refusal), cfg.close_timeout_s)
                 return
             ws, accept, use_json = _accept(hs, request)
-            del hs, request  # the HTTP machinery is not needed any more: keep idle connections small
-            # the session runs in this task's frame (no helper coroutine: an idle client's memory is mostly
-            # the frames of its parked reader)
-            conn_id = self._next_conn_id
-            self._next_conn_id += 1
-            session = ClientSession(self, stream, conn_id, ip, deadline)
-            session._ws = ws
-            session.json = use_json
-            self.sessions[conn_id] = session
-            session.queue(accept)
-            del accept  # the 101 is queued: keep idle connections small
-            session.send(Challenge(node=self.identity.id, nonce=session.nonce))
+            # the session runs in this task's frame (no helper coroutine: an idle client's memory is mostly the
+            # frames of its parked reader); what the upgrade needed is dropped first
+            del hs, request, head
+            session = self._open_session(stream, ws, accept, use_json, address, key, deadline)
+            del ws, accept
             try:
-                await session._run(ws)
+                await session.run()
             finally:
-                session.discard()
-                del self.sessions[conn_id]
+                session.finish()
+                del self.sessions[session.conn_id]
                 if not self.sessions:
                     self._idle.set()
-                if session.client_id:
-                    self._online -= 1
-                    self.relay_call(self.relay.client_offline, session)
-                    if self.metrics is not None:
-                        self.metrics.clients_connected(self._online)
         finally:
             self._connections -= 1
-            left = self._per_ip[ip] - 1
-            if left:
-                self._per_ip[ip] = left
-            else:
-                del self._per_ip[ip]
+            if key is not None:
+                self._uncount(key)
             await trio.aclose_forcefully(stream)
+
+    async def _proxy_header(self, stream: trio.abc.Stream, peer: str) -> tuple[str, bytes] | None:
+        """From a trusted v2 proxy: (the client's address, the bytes after the header); None when refused."""
+        got: tuple[str | None, bytes] | None = None
+        with trio.move_on_after(self.config.proxy_header_timeout_s):
+            got = await _read_proxy_header(stream)
+        if got is None:  # no valid header in time
+            self.refused(Refusal.MALFORMED)
+            return None
+        return got[0] or peer, got[1]
+
+    def _open_session(
+        self, stream: trio.abc.Stream, ws: Connection, accept: bytes, use_json: bool, address: str, key: str,
+        deadline: float,
+    ) -> ClientSession:
+        conn_id = self._next_conn_id
+        self._next_conn_id += 1
+        core = SessionCore(
+            config=self.config, identity=self.identity, nonce=os.urandom(NONCE_BYTES), handshake_deadline=deadline,
+            now=trio.current_time(),
+        )
+        core.json = use_json
+        session = ClientSession(
+            port=self, stream=stream, flusher=self.flusher, ws=ws, core=core, config=self.config, conn_id=conn_id,
+            remote_ip=address, address_key=key,
+        )
+        self.sessions[conn_id] = session
+        session.queue(accept)  # the 101
+        return session
 
 
 async def serve_clients(
@@ -261,14 +384,42 @@ async def serve_clients(
 # --- HTTP upgrade helpers ----------------------------------------------------------------------------------
 
 
-async def _read_upgrade(stream: trio.abc.Stream) -> tuple[Request | None, H11Handshake]:
+async def _read_proxy_header(stream: trio.abc.Stream) -> tuple[str | None, bytes] | None:
+    """A PROXY v2 header from a trusted proxy: (the client's address or None for LOCAL, the bytes after it).
+
+    None when the stream ends or the header is refused (node/protocol/proxy.py). Reads at most
+    PROXY_V2_BYTES_MAX bytes before it has the whole header."""
+    buf = b""
+    while True:
+        try:
+            data = bytes(await stream.receive_some(PROXY_V2_BYTES_MAX))
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            return None
+        if not data:
+            return None
+        buf += data
+        try:
+            header = parse_proxy_v2(buf)
+        except ProxyHeaderError as exc:
+            log.info("event=client_proxy_header_refused error=%s", exc)
+            return None
+        if header is not None:
+            return header.address, buf[header.size:]
+
+
+async def _read_upgrade(
+    stream: trio.abc.Stream, head: bytes, bytes_max: int
+) -> tuple[Request | None, H11Handshake]:
     hs = H11Handshake(ConnectionType.SERVER)
     seen = 0
     while True:
-        try:
-            data = bytes(await stream.receive_some(HTTP_REQUEST_MAX))
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            return None, hs
+        if head:
+            data, head = head, b""
+        else:
+            try:
+                data = bytes(await stream.receive_some(bytes_max))
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                return None, hs
         if not data:
             return None, hs
         seen += len(data)
@@ -280,10 +431,14 @@ async def _read_upgrade(stream: trio.abc.Stream) -> tuple[Request | None, H11Han
         except WsRemoteProtocolError as exc:
             hint = exc.event_hint
             if isinstance(hint, RejectConnection):
-                await _send_quietly(stream, hs.send(hint))
+                await _send_quietly(stream, hs.send(hint), 2.0)
             return None, hs
-        if seen > HTTP_REQUEST_MAX:
+        if seen > bytes_max:
             return None, hs
+
+
+def _header_values(request: Request, name: bytes) -> list[str]:
+    return [value.decode("latin-1") for key, value in request.extra_headers if key.lower() == name]
 
 
 def _accept(hs: H11Handshake, request: Request) -> tuple[Connection, bytes, bool]:
@@ -305,10 +460,15 @@ def _reject(hs: H11Handshake, status: int, text: str) -> bytes:
     )
 
 
-async def _send_quietly(stream: trio.abc.Stream, data: bytes) -> None:
-    with trio.move_on_after(CLOSE_TIMEOUT_S):
+async def _send_quietly(stream: trio.abc.Stream, data: bytes, timeout_s: float) -> None:
+    with trio.move_on_after(timeout_s):
         with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
             await stream.send_all(data)
+
+
+def _key_of(address: str) -> str:
+    key = address_key(address)
+    return address if key == address else key  # one string per idle connection, not two
 
 
 def _remote_ip(stream: trio.abc.Stream) -> str:

@@ -31,7 +31,8 @@ import h11
 import trio
 from attrs import validators as v
 
-from node.protocol.ratelimit import KeyedBuckets
+from node.protocol.forwarded import Network, client_address, is_trusted_proxy
+from node.protocol.ratelimit import KeyedBuckets, address_key
 
 log = logging.getLogger("homing.http")
 
@@ -165,8 +166,9 @@ class _HttpError(Exception):
 
 
 class _ServerState:
-    def __init__(self, limits: HttpLimits) -> None:
+    def __init__(self, limits: HttpLimits, trusted_proxies: tuple[Network, ...] = ()) -> None:
         self.limits = limits
+        self.trusted_proxies = trusted_proxies
         self.connections = 0
         self.per_ip: collections.Counter[str] = collections.Counter()
         self.rate = RateLimiter(
@@ -274,7 +276,7 @@ class _Conn:
             query=query,
             headers=headers,
             body=bytes(body),
-            client_ip=self.ip,
+            client_ip=client_address(self.ip, headers.get("x-forwarded-for"), self.state.trusted_proxies),
         )
 
     async def _send(self, resp: Response, *, close: bool, head: bool = False) -> None:
@@ -292,7 +294,7 @@ class _Conn:
             raise _Closed
 
     async def _answer(self, request: Request) -> Response:
-        wait = self.state.rate.allow(self.ip, trio.current_time())
+        wait = self.state.rate.allow(address_key(request.client_ip), trio.current_time())
         if wait > 0:
             retry = str(max(1, math.ceil(wait)))
             return text_response(429, "too many requests", headers=(("Retry-After", retry),))
@@ -359,7 +361,9 @@ async def _handle(
 ) -> None:
     ip = _peer_ip(stream)
     limits = state.limits
-    over = state.connections >= limits.connections_max or state.per_ip[ip] >= limits.connections_per_ip_max
+    over = state.connections >= limits.connections_max or (
+        state.per_ip[ip] >= limits.connections_per_ip_max and not is_trusted_proxy(ip, state.trusted_proxies)
+    )
     state.connections += 1
     state.per_ip[ip] += 1
     conn_stream: trio.abc.Stream = stream
@@ -397,10 +401,15 @@ async def serve_http(
     *,
     limits: HttpLimits | None = None,
     ssl_context: ssl.SSLContext | None = None,
+    trusted_proxies: tuple[Network, ...] = (),
     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Serve HTTP(S) on host:port until cancelled. `task_status.started(port)` reports the bound port (for port 0)."""
-    state = _ServerState(limits or HttpLimits())
+    """Serve HTTP(S) on host:port until cancelled. `task_status.started(port)` reports the bound port (for port 0).
+
+    With `trusted_proxies`, a request from one of them is from the client its X-Forwarded-For names
+    (node/protocol/forwarded.py): `Request.client_ip` and the per-address rate are that client's, and the
+    proxies' own connections are not held to `connections_per_ip_max`."""
+    state = _ServerState(limits or HttpLimits(), trusted_proxies)
     listeners = await trio.open_tcp_listeners(port, host=host, backlog=min(4096, state.limits.connections_max))
     bound = int(listeners[0].socket.getsockname()[1])
 

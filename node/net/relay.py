@@ -23,7 +23,9 @@ from node.net.timer import CoreTimer
 from node.protocol.errors import RemoteProtocolError
 from node.protocol.refusals import Layer, Refusal
 from node.protocol.relay.core import RelayCore, ToClient, ToPeer
-from node.protocol.wire.client import Envelope
+from node.protocol.relay.push import PushDropped, SendPush
+from node.protocol.webpush import Subscription
+from node.protocol.wire.client import Envelope, Error, ErrorCode, Ok, PushRegister, PushUnregister
 from node.protocol.wire.peer import peer_from_map, peer_to_map
 
 FLUSH_ROUNDS_MAX = 64  # a drain that keeps producing (unreachable peers feeding back) stops here; the timer retries
@@ -40,18 +42,30 @@ class RelayMetrics(Protocol):
     def envelope(self, kind: str, outcome: str) -> None: ...
 
 
+class PushPort(Protocol):
+    """The push sender as the relay driver sees it (node/net/push.py: PushSender)."""
+
+    vapid_public: bytes
+
+    def submit(self, cmd: SendPush) -> bool: ...
+
+    def on_result(self, outcome: str) -> None: ...
+
+
 class RelayDriver:
     def __init__(self, *, core: RelayCore, links: PeerLinks, metrics: RelayMetrics) -> None:
         self.core = core
         self.links = links
         self.metrics = metrics
+        self.pusher: PushPort | None = None  # push wake-up: set by the composition root when [push] enabled
         self.sessions: dict[int, ClientSession] = {}
         self._timer = CoreTimer(tick=core.tick, next_deadline=core.next_deadline, flush=self._flush)
         self._outcomes_seen: dict[tuple[str, str], int] = {}
 
     # --- RelaySink (called by the client server) ---------------------------------------------------
 
-    def client_online(self, session: ClientSession) -> None:
+    def client_online(self, session: ClientSession, address_key: str) -> None:
+        # address_key (/32 IPv4, /64 IPv6 of the client, after a trusted proxy): for per-address budgets
         self.sessions[session.conn_id] = session
         self.core.client_online(session.conn_id, session.client_id, trio.current_time())
         self._after_input()
@@ -63,6 +77,27 @@ class RelayDriver:
 
     def client_envelope(self, session: ClientSession, env: Envelope) -> None:
         self.core.client_envelope(session.conn_id, env, trio.current_time())
+        self._after_input()
+
+    def client_push(self, session: ClientSession, msg: PushRegister | PushUnregister) -> None:
+        """push_register / push_unregister from a session (docs/client-protocol.md, "Push wake-up")."""
+        now = trio.current_time()
+        if self.pusher is None:
+            session.send(Error(code=ErrorCode.UNKNOWN_TYPE))
+        elif isinstance(msg, PushUnregister):
+            self.core.push_unregister(session.conn_id, now)
+            session.send(Ok(of="push_unregister"))
+        else:
+            sub = Subscription(endpoint=msg.endpoint, p256dh=msg.p256dh, auth=msg.auth)
+            if self.core.push_register(session.conn_id, sub, now):
+                session.send(Ok(of="push_register", vapid=self.pusher.vapid_public))
+            else:
+                session.send(Error(code=ErrorCode.RATE_LIMITED))  # this node's subscription table is full
+        self._after_input()
+
+    def push_gone(self, client: bytes, endpoint: str) -> None:
+        """The push service answered 404/410 (called by the push sender)."""
+        self.core.push_gone(client, endpoint, trio.current_time())
         self._after_input()
 
     # --- federation inputs -------------------------------------------------------------------------
@@ -109,8 +144,14 @@ class RelayDriver:
                     session = self.sessions.get(cmd.conn_id)
                     if session is not None:
                         session.send(cmd.msg)
-                elif isinstance(cmd, ToPeer) and not self.links.send(cmd.node, peer_to_map(cmd.msg)):
-                    self.core.peer_unreachable(cmd.node, trio.current_time())
+                elif isinstance(cmd, ToPeer):
+                    if not self.links.send(cmd.node, peer_to_map(cmd.msg)):
+                        self.core.peer_unreachable(cmd.node, trio.current_time())
+                elif self.pusher is not None:  # push wake-up
+                    if isinstance(cmd, SendPush):
+                        self.pusher.submit(cmd)
+                    elif isinstance(cmd, PushDropped):
+                        self.pusher.on_result(cmd.reason.value)
 
     def refresh_metrics(self) -> None:
         stats = self.core.stats()

@@ -1,58 +1,62 @@
-"""One client connection of the client server (node/net/clients.py): protocol state, limits, send queue.
+"""One client connection of the client server (node/net/clients.py): the byte pump around the session core.
 
-State machine: `AWAIT_HELLO -> OPEN -> CLOSING`. The reader task (`_run`) owns the socket's receive side and the
-wsproto state. The send side is an `OutBuffer` (node/net/sockio.py): frames are queued and written once per scheduler
-batch by the node's flusher, straight to the socket, with a writer task only for what the kernel does not take at
-once (and for TLS). `send()` never blocks: it encodes, frames and queues, or (queue full) closes the connection as
-a slow reader and returns False. Timers (handshake, ping, idle, close) are the deadline of the reader's one cancel
-scope, moved forward as frames arrive. `close()` queues a close frame and pulls that deadline in; the reader keeps
-draining until the client's close frame or EOF, so the client sees the close code.
+The protocol state, limits and timers are the sans-IO `SessionCore` (node/protocol/session.py); this driver only
+moves bytes and carries out the core's commands. The reader (`run`) owns the socket's receive side and the wsproto
+state: one read per wake-up, every WebSocket event of it handed to the core with one `now`. The send side is an
+`OutBuffer` (node/net/sockio.py) written by the node's flusher at the end of each scheduler batch. Every frame we
+queue, data frames, pongs, pings, goes through one bound (`send_queue_max` messages, `send_queue_bytes_max`
+bytes): over it the core closes the connection as a slow reader (1008). The core's timers (handshake, ping, idle,
+close) are the deadline of the reader's one cancel scope. The session talks to its server only through the
+`SessionPort` protocol, so neither module imports the other's internals.
 """
 
 from __future__ import annotations
 
 import logging
-import os
+import math
 import struct
-from typing import TYPE_CHECKING, Any
+from typing import Protocol
 
 import trio
 from wsproto.connection import Connection, ConnectionState
-from wsproto.events import CloseConnection, Message, Ping, TextMessage
+from wsproto.events import CloseConnection, Message, Ping
+from wsproto.events import Pong as WsPong
 from wsproto.utilities import RemoteProtocolError as WsRemoteProtocolError
 
-from node.net.sockio import OutBuffer, read_some
-from node.protocol.identity import client_auth_message, node_auth_message, short_id, verify_signature
-from node.protocol.ratelimit import TokenBucket
-from node.protocol.refusals import Refusal, for_client_code
-from node.protocol.wire import Limits
-from node.protocol.wire.client import (
-    NONCE_BYTES,
-    ClientFrameError,
-    ClientMessage,
-    CloseCode,
-    Envelope,
-    Error,
-    ErrorCode,
-    Hello,
-    Kind,
-    Reason,
-    Receipt,
-    Status,
-    Welcome,
-    decode_client_frame,
-    encode_client_message,
+from node.net.sockio import Flusher, OutBuffer, read_some
+from node.protocol.identity import short_id
+from node.protocol.refusals import Refusal
+from node.protocol.session import (
+    Close,
+    Command,
+    Control,
+    Offline,
+    Online,
+    Refused,
+    Send,
+    SendPing,
+    SendPong,
+    SessionCore,
+    State,
+    ToRelay,
 )
-from node.protocol.wire.client import Ping as PingMsg
-from node.protocol.wire.client import Pong as PongMsg
-
-if TYPE_CHECKING:
-    from node.net.clients import ClientServer
+from node.protocol.settings import ClientsSection
+from node.protocol.wire.client import ClientMessage, CloseCode, Envelope, encode_client_message
 
 log = logging.getLogger("homing.clients")
 
-READ_BYTES = 65536  # one receive_some; frames are reassembled up to Limits.CLIENT_FRAME_MAX
-CLOSE_TIMEOUT_S = 2.0  # after our close frame, how long the client gets to answer before the socket closes
+_OPEN = State.OPEN
+_WS_OPEN = ConnectionState.OPEN
+
+
+class SessionPort(Protocol):
+    """What a session reports to its server. Called from trio; none of them blocks."""
+
+    def refused(self, reason: Refusal) -> None: ...
+    def session_online(self, session: ClientSession) -> None: ...
+    def session_offline(self, session: ClientSession) -> None: ...
+    def session_envelope(self, session: ClientSession, env: Envelope) -> None: ...
+    def session_control(self, session: ClientSession, msg: ClientMessage) -> None: ...
 
 
 def data_frame(data: bytes | str) -> bytes:
@@ -74,253 +78,187 @@ def data_frame(data: bytes | str) -> bytes:
 
 
 class ClientSession(OutBuffer):
-    """One client connection. The relay uses `conn_id`, `client_id`, `remote_ip` and `send()`."""
+    """One client connection. The relay uses `conn_id`, `client_id`, `remote_ip`, `address_key` and `send()`."""
 
     __slots__ = (
-        "_buckets",
-        "_close_at",
-        "_closing",
-        "_last_rx",
-        "_msg_parts",
-        "_msg_size",
-        "_pinged",
-        "_scope",
-        "_server",
-        "_strikes",
-        "_ws",
-        "client_id",
-        "conn_id",
-        "deadline",
-        "json",
-        "nonce",
+        "_close_queued", "_config", "_core", "_offline_pending", "_port", "_scope", "_ws", "address_key", "conn_id",
         "remote_ip",
     )
 
     def __init__(
-        self, server: ClientServer, stream: trio.abc.Stream, conn_id: int, remote_ip: str, deadline: float
+        self,
+        *,
+        port: SessionPort,
+        stream: trio.abc.Stream,
+        flusher: Flusher,
+        ws: Connection,
+        core: SessionCore,
+        config: ClientsSection,
+        conn_id: int,
+        remote_ip: str,
+        address_key: str,
     ) -> None:
+        OutBuffer.__init__(self, stream, flusher)
         self.conn_id = conn_id
-        self.client_id = b""  # set by a valid hello
-        self.nonce = os.urandom(NONCE_BYTES)  # the challenge nonce; dropped after welcome
-        self.deadline = deadline  # handshake deadline
-        self.remote_ip = remote_ip
-        self.json = False
-        OutBuffer.__init__(self, stream, server.flusher)
-        self._server = server
-        self._ws: Connection | None = None
-        self._closing = False
-        self._scope = trio.CancelScope()  # the reader's current timer period (see _run)
-        self._close_at = float("inf")
-        self._last_rx = 0.0
-        self._pinged = False
-        self._strikes = 0
-        self._msg_parts: list[Any] = []
-        self._msg_size = 0
-        now = trio.current_time()
-        cfg = server.config
-        self._buckets = (
-            TokenBucket(cfg.rate_per_s, cfg.burst, now),
-            TokenBucket(cfg.ice_rate_per_s, cfg.ice_burst, now),
-        )
+        self.remote_ip = remote_ip  # the client's address (after a trusted proxy's header)
+        self.address_key = address_key  # its network for per-address budgets: /32 IPv4, /64 IPv6
+        self._port = port
+        self._ws = ws
+        self._core = core
+        self._config = config
+        self._close_queued = False
+        self._offline_pending = False  # the core's Offline, reported by the reader (see _execute)
+        self._scope = trio.CancelScope()  # the reader's current timer period (see run)
 
     def __repr__(self) -> str:
-        return f"<ClientSession {self.conn_id} {short_id(self.client_id) if self.client_id else '-'}>"
+        cid = self._core.client_id
+        return f"<ClientSession {self.conn_id} {short_id(cid) if cid else '-'}>"
+
+    @property
+    def client_id(self) -> bytes:
+        return self._core.client_id
 
     @property
     def online(self) -> bool:
-        return bool(self.client_id) and not self._closing
+        return self._core.state is _OPEN
+
+    @property
+    def state(self) -> State:
+        return self._core.state
 
     # --- sending (non-blocking) -----------------------------------------------------------------------------
 
     def send(self, msg: ClientMessage) -> bool:
-        """Queue `msg` for this client. False (and the connection is closed as a slow reader) when full."""
-        if self._closing or self._ws is None:
+        """Queue `msg` for this online client. False when it is not online or (closed as a slow reader) full."""
+        core = self._core
+        if core.state is not _OPEN or self._close_queued:
             return False
-        data = encode_client_message(msg, json=self.json)
-        frame = data_frame(data)
-        cfg = self._server.config
+        return self._enqueue(data_frame(encode_client_message(msg, json=core.json)))
+
+    def close(self, code: int, reason: str = "") -> None:
+        """Queue a close frame; the connection ends when the client answers or `close_timeout_s` passes."""
+        self._execute(self._core.close(code, reason, trio.current_time()))
+
+    def _enqueue(self, frame: bytes) -> bool:
+        cfg = self._config
         if len(self._out) >= cfg.send_queue_max or self._out_bytes + len(frame) > cfg.send_queue_bytes_max:
-            self._server.refused(Refusal.RATE_LIMITED)  # a slow reader
-            log.info("event=client_slow_reader conn=%d id=%s", self.conn_id, short_id(self.client_id))
             self._drop()
-            self.close(CloseCode.POLICY, "slow reader: send queue full")
+            self._execute(self._core.queue_full(trio.current_time()))
             return False
         self.queue(frame)
         return True
 
     def _write_failed(self) -> None:
-        self._closing = True  # the reader sees EOF or the reset and ends the session
+        self._execute(self._core.write_failed())
+        self._scope.deadline = self._core.next_deadline()  # the reader ends the session now
 
-    def close(self, code: int, reason: str = "") -> None:
-        """Queue a close frame; the connection ends when the client answers or CLOSE_TIMEOUT_S passes."""
-        if self._closing:
-            return
-        self._closing = True
-        self._close_at = trio.current_time() + CLOSE_TIMEOUT_S
-        self._scope.deadline = min(self._scope.deadline, self._close_at)
-        if self._ws is not None and self._ws.state in (ConnectionState.OPEN, ConnectionState.REMOTE_CLOSING):
-            self.queue(self._ws.send(CloseConnection(code=int(code), reason=reason)))
+    def _report_offline(self) -> None:
+        self._offline_pending = False
+        self._port.session_offline(self)
+
+    def _execute(self, commands: list[Command]) -> None:
+        """Carry out the core's commands, in order."""
+        for cmd in commands:
+            if type(cmd) is ToRelay:
+                self._port.session_envelope(self, cmd.env)
+            elif type(cmd) is Send:
+                if not self._close_queued:
+                    self._enqueue(data_frame(encode_client_message(cmd.msg, json=self._core.json)))
+            elif type(cmd) is Refused:
+                self._port.refused(cmd.reason)
+            elif type(cmd) is Close:
+                self._queue_close(cmd)
+            elif type(cmd) is SendPong:
+                if not self._close_queued:
+                    self._enqueue(self._ws.send(WsPong(payload=cmd.payload)))
+            elif type(cmd) is SendPing:
+                if not self._close_queued:
+                    self._enqueue(self._ws.send(Ping(payload=b"")))
+            elif type(cmd) is Online:
+                self._port.session_online(self)
+            elif type(cmd) is Offline:
+                # reported by the reader task, never inside a caller's stack (a relay's send that overflowed,
+                # the flusher's failed write): the relay is not re-entered while it is handing out messages
+                self._offline_pending = True
+                self._scope.deadline = -math.inf
+            elif type(cmd) is Control:
+                self._port.session_control(self, cmd.msg)
+
+    def _queue_close(self, cmd: Close) -> None:
+        if cmd.code in (CloseCode.ABUSE, CloseCode.POLICY, CloseCode.TOO_BIG):
+            log.info("event=client_closed conn=%d id=%s code=%d reason=%s", self.conn_id,
+                     short_id(self._core.client_id) if self._core.client_id else "-", cmd.code, cmd.reason)
+        ws = self._ws
+        if not self._close_queued and ws.state in (_WS_OPEN, ConnectionState.REMOTE_CLOSING):
+            self._close_queued = True
+            self.queue(ws.send(CloseConnection(code=cmd.code, reason=cmd.reason)))
+        self._scope.deadline = min(self._scope.deadline, self._core.next_deadline())
 
     # --- receiving ----------------------------------------------------------------------------------------
 
-    def _take(self, kind: Kind | None) -> bool:
-        bucket = self._buckets[1] if kind is Kind.CALL_ICE else self._buckets[0]
-        return bucket.take(trio.current_time())
-
-    def _strike(self, code: str) -> None:
-        """A refused frame; `code` is the client protocol's error code (docs/client-protocol.md)."""
-        self._server.refused(for_client_code(code))
-        self._strikes += 1
-        if self._strikes >= self._server.config.abuse_strikes_max:
-            log.info("event=client_abuse conn=%d id=%s last=%s", self.conn_id, short_id(self.client_id), code)
-            self.close(CloseCode.ABUSE, "too many refused frames")
-
-    def _on_message(self, data: bytes | str) -> None:
-        if self._closing:
-            return
-        if not self.client_id:
-            self._on_hello(data)
-            return
-        try:
-            msg = decode_client_frame(data)
-        except ClientFrameError as exc:
-            self._refuse(exc)
-            return
-        if isinstance(msg, Envelope):
-            self._on_envelope(msg)
-        elif not self._take(None):
-            self.send(Error(code=ErrorCode.RATE_LIMITED))
-            self._strike("rate_limited")
-        elif isinstance(msg, PingMsg):
-            self._strikes = 0
-            self.send(PongMsg())
-        elif isinstance(msg, Hello):
-            self.send(Error(code=ErrorCode.BAD_REQUEST))
-            self._strike("bad_request")
-
-    def _refuse(self, exc: ClientFrameError) -> None:
-        if exc.receipt and exc.ref is not None:
-            self.send(Receipt(ref=exc.ref, status=Status.REJECTED, reason=Reason(exc.code)))
-        else:
-            self.send(Error(code=ErrorCode(exc.code), ref=exc.ref))
-        self._strike(exc.code)
-
-    def _on_envelope(self, env: Envelope) -> None:
-        if not self._take(env.kind):
-            self.send(Receipt(ref=env.ref, status=Status.REJECTED, reason=Reason.RATE_LIMITED))
-            self._strike("rate_limited")
-            return
-        self._strikes = 0
-        self._server.relay_call(self._server.relay.client_envelope, self, env)
-
-    def _on_hello(self, data: bytes | str) -> None:
-        self.json = isinstance(data, str)
-        try:
-            msg = decode_client_frame(data)
-        except ClientFrameError:
-            msg = None
-        server = self._server
-        if not (
-            isinstance(msg, Hello)
-            and verify_signature(msg.id, client_auth_message(server.identity.id, self.nonce), msg.sig)
-        ):
-            server.refused(Refusal.FORGED)
-            self.send(Error(code=ErrorCode.AUTH_FAILED))
-            self.close(CloseCode.AUTH_FAILED, "auth_failed")
-            return
-        self.client_id = msg.id
-        self.nonce = b""
-        self.send(Welcome(id=msg.id, sig=server.identity.sign(node_auth_message(msg.id, msg.nonce))))
-        server.session_online(self)
-
-    def _on_data_event(self, event: Message[Any]) -> None:
-        self._msg_size += len(event.data)
-        if self._msg_size > Limits.CLIENT_FRAME_MAX:
-            self._server.refused(Refusal.OVERSIZED)
-            self.close(CloseCode.TOO_BIG, f"frame over {Limits.CLIENT_FRAME_MAX} bytes")
-            self._msg_parts.clear()
-            return
-        if not event.message_finished:
-            self._msg_parts.append(event.data)
-            return
-        if self._msg_parts:
-            self._msg_parts.append(event.data)
-            data: Any = ("" if isinstance(event, TextMessage) else b"").join(self._msg_parts)
-            self._msg_parts.clear()
-        else:
-            data = event.data
-        self._msg_size = 0
-        if not self._closing:
-            self._on_message(data if isinstance(data, str) else bytes(data))
-
-    def _on_events(self, ws: Connection) -> bool:
-        """Handle every event wsproto has; True when the client's close (or EOF) was seen."""
+    def _on_events(self, now: float) -> None:
+        """Hand every event wsproto has to the core."""
+        core, ws = self._core, self._ws
         for event in ws.events():
             if isinstance(event, Message):
-                if self._closing:
-                    continue
-                self._on_data_event(event)
+                data = event.data
+                self._execute(core.fragment(
+                    data if type(data) is not bytearray else bytes(data), event.frame_finished,
+                    event.message_finished, now,
+                ))
             elif isinstance(event, Ping):
-                if ws.state is ConnectionState.OPEN and not self._closing:
-                    self.queue(ws.send(event.response()))
+                if ws.state is _WS_OPEN:
+                    self._execute(core.ws_ping(bytes(event.payload), now))
             elif isinstance(event, CloseConnection):
                 if ws.state is ConnectionState.REMOTE_CLOSING:
+                    self._close_queued = True
                     self.queue(ws.send(event.response()))
-                self._closing = True
-                return True
-        return False
+                self._execute(core.remote_closed())
+                return
 
-    def _next_timer(self) -> float:
-        if self._closing:
-            return self._close_at
-        if not self.client_id:
-            return self.deadline
-        cfg = self._server.config
-        return self._last_rx + (cfg.idle_timeout_s if self._pinged else cfg.ping_interval_s)
-
-    async def _run(self, ws: Connection) -> None:
-        """The connection's reader: one cancel scope per timer period (handshake, ping, idle, close).
+    async def run(self) -> None:
+        """The connection's reader: one cancel scope per timer period, until the core is CLOSED.
 
         One coroutine frame reads and handles frames (no helper coroutines: an idle connection's memory is
         mostly the frames of its parked reader, docs/performance.md).
         """
-        self._last_rx = trio.current_time()
-        stream, fd = self._stream, self._fd
+        core, ws = self._core, self._ws
+        self._execute(core.start())
+        stream, fd, read_bytes = self._stream, self._fd, self._config.read_bytes
         data = b""
-        ended = False  # EOF, the client's close, or a broken WebSocket stream
-        while not ended:
-            self._scope = trio.CancelScope(deadline=self._next_timer())
+        while not core.closed:
+            if self._offline_pending:
+                self._report_offline()
+            self._scope = trio.CancelScope(deadline=core.next_deadline())
             with self._scope:
                 while True:
-                    data = await read_some(stream, fd, READ_BYTES, wait_first=0 < len(data) < READ_BYTES)
-                    if not data:
-                        ws.receive_data(None)
-                        self._on_events(ws)
-                        ended = True
-                        break
-                    self._last_rx = trio.current_time()
-                    self._pinged = False
+                    data = await read_some(stream, fd, read_bytes, wait_first=0 < len(data) < read_bytes)
+                    now = trio.current_time()
                     try:
-                        ws.receive_data(data)
-                        if self._on_events(ws):
-                            ended = True
-                            break
+                        if not data:
+                            ws.receive_data(None)
+                            self._on_events(now)
+                            self._execute(core.remote_closed())
+                        else:
+                            core.received(now)
+                            ws.receive_data(data)
+                            self._on_events(now)
                     except WsRemoteProtocolError:
-                        self._server.refused(Refusal.MALFORMED)  # not a WebSocket frame
-                        ended = True
+                        self._execute(core.broken())  # not a WebSocket stream
+                    if core.closed:
                         break
-                    self._scope.deadline = self._next_timer()
-            if ended:
-                break
-            if self._closing:
-                if trio.current_time() >= self._close_at:
-                    return
-            elif not self.client_id or self._pinged:
-                self._server.refused(Refusal.MALFORMED)  # handshake not finished in time
-                self.close(CloseCode.TIMEOUT, "idle timeout" if self.client_id else "handshake timeout")
-            else:
-                self._pinged = True
-                self.queue(ws.send(Ping(payload=b"")))
-        self._closing = True
+                    if self._offline_pending:
+                        self._report_offline()
+                    self._scope.deadline = core.next_deadline()
+            if not core.closed:
+                self._execute(core.tick(trio.current_time()))
         self.flush_now()
-        await self.drain(CLOSE_TIMEOUT_S)  # let a writer task flush our close frame, briefly
+        await self.drain(self._config.close_timeout_s)  # let a writer task flush our close frame, briefly
+
+    def finish(self) -> None:
+        """The connection is ending (the server's `finally`): reports Offline if still online, drops the queue."""
+        self._execute(self._core.finish())
+        if self._offline_pending:
+            self._report_offline()
+        self.discard()
+

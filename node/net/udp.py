@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 import trio
 
-from node.net.peers import push_pull, stream_ping
+from node.net.peerconn import push_pull, stream_ping
 from node.net.timer import CoreTimer
 from node.protocol.crypto import DatagramSealer
 from node.protocol.errors import RemoteProtocolError, TransportError

@@ -10,25 +10,21 @@ Two mechanisms, both between Ed25519 node keys converted to X25519 (pynacl):
    old-epoch packet is refused and changes nothing. Only the two key holders can build or open a box, so a
    forged packet fails authentication.
 
-2. **Peer-link sessions** (TCP). Each side sends `hello = id(32) | ephemeral X25519 public key(32) | random(32)`.
-   Both derive `k = blake2b(DH(static, static) | DH(eph, eph) | transcript)` split into two directional keys;
-   frames are SecretBox-sealed with a counter nonce per direction. Only holders of both static keys derive `k`
-   (mutual authentication); the ephemeral DH gives forward secrecy; fresh randoms per connection make a
-   recorded connection useless to replay.
+2. **Peer-link sessions** (TCP): the Noise handshake `Noise_IK_25519_ChaChaPoly_BLAKE2b` (node/protocol/noise.py)
+   between the nodes' static keys (Ed25519 converted to X25519), then Noise transport frames. See `LinkHandshake`
+   and `LinkSession` below and docs/protocol.md, "Peer links".
 """
 
 from __future__ import annotations
 
-import hashlib
 import struct
 
 import attrs
-import nacl.bindings
 import nacl.exceptions
 import nacl.public
-import nacl.secret
 
-from node.protocol.errors import BadSignature, RemoteProtocolError, Replayed
+from node.protocol import noise
+from node.protocol.errors import BadSignature, LocalProtocolError, RemoteProtocolError, Replayed, TooLarge
 from node.protocol.identity import ID_BYTES, Identity, curve25519_public
 
 SEALED_VERSION = 1
@@ -118,65 +114,179 @@ class _ReplayWindow:
 
 
 # --- peer-link sessions ---------------------------------------------------------------------------------
+#
+# Handshake (Noise IK; the dialler always knows the id, hence the static key, of the node it dials):
+#   initiator -> responder: LINK_MAGIC | u16 length | msg1   (e, es, s, ss; payload: the initiator's Ed25519 id)
+#   responder -> initiator:               u16 length | msg2   (e, ee, se; empty payload)
+# The prologue binds the protocol label and version, so a node of another link version cannot complete it.
+# The initiator's Ed25519 id in msg1 must convert to the static key msg1 carries (X25519 keys do not say which
+# Ed25519 key they came from). The responder checks admission on that id before it answers, and treats the
+# initiator as authenticated only once a transport frame from it decrypts: msg1 alone proves nothing to a
+# responder whose own key was stolen (key-compromise impersonation), the transport keys need DH(s_i, e_r).
+#
+# Transport frame: `header(4) | ChaChaPoly ciphertext`, header = u32 big-endian, bit 31 "the sender rekeyed before
+# this frame", bits 0..30 the ciphertext length; the header is the AEAD's associated data. Nonces are the Noise
+# CipherState's counters (one per direction), so a replayed, reordered, dropped or altered frame fails to decrypt.
+# Rekeying (Noise REKEY) is decided by the sender (every `rekey_frames_max` frames or `rekey_interval_s` seconds)
+# and flagged in the header, so both sides rekey at the same frame.
 
-LINK_HELLO_BYTES = ID_BYTES + 32 + 32
+LINK_MAGIC = b"HML2"
+LINK_PROLOGUE = b"homing peer link 2"
+LINK_PATTERN = "IK"
+LINK_HANDSHAKE_MAX_BYTES = 512  # msg1 is 128 bytes, msg2 48: anything longer is refused before it is read
+LINK_FRAME_HEADER_BYTES = 4
+_REKEY_FLAG = 0x8000_0000
+_LENGTH_MASK = 0x7FFF_FFFF
 
 
-@attrs.define(slots=True)
+@attrs.frozen(kw_only=True, slots=True)
+class RekeyPolicy:
+    """When a sender rekeys its direction of a link (both bounds; the first reached wins)."""
+
+    frames_max: int = attrs.field(default=1 << 16, validator=attrs.validators.ge(1))
+    interval_s: float = attrs.field(default=600.0, validator=attrs.validators.gt(0))
+
+
+DEFAULT_REKEY = RekeyPolicy()
+
+
 class LinkHandshake:
-    """One side of the peer-link handshake. `hello()` is sent; `finish(their_hello)` yields a LinkSession."""
+    """One side of the peer-link handshake (sans-IO). `random_bytes` is the I/O layer's CSPRNG (os.urandom):
+    the ephemeral private key comes from it and never leaves this object.
 
-    identity: Identity
-    random32: bytes
-    _eph: nacl.public.PrivateKey = attrs.field(init=False)
+    Initiator: `start()` -> bytes to send; `finish(msg2, now)` -> LinkSession.
+    Responder: `read_hello(msg1)` -> the peer's verified-to-match id (check admission now); `answer(now)` ->
+    (bytes to send, LinkSession).
+    """
 
-    def __attrs_post_init__(self) -> None:
-        self._eph = nacl.public.PrivateKey(hashlib.blake2b(self.random32, person=b"homing-eph").digest()[:32])
+    __slots__ = ("_hs", "_identity", "_peer_id", "_rekey")
 
-    def hello(self) -> bytes:
-        return self.identity.id + bytes(self._eph.public_key) + self.random32
+    def __init__(
+        self,
+        identity: Identity,
+        *,
+        random_bytes: noise.RandomBytes,
+        expected_id: bytes | None = None,
+        rekey: RekeyPolicy = DEFAULT_REKEY,
+    ) -> None:
+        self._identity = identity
+        self._rekey = rekey
+        self._peer_id = expected_id
+        rs = None
+        if expected_id is not None:
+            if expected_id == identity.id:
+                raise LocalProtocolError("a peer link to ourselves")
+            rs = curve25519_public(expected_id)
+        self._hs = noise.HandshakeState(
+            pattern=LINK_PATTERN,
+            initiator=expected_id is not None,
+            random_bytes=random_bytes,
+            prologue=LINK_PROLOGUE,
+            s=noise.ed25519_to_x25519_keypair(identity.seed),
+            rs=rs,
+        )
 
-    def finish(self, their_hello: bytes, *, initiator: bool) -> tuple[bytes, LinkSession]:
-        """Return (peer id, session). Raises RemoteProtocolError on a malformed hello."""
-        if len(their_hello) != LINK_HELLO_BYTES:
-            raise RemoteProtocolError("peer-link hello has the wrong length")
-        peer_id = their_hello[:ID_BYTES]
-        if peer_id == self.identity.id:
-            raise RemoteProtocolError("peer-link hello from ourselves")
-        their_eph = their_hello[ID_BYTES : ID_BYTES + 32]
-        static_priv = self.identity.curve25519_private()
+    @property
+    def peer_id(self) -> bytes | None:
+        return self._peer_id
+
+    @property
+    def handshake_hash(self) -> bytes:
+        return self._hs.handshake_hash
+
+    def start(self) -> bytes:
+        msg1 = self._hs.write_message(self._identity.id)
+        return LINK_MAGIC + struct.pack(">H", len(msg1)) + msg1
+
+    def read_hello(self, msg1: bytes) -> bytes:
+        """The initiator's id from msg1 (without magic and length). Raises RemoteProtocolError."""
         try:
-            ss = nacl.bindings.crypto_scalarmult(static_priv, curve25519_public(peer_id))
-            ee = nacl.bindings.crypto_scalarmult(bytes(self._eph), their_eph)
-        except (nacl.exceptions.CryptoError, nacl.exceptions.RuntimeError, ValueError) as exc:
-            raise RemoteProtocolError("peer-link key agreement failed") from exc
-        mine = self.hello()
-        transcript = mine + their_hello if initiator else their_hello + mine
-        okm = hashlib.blake2b(ss + ee + transcript, digest_size=64, person=b"homing-link-v1").digest()
-        k_init, k_resp = okm[:32], okm[32:]
-        send, recv = (k_init, k_resp) if initiator else (k_resp, k_init)
-        return bytes(peer_id), LinkSession(nacl.secret.SecretBox(send), nacl.secret.SecretBox(recv))
+            payload = self._hs.read_message(msg1)
+        except noise.NoiseError as exc:  # a bad tag or key: not made with the keys it claims
+            raise BadSignature(f"peer-link hello: {exc}") from exc
+        if len(payload) != ID_BYTES:
+            raise RemoteProtocolError("peer-link hello does not carry a node id")
+        if payload == self._identity.id:
+            raise RemoteProtocolError("peer-link hello from ourselves")
+        if curve25519_public(payload) != self._hs.remote_static:  # RemoteProtocolError for a non-key
+            raise BadSignature("peer-link hello: the node id does not match the static key")
+        self._peer_id = bytes(payload)
+        return self._peer_id
+
+    def answer(self, now: float) -> tuple[bytes, LinkSession]:
+        msg2 = self._hs.write_message(b"")
+        return struct.pack(">H", len(msg2)) + msg2, self._session(now)
+
+    def finish(self, msg2: bytes, now: float) -> LinkSession:
+        try:
+            payload = self._hs.read_message(msg2)
+        except noise.NoiseError as exc:
+            raise BadSignature(f"peer-link answer: {exc}") from exc
+        if payload:
+            raise RemoteProtocolError("peer-link answer carries an unexpected payload")
+        return self._session(now)
+
+    def _session(self, now: float) -> LinkSession:
+        send, recv = self._hs.split()
+        return LinkSession(send, recv, rekey=self._rekey, now=now)
+
+
+def handshake_length(head: bytes) -> int:
+    """The length of a handshake message from its 2-byte prefix. Raises TooLarge."""
+    (n,) = struct.unpack(">H", head)
+    if n > LINK_HANDSHAKE_MAX_BYTES:
+        raise TooLarge(f"peer-link handshake message of {n} bytes")
+    return int(n)
 
 
 class LinkSession:
-    """Seals frames in one direction and opens them in the other, each with a strictly increasing counter."""
+    """The two Noise CipherStates of a link: seals frames in one direction and opens them in the other."""
 
-    __slots__ = ("_recv", "_recv_counter", "_send", "_send_counter")
+    __slots__ = ("_recv", "_rekey", "_send", "_sent_since_rekey", "_since_s", "rekeys_received", "rekeys_sent")
 
-    def __init__(self, send: nacl.secret.SecretBox, recv: nacl.secret.SecretBox) -> None:
+    def __init__(self, send: noise.CipherState, recv: noise.CipherState, *, rekey: RekeyPolicy, now: float) -> None:
         self._send, self._recv = send, recv
-        self._send_counter = 0
-        self._recv_counter = 0
+        self._rekey = rekey
+        self._sent_since_rekey = 0
+        self._since_s = now
+        self.rekeys_sent = 0
+        self.rekeys_received = 0
 
-    def seal(self, plaintext: bytes) -> bytes:
-        self._send_counter += 1
-        nonce = self._send_counter.to_bytes(24, "big")
-        return bytes(self._send.encrypt(plaintext, nonce).ciphertext)
+    def seal(self, plaintext: bytes, now: float) -> bytes:
+        """One whole frame (header and ciphertext) holding `plaintext`."""
+        flag = 0
+        if self._sent_since_rekey >= self._rekey.frames_max or now - self._since_s >= self._rekey.interval_s:
+            self._send.rekey()
+            self._sent_since_rekey, self._since_s = 0, now
+            self.rekeys_sent += 1
+            flag = _REKEY_FLAG
+        self._sent_since_rekey += 1
+        header = struct.pack(">I", flag | (len(plaintext) + noise.TAG_BYTES))
+        return header + self._send.encrypt_with_ad(header, plaintext)
 
-    def open(self, ciphertext: bytes) -> bytes:
-        self._recv_counter += 1
-        nonce = self._recv_counter.to_bytes(24, "big")
+    @staticmethod
+    def frame_length(header: bytes, max_bytes: int) -> int:
+        """The ciphertext length a frame header announces. Raises TooLarge over `max_bytes` of plaintext."""
+        (word,) = struct.unpack(">I", header)
+        n = int(word & _LENGTH_MASK)
+        if n > max_bytes + noise.TAG_BYTES:
+            raise TooLarge(f"peer frame of {n} bytes exceeds {max_bytes}")
+        if n < noise.TAG_BYTES:
+            raise RemoteProtocolError("peer frame shorter than its tag")
+        return n
+
+    def open(self, header: bytes, ciphertext: bytes) -> bytes:
+        """The plaintext of one frame. Raises BadSignature (and changes nothing) when it does not authenticate."""
+        rekeyed = header[0] & 0x80
+        cipher = self._recv
+        if rekeyed:
+            cipher = cipher.copy()
+            cipher.rekey()
         try:
-            return bytes(self._recv.decrypt(ciphertext, nonce))
-        except (nacl.exceptions.CryptoError, nacl.exceptions.ValueError) as exc:
+            plaintext = cipher.decrypt_with_ad(header, ciphertext)
+        except noise.NoiseError as exc:
             raise BadSignature("peer-link frame failed authentication") from exc
+        if rekeyed:
+            self._recv = cipher
+            self.rekeys_received += 1
+        return plaintext

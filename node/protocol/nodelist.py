@@ -2,10 +2,15 @@
 
 - node list (PURPOSE `node-list`, signed by a registry key):
   `{"v":1,"issued":<unix>,"expires":<unix>,"nodes":[{"id","ws","swim","peer","seen"}…]}`
-- registration (PURPOSE `node-register`, signed by the node itself): `{"id","ws","swim","peer","ts","ttl"}`
+- registration (PURPOSE `node-register`, signed by the node itself): `{"id","ws","swim","peer","ts","ttl","reg"}`,
+  `reg` the key of the registry it is meant for (a registration cannot be replayed at another registry);
+  `ws` at most `REG_WS_MAX` characters, `swim`/`peer` at most `REG_ADDR_MAX` (a registry's list stays small)
 - leave (PURPOSE `node-leave`, signed by the node): `{"id","ts"}`
-- node card (PURPOSE `node-card`, signed by the node): `{"id","ws","ts"}`, carried as
-  `homing://node/<base64url(msgpack(signed document))>`.
+- node card (PURPOSE `node-card`, signed by the node): `{"id","ws","ts","exp"}`, carried as
+  `homing://node/<base64url(msgpack(signed document))>`; refused after `exp` (unix seconds), and refused when
+  `ws` is `ws://` to anything but a loopback or private address unless the reader allows plain ws.
+- A registry signs lists of at most `LIST_BYTES_MAX` bytes (encoded): below the DNS TXT ceiling
+  (`node.protocol.txt.PAYLOAD_MAX_BYTES`) and below what readers accept (`SIGNED_DOC_MAX_BYTES`).
 
 Every parser checks types and sizes and raises RemoteProtocolError (BadSignature, Expired) with a reason.
 Time is always passed in (`now`, unix seconds); nothing here reads a clock.
@@ -13,7 +18,9 @@ Time is always passed in (`now`, unix seconds); nothing here reads a clock.
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Any
+from urllib.parse import urlsplit
 
 import attrs
 
@@ -40,6 +47,10 @@ NODES_MAX = 5000
 TTL_MAX_S = 86_400
 CARD_PREFIX = "homing://node/"
 CARD_MAX_CHARS = 2048
+CARD_LIFETIME_DEFAULT_S = 30 * 86_400  # a card's `exp` when its maker names none
+REG_WS_MAX = 256  # a registration's ws URL: "wss://" + a long host name + port + path
+REG_ADDR_MAX = 128  # a registration's swim/peer HOST:PORT
+LIST_BYTES_MAX = 40 * 1024  # a signed list, encoded; see the module docstring
 CLOCK_SKEW_S = 300  # how far in the future an `issued`/`ts` may be (clocks of cheap VPSes drift)
 
 
@@ -71,6 +82,7 @@ class Registration:
     peer: str
     ts: int
     ttl: int
+    reg: bytes  # the registry this registration is for
 
 
 @attrs.frozen(kw_only=True, slots=True)
@@ -78,6 +90,7 @@ class Card:
     id: bytes
     ws: str
     ts: int
+    exp: int
 
 
 def _str(m: dict[str, Any], key: str, max_len: int) -> str:
@@ -101,8 +114,8 @@ def _id(m: dict[str, Any]) -> bytes:
     return v
 
 
-def _ws(m: dict[str, Any]) -> str:
-    url = _str(m, "ws", URL_MAX)
+def _ws(m: dict[str, Any], max_len: int = URL_MAX) -> str:
+    url = _str(m, "ws", max_len)
     if not url.startswith(("ws://", "wss://")):
         raise RemoteProtocolError("field 'ws' must be a ws:// or wss:// URL")
     return url
@@ -150,21 +163,28 @@ def open_node_list(doc: object, trusted: frozenset[bytes] | set[bytes], *, now: 
 # --- registration and leave ------------------------------------------------------------------------------
 
 
-def build_registration(node: Identity, *, ws: str, swim: str, peer: str, ts: int, ttl: int) -> dict[str, bytes]:
-    body = {"id": node.id, "ws": ws, "swim": swim, "peer": peer, "ts": ts, "ttl": ttl}
+def build_registration(
+    node: Identity, *, ws: str, swim: str, peer: str, ts: int, ttl: int, reg: bytes
+) -> dict[str, bytes]:
+    body = {"id": node.id, "ws": ws, "swim": swim, "peer": peer, "ts": ts, "ttl": ttl, "reg": reg}
     return sign_document(node, NODE_REGISTER, body)
 
 
 def open_registration(doc: object) -> Registration:
-    """Verify a registration: signed by the very node it registers. (Freshness of `ts` is the registry's job.)"""
+    """Verify a registration: signed by the very node it registers, fields within the registration caps.
+    (Freshness of `ts` and whether `reg` names this registry are the registry's job.)"""
     body, signer = open_document(doc, NODE_REGISTER, None)
+    reg_key = body.get("reg")
+    if not isinstance(reg_key, bytes) or len(reg_key) != ID_BYTES:
+        raise RemoteProtocolError("field 'reg' must be the registry's key (32 bytes)")
     reg = Registration(
         id=_id(body),
-        ws=_ws(body),
-        swim=_str(body, "swim", ADDR_MAX),
-        peer=_str(body, "peer", ADDR_MAX),
+        ws=_ws(body, REG_WS_MAX),
+        swim=_str(body, "swim", REG_ADDR_MAX),
+        peer=_str(body, "peer", REG_ADDR_MAX),
         ts=_int(body, "ts"),
         ttl=_int(body, "ttl", 1, TTL_MAX_S),
+        reg=reg_key,
     )
     if reg.id != signer:
         raise RemoteProtocolError("registration is not signed by the node it registers")
@@ -186,13 +206,45 @@ def open_leave(doc: object) -> tuple[bytes, int]:
 # --- node cards (referral URIs) --------------------------------------------------------------------------
 
 
-def make_card(node: Identity, *, ws: str, ts: int) -> str:
-    doc = sign_document(node, NODE_CARD, {"id": node.id, "ws": ws, "ts": ts})
+def make_card(node: Identity, *, ws: str, ts: int, exp: int | None = None, allow_plain_ws: bool = False) -> str:
+    """A signed card for `ws`, valid until `exp` (default `ts` + 30 days). Raises ValueError for a `ws://` URL
+    to a public host unless `allow_plain_ws` (a card is handed to strangers: it should say wss://)."""
+    exp = ts + CARD_LIFETIME_DEFAULT_S if exp is None else exp
+    if exp <= ts:
+        raise ValueError("a card's exp must be after its ts")
+    problem = _plain_ws_problem(ws, allow_plain_ws)
+    if problem:
+        raise ValueError(problem)
+    doc = sign_document(node, NODE_CARD, {"id": node.id, "ws": ws, "ts": ts, "exp": exp})
     return CARD_PREFIX + b64u_encode(encode_document(doc))
 
 
-def parse_card(uri: str) -> Card:
-    """Parse and verify a `homing://node/…` card: it must be signed by the node it names."""
+def is_private_host(host: str) -> bool:
+    """True for `localhost` and loopback, private (RFC 1918, ULA) and link-local IP literals."""
+    if host.lower() in ("localhost", "localhost."):
+        return True
+    try:
+        ip = ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return False
+    return ip.is_loopback or ip.is_private or ip.is_link_local
+
+
+def _plain_ws_problem(ws: str, allow_plain_ws: bool) -> str:
+    if allow_plain_ws or not ws.startswith("ws://"):
+        return ""
+    try:
+        host = urlsplit(ws).hostname or ""
+    except ValueError:
+        host = ""
+    if is_private_host(host):
+        return ""
+    return f"card URL {ws[:80]!r} is plain ws:// to a public host: cards must be wss:// (or a private address)"
+
+
+def parse_card(uri: str, *, now: float, allow_plain_ws: bool = False) -> Card:
+    """Parse and verify a `homing://node/…` card: signed by the node it names, not past `exp`, and `wss://`
+    unless its host is loopback/private or `allow_plain_ws`."""
     if not isinstance(uri, str) or not uri.startswith(CARD_PREFIX):
         raise RemoteProtocolError(f"a referral URI starts with {CARD_PREFIX}")
     if len(uri) > CARD_MAX_CHARS:
@@ -202,7 +254,12 @@ def parse_card(uri: str) -> Card:
     except ValueError as exc:
         raise RemoteProtocolError("referral URI is not base64url") from exc
     body, signer = open_document(decode_document(raw), NODE_CARD, None)
-    card = Card(id=_id(body), ws=_ws(body), ts=_int(body, "ts"))
+    card = Card(id=_id(body), ws=_ws(body), ts=_int(body, "ts"), exp=_int(body, "exp"))
     if card.id != signer:
         raise RemoteProtocolError("card is not signed by the node it names")
+    if now > card.exp:
+        raise Expired(f"card expired {int(now - card.exp)} s ago")
+    problem = _plain_ws_problem(card.ws, allow_plain_ws)
+    if problem:
+        raise RemoteProtocolError(problem)
     return card

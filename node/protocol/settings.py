@@ -7,6 +7,7 @@ docs/configuration.md is generated from the comments here.
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Any
 
 import attrs
@@ -14,6 +15,7 @@ from attrs import validators as v
 
 from node.protocol.errors import ConfigError
 from node.protocol.identity import parse_id
+from node.protocol.turn import URLS_MAX, check_url
 
 _pos: Any = v.gt(0)
 
@@ -57,6 +59,14 @@ def _urls(inst: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
             raise ConfigError(attribute.name, f"{item!r} is not an http(s) URL")
 
 
+def _networks(inst: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    for item in value:
+        try:
+            ipaddress.ip_network(item, strict=False)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(attribute.name, f"{item!r} is not an address or CIDR network") from exc
+
+
 @attrs.frozen(kw_only=True, slots=True)
 class NodeSection:
     # Where the node keeps its identity key and ports.json. Default: the user's data dir.
@@ -78,6 +88,11 @@ class NodeSection:
     log_level: str = attrs.field(default="info", validator=v.in_(["debug", "info", "warning", "error"]))
     # Log lines as JSON instead of key=value.
     log_json: bool = False
+    # Seconds a graceful stop (SIGTERM/SIGINT) may take for goaway, hand-off, leave and deregistration before the
+    # node exits anyway; docs/operations.md promises an exit within 10 s, so keep a margin below that.
+    shutdown_s: float = attrs.field(default=8.0, validator=[_pos, v.le(9.5)])
+    # Other nodes' signed cards a shutting-down node lists in `goaway`, so its clients can move on.
+    goaway_referrals_max: int = attrs.field(default=5, validator=[v.ge(0), v.le(32)])
 
 
 @attrs.frozen(kw_only=True, slots=True)
@@ -136,8 +151,16 @@ class ClientsSection:
     handshake_timeout_s: float = attrs.field(default=10.0, validator=_pos)
     # Client connections this node accepts in total (ulimit -n is the hard ceiling).
     connections_max: int = attrs.field(default=10_000, validator=v.ge(1))
-    # Client connections from one IP address (a NAT may hide many users).
+    # Client connections from one address: an IPv4 /32 or an IPv6 /64 (one host usually holds a whole /64),
+    # after a trusted proxy's header is applied (`trusted_proxies`). A NAT may hide many users.
     connections_per_ip_max: int = attrs.field(default=256, validator=v.ge(1))
+    # New WebSocket handshakes per second from one address (/32, /64), and the burst: one address cannot churn
+    # thousands of fresh client keys through reconnects. Over it, the upgrade is refused with HTTP 429.
+    handshakes_per_address_per_s: float = attrs.field(default=10.0, validator=_pos)
+    handshakes_per_address_burst: int = attrs.field(default=100, validator=v.ge(1))
+    # Addresses whose handshake budgets are remembered (least recently used forgotten; ~200 B each). Must exceed
+    # the addresses one attacker cycles through in burst/rate seconds for the budget to hold.
+    handshake_addresses_max: int = attrs.field(default=65_536, validator=v.ge(1))
     # Envelopes per second one connection may send (token bucket), and its burst.
     rate_per_s: float = attrs.field(default=20.0, validator=_pos)
     burst: int = attrs.field(default=60, validator=v.ge(1))
@@ -155,5 +178,117 @@ class ClientsSection:
     idle_timeout_s: float = attrs.field(default=120.0, validator=_pos)
     # Refused frames (bad, oversized, rate-limited) in a row before the connection is closed with 4429.
     abuse_strikes_max: int = attrs.field(default=20, validator=v.ge(1))
+    # WebSocket frames one client message may be split into (browsers send one); more closes with 1009. Empty
+    # continuation frames count too, so a stream of them cannot grow memory or keep the node busy.
+    message_fragments_max: int = attrs.field(default=64, validator=v.ge(1))
+    # Seconds a client has to answer our close frame before the socket is closed anyway.
+    close_timeout_s: float = attrs.field(default=2.0, validator=_pos)
+    # Seconds `goaway` (node shutdown) waits for clients to close before it cuts them off.
+    shutdown_timeout_s: float = attrs.field(default=3.0, validator=_pos)
+    # Bytes of the HTTP upgrade request (request line and headers); more ends the connection.
+    upgrade_request_bytes_max: int = attrs.field(default=8192, validator=v.ge(1024))
+    # Bytes read from a client socket per wake-up: one read can carry many frames (throughput under load).
+    read_bytes: int = attrs.field(default=65_536, validator=v.ge(4096))
+    # Connections over `connections_max` that still get a polite HTTP 429/503 (each for at most close_timeout_s);
+    # beyond that a connection is closed without an answer, because under a flood even a refusal costs.
+    refusing_max: int = attrs.field(default=256, validator=v.ge(0))
+    # Addresses or networks (CIDR) of TLS proxies in front of the client port (docs/operations.md, "Behind a
+    # proxy"). Only a connection from one of them may name the client's address, by a PROXY protocol v2 header
+    # (`proxy_protocol = "v2"`) or else by X-Forwarded-For; the named address feeds the per-address limits.
+    trusted_proxies: tuple[str, ...] = attrs.field(default=(), converter=tuple, validator=_networks)
+    # "off", or "v2": connections from `trusted_proxies` start with a PROXY protocol v2 header (HAProxy
+    # `send-proxy-v2`, Caddy `proxy_protocol v2`, nginx's stream module); one without a valid header is closed.
+    proxy_protocol: str = attrs.field(default="off", validator=v.in_(["off", "v2"]))
+    # Seconds a trusted proxy has to send the whole PROXY v2 header.
+    proxy_header_timeout_s: float = attrs.field(default=5.0, validator=_pos)
 
 
+def _push_hosts(inst: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    for item in value:
+        if not (isinstance(item, str) and item and "/" not in item and ":" not in item and item == item.lower()):
+            raise ConfigError(attribute.name, f"{item!r} is not a lower-case host name")
+
+
+def _test_loopback(inst: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if value:
+        host, _ = parse_hostport(value, key=attribute.name)
+        if host not in ("127.0.0.1", "::1"):
+            raise ConfigError(attribute.name, "only 127.0.0.1:PORT or [::1]:PORT")
+
+
+# --- push (issue #14, docs/operations.md "Push wake-up"): additive, owned by the push engineer -----------
+@attrs.frozen(kw_only=True, slots=True)
+class PushSection:
+    # Wake offline callees with Web Push / UnifiedPush (docs/operations.md, "Push wake-up").
+    enabled: bool = True
+    # Push service hosts this node may send to (exact names, e.g. fcm.googleapis.com,
+    # updates.push.services.mozilla.com, ntfy.sh); empty: any host that resolves only to public addresses.
+    allowed_hosts: tuple[str, ...] = attrs.field(default=(), converter=tuple, validator=_push_hosts)
+    # Seconds a registered subscription lives unless the client registers it again (clients do on every connect).
+    subscription_ttl_s: float = attrs.field(default=7 * 86400.0, validator=_pos)
+    # Subscriptions this node holds (as home and as rendezvous owner), about 1.3 KiB each; more are refused.
+    subscriptions_max: int = attrs.field(default=100_000, validator=v.ge(1))
+    # Pushes one callee id may receive per minute (a caller cannot make a phone ring all day).
+    per_callee_per_minute_max: int = attrs.field(default=6, validator=v.ge(1))
+    # Seconds the k-th rendezvous owner waits for the earlier owners to claim a push before it sends it itself.
+    fallback_s: float = attrs.field(default=0.5, validator=_pos)
+    # Seconds one push request may take (connect, TLS, request, response), per attempt.
+    request_timeout_s: float = attrs.field(default=5.0, validator=_pos)
+    # Attempts per push on 429/5xx/network errors, with exponential backoff from retry_backoff_s.
+    attempts_max: int = attrs.field(default=3, validator=v.ge(1))
+    retry_backoff_s: float = attrs.field(default=0.5, validator=_pos)
+    # Bytes of a push service's answer read (headers and body); more ends the request.
+    response_bytes_max: int = attrs.field(default=16 * 1024, validator=v.ge(1024))
+    # Pushes waiting for a sender, and pushes in flight at once.
+    queue_max: int = attrs.field(default=1024, validator=v.ge(1))
+    concurrent_max: int = attrs.field(default=8, validator=v.ge(1))
+    # The VAPID `sub` claim (mailto:you@example.org or an https URL); some push services require it.
+    vapid_subject: str = ""
+    # UNSAFE, tests only: this one 127.0.0.1:PORT may be a push endpoint despite the loopback rule.
+    test_allow_loopback: str = attrs.field(default="", validator=_test_loopback)
+    # UNSAFE, tests only: a PEM CA file trusted for push services besides the system store.
+    test_ca_file: str = ""
+
+
+def _ice_urls(inst: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if len(value) > URLS_MAX:
+        raise ConfigError(attribute.name, f"at most {URLS_MAX} URLs")
+    for item in value:
+        check_url(item)
+
+
+@attrs.frozen(kw_only=True, slots=True)
+class TurnSection:
+    # STUN/TURN server URLs handed to clients by `ice_servers` (docs/client-protocol.md), e.g. "stun:turn.example.org",
+    # "turn:turn.example.org:3478?transport=udp", "turns:turn.example.org:443?transport=tcp".
+    urls: tuple[str, ...] = attrs.field(default=(), converter=tuple, validator=_ice_urls)
+    # File holding the secret shared with coturn (`use-auth-secret`, `static-auth-secret`); mode 0600 or 0640,
+    # re-read when it changes (rotation). Empty: no TURN credentials, clients get the stun: URLs only.
+    secret_file: str = ""
+    # Seconds a TURN credential stays valid (the expiry in its username); it cannot be revoked before that.
+    ttl_s: int = attrs.field(default=3600, validator=[v.ge(60), v.le(86400)])
+    # coturn's `realm` (informational: shown by `homing node status`; the credential does not contain it).
+    realm: str = attrs.field(default="", validator=v.max_len(128))
+    # `ice_servers` requests per second a connection, and an id, may make (token bucket), and its burst.
+    request_rate_per_s: float = attrs.field(default=0.2, validator=_pos)
+    request_burst: int = attrs.field(default=5, validator=v.ge(1))
+@attrs.frozen(kw_only=True, slots=True)
+class PeersSection:
+    # Seconds a connection to the peer port has to finish the Noise handshake and say what it is for; a
+    # connection that has not authenticated by then is closed (idle or half-open connections cannot pile up).
+    handshake_timeout_s: float = attrs.field(default=5.0, validator=_pos)
+    # Seconds a peer-link read or write may stall (a one-shot answer, a retired link's last frames).
+    io_timeout_s: float = attrs.field(default=10.0, validator=_pos)
+    # Connections the peer port holds at once, authenticated or not (a federation has at most a few hundred nodes).
+    connections_max: int = attrs.field(default=1024, validator=v.ge(1))
+    # Connections still in their handshake from one address (/32 IPv4, /64 IPv6): one host cannot fill the port.
+    preauth_per_address_max: int = attrs.field(default=8, validator=v.ge(1))
+    # Connections from one address (/32, /64) in total: a node needs a few (its link, syncs, probes).
+    connections_per_address_max: int = attrs.field(default=64, validator=v.ge(1))
+    # Seconds between attempts to dial an unreachable peer: doubles from the min up to the max.
+    backoff_min_s: float = attrs.field(default=0.1, validator=_pos)
+    backoff_max_s: float = attrs.field(default=10.0, validator=_pos)
+    # A link's sender rekeys its direction (Noise REKEY) after this many frames or seconds, whichever comes
+    # first, so a key stolen from memory later opens at most that much of the past traffic.
+    rekey_frames_max: int = attrs.field(default=65_536, validator=v.ge(1))
+    rekey_interval_s: float = attrs.field(default=600.0, validator=_pos)

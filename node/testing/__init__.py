@@ -1,0 +1,1 @@
+"""Simulators for tests and benchmarks: a seeded SWIM network and cluster, the relay cluster, and checkers."""

@@ -173,11 +173,13 @@ def _resigned(signer: Any, purpose: str, opener: Callable[[dict[str, bytes]], ob
 
 
 def _card_uri(doc: Any) -> None:
-    parse_card(CARD_PREFIX + b64u_encode(packb(doc)))
+    parse_card(CARD_PREFIX + b64u_encode(packb(doc)), now=0)
 
 
-REG = build_registration(NODE_A, ws="wss://a.example/v1/client", swim="a:7401", peer="a:7402", ts=NOW, ttl=180)
-CARD_DOC = sign_document(NODE_A, NODE_CARD, {"id": NODE_A.id, "ws": "wss://a.example/v1/client", "ts": NOW})
+REG = build_registration(NODE_A, ws="wss://a.example/v1/client", swim="a:7401", peer="a:7402", ts=NOW, ttl=180,
+                         reg=NODE_A.id)  # fmt: skip
+CARD_DOC = sign_document(NODE_A, NODE_CARD, {"id": NODE_A.id, "ws": "wss://a.example/v1/client", "ts": NOW,
+                                              "exp": NOW + 3600})  # fmt: skip
 META = encode_meta(Meta(peer_port=7402, host="a.example", url="wss://a.example/v1/client"))
 WHOIS_REPLY = encode_whois_reply(NODE_A, ASKER, WHOIS_NONCE, META)
 
@@ -320,10 +322,11 @@ def test_node_lists_round_trip_through_msgpack_and_txt(nodes: list[NodeEntry], l
 def test_registrations_leaves_and_cards_round_trip(ts: int, ttl: int, host: str) -> None:
     ws = f"wss://{host}/v1/client"
     reg = open_registration(decode_document(encode_document(
-        build_registration(NODE_A, ws=ws, swim=host + ":1", peer=host + ":2", ts=ts, ttl=ttl))))  # fmt: skip
+        build_registration(NODE_A, ws=ws, swim=host + ":1", peer=host + ":2", ts=ts, ttl=ttl,
+                           reg=NODE_A.id))))  # fmt: skip
     assert (reg.id, reg.ws, reg.ts, reg.ttl) == (NODE_A.id, ws, ts, ttl)
     assert open_leave(build_leave(NODE_A, ts=ts)) == (NODE_A.id, ts)
-    card = parse_card(make_card(NODE_A, ws=ws, ts=ts))
+    card = parse_card(make_card(NODE_A, ws=ws, ts=ts), now=ts)
     assert (card.id, card.ws, card.ts) == (NODE_A.id, ws, ts)
 
 
@@ -348,7 +351,7 @@ OVERSIZED: list[tuple[str, Callable[[], object], type[BaseException]]] = [
     ("client JSON frame", lambda: decode_client_frame(" " * (Limits.CLIENT_FRAME_MAX + 1)), FrameTooLarge),
     ("meta", lambda: decode_meta(bytes(META_MAX + 1)), TooLarge),
     ("document", lambda: decode_document(bytes(SIGNED_DOC_MAX_BYTES + 257)), RemoteProtocolError),
-    ("card", lambda: parse_card(CARD_PREFIX + "A" * CARD_MAX_CHARS), RemoteProtocolError),
+    ("card", lambda: parse_card(CARD_PREFIX + "A" * CARD_MAX_CHARS, now=0), RemoteProtocolError),
     ("TXT chunk", lambda: decode_txt([[b"hm1/0/1/AAAAAAAAAAA/" + b"A" * 2000]]), TooLarge),
 ]
 

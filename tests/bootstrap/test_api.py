@@ -21,7 +21,16 @@ from node.protocol.identity import (
     sign_document,
 )
 from node.protocol.nodelist import build_registration, open_node_list
-from tests.bootstrap.util import MSGPACK, init_registry, leave, make_config, post, registration, running_registry
+from tests.bootstrap.util import (
+    LAST_REGISTRY_KEY,
+    MSGPACK,
+    init_registry,
+    leave,
+    make_config,
+    post,
+    registration,
+    running_registry,
+)
 
 A = Identity.from_seed(b"a" * 32)
 B = Identity.from_seed(b"b" * 32)
@@ -78,7 +87,13 @@ def test_json_registration_gets_a_json_answer(tmp_path: Path) -> None:
     from node.protocol.identity import document_to_json
 
     doc = build_registration(
-        A, ws="wss://a.example/v1/client", swim="a.example:7401", peer="a.example:7402", ts=int(time.time()), ttl=120
+        A,
+        ws="wss://a.example/v1/client",
+        swim="a.example:7401",
+        peer="a.example:7402",
+        ts=int(time.time()),
+        ttl=120,
+        reg=LAST_REGISTRY_KEY[0],
     )
 
     async def body() -> None:
@@ -139,14 +154,14 @@ def test_ban_takes_effect_on_the_next_request(tmp_path: Path) -> None:
             assert (await post(c, base, registration(B, port=8400)))[0] == 200
             assert await listed(c, base, registry) == {A.id, B.id}
             admin = Store.open(tmp_path)  # what `homing bootstrap nodes ban` does, from "another process"
-            admin.set_banned(A.id, time.time())
+            admin.set_banned(A.id, time.time(), who="test")
             assert await listed(c, base, registry) == {B.id}
             status, answer = await post(c, base, registration(A, ts=int(time.time()) + 1))
             assert status == 403 and answer["error"] == "banned"
-            admin.set_approved(A.id, time.time())  # approve lifts the ban
+            admin.set_approved(A.id, time.time(), who="test")  # approve lifts the ban
             assert (await post(c, base, registration(A, ts=int(time.time()) + 2)))[0] == 200
             assert await listed(c, base, registry) == {A.id, B.id}
-            admin.remove(B.id)
+            admin.remove(B.id, time.time(), who="test")
             assert await listed(c, base, registry) == {A.id}
             admin.close()
 
@@ -163,7 +178,7 @@ def test_manual_approval(tmp_path: Path) -> None:
             assert (status, answer["status"]) == (200, "pending")
             assert await listed(c, base, registry) == set()
             admin = Store.open(tmp_path)
-            admin.set_approved(A.id, time.time())
+            admin.set_approved(A.id, time.time(), who="test")
             admin.close()
             assert await listed(c, base, registry) == {A.id}
             status, answer = await post(c, base, registration(A, ts=int(time.time()) + 1))
@@ -197,7 +212,7 @@ def test_lease_expiry_unlists(tmp_path: Path) -> None:
     async def body() -> None:
         from bootstrap.app import run_bootstrap
 
-        config = make_config(tmp_path, policy=Policy(ttl_min_s=30))
+        config = make_config(tmp_path, policy=Policy(approval="auto", ttl_min_s=30))
         async with trio.open_nursery() as nursery:
             port = await nursery.start(
                 lambda task_status: run_bootstrap(config, wall_clock=lambda: clock[0], task_status=task_status)

@@ -17,7 +17,7 @@ import pytest
 
 from node.protocol.identity import Identity, decode_document, id_text, parse_id
 from node.protocol.nodelist import open_node_list
-from tests.bootstrap.util import MSGPACK, registration
+from tests.bootstrap.util import LAST_REGISTRY_KEY, MSGPACK, registration
 from tests.helpers import homing_cmd, homing_env, run_homing, wait_for_file
 
 A = Identity.from_seed(b"a" * 32)
@@ -26,7 +26,9 @@ A = Identity.from_seed(b"a" * 32)
 def init(data_dir: Path) -> bytes:
     out = run_homing("bootstrap", "init", "--data-dir", str(data_dir))
     assert out.returncode == 0, out.stderr
-    return parse_id(out.stdout.split()[-1])
+    key = parse_id(out.stdout.split()[-1])
+    LAST_REGISTRY_KEY[0] = key  # registrations name their registry
+    return key
 
 
 @contextmanager
@@ -109,7 +111,7 @@ def test_kill_9_loses_no_acknowledged_registration(tmp_path: Path) -> None:
     key = init(d)
     acked: list[bytes] = []
     stop = threading.Event()
-    with running(d, "--write-rate", "100000") as (proc, base):
+    with running(d, "--write-rate", "100000", "--approval", "auto") as (proc, base):
 
         def register_many() -> None:
             with httpx2.Client(timeout=5) as client:

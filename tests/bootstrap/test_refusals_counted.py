@@ -39,3 +39,24 @@ async def test_refusals_are_counted_and_change_nothing(tmp_path: Path) -> None:
         assert refused(metrics, "forged") == 1
         assert refused(metrics, "malformed") == 1
         assert 'homing_registry_requests_total{route="post_nodes",status="200"} 1.0' in metrics
+
+
+async def test_refusals_carry_their_reason_from_where_they_were_decided(tmp_path: Path) -> None:
+    """#16: banned -> unadmitted, a registration for another registry -> malformed, too many -> rate_limited;
+    each counted from the decision's Refusal (bootstrap/service.Outcome), not from the answer's text."""
+    from bootstrap.store import Store
+
+    init_registry(tmp_path)
+    banned, node = Identity.generate(), Identity.generate()
+    Store.open(tmp_path).set_banned(banned.id, time.time(), who="test")
+    config = make_config(tmp_path, write_burst=3, write_rate_per_ip_per_s=0.01)
+    async with running_registry(config) as base, httpx2.AsyncClient(timeout=5) as client:
+        assert (await post(client, base, registration(banned)))[0] == 403
+        assert (await post(client, base, registration(node, reg=Identity.generate().id)))[0] == 400
+        assert (await post(client, base, registration(node)))[0] == 200
+        assert (await post(client, base, registration(node, ts=int(time.time()) + 1)))[0] == 429
+        metrics = (await client.get(f"{base}/metrics")).text
+        assert refused(metrics, "unadmitted") == 1
+        assert refused(metrics, "malformed") == 1
+        assert refused(metrics, "rate_limited") == 1
+        assert refused(metrics, "forged") == 0

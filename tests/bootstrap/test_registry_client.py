@@ -33,7 +33,7 @@ def test_registers_heartbeats_past_the_ttl_and_deregisters(tmp_path: Path) -> No
 
     async def main() -> None:
         with trio.fail_after(20):
-            config = make_config(tmp_path, policy=Policy(ttl_min_s=1))
+            config = make_config(tmp_path, policy=Policy(approval="auto", ttl_min_s=1))
             async with running_registry(config) as base, trio.open_nursery() as nursery:
                 await nursery.start(
                     lambda task_status: register_forever(
@@ -68,7 +68,7 @@ def test_registers_heartbeats_past_the_ttl_and_deregisters(tmp_path: Path) -> No
 
 def test_backs_off_on_a_dead_registry_and_retries_when_banned(tmp_path: Path) -> None:
     init_registry(tmp_path)
-    Store.open(tmp_path).set_banned(A.id, time.time())
+    Store.open(tmp_path).set_banned(A.id, time.time(), who="test")
     results: list[Result] = []
 
     async def main() -> None:

@@ -23,10 +23,12 @@ from node.protocol.nodelist import Registration, open_node_list
 
 NOW = 1_700_000_000
 NODE = Identity.from_seed(b"n" * 32)
+REGISTRY_KEY = Identity.from_seed(b"r" * 32).id
+AUTO = Policy(approval="auto")
 
 
 def reg(ts: int = NOW, ttl: int = 180, ws: str = "ws://h:7400/v1/client", swim: str = "h:7401") -> Registration:
-    return Registration(id=NODE.id, ws=ws, swim=swim, peer="h:7402", ts=ts, ttl=ttl)
+    return Registration(id=NODE.id, ws=ws, swim=swim, peer="h:7402", ts=ts, ttl=ttl, reg=REGISTRY_KEY)
 
 
 def accept(decision: Refused | Accepted) -> Accepted:
@@ -35,31 +37,39 @@ def accept(decision: Refused | Accepted) -> Accepted:
 
 
 def test_auto_approves_and_lists_a_new_node() -> None:
-    d = accept(decide_registration(reg(), None, now=NOW, policy=Policy()))
+    d = accept(decide_registration(reg(), None, now=NOW, registry_key=REGISTRY_KEY, policy=AUTO))
     assert d.status == "approved" and d.changes_list
     assert d.record.listed(NOW) and not d.record.listed(NOW + 180)
     assert d.record.seen == NOW and d.record.last_ts == NOW
 
 
 def test_manual_keeps_a_new_node_pending_and_unlisted() -> None:
-    d = accept(decide_registration(reg(), None, now=NOW, policy=Policy(approval="manual")))
+    d = accept(decide_registration(reg(), None, now=NOW, registry_key=REGISTRY_KEY, policy=Policy(approval="manual")))
     assert d.status == "pending" and not d.changes_list and not d.record.listed(NOW)
     approved = attrs.evolve(d.record, approved=True)
-    again = accept(decide_registration(reg(ts=NOW + 1), approved, now=NOW + 1, policy=Policy(approval="manual")))
+    again = accept(
+        decide_registration(
+            reg(ts=NOW + 1), approved, now=NOW + 1, registry_key=REGISTRY_KEY, policy=Policy(approval="manual")
+        )
+    )
     assert again.status == "approved"
 
 
 def test_a_heartbeat_renews_without_changing_the_list_but_a_new_address_does() -> None:
-    first = accept(decide_registration(reg(), None, now=NOW, policy=Policy())).record
-    beat = accept(decide_registration(reg(ts=NOW + 60), first, now=NOW + 60, policy=Policy()))
+    first = accept(decide_registration(reg(), None, now=NOW, registry_key=REGISTRY_KEY, policy=AUTO)).record
+    beat = accept(decide_registration(reg(ts=NOW + 60), first, now=NOW + 60, registry_key=REGISTRY_KEY, policy=AUTO))
     assert not beat.changes_list and beat.record.lease_end() == NOW + 60 + 180
-    moved = accept(decide_registration(reg(ts=NOW + 61, swim="h:9999"), beat.record, now=NOW + 61, policy=Policy()))
+    moved = accept(
+        decide_registration(
+            reg(ts=NOW + 61, swim="h:9999"), beat.record, now=NOW + 61, registry_key=REGISTRY_KEY, policy=AUTO
+        )
+    )
     assert moved.changes_list
 
 
 def test_a_registration_after_the_lease_ran_out_changes_the_list() -> None:
-    first = accept(decide_registration(reg(), None, now=NOW, policy=Policy())).record
-    late = accept(decide_registration(reg(ts=NOW + 500), first, now=NOW + 500, policy=Policy()))
+    first = accept(decide_registration(reg(), None, now=NOW, registry_key=REGISTRY_KEY, policy=AUTO)).record
+    late = accept(decide_registration(reg(ts=NOW + 500), first, now=NOW + 500, registry_key=REGISTRY_KEY, policy=AUTO))
     assert late.changes_list
 
 
@@ -69,43 +79,46 @@ def test_a_registration_after_the_lease_ran_out_changes_the_list() -> None:
     ids=["replayed", "older", "stale", "future"],
 )
 def test_ts_rules(ts: int, status: int) -> None:
-    first = accept(decide_registration(reg(), None, now=NOW, policy=Policy())).record
-    d = decide_registration(reg(ts=ts), first, now=NOW + 1, policy=Policy())
+    first = accept(decide_registration(reg(), None, now=NOW, registry_key=REGISTRY_KEY, policy=AUTO)).record
+    d = decide_registration(reg(ts=ts), first, now=NOW + 1, registry_key=REGISTRY_KEY, policy=AUTO)
     assert isinstance(d, Refused) and d.status == status, d
 
 
 def test_stale_ts_is_refused_even_for_a_new_node() -> None:
-    d = decide_registration(reg(ts=NOW - 301), None, now=NOW, policy=Policy())
+    d = decide_registration(reg(ts=NOW - 301), None, now=NOW, registry_key=REGISTRY_KEY, policy=AUTO)
     assert isinstance(d, Refused) and d.status == 409 and "stale" in d.reason
 
 
 def test_a_ban_wins_over_everything() -> None:
     banned = NodeRecord(id=NODE.id, banned=True, last_ts=NOW + 999)
-    d = decide_registration(reg(ts=NOW - 10_000), banned, now=NOW, policy=Policy())
+    d = decide_registration(reg(ts=NOW - 10_000), banned, now=NOW, registry_key=REGISTRY_KEY, policy=AUTO)
     assert isinstance(d, Refused) and d.status == 403
-    assert isinstance(decide_leave(NODE.id, NOW, banned, now=NOW, policy=Policy()), Refused)
+    assert isinstance(decide_leave(NODE.id, NOW, banned, now=NOW, policy=AUTO), Refused)
 
 
 @pytest.mark.parametrize("swim", ["nohost", "h:0", "h:70000", ":7401", "a/b:1", "h:x"])
 def test_bad_addresses_are_refused(swim: str) -> None:
-    d = decide_registration(reg(swim=swim), None, now=NOW, policy=Policy())
+    d = decide_registration(reg(swim=swim), None, now=NOW, registry_key=REGISTRY_KEY, policy=AUTO)
     assert isinstance(d, Refused) and d.status == 400 and "swim" in d.reason
 
 
 def test_ttl_is_clamped() -> None:
-    p = Policy(ttl_min_s=30, ttl_max_s=600)
-    assert accept(decide_registration(reg(ttl=1), None, now=NOW, policy=p)).record.ttl == 30
-    assert accept(decide_registration(reg(ttl=86_400), None, now=NOW, policy=p)).record.ttl == 600
+    p = Policy(approval="auto", ttl_min_s=30, ttl_max_s=600)
+    assert accept(decide_registration(reg(ttl=1), None, now=NOW, registry_key=REGISTRY_KEY, policy=p)).record.ttl == 30
+    assert (
+        accept(decide_registration(reg(ttl=86_400), None, now=NOW, registry_key=REGISTRY_KEY, policy=p)).record.ttl
+        == 600
+    )
 
 
 def test_leave_unlists_keeps_approval_and_raises_the_replay_floor() -> None:
-    first = accept(decide_registration(reg(), None, now=NOW, policy=Policy())).record
-    left = accept(decide_leave(NODE.id, NOW + 1, first, now=NOW + 1, policy=Policy()))
+    first = accept(decide_registration(reg(), None, now=NOW, registry_key=REGISTRY_KEY, policy=AUTO)).record
+    left = accept(decide_leave(NODE.id, NOW + 1, first, now=NOW + 1, policy=AUTO))
     assert left.changes_list and not left.record.listed(NOW + 1) and left.record.approved
     assert left.record.state(NOW + 1) == "left"
-    replay = decide_registration(reg(ts=NOW), left.record, now=NOW + 2, policy=Policy())
+    replay = decide_registration(reg(ts=NOW), left.record, now=NOW + 2, registry_key=REGISTRY_KEY, policy=AUTO)
     assert isinstance(replay, Refused) and replay.status == 409
-    assert isinstance(decide_leave(NODE.id, NOW + 1, left.record, now=NOW + 2, policy=Policy()), Refused)
+    assert isinstance(decide_leave(NODE.id, NOW + 1, left.record, now=NOW + 2, policy=AUTO), Refused)
 
 
 def test_list_is_sorted_signed_and_cache_ends_at_the_first_lease_end() -> None:
@@ -129,7 +142,7 @@ def test_accepted_ts_strictly_increase(stamps: list[int]) -> None:
     record: NodeRecord | None = None
     accepted: list[int] = []
     for ts in stamps:
-        d = decide_registration(reg(ts=ts), record, now=NOW, policy=Policy())
+        d = decide_registration(reg(ts=ts), record, now=NOW, registry_key=REGISTRY_KEY, policy=AUTO)
         if isinstance(d, Accepted):
             record = d.record
             accepted.append(ts)

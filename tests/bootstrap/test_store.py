@@ -43,15 +43,16 @@ def test_writes_bump_the_generation_and_survive_reopen(tmp_path: Path) -> None:
     assert store.generation() == g0
     assert not store.put(A, bump=True, expect_last_ts=None)  # someone else wrote first: refused, no bump
     assert store.generation() == g0
-    store.set_banned(A.id, NOW)
+    store.set_banned(A.id, NOW, who="test")
     assert store.generation() == g0 + 1
     store.close()
     again = Store.open(tmp_path)
     got = again.get(A.id)
     assert got is not None and got.banned and got.ws == A.ws and again.listable(NOW) == []
-    assert again.remove(A.id) and not again.remove(A.id)
+    assert again.remove(A.id, NOW, who="test") and not again.remove(A.id, NOW, who="test")
     assert again.all_known() == [] and again.count() == 1  # the replay floor stays
-    assert again.prune(NOW + 10_000, floor_keep_s=420, pending_keep_s=3600) == 1 and again.count() == 0
+    assert again.prune(NOW + 10_000, floor_keep_s=420, pending_keep_s=3600, expired_keep_s=86_400) == 1
+    assert again.count() == 0
 
 
 def test_concurrent_admin_writer_waits_instead_of_failing(tmp_path: Path) -> None:
@@ -61,10 +62,10 @@ def test_concurrent_admin_writer_waits_instead_of_failing(tmp_path: Path) -> Non
     try:
         with pytest.raises(sqlite3.OperationalError):
             b.db.execute("PRAGMA busy_timeout = 50")
-            b.set_banned(A.id, NOW)  # a holds the write lock: b waits its busy timeout, then fails cleanly
+            b.set_banned(A.id, NOW, who="test")  # a holds the write lock: b waits its busy timeout, then fails cleanly
     finally:
         a.db.execute("ROLLBACK")
-    b.set_banned(A.id, NOW)
+    b.set_banned(A.id, NOW, who="test")
     assert a.get(A.id) is not None
 
 

@@ -23,6 +23,7 @@ from node.protocol.identity import Identity, encode_document
 from node.protocol.nodelist import build_leave, build_registration
 
 MSGPACK = "application/msgpack"
+LAST_REGISTRY_KEY = [bytes(32)]  # registrations name their registry (docs/bootstrap.md)
 
 
 def init_registry(data_dir: Path) -> Identity:
@@ -30,11 +31,12 @@ def init_registry(data_dir: Path) -> Identity:
     data_dir.mkdir(parents=True, exist_ok=True)
     identity, _ = load_identity(BootstrapConfig(data_dir=data_dir), create=True)
     Store.open(data_dir, create=True).close()
+    LAST_REGISTRY_KEY[0] = identity.id
     return identity
 
 
 def make_config(data_dir: Path, **kw: Any) -> BootstrapConfig:
-    policy = kw.pop("policy", Policy())
+    policy = kw.pop("policy", Policy(approval="auto"))
     return BootstrapConfig(data_dir=data_dir, listen="127.0.0.1:0", policy=policy, **kw)
 
 
@@ -49,7 +51,10 @@ async def running_registry(config: BootstrapConfig) -> AsyncIterator[str]:
             nursery.cancel_scope.cancel()
 
 
-def registration(node: Identity, *, ts: int | None = None, ttl: int = 180, port: int = 7400) -> bytes:
+def registration(
+    node: Identity, *, ts: int | None = None, ttl: int = 180, port: int = 7400, reg: bytes | None = None
+) -> bytes:
+    """A registration for the registry whose key is `reg` (default: the one `init_registry` made last)."""
     doc = build_registration(
         node,
         ws=f"ws://127.0.0.1:{port}/v1/client",
@@ -57,6 +62,7 @@ def registration(node: Identity, *, ts: int | None = None, ttl: int = 180, port:
         peer=f"127.0.0.1:{port + 2}",
         ts=int(time.time()) if ts is None else ts,
         ttl=ttl,
+        reg=reg if reg is not None else LAST_REGISTRY_KEY[0],
     )
     return encode_document(doc)
 

@@ -25,7 +25,7 @@ class LocalRelay:
         self.homes: dict[bytes, dict[int, ClientSession]] = {}
         self.envelopes = 0
 
-    def client_online(self, session: ClientSession) -> None:
+    def client_online(self, session: ClientSession, address_key: str) -> None:
         self.homes.setdefault(session.client_id, {})[session.conn_id] = session
 
     def client_offline(self, session: ClientSession) -> None:

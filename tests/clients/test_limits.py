@@ -26,6 +26,7 @@ from node.protocol.wire.client import (
 )
 
 from .fixtures import run, running_node, wait_until
+from .rawws import RawClient
 
 ALICE, BOB, CAROL = Identity.generate(), Identity.generate(), Identity.generate()
 
@@ -172,8 +173,8 @@ def test_slow_reader_is_disconnected_and_others_are_unaffected() -> None:
                 if receipt.status is Status.QUEUED:
                     break
             assert statuses[-1] is Status.QUEUED, "the stuck reader was never disconnected"
-            await wait_until(lambda: BOB.id not in node.relay.homes)  # client_offline follows the close
-            assert len(node.server.sessions) == 2
+            await wait_until(lambda: BOB.id not in node.relay.homes)  # client_offline comes with the close
+            await wait_until(lambda: len(node.server.sessions) == 2)  # the socket ends by close_timeout_s
             # the others did not notice
             await c.send_envelope("call_ice", ALICE.id, b"c", b"hi")
             assert (await a.receive()).body == b"hi"  # type: ignore[union-attr]
@@ -219,3 +220,24 @@ def test_idle_timeout_and_node_pings() -> None:
             assert BOB.id not in node.relay.homes and trio.current_time() - start >= 300
 
     run(main, mock_clock=True, limit_s=1000)
+
+
+def test_a_slow_reader_goes_offline_at_its_close_not_when_its_socket_ends() -> None:
+    """The relay hears `client_offline` as soon as the node closes a slow reader, while the node still waits
+    `close_timeout_s` for the client's close frame: envelopes meanwhile go to the mailbox, not to a dead queue."""
+
+    async def main() -> None:
+        limits = {"rate_per_s": 10_000.0, "burst": 10_000, "send_queue_bytes_max": 256 * 1024, "close_timeout_s": 30.0}
+        async with running_node(**limits) as node, connect_client(node.url, ALICE) as a:
+            stuck = await RawClient.connect(node.port, rcvbuf_bytes=4096)
+            await stuck.authenticate(BOB)  # then silent: it neither reads nor sends
+            status = Status.DELIVERED
+            while status is not Status.QUEUED:
+                await a.send_envelope("call_offer", BOB.id, b"c", b"b" * 60_000)
+                receipt = await a.receive()
+                assert isinstance(receipt, Receipt)
+                status = receipt.status
+            await wait_until(lambda: BOB.id not in node.relay.homes)  # within the test's 20 s, not after 30 s
+            assert sorted(s.state.value for s in node.server.sessions.values()) == ["closing", "open"]
+
+    run(main, limit_s=20)

@@ -6,6 +6,7 @@ import json
 import stat
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -135,15 +136,15 @@ def test_card_uses_ports_json_then_public_url(tmp_path: Path) -> None:
     (tmp_path / "ports.json").write_text(json.dumps({"ws": 17400, "swim": 1, "peer": 2, "metrics": 3}))
     r = run_homing("card", "--data-dir", str(tmp_path))
     assert r.returncode == 0, r.stderr
-    card = parse_card(r.stdout.split()[-1])
+    card = parse_card(r.stdout.split()[-1], now=time.time())
     assert (card.id, card.ws) == (ident.id, "ws://127.0.0.1:17400/v1/client")
     (tmp_path / "homing-node.toml").write_text('[node]\npublic_url = "wss://sig.example.org/v1/client"\n')
     assert (
-        parse_card(run_homing("card", "--data-dir", str(tmp_path)).stdout.strip()).ws
+        parse_card(run_homing("card", "--data-dir", str(tmp_path)).stdout.strip(), now=time.time()).ws
         == "wss://sig.example.org/v1/client"
     )
     r = run_homing("card", "--data-dir", str(tmp_path), "--url", "wss://other.example/v1/client")
-    assert parse_card(r.stdout.strip()).ws == "wss://other.example/v1/client"
+    assert parse_card(r.stdout.strip(), now=time.time()).ws == "wss://other.example/v1/client"
     r = run_homing("card", "--data-dir", str(tmp_path / "empty"))
     assert r.returncode == 2 and "homing node init" in r.stderr
 
@@ -163,18 +164,18 @@ def test_referral_card_from_another_node_through_the_cli(node: tuple[Identity, s
 def test_qr_png_round_trip(tmp_path: Path) -> None:
     from node.protocol.nodelist import make_card
 
-    card = make_card(Identity.generate(), ws="wss://sig.example.org:7400/v1/client", ts=1_760_000_000)
+    card = make_card(Identity.generate(), ws="wss://sig.example.org:7400/v1/client", ts=int(time.time()))
     r = run_homing("qr", card, "--png", str(tmp_path / "card.png"))
     assert r.returncode == 0, r.stderr
     [decoded] = zxingcpp.read_barcodes(Image.open(tmp_path / "card.png"))
     assert decoded.text == card
-    assert parse_card(decoded.text).ws == "wss://sig.example.org:7400/v1/client"
+    assert parse_card(decoded.text, now=time.time()).ws == "wss://sig.example.org:7400/v1/client"
 
 
 def test_qr_terminal_output_decodes(tmp_path: Path) -> None:
     from node.protocol.nodelist import make_card
 
-    card = make_card(Identity.generate(), ws="ws://10.0.0.7:7400/v1/client", ts=1)
+    card = make_card(Identity.generate(), ws="ws://10.0.0.7:7400/v1/client", ts=int(time.time()))
     r = subprocess.run([*homing_cmd("qr", card)], env=homing_env(), capture_output=True, text=True, timeout=30)
     assert r.returncode == 0
     # rebuild the image from the half-block characters (each character is two modules stacked)

@@ -246,7 +246,7 @@ def test_referral_card_from_another_node() -> None:
 
 def test_bad_entries_are_usage_errors() -> None:
     ident = Identity.generate()
-    card = make_card(ident, ws="wss://a.example/v1/client", ts=1)
+    card = make_card(ident, ws="wss://a.example/v1/client", ts=int(time.time()))
     for text, reason in [
         ("wss://a.example:7400", "needs the node id"),
         (f"wss://a.example:7400#{ident.id_text[:-2]}", "not a node id"),
@@ -272,7 +272,7 @@ def test_want_one_stops_at_the_first_proof() -> None:
 def test_json_shape_is_the_contract() -> None:
     ident = Identity.generate()
     result = run_discovery(
-        cfg(extra=(parse_entry(make_card(ident, ws=f"ws://127.0.0.1:{closed_port()}/v1/client", ts=1)),))
+        cfg(extra=(parse_entry(make_card(ident, ws=f"ws://127.0.0.1:{closed_port()}/v1/client", ts=int(time.time()))),))
     )[0]
     doc = json.loads(json.dumps(result.to_json()))
     assert set(doc) == {"nodes", "errors"} and doc["nodes"] == []

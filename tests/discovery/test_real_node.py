@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import trio
 
 from node.client.discovery import DiscoveryConfig, Source, discover, parse_entry
@@ -41,7 +43,7 @@ def test_discovery_races_real_client_servers_and_pins_ids() -> None:
                     )
                     urls.append(f"ws://127.0.0.1:{port}/v1/client")
                 extra = (
-                    parse_entry(make_card(a, ws=urls[0], ts=1)),
+                    parse_entry(make_card(a, ws=urls[0], ts=int(time.time()))),
                     parse_entry(f"{urls[1]}#{b.id_text}"),
                     parse_entry(f"{urls[1]}#{a.id_text}"),  # B cannot prove A's id: dropped
                 )

@@ -98,3 +98,70 @@ def test_status_of_unreachable_node_exits_1(tmp_path: Path) -> None:
     result = run_homing("node", "status", "--metrics", "127.0.0.1:1", timeout=30)
     assert result.returncode == 1
     assert "cannot reach" in result.stderr
+
+
+def test_status_unreachable_says_where_it_looked_and_how_to_point_it(tmp_path: Path) -> None:
+    result = run_homing("node", "status", "--metrics", "127.0.0.1:1", timeout=30)
+    assert result.returncode == 1
+    line = result.stderr.strip()
+    assert len(line.splitlines()) == 1 and "127.0.0.1:1" in line and "--metrics" in line and "--data-dir" in line
+
+
+@pytest.mark.timeout(60)
+def test_status_with_data_dir_uses_the_configured_metrics_address(tmp_path: Path) -> None:
+    """[node] metrics on a private address (here 127.0.0.3) is the normal case: --data-dir must find it."""
+    d = tmp_path / "node"
+    assert run_homing("node", "init", "--data-dir", str(d)).returncode == 0
+    toml = d / "homing-node.toml"
+    text = toml.read_text()
+    for key, value in (
+        ("ws", "127.0.0.1:0"),
+        ("swim", "127.0.0.1:0"),
+        ("peer", "127.0.0.1:0"),
+        ("metrics", "127.0.0.3:0"),
+    ):
+        text = text.replace(
+            f'{key} = "127.0.0.1:{ {"ws": 7400, "swim": 7401, "peer": 7402, "metrics": 7403}[key] }"',
+            f'{key} = "{value}"',
+        )
+    toml.write_text(text)
+    assert 'metrics = "127.0.0.3:0"' in text
+    proc = subprocess.Popen(
+        homing_cmd("node", "run", "--data-dir", str(d), "--open"), env=homing_env(), stderr=subprocess.PIPE, text=True
+    )
+    try:
+        wait_for_file(d / "ports.json", timeout=20)
+        status = run_homing("node", "status", "--data-dir", str(d), timeout=20)
+        assert status.returncode == 0, status.stderr
+        assert "(self)" in status.stdout
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(15)
+
+
+@pytest.mark.timeout(60)
+def test_log_json_is_one_json_object_per_line_to_a_clean_leave(tmp_path: Path) -> None:
+    """--log-json: every stderr line parses; ports are numbers; the leave steps follow in order, ending `left`."""
+    d = tmp_path / "node"
+    args = ["node", "run", "--data-dir", str(d), "--open", "--log-json", "--preset", "local"]
+    args += ["--ws", "127.0.0.1:0", "--swim", "127.0.0.1:0", "--peer", "127.0.0.1:0", "--metrics", "127.0.0.1:0"]
+    proc = subprocess.Popen(homing_cmd(*args), env=homing_env(), stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for_file(d / "ports.json", timeout=20)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=15)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, err
+    lines = [json.loads(line) for line in err.splitlines() if line.strip()]  # raises on any plain-text line
+    events = [line["event"] for line in lines]
+    ready = next(line for line in lines if line["event"] == "ready")
+    assert all(isinstance(ready[k], int) for k in ("ws", "swim", "peer", "metrics")), ready
+    listening = next(line for line in lines if line["event"] == "clients_listening")  # logged in "k=v" form
+    assert listening["port"] == ready["ws"], listening
+    order = ["ready", "signal", "leaving", "goaway_sent", "handoff_done", "swim_leave_sent", "left"]
+    positions = [events.index(e) for e in order]
+    assert positions == sorted(positions), events
+    assert lines[-1]["event"] == "left" and lines[-1]["clean"] is True, lines[-1]

@@ -71,7 +71,7 @@ async def test_closed_federation_refuses_unlisted_node(tmp_path: Path) -> None:
 
 async def test_stream_ping_answers_only_for_the_real_node(tmp_path: Path) -> None:
     """SWIM's TCP fallback probe over the peer link: the node proves its id and answers; a wrong id is refused."""
-    from node.net.peers import stream_ping
+    from node.net.peerconn import stream_ping
 
     async with trio.open_nursery() as nursery:
         h: NodeHandle = await nursery.start(run_node, node_config(tmp_path, "a", []), Identity.generate())

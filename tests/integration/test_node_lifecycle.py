@@ -53,7 +53,7 @@ async def test_sigterm_sends_goaway_with_other_nodes_then_leaves(three: list[Nod
         with trio.fail_after(10):
             msg = await conn.receive()
         assert isinstance(msg, GoAway), msg
-        cards = [parse_card(uri) for uri in msg.nodes]  # each verifies: signed by the node it names
+        cards = [parse_card(uri, now=time.time()) for uri in msg.nodes]  # each verifies: signed by the node it names
         assert {c.id for c in cards} == {three[0].id, three[1].id}
         assert {c.ws for c in cards} == {three[0].url, three[1].url}
         with trio.fail_after(10):

@@ -17,9 +17,13 @@ import attrs
 import pytest
 import trio
 
-from node.net.peers import KIND_LINK, LINK_VERSION, Address, Channel, PeerLimits, PeerLinks, handshake, serve_peers
+from node.net.peerconn import Address, Channel, handshake, serve_peers
+from node.net.peers import PeerLinks
 from node.net.sockio import Flusher
 from node.protocol.identity import Identity
+from node.protocol.peerlink import PeerLimits
+from node.protocol.wire import MsgType
+from node.protocol.wire.link import LINK_VERSION
 
 WAIT_S = 20.0  # the bound of every wait: generous for a loaded 2-core machine, still a failure when it hangs
 DEFAULT_LIMITS = PeerLimits()
@@ -153,6 +157,13 @@ async def wait_until(condition: Callable[[], bool], what: str, timeout_s: float 
                 await trio.sleep(0.005)
     except trio.TooSlowError:
         raise AssertionError(f"timed out after {timeout_s} s waiting for: {what}") from None
+
+
+def _link(node: Node, peer: Node | Identity) -> Any:
+    """`node`'s active link to `peer` (its connection)."""
+    conn = node.links.link(peer.id)
+    assert conn is not None, "no active link"
+    return conn
 
 
 def free_port() -> int:
@@ -384,7 +395,7 @@ async def test_drop_peer_forgets_frames_still_waiting_for_the_dial() -> None:
         assert a.links.pending_frames() == 0
 
         # the dial task finds nothing to send and ends without even looking the peer up
-        await wait_until(lambda: b.id not in a.links._dialers, "the dial task ended")
+        await wait_until(lambda: not a.links.dialling(b.id), "the dial abandoned")
         assert a.lookups == [] and b.accepted == 0 and a.links.link_count == 0
         # a later frame is the first (and only) one B sees
         assert a.links.send(b.id, {"n": "after"})
@@ -411,8 +422,8 @@ async def race_pair(nursery: trio.Nursery, shared_flusher: bool) -> tuple[Node, 
 
 async def assert_one_link_won_by_the_smaller_id(small: Node, big: Node) -> None:
     await wait_until(lambda: small.links.link_count == 1 and big.links.link_count == 1, "one link on each side")
-    assert small.links._links[big.id].we_initiated  # the link the smaller id dialled won...
-    assert not big.links._links[small.id].we_initiated  # ...on both sides
+    assert _link(small, big).we_initiated  # the link the smaller id dialled won...
+    assert not _link(big, small).we_initiated  # ...on both sides
     # each side accepted the other's dial; the bigger id's link, retired, ends once both sides sent their EOF
     assert (small.accepted, big.accepted) == (1, 1)
     await wait_until(lambda: small.accept_done == 1, "the losing link closed on the smaller id's side")
@@ -494,14 +505,14 @@ async def test_a_version_1_initiator_gets_one_map_per_frame_and_its_frames_are_r
         node = await start_node(nursery, book, admitted)
         stream = await trio.open_tcp_stream(*node.address)
         chan = await handshake(stream, old, initiator=True, expected_id=node.id, admit=admitted.__contains__)
-        await chan.send({"k": KIND_LINK})  # a version-1 link frame: no "v"
+        await chan.send({"t": int(MsgType.LINK_HELLO)})  # a version-1 LINK_HELLO: no "v"
         await chan.send({"t": 99, "n": "from old"})  # the old node's frames reach on_message one by one
         await wait_until(lambda: node.frames_from(old.id) == ["from old"], "the old node's frame")
         # everything the node sends in one batch comes one map per frame, and no version answer precedes it
         assert [node.links.send(old.id, {"t": 99, "n": i}) for i in range(50)] == [True] * 50
         got = await _old_style_frames(chan, 50)
         assert [m["n"] for m in got] == list(range(50))
-        assert node.links._links[old.id].out.batch is False
+        assert _link(node, old).out.batch is False
         await chan.aclose()
         nursery.cancel_scope.cancel()
 
@@ -529,10 +540,10 @@ async def test_a_version_1_responder_gets_one_map_per_frame() -> None:
         assert [node.links.send(old.id, {"t": 99, "n": i}) for i in range(50)] == [True] * 50
         with trio.fail_after(WAIT_S):
             chan = await inbound.receive()
-        assert link_frames == [{"k": KIND_LINK, "v": LINK_VERSION}]
+        assert link_frames == [{"t": MsgType.LINK_HELLO, "v": LINK_VERSION}]
         got = await _old_style_frames(chan, 50)
         assert [m["n"] for m in got] == list(range(50))
-        assert node.links._links[old.id].out.batch is False
+        assert _link(node, old).out.batch is False
         nursery.cancel_scope.cancel()
 
 
@@ -543,11 +554,12 @@ async def test_two_version_2_nodes_batch_both_ways() -> None:
         a = await start_node(nursery, book, admitted)
         b = await start_node(nursery, book, admitted)
         await connect(a, b)
-        await wait_until(lambda: a.links._links[b.id].out.batch, "the responder's answer at the initiator")
-        assert b.links._links[a.id].out.batch
+        await wait_until(lambda: _link(a, b).out.batch, "the responder's answer at the initiator")
+        assert _link(b, a).out.batch
         assert [a.links.send(b.id, {"n": i}) for i in range(300)] == [True] * 300
         assert [b.links.send(a.id, {"n": i}) for i in range(300)] == [True] * 300
         await wait_until(lambda: len(a.received) >= 300 and len(b.received) >= 300, "300 frames each way")
         assert a.frames_from(b.id) == list(range(300)) and b.frames_from(a.id) == list(range(300))
-        assert all("k" not in msg or "t" in msg for _, msg in a.received + b.received)  # no control frame leaks
+        control = (MsgType.LINK_HELLO, MsgType.LINK_HELLO_OK)
+        assert all(msg.get("t") not in control for _, msg in a.received + b.received)  # no control frame leaks
         nursery.cancel_scope.cancel()

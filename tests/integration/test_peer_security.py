@@ -7,8 +7,10 @@ from pathlib import Path
 import trio
 
 from node.app.service import NodeHandle, run_node
-from node.net.peers import KIND_LINK, TransportError, handshake
+from node.net.peerconn import handshake
+from node.protocol.errors import TransportError
 from node.protocol.identity import Identity
+from node.protocol.wire import MsgType
 from tests.integration.cluster import loopback_config, refused_count
 
 
@@ -71,7 +73,7 @@ async def test_hostile_peer_connections_are_refused(tmp_path: Path) -> None:
         stream = await trio.open_tcp_stream("127.0.0.1", port)
         with trio.fail_after(10):
             chan = await handshake(stream, friend, initiator=True, expected_id=node.identity.id, admit=lambda i: True)
-            await chan.send({"k": KIND_LINK})
+            await chan.send({"t": int(MsgType.LINK_HELLO)})  # version 1: no answer frame
             await stream.send_all(b"\x00\x00\x00\x20" + bytes(32))
             assert await stream.receive_some(4096) == b""
         await chan.aclose()

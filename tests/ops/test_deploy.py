@@ -17,7 +17,8 @@ from node.protocol.identity import Identity
 from tests.helpers import REPO
 
 DEPLOY = REPO / "deploy"
-UNITS = ("homing-node.service", "homing-bootstrap.service")
+UNITS = ("homing-node.service", "homing-bootstrap.service", "homing-publish-dns.service")
+TIMERS = ("homing-publish-dns.timer",)
 # Names Prometheus itself provides, allowed in rules besides NodeMetrics' own.
 PROMETHEUS_BUILTINS = {"up"}
 
@@ -62,7 +63,7 @@ def units_for_verify(tmp_path: Path) -> list[Path]:
     fake.write_text("#!/bin/sh\nexit 0\n")
     fake.chmod(0o755)
     out = []
-    for name in UNITS:
+    for name in UNITS + TIMERS:
         text = (DEPLOY / "systemd" / name).read_text().replace("/opt/homing/bin/homing", str(fake))
         path = tmp_path / name
         path.write_text(text)
@@ -89,6 +90,8 @@ def test_units_pass_systemd_analyze_verify(units_for_verify: list[Path]) -> None
 def test_units_sandbox_exposure_is_low(units_for_verify: list[Path]) -> None:
     tool = _systemd_analyze()
     for unit in units_for_verify:
+        if unit.suffix != ".service":
+            continue
         r = subprocess.run(
             [tool, "security", "--offline=yes", "--no-pager", str(unit)], capture_output=True, text=True, timeout=60
         )
@@ -275,3 +278,21 @@ def test_caddyfile_adapts_when_caddy_is_available() -> None:
     assert "not formatted" not in r.stderr, r.stderr
     adapted = r.stdout
     assert '"/v1/client"' in adapted and "127.0.0.1:7400" in adapted
+
+
+def test_logrotate_example_parses(tmp_path: Path) -> None:
+    tool = shutil.which("logrotate") or ("/usr/sbin/logrotate" if Path("/usr/sbin/logrotate").exists() else None)
+    if tool is None:
+        pytest.skip("logrotate is not installed (Debian package logrotate)")
+    logs = tmp_path / "log"
+    logs.mkdir()
+    (logs / "node.log").write_text("x\n")
+    conf = (DEPLOY / "logrotate" / "homing").read_text().replace("/var/log/homing", str(logs))
+    conf = conf.replace("    su root adm\n", "")  # the test's directory is not owned by root:adm
+    (tmp_path / "homing.conf").write_text(conf)
+    r = subprocess.run(
+        [tool, "-d", "-s", str(tmp_path / "state"), str(tmp_path / "homing.conf")],
+        capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert r.returncode == 0 and "error" not in (r.stdout + r.stderr).lower(), r.stdout + r.stderr
+    assert "node.log" in r.stdout + r.stderr

@@ -244,3 +244,12 @@ def test_stdlib_exception_records_carry_the_traceback(out: io.StringIO) -> None:
     f = parse_kv(line)
     assert f["event"] == "http_handler_error" and f["method"] == "GET"
     assert f["error"] == "KeyError: 'k'" and "Traceback" in f["traceback"]
+
+
+def test_kv_messages_keep_numbers_and_booleans_typed() -> None:
+    from node.app.log import parse_kv_message
+
+    assert parse_kv_message('event=x port=7400 ratio=0.5 tls=false name="7400" id=abc neg=-3 big=00012') == (
+        "x",
+        {"port": 7400, "ratio": 0.5, "tls": False, "name": "7400", "id": "abc", "neg": -3, "big": "00012"},
+    )

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import re
+import subprocess
 
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from node import __version__
 from node.app.metrics import METRIC_NAMES, RELAY_BUCKETS_S, NodeMetrics
 from node.protocol.refusals import Layer, Refusal
+from tests.helpers import REPO
 
 # docs/operations.md names, as they appear in the text format, with the labels the contract gives them.
 REQUIRED_METRICS = {
@@ -22,7 +25,7 @@ REQUIRED_METRICS = {
 ISSUE_METRICS = {
     "homing_packets_refused_total": {"layer", "reason"},
     "homing_peer_links": set(),
-    "homing_build_info": {"version", "python"},
+    "homing_build_info": {"version", "commit", "python"},
 }
 
 
@@ -90,12 +93,18 @@ def test_updates_show_in_render() -> None:
     assert value(m, "homing_peer_links") == 2
     assert value(m, "homing_relay_seconds_bucket", le="0.0005") == 1
     assert value(m, "homing_relay_seconds_bucket", le="0.00025") == 0
-    assert value(m, "homing_build_info", version=__version__, python=value_python(m)) == 1
-
-
-def value_python(m: NodeMetrics) -> str:
     ((labels, _),) = samples(m)["homing_build_info"]
-    return labels["python"]
+    assert value(m, "homing_build_info", version=__version__, commit=labels["commit"], python=labels["python"]) == 1
+
+
+def test_build_info_names_the_checkout_commit() -> None:
+    """Run from this checkout, the commit label is git's HEAD (issue #19: `0.1.0` alone said nothing)."""
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True)
+    if head.returncode != 0:
+        pytest.skip("not a git checkout")
+    ((labels, _),) = samples(NodeMetrics())["homing_build_info"]
+    assert labels["commit"] == head.stdout.strip()
+
 
 
 def test_relay_buckets_span_a_tenth_of_a_millisecond_to_a_second() -> None:

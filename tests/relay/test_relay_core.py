@@ -55,17 +55,37 @@ def remote_owners() -> list[bytes]:
     return list(owners(B, [S, *PEERS], 3))
 
 
-def test_local_recipient_is_delivered_without_any_peer_traffic() -> None:
+def test_local_recipient_is_delivered_here_and_on_its_other_devices_homes() -> None:
+    """Every device of the recipient gets the envelope (docs/client-protocol.md): a local one, and those on the
+    homes the owners know; with no other home there is no envelope traffic to peers."""
     c = core()
     c.client_online(2, B, 0.0)
     c.drain()
     c.client_envelope(1, env(), 0.0)
+    asked = peer_msgs(c.drain(), Lookup)
+    assert asked, "the recipient's other devices are looked up"
+    c.peer_message(asked[0].node, LookupReply(id=B, homes=(S,)), 0.01)
     cmds = c.drain()
     deliver = [x for x in cmds if isinstance(x, ToClient) and isinstance(x.msg, Deliver)]
     assert [d.conn_id for d in deliver] == [2] and len(deliver[0].msg.eid) == 16
     assert receipts(cmds) == [Receipt(ref=1, status=Status.DELIVERED)]
-    assert not [x for x in cmds if isinstance(x, ToPeer)]
+    assert not peer_msgs(cmds, PeerEnvelope)
     assert c.stats().outcomes == {("call_offer", "delivered"): 1}
+    c.client_envelope(1, env(ref=2), 0.02)  # within lookup_cache_s: the cached homes, no new lookup
+    cmds = c.drain()
+    assert not peer_msgs(cmds, Lookup) and receipts(cmds) == [Receipt(ref=2, status=Status.DELIVERED)]
+
+
+def test_a_device_elsewhere_gets_the_envelope_although_one_is_local() -> None:
+    c = core()
+    c.client_online(2, B, 0.0)
+    c.drain()
+    c.client_envelope(1, env(), 0.0)
+    asked = peer_msgs(c.drain(), Lookup)
+    c.peer_message(asked[0].node, LookupReply(id=B, homes=(S, PEERS[0])), 0.01)
+    cmds = c.drain()
+    assert [x.node for x in peer_msgs(cmds, PeerEnvelope)] == [PEERS[0]]
+    assert [x.conn_id for x in cmds if isinstance(x, ToClient) and isinstance(x.msg, Deliver)] == [2]
 
 
 def test_lookup_goes_to_all_owners_then_forwards_and_caches() -> None:

@@ -2,13 +2,29 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable
+from typing import Any
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from node.protocol.crypto import REPLAY_WINDOW, DatagramSealer, LinkHandshake, _ReplayWindow
-from node.protocol.errors import RemoteProtocolError, Replayed
-from node.protocol.identity import Identity
+from node.protocol import noise
+from node.protocol.crypto import (
+    DEFAULT_REKEY,
+    LINK_FRAME_HEADER_BYTES,
+    LINK_MAGIC,
+    LINK_PROLOGUE,
+    REPLAY_WINDOW,
+    DatagramSealer,
+    LinkHandshake,
+    LinkSession,
+    RekeyPolicy,
+    _ReplayWindow,
+)
+from node.protocol.errors import RemoteProtocolError, Replayed, TooLarge
+from node.protocol.identity import Identity, curve25519_public
 
 A = Identity.from_seed(b"a" * 32)
 B = Identity.from_seed(b"b" * 32)
@@ -80,25 +96,148 @@ def test_replay_window_allows_reordering_within_the_window() -> None:
     assert not w.acceptable(1, 10), "too old once the window moved past it"
 
 
+def _rand(tag: int) -> Callable[[int], bytes]:
+    return lambda n: bytes([tag]) * n
+
+
+def _link(a: Identity = A, b: Identity = B, rekey: RekeyPolicy = DEFAULT_REKEY) -> tuple[LinkSession, LinkSession]:
+    """A dials B: (A's session, B's session)."""
+    ha = LinkHandshake(a, random_bytes=os.urandom, expected_id=b.id, rekey=rekey)
+    hb = LinkHandshake(b, random_bytes=os.urandom, rekey=rekey)
+    first = ha.start()
+    assert first[: len(LINK_MAGIC)] == LINK_MAGIC
+    assert hb.read_hello(first[len(LINK_MAGIC) + 2 :]) == a.id
+    answer, sb = hb.answer(0.0)
+    sa = ha.finish(answer[2:], 0.0)
+    assert ha.handshake_hash == hb.handshake_hash
+    return sa, sb
+
+
+def _open(s: LinkSession, frame: bytes) -> bytes:
+    head, body = frame[:LINK_FRAME_HEADER_BYTES], frame[LINK_FRAME_HEADER_BYTES:]
+    assert LinkSession.frame_length(head, 1 << 20) == len(body)
+    return s.open(head, body)
+
+
 def test_link_sessions_agree_and_are_directional() -> None:
-    ha, hb = LinkHandshake(A, b"1" * 32), LinkHandshake(B, b"2" * 32)
-    peer_b, sa = ha.finish(hb.hello(), initiator=True)
-    peer_a, sb = hb.finish(ha.hello(), initiator=False)
-    assert (peer_b, peer_a) == (B.id, A.id)
-    assert sb.open(sa.seal(b"ping")) == b"ping"
-    assert sa.open(sb.seal(b"pong")) == b"pong"
-    frame = sa.seal(b"once")
-    assert sb.open(frame) == b"once"
+    sa, sb = _link()
+    assert _open(sb, sa.seal(b"ping", 0.0)) == b"ping"
+    assert _open(sa, sb.seal(b"pong", 0.0)) == b"pong"
     with pytest.raises(RemoteProtocolError):
-        sb.open(frame)  # a replayed frame fails: the counter moved on
+        _open(sa, sa.seal(b"mine", 0.0))  # a frame reflected back to its sender fails: the keys are directional
 
 
-def test_link_handshake_with_an_impostor_derives_different_keys() -> None:
-    """C claims to be B in its hello; C cannot derive A's keys because it lacks B's private key."""
-    ha = LinkHandshake(A, b"1" * 32)
-    hc = LinkHandshake(C, b"3" * 32)
-    forged_hello = B.id + hc.hello()[32:]
-    _, sa = ha.finish(forged_hello, initiator=True)
-    _, sc = hc.finish(ha.hello(), initiator=False)
+def test_replayed_reordered_and_tampered_frames_fail_and_change_nothing() -> None:
+    sa, sb = _link()
+    f1, f2, f3 = (sa.seal(b"frame %d" % i, 0.0) for i in (1, 2, 3))
+    assert _open(sb, f1) == b"frame 1"
     with pytest.raises(RemoteProtocolError):
-        sa.open(sc.seal(b"let me in"))
+        _open(sb, f1)  # replayed
+    with pytest.raises(RemoteProtocolError):
+        _open(sb, f3)  # reordered (f2 skipped)
+    tampered = bytearray(f2)
+    tampered[-1] ^= 1
+    with pytest.raises(RemoteProtocolError):
+        _open(sb, bytes(tampered))
+    flagged = bytearray(f2)
+    flagged[0] |= 0x80  # the header is authenticated: a forged rekey flag fails too
+    with pytest.raises(RemoteProtocolError):
+        _open(sb, bytes(flagged))
+    assert _open(sb, f2) == b"frame 2"  # nothing changed: the genuine frames still read, in order
+    assert _open(sb, f3) == b"frame 3"
+
+
+def test_rekey_every_n_frames_and_every_t_seconds_keeps_both_sides_in_step() -> None:
+    sa, sb = _link(rekey=RekeyPolicy(frames_max=3, interval_s=100.0))
+    frames = [sa.seal(b"%d" % i, 1.0) for i in range(10)]
+    assert [_open(sb, f) for f in frames] == [b"%d" % i for i in range(10)]
+    assert sa.rekeys_sent == sb.rekeys_received == 3  # before frames 3, 6 and 9
+    assert _open(sb, sa.seal(b"later", 150.0)) == b"later"  # 149 s since the last rekey: rekeyed by time
+    assert sa.rekeys_sent == sb.rekeys_received == 4
+
+
+def test_the_old_key_does_not_open_frames_after_a_rekey() -> None:
+    sa, sb = _link(rekey=RekeyPolicy(frames_max=1))
+    stale = sb._recv.copy()  # the receive key before any rekey (what a memory dump would have held)
+    _open(sb, sa.seal(b"first", 0.0))
+    second = sa.seal(b"second", 0.0)
+    stale.n = 1
+    with pytest.raises(noise.NoiseError):
+        stale.decrypt_with_ad(second[:4], second[4:])
+    assert _open(sb, second) == b"second"
+
+
+def test_the_dialler_pins_the_static_key_of_the_node_it_dialled() -> None:
+    """C answers a dial meant for B: C cannot read message 1 (it lacks B's key), and an answer from C fails."""
+    ha = LinkHandshake(A, random_bytes=os.urandom, expected_id=B.id)
+    first = ha.start()[len(LINK_MAGIC) + 2 :]
+    with pytest.raises(RemoteProtocolError):
+        LinkHandshake(C, random_bytes=os.urandom).read_hello(first)
+    hc = LinkHandshake(C, random_bytes=os.urandom, expected_id=A.id)  # whatever C sends as an "answer"
+    with pytest.raises(RemoteProtocolError):
+        ha.finish(hc.start()[len(LINK_MAGIC) + 2 :][:48], 0.0)
+
+
+def test_a_stolen_static_key_of_a_does_not_let_the_thief_pose_as_b_to_a() -> None:
+    """Key-compromise impersonation: the thief has A's static key and claims to be B. It can write a message 1
+    A accepts (IK's message 1 needs only es and ss, both computable with A's key), but the transport keys also need
+    DH(s_B, e_A), so A refuses the thief's first transport frame: nothing from it is ever acted on."""
+    sa_kp = noise.ed25519_to_x25519_keypair(A.seed)
+    msg1 = _forge_msg1_with_stolen_responder_key(sa_kp, B.id)
+    ha = LinkHandshake(A, random_bytes=os.urandom)
+    assert ha.read_hello(msg1) == B.id  # message 1 alone is forgeable with A's key: IK's known KCI limit
+    answer, session_at_a = ha.answer(0.0)
+    # the thief cannot complete: whatever keys it guesses, its first transport frame does not open at A
+    guess = noise.CipherState(bytes(32))
+    frame = LinkSession(guess, guess.copy(), rekey=RekeyPolicy(), now=0.0).seal(b"i am B", 0.0)
+    with pytest.raises(RemoteProtocolError):
+        _open(session_at_a, frame)
+    assert answer
+
+
+def _forge_msg1_with_stolen_responder_key(responder: Any, claimed: bytes) -> bytes:
+    """Message 1 of Noise IK claiming static `claimed`, built from the responder's private key (es and ss are both
+    DH values the responder's key computes: es = DH(r, e_pub), ss = DH(r, claimed_pub))."""
+    ss = noise.SymmetricState(noise.protocol_name("IK"))
+    ss.mix_hash(LINK_PROLOGUE)
+    ss.mix_hash(responder.public)
+    e = noise.generate_keypair(os.urandom)
+    ss.mix_hash(e.public)
+    ss.mix_key(noise._dh(e.private, responder.public))
+    out = e.public + ss.encrypt_and_hash(curve25519_public(claimed))
+    ss.mix_key(noise._dh(responder.private, curve25519_public(claimed)))
+    return out + ss.encrypt_and_hash(claimed)
+
+
+def test_a_hello_whose_id_does_not_match_its_static_key_is_refused() -> None:
+    """The Ed25519 id in message 1 must be the one the static key came from (else A could claim B's id)."""
+    hs = noise.HandshakeState(
+        pattern="IK", initiator=True, random_bytes=os.urandom, prologue=LINK_PROLOGUE,
+        s=noise.ed25519_to_x25519_keypair(C.seed), rs=curve25519_public(B.id),
+    )  # fmt: skip
+    with pytest.raises(RemoteProtocolError):
+        LinkHandshake(B, random_bytes=os.urandom).read_hello(hs.write_message(A.id))
+
+
+def test_another_protocol_version_cannot_complete_the_handshake() -> None:
+    hs = noise.HandshakeState(
+        pattern="IK", initiator=True, random_bytes=os.urandom, prologue=b"homing peer link 1",
+        s=noise.ed25519_to_x25519_keypair(A.seed), rs=curve25519_public(B.id),
+    )  # fmt: skip
+    with pytest.raises(RemoteProtocolError):
+        LinkHandshake(B, random_bytes=os.urandom).read_hello(hs.write_message(A.id))
+
+
+def test_the_ephemeral_comes_from_the_injected_source_only() -> None:
+    """Two handshakes with different random sources differ; the hello carries no seed of the ephemeral."""
+    h1 = LinkHandshake(A, random_bytes=_rand(1), expected_id=B.id).start()
+    h2 = LinkHandshake(A, random_bytes=_rand(2), expected_id=B.id).start()
+    assert h1[6:38] != h2[6:38]
+    assert bytes([1]) * 32 not in h1 and bytes([2]) * 32 not in h2
+
+
+def test_frame_length_is_bounded() -> None:
+    with pytest.raises(TooLarge):
+        LinkSession.frame_length((1 << 20).to_bytes(4, "big"), 1024)
+    with pytest.raises(RemoteProtocolError):
+        LinkSession.frame_length((3).to_bytes(4, "big"), 1024)

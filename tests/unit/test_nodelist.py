@@ -62,9 +62,9 @@ def test_node_list_malformed_refused(bad: object) -> None:
 
 
 def test_registration_must_be_signed_by_its_node() -> None:
-    doc = build_registration(NODE, ws="ws://h:1/v1/client", swim="h:2", peer="h:3", ts=5, ttl=60)
+    doc = build_registration(NODE, ws="ws://h:1/v1/client", swim="h:2", peer="h:3", ts=5, ttl=60, reg=REG.id)
     assert open_registration(doc).id == NODE.id
-    forged = build_registration(REG, ws="ws://h:1/v1/client", swim="h:2", peer="h:3", ts=5, ttl=60)
+    forged = build_registration(REG, ws="ws://h:1/v1/client", swim="h:2", peer="h:3", ts=5, ttl=60, reg=REG.id)
     body_with_other_id = decode_document(encode_document(forged))
     reg = open_registration(body_with_other_id)
     assert reg.id == REG.id  # a node may only register itself: the id is the signer
@@ -76,11 +76,11 @@ def test_leave_round_trip() -> None:
 
 def test_card_round_trip_and_tamper() -> None:
     uri = make_card(NODE, ws="wss://sig.example.org/v1/client", ts=77)
-    card = parse_card(uri)
+    card = parse_card(uri, now=78)
     assert (card.id, card.ws, card.ts) == (NODE.id, "wss://sig.example.org/v1/client", 77)
     raw = bytearray(b64u_decode(uri.split("/")[-1]))
     raw[-3] ^= 1
     with pytest.raises(RemoteProtocolError):
-        parse_card("homing://node/" + b64u_encode(bytes(raw)))
+        parse_card("homing://node/" + b64u_encode(bytes(raw)), now=78)
     with pytest.raises(RemoteProtocolError):
-        parse_card("homing://node/!!!")
+        parse_card("homing://node/!!!", now=78)

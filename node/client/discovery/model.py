@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import enum
 import random
+import time
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -73,9 +74,43 @@ class Found:
 
 
 @attrs.frozen(kw_only=True, slots=True)
+class SignedList:
+    """A node list that verified, as one source gave it (docs/discovery.md "Newest list per registry")."""
+
+    signer: bytes  # the registry key that signed it
+    issued: int
+    expires: int
+    where: str  # the source, for messages
+    candidates: tuple[Candidate, ...]
+
+
+class NewestLists:
+    """The newest list per signer seen in one run (pure): an older list from a signer is refused, a newer one
+    replaces the one held, never merged with it."""
+
+    def __init__(self) -> None:
+        self.by_signer: dict[bytes, SignedList] = {}
+
+    def offer(self, lst: SignedList) -> tuple[bool, SignedList | None]:
+        """(taken, the list it replaced). A list with the same `issued` as the one held is taken (it adds the
+        same rows from another source) and replaces nothing."""
+        held = self.by_signer.get(lst.signer)
+        if held is not None and lst.issued < held.issued:
+            return False, None
+        if held is not None and lst.issued == held.issued:
+            return True, None
+        self.by_signer[lst.signer] = lst
+        return True, held
+
+    def current_keys(self) -> set[tuple[bytes, str]]:
+        return {c.key for lst in self.by_signer.values() for c in lst.candidates}
+
+
+@attrs.frozen(kw_only=True, slots=True)
 class DiscoveryResult:
     nodes: tuple[Found, ...]
     errors: tuple[str, ...]
+    lists: tuple[SignedList, ...] = ()  # the newest verified list per signer
 
     @property
     def proven(self) -> tuple[Found, ...]:
@@ -90,12 +125,15 @@ def candidates_from_list(entries: tuple[NodeEntry, ...], source: Source, *, veri
     return [Candidate(id=e.id, ws=e.ws, source=source, verified=verified, swim=e.swim, peer=e.peer) for e in entries]
 
 
-def parse_entry(text: str, *, flag: str = "--add") -> Candidate:
-    """A referral URI (`homing://node/…`, verified by the card's own signature) or a manual entry
-    (`wss://host:port[/path]#<node id>`, `ws://` too; the path defaults to /v1/client). Raises ConfigError."""
+def parse_entry(
+    text: str, *, now: float | None = None, flag: str = "--add", allow_plain_ws: bool = False
+) -> Candidate:
+    """A referral URI (`homing://node/…`, verified by the card's own signature, refused after its `exp` or when it
+    is plain ws:// to a public host unless `allow_plain_ws`) or a manual entry (`wss://host:port[/path]#<node id>`,
+    `ws://` too; the path defaults to /v1/client). `now`: unix seconds (default: the clock). Raises ConfigError."""
     if text.startswith(CARD_PREFIX):
         try:
-            card = parse_card(text)
+            card = parse_card(text, now=time.time() if now is None else now, allow_plain_ws=allow_plain_ws)
         except RemoteProtocolError as exc:
             raise ConfigError(flag, f"referral card rejected: {exc}") from exc
         return Candidate(id=card.id, ws=card.ws, source=Source.REFERRAL, verified=True)
@@ -154,6 +192,12 @@ class CandidateBook:
 
     def all(self) -> list[Candidate]:
         return list(self._all.values())
+
+    def drop(self, key: tuple[bytes, str]) -> None:
+        """Forget a candidate (its list was superseded); an attempt in flight finishes but is not reported."""
+        self._all.pop(key, None)
+        self._order.pop(key, None)
+        self._tried.add(key)
 
 
 def _merge(old: Candidate, new: Candidate) -> Candidate:

@@ -23,7 +23,14 @@ import trio
 
 from node.client.discovery.cache import load_cache, merge_cache, save_cache
 from node.client.discovery.handshake import HandshakeFn, default_handshake
-from node.client.discovery.model import Candidate, CandidateBook, DiscoveryResult, build_result
+from node.client.discovery.model import (
+    Candidate,
+    CandidateBook,
+    DiscoveryResult,
+    NewestLists,
+    SignedList,
+    build_result,
+)
 from node.client.discovery.sources import fetch_doh, fetch_registry, http_client, ssl_context
 from node.protocol.errors import HomingError
 from node.protocol.identity import Identity
@@ -76,6 +83,25 @@ class _Run:
         self.attempts = 0
         self.first_proof_at: float | None = None
         self.changed = trio.Event()
+        self.newest = NewestLists()
+        self.other_keys: set[tuple[bytes, str]] = set()  # candidates from the cache and --add, not from lists
+
+    def add_list(self, lst: SignedList) -> None:
+        """Keep only the newest list per signer (docs/discovery.md): an older one is reported and ignored; rows
+        only a superseded list gave are dropped."""
+        taken, replaced = self.newest.offer(lst)
+        if not taken:
+            held = self.newest.by_signer[lst.signer]
+            self.errors.append(f"{lst.where}: list issued {lst.issued} is older than one issued {held.issued} "
+                               f"by the same registry key ({held.where}); ignored")  # fmt: skip
+            self._notify()
+            return
+        if replaced is not None:
+            keep = self.newest.current_keys() | self.other_keys
+            for c in replaced.candidates:
+                if c.key not in keep:
+                    self.book.drop(c.key)
+        self.add(list(lst.candidates))
 
     def _notify(self) -> None:
         self.changed.set()
@@ -88,12 +114,12 @@ class _Run:
             self.book.add(c)
         self._notify()
 
-    def start_source(self, nursery: trio.Nursery, label: str, fetch: Callable[..., Awaitable[list[Candidate]]],
+    def start_source(self, nursery: trio.Nursery, label: str, fetch: Callable[..., Awaitable[SignedList]],
                      *args: object) -> None:  # fmt: skip
         self.pending[label] = None  # before the task runs, so the watcher never sees a not-yet-started source as done
         nursery.start_soon(self.source, label, fetch, *args)
 
-    async def source(self, label: str, fetch: Callable[..., Awaitable[list[Candidate]]], *args: object) -> None:
+    async def source(self, label: str, fetch: Callable[..., Awaitable[SignedList]], *args: object) -> None:
         try:
             found = await fetch(*args)
         except HomingError as exc:
@@ -101,7 +127,7 @@ class _Run:
         except Exception as exc:  # a source's bug or an unwrapped library error must not end the run
             self.errors.append(f"{label}: failed: {type(exc).__name__}: {exc}"[:300])
         else:
-            self.add(found)
+            self.add_list(found)
         # a source cancelled at the end stays in `pending`, to be reported
         self.pending.pop(label, None)
         self._notify()
@@ -177,6 +203,7 @@ async def discover(
     now = wall_clock()
     cached, cache_errors = load_cache(cfg.cache) if cfg.cache else ([], [])
     run.errors.extend(cache_errors)
+    run.other_keys = {c.key for c in (*cfg.extra, *cached)}
     run.add([*cfg.extra, *cached])
     async with http_client(ctx, cfg.deadline_s) as client:
         with trio.move_on_after(cfg.deadline_s) as deadline:
@@ -193,6 +220,7 @@ async def discover(
             "no answer yet when discovery finished; not waited for")  # fmt: skip
         run.errors.extend(f"{label}: {reason}" for label in run.pending)
     result = build_result(run.book.all(), run.proofs, run.failed, run.errors)
+    result = attrs.evolve(result, lists=tuple(run.newest.by_signer.values()))
     if cfg.cache is not None and result.proven:
         try:
             save_cache(cfg.cache, merge_cache(cached, result.proven, wall_clock()))

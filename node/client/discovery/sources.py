@@ -20,7 +20,7 @@ import dns.rdataclass
 import dns.rdatatype
 import httpx2
 
-from node.client.discovery.model import Candidate, Source, candidates_from_list
+from node.client.discovery.model import SignedList, Source, candidates_from_list
 from node.protocol.errors import ConfigError, Expired, HomingError, RemoteProtocolError
 from node.protocol.identity import SIGNED_DOC_MAX_BYTES, decode_document
 from node.protocol.nodelist import open_node_list
@@ -65,7 +65,7 @@ async def _read_limited(response: httpx2.Response, limit: int, what: str) -> byt
     return b"".join(chunks)
 
 
-def open_list(doc: object, trust: frozenset[bytes], now: float, source: Source, where: str) -> list[Candidate]:
+def open_list(doc: object, trust: frozenset[bytes], now: float, source: Source, where: str) -> SignedList:
     """Verify a signed node list. With `--trust` keys only their signatures count (verified rows); with none, the
     list must still carry a valid self-consistent signature and be current, and its rows are unverified."""
     if trust:
@@ -80,10 +80,16 @@ def open_list(doc: object, trust: frozenset[bytes], now: float, source: Source, 
         raise HomingError(f"{where}: list discarded: {exc}") from exc
     except RemoteProtocolError as exc:
         raise HomingError(f"{where}: list discarded: {exc}") from exc
-    return candidates_from_list(node_list.nodes, source, verified=bool(trust))
+    return SignedList(
+        signer=node_list.signer,
+        issued=node_list.issued,
+        expires=node_list.expires,
+        where=where,
+        candidates=tuple(candidates_from_list(node_list.nodes, source, verified=bool(trust))),
+    )
 
 
-async def fetch_registry(client: httpx2.AsyncClient, base: str, trust: frozenset[bytes], now: float) -> list[Candidate]:
+async def fetch_registry(client: httpx2.AsyncClient, base: str, trust: frozenset[bytes], now: float) -> SignedList:
     url = registry_url(base)
     where = f"registry {url}"
     try:
@@ -128,7 +134,7 @@ def txt_records(answer: dns.message.Message, name: str) -> list[list[bytes]]:
 
 async def fetch_doh(
     client: httpx2.AsyncClient, resolver: str, name: str, trust: frozenset[bytes], now: float
-) -> list[Candidate]:
+) -> SignedList:
     where = f"doh {resolver} {name}"
     query = txt_query(name)
     wire = query.to_wire()

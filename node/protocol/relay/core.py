@@ -42,8 +42,10 @@ from collections.abc import Iterable, Sequence
 
 import attrs
 
+from node.protocol.relay.push import PushDropped, PushRole, SendPush
 from node.protocol.relay.rendezvous import INF, Owner, SeenSet, owners
-from node.protocol.settings import RelaySection
+from node.protocol.settings import PushSection, RelaySection
+from node.protocol.webpush import Subscription
 from node.protocol.wire.client import ClientMessage, Deliver, Envelope, Reason, Receipt, Status
 from node.protocol.wire.peer import (
     PEER_IDS_MAX,
@@ -63,6 +65,7 @@ from node.protocol.wire.peer import (
     RelayReceipt,
     ResultStatus,
 )
+from node.protocol.wire.push import PushClaim, PushSub, PushUnsub
 
 __all__ = ["Command", "RelayCore", "RelayStats", "ToClient", "ToPeer"]
 
@@ -79,7 +82,7 @@ class ToPeer:
     msg: PeerMessage
 
 
-Command = ToClient | ToPeer
+Command = ToClient | ToPeer | SendPush | PushDropped  # the last two: push wake-up (node/protocol/relay/push.py)
 
 
 @attrs.frozen(kw_only=True, slots=True)
@@ -131,7 +134,9 @@ _LATENCY_SAMPLES_MAX = 4096
 class RelayCore:
     """See the module docstring. Inputs take `now`; outputs are drained with `drain()`."""
 
-    def __init__(self, *, node_id: bytes, config: RelaySection, rng: random.Random, now: float) -> None:
+    def __init__(
+        self, *, node_id: bytes, config: RelaySection, rng: random.Random, now: float, push: PushSection | None = None
+    ) -> None:
         self.node_id = node_id
         self.config = config
         self._rng = rng
@@ -154,6 +159,16 @@ class RelayCore:
         self._cache: OrderedDict[bytes, tuple[tuple[bytes, ...], float]] = OrderedDict()
         self._outcomes: Counter[tuple[str, str]] = Counter()
         self._latencies: deque[float] = deque(maxlen=_LATENCY_SAMPLES_MAX)
+        # push wake-up (node/protocol/relay/push.py): subscriptions and the one-owner-pushes rule
+        self.push = PushRole(
+            node_id=node_id,
+            config=push or PushSection(),
+            relay=config,
+            owner=self.owner,
+            members=lambda: self._members,
+            send=self._send,
+            emit=lambda cmd: self._out.append(cmd),  # _out is swapped by drain(): look it up each time
+        )
 
     # ------------------------------------------------------------------ plumbing
     def drain(self) -> list[Command]:
@@ -255,6 +270,26 @@ class RelayCore:
         self._route(self._pending[eid], now)
         self._pump(now)
 
+    # ------------------------------------------------------------------ push wake-up (node/protocol/relay/push.py)
+    def push_register(self, conn_id: int, sub: Subscription, now: float) -> bool:
+        """A local client's push_register; False when it is not online or the table is full."""
+        client = self._conns.get(conn_id)
+        ok = client is not None and self.push.register(client, sub, now)
+        self._pump(now)
+        return ok
+
+    def push_unregister(self, conn_id: int, now: float) -> bool:
+        client = self._conns.get(conn_id)
+        if client is not None:
+            self.push.unregister(client)
+        self._pump(now)
+        return client is not None
+
+    def push_gone(self, client: bytes, endpoint: str, now: float) -> None:
+        """The push service answered 404/410 for this subscription: forget it everywhere."""
+        self.push.gone(client, endpoint)
+        self._pump(now)
+
     # ------------------------------------------------------------------ origin: routing
     def _mail_mode(self, p: Pending) -> bool:
         """Does another envelope to p's recipient take the mailbox path? Then p must queue behind it (rule 6)."""
@@ -266,9 +301,8 @@ class RelayCore:
             self._wait_lookup(p, to)
         elif self._mail_mode(p) or p.attempts >= self.config.attempts_max:
             self._mailbox_put(p, now)
-        elif to in self._homed:
-            others = [h for h in self._cached(to, now) or () if h != self.node_id]
-            self._forward(p, (self.node_id, *others), now)
+        elif to in self._homed and (cached := self._cached(to, now)) is not None:
+            self._forward(p, (self.node_id, *(h for h in cached if h != self.node_id)), now)
         elif (homes := self._cached(to, now)) is not None:
             self._dispatch(p, homes, now)
         else:
@@ -290,6 +324,8 @@ class RelayCore:
         return hit[0]
 
     def _dispatch(self, p: Pending, homes: tuple[bytes, ...], now: float) -> None:
+        if p.env.to in self._homed and self.node_id not in homes:
+            homes = (self.node_id, *homes)  # a local device, and (looked up) the recipient's devices elsewhere
         if homes and not self._mail_mode(p) and p.attempts < self.config.attempts_max:
             self._forward(p, homes, now)
         else:
@@ -451,6 +487,7 @@ class RelayCore:
                 self._on_lookup_reply(from_node, msg, now)
             case MailboxPut():
                 self.owner.on_put(from_node, msg, now)
+                self.push.on_put(msg.env, now)
             case MailboxTake():
                 self.owner.on_take(msg)
             case MailboxEvent():
@@ -459,6 +496,8 @@ class RelayCore:
                 self.owner.on_handoff(msg, now)
             case RelayReceipt():
                 self._on_receipt(msg, now)
+            case PushSub() | PushUnsub() | PushClaim():
+                self.push.on_message(from_node, msg, now)
 
     def peer_unreachable(self, node: bytes, now: float) -> None:
         """The link to `node` is down or a send to it failed: whatever waits on it fails over now."""
@@ -467,6 +506,7 @@ class RelayCore:
 
     def _node_failed(self, node: bytes, now: float, *, dead: bool) -> None:
         self.owner.node_gone(node, dead=dead)
+        self.push.node_failed(node, now)
         for to in [t for t, (homes, _) in self._cache.items() if node in homes]:
             del self._cache[to]
         for to, ls in list(self._lookups.items()):
@@ -496,6 +536,7 @@ class RelayCore:
             before = self._owners(client, old)
             self._lease([client], [o for o in self._owners(client) if o not in before], now)
         self.owner.members_changed(old, new, now)
+        self.push.members_changed(old, new, now)
         self._pump(now)
 
     def handoff_all(self, now: float) -> None:
@@ -516,6 +557,7 @@ class RelayCore:
             if p is not None and p.deadline == deadline:
                 self._on_timeout(p, now)
         self.owner.tick(now)
+        self.push.tick(now)
         self._seen.expire(now)
         if now >= self._renew_at:
             self._renew_leases(now)
@@ -539,6 +581,7 @@ class RelayCore:
             self._pending_heap[0][0] if self._pending_heap else INF,
             self._lookup_heap[0][0] if self._lookup_heap else INF,
             self.owner.next_deadline(),
+            self.push.next_deadline(),
             self._seen.next_deadline(),
             self._renew_at,
         )

@@ -71,6 +71,10 @@ class MsgType(enum.IntEnum):
     RECEIPT = 46
     LINK_PING = 47
     LINK_PONG = 48
+    # push wake-up (node/protocol/wire/push.py)
+    PUSH_SUB = 49
+    PUSH_UNSUB = 50
+    PUSH_CLAIM = 51
 
 
 def packb(obj: Any) -> bytes:

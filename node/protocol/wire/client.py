@@ -16,6 +16,7 @@ import attrs
 
 from node.protocol.errors import RemoteProtocolError, TooLarge
 from node.protocol.identity import ID_BYTES, SIG_BYTES, b64u_decode, b64u_encode
+from node.protocol.webpush import BadSubscription, Subscription, check_subscription
 from node.protocol.wire import Limits, get_bytes, get_int, get_str, packb, unpackb
 
 
@@ -130,9 +131,71 @@ class GoAway:
     nodes: tuple[str, ...]  # referral URIs of other nodes
 
 
+# --- push wake-up (docs/client-protocol.md, "Push wake-up"): additive -------------------------------------
+@attrs.frozen(kw_only=True, slots=True)
+class PushRegister:
+    """client -> node: `{"t":"push_register","endpoint","p256dh","auth"}` (a Web Push subscription)."""
+
+    endpoint: str
+    p256dh: bytes  # 65-byte uncompressed P-256 point (base64url in JSON)
+    auth: bytes  # 16 bytes (base64url in JSON)
+
+
+@attrs.frozen(kw_only=True, slots=True)
+class PushUnregister:
+    """client -> node: `{"t":"push_unregister"}`."""
+
+
+@attrs.frozen(kw_only=True, slots=True)
+class Ok:
+    """node -> client: `{"t":"ok","of":<t>}`; for push_register also `"vapid"`: the node's VAPID public key."""
+
+    of: str
+    vapid: bytes | None = None
+@attrs.frozen(kw_only=True, slots=True)
+class IceServersRequest:
+    """client -> node: `{"t":"ice_servers"}` (after the handshake)."""
+
+
+@attrs.frozen(kw_only=True, slots=True)
+class IceServerEntry:
+    """One RTCIceServer: `{"urls":[…]}`, with `"username"` and `"credential"` for TURN."""
+
+    urls: tuple[str, ...]
+    username: str | None = None
+    credential: str | None = None
+
+
+@attrs.frozen(kw_only=True, slots=True)
+class IceServers:
+    """node -> client: `{"t":"ice_servers","ttl":<s>,"servers":[…]}`."""
+
+    ttl: int
+    servers: tuple[IceServerEntry, ...]
+
+
 _E = TypeVar("_E", bound=enum.Enum)
 
-ClientMessage = Envelope | Deliver | Receipt | Error | Challenge | Hello | Welcome | Ping | Pong | GoAway
+ClientMessage = (
+    Envelope
+    | Deliver
+    | Receipt
+    | Error
+    | Challenge
+    | Hello
+    | Welcome
+    | Ping
+    | Pong
+    | GoAway
+    | PushRegister
+    | PushUnregister
+    | Ok
+    | IceServersRequest
+    | IceServers
+)
+ICE_SERVERS_MAX: Final = 8
+ICE_URLS_MAX: Final = 16
+ICE_STRING_MAX: Final = 512
 
 
 # --- codec -----------------------------------------------------------------------------------------------
@@ -247,6 +310,12 @@ def _decode_from_client(t: str, kind: Kind | None, m: dict[str, Any]) -> ClientM
         return Ping()
     if t == "pong":
         return Pong()
+    if t == "push_register":
+        return _decode_push_register(m)
+    if t == "push_unregister":
+        return PushUnregister()
+    if t == "ice_servers":
+        return IceServersRequest()
     if t == "hello":
         return Hello(
             id=get_bytes(m, "id", min_len=ID_BYTES, max_len=ID_BYTES),
@@ -313,6 +382,70 @@ def _decode_goaway(m: dict[str, Any]) -> GoAway:
     return GoAway(nodes=tuple(nodes))
 
 
+def _b64_or_bytes(m: dict[str, Any], key: str, size: int) -> bytes:
+    value = m.get(key)
+    if isinstance(value, str) and len(value) <= 2 * size:
+        try:
+            value = b64u_decode(value)
+        except ValueError:
+            raise BadFrame(f"field {key!r} is not base64url") from None
+    if not isinstance(value, bytes) or len(value) != size:
+        raise BadFrame(f"field {key!r} must be {size} bytes")
+    return value
+
+
+def _decode_push_register(m: dict[str, Any]) -> PushRegister:
+    msg = PushRegister(
+        endpoint=get_str(m, "endpoint", max_len=1000),
+        p256dh=_b64_or_bytes(m, "p256dh", 65),
+        auth=_b64_or_bytes(m, "auth", 16),
+    )
+    try:
+        check_subscription(Subscription(endpoint=msg.endpoint, p256dh=msg.p256dh, auth=msg.auth))
+    except BadSubscription as exc:
+        raise BadFrame(str(exc)) from None
+    return msg
+
+
+def _decode_ok(m: dict[str, Any]) -> Ok:
+    vapid = _b64_or_bytes(m, "vapid", 65) if m.get("vapid") is not None else None
+    return Ok(of=get_str(m, "of", max_len=32), vapid=vapid)
+def _short_str(value: Any, what: str) -> str:
+    if not isinstance(value, str) or len(value) > ICE_STRING_MAX:
+        raise BadFrame(f"{what} must be a string of at most {ICE_STRING_MAX} characters")
+    return value
+
+
+def _decode_ice_server(item: Any) -> IceServerEntry:
+    if not isinstance(item, dict):
+        raise BadFrame("ice_servers 'servers' holds a non-map")
+    urls = item.get("urls")
+    if not isinstance(urls, list) or not 1 <= len(urls) <= ICE_URLS_MAX:
+        raise BadFrame(f"an ice server needs 1..{ICE_URLS_MAX} 'urls'")
+    username, credential = item.get("username"), item.get("credential")
+    return IceServerEntry(
+        urls=tuple(_short_str(u, "a url") for u in urls),
+        username=None if username is None else _short_str(username, "username"),
+        credential=None if credential is None else _short_str(credential, "credential"),
+    )
+
+
+def _decode_ice_servers(m: dict[str, Any]) -> IceServers:
+    servers = m.get("servers")
+    if not isinstance(servers, list) or len(servers) > ICE_SERVERS_MAX:
+        raise BadFrame(f"ice_servers 'servers' must be a list of at most {ICE_SERVERS_MAX}")
+    return IceServers(ttl=get_int(m, "ttl", hi=2**31), servers=tuple(_decode_ice_server(s) for s in servers))
+
+
+def _ice_server_map(server: IceServerEntry) -> dict[str, Any]:
+    out: dict[str, Any] = {"urls": list(server.urls)}
+    if server.username is not None:
+        out["username"] = server.username
+    if server.credential is not None:
+        out["credential"] = server.credential
+    return out
+
+
 _NODE_DECODERS: Final[dict[str, Callable[[dict[str, Any]], ClientMessage]]] = {
     "challenge": lambda m: Challenge(
         node=get_bytes(m, "node", min_len=ID_BYTES, max_len=ID_BYTES),
@@ -325,6 +458,8 @@ _NODE_DECODERS: Final[dict[str, Callable[[dict[str, Any]], ClientMessage]]] = {
     "receipt": _decode_receipt,
     "error": _decode_error,
     "goaway": _decode_goaway,
+    "ok": _decode_ok,
+    "ice_servers": _decode_ice_servers,
     "ping": lambda m: Ping(),
     "pong": lambda m: Pong(),
 }
@@ -354,6 +489,16 @@ def message_to_map(msg: ClientMessage) -> dict[str, Any]:
         return {"t": "welcome", "id": msg.id, "sig": msg.sig}
     if isinstance(msg, GoAway):
         return {"t": "goaway", "nodes": list(msg.nodes)}
+    if isinstance(msg, PushRegister):
+        return {"t": "push_register", "endpoint": msg.endpoint, "p256dh": msg.p256dh, "auth": msg.auth}
+    if isinstance(msg, PushUnregister):
+        return {"t": "push_unregister"}
+    if isinstance(msg, Ok):
+        return {"t": "ok", "of": msg.of} if msg.vapid is None else {"t": "ok", "of": msg.of, "vapid": msg.vapid}
+    if isinstance(msg, IceServersRequest):
+        return {"t": "ice_servers"}
+    if isinstance(msg, IceServers):
+        return {"t": "ice_servers", "ttl": msg.ttl, "servers": [_ice_server_map(s) for s in msg.servers]}
     return {"t": "ping" if isinstance(msg, Ping) else "pong"}
 
 

@@ -21,6 +21,7 @@ from attrs import validators as v
 from node.protocol.errors import RemoteProtocolError
 from node.protocol.wire import Limits, MsgType, get_bytes, get_int, get_str, packb, require_map, unpackb
 from node.protocol.wire.client import Kind
+from node.protocol.wire.push import PUSH_DECODERS, PushClaim, PushSub, PushUnsub, push_to_map
 
 ID_BYTES: Final = 32
 EID_BYTES: Final = 16
@@ -164,6 +165,9 @@ PeerMessage = (
     | MailboxEvent
     | Handoff
     | RelayReceipt
+    | PushSub  # push wake-up (node/protocol/wire/push.py)
+    | PushUnsub
+    | PushClaim
 )
 
 
@@ -202,6 +206,8 @@ def peer_to_map(msg: PeerMessage) -> dict[str, Any]:
             m = {"t": MsgType.HANDOFF, **_env_fields(e), "ttl": ttl}
         case RelayReceipt(eid=eid, status=s):
             m = {"t": MsgType.RECEIPT, "eid": eid, "s": str(s)}
+        case PushSub() | PushUnsub() | PushClaim():  # push wake-up
+            m = push_to_map(msg)
         case _:  # pragma: no cover - the type checker proves this unreachable
             raise TypeError(f"not a peer message: {msg!r}")
     return {k: (int(x) if isinstance(x, MsgType) else x) for k, x in m.items()}
@@ -260,6 +266,7 @@ _DECODERS: dict[int, Any] = {
     MsgType.MAILBOX_EVENT: lambda m: MailboxEvent(eid=_eid(m), status=_get_enum(m, "s", MailboxStatus)),
     MsgType.HANDOFF: lambda m: Handoff(env=_get_env(m), ttl_ms=_ttl(m)),
     MsgType.RECEIPT: lambda m: RelayReceipt(eid=_eid(m), status=_get_enum(m, "s", ReceiptStatus)),
+    **PUSH_DECODERS,  # push wake-up (node/protocol/wire/push.py)
 }
 
 RELAY_TYPES: Final = frozenset(_DECODERS)

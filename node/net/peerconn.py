@@ -1,0 +1,374 @@
+"""Peer-port connections: the Noise handshake on a stream, sealed frames, one-shot exchanges and the listener.
+
+- `handshake` / `dial`: the peer-link handshake (node/protocol/crypto.py, docs/protocol.md "Peer links"), the dialler
+  first; ephemerals from `os.urandom`. The dialler pins the id it dials; the listener refuses ids that admission
+  does not admit, and acts on a connection only once its first frame (a control frame, node/protocol/wire/link.py)
+  has decrypted: that frame authenticates the dialler.
+- `Channel`: Noise transport frames (`header | ciphertext`, a frame holding one or more msgpack maps) over a stream.
+  A frame over the limit, a frame that fails authentication or anything undecodable raises: the caller closes the
+  connection (the stream cannot be resynchronised) and counts it.
+- One-shot exchanges on a fresh connection: `push_pull` (SWIM full-state sync), `stream_ping` (SWIM's TCP fallback
+  probe) and `fetch_card` (the node's signed referral card, for `goaway`); both of the last two are LINK_PING.
+- `serve_peers`: the listener. Before anything is read, a connection must fit `connections_max`,
+  `connections_per_address_max` and `preauth_per_address_max` (per /32 or /64, node/protocol/ratelimit.py
+  `address_key`); it then has `handshake_timeout_s` to authenticate and send its first frame, or it is closed.
+  LINK_HELLO hands the connection to `on_link` (PeerLinks.accept, node/net/peers.py), which keeps it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import trio
+
+from node.net.sockio import read_some
+from node.protocol.crypto import (
+    DEFAULT_REKEY,
+    LINK_FRAME_HEADER_BYTES,
+    LINK_MAGIC,
+    LinkHandshake,
+    LinkSession,
+    RekeyPolicy,
+    handshake_length,
+)
+from node.protocol.errors import NotAdmitted, RemoteProtocolError, TransportError
+from node.protocol.identity import Identity, short_id
+from node.protocol.nodelist import parse_card
+from node.protocol.peerlink import DEFAULT_LIMITS, PeerLimits
+from node.protocol.ratelimit import address_key
+from node.protocol.refusals import Refusal
+from node.protocol.wire import Limits, packb, require_map, unpack_all, unpackb
+from node.protocol.wire.link import (
+    LinkHello,
+    LinkPing,
+    LinkPong,
+    PushPull,
+    PushPullReply,
+    control_from_map,
+    control_to_map,
+)
+
+Address = tuple[str, int]
+
+
+def _rekey(limits: PeerLimits) -> RekeyPolicy:
+    return RekeyPolicy(frames_max=limits.rekey_frames_max, interval_s=limits.rekey_interval_s)
+
+
+class _Buffered:
+    """Exact-length reads from a trio stream (through `read_some`, as client sessions read); EOF, a reset or a
+    closed stream is a TransportError."""
+
+    def __init__(self, stream: trio.abc.Stream) -> None:
+        self.stream = stream
+        self._fd = stream.socket.fileno() if isinstance(stream, trio.SocketStream) else -1
+        self._buf = bytearray()
+        self._drained = False  # the last read was short: wait for readability before the next
+        self.clean_eof = False  # the stream ended between frames (not mid-frame)
+
+    async def read_exactly(self, n: int) -> bytes:
+        while len(self._buf) < n:
+            want = max(65536, n - len(self._buf))
+            chunk = await read_some(self.stream, self._fd, want, wait_first=self._drained)
+            if not chunk:
+                self.clean_eof = not self._buf
+                raise TransportError("peer closed the connection, or it broke")
+            self._drained = len(chunk) < want
+            self._buf += chunk
+        out = bytes(self._buf[:n])
+        del self._buf[:n]
+        return out
+
+
+class Channel:
+    """A handshaken connection: Noise transport frames (node/protocol/crypto.py) over a trio stream."""
+
+    def __init__(self, reader: _Buffered, session: LinkSession, peer_id: bytes) -> None:
+        self.stream = reader.stream
+        self._reader = reader
+        self.session = session
+        self.peer_id = peer_id
+        self.peer_version = 1  # the link version the initiator's LINK_HELLO said (set by the listener)
+
+    def frame_bytes(self, obj: Any) -> bytes:
+        return self.frame_sealed(packb(obj))
+
+    def frame_sealed(self, plaintext: bytes) -> bytes:
+        return self.session.seal(plaintext, trio.current_time())
+
+    async def send(self, obj: Any) -> None:
+        await _send_all(self.stream, self.frame_bytes(obj))
+
+    async def receive(
+        self, max_bytes: int = Limits.PEER_FRAME_MAX, max_items: int = Limits.MSGPACK_CONTAINER_MAX
+    ) -> Any:
+        """The one object of one sealed frame (one-shot connections, the first frame of a link)."""
+        return unpackb(await self._open_next(max_bytes), max_bytes=max_bytes, max_items=max_items)
+
+    async def receive_batch(self) -> list[Any]:
+        """The maps of one sealed frame of a link (a batch; see the module docstring)."""
+        return unpack_all(await self._open_next(Limits.PEER_FRAME_MAX), max_bytes=Limits.PEER_FRAME_MAX)
+
+    async def _open_next(self, max_bytes: int) -> bytes:
+        header = await self._reader.read_exactly(LINK_FRAME_HEADER_BYTES)
+        n = LinkSession.frame_length(header, max_bytes)
+        return self.session.open(header, await self._reader.read_exactly(n))
+
+    @property
+    def clean_eof(self) -> bool:
+        """The peer's EOF came between two frames (a reset there looks the same: see node/net/sockio.py)."""
+        return self._reader.clean_eof
+
+    async def aclose(self) -> None:
+        with trio.move_on_after(1) as cs:
+            cs.shield = True
+            with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                await self.stream.aclose()
+
+
+async def _send_all(stream: trio.abc.Stream, data: bytes) -> None:
+    try:
+        await stream.send_all(data)
+    except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+        raise TransportError(f"peer connection broke: {exc}") from exc
+
+
+async def handshake(
+    stream: trio.abc.Stream,
+    identity: Identity,
+    *,
+    initiator: bool,
+    expected_id: bytes | None,
+    admit: Callable[[bytes], bool],
+    rekey: RekeyPolicy = DEFAULT_REKEY,
+) -> Channel:
+    """Run the peer-link Noise handshake on `stream` (the initiator must name `expected_id`).
+
+    Raises RemoteProtocolError (NotAdmitted for a key admission refuses) or TransportError. The responder's
+    Channel is not authenticated until its first frame has been received (key-compromise impersonation: see
+    node/protocol/crypto.py); every caller reads that frame before it acts on the connection.
+    """
+    reader = _Buffered(stream)
+    hs = LinkHandshake(identity, random_bytes=os.urandom, expected_id=expected_id if initiator else None, rekey=rekey)
+    if initiator:
+        assert expected_id is not None
+        if not admit(expected_id):
+            raise NotAdmitted(f"peer {short_id(expected_id)} is not admitted to the federation")
+        await _send_all(stream, hs.start())
+        n = handshake_length(await reader.read_exactly(2))
+        session = hs.finish(await reader.read_exactly(n), trio.current_time())
+        return Channel(reader, session, expected_id)
+    head = await reader.read_exactly(len(LINK_MAGIC) + 2)
+    if head[: len(LINK_MAGIC)] != LINK_MAGIC:
+        raise RemoteProtocolError("not a homing peer link of this version (bad magic)")
+    peer_id = hs.read_hello(await reader.read_exactly(handshake_length(head[len(LINK_MAGIC) :])))
+    if not admit(peer_id):
+        raise NotAdmitted(f"peer {short_id(peer_id)} is not admitted to the federation")
+    answer, session = hs.answer(trio.current_time())
+    await _send_all(stream, answer)
+    return Channel(reader, session, peer_id)
+
+
+async def dial(
+    addr: Address,
+    identity: Identity,
+    expected_id: bytes,
+    admit: Callable[[bytes], bool],
+    timeout_s: float,
+    rekey: RekeyPolicy = DEFAULT_REKEY,
+) -> Channel:
+    with trio.fail_after(timeout_s):
+        try:
+            stream = await trio.open_tcp_stream(addr[0], addr[1])
+        except OSError as exc:
+            raise TransportError(f"cannot reach peer at {addr[0]}:{addr[1]}: {exc}") from exc
+        try:
+            return await handshake(stream, identity, initiator=True, expected_id=expected_id, admit=admit, rekey=rekey)
+        except BaseException:
+            await stream.aclose()
+            raise
+
+
+# --- push-pull (SWIM full state sync) ------------------------------------------------------------------
+
+
+async def push_pull(
+    addr: Address,
+    identity: Identity,
+    expected_id: bytes,
+    admit: Callable[[bytes], bool],
+    state: bytes,
+    *,
+    join: bool,
+    timeout_s: float,
+) -> bytes:
+    """Send our SWIM state to a peer and return its state (both encoded by node/protocol/wire/swim.py)."""
+    with trio.fail_after(timeout_s):
+        chan = await dial(addr, identity, expected_id, admit, timeout_s)
+        try:
+            await chan.send(control_to_map(PushPull(state=state, join=join)))
+            reply = control_from_map(
+                require_map(await chan.receive(Limits.PUSH_PULL_MAX + 1024, max_items=16), "push-pull reply")
+            )
+            if not isinstance(reply, PushPullReply):
+                raise RemoteProtocolError("bad push-pull reply")
+            return reply.state
+        finally:
+            await chan.aclose()
+
+
+async def _ping(
+    addr: Address, identity: Identity, expected_id: bytes, admit: Callable[[bytes], bool], timeout_s: float
+) -> LinkPong | None:
+    """LINK_PING on a short-lived connection: the LINK_PONG, or None (no answer within `timeout_s`)."""
+    with trio.move_on_after(timeout_s):
+        try:
+            chan = await dial(addr, identity, expected_id, admit, timeout_s)
+        except (TransportError, RemoteProtocolError, trio.TooSlowError):
+            return None
+        try:
+            await chan.send(control_to_map(LinkPing()))
+            reply = control_from_map(require_map(await chan.receive(4096, max_items=8), "ping reply"))
+            return reply if isinstance(reply, LinkPong) else None
+        except (TransportError, RemoteProtocolError):
+            return None
+        finally:
+            await chan.aclose()
+    return None
+
+
+async def stream_ping(
+    addr: Address, identity: Identity, expected_id: bytes, admit: Callable[[bytes], bool], *, timeout_s: float
+) -> bool:
+    """SWIM's TCP fallback probe: True when the node at `addr` proves `expected_id` and answers within `timeout_s`."""
+    return await _ping(addr, identity, expected_id, admit, timeout_s) is not None
+
+
+async def fetch_card(
+    addr: Address, identity: Identity, expected_id: bytes, admit: Callable[[bytes], bool], *, timeout_s: float
+) -> str | None:
+    """The signed referral card of the node at `addr`, verified to be `expected_id`'s own, or None."""
+    reply = await _ping(addr, identity, expected_id, admit, timeout_s)
+    if reply is None:
+        return None
+    try:
+        card = parse_card(reply.card, now=time.time(), allow_plain_ws=True)  # the client that gets it decides on ws://
+    except RemoteProtocolError:
+        return None
+    return reply.card if card.id == expected_id else None
+
+
+# --- listener ------------------------------------------------------------------------------------------
+
+SyncHandler = Callable[[bytes, bytes, bool], bytes]  # (peer id, their state, join) -> our state
+
+
+async def serve_peers(
+    listeners: list[trio.SocketListener],
+    *,
+    identity: Identity,
+    admit: Callable[[bytes], bool],
+    on_link: Callable[[Channel], Awaitable[None]],
+    on_sync: SyncHandler,
+    card: str | Callable[[], str] = "",
+    limits: PeerLimits = DEFAULT_LIMITS,
+    on_refused: Callable[[Refusal], None] = lambda reason: None,
+) -> None:
+    """Accept peer connections: push-pull syncs and pings are answered and closed; links go to `on_link`.
+
+    Before anything is read, a connection must fit `connections_max`, `connections_per_address_max` and
+    `preauth_per_address_max` (per /32 or /64, node/protocol/ratelimit.py `address_key`); it then has
+    `handshake_timeout_s` to authenticate and send its first frame, or it is closed.
+    """
+    gate = _PeerGate(limits)
+
+    async def handle(stream: trio.SocketStream) -> None:
+        key = address_key(_remote_host(stream))
+        if not gate.enter(key):
+            on_refused(Refusal.RATE_LIMITED)  # connections_max or a per-address limit
+            await stream.aclose()
+            return
+        chan: Channel | None = None
+        keep = authed = False
+        try:
+            with trio.fail_after(limits.handshake_timeout_s):
+                chan = await handshake(
+                    stream, identity, initiator=False, expected_id=None, admit=admit, rekey=_rekey(limits)
+                )
+                first = require_map(await chan.receive(Limits.PUSH_PULL_MAX + 1024, max_items=16), "first frame")
+                request = control_from_map(first)  # authenticated: the first frame decrypted
+            gate.authenticated(key)
+            authed = True
+            if isinstance(request, LinkHello):
+                chan.peer_version = request.version
+                keep = True
+                await on_link(chan)
+            elif isinstance(request, LinkPing):
+                with trio.fail_after(limits.io_timeout_s):
+                    await chan.send(control_to_map(LinkPong(card=card() if callable(card) else card)))
+            elif isinstance(request, PushPull):
+                reply = on_sync(chan.peer_id, request.state, request.join)
+                with trio.fail_after(limits.io_timeout_s):
+                    await chan.send(control_to_map(PushPullReply(state=reply)))
+            else:
+                raise RemoteProtocolError("a peer connection must start with LINK_HELLO, LINK_PING or PUSH_PULL")
+        except RemoteProtocolError as exc:
+            on_refused(exc.refusal)
+        except (TransportError, trio.TooSlowError):
+            on_refused(Refusal.MALFORMED)  # the exchange timed out or broke off
+        finally:
+            gate.leave(key, authenticated=authed)
+            if not keep:
+                await (chan.aclose() if chan is not None else stream.aclose())
+
+    await trio.serve_listeners(handle, listeners)
+
+
+def _remote_host(stream: trio.SocketStream) -> str:
+    try:
+        return str(stream.socket.getpeername()[0])
+    except OSError:  # already reset
+        return ""
+
+
+class _PeerGate:
+    """Counts connections on the peer port: in total, per address, and per address still unauthenticated."""
+
+    def __init__(self, limits: PeerLimits) -> None:
+        self._limits = limits
+        self._active = 0
+        self._per_address: dict[str, int] = {}
+        self._preauth: dict[str, int] = {}
+
+    def enter(self, key: str) -> bool:
+        lim = self._limits
+        if (
+            self._active >= lim.connections_max
+            or self._per_address.get(key, 0) >= lim.connections_per_address_max
+            or self._preauth.get(key, 0) >= lim.preauth_per_address_max
+        ):
+            return False
+        self._active += 1
+        self._per_address[key] = self._per_address.get(key, 0) + 1
+        self._preauth[key] = self._preauth.get(key, 0) + 1
+        return True
+
+    def authenticated(self, key: str) -> None:
+        self._preauth[key] = _dec(self._preauth, key)
+
+    def leave(self, key: str, *, authenticated: bool) -> None:
+        self._active -= 1
+        self._per_address[key] = _dec(self._per_address, key)
+        if not authenticated:
+            self._preauth[key] = _dec(self._preauth, key)
+        for table in (self._per_address, self._preauth):
+            if table.get(key) == 0:
+                del table[key]
+
+
+def _dec(table: dict[str, int], key: str) -> int:
+    return max(0, table.get(key, 0) - 1)

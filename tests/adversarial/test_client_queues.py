@@ -1,0 +1,103 @@
+"""Hostile WebSocket clients cannot grow a node's queues (docs/security.md, "Malicious client"; issue finding 5).
+
+A raw client (wsproto over a trio socket, tests/clients/rawws.py) against a real client server on 127.0.0.1:
+- it sends WebSocket pings and never reads: every pong the node queues counts in the send-queue bound, so the
+  node's queue for it never exceeds `send_queue_bytes_max` and the connection is closed as a slow reader (1008);
+- it opens a text message and sends empty continuation frames forever: frames count per message, so the node
+  closes it with 1009 after `message_fragments_max` frames instead of keeping every empty frame;
+- it floods pings while reading: pings spend the connection's bucket; over it the node strikes and closes (4429).
+Each test fails on a node without the bound (checked against the code before the fix).
+"""
+
+from __future__ import annotations
+
+import trio
+
+from node.protocol.identity import Identity
+from tests.clients.fixtures import run, running_node
+from tests.clients.rawws import RawClient
+
+ALICE = Identity.from_seed(b"a" * 32)
+QUEUE_BYTES_MAX = 256 * 1024
+PINGS_MAX = 200_000  # 26 MB of pings: far more than the kernel buffers and the queue bound together
+BATCH = 1000
+
+
+def test_pongs_count_in_the_send_queue_bound_and_a_non_reader_is_closed() -> None:
+    async def main() -> None:
+        async with running_node(send_queue_bytes_max=QUEUE_BYTES_MAX) as node:
+            client = await RawClient.connect(node.port, rcvbuf_bytes=4096)
+            await client.authenticate(ALICE)
+            batch = client.ping_bytes(b"p" * 125) * BATCH
+            peak_bytes = sent = 0
+            sent_when_offline: int | None = None
+            while sent < PINGS_MAX:
+                try:
+                    await client.stream.send_all(batch)
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    break  # the node closed the socket
+                sent += BATCH
+                await trio.sleep(0)
+                queued = [s.pending_bytes for s in node.server.sessions.values()]
+                peak_bytes = max([peak_bytes, *queued])
+                if sent_when_offline is None and ALICE.id not in node.relay.homes:
+                    sent_when_offline = sent
+            assert peak_bytes <= QUEUE_BYTES_MAX, f"{peak_bytes} bytes of pongs queued for a client that never reads"
+            assert sent_when_offline is not None, f"{sent} pings unread and the connection was not closed"
+            with trio.fail_after(10):
+                while node.server.sessions:
+                    await trio.sleep(0.01)
+
+    run(main, limit_s=60)
+
+
+def test_empty_continuation_frames_are_counted_and_closed_with_1009() -> None:
+    async def main() -> None:
+        async with running_node() as node, trio.open_nursery() as nursery:
+            client = await RawClient.connect(node.port)
+            await client.authenticate(ALICE)
+            await client.stream.send_all(client.fragment_bytes("x"))
+            empty = client.fragment_bytes("") * 10_000
+            done = trio.Event()
+
+            async def reader() -> None:
+                await client.wait_closed()
+                done.set()
+
+            nursery.start_soon(reader)
+            sent = 0
+            while sent < 300_000 and not done.is_set():
+                try:
+                    await client.stream.send_all(empty)
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    break
+                sent += 10_000
+                await trio.sleep(0)
+            with trio.move_on_after(5):
+                await done.wait()
+            assert client.close_code == 1009, f"{sent} empty frames kept without a close ({client.close_code})"
+            assert sent <= 100_000  # closed within a bounded number of frames, not after the attacker tired
+            nursery.cancel_scope.cancel()
+
+    run(main, limit_s=60)
+
+
+def test_a_ping_flood_spends_the_bucket_and_is_closed_with_4429() -> None:
+    async def main() -> None:
+        async with running_node(rate_per_s=10.0, burst=20, abuse_strikes_max=10) as node, trio.open_nursery() as n:
+            client = await RawClient.connect(node.port)
+            await client.authenticate(ALICE)
+            done = trio.Event()
+
+            async def reader() -> None:
+                await client.wait_closed()
+                done.set()
+
+            n.start_soon(reader)
+            await client.stream.send_all(client.ping_bytes(b"") * 200)
+            with trio.move_on_after(5):
+                await done.wait()
+            assert client.close_code == 4429
+            n.cancel_scope.cancel()
+
+    run(main, limit_s=30)

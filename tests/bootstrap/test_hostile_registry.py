@@ -1,0 +1,270 @@
+"""Issue #11 findings 6, 7, 9, 10 against the registry and its clients: each test failed on the code before the fix.
+
+6: a flood of maximum-length registrations cannot grow the signed list past what readers and DNS accept;
+7: a list older than one already seen from the same registry key (a mirror serving the pre-ban list) is ignored;
+9: an endless registry answer is cut at a byte cap, not buffered whole;
+10: registrations name their registry; X-Forwarded-For from trusted proxies only; cards expire and say wss://.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import httpx2
+import pytest
+import trio
+
+from bootstrap.registry import NodeRecord, Policy, build_list
+from bootstrap.store import Store
+from node.app.registry import ANSWER_BYTES_MAX, LIST_ANSWER_BYTES_MAX, TsClock, _send, learn_registry_key, make_client
+from node.client.discovery import DiscoveryConfig, discover
+from node.protocol.admission import Admission
+from node.protocol.errors import Expired, RemoteProtocolError
+from node.protocol.identity import SIGNED_DOC_MAX_BYTES, Identity, encode_document
+from node.protocol.nodelist import (
+    LIST_BYTES_MAX,
+    NodeEntry,
+    build_node_list,
+    build_registration,
+    make_card,
+    open_registration,
+    parse_card,
+)
+from node.protocol.txt import PAYLOAD_MAX_BYTES, encode_txt
+from tests.bootstrap.util import init_registry, make_config, post, registration, running_registry
+from tests.discovery.servers import serve_registry
+
+NOW = 1_760_000_000
+REG = Identity.from_seed(b"R" * 32)
+
+
+# --- 6: field caps, list size cap, pruning, manual by default ----------------------------------------------
+
+
+def test_registration_fields_are_capped() -> None:
+    node = Identity.generate()
+    long_ws = "wss://" + "a" * 400 + ".example/v1/client"  # under the list reader's 512, over a registration's cap
+    doc = build_registration(node, ws=long_ws, swim="h:1", peer="h:2", ts=NOW, ttl=60, reg=REG.id)
+    with pytest.raises(RemoteProtocolError, match="'ws'"):
+        open_registration(doc)
+    doc = build_registration(node, ws="wss://h/v1/client", swim="h" * 200 + ":1", peer="h:2", ts=NOW, ttl=60,
+                             reg=REG.id)  # fmt: skip
+    with pytest.raises(RemoteProtocolError, match="'swim'"):
+        open_registration(doc)
+
+
+def test_a_flood_of_maximum_length_nodes_keeps_the_list_readable_and_the_oldest_listed() -> None:
+    """300 approved nodes with maximum-length fields (the finding's flood): the list stays under the cap, fits one
+    DNS answer, and lists the nodes known longest: a flood of new nodes cannot push established ones out."""
+    records = []
+    for i in range(300):
+        node_id = Identity.from_seed(i.to_bytes(4, "big") * 8).id
+        host = f"{i:03d}" + "x" * 118
+        records.append(NodeRecord(id=node_id, ws="wss://" + "w" * 240 + f"{i:03d}/c", swim=host + ":1",
+                                  peer=host + ":2", ttl=600, last_ts=NOW, seen=NOW, approved=True,
+                                  first_seen=NOW - 10_000 + i))  # fmt: skip
+    doc, _ = build_list(REG, records, NOW, lifetime_s=3600)
+    size = len(encode_document(doc))
+    assert size <= LIST_BYTES_MAX < SIGNED_DOC_MAX_BYTES and LIST_BYTES_MAX + 6 <= PAYLOAD_MAX_BYTES
+    assert encode_txt(doc)  # fits the DNS TXT ceiling (raised LocalProtocolError before the fix)
+    from node.protocol.nodelist import open_node_list
+
+    listed = {n.id for n in open_node_list(doc, {REG.id}, now=NOW).nodes}
+    oldest_first = [r.id for r in sorted(records, key=lambda r: r.first_seen)]
+    assert listed == set(oldest_first[: len(listed)]) and 10 < len(listed) < 300
+
+
+def test_manual_approval_is_the_default() -> None:
+    assert Policy().approval == "manual"
+
+
+def test_expired_approved_and_stale_pending_rows_are_pruned(tmp_path: Path) -> None:
+    init_registry(tmp_path)
+    store = Store.open(tmp_path)
+    old, pending, banned = Identity.generate(), Identity.generate(), Identity.generate()
+    store.put(NodeRecord(id=old.id, ws="wss://o/c", swim="o:1", peer="o:2", ttl=60, last_ts=NOW, seen=NOW,
+                         approved=True, first_seen=NOW), bump=True, expect_last_ts=None)  # fmt: skip
+    store.put(NodeRecord(id=pending.id, ws="wss://p/c", swim="p:1", peer="p:2", ttl=60, last_ts=NOW, seen=NOW,
+                         first_seen=NOW), bump=True, expect_last_ts=None)  # fmt: skip
+    store.set_banned(banned.id, NOW, who="test")
+    day = 86_400
+    assert store.prune(NOW + 2 * day, floor_keep_s=420, pending_keep_s=day, expired_keep_s=30 * day) == 1
+    assert store.get(pending.id) is None and store.get(old.id) is not None
+    assert store.prune(NOW + 31 * day, floor_keep_s=420, pending_keep_s=day, expired_keep_s=30 * day) == 1
+    assert store.get(old.id) is None and store.get(banned.id) is not None  # a ban is never pruned
+    store.close()
+
+
+# --- 7: the newest list per signer --------------------------------------------------------------------------
+
+
+def test_admission_takes_the_newest_list_per_signer_only() -> None:
+    banned, honest = Identity.generate().id, Identity.generate().id
+    adm = Admission(self_id=b"s" * 32, open_=False, allow=())
+    assert adm.offer_list(REG.id, issued=NOW, expires=NOW + 3600, ids=[banned, honest])
+    adm.refresh(NOW)
+    assert adm.offer_list(REG.id, issued=NOW + 60, expires=NOW + 3660, ids=[honest])  # after the ban
+    adm.refresh(NOW + 60)
+    assert not adm.offer_list(REG.id, issued=NOW, expires=NOW + 3600, ids=[banned, honest])  # a mirror's old list
+    adm.refresh(NOW + 61)
+    assert not adm.admits(banned) and adm.admits(honest)
+    adm.refresh(NOW + 3661)  # the newest list expired: nothing from it is admitted any more
+    assert not adm.admits(honest)
+
+
+def _entry(ident: Identity, port: int) -> NodeEntry:
+    return NodeEntry(id=ident.id, ws=f"ws://127.0.0.1:{port}/v1/client", swim=f"127.0.0.1:{port + 1}",
+                     peer=f"127.0.0.1:{port + 2}", seen=NOW)  # fmt: skip
+
+
+def test_discovery_drops_rows_of_a_superseded_list_from_a_mirror() -> None:
+    """The registry serves the list after the ban, a mirror the one before it: the banned node is not a result."""
+    banned, honest = Identity.generate(), Identity.generate()
+    now = time.time()
+    before = build_node_list(REG, [_entry(banned, 7000), _entry(honest, 7010)], issued=int(now) - 60,
+                             expires=int(now) + 3000)  # fmt: skip
+    after = build_node_list(REG, [_entry(honest, 7010)], issued=int(now), expires=int(now) + 3600)
+
+    async def main() -> None:
+        with trio.fail_after(15):
+            async with trio.open_nursery() as nursery:
+                fresh = await serve_registry(nursery, lambda: after)
+                mirror = await serve_registry(nursery, lambda: before)
+                for order in ((fresh, mirror), (mirror, fresh)):
+                    cfg = DiscoveryConfig(trust=frozenset([REG.id]), registries=order, race=False, deadline_s=5)
+                    result = await discover(cfg)
+                    assert {f.id for f in result.nodes} == {honest.id}, result
+                    assert [(lst.signer, lst.issued) for lst in result.lists] == [(REG.id, int(now))]
+                nursery.cancel_scope.cancel()
+
+    trio.run(main)
+
+
+# --- 9: streamed, capped registry answers -------------------------------------------------------------------
+
+
+async def _endless_server(nursery: trio.Nursery, sent: list[int]) -> str:
+    """An HTTP server that answers any request with 200 and a body that never ends; counts bytes it got out."""
+
+    async def handle(stream: trio.SocketStream) -> None:
+        try:
+            await stream.receive_some(65536)
+            await stream.send_all(b"HTTP/1.1 200 OK\r\ncontent-type: application/msgpack\r\n"
+                                  b"transfer-encoding: chunked\r\n\r\n")  # fmt: skip
+            chunk = b"8000\r\n" + b"\x00" * 0x8000 + b"\r\n"
+            while True:
+                await stream.send_all(chunk)
+                sent[0] += 0x8000
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            return
+
+    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    nursery.start_soon(trio.serve_listeners, handle, listeners)
+    return f"http://127.0.0.1:{listeners[0].socket.getsockname()[1]}"
+
+
+SOCKET_BUFFERS_SLACK_BYTES = 8 * 1024 * 1024  # what loopback socket buffers may hold beyond what the client read
+
+
+def test_an_endless_answer_is_cut_at_the_cap() -> None:
+    node = Identity.generate()
+
+    async def main() -> None:
+        with trio.fail_after(30):
+            async with trio.open_nursery() as nursery:
+                sent = [0]
+                base = await _endless_server(nursery, sent)
+                async with make_client(timeout_s=20) as client:
+                    got = await learn_registry_key(client, base, frozenset(), now=time.time(), timeout_s=20)
+                    assert not isinstance(got, bytes) and f"exceeds {LIST_ANSWER_BYTES_MAX} bytes" in got.reason
+                    assert sent[0] <= LIST_ANSWER_BYTES_MAX + SOCKET_BUFFERS_SLACK_BYTES
+                    sent[0] = 0
+
+                    def doc(t: int) -> dict[str, bytes]:
+                        return build_registration(node, ws="wss://h/c", swim="h:1", peer="h:2", ts=t, ttl=60,
+                                                  reg=REG.id)  # fmt: skip
+
+                    result = await _send(client, "POST", base, "/v1/nodes", doc, TsClock(time.time), 20)
+                    assert result.http_status == 0 and f"exceeds {ANSWER_BYTES_MAX} bytes" in result.reason
+                    assert sent[0] <= ANSWER_BYTES_MAX + SOCKET_BUFFERS_SLACK_BYTES
+                nursery.cancel_scope.cancel()
+
+    trio.run(main)
+
+
+# --- 10: registrations bound to the registry, trusted proxies, cards -----------------------------------------
+
+
+def test_a_registration_for_another_registry_is_refused(tmp_path: Path) -> None:
+    init_registry(tmp_path)
+    node = Identity.generate()
+
+    async def main() -> None:
+        with trio.fail_after(15):
+            async with running_registry(make_config(tmp_path)) as base, httpx2.AsyncClient() as c:
+                status, answer = await post(c, base, registration(node, reg=Identity.generate().id))
+                assert status == 400 and "another registry" in answer["reason"]
+                assert (await post(c, base, registration(node)))[0] == 200
+
+    trio.run(main)
+
+
+def test_per_address_write_limits_behind_a_trusted_proxy(tmp_path: Path) -> None:
+    init_registry(tmp_path)
+
+    async def statuses(base: str, forwarded: str, n: int) -> list[int]:
+        out = []
+        async with httpx2.AsyncClient() as c:
+            for _ in range(n):
+                status, _ = await post(c, base, registration(Identity.generate()), **{"X-Forwarded-For": forwarded})
+                out.append(status)
+        return out
+
+    async def main() -> None:
+        with trio.fail_after(20):
+            config = make_config(tmp_path, write_burst=2, write_rate_per_ip_per_s=0.01,
+                                 trusted_proxies=("127.0.0.0/8",))  # fmt: skip
+            async with running_registry(config) as base:
+                assert await statuses(base, "198.51.100.7", 3) == [200, 200, 429]
+                # another client behind the same proxy has its own budget
+                assert await statuses(base, "203.0.113.9", 2) == [200, 200]
+                # a client cannot pick its budget: only the hop the trusted proxy added counts
+                assert await statuses(base, "192.0.2.1, 198.51.100.7", 1) == [429]
+            config = make_config(tmp_path, write_burst=2, write_rate_per_ip_per_s=0.01)
+            async with running_registry(config) as base:
+                # without trusted proxies the header is not believed: one budget for the socket's address
+                assert await statuses(base, "198.51.100.8", 2) == [200, 200]
+                assert await statuses(base, "203.0.113.10", 1) == [429]
+
+    trio.run(main)
+
+
+def test_cards_expire_and_must_say_wss_for_public_hosts() -> None:
+    node = Identity.generate()
+    card = make_card(node, ws="wss://n.example.org/v1/client", ts=NOW, exp=NOW + 60)
+    assert parse_card(card, now=NOW + 60).exp == NOW + 60
+    with pytest.raises(Expired):
+        parse_card(card, now=NOW + 61)
+    with pytest.raises(ValueError, match="wss"):
+        make_card(node, ws="ws://n.example.org/v1/client", ts=NOW)
+    plain = make_card(node, ws="ws://n.example.org/v1/client", ts=NOW, allow_plain_ws=True)
+    with pytest.raises(RemoteProtocolError, match="wss"):
+        parse_card(plain, now=NOW)
+    assert parse_card(plain, now=NOW, allow_plain_ws=True).ws.startswith("ws://")
+    for private in ("ws://127.0.0.1:7400/v1/client", "ws://10.1.2.3:7400/v1/client", "ws://[fd00::1]:1/c"):
+        assert parse_card(make_card(node, ws=private, ts=NOW), now=NOW).ws == private
+
+
+def test_homing_card_expires_option_and_plain_ws_refusal(tmp_path: Path) -> None:
+    from node.client.files import load_or_create_key
+    from tests.helpers import run_homing
+
+    load_or_create_key(tmp_path / "node.key")
+    out = run_homing("card", "--data-dir", str(tmp_path), "--url", "wss://n.example.org/v1/client", "--expires", "60")
+    assert out.returncode == 0, out.stderr
+    card = parse_card(out.stdout.strip(), now=time.time())
+    assert card.exp - card.ts == 60
+    out = run_homing("card", "--data-dir", str(tmp_path), "--url", "ws://n.example.org/v1/client")
+    lines = out.stderr.strip().splitlines()
+    assert out.returncode == 2 and len(lines) == 1 and "--allow-plain-ws" in lines[0]

@@ -1,0 +1,262 @@
+// The call page: a small static app on the library (web/lib). Configuration comes from the URL fragment (never sent
+// to any server): profile, node (manual entry, repeatable), card, registry + trust, doh + name, contact, relay, ring.
+// `key` (a 32-byte seed, base64url) is for the demo and the tests only; it is stored and removed from the address bar.
+
+import { b64uDecode } from "../lib/bytes.js";
+import { Phone } from "../lib/call.js";
+import { ContactBook, contactLink, parseContact } from "../lib/contacts.js";
+import { DiscoveryCache } from "../lib/discovery.js";
+import { Identity } from "../lib/identity.js";
+import { Session } from "../lib/session.js";
+import { loadIdentity, saveIdentity } from "./store.js";
+
+const params = new URLSearchParams(location.hash.slice(1));
+const profile = (params.get("profile") ?? "default").replace(/[^A-Za-z0-9_-]/g, "").slice(0, 32) || "default";
+const ns = (/** @type {string} */ k) => `homing:${profile}:${k}`;
+const $ = (/** @type {string} */ id) => /** @type {HTMLElement} */ (document.getElementById(id));
+
+/** State the tests (and curious users, in the console) can read. */
+const view = {
+  profile,
+  id: "",
+  conn: "idle",
+  connDetail: "",
+  node: /** @type {import("../lib/discovery.js").Found | null} */ (null),
+  call: /** @type {import("../lib/call.js").Call | null} */ (null),
+  callState: "idle",
+  callDetail: "",
+  callReason: "",
+  error: "",
+  history: /** @type {string[]} */ ([]),
+  connHistory: /** @type {string[]} */ ([]),
+  /** Bodies the e2ee layer refused (tampered, replayed, not for this device): dropped, listed here. */
+  refused: /** @type {string[]} */ ([]),
+  async stats() {
+    return view.call ? view.call.stats() : null;
+  },
+};
+/** @type {any} */ (window).homing = view;
+
+/** @param {string} text */
+function showError(text) {
+  view.error = text;
+  $("error").textContent = text;
+  $("error").hidden = !text;
+}
+
+async function identity() {
+  const seed = params.get("key");
+  if (seed) {
+    const ident = await Identity.fromSeed(b64uDecode(seed), { extractable: true });
+    await saveIdentity(profile, ident).catch(() => {});
+    params.delete("key");
+    history.replaceState(null, "", "#" + params.toString());
+    return ident;
+  }
+  const stored = await loadIdentity(profile);
+  if (stored) return stored;
+  const ident = await Identity.generate({ extractable: localStorage.getItem(ns("backup-ok")) === "1" });
+  await saveIdentity(profile, ident);
+  return ident;
+}
+
+function discoveryConfig() {
+  const manual = [...params.getAll("node")];
+  const savedManual = localStorage.getItem(ns("manual"));
+  if (savedManual) manual.push(savedManual);
+  return {
+    manual,
+    cards: params.getAll("card"),
+    registries: params.getAll("registry"),
+    trust: params.getAll("trust").map(b64uDecode),
+    doh: params.getAll("doh"),
+    names: params.getAll("name"),
+    cache: params.get("cache") === "0" ? null : new DiscoveryCache(localStorage, ns("discovery-cache")),
+    json: params.get("json") === "1",
+  };
+}
+
+async function main() {
+  const ident = await identity();
+  view.id = ident.idText;
+  $("my-id").textContent = ident.idText;
+  $("copy-link").onclick = () => void navigator.clipboard?.writeText(contactLink(ident.idText, profile));
+
+  const book = new ContactBook(localStorage, ns("contacts"));
+  for (const c of params.getAll("contact")) {
+    const colon = c.indexOf(":");
+    try {
+      book.add(colon > 0 && !c.startsWith("homing:") ? parseContact(c.slice(colon + 1), c.slice(0, colon)) : parseContact(c));
+    } catch (e) {
+      showError(String(e));
+    }
+  }
+
+  const relay = /** @type {HTMLInputElement} */ ($("always-relay"));
+  relay.checked = params.get("relay") === "1" || localStorage.getItem(ns("relay")) === "1";
+  const ringS = Number(params.get("ring") ?? "60");
+  const iceOverride = params.get("ice");
+  const settings = {
+    alwaysRelay: relay.checked,
+    ringTimeoutMs: Number.isFinite(ringS) && ringS > 0 ? ringS * 1000 : 60_000,
+    iceServers: iceOverride ? JSON.parse(iceOverride) : null,
+  };
+  relay.onchange = () => {
+    settings.alwaysRelay = relay.checked;
+    localStorage.setItem(ns("relay"), relay.checked ? "1" : "0");
+  };
+
+  const session = new Session(ident, discoveryConfig());
+  session.on("state", ({ state, detail }) => {
+    view.conn = state;
+    view.connDetail = detail;
+    view.connHistory.push(state);
+    $("conn-state").dataset.state = state;
+    $("conn-state").textContent = {
+      idle: "idle",
+      connecting: "looking for your node…",
+      connected: "connected",
+      offline: "node unreachable — retrying",
+      refused: "node refused: it could not prove its id",
+    }[state];
+    if (state === "offline" || state === "refused") showError(`${$("conn-state").textContent}: ${detail}`);
+    else if (state === "connected") showError("");
+  });
+  session.on("node", (found) => {
+    view.node = found;
+    $("node-info").textContent = `node ${found.id.slice(0, 8)}… at ${found.ws}, found via ${found.source}${found.verified ? " (verified)" : ""}, handshake ${found.handshakeMs.toFixed(0)} ms`;
+  });
+
+  const phone = new Phone(session, settings);
+  phone.on("refused", (r) => view.refused.push(`${r.kind}: ${r.error}`));
+  phone.on("call", (call) => bindCall(call, book));
+  phone.on("incoming", (call) => {
+    $("incoming-name").textContent = book.nameOf(call.peerText);
+    $("incoming-id").textContent = call.peerText;
+    $("incoming-kind").textContent = call.video ? "(video)" : "(audio)";
+    $("incoming").hidden = false;
+    $("accept").onclick = () => void call.accept();
+    $("decline").onclick = () => void call.reject();
+  });
+
+  const renderContacts = () => {
+    const ul = $("contacts");
+    ul.replaceChildren();
+    for (const c of book.list()) {
+      const li = document.createElement("li");
+      li.dataset.id = c.id;
+      const name = document.createElement("span");
+      name.className = "name";
+      name.textContent = c.name;
+      name.title = c.id;
+      const audio = document.createElement("button");
+      audio.textContent = "Call";
+      audio.className = "call-audio";
+      audio.onclick = () => void dial(c.id, false);
+      const video = document.createElement("button");
+      video.textContent = "Video";
+      video.className = "call-video";
+      video.onclick = () => void dial(c.id, true);
+      li.append(name, audio, video);
+      ul.append(li);
+    }
+  };
+  /** @param {string} id @param {boolean} video */
+  const dial = async (id, video) => {
+    if (phone.active()) return;
+    showError("");
+    await phone.start(b64uDecode(id), { video });
+  };
+  renderContacts();
+  $("add-contact").onsubmit = (ev) => {
+    ev.preventDefault();
+    try {
+      book.add(parseContact(/** @type {HTMLInputElement} */ ($("contact-input")).value, /** @type {HTMLInputElement} */ ($("contact-name")).value));
+      /** @type {HTMLInputElement} */ ($("contact-input")).value = "";
+      showError("");
+      renderContacts();
+    } catch (e) {
+      showError(e instanceof Error ? e.message : String(e));
+    }
+  };
+  const manual = /** @type {HTMLInputElement} */ ($("manual-node"));
+  manual.value = localStorage.getItem(ns("manual")) ?? "";
+  $("reconnect").onclick = () => {
+    if (manual.value) localStorage.setItem(ns("manual"), manual.value.trim());
+    else localStorage.removeItem(ns("manual"));
+    session.stop();
+    session.discovery = discoveryConfig();
+    session.start();
+  };
+  $("export-backup").onclick = async () => {
+    const pass = prompt("Passphrase for the backup (at least 8 characters)") ?? "";
+    try {
+      const text = await ident.exportBackup(pass);
+      await navigator.clipboard?.writeText(text);
+      alert("Backup copied to the clipboard. Keep it somewhere safe.");
+    } catch (e) {
+      localStorage.setItem(ns("backup-ok"), "1");
+      showError(`${e instanceof Error ? e.message : e} (a new key made from now on in this profile will allow backups)`);
+    }
+  };
+  $("import-backup").onclick = async () => {
+    const text = prompt("Paste the backup") ?? "";
+    const pass = prompt("Passphrase") ?? "";
+    try {
+      await saveIdentity(profile, await Identity.importBackup(text, pass));
+      location.reload();
+    } catch (e) {
+      showError(e instanceof Error ? e.message : String(e));
+    }
+  };
+  session.start();
+}
+
+/** @param {import("../lib/call.js").Call} call @param {ContactBook} book */
+function bindCall(call, book) {
+  view.call = call;
+  const timer = setInterval(() => {
+    const s = call.durationS();
+    $("timer").textContent = `${Math.floor(s / 60)}:${String(s % 60).padStart(2, "0")}`;
+  }, 500);
+  const render = () => {
+    view.callState = call.state;
+    view.callDetail = call.detail;
+    view.callReason = call.reason ?? "";
+    view.history.push(call.state + (call.detail ? ` (${call.detail})` : ""));
+    $("call-peer").textContent = book.nameOf(call.peerText);
+    const el = $("call-state");
+    el.dataset.state = call.state;
+    el.textContent = call.state === "ended" ? `ended: ${endText(call.reason, call.detail)}` : call.state + (call.detail ? ` — ${call.detail}` : "");
+    $("call-view").hidden = call.state === "incoming" || call.state === "idle";
+    if (call.state !== "incoming") $("incoming").hidden = true;
+    if (call.state === "ended") {
+      clearInterval(timer);
+      if (call.reason === "failed") showError(`call failed: ${call.detail}`);
+    }
+  };
+  call.on("state", render);
+  call.on("localStream", (s) => (/** @type {HTMLVideoElement} */ ($("local-video")).srcObject = s));
+  call.on("remoteStream", (s) => (/** @type {HTMLVideoElement} */ ($("remote-video")).srcObject = s));
+  $("mute").onclick = () => ($("mute").textContent = call.setMuted() ? "Unmute" : "Mute");
+  $("camera").onclick = () => ($("camera").textContent = call.setCameraOff() ? "Camera on" : "Camera off");
+  $("switch-camera").onclick = () => void call.switchCamera();
+  $("hangup").onclick = () => void call.hangup();
+  render();
+}
+
+/** @param {string | null} reason @param {string} detail */
+function endText(reason, detail) {
+  return (
+    {
+      hangup: "call ended",
+      rejected: "declined",
+      busy: "busy — in another call",
+      missed: "missed — no answer",
+      failed: "failed",
+      answered_elsewhere: "answered on another device",
+    }[reason ?? ""] ?? String(reason)
+  ) + (detail && reason !== "hangup" ? ` (${detail})` : "");
+}
+
+main().catch((e) => showError(`could not start: ${e instanceof Error ? e.message : e}`));

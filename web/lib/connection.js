@@ -1,0 +1,332 @@
+// One authenticated WebSocket connection to a node (docs/client-protocol.md): the mutual Ed25519 handshake
+// (the node must prove the id we expected), envelopes with their receipts, ping, ice_servers and goaway.
+
+import { b64uEncode, concat, equal, randomBytes, utf8 } from "./bytes.js";
+import { decodeNodeFrame, encodeFrame, envelope, FrameError, hello } from "./codec.js";
+import { verify } from "./ed25519.js";
+import { Emitter } from "./emitter.js";
+
+export const HANDSHAKE_TIMEOUT_MS = 10_000;
+export const PING_TIMEOUT_MS = 10_000;
+export const ICE_SERVERS_TIMEOUT_MS = 5_000;
+export const PENDING_REFS_MAX = 4096;
+const CLIENT_AUTH = utf8("homing/v1/client-auth");
+const NODE_AUTH = utf8("homing/v1/node-auth");
+
+export class HandshakeError extends Error {
+  /** @param {string} message */
+  constructor(message) {
+    super(message);
+    this.name = "HandshakeError";
+  }
+}
+
+/** The node could not prove the id we pinned: it is not that node. */
+export class NodeIdMismatch extends HandshakeError {
+  /** @param {string} message */
+  constructor(message) {
+    super(message);
+    this.name = "NodeIdMismatch";
+  }
+}
+
+export class ConnectionClosed extends Error {
+  /** @param {number} code @param {string} reason */
+  constructor(code, reason) {
+    super(`connection closed (${code}${reason ? " " + reason : ""})`);
+    this.name = "ConnectionClosed";
+    this.code = code;
+  }
+}
+
+/**
+ * @typedef {import("./codec.js").Receipt} Receipt
+ * @typedef {import("./codec.js").Deliver} Deliver
+ * @typedef {import("./codec.js").IceServer} IceServer
+ * @typedef {{deliver: Deliver, goaway: string[], close: {code: number, reason: string}, error: import("./codec.js").ErrorMsg}} ConnectionEvents
+ */
+
+/**
+ * Bytes the client signs in `hello`: "homing/v1/client-auth" || node id || node nonce (85 bytes).
+ * @param {Uint8Array} node
+ * @param {Uint8Array} nodeNonce
+ */
+export function clientAuthBytes(node, nodeNonce) {
+  return concat(CLIENT_AUTH, node, nodeNonce);
+}
+
+/**
+ * Bytes the node signs in `welcome`: "homing/v1/node-auth" || client id || client nonce (83 bytes).
+ * @param {Uint8Array} clientId
+ * @param {Uint8Array} clientNonce
+ */
+export function nodeAuthBytes(clientId, clientNonce) {
+  return concat(NODE_AUTH, clientId, clientNonce);
+}
+
+/** @extends {Emitter<ConnectionEvents>} */
+export class Connection extends Emitter {
+  /**
+   * @param {WebSocket} ws an open, authenticated socket
+   * @param {{url: string, nodeId: Uint8Array, handshakeMs: number, json: boolean, early: unknown[]}} info
+   */
+  constructor(ws, info) {
+    super();
+    this.ws = ws;
+    this.url = info.url;
+    this.nodeId = info.nodeId;
+    this.nodeIdText = b64uEncode(info.nodeId);
+    this.handshakeMs = info.handshakeMs;
+    this.json = info.json;
+    this.nextRef = 1;
+    this.closed = false;
+    /** @type {Map<number, {resolve: (r: Receipt) => void, reject: (e: Error) => void, onQueued?: () => void}>} */
+    this.pending = new Map();
+    /** @type {((ms: number) => void)[]} */
+    this.pongWaiters = [];
+    /** @type {{resolve: (s: IceServer[] | null) => void}[]} */
+    this.iceWaiters = [];
+    /** Frames that arrived right after `welcome` (mailbox deliveries): handled by `start()`. @type {unknown[] | null} */
+    this.early = info.early;
+    ws.onmessage = (ev) => (this.early ? this.early.push(ev.data) : this.onFrame(ev.data));
+    ws.onclose = (ev) => this.onClose(ev.code, ev.reason);
+    ws.onerror = () => {};
+  }
+
+  /** Attach your handlers first, then call start(): frames that arrived meanwhile are handled now, in order. */
+  start() {
+    const early = this.early ?? /** @type {unknown[]} */ ([]);
+    this.early = null;
+    for (const data of early) this.onFrame(data);
+  }
+
+  /** @param {unknown} data */
+  onFrame(data) {
+    /** @type {import("./codec.js").NodeMessage} */
+    let msg;
+    try {
+      msg = decodeNodeFrame(/** @type {any} */ (data));
+    } catch (e) {
+      if (e instanceof FrameError) return; // a malformed frame from the node is dropped, never fatal
+      throw e;
+    }
+    switch (msg.t) {
+      case "deliver":
+        this.emit("deliver", msg);
+        break;
+      case "receipt": {
+        const p = this.pending.get(msg.ref);
+        if (!p) break;
+        if (msg.status === "queued") {
+          p.onQueued?.();
+          break;
+        }
+        this.pending.delete(msg.ref);
+        p.resolve(msg);
+        break;
+      }
+      case "pong":
+        this.pongWaiters.shift()?.(performance.now());
+        break;
+      case "ice_servers":
+        this.iceWaiters.shift()?.resolve(msg.servers);
+        break;
+      case "error":
+        if (msg.code === "unknown_type" && this.iceWaiters.length) {
+          this.iceWaiters.shift()?.resolve(null);
+          break;
+        }
+        if (msg.ref !== null && this.pending.has(msg.ref)) {
+          const p = this.pending.get(msg.ref);
+          this.pending.delete(msg.ref);
+          p?.resolve({ t: "receipt", ref: msg.ref, status: "rejected", reason: null });
+        }
+        this.emit("error", msg);
+        break;
+      case "goaway":
+        this.emit("goaway", msg.nodes);
+        break;
+      case "ping":
+        this.sendMap({ t: "pong" });
+        break;
+      default:
+        break;
+    }
+  }
+
+  /** @param {number} code @param {string} reason */
+  onClose(code, reason) {
+    if (this.closed) return;
+    this.closed = true;
+    const err = new ConnectionClosed(code, reason);
+    for (const p of this.pending.values()) p.reject(err);
+    this.pending.clear();
+    for (const w of this.iceWaiters) w.resolve(null);
+    this.iceWaiters = [];
+    this.emit("close", { code, reason });
+  }
+
+  /** @param {Record<string, unknown>} map */
+  sendMap(map) {
+    if (this.closed || this.ws.readyState !== 1) throw new ConnectionClosed(1006, "not connected");
+    this.ws.send(/** @type {any} */ (encodeFrame(map, { json: this.json })));
+  }
+
+  /**
+   * Send one envelope; resolves with its terminal receipt (`onQueued` runs when the callee is offline and the
+   * envelope waits in its mailbox). Rejects with ConnectionClosed if the connection ends first.
+   * @param {import("./codec.js").Kind} kind
+   * @param {Uint8Array} to
+   * @param {Uint8Array} call
+   * @param {Uint8Array} body
+   * @param {{onQueued?: () => void}} [opts]
+   * @returns {Promise<Receipt>}
+   */
+  sendEnvelope(kind, to, call, body, opts = {}) {
+    if (this.pending.size >= PENDING_REFS_MAX) return Promise.reject(new Error("too many envelopes waiting for receipts"));
+    const ref = this.nextRef++;
+    const map = envelope(kind, to, call, body, ref);
+    return new Promise((resolve, reject) => {
+      this.pending.set(ref, { resolve, reject, onQueued: opts.onQueued });
+      try {
+        this.sendMap(map);
+      } catch (e) {
+        this.pending.delete(ref);
+        reject(e);
+      }
+    });
+  }
+
+  /** Round-trip time of an application ping, in ms. @returns {Promise<number>} */
+  ping() {
+    const start = performance.now();
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error("no pong")), PING_TIMEOUT_MS);
+      this.pongWaiters.push((t) => {
+        clearTimeout(timer);
+        resolve(t - start);
+      });
+      try {
+        this.sendMap({ t: "ping" });
+      } catch (e) {
+        clearTimeout(timer);
+        reject(e);
+      }
+    });
+  }
+
+  /**
+   * The node's STUN/TURN servers (`{"t":"ice_servers"}`). A node that does not know the message (`unknown_type`),
+   * does not answer in time, or closes gives an empty list: the call still works between reachable hosts.
+   * @returns {Promise<IceServer[]>}
+   */
+  iceServers() {
+    return new Promise((resolve) => {
+      const waiter = { resolve: (/** @type {IceServer[] | null} */ s) => resolve(s ?? []) };
+      const timer = setTimeout(() => {
+        const i = this.iceWaiters.indexOf(waiter);
+        if (i >= 0) this.iceWaiters.splice(i, 1);
+        resolve([]);
+      }, ICE_SERVERS_TIMEOUT_MS);
+      const orig = waiter.resolve;
+      waiter.resolve = (s) => {
+        clearTimeout(timer);
+        orig(s);
+      };
+      this.iceWaiters.push(waiter);
+      try {
+        this.sendMap({ t: "ice_servers" });
+      } catch {
+        waiter.resolve(null);
+      }
+    });
+  }
+
+  close(code = 1000) {
+    try {
+      this.ws.close(code);
+    } catch {
+      /* already closing */
+    }
+    this.onClose(code, "closed by client");
+  }
+}
+
+/**
+ * Open a connection and run the handshake: the node must name `expectedId` in its challenge and sign our nonce
+ * with that key. Rejects with NodeIdMismatch when it cannot, HandshakeError for anything else.
+ * @param {string} url
+ * @param {import("./identity.js").Identity} identity
+ * @param {Uint8Array} expectedId
+ * @param {{timeoutMs?: number, json?: boolean, WebSocketImpl?: typeof WebSocket}} [opts]
+ * @returns {Promise<Connection>}
+ */
+export function connect(url, identity, expectedId, opts = {}) {
+  const timeoutMs = opts.timeoutMs ?? HANDSHAKE_TIMEOUT_MS;
+  const json = Boolean(opts.json);
+  const WS = opts.WebSocketImpl ?? globalThis.WebSocket;
+  const start = performance.now();
+  return new Promise((resolve, reject) => {
+    /** @type {WebSocket} */
+    let ws;
+    try {
+      ws = json ? new WS(url, "homing.v1.json") : new WS(url);
+    } catch (e) {
+      reject(new HandshakeError(`cannot open ${url}: ${e instanceof Error ? e.message : e}`));
+      return;
+    }
+    ws.binaryType = "arraybuffer";
+    let done = false;
+    /** @param {Error} err */
+    const fail = (err) => {
+      if (done) return;
+      done = true;
+      clearTimeout(timer);
+      try {
+        ws.close();
+      } catch {
+        /* ignore */
+      }
+      reject(err);
+    };
+    const timer = setTimeout(() => fail(new HandshakeError(`no handshake with ${url} within ${timeoutMs} ms`)), timeoutMs);
+    const nonce = randomBytes(32);
+    let stage = "challenge";
+    /** @type {unknown[]} */
+    const early = [];
+    ws.onerror = () => fail(new HandshakeError(`cannot connect to ${url}`));
+    ws.onclose = (ev) => fail(new HandshakeError(`${url} closed during the handshake (${ev.code})`));
+    ws.onmessage = async (ev) => {
+      if (done) return;
+      if (stage === "verifying") {
+        early.push(ev.data);
+        return;
+      }
+      /** @type {import("./codec.js").NodeMessage} */
+      let msg;
+      try {
+        msg = decodeNodeFrame(ev.data);
+      } catch (e) {
+        fail(new HandshakeError(`bad frame in the handshake: ${e instanceof Error ? e.message : e}`));
+        return;
+      }
+      if (stage === "challenge") {
+        if (msg.t !== "challenge") return fail(new HandshakeError(`expected challenge, got ${msg.t}`));
+        if (!equal(msg.node, expectedId)) return fail(new NodeIdMismatch(`the node at ${url} is ${b64uEncode(msg.node)}, not the expected ${b64uEncode(expectedId)}`));
+        stage = "welcome";
+        const sig = await identity.sign(clientAuthBytes(msg.node, msg.nonce));
+        if (!done) ws.send(/** @type {any} */ (encodeFrame(hello(identity.id, nonce, sig), { json })));
+        return;
+      }
+      if (msg.t === "error") return fail(new HandshakeError(`the node refused our hello (${msg.code})`));
+      if (msg.t !== "welcome") return fail(new HandshakeError(`expected welcome, got ${msg.t}`));
+      stage = "verifying";
+      const ok = equal(msg.id, identity.id) && (await verify(expectedId, nodeAuthBytes(identity.id, nonce), msg.sig));
+      if (!ok) return fail(new NodeIdMismatch(`the node at ${url} could not prove the id ${b64uEncode(expectedId)}`));
+      if (done) return;
+      done = true;
+      clearTimeout(timer);
+      resolve(new Connection(ws, { url, nodeId: expectedId, handshakeMs: performance.now() - start, json, early }));
+    };
+  });
+}

@@ -1,0 +1,196 @@
+// Finding a node (docs/discovery.md): registry, DNS-over-HTTPS TXT, a cache of nodes that proved their id, referral
+// cards and manual entries, all raced under one deadline; the first node that proves its pinned id wins and its
+// connection is kept.
+
+import { b64uDecode, b64uEncode } from "./bytes.js";
+import { connect } from "./connection.js";
+import { decodeBounded, openNodeList, parseManualEntry, parseNodeCard, SIGNED_DOC_MAX_BYTES } from "./documents.js";
+import { fetchTxtDocument, readBounded } from "./dns.js";
+
+export const DEADLINE_MS = 8000;
+export const HANDSHAKE_TIMEOUT_MS = 4000;
+export const START_EVERY_MS = 250;
+export const PARALLEL_MAX = 8;
+export const ATTEMPTS_MAX = 24;
+export const CACHE_MAX = 64;
+export const CACHE_KEY = "homing:discovery-cache";
+
+/** @typedef {"registry"|"doh"|"cache"|"referral"|"manual"} Source */
+/** @typedef {{id: Uint8Array, ws: string, source: Source, verified: boolean, rank: number}} Candidate */
+/**
+ * @typedef {{id: string, ws: string, source: Source, verified: boolean, handshakeMs: number}} Found
+ * @typedef {{registries?: string[], trust?: Uint8Array[], doh?: string[], names?: string[], cards?: string[],
+ *   manual?: string[], deadlineMs?: number, handshakeTimeoutMs?: number, cache?: DiscoveryCache | null,
+ *   json?: boolean, now?: () => number}} DiscoveryConfig
+ * @typedef {{connection: import("./connection.js").Connection, found: Found, errors: string[]}} Discovered
+ */
+
+/** Nodes that proved their id, newest success first (localStorage or any Storage-like object). */
+export class DiscoveryCache {
+  /** @param {{getItem(k: string): string | null, setItem(k: string, v: string): void}} storage @param {string} [key] */
+  constructor(storage, key = CACHE_KEY) {
+    this.storage = storage;
+    this.key = key;
+  }
+
+  /** @returns {{id: string, ws: string, last_success: number}[]} */
+  load() {
+    try {
+      const doc = JSON.parse(this.storage.getItem(this.key) ?? "null");
+      if (doc?.v !== 1 || !Array.isArray(doc.nodes)) return [];
+      return doc.nodes
+        .filter((/** @type {any} */ n) => typeof n?.id === "string" && /^[A-Za-z0-9_-]{43}$/.test(n.id) && typeof n.ws === "string" && /^wss?:\/\//.test(n.ws) && Number.isFinite(n.last_success))
+        .slice(0, CACHE_MAX);
+    } catch {
+      return []; // a damaged cache is rewritten on the next success
+    }
+  }
+
+  /** @param {string} id @param {string} ws @param {number} nowS */
+  remember(id, ws, nowS) {
+    const nodes = this.load().filter((n) => !(n.id === id && n.ws === ws));
+    nodes.unshift({ id, ws, last_success: Math.floor(nowS) });
+    nodes.sort((a, b) => b.last_success - a.last_success);
+    this.storage.setItem(this.key, JSON.stringify({ v: 1, nodes: nodes.slice(0, CACHE_MAX) }));
+  }
+
+  /** Drop an entry that failed its id proof. @param {string} id @param {string} ws */
+  forget(id, ws) {
+    const nodes = this.load().filter((n) => !(n.id === id && n.ws === ws));
+    this.storage.setItem(this.key, JSON.stringify({ v: 1, nodes }));
+  }
+}
+
+/**
+ * GET <base>/v1/nodes: the signed list, verified against the trusted registry keys.
+ * @param {string} base
+ * @param {Uint8Array[]} trust
+ * @param {number} nowS
+ * @param {AbortSignal} signal
+ */
+export async function fetchRegistryList(base, trust, nowS, signal) {
+  const url = base.replace(/\/+$/, "").endsWith("/v1/nodes") ? base : base.replace(/\/+$/, "") + "/v1/nodes";
+  const resp = await fetch(url, { headers: { accept: "application/msgpack" }, signal, redirect: "error", cache: "no-store", credentials: "omit" });
+  if (!resp.ok) throw new Error(`registry ${base} answered HTTP ${resp.status}`);
+  const doc = decodeBounded(await readBounded(resp, SIGNED_DOC_MAX_BYTES + 1024));
+  return openNodeList(doc, trust.length ? trust : null, nowS);
+}
+
+/**
+ * Race every source; resolve with the first node that proves its id (its connection kept open).
+ * Rejects with an Error listing every problem when none does before the deadline.
+ * @param {DiscoveryConfig} cfg
+ * @param {import("./identity.js").Identity} identity
+ * @param {{onProgress?: (line: string) => void}} [hooks]
+ * @returns {Promise<Discovered>}
+ */
+export function discover(cfg, identity, hooks = {}) {
+  const deadlineMs = cfg.deadlineMs ?? DEADLINE_MS;
+  const now = cfg.now ?? (() => Date.now() / 1000);
+  const trust = cfg.trust ?? [];
+  const abort = new AbortController();
+  /** @type {string[]} */
+  const errors = [];
+  /** @type {Candidate[]} */
+  const queue = [];
+  const seen = new Set();
+  let running = 0;
+  let started = 0;
+  let pendingSources = 0;
+  let finished = false;
+  const progress = hooks.onProgress ?? (() => {});
+
+  return new Promise((resolve, reject) => {
+    const deadline = setTimeout(() => finish(null), deadlineMs);
+    const ticker = setInterval(() => pump(), START_EVERY_MS);
+
+    /** @param {Discovered | null} result */
+    function finish(result) {
+      if (finished) return;
+      finished = true;
+      clearTimeout(deadline);
+      clearInterval(ticker);
+      abort.abort();
+      if (result) resolve(result);
+      else reject(Object.assign(new Error(`no node proved its id within ${deadlineMs} ms: ${errors.join("; ") || "no candidates"}`), { errors }));
+    }
+
+    /** @param {Candidate} c */
+    function add(c) {
+      const key = b64uEncode(c.id) + " " + c.ws;
+      if (seen.has(key) || finished) return;
+      seen.add(key);
+      queue.push(c);
+      queue.sort((a, b) => a.rank - b.rank);
+      if (running === 0) pump();
+    }
+
+    function pump() {
+      if (finished) return;
+      if (queue.length && running < PARALLEL_MAX && started < ATTEMPTS_MAX) {
+        const c = /** @type {Candidate} */ (queue.shift());
+        started++;
+        running++;
+        void attempt(c);
+      } else if (!queue.length && running === 0 && pendingSources === 0) {
+        finish(null);
+      }
+    }
+
+    /** @param {Candidate} c */
+    async function attempt(c) {
+      const idText = b64uEncode(c.id);
+      progress(`trying ${c.ws} (${c.source})`);
+      try {
+        const conn = await connect(c.ws, identity, c.id, { timeoutMs: cfg.handshakeTimeoutMs ?? HANDSHAKE_TIMEOUT_MS, json: cfg.json });
+        if (finished) {
+          conn.close();
+          return;
+        }
+        cfg.cache?.remember(idText, c.ws, now());
+        finish({ connection: conn, found: { id: idText, ws: c.ws, source: c.source, verified: c.verified || c.source === "manual" || c.source === "cache", handshakeMs: conn.handshakeMs }, errors });
+      } catch (e) {
+        errors.push(`${c.ws} (${c.source}): ${e instanceof Error ? e.message : e}`);
+        if (c.source === "cache" && e instanceof Error && e.name === "NodeIdMismatch") cfg.cache?.forget(idText, c.ws);
+      } finally {
+        running--;
+        pump();
+      }
+    }
+
+    /** @param {string} label @param {() => Promise<void>} fn */
+    function source(label, fn) {
+      pendingSources++;
+      fn()
+        .catch((e) => errors.push(`${label}: ${e instanceof Error ? e.message : e}`))
+        .finally(() => {
+          pendingSources--;
+          pump();
+        });
+    }
+
+    for (const entry of cfg.manual ?? []) {
+      try {
+        const { id, ws } = parseManualEntry(entry);
+        add({ id, ws, source: "manual", verified: false, rank: 0 });
+      } catch (e) {
+        errors.push(`manual ${entry}: ${e instanceof Error ? e.message : e}`);
+      }
+    }
+    for (const card of cfg.cards ?? []) source("referral card", async () => {
+      const c = await parseNodeCard(card);
+      add({ id: c.id, ws: c.ws, source: "referral", verified: true, rank: 0 });
+    });
+    (cfg.cache?.load() ?? []).forEach((n, i) => add({ id: b64uDecode(n.id), ws: n.ws, source: "cache", verified: false, rank: 1 + i / 1000 }));
+    /** @param {{id: Uint8Array, ws: string}[]} nodes @param {Source} src */
+    const addList = (nodes, src) => nodes.forEach((n) => add({ id: n.id, ws: n.ws, source: src, verified: trust.length > 0, rank: 2 + Math.random() }));
+    for (const base of cfg.registries ?? []) source(`registry ${base}`, async () => addList((await fetchRegistryList(base, trust, now(), abort.signal)).nodes, "registry"));
+    for (const resolver of cfg.doh ?? [])
+      for (const name of cfg.names ?? [])
+        source(`doh ${resolver} ${name}`, async () => {
+          const doc = await fetchTxtDocument(resolver, name, { signal: abort.signal });
+          addList((await openNodeList(doc, trust.length ? trust : null, now())).nodes, "doh");
+        });
+    pump();
+  });
+}

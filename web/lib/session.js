@@ -1,0 +1,182 @@
+// A session keeps one authenticated connection up: discovery at start, then reconnects with exponential backoff and
+// jitter (docs/client-protocol.md "Reconnecting"), preferring the nodes a `goaway` listed, then discovery again.
+// Deliveries are de-duplicated by `eid`.
+
+import { b64uEncode } from "./bytes.js";
+import { discover } from "./discovery.js";
+import { Emitter } from "./emitter.js";
+
+export const BACKOFF_FIRST_MS = 500;
+export const BACKOFF_MAX_MS = 30_000;
+export const BACKOFF_JITTER = 0.5;
+export const STABLE_AFTER_MS = 60_000;
+export const SEEN_EIDS_MAX = 4096;
+export const SEND_WAIT_MS = 10_000;
+
+/**
+ * The delay before reconnect attempt `n` (0-based): 0.5 s doubling to 30 s, ±50 %.
+ * @param {number} n
+ * @param {() => number} [random]
+ */
+export function backoffMs(n, random = Math.random) {
+  const base = Math.min(BACKOFF_MAX_MS, BACKOFF_FIRST_MS * 2 ** Math.min(n, 16));
+  return base * (1 - BACKOFF_JITTER + 2 * BACKOFF_JITTER * random());
+}
+
+/**
+ * @typedef {"idle"|"connecting"|"connected"|"offline"|"refused"} SessionState
+ * @typedef {{state: {state: SessionState, detail: string}, deliver: import("./codec.js").Deliver,
+ *   node: import("./discovery.js").Found, error: import("./codec.js").ErrorMsg}} SessionEvents
+ */
+
+/** @extends {Emitter<SessionEvents>} */
+export class Session extends Emitter {
+  /**
+   * @param {import("./identity.js").Identity} identity
+   * @param {import("./discovery.js").DiscoveryConfig} discovery
+   */
+  constructor(identity, discovery) {
+    super();
+    this.identity = identity;
+    this.discovery = discovery;
+    /** @type {import("./connection.js").Connection | null} */
+    this.connection = null;
+    /** @type {import("./discovery.js").Found | null} */
+    this.found = null;
+    /** @type {SessionState} */
+    this.state = "idle";
+    this.failures = 0;
+    /** @type {string[]} */
+    this.goawayCards = [];
+    /** @type {Set<string>} */
+    this.seen = new Set();
+    this.stopped = false;
+    /** @type {ReturnType<typeof setTimeout> | null} */
+    this.timer = null;
+    /** @type {string[]} */
+    this.lastErrors = [];
+  }
+
+  /** @param {SessionState} state @param {string} [detail] */
+  setState(state, detail = "") {
+    this.state = state;
+    this.emit("state", { state, detail });
+  }
+
+  /** Connect (discovery) now; later losses reconnect on their own until stop(). */
+  start() {
+    this.stopped = false;
+    void this.attempt();
+  }
+
+  async attempt() {
+    if (this.stopped) return;
+    this.setState("connecting", this.failures ? `attempt ${this.failures + 1}` : "");
+    const cards = this.goawayCards;
+    this.goawayCards = [];
+    try {
+      const cfg = cards.length ? { ...this.discovery, cards: [...cards, ...(this.discovery.cards ?? [])] } : this.discovery;
+      const { connection, found, errors } = await discover(cfg, this.identity);
+      this.lastErrors = errors;
+      if (this.stopped) {
+        connection.close();
+        return;
+      }
+      this.adopt(connection, found);
+    } catch (e) {
+      const errs = /** @type {any} */ (e)?.errors;
+      this.lastErrors = Array.isArray(errs) ? errs : [String(e)];
+      const refused = this.lastErrors.length > 0 && this.lastErrors.every((x) => /could not prove|not the expected/.test(x));
+      this.setState(refused ? "refused" : "offline", this.lastErrors.join("; "));
+      this.schedule();
+    }
+  }
+
+  /**
+   * @param {import("./connection.js").Connection} conn
+   * @param {import("./discovery.js").Found} found
+   */
+  adopt(conn, found) {
+    const upSince = performance.now();
+    this.connection = conn;
+    this.found = found;
+    conn.on("deliver", (d) => {
+      const key = b64uEncode(d.eid);
+      if (this.seen.has(key)) return;
+      this.seen.add(key);
+      if (this.seen.size > SEEN_EIDS_MAX) this.seen.delete(/** @type {string} */ (this.seen.values().next().value));
+      this.emit("deliver", d);
+    });
+    conn.on("error", (err) => this.emit("error", err));
+    conn.on("goaway", (nodes) => {
+      this.goawayCards = nodes.filter((n) => n.startsWith("homing://node/"));
+    });
+    conn.on("close", () => {
+      if (this.connection !== conn) return;
+      this.connection = null;
+      if (performance.now() - upSince > STABLE_AFTER_MS) this.failures = 0;
+      if (this.stopped) return;
+      this.setState("offline", "connection lost");
+      this.schedule(this.goawayCards.length ? 0 : undefined);
+    });
+    this.failures = 0;
+    this.emit("node", found);
+    this.setState("connected", `${found.ws} (${found.source})`);
+    conn.start();
+  }
+
+  /** @param {number} [delayMs] */
+  schedule(delayMs) {
+    if (this.stopped || this.timer) return;
+    const d = delayMs ?? backoffMs(this.failures);
+    this.failures++;
+    this.timer = setTimeout(() => {
+      this.timer = null;
+      void this.attempt();
+    }, d);
+  }
+
+  /** Wait (bounded) until connected. @param {number} [timeoutMs] */
+  async ready(timeoutMs = SEND_WAIT_MS) {
+    if (this.connection) return this.connection;
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        off();
+        reject(new Error("not connected to any node"));
+      }, timeoutMs);
+      const off = this.on("state", () => {
+        if (this.connection) {
+          clearTimeout(timer);
+          off();
+          resolve(this.connection);
+        }
+      });
+    });
+  }
+
+  /**
+   * @param {import("./codec.js").Kind} kind
+   * @param {Uint8Array} to
+   * @param {Uint8Array} call
+   * @param {Uint8Array} body
+   * @param {{onQueued?: () => void}} [opts]
+   */
+  async send(kind, to, call, body, opts) {
+    const conn = await this.ready();
+    return conn.sendEnvelope(kind, to, call, body, opts);
+  }
+
+  async iceServers() {
+    const conn = await this.ready();
+    return conn.iceServers();
+  }
+
+  stop() {
+    this.stopped = true;
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = null;
+    this.connection?.close();
+    this.connection = null;
+    this.setState("idle");
+  }
+}

@@ -1,0 +1,73 @@
+import assert from "node:assert/strict";
+import { test } from "node:test";
+import { b64uDecode, b64uEncode, toHex } from "../lib/bytes.js";
+import { buildTxtQuery, decodeTxt, parseTxtAnswer } from "../lib/dns.js";
+import { decodeBounded, DocumentError, openNodeList, parseManualEntry, parseNodeCard } from "../lib/documents.js";
+import { fromHex, V } from "./vectors.js";
+
+const D = V.documents;
+const registry = b64uDecode(D.registry_id);
+
+test("a node list signed by the Python registry code verifies in the client", async () => {
+  const list = await openNodeList(decodeBounded(fromHex(D.node_list)), [registry], D.now + 10);
+  assert.deepEqual(list.nodes.map((n) => b64uEncode(n.id)), D.node_list_ids);
+  assert.deepEqual(list.nodes.map((n) => n.ws), D.node_list_ws);
+});
+
+test("a node list is refused: untrusted key, expired, issued in the future, one flipped byte", async () => {
+  const doc = /** @type {any} */ (decodeBounded(fromHex(D.node_list)));
+  await assert.rejects(openNodeList(doc, [new Uint8Array(32)], D.now), /not trusted/);
+  await assert.rejects(openNodeList(doc, [registry], D.now + 3601), /expired/);
+  await assert.rejects(openNodeList(doc, [registry], D.now - 400), /future/);
+  const body = doc.body.slice();
+  body[body.length - 3] ^= 1;
+  await assert.rejects(openNodeList({ ...doc, body }, [registry], D.now), /does not verify/);
+  const sig = doc.sig.slice();
+  sig[5] ^= 1;
+  await assert.rejects(openNodeList({ ...doc, sig }, [registry], D.now), DocumentError);
+});
+
+test("a referral card made by the Python node verifies; a tampered one does not", async () => {
+  const card = await parseNodeCard(D.node_card);
+  assert.equal(b64uEncode(card.id), D.node_card_id);
+  assert.equal(card.ws, "wss://sig.example.test/v1/client");
+  const raw = b64uDecode(D.node_card.slice("homing://node/".length));
+  raw[raw.length - 10] ^= 1;
+  await assert.rejects(parseNodeCard("homing://node/" + b64uEncode(raw)), DocumentError);
+  await assert.rejects(parseNodeCard("https://example.org"), DocumentError);
+});
+
+test("manual entries need a pinned id and default the path", () => {
+  const id = D.node_card_id;
+  assert.deepEqual(parseManualEntry(`wss://sig.example.org#${id}`), { ws: "wss://sig.example.org/v1/client", id: b64uDecode(id) });
+  assert.equal(parseManualEntry(`ws://127.0.0.1:7400/v1/client#${id}`).ws, "ws://127.0.0.1:7400/v1/client");
+  assert.throws(() => parseManualEntry("wss://sig.example.org"), DocumentError);
+  assert.throws(() => parseManualEntry(`https://sig.example.org#${id}`), DocumentError);
+});
+
+test("the DoH query is byte for byte what the node's discovery (dnspython, pad=128) sends", () => {
+  const q = buildTxtQuery(D.doh_query_name);
+  assert.equal(toHex(q), D.doh_query);
+  assert.equal(q.length % 128, 0);
+});
+
+test("a DoH answer with a CNAME and foreign TXT records yields the signed list", async () => {
+  const records = parseTxtAnswer(fromHex(D.doh_answer), D.doh_query_name);
+  assert.equal(records.length, D.txt_records.length + 1);
+  const doc = await decodeTxt(records);
+  const list = await openNodeList(doc, [registry], D.now);
+  assert.deepEqual(list.nodes.map((n) => b64uEncode(n.id)), D.node_list_ids);
+});
+
+test("TXT chunks: missing, duplicated, mixed or tampered chunks are refused", async () => {
+  /** @type {Uint8Array[][]} */
+  const recs = D.txt_records.map((/** @type {string[]} */ r) => r.map(fromHex));
+  await decodeTxt(recs);
+  await assert.rejects(decodeTxt([]), /no homing TXT/);
+  await assert.rejects(decodeTxt([...recs, recs[0]]), /twice/);
+  if (recs.length > 1) await assert.rejects(decodeTxt(recs.slice(1)), /missing/);
+  const tampered = recs.map((r) => r.map((s) => s.slice()));
+  const first = tampered[0][0];
+  first[40] = first[40] === 65 ? 66 : 65; // one base64url character of the payload
+  await assert.rejects(decodeTxt(tampered), DocumentError);
+});

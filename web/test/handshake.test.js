@@ -1,0 +1,57 @@
+import assert from "node:assert/strict";
+import { test } from "node:test";
+import { toHex } from "../lib/bytes.js";
+import { clientAuthBytes, nodeAuthBytes } from "../lib/connection.js";
+import { hasWebCryptoEd25519, setWebCryptoEd25519, verify } from "../lib/ed25519.js";
+import { Identity } from "../lib/identity.js";
+import { fromHex, V } from "./vectors.js";
+
+const H = V.handshake;
+
+for (const webcrypto of [true, false]) {
+  test(`handshake bytes and signatures match the Python node (${webcrypto ? "WebCrypto" : "@noble"} Ed25519)`, async () => {
+    if (webcrypto) assert.ok(await hasWebCryptoEd25519(), "Node 20 has WebCrypto Ed25519");
+    setWebCryptoEd25519(webcrypto);
+    try {
+      const client = await Identity.fromSeed(fromHex(H.client_seed));
+      assert.equal(toHex(client.id), H.client_id);
+      const msg = clientAuthBytes(fromHex(H.node_id), fromHex(H.node_nonce));
+      assert.equal(toHex(msg), H.client_auth_message);
+      assert.equal(msg.length, 85);
+      assert.equal(toHex(await client.sign(msg)), H.hello_sig);
+      const nmsg = nodeAuthBytes(fromHex(H.client_id), fromHex(H.client_nonce));
+      assert.equal(toHex(nmsg), H.node_auth_message);
+      assert.equal(nmsg.length, 83);
+      assert.ok(await verify(fromHex(H.node_id), nmsg, fromHex(H.welcome_sig)));
+      const forged = fromHex(H.welcome_sig);
+      forged[0] ^= 1;
+      assert.equal(await verify(fromHex(H.node_id), nmsg, forged), false);
+      assert.equal(await verify(fromHex(H.client_id), nmsg, fromHex(H.welcome_sig)), false, "another key");
+    } finally {
+      setWebCryptoEd25519(true);
+    }
+  });
+}
+
+test("generated identities sign verifiable messages; non-extractable keys refuse a backup", async () => {
+  const a = await Identity.generate();
+  const sig = await a.sign(new Uint8Array([1, 2, 3]));
+  assert.ok(await verify(a.id, new Uint8Array([1, 2, 3]), sig));
+  assert.equal(a.idText.length, 43);
+  assert.equal(a.exportable, false);
+  await assert.rejects(a.exportBackup("correct horse battery"), /not extractable/);
+});
+
+test("a passphrase backup restores the same id; a wrong passphrase or tampering is refused", async () => {
+  const a = await Identity.generate({ extractable: true });
+  const backup = await a.exportBackup("correct horse battery", { iterations: 100_000 });
+  assert.match(backup, /^homing-backup:/);
+  const b = await Identity.importBackup(backup, "correct horse battery");
+  assert.equal(b.idText, a.idText);
+  await assert.rejects(Identity.importBackup(backup, "wrong horse battery"), /wrong passphrase/);
+  const doc = JSON.parse(Buffer.from(backup.slice(14), "base64url").toString());
+  doc.id = (await Identity.generate()).idText;
+  const swapped = "homing-backup:" + Buffer.from(JSON.stringify(doc)).toString("base64url");
+  await assert.rejects(Identity.importBackup(swapped, "correct horse battery"), /wrong passphrase/);
+  await assert.rejects(Identity.importBackup("homing-backup:!!", "x"), /not a homing backup/);
+});
