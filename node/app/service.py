@@ -50,6 +50,7 @@ from node.protocol.relay.core import RelayCore
 from node.protocol.settings import format_hostport, parse_hostport
 from node.protocol.swim.members import LIVE
 from node.protocol.swim.protocol import MemberChanged, Swim
+from node.protocol.swim.records import RecordVerifier
 from node.protocol.wire.seed import Meta, encode_meta
 
 # SWIM/driver vocabulary -> the metric label tables of node/app/metrics.py
@@ -336,6 +337,8 @@ def _start_swim(
         rng=rng,
         now=trio.current_time(),
         admit=admission.admits,
+        sign=identity.sign,
+        verifier=RecordVerifier(),
     )
     return SwimDriver(
         identity=identity, core=core, sock=udp, epoch_ms=next_epoch_ms(config.data_path), admit=admission.admits
@@ -458,7 +461,8 @@ async def _leave(handle: NodeHandle) -> None:
     handle.serving = False
     start = trio.current_time()
     log.info("leaving", clients=len(handle.relay.sessions))
-    referrals = await handle.referrals()
+    # referrals only for clients to go to: without clients, fetching cards only delays the SWIM leave (#17)
+    referrals = await handle.referrals() if handle.clients.sessions else []
     with trio.move_on_after(2.0) as goaway_scope:
         await handle.clients.shutdown(referrals)
     log.info("goaway_sent", referrals=len(referrals), complete=not goaway_scope.cancelled_caught)

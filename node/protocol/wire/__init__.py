@@ -28,7 +28,7 @@ class Limits:
 
     SWIM_DATAGRAM_MAX: Final = 1400  # whole UDP payload incl. crypto overhead; fits a 1500-byte MTU path
     SWIM_PIGGYBACK_MAX_ITEMS: Final = 64  # member updates piggybacked in one datagram (bounded by bytes anyway)
-    PUSH_PULL_MAX: Final = 4 * 1024 * 1024  # a full-state sync frame (10,000 members at ~150 B each, with room)
+    PUSH_PULL_MAX: Final = 6 * 1024 * 1024  # a full-state sync frame (20,000 members at ~220 B signed, with room)
     PEER_FRAME_MAX: Final = 256 * 1024  # one peer-link frame: an envelope (body <= 64 KiB) plus metadata
     CLIENT_FRAME_MAX: Final = 128 * 1024  # a client WebSocket message; larger closes with 1009
     CLIENT_BODY_MAX: Final = 64 * 1024  # envelope body (docs/client-protocol.md)
