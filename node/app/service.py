@@ -30,13 +30,14 @@ from node.app.metrics import NodeMetrics
 from node.app.ops import OPS_LIMITS, ops_router
 from node.app.registry import TsClock, deregister, register_forever
 from node.app.turn import TurnService
+from node.app.vapid import load_or_create_vapid_key
 from node.client.discovery import DiscoveryConfig, discover
-from node.client.files import write_json_atomic
+from node.client.files import write_atomic, write_json_atomic
 from node.net.clients import ClientServer
 from node.net.httpserver import serve_http
 from node.net.peerconn import fetch_card, serve_peers
 from node.net.peers import PeerLinks
-from node.net.push import PushSender, load_or_create_vapid_key
+from node.net.push import PushSender
 from node.net.relay import RelayDriver
 from node.net.sockio import Flusher
 from node.net.udp import SwimDriver
@@ -65,7 +66,7 @@ def next_epoch_ms(data_dir: Path) -> int:
     except (FileNotFoundError, ValueError):
         last = 0
     epoch = max(int(time.time() * 1000), last + 1)
-    path.write_text(f"{epoch}\n")
+    write_atomic(path, f"{epoch}\n".encode())  # fsync'd: an epoch that went back after a crash would be refused
     return epoch
 
 

@@ -51,8 +51,8 @@ class MsgType(enum.IntEnum):
     ACK = 3
     NACK = 4
     COMPOUND = 5  # reserved
-    WHOIS = 6  # unsealed: "which node listens here?" (seed join by address), padded against amplification
-    WHOIS_REPLY = 7  # unsealed, signed by the node: its id, SWIM address and meta
+    WHOIS = 6  # reserved, never sent: seed lookups are unsealed datagrams, DatagramKind.WHOIS
+    WHOIS_REPLY = 7  # reserved, never sent: DatagramKind.WHOIS_REPLY
     # peer link (TCP)
     PUSH_PULL = 32
     PUSH_PULL_REPLY = 33
@@ -75,6 +75,14 @@ class MsgType(enum.IntEnum):
     PUSH_SUB = 49
     PUSH_UNSUB = 50
     PUSH_CLAIM = 51
+
+
+class DatagramKind(enum.IntEnum):
+    """Append-only: the first byte of every UDP datagram on the SWIM port, before anything is decrypted."""
+
+    SEALED = 0x01  # a sealed SWIM datagram (node/protocol/crypto.py); inside, a MsgType 1..31 message
+    WHOIS = 0x02  # unsealed: "which node listens here?" (seed join by address), padded against amplification
+    WHOIS_REPLY = 0x03  # unsealed, signed by the node: its id, SWIM address and meta (node/protocol/wire/seed.py)
 
 
 def packb(obj: Any) -> bytes:
