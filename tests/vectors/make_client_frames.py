@@ -21,14 +21,17 @@ import dns.rdataclass
 import dns.rdatatype
 import dns.rrset
 
+from node.protocol.errors import RemoteProtocolError
 from node.protocol.identity import (
+    NODE_CARD,
     Identity,
     b64u_encode,
     client_auth_message,
     encode_document,
     node_auth_message,
+    sign_document,
 )
-from node.protocol.nodelist import NodeEntry, build_node_list, make_card
+from node.protocol.nodelist import CARD_PREFIX, NodeEntry, build_node_list, make_card, parse_card
 from node.protocol.txt import encode_txt
 from node.protocol.wire.client import (
     Challenge,
@@ -66,6 +69,47 @@ def _frame(msg: Any) -> dict[str, Any]:
     text = encode_client_message(msg, json=True)
     assert isinstance(packed, bytes) and isinstance(text, str)
     return {"map": _jsonable(message_to_map(msg)), "msgpack": packed.hex(), "json": text}
+
+
+# (ws URL, seconds after NOW the reader checks it): the cases of docs/discovery.md "Referral card and QR"
+CARD_CASES = [
+    ("wss://sig.example.test/v1/client", 0),
+    ("wss://sig.example.test/v1/client", 30 * 86_400),  # the last second of the default lifetime
+    ("wss://sig.example.test/v1/client", 30 * 86_400 + 1),  # expired
+    ("ws://127.0.0.1:7400/v1/client", 0),
+    ("ws://127.3.4.5:7400/v1/client", 0),
+    ("ws://localhost:7400/v1/client", 0),
+    ("ws://[::1]:7400/v1/client", 0),
+    ("ws://10.1.2.3:7400/v1/client", 0),
+    ("ws://172.16.0.1/v1/client", 0),
+    ("ws://172.31.255.254/v1/client", 0),
+    ("ws://192.168.1.20:7400/v1/client", 0),
+    ("ws://169.254.10.1/v1/client", 0),
+    ("ws://[fd12:3456::1]:7400/v1/client", 0),
+    ("ws://[fe80::1]/v1/client", 0),
+    ("ws://sig.example.test/v1/client", 0),  # plain ws:// to a public host: refused
+    ("ws://8.8.8.8:7400/v1/client", 0),
+    ("ws://172.32.0.1/v1/client", 0),
+    ("ws://11.0.0.1/v1/client", 0),
+    ("ws://[2606:4700::1111]/v1/client", 0),
+    ("ws://127.0.0.1.example.test/v1/client", 0),
+    ("ws://10.1.2.3:7400/v1/client", 30 * 86_400 + 1),  # private but expired
+]
+
+
+def _card_vectors(node: Identity) -> list[dict[str, Any]]:
+    """Cards and what the Python reader (parse_card) says about each at `now`: the browser must agree."""
+    out: list[dict[str, Any]] = []
+    cards = [(make_card(node, ws=ws, ts=NOW, allow_plain_ws=True), NOW + dt) for ws, dt in CARD_CASES]
+    no_exp = sign_document(node, NODE_CARD, {"id": node.id, "ws": "wss://sig.example.test/v1/client", "ts": NOW})
+    cards.append((CARD_PREFIX + b64u_encode(encode_document(no_exp)), NOW))  # a card from before `exp`
+    for uri, now in cards:
+        try:
+            card = parse_card(uri, now=now)
+            out.append({"uri": uri, "now": now, "ok": True, "ws": card.ws, "exp": card.exp})
+        except RemoteProtocolError as exc:
+            out.append({"uri": uri, "now": now, "ok": False, "error": str(exc)})
+    return out
 
 
 def build() -> dict[str, Any]:
@@ -138,6 +182,7 @@ def build() -> dict[str, Any]:
             "node_list_ws": [e.ws for e in entries],
             "node_card": make_card(node, ws="wss://sig.example.test/v1/client", ts=NOW),
             "node_card_id": b64u_encode(node.id),
+            "cards": _card_vectors(node),
             "txt_records": [[s.hex() for s in rec] for rec in encode_txt(node_list)],
             "doh_query_name": "_homing.example.test",
             "doh_query": query.to_wire().hex(),
