@@ -33,6 +33,7 @@ from node.protocol.identity import (
 )
 from node.protocol.nodelist import CARD_PREFIX, NodeEntry, build_node_list, make_card, parse_card
 from node.protocol.txt import encode_txt
+from node.protocol.webpush import private_key_from_scalar, public_point
 from node.protocol.wire.client import (
     Challenge,
     Deliver,
@@ -42,8 +43,11 @@ from node.protocol.wire.client import (
     GoAway,
     Hello,
     Kind,
+    Ok,
     Ping,
     Pong,
+    PushRegister,
+    PushUnregister,
     Reason,
     Receipt,
     Status,
@@ -118,6 +122,12 @@ def build() -> dict[str, Any]:
     hello_sig = client.sign(client_auth_message(node.id, node_nonce))
     welcome_sig = node.sign(node_auth_message(client.id, client_nonce))
     peer, call, eid = Identity.from_seed(_seed(4)).id, b"call-0001", bytes(range(16))
+    vapid = public_point(private_key_from_scalar(_seed(5)))  # a node's VAPID public key
+    push = PushRegister(  # a browser's PushSubscription: its P-256 key and auth secret
+        endpoint="https://push.example.test/wpush/v2/gAAAAABn-x_y",
+        p256dh=public_point(private_key_from_scalar(_seed(6))),
+        auth=bytes(range(100, 116)),
+    )
     from_node = [
         _frame(Challenge(node=node.id, nonce=node_nonce)),
         _frame(Welcome(id=client.id, sig=welcome_sig)),
@@ -129,12 +139,16 @@ def build() -> dict[str, Any]:
         _frame(GoAway(nodes=(make_card(node, ws="ws://127.0.0.1:7400/v1/client", ts=NOW),))),
         _frame(Ping()),
         _frame(Pong()),
+        _frame(Ok(of="push_register", vapid=vapid)),
+        _frame(Ok(of="push_unregister")),
     ]
     to_node = [
         _frame(Hello(id=client.id, nonce=client_nonce, sig=hello_sig)),
         *(_frame(Envelope(kind=k, to=peer, call=call, body=b"body", ref=1)) for k in Kind),
         _frame(Envelope(kind=Kind.CALL_ICE, to=peer, call=b"x" * 64, body=bytes(300), ref=2**53 - 1)),
         _frame(Ping()),
+        _frame(push),
+        _frame(PushUnregister()),
     ]
     entries = [
         NodeEntry(
@@ -171,6 +185,10 @@ def build() -> dict[str, Any]:
             "node_auth_message": node_auth_message(client.id, client_nonce).hex(),
             "hello_sig": hello_sig.hex(),
             "welcome_sig": welcome_sig.hex(),
+        },
+        "push_subscription": {  # PushSubscription.toJSON() of `push` (docs/client-protocol.md, "Push wake-up")
+            "endpoint": push.endpoint,
+            "keys": {"p256dh": b64u_encode(push.p256dh), "auth": b64u_encode(push.auth)},
         },
         "from_node": from_node,
         "to_node": to_node,
