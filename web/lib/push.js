@@ -17,6 +17,24 @@ export const PROBE_ENDPOINT = "https://push.invalid/homing-vapid-probe";
 export const VAPID_CACHE_KEY = "homing:push-vapid";
 export const VAPID_CACHE_MAX = 64;
 export const ROUNDS_MAX = 2;
+/** A browser without a reachable push service may never settle `subscribe()` (headless Chromium offline does not). */
+export const SUBSCRIBE_TIMEOUT_MS = 15_000;
+
+/**
+ * @template T
+ * @param {Promise<T>} p
+ * @param {number} ms
+ * @param {string} what
+ * @returns {Promise<T>}
+ */
+function within(p, ms, what) {
+  /** @type {ReturnType<typeof setTimeout> | undefined} */
+  let timer;
+  const timeout = new Promise((_, reject) => {
+    timer = setTimeout(() => reject(Object.assign(new Error(`${what} did not finish within ${ms} ms`), { name: "TimeoutError" })), ms);
+  });
+  return /** @type {Promise<T>} */ (Promise.race([p, timeout])).finally(() => clearTimeout(timer));
+}
 
 /**
  * @typedef {{endpoint: string, p256dh: Uint8Array, auth: Uint8Array}} PushFields
@@ -67,7 +85,8 @@ export async function probeFields() {
 export class PushClient extends Emitter {
   /**
    * @param {import("./session.js").Session} session
-   * @param {{pushManager: () => Promise<PushManagerLike>, storage: StorageLike, probe?: () => Promise<PushFields>}} opts
+   * @param {{pushManager: () => Promise<PushManagerLike>, storage: StorageLike, probe?: () => Promise<PushFields>,
+   *   subscribeTimeoutMs?: number}} opts
    */
   constructor(session, opts) {
     super();
@@ -75,6 +94,7 @@ export class PushClient extends Emitter {
     this.pushManager = opts.pushManager;
     this.storage = opts.storage;
     this.probe = opts.probe ?? probeFields;
+    this.subscribeTimeoutMs = opts.subscribeTimeoutMs ?? SUBSCRIBE_TIMEOUT_MS;
     this.enabled = false;
     /** @type {PushStatus} */
     this.status = { state: "off", detail: "", node: "", vapid: "", endpoint: "", probed: false };
@@ -151,7 +171,7 @@ export class PushClient extends Emitter {
           this.set({ probed: true, vapid: b64uEncode(vapid) });
         }
         try {
-          sub = await pm.subscribe({ userVisibleOnly: true, applicationServerKey: vapid });
+          sub = await within(pm.subscribe({ userVisibleOnly: true, applicationServerKey: vapid }), this.subscribeTimeoutMs, "pushManager.subscribe");
         } catch (e) {
           if (probed) await conn.pushUnregister().catch(() => {}); // do not leave the throw-away one registered
           throw e;

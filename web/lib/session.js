@@ -55,6 +55,7 @@ export class Session extends Emitter {
     this.discover = opts.discover ?? discover;
     /** A manual entry (`ws#id`) tried first on the next attempt: the node that asked us to renew our claim. */
     this.resume = "";
+    this.attempting = false;
     /** @type {import("./connection.js").Connection | null} */
     this.connection = null;
     /** @type {import("./discovery.js").Found | null} */
@@ -85,8 +86,25 @@ export class Session extends Emitter {
     void this.attempt();
   }
 
+  /** Reconnect now if we are waiting for the next attempt (a push wake-up, the browser going online). */
+  kick() {
+    if (this.stopped || this.connection || this.attempting) return;
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = null;
+    void this.attempt();
+  }
+
   async attempt() {
     if (this.stopped) return;
+    this.attempting = true;
+    try {
+      await this.attemptOnce();
+    } finally {
+      this.attempting = false;
+    }
+  }
+
+  async attemptOnce() {
     this.setState("connecting", this.failures ? `attempt ${this.failures + 1}` : "");
     const cards = this.goawayCards;
     const resume = this.resume;

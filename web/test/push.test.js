@@ -170,6 +170,22 @@ test("a browser that refuses to subscribe leaves no throw-away subscription at t
   assert.deepEqual(ws.sent.map((m) => m.t), ["push_register", "push_unregister"]);
 });
 
+test("a subscribe() that never settles times out and withdraws the throw-away registration", async () => {
+  const pm = new FakePushManager();
+  pm.subscribe = () => new Promise(() => {}); // what headless Chromium without a push service does
+  /** @type {Map<string, string>} */
+  const m = new Map();
+  const storage = { getItem: (/** @type {string} */ k) => m.get(k) ?? null, setItem: (/** @type {string} */ k, /** @type {string} */ v) => void m.set(k, v) };
+  const session = /** @type {any} */ (new Emitter());
+  const { conn, ws } = connectionTo(VAPID_A);
+  session.connection = conn;
+  const client = new PushClient(session, { pushManager: async () => /** @type {any} */ (pm), storage, subscribeTimeoutMs: 50 });
+  await client.enable();
+  assert.equal(client.status.state, "failed");
+  assert.match(client.status.detail, /TimeoutError: pushManager.subscribe did not finish/);
+  assert.deepEqual(ws.sent.map((x) => x.t), ["push_register", "push_unregister"]);
+});
+
 test("a node without push (unknown_type) or with a full table (rate_limited) is reported, not fatal", async () => {
   for (const code of ["unknown_type", "rate_limited"]) {
     const { client } = setup(new FakePushManager());
