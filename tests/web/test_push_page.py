@@ -31,6 +31,13 @@ navigator.serviceWorker.getRegistration().then(
   (e) => done(JSON.stringify({error: String(e)})));
 """
 
+NOTIFICATIONS_JS = """
+const done = arguments[arguments.length - 1];
+navigator.serviceWorker.ready.then((r) => r.getNotifications()).then(
+  (ns) => done(JSON.stringify(ns.map((n) => ({title: n.title, tag: n.tag})))),
+  (e) => done(JSON.stringify([{error: String(e)}])));
+"""
+
 
 def _b64u(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
@@ -60,6 +67,24 @@ def test_subscribe_push_sends_a_valid_push_register_and_gets_the_nodes_vapid_key
             assert vapid == want, push  # the node answered `ok` to the page's push_register with its own key
             sw = json.loads(page.driver.execute_async_script(SW_JS))
             assert sw["script"] == f"{web_base}/app/sw.js" and sw["scope"] == f"{web_base}/app/", sw
+            # the service worker's side: a wake-up push (delivered by DevTools, as a push service would) shows
+            # "incoming call" and tells the open page, which would connect now if it were between attempts
+            page.driver.execute_cdp_cmd("ServiceWorker.enable", {})
+            shown: list[Any] = []
+            for _attempt in range(int(SETTLE_S / 2)):  # redelivered every 2 s: the first may race the worker's start
+                page.driver.execute_cdp_cmd(
+                    "ServiceWorker.deliverPushMessage",
+                    {"origin": web_base, "registrationId": "0", "data": '{"t":"wake","v":1}'},  # a fresh profile's
+                )
+                for _ in range(20):
+                    time.sleep(0.1)
+                    shown = json.loads(page.driver.execute_async_script(NOTIFICATIONS_JS))
+                    if shown and page.js("return window.homing.wakes") >= 1:
+                        break
+                if shown:
+                    break
+            assert shown == [{"title": "incoming call", "tag": "homing-wake"}], shown
+            assert page.js("return window.homing.wakes") >= 1
             if push["state"] == "registered":  # a browser with a push service: the real subscription is registered
                 assert push["endpoint"].startswith("https://"), push
             else:  # headless Chromium here: no push service; the throw-away registration was withdrawn

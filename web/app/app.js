@@ -34,6 +34,8 @@ const view = {
   refused: /** @type {string[]} */ ([]),
   /** Push wake-ups: the PushClient's status (state, detail, vapid, endpoint, probed). @type {any} */
   push: { state: "off", detail: "" },
+  /** Wake-up pushes the service worker told this page about. */
+  wakes: 0,
   async stats() {
     return view.call ? view.call.stats() : null;
   },
@@ -231,7 +233,9 @@ function bindPush(session) {
     const perm = Notification.permission === "granted" ? "granted" : await Notification.requestPermission();
     if (perm !== "granted") return show({ state: "failed", detail: `notification permission ${perm}` });
     navigator.serviceWorker.onmessage = (ev) => {
-      if (ev.data?.t === "wake") session.kick(); // a call is waiting: connect now if we were between attempts
+      if (ev.data?.t !== "wake") return;
+      view.wakes++;
+      session.kick(); // a call is waiting: connect now if we were between attempts
     };
     if (client) return void (await client.enable());
     show({ state: "registering", detail: "" });
