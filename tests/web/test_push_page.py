@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import json
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ from node.cli.webdemo import page_link
 from node.net.push import load_or_create_vapid_key
 from node.protocol.identity import Identity
 from node.protocol.webpush import public_point
+from tests.integration.procs import NodeProcess
 from tests.web.browser import chromium
 from tests.web.conftest import start_federation
 
@@ -37,6 +39,15 @@ navigator.serviceWorker.ready.then((r) => r.getNotifications()).then(
   (ns) => done(JSON.stringify(ns.map((n) => ({title: n.title, tag: n.tag})))),
   (e) => done(JSON.stringify([{error: String(e)}])));
 """
+
+
+def _held(node: NodeProcess) -> int:
+    """homing_push_subscriptions: the subscriptions the node holds as a rendezvous owner."""
+    url = f"http://127.0.0.1:{node.ports['metrics']}/metrics"
+    with urllib.request.urlopen(url, timeout=5) as resp:
+        text = resp.read().decode()
+    rows = [line for line in text.splitlines() if line.startswith("homing_push_subscriptions ")]
+    return sum(int(float(line.split()[-1])) for line in rows)
 
 
 def _b64u(text: str) -> bytes:
@@ -57,11 +68,13 @@ def test_subscribe_push_sends_a_valid_push_register_and_gets_the_nodes_vapid_key
             page.open(link)
             page.wait(lambda v: v["conn"] == "connected", 20, "connected to its node")
             push: dict[str, Any] = {}
-            for _ in range(int(SETTLE_S / 0.1)):
+            held_max = 0  # subscriptions the node held meanwhile (it is its own rendezvous owner)
+            for _ in range(int(SETTLE_S / 0.2)):
                 push = page.js("return window.homing.push")
                 if push.get("state") in ("registered", "failed") and push.get("vapid"):
                     break
-                time.sleep(0.1)
+                held_max = max(held_max, _held(node))
+                time.sleep(0.2)
             vapid = _b64u(push.get("vapid", ""))
             want = public_point(load_or_create_vapid_key(node.dir / "vapid.key"))
             assert vapid == want, push  # the node answered `ok` to the page's push_register with its own key
@@ -90,6 +103,12 @@ def test_subscribe_push_sends_a_valid_push_register_and_gets_the_nodes_vapid_key
             else:  # headless Chromium here: no push service; the throw-away registration was withdrawn
                 assert push["state"] == "failed" and push["probed"], push
                 assert "Error" in push["detail"], push
+                assert held_max == 1, held_max  # the throw-away subscription was registered...
+                for _ in range(50):
+                    if _held(node) == 0:
+                        break
+                    time.sleep(0.1)
+                assert _held(node) == 0  # ...and withdrawn (push_unregister) when subscribe() gave up
     finally:
         for n in nodes:
             n.stop()
