@@ -138,3 +138,15 @@ test("isClaimRenewal: only 1001 with the renewal reason", () => {
   assert.equal(isClaimRenewal(1000, "home claim renewal: reconnect"), false);
   assert.equal(isClaimRenewal(4408, "home claim renewal"), false);
 });
+
+test("kick() (a push wake-up) reconnects at once instead of waiting for the backoff", async () => {
+  const { session, calls } = harness();
+  session.start();
+  assert.ok(await until(() => session.state === "connected", 1000));
+  session.kick(); // connected: nothing to do
+  /** @type {FakeSocket} */ (calls[0].ws).onclose?.({ code: 1006, reason: "" });
+  session.failures = 10; // the next backoff would be about 30 s
+  session.kick();
+  assert.ok(await until(() => calls.length === 2 && session.state === "connected", 100));
+  session.stop();
+});
