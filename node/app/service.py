@@ -31,12 +31,13 @@ from node.app.log import Logger, get_logger
 from node.app.metrics import NodeMetrics
 from node.app.ops import OPS_LIMITS, ops_router
 from node.app.turn import TurnService
-from node.client.files import write_json_atomic
+from node.app.vapid import load_or_create_vapid_key
+from node.client.files import write_atomic, write_json_atomic
 from node.net.clients import ClientServer
 from node.net.httpserver import serve_http
 from node.net.peerconn import fetch_card, serve_peers
 from node.net.peers import PeerLinks
-from node.net.push import PushSender, load_or_create_vapid_key
+from node.net.push import PushSender
 from node.net.relay import RelayDriver
 from node.net.sockio import Flusher
 from node.net.udp import SwimDriver
@@ -50,6 +51,7 @@ from node.protocol.relay.core import RelayCore
 from node.protocol.settings import format_hostport, parse_hostport
 from node.protocol.swim.members import LIVE
 from node.protocol.swim.protocol import MemberChanged, Swim
+from node.protocol.swim.records import RecordVerifier
 from node.protocol.wire.seed import Meta, encode_meta
 
 if TYPE_CHECKING:
@@ -68,7 +70,7 @@ def next_epoch_ms(data_dir: Path) -> int:
     except (FileNotFoundError, ValueError):
         last = 0
     epoch = max(int(time.time() * 1000), last + 1)
-    path.write_text(f"{epoch}\n")
+    write_atomic(path, f"{epoch}\n".encode())  # fsync'd: an epoch that went back after a crash would be refused
     return epoch
 
 
@@ -191,11 +193,18 @@ async def run_node(
     data_dir.mkdir(parents=True, exist_ok=True)
     swim_host, swim_port = parse_hostport(config.node.swim, key="node.swim")
     peer_host, peer_port = parse_hostport(config.node.peer, key="node.peer")
+    ws_host, ws_port = parse_hostport(config.node.ws, key="node.ws")
     udp = bind_udp(swim_host, swim_port)
     peer_listeners = await trio.open_tcp_listeners(peer_port, host=peer_host)
-    ports = {"ws": 0, "swim": udp.getsockname()[1], "peer": peer_listeners[0].socket.getsockname()[1], "metrics": 0}
+    ws_listeners = await trio.open_tcp_listeners(ws_port, host=ws_host or None, backlog=4096)
+    ports = {
+        "ws": ws_listeners[0].socket.getsockname()[1],
+        "swim": udp.getsockname()[1],
+        "peer": peer_listeners[0].socket.getsockname()[1],
+        "metrics": 0,
+    }
     async with trio.open_nursery() as nursery:
-        handle = await _start(nursery, config, identity, udp, peer_listeners, ports)
+        handle = await _start(nursery, config, identity, udp, Listeners(peer=peer_listeners, ws=ws_listeners), ports)
         task_status.started(handle)
         await handle.shutdown_requested.wait()
         with trio.move_on_after(config.node.shutdown_s) as budget:
@@ -210,18 +219,20 @@ async def _start(
     config: NodeConfig,
     identity: Identity,
     udp: socket.socket,
-    peer_listeners: list[trio.SocketListener],
+    listeners: Listeners,
     ports: dict[str, int],
 ) -> NodeHandle:
+    """Wire the node's parts, each given the ports it reports to (no forward references: every socket is bound
+    before this runs, so SWIM's member meta knows every port, and peer links learn addresses from SWIM)."""
     metrics = NodeMetrics()
     log = get_logger("node", node=short_id(identity.id))
     rng = random.Random(int.from_bytes(os.urandom(8), "big"))
     admission = Admission(
         self_id=identity.id, open_=config.federation.open, allow=[parse_id(a) for a in config.federation.allow]
     )
-    swim_ref: list[SwimDriver] = []
     knock = KnockRefresh()
     refused = _refusal_hook(metrics, knock)
+    driver = _start_swim(config, identity, udp, admission, ports, rng)
     # one flusher writes, once per scheduler batch, what clients and peer links queued in it (node/net/sockio.py)
     flusher = Flusher()
     await nursery.start(flusher.run)
@@ -229,9 +240,7 @@ async def _start(
     links = PeerLinks(
         identity,
         admit=admission.admits,
-        address_of=lambda peer: swim_ref[0].peer_address(peer) if swim_ref else None,
-        on_message=lambda peer, msg: None,
-        on_unreachable=lambda peer: None,
+        address_of=driver.peer_address,
         on_refused=functools.partial(refused, Layer.PEER),
         limits=peer_limits,
         flusher=flusher,
@@ -251,9 +260,7 @@ async def _start(
     pusher = _start_push(config, relay, metrics)
     if pusher is not None:
         await nursery.start(pusher.run)
-    links.on_message = relay.peer_frame
-    links.on_unreachable = relay.peer_unreachable
-    await nursery.start(links.run)
+    await nursery.start(links.run, relay)
     await nursery.start(relay.run)
 
     turn = TurnService(config.turn, now=trio.current_time, log=log)
@@ -265,16 +272,13 @@ async def _start(
         flusher=flusher,
         ice=turn,
     )
-    ws_host, ws_port = parse_hostport(config.node.ws, key="node.ws")
-    ports["ws"] = await nursery.start(functools.partial(clients.serve, ws_host, ws_port))
+    await nursery.start(functools.partial(clients.serve, listeners=listeners.ws))
     card_url = config.advertised_url(ports["ws"])
 
     def card() -> str:
         # signed afresh when asked (docs/discovery.md: cards expire); a plain ws:// URL is the operator's choice
         return make_card(identity, ws=card_url, ts=int(time.time()), allow_plain_ws=True)
 
-    driver = _start_swim(config, identity, udp, admission, ports, rng)
-    swim_ref.append(driver)
     handle = NodeHandle(
         identity=identity,
         config=config,
@@ -297,7 +301,7 @@ async def _start(
     nursery.start_soon(
         functools.partial(
             serve_peers,
-            peer_listeners,
+            listeners.peer,
             identity=identity,
             admit=admission.admits,
             on_link=links.accept,
@@ -345,6 +349,14 @@ def _start_push(config: NodeConfig, relay: RelayDriver, metrics: NodeMetrics) ->
     return pusher
 
 
+@attrs.frozen
+class Listeners:
+    """The TCP listeners bound before anything is advertised (port 0 resolved)."""
+
+    peer: list[trio.SocketListener]
+    ws: list[trio.SocketListener]
+
+
 def _start_swim(
     config: NodeConfig,
     identity: Identity,
@@ -364,6 +376,8 @@ def _start_swim(
         rng=rng,
         now=trio.current_time(),
         admit=admission.admits,
+        sign=identity.sign,
+        verifier=RecordVerifier(),
     )
     return SwimDriver(
         identity=identity, core=core, sock=udp, epoch_ms=next_epoch_ms(config.data_path), admit=admission.admits
@@ -523,7 +537,8 @@ async def _leave(handle: NodeHandle) -> None:
     handle.serving = False
     start = trio.current_time()
     log.info("leaving", clients=len(handle.relay.sessions))
-    referrals = await handle.referrals()
+    # referrals only for clients to go to: without clients, fetching cards only delays the SWIM leave (#17)
+    referrals = await handle.referrals() if handle.clients.sessions else []
     with trio.move_on_after(2.0) as goaway_scope:
         await handle.clients.shutdown(referrals)
     log.info("goaway_sent", referrals=len(referrals), complete=not goaway_scope.cancelled_caught)
