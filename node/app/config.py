@@ -54,8 +54,8 @@ class NodeConfig:
 
     def advertised_url(self, ws_port: int | None = None) -> str:
         """The client URL this node advertises (registry, cards, goaway): `[node] public_url`, else
-        ws://HOST:PORT + `[clients] path` from `advertise_host` (or the `ws` host) and `ws_port` (or the configured port:
-        pass the bound port when `ws` used port 0)."""
+        ws://HOST:PORT + `[clients] path` from `advertise_host` (or the `ws` host) and `ws_port` (or the configured
+        port: pass the bound port when `ws` used port 0)."""
         if self.node.public_url:
             return self.node.public_url
         host, port = parse_hostport(self.node.ws)

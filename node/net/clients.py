@@ -326,7 +326,7 @@ class ClientServer:
             if got is None:
                 return
             if not self._opens_client(parse_head(got[0])):  # a stranger: the decoy site answers (docs/security.md)
-                self.refused(Refusal.UNADMITTED)
+                self.refused(Refusal.MALFORMED)
                 await serve_decoy(stream, got[0] + got[1], self._decoy)
                 return
             request, hs = await _read_upgrade(stream, got[0] + got[1], cfg.upgrade_request_bytes_max)
