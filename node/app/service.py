@@ -50,7 +50,7 @@ from node.protocol.relay.core import RelayCore
 from node.protocol.settings import format_hostport, parse_hostport
 from node.protocol.swim.members import LIVE
 from node.protocol.swim.protocol import MemberChanged, Swim
-from node.protocol.wire.seed import Meta, encode_meta
+from node.protocol.wire.seed import Meta, encode_meta, member_listed
 
 # SWIM/driver vocabulary -> the metric label tables of node/app/metrics.py
 PROBE_LABELS = {"ok": "ack", "indirect_ok": "indirect_ack", "failed": "failed"}
@@ -149,8 +149,12 @@ class NodeHandle:
         return [m.id for m in self.swim.members() if m.state in LIVE]
 
     async def referrals(self, timeout_s: float = 1.0) -> list[str]:
-        """Signed cards of up to `[node] goaway_referrals_max` other alive nodes (for `goaway`), over the peer link."""
-        others = [m.id for m in self.swim.members() if m.id != self.identity.id and m.state.value == "alive"]
+        """Signed cards of up to `[node] goaway_referrals_max` other alive nodes (for `goaway`), over the peer link.
+        Bridges (member meta `listed` false) are never named: a goaway reaches strangers too (docs/discovery.md)."""
+        others = [
+            m.id for m in self.swim.members()
+            if m.id != self.identity.id and m.state.value == "alive" and member_listed(m.meta)
+        ]  # fmt: skip
         cards: list[str] = []
 
         async def one(member: bytes) -> None:
@@ -327,7 +331,9 @@ def _start_swim(
 ) -> SwimDriver:
     swim_host, _ = parse_hostport(config.node.swim)
     advertise = config.node.advertise_host
-    meta = encode_meta(Meta(peer_port=ports["peer"], host=advertise, url=config.advertised_url(ports["ws"])))
+    meta = encode_meta(Meta(
+        peer_port=ports["peer"], host=advertise, url=config.advertised_url(ports["ws"]), listed=config.node.listed
+    ))  # fmt: skip
     core = Swim(
         self_id=identity.id,
         addr=(advertise or swim_host, ports["swim"]),
@@ -386,6 +392,7 @@ def _start_federation(nursery: trio.Nursery, handle: NodeHandle) -> None:
             heartbeat_s=hb,
             ts_clock=handle.registry_ts,
             trust=frozenset(parse_id(k) for k in config.federation.trust),
+            listed=config.node.listed,
         )
     )
 
