@@ -54,7 +54,7 @@ def config_from_args(args: argparse.Namespace) -> DiscoveryConfig:
     return DiscoveryConfig(
         trust=_trust(args.trust), registries=tuple(args.registry), doh=tuple(args.doh), names=tuple(args.name),
         cache=cache, extra=tuple(parse_entry(uri, now=time.time()) for uri in args.add), ca_file=args.ca or None,
-        deadline_s=args.deadline, want=args.want,
+        deadline_s=args.deadline, want=args.want, bridges=args.bridges,
     )  # fmt: skip
 
 
@@ -231,6 +231,7 @@ def register(sub: Any) -> None:
         "i.e. $XDG_DATA_HOME/homing or ~/.local/share/homing)",
     )
     p.add_argument("--no-cache", action="store_true", help="neither read nor write a cache")
+    p.add_argument("--bridges", action="store_true", help="also ask each --registry for bridges (GET /v1/bridges)")
     p.add_argument("--add", action="append", default=[], metavar="URI", help="homing://node/… or wss://HOST:PORT#ID")
     p.add_argument("--ca", default="", metavar="FILE", help="extra CA for DoH and registry HTTPS")
     p.add_argument("--json", action="store_true", help="print JSON for scripts")
