@@ -27,7 +27,8 @@ PROBES = [
     b"GET /missing HTTP/1.1\r\nHost: example.org\r\n\r\n",
     b"GET /v1/client HTTP/1.1\r\nHost: example.org\r\n\r\n",
     b"GET /v1/client HTTP/1.1\r\nHost: example.org\r\n" + UPGRADE + b"\r\n",
-    b"GET /v1/client?format=json HTTP/1.1\r\nHost: example.org\r\n" + UPGRADE
+    b"GET /v1/client?format=json HTTP/1.1\r\nHost: example.org\r\n"
+    + UPGRADE
     + b"Sec-WebSocket-Protocol: homing.v1.json\r\n\r\n",
     b"GET /k7Qd2xw9 HTTP/1.1\r\nHost: example.org\r\n" + UPGRADE + b"\r\n",
     b"GET /k7Qd2xw9/ws HTTP/1.1\r\nHost: example.org\r\n\r\n",  # the right path, but no upgrade

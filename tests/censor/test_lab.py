@@ -1,4 +1,4 @@
-"""The censor lab's scenarios (docs/security.md, "Censorship"), each timed, in one run of namespaces (tests/censor/lab.py).
+"""The censor lab's scenarios (docs/security.md, "Censorship"), each timed, in one set of namespaces (lab.py).
 
 (e) one network asking the distributor 1,000 times learns at most its 3 bridges;
 (a) registry blocked (TCP reset, its name poisoned in plain DNS), DoH reachable -> a listed node in < 2 s;
@@ -165,8 +165,11 @@ async def _scenarios(lab: CensorLab, ips: dict[str, str], dns: Any, tmp: Path, s
 
         # (e) the distributor: 1,000 asks from one network learn at most 3 bridges
         t0 = time.monotonic()
-        got = json.loads(await trio.to_thread.run_sync(
-            lambda: lab.run_client(DISTRIBUTOR, f"{base}/v1/bridges", id_text(registry.id), "1000", timeout_s=60)))
+        got = json.loads(
+            await trio.to_thread.run_sync(
+                lambda: lab.run_client(DISTRIBUTOR, f"{base}/v1/bridges", id_text(registry.id), "1000", timeout_s=60)
+            )
+        )
         timings["e_distributor_1000"] = time.monotonic() - t0
         assert got["answered"] == 1000 and 1 <= len(got["learned"]) <= 3 and set(got["learned"]) <= bridge_ids
 
