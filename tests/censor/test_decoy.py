@@ -9,8 +9,12 @@ from pathlib import Path
 
 import pytest
 import trio
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from node.client.connection import handshake_only
+from node.net.decoy import DecoySite, answer
+from node.protocol.decoy import parse_head
 from node.protocol.identity import Identity
 from tests.censor.nginx import exchange, have_nginx, masked, running_nginx
 from tests.clients.fixtures import run, running_node
@@ -95,3 +99,25 @@ def test_wrong_path_says_nothing_homing_specific() -> None:
             assert b"homing" not in answer.lower() and b"client" not in answer.lower()
 
     run(main)
+
+
+@given(st.binary(max_size=600))
+@settings(max_examples=400, deadline=None)
+def test_any_head_gets_an_answer_and_never_raises(raw: bytes) -> None:
+    head = parse_head(raw + b"\r\n\r\n")
+    data = answer(DecoySite(root=None, port=8080), head, 1_700_000_000.0)
+    assert data.startswith(b"HTTP/1.1 ") and b"\r\nServer: nginx\r\n" in data
+
+
+def test_the_decoy_serves_nothing_outside_its_root(tmp_path: Path) -> None:
+    root = tmp_path / "site"
+    root.mkdir()
+    (tmp_path / "secret.txt").write_text("key material")
+    (root / "link.txt").symlink_to(tmp_path / "secret.txt")
+    site = DecoySite(root=root, port=80)
+    for target in ("/link.txt", "/../secret.txt", "/%2e%2e/secret.txt", "/a/../../secret.txt"):
+        out = answer(site, parse_head(f"GET {target} HTTP/1.1\r\nHost: x\r\n\r\n".encode()), 0.0)
+        assert b"key material" not in out and out.split(b"\r\n")[0] in (
+            b"HTTP/1.1 404 Not Found",
+            b"HTTP/1.1 400 Bad Request",
+        )
