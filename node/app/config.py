@@ -48,6 +48,12 @@ class NodeConfig:
     turn: TurnSection = attrs.field(factory=TurnSection)
     peers: PeersSection = attrs.field(factory=PeersSection)
 
+    def __attrs_post_init__(self) -> None:
+        if not self.node.listed and not self.node.public_url:
+            raise ConfigError(
+                "node.listed", "a bridge (listed = false) needs its own public_url (docs/discovery.md, Bridges)"
+            )
+
     @property
     def data_path(self) -> Path:
         return Path(self.node.data_dir) if self.node.data_dir else default_data_dir()

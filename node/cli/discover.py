@@ -147,8 +147,8 @@ def cmd_discover(args: argparse.Namespace) -> int:
 
 
 def card_url(data_dir: Path) -> str:
-    """`[node] public_url` of D/homing-node.toml, else ws://127.0.0.1:<ports.json ws>/v1/client, else the
-    configured ws address."""
+    """`[node] public_url` of D/homing-node.toml, else ws://127.0.0.1:<ports.json ws> + `[clients] path`, else the
+    configured ws address. On a bridge (`listed = false`) this is the bridge card clients share."""
     toml_path = data_dir / "homing-node.toml"
     file_values: dict[str, Any] = load_toml(toml_path) if toml_path.exists() else {}
     config = build_config(file_values)
@@ -161,7 +161,7 @@ def card_url(data_dir: Path) -> str:
         return config.advertised_url()
     except (ValueError, KeyError, TypeError) as exc:
         raise ConfigError(str(data_dir / "ports.json"), "has no usable `ws` port") from exc
-    return f"ws://127.0.0.1:{port}/v1/client"
+    return f"ws://127.0.0.1:{port}{config.clients.path}"
 
 
 def cmd_card(args: argparse.Namespace) -> int:
