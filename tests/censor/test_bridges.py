@@ -14,7 +14,7 @@ from bootstrap.service import current_signed_list
 from bootstrap.store import Store
 from node.protocol.bridges import open_bridge_list, pick, range_key
 from node.protocol.errors import RemoteProtocolError
-from node.protocol.identity import Identity, decode_document, encode_document
+from node.protocol.identity import Identity, decode_document, encode_document, id_text
 from node.protocol.nodelist import build_registration, open_node_list, open_registration, parse_card
 from tests.bootstrap.util import LAST_REGISTRY_KEY, init_registry, make_config, post, running_registry
 from tests.clients.fixtures import run
@@ -163,3 +163,47 @@ def test_old_readers_of_the_list_ignore_ok() -> None:
     doc, _ = build_list(reg, [rec], time.time(), lifetime_s=600)
     entry = open_node_list(doc, {reg.id}, now=time.time()).nodes[0]
     assert entry.ok == rec.passed
+
+
+def test_discovery_asks_the_distributor_and_caches_the_bridges(tmp_path: Path) -> None:
+    from node.client.discovery import DiscoveryConfig, Source, discover
+    from node.client.discovery.cache import load_cache
+    from tests.clients.fixtures import running_node
+    from tests.discovery.servers import closed_port
+
+    registry = init_registry(tmp_path / "reg")
+    cache = tmp_path / "cache.json"
+
+    async def main() -> None:
+        async with running_registry(make_config(tmp_path / "reg")) as base, running_node(path="/s3cret/ws") as node:
+            async with httpx2.AsyncClient() as client:
+                doc = build_registration(node.identity, ws=f"ws://127.0.0.1:{node.port}/s3cret/ws",
+                                         swim="127.0.0.1:1", peer="127.0.0.1:2", ts=int(time.time()), ttl=600,
+                                         reg=registry.id, listed=False)  # fmt: skip
+                assert (await post(client, base, encode_document(doc)))[0] == 200
+                dead = Identity.generate()
+                assert (await post(client, base, bridge_registration(dead, min(closed_port(), 65_000))))[0] == 200
+            cfg = DiscoveryConfig(trust=frozenset([registry.id]), registries=(base,), bridges=True, cache=cache,
+                                  deadline_s=8, settle_s=1.0)  # fmt: skip
+            result = await discover(cfg)
+            proven = {f.id: f for f in result.proven}
+            assert proven[node.identity.id].source == Source.REFERRAL and proven[node.identity.id].verified
+            cached, errors = load_cache(cache)
+            assert not errors and node.identity.id in {c.id for c in cached}
+            assert dead.id not in {c.id for c in cached}  # refuted in this run: not kept
+
+    run(main, limit_s=30)
+
+
+def test_untried_bridge_cards_are_cached_after_the_proven_nodes(tmp_path: Path) -> None:
+    from node.client.discovery import Candidate, Found, Source
+    from node.client.discovery.cache import load_cache, merge_cache, save_cache
+
+    bridge = Candidate(id=b"b" * 32, ws="wss://b.example/s/ws", source=Source.REFERRAL, verified=True)
+    proven = Found(id=b"a" * 32, ws="wss://a.example/v1/client", source=Source.DOH, verified=True, handshake_ms=5.0)
+    rows = merge_cache([], [proven], 1_700_000_000.0, learned=[bridge])
+    assert [r["id"] for r in rows] == [id_text(b"a" * 32), id_text(b"b" * 32)]
+    assert rows[1]["last_success"] == 0 and rows[1]["source"] == "referral"
+    save_cache(tmp_path / "c.json", rows)
+    cached, errors = load_cache(tmp_path / "c.json")
+    assert not errors and {c.id for c in cached} == {b"a" * 32, b"b" * 32}

@@ -233,7 +233,8 @@ async def discover(
         run.errors.extend(f"{label}: {reason}" for label in run.pending)
     result = build_result(run.book.all(), run.proofs, run.failed, run.errors)
     result = attrs.evolve(result, lists=tuple(run.newest.by_signer.values()))
-    learned = [c for c in run.book.all() if c.source == Source.REFERRAL]  # cards: from referrals or a distributor
+    # bridge cards (from referrals or a distributor) not refuted in this run are kept for the day they are needed
+    learned = [c for c in run.book.all() if c.source == Source.REFERRAL and c.key not in run.failed]
     if cfg.cache is not None and (result.proven or learned):
         try:
             save_cache(cfg.cache, merge_cache(cached, result.proven, wall_clock(), learned=learned))
