@@ -36,7 +36,7 @@ class DecoySite:
     port: int  # the port the client reached (for a directory's 301 Location)
     idle_timeout_s: float = 75.0  # nginx keepalive_timeout
     requests_max: int = 100  # answers per connection
-    file_bytes_max: int = 4 * 1024 * 1024  # a bigger file is answered 404
+    file_bytes_max: int = 1024 * 1024  # a bigger file is answered 404 (files are read on the event loop)
 
 
 def look_up(site: DecoySite, path: str) -> tuple[FileInfo, Path | None]:

@@ -193,7 +193,8 @@ class ClientsSection:
     # every other request gets the decoy site's answer, so a prober that lacks it sees an ordinary web server.
     path: str = attrs.field(default="/v1/client", validator=_client_path)
     # A directory of static files served, the way nginx would, to every request that is not a WebSocket upgrade at
-    # `path` (a plausible site at /). Empty: an empty site (nginx's 403 at /, 404 elsewhere).
+    # `path` (a plausible site at /; keep it small: files over 1 MiB are answered 404). Empty: an empty site (nginx's
+    # 403 at /, 404 elsewhere).
     decoy_dir: str = ""
     # Seconds a client has to finish the handshake (docs/client-protocol.md: 10 s).
     handshake_timeout_s: float = attrs.field(default=10.0, validator=_pos)
