@@ -44,10 +44,10 @@ from wsproto.events import (
 from wsproto.handshake import H11Handshake
 from wsproto.utilities import RemoteProtocolError as WsRemoteProtocolError
 
-from node.net.decoy import DecoySite, serve_decoy, site_root
+from node.net.decoy import DecoySite, read_head, serve_decoy, site_root
 from node.net.session import ClientSession
 from node.net.sockio import Flusher
-from node.protocol.decoy import Head, parse_head, split_head
+from node.protocol.decoy import Head, parse_head
 from node.protocol.identity import Identity, short_id
 from node.protocol.proxy import PROXY_V2_BYTES_MAX, ProxyHeaderError, TrustedProxies, parse_proxy_v2
 from node.protocol.ratelimit import KeyedBuckets, address_key
@@ -322,7 +322,7 @@ class ClientServer:
             if refusal is not None and self._connections > cfg.connections_max + cfg.refusing_max:
                 return  # under a flood even a polite refusal costs too much
             with trio.move_on_at(deadline if refusal is None else trio.current_time() + cfg.close_timeout_s):
-                got = await _read_head(stream, head, cfg.upgrade_request_bytes_max)
+                got = await read_head(stream, head, cfg.upgrade_request_bytes_max)
             if got is None:
                 return
             if not self._opens_client(parse_head(got[0])):  # a stranger: the decoy site answers (docs/security.md)
@@ -430,24 +430,6 @@ async def _read_proxy_header(stream: trio.abc.Stream) -> tuple[str | None, bytes
             return None
         if header is not None:
             return header.address, buf[header.size:]
-
-
-async def _read_head(stream: trio.abc.Stream, head: bytes, bytes_max: int) -> tuple[bytes, bytes] | None:
-    """(a whole request head, the bytes after it), or None when the stream ends or the head exceeds `bytes_max`."""
-    buf = head
-    while True:
-        got = split_head(buf)
-        if got is not None:
-            return got
-        if len(buf) > bytes_max:
-            return None
-        try:
-            data = bytes(await stream.receive_some(bytes_max))
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            return None
-        if not data:
-            return None
-        buf += data
 
 
 async def _read_upgrade(

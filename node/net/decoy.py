@@ -123,6 +123,25 @@ async def serve_decoy(stream: trio.abc.Stream, buf: bytes, site: DecoySite) -> N
         buf = buf[skip:]
 
 
+async def read_head(stream: trio.abc.Stream, head: bytes, bytes_max: int) -> tuple[bytes, bytes] | None:
+    """(a whole request head, the bytes after it), or None when the stream ends or the head exceeds `bytes_max`.
+    The client port reads every request's head with this before it decides: upgrade at its path, or the decoy."""
+    buf = head
+    while True:
+        got = split_head(buf)
+        if got is not None:
+            return got
+        if len(buf) > bytes_max:
+            return None
+        try:
+            data = bytes(await stream.receive_some(bytes_max))
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            return None
+        if not data:
+            return None
+        buf += data
+
+
 async def _receive(stream: trio.abc.Stream) -> bytes:
     try:
         return bytes(await stream.receive_some(HEAD_BYTES_MAX))

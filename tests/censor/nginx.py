@@ -70,11 +70,11 @@ def running_nginx(root: Path, work: Path) -> Iterator[int]:
         proc.wait(timeout=5)
 
 
-def exchange(port: int, request: bytes, *, wait_s: float = 0.2) -> bytes:
-    """Send `request` on a fresh connection; everything answered until the server closes or `wait_s` of silence."""
-    with socket.create_connection(("127.0.0.1", port), timeout=2) as s:
+def exchange(port: int, request: bytes, *, wait_s: float = 0.25, first_s: float = 3.0) -> bytes:
+    """Send `request` on a fresh connection; everything answered until the server closes or, after the first
+    bytes (waited for up to `first_s`), `wait_s` of silence."""
+    with socket.create_connection(("127.0.0.1", port), timeout=first_s) as s:
         s.sendall(request)
-        s.settimeout(wait_s)
         out = b""
         try:
             while True:
@@ -82,6 +82,7 @@ def exchange(port: int, request: bytes, *, wait_s: float = 0.2) -> bytes:
                 if not data:
                     return out + b"<closed>"
                 out += data
+                s.settimeout(wait_s)
         except TimeoutError:
             return out + b"<open>"
 

@@ -80,10 +80,11 @@ for host in sys.argv[1:3]:
     answers = []
     for probe in json.loads(sys.argv[3]):
         s = socket.create_connection((host, int(sys.argv[4])), timeout=2); s.sendall(probe.encode("latin-1"))
-        s.settimeout(0.15); data = b""
+        s.settimeout(3); data = b""
         try:
             while (chunk := s.recv(65536)):
                 data += chunk
+                s.settimeout(0.2)
             data += b"<closed>"
         except TimeoutError:
             data += b"<open>"
