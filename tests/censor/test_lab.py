@@ -4,7 +4,9 @@
 (a) registry blocked (TCP reset, its name poisoned in plain DNS), DoH reachable -> a listed node in < 2 s;
 (b) every listed node blocked too, the client holds a referral card of a bridge -> connected in < 2 s;
 (c) everything blocked (DoH too) but the cache -> the cached bridge;
-(d) a prober that knows the bridge's address but not its path gets nginx's answers, byte for byte.
+(d) a prober that knows the bridge's address but not its path gets nginx's answers, byte for byte;
+(h) a registry's health checks: a node whose client port is firewalled leaves the list within two check periods
+    and comes back when it answers again.
 """
 
 from __future__ import annotations
@@ -211,5 +213,55 @@ async def _scenarios(lab: CensorLab, ips: dict[str, str], dns: Any, tmp: Path, s
 
         for probe, ours, theirs in zip(PROBES, answers[0], answers[1], strict=True):
             assert masked(ours) == masked(theirs), probe
+
+        # (h) health checks by a second registry (checks every 0.5 s): firewall A's client port, then open it
+        timings["h_unlisted_s"], timings["h_back_s"] = await _health(lab, ips, a, tmp)
         nursery.cancel_scope.cancel()
     assert os.geteuid() == 0
+
+
+async def _health(lab: CensorLab, ips: dict[str, str], a: ClientServer, tmp: Path) -> tuple[float, float]:
+    interval_s, timeout_s = 0.5, 0.4
+    reg_dir = tmp / "registry2"
+    registry = init_registry(reg_dir)
+    ip = lab.add_server_ip(13)
+    config = attrs.evolve(make_config(reg_dir, health_interval_s=interval_s, health_timeout_s=timeout_s),
+                          listen=f"{ip}:{PORT}")  # fmt: skip
+    fw = ["nft"]  # the test process is in the servers namespace: this firewall is theirs
+    async with trio.open_nursery() as nursery, httpx2.AsyncClient() as http:
+        await nursery.start(lambda task_status: run_bootstrap(config, task_status=task_status))
+        base = f"http://{ip}:{PORT}"
+        doc = build_registration(a.identity, ws=f"ws://{ips['a']}:{PORT}/v1/client", swim=f"{ips['a']}:7401",
+                                 peer=f"{ips['a']}:7402", ts=int(time.time()), ttl=3600, reg=registry.id)  # fmt: skip
+        resp = await http.post(f"{base}/v1/nodes", content=encode_document(doc),
+                               headers={"content-type": "application/msgpack"})  # fmt: skip
+        assert resp.status_code == 200
+
+        async def listed() -> bool:
+            from node.protocol.identity import decode_document
+            from node.protocol.nodelist import open_node_list
+
+            got = open_node_list(decode_document((await http.get(f"{base}/v1/nodes")).content), {registry.id},
+                                 now=time.time())  # fmt: skip
+            return a.identity.id in {n.id for n in got.nodes}
+
+        assert await listed()
+        subprocess.run([*fw, "add", "table", "inet", "fw"], check=True)
+        try:
+            subprocess.run([*fw, "add", "chain", "inet", "fw", "in_c",
+                            "{ type filter hook input priority 0; policy accept; }"], check=True)  # fmt: skip
+            subprocess.run([*fw, "add", "rule", "inet", "fw", "in_c", "ip", "daddr", ips["a"], "tcp", "dport",
+                            str(PORT), "drop"], check=True)  # fmt: skip
+            t0 = time.monotonic()
+            while await listed():
+                await trio.sleep(0.05)
+            unlisted_s = time.monotonic() - t0
+            assert unlisted_s < 2 * interval_s + 2 * timeout_s + 1.0, unlisted_s  # two checks, each may time out
+        finally:
+            subprocess.run([*fw, "delete", "table", "inet", "fw"], check=True)
+        t0 = time.monotonic()
+        while not await listed():
+            await trio.sleep(0.05)
+            assert time.monotonic() - t0 < interval_s + timeout_s + 2.0
+        nursery.cancel_scope.cancel()
+    return unlisted_s, time.monotonic() - t0
