@@ -215,9 +215,12 @@ async def register_forever(
     on_result: Callable[[Result], None] | None = None,
     ts_clock: TsClock | None = None,
     trust: frozenset[bytes] = frozenset(),
+    listed: bool = True,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Register with every registry in `urls` and keep the registrations alive until cancelled.
+
+    `listed=False`: register as a bridge (`[node] listed = false`, docs/discovery.md "Bridges"), with a fresh card.
 
     `trust`: registry keys (--trust); a registry whose list is signed by another key is not registered with."""
     if not 0 < heartbeat_s < ttl_s:
@@ -227,7 +230,9 @@ async def register_forever(
 
     def doc_maker(reg: bytes) -> Callable[[int], dict[str, bytes]]:
         def make_doc(t: int) -> dict[str, bytes]:
-            return build_registration(identity, ws=ws, swim=swim, peer=peer, ts=t, ttl=int(ttl_s), reg=reg)
+            return build_registration(
+                identity, ws=ws, swim=swim, peer=peer, ts=t, ttl=int(ttl_s), reg=reg, listed=listed
+            )
 
         return make_doc
 

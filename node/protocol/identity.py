@@ -31,6 +31,7 @@ NODE_LIST = "node-list"
 NODE_REGISTER = "node-register"
 NODE_LEAVE = "node-leave"
 NODE_CARD = "node-card"
+BRIDGE_LIST = "bridge-list"
 
 SIGNED_DOC_MAX_BYTES = 256 * 1024
 
