@@ -1,4 +1,4 @@
-"""Signed node lists, registrations and node cards: the documents of docs/bootstrap.md and §6 (pure).
+"""Signed node lists, registrations and node cards: the documents of docs/bootstrap.md and docs/discovery.md (pure).
 
 - node list (PURPOSE `node-list`, signed by a registry key):
   `{"v":1,"issued":<unix>,"expires":<unix>,"nodes":[{"id","ws","swim","peer","seen","ok"}…]}`; `ok` (unix, 0 for
