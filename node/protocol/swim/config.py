@@ -25,8 +25,9 @@ class SwimConfig:
     suspicion_max_timeout_mult: int = attrs.field(default=6, validator=v.ge(1))
     # Retransmits of one update = retransmit_mult * ceil(log10(N+1)) (memberlist 4).
     retransmit_mult: int = attrs.field(default=4, validator=v.ge(1))
-    # Gossip (piggyback-only) rounds between probes; memberlist: 200 ms to 3 random members.
+    # Time between gossip (piggyback-only) rounds between probes (memberlist: 200 ms).
     gossip_interval_s: float = attrs.field(default=0.2, validator=_pos)
+    # Random members one gossip round sends to (memberlist GossipNodes 3).
     gossip_nodes: int = attrs.field(default=3, validator=v.ge(0))
     # Lifeguard local health: probe timeouts scale by (1 + score), score capped at this minus one (memberlist 8).
     awareness_max_multiplier: int = attrs.field(default=8, validator=v.ge(1))
