@@ -20,7 +20,7 @@ import trio
 from bootstrap import backup, dns_cli
 from bootstrap.app import run_bootstrap
 from bootstrap.config import BootstrapConfig, default_data_dir
-from bootstrap.registry import Policy
+from bootstrap.registry import Policy, federated
 from bootstrap.service import load_identity
 from bootstrap.store import DB_NAME, Store
 from node.app.log import setup_logging
@@ -238,6 +238,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     finally:
         store.close()
     now = time.time()
+    listed_total = sum(1 for r in records if r.listed(now))
     if args.json:
         out = [
             {
@@ -250,15 +251,22 @@ def cmd_list(args: argparse.Namespace) -> int:
                 "last_heartbeat": r.seen,
                 "ttl": r.ttl,
                 "first_seen": r.first_seen,
+                "peers": r.peers,
+                "federated": federated(r, listed_total, now),
             }
             for r in records
         ]
         print(json.dumps({"nodes": out}, indent=2))
         return 0
     print(f"{'ID':<43}  {'STATE':<8}  {'HEARTBEAT':>10}  WS")
+    lonely = 0
     for r in records:
-        print(f"{id_text(r.id):<43}  {r.state(now):<8}  {_ago(r.seen, now):>10}  {r.ws or '-'}")
-    print(f"{len(records)} node(s)")
+        note = ""
+        if federated(r, listed_total, now) is False:
+            lonely += 1
+            note = "  NOT FEDERATED (sees no other member; check its --trust key and ports)"
+        print(f"{id_text(r.id):<43}  {r.state(now):<8}  {_ago(r.seen, now):>10}  {r.ws or '-'}{note}")
+    print(f"{len(records)} node(s)" + (f", {lonely} listed but not federated" if lonely else ""))
     return 0
 
 

@@ -58,6 +58,7 @@ class NodeRecord:
     approved: bool = False
     banned: bool = False
     first_seen: int = 0
+    peers: int | None = None  # other live members the node saw at its last registration (None: not said)
 
     def lease_end(self) -> int | None:
         return None if self.seen is None else self.seen + self.ttl
@@ -146,6 +147,7 @@ def decide_registration(
         approved=approved,
         banned=False,
         first_seen=existing.first_seen if existing is not None and existing.first_seen else int(now),
+        peers=reg.peers,
     )
     was_listed = existing is not None and existing.listed(now)
     same_addresses = existing is not None and (existing.ws, existing.swim, existing.peer) == (
@@ -155,6 +157,16 @@ def decide_registration(
     )
     changes = record.listed(now) and not (was_listed and same_addresses)
     return Accepted(record=record, status="approved" if approved else "pending", changes_list=changes)
+
+
+def federated(record: NodeRecord, listed_total: int, now: float) -> bool | None:
+    """Whether a listed node looks federated, from the `peers` count its last registration carried
+    (docs/bootstrap.md "Listed but not federated"): False when it sees no other live member although other nodes
+    are listed (a wrong or missing `--trust` key, a firewalled SWIM or peer port, a wrong advertised address);
+    None when it is not listed, said nothing, or is the only listed node. `listed_total`: nodes listed at `now`."""
+    if record.peers is None or not record.listed(now) or listed_total < 2:
+        return None
+    return record.peers > 0
 
 
 def decide_leave(

@@ -61,6 +61,10 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX audit_at ON audit (at);
     """,
+    # 2 -> 3: the live members a node said it sees at its last registration (docs/bootstrap.md).
+    """
+    ALTER TABLE nodes ADD COLUMN peers INTEGER;
+    """,
 )
 AUDIT_KEEP_ROWS = 100_000  # the oldest audit rows beyond this are pruned
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -74,11 +78,11 @@ class AuditEntry:
     node: bytes
 
 
-_COLUMNS = "id, ws, swim, peer, ttl, last_ts, seen, approved, banned, first_seen"
+_COLUMNS = "id, ws, swim, peer, ttl, last_ts, seen, approved, banned, first_seen, peers"
 
 
 def _row_to_record(row: Any) -> NodeRecord:
-    node_id, ws, swim, peer, ttl, last_ts, seen, approved, banned, first_seen = row
+    node_id, ws, swim, peer, ttl, last_ts, seen, approved, banned, first_seen, peers = row
     return NodeRecord(
         id=bytes(node_id),
         ws=str(ws),
@@ -90,6 +94,7 @@ def _row_to_record(row: Any) -> NodeRecord:
         approved=bool(approved),
         banned=bool(banned),
         first_seen=int(first_seen),
+        peers=None if peers is None else int(peers),
     )
 
 
@@ -210,7 +215,7 @@ class Store:
             if current != expect_last_ts:
                 return False
             db.execute(
-                f"INSERT OR REPLACE INTO nodes ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                f"INSERT OR REPLACE INTO nodes ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     record.id,
                     record.ws,
@@ -222,6 +227,7 @@ class Store:
                     int(record.approved),
                     int(record.banned),
                     record.first_seen,
+                    record.peers,
                 ),
             )
             if bump:

@@ -28,6 +28,7 @@ from node.app.config import NodeConfig
 from node.app.log import Logger, get_logger
 from node.app.metrics import NodeMetrics
 from node.app.ops import OPS_LIMITS, ops_router
+from node.app.registration import RegistrationStatus
 from node.app.registry import TsClock, deregister, register_forever
 from node.app.turn import TurnService
 from node.client.discovery import DiscoveryConfig, discover
@@ -109,6 +110,7 @@ class NodeHandle:
     serving: bool = True
     shutdown_requested: trio.Event = attrs.field(factory=trio.Event)
     registry_ts: TsClock = attrs.field(factory=lambda: TsClock(time.time))
+    registrations: RegistrationStatus | None = None  # set when [federation] bootstrap names registries
 
     def request_shutdown(self) -> None:
         self.shutdown_requested.set()
@@ -132,6 +134,7 @@ class NodeHandle:
             "members": self.members(),
             "clients": len(self.relay.sessions),
             "turn": self.turn.status(),
+            "registrations": self.registrations.document() if self.registrations else [],
         }
 
     def members(self) -> list[dict[str, Any]]:
@@ -291,8 +294,9 @@ async def _start(
         )
     )
     router = ops_router(
-        metrics=metrics, members=handle.members_document, healthy=handle.healthy, refresh=handle.refresh_gauges
-    )
+        metrics=metrics, members=handle.members_document, healthy=handle.healthy, refresh=handle.refresh_gauges,
+        per_address=clients.connections_per_address,
+    )  # fmt: skip
     metrics_host, metrics_port = parse_hostport(config.node.metrics, key="node.metrics")
     ports["metrics"] = await nursery.start(
         functools.partial(serve_http, router, metrics_host, metrics_port, limits=OPS_LIMITS)
@@ -371,6 +375,7 @@ def _start_federation(nursery: trio.Nursery, handle: NodeHandle) -> None:
     if not fed.bootstrap:
         return
     hb = config.federation.heartbeat_s
+    handle.registrations = RegistrationStatus(fed.bootstrap, handle.metrics.registry)
     swim_host, _ = parse_hostport(config.node.swim)
     peer_host, _ = parse_hostport(config.node.peer)
     advertise = config.node.advertise_host
@@ -386,6 +391,8 @@ def _start_federation(nursery: trio.Nursery, handle: NodeHandle) -> None:
             heartbeat_s=hb,
             ts_clock=handle.registry_ts,
             trust=frozenset(parse_id(k) for k in config.federation.trust),
+            on_result=handle.registrations.on_result,
+            peers=lambda: sum(1 for i in handle.live_ids() if i != handle.identity.id),
         )
     )
 

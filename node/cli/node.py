@@ -66,7 +66,12 @@ def register(sub: Any) -> None:
         help="the node's data dir: the metrics address comes from its homing-node.toml ([node] metrics) "
         "and the bound port from its ports.json",
     )
-    p.add_argument("--json", action="store_true", help="print the raw /v1/members JSON")
+    p.add_argument("--json", action="store_true", help="print the raw /v1/members (or /v1/clients) JSON")
+    p.add_argument(
+        "--clients",
+        action="store_true",
+        help="show client connections per address range (IPv4 /24, IPv6 /48; no client ids) instead of members",
+    )
     p.set_defaults(func=cmd_status)
 
 
@@ -185,7 +190,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     elif target is None:
         target, source = "127.0.0.1:7403", "the default"
     host, port = parse_hostport(target, key="--metrics")
-    url = f"http://{format_hostport(host, port)}/v1/members"
+    url = f"http://{format_hostport(host, port)}/v1/{'clients' if args.clients else 'members'}"
     try:
         with urllib.request.urlopen(url, timeout=5) as resp:
             data = json.loads(resp.read())
@@ -200,8 +205,34 @@ def cmd_status(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(data, indent=2))
         return 0
-    print(format_status(data))
+    print(format_ranges(data) if args.clients else format_status(data))
     return 0
+
+
+def format_ranges(data: dict[str, Any]) -> str:
+    """`node status --clients`: connections per address range, largest first."""
+    rows = [("RANGE", "CONNECTIONS")] + [(str(r.get("prefix")), str(r.get("connections"))) for r in data["ranges"]]
+    width = max(len(r[0]) for r in rows)
+    lines = [f"{a.ljust(width)}  {b}" for a, b in rows]
+    shown = len(data["ranges"])
+    lines.append(
+        f"\n{data.get('connections', 0)} connection(s) from {data.get('ranges_total', shown)} range(s)"
+        + (f" ({shown} largest shown)" if shown < data.get("ranges_total", shown) else "")
+    )
+    return "\n".join(lines)
+
+
+def format_registrations(regs: Any) -> list[str]:
+    """One line per registry: the registration state and the last accepted heartbeat."""
+    if not isinstance(regs, list) or not regs:
+        return ["registrations: none (no --bootstrap registry)"]
+    lines = []
+    for r in regs:
+        last = r.get("last_success")
+        when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(last)) if isinstance(last, int) else "never"
+        why = f" ({r.get('reason')})" if r.get("reason") else ""
+        lines.append(f"registry {r.get('registry')}: {r.get('state')}{why}; last successful heartbeat {when}")
+    return lines
 
 
 def format_status(data: dict[str, Any]) -> str:
@@ -219,6 +250,7 @@ def format_status(data: dict[str, Any]) -> str:
     lines.append("")
     lines.append(f"members: {len(members)} ({summary}); clients connected to this node: {data.get('clients', 0)}")
     lines.append(format_turn(data.get("turn")))
+    lines += format_registrations(data.get("registrations"))
     return "\n".join(lines)
 
 

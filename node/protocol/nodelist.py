@@ -4,7 +4,9 @@
   `{"v":1,"issued":<unix>,"expires":<unix>,"nodes":[{"id","ws","swim","peer","seen"}…]}`
 - registration (PURPOSE `node-register`, signed by the node itself): `{"id","ws","swim","peer","ts","ttl","reg"}`,
   `reg` the key of the registry it is meant for (a registration cannot be replayed at another registry);
-  `ws` at most `REG_WS_MAX` characters, `swim`/`peer` at most `REG_ADDR_MAX` (a registry's list stays small)
+  `ws` at most `REG_WS_MAX` characters, `swim`/`peer` at most `REG_ADDR_MAX` (a registry's list stays small);
+  optional `peers`: how many other live members the node sees (so a registry can flag a node that is listed but
+  not federated, docs/bootstrap.md "Listed but not federated")
 - leave (PURPOSE `node-leave`, signed by the node): `{"id","ts"}`
 - node card (PURPOSE `node-card`, signed by the node): `{"id","ws","ts","exp"}`, carried as
   `homing://node/<base64url(msgpack(signed document))>`; refused after `exp` (unix seconds), and refused when
@@ -83,6 +85,7 @@ class Registration:
     ts: int
     ttl: int
     reg: bytes  # the registry this registration is for
+    peers: int | None = None  # other live members the node sees (None: the node did not say)
 
 
 @attrs.frozen(kw_only=True, slots=True)
@@ -164,9 +167,11 @@ def open_node_list(doc: object, trusted: frozenset[bytes] | set[bytes], *, now: 
 
 
 def build_registration(
-    node: Identity, *, ws: str, swim: str, peer: str, ts: int, ttl: int, reg: bytes
+    node: Identity, *, ws: str, swim: str, peer: str, ts: int, ttl: int, reg: bytes, peers: int | None = None
 ) -> dict[str, bytes]:
-    body = {"id": node.id, "ws": ws, "swim": swim, "peer": peer, "ts": ts, "ttl": ttl, "reg": reg}
+    body: dict[str, Any] = {"id": node.id, "ws": ws, "swim": swim, "peer": peer, "ts": ts, "ttl": ttl, "reg": reg}
+    if peers is not None:
+        body["peers"] = peers
     return sign_document(node, NODE_REGISTER, body)
 
 
@@ -185,6 +190,7 @@ def open_registration(doc: object) -> Registration:
         ts=_int(body, "ts"),
         ttl=_int(body, "ttl", 1, TTL_MAX_S),
         reg=reg_key,
+        peers=_int(body, "peers", 0, NODES_MAX * 4) if "peers" in body else None,
     )
     if reg.id != signer:
         raise RemoteProtocolError("registration is not signed by the node it registers")
