@@ -7,10 +7,10 @@ keeps the last state, the last successful heartbeat and the last refusal, for `h
 - `homing_registration_state{registry,state}`: 1 for the registry's current state, 0 for the others;
 - `homing_registration_last_success_timestamp_seconds{registry}`: unix time of the last accepted heartbeat.
 
-States: `approved` and `pending` (the registry's answer), `banned` (403), `refused` (400: a bad document, an
-a registry refusing the document), `untrusted` (the
-registry's list is not signed by a `--trust` key: the node does not register there), `unreachable` (no answer, 5xx, 429) and `unknown` (no attempt yet). The `registry` label
-is one of the configured `[federation] bootstrap` URLs, so the series are bounded by the config.
+States: `approved` and `pending` (the registry's answer), `banned` (403), `refused` (400: a registry refusing the
+document), `untrusted` (the registry's list is not signed by a `--trust` key: the node does not register there),
+`unreachable` (no answer, 5xx, 429) and `unknown` (no attempt yet). The `registry` label is one of the configured
+`[federation] bootstrap` URLs, so the series are bounded by the config.
 """
 
 from __future__ import annotations
