@@ -39,6 +39,14 @@ def register(sub: Any) -> None:
     _data_dir_arg(init)
     init.set_defaults(func=cmd_init)
 
+    rot = bsub.add_parser(
+        "rotate-key",
+        help="replace the registry key: a new key, a statement signed by the old key and countersigned by the new "
+        "one that nodes and clients follow (docs/bootstrap.md); a running service switches at once",
+    )
+    _data_dir_arg(rot)
+    rot.set_defaults(func=cmd_rotate_key)
+
     run = bsub.add_parser("run", help="run the registry HTTP service")
     _data_dir_arg(run)
     run.add_argument(
@@ -130,6 +138,24 @@ def cmd_init(args: argparse.Namespace) -> int:
     print(f"registry key {what} {config.key_path}")
     print(f"database {config.data_dir / 'registry.sqlite3'}")
     print(f"registry public key (give it to nodes and clients as --trust): {identity.id_text}")
+    return 0
+
+
+def cmd_rotate_key(args: argparse.Namespace) -> int:
+    from bootstrap.service import ROTATIONS_NAME
+    from node.app.keyrotation import rotate_key_file
+
+    config = _config(args)
+    store = _open_store(args)
+    try:
+        old, new, _ = rotate_key_file(config.key_path, config.data_dir / ROTATIONS_NAME, time.time())
+        store.bump(time.time(), who=_admin_user(), action="rotate_key", subject=new.id)
+    finally:
+        store.close()
+    print(f"old registry key {old.id_text} kept as {config.key_path}.retired-{old.id_text[:8]} (move it offline)")
+    print(f"statement appended to {config.data_dir / ROTATIONS_NAME}")
+    print(f"new registry public key (nodes and clients follow the statement; give it to new ones as --trust): "
+          f"{new.id_text}")  # fmt: skip
     return 0
 
 

@@ -247,6 +247,13 @@ class Store:
             )
             db.execute("UPDATE meta SET value = value + 1 WHERE key = 'generation'")
 
+    def bump(self, now: float, *, who: str, action: str, subject: bytes) -> None:
+        """Record an action on the registry itself (e.g. `rotate_key`, subject the new key) and bump the change
+        counter, so the running service re-reads its key and statements on its next request."""
+        with self._tx() as db:
+            _audit(db, now, who, action, subject)
+            db.execute("UPDATE meta SET value = value + 1 WHERE key = 'generation'")
+
     def set_banned(self, node_id: bytes, now: float, *, who: str) -> None:
         """Ban a node: unlisted at once, its registrations refused with 403. An id not seen yet is pre-banned."""
         with self._tx() as db:

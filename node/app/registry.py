@@ -12,7 +12,8 @@
 - A registration names the registry it is for (`reg`, its key). The node learns the key from the registry's own
   `GET /v1/nodes` (the signed list's `key`, verified) before its first registration; with `--trust` keys the
   learnt key must be one of them (else it does not register there, and logs why: a registry we do not trust
-  would have us register with it for nothing).
+  would have us register with it for nothing). Key rotation statements served with the list (`rot`, docs/bootstrap.md
+  "Rotating the registry key") are followed: a registry whose key was rotated from a trusted one is trusted.
 - Every answer is streamed and read with a size cap (`ANSWER_BYTES_MAX` for a POST/DELETE answer, the readers'
   list cap for GET /v1/nodes) and a time cap for the whole exchange (`timeout_s`): an endless or trickling
   answer costs at most the cap, then the attempt fails with a reason (`answer exceeds N bytes`, `timed out`).
@@ -34,9 +35,11 @@ import httpx2
 import msgpack
 import trio
 
+from node.client.discovery.sources import followed
 from node.protocol.errors import RemoteProtocolError
 from node.protocol.identity import SIGNED_DOC_MAX_BYTES, Identity, decode_document, encode_document, id_text
 from node.protocol.nodelist import build_leave, build_registration, open_node_list
+from node.protocol.rotation import unpack_chain
 
 log = logging.getLogger("homing.registry_client")
 
@@ -186,7 +189,8 @@ async def learn_registry_key(
         key = doc.get("key")
         if not isinstance(key, bytes):
             raise RemoteProtocolError("the list has no signing key")
-        open_node_list(doc, trust or frozenset([key]), now=now)
+        _, served = unpack_chain(doc.get("rot"), now=now)
+        open_node_list(doc, followed(trust, served, (), now) or frozenset([key]), now=now)
     except RemoteProtocolError as exc:
         return Result(url=base, http_status=0, reason=f"registry key not learnt: {exc}"[:300])
     return key
