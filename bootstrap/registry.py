@@ -90,6 +90,7 @@ class Accepted:
     record: NodeRecord
     status: str  # "approved" or "pending" (registration), "removed" (leave)
     changes_list: bool
+    moved: bool = False  # the approval moved here from the key a rotation statement replaces
 
 
 def _check_ts(ts: int, existing: NodeRecord | None, now: float, policy: Policy) -> Refused | None:
@@ -115,9 +116,14 @@ def _check_ts(ts: int, existing: NodeRecord | None, now: float, policy: Policy) 
 
 
 def decide_registration(
-    reg: Registration, existing: NodeRecord | None, *, now: float, policy: Policy, registry_key: bytes
-) -> Refused | Accepted:
-    """Decide on a verified registration for the registry `registry_key`. `existing` is the node's stored record."""
+    reg: Registration, existing: NodeRecord | None, *, now: float, policy: Policy, registry_key: bytes,
+    rotated_from: NodeRecord | None = None,
+) -> Refused | Accepted:  # fmt: skip
+    """Decide on a verified registration for the registry `registry_key`. `existing` is the node's stored record;
+    `rotated_from` the record of the key its `rot` statement replaces (docs/bootstrap.md "Rotating a node key"): a
+    banned OLD key bans the new one, an approved OLD key's approval moves to it."""
+    if rotated_from is not None and rotated_from.banned:
+        return Refused(status=403, reason="the key this node rotated from is banned", refusal=Refusal.UNADMITTED)
     if reg.reg != registry_key:
         return Refused(
             status=400,
@@ -136,6 +142,8 @@ def decide_registration(
     approved = existing.approved if existing is not None else policy.approval == "auto"
     if existing is not None and not existing.approved and policy.approval == "auto":
         approved = True
+    moved = not approved and rotated_from is not None and rotated_from.approved
+    approved = approved or moved
     record = NodeRecord(
         id=reg.id,
         ws=reg.ws,
@@ -156,7 +164,9 @@ def decide_registration(
         reg.peer,
     )
     changes = record.listed(now) and not (was_listed and same_addresses)
-    return Accepted(record=record, status="approved" if approved else "pending", changes_list=changes)
+    return Accepted(
+        record=record, status="approved" if approved else "pending", changes_list=changes or moved, moved=moved
+    )
 
 
 def federated(record: NodeRecord, listed_total: int, now: float) -> bool | None:

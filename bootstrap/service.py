@@ -119,7 +119,7 @@ class RegistryService:
         """Pick up a rotated key and its statements (after `homing bootstrap rotate-key`)."""
         identity, _ = load_identity(self.config, create=False)
         if identity.id != self.identity.id:
-            log.info("event=key_rotated old=%s new=%s", id_text(self.identity.id), id_text(identity.id))
+            log.info("event=registry_key_rotated old=%s new=%s", id_text(self.identity.id), id_text(identity.id))
             self.identity = identity
             self._cache = None
         statements = load_statements(self.config.data_dir / ROTATIONS_NAME)
@@ -187,13 +187,17 @@ class RegistryService:
             existing = self.writer.get(reg.id)
             if existing is None and self.writer.count() >= self.config.nodes_max:
                 return Outcome(http_status=503, reason=f"registry full ({self.config.nodes_max} nodes)")
+            old = self.writer.get(reg.rotated_from) if reg.rotated_from is not None else None
             decision = decide_registration(
-                reg, existing, now=now, policy=self.config.policy, registry_key=self.identity.id
+                reg, existing, now=now, policy=self.config.policy, registry_key=self.identity.id, rotated_from=old
             )
             if isinstance(decision, Refused):
                 return Outcome(http_status=decision.status, reason=decision.reason, refusal=decision.refusal)
-            audit = _audit_action(decision, existing)
+            audit = "key_rotated" if decision.moved else _audit_action(decision, existing)
             if self._put(decision, existing, audit=audit, now=now):
+                if decision.moved and old is not None:
+                    self.writer.retire(old.id, now, successor=reg.id)
+                    log.info("event=node_key_rotated old=%s new=%s", short_id(old.id), short_id(reg.id))
                 self._log_registration(decision, existing, audit)
                 return Outcome(http_status=200, status=decision.status, ttl=decision.record.ttl)
         return Outcome(http_status=503, reason="registry busy, retry")

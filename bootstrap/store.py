@@ -74,7 +74,7 @@ SCHEMA_VERSION = len(MIGRATIONS)
 class AuditEntry:
     at: int  # unix seconds
     who: str  # the OS user of an admin command, or "api" for the service itself
-    action: str  # approve, ban, remove, pending, auto_approved
+    action: str  # approve, ban, remove, pending, auto_approved, key_rotated, key_retired, rotate_key (registry key)
     node: bytes
 
 
@@ -252,6 +252,14 @@ class Store:
         counter, so the running service re-reads its key and statements on its next request."""
         with self._tx() as db:
             _audit(db, now, who, action, subject)
+            db.execute("UPDATE meta SET value = value + 1 WHERE key = 'generation'")
+
+    def retire(self, node_id: bytes, now: float, *, successor: bytes) -> None:
+        """A node key replaced by `successor` (a rotation): unlisted, its approval gone (it moved), its replay floor
+        kept; audited as `key_retired` by "api"."""
+        with self._tx() as db:
+            db.execute("UPDATE nodes SET seen = NULL, approved = 0 WHERE id = ?", (node_id,))
+            _audit(db, now, "api", "key_retired", node_id)
             db.execute("UPDATE meta SET value = value + 1 WHERE key = 'generation'")
 
     def set_banned(self, node_id: bytes, now: float, *, who: str) -> None:

@@ -18,8 +18,18 @@ from pathlib import Path
 import msgpack
 
 from node.client.files import load_or_create_key, write_atomic
+from node.protocol.errors import RemoteProtocolError
 from node.protocol.identity import Identity, b64u_encode, id_text
-from node.protocol.rotation import CHAIN_MAX, STATEMENT_BYTES_MAX, build_rotation, encode_rotation, pack_chain
+from node.protocol.rotation import (
+    CHAIN_MAX,
+    STATEMENT_BYTES_MAX,
+    build_rotation,
+    decode_rotation,
+    encode_rotation,
+    pack_chain,
+)
+
+NODE_ROTATIONS_NAME = "node-key-rotations.msgpack"  # in a node's data dir, next to node.key
 
 
 def load_statements(path: Path) -> list[bytes]:
@@ -35,6 +45,17 @@ def load_statements(path: Path) -> list[bytes]:
     except Exception:
         return []
     return [i for i in items if isinstance(i, bytes)] if isinstance(items, list) else []
+
+
+def own_rotation(path: Path, key: bytes) -> bytes | None:
+    """The newest statement in `path` naming `key` as NEW (a node sends it with its registrations), if any."""
+    for raw in reversed(load_statements(path)):
+        try:
+            if decode_rotation(raw, now=float(2**53)).new == key:
+                return raw
+        except RemoteProtocolError:
+            continue
+    return None
 
 
 def rotate_key_file(path: Path, statements_path: Path, now: float) -> tuple[Identity, Identity, bytes]:

@@ -220,13 +220,16 @@ async def register_forever(
     ts_clock: TsClock | None = None,
     trust: frozenset[bytes] = frozenset(),
     peers: Callable[[], int] | None = None,
+    rot: bytes | None = None,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Register with every registry in `urls` and keep the registrations alive until cancelled.
 
     `trust`: registry keys (--trust); a registry whose list is signed by another key is not registered with.
     `on_result` hears every attempt's outcome (node/app/registration.py keeps the state for `node status`);
-    `peers()` is how many other live members the node sees, sent with every registration."""
+    `peers()` is how many other live members the node sees, sent with every registration; `rot` is the statement
+    of a node key rotation naming this node's key as NEW (`homing node rotate-key`), sent with every registration
+    so the registry moves the old key's approval."""
     if not 0 < heartbeat_s < ttl_s:
         raise ValueError(f"heartbeat_s ({heartbeat_s}) must be above 0 and below ttl_s ({ttl_s})")
     rng = rng or random.Random()
@@ -235,7 +238,9 @@ async def register_forever(
     def doc_maker(reg: bytes) -> Callable[[int], dict[str, bytes]]:
         def make_doc(t: int) -> dict[str, bytes]:
             n = peers() if peers is not None else None
-            return build_registration(identity, ws=ws, swim=swim, peer=peer, ts=t, ttl=int(ttl_s), reg=reg, peers=n)
+            return build_registration(
+                identity, ws=ws, swim=swim, peer=peer, ts=t, ttl=int(ttl_s), reg=reg, peers=n, rot=rot
+            )
 
         return make_doc
 

@@ -25,6 +25,7 @@ import attrs
 import trio
 
 from node.app.config import NodeConfig
+from node.app.keyrotation import NODE_ROTATIONS_NAME, own_rotation
 from node.app.log import Logger, get_logger
 from node.app.metrics import NodeMetrics
 from node.app.ops import OPS_LIMITS, ops_router
@@ -392,6 +393,7 @@ def _start_federation(nursery: trio.Nursery, handle: NodeHandle) -> None:
             ts_clock=handle.registry_ts,
             trust=frozenset(parse_id(k) for k in config.federation.trust),
             on_result=handle.registrations.on_result,
+            rot=own_rotation(config.data_path / NODE_ROTATIONS_NAME, handle.identity.id),
             peers=lambda: sum(1 for i in handle.live_ids() if i != handle.identity.id),
         )
     )

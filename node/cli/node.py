@@ -56,6 +56,14 @@ def register(sub: Any) -> None:
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"], help="log level (default info)")
     p.set_defaults(func=cmd_run)
 
+    p = nsub.add_parser(
+        "rotate-key",
+        help="replace node.key with a new key and a statement signed by the old one; the registry moves the "
+        "approval to the new key at the next registration (stop the node first, start it again after)",
+    )
+    p.add_argument("--data-dir", type=Path, help="the node's data dir (default: user data dir)")
+    p.set_defaults(func=cmd_rotate_key)
+
     p = nsub.add_parser("status", help="show the federation as a running node sees it")
     p.add_argument(
         "--metrics", metavar="H:P", help="the node's metrics address (default: from --data-dir, else 127.0.0.1:7403)"
@@ -92,6 +100,18 @@ def cmd_init(args: argparse.Namespace) -> int:
         print(f"kept existing {config_path}")
     print(f"{'created' if created else 'kept existing'} identity key {data_dir / KEY_FILE} (mode 0600; back it up)")
     print(f"node id: {identity.id_text}")
+    return 0
+
+
+def cmd_rotate_key(args: argparse.Namespace) -> int:
+    from node.app.keyrotation import NODE_ROTATIONS_NAME, rotate_key_file
+
+    data_dir: Path = args.data_dir or default_data_dir()
+    old, new, _ = rotate_key_file(data_dir / KEY_FILE, data_dir / NODE_ROTATIONS_NAME, time.time())
+    print(f"old node key kept as {data_dir / KEY_FILE}.retired-{old.id_text[:8]}: delete it once the registry moved")
+    print("the approval (`homing bootstrap nodes audit` shows key_rotated)")
+    print(f"statement in {data_dir / NODE_ROTATIONS_NAME}")
+    print(f"new node id: {new.id_text}")
     return 0
 
 

@@ -6,7 +6,8 @@
   `reg` the key of the registry it is meant for (a registration cannot be replayed at another registry);
   `ws` at most `REG_WS_MAX` characters, `swim`/`peer` at most `REG_ADDR_MAX` (a registry's list stays small);
   optional `peers`: how many other live members the node sees (so a registry can flag a node that is listed but
-  not federated, docs/bootstrap.md "Listed but not federated")
+  not federated, docs/bootstrap.md "Listed but not federated"); optional `rot`: an encoded key rotation statement
+  (node/protocol/rotation.py) naming this node's key as NEW, so the registry moves the OLD key's approval to it
 - leave (PURPOSE `node-leave`, signed by the node): `{"id","ts"}`
 - node card (PURPOSE `node-card`, signed by the node): `{"id","ws","ts","exp"}`, carried as
   `homing://node/<base64url(msgpack(signed document))>`; refused after `exp` (unix seconds), and refused when
@@ -41,6 +42,7 @@ from node.protocol.identity import (
     open_document,
     sign_document,
 )
+from node.protocol.rotation import decode_rotation
 
 LIST_VERSION = 1
 URL_MAX = 512
@@ -86,6 +88,7 @@ class Registration:
     ttl: int
     reg: bytes  # the registry this registration is for
     peers: int | None = None  # other live members the node sees (None: the node did not say)
+    rotated_from: bytes | None = None  # the OLD key of a verified rotation statement naming this node as NEW
 
 
 @attrs.frozen(kw_only=True, slots=True)
@@ -167,11 +170,14 @@ def open_node_list(doc: object, trusted: frozenset[bytes] | set[bytes], *, now: 
 
 
 def build_registration(
-    node: Identity, *, ws: str, swim: str, peer: str, ts: int, ttl: int, reg: bytes, peers: int | None = None
-) -> dict[str, bytes]:
+    node: Identity, *, ws: str, swim: str, peer: str, ts: int, ttl: int, reg: bytes, peers: int | None = None,
+    rot: bytes | None = None,
+) -> dict[str, bytes]:  # fmt: skip
     body: dict[str, Any] = {"id": node.id, "ws": ws, "swim": swim, "peer": peer, "ts": ts, "ttl": ttl, "reg": reg}
     if peers is not None:
         body["peers"] = peers
+    if rot is not None:
+        body["rot"] = rot
     return sign_document(node, NODE_REGISTER, body)
 
 
@@ -191,10 +197,23 @@ def open_registration(doc: object) -> Registration:
         ttl=_int(body, "ttl", 1, TTL_MAX_S),
         reg=reg_key,
         peers=_int(body, "peers", 0, NODES_MAX * 4) if "peers" in body else None,
+        rotated_from=_rotated_from(body.get("rot"), signer) if "rot" in body else None,
     )
     if reg.id != signer:
         raise RemoteProtocolError("registration is not signed by the node it registers")
     return reg
+
+
+def _rotated_from(raw: object, new: bytes) -> bytes:
+    """The OLD key of a registration's `rot` statement, verified, naming `new` as NEW (else RemoteProtocolError).
+    Whether `issued` is plausible is not checked here: the statement only moves an approval, which OLD could grant
+    by registering itself anyway."""
+    if not isinstance(raw, bytes):
+        raise RemoteProtocolError("field 'rot' must be an encoded key rotation statement")
+    rotation = decode_rotation(raw, now=float(2**53))
+    if rotation.new != new:
+        raise RemoteProtocolError("field 'rot' does not name this node's key as the new key")
+    return rotation.old
 
 
 def build_leave(node: Identity, *, ts: int) -> dict[str, bytes]:

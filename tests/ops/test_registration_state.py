@@ -28,12 +28,12 @@ class Node:
 
     def __init__(self, tmp: Path, name: str, *flags: str, toml: str = "") -> None:
         self.dir = tmp / name
-        self.dir.mkdir(parents=True)
+        self.dir.mkdir(parents=True, exist_ok=True)  # exists when a node is started again
         (self.dir / "homing-node.toml").write_text("[federation]\nheartbeat_s = 1.0\n" + toml)
         args = ["node", "run", "--data-dir", str(self.dir), "--preset", "local"]
         for flag in ("--ws", "--swim", "--peer", "--metrics"):
             args += [flag, "127.0.0.1:0"]
-        self.log = (tmp / f"{name}.log").open("w")
+        self.log = (tmp / f"{name}.log").open("a")
         self.proc = subprocess.Popen(
             homing_cmd(*args, *flags), env=homing_env(), stdout=self.log, stderr=subprocess.STDOUT
         )
