@@ -17,6 +17,7 @@ import httpx2
 import pytest
 
 from node.client.discovery.sources import followed
+from node.protocol.errors import BadSignature
 from node.protocol.identity import Identity, decode_document, id_text, parse_id
 from node.protocol.nodelist import open_node_list
 from node.protocol.rotation import build_rotation, encode_rotation, unpack_chain
@@ -58,7 +59,7 @@ def test_registry_and_node_key_rotation_end_to_end(tmp_path: Path) -> None:
             rotated_at = time.time()
             doc = decode_document(httpx2.get(f"{base}/v1/nodes", timeout=10).content)
             assert doc["key"] == new, "the running registry signs with the new key at once"
-            with pytest.raises(Exception):
+            with pytest.raises(BadSignature):
                 open_node_list(doc, {old}, now=time.time())  # old key alone does not verify the new list ...
             assert _listed(base, {old}) == {a.id, b.id}  # ... but following the statement does
             rot = httpx2.get(f"{base}/v1/rotation", headers={"Accept": "application/json"}, timeout=10).json()
