@@ -45,6 +45,11 @@ def register(sub: Any) -> None:
         "one that nodes and clients follow (docs/bootstrap.md); a running service switches at once",
     )
     _data_dir_arg(rot)
+    rot.add_argument(
+        "--compromised",
+        action="store_true",
+        help="the old key was stolen: readers stop trusting it at once instead of after the 30-day grace period",
+    )
     rot.set_defaults(func=cmd_rotate_key)
 
     run = bsub.add_parser("run", help="run the registry HTTP service")
@@ -148,7 +153,9 @@ def cmd_rotate_key(args: argparse.Namespace) -> int:
     config = _config(args)
     store = _open_store(args)
     try:
-        old, new, _ = rotate_key_file(config.key_path, config.data_dir / ROTATIONS_NAME, time.time())
+        old, new, _ = rotate_key_file(
+            config.key_path, config.data_dir / ROTATIONS_NAME, time.time(), compromised=args.compromised
+        )
         store.bump(time.time(), who=_admin_user(), action="rotate_key", subject=new.id)
     finally:
         store.close()

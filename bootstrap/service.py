@@ -126,7 +126,7 @@ class RegistryService:
         now = self.clock()
         rotations, raw = unpack_chain(pack_chain(statements), now=now)
         self.rot = pack_chain(raw) if raw else b""
-        self._old_keys = frozenset(r.old for r in rotations if now <= r.issued + GRACE_S)
+        self._old_keys = frozenset(r.old for r in rotations if now <= r.issued + GRACE_S and not r.compromised)
 
     def _last_audit_rowid(self) -> int:
         row = self.reader.db.execute("SELECT coalesce(max(rowid), 0) FROM audit").fetchone()

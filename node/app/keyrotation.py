@@ -58,13 +58,15 @@ def own_rotation(path: Path, key: bytes) -> bytes | None:
     return None
 
 
-def rotate_key_file(path: Path, statements_path: Path, now: float) -> tuple[Identity, Identity, bytes]:
-    """Rotate the key at `path`; returns (old, new, the encoded statement)."""
+def rotate_key_file(
+    path: Path, statements_path: Path, now: float, *, compromised: bool = False
+) -> tuple[Identity, Identity, bytes]:
+    """Rotate the key at `path`; returns (old, new, the encoded statement). `compromised`: readers drop OLD at once."""
     old, _ = load_or_create_key(path, create=False)
     new = Identity.generate()
     retired = path.with_name(f"{path.name}.retired-{id_text(old.id)[:8]}")
     write_atomic(retired, b64u_encode(old.seed).encode("ascii") + b"\n", mode=0o600)
-    statement = encode_rotation(build_rotation(old, new, issued=int(now)))
+    statement = encode_rotation(build_rotation(old, new, issued=int(now), compromised=compromised))
     write_atomic(statements_path, pack_chain([*load_statements(statements_path), statement]), mode=0o644)
     write_atomic(path, b64u_encode(new.seed).encode("ascii") + b"\n", mode=0o600)
     return old, new, statement

@@ -1,14 +1,15 @@
 """Key rotation statements (docs/security.md "Key rotation"), pure.
 
 A statement says "key OLD is replaced by key NEW". It is a signed document (PURPOSE `key-rotation`, signed by OLD)
-with body `{"v":1,"old","new","issued"}`, plus `sig2`: NEW's signature over the same body under PURPOSE
-`key-rotation-new` (the countersignature: NEW agrees, so no one can name someone else's key as their successor).
-The same statement serves a registry key (readers then trust NEW as well as OLD for `GRACE_S`, then only NEW)
-and a node key (the registry moves the node's approval from OLD to NEW).
+with body `{"v":1,"old","new","issued"}` (plus `"compromised": true` when OLD was stolen), and `sig2`: NEW's
+signature over the same body under PURPOSE `key-rotation-new` (the countersignature: NEW agrees, so no one can name
+someone else's key as their successor). The same statement serves a registry key (readers then trust NEW as well
+as OLD for `GRACE_S`, then only NEW) and a node key (the registry moves the node's approval from OLD to NEW).
 
 Rules for readers (`follow`):
 - a statement counts when its OLD is trusted; its NEW is then trusted too, and OLD stops being trusted once
-  `issued + grace_s` has passed (chains OLD -> NEW -> NEWER are followed, at most `CHAIN_MAX` steps);
+  `issued + grace_s` has passed, or at once when the statement says `compromised` (chains OLD -> NEW -> NEWER are
+  followed, at most `CHAIN_MAX` steps);
 - one OLD key has one successor: when several statements name the same OLD, the one the reader saw first counts
   (`pinned`: what it persisted), else the earliest `issued` (ties: the smaller NEW). A thief holding OLD can write a
   statement too; readers that already follow the honest one ignore the thief's (docs/security.md says what else).
@@ -49,11 +50,15 @@ class Rotation:
     old: bytes
     new: bytes
     issued: int  # unix seconds
+    compromised: bool = False  # OLD was stolen: readers drop it at once instead of after the grace period
 
 
-def build_rotation(old: Identity, new: Identity, *, issued: int) -> dict[str, bytes]:
+def build_rotation(old: Identity, new: Identity, *, issued: int, compromised: bool = False) -> dict[str, bytes]:
     """The statement OLD -> NEW, signed by OLD and countersigned by NEW."""
-    doc = sign_document(old, KEY_ROTATION, {"v": ROTATION_VERSION, "old": old.id, "new": new.id, "issued": issued})
+    body: dict[str, object] = {"v": ROTATION_VERSION, "old": old.id, "new": new.id, "issued": issued}
+    if compromised:
+        body["compromised"] = True
+    doc = sign_document(old, KEY_ROTATION, body)
     doc["sig2"] = new.sign(SIGN_PREFIX + KEY_ROTATION_NEW.encode("ascii") + doc["body"])
     return doc
 
@@ -78,7 +83,10 @@ def open_rotation(doc: object, *, now: float) -> Rotation:
         raise BadSignature("key rotation countersignature of the new key does not verify")
     if issued > now + CLOCK_SKEW_S:
         raise RemoteProtocolError("key rotation issued in the future")
-    return Rotation(old=old, new=new, issued=issued)
+    compromised = body.get("compromised", False)
+    if not isinstance(compromised, bool):
+        raise RemoteProtocolError("key rotation 'compromised' must be a boolean")
+    return Rotation(old=old, new=new, issued=issued, compromised=compromised)
 
 
 def encode_rotation(doc: dict[str, bytes]) -> bytes:
@@ -145,7 +153,7 @@ def follow(
                 continue
             current.add(r.new)
             nxt.append(r.new)
-            if now > r.issued + grace_s:
+            if r.compromised or now > r.issued + grace_s:
                 retired.add(r.old)
         if not nxt:
             break

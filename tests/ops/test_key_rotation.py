@@ -121,3 +121,17 @@ def test_a_statement_countersigned_by_another_key_is_not_followed() -> None:
     stolen = encode_rotation(build_rotation(old, thief, issued=2000))
     # a reader that pinned the honest statement ignores a later one from the same old key
     assert followed(frozenset([old.id]), [stolen], (honest,), 2001) == {old.id, new.id}
+
+
+def test_a_compromised_statement_drops_the_old_key_at_once_and_grace_ends() -> None:
+    old, new = Identity.generate(), Identity.generate()
+    from node.protocol.rotation import GRACE_S, open_rotation
+
+    plain = open_rotation(build_rotation(old, new, issued=1000), now=1000)
+    stolen = open_rotation(build_rotation(old, new, issued=1000, compromised=True), now=1000)
+    from node.protocol.rotation import follow
+
+    assert follow(frozenset([old.id]), [plain], 1001) == {old.id, new.id}
+    assert follow(frozenset([old.id]), [plain], 1001 + GRACE_S) == {new.id}
+    assert follow(frozenset([old.id]), [stolen], 1001) == {new.id}
+    assert follow(frozenset([new.id]), [plain], 1001) == {new.id}, "a statement never adds the OLD key"
