@@ -38,7 +38,6 @@ def _alive(node: Node, other: str) -> bool:
     return any(m["id"] == other and m["state"] == "alive" for m in node.get("/v1/members")["members"])
 
 
-@pytest.mark.slow
 def test_registry_and_node_key_rotation_end_to_end(tmp_path: Path) -> None:
     reg_dir = tmp_path / "registry"
     old = init(reg_dir)
