@@ -134,3 +134,45 @@ def test_a_compromised_statement_drops_the_old_key_at_once_and_grace_ends() -> N
     assert follow(frozenset([old.id]), [plain], 1001 + GRACE_S) == {new.id}
     assert follow(frozenset([old.id]), [stolen], 1001) == {new.id}
     assert follow(frozenset([new.id]), [plain], 1001) == {new.id}, "a statement never adds the OLD key"
+
+
+def _reg_doc(node: Identity, rot: bytes) -> dict[str, bytes]:
+    from node.protocol.nodelist import build_registration
+
+    return build_registration(node, ws="ws://127.0.0.1:1/v1/client", swim="127.0.0.1:2", peer="127.0.0.1:3", ts=1,
+                              ttl=60, reg=b"r" * 32, rot=rot)  # fmt: skip
+
+
+def test_an_approval_cannot_be_taken_with_a_statement_for_someone_else() -> None:
+    """The registry moves an approval only for a statement signed by the approved key that names the registrant."""
+    from bootstrap.registry import NodeRecord, Policy, decide_registration
+    from node.protocol.errors import RemoteProtocolError
+    from node.protocol.nodelist import open_registration
+
+    victim, heir, thief = Identity.generate(), Identity.generate(), Identity.generate()
+    honest = encode_rotation(build_rotation(victim, heir, issued=1))
+    # the thief replays the victim's honest statement (it names the heir, not the thief)
+    with pytest.raises(RemoteProtocolError, match="does not name this node"):
+        open_registration(_reg_doc(thief, honest))
+    # the thief writes its own statement naming the victim as OLD: not signed by the victim's key
+    forged = build_rotation(Identity.generate(), thief, issued=1)
+    forged["key"] = victim.id
+    with pytest.raises(RemoteProtocolError):
+        open_registration(_reg_doc(thief, encode_rotation(forged)))
+    # ... or signed by the thief's own key, with the victim as `old` in the body
+    from node.protocol.identity import SIGN_PREFIX, sign_document
+    from node.protocol.rotation import KEY_ROTATION, KEY_ROTATION_NEW
+
+    own = sign_document(thief, KEY_ROTATION, {"v": 1, "old": victim.id, "new": thief.id, "issued": 1})
+    own["sig2"] = thief.sign(SIGN_PREFIX + KEY_ROTATION_NEW.encode() + own["body"])
+    with pytest.raises(RemoteProtocolError, match="not signed by the old key"):
+        open_registration(_reg_doc(thief, encode_rotation(own)))
+    # the heir's own registration moves the approval; a banned victim bans the heir
+    reg = open_registration(_reg_doc(heir, honest))
+    assert reg.rotated_from == victim.id
+    approved = NodeRecord(id=victim.id, approved=True, first_seen=1)
+    decision = decide_registration(reg, None, now=1, policy=Policy(), registry_key=b"r" * 32, rotated_from=approved)
+    assert getattr(decision, "status", "") == "approved" and getattr(decision, "moved", False)
+    banned = NodeRecord(id=victim.id, approved=True, banned=True, first_seen=1)
+    decision = decide_registration(reg, None, now=1, policy=Policy(), registry_key=b"r" * 32, rotated_from=banned)
+    assert getattr(decision, "status", 0) == 403
