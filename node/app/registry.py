@@ -18,6 +18,8 @@
   list cap for GET /v1/nodes) and a time cap for the whole exchange (`timeout_s`): an endless or trickling
   answer costs at most the cap, then the attempt fails with a reason (`answer exceeds N bytes`, `timed out`).
 - When a registry's answer moves from `pending` to `approved` (an admin approved us), it is logged.
+- A registration sent while the node saw no other member (`peers` 0, e.g. the first one, before joining) is
+  followed by another as soon as it sees one, not a heartbeat later: the registry's "not federated" flag clears.
 HTTP client: httpx2 (dnspython's DoH dependency, so no extra package), on trio through anyio.
 """
 
@@ -27,7 +29,7 @@ import logging
 import random
 import ssl
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import attrs
@@ -234,10 +236,21 @@ async def register_forever(
         raise ValueError(f"heartbeat_s ({heartbeat_s}) must be above 0 and below ttl_s ({ttl_s})")
     rng = rng or random.Random()
     ts = ts_clock or TsClock(wall_clock)
+    alone = [False]  # the last registration said `peers: 0`
+
+    async def wait(delay: float) -> None:
+        """Sleep `delay`, but end early once a node that registered as alone sees a member."""
+        end = trio.current_time() + delay
+        while alone[0] and peers is not None and trio.current_time() < end:
+            await trio.sleep(min(1.0, end - trio.current_time()))
+            if peers() > 0:
+                return
+        await trio.sleep(max(0.0, end - trio.current_time()))
 
     def doc_maker(reg: bytes) -> Callable[[int], dict[str, bytes]]:
         def make_doc(t: int) -> dict[str, bytes]:
             n = peers() if peers is not None else None
+            alone[0] = n == 0
             return build_registration(
                 identity, ws=ws, swim=swim, peer=peer, ts=t, ttl=int(ttl_s), reg=reg, peers=n, rot=rot
             )
@@ -251,7 +264,7 @@ async def register_forever(
             nursery.start_soon(
                 _keep_registered,
                 _Target(client=client, base=url, trust=trust, timeout_s=budget_s, wall_clock=wall_clock),
-                doc_maker, ts, heartbeat_s, rng, on_result,
+                doc_maker, ts, heartbeat_s, rng, on_result, wait,
             )  # fmt: skip
         task_status.started()
 
@@ -272,6 +285,7 @@ async def _keep_registered(
     heartbeat_s: float,
     rng: random.Random,
     on_result: Callable[[Result], None] | None,
+    wait: Callable[[float], Awaitable[None]],
 ) -> None:
     backoff_s = BACKOFF_MIN_S
     was_ok = False
@@ -315,7 +329,7 @@ async def _keep_registered(
             was_ok = False
             delay = max(result.retry_after_s, min(backoff_s, heartbeat_s) * rng.uniform(0.5, 1.0))
             backoff_s = min(backoff_s * 2, heartbeat_s)
-        await trio.sleep(delay)
+        await (wait(delay) if result.ok else trio.sleep(delay))
 
 
 async def deregister(

@@ -42,7 +42,7 @@ def test_registry_and_node_key_rotation_end_to_end(tmp_path: Path) -> None:
     reg_dir = tmp_path / "registry"
     old = init(reg_dir)
     old_text = id_text(old)
-    with running(reg_dir) as (_proc, base):
+    with running(reg_dir, "--write-rate", "50") as (_proc, base):  # four nodes heartbeat every second
         flags = ("--bootstrap", base, "--trust", old_text)
         a, b = Node(tmp_path, "a", *flags), Node(tmp_path, "b", *flags)
         nodes = [a, b]

@@ -70,7 +70,7 @@ def nodes(tmp: Path, specs: dict[str, tuple[str, ...]]) -> Iterator[dict[str, No
 def test_registration_state_heartbeat_and_the_not_federated_flag(tmp_path: Path) -> None:
     reg_dir = tmp_path / "registry"
     key = id_text(init(reg_dir))
-    with running(reg_dir) as (_proc, base):
+    with running(reg_dir, "--write-rate", "50") as (_proc, base):  # four nodes heartbeat every second
         specs = {
             "a": ("--bootstrap", base, "--trust", key),
             "b": ("--bootstrap", base, "--trust", key),
