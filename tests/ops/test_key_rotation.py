@@ -24,7 +24,7 @@ from node.protocol.rotation import build_rotation, encode_rotation, unpack_chain
 from tests.bootstrap.test_cli import admin, init, running
 from tests.helpers import run_homing
 from tests.integration.procs import wait_for
-from tests.ops.test_registration_state import Node
+from tests.ops.test_registration_state import Node, approve
 
 
 def _listed(base: str, trust: set[bytes]) -> set[str]:
@@ -48,7 +48,7 @@ def test_registry_and_node_key_rotation_end_to_end(tmp_path: Path) -> None:
         nodes = [a, b]
         try:
             for n in (a, b):
-                assert admin(reg_dir, "approve", n.id).returncode == 0
+                approve(reg_dir, n.id)
             wait_for(lambda: _alive(a, b.id) and _alive(b, a.id), 30, "a and b federated")
 
             out = run_homing("bootstrap", "rotate-key", "--data-dir", str(reg_dir))
@@ -72,7 +72,7 @@ def test_registry_and_node_key_rotation_end_to_end(tmp_path: Path) -> None:
             c = Node(tmp_path, "c", *flags)
             nodes.append(c)
             wait_for(lambda: c.registration()["state"] == "pending", 20, "c registered with the new key")
-            assert admin(reg_dir, "approve", c.id).returncode == 0
+            approve(reg_dir, c.id)
             wait_for(lambda: _alive(a, c.id) and _alive(c, a.id) and _alive(c, b.id), 40, "c admitted both ways")
 
             # a client that trusts only OLD verifies the new list and keeps the statement
