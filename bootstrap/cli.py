@@ -147,7 +147,7 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 
 def cmd_rotate_key(args: argparse.Namespace) -> int:
-    from bootstrap.service import ROTATIONS_NAME
+    from bootstrap.config import ROTATIONS_NAME
     from node.app.keyrotation import rotate_key_file
 
     config = _config(args)

@@ -27,7 +27,7 @@ from typing import Any
 import attrs
 import trio
 
-from bootstrap.config import BootstrapConfig
+from bootstrap.config import ROTATIONS_NAME, BootstrapConfig
 from bootstrap.registry import Accepted, NodeRecord, Refused, build_list, decide_leave, decide_registration
 from bootstrap.store import Store
 from node.app.keyrotation import load_statements
@@ -40,7 +40,6 @@ from node.protocol.rotation import GRACE_S, pack_chain, unpack_chain
 log = logging.getLogger("homing.bootstrap")
 
 WRITE_RETRIES = 3
-ROTATIONS_NAME = "key-rotations.msgpack"
 
 
 @attrs.frozen(kw_only=True, slots=True)

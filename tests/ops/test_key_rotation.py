@@ -176,3 +176,14 @@ def test_an_approval_cannot_be_taken_with_a_statement_for_someone_else() -> None
     banned = NodeRecord(id=victim.id, approved=True, banned=True, first_seen=1)
     decision = decide_registration(reg, None, now=1, policy=Policy(), registry_key=b"r" * 32, rotated_from=banned)
     assert getattr(decision, "status", 0) == 403
+
+
+def test_a_backup_keeps_the_rotation_statements(tmp_path: Path) -> None:
+    """Moving a rotated registry to a new host (backup/restore) keeps what old-key readers need to follow it."""
+    reg_dir = tmp_path / "registry"
+    init(reg_dir)
+    assert run_homing("bootstrap", "rotate-key", "--data-dir", str(reg_dir)).returncode == 0
+    out = run_homing("bootstrap", "backup", "--data-dir", str(reg_dir), "--to", str(tmp_path / "copy"))
+    assert out.returncode == 0, out.stderr
+    copied = tmp_path / "copy" / "key-rotations.msgpack"
+    assert copied.read_bytes() == (reg_dir / "key-rotations.msgpack").read_bytes()
