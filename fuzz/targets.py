@@ -144,12 +144,14 @@ def _text(data: bytes) -> str:
 def _member(i: int, state: MemberState = MemberState.ALIVE) -> MemberInfo:
     return MemberInfo(
         id=bytes([i]) * 32, addr=(f"10.0.0.{i}", 7401), meta=encode_meta(Meta(peer_port=7402)), incarnation=i,
-        state=state,
+        state=state, sig=bytes([i]) * 64,  # seeds only: the decoders check the form, the core the signature
     )  # fmt: skip
 
 
 def _swim_messages() -> list[Any]:
-    ups = (Update(member=_member(5)), Update(member=_member(6, MemberState.SUSPECT), by=bytes([7]) * 32))
+    # a suspect/dead update is a claim: no address, meta or signature on the wire (node/protocol/wire/swim.py)
+    claim = MemberInfo(id=bytes([6]) * 32, addr=("", 0), meta=b"", incarnation=6, state=MemberState.SUSPECT)
+    ups = (Update(member=_member(5)), Update(member=claim, by=bytes([7]) * 32))
     return [
         Ping(seq=1, updates=ups), Ack(seq=2), Nack(seq=3, updates=ups[:1]), Gossip(updates=ups),
         PingReq(seq=4, target=bytes([8]) * 32, target_addr=("127.0.0.1", 7401), nack=True, updates=ups),

@@ -5,7 +5,7 @@ const browser = Object.fromEntries(
     "performance", "console", "setTimeout", "clearTimeout", "setInterval", "clearInterval", "TextEncoder", "TextDecoder",
     "DecompressionStream", "AbortController", "MediaStream", "RTCPeerConnection", "URL", "URLSearchParams", "Response",
     "globalThis", "HTMLElement", "HTMLVideoElement", "HTMLInputElement", "Event", "alert", "queueMicrotask", "process",
-    "structuredClone", "requestAnimationFrame", "Buffer", "BigInt", "prompt", "indexedDB", "IDBDatabase", "IDBObjectStore", "IDBRequest"].map((n) => [n, "readonly"]),
+    "structuredClone", "requestAnimationFrame", "Buffer", "BigInt", "prompt", "indexedDB", "IDBDatabase", "IDBObjectStore", "IDBRequest", "self", "caches", "Notification", "PushManager", "CryptoKeyPair"].map((n) => [n, "readonly"]),
 );
 
 export default [

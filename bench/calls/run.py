@@ -6,8 +6,9 @@
 For each mode, the caller page (homed on node 1) dials the callee page (homed on node 3) N times, a video call
 each time; the callee page accepts as soon as it rings; the bench waits until both pages are `connected`, reads
 the pages' performance.now() stamps (web/lib/call.js `marks`), hangs up and waits until both ended.
-`direct`: no ICE servers, host candidates on loopback. `relay`: "always relay" (iceTransportPolicy "relay")
-through a real coturn this bench starts, with REST credentials (coturn --use-auth-secret).
+`direct`: no ICE servers (the page's `ice=[]` setting), host candidates on loopback. `relay`: "always relay"
+(iceTransportPolicy "relay") through a real coturn this bench starts; the nodes carry a `[turn]` section for it and
+each page gets its REST credentials (coturn --use-auth-secret) from its node's `ice_servers`, as in a deployment.
 Headless Debian Chromium with fake media, driven through the tests' own helpers (tests/web). Every wait has a
 timeout, a failed call is recorded and the next one starts, and the whole run stops at --deadline-s.
 Results: the --out markdown and a .json next to it (docs/performance.md, "Call setup", quotes them).
@@ -39,7 +40,7 @@ from tests.helpers import REPO
 from tests.integration.procs import NodeProcess
 from tests.web.browser import CHROMIUM, WEB, Page, chromium, skip_reason
 from tests.web.conftest import start_federation
-from tests.web.turn import TURNSERVER, coturn, rest_credential
+from tests.web.turn import TURNSERVER, coturn, turn_node_config
 
 CONNECT_S = 20.0  # page → its node
 CALL_S = 30.0  # dial → both connected
@@ -144,16 +145,11 @@ def recover(a: Page, b: Page) -> None:
             print(f"  recover {page.name}: {exc}", flush=True)
 
 
-def links(mode: str, base: str, nodes: list[NodeProcess], turn: tuple[int, str] | None) -> tuple[str, str, Identity]:
+def links(mode: str, base: str, nodes: list[NodeProcess]) -> tuple[str, str, Identity]:
     alice, bob = Identity.generate(), Identity.generate()
-    extra: list[dict[str, str]] = [{}, {}]
-    if mode == "relay":
-        assert turn is not None
-        port, secret = turn
-        for slot, who in enumerate((alice, bob)):
-            username, credential = rest_credential(secret, who.id_text)
-            ice = [{"urls": [f"turn:127.0.0.1:{port}?transport=udp"], "username": username, "credential": credential}]
-            extra[slot] = {"relay": "1", "ice": json.dumps(ice)}
+    # direct: no ICE servers at all (the nodes would hand out their TURN server); relay: the node's, relay only
+    page_setting = {"relay": "1"} if mode == "relay" else {"ice": "[]"}
+    extra = [page_setting, page_setting]
     a = page_link(
         base,
         profile=f"{mode}-caller",
@@ -226,20 +222,22 @@ def run(args: argparse.Namespace, argv: list[str], tmp: Path) -> dict[str, Any]:
         "modes": {},
     }
     with ExitStack() as stack:
-        nodes = start_federation(tmp / "fed")
+        turn = None
+        extra: list[str] = []
+        if "relay" in args.modes and shutil.which(TURNSERVER):
+            turn = stack.enter_context(coturn(tmp))
+            extra = ["--config", str(turn_node_config(tmp, *turn))]
+        nodes = start_federation(tmp / "fed", 3, *extra)
         for node in nodes:
             stack.callback(node.stop)
         base = stack.enter_context(serve_web(WEB))
-        turn = None
-        if "relay" in args.modes and shutil.which(TURNSERVER):
-            turn = stack.enter_context(coturn(tmp))
         pages = (stack.enter_context(chromium(tmp, "caller")), stack.enter_context(chromium(tmp, "callee")))
         doc["clock_skew_ms"] = skew_text(*pages)
         for mode in args.modes:
             if mode == "relay" and turn is None:
                 doc["modes"][mode] = {"skipped": f"{TURNSERVER} is missing (Debian coturn)"}
                 continue
-            doc["modes"][mode] = run_mode(mode, pages, links(mode, base, nodes, turn), args, deadline)
+            doc["modes"][mode] = run_mode(mode, pages, links(mode, base, nodes), args, deadline)
     doc["loadavg_after"] = list(os.getloadavg())
     return doc
 

@@ -1,6 +1,7 @@
 // A minimal Node.js `ws` relay speaking the same protocol subset as homing's client server
 // (handshake, envelopes, deliveries with eid, receipts delivered/queued, ping/pong), for bench/relay only.
-// Usage: node ws_relay.mjs PORT   (prints "listening PORT" when ready)
+// Usage: node ws_relay.mjs PORT [PING_S]   (prints "listening PORT" when ready). With PING_S, every client is sent
+// a WebSocket ping every PING_S seconds (the usual `ws` heartbeat; bench/scale compares it with homing's keepalive).
 import crypto from "node:crypto";
 import { WebSocketServer } from "ws";
 import { decode, encode } from "@msgpack/msgpack";
@@ -44,4 +45,6 @@ wss.on("connection", (ws) => {
     const s = homes.get(client); s.delete(ws); if (s.size === 0) homes.delete(client);
   });
 });
+const pingS = Number(process.argv[3] || 0);
+if (pingS > 0) setInterval(() => { for (const ws of wss.clients) ws.ping(); }, pingS * 1000).unref();
 wss.on("listening", () => console.log(`listening ${wss.address().port}`));

@@ -18,27 +18,26 @@ import os
 import random
 import socket
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 import trio
 
 from node.app.config import NodeConfig
-from node.app.keyrotation import NODE_ROTATIONS_NAME, own_rotation
+from node.app.listrefresh import KnockRefresh, RegistryEtags
 from node.app.log import Logger, get_logger
 from node.app.metrics import NodeMetrics
 from node.app.ops import OPS_LIMITS, ops_router
-from node.app.registration import RegistrationStatus
-from node.app.registry import TsClock, deregister, register_forever
 from node.app.turn import TurnService
-from node.client.discovery import DiscoveryConfig, discover
-from node.client.files import write_json_atomic
+from node.app.vapid import load_or_create_vapid_key
+from node.client.files import write_atomic, write_json_atomic
 from node.net.clients import ClientServer
 from node.net.httpserver import serve_http
 from node.net.peerconn import fetch_card, serve_peers
 from node.net.peers import PeerLinks
-from node.net.push import PushSender, load_or_create_vapid_key
+from node.net.push import PushSender
 from node.net.relay import RelayDriver
 from node.net.sockio import Flusher
 from node.net.udp import SwimDriver
@@ -52,7 +51,13 @@ from node.protocol.relay.core import RelayCore
 from node.protocol.settings import format_hostport, parse_hostport
 from node.protocol.swim.members import LIVE
 from node.protocol.swim.protocol import MemberChanged, Swim
+from node.protocol.swim.records import RecordVerifier
 from node.protocol.wire.seed import Meta, encode_meta
+
+if TYPE_CHECKING:
+    from node.app.registration import RegistrationStatus
+    from node.app.registry import TsClock  # imports httpx2: only nodes with --bootstrap load it (issue #17)
+    from node.client.discovery.model import SignedList
 
 # SWIM/driver vocabulary -> the metric label tables of node/app/metrics.py
 PROBE_LABELS = {"ok": "ack", "indirect_ok": "indirect_ack", "failed": "failed"}
@@ -66,7 +71,7 @@ def next_epoch_ms(data_dir: Path) -> int:
     except (FileNotFoundError, ValueError):
         last = 0
     epoch = max(int(time.time() * 1000), last + 1)
-    path.write_text(f"{epoch}\n")
+    write_atomic(path, f"{epoch}\n".encode())  # fsync'd: an epoch that went back after a crash would be refused
     return epoch
 
 
@@ -110,8 +115,18 @@ class NodeHandle:
     turn: TurnService
     serving: bool = True
     shutdown_requested: trio.Event = attrs.field(factory=trio.Event)
-    registry_ts: TsClock = attrs.field(factory=lambda: TsClock(time.time))
+    _registry_ts: TsClock | None = None  # made on first use (`registry_ts`)
+    knock: KnockRefresh = attrs.field(factory=KnockRefresh)  # unadmitted ids knocking -> re-read the registries
     registrations: RegistrationStatus | None = None  # set when [federation] bootstrap names registries
+
+    @property
+    def registry_ts(self) -> TsClock:
+        """The `ts` clock of our registry documents (strictly increasing across register and deregister)."""
+        if self._registry_ts is None:
+            from node.app.registry import TsClock
+
+            self._registry_ts = TsClock(time.time)
+        return self._registry_ts
 
     def request_shutdown(self) -> None:
         self.shutdown_requested.set()
@@ -181,11 +196,18 @@ async def run_node(
     data_dir.mkdir(parents=True, exist_ok=True)
     swim_host, swim_port = parse_hostport(config.node.swim, key="node.swim")
     peer_host, peer_port = parse_hostport(config.node.peer, key="node.peer")
+    ws_host, ws_port = parse_hostport(config.node.ws, key="node.ws")
     udp = bind_udp(swim_host, swim_port)
     peer_listeners = await trio.open_tcp_listeners(peer_port, host=peer_host)
-    ports = {"ws": 0, "swim": udp.getsockname()[1], "peer": peer_listeners[0].socket.getsockname()[1], "metrics": 0}
+    ws_listeners = await trio.open_tcp_listeners(ws_port, host=ws_host or None, backlog=4096)
+    ports = {
+        "ws": ws_listeners[0].socket.getsockname()[1],
+        "swim": udp.getsockname()[1],
+        "peer": peer_listeners[0].socket.getsockname()[1],
+        "metrics": 0,
+    }
     async with trio.open_nursery() as nursery:
-        handle = await _start(nursery, config, identity, udp, peer_listeners, ports)
+        handle = await _start(nursery, config, identity, udp, Listeners(peer=peer_listeners, ws=ws_listeners), ports)
         task_status.started(handle)
         await handle.shutdown_requested.wait()
         with trio.move_on_after(config.node.shutdown_s) as budget:
@@ -200,16 +222,20 @@ async def _start(
     config: NodeConfig,
     identity: Identity,
     udp: socket.socket,
-    peer_listeners: list[trio.SocketListener],
+    listeners: Listeners,
     ports: dict[str, int],
 ) -> NodeHandle:
+    """Wire the node's parts, each given the ports it reports to (no forward references: every socket is bound
+    before this runs, so SWIM's member meta knows every port, and peer links learn addresses from SWIM)."""
     metrics = NodeMetrics()
     log = get_logger("node", node=short_id(identity.id))
     rng = random.Random(int.from_bytes(os.urandom(8), "big"))
     admission = Admission(
         self_id=identity.id, open_=config.federation.open, allow=[parse_id(a) for a in config.federation.allow]
     )
-    swim_ref: list[SwimDriver] = []
+    knock = KnockRefresh()
+    refused = _refusal_hook(metrics, knock)
+    driver = _start_swim(config, identity, udp, admission, ports, rng)
     # one flusher writes, once per scheduler batch, what clients and peer links queued in it (node/net/sockio.py)
     flusher = Flusher()
     await nursery.start(flusher.run)
@@ -217,10 +243,8 @@ async def _start(
     links = PeerLinks(
         identity,
         admit=admission.admits,
-        address_of=lambda peer: swim_ref[0].peer_address(peer) if swim_ref else None,
-        on_message=lambda peer, msg: None,
-        on_unreachable=lambda peer: None,
-        on_refused=functools.partial(metrics.packet_refused, Layer.PEER),
+        address_of=driver.peer_address,
+        on_refused=functools.partial(refused, Layer.PEER),
         limits=peer_limits,
         flusher=flusher,
     )
@@ -239,9 +263,7 @@ async def _start(
     pusher = _start_push(config, relay, metrics)
     if pusher is not None:
         await nursery.start(pusher.run)
-    links.on_message = relay.peer_frame
-    links.on_unreachable = relay.peer_unreachable
-    await nursery.start(links.run)
+    await nursery.start(links.run, relay)
     await nursery.start(relay.run)
 
     turn = TurnService(config.turn, now=trio.current_time, log=log)
@@ -253,16 +275,13 @@ async def _start(
         flusher=flusher,
         ice=turn,
     )
-    ws_host, ws_port = parse_hostport(config.node.ws, key="node.ws")
-    ports["ws"] = await nursery.start(functools.partial(clients.serve, ws_host, ws_port))
+    await nursery.start(functools.partial(clients.serve, listeners=listeners.ws))
     card_url = config.advertised_url(ports["ws"])
 
     def card() -> str:
         # signed afresh when asked (docs/discovery.md: cards expire); a plain ws:// URL is the operator's choice
         return make_card(identity, ws=card_url, ts=int(time.time()), allow_plain_ws=True)
 
-    driver = _start_swim(config, identity, udp, admission, ports, rng)
-    swim_ref.append(driver)
     handle = NodeHandle(
         identity=identity,
         config=config,
@@ -277,6 +296,7 @@ async def _start(
         metrics=metrics,
         card=card(),
         log=log,
+        knock=knock,
         turn=turn,
     )
     _hook_metrics_and_events(handle)
@@ -284,14 +304,14 @@ async def _start(
     nursery.start_soon(
         functools.partial(
             serve_peers,
-            peer_listeners,
+            listeners.peer,
             identity=identity,
             admit=admission.admits,
             on_link=links.accept,
             on_sync=driver.on_sync,
             card=card,
             limits=peer_limits,
-            on_refused=functools.partial(metrics.packet_refused, Layer.PEER),
+            on_refused=functools.partial(refused, Layer.PEER),
         )
     )
     router = ops_router(
@@ -308,6 +328,17 @@ async def _start(
     return handle
 
 
+def _refusal_hook(metrics: NodeMetrics, knock: KnockRefresh) -> Callable[[Layer, Refusal], None]:
+    """Count every refusal; an unadmitted id may be a node the registry listed since our last read: knock."""
+
+    def refused(layer: Layer, reason: Refusal) -> None:
+        metrics.packet_refused(layer, reason)
+        if reason is Refusal.UNADMITTED:
+            knock.knock()
+
+    return refused
+
+
 def _start_push(config: NodeConfig, relay: RelayDriver, metrics: NodeMetrics) -> PushSender | None:
     """The push sender with the node's VAPID key (data dir `vapid.key`, 0600), docs/operations.md "Push wake-up"."""
     if not config.push.enabled:
@@ -320,6 +351,14 @@ def _start_push(config: NodeConfig, relay: RelayDriver, metrics: NodeMetrics) ->
     )
     relay.pusher = pusher
     return pusher
+
+
+@attrs.frozen
+class Listeners:
+    """The TCP listeners bound before anything is advertised (port 0 resolved)."""
+
+    peer: list[trio.SocketListener]
+    ws: list[trio.SocketListener]
 
 
 def _start_swim(
@@ -341,6 +380,8 @@ def _start_swim(
         rng=rng,
         now=trio.current_time(),
         admit=admission.admits,
+        sign=identity.sign,
+        verifier=RecordVerifier(),
     )
     return SwimDriver(
         identity=identity, core=core, sock=udp, epoch_ms=next_epoch_ms(config.data_path), admit=admission.admits
@@ -360,7 +401,7 @@ def _hook_metrics_and_events(handle: NodeHandle) -> None:
         handle.relay.members_changed(handle.live_ids())
 
     handle.driver.on_probe = lambda result: metrics.swim_probe(PROBE_LABELS.get(result, result))
-    handle.driver.on_refused = metrics.packet_refused
+    handle.driver.on_refused = _refusal_hook(metrics, handle.knock)
     handle.driver.on_change = on_change
     handle.relay.members_changed(handle.live_ids())
 
@@ -375,6 +416,10 @@ def _start_federation(nursery: trio.Nursery, handle: NodeHandle) -> None:
         nursery.start_soon(_follow_registries, handle)
     if not fed.bootstrap:
         return
+    from node.app.keyrotation import NODE_ROTATIONS_NAME, own_rotation
+    from node.app.registration import RegistrationStatus
+    from node.app.registry import register_forever  # lazy: httpx2
+
     hb = config.federation.heartbeat_s
     handle.registrations = RegistrationStatus(fed.bootstrap, handle.metrics.registry)
     swim_host, _ = parse_hostport(config.node.swim)
@@ -413,7 +458,10 @@ async def _join_forever(driver: SwimDriver, seeds: list[tuple[str, int]], handle
 async def _follow_registries(handle: NodeHandle) -> None:
     """Find the signed node lists through the discovery chain (registries, and DoH TXT records when configured, so
     a blocked registry does not keep a node out): admit the nodes listed under a `--trust` key, and take seeds from
-    them while we have joined no one (no `--join`). Refreshes every heartbeat, sooner while failing."""
+    them while we have joined no one (no `--join`). Refreshes every heartbeat, sooner while failing, and re-reads
+    the registries at once (conditionally, rate-limited) when an unadmitted id knocks (node/app/listrefresh.py)."""
+    from node.client.discovery import DiscoveryConfig, discover  # lazy: httpx2 and dnspython (issue #17)
+
     config, log = handle.config, handle.log
     trusted = frozenset(parse_id(k) for k in config.federation.trust)
     if not trusted:
@@ -428,30 +476,62 @@ async def _follow_registries(handle: NodeHandle) -> None:
         deadline_s=5.0,  # a black-holed source must not delay the sources that answer
     )
     backoff = 1.0
+    etags = RegistryEtags()
     while True:
         result = await discover(chain)
         for error in result.errors:
             log.warning("seed_source_failed", error=error[:200])
-        # newest list per registry key only, across refreshes too (docs/discovery.md "Newest list per registry")
-        for lst in result.lists:
-            ids = (c.id for c in lst.candidates)
-            if not handle.admission.offer_list(lst.signer, issued=lst.issued, expires=lst.expires, ids=ids):
-                log.info("registry_list_older_ignored", source=lst.where[:200], issued=lst.issued)
-        if handle.admission.refresh(time.time()):
-            handle.swim.set_admit(handle.admission.admits)
-            handle.driver.poke()
-            log.info("registry_list_applied", nodes=len(handle.admission.registry_listed))
+        _offer_lists(handle, result.lists, "heartbeat")
         listed = [f for f in result.nodes if f.verified and f.swim and handle.admission.admits(f.id)]
         if not listed:
             await trio.sleep(backoff)
             backoff = min(backoff * 2, 30.0)
             continue
-        alone = all(m.id == handle.identity.id for m in handle.swim.members())
-        if alone and not config.federation.join:
-            seeds = [_seed_address(f.swim) for f in listed if f.id != handle.identity.id]
-            await handle.driver.join([s for s in seeds if s is not None])
+        await _join_if_alone(handle, {f.id: f.swim for f in listed})
         backoff = 1.0
-        await trio.sleep(min(config.federation.heartbeat_s, 60.0))
+        if await _refresh_on_knocks(handle, trusted, etags, min(config.federation.heartbeat_s, 60.0)):
+            continue  # knocked, and no registry to re-read alone: a full read (DoH)
+
+
+def _offer_lists(handle: NodeHandle, lists: Sequence[SignedList], why: str) -> bool:
+    """Offer verified lists to admission (newest list per registry key only, across refreshes too: docs/discovery.md
+    "Newest list per registry"); True when the admitted set changed (then SWIM is told at once)."""
+    for lst in lists:
+        ids = (c.id for c in lst.candidates)
+        if not handle.admission.offer_list(lst.signer, issued=lst.issued, expires=lst.expires, ids=ids):
+            handle.log.info("registry_list_older_ignored", source=lst.where[:200], issued=lst.issued)
+    if not handle.admission.refresh(time.time()):
+        return False
+    handle.swim.set_admit(handle.admission.admits)
+    handle.driver.poke()
+    handle.log.info("registry_list_applied", nodes=len(handle.admission.registry_listed), why=why)
+    return True
+
+
+async def _join_if_alone(handle: NodeHandle, listed: dict[bytes, str]) -> None:
+    """While we have joined no one (and have no `--join`), join the listed nodes (id -> SWIM address)."""
+    alone = all(m.id == handle.identity.id for m in handle.swim.members())
+    if alone and not handle.config.federation.join:
+        seeds = [_seed_address(swim) for node_id, swim in listed.items() if node_id != handle.identity.id]
+        await handle.driver.join([s for s in seeds if s is not None])
+
+
+async def _refresh_on_knocks(
+    handle: NodeHandle, trusted: frozenset[bytes], etags: RegistryEtags, seconds: float
+) -> bool:
+    """Sleep `seconds`, re-reading the registries (If-None-Match) whenever an unadmitted id knocks (rate-limited,
+    node/app/listrefresh.py). True when a knock came and there is no registry to re-read (the caller does a full
+    read, DoH included)."""
+    registries = tuple(handle.config.federation.bootstrap)
+    deadline = trio.current_time() + seconds
+    while await handle.knock.wait(max(0.0, deadline - trio.current_time())):
+        if not registries:
+            return True
+        lists = await etags.fetch_lists(registries, trusted, timeout_s=5.0)
+        if _offer_lists(handle, lists, "knock"):
+            listed = {c.id: c.swim for lst in lists for c in lst.candidates if c.verified and c.swim}
+            await _join_if_alone(handle, {i: a for i, a in listed.items() if handle.admission.admits(i)})
+    return False
 
 
 def _seed_address(text: str) -> tuple[str, int] | None:
@@ -467,7 +547,8 @@ async def _leave(handle: NodeHandle) -> None:
     handle.serving = False
     start = trio.current_time()
     log.info("leaving", clients=len(handle.relay.sessions))
-    referrals = await handle.referrals()
+    # referrals only for clients to go to: without clients, fetching cards only delays the SWIM leave (#17)
+    referrals = await handle.referrals() if handle.clients.sessions else []
     with trio.move_on_after(2.0) as goaway_scope:
         await handle.clients.shutdown(referrals)
     log.info("goaway_sent", referrals=len(referrals), complete=not goaway_scope.cancelled_caught)
@@ -488,6 +569,8 @@ async def _leave(handle: NodeHandle) -> None:
 
 
 async def _deregister_logged(handle: NodeHandle) -> None:
+    from node.app.registry import deregister  # lazy: httpx2
+
     results = await deregister(handle.identity, handle.config.federation.bootstrap, 3.0, ts_clock=handle.registry_ts)
     for result in results:
         handle.log.info("deregistered", registry=result.url, http=result.http_status, reason=result.reason or "")

@@ -8,13 +8,13 @@ secret at all clients get the STUN URLs only. The credential arithmetic is pure:
 
 from __future__ import annotations
 
-import stat
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from node.app.log import Logger
+from node.client.files import read_private_file
 from node.protocol.errors import ConfigError
 from node.protocol.settings import TurnSection
 from node.protocol.turn import IceIssuer, check_secret
@@ -25,18 +25,13 @@ SECRET_CHECK_S = 5.0  # how often (at most) a request looks at the secret file a
 
 def read_secret(path: Path) -> tuple[bytes, float]:
     """The secret in `path` (surrounding whitespace stripped) and the file's mtime. Raises ConfigError."""
+    data = read_private_file(path, what="TURN secret file", others_mask=0o027, bytes_max=4096)
     try:
-        st = path.stat()
-        mode = stat.S_IMODE(st.st_mode)
-        if mode & 0o027:
-            raise ConfigError(str(path), f"TURN secret file is open to others (mode {mode:o}); chmod 600 or 640 it")
-        data = path.read_bytes()
+        mtime = path.stat().st_mtime
     except OSError as exc:
         raise ConfigError(str(path), f"cannot read the TURN secret file: {exc.strerror or exc}") from exc
-    if len(data) > 4096:
-        raise ConfigError(str(path), "TURN secret file is too large")
     try:
-        return check_secret(data.strip()), st.st_mtime
+        return check_secret(data.strip()), mtime
     except ConfigError as exc:
         raise ConfigError(str(path), exc.reason) from exc
 

@@ -20,15 +20,21 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from bootstrap import cli as bootstrap_cli
-    from node.cli import demo
-    from node.cli import discover as cli_discover
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The whole CLI; with `command="node"` only the `node` commands, so that a running node does not import the
+    demo, discovery (httpx2, dnspython), QR code (segno) and registry modules it never uses (issue #17)."""
     from node.cli import node as cli_node
 
     parser = _Parser(prog="homing", description="homing: federated signalling for end-to-end encrypted calls")
     parser.add_argument("--version", action="version", version=f"homing {version_text()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    if command == "node":
+        cli_node.register(sub)
+        return parser
+    from bootstrap import cli as bootstrap_cli
+    from node.cli import demo
+    from node.cli import discover as cli_discover
+
     demo.register(sub)
     cli_node.register(sub)
     bootstrap_cli.register(sub)
@@ -37,7 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    words = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(words[0] if words else None)
     args = parser.parse_args(argv)
     func = getattr(args, "func", None)
     if func is None:

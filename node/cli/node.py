@@ -167,7 +167,25 @@ def cmd_run(args: argparse.Namespace) -> int:
     config = build_run_config(args)
     identity, _ = load_or_create_key(config.data_path / KEY_FILE)
     setup_logging(config.node.log_level, json=config.node.log_json)
+    raise_fd_limit(config.clients.connections_max)
     return trio.run(_run_until_signal, config, identity)
+
+
+FDS_BESIDES_CLIENTS = 1024  # peer links, listeners, files, the push sender's connections
+
+
+def raise_fd_limit(clients_max: int) -> None:
+    """Raise the soft limit on open files toward `[clients] connections_max` + a margin (at most the hard limit):
+    the common soft default of 1,024 would refuse clients long before connections_max (docs/performance.md "One
+    node at scale"; deploy/systemd sets LimitNOFILE)."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = clients_max + FDS_BESIDES_CLIENTS
+    if soft != resource.RLIM_INFINITY and soft < want:
+        target = want if hard == resource.RLIM_INFINITY else min(want, hard)
+        if target > soft:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
 
 
 async def _run_until_signal(config: NodeConfig, identity: Any) -> int:

@@ -13,16 +13,40 @@ from node.protocol.errors import ConfigError
 from node.protocol.identity import Identity, b64u_decode, b64u_encode
 
 
+def read_private_file(path: Path, *, what: str, others_mask: int = 0o077, bytes_max: int = 64 * 1024) -> bytes:
+    """The bytes of a secret file, refused when group/others may access it beyond `others_mask` (ssh's rule for
+    keys: 0o077; a secret shared with another daemon's group: 0o027) or when it is larger than `bytes_max`."""
+    try:
+        mode = stat.S_IMODE(path.stat().st_mode)
+        if mode & others_mask:
+            allowed = "600" if others_mask == 0o077 else "600 or 640"
+            raise ConfigError(str(path), f"{what} is accessible by others (mode {mode:o}); chmod {allowed} it")
+        with path.open("rb") as f:
+            data = f.read(bytes_max + 1)
+    except OSError as exc:
+        raise ConfigError(str(path), f"cannot read the {what}: {exc.strerror or exc}") from exc
+    if len(data) > bytes_max:
+        raise ConfigError(str(path), f"{what} is too large")
+    return data
+
+
+def create_private_file(path: Path, data: bytes) -> None:
+    """Create `path` with mode 0600 holding `data`; never overwrites (a second creator gets FileExistsError)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+
+
 def load_or_create_key(path: Path, *, create: bool = True) -> tuple[Identity, bool]:
     """Load the 32-byte seed at `path` (raw or base64url text), or create it with mode 0600.
 
     Returns (identity, created). Refuses a key file readable by group or others, as ssh does.
     """
     if path.exists():
-        mode = stat.S_IMODE(path.stat().st_mode)
-        if mode & 0o077:
-            raise ConfigError(str(path), f"key file is accessible by others (mode {mode:o}); chmod 600 it")
-        data = path.read_bytes().strip()
+        data = read_private_file(path, what="key file").strip()
         try:
             seed = data if len(data) == 32 else b64u_decode(data.decode("ascii"))
         except (ValueError, UnicodeDecodeError) as exc:
@@ -32,11 +56,8 @@ def load_or_create_key(path: Path, *, create: bool = True) -> tuple[Identity, bo
         return Identity.from_seed(seed), False
     if not create:
         raise ConfigError(str(path), "key file does not exist (run `homing node init` first)")
-    path.parent.mkdir(parents=True, exist_ok=True)
     ident = Identity.generate()
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(b64u_encode(ident.seed).encode("ascii") + b"\n")
+    create_private_file(path, b64u_encode(ident.seed).encode("ascii") + b"\n")
     return ident, True
 
 

@@ -218,21 +218,32 @@ class ClientServer:
 
     # --- serving -----------------------------------------------------------------------------------------
 
-    async def serve(self, host: str, port: int, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
-        listeners: list[Any] = list(await trio.open_tcp_listeners(port, host=host or None, backlog=4096))
+    async def serve(
+        self,
+        host: str = "",
+        port: int = 0,
+        *,
+        listeners: list[trio.SocketListener] | None = None,
+        task_status: Any = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Accept on `listeners` when given (bound by the caller), else bind `host:port`; reports the bound port."""
+        if listeners is None:
+            listeners = await trio.open_tcp_listeners(port, host=host or None, backlog=4096)
         self.port = listeners[0].socket.getsockname()[1]
+        host = str(listeners[0].socket.getsockname()[0])
+        accepting: list[trio.abc.Listener[Any]] = list(listeners)
         if self.ssl_context is not None:
-            listeners = [trio.SSLListener(li, self.ssl_context, https_compatible=True) for li in listeners]
+            accepting = [trio.SSLListener(li, self.ssl_context, https_compatible=True) for li in listeners]
         log.info("event=clients_listening host=%s port=%d tls=%s", host, self.port, self.ssl_context is not None)
         async with trio.open_nursery() as conns:
             if self._own_flusher:
                 await conns.start(self.flusher.run)
             with self._accept_scope:
                 async with trio.open_nursery() as accepts:
-                    for li in listeners:
+                    for li in accepting:
                         accepts.start_soon(self._accept_loop, li, conns)
                     task_status.started(self.port)
-            for li in listeners:
+            for li in accepting:
                 await trio.aclose_forcefully(li)
             await self._done.wait()
             conns.cancel_scope.cancel()

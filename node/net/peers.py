@@ -21,7 +21,7 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Protocol
 
 import attrs
 import trio
@@ -125,12 +125,29 @@ class _Conn:
     lost: bool = False  # it held frames it never wrote when it was closed
 
 
+class PeerEvents(Protocol):
+    """What peer links report to (the relay driver, node/net/relay.py); calls never block."""
+
+    def peer_frame(self, peer: bytes, frame: dict[str, Any]) -> None:
+        """A frame received on a link from `peer` (a map)."""
+
+    def peer_unreachable(self, peer: bytes) -> None:
+        """A link to `peer` broke, or could not be established, while frames were pending."""
+
+
+class _NoEvents:
+    def peer_frame(self, peer: bytes, frame: dict[str, Any]) -> None:
+        pass
+
+    def peer_unreachable(self, peer: bytes) -> None:
+        pass
+
+
 class PeerLinks:
     """Persistent relay links to other nodes, with bounded per-peer queues (the core: PeerLinkCore).
 
     `address_of(peer_id)` gives a peer's link address (from SWIM member meta) or None when it is not a live member.
-    `on_message(peer_id, msg)` is called for every frame received on a link (a map; never blocks).
-    `on_unreachable(peer_id)` is called when a link breaks or cannot be established while frames were pending.
+    `run(events)` starts the links; `events` (a PeerEvents port) hears every frame and every unreachable peer.
     """
 
     def __init__(
@@ -139,8 +156,6 @@ class PeerLinks:
         *,
         admit: Callable[[bytes], bool],
         address_of: Callable[[bytes], Address | None],
-        on_message: Callable[[bytes, dict[str, Any]], None],
-        on_unreachable: Callable[[bytes], None],
         on_refused: Callable[[Refusal], None] = lambda reason: None,
         limits: PeerLimits = DEFAULT_LIMITS,
         flusher: Flusher | None = None,
@@ -148,8 +163,7 @@ class PeerLinks:
         self.identity = identity
         self.admit = admit
         self.address_of = address_of
-        self.on_message = on_message
-        self.on_unreachable = on_unreachable
+        self._events: PeerEvents = _NoEvents()  # the port given to run()
         self.on_refused = on_refused
         self.limits = limits
         # the node shares one flusher between clients and peer links; standalone links run their own
@@ -178,7 +192,8 @@ class PeerLinks:
         """Frames queued to any peer and not yet written (graceful leave waits for these to drain)."""
         return self.core.queued_frames() + sum(c.out.frames for c in self._conns.values() if c.out.pending_bytes)
 
-    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+    async def run(self, events: PeerEvents, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        self._events = events
         async with trio.open_nursery() as nursery:
             if self._own_flusher:
                 await nursery.start(self.flusher.run)
@@ -240,7 +255,7 @@ class PeerLinks:
                         self._stage(conn, msg)
             case Deliver(peer=peer, msgs=msgs):
                 for msg in msgs:
-                    self.on_message(peer, msg)
+                    self._events.peer_frame(peer, msg)
             case Dial(link=link, peer=peer, deadline=deadline):
                 self._dials[link] = None
                 self._start(self._dial, link, peer, deadline, on_fail=lambda: self._dial_failed(link))
@@ -264,7 +279,7 @@ class PeerLinks:
                 if (conn := self._conns.get(link)) is not None:
                     conn.resume.set()
             case Unreachable(peer=peer):
-                self.on_unreachable(peer)
+                self._events.peer_unreachable(peer)
 
     def _start(self, fn: Callable[..., Awaitable[None]], *args: Any, on_fail: Callable[[], None]) -> None:
         try:

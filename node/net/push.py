@@ -22,10 +22,8 @@ import ipaddress
 import logging
 import os
 import ssl
-import stat
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -33,8 +31,6 @@ import h11
 import trio
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from node.protocol.errors import ConfigError
-from node.protocol.identity import b64u_decode, b64u_encode
 from node.protocol.relay.push import SendPush
 from node.protocol.settings import PushSection, parse_hostport
 from node.protocol.webpush import (
@@ -42,10 +38,7 @@ from node.protocol.webpush import (
     BadSubscription,
     check_endpoint,
     encrypt,
-    new_private_key,
-    private_key_from_scalar,
     public_point,
-    scalar_of,
     vapid_header,
 )
 
@@ -76,24 +69,6 @@ class Refused(Exception):
     def __init__(self, reason: str, detail: str = "") -> None:
         super().__init__(f"{reason}: {detail}")
         self.reason = reason
-
-
-def load_or_create_vapid_key(path: Path) -> ec.EllipticCurvePrivateKey:
-    """The node's VAPID key (a P-256 scalar, base64url text, mode 0600), created on first use."""
-    if path.exists():
-        mode = stat.S_IMODE(path.stat().st_mode)
-        if mode & 0o077:
-            raise ConfigError(str(path), f"key file is accessible by others (mode {mode:o}); chmod 600 it")
-        try:
-            return private_key_from_scalar(b64u_decode(path.read_text("ascii").strip()))
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise ConfigError(str(path), "not a VAPID key file") from exc
-    key = new_private_key(os.urandom)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(b64u_encode(scalar_of(key)) + "\n")
-    return key
 
 
 def address_refused(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:

@@ -21,8 +21,9 @@ from node.net.timer import CoreTimer
 from node.protocol.crypto import DatagramSealer
 from node.protocol.errors import RemoteProtocolError, TransportError
 from node.protocol.identity import ID_BYTES, Identity
+from node.protocol.ratelimit import KeyedBuckets, TokenBucket, address_key
 from node.protocol.refusals import Layer, Refusal
-from node.protocol.swim.messages import Ack
+from node.protocol.swim.messages import Ack, Refused
 from node.protocol.swim.protocol import MemberChanged, ProbeResult, PushPull, Send, StreamPing, Swim
 from node.protocol.wire import Limits
 from node.protocol.wire.seed import (
@@ -39,7 +40,14 @@ from node.protocol.wire.seed import (
 from node.protocol.wire.swim import decode_datagram, decode_push_pull, encode_datagram, encode_push_pull
 
 Address = tuple[str, int]
-WHOIS_REPLIES_PER_S = 50.0
+# WHOIS answers (docs/swim.md "Seed lookup"): each source network (address_key: /32 IPv4, /64 IPv6) gets its own
+# small budget, so a flood from some addresses cannot starve an asker elsewhere; a global cap bounds the signing
+# work (one Ed25519 signature per answer) whatever the number of sources. Answers are never larger than requests.
+WHOIS_PER_SOURCE_PER_S = 2.0
+WHOIS_PER_SOURCE_BURST = 6
+WHOIS_SOURCES_MAX = 4096
+WHOIS_REPLIES_PER_S = 200.0
+WHOIS_REPLIES_BURST = 200
 PUSH_PULL_CONCURRENCY = 4
 
 
@@ -71,8 +79,10 @@ class SwimDriver:
         self._timer = CoreTimer(tick=core.tick, next_deadline=core.next_deadline, flush=self._flush)
         self._seed_peers: dict[bytes, Address] = {}  # peer-link address of seeds, from their WHOIS meta
         self._pending_whois: dict[bytes, trio.MemorySendChannel[tuple[bytes, bytes]]] = {}
-        self._whois_tokens = WHOIS_REPLIES_PER_S
-        self._whois_last = 0.0
+        self._whois_sources: KeyedBuckets[str] = KeyedBuckets(
+            WHOIS_PER_SOURCE_PER_S, WHOIS_PER_SOURCE_BURST, WHOIS_SOURCES_MAX
+        )
+        self._whois_all = TokenBucket(WHOIS_REPLIES_PER_S, WHOIS_REPLIES_BURST, trio.current_time())
         self._pp_limit = trio.CapacityLimiter(PUSH_PULL_CONCURRENCY)
         self._nursery: trio.Nursery | None = None
 
@@ -133,6 +143,8 @@ class SwimDriver:
                 self.on_change(cmd)
             elif isinstance(cmd, ProbeResult):
                 self.on_probe(cmd.result)
+            elif isinstance(cmd, Refused):
+                self.on_refused(Layer.SWIM, cmd.refusal)
             elif isinstance(cmd, StreamPing) and self._nursery is not None:
                 self._nursery.start_soon(self._stream_ping, cmd)
 
@@ -184,7 +196,7 @@ class SwimDriver:
             except (TransportError, trio.TooSlowError):
                 self.on_refused(Layer.PEER, Refusal.MALFORMED)  # no answer in time, or the link broke
                 return
-            self.core.merge_push_pull(remote, trio.current_time())
+            self.core.merge_push_pull(remote, trio.current_time(), cmd.to_id)
             self.poke()
 
     async def _stream_ping(self, cmd: StreamPing) -> None:
@@ -199,7 +211,7 @@ class SwimDriver:
     def on_sync(self, peer_id: bytes, state: bytes, join: bool) -> bytes:
         """Server side of a push-pull (called by node/net/peers.py's listener)."""
         remote = decode_push_pull(state)
-        self.core.merge_push_pull(remote, trio.current_time())
+        self.core.merge_push_pull(remote, trio.current_time(), peer_id)
         self.poke()
         return encode_push_pull(self.core.push_pull_state())
 
@@ -208,16 +220,16 @@ class SwimDriver:
     def _answer_whois(self, data: bytes, addr: Address) -> None:
         asker, nonce = decode_whois(data)
         now = trio.current_time()
-        self._whois_tokens = min(
-            WHOIS_REPLIES_PER_S, self._whois_tokens + (now - self._whois_last) * WHOIS_REPLIES_PER_S
-        )
-        self._whois_last = now
-        if self._whois_tokens < 1:
+        # the source's own budget first: a flooding source spends its tokens, not the global ones
+        if not self._whois_sources.take(address_key(addr[0]), now) or not self._whois_all.take(now):
             self.on_refused(Layer.SWIM, Refusal.RATE_LIMITED)
             return
-        self._whois_tokens -= 1
-        me = next(m for m in self.core.members() if m.id == self.identity.id)
+        me = self.core.member(self.identity.id)
+        assert me is not None  # a core always holds itself
         reply = encode_whois_reply(self.identity, asker, nonce, me.meta)
+        if len(reply) > len(data):  # never amplify (requests are padded to WHOIS_BYTES >= any reply)
+            self.on_refused(Layer.SWIM, Refusal.OVERSIZED)
+            return
         with contextlib.suppress(OSError):
             self._raw.sendto(reply, addr)
 
@@ -273,7 +285,6 @@ class SwimDriver:
             for addr in seeds:
                 nursery.start_soon(one, addr)
         return found
-
 
 
 def _peer_address(swim_addr: Address, meta: bytes) -> Address | None:

@@ -26,8 +26,9 @@ import nacl.public
 from node.protocol import noise
 from node.protocol.errors import BadSignature, LocalProtocolError, RemoteProtocolError, Replayed, TooLarge
 from node.protocol.identity import ID_BYTES, Identity, curve25519_public
+from node.protocol.wire import DatagramKind
 
-SEALED_VERSION = 1
+SEALED_VERSION = DatagramKind.SEALED  # the datagram's first byte says what follows
 SEALED_HEADER = 1 + ID_BYTES + 8 + 8
 SEALED_OVERHEAD = SEALED_HEADER + 16
 REPLAY_WINDOW = 64

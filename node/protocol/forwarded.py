@@ -55,17 +55,25 @@ def is_trusted_proxy(peer: str, proxies: Sequence[Network]) -> bool:
     return ip is not None and _trusted(ip, proxies)
 
 
+def rightmost_untrusted(forwarded_for: str, proxies: Sequence[Network]) -> tuple[str | None, str | None]:
+    """Walk `X-Forwarded-For` right to left: (the first hop that is not a trusted proxy, or None when the walk ends
+    on trusted hops or an unreadable one; the last trusted hop seen, or None)."""
+    last: str | None = None
+    hops = [h for h in forwarded_for.split(",") if h.strip()][-FORWARDED_HOPS_MAX:]
+    for hop in reversed(hops):
+        ip = _ip(hop)
+        if ip is None:
+            return None, last
+        if not _trusted(ip, proxies):
+            return str(ip), last
+        last = str(ip)
+    return None, last
+
+
 def client_address(peer: str, forwarded_for: str | None, proxies: Sequence[Network]) -> str:
     """The client's address for a request from socket peer `peer` carrying `X-Forwarded-For: forwarded_for`."""
     current = _ip(peer)
     if current is None or not proxies or not _trusted(current, proxies) or not forwarded_for:
         return peer
-    hops = [h for h in forwarded_for.split(",") if h.strip()][-FORWARDED_HOPS_MAX:]
-    for hop in reversed(hops):
-        ip = _ip(hop)
-        if ip is None:
-            return str(current)
-        current = ip
-        if not _trusted(ip, proxies):
-            return str(ip)
-    return str(current)
+    client, last_trusted = rightmost_untrusted(forwarded_for, proxies)
+    return client or last_trusted or str(current)

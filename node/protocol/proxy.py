@@ -23,14 +23,13 @@ from typing import Final
 import attrs
 
 from node.protocol.errors import RemoteProtocolError
+from node.protocol.forwarded import Network, is_trusted_proxy, parse_networks, rightmost_untrusted
 from node.protocol.refusals import Refusal
 
 PROXY_V2_SIGNATURE: Final = b"\r\n\r\n\x00\r\nQUIT\n"
 PROXY_V2_FIXED_BYTES: Final = 16  # signature, version/command, family/protocol, length
 PROXY_V2_BYTES_MAX: Final = 16 + 512  # addresses (36 bytes for TCP6) and the TLVs a proxy adds; more is refused
-XFF_HOPS_MAX: Final = 32  # X-Forwarded-For entries read from the right; a longer chain is cut there
 
-Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 class ProxyHeaderError(RemoteProtocolError):
@@ -87,33 +86,20 @@ def proxy_v2_header(address: str, port: int, dest: str, dest_port: int) -> bytes
 
 
 class TrustedProxies:
-    """The `trusted_proxies` setting: networks whose connections may name the client's address."""
+    """The `trusted_proxies` setting: networks whose connections may name the client's address
+    (the walk itself is node/protocol/forwarded.py's, shared with the registry)."""
 
     def __init__(self, networks: Iterable[str]) -> None:
-        self.networks: tuple[Network, ...] = tuple(ipaddress.ip_network(n, strict=False) for n in networks)
+        self.networks: tuple[Network, ...] = parse_networks(networks, key="clients.trusted_proxies")
 
     def __bool__(self) -> bool:
         return bool(self.networks)
 
     def trusts(self, address: str) -> bool:
-        if not self.networks:
-            return False
-        try:
-            ip = ipaddress.ip_address(address)
-        except ValueError:
-            return False
-        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-            ip = ip.ipv4_mapped
-        return any(ip in net for net in self.networks)
+        return bool(self.networks) and is_trusted_proxy(address, self.networks)
 
     def forwarded_for(self, values: Sequence[str]) -> str | None:
-        """The client named by X-Forwarded-For header values (in header order), or None when none is usable."""
-        hops = [h.strip() for v in values for h in v.split(",")][-XFF_HOPS_MAX:]
-        for hop in reversed(hops):
-            try:
-                ip = ipaddress.ip_address(hop)
-            except ValueError:
-                return None
-            if not self.trusts(str(ip)):
-                return str(ip)
-        return None
+        """The client named by X-Forwarded-For header values (in header order), or None when none is usable
+        (only trusted hops, or an unreadable hop where a trusted proxy wrote): the caller keeps the peer's address."""
+        client, _ = rightmost_untrusted(", ".join(values), self.networks)
+        return client

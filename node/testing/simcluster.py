@@ -12,9 +12,11 @@ from typing import Any
 
 import attrs
 
+from node.protocol.identity import Identity
 from node.protocol.swim.config import LOCAL, SwimConfig
 from node.protocol.swim.messages import MemberChanged, MemberInfo, MemberState, ProbeResult
 from node.protocol.swim.protocol import Swim
+from node.protocol.swim.records import RecordVerifier, sign_record
 from node.testing.simnet import SimNet, SimNode
 
 
@@ -52,7 +54,12 @@ class SimCluster:
         self.net = SimNet(seed=seed, **net_kw)
         self.net.repro = self.repro()
         id_rng = random.Random(f"ids:{seed}")
-        self.ids: list[bytes] = [id_rng.randbytes(32) for _ in range(n)]
+        # Real node keys: every alive/left record is signed by its member and verified by the others. One
+        # verifier (with its cache) serves every core: a result does not depend on who asks, and each distinct
+        # record is then verified once per simulation instead of once per core.
+        self.keys: list[Identity] = [Identity.from_seed(id_rng.randbytes(32)) for _ in range(n)]
+        self.ids: list[bytes] = [k.id for k in self.keys]
+        self.verifier = RecordVerifier(cache_max=max(65_536, 8 * n))
         self.crashed: dict[bytes, float] = {}
         self.left: dict[bytes, float] = {}
         self.changes: list[Change] = []
@@ -62,7 +69,10 @@ class SimCluster:
             self.net.on_probe.append(self._record_probe)
         # One record per member, shared by every core's table when converged (records are immutable).
         snapshot = {
-            nid: MemberInfo(id=nid, addr=node_addr(i), meta=b"m%d" % i, incarnation=0, state=MemberState.ALIVE)
+            nid: sign_record(
+                MemberInfo(id=nid, addr=node_addr(i), meta=b"m%d" % i, incarnation=0, state=MemberState.ALIVE),
+                self.keys[i].sign,
+            )
             for i, nid in enumerate(self.ids)
         }
         admit_all = _admit_all
@@ -75,6 +85,8 @@ class SimCluster:
                 rng=random.Random(f"{seed}:{i}"),
                 now=0.0,
                 admit=admit_all,
+                sign=self.keys[i].sign,
+                verifier=self.verifier,
             )
             if converged:
                 swim.preload(snapshot, 0.0)  # steady state from the start: every table from one snapshot

@@ -28,6 +28,7 @@ from node.protocol.swim.messages import (
     MemberChanged,
     ProbeResult,
     PushPull,
+    Refused,
     Send,
     StreamPing,
     SwimMessage,
@@ -99,6 +100,7 @@ class SimNet:
         self._seq = 0
         self.on_change: list[ChangeListener] = []
         self.on_probe: list[Callable[[float, bytes, ProbeResult], None]] = []
+        self.refused: dict[str, int] = {}  # records the cores refused, by Refusal value
         self.repro = f"HOMING_SIM_SEED={seed}"
 
     # ---- building ----
@@ -114,6 +116,12 @@ class SimNet:
     def at(self, t: float, fn: Callable[[], None]) -> None:
         """Run `fn` (a test action: crash, leave, partition...) at simulated time t."""
         self._push(t, _CALL, fn)
+
+    def inject(self, src_id: bytes, src_addr: Address, dst_id: bytes, msg: SwimMessage) -> None:
+        """A datagram from outside the simulated cores (a hostile member with its own key), after one delay."""
+        dst = self.nodes[dst_id]
+        payload: Any = encode_datagram(msg) if self.codec else msg
+        self._push(self.now + self.delay(self.rng), _PACKET, (dst.index, src_id, src_addr, payload, False))
 
     def call(self, node: SimNode, fn: Callable[[Swim], None]) -> None:
         """Call into one core now (e.g. add_seed, leave) and carry out what it asks."""
@@ -203,6 +211,8 @@ class SimNet:
                     probe_listener(self.now, node.id, cmd)
             elif isinstance(cmd, StreamPing):
                 self._start_stream_ping(node, cmd)
+            elif isinstance(cmd, Refused):
+                self.refused[cmd.refusal.value] = self.refused.get(cmd.refusal.value, 0) + 1
         deadline = node.swim.next_deadline()
         if deadline != node.tick_at:
             node.tick_at = deadline
@@ -292,13 +302,14 @@ class SimNet:
         if not self._usable(dst) or not self.reachable(src.id, dst.id):
             return
         reply = self._state(dst)
-        dst.swim.merge_push_pull(decode_push_pull(state) if self.push_pull_codec else state, self.now)
+        dst.swim.merge_push_pull(decode_push_pull(state) if self.push_pull_codec else state, self.now, src.id)
         self._after(dst)
-        self._push(self.now + self.delay(self.rng), _PULL, (src_index, reply))
+        self._push(self.now + self.delay(self.rng), _PULL, (src_index, dst_index, reply))
 
-    def _pull_arrives(self, src_index: int, state: Any) -> None:
+    def _pull_arrives(self, src_index: int, dst_index: int, state: Any) -> None:
         src = self._by_index[src_index]
         if not self._usable(src):
             return
-        src.swim.merge_push_pull(decode_push_pull(state) if self.push_pull_codec else state, self.now)
+        remote = decode_push_pull(state) if self.push_pull_codec else state
+        src.swim.merge_push_pull(remote, self.now, self._by_index[dst_index].id)
         self._after(src)

@@ -59,6 +59,19 @@ class Node:
 Book = dict[bytes, Address]
 
 
+class _Events:
+    """The PeerEvents port from two functions."""
+
+    def __init__(self, frame: Callable[[bytes, dict[str, Any]], None], unreachable: Callable[[bytes], None]) -> None:
+        self.frame, self.unreachable = frame, unreachable
+
+    def peer_frame(self, peer: bytes, frame: dict[str, Any]) -> None:
+        self.frame(peer, frame)
+
+    def peer_unreachable(self, peer: bytes) -> None:
+        self.unreachable(peer)
+
+
 def _no_sync(peer: bytes, state: bytes, join: bool) -> bytes:
     raise AssertionError("no SWIM sync in these tests")
 
@@ -101,8 +114,6 @@ async def _run_node(
                     identity,
                     admit=admitted.__contains__,
                     address_of=address_of,
-                    on_message=on_message,
-                    on_unreachable=on_unreachable,
                     limits=limits,
                     flusher=flusher,
                 )
@@ -116,7 +127,7 @@ async def _run_node(
                     finally:
                         node.accept_done += 1
 
-                await nursery.start(links.run)
+                await nursery.start(links.run, _Events(on_message, on_unreachable))
                 nursery.start_soon(
                     functools.partial(
                         serve_peers,

@@ -6,18 +6,23 @@ changes nothing").
 
 from __future__ import annotations
 
+import contextlib
+import os
 import socket
 from pathlib import Path
 
+import attrs
 import trio
 
 from node.app.service import NodeHandle, run_node
 from node.protocol.crypto import DatagramSealer
 from node.protocol.identity import Identity
-from node.protocol.swim.messages import Ping
-from node.protocol.wire.seed import WHOIS_BYTES, encode_whois
+from node.protocol.swim.messages import MemberInfo, MemberState, Ping
+from node.protocol.swim.records import sign_record
+from node.protocol.wire import WIRE_VERSION, MsgType, packb
+from node.protocol.wire.seed import WHOIS_BYTES, decode_whois_reply, encode_whois
 from node.protocol.wire.swim import encode_datagram
-from tests.integration.cluster import loopback_config, refused_count, until
+from tests.integration.cluster import federation, loopback_config, refused_count, until
 
 
 def refused(h: NodeHandle, reason: str) -> float:
@@ -79,4 +84,133 @@ async def test_hostile_datagrams_change_nothing(tmp_path: Path) -> None:
         with trio.fail_after(5):
             data, _ = await sock.recvfrom(2048)
         assert data[0] == 1
+        node.request_shutdown()
+
+
+def _gossip(update: list[object]) -> bytes:
+    """A gossip datagram holding one raw update (so each lie is refused or taken on its own)."""
+    return bytes((WIRE_VERSION, MsgType.COMPOUND)) + packb({"u": [update]})
+
+
+def _record(h: NodeHandle, member: bytes) -> tuple[str, tuple[str, int], bytes] | None:
+    m = h.swim.member(member)
+    return None if m is None else (m.state.value, m.addr, m.meta)
+
+
+async def test_an_admitted_member_cannot_evict_or_rewrite_another(tmp_path: Path) -> None:
+    """#11 finding 2 on real nodes: one datagram "M is dead at incarnation 2^63-1" from an admitted key made A list M
+    dead, and M could not refute it. Now every lie about M is refused or at most makes M suspect until M refutes.
+
+    The #11 datagrams are sent in the form the code before signed records decoded (7-item updates), and the same
+    lies in today's forms (4-item claims, records signed by the wrong key)."""
+    async with federation(tmp_path, 3) as (a, m, b):
+        hostile = Identity.generate()  # an open federation: admitted
+        sealer = DatagramSealer(hostile, epoch_ms=1)
+        sock = trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        await sock.bind(("127.0.0.1", 0))
+        victim = m.identity.id
+        genuine = {h.identity.id: _record(h, victim) for h in (a, b)}
+        assert all(r is not None and r[0] == "alive" for r in genuine.values())
+        current = a.swim.member(victim)
+        assert current is not None
+        far = ("127.0.0.9", 9)
+        other = MemberInfo(id=victim, addr=far, meta=b"evil", incarnation=2**53, state=MemberState.ALIVE)
+        lies: list[list[object]] = [
+            [victim, "127.0.0.1", m.ports["swim"], b"", 2**63 - 1, 2, b""],  # #11: dead at 2^63-1 (old form)
+            [victim, far[0], far[1], b"evil", 2**63 - 1, 0, b""],  # alive elsewhere (old form, unsigned)
+            [victim, far[0], far[1], b"evil", 2**63 - 1, 3, b""],  # left (old form, unsigned)
+            [victim, 2**53, 2, hostile.id],  # dead claim at an incarnation M never signed
+            [victim, 2**53, 1, hostile.id],  # suspect claim, likewise
+            _signed_obj(sign_record(other, hostile.sign)),  # alive elsewhere, signed by the wrong key
+            _signed_obj(sign_record(attrs.evolve(other, state=MemberState.LEFT), hostile.sign)),  # left, likewise
+            _signed_obj(attrs.evolve(other, incarnation=current.incarnation + 1, sig=current.sig)),  # moved signature
+        ]
+        for lie in lies:
+            for target in (a, b):
+                await sock.sendto(sealer.seal(target.identity.id, _gossip(lie)), ("127.0.0.1", target.ports["swim"]))
+        with trio.move_on_after(3.0):  # watch: M must never be listed otherwise than alive at its own address
+            while True:
+                assert {h.identity.id: _record(h, victim) for h in (a, b)} == genuine
+                await trio.sleep(0.01)
+        assert refused(a, "forged") >= 1 and refused(b, "forged") >= 1
+
+        # a claim at M's real incarnation is allowed to make M suspect, and M refutes it within a round
+        current = a.swim.member(victim)
+        assert current is not None
+        await sock.sendto(
+            sealer.seal(a.identity.id, _gossip([victim, current.incarnation, 2, hostile.id])),
+            ("127.0.0.1", a.ports["swim"]),
+        )
+        with trio.fail_after(5.0):  # refuted (a higher incarnation), and never dead, left or moved meanwhile
+            while (seen := a.swim.member(victim)) is not None and seen.incarnation == current.incarnation:
+                for h in (a, b):
+                    rec = _record(h, victim)
+                    assert rec is not None and rec[0] in ("alive", "suspect") and rec[1:] == genuine[a.identity.id][1:]
+                await trio.sleep(0.005)
+        assert seen is not None and seen.state is MemberState.ALIVE
+        assert (seen.addr, seen.meta) == genuine[a.identity.id][1:]
+
+
+def _signed_obj(m: MemberInfo) -> list[object]:
+    return [
+        m.id,
+        m.addr[0],
+        m.addr[1],
+        m.meta,
+        m.incarnation,
+        {MemberState.ALIVE: 0, MemberState.LEFT: 3}[m.state],
+        m.sig,
+    ]
+
+
+async def test_a_whois_flood_from_other_addresses_does_not_starve_an_honest_asker(tmp_path: Path) -> None:
+    """#11 finding 8: under one shared budget a ~600/s flood left an honest asker 1 answer in 40. Now each source
+    address has its own budget (and a global cap bounds the signing work): the honest asker gets its answers."""
+    config = loopback_config(tmp_path)
+    async with trio.open_nursery() as nursery:
+        node: NodeHandle = await nursery.start(run_node, config, Identity.generate())
+        target = ("127.0.0.1", node.ports["swim"])
+        flooders = []
+        for i in range(2, 10):  # 127.0.0.2 .. 127.0.0.9: valid loopback sources
+            s = trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            await s.bind((f"127.0.0.{i}", 0))
+            flooders.append(s)
+        asker = trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        await asker.bind(("127.0.0.50", 0))
+        flood = encode_whois(Identity.generate().id, bytes(16))
+        answers: list[bytes] = []
+
+        async def flood_loop() -> None:
+            while True:  # 8 sources x 75/s = 600/s
+                for s in flooders:
+                    with contextlib.suppress(OSError):
+                        await s.sendto(flood, target)
+                await trio.sleep(1 / 75)
+
+        async def read_answers() -> None:
+            while True:
+                data, _ = await asker.recvfrom(2048)
+                answers.append(data)
+
+        async with trio.open_nursery() as inner:
+            inner.start_soon(flood_loop)
+            inner.start_soon(read_answers)
+            await trio.sleep(1.0)  # the flood is on
+            rate_limited_before = refused(node, "rate_limited")
+            me = Identity.generate()
+            nonces = [os.urandom(16) for _ in range(10)]
+            for nonce in nonces:  # one ask every 0.5 s, as a joiner retrying would
+                await asker.sendto(encode_whois(me.id, nonce), target)
+                await trio.sleep(0.5)
+            await trio.sleep(0.5)
+            inner.cancel_scope.cancel()
+        got = 0
+        for data in answers:
+            for nonce in nonces:
+                with contextlib.suppress(Exception):
+                    decode_whois_reply(data, asker=me.id, nonce=nonce)
+                    got += 1
+        assert refused(node, "rate_limited") - rate_limited_before > 100, "the flood was refused"
+        assert got >= 9, f"the honest asker got {got} answers of 10"
+        assert all(len(d) <= WHOIS_BYTES for d in answers), "answers are never larger than requests"
         node.request_shutdown()

@@ -148,7 +148,7 @@ def test_address_rule_table() -> None:
 def test_vapid_key_is_created_0600_kept_and_refused_when_readable(tmp_path: Path) -> None:
     import os
 
-    from node.net.push import load_or_create_vapid_key
+    from node.app.vapid import load_or_create_vapid_key
     from node.protocol.errors import ConfigError
 
     path = tmp_path / "vapid.key"

@@ -27,9 +27,7 @@ CLAIM_AGE_MAX_S = 600.0
 
 async def _scenario() -> None:
     node = Identity.generate()
-    links = PeerLinks(
-        node, admit=lambda p: False, address_of=lambda p: None, on_message=lambda p, m: None, on_unreachable=print
-    )
+    links = PeerLinks(node, admit=lambda p: False, address_of=lambda p: None)
     config = RelaySection(claim_age_max_s=CLAIM_AGE_MAX_S)
     core = RelayCore(node_id=node.id, config=config, rng=random.Random(1), now=trio.current_time(), sign=node.sign)
     driver = RelayDriver(core=core, links=links, metrics=NodeMetrics())

@@ -84,4 +84,4 @@ def test_forwarded_for_takes_the_rightmost_untrusted_hop() -> None:
     assert proxies.forwarded_for(["garbage, 203.0.113.9"]) == "203.0.113.9"  # the client's part is never read
     assert proxies.forwarded_for([]) is None
     long_chain = ", ".join(["10.0.0.1"] * 40)
-    assert proxies.forwarded_for([f"203.0.113.9, {long_chain}"]) is None  # at most XFF_HOPS_MAX hops are read
+    assert proxies.forwarded_for([f"203.0.113.9, {long_chain}"]) is None  # at most FORWARDED_HOPS_MAX hops are read

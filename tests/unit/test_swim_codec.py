@@ -37,21 +37,26 @@ from node.protocol.wire.swim import (
 
 ids = st.binary(min_size=32, max_size=32)
 addrs = st.tuples(st.text(max_size=40), st.integers(0, 65535))
+CLAIMS = (MemberState.SUSPECT, MemberState.DEAD)
 members = st.builds(
     MemberInfo,
     id=ids,
     addr=addrs,
     meta=st.binary(max_size=256),
-    incarnation=st.integers(0, 2**63 - 1),
+    incarnation=st.integers(0, 2**53),
     state=st.sampled_from(MemberState),
+    sig=st.binary(min_size=64, max_size=64),
 )
 
 
 @st.composite
 def updates(draw: st.DrawFn) -> Update:
+    """Alive/left records travel whole (signed); suspect/dead claims as (id, incarnation, state, accuser)."""
     m = draw(members)
-    by = draw(ids) if m.state is MemberState.SUSPECT else b""
-    return Update(member=m, by=by)
+    if m.state in CLAIMS:
+        claim = MemberInfo(id=m.id, addr=("", 0), meta=b"", incarnation=m.incarnation, state=m.state)
+        return Update(member=claim, by=draw(st.one_of(ids, st.just(b""))))
+    return Update(member=m)
 
 
 upd_lists = st.lists(updates(), max_size=4).map(tuple)
@@ -94,10 +99,10 @@ def test_budget_filled_datagram_fits() -> None:
                 id=bytes([i]) * 32,
                 addr=("x" * 253, 65535),
                 meta=b"m" * 256,
-                incarnation=2**63 - 1,
-                state=MemberState.SUSPECT,
+                incarnation=2**53,
+                state=MemberState.ALIVE,
+                sig=b"s" * 64,
             ),
-            by=b"b" * 32,
         )
         for i in range(20)
     ]
@@ -118,7 +123,8 @@ def raw(msg_type: int, body: object, version: int = WIRE_VERSION) -> bytes:
     return bytes((version, msg_type)) + msgpack.packb(body, use_bin_type=True)
 
 
-GOOD_MEMBER = [b"i" * 32, "10.0.0.1", 7401, b"meta", 3, 0, b""]
+GOOD_MEMBER = [b"i" * 32, "10.0.0.1", 7401, b"meta", 3, 0, b"s" * 64]
+GOOD_CLAIM = [b"i" * 32, 3, 1, b"b" * 32]
 
 
 @pytest.mark.parametrize(
@@ -150,8 +156,15 @@ GOOD_MEMBER = [b"i" * 32, "10.0.0.1", 7401, b"meta", 3, 0, b""]
             raw(MsgType.COMPOUND, {"u": [[*GOOD_MEMBER[:3], b"m" * (META_MAX + 1), *GOOD_MEMBER[4:]]]}),
         ),
         ("update inc float", raw(MsgType.COMPOUND, {"u": [[*GOOD_MEMBER[:4], 1.5, *GOOD_MEMBER[5:]]]})),
-        ("update state 9", raw(MsgType.COMPOUND, {"u": [[*GOOD_MEMBER[:5], 9, b""]]})),
-        ("update by short", raw(MsgType.COMPOUND, {"u": [[*GOOD_MEMBER[:6], b"b"]]})),
+        ("update state 9", raw(MsgType.COMPOUND, {"u": [[*GOOD_MEMBER[:5], 9, b"s" * 64]]})),
+        ("update sig short", raw(MsgType.COMPOUND, {"u": [[*GOOD_MEMBER[:6], b"s" * 63]]})),
+        ("update unsigned", raw(MsgType.COMPOUND, {"u": [[*GOOD_MEMBER[:6], b""]]})),
+        ("update inc above 2^53", raw(MsgType.COMPOUND, {"u": [[*GOOD_MEMBER[:4], 2**53 + 1, *GOOD_MEMBER[5:]]]})),
+        ("inc 2^63-1 (issue #11)", raw(MsgType.COMPOUND, {"u": [[GOOD_CLAIM[0], 2**63 - 1, 2, b""]]})),
+        ("claim by short", raw(MsgType.COMPOUND, {"u": [[*GOOD_CLAIM[:3], b"b"]]})),
+        ("claim of alive", raw(MsgType.COMPOUND, {"u": [[GOOD_CLAIM[0], 3, 0, b""]]})),
+        ("claim of left", raw(MsgType.COMPOUND, {"u": [[GOOD_CLAIM[0], 3, 3, b""]]})),
+        ("suspect as a record", raw(MsgType.COMPOUND, {"u": [[*GOOD_MEMBER[:5], 1, b"s" * 64]]})),
         ("ping-req nack not bool", raw(MsgType.PING_REQ, {"s": 1, "t": b"t" * 32, "h": "h", "p": 1, "n": 1, "u": []})),
         ("ping-req target short", raw(MsgType.PING_REQ, {"s": 1, "t": b"t", "h": "h", "p": 1, "n": True, "u": []})),
         ("ping-req port str", raw(MsgType.PING_REQ, {"s": 1, "t": b"t" * 32, "h": "h", "p": "1", "n": True, "u": []})),
@@ -173,7 +186,11 @@ def test_every_truncation_is_refused() -> None:
         target=b"t" * 32,
         target_addr=("10.0.0.9", 7401),
         updates=(
-            Update(member=MemberInfo(id=b"i" * 32, addr=("a", 1), meta=b"m", incarnation=1, state=MemberState.ALIVE)),
+            Update(
+                member=MemberInfo(
+                    id=b"i" * 32, addr=("a", 1), meta=b"m", incarnation=1, state=MemberState.ALIVE, sig=b"s" * 64
+                )
+            ),
         ),
     )
     data = encode_datagram(msg)
@@ -205,7 +222,8 @@ def test_random_body_after_valid_header(body: bytes) -> None:
         raw(MsgType.PUSH_PULL, {"m": []}, version=9),
         raw(MsgType.PUSH_PULL, {"m": {}}),
         raw(MsgType.PUSH_PULL, {"x": []}),
-        raw(MsgType.PUSH_PULL, {"m": [[*GOOD_MEMBER[:5], 1, b"b" * 32]]}),  # an accuser in a state
+        raw(MsgType.PUSH_PULL, {"m": [[*GOOD_MEMBER[:5], 1, b""]]}),  # a suspect without the signature
+        raw(MsgType.PUSH_PULL, {"m": [GOOD_CLAIM]}),  # a claim is no state record
         raw(MsgType.PUSH_PULL, {"m": [GOOD_MEMBER[:3]]}),
         bytes((WIRE_VERSION, MsgType.PUSH_PULL)) + b"\x00" * (Limits.PUSH_PULL_MAX),
     ],
@@ -218,7 +236,12 @@ def test_malformed_push_pull(data: bytes) -> None:
 def test_push_pull_of_many_members_fits() -> None:
     ms = tuple(
         MemberInfo(
-            id=i.to_bytes(32, "big"), addr=("10.0.0.1", 7401), meta=b"m" * 64, incarnation=i, state=MemberState.ALIVE
+            id=i.to_bytes(32, "big"),
+            addr=("10.0.0.1", 7401),
+            meta=b"m" * 64,
+            incarnation=i,
+            state=MemberState.ALIVE,
+            sig=bytes(64),
         )
         for i in range(10_000)
     )
@@ -241,6 +264,7 @@ def test_push_pull_is_compressed_and_a_zip_bomb_is_refused() -> None:
                 meta=b"ws://127.0.0.1/v1/client" * 2,
                 incarnation=1,
                 state=MemberState.ALIVE,
+                sig=bytes([i]) * 64,
             )
             for i in range(30)
         )

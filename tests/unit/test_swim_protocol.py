@@ -37,8 +37,7 @@ CFG = attrs.evolve(LOCAL, push_pull_interval_s=1000.0, reconnect_interval_s=1000
 Drop = Callable[[bytes, bytes, SwimMessage], bool]
 
 
-def nid(i: int) -> bytes:
-    return bytes([i]) * 32
+from node.testing.keys import VERIFIER, key, nid, signed  # noqa: E402
 
 
 class Wire:
@@ -53,6 +52,8 @@ class Wire:
                 rng=random.Random(seed * 100 + i),
                 now=0.0,
                 admit=lambda x: admit(x),
+                sign=key(i).sign,
+                verifier=VERIFIER,
             )
             for i in range(1, n + 1)
         }
@@ -83,8 +84,8 @@ class Wire:
                     if dst is not None and not self.drop(cid, cmd.to_id, Gossip()):  # a TCP link, same fate
                         src = self.cores[cid]
                         reply = dst.push_pull_state()
-                        dst.merge_push_pull(src.push_pull_state(), self.now)
-                        src.merge_push_pull(reply, self.now)
+                        dst.merge_push_pull(src.push_pull_state(), self.now, cid)
+                        src.merge_push_pull(reply, self.now, cmd.to_id)
         raise AssertionError("cores never went quiet")
 
     def advance(self, seconds: float, *, step: float | None = None) -> None:
@@ -131,8 +132,8 @@ def test_join_through_a_seed_converges() -> None:
         assert {m.id: m.state for m in w.core(i).members()} == {nid(1): A, nid(2): A, nid(3): A}
     joins = [c for c in w.commands(1, MemberChanged) if c.previous is None]
     assert {c.member.id for c in joins} == {nid(2), nid(3)}
-    assert w.core(1).member(nid(2)) == MemberInfo(
-        id=nid(2), addr=("10.0.0.2", 7401), meta=b"m2", incarnation=0, state=A
+    assert w.core(1).member(nid(2)) == signed(
+        MemberInfo(id=nid(2), addr=("10.0.0.2", 7401), meta=b"m2", incarnation=0, state=A)
     )
 
 
@@ -275,7 +276,8 @@ def test_members_max_bounds_the_table() -> None:
     cfg = attrs.evolve(CFG, members_max=3)
     w = Wire(1, config=cfg)
     ups = tuple(
-        Update(member=MemberInfo(id=nid(i), addr=("h", i), meta=b"", incarnation=0, state=A)) for i in range(10, 20)
+        Update(member=signed(MemberInfo(id=nid(i), addr=("h", i), meta=b"", incarnation=0, state=A)))
+        for i in range(10, 20)
     )
     w.core(1).receive(nid(10), ("h", 10), Gossip(updates=ups), 0.0)
     assert len(w.core(1).members()) == 3
@@ -285,8 +287,8 @@ def test_members_max_bounds_the_table() -> None:
 def test_piggyback_fills_datagrams_within_budget() -> None:
     w = Wire(1)
     ups = tuple(
-        Update(member=MemberInfo(id=i.to_bytes(32, "big"), addr=("h" * 40, i), meta=b"m" * 200, incarnation=0, state=A))
-        for i in range(1, 40)
+        Update(member=signed(MemberInfo(id=nid(i), addr=("h" * 40, i), meta=b"m" * 200, incarnation=0, state=A)))
+        for i in range(10, 50)
     )
     w.core(1).receive(ups[0].member.id, ("h", 1), Gossip(updates=ups), 0.0)
     w.core(1).drain()
@@ -302,9 +304,26 @@ def test_a_restarted_member_refutes_its_own_death() -> None:
     w.join_all()
     old = w.core(2).member(nid(2))
     assert old is not None
-    dead = Update(member=attrs.evolve(old, incarnation=7, state=D))
-    w.core(2).receive(nid(1), ("10.0.0.1", 7401), Gossip(updates=(dead,)), w.now)
-    assert w.core(2).member(nid(2)) == attrs.evolve(old, incarnation=8)
+    # what others hold of it: its own signed record from before the restart (incarnation 7), declared dead
+    earlier_life = signed(attrs.evolve(old, incarnation=7, addr=("10.9.9.9", 1)))
+    w.core(2).receive(nid(1), ("10.0.0.1", 7401), Gossip(updates=(Update(member=earlier_life),)), w.now)
+    assert w.core(2).member(nid(2)) == signed(attrs.evolve(old, incarnation=8))
+
+
+def test_a_claim_at_an_incarnation_the_member_never_signed_changes_nothing() -> None:
+    """#11 finding 2: 'dead at incarnation 2^63-1' made a member dead for good. Now such a claim is refused by the
+    member and by everyone else (they hold no record the member signed at that incarnation)."""
+    w = Wire(3)
+    w.join_all()
+    m2 = w.core(2).member(nid(2))
+    assert m2 is not None
+    for claim in (attrs.evolve(m2, incarnation=2**53, state=D), attrs.evolve(m2, incarnation=2**53, state=S)):
+        for observer in (1, 2, 3):
+            w.core(observer).receive(nid(3), ("10.0.0.3", 7401), Gossip(updates=(Update(member=claim),)), w.now)
+    w.flush()
+    assert [w.state(i, 2) for i in (1, 2, 3)] == [A, A, A]
+    assert w.core(2).member(nid(2)) == m2  # no refutation needed, no incarnation jump
+    assert w.core(1).stats.claims_unsigned == 2 and w.core(2).stats.claims_unsigned == 2
 
 
 @pytest.mark.parametrize("seed", [1, 2])

@@ -13,16 +13,13 @@ from node.protocol.swim.members import MemberTable, ProbeRing
 from node.protocol.swim.messages import Ack, MemberInfo, MemberState, Ping, PushPullState, Send
 from node.protocol.swim.protocol import Swim
 from node.protocol.swim.suspicion import Suspicion, Suspicions
+from node.testing.keys import VERIFIER, key, nid, signed
 
 A, S, D = MemberState.ALIVE, MemberState.SUSPECT, MemberState.DEAD
 
 
-def nid(i: int) -> bytes:
-    return i.to_bytes(32, "big")
-
-
 def info(i: int, state: MemberState = A, inc: int = 0) -> MemberInfo:
-    return MemberInfo(id=nid(i), addr=(f"10.0.0.{i}", 7401), meta=b"m%d" % i, incarnation=inc, state=state)
+    return signed(MemberInfo(id=nid(i), addr=(f"10.0.0.{i}", 7401), meta=b"m%d" % i, incarnation=inc, state=state))
 
 
 def core(i: int = 0, *, seed: int = 1, admit: object = None) -> Swim:
@@ -34,6 +31,8 @@ def core(i: int = 0, *, seed: int = 1, admit: object = None) -> Swim:
         rng=random.Random(seed),
         now=0.0,
         admit=(lambda _m: True) if admit is None else admit,  # type: ignore[arg-type]
+        sign=key(i).sign,
+        verifier=VERIFIER,
     )
 
 
@@ -42,7 +41,7 @@ SNAPSHOT = {nid(i): info(i) for i in range(50)}
 
 def test_preload_gives_the_table_a_push_pull_merge_gives() -> None:
     merged, loaded = core(), core()
-    merged.merge_push_pull(PushPullState(members=tuple(SNAPSHOT.values())), 0.0)
+    merged.merge_push_pull(PushPullState(members=tuple(SNAPSHOT.values())), 0.0, nid(1))
     loaded.preload(SNAPSHOT, 0.0)
     assert loaded.members() == merged.members()
     assert loaded.member(nid(7)) is SNAPSHOT[nid(7)]  # shared, not copied
@@ -75,7 +74,17 @@ def test_preload_refuses_what_a_converged_start_cannot_be() -> None:
     with pytest.raises(ValueError, match="admitted"):
         core(admit=lambda m: m != nid(3)).preload(SNAPSHOT, 0.0)
     cfg = attrs.evolve(LOCAL, members_max=10)
-    small = Swim(self_id=nid(0), addr=("h", 1), meta=b"", config=cfg, rng=random.Random(1), now=0.0, admit=bool)
+    small = Swim(
+        self_id=nid(0),
+        addr=("h", 1),
+        meta=b"",
+        config=cfg,
+        rng=random.Random(1),
+        now=0.0,
+        admit=bool,
+        sign=key(0).sign,
+        verifier=VERIFIER,
+    )
     with pytest.raises(ValueError, match="members_max"):
         small.preload(SNAPSHOT, 0.0)
     seeded = core()
@@ -87,7 +96,7 @@ def test_preload_refuses_what_a_converged_start_cannot_be() -> None:
 def test_preloaded_member_changes_like_any_other() -> None:
     c = core()
     c.preload(SNAPSHOT, 0.0)
-    c.merge_push_pull(PushPullState(members=(info(5, D, inc=1),)), 3.0)  # a remote DEAD arrives as SUSPECT
+    c.merge_push_pull(PushPullState(members=(info(5, D, inc=1),)), 3.0, nid(6))  # a remote DEAD arrives as SUSPECT
     assert c.member(nid(5)) == info(5, S, inc=1)
     while c.next_deadline() < 3.0 + LOCAL.suspicion_max_s(50):
         c.tick(c.next_deadline())
@@ -117,7 +126,7 @@ def test_ring_preload_shuffles_and_discard_of_absent_is_a_no_op() -> None:
     ids = [nid(i) for i in range(20)]
     ring.preload(ids, random.Random(4))
     first = [ring.next(random.Random(5)) for _ in range(20)]
-    assert sorted(first) == ids and first != ids  # type: ignore[type-var]
+    assert sorted(first) == sorted(ids) and first != ids  # type: ignore[type-var]
     ring.discard(nid(99))
     assert len(ring) == 20
     with pytest.raises(ValueError, match="empty"):
@@ -141,8 +150,11 @@ def test_suspicions_earliest_and_due_follow_starts_confirmations_and_ends() -> N
     alive = {i for i in range(200) if i % 2 == 0}
     expect = {i: timers.get(nid(i)).deadline() for i in alive}  # type: ignore[union-attr]
     assert timers.earliest() == min(expect.values())
-    assert len(timers._heap) <= 2 * len(timers) + 65  # bounded
+    assert len(timers._heap._heap) <= 2 * len(timers) + 65  # bounded
     now = 60.0
-    assert timers.due(now) == [nid(i) for i in sorted(alive) if expect[i] <= now]  # insertion order
+    due = sorted((expect[i], i) for i in alive if expect[i] <= now)
+    assert timers.due(now) == [nid(i) for _, i in due]  # earliest first
+    for _, i in due:
+        timers.pop(nid(i))
     timers.start(nid(0), sus(100.0))  # a new suspicion replaces the old one: its old deadline is stale
-    assert timers.earliest() == min(v for i, v in expect.items() if i != 0)
+    assert timers.earliest() == min(v for i, v in expect.items() if i != 0 and v > now)

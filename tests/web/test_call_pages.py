@@ -5,7 +5,6 @@ Each test is hard-time-bounded (pytest-timeout) and polls the pages' `window.hom
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
@@ -94,37 +93,45 @@ def test_two_pages_on_different_nodes_call_connect_media_flows_hangup_ends_both(
         assert va["callReason"] == "hangup" and vb["callReason"] == "hangup", (va, vb)
 
 
-@pytest.mark.timeout(150)
-def test_always_relay_goes_through_a_real_coturn_on_both_sides(
-    tmp_path: Path, web_base: str, federation3: list[NodeProcess]
-) -> None:
-    from tests.web.turn import coturn, rest_credential
+@pytest.mark.timeout(180)
+def test_always_relay_goes_through_a_real_coturn_with_credentials_from_the_node(tmp_path: Path, web_base: str) -> None:
+    """The nodes carry a `[turn]` section (this coturn's URL and secret file); the pages get no ICE servers from the
+    test: each asks its node (`ice_servers`), and the call's selected pair is `relay` on both sides."""
+    from tests.web.conftest import start_federation
+    from tests.web.turn import allocations_by, coturn, turn_node_config
 
     alice, bob = Identity.generate(), Identity.generate()
     with coturn(tmp_path) as (port, secret):
-        # TODO(issue 12): the node's {"t":"ice_servers"} with [turn] config is being built on another branch; until
-        # it is merged, the test hands each page the REST credential the node would issue, through the `ice` setting.
-        def ice(who: Identity) -> str:
-            username, credential = rest_credential(secret, who.id_text)
-            urls = [f"turn:127.0.0.1:{port}?transport=udp"]
-            return json.dumps([{"urls": urls, "username": username, "credential": credential}])
-
-        with chromium(tmp_path, "alice") as a, chromium(tmp_path, "bob") as b:
-            a.open(_link(web_base, "alice", alice, federation3[0], {"bob": bob}, relay="1", ice=ice(alice)))
-            b.open(_link(web_base, "bob", bob, federation3[1], {"alice": alice}, relay="1", ice=ice(bob)))
-            for page in (a, b):
-                page.wait(lambda v: v["conn"] == "connected", CONNECT_S, "connected to its node")
-            _dial(a, bob)
-            b.wait(lambda v: v["callState"] == "incoming", RING_S, "the incoming call")
-            b.click("accept")
-            for page in (a, b):
-                page.wait(lambda v: v["callState"] == "connected", MEDIA_S, "connected")
-            _media_flows(a, b)
-            for page in (a, b):
-                s = page.stats()
-                assert s["local"] == "relay" and s["remote"] == "relay", (page.name, s)
-            a.click("hangup")
-            b.wait(lambda v: v["callState"] == "ended", RING_S, "ended")
+        nodes = start_federation(tmp_path / "fed", 2, "--config", str(turn_node_config(tmp_path, port, secret)))
+        try:
+            with chromium(tmp_path, "alice") as a, chromium(tmp_path, "bob") as b:
+                a.open(_link(web_base, "alice", alice, nodes[0], {"bob": bob}, relay="1"))
+                b.open(_link(web_base, "bob", bob, nodes[1], {"alice": alice}, relay="1"))
+                for page in (a, b):
+                    page.wait(lambda v: v["conn"] == "connected", CONNECT_S, "connected to its node")
+                _dial(a, bob)
+                b.wait(lambda v: v["callState"] == "incoming", RING_S, "the incoming call")
+                b.click("accept")
+                for page in (a, b):
+                    page.wait(lambda v: v["callState"] == "connected", MEDIA_S, "connected")
+                _media_flows(a, b)
+                for page in (a, b):
+                    s = page.stats()
+                    assert s["local"] == "relay" and s["remote"] == "relay", (page.name, s)
+                    ice = page.js("return window.homing.call.ice")
+                    assert ice == {
+                        "from": "node",
+                        "urls": [f"turn:127.0.0.1:{port}?transport=udp"],
+                        "withCredential": True,
+                    }, (page.name, ice)
+                a.click("hangup")
+                b.wait(lambda v: v["callState"] == "ended", RING_S, "ended")
+        finally:
+            for node in nodes:
+                node.stop()
+    # coturn allocated for usernames `<expiry>:<page id>`: credentials the nodes issued to these very clients
+    for who in (alice, bob):
+        assert allocations_by(tmp_path, who.id_text) >= 1, (tmp_path / "turnserver.log").read_text()[-3000:]
 
 
 @pytest.mark.timeout(150)

@@ -1,10 +1,9 @@
-"""A real coturn on loopback for the browser tests (Debian `coturn`), with coturn's REST-API credential scheme."""
+"""A real coturn on loopback for the browser tests (Debian `coturn`), REST-API credentials (`use-auth-secret`) that
+the nodes issue from their `[turn]` section (docs/client-protocol.md, "ICE servers")."""
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
+import json
 import secrets
 import shutil
 import socket
@@ -18,17 +17,41 @@ TURNSERVER = "/usr/bin/turnserver"
 
 
 def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+    """A loopback port free for both UDP and TCP (coturn listens on both; other tests share the machine)."""
+    for _ in range(50):
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
+            u.bind(("127.0.0.1", 0))
+            port: int = u.getsockname()[1]
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as t:
+                try:
+                    t.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+                return port
+    raise RuntimeError("no loopback port free for both UDP and TCP")
 
 
-def rest_credential(secret: str, user: str, ttl_s: int = 3600) -> tuple[str, str]:
-    """username `<expiry>:<user>`, credential base64(HMAC-SHA1(secret, username)) (coturn --use-auth-secret)."""
-    username = f"{int(time.time()) + ttl_s}:{user}"
-    digest = hmac.new(secret.encode(), username.encode(), hashlib.sha1).digest()
-    return username, base64.b64encode(digest).decode()
+def turn_node_config(tmp: Path, port: int, secret: str) -> Path:
+    """A homing-node.toml whose `[turn]` section points at this coturn and its secret (docs/configuration.md): nodes
+    started with `--config` on it hand their clients REST credentials in `ice_servers`."""
+    secret_file = tmp / "turn-secret"
+    secret_file.write_text(secret + "\n")
+    secret_file.chmod(0o600)
+    conf = tmp / "turn-node.toml"
+    conf.write_text(
+        "[turn]\n"
+        f'urls = ["turn:127.0.0.1:{port}?transport=udp"]\n'
+        f"secret_file = {json.dumps(str(secret_file))}\n"
+        'realm = "homing.test"\n'
+    )
+    return conf
+
+
+def allocations_by(tmp: Path, user_suffix: str) -> int:
+    """How many TURN allocations coturn's log shows for usernames ending in `:<user_suffix>` (a client id)."""
+    log = tmp / "turnserver.log"
+    text = log.read_text(errors="replace") if log.exists() else ""
+    return sum(1 for line in text.splitlines() if f":{user_suffix}>" in line and "ALLOCATE processed, success" in line)
 
 
 @contextmanager
@@ -60,6 +83,7 @@ def coturn(tmp: Path) -> Iterator[tuple[int, str]]:
                 f"pidfile={tmp / 'turnserver.pid'}",
                 f"log-file={tmp / 'turnserver.log'}",
                 "simple-log",
+                "verbose",  # session lines: who allocated (the REST username carries the client id)
                 "",
             ]
         )

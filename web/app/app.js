@@ -7,6 +7,7 @@ import { Phone } from "../lib/call.js";
 import { ContactBook, contactLink, parseContact } from "../lib/contacts.js";
 import { DiscoveryCache } from "../lib/discovery.js";
 import { Identity } from "../lib/identity.js";
+import { subscribePush } from "../lib/push.js";
 import { Session } from "../lib/session.js";
 import { loadIdentity, saveIdentity } from "./store.js";
 
@@ -31,6 +32,10 @@ const view = {
   connHistory: /** @type {string[]} */ ([]),
   /** Bodies the e2ee layer refused (tampered, replayed, not for this device): dropped, listed here. */
   refused: /** @type {string[]} */ ([]),
+  /** Push wake-ups: the PushClient's status (state, detail, vapid, endpoint, probed). @type {any} */
+  push: { state: "off", detail: "" },
+  /** Wake-up pushes the service worker told this page about. */
+  wakes: 0,
   async stats() {
     return view.call ? view.call.stats() : null;
   },
@@ -209,7 +214,43 @@ async function main() {
       showError(e instanceof Error ? e.message : String(e));
     }
   };
+  bindPush(session);
   session.start();
+}
+
+/** The "Wake me for calls" setting: Web Push through app/sw.js (docs/web.md, "Push wake-ups"). @param {Session} session */
+function bindPush(session) {
+  const box = /** @type {HTMLInputElement} */ ($("push-wake"));
+  /** @type {import("../lib/push.js").PushClient | null} */
+  let client = null;
+  /** @param {any} status */
+  const show = (status) => {
+    view.push = { ...status };
+    $("push-state").textContent = status.state === "failed" ? `push: ${status.detail}` : status.state === "off" ? "" : `push: ${status.state}`;
+  };
+  const enable = async () => {
+    if (!("serviceWorker" in navigator) || !("PushManager" in window)) return show({ state: "failed", detail: "this browser has no Web Push" });
+    const perm = Notification.permission === "granted" ? "granted" : await Notification.requestPermission();
+    if (perm !== "granted") return show({ state: "failed", detail: `notification permission ${perm}` });
+    navigator.serviceWorker.onmessage = (ev) => {
+      if (ev.data?.t !== "wake") return;
+      view.wakes++;
+      session.kick(); // a call is waiting: connect now if we were between attempts
+    };
+    if (client) return void (await client.enable());
+    show({ state: "registering", detail: "" });
+    client = await subscribePush(session, { serviceWorkerUrl: new URL("sw.js", location.href).href });
+    client.on("state", show);
+    show(client.status);
+    (await navigator.serviceWorker.ready).active?.postMessage({ t: "page", url: location.href });
+  };
+  box.checked = params.get("push") === "1" || localStorage.getItem(ns("push")) === "1";
+  box.onchange = () => {
+    localStorage.setItem(ns("push"), box.checked ? "1" : "0");
+    if (box.checked) void enable().catch((e) => show({ state: "failed", detail: String(e) }));
+    else void client?.disable();
+  };
+  if (box.checked) void enable().catch((e) => show({ state: "failed", detail: String(e) }));
 }
 
 /** @param {import("../lib/call.js").Call} call @param {ContactBook} book */

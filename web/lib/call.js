@@ -201,6 +201,8 @@ export class Call extends Emitter {
     this.onOnline = () => void this.restartIce();
     /** performance.now() at each step of the setup, first time only (bench/calls reads them). @type {Partial<Record<Mark, number>>} */
     this.marks = {};
+    /** @type {{from: "node" | "settings", urls: string[], withCredential: boolean} | null} */
+    this.ice = null;
   }
 
   /** @param {Mark} name @param {number} [at] */
@@ -260,7 +262,11 @@ export class Call extends Emitter {
     this.localStream = await media({ audio: true, video: this.video });
     this.mark("media");
     this.emit("localStream", this.localStream);
-    const servers = this.settings.iceServers ?? (await this.phone.session.iceServers().catch(() => []));
+    const fromPage = this.settings.iceServers != null;
+    /** @type {RTCIceServer[]} */
+    const servers = fromPage ? this.settings.iceServers ?? [] : await this.phone.session.iceServers().catch(() => []);
+    /** Where the ICE servers came from ("node": `ice_servers`, "settings": the page's override) and their URLs. */
+    this.ice = { from: fromPage ? "settings" : "node", urls: servers.flatMap((s) => (Array.isArray(s.urls) ? s.urls : [s.urls])), withCredential: servers.some((s) => Boolean(s.credential)) };
     const pc = new RTCPeerConnection({ iceServers: servers, iceTransportPolicy: this.settings.alwaysRelay ? "relay" : "all" });
     this.pc = pc;
     this.mark("pc");

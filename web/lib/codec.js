@@ -23,7 +23,10 @@ export const KINDS = /** @type {const} */ (["call_offer", "call_answer", "call_r
 export const STATUSES = /** @type {const} */ (["delivered", "queued", "expired", "cancelled", "rejected"]);
 export const REASONS = /** @type {const} */ (["bad_request", "too_large", "rate_limited"]);
 export const ERROR_CODES = /** @type {const} */ (["bad_request", "too_large", "rate_limited", "unknown_type", "auth_failed"]);
-const BYTES_FIELDS = new Set(["to", "from", "call", "body", "eid", "id", "nonce", "sig", "node"]);
+export const PUSH_ENDPOINT_MAX_BYTES = 1000;
+export const P256_POINT_BYTES = 65;
+export const PUSH_AUTH_BYTES = 16;
+const BYTES_FIELDS = new Set(["to", "from", "call", "body", "eid", "id", "nonce", "sig", "node", "vapid"]);
 
 /**
  * @typedef {{t: "challenge", node: Uint8Array, nonce: Uint8Array}} Challenge
@@ -36,8 +39,9 @@ const BYTES_FIELDS = new Set(["to", "from", "call", "body", "eid", "id", "nonce"
  * @typedef {{t: "pong"}} Pong
  * @typedef {{urls: string[], username?: string, credential?: string}} IceServer
  * @typedef {{t: "ice_servers", ttl: number, servers: IceServer[]}} IceServers
+ * @typedef {{t: "ok", of: string, vapid: Uint8Array | null}} Ok
  * @typedef {{t: "unknown", type: string}} Unknown
- * @typedef {Challenge|Welcome|Deliver|Receipt|ErrorMsg|GoAway|Ping|Pong|IceServers|Unknown} NodeMessage
+ * @typedef {Challenge|Welcome|Deliver|Receipt|ErrorMsg|GoAway|Ping|Pong|IceServers|Ok|Unknown} NodeMessage
  */
 
 export class FrameError extends Error {
@@ -70,6 +74,35 @@ export function encodeFrame(map, opts = {}) {
  */
 export function hello(id, nonce, sig) {
   return { t: "hello", id, nonce, sig };
+}
+
+/**
+ * `push_register` (docs/client-protocol.md, "Push wake-up") from a subscription's endpoint and keys, checked like the
+ * node checks it: an https:// URL of at most 1000 bytes (printable ASCII, a host, no user info, no fragment), a 65-byte
+ * uncompressed P-256 point, a 16-byte auth secret. Bytes stay bytes: msgpack sends bin, JSON base64url strings.
+ * @param {{endpoint: string, p256dh: Uint8Array, auth: Uint8Array}} sub
+ */
+export function pushRegister(sub) {
+  const { endpoint, p256dh, auth } = sub;
+  if (typeof endpoint !== "string" || endpoint.length > PUSH_ENDPOINT_MAX_BYTES || !/^[\x21-\x7e]+$/.test(endpoint))
+    throw new RangeError(`push endpoint must be printable ASCII of at most ${PUSH_ENDPOINT_MAX_BYTES} bytes`);
+  /** @type {URL} */
+  let url;
+  try {
+    url = new URL(endpoint);
+  } catch {
+    throw new RangeError("push endpoint is not a URL");
+  }
+  if (url.protocol !== "https:" || !url.hostname || url.username || url.password || endpoint.includes("#"))
+    throw new RangeError("push endpoint must be an https:// URL with a host, without user info or fragment");
+  if (!(p256dh instanceof Uint8Array) || p256dh.length !== P256_POINT_BYTES || p256dh[0] !== 4)
+    throw new RangeError("p256dh must be a 65-byte uncompressed P-256 point");
+  if (!(auth instanceof Uint8Array) || auth.length !== PUSH_AUTH_BYTES) throw new RangeError("auth must be 16 bytes");
+  return { t: "push_register", endpoint, p256dh, auth };
+}
+
+export function pushUnregister() {
+  return { t: "push_unregister" };
 }
 
 /**
@@ -239,6 +272,8 @@ export function decodeNodeFrame(data) {
       return { t };
     case "ice_servers":
       return { t, ttl: getUint(m, "ttl"), servers: iceServerList(m.servers) };
+    case "ok":
+      return { t, of: getStr(m, "of").slice(0, 32), vapid: m.vapid == null ? null : getBytes(m, "vapid", P256_POINT_BYTES, P256_POINT_BYTES) };
     default:
       return { t: "unknown", type: t.slice(0, 32) };
   }

@@ -1,14 +1,16 @@
 // One authenticated WebSocket connection to a node (docs/client-protocol.md): the mutual Ed25519 handshake
-// (the node must prove the id we expected), envelopes with their receipts, ping, ice_servers and goaway.
+// (the node must prove the id we expected), envelopes with their receipts, ping, ice_servers, push and goaway.
 
 import { b64uEncode, concat, equal, randomBytes, utf8 } from "./bytes.js";
-import { decodeNodeFrame, encodeFrame, envelope, FrameError, hello } from "./codec.js";
+import { decodeNodeFrame, encodeFrame, envelope, FrameError, hello, pushRegister, pushUnregister } from "./codec.js";
 import { verify } from "./ed25519.js";
 import { Emitter } from "./emitter.js";
 
 export const HANDSHAKE_TIMEOUT_MS = 10_000;
 export const PING_TIMEOUT_MS = 10_000;
 export const ICE_SERVERS_TIMEOUT_MS = 5_000;
+export const PUSH_TIMEOUT_MS = 10_000;
+export const CONTROL_WAITING_MAX = 64;
 export const PENDING_REFS_MAX = 4096;
 const CLIENT_AUTH = utf8("homing/v1/client-auth");
 const NODE_AUTH = utf8("homing/v1/node-auth");
@@ -27,6 +29,16 @@ export class NodeIdMismatch extends HandshakeError {
   constructor(message) {
     super(message);
     this.name = "NodeIdMismatch";
+  }
+}
+
+/** The node answered a push request with an error (`unknown_type`: no push there; `rate_limited`; `bad_request`). */
+export class PushRefused extends Error {
+  /** @param {string} code */
+  constructor(code) {
+    super(`the node refused the push request (${code})`);
+    this.name = "PushRefused";
+    this.code = code;
   }
 }
 
@@ -84,8 +96,12 @@ export class Connection extends Emitter {
     this.pending = new Map();
     /** @type {((ms: number) => void)[]} */
     this.pongWaiters = [];
-    /** @type {{resolve: (s: IceServer[] | null) => void}[]} */
-    this.iceWaiters = [];
+    /**
+     * Requests without a `ref` (ice_servers, push_register, push_unregister), oldest first: the node answers them in
+     * order, so each answer (or ref-less error) settles the oldest. One that timed out stays as `gone` to swallow its
+     * late answer. @type {{settle: (m: import("./codec.js").NodeMessage | null) => void, gone: boolean}[]}
+     */
+    this.control = [];
     /** Frames that arrived right after `welcome` (mailbox deliveries): handled by `start()`. @type {unknown[] | null} */
     this.early = info.early;
     ws.onmessage = (ev) => (this.early ? this.early.push(ev.data) : this.onFrame(ev.data));
@@ -129,11 +145,12 @@ export class Connection extends Emitter {
         this.pongWaiters.shift()?.(performance.now());
         break;
       case "ice_servers":
-        this.iceWaiters.shift()?.resolve(msg.servers);
+      case "ok":
+        this.control.shift()?.settle(msg);
         break;
       case "error":
-        if (msg.code === "unknown_type" && this.iceWaiters.length) {
-          this.iceWaiters.shift()?.resolve(null);
+        if (msg.ref === null && this.control.length && ["unknown_type", "rate_limited", "bad_request"].includes(msg.code)) {
+          this.control.shift()?.settle(msg);
           break;
         }
         if (msg.ref !== null && this.pending.has(msg.ref)) {
@@ -161,8 +178,8 @@ export class Connection extends Emitter {
     const err = new ConnectionClosed(code, reason);
     for (const p of this.pending.values()) p.reject(err);
     this.pending.clear();
-    for (const w of this.iceWaiters) w.resolve(null);
-    this.iceWaiters = [];
+    for (const w of this.control) w.settle(null);
+    this.control = [];
     this.emit("close", { code, reason });
   }
 
@@ -216,30 +233,66 @@ export class Connection extends Emitter {
   }
 
   /**
-   * The node's STUN/TURN servers (`{"t":"ice_servers"}`). A node that does not know the message (`unknown_type`),
-   * does not answer in time, or closes gives an empty list: the call still works between reachable hosts.
-   * @returns {Promise<IceServer[]>}
+   * Send a ref-less request and wait (bounded) for its answer: the message, or null on timeout or close.
+   * @param {Record<string, unknown>} map
+   * @param {number} timeoutMs
+   * @returns {Promise<import("./codec.js").NodeMessage | null>}
    */
-  iceServers() {
+  request(map, timeoutMs) {
     return new Promise((resolve) => {
-      const waiter = { resolve: (/** @type {IceServer[] | null} */ s) => resolve(s ?? []) };
-      const timer = setTimeout(() => {
-        const i = this.iceWaiters.indexOf(waiter);
-        if (i >= 0) this.iceWaiters.splice(i, 1);
-        resolve([]);
-      }, ICE_SERVERS_TIMEOUT_MS);
-      const orig = waiter.resolve;
-      waiter.resolve = (s) => {
-        clearTimeout(timer);
-        orig(s);
+      if (this.control.length >= CONTROL_WAITING_MAX) return resolve(null);
+      /** @type {{settle: (m: import("./codec.js").NodeMessage | null) => void, gone: boolean}} */
+      const waiter = {
+        gone: false,
+        settle: (m) => {
+          clearTimeout(timer);
+          if (!waiter.gone) resolve(m);
+          waiter.gone = true;
+        },
       };
-      this.iceWaiters.push(waiter);
+      const timer = setTimeout(() => {
+        waiter.gone = true; // stays queued: its late answer must not settle the next request
+        resolve(null);
+      }, timeoutMs);
+      this.control.push(waiter);
       try {
-        this.sendMap({ t: "ice_servers" });
+        this.sendMap(map);
       } catch {
-        waiter.resolve(null);
+        this.control.splice(this.control.indexOf(waiter), 1);
+        waiter.settle(null);
       }
     });
+  }
+
+  /**
+   * The node's STUN/TURN servers (`{"t":"ice_servers"}`). A node that does not know the message (`unknown_type`),
+   * refuses it, does not answer in time, or closes gives an empty list: the call still works between reachable hosts.
+   * @returns {Promise<IceServer[]>}
+   */
+  async iceServers() {
+    const m = await this.request({ t: "ice_servers" }, ICE_SERVERS_TIMEOUT_MS);
+    return m?.t === "ice_servers" ? m.servers : [];
+  }
+
+  /**
+   * Register a push subscription (docs/client-protocol.md, "Push wake-up"); resolves with the node's 65-byte VAPID
+   * public key. Rejects with PushRefused on an error answer, Error on a timeout or close.
+   * @param {{endpoint: string, p256dh: Uint8Array, auth: Uint8Array}} sub
+   * @returns {Promise<Uint8Array>}
+   */
+  async pushRegister(sub) {
+    const m = await this.request(pushRegister(sub), PUSH_TIMEOUT_MS);
+    if (m?.t === "ok" && m.of === "push_register" && m.vapid) return m.vapid;
+    if (m?.t === "error") throw new PushRefused(m.code);
+    throw new Error(m ? `unexpected answer to push_register: ${m.t}` : "no answer to push_register");
+  }
+
+  /** Remove this id's push subscription at the node. @returns {Promise<void>} */
+  async pushUnregister() {
+    const m = await this.request(pushUnregister(), PUSH_TIMEOUT_MS);
+    if (m?.t === "ok" && m.of === "push_unregister") return;
+    if (m?.t === "error") throw new PushRefused(m.code);
+    throw new Error(m ? `unexpected answer to push_unregister: ${m.t}` : "no answer to push_unregister");
   }
 
   close(code = 1000) {

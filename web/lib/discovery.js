@@ -178,7 +178,7 @@ export function discover(cfg, identity, hooks = {}) {
       }
     }
     for (const card of cfg.cards ?? []) source("referral card", async () => {
-      const c = await parseNodeCard(card);
+      const c = await parseNodeCard(card, { nowS: now() });
       add({ id: c.id, ws: c.ws, source: "referral", verified: true, rank: 0 });
     });
     (cfg.cache?.load() ?? []).forEach((n, i) => add({ id: b64uDecode(n.id), ws: n.ws, source: "cache", verified: false, rank: 1 + i / 1000 }));

@@ -120,11 +120,74 @@ export async function openNodeList(doc, trusted, nowS) {
 }
 
 /**
- * Parse and verify a `homing://node/…` referral card: signed by the node it names.
- * @param {string} uri
- * @returns {Promise<NodeRef & {ts: number}>}
+ * Is `host` (a URL's hostname, as WHATWG URL gives it) loopback, private or link-local, or `localhost`? The list of
+ * docs/discovery.md: 127/8, ::1, 10/8, 172.16/12, 192.168/16, 169.254/16, fc00::/7, fe80::/10 (an IPv4-mapped IPv6
+ * address counts as its IPv4 address). A name other than `localhost` is public: the reader cannot know where it points.
+ * @param {string} host
  */
-export async function parseNodeCard(uri) {
+export function isPrivateHost(host) {
+  const h = host.toLowerCase();
+  if (h === "localhost" || h === "localhost.") return true;
+  const v4 = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/.exec(h);
+  if (v4) return privateV4(v4.slice(1).map(Number));
+  if (!h.startsWith("[") || !h.endsWith("]")) return false;
+  const groups = ipv6Groups(h.slice(1, -1));
+  if (!groups) return false;
+  if (groups.slice(0, 7).every((g) => g === 0) && groups[7] === 1) return true; // ::1
+  if (groups.slice(0, 5).every((g) => g === 0) && groups[5] === 0xffff) {
+    return privateV4([groups[6] >> 8, groups[6] & 255, groups[7] >> 8, groups[7] & 255]); // ::ffff:a.b.c.d
+  }
+  return (groups[0] & 0xfe00) === 0xfc00 || (groups[0] & 0xffc0) === 0xfe80;
+}
+
+/** @param {number[]} b */
+function privateV4(b) {
+  if (b.some((x) => x > 255)) return false;
+  return b[0] === 127 || b[0] === 10 || (b[0] === 172 && (b[1] & 0xf0) === 16) || (b[0] === 192 && b[1] === 168) || (b[0] === 169 && b[1] === 254);
+}
+
+/**
+ * The eight 16-bit groups of an IPv6 literal (the canonical form WHATWG URL writes: hex groups and `::`), or null.
+ * @param {string} text
+ * @returns {number[] | null}
+ */
+function ipv6Groups(text) {
+  const halves = text.split("::");
+  if (halves.length > 2) return null;
+  const parse = (/** @type {string} */ s) => (s ? s.split(":").map((g) => (/^[0-9a-f]{1,4}$/.test(g) ? parseInt(g, 16) : NaN)) : []);
+  const head = parse(halves[0]);
+  const tail = halves.length === 2 ? parse(halves[1]) : [];
+  const fill = 8 - head.length - tail.length;
+  if (halves.length === 1 ? fill !== 0 : fill < 1) return null;
+  const groups = [...head, ...Array(halves.length === 2 ? fill : 0).fill(0), ...tail];
+  return groups.some(Number.isNaN) ? null : groups;
+}
+
+/**
+ * Why a card's URL is not acceptable (a plain ws:// URL to a public host), or "" when it is.
+ * @param {string} ws
+ */
+export function plainWsProblem(ws) {
+  if (!ws.startsWith("ws://")) return "";
+  let host = "";
+  try {
+    host = new URL(ws).hostname;
+  } catch {
+    host = "";
+  }
+  if (host && isPrivateHost(host)) return "";
+  return `card URL '${ws.slice(0, 80)}' is plain ws:// to a public host: cards must be wss:// (or a private address)`;
+}
+
+/**
+ * Parse and verify a `homing://node/…` referral card (docs/discovery.md, "Referral card and QR"): signed by the node
+ * it names, not past its `exp`, and `wss://` unless its host is loopback/private (or `allowPlainWs`).
+ * @param {string} uri
+ * @param {{nowS?: number, allowPlainWs?: boolean}} [opts] `nowS` defaults to the clock (unix seconds)
+ * @returns {Promise<NodeRef & {ts: number, exp: number}>}
+ */
+export async function parseNodeCard(uri, opts = {}) {
+  const nowS = opts.nowS ?? Date.now() / 1000;
   if (typeof uri !== "string" || !uri.startsWith(CARD_PREFIX)) throw new DocumentError(`a referral URI starts with ${CARD_PREFIX}`);
   if (uri.length > CARD_MAX_CHARS) throw new DocumentError("referral URI too long");
   /** @type {Uint8Array} */
@@ -135,8 +198,11 @@ export async function parseNodeCard(uri) {
     throw new DocumentError("referral URI is not base64url");
   }
   const { body, signer } = await openDocument(decodeBounded(raw), "node-card", null);
-  const card = { id: getId(body), ws: getWs(body), ts: getInt(body, "ts") };
+  const card = { id: getId(body), ws: getWs(body), ts: getInt(body, "ts"), exp: getInt(body, "exp") };
   if (b64uEncode(card.id) !== b64uEncode(signer)) throw new DocumentError("card is not signed by the node it names");
+  if (nowS > card.exp) throw new DocumentError(`card expired ${Math.floor(nowS - card.exp)} s ago`);
+  const problem = opts.allowPlainWs ? "" : plainWsProblem(card.ws);
+  if (problem) throw new DocumentError(problem);
   return card;
 }
 

@@ -1,6 +1,8 @@
 // A session keeps one authenticated connection up: discovery at start, then reconnects with exponential backoff and
 // jitter (docs/client-protocol.md "Reconnecting"), preferring the nodes a `goaway` listed, then discovery again.
-// Deliveries are de-duplicated by `eid`.
+// Deliveries are de-duplicated by `eid`. A node closes a long connection with 1001 "home claim renewal: reconnect"
+// before the signed hello ages out (docs/client-protocol.md, "Close codes"): the session reconnects at once,
+// to the same node first.
 
 import { b64uEncode } from "./bytes.js";
 import { discover } from "./discovery.js";
@@ -12,6 +14,16 @@ export const BACKOFF_JITTER = 0.5;
 export const STABLE_AFTER_MS = 60_000;
 export const SEEN_EIDS_MAX = 4096;
 export const SEND_WAIT_MS = 10_000;
+export const RENEWAL_REASON = "home claim renewal";
+
+/**
+ * Is this close the node's "your home claim is about to age out, reconnect now" (1001 without a goaway)?
+ * @param {number} code
+ * @param {string} reason
+ */
+export function isClaimRenewal(code, reason) {
+  return code === 1001 && typeof reason === "string" && reason.startsWith(RENEWAL_REASON);
+}
 
 /**
  * The delay before reconnect attempt `n` (0-based): 0.5 s doubling to 30 s, ±50 %.
@@ -34,11 +46,16 @@ export class Session extends Emitter {
   /**
    * @param {import("./identity.js").Identity} identity
    * @param {import("./discovery.js").DiscoveryConfig} discovery
+   * @param {{discover?: typeof discover}} [opts] `discover` replaces discovery (tests)
    */
-  constructor(identity, discovery) {
+  constructor(identity, discovery, opts = {}) {
     super();
     this.identity = identity;
     this.discovery = discovery;
+    this.discover = opts.discover ?? discover;
+    /** A manual entry (`ws#id`) tried first on the next attempt: the node that asked us to renew our claim. */
+    this.resume = "";
+    this.attempting = false;
     /** @type {import("./connection.js").Connection | null} */
     this.connection = null;
     /** @type {import("./discovery.js").Found | null} */
@@ -69,14 +86,34 @@ export class Session extends Emitter {
     void this.attempt();
   }
 
+  /** Reconnect now if we are waiting for the next attempt (a push wake-up, the browser going online). */
+  kick() {
+    if (this.stopped || this.connection || this.attempting) return;
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = null;
+    void this.attempt();
+  }
+
   async attempt() {
     if (this.stopped) return;
+    this.attempting = true;
+    try {
+      await this.attemptOnce();
+    } finally {
+      this.attempting = false;
+    }
+  }
+
+  async attemptOnce() {
     this.setState("connecting", this.failures ? `attempt ${this.failures + 1}` : "");
     const cards = this.goawayCards;
+    const resume = this.resume;
     this.goawayCards = [];
+    this.resume = "";
     try {
-      const cfg = cards.length ? { ...this.discovery, cards: [...cards, ...(this.discovery.cards ?? [])] } : this.discovery;
-      const { connection, found, errors } = await discover(cfg, this.identity);
+      let cfg = cards.length ? { ...this.discovery, cards: [...cards, ...(this.discovery.cards ?? [])] } : this.discovery;
+      if (resume) cfg = { ...cfg, manual: [resume, ...(cfg.manual ?? [])] };
+      const { connection, found, errors } = await this.discover(cfg, this.identity);
       this.lastErrors = errors;
       if (this.stopped) {
         connection.close();
@@ -111,11 +148,17 @@ export class Session extends Emitter {
     conn.on("goaway", (nodes) => {
       this.goawayCards = nodes.filter((n) => n.startsWith("homing://node/"));
     });
-    conn.on("close", () => {
+    conn.on("close", ({ code, reason }) => {
       if (this.connection !== conn) return;
       this.connection = null;
       if (performance.now() - upSince > STABLE_AFTER_MS) this.failures = 0;
       if (this.stopped) return;
+      if (!this.goawayCards.length && isClaimRenewal(code, reason)) {
+        this.resume = `${found.ws}#${found.id}`;
+        this.setState("connecting", "home claim renewal");
+        this.schedule(0);
+        return;
+      }
       this.setState("offline", "connection lost");
       this.schedule(this.goawayCards.length ? 0 : undefined);
     });

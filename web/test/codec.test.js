@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import { b64uDecode, b64uEncode, toHex } from "../lib/bytes.js";
-import { decodeNodeFrame, encodeFrame, envelope, FrameError } from "../lib/codec.js";
+import { decodeNodeFrame, encodeFrame, envelope, FrameError, pushRegister, pushUnregister } from "../lib/codec.js";
 import { fromHex, mapOf, V } from "./vectors.js";
 
 /** @param {Record<string, any>} m */
@@ -13,6 +13,7 @@ function expected(m) {
   if (m.t === "receipt") return { t: "receipt", ref: m.ref, status: m.status, reason: m.reason ?? null };
   if (m.t === "error") return { t: "error", code: m.code, ref: m.ref ?? null };
   if (m.t === "challenge") return { t: "challenge", node: m.node, nonce: m.nonce };
+  if (m.t === "ok") return { t: "ok", of: m.of, vapid: m.vapid ?? null };
   return m;
 }
 
@@ -28,7 +29,14 @@ test("every node frame the Python encoder makes decodes to the same message, msg
 test("client frames encode to exactly the Python encoder's bytes (msgpack) and text (JSON)", () => {
   for (const f of V.to_node) {
     const m = mapOf(f.map);
-    const map = m.t === "hello" || m.t === "ping" ? m : envelope(m.t, m.to, m.call, m.body, m.ref);
+    const map =
+      m.t === "hello" || m.t === "ping"
+        ? m
+        : m.t === "push_register"
+          ? pushRegister({ endpoint: m.endpoint, p256dh: m.p256dh, auth: m.auth })
+          : m.t === "push_unregister"
+            ? pushUnregister()
+            : envelope(m.t, m.to, m.call, m.body, m.ref);
     assert.equal(toHex(/** @type {Uint8Array} */ (encodeFrame(map))), f.msgpack, `msgpack ${m.t}`);
     assert.equal(encodeFrame(map, { json: true }), f.json, `json ${m.t}`);
   }
@@ -78,4 +86,15 @@ test("base64url round-trips every length", () => {
     assert.equal(b64uEncode(b), Buffer.from(b).toString("base64url"));
   }
   assert.throws(() => b64uDecode("a+b/"));
+});
+
+test("push_register is checked like the node checks it before it is sent", () => {
+  const sub = { endpoint: "https://push.example.test/x", p256dh: new Uint8Array(65).fill(4), auth: new Uint8Array(16) };
+  assert.ok(pushRegister(sub));
+  for (const endpoint of ["http://push.example.test/x", "https://user@push.example.test/x", "https://push.example.test/x#f", "https://push.example.test/ x", "https://" + "a".repeat(1000), "not a url"])
+    assert.throws(() => pushRegister({ ...sub, endpoint }), RangeError, endpoint.slice(0, 40));
+  assert.throws(() => pushRegister({ ...sub, p256dh: new Uint8Array(64).fill(4) }), RangeError);
+  assert.throws(() => pushRegister({ ...sub, p256dh: new Uint8Array(65).fill(2) }), RangeError);
+  assert.throws(() => pushRegister({ ...sub, auth: new Uint8Array(15) }), RangeError);
+  assert.throws(() => decodeNodeFrame('{"t":"ok","of":"push_register","vapid":"AAAA"}'), FrameError);
 });

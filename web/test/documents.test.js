@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { test } from "node:test";
 import { b64uDecode, b64uEncode, toHex } from "../lib/bytes.js";
 import { buildTxtQuery, decodeTxt, parseTxtAnswer } from "../lib/dns.js";
-import { decodeBounded, DocumentError, openNodeList, parseManualEntry, parseNodeCard } from "../lib/documents.js";
+import { decodeBounded, DocumentError, isPrivateHost, openNodeList, parseManualEntry, parseNodeCard, plainWsProblem } from "../lib/documents.js";
 import { fromHex, V } from "./vectors.js";
 
 const D = V.documents;
@@ -28,13 +28,42 @@ test("a node list is refused: untrusted key, expired, issued in the future, one 
 });
 
 test("a referral card made by the Python node verifies; a tampered one does not", async () => {
-  const card = await parseNodeCard(D.node_card);
+  const card = await parseNodeCard(D.node_card, { nowS: D.now });
   assert.equal(b64uEncode(card.id), D.node_card_id);
   assert.equal(card.ws, "wss://sig.example.test/v1/client");
+  assert.equal(card.exp, D.now + 30 * 86400);
   const raw = b64uDecode(D.node_card.slice("homing://node/".length));
   raw[raw.length - 10] ^= 1;
-  await assert.rejects(parseNodeCard("homing://node/" + b64uEncode(raw)), DocumentError);
+  await assert.rejects(parseNodeCard("homing://node/" + b64uEncode(raw), { nowS: D.now }), DocumentError);
   await assert.rejects(parseNodeCard("https://example.org"), DocumentError);
+});
+
+test("cards: expiry and wss:// rules agree with the Python reader on every vector (parse_card)", async () => {
+  assert.ok(D.cards.length >= 20);
+  for (const v of D.cards) {
+    const what = `${v.ok ? "accept" : "refuse"} ${v.error ?? v.ws} at now=${v.now}`;
+    if (v.ok) {
+      const card = await parseNodeCard(v.uri, { nowS: v.now });
+      assert.equal(card.ws, v.ws, what);
+      assert.equal(card.exp, v.exp, what);
+    } else if (/^card /.test(v.error)) {
+      await assert.rejects(parseNodeCard(v.uri, { nowS: v.now }), (e) => e instanceof DocumentError && e.message === v.error, what);
+    } else {
+      await assert.rejects(parseNodeCard(v.uri, { nowS: v.now }), (e) => e instanceof DocumentError && /'exp'/.test(e.message), what);
+    }
+  }
+});
+
+test("a plain ws:// card to a public host is accepted only when the caller allows it; private hosts as the docs list", async () => {
+  const pub = D.cards.find((/** @type {any} */ v) => !v.ok && /plain ws/.test(v.error));
+  assert.ok(await parseNodeCard(pub.uri, { nowS: pub.now, allowPlainWs: true }));
+  for (const h of ["127.0.0.1", "localhost", "LOCALHOST.", "[::1]", "10.0.0.1", "172.20.1.1", "192.168.0.1", "169.254.0.1", "[fd00::1]", "[fe80::1:2]", "[::ffff:7f00:1]", "[::ffff:c0a8:101]"])
+    assert.equal(isPrivateHost(h), true, h);
+  for (const h of ["8.8.8.8", "172.32.0.1", "192.169.0.1", "[2001:db8::1]", "[::ffff:808:808]", "[::]", "example.org", "10.0.0.1.nip.io", "[fc00::1::2]"])
+    assert.equal(isPrivateHost(h), false, h);
+  assert.equal(plainWsProblem("wss://8.8.8.8/v1/client"), "");
+  assert.equal(plainWsProblem("ws://0x7f.1/v1/client"), ""); // URL parsing: the browser would connect to 127.0.0.1
+  assert.match(plainWsProblem("ws://[::ffff:8.8.8.8]/v1/client"), /public host/);
 });
 
 test("manual entries need a pinned id and default the path", () => {

@@ -11,6 +11,8 @@ both; a higher incarnation beats everything (that is how a member refutes, and h
 Only the member itself bumps its incarnation, so incarnations never go back. The order is total
 (incarnation, rank, addr, meta), hence merge = max: commutative, associative and idempotent.
 Updates about ourselves never go through this rule: protocol.py refutes them instead.
+Only records the member signed go through it; a SUSPECT/DEAD claim by someone else is checked first
+(merging.py `_apply_claim`: only at the incarnation we hold, and only to start a suspicion).
 """
 
 from __future__ import annotations

@@ -11,10 +11,13 @@ from typing import Any
 import attrs
 from attrs import validators as v
 
+from node.protocol.refusals import Refusal
+
 Address = tuple[str, int]  # (host, port) of a member's SWIM UDP socket
 
 ID_LEN = 32  # an Ed25519 public key
 META_MAX = 512  # opaque driver metadata per member (the driver puts peer port and signed card in it)
+SIG_LEN = 64  # an Ed25519 signature (records.py)
 
 
 class MemberState(enum.Enum):
@@ -62,6 +65,9 @@ class MemberInfo:
     meta: bytes = attrs.field(validator=_meta_validator)
     incarnation: int = attrs.field(validator=_inc_validator)
     state: MemberState = attrs.field(validator=v.instance_of(MemberState))
+    # The member's own signature over its ALIVE (or LEFT) record at this incarnation (records.py); empty only in
+    # a SUSPECT/DEAD claim as decoded from a datagram, which carries no address, meta or signature.
+    sig: bytes = attrs.field(default=b"", validator=v.max_len(SIG_LEN))
 
 
 @attrs.frozen(kw_only=True, slots=True)
@@ -170,4 +176,11 @@ class StreamPing:
     seq: int
 
 
-Command = Send | PushPull | MemberChanged | ProbeResult | StreamPing
+@attrs.frozen(kw_only=True, slots=True)
+class Refused:
+    """The core dropped a record from the network (a bad signature, an unsigned incarnation, over a budget)."""
+
+    refusal: Refusal
+
+
+Command = Send | PushPull | MemberChanged | ProbeResult | StreamPing | Refused

@@ -18,6 +18,10 @@ Theory of operation:
   dead ones included). Push-pull syncs the whole table with one random member now and then, on join with a seed,
   and (to heal partitions) with a random DEAD member.
 - Local health (awareness.py) scales the probe interval and timeouts.
+- Records only the member can change (merging.py, records.py, docs/swim.md "Hostile members"): alive/left
+  records are signed by their member and verified (once each) before they are merged; suspect/dead claims count
+  only at the incarnation the member signed, start at most a suspicion (a DEAD claim shortens it to its minimum,
+  never kills at once), and each sender may start only so many suspicions (claims_per_sender_*).
 Dead and left members are forgotten after dead_reclaim_s. Admission (`admit`) is checked for every new member.
 """
 
@@ -29,10 +33,12 @@ from collections.abc import Callable, Mapping
 
 import attrs
 
+from node.protocol.ratelimit import KeyedBuckets
 from node.protocol.swim.awareness import Awareness
 from node.protocol.swim.broadcasts import BroadcastQueue
 from node.protocol.swim.config import SwimConfig
-from node.protocol.swim.members import LIVE, MemberTable, ProbeRing, supersedes
+from node.protocol.swim.members import LIVE, MemberTable, ProbeRing
+from node.protocol.swim.merging import CLAIMS, FORGED_PER_SENDER_BURST, FORGED_PER_SENDER_PER_S, Merging, SwimStats
 from node.protocol.swim.messages import (
     Ack,
     Address,
@@ -52,7 +58,8 @@ from node.protocol.swim.messages import (
     SwimMessage,
     Update,
 )
-from node.protocol.swim.suspicion import Suspicion, Suspicions
+from node.protocol.swim.records import RecordVerifier, SignFn, sign_record
+from node.protocol.swim.suspicion import Suspicions
 from node.protocol.wire import Limits
 from node.protocol.wire.swim import UPDATE_MIN_SIZE, piggyback_budget, update_size
 
@@ -78,26 +85,6 @@ _state_of = operator.attrgetter("state")
 
 
 @attrs.define(slots=True)
-class SwimStats:
-    probes_ok: int = 0
-    probes_indirect_ok: int = 0
-    probes_failed: int = 0
-    suspicions_raised: int = 0  # by this node's own failed probes
-    suspicions_learned: int = 0  # members that became SUSPECT here, whoever accused them
-    confirmations: int = 0
-    deaths_declared: int = 0  # suspicion timers that fired here
-    refutations: int = 0
-    nacks_sent: int = 0
-    nacks_received: int = 0
-    relays_refused: int = 0
-    datagrams_sent: int = 0
-    gossip_rounds: int = 0
-    push_pulls: int = 0
-    unadmitted_dropped: int = 0
-    table_full: int = 0
-
-
-@attrs.define(slots=True)
 class _Probe:
     seq: int
     target: bytes
@@ -117,7 +104,7 @@ class _Relay:
     deadline: float
 
 
-class Swim:
+class Swim(Merging):
     """One node's SWIM state machine. See the module docstring for the contract."""
 
     def __init__(
@@ -130,13 +117,24 @@ class Swim:
         rng: random.Random,
         now: float,
         admit: Callable[[bytes], bool],
+        sign: SignFn,
+        verifier: RecordVerifier,
     ) -> None:
         self.config = config
         self.stats = SwimStats()
         self._rng = rng
         self._admit = admit
         self._id = self_id
-        self._self = MemberInfo(id=self_id, addr=addr, meta=meta, incarnation=0, state=ALIVE)
+        self._sign = sign
+        self._verifier = verifier
+        self._self = sign_record(MemberInfo(id=self_id, addr=addr, meta=meta, incarnation=0, state=ALIVE), sign)
+        # per-sender budgets: suspicions/deaths a sender may start here, forged records we verify for it
+        self._claim_budget: KeyedBuckets[bytes] = KeyedBuckets(
+            config.claims_per_sender_per_s, config.claims_per_sender_burst, config.members_max
+        )
+        self._forged_budget: KeyedBuckets[bytes] = KeyedBuckets(
+            FORGED_PER_SENDER_PER_S, FORGED_PER_SENDER_BURST, config.members_max
+        )
         self._table = MemberTable()
         self._table.put(self._self, now)
         self._ring = ProbeRing()
@@ -188,7 +186,7 @@ class Swim:
             m = update.member
             if known(m.id) is m and m.state is not SUSPECT:
                 continue  # the very record we hold (a shared object, as in the simulator): nothing to merge
-            self._apply(update, now)
+            self._apply(update, now, sender_id)
         if isinstance(msg, Ping):
             self._send(sender_id, sender_addr, Ack(seq=msg.seq))
         elif isinstance(msg, PingReq):
@@ -246,6 +244,14 @@ class Swim:
         self._left = True
         self._probe = None
         self._set_self(attrs.evolve(self._self, incarnation=self._self.incarnation + 1, state=LEFT), now)
+        # Tell several members at once (not only the gossip round's few): each re-gossips it, so every member
+        # hears of the leave within a gossip round or two, even if a datagram or two is lost.
+        news = (Update(member=self._self),)
+        for member_id in self._ring.sample(self._rng, self.config.leave_fanout, self._is_alive):
+            m = self._table.get(member_id)
+            if m is not None:
+                self.stats.datagrams_sent += 1
+                self._emit(Send(to_id=m.id, to_addr=m.addr, msg=Gossip(updates=news)))
         self._gossip(now)
 
     def set_meta(self, meta: bytes, now: float) -> None:
@@ -292,9 +298,11 @@ class Swim:
     def push_pull_state(self) -> PushPullState:
         return PushPullState(members=tuple(self._table))
 
-    def merge_push_pull(self, state: PushPullState, now: float) -> None:
-        """Merge a remote full state. A remote DEAD is taken as a SUSPECT accused by us (memberlist does the
-        same): we let the member refute rather than kill it on hearsay.
+    def merge_push_pull(self, state: PushPullState, now: float, sender_id: bytes) -> None:
+        """Merge a remote full state from `sender_id`. Each record's signed part (the member's own alive or left
+        record) is merged as a signed record; a remote SUSPECT or DEAD is then a SUSPECT claim by the sender
+        (memberlist also takes a remote DEAD as a suspicion): we let the member refute rather than kill it on
+        hearsay.
 
         Members new to us are re-gossiped when the sync brought only a few (GOSSIP_NEW_FROM_SYNC_MAX): that is a
         seed learning of a joiner, and gossip from two sources (joiner and seed) instead of one closes the long
@@ -308,85 +316,13 @@ class Swim:
             old = table.get(m.id)
             if old is m or (old is not None and (old.incarnation > m.incarnation or old == m)):
                 continue  # fast path: nothing new (most of a sync)
-            if m.state is DEAD:
+            if m.state in CLAIMS:
+                self._apply(Update(member=attrs.evolve(m, state=ALIVE)), now, sender_id, gossip_new=gossip_new)
                 m = attrs.evolve(m, state=SUSPECT)
-            self._apply(Update(member=m, by=self._id), now, gossip_new=gossip_new)
-
-    # ---- merging updates ----
-
-    def _apply(self, update: Update, now: float, *, gossip_new: bool = True) -> None:
-        m = update.member
-        if m.id == self._id:
-            self._about_self(m, now)
-            return
-        old = self._table.get(m.id)
-        if old is None:
-            if not self._admit(m.id):
-                return
-            if len(self._table) >= self.config.members_max:
-                self.stats.table_full += 1
-                return
-        elif not supersedes(m, old):
-            self._maybe_confirm(update, old)
-            return
-        previous = self._table.put(m, now)
-        if m.state is SUSPECT:
-            self._start_suspicion(m, update.by or self._id, now)
-        else:
-            self._suspicions.pop(m.id)
-        was_live = old is not None and old.state in LIVE  # the ring holds exactly the other LIVE members
-        if m.state in LIVE:
-            self._gone.pop(m.id, None)
-            if not was_live:
-                self._ring.add(m.id, self._rng)
-        else:
-            self._gone.pop(m.id, None)
-            self._gone[m.id] = now
-            if was_live:
-                self._ring.discard(m.id)
-        if old is not None or gossip_new:
-            self._enqueue(update if m.state is SUSPECT else Update(member=m))
-        if old is None or old.state != m.state or old.addr != m.addr or old.meta != m.meta:
-            self._emit(MemberChanged(member=m, previous=previous))
-
-    def _maybe_confirm(self, update: Update, old: MemberInfo) -> None:
-        m = update.member
-        if not (m.state is SUSPECT and old.state is SUSPECT and m.incarnation == old.incarnation and update.by):
-            return
-        if self._suspicions.confirm(m.id, update.by):
-            self.stats.confirmations += 1
-            self._enqueue(update)  # spread the confirmation so others shorten their timers too
-
-    def _start_suspicion(self, m: MemberInfo, by: bytes, now: float) -> None:
-        self.stats.suspicions_learned += 1
-        n = self._table.live_count
-        cfg = self.config
-        min_s = cfg.suspicion_min_s(n)
-        if cfg.lifeguard:
-            k = max(0, min(cfg.suspicion_confirmations, n - 2))
-            max_s = cfg.suspicion_max_s(n)
-        else:
-            k, max_s = 0, min_s
-        s = Suspicion(by=by, incarnation=m.incarnation, k=k, min_s=min_s, max_s=max_s, started=now)
-        self._suspicions.start(m.id, s)
-
-    def _about_self(self, m: MemberInfo, now: float) -> None:
-        me = self._self
-        if m.incarnation < me.incarnation:
-            return
-        if m.state is ALIVE and m.incarnation == me.incarnation and (m.addr, m.meta) == (me.addr, me.meta):
-            return
-        if self._left:
-            if m.state is not LEFT or m.incarnation > me.incarnation:
-                self._set_self(attrs.evolve(me, incarnation=m.incarnation + 1), now)
-            return
-        # Someone suspects us, declares us dead, or holds a newer record of us (we restarted): refute.
-        self.stats.refutations += 1
-        if m.state is not ALIVE:
-            self._awareness.apply(1)
-        self._set_self(attrs.evolve(me, incarnation=m.incarnation + 1), now)
+            self._apply(Update(member=m, by=sender_id), now, sender_id, gossip_new=gossip_new)
 
     def _set_self(self, me: MemberInfo, now: float) -> None:
+        me = sign_record(me, self._sign)
         self._self = me
         self._table.put(me, now)
         self._enqueue(Update(member=me))
@@ -480,9 +416,12 @@ class Swim:
         info = self._table.get(p.target)
         if info is None or info.state not in LIVE:
             return
+        claim = Update(member=attrs.evolve(info, state=SUSPECT), by=self._id)
         if info.state is ALIVE:
             self.stats.suspicions_raised += 1
-        self._apply(Update(member=attrs.evolve(info, state=SUSPECT), by=self._id), now)
+            self._commit(claim, info, now)
+        else:
+            self._maybe_confirm(claim, info)
 
     def _ask_others(self, p: _Probe) -> None:
         info = self._table.get(p.target)
@@ -516,7 +455,7 @@ class Swim:
             if s is None or info is None or info.state is not SUSPECT or info.incarnation != s.incarnation:
                 continue
             self.stats.deaths_declared += 1
-            self._apply(Update(member=attrs.evolve(info, state=DEAD)), now)
+            self._commit(Update(member=attrs.evolve(info, state=DEAD), by=self._id), info, now)
 
     # ---- dissemination and sync ----
 

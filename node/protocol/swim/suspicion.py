@@ -13,8 +13,9 @@ may make it fire at once.
 
 from __future__ import annotations
 
-import heapq
 import math
+
+from node.protocol.deadlines import INF, DeadlineHeap
 
 
 def suspicion_timeout(confirmations: int, k: int, min_s: float, max_s: float) -> float:
@@ -53,25 +54,31 @@ class Suspicion:
         self._deadline = self.started + suspicion_timeout(self.confirmations, self.k, self.min_s, self.max_s)
         return True
 
+    def shorten(self) -> bool:
+        """Fire at the minimum timeout from the start (a DEAD claim about a suspect): the suspect still had its
+        whole minimum window to refute. False when the deadline was already that early."""
+        if self._deadline <= self.started + self.min_s:
+            return False
+        self._deadline = self.started + self.min_s
+        return True
+
     def deadline(self) -> float:
         """When the suspicion fires (cached: next_deadline asks for every running suspicion on every event)."""
         return self._deadline
 
 
 class Suspicions:
-    """The running suspicions by member id (in insertion order), with the earliest deadline at hand.
+    """The running suspicions by member id, with the earliest deadline at hand (node/protocol/deadlines.py).
 
     `next_deadline` needs the earliest deadline on every event; with hundreds of suspicions running (10 % loss
-    in a 10,000-node federation) a scan per event dominated. A heap of (deadline, member id) entries answers it;
-    entries go stale when a suspicion ends or is confirmed (a new entry is pushed) and are dropped lazily when
-    they reach the top. The heap is rebuilt when stale entries outnumber live ones (bounded memory).
+    in a 10,000-node federation) a scan per event dominated, hence the one deadline heap with lazy deletion.
     """
 
     __slots__ = ("_by_id", "_heap")
 
     def __init__(self) -> None:
         self._by_id: dict[bytes, Suspicion] = {}
-        self._heap: list[tuple[float, bytes]] = []
+        self._heap: DeadlineHeap[bytes] = DeadlineHeap()
 
     def __len__(self) -> int:
         return len(self._by_id)
@@ -82,42 +89,33 @@ class Suspicions:
     def start(self, member_id: bytes, suspicion: Suspicion) -> None:
         """Start (or replace) the suspicion of a member."""
         self._by_id[member_id] = suspicion
-        self._push(member_id, suspicion)
+        self._heap.push(member_id, suspicion.deadline())
 
     def confirm(self, member_id: bytes, by: bytes) -> bool:
         """Count `by` as an independent accuser of a running suspicion (see Suspicion.confirm)."""
         s = self._by_id.get(member_id)
         if s is None or not s.confirm(by):
             return False
-        self._push(member_id, s)
+        self._heap.push(member_id, s.deadline())
+        return True
+
+    def shorten(self, member_id: bytes) -> bool:
+        """Bring a running suspicion down to its minimum timeout (see Suspicion.shorten)."""
+        s = self._by_id.get(member_id)
+        if s is None or not s.shorten():
+            return False
+        self._heap.push(member_id, s.deadline())
         return True
 
     def pop(self, member_id: bytes) -> Suspicion | None:
+        self._heap.discard(member_id)
         return self._by_id.pop(member_id, None)
 
     def earliest(self) -> float | None:
         """The earliest deadline of a running suspicion, or None."""
-        heap = self._heap
-        while heap:
-            deadline, member_id = heap[0]
-            s = self._by_id.get(member_id)
-            if s is not None and s.deadline() == deadline:
-                return deadline
-            heapq.heappop(heap)
-        return None
+        t = self._heap.next_deadline()
+        return None if t == INF else t
 
     def due(self, now: float) -> list[bytes]:
-        """Members whose suspicion is due at `now`, in insertion order."""
-        first = self.earliest()
-        if first is None or now < first:
-            return []
-        return [mid for mid, s in self._by_id.items() if now >= s.deadline()]
-
-    def _push(self, member_id: bytes, s: Suspicion) -> None:
-        heap = self._heap
-        if len(heap) > 2 * len(self._by_id) + 64:
-            heap[:] = [(x.deadline(), mid) for mid, x in self._by_id.items()]
-            heapq.heapify(heap)
-            if member_id in self._by_id and self._by_id[member_id] is s:
-                return  # the rebuild has it
-        heapq.heappush(heap, (s.deadline(), member_id))
+        """Members whose suspicion is due at `now`, earliest first (the caller pops each)."""
+        return self._heap.pop_due(now)

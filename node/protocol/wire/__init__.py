@@ -28,7 +28,7 @@ class Limits:
 
     SWIM_DATAGRAM_MAX: Final = 1400  # whole UDP payload incl. crypto overhead; fits a 1500-byte MTU path
     SWIM_PIGGYBACK_MAX_ITEMS: Final = 64  # member updates piggybacked in one datagram (bounded by bytes anyway)
-    PUSH_PULL_MAX: Final = 4 * 1024 * 1024  # a full-state sync frame (10,000 members at ~150 B each, with room)
+    PUSH_PULL_MAX: Final = 6 * 1024 * 1024  # a full-state sync frame (20,000 members at ~220 B signed, with room)
     PEER_FRAME_MAX: Final = 256 * 1024  # one peer-link frame: an envelope (body <= 64 KiB) plus metadata
     CLIENT_FRAME_MAX: Final = 128 * 1024  # a client WebSocket message; larger closes with 1009
     CLIENT_BODY_MAX: Final = 64 * 1024  # envelope body (docs/client-protocol.md)
@@ -51,8 +51,8 @@ class MsgType(enum.IntEnum):
     ACK = 3
     NACK = 4
     COMPOUND = 5  # reserved
-    WHOIS = 6  # unsealed: "which node listens here?" (seed join by address), padded against amplification
-    WHOIS_REPLY = 7  # unsealed, signed by the node: its id, SWIM address and meta
+    WHOIS = 6  # reserved, never sent: seed lookups are unsealed datagrams, DatagramKind.WHOIS
+    WHOIS_REPLY = 7  # reserved, never sent: DatagramKind.WHOIS_REPLY
     # peer link (TCP)
     PUSH_PULL = 32
     PUSH_PULL_REPLY = 33
@@ -75,6 +75,14 @@ class MsgType(enum.IntEnum):
     PUSH_SUB = 49
     PUSH_UNSUB = 50
     PUSH_CLAIM = 51
+
+
+class DatagramKind(enum.IntEnum):
+    """Append-only: the first byte of every UDP datagram on the SWIM port, before anything is decrypted."""
+
+    SEALED = 0x01  # a sealed SWIM datagram (node/protocol/crypto.py); inside, a MsgType 1..31 message
+    WHOIS = 0x02  # unsealed: "which node listens here?" (seed join by address), padded against amplification
+    WHOIS_REPLY = 0x03  # unsealed, signed by the node: its id, SWIM address and meta (node/protocol/wire/seed.py)
 
 
 def packb(obj: Any) -> bytes:

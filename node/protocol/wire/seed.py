@@ -14,7 +14,7 @@ Member meta (opaque to the SWIM core, at most META_MAX bytes) is msgpack `{"p": 
 or "", "u": public client URL}`. It rides in every alive update and every push-pull record, so it stays small:
 a node's signed card (for `goaway`) is fetched over the peer link when needed, not gossiped.
 
-Datagram kinds on the SWIM port: 0x01 sealed SWIM (node/protocol/crypto.py), 0x02 WHOIS, 0x03 WHOIS_REPLY.
+Datagram kinds on the SWIM port: `DatagramKind` in node/protocol/wire/__init__.py (0x01 sealed, 0x02, 0x03).
 """
 
 from __future__ import annotations
@@ -25,11 +25,11 @@ import attrs
 
 from node.protocol.errors import RemoteProtocolError
 from node.protocol.identity import ID_BYTES, Identity, verify_signature
-from node.protocol.wire import WIRE_VERSION, get_bytes, get_int, get_str, packb, require_map, unpackb
+from node.protocol.wire import WIRE_VERSION, DatagramKind, get_bytes, get_int, get_str, packb, require_map, unpackb
 
-KIND_SEALED = 0x01
-KIND_WHOIS = 0x02
-KIND_WHOIS_REPLY = 0x03
+KIND_SEALED = DatagramKind.SEALED
+KIND_WHOIS = DatagramKind.WHOIS
+KIND_WHOIS_REPLY = DatagramKind.WHOIS_REPLY
 NONCE_BYTES = 16
 WHOIS_BYTES = 768  # >= the largest reply (meta <= META_MAX = 512 bytes plus ~180 bytes of fields): no amplification
 META_MAX = 512  # node/protocol/swim/messages.py META_MAX: the SWIM core carries at most this

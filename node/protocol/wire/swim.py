@@ -5,9 +5,15 @@ Datagram:  [WIRE_VERSION][MsgType][msgpack map]
     PING_REQ  {"s": seq, "t": target id, "h": host, "p": port, "n": want nack, "u": [...]}
     ACK, NACK {"s": seq, "u": [...]}
     COMPOUND  {"u": [...]}                 (a gossip round: updates only)
-Update:    [id, host, port, meta, incarnation, state, by]   (a compact array; state 0 alive, 1 suspect,
-           2 dead, 3 left; `by` is the accuser's id for a suspect update, else empty)
-Push-pull: [WIRE_VERSION][PUSH_PULL or PUSH_PULL_REPLY][msgpack {"m": [member...]}], member = update without `by`.
+Update:    a compact array, by state (state 0 alive, 1 suspect, 2 dead, 3 left):
+           alive/left   [id, host, port, meta, incarnation, state, sig]  sig: the member's own Ed25519 signature
+                        over its record (node/protocol/swim/records.py); only the member can write these.
+           suspect/dead [id, incarnation, state, by]   a claim by someone else: no address, meta or signature
+                        (the receiver keeps the signed ones it holds); `by` is the accuser's id or empty.
+Push-pull: [WIRE_VERSION][PUSH_PULL or PUSH_PULL_REPLY][msgpack {"m": [member...]}], member =
+           [id, host, port, meta, incarnation, state, sig] in every state (a suspect/dead member keeps the
+           signature of its alive record at that incarnation, so the receiver can check the member signed it).
+Incarnations are at most INCARNATION_MAX = 2^53 (a member only ever steps by one; docs/swim.md).
 
 The driver seals each datagram (SEAL_OVERHEAD bytes), so an encoded datagram is at most SWIM_PAYLOAD_MAX.
 Decoders raise RemoteProtocolError on anything malformed and nothing else.
@@ -22,6 +28,7 @@ from node.protocol.errors import RemoteProtocolError, TooLarge
 from node.protocol.swim.messages import (
     ID_LEN,
     META_MAX,
+    SIG_LEN,
     Ack,
     Gossip,
     MemberInfo,
@@ -38,10 +45,10 @@ from node.protocol.wire import WIRE_VERSION, Limits, MsgType, get_bytes, get_int
 SEAL_OVERHEAD: Final = 65  # bytes the driver's node-to-node sealing adds to each datagram
 SWIM_PAYLOAD_MAX: Final = Limits.SWIM_DATAGRAM_MAX - SEAL_OVERHEAD  # an encoded datagram, before sealing
 HOST_MAX: Final = 253  # a DNS name or an IP literal
-INCARNATION_MAX: Final = 2**63 - 1
+INCARNATION_MAX: Final = 2**53  # a member steps by one per refutation: never reached
 SEQ_MAX: Final = 2**63 - 1
 PUSH_PULL_MEMBERS_MAX: Final = 20_000  # members in one push-pull state (SwimConfig.members_max default)
-UPDATE_MIN_SIZE: Final = 43  # the smallest encoded update (32-byte id, empty host and meta)
+UPDATE_MIN_SIZE: Final = 39  # the smallest encoded update (a dead claim with an empty accuser)
 
 _STATE_CODE: Final = {MemberState.ALIVE: 0, MemberState.SUSPECT: 1, MemberState.DEAD: 2, MemberState.LEFT: 3}
 _CODE_STATE: Final = {c: s for s, c in _STATE_CODE.items()}
@@ -52,17 +59,27 @@ _SEQ_TYPES: Final[dict[int, type[Ping] | type[Ack] | type[Nack]]] = {
 }
 
 
-def _member_obj(m: MemberInfo, by: bytes = b"") -> list[Any]:
-    return [m.id, m.addr[0], m.addr[1], m.meta, m.incarnation, _STATE_CODE[m.state], by]
+_CLAIMS: Final = (MemberState.SUSPECT, MemberState.DEAD)
+
+
+def _member_obj(m: MemberInfo) -> list[Any]:
+    return [m.id, m.addr[0], m.addr[1], m.meta, m.incarnation, _STATE_CODE[m.state], m.sig]
+
+
+def _update_obj(u: Update) -> list[Any]:
+    m = u.member
+    if m.state in _CLAIMS:
+        return [m.id, m.incarnation, _STATE_CODE[m.state], u.by]
+    return _member_obj(m)
 
 
 def update_size(update: Update) -> int:
     """Encoded size of one update inside a datagram's update array."""
-    return len(packb(_member_obj(update.member, update.by)))
+    return len(packb(_update_obj(update)))
 
 
 def _body(msg: SwimMessage) -> tuple[MsgType, dict[str, Any]]:
-    u = [_member_obj(x.member, x.by) for x in msg.updates]
+    u = [_update_obj(x) for x in msg.updates]
     if isinstance(msg, Ping):
         return MsgType.PING, {"s": msg.seq, "u": u}
     if isinstance(msg, Ack):
@@ -85,37 +102,58 @@ def piggyback_budget(msg: SwimMessage) -> int:
     return SWIM_PAYLOAD_MAX - len(encode_datagram(msg)) - 2
 
 
-def _decode_member(obj: Any) -> tuple[MemberInfo, bytes]:
+def _check_inc_state(inc: Any, state: Any) -> None:
+    if not isinstance(inc, int) or isinstance(inc, bool) or not 0 <= inc <= INCARNATION_MAX:
+        raise RemoteProtocolError("member incarnation out of range")
+    if not isinstance(state, int) or isinstance(state, bool) or state not in _CODE_STATE:
+        raise RemoteProtocolError("member state unknown")
+
+
+def _check_id(mid: Any, what: str = "member id") -> None:
+    if not isinstance(mid, bytes) or len(mid) != ID_LEN:
+        raise RemoteProtocolError(f"{what} must be 32 bytes")
+
+
+def _decode_member(obj: Any) -> MemberInfo:
+    """A signed member record: [id, host, port, meta, incarnation, state, sig]."""
     if not isinstance(obj, list) or len(obj) != 7:
         raise RemoteProtocolError("member is not a 7-item array")
-    mid, host, port, meta, inc, state, by = obj
-    if not isinstance(mid, bytes) or len(mid) != ID_LEN:
-        raise RemoteProtocolError("member id must be 32 bytes")
+    mid, host, port, meta, inc, state, sig = obj
+    _check_id(mid)
     if not isinstance(host, str) or len(host) > HOST_MAX:
         raise RemoteProtocolError("member host must be a short string")
     if not isinstance(port, int) or isinstance(port, bool) or not 0 <= port <= 65535:
         raise RemoteProtocolError("member port out of range")
     if not isinstance(meta, bytes) or len(meta) > META_MAX:
         raise RemoteProtocolError(f"member meta must be at most {META_MAX} bytes")
-    if not isinstance(inc, int) or isinstance(inc, bool) or not 0 <= inc <= INCARNATION_MAX:
-        raise RemoteProtocolError("member incarnation out of range")
-    if not isinstance(state, int) or isinstance(state, bool) or state not in _CODE_STATE:
-        raise RemoteProtocolError("member state unknown")
-    if not isinstance(by, bytes) or len(by) not in (0, ID_LEN):
-        raise RemoteProtocolError("accuser id must be empty or 32 bytes")
-    info = MemberInfo(id=mid, addr=(host, port), meta=meta, incarnation=inc, state=_CODE_STATE[state])
-    return info, by
+    _check_inc_state(inc, state)
+    if not isinstance(sig, bytes) or len(sig) != SIG_LEN:
+        raise RemoteProtocolError(f"member signature must be {SIG_LEN} bytes")
+    return MemberInfo(id=mid, addr=(host, port), meta=meta, incarnation=inc, state=_CODE_STATE[state], sig=sig)
+
+
+def _decode_update(obj: Any) -> Update:
+    if isinstance(obj, list) and len(obj) == 4:  # a suspect/dead claim
+        mid, inc, state, by = obj
+        _check_id(mid)
+        _check_inc_state(inc, state)
+        if _CODE_STATE[state] not in _CLAIMS:
+            raise RemoteProtocolError("an alive/left record must be signed")
+        if not isinstance(by, bytes) or len(by) not in (0, ID_LEN):
+            raise RemoteProtocolError("accuser id must be empty or 32 bytes")
+        claim = MemberInfo(id=mid, addr=("", 0), meta=b"", incarnation=inc, state=_CODE_STATE[state])
+        return Update(member=claim, by=by)
+    info = _decode_member(obj)
+    if info.state in _CLAIMS:
+        raise RemoteProtocolError("a suspect/dead update is a 4-item claim")
+    return Update(member=info)
 
 
 def _decode_updates(m: dict[str, Any]) -> tuple[Update, ...]:
     raw = m.get("u")
     if not isinstance(raw, list) or len(raw) > Limits.SWIM_PIGGYBACK_MAX_ITEMS:
         raise RemoteProtocolError(f"updates must be a list of at most {Limits.SWIM_PIGGYBACK_MAX_ITEMS}")
-    out = []
-    for item in raw:
-        info, by = _decode_member(item)
-        out.append(Update(member=info, by=by if info.state is MemberState.SUSPECT else b""))
-    return tuple(out)
+    return tuple(_decode_update(item) for item in raw)
 
 
 def _header(data: bytes, max_bytes: int) -> int:
@@ -203,13 +241,7 @@ def decode_push_pull(data: bytes) -> PushPullState:
         raw = m.get("m")
         if not isinstance(raw, list):
             raise RemoteProtocolError("field 'm' must be a list")
-        members = []
-        for item in raw:
-            info, by = _decode_member(item)
-            if by:
-                raise RemoteProtocolError("push-pull member carries an accuser")
-            members.append(info)
-        return PushPullState(members=tuple(members))
+        return PushPullState(members=tuple(_decode_member(item) for item in raw))
     except RemoteProtocolError:
         raise
     except Exception as exc:

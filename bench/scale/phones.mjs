@@ -1,0 +1,236 @@
+// Load generator for bench/scale: many authenticated idle phones (homing client protocol v1, msgpack), printing JSON.
+// Uses bench/relay's node_modules (cd bench/relay && npm install) and its handshake helpers (common.mjs).
+//   idle:  --url U --conns N [--batch 200] [--hold S] [--pid P]: open N clients in batches, hold them S seconds with
+//          WebSocket keepalive at the node's defaults (the ws library answers the node's pings), then report.
+//   storm: --url VICTIM --url OTHER... --conns N [--probers 4] [--rate R]: home N clients on the first url, print
+//          "ready", wait for a line on stdin (the orchestrator killed or stopped the first node), then every client
+//          reconnects as docs/client-protocol.md "Reconnecting" says; each re-homed client is sent one call_offer
+//          by a prober (on a surviving node) until one is `delivered`. Background offers at --rate/s to random
+//          clients test that every envelope gets exactly one terminal receipt.
+import fs from "node:fs";
+import { createRequire } from "node:module";
+import readline from "node:readline";
+import crypto from "node:crypto";
+import { newIdentity, verify, CLIENT_AUTH, NODE_AUTH } from "../relay/common.mjs";
+
+const require = createRequire(new URL("../relay/package.json", import.meta.url));
+const WebSocket = require("ws");
+const { decode, encode } = require("@msgpack/msgpack");
+
+const args = { url: [], mode: "idle", conns: 100, batch: 200, hold: 5, pid: "", probers: 4, rate: 50, timeout: 60, grace: 75 };
+for (let i = 2; i < process.argv.length; i += 2) {
+  const k = process.argv[i].replace(/^--/, ""), v = process.argv[i + 1];
+  if (k === "url") args.url.push(v); else if (k === "pid" || k === "mode") args[k] = v; else args[k] = Number(v);
+}
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+const now = () => performance.now() / 1000;
+const TERMINAL = new Set(["delivered", "expired", "cancelled", "rejected"]);
+
+// One handshake (docs/client-protocol.md "Handshake"); resolves {ws, id, me} after a verified welcome.
+function connect(url, me = newIdentity(), timeoutMs = 10000) {
+  return new Promise((resolve, reject) => {
+    const ws = new WebSocket(url, { perMessageDeflate: false });
+    ws.binaryType = "nodebuffer";
+    let nodeId = null, done = false;
+    const nonce = crypto.randomBytes(32);
+    const fail = (e) => { if (!done) { done = true; ws.terminate(); reject(e); } };
+    ws.on("error", fail);
+    ws.on("close", (code) => fail(new Error(`closed ${code} during the handshake`)));
+    setTimeout(() => fail(new Error("handshake timed out")), timeoutMs).unref();
+    ws.on("message", function first(data) {
+      const m = decode(data);
+      if (m.t === "challenge") {
+        nodeId = Buffer.from(m.node);
+        ws.send(encode({ t: "hello", id: me.id, nonce, sig: me.sign(Buffer.concat([CLIENT_AUTH, nodeId, Buffer.from(m.nonce)])) }));
+      } else if (m.t === "welcome") {
+        if (!verify(nodeId, Buffer.concat([NODE_AUTH, me.id, nonce]), Buffer.from(m.sig))) return fail(new Error("bad welcome"));
+        ws.off("message", first); ws.removeAllListeners("error"); ws.removeAllListeners("close");
+        ws.on("error", () => {});
+        done = true;
+        resolve({ ws, id: me.id, me, url });
+      } else fail(new Error(`handshake: got ${m.t}`));
+    });
+  });
+}
+
+function procCpu(pids) { // CPU seconds (user + system) of a comma-separated list of pids
+  let total = 0;
+  for (const pid of String(pids || "").split(",").filter(Boolean)) {
+    const f = fs.readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1].split(" ");
+    total += (Number(f[11]) + Number(f[12])) / 100;
+  }
+  return total;
+}
+function rssKiB(pid) { return Number(/VmRSS:\s+(\d+)/.exec(fs.readFileSync(`/proc/${pid}/status`, "utf8"))[1]); }
+function myCpu() { const u = process.cpuUsage(); return (u.user + u.system) / 1e6; }
+function pct(sorted, p) { return sorted.length ? sorted[Math.min(sorted.length - 1, Math.floor(p * sorted.length))] : null; }
+
+// Open n clients on urls[i % urls.length], `batch` handshakes in flight at once; failures are retried once.
+async function openMany(n, urls, batch) {
+  const out = [], errors = {};
+  let next = 0;
+  async function worker() {
+    while (next < n) {
+      const i = next++;
+      for (let attempt = 0; attempt < 3; attempt++) {
+        try { out.push(await connect(urls[i % urls.length])); break; } catch (e) {
+          const k = String(e.message).slice(0, 60); errors[k] = (errors[k] || 0) + 1; await sleep(200);
+        }
+      }
+    }
+  }
+  await Promise.all(Array.from({ length: Math.min(batch, n) }, worker));
+  return { clients: out, errors };
+}
+
+async function idle() {
+  const rss0 = args.pid ? rssKiB(args.pid) : 0, cpu0 = args.pid ? procCpu(args.pid) : 0, me0 = myCpu(), t0 = now();
+  const { clients, errors } = await openMany(args.conns, args.url, args.batch);
+  const t1 = now(), cpu1 = args.pid ? procCpu(args.pid) : 0, me1 = myCpu();
+  const dropped = {};
+  let drops = 0;
+  for (const c of clients) c.ws.on("close", (code) => { drops++; dropped[code] = (dropped[code] || 0) + 1; });
+  await sleep(2000); // let the node settle (its per-connection state after the handshake)
+  const rss1 = args.pid ? rssKiB(args.pid) : 0, cpu2 = args.pid ? procCpu(args.pid) : 0, me2 = myCpu(), t2 = now();
+  await sleep(args.hold * 1000);
+  const t3 = now(), cpu3 = args.pid ? procCpu(args.pid) : 0, me3 = myCpu(), rss3 = args.pid ? rssKiB(args.pid) : 0;
+  for (const c of clients) c.ws.terminate();
+  const connectS = t1 - t0, n = clients.length;
+  return {
+    mode: "idle", conns: n, failed: args.conns - n, connect_errors: errors,
+    connect_s: connectS, handshakes_per_s: n / connectS,
+    server_cpu_us_per_handshake: args.pid ? ((cpu1 - cpu0) * 1e6) / n : null,
+    server_cpu_pct_connecting: args.pid ? (100 * (cpu1 - cpu0)) / connectS : null,
+    loadgen_cpu_pct_connecting: (100 * (me1 - me0)) / connectS,
+    rss_before_kib: rss0, rss_after_kib: rss1, rss_end_kib: rss3, kib_per_client: args.pid ? (rss1 - rss0) / n : null,
+    hold_s: t3 - t2, server_cpu_pct_idle: args.pid ? (100 * (cpu3 - cpu2)) / (t3 - t2) : null,
+    loadgen_cpu_pct_idle: (100 * (me3 - me2)) / (t3 - t2), dropped: drops, dropped_by_code: dropped,
+  };
+}
+
+// --- reconnect storm ----------------------------------------------------------------------------------------
+// The policy of docs/client-protocol.md "Reconnecting": after `goaway`, to a node from its list after a random
+// 0-1 s delay; after any other loss, exponential backoff 0.5 s doubling to 30 s, each delay x uniform(0.5, 1.5),
+// trying the known nodes other than the one that failed (the discovery cache).
+const BACKOFF_MIN_S = 0.5, BACKOFF_MAX_S = 30, GOAWAY_SPREAD_S = 1.0;
+const backoff = (attempt) => Math.min(BACKOFF_MAX_S, BACKOFF_MIN_S * 2 ** attempt) * (0.5 + Math.random());
+
+function cardUrl(uri) { // the ws URL of a homing://node/ card (signature not checked: a bench)
+  try {
+    const doc = decode(Buffer.from(uri.slice("homing://node/".length), "base64url"));
+    const find = (o) => (o && typeof o === "object" ? (typeof o.ws === "string" ? o.ws : Object.values(o).map(find).find(Boolean)) : null);
+    const inner = doc.doc instanceof Uint8Array ? decode(doc.doc) : doc;
+    return find(inner) || find(doc);
+  } catch { return null; }
+}
+
+async function storm() {
+  const [victim, ...others] = args.url;
+  const { clients, errors } = await openMany(args.conns, [victim], args.batch);
+  const probers = (await openMany(args.probers, others, args.probers)).clients;
+  const state = new Map(); // id hex -> {client, lostAt, rehomedAt, callableAt, attempts, goaway}
+  const envelopes = new Map(); // prober ref key -> {terminal: [], kind: "probe"|"bg", id}
+  let refSeq = 0, t0 = null, stopBg = false;
+  const stats = { reconnect_attempts: 0, reconnect_failures: {}, goaways: 0, unexpected_before_kill: 0 };
+  const probeQueue = [];
+
+  function send(idHex, kind) {
+    const p = probers[refSeq % probers.length], ref = refSeq++;
+    envelopes.set(ref, { terminal: [], kind, id: idHex, queued: 0 });
+    p.ws.send(encode({ t: "call_offer", to: Buffer.from(idHex, "hex"), call: crypto.randomBytes(16), body: Buffer.alloc(64), ref }));
+  }
+  for (const p of probers) {
+    p.ws.on("message", (data) => {
+      const m = decode(data);
+      if (m.t !== "receipt") return;
+      const e = envelopes.get(Number(m.ref));
+      if (!e) return;
+      if (m.status === "queued") { e.queued++; return; }
+      if (!TERMINAL.has(m.status)) return;
+      e.terminal.push(m.status);
+      if (e.kind !== "probe" || e.terminal.length !== 1) return;
+      const s = state.get(e.id);
+      if (m.status === "delivered") s.callableAt ??= now();
+      else setTimeout(() => send(e.id, "probe"), 200); // not callable yet (e.g. expired): probe again
+    });
+  }
+
+  function lost(s, code, goawayUrls) {
+    if (t0 === null) { stats.unexpected_before_kill++; }
+    s.lostAt ??= now();
+    s.rehomedAt = null;
+    const delay = goawayUrls && goawayUrls.length ? Math.random() * GOAWAY_SPREAD_S : backoff(0);
+    setTimeout(() => reconnect(s, 0, goawayUrls && goawayUrls.length ? goawayUrls : others), delay * 1000);
+  }
+  function watch(s) {
+    let goawayUrls = null;
+    s.client.ws.on("message", (data) => {
+      const m = decode(data);
+      if (m.t === "goaway") { stats.goaways++; goawayUrls = (m.nodes || []).map(cardUrl).filter(Boolean); }
+    });
+    s.client.ws.on("close", (code) => lost(s, code, goawayUrls));
+  }
+  async function reconnect(s, attempt, candidates) {
+    const pool = candidates.filter((u) => u !== s.failed);
+    const url = (pool.length ? pool : others)[Math.floor(Math.random() * (pool.length || others.length))];
+    stats.reconnect_attempts++;
+    try {
+      s.client = await connect(url, s.client.me);
+      s.rehomedAt = now();
+      s.url = url;
+      watch(s);
+      send(s.client.id.toString("hex"), "probe");
+    } catch (e) {
+      const k = String(e.message).slice(0, 60);
+      stats.reconnect_failures[k] = (stats.reconnect_failures[k] || 0) + 1;
+      s.failed = url;
+      setTimeout(() => reconnect(s, attempt + 1, others), backoff(attempt + 1) * 1000);
+    }
+  }
+  for (const c of clients) { const s = { client: c }; state.set(c.id.toString("hex"), s); watch(s); }
+  const ids = [...state.keys()];
+  const bg = async () => { // background offers to random clients, before and through the storm
+    while (!stopBg) { send(ids[Math.floor(Math.random() * ids.length)], "bg"); await sleep(1000 / args.rate); }
+  };
+  console.log(`ready ${clients.length}`);
+  const bgDone = bg();
+  const rl = readline.createInterface({ input: process.stdin });
+  await new Promise((r) => rl.once("line", r));
+  t0 = now();
+  const cpuMe0 = myCpu();
+  const deadline = t0 + args.timeout;
+  const all = () => [...state.values()];
+  while (now() < deadline && !all().every((s) => s.callableAt && s.callableAt >= t0 && s.rehomedAt)) await sleep(100);
+  const tAll = now() - t0;
+  stopBg = true;
+  await bgDone;
+  // every envelope must end with exactly one terminal receipt: wait for the last ones (bounded: a `queued` one
+  // ends `delivered` or, after the mailbox TTL of 60 s, `expired`)
+  const grace = now() + args.grace;
+  while (now() < grace && [...envelopes.values()].some((e) => e.terminal.length === 0)) await sleep(200);
+  await sleep(500); // a duplicate terminal receipt would arrive about now
+  const rehome = all().filter((s) => s.rehomedAt && s.lostAt).map((s) => s.rehomedAt - t0).sort((a, b) => a - b);
+  const callable = all().filter((s) => s.callableAt && s.callableAt >= t0).map((s) => s.callableAt - t0).sort((a, b) => a - b);
+  const byStatus = {};
+  let missing = 0, duplicate = 0, missingQueued = 0;
+  for (const e of envelopes.values()) {
+    if (e.terminal.length === 0) { missing++; if (e.queued) missingQueued++; } else if (e.terminal.length > 1) duplicate++;
+    const k = `${e.kind}:${e.terminal.join("+") || "none"}`; byStatus[k] = (byStatus[k] || 0) + 1;
+  }
+  const out = {
+    mode: "storm", conns: clients.length, connect_errors: errors, rehomed: rehome.length, callable: callable.length,
+    all_callable: callable.length === clients.length, all_callable_s: callable.length === clients.length ? tAll : null,
+    rehome_p50_s: pct(rehome, 0.5), rehome_p99_s: pct(rehome, 0.99), rehome_max_s: rehome.at(-1) ?? null,
+    callable_p50_s: pct(callable, 0.5), callable_p99_s: pct(callable, 0.99), callable_max_s: callable.at(-1) ?? null,
+    envelopes: envelopes.size, without_one_terminal: missing + duplicate, missing_terminal: missing,
+    missing_terminal_after_queued: missingQueued,
+    duplicate_terminal: duplicate, receipts: byStatus, ...stats,
+    loadgen_cpu_pct: (100 * (myCpu() - cpuMe0)) / Math.max(tAll, 1e-3),
+  };
+  for (const s of all()) s.client.ws.terminate();
+  for (const p of probers) p.ws.terminate();
+  return out;
+}
+
+const run = { idle, storm }[args.mode];
+run().then((r) => { console.log(JSON.stringify(r)); process.exit(0); }, (e) => { console.error(String(e.stack || e)); process.exit(1); });

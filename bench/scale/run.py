@@ -1,0 +1,336 @@
+"""One node at real scale (issue #17): idle phones, reconnect storms, handshake rate, process cost.
+
+    (cd bench/relay && npm install)     # ws and @msgpack/msgpack, shared with bench/relay
+    python bench/scale/run.py                       # everything, full size (19,000 idle, 10,000 in the storms)
+    python bench/scale/run.py --only idle --conns 19000 --hold 600     # the issue's 10-minute idle target
+    python bench/scale/run.py --conns 150 --storm-conns 100 --hold 3 --out /tmp/x.md   # smoke size
+
+Scenarios (each server its own process, the load generator bench/scale/phones.mjs another):
+- idle: one `homing node run` holds --conns authenticated clients, opened --batch handshakes at a time, for --hold
+  seconds with WebSocket keepalive at its defaults (ping after 30 s of silence): node CPU % of a core, KiB of RSS
+  per client above the fresh process, clients dropped, handshakes per second and CPU per handshake while
+  connecting; then the same load on the bare Node.js relay (bench/relay/ws_relay.mjs), in the same run.
+- storm (kill -9) and goaway (SIGTERM): three nodes; --storm-conns clients homed on the first, which is then
+  killed (or stopped gracefully); every client reconnects with docs/client-protocol.md's backoff and jitter to
+  the others: time until every client is re-homed and an offer to it is `delivered`; envelopes (offers sent all
+  along) without exactly one terminal receipt; the survivors' CPU per re-homed client.
+- process: `homing node run` with no registry: process start to ports.json written, and RSS when idle.
+Every figure is written with the commit, the command and the load average (the machine may be shared).
+Results: bench/results/scale.md and .json (or --out).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent.parent
+RELAY = HERE.parent / "relay"
+
+# Connection limits raised to the fd limit (20,000 here); keepalive, handshake and idle timeouts at their defaults.
+# Every simulated phone connects from 127.0.0.1, so the per-address budgets (handshakes, pending and mailed
+# envelopes) are lifted: they stand for one real address each. Envelope rate limits are lifted only so that the
+# storm's probers (a few connections) can address 10,000 clients.
+NODE_TOML = """
+[clients]
+connections_max = 19500
+connections_per_ip_max = 19500
+handshakes_per_address_per_s = 1000000.0
+handshakes_per_address_burst = 1000000
+rate_per_s = 1000000.0
+burst = 1000000
+
+[relay]
+pending_per_address_max = 1000000
+mailbox_per_address_max = 1000000
+"""
+
+
+NODEJS = "Node.js ws relay (ping every 30 s)"
+
+
+def raise_fd_limit() -> int:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # inherited by the load generator and servers
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+def env() -> dict[str, str]:
+    return dict(os.environ, PYTHONPATH=str(REPO))
+
+
+def wait_json(path: Path, timeout_s: float = 60) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            return dict(json.loads(path.read_text()))
+        except (OSError, ValueError):
+            time.sleep(0.005)
+    raise SystemExit(f"{path} did not appear")
+
+
+def members_alive(metrics_port: int) -> int:
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/v1/members", timeout=5) as resp:
+        return sum(m["state"] == "alive" for m in json.loads(resp.read())["members"])
+
+
+def start_nodes(count: int, tmp: Path, toml: str = NODE_TOML) -> list[tuple[subprocess.Popen[bytes], dict[str, int]]]:
+    """`count` real `homing node run` processes (LAN preset) joined into one open federation."""
+    tmp.mkdir(parents=True, exist_ok=True)
+    (tmp / "bench.toml").write_text(toml)
+    nodes: list[tuple[subprocess.Popen[bytes], dict[str, int]]] = []
+    seed: list[str] = []
+    for i in range(count):
+        data = tmp / f"node{i}"
+        cmd = [sys.executable, "-m", "node", "node", "run", "--config", str(tmp / "bench.toml"), "--data-dir",
+               str(data), "--open", "--log-level", "warning", *[a for s in seed for a in ("--join", s)],
+               *[a for f in ("ws", "swim", "peer", "metrics") for a in (f"--{f}", "127.0.0.1:0")]]  # fmt: skip
+        proc = subprocess.Popen(cmd, cwd=REPO, env=env(), stderr=(tmp / f"node{i}.log").open("wb"))
+        ports = wait_json(data / "ports.json")
+        nodes.append((proc, ports))
+        seed = seed or [f"127.0.0.1:{ports['swim']}"]
+    deadline = time.monotonic() + 60
+    while not all(members_alive(p["metrics"]) == count for _, p in nodes):
+        if time.monotonic() > deadline:
+            raise SystemExit("the bench federation did not converge")
+        time.sleep(0.2)
+    return nodes
+
+
+def ws_url(ports: dict[str, int]) -> str:
+    return f"ws://127.0.0.1:{ports['ws']}/v1/client"
+
+
+def stop(procs: list[subprocess.Popen[Any]]) -> None:
+    for p in procs:
+        if p.poll() is None:
+            p.kill()
+        p.wait(30)
+
+
+def loadgen(*opts: str, timeout_s: float) -> dict[str, Any]:
+    cmd = ["node", str(HERE / "phones.mjs"), *opts]
+    out = subprocess.run(cmd, cwd=HERE, capture_output=True, text=True, timeout=timeout_s)
+    if out.returncode != 0:
+        raise SystemExit(f"phones.mjs failed: {out.stderr.strip()[-2000:]}")
+    return dict(json.loads(out.stdout.strip().splitlines()[-1]))
+
+
+def load() -> float:
+    return round(os.getloadavg()[0], 1)
+
+
+def idle(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
+    rows: dict[str, Any] = {}
+    timeout_s = args.hold + 600
+    opts = ["--mode", "idle", "--conns", str(args.conns), "--batch", str(args.batch), "--hold", str(args.hold)]
+    load0 = load()
+    (proc, ports), = start_nodes(1, tmp / "idle")  # fmt: skip
+    try:
+        time.sleep(1.0)
+        rows["homing node"] = loadgen("--url", ws_url(ports), "--pid", str(proc.pid), *opts, timeout_s=timeout_s)
+    finally:
+        stop([proc])
+    rows["homing node"]["load_avg"] = [load0, load()]
+    load0 = load()
+    # pinging every client every 30 s, as a homing node pings each idle client after 30 s of silence
+    relay = subprocess.Popen(["node", str(RELAY / "ws_relay.mjs"), "0", "30"], cwd=RELAY, stdout=subprocess.PIPE,
+                             text=True)  # fmt: skip
+    try:
+        assert relay.stdout is not None
+        port = int(relay.stdout.readline().split()[1])
+        time.sleep(0.5)
+        url = f"ws://127.0.0.1:{port}/v1/client"
+        rows[NODEJS] = loadgen("--url", url, "--pid", str(relay.pid), *opts, timeout_s=timeout_s)
+    finally:
+        stop([relay])
+    rows[NODEJS]["load_avg"] = [load0, load()]
+    return rows
+
+
+def cpu_s(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def storm(args: argparse.Namespace, tmp: Path, how: str) -> dict[str, Any]:
+    """Home --storm-conns clients on node 0 of 3, then kill -9 it (`kill`) or SIGTERM it (`goaway`)."""
+    load0 = load()
+    nodes = start_nodes(3, tmp / how)
+    procs = [p for p, _ in nodes]
+    cmd = ["node", str(HERE / "phones.mjs"), "--mode", "storm", "--conns", str(args.storm_conns),
+           "--batch", str(args.batch), "--rate", str(args.rate), "--timeout", str(args.storm_timeout),
+           *[a for _, ports in nodes for a in ("--url", ws_url(ports))]]  # fmt: skip
+    gen = subprocess.Popen(cmd, cwd=HERE, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                           text=True)  # fmt: skip
+    try:
+        assert gen.stdin is not None and gen.stdout is not None
+        line = gen.stdout.readline()
+        if not line.startswith("ready"):
+            raise SystemExit(f"phones.mjs storm did not get ready: {line!r} {gen.stderr.read() if gen.stderr else ''}")
+        time.sleep(1.0)  # background offers flow before the fault
+        survivors = procs[1:]
+        cpu0 = [cpu_s(p.pid) for p in survivors]
+        t0 = time.monotonic()
+        procs[0].send_signal(signal.SIGKILL if how == "kill" else signal.SIGTERM)
+        gen.stdin.write("go\n")
+        gen.stdin.flush()
+        out, err = gen.communicate(timeout=args.storm_timeout + 180)
+        wall = time.monotonic() - t0
+        cpu = sum(cpu_s(p.pid) - c for p, c in zip(survivors, cpu0, strict=True))
+        if gen.returncode != 0:
+            raise SystemExit(f"phones.mjs storm failed: {err.strip()[-2000:]}")
+        row = dict(json.loads(out.strip().splitlines()[-1]))
+    finally:
+        stop([gen, *procs])
+    row["survivors_cpu_s"] = round(cpu, 2)
+    row["survivors_cpu_ms_per_rehomed_client"] = round(1000 * cpu / max(row["rehomed"], 1), 3)
+    row["survivors_cpu_pct_of_a_core"] = round(100 * cpu / wall, 1)
+    row["load_avg"] = [load0, load()]
+    return row
+
+
+def process_cost(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
+    """`homing node run` with no registry and no DoH: process start to ports.json, RSS idle (medians)."""
+    starts, rss = [], []
+    load0 = load()
+    for i in range(args.process_runs):
+        data = tmp / f"proc{i}"
+        cmd = [sys.executable, "-m", "node", "node", "run", "--data-dir", str(data), "--log-level", "warning",
+               *[a for f in ("ws", "swim", "peer", "metrics") for a in (f"--{f}", "127.0.0.1:0")]]  # fmt: skip
+        t0 = time.monotonic()
+        proc = subprocess.Popen(cmd, cwd=REPO, env=env(), stderr=subprocess.DEVNULL)
+        try:
+            wait_json(data / "ports.json")
+            starts.append(time.monotonic() - t0)
+            time.sleep(2.0)
+            status = Path(f"/proc/{proc.pid}/status").read_text()
+            rss.append(int(status.split("VmRSS:")[1].split()[0]) / 1024)
+        finally:
+            stop([proc])
+    return {"start_to_serving_s": round(statistics.median(starts), 3), "runs_s": [round(s, 3) for s in starts],
+            "rss_idle_mib": round(statistics.median(rss), 1), "load_avg": [load0, load()]}  # fmt: skip
+
+
+def commit() -> str:
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO,
+                               capture_output=True, text=True).stdout.strip()  # fmt: skip
+        return head.stdout.strip() + ("+dirty" if dirty else "")
+    except OSError:
+        return "unknown"
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--only", choices=["idle", "storm", "goaway", "process"], action="append")
+    ap.add_argument("--conns", type=int, default=19_000, help="idle clients held by one node")
+    ap.add_argument("--hold", type=float, default=60.0, help="seconds the idle clients are held")
+    ap.add_argument("--batch", type=int, default=200, help="handshakes in flight at once")
+    ap.add_argument("--storm-conns", type=int, default=10_000, help="clients on the node that is killed/stopped")
+    ap.add_argument("--storm-timeout", type=float, default=120.0, help="seconds a storm may take at most")
+    ap.add_argument("--rate", type=float, default=50.0, help="background offers per second during a storm")
+    ap.add_argument("--process-runs", type=int, default=3)
+    ap.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "scale.md")
+    args = ap.parse_args(argv)
+    fds = raise_fd_limit()
+    need = max(args.conns, args.storm_conns) + 200
+    if fds < need:
+        raise SystemExit(f"open-file limit {fds} < {need}: lower --conns/--storm-conns")
+    only = set(args.only or ["idle", "storm", "goaway", "process"])
+    cmdline = "python bench/scale/run.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    result: dict[str, Any] = {"command": cmdline.strip(),
+                              "commit": commit(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+                              "cpus": os.cpu_count(), "fd_limit": fds}  # fmt: skip
+    with tempfile.TemporaryDirectory(prefix="homing-scale-") as tmp_text:
+        tmp = Path(tmp_text)
+        if "process" in only:
+            result["process"] = process_cost(args, tmp)
+            print("process", result["process"], flush=True)
+        if "idle" in only:
+            result["idle"] = idle(args, tmp)
+            print("idle", json.dumps(result["idle"]), flush=True)
+        for how in ("kill", "goaway"):
+            if ("storm" if how == "kill" else "goaway") in only:
+                result[how] = storm(args, tmp, how)
+                print(how, json.dumps(result[how]), flush=True)
+    write(result, args.out)
+    return result
+
+
+def fmt(value: Any, digits: int = 1) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:,.{digits}f}"
+    return f"{value:,}" if isinstance(value, int) else str(value)
+
+
+def render(r: dict[str, Any]) -> str:
+    lines = ["# One node at scale (bench/scale)", "",
+             f"Command: `{r['command']}`; commit {r['commit']}; {r['date']}; {r['cpus']} CPUs; open-file limit "
+             f"{r['fd_limit']}. Load average (1 min) before/after each scenario is given with it: the machine may be "
+             "shared, so read CPU figures as upper bounds and times as noisy.", ""]  # fmt: skip
+    if "process" in r:
+        p = r["process"]
+        lines += ["## Process cost (`homing node run`, no registry, no DoH)", "",
+                  f"- start to serving (process start to ports.json written): median {p['start_to_serving_s']} s "
+                  f"(runs {p['runs_s']}); RSS idle {p['rss_idle_mib']} MiB; load {p['load_avg']}", ""]  # fmt: skip
+    if "idle" in r:
+        cols = [("conns", "clients held", 0), ("dropped", "dropped", 0), ("hold_s", "held s", 0),
+                ("server_cpu_pct_idle", "server CPU % of a core, idle", 2), ("kib_per_client", "KiB RSS per client", 2),
+                ("rss_before_kib", "RSS before, KiB", 0), ("handshakes_per_s", "handshakes/s", 0),
+                ("server_cpu_us_per_handshake", "server CPU µs per handshake", 0),
+                ("loadgen_cpu_pct_connecting", "load generator CPU % connecting", 0),
+                ("loadgen_cpu_pct_idle", "load generator CPU % idle", 2), ("load_avg", "load avg", 1)]  # fmt: skip
+        lines += ["## Idle phones", "", "| server | " + " | ".join(h for _, h, _ in cols) + " |",
+                  "|---|" + "---|" * len(cols)]  # fmt: skip
+        for name, row in r["idle"].items():
+            lines.append(f"| {name} | " + " | ".join(fmt(row.get(k), d) for k, _, d in cols) + " |")
+        lines.append("")
+    for how, title in (("kill", "Reconnect storm: kill -9"), ("goaway", "Graceful stop with goaway (SIGTERM)")):
+        if how in r:
+            s = r[how]
+            lines += [f"## {title}", "",
+                      f"- {s['conns']} clients on the stopped node; re-homed {s['rehomed']}, callable {s['callable']}; "
+                      f"every client re-homed and callable after **{fmt(s['all_callable_s'], 2)} s**",
+                      f"- re-homed p50/p99/max {fmt(s['rehome_p50_s'], 2)} / {fmt(s['rehome_p99_s'], 2)} / "
+                      f"{fmt(s['rehome_max_s'], 2)} s; callable p50/p99/max {fmt(s['callable_p50_s'], 2)} / "
+                      f"{fmt(s['callable_p99_s'], 2)} / {fmt(s['callable_max_s'], 2)} s",
+                      f"- envelopes {s['envelopes']}, without exactly one terminal receipt: "
+                      f"**{s['without_one_terminal']}**"
+                      f" (none: {s['missing_terminal']}, of which `queued` first: "
+                      f"{s.get('missing_terminal_after_queued', '-')}; "
+                      f"more than one: {s['duplicate_terminal']}); receipts "
+                      f"{s['receipts']}",
+                      f"- reconnect attempts {s['reconnect_attempts']}, failures {s['reconnect_failures']}, goaways "
+                      f"{s['goaways']}; survivors' CPU {s['survivors_cpu_s']} s = "
+                      f"{s['survivors_cpu_ms_per_rehomed_client']} ms per re-homed client "
+                      f"({s['survivors_cpu_pct_of_a_core']} % of a core); load generator "
+                      f"{fmt(s['loadgen_cpu_pct'], 0)} % of a core; load {s['load_avg']}", ""]  # fmt: skip
+    return "\n".join(lines)
+
+
+def write(result: dict[str, Any], out: Path) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(render(result))
+    out.with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,114 @@
+"""Refresh the registry list when an unadmitted node knocks (issue #17; docs/operations.md, step 4 of the VPS guide).
+
+A node re-reads its registries' signed lists every heartbeat (`[federation] heartbeat_s`, up to 60 s). A node that
+registered after our last read is refused as unadmitted until then, so two nodes started a second apart stayed apart
+for a minute. Every SWIM or peer-link refusal of an unadmitted id now calls `KnockRefresh.knock()`; the registry
+follower (service.py `_follow_registries`) then re-reads each registry at once, at most once per `interval_s`
+(a stranger that keeps knocking costs one conditional GET per interval, answered 304 while nothing changed), with
+`If-None-Match` and the registry's last `ETag`. The lists it reads are offered to admission like the heartbeat's
+(newest list per registry key, docs/discovery.md): a stranger's knock can make us re-read, never admit it.
+
+httpx2 is imported only when a refresh runs (a node without `--bootstrap` never imports it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import attrs
+import trio
+
+if TYPE_CHECKING:
+    import httpx2
+
+    from node.client.discovery.model import SignedList
+
+KNOCK_REFRESH_INTERVAL_S = 5.0
+
+
+@attrs.define
+class KnockRefresh:
+    """A rate-limited wake-up for the registry follower (sync `knock`, async `wait`)."""
+
+    interval_s: float = attrs.field(default=KNOCK_REFRESH_INTERVAL_S, validator=attrs.validators.gt(0))
+    clock: Callable[[], float] = trio.current_time
+    knocks: int = 0  # knocks seen (every refusal of an unadmitted id)
+    refreshes: int = 0  # knocks that woke the follower
+    _event: trio.Event = attrs.field(factory=trio.Event)
+    _last: float = float("-inf")
+
+    def knock(self) -> None:
+        """An unadmitted id knocked: wake the follower unless it was woken less than `interval_s` ago."""
+        self.knocks += 1
+        now = self.clock()
+        if now - self._last < self.interval_s or self._event.is_set():
+            return
+        self._last = now
+        self.refreshes += 1
+        self._event.set()
+
+    async def wait(self, timeout_s: float) -> bool:
+        """Sleep up to `timeout_s`; True when a knock ended the sleep early."""
+        with trio.move_on_after(timeout_s):
+            await self._event.wait()
+        knocked = self._event.is_set()
+        self._event = trio.Event()
+        return knocked
+
+
+@attrs.define
+class RegistryEtags:
+    """The last `ETag` of each registry's list, for conditional re-reads."""
+
+    tags: dict[str, str] = attrs.field(factory=dict)
+
+    async def fetch_lists(
+        self, registries: tuple[str, ...], trust: frozenset[bytes], timeout_s: float
+    ) -> list[SignedList]:
+        """The verified lists of the registries whose list changed since the last read; a 304, an error or a list
+        that does not verify contributes nothing (the heartbeat's full read reports errors)."""
+        from node.client.discovery.sources import http_client, ssl_context  # lazy: imports httpx2 and dnspython
+
+        lists: list[SignedList] = []
+        async with http_client(ssl_context(None), timeout_s) as client:
+            for base in registries:
+                with trio.move_on_after(timeout_s):
+                    found = await self._one(client, base, trust)
+                    if found is not None:
+                        lists.append(found)
+        return lists
+
+    async def _one(self, client: httpx2.AsyncClient, base: str, trust: frozenset[bytes]) -> SignedList | None:
+        import time
+
+        import httpx2
+
+        from node.client.discovery.model import Source
+        from node.client.discovery.sources import REGISTRY_ANSWER_MAX_BYTES, followed, open_list, registry_url
+        from node.protocol.errors import HomingError, RemoteProtocolError
+        from node.protocol.identity import decode_document
+        from node.protocol.rotation import unpack_chain
+
+        url = registry_url(base)
+        headers = {"accept": "application/msgpack"}
+        if url in self.tags:
+            headers["if-none-match"] = self.tags[url]
+        try:
+            async with client.stream("GET", url, headers=headers) as response:
+                if response.status_code != 200:
+                    return None
+                body = b""
+                async for chunk in response.aiter_bytes():
+                    body += chunk
+                    if len(body) > REGISTRY_ANSWER_MAX_BYTES:
+                        return None
+                etag = response.headers.get("etag")
+            doc, now = decode_document(body), time.time()
+            _, served = unpack_chain(doc.get("rot"), now=now)  # a rotated registry key (docs/bootstrap.md)
+            found = open_list(doc, followed(trust, served, (), now), now, Source.REGISTRY, f"registry {url}")
+        except (httpx2.HTTPError, HomingError, RemoteProtocolError):
+            return None
+        if etag and len(etag) <= 200:
+            self.tags[url] = etag
+        return found

@@ -1,0 +1,218 @@
+"""Merging member updates from the network into the table: the half of the SWIM core that decides what to believe.
+
+Mixed into `Swim` (protocol.py), which owns the state declared below. The rules (docs/swim.md "Merge rule" and
+"Hostile members"): a record the member signed (alive, left) is verified once and merged by `supersedes`
+(members.py); a SUSPECT/DEAD claim by someone else counts only about a member we hold, only at the incarnation of
+the record it signed, starts at most a suspicion (a DEAD claim shortens it to its minimum) and is budgeted per
+sender; records about ourselves are answered with a newer signed record of ours.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+
+import attrs
+
+from node.protocol.ratelimit import KeyedBuckets
+from node.protocol.refusals import Refusal
+from node.protocol.swim.awareness import Awareness
+from node.protocol.swim.config import SwimConfig
+from node.protocol.swim.members import LIVE, MemberTable, ProbeRing, supersedes
+from node.protocol.swim.messages import Command, MemberChanged, MemberInfo, MemberState, Refused, Update
+from node.protocol.swim.records import RecordVerifier
+from node.protocol.swim.suspicion import Suspicion, Suspicions
+from node.protocol.wire.swim import INCARNATION_MAX
+
+FORGED_PER_SENDER_PER_S = 0.2  # records with a bad signature one sender may make us verify (then we stop)
+FORGED_PER_SENDER_BURST = 5
+ALIVE, SUSPECT, DEAD, LEFT = MemberState.ALIVE, MemberState.SUSPECT, MemberState.DEAD, MemberState.LEFT
+CLAIMS = (SUSPECT, DEAD)
+
+
+@attrs.define(slots=True)
+class SwimStats:
+    probes_ok: int = 0
+    probes_indirect_ok: int = 0
+    probes_failed: int = 0
+    suspicions_raised: int = 0  # by this node's own failed probes
+    suspicions_learned: int = 0  # members that became SUSPECT here, whoever accused them
+    confirmations: int = 0
+    deaths_declared: int = 0  # suspicion timers that fired here
+    refutations: int = 0
+    nacks_sent: int = 0
+    nacks_received: int = 0
+    relays_refused: int = 0
+    datagrams_sent: int = 0
+    gossip_rounds: int = 0
+    push_pulls: int = 0
+    unadmitted_dropped: int = 0
+    table_full: int = 0
+    records_forged: int = 0  # alive/left records whose signature did not verify
+    claims_unsigned: int = 0  # suspect/dead claims at an incarnation the member never signed (as far as we know)
+    claims_rate_limited: int = 0  # suspect/dead claims over their sender's budget
+
+
+class Merging:
+    """The merge rules of `Swim` (see the module docstring); `Swim.__init__` sets every attribute below."""
+
+    config: SwimConfig
+    stats: SwimStats
+    _id: bytes
+    _self: MemberInfo
+    _left: bool
+    _rng: random.Random
+    _admit: Callable[[bytes], bool]
+    _verifier: RecordVerifier
+    _claim_budget: KeyedBuckets[bytes]
+    _forged_budget: KeyedBuckets[bytes]
+    _table: MemberTable
+    _ring: ProbeRing
+    _suspicions: Suspicions
+    _awareness: Awareness
+    _gone: dict[bytes, float]
+
+    def _enqueue(self, update: Update) -> None:  # Swim's
+        raise NotImplementedError
+
+    def _emit(self, command: Command) -> None:  # Swim's
+        raise NotImplementedError
+
+    def _set_self(self, me: MemberInfo, now: float) -> None:  # Swim's
+        raise NotImplementedError
+
+    def _apply(self, update: Update, now: float, sender: bytes, *, gossip_new: bool = True) -> None:
+        """Merge one update from the network (the sender is the authenticated datagram or sync peer)."""
+        m = update.member
+        if m.id == self._id:
+            self._about_self(update, now, sender)
+            return
+        old = self._table.get(m.id)
+        if m.state in CLAIMS:
+            if old is not None:
+                self._apply_claim(update, old, now, sender)
+            return  # a claim about a member we never heard of: nothing it signed to accuse
+        if old is None:
+            if not self._admit(m.id):
+                return
+            if len(self._table) >= self.config.members_max:
+                self.stats.table_full += 1
+                return
+        elif not supersedes(m, old):
+            return
+        if self._verified(m, now, sender):
+            self._commit(Update(member=m), old, now, gossip_new=gossip_new)
+
+    def _verified(self, m: MemberInfo, now: float, sender: bytes) -> bool:
+        """The member's own signature over its record (cached); a sender of bad ones gets few verifications."""
+        if self._forged_budget.wait_s(sender, now) > 0:
+            self._emit(Refused(refusal=Refusal.RATE_LIMITED))
+            return False
+        if self._verifier.verify(m):
+            return True
+        self._forged_budget.take(sender, now)
+        self.stats.records_forged += 1
+        self._emit(Refused(refusal=Refusal.FORGED))
+        return False
+
+    def _apply_claim(self, update: Update, old: MemberInfo, now: float, sender: bytes) -> None:
+        """A SUSPECT or DEAD claim about a member we hold. It counts only at the incarnation the member signed
+        (that of our record); it can start a suspicion (which the member can refute), never make it DEAD sooner
+        than the suspicion's minimum timeout here, never change its address or meta."""
+        m = update.member
+        if m.incarnation > old.incarnation:
+            self.stats.claims_unsigned += 1
+            self._emit(Refused(refusal=Refusal.FORGED))
+            return
+        if m.incarnation < old.incarnation or old.state not in LIVE:
+            return  # stale, or already DEAD/LEFT here
+        by = update.by if update.by not in (b"", m.id) and self._admit(update.by) else sender
+        claim = Update(member=attrs.evolve(old, state=SUSPECT), by=by)
+        if old.state is SUSPECT:
+            if m.state is SUSPECT:
+                self._maybe_confirm(claim, old)
+            else:
+                self._suspicions.shorten(m.id)
+            return
+        if not self._claim_budget.take(sender, now):
+            self.stats.claims_rate_limited += 1
+            self._emit(Refused(refusal=Refusal.RATE_LIMITED))
+            return
+        self._commit(claim, old, now)
+        if m.state is DEAD:
+            self._suspicions.shorten(m.id)
+
+    def _commit(self, update: Update, old: MemberInfo | None, now: float, *, gossip_new: bool = True) -> None:
+        """Put a checked record in the table: suspicion timers, probe ring, gossip queue and change events."""
+        m = update.member
+        previous = self._table.put(m, now)
+        if m.state is SUSPECT:
+            self._start_suspicion(m, update.by or self._id, now)
+        else:
+            self._suspicions.pop(m.id)
+        was_live = old is not None and old.state in LIVE  # the ring holds exactly the other LIVE members
+        if m.state in LIVE:
+            self._gone.pop(m.id, None)
+            if not was_live:
+                self._ring.add(m.id, self._rng)
+        else:
+            self._gone.pop(m.id, None)
+            self._gone[m.id] = now
+            if was_live:
+                self._ring.discard(m.id)
+        if old is not None or gossip_new:
+            self._enqueue(update if m.state in CLAIMS else Update(member=m))
+        if old is None or old.state != m.state or old.addr != m.addr or old.meta != m.meta:
+            self._emit(MemberChanged(member=m, previous=previous))
+
+    def _maybe_confirm(self, update: Update, old: MemberInfo) -> None:
+        m = update.member
+        if not (m.state is SUSPECT and old.state is SUSPECT and m.incarnation == old.incarnation and update.by):
+            return
+        if self._suspicions.confirm(m.id, update.by):
+            self.stats.confirmations += 1
+            self._enqueue(update)  # spread the confirmation so others shorten their timers too
+
+    def _start_suspicion(self, m: MemberInfo, by: bytes, now: float) -> None:
+        self.stats.suspicions_learned += 1
+        n = self._table.live_count
+        cfg = self.config
+        min_s = cfg.suspicion_min_s(n)
+        if cfg.lifeguard:
+            k = max(0, min(cfg.suspicion_confirmations, n - 2))
+            max_s = cfg.suspicion_max_s(n)
+        else:
+            k, max_s = 0, min_s
+        s = Suspicion(by=by, incarnation=m.incarnation, k=k, min_s=min_s, max_s=max_s, started=now)
+        self._suspicions.start(m.id, s)
+
+    def _about_self(self, update: Update, now: float, sender: bytes) -> None:
+        """A record about us. A claim counts only at our current incarnation; a signed record only if we signed
+        it (an earlier life of ours, before a restart). Either way we answer with a newer signed record."""
+        m, me = update.member, self._self
+        if m.state in CLAIMS:
+            if m.incarnation > me.incarnation:
+                self.stats.claims_unsigned += 1  # we never signed that incarnation: nobody honest accepts it
+                self._emit(Refused(refusal=Refusal.FORGED))
+                return
+            if m.incarnation < me.incarnation:
+                return
+        else:
+            if m.incarnation < me.incarnation or m == me:
+                return
+            if m.state is ALIVE and m.incarnation == me.incarnation and (m.addr, m.meta) == (me.addr, me.meta):
+                return
+            if not self._verified(m, now, sender):
+                return
+        step = max(m.incarnation, me.incarnation) + 1
+        if step > INCARNATION_MAX:
+            return  # unreachable: only our own signed records move us, one step at a time
+        if self._left:
+            if m.state is not LEFT or m.incarnation > me.incarnation:
+                self._set_self(attrs.evolve(me, incarnation=step), now)
+            return
+        # Someone suspects us, declares us dead, or holds a newer record of us (we restarted): refute.
+        self.stats.refutations += 1
+        if m.state is not ALIVE:
+            self._awareness.apply(1)
+        self._set_self(attrs.evolve(me, incarnation=step), now)

@@ -1,0 +1,91 @@
+"""A new operator's first federation: a registry (auto approval), then two nodes started 1 s apart with only
+`--bootstrap` and `--trust`. The first node's list holds only itself when it starts; it must refresh the list when
+the newcomer knocks (service.py `_follow_registries`), not a heartbeat (60 s) later. Real processes, issue #17."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+from tests.helpers import homing_cmd, homing_env
+from tests.integration.procs import wait_for
+
+TRIALS = 2
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_registry(tmp: Path) -> tuple[subprocess.Popen[bytes], str, str]:
+    data = tmp / "registry"
+    out = subprocess.run(homing_cmd("bootstrap", "init", "--data-dir", str(data)), env=homing_env(),
+                         capture_output=True, text=True, timeout=30, check=True)  # fmt: skip
+    key = out.stdout.strip().rsplit(" ", 1)[-1]
+    port = free_port()
+    log = (tmp / "registry.log").open("w")
+    proc = subprocess.Popen(
+        homing_cmd("bootstrap", "run", "--data-dir", str(data), "--listen", f"127.0.0.1:{port}", "--approval", "auto"),
+        env=homing_env(), stdout=log, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    wait_for(lambda: socket.create_connection(("127.0.0.1", port), timeout=1).close() is None, 20, "the registry")
+    return proc, url, key
+
+
+class RegistryNode:
+    """`homing node run --bootstrap URL --trust KEY` on fixed loopback ports (nothing else)."""
+
+    def __init__(self, tmp: Path, name: str, url: str, key: str) -> None:
+        self.metrics = free_port()
+        ports = {f: free_port() for f in ("ws", "swim", "peer")}
+        listen = [a for f, p in ports.items() for a in (f"--{f}", f"127.0.0.1:{p}")]
+        # --trust=KEY: a key may start with "-"
+        args = ["node", "run", "--data-dir", str(tmp / name), "--bootstrap", url, f"--trust={key}",
+                "--metrics", f"127.0.0.1:{self.metrics}", *listen]  # fmt: skip
+        self.log = (tmp / f"{name}.log").open("w")
+        self.proc = subprocess.Popen(homing_cmd(*args), env=homing_env(), stdout=self.log, stderr=subprocess.STDOUT)
+
+    def alive(self) -> set[str]:
+        import json
+        import urllib.request
+
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics}/v1/members", timeout=2) as resp:
+            return {m["id"] for m in json.loads(resp.read())["members"] if m["state"] == "alive"}
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+        self.log.close()
+
+
+def test_two_nodes_started_a_second_apart_see_each_other_within_5_s(tmp_path: Path) -> None:
+    for trial in range(TRIALS):  # a fresh registry per trial: the last trial's nodes would still be listed
+        tmp = tmp_path / f"t{trial}"
+        tmp.mkdir()
+        one_trial(tmp, trial)
+
+
+def one_trial(tmp: Path, trial: int) -> None:
+    registry, url, key = start_registry(tmp)
+    nodes: list[RegistryNode] = []
+    try:
+        a = RegistryNode(tmp, "a", url, key)
+        nodes.append(a)
+        wait_for(lambda: len(a.alive()) == 1, 20, "node a serving")
+        time.sleep(1.0)
+        b = RegistryNode(tmp, "b", url, key)
+        nodes.append(b)
+        wait_for(lambda: len(b.alive()) >= 1, 20, "node b serving")
+        # both see both alive within 5 s of the newcomer serving
+        wait_for(lambda: len(a.alive()) == 2 and len(b.alive()) == 2, 5, f"trial {trial}: a and b joined")
+    finally:
+        for n in nodes:
+            n.stop()
+        registry.kill()
+        registry.wait(10)

@@ -1,0 +1,79 @@
+"""One hostile, admitted member against a seeded simulated federation (#11 finding 2, docs/swim.md "Hostile members").
+
+The hostile member holds its own key only. For a minute it sends every honest node, ten times a second, every
+lie it can make about the honest members: dead, suspect and left at the largest incarnation the wire allows, alive
+at that incarnation with another address and meta (signed with its own key, or with a garbage signature), an old
+genuine record replayed, and dead/suspect claims at each member's real current incarnation. Nobody honest may be
+declared dead or left, and no honest member's address or meta may change anywhere.
+"""
+
+from __future__ import annotations
+
+import attrs
+
+from node.protocol.identity import Identity
+from node.protocol.swim.config import LOCAL
+from node.protocol.swim.messages import Gossip, MemberInfo, MemberState, Update
+from node.protocol.swim.records import sign_record
+from node.protocol.wire.swim import INCARNATION_MAX
+from node.testing import checkers as C
+from node.testing.simcluster import SimCluster
+
+A, S, D, L = MemberState.ALIVE, MemberState.SUSPECT, MemberState.DEAD, MemberState.LEFT
+HOSTILE_ADDR = ("10.255.255.254", 7401)
+
+
+def lies(c: SimCluster, hostile: Identity, victim: bytes, seen: MemberInfo) -> list[Update]:
+    """Every forged update the hostile member can make about `victim` (whose genuine record it has `seen`)."""
+    top = INCARNATION_MAX
+    other = attrs.evolve(seen, addr=HOSTILE_ADDR, meta=b"evil", incarnation=top, state=A)
+    claim = MemberInfo(id=victim, addr=("", 0), meta=b"", incarnation=top, state=D)
+    first = c.swim(victim).member(victim)
+    assert first is not None
+    return [
+        Update(member=claim, by=hostile.id),  # dead at the top incarnation: #11's one-datagram eviction
+        Update(member=attrs.evolve(claim, state=S), by=hostile.id),
+        Update(member=attrs.evolve(other, state=L, sig=bytes(64))),  # left, unsigned
+        Update(member=sign_record(attrs.evolve(other, state=L), hostile.sign)),  # left, signed by the wrong key
+        Update(member=sign_record(other, hostile.sign)),  # alive elsewhere, signed by the wrong key
+        Update(member=attrs.evolve(other, incarnation=seen.incarnation + 1, sig=seen.sig)),  # a signature moved
+        # claims at the member's real current incarnation: allowed to make it suspect, within the budget
+        Update(member=attrs.evolve(claim, incarnation=seen.incarnation), by=hostile.id),
+        Update(member=attrs.evolve(claim, incarnation=seen.incarnation, state=S), by=hostile.id),
+    ]
+
+
+def test_a_hostile_member_cannot_evict_or_rewrite_anyone(sim_seed: int) -> None:
+    n = 16
+    c = SimCluster(n, seed=sim_seed, config=LOCAL, converged=True)
+    hostile = Identity.from_seed(bytes([0xEE]) * 32)
+    originals = {nid: c.swim(nid).member(nid) for nid in c.ids}
+    c.run_for(2.0)
+    start = c.now
+    rounds = 0
+    while c.now < start + 60.0:
+        for target in c.ids:
+            victim = c.ids[(rounds + c.ids.index(target) + 1) % n]  # every honest member in turn, never itself
+            seen = c.swim(target).member(victim)
+            assert seen is not None
+            for i in range(0, 8, 4):  # two datagrams, each within the update budget
+                batch = tuple(lies(c, hostile, victim, seen)[i : i + 4])
+                c.net.inject(hostile.id, HOSTILE_ADDR, target, Gossip(updates=batch))
+        rounds += 1
+        c.run_for(0.1)
+    c.run_for(5.0)  # the attack is over: every suspicion it started must be refuted by now
+
+    C.require(c, [str(ch) for ch in C.false_deaths(c)], "honest members declared dead by a hostile member's claims")
+    left = [ch for ch in c.changes if ch.state is L]
+    C.require(c, [str(ch) for ch in left], "honest members made left by someone else")
+    C.require(c, C.converged(c), "not converged after the attack")
+    for observer in c.ids:
+        for m in c.swim(observer).members():
+            orig = originals[m.id]
+            assert orig is not None and (m.addr, m.meta) == (orig.addr, orig.meta), "an address or meta changed"
+            assert m.state is A
+            assert m.incarnation <= 2 * 10 * 62, "incarnations grow by refutations only (budgeted per sender)"
+    # the forgeries were seen and refused; claims at real incarnations were budgeted
+    assert c.net.refused.get("forged", 0) > 0
+    assert c.net.refused.get("rate_limited", 0) > 0
+    assert c.verifier.verified < 20 * n * n, "each distinct forged record is verified once, then cached"

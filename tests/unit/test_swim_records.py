@@ -1,0 +1,167 @@
+"""Member records only the member can change (node/protocol/swim/records.py and the core's merge of them).
+
+Pure: cores wired by hand (tests/unit/test_swim_protocol.py's Wire), no driver. docs/swim.md "Hostile members"
+cites each test here.
+"""
+
+from __future__ import annotations
+
+import attrs
+
+from node.protocol.identity import Identity
+from node.protocol.refusals import Refusal
+from node.protocol.swim.messages import Gossip, MemberInfo, MemberState, PushPullState, Refused, Update
+from node.protocol.swim.records import RecordVerifier, record_bytes, sign_record
+from node.testing.keys import key, nid, signed
+from tests.unit.test_swim_protocol import CFG, Wire
+
+A, S, D, L = MemberState.ALIVE, MemberState.SUSPECT, MemberState.DEAD, MemberState.LEFT
+HOSTILE = Identity.from_seed(b"\xee" * 32)
+HOST_ADDR = ("10.0.0.3", 7401)
+
+
+def claim(member: int, inc: int, state: MemberState = D, by: bytes = b"") -> Update:
+    return Update(member=MemberInfo(id=nid(member), addr=("", 0), meta=b"", incarnation=inc, state=state), by=by)
+
+
+def test_a_record_verifies_only_with_its_members_key_and_each_is_verified_once() -> None:
+    calls: list[bytes] = []
+
+    def count(signer: bytes, msg: bytes, sig: bytes) -> bool:
+        calls.append(msg)
+        from node.protocol.identity import verify_signature
+
+        return verify_signature(signer, msg, sig)
+
+    v = RecordVerifier(count, cache_max=4)
+    m = signed(MemberInfo(id=nid(1), addr=("h", 1), meta=b"m", incarnation=3, state=A))
+    assert v.verify(m) and v.verify(m) and v.verified == 1 and v.cache_hits == 1
+    assert v.verify(attrs.evolve(m, state=S)) and v.verify(attrs.evolve(m, state=D))  # claims keep the alive sig
+    assert not v.verify(attrs.evolve(m, state=L))  # a leave needs its own signature
+    assert not v.verify(attrs.evolve(m, meta=b"x")) and not v.verify(attrs.evolve(m, incarnation=4))
+    assert not v.verify(sign_record(m, HOSTILE.sign))  # the right record, the wrong key
+    assert not v.verify(attrs.evolve(m, sig=b""))
+    assert record_bytes(m) != record_bytes(attrs.evolve(m, state=L))
+    assert len(v._cache) <= 4  # bounded
+
+
+def test_forged_alive_and_left_records_change_nothing() -> None:
+    w = Wire(3)
+    w.join_all()
+    before = w.core(1).member(nid(2))
+    assert before is not None
+    elsewhere = attrs.evolve(before, addr=("10.9.9.9", 1), meta=b"evil", incarnation=2**53)
+    forged = [
+        sign_record(elsewhere, HOSTILE.sign),
+        sign_record(attrs.evolve(elsewhere, state=L), HOSTILE.sign),
+        attrs.evolve(elsewhere, incarnation=before.incarnation + 1, sig=before.sig),  # a signature moved
+        attrs.evolve(before, state=L),  # left with the alive signature
+    ]
+    w.core(1).receive(nid(3), HOST_ADDR, Gossip(updates=tuple(Update(member=m) for m in forged)), w.now)
+    assert w.core(1).member(nid(2)) == before
+    refused = [c.refusal for c in w.core(1).drain() if isinstance(c, Refused)]
+    assert refused == [Refusal.FORGED] * 4 and w.core(1).stats.records_forged == 4
+
+
+def test_a_genuine_leave_is_taken_and_a_genuine_address_change_too() -> None:
+    w = Wire(3)
+    w.join_all()
+    w.core(2).set_meta(b"new meta", w.now)
+    w.advance(1.0)
+    got = w.core(1).member(nid(2))
+    assert got is not None and got.meta == b"new meta"
+    w.core(2).leave(w.now)
+    w.flush()
+    assert w.state(1, 2) is L and w.state(3, 2) is L
+
+
+def test_a_claim_about_an_unknown_member_is_ignored() -> None:
+    w = Wire(2)
+    w.join_all()
+    w.core(1).receive(nid(2), ("10.0.0.2", 7401), Gossip(updates=(claim(9, 0),)), w.now)
+    assert w.core(1).member(nid(9)) is None
+
+
+def test_a_dead_claim_at_the_real_incarnation_leaves_the_member_a_whole_suspicion_to_refute() -> None:
+    """At most one refutation round: a DEAD claim makes the member SUSPECT, never DEAD before the suspicion's
+    minimum timeout here; if the member refutes meanwhile, it stays alive."""
+    w = Wire(3)
+    w.join_all()
+    w.drop = lambda src, dst, msg: nid(2) in (src, dst)  # the member cannot refute
+    w.core(1).receive(nid(3), HOST_ADDR, Gossip(updates=(claim(2, 0, D, by=nid(3)),)), w.now)
+    assert w.state(1, 2) is S
+    t0 = w.now
+    min_s = CFG.suspicion_min_s(3)
+    w.advance(min_s - 0.05)
+    assert w.state(1, 2) is S
+    w.advance(0.1)
+    assert w.state(1, 2) is D  # nobody refuted within the minimum: dead, as for a crash
+    assert w.now - t0 >= min_s
+
+    w2 = Wire(3)
+    w2.join_all()
+    w2.core(1).receive(nid(3), HOST_ADDR, Gossip(updates=(claim(2, 0, D, by=nid(3)),)), w2.now)
+    w2.flush()
+    w2.advance(3 * CFG.suspicion_max_s(3))
+    assert [w2.state(i, 2) for i in (1, 3)] == [A, A]  # refuted (member 2 heard of it and stepped to 1)
+    m2 = w2.core(1).member(nid(2))
+    assert m2 is not None and m2.incarnation == 1
+
+
+def test_suspicions_one_sender_may_start_are_budgeted() -> None:
+    cfg = attrs.evolve(CFG, claims_per_sender_burst=5, claims_per_sender_per_s=1.0)
+    w = Wire(12, config=cfg)
+    w.join_all()
+    w.drop = lambda src, dst, msg: True  # keep the claims where they land
+    claims = tuple(claim(i, 0, S, by=nid(12)) for i in range(2, 12))
+    w.core(1).receive(nid(12), ("10.0.0.12", 7401), Gossip(updates=claims), w.now)
+    assert sum(w.state(1, i) is S for i in range(2, 12)) == 5
+    assert w.core(1).stats.claims_rate_limited == 5
+
+
+def test_a_sender_of_forged_records_gets_few_verifications() -> None:
+    w = Wire(2)
+    w.join_all()
+    verifier = w.core(1)._verifier
+    before = verifier.verified
+    for i in range(50):
+        bogus = sign_record(MemberInfo(id=nid(100 + i), addr=("h", i), meta=b"", incarnation=0, state=A), HOSTILE.sign)
+        w.core(1).receive(nid(2), ("10.0.0.2", 7401), Gossip(updates=(Update(member=bogus),)), w.now)
+    assert verifier.verified - before <= 6  # the burst (5), then nothing until the budget refills
+    assert w.core(1).stats.records_forged <= 6
+
+
+def test_records_about_ourselves_move_us_only_when_we_signed_them() -> None:
+    w = Wire(2)
+    w.join_all()
+    me = w.core(1).member(nid(1))
+    assert me is not None
+    lies = (
+        Update(member=sign_record(attrs.evolve(me, incarnation=2**53), HOSTILE.sign)),
+        claim(1, 2**53, D, by=nid(2)),
+        claim(1, 2**53, S, by=nid(2)),
+    )
+    w.core(1).receive(nid(2), ("10.0.0.2", 7401), Gossip(updates=lies), w.now)
+    assert w.core(1).member(nid(1)) == me  # no jump to the top of the incarnation range
+    assert w.core(1).stats.claims_unsigned == 2 and w.core(1).stats.records_forged == 1
+
+
+def test_push_pull_records_are_checked_like_gossip() -> None:
+    w = Wire(3)
+    w.join_all()
+    before = w.core(1).member(nid(2))
+    assert before is not None
+    forged = sign_record(attrs.evolve(before, addr=("10.9.9.9", 1), incarnation=9), HOSTILE.sign)
+    w.core(1).merge_push_pull(PushPullState(members=(forged,)), w.now, nid(3))
+    assert w.core(1).member(nid(2)) == before
+    # a suspect/dead entry needs the member's signature at that incarnation, then counts as a suspicion
+    unsigned_dead = attrs.evolve(before, incarnation=9, state=D)
+    w.core(1).merge_push_pull(PushPullState(members=(unsigned_dead,)), w.now, nid(3))
+    assert w.core(1).member(nid(2)) == before
+    w.drop = lambda src, dst, msg: True
+    w.core(1).merge_push_pull(PushPullState(members=(attrs.evolve(before, state=D),)), w.now, nid(3))
+    assert w.state(1, 2) is S
+
+
+def test_keys_helper_is_deterministic() -> None:
+    assert key(3).id == nid(3) == Identity.from_seed(b"homing-test-key:" + (3).to_bytes(16, "big")).id
