@@ -3,7 +3,7 @@
     python -m bench.discovery [--runs N]
 
 Each scenario starts a real DNS stack (knotd + unbound DoH, list published by RFC 2136), an HTTPS registry,
-real WebSocket nodes doing the §2 handshake, and TCP black holes (accept, never answer) standing in for the
+real WebSocket nodes doing the client handshake, and TCP black holes (accept, never answer) standing in for the
 blocked channels. Discovery runs with `want=1`; the figure is wall time from the call to its return.
 Target (docs/performance.md, "Discovery"): under 2 s on loopback for every channel.
 """

@@ -15,6 +15,7 @@ from collections.abc import Callable
 import trio
 
 from bootstrap.config import BootstrapConfig
+from bootstrap.health import health_loop
 from bootstrap.server import make_handler
 from bootstrap.service import RegistryService, load_identity
 from node.client.files import write_json_atomic
@@ -64,6 +65,7 @@ async def run_bootstrap(
             )
             write_json_atomic(config.ports_path, {"http": bound})
             nursery.start_soon(_prune_loop, service)
+            nursery.start_soon(health_loop, service)
             task_status.started(bound)
     finally:
         service.close()

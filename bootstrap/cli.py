@@ -17,7 +17,7 @@ from typing import Any
 import attrs
 import trio
 
-from bootstrap import backup, dns_cli
+from bootstrap import backup, bridges_cli, dns_cli
 from bootstrap.app import run_bootstrap
 from bootstrap.config import BootstrapConfig, default_data_dir
 from bootstrap.registry import Policy, federated
@@ -93,6 +93,12 @@ def register(sub: Any) -> None:
         help="requests per second per IP (default 20, burst 3x)",
     )
     run.add_argument("--log-json", action="store_true", help="log JSON lines instead of key=value")
+    run.add_argument("--health-interval", type=float, default=300.0, metavar="S",
+                     help="seconds between the registry's own checks of every node's client endpoint (default 300)")
+    run.add_argument("--bridge-period", type=int, default=86_400, metavar="S",
+                     help="seconds one network keeps getting the same bridges from GET /v1/bridges (default 86400)")
+    run.add_argument("--bridges-per-answer", type=int, default=3, metavar="N",
+                     help="bridge cards in one answer of GET /v1/bridges (default 3)")
     run.add_argument(
         "--log-level", choices=["debug", "info", "warning", "error"], default="info", help="log level (default info)"
     )
@@ -119,6 +125,7 @@ def register(sub: Any) -> None:
         _data_dir_arg(a)
         a.set_defaults(func=cmd_admin, action=action)
 
+    bridges_cli.register(bsub, _data_dir_arg, cmd_bridges)
     dns_cli.register(bsub)
     backup.register(bsub)
 
@@ -186,6 +193,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         write_rate_per_ip_per_s=_positive(args.write_rate, "--write-rate"),
         http=http,
         trusted_proxies=tuple(args.trusted_proxy),
+        health_interval_s=_at_least_f(args.health_interval, 0.5, "--health-interval"),
+        bridge_period_s=_at_least(args.bridge_period, 60, "--bridge-period"),
+        bridges_per_answer=_at_least(min(args.bridges_per_answer, 16), 1, "--bridges-per-answer"),
     )
     if not config.key_path.exists():
         raise ConfigError("--data-dir", f"no registry key in {config.data_dir} (run `homing bootstrap init` first)")
@@ -225,6 +235,12 @@ def _positive(value: float, flag: str) -> float:
 def _at_least(value: int, lo: int, flag: str) -> int:
     if value < lo:
         raise ConfigError(flag, f"must be at least {lo}, got {value}")
+    return value
+
+
+def _at_least_f(value: float, lo: float, flag: str) -> float:
+    if not value >= lo:
+        raise ConfigError(flag, f"must be at least {lo}")
     return value
 
 
@@ -286,21 +302,33 @@ def cmd_list(args: argparse.Namespace) -> int:
                 "first_seen": r.first_seen,
                 "peers": r.peers,
                 "federated": federated(r, listed_total, now),
+                "bridge": r.bridge,
+                "passed": r.passed,
+                "fails": r.fails,
             }
             for r in records
         ]
         print(json.dumps({"nodes": out}, indent=2))
         return 0
-    print(f"{'ID':<43}  {'STATE':<8}  {'HEARTBEAT':>10}  WS")
+    print(f"{'ID':<43}  {'STATE':<8}  {'HEARTBEAT':>10}  {'CHECKED':>10}  WS")
     lonely = 0
     for r in records:
+        checked = _ago(r.passed, now)
         note = ""
         if federated(r, listed_total, now) is False:
             lonely += 1
             note = "  NOT FEDERATED (sees no other member; check its --trust key and ports)"
-        print(f"{id_text(r.id):<43}  {r.state(now):<8}  {_ago(r.seen, now):>10}  {r.ws or '-'}{note}")
+        print(f"{id_text(r.id):<43}  {r.state(now):<8}  {_ago(r.seen, now):>10}  {checked:>10}  {r.ws or '-'}{note}")
     print(f"{len(records)} node(s)" + (f", {lonely} listed but not federated" if lonely else ""))
     return 0
+
+
+def cmd_bridges(args: argparse.Namespace) -> int:
+    store = _open_store(args)
+    try:
+        return bridges_cli.run(args, store, _admin_user())
+    finally:
+        store.close()
 
 
 def cmd_audit(args: argparse.Namespace) -> int:

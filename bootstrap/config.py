@@ -70,6 +70,19 @@ class BootstrapConfig:
     # rightmost address in it that is not a trusted proxy (docs/operations.md). Empty: the socket's peer.
     trusted_proxies: tuple[str, ...] = attrs.field(default=(), converter=tuple, validator=_networks)
     http: HttpLimits = attrs.field(default=REGISTRY_HTTP_LIMITS)
+    # Bridges (docs/discovery.md, "Bridges"): cards in one answer of GET /v1/bridges, the seconds for which one
+    # network (/16 IPv4, /48 IPv6) keeps getting the same ones, and how often one network may ask (token bucket:
+    # per second and burst; more get 429). Networks remembered for that limit (least recently used forgotten).
+    bridges_per_answer: int = attrs.field(default=3, validator=[v.ge(1), v.le(16)])
+    bridge_period_s: int = attrs.field(default=86_400, validator=v.ge(60))
+    bridge_rate_per_range_per_s: float = attrs.field(default=1 / 60, validator=v.gt(0))
+    bridge_burst: int = attrs.field(default=10, validator=v.ge(1))
+    bridge_ranges_max: int = attrs.field(default=100_000, validator=v.ge(1))
+    # Seconds between the registry's own checks of every node's client endpoint (a real handshake proving the
+    # node's id; two failures in a row take a node out of the list), seconds one check may take, checks at once.
+    health_interval_s: float = attrs.field(default=300.0, validator=v.ge(0.5))
+    health_timeout_s: float = attrs.field(default=5.0, validator=v.gt(0))
+    health_concurrent_max: int = attrs.field(default=16, validator=v.ge(1))
 
     def __attrs_post_init__(self) -> None:
         if (self.tls_cert is None) != (self.tls_key is None):

@@ -32,6 +32,7 @@ from node.protocol.refusals import Refusal
 from node.protocol.wire import packb
 
 APPROVAL_MODES = ("auto", "manual")
+HEALTH_FAILS_MAX = 2  # failed checks in a row that take a node out of the list
 
 
 @attrs.frozen(kw_only=True, slots=True)
@@ -59,13 +60,29 @@ class NodeRecord:
     banned: bool = False
     first_seen: int = 0
     peers: int | None = None  # other live members the node saw at its last registration (None: not said)
+    bridge: bool = False  # registered unlisted: distributed by GET /v1/bridges, never in the public list
+    withheld: bool = False  # an admin took it out of distribution (`homing bootstrap bridges remove`)
+    card: bytes = b""  # a bridge's own signed node-card document (msgpack)
+    card_exp: int = 0
+    passed: int | None = None  # unix time of the last passed health check
+    fails: int = 0  # failed health checks in a row
 
     def lease_end(self) -> int | None:
         return None if self.seen is None else self.seen + self.ttl
 
-    def listed(self, now: float) -> bool:
+    def live(self, now: float) -> bool:
+        """Approved, not banned, its lease runs and it passes the registry's health checks."""
         end = self.lease_end()
-        return self.approved and not self.banned and end is not None and now < end
+        healthy = self.fails < HEALTH_FAILS_MAX
+        return self.approved and not self.banned and end is not None and now < end and healthy
+
+    def listed(self, now: float) -> bool:
+        """In the public signed list."""
+        return self.live(now) and not self.bridge
+
+    def in_pool(self, now: float) -> bool:
+        """Handed out by the distributor (GET /v1/bridges)."""
+        return self.live(now) and self.bridge and not self.withheld and bool(self.card) and now < self.card_exp
 
     def state(self, now: float) -> str:
         """For admins: banned, pending, listed, expired (lease ran out) or left."""
@@ -73,6 +90,10 @@ class NodeRecord:
             return "banned"
         if not self.approved:
             return "pending"
+        if self.fails >= HEALTH_FAILS_MAX and self.seen is not None:
+            return "failing"
+        if self.bridge and self.live(now):
+            return "withheld" if self.withheld else "bridge"
         if self.listed(now):
             return "listed"
         return "left" if self.seen is None else "expired"
@@ -138,6 +159,8 @@ def decide_registration(
     refused = _check_ts(reg.ts, existing, now, policy)
     if refused is not None:
         return refused
+    if not reg.listed and reg.card_exp <= now:
+        return Refused(status=400, reason="the card in this registration has expired", refusal=Refusal.REPLAYED)
     ttl = min(max(reg.ttl, policy.ttl_min_s), policy.ttl_max_s)
     approved = existing.approved if existing is not None else policy.approval == "auto"
     if existing is not None and not existing.approved and policy.approval == "auto":
@@ -156,14 +179,20 @@ def decide_registration(
         banned=False,
         first_seen=existing.first_seen if existing is not None and existing.first_seen else int(now),
         peers=reg.peers,
+        bridge=not reg.listed,
+        withheld=existing.withheld if existing is not None else False,
+        card=b"" if reg.card is None else encode_document(reg.card),
+        card_exp=reg.card_exp,
+        passed=existing.passed if existing is not None else None,
+        fails=existing.fails if existing is not None else 0,
     )
-    was_listed = existing is not None and existing.listed(now)
     same_addresses = existing is not None and (existing.ws, existing.swim, existing.peer) == (
         reg.ws,
         reg.swim,
         reg.peer,
     )
-    changes = record.listed(now) and not (was_listed and same_addresses)
+    changes = _shown(record, now) != (_shown(existing, now) if existing is not None else None) or not same_addresses
+    changes = changes and (record.live(now) or (existing is not None and existing.live(now)))
     return Accepted(
         record=record, status="approved" if approved else "pending", changes_list=changes or moved, moved=moved
     )
@@ -179,6 +208,11 @@ def federated(record: NodeRecord, listed_total: int, now: float) -> bool | None:
     return record.peers > 0
 
 
+def _shown(record: NodeRecord, now: float) -> str:
+    """Where a record shows: "list", "pool" or "" (a change between them changes a signed answer)."""
+    return "list" if record.listed(now) else "pool" if record.in_pool(now) else ""
+
+
 def decide_leave(
     node_id: bytes, ts: int, existing: NodeRecord | None, *, now: float, policy: Policy
 ) -> Refused | Accepted:
@@ -190,7 +224,7 @@ def decide_leave(
         return refused
     base = existing if existing is not None else NodeRecord(id=node_id, first_seen=int(now))
     record = attrs.evolve(base, seen=None, last_ts=ts)
-    return Accepted(record=record, status="removed", changes_list=base.listed(now))
+    return Accepted(record=record, status="removed", changes_list=base.live(now))
 
 
 def _check_hostport(text: str, field: str) -> str | None:
@@ -215,7 +249,9 @@ def listed_entries(
     entries: list[NodeEntry] = []
     size = overhead_bytes
     for r in listed:
-        entry = NodeEntry(id=r.id, ws=r.ws, swim=r.swim, peer=r.peer, seen=r.seen if r.seen is not None else 0)
+        entry = NodeEntry(
+            id=r.id, ws=r.ws, swim=r.swim, peer=r.peer, seen=r.seen if r.seen is not None else 0, ok=r.passed or 0
+        )
         size += len(packb(entry.to_body()))
         if size > bytes_max:
             break

@@ -4,6 +4,9 @@
   `ETag` + `If-None-Match` -> 304; `Cache-Control: no-cache` (caches must revalidate, which the ETag makes cheap).
 - `POST /v1/nodes`: a `node-register` document (msgpack body, or JSON with `Content-Type: application/json`).
 - `DELETE /v1/nodes/{id}`: a `node-leave` document signed by that node.
+- `GET /v1/bridges`: a `bridge-list` document of a few bridges' cards, chosen for the requester's network (/16
+  IPv4, /48 IPv6, after trusted proxies) and the current period (docs/discovery.md, "Bridges"); per-network rate
+  limit (429 with Retry-After); `Cache-Control: private, no-store` (each network gets its own answer).
 - `GET /healthz`: 200 `ok` while serving (the database answers).
 - `GET /metrics`: Prometheus text: `homing_packets_refused_total{layer="registry",reason}` for every refused
   request (the same series the nodes use for their layers) and `homing_registry_requests_total{route,status}`.
@@ -28,10 +31,18 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
 from bootstrap.service import RegistryService
 from node.net.httpserver import Handler, RateLimiter, Request, Response, Router, text_response
+from node.protocol.bridges import range_key
 from node.protocol.errors import RemoteProtocolError
-from node.protocol.identity import b64u_encode, decode_document, document_from_json, parse_id
+from node.protocol.identity import (
+    b64u_encode,
+    decode_document,
+    document_from_json,
+    document_to_json,
+    encode_document,
+    parse_id,
+)
 from node.protocol.nodelist import open_leave, open_registration
-from node.protocol.ratelimit import address_key
+from node.protocol.ratelimit import KeyedBuckets, address_key
 from node.protocol.refusals import Layer, Refusal
 from node.protocol.wire import packb
 
@@ -121,6 +132,24 @@ class RegistryApi:
         self.write_rate = RateLimiter(
             rate_per_s=cfg.write_rate_per_ip_per_s, burst=cfg.write_burst, keys_max=cfg.http.rate_ips_max
         )
+
+        self.bridge_rate: KeyedBuckets[str] = KeyedBuckets(
+            cfg.bridge_rate_per_range_per_s, cfg.bridge_burst, cfg.bridge_ranges_max
+        )
+
+    async def get_bridges(self, request: Request) -> Answer:
+        network = range_key(request.client_ip)
+        now = trio.current_time()
+        if not self.bridge_rate.take(network, now):
+            retry = str(max(1, math.ceil(self.bridge_rate.wait_s(network, now))))
+            answer = _error(request, 429, "too many bridge requests from your network", (("Retry-After", retry),))
+            return answer, Refusal.RATE_LIMITED
+        doc = self.service.bridge_list(network)
+        headers = (("Cache-Control", "private, no-store"), ("Vary", "Accept"), ("Access-Control-Allow-Origin", "*"))
+        if JSON in request.headers.get("accept", ""):
+            body = json.dumps(document_to_json(doc), sort_keys=True, separators=(",", ":")).encode()
+            return Response(status=200, body=body, content_type=JSON, headers=headers), None
+        return Response(status=200, body=encode_document(doc), content_type=MSGPACK, headers=headers), None
 
     def _rate_limited(self, request: Request) -> Answer | None:
         wait = self.write_rate.allow(address_key(request.client_ip), trio.current_time())
@@ -212,6 +241,7 @@ def make_handler(service: RegistryService) -> Handler:
     router.add("POST", "/v1/nodes", counted("post_nodes", api.post_nodes))
     router.add("GET", "/v1/rotation", counted("get_rotation", api.get_rotation))
     router.add("DELETE", "/v1/nodes/{id}", counted("delete_node", api.delete_node))
+    router.add("GET", "/v1/bridges", counted("get_bridges", api.get_bridges))
     router.add("GET", "/healthz", api.healthz)
     router.add("GET", "/metrics", metrics)
     return router

@@ -32,7 +32,8 @@ from bootstrap.registry import Accepted, NodeRecord, Refused, build_list, decide
 from bootstrap.store import Store
 from node.app.keyrotation import load_statements
 from node.client.files import load_or_create_key
-from node.protocol.identity import Identity, document_to_json, encode_document, id_text, short_id
+from node.protocol.bridges import build_bridge_list, period_of, pick
+from node.protocol.identity import Identity, decode_document, document_to_json, encode_document, id_text, short_id
 from node.protocol.nodelist import Registration
 from node.protocol.refusals import Refusal
 from node.protocol.rotation import GRACE_S, pack_chain, unpack_chain
@@ -159,6 +160,28 @@ class RegistryService:
         )
         self._cache = CachedList.make(doc, generation, valid_until, self.rot)
         return self._cache
+
+    # --- bridges (docs/discovery.md, "Bridges") -------------------------------------------------------------
+
+    def bridge_list(self, network: str) -> dict[str, bytes]:
+        """The signed bridge list for a requester in `network` (its /16 or /48): the same few cards all period."""
+        cfg = self.config
+        now = self.clock()
+        self._note_admin_actions()
+        pool = {r.id: r for r in self.reader.bridge_pool(now) if r.in_pool(now)}
+        period = period_of(now, cfg.bridge_period_s)
+        chosen = pick(pool, salt=self.reader.salt(), period=period, network=network, count=cfg.bridges_per_answer)
+        issued = int(now)
+        expires = max(issued + 60, min(issued + cfg.list_lifetime_s, (period + 1) * cfg.bridge_period_s))
+        cards = [decode_document(pool[node_id].card) for node_id in chosen]
+        return build_bridge_list(self.identity, cards, issued=issued, expires=expires)
+
+    async def record_health(self, node_id: bytes, ok: bool, fails_max: int) -> bool:
+        """Store one health check's outcome; True when it moved the node into or out of the list."""
+        async with self._write_lock:
+            return await trio.to_thread.run_sync(
+                lambda: self.writer.set_health(node_id, self.clock(), ok=ok, fails_max=fails_max)
+            )
 
     # --- writes -------------------------------------------------------------------------------------------
 

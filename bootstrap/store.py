@@ -61,7 +61,18 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX audit_at ON audit (at);
     """,
-    # 2 -> 3: the live members a node said it sees at its last registration (docs/bootstrap.md).
+    # 2 -> 3: bridges (unlisted nodes with their own card, an admin's withholding, the distributor's secret salt)
+    # and the registry's own health checks of each node's client endpoint.
+    """
+    ALTER TABLE nodes ADD COLUMN bridge INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE nodes ADD COLUMN withheld INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE nodes ADD COLUMN card BLOB NOT NULL DEFAULT x'';
+    ALTER TABLE nodes ADD COLUMN card_exp INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE nodes ADD COLUMN passed INTEGER;
+    ALTER TABLE nodes ADD COLUMN fails INTEGER NOT NULL DEFAULT 0;
+    INSERT INTO meta (key, value) VALUES ('bridge_salt', abs(random()));
+    """,
+    # 3 -> 4: the live members a node said it sees at its last registration (docs/bootstrap.md).
     """
     ALTER TABLE nodes ADD COLUMN peers INTEGER;
     """,
@@ -78,12 +89,22 @@ class AuditEntry:
     node: bytes
 
 
-_COLUMNS = "id, ws, swim, peer, ttl, last_ts, seen, approved, banned, first_seen, peers"
+_COLUMNS = (
+    "id, ws, swim, peer, ttl, last_ts, seen, approved, banned, first_seen, bridge, withheld, card, card_exp, passed,"
+    " fails, peers"
+)
 
 
 def _row_to_record(row: Any) -> NodeRecord:
-    node_id, ws, swim, peer, ttl, last_ts, seen, approved, banned, first_seen, peers = row
+    node_id, ws, swim, peer, ttl, last_ts, seen, approved, banned, first_seen = row[:10]
+    bridge, withheld, card, card_exp, passed, fails, peers = row[10:]
     return NodeRecord(
+        bridge=bool(bridge),
+        withheld=bool(withheld),
+        card=bytes(card),
+        card_exp=int(card_exp),
+        passed=None if passed is None else int(passed),
+        fails=int(fails),
         id=bytes(node_id),
         ws=str(ws),
         swim=str(swim),
@@ -173,6 +194,24 @@ class Store:
         ).fetchall()
         return [_row_to_record(r) for r in rows]
 
+    def live(self, now: float) -> list[NodeRecord]:
+        """Approved, unbanned records whose lease runs, failing or not: the ones the health checks visit."""
+        rows = self.db.execute(
+            f"SELECT {_COLUMNS} FROM nodes WHERE approved = 1 AND banned = 0 AND seen IS NOT NULL"
+            " AND seen + ttl > ? ORDER BY id",
+            (int(now),),
+        ).fetchall()
+        return [_row_to_record(r) for r in rows]
+
+    def bridge_pool(self, now: float) -> list[NodeRecord]:
+        """Bridges the distributor may hand out at `now` (the registry core filters again: `in_pool`)."""
+        rows = self.db.execute(
+            f"SELECT {_COLUMNS} FROM nodes WHERE bridge = 1 AND withheld = 0 AND approved = 1 AND banned = 0"
+            " AND seen IS NOT NULL AND seen + ttl > ? AND card_exp > ? ORDER BY id",
+            (int(now), int(now)),
+        ).fetchall()
+        return [_row_to_record(r) for r in rows]
+
     def all_known(self) -> list[NodeRecord]:
         """Every record an admin should see (a removed node, kept only as a replay floor, is hidden)."""
         rows = self.db.execute(
@@ -196,6 +235,11 @@ class Store:
         last = int(rows[-1][0]) if rows else rowid
         return last, [AuditEntry(at=int(a), who=str(w), action=str(x), node=bytes(n)) for _, a, w, x, n in rows]
 
+    def salt(self) -> bytes:
+        """The distributor's secret (docs/discovery.md, "Bridges"); `rotate_salt` replaces it."""
+        row = self.db.execute("SELECT value FROM meta WHERE key = 'bridge_salt'").fetchone()
+        return int(row[0]).to_bytes(8, "big", signed=True)
+
     def count(self) -> int:
         return int(self.db.execute("SELECT count(*) FROM nodes").fetchone()[0])
 
@@ -214,8 +258,13 @@ class Store:
             current = None if row is None else int(row[0])
             if current != expect_last_ts:
                 return False
+            # health (passed, fails) and an admin's withholding are the registry's own: a registration keeps them
             db.execute(
-                f"INSERT OR REPLACE INTO nodes ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                f"INSERT INTO nodes ({_COLUMNS}) VALUES ({', '.join('?' * 17)}) ON CONFLICT (id) DO UPDATE SET"
+                " ws = excluded.ws, swim = excluded.swim, peer = excluded.peer, ttl = excluded.ttl,"
+                " last_ts = excluded.last_ts, seen = excluded.seen, approved = excluded.approved,"
+                " banned = excluded.banned, first_seen = excluded.first_seen, bridge = excluded.bridge,"
+                " card = excluded.card, card_exp = excluded.card_exp, peers = excluded.peers",
                 (
                     record.id,
                     record.ws,
@@ -227,6 +276,12 @@ class Store:
                     int(record.approved),
                     int(record.banned),
                     record.first_seen,
+                    int(record.bridge),
+                    int(record.withheld),
+                    record.card,
+                    record.card_exp,
+                    record.passed,
+                    record.fails,
                     record.peers,
                 ),
             )
@@ -284,6 +339,50 @@ class Store:
                 _audit(db, now, who, "remove", node_id)
             db.execute("UPDATE meta SET value = value + 1 WHERE key = 'generation'")
             return cur.rowcount > 0
+
+    def set_withheld(self, node_id: bytes, withheld: bool, now: float, *, who: str) -> None:
+        """`bridges remove` (withheld) / `bridges add`: keep a bridge out of, or put it back into, distribution.
+        An id not seen yet is pre-approved by `add` (as `nodes approve` does)."""
+        with self._tx() as db:
+            _audit(db, now, who, "bridge_remove" if withheld else "bridge_add", node_id)
+            if withheld:
+                db.execute(
+                    "INSERT INTO nodes (id, withheld, first_seen) VALUES (?, 1, ?)"
+                    " ON CONFLICT (id) DO UPDATE SET withheld = 1",
+                    (node_id, int(now)),
+                )
+            else:
+                db.execute(
+                    "INSERT INTO nodes (id, approved, first_seen) VALUES (?, 1, ?)"
+                    " ON CONFLICT (id) DO UPDATE SET withheld = 0, approved = 1, banned = 0",
+                    (node_id, int(now)),
+                )
+            db.execute("UPDATE meta SET value = value + 1 WHERE key = 'generation'")
+
+    def rotate_salt(self, salt: int, now: float, *, who: str) -> None:
+        """A new distributor salt: every network's share of the bridges changes at once."""
+        with self._tx() as db:
+            _audit(db, now, who, "bridge_rotate", bytes(32))
+            db.execute("UPDATE meta SET value = ? WHERE key = 'bridge_salt'", (salt,))
+            db.execute("UPDATE meta SET value = value + 1 WHERE key = 'generation'")
+
+    def set_health(self, node_id: bytes, now: float, *, ok: bool, fails_max: int) -> bool:
+        """Record one health check of a node's client endpoint; True when its listing changed (bumps generation)."""
+        with self._tx() as db:
+            row = db.execute("SELECT fails FROM nodes WHERE id = ?", (node_id,)).fetchone()
+            if row is None:
+                return False
+            before = int(row[0])
+            after = 0 if ok else min(before + 1, 1_000_000)
+            if ok:
+                db.execute("UPDATE nodes SET fails = 0, passed = ? WHERE id = ?", (int(now), node_id))
+            else:
+                db.execute("UPDATE nodes SET fails = ? WHERE id = ?", (after, node_id))
+            changed = (before >= fails_max) != (after >= fails_max)
+            if changed:
+                _audit(db, now, "health", "health_pass" if ok else "health_fail", node_id)
+                db.execute("UPDATE meta SET value = value + 1 WHERE key = 'generation'")
+            return changed
 
     def prune(self, now: float, *, floor_keep_s: int, pending_keep_s: int, expired_keep_s: int) -> int:
         """Delete rows that no longer matter: removed nodes whose replay floor is older than any `ts` we would

@@ -48,19 +48,25 @@ class NodeConfig:
     turn: TurnSection = attrs.field(factory=TurnSection)
     peers: PeersSection = attrs.field(factory=PeersSection)
 
+    def __attrs_post_init__(self) -> None:
+        if not self.node.listed and not self.node.public_url:
+            raise ConfigError(
+                "node.listed", "a bridge (listed = false) needs its own public_url (docs/discovery.md, Bridges)"
+            )
+
     @property
     def data_path(self) -> Path:
         return Path(self.node.data_dir) if self.node.data_dir else default_data_dir()
 
     def advertised_url(self, ws_port: int | None = None) -> str:
         """The client URL this node advertises (registry, cards, goaway): `[node] public_url`, else
-        ws://HOST:PORT/v1/client from `advertise_host` (or the `ws` host) and `ws_port` (or the configured port:
-        pass the bound port when `ws` used port 0)."""
+        ws://HOST:PORT + `[clients] path` from `advertise_host` (or the `ws` host) and `ws_port` (or the configured
+        port: pass the bound port when `ws` used port 0)."""
         if self.node.public_url:
             return self.node.public_url
         host, port = parse_hostport(self.node.ws)
         host = self.node.advertise_host or host
-        return f"ws://{format_hostport(host, port if ws_port is None else ws_port)}/v1/client"
+        return f"ws://{format_hostport(host, port if ws_port is None else ws_port)}{self.clients.path}"
 
 
 SECTIONS: dict[str, type[Any]] = {

@@ -221,11 +221,14 @@ async def register_forever(
     on_result: Callable[[Result], None] | None = None,
     ts_clock: TsClock | None = None,
     trust: frozenset[bytes] = frozenset(),
+    listed: bool = True,
     peers: Callable[[], int] | None = None,
     rot: bytes | None = None,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Register with every registry in `urls` and keep the registrations alive until cancelled.
+
+    `listed=False`: register as a bridge (`[node] listed = false`, docs/discovery.md "Bridges"), with a fresh card.
 
     `trust`: registry keys (--trust); a registry whose list is signed by another key is not registered with.
     `on_result` hears every attempt's outcome (node/app/registration.py keeps the state for `node status`);
@@ -252,7 +255,7 @@ async def register_forever(
             n = peers() if peers is not None else None
             alone[0] = n == 0
             return build_registration(
-                identity, ws=ws, swim=swim, peer=peer, ts=t, ttl=int(ttl_s), reg=reg, peers=n, rot=rot
+                identity, ws=ws, swim=swim, peer=peer, ts=t, ttl=int(ttl_s), reg=reg, listed=listed, peers=n, rot=rot
             )
 
         return make_doc

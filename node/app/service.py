@@ -52,7 +52,7 @@ from node.protocol.settings import format_hostport, parse_hostport
 from node.protocol.swim.members import LIVE
 from node.protocol.swim.protocol import MemberChanged, Swim
 from node.protocol.swim.records import RecordVerifier
-from node.protocol.wire.seed import Meta, encode_meta
+from node.protocol.wire.seed import Meta, encode_meta, member_listed
 
 if TYPE_CHECKING:
     from node.app.registration import RegistrationStatus
@@ -168,8 +168,12 @@ class NodeHandle:
         return [m.id for m in self.swim.members() if m.state in LIVE]
 
     async def referrals(self, timeout_s: float = 1.0) -> list[str]:
-        """Signed cards of up to `[node] goaway_referrals_max` other alive nodes (for `goaway`), over the peer link."""
-        others = [m.id for m in self.swim.members() if m.id != self.identity.id and m.state.value == "alive"]
+        """Signed cards of up to `[node] goaway_referrals_max` other alive nodes (for `goaway`), over the peer link.
+        Bridges (member meta `listed` false) are never named: a goaway reaches strangers too (docs/discovery.md)."""
+        others = [
+            m.id for m in self.swim.members()
+            if m.id != self.identity.id and m.state.value == "alive" and member_listed(m.meta)
+        ]  # fmt: skip
         cards: list[str] = []
 
         async def one(member: bytes) -> None:
@@ -371,7 +375,9 @@ def _start_swim(
 ) -> SwimDriver:
     swim_host, _ = parse_hostport(config.node.swim)
     advertise = config.node.advertise_host
-    meta = encode_meta(Meta(peer_port=ports["peer"], host=advertise, url=config.advertised_url(ports["ws"])))
+    meta = encode_meta(Meta(
+        peer_port=ports["peer"], host=advertise, url=config.advertised_url(ports["ws"]), listed=config.node.listed
+    ))  # fmt: skip
     core = Swim(
         self_id=identity.id,
         addr=(advertise or swim_host, ports["swim"]),
@@ -437,6 +443,7 @@ def _start_federation(nursery: trio.Nursery, handle: NodeHandle) -> None:
             heartbeat_s=hb,
             ts_clock=handle.registry_ts,
             trust=frozenset(parse_id(k) for k in config.federation.trust),
+            listed=config.node.listed,
             on_result=handle.registrations.on_result,
             rot=own_rotation(config.data_path / NODE_ROTATIONS_NAME, handle.identity.id),
             peers=lambda: sum(1 for i in handle.live_ids() if i != handle.identity.id),

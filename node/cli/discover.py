@@ -54,7 +54,7 @@ def config_from_args(args: argparse.Namespace) -> DiscoveryConfig:
     return DiscoveryConfig(
         trust=_trust(args.trust), registries=tuple(args.registry), doh=tuple(args.doh), names=tuple(args.name),
         cache=cache, extra=tuple(parse_entry(uri, now=time.time()) for uri in args.add), ca_file=args.ca or None,
-        deadline_s=args.deadline, want=args.want,
+        deadline_s=args.deadline, want=args.want, bridges=args.bridges,
     )  # fmt: skip
 
 
@@ -147,8 +147,8 @@ def cmd_discover(args: argparse.Namespace) -> int:
 
 
 def card_url(data_dir: Path) -> str:
-    """`[node] public_url` of D/homing-node.toml, else ws://127.0.0.1:<ports.json ws>/v1/client, else the
-    configured ws address."""
+    """`[node] public_url` of D/homing-node.toml, else ws://127.0.0.1:<ports.json ws> + `[clients] path`, else the
+    configured ws address. On a bridge (`listed = false`) this is the bridge card clients share."""
     toml_path = data_dir / "homing-node.toml"
     file_values: dict[str, Any] = load_toml(toml_path) if toml_path.exists() else {}
     config = build_config(file_values)
@@ -161,7 +161,7 @@ def card_url(data_dir: Path) -> str:
         return config.advertised_url()
     except (ValueError, KeyError, TypeError) as exc:
         raise ConfigError(str(data_dir / "ports.json"), "has no usable `ws` port") from exc
-    return f"ws://127.0.0.1:{port}/v1/client"
+    return f"ws://127.0.0.1:{port}{config.clients.path}"
 
 
 def cmd_card(args: argparse.Namespace) -> int:
@@ -231,6 +231,7 @@ def register(sub: Any) -> None:
         "i.e. $XDG_DATA_HOME/homing or ~/.local/share/homing)",
     )
     p.add_argument("--no-cache", action="store_true", help="neither read nor write a cache")
+    p.add_argument("--bridges", action="store_true", help="also ask each --registry for bridges (GET /v1/bridges)")
     p.add_argument("--add", action="append", default=[], metavar="URI", help="homing://node/… or wss://HOST:PORT#ID")
     p.add_argument("--ca", default="", metavar="FILE", help="extra CA for DoH and registry HTTPS")
     p.add_argument("--json", action="store_true", help="print JSON for scripts")

@@ -1,4 +1,4 @@
-"""The client WebSocket server at `/v1/client` (docs/client-protocol.md): handshake, sessions, receipts, limits.
+"""The client WebSocket server at `[clients] path` (docs/client-protocol.md): handshake, sessions, limits.
 
 Rules:
 - The server does not route. It authenticates, validates and rate-limits, then reports to a `RelaySink`;
@@ -10,6 +10,10 @@ Rules:
 - Per-address limits (connections, new handshakes per second) are keyed by `address_key` (/32 IPv4, /64 IPv6)
   of the client's address; behind a proxy listed in `trusted_proxies` that address comes from the proxy's
   PROXY v2 header or X-Forwarded-For (node/protocol/proxy.py), from anyone else never.
+
+- Probe resistance: a request that is not a WebSocket upgrade at `[clients] path` is answered by the decoy site
+  (node/net/decoy.py), byte for byte as nginx would; nothing homing-specific (no refusal text, no 429) is said
+  before a client opens the right path (docs/security.md, "Censorship").
 
 Theory of operation. The WebSocket layer is wsproto (sans-IO). Each connection's task reads the upgrade, then
 runs its `ClientSession` (node/net/session.py): a byte pump around the pure `SessionCore`
@@ -40,8 +44,10 @@ from wsproto.events import (
 from wsproto.handshake import H11Handshake
 from wsproto.utilities import RemoteProtocolError as WsRemoteProtocolError
 
+from node.net.decoy import DecoySite, read_head, serve_decoy, site_root
 from node.net.session import ClientSession
 from node.net.sockio import Flusher
+from node.protocol.decoy import Head, parse_head
 from node.protocol.identity import Identity, short_id
 from node.protocol.proxy import PROXY_V2_BYTES_MAX, ProxyHeaderError, TrustedProxies, parse_proxy_v2
 from node.protocol.ratelimit import KeyedBuckets, address_key
@@ -280,11 +286,21 @@ class ClientServer:
             return 429, "too many connections from your address"
         return None
 
+    def _opens_client(self, head: Head) -> bool:
+        """Whether a request head is a WebSocket upgrade at `[clients] path` (everything else meets the decoy)."""
+        return not head.bad and head.method == "GET" and head.is_upgrade and head.path == self.config.path
+
+    @property
+    def _decoy(self) -> DecoySite:
+        return DecoySite(
+            root=site_root(self.config.decoy_dir), port=self.port, idle_timeout_s=self.config.handshake_timeout_s
+        )
+
     def _check_upgrade(self, request: Request, key: str) -> tuple[int, str] | None:
         """The refusal of an upgrade request from the address `key`, if any; spends its handshake budget."""
         refusal = self._admit(key)
-        if refusal is None and request.target.partition("?")[0] != CLIENT_PATH:
-            refusal = 404, f"the client endpoint is {CLIENT_PATH}"
+        if refusal is None and request.target.partition("?")[0] != self.config.path:
+            refusal = 404, "not found"
         if refusal is None and not self._handshakes.take(key, trio.current_time()):
             refusal = 429, "too many new connections from your address, retry later"
         return refusal
@@ -321,7 +337,14 @@ class ClientServer:
             if refusal is not None and self._connections > cfg.connections_max + cfg.refusing_max:
                 return  # under a flood even a polite refusal costs too much
             with trio.move_on_at(deadline if refusal is None else trio.current_time() + cfg.close_timeout_s):
-                request, hs = await _read_upgrade(stream, head, cfg.upgrade_request_bytes_max)
+                got = await read_head(stream, head, cfg.upgrade_request_bytes_max)
+            if got is None:
+                return
+            if not self._opens_client(parse_head(got[0])):  # a stranger: the decoy site answers (docs/security.md)
+                self.refused(Refusal.MALFORMED)
+                await serve_decoy(stream, got[0] + got[1], self._decoy)
+                return
+            request, hs = await _read_upgrade(stream, got[0] + got[1], cfg.upgrade_request_bytes_max)
             if request is None:
                 return
             if key is None:  # a trusted proxy without PROXY v2: X-Forwarded-For names the client

@@ -26,11 +26,12 @@ SIGN_PREFIX = b"homing/v1/"
 CLIENT_AUTH_PREFIX = b"homing/v1/client-auth"
 NODE_AUTH_PREFIX = b"homing/v1/node-auth"
 
-# Purposes of signed documents (docs/bootstrap.md and §6).
+# Purposes of signed documents (docs/bootstrap.md and docs/discovery.md).
 NODE_LIST = "node-list"
 NODE_REGISTER = "node-register"
 NODE_LEAVE = "node-leave"
 NODE_CARD = "node-card"
+BRIDGE_LIST = "bridge-list"
 
 SIGNED_DOC_MAX_BYTES = 256 * 1024
 

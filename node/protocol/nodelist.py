@@ -1,9 +1,13 @@
-"""Signed node lists, registrations and node cards: the documents of docs/bootstrap.md and §6 (pure).
+"""Signed node lists, registrations and node cards: the documents of docs/bootstrap.md and docs/discovery.md (pure).
 
 - node list (PURPOSE `node-list`, signed by a registry key):
-  `{"v":1,"issued":<unix>,"expires":<unix>,"nodes":[{"id","ws","swim","peer","seen"}…]}`
+  `{"v":1,"issued":<unix>,"expires":<unix>,"nodes":[{"id","ws","swim","peer","seen","ok"}…]}`; `ok` (unix, 0 for
+  never) is when the registry's own check of the node's client endpoint last passed; readers that predate it
+  ignore it, and a list without it reads as 0
 - registration (PURPOSE `node-register`, signed by the node itself): `{"id","ws","swim","peer","ts","ttl","reg"}`,
   `reg` the key of the registry it is meant for (a registration cannot be replayed at another registry);
+  a bridge (`[node] listed = false`, docs/discovery.md "Bridges") adds `"listed": false` and `"card"`: its own
+  signed node-card document for the same `ws`, which the registry hands out in `bridge-list` documents;
   `ws` at most `REG_WS_MAX` characters, `swim`/`peer` at most `REG_ADDR_MAX` (a registry's list stays small);
   optional `peers`: how many other live members the node sees (so a registry can flag a node that is listed but
   not federated, docs/bootstrap.md "Listed but not federated"); optional `rot`: an encoded key rotation statement
@@ -52,6 +56,7 @@ TTL_MAX_S = 86_400
 CARD_PREFIX = "homing://node/"
 CARD_MAX_CHARS = 2048
 CARD_LIFETIME_DEFAULT_S = 30 * 86_400  # a card's `exp` when its maker names none
+BRIDGE_CARD_LIFETIME_S = 7 * 86_400  # the card a bridge sends with each registration (renewed every heartbeat)
 REG_WS_MAX = 256  # a registration's ws URL: "wss://" + a long host name + port + path
 REG_ADDR_MAX = 128  # a registration's swim/peer HOST:PORT
 LIST_BYTES_MAX = 40 * 1024  # a signed list, encoded; see the module docstring
@@ -65,9 +70,10 @@ class NodeEntry:
     swim: str
     peer: str
     seen: int
+    ok: int = 0  # when the registry's health check last passed (unix), 0: not yet
 
     def to_body(self) -> dict[str, Any]:
-        return {"id": self.id, "ws": self.ws, "swim": self.swim, "peer": self.peer, "seen": self.seen}
+        return {"id": self.id, "ws": self.ws, "swim": self.swim, "peer": self.peer, "seen": self.seen, "ok": self.ok}
 
 
 @attrs.frozen(kw_only=True, slots=True)
@@ -89,6 +95,9 @@ class Registration:
     reg: bytes  # the registry this registration is for
     peers: int | None = None  # other live members the node sees (None: the node did not say)
     rotated_from: bytes | None = None  # the OLD key of a verified rotation statement naming this node as NEW
+    listed: bool = True  # False: a bridge, kept out of the public list
+    card: dict[str, bytes] | None = None  # a bridge's signed node-card document (checked: same id and ws)
+    card_exp: int = 0  # that card's `exp`
 
 
 @attrs.frozen(kw_only=True, slots=True)
@@ -161,6 +170,7 @@ def open_node_list(doc: object, trusted: frozenset[bytes] | set[bytes], *, now: 
                 swim=_str(item, "swim", ADDR_MAX),
                 peer=_str(item, "peer", ADDR_MAX),
                 seen=_int(item, "seen"),
+                ok=_int(item, "ok") if "ok" in item else 0,
             )
         )
     return NodeList(issued=issued, expires=expires, nodes=tuple(nodes), signer=signer)
@@ -170,10 +180,15 @@ def open_node_list(doc: object, trusted: frozenset[bytes] | set[bytes], *, now: 
 
 
 def build_registration(
-    node: Identity, *, ws: str, swim: str, peer: str, ts: int, ttl: int, reg: bytes, peers: int | None = None,
-    rot: bytes | None = None,
-) -> dict[str, bytes]:  # fmt: skip
+    node: Identity, *, ws: str, swim: str, peer: str, ts: int, ttl: int, reg: bytes, listed: bool = True,
+    card_lifetime_s: int = BRIDGE_CARD_LIFETIME_S, peers: int | None = None, rot: bytes | None = None,
+) -> dict[str, bytes]:
+    """A registration; an unlisted node's (a bridge's) carries a fresh card for `ws` valid `card_lifetime_s`;
+    `peers` and `rot` as in the module docstring."""
     body: dict[str, Any] = {"id": node.id, "ws": ws, "swim": swim, "peer": peer, "ts": ts, "ttl": ttl, "reg": reg}
+    if not listed:
+        body["listed"] = False
+        body["card"] = sign_document(node, NODE_CARD, {"id": node.id, "ws": ws, "ts": ts, "exp": ts + card_lifetime_s})
     if peers is not None:
         body["peers"] = peers
     if rot is not None:
@@ -201,7 +216,18 @@ def open_registration(doc: object) -> Registration:
     )
     if reg.id != signer:
         raise RemoteProtocolError("registration is not signed by the node it registers")
-    return reg
+    listed = body.get("listed", True)
+    if not isinstance(listed, bool):
+        raise RemoteProtocolError("field 'listed' must be a boolean")
+    if listed:
+        return reg
+    raw_card = body.get("card")
+    if not isinstance(raw_card, dict) or len(encode_document(raw_card)) > CARD_MAX_CHARS:
+        raise RemoteProtocolError("an unlisted node's registration carries its card (field 'card')")
+    card = card_from_document(raw_card)
+    if card.id != reg.id or card.ws != reg.ws:
+        raise RemoteProtocolError("the card in a registration must name the registering node and its ws URL")
+    return attrs.evolve(reg, listed=False, card=raw_card, card_exp=card.exp)
 
 
 def _rotated_from(raw: object, new: bytes) -> bytes:
@@ -267,6 +293,20 @@ def _plain_ws_problem(ws: str, allow_plain_ws: bool) -> str:
     return f"card URL {ws[:80]!r} is plain ws:// to a public host: cards must be wss:// (or a private address)"
 
 
+def card_from_document(doc: object) -> Card:
+    """Verify a signed node-card document (signed by the node it names); the caller checks `exp` and the URL."""
+    body, signer = open_document(doc, NODE_CARD, None)
+    card = Card(id=_id(body), ws=_ws(body), ts=_int(body, "ts"), exp=_int(body, "exp"))
+    if card.id != signer:
+        raise RemoteProtocolError("card is not signed by the node it names")
+    return card
+
+
+def card_uri(doc: dict[str, bytes]) -> str:
+    """The `homing://node/…` form of a signed node-card document."""
+    return CARD_PREFIX + b64u_encode(encode_document(doc))
+
+
 def parse_card(uri: str, *, now: float, allow_plain_ws: bool = False) -> Card:
     """Parse and verify a `homing://node/…` card: signed by the node it names, not past `exp`, and `wss://`
     unless its host is loopback/private or `allow_plain_ws`."""
@@ -278,10 +318,7 @@ def parse_card(uri: str, *, now: float, allow_plain_ws: bool = False) -> Card:
         raw = b64u_decode(uri[len(CARD_PREFIX) :])
     except ValueError as exc:
         raise RemoteProtocolError("referral URI is not base64url") from exc
-    body, signer = open_document(decode_document(raw), NODE_CARD, None)
-    card = Card(id=_id(body), ws=_ws(body), ts=_int(body, "ts"), exp=_int(body, "exp"))
-    if card.id != signer:
-        raise RemoteProtocolError("card is not signed by the node it names")
+    card = card_from_document(decode_document(raw))
     if now > card.exp:
         raise Expired(f"card expired {int(now - card.exp)} s ago")
     problem = _plain_ws_problem(card.ws, allow_plain_ws)

@@ -93,6 +93,11 @@ class NodeSection:
     shutdown_s: float = attrs.field(default=8.0, validator=[_pos, v.le(9.5)])
     # Other nodes' signed cards a shutting-down node lists in `goaway`, so its clients can move on.
     goaway_referrals_max: int = attrs.field(default=5, validator=[v.ge(0), v.le(32)])
+    # false: a bridge (docs/discovery.md, "Bridges"). The node registers as unlisted, so the registry keeps it
+    # out of the public list, DNS and export-txt and hands its card out only a few at a time (GET /v1/bridges);
+    # other nodes leave it out of `goaway`. It still federates. Give it its own `public_url` (another host name
+    # or address than any listed node's), or the censor who blocks the listed addresses blocks it too.
+    listed: bool = True
 
 
 @attrs.frozen(kw_only=True, slots=True)
@@ -180,8 +185,23 @@ class RelaySection:
     mailbox_bytes_per_address_max: int = attrs.field(default=4 * 1024 * 1024, validator=v.ge(64 * 1024))
 
 
+def _client_path(inst: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if not (isinstance(value, str) and value.startswith("/") and 1 < len(value) <= 256):
+        raise ConfigError(attribute.name, "must start with / and be 2..256 characters")
+    if any(c.isspace() or c in "?#%" or not c.isprintable() for c in value):
+        raise ConfigError(attribute.name, "must not contain spaces, ?, #, % or control characters")
+
+
 @attrs.frozen(kw_only=True, slots=True)
 class ClientsSection:
+    # The URL path of the client WebSocket endpoint. Make it secret (e.g. /k7Qd2xw9/ws) to resist probing
+    # (docs/security.md, "Censorship"): it travels in the node's URL (public_url, cards, manual entries), and
+    # every other request gets the decoy site's answer, so a prober that lacks it sees an ordinary web server.
+    path: str = attrs.field(default="/v1/client", validator=_client_path)
+    # A directory of static files served, the way nginx would, to every request that is not a WebSocket upgrade at
+    # `path` (a plausible site at /; keep it small: files over 1 MiB are answered 404). Empty: an empty site (nginx's
+    # 403 at /, 404 elsewhere).
+    decoy_dir: str = ""
     # Seconds a client has to finish the handshake (docs/client-protocol.md: 10 s).
     handshake_timeout_s: float = attrs.field(default=10.0, validator=_pos)
     # Client connections this node accepts in total (ulimit -n is the hard ceiling).

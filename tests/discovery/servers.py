@@ -1,4 +1,4 @@
-"""Real servers on 127.0.0.1 for discovery tests: a node that does the §2 handshake, a TCP black hole,
+"""Real servers on 127.0.0.1 for discovery tests: a node that does the client handshake, a TCP black hole,
 and a registry serving `GET /v1/nodes` over HTTP(S).
 
 The node here implements only the node side of the docs/client-protocol.md handshake (challenge, check hello,

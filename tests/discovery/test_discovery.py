@@ -1,5 +1,5 @@
 """The discovery chain with real parts on loopback: knotd + unbound DoH, an HTTPS registry, real WebSocket nodes
-doing the §2 handshake, TCP black holes, real cache files."""
+doing the client handshake (docs/client-protocol.md), TCP black holes, real cache files."""
 
 from __future__ import annotations
 

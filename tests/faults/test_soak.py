@@ -15,7 +15,7 @@ import pytest
 from bench.soak import main
 
 
-@pytest.mark.slow
+@pytest.mark.soak  # 2 minutes: outside the default suite (docs/testing.md); run with -m soak
 @pytest.mark.timeout(400)
 def test_soak_2min_receipts_balance_and_memory_stays_flat(tmp_path: Path) -> None:
     out, raw = tmp_path / "soak.md", tmp_path / "soak.json"

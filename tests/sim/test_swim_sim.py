@@ -167,7 +167,7 @@ def test_thousand_nodes_detect_crashes_within_bound(sim_seed: int) -> None:
     C.require(c, [str(ch) for ch in C.false_deaths(c)], "false deaths")
 
 
-@pytest.mark.slow
+@pytest.mark.soak  # 2-3 minutes: outside the default suite (docs/testing.md); run with -m soak
 def test_thousand_joins_converge(sim_seed: int) -> None:
     # Joins cost O(N^2) update receptions (each node learns every other one, each update retransmitted
     # 4 * ceil(log10(N + 1)) times by every node): about 16 million at 1,000 nodes, ~30 s of CPU here.

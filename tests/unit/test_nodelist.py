@@ -1,4 +1,4 @@
-"""Signed documents of docs/bootstrap.md/§6: node lists, registrations, leaves and cards."""
+"""Signed documents of docs/bootstrap.md and docs/discovery.md: node lists, registrations, leaves and cards."""
 
 from __future__ import annotations
 

@@ -1,11 +1,13 @@
 """The cache of nodes that worked: what a client starts from when every other channel is blocked.
 
 File format (JSON, mode 0600, written atomically: a temporary file in the same directory, fsync, rename):
-`{"v": 1, "nodes": [{"id": <id text>, "ws": <url>, "last_success": <unix seconds>}…], "rotations": [<b64u>…]}`: at
-most `CACHE_NODES_MAX` entries, newest success first; `rotations` (optional) holds the registry key rotation
-statements this reader has seen, first seen first, at most `CHAIN_MAX` (docs/discovery.md "Registry key rotation").
-Only nodes that proved their id in a handshake are written. A damaged or oversized file is reported and ignored
-(it is rewritten on the next success), never fatal.
+`{"v": 1, "nodes": [{"id": <id text>, "ws": <url>, "last_success": <unix seconds>}…], "rotations": [<b64u>…]}`, at
+most `CACHE_NODES_MAX` entries, newest success first. Nodes that proved their id in a handshake are written, and so
+are bridges learned from a signed card (a referral or a registry's GET /v1/bridges) that were not tried yet:
+`"last_success": 0, "source": "referral"`, after every proven node (docs/discovery.md, "Bridges": the day the listed
+nodes are blocked, the cache still names a bridge). `rotations` (optional) holds the registry key rotation statements
+this reader has seen, first seen first, at most `CHAIN_MAX` (docs/discovery.md "Registry key rotation"). A damaged
+or oversized file is reported and ignored (it is rewritten on the next success), never fatal.
 """
 
 from __future__ import annotations
@@ -72,9 +74,15 @@ def _entry(item: Any) -> Candidate | None:
     return Candidate(id=node_id, ws=ws, source=Source.CACHE, verified=False, last_success=float(last))
 
 
-def merge_cache(previous: Iterable[Candidate], proven: Iterable[Found], now: float) -> list[dict[str, Any]]:
-    """The entries to write: proven nodes with `last_success = now`, then older entries, newest first, bounded."""
+def merge_cache(
+    previous: Iterable[Candidate], proven: Iterable[Found], now: float, *, learned: Iterable[Candidate] = ()
+) -> list[dict[str, Any]]:
+    """The entries to write: proven nodes with `last_success = now`, then older entries, newest first, then
+    `learned` bridges (card-verified, not proven yet) with `last_success` 0; at most CACHE_NODES_MAX."""
     rows: dict[tuple[bytes, str], float] = {}
+    for c in learned:
+        if c.verified:
+            rows[(c.id, c.ws)] = 0.0
     for c in previous:
         if c.last_success is not None:
             rows[(c.id, c.ws)] = max(c.last_success, rows.get((c.id, c.ws), 0.0))
@@ -82,7 +90,10 @@ def merge_cache(previous: Iterable[Candidate], proven: Iterable[Found], now: flo
         if f.handshake_ms is not None:
             rows[(f.id, f.ws)] = now
     ordered = sorted(rows.items(), key=lambda kv: -kv[1])[:CACHE_NODES_MAX]
-    return [{"id": id_text(k[0]), "ws": k[1], "last_success": int(v)} for k, v in ordered]
+    return [
+        {"id": id_text(k[0]), "ws": k[1], "last_success": int(v), **({} if v else {"source": "referral"})}
+        for k, v in ordered
+    ]
 
 
 def load_rotations(path: Path) -> tuple[bytes, ...]:

@@ -29,9 +29,17 @@ from node.client.discovery.model import (
     DiscoveryResult,
     NewestLists,
     SignedList,
+    Source,
     build_result,
 )
-from node.client.discovery.sources import fetch_doh, fetch_registry, followed, http_client, ssl_context
+from node.client.discovery.sources import (
+    fetch_bridges,
+    fetch_doh,
+    fetch_registry,
+    followed,
+    http_client,
+    ssl_context,
+)
 from node.protocol.errors import HomingError
 from node.protocol.identity import Identity
 
@@ -44,6 +52,9 @@ class DiscoveryConfig:
     trust: frozenset[bytes] = frozenset()
     # Registry base URLs (GET <url>/v1/nodes).
     registries: tuple[str, ...] = ()
+    # Also ask each registry for a few bridges (GET <url>/v1/bridges, docs/discovery.md "Bridges"); they are
+    # raced like referrals and kept in the cache even when not tried, for the day the listed nodes are blocked.
+    bridges: bool = False
     # DoH resolver URLs (https://…/dns-query) and TXT names; every resolver is asked for every name.
     doh: tuple[str, ...] = ()
     names: tuple[str, ...] = ()
@@ -117,12 +128,14 @@ class _Run:
             self.book.add(c)
         self._notify()
 
-    def start_source(self, nursery: trio.Nursery, label: str, fetch: Callable[..., Awaitable[SignedList]],
-                     *args: object) -> None:  # fmt: skip
+    def start_source(self, nursery: trio.Nursery, label: str,
+                     fetch: Callable[..., Awaitable[SignedList | list[Candidate]]], *args: object) -> None:  # fmt: skip
         self.pending[label] = None  # before the task runs, so the watcher never sees a not-yet-started source as done
         nursery.start_soon(self.source, label, fetch, *args)
 
-    async def source(self, label: str, fetch: Callable[..., Awaitable[SignedList]], *args: object) -> None:
+    async def source(
+        self, label: str, fetch: Callable[..., Awaitable[SignedList | list[Candidate]]], *args: object
+    ) -> None:
         try:
             found = await fetch(*args)
         except HomingError as exc:
@@ -130,7 +143,11 @@ class _Run:
         except Exception as exc:  # a source's bug or an unwrapped library error must not end the run
             self.errors.append(f"{label}: failed: {type(exc).__name__}: {exc}"[:300])
         else:
-            self.add_list(found)
+            if isinstance(found, SignedList):
+                self.add_list(found)
+            else:
+                self.other_keys |= {c.key for c in found}  # bridges: no list supersedes them
+                self.add(found)
         # a source cancelled at the end stays in `pending`, to be reported
         self.pending.pop(label, None)
         self._notify()
@@ -215,6 +232,8 @@ async def discover(
             async with trio.open_nursery() as nursery:
                 for url in cfg.registries:
                     run.start_source(nursery, f"registry {url}", fetch_registry, client, url, cfg.trust, now, pinned)
+                    if cfg.bridges:
+                        run.start_source(nursery, f"bridges {url}", fetch_bridges, client, url, doh_trust, now)
                 for resolver in cfg.doh:
                     for name in cfg.names:
                         label = f"doh {resolver} {name}"
@@ -227,9 +246,11 @@ async def discover(
     result = build_result(run.book.all(), run.proofs, run.failed, run.errors)
     result = attrs.evolve(result, lists=tuple(run.newest.by_signer.values()))
     rotations = (*pinned, *(r for lst in result.lists for r in lst.rotations))
-    if cfg.cache is not None and (result.proven or len(set(rotations)) > len(set(pinned))):
+    # bridge cards (from referrals or a distributor) not refuted in this run are kept for the day they are needed
+    learned = [c for c in run.book.all() if c.source == Source.REFERRAL and c.key not in run.failed]
+    if cfg.cache is not None and (result.proven or learned or len(set(rotations)) > len(set(pinned))):
         try:
-            save_cache(cfg.cache, merge_cache(cached, result.proven, wall_clock()), rotations)
+            save_cache(cfg.cache, merge_cache(cached, result.proven, wall_clock(), learned=learned), rotations)
         except OSError as exc:
             result = attrs.evolve(result, errors=(*result.errors, f"cache {cfg.cache}: not written: {exc.strerror}"))
     return result

@@ -1,4 +1,5 @@
-"""The network sources of discovery: registries (`GET /v1/nodes`) and DNS-over-HTTPS TXT lookups.
+"""The network sources of discovery: registries (`GET /v1/nodes`, and `GET /v1/bridges` for a few bridges' cards,
+docs/discovery.md "Bridges") and DNS-over-HTTPS TXT lookups.
 
 Both share one `httpx2.AsyncClient(http2=True)` per discovery run, so queries to one resolver or registry reuse a
 connection. Every answer is read with a byte limit before parsing (a hostile or broken server cannot make us buffer
@@ -21,7 +22,8 @@ import dns.rdataclass
 import dns.rdatatype
 import httpx2
 
-from node.client.discovery.model import SignedList, Source, candidates_from_list
+from node.client.discovery.model import Candidate, SignedList, Source, candidates_from_list
+from node.protocol.bridges import open_bridge_list
 from node.protocol.errors import ConfigError, Expired, HomingError, RemoteProtocolError
 from node.protocol.identity import SIGNED_DOC_MAX_BYTES, decode_document
 from node.protocol.nodelist import open_node_list
@@ -127,6 +129,36 @@ async def fetch_registry(
     _, served = unpack_chain(doc.get("rot"), now=now)
     signed = open_list(doc, followed(trust, served, pinned, now), now, Source.REGISTRY, where)
     return attrs.evolve(signed, rotations=tuple(served))
+
+
+def bridges_url(base: str) -> str:
+    return base.rstrip("/").removesuffix("/v1/nodes") + "/v1/bridges"
+
+
+async def fetch_bridges(
+    client: httpx2.AsyncClient, base: str, trust: frozenset[bytes], now: float
+) -> list[Candidate]:
+    """The bridges a registry hands this network (GET /v1/bridges): each card signed by its own node (so the
+    binding of id and URL is verified whoever signed the list), the list signed by a `--trust` key when given."""
+    url = bridges_url(base)
+    where = f"bridges {url}"
+    try:
+        async with client.stream("GET", url, headers={"accept": "application/msgpack"}) as response:
+            if response.status_code != 200:
+                raise HomingError(f"{where}: HTTP {response.status_code}")
+            body = await _read_limited(response, REGISTRY_ANSWER_MAX_BYTES, where)
+    except httpx2.HTTPError as exc:
+        raise HomingError(f"{where}: {_http_reason(exc)}") from exc
+    except RemoteProtocolError as exc:
+        raise HomingError(f"{where}: {exc}") from exc
+    try:
+        doc = decode_document(body)
+        key = doc.get("key")
+        trusted = trust or (frozenset([key]) if isinstance(key, bytes) else frozenset())
+        bridges = open_bridge_list(doc, trusted, now=now)
+    except RemoteProtocolError as exc:  # Expired and BadSignature too
+        raise HomingError(f"{where}: list discarded: {exc}") from exc
+    return [Candidate(id=c.id, ws=c.ws, source=Source.REFERRAL, verified=True) for c in bridges.cards]
 
 
 def txt_query(name: str) -> dns.message.Message:

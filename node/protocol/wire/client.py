@@ -202,8 +202,9 @@ ICE_STRING_MAX: Final = 512
 #
 # One map per WebSocket message. Binary frames carry msgpack (bytes as msgpack bin), text frames carry JSON
 # (bytes as unpadded base64url strings). The decoder is strict about what it needs and ignores unknown keys
-# (forward compatibility). Every failure is a ClientFrameError carrying the §2 code, the `ref` when one was
-# readable, and whether the answer is a `rejected` receipt (an envelope with a usable ref) or an `error` frame.
+# (forward compatibility). Every failure is a ClientFrameError carrying the client protocol's error code
+# (docs/client-protocol.md), the `ref` when one was readable, and whether the answer is a `rejected` receipt
+# (an envelope with a usable ref) or an `error` frame.
 
 REF_MAX: Final = 2**64 - 1  # "ref":<uint>; JavaScript clients should stay below 2**53
 EID_BYTES: Final = 16
@@ -213,7 +214,7 @@ _KINDS: Final = {k.value: k for k in Kind}
 
 
 class ClientFrameError(RemoteProtocolError):
-    """A client frame that cannot be accepted. `code` is the §2 code (`bad_request`, `too_large`, `unknown_type`).
+    """A client frame that cannot be accepted. `code` is the client protocol's (`bad_request`, `too_large`, ...).
 
     `ref` is the envelope's ref when it was readable; `receipt` is True when the answer is a terminal
     `{"t":"receipt","status":"rejected","reason":code}` (an envelope with a usable ref), else an error frame.
@@ -286,7 +287,7 @@ def decode_client_frame(data: bytes | str, *, from_node: bool = False) -> Client
 
     By default it decodes what a client may send to a node (`hello`, `ping`, `pong`, envelopes);
     `from_node=True` decodes what a node sends to a client (the client library's side).
-    Raises ClientFrameError (a RemoteProtocolError) with the §2 code; never anything else.
+    Raises ClientFrameError (a RemoteProtocolError) with the client protocol's code; never anything else.
     """
     m = _parse(data)
     t = m.get("t")

@@ -11,8 +11,9 @@ joiner first asks "which node listens here?":
   sealed SWIM exchange that follows (only the real key holder can open those packets).
 
 Member meta (opaque to the SWIM core, at most META_MAX bytes) is msgpack `{"p": peer port, "h": advertised host
-or "", "u": public client URL}`. It rides in every alive update and every push-pull record, so it stays small:
-a node's signed card (for `goaway`) is fetched over the peer link when needed, not gossiped.
+or "", "u": public client URL}`, plus `"l": false` for a bridge (`[node] listed = false`: other nodes leave it out
+of `goaway`; a meta without `l` is a listed node's). It rides in every alive update and every push-pull record,
+so it stays small: a node's signed card (for `goaway`) is fetched over the peer link when needed, not gossiped.
 
 Datagram kinds on the SWIM port: `DatagramKind` in node/protocol/wire/__init__.py (0x01 sealed, 0x02, 0x03).
 """
@@ -41,10 +42,14 @@ class Meta:
     peer_port: int
     host: str = ""  # advertised host for the peer link; "" means the SWIM address's host
     url: str = ""  # the node's public client URL
+    listed: bool = True  # False: a bridge, never named in goaway
 
 
 def encode_meta(meta: Meta) -> bytes:
-    data = packb({"p": meta.peer_port, "h": meta.host, "u": meta.url})
+    fields: dict[str, Any] = {"p": meta.peer_port, "h": meta.host, "u": meta.url}
+    if not meta.listed:
+        fields["l"] = False
+    data = packb(fields)
     if len(data) > META_MAX:
         raise ValueError(f"member meta of {len(data)} bytes exceeds {META_MAX} (public_url too long?)")
     return data
@@ -56,7 +61,16 @@ def decode_meta(data: bytes) -> Meta:
         peer_port=get_int(m, "p", lo=1, hi=65535),
         host=get_str(m, "h", max_len=255),
         url=get_str(m, "u", max_len=META_MAX),
+        listed=m.get("l", True) is not False,
     )
+
+
+def member_listed(meta: bytes) -> bool:
+    """Whether a member's meta says it is listed (a bridge says not; unreadable meta: not named either)."""
+    try:
+        return decode_meta(meta).listed
+    except RemoteProtocolError:
+        return False
 
 
 def encode_whois(asker: bytes, nonce: bytes) -> bytes:
