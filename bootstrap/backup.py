@@ -1,8 +1,9 @@
 """`homing bootstrap backup`: the registry's signing key and a consistent copy of its database, while it runs.
 
 The database is copied with SQLite's online backup API (no `sqlite3` binary needed, safe while the service writes);
-the key is copied byte for byte with mode 0600. Restoring is copying both files back into an empty data dir
-(docs/operations.md, "Back up and move a registry").
+the key is copied byte for byte with mode 0600, and the key rotation statements when there are any (without them,
+nodes and clients that know only an older key could not follow the registry to its new host). Restoring is copying
+the files back into an empty data dir (docs/operations.md, "Back up and move a registry").
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
-from bootstrap.config import KEY_NAME, default_data_dir
+from bootstrap.config import KEY_NAME, ROTATIONS_NAME, default_data_dir
 from bootstrap.store import DB_NAME
 from node.client.files import write_atomic
 from node.protocol.errors import ConfigError
@@ -39,7 +40,11 @@ def backup(data_dir: Path, to: Path) -> list[Path]:
         src.close()
     tmp.chmod(0o600)
     shutil.move(tmp, to / DB_NAME)
-    return [to / KEY_NAME, to / DB_NAME]
+    written = [to / KEY_NAME, to / DB_NAME]
+    if (data_dir / ROTATIONS_NAME).exists():
+        write_atomic(to / ROTATIONS_NAME, (data_dir / ROTATIONS_NAME).read_bytes(), mode=0o600)
+        written.append(to / ROTATIONS_NAME)
+    return written
 
 
 def register(bsub: Any) -> None:

@@ -20,7 +20,7 @@ import trio
 from bootstrap import backup, bridges_cli, dns_cli
 from bootstrap.app import run_bootstrap
 from bootstrap.config import BootstrapConfig, default_data_dir
-from bootstrap.registry import Policy
+from bootstrap.registry import Policy, federated
 from bootstrap.service import load_identity
 from bootstrap.store import DB_NAME, Store
 from node.app.log import setup_logging
@@ -38,6 +38,19 @@ def register(sub: Any) -> None:
     init = bsub.add_parser("init", help="create the registry signing key and database; print the public key")
     _data_dir_arg(init)
     init.set_defaults(func=cmd_init)
+
+    rot = bsub.add_parser(
+        "rotate-key",
+        help="replace the registry key: a new key, a statement signed by the old key and countersigned by the new "
+        "one that nodes and clients follow (docs/bootstrap.md); a running service switches at once",
+    )
+    _data_dir_arg(rot)
+    rot.add_argument(
+        "--compromised",
+        action="store_true",
+        help="the old key was stolen: readers stop trusting it at once instead of after the 30-day grace period",
+    )
+    rot.set_defaults(func=cmd_rotate_key)
 
     run = bsub.add_parser("run", help="run the registry HTTP service")
     _data_dir_arg(run)
@@ -108,7 +121,7 @@ def register(sub: Any) -> None:
         ("remove", "forget a node's registration, approval and ban (it may register again)"),
     ):
         a = nsub.add_parser(action, help=text)
-        a.add_argument("id", metavar="ID", help="node id (43 base64url characters)")
+        a.add_argument("id", metavar="ID", help="node id (43 base64url characters; one starting with - goes after --)")
         _data_dir_arg(a)
         a.set_defaults(func=cmd_admin, action=action)
 
@@ -137,6 +150,26 @@ def cmd_init(args: argparse.Namespace) -> int:
     print(f"registry key {what} {config.key_path}")
     print(f"database {config.data_dir / 'registry.sqlite3'}")
     print(f"registry public key (give it to nodes and clients as --trust): {identity.id_text}")
+    return 0
+
+
+def cmd_rotate_key(args: argparse.Namespace) -> int:
+    from bootstrap.config import ROTATIONS_NAME
+    from node.app.keyrotation import rotate_key_file
+
+    config = _config(args)
+    store = _open_store(args)
+    try:
+        old, new, _ = rotate_key_file(
+            config.key_path, config.data_dir / ROTATIONS_NAME, time.time(), compromised=args.compromised
+        )
+        store.bump(time.time(), who=_admin_user(), action="rotate_key", subject=new.id)
+    finally:
+        store.close()
+    print(f"old registry key {old.id_text} kept as {config.key_path}.retired-{old.id_text[:8]} (move it offline)")
+    print(f"statement appended to {config.data_dir / ROTATIONS_NAME}")
+    print(f"new registry public key (nodes and clients follow the statement; give it to new ones as --trust): "
+          f"{new.id_text}")  # fmt: skip
     return 0
 
 
@@ -254,6 +287,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     finally:
         store.close()
     now = time.time()
+    listed_total = sum(1 for r in records if r.listed(now))
     if args.json:
         out = [
             {
@@ -266,6 +300,8 @@ def cmd_list(args: argparse.Namespace) -> int:
                 "last_heartbeat": r.seen,
                 "ttl": r.ttl,
                 "first_seen": r.first_seen,
+                "peers": r.peers,
+                "federated": federated(r, listed_total, now),
                 "bridge": r.bridge,
                 "passed": r.passed,
                 "fails": r.fails,
@@ -275,10 +311,15 @@ def cmd_list(args: argparse.Namespace) -> int:
         print(json.dumps({"nodes": out}, indent=2))
         return 0
     print(f"{'ID':<43}  {'STATE':<8}  {'HEARTBEAT':>10}  {'CHECKED':>10}  WS")
+    lonely = 0
     for r in records:
         checked = _ago(r.passed, now)
-        print(f"{id_text(r.id):<43}  {r.state(now):<8}  {_ago(r.seen, now):>10}  {checked:>10}  {r.ws or '-'}")
-    print(f"{len(records)} node(s)")
+        note = ""
+        if federated(r, listed_total, now) is False:
+            lonely += 1
+            note = "  NOT FEDERATED (sees no other member; check its --trust key and ports)"
+        print(f"{id_text(r.id):<43}  {r.state(now):<8}  {_ago(r.seen, now):>10}  {checked:>10}  {r.ws or '-'}{note}")
+    print(f"{len(records)} node(s)" + (f", {lonely} listed but not federated" if lonely else ""))
     return 0
 
 

@@ -16,6 +16,7 @@ from node.protocol.forwarded import parse_networks
 from node.protocol.settings import parse_hostport
 
 KEY_NAME = "registry.key"
+ROTATIONS_NAME = "key-rotations.msgpack"  # the key rotation statements (docs/bootstrap.md)
 PORTS_NAME = "ports.json"
 
 

@@ -59,6 +59,7 @@ class NodeRecord:
     approved: bool = False
     banned: bool = False
     first_seen: int = 0
+    peers: int | None = None  # other live members the node saw at its last registration (None: not said)
     bridge: bool = False  # registered unlisted: distributed by GET /v1/bridges, never in the public list
     withheld: bool = False  # an admin took it out of distribution (`homing bootstrap bridges remove`)
     card: bytes = b""  # a bridge's own signed node-card document (msgpack)
@@ -110,6 +111,7 @@ class Accepted:
     record: NodeRecord
     status: str  # "approved" or "pending" (registration), "removed" (leave)
     changes_list: bool
+    moved: bool = False  # the approval moved here from the key a rotation statement replaces
 
 
 def _check_ts(ts: int, existing: NodeRecord | None, now: float, policy: Policy) -> Refused | None:
@@ -135,9 +137,14 @@ def _check_ts(ts: int, existing: NodeRecord | None, now: float, policy: Policy) 
 
 
 def decide_registration(
-    reg: Registration, existing: NodeRecord | None, *, now: float, policy: Policy, registry_key: bytes
-) -> Refused | Accepted:
-    """Decide on a verified registration for the registry `registry_key`. `existing` is the node's stored record."""
+    reg: Registration, existing: NodeRecord | None, *, now: float, policy: Policy, registry_key: bytes,
+    rotated_from: NodeRecord | None = None,
+) -> Refused | Accepted:  # fmt: skip
+    """Decide on a verified registration for the registry `registry_key`. `existing` is the node's stored record;
+    `rotated_from` the record of the key its `rot` statement replaces (docs/bootstrap.md "Rotating a node key"): a
+    banned OLD key bans the new one, an approved OLD key's approval moves to it."""
+    if rotated_from is not None and rotated_from.banned:
+        return Refused(status=403, reason="the key this node rotated from is banned", refusal=Refusal.UNADMITTED)
     if reg.reg != registry_key:
         return Refused(
             status=400,
@@ -158,6 +165,8 @@ def decide_registration(
     approved = existing.approved if existing is not None else policy.approval == "auto"
     if existing is not None and not existing.approved and policy.approval == "auto":
         approved = True
+    moved = not approved and rotated_from is not None and rotated_from.approved
+    approved = approved or moved
     record = NodeRecord(
         id=reg.id,
         ws=reg.ws,
@@ -169,6 +178,7 @@ def decide_registration(
         approved=approved,
         banned=False,
         first_seen=existing.first_seen if existing is not None and existing.first_seen else int(now),
+        peers=reg.peers,
         bridge=not reg.listed,
         withheld=existing.withheld if existing is not None else False,
         card=b"" if reg.card is None else encode_document(reg.card),
@@ -183,7 +193,19 @@ def decide_registration(
     )
     changes = _shown(record, now) != (_shown(existing, now) if existing is not None else None) or not same_addresses
     changes = changes and (record.live(now) or (existing is not None and existing.live(now)))
-    return Accepted(record=record, status="approved" if approved else "pending", changes_list=changes)
+    return Accepted(
+        record=record, status="approved" if approved else "pending", changes_list=changes or moved, moved=moved
+    )
+
+
+def federated(record: NodeRecord, listed_total: int, now: float) -> bool | None:
+    """Whether a listed node looks federated, from the `peers` count its last registration carried
+    (docs/bootstrap.md "Listed but not federated"): False when it sees no other live member although other nodes
+    are listed (a wrong or missing `--trust` key, a firewalled SWIM or peer port, a wrong advertised address);
+    None when it is not listed, said nothing, or is the only listed node. `listed_total`: nodes listed at `now`."""
+    if record.peers is None or not record.listed(now) or listed_total < 2:
+        return None
+    return record.peers > 0
 
 
 def _shown(record: NodeRecord, now: float) -> str:

@@ -33,7 +33,14 @@ from bootstrap.service import RegistryService
 from node.net.httpserver import Handler, RateLimiter, Request, Response, Router, text_response
 from node.protocol.bridges import range_key
 from node.protocol.errors import RemoteProtocolError
-from node.protocol.identity import decode_document, document_from_json, document_to_json, encode_document, parse_id
+from node.protocol.identity import (
+    b64u_encode,
+    decode_document,
+    document_from_json,
+    document_to_json,
+    encode_document,
+    parse_id,
+)
 from node.protocol.nodelist import open_leave, open_registration
 from node.protocol.ratelimit import KeyedBuckets, address_key
 from node.protocol.refusals import Layer, Refusal
@@ -173,6 +180,13 @@ class RegistryApi:
             return Response(status=200, body=cached.json, content_type=JSON, headers=headers)
         return Response(status=200, body=cached.msgpack, content_type=MSGPACK, headers=headers)
 
+    async def get_rotation(self, request: Request) -> Answer:
+        """GET /v1/rotation: the registry's key rotation statements (docs/bootstrap.md), `rot` as served with the
+        list, and the key in use."""
+        rot = self.service.rot
+        obj = {"key": self.service.identity.id_text, "rot": b64u_encode(rot) if _wants_json(request) else rot}
+        return _answer(request, 200, obj), None
+
     async def post_nodes(self, request: Request) -> Answer:
         limited = self._rate_limited(request)
         if limited is not None:
@@ -225,6 +239,7 @@ def make_handler(service: RegistryService) -> Handler:
 
     router.add("GET", "/v1/nodes", counted("get_nodes", api.get_nodes))
     router.add("POST", "/v1/nodes", counted("post_nodes", api.post_nodes))
+    router.add("GET", "/v1/rotation", counted("get_rotation", api.get_rotation))
     router.add("DELETE", "/v1/nodes/{id}", counted("delete_node", api.delete_node))
     router.add("GET", "/v1/bridges", counted("get_bridges", api.get_bridges))
     router.add("GET", "/healthz", api.healthz)

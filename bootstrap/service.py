@@ -7,6 +7,10 @@
 - The signed list is cached and re-signed when the change counter moves (a registration that changes the
   list, or any admin action from `homing bootstrap nodes ...` in another process), when the first listed lease
   runs out, or when half the list's lifetime has passed.
+- Key rotation (`homing bootstrap rotate-key`, docs/bootstrap.md "Rotating the registry key") replaces
+  `registry.key`, appends a statement to `key-rotations.msgpack` and bumps the change counter: the service then
+  re-reads both, signs with the new key, serves the statements as `rot` next to the list (and at GET
+  /v1/rotation), and accepts registrations naming a rotated-away key during the grace period.
 """
 
 from __future__ import annotations
@@ -23,14 +27,16 @@ from typing import Any
 import attrs
 import trio
 
-from bootstrap.config import BootstrapConfig
+from bootstrap.config import ROTATIONS_NAME, BootstrapConfig
 from bootstrap.registry import Accepted, NodeRecord, Refused, build_list, decide_leave, decide_registration
 from bootstrap.store import Store
+from node.app.keyrotation import load_statements
 from node.client.files import load_or_create_key
 from node.protocol.bridges import build_bridge_list, period_of, pick
 from node.protocol.identity import Identity, decode_document, document_to_json, encode_document, id_text, short_id
 from node.protocol.nodelist import Registration
 from node.protocol.refusals import Refusal
+from node.protocol.rotation import GRACE_S, pack_chain, unpack_chain
 
 log = logging.getLogger("homing.bootstrap")
 
@@ -47,7 +53,9 @@ class CachedList:
     valid_until: float  # unix seconds
 
     @classmethod
-    def make(cls, doc: dict[str, bytes], generation: int, valid_until: float) -> CachedList:
+    def make(cls, doc: dict[str, bytes], generation: int, valid_until: float, rot: bytes = b"") -> CachedList:
+        if rot:
+            doc = {**doc, "rot": rot}  # unsigned companion: each statement carries its own signatures
         packed = encode_document(doc)
         tag = hashlib.blake2b(packed, digest_size=16).hexdigest()
         as_json = json.dumps(document_to_json(doc), sort_keys=True, separators=(",", ":")).encode()
@@ -103,6 +111,22 @@ class RegistryService:
         self._cache: CachedList | None = None
         self._audit_rowid = self._last_audit_rowid()  # admin actions before we started are not news
         self._generation_seen = self.reader.generation()
+        self.rot = b""  # the rotation statements served next to the list (pack_chain form)
+        self._old_keys: frozenset[bytes] = frozenset()  # rotated-away keys still accepted in `reg`
+        self._reload_key()
+
+    def _reload_key(self) -> None:
+        """Pick up a rotated key and its statements (after `homing bootstrap rotate-key`)."""
+        identity, _ = load_identity(self.config, create=False)
+        if identity.id != self.identity.id:
+            log.info("event=registry_key_rotated old=%s new=%s", id_text(self.identity.id), id_text(identity.id))
+            self.identity = identity
+            self._cache = None
+        statements = load_statements(self.config.data_dir / ROTATIONS_NAME)
+        now = self.clock()
+        rotations, raw = unpack_chain(pack_chain(statements), now=now)
+        self.rot = pack_chain(raw) if raw else b""
+        self._old_keys = frozenset(r.old for r in rotations if now <= r.issued + GRACE_S and not r.compromised)
 
     def _last_audit_rowid(self) -> int:
         row = self.reader.db.execute("SELECT coalesce(max(rowid), 0) FROM audit").fetchone()
@@ -130,10 +154,11 @@ class RegistryService:
         if generation != self._generation_seen:
             self._generation_seen = generation
             self._log_admin_actions()
+            self._reload_key()
         doc, valid_until = build_list(
             self.identity, self.reader.listable(now), now, lifetime_s=self.config.list_lifetime_s
         )
-        self._cache = CachedList.make(doc, generation, valid_until)
+        self._cache = CachedList.make(doc, generation, valid_until, self.rot)
         return self._cache
 
     # --- bridges (docs/discovery.md, "Bridges") -------------------------------------------------------------
@@ -165,6 +190,7 @@ class RegistryService:
         if generation != self._generation_seen:
             self._generation_seen = generation
             self._log_admin_actions()
+            self._reload_key()
 
     async def register(self, reg: Registration) -> Outcome:
         self._note_admin_actions()
@@ -176,18 +202,24 @@ class RegistryService:
             return await trio.to_thread.run_sync(_busy_as_503, self._leave_sync, node_id, ts)
 
     def _register_sync(self, reg: Registration) -> Outcome:
+        if reg.reg in self._old_keys:  # named our key before a rotation, still in its grace period
+            reg = attrs.evolve(reg, reg=self.identity.id)
         for _ in range(WRITE_RETRIES):
             now = self.clock()
             existing = self.writer.get(reg.id)
             if existing is None and self.writer.count() >= self.config.nodes_max:
                 return Outcome(http_status=503, reason=f"registry full ({self.config.nodes_max} nodes)")
+            old = self.writer.get(reg.rotated_from) if reg.rotated_from is not None else None
             decision = decide_registration(
-                reg, existing, now=now, policy=self.config.policy, registry_key=self.identity.id
+                reg, existing, now=now, policy=self.config.policy, registry_key=self.identity.id, rotated_from=old
             )
             if isinstance(decision, Refused):
                 return Outcome(http_status=decision.status, reason=decision.reason, refusal=decision.refusal)
-            audit = _audit_action(decision, existing)
+            audit = "key_rotated" if decision.moved else _audit_action(decision, existing)
             if self._put(decision, existing, audit=audit, now=now):
+                if decision.moved and old is not None:
+                    self.writer.retire(old.id, now, successor=reg.id)
+                    log.info("event=node_key_rotated old=%s new=%s", short_id(old.id), short_id(reg.id))
                 self._log_registration(decision, existing, audit)
                 return Outcome(http_status=200, status=decision.status, ttl=decision.record.ttl)
         return Outcome(http_status=503, reason="registry busy, retry")

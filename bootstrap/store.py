@@ -72,6 +72,10 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE nodes ADD COLUMN fails INTEGER NOT NULL DEFAULT 0;
     INSERT INTO meta (key, value) VALUES ('bridge_salt', abs(random()));
     """,
+    # 3 -> 4: the live members a node said it sees at its last registration (docs/bootstrap.md).
+    """
+    ALTER TABLE nodes ADD COLUMN peers INTEGER;
+    """,
 )
 AUDIT_KEEP_ROWS = 100_000  # the oldest audit rows beyond this are pruned
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -81,19 +85,19 @@ SCHEMA_VERSION = len(MIGRATIONS)
 class AuditEntry:
     at: int  # unix seconds
     who: str  # the OS user of an admin command, or "api" for the service itself
-    action: str  # approve, ban, remove, pending, auto_approved
+    action: str  # approve, ban, remove, pending, auto_approved, key_rotated, key_retired, rotate_key (registry key)
     node: bytes
 
 
 _COLUMNS = (
     "id, ws, swim, peer, ttl, last_ts, seen, approved, banned, first_seen, bridge, withheld, card, card_exp, passed,"
-    " fails"
+    " fails, peers"
 )
 
 
 def _row_to_record(row: Any) -> NodeRecord:
     node_id, ws, swim, peer, ttl, last_ts, seen, approved, banned, first_seen = row[:10]
-    bridge, withheld, card, card_exp, passed, fails = row[10:]
+    bridge, withheld, card, card_exp, passed, fails, peers = row[10:]
     return NodeRecord(
         bridge=bool(bridge),
         withheld=bool(withheld),
@@ -111,6 +115,7 @@ def _row_to_record(row: Any) -> NodeRecord:
         approved=bool(approved),
         banned=bool(banned),
         first_seen=int(first_seen),
+        peers=None if peers is None else int(peers),
     )
 
 
@@ -255,11 +260,11 @@ class Store:
                 return False
             # health (passed, fails) and an admin's withholding are the registry's own: a registration keeps them
             db.execute(
-                f"INSERT INTO nodes ({_COLUMNS}) VALUES ({', '.join('?' * 16)}) ON CONFLICT (id) DO UPDATE SET"
+                f"INSERT INTO nodes ({_COLUMNS}) VALUES ({', '.join('?' * 17)}) ON CONFLICT (id) DO UPDATE SET"
                 " ws = excluded.ws, swim = excluded.swim, peer = excluded.peer, ttl = excluded.ttl,"
                 " last_ts = excluded.last_ts, seen = excluded.seen, approved = excluded.approved,"
                 " banned = excluded.banned, first_seen = excluded.first_seen, bridge = excluded.bridge,"
-                " card = excluded.card, card_exp = excluded.card_exp",
+                " card = excluded.card, card_exp = excluded.card_exp, peers = excluded.peers",
                 (
                     record.id,
                     record.ws,
@@ -277,6 +282,7 @@ class Store:
                     record.card_exp,
                     record.passed,
                     record.fails,
+                    record.peers,
                 ),
             )
             if bump:
@@ -294,6 +300,21 @@ class Store:
                 " ON CONFLICT (id) DO UPDATE SET approved = 1, banned = 0",
                 (node_id, int(now)),
             )
+            db.execute("UPDATE meta SET value = value + 1 WHERE key = 'generation'")
+
+    def bump(self, now: float, *, who: str, action: str, subject: bytes) -> None:
+        """Record an action on the registry itself (e.g. `rotate_key`, subject the new key) and bump the change
+        counter, so the running service re-reads its key and statements on its next request."""
+        with self._tx() as db:
+            _audit(db, now, who, action, subject)
+            db.execute("UPDATE meta SET value = value + 1 WHERE key = 'generation'")
+
+    def retire(self, node_id: bytes, now: float, *, successor: bytes) -> None:
+        """A node key replaced by `successor` (a rotation): unlisted, its approval gone (it moved), its replay floor
+        kept; audited as `key_retired` by "api"."""
+        with self._tx() as db:
+            db.execute("UPDATE nodes SET seen = NULL, approved = 0 WHERE id = ?", (node_id,))
+            _audit(db, now, "api", "key_retired", node_id)
             db.execute("UPDATE meta SET value = value + 1 WHERE key = 'generation'")
 
     def set_banned(self, node_id: bytes, now: float, *, who: str) -> None:

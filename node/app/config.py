@@ -206,13 +206,7 @@ def _field_comments(source: str) -> dict[str, str]:
             pending = []
         else:
             pending = []
-    # a comment covering two fields (e.g. rate_per_s and burst) applies to the second as well
-    last = ""
-    for name in list(out):
-        if out[name]:
-            last = out[name]
-        else:
-            out[name] = last
+    # every field has its own comment (docs/configuration.md; tests/ops/test_docs.py checks): none is copied
     return out
 
 

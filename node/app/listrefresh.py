@@ -85,9 +85,10 @@ class RegistryEtags:
         import httpx2
 
         from node.client.discovery.model import Source
-        from node.client.discovery.sources import REGISTRY_ANSWER_MAX_BYTES, open_list, registry_url
+        from node.client.discovery.sources import REGISTRY_ANSWER_MAX_BYTES, followed, open_list, registry_url
         from node.protocol.errors import HomingError, RemoteProtocolError
         from node.protocol.identity import decode_document
+        from node.protocol.rotation import unpack_chain
 
         url = registry_url(base)
         headers = {"accept": "application/msgpack"}
@@ -103,7 +104,9 @@ class RegistryEtags:
                     if len(body) > REGISTRY_ANSWER_MAX_BYTES:
                         return None
                 etag = response.headers.get("etag")
-            found = open_list(decode_document(body), trust, time.time(), Source.REGISTRY, f"registry {url}")
+            doc, now = decode_document(body), time.time()
+            _, served = unpack_chain(doc.get("rot"), now=now)  # a rotated registry key (docs/bootstrap.md)
+            found = open_list(doc, followed(trust, served, (), now), now, Source.REGISTRY, f"registry {url}")
         except (httpx2.HTTPError, HomingError, RemoteProtocolError):
             return None
         if etag and len(etag) <= 200:

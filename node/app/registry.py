@@ -12,11 +12,14 @@
 - A registration names the registry it is for (`reg`, its key). The node learns the key from the registry's own
   `GET /v1/nodes` (the signed list's `key`, verified) before its first registration; with `--trust` keys the
   learnt key must be one of them (else it does not register there, and logs why: a registry we do not trust
-  would have us register with it for nothing).
+  would have us register with it for nothing). Key rotation statements served with the list (`rot`, docs/bootstrap.md
+  "Rotating the registry key") are followed: a registry whose key was rotated from a trusted one is trusted.
 - Every answer is streamed and read with a size cap (`ANSWER_BYTES_MAX` for a POST/DELETE answer, the readers'
   list cap for GET /v1/nodes) and a time cap for the whole exchange (`timeout_s`): an endless or trickling
   answer costs at most the cap, then the attempt fails with a reason (`answer exceeds N bytes`, `timed out`).
 - When a registry's answer moves from `pending` to `approved` (an admin approved us), it is logged.
+- A registration sent while the node saw no other member (`peers` 0, e.g. the first one, before joining) is
+  followed by another as soon as it sees one, not a heartbeat later: the registry's "not federated" flag clears.
 HTTP client: httpx2 (dnspython's DoH dependency, so no extra package), on trio through anyio.
 """
 
@@ -26,7 +29,7 @@ import logging
 import random
 import ssl
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import attrs
@@ -34,9 +37,11 @@ import httpx2
 import msgpack
 import trio
 
+from node.client.discovery.sources import followed
 from node.protocol.errors import RemoteProtocolError
 from node.protocol.identity import SIGNED_DOC_MAX_BYTES, Identity, decode_document, encode_document, id_text
 from node.protocol.nodelist import build_leave, build_registration, open_node_list
+from node.protocol.rotation import unpack_chain
 
 log = logging.getLogger("homing.registry_client")
 
@@ -186,7 +191,8 @@ async def learn_registry_key(
         key = doc.get("key")
         if not isinstance(key, bytes):
             raise RemoteProtocolError("the list has no signing key")
-        open_node_list(doc, trust or frozenset([key]), now=now)
+        _, served = unpack_chain(doc.get("rot"), now=now)
+        open_node_list(doc, followed(trust, served, (), now) or frozenset([key]), now=now)
     except RemoteProtocolError as exc:
         return Result(url=base, http_status=0, reason=f"registry key not learnt: {exc}"[:300])
     return key
@@ -216,22 +222,40 @@ async def register_forever(
     ts_clock: TsClock | None = None,
     trust: frozenset[bytes] = frozenset(),
     listed: bool = True,
+    peers: Callable[[], int] | None = None,
+    rot: bytes | None = None,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Register with every registry in `urls` and keep the registrations alive until cancelled.
 
     `listed=False`: register as a bridge (`[node] listed = false`, docs/discovery.md "Bridges"), with a fresh card.
 
-    `trust`: registry keys (--trust); a registry whose list is signed by another key is not registered with."""
+    `trust`: registry keys (--trust); a registry whose list is signed by another key is not registered with.
+    `on_result` hears every attempt's outcome (node/app/registration.py keeps the state for `node status`);
+    `peers()` is how many other live members the node sees, sent with every registration; `rot` is the statement
+    of a node key rotation naming this node's key as NEW (`homing node rotate-key`), sent with every registration
+    so the registry moves the old key's approval."""
     if not 0 < heartbeat_s < ttl_s:
         raise ValueError(f"heartbeat_s ({heartbeat_s}) must be above 0 and below ttl_s ({ttl_s})")
     rng = rng or random.Random()
     ts = ts_clock or TsClock(wall_clock)
+    alone = [False]  # the last registration said `peers: 0`
+
+    async def wait(delay: float) -> None:
+        """Sleep `delay`, but end early once a node that registered as alone sees a member."""
+        end = trio.current_time() + delay
+        while alone[0] and peers is not None and trio.current_time() < end:
+            await trio.sleep(min(1.0, end - trio.current_time()))
+            if peers() > 0:
+                return
+        await trio.sleep(max(0.0, end - trio.current_time()))
 
     def doc_maker(reg: bytes) -> Callable[[int], dict[str, bytes]]:
         def make_doc(t: int) -> dict[str, bytes]:
+            n = peers() if peers is not None else None
+            alone[0] = n == 0
             return build_registration(
-                identity, ws=ws, swim=swim, peer=peer, ts=t, ttl=int(ttl_s), reg=reg, listed=listed
+                identity, ws=ws, swim=swim, peer=peer, ts=t, ttl=int(ttl_s), reg=reg, listed=listed, peers=n, rot=rot
             )
 
         return make_doc
@@ -243,7 +267,7 @@ async def register_forever(
             nursery.start_soon(
                 _keep_registered,
                 _Target(client=client, base=url, trust=trust, timeout_s=budget_s, wall_clock=wall_clock),
-                doc_maker, ts, heartbeat_s, rng, on_result,
+                doc_maker, ts, heartbeat_s, rng, on_result, wait,
             )  # fmt: skip
         task_status.started()
 
@@ -264,6 +288,7 @@ async def _keep_registered(
     heartbeat_s: float,
     rng: random.Random,
     on_result: Callable[[Result], None] | None,
+    wait: Callable[[float], Awaitable[None]],
 ) -> None:
     backoff_s = BACKOFF_MIN_S
     was_ok = False
@@ -307,7 +332,7 @@ async def _keep_registered(
             was_ok = False
             delay = max(result.retry_after_s, min(backoff_s, heartbeat_s) * rng.uniform(0.5, 1.0))
             backoff_s = min(backoff_s * 2, heartbeat_s)
-        await trio.sleep(delay)
+        await (wait(delay) if result.ok else trio.sleep(delay))
 
 
 async def deregister(

@@ -55,6 +55,7 @@ from node.protocol.swim.records import RecordVerifier
 from node.protocol.wire.seed import Meta, encode_meta, member_listed
 
 if TYPE_CHECKING:
+    from node.app.registration import RegistrationStatus
     from node.app.registry import TsClock  # imports httpx2: only nodes with --bootstrap load it (issue #17)
     from node.client.discovery.model import SignedList
 
@@ -116,6 +117,7 @@ class NodeHandle:
     shutdown_requested: trio.Event = attrs.field(factory=trio.Event)
     _registry_ts: TsClock | None = None  # made on first use (`registry_ts`)
     knock: KnockRefresh = attrs.field(factory=KnockRefresh)  # unadmitted ids knocking -> re-read the registries
+    registrations: RegistrationStatus | None = None  # set when [federation] bootstrap names registries
 
     @property
     def registry_ts(self) -> TsClock:
@@ -148,6 +150,7 @@ class NodeHandle:
             "members": self.members(),
             "clients": len(self.relay.sessions),
             "turn": self.turn.status(),
+            "registrations": self.registrations.document() if self.registrations else [],
         }
 
     def members(self) -> list[dict[str, Any]]:
@@ -316,8 +319,9 @@ async def _start(
         )
     )
     router = ops_router(
-        metrics=metrics, members=handle.members_document, healthy=handle.healthy, refresh=handle.refresh_gauges
-    )
+        metrics=metrics, members=handle.members_document, healthy=handle.healthy, refresh=handle.refresh_gauges,
+        per_address=clients.connections_per_address,
+    )  # fmt: skip
     metrics_host, metrics_port = parse_hostport(config.node.metrics, key="node.metrics")
     ports["metrics"] = await nursery.start(
         functools.partial(serve_http, router, metrics_host, metrics_port, limits=OPS_LIMITS)
@@ -418,9 +422,12 @@ def _start_federation(nursery: trio.Nursery, handle: NodeHandle) -> None:
         nursery.start_soon(_follow_registries, handle)
     if not fed.bootstrap:
         return
+    from node.app.keyrotation import NODE_ROTATIONS_NAME, own_rotation
+    from node.app.registration import RegistrationStatus
     from node.app.registry import register_forever  # lazy: httpx2
 
     hb = config.federation.heartbeat_s
+    handle.registrations = RegistrationStatus(fed.bootstrap, handle.metrics.registry)
     swim_host, _ = parse_hostport(config.node.swim)
     peer_host, _ = parse_hostport(config.node.peer)
     advertise = config.node.advertise_host
@@ -437,6 +444,9 @@ def _start_federation(nursery: trio.Nursery, handle: NodeHandle) -> None:
             ts_clock=handle.registry_ts,
             trust=frozenset(parse_id(k) for k in config.federation.trust),
             listed=config.node.listed,
+            on_result=handle.registrations.on_result,
+            rot=own_rotation(config.data_path / NODE_ROTATIONS_NAME, handle.identity.id),
+            peers=lambda: sum(1 for i in handle.live_ids() if i != handle.identity.id),
         )
     )
 

@@ -56,6 +56,14 @@ def register(sub: Any) -> None:
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"], help="log level (default info)")
     p.set_defaults(func=cmd_run)
 
+    p = nsub.add_parser(
+        "rotate-key",
+        help="replace node.key with a new key and a statement signed by the old one; the registry moves the "
+        "approval to the new key at the next registration (stop the node first, start it again after)",
+    )
+    p.add_argument("--data-dir", type=Path, help="the node's data dir (default: user data dir)")
+    p.set_defaults(func=cmd_rotate_key)
+
     p = nsub.add_parser("status", help="show the federation as a running node sees it")
     p.add_argument(
         "--metrics", metavar="H:P", help="the node's metrics address (default: from --data-dir, else 127.0.0.1:7403)"
@@ -66,7 +74,12 @@ def register(sub: Any) -> None:
         help="the node's data dir: the metrics address comes from its homing-node.toml ([node] metrics) "
         "and the bound port from its ports.json",
     )
-    p.add_argument("--json", action="store_true", help="print the raw /v1/members JSON")
+    p.add_argument("--json", action="store_true", help="print the raw /v1/members (or /v1/clients) JSON")
+    p.add_argument(
+        "--clients",
+        action="store_true",
+        help="show client connections per address range (IPv4 /24, IPv6 /48; no client ids) instead of members",
+    )
     p.set_defaults(func=cmd_status)
 
 
@@ -87,6 +100,18 @@ def cmd_init(args: argparse.Namespace) -> int:
         print(f"kept existing {config_path}")
     print(f"{'created' if created else 'kept existing'} identity key {data_dir / KEY_FILE} (mode 0600; back it up)")
     print(f"node id: {identity.id_text}")
+    return 0
+
+
+def cmd_rotate_key(args: argparse.Namespace) -> int:
+    from node.app.keyrotation import NODE_ROTATIONS_NAME, rotate_key_file
+
+    data_dir: Path = args.data_dir or default_data_dir()
+    old, new, _ = rotate_key_file(data_dir / KEY_FILE, data_dir / NODE_ROTATIONS_NAME, time.time())
+    print(f"old node key kept as {data_dir / KEY_FILE}.retired-{old.id_text[:8]}: delete it once the registry moved")
+    print("the approval (`homing bootstrap nodes audit` shows key_rotated)")
+    print(f"statement in {data_dir / NODE_ROTATIONS_NAME}")
+    print(f"new node id: {new.id_text}")
     return 0
 
 
@@ -203,7 +228,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     elif target is None:
         target, source = "127.0.0.1:7403", "the default"
     host, port = parse_hostport(target, key="--metrics")
-    url = f"http://{format_hostport(host, port)}/v1/members"
+    url = f"http://{format_hostport(host, port)}/v1/{'clients' if args.clients else 'members'}"
     try:
         with urllib.request.urlopen(url, timeout=5) as resp:
             data = json.loads(resp.read())
@@ -218,8 +243,34 @@ def cmd_status(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(data, indent=2))
         return 0
-    print(format_status(data))
+    print(format_ranges(data) if args.clients else format_status(data))
     return 0
+
+
+def format_ranges(data: dict[str, Any]) -> str:
+    """`node status --clients`: connections per address range, largest first."""
+    rows = [("RANGE", "CONNECTIONS")] + [(str(r.get("prefix")), str(r.get("connections"))) for r in data["ranges"]]
+    width = max(len(r[0]) for r in rows)
+    lines = [f"{a.ljust(width)}  {b}" for a, b in rows]
+    shown = len(data["ranges"])
+    lines.append(
+        f"\n{data.get('connections', 0)} connection(s) from {data.get('ranges_total', shown)} range(s)"
+        + (f" ({shown} largest shown)" if shown < data.get("ranges_total", shown) else "")
+    )
+    return "\n".join(lines)
+
+
+def format_registrations(regs: Any) -> list[str]:
+    """One line per registry: the registration state and the last accepted heartbeat."""
+    if not isinstance(regs, list) or not regs:
+        return ["registrations: none (no --bootstrap registry)"]
+    lines = []
+    for r in regs:
+        last = r.get("last_success")
+        when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(last)) if isinstance(last, int) else "never"
+        why = f" ({r.get('reason')})" if r.get("reason") else ""
+        lines.append(f"registry {r.get('registry')}: {r.get('state')}{why}; last successful heartbeat {when}")
+    return lines
 
 
 def format_status(data: dict[str, Any]) -> str:
@@ -237,6 +288,7 @@ def format_status(data: dict[str, Any]) -> str:
     lines.append("")
     lines.append(f"members: {len(members)} ({summary}); clients connected to this node: {data.get('clients', 0)}")
     lines.append(format_turn(data.get("turn")))
+    lines += format_registrations(data.get("registrations"))
     return "\n".join(lines)
 
 

@@ -164,6 +164,10 @@ class ClientServer:
         self._idle = trio.Event()  # set when the last session ends (shutdown waits on it)
         self._online = 0
 
+    def connections_per_address(self) -> dict[str, int]:
+        """Open client connections per `address_key` (/32 IPv4, /64 IPv6), a copy: for operators' range counts."""
+        return dict(self._per_address)
+
     # --- SessionPort: what sessions report ------------------------------------------------------------------
 
     def refused(self, reason: Refusal) -> None:

@@ -8,7 +8,10 @@
   `reg` the key of the registry it is meant for (a registration cannot be replayed at another registry);
   a bridge (`[node] listed = false`, docs/discovery.md "Bridges") adds `"listed": false` and `"card"`: its own
   signed node-card document for the same `ws`, which the registry hands out in `bridge-list` documents;
-  `ws` at most `REG_WS_MAX` characters, `swim`/`peer` at most `REG_ADDR_MAX` (a registry's list stays small)
+  `ws` at most `REG_WS_MAX` characters, `swim`/`peer` at most `REG_ADDR_MAX` (a registry's list stays small);
+  optional `peers`: how many other live members the node sees (so a registry can flag a node that is listed but
+  not federated, docs/bootstrap.md "Listed but not federated"); optional `rot`: an encoded key rotation statement
+  (node/protocol/rotation.py) naming this node's key as NEW, so the registry moves the OLD key's approval to it
 - leave (PURPOSE `node-leave`, signed by the node): `{"id","ts"}`
 - node card (PURPOSE `node-card`, signed by the node): `{"id","ws","ts","exp"}`, carried as
   `homing://node/<base64url(msgpack(signed document))>`; refused after `exp` (unix seconds), and refused when
@@ -43,6 +46,7 @@ from node.protocol.identity import (
     open_document,
     sign_document,
 )
+from node.protocol.rotation import decode_rotation
 
 LIST_VERSION = 1
 URL_MAX = 512
@@ -89,6 +93,8 @@ class Registration:
     ts: int
     ttl: int
     reg: bytes  # the registry this registration is for
+    peers: int | None = None  # other live members the node sees (None: the node did not say)
+    rotated_from: bytes | None = None  # the OLD key of a verified rotation statement naming this node as NEW
     listed: bool = True  # False: a bridge, kept out of the public list
     card: dict[str, bytes] | None = None  # a bridge's signed node-card document (checked: same id and ws)
     card_exp: int = 0  # that card's `exp`
@@ -175,13 +181,18 @@ def open_node_list(doc: object, trusted: frozenset[bytes] | set[bytes], *, now: 
 
 def build_registration(
     node: Identity, *, ws: str, swim: str, peer: str, ts: int, ttl: int, reg: bytes, listed: bool = True,
-    card_lifetime_s: int = BRIDGE_CARD_LIFETIME_S,
+    card_lifetime_s: int = BRIDGE_CARD_LIFETIME_S, peers: int | None = None, rot: bytes | None = None,
 ) -> dict[str, bytes]:
-    """A registration; an unlisted node's (a bridge's) carries a fresh card for `ws` valid `card_lifetime_s`."""
+    """A registration; an unlisted node's (a bridge's) carries a fresh card for `ws` valid `card_lifetime_s`;
+    `peers` and `rot` as in the module docstring."""
     body: dict[str, Any] = {"id": node.id, "ws": ws, "swim": swim, "peer": peer, "ts": ts, "ttl": ttl, "reg": reg}
     if not listed:
         body["listed"] = False
         body["card"] = sign_document(node, NODE_CARD, {"id": node.id, "ws": ws, "ts": ts, "exp": ts + card_lifetime_s})
+    if peers is not None:
+        body["peers"] = peers
+    if rot is not None:
+        body["rot"] = rot
     return sign_document(node, NODE_REGISTER, body)
 
 
@@ -200,6 +211,8 @@ def open_registration(doc: object) -> Registration:
         ts=_int(body, "ts"),
         ttl=_int(body, "ttl", 1, TTL_MAX_S),
         reg=reg_key,
+        peers=_int(body, "peers", 0, NODES_MAX * 4) if "peers" in body else None,
+        rotated_from=_rotated_from(body.get("rot"), signer) if "rot" in body else None,
     )
     if reg.id != signer:
         raise RemoteProtocolError("registration is not signed by the node it registers")
@@ -215,6 +228,18 @@ def open_registration(doc: object) -> Registration:
     if card.id != reg.id or card.ws != reg.ws:
         raise RemoteProtocolError("the card in a registration must name the registering node and its ws URL")
     return attrs.evolve(reg, listed=False, card=raw_card, card_exp=card.exp)
+
+
+def _rotated_from(raw: object, new: bytes) -> bytes:
+    """The OLD key of a registration's `rot` statement, verified, naming `new` as NEW (else RemoteProtocolError).
+    Whether `issued` is plausible is not checked here: the statement only moves an approval, which OLD could grant
+    by registering itself anyway."""
+    if not isinstance(raw, bytes):
+        raise RemoteProtocolError("field 'rot' must be an encoded key rotation statement")
+    rotation = decode_rotation(raw, now=float(2**53))
+    if rotation.new != new:
+        raise RemoteProtocolError("field 'rot' does not name this node's key as the new key")
+    return rotation.old
 
 
 def build_leave(node: Identity, *, ts: int) -> dict[str, bytes]:

@@ -108,9 +108,11 @@ class FederationSection:
     bootstrap: tuple[str, ...] = attrs.field(default=(), converter=tuple, validator=_urls)
     # Registry public keys whose signed node lists this node accepts (admission, docs/protocol.md).
     trust: tuple[str, ...] = attrs.field(default=(), converter=tuple, validator=_ids)
-    # DoH resolver URLs (https://…/dns-query) and TXT names where the signed node list is also published
+    # DNS-over-HTTPS resolver URLs (https://…/dns-query) the node asks for the signed node list published in DNS
     # (`homing bootstrap publish-dns`): seeds and admission keep working when every registry is blocked.
     doh: tuple[str, ...] = attrs.field(default=(), converter=tuple, validator=_urls)
+    # TXT record names holding the signed node list (e.g. _homing.example.org), looked up through the `doh`
+    # resolvers; empty: no DNS fallback.
     dns_names: tuple[str, ...] = attrs.field(default=(), converter=tuple)
     # Node ids always admitted as members, besides those in a trusted registry list.
     allow: tuple[str, ...] = attrs.field(default=(), converter=tuple, validator=_ids)
@@ -159,23 +161,27 @@ class RelaySection:
     # Leases this node holds, as an owner, for clients of one home node: one hostile member fills at most this
     # share of `leases_max` (twice the default clients.connections_max, so an honest home always fits).
     leases_per_home_max: int = attrs.field(default=20_000, validator=v.ge(1))
-    # MAILBOX_PUT / HANDOFF frames one peer may send per second (token bucket) and its burst.
+    # MAILBOX_PUT / HANDOFF frames one peer may send per second, on average (token bucket refill rate).
     puts_per_peer_per_s: float = attrs.field(default=2_000.0, validator=_pos)
+    # MAILBOX_PUT / HANDOFF frames one peer may send back to back before `puts_per_peer_per_s` applies.
     puts_per_peer_burst: int = attrs.field(default=10_000, validator=v.ge(1))
     # Body bytes all mailboxes on this node may hold together (with mailbox_total_max: the mailbox memory bound).
     mailbox_bytes_max: int = attrs.field(default=64 * 1024 * 1024, validator=v.ge(64 * 1024))
-    # Mailbox entries and body bytes from one origin node: one hostile member takes at most this share.
+    # Mailbox entries from one origin node: one hostile member takes at most this share of `mailbox_total_max`.
     mailbox_per_origin_max: int = attrs.field(default=5_000, validator=v.ge(1))
+    # Mailbox body bytes from one origin node: one hostile member takes at most this share of `mailbox_bytes_max`.
     mailbox_bytes_per_origin_max: int = attrs.field(default=16 * 1024 * 1024, validator=v.ge(64 * 1024))
     # Mailbox entries from one sender id (any origin): a key cannot fill every mailbox it can name.
     mailbox_per_sender_max: int = attrs.field(default=256, validator=v.ge(1))
-    # Envelopes awaiting their receipt at this node per sender id and per source address (/32 IPv4, /64 IPv6):
-    # fresh keys from one address share the address's budget.
+    # Envelopes from one sender id awaiting their receipt at this node at once.
     pending_per_id_max: int = attrs.field(default=1_000, validator=v.ge(1))
+    # Envelopes from one source address (/32 IPv4, /64 IPv6) awaiting their receipt at this node at once: fresh keys
+    # from one address share the address's budget.
     pending_per_address_max: int = attrs.field(default=2_000, validator=v.ge(1))
-    # Envelopes from one source address that this node keeps in the mailbox path at once, and their body bytes: what
-    # one address can make the owners store (the rest is rejected as rate_limited).
+    # Envelopes from one source address that this node keeps in the mailbox path at once: what one address can make
+    # the owners store (the rest is rejected as rate_limited).
     mailbox_per_address_max: int = attrs.field(default=500, validator=v.ge(1))
+    # Body bytes of the envelopes from one source address in the mailbox path at once (the rest is rate_limited).
     mailbox_bytes_per_address_max: int = attrs.field(default=4 * 1024 * 1024, validator=v.ge(64 * 1024))
 
 
@@ -203,18 +209,22 @@ class ClientsSection:
     # Client connections from one address: an IPv4 /32 or an IPv6 /64 (one host usually holds a whole /64),
     # after a trusted proxy's header is applied (`trusted_proxies`). A NAT may hide many users.
     connections_per_ip_max: int = attrs.field(default=256, validator=v.ge(1))
-    # New WebSocket handshakes per second from one address (/32, /64), and the burst: one address cannot churn
+    # New WebSocket handshakes per second from one address (/32, /64), on average: one address cannot churn
     # thousands of fresh client keys through reconnects. Over it, the upgrade is refused with HTTP 429.
     handshakes_per_address_per_s: float = attrs.field(default=10.0, validator=_pos)
+    # New WebSocket handshakes one address (/32, /64) may make back to back before the per-second rate applies.
     handshakes_per_address_burst: int = attrs.field(default=100, validator=v.ge(1))
     # Addresses whose handshake budgets are remembered (least recently used forgotten; ~200 B each). Must exceed
     # the addresses one attacker cycles through in burst/rate seconds for the budget to hold.
     handshake_addresses_max: int = attrs.field(default=65_536, validator=v.ge(1))
-    # Envelopes per second one connection may send (token bucket), and its burst.
+    # Envelopes per second one client connection may send, on average (token bucket refill rate).
     rate_per_s: float = attrs.field(default=20.0, validator=_pos)
+    # Envelopes one client connection may send back to back before `rate_per_s` applies.
     burst: int = attrs.field(default=60, validator=v.ge(1))
-    # call_ice gets its own bucket: a call setup sends dozens of candidates at once.
+    # call_ice messages per second one connection may send, on average: call_ice gets its own bucket, because a
+    # call setup sends dozens of candidates at once.
     ice_rate_per_s: float = attrs.field(default=50.0, validator=_pos)
+    # call_ice messages one connection may send back to back before `ice_rate_per_s` applies.
     ice_burst: int = attrs.field(default=200, validator=v.ge(1))
     # Messages queued to one client; a client that stops reading is disconnected when it is full.
     send_queue_max: int = attrs.field(default=256, validator=v.ge(1))
@@ -285,11 +295,13 @@ class PushSection:
     request_timeout_s: float = attrs.field(default=5.0, validator=_pos)
     # Attempts per push on 429/5xx/network errors, with exponential backoff from retry_backoff_s.
     attempts_max: int = attrs.field(default=3, validator=v.ge(1))
+    # Seconds before the first retry of a failed push; each further retry waits twice as long.
     retry_backoff_s: float = attrs.field(default=0.5, validator=_pos)
     # Bytes of a push service's answer read (headers and body); more ends the request.
     response_bytes_max: int = attrs.field(default=16 * 1024, validator=v.ge(1024))
-    # Pushes waiting for a sender, and pushes in flight at once.
+    # Pushes waiting for a sender; more fail as `queue_full` (counted in the push metrics).
     queue_max: int = attrs.field(default=1024, validator=v.ge(1))
+    # Push requests in flight at once.
     concurrent_max: int = attrs.field(default=8, validator=v.ge(1))
     # The VAPID `sub` claim (mailto:you@example.org or an https URL); some push services require it.
     vapid_subject: str = ""
@@ -318,8 +330,9 @@ class TurnSection:
     ttl_s: int = attrs.field(default=3600, validator=[v.ge(60), v.le(86400)])
     # coturn's `realm` (informational: shown by `homing node status`; the credential does not contain it).
     realm: str = attrs.field(default="", validator=v.max_len(128))
-    # `ice_servers` requests per second a connection, and an id, may make (token bucket), and its burst.
+    # `ice_servers` requests per second a connection, and an id, may make on average (token bucket refill rate).
     request_rate_per_s: float = attrs.field(default=0.2, validator=_pos)
+    # `ice_servers` requests a connection, and an id, may make back to back before `request_rate_per_s` applies.
     request_burst: int = attrs.field(default=5, validator=v.ge(1))
 @attrs.frozen(kw_only=True, slots=True)
 class PeersSection:
@@ -334,10 +347,12 @@ class PeersSection:
     preauth_per_address_max: int = attrs.field(default=8, validator=v.ge(1))
     # Connections from one address (/32, /64) in total: a node needs a few (its link, syncs, probes).
     connections_per_address_max: int = attrs.field(default=64, validator=v.ge(1))
-    # Seconds between attempts to dial an unreachable peer: doubles from the min up to the max.
+    # Seconds before the first redial of an unreachable peer; the wait doubles after each failure.
     backoff_min_s: float = attrs.field(default=0.1, validator=_pos)
+    # Seconds the redial wait for an unreachable peer grows to at most.
     backoff_max_s: float = attrs.field(default=10.0, validator=_pos)
-    # A link's sender rekeys its direction (Noise REKEY) after this many frames or seconds, whichever comes
-    # first, so a key stolen from memory later opens at most that much of the past traffic.
+    # Frames after which a link's sender rekeys its direction (Noise REKEY), unless `rekey_interval_s` comes first,
+    # so a key stolen from memory later opens at most that much of the past traffic.
     rekey_frames_max: int = attrs.field(default=65_536, validator=v.ge(1))
+    # Seconds after which a link's sender rekeys its direction, unless `rekey_frames_max` comes first.
     rekey_interval_s: float = attrs.field(default=600.0, validator=_pos)

@@ -93,3 +93,15 @@ def test_flag_table_matches_node_run_flags() -> None:
     flags = {s for a in run._actions for s in a.option_strings if s.startswith("--") and s != "--help"}
     documented = set(re.findall(r"^\| `(--[a-z-]+)", configuration_markdown(), re.M))
     assert flags == documented, f"missing from docs: {flags - documented}; not a flag: {documented - flags}"
+
+
+def test_every_setting_has_its_own_description() -> None:
+    """docs/configuration.md: each setting says what it alone does; no comment is copied to a neighbour (#19.5)."""
+    rows = reference_rows()
+    missing = [key for key, _default, reason in rows if not reason]
+    assert not missing, f"settings without their own comment: {missing}"
+    by_reason: dict[str, list[str]] = {}
+    for key, _default, reason in rows:
+        by_reason.setdefault(reason, []).append(key)
+    shared = {reason[:60]: keys for reason, keys in by_reason.items() if len(keys) > 1}
+    assert not shared, f"settings sharing one description: {shared}"

@@ -1,12 +1,13 @@
 """The cache of nodes that worked: what a client starts from when every other channel is blocked.
 
 File format (JSON, mode 0600, written atomically: a temporary file in the same directory, fsync, rename):
-`{"v": 1, "nodes": [{"id": <id text>, "ws": <url>, "last_success": <unix seconds>}…]}`, at most `CACHE_NODES_MAX`
-entries, newest success first. Nodes that proved their id in a handshake are written, and so are bridges learned
-from a signed card (a referral or a registry's GET /v1/bridges) that were not tried yet: `"last_success": 0,
-"source": "referral"`, after every proven node (docs/discovery.md, "Bridges": the day the listed nodes are
-blocked, the cache still names a bridge). A damaged or oversized
-file is reported and ignored (it is rewritten on the next success), never fatal.
+`{"v": 1, "nodes": [{"id": <id text>, "ws": <url>, "last_success": <unix seconds>}…], "rotations": [<b64u>…]}`, at
+most `CACHE_NODES_MAX` entries, newest success first. Nodes that proved their id in a handshake are written, and so
+are bridges learned from a signed card (a referral or a registry's GET /v1/bridges) that were not tried yet:
+`"last_success": 0, "source": "referral"`, after every proven node (docs/discovery.md, "Bridges": the day the listed
+nodes are blocked, the cache still names a bridge). `rotations` (optional) holds the registry key rotation statements
+this reader has seen, first seen first, at most `CHAIN_MAX` (docs/discovery.md "Registry key rotation"). A damaged
+or oversized file is reported and ignored (it is rewritten on the next success), never fatal.
 """
 
 from __future__ import annotations
@@ -18,8 +19,9 @@ from typing import Any
 
 from node.client.discovery.model import Candidate, Found, Source
 from node.client.files import write_atomic
-from node.protocol.identity import id_text, parse_id
+from node.protocol.identity import b64u_decode, b64u_encode, id_text, parse_id
 from node.protocol.nodelist import URL_MAX
+from node.protocol.rotation import CHAIN_MAX, STATEMENT_BYTES_MAX
 
 CACHE_VERSION = 1
 CACHE_NODES_MAX = 64
@@ -94,7 +96,23 @@ def merge_cache(
     ]
 
 
-def save_cache(path: Path, entries: list[dict[str, Any]]) -> None:
+def load_rotations(path: Path) -> tuple[bytes, ...]:
+    """The rotation statements kept in the cache (unverified here: readers verify each one); none on any problem."""
+    try:
+        with path.open("rb") as f:
+            doc = json.loads(f.read(CACHE_FILE_MAX_BYTES + 1))
+        items = doc.get("rotations", []) if isinstance(doc, dict) else []
+        out = [b64u_decode(i) for i in items[:CHAIN_MAX] if isinstance(i, str) and len(i) <= 2 * STATEMENT_BYTES_MAX]
+    except (OSError, ValueError, RecursionError, TypeError, AttributeError):
+        return ()
+    return tuple(out)
+
+
+def save_cache(path: Path, entries: list[dict[str, Any]], rotations: Iterable[bytes] = ()) -> None:
     """Write the cache atomically with mode 0600 (it says which nodes this user talks to)."""
-    data = json.dumps({"v": CACHE_VERSION, "nodes": entries}, indent=1).encode()
+    doc: dict[str, Any] = {"v": CACHE_VERSION, "nodes": entries}
+    kept = list(dict.fromkeys(rotations))[:CHAIN_MAX]
+    if kept:
+        doc["rotations"] = [b64u_encode(r) for r in kept]
+    data = json.dumps(doc, indent=1).encode()
     write_atomic(path, data, mode=0o600)

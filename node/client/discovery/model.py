@@ -82,6 +82,7 @@ class SignedList:
     expires: int
     where: str  # the source, for messages
     candidates: tuple[Candidate, ...]
+    rotations: tuple[bytes, ...] = ()  # key rotation statements the source served with it (docs/discovery.md)
 
 
 class NewestLists:

@@ -21,7 +21,7 @@ from pathlib import Path
 import attrs
 import trio
 
-from node.client.discovery.cache import load_cache, merge_cache, save_cache
+from node.client.discovery.cache import load_cache, load_rotations, merge_cache, save_cache
 from node.client.discovery.handshake import HandshakeFn, default_handshake
 from node.client.discovery.model import (
     Candidate,
@@ -32,7 +32,14 @@ from node.client.discovery.model import (
     Source,
     build_result,
 )
-from node.client.discovery.sources import fetch_bridges, fetch_doh, fetch_registry, http_client, ssl_context
+from node.client.discovery.sources import (
+    fetch_bridges,
+    fetch_doh,
+    fetch_registry,
+    followed,
+    http_client,
+    ssl_context,
+)
 from node.protocol.errors import HomingError
 from node.protocol.identity import Identity
 
@@ -72,6 +79,9 @@ class DiscoveryConfig:
     settle_s: float = attrs.field(default=1.0, validator=attrs.validators.ge(0))
     # Race candidates at all (False: only gather and verify lists, e.g. for a node's SWIM seeds).
     race: bool = True
+    # Registry key rotation statements already followed (encoded; the cache keeps them too): they extend `trust` and
+    # win over a conflicting statement a source serves (docs/discovery.md "Registry key rotation").
+    rotations: tuple[bytes, ...] = ()
 
 
 class _Run:
@@ -215,17 +225,19 @@ async def discover(
     run.errors.extend(cache_errors)
     run.other_keys = {c.key for c in (*cfg.extra, *cached)}
     run.add([*cfg.extra, *cached])
+    pinned = (*cfg.rotations, *(load_rotations(cfg.cache) if cfg.cache else ()))
+    doh_trust = followed(cfg.trust, [], pinned, now)
     async with http_client(ctx, cfg.deadline_s) as client:
         with trio.move_on_after(cfg.deadline_s) as deadline:
             async with trio.open_nursery() as nursery:
                 for url in cfg.registries:
-                    run.start_source(nursery, f"registry {url}", fetch_registry, client, url, cfg.trust, now)
+                    run.start_source(nursery, f"registry {url}", fetch_registry, client, url, cfg.trust, now, pinned)
                     if cfg.bridges:
-                        run.start_source(nursery, f"bridges {url}", fetch_bridges, client, url, cfg.trust, now)
+                        run.start_source(nursery, f"bridges {url}", fetch_bridges, client, url, doh_trust, now)
                 for resolver in cfg.doh:
                     for name in cfg.names:
                         label = f"doh {resolver} {name}"
-                        run.start_source(nursery, label, fetch_doh, client, resolver, name, cfg.trust, now)
+                        run.start_source(nursery, label, fetch_doh, client, resolver, name, doh_trust, now)
                 nursery.start_soon(run.racer, nursery)
                 nursery.start_soon(run.watcher, nursery.cancel_scope)
         reason = f"no answer within the {cfg.deadline_s:g} s deadline" if deadline.cancelled_caught else (
@@ -233,11 +245,12 @@ async def discover(
         run.errors.extend(f"{label}: {reason}" for label in run.pending)
     result = build_result(run.book.all(), run.proofs, run.failed, run.errors)
     result = attrs.evolve(result, lists=tuple(run.newest.by_signer.values()))
+    rotations = (*pinned, *(r for lst in result.lists for r in lst.rotations))
     # bridge cards (from referrals or a distributor) not refuted in this run are kept for the day they are needed
     learned = [c for c in run.book.all() if c.source == Source.REFERRAL and c.key not in run.failed]
-    if cfg.cache is not None and (result.proven or learned):
+    if cfg.cache is not None and (result.proven or learned or len(set(rotations)) > len(set(pinned))):
         try:
-            save_cache(cfg.cache, merge_cache(cached, result.proven, wall_clock(), learned=learned))
+            save_cache(cfg.cache, merge_cache(cached, result.proven, wall_clock(), learned=learned), rotations)
         except OSError as exc:
             result = attrs.evolve(result, errors=(*result.errors, f"cache {cfg.cache}: not written: {exc.strerror}"))
     return result

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ssl
 
+import attrs
 import dns.exception
 import dns.message
 import dns.name
@@ -26,6 +27,7 @@ from node.protocol.bridges import open_bridge_list
 from node.protocol.errors import ConfigError, Expired, HomingError, RemoteProtocolError
 from node.protocol.identity import SIGNED_DOC_MAX_BYTES, decode_document
 from node.protocol.nodelist import open_node_list
+from node.protocol.rotation import decode_rotation, follow, pack_chain, unpack_chain
 from node.protocol.txt import decode_txt
 
 REGISTRY_ANSWER_MAX_BYTES = SIGNED_DOC_MAX_BYTES + 1024
@@ -91,7 +93,24 @@ def open_list(doc: object, trust: frozenset[bytes], now: float, source: Source, 
     )
 
 
-async def fetch_registry(client: httpx2.AsyncClient, base: str, trust: frozenset[bytes], now: float) -> SignedList:
+def followed(trust: frozenset[bytes], served: list[bytes], pinned: tuple[bytes, ...], now: float) -> frozenset[bytes]:
+    """`trust` after the key rotation statements a reader knows (`pinned`, kept in its cache) and a source served
+    (docs/discovery.md "Registry key rotation"); with no trust keys there is nothing to follow."""
+    if not trust:
+        return trust
+    known = []
+    for raw in pinned:
+        try:
+            known.append(decode_rotation(raw, now=now))
+        except RemoteProtocolError:
+            continue
+    fresh, _ = unpack_chain(pack_chain(served), now=now)
+    return follow(trust, fresh, now, pinned=known)
+
+
+async def fetch_registry(
+    client: httpx2.AsyncClient, base: str, trust: frozenset[bytes], now: float, pinned: tuple[bytes, ...] = ()
+) -> SignedList:
     url = registry_url(base)
     where = f"registry {url}"
     try:
@@ -107,7 +126,9 @@ async def fetch_registry(client: httpx2.AsyncClient, base: str, trust: frozenset
         doc = decode_document(body)
     except RemoteProtocolError as exc:
         raise HomingError(f"{where}: list discarded: {exc}") from exc
-    return open_list(doc, trust, now, Source.REGISTRY, where)
+    _, served = unpack_chain(doc.get("rot"), now=now)
+    signed = open_list(doc, followed(trust, served, pinned, now), now, Source.REGISTRY, where)
+    return attrs.evolve(signed, rotations=tuple(served))
 
 
 def bridges_url(base: str) -> str:

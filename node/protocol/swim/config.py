@@ -25,8 +25,9 @@ class SwimConfig:
     suspicion_max_timeout_mult: int = attrs.field(default=6, validator=v.ge(1))
     # Retransmits of one update = retransmit_mult * ceil(log10(N+1)) (memberlist 4).
     retransmit_mult: int = attrs.field(default=4, validator=v.ge(1))
-    # Gossip (piggyback-only) rounds between probes; memberlist: 200 ms to 3 random members.
+    # Time between gossip (piggyback-only) rounds between probes (memberlist: 200 ms).
     gossip_interval_s: float = attrs.field(default=0.2, validator=_pos)
+    # Random members one gossip round sends to (memberlist GossipNodes 3).
     gossip_nodes: int = attrs.field(default=3, validator=v.ge(0))
     # Lifeguard local health: probe timeouts scale by (1 + score), score capped at this minus one (memberlist 8).
     awareness_max_multiplier: int = attrs.field(default=8, validator=v.ge(1))
@@ -57,9 +58,10 @@ class SwimConfig:
     relays_max: int = attrs.field(default=256, validator=v.ge(1))
     # Queued piggyback updates (one per member at most); beyond it the most-retransmitted one is dropped.
     broadcast_queue_max: int = attrs.field(default=4096, validator=v.ge(1))
-    # Suspicions one member may start here (its suspect/dead claims about members we hold alive), per second and
-    # at once: a hostile member cannot keep the federation busy refuting (docs/swim.md "Hostile members").
+    # Suspicions one member may start here per second on average (its suspect/dead claims about members we hold
+    # alive): a hostile member cannot keep the federation busy refuting (docs/swim.md "Hostile members").
     claims_per_sender_per_s: float = attrs.field(default=10.0, validator=_pos)
+    # Suspicions one member may start here back to back before `claims_per_sender_per_s` applies.
     claims_per_sender_burst: int = attrs.field(default=64, validator=v.ge(1))
     # Members told of a graceful leave at once, besides the gossip rounds that follow.
     leave_fanout: int = attrs.field(default=8, validator=v.ge(0))
