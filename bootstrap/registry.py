@@ -276,12 +276,20 @@ _LIST_HEADERS_BYTES = 16
 
 
 def build_list(
-    registry: Identity, records: Iterable[NodeRecord], now: float, *, lifetime_s: int, bytes_max: int = LIST_BYTES_MAX
+    registry: Identity,
+    records: Iterable[NodeRecord],
+    now: float,
+    *,
+    lifetime_s: int,
+    bytes_max: int = LIST_BYTES_MAX,
+    issued_min: int = 0,
 ) -> tuple[dict[str, bytes], float]:
-    """Sign the current list: `issued` = now, `expires` = now + lifetime, at most `bytes_max` bytes encoded.
+    """Sign the current list: `issued` = now (but at least `issued_min`, so that every list this registry signs is
+    newer than the one before: readers keep only the newest list per registry, and a list re-signed within the
+    same second must not lose to its predecessor), `expires` = issued + lifetime, at most `bytes_max` bytes.
     Returns (document, valid_until)."""
     records = list(records)
-    issued = int(now)
+    issued = max(int(now), issued_min)
     expires = issued + lifetime_s
     empty = len(encode_document(build_node_list(registry, [], issued=issued, expires=expires)))
     entries = listed_entries(records, now, bytes_max=bytes_max, overhead_bytes=empty + _LIST_HEADERS_BYTES)

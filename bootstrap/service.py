@@ -109,6 +109,7 @@ class RegistryService:
         self.writer = Store.open(config.data_dir)
         self._write_lock = trio.Lock()
         self._cache: CachedList | None = None
+        self._last_issued = 0  # every list signed here is issued after the one before (build_list issued_min)
         self._audit_rowid = self._last_audit_rowid()  # admin actions before we started are not news
         self._generation_seen = self.reader.generation()
         self.rot = b""  # the rotation statements served next to the list (pack_chain form)
@@ -156,8 +157,13 @@ class RegistryService:
             self._log_admin_actions()
             self._reload_key()
         doc, valid_until = build_list(
-            self.identity, self.reader.listable(now), now, lifetime_s=self.config.list_lifetime_s
+            self.identity,
+            self.reader.listable(now),
+            now,
+            lifetime_s=self.config.list_lifetime_s,
+            issued_min=self._last_issued + 1,
         )
+        self._last_issued = max(self._last_issued + 1, int(now))
         self._cache = CachedList.make(doc, generation, valid_until, self.rot)
         return self._cache
 

@@ -168,6 +168,35 @@ def test_ban_takes_effect_on_the_next_request(tmp_path: Path) -> None:
     run(body)
 
 
+def test_every_list_is_issued_after_the_one_before_even_within_a_second(tmp_path: Path) -> None:
+    """Readers keep only the newest list per registry (by `issued`): a ban re-signed in the same second as the list
+    before it must still win, or a node that knocked just then keeps the pre-ban list (tests/integration/
+    test_admission_race.py was flaky for this reason)."""
+    registry = init_registry(tmp_path)
+
+    async def issued(c: httpx2.AsyncClient, base: str) -> tuple[int, set[bytes]]:
+        resp = await c.get(f"{base}/v1/nodes")
+        opened = open_node_list(decode_document(resp.content), {registry.id}, now=time.time())
+        return opened.issued, {n.id for n in opened.nodes}
+
+    async def body() -> None:
+        async with running_registry(make_config(tmp_path)) as base, httpx2.AsyncClient() as c:
+            assert (await post(c, base, registration(A)))[0] == 200
+            admin = Store.open(tmp_path)
+            seen = [await issued(c, base)]
+            for _ in range(3):  # three changes, each read at once: well within one second
+                admin.set_banned(A.id, time.time(), who="test")
+                seen.append(await issued(c, base))
+                admin.set_approved(A.id, time.time(), who="test")
+                seen.append(await issued(c, base))
+            admin.close()
+            times = [t for t, _ in seen]
+            assert times == sorted(set(times)), times
+            assert [A.id in ids for _, ids in seen] == [True, False, True, False, True, False, True]
+
+    run(body)
+
+
 def test_manual_approval(tmp_path: Path) -> None:
     registry = init_registry(tmp_path)
 
