@@ -121,7 +121,7 @@ def register(sub: Any) -> None:
         ("remove", "forget a node's registration, approval and ban (it may register again)"),
     ):
         a = nsub.add_parser(action, help=text)
-        a.add_argument("id", metavar="ID", help="node id (43 base64url characters; one starting with - goes after --)")
+        a.add_argument("id", metavar="ID", help="node id (43 base64url characters)")
         _data_dir_arg(a)
         a.set_defaults(func=cmd_admin, action=action)
 

@@ -7,14 +7,24 @@ Exit codes (docs/operations.md): 0 ok, 2 bad usage or config (one line naming th
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from node.app.buildinfo import version_text
 from node.protocol.errors import ConfigError, HomingError
 
+_ID_TEXT = re.compile(r"-[A-Za-z0-9_-]{42}")  # a node or registry id (43 base64url characters) that starts with -
+
 
 class _Parser(argparse.ArgumentParser):
+    def _parse_optional(self, arg_string: str) -> Any:
+        # one id in 64 starts with "-": argparse would take it for an option; an id is never one of our options
+        if _ID_TEXT.fullmatch(arg_string):
+            return None
+        return super()._parse_optional(arg_string)
+
     def error(self, message: str) -> None:  # type: ignore[override]
         # argparse prints usage on several lines; keep the reason on one line, exit 2 as argparse does.
         self.exit(2, f"{self.prog}: error: {message}\n")
