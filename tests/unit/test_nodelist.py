@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+import msgpack
 import pytest
 
 from node.protocol.errors import BadSignature, Expired, RemoteProtocolError
-from node.protocol.identity import Identity, b64u_decode, b64u_encode, decode_document, encode_document
+from node.protocol.identity import (
+    NODE_LIST,
+    Identity,
+    b64u_decode,
+    b64u_encode,
+    decode_document,
+    encode_document,
+    sign_document,
+)
 from node.protocol.nodelist import (
     NodeEntry,
     build_leave,
@@ -84,3 +93,21 @@ def test_card_round_trip_and_tamper() -> None:
         parse_card("homing://node/" + b64u_encode(bytes(raw)), now=78)
     with pytest.raises(RemoteProtocolError):
         parse_card("homing://node/!!!", now=78)
+
+
+def test_node_list_members_round_trip_and_old_lists_still_read() -> None:
+    """Bridge ids ride in the additive `members` field (docs/bootstrap.md); a list without it reads as no members
+    and carries no `members` key at all, so readers that predate it see the same body."""
+    doc = build_node_list(REG, [entry()], issued=1000, expires=2000, members=[b"\x07" * 32])
+    nl = open_node_list(doc, {REG.id}, now=1500)
+    assert nl.members == (b"\x07" * 32,) and nl.nodes == (entry(),)
+    old = build_node_list(REG, [entry()], issued=1000, expires=2000)
+    assert "members" not in msgpack.unpackb(old["body"])
+    assert open_node_list(old, {REG.id}, now=1500).members == ()
+
+
+@pytest.mark.parametrize("bad", [b"\x07" * 32, [b"short"], ["a" * 32]])
+def test_node_list_malformed_members_refused(bad: object) -> None:
+    body = {"v": 1, "issued": 1000, "expires": 2000, "nodes": [], "members": bad}
+    with pytest.raises(RemoteProtocolError, match="members"):
+        open_node_list(sign_document(REG, NODE_LIST, body), {REG.id}, now=1500)

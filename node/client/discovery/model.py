@@ -82,6 +82,7 @@ class SignedList:
     expires: int
     where: str  # the source, for messages
     candidates: tuple[Candidate, ...]
+    members: tuple[bytes, ...] = ()  # bridge ids: federation members to admit, never candidates for clients
 
 
 class NewestLists:
