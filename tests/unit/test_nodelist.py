@@ -16,6 +16,7 @@ from node.protocol.identity import (
     sign_document,
 )
 from node.protocol.nodelist import (
+    LIST_BYTES_MAX,
     NodeEntry,
     build_leave,
     build_node_list,
@@ -26,6 +27,7 @@ from node.protocol.nodelist import (
     open_registration,
     parse_card,
 )
+from node.protocol.txt import decode_txt, encode_txt
 
 REG = Identity.from_seed(b"r" * 32)
 NODE = Identity.from_seed(b"n" * 32)
@@ -111,3 +113,13 @@ def test_node_list_malformed_members_refused(bad: object) -> None:
     body = {"v": 1, "issued": 1000, "expires": 2000, "nodes": [], "members": bad}
     with pytest.raises(RemoteProtocolError, match="members"):
         open_node_list(sign_document(REG, NODE_LIST, body), {REG.id}, now=1500)
+
+
+def test_a_full_list_with_members_fits_dns_txt_and_keeps_them() -> None:
+    """The registry's byte budget (`LIST_BYTES_MAX`, members included) stays below what one DNS answer carries, and
+    the TXT export carries `members` in the signed body (docs/bootstrap.md "Bridges in the list")."""
+    members = [bytes([i % 256, i // 256]) * 16 for i in range(1100)]  # about 37 KiB of ids
+    doc = build_node_list(REG, [entry()], issued=1000, expires=2000, members=members)
+    assert len(encode_document(doc)) <= LIST_BYTES_MAX
+    back = decode_txt(encode_txt(doc))
+    assert open_node_list(back, {REG.id}, now=1500).members == tuple(members)
