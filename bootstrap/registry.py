@@ -14,6 +14,9 @@ Rules (docs/bootstrap.md):
   until the row is pruned (`expired_keep_s` after its lease ended, see store.prune); only `remove` forgets it sooner.
 - The signed list is at most `LIST_BYTES_MAX` bytes. When the listed nodes do not fit, the ones known longest
   (`first_seen`, then id) are listed: a flood of new registrations cannot push established nodes out.
+- Live bridges (approved, not banned, lease running, healthy; withheld from distribution or not) appear in the list
+  by id only, in `members` (docs/discovery.md "Bridges"): other nodes admit them, clients never see their URL.
+  Their ids count against the same byte budget, in the same known-longest-first order.
 - The list is cached by the service; `changes_list` says when an accepted document changes what is listed
   (a heartbeat that only renews a listed node's lease does not: `seen` in the list is as of the last rebuild).
 
@@ -79,6 +82,10 @@ class NodeRecord:
     def listed(self, now: float) -> bool:
         """In the public signed list."""
         return self.live(now) and not self.bridge
+
+    def member(self, now: float) -> bool:
+        """A bridge named by id only in the signed list's `members` (admitted by other nodes, never handed out)."""
+        return self.live(now) and self.bridge
 
     def in_pool(self, now: float) -> bool:
         """Handed out by the distributor (GET /v1/bridges)."""
@@ -209,8 +216,10 @@ def federated(record: NodeRecord, listed_total: int, now: float) -> bool | None:
 
 
 def _shown(record: NodeRecord, now: float) -> str:
-    """Where a record shows: "list", "pool" or "" (a change between them changes a signed answer)."""
-    return "list" if record.listed(now) else "pool" if record.in_pool(now) else ""
+    """Where a record shows: "list", "member pool", "member" or "" (a change between them changes a signed answer)."""
+    if record.listed(now):
+        return "list"
+    return ("member " if record.member(now) else "") + ("pool" if record.in_pool(now) else "")
 
 
 def decide_leave(
@@ -240,15 +249,23 @@ def _check_hostport(text: str, field: str) -> str | None:
 
 def listed_entries(
     records: Iterable[NodeRecord], now: float, *, bytes_max: int = LIST_BYTES_MAX, overhead_bytes: int = 0
-) -> list[NodeEntry]:
-    """The entries of the signed list: listed nodes, ordered by id (a stable order keeps the ETag stable).
+) -> tuple[list[NodeEntry], list[bytes]]:
+    """The entries and bridge ids (`members`) of the signed list, each ordered by id (a stable order keeps the ETag
+    stable).
 
-    At most what fits in `bytes_max` with `overhead_bytes` for the rest of the document: the nodes known longest
-    (`first_seen`, then id) first."""
-    listed = sorted((r for r in records if r.listed(now)), key=lambda r: (r.first_seen, r.id))
+    At most what fits in `bytes_max` with `overhead_bytes` for the rest of the document: the nodes and bridges known
+    longest (`first_seen`, then id) first; a bridge costs its id only."""
+    shown = sorted((r for r in records if r.listed(now) or r.member(now)), key=lambda r: (r.first_seen, r.id))
     entries: list[NodeEntry] = []
+    members: list[bytes] = []
     size = overhead_bytes
-    for r in listed:
+    for r in shown:
+        if r.bridge:
+            size += len(packb(r.id))
+            if size > bytes_max:
+                break
+            members.append(r.id)
+            continue
         entry = NodeEntry(
             id=r.id, ws=r.ws, swim=r.swim, peer=r.peer, seen=r.seen if r.seen is not None else 0, ok=r.passed or 0
         )
@@ -257,7 +274,8 @@ def listed_entries(
             break
         entries.append(entry)
     entries.sort(key=lambda e: e.id)
-    return entries
+    members.sort()
+    return entries, members
 
 
 def cache_valid_until(records: Iterable[NodeRecord], now: float, *, issued: int, lifetime_s: int) -> float:
@@ -266,13 +284,14 @@ def cache_valid_until(records: Iterable[NodeRecord], now: float, *, issued: int,
     until = float(issued + lifetime_s / 2)
     for r in records:
         end = r.lease_end()
-        if r.listed(now) and end is not None:
+        if (r.listed(now) or r.member(now)) and end is not None:
             until = min(until, float(end))
     return until
 
 
-# msgpack headers that grow with the list: the nodes array (5 B at most) and the body's bin (5 B), with slack
-_LIST_HEADERS_BYTES = 16
+# msgpack headers that grow with the list: the nodes array (5 B at most), the body's bin (5 B), the `members` key
+# (8 B) and its array (5 B), with slack
+_LIST_HEADERS_BYTES = 32
 
 
 def build_list(
@@ -292,7 +311,7 @@ def build_list(
     issued = max(int(now), issued_min)
     expires = issued + lifetime_s
     empty = len(encode_document(build_node_list(registry, [], issued=issued, expires=expires)))
-    entries = listed_entries(records, now, bytes_max=bytes_max, overhead_bytes=empty + _LIST_HEADERS_BYTES)
-    doc = build_node_list(registry, entries, issued=issued, expires=expires)
+    entries, members = listed_entries(records, now, bytes_max=bytes_max, overhead_bytes=empty + _LIST_HEADERS_BYTES)
+    doc = build_node_list(registry, entries, issued=issued, expires=expires, members=members)
     assert len(encode_document(doc)) <= bytes_max, "the list size estimate is off"
     return doc, cache_valid_until(records, now, issued=issued, lifetime_s=lifetime_s)

@@ -502,9 +502,10 @@ async def _follow_registries(handle: NodeHandle) -> None:
 
 def _offer_lists(handle: NodeHandle, lists: Sequence[SignedList], why: str) -> bool:
     """Offer verified lists to admission (newest list per registry key only, across refreshes too: docs/discovery.md
-    "Newest list per registry"); True when the admitted set changed (then SWIM is told at once)."""
+    "Newest list per registry"); True when the admitted set changed (then SWIM is told at once). A list admits its
+    `nodes` and its bridge ids (`members`, docs/discovery.md "Bridges"); only `nodes` are ever join seeds."""
     for lst in lists:
-        ids = (c.id for c in lst.candidates)
+        ids = [*(c.id for c in lst.candidates), *lst.members]
         if not handle.admission.offer_list(lst.signer, issued=lst.issued, expires=lst.expires, ids=ids):
             handle.log.info("registry_list_older_ignored", source=lst.where[:200], issued=lst.issued)
     if not handle.admission.refresh(time.time()):

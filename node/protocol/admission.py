@@ -3,7 +3,8 @@
 A node id is admitted when any of these holds:
 - `[federation] open = true` (private test clusters only);
 - it is in `[federation] allow`;
-- it is in the newest unexpired node list signed by a trusted registry key (`--trust`).
+- it is in the newest unexpired node list signed by a trusted registry key (`--trust`), in its `nodes` or its
+  `members` (bridge ids, docs/discovery.md "Bridges": federation members that are never handed out to clients).
 Ourselves are always admitted. With no trust keys, no allow list and open = false, a node admits only itself:
 the CLI refuses that combination with a clear message unless there is nothing to join.
 

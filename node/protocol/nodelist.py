@@ -3,7 +3,9 @@
 - node list (PURPOSE `node-list`, signed by a registry key):
   `{"v":1,"issued":<unix>,"expires":<unix>,"nodes":[{"id","ws","swim","peer","seen","ok"}…]}`; `ok` (unix, 0 for
   never) is when the registry's own check of the node's client endpoint last passed; readers that predate it
-  ignore it, and a list without it reads as 0
+  ignore it, and a list without it reads as 0; additive `"members":[<32-byte id>…]` (absent when empty): the ids
+  of approved, healthy bridges (docs/discovery.md "Bridges"), ids only, never their URLs or addresses; nodes
+  admit `nodes` and `members` as federation members, while discovery hands out `nodes` only
 - registration (PURPOSE `node-register`, signed by the node itself): `{"id","ws","swim","peer","ts","ttl","reg"}`,
   `reg` the key of the registry it is meant for (a registration cannot be replayed at another registry);
   a bridge (`[node] listed = false`, docs/discovery.md "Bridges") adds `"listed": false` and `"card"`: its own
@@ -52,6 +54,7 @@ LIST_VERSION = 1
 URL_MAX = 512
 ADDR_MAX = 262  # "[" + 255-char host + "]:" + port
 NODES_MAX = 5000
+MEMBERS_MAX = 5000  # bridge ids in a list
 TTL_MAX_S = 86_400
 CARD_PREFIX = "homing://node/"
 CARD_MAX_CHARS = 2048
@@ -82,6 +85,7 @@ class NodeList:
     expires: int
     nodes: tuple[NodeEntry, ...]
     signer: bytes
+    members: tuple[bytes, ...] = ()  # bridge ids: admitted to the federation, never handed out to clients
 
 
 @attrs.frozen(kw_only=True, slots=True)
@@ -139,9 +143,23 @@ def _ws(m: dict[str, Any], max_len: int = URL_MAX) -> str:
 # --- node list -------------------------------------------------------------------------------------------
 
 
-def build_node_list(registry: Identity, nodes: list[NodeEntry], *, issued: int, expires: int) -> dict[str, bytes]:
-    body = {"v": LIST_VERSION, "issued": issued, "expires": expires, "nodes": [n.to_body() for n in nodes]}
+def build_node_list(
+    registry: Identity, nodes: list[NodeEntry], *, issued: int, expires: int, members: list[bytes] | None = None
+) -> dict[str, bytes]:
+    body: dict[str, Any] = {"v": LIST_VERSION, "issued": issued, "expires": expires}
+    body["nodes"] = [n.to_body() for n in nodes]
+    if members:
+        body["members"] = list(members)
     return sign_document(registry, NODE_LIST, body)
+
+
+def _members(body: dict[str, Any]) -> tuple[bytes, ...]:
+    raw = body.get("members", [])
+    if not isinstance(raw, list) or len(raw) > MEMBERS_MAX:
+        raise RemoteProtocolError(f"node list 'members' must be a list of at most {MEMBERS_MAX} ids")
+    if not all(isinstance(m, bytes) and len(m) == ID_BYTES for m in raw):
+        raise RemoteProtocolError("node list 'members' entries must be 32-byte ids")
+    return tuple(raw)
 
 
 def open_node_list(doc: object, trusted: frozenset[bytes] | set[bytes], *, now: float) -> NodeList:
@@ -173,7 +191,7 @@ def open_node_list(doc: object, trusted: frozenset[bytes] | set[bytes], *, now: 
                 ok=_int(item, "ok") if "ok" in item else 0,
             )
         )
-    return NodeList(issued=issued, expires=expires, nodes=tuple(nodes), signer=signer)
+    return NodeList(issued=issued, expires=expires, nodes=tuple(nodes), signer=signer, members=_members(body))
 
 
 # --- registration and leave ------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from bootstrap.registry import (
+    HEALTH_FAILS_MAX,
     Accepted,
     NodeRecord,
     Policy,
@@ -18,8 +19,9 @@ from bootstrap.registry import (
     decide_registration,
     listed_entries,
 )
-from node.protocol.identity import Identity
+from node.protocol.identity import Identity, encode_document
 from node.protocol.nodelist import Registration, open_node_list
+from node.protocol.wire import packb
 
 NOW = 1_700_000_000
 NODE = Identity.from_seed(b"n" * 32)
@@ -129,7 +131,7 @@ def test_list_is_sorted_signed_and_cache_ends_at_the_first_lease_end() -> None:
         )
         for i in (3, 1, 2)
     ] + [NodeRecord(id=b"\x09" * 32, ttl=100, seen=NOW, approved=False)]
-    assert [e.id[0] for e in listed_entries(records, NOW)] == [1, 2, 3]
+    assert [e.id[0] for e in listed_entries(records, NOW)[0]] == [1, 2, 3]
     doc, until = build_list(registry, records, NOW, lifetime_s=3600)
     assert until == NOW + 101
     opened = open_node_list(doc, {registry.id}, now=NOW)
@@ -148,3 +150,25 @@ def test_accepted_ts_strictly_increase(stamps: list[int]) -> None:
             accepted.append(ts)
     assert accepted == sorted(set(accepted))
     assert all(NOW - 300 <= t <= NOW + 120 for t in accepted)
+
+
+def test_bridges_are_listed_by_id_only_and_share_the_byte_budget() -> None:
+    """A live bridge shows in `members` (id only: no ws/swim/peer anywhere in the signed bytes); a withheld bridge
+    is still a member, a failing or pending one is not; bridge ids count against `bytes_max` like entries."""
+    registry = Identity.from_seed(b"r" * 32)
+    listed = NodeRecord(id=b"\x01" * 32, ws="ws://pub/v1/client", swim="pub:1", peer="pub:2", ttl=100, seen=NOW,
+                        approved=True, first_seen=1)  # fmt: skip
+    bridge = attrs.evolve(listed, id=b"\x02" * 32, ws="ws://secret-bridge/x", swim="secret-bridge:1",
+                          peer="secret-bridge:2", bridge=True, first_seen=2)  # fmt: skip
+    withheld = attrs.evolve(bridge, id=b"\x03" * 32, withheld=True, first_seen=3)
+    failing = attrs.evolve(bridge, id=b"\x04" * 32, fails=HEALTH_FAILS_MAX, first_seen=4)
+    pending = attrs.evolve(bridge, id=b"\x05" * 32, approved=False, first_seen=5)
+    records = [listed, bridge, withheld, failing, pending]
+    doc, _ = build_list(registry, records, NOW, lifetime_s=3600)
+    opened = open_node_list(doc, {registry.id}, now=NOW)
+    assert [n.id for n in opened.nodes] == [listed.id]
+    assert opened.members == (bridge.id, withheld.id)
+    assert b"secret-bridge" not in encode_document(doc)
+    one_entry_bytes = len(packb(listed_entries(records, NOW)[0][0].to_body()))
+    entries, members = listed_entries(records, NOW, bytes_max=one_entry_bytes + 40)
+    assert [e.id for e in entries] == [listed.id] and members == [bridge.id]  # room for one id (34 B) only

@@ -79,3 +79,42 @@ def test_bridge_node_end_to_end(tmp_path: Path) -> None:
                 nursery.cancel_scope.cancel()
 
     trio.run(main)
+
+
+def test_a_bridge_federates_without_allow_and_the_list_shows_only_its_id(tmp_path: Path) -> None:
+    """Issue #15, "it still federates normally": two listed nodes and a bridge, each with only --bootstrap/--trust
+    (no `[federation] allow`), see each other alive by SWIM; GET /v1/nodes names the bridge by id in `members` and
+    carries none of its addresses or URL (docs/discovery.md "Bridges")."""
+    registry = init_registry(tmp_path / "reg")
+
+    async def main() -> None:
+        reg_cfg = make_config(tmp_path / "reg", write_rate_per_ip_per_s=20.0, write_burst=60)  # 3 nodes, one IP
+        with trio.fail_after(45):
+            async with running_registry(reg_cfg) as base, trio.open_nursery() as nursery:
+                b_port = free_port()
+                b_cfg = node_config(tmp_path, "b", base, registry.id, bridge=True, ws_port=b_port)
+                bridge = await nursery.start(run_node, b_cfg, Identity.generate())
+                listed = []
+                for i in range(2):
+                    cfg = node_config(tmp_path, f"l{i}", base, registry.id, bridge=False, ws_port=free_port())
+                    listed.append(await nursery.start(run_node, cfg, Identity.generate()))
+                handles = [bridge, *listed]
+                everyone = {h.identity.id for h in handles}
+                with trio.move_on_after(30) as waited:
+                    while not all(set(h.live_ids()) >= everyone for h in handles):
+                        await trio.sleep(0.2)
+                assert not waited.cancelled_caught, [
+                    (id_text(h.identity.id)[:8], [id_text(i)[:8] for i in h.live_ids()]) for h in handles
+                ]
+                async with httpx2.AsyncClient() as http:
+                    raw = (await http.get(f"{base}/v1/nodes")).content
+                node_list = open_node_list(decode_document(raw), {registry.id}, now=time.time())
+                assert bridge.identity.id in node_list.members
+                assert bridge.identity.id not in {n.id for n in node_list.nodes}
+                assert {h.identity.id for h in listed} <= {n.id for n in node_list.nodes}
+                ports = {str(b_port), *(str(p) for p in bridge.ports.values())}
+                for needle in (SECRET, f"127.0.0.1:{b_port}", *(f":{p}" for p in ports)):
+                    assert needle.encode() not in raw, needle
+                nursery.cancel_scope.cancel()
+
+    trio.run(main)

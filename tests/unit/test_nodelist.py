@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+import msgpack
 import pytest
 
 from node.protocol.errors import BadSignature, Expired, RemoteProtocolError
-from node.protocol.identity import Identity, b64u_decode, b64u_encode, decode_document, encode_document
+from node.protocol.identity import (
+    NODE_LIST,
+    Identity,
+    b64u_decode,
+    b64u_encode,
+    decode_document,
+    encode_document,
+    sign_document,
+)
 from node.protocol.nodelist import (
+    LIST_BYTES_MAX,
     NodeEntry,
     build_leave,
     build_node_list,
@@ -17,6 +27,7 @@ from node.protocol.nodelist import (
     open_registration,
     parse_card,
 )
+from node.protocol.txt import decode_txt, encode_txt
 
 REG = Identity.from_seed(b"r" * 32)
 NODE = Identity.from_seed(b"n" * 32)
@@ -84,3 +95,31 @@ def test_card_round_trip_and_tamper() -> None:
         parse_card("homing://node/" + b64u_encode(bytes(raw)), now=78)
     with pytest.raises(RemoteProtocolError):
         parse_card("homing://node/!!!", now=78)
+
+
+def test_node_list_members_round_trip_and_old_lists_still_read() -> None:
+    """Bridge ids ride in the additive `members` field (docs/bootstrap.md); a list without it reads as no members
+    and carries no `members` key at all, so readers that predate it see the same body."""
+    doc = build_node_list(REG, [entry()], issued=1000, expires=2000, members=[b"\x07" * 32])
+    nl = open_node_list(doc, {REG.id}, now=1500)
+    assert nl.members == (b"\x07" * 32,) and nl.nodes == (entry(),)
+    old = build_node_list(REG, [entry()], issued=1000, expires=2000)
+    assert "members" not in msgpack.unpackb(old["body"])
+    assert open_node_list(old, {REG.id}, now=1500).members == ()
+
+
+@pytest.mark.parametrize("bad", [b"\x07" * 32, [b"short"], ["a" * 32]])
+def test_node_list_malformed_members_refused(bad: object) -> None:
+    body = {"v": 1, "issued": 1000, "expires": 2000, "nodes": [], "members": bad}
+    with pytest.raises(RemoteProtocolError, match="members"):
+        open_node_list(sign_document(REG, NODE_LIST, body), {REG.id}, now=1500)
+
+
+def test_a_full_list_with_members_fits_dns_txt_and_keeps_them() -> None:
+    """The registry's byte budget (`LIST_BYTES_MAX`, members included) stays below what one DNS answer carries, and
+    the TXT export carries `members` in the signed body (docs/bootstrap.md "Bridges in the list")."""
+    members = [bytes([i % 256, i // 256]) * 16 for i in range(1100)]  # about 37 KiB of ids
+    doc = build_node_list(REG, [entry()], issued=1000, expires=2000, members=members)
+    assert len(encode_document(doc)) <= LIST_BYTES_MAX
+    back = decode_txt(encode_txt(doc))
+    assert open_node_list(back, {REG.id}, now=1500).members == tuple(members)

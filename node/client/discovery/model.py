@@ -83,6 +83,7 @@ class SignedList:
     where: str  # the source, for messages
     candidates: tuple[Candidate, ...]
     rotations: tuple[bytes, ...] = ()  # key rotation statements the source served with it (docs/discovery.md)
+    members: tuple[bytes, ...] = ()  # bridge ids: federation members to admit, never candidates for clients
 
 
 class NewestLists:

@@ -90,6 +90,7 @@ def open_list(doc: object, trust: frozenset[bytes], now: float, source: Source, 
         expires=node_list.expires,
         where=where,
         candidates=tuple(candidates_from_list(node_list.nodes, source, verified=bool(trust))),
+        members=node_list.members if trust else (),  # admission needs a trusted signer
     )
 
 
