@@ -52,10 +52,12 @@ class HostileProcess:
         self.proc = subprocess.Popen(
             cmd, cwd=REPO, env=homing_env(), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log, text=True
         )
-        self._lines: queue.Queue[dict[str, Any]] = queue.Queue()
-        self._pending: list[dict[str, Any]] = []
+        self._ready: queue.Queue[dict[str, Any]] = queue.Queue()
+        self._done: dict[str, list[dict[str, Any]]] = {}
+        self._cond = threading.Condition()
+        self._send_lock = threading.Lock()
         threading.Thread(target=self._read, daemon=True).start()
-        ready = self._lines.get(timeout=30)
+        ready = self._ready.get(timeout=30)
         self.id_text: str = ready["ready"]
         self.id = bytes.fromhex(ready["id"])
         self.ports: dict[str, int] = ready["ports"]
@@ -63,22 +65,28 @@ class HostileProcess:
     def _read(self) -> None:
         assert self.proc.stdout is not None
         for line in self.proc.stdout:
-            self._lines.put(json.loads(line))
+            msg = json.loads(line)
+            if "ready" in msg:
+                self._ready.put(msg)
+                continue
+            with self._cond:
+                self._done.setdefault(msg["done"], []).append(msg)
+                self._cond.notify_all()
 
     def start(self, name: str, **args: Any) -> None:
         assert self.proc.stdin is not None
-        self.proc.stdin.write(json.dumps({"do": name, **args}) + "\n")
-        self.proc.stdin.flush()
+        with self._send_lock:
+            self.proc.stdin.write(json.dumps({"do": name, **args}) + "\n")
+            self.proc.stdin.flush()
 
     def result(self, name: str, timeout: float) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
-        while True:
-            for r in self._pending:
-                if r["done"] == name:
-                    self._pending.remove(r)
-                    assert "error" not in r, r
-                    return r
-            self._pending.append(self._lines.get(timeout=max(0.01, deadline - time.monotonic())))
+        """The report of the oldest unclaimed `name` command (thread-safe: the soak runs one thread per attack)."""
+        with self._cond:
+            if not self._cond.wait_for(lambda: bool(self._done.get(name)), timeout):
+                raise TimeoutError(f"the hostile node did not finish `{name}` within {timeout} s")
+            r = self._done[name].pop(0)
+        assert "error" not in r, r
+        return r
 
     def do(self, name: str, timeout: float = 60, **args: Any) -> dict[str, Any]:
         self.start(name, **args)
