@@ -15,8 +15,8 @@ Commands (ids are hex; `src` is the 127.0.0.0/8 address a flood comes from):
   evict        {victim, duration_s}  SWIM "victim is dead" at the highest incarnation, repeated      (finding 2)
   whois        {host, port, rate_per_s, duration_s, src}  a WHOIS flood                              (finding 8)
   peer_idle    {host, port, n, duration_s, src}  idle TCP connections to a peer port              (finding 8)
-  mailbox_flood {ws, keys, offers, body_bytes, src}  offers from fresh keys over many connections   (finding 4)
-  pings        {ws, size_bytes, src}      WebSocket pings, never reading the pongs                        (finding 5)
+  mailbox_flood {ws, keys, offers, body_bytes, src, duration_s}  offers from fresh keys over many connections   (finding 4)
+  pings        {ws, size_bytes, src, duration_s}      WebSocket pings, never reading the pongs                        (finding 5)
   fragments    {ws, frames, src}     empty continuation frames                                        (finding 5)
 """
 
@@ -173,7 +173,9 @@ class Hostile:
             s.close()
         return {"opened": opened, "held": peak}
 
-    async def mailbox_flood(self, ws: int, keys: int, offers: int, body_bytes: int, src: str) -> dict[str, Any]:
+    async def mailbox_flood(
+        self, ws: int, keys: int, offers: int, body_bytes: int, src: str, duration_s: float = 30.0
+    ) -> dict[str, Any]:
         sent = refused = 0
         limit = trio.CapacityLimiter(20)
 
@@ -198,18 +200,20 @@ class Hostile:
                 except Exception:  # refused at the upgrade, closed by the node, too slow: all count as refused
                     refused += 1
 
-        async with trio.open_nursery() as nursery:
-            for k in range(keys):
-                nursery.start_soon(one, k)
+        with trio.move_on_after(duration_s):  # a node that takes everything would keep the flood going
+            async with trio.open_nursery() as nursery:
+                for k in range(keys):
+                    nursery.start_soon(one, k)
         return {"sent": sent, "refused_connections": refused}
 
-    async def pings(self, ws: int, size_bytes: int, src: str) -> dict[str, Any]:
+    async def pings(self, ws: int, size_bytes: int, src: str, duration_s: float = 30.0) -> dict[str, Any]:
         client = await RawClient.connect(ws, rcvbuf_bytes=4096, source=src)
         await client.authenticate(Identity.generate())
         batch = client.ping_bytes(b"p" * 125) * 1000
         sent = 0
         closed = False
-        while sent < size_bytes:
+        deadline = trio.current_time() + duration_s
+        while sent < size_bytes and trio.current_time() < deadline:
             try:
                 with trio.fail_after(10):
                     await client.stream.send_all(batch)
