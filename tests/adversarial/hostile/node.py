@@ -15,8 +15,8 @@ Commands (ids are hex; `src` is the 127.0.0.0/8 address a flood comes from):
   evict        {victim, duration_s}  SWIM "victim is dead" at the highest incarnation, repeated      (finding 2)
   whois        {host, port, rate_per_s, duration_s, src}  a WHOIS flood                              (finding 8)
   peer_idle    {host, port, n, duration_s, src}  idle TCP connections to a peer port              (finding 8)
-  mailbox_flood {ws, keys, offers, body_bytes, src, duration_s}  offers from fresh keys over many connections   (finding 4)
-  pings        {ws, size_bytes, src, duration_s}      WebSocket pings, never reading the pongs                        (finding 5)
+  mailbox_flood {ws, keys, offers, body_bytes, src, duration_s}  offers from fresh keys, many connections (4)
+  pings        {ws, size_bytes, src, duration_s}  WebSocket pings, never reading the pongs           (finding 5)
   fragments    {ws, frames, src}     empty continuation frames                                        (finding 5)
 """
 
