@@ -11,7 +11,7 @@ its own handle (peer links, its SWIM sealer) and its own sockets to say what an 
 Commands (ids are hex; `src` is the 127.0.0.0/8 address a flood comes from):
   forge        {frm, to, n}          ENVELOPE / HANDOFF frames "from" a client of another node     (finding 3)
   steal        {id}                  LEASE_DROP for every home, then a LEASE naming itself          (finding 3)
-  lease_flood  {n}                   n fake 24-hour leases to every honest member                   (finding 3)
+  lease_flood  {n}                   n fake 24-hour leases to every honest member, two homes each   (finding 3)
   evict        {victim, duration_s}  SWIM "victim is dead" at the highest incarnation, repeated      (finding 2)
   whois        {host, port, rate_per_s, duration_s, src}  a WHOIS flood                              (finding 8)
   peer_idle    {host, port, n, duration_s, src}  idle TCP connections to a peer port              (finding 8)
@@ -106,15 +106,21 @@ class Hostile:
         return {"sent": sent}
 
     async def lease_flood(self, n: int) -> dict[str, Any]:
+        """n fake ids leased for a day to every honest member, naming itself as the home and naming another honest
+        node (a home that stays alive: when the hostile node itself is declared dead its leases go with it)."""
         started = time.monotonic()
         sent = 0
-        for peer in [m.id for m in self.honest()]:
+        nodes = [m.id for m in self.honest()]
+        for k, peer in enumerate(nodes):
+            other = nodes[(k + 1) % len(nodes)]
             for i in range(0, n, PEER_IDS_MAX):
                 ids = [j.to_bytes(32, "big") for j in range(i, min(n, i + PEER_IDS_MAX))]
-                lease = {"t": int(MsgType.LEASE), "h": self.me, "ids": ids, "ttl": DAY_MS}
-                sent += await self.frame(peer, lease)
                 claims = {"ns": [bytes(32)] * len(ids), "sg": [bytes(64)] * len(ids)}
-                sent += await self.frame(peer, {**lease, **claims})
+                for home in (other, self.me):
+                    lease = {"t": int(MsgType.LEASE), "h": home, "ids": ids, "ttl": DAY_MS}
+                    sent += await self.frame(peer, lease)
+                    sent += await self.frame(peer, {**lease, **claims})
+                await trio.sleep(0)
         return {"frames": sent, "elapsed_s": time.monotonic() - started}
 
     async def evict(self, victim: str, duration_s: float, interval_s: float = 0.1) -> dict[str, Any]:
