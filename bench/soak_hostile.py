@@ -47,7 +47,7 @@ def attack_args(name: str, nodes: list[SoakNode], k: int, seconds: float) -> dic
     """The k-th round of one attack; each round targets the next honest node."""
     n = nodes[k % len(nodes)]
     rnd = os.urandom(32).hex()
-    return {
+    table: dict[str, dict[str, Any]] = {
         "forge": {"frm": rnd, "to": os.urandom(32).hex(), "n": 3},
         "steal": {"id": rnd},
         "lease_flood": {"n": 20_480},
@@ -69,7 +69,8 @@ def attack_args(name: str, nodes: list[SoakNode], k: int, seconds: float) -> dic
             "duration_s": 30.0,
             "src": FLOOD_SRC,
         },
-    }[name]
+    }
+    return table[name]
 
 
 class AttackLoop(threading.Thread):

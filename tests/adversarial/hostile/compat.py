@@ -7,7 +7,8 @@ Only imports differ; nothing here changes behaviour.
 
 from __future__ import annotations
 
-# ruff: noqa: F401
+from typing import TYPE_CHECKING
+
 try:
     from node.app.service import NodeHandle, run_node
     from node.client.connection import ConnectionClosed, connect_client
@@ -30,29 +31,60 @@ try:
 
     LAYOUT = "current"
 except ImportError:  # the commit before issue 11 (956e983): flat layout
-    from node.identity import (  # type: ignore[no-redef]
-        Identity,
-        client_auth_message,
-        id_text,
-        parse_id,
-    )
-    from node.service import NodeHandle, run_node  # type: ignore[no-redef]
-    from node.swim.messages import Gossip, MemberInfo, MemberState, Update  # type: ignore[no-redef]
-    from node.wire import MsgType  # type: ignore[no-redef]
-    from node.wire.client import (  # type: ignore[no-redef]
-        Challenge,
-        Deliver,
-        Envelope,
-        Hello,
-        Kind,
-        Receipt,
-        Welcome,
-        decode_client_frame,
-        encode_client_message,
-    )
-    from node.wire.seed import KIND_WHOIS_REPLY, encode_whois  # type: ignore[no-redef]
-    from node.wire.swim import INCARNATION_MAX, encode_datagram  # type: ignore[no-redef]
+    if not TYPE_CHECKING:  # type checkers see the current layout only
+        from node.identity import (
+            Identity,
+            client_auth_message,
+            id_text,
+            parse_id,
+        )
+        from node.service import NodeHandle, run_node
+        from node.swim.messages import Gossip, MemberInfo, MemberState, Update
+        from node.wire import MsgType
+        from node.wire.client import (
+            Challenge,
+            Deliver,
+            Envelope,
+            Hello,
+            Kind,
+            Receipt,
+            Welcome,
+            decode_client_frame,
+            encode_client_message,
+        )
+        from node.wire.seed import KIND_WHOIS_REPLY, encode_whois
+        from node.wire.swim import INCARNATION_MAX, encode_datagram
 
-    from node.client import ConnectionClosed, connect_client  # type: ignore[no-redef,attr-defined]
+        from node.client import ConnectionClosed, connect_client
 
-    LAYOUT = "pre-11"
+        LAYOUT = "pre-11"
+
+__all__ = [
+    "INCARNATION_MAX",
+    "KIND_WHOIS_REPLY",
+    "LAYOUT",
+    "Challenge",
+    "ConnectionClosed",
+    "Deliver",
+    "Envelope",
+    "Gossip",
+    "Hello",
+    "Identity",
+    "Kind",
+    "MemberInfo",
+    "MemberState",
+    "MsgType",
+    "NodeHandle",
+    "Receipt",
+    "Update",
+    "Welcome",
+    "client_auth_message",
+    "connect_client",
+    "decode_client_frame",
+    "encode_client_message",
+    "encode_datagram",
+    "encode_whois",
+    "id_text",
+    "parse_id",
+    "run_node",
+]
