@@ -73,6 +73,23 @@ def attack_args(name: str, nodes: list[SoakNode], k: int, seconds: float) -> dic
     return table[name]
 
 
+class HostileSoakNode(SoakNode):
+    """bench/soak.py's node with a choice of SWIM preset (`local` is tuned for an idle loopback)."""
+
+    def __init__(self, idx: int, work: Path, clients: int, preset: str) -> None:
+        super().__init__(idx, work, [], clients)
+        self.preset = preset
+
+    def start(self) -> None:
+        args = [sys.executable, "-m", "node", "node", "run", "--data-dir", str(self.dir), "--open"]
+        args += ["--preset", self.preset, "--log-level", "info"]
+        for flag in ("ws", "swim", "peer", "metrics"):
+            args += [f"--{flag}", f"127.0.0.1:{self.ports[flag]}"]
+        for seed in self.seeds:
+            args += ["--join", seed]
+        self.proc = subprocess.Popen(args, env=env(), cwd=REPO, stdout=self.log, stderr=subprocess.STDOUT)
+
+
 class AttackLoop(threading.Thread):
     def __init__(self, name: str, hostile: HostileProcess, nodes: list[SoakNode], deadline: float, victim: str):
         super().__init__(daemon=True)
@@ -100,12 +117,12 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     load: subprocess.Popen[bytes] | None = None
     try:
         for i in range(1, args.nodes + 1):
-            nodes.append(SoakNode(i, work, [], args.clients))
+            nodes.append(HostileSoakNode(i, work, args.clients, args.preset))
         for n in nodes:
             n.seeds = [m.swim for m in nodes if m is not n]
             n.start()
         wait_converged(nodes)
-        hostile = HostileProcess(work, nodes[0].swim)
+        hostile = HostileProcess(work, nodes[0].swim, args.preset)
         t0 = time.monotonic()
         while not all(states(n).get(hostile.id_text) == "alive" for n in nodes):
             if time.monotonic() - t0 > 60:
@@ -243,6 +260,7 @@ def verdict(report: dict[str, Any]) -> list[str]:
 def render(args: argparse.Namespace, report: dict[str, Any], wall_s: float, load_avg: tuple[float, ...]) -> str:
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True)
     cmd = f"python -m bench.soak_hostile --seconds {args.seconds:g} --clients {args.clients} --nodes {args.nodes}"
+    cmd += f" --preset {args.preset}"
     cmd += f" --interval-s {args.interval_s:g}" + (f" --skip {','.join(args.skip)}" if args.skip else "")
     rows = [
         f"| n{i + 1} | {b:.0f} | {p:.0f} | {p / b:.2f} |"
@@ -292,6 +310,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=[],
         help=f"attacks to leave out, comma-separated, of {','.join(ATTACKS)}",
     )
+    p.add_argument("--preset", choices=["lan", "local"], default="lan", help="SWIM timing preset of every node")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--work", type=Path, help="directory for node data and logs (default: a fresh temp dir)")
     p.add_argument("--out", type=Path, default=OUT)

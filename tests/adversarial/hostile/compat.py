@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 try:
+    from node.app.config import build_config
     from node.app.service import NodeHandle, run_node
     from node.client.connection import ConnectionClosed, connect_client
     from node.protocol.identity import Identity, client_auth_message, id_text, parse_id
@@ -32,6 +33,7 @@ try:
     LAYOUT = "current"
 except ImportError:  # the commit before issue 11 (956e983): flat layout
     if not TYPE_CHECKING:  # type checkers see the current layout only
+        from node.config import build_config
         from node.identity import (
             Identity,
             client_auth_message,
@@ -78,6 +80,7 @@ __all__ = [
     "Receipt",
     "Update",
     "Welcome",
+    "build_config",
     "client_auth_message",
     "connect_client",
     "decode_client_frame",

@@ -64,9 +64,9 @@ def wait_quiet(pids: list[int], *, busy_max: float = 0.3, window_s: float = 1.0,
 class HostileProcess:
     """The hostile node program; `start` sends a command, `result` waits for its report."""
 
-    def __init__(self, tmp: Path, seed: str) -> None:
+    def __init__(self, tmp: Path, seed: str, preset: str = "local") -> None:
         self.log = (tmp / "hostile.log").open("w")
-        cmd = [sys.executable, "-m", "tests.adversarial.hostile.node", str(tmp / "hostile"), seed]
+        cmd = [sys.executable, "-m", "tests.adversarial.hostile.node", str(tmp / "hostile"), seed, preset]
         self.proc = subprocess.Popen(
             cmd, cwd=REPO, env=homing_env(), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log, text=True
         )

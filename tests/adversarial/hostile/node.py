@@ -1,6 +1,6 @@
 """A hostile volunteer: a real admitted node that joins a federation and then misbehaves (issue 11).
 
-    python -m tests.adversarial.hostile.node DATA_DIR SEED_HOST:PORT
+    python -m tests.adversarial.hostile.node DATA_DIR SEED_HOST:PORT [PRESET]     (SWIM preset, default local)
 
 It runs the node's own composition root (`run_node`: the real SWIM, peer-link and client drivers, an open
 federation so its fresh key is admitted), then reads one JSON command per line on stdin and runs each in the
@@ -43,6 +43,7 @@ from tests.adversarial.hostile.compat import (
     MsgType,
     NodeHandle,
     Update,
+    build_config,
     encode_client_message,
     encode_datagram,
     encode_whois,
@@ -268,8 +269,16 @@ class Hostile:
         emit({"done": name, "s": round(time.monotonic() - started, 2), **result})
 
 
-async def main(data_dir: Path, seed: str) -> None:
+async def main(data_dir: Path, seed: str, preset: str = "local") -> None:
     config = loopback_config(data_dir, join=[seed])
+    if preset != "local":
+        config = build_config(
+            {
+                "node": {"data_dir": str(data_dir), **{k: "127.0.0.1:0" for k in ("ws", "swim", "peer", "metrics")}},
+                "federation": {"open": True, "join": [seed]},
+            },
+            preset=preset,
+        )
     async with trio.open_nursery() as nursery:
         handle: NodeHandle = await nursery.start(run_node, config, Identity.generate())
         hostile = Hostile(handle)
@@ -282,4 +291,4 @@ async def main(data_dir: Path, seed: str) -> None:
 
 
 if __name__ == "__main__":
-    trio.run(main, Path(sys.argv[1]), sys.argv[2])
+    trio.run(main, Path(sys.argv[1]), sys.argv[2], sys.argv[3] if len(sys.argv) > 3 else "local")
