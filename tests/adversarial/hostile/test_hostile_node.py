@@ -1,0 +1,212 @@
+"""Issue 11 end to end: one hostile admitted node process against five honest `homing node run` processes.
+
+One test per numbered finding that a node can act on (the table in docs/security.md, "Hostile volunteers", links
+the findings that other suites cover). The federation is shared by the module (starting six processes costs
+~7 s); tests run in file order, the ones that change membership last. Each asserts what honest clients and honest
+nodes show from outside: receipts, deliveries, /v1/members, resident memory.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from collections.abc import Callable, Iterator
+from functools import partial
+from typing import Any
+
+import pytest
+import trio
+
+from tests.adversarial.hostile.compat import (
+    KIND_WHOIS_REPLY,
+    Deliver,
+    Identity,
+    Kind,
+    Receipt,
+    connect_client,
+    encode_whois,
+)
+from tests.adversarial.hostile.harness import (
+    FLOOD_SRC,
+    PEER_FLOOD_SRC,
+    Federation,
+    call,
+    receipt,
+    rss_bytes,
+    wait_quiet,
+)
+from tests.integration.procs import wait_for
+
+pytestmark = pytest.mark.timeout(120)
+
+
+@pytest.fixture(scope="module")
+def fed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Federation]:
+    f: Federation | None = None
+    try:
+        f = Federation(tmp_path_factory.mktemp("hostile"))
+        yield f
+    finally:
+        if f is not None:
+            f.stop()
+
+
+def hostile_do(fed: Federation, name: str, timeout: float = 60, **args: Any) -> Callable[[], dict[str, Any]]:
+    assert fed.hostile is not None
+    return lambda: fed.hostile.do(name, timeout, **args)  # type: ignore[union-attr]
+
+
+async def _no_deliver_from(conn: Any, sender: bytes, within_s: float) -> list[Any]:
+    got: list[Any] = []
+    with trio.move_on_after(within_s):
+        while True:
+            msg = await conn.receive()
+            if isinstance(msg, Deliver) and msg.sender == sender:
+                got.append(msg)
+    return got
+
+
+def test_finding_3_a_member_cannot_forge_an_envelope_from_a_client_of_another_node(fed: Federation) -> None:
+    alice, bob = Identity.generate(), Identity.generate()
+
+    async def main() -> None:
+        async with connect_client(fed.nodes[1].url, alice) as ca, connect_client(fed.nodes[1].url, bob) as cb:
+            await trio.sleep(0.5)
+            r = await trio.to_thread.run_sync(hostile_do(fed, "forge", frm=alice.id.hex(), to=bob.id.hex(), n=3))
+            assert r["sent"] > 0, r
+            assert await _no_deliver_from(cb, alice.id, 2.0) == [], "bob got an offer 'from alice' alice never sent"
+            ref = await ca.send_envelope(Kind.CALL_OFFER, bob.id, b"real", b"real")  # bob was listening all along
+            with trio.fail_after(10):
+                while not isinstance(msg := await cb.receive(), Deliver):
+                    pass
+            assert msg.sender == alice.id and msg.body == b"real", ref
+
+    trio.run(main)
+
+
+def test_finding_3_a_member_cannot_move_a_clients_lease_to_itself(fed: Federation) -> None:
+    alice, bob = Identity.generate(), Identity.generate()
+
+    async def main() -> None:
+        async with connect_client(fed.nodes[2].url, bob) as cb, connect_client(fed.nodes[1].url, alice) as ca:
+            await trio.sleep(0.5)
+            await trio.to_thread.run_sync(hostile_do(fed, "steal", id=bob.id.hex()))
+            await trio.sleep(0.5)
+            for i in range(3):
+                ref = await ca.send_envelope(Kind.CALL_OFFER, bob.id, b"c%d" % i, b"after-theft-%d" % i)
+                with trio.fail_after(10):
+                    while not (isinstance(m := await ca.receive(), Receipt) and m.ref == ref):
+                        pass
+                assert m.status.value == "delivered", f"offer {i} after the lease theft: {m.status.value}"
+                with trio.fail_after(10):
+                    while not isinstance(d := await cb.receive(), Deliver):
+                        pass
+                assert d.body == b"after-theft-%d" % i
+
+    trio.run(main)
+
+
+def test_finding_3_a_lease_flood_does_not_hide_a_newly_connected_client(fed: Federation) -> None:
+    r = hostile_do(fed, "lease_flood", timeout=90, n=204_800)()
+    assert r["frames"] > 0, r
+    wait_quiet([n.proc.pid for n in fed.nodes])  # the honest nodes have read what was sent
+    for i in (0, 4):  # found at once: no `queued` first (a refused lease leaves only the mailbox path)
+        statuses = trio.run(
+            partial(call, settle_s=1.0), fed.nodes[i].url, Identity.generate(), fed.nodes[3].url, Identity.generate()
+        )
+        assert statuses == ["delivered"], (
+            f"a client connected after the flood of {r['frames']} LEASE frames: {statuses}"
+        )
+
+
+def test_finding_4_one_address_with_fresh_keys_cannot_fill_the_mailboxes(fed: Federation) -> None:
+    r = hostile_do(
+        fed, "mailbox_flood", timeout=90, ws=fed.nodes[1].ports["ws"], keys=300, offers=80, body_bytes=64, src=FLOOD_SRC
+    )()
+    assert r["sent"] + r["refused_connections"] > 0, r
+    for node in (fed.nodes[1], fed.nodes[2]):  # the flooded node, and another origin
+        status = trio.run(receipt, node.url, Identity.generate(), os.urandom(32))
+        assert status == "queued", f"an honest offer to an unused offline id at {node.dir.name}: {status} ({r})"
+
+
+def test_finding_5_pongs_count_in_the_send_queue_and_the_node_stays_small(fed: Federation) -> None:
+    node = fed.nodes[2]
+    before = rss_bytes(node.proc.pid)
+    r = hostile_do(fed, "pings", timeout=90, ws=node.ports["ws"], size_bytes=96 * 2**20, src=FLOOD_SRC)()
+    grown = rss_bytes(node.proc.pid) - before
+    assert r["closed"], f"{r['sent_bytes']} bytes of pings never read and the node did not close ({grown} B grown)"
+    assert grown < 48 * 2**20, f"node grew by {grown / 2**20:.0f} MiB under {r['sent_bytes'] / 2**20:.0f} MiB of pings"
+    assert trio.run(call, node.url, Identity.generate(), fed.nodes[0].url, Identity.generate())[-1] == "delivered"
+
+
+def test_finding_5_empty_continuation_frames_are_counted_and_closed(fed: Federation) -> None:
+    node = fed.nodes[2]
+    r = hostile_do(fed, "fragments", timeout=90, ws=node.ports["ws"], frames=1_000_000, src=FLOOD_SRC)()
+    assert r["close_code"] == 1009 and r["sent_frames"] <= 100_000, r
+    assert trio.run(call, node.url, Identity.generate(), fed.nodes[0].url, Identity.generate())[-1] == "delivered"
+
+
+def test_finding_8_idle_peer_port_connections_do_not_keep_a_new_member_out(fed: Federation) -> None:
+    target = fed.nodes[3]
+    assert fed.hostile is not None
+    fed.hostile.start(
+        "peer_idle", host="127.0.0.1", port=target.ports["peer"], n=1100, duration_s=15.0, src=PEER_FLOOD_SRC
+    )
+    time.sleep(3)  # the flood holds what the node lets it hold
+    newcomer = fed.add_node("n5")
+    everyone = {n.id_text for n in fed.nodes}
+    wait_for(lambda: everyone <= {k for k, s in target.states().items() if s == "alive"}, 30, "the newcomer to join")
+    status = trio.run(call, newcomer.url, Identity.generate(), target.url, Identity.generate())
+    held = fed.hostile.result("peer_idle", 40)
+    assert status[-1] == "delivered", f"a call from the new member to the flooded one: {status} (flood {held})"
+
+
+def test_finding_8_a_whois_flood_does_not_starve_an_honest_seed_lookup(fed: Federation) -> None:
+    """An honest joiner asks a seed a few times a second at most (node/net/udp.py resolve_seed); each source network
+    has its own budget (docs/swim.md, "Seed lookup"), so a flood from other addresses leaves it its answers."""
+    target = fed.nodes[1]
+    assert fed.hostile is not None
+    fed.hostile.start(
+        "whois", host="127.0.0.1", port=target.ports["swim"], rate_per_s=1000, duration_s=6.0, src=FLOOD_SRC
+    )
+    time.sleep(1.0)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.settimeout(0.4)
+    answers = 0
+    try:
+        for _ in range(8):  # one ask every 0.5 s for 4 s, within the 6 s flood (a joiner asks a seed 3 times)
+            start = time.monotonic()
+            sock.sendto(encode_whois(os.urandom(32), os.urandom(16)), ("127.0.0.1", target.ports["swim"]))
+            try:
+                data = sock.recv(2048)
+                answers += data[0] == KIND_WHOIS_REPLY
+            except TimeoutError:
+                pass
+            time.sleep(max(0.0, 0.5 - (time.monotonic() - start)))
+    finally:
+        sock.close()
+    fed.hostile.result("whois", 30)
+    assert answers >= 7, f"an honest asker got {answers} of 8 WHOIS answers under a flood from another address"
+
+
+def test_honest_members_stay_alive_after_everything(fed: Federation) -> None:
+    """After every attack above (the eviction test comes after this one), no honest member was declared dead."""
+    assert not any(fed.dead_or_gone().values()), fed.dead_or_gone()
+
+
+def test_finding_2_a_member_cannot_evict_another(fed: Federation) -> None:
+    victim = fed.nodes[4]
+    assert fed.hostile is not None
+    fed.hostile.start("evict", victim=victim.id.hex(), duration_s=8.0)
+    declared_dead: list[tuple[str, str]] = []
+    deadline = time.monotonic() + 12.0
+    while time.monotonic() < deadline:
+        for n in fed.nodes[:4]:
+            state = n.states().get(victim.id_text)
+            if state in ("dead", "left"):
+                declared_dead.append((n.dir.name, state))
+        time.sleep(0.2)
+    fed.hostile.result("evict", 20)
+    assert declared_dead == [], f"honest nodes declared a live member gone: {declared_dead[:5]}"
