@@ -79,28 +79,47 @@ class ReceiptStatus(enum.StrEnum):
 class PeerEnvelope:
     """ENVELOPE: one client envelope on its way to a home node (from the origin node or from an owner)."""
 
-    eid: bytes = attrs.field(validator=_len(EID_BYTES))
-    origin: bytes = attrs.field(validator=_len(ID_BYTES))  # the sender's node: receipts go there
-    to: bytes = attrs.field(validator=_len(ID_BYTES))
-    sender: bytes = attrs.field(validator=_len(ID_BYTES))
-    kind: Kind = attrs.field(validator=v.instance_of(Kind))
-    call: bytes = attrs.field(validator=v.and_(v.instance_of(bytes), v.min_len(1), v.max_len(Limits.CALL_ID_MAX)))
-    body: bytes = attrs.field(validator=v.and_(v.instance_of(bytes), v.max_len(Limits.CLIENT_BODY_MAX)))
+    # Checked in one pass by __attrs_post_init__ (per-field attrs validators cost the relay ~4 us per envelope).
+    eid: bytes  # EID_BYTES
+    origin: bytes  # ID_BYTES; the sender's node: receipts go there
+    to: bytes  # ID_BYTES
+    sender: bytes  # ID_BYTES
+    kind: Kind
+    call: bytes  # 1 .. Limits.CALL_ID_MAX bytes
+    body: bytes  # at most Limits.CLIENT_BODY_MAX bytes
     # the sender's claim naming `origin`; both empty on a direct forward to a home that has it (docs/protocol.md)
-    claim_nonce: bytes = attrs.field(validator=v.instance_of(bytes))
-    claim_sig: bytes = attrs.field(validator=v.instance_of(bytes))
+    claim_nonce: bytes
+    claim_sig: bytes
     # mailbox path only: the origin's signature (`origin_signed_bytes`) and the unix ms after which it is void
-    expires_ms: int = attrs.field(default=0, validator=v.and_(v.instance_of(int), v.ge(0), v.le(2**63 - 1)))
-    origin_sig: bytes = attrs.field(default=b"", validator=v.instance_of(bytes))
+    expires_ms: int = 0  # 0 .. 2**63 - 1
+    origin_sig: bytes = b""  # empty or SIG_BYTES
 
-    @origin_sig.validator
-    def _sig_or_empty(self, _: Any, sig: bytes) -> None:
-        if len(sig) not in (0, SIG_BYTES):
+    def __attrs_post_init__(self) -> None:
+        """The field checks (TypeError for a wrong type, ValueError for a wrong size), as plain code."""
+        b = bytes
+        if not (
+            isinstance(self.eid, b)
+            and isinstance(self.origin, b)
+            and isinstance(self.to, b)
+            and isinstance(self.sender, b)
+            and isinstance(self.call, b)
+            and isinstance(self.body, b)
+            and isinstance(self.claim_nonce, b)
+            and isinstance(self.claim_sig, b)
+            and isinstance(self.origin_sig, b)
+            and isinstance(self.kind, Kind)
+            and isinstance(self.expires_ms, int)
+        ):
+            raise TypeError("PeerEnvelope: a field has the wrong type")
+        if len(self.eid) != EID_BYTES or not len(self.origin) == len(self.to) == len(self.sender) == ID_BYTES:
+            raise ValueError(f"PeerEnvelope: eid is {EID_BYTES} bytes, ids {ID_BYTES} bytes")
+        if not 1 <= len(self.call) <= Limits.CALL_ID_MAX or len(self.body) > Limits.CLIENT_BODY_MAX:
+            raise ValueError("PeerEnvelope: call id or body out of bounds")
+        if not 0 <= self.expires_ms <= 2**63 - 1:
+            raise ValueError("PeerEnvelope: expires_ms out of range")
+        if len(self.origin_sig) not in (0, SIG_BYTES):
             raise ValueError(f"origin_sig is empty or {SIG_BYTES} bytes")
-
-    @claim_sig.validator
-    def _claim_or_none(self, _: Any, sig: bytes) -> None:
-        if (len(self.claim_nonce), len(sig)) not in ((0, 0), (NONCE_BYTES, SIG_BYTES)):
+        if (len(self.claim_nonce), len(self.claim_sig)) not in ((0, 0), (NONCE_BYTES, SIG_BYTES)):
             raise ValueError(f"a claim is a {NONCE_BYTES}-byte nonce and a {SIG_BYTES}-byte signature, or absent")
 
     @property
