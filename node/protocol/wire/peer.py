@@ -126,6 +126,22 @@ class PeerEnvelope:
     def has_claim(self) -> bool:
         return bool(self.claim_sig)
 
+    def without_claim(self) -> PeerEnvelope:
+        """This envelope without the sender's claim (what `attrs.evolve` would give, without its introspection)."""
+        return PeerEnvelope(
+            eid=self.eid,
+            origin=self.origin,
+            to=self.to,
+            sender=self.sender,
+            kind=self.kind,
+            call=self.call,
+            body=self.body,
+            claim_nonce=b"",
+            claim_sig=b"",
+            expires_ms=self.expires_ms,
+            origin_sig=self.origin_sig,
+        )
+
     @property
     def sender_claim(self) -> HomeClaim:
         return HomeClaim(client=self.sender, home=self.origin, nonce=self.claim_nonce, sig=self.claim_sig)
@@ -159,8 +175,14 @@ def origin_signed_bytes(e: PeerEnvelope) -> bytes:
 
 @attrs.frozen(kw_only=True, slots=True)
 class EnvelopeResult:
-    eid: bytes = attrs.field(validator=_len(EID_BYTES))
-    status: ResultStatus = attrs.field(validator=v.instance_of(ResultStatus))
+    eid: bytes  # EID_BYTES; checked with `status` in __attrs_post_init__ (one per relayed envelope)
+    status: ResultStatus
+
+    def __attrs_post_init__(self) -> None:
+        if not isinstance(self.eid, bytes) or not isinstance(self.status, ResultStatus):
+            raise TypeError("EnvelopeResult: eid is bytes, status a ResultStatus")
+        if len(self.eid) != EID_BYTES:
+            raise ValueError(f"EnvelopeResult: eid is {EID_BYTES} bytes")
 
 
 @attrs.frozen(kw_only=True, slots=True)
