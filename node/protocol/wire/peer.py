@@ -347,12 +347,18 @@ def peer_to_map(msg: PeerMessage) -> dict[str, Any]:
     return {k: (int(x) if isinstance(x, MsgType) else x) for k, x in m.items()}
 
 
+_ENUM_VALUES: dict[type[enum.StrEnum], dict[str, enum.StrEnum]] = {}
+
+
 def _get_enum(m: dict[str, Any], key: str, cls: type[enum.StrEnum]) -> Any:
     s = get_str(m, key, max_len=32)
-    try:
-        return cls(s)
-    except ValueError:
-        raise RemoteProtocolError(f"field {key!r}: unknown value {s!r}") from None
+    values = _ENUM_VALUES.get(cls)
+    if values is None:  # a dict lookup per frame instead of EnumType.__call__ (bounded: one entry per enum class)
+        values = _ENUM_VALUES[cls] = {member.value: member for member in cls}
+    member = values.get(s)
+    if member is None:
+        raise RemoteProtocolError(f"field {key!r}: unknown value {s!r}")
+    return member
 
 
 def _get_ids(m: dict[str, Any], key: str, size: int) -> tuple[bytes, ...]:
