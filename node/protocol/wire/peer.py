@@ -344,7 +344,8 @@ def peer_to_map(msg: PeerMessage) -> dict[str, Any]:
             m = push_to_map(msg)
         case _:  # pragma: no cover - the type checker proves this unreachable
             raise TypeError(f"not a peer message: {msg!r}")
-    return {k: (int(x) if isinstance(x, MsgType) else x) for k, x in m.items()}
+    m["t"] = int(m["t"])  # a plain int (only "t" holds a MsgType); the map is fresh, so set it in place
+    return m
 
 
 _ENUM_VALUES: dict[type[enum.StrEnum], dict[str, enum.StrEnum]] = {}
