@@ -13,7 +13,6 @@ bounded there the same way.
 
 from __future__ import annotations
 
-from collections import Counter
 from typing import TypeVar
 
 from node.protocol.relay.rendezvous import ENTRY_OVERHEAD_BYTES
@@ -22,23 +21,25 @@ from node.protocol.settings import RelaySection
 K = TypeVar("K")
 
 
-def _bump(counter: Counter[K], key: K, n: int) -> None:
-    counter[key] += n
-    if counter[key] <= 0:
-        del counter[key]
+def _bump(counter: dict[K, int], key: K, n: int) -> None:
+    total = counter.get(key, 0) + n  # plain dict operations: Counter's are Python-level (per-envelope path)
+    if total > 0:
+        counter[key] = total
+    else:
+        counter.pop(key, None)
 
 
 class OriginBudgets:
     def __init__(self, config: RelaySection) -> None:
         self.config = config
-        self._pending_by_id: Counter[bytes] = Counter()
-        self._pending_by_addr: Counter[str] = Counter()
-        self._mail_by_addr: Counter[str] = Counter()
-        self._mail_bytes_by_addr: Counter[str] = Counter()
+        self._pending_by_id: dict[bytes, int] = {}
+        self._pending_by_addr: dict[str, int] = {}
+        self._mail_by_addr: dict[str, int] = {}
+        self._mail_bytes_by_addr: dict[str, int] = {}
 
     def pending_admit(self, sender: bytes, addr: str) -> bool:
         c = self.config
-        return self._pending_by_id[sender] < c.pending_per_id_max and self._pending_by_addr[addr] < (
+        return self._pending_by_id.get(sender, 0) < c.pending_per_id_max and self._pending_by_addr.get(addr, 0) < (
             c.pending_per_address_max
         )
 
@@ -50,8 +51,8 @@ class OriginBudgets:
         c = self.config
         size = body_bytes + ENTRY_OVERHEAD_BYTES
         return (
-            self._mail_by_addr[addr] < c.mailbox_per_address_max
-            and self._mail_bytes_by_addr[addr] + size <= c.mailbox_bytes_per_address_max
+            self._mail_by_addr.get(addr, 0) < c.mailbox_per_address_max
+            and self._mail_bytes_by_addr.get(addr, 0) + size <= c.mailbox_bytes_per_address_max
         )
 
     def mail(self, addr: str, body_bytes: int, sign: int) -> None:

@@ -368,7 +368,7 @@ class RelayCore:
         if home == self.node_id or not self._links.peer_has(home, env.sender, env.claim_nonce):
             return env
         if p.bare is None:
-            p.bare = attrs.evolve(env, claim_nonce=b"", claim_sig=b"")
+            p.bare = env.without_claim()
         return p.bare
 
     def _mailbox_put(self, p: Pending, now: float) -> None:

@@ -154,7 +154,7 @@ class Home:
         if claim is None or not self._authorised(from_node, env, claim, now):
             self._owner.refused[Refusal.FORGED] += 1
             return False
-        if from_node == env.origin and env.has_claim:
+        if from_node == env.origin and env.has_claim and from_node != self.node_id:  # own envelopes keep theirs
             self._links.learn(from_node, env.sender, *claim)
         return True
 

@@ -79,33 +79,68 @@ class ReceiptStatus(enum.StrEnum):
 class PeerEnvelope:
     """ENVELOPE: one client envelope on its way to a home node (from the origin node or from an owner)."""
 
-    eid: bytes = attrs.field(validator=_len(EID_BYTES))
-    origin: bytes = attrs.field(validator=_len(ID_BYTES))  # the sender's node: receipts go there
-    to: bytes = attrs.field(validator=_len(ID_BYTES))
-    sender: bytes = attrs.field(validator=_len(ID_BYTES))
-    kind: Kind = attrs.field(validator=v.instance_of(Kind))
-    call: bytes = attrs.field(validator=v.and_(v.instance_of(bytes), v.min_len(1), v.max_len(Limits.CALL_ID_MAX)))
-    body: bytes = attrs.field(validator=v.and_(v.instance_of(bytes), v.max_len(Limits.CLIENT_BODY_MAX)))
+    # Checked in one pass by __attrs_post_init__ (per-field attrs validators cost the relay ~4 us per envelope).
+    eid: bytes  # EID_BYTES
+    origin: bytes  # ID_BYTES; the sender's node: receipts go there
+    to: bytes  # ID_BYTES
+    sender: bytes  # ID_BYTES
+    kind: Kind
+    call: bytes  # 1 .. Limits.CALL_ID_MAX bytes
+    body: bytes  # at most Limits.CLIENT_BODY_MAX bytes
     # the sender's claim naming `origin`; both empty on a direct forward to a home that has it (docs/protocol.md)
-    claim_nonce: bytes = attrs.field(validator=v.instance_of(bytes))
-    claim_sig: bytes = attrs.field(validator=v.instance_of(bytes))
+    claim_nonce: bytes
+    claim_sig: bytes
     # mailbox path only: the origin's signature (`origin_signed_bytes`) and the unix ms after which it is void
-    expires_ms: int = attrs.field(default=0, validator=v.and_(v.instance_of(int), v.ge(0), v.le(2**63 - 1)))
-    origin_sig: bytes = attrs.field(default=b"", validator=v.instance_of(bytes))
+    expires_ms: int = 0  # 0 .. 2**63 - 1
+    origin_sig: bytes = b""  # empty or SIG_BYTES
 
-    @origin_sig.validator
-    def _sig_or_empty(self, _: Any, sig: bytes) -> None:
-        if len(sig) not in (0, SIG_BYTES):
+    def __attrs_post_init__(self) -> None:
+        """The field checks (TypeError for a wrong type, ValueError for a wrong size), as plain code."""
+        b = bytes
+        if not (
+            isinstance(self.eid, b)
+            and isinstance(self.origin, b)
+            and isinstance(self.to, b)
+            and isinstance(self.sender, b)
+            and isinstance(self.call, b)
+            and isinstance(self.body, b)
+            and isinstance(self.claim_nonce, b)
+            and isinstance(self.claim_sig, b)
+            and isinstance(self.origin_sig, b)
+            and isinstance(self.kind, Kind)
+            and isinstance(self.expires_ms, int)
+        ):
+            raise TypeError("PeerEnvelope: a field has the wrong type")
+        if len(self.eid) != EID_BYTES or not len(self.origin) == len(self.to) == len(self.sender) == ID_BYTES:
+            raise ValueError(f"PeerEnvelope: eid is {EID_BYTES} bytes, ids {ID_BYTES} bytes")
+        if not 1 <= len(self.call) <= Limits.CALL_ID_MAX or len(self.body) > Limits.CLIENT_BODY_MAX:
+            raise ValueError("PeerEnvelope: call id or body out of bounds")
+        if not 0 <= self.expires_ms <= 2**63 - 1:
+            raise ValueError("PeerEnvelope: expires_ms out of range")
+        if len(self.origin_sig) not in (0, SIG_BYTES):
             raise ValueError(f"origin_sig is empty or {SIG_BYTES} bytes")
-
-    @claim_sig.validator
-    def _claim_or_none(self, _: Any, sig: bytes) -> None:
-        if (len(self.claim_nonce), len(sig)) not in ((0, 0), (NONCE_BYTES, SIG_BYTES)):
+        if (len(self.claim_nonce), len(self.claim_sig)) not in ((0, 0), (NONCE_BYTES, SIG_BYTES)):
             raise ValueError(f"a claim is a {NONCE_BYTES}-byte nonce and a {SIG_BYTES}-byte signature, or absent")
 
     @property
     def has_claim(self) -> bool:
         return bool(self.claim_sig)
+
+    def without_claim(self) -> PeerEnvelope:
+        """This envelope without the sender's claim (what `attrs.evolve` would give, without its introspection)."""
+        return PeerEnvelope(
+            eid=self.eid,
+            origin=self.origin,
+            to=self.to,
+            sender=self.sender,
+            kind=self.kind,
+            call=self.call,
+            body=self.body,
+            claim_nonce=b"",
+            claim_sig=b"",
+            expires_ms=self.expires_ms,
+            origin_sig=self.origin_sig,
+        )
 
     @property
     def sender_claim(self) -> HomeClaim:
@@ -140,8 +175,14 @@ def origin_signed_bytes(e: PeerEnvelope) -> bytes:
 
 @attrs.frozen(kw_only=True, slots=True)
 class EnvelopeResult:
-    eid: bytes = attrs.field(validator=_len(EID_BYTES))
-    status: ResultStatus = attrs.field(validator=v.instance_of(ResultStatus))
+    eid: bytes  # EID_BYTES; checked with `status` in __attrs_post_init__ (one per relayed envelope)
+    status: ResultStatus
+
+    def __attrs_post_init__(self) -> None:
+        if not isinstance(self.eid, bytes) or not isinstance(self.status, ResultStatus):
+            raise TypeError("EnvelopeResult: eid is bytes, status a ResultStatus")
+        if len(self.eid) != EID_BYTES:
+            raise ValueError(f"EnvelopeResult: eid is {EID_BYTES} bytes")
 
 
 @attrs.frozen(kw_only=True, slots=True)
@@ -303,15 +344,22 @@ def peer_to_map(msg: PeerMessage) -> dict[str, Any]:
             m = push_to_map(msg)
         case _:  # pragma: no cover - the type checker proves this unreachable
             raise TypeError(f"not a peer message: {msg!r}")
-    return {k: (int(x) if isinstance(x, MsgType) else x) for k, x in m.items()}
+    m["t"] = int(m["t"])  # a plain int (only "t" holds a MsgType); the map is fresh, so set it in place
+    return m
+
+
+_ENUM_VALUES: dict[type[enum.StrEnum], dict[str, enum.StrEnum]] = {}
 
 
 def _get_enum(m: dict[str, Any], key: str, cls: type[enum.StrEnum]) -> Any:
     s = get_str(m, key, max_len=32)
-    try:
-        return cls(s)
-    except ValueError:
-        raise RemoteProtocolError(f"field {key!r}: unknown value {s!r}") from None
+    values = _ENUM_VALUES.get(cls)
+    if values is None:  # a dict lookup per frame instead of EnumType.__call__ (bounded: one entry per enum class)
+        values = _ENUM_VALUES[cls] = {member.value: member for member in cls}
+    member = values.get(s)
+    if member is None:
+        raise RemoteProtocolError(f"field {key!r}: unknown value {s!r}")
+    return member
 
 
 def _get_ids(m: dict[str, Any], key: str, size: int) -> tuple[bytes, ...]:
