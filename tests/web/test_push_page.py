@@ -17,8 +17,8 @@ from typing import Any
 
 import pytest
 
+from node.app.vapid import load_or_create_vapid_key
 from node.cli.webdemo import page_link
-from node.net.push import load_or_create_vapid_key
 from node.protocol.identity import Identity
 from node.protocol.webpush import public_point
 from tests.integration.procs import NodeProcess
