@@ -22,10 +22,11 @@ and one write many replies, which is where the throughput comes from (docs/perfo
 layer"). A server-side close queues a close frame and keeps reading (discarding) until the client's close frame
 or EOF, so the client sees the close code. The server is the sessions' `SessionPort`.
 
-Keepalive: one task per server (`_keepalive`) holds every online session in a `DeadlineHeap` of its core's
-ping/idle deadline and, when entries fall due, calls `session.keepalive(now)`: the ping is queued for the shared
-flusher, no session's reader wakes, and a session that heard from its client since is just filed again at its
-new deadline (a frame does not touch the heap). 19,000 idle phones cost ~630 pings/s, docs/performance.md.
+Keepalive: one task per server (`_keepalive`) holds every online session in a `DeadlineHeap` of its core's ping/idle
+deadline and, when entries fall due (in rounds at most `keepalive_batch_s` apart), calls `session.keepalive(now)`:
+the ping is queued for the shared flusher, no session's reader wakes, and a session that heard from its client since
+is just filed again at its new deadline (a frame does not touch the heap). 19,000 idle phones cost ~630 pings/s,
+docs/performance.md.
 
 Handshakes in progress (accepted, not yet welcomed) are capped at `handshakes_in_progress_max`: beyond it an
 upgrade is answered 503 with Retry-After before any crypto, so under a reconnect storm the node finishes the
@@ -237,11 +238,13 @@ class ClientServer:
 
     async def _keepalive(self) -> None:
         """Ping the sessions due and close those idle too long (their cores decide), all from this one task."""
-        due = self._keepalive_due
+        due, batch_s = self._keepalive_due, self.config.keepalive_batch_s
+        now = -math.inf
         while True:
             self._keepalive_scope = trio.CancelScope(deadline=due.next_deadline())
             with self._keepalive_scope:
                 await trio.sleep_forever()
+            await trio.sleep_until(now + batch_s)  # one round per batch_s at most: due together, pinged together
             now = trio.current_time()
             for session in due.pop_due(now):
                 try:

@@ -240,6 +240,10 @@ class ClientsSection:
     ping_interval_s: float = attrs.field(default=30.0, validator=_pos)
     # Seconds without any frame from a client before it is closed (clients ping to stay alive).
     idle_timeout_s: float = attrs.field(default=120.0, validator=_pos)
+    # Seconds between the keepalive task's rounds: every session whose ping or idle deadline passed is handled in
+    # one round, so a ping goes out up to this much late, and the pongs of a round arrive together and are read in
+    # few event-loop rounds (an idle phone's cost is mostly wake-ups, docs/performance.md). 0: exactly on time.
+    keepalive_batch_s: float = attrs.field(default=0.5, validator=[v.ge(0.0), v.le(5.0)])
     # Refused frames (bad, oversized, rate-limited) in a row before the connection is closed with 4429.
     abuse_strikes_max: int = attrs.field(default=20, validator=v.ge(1))
     # WebSocket frames one client message may be split into (browsers send one); more closes with 1009. Empty
