@@ -28,7 +28,7 @@ the ping is queued for the shared flusher, no session's reader wakes, and a sess
 is just filed again at its new deadline (a frame does not touch the heap). 19,000 idle phones cost ~630 pings/s,
 docs/performance.md.
 
-Handshakes in progress (accepted, not yet welcomed) are capped at `handshakes_in_progress_max`: beyond it an
+Handshakes in progress (upgrade accepted, not yet welcomed) are capped at `handshakes_in_progress_max`: beyond it an
 upgrade is answered 503 with Retry-After before any crypto, so under a reconnect storm the node finishes the
 handshakes it started instead of starting more than it can finish within `handshake_timeout_s`.
 """
@@ -177,7 +177,7 @@ class ClientServer:
         self._done = trio.Event()
         self._idle = trio.Event()  # set when the last session ends (shutdown waits on it)
         self._online = 0
-        self._handshaking = 0  # connections accepted and not yet welcomed (or ended)
+        self._handshaking = 0  # upgrades accepted (101 sent) and not yet welcomed (or ended)
         self._keepalive_due: DeadlineHeap[ClientSession] = DeadlineHeap()
         self._keepalive_scope = trio.CancelScope()  # the keepalive task's sleep until the heap's next deadline
 
@@ -350,7 +350,7 @@ class ClientServer:
             refusal = 404, "not found"
         if refusal is None and not self._handshakes.take(key, trio.current_time()):
             refusal = 429, "too many new connections from your address, retry later"
-        if refusal is None and self._handshaking > self.config.handshakes_in_progress_max:  # this one counts too
+        if refusal is None and self._handshaking >= self.config.handshakes_in_progress_max:
             refusal = 503, BUSY_TEXT
         return refusal
 
@@ -369,7 +369,6 @@ class ClientServer:
         cfg = self.config
         deadline = trio.current_time() + cfg.handshake_timeout_s
         self._connections += 1
-        self._handshaking += 1  # until session_online, or the end of this connection
         session: ClientSession | None = None
         key: str | None = None  # the address_key this connection is counted under
         try:
@@ -412,6 +411,7 @@ class ClientServer:
             # frames of its parked reader); what the upgrade needed is dropped first
             del hs, request, head
             session = self._open_session(stream, ws, accept, use_json, address, key, deadline)
+            self._handshaking += 1  # from the accepted upgrade until session_online, or the end of this connection
             del ws, accept
             try:
                 await session.run()
@@ -422,7 +422,7 @@ class ClientServer:
                     self._idle.set()
         finally:
             self._connections -= 1
-            if session is None or not session.client_id:  # never welcomed: still counted as handshaking
+            if session is not None and not session.client_id:  # upgraded, never welcomed: still counted
                 self._handshaking -= 1
             if key is not None:
                 self._uncount(key)

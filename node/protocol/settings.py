@@ -209,7 +209,7 @@ class ClientsSection:
     # Client connections from one address: an IPv4 /32 or an IPv6 /64 (one host usually holds a whole /64),
     # after a trusted proxy's header is applied (`trusted_proxies`). A NAT may hide many users.
     connections_per_ip_max: int = attrs.field(default=256, validator=v.ge(1))
-    # Handshakes in progress at once (connections accepted but not yet welcomed, all addresses): beyond it an
+    # Handshakes in progress at once (upgrades accepted but not yet welcomed, all addresses): beyond it an
     # upgrade is answered 503 with `Retry-After: 2` before any crypto. Under a reconnect storm on a starved CPU a
     # node that starts every handshake finishes few within handshake_timeout_s and clients retry (wasted work);
     # capped, it finishes those it started and the others back off (docs/client-protocol.md, "Reconnecting").

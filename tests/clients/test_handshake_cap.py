@@ -75,3 +75,18 @@ def test_a_client_refused_at_the_cap_costs_no_challenge() -> None:
             assert node.server._online == 1
 
     run(main)
+
+
+def test_silent_connections_do_not_take_handshake_slots() -> None:
+    """Only an accepted upgrade counts: sockets that never send a request (bounded by handshake_timeout_s and the
+    connection limits) cannot make the node answer 503 to everyone."""
+
+    async def main() -> None:
+        async with running_node(handshakes_in_progress_max=1) as node:
+            silent = [await trio.open_tcp_stream("127.0.0.1", node.port) for _ in range(5)]
+            async with connect_client(node.url, ALICE) as alice:
+                assert await alice.ping() >= 0
+            for stream in silent:
+                await stream.aclose()
+
+    run(main)
