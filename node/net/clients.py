@@ -21,12 +21,23 @@ runs its `ClientSession` (node/net/session.py): a byte pump around the pure `Ses
 and one write many replies, which is where the throughput comes from (docs/performance.md, "Client WebSocket
 layer"). A server-side close queues a close frame and keeps reading (discarding) until the client's close frame
 or EOF, so the client sees the close code. The server is the sessions' `SessionPort`.
+
+Keepalive: one task per server (`_keepalive`) holds every online session in a `DeadlineHeap` of its core's ping/idle
+deadline and, when entries fall due (in rounds at most `keepalive_batch_s` apart), calls `session.keepalive(now)`:
+the ping is queued for the shared flusher, no session's reader wakes, and a session that heard from its client since
+is just filed again at its new deadline (a frame does not touch the heap). 19,000 idle phones cost ~630 pings/s,
+docs/performance.md.
+
+Handshakes in progress (upgrade accepted, not yet welcomed) are capped at `handshakes_in_progress_max`: beyond it an
+upgrade is answered 503 with Retry-After before any crypto, so under a reconnect storm the node finishes the
+handshakes it started instead of starting more than it can finish within `handshake_timeout_s`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import ssl
 import time
@@ -47,6 +58,7 @@ from wsproto.utilities import RemoteProtocolError as WsRemoteProtocolError
 from node.net.decoy import DecoySite, read_head, serve_decoy, site_root
 from node.net.session import ClientSession
 from node.net.sockio import Flusher
+from node.protocol.deadlines import DeadlineHeap
 from node.protocol.decoy import Head, parse_head
 from node.protocol.identity import Identity, short_id
 from node.protocol.proxy import PROXY_V2_BYTES_MAX, ProxyHeaderError, TrustedProxies, parse_proxy_v2
@@ -82,6 +94,8 @@ __all__ = [
 log = logging.getLogger("homing.clients")
 
 CLIENT_PATH = "/v1/client"
+BUSY_TEXT = "too many handshakes in progress, retry soon"
+BUSY_RETRY_AFTER_S = 2  # the cap frees up within a handshake or two; the client's own backoff adds jitter
 JSON_SUBPROTOCOL = "homing.v1.json"
 
 
@@ -163,6 +177,9 @@ class ClientServer:
         self._done = trio.Event()
         self._idle = trio.Event()  # set when the last session ends (shutdown waits on it)
         self._online = 0
+        self._handshaking = 0  # upgrades accepted (101 sent) and not yet welcomed (or ended)
+        self._keepalive_due: DeadlineHeap[ClientSession] = DeadlineHeap()
+        self._keepalive_scope = trio.CancelScope()  # the keepalive task's sleep until the heap's next deadline
 
     def connections_per_address(self) -> dict[str, int]:
         """Open client connections per `address_key` (/32 IPv4, /64 IPv6), a copy: for operators' range counts."""
@@ -183,6 +200,8 @@ class ClientServer:
 
     def session_online(self, session: ClientSession) -> None:
         self._online += 1
+        self._handshaking -= 1
+        self._file_keepalive(session, session.keepalive(trio.current_time()))
         log.debug(
             "event=client_online conn=%d id=%s ip=%s", session.conn_id, short_id(session.client_id), session.remote_ip
         )
@@ -192,6 +211,7 @@ class ClientServer:
 
     def session_offline(self, session: ClientSession) -> None:
         self._online -= 1
+        self._keepalive_due.discard(session)
         self.relay_call(self.relay.client_offline, session)
         if self.metrics is not None:
             self.metrics.clients_connected(self._online)
@@ -205,6 +225,32 @@ class ClientServer:
             session.send(Error(code=ErrorCode.UNKNOWN_TYPE))
             return
         self.relay_call(handler, session, msg)
+
+    # --- keepalive (one task for every session) ---------------------------------------------------------------
+
+    def _file_keepalive(self, session: ClientSession, deadline: float) -> None:
+        if deadline == math.inf:
+            self._keepalive_due.discard(session)
+            return
+        self._keepalive_due.push(session, deadline)
+        if deadline < self._keepalive_scope.deadline:
+            self._keepalive_scope.deadline = deadline
+
+    async def _keepalive(self) -> None:
+        """Ping the sessions due and close those idle too long (their cores decide), all from this one task."""
+        due, batch_s = self._keepalive_due, self.config.keepalive_batch_s
+        now = -math.inf
+        while True:
+            self._keepalive_scope = trio.CancelScope(deadline=due.next_deadline())
+            with self._keepalive_scope:
+                await trio.sleep_forever()
+            await trio.sleep_until(now + batch_s)  # one round per batch_s at most: due together, pinged together
+            now = trio.current_time()
+            for session in due.pop_due(now):
+                try:
+                    self._file_keepalive(session, session.keepalive(now))
+                except Exception:  # a bug in one session never ends keepalive for the others
+                    log.exception("event=keepalive_error conn=%d", session.conn_id)
 
     # --- control requests (docs/client-protocol.md) ----------------------------------------------------------
 
@@ -244,6 +290,7 @@ class ClientServer:
         async with trio.open_nursery() as conns:
             if self._own_flusher:
                 await conns.start(self.flusher.run)
+            conns.start_soon(self._keepalive)
             with self._accept_scope:
                 async with trio.open_nursery() as accepts:
                     for li in accepting:
@@ -303,6 +350,8 @@ class ClientServer:
             refusal = 404, "not found"
         if refusal is None and not self._handshakes.take(key, trio.current_time()):
             refusal = 429, "too many new connections from your address, retry later"
+        if refusal is None and self._handshaking >= self.config.handshakes_in_progress_max:
+            refusal = 503, BUSY_TEXT
         return refusal
 
     def _count(self, key: str) -> None:
@@ -320,6 +369,7 @@ class ClientServer:
         cfg = self.config
         deadline = trio.current_time() + cfg.handshake_timeout_s
         self._connections += 1
+        session: ClientSession | None = None
         key: str | None = None  # the address_key this connection is counted under
         try:
             proxied = self._proxies.trusts(peer)
@@ -361,6 +411,7 @@ class ClientServer:
             # frames of its parked reader); what the upgrade needed is dropped first
             del hs, request, head
             session = self._open_session(stream, ws, accept, use_json, address, key, deadline)
+            self._handshaking += 1  # from the accepted upgrade until session_online, or the end of this connection
             del ws, accept
             try:
                 await session.run()
@@ -371,6 +422,8 @@ class ClientServer:
                     self._idle.set()
         finally:
             self._connections -= 1
+            if session is not None and not session.client_id:  # upgraded, never welcomed: still counted
+                self._handshaking -= 1
             if key is not None:
                 self._uncount(key)
             await trio.aclose_forcefully(stream)
@@ -494,7 +547,8 @@ def _reject(hs: H11Handshake, status: int, text: str) -> bytes:
     body = text.encode() + b"\n"
     headers = [(b"content-type", b"text/plain; charset=utf-8"), (b"content-length", str(len(body)).encode())]
     if status in (429, 503):
-        headers.append((b"retry-after", b"30"))
+        retry_after_s = BUSY_RETRY_AFTER_S if text == BUSY_TEXT else 30
+        headers.append((b"retry-after", str(retry_after_s).encode()))
     return bytes(hs.send(RejectConnection(status_code=status, headers=headers, has_body=True))) + bytes(
         hs.send(RejectData(data=body))
     )

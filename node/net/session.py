@@ -5,9 +5,12 @@ moves bytes and carries out the core's commands. The reader (`run`) owns the soc
 state: one read per wake-up, every WebSocket event of it handed to the core with one `now`. The send side is an
 `OutBuffer` (node/net/sockio.py) written by the node's flusher at the end of each scheduler batch. Every frame we
 queue, data frames, pongs, pings, goes through one bound (`send_queue_max` messages, `send_queue_bytes_max`
-bytes): over it the core closes the connection as a slow reader (1008). The core's timers (handshake, ping, idle,
-close) are the deadline of the reader's one cancel scope. The session talks to its server only through the
-`SessionPort` protocol, so neither module imports the other's internals.
+bytes): over it the core closes the connection as a slow reader (1008). The core's handshake and close timers
+are the deadline of the reader's one cancel scope; its keepalive timers (ping, idle: the only ones of an OPEN
+session) are not: the server's one keepalive task walks the sessions due and calls `keepalive(now)`, which
+queues the ping through the flusher without waking this reader (an idle phone costs no wake-up of its own).
+The session talks to its server only through the `SessionPort` protocol, so neither module imports the
+other's internals.
 """
 
 from __future__ import annotations
@@ -47,6 +50,13 @@ log = logging.getLogger("homing.clients")
 
 _OPEN = State.OPEN
 _WS_OPEN = ConnectionState.OPEN
+_INF = math.inf
+
+
+def reader_deadline(core: SessionCore) -> float:
+    """When the reader must wake for the core: its handshake or close timer; an OPEN session's keepalive timers
+    are the server's keepalive task's (`ClientSession.keepalive`)."""
+    return _INF if core.state is _OPEN else core.next_deadline()
 
 
 class SessionPort(Protocol):
@@ -155,7 +165,20 @@ class ClientSession(OutBuffer):
 
     def _write_failed(self) -> None:
         self._execute(self._core.write_failed())
-        self._scope.deadline = self._core.next_deadline()  # the reader ends the session now
+        self._scope.deadline = reader_deadline(self._core)  # the reader ends the session now
+
+    def keepalive(self, now: float) -> float:
+        """The server's keepalive task: the core's ping/idle timer is due (or was moved by a frame since).
+
+        Runs the core's tick in the keepalive task (a ping is queued for the flusher, an idle timeout queues the
+        close and wakes the reader through Offline); returns the next keepalive deadline, inf when not OPEN.
+        """
+        core = self._core
+        if core.state is not _OPEN:
+            return _INF
+        if now >= core.next_deadline():
+            self._execute(core.tick(now))
+        return core.next_deadline() if core.state is _OPEN else _INF
 
     def _report_offline(self) -> None:
         self._offline_pending = False
@@ -197,7 +220,7 @@ class ClientSession(OutBuffer):
         if not self._close_queued and ws.state in (_WS_OPEN, ConnectionState.REMOTE_CLOSING):
             self._close_queued = True
             self.queue(ws.send(CloseConnection(code=cmd.code, reason=cmd.reason)))
-        self._scope.deadline = min(self._scope.deadline, self._core.next_deadline())
+        self._scope.deadline = min(self._scope.deadline, reader_deadline(self._core))
 
     # --- receiving ----------------------------------------------------------------------------------------
 
@@ -234,7 +257,7 @@ class ClientSession(OutBuffer):
         while not core.closed:
             if self._offline_pending:
                 self._report_offline()
-            self._scope = trio.CancelScope(deadline=core.next_deadline())
+            self._scope = trio.CancelScope(deadline=reader_deadline(core))
             with self._scope:
                 while True:
                     data = await read_some(stream, fd, read_bytes, wait_first=0 < len(data) < read_bytes)
@@ -254,7 +277,10 @@ class ClientSession(OutBuffer):
                         break
                     if self._offline_pending:
                         self._report_offline()
-                    self._scope.deadline = core.next_deadline()
+                    if core.state is not _OPEN:
+                        self._scope.deadline = core.next_deadline()
+                    elif self._scope.deadline != _INF:  # just welcomed: keepalive is the server's from now on
+                        self._scope.deadline = _INF
             if not core.closed:
                 self._execute(core.tick(trio.current_time()))
         self.flush_now()

@@ -209,6 +209,11 @@ class ClientsSection:
     # Client connections from one address: an IPv4 /32 or an IPv6 /64 (one host usually holds a whole /64),
     # after a trusted proxy's header is applied (`trusted_proxies`). A NAT may hide many users.
     connections_per_ip_max: int = attrs.field(default=256, validator=v.ge(1))
+    # Handshakes in progress at once (upgrades accepted but not yet welcomed, all addresses): beyond it an
+    # upgrade is answered 503 with `Retry-After: 2` before any crypto. Under a reconnect storm on a starved CPU a
+    # node that starts every handshake finishes few within handshake_timeout_s and clients retry (wasted work);
+    # capped, it finishes those it started and the others back off (docs/client-protocol.md, "Reconnecting").
+    handshakes_in_progress_max: int = attrs.field(default=512, validator=v.ge(1))
     # New WebSocket handshakes per second from one address (/32, /64), on average: one address cannot churn
     # thousands of fresh client keys through reconnects. Over it, the upgrade is refused with HTTP 429.
     handshakes_per_address_per_s: float = attrs.field(default=10.0, validator=_pos)
@@ -235,6 +240,10 @@ class ClientsSection:
     ping_interval_s: float = attrs.field(default=30.0, validator=_pos)
     # Seconds without any frame from a client before it is closed (clients ping to stay alive).
     idle_timeout_s: float = attrs.field(default=120.0, validator=_pos)
+    # Seconds between the keepalive task's rounds: every session whose ping or idle deadline passed is handled in
+    # one round, so a ping goes out up to this much late, and the pongs of a round arrive together and are read in
+    # few event-loop rounds (an idle phone's cost is mostly wake-ups, docs/performance.md). 0: exactly on time.
+    keepalive_batch_s: float = attrs.field(default=0.5, validator=[v.ge(0.0), v.le(5.0)])
     # Refused frames (bad, oversized, rate-limited) in a row before the connection is closed with 4429.
     abuse_strikes_max: int = attrs.field(default=20, validator=v.ge(1))
     # WebSocket frames one client message may be split into (browsers send one); more closes with 1009. Empty
