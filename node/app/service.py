@@ -271,6 +271,12 @@ async def _start(
     await nursery.start(relay.run)
 
     turn = TurnService(config.turn, now=trio.current_time, log=log)
+    card_url = config.advertised_url(ports["ws"])
+
+    def card() -> str:
+        # signed afresh when asked (docs/discovery.md: cards expire); a plain ws:// URL is the operator's choice
+        return make_card(identity, ws=card_url, ts=int(time.time()), allow_plain_ws=True)
+
     clients = ClientServer(
         identity=identity,
         config=config.clients,
@@ -278,13 +284,9 @@ async def _start(
         metrics=_ClientMetrics(metrics),
         flusher=flusher,
         ice=turn,
+        card=card,
     )
     await nursery.start(functools.partial(clients.serve, listeners=listeners.ws))
-    card_url = config.advertised_url(ports["ws"])
-
-    def card() -> str:
-        # signed afresh when asked (docs/discovery.md: cards expire); a plain ws:// URL is the operator's choice
-        return make_card(identity, ws=card_url, ts=int(time.time()), allow_plain_ws=True)
 
     handle = NodeHandle(
         identity=identity,

@@ -42,6 +42,8 @@ from node.protocol.identity import Identity, client_auth_message, id_text, node_
 from node.protocol.wire import Limits
 from node.protocol.wire.client import (  # push wake-up
     NONCE_BYTES,
+    CardReply,
+    CardRequest,
     Challenge,
     ClientMessage,
     Envelope,
@@ -227,6 +229,7 @@ class ClientConnection:
         self._pong: trio.Event | None = None
         self._answer: tuple[trio.Event, list[ClientMessage]] | None = None  # push_register/unregister waiting
         self._ice: tuple[trio.Event, list[IceServers | Error]] | None = None
+        self._card: tuple[trio.Event, list[CardReply | Error]] | None = None
 
     @property
     def close_code(self) -> int | None:
@@ -285,6 +288,19 @@ class ClientConnection:
             return reply
         raise IceServersRefused(f"node refused ice_servers: {reply.code.value if reply else 'no answer'}")
 
+    async def fresh_card(self, timeout_s: float = 5.0) -> str:
+        """This node's referral card, signed now (`{"t":"card"}`, docs/client-protocol.md): refresh an expiring
+        card of a node you can still reach, to keep or to share. Raises ClientError without an answer."""
+        event, box = self._card = trio.Event(), []
+        await self.send(CardRequest())
+        with trio.move_on_after(timeout_s):
+            await event.wait()
+        self._card = None
+        reply = box[0] if box else None
+        if isinstance(reply, CardReply):
+            return reply.card
+        raise ClientError(f"node did not send its card: {reply.code.value if reply else 'no answer'}")
+
     async def close(self, code: int = 1000) -> None:
         await self._ws.aclose(code)
 
@@ -337,6 +353,13 @@ class ClientConnection:
                         self._pong.set()
                         self._pong = None
                         continue
+                    if self._card is not None and (
+                        isinstance(msg, CardReply) or (isinstance(msg, Error) and msg.ref is None)
+                    ):
+                        self._card[1].append(msg)
+                        self._card[0].set()
+                        self._card = None
+                        continue
                     if self._ice is not None and (
                         isinstance(msg, IceServers) or (isinstance(msg, Error) and msg.ref is None)
                     ):
@@ -354,6 +377,8 @@ class ClientConnection:
                     self._answer[0].set()
                 if self._ice is not None:
                     self._ice[0].set()
+                if self._card is not None:
+                    self._card[0].set()
 
 
 async def _open(

@@ -69,6 +69,8 @@ from node.protocol.session import SessionCore
 from node.protocol.settings import ClientsSection
 from node.protocol.wire.client import (
     NONCE_BYTES,
+    CardReply,
+    CardRequest,
     ClientMessage,
     CloseCode,
     Envelope,
@@ -146,6 +148,7 @@ class ClientServer:
         ssl_context: ssl.SSLContext | None = None,
         flusher: Flusher | None = None,
         ice: IceServersPort | None = None,
+        card: Callable[[], str] | None = None,
     ) -> None:
         if ssl_context is not None and config.proxy_protocol != "off":
             raise ValueError("a PROXY header comes before TLS: terminate TLS in the proxy, or use X-Forwarded-For")
@@ -156,10 +159,12 @@ class ClientServer:
         self.ssl_context = ssl_context
         self.control_handlers: dict[type[Any], ControlHandler] = {
             IceServersRequest: self._on_ice_servers,
+            CardRequest: self._on_card,
             PushRegister: self._on_push,
             PushUnregister: self._on_push,
         }
         self.ice = ice  # None: `ice_servers` gets an empty list
+        self.card = card  # the node's own referral card, signed when asked; None: `card` gets unknown_type
         # the node shares one flusher between clients and peer links; a standalone server runs its own
         self.flusher = flusher if flusher is not None else Flusher()
         self._own_flusher = flusher is None
@@ -259,6 +264,10 @@ class ClientServer:
         port = self.ice
         reply = IceServers(ttl=0, servers=()) if port is None else port.ice_servers(session.conn_id, session.client_id)
         session.send(Error(code=ErrorCode.RATE_LIMITED) if reply is None else reply)
+
+    def _on_card(self, session: ClientSession, msg: ClientMessage) -> None:
+        """`{"t":"card"}`: this node's referral card, signed now, so a client can refresh an expiring one."""
+        session.send(Error(code=ErrorCode.UNKNOWN_TYPE) if self.card is None else CardReply(card=self.card()))
 
     def _on_push(self, session: ClientSession, msg: ClientMessage) -> None:
         """push_register / push_unregister ("Push wake-up"): answered by a relay that has push, else unknown_type."""

@@ -153,6 +153,18 @@ class Ok:
     of: str
     vapid: bytes | None = None
 @attrs.frozen(kw_only=True, slots=True)
+class CardRequest:
+    """client -> node: `{"t":"card"}`: the node's own referral card, signed now (cards expire: docs/discovery.md)."""
+
+
+@attrs.frozen(kw_only=True, slots=True)
+class CardReply:
+    """node -> client: `{"t":"card","card":<homing://node/… URI>}`."""
+
+    card: str
+
+
+@attrs.frozen(kw_only=True, slots=True)
 class IceServersRequest:
     """client -> node: `{"t":"ice_servers"}` (after the handshake)."""
 
@@ -190,6 +202,8 @@ ClientMessage = (
     | PushRegister
     | PushUnregister
     | Ok
+    | CardRequest
+    | CardReply
     | IceServersRequest
     | IceServers
 )
@@ -317,6 +331,8 @@ def _decode_from_client(t: str, kind: Kind | None, m: dict[str, Any]) -> ClientM
         return PushUnregister()
     if t == "ice_servers":
         return IceServersRequest()
+    if t == "card":
+        return CardRequest()
     if t == "hello":
         return Hello(
             id=get_bytes(m, "id", min_len=ID_BYTES, max_len=ID_BYTES),
@@ -461,6 +477,7 @@ _NODE_DECODERS: Final[dict[str, Callable[[dict[str, Any]], ClientMessage]]] = {
     "goaway": _decode_goaway,
     "ok": _decode_ok,
     "ice_servers": _decode_ice_servers,
+    "card": lambda m: CardReply(card=get_str(m, "card", max_len=Limits.MSGPACK_STR_MAX)),
     "ping": lambda m: Ping(),
     "pong": lambda m: Pong(),
 }
@@ -498,6 +515,10 @@ def message_to_map(msg: ClientMessage) -> dict[str, Any]:
         return {"t": "ok", "of": msg.of} if msg.vapid is None else {"t": "ok", "of": msg.of, "vapid": msg.vapid}
     if isinstance(msg, IceServersRequest):
         return {"t": "ice_servers"}
+    if isinstance(msg, CardRequest):
+        return {"t": "card"}
+    if isinstance(msg, CardReply):
+        return {"t": "card", "card": msg.card}
     if isinstance(msg, IceServers):
         return {"t": "ice_servers", "ttl": msg.ttl, "servers": [_ice_server_map(s) for s in msg.servers]}
     return {"t": "ping" if isinstance(msg, Ping) else "pong"}
