@@ -40,6 +40,7 @@ def test_idle_phones_and_process_cost(tmp_path: Path) -> None:
     assert 0 < doc["process"]["start_to_serving_s"] < 30 and doc["process"]["rss_idle_mib"] > 0
 
 
+@pytest.mark.soak  # outside the default suite; the idle-phones smoke above keeps the harness from rotting
 @pytest.mark.timeout(120)
 def test_kill_and_goaway_storms_rehome_everyone_with_one_terminal_receipt_each(tmp_path: Path) -> None:
     doc = bench(tmp_path, "--only", "storm", "--only", "goaway", "--storm-conns", "100", "--storm-timeout", "40")

@@ -77,6 +77,7 @@ def _leave_seen_s(leaver: NodeProcess, observers: list[NodeProcess]) -> list[flo
     return sorted(seen.values())
 
 
+@pytest.mark.soak  # ten processes with LAN timings: outside the default suite; the simulator checks it too
 @pytest.mark.timeout(240)
 def test_graceful_leave_reaches_every_observer_within_a_second(tmp_path: Path) -> None:
     """#17: in the SWIM benchmark one leave took 9.34 s to reach every observer. As there: ten real processes with

@@ -109,7 +109,7 @@ TestRelayCluster = RelayCluster.TestCase
 TestRelayCluster.settings = settings(max_examples=40, stateful_step_count=25, **_common)  # type: ignore[arg-type]
 
 
-@pytest.mark.slow
+@pytest.mark.soak  # about a minute: outside the default suite (docs/testing.md)
 def test_relay_cluster_long() -> None:
     """The same machine with many more and longer runs (CI's slow job)."""
     from hypothesis.stateful import run_state_machine_as_test

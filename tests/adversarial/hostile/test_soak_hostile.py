@@ -15,7 +15,7 @@ import pytest
 from bench.soak_hostile import main
 
 
-@pytest.mark.slow
+@pytest.mark.soak  # outside the default suite (docs/testing.md): the 10-minute run is bench/soak_hostile.py
 @pytest.mark.timeout(300)
 def test_hostile_soak_30s_nothing_lost_nobody_dead_memory_within_2x(tmp_path: Path) -> None:
     out, raw = tmp_path / "soak.md", tmp_path / "soak.json"
