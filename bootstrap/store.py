@@ -186,13 +186,9 @@ class Store:
         return None if row is None else _row_to_record(row)
 
     def listable(self, now: float) -> list[NodeRecord]:
-        """Approved, unbanned records whose lease runs at `now` (the registry core filters again)."""
-        rows = self.db.execute(
-            f"SELECT {_COLUMNS} FROM nodes WHERE approved = 1 AND banned = 0 AND seen IS NOT NULL"
-            " AND seen + ttl > ? ORDER BY id",
-            (int(now),),
-        ).fetchall()
-        return [_row_to_record(r) for r in rows]
+        """Approved, unbanned records whose lease runs at `now`: the same rows as `live`; the registry core leaves
+        out the ones failing health checks and the bridges."""
+        return self.live(now)
 
     def live(self, now: float) -> list[NodeRecord]:
         """Approved, unbanned records whose lease runs, failing or not: the ones the health checks visit."""

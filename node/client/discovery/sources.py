@@ -109,20 +109,25 @@ def followed(trust: frozenset[bytes], served: list[bytes], pinned: tuple[bytes, 
     return follow(trust, fresh, now, pinned=known)
 
 
+async def _get_capped(client: httpx2.AsyncClient, url: str, where: str) -> bytes:
+    """GET a registry document as msgpack, streamed and cut at REGISTRY_ANSWER_MAX_BYTES; HomingError otherwise."""
+    try:
+        async with client.stream("GET", url, headers={"accept": "application/msgpack"}) as response:
+            if response.status_code != 200:
+                raise HomingError(f"{where}: HTTP {response.status_code}")
+            return await _read_limited(response, REGISTRY_ANSWER_MAX_BYTES, where)
+    except httpx2.HTTPError as exc:
+        raise HomingError(f"{where}: {_http_reason(exc)}") from exc
+    except RemoteProtocolError as exc:
+        raise HomingError(f"{where}: {exc}") from exc
+
+
 async def fetch_registry(
     client: httpx2.AsyncClient, base: str, trust: frozenset[bytes], now: float, pinned: tuple[bytes, ...] = ()
 ) -> SignedList:
     url = registry_url(base)
     where = f"registry {url}"
-    try:
-        async with client.stream("GET", url, headers={"accept": "application/msgpack"}) as response:
-            if response.status_code != 200:
-                raise HomingError(f"{where}: HTTP {response.status_code}")
-            body = await _read_limited(response, REGISTRY_ANSWER_MAX_BYTES, where)
-    except httpx2.HTTPError as exc:
-        raise HomingError(f"{where}: {_http_reason(exc)}") from exc
-    except RemoteProtocolError as exc:
-        raise HomingError(f"{where}: {exc}") from exc
+    body = await _get_capped(client, url, where)
     try:
         doc = decode_document(body)
     except RemoteProtocolError as exc:
@@ -143,15 +148,7 @@ async def fetch_bridges(
     binding of id and URL is verified whoever signed the list), the list signed by a `--trust` key when given."""
     url = bridges_url(base)
     where = f"bridges {url}"
-    try:
-        async with client.stream("GET", url, headers={"accept": "application/msgpack"}) as response:
-            if response.status_code != 200:
-                raise HomingError(f"{where}: HTTP {response.status_code}")
-            body = await _read_limited(response, REGISTRY_ANSWER_MAX_BYTES, where)
-    except httpx2.HTTPError as exc:
-        raise HomingError(f"{where}: {_http_reason(exc)}") from exc
-    except RemoteProtocolError as exc:
-        raise HomingError(f"{where}: {exc}") from exc
+    body = await _get_capped(client, url, where)
     try:
         doc = decode_document(body)
         key = doc.get("key")
