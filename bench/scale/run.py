@@ -100,6 +100,7 @@ def start_nodes(count: int, tmp: Path, toml: str = NODE_TOML) -> list[tuple[subp
                str(data), "--open", "--log-level", "warning", *[a for s in seed for a in ("--join", s)],
                *[a for f in ("ws", "swim", "peer", "metrics") for a in (f"--{f}", "127.0.0.1:0")]]  # fmt: skip
         proc = subprocess.Popen(cmd, cwd=REPO, env=env(), stderr=(tmp / f"node{i}.log").open("wb"))
+        LOGS[proc.pid] = tmp / f"node{i}.log"
         ports = wait_json(data / "ports.json")
         nodes.append((proc, ports))
         seed = seed or [f"127.0.0.1:{ports['swim']}"]
@@ -115,11 +116,23 @@ def ws_url(ports: dict[str, int]) -> str:
     return f"ws://127.0.0.1:{ports['ws']}/v1/client"
 
 
-def stop(procs: list[subprocess.Popen[Any]]) -> None:
+LOGS: dict[int, Path] = {}  # node pid -> its stderr log (kept only while the run's temp dir lives)
+
+
+def stop(procs: list[subprocess.Popen[Any]], *, expect_running: bool = True) -> None:
+    """Kill what still runs; a node that exited on its own during a measurement fails the run with its log."""
+    died = [p for p in procs if p.poll() is not None]
     for p in procs:
         if p.poll() is None:
             p.kill()
         p.wait(30)
+    if expect_running and died:
+        tails = []
+        for p in died:
+            log = LOGS.get(p.pid)
+            text = log.read_text(errors="replace")[-3000:] if log and log.exists() else "(no log)"
+            tails.append(f"pid {p.pid} exit {p.returncode}:\n{text}")
+        raise SystemExit("a server exited during the measurement:\n" + "\n".join(tails))
 
 
 def loadgen(*opts: str, timeout_s: float) -> dict[str, Any]:
@@ -196,7 +209,8 @@ def storm(args: argparse.Namespace, tmp: Path, how: str) -> dict[str, Any]:
             raise SystemExit(f"phones.mjs storm failed: {err.strip()[-2000:]}")
         row = dict(json.loads(out.strip().splitlines()[-1]))
     finally:
-        stop([gen, *procs])
+        stop([gen, procs[0]], expect_running=False)  # the load generator ended, the first node was stopped
+        stop(procs[1:])
     row["survivors_cpu_s"] = round(cpu, 2)
     row["survivors_cpu_ms_per_rehomed_client"] = round(1000 * cpu / max(row["rehomed"], 1), 3)
     row["survivors_cpu_pct_of_a_core"] = round(100 * cpu / wall, 1)

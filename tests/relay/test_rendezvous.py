@@ -12,6 +12,7 @@ from node.protocol.relay.rendezvous import (
     Mailbox,
     MailLimits,
     PutResult,
+    Ranking,
     SeenSet,
     hrw_score,
     owners,
@@ -173,3 +174,23 @@ def test_mailbox_share_per_origin_and_per_sender() -> None:
     assert m.put(env(21, origin=y, sender=x), 9.0) is PutResult.FULL  # the sender's share, whatever the origin
     m.expire(9.0)
     assert len(m) == 0 and m.bytes == 0
+
+
+def test_ranking_answers_as_owners_does_across_membership_changes_and_stays_bounded() -> None:
+    """The memo (Ranking) never answers differently from owners() for the current set or the one before, and
+    never holds more than entries_max answers, whatever ids are asked (a flood of random ids included)."""
+    rnd = random.Random(11)
+    pool = [rnd.randbytes(32) for _ in range(12)]
+    members = tuple(sorted(pool[:5]))
+    ranking = Ranking(members, replicas=3, entries_max=50)
+    clients = [rnd.randbytes(32) for _ in range(80)]
+    for _ in range(40):
+        previous = members
+        members = tuple(sorted(rnd.sample(pool, rnd.randint(1, len(pool)))))
+        ranking.members = members
+        for client in rnd.sample(clients, 60):
+            assert ranking.of(client) == owners(client, members, 3)
+            assert ranking.before(client) == owners(client, previous, 3) or previous == members
+            assert ranking.under(client, previous) == owners(client, previous, 3)
+            assert ranking.under(client, pool[:2]) == owners(client, pool[:2], 3)
+            assert len(ranking._memo) <= 50

@@ -56,7 +56,7 @@ from node.protocol.relay.commands import CloseClient, Command, ToClient, ToPeer
 from node.protocol.relay.home import Home
 from node.protocol.relay.owner import Owner
 from node.protocol.relay.push import PushRole
-from node.protocol.relay.rendezvous import INF, owners
+from node.protocol.relay.rendezvous import INF
 from node.protocol.settings import PushSection, RelaySection
 from node.protocol.webpush import Subscription
 from node.protocol.wire.client import Envelope, Reason, Receipt, Status
@@ -189,7 +189,6 @@ class RelayCore:
             config=push or PushSection(),
             relay=config,
             owner=self.owner,
-            members=lambda: self._members,
             send=self._send,
             emit=self._emit,
         )
@@ -218,7 +217,8 @@ class RelayCore:
         raise AssertionError("relay loopback did not settle: a routing loop")  # pragma: no cover
 
     def _owners(self, client: bytes, members: Sequence[bytes] | None = None) -> tuple[bytes, ...]:
-        return owners(client, self._members if members is None else members, self.config.replicas)
+        ranking = self.owner.ranking
+        return ranking.of(client) if members is None else ranking.under(client, members)
 
     @property
     def members(self) -> tuple[bytes, ...]:

@@ -29,7 +29,7 @@ from node.protocol.identity import verify_signature
 from node.protocol.ratelimit import KeyedBuckets
 from node.protocol.refusals import Refusal
 from node.protocol.relay.claims import ClaimVerifier, HomeClaim
-from node.protocol.relay.rendezvous import INF, LeaseTable, Mailbox, MailEntry, MailLimits, PutResult, owners
+from node.protocol.relay.rendezvous import INF, LeaseTable, Mailbox, MailEntry, MailLimits, PutResult, Ranking, owners
 from node.protocol.settings import RelaySection
 from node.protocol.wire.client import Kind
 from node.protocol.wire.peer import (
@@ -78,7 +78,7 @@ class Owner:
         self.node_id = node_id
         self.config = config
         self.verifier = verifier
-        self.members: tuple[bytes, ...] = (node_id,)
+        self.ranking = Ranking((node_id,), replicas=config.replicas, entries_max=config.leases_max)
         self.wall_offset_s = 0.0
         self.refused: Counter[Refusal] = Counter()
         self._send = send
@@ -93,13 +93,22 @@ class Owner:
         self.mailbox = Mailbox(per_id_max=c.mailbox_per_id_max, total_max=c.mailbox_total_max, limits=MailLimits.of(c))
         self._inflight: DeadlineHeap[bytes] = DeadlineHeap()
 
+    @property
+    def members(self) -> tuple[bytes, ...]:
+        """The live member ids, sorted (set by the core on every membership change)."""
+        return self.ranking.members
+
+    @members.setter
+    def members(self, members: tuple[bytes, ...]) -> None:
+        self.ranking.members = members
+
     def _owners(self, client: bytes, members: Sequence[bytes]) -> tuple[bytes, ...]:
-        return owners(client, members, self.config.replicas)
+        return self.ranking.under(client, members)
 
     # -- authority
     def owns(self, client: bytes, sender: bytes) -> bool:
         """Is this node an owner of `client`, with or without `sender` (a leaving owner hands off first)?"""
-        if self.node_id in self._owners(client, self.members):
+        if self.node_id in self.ranking.of(client):
             return True
         return self.node_id in self._owners(client, [m for m in self.members if m != sender])
 

@@ -26,7 +26,7 @@ import attrs
 
 from node.protocol.ratelimit import KeyedBuckets
 from node.protocol.relay.owner import Owner
-from node.protocol.relay.rendezvous import INF, owners
+from node.protocol.relay.rendezvous import INF
 from node.protocol.settings import PushSection, RelaySection
 from node.protocol.webpush import BadSubscription, Subscription, check_subscription
 from node.protocol.wire.client import Kind
@@ -139,7 +139,6 @@ class PushRole:
         config: PushSection,
         relay: RelaySection,
         owner: Owner,
-        members: Callable[[], Sequence[bytes]],
         send: Send,
         emit: Emit,
     ) -> None:
@@ -147,7 +146,6 @@ class PushRole:
         self.config = config
         self._relay = relay
         self._owner = owner
-        self._members = members
         self._send = send
         self._emit = emit
         self.held = SubTable(size_max=config.subscriptions_max)  # as a rendezvous owner
@@ -161,7 +159,8 @@ class PushRole:
         )
 
     def _owners(self, client: bytes, members: Sequence[bytes] | None = None) -> tuple[bytes, ...]:
-        return owners(client, self._members() if members is None else members, self._relay.replicas)
+        ranking = self._owner.ranking
+        return ranking.of(client) if members is None else ranking.under(client, members)
 
     # ------------------------------------------------------------------ home role
     def register(self, client: bytes, sub: Subscription, now: float) -> bool:

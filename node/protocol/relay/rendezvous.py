@@ -29,7 +29,7 @@ from __future__ import annotations
 import enum
 import hashlib
 from collections import Counter, OrderedDict
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 
 import attrs
 
@@ -51,6 +51,62 @@ def owners(client: bytes, members: Iterable[bytes], replicas: int) -> tuple[byte
     """The `replicas` members with the highest HRW score for `client`, best first."""
     ranked = sorted(set(members), key=lambda m: (-hrw_score(m, client), m))
     return tuple(ranked[:replicas])
+
+
+class Ranking:
+    """`owners(client, members, replicas)` for the current member set, remembered per client.
+
+    A home asks for its clients' owners at every lease renewal, an owner at every lease it is given, an origin at
+    every envelope it routes: N hashes and a sort each time (2.6 µs with one member, 27 µs with 30), while the answer
+    changes only when the member set does. So answers are kept until `members` is set to a different set; the
+    answers for the set before are kept until the next change, for the hand-over code that compares the two
+    (`before`). At most `entries_max` answers are kept per set: when full, the memo starts again empty (an
+    answer costs one `owners()` to get back), so ids from a flood cost time, never unbounded memory.
+    """
+
+    __slots__ = ("_before", "_before_members", "_max", "_members", "_memo", "replicas")
+
+    def __init__(self, members: tuple[bytes, ...], *, replicas: int, entries_max: int) -> None:
+        self.replicas = replicas
+        self._max = entries_max
+        self._members = members
+        self._memo: dict[bytes, tuple[bytes, ...]] = {}
+        self._before_members = members
+        self._before: dict[bytes, tuple[bytes, ...]] = {}
+
+    @property
+    def members(self) -> tuple[bytes, ...]:
+        return self._members
+
+    @members.setter
+    def members(self, members: tuple[bytes, ...]) -> None:
+        if members == self._members:
+            return
+        self._before_members, self._before = self._members, self._memo
+        self._members, self._memo = members, {}
+
+    def of(self, client: bytes) -> tuple[bytes, ...]:
+        """The owners of `client` among the current members, best first."""
+        got = self._memo.get(client)
+        if got is None:
+            got = owners(client, self._members, self.replicas)
+            if len(self._memo) >= self._max:
+                self._memo.clear()
+            self._memo[client] = got
+        return got
+
+    def before(self, client: bytes) -> tuple[bytes, ...]:
+        """The owners of `client` under the member set before the last change."""
+        got = self._before.get(client)
+        return owners(client, self._before_members, self.replicas) if got is None else got
+
+    def under(self, client: bytes, members: Sequence[bytes]) -> tuple[bytes, ...]:
+        """The owners of `client` among `members`: remembered when it is the current or the previous set."""
+        if members is self._members or members == self._members:
+            return self.of(client)
+        if members is self._before_members or members == self._before_members:
+            return self.before(client)
+        return owners(client, members, self.replicas)
 
 
 class LeaseTable:
