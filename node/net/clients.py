@@ -15,7 +15,8 @@ Rules:
   (node/net/decoy.py), byte for byte as nginx would; nothing homing-specific (no refusal text, no 429) is said
   before a client opens the right path (docs/security.md, "Censorship").
 
-Theory of operation. The WebSocket layer is wsproto (sans-IO). Each connection's task reads the upgrade, then
+Theory of operation. The upgrade is wsproto's `H11Handshake`, the frames are read by the node's own sans-IO
+reader (node/protocol/wire/wsframe.py). Each connection's task reads the upgrade, then
 runs its `ClientSession` (node/net/session.py): a byte pump around the pure `SessionCore`
 (node/protocol/session.py, `HANDSHAKE -> OPEN -> CLOSING -> CLOSED`). Under load one read carries many frames
 and one write many replies, which is where the throughput comes from (docs/performance.md, "Client WebSocket
@@ -45,7 +46,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 import trio
-from wsproto.connection import Connection, ConnectionType
+from wsproto.connection import ConnectionType
 from wsproto.events import (
     AcceptConnection,
     RejectConnection,
@@ -415,13 +416,13 @@ class ClientServer:
                 self.refused(Refusal.RATE_LIMITED if refusal[0] in (429, 503) else Refusal.MALFORMED)
                 await _send_quietly(stream, _reject(hs, *refusal), cfg.close_timeout_s)
                 return
-            ws, accept, use_json = _accept(hs, request)
+            accept, use_json = _accept(hs, request)
             # the session runs in this task's frame (no helper coroutine: an idle client's memory is mostly the
             # frames of its parked reader); what the upgrade needed is dropped first
             del hs, request, head
-            session = self._open_session(stream, ws, accept, use_json, address, key, deadline)
+            session = self._open_session(stream, accept, use_json, address, key, deadline)
             self._handshaking += 1  # from the accepted upgrade until session_online, or the end of this connection
-            del ws, accept
+            del accept
             try:
                 await session.run()
             finally:
@@ -448,19 +449,33 @@ class ClientServer:
         return got[0] or peer, got[1]
 
     def _open_session(
-        self, stream: trio.abc.Stream, ws: Connection, accept: bytes, use_json: bool, address: str, key: str,
+        self,
+        stream: trio.abc.Stream,
+        accept: bytes,
+        use_json: bool,
+        address: str,
+        key: str,
         deadline: float,
     ) -> ClientSession:
         conn_id = self._next_conn_id
         self._next_conn_id += 1
         core = SessionCore(
-            config=self.config, identity=self.identity, handshake_deadline=deadline, now=trio.current_time(),
+            config=self.config,
+            identity=self.identity,
+            handshake_deadline=deadline,
+            now=trio.current_time(),
             nonce=challenge_nonce(time.time(), os.urandom(NONCE_BYTES - NONCE_TIME_BYTES)),  # unix ms + random
         )
         core.json = use_json
         session = ClientSession(
-            port=self, stream=stream, flusher=self.flusher, ws=ws, core=core, config=self.config, conn_id=conn_id,
-            remote_ip=address, address_key=key,
+            port=self,
+            stream=stream,
+            flusher=self.flusher,
+            core=core,
+            config=self.config,
+            conn_id=conn_id,
+            remote_ip=address,
+            address_key=key,
         )
         self.sessions[conn_id] = session
         session.queue(accept)  # the 101
@@ -506,12 +521,10 @@ async def _read_proxy_header(stream: trio.abc.Stream) -> tuple[str | None, bytes
             log.info("event=client_proxy_header_refused error=%s", exc)
             return None
         if header is not None:
-            return header.address, buf[header.size:]
+            return header.address, buf[header.size :]
 
 
-async def _read_upgrade(
-    stream: trio.abc.Stream, head: bytes, bytes_max: int
-) -> tuple[Request | None, H11Handshake]:
+async def _read_upgrade(stream: trio.abc.Stream, head: bytes, bytes_max: int) -> tuple[Request | None, H11Handshake]:
     hs = H11Handshake(ConnectionType.SERVER)
     seen = 0
     while True:
@@ -543,13 +556,12 @@ def _header_values(request: Request, name: bytes) -> list[str]:
     return [value.decode("latin-1") for key, value in request.extra_headers if key.lower() == name]
 
 
-def _accept(hs: H11Handshake, request: Request) -> tuple[Connection, bytes, bool]:
-    """Accept the upgrade: (the WebSocket connection, the 101 response, whether the client asked for JSON)."""
+def _accept(hs: H11Handshake, request: Request) -> tuple[bytes, bool]:
+    """Accept the upgrade: (the 101 response, whether the client asked for JSON). From here on the session's own
+    frame reader (node/protocol/wire/wsframe.py) reads the stream, not wsproto's `Connection`."""
     sub = JSON_SUBPROTOCOL if JSON_SUBPROTOCOL in request.subprotocols else None
     accept = bytes(hs.send(AcceptConnection(subprotocol=sub)))
-    ws = hs.connection
-    assert ws is not None
-    return ws, accept, sub is not None or "format=json" in request.target.partition("?")[2]
+    return accept, sub is not None or "format=json" in request.target.partition("?")[2]
 
 
 def _reject(hs: H11Handshake, status: int, text: str) -> bytes:

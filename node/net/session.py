@@ -1,8 +1,9 @@
 """One client connection of the client server (node/net/clients.py): the byte pump around the session core.
 
 The protocol state, limits and timers are the sans-IO `SessionCore` (node/protocol/session.py); this driver only
-moves bytes and carries out the core's commands. The reader (`run`) owns the socket's receive side and the wsproto
-state: one read per wake-up, every WebSocket event of it handed to the core with one `now`. The send side is an
+moves bytes and carries out the core's commands. The reader (`run`) owns the socket's receive side and the frame
+reader (node/protocol/wire/wsframe.py): one read per wake-up, every WebSocket event of it handed to the core with
+one `now`. The send side is an
 `OutBuffer` (node/net/sockio.py) written by the node's flusher at the end of each scheduler batch. Every frame we
 queue, data frames, pongs, pings, goes through one bound (`send_queue_max` messages, `send_queue_bytes_max`
 bytes): over it the core closes the connection as a slow reader (1008). The core's handshake and close timers
@@ -21,10 +22,6 @@ import struct
 from typing import Protocol
 
 import trio
-from wsproto.connection import Connection, ConnectionState
-from wsproto.events import CloseConnection, Message, Ping
-from wsproto.events import Pong as WsPong
-from wsproto.utilities import RemoteProtocolError as WsRemoteProtocolError
 
 from node.net.sockio import Flusher, OutBuffer, read_some
 from node.protocol.identity import short_id
@@ -45,11 +42,21 @@ from node.protocol.session import (
 )
 from node.protocol.settings import ClientsSection
 from node.protocol.wire.client import ClientMessage, CloseCode, Envelope, encode_client_message
+from node.protocol.wire.wsframe import (
+    OP_PONG,
+    PING_FRAME,
+    CloseFrame,
+    Data,
+    Failed,
+    FrameReader,
+    PingFrame,
+    close_frame,
+    frame,
+)
 
 log = logging.getLogger("homing.clients")
 
 _OPEN = State.OPEN
-_WS_OPEN = ConnectionState.OPEN
 _INF = math.inf
 
 
@@ -72,8 +79,8 @@ class SessionPort(Protocol):
 def data_frame(data: bytes | str) -> bytes:
     """One server-to-client WebSocket message as a single unmasked frame (RFC 6455 §5.2): FIN, text or binary.
 
-    What wsproto's `Connection.send` produces for a message when no extension is negotiated (the server accepts
-    none), built here without its per-call event dispatch: this runs once per relayed envelope.
+    What `wsframe.frame` produces, inlined for the two common sizes: this runs once per relayed envelope (the
+    server negotiates no extension, so a message is always one frame).
     """
     if isinstance(data, str):
         payload, first = data.encode(), 0x81
@@ -91,7 +98,15 @@ class ClientSession(OutBuffer):
     """One client connection. The relay uses `conn_id`, `client_id`, `remote_ip`, `address_key` and `send()`."""
 
     __slots__ = (
-        "_close_queued", "_config", "_core", "_offline_pending", "_port", "_scope", "_ws", "address_key", "conn_id",
+        "_close_queued",
+        "_config",
+        "_core",
+        "_frames",
+        "_offline_pending",
+        "_port",
+        "_scope",
+        "address_key",
+        "conn_id",
         "remote_ip",
     )
 
@@ -101,7 +116,6 @@ class ClientSession(OutBuffer):
         port: SessionPort,
         stream: trio.abc.Stream,
         flusher: Flusher,
-        ws: Connection,
         core: SessionCore,
         config: ClientsSection,
         conn_id: int,
@@ -113,7 +127,7 @@ class ClientSession(OutBuffer):
         self.remote_ip = remote_ip  # the client's address (after a trusted proxy's header)
         self.address_key = address_key  # its network for per-address budgets: /32 IPv4, /64 IPv6
         self._port = port
-        self._ws = ws
+        self._frames = FrameReader()  # the client's frames; bytes it sent before our 101 are not among them
         self._core = core
         self._config = config
         self._close_queued = False
@@ -198,10 +212,10 @@ class ClientSession(OutBuffer):
                 self._queue_close(cmd)
             elif type(cmd) is SendPong:
                 if not self._close_queued:
-                    self._enqueue(self._ws.send(WsPong(payload=cmd.payload)))
+                    self._enqueue(frame(OP_PONG, cmd.payload))
             elif type(cmd) is SendPing:
                 if not self._close_queued:
-                    self._enqueue(self._ws.send(Ping(payload=b"")))
+                    self._enqueue(PING_FRAME)
             elif type(cmd) is Online:
                 self._port.session_online(self)
             elif type(cmd) is Offline:
@@ -214,35 +228,40 @@ class ClientSession(OutBuffer):
 
     def _queue_close(self, cmd: Close) -> None:
         if cmd.code in (CloseCode.ABUSE, CloseCode.POLICY, CloseCode.TOO_BIG):
-            log.info("event=client_closed conn=%d id=%s code=%d reason=%s", self.conn_id,
-                     short_id(self._core.client_id) if self._core.client_id else "-", cmd.code, cmd.reason)
-        ws = self._ws
-        if not self._close_queued and ws.state in (_WS_OPEN, ConnectionState.REMOTE_CLOSING):
+            log.info(
+                "event=client_closed conn=%d id=%s code=%d reason=%s",
+                self.conn_id,
+                short_id(self._core.client_id) if self._core.client_id else "-",
+                cmd.code,
+                cmd.reason,
+            )
+        if not self._close_queued:
             self._close_queued = True
-            self.queue(ws.send(CloseConnection(code=cmd.code, reason=cmd.reason)))
+            self.queue(close_frame(cmd.code, cmd.reason))
         self._scope.deadline = min(self._scope.deadline, reader_deadline(self._core))
 
     # --- receiving ----------------------------------------------------------------------------------------
 
-    def _on_events(self, now: float) -> None:
-        """Hand every event wsproto has to the core."""
-        core, ws = self._core, self._ws
-        for event in ws.events():
-            if isinstance(event, Message):
-                data = event.data
-                self._execute(core.fragment(
-                    data if type(data) is not bytearray else bytes(data), event.frame_finished,
-                    event.message_finished, now,
-                ))
-            elif isinstance(event, Ping):
-                if ws.state is _WS_OPEN:
-                    self._execute(core.ws_ping(bytes(event.payload), now))
-            elif isinstance(event, CloseConnection):
-                if ws.state is ConnectionState.REMOTE_CLOSING:
+    def _on_data(self, data: bytes, now: float) -> None:
+        """Hand every WebSocket event in `data` to the core (a close or a failure ends the parsing)."""
+        core = self._core
+        for event in self._frames.feed(data):
+            if type(event) is Data:
+                self._execute(core.fragment(event.data, event.frame_end, event.fin, now))
+            elif type(event) is PingFrame:
+                if not self._close_queued:
+                    self._execute(core.ws_ping(event.payload, now))
+            elif type(event) is CloseFrame:
+                if not self._close_queued:  # the client closed first: answer with its code (RFC 6455 §5.5.1)
                     self._close_queued = True
-                    self.queue(ws.send(event.response()))
+                    self.queue(close_frame(event.code))
                 self._execute(core.remote_closed())
-                return
+            elif type(event) is Failed:  # not a WebSocket stream: say why, then the connection ends
+                if not self._close_queued:
+                    self._close_queued = True
+                    self.queue(close_frame(event.code, event.reason))
+                self._execute(core.broken())
+            # a pong needs nothing more: any bytes from the client count as life (core.received)
 
     async def run(self) -> None:
         """The connection's reader: one cancel scope per timer period, until the core is CLOSED.
@@ -250,7 +269,7 @@ class ClientSession(OutBuffer):
         One coroutine frame reads and handles frames (no helper coroutines: an idle connection's memory is
         mostly the frames of its parked reader, docs/performance.md).
         """
-        core, ws = self._core, self._ws
+        core = self._core
         self._execute(core.start())
         stream, fd, read_bytes = self._stream, self._fd, self._config.read_bytes
         data = b""
@@ -262,17 +281,11 @@ class ClientSession(OutBuffer):
                 while True:
                     data = await read_some(stream, fd, read_bytes, wait_first=0 < len(data) < read_bytes)
                     now = trio.current_time()
-                    try:
-                        if not data:
-                            ws.receive_data(None)
-                            self._on_events(now)
-                            self._execute(core.remote_closed())
-                        else:
-                            core.received(now)
-                            ws.receive_data(data)
-                            self._on_events(now)
-                    except WsRemoteProtocolError:
-                        self._execute(core.broken())  # not a WebSocket stream
+                    if not data:
+                        self._execute(core.remote_closed())
+                    else:
+                        core.received(now)
+                        self._on_data(data, now)
                     if core.closed:
                         break
                     if self._offline_pending:
@@ -292,4 +305,3 @@ class ClientSession(OutBuffer):
         if self._offline_pending:
             self._report_offline()
         self.discard()
-
