@@ -29,7 +29,8 @@ the ping is queued for the shared flusher, no session's reader wakes, and a sess
 is just filed again at its new deadline (a frame does not touch the heap). 19,000 idle phones cost ~630 pings/s,
 docs/performance.md.
 
-Handshakes in progress (upgrade accepted, not yet welcomed) are capped at `handshakes_in_progress_max`: beyond it an
+Handshakes in progress (upgrade accepted, not yet welcomed) are capped (node/protocol/handshakes.py: what the node
+finishes in half the handshake limit at its measured rate, at least `handshakes_in_progress_min`): beyond it an
 upgrade is answered 503 with Retry-After before any crypto, so under a reconnect storm the node finishes the
 handshakes it started instead of starting more than it can finish within `handshake_timeout_s`.
 """
@@ -61,6 +62,7 @@ from node.net.session import ClientSession
 from node.net.sockio import Flusher
 from node.protocol.deadlines import DeadlineHeap
 from node.protocol.decoy import Head, parse_head
+from node.protocol.handshakes import FinishRate, handshake_cap
 from node.protocol.identity import Identity, short_id
 from node.protocol.proxy import PROXY_V2_BYTES_MAX, ProxyHeaderError, TrustedProxies, parse_proxy_v2
 from node.protocol.ratelimit import KeyedBuckets, address_key
@@ -184,6 +186,7 @@ class ClientServer:
         self._idle = trio.Event()  # set when the last session ends (shutdown waits on it)
         self._online = 0
         self._handshaking = 0  # upgrades accepted (101 sent) and not yet welcomed (or ended)
+        self._welcomed = FinishRate()  # handshakes finished per second: the cap on those in progress
         self._keepalive_due: DeadlineHeap[ClientSession] = DeadlineHeap()
         self._keepalive_scope = trio.CancelScope()  # the keepalive task's sleep until the heap's next deadline
 
@@ -207,6 +210,7 @@ class ClientServer:
     def session_online(self, session: ClientSession) -> None:
         self._online += 1
         self._handshaking -= 1
+        self._welcomed.add(trio.current_time())
         self._file_keepalive(session, session.keepalive(trio.current_time()))
         log.debug(
             "event=client_online conn=%d id=%s ip=%s", session.conn_id, short_id(session.client_id), session.remote_ip
@@ -360,9 +364,14 @@ class ClientServer:
             refusal = 404, "not found"
         if refusal is None and not self._handshakes.take(key, trio.current_time()):
             refusal = 429, "too many new connections from your address, retry later"
-        if refusal is None and self._handshaking >= self.config.handshakes_in_progress_max:
+        if refusal is None and self._handshaking >= self._handshake_cap():
             refusal = 503, BUSY_TEXT
         return refusal
+
+    def _handshake_cap(self) -> int:
+        cfg = self.config
+        rate = self._welcomed.per_s(trio.current_time())
+        return handshake_cap(rate, cfg.handshake_timeout_s, cfg.handshakes_in_progress_min)
 
     def _count(self, key: str) -> None:
         self._per_address[key] = self._per_address.get(key, 0) + 1

@@ -209,11 +209,12 @@ class ClientsSection:
     # Client connections from one address: an IPv4 /32 or an IPv6 /64 (one host usually holds a whole /64),
     # after a trusted proxy's header is applied (`trusted_proxies`). A NAT may hide many users.
     connections_per_ip_max: int = attrs.field(default=256, validator=v.ge(1))
-    # Handshakes in progress at once (upgrades accepted but not yet welcomed, all addresses): beyond it an
-    # upgrade is answered 503 with `Retry-After: 2` before any crypto. Under a reconnect storm on a starved CPU a
-    # node that starts every handshake finishes few within handshake_timeout_s and clients retry (wasted work);
-    # capped, it finishes those it started and the others back off (docs/client-protocol.md, "Reconnecting").
-    handshakes_in_progress_max: int = attrs.field(default=512, validator=v.ge(1))
+    # Handshakes in progress at once (upgrades accepted, not yet welcomed; all addresses) while the node has
+    # finished few: the cap is this or what the node finishes in half of handshake_timeout_s at its measured rate,
+    # whichever is larger (node/protocol/handshakes.py). Beyond it an upgrade is answered 503 with `Retry-After: 2`
+    # before any crypto: under a reconnect storm on a starved CPU a node that started every handshake would finish
+    # few in time and clients would retry (wasted work) (docs/client-protocol.md, "Reconnecting").
+    handshakes_in_progress_min: int = attrs.field(default=512, validator=v.ge(1))
     # New WebSocket handshakes per second from one address (/32, /64), on average: one address cannot churn
     # thousands of fresh client keys through reconnects. Over it, the upgrade is refused with HTTP 429.
     handshakes_per_address_per_s: float = attrs.field(default=10.0, validator=_pos)

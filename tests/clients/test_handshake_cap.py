@@ -1,4 +1,4 @@
-"""The cap on handshakes in progress (`[clients] handshakes_in_progress_max`, docs/client-protocol.md
+"""The cap on handshakes in progress (`[clients] handshakes_in_progress_min`, docs/client-protocol.md
 "Reconnecting"): beyond it an upgrade is answered 503 with a short Retry-After before any challenge is signed, and a
 slot is free again as soon as a handshake in progress ends (welcomed or closed). Real sockets on 127.0.0.1."""
 
@@ -35,7 +35,7 @@ async def raw_response(port: int) -> bytes:
 
 def test_handshakes_beyond_the_cap_get_503_with_retry_after_until_a_slot_frees() -> None:
     async def main() -> None:
-        async with running_node(handshakes_in_progress_max=2) as node:
+        async with running_node(handshakes_in_progress_min=2) as node:
             # two clients upgraded and challenged but silent: both handshakes are in progress
             first = await RawClient.connect(node.port)
             second = await RawClient.connect(node.port)
@@ -65,7 +65,7 @@ def test_a_client_refused_at_the_cap_costs_no_challenge() -> None:
     """The refusal comes before the session exists: no session, no nonce, no signature for a refused client."""
 
     async def main() -> None:
-        async with running_node(handshakes_in_progress_max=1) as node:
+        async with running_node(handshakes_in_progress_min=1) as node:
             held = await RawClient.connect(node.port)
             opened = node.server._next_conn_id
             for _ in range(5):
@@ -82,7 +82,7 @@ def test_silent_connections_do_not_take_handshake_slots() -> None:
     connection limits) cannot make the node answer 503 to everyone."""
 
     async def main() -> None:
-        async with running_node(handshakes_in_progress_max=1) as node:
+        async with running_node(handshakes_in_progress_min=1) as node:
             silent = [await trio.open_tcp_stream("127.0.0.1", node.port) for _ in range(5)]
             async with connect_client(node.url, ALICE) as alice:
                 assert await alice.ping() >= 0
