@@ -284,8 +284,9 @@ class ClientSession(OutBuffer):
                     if not data:
                         self._execute(core.remote_closed())
                     else:
-                        core.received(now)
-                        self._on_data(data, now)
+                        core.received(now, len(data))
+                        if not core.closed:
+                            self._on_data(data, now)
                     if core.closed:
                         break
                     if self._offline_pending:

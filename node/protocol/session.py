@@ -136,6 +136,7 @@ class SessionCore:
     __slots__ = (
         "_buckets",
         "_close_at",
+        "_closing_bytes",
         "_config",
         "_deadline",
         "_identity",
@@ -165,6 +166,7 @@ class SessionCore:
         self.json = False
         self._deadline = handshake_deadline
         self._close_at = INF
+        self._closing_bytes = 0
         self._last_rx = now
         self._pinged = False
         self._strikes = 0
@@ -221,10 +223,16 @@ class SessionCore:
 
     # --- inputs from the WebSocket layer -------------------------------------------------------------------
 
-    def received(self, now: float) -> None:
-        """Bytes arrived (any frame): the client is alive."""
+    def received(self, now: float, nbytes: int = 0) -> None:
+        """Bytes arrived (any frame): the client is alive. While closing, at most `closing_read_bytes_max` more
+        are read (and discarded) before the connection ends: a client closed for abuse that keeps sending
+        cannot keep the node reading at full speed for `close_timeout_s`."""
         self._last_rx = now
         self._pinged = False
+        if self.state is State.CLOSING:
+            self._closing_bytes += nbytes
+            if self._closing_bytes > self._config.closing_read_bytes_max:
+                self._closed()
 
     def fragment(self, data: bytes | str, frame_end: bool, fin: bool, now: float) -> list[Command]:
         """A piece of a data frame (`frame_end`: the frame's last piece; `fin`: the message's). Text is str.

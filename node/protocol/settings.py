@@ -252,6 +252,10 @@ class ClientsSection:
     message_fragments_max: int = attrs.field(default=64, validator=v.ge(1))
     # Seconds a client has to answer our close frame before the socket is closed anyway.
     close_timeout_s: float = attrs.field(default=2.0, validator=_pos)
+    # Bytes a connection the node is closing may still send (read and discarded while the node waits for its
+    # close frame); beyond them the connection ends at once, so a client closed for abuse that keeps flooding
+    # cannot keep the node reading at full speed for close_timeout_s.
+    closing_read_bytes_max: int = attrs.field(default=65_536, validator=v.ge(0))
     # Seconds `goaway` (node shutdown) waits for clients to close before it cuts them off.
     shutdown_timeout_s: float = attrs.field(default=3.0, validator=_pos)
     # Bytes of the HTTP upgrade request (request line and headers); more ends the connection.

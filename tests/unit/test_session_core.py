@@ -260,3 +260,15 @@ def test_finish_reports_offline_once_for_an_online_session_only() -> None:
     c = opened()
     assert c.finish() == [Offline(client_id=ALICE.id)] and c.finish() == []
     assert core().finish() == []
+
+
+def test_a_closing_connection_is_read_only_up_to_its_byte_bound_then_ends() -> None:
+    """A client closed for abuse that keeps sending: the node reads at most closing_read_bytes_max more bytes while
+    it waits for the close frame, then ends the connection without waiting out close_timeout_s."""
+    c = opened(attrs.evolve(CFG, closing_read_bytes_max=1000))
+    assert 1009 in closes(c.close(1009, "too big", 2.0))
+    assert c.state is State.CLOSING
+    c.received(2.1, 1000)
+    assert c.state is State.CLOSING  # within the bound: still waiting for the client's close frame
+    c.received(2.2, 1)
+    assert c.state is State.CLOSED and c.next_deadline() == float("inf")
