@@ -405,6 +405,7 @@ class ClientServer:
             refusal = self._admit(key)
             if refusal is not None and self._connections > cfg.connections_max + cfg.refusing_max:
                 return  # under a flood even a polite refusal costs too much
+            got: tuple[bytes, bytes] | None = None  # stays None when the client says nothing in time
             with trio.move_on_at(deadline if refusal is None else trio.current_time() + cfg.close_timeout_s):
                 got = await read_head(stream, head, cfg.upgrade_request_bytes_max)
             if got is None:
@@ -439,6 +440,9 @@ class ClientServer:
                 del self.sessions[session.conn_id]
                 if not self.sessions:
                     self._idle.set()
+        except Exception:  # a bug met by one connection ends that connection, never the server and the others
+            log.exception("event=client_connection_error peer=%s", peer)
+            self.refused(Refusal.MALFORMED)
         finally:
             self._connections -= 1
             if session is not None and not session.client_id:  # upgraded, never welcomed: still counted
