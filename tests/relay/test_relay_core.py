@@ -210,3 +210,15 @@ def test_home_leases_to_owners_and_renews() -> None:
         assert slices <= 3 * RENEW_SLICES, "renewal ticks do not advance"
     assert renewed >= set(remote_owners())
     assert slices >= RENEW_SLICES // 2, "a period's renewals should be spread over several slices"
+
+
+def test_a_hello_verified_by_the_session_is_not_verified_again_by_the_owner_role() -> None:
+    """The home claim a local session hands over was verified in its handshake; the owner role (here this node,
+    the only member) takes the lease without a second Ed25519 verification (one per handshake saved)."""
+    c = RelayCore(
+        node_id=S, config=SIM_CONFIG, rng=random.Random(3), now=0.0, sign=S_KEY.sign, wall_offset_s=WALL0_S
+    )
+    online(c, 1, A, 0.0)
+    c.drain()
+    assert c.owner.leases.homes(A, 1.0) == (S,)
+    assert c.verifier.verifications == 0

@@ -79,6 +79,13 @@ class ClaimVerifier:
     def _fresh(self, nonce: bytes, wall_s: float, extra_age_s: float) -> bool:
         return wall_s - self.age_max_s - extra_age_s <= nonce_time_s(nonce) <= wall_s + self.skew_s
 
+    def vouch(self, claim: HomeClaim) -> None:
+        """`claim` is a hello this node's session core has just verified: remember its signature as good, so the
+        owner role (this node among the client's owners) does not verify the same signature again."""
+        self._cache[(claim.client, claim.home, claim.nonce, claim.sig)] = True
+        while len(self._cache) > self._max:
+            self._cache.popitem(last=False)
+
     def valid(self, claim: HomeClaim, wall_s: float, *, extra_age_s: float = 0.0) -> bool:
         return self.valid_parts(claim.client, claim.home, claim.nonce, claim.sig, wall_s, extra_age_s=extra_age_s)
 

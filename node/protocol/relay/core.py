@@ -251,7 +251,8 @@ class RelayCore:
     def client_online(
         self, conn_id: int, client_id: bytes, now: float, *, claim: HomeClaim, address_key: str = ""
     ) -> None:
-        """A connection authenticated as `client_id`; `claim` is its signed hello (node/protocol/relay/claims.py),
+        """A connection authenticated as `client_id`; `claim` is its signed hello (node/protocol/relay/claims.py), which
+        the session core has verified (so it is vouched for in the claim cache, not verified again),
         `address_key` its source network (node/protocol/ratelimit.address_key), for the per-address budgets."""
         self.home.online(conn_id, client_id, now, claim, address_key)
         self._pump(now)

@@ -99,6 +99,7 @@ class Home:
             self._owner.refused[Refusal.FORGED] += 1
             self._emit(CloseClient(conn_id=conn_id))
             return
+        self._verifier.vouch(claim)  # the session verified this hello before calling it a home claim
         self.conns[conn_id] = Conn(client=client_id, claim=claim, addr=address_key)
         self._closing.push(conn_id, max(now, self._owner.claim_ends(claim) - self.config.lease_ttl_s))
         first = client_id not in self.homed

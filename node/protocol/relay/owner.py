@@ -305,11 +305,14 @@ class Owner:
 
     def _push_waiting(self, client: bytes, now: float) -> None:
         """Push every waiting (not in-flight) entry of `client`, oldest first, to its first live home."""
+        entries = self.mailbox.entries(client)
+        if not entries:  # the common case (every lease renewal): no need to rank the homes
+            return
         homes = self.leases.homes(client, now)
         if not homes:
             return
         until = now + self.config.peer_timeout_s
-        for entry in self.mailbox.entries(client):
+        for entry in entries:
             if entry.inflight_to is None:
                 entry.inflight_to, entry.inflight_until = homes[0], until
                 self._inflight.push(entry.env.eid, until)
