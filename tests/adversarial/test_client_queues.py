@@ -53,31 +53,12 @@ def test_pongs_count_in_the_send_queue_bound_and_a_non_reader_is_closed() -> Non
 
 def test_empty_continuation_frames_are_counted_and_closed_with_1009() -> None:
     async def main() -> None:
-        async with running_node() as node, trio.open_nursery() as nursery:
+        async with running_node() as node:
             client = await RawClient.connect(node.port)
             await client.authenticate(ALICE)
-            await client.stream.send_all(client.fragment_bytes("x"))
-            empty = client.fragment_bytes("") * 10_000
-            done = trio.Event()
-
-            async def reader() -> None:
-                await client.wait_closed()
-                done.set()
-
-            nursery.start_soon(reader)
-            sent = 0
-            while sent < 300_000 and not done.is_set():
-                try:
-                    await client.stream.send_all(empty)
-                except (trio.BrokenResourceError, trio.ClosedResourceError):
-                    break
-                sent += 10_000
-                await trio.sleep(0)
-            with trio.move_on_after(5):
-                await done.wait()
+            sent = await client.flood_empty_fragments(300_000)
             assert client.close_code == 1009, f"{sent} empty frames kept without a close ({client.close_code})"
             assert sent <= 100_000  # closed within a bounded number of frames, not after the attacker tired
-            nursery.cancel_scope.cancel()
 
     run(main, limit_s=60)
 

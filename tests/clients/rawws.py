@@ -112,6 +112,33 @@ class RawClient:
         """One more frame of an unfinished text message (the first one opens it; "" makes an empty frame)."""
         return self.ws.send(TextMessage(data=data, message_finished=False))
 
+    async def flood_empty_fragments(self, frames_max: int, per_write: int = 10_000) -> int:
+        """Open a text message, then send empty continuation frames, `per_write` a write, until the node closes
+        the connection or `frames_max` are sent; then wait up to 5 s for the close. The frames sent (a close code
+        the node sent is in `close_code`)."""
+        await self.stream.send_all(self.fragment_bytes("x"))
+        empty = self.fragment_bytes("") * per_write
+        sent = 0
+        done = trio.Event()
+
+        async def reader() -> None:
+            await self.wait_closed()
+            done.set()
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(reader)
+            while sent < frames_max and not done.is_set():
+                try:
+                    await self.stream.send_all(empty)
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    break
+                sent += per_write
+                await trio.sleep(0)
+            with trio.move_on_after(5):
+                await done.wait()
+            nursery.cancel_scope.cancel()
+        return sent
+
     async def wait_closed(self) -> int | None:
         """Read until the server's close frame or EOF; the close code (None when the socket just ended)."""
         try:

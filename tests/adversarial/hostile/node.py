@@ -236,27 +236,7 @@ class Hostile:
     async def fragments(self, ws: int, frames: int, src: str) -> dict[str, Any]:
         client = await RawClient.connect(ws, source=src)
         await client.authenticate(Identity.generate())
-        await client.stream.send_all(client.fragment_bytes("x"))
-        empty = client.fragment_bytes("") * 10_000
-        sent = 0
-        done = trio.Event()
-        async with trio.open_nursery() as nursery:
-
-            async def reader() -> None:
-                await client.wait_closed()
-                done.set()
-
-            nursery.start_soon(reader)
-            while sent < frames and not done.is_set():
-                try:
-                    await client.stream.send_all(empty)
-                except (trio.BrokenResourceError, trio.ClosedResourceError):
-                    break
-                sent += 10_000
-                await trio.sleep(0)
-            with trio.move_on_after(5):
-                await done.wait()
-            nursery.cancel_scope.cancel()
+        sent = await client.flood_empty_fragments(frames)
         await trio.aclose_forcefully(client.stream)
         return {"sent_frames": sent, "close_code": client.close_code}
 
