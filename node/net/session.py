@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import logging
 import math
-import struct
 from typing import Protocol
 
 import trio
@@ -51,6 +50,7 @@ from node.protocol.wire.wsframe import (
     FrameReader,
     PingFrame,
     close_frame,
+    data_frame,
     frame,
 )
 
@@ -74,24 +74,6 @@ class SessionPort(Protocol):
     def session_offline(self, session: ClientSession) -> None: ...
     def session_envelope(self, session: ClientSession, env: Envelope) -> None: ...
     def session_control(self, session: ClientSession, msg: ClientMessage) -> None: ...
-
-
-def data_frame(data: bytes | str) -> bytes:
-    """One server-to-client WebSocket message as a single unmasked frame (RFC 6455 §5.2): FIN, text or binary.
-
-    What `wsframe.frame` produces, inlined for the two common sizes: this runs once per relayed envelope (the
-    server negotiates no extension, so a message is always one frame).
-    """
-    if isinstance(data, str):
-        payload, first = data.encode(), 0x81
-    else:
-        payload, first = data, 0x82
-    n = len(payload)
-    if n < 126:
-        return bytes((first, n)) + payload
-    if n < 65536:
-        return struct.pack("!BBH", first, 126, n) + payload
-    return struct.pack("!BBQ", first, 127, n) + payload
 
 
 class ClientSession(OutBuffer):
@@ -226,6 +208,12 @@ class ClientSession(OutBuffer):
             elif type(cmd) is Control:
                 self._port.session_control(self, cmd.msg)
 
+    def _send_close(self, code: int, reason: str = "") -> None:
+        """Queue our close frame, once per connection."""
+        if not self._close_queued:
+            self._close_queued = True
+            self.queue(close_frame(code, reason))
+
     def _queue_close(self, cmd: Close) -> None:
         if cmd.code in (CloseCode.ABUSE, CloseCode.POLICY, CloseCode.TOO_BIG):
             log.info(
@@ -235,9 +223,7 @@ class ClientSession(OutBuffer):
                 cmd.code,
                 cmd.reason,
             )
-        if not self._close_queued:
-            self._close_queued = True
-            self.queue(close_frame(cmd.code, cmd.reason))
+        self._send_close(cmd.code, cmd.reason)
         self._scope.deadline = min(self._scope.deadline, reader_deadline(self._core))
 
     # --- receiving ----------------------------------------------------------------------------------------
@@ -252,14 +238,10 @@ class ClientSession(OutBuffer):
                 if not self._close_queued:
                     self._execute(core.ws_ping(event.payload, now))
             elif type(event) is CloseFrame:
-                if not self._close_queued:  # the client closed first: answer with its code (RFC 6455 §5.5.1)
-                    self._close_queued = True
-                    self.queue(close_frame(event.code))
+                self._send_close(event.code)  # the client closed first: answer with its code (RFC 6455 §5.5.1)
                 self._execute(core.remote_closed())
             elif type(event) is Failed:  # not a WebSocket stream: say why, then the connection ends
-                if not self._close_queued:
-                    self._close_queued = True
-                    self.queue(close_frame(event.code, event.reason))
+                self._send_close(event.code, event.reason)
                 self._execute(core.broken())
             # a pong needs nothing more: any bytes from the client count as life (core.received)
 

@@ -7,7 +7,7 @@ from wsproto.connection import Connection, ConnectionType
 from wsproto.events import BytesMessage, TextMessage
 from wsproto.frame_protocol import FrameProtocol
 
-from node.net.session import data_frame
+from node.protocol.wire.wsframe import data_frame
 
 SIZES = [0, 1, 125, 126, 127, 65535, 65536, 70_000, 200_000]
 

@@ -48,6 +48,11 @@ def client_frame(
     return head + mask + (unmask(payload, mask, 0) if masked else payload)
 
 
+def joined(parts: list[bytes | str]) -> bytes | str:
+    """The pieces of one frame as one value (text pieces are str, binary ones bytes)."""
+    return "".join(parts) if parts and isinstance(parts[0], str) else b"".join(parts)  # type: ignore[arg-type]
+
+
 def normalise_ours(events: list[object]) -> list[tuple[object, ...]]:
     out: list[tuple[object, ...]] = []
     acc: list[bytes | str] = []
@@ -55,8 +60,7 @@ def normalise_ours(events: list[object]) -> list[tuple[object, ...]]:
         if isinstance(e, Data):
             acc.append(e.data)
             if e.frame_end:
-                joined = "".join(acc) if isinstance(e.data, str) else b"".join(acc)  # type: ignore[arg-type]
-                out.append(("data", joined, e.fin))
+                out.append(("data", joined(acc), e.fin))
                 acc = []
         elif isinstance(e, PingFrame):
             out.append(("ping", e.payload))
@@ -68,7 +72,7 @@ def normalise_ours(events: list[object]) -> list[tuple[object, ...]]:
             out.append(("failed", e.code))
             return out  # what arrived of an unfinished frame before the failure does not count (as below)
     if acc:  # an unfinished frame: what arrived of it
-        out.append(("partial", "".join(acc) if isinstance(acc[0], str) else b"".join(acc)))  # type: ignore[arg-type]
+        out.append(("partial", joined(acc)))
     return out
 
 
@@ -83,8 +87,7 @@ def normalise_wsproto(conn: Connection, chunks: list[bytes]) -> list[tuple[objec
             if isinstance(e, (TextMessage, BytesMessage)):
                 acc.append(bytes(e.data) if isinstance(e.data, bytearray) else e.data)
                 if e.frame_finished:
-                    joined = "".join(acc) if isinstance(e.data, str) else b"".join(acc)  # type: ignore[arg-type]
-                    out.append(("data", joined, e.message_finished))
+                    out.append(("data", joined(acc), e.message_finished))
                     acc = []
             elif isinstance(e, Ping):
                 out.append(("ping", bytes(e.payload)))
@@ -97,7 +100,7 @@ def normalise_wsproto(conn: Connection, chunks: list[bytes]) -> list[tuple[objec
                     out.append(("failed", int(e.code)))
                     return out
     if acc:
-        out.append(("partial", "".join(acc) if isinstance(acc[0], str) else b"".join(acc)))  # type: ignore[arg-type]
+        out.append(("partial", joined(acc)))
     return out
 
 

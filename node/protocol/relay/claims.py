@@ -82,7 +82,10 @@ class ClaimVerifier:
     def vouch(self, claim: HomeClaim) -> None:
         """`claim` is a hello this node's session core has just verified: remember its signature as good, so the
         owner role (this node among the client's owners) does not verify the same signature again."""
-        self._cache[(claim.client, claim.home, claim.nonce, claim.sig)] = True
+        self._remember((claim.client, claim.home, claim.nonce, claim.sig), True)
+
+    def _remember(self, key: tuple[bytes, bytes, bytes, bytes], ok: bool) -> None:
+        self._cache[key] = ok
         while len(self._cache) > self._max:
             self._cache.popitem(last=False)
 
@@ -100,9 +103,7 @@ class ClaimVerifier:
         if ok is None:
             self.verifications += 1
             ok = verify_signature(client, client_auth_message(home, nonce), sig)
-            self._cache[key] = ok
-            while len(self._cache) > self._max:
-                self._cache.popitem(last=False)
+            self._remember(key, ok)
         else:
             self._cache.move_to_end(key)
         return ok

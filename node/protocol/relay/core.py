@@ -155,7 +155,6 @@ class RelayCore:
             age_max_s=config.claim_age_max_s, skew_s=config.claim_skew_s, cache_max=config.claim_cache_max
         )
         self._budgets = OriginBudgets(config)
-        self._members: tuple[bytes, ...] = (node_id,)
         self._out: list[Command] = []
         self._loop: deque[tuple[bytes, PeerMessage]] = deque()
         self._links = LinkClaims(entries_max=config.claim_cache_max)  # origin (sent) and home (known) sides
@@ -222,7 +221,7 @@ class RelayCore:
 
     @property
     def members(self) -> tuple[bytes, ...]:
-        return self._members
+        return self.owner.members
 
     def stats(self) -> RelayStats:
         """A snapshot for metrics; `latencies_s` holds the samples since the previous call (they are taken)."""
@@ -418,7 +417,7 @@ class RelayCore:
     def _lookup_done(self, to: bytes, now: float) -> None:
         ls = self._lookups.pop(to)
         self._lookup_heap.discard(to)
-        live = set(self._members)
+        live = set(self.owner.members)
         homes = tuple(sorted(h for h in ls.homes if h in live))
         if self.config.lookup_cache_s > 0:
             self._cache[to] = (homes, now + self.config.lookup_cache_s)
@@ -436,7 +435,7 @@ class RelayCore:
         if ls is None or from_node not in ls.awaiting:
             return
         ls.awaiting.discard(from_node)
-        ls.homes.update(h for h in msg.homes if h in self._members)
+        ls.homes.update(h for h in msg.homes if h in self.owner.members)
         if ls.homes or not ls.awaiting:
             self._lookup_done(msg.id, now)
 
@@ -509,7 +508,7 @@ class RelayCore:
     # ------------------------------------------------------------------ federation
     def peer_message(self, from_node: bytes, msg: PeerMessage, now: float) -> None:
         """A decoded relay frame from an authenticated member. Frames from non-members are ignored."""
-        if from_node not in self._members:
+        if from_node not in self.owner.members:
             return
         self._handle(from_node, msg, now)
         self._pump(now)
@@ -570,12 +569,11 @@ class RelayCore:
 
     def members_changed(self, live: Sequence[bytes], now: float) -> None:
         """The live member ids from SWIM (self is always included). Moves records to new owners."""
-        old = self._members
+        old = self.owner.members
         new = tuple(sorted(set(live) | {self.node_id}))
         if new == old:
             return
-        self._members = new
-        self.owner.members = new
+        self.owner.members = new  # the one copy of the member list (the owners' ranking uses it)
         for node in sorted(set(old) - set(new)):
             self._node_failed(node, now, dead=True)
         self.home.members_changed(old)
@@ -585,7 +583,7 @@ class RelayCore:
 
     def handoff_all(self, now: float) -> None:
         """Graceful leave: push leases and mailboxes to the next owners (computed without this node)."""
-        self.owner.handoff_all(self._members, now)
+        self.owner.handoff_all(self.owner.members, now)
         self._pump(now)
 
     # ------------------------------------------------------------------ time

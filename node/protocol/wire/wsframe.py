@@ -100,6 +100,12 @@ def frame(opcode: int, payload: bytes = b"") -> bytes:
     return struct.pack("!BBQ", 0x80 | opcode, 127, n) + payload
 
 
+def data_frame(data: bytes | str) -> bytes:
+    """One server-to-client message as a single frame: text for str, binary for bytes (the server negotiates no
+    extension, so a message is always one frame). Runs once per relayed envelope."""
+    return frame(OP_TEXT, data.encode()) if isinstance(data, str) else frame(OP_BINARY, data)
+
+
 def close_frame(code: int, reason: str = "") -> bytes:
     """A close frame with `code` and `reason` (reason cut to fit 125 bytes); 1005/1006/1015 are never sent."""
     if code in (NO_STATUS, 1006, 1015):
