@@ -31,7 +31,7 @@ from node.app.log import Logger, get_logger
 from node.app.metrics import NodeMetrics
 from node.app.ops import OPS_LIMITS, ops_router
 from node.app.turn import TurnService
-from node.app.vapid import load_or_create_vapid_key
+from node.app.vapid import load_or_create_vapid_scalar
 from node.client.files import write_atomic, write_json_atomic
 from node.net.clients import ClientServer
 from node.net.httpserver import serve_http
@@ -351,7 +351,7 @@ def _start_push(config: NodeConfig, relay: RelayDriver, metrics: NodeMetrics) ->
         return None
     pusher = PushSender(
         config=config.push,
-        vapid_key=load_or_create_vapid_key(config.data_path / "vapid.key"),
+        vapid_scalar=load_or_create_vapid_scalar(config.data_path / "vapid.key"),
         on_result=metrics.push_result,
         on_gone=relay.push_gone,
     )

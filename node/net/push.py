@@ -18,18 +18,18 @@ are retried with exponential backoff (Retry-After honoured up to RETRY_AFTER_MAX
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import logging
 import os
 import ssl
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import h11
 import trio
-from cryptography.hazmat.primitives.asymmetric import ec
 
 from node.protocol.relay.push import SendPush
 from node.protocol.settings import PushSection, parse_hostport
@@ -37,10 +37,15 @@ from node.protocol.webpush import (
     WAKE_PAYLOAD,
     BadSubscription,
     check_endpoint,
+    check_scalar,
     encrypt,
+    private_key_from_scalar,
     public_point,
     vapid_header,
 )
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric import ec
 
 log = logging.getLogger("homing.push")
 
@@ -91,31 +96,49 @@ def address_refused(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
 
 
 class PushSender:
-    """Sends pushes from a bounded queue with `concurrent_max` workers. Feed it with `submit` (never blocks)."""
+    """Sends pushes from a bounded queue with `concurrent_max` workers. Feed it with `submit` (never blocks).
+
+    `vapid_scalar` is the VAPID private key's 32-byte scalar (node/app/vapid.py); the key object and its public
+    point are made on first use (a subscription's `ok`, a push), which is when `cryptography` is imported."""
 
     def __init__(
         self,
         *,
         config: PushSection,
-        vapid_key: ec.EllipticCurvePrivateKey,
+        vapid_scalar: bytes,
         on_result: Callable[[str], None],
         on_gone: Callable[[bytes, str], None],
         on_written: Callable[[SendPush, float], None] | None = None,
     ) -> None:
         self.config = config
-        self.vapid_key = vapid_key
-        self.vapid_public = public_point(vapid_key)
+        self._vapid_scalar = check_scalar(vapid_scalar)
         self.on_result = on_result  # "sent" or a FAIL_REASONS value
         self.on_gone = on_gone
         self.on_written = on_written
         self._send, self._recv = trio.open_memory_channel[SendPush](config.queue_max)
-        self._ssl = ssl.create_default_context()
         if config.test_ca_file:
-            self._ssl.load_verify_locations(cafile=config.test_ca_file)
+            _ = self.ssl_context  # tests only: a bad CA file fails at start, as it always did
         self._test_loopback: tuple[str, int] | None = None
         if config.test_allow_loopback:
             self._test_loopback = parse_hostport(config.test_allow_loopback, key="push.test_allow_loopback")
             log.warning("event=push_test_loopback_enabled target=%s unsafe=true", config.test_allow_loopback)
+
+    @functools.cached_property
+    def ssl_context(self) -> ssl.SSLContext:
+        """Made on the first push: loading the system CA store costs ~25 ms and ~2 MiB (issue #17)."""
+        context = ssl.create_default_context()
+        if self.config.test_ca_file:
+            context.load_verify_locations(cafile=self.config.test_ca_file)
+        return context
+
+    @functools.cached_property
+    def vapid_key(self) -> ec.EllipticCurvePrivateKey:
+        return private_key_from_scalar(self._vapid_scalar)
+
+    @functools.cached_property
+    def vapid_public(self) -> bytes:
+        """The VAPID public key, uncompressed (sent to clients with push_register's `ok`)."""
+        return public_point(self.vapid_key)
 
     def submit(self, cmd: SendPush) -> bool:
         try:
@@ -238,7 +261,7 @@ class PushSender:
             except OSError as exc:
                 last = exc
                 continue
-            stream = trio.SSLStream(tcp, self._ssl, server_hostname=host, https_compatible=True)
+            stream = trio.SSLStream(tcp, self.ssl_context, server_hostname=host, https_compatible=True)
             try:
                 await stream.send_all(request)
                 if self.on_written is not None:

@@ -47,7 +47,8 @@ class RelayMetrics(Protocol):
 class PushPort(Protocol):
     """The push sender as the relay driver sees it (node/net/push.py: PushSender)."""
 
-    vapid_public: bytes
+    @property
+    def vapid_public(self) -> bytes: ...
 
     def submit(self, cmd: SendPush) -> bool: ...
 

@@ -7,7 +7,9 @@ Rules
 - No I/O, no clock, no global randomness: the wall-clock time of a VAPID token and the random bytes of a message
   (the salt and the ephemeral key) are passed in, so a message is reproducible from its inputs.
 - The cryptographic primitives come from `cryptography` (ECDH P-256, HKDF steps as HMAC-SHA-256, AES-128-GCM,
-  ECDSA P-256/SHA-256); this module only arranges them as RFC 8291 and RFC 7515/8292 say.
+  ECDSA P-256/SHA-256); this module only arranges them as RFC 8291 and RFC 7515/8292 say. `cryptography` is imported
+  by the functions that use it, on first use: it adds ~7 MiB to a process, and a node loads it only when a client
+  registers a subscription or a push is sent (issue #17). The VAPID key's scalar is made and checked without it.
 - The payload never says who calls: a push is only a wake-up (`WAKE_PAYLOAD`); the offer itself waits in the
   mailbox and reaches the app when it connects.
 """
@@ -19,18 +21,15 @@ import hmac
 import json
 import struct
 from collections.abc import Callable
-from typing import Final
+from typing import TYPE_CHECKING, Final
 from urllib.parse import urlsplit
 
 import attrs
-from cryptography.exceptions import InvalidKey
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from node.protocol.identity import b64u_encode
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric import ec
 
 ENDPOINT_BYTES_MAX: Final = 1000
 P256_POINT_BYTES: Final = 65  # uncompressed: 0x04 || X || Y
@@ -76,6 +75,8 @@ def check_endpoint(endpoint: str) -> tuple[str, int]:
 
 
 def check_p256dh(key: bytes) -> ec.EllipticCurvePublicKey:
+    from cryptography.hazmat.primitives.asymmetric import ec
+
     if len(key) != P256_POINT_BYTES or key[0] != 4:
         raise BadSubscription("p256dh must be a 65-byte uncompressed P-256 point")
     try:
@@ -93,22 +94,35 @@ def check_subscription(sub: Subscription) -> None:
 
 def public_point(key: ec.EllipticCurvePrivateKey) -> bytes:
     """The uncompressed public point (the browser's applicationServerKey form)."""
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
     return key.public_key().public_bytes(Encoding.X962, PublicFormat.UncompressedPoint)
 
 
-def private_key_from_scalar(scalar: bytes) -> ec.EllipticCurvePrivateKey:
+def check_scalar(scalar: bytes) -> bytes:
+    """`scalar` if it is a P-256 private key (32 bytes, 0 < value < n), else ValueError (needs no `cryptography`)."""
     if len(scalar) != 32:
         raise ValueError("a P-256 private key is 32 bytes")
-    value = int.from_bytes(scalar, "big")
-    if not 0 < value < _P256_ORDER:
+    if not 0 < int.from_bytes(scalar, "big") < _P256_ORDER:
         raise ValueError("not a P-256 private key")
-    return ec.derive_private_key(value, ec.SECP256R1())
+    return scalar
+
+
+def private_key_from_scalar(scalar: bytes) -> ec.EllipticCurvePrivateKey:
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    return ec.derive_private_key(int.from_bytes(check_scalar(scalar), "big"), ec.SECP256R1())
+
+
+def new_scalar(random_bytes: RandomBytes) -> bytes:
+    """A P-256 private key's scalar from injected randomness (48 bytes reduced mod n: a bias below 2^-128)."""
+    value = int.from_bytes(random_bytes(48), "big") % (_P256_ORDER - 1) + 1
+    return value.to_bytes(32, "big")
 
 
 def new_private_key(random_bytes: RandomBytes) -> ec.EllipticCurvePrivateKey:
-    """A P-256 key from injected randomness (48 bytes reduced mod n: a bias below 2^-128)."""
-    value = int.from_bytes(random_bytes(48), "big") % (_P256_ORDER - 1) + 1
-    return ec.derive_private_key(value, ec.SECP256R1())
+    """A P-256 key from injected randomness (`new_scalar`)."""
+    return private_key_from_scalar(new_scalar(random_bytes))
 
 
 def scalar_of(key: ec.EllipticCurvePrivateKey) -> bytes:
@@ -121,6 +135,10 @@ def _hmac(key: bytes, data: bytes) -> bytes:
 
 def encrypt(sub: Subscription, plaintext: bytes, random_bytes: RandomBytes) -> bytes:
     """The RFC 8291 message body (Content-Encoding: aes128gcm, one record) of `plaintext` for `sub`."""
+    from cryptography.exceptions import InvalidKey
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
     ua_key = check_p256dh(sub.p256dh)
     if len(plaintext) + 1 + 16 > RECORD_SIZE:
         raise ValueError("a push payload fits one record")
@@ -153,6 +171,10 @@ def audience(endpoint: str) -> str:
 
 def vapid_header(key: ec.EllipticCurvePrivateKey, endpoint: str, *, unix_now: int, subject: str = "") -> str:
     """The `Authorization` header value (RFC 8292 §3): `vapid t=<ES256 JWT>, k=<public key>`."""
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
+
     header = b64u_encode(b'{"typ":"JWT","alg":"ES256"}')
     claims: dict[str, object] = {"aud": audience(endpoint), "exp": unix_now + VAPID_TOKEN_S}
     if subject:

@@ -16,7 +16,7 @@ import trio
 from node.net.push import PushSender, address_refused
 from node.protocol.relay.push import SendPush
 from node.protocol.settings import PushSection
-from node.protocol.webpush import WAKE_PAYLOAD, Subscription, new_private_key, public_point
+from node.protocol.webpush import WAKE_PAYLOAD, Subscription, new_scalar, public_point, scalar_of
 from tests.push.service import PushService, push_service
 from tests.push.webpush_check import UserAgent, verify_vapid
 
@@ -30,8 +30,10 @@ def _sender(svc: PushService, results: list[str], gone: list[tuple[bytes, str]],
         request_timeout_s=3.0,
         **extra,  # type: ignore[arg-type]
     )
-    key = new_private_key(__import__("os").urandom)
-    return PushSender(config=cfg, vapid_key=key, on_result=results.append, on_gone=lambda c, e: gone.append((c, e)))
+    scalar = new_scalar(__import__("os").urandom)
+    return PushSender(
+        config=cfg, vapid_scalar=scalar, on_result=results.append, on_gone=lambda c, e: gone.append((c, e))
+    )
 
 
 def _cmd(ua: UserAgent, ttl_s: int = 42) -> SendPush:
@@ -148,13 +150,18 @@ def test_address_rule_table() -> None:
 def test_vapid_key_is_created_0600_kept_and_refused_when_readable(tmp_path: Path) -> None:
     import os
 
-    from node.app.vapid import load_or_create_vapid_key
+    from node.app.vapid import load_or_create_vapid_key, load_or_create_vapid_scalar
     from node.protocol.errors import ConfigError
 
     path = tmp_path / "vapid.key"
     key = load_or_create_vapid_key(path)
     assert path.stat().st_mode & 0o777 == 0o600
     assert public_point(load_or_create_vapid_key(path)) == public_point(key)
+    assert load_or_create_vapid_scalar(path) == scalar_of(key)
+    (tmp_path / "zero.key").write_text("A" * 43 + "\n")  # 32 zero bytes: not a P-256 private key
+    os.chmod(tmp_path / "zero.key", 0o600)
+    with pytest.raises(ConfigError):
+        load_or_create_vapid_scalar(tmp_path / "zero.key")
     os.chmod(path, 0o644)
     with pytest.raises(ConfigError):
         load_or_create_vapid_key(path)
