@@ -7,8 +7,6 @@ import json
 import signal
 import sys
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -221,6 +219,9 @@ def status_target(data_dir: Path) -> str:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    import urllib.error  # here, not at the top: urllib.request brings http.client and email, which `run` never uses
+    import urllib.request
+
     target = args.metrics
     source = "--metrics"
     if target is None and args.data_dir is not None:
