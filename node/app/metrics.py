@@ -1,7 +1,8 @@
 """Prometheus metrics of one node (docs/operations.md), on a registry of its own.
 
-Several nodes run in one process (tests, `homing demo`), so nothing here touches prometheus-client's global
-REGISTRY: each `NodeMetrics()` owns a `CollectorRegistry`, and `render()` serialises only that.
+Several nodes run in one process (tests, `homing demo`), so there is no global registry: each `NodeMetrics()` owns
+a `Registry` (node/app/promtext.py, the node's own text exposition, identical to prometheus-client's), and
+`render()` serialises only that.
 
 Public API:
 
@@ -41,11 +42,9 @@ from __future__ import annotations
 import platform
 from collections.abc import Mapping
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
-
 from node import __version__
 from node.app.buildinfo import git_commit
+from node.app.promtext import CONTENT_TYPE, Counter, Gauge, Histogram, Registry
 from node.protocol.refusals import Layer, Refusal
 
 # push wake-up (node/net/push.py FAIL_REASONS; kept here as data so metrics import nothing from the drivers)
@@ -96,12 +95,12 @@ def _label(value: str, allowed: tuple[str, ...]) -> str:
 
 
 class NodeMetrics:
-    """Every metric of one node, registered on its own CollectorRegistry."""
+    """Every metric of one node, registered on its own Registry."""
 
-    CONTENT_TYPE = CONTENT_TYPE_LATEST
+    CONTENT_TYPE = CONTENT_TYPE
 
-    def __init__(self, *, version: str = __version__, registry: CollectorRegistry | None = None) -> None:
-        self.registry = registry if registry is not None else CollectorRegistry(auto_describe=True)
+    def __init__(self, *, version: str = __version__, registry: Registry | None = None) -> None:
+        self.registry = registry if registry is not None else Registry()
         r = self.registry
         self.members = Gauge("homing_members", "Members this node knows, by SWIM state.", ["state"], registry=r)
         self.member_changes = Counter(
@@ -188,4 +187,4 @@ class NodeMetrics:
 
     def render(self) -> bytes:
         """This node's metrics in the Prometheus text format (for `GET /metrics`)."""
-        return bytes(generate_latest(self.registry))
+        return self.registry.render()

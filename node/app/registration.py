@@ -20,8 +20,8 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import attrs
-from prometheus_client import CollectorRegistry, Gauge
 
+from node.app.promtext import Gauge, Registry
 from node.app.registry import Result
 
 REGISTRATION_STATES = ("approved", "pending", "banned", "refused", "untrusted", "unreachable", "unknown")
@@ -53,7 +53,7 @@ class RegistrationStatus:
     """Registration state per configured registry URL, with its metrics on `registry` (the node's registry)."""
 
     def __init__(
-        self, urls: Sequence[str], registry: CollectorRegistry, *, wall_clock: Callable[[], float] = time.time
+        self, urls: Sequence[str], registry: Registry, *, wall_clock: Callable[[], float] = time.time
     ) -> None:
         self.wall_clock = wall_clock
         self._entries: dict[str, _Entry] = {url: _Entry() for url in dict.fromkeys(urls)}

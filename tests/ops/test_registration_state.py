@@ -155,21 +155,20 @@ def test_range_counts_keep_the_largest_fifty() -> None:
 
 
 def test_registration_metrics_follow_results_and_never_grow_labels() -> None:
-    from prometheus_client import CollectorRegistry, generate_latest
-
+    from node.app.promtext import Registry
     from node.app.registration import RegistrationStatus
     from node.app.registry import Result
 
-    reg = CollectorRegistry()
+    reg = Registry()
     status = RegistrationStatus(["https://r.example"], reg, wall_clock=lambda: 1234.0)
     status.on_result(Result(url="https://r.example", http_status=200, status="pending"))
     status.on_result(Result(url="https://elsewhere.example", http_status=200, status="approved"))
-    text = generate_latest(reg).decode()
+    text = reg.render().decode()
     assert 'homing_registration_state{registry="https://r.example",state="pending"} 1.0' in text
     assert 'homing_registration_last_success_timestamp_seconds{registry="https://r.example"} 1234.0' in text
     assert "elsewhere" not in text, "only configured registries become label values"
     status.on_result(Result(url="https://r.example", http_status=403, reason="banned"))
-    text = generate_latest(reg).decode()
+    text = reg.render().decode()
     assert 'state="banned"} 1.0' in text and 'state="pending"} 0.0' in text
     assert status.document()[0] == {"registry": "https://r.example", "state": "banned", "last_success": 1234,
                                     "last_attempt": 1234, "reason": "banned"}  # fmt: skip
