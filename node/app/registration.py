@@ -52,9 +52,7 @@ class _Entry:
 class RegistrationStatus:
     """Registration state per configured registry URL, with its metrics on `registry` (the node's registry)."""
 
-    def __init__(
-        self, urls: Sequence[str], registry: Registry, *, wall_clock: Callable[[], float] = time.time
-    ) -> None:
+    def __init__(self, urls: Sequence[str], registry: Registry, *, wall_clock: Callable[[], float] = time.time) -> None:
         self.wall_clock = wall_clock
         self._entries: dict[str, _Entry] = {url: _Entry() for url in dict.fromkeys(urls)}
         self.state_gauge = Gauge(
