@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import http
 import json
 import logging
 import math
@@ -191,6 +190,8 @@ def _h11_response(resp: Response, *, close: bool, head: bool) -> tuple[h11.Respo
     headers += resp.headers
     if close:
         headers.append(("Connection", "close"))
+    import http  # on the first answer: building HTTPStatus (~60 enum members) is ~1 ms of every start (issue #17)
+
     try:
         reason = http.HTTPStatus(resp.status).phrase.encode("ascii")
     except ValueError:
