@@ -15,13 +15,13 @@ Rules:
   (node/net/decoy.py), byte for byte as nginx would; nothing homing-specific (no refusal text, no 429) is said
   before a client opens the right path (docs/security.md, "Censorship").
 
-Theory of operation. The upgrade is wsproto's `H11Handshake`, the frames are read by the node's own sans-IO
-reader (node/protocol/wire/wsframe.py). Each connection's task reads the upgrade, then
-runs its `ClientSession` (node/net/session.py): a byte pump around the pure `SessionCore`
-(node/protocol/session.py, `HANDSHAKE -> OPEN -> CLOSING -> CLOSED`). Under load one read carries many frames
-and one write many replies, which is where the throughput comes from (docs/performance.md, "Client WebSocket
-layer"). A server-side close queues a close frame and keeps reading (discarding) until the client's close frame
-or EOF, so the client sees the close code. The server is the sessions' `SessionPort`.
+Theory of operation. The upgrade is checked and answered from the node's own parse of the request head
+(node/protocol/wire/upgrade.py), the frames are read by its own sans-IO reader (node/protocol/wire/wsframe.py).
+Each connection's task reads the upgrade, then runs its `ClientSession` (node/net/session.py): a byte pump around
+the pure `SessionCore` (node/protocol/session.py, `HANDSHAKE -> OPEN -> CLOSING -> CLOSED`). Under load one read
+carries many frames and one write many replies, which is where the throughput comes from (docs/performance.md,
+"Client WebSocket layer"). A server-side close queues a close frame and keeps reading (discarding) until the
+client's close frame or EOF, so the client sees the close code. The server is the sessions' `SessionPort`.
 
 Keepalive: one task per server (`_keepalive`) holds every online session in a `DeadlineHeap` of its core's ping/idle
 deadline and, when entries fall due (in rounds at most `keepalive_batch_s` apart), calls `session.keepalive(now)`:
@@ -47,15 +47,6 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 import trio
-from wsproto.connection import ConnectionType
-from wsproto.events import (
-    AcceptConnection,
-    RejectConnection,
-    RejectData,
-    Request,
-)
-from wsproto.handshake import H11Handshake
-from wsproto.utilities import RemoteProtocolError as WsRemoteProtocolError
 
 from node.net.decoy import DecoySite, read_head, serve_decoy, site_root
 from node.net.session import ClientSession
@@ -70,6 +61,7 @@ from node.protocol.refusals import Refusal
 from node.protocol.relay.claims import NONCE_TIME_BYTES, challenge_nonce
 from node.protocol.session import SessionCore
 from node.protocol.settings import ClientsSection
+from node.protocol.wire import upgrade
 from node.protocol.wire.client import (
     NONCE_BYTES,
     CardReply,
@@ -100,7 +92,7 @@ log = logging.getLogger("homing.clients")
 
 CLIENT_PATH = "/v1/client"
 BUSY_TEXT = "too many handshakes in progress, retry soon"
-BUSY_RETRY_AFTER_S = 2  # the cap frees up within a handshake or two; the client's own backoff adds jitter
+BUSY_RETRY_AFTER_S = 1  # the cap frees up within a handshake or two; the client's own backoff adds jitter
 JSON_SUBPROTOCOL = "homing.v1.json"
 
 
@@ -357,7 +349,7 @@ class ClientServer:
             root=site_root(self.config.decoy_dir), port=self.port, idle_timeout_s=self.config.handshake_timeout_s
         )
 
-    def _check_upgrade(self, request: Request, key: str) -> tuple[int, str] | None:
+    def _check_upgrade(self, request: upgrade.Upgrade, key: str) -> tuple[int, str] | None:
         """The refusal of an upgrade request from the address `key`, if any; spends its handshake budget."""
         refusal = self._admit(key)
         if refusal is None and request.target.partition("?")[0] != self.config.path:
@@ -370,8 +362,11 @@ class ClientServer:
 
     def _handshake_cap(self) -> int:
         cfg = self.config
-        rate = self._welcomed.per_s(trio.current_time())
-        return handshake_cap(rate, cfg.handshake_timeout_s, cfg.handshakes_in_progress_min)
+        rate = self._welcomed.per_s(trio.current_time(), busy=self._handshaking > 0)
+        busy = self.flusher.load.share(time.monotonic())
+        return handshake_cap(
+            rate, cfg.handshake_timeout_s, cfg.handshakes_in_progress_min, busy, cfg.handshakes_headroom
+        )
 
     def _count(self, key: str) -> None:
         self._per_address[key] = self._per_address.get(key, 0) + 1
@@ -410,26 +405,29 @@ class ClientServer:
                 got = await read_head(stream, head, cfg.upgrade_request_bytes_max)
             if got is None:
                 return
-            if not self._opens_client(parse_head(got[0])):  # a stranger: the decoy site answers (docs/security.md)
+            parsed = parse_head(got[0])
+            if not self._opens_client(parsed):  # a stranger: the decoy site answers (docs/security.md)
                 self.refused(Refusal.MALFORMED)
                 await serve_decoy(stream, got[0] + got[1], self._decoy)
                 return
-            request, hs = await _read_upgrade(stream, got[0] + got[1], cfg.upgrade_request_bytes_max)
-            if request is None:
+            request = upgrade.check(parsed)
+            if isinstance(request, upgrade.Rejected):  # an upgrade at our path, but not a valid one
+                self.refused(Refusal.MALFORMED)
+                await _send_quietly(stream, upgrade.reject(request.status, request.headers), cfg.close_timeout_s)
                 return
             if key is None:  # a trusted proxy without PROXY v2: X-Forwarded-For names the client
-                address = self._proxies.forwarded_for(_header_values(request, b"x-forwarded-for")) or peer
+                address = self._proxies.forwarded_for(request.header_values("x-forwarded-for")) or peer
                 key = _key_of(address)
                 self._count(key)
             refusal = refusal or self._check_upgrade(request, key)
             if refusal is not None:
                 self.refused(Refusal.RATE_LIMITED if refusal[0] in (429, 503) else Refusal.MALFORMED)
-                await _send_quietly(stream, _reject(hs, *refusal), cfg.close_timeout_s)
+                await _send_quietly(stream, _reject(*refusal), cfg.close_timeout_s)
                 return
-            accept, use_json = _accept(hs, request)
+            accept, use_json = _accept(request)
             # the session runs in this task's frame (no helper coroutine: an idle client's memory is mostly the
             # frames of its parked reader); what the upgrade needed is dropped first
-            del hs, request, head
+            del request, parsed, got, head
             session = self._open_session(stream, accept, use_json, address, key, deadline)
             self._handshaking += 1  # from the accepted upgrade until session_online, or the end of this connection
             del accept
@@ -537,55 +535,18 @@ async def _read_proxy_header(stream: trio.abc.Stream) -> tuple[str | None, bytes
             return header.address, buf[header.size :]
 
 
-async def _read_upgrade(stream: trio.abc.Stream, head: bytes, bytes_max: int) -> tuple[Request | None, H11Handshake]:
-    hs = H11Handshake(ConnectionType.SERVER)
-    seen = 0
-    while True:
-        if head:
-            data, head = head, b""
-        else:
-            try:
-                data = bytes(await stream.receive_some(bytes_max))
-            except (trio.BrokenResourceError, trio.ClosedResourceError):
-                return None, hs
-        if not data:
-            return None, hs
-        seen += len(data)
-        try:
-            hs.receive_data(data)
-            for event in hs.events():
-                if isinstance(event, Request):
-                    return event, hs
-        except WsRemoteProtocolError as exc:
-            hint = exc.event_hint
-            if isinstance(hint, RejectConnection):
-                await _send_quietly(stream, hs.send(hint), 2.0)
-            return None, hs
-        if seen > bytes_max:
-            return None, hs
-
-
-def _header_values(request: Request, name: bytes) -> list[str]:
-    return [value.decode("latin-1") for key, value in request.extra_headers if key.lower() == name]
-
-
-def _accept(hs: H11Handshake, request: Request) -> tuple[bytes, bool]:
+def _accept(request: upgrade.Upgrade) -> tuple[bytes, bool]:
     """Accept the upgrade: (the 101 response, whether the client asked for JSON). From here on the session's own
-    frame reader (node/protocol/wire/wsframe.py) reads the stream, not wsproto's `Connection`."""
+    frame reader (node/protocol/wire/wsframe.py) reads the stream."""
     sub = JSON_SUBPROTOCOL if JSON_SUBPROTOCOL in request.subprotocols else None
-    accept = bytes(hs.send(AcceptConnection(subprotocol=sub)))
-    return accept, sub is not None or "format=json" in request.target.partition("?")[2]
+    return upgrade.accept(request, sub), sub is not None or "format=json" in request.target.partition("?")[2]
 
 
-def _reject(hs: H11Handshake, status: int, text: str) -> bytes:
-    body = text.encode() + b"\n"
-    headers = [(b"content-type", b"text/plain; charset=utf-8"), (b"content-length", str(len(body)).encode())]
+def _reject(status: int, text: str) -> bytes:
+    headers = [("Content-Type", "text/plain; charset=utf-8")]
     if status in (429, 503):
-        retry_after_s = BUSY_RETRY_AFTER_S if text == BUSY_TEXT else 30
-        headers.append((b"retry-after", str(retry_after_s).encode()))
-    return bytes(hs.send(RejectConnection(status_code=status, headers=headers, has_body=True))) + bytes(
-        hs.send(RejectData(data=body))
-    )
+        headers.append(("Retry-After", str(BUSY_RETRY_AFTER_S if text == BUSY_TEXT else 30)))
+    return upgrade.reject(status, tuple(headers), text.encode() + b"\n")
 
 
 async def _send_quietly(stream: trio.abc.Stream, data: bytes, timeout_s: float) -> None:

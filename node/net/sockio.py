@@ -23,8 +23,11 @@ from __future__ import annotations
 import logging
 import math
 import os
+import time
 
 import trio
+
+from node.protocol.handshakes import LoopLoad
 
 log = logging.getLogger("homing.sockio")
 
@@ -36,6 +39,8 @@ class Flusher(trio.abc.Instrument):
     """
 
     def __init__(self) -> None:
+        self.load = LoopLoad()  # how busy the event loop is (node/protocol/handshakes.py uses it for the cap)
+        self._woke = time.monotonic()
         self._dirty: list[OutBuffer] = []
         self._nursery: trio.Nursery | None = None
         self._token: trio.lowlevel.TrioToken | None = None
@@ -60,8 +65,12 @@ class Flusher(trio.abc.Instrument):
             for buf in dirty:
                 buf._flush()
 
+    def after_io_wait(self, timeout: float) -> None:
+        self._woke = time.monotonic()
+
     def before_io_wait(self, timeout: float) -> None:
         if not self._dirty:
+            self.load.worked(self._woke, time.monotonic())
             return
         try:
             self.flush()
@@ -72,6 +81,7 @@ class Flusher(trio.abc.Instrument):
             self._dirty.clear()
         finally:
             self._spawned = False
+            self.load.worked(self._woke, time.monotonic())
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:

@@ -65,6 +65,7 @@ class Head:
 
     method: str = ""
     path: str = ""  # percent-decoded, normalised, always starting with "/"
+    target: str = ""  # the request line's target as sent (path and query)
     version: str = ""
     headers: tuple[tuple[str, str], ...] = ()  # lower-case names
     bad: int = 0
@@ -130,7 +131,7 @@ def parse_head(raw: bytes) -> Head:
     path = _normalise(target)
     if path is None:
         return Head(bad=400)
-    head = Head(method=method, path=path, version=version, headers=tuple(headers))
+    head = Head(method=method, path=path, target=target, version=version, headers=tuple(headers))
     if version == "HTTP/1.1" and not head.header("host"):
         return Head(bad=400)
     return head

@@ -218,10 +218,14 @@ class ClientsSection:
     connections_per_ip_max: int = attrs.field(default=256, validator=v.ge(1))
     # Handshakes in progress at once (upgrades accepted, not yet welcomed; all addresses) while the node has
     # finished few: the cap is this or what the node finishes in half of handshake_timeout_s at its measured rate,
-    # whichever is larger (node/protocol/handshakes.py). Beyond it an upgrade is answered 503 with `Retry-After: 2`
+    # whichever is larger (node/protocol/handshakes.py). Beyond it an upgrade is answered 503 with `Retry-After: 1`
     # before any crypto: under a reconnect storm on a starved CPU a node that started every handshake would finish
     # few in time and clients would retry (wasted work) (docs/client-protocol.md, "Reconnecting").
     handshakes_in_progress_min: int = attrs.field(default=512, validator=v.ge(1))
+    # How many times that cap a node admits while its event loop is busy under 80 % of the time: then handshakes
+    # in progress are mostly waiting for slow clients, not for the node, and refusing them only costs round trips
+    # (node/protocol/handshakes.py). 1: the rate cap always binds.
+    handshakes_headroom: int = attrs.field(default=4, validator=[v.ge(1), v.le(64)])
     # New WebSocket handshakes per second from one address (/32, /64), on average: one address cannot churn
     # thousands of fresh client keys through reconnects. Over it, the upgrade is refused with HTTP 429.
     handshakes_per_address_per_s: float = attrs.field(default=10.0, validator=_pos)

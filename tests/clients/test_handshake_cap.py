@@ -35,13 +35,13 @@ async def raw_response(port: int) -> bytes:
 
 def test_handshakes_beyond_the_cap_get_503_with_retry_after_until_a_slot_frees() -> None:
     async def main() -> None:
-        async with running_node(handshakes_in_progress_min=2) as node:
+        async with running_node(handshakes_in_progress_min=2, handshakes_headroom=1) as node:
             # two clients upgraded and challenged but silent: both handshakes are in progress
             first = await RawClient.connect(node.port)
             second = await RawClient.connect(node.port)
             head = await raw_response(node.port)
             assert head.startswith(b"HTTP/1.1 503 "), head
-            assert b"\r\nretry-after: 2\r\n" in head.lower(), head
+            assert b"\r\nretry-after: 1\r\n" in head.lower(), head
             try:
                 await RawClient.connect(node.port)
                 raise AssertionError("a third handshake was started")
@@ -65,7 +65,7 @@ def test_a_client_refused_at_the_cap_costs_no_challenge() -> None:
     """The refusal comes before the session exists: no session, no nonce, no signature for a refused client."""
 
     async def main() -> None:
-        async with running_node(handshakes_in_progress_min=1) as node:
+        async with running_node(handshakes_in_progress_min=1, handshakes_headroom=1) as node:
             held = await RawClient.connect(node.port)
             opened = node.server._next_conn_id
             for _ in range(5):
@@ -82,11 +82,27 @@ def test_silent_connections_do_not_take_handshake_slots() -> None:
     connection limits) cannot make the node answer 503 to everyone."""
 
     async def main() -> None:
-        async with running_node(handshakes_in_progress_min=1) as node:
+        async with running_node(handshakes_in_progress_min=1, handshakes_headroom=1) as node:
             silent = [await trio.open_tcp_stream("127.0.0.1", node.port) for _ in range(5)]
             async with connect_client(node.url, ALICE) as alice:
                 assert await alice.ping() >= 0
             for stream in silent:
                 await stream.aclose()
+
+    run(main)
+
+
+def test_a_node_with_an_idle_loop_admits_headroom_times_the_cap_for_slow_clients() -> None:
+    """Clients that are slow to say hello cost an idle node nothing: it admits `handshakes_headroom` times the cap
+    before it refuses (node/protocol/handshakes.py, "Why the headroom")."""
+
+    async def main() -> None:
+        async with running_node(handshakes_in_progress_min=2, handshakes_headroom=3) as node:
+            silent = [await RawClient.connect(node.port) for _ in range(6)]  # 2 x 3, all challenged
+            assert node.server._handshaking == 6
+            head = await raw_response(node.port)
+            assert head.startswith(b"HTTP/1.1 503 "), head  # the seventh: the loop is idle, but 6 is the bound
+            for c in silent:
+                await c.stream.aclose()
 
     run(main)
