@@ -151,10 +151,16 @@ class Home:
         self._renew_at = now + self.config.lease_ttl_s / 3 / RENEW_SLICES
 
     def members_changed(self, old: Sequence[bytes]) -> None:
-        """Lease every client to its owners that were not owners under `old`."""
+        """Lease every client to its owners that were not owners under `old`: one LEASE per new owner (in chunks of
+        LEASE_CLAIMS_MAX), not one per client and owner (a node that leaves moves thousands of clients at once)."""
+        gained: dict[bytes, list[bytes]] = {}
         for client in sorted(self.homed):
             before = self._owners(client, old)
-            self._lease([client], [o for o in self._owners(client) if o not in before])
+            for o in self._owners(client):
+                if o not in before:
+                    gained.setdefault(o, []).append(client)
+        for o, clients in gained.items():
+            self._lease(clients, [o])
 
     # -- envelopes
     def _sender_claim(self, from_node: bytes, env: PeerEnvelope) -> tuple[bytes, bytes] | None:

@@ -33,6 +33,7 @@ from node.protocol.relay.rendezvous import INF, LeaseTable, Mailbox, MailEntry, 
 from node.protocol.settings import RelaySection
 from node.protocol.wire.client import Kind
 from node.protocol.wire.peer import (
+    LEASE_CLAIMS_MAX,
     PEER_IDS_MAX,
     TTL_MS_MAX,
     EnvelopeResult,
@@ -240,20 +241,29 @@ class Owner:
         for entry in self.mailbox.inflight_to(node):
             self._bounce(entry)
 
-    def _send_lease(self, to: bytes, client: bytes, home: bytes, exp: float, now: float) -> None:
-        claim = self.leases.claim(client, home)
-        if claim is not None:
-            self._send(to, Lease(home=home, claims=(claim,), ttl_ms=_ttl_ms(exp, now)))
+    def _send_leases(self, moved: dict[tuple[bytes, bytes], list[tuple[float, bytes]]], now: float) -> None:
+        """Send leases grouped by (to, home): one LEASE per LEASE_CLAIMS_MAX claims instead of one per client.
+        A group is sorted by expiry and each LEASE carries its earliest one's time left, so no lease is lengthened
+        and a chunk's are shortened by at most the spread of its expiries (the home renews every third of a TTL)."""
+        for (to, home), items in moved.items():
+            items.sort()
+            for i in range(0, len(items), LEASE_CLAIMS_MAX):
+                chunk = items[i : i + LEASE_CLAIMS_MAX]
+                claims = tuple(c for c in (self.leases.claim(client, home) for _, client in chunk) if c is not None)
+                if claims:
+                    self._send(to, Lease(home=home, claims=claims, ttl_ms=_ttl_ms(chunk[0][0], now)))
 
     def members_changed(self, old: Sequence[bytes], new: Sequence[bytes], now: float) -> None:
         """Send every lease and mailbox entry to the owners that did not hold it; drop what we no longer own."""
+        moved: dict[tuple[bytes, bytes], list[tuple[float, bytes]]] = {}
         for client, home, exp in list(self.leases.items()):
             before, after = self._owners(client, old), self._owners(client, new)
             for o in after:
                 if o not in before and o != self.node_id:
-                    self._send_lease(o, client, home, exp, now)
+                    moved.setdefault((o, home), []).append((exp, client))
             if self.node_id not in after:
                 self.leases.drop(client, home)
+        self._send_leases(moved, now)
         for entry in self.mailbox.all_entries():
             before, after = self._owners(entry.env.to, old), self._owners(entry.env.to, new)
             for o in after:
@@ -267,10 +277,12 @@ class Owner:
     def handoff_all(self, members: Sequence[bytes], now: float) -> None:
         """Graceful leave: push every lease and entry to its owners among `members` (self excluded), then forget."""
         others = [m for m in members if m != self.node_id]
+        moved: dict[tuple[bytes, bytes], list[tuple[float, bytes]]] = {}
         for client, home, exp in list(self.leases.items()):
             if home != self.node_id:
                 for o in self._owners(client, others):
-                    self._send_lease(o, client, home, exp, now)
+                    moved.setdefault((o, home), []).append((exp, client))
+        self._send_leases(moved, now)
         for entry in self.mailbox.all_entries():
             for o in self._owners(entry.env.to, others):
                 self._send(o, Handoff(env=entry.env, ttl_ms=_ttl_ms(entry.deadline, now)))
