@@ -35,6 +35,11 @@ function connect(url, me = newIdentity(), timeoutMs = 10000) {
     const nonce = crypto.randomBytes(32);
     const fail = (e) => { if (!done) { done = true; ws.terminate(); reject(e); } };
     ws.on("error", fail);
+    ws.on("unexpected-response", (req, res) => { // a refused upgrade: keep its Retry-After (seconds)
+      const e = new Error(`Unexpected server response: ${res.statusCode}`);
+      e.retryAfterS = Number(res.headers["retry-after"]) || 0;
+      fail(e);
+    });
     ws.on("close", (code) => fail(new Error(`closed ${code} during the handshake`)));
     setTimeout(() => fail(new Error("handshake timed out")), timeoutMs).unref();
     ws.on("message", function first(data) {
@@ -63,6 +68,8 @@ function procCpu(pids) { // CPU seconds (user + system) of a comma-separated lis
 }
 function rssKiB(pid) { return Number(/VmRSS:\s+(\d+)/.exec(fs.readFileSync(`/proc/${pid}/status`, "utf8"))[1]); }
 function myCpu() { const u = process.cpuUsage(); return (u.user + u.system) / 1e6; }
+// counts per whole second since the fault: [n in [0,1), n in [1,2), ...]
+function perSecond(times) { const h = []; for (const t of times) { const i = Math.max(0, Math.floor(t)); while (h.length <= i) h.push(0); h[i]++; } return h; }
 function pct(sorted, p) { return sorted.length ? sorted[Math.min(sorted.length - 1, Math.floor(p * sorted.length))] : null; }
 
 // Open n clients on urls[i % urls.length], `batch` handshakes in flight at once; failures are retried once.
@@ -115,7 +122,12 @@ async function idle() {
 const BACKOFF_MIN_S = 0.5, BACKOFF_MAX_S = 30, GOAWAY_SPREAD_S = 1.0;
 const backoff = (attempt) => Math.min(BACKOFF_MAX_S, BACKOFF_MIN_S * 2 ** attempt) * (0.5 + Math.random());
 
+const CARD_URLS = new Map(); // every client of a stopping node gets the same cards: decode each once
 function cardUrl(uri) { // the ws URL of a homing://node/ card (signature not checked: a bench)
+  if (!CARD_URLS.has(uri)) CARD_URLS.set(uri, decodeCardUrl(uri));
+  return CARD_URLS.get(uri);
+}
+function decodeCardUrl(uri) {
   try {
     const doc = decode(Buffer.from(uri.slice("homing://node/".length), "base64url"));
     const find = (o) => (o && typeof o === "object" ? (typeof o.ws === "string" ? o.ws : Object.values(o).map(find).find(Boolean)) : null);
@@ -131,8 +143,9 @@ async function storm() {
   const state = new Map(); // id hex -> {client, lostAt, rehomedAt, callableAt, attempts, goaway}
   const envelopes = new Map(); // prober ref key -> {terminal: [], kind: "probe"|"bg", id}
   let refSeq = 0, t0 = null, stopBg = false;
-  const stats = { reconnect_attempts: 0, reconnect_failures: {}, goaways: 0, unexpected_before_kill: 0 };
+  const stats = { reconnect_attempts: 0, reconnect_failures: {}, goaways: 0, unexpected_before_kill: 0, probers_closed: {} };
   const probeQueue = [];
+  const failTimes = []; // seconds after the fault of each failed reconnect attempt
 
   function send(idHex, kind) {
     const p = probers[refSeq % probers.length], ref = refSeq++;
@@ -140,6 +153,9 @@ async function storm() {
     p.ws.send(encode({ t: "call_offer", to: Buffer.from(idHex, "hex"), call: crypto.randomBytes(16), body: Buffer.alloc(64), ref }));
   }
   for (const p of probers) {
+    // a prober the node closed (e.g. a load generator too slow to read its receipts) loses what it sent after:
+    // counted, so such a run is not read as envelopes lost by the nodes
+    p.ws.on("close", (code) => { stats.probers_closed[code] = (stats.probers_closed[code] || 0) + 1; });
     p.ws.on("message", (data) => {
       const m = decode(data);
       if (m.t !== "receipt") return;
@@ -183,8 +199,10 @@ async function storm() {
     } catch (e) {
       const k = String(e.message).slice(0, 60);
       stats.reconnect_failures[k] = (stats.reconnect_failures[k] || 0) + 1;
+      if (t0 !== null) failTimes.push(now() - t0);
       s.failed = url;
-      setTimeout(() => reconnect(s, attempt + 1, others), backoff(attempt + 1) * 1000);
+      // docs/client-protocol.md: wait the backoff, and at least a refusal's Retry-After
+      setTimeout(() => reconnect(s, attempt + 1, others), Math.max(backoff(attempt + 1), e.retryAfterS || 0) * 1000);
     }
   }
   for (const c of clients) { const s = { client: c }; state.set(c.id.toString("hex"), s); watch(s); }
@@ -221,6 +239,7 @@ async function storm() {
     mode: "storm", conns: clients.length, connect_errors: errors, rehomed: rehome.length, callable: callable.length,
     all_callable: callable.length === clients.length, all_callable_s: callable.length === clients.length ? tAll : null,
     rehome_p50_s: pct(rehome, 0.5), rehome_p99_s: pct(rehome, 0.99), rehome_max_s: rehome.at(-1) ?? null,
+    rehomed_per_s: perSecond(rehome), callable_per_s: perSecond(callable), failures_per_s: perSecond(failTimes),
     callable_p50_s: pct(callable, 0.5), callable_p99_s: pct(callable, 0.99), callable_max_s: callable.at(-1) ?? null,
     envelopes: envelopes.size, without_one_terminal: missing + duplicate, missing_terminal: missing,
     missing_terminal_after_queued: missingQueued,

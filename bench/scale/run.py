@@ -17,6 +17,8 @@ Scenarios (each server its own process, the load generator bench/scale/phones.mj
 - process: `homing node run` with no registry: process start to ports.json written, and RSS when idle.
 Every figure is written with the commit, the command and the load average (the machine may be shared).
 Results: bench/results/scale.md and .json (or --out).
+To look inside a run: BENCH_KEEP_DIR=/tmp/x keeps the nodes' data and logs there (emptied first),
+BENCH_NODE_LOG=info sets their log level, BENCH_LOADGEN_PROF=/tmp/p writes the load generator's CPU profile there.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import argparse
 import json
 import os
 import resource
+import shutil
 import signal
 import statistics
 import subprocess
@@ -68,7 +71,7 @@ def raise_fd_limit() -> int:
 
 
 def env() -> dict[str, str]:
-    return dict(os.environ, PYTHONPATH=str(REPO))
+    return dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("BENCH_EXTRA_PATH")])))
 
 
 def wait_json(path: Path, timeout_s: float = 60) -> dict[str, Any]:
@@ -97,7 +100,8 @@ def start_nodes(count: int, tmp: Path, toml: str = NODE_TOML) -> list[tuple[subp
     for i in range(count):
         data = tmp / f"node{i}"
         cmd = [sys.executable, "-m", "node", "node", "run", "--config", str(tmp / "bench.toml"), "--data-dir",
-               str(data), "--open", "--log-level", "warning", *[a for s in seed for a in ("--join", s)],
+               str(data), "--open", "--log-level", os.environ.get("BENCH_NODE_LOG", "warning"),
+               *[a for s in seed for a in ("--join", s)],
                *[a for f in ("ws", "swim", "peer", "metrics") for a in (f"--{f}", "127.0.0.1:0")]]  # fmt: skip
         proc = subprocess.Popen(cmd, cwd=REPO, env=env(), stderr=(tmp / f"node{i}.log").open("wb"))
         LOGS[proc.pid] = tmp / f"node{i}.log"
@@ -185,7 +189,9 @@ def storm(args: argparse.Namespace, tmp: Path, how: str) -> dict[str, Any]:
     load0 = load()
     nodes = start_nodes(3, tmp / how)
     procs = [p for p, _ in nodes]
-    cmd = ["node", str(HERE / "phones.mjs"), "--mode", "storm", "--conns", str(args.storm_conns),
+    prof = os.environ.get("BENCH_LOADGEN_PROF")  # a directory: profile the load generator (node --cpu-prof)
+    cmd = ["node", *([f"--cpu-prof-dir={prof}", "--cpu-prof"] if prof else []), str(HERE / "phones.mjs"),
+           "--mode", "storm", "--conns", str(args.storm_conns),
            "--batch", str(args.batch), "--rate", str(args.rate), "--timeout", str(args.storm_timeout),
            *[a for _, ports in nodes for a in ("--url", ws_url(ports))]]  # fmt: skip
     gen = subprocess.Popen(cmd, cwd=HERE, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -272,7 +278,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                               "commit": commit(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
                               "cpus": os.cpu_count(), "fd_limit": fds}  # fmt: skip
     with tempfile.TemporaryDirectory(prefix="homing-scale-") as tmp_text:
-        tmp = Path(tmp_text)
+        tmp = Path(os.environ.get("BENCH_KEEP_DIR") or tmp_text)  # BENCH_KEEP_DIR: keep the nodes' logs there
+        if tmp != Path(tmp_text):
+            shutil.rmtree(tmp, ignore_errors=True)  # a node's old ports.json would be read as the new one's
+            tmp.mkdir(parents=True)
         if "process" in only:
             result["process"] = process_cost(args, tmp)
             print("process", result["process"], flush=True)
@@ -336,7 +345,10 @@ def render(r: dict[str, Any]) -> str:
                       f"{s['goaways']}; survivors' CPU {s['survivors_cpu_s']} s = "
                       f"{s['survivors_cpu_ms_per_rehomed_client']} ms per re-homed client "
                       f"({s['survivors_cpu_pct_of_a_core']} % of a core); load generator "
-                      f"{fmt(s['loadgen_cpu_pct'], 0)} % of a core; load {s['load_avg']}", ""]  # fmt: skip
+                      f"{fmt(s['loadgen_cpu_pct'], 0)} % of a core; load {s['load_avg']}",
+                      f"- re-homed per second since the fault {s.get('rehomed_per_s', '-')}; callable per second "
+                      f"{s.get('callable_per_s', '-')}; probers closed by a node {s.get('probers_closed', '-')}",
+                      ""]  # fmt: skip
     return "\n".join(lines)
 
 
