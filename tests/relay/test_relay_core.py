@@ -215,10 +215,34 @@ def test_home_leases_to_owners_and_renews() -> None:
 def test_a_hello_verified_by_the_session_is_not_verified_again_by_the_owner_role() -> None:
     """The home claim a local session hands over was verified in its handshake; the owner role (here this node,
     the only member) takes the lease without a second Ed25519 verification (one per handshake saved)."""
-    c = RelayCore(
-        node_id=S, config=SIM_CONFIG, rng=random.Random(3), now=0.0, sign=S_KEY.sign, wall_offset_s=WALL0_S
-    )
+    c = RelayCore(node_id=S, config=SIM_CONFIG, rng=random.Random(3), now=0.0, sign=S_KEY.sign, wall_offset_s=WALL0_S)
     online(c, 1, A, 0.0)
     c.drain()
     assert c.owner.leases.homes(A, 1.0) == (S,)
     assert c.verifier.verifications == 0
+
+
+def test_a_member_leaving_moves_the_clients_with_one_lease_per_new_owner_not_one_per_client() -> None:
+    """A node that leaves makes every survivor re-lease the clients it owned: grouped by new owner (in chunks of
+    LEASE_CLAIMS_MAX), they are a few frames; one per client and owner (the code before) were thousands."""
+    c = core()
+    clients = [sim_client(b"core-many-%d" % i) for i in range(600)]
+    for i, client in enumerate(clients):
+        online(c, 10 + i, client, 1.0)
+    c.drain()
+    gone = PEERS[0]
+    c.members_changed([S, *PEERS[1:]], 2.0)
+    leases = peer_msgs(c.drain(), Lease)
+    moved = {
+        (x.node, k.client) for x in leases for k in x.msg.claims if k.home == S
+    }  # (new owner, client) pairs this home told
+    expected = {
+        (o, k)
+        for k in [A, *clients]
+        for o in owners(k, [S, *PEERS[1:]], 3)
+        if o != S and o not in owners(k, [S, *PEERS], 3)
+    }
+    assert expected and moved >= expected
+    assert all(x.node != gone for x in leases)
+    new_owners = {o for o, _ in expected}
+    assert len(leases) <= len(new_owners) * 2, len(leases)  # one LEASE per new owner (300 claims: two chunks)
