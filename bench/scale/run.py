@@ -43,10 +43,13 @@ RELAY = HERE.parent / "relay"
 
 # Connection limits raised to the fd limit (20,000 here); keepalive, handshake and idle timeouts at their defaults.
 # Every simulated phone connects from 127.0.0.1, so the per-address budgets (handshakes, pending and mailed
-# envelopes) are lifted: they stand for one real address each. Envelope rate limits are lifted only so that the
-# storm's probers (a few connections) can address 10,000 clients.
+# envelopes) are lifted: they stand for one real address each. Envelope rate limits and the send queue are lifted
+# only so that the storm's probers (a few connections) can address 10,000 clients and take their 10,000 receipts
+# in bursts while the load generator is busy (a real sender is one phone with a few receipts in flight).
 NODE_TOML = """
 [clients]
+send_queue_max = 65536
+send_queue_bytes_max = 67108864
 connections_max = 19500
 connections_per_ip_max = 19500
 handshakes_per_address_per_s = 1000000.0
