@@ -117,7 +117,8 @@ async function idle() {
 
 // --- reconnect storm ----------------------------------------------------------------------------------------
 // The policy of docs/client-protocol.md "Reconnecting": after `goaway`, to a node from its list after a random
-// 0-1 s delay; after any other loss, exponential backoff 0.5 s doubling to 30 s, each delay x uniform(0.5, 1.5),
+// 0-1 s delay (counted from the goaway, not from the end of the closing handshake that follows it); after any
+// other loss, exponential backoff 0.5 s doubling to 30 s, each delay x uniform(0.5, 1.5),
 // trying the known nodes other than the one that failed (the discovery cache).
 const BACKOFF_MIN_S = 0.5, BACKOFF_MAX_S = 30, GOAWAY_SPREAD_S = 1.0;
 const backoff = (attempt) => Math.min(BACKOFF_MAX_S, BACKOFF_MIN_S * 2 ** attempt) * (0.5 + Math.random());
@@ -179,12 +180,16 @@ async function storm() {
     setTimeout(() => reconnect(s, 0, goawayUrls && goawayUrls.length ? goawayUrls : others), delay * 1000);
   }
   function watch(s) {
-    let goawayUrls = null;
+    let moved = false; // after a goaway the client moves at once; the old connection's close then changes nothing
     s.client.ws.on("message", (data) => {
       const m = decode(data);
-      if (m.t === "goaway") { stats.goaways++; goawayUrls = (m.nodes || []).map(cardUrl).filter(Boolean); }
+      if (m.t === "goaway" && !moved) {
+        stats.goaways++;
+        moved = true;
+        lost(s, 1001, (m.nodes || []).map(cardUrl).filter(Boolean));
+      }
     });
-    s.client.ws.on("close", (code) => lost(s, code, goawayUrls));
+    s.client.ws.on("close", (code) => { if (!moved) lost(s, code, null); });
   }
   async function reconnect(s, attempt, candidates) {
     const pool = candidates.filter((u) => u !== s.failed);
