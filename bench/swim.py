@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import swim_net as net
+from bench.bytecode import compiled_env
 from bench.swim_report import render
 
 REPO = Path(__file__).resolve().parent.parent
@@ -133,7 +134,7 @@ def run_one(args: argparse.Namespace, system: str, n: int, rep: int, scratch: Pa
     else:
         cmd.append("--shared-loopback")
     budget = TRIAL_FIXED_BUDGET_S + TRIAL_PER_AGENT_S * n + args.settle_s + args.idle_s
-    env = dict(os.environ, PYTHONPATH=str(REPO))
+    env = compiled_env(dict(os.environ, PYTHONPATH=str(REPO)))  # homing starts as installed (bench/bytecode.py)
     proc = subprocess.Popen(
         cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
     )

@@ -39,6 +39,9 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
+sys.path.insert(0, str(REPO))
+from bench.bytecode import compiled_env  # noqa: E402  (run as a script: the repository is not on the path)
+
 RELAY = HERE.parent / "relay"
 
 # Connection limits raised to the fd limit (20,000 here); keepalive, handshake and idle timeouts at their defaults.
@@ -74,7 +77,9 @@ def raise_fd_limit() -> int:
 
 
 def env() -> dict[str, str]:
-    return dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("BENCH_EXTRA_PATH")])))
+    """The nodes' environment: started from compiled modules, as an installed node is (bench/bytecode.py)."""
+    extra = os.pathsep.join(filter(None, [str(REPO), os.environ.get("BENCH_EXTRA_PATH")]))
+    return compiled_env(dict(os.environ, PYTHONPATH=extra))
 
 
 def wait_json(path: Path, timeout_s: float = 60) -> dict[str, Any]:
