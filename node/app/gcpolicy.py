@@ -12,7 +12,9 @@ of tracked objects exceed `threshold0` (700), of generation 1 every `threshold1`
 bench/scale's goaway storm, 1.5 s of collection per surviving node with single pauses of up to 430 ms, and 4.5 s in
 the stopping node, whose full collections found nothing to free.
 
-The policy, applied once when the node starts serving and once when it starts to leave:
+The policy, applied by `homing node run` (node/cli/node.py: the process is the node's) once the node serves and
+once it starts to leave; nodes run inside another program (the tests, `homing demo`) leave that program's collector
+alone:
 
 1. `gc.freeze()` at serving: what start-up made (modules, classes, settings, ~100,000 objects) lives as long as
    the process; frozen, no later collection walks it again.

@@ -25,7 +25,6 @@ from typing import TYPE_CHECKING, Any
 import attrs
 import trio
 
-from node.app import gcpolicy
 from node.app.config import NodeConfig
 from node.app.listrefresh import KnockRefresh, RegistryEtags
 from node.app.log import Logger, get_logger
@@ -330,7 +329,6 @@ async def _start(
         functools.partial(serve_http, router, metrics_host, metrics_port, limits=OPS_LIMITS)
     )
     write_json_atomic(config.data_path / "ports.json", ports)
-    gcpolicy.serving()
     log.info("started", **dict(ports), url=config.advertised_url(ports["ws"]), admission=admission.describe())
     _start_federation(nursery, handle)
     return handle
@@ -557,7 +555,6 @@ async def _leave(handle: NodeHandle) -> None:
     """Graceful leave (docs/operations.md): goaway, hand-off, SWIM leave, deregistration; each step logged."""
     log = handle.log
     handle.serving = False
-    gcpolicy.leaving()
     start = trio.current_time()
     log.info("leaving", clients=len(handle.relay.sessions))
     # referrals only for clients to go to: without clients, fetching cards only delays the SWIM leave (#17)

@@ -12,6 +12,7 @@ from typing import Any
 
 import trio
 
+from node.app import gcpolicy
 from node.app.config import NodeConfig, default_data_dir, load_config, render_toml
 from node.app.log import get_logger, setup_logging
 from node.client.files import load_or_create_key
@@ -192,11 +193,15 @@ async def _run_until_signal(config: NodeConfig, identity: Any) -> int:
     log = get_logger("node")
     async with trio.open_nursery() as nursery:
         handle = await nursery.start(run_node, config, identity)
+        # the process's garbage collector, here where the process is the node's (not for nodes run inside tests or
+        # the demo): node/app/gcpolicy.py
+        gcpolicy.serving()
         # the full id once, at start, so an operator can hand it to a registry admin (later lines show a prefix)
         log.info("ready", node_id=identity.id_text, **dict(handle.ports), data_dir=str(config.data_path))
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
             async for signum in signals:
                 log.info("signal", signal=signal.Signals(signum).name, action="leaving the federation")
+                gcpolicy.leaving()
                 handle.request_shutdown()
                 break
     return 0
