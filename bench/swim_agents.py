@@ -59,6 +59,10 @@ class Ports:
     peer: int
     control: int
     ws: int
+    # Each agent has its own loopback address (127.0.0.<i+1>), as nodes on their own hosts do: homing budgets seed
+    # lookups per source address (docs/swim.md "Seed lookup"), and 30 agents sharing 127.0.0.1 throttled each
+    # other's joins (half of them waited 3.2 s, the last 12 s, in a run where they shared it).
+    host: str = "127.0.0.1"
 
 
 class System(Protocol):
@@ -80,8 +84,9 @@ class Homing:
 
     def command(self, name: str, ports: Ports, seed: int | None, data_dir: Path) -> list[str]:
         cmd = [sys.executable, "-m", "node", "node", "run", "--data-dir", str(data_dir / name), "--preset", "lan"]
-        cmd += ["--open", "--ws", f"127.0.0.1:{ports.ws}", "--swim", f"127.0.0.1:{ports.gossip}"]
-        cmd += ["--peer", f"127.0.0.1:{ports.peer}", "--metrics", f"127.0.0.1:{ports.control}"]
+        h = ports.host
+        cmd += ["--open", "--ws", f"{h}:{ports.ws}", "--swim", f"{h}:{ports.gossip}"]
+        cmd += ["--peer", f"{h}:{ports.peer}", "--metrics", f"{h}:{ports.control}"]
         if seed is not None:
             cmd += ["--join", f"127.0.0.1:{seed}"]
         return cmd
@@ -97,7 +102,7 @@ class Homing:
         return (m.group(1).removeprefix("member_"), member.group(1)) if member else None
 
     def alive_count(self, ports: Ports) -> int:
-        url = f"http://127.0.0.1:{ports.control}/v1/members"
+        url = f"http://{ports.host}:{ports.control}/v1/members"
         with urllib.request.urlopen(url, timeout=POLL_TIMEOUT_S) as resp:
             doc = json.loads(resp.read(1 << 20))
         return sum(1 for m in doc["members"] if m["state"] == "alive")
@@ -113,8 +118,8 @@ class Serf:
         self.binary = binary
 
     def command(self, name: str, ports: Ports, seed: int | None, data_dir: Path) -> list[str]:
-        cmd = [self.binary, "agent", "-node", name, "-bind", f"127.0.0.1:{ports.gossip}"]
-        cmd += ["-rpc-addr", f"127.0.0.1:{ports.control}", "-log-level=info", "-profile=lan"]
+        cmd = [self.binary, "agent", "-node", name, "-bind", f"{ports.host}:{ports.gossip}"]
+        cmd += ["-rpc-addr", f"{ports.host}:{ports.control}", "-log-level=info", "-profile=lan"]
         if seed is not None:
             cmd += ["-join", f"127.0.0.1:{seed}"]
         return cmd
@@ -129,7 +134,7 @@ class Serf:
 
     def alive_count(self, ports: Ports) -> int:
         res = subprocess.run(
-            [self.binary, "members", f"-rpc-addr=127.0.0.1:{ports.control}", "-status=alive"],
+            [self.binary, "members", f"-rpc-addr={ports.host}:{ports.control}", "-status=alive"],
             capture_output=True,
             text=True,
             timeout=POLL_TIMEOUT_S,

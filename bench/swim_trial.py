@@ -72,7 +72,8 @@ def spawn_all(cfg: TrialConfig, system: System, plan: dict[str, int], work: Path
     env = dict(os.environ, PYTHONPATH=str(REPO), PYTHONUNBUFFERED="1")
     agents: list[Agent] = []
     for i in range(cfg.n):
-        ports = Ports(gossip=plan["gossip"] + i, peer=plan["peer"] + i, control=plan["control"] + i, ws=plan["ws"] + i)
+        ports = Ports(gossip=plan["gossip"] + i, peer=plan["peer"] + i, control=plan["control"] + i, ws=plan["ws"] + i,
+                      host=f"127.0.0.{i + 1}")  # fmt: skip
         seed = plan["gossip"] if i > 0 else None
         agent = Agent(system, f"a{i}", ports, seed, work, env)
         agents.append(agent)
