@@ -46,7 +46,8 @@ RELAY = HERE.parent / "relay"
 
 # Connection limits raised to the fd limit (20,000 here); keepalive, handshake and idle timeouts at their defaults.
 # Every simulated phone connects from 127.0.0.1, so the per-address budgets (handshakes, pending and mailed
-# envelopes) are lifted: they stand for one real address each. Envelope rate limits and the send queue are lifted
+# envelopes) are lifted: they stand for one real address each. Envelope rate limits, the envelopes one sender may
+# have pending (a prober has thousands while callees re-home) and the send queue are lifted
 # only so that the storm's probers (a few connections) can address 10,000 clients and take their 10,000 receipts
 # in bursts while the load generator is busy (a real sender is one phone with a few receipts in flight).
 NODE_TOML = """
@@ -61,6 +62,7 @@ rate_per_s = 1000000.0
 burst = 1000000
 
 [relay]
+pending_per_id_max = 1000000
 pending_per_address_max = 1000000
 mailbox_per_address_max = 1000000
 """
