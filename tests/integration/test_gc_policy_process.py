@@ -70,7 +70,7 @@ def test_homing_node_run_freezes_start_up_raises_the_young_threshold_and_stops_c
         _, err = proc.communicate(timeout=30)
     assert (tmp_path / "serving.json").exists(), err.decode(errors="replace")[-2000:]
     serving = json.loads((tmp_path / "serving.json").read_text())
-    assert serving["threshold"][0] == 50_000 and serving["frozen"] > 10_000 and serving["on"], serving
+    assert serving["threshold"] == [700, 10, 1_000] and serving["frozen"] > 10_000 and serving["on"], serving
     assert json.loads((tmp_path / "leaving.json").read_text()) == {"on": False}
 
 
