@@ -29,7 +29,7 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
 SERVERS = {
-    "homing (trio + wsproto)": [sys.executable, str(HERE / "homing_relay.py"), "0"],
+    "homing client server, bare (trio)": [sys.executable, str(HERE / "homing_relay.py"), "0"],
     "Node.js ws": ["node", str(HERE / "ws_relay.mjs"), "0"],
 }
 
