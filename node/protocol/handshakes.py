@@ -53,63 +53,74 @@ def handshake_cap(rate_per_s: float, timeout_s: float, floor: int, busy_share: f
     return cap if busy_share >= SATURATED else cap * headroom
 
 
-class FinishRate:
-    """Events per busy second over the last WINDOW_S, counted in _SLOTS slots (pure: times are passed in)."""
+class _Slots:
+    """The last WINDOW_S as _SLOTS slots of a ring; `_advance(now)` clears the slots time has moved past."""
 
-    __slots__ = ("_busy", "_counts", "_slot")
+    __slots__ = ("_slot",)
 
     def __init__(self) -> None:
-        self._counts = [0] * _SLOTS
-        self._busy = [False] * _SLOTS  # whether work was in progress during the slot
         self._slot = 0  # the index (time // slot length) of the newest slot counted
 
+    def _clear(self, i: int) -> None:
+        raise NotImplementedError
+
     def _advance(self, now: float) -> int:
+        """The ring index of `now`'s slot."""
         slot = int(now // (WINDOW_S / _SLOTS))
         if slot != self._slot:
             for s in range(max(self._slot + 1, slot - _SLOTS + 1), slot + 1):
-                self._counts[s % _SLOTS] = 0
-                self._busy[s % _SLOTS] = False
+                self._clear(s % _SLOTS)
             self._slot = slot
-        return slot
+        return slot % _SLOTS
+
+
+class FinishRate(_Slots):
+    """Events per busy second over the last WINDOW_S, counted in _SLOTS slots (pure: times are passed in)."""
+
+    __slots__ = ("_busy", "_counts")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._counts = [0] * _SLOTS
+        self._busy = [False] * _SLOTS  # whether work was in progress during the slot
+
+    def _clear(self, i: int) -> None:
+        self._counts[i] = 0
+        self._busy[i] = False
 
     def add(self, now: float) -> None:
-        i = self._advance(now) % _SLOTS
+        i = self._advance(now)
         self._counts[i] += 1
         self._busy[i] = True
 
     def per_s(self, now: float, *, busy: bool = False) -> float:
         """The rate per second of busy time; `busy`: work is in progress now (marks the current slot busy)."""
-        i = self._advance(now) % _SLOTS
+        i = self._advance(now)
         if busy:
             self._busy[i] = True
         busy_slots = sum(self._busy)
         return sum(self._counts) / (busy_slots * (WINDOW_S / _SLOTS)) if busy_slots else 0.0
 
 
-class LoopLoad:
+class LoopLoad(_Slots):
     """The share of the last WINDOW_S an event loop spent working rather than waiting for I/O (pure)."""
 
-    __slots__ = ("_busy_s", "_slot")
+    __slots__ = ("_busy_s",)
 
     def __init__(self) -> None:
+        super().__init__()
         self._busy_s = [0.0] * _SLOTS
-        self._slot = 0
 
-    def _advance(self, now: float) -> int:
-        slot = int(now // (WINDOW_S / _SLOTS))
-        if slot != self._slot:
-            for s in range(max(self._slot + 1, slot - _SLOTS + 1), slot + 1):
-                self._busy_s[s % _SLOTS] = 0.0
-            self._slot = slot
-        return slot
+    def _clear(self, i: int) -> None:
+        self._busy_s[i] = 0.0
 
     def worked(self, start: float, end: float) -> None:
         """The loop worked from `start` (an I/O wait ended) to `end` (the next began); counted in `end`'s slot."""
-        self._busy_s[self._advance(end) % _SLOTS] += max(0.0, end - start)
+        self._busy_s[self._advance(end)] += max(0.0, end - start)
 
     def share(self, now: float) -> float:
         """Busy seconds over the window's elapsed seconds: the full slots before this one and this one so far."""
         slot_s = WINDOW_S / _SLOTS
-        slot = self._advance(now)
-        elapsed = (WINDOW_S - slot_s) + (now - slot * slot_s)
+        self._advance(now)
+        elapsed = (WINDOW_S - slot_s) + (now - self._slot * slot_s)
         return min(1.0, sum(self._busy_s) / elapsed) if elapsed > 0 else 0.0

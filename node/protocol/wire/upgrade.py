@@ -60,7 +60,6 @@ class Rejected:
     """An invalid one: the status and headers to answer with (rules 1-6)."""
 
     status: int
-    reason: str
     headers: tuple[tuple[str, str], ...] = ()
 
 
@@ -71,7 +70,7 @@ def _tokens(value: str) -> list[str]:
 def check(head: Head) -> Upgrade | Rejected:
     """Rules 1-6 on a head that parsed (`head.bad` is 0)."""
     if head.method != "GET":
-        return Rejected(400, "Request method must be GET")
+        return Rejected(400)  # rule 1
     connection: list[str] | None = None
     host = key = version = None
     keys = 0
@@ -92,17 +91,15 @@ def check(head: Head) -> Upgrade | Rejected:
         elif name == "upgrade":
             upgrade = value
     if connection is None or not any(token.lower() == "upgrade" for token in connection):
-        return Rejected(400, "Missing header, 'Connection: Upgrade'")
+        return Rejected(400)  # rule 2
     if version != VERSION:
-        return Rejected(
-            426 if version else 400, "Missing header, 'Sec-WebSocket-Version'", (("Sec-WebSocket-Version", VERSION),)
-        )
+        return Rejected(426 if version else 400, (("Sec-WebSocket-Version", VERSION),))  # rule 3
     if key is None or keys > 1:
-        return Rejected(400, "Missing header, 'Sec-WebSocket-Key'" if key is None else "Sec-WebSocket-Key named twice")
+        return Rejected(400)  # rule 4
     if upgrade.lower() != "websocket":
-        return Rejected(400, "Missing header, 'Upgrade: websocket'")
+        return Rejected(400)  # rule 5
     if host is None:
-        return Rejected(400, "Missing header, 'Host'")
+        return Rejected(400)  # rule 6
     return Upgrade(target=head.target, key=key, subprotocols=tuple(subprotocols), headers=head.headers)
 
 
