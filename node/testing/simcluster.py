@@ -46,6 +46,7 @@ class SimCluster:
         seed: int,
         config: SwimConfig = LOCAL,
         converged: bool = False,
+        late: int = 0,
         record: bool = True,
         **net_kw: Any,
     ) -> None:
@@ -76,6 +77,9 @@ class SimCluster:
             for i, nid in enumerate(self.ids)
         }
         admit_all = _admit_all
+        if not 0 <= late <= n:
+            raise ValueError("late must be within 0..n")
+        early = dict(list(snapshot.items())[: n - late])  # `late` last nodes start fresh, outside the snapshot
         for i, (node_id, me) in enumerate(snapshot.items()):
             swim = Swim(
                 self_id=node_id,
@@ -88,8 +92,8 @@ class SimCluster:
                 sign=self.keys[i].sign,
                 verifier=self.verifier,
             )
-            if converged:
-                swim.preload(snapshot, 0.0)  # steady state from the start: every table from one snapshot
+            if converged and node_id in early:
+                swim.preload(early, 0.0)  # steady state from the start: every table from one snapshot
             self.net.add(swim, node_id, me.addr)
 
     def repro(self) -> str:
@@ -139,6 +143,12 @@ class SimCluster:
                 self.net.call(node, lambda s: s.add_seed(seed_id, seed_addr, self.net.now))
 
             self.net.at(t, go)
+
+    def join(self, i: int | bytes, seed_index: int = 0) -> bytes:
+        """Node `i` joins now through node `seed_index` (a `late` node joining a converged cluster)."""
+        node, seed = self.node(i), self.node(seed_index)
+        self.net.call(node, lambda s: s.add_seed(seed.id, seed.addr, self.net.now))
+        return node.id
 
     def crash(self, i: int | bytes) -> bytes:
         nid = self.node(i).id

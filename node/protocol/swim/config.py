@@ -65,6 +65,9 @@ class SwimConfig:
     claims_per_sender_burst: int = attrs.field(default=64, validator=v.ge(1))
     # Members told of a graceful leave at once, besides the gossip rounds that follow.
     leave_fanout: int = attrs.field(default=8, validator=v.ge(0))
+    # Members a joiner tells of itself at once after its join sync, besides the gossip rounds that follow (memberlist
+    # has none: a joiner waits for gossip rounds; at N = 10 that was 0.1-0.4 s of bench/swim's join).
+    join_fanout: int = attrs.field(default=8, validator=v.ge(0))
 
     def suspicion_min_s(self, n_members: int) -> float:
         return self.suspicion_mult * max(1.0, math.log10(max(1, n_members))) * self.probe_interval_s

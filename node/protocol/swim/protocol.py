@@ -244,15 +244,7 @@ class Swim(Merging):
         self._left = True
         self._probe = None
         self._set_self(attrs.evolve(self._self, incarnation=self._self.incarnation + 1, state=LEFT), now)
-        # Tell several members at once (not only the gossip round's few): each re-gossips it, so every member
-        # hears of the leave within a gossip round or two, even if a datagram or two is lost.
-        news = (Update(member=self._self),)
-        for member_id in self._ring.sample(self._rng, self.config.leave_fanout, self._is_alive):
-            m = self._table.get(member_id)
-            if m is not None:
-                self.stats.datagrams_sent += 1
-                self._emit(Send(to_id=m.id, to_addr=m.addr, msg=Gossip(updates=news)))
-        self._gossip(now)
+        self._announce(self._self, self.config.leave_fanout, now)
 
     def set_meta(self, meta: bytes, now: float) -> None:
         """New metadata for this node: bump our incarnation and gossip it."""
@@ -310,6 +302,7 @@ class Swim(Merging):
         that learns a whole cluster in its join sync does not re-gossip it all: the others know it already."""
         self.stats.push_pulls += 1
         table = self._table
+        joining = table.live_count <= 1 and not self._left  # the first sync that brings us any other member
         fresh = [m for m in state.members[: self.config.members_max] if m.id not in table and m.id != self._id]
         gossip_new = len(fresh) <= GOSSIP_NEW_FROM_SYNC_MAX
         for m in state.members[: self.config.members_max]:
@@ -320,6 +313,10 @@ class Swim(Merging):
                 self._apply(Update(member=attrs.evolve(m, state=ALIVE)), now, sender_id, gossip_new=gossip_new)
                 m = attrs.evolve(m, state=SUSPECT)
             self._apply(Update(member=m, by=sender_id), now, sender_id, gossip_new=gossip_new)
+        if joining and table.live_count > 1:
+            self._announce(self._self, self.config.join_fanout, now, skip=sender_id)  # it has our record
+        elif fresh and gossip_new and self._queue and not self._left:
+            self._gossip(now)  # a seed passes a joiner on now, not at its next round (up to a gossip interval)
 
     def _set_self(self, me: MemberInfo, now: float) -> None:
         me = sign_record(me, self._sign)
@@ -500,6 +497,24 @@ class Swim(Merging):
             m = self._table.get(member_id)
             if m is not None:
                 self._send(m.id, m.addr, Gossip())
+
+    def _announce(self, me: MemberInfo, fanout: int, now: float, *, skip: bytes = b"") -> None:
+        """Tell `fanout` random live members our own new record at once, then run a gossip round.
+
+        For a leave and a join, not only the gossip round's few: each told member re-gossips it, so every member
+        hears within a round or two even if a datagram or two is lost, and a joiner is not waiting for gossip
+        rounds (200 ms each) to reach the members its seed's round did not pick."""
+        news = (Update(member=me),)
+
+        def told(member_id: bytes) -> bool:
+            return member_id != skip and self._is_alive(member_id)
+
+        for member_id in self._ring.sample(self._rng, fanout, told):
+            m = self._table.get(member_id)
+            if m is not None:
+                self.stats.datagrams_sent += 1
+                self._emit(Send(to_id=m.id, to_addr=m.addr, msg=Gossip(updates=news)))
+        self._gossip(now)
 
     def _push_pull(self, member_id: bytes, addr: Address, *, join: bool) -> None:
         self._emit(PushPull(to_id=member_id, to_addr=addr, join=join))
