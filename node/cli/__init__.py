@@ -54,6 +54,10 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     words = list(sys.argv[1:] if argv is None else argv)
+    if words[:2] == ["node", "run"] and argv is None:  # this process is a node and nothing else
+        from node.app.leanimports import defer_openssl
+
+        defer_openssl()
     parser = build_parser(words[0] if words else None)
     args = parser.parse_args(argv)
     func = getattr(args, "func", None)

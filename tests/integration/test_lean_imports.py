@@ -56,7 +56,10 @@ def report():
         time.sleep(0.01)
     time.sleep(0.5)
     part = out.with_name(out.name + ".part")
-    part.write_text(json.dumps(sorted(sys.modules)))
+    loaded = sorted(name for name, module in sys.modules.items() if module is not None)  # None: marked absent
+    maps = Path("/proc/self/maps").read_text()
+    libs = sorted({line.rsplit("/", 1)[-1] for line in maps.splitlines() if "/libssl" in line or "/libcrypto" in line})
+    part.write_text(json.dumps({"modules": loaded, "libs": libs}))
     part.replace(out)
 
 threading.Thread(target=report, daemon=True).start()
@@ -67,9 +70,10 @@ runpy.run_module("node", run_name="__main__", alter_sys=True)
 # Off at start (each costs megabytes or tens of milliseconds): push crypto until the first subscription, the
 # registry's HTTP client and discovery until --bootstrap/DoH, prometheus-client (the node writes /metrics itself),
 # urllib.request/http.client/email (only `node status` and the decoy's Date header use them), tomllib (no TOML
-# file), QR codes and the other subcommands.
+# file), QR codes and the other subcommands, and OpenSSL (node/app/leanimports.py: `ssl` is a stand-in until used).
 NOT_AT_START = (
-    "cryptography", "prometheus_client", "urllib.request", "http.client", "http.server", "email", "wsgiref",
+    "_ssl", "_hashlib", "cryptography", "prometheus_client", "urllib.request", "http.client", "http.server", "email",
+    "wsgiref",
     "tomllib", "dns", "httpx2", "httpcore2", "anyio", "h2", "segno", "bootstrap", "node.client.discovery",
     "node.client.connection", "node.app.registry", "node.app.registration", "node.cli.demo", "node.cli.discover",
 )  # fmt: skip
@@ -89,7 +93,9 @@ def test_homing_node_run_serves_without_heavy_imports(tmp_path: Path) -> None:
         proc.kill()
         _, err = proc.communicate(timeout=30)
     assert out.exists(), f"the node did not serve: {err.decode(errors='replace')[-2000:]}"
-    modules = set(json.loads(out.read_text()))
+    report = json.loads(out.read_text())
+    modules = set(report["modules"])
     assert {"trio", "node.app.service", "node.net.clients"} <= modules  # it saw a serving node
     loaded = [h for h in NOT_AT_START if any(m == h or m.startswith(h + ".") for m in modules)]
     assert loaded == [], f"imported before serving: {loaded}"
+    assert report["libs"] == [], f"OpenSSL mapped before serving (4.5 MiB of RSS): {report['libs']}"
