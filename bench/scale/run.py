@@ -19,6 +19,7 @@ Every figure is written with the commit, the command and the load average (the m
 Results: bench/results/scale.md and .json (or --out).
 To look inside a run: BENCH_KEEP_DIR=/tmp/x keeps the nodes' data and logs there (emptied first),
 BENCH_NODE_LOG=info sets their log level, BENCH_LOADGEN_PROF=/tmp/p writes the load generator's CPU profile there.
+BENCH_NODE_PROF=/tmp/p samples every node with py-spy for 15 s from the fault (node0.txt is the stopped one).
 """
 
 from __future__ import annotations
@@ -194,6 +195,19 @@ def cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def node_profilers(procs: list[subprocess.Popen[str]]) -> list[subprocess.Popen[bytes]]:
+    """With BENCH_NODE_PROF=DIR: py-spy samples every node (node0 is the stopped one) for 15 s from the fault, into
+    DIR/node<i>.txt (collapsed stacks; `pip install py-spy`, it is no dependency of the project)."""
+    out = os.environ.get("BENCH_NODE_PROF")
+    if not out:
+        return []
+    Path(out).mkdir(parents=True, exist_ok=True)
+    spy = Path(sys.executable).with_name("py-spy")
+    return [subprocess.Popen([str(spy), "record", "--nonblocking", "-r", "200", "-d", "15", "-f", "raw", "-o",
+                              f"{out}/node{i}.txt", "-p", str(p.pid)], stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL) for i, p in enumerate(procs)]  # fmt: skip
+
+
 def storm(args: argparse.Namespace, tmp: Path, how: str) -> dict[str, Any]:
     """Home --storm-conns clients on node 0 of 3, then kill -9 it (`kill`) or SIGTERM it (`goaway`)."""
     load0 = load()
@@ -214,6 +228,7 @@ def storm(args: argparse.Namespace, tmp: Path, how: str) -> dict[str, Any]:
         time.sleep(1.0)  # background offers flow before the fault
         survivors = procs[1:]
         cpu0 = [cpu_s(p.pid) for p in survivors]
+        spies = node_profilers(procs)
         t0 = time.monotonic()
         procs[0].send_signal(signal.SIGKILL if how == "kill" else signal.SIGTERM)
         gen.stdin.write("go\n")
@@ -221,6 +236,8 @@ def storm(args: argparse.Namespace, tmp: Path, how: str) -> dict[str, Any]:
         out, err = gen.communicate(timeout=args.storm_timeout + 180)
         wall = time.monotonic() - t0
         cpu = sum(cpu_s(p.pid) - c for p, c in zip(survivors, cpu0, strict=True))
+        for spy in spies:
+            spy.wait(timeout=60)
         if gen.returncode != 0:
             raise SystemExit(f"phones.mjs storm failed: {err.strip()[-2000:]}")
         row = dict(json.loads(out.strip().splitlines()[-1]))
