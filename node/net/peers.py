@@ -172,7 +172,9 @@ class PeerLinks:
         self.core = PeerLinkCore(node_id=identity.id, limits=limits)
         self._conns: dict[int, _Conn] = {}
         self._dials: dict[int, trio.CancelScope | None] = {}  # dial tasks the core wants (scope once started)
-        self._timer = CoreTimer(tick=self.core.timer, next_deadline=self.core.next_deadline, flush=self._run)
+        self._timer = CoreTimer(
+            tick=self.core.timer, next_deadline=self.core.next_deadline, flush=self._run, defer=self.flusher.defer
+        )
         self._running = False
         self._nursery: trio.Nursery | None = None
 

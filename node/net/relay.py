@@ -62,7 +62,9 @@ class RelayDriver:
         self.metrics = metrics
         self.pusher: PushPort | None = None  # push wake-up: set by the composition root when [push] enabled
         self.sessions: dict[int, ClientSession] = {}
-        self._timer = CoreTimer(tick=core.tick, next_deadline=core.next_deadline, flush=self._flush)
+        self._timer = CoreTimer(
+            tick=core.tick, next_deadline=core.next_deadline, flush=self._flush, defer=links.flusher.defer
+        )
         self._outcomes_seen: dict[tuple[str, str], int] = {}
         self.core.wall_offset_s = time.time() - trio.current_time()  # constructed inside trio (node/app/service.py)
         self._refused_seen: dict[Refusal, int] = {}

@@ -24,6 +24,7 @@ import logging
 import math
 import os
 import time
+from collections.abc import Callable
 
 import trio
 
@@ -42,12 +43,22 @@ class Flusher(trio.abc.Instrument):
         self.load = LoopLoad()  # how busy the event loop is (node/protocol/handshakes.py uses it for the cap)
         self._woke = time.monotonic()
         self._dirty: list[OutBuffer] = []
+        self._checks: list[Callable[[], bool]] = []  # end-of-batch deadline checks (node/net/timer.py)
         self._nursery: trio.Nursery | None = None
         self._token: trio.lowlevel.TrioToken | None = None
         self._spawned = False
 
     def mark(self, buf: OutBuffer) -> None:
         self._dirty.append(buf)
+
+    def defer(self, check: Callable[[], bool]) -> bool:
+        """Run `check` at the end of this scheduler batch, before trio polls; it returns whether it moved a timer's
+        deadline earlier, and then trio polls without waiting and chooses its timeout again. False when the
+        flusher is not running: the caller runs its check itself."""
+        if self._token is None:
+            return False
+        self._checks.append(check)
+        return True
 
     def spawn_writer(self, buf: OutBuffer) -> None:
         if self._nursery is None:  # not running (yet, or any more): nothing can be written
@@ -69,16 +80,23 @@ class Flusher(trio.abc.Instrument):
         self._woke = time.monotonic()
 
     def before_io_wait(self, timeout: float) -> None:
-        if not self._dirty:
+        if not self._dirty and not self._checks:
             self.load.worked(self._woke, time.monotonic())
             return
+        moved = False
         try:
-            self.flush()
-            if self._spawned and timeout > 0 and self._token is not None:
-                self._token.run_sync_soon(_nothing)  # poll without waiting, so the new writer runs now
+            self.flush()  # first: what it sets off (a failed write ending a session) may queue checks
+            while self._checks:
+                checks, self._checks = self._checks, []
+                for check in checks:
+                    moved = check() or moved
+            if (self._spawned or moved) and timeout > 0 and self._token is not None:
+                # poll without waiting: a new writer runs now, and trio chooses its timeout for a moved deadline
+                self._token.run_sync_soon(_nothing)
         except Exception:  # an instrument that raises is removed by trio: never let that happen
             log.exception("event=flush_error")
             self._dirty.clear()
+            self._checks.clear()
         finally:
             self._spawned = False
             self.load.worked(self._woke, time.monotonic())
@@ -94,7 +112,12 @@ class Flusher(trio.abc.Instrument):
             finally:
                 trio.lowlevel.remove_instrument(self)
                 self._nursery = None
+                self._token = None  # defer() now says no: timers check at once again
                 self.flush()  # the last frames of a shutdown (a writer cannot start any more: those are dropped)
+                while self._checks:
+                    checks, self._checks = self._checks, []
+                    for check in checks:
+                        check()
 
 
 def _nothing() -> None:
