@@ -133,9 +133,24 @@ def test_seen_set_is_bounded_and_expires() -> None:
     s = SeenSet(seen_max=2)
     for i in range(3):
         s.add(bytes([i]), 10.0 + i)
-    assert bytes([0]) not in s and len(s) == 2 and s.next_deadline() == 11.0
+    assert bytes([0]) not in s and len(s) == 2 and s.next_deadline() == 11.0 + SeenSet.EXPIRY_SLACK_S
     s.expire(11.0)
     assert list(map(lambda e: e in s, [b"\x01", b"\x02"])) == [False, True]
+
+
+def test_seen_set_expires_in_batches_not_one_timer_wake_per_envelope() -> None:
+    """A home delivering 1,000 envelopes a second for 10 s, then its timer run as the driver runs it (tick at
+    `next_deadline`): about one wake a second, each expiring a second's worth. Without the slack: 10,000 wakes."""
+    s = SeenSet(seen_max=100_000)
+    for i in range(10_000):
+        s.add(i.to_bytes(4, "big"), 70.0 + i / 1000)
+    wakes, now = 0, 0.0
+    while len(s) and wakes < 100_000:
+        now = s.next_deadline()
+        s.expire(now)
+        wakes += 1
+    assert len(s) == 0 and wakes <= 11
+    assert now <= 70.0 + 9.999 + SeenSet.EXPIRY_SLACK_S  # none kept longer than its expiry plus the slack
 
 
 def test_lease_share_of_one_home_is_bounded() -> None:

@@ -329,7 +329,15 @@ class Mailbox:
 
 
 class SeenSet:
-    """Recently delivered eids with their expiry, bounded by `seen_max` (oldest forgotten first)."""
+    """Recently delivered eids with their expiry, bounded by `seen_max` (oldest forgotten first).
+
+    Expired in batches: `next_deadline` is the oldest entry's expiry plus `EXPIRY_SLACK_S`, and `expire` then drops
+    every entry due by then. A home delivering a thousand envelopes a second otherwise had its timer woken a
+    thousand times a second, one entry each, from a minute after it started (an eid is remembered ~70 s); an entry
+    now lives up to one second longer, which only makes duplicate suppression longer.
+    """
+
+    EXPIRY_SLACK_S = 1.0
 
     def __init__(self, *, seen_max: int) -> None:
         self._max = seen_max
@@ -357,4 +365,4 @@ class SeenSet:
             del self._d[eid]
 
     def next_deadline(self) -> float:
-        return next(iter(self._d.values()), INF)
+        return next(iter(self._d.values()), INF) + self.EXPIRY_SLACK_S
