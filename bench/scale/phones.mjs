@@ -144,7 +144,8 @@ async function storm() {
   const state = new Map(); // id hex -> {client, lostAt, rehomedAt, callableAt, attempts, goaway}
   const envelopes = new Map(); // prober ref key -> {terminal: [], kind: "probe"|"bg", id}
   let refSeq = 0, t0 = null, stopBg = false;
-  const stats = { reconnect_attempts: 0, reconnect_failures: {}, goaways: 0, unexpected_before_kill: 0, probers_closed: {} };
+  const stats = { reconnect_attempts: 0, reconnect_failures: {}, goaways: 0, unexpected_before_kill: 0, probers_closed: {},
+                  not_delivered: {} }; // terminal receipts other than delivered, by status and reason
   const probeQueue = [];
   const failTimes = []; // seconds after the fault of each failed reconnect attempt
 
@@ -165,6 +166,7 @@ async function storm() {
       if (m.status === "queued") { e.queued++; return; }
       if (!TERMINAL.has(m.status)) return;
       e.terminal.push(m.status);
+      if (m.status !== "delivered") { const k = `${m.status}:${m.reason ?? "-"}`; stats.not_delivered[k] = (stats.not_delivered[k] || 0) + 1; }
       if (e.kind !== "probe" || e.terminal.length !== 1) return;
       const s = state.get(e.id);
       if (m.status === "delivered") s.callableAt ??= now();
