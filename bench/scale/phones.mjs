@@ -170,7 +170,9 @@ async function storm() {
       if (e.kind !== "probe" || e.terminal.length !== 1) return;
       const s = state.get(e.id);
       if (m.status === "delivered") s.callableAt ??= now();
-      else setTimeout(() => send(e.id, "probe"), 200); // not callable yet (e.g. expired): probe again
+      // not callable yet (e.g. expired): probe again; after rate_limited (an owner's mailbox share of this node is
+      // full, or a budget), back off a second as a client would, instead of adding to the load that refused it
+      else setTimeout(() => send(e.id, "probe"), m.reason === "rate_limited" ? 1000 : 200);
     });
   }
 
