@@ -20,6 +20,7 @@ a message does not need is latency and CPU saved, so:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -83,23 +84,29 @@ class Flusher(trio.abc.Instrument):
         if not self._dirty and not self._checks:
             self.load.worked(self._woke, time.monotonic())
             return
-        moved = False
         try:
             self.flush()  # first: what it sets off (a failed write ending a session) may queue checks
-            while self._checks:
-                checks, self._checks = self._checks, []
-                for check in checks:
-                    moved = check() or moved
-            if (self._spawned or moved) and timeout > 0 and self._token is not None:
-                # poll without waiting: a new writer runs now, and trio chooses its timeout for a moved deadline
-                self._token.run_sync_soon(_nothing)
         except Exception:  # an instrument that raises is removed by trio: never let that happen
             log.exception("event=flush_error")
             self._dirty.clear()
-            self._checks.clear()
-        finally:
-            self._spawned = False
-            self.load.worked(self._woke, time.monotonic())
+        moved = self._run_checks()  # each guarded: a timer whose check was queued is never left waiting for it
+        if (self._spawned or moved) and timeout > 0 and self._token is not None:
+            # poll without waiting: a new writer runs now, and trio chooses its timeout for a moved deadline
+            with contextlib.suppress(trio.RunFinishedError):
+                self._token.run_sync_soon(_nothing)
+        self._spawned = False
+        self.load.worked(self._woke, time.monotonic())
+
+    def _run_checks(self) -> bool:
+        moved = False
+        while self._checks:
+            checks, self._checks = self._checks, []
+            for check in checks:
+                try:
+                    moved = check() or moved
+                except Exception:
+                    log.exception("event=timer_check_error")
+        return moved
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
@@ -114,10 +121,7 @@ class Flusher(trio.abc.Instrument):
                 self._nursery = None
                 self._token = None  # defer() now says no: timers check at once again
                 self.flush()  # the last frames of a shutdown (a writer cannot start any more: those are dropped)
-                while self._checks:
-                    checks, self._checks = self._checks, []
-                    for check in checks:
-                        check()
+                self._run_checks()
 
 
 def _nothing() -> None:
