@@ -157,3 +157,35 @@ async def test_a_deadline_moved_at_the_end_of_a_batch_is_kept_by_the_real_clock(
             await second_tick.wait()  # no deadline of its own: only the timer's can wake the loop before 5 s
             assert core.ticks[1] - start < 1.0
             nursery.cancel_scope.cancel()
+
+
+class _BrokenBuffer:
+    """A connection whose write raises (a bug somewhere below): the flusher logs it and goes on."""
+
+    def _flush(self) -> None:
+        raise RuntimeError("write exploded")
+
+
+async def test_a_flush_that_raises_does_not_strand_a_queued_timer_check(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """The flusher runs the batch's writes, then its timer checks. A write that raised used to clear the checks
+    with the writes, leaving the timer marked as checked-later forever: every later input was ignored."""
+    core = FakeCore()
+    async with trio.open_nursery() as nursery:
+        flusher = Flusher()
+        await nursery.start(flusher.run)
+        timer = CoreTimer(tick=core.tick, next_deadline=core.next_deadline, flush=core.flush, defer=flusher.defer)
+        nursery.start_soon(timer.run)
+        await trio.testing.wait_all_tasks_blocked()
+        start = trio.current_time()
+        core.deadline = start + 3
+        flusher.mark(_BrokenBuffer())  # type: ignore[arg-type]
+        timer.wake()
+        await trio.sleep(5)
+        assert core.ticks[1:] == [start + 3]
+        core.deadline = trio.current_time() + 2  # and later inputs still move it
+        timer.wake()
+        await trio.sleep(3)
+        assert len(core.ticks) == 3
+        nursery.cancel_scope.cancel()
