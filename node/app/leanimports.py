@@ -1,17 +1,18 @@
 """Keep OpenSSL out of a running node until something needs TLS (issue #17, docs/performance.md "Process cost").
 
-A node serves plain TCP and UDP (TLS, if any, ends at a proxy in front of it), and its hashes are SHA-1 for the
-WebSocket accept key, SHA-256 and BLAKE2b for small inputs. Yet importing trio loads OpenSSL twice over: its TLS
-stream imports `ssl` (libssl, libcrypto), and its DTLS module imports `hmac`, whose `hashlib` loads libcrypto
+A node serves plain TCP and UDP (TLS, if any, usually ends at a proxy in front of it), and its hashes are SHA-1
+for the WebSocket accept key, SHA-256 and BLAKE2b for small inputs. Yet importing trio loads OpenSSL twice over: its
+TLS stream imports `ssl` (libssl, libcrypto), and its DTLS module imports `hmac`, whose `hashlib` loads libcrypto
 through `_hashlib`. Measured on this machine (Python 3.11, Debian's OpenSSL 3): 4.5 MiB of the node's idle RSS,
 for code an idle node never runs.
 
 `defer_openssl()`, called by `homing node run` before anything imports trio, changes two things in this process:
 
-1. `hashlib` uses CPython's built-in implementations (`_sha1`, `_sha2`, `_blake2`, `_sha3`, `_md5`) instead of
-   OpenSSL's: every algorithm the node uses is there, with the same results (tests/unit/test_leanimports.py), at
-   0.5-0.75 µs per small digest either way. This is hashlib's documented fallback for a Python built without
-   OpenSSL; `_hashlib` is marked absent in `sys.modules` so its import fails as it would there.
+1. `hashlib` uses CPython's built-in implementations (`_sha1`, `_sha256`, `_sha512`, `_blake2`, `_sha3`, `_md5`)
+   instead of OpenSSL's: every algorithm the node uses is there, with the same results
+   (tests/unit/test_leanimports.py), at 0.5-0.75 µs per small digest either way. This is hashlib's documented
+   fallback for a Python built without OpenSSL; `_hashlib` is marked absent in `sys.modules` so its import fails
+   as it would there.
 2. `ssl` is a stand-in module until the first use of one of its names; that use imports the real `ssl` (libssl
    and libcrypto load then), copies its names into the stand-in, so modules that imported the stand-in see the
    real objects from then on, and puts the real module in `sys.modules`. The push sender's HTTPS connections and
