@@ -3,12 +3,13 @@
 
 from __future__ import annotations
 
+import math
 import time
 from typing import Any
 
 import prometheus_client
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
@@ -69,6 +70,7 @@ label_values = st.text(st.characters(codec="utf-8"), max_size=6)
 
 
 @settings(max_examples=60, deadline=None)
+@example(kind="Counter", labelled=False, ops=[("", math.nan)])  # CI once drew it: the test took NaN for negative
 @given(
     kind=st.sampled_from(["Counter", "Gauge", "Histogram"]),
     labelled=st.booleans(),
@@ -83,11 +85,11 @@ def test_random_updates_render_identically(kind: str, labelled: bool, ops: list[
             for metric in (a, b):
                 target = metric.labels(route=label, code="x\\y") if labelled else metric
                 if kind == "Counter":
-                    if value >= 0:  # both refuse negative increments
-                        target.inc(value)
-                    else:
+                    if value < 0:  # both refuse negative increments (and take NaN, which is not < 0)
                         with pytest.raises(ValueError):
                             target.inc(value)
+                    else:
+                        target.inc(value)
                 elif kind == "Gauge":
                     target.set(value)
                     target.inc(1)
