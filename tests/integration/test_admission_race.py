@@ -38,15 +38,16 @@ def start_registry(tmp: Path) -> tuple[subprocess.Popen[bytes], str, str]:
 
 
 class RegistryNode:
-    """`homing node run --bootstrap URL --trust KEY` on fixed loopback ports (nothing else)."""
+    """`homing node run --bootstrap URL --trust KEY` on loopback ports the kernel picks (nothing else).
+
+    Port 0 and the node's ports.json, not ports picked beforehand: a picked port can be taken before the node binds
+    it (CI once lost a trial to "Address already in use" on the metrics port)."""
 
     def __init__(self, tmp: Path, name: str, url: str, key: str) -> None:
-        self.metrics = free_port()
-        ports = {f: free_port() for f in ("ws", "swim", "peer")}
-        listen = [a for f, p in ports.items() for a in (f"--{f}", f"127.0.0.1:{p}")]
+        self.data = tmp / name
+        listen = [a for f in ("ws", "swim", "peer", "metrics") for a in (f"--{f}", "127.0.0.1:0")]
         # --trust=KEY: a key may start with "-"
-        args = ["node", "run", "--data-dir", str(tmp / name), "--bootstrap", url, f"--trust={key}",
-                "--metrics", f"127.0.0.1:{self.metrics}", *listen]  # fmt: skip
+        args = ["node", "run", "--data-dir", str(self.data), "--bootstrap", url, f"--trust={key}", *listen]
         self.log = (tmp / f"{name}.log").open("w")
         self.proc = subprocess.Popen(homing_cmd(*args), env=homing_env(), stdout=self.log, stderr=subprocess.STDOUT)
 
@@ -54,7 +55,10 @@ class RegistryNode:
         import json
         import urllib.request
 
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics}/v1/members", timeout=2) as resp:
+        if self.proc.poll() is not None:
+            raise AssertionError(f"the node exited with {self.proc.returncode}: see {self.log.name}")
+        metrics = json.loads((self.data / "ports.json").read_text())["metrics"]  # OSError until it serves
+        with urllib.request.urlopen(f"http://127.0.0.1:{metrics}/v1/members", timeout=2) as resp:
             return {m["id"] for m in json.loads(resp.read())["members"] if m["state"] == "alive"}
 
     def stop(self) -> None:
