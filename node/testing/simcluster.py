@@ -6,6 +6,7 @@ reproduces a cluster run exactly. `repro()` is the command line that reruns the 
 
 from __future__ import annotations
 
+import functools
 import os
 import random
 from typing import Any
@@ -130,25 +131,17 @@ class SimCluster:
 
     def join_all(self, *, spread_s: float = 0.0, seed_index: int = 0) -> None:
         """Every node joins through node `seed_index`, joins spread uniformly over `spread_s` from now."""
-        seed_id = self.ids[seed_index]
-        seed_addr = self.node(seed_index).addr
         start = self.net.now
         for i, nid in enumerate(self.ids):
             if i == seed_index:
                 continue
             t = start + (spread_s * i / len(self.ids) if spread_s else 0.0)
-            node = self.node(nid)
+            self.net.at(t, functools.partial(self.join, nid, seed_index))
 
-            def go(node: SimNode = node) -> None:
-                self.net.call(node, lambda s: s.add_seed(seed_id, seed_addr, self.net.now))
-
-            self.net.at(t, go)
-
-    def join(self, i: int | bytes, seed_index: int = 0) -> bytes:
-        """Node `i` joins now through node `seed_index` (a `late` node joining a converged cluster)."""
+    def join(self, i: int | bytes, seed_index: int = 0) -> None:
+        """Node `i` joins now through node `seed_index` (also a `late` node joining a converged cluster)."""
         node, seed = self.node(i), self.node(seed_index)
         self.net.call(node, lambda s: s.add_seed(seed.id, seed.addr, self.net.now))
-        return node.id
 
     def crash(self, i: int | bytes) -> bytes:
         nid = self.node(i).id

@@ -244,7 +244,7 @@ class Swim(Merging):
         self._left = True
         self._probe = None
         self._set_self(attrs.evolve(self._self, incarnation=self._self.incarnation + 1, state=LEFT), now)
-        self._announce(self._self, self.config.leave_fanout, now)
+        self._announce(self.config.leave_fanout, now)
 
     def set_meta(self, meta: bytes, now: float) -> None:
         """New metadata for this node: bump our incarnation and gossip it."""
@@ -314,7 +314,7 @@ class Swim(Merging):
                 m = attrs.evolve(m, state=SUSPECT)
             self._apply(Update(member=m, by=sender_id), now, sender_id, gossip_new=gossip_new)
         if joining and table.live_count > 1:
-            self._announce(self._self, self.config.join_fanout, now, skip=sender_id)  # it has our record
+            self._announce(self.config.join_fanout, now, skip=sender_id)  # it has our record
         elif fresh and gossip_new and self._queue and not self._left:
             self._gossip(now)  # a seed passes a joiner on now, not at its next round (up to a gossip interval)
 
@@ -498,13 +498,13 @@ class Swim(Merging):
             if m is not None:
                 self._send(m.id, m.addr, Gossip())
 
-    def _announce(self, me: MemberInfo, fanout: int, now: float, *, skip: bytes = b"") -> None:
-        """Tell `fanout` random live members our own new record at once, then run a gossip round.
+    def _announce(self, fanout: int, now: float, *, skip: bytes = b"") -> None:
+        """Tell `fanout` random live members (not `skip`) our own new record at once, then run a gossip round.
 
         For a leave and a join, not only the gossip round's few: each told member re-gossips it, so every member
         hears within a round or two even if a datagram or two is lost, and a joiner is not waiting for gossip
         rounds (200 ms each) to reach the members its seed's round did not pick."""
-        news = (Update(member=me),)
+        news = (Update(member=self._self),)
 
         def told(member_id: bytes) -> bool:
             return member_id != skip and self._is_alive(member_id)
