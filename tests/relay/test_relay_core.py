@@ -7,7 +7,7 @@ import random
 import attrs
 
 from node.protocol.identity import Identity
-from node.protocol.relay.core import RelayCore, ToClient, ToPeer
+from node.protocol.relay.core import UNREACHABLE_RESCAN_S, RelayCore, ToClient, ToPeer
 from node.protocol.relay.home import RENEW_SLICES
 from node.protocol.relay.rendezvous import owners
 from node.protocol.wire.client import Deliver, Envelope, Kind, Reason, Receipt, Status
@@ -246,3 +246,44 @@ def test_a_member_leaving_moves_the_clients_with_one_lease_per_new_owner_not_one
     assert all(x.node != gone for x in leases)
     new_owners = {o for o, _ in expected}
     assert len(leases) <= len(new_owners) * 2, len(leases)  # one LEASE per new owner (300 claims: two chunks)
+
+
+def test_a_storm_of_failed_sends_to_one_node_scans_for_fail_over_once_per_window() -> None:
+    """Rule 11: a leaving node refuses every lease of a reconnect storm; each refusal used to rescan every table
+    (cache, lookups, pending, in-flight pushes) for what waited on it, quadratic in the storm (docs/performance.md).
+    1,000 failures in half a second now scan at most once per UNREACHABLE_RESCAN_S (1,000 scans before)."""
+    c = core()
+    scans: list[float] = []
+    node_gone = c.owner.node_gone
+
+    def counted(node: bytes, *, dead: bool) -> None:
+        scans.append(now)
+        node_gone(node, dead=dead)
+
+    c.owner.node_gone = counted  # type: ignore[method-assign]
+    now = 0.0
+    for i in range(1000):
+        now = i * 0.0005
+        if c.next_deadline() <= now:
+            c.tick(now)
+        c.peer_unreachable(PEERS[0], now)
+    c.tick(now + UNREACHABLE_RESCAN_S)
+    assert 1 < len(scans) <= 0.5 / UNREACHABLE_RESCAN_S + 2, len(scans)
+    assert c.next_deadline() > now + UNREACHABLE_RESCAN_S, "no scan left waiting"
+
+
+def test_a_forward_to_a_node_that_failed_within_the_window_fails_over_at_the_windows_end() -> None:
+    """Rule 11: a failure noted within a window is not forgotten: the forward that waits on the failed home is
+    retried with a fresh lookup (rule 3) when the window ends, by `tick`."""
+    c = core()
+    home = PEERS[-1]
+    c.peer_unreachable(home, 0.0)  # scanned now: nothing waited on it
+    c.client_envelope(1, env(), 0.001)
+    for o in peer_msgs(c.drain(), Lookup):
+        c.peer_message(o.node, LookupReply(id=B, homes=(home,)), 0.002)
+    assert [x.node for x in peer_msgs(c.drain(), PeerEnvelope)] == [home]
+    c.peer_unreachable(home, 0.01)  # within the window: noted
+    assert not peer_msgs(c.drain(), Lookup)
+    assert c.next_deadline() == UNREACHABLE_RESCAN_S
+    c.tick(UNREACHABLE_RESCAN_S)
+    assert sorted(x.node for x in peer_msgs(c.drain(), Lookup)) == sorted(remote_owners()), "looked up again"

@@ -38,6 +38,12 @@ Rules
    claim naming that origin. A connection is closed (`CloseClient`) a lease period before its claim ages out.
 10. Budgets (node/protocol/relay/budgets.py): per sender id and per source address at the origin; per origin node,
    per sender id and in bytes at the owners (node/protocol/relay/owner.py).
+11. Fail-over scans are batched per node: what waits on a node whose link failed (cache entries, lookups, pending
+   envelopes, an owner's in-flight pushes) is found by scanning those tables, and that scan runs at most once per
+   `UNREACHABLE_RESCAN_S` for one node; another failure within that window is noted and scanned at its end (by
+   `tick`). Each failure still bumps the node's claim epoch at once (rule 9: claims go again on the next link).
+   A node that is leaving answers nothing for a few seconds while every re-homed client's lease is sent to it, and
+   scanning every table for each refused send made a reconnect storm quadratic (docs/performance.md).
 """
 
 from __future__ import annotations
@@ -129,6 +135,9 @@ class LookupState:
 _MAIL_PHASES = (Phase.MAILBOX, Phase.QUEUED)
 _LOOPBACK_MAX = 1_000_000  # messages to self handled in one call: a guard against a routing loop bug
 _LATENCY_SAMPLES_MAX = 4096
+# rule 11: one fail-over scan per unreachable node per window. Short against every deadline that the scan cuts
+# short (a peer timeout is seconds), long against a storm's sends (thousands a second to one leaving node).
+UNREACHABLE_RESCAN_S = 0.05
 
 
 class RelayCore:
@@ -180,6 +189,9 @@ class RelayCore:
         self._lookup_heap: DeadlineHeap[bytes] = DeadlineHeap()
         self._in_mailbox: Counter[bytes] = Counter()  # recipient -> pending envelopes in MAILBOX/QUEUED
         self._cache: OrderedDict[bytes, tuple[tuple[bytes, ...], float]] = OrderedDict()
+        # rule 11: when each node's last fail-over scan ran (within the window), and the scans that wait for its end
+        self._unreachable_scanned: dict[bytes, float] = {}
+        self._unreachable_due: DeadlineHeap[bytes] = DeadlineHeap()
         self._outcomes: Counter[tuple[str, str]] = Counter()
         self._latencies: deque[float] = deque(maxlen=_LATENCY_SAMPLES_MAX)
         # push wake-up (node/protocol/relay/push.py): subscriptions and the one-owner-pushes rule
@@ -543,9 +555,25 @@ class RelayCore:
                 self.push.on_message(from_node, msg, now)
 
     def peer_unreachable(self, node: bytes, now: float) -> None:
-        """The link to `node` is down or a send to it failed: whatever waits on it fails over now."""
+        """The link to `node` is down or a send to it failed: whatever waits on it fails over now, or, when it was
+        scanned for less than `UNREACHABLE_RESCAN_S`, at the end of that window (rule 11)."""
+        self._links.forget_peer(node)
+        last = self._unreachable_scanned.get(node)
+        if last is not None and now - last < UNREACHABLE_RESCAN_S:
+            if node not in self._unreachable_due:
+                self._unreachable_due.push(node, last + UNREACHABLE_RESCAN_S)
+            return
+        self._unreachable_scanned[node] = now
         self._node_failed(node, now, dead=False)
         self._pump(now)
+
+    def _rescan_unreachable(self, now: float) -> None:
+        for node in self._unreachable_due.pop_due(now):
+            self._unreachable_scanned[node] = now
+            self._node_failed(node, now, dead=False)
+        for node in [n for n, t in self._unreachable_scanned.items() if now - t >= UNREACHABLE_RESCAN_S]:
+            if node not in self._unreachable_due:
+                del self._unreachable_scanned[node]  # bounded: only nodes that failed within the window
 
     def _node_failed(self, node: bytes, now: float, *, dead: bool) -> None:
         self._links.forget_peer(node)
@@ -588,6 +616,8 @@ class RelayCore:
 
     # ------------------------------------------------------------------ time
     def tick(self, now: float) -> None:
+        if self._unreachable_scanned:
+            self._rescan_unreachable(now)
         for to in self._lookup_heap.pop_due(now):
             if to in self._lookups:
                 self._lookups[to].awaiting.clear()
@@ -607,6 +637,7 @@ class RelayCore:
         return min(
             self._pending_heap.next_deadline(),
             self._lookup_heap.next_deadline(),
+            self._unreachable_due.next_deadline(),
             self.home.next_deadline(),
             self.owner.next_deadline(),
             self.push.next_deadline(),
