@@ -50,7 +50,7 @@ import trio
 
 from node.net.decoy import DecoySite, read_head, serve_decoy, site_root
 from node.net.session import ClientSession
-from node.net.sockio import Flusher
+from node.net.sockio import Flusher, close_stream
 from node.protocol.deadlines import DeadlineHeap
 from node.protocol.decoy import Head, parse_head
 from node.protocol.handshakes import FinishRate, handshake_cap
@@ -447,7 +447,7 @@ class ClientServer:
                 self._handshaking -= 1
             if key is not None:
                 self._uncount(key)
-            await trio.aclose_forcefully(stream)
+            await close_stream(stream)
 
     async def _proxy_header(self, stream: trio.abc.Stream, peer: str) -> tuple[str, bytes] | None:
         """From a trusted v2 proxy: (the client's address, the bytes after the header); None when refused."""
