@@ -29,7 +29,7 @@ def _tone_track() -> Any:
     from aiortc.mediastreams import AudioStreamTrack
     from av import AudioFrame
 
-    class Tone(AudioStreamTrack):  # type: ignore[misc,unused-ignore]
+    class Tone(AudioStreamTrack):  # type: ignore[misc,untyped-decorator,unused-ignore]
         def __init__(self) -> None:
             super().__init__()
             self._t = 0
@@ -66,12 +66,12 @@ async def main(role: str) -> None:
     frames = [0]
     tasks: set[asyncio.Future[None]] = set()
 
-    @pc.on("connectionstatechange")  # type: ignore[misc,unused-ignore]
+    @pc.on("connectionstatechange")  # type: ignore[misc,untyped-decorator,unused-ignore]
     async def _state() -> None:
         if pc.connectionState == "connected":
             connected.set()
 
-    @pc.on("track")  # type: ignore[misc,unused-ignore]
+    @pc.on("track")  # type: ignore[misc,untyped-decorator,unused-ignore]
     def _track(track: Any) -> None:
         async def count() -> None:
             from aiortc.mediastreams import MediaStreamError
