@@ -6,49 +6,71 @@
 //          "ready", wait for a line on stdin (the orchestrator killed or stopped the first node), then every client
 //          reconnects as docs/client-protocol.md "Reconnecting" says; each re-homed client is sent one call_offer
 //          by a prober (on a surviving node) until one is `delivered`. Background offers at --rate/s to random
-//          clients test that every envelope gets exactly one terminal receipt.
+//          clients test that every envelope gets exactly one terminal receipt. The output has per-second timelines
+//          since the fault (goaways, reconnects started, challenges, re-homed, callable, the generator's own
+//          event-loop lag) to tell a slow node from a slow load generator.
+//   both:  --client ws|raw, --verify N (below)
 import fs from "node:fs";
 import { createRequire } from "node:module";
 import readline from "node:readline";
 import crypto from "node:crypto";
 import { newIdentity, verify, CLIENT_AUTH, NODE_AUTH } from "../relay/common.mjs";
+import { RawWs } from "./rawws.mjs";
 
 const require = createRequire(new URL("../relay/package.json", import.meta.url));
 const WebSocket = require("ws");
 const { decode, encode } = require("@msgpack/msgpack");
 
-const args = { url: [], mode: "idle", conns: 100, batch: 200, hold: 5, pid: "", probers: 4, rate: 50, timeout: 60, grace: 75 };
+const args = { url: [], mode: "idle", conns: 100, batch: 200, hold: 5, pid: "", probers: 4, rate: 50, timeout: 60, grace: 75,
+               client: "", verify: 0 };
 for (let i = 2; i < process.argv.length; i += 2) {
   const k = process.argv[i].replace(/^--/, ""), v = process.argv[i + 1];
-  if (k === "url") args.url.push(v); else if (k === "pid" || k === "mode") args[k] = v; else args[k] = Number(v);
+  if (k === "url") args.url.push(v); else if (["pid", "mode", "client"].includes(k)) args[k] = v; else args[k] = Number(v);
 }
+// --client ws|raw: the `ws` library, or rawws.mjs (a bare-socket client: 0.93 against 1.19 ms of generator CPU per
+// handshake in one idle run of 5,000 here); the storm defaults to raw, the idle runs keep ws (their earlier figures)
+args.client ||= args.mode === "storm" ? "raw" : "ws";
+// --verify N: check the node's welcome signature on every Nth handshake. A phone checks its own on its own CPU; on
+// this machine one Ed25519 verification costs the generator ~300 µs, a quarter of its busy CPU in a 10,000-client storm,
+// where its event loop then fell seconds behind (docs/performance.md). The storm checks one in 16 (a node that
+// signed wrongly is still caught at once), idle every one.
+args.verify ||= args.mode === "storm" ? 16 : 1;
+let handshakes = 0;
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 const now = () => performance.now() / 1000;
 const TERMINAL = new Set(["delivered", "expired", "cancelled", "rejected"]);
 
 // One handshake (docs/client-protocol.md "Handshake"); resolves {ws, id, me} after a verified welcome.
+const trace = { attempts: [], challenges: [], t0: null }; // reconnect timeline (storm): seconds after the fault
 function connect(url, me = newIdentity(), timeoutMs = 10000) {
+  if (trace.t0 !== null) trace.attempts.push(now() - trace.t0);
   return new Promise((resolve, reject) => {
-    const ws = new WebSocket(url, { perMessageDeflate: false });
-    ws.binaryType = "nodebuffer";
     let nodeId = null, done = false;
     const nonce = crypto.randomBytes(32);
     const fail = (e) => { if (!done) { done = true; ws.terminate(); reject(e); } };
-    ws.on("error", fail);
-    ws.on("unexpected-response", (req, res) => { // a refused upgrade: keep its Retry-After (seconds)
-      const e = new Error(`Unexpected server response: ${res.statusCode}`);
-      e.retryAfterS = Number(res.headers["retry-after"]) || 0;
+    const refused = (status, retryAfterS) => { // a refused upgrade: keep its Retry-After (seconds)
+      const e = new Error(`Unexpected server response: ${status}`);
+      e.retryAfterS = retryAfterS;
       fail(e);
-    });
+    };
+    const ws = args.client === "raw" ? new RawWs(url, () => {}, refused) : new WebSocket(url, { perMessageDeflate: false });
+    if (args.client !== "raw") {
+      ws.binaryType = "nodebuffer";
+      ws.on("unexpected-response", (req, res) => refused(res.statusCode, Number(res.headers["retry-after"]) || 0));
+    }
+    ws.on("error", fail);
     ws.on("close", (code) => fail(new Error(`closed ${code} during the handshake`)));
     setTimeout(() => fail(new Error("handshake timed out")), timeoutMs).unref();
     ws.on("message", function first(data) {
       const m = decode(data);
       if (m.t === "challenge") {
+        if (trace.t0 !== null) trace.challenges.push(now() - trace.t0);
         nodeId = Buffer.from(m.node);
         ws.send(encode({ t: "hello", id: me.id, nonce, sig: me.sign(Buffer.concat([CLIENT_AUTH, nodeId, Buffer.from(m.nonce)])) }));
       } else if (m.t === "welcome") {
-        if (!verify(nodeId, Buffer.concat([NODE_AUTH, me.id, nonce]), Buffer.from(m.sig))) return fail(new Error("bad welcome"));
+        if (handshakes++ % args.verify === 0 && !verify(nodeId, Buffer.concat([NODE_AUTH, me.id, nonce]), Buffer.from(m.sig))) {
+          return fail(new Error("bad welcome"));
+        }
         ws.off("message", first); ws.removeAllListeners("error"); ws.removeAllListeners("close");
         ws.on("error", () => {});
         done = true;
@@ -148,6 +170,7 @@ async function storm() {
                   not_delivered: {} }; // terminal receipts other than delivered, by status and reason
   const probeQueue = [];
   const failTimes = []; // seconds after the fault of each failed reconnect attempt
+  const goawayTimes = []; // seconds after the fault of each goaway received
 
   function send(idHex, kind) {
     const p = probers[refSeq % probers.length], ref = refSeq++;
@@ -189,6 +212,7 @@ async function storm() {
       const m = decode(data);
       if (m.t === "goaway" && !moved) {
         stats.goaways++;
+        if (t0 !== null) goawayTimes.push(now() - t0);
         moved = true;
         const old = s.client.ws;
         lost(s, 1001, (m.nodes || []).map(cardUrl).filter(Boolean));
@@ -226,11 +250,22 @@ async function storm() {
   const rl = readline.createInterface({ input: process.stdin });
   await new Promise((r) => rl.once("line", r));
   t0 = now();
+  trace.t0 = t0;
+  // the load generator's own event-loop lag, worst per second: how late its timers and I/O callbacks ran
+  const lagMs = [];
+  let tick = now();
+  const lagTimer = setInterval(() => {
+    const t = now(), i = Math.floor(t - t0), lag = (t - tick - 0.02) * 1000;
+    tick = t;
+    while (lagMs.length <= i) lagMs.push(0);
+    lagMs[i] = Math.max(lagMs[i], Math.round(lag));
+  }, 20);
   const cpuMe0 = myCpu();
   const deadline = t0 + args.timeout;
   const all = () => [...state.values()];
   while (now() < deadline && !all().every((s) => s.callableAt && s.callableAt >= t0 && s.rehomedAt)) await sleep(100);
   const tAll = now() - t0;
+  clearInterval(lagTimer);
   stopBg = true;
   await bgDone;
   // every envelope must end with exactly one terminal receipt: wait for the last ones (bounded: a `queued` one
@@ -251,6 +286,8 @@ async function storm() {
     all_callable: callable.length === clients.length, all_callable_s: callable.length === clients.length ? tAll : null,
     rehome_p50_s: pct(rehome, 0.5), rehome_p99_s: pct(rehome, 0.99), rehome_max_s: rehome.at(-1) ?? null,
     rehomed_per_s: perSecond(rehome), callable_per_s: perSecond(callable), failures_per_s: perSecond(failTimes),
+    goaways_per_s: perSecond(goawayTimes), attempts_per_s: perSecond(trace.attempts),
+    challenges_per_s: perSecond(trace.challenges), loadgen_lag_ms_per_s: lagMs,
     callable_p50_s: pct(callable, 0.5), callable_p99_s: pct(callable, 0.99), callable_max_s: callable.at(-1) ?? null,
     envelopes: envelopes.size, without_one_terminal: missing + duplicate, missing_terminal: missing,
     missing_terminal_after_queued: missingQueued,

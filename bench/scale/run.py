@@ -19,7 +19,8 @@ Every figure is written with the commit, the command and the load average (the m
 Results: bench/results/scale.md and .json (or --out).
 To look inside a run: BENCH_KEEP_DIR=/tmp/x keeps the nodes' data and logs there (emptied first),
 BENCH_NODE_LOG=info sets their log level, BENCH_LOADGEN_PROF=/tmp/p writes the load generator's CPU profile there.
-BENCH_NODE_PROF=/tmp/p samples every node with py-spy for 15 s from the fault (node0.txt is the stopped one).
+BENCH_NODE_PROF=/tmp/p samples every node with py-spy from the fault for BENCH_NODE_PROF_S seconds (15; node0.txt is
+the stopped one).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -165,7 +167,8 @@ def load() -> float:
 def idle(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     rows: dict[str, Any] = {}
     timeout_s = args.hold + 600
-    opts = ["--mode", "idle", "--conns", str(args.conns), "--batch", str(args.batch), "--hold", str(args.hold)]
+    opts = ["--mode", "idle", "--conns", str(args.conns), "--batch", str(args.batch), "--hold", str(args.hold),
+            *(["--client", args.client] if args.client else [])]
     load0 = load()
     (proc, ports), = start_nodes(1, tmp / "idle")  # fmt: skip
     try:
@@ -196,16 +199,56 @@ def cpu_s(pid: int) -> float:
 
 
 def node_profilers(procs: list[subprocess.Popen[str]]) -> list[subprocess.Popen[bytes]]:
-    """With BENCH_NODE_PROF=DIR: py-spy samples every node (node0 is the stopped one) for 15 s from the fault, into
+    """With BENCH_NODE_PROF=DIR: py-spy samples every node (node0 is the stopped one) for BENCH_NODE_PROF_S (15) s from the fault, into
     DIR/node<i>.txt (collapsed stacks; `pip install py-spy`, it is no dependency of the project)."""
     out = os.environ.get("BENCH_NODE_PROF")
     if not out:
         return []
     Path(out).mkdir(parents=True, exist_ok=True)
+    seconds = os.environ.get("BENCH_NODE_PROF_S", "15")
     spy = Path(sys.executable).with_name("py-spy")
-    return [subprocess.Popen([str(spy), "record", "--nonblocking", "-r", "200", "-d", "15", "-f", "raw", "-o",
+    return [subprocess.Popen([str(spy), "record", "--nonblocking", "-r", "200", "-d", seconds, "-f", "raw", "-o",
                               f"{out}/node{i}.txt", "-p", str(p.pid)], stdout=subprocess.DEVNULL,
                              stderr=subprocess.DEVNULL) for i, p in enumerate(procs)]  # fmt: skip
+
+
+class CpuTimeline:
+    """CPU seconds each of `pids` used in each whole second from start() (read from /proc every 0.1 s in a thread):
+    where a storm's time goes, process by process. Bounded: at most `seconds` seconds."""
+
+    def __init__(self, pids: dict[str, int], seconds: float) -> None:
+        self.pids, self.seconds = pids, seconds
+        self.per_s: dict[str, list[float]] = {name: [] for name in pids}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> dict[str, list[float]]:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        return {name: [round(c, 2) for c in cpu] for name, cpu in self.per_s.items()}
+
+    def _read(self, pid: int) -> float | None:
+        try:
+            return cpu_s(pid)
+        except (OSError, IndexError, ValueError):  # exited
+            return None
+
+    def _run(self) -> None:
+        t0 = time.monotonic()
+        last = {name: self._read(pid) for name, pid in self.pids.items()}
+        second = 0
+        while not self._stop.wait(0.1) and time.monotonic() - t0 < self.seconds:
+            now = int(time.monotonic() - t0)
+            if now == second:
+                continue
+            second = now
+            for name, pid in self.pids.items():
+                cpu, before = self._read(pid), last[name]
+                self.per_s[name].append(cpu - before if cpu is not None and before is not None else 0.0)
+                last[name] = cpu
 
 
 def storm(args: argparse.Namespace, tmp: Path, how: str) -> dict[str, Any]:
@@ -217,6 +260,7 @@ def storm(args: argparse.Namespace, tmp: Path, how: str) -> dict[str, Any]:
     cmd = ["node", *([f"--cpu-prof-dir={prof}", "--cpu-prof"] if prof else []), str(HERE / "phones.mjs"),
            "--mode", "storm", "--conns", str(args.storm_conns),
            "--batch", str(args.batch), "--rate", str(args.rate), "--timeout", str(args.storm_timeout),
+           *(["--client", args.client] if args.client else []),
            *[a for _, ports in nodes for a in ("--url", ws_url(ports))]]  # fmt: skip
     gen = subprocess.Popen(cmd, cwd=HERE, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                            text=True)  # fmt: skip
@@ -229,12 +273,16 @@ def storm(args: argparse.Namespace, tmp: Path, how: str) -> dict[str, Any]:
         survivors = procs[1:]
         cpu0 = [cpu_s(p.pid) for p in survivors]
         spies = node_profilers(procs)
+        timeline = CpuTimeline({"stopped": procs[0].pid, "node1": procs[1].pid, "node2": procs[2].pid,
+                                "loadgen": gen.pid}, seconds=args.storm_timeout)  # fmt: skip
+        timeline.start()
         t0 = time.monotonic()
         procs[0].send_signal(signal.SIGKILL if how == "kill" else signal.SIGTERM)
         gen.stdin.write("go\n")
         gen.stdin.flush()
         out, err = gen.communicate(timeout=args.storm_timeout + 180)
         wall = time.monotonic() - t0
+        cpu_per_s = timeline.stop()
         cpu = sum(cpu_s(p.pid) - c for p, c in zip(survivors, cpu0, strict=True))
         for spy in spies:
             spy.wait(timeout=60)
@@ -245,6 +293,7 @@ def storm(args: argparse.Namespace, tmp: Path, how: str) -> dict[str, Any]:
         stop([gen, procs[0]], expect_running=False)  # the load generator ended, the first node was stopped
         stop(procs[1:])
     row["survivors_cpu_s"] = round(cpu, 2)
+    row["cpu_s_per_s"] = cpu_per_s
     row["survivors_cpu_ms_per_rehomed_client"] = round(1000 * cpu / max(row["rehomed"], 1), 3)
     row["survivors_cpu_pct_of_a_core"] = round(100 * cpu / wall, 1)
     row["load_avg"] = [load0, load()]
@@ -293,6 +342,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--storm-conns", type=int, default=10_000, help="clients on the node that is killed/stopped")
     ap.add_argument("--storm-timeout", type=float, default=120.0, help="seconds a storm may take at most")
     ap.add_argument("--rate", type=float, default=50.0, help="background offers per second during a storm")
+    ap.add_argument("--client", choices=["ws", "raw"], default="",
+                    help="the load generator's WebSocket client: the ws library or bench/scale/rawws.mjs "
+                         "(default: ws for idle, raw for the storms)")
     ap.add_argument("--process-runs", type=int, default=3)
     ap.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "scale.md")
     args = ap.parse_args(argv)
@@ -374,8 +426,14 @@ def render(r: dict[str, Any]) -> str:
                       f"{s['survivors_cpu_ms_per_rehomed_client']} ms per re-homed client "
                       f"({s['survivors_cpu_pct_of_a_core']} % of a core); load generator "
                       f"{fmt(s['loadgen_cpu_pct'], 0)} % of a core; load {s['load_avg']}",
-                      f"- re-homed per second since the fault {s.get('rehomed_per_s', '-')}; callable per second "
+                      f"- per second since the fault: goaways received {s.get('goaways_per_s', '-')}; "
+                      f"reconnects started {s.get('attempts_per_s', '-')}; "
+                      f"challenges received {s.get('challenges_per_s', '-')}; "
+                      f"failed reconnects {s.get('failures_per_s', '-')}; "
+                      f"load generator's worst event-loop lag (ms) {s.get('loadgen_lag_ms_per_s', '-')}; "
+                      f"re-homed {s.get('rehomed_per_s', '-')}; callable "
                       f"{s.get('callable_per_s', '-')}; probers closed by a node {s.get('probers_closed', '-')}",
+                      f"- CPU seconds used in each second since the fault: {s.get('cpu_s_per_s', '-')}",
                       ""]  # fmt: skip
     return "\n".join(lines)
 

@@ -1,0 +1,102 @@
+// A minimal RFC 6455 client on a bare TCP socket, for the storm's 10,000 reconnects: the `ws` library builds an
+// http.ClientRequest, an Agent entry, header checks and two streams per connection, which made the load generator
+// the busiest process of a goaway storm (docs/performance.md). Same surface as the part of `ws` the storm uses:
+// send(Buffer), terminate(), events "message" (Buffer), "close" (code), "error", "unexpected-response"-like
+// failures through the connect promise. The node's pings are answered; frames are masked (a client MUST mask).
+import net from "node:net";
+import crypto from "node:crypto";
+import { EventEmitter } from "node:events";
+
+const GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+
+export class RawWs extends EventEmitter {
+  constructor(url, onOpen, onRefused) {
+    super();
+    const u = new URL(url);
+    this.key = crypto.randomBytes(16).toString("base64");
+    this.open = false;
+    this.closed = false;
+    this.buf = null;
+    this.frag = null; // payload pieces of a fragmented message
+    this.onOpen = onOpen;
+    this.onRefused = onRefused;
+    this.sock = net.connect({ host: u.hostname, port: Number(u.port) || 80 });
+    this.sock.setNoDelay(true);
+    this.sock.on("connect", () => this.sock.write(
+      `GET ${u.pathname}${u.search} HTTP/1.1\r\nHost: ${u.host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n` +
+      `Sec-WebSocket-Key: ${this.key}\r\nSec-WebSocket-Version: 13\r\n\r\n`));
+    this.sock.on("data", (d) => this.data(d));
+    this.sock.on("error", (e) => this.emit("error", e));
+    this.sock.on("close", () => this.gone(1006));
+  }
+
+  data(d) {
+    this.buf = this.buf ? Buffer.concat([this.buf, d]) : d;
+    if (!this.open) {
+      const end = this.buf.indexOf("\r\n\r\n");
+      if (end < 0) return;
+      const head = this.buf.subarray(0, end).toString("latin1");
+      this.buf = this.buf.subarray(end + 4);
+      const status = Number(head.slice(9, 12));
+      const accept = /\r\nsec-websocket-accept:\s*(\S+)/i.exec(head);
+      const want = crypto.createHash("sha1").update(this.key + GUID).digest("base64");
+      if (status !== 101 || !accept || accept[1] !== want) {
+        const retry = /\r\nretry-after:\s*(\d+)/i.exec(head);
+        this.onRefused(status, retry ? Number(retry[1]) : 0);
+        this.terminate();
+        return;
+      }
+      this.open = true;
+      this.onOpen();
+    }
+    let b = this.buf;
+    while (b.length >= 2) {
+      const op = b[0] & 0x0f, fin = b[0] & 0x80;
+      let len = b[1] & 0x7f, at = 2;
+      if (len === 126) { if (b.length < 4) break; len = b.readUInt16BE(2); at = 4; }
+      else if (len === 127) { if (b.length < 10) break; len = Number(b.readBigUInt64BE(2)); at = 10; }
+      if (b.length < at + len) break;
+      const payload = b.subarray(at, at + len);
+      b = b.subarray(at + len);
+      if (op === 9) this.frame(10, payload);
+      else if (op === 8) { this.gone(len >= 2 ? payload.readUInt16BE(0) : 1005); this.terminate(); return; }
+      else if (op === 1 || op === 2 || op === 0) {
+        if (!fin) { (this.frag ??= []).push(payload); continue; }
+        const msg = this.frag ? Buffer.concat([...this.frag, payload]) : payload;
+        this.frag = null;
+        this.emit("message", msg);
+        if (this.closed) return;
+      }
+    }
+    this.buf = b.length ? b : null;
+  }
+
+  frame(op, payload) {
+    if (this.closed) return;
+    const n = payload.length;
+    const head = n < 126 ? 6 : n < 65536 ? 8 : 14;
+    const out = Buffer.allocUnsafe(head + n);
+    out[0] = 0x80 | op;
+    if (n < 126) out[1] = 0x80 | n;
+    else if (n < 65536) { out[1] = 0x80 | 126; out.writeUInt16BE(n, 2); }
+    else { out[1] = 0x80 | 127; out.writeBigUInt64BE(BigInt(n), 2); }
+    const m = (Math.random() * 0x100000000) >>> 0;
+    out.writeUInt32BE(m, head - 4);
+    const mask = out.subarray(head - 4, head);
+    for (let i = 0; i < n; i++) out[head + i] = payload[i] ^ mask[i & 3];
+    this.sock.write(out);
+  }
+
+  send(data) { this.frame(2, data); }
+
+  terminate() {
+    if (!this.sock.destroyed) this.sock.destroy();
+    this.gone(1006);
+  }
+
+  gone(code) {
+    if (this.closed) return;
+    this.closed = true;
+    this.emit("close", code);
+  }
+}
