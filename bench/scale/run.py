@@ -199,8 +199,9 @@ def cpu_s(pid: int) -> float:
 
 
 def node_profilers(procs: list[subprocess.Popen[str]]) -> list[subprocess.Popen[bytes]]:
-    """With BENCH_NODE_PROF=DIR: py-spy samples every node (node0 is the stopped one) for BENCH_NODE_PROF_S (15) s from the fault, into
-    DIR/node<i>.txt (collapsed stacks; `pip install py-spy`, it is no dependency of the project)."""
+    """With BENCH_NODE_PROF=DIR: py-spy samples every node (node0 is the stopped one) for BENCH_NODE_PROF_S (15)
+    seconds from the fault, into DIR/node<i>.txt (collapsed stacks; `pip install py-spy`, it is no dependency of
+    the project)."""
     out = os.environ.get("BENCH_NODE_PROF")
     if not out:
         return []
