@@ -577,7 +577,7 @@ class RelayCore:
 
     def _node_failed(self, node: bytes, now: float, *, dead: bool) -> None:
         self._links.forget_peer(node)
-        self.owner.node_gone(node, dead=dead)
+        self.owner.node_gone(node, now, dead=dead)
         self.push.node_failed(node, now)
         for to in [t for t, (homes, _) in self._cache.items() if node in homes]:
             del self._cache[to]

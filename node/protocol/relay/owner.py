@@ -234,12 +234,14 @@ class Owner:
         self._push_waiting(entry.env.to, now)
 
     # -- failures and membership
-    def node_gone(self, node: bytes, *, dead: bool) -> None:
-        """The link to `node` failed (or it died: then its leases go too). Its in-flight pushes wait again."""
+    def node_gone(self, node: bytes, now: float, *, dead: bool) -> None:
+        """The link to `node` failed (or it died: then its leases go too). Its in-flight pushes go to another home
+        of their recipient, or wait for the next lease."""
         if dead:
             self.leases.drop_home(node)
         for entry in self.mailbox.inflight_to(node):
             self._bounce(entry)
+            self._push_waiting(entry.env.to, now, avoid=node)
 
     def _send_leases(self, moved: dict[tuple[bytes, bytes], list[tuple[float, bytes]]], now: float) -> None:
         """Send leases grouped by (to, home): one LEASE per LEASE_CLAIMS_MAX claims instead of one per client.
@@ -293,7 +295,9 @@ class Owner:
         for eid in self._inflight.pop_due(now):
             entry = self.mailbox.get(eid)
             if entry is not None:
+                failed = entry.inflight_to
                 self._bounce(entry)
+                self._push_waiting(entry.env.to, now, avoid=failed)
         for entry in self.mailbox.expire(now):
             self._inflight.discard(entry.env.eid)
             self._send(entry.env.origin, RelayReceipt(eid=entry.env.eid, status=ReceiptStatus.EXPIRED))
@@ -315,12 +319,16 @@ class Owner:
             entry.told_forwarded = False
             self._send(entry.env.origin, MailboxEvent(eid=entry.env.eid, status=MailboxStatus.STORED))
 
-    def _push_waiting(self, client: bytes, now: float) -> None:
-        """Push every waiting (not in-flight) entry of `client`, oldest first, to its first live home."""
+    def _push_waiting(self, client: bytes, now: float, avoid: bytes | None = None) -> None:
+        """Push every waiting (not in-flight) entry of `client`, oldest first, to its first live home other than
+        `avoid` (a home whose push just timed out or whose link failed: it still holds a lease, and waiting for the
+        next lease left queued offers 10-20 s behind a callee that had re-homed elsewhere, docs/performance.md)."""
         entries = self.mailbox.entries(client)
         if not entries:  # the common case (every lease renewal): no need to rank the homes
             return
         homes = self.leases.homes(client, now)
+        if avoid is not None:
+            homes = tuple(h for h in homes if h != avoid)
         if not homes:
             return
         until = now + self.config.peer_timeout_s
