@@ -601,6 +601,7 @@ class RelayCore:
         new = tuple(sorted(set(live) | {self.node_id}))
         if new == old:
             return
+        self.home.send_drops()  # to the owners they were leased to
         self.owner.members = new  # the one copy of the member list (the owners' ranking uses it)
         for node in sorted(set(old) - set(new)):
             self._node_failed(node, now, dead=True)

@@ -4,7 +4,11 @@
   address key. The first connection of an id leases it to the id's owners with the newest claim among its
   connections; leases are renewed every `lease_ttl_s / 3`, in `RENEW_SLICES` slices spread over that period
   (renewing 19,000 clients at once held the event loop for a noticeable time every period); the last
-  connection's end sends LEASE_DROP.
+  connection's end sends LEASE_DROP, batched: the ids that went offline are sent at the next `tick` (the driver's
+  timer runs it at the end of the scheduler batch), up to PEER_IDS_MAX per owner and frame. One frame per id
+  filled the peer link's queue when 10,000 clients left a stopping node at once, and the drops it refused left
+  stale leases at the owners (docs/performance.md, "Fourth pass"). An id that comes back online first is not
+  dropped.
 - A connection is closed (`CloseClient`) one lease period before its claim ages out (`claim_age_max_s`), so its
   client reconnects with a fresh claim instead of silently losing its leases.
 - An envelope "from X" is delivered only when it comes from the origin named in X's valid claim, or from a node
@@ -24,11 +28,12 @@ from node.protocol.refusals import Refusal
 from node.protocol.relay.claims import ClaimVerifier, HomeClaim, LinkClaims
 from node.protocol.relay.commands import CloseClient, Command, ToClient
 from node.protocol.relay.owner import Owner, origin_signed
-from node.protocol.relay.rendezvous import SeenSet
+from node.protocol.relay.rendezvous import INF, SeenSet
 from node.protocol.settings import RelaySection
 from node.protocol.wire.client import Deliver
 from node.protocol.wire.peer import (
     LEASE_CLAIMS_MAX,
+    PEER_IDS_MAX,
     EnvelopeResult,
     Lease,
     LeaseDrop,
@@ -85,6 +90,7 @@ class Home:
         self._closing: DeadlineHeap[int] = DeadlineHeap()  # conn -> when its claim is too old to renew leases
         self._seen = SeenSet(seen_max=config.seen_max)
         self._renewal = _Renewal(clients=[])
+        self._dropping: dict[bytes, None] = {}  # ids gone offline, in order, for the next send_drops()
         self._renew_at = now + config.lease_ttl_s / 3 / RENEW_SLICES
 
     def _owners(self, client: bytes, members: Sequence[bytes] | None = None) -> tuple[bytes, ...]:
@@ -103,6 +109,7 @@ class Home:
         self.conns[conn_id] = Conn(client=client_id, claim=claim, addr=address_key)
         self._closing.push(conn_id, max(now, self._owner.claim_ends(claim) - self.config.lease_ttl_s))
         first = client_id not in self.homed
+        self._dropping.pop(client_id, None)  # back before its drop went out: the lease below stands
         self.homed.setdefault(client_id, set()).add(conn_id)
         if first:
             self._lease([client_id], self._owners(client_id))
@@ -116,8 +123,20 @@ class Home:
         conns.discard(conn_id)
         if not conns:
             del self.homed[conn.client]
-            for o in self._owners(conn.client):
-                self._send(o, LeaseDrop(home=self.node_id, ids=(conn.client,)))
+            self._dropping[conn.client] = None
+
+    def send_drops(self) -> None:
+        """LEASE_DROP every id that went offline since the last call: one frame per owner per PEER_IDS_MAX ids."""
+        if not self._dropping:
+            return
+        by_owner: dict[bytes, list[bytes]] = {}
+        for client in self._dropping:
+            for o in self._owners(client):
+                by_owner.setdefault(o, []).append(client)
+        self._dropping.clear()
+        for o, ids in sorted(by_owner.items()):
+            for i in range(0, len(ids), PEER_IDS_MAX):
+                self._send(o, LeaseDrop(home=self.node_id, ids=tuple(ids[i : i + PEER_IDS_MAX])))
 
     # -- leases
     def _claim_of(self, client: bytes) -> HomeClaim:
@@ -210,6 +229,7 @@ class Home:
 
     # -- time
     def tick(self, now: float) -> None:
+        self.send_drops()
         for conn_id in self._closing.pop_due(now):
             self._emit(CloseClient(conn_id=conn_id))
         self._seen.expire(now)
@@ -217,4 +237,6 @@ class Home:
             self._renew(now)
 
     def next_deadline(self) -> float:
+        if self._dropping:
+            return -INF  # at once: the end of this scheduler batch
         return min(self._closing.next_deadline(), self._seen.next_deadline(), self._renew_at)
