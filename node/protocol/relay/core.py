@@ -269,7 +269,7 @@ class RelayCore:
         self._pump(now)
 
     def client_offline(self, conn_id: int, now: float) -> None:
-        self.home.offline(conn_id)
+        self.home.offline(conn_id, now)
         self._pump(now)
 
     def client_envelope(self, conn_id: int, env: Envelope, now: float) -> None:

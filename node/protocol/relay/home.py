@@ -91,6 +91,7 @@ class Home:
         self._seen = SeenSet(seen_max=config.seen_max)
         self._renewal = _Renewal(clients=[])
         self._dropping: dict[bytes, None] = {}  # ids gone offline, in order, for the next send_drops()
+        self._drops_at = INF  # when the first of them went offline
         self._renew_at = now + config.lease_ttl_s / 3 / RENEW_SLICES
 
     def _owners(self, client: bytes, members: Sequence[bytes] | None = None) -> tuple[bytes, ...]:
@@ -114,7 +115,7 @@ class Home:
         if first:
             self._lease([client_id], self._owners(client_id))
 
-    def offline(self, conn_id: int) -> None:
+    def offline(self, conn_id: int, now: float) -> None:
         conn = self.conns.pop(conn_id, None)
         if conn is None:
             return
@@ -123,6 +124,8 @@ class Home:
         conns.discard(conn_id)
         if not conns:
             del self.homed[conn.client]
+            if not self._dropping:
+                self._drops_at = now
             self._dropping[conn.client] = None
 
     def send_drops(self) -> None:
@@ -238,5 +241,5 @@ class Home:
 
     def next_deadline(self) -> float:
         if self._dropping:
-            return -INF  # at once: the end of this scheduler batch
+            return self._drops_at  # due now: the driver's timer runs it at the end of this scheduler batch
         return min(self._closing.next_deadline(), self._seen.next_deadline(), self._renew_at)
