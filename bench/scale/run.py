@@ -29,6 +29,7 @@ import argparse
 import json
 import os
 import resource
+import select
 import shutil
 import signal
 import statistics
@@ -72,6 +73,7 @@ mailbox_per_address_max = 1000000
 
 
 NODEJS = "Node.js ws relay (ping every 30 s)"
+READY_TIMEOUT_S = 180.0  # a storm's load generator homes its clients on the first node within this
 
 
 def raise_fd_limit() -> int:
@@ -267,6 +269,9 @@ def storm(args: argparse.Namespace, tmp: Path, how: str) -> dict[str, Any]:
                            text=True)  # fmt: skip
     try:
         assert gen.stdin is not None and gen.stdout is not None
+        # bounded: homing 10,000 clients takes about 20 s here; a generator that never gets there is reported
+        if not select.select([gen.stdout], [], [], READY_TIMEOUT_S)[0]:
+            raise SystemExit(f"phones.mjs storm was not ready within {READY_TIMEOUT_S:.0f} s")
         line = gen.stdout.readline()
         if not line.startswith("ready"):
             raise SystemExit(f"phones.mjs storm did not get ready: {line!r} {gen.stderr.read() if gen.stderr else ''}")
