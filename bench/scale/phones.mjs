@@ -53,7 +53,7 @@ function connect(url, me = newIdentity(), timeoutMs = 10000) {
       e.retryAfterS = retryAfterS;
       fail(e);
     };
-    const ws = args.client === "raw" ? new RawWs(url, () => {}, refused) : new WebSocket(url, { perMessageDeflate: false });
+    const ws = args.client === "raw" ? new RawWs(url, refused) : new WebSocket(url, { perMessageDeflate: false });
     if (args.client !== "raw") {
       ws.binaryType = "nodebuffer";
       ws.on("unexpected-response", (req, res) => refused(res.statusCode, Number(res.headers["retry-after"]) || 0));

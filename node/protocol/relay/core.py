@@ -557,9 +557,9 @@ class RelayCore:
     def peer_unreachable(self, node: bytes, now: float) -> None:
         """The link to `node` is down or a send to it failed: whatever waits on it fails over now, or, when it was
         scanned for less than `UNREACHABLE_RESCAN_S`, at the end of that window (rule 11)."""
-        self._links.forget_peer(node)
         last = self._unreachable_scanned.get(node)
         if last is not None and now - last < UNREACHABLE_RESCAN_S:
+            self._links.forget_peer(node)  # at once (rule 11); the scan below does it too
             if node not in self._unreachable_due:
                 self._unreachable_due.push(node, last + UNREACHABLE_RESCAN_S)
             return

@@ -239,9 +239,12 @@ class Owner:
         of their recipient, or wait for the next lease."""
         if dead:
             self.leases.drop_home(node)
+        clients: dict[bytes, None] = {}
         for entry in self.mailbox.inflight_to(node):
             self._bounce(entry)
-            self._push_waiting(entry.env.to, now, avoid=node)
+            clients[entry.env.to] = None
+        for client in clients:  # one push round per recipient, not per entry
+            self._push_waiting(client, now, avoid=node)
 
     def _send_leases(self, moved: dict[tuple[bytes, bytes], list[tuple[float, bytes]]], now: float) -> None:
         """Send leases grouped by (to, home): one LEASE per LEASE_CLAIMS_MAX claims instead of one per client.
@@ -292,12 +295,14 @@ class Owner:
 
     # -- time
     def tick(self, now: float) -> None:
+        timed_out: dict[tuple[bytes, bytes | None], None] = {}  # (recipient, home that did not answer)
         for eid in self._inflight.pop_due(now):
             entry = self.mailbox.get(eid)
             if entry is not None:
-                failed = entry.inflight_to
+                timed_out[(entry.env.to, entry.inflight_to)] = None
                 self._bounce(entry)
-                self._push_waiting(entry.env.to, now, avoid=failed)
+        for client, failed in timed_out:  # one push round per recipient and home, not per entry
+            self._push_waiting(client, now, avoid=failed)
         for entry in self.mailbox.expire(now):
             self._inflight.discard(entry.env.eid)
             self._send(entry.env.origin, RelayReceipt(eid=entry.env.eid, status=ReceiptStatus.EXPIRED))
