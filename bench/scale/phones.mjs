@@ -123,7 +123,8 @@ async function idle() {
   const rss1 = args.pid ? rssKiB(args.pid) : 0, cpu2 = args.pid ? procCpu(args.pid) : 0, me2 = myCpu(), t2 = now();
   await sleep(args.hold * 1000);
   const t3 = now(), cpu3 = args.pid ? procCpu(args.pid) : 0, me3 = myCpu(), rss3 = args.pid ? rssKiB(args.pid) : 0;
-  for (const c of clients) c.ws.terminate();
+  // ending the run is not a drop (rawws.mjs emits "close" at once on terminate(), ws later)
+  for (const c of clients) { c.ws.removeAllListeners("close"); c.ws.terminate(); }
   const connectS = t1 - t0, n = clients.length;
   return {
     mode: "idle", conns: n, failed: args.conns - n, connect_errors: errors,
