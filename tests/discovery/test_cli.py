@@ -20,6 +20,8 @@ from node.protocol.identity import Identity
 from node.protocol.nodelist import parse_card
 from tests.helpers import REPO, homing_cmd, homing_env, run_homing
 
+QR_ONLY = zxingcpp.BarcodeFormat.QRCode
+
 NODE_SCRIPT = """
 import sys, trio
 from node.protocol.identity import Identity
@@ -167,7 +169,9 @@ def test_qr_png_round_trip(tmp_path: Path) -> None:
     card = make_card(Identity.generate(), ws="wss://sig.example.org:7400/v1/client", ts=int(time.time()))
     r = run_homing("qr", card, "--png", str(tmp_path / "card.png"))
     assert r.returncode == 0, r.stderr
-    [decoded] = zxingcpp.read_barcodes(Image.open(tmp_path / "card.png"))
+    # only QR codes: the reader also tries 1-D formats and finds a spurious Codabar or UPC-E inside the
+    # QR's modules for about 1 random card in 270 (15 of 4,000 measured), which failed CI once
+    [decoded] = zxingcpp.read_barcodes(Image.open(tmp_path / "card.png"), formats=QR_ONLY)
     assert decoded.text == card
     assert parse_card(decoded.text, now=time.time()).ws == "wss://sig.example.org:7400/v1/client"
 
@@ -193,7 +197,9 @@ def test_qr_terminal_output_decodes(tmp_path: Path) -> None:
         for x, on in enumerate(row):
             if on:  # a lit terminal cell is the light module
                 img.paste(255, (20 + x * scale, 20 + y * scale, 20 + (x + 1) * scale, 20 + (y + 1) * scale))
-    results = zxingcpp.read_barcodes(img) or zxingcpp.read_barcodes(Image.eval(img, lambda v: 255 - v))
+    results = zxingcpp.read_barcodes(img, formats=QR_ONLY) or zxingcpp.read_barcodes(
+        Image.eval(img, lambda v: 255 - v), formats=QR_ONLY
+    )
     assert [res.text for res in results] == [card]
 
 
