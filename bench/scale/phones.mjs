@@ -15,7 +15,7 @@ import { createRequire } from "node:module";
 import readline from "node:readline";
 import crypto from "node:crypto";
 import { newIdentity, verify, CLIENT_AUTH, NODE_AUTH } from "../relay/common.mjs";
-import { RawWs } from "./rawws.mjs";
+import { RawWs, randomSlice } from "./rawws.mjs";
 
 const require = createRequire(new URL("../relay/package.json", import.meta.url));
 const WebSocket = require("ws");
@@ -46,7 +46,7 @@ function connect(url, me = newIdentity(), timeoutMs = 10000) {
   if (trace.t0 !== null) trace.attempts.push(now() - trace.t0);
   return new Promise((resolve, reject) => {
     let nodeId = null, done = false;
-    const nonce = crypto.randomBytes(32);
+    const nonce = randomSlice(32);
     const fail = (e) => { if (!done) { done = true; ws.terminate(); reject(e); } };
     const refused = (status, retryAfterS) => { // a refused upgrade: keep its Retry-After (seconds)
       const e = new Error(`Unexpected server response: ${status}`);
@@ -144,6 +144,29 @@ async function idle() {
 // other loss, exponential backoff 0.5 s doubling to 30 s, each delay x uniform(0.5, 1.5),
 // trying the known nodes other than the one that failed (the discovery cache).
 const BACKOFF_MIN_S = 0.5, BACKOFF_MAX_S = 30, GOAWAY_SPREAD_S = 1.0;
+
+// Reconnects due are started at most START_CHUNK per event-loop turn, with I/O polled between turns. Node runs every
+// expired timer in one go: once the generator fell behind, thousands of reconnects came due together and their
+// connect() calls (a third of its busy CPU: loopback connects are synchronous in the kernel) held the loop for
+// 1.3-2.2 s of CPU, 3.5-4.3 s of wall time, while the challenges of the connections already opened went unread and
+// the nodes' handshake slots waited on them (docs/performance.md, "Fifth pass"). Ten thousand phones do not wait
+// for each other's connects: the order and the delays are the same, only the generator's own queueing goes.
+const START_CHUNK = 16;
+const startQueue = [];
+let startHead = 0, starting = false;
+function startSoon(fn) {
+  startQueue.push(fn);
+  if (!starting) { starting = true; setImmediate(startSome); }
+}
+function startSome() {
+  for (let i = 0; i < START_CHUNK && startHead < startQueue.length; i++) {
+    const fn = startQueue[startHead];
+    startQueue[startHead++] = undefined;
+    fn();
+  }
+  if (startHead < startQueue.length) { setImmediate(startSome); return; }
+  startQueue.length = 0; startHead = 0; starting = false;
+}
 const backoff = (attempt) => Math.min(BACKOFF_MAX_S, BACKOFF_MIN_S * 2 ** attempt) * (0.5 + Math.random());
 
 const CARD_URLS = new Map(); // every client of a stopping node gets the same cards: decode each once
@@ -169,13 +192,14 @@ async function storm() {
   let refSeq = 0, t0 = null, stopBg = false;
   const stats = { reconnect_attempts: 0, reconnect_failures: {}, goaways: 0, unexpected_before_kill: 0, probers_closed: {},
                   not_delivered: {} }; // terminal receipts other than delivered, by status and reason
-  const probeQueue = [];
+  const probesOf = new Map(); // id hex -> refs of the probes sent to it, in order
   const failTimes = []; // seconds after the fault of each failed reconnect attempt
   const goawayTimes = []; // seconds after the fault of each goaway received
 
   function send(idHex, kind) {
     const p = probers[refSeq % probers.length], ref = refSeq++;
-    envelopes.set(ref, { terminal: [], kind, id: idHex, queued: 0 });
+    envelopes.set(ref, { terminal: [], kind, id: idHex, queued: 0, sentAt: now(), events: [] });
+    if (kind === "probe") (probesOf.get(idHex) ?? probesOf.set(idHex, []).get(idHex)).push(ref);
     p.ws.send(encode({ t: "call_offer", to: Buffer.from(idHex, "hex"), call: crypto.randomBytes(16), body: Buffer.alloc(64), ref }));
   }
   for (const p of probers) {
@@ -187,6 +211,7 @@ async function storm() {
       if (m.t !== "receipt") return;
       const e = envelopes.get(Number(m.ref));
       if (!e) return;
+      e.events.push(`${m.status}${m.reason ? ":" + m.reason : ""}@${(now() - e.sentAt).toFixed(1)}`);
       if (m.status === "queued") { e.queued++; return; }
       if (!TERMINAL.has(m.status)) return;
       e.terminal.push(m.status);
@@ -205,7 +230,7 @@ async function storm() {
     s.lostAt ??= now();
     s.rehomedAt = null;
     const delay = goawayUrls && goawayUrls.length ? Math.random() * GOAWAY_SPREAD_S : backoff(0);
-    setTimeout(() => reconnect(s, 0, goawayUrls && goawayUrls.length ? goawayUrls : others), delay * 1000);
+    setTimeout(() => startSoon(() => reconnect(s, 0, goawayUrls && goawayUrls.length ? goawayUrls : others)), delay * 1000);
   }
   function watch(s) {
     let moved = false; // after a goaway the client moves at once; the old connection's close then changes nothing
@@ -238,7 +263,8 @@ async function storm() {
       if (t0 !== null) failTimes.push(now() - t0);
       s.failed = url;
       // docs/client-protocol.md: wait the backoff, and at least a refusal's Retry-After
-      setTimeout(() => reconnect(s, attempt + 1, others), Math.max(backoff(attempt + 1), e.retryAfterS || 0) * 1000);
+      setTimeout(() => startSoon(() => reconnect(s, attempt + 1, others)),
+                 Math.max(backoff(attempt + 1), e.retryAfterS || 0) * 1000);
     }
   }
   for (const c of clients) { const s = { client: c }; state.set(c.id.toString("hex"), s); watch(s); }
@@ -282,7 +308,20 @@ async function storm() {
     if (e.terminal.length === 0) { missing++; if (e.queued) missingQueued++; } else if (e.terminal.length > 1) duplicate++;
     const k = `${e.kind}:${e.terminal.join("+") || "none"}`; byStatus[k] = (byStatus[k] || 0) + 1;
   }
+  // why a client was callable more than LATE_S after it re-homed: its probes' receipts, in order, each with the
+  // seconds after that probe was sent (a pattern such as "rejected:rate_limited@0.0 > queued@0.0 delivered@4.2")
+  const LATE_S = 1.5, late = {};
+  let lateCount = 0;
+  for (const [id, s] of state) {
+    if (!s.callableAt || !s.rehomedAt || s.callableAt - s.rehomedAt <= LATE_S) continue;
+    lateCount++;
+    const pattern = (probesOf.get(id) || []).map((ref) => envelopes.get(ref).events.join(" ").replace(/@[0-9.]+/g, (t) =>
+      Number(t.slice(1)) >= 1 ? "@" + Math.round(Number(t.slice(1))) + "s" : "")).join(" > ");
+    late[pattern] = (late[pattern] || 0) + 1;
+  }
+  const lateTop = Object.fromEntries(Object.entries(late).sort((a, b) => b[1] - a[1]).slice(0, 8));
   const out = {
+    late_callable: lateCount, late_callable_patterns: lateTop,
     mode: "storm", conns: clients.length, connect_errors: errors, rehomed: rehome.length, callable: callable.length,
     all_callable: callable.length === clients.length, all_callable_s: callable.length === clients.length ? tAll : null,
     rehome_p50_s: pct(rehome, 0.5), rehome_p99_s: pct(rehome, 0.99), rehome_max_s: rehome.at(-1) ?? null,

@@ -440,6 +440,9 @@ def render(r: dict[str, Any]) -> str:
                       f"re-homed {s.get('rehomed_per_s', '-')}; callable "
                       f"{s.get('callable_per_s', '-')}; probers closed by a node {s.get('probers_closed', '-')}",
                       f"- CPU seconds used in each second since the fault: {s.get('cpu_s_per_s', '-')}",
+                      f"- callable more than 1.5 s after re-homing: {s.get('late_callable', '-')} clients; their "
+                      f"probes' receipts (seconds after each probe when 1 s or more), most common first: "
+                      f"{s.get('late_callable_patterns', '-')}",
                       ""]  # fmt: skip
     return "\n".join(lines)
 
