@@ -44,13 +44,14 @@ import os
 import ssl
 import time
 from collections.abc import Callable
+from functools import partial
 from typing import Any, Protocol
 
 import trio
 
 from node.net.decoy import DecoySite, read_head, serve_decoy, site_root
 from node.net.session import ClientSession
-from node.net.sockio import Flusher, close_stream
+from node.net.sockio import Flusher, accept_streams, close_stream
 from node.protocol.deadlines import DeadlineHeap
 from node.protocol.decoy import Head, parse_head
 from node.protocol.handshakes import FinishRate, handshake_cap
@@ -289,9 +290,6 @@ class ClientServer:
             listeners = await trio.open_tcp_listeners(port, host=host or None, backlog=4096)
         self.port = listeners[0].socket.getsockname()[1]
         host = str(listeners[0].socket.getsockname()[0])
-        accepting: list[trio.abc.Listener[Any]] = list(listeners)
-        if self.ssl_context is not None:
-            accepting = [trio.SSLListener(li, self.ssl_context, https_compatible=True) for li in listeners]
         log.info("event=clients_listening host=%s port=%d tls=%s", host, self.port, self.ssl_context is not None)
         async with trio.open_nursery() as conns:
             if self._own_flusher:
@@ -299,23 +297,21 @@ class ClientServer:
             conns.start_soon(self._keepalive)
             with self._accept_scope:
                 async with trio.open_nursery() as accepts:
-                    for li in accepting:
-                        accepts.start_soon(self._accept_loop, li, conns)
+                    for li in listeners:
+                        accepts.start_soon(accept_streams, li, partial(self._accepted, conns))
                     task_status.started(self.port)
-            for li in accepting:
+            for li in listeners:
                 await trio.aclose_forcefully(li)
             await self._done.wait()
             conns.cancel_scope.cancel()
 
-    async def _accept_loop(self, listener: trio.abc.Listener[Any], conns: trio.Nursery) -> None:
-        while True:
-            try:
-                stream = await listener.accept()
-            except OSError as exc:  # out of fds or memory: keep serving the clients we have
-                log.warning("event=clients_accept_error error=%s", exc)
-                await trio.sleep(0.1)
-                continue
+    def _accepted(self, conns: trio.Nursery, stream: trio.SocketStream) -> None:
+        if self.ssl_context is None:
             conns.start_soon(self._handle, stream)
+        else:  # what trio.SSLListener would do: the TLS handshake runs in the connection's own task
+            conns.start_soon(
+                self._handle, trio.SSLStream(stream, self.ssl_context, server_side=True, https_compatible=True)
+            )
 
     async def shutdown(self, referrals: list[str]) -> None:
         """Stop accepting, send `goaway` with `referrals` to every client, close them with 1001."""

@@ -21,9 +21,11 @@ a message does not need is latency and CPU saved, so:
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import math
 import os
+import socket
 import time
 from collections.abc import Callable
 
@@ -236,6 +238,49 @@ class OutBuffer:
                 self._writer_done.set()
         if failed:
             self._write_failed()
+
+
+ACCEPT_BURST_MAX = 64  # connections accepted per wake-up of a listening socket, at most, before others run
+ACCEPT_RETRY_S = 0.1  # after an accept error that is not the client's (out of fds or memory)
+# errors that concern only the connection being accepted (the client reset it before we took it, ...): take the next
+_IGNORABLE_ACCEPT = frozenset(
+    getattr(errno, name)
+    for name in ("EPERM", "ECONNABORTED", "EPROTO", "ENETDOWN", "ENOPROTOOPT", "EHOSTDOWN", "ENONET", "EHOSTUNREACH",
+                 "EOPNOTSUPP", "ENETUNREACH", "ENOSR", "ESOCKTNOSUPPORT", "EPROTONOSUPPORT", "ETIMEDOUT", "ECONNRESET")
+    if hasattr(errno, name)
+)  # fmt: skip
+
+
+async def accept_streams(listener: trio.SocketListener, handle: Callable[[trio.SocketStream], None]) -> None:
+    """Accept connections on `listener` until cancelled, calling `handle(stream)` for each; never returns.
+
+    Every connection waiting in the listen queue is taken per wake-up (up to ACCEPT_BURST_MAX), not one:
+    `SocketListener.accept` passes through the scheduler once per connection, so a node whose event loop was busy
+    took one connection per scheduler batch, about 450 a second on this machine, while a reconnect storm's
+    clients waited seconds in the kernel's queue (3,500 deep on each survivor) with half its CPU idle
+    (docs/performance.md, "Fifth pass"). The socket is read through a duplicate of its descriptor, so trio's
+    listener keeps owning (and closing) the original. An accept error that concerns only that connection (trio's
+    own list) is skipped; any other (out of file descriptors or memory) is logged and retried after
+    ACCEPT_RETRY_S, and the clients already connected are served meanwhile.
+    """
+    raw = listener.socket
+    with socket.socket(raw.family, raw.type, raw.proto, fileno=os.dup(raw.fileno())) as sock:
+        sock.setblocking(False)
+        while True:
+            await trio.lowlevel.wait_readable(sock)
+            for _ in range(ACCEPT_BURST_MAX):
+                try:
+                    conn, _addr = sock.accept()
+                except BlockingIOError:
+                    break
+                except OSError as exc:
+                    if exc.errno in _IGNORABLE_ACCEPT:
+                        continue
+                    log.warning("event=accept_error error=%s", exc)
+                    await trio.sleep(ACCEPT_RETRY_S)
+                    break
+                handle(trio.SocketStream(trio.socket.from_stdlib_socket(conn)))
+            await trio.lowlevel.checkpoint()  # a full queue refilled by clients still yields to the other tasks
 
 
 async def close_stream(stream: trio.abc.Stream) -> None:
