@@ -11,7 +11,7 @@ import { newIdentity, verify, CLIENT_AUTH, NODE_AUTH } from "./common.mjs";
 const args = { url: [], mode: "throughput", pairs: 50, rate: 1000, duration: 5, window: 64, conns: 1000, pid: 0, body: 1000 };
 for (let i = 2; i < process.argv.length; i += 2) {
   const k = process.argv[i].replace(/^--/, ""), v = process.argv[i + 1];
-  if (k === "url") args.url.push(v); else if (k === "pid") args.pid = v; else args[k] = k === "mode" ? v : Number(v);
+  if (k === "url") args.url.push(v); else if (k === "pid") args.pid = v; else args[k] = ["mode", "stamps"].includes(k) ? v : Number(v);
 }
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
@@ -58,11 +58,13 @@ async function latency() {
   // loop before every send, so deliveries are never left waiting behind a burst of sends: what is measured is
   // the server, not this process.
   const [{ caller, callee }] = await pairs(1);
-  const samples = [];
+  const samples = [], stamps = []; // --stamps FILE: each envelope's send and receive times (ns, CLOCK_MONOTONIC)
   callee.ws.on("message", (data) => {
     const now = process.hrtime.bigint();
     const m = decode(data);
-    samples.push(Number(now - Buffer.from(m.body).readBigUInt64BE(0)) / 1e6);
+    const sent = Buffer.from(m.body).readBigUInt64BE(0);
+    samples.push(Number(now - sent) / 1e6);
+    if (args.stamps) stamps.push(`${sent} ${now}`);
   });
   caller.ws.on("message", () => {});
   const marker = Buffer.from("homing:stamp-at!");
@@ -80,6 +82,7 @@ async function latency() {
     caller.ws.send(at);
   }
   await sleep(500);
+  if (args.stamps) fs.writeFileSync(args.stamps, stamps.join("\n") + "\n");
   samples.sort((a, b) => a - b);
   return { mode: "latency", rate: args.rate, sent: total, received: samples.length,
            p50_ms: percentile(samples, 0.5), p90_ms: percentile(samples, 0.9), p99_ms: percentile(samples, 0.99),

@@ -23,6 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -59,8 +60,12 @@ handshakes_per_address_burst = 1000000
 """
 
 
-def start_nodes(count: int, tmp: Path) -> tuple[list[subprocess.Popen[str]], list[str]]:
-    """`count` real `homing node run` processes (LAN preset, full relay core) joined into one federation."""
+def start_nodes(
+    count: int, tmp: Path, launcher: Callable[[int], list[str]] | None = None
+) -> tuple[list[subprocess.Popen[str]], list[str]]:
+    """`count` real `homing node run` processes (LAN preset, full relay core) joined into one federation.
+    `launcher(i)` gives node i's command before `node run ...` (default `python -m node`; bench/relay/hops.py
+    starts them through its timestamp hooks)."""
     (tmp / "bench.toml").write_text(NODE_TOML)
     env = dict(os.environ, PYTHONPATH=str(REPO))
     procs: list[subprocess.Popen[str]] = []
@@ -68,7 +73,8 @@ def start_nodes(count: int, tmp: Path) -> tuple[list[subprocess.Popen[str]], lis
     seed: list[str] = []
     for i in range(count):
         data = tmp / f"node{i}"
-        cmd = [sys.executable, "-m", "node", "node", "run", "--config", str(tmp / "bench.toml"), "--data-dir",
+        prefix = launcher(i) if launcher else [sys.executable, "-m", "node"]
+        cmd = [*prefix, "node", "run", "--config", str(tmp / "bench.toml"), "--data-dir",
                str(data), "--open", "--log-level", "warning", *[a for s in seed for a in ("--join", s)],
                *[a for f in ("ws", "swim", "peer", "metrics") for a in (f"--{f}", "127.0.0.1:0")]]
         procs.append(subprocess.Popen(cmd, cwd=REPO, env=env, text=True, stderr=subprocess.DEVNULL))
