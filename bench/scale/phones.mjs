@@ -73,8 +73,12 @@ function connect(url, me = newIdentity(), timeoutMs = 10000) {
         }
         ws.off("message", first); ws.removeAllListeners("error"); ws.removeAllListeners("close");
         ws.on("error", () => {});
+        // what comes right behind the welcome (a queued offer the node pushes at once can share its read) is kept
+        // until the caller listens: `early` (watch() replays it); the promise resolves a microtask later
+        const early = [], hold = (d) => early.push(d);
+        ws.on("message", hold);
         done = true;
-        resolve({ ws, id: me.id, me, url });
+        resolve({ ws, id: me.id, me, url, early, hold });
       } else fail(new Error(`handshake: got ${m.t}`));
     });
   });
@@ -193,19 +197,21 @@ async function storm() {
   const stats = { reconnect_attempts: 0, reconnect_failures: {}, goaways: 0, unexpected_before_kill: 0, probers_closed: {},
                   not_delivered: {} }; // terminal receipts other than delivered, by status and reason
   const probesOf = new Map(); // id hex -> refs of the probes sent to it, in order
+  const offersReceived = new Set(); // call ids (hex) of the offers the clients were given
   const failTimes = []; // seconds after the fault of each failed reconnect attempt
   const goawayTimes = []; // seconds after the fault of each goaway received
 
   function send(idHex, kind) {
-    const p = probers[refSeq % probers.length], ref = refSeq++;
-    envelopes.set(ref, { terminal: [], kind, id: idHex, queued: 0, sentAt: now(), events: [] });
+    const p = probers[refSeq % probers.length], ref = refSeq++, call = crypto.randomBytes(16);
+    envelopes.set(ref, { terminal: [], kind, id: idHex, queued: 0, sentAt: now(), events: [], call: call.toString("hex") });
     if (kind === "probe") (probesOf.get(idHex) ?? probesOf.set(idHex, []).get(idHex)).push(ref);
-    p.ws.send(encode({ t: "call_offer", to: Buffer.from(idHex, "hex"), call: crypto.randomBytes(16), body: Buffer.alloc(64), ref }));
+    p.ws.send(encode({ t: "call_offer", to: Buffer.from(idHex, "hex"), call, body: Buffer.alloc(64), ref }));
   }
   for (const p of probers) {
     // a prober the node closed (e.g. a load generator too slow to read its receipts) loses what it sent after:
     // counted, so such a run is not read as envelopes lost by the nodes
     p.ws.on("close", (code) => { stats.probers_closed[code] = (stats.probers_closed[code] || 0) + 1; });
+    p.ws.off("message", p.hold); // nothing comes before the prober sends
     p.ws.on("message", (data) => {
       const m = decode(data);
       if (m.t !== "receipt") return;
@@ -234,8 +240,10 @@ async function storm() {
   }
   function watch(s) {
     let moved = false; // after a goaway the client moves at once; the old connection's close then changes nothing
-    s.client.ws.on("message", (data) => {
+    s.client.ws.off("message", s.client.hold);
+    const onMessage = (data) => {
       const m = decode(data);
+      if (m.t === "call_offer") { offersReceived.add(Buffer.from(m.call).toString("hex")); return; }
       if (m.t === "goaway" && !moved) {
         stats.goaways++;
         if (t0 !== null) goawayTimes.push(now() - t0);
@@ -244,7 +252,9 @@ async function storm() {
         lost(s, 1001, (m.nodes || []).map(cardUrl).filter(Boolean));
         old.terminate(); // the node closes anyway: no closing handshake to run for 10,000 sockets at once
       }
-    });
+    };
+    s.client.ws.on("message", onMessage);
+    for (const data of s.client.early.splice(0)) onMessage(data);
     s.client.ws.on("close", (code) => { if (!moved) lost(s, code, null); });
   }
   async function reconnect(s, attempt, candidates) {
@@ -303,8 +313,17 @@ async function storm() {
   const rehome = all().filter((s) => s.rehomedAt && s.lostAt).map((s) => s.rehomedAt - t0).sort((a, b) => a - b);
   const callable = all().filter((s) => s.callableAt && s.callableAt >= t0).map((s) => s.callableAt - t0).sort((a, b) => a - b);
   const byStatus = {};
-  let missing = 0, duplicate = 0, missingQueued = 0;
+  let missing = 0, duplicate = 0, missingQueued = 0, deliveredUnseen = 0;
+  const DNR = {};
   for (const e of envelopes.values()) {
+    // a `delivered` receipt for an offer its callee never got: the node said so, but the phone would not ring
+    // (by kind, its receipts, and whether it was sent before its callee last re-homed)
+    if (e.terminal.includes("delivered") && !offersReceived.has(e.call)) {
+      deliveredUnseen++;
+      const st = state.get(e.id), when = st.rehomedAt && st.rehomedAt < e.sentAt ? "after" : "before";
+      const k = `${e.kind}:${e.events.join(" ").replace(/@[0-9.]+/g, "")}:sent ${when} the callee re-homed`;
+      DNR[k] = (DNR[k] || 0) + 1;
+    }
     if (e.terminal.length === 0) { missing++; if (e.queued) missingQueued++; } else if (e.terminal.length > 1) duplicate++;
     const k = `${e.kind}:${e.terminal.join("+") || "none"}`; byStatus[k] = (byStatus[k] || 0) + 1;
   }
@@ -322,6 +341,7 @@ async function storm() {
   const lateTop = Object.fromEntries(Object.entries(late).sort((a, b) => b[1] - a[1]).slice(0, 8));
   const out = {
     late_callable: lateCount, late_callable_patterns: lateTop,
+    delivered_not_received: deliveredUnseen, dnr_detail: DNR,
     mode: "storm", conns: clients.length, connect_errors: errors, rehomed: rehome.length, callable: callable.length,
     all_callable: callable.length === clients.length, all_callable_s: callable.length === clients.length ? tAll : null,
     rehome_p50_s: pct(rehome, 0.5), rehome_p99_s: pct(rehome, 0.99), rehome_max_s: rehome.at(-1) ?? null,

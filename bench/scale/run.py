@@ -426,7 +426,9 @@ def render(r: dict[str, Any]) -> str:
                       f" (none: {s['missing_terminal']}, of which `queued` first: "
                       f"{s.get('missing_terminal_after_queued', '-')}; "
                       f"more than one: {s['duplicate_terminal']}); receipts "
-                      f"{s['receipts']}; not delivered, by status and reason: {s.get('not_delivered', '-')}",
+                      f"{s['receipts']}; not delivered, by status and reason: {s.get('not_delivered', '-')}; "
+                      f"`delivered` but never received by the callee: **{s.get('delivered_not_received', '-')}** "
+                      f"{s.get('dnr_detail') or ''}",
                       f"- reconnect attempts {s['reconnect_attempts']}, failures {s['reconnect_failures']}, goaways "
                       f"{s['goaways']}; survivors' CPU {s['survivors_cpu_s']} s = "
                       f"{s['survivors_cpu_ms_per_rehomed_client']} ms per re-homed client "

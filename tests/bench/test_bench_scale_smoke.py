@@ -48,5 +48,6 @@ def test_kill_and_goaway_storms_rehome_everyone_with_one_terminal_receipt_each(t
         row = doc[how]
         assert row["conns"] == 100 and row["rehomed"] == 100 and row["all_callable"], row
         assert row["envelopes"] > 100 and row["without_one_terminal"] == 0, row
+        assert row["delivered_not_received"] == 0, row  # a `delivered` receipt means the callee got it
         assert row["unexpected_before_kill"] == 0, row
     assert doc["goaway"]["goaways"] == 100
