@@ -318,9 +318,14 @@ class ClientServer:
         self._accepting = False
         self._accept_scope.cancel()
         goaway = GoAway(nodes=tuple(referrals))
-        for session in list(self.sessions.values()):
+        sessions = list(self.sessions.values())
+        for session in sessions:
             session.send(goaway)  # only online sessions take it
             session.close(CloseCode.GOING_AWAY, "node shutting down")
+        # out of the relay now, not when each reader task gets to it: a closing session drops what it is handed,
+        # and the relay would answer `delivered` for it (docs/protocol.md, "Graceful stop")
+        for session in sessions:
+            session.report_offline_now()
         with trio.move_on_after(self.config.shutdown_timeout_s):
             while self.sessions:
                 self._idle = trio.Event()
