@@ -323,7 +323,7 @@ class ClientServer:
             session.send(goaway)  # only online sessions take it
             session.close(CloseCode.GOING_AWAY, "node shutting down")
         # out of the relay now, not when each reader task gets to it: a closing session drops what it is handed,
-        # and the relay would answer `delivered` for it (docs/protocol.md, "Graceful stop")
+        # and the relay would answer `delivered` for it (docs/protocol.md, the failure table)
         for session in sessions:
             session.report_offline_now()
         with trio.move_on_after(self.config.shutdown_timeout_s):

@@ -182,7 +182,7 @@ def test_client_checks_the_node_id() -> None:
 def test_a_graceful_stop_takes_its_sessions_out_of_the_relay_as_it_sends_goaway() -> None:
     """A session whose close is queued drops what it is handed, and the node's relay (node/net/relay.py) answers
     `delivered` for what it hands over. So the relay must hear the sessions go offline from the stop itself, not
-    when each session's reader task next runs: in a 10,000-client goaway storm 220 offers were answered `delivered`
+    when each session's reader task next runs: in a 10,000-client goaway storm 15 offers were answered `delivered`
     and never sent (docs/performance.md, "Fifth pass")."""
 
     async def main() -> None:
