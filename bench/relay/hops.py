@@ -58,8 +58,6 @@ BIG = 900  # reads and writes of at least this many bytes carry an envelope (1,0
 
 def install_hooks(out: Path) -> None:
     """Wrap the node's functions at the stage boundaries; write `kind time_ns` lines to `out` at exit."""
-    import trio
-
     from node.net import peerconn, relay, session, sockio
     from node.protocol import crypto, peerlink
     from node.protocol.relay import core
@@ -129,15 +127,7 @@ def install_hooks(out: Path) -> None:
     around(core.RelayCore, "peer_message", "B_relay", "B_core_done")
     around(crypto.LinkSession, "open", "B_frame", "B_opened")
     around(peerlink.PeerLinkCore, "received", None, "B_link_done")
-    unpack_all = peerconn.unpack_all
-
-    def unpack(*a: Any, **k: Any) -> Any:
-        result = unpack_all(*a, **k)
-        mark("B_unpacked")
-        return result
-
-    peerconn.unpack_all = unpack  # type: ignore[attr-defined]
-    del trio
+    around(peerconn, "unpack_all", None, "B_unpacked")  # the name peerconn imported: patched where it is called
 
     def dump() -> None:
         out.write_text("".join(f"{k} {t}\n" for k, t in log))
@@ -232,10 +222,16 @@ def stage_times(
     return out
 
 
-def run_once(args: argparse.Namespace, tmp: Path) -> dict[str, list[int]]:
-    sys.path.insert(0, str(HERE))
-    import run as relay_run  # bench/relay/run.py: the same nodes and settings as the relay benchmark
+def relay_bench() -> Any:
+    """bench/relay/run.py: the same nodes, settings and load generator as the relay benchmark (this script's own
+    directory is first on sys.path)."""
+    import run
 
+    return run
+
+
+def run_once(args: argparse.Namespace, tmp: Path) -> dict[str, list[int]]:
+    relay_run = relay_bench()
     launcher = [sys.executable, str(Path(__file__).resolve()), "--node"]
     procs, urls = relay_run.start_nodes(2, tmp, launcher=lambda i: [*launcher, str(tmp / f"hops{i}.log")])
     stamps = tmp / "stamps.txt"
@@ -247,16 +243,14 @@ def run_once(args: argparse.Namespace, tmp: Path) -> dict[str, list[int]]:
         for p in procs:
             p.wait(timeout=30)
     print(f"loadgen: p50 {lat['p50_ms']:.3f} ms, p99 {lat['p99_ms']:.3f} ms", flush=True)
-    pairs = [tuple(int(x) for x in line.split()) for line in stamps.read_text().splitlines() if line.strip()]
+    pairs = [(int(s), int(r)) for s, r in (line.split() for line in stamps.read_text().splitlines() if line.strip())]
     a, b = load_log(tmp / "hops0.log"), load_log(tmp / "hops1.log")  # node 0 holds the caller, node 1 the callee
-    return stage_times(a, b, [(s, r) for s, r in pairs])
+    return stage_times(a, b, pairs)
 
 
 def anchor_p50(args: argparse.Namespace) -> float:
     """The bare Node.js `ws` relay's one-hop p50 (ms) with the same load generator: the anchor of the same run."""
-    sys.path.insert(0, str(HERE))
-    import run as relay_run
-
+    relay_run = relay_bench()
     proc, port = relay_run.start(relay_run.SERVERS["Node.js ws"])
     try:
         lat = relay_run.loadgen([f"ws://127.0.0.1:{port}/v1/client"], 0, mode="latency", rate=args.rate,

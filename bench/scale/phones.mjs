@@ -13,7 +13,6 @@
 import fs from "node:fs";
 import { createRequire } from "node:module";
 import readline from "node:readline";
-import crypto from "node:crypto";
 import { newIdentity, verify, CLIENT_AUTH, NODE_AUTH } from "../relay/common.mjs";
 import { RawWs, randomSlice } from "./rawws.mjs";
 
@@ -202,7 +201,7 @@ async function storm() {
   const goawayTimes = []; // seconds after the fault of each goaway received
 
   function send(idHex, kind) {
-    const p = probers[refSeq % probers.length], ref = refSeq++, call = crypto.randomBytes(16);
+    const p = probers[refSeq % probers.length], ref = refSeq++, call = randomSlice(16);
     envelopes.set(ref, { terminal: [], kind, id: idHex, queued: 0, sentAt: now(), events: [], call: call.toString("hex") });
     if (kind === "probe") (probesOf.get(idHex) ?? probesOf.set(idHex, []).get(idHex)).push(ref);
     p.ws.send(encode({ t: "call_offer", to: Buffer.from(idHex, "hex"), call, body: Buffer.alloc(64), ref }));
