@@ -12,6 +12,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from tests.fixtures.dns import free_port
+
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 
 CONF = """daemon off;
@@ -30,12 +32,6 @@ http {{
 
 def have_nginx() -> bool:
     return Path(NGINX).exists()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @contextmanager

@@ -9,16 +9,11 @@ import subprocess
 import time
 from pathlib import Path
 
+from tests.fixtures.dns import free_port
 from tests.helpers import homing_cmd, homing_env
 from tests.integration.procs import wait_for
 
 TRIALS = 2
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def start_registry(tmp: Path) -> tuple[subprocess.Popen[bytes], str, str]:

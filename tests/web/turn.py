@@ -13,22 +13,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from tests.fixtures.dns import free_port  # free for both UDP and TCP, as coturn listens on both
+
 TURNSERVER = "/usr/bin/turnserver"
-
-
-def free_port() -> int:
-    """A loopback port free for both UDP and TCP (coturn listens on both; other tests share the machine)."""
-    for _ in range(50):
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
-            u.bind(("127.0.0.1", 0))
-            port: int = u.getsockname()[1]
-            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as t:
-                try:
-                    t.bind(("127.0.0.1", port))
-                except OSError:
-                    continue
-                return port
-    raise RuntimeError("no loopback port free for both UDP and TCP")
 
 
 def turn_node_config(tmp: Path, port: int, secret: str) -> Path:
