@@ -95,6 +95,12 @@ CLIENT_PATH = "/v1/client"
 BUSY_TEXT = "too many handshakes in progress, retry soon"
 BUSY_RETRY_AFTER_S = 1  # the cap frees up within a handshake or two; the client's own backoff adds jitter
 JSON_SUBPROTOCOL = "homing.v1.json"
+# A graceful stop tells this many sessions per scheduler batch, then yields. Told all at once, 10,000 sessions held
+# the event loop for 0.6 s, and their reader tasks then woke together in batches of 1.6-1.7 s: the node's peer links
+# went unread for 2.3 s, and forwards sent to it timed out (`[relay] peer_timeout_s`, 2 s), so clients already
+# re-homed elsewhere were callable 2-3 s late (docs/performance.md, "Sixth pass"). A batch of 256 is a few tens of
+# milliseconds here, and each batch's goaways are written before the next is told.
+GOAWAY_BATCH = 1024
 
 
 class RelaySink(Protocol):
@@ -313,24 +319,33 @@ class ClientServer:
                 self._handle, trio.SSLStream(stream, self.ssl_context, server_side=True, https_compatible=True)
             )
 
-    async def shutdown(self, referrals: list[str]) -> None:
-        """Stop accepting, send `goaway` with `referrals` to every client, close them with 1001."""
+    async def shutdown(self, referrals: list[str], *, batch: int = GOAWAY_BATCH) -> None:
+        """Stop accepting, send `goaway` with `referrals` to every client, close them with 1001.
+
+        `batch` sessions at a time, yielding to the scheduler between batches (`GOAWAY_BATCH`); a cancel from
+        outside does not stop the telling, only the wait for the sessions to end."""
         self._accepting = False
         self._accept_scope.cancel()
         goaway = GoAway(nodes=tuple(referrals))
+        frames: dict[bool, bytes] = {}
         sessions = list(self.sessions.values())
-        for session in sessions:
-            session.send(goaway)  # only online sessions take it
-            session.close(CloseCode.GOING_AWAY, "node shutting down")
-        # out of the relay now, not when each reader task gets to it: a closing session drops what it is handed,
-        # and the relay would answer `delivered` for it (docs/protocol.md, the failure table)
-        for session in sessions:
-            session.report_offline_now()
-        with trio.move_on_after(self.config.shutdown_timeout_s):
-            while self.sessions:
-                self._idle = trio.Event()
-                await self._idle.wait()
-        self._done.set()
+        try:
+            for start in range(0, len(sessions), batch):
+                told = sessions[start : start + batch]
+                for session in told:
+                    session.send_shared(goaway, frames)  # only online sessions take it
+                    session.close(CloseCode.GOING_AWAY, "node shutting down")
+                # out of the relay now, not when each reader task gets to it: a closing session drops what it is
+                # handed, and the relay would answer `delivered` for it (docs/protocol.md, the failure table)
+                for session in told:
+                    session.report_offline_now()
+                await trio.lowlevel.cancel_shielded_checkpoint()
+            with trio.move_on_after(self.config.shutdown_timeout_s):
+                while self.sessions:
+                    self._idle = trio.Event()
+                    await self._idle.wait()
+        finally:
+            self._done.set()
 
     def _admit(self, key: str | None) -> tuple[int, str] | None:
         cfg = self.config

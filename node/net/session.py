@@ -146,6 +146,16 @@ class ClientSession(OutBuffer):
             return False
         return self._enqueue(data_frame(encode_client_message(msg, json=core.json)))
 
+    def send_shared(self, msg: ClientMessage, frames: dict[bool, bytes]) -> bool:
+        """`send` of one message to many sessions: it is framed once per encoding (JSON or not), in `frames`."""
+        core = self._core
+        if core.state is not _OPEN or self._close_queued:
+            return False
+        frame = frames.get(core.json)
+        if frame is None:
+            frame = frames[core.json] = data_frame(encode_client_message(msg, json=core.json))
+        return self._enqueue(frame)
+
     def close(self, code: int, reason: str = "") -> None:
         """Queue a close frame; the connection ends when the client answers or `close_timeout_s` passes."""
         self._execute(self._core.close(code, reason, trio.current_time()))

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import itertools
+
 import pytest
 import trio
 
@@ -199,6 +202,49 @@ def test_a_graceful_stop_takes_its_sessions_out_of_the_relay_as_it_sends_goaway(
             me = trio.lowlevel.current_task().name
             assert reported_by == [me, me], reported_by  # before: each from its session's reader task
             assert node.relay.homes == {}
+
+    run(main)
+
+
+def test_a_graceful_stop_tells_its_sessions_in_batches_and_lets_other_tasks_run_between_them() -> None:
+    """Told all at once, 10,000 sessions held a node's event loop for seconds, and its peer links went unread long
+    enough for forwards to it to time out (docs/performance.md, "Sixth pass"). A canary task that only yields
+    sees at most one batch of sessions go offline per turn; with one loop over them all it saw every session at
+    once. The goaway is still sent to all, each with its 1001 close."""
+
+    async def main() -> None:
+        clients = [Identity.generate() for _ in range(7)]
+        async with running_node() as node, contextlib.AsyncExitStack() as stack:
+            conns = [await stack.enter_async_context(connect_client(node.url, c)) for c in clients]
+            await wait_until(lambda: len(node.relay.homes) == len(clients))
+            offline: list[bytes] = []
+            record = node.relay.client_offline
+
+            def note(session: ClientSession) -> None:
+                assert session.client_id is not None
+                offline.append(session.client_id)
+                record(session)
+
+            node.relay.client_offline = note  # type: ignore[method-assign]
+            seen: list[int] = []
+
+            async def canary() -> None:
+                while len(offline) < len(clients):
+                    seen.append(len(offline))
+                    await trio.sleep(0)
+                seen.append(len(offline))
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(canary)
+                await node.server.shutdown(["homing://node/abc"], batch=2)
+            steps = [b - a for a, b in itertools.pairwise(seen)]
+            assert max(steps) <= 2, seen  # before: 7 at once
+            assert sorted(offline) == sorted(c.id for c in clients)
+            for conn in conns:
+                assert await conn.receive() == GoAway(nodes=("homing://node/abc",))
+                with pytest.raises(ConnectionClosed) as info:
+                    await conn.receive()
+                assert info.value.code == 1001
 
     run(main)
 
