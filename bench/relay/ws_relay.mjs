@@ -2,6 +2,9 @@
 // (handshake, envelopes, deliveries with eid, receipts delivered/queued, ping/pong), for bench/relay only.
 // Usage: node ws_relay.mjs PORT [PING_S]   (prints "listening PORT" when ready). With PING_S, every client is sent
 // a WebSocket ping every PING_S seconds (the usual `ws` heartbeat; bench/scale compares it with homing's keepalive).
+// With WS_RELAY_GOAWAY=URL,URL... in its environment, SIGTERM sends every client a homing `goaway` naming those
+// relays (each as a referral card holding only its `ws` URL, which is all bench/scale's load generator reads) and
+// closes it with 1001, as a stopping homing node does: bench/scale's goaway storm on bare relays, its anchor.
 import crypto from "node:crypto";
 import { WebSocketServer } from "ws";
 import { decode, encode } from "@msgpack/msgpack";
@@ -48,3 +51,15 @@ wss.on("connection", (ws) => {
 const pingS = Number(process.argv[3] || 0);
 if (pingS > 0) setInterval(() => { for (const ws of wss.clients) ws.ping(); }, pingS * 1000).unref();
 wss.on("listening", () => console.log(`listening ${wss.address().port}`));
+const goawayTo = (process.env.WS_RELAY_GOAWAY || "").split(",").filter(Boolean);
+if (goawayTo.length) {
+  const nodes = goawayTo.map((ws) => "homing://node/" + Buffer.from(encode({ ws })).toString("base64url"));
+  const goaway = encode({ t: "goaway", nodes });
+  process.on("SIGTERM", () => {
+    wss.close(); // no new connections
+    for (const ws of wss.clients) { ws.send(goaway); ws.close(1001, "relay shutting down"); }
+    const done = () => process.exit(0);
+    setTimeout(done, 5000).unref();
+    const poll = setInterval(() => { if (wss.clients.size === 0) { clearInterval(poll); done(); } }, 100);
+  });
+}

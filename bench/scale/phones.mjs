@@ -9,6 +9,10 @@
 //          clients test that every envelope gets exactly one terminal receipt. The output has per-second timelines
 //          since the fault (goaways, reconnects started, challenges, re-homed, callable, the generator's own
 //          event-loop lag) to tell a slow node from a slow load generator.
+//          --local 1: the servers are bare relays that do not federate (bench/relay/ws_relay.mjs, the Node.js
+//          anchor): one prober per surviving relay, each probe sent through the prober on the relay its callee
+//          re-homed to, and no background offers (an offer to a client on another relay is answered `queued` and
+//          dropped there, never delivered)
 //   both:  --client ws|raw, --verify N (below)
 import fs from "node:fs";
 import { createRequire } from "node:module";
@@ -21,7 +25,7 @@ const WebSocket = require("ws");
 const { decode, encode } = require("@msgpack/msgpack");
 
 const args = { url: [], mode: "idle", conns: 100, batch: 200, hold: 5, pid: "", probers: 4, rate: 50, timeout: 60, grace: 75,
-               client: "", verify: 0 };
+               client: "", verify: 0, local: 0 };
 for (let i = 2; i < process.argv.length; i += 2) {
   const k = process.argv[i].replace(/^--/, ""), v = process.argv[i + 1];
   if (k === "url") args.url.push(v); else if (["pid", "mode", "client"].includes(k)) args[k] = v; else args[k] = Number(v);
@@ -29,6 +33,7 @@ for (let i = 2; i < process.argv.length; i += 2) {
 // --client ws|raw: the `ws` library, or rawws.mjs (a bare-socket client: 0.93 against 1.19 ms of generator CPU per
 // handshake in one idle run of 5,000 here); the storm defaults to raw, the idle runs keep ws (their earlier figures)
 args.client ||= args.mode === "storm" ? "raw" : "ws";
+args.local = Boolean(args.local);
 // --verify N: check the node's welcome signature on every Nth handshake. A phone checks its own on its own CPU; on
 // this machine one Ed25519 verification costs the generator ~300 µs, a quarter of its busy CPU in a 10,000-client storm,
 // where its event loop then fell seconds behind (docs/performance.md). The storm checks one in 16 (a node that
@@ -189,7 +194,9 @@ function decodeCardUrl(uri) {
 async function storm() {
   const [victim, ...others] = args.url;
   const { clients, errors } = await openMany(args.conns, [victim], args.batch);
-  const probers = (await openMany(args.probers, others, args.probers)).clients;
+  const nProbers = args.local ? others.length : args.probers;
+  const probers = (await openMany(nProbers, others, nProbers)).clients;
+  const proberAt = new Map(probers.map((p) => [p.url, p])); // --local: the prober on each relay
   const state = new Map(); // id hex -> {client, lostAt, rehomedAt, callableAt, attempts, goaway}
   const envelopes = new Map(); // prober ref key -> {terminal: [], kind: "probe"|"bg", id}
   let refSeq = 0, t0 = null, stopBg = false;
@@ -201,7 +208,8 @@ async function storm() {
   const goawayTimes = []; // seconds after the fault of each goaway received
 
   function send(idHex, kind) {
-    const p = probers[refSeq % probers.length], ref = refSeq++, call = randomSlice(16);
+    const p = args.local ? proberAt.get(state.get(idHex).url) : probers[refSeq % probers.length];
+    const ref = refSeq++, call = randomSlice(16);
     envelopes.set(ref, { terminal: [], kind, id: idHex, queued: 0, sentAt: now(), events: [], call: call.toString("hex") });
     if (kind === "probe") (probesOf.get(idHex) ?? probesOf.set(idHex, []).get(idHex)).push(ref);
     p.ws.send(encode({ t: "call_offer", to: Buffer.from(idHex, "hex"), call, body: Buffer.alloc(64), ref }));
@@ -282,7 +290,7 @@ async function storm() {
     while (!stopBg) { send(ids[Math.floor(Math.random() * ids.length)], "bg"); await sleep(1000 / args.rate); }
   };
   console.log(`ready ${clients.length}`);
-  const bgDone = bg();
+  const bgDone = args.local ? Promise.resolve() : bg();
   const rl = readline.createInterface({ input: process.stdin });
   await new Promise((r) => rl.once("line", r));
   t0 = now();

@@ -13,7 +13,10 @@ Scenarios (each server its own process, the load generator bench/scale/phones.mj
 - storm (kill -9) and goaway (SIGTERM): three nodes; --storm-conns clients homed on the first, which is then
   killed (or stopped gracefully); every client reconnects with docs/client-protocol.md's backoff and jitter to
   the others: time until every client is re-homed and an offer to it is `delivered`; envelopes (offers sent all
-  along) without exactly one terminal receipt; the survivors' CPU per re-homed client.
+  along) without exactly one terminal receipt; the survivors' CPU per re-homed client. Then the same storm on
+  three bare Node.js relays (bench/relay/ws_relay.mjs; on SIGTERM the first sends a `goaway` naming the others),
+  the anchor, in the same run: they do not federate, so each probe goes through a prober on the relay its callee
+  re-homed to, and there are no background offers.
 - process: `homing node run` with no registry: process start to ports.json written, and RSS when idle.
 Every figure is written with the commit, the command and the load average (the machine may be shared).
 Results: bench/results/scale.md and .json (or --out).
@@ -181,13 +184,9 @@ def idle(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     rows["homing node"]["load_avg"] = [load0, load()]
     load0 = load()
     # pinging every client every 30 s, as a homing node pings each idle client after 30 s of silence
-    relay = subprocess.Popen(["node", str(RELAY / "ws_relay.mjs"), "0", "30"], cwd=RELAY, stdout=subprocess.PIPE,
-                             text=True)  # fmt: skip
+    relay, url = start_relay({}, "30")
     try:
-        assert relay.stdout is not None
-        port = int(relay.stdout.readline().split()[1])
         time.sleep(0.5)
-        url = f"ws://127.0.0.1:{port}/v1/client"
         rows[NODEJS] = loadgen("--url", url, "--pid", str(relay.pid), *opts, timeout_s=timeout_s)
     finally:
         stop([relay])
@@ -254,17 +253,49 @@ class CpuTimeline:
                 last[name] = cpu
 
 
+def start_relay(env_extra: dict[str, str], *argv: str) -> tuple[subprocess.Popen[str], str]:
+    """One bare Node.js relay (bench/relay/ws_relay.mjs PORT `argv`) on a free port, and its client URL."""
+    proc = subprocess.Popen(["node", str(RELAY / "ws_relay.mjs"), "0", *argv], cwd=RELAY, stdout=subprocess.PIPE,
+                            text=True, env={**os.environ, **env_extra})  # fmt: skip
+    assert proc.stdout is not None
+    if not select.select([proc.stdout], [], [], 30)[0]:
+        stop([proc], expect_running=False)
+        raise SystemExit("a Node.js relay did not start within 30 s")
+    return proc, f"ws://127.0.0.1:{int(proc.stdout.readline().split()[1])}/v1/client"
+
+
+def start_relays(count: int) -> tuple[list[subprocess.Popen[str]], list[str]]:
+    """`count` bare relays, the first listed sending `goaway` naming the others on SIGTERM (it starts last)."""
+    started: list[tuple[subprocess.Popen[str], str]] = []
+    try:
+        for _ in range(count - 1):
+            started.append(start_relay({}))
+        started.insert(0, start_relay({"WS_RELAY_GOAWAY": ",".join(url for _, url in started)}))
+    except BaseException:
+        stop([p for p, _ in started], expect_running=False)
+        raise
+    return [p for p, _ in started], [url for _, url in started]
+
+
 def storm(args: argparse.Namespace, tmp: Path, how: str) -> dict[str, Any]:
-    """Home --storm-conns clients on node 0 of 3, then kill -9 it (`kill`) or SIGTERM it (`goaway`)."""
+    """Home --storm-conns clients on server 0 of 3, then kill -9 it (`kill`) or SIGTERM it (`goaway`): homing
+    nodes; or (`kill_nodejs`, `goaway_nodejs`: the anchors) bare Node.js relays, which do not federate, so each
+    probe goes through the prober on its callee's new relay and no background offers are sent (phones.mjs
+    --local)."""
     load0 = load()
-    nodes = start_nodes(3, tmp / how)
-    procs = [p for p, _ in nodes]
+    procs: list[subprocess.Popen[Any]]
+    if how.endswith("_nodejs"):
+        procs, urls = start_relays(3)
+        local = ["--local", "1"]
+    else:
+        nodes = start_nodes(3, tmp / how)
+        procs, urls, local = [p for p, _ in nodes], [ws_url(ports) for _, ports in nodes], []
     prof = os.environ.get("BENCH_LOADGEN_PROF")  # a directory: profile the load generator (node --cpu-prof)
     cmd = ["node", *([f"--cpu-prof-dir={prof}", "--cpu-prof"] if prof else []), str(HERE / "phones.mjs"),
            "--mode", "storm", "--conns", str(args.storm_conns),
            "--batch", str(args.batch), "--rate", str(args.rate), "--timeout", str(args.storm_timeout),
-           *(["--client", args.client] if args.client else []),
-           *[a for _, ports in nodes for a in ("--url", ws_url(ports))]]  # fmt: skip
+           *(["--client", args.client] if args.client else []), *local,
+           *[a for url in urls for a in ("--url", url)]]  # fmt: skip
     gen = subprocess.Popen(cmd, cwd=HERE, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                            text=True)  # fmt: skip
     try:
@@ -278,12 +309,12 @@ def storm(args: argparse.Namespace, tmp: Path, how: str) -> dict[str, Any]:
         time.sleep(1.0)  # background offers flow before the fault
         survivors = procs[1:]
         cpu0 = [cpu_s(p.pid) for p in survivors]
-        spies = node_profilers(procs)
+        spies = [] if local else node_profilers(procs)
         timeline = CpuTimeline({"stopped": procs[0].pid, "node1": procs[1].pid, "node2": procs[2].pid,
                                 "loadgen": gen.pid}, seconds=args.storm_timeout)  # fmt: skip
         timeline.start()
         t0 = time.monotonic()
-        procs[0].send_signal(signal.SIGKILL if how == "kill" else signal.SIGTERM)
+        procs[0].send_signal(signal.SIGKILL if how.startswith("kill") else signal.SIGTERM)
         gen.stdin.write("go\n")
         gen.stdin.flush()
         out, err = gen.communicate(timeout=args.storm_timeout + 180)
@@ -374,8 +405,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         if "idle" in only:
             result["idle"] = idle(args, tmp)
             print("idle", json.dumps(result["idle"]), flush=True)
-        for how in ("kill", "goaway"):
-            if ("storm" if how == "kill" else "goaway") in only:
+        for how in ("kill", "kill_nodejs", "goaway", "goaway_nodejs"):  # each storm with its anchor, in one run
+            if ("storm" if how.startswith("kill") else "goaway") in only:
                 result[how] = storm(args, tmp, how)
                 print(how, json.dumps(result[how]), flush=True)
     write(result, args.out)
@@ -412,7 +443,11 @@ def render(r: dict[str, Any]) -> str:
         for name, row in r["idle"].items():
             lines.append(f"| {name} | " + " | ".join(fmt(row.get(k), d) for k, _, d in cols) + " |")
         lines.append("")
-    for how, title in (("kill", "Reconnect storm: kill -9"), ("goaway", "Graceful stop with goaway (SIGTERM)")):
+    storms = (("kill", "Reconnect storm: kill -9"),
+              ("kill_nodejs", "Reconnect storm: kill -9, bare Node.js relays (the anchor, same run)"),
+              ("goaway", "Graceful stop with goaway (SIGTERM)"),
+              ("goaway_nodejs", "Graceful stop with goaway, bare Node.js relays (the anchor, same run)"))
+    for how, title in storms:
         if how in r:
             s = r[how]
             lines += [f"## {title}", "",

@@ -51,3 +51,8 @@ def test_kill_and_goaway_storms_rehome_everyone_with_one_terminal_receipt_each(t
         assert row["delivered_not_received"] == 0, row  # a `delivered` receipt means the callee got it
         assert row["unexpected_before_kill"] == 0, row
     assert doc["goaway"]["goaways"] == 100
+    for how in ("kill_nodejs", "goaway_nodejs"):  # the same storms on bare Node.js relays: probes only
+        anchor = doc[how]
+        assert anchor["rehomed"] == 100 and anchor["all_callable"], anchor
+        assert anchor["receipts"] == {"probe:delivered": 100} and anchor["without_one_terminal"] == 0, anchor
+    assert doc["goaway_nodejs"]["goaways"] == 100
