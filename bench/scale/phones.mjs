@@ -106,6 +106,11 @@ function pct(sorted, p) { return sorted.length ? sorted[Math.min(sorted.length -
 async function openMany(n, urls, batch) {
   const out = [], errors = {};
   let next = 0;
+  // progress on stderr every 10 s, so that a run that never gets ready says how far it got (bench/scale/run.py
+  // prints it when it gives up)
+  const t0 = now(), progress = setInterval(() => console.error(
+    `openMany: ${out.length} of ${n} open, ${next - out.length} in flight or failed, after ${(now() - t0).toFixed(0)} s; ` +
+    `errors ${JSON.stringify(errors)}`), 10000);
   async function worker() {
     while (next < n) {
       const i = next++;
@@ -117,6 +122,7 @@ async function openMany(n, urls, batch) {
     }
   }
   await Promise.all(Array.from({ length: Math.min(batch, n) }, worker));
+  clearInterval(progress);
   return { clients: out, errors };
 }
 

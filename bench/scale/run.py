@@ -302,7 +302,9 @@ def storm(args: argparse.Namespace, tmp: Path, how: str) -> dict[str, Any]:
         assert gen.stdin is not None and gen.stdout is not None
         # bounded: homing 10,000 clients takes about 20 s here; a generator that never gets there is reported
         if not select.select([gen.stdout], [], [], READY_TIMEOUT_S)[0]:
-            raise SystemExit(f"phones.mjs storm was not ready within {READY_TIMEOUT_S:.0f} s")
+            gen.kill()
+            said = gen.stderr.read()[-3000:] if gen.stderr else ""
+            raise SystemExit(f"phones.mjs storm was not ready within {READY_TIMEOUT_S:.0f} s; it said:\n{said}")
         line = gen.stdout.readline()
         if not line.startswith("ready"):
             raise SystemExit(f"phones.mjs storm did not get ready: {line!r} {gen.stderr.read() if gen.stderr else ''}")
