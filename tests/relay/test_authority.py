@@ -193,6 +193,22 @@ def test_a_put_comes_only_from_the_envelopes_origin() -> None:
     assert len(c.owner.mailbox) == 1 and events(c.drain()) == [MailboxStatus.STORED]
 
 
+def test_an_owner_pushes_to_a_home_whose_link_just_failed_only_when_the_recipient_has_no_other() -> None:
+    """Routing rule 12 (node/protocol/relay/core.py), the owner's side: of two homes, a mailbox entry goes to the one
+    whose link did not just fail; with only that home, it still goes there (its link delivers once the peer is
+    back). On the code before, the first home in the lease table's order got it."""
+    flaky, live = KEYS[3].id, KEYS[4].id
+    for homes, expected in (((flaky, live), live), ((live, flaky), live), ((flaky,), flaky)):
+        c = core()
+        for home in homes:
+            c.peer_message(home, lease(home, [client_claim(OWNED[0], home, WALL0_S)]), 0.0)
+        c.peer_unreachable(flaky, 0.01)
+        c.drain()
+        c.peer_message(P, put(P, OWNED[0]), 0.02)
+        pushed = [x.node for x in c.drain() if isinstance(x, ToPeer) and isinstance(x.msg, PeerEnvelope)]
+        assert pushed == [expected], (homes, pushed)
+
+
 def test_a_put_for_an_id_not_owned_is_answered_not_owner() -> None:
     c = core()
     c.peer_message(P, put(P, FAR), 0.0)

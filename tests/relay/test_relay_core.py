@@ -279,6 +279,7 @@ def test_a_forward_to_a_node_that_failed_within_the_window_fails_over_at_the_win
     c = core()
     home = PEERS[-1]
     c.peer_unreachable(home, 0.0)  # scanned now: nothing waited on it
+    c.peer_message(home, EnvelopeResult(eid=bytes(16), status=ResultStatus.NOT_HERE), 0.0005)  # its link is up again
     c.client_envelope(1, env(), 0.001)
     for o in peer_msgs(c.drain(), Lookup):
         c.peer_message(o.node, LookupReply(id=B, homes=(home,)), 0.002)
@@ -287,7 +288,61 @@ def test_a_forward_to_a_node_that_failed_within_the_window_fails_over_at_the_win
     assert not peer_msgs(c.drain(), Lookup)
     assert c.next_deadline() == UNREACHABLE_RESCAN_S
     c.tick(UNREACHABLE_RESCAN_S)
-    assert sorted(x.node for x in peer_msgs(c.drain(), Lookup)) == sorted(remote_owners()), "looked up again"
+    asked = sorted(x.node for x in peer_msgs(c.drain(), Lookup))
+    assert asked == sorted(o for o in remote_owners() if o != home), "looked up again (not at the down home, rule 12)"
+
+
+def test_no_forward_goes_to_a_home_whose_link_just_failed_the_envelope_takes_the_mailbox_at_once() -> None:
+    """Rule 12: after a node is killed, its link's redial backs off and holds what is sent meanwhile until the next
+    dial; the owners still name it as the home of clients that have re-homed elsewhere until SWIM declares it dead.
+    A forward there waited up to that backoff: 180-561 clients per 10,000-client kill -9 storm were callable 2 s
+    late (docs/performance.md, "Sixth pass"). On the code before, the envelope was forwarded to the dead home."""
+    c = core()
+    dead = PEERS[-1]
+    c.peer_unreachable(dead, 0.0)
+    c.drain()
+    c.client_envelope(1, env(), 0.01)
+    for o in peer_msgs(c.drain(), Lookup):
+        c.peer_message(o.node, LookupReply(id=B, homes=(dead,)), 0.02)
+    cmds = c.drain()
+    assert not peer_msgs(cmds, PeerEnvelope)
+    assert sorted(x.node for x in peer_msgs(cmds, MailboxPut)) == sorted(remote_owners())
+
+
+def test_a_home_whose_link_failed_is_forwarded_to_again_after_a_frame_from_it_or_after_a_peer_timeout() -> None:
+    """Rule 12's other half: a node that was only unreachable for a moment (a restart, a flap) is not avoided for
+    long. A frame from it ends the mark at once; without one, it ends after `peer_timeout_s`."""
+    for ended_by in ("frame", "time"):
+        c = core()
+        home = PEERS[-1]
+        c.peer_unreachable(home, 0.0)
+        c.drain()
+        now = 0.01
+        if ended_by == "frame":
+            c.peer_message(home, EnvelopeResult(eid=bytes(16), status=ResultStatus.NOT_HERE), now)
+        else:
+            now = c.config.peer_timeout_s + 0.01
+            c.tick(now)
+        c.drain()
+        c.client_envelope(1, env(), now)
+        for o in peer_msgs(c.drain(), Lookup):
+            c.peer_message(o.node, LookupReply(id=B, homes=(home,)), now + 0.001)
+        assert [x.node for x in peer_msgs(c.drain(), PeerEnvelope)] == [home], ended_by
+
+
+def test_an_owner_whose_link_just_failed_is_not_asked_and_does_not_hold_up_the_lookup() -> None:
+    """Rule 12: a lookup waits for every owner when the first answers are empty; an owner whose link just failed
+    answered only when its link's next dial failed. It is not asked now, and the others' answers settle it."""
+    c = core()
+    down, *others = remote_owners()
+    c.peer_unreachable(down, 0.0)
+    c.drain()
+    c.client_envelope(1, env(), 0.01)
+    asked = [x.node for x in peer_msgs(c.drain(), Lookup)]
+    assert sorted(asked) == sorted(others)
+    for o in others:
+        c.peer_message(o, LookupReply(id=B, homes=()), 0.02)
+    assert peer_msgs(c.drain(), MailboxPut), "settled by the owners that answered: the mailbox path"
 
 
 def test_a_queued_offer_whose_push_times_out_goes_to_the_recipients_other_home_at_once() -> None:

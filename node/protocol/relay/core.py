@@ -44,6 +44,13 @@ Rules
    `tick`). Each failure still bumps the node's claim epoch at once (rule 9: claims go again on the next link).
    A node that is leaving answers nothing for a few seconds while every re-homed client's lease is sent to it, and
    scanning every table for each refused send made a reconnect storm quadratic (docs/performance.md).
+12. A node whose link failed is *down* for `peer_timeout_s`, or until a frame from it arrives: the origin does
+   not ask it a lookup (an owner that is down counts as having answered empty), takes none of the homes it
+   names or that are down as the recipient's, and so sends no forward there (the mailbox path instead, when no
+   other home is left); an owner pushes to a down home only when its recipient has no other. The peer link holds
+   frames sent during its redial backoff until the next dial (node/protocol/peerlink.py): a forward to a node
+   killed a moment ago waited there up to that backoff (0.1 s doubling), and 180-561 clients per 10,000-client
+   kill -9 storm were callable 2 s late (docs/performance.md, "Sixth pass").
 """
 
 from __future__ import annotations
@@ -169,6 +176,7 @@ class RelayCore:
         self._links = LinkClaims(entries_max=config.claim_cache_max)  # origin (sent) and home (known) sides
         # owner role
         self.owner = Owner(node_id=node_id, config=config, send=self._send, verifier=self.verifier)
+        self.owner.is_down = self.is_down
         self.owner.wall_offset_s = wall_offset_s
         self.refused = self.owner.refused  # Refusal -> count, for every role (metrics: Layer.PEER)
         # home role
@@ -192,6 +200,7 @@ class RelayCore:
         # rule 11: when each node's last fail-over scan ran (within the window), and the scans that wait for its end
         self._unreachable_scanned: dict[bytes, float] = {}
         self._unreachable_due: DeadlineHeap[bytes] = DeadlineHeap()
+        self._down: dict[bytes, float] = {}  # rule 12: node -> until when it is down (failed members only)
         self._outcomes: Counter[tuple[str, str]] = Counter()
         self._latencies: deque[float] = deque(maxlen=_LATENCY_SAMPLES_MAX)
         # push wake-up (node/protocol/relay/push.py): subscriptions and the one-owner-pushes rule
@@ -343,12 +352,14 @@ class RelayCore:
         elif (homes := self._cached(to, now)) is not None:
             self._dispatch(p, homes, now)
         else:
-            targets = self._owners(to)
+            targets = [o for o in self._owners(to) if not self.is_down(o, now)]  # rule 12
             self._lookups[to] = LookupState(awaiting=set(targets), deadline=now + self.config.peer_timeout_s)
             self._lookup_heap.push(to, now + self.config.peer_timeout_s)
             self._wait_lookup(p, to)
             for o in targets:
                 self._send(o, Lookup(id=to))
+            if not targets:
+                self._lookup_done(to, now)
 
     def _wait_lookup(self, p: Pending, to: bytes) -> None:
         self._set_phase(p, Phase.LOOKUP, INF)
@@ -430,7 +441,7 @@ class RelayCore:
         ls = self._lookups.pop(to)
         self._lookup_heap.discard(to)
         live = set(self.owner.members)
-        homes = tuple(sorted(h for h in ls.homes if h in live))
+        homes = tuple(sorted(h for h in ls.homes if h in live and not self.is_down(h, now)))
         if self.config.lookup_cache_s > 0:
             self._cache[to] = (homes, now + self.config.lookup_cache_s)
             self._cache.move_to_end(to)
@@ -447,7 +458,7 @@ class RelayCore:
         if ls is None or from_node not in ls.awaiting:
             return
         ls.awaiting.discard(from_node)
-        ls.homes.update(h for h in msg.homes if h in self.owner.members)
+        ls.homes.update(h for h in msg.homes if h in self.owner.members and not self.is_down(h, now))
         if ls.homes or not ls.awaiting:
             self._lookup_done(msg.id, now)
 
@@ -522,6 +533,8 @@ class RelayCore:
         """A decoded relay frame from an authenticated member. Frames from non-members are ignored."""
         if from_node not in self.owner.members:
             return
+        if self._down:
+            self._down.pop(from_node, None)  # rule 12: its link is up again
         self._handle(from_node, msg, now)
         self._pump(now)
 
@@ -557,6 +570,8 @@ class RelayCore:
     def peer_unreachable(self, node: bytes, now: float) -> None:
         """The link to `node` is down or a send to it failed: whatever waits on it fails over now, or, when it was
         scanned for less than `UNREACHABLE_RESCAN_S`, at the end of that window (rule 11)."""
+        if node in self.owner.members and node != self.node_id:
+            self._down[node] = now + self.config.peer_timeout_s  # rule 12
         last = self._unreachable_scanned.get(node)
         if last is not None and now - last < UNREACHABLE_RESCAN_S:
             self._links.forget_peer(node)  # at once (rule 11); the scan below does it too
@@ -566,6 +581,16 @@ class RelayCore:
         self._unreachable_scanned[node] = now
         self._node_failed(node, now, dead=False)
         self._pump(now)
+
+    def is_down(self, node: bytes, now: float) -> bool:
+        """Rule 12: did the link to `node` fail less than `peer_timeout_s` ago, with no frame from it since?"""
+        until = self._down.get(node)
+        if until is None:
+            return False
+        if until <= now:
+            del self._down[node]
+            return False
+        return True
 
     def _rescan_unreachable(self, now: float) -> None:
         for node in self._unreachable_due.pop_due(now):
@@ -604,6 +629,7 @@ class RelayCore:
         self.home.send_drops()  # to the owners they were leased to
         self.owner.members = new  # the one copy of the member list (the owners' ranking uses it)
         for node in sorted(set(old) - set(new)):
+            self._down.pop(node, None)
             self._node_failed(node, now, dead=True)
         self.home.members_changed(old)
         self.owner.members_changed(old, new, now)

@@ -73,7 +73,8 @@ def _ttl_ms(deadline: float, now: float) -> int:
 
 class Owner:
     """See the module docstring. `send(node, msg)` queues a peer message (the relay core loops messages to itself
-    back). The core keeps `members` (live member ids) and `wall_offset_s` (unix time minus `now`) current."""
+    back). The core keeps `members` (live member ids) and `wall_offset_s` (unix time minus `now`) current, and sets
+    `is_down` (node/protocol/relay/core.py, rule 12: a node whose link just failed)."""
 
     def __init__(self, *, node_id: bytes, config: RelaySection, send: Send, verifier: ClaimVerifier) -> None:
         self.node_id = node_id
@@ -81,6 +82,7 @@ class Owner:
         self.verifier = verifier
         self.ranking = Ranking((node_id,), replicas=config.replicas, entries_max=config.leases_max)
         self.wall_offset_s = 0.0
+        self.is_down: Callable[[bytes, float], bool] = lambda node, now: False
         self.refused: Counter[Refusal] = Counter()
         self._send = send
         self._puts: KeyedBuckets[bytes] = KeyedBuckets(
@@ -336,6 +338,8 @@ class Owner:
             homes = tuple(h for h in homes if h != avoid)
         if not homes:
             return
+        if len(homes) > 1:  # a home whose link just failed only when there is no other (core.py, rule 12)
+            homes = tuple(sorted(homes, key=lambda h: self.is_down(h, now)))
         until = now + self.config.peer_timeout_s
         for entry in entries:
             if entry.inflight_to is None:
