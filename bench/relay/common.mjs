@@ -5,10 +5,15 @@ const SPKI_PREFIX = Buffer.from("302a300506032b6570032100", "hex");
 export const CLIENT_AUTH = Buffer.from("homing/v1/client-auth");
 export const NODE_AUTH = Buffer.from("homing/v1/node-auth");
 
+// A fresh identity. The public key is encoded as JWK inside generateKeyPairSync, not exported afterwards: Node.js 20
+// deadlocked on publicKey.export({format: "jwk"}) in a 10,000-client storm. gdb showed ExportJWKEdKey holding the
+// key's mutex while it allocated a string; the allocation ran a GC, and the GC's weak callback ~KeyGenJob (the job
+// that had just made this key, already garbage) took the same mutex (docs/performance.md, "Sixth pass"). Inside
+// the call, that job is still alive. Importing a seed instead (createPrivateKey, PKCS#8 DER) costs ~625 µs against
+// ~70 µs here.
 export function newIdentity() {
-  const { publicKey, privateKey } = crypto.generateKeyPairSync("ed25519");
-  const raw = Buffer.from(publicKey.export({ format: "jwk" }).x, "base64url");
-  return { id: raw, sign: (msg) => crypto.sign(null, msg, privateKey) };
+  const { publicKey, privateKey } = crypto.generateKeyPairSync("ed25519", { publicKeyEncoding: { format: "jwk" } });
+  return { id: Buffer.from(publicKey.x, "base64url"), sign: (msg) => crypto.sign(null, msg, privateKey) };
 }
 
 // Public keys already parsed, by id (hex): a load generator checks the same few nodes' welcomes thousands of

@@ -282,9 +282,9 @@ def start_relays(count: int) -> tuple[list[subprocess.Popen[str]], list[str]]:
 def start_generator(cmd: list[str]) -> tuple[subprocess.Popen[str], int]:
     """The storm's load generator, once it has said "started" (and how many times it was started again first).
 
-    Node.js has hung here before the generator opened any socket, its main thread asleep on a contended mutex (seen
-    once with a process dump; three more storms of that session never got ready, without one; docs/performance.md,
-    "Sixth pass"). Such a start is killed and tried again, at most GENERATOR_STARTS_MAX times; the count goes into
+    Node.js 20 deadlocked at random in the generator, once before it had opened any socket (a garbage collection
+    inside a key's JWK export; docs/performance.md, "Sixth pass"; fixed in bench/relay/common.mjs). A generator
+    that still does not start is killed and tried again, at most GENERATOR_STARTS_MAX times; the count goes into
     the results."""
     for restarts in range(GENERATOR_STARTS_MAX):
         gen = subprocess.Popen(cmd, cwd=HERE, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
