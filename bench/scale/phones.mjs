@@ -199,10 +199,6 @@ function decodeCardUrl(uri) {
 
 async function storm() {
   const [victim, ...others] = args.url;
-  // "started", once crypto has signed and made random bytes: Node.js has hung at its start here, before any socket
-  // (docs/performance.md, "Sixth pass"), and bench/scale/run.py starts a generator again that does not say it
-  newIdentity().sign(randomSlice(32));
-  console.log("started");
   const { clients, errors } = await openMany(args.conns, [victim], args.batch);
   const nProbers = args.local ? others.length : args.probers;
   const probers = (await openMany(nProbers, others, nProbers)).clients;

@@ -77,8 +77,6 @@ mailbox_per_address_max = 1000000
 
 NODEJS = "Node.js ws relay (ping every 30 s)"
 READY_TIMEOUT_S = 180.0  # a storm's load generator homes its clients on the first node within this
-STARTED_TIMEOUT_S = 20.0  # ... and says "started" within this (it takes well under a second)
-GENERATOR_STARTS_MAX = 3
 
 
 def raise_fd_limit() -> int:
@@ -279,27 +277,6 @@ def start_relays(count: int) -> tuple[list[subprocess.Popen[str]], list[str]]:
     return [p for p, _ in started], [url for _, url in started]
 
 
-def start_generator(cmd: list[str]) -> tuple[subprocess.Popen[str], int]:
-    """The storm's load generator, once it has said "started" (and how many times it was started again first).
-
-    Node.js 20 deadlocked at random in the generator, once before it had opened any socket (a garbage collection
-    inside a key's JWK export; docs/performance.md, "Sixth pass"; fixed in bench/relay/common.mjs). A generator
-    that still does not start is killed and tried again, at most GENERATOR_STARTS_MAX times; the count goes into
-    the results."""
-    for restarts in range(GENERATOR_STARTS_MAX):
-        gen = subprocess.Popen(cmd, cwd=HERE, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               text=True)  # fmt: skip
-        assert gen.stdout is not None
-        if select.select([gen.stdout], [], [], STARTED_TIMEOUT_S)[0]:
-            line = gen.stdout.readline()
-            if line.startswith("started"):
-                return gen, restarts
-            stop([gen], expect_running=False)
-            raise SystemExit(f"phones.mjs storm did not start: {line!r} {gen.stderr.read() if gen.stderr else ''}")
-        stop([gen], expect_running=False)
-    raise SystemExit(f"phones.mjs storm hung at its start {GENERATOR_STARTS_MAX} times")
-
-
 def storm(args: argparse.Namespace, tmp: Path, how: str) -> dict[str, Any]:
     """Home --storm-conns clients on server 0 of 3, then kill -9 it (`kill`) or SIGTERM it (`goaway`): homing
     nodes; or (`kill_nodejs`, `goaway_nodejs`: the anchors) bare Node.js relays, which do not federate, so each
@@ -319,7 +296,8 @@ def storm(args: argparse.Namespace, tmp: Path, how: str) -> dict[str, Any]:
            "--batch", str(args.batch), "--rate", str(args.rate), "--timeout", str(args.storm_timeout),
            *(["--client", args.client] if args.client else []), *local,
            *[a for url in urls for a in ("--url", url)]]  # fmt: skip
-    gen, restarts = start_generator(cmd)
+    gen = subprocess.Popen(cmd, cwd=HERE, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                           text=True)  # fmt: skip
     try:
         assert gen.stdin is not None and gen.stdout is not None
         # bounded: homing 10,000 clients takes about 20 s here; a generator that never gets there is reported
@@ -353,7 +331,6 @@ def storm(args: argparse.Namespace, tmp: Path, how: str) -> dict[str, Any]:
     finally:
         stop([gen, procs[0]], expect_running=False)  # the load generator ended, the first node was stopped
         stop(procs[1:])
-    row["generator_restarts"] = restarts
     row["survivors_cpu_s"] = round(cpu, 2)
     row["cpu_s_per_s"] = cpu_per_s
     row["survivors_cpu_ms_per_rehomed_client"] = round(1000 * cpu / max(row["rehomed"], 1), 3)
@@ -493,9 +470,7 @@ def render(r: dict[str, Any]) -> str:
                       f"{s['goaways']}; survivors' CPU {s['survivors_cpu_s']} s = "
                       f"{s['survivors_cpu_ms_per_rehomed_client']} ms per re-homed client "
                       f"({s['survivors_cpu_pct_of_a_core']} % of a core); load generator "
-                      f"{fmt(s['loadgen_cpu_pct'], 0)} % of a core; load {s['load_avg']}"
-                      + (f"; load generator started again after hanging at its start: {s['generator_restarts']}"
-                         if s.get("generator_restarts") else ""),
+                      f"{fmt(s['loadgen_cpu_pct'], 0)} % of a core; load {s['load_avg']}",
                       f"- per second since the fault: goaways received {s.get('goaways_per_s', '-')}; "
                       f"reconnects started {s.get('attempts_per_s', '-')}; "
                       f"challenges received {s.get('challenges_per_s', '-')}; "
