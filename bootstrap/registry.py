@@ -31,6 +31,7 @@ import attrs
 
 from node.protocol.identity import Identity, encode_document
 from node.protocol.nodelist import LIST_BYTES_MAX, NodeEntry, Registration, build_node_list
+from node.protocol.numerals import decimal
 from node.protocol.refusals import Refusal
 from node.protocol.wire import packb
 
@@ -240,7 +241,8 @@ def _check_hostport(text: str, field: str) -> str | None:
     host, sep, port = text.rpartition(":")
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
-    if not sep or not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+    number = decimal(port)
+    if not sep or not host or number is None or not 1 <= number <= 65535:
         return f"field {field!r} must be HOST:PORT with a port 1..65535"
     if any(c.isspace() or c in "/@?#" for c in host):
         return f"field {field!r} has an invalid host"

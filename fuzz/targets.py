@@ -27,6 +27,7 @@ from node.app.config import build_config, load_toml, parse_hostport
 from node.app.registry import _result
 from node.client.discovery.cache import load_cache, merge_cache
 from node.client.discovery.model import parse_entry
+from node.net.decoy import DecoySite, answer
 from node.net.httpserver import Request
 from node.protocol.crypto import (
     LINK_FRAME_HEADER_BYTES,
@@ -36,6 +37,7 @@ from node.protocol.crypto import (
     LinkSession,
     RekeyPolicy,
 )
+from node.protocol.decoy import body_bytes, parse_head
 from node.protocol.errors import ConfigError, RemoteProtocolError
 from node.protocol.identity import (
     NODE_CARD,
@@ -409,6 +411,17 @@ def _entry_seeds() -> list[bytes]:
     ]  # fmt: skip
 
 
+def _decoy_head(data: bytes) -> object:
+    head = parse_head(data + b"\r\n\r\n")
+    return answer(DecoySite(root=None, port=8080), head, float(NOW)), body_bytes(head)
+
+
+def _decoy_seeds() -> list[bytes]:
+    return [b"GET / HTTP/1.1\r\nHost: a.example:8443", b"HEAD /blog HTTP/1.0",
+            b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nConnection: keep-alive",
+            b"GET /%2e%2e/x HTTP/1.1\r\nHost: [::1]:80\r\nTransfer-Encoding: chunked"]  # fmt: skip
+
+
 def _cache(data: bytes) -> object:
     path = _SCRATCH / "cache.json"
     path.write_bytes(data)
@@ -482,6 +495,8 @@ TARGETS: tuple[Target, ...] = (
            doc="node.app.config.load_toml + build_config"),
     Target(name="entry", fn=_entry, allowed=(ConfigError,), seeds=cache(_entry_seeds),
            doc="parse_entry, parse_hostport (ConfigError); parse_id, b64u_decode (ValueError)"),
+    Target(name="decoy_head", fn=_decoy_head, allowed=(), seeds=cache(_decoy_seeds),
+           doc="node.protocol.decoy parse_head, body_bytes and the decoy's answer: never raises"),
     Target(name="cache", fn=_cache, allowed=(), seeds=cache(_cache_seeds),
            doc="node.client.discovery.cache load_cache + merge_cache: never raises"),
     Target(name="registry_request", fn=_registry_request, allowed=(RemoteProtocolError,), seeds=cache(_registry_seeds),

@@ -41,6 +41,7 @@ from node.client.discovery.sources import followed
 from node.protocol.errors import RemoteProtocolError
 from node.protocol.identity import SIGNED_DOC_MAX_BYTES, Identity, decode_document, encode_document, id_text
 from node.protocol.nodelist import build_leave, build_registration, open_node_list
+from node.protocol.numerals import decimal, decimal_at_most
 from node.protocol.rotation import unpack_chain
 
 log = logging.getLogger("homing.registry_client")
@@ -90,7 +91,7 @@ class AnswerTooLarge(Exception):
 async def _read_capped(resp: httpx2.Response, limit: int) -> bytes:
     """The body of a streamed answer, at most `limit` bytes; AnswerTooLarge as soon as it goes past."""
     declared = resp.headers.get("content-length", "")
-    if declared.isascii() and declared.isdigit() and int(declared) > limit:
+    if (decimal(declared) or 0) > limit:
         raise AnswerTooLarge(f"answer of {declared[:20]} bytes exceeds {limit}")
     chunks, size = [], 0
     async for chunk in resp.aiter_raw():
@@ -134,9 +135,8 @@ def _result(url: str, resp: httpx2.Response, data: bytes = b"") -> Result:
 
 def _retry_after_s(text: str) -> float:
     """Retry-After in delta-seconds (RFC 9110), capped; anything else (an HTTP date, garbage) counts as 0."""
-    if not (text.isascii() and text.isdigit()):  # "²".isdigit() is True: float("²") would raise
-        return 0.0
-    return float(min(int(text[:12]), RETRY_AFTER_MAX_S))
+    seconds = decimal_at_most(text, RETRY_AFTER_MAX_S)
+    return 0.0 if seconds is None else float(seconds)
 
 
 def _failure(base: str, exc: BaseException) -> Result:

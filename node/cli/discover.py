@@ -22,6 +22,7 @@ from node.client.files import load_or_create_key
 from node.protocol.errors import ConfigError
 from node.protocol.identity import parse_id, short_id
 from node.protocol.nodelist import CARD_LIFETIME_DEFAULT_S, make_card
+from node.protocol.numerals import decimal
 
 CACHE_FILE_NAME = "discovery-cache.json"
 
@@ -212,7 +213,8 @@ def _positive(text: str) -> float:
 
 
 def _count(text: str) -> int:
-    if not text.isdigit() or not 1 <= int(text) <= 1000:
+    count = decimal(text)
+    if count is None or not 1 <= count <= 1000:
         raise argparse.ArgumentTypeError(f"expected a count 1..1000, got {text!r}")
     return int(text)
 

@@ -20,14 +20,13 @@ from node.protocol.decoy import (
     INDEX,
     FileInfo,
     Head,
+    body_bytes,
     error_response,
     file_header,
     parse_head,
     route,
     split_head,
 )
-
-BODY_SKIP_BYTES_MAX = 64 * 1024  # a request body beyond this (or chunked) ends the connection after the answer
 
 
 @attrs.frozen(kw_only=True, slots=True)
@@ -82,16 +81,6 @@ def answer(site: DecoySite, head: Head, now: float) -> bytes:
     return header if head.method == "HEAD" else header + body
 
 
-def _body_bytes(head: Head) -> int | None:
-    """Bytes of request body to skip, or None when it cannot be skipped (chunked, too big, malformed)."""
-    if head.header("transfer-encoding"):
-        return None
-    length = head.header("content-length") or "0"
-    if not length.isdigit() or int(length) > BODY_SKIP_BYTES_MAX:
-        return None
-    return int(length)
-
-
 async def serve_decoy(stream: trio.abc.Stream, buf: bytes, site: DecoySite) -> None:
     """Answer requests on `stream` (`buf`: bytes already read) until the client closes or a limit is reached."""
     for _ in range(site.requests_max):
@@ -109,7 +98,7 @@ async def serve_decoy(stream: trio.abc.Stream, buf: bytes, site: DecoySite) -> N
             return
         raw, buf = got
         head = parse_head(raw)
-        skip = 0 if head.bad else _body_bytes(head)
+        skip = 0 if head.bad else body_bytes(head)
         await _send(stream, answer(site, head, time.time()))
         if head.bad or not head.keep_alive or skip is None:
             return

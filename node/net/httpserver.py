@@ -31,6 +31,7 @@ import trio
 from attrs import validators as v
 
 from node.protocol.forwarded import Network, client_address, is_trusted_proxy
+from node.protocol.numerals import decimal
 from node.protocol.ratelimit import KeyedBuckets, address_key
 
 log = logging.getLogger("homing.http")
@@ -255,8 +256,8 @@ class _Conn:
             key = name.decode("latin-1").lower()
             text = value.decode("latin-1")
             headers[key] = f"{headers[key]}, {text}" if key in headers else text
-        declared = headers.get("content-length", "0")
-        if declared.isdigit() and int(declared) > self.limits.body_bytes_max:
+        declared = decimal(headers.get("content-length", "0"))
+        if declared is not None and declared > self.limits.body_bytes_max:
             raise _HttpError(413, f"body larger than {self.limits.body_bytes_max} bytes")
         body = bytearray()
         while True:

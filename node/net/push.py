@@ -31,6 +31,7 @@ from urllib.parse import urlsplit
 import h11
 import trio
 
+from node.protocol.numerals import decimal_at_most
 from node.protocol.relay.push import SendPush
 from node.protocol.settings import PushSection, parse_hostport
 from node.protocol.webpush import (
@@ -290,9 +291,7 @@ class PushSender:
 
 def _retry_after(headers: Any) -> float | None:
     for name, value in headers:
-        if name == b"retry-after":
-            try:
-                return max(0.0, float(value.decode("ascii")))
-            except (ValueError, UnicodeDecodeError):
-                return None
+        if name == b"retry-after":  # delta-seconds; an HTTP date (or garbage) is no advice
+            seconds = decimal_at_most(value.decode("latin-1"), int(RETRY_AFTER_MAX_S))
+            return None if seconds is None else float(seconds)
     return None

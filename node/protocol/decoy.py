@@ -25,8 +25,11 @@ from urllib.parse import unquote
 
 import attrs
 
+from node.protocol.numerals import decimal
+
 SERVER = "nginx"
 HEAD_BYTES_MAX = 8192
+BODY_SKIP_BYTES_MAX = 64 * 1024  # a request body beyond this (or chunked) ends the connection after the answer
 HEADERS_MAX = 100
 INDEX = "index.html"
 
@@ -119,7 +122,8 @@ def parse_head(raw: bytes) -> Head:
         return Head(bad=400)
     if version not in ("HTTP/1.0", "HTTP/1.1"):
         major = version[5:].partition(".")[0]
-        return Head(bad=505 if major.isdigit() and int(major) >= 2 else 400)
+        number = decimal(major)
+        return Head(bad=505 if number is not None and number >= 2 else 400)
     headers: list[tuple[str, str]] = []
     for line in lines[1:]:
         if not line:
@@ -134,7 +138,26 @@ def parse_head(raw: bytes) -> Head:
     head = Head(method=method, path=path, target=target, version=version, headers=tuple(headers))
     if version == "HTTP/1.1" and not head.header("host"):
         return Head(bad=400)
+    if any(name == "content-length" for name, _ in headers) and not _content_length_ok(head.header("content-length")):
+        return Head(bad=400)
     return head
+
+
+def body_bytes(head: Head) -> int | None:
+    """Bytes of request body to skip, or None when it cannot be skipped (chunked, too big, malformed)."""
+    if head.header("transfer-encoding"):
+        return None
+    length = decimal(head.header("content-length") or "0")
+    if length is None or length > BODY_SKIP_BYTES_MAX:
+        return None
+    return length
+
+
+def _content_length_ok(text: str) -> bool:
+    """nginx answers 400 to a Content-Length that is not a decimal number below 2**63 (ngx_atoof): "", "abc",
+    "²" (which str.isdigit() takes for a digit) and 5,000 nines alike."""
+    length = decimal(text)
+    return length is not None and length < 2**63
 
 
 def _normalise(target: str) -> str | None:
@@ -202,13 +225,19 @@ def error_response(status: int, head: Head, *, now: float, port: int) -> bytes:
     lines = [f"HTTP/1.1 {status} {REASONS[status]}", f"Server: {SERVER}", f"Date: {http_date(now)}",
              "Content-Type: text/html", f"Content-Length: {len(body)}"]  # fmt: skip
     if status == 301:
-        host = head.header("host")
-        if host.rpartition(":")[2].isdigit() and not host.endswith("]"):
-            host = host.rpartition(":")[0]
+        host = _host_without_port(head.header("host"))
         lines.append(f"Location: http://{host}{'' if port == 80 else f':{port}'}{head.path}/")
     lines.append(f"Connection: {'keep-alive' if head.keep_alive else 'close'}")
     raw = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
     return raw if head.method == "HEAD" else raw + body
+
+
+def _host_without_port(host: str) -> str:
+    """The Host header up to its first ":" outside an IPv6 literal's brackets, as nginx cuts it (whatever follows:
+    "example.org:²", ":1a" and ":" alike) before it writes a redirect's Location."""
+    bracket = host.find("]") if host.startswith("[") else 0
+    colon = host.find(":", bracket) if bracket >= 0 else -1  # "[::1" without its "]": nginx cuts nothing
+    return host if colon < 0 else host[:colon]
 
 
 def file_header(head: Head, info: FileInfo, path: str, *, now: float) -> bytes:

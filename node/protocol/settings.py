@@ -16,6 +16,7 @@ from attrs import validators as v
 
 from node.protocol.errors import ConfigError
 from node.protocol.identity import parse_id
+from node.protocol.numerals import decimal
 from node.protocol.turn import URLS_MAX, check_url
 
 _pos: Any = v.gt(0)
@@ -34,9 +35,10 @@ def parse_hostport(text: str, *, key: str = "address") -> tuple[str, int]:
     host, _, port_s = text.rpartition(":")
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
-    if not host or not port_s.isdigit() or not 0 <= int(port_s) <= 65535:
+    port = decimal(port_s)
+    if not host or port is None or not 0 <= port <= 65535:
         raise ConfigError(key, f"expected HOST:PORT with a port 0..65535, got {text!r}")
-    return host, int(port_s)
+    return host, port
 
 
 def format_hostport(host: str, port: int) -> str:

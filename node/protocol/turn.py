@@ -23,6 +23,7 @@ import attrs
 
 from node.protocol.errors import ConfigError
 from node.protocol.identity import b64u_encode
+from node.protocol.numerals import decimal
 from node.protocol.ratelimit import KeyedBuckets
 
 SCHEMES: Final = ("stun:", "turn:", "turns:")
@@ -50,7 +51,8 @@ def check_url(url: object) -> str:
     if query and (url.startswith("stun:") or query not in ("transport=udp", "transport=tcp")):
         raise ConfigError("urls", f"{url!r}: the only query a turn(s): URL takes is ?transport=udp|tcp")
     port = host.rsplit("]", 1)[-1].rpartition(":")[2] if ":" in host.rsplit("]", 1)[-1] else ""
-    if port and not (port.isdigit() and 1 <= int(port) <= 65535):
+    number = decimal(port)
+    if port and not (number is not None and 1 <= number <= 65535):
         raise ConfigError("urls", f"{url!r}: port must be 1..65535")
     return url
 

@@ -210,6 +210,25 @@ def test_a_registration_for_another_registry_is_refused(tmp_path: Path) -> None:
     trio.run(main)
 
 
+def test_ports_that_only_look_like_numbers_are_refused_with_the_field_named(tmp_path: Path) -> None:
+    """"²".isdigit() is True and int("²") raises: before node/protocol/numerals.py this registration got a 500
+    from the registry's own error handler. "١٢" (Arabic-Indic digits) int() reads as 12: it was listed as is."""
+    registry = init_registry(tmp_path)
+    node = Identity.generate()
+
+    async def main() -> None:
+        with trio.fail_after(15):
+            async with running_registry(make_config(tmp_path)) as base, httpx2.AsyncClient() as c:
+                for swim in ["127.0.0.1:\u00b2", "127.0.0.1:\u0661\u0662", "127.0.0.1:"]:
+                    doc = build_registration(node, ws="ws://127.0.0.1:7400/v1/client", swim=swim, peer="h:2",
+                                             ts=int(time.time()), ttl=180, reg=registry.id)  # fmt: skip
+                    status, answer = await post(c, base, encode_document(doc))
+                    assert (status, answer["reason"]) == (400, "field 'swim' must be HOST:PORT with a port 1..65535")
+                assert (await post(c, base, registration(node)))[0] == 200
+
+    trio.run(main)
+
+
 def test_per_address_write_limits_behind_a_trusted_proxy(tmp_path: Path) -> None:
     init_registry(tmp_path)
 

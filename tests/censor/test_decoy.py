@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from node.client.connection import handshake_only
 from node.net.decoy import DecoySite, answer
-from node.protocol.decoy import parse_head
+from node.protocol.decoy import BODY_SKIP_BYTES_MAX, body_bytes, parse_head
 from node.protocol.identity import Identity
 from tests.censor.nginx import exchange, have_nginx, masked, running_nginx
 from tests.clients.fixtures import run, running_node
@@ -22,6 +22,12 @@ from tests.clients.fixtures import run, running_node
 SECRET = "/k7Qd2xw9/ws"
 UPGRADE = (b"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
            b"Sec-WebSocket-Version: 13\r\n")  # fmt: skip
+
+NUMBER_PROBES = [
+    b"GET / HTTP/\xb2.0\r\nHost: example.org\r\n\r\n",
+    b"POST / HTTP/1.1\r\nHost: example.org\r\nContent-Length: \xb2\r\n\r\n",
+    b"GET / HTTP/1.1\r\nHost: example.org\r\nContent-Length: " + b"9" * 5000 + b"\r\n\r\n",
+]
 
 PROBES = [
     b"GET / HTTP/1.1\r\nHost: example.org\r\n\r\n",
@@ -50,6 +56,14 @@ PROBES = [
     b"GET /../etc/passwd HTTP/1.1\r\nHost: example.org\r\n\r\n",
     b"garbage\r\n\r\n",
     b"GET /missing HTTP/1.1\r\nHost: a\r\n\r\nGET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+    # numbers that str.isdigit() takes and int() refuses: "²" (latin-1 0xb2), 5,000 nines
+    *NUMBER_PROBES,
+    b"POST / HTTP/1.1\r\nHost: example.org\r\nContent-Length: abc\r\n\r\n",
+    b"POST / HTTP/1.1\r\nHost: example.org\r\nContent-Length: \r\n\r\n",
+    b"GET /blog HTTP/1.1\r\nHost: example.org:\xb2\r\n\r\n",
+    b"GET /blog HTTP/1.1\r\nHost: example.org:1a:2\r\n\r\n",  # nginx cuts the Host at its first ":"
+    b"GET /blog HTTP/1.1\r\nHost: [::1]:\xb2\r\n\r\n",
+    b"GET /blog HTTP/1.1\r\nHost: [::1\r\n\r\n",
 ]
 
 
@@ -101,12 +115,31 @@ def test_wrong_path_says_nothing_homing_specific() -> None:
     run(main)
 
 
+def test_numbers_that_only_look_like_numbers_get_nginx_s_400_and_the_node_keeps_serving() -> None:
+    """Before node/protocol/numerals.py each of these raised ValueError in the connection's task: the prober saw
+    the connection close without an answer, where nginx answers 400 (and the node logged a traceback)."""
+    for probe in NUMBER_PROBES:
+        assert parse_head(probe).bad == 400, probe
+
+    async def main() -> None:
+        async with running_node() as node:
+            for probe in NUMBER_PROBES:
+                answer = await trio.to_thread.run_sync(exchange, node.port, probe)
+                assert answer.startswith(b"HTTP/1.1 400 Bad Request\r\nServer: nginx\r\n"), (probe, answer)
+            node_id, _ = await handshake_only(node.url, Identity.generate(), node.identity.id, 5.0)
+            assert node_id == node.identity.id
+
+    run(main)
+
+
 @given(st.binary(max_size=600))
 @settings(max_examples=400, deadline=None)
 def test_any_head_gets_an_answer_and_never_raises(raw: bytes) -> None:
     head = parse_head(raw + b"\r\n\r\n")
     data = answer(DecoySite(root=None, port=8080), head, 1_700_000_000.0)
     assert data.startswith(b"HTTP/1.1 ") and b"\r\nServer: nginx\r\n" in data
+    skip = body_bytes(head)
+    assert skip is None or 0 <= skip <= BODY_SKIP_BYTES_MAX
 
 
 def test_the_decoy_serves_nothing_outside_its_root(tmp_path: Path) -> None:

@@ -27,6 +27,7 @@ from node.protocol.bridges import open_bridge_list
 from node.protocol.errors import ConfigError, Expired, HomingError, RemoteProtocolError
 from node.protocol.identity import SIGNED_DOC_MAX_BYTES, decode_document
 from node.protocol.nodelist import open_node_list
+from node.protocol.numerals import decimal
 from node.protocol.rotation import decode_rotation, follow, pack_chain, unpack_chain
 from node.protocol.txt import decode_txt
 
@@ -58,7 +59,7 @@ def registry_url(base: str) -> str:
 
 async def _read_limited(response: httpx2.Response, limit: int, what: str) -> bytes:
     declared = response.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
+    if declared is not None and (decimal(declared) or 0) > limit:
         raise RemoteProtocolError(f"{what} answer of {declared} bytes exceeds {limit}", code="too_large")
     chunks, size = [], 0
     async for chunk in response.aiter_bytes():
