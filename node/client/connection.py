@@ -387,10 +387,12 @@ async def _open(
     expected_node_id: bytes | None,
     json: bool,
     ssl_context: ssl.SSLContext | None,
+    local_address: str | None = None,
 ) -> ClientConnection:
     _, _, _, _, pinned = parse_client_url(url)
     start = trio.current_time()
-    ws = await open_websocket(url, subprotocols=[JSON_SUBPROTOCOL] if json else [], ssl_context=ssl_context)
+    subprotocols = [JSON_SUBPROTOCOL] if json else []
+    ws = await open_websocket(url, subprotocols=subprotocols, ssl_context=ssl_context, local_address=local_address)
     try:
         node_id = await _authenticate(ws, identity, expected_node_id or pinned, json)
     except BaseException:
@@ -400,12 +402,18 @@ async def _open(
 
 
 async def open_websocket(
-    url: str, *, subprotocols: list[str] | None = None, ssl_context: ssl.SSLContext | None = None
+    url: str,
+    *,
+    subprotocols: list[str] | None = None,
+    ssl_context: ssl.SSLContext | None = None,
+    local_address: str | None = None,
 ) -> WsClient:
-    """TCP (and TLS for wss://) plus the WebSocket upgrade, no homing handshake. Raises HandshakeError."""
+    """TCP (and TLS for wss://) plus the WebSocket upgrade, no homing handshake. Raises HandshakeError.
+
+    `local_address`: the address to connect from, on a host with several (the node's per-address limits see it)."""
     scheme, host, port, target, _ = parse_client_url(url)
     try:
-        stream: trio.abc.Stream = await trio.open_tcp_stream(host, port)
+        stream: trio.abc.Stream = await trio.open_tcp_stream(host, port, local_address=local_address)
     except OSError as exc:
         raise HandshakeError(f"cannot connect to {host}:{port}: {exc.strerror or exc}") from exc
     try:
@@ -462,10 +470,12 @@ async def connect_client(
     timeout_s: float = 10,
     json: bool = False,
     ssl_context: ssl.SSLContext | None = None,
+    local_address: str | None = None,
 ) -> AsyncIterator[ClientConnection]:
-    """Connect, run the mutual handshake, and yield the connection; closes it (1000) on exit."""
+    """Connect, run the mutual handshake, and yield the connection; closes it (1000) on exit. `local_address` as
+    for `open_websocket`."""
     with trio.move_on_after(timeout_s) as cs:
-        conn = await _open(url, identity, expected_node_id, json, ssl_context)
+        conn = await _open(url, identity, expected_node_id, json, ssl_context, local_address)
     if cs.cancelled_caught:
         raise HandshakeError(f"no handshake with {url} within {timeout_s} s")
     try:

@@ -226,6 +226,12 @@ class ClientServer:
         if self.metrics is not None:
             self.metrics.clients_connected(self._online)
 
+    def session_abused(self, session: ClientSession) -> None:
+        """A connection closed for abuse (4429) or an oversized frame (1009) costs its address new handshakes
+        (`[clients] handshakes_abuse_cost`): reconnecting with a fresh key must not buy a fresh burst at once."""
+        if self.config.handshakes_abuse_cost > 0:
+            self._handshakes.charge(session.address_key, trio.current_time(), self.config.handshakes_abuse_cost)
+
     def session_envelope(self, session: ClientSession, env: Envelope) -> None:
         self.relay_call(self.relay.client_envelope, session, env)
 

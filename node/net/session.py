@@ -74,6 +74,7 @@ class SessionPort(Protocol):
     def session_offline(self, session: ClientSession) -> None: ...
     def session_envelope(self, session: ClientSession, env: Envelope) -> None: ...
     def session_control(self, session: ClientSession, msg: ClientMessage) -> None: ...
+    def session_abused(self, session: ClientSession) -> None: ...
 
 
 class ClientSession(OutBuffer):
@@ -233,6 +234,8 @@ class ClientSession(OutBuffer):
             self.queue(close_frame(code, reason))
 
     def _queue_close(self, cmd: Close) -> None:
+        if cmd.code in (CloseCode.ABUSE, CloseCode.TOO_BIG):
+            self._port.session_abused(self)
         if cmd.code in (CloseCode.ABUSE, CloseCode.POLICY, CloseCode.TOO_BIG):
             log.info(
                 "event=client_closed conn=%d id=%s code=%d reason=%s",

@@ -44,6 +44,12 @@ class TokenBucket:
             return True
         return False
 
+    def charge(self, now: float, cost: float) -> None:
+        """Spend `cost` whether or not the bucket holds it: it may go into debt, down to -burst, which the refill
+        pays back before anything can be taken again. For a price learnt after the take (an abuse close)."""
+        self._refill(now)
+        self.tokens = max(-self.burst, self.tokens - cost)
+
     def wait_s(self, now: float, cost: float = 1.0) -> float:
         """Seconds until `cost` tokens are there (0 when they are now)."""
         self._refill(now)
@@ -78,6 +84,9 @@ class KeyedBuckets(Generic[K]):
 
     def take(self, key: K, now: float, cost: float = 1.0) -> bool:
         return self._bucket(key, now).take(now, cost)
+
+    def charge(self, key: K, now: float, cost: float) -> None:
+        self._bucket(key, now).charge(now, cost)
 
     def wait_s(self, key: K, now: float, cost: float = 1.0) -> float:
         return self._bucket(key, now).wait_s(now, cost)

@@ -233,6 +233,13 @@ class ClientsSection:
     handshakes_per_address_per_s: float = attrs.field(default=10.0, validator=_pos)
     # New WebSocket handshakes one address (/32, /64) may make back to back before the per-second rate applies.
     handshakes_per_address_burst: int = attrs.field(default=100, validator=v.ge(1))
+    # New handshakes an address is charged, on top of the one it spent, when one of its connections is closed for
+    # abuse (4429) or for an oversized frame (1009); the budget may go into debt (at most the burst), which
+    # `handshakes_per_address_per_s` pays back. Each connection starts with full token buckets, so without the
+    # charge a flooder reconnecting at once with a fresh key got a whole `burst` of envelopes relayed again, ~18
+    # connections a second from one address, and held a node at 40 % of a core (tests/adversarial/test_flood.py).
+    # 10 at the default rate: one abusive connection a second per address. 0: no charge.
+    handshakes_abuse_cost: float = attrs.field(default=10.0, validator=v.ge(0))
     # Addresses whose handshake budgets are remembered (least recently used forgotten; ~200 B each). Must exceed
     # the addresses one attacker cycles through in burst/rate seconds for the budget to hold.
     handshake_addresses_max: int = attrs.field(default=65_536, validator=v.ge(1))

@@ -1,9 +1,11 @@
 """Hostile clients in their own process, for tests/adversarial/test_flood.py (so their CPU is not the test's).
 
-`python -m tests.adversarial.attacker URL SECONDS` runs, until SECONDS have passed:
-- a flooder: connects, sends envelopes at 100 times the rate limit, with a
-  malformed frame and, every fifth connection, a frame over 128 KiB mixed in; when the node closes it
-  (4429 abuse, 1009 too big) it reconnects at once and starts again;
+`python -m tests.adversarial.attacker URL SECONDS` runs, until SECONDS have passed, from the address
+`ATTACKER_ADDRESS` (another address than the test's well-behaved clients, as a real attacker's would be):
+- a flooder: connects with a fresh key, sends envelopes at 100 times the rate limit, with a
+  malformed frame and, on every fifth connection from the second on, a frame over 128 KiB mixed in; when the node
+  closes it (4429 abuse, 1009 too big) it reconnects at once (as fast as the node lets its address) and starts
+  again;
 - a slow reader: connects and never reads again, while a feeder sends it 60 KiB envelopes until its
   receipts say `queued` (the node dropped the slow reader, so it is offline).
 It prints `ready` when both run; a line (or EOF) on stdin stops it early. Then it prints one JSON line: the
@@ -45,6 +47,7 @@ BIG_BODY = b"s" * 60_000
 # machine, which a real attacker (on another machine) would not.
 FLOOD_BATCH = 20
 FLOOD_PAUSE_S = 0.01
+ATTACKER_ADDRESS = "127.0.0.2"  # loopback, but not the 127.0.0.1 of the clients the test measures
 
 
 async def _drain(conn: Any, receipts: Counter[str]) -> None:
@@ -63,7 +66,7 @@ async def flooder(url: str, stats: dict[str, Any]) -> None:
         stats["connections"] += 1
         conns: list[Any] = []
         try:
-            async with connect_client(url, Identity.generate()) as conn:
+            async with connect_client(url, Identity.generate(), local_address=ATTACKER_ADDRESS) as conn:
                 conns.append(conn)
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(_drain, conn, stats["receipts"])
@@ -78,7 +81,7 @@ async def flooder(url: str, stats: dict[str, Any]) -> None:
 
 
 async def _flood(conn: Any, stats: dict[str, Any], victim: bytes) -> None:
-    if stats["connections"] % 5 == 0:
+    if stats["connections"] % 5 == 2:
         await conn.send_raw(b"\x00" * (Limits.CLIENT_FRAME_MAX + 1))
     while conn.close_code is None:
         for _ in range(FLOOD_BATCH):
@@ -90,7 +93,7 @@ async def _flood(conn: Any, stats: dict[str, Any], victim: bytes) -> None:
 
 async def slow_reader(url: str, stats: dict[str, Any], ready: trio.Event) -> None:
     who = Identity.generate()
-    ws = await open_websocket(url)
+    ws = await open_websocket(url, local_address=ATTACKER_ADDRESS)
     challenge = decode_client_frame(await ws.receive_message(), from_node=True)
     assert isinstance(challenge, Challenge)
     sig = who.sign(client_auth_message(challenge.node, challenge.nonce))
@@ -98,7 +101,7 @@ async def slow_reader(url: str, stats: dict[str, Any], ready: trio.Event) -> Non
     assert isinstance(decode_client_frame(await ws.receive_message(), from_node=True), Welcome)
     ready.set()  # from here on it never reads
     while not stats["slow_reader_dropped"]:
-        async with connect_client(url, Identity.generate()) as feeder:
+        async with connect_client(url, Identity.generate(), local_address=ATTACKER_ADDRESS) as feeder:
             for _ in range(50):  # within the general burst (60): the feeder itself is well behaved
                 ref = await feeder.send_envelope("call_offer", who.id, b"feed", BIG_BODY)
                 msg = await feeder.receive()

@@ -142,6 +142,37 @@ def test_abuse_closes_4429_and_nobody_else_notices() -> None:
     run(main)
 
 
+def test_an_abusive_connection_costs_its_address_new_handshakes_and_only_its_address() -> None:
+    """A flooder closed with 4429 used to reconnect at once with a fresh key and a fresh burst, ~18 times a second
+    from one address (tests/adversarial/test_flood.py). Now each abuse close (4429, 1009) charges its address
+    `handshakes_abuse_cost` handshakes: here a budget of 12 is gone after two abusive connections, not twelve.
+    Another address (127.0.0.1) still connects."""
+    attacker = "127.0.0.2"
+    budget = {"handshakes_per_address_per_s": 0.01, "handshakes_per_address_burst": 12, "handshakes_abuse_cost": 10.0}
+
+    async def main() -> None:
+        async with running_node(abuse_strikes_max=3, **budget) as node:
+            async with connect_client(node.url, Identity.generate(), local_address=attacker) as a:
+                for _ in range(3):
+                    await a.send_raw(b"\xc1")
+                with pytest.raises(ConnectionClosed) as info:
+                    while True:
+                        await a.receive()
+                assert info.value.code == 4429
+            async with connect_client(node.url, Identity.generate(), local_address=attacker) as a:
+                await a.send_raw(b"\x00" * (Limits.CLIENT_FRAME_MAX + 1))
+                with pytest.raises(ConnectionClosed) as info:
+                    await a.receive()
+                assert info.value.code == 1009
+            with pytest.raises(HandshakeError, match="HTTP 429 too many new connections"):  # before: 10 more
+                async with connect_client(node.url, Identity.generate(), local_address=attacker):
+                    pass
+            async with connect_client(node.url, ALICE) as other:
+                assert await other.ping() >= 0
+
+    run(main)
+
+
 async def raw_client(url: str, who: Identity) -> object:
     """A client that completes the handshake by hand and then reads only when told to."""
     ws = await open_websocket(url)

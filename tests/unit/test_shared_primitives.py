@@ -25,6 +25,15 @@ def test_bucket_never_allows_more_than_burst_plus_rate_times_window(times: list[
     assert allowed <= 10 + 5.0 * (times[-1] - times[0]) + 1e-9
 
 
+def test_a_charge_goes_into_debt_at_most_the_burst_and_the_refill_pays_it_back() -> None:
+    b = TokenBucket(rate_per_s=2.0, burst=3, now=0.0)
+    b.charge(0.0, 5.0)  # 3 - 5 = -2
+    assert not b.take(0.0) and b.wait_s(0.0) == 1.5
+    assert b.take(1.5)
+    b.charge(2.0, 100.0)  # floor: -burst
+    assert b.wait_s(2.0) == 2.0
+
+
 def test_keyed_buckets_are_bounded_and_independent() -> None:
     kb: KeyedBuckets[str] = KeyedBuckets(rate_per_s=1.0, burst=1, keys_max=2)
     assert kb.take("a", 0.0) and not kb.take("a", 0.0)
