@@ -46,7 +46,6 @@ from node.protocol.wire.wsframe import (
     PING_FRAME,
     CloseFrame,
     Data,
-    Event,
     Failed,
     FrameReader,
     PingFrame,
@@ -58,11 +57,6 @@ from node.protocol.wire.wsframe import (
 log = logging.getLogger("homing.clients")
 
 _OPEN = State.OPEN
-MESSAGES_PER_TURN = 8
-"""Messages of one connection handed to the relay or a control handler per scheduler turn; then the reader yields.
-A read holds up to `read_bytes` (64 KiB): a client's whole burst (60 envelopes) in one write, handled in one turn,
-held the node's loop for 15 ms on the 2-core test machine (~250 µs each), and every other client waited. 8 keep a
-turn near 2 ms; a well-behaved client sends one message per read and never meets the bound."""
 _INF = math.inf
 
 
@@ -94,7 +88,6 @@ class ClientSession(OutBuffer):
         "_offline_pending",
         "_port",
         "_scope",
-        "_turn_work",
         "address_key",
         "conn_id",
         "remote_ip",
@@ -122,7 +115,6 @@ class ClientSession(OutBuffer):
         self._config = config
         self._close_queued = False
         self._offline_pending = False  # the core's Offline, reported by the reader (see _execute)
-        self._turn_work = 0  # messages handed to the relay or a control handler in this scheduler turn
         self._scope = trio.CancelScope()  # the reader's current timer period (see run)
 
     def __repr__(self) -> str:
@@ -211,7 +203,6 @@ class ClientSession(OutBuffer):
         """Carry out the core's commands, in order."""
         for cmd in commands:
             if type(cmd) is ToRelay:
-                self._turn_work += 1
                 self._port.session_envelope(self, cmd.env)
             elif type(cmd) is Send:
                 if not self._close_queued:
@@ -234,7 +225,6 @@ class ClientSession(OutBuffer):
                 self._offline_pending = True
                 self._scope.deadline = -math.inf
             elif type(cmd) is Control:
-                self._turn_work += 1
                 self._port.session_control(self, cmd.msg)
 
     def _send_close(self, code: int, reason: str = "") -> None:
@@ -259,17 +249,10 @@ class ClientSession(OutBuffer):
 
     # --- receiving ----------------------------------------------------------------------------------------
 
-    def _on_events(self, events: list[Event], start: int, now: float) -> int:
-        """Hand the WebSocket events from `start` on to the core (a close or a failure ends the parsing); stops
-        after `MESSAGES_PER_TURN` of them went to the relay or a control handler. Returns where it stopped."""
+    def _on_data(self, data: bytes, now: float) -> None:
+        """Hand every WebSocket event in `data` to the core (a close or a failure ends the parsing)."""
         core = self._core
-        self._turn_work = 0
-        for i in range(start, len(events)):
-            if core.closed:
-                return len(events)
-            if self._turn_work >= MESSAGES_PER_TURN:
-                return i
-            event = events[i]
+        for event in self._frames.feed(data):
             if type(event) is Data:
                 self._execute(core.fragment(event.data, event.frame_end, event.fin, now))
             elif type(event) is PingFrame:
@@ -282,7 +265,6 @@ class ClientSession(OutBuffer):
                 self._send_close(event.code, event.reason)
                 self._execute(core.broken())
             # a pong needs nothing more: any bytes from the client count as life (core.received)
-        return len(events)
 
     async def run(self) -> None:
         """The connection's reader: one cancel scope per timer period, until the core is CLOSED.
@@ -306,13 +288,8 @@ class ClientSession(OutBuffer):
                         self._execute(core.remote_closed())
                     else:
                         core.received(now, len(data))
-                        events = [] if core.closed else self._frames.feed(data)
-                        done = self._on_events(events, 0, now)
-                        while done < len(events):  # one client's burst must not hold the loop: others run
-                            await trio.lowlevel.cancel_shielded_checkpoint()  # (a timer's cancel would lose them)
-                            now = trio.current_time()
-                            done = self._on_events(events, done, now)
-                        del events  # a parked reader holds nothing it does not need (docs/performance.md)
+                        if not core.closed:
+                            self._on_data(data, now)
                     if core.closed:
                         break
                     if self._offline_pending:
