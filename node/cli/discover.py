@@ -216,7 +216,7 @@ def _count(text: str) -> int:
     count = decimal(text)
     if count is None or not 1 <= count <= 1000:
         raise argparse.ArgumentTypeError(f"expected a count 1..1000, got {text!r}")
-    return int(text)
+    return count
 
 
 def register(sub: Any) -> None:

@@ -4,7 +4,7 @@
 and for "١٢" (Arabic-Indic digits), which `int()` reads as 12: a header or address that no peer would send
 arrives as an exception in the task that read it, or as a number nobody wrote. `int()` also refuses more than
 4,300 digits (`sys.get_int_max_str_digits()`), another ValueError. So a number from outside is 1 to
-`digits_max` ASCII digits, or it is not a number.
+`DIGITS_MAX` ASCII digits, or it is not a number.
 """
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ DIGITS_MAX = 19
 """Enough for any count, size or port we read (2**63 has 19 digits); a longer run is not a number we take."""
 
 
-def decimal(text: str, *, digits_max: int = DIGITS_MAX) -> int | None:
-    """The value of `text` when it is 1..`digits_max` ASCII digits "0"-"9", else None."""
-    if not 0 < len(text) <= digits_max or not text.isascii() or not text.isdigit():
+def decimal(text: str) -> int | None:
+    """The value of `text` when it is 1..DIGITS_MAX ASCII digits "0"-"9", else None."""
+    if not 0 < len(text) <= DIGITS_MAX or not text.isascii() or not text.isdigit():
         return None
     return int(text)
 
