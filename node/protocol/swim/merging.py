@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 import attrs
 
-from node.protocol.ratelimit import KeyedBuckets
+from node.protocol.ratelimit import ForgeryBudget, KeyedBuckets
 from node.protocol.refusals import Refusal
 from node.protocol.swim.awareness import Awareness
 from node.protocol.swim.config import SwimConfig
@@ -24,8 +24,6 @@ from node.protocol.swim.records import RecordVerifier
 from node.protocol.swim.suspicion import Suspicion, Suspicions
 from node.protocol.wire.swim import INCARNATION_MAX
 
-FORGED_PER_SENDER_PER_S = 0.2  # records with a bad signature one sender may make us verify (then we stop)
-FORGED_PER_SENDER_BURST = 5
 ALIVE, SUSPECT, DEAD, LEFT = MemberState.ALIVE, MemberState.SUSPECT, MemberState.DEAD, MemberState.LEFT
 CLAIMS = (SUSPECT, DEAD)
 
@@ -65,7 +63,7 @@ class Merging:
     _admit: Callable[[bytes], bool]
     _verifier: RecordVerifier
     _claim_budget: KeyedBuckets[bytes]
-    _forged_budget: KeyedBuckets[bytes]
+    _forged_budget: ForgeryBudget[bytes]
     _table: MemberTable
     _ring: ProbeRing
     _suspicions: Suspicions
@@ -105,12 +103,12 @@ class Merging:
 
     def _verified(self, m: MemberInfo, now: float, sender: bytes) -> bool:
         """The member's own signature over its record (cached); a sender of bad ones gets few verifications."""
-        if self._forged_budget.wait_s(sender, now) > 0:
+        if not self._forged_budget.allows(sender, now):
             self._emit(Refused(refusal=Refusal.RATE_LIMITED))
             return False
         if self._verifier.verify(m):
             return True
-        self._forged_budget.take(sender, now)
+        self._forged_budget.failed(sender, now)
         self.stats.records_forged += 1
         self._emit(Refused(refusal=Refusal.FORGED))
         return False

@@ -33,12 +33,12 @@ from collections.abc import Callable, Mapping
 
 import attrs
 
-from node.protocol.ratelimit import KeyedBuckets
+from node.protocol.ratelimit import ForgeryBudget, KeyedBuckets
 from node.protocol.swim.awareness import Awareness
 from node.protocol.swim.broadcasts import BroadcastQueue
 from node.protocol.swim.config import SwimConfig
 from node.protocol.swim.members import LIVE, MemberTable, ProbeRing
-from node.protocol.swim.merging import CLAIMS, FORGED_PER_SENDER_BURST, FORGED_PER_SENDER_PER_S, Merging, SwimStats
+from node.protocol.swim.merging import CLAIMS, Merging, SwimStats
 from node.protocol.swim.messages import (
     Ack,
     Address,
@@ -132,9 +132,7 @@ class Swim(Merging):
         self._claim_budget: KeyedBuckets[bytes] = KeyedBuckets(
             config.claims_per_sender_per_s, config.claims_per_sender_burst, config.members_max
         )
-        self._forged_budget: KeyedBuckets[bytes] = KeyedBuckets(
-            FORGED_PER_SENDER_PER_S, FORGED_PER_SENDER_BURST, config.members_max
-        )
+        self._forged_budget: ForgeryBudget[bytes] = ForgeryBudget(config.members_max)
         self._table = MemberTable()
         self._table.put(self._self, now)
         self._ring = ProbeRing()
