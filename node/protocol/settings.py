@@ -170,6 +170,14 @@ class RelaySection:
     # Leases this node holds, as an owner, for clients of one home node: one hostile member fills at most this
     # share of `leases_max` (twice the default clients.connections_max, so an honest home always fits).
     leases_per_home_max: int = attrs.field(default=20_000, validator=v.ge(1))
+    # Signature checks (home claims, origin signatures) one peer's frames may make this node run per second, on
+    # average: an Ed25519 check costs 60-160 us, so one member takes at most this share of the CPU; over it, its
+    # claims are refused unchecked (rate_limited). Checks the cache answers and lease renewals are free; an honest
+    # node sends about one per client that connects to it (a node accepts ~1,000 handshakes a second).
+    claim_checks_per_peer_per_s: float = attrs.field(default=1_000.0, validator=_pos)
+    # Signature checks one peer may cause back to back before `claim_checks_per_peer_per_s` applies: a member that
+    # joins or leaves moves the leases of every client of a home at once (twice `leases_per_home_max`).
+    claim_checks_per_peer_burst: int = attrs.field(default=40_000, validator=v.ge(1))
     # MAILBOX_PUT / HANDOFF frames one peer may send per second, on average (token bucket refill rate).
     puts_per_peer_per_s: float = attrs.field(default=2_000.0, validator=_pos)
     # MAILBOX_PUT / HANDOFF frames one peer may send back to back before `puts_per_peer_per_s` applies.

@@ -10,6 +10,7 @@ import random
 import attrs
 
 from node.protocol.identity import Identity
+from node.protocol.ratelimit import FORGED_PER_SENDER_BURST, FORGED_PER_SENDER_PER_S
 from node.protocol.refusals import Refusal
 from node.protocol.relay.claims import HomeClaim, challenge_nonce, nonce_time_s
 from node.protocol.relay.core import CloseClient, RelayCore, ToClient, ToPeer
@@ -253,6 +254,86 @@ def test_an_owner_pushes_a_mailbox_envelope_only_with_the_origins_signature() ->
     c.peer_message(owner, by_p, 61.0 + SIM_CONFIG.claim_skew_s)  # the origin's signature, but void by now
     assert delivered(c.drain()) == []
     c.peer_message(owner, by_p, 1.0)
+    assert len(delivered(c.drain())) == 1
+
+
+# ---------------------------------------------------------------- signature checks per peer (claims.py, PeerChecks)
+
+
+def forged(client: bytes, home: bytes, i: int) -> HomeClaim:
+    """A claim with a fresh nonce and a well-formed signature that does not verify: free to make, each a cache
+    miss, each an Ed25519 check for the receiver (the relaysim LEASE flood of session 10's notes)."""
+    good = client_claim(client, home, WALL0_S, random_bytes=i.to_bytes(24, "big"))
+    return attrs.evolve(good, sig=good.sig[:-1] + bytes([good.sig[-1] ^ 1]))
+
+
+def test_a_member_sending_forged_claims_gets_a_handful_of_checks_and_others_keep_theirs() -> None:
+    """An honest member never sends a claim that fails: after FORGED_PER_SENDER_BURST failures the sender gets one
+    check per 1 / FORGED_PER_SENDER_PER_S seconds; the rest is refused unchecked. Before: 4 x len(OWNED) checks."""
+    c = core()
+    for rnd in range(4):
+        c.peer_message(M, lease(M, [forged(b, M, rnd * 1000 + i) for i, b in enumerate(OWNED)]), 0.0)
+    assert c.verifier.verifications == FORGED_PER_SENDER_BURST, c.verifier.verifications
+    assert c.refused[Refusal.FORGED] == FORGED_PER_SENDER_BURST
+    assert c.refused[Refusal.RATE_LIMITED] == 4 * len(OWNED) - FORGED_PER_SENDER_BURST
+    assert len(c.owner.leases) == 0
+    c.peer_message(P, lease(P, [client_claim(OWNED[0], P, WALL0_S)]), 0.1)  # an honest member's budget is its own
+    assert c.owner.leases.homes(OWNED[0], 0.1) == (P,)
+    later = 0.1 + 1 / FORGED_PER_SENDER_PER_S
+    c.peer_message(M, lease(M, [forged(b, M, 9000 + i) for i, b in enumerate(OWNED)]), later)
+    assert c.verifier.verifications == FORGED_PER_SENDER_BURST + 2  # P's claim, and one more of M's
+
+
+def test_a_member_gets_at_most_its_check_budget_even_with_claims_that_verify() -> None:
+    """A member can sign claims for keys of its own, as many as it likes: each new one costs the receiver a check.
+    The receiver checks at most `claim_checks_per_peer_burst`, then `claim_checks_per_peer_per_s`; renewals of the
+    leases it took are free. Before: every claim was checked."""
+    c = core(claim_checks_per_peer_burst=10, claim_checks_per_peer_per_s=1.0)
+    claims = [client_claim(b, M, WALL0_S) for b in OWNED[:50]]
+    c.peer_message(M, lease(M, claims), 0.0)
+    assert c.verifier.verifications == 10 and c.owner.leases.count_home(M) == 10
+    assert c.refused[Refusal.RATE_LIMITED] == 40
+    c.peer_message(P, lease(P, [client_claim(b, P, WALL0_S) for b in OWNED[:5]]), 0.0)  # P's budget is its own
+    assert c.owner.leases.count_home(P) == 5
+    c.peer_message(M, lease(M, claims), 5.0)  # 10 renewals (free), and 5 new ones within 5 s of refill
+    assert c.verifier.verifications == 10 + 5 + 5 and c.owner.leases.count_home(M) == 15
+
+
+def test_a_renewal_costs_no_check_even_when_the_cache_forgot_its_claim() -> None:
+    """With more leases than `claim_cache_max`, renewals used to miss the cache: each was checked again, every
+    third of a lease TTL, and now each would spend its home's check budget. Before: 3 checks."""
+    c = core(claim_cache_max=1)
+    first, second = client_claim(OWNED[0], P, WALL0_S), client_claim(OWNED[1], P, WALL0_S)
+    c.peer_message(P, lease(P, [first]), 0.0)
+    c.peer_message(P, lease(P, [second]), 0.0)  # evicts `first` from the cache
+    c.peer_message(P, lease(P, [first]), 10.0)
+    assert c.verifier.verifications == 2 and c.owner.leases.homes(OWNED[0], 10.0) == (P,)
+
+
+def test_a_full_share_of_leases_costs_no_check() -> None:
+    c = core(leases_per_home_max=3)
+    c.peer_message(M, lease(M, [client_claim(b, M, WALL0_S) for b in OWNED[:20]]), 0.0)
+    assert c.verifier.verifications == 3 and c.owner.leases.count_home(M) == 3  # before: 20 checks
+
+
+def test_a_put_over_the_put_budget_costs_no_check() -> None:
+    c = core(puts_per_peer_burst=2, puts_per_peer_per_s=0.01)
+    for i in range(5):  # each from another sender: a claim the cache does not know
+        c.peer_message(P, put(P, OWNED[i], sender=CLIENTS[100 + i], eid=bytes([i]) * 16), 0.0)
+    assert events(c.drain()) == [MailboxStatus.STORED] * 2 + [MailboxStatus.FULL] * 3
+    assert c.verifier.verifications == 2  # before: 5
+
+
+def test_an_origin_sending_forged_sender_claims_to_a_home_gets_a_handful_of_checks() -> None:
+    c = core()
+    b = OWNED[0]
+    online(c, 1, b)
+    c.drain()
+    for i in range(50):
+        c.peer_message(M, penv(M, b, CLIENTS[1 + i], forged(CLIENTS[1 + i], M, i), eid=bytes([i]) * 16), 0.0)
+    assert delivered(c.drain()) == [] and c.verifier.verifications == FORGED_PER_SENDER_BURST  # before: 50
+    assert c.refused[Refusal.RATE_LIMITED] == 50 - FORGED_PER_SENDER_BURST
+    c.peer_message(P, penv(P, b, A, client_claim(A, P, WALL0_S), eid=b"h" * 16), 0.0)
     assert len(delivered(c.drain())) == 1
 
 

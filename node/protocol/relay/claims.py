@@ -13,17 +13,28 @@ Rules
   connection before its claim ages out and the client reconnects with a fresh one (docs/protocol.md).
 - Signature checks are cached (`ClaimVerifier`, bounded LRU keyed by the whole claim), so renewals and every
   envelope of one connection cost one Ed25519 verification in total.
+- Checks are budgeted per peer (`PeerChecks`): an Ed25519 check costs 60-160 µs, and a member chooses what it
+  sends. Each check a peer's frame causes (one the cache cannot answer) takes a token from that peer's bucket
+  (`claim_checks_per_peer_per_s`, `claim_checks_per_peer_burst`); each one that fails also takes one from its
+  forgery budget (node/protocol/ratelimit.py `ForgeryBudget`: an honest member never sends a bad signature). With
+  either empty, the peer's claims and origin signatures are refused unchecked (`rate_limited`) until they refill,
+  so one member can make this node spend at most that share of its CPU on signatures. Claims and origin
+  signatures from this node itself are never budgeted.
 """
 
 from __future__ import annotations
 
+import enum
 import struct
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import Any, Final
 
 import attrs
 
 from node.protocol.identity import client_auth_message, verify_signature
+from node.protocol.ratelimit import ForgeryBudget, KeyedBuckets
+from node.protocol.refusals import Refusal
 
 NONCE_BYTES: Final = 32
 NONCE_TIME_BYTES: Final = 8
@@ -65,14 +76,64 @@ class HomeClaim:
         return nonce_time_s(self.nonce)
 
 
-class ClaimVerifier:
-    """Checks claims against a time window; remembers up to `cache_max` signature results (LRU)."""
+class Verdict(enum.Enum):
+    """What a check of a claim or an origin signature found."""
 
-    def __init__(self, *, age_max_s: float, skew_s: float, cache_max: int) -> None:
+    VALID = "valid"
+    STALE = "stale"  # outside its time window (no signature check run)
+    FORGED = "forged"  # the signature does not verify (or has the wrong size)
+    UNCHECKED = "unchecked"  # its peer is over its check budget: refused without a check
+
+    @property
+    def refusal(self) -> Refusal:
+        """The metric reason a refusal for this verdict counts under (not for VALID)."""
+        return _REFUSALS[self]
+
+
+_REFUSALS: Final = {
+    Verdict.VALID: Refusal.MALFORMED,  # never counted: only refusals are
+    Verdict.STALE: Refusal.REPLAYED,
+    Verdict.FORGED: Refusal.FORGED,
+    Verdict.UNCHECKED: Refusal.RATE_LIMITED,
+}
+
+
+class PeerChecks:
+    """The signature checks each peer may make this node run (the module docstring's last rule)."""
+
+    def __init__(self, *, per_s: float, burst: float, keys_max: int, exempt: bytes = b"") -> None:
+        self._checks: KeyedBuckets[bytes] = KeyedBuckets(per_s, burst, keys_max)
+        self._forged: ForgeryBudget[bytes] = ForgeryBudget(keys_max)
+        self._exempt = exempt  # this node's own id: what it loops back to itself is not budgeted
+
+    def exhausted(self, peer: bytes, now: float) -> bool:
+        """Would a check for `peer` be refused now? (A frame from it can then skip the work before its checks.)"""
+        if peer == self._exempt:
+            return False
+        return not (self._forged.allows(peer, now) and self._checks.wait_s(peer, now) == 0)
+
+    def check(self, peer: bytes, now: float, verify: Callable[[], bool]) -> Verdict:
+        """Run `verify` for `peer` if its budgets allow, and charge them."""
+        if peer == self._exempt:
+            return Verdict.VALID if verify() else Verdict.FORGED
+        if not (self._forged.allows(peer, now) and self._checks.take(peer, now)):
+            return Verdict.UNCHECKED
+        if verify():
+            return Verdict.VALID
+        self._forged.failed(peer, now)
+        return Verdict.FORGED
+
+
+class ClaimVerifier:
+    """Checks claims against a time window; remembers up to `cache_max` signature results (LRU). With `checks`,
+    what a peer sends is checked within that peer's budget (`check`, `check_origin`)."""
+
+    def __init__(self, *, age_max_s: float, skew_s: float, cache_max: int, checks: PeerChecks | None = None) -> None:
         self.age_max_s = age_max_s
         self.skew_s = skew_s
         self._max = cache_max
         self._cache: OrderedDict[tuple[bytes, bytes, bytes, bytes], bool] = OrderedDict()
+        self._checks = checks
         self.verifications = 0  # Ed25519 verifications done (for tests and metrics)
 
     def fresh(self, claim: HomeClaim, wall_s: float, *, extra_age_s: float = 0.0) -> bool:
@@ -92,24 +153,67 @@ class ClaimVerifier:
         while len(self._cache) > self._max:
             self._cache.popitem(last=False)
 
-    def valid(self, claim: HomeClaim, wall_s: float, *, extra_age_s: float = 0.0) -> bool:
-        return self.valid_parts(claim.client, claim.home, claim.nonce, claim.sig, wall_s, extra_age_s=extra_age_s)
+    def exhausted(self, peer: bytes, now: float) -> bool:
+        """Is `peer` over its check budget (`PeerChecks.exhausted`)?"""
+        return self._checks is not None and self._checks.exhausted(peer, now)
 
-    def valid_parts(
-        self, client: bytes, home: bytes, nonce: bytes, sig: bytes, wall_s: float, *, extra_age_s: float = 0.0
-    ) -> bool:
-        """`valid` for a claim given by its fields: the per-envelope path (no object built)."""
-        if len(nonce) != NONCE_BYTES or len(sig) != SIG_BYTES or not self._fresh(nonce, wall_s, extra_age_s):
-            return False
+    def valid(self, claim: HomeClaim, wall_s: float, *, extra_age_s: float = 0.0) -> bool:
+        """Is `claim` valid at `wall_s`? (Unbudgeted: for claims this node holds, not for a peer's.)"""
+        verdict = self.check_parts(claim.client, claim.home, claim.nonce, claim.sig, wall_s, extra_age_s=extra_age_s)
+        return verdict is Verdict.VALID
+
+    def check(
+        self, claim: HomeClaim, wall_s: float, *, extra_age_s: float = 0.0, peer: bytes = b"", now: float = 0.0
+    ) -> Verdict:
+        """Check `claim` sent by `peer` (at monotonic `now`, for its budget)."""
+        return self.check_parts(
+            claim.client, claim.home, claim.nonce, claim.sig, wall_s, extra_age_s=extra_age_s, peer=peer, now=now
+        )
+
+    def check_parts(
+        self,
+        client: bytes,
+        home: bytes,
+        nonce: bytes,
+        sig: bytes,
+        wall_s: float,
+        *,
+        extra_age_s: float = 0.0,
+        peer: bytes = b"",
+        now: float = 0.0,
+    ) -> Verdict:
+        """`check` for a claim given by its fields: the per-envelope path (no object built)."""
+        if len(nonce) != NONCE_BYTES or len(sig) != SIG_BYTES:
+            return Verdict.FORGED
+        if not self._fresh(nonce, wall_s, extra_age_s):
+            return Verdict.STALE
         key = (client, home, nonce, sig)
         ok = self._cache.get(key)
-        if ok is None:
-            self.verifications += 1
-            ok = verify_signature(client, client_auth_message(home, nonce), sig)
-            self._remember(key, ok)
-        else:
+        if ok is not None:
             self._cache.move_to_end(key)
-        return ok
+            return Verdict.VALID if ok else Verdict.FORGED
+        verdict = self._run(peer, now, lambda: verify_signature(client, client_auth_message(home, nonce), sig))
+        if verdict is not Verdict.UNCHECKED:
+            self._remember(key, verdict is Verdict.VALID)
+        return verdict
+
+    def check_signed(
+        self, signer: bytes, message: Callable[[], bytes], sig: bytes, *, peer: bytes, now: float
+    ) -> Verdict:
+        """Did `signer` sign `message()` (built only if it is checked)? Within `peer`'s budget, not cached: for
+        signatures checked once per hop (a mailbox envelope's origin signature)."""
+        if len(sig) != SIG_BYTES:
+            return Verdict.FORGED
+        return self._run(peer, now, lambda: verify_signature(signer, message(), sig))
+
+    def _run(self, peer: bytes, now: float, verify: Callable[[], bool]) -> Verdict:
+        def counted() -> bool:
+            self.verifications += 1
+            return verify()
+
+        if self._checks is None or not peer:
+            return Verdict.VALID if counted() else Verdict.FORGED
+        return self._checks.check(peer, now, counted)
 
 
 class LinkClaims:

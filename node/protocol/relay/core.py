@@ -37,7 +37,8 @@ Rules
    from X's claimed home (the origin) or from an owner of the recipient pushing a mailbox entry, with X's valid
    claim naming that origin. A connection is closed (`CloseClient`) a lease period before its claim ages out.
 10. Budgets (node/protocol/relay/budgets.py): per sender id and per source address at the origin; per origin node,
-   per sender id and in bytes at the owners (node/protocol/relay/owner.py).
+   per sender id and in bytes at the owners (node/protocol/relay/owner.py); signature checks per peer, for every
+   role (node/protocol/relay/claims.py, `PeerChecks`).
 11. Fail-over scans are batched per node: what waits on a node whose link failed (cache entries, lookups, pending
    envelopes, an owner's in-flight pushes) is found by scanning those tables, and that scan runs at most once per
    `UNREACHABLE_RESCAN_S` for one node; another failure within that window is noted and scanned at its end (by
@@ -64,10 +65,10 @@ import attrs
 
 from node.protocol.deadlines import DeadlineHeap
 from node.protocol.relay.budgets import OriginBudgets
-from node.protocol.relay.claims import ClaimVerifier, HomeClaim, LinkClaims
+from node.protocol.relay.claims import ClaimVerifier, HomeClaim, LinkClaims, PeerChecks
 from node.protocol.relay.commands import CloseClient, Command, ToClient, ToPeer
 from node.protocol.relay.home import Home
-from node.protocol.relay.owner import Owner
+from node.protocol.relay.owner import PEERS_TRACKED_MAX, Owner
 from node.protocol.relay.push import PushRole
 from node.protocol.relay.rendezvous import INF
 from node.protocol.settings import PushSection, RelaySection
@@ -167,8 +168,17 @@ class RelayCore:
         self._sign = sign
         self.config = config
         self._rng = rng
+        checks = PeerChecks(
+            per_s=config.claim_checks_per_peer_per_s,
+            burst=config.claim_checks_per_peer_burst,
+            keys_max=PEERS_TRACKED_MAX,
+            exempt=node_id,
+        )
         self.verifier = ClaimVerifier(
-            age_max_s=config.claim_age_max_s, skew_s=config.claim_skew_s, cache_max=config.claim_cache_max
+            age_max_s=config.claim_age_max_s,
+            skew_s=config.claim_skew_s,
+            cache_max=config.claim_cache_max,
+            checks=checks,
         )
         self._budgets = OriginBudgets(config)
         self._out: list[Command] = []

@@ -25,9 +25,9 @@ import attrs
 
 from node.protocol.deadlines import DeadlineHeap
 from node.protocol.refusals import Refusal
-from node.protocol.relay.claims import ClaimVerifier, HomeClaim, LinkClaims
+from node.protocol.relay.claims import ClaimVerifier, HomeClaim, LinkClaims, Verdict
 from node.protocol.relay.commands import CloseClient, Command, ToClient
-from node.protocol.relay.owner import Owner, origin_signed
+from node.protocol.relay.owner import Owner, origin_verdict
 from node.protocol.relay.rendezvous import INF, SeenSet
 from node.protocol.settings import RelaySection
 from node.protocol.wire.client import Deliver
@@ -191,21 +191,28 @@ class Home:
             return env.claim_nonce, env.claim_sig
         return self._links.known(from_node, env.sender) if from_node == env.origin else None
 
-    def _authorised(self, from_node: bytes, env: PeerEnvelope, claim: tuple[bytes, bytes], now: float) -> bool:
+    def _authorised(self, from_node: bytes, env: PeerEnvelope, claim: tuple[bytes, bytes], now: float) -> Verdict:
+        """The sender's claim, and for a mailbox push by an owner the origin's signature, each checked within
+        `from_node`'s check budget."""
         wall = now + self._owner.wall_offset_s
-        if from_node != env.origin and not (
-            self._owner.near(from_node, env.to) and origin_signed(env, wall, self.config.claim_skew_s)
-        ):
-            return False
-        return self._verifier.valid_parts(env.sender, env.origin, *claim, wall, extra_age_s=self.config.mailbox_ttl)
+        if from_node != env.origin:
+            if not self._owner.near(from_node, env.to):
+                return Verdict.FORGED
+            pushed = origin_verdict(self._verifier, env, wall, peer=from_node, now=now)
+            if pushed is not Verdict.VALID:
+                return pushed
+        return self._verifier.check_parts(
+            env.sender, env.origin, *claim, wall, extra_age_s=self.config.mailbox_ttl, peer=from_node, now=now
+        )
 
     def _admit(self, from_node: bytes, env: PeerEnvelope, now: float) -> bool:
         claim = self._sender_claim(from_node, env)
         if claim is None and from_node == env.origin:
             self._send(from_node, EnvelopeResult(eid=env.eid, status=ResultStatus.NEED_CLAIM))
             return False
-        if claim is None or not self._authorised(from_node, env, claim, now):
-            self._owner.refused[Refusal.FORGED] += 1
+        verdict = Verdict.FORGED if claim is None else self._authorised(from_node, env, claim, now)
+        if claim is None or verdict is not Verdict.VALID:
+            self._owner.refused[verdict.refusal] += 1
             return False
         if from_node == env.origin and env.has_claim and from_node != self.node_id:  # own envelopes keep theirs
             self._links.learn(from_node, env.sender, *claim)

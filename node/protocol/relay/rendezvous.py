@@ -126,11 +126,18 @@ class LeaseTable:
     def count_home(self, home: bytes) -> int:
         return self._per_home[home]
 
+    def fits(self, client: bytes, home: bytes) -> bool:
+        """Would `put(client, home, ...)` be taken (a renewal, or a new lease within the bounds)?"""
+        homes = self._t.get(client)
+        if homes is not None and home in homes:
+            return True
+        return self._count < self._max and self._per_home[home] < self._per_home_max
+
     def put(self, client: bytes, home: bytes, expires: float, claim: HomeClaim | None = None) -> bool:
         """Add or renew a lease. False when the table (or the home's share of it) is full: the lease is refused."""
         homes = self._t.get(client)
         if homes is None or home not in homes:
-            if self._count >= self._max or self._per_home[home] >= self._per_home_max:
+            if not self.fits(client, home):
                 return False
             self._count += 1
             self._per_home[home] += 1

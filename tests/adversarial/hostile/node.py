@@ -12,6 +12,8 @@ Commands (ids are hex; `src` is the 127.0.0.0/8 address a flood comes from):
   forge        {frm, to, n}          ENVELOPE / HANDOFF frames "from" a client of another node     (finding 3)
   steal        {id}                  LEASE_DROP for every home, then a LEASE naming itself          (finding 3)
   lease_flood  {n}                   n fake 24-hour leases to every honest member, two homes each   (finding 3)
+  claim_flood  {victim, n}           n fresh claims with well-formed signatures that do not verify, in
+                                     LEASE frames of 256, for ids the victim owns (signature checks)
   evict        {victim, duration_s}  SWIM "victim is dead" at the highest incarnation, repeated      (finding 2)
   whois        {host, port, rate_per_s, duration_s, src}  a WHOIS flood                              (finding 8)
   peer_idle    {host, port, n, duration_s, src}  idle TCP connections to a peer port              (finding 8)
@@ -25,6 +27,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import struct
 import sys
 import time
 from pathlib import Path
@@ -55,6 +58,8 @@ from tests.integration.cluster import loopback_config
 
 DAY_MS = 86_400_000
 PEER_IDS_MAX = 512
+LEASE_CLAIMS_MAX = 256
+REPLICAS = 3  # the default [relay] replicas
 SEND_RETRIES_MAX = 300  # 10 ms apart: a peer link that stays full for 3 s is given up on
 
 
@@ -123,6 +128,31 @@ class Hostile:
                     sent += await self.frame(peer, {**lease, **claims})
                 await trio.sleep(0)
         return {"frames": sent, "elapsed_s": time.monotonic() - started}
+
+    async def claim_flood(self, victim: str, n: int) -> dict[str, Any]:
+        """Each claim costs nothing to make and, before per-peer check budgets, one Ed25519 check at the victim
+        (fresh nonce: no cache hit; S below the group order: the check runs to its end)."""
+        from node.protocol.relay.rendezvous import owners  # current layout only (the commit before is)
+
+        v = bytes.fromhex(victim)
+        members = sorted(m.id for m in self.h.swim.members() if m.state.value == "alive")
+        started = time.monotonic()
+        frames = claims = 0
+        while claims < n:
+            ids, nonces, sigs = [], [], []
+            while len(ids) < min(LEASE_CLAIMS_MAX, n - claims):
+                client = os.urandom(32)
+                if v in owners(client, members, REPLICAS):
+                    sig = bytearray(os.urandom(64))
+                    sig[63] &= 0x0F
+                    ids.append(client)
+                    nonces.append(struct.pack(">Q", int(time.time() * 1000)) + os.urandom(24))
+                    sigs.append(bytes(sig))
+            lease = {"t": int(MsgType.LEASE), "h": self.me, "ids": ids, "ns": nonces, "sg": sigs, "ttl": 30_000}
+            frames += await self.frame(v, lease)
+            claims += len(ids)
+            await trio.sleep(0)
+        return {"frames": frames, "claims": claims, "elapsed_s": time.monotonic() - started}
 
     async def evict(self, victim: str, duration_s: float, interval_s: float = 0.1) -> dict[str, Any]:
         v = bytes.fromhex(victim)

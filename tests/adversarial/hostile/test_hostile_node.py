@@ -9,8 +9,10 @@ nodes show from outside: receipts, deliveries, /v1/members, resident memory.
 from __future__ import annotations
 
 import os
+import re
 import socket
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from functools import partial
 from typing import Any
@@ -32,6 +34,7 @@ from tests.adversarial.hostile.harness import (
     PEER_FLOOD_SRC,
     Federation,
     call,
+    cpu_s,
     receipt,
     rss_bytes,
     wait_quiet,
@@ -118,6 +121,35 @@ def test_finding_3_a_lease_flood_does_not_hide_a_newly_connected_client(fed: Fed
         assert statuses == ["delivered"], (
             f"a client connected after the flood of {r['frames']} LEASE frames: {statuses}"
         )
+
+
+def _refused(node: Any, reason: str) -> float:
+    with urllib.request.urlopen(f"http://127.0.0.1:{node.ports['metrics']}/metrics", timeout=5) as resp:
+        text = resp.read().decode()
+    found = re.search(rf'homing_packets_refused_total{{layer="peer",reason="{reason}"}} (\S+)', text)
+    assert found is not None, f"no peer {reason} series in /metrics"
+    return float(found.group(1))
+
+
+def test_a_member_cannot_make_a_node_check_unbounded_forged_claims(fed: Federation) -> None:
+    """Signature checks are budgeted per peer (node/protocol/relay/claims.py, PeerChecks): after a handful of
+    failures, a member's claims are refused unchecked. Before: every one of the 5,120 claims was an Ed25519 check
+    at the victim (`forged` grew by 5,120, about 0.8 s of its CPU), and a flood of them held its loop."""
+    victim = fed.nodes[2]
+    forged_before, limited_before = _refused(victim, "forged"), _refused(victim, "rate_limited")
+    cpu_before = cpu_s(victim.proc.pid)
+    r = hostile_do(fed, "claim_flood", timeout=90, victim=victim.id.hex(), n=5_120)()
+    assert r.get("claims") == 5_120 and r["frames"] == 20, r
+    wait_quiet([victim.proc.pid])
+    checked = _refused(victim, "forged") - forged_before
+    limited = _refused(victim, "rate_limited") - limited_before
+    cpu = cpu_s(victim.proc.pid) - cpu_before
+    # the forgery budget: 5 at once, then one per 5 s (the whole flood and the wait take well under a minute)
+    assert checked <= 5 + 12, f"the victim checked {checked:.0f} forged claims ({limited:.0f} refused unchecked)"
+    assert limited >= 5_120 - checked, f"{limited:.0f} claims refused unchecked, {checked:.0f} checked"
+    caller, callee = Identity.generate(), Identity.generate()
+    statuses = trio.run(partial(call, settle_s=1.0), fed.nodes[0].url, caller, victim.url, callee)
+    assert statuses == ["delivered"], f"a call to the victim after the flood ({cpu:.2f} s of its CPU): {statuses}"
 
 
 def test_finding_4_one_address_with_fresh_keys_cannot_fill_the_mailboxes(fed: Federation) -> None:
