@@ -10,8 +10,9 @@
 - One-shot exchanges on a fresh connection: `push_pull` (SWIM full-state sync), `stream_ping` (SWIM's TCP fallback
   probe) and `fetch_card` (the node's signed referral card, for `goaway`); both of the last two are LINK_PING.
 - `serve_peers`: the listener. Before anything is read, a connection must fit `connections_max`,
-  `connections_per_address_max` and `preauth_per_address_max` (per /32 or /64, node/protocol/ratelimit.py
-  `address_key`); it then has `handshake_timeout_s` to authenticate and send its first frame, or it is closed.
+  `connections_per_address_max`, `preauth_per_address_max` and its address's rate of new connections
+  (`handshakes_per_address_per_s`, `_burst`), all per /32 or /64 (node/protocol/ratelimit.py `address_key`); it then
+  has `handshake_timeout_s` to authenticate and send its first frame, or it is closed.
   LINK_HELLO hands the connection to `on_link` (PeerLinks.accept, node/net/peers.py), which keeps it.
 """
 
@@ -39,7 +40,7 @@ from node.protocol.errors import NotAdmitted, RemoteProtocolError, TransportErro
 from node.protocol.identity import Identity, short_id
 from node.protocol.nodelist import parse_card
 from node.protocol.peerlink import DEFAULT_LIMITS, PeerLimits
-from node.protocol.ratelimit import address_key
+from node.protocol.ratelimit import KeyedBuckets, address_key
 from node.protocol.refusals import Refusal
 from node.protocol.wire import Limits, packb, require_map, unpack_all, unpackb
 from node.protocol.wire.link import (
@@ -53,6 +54,9 @@ from node.protocol.wire.link import (
 )
 
 Address = tuple[str, int]
+# addresses whose handshake rate is tracked (~100 B each): an attacker must cycle more addresses than this within
+# `handshakes_per_address_burst / _per_s` seconds (20 s by default) to get a fresh bucket back
+ADDRESSES_PACED_MAX = 65_536
 
 
 def _rekey(limits: PeerLimits) -> RekeyPolicy:
@@ -280,16 +284,16 @@ async def serve_peers(
 ) -> None:
     """Accept peer connections: push-pull syncs and pings are answered and closed; links go to `on_link`.
 
-    Before anything is read, a connection must fit `connections_max`, `connections_per_address_max` and
-    `preauth_per_address_max` (per /32 or /64, node/protocol/ratelimit.py `address_key`); it then has
-    `handshake_timeout_s` to authenticate and send its first frame, or it is closed.
+    Before anything is read, a connection must fit `connections_max`, `connections_per_address_max`,
+    `preauth_per_address_max` and its address's handshake rate (per /32 or /64, node/protocol/ratelimit.py
+    `address_key`); it then has `handshake_timeout_s` to authenticate and send its first frame, or it is closed.
     """
     gate = _PeerGate(limits)
 
     async def handle(stream: trio.SocketStream) -> None:
         key = address_key(_remote_host(stream))
-        if not gate.enter(key):
-            on_refused(Refusal.RATE_LIMITED)  # connections_max or a per-address limit
+        if not gate.enter(key, trio.current_time()):
+            on_refused(Refusal.RATE_LIMITED)  # connections_max, a per-address limit or the address's rate
             await stream.aclose()
             return
         chan: Channel | None = None
@@ -336,20 +340,25 @@ def _remote_host(stream: trio.SocketStream) -> str:
 
 
 class _PeerGate:
-    """Counts connections on the peer port: in total, per address, and per address still unauthenticated."""
+    """Counts connections on the peer port: in total, per address, and per address still unauthenticated; and
+    paces each address's new connections (a token bucket per address)."""
 
     def __init__(self, limits: PeerLimits) -> None:
         self._limits = limits
         self._active = 0
         self._per_address: dict[str, int] = {}
         self._preauth: dict[str, int] = {}
+        self._rate: KeyedBuckets[str] = KeyedBuckets(
+            limits.handshakes_per_address_per_s, limits.handshakes_per_address_burst, ADDRESSES_PACED_MAX
+        )
 
-    def enter(self, key: str) -> bool:
+    def enter(self, key: str, now: float) -> bool:
         lim = self._limits
         if (
             self._active >= lim.connections_max
             or self._per_address.get(key, 0) >= lim.connections_per_address_max
             or self._preauth.get(key, 0) >= lim.preauth_per_address_max
+            or not self._rate.take(key, now)
         ):
             return False
         self._active += 1

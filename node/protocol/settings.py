@@ -389,6 +389,14 @@ class PeersSection:
     preauth_per_address_max: int = attrs.field(default=8, validator=v.ge(1))
     # Connections from one address (/32, /64) in total: a node needs a few (its link, syncs, probes).
     connections_per_address_max: int = attrs.field(default=64, validator=v.ge(1))
+    # New connections one address (/32, /64) may open to the peer port per second, on average. Each one that
+    # starts a handshake costs this node about 1.3 ms of CPU (two X25519 operations, the Noise hashes), before it
+    # can know whether the key is admitted: unbounded, one host without a key took a node's whole core. A member
+    # opens a few a minute (its link, SWIM syncs, TCP probes); over the rate a connection is closed unread.
+    handshakes_per_address_per_s: float = attrs.field(default=10.0, validator=_pos)
+    # Connections one address may open back to back before `handshakes_per_address_per_s` applies: several nodes
+    # behind one address (a test federation on 127.0.0.1) all dial a node that starts at once.
+    handshakes_per_address_burst: int = attrs.field(default=200, validator=v.ge(1))
     # Seconds before the first redial of an unreachable peer; the wait doubles after each failure.
     backoff_min_s: float = attrs.field(default=0.1, validator=_pos)
     # Seconds the redial wait for an unreachable peer grows to at most.
