@@ -55,6 +55,10 @@ class DatagramSealer:
             self._boxes[peer] = box
         return box
 
+    def keyed(self, peer: bytes) -> bool:
+        """Has this sealer computed a shared key with `peer` (one X25519 operation) and still holds it?"""
+        return peer in self._boxes
+
     def seal(self, peer: bytes, plaintext: bytes) -> bytes:
         self._counter += 1
         head = struct.pack(">BQQ", SEALED_VERSION, self._epoch, self._counter)

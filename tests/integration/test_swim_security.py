@@ -60,10 +60,13 @@ async def test_hostile_datagrams_change_nothing(tmp_path: Path) -> None:
         await sock.sendto(bytes(forged), target)
         await until(lambda: refused(node, "forged") >= 1)
 
-        # sealed by a key the node does not admit
-        stranger = DatagramSealer(Identity.generate(), epoch_ms=1)
+        # sealed by a key the node does not admit: refused on the id in the clear, before any key agreement (so
+        # datagrams with made-up sender ids cost no X25519 operation; on the code before, it keyed the stranger)
+        strange = Identity.generate()
+        stranger = DatagramSealer(strange, epoch_ms=1)
         await sock.sendto(stranger.seal(node.identity.id, encode_datagram(Ping(seq=3))), target)
         await until(lambda: refused(node, "unadmitted") >= 1)
+        assert not node.driver.sealer.keyed(strange.id) and node.driver.sealer.keyed(friend.id)
 
         # truncated, garbage, oversized, short WHOIS (amplification guard)
         await sock.sendto(packet[:40], target)
