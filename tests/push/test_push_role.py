@@ -7,6 +7,7 @@ import random
 import attrs
 
 from node.protocol.identity import Identity
+from node.protocol.refusals import Refusal
 from node.protocol.relay.core import RelayCore, ToPeer
 from node.protocol.relay.push import PushDropped, SendPush
 from node.protocol.relay.rendezvous import owners
@@ -27,9 +28,10 @@ def _node(i: int) -> bytes:
     return bytes([i]) * 32
 
 
-def _callee_ranked(me: bytes, members: list[bytes], rank: int) -> bytes:
-    for n in range(10_000):
-        client = n.to_bytes(32, "big")
+def _callee_ranked(me: bytes, members: list[bytes], rank: int, skip: int = 0) -> bytes:
+    """A client id (with a key, so that it can sign its home claim) that `me` owns at `rank`."""
+    for n in range(skip, 1_000):
+        client = sim_client(b"push-callee-%d" % n)
         ranked = owners(client, members, 3)
         if me in ranked and ranked.index(me) == rank:
             return client
@@ -50,9 +52,23 @@ def _core(me: bytes, members: list[bytes], **push: object) -> RelayCore:
     return core
 
 
+def _sub_msg(client: bytes, ttl_ms: int = 3_600_000, p256dh: bytes = P256, home: bytes = ORIGIN) -> PushSub:
+    """The client's subscription as its home sends it, with the client's claim naming that home."""
+    claim = client_claim(client, home, 0.0)
+    return PushSub(
+        id=client,
+        endpoint="https://push.example.org/x",
+        p256dh=p256dh,
+        auth=b"a" * 16,
+        ttl_ms=ttl_ms,
+        home=home,
+        claim_nonce=claim.nonce,
+        claim_sig=claim.sig,
+    )
+
+
 def _sub(core: RelayCore, client: bytes, now: float, ttl_ms: int = 3_600_000, p256dh: bytes = P256) -> None:
-    msg = PushSub(id=client, endpoint="https://push.example.org/x", p256dh=p256dh, auth=b"a" * 16, ttl_ms=ttl_ms)
-    core.peer_message(ORIGIN, msg, now)
+    core.peer_message(ORIGIN, _sub_msg(client, ttl_ms, p256dh), now)
 
 
 def _offer(core: RelayCore, client: bytes, n: int, now: float, kind: Kind = Kind.CALL_OFFER) -> bytes:
@@ -148,10 +164,8 @@ def test_subscriptions_expire_and_are_removed_when_gone() -> None:
     _sub(core, carol, 11.0)
     core.push_gone(carol, "https://push.example.org/x", 11.0)
     out = core.drain()
-    assert len(core.push.held) == 0
-    assert {c.node for c in out if isinstance(c, ToPeer) and isinstance(c.msg, PushUnsub)} == {
-        o for o in owners(carol, MEMBERS, 3) if o != me
-    }
+    assert len(core.push.held) == 0  # dropped here only: each co-owner learns it from its own push (rule 5)
+    assert [c for c in out if isinstance(c, ToPeer) and isinstance(c.msg, PushUnsub)] == []
 
 
 def test_held_subscriptions_move_to_new_owners() -> None:
@@ -175,3 +189,49 @@ def test_a_subscription_from_a_peer_is_checked_like_a_client_s() -> None:
     carol = _callee_ranked(me, MEMBERS, 0)
     _sub(core, carol, 0.0, p256dh=b"\x04" + b"\x01" * 64)  # wire-valid length, not a point on P-256
     assert len(core.push.held) == 0
+
+
+# ---------------------------------------------------------------- authority (rule 5)
+
+HOSTILE = _node(3)  # a member that homes none of these clients
+
+
+def test_a_member_cannot_replace_a_subscription_of_a_client_it_does_not_home() -> None:
+    """Before rule 5 any member's PUSH_SUB replaced the subscription: the callee's phone was never woken again and
+    the member was told of every call to it. Now it needs the client's claim naming the sender as its home."""
+    me = _node(1)
+    core = _core(me, MEMBERS)
+    carol = _callee_ranked(me, MEMBERS, 0)
+    _sub(core, carol, 0.0)
+    real = core.push.held.get(carol, 0.0)
+    assert real is not None
+    evil = attrs.evolve(_sub_msg(carol), endpoint="https://evil.example.org/x")  # carol's claim names ORIGIN
+    core.peer_message(HOSTILE, evil, 1.0)  # as a hand-off (all 4 members are within the top 2R): ignored
+    unsigned = attrs.evolve(evil, home=HOSTILE)  # names itself: carol never signed that
+    core.peer_message(HOSTILE, unsigned, 1.0)
+    assert core.push.held.get(carol, 1.0) == real and core.refused[Refusal.FORGED] == 1
+    other = _callee_ranked(me, MEMBERS, 0, skip=50)
+    core.peer_message(_node(2), _sub_msg(other), 1.5)  # a hand-off of what is not held yet is taken
+    assert core.push.held.get(other, 1.5) is not None
+    _offer(core, carol, 1, 2.0)
+    [push] = [c for c in _pushes(core) if isinstance(c, SendPush)]
+    assert push.sub.endpoint == "https://push.example.org/x"
+
+
+def test_a_member_cannot_drop_a_subscription_or_cancel_a_push_it_does_not_own() -> None:
+    me = _node(1)
+    members = [*MEMBERS, _node(4), _node(5), _node(6), _node(7), _node(8)]
+    core = _core(me, members)
+    carol = next(
+        c for n in range(0, 1_000, 7) if HOSTILE not in owners(c := _callee_ranked(me, members, 1, skip=n), members, 3)
+    )
+    core.peer_message(ORIGIN, _sub_msg(carol), 0.0)
+    core.peer_message(HOSTILE, PushUnsub(id=carol), 0.5)  # only the home the subscription came with may
+    assert core.push.held.get(carol, 0.5) is not None
+    eid = _offer(core, carol, 1, 1.0)
+    core.peer_message(HOSTILE, PushClaim(eid=eid, id=carol), 1.1)  # not an owner of carol: no say
+    core.tick(1.0 + core.push.config.fallback_s)
+    assert [type(c) for c in _pushes(core)] == [SendPush]
+    assert core.refused[Refusal.FORGED] == 2
+    core.peer_message(ORIGIN, PushUnsub(id=carol), 2.0)  # the home itself (carol unregistered)
+    assert core.push.held.get(carol, 2.0) is None

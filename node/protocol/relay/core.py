@@ -330,7 +330,7 @@ class RelayCore:
     def push_register(self, conn_id: int, sub: Subscription, now: float) -> bool:
         """A local client's push_register; False when it is not online or the table is full."""
         conn = self.home.conns.get(conn_id)
-        ok = conn is not None and self.push.register(conn.client, sub, now)
+        ok = conn is not None and self.push.register(conn.claim, sub, now)
         self._pump(now)
         return ok
 

@@ -14,6 +14,15 @@ Rules
 3. No push for an entry that is in flight to a home, delivered, expired, or for an id with a live lease; none
    for hand-offs and repeated puts (one eid is considered once); at most `per_callee_per_minute_max` per id.
 4. Every table is bounded (`subscriptions_max`, per-eid state by the mailbox bounds) and every entry expires.
+5. Authority (docs/protocol.md, "Relay authority"): a PUSH_SUB carries the client's home claim naming the node it
+   registered at, valid for `claim_age_max_s` + `subscription_ttl_s` (a subscription outlives its connection) and
+   checked within the sender's check budget. From that node it is taken (and replaces what is held); from a node
+   within the id's top 2R owners (a hand-off) only when nothing is held for the id yet, because the claim does not
+   cover the endpoint: a hand-off must not replace the home's word. A PUSH_UNSUB is taken only from the home the
+   subscription came with, a PUSH_CLAIM only from an owner of the id. A 404/410 from the push service drops the
+   subscription where it was seen only: each owner learns it with its own next push. So a member can neither
+   replace nor drop the subscription of a client it does not home; an owner that claims a push and does not send
+   it drops what it was given, as any owner may.
 """
 
 from __future__ import annotations
@@ -25,6 +34,8 @@ from collections.abc import Callable, Sequence
 import attrs
 
 from node.protocol.ratelimit import KeyedBuckets
+from node.protocol.refusals import Refusal
+from node.protocol.relay.claims import HomeClaim, Verdict
 from node.protocol.relay.owner import Owner
 from node.protocol.relay.rendezvous import INF
 from node.protocol.settings import PushSection, RelaySection
@@ -63,6 +74,7 @@ class PushDropped:
 class _Held:
     sub: Subscription
     expires: float
+    claim: HomeClaim  # the client's home claim naming the node it registered at (rule 5)
 
 
 Send = Callable[[bytes, PeerMessage], None]
@@ -84,10 +96,10 @@ class SubTable:
         held = self._t.get(client)
         return held if held is not None and held.expires > now else None
 
-    def put(self, client: bytes, sub: Subscription, expires: float) -> bool:
+    def put(self, client: bytes, sub: Subscription, expires: float, claim: HomeClaim) -> bool:
         if client not in self._t and len(self._t) >= self._max:
             return False
-        self._t[client] = _Held(sub=sub, expires=expires)
+        self._t[client] = _Held(sub=sub, expires=expires, claim=claim)
         heapq.heappush(self._heap, (expires, client))
         return True
 
@@ -163,12 +175,12 @@ class PushRole:
         return ranking.of(client) if members is None else ranking.under(client, members)
 
     # ------------------------------------------------------------------ home role
-    def register(self, client: bytes, sub: Subscription, now: float) -> bool:
-        """A local client's push_register. False when this node's table is full."""
+    def register(self, claim: HomeClaim, sub: Subscription, now: float) -> bool:
+        """A local client's push_register (`claim`: its connection's home claim). False when the table is full."""
         expires = now + self.config.subscription_ttl_s
-        if not self.homed.put(client, sub, expires):
+        if not self.homed.put(claim.client, sub, expires, claim):
             return False
-        self._send_sub(client, sub, expires, self._owners(client), now)
+        self._send_sub(_Held(sub=sub, expires=expires, claim=claim), self._owners(claim.client), now)
         return True
 
     def unregister(self, client: bytes) -> None:
@@ -176,23 +188,62 @@ class PushRole:
         for o in self._owners(client):
             self._send(o, PushUnsub(id=client))
 
-    def _send_sub(self, client: bytes, sub: Subscription, expires: float, targets: Sequence[bytes], now: float) -> None:
-        msg = PushSub(id=client, endpoint=sub.endpoint, p256dh=sub.p256dh, auth=sub.auth, ttl_ms=_ttl_ms(expires, now))
+    def _send_sub(self, held: _Held, targets: Sequence[bytes], now: float) -> None:
+        sub, claim = held.sub, held.claim
+        msg = PushSub(
+            id=claim.client,
+            endpoint=sub.endpoint,
+            p256dh=sub.p256dh,
+            auth=sub.auth,
+            ttl_ms=_ttl_ms(held.expires, now),
+            home=claim.home,
+            claim_nonce=claim.nonce,
+            claim_sig=claim.sig,
+        )
         for o in targets:
             self._send(o, msg)
 
     # ------------------------------------------------------------------ owner role
+    def _refuse(self, reason: Refusal) -> None:
+        self._owner.refused[reason] += 1
+
+    def _sub_authorised(self, from_node: bytes, msg: PushSub, now: float) -> bool:
+        """Rule 5 for a PUSH_SUB: from the client's claimed home, or a (former) co-owner's hand-off of a
+        subscription not held here yet; with a valid claim."""
+        if msg.home != from_node:
+            if not self._owner.near(from_node, msg.id):
+                self._refuse(Refusal.FORGED)
+                return False
+            if self.held.get(msg.id, now) is not None:
+                return False  # the home's word stands (a hand-off of what the home sent us too is normal)
+        wall = now + self._owner.wall_offset_s
+        extra = self.config.subscription_ttl_s
+        verdict = self._owner.verifier.check(msg.claim, wall, extra_age_s=extra, peer=from_node, now=now)
+        if verdict is not Verdict.VALID:
+            self._refuse(verdict.refusal)
+            return False
+        return True
+
+
     def on_message(self, from_node: bytes, msg: PushSub | PushUnsub | PushClaim, now: float) -> None:
         match msg:
             case PushSub():
                 sub = Subscription(endpoint=msg.endpoint, p256dh=msg.p256dh, auth=msg.auth)
-                if self.node_id in self._owners(msg.id) and _usable(sub):
+                if self.node_id not in self._owners(msg.id) or not _usable(sub):
+                    return
+                if self._sub_authorised(from_node, msg, now):
                     ttl_s = min(msg.ttl_ms / 1000, self.config.subscription_ttl_s)
-                    self.held.put(msg.id, sub, now + ttl_s)
-            case PushUnsub():
+                    self.held.put(msg.id, sub, now + ttl_s, msg.claim)
+            case PushUnsub():  # rule 5: only from the home the subscription came with
+                held = self.held.get(msg.id, now)
+                if held is None or held.claim.home != from_node:
+                    self._refuse(Refusal.FORGED)
+                    return
                 self.held.drop(msg.id, msg.endpoint)
-                self.homed.drop(msg.id, msg.endpoint)
             case PushClaim():
+                if from_node not in self._owners(msg.id):
+                    self._refuse(Refusal.FORGED)
+                    return
                 self._due.pop(msg.eid, None)
                 self._consider(msg.eid, now)
 
@@ -249,12 +300,10 @@ class PushRole:
         self._emit(SendPush(eid=eid, client=client, sub=held.sub, ttl_s=ttl_s, created=now))
 
     def gone(self, client: bytes, endpoint: str) -> None:
-        """The push service said 404/410: the subscription is dead here and at the co-owners."""
+        """The push service said 404/410: the subscription is dead here (rule 5: the co-owners learn it from their
+        own next push; a word from one owner cannot drop another's copy)."""
         self.held.drop(client, endpoint)
         self.homed.drop(client, endpoint)
-        for o in self._owners(client):
-            if o != self.node_id:
-                self._send(o, PushUnsub(id=client, endpoint=endpoint))
 
     # ------------------------------------------------------------------ failures and membership
     def node_failed(self, node: bytes, now: float) -> None:
@@ -274,12 +323,12 @@ class PushRole:
         """Hand held subscriptions to new owners (and drop those no longer ours); re-send homed ones (rule 1)."""
         for client, held in self.held.items():
             before, after = self._owners(client, old), self._owners(client, new)
-            self._send_sub(client, held.sub, held.expires, [o for o in after if o not in before], now)
+            self._send_sub(held, [o for o in after if o not in before], now)
             if self.node_id not in after:
                 self.held.drop(client)
         for client, held in self.homed.items():
             before, after = self._owners(client, old), self._owners(client, new)
-            self._send_sub(client, held.sub, held.expires, [o for o in after if o not in before], now)
+            self._send_sub(held, [o for o in after if o not in before], now)
 
     # ------------------------------------------------------------------ time
     def tick(self, now: float) -> None:
