@@ -7,7 +7,8 @@ The honest nodes are `homing node run` processes on 127.0.0.1 (bench/soak.py's S
 the honest clients, which all come from 127.0.0.1); the hostile node is tests/adversarial/hostile/node.py, an
 admitted member. The honest clients are tests/faults/loadgen.py (caller/callee pairs on different nodes, every
 envelope booked until its terminal receipt). While they call, the hostile node repeats, each in its own loop:
-forged envelopes, lease theft, lease floods, mailbox floods from fresh keys over many connections, pong and
+forged envelopes, lease theft, lease floods, forged-claim floods (LEASE frames that would each cost an Ed25519
+check), mailbox floods from fresh keys over many connections, pong and
 fragment floods (all from 127.0.0.2), idle connections to every honest peer port (127.0.0.3), and, unless
 `--skip` names them, SWIM eviction of one honest member and a WHOIS flood (both need signed SWIM membership
 and per-source WHOIS budgets). The run passes when no honest envelope lacks a terminal receipt, no honest node
@@ -32,7 +33,10 @@ from bench.soak import REPO, SoakNode, env, wait_converged
 from tests.adversarial.hostile.harness import FLOOD_SRC, PEER_FLOOD_SRC, HostileProcess
 
 OUT = REPO / "bench" / "results" / "soak_hostile.md"
-ATTACKS = ("forge", "steal", "lease_flood", "mailbox_flood", "pings", "fragments", "peer_idle", "evict", "whois")
+ATTACKS = (
+    "forge", "steal", "lease_flood", "claim_flood", "mailbox_flood", "pings", "fragments", "peer_idle", "evict",
+    "whois",
+)  # fmt: skip
 SAMPLE_S = 2.0
 
 
@@ -51,6 +55,7 @@ def attack_args(name: str, nodes: list[SoakNode], k: int, seconds: float) -> dic
         "forge": {"frm": rnd, "to": os.urandom(32).hex(), "n": 3},
         "steal": {"id": rnd},
         "lease_flood": {"n": 20_480},
+        "claim_flood": {"victim": "", "n": 5_120},  # forged claims (the per-peer check budget); victim: the caller's
         "mailbox_flood": {"ws": n.ports["ws"], "keys": 60, "offers": 40, "body_bytes": 1024, "src": FLOOD_SRC},
         "pings": {"ws": n.ports["ws"], "size_bytes": 32 * 2**20, "src": FLOOD_SRC},
         "fragments": {"ws": n.ports["ws"], "frames": 300_000, "src": FLOOD_SRC},
@@ -102,8 +107,10 @@ class AttackLoop(threading.Thread):
             args = attack_args(self.attack, self.nodes, k, self.deadline - time.monotonic())
             if self.attack == "evict":
                 args["victim"] = self.victim
-            self.hostile.start(self.attack, **args)  # one command in flight per attack name
             try:
+                if self.attack == "claim_flood":
+                    args["victim"] = _self_id(self.nodes[k % len(self.nodes)])
+                self.hostile.start(self.attack, **args)  # one command in flight per attack name
                 self.rounds.append(self.hostile.result(self.attack, 120))
             except Exception as exc:  # a failed round is reported, not fatal
                 self.rounds.append({"error": str(exc)})
