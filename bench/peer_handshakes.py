@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import subprocess
 import tempfile
 import time
@@ -28,7 +27,7 @@ from bench.swim import git_commit
 from node.net.peerconn import handshake
 from node.protocol.errors import TransportError
 from node.protocol.identity import Identity, parse_id
-from tests.helpers import homing_cmd, homing_env, wait_for_file
+from tests.helpers import homing_cmd, homing_env, refused_by_reason, wait_for_file
 
 REPO = Path(__file__).resolve().parent.parent
 ATTACKER = "127.0.0.2"
@@ -42,9 +41,7 @@ def cpu_s(pid: int) -> float:
 
 def refused(metrics_port: int) -> dict[str, float]:
     with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5) as resp:
-        text = resp.read().decode()
-    pattern = r'homing_packets_refused_total\{layer="peer",reason="([^"]+)"\} (\S+)'
-    return {reason: float(v) for reason, v in re.findall(pattern, text)}
+        return refused_by_reason(resp.read().decode(), "peer")
 
 
 async def flood(port: int, node_id: bytes, duration_s: float, workers: int) -> int:

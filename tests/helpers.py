@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -41,3 +42,9 @@ def wait_for_file(path: Path, timeout: float = 20.0) -> Any:
         except (FileNotFoundError, json.JSONDecodeError):
             time.sleep(0.05)
     raise TimeoutError(f"{path} did not appear within {timeout} s")
+
+
+def refused_by_reason(metrics_text: str, layer: str) -> dict[str, float]:
+    """`homing_packets_refused_total{layer, reason}` from a node's /metrics text, as reason -> count."""
+    pattern = r'homing_packets_refused_total\{layer="' + re.escape(layer) + r'",reason="([^"]+)"\} (\S+)'
+    return {reason: float(v) for reason, v in re.findall(pattern, metrics_text)}

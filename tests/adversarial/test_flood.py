@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import gc
 import json
-import re
 import statistics
 import subprocess
 import sys
@@ -30,7 +29,7 @@ import trio
 from node.client.connection import ClientConnection, connect_client
 from node.protocol.identity import Identity
 from node.protocol.wire.client import Deliver, Receipt
-from tests.helpers import REPO, homing_cmd, homing_env, wait_for_file
+from tests.helpers import REPO, homing_cmd, homing_env, refused_by_reason, wait_for_file
 
 PAIRS = 4
 SAMPLES_PER_PAIR = 100
@@ -74,9 +73,6 @@ async def measure(url: str) -> list[float]:
     return samples
 
 
-def refused(metrics: str) -> dict[str, float]:
-    pattern = r'homing_packets_refused_total\{layer="client",reason="([^"]+)"\} (\S+)'
-    return {reason: float(v) for reason, v in re.findall(pattern, metrics)}
 
 
 def _attack_round(url: str) -> tuple[list[float], list[float], dict[str, Any]]:
@@ -136,6 +132,6 @@ def test_flooding_and_slow_reading_clients_leave_others_p99_within_2x(tmp_path: 
         assert stats["closes"].get("4429", 0) >= 1 and stats["closes"].get("1009", 0) >= 1, stats
         assert stats["receipts"].get("rate_limited", 0) > 0, stats
         assert stats["slow_reader_dropped"], stats
-    counts = refused(metrics)
+    counts = refused_by_reason(metrics, "client")
     assert counts.get("rate_limited", 0) > 0 and counts.get("oversized", 0) > 0, counts
     print(report, [stats for _, _, stats in rounds])

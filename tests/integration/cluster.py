@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -14,6 +13,7 @@ from node.app.config import NodeConfig, build_config
 from node.app.service import NodeHandle, run_node
 from node.protocol.identity import Identity
 from node.protocol.wire.client import ClientMessage, Receipt
+from tests.helpers import refused_by_reason
 
 
 def loopback_config(
@@ -79,10 +79,8 @@ async def terminal_receipt(conn: Any, ref: int, timeout: float = 10) -> Receipt:
 
 def refused_count(h: NodeHandle, layer: str, reason: str | None = None) -> float:
     """homing_packets_refused_total for one layer (and one reason, or all of them), read from /metrics text."""
-    text = h.metrics.render().decode()
-    reason_re = re.escape(reason) if reason else '[^"]+'
-    pattern = r'homing_packets_refused_total\{layer="' + layer + '",reason="' + reason_re + r'"\} (\S+)'
-    return sum(float(v) for v in re.findall(pattern, text))
+    counts = refused_by_reason(h.metrics.render().decode(), layer)
+    return counts.get(reason, 0.0) if reason else sum(counts.values())
 
 
 async def until(pred: Callable[[], bool], timeout: float = 5.0) -> None:

@@ -116,8 +116,9 @@ class PeerChecks:
         """Run `verify` for `peer` if its budgets allow, and charge them."""
         if peer == self._exempt:
             return Verdict.VALID if verify() else Verdict.FORGED
-        if not (self._forged.allows(peer, now) and self._checks.take(peer, now)):
+        if self.exhausted(peer, now):
             return Verdict.UNCHECKED
+        self._checks.take(peer, now)  # holds a token: `exhausted` just said so
         if verify():
             return Verdict.VALID
         self._forged.failed(peer, now)
@@ -126,7 +127,7 @@ class PeerChecks:
 
 class ClaimVerifier:
     """Checks claims against a time window; remembers up to `cache_max` signature results (LRU). With `checks`,
-    what a peer sends is checked within that peer's budget (`check`, `check_origin`)."""
+    what a peer sends is checked within that peer's budget (`check`, `check_parts`, `check_signed`)."""
 
     def __init__(self, *, age_max_s: float, skew_s: float, cache_max: int, checks: PeerChecks | None = None) -> None:
         self.age_max_s = age_max_s

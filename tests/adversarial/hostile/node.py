@@ -132,7 +132,7 @@ class Hostile:
     async def claim_flood(self, victim: str, n: int) -> dict[str, Any]:
         """Each claim costs nothing to make and, before per-peer check budgets, one Ed25519 check at the victim
         (fresh nonce: no cache hit; S below the group order: the check runs to its end)."""
-        from node.protocol.relay.rendezvous import owners  # current layout only (the commit before is)
+        from node.protocol.relay.rendezvous import owners  # only here: the pre-11 layout has no such module
 
         v = bytes.fromhex(victim)
         members = sorted(m.id for m in self.h.swim.members() if m.state.value == "alive")

@@ -9,7 +9,6 @@ nodes show from outside: receipts, deliveries, /v1/members, resident memory.
 from __future__ import annotations
 
 import os
-import re
 import socket
 import time
 import urllib.request
@@ -39,6 +38,7 @@ from tests.adversarial.hostile.harness import (
     rss_bytes,
     wait_quiet,
 )
+from tests.helpers import refused_by_reason
 from tests.integration.procs import wait_for
 
 pytestmark = pytest.mark.timeout(120)
@@ -126,9 +126,9 @@ def test_finding_3_a_lease_flood_does_not_hide_a_newly_connected_client(fed: Fed
 def _refused(node: Any, reason: str) -> float:
     with urllib.request.urlopen(f"http://127.0.0.1:{node.ports['metrics']}/metrics", timeout=5) as resp:
         text = resp.read().decode()
-    found = re.search(rf'homing_packets_refused_total{{layer="peer",reason="{reason}"}} (\S+)', text)
-    assert found is not None, f"no peer {reason} series in /metrics"
-    return float(found.group(1))
+    counts = refused_by_reason(text, "peer")
+    assert reason in counts, f"no peer {reason} series in /metrics"
+    return counts[reason]
 
 
 def test_a_member_cannot_make_a_node_check_unbounded_forged_claims(fed: Federation) -> None:
