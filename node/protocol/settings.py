@@ -290,6 +290,13 @@ class ClientsSection:
     upgrade_request_bytes_max: int = attrs.field(default=8192, validator=v.ge(1024))
     # Bytes read from a client socket per wake-up: one read can carry many frames (throughput under load).
     read_bytes: int = attrs.field(default=65_536, validator=v.ge(4096))
+    # Seconds (wall clock) a connection may spend on the frames of one read before the other connections get a
+    # turn; the rest of the read is handled after them. A flooder's 64 KiB read of small envelopes is ~190 frames,
+    # and handling them in one go held the event loop 5-17 ms, which every other client's messages waited
+    # (tests/adversarial/test_flood.py). A client whose read takes less never yields; when the loop is crowded
+    # (turns of 20 ms or more, e.g. a goaway storm) a busy connection's slice widens (node/net/session.py,
+    # `widened_slice`). Relay throughput with and without: within run-to-run spread (bench/relay).
+    handle_slice_s: float = attrs.field(default=0.001, validator=[v.gt(0.0), v.le(1.0)])
     # Connections over `connections_max` that still get a polite HTTP 429/503 (each for at most close_timeout_s);
     # beyond that a connection is closed without an answer, because under a flood even a refusal costs.
     refusing_max: int = attrs.field(default=256, validator=v.ge(0))

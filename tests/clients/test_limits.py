@@ -24,6 +24,7 @@ from node.protocol.wire.client import (
     decode_client_frame,
     encode_client_message,
 )
+from tests.unit.test_wsframe import client_frame
 
 from .fixtures import run, running_node, wait_until
 from .rawws import RawClient
@@ -288,3 +289,29 @@ def test_a_client_that_says_nothing_until_the_handshake_deadline_ends_only_its_o
                 assert await alice.ping() >= 0
 
     run(main, mock_clock=True)
+
+
+def test_one_read_of_many_frames_is_handled_in_slices_with_other_tasks_running_between() -> None:
+    """A connection's read of many frames is handled `handle_slice_s` at a time; other tasks run between slices
+    (before, one read of ~190 small envelopes held the loop 5-17 ms, tests/adversarial/test_flood.py), and every
+    frame is still handled, in order. With a slice of a nanosecond each frame is its own slice, so a task that
+    looks between its own checkpoints must see the count of relayed envelopes climb; without the slicing it sees
+    0, then all of them (one read, one task step)."""
+    frames = 100
+
+    async def main() -> None:
+        limits = {"rate_per_s": 10_000.0, "burst": 10_000, "handle_slice_s": 1e-9}
+        async with running_node(**limits) as node, connect_client(node.url, ALICE) as a:
+            refs = range(1, frames + 1)
+            one_write = b"".join(client_frame(0x2, packb(env(ref=ref))) for ref in refs)
+            seen: set[int] = set()
+            await a.send_raw_bytes(one_write)
+            while node.relay.envelopes < frames:
+                seen.add(node.relay.envelopes)
+                await trio.lowlevel.checkpoint()
+            between = seen - {0, frames}
+            assert len(between) >= frames // 2, sorted(seen)
+            receipts = [await a.receive() for _ in refs]
+            assert [r.ref for r in receipts if isinstance(r, Receipt)] == list(refs)
+
+    run(main)
