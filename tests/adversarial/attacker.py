@@ -1,7 +1,8 @@
 """Hostile clients in their own process, for tests/adversarial/test_flood.py (so their CPU is not the test's).
 
-`python -m tests.adversarial.attacker URL SECONDS` runs, until SECONDS have passed, from the address
-`ATTACKER_ADDRESS` (another address than the test's well-behaved clients, as a real attacker's would be):
+`python -m tests.adversarial.attacker URL SECONDS [ADDRESS]` runs, until SECONDS have passed, from ADDRESS
+(default 127.0.0.2: another address than the test's well-behaved clients, as a real attacker's would be; a fresh
+one per round, as the node charges an abusive address and a round should not start in the last round's debt):
 - a flooder: connects with a fresh key, sends envelopes at 100 times the rate limit, with a
   malformed frame and, on every fifth connection from the second on, a frame over 128 KiB mixed in; when the node
   closes it (4429 abuse, 1009 too big) it reconnects at once (as fast as the node lets its address) and starts
@@ -47,7 +48,7 @@ BIG_BODY = b"s" * 60_000
 # machine, which a real attacker (on another machine) would not.
 FLOOD_BATCH = 20
 FLOOD_PAUSE_S = 0.01
-ATTACKER_ADDRESS = "127.0.0.2"  # loopback, but not the 127.0.0.1 of the clients the test measures
+ATTACKER_ADDRESS = "127.0.0.2"  # loopback, but not the 127.0.0.1 of the clients the test measures (a default)
 
 
 async def _drain(conn: Any, receipts: Counter[str]) -> None:
@@ -60,13 +61,13 @@ async def _drain(conn: Any, receipts: Counter[str]) -> None:
         pass
 
 
-async def flooder(url: str, stats: dict[str, Any]) -> None:
+async def flooder(url: str, stats: dict[str, Any], address: str) -> None:
     victim = os.urandom(32)  # an offline id: its mailbox fills, then it is refused too
     while True:
         stats["connections"] += 1
         conns: list[Any] = []
         try:
-            async with connect_client(url, Identity.generate(), local_address=ATTACKER_ADDRESS) as conn:
+            async with connect_client(url, Identity.generate(), local_address=address) as conn:
                 conns.append(conn)
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(_drain, conn, stats["receipts"])
@@ -91,9 +92,9 @@ async def _flood(conn: Any, stats: dict[str, Any], victim: bytes) -> None:
         await trio.sleep(FLOOD_PAUSE_S)
 
 
-async def slow_reader(url: str, stats: dict[str, Any], ready: trio.Event) -> None:
+async def slow_reader(url: str, stats: dict[str, Any], ready: trio.Event, address: str) -> None:
     who = Identity.generate()
-    ws = await open_websocket(url, local_address=ATTACKER_ADDRESS)
+    ws = await open_websocket(url, local_address=address)
     challenge = decode_client_frame(await ws.receive_message(), from_node=True)
     assert isinstance(challenge, Challenge)
     sig = who.sign(client_auth_message(challenge.node, challenge.nonce))
@@ -101,7 +102,7 @@ async def slow_reader(url: str, stats: dict[str, Any], ready: trio.Event) -> Non
     assert isinstance(decode_client_frame(await ws.receive_message(), from_node=True), Welcome)
     ready.set()  # from here on it never reads
     while not stats["slow_reader_dropped"]:
-        async with connect_client(url, Identity.generate(), local_address=ATTACKER_ADDRESS) as feeder:
+        async with connect_client(url, Identity.generate(), local_address=address) as feeder:
             for _ in range(50):  # within the general burst (60): the feeder itself is well behaved
                 ref = await feeder.send_envelope("call_offer", who.id, b"feed", BIG_BODY)
                 msg = await feeder.receive()
@@ -111,7 +112,7 @@ async def slow_reader(url: str, stats: dict[str, Any], ready: trio.Event) -> Non
     await trio.aclose_forcefully(ws.stream)
 
 
-async def main(url: str, seconds: float) -> None:
+async def main(url: str, seconds: float, address: str) -> None:
     os.nice(10)  # the attacker's own CPU is not the node's problem: yield the shared cores to node and test
     stats: dict[str, Any] = {
         "closes": Counter(), "receipts": Counter(), "connections": 0, "sent": 0,
@@ -120,9 +121,9 @@ async def main(url: str, seconds: float) -> None:
     ready = trio.Event()
     with trio.move_on_after(seconds):
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(slow_reader, url, stats, ready)
+            nursery.start_soon(slow_reader, url, stats, ready, address)
             await ready.wait()
-            nursery.start_soon(flooder, url, stats)
+            nursery.start_soon(flooder, url, stats, address)
             print("ready", flush=True)
             await trio.to_thread.run_sync(sys.stdin.readline, abandon_on_cancel=True)  # the test says stop
             nursery.cancel_scope.cancel()
@@ -131,4 +132,4 @@ async def main(url: str, seconds: float) -> None:
 
 
 if __name__ == "__main__":
-    trio.run(main, sys.argv[1], float(sys.argv[2]))
+    trio.run(main, sys.argv[1], float(sys.argv[2]), sys.argv[3] if len(sys.argv) > 3 else ATTACKER_ADDRESS)
