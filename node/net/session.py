@@ -23,6 +23,7 @@ from typing import Protocol
 
 import trio
 
+from node.net.slicing import Wide, next_turn, slice_end
 from node.net.sockio import Flusher, OutBuffer, read_some
 from node.protocol.identity import short_id
 from node.protocol.refusals import Refusal
@@ -60,29 +61,6 @@ log = logging.getLogger("homing.clients")
 
 _OPEN = State.OPEN
 _INF = math.inf
-
-
-SLICE_CROWDED_S = 0.02  # a turn of the scheduler this long means a crowded loop
-SLICE_WIDE_MAX_S = 0.25  # the longest slice a crowded loop gives a connection
-SLICE_WIDE_FOR_S = 1.0  # how long a widened slice holds before the connection is back to `handle_slice_s`
-
-
-def widened_slice(base_s: float, waited_s: float) -> float:
-    """The slice of a connection whose last yield (between two slices of one read) waited `waited_s` for its turn:
-
-        slice = base_s                                           if waited_s < SLICE_CROWDED_S
-                max(base_s, min(SLICE_WIDE_MAX_S, waited_s / 2))  otherwise
-
-    A yield costs the connection one turn of the scheduler. In a flood, turns are short (1-3 ms once every
-    connection is sliced), the slice stays `base_s`, and the flooder gets one such slice per turn. In a crowded loop
-    (a 10,000-client goaway storm: turns of hundreds of milliseconds), a busy honest connection held to 1 ms a
-    turn got a fraction of a percent of the loop and made 8,952 of 10,000 probes 2-6 s late (bench/scale); there
-    it may run half as long as it waited, so it has about a third of the loop while the others wait anyway.
-    Halving keeps the turns from feeding on themselves (a slice as long as the last turn would lengthen the next).
-    """
-    if waited_s < SLICE_CROWDED_S:
-        return base_s
-    return max(base_s, min(SLICE_WIDE_MAX_S, waited_s / 2))
 
 
 def reader_deadline(core: SessionCore) -> float:
@@ -142,7 +120,7 @@ class ClientSession(OutBuffer):
         self._close_queued = False
         self._offline_pending = False  # the core's Offline, reported by the reader (see _execute)
         self._scope = trio.CancelScope()  # the reader's current timer period (see run)
-        self._wide: tuple[float, float] | None = None  # (slice, until): a widened slice (see widened_slice)
+        self._wide: Wide = None  # a widened time slice, while it holds (node/net/slicing.py)
 
     def __repr__(self) -> str:
         cid = self._core.client_id
@@ -285,8 +263,7 @@ class ClientSession(OutBuffer):
         waited that long (tests/adversarial/test_flood.py). The caller yields between slices.
         """
         core = self._core
-        t0, wide = time.perf_counter(), self._wide
-        stop = t0 + (wide[0] if wide is not None and t0 < wide[1] else self._config.handle_slice_s)
+        stop = slice_end(self._config.handle_slice_s, self._wide)
         i, end = start, len(events)
         while i < end:
             event = events[i]
@@ -333,14 +310,7 @@ class ClientSession(OutBuffer):
                             events = self._frames.feed(data)
                             done = self._on_events(events, 0, now)
                             while done < len(events):  # the rest of this read after the others had their turn
-                                # shielded: a deadline set meanwhile (Offline, keepalive) ends the read below,
-                                # as it would have without the slicing, not in the middle of this read's frames
-                                before = time.perf_counter()
-                                await trio.lowlevel.cancel_shielded_checkpoint()
-                                after = time.perf_counter()
-                                base = self._config.handle_slice_s
-                                wide_s = widened_slice(base, after - before)
-                                self._wide = (wide_s, after + SLICE_WIDE_FOR_S) if wide_s > base else None
+                                self._wide = await next_turn(self._config.handle_slice_s)
                                 now = trio.current_time()
                                 done = self._on_events(events, done, now)
                     if core.closed:

@@ -1,11 +1,11 @@
-"""`widened_slice` (node/net/session.py): how long a connection may handle one read's frames before others run."""
+"""`widened_slice` (node/net/slicing.py): how long a connection may handle one read's frames before others run."""
 
 from __future__ import annotations
 
 from hypothesis import given
 from hypothesis import strategies as st
 
-from node.net.session import SLICE_CROWDED_S, SLICE_WIDE_MAX_S, widened_slice
+from node.net.slicing import SLICE_CROWDED_S, SLICE_WIDE_MAX_S, widened_slice
 
 BASE = 0.001
 
