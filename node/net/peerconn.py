@@ -73,11 +73,13 @@ class _Buffered:
         self._buf = bytearray()
         self._drained = False  # the last read was short: wait for readability before the next
         self.clean_eof = False  # the stream ended between frames (not mid-frame)
+        self.reads = 0  # socket reads so far: each one let the other tasks run (`read_some` is a checkpoint)
 
     async def read_exactly(self, n: int) -> bytes:
         while len(self._buf) < n:
             want = max(65536, n - len(self._buf))
             chunk = await read_some(self.stream, self._fd, want, wait_first=self._drained)
+            self.reads += 1
             if not chunk:
                 self.clean_eof = not self._buf
                 raise TransportError("peer closed the connection, or it broke")
@@ -121,6 +123,11 @@ class Channel:
         header = await self._reader.read_exactly(LINK_FRAME_HEADER_BYTES)
         n = LinkSession.frame_length(header, max_bytes)
         return self.session.open(header, await self._reader.read_exactly(n))
+
+    @property
+    def reads(self) -> int:
+        """Socket reads so far; unchanged across `receive_batch` means the frame was already buffered (no yield)."""
+        return self._reader.reads
 
     @property
     def clean_eof(self) -> bool:

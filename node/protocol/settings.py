@@ -294,7 +294,7 @@ class ClientsSection:
     # turn; the rest of the read is handled after them. A flooder's 64 KiB read of small envelopes is ~190 frames,
     # and handling them in one go held the event loop 5-17 ms, which every other client's messages waited
     # (tests/adversarial/test_flood.py). A client whose read takes less never yields; when the loop is crowded
-    # (turns of 20 ms or more, e.g. a goaway storm) a busy connection's slice widens (node/net/session.py,
+    # (turns of 20 ms or more, e.g. a goaway storm) a busy connection's slice widens (node/net/slicing.py,
     # `widened_slice`). Relay throughput with and without: within run-to-run spread (bench/relay).
     handle_slice_s: float = attrs.field(default=0.001, validator=[v.gt(0.0), v.le(1.0)])
     # Connections over `connections_max` that still get a polite HTTP 429/503 (each for at most close_timeout_s);
@@ -404,6 +404,9 @@ class PeersSection:
     # Connections one address may open back to back before `handshakes_per_address_per_s` applies: several nodes
     # behind one address (a test federation on 127.0.0.1) all dial a node that starts at once.
     handshakes_per_address_burst: int = attrs.field(default=200, validator=v.ge(1))
+    # Seconds (wall clock) a peer link's reader may spend on the maps it has read before the other connections get
+    # a turn (as `[clients] handle_slice_s`): one member's batches of relay frames cannot hold the event loop.
+    handle_slice_s: float = attrs.field(default=0.001, validator=[v.gt(0.0), v.le(1.0)])
     # Seconds before the first redial of an unreachable peer; the wait doubles after each failure.
     backoff_min_s: float = attrs.field(default=0.1, validator=_pos)
     # Seconds the redial wait for an unreachable peer grows to at most.

@@ -9,6 +9,7 @@ here is a bounded poll of an observable condition under `trio.fail_after`.
 from __future__ import annotations
 
 import functools
+import math
 import socket
 from collections.abc import Callable
 from typing import Any
@@ -17,8 +18,9 @@ import attrs
 import pytest
 import trio
 
+from node.net import slicing
 from node.net.peerconn import Address, Channel, handshake, serve_peers
-from node.net.peers import PeerLinks
+from node.net.peers import MAPS_PER_CALL, PeerLinks
 from node.net.sockio import Flusher
 from node.protocol.identity import Identity
 from node.protocol.peerlink import PeerLimits
@@ -573,4 +575,34 @@ async def test_two_version_2_nodes_batch_both_ways() -> None:
         assert a.frames_from(b.id) == list(range(300)) and b.frames_from(a.id) == list(range(300))
         control = (MsgType.LINK_HELLO, MsgType.LINK_HELLO_OK)
         assert all(msg.get("t") not in control for _, msg in a.received + b.received)  # no control frame leaks
+        nursery.cancel_scope.cancel()
+
+
+# --- time slices: one member's batches do not hold the loop ---------------------------------------------------
+
+
+async def test_a_batch_of_many_maps_is_handed_over_in_slices_with_other_tasks_running_between(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """With a slice of a nanosecond B's reader yields before every `MAPS_PER_CALL` maps, so a task looking between
+    its own checkpoints sees the count of received maps climb; without the slices it sees 0, then all of them
+    (one write of one batch, one read, one task step). Nothing is lost or reordered by the slicing. The
+    crowded-loop widening is off, as in tests/clients/test_limits.py's slice test (a loaded machine would widen)."""
+    monkeypatch.setattr(slicing, "SLICE_CROWDED_S", math.inf)
+    book: Book = {}
+    admitted: set[bytes] = set()
+    maps = 400
+    async with trio.open_nursery() as nursery:
+        a = await start_node(nursery, book, admitted)
+        b = await start_node(nursery, book, admitted, limits=attrs.evolve(DEFAULT_LIMITS, handle_slice_s=1e-9))
+        await connect(a, b)
+        assert [a.links.send(b.id, {"n": i}) for i in range(maps)] == [True] * maps  # one step: one batch
+        seen: set[int] = set()
+        with trio.fail_after(WAIT_S):
+            while len(b.received) < maps:
+                seen.add(len(b.received))
+                await trio.lowlevel.checkpoint()
+        between = seen - {0, maps}
+        assert len(between) >= maps // MAPS_PER_CALL // 2, sorted(seen)
+        assert b.frames_from(a.id) == list(range(maps))
         nursery.cancel_scope.cancel()
