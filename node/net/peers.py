@@ -28,7 +28,7 @@ import attrs
 import trio
 
 from node.net.peerconn import Address, Channel, dial
-from node.net.slicing import Wide, next_turn, slice_end
+from node.net.slicing import next_turn, slice_end
 from node.net.sockio import Flusher, OutBuffer
 from node.net.timer import CoreTimer
 from node.protocol.crypto import RekeyPolicy
@@ -54,8 +54,9 @@ from node.protocol.refusals import Refusal
 from node.protocol.wire import Limits, packb
 
 # maps handed to the core per call while a batch is read: the time slice is checked between calls (a map costs
-# 5-100 µs, a LEASE's claims more), and one call per map would add its own cost to every cross-node envelope
-MAPS_PER_CALL = 8
+# 5-100 µs; a LEASE of 256 claims more, so a call can run past the slice), and one call per map would add its
+# own cost to every cross-node envelope
+MAPS_PER_CALL = 16
 
 
 def _rekey(limits: PeerLimits) -> RekeyPolicy:
@@ -129,7 +130,6 @@ class _Conn:
     resume: trio.Event = attrs.Factory(trio.Event)  # the core released a held batch: read on
     close_now: trio.Event = attrs.Factory(trio.Event)  # the core said Close
     lost: bool = False  # it held frames it never wrote when it was closed
-    wide: Wide = None  # the reader's widened time slice, while it holds (node/net/slicing.py)
 
 
 class PeerEvents(Protocol):
@@ -369,8 +369,8 @@ class PeerLinks:
         """Read batches and hand their maps to the core, `MAPS_PER_CALL` at a time, for at most a time slice
         (`[peers] handle_slice_s`, node/net/slicing.py) between two turns of the other tasks. A batch may hold
         256 KiB of maps and a read several batches: handled in one go, one member's frames held the loop."""
-        chan, base = conn.chan, self.limits.handle_slice_s
-        stop, reads = slice_end(base, conn.wide), chan.reads
+        chan, base, flusher = conn.chan, self.limits.handle_slice_s, self.flusher
+        stop, reads = slice_end(base, flusher.last_turn_s), chan.reads
         while True:
             try:
                 batch = await chan.receive_batch()
@@ -380,11 +380,11 @@ class PeerLinks:
                 self.on_refused(exc.refusal)
                 raise
             if chan.reads != reads:  # the read let the others run: a new slice
-                stop, reads = slice_end(base, conn.wide), chan.reads
+                stop, reads = slice_end(base, flusher.last_turn_s), chan.reads
             for i in range(0, len(batch), MAPS_PER_CALL):
                 if time.perf_counter() >= stop:
-                    conn.wide = await next_turn(base)
-                    stop = slice_end(base, conn.wide)
+                    await next_turn()
+                    stop = slice_end(base, flusher.last_turn_s)
                 try:
                     go = self.core.received(conn.id, batch[i : i + MAPS_PER_CALL], trio.current_time())
                 except RemoteProtocolError as exc:
@@ -394,7 +394,7 @@ class PeerLinks:
                 if not go:  # held until the retired links of this peer are read to their end
                     await conn.resume.wait()
                     conn.resume = trio.Event()
-                    stop = slice_end(base, conn.wide)
+                    stop = slice_end(base, flusher.last_turn_s)
 
     async def _half_close(self, conn: _Conn) -> None:
         """Write out what a retired link holds, then send EOF: the other side then knows nothing more comes."""

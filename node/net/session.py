@@ -23,7 +23,7 @@ from typing import Protocol
 
 import trio
 
-from node.net.slicing import Wide, next_turn, slice_end
+from node.net.slicing import next_turn, slice_end
 from node.net.sockio import Flusher, OutBuffer, read_some
 from node.protocol.identity import short_id
 from node.protocol.refusals import Refusal
@@ -91,7 +91,6 @@ class ClientSession(OutBuffer):
         "_offline_pending",
         "_port",
         "_scope",
-        "_wide",
         "address_key",
         "conn_id",
         "remote_ip",
@@ -120,7 +119,6 @@ class ClientSession(OutBuffer):
         self._close_queued = False
         self._offline_pending = False  # the core's Offline, reported by the reader (see _execute)
         self._scope = trio.CancelScope()  # the reader's current timer period (see run)
-        self._wide: Wide = None  # a widened time slice, while it holds (node/net/slicing.py)
 
     def __repr__(self) -> str:
         cid = self._core.client_id
@@ -263,7 +261,7 @@ class ClientSession(OutBuffer):
         waited that long (tests/adversarial/test_flood.py). The caller yields between slices.
         """
         core = self._core
-        stop = slice_end(self._config.handle_slice_s, self._wide)
+        stop = slice_end(self._config.handle_slice_s, self._flusher.last_turn_s)
         i, end = start, len(events)
         while i < end:
             event = events[i]
@@ -310,7 +308,7 @@ class ClientSession(OutBuffer):
                             events = self._frames.feed(data)
                             done = self._on_events(events, 0, now)
                             while done < len(events):  # the rest of this read after the others had their turn
-                                self._wide = await next_turn(self._config.handle_slice_s)
+                                await next_turn()
                                 now = trio.current_time()
                                 done = self._on_events(events, done, now)
                     if core.closed:

@@ -45,6 +45,7 @@ class Flusher(trio.abc.Instrument):
     def __init__(self) -> None:
         self.load = LoopLoad()  # how busy the event loop is (node/protocol/handshakes.py uses it for the cap)
         self._woke = time.monotonic()
+        self.last_turn_s = 0.0  # how long the scheduler's last turn (I/O wait to I/O wait) worked: node/net/slicing.py
         self._dirty: list[OutBuffer] = []
         self._checks: list[Callable[[], bool]] = []  # end-of-batch deadline checks (node/net/timer.py)
         self._nursery: trio.Nursery | None = None
@@ -84,7 +85,7 @@ class Flusher(trio.abc.Instrument):
 
     def before_io_wait(self, timeout: float) -> None:
         if not self._dirty and not self._checks:
-            self.load.worked(self._woke, time.monotonic())
+            self._turn_ended(time.monotonic())
             return
         try:
             self.flush()  # first: what it sets off (a failed write ending a session) may queue checks
@@ -97,7 +98,11 @@ class Flusher(trio.abc.Instrument):
             with contextlib.suppress(trio.RunFinishedError):
                 self._token.run_sync_soon(_nothing)
         self._spawned = False
-        self.load.worked(self._woke, time.monotonic())
+        self._turn_ended(time.monotonic())
+
+    def _turn_ended(self, now: float) -> None:
+        self.last_turn_s = now - self._woke
+        self.load.worked(self._woke, now)
 
     def _run_checks(self) -> bool:
         moved = False

@@ -301,7 +301,7 @@ def test_one_read_of_many_frames_is_handled_in_slices_with_other_tasks_running_b
     frame is still handled, in order. With a slice of a nanosecond each frame is its own slice, so a task that
     looks between its own checkpoints must see the count of relayed envelopes climb; without the slicing it sees
     0, then all of them (one read, one task step). The crowded-loop widening is off here: on a loaded machine one
-    yield that waits 20 ms would widen the slice (tests/unit/test_slices.py tests that rule on its own)."""
+    scheduler turn of 20 ms would widen the slice (tests/unit/test_slices.py tests that rule on its own)."""
     monkeypatch.setattr(slicing, "SLICE_CROWDED_S", math.inf)
     frames = 100
 

@@ -17,14 +17,14 @@ def test_a_short_turn_keeps_the_base_slice() -> None:
     assert widened_slice(BASE, SLICE_CROWDED_S - 1e-6) == BASE
 
 
-def test_a_crowded_turn_gives_half_the_wait_up_to_the_cap() -> None:
+def test_a_crowded_turn_gives_half_its_length_up_to_the_cap() -> None:
     assert widened_slice(BASE, SLICE_CROWDED_S) == SLICE_CROWDED_S / 2
     assert widened_slice(BASE, 0.2) == 0.1  # a goaway storm's turn
     assert widened_slice(BASE, 10.0) == SLICE_WIDE_MAX_S
 
 
-@given(base=st.floats(1e-9, 1.0), waited=st.floats(0.0, 100.0))
-def test_the_slice_is_never_below_the_base_nor_above_the_larger_of_base_and_cap(base: float, waited: float) -> None:
-    got = widened_slice(base, waited)
+@given(base=st.floats(1e-9, 1.0), last_turn=st.floats(0.0, 100.0))
+def test_the_slice_is_never_below_the_base_nor_above_the_larger_of_base_and_cap(base: float, last_turn: float) -> None:
+    got = widened_slice(base, last_turn)
     assert base <= got <= max(base, SLICE_WIDE_MAX_S)
-    assert got <= max(base, waited / 2)  # never longer than half the wait: turns cannot feed on themselves
+    assert got <= max(base, last_turn / 2)  # never longer than half the last turn: turns cannot feed on themselves
