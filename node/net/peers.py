@@ -371,30 +371,26 @@ class PeerLinks:
         256 KiB of maps and a read several batches: handled in one go, one member's frames held the loop."""
         chan, base, flusher = conn.chan, self.limits.handle_slice_s, self.flusher
         stop, reads = slice_end(base, flusher.last_turn_s), chan.reads
-        while True:
-            try:
+        try:
+            while True:
                 batch = await chan.receive_batch()
                 if not all(isinstance(msg, dict) for msg in batch):
                     raise RemoteProtocolError("peer frame is not a map")
-            except RemoteProtocolError as exc:
-                self.on_refused(exc.refusal)
-                raise
-            if chan.reads != reads:  # the read let the others run: a new slice
-                stop, reads = slice_end(base, flusher.last_turn_s), chan.reads
-            for i in range(0, len(batch), MAPS_PER_CALL):
-                if time.perf_counter() >= stop:
-                    await next_turn()
-                    stop = slice_end(base, flusher.last_turn_s)
-                try:
+                if chan.reads != reads:  # the read let the others run: a new slice
+                    stop, reads = slice_end(base, flusher.last_turn_s), chan.reads
+                for i in range(0, len(batch), MAPS_PER_CALL):
+                    if time.perf_counter() >= stop:
+                        await next_turn()
+                        stop = slice_end(base, flusher.last_turn_s)
                     go = self.core.received(conn.id, batch[i : i + MAPS_PER_CALL], trio.current_time())
-                except RemoteProtocolError as exc:
-                    self.on_refused(exc.refusal)
-                    raise
-                self._run()
-                if not go:  # held until the retired links of this peer are read to their end
-                    await conn.resume.wait()
-                    conn.resume = trio.Event()
-                    stop = slice_end(base, flusher.last_turn_s)
+                    self._run()
+                    if not go:  # held until the retired links of this peer are read to their end
+                        await conn.resume.wait()
+                        conn.resume = trio.Event()
+                        stop = slice_end(base, flusher.last_turn_s)
+        except RemoteProtocolError as exc:  # a bad frame from the peer, or one the core refused: the link ends
+            self.on_refused(exc.refusal)
+            raise
 
     async def _half_close(self, conn: _Conn) -> None:
         """Write out what a retired link holds, then send EOF: the other side then knows nothing more comes."""
