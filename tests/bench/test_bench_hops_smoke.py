@@ -3,19 +3,16 @@ envelope is matched (a renamed function or a moved stage would leave the bench m
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from tests.bench import needs_node_relay
 from tests.helpers import REPO, homing_env
 
-pytestmark = pytest.mark.skipif(
-    shutil.which("node") is None or not (REPO / "bench" / "relay" / "node_modules" / "ws").is_dir(),
-    reason="needs Node.js and `cd bench/relay && npm install`",
-)
+pytestmark = needs_node_relay
 
 
 @pytest.mark.timeout(120)

@@ -5,7 +5,6 @@ dropped, everyone re-homed and callable, every envelope exactly one terminal rec
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -13,12 +12,10 @@ from typing import Any
 
 import pytest
 
+from tests.bench import needs_node_relay
 from tests.helpers import REPO, homing_env
 
-pytestmark = pytest.mark.skipif(
-    shutil.which("node") is None or not (REPO / "bench" / "relay" / "node_modules" / "ws").is_dir(),
-    reason="needs Node.js and `cd bench/relay && npm install`",
-)
+pytestmark = needs_node_relay
 
 
 def bench(tmp: Path, *args: str) -> dict[str, Any]:
