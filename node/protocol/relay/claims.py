@@ -49,9 +49,13 @@ def challenge_nonce(unix_s: float, random_bytes: bytes) -> bytes:
     return struct.pack(">Q", max(0, int(unix_s * 1000))) + random_bytes
 
 
+_NONCE_TIME: Final = struct.Struct(">Q")  # NONCE_TIME_BYTES
+
+
 def nonce_time_s(nonce: bytes) -> float:
-    """The unix time a challenge nonce was made (seconds)."""
-    return float(struct.unpack(">Q", nonce[:NONCE_TIME_BYTES])[0]) / 1000.0
+    """The unix time a challenge nonce was made (seconds). Runs for every envelope a home checks."""
+    ms: int = _NONCE_TIME.unpack_from(nonce)[0]
+    return ms / 1000.0
 
 
 @attrs.frozen(kw_only=True, slots=True)

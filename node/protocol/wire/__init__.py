@@ -14,6 +14,7 @@ Submodules: `swim` (SWIM datagrams and push-pull state), `peer` (node-to-node pe
 from __future__ import annotations
 
 import enum
+import functools
 from typing import Any, Final
 
 import msgpack
@@ -85,11 +86,27 @@ class DatagramKind(enum.IntEnum):
     WHOIS_REPLY = 0x03  # unsealed, signed by the node: its id, SWIM address and meta (node/protocol/wire/seed.py)
 
 
+_PACKERS: Final[list[Any]] = []  # idle msgpack Packers (list.pop and list.append are atomic: never shared)
+
+
 def packb(obj: Any) -> bytes:
-    """Encode with the one msgpack profile homing uses (bin type for bytes, str for text)."""
-    return bytes(msgpack.packb(obj, use_bin_type=True))
+    """Encode with the one msgpack profile homing uses (bin type for bytes, str for text).
+
+    With a reused Packer: `msgpack.packb` builds a new Packer (and its buffer) on every call, two thirds of what
+    packing a relayed envelope cost. A Packer must not be used by two threads at once (the registry packs in
+    worker threads), so each call takes one from the pool, or makes one, and puts it back; a Packer resets itself
+    after a pack that raised."""
+    try:
+        packer = _PACKERS.pop()
+    except IndexError:
+        packer = msgpack.Packer(use_bin_type=True)
+    try:
+        return bytes(packer.pack(obj))
+    finally:
+        _PACKERS.append(packer)
 
 
+@functools.lru_cache(maxsize=64)  # a handful of (bytes, items) pairs; the dict is only ever unpacked as **kwargs
 def _bounds(max_bytes: int, max_items: int) -> dict[str, Any]:
     """The one decoding profile for untrusted msgpack: every container and string bounded, no ext types."""
     return {
