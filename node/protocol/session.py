@@ -26,10 +26,9 @@ from __future__ import annotations
 import enum
 from typing import Final
 
-import attrs
-
 from node.protocol.identity import Identity, client_auth_message, node_auth_message, verify_signature
 from node.protocol.ratelimit import TokenBucket
+from node.protocol.records import record
 from node.protocol.refusals import Refusal, for_client_code
 from node.protocol.settings import ClientsSection
 from node.protocol.wire import Limits
@@ -65,26 +64,26 @@ class State(enum.Enum):
 # --- commands (what the driver does) ---------------------------------------------------------------------
 
 
-@attrs.frozen(kw_only=True, slots=True)
+@record(kw_only=True, slots=True)
 class Send:
     """Encode `msg` (JSON or msgpack, as the client chose in its hello) and queue it."""
 
     msg: ClientMessage
 
 
-@attrs.frozen(kw_only=True, slots=True)
+@record(kw_only=True, slots=True)
 class SendPong:
     """Queue a WebSocket pong with `payload` (counted in the send queue bound like any frame)."""
 
     payload: bytes
 
 
-@attrs.frozen(kw_only=True, slots=True)
+@record(kw_only=True, slots=True)
 class SendPing:
     """Queue a WebSocket ping (the client was silent for `ping_interval_s`)."""
 
 
-@attrs.frozen(kw_only=True, slots=True)
+@record(kw_only=True, slots=True)
 class Close:
     """Queue a WebSocket close frame with `code` and `reason`; keep reading until the client answers."""
 
@@ -92,35 +91,35 @@ class Close:
     reason: str
 
 
-@attrs.frozen(kw_only=True, slots=True)
+@record(kw_only=True, slots=True)
 class ToRelay:
     """An authenticated client's envelope for the relay."""
 
     env: Envelope
 
 
-@attrs.frozen(kw_only=True, slots=True)
+@record(kw_only=True, slots=True)
 class Control:
     """An authenticated control request (anything but an envelope, ping or hello) for the server's handlers."""
 
     msg: ClientMessage
 
 
-@attrs.frozen(kw_only=True, slots=True)
+@record(kw_only=True, slots=True)
 class Online:
     """The hello was verified: the client `client_id` is reachable on this connection."""
 
     client_id: bytes
 
 
-@attrs.frozen(kw_only=True, slots=True)
+@record(kw_only=True, slots=True)
 class Offline:
     """The session that was online ended (emitted once, on the way to CLOSED)."""
 
     client_id: bytes
 
 
-@attrs.frozen(kw_only=True, slots=True)
+@record(kw_only=True, slots=True)
 class Refused:
     """An input was refused (for the metrics port)."""
 

@@ -30,10 +30,9 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any, Final
 
-import attrs
-
 from node.protocol.identity import client_auth_message, verify_signature
 from node.protocol.ratelimit import ForgeryBudget, KeyedBuckets
+from node.protocol.records import record
 from node.protocol.refusals import Refusal
 
 NONCE_BYTES: Final = 32
@@ -58,7 +57,7 @@ def nonce_time_s(nonce: bytes) -> float:
     return ms / 1000.0
 
 
-@attrs.frozen(kw_only=True, slots=True)
+@record(kw_only=True, slots=True)
 class HomeClaim:
     """`client` signed (`sig`) that it authenticated to `home` with the challenge `nonce`."""
 

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import attrs
-
+from node.protocol.records import record
 from node.protocol.relay.push import PushDropped, SendPush
 from node.protocol.wire.client import ClientMessage
 from node.protocol.wire.peer import PeerMessage
@@ -11,19 +10,19 @@ from node.protocol.wire.peer import PeerMessage
 __all__ = ["CloseClient", "Command", "ToClient", "ToPeer"]
 
 
-@attrs.frozen(kw_only=True, slots=True)
+@record(kw_only=True, slots=True)
 class ToClient:
     conn_id: int
     msg: ClientMessage
 
 
-@attrs.frozen(kw_only=True, slots=True)
+@record(kw_only=True, slots=True)
 class ToPeer:
     node: bytes
     msg: PeerMessage
 
 
-@attrs.frozen(kw_only=True, slots=True)
+@record(kw_only=True, slots=True)
 class CloseClient:
     """Close this connection (1001): its home claim is about to age out; the client reconnects with a fresh one."""
 

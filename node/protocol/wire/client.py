@@ -12,10 +12,9 @@ import json as _json
 from collections.abc import Callable
 from typing import Any, Final, TypeVar
 
-import attrs
-
 from node.protocol.errors import RemoteProtocolError, TooLarge
 from node.protocol.identity import ID_BYTES, SIG_BYTES, b64u_decode, b64u_encode
+from node.protocol.records import record
 from node.protocol.webpush import BadSubscription, Subscription, check_subscription
 from node.protocol.wire import Limits, get_bytes, get_int, get_str, packb, unpackb
 
@@ -58,7 +57,7 @@ class ErrorCode(enum.StrEnum):
     AUTH_FAILED = "auth_failed"
 
 
-@attrs.frozen(kw_only=True, slots=True)
+@record(kw_only=True, slots=True)
 class Envelope:
     """client -> node: `{"t":KIND,"to","call","body","ref"}`."""
 
@@ -69,7 +68,7 @@ class Envelope:
     ref: int
 
 
-@attrs.frozen(kw_only=True, slots=True)
+@record(kw_only=True, slots=True)
 class Deliver:
     """node -> recipient: `{"t":KIND,"from","call","body","eid"}`."""
 
@@ -80,7 +79,7 @@ class Deliver:
     eid: bytes  # 16 bytes, unique per envelope
 
 
-@attrs.frozen(kw_only=True, slots=True)
+@record(kw_only=True, slots=True)
 class Receipt:
     """node -> sender: `{"t":"receipt","ref","status"[,"reason"]}`."""
 
@@ -89,7 +88,7 @@ class Receipt:
     reason: Reason | None = None
 
 
-@attrs.frozen(kw_only=True, slots=True)
+@record(kw_only=True, slots=True)
 class Error:
     """node -> client: `{"t":"error","code"[,"ref"]}`."""
 
@@ -97,42 +96,42 @@ class Error:
     ref: int | None = None
 
 
-@attrs.frozen(kw_only=True, slots=True)
+@record(kw_only=True, slots=True)
 class Challenge:
     node: bytes
     nonce: bytes
 
 
-@attrs.frozen(kw_only=True, slots=True)
+@record(kw_only=True, slots=True)
 class Hello:
     id: bytes
     nonce: bytes
     sig: bytes
 
 
-@attrs.frozen(kw_only=True, slots=True)
+@record(kw_only=True, slots=True)
 class Welcome:
     id: bytes
     sig: bytes
 
 
-@attrs.frozen(kw_only=True, slots=True)
+@record(kw_only=True, slots=True)
 class Ping:
     pass
 
 
-@attrs.frozen(kw_only=True, slots=True)
+@record(kw_only=True, slots=True)
 class Pong:
     pass
 
 
-@attrs.frozen(kw_only=True, slots=True)
+@record(kw_only=True, slots=True)
 class GoAway:
     nodes: tuple[str, ...]  # referral URIs of other nodes
 
 
 # --- push wake-up (docs/client-protocol.md, "Push wake-up"): additive -------------------------------------
-@attrs.frozen(kw_only=True, slots=True)
+@record(kw_only=True, slots=True)
 class PushRegister:
     """client -> node: `{"t":"push_register","endpoint","p256dh","auth"}` (a Web Push subscription)."""
 
@@ -141,35 +140,35 @@ class PushRegister:
     auth: bytes  # 16 bytes (base64url in JSON)
 
 
-@attrs.frozen(kw_only=True, slots=True)
+@record(kw_only=True, slots=True)
 class PushUnregister:
     """client -> node: `{"t":"push_unregister"}`."""
 
 
-@attrs.frozen(kw_only=True, slots=True)
+@record(kw_only=True, slots=True)
 class Ok:
     """node -> client: `{"t":"ok","of":<t>}`; for push_register also `"vapid"`: the node's VAPID public key."""
 
     of: str
     vapid: bytes | None = None
-@attrs.frozen(kw_only=True, slots=True)
+@record(kw_only=True, slots=True)
 class CardRequest:
     """client -> node: `{"t":"card"}`: the node's own referral card, signed now (cards expire: docs/discovery.md)."""
 
 
-@attrs.frozen(kw_only=True, slots=True)
+@record(kw_only=True, slots=True)
 class CardReply:
     """node -> client: `{"t":"card","card":<homing://node/… URI>}`."""
 
     card: str
 
 
-@attrs.frozen(kw_only=True, slots=True)
+@record(kw_only=True, slots=True)
 class IceServersRequest:
     """client -> node: `{"t":"ice_servers"}` (after the handshake)."""
 
 
-@attrs.frozen(kw_only=True, slots=True)
+@record(kw_only=True, slots=True)
 class IceServerEntry:
     """One RTCIceServer: `{"urls":[…]}`, with `"username"` and `"credential"` for TURN."""
 
@@ -178,7 +177,7 @@ class IceServerEntry:
     credential: str | None = None
 
 
-@attrs.frozen(kw_only=True, slots=True)
+@record(kw_only=True, slots=True)
 class IceServers:
     """node -> client: `{"t":"ice_servers","ttl":<s>,"servers":[…]}`."""
 

@@ -23,6 +23,7 @@ import attrs
 from attrs import validators as v
 
 from node.protocol.errors import RemoteProtocolError
+from node.protocol.records import record
 from node.protocol.relay.claims import NONCE_BYTES, SIG_BYTES, HomeClaim
 from node.protocol.wire import Limits, MsgType, get_bytes, get_int, get_str, packb, require_map, unpackb
 from node.protocol.wire.client import Kind
@@ -75,7 +76,7 @@ class ReceiptStatus(enum.StrEnum):
     CANCELLED = "cancelled"
 
 
-@attrs.frozen(kw_only=True, slots=True)
+@record(kw_only=True, slots=True)
 class PeerEnvelope:
     """ENVELOPE: one client envelope on its way to a home node (from the origin node or from an owner)."""
 
@@ -173,7 +174,7 @@ def origin_signed_bytes(e: PeerEnvelope) -> bytes:
     )
 
 
-@attrs.frozen(kw_only=True, slots=True)
+@record(kw_only=True, slots=True)
 class EnvelopeResult:
     eid: bytes  # EID_BYTES; checked with `status` in __attrs_post_init__ (one per relayed envelope)
     status: ResultStatus
@@ -185,7 +186,7 @@ class EnvelopeResult:
             raise ValueError(f"EnvelopeResult: eid is {EID_BYTES} bytes")
 
 
-@attrs.frozen(kw_only=True, slots=True)
+@record(kw_only=True, slots=True)
 class Lease:
     """LEASE: "these clients are homed on `home` for `ttl_ms`", each backed by its own claim naming `home`
     (from the home itself, or handed off by an owner)."""
@@ -209,24 +210,24 @@ class Lease:
         return tuple(c.client for c in self.claims)
 
 
-@attrs.frozen(kw_only=True, slots=True)
+@record(kw_only=True, slots=True)
 class LeaseDrop:
     home: bytes = attrs.field(validator=_len(ID_BYTES))
     ids: tuple[bytes, ...] = attrs.field(validator=_ids(PEER_IDS_MAX))
 
 
-@attrs.frozen(kw_only=True, slots=True)
+@record(kw_only=True, slots=True)
 class Lookup:
     id: bytes = attrs.field(validator=_len(ID_BYTES))
 
 
-@attrs.frozen(kw_only=True, slots=True)
+@record(kw_only=True, slots=True)
 class LookupReply:
     id: bytes = attrs.field(validator=_len(ID_BYTES))
     homes: tuple[bytes, ...] = attrs.field(validator=_ids(PEER_IDS_MAX))
 
 
-@attrs.frozen(kw_only=True, slots=True)
+@record(kw_only=True, slots=True)
 class MailboxPut:
     """MAILBOX_PUT: origin node -> each owner; the owner answers MAILBOX_EVENT."""
 
@@ -234,7 +235,7 @@ class MailboxPut:
     ttl_ms: int = attrs.field(validator=v.and_(v.instance_of(int), v.ge(1), v.le(TTL_MS_MAX)))
 
 
-@attrs.frozen(kw_only=True, slots=True)
+@record(kw_only=True, slots=True)
 class MailboxTake:
     """MAILBOX_TAKE: owner -> co-owners: these entries reached a terminal state, drop your copies."""
 
@@ -246,13 +247,13 @@ class MailboxTake:
     )
 
 
-@attrs.frozen(kw_only=True, slots=True)
+@record(kw_only=True, slots=True)
 class MailboxEvent:
     eid: bytes = attrs.field(validator=_len(EID_BYTES))
     status: MailboxStatus = attrs.field(validator=v.instance_of(MailboxStatus))
 
 
-@attrs.frozen(kw_only=True, slots=True)
+@record(kw_only=True, slots=True)
 class Handoff:
     """HANDOFF: an owner moves one mailbox entry to a new owner (membership change, graceful leave). No answer."""
 
@@ -260,7 +261,7 @@ class Handoff:
     ttl_ms: int = attrs.field(validator=v.and_(v.instance_of(int), v.ge(1), v.le(TTL_MS_MAX)))
 
 
-@attrs.frozen(kw_only=True, slots=True)
+@record(kw_only=True, slots=True)
 class RelayReceipt:
     """RECEIPT: a terminal outcome for `eid`, sent to the envelope's origin node."""
 

@@ -28,7 +28,7 @@ import codecs
 import struct
 from typing import Final
 
-import attrs
+from node.protocol.records import record
 
 OP_CONT: Final = 0x0
 OP_TEXT: Final = 0x1
@@ -46,30 +46,30 @@ _CLOSE_CODES_SENT: Final = frozenset((1000, 1001, 1002, 1003, *range(1007, 1014)
 _HEADER: Final = object()  # the reader's state when the next byte starts a frame header
 
 
-@attrs.frozen(slots=True)
+@record(slots=True)
 class Data:
     data: bytes | str
     frame_end: bool
     fin: bool
 
 
-@attrs.frozen(slots=True)
+@record(slots=True)
 class PingFrame:
     payload: bytes
 
 
-@attrs.frozen(slots=True)
+@record(slots=True)
 class PongFrame:
     payload: bytes
 
 
-@attrs.frozen(slots=True)
+@record(slots=True)
 class CloseFrame:
     code: int
     reason: str
 
 
-@attrs.frozen(slots=True)
+@record(slots=True)
 class Failed:
     """Not a valid WebSocket stream: the connection fails with `code` (1002 protocol error, 1007 bad UTF-8)."""
 
