@@ -208,3 +208,14 @@ def test_server_frames_are_what_wsproto_would_send() -> None:
     assert close_frame(1000, "bye") == bytes(proto.close(1000, "bye"))
     assert close_frame(4429, "x" * 300) == bytes(proto.close(4429, "x" * 123))
     assert close_frame(1005) == bytes(proto.close(None))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=1200), st.binary(min_size=4, max_size=4), st.integers(0, 2**20))
+def test_unmask_is_the_rfc_xor_on_both_sides_of_the_strided_threshold(data: bytes, mask: bytes, offset: int) -> None:
+    """RFC 6455 §5.3: byte i of the payload is XORed with mask[i % 4]; `offset` is where `data` starts in it."""
+    want = bytes(b ^ mask[(offset + i) % 4] for i, b in enumerate(data))
+    assert unmask(data, mask, offset) == want
+    for n in (255, 256, 257, 1027):  # the sizes around the switch to strided translation, whatever hypothesis drew
+        long = (data * (n // max(len(data), 1) + 1))[:n] if data else bytes(n)
+        assert unmask(long, mask, offset) == bytes(b ^ mask[(offset + i) % 4] for i, b in enumerate(long))
