@@ -73,7 +73,7 @@ from node.protocol.relay.push import PushRole
 from node.protocol.relay.rendezvous import INF
 from node.protocol.settings import PushSection, RelaySection
 from node.protocol.webpush import Subscription
-from node.protocol.wire.client import Envelope, Reason, Receipt, Status
+from node.protocol.wire.client import Envelope, Kind, Reason, Receipt, Status
 from node.protocol.wire.peer import (
     EnvelopeResult,
     Handoff,
@@ -211,7 +211,8 @@ class RelayCore:
         self._unreachable_scanned: dict[bytes, float] = {}
         self._unreachable_due: DeadlineHeap[bytes] = DeadlineHeap()
         self._down: dict[bytes, float] = {}  # rule 12: node -> until when it is down (failed members only)
-        self._outcomes: Counter[tuple[str, str]] = Counter()
+        # keyed by the members themselves (str enums: they hash as their values); stats() hands out plain strings
+        self._outcomes: Counter[tuple[Kind, Status]] = Counter()
         self._latencies: deque[float] = deque(maxlen=_LATENCY_SAMPLES_MAX)
         # push wake-up (node/protocol/relay/push.py): subscriptions and the one-owner-pushes rule
         self.push = PushRole(
@@ -264,7 +265,7 @@ class RelayCore:
             pending=len(self._pending),
             leases=len(self.owner.leases),
             mailbox_envelopes=len(self.owner.mailbox),
-            outcomes=dict(self._outcomes),
+            outcomes={(str(k), str(s)): n for (k, s), n in self._outcomes.items()},
             latencies_s=lat,
         )
 
@@ -299,7 +300,7 @@ class RelayCore:
         sender, addr, claim = conn.client, conn.addr, conn.claim
         if len(self._pending) >= self.config.pending_max or not self._budgets.pending_admit(sender, addr):
             self._out.append(ToClient(conn_id=conn_id, msg=_rejected(env.ref, Reason.RATE_LIMITED)))
-            self._outcomes[(str(env.kind), Status.REJECTED.value)] += 1
+            self._outcomes[(env.kind, Status.REJECTED)] += 1
             return
         eid = self._rng.randbytes(16)
         penv = PeerEnvelope(
@@ -441,7 +442,7 @@ class RelayCore:
             self._in_mailbox[p.env.to] -= 1
             if not self._in_mailbox[p.env.to]:
                 del self._in_mailbox[p.env.to]
-        self._outcomes[(str(p.env.kind), status.value)] += 1
+        self._outcomes[(p.env.kind, status)] += 1
         if status is Status.DELIVERED:
             self._latencies.append(now - p.created)
         if p.conn_id in self.home.conns:
