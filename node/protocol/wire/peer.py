@@ -17,6 +17,7 @@ from __future__ import annotations
 import enum
 import hashlib
 import struct
+from collections.abc import Callable
 from typing import Any, Final
 
 import attrs
@@ -373,18 +374,22 @@ def _get_ids(m: dict[str, Any], key: str, size: int) -> tuple[bytes, ...]:
 
 
 def _get_env(m: dict[str, Any]) -> PeerEnvelope:
+    """The bytes fields are taken as they are: PeerEnvelope.__attrs_post_init__ checks every type and size (one
+    pass; per-field getters checked the same things a second time, for every envelope a home receives), and
+    `peer_from_map` turns its TypeError or ValueError into a RemoteProtocolError."""
+    get: Callable[[str], Any] = m.get  # Any, not Any | None: the checks below refuse a missing field
     return PeerEnvelope(
-        eid=get_bytes(m, "eid", min_len=EID_BYTES, max_len=EID_BYTES),
-        origin=get_bytes(m, "o", min_len=ID_BYTES, max_len=ID_BYTES),
-        to=get_bytes(m, "to", min_len=ID_BYTES, max_len=ID_BYTES),
-        sender=get_bytes(m, "from", min_len=ID_BYTES, max_len=ID_BYTES),
+        eid=get("eid"),
+        origin=get("o"),
+        to=get("to"),
+        sender=get("from"),
         kind=_get_enum(m, "k", Kind),
-        call=get_bytes(m, "c", min_len=Limits.CALL_ID_MIN, max_len=Limits.CALL_ID_MAX),
-        body=get_bytes(m, "b", max_len=Limits.CLIENT_BODY_MAX),
-        claim_nonce=get_bytes(m, "cn", max_len=NONCE_BYTES),
-        claim_sig=get_bytes(m, "cs", max_len=SIG_BYTES),
+        call=get("c"),
+        body=get("b"),
+        claim_nonce=get("cn"),
+        claim_sig=get("cs"),
         expires_ms=get_int(m, "ex"),
-        origin_sig=get_bytes(m, "os", max_len=SIG_BYTES),
+        origin_sig=get("os"),
     )
 
 
