@@ -24,7 +24,7 @@ Stages (A = the caller's node, B = the callee's):
   B open              decrypting the box
   B unpack            msgpack of the maps in the box
   B link core         PeerLinkCore.received (ordering, hold-back)
-  B to relay          the core's Deliver commands to RelayDriver.peer_frame (wire decode of the map)
+  B to relay          the core's Deliver commands to RelayDriver.peer_frames (wire decode of the maps)
   B relay core        RelayCore.peer_message
   B after core        the delivery encoded as a WebSocket frame for the callee's session
   B rest of batch     as on A
@@ -123,7 +123,7 @@ def install_hooks(out: Path) -> None:
 
     around(relay.RelayDriver, "client_envelope", "A_relay", "A_after_core_done")
     around(core.RelayCore, "client_envelope", None, "A_core_done")
-    around(relay.RelayDriver, "peer_frame", None, "B_after_core_done")
+    around(relay.RelayDriver, "peer_frames", None, "B_after_core_done")
     around(core.RelayCore, "peer_message", "B_relay", "B_core_done")
     around(crypto.LinkSession, "open", "B_frame", "B_opened")
     around(peerlink.PeerLinkCore, "received", None, "B_link_done")

@@ -21,7 +21,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol
 
 import attrs
@@ -135,15 +135,15 @@ class _Conn:
 class PeerEvents(Protocol):
     """What peer links report to (the relay driver, node/net/relay.py); calls never block."""
 
-    def peer_frame(self, peer: bytes, frame: dict[str, Any]) -> None:
-        """A frame received on a link from `peer` (a map)."""
+    def peer_frames(self, peer: bytes, frames: Sequence[dict[str, Any]]) -> None:
+        """Frames received on a link from `peer` (maps, in order; up to `MAPS_PER_CALL` at a time)."""
 
     def peer_unreachable(self, peer: bytes) -> None:
         """A link to `peer` broke, or could not be established, while frames were pending."""
 
 
 class _NoEvents:
-    def peer_frame(self, peer: bytes, frame: dict[str, Any]) -> None:
+    def peer_frames(self, peer: bytes, frames: Sequence[dict[str, Any]]) -> None:
         pass
 
     def peer_unreachable(self, peer: bytes) -> None:
@@ -263,8 +263,7 @@ class PeerLinks:
                     for msg in msgs:
                         self._stage(conn, msg)
             case Deliver(peer=peer, msgs=msgs):
-                for msg in msgs:
-                    self._events.peer_frame(peer, msg)
+                self._events.peer_frames(peer, msgs)
             case Dial(link=link, peer=peer, deadline=deadline):
                 self._dials[link] = None
                 self._start(self._dial, link, peer, deadline, on_fail=lambda: self._dial_failed(link))

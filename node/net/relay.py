@@ -114,14 +114,17 @@ class RelayDriver:
 
     # --- federation inputs -------------------------------------------------------------------------
 
-    def peer_frame(self, peer: bytes, frame: dict[str, Any]) -> None:
-        """A frame from a peer link (PeerLinks.on_message): a relay frame's map (node/protocol/wire/peer.py)."""
-        try:
-            msg = peer_from_map(frame)
-        except RemoteProtocolError as exc:
-            self.metrics.packet_refused(Layer.PEER, exc.refusal)
-            return
-        self.core.peer_message(peer, msg, self._now())
+    def peer_frames(self, peer: bytes, frames: Sequence[dict[str, Any]]) -> None:
+        """Frames from a peer link (PeerEvents, node/net/peers.py): relay frames' maps (node/protocol/wire/peer.py),
+        handed to the core one by one, and what it decided carried out once for them all."""
+        now = self._now()
+        for frame in frames:
+            try:
+                msg = peer_from_map(frame)
+            except RemoteProtocolError as exc:
+                self.metrics.packet_refused(Layer.PEER, exc.refusal)
+                continue
+            self.core.peer_message(peer, msg, now)
         self._after_input()
 
     def peer_unreachable(self, peer: bytes) -> None:

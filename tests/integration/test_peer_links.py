@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 import math
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import attrs
@@ -67,8 +67,9 @@ class _Events:
     def __init__(self, frame: Callable[[bytes, dict[str, Any]], None], unreachable: Callable[[bytes], None]) -> None:
         self.frame, self.unreachable = frame, unreachable
 
-    def peer_frame(self, peer: bytes, frame: dict[str, Any]) -> None:
-        self.frame(peer, frame)
+    def peer_frames(self, peer: bytes, frames: Sequence[dict[str, Any]]) -> None:
+        for frame in frames:
+            self.frame(peer, frame)
 
     def peer_unreachable(self, peer: bytes) -> None:
         self.unreachable(peer)

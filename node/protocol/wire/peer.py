@@ -288,8 +288,10 @@ PeerMessage = (
 )
 
 
-def _env_fields(e: PeerEnvelope) -> dict[str, Any]:
+def _env_map(t: MsgType, e: PeerEnvelope) -> dict[str, Any]:
+    """The map of a frame carrying envelope `e`, built in one go (it runs for every envelope a link carries)."""
     return {
+        "t": t,
         "eid": e.eid,
         "o": e.origin,
         "to": e.to,
@@ -314,7 +316,7 @@ def peer_to_map(msg: PeerMessage) -> dict[str, Any]:
     m: dict[str, Any]
     match msg:
         case PeerEnvelope():
-            m = {"t": MsgType.ENVELOPE, **_env_fields(msg)}
+            m = _env_map(MsgType.ENVELOPE, msg)
         case EnvelopeResult(eid=eid, status=s):
             m = {"t": MsgType.ENVELOPE_RESULT, "eid": eid, "s": str(s)}
         case Lease(home=h, claims=claims, ttl_ms=ttl):
@@ -333,13 +335,15 @@ def peer_to_map(msg: PeerMessage) -> dict[str, Any]:
         case LookupReply(id=i, homes=homes):
             m = {"t": MsgType.LOOKUP_REPLY, "id": i, "ids": list(homes)}
         case MailboxPut(env=e, ttl_ms=ttl):
-            m = {"t": MsgType.MAILBOX_PUT, **_env_fields(e), "ttl": ttl}
+            m = _env_map(MsgType.MAILBOX_PUT, e)
+            m["ttl"] = ttl
         case MailboxTake(eids=eids):
             m = {"t": MsgType.MAILBOX_TAKE, "ids": list(eids)}
         case MailboxEvent(eid=eid, status=s):
             m = {"t": MsgType.MAILBOX_EVENT, "eid": eid, "s": str(s)}
         case Handoff(env=e, ttl_ms=ttl):
-            m = {"t": MsgType.HANDOFF, **_env_fields(e), "ttl": ttl}
+            m = _env_map(MsgType.HANDOFF, e)
+            m["ttl"] = ttl
         case RelayReceipt(eid=eid, status=s):
             m = {"t": MsgType.RECEIPT, "eid": eid, "s": str(s)}
         case PushSub() | PushUnsub() | PushClaim():  # push wake-up
