@@ -78,6 +78,48 @@ def test_deadline_heap_matches_a_plain_dict(ops: list[tuple[int, float, bool]]) 
     assert [model[k] for k in due] == sorted(model[k] for k in due)
 
 
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(["push", "discard", "pop", "peek"]), st.integers(0, 8), st.floats(0, 100)),
+        max_size=400,
+    )
+)
+def test_deadline_heap_with_extensions_and_pops_in_between_matches_a_plain_dict(
+    ops: list[tuple[str, int, float]],
+) -> None:
+    """Lazy extension (a later deadline adds no entry; the old one is put back when it surfaces) against a model,
+    with pops and peeks between the pushes, as the relay's timers do."""
+    h: DeadlineHeap[int] = DeadlineHeap()
+    model: dict[int, float] = {}
+    for op, key, t in ops:
+        if op == "push":
+            h.push(key, t)
+            model[key] = t
+        elif op == "discard":
+            h.discard(key)
+            model.pop(key, None)
+        elif op == "peek":
+            assert h.next_deadline() == min(model.values(), default=INF)
+        else:
+            due = h.pop_due(t)
+            want = sorted((d, k) for k, d in model.items() if d <= t)
+            assert sorted(due) == sorted(k for _, k in want)
+            assert [model[k] for k in due] == [d for d, _ in want]
+            for k in due:
+                del model[k]
+        assert len(h) == len(model) and all(h.deadline_of(k) == d for k, d in model.items())
+
+
+def test_an_extended_deadline_adds_no_heap_entry_until_its_old_entry_surfaces() -> None:
+    h: DeadlineHeap[str] = DeadlineHeap()
+    h.push("lease", 30.0)
+    for renewal in range(1, 10):
+        h.push("lease", 30.0 + 10 * renewal)  # renewed every 10 s
+    assert len(h._heap) == 1
+    assert h.next_deadline() == 120.0 and len(h._heap) == 1  # put back once, at the deadline it has now
+    assert h.pop_due(119.0) == [] and h.pop_due(120.0) == ["lease"] and h.next_deadline() == INF
+
+
 def test_client_codes_map_into_refusals() -> None:
     assert for_client_code("too_large") is Refusal.OVERSIZED
     assert for_client_code("rate_limited") is Refusal.RATE_LIMITED
