@@ -143,9 +143,12 @@ class Home:
 
     # -- leases
     def _claim_of(self, client: bytes) -> HomeClaim:
-        """The newest claim among `client`'s connections here."""
-        claims = (self.conns[c].claim for c in self.homed[client])
-        return max(claims, key=lambda k: (k.issued_s, k.nonce))
+        """The newest claim among `client`'s connections here (runs for every client at every lease renewal)."""
+        conns = self.homed[client]
+        if len(conns) == 1:
+            for c in conns:
+                return self.conns[c].claim
+        return max((self.conns[c].claim for c in conns), key=lambda k: (k.issued_s, k.nonce))
 
     def _lease(self, clients: Iterable[bytes], targets: Iterable[bytes]) -> None:
         claims = tuple(self._claim_of(c) for c in clients)
