@@ -2,9 +2,9 @@
 
 Why: every relayed envelope builds a dozen small messages and commands (the client's envelope, its peer envelope,
 the delivery, the result, the receipt, the commands that carry them). `attrs.frozen` sets each field of a new
-instance through `object.__setattr__`, one call per field: 4.3 µs for a `PeerEnvelope` against 0.6 µs for the same
-class unfrozen (this repository's 2-core machine kind), about a tenth of the relay's CPU per message in all
-(docs/performance.md, "Ninth pass").
+instance through `object.__setattr__`, one call per field: a `PeerEnvelope` took 2.9-3.1 µs to build, its field
+checks included, and takes 1.6 µs as a record; a delivery 1.3 µs, 0.8 as a record (this repository's 2-core machine
+kind). In all, about a tenth of the relay path's CPU per envelope (docs/performance.md, "Ninth pass").
 
 What holds:
 - `mypy --strict` (run by CI on `node/` and `bootstrap/`) sees `attrs.frozen`: assigning to a field of a record is
