@@ -16,37 +16,19 @@ import pytest
 
 from node.protocol.relay.claims import HomeClaim
 from node.protocol.wire import packb
-from node.protocol.wire.client import Kind
-from node.protocol.wire.peer import PeerEnvelope
-
-REPO = Path(__file__).resolve().parents[2]
-
-
-def _env(**changes: object) -> PeerEnvelope:
-    fields: dict[str, object] = {
-        "eid": b"e" * 16,
-        "origin": b"o" * 32,
-        "to": b"t" * 32,
-        "sender": b"s" * 32,
-        "kind": Kind.CALL_ICE,
-        "call": b"c",
-        "body": b"b",
-        "claim_nonce": b"",
-        "claim_sig": b"",
-    }
-    fields.update(changes)
-    return PeerEnvelope(**fields)  # type: ignore[arg-type]
+from tests.helpers import REPO
+from tests.relay.test_rendezvous import env
 
 
 def test_a_record_keeps_what_frozen_gave_at_run_time() -> None:
     """Equality and hash by value, slots, evolve, and the field checks in __attrs_post_init__."""
-    a, b = _env(), _env()
+    a, b = env(1), env(1)
     assert a == b and hash(a) == hash(b) and len({a, b}) == 1
-    assert a != _env(body=b"other")
+    assert a != env(1, body=b"other")
     assert not hasattr(a, "__dict__")
-    assert attrs.evolve(a, body=b"x").body == b"x" and a.body == b"b"
+    assert attrs.evolve(a, body=b"x").body == b"x" and a.body == b"x1"
     with pytest.raises(ValueError):
-        _env(eid=b"short")
+        attrs.evolve(a, eid=b"short")
     with pytest.raises(ValueError):
         HomeClaim(client=b"c" * 32, home=b"h" * 32, nonce=b"n" * 31, sig=b"s" * 64)
 
