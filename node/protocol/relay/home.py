@@ -15,6 +15,9 @@
   within the top 2R owners of the recipient (a mailbox push) with the origin's valid, unexpired signature. A claim
   left out by an origin that sent it before is taken from `LinkClaims`; a forgotten one is asked for (`need_claim`).
 - Each eid is delivered once (`SeenSet`), remembered past any origin's give-up time.
+- An envelope between two clients of this node, to a recipient homed nowhere else, is delivered by `deliver_own`
+  without a peer envelope (rule 13 of node/protocol/relay/core.py): same checks, no eid to remember, since its
+  origin settles it at once and never sends it again.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ from node.protocol.relay.commands import CloseClient, Command, ToClient
 from node.protocol.relay.owner import Owner, origin_verdict
 from node.protocol.relay.rendezvous import INF, SeenSet
 from node.protocol.settings import RelaySection
-from node.protocol.wire.client import Deliver
+from node.protocol.wire.client import Deliver, Envelope
 from node.protocol.wire.peer import (
     LEASE_CLAIMS_MAX,
     PEER_IDS_MAX,
@@ -239,6 +242,32 @@ class Home:
         self._send(from_node, EnvelopeResult(eid=env.eid, status=ResultStatus.DELIVERED))
         if from_node != env.origin:
             self._send(env.origin, RelayReceipt(eid=env.eid, status=ReceiptStatus.DELIVERED))
+
+    def deliver_own(self, eid: bytes, sender: bytes, claim: HomeClaim, env: Envelope, now: float) -> bool:
+        """Deliver `env` from `sender`, a client on this node, to its connections here (rule 13 of
+        node/protocol/relay/core.py): what `on_envelope` does for an envelope this node originated, checked the
+        same way. False, with nothing done, when the recipient has no connection here or the claim is not valid
+        (the origin then takes its usual path, which decides what that means)."""
+        conns = self.homed.get(env.to)
+        if not conns:
+            return False
+        wall = now + self._owner.wall_offset_s
+        verdict = self._verifier.check_parts(
+            sender,
+            self.node_id,
+            claim.nonce,
+            claim.sig,
+            wall,
+            extra_age_s=self.config.mailbox_ttl,
+            peer=self.node_id,
+            now=now,
+        )
+        if verdict is not Verdict.VALID:
+            return False
+        msg = Deliver(kind=env.kind, sender=sender, call=env.call, body=env.body, eid=eid)
+        for conn in sorted(conns):
+            self._emit(ToClient(conn_id=conn, msg=msg))
+        return True
 
     # -- time
     def tick(self, now: float) -> None:
