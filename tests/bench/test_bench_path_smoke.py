@@ -13,13 +13,15 @@ from tests.helpers import REPO, homing_env
 
 
 @pytest.mark.timeout(120)
-def test_the_relay_path_runs_alone_and_against_another_tree() -> None:
+@pytest.mark.parametrize("where", [[], ["--cross"]], ids=["same-node", "cross-node"])
+def test_the_relay_path_runs_alone_and_against_another_tree(where: list[str]) -> None:
+    """It exits non-zero when any envelope was not delivered and receipted `delivered`."""
     bench = str(REPO / "bench" / "relay" / "path.py")
-    alone = subprocess.run([sys.executable, bench, "--envelopes", "300", "--rounds", "2"], cwd=REPO, env=homing_env(),
-                           capture_output=True, text=True, timeout=100)  # fmt: skip
+    alone = subprocess.run([sys.executable, bench, "--envelopes", "300", "--rounds", "2", *where], cwd=REPO,
+                           env=homing_env(), capture_output=True, text=True, timeout=100)  # fmt: skip
     assert alone.returncode == 0, alone.stderr[-3000:]
     assert re.search(r"[\d.]+ µs per envelope best, [\d.]+ median", alone.stdout), alone.stdout
-    ab = subprocess.run([sys.executable, bench, "--envelopes", "300", "--rounds", "2", "--before", str(REPO)],
+    ab = subprocess.run([sys.executable, bench, "--envelopes", "300", "--rounds", "2", "--before", str(REPO), *where],
                         cwd=REPO, env=homing_env(), capture_output=True, text=True, timeout=100)  # fmt: skip
     assert ab.returncode == 0, ab.stderr[-3000:]
     assert len(re.findall(r"round \d (before|after): [\d.]+ µs per envelope", ab.stdout)) == 4, ab.stdout
