@@ -363,7 +363,7 @@ class RelayCore:
     # ------------------------------------------------------------------ origin: routing
     def _mail_mode(self, p: Pending) -> bool:
         """Does another envelope to p's recipient take the mailbox path? Then p must queue behind it (rule 6)."""
-        return self._in_mailbox[p.env.to] > (1 if p.phase in _MAIL_PHASES else 0)
+        return self._in_mailbox.get(p.env.to, 0) > (1 if p.phase in _MAIL_PHASES else 0)  # get: no __missing__
 
     def _route(self, p: Pending, now: float) -> None:
         to = p.env.to
@@ -387,7 +387,7 @@ class RelayCore:
 
     def _local_only(self, to: bytes, now: float) -> bool:
         """Rule 13: would a new envelope to `to` be forwarded to this node alone, with nothing ahead of it?"""
-        if to not in self.home.homed or to in self._lookups or self._in_mailbox[to]:
+        if to not in self.home.homed or to in self._lookups or self._in_mailbox.get(to, 0):
             return False
         cached = self._cached(to, now)
         return cached is not None and all(h == self.node_id for h in cached)
