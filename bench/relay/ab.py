@@ -56,6 +56,7 @@ def main() -> None:
     here = load_run(REPO, "run_after")
     trees = {"before": load_run(args.before.resolve(), "run_before"), "after": here}
     load = [os.getloadavg()[0]]
+    ticks = here.cpu_ticks()
     results: dict[tuple[str, str], list[tuple[float, float]]] = {}  # (side, row) -> [(msg/s, µs/msg)]
     for rnd in range(args.rounds):
         proc, port = here.start(here.SERVERS["Node.js ws"])
@@ -83,11 +84,12 @@ def main() -> None:
                 print(f"round {rnd + 1} {side} {row}: {thr['msg_per_s']:.0f} msg/s, "
                       f"{thr['server_cpu_us_per_msg']:.1f} µs/msg", flush=True)  # fmt: skip
         load.append(os.getloadavg()[0])
-    write(args, results, load, {"before": commit_of(args.before.resolve()), "after": commit_of(REPO)})
+    write(args, results, load, {"before": commit_of(args.before.resolve()), "after": commit_of(REPO)},
+          here.stolen_pct(ticks))  # fmt: skip
 
 
 def write(args: argparse.Namespace, results: dict[tuple[str, str], list[tuple[float, float]]], load: list[float],
-          commits: dict[str, str]) -> None:  # fmt: skip
+          commits: dict[str, str], stolen: float) -> None:  # fmt: skip
     def med(side: str, row: str, i: int) -> float:
         return statistics.median(v[i] for v in results[(side, row)])
 
@@ -98,7 +100,8 @@ def write(args: argparse.Namespace, results: dict[tuple[str, str], list[tuple[fl
         f"Command: `python bench/relay/ab.py --before {args.before} --rounds {args.rounds} --duration "
         f"{args.duration}`; before {commits['before']}, after {commits['after']}; "
         f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; {os.cpu_count()} CPUs; load average (1 min) "
-        f"{', '.join(f'{x:.1f}' for x in load)} (at the start and after each round). Medians of {args.rounds} "
+        f"{', '.join(f'{x:.1f}' for x in load)} (at the start and after each round); {stolen:.0f} % of the "
+        f"machine's CPU time stolen by the hypervisor during the rounds. Medians of {args.rounds} "
         f"rounds; 50 pairs, 1,000-byte bodies; CPU per message is the nodes' user+system time over delivered "
         "messages (both nodes' for cross-node).",
         "",

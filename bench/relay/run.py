@@ -35,6 +35,22 @@ SERVERS = {
 }
 
 
+def cpu_ticks() -> tuple[int, int]:
+    """(stolen, all) clock ticks of the whole machine so far, from /proc/stat's `cpu` line; (0, 0) elsewhere."""
+    try:
+        fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    except (OSError, ValueError):
+        return 0, 0
+    return (fields[7] if len(fields) > 7 else 0), sum(fields[:8])
+
+
+def stolen_pct(since: tuple[int, int]) -> float:
+    """The share of the machine's CPU time the hypervisor gave to other guests since `since` (`cpu_ticks()`): on a
+    shared VPS a run with a large share measures the neighbours as much as the code (latencies most of all)."""
+    stolen, total = cpu_ticks()
+    return 100.0 * (stolen - since[0]) / max(1, total - since[1])
+
+
 def start(cmd: list[str]) -> tuple[subprocess.Popen[str], int]:
     env = dict(os.environ, PYTHONPATH=str(REPO))
     proc = subprocess.Popen(cmd, cwd=HERE, env=env, stdout=subprocess.PIPE, text=True)
@@ -161,6 +177,7 @@ def main() -> None:
     ap.add_argument("--url", action="append", default=[])
     ap.add_argument("--no-nodes", action="store_true", help="skip the real-node rows (same-node and cross-node)")
     args = ap.parse_args()
+    ticks = cpu_ticks()
     results: dict[str, list[dict[str, float]]] = {}
     for run in range(args.runs):
         if args.url:
@@ -190,10 +207,10 @@ def main() -> None:
                             p.wait()
                 print(f"run {run + 1} {name}: {row}", flush=True)
                 results.setdefault(name, []).append(row)
-    write(results, args)
+    write(results, args, stolen_pct(ticks))
 
 
-def write(results: dict[str, list[dict[str, float]]], args: argparse.Namespace) -> None:
+def write(results: dict[str, list[dict[str, float]]], args: argparse.Namespace, stolen: float) -> None:
     cols = ["p50_ms", "p99_ms", "msg_per_s", "cpu_us_per_msg", "kib_per_idle_conn"]
     heads = ["one-way p50 ms @1k/s", "p99 ms", "msg/s, 50 pairs", "server CPU µs/msg", "KiB RSS per idle client"]
     lines = [
@@ -201,7 +218,8 @@ def write(results: dict[str, list[dict[str, float]]], args: argparse.Namespace) 
         "",
         f"Command: `python bench/relay/run.py --runs {args.runs} --duration {args.duration:g} --idle {args.idle}`; "
         f"medians of {args.runs} runs; {time.strftime('%Y-%m-%d')}, {os.cpu_count()} CPUs, load average "
-        f"{os.getloadavg()[0]:.1f} at the end (the machine is shared: throughput is noisy, CPU per message less so).",
+        f"{os.getloadavg()[0]:.1f} at the end, {stolen:.0f} % of the machine's CPU time stolen by the hypervisor "
+        "during the runs (the machine is shared: throughput and latency are noisy, CPU per message less so).",
         "Envelopes: 1,000-byte bodies, msgpack, `call_ice`; every envelope gets a delivery and a receipt. "
         "CPU per message is the server's user+system time over delivered messages (both nodes' for cross-node); "
         "1e6 / that is what one dedicated core would relay. The bare rows run the client server with a minimal "
