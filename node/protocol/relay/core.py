@@ -307,14 +307,11 @@ class RelayCore:
             return  # the connection went away before its frame was handled: nobody to answer
         sender, addr, claim = conn.client, conn.addr, conn.claim
         if len(self._pending) >= self.config.pending_max or not self._budgets.pending_admit(sender, addr):
-            self._out.append(ToClient(conn_id=conn_id, msg=_rejected(env.ref, Reason.RATE_LIMITED)))
-            self._outcomes[(env.kind, Status.REJECTED)] += 1
+            self._settle(conn_id, env.ref, env.kind, Status.REJECTED, 0.0, Reason.RATE_LIMITED)
             return
         eid = self._rng.randbytes(16)
         if self._local_only(env.to, now) and self.home.deliver_own(eid, sender, claim, env, now):  # rule 13
-            self._outcomes[(env.kind, Status.DELIVERED)] += 1
-            self._latencies.append(0.0)
-            self._out.append(ToClient(conn_id=conn_id, msg=Receipt(ref=env.ref, status=Status.DELIVERED)))
+            self._settle(conn_id, env.ref, env.kind, Status.DELIVERED, 0.0)
             return
         penv = PeerEnvelope(
             eid=eid,
@@ -462,11 +459,18 @@ class RelayCore:
             self._in_mailbox[p.env.to] -= 1
             if not self._in_mailbox[p.env.to]:
                 del self._in_mailbox[p.env.to]
-        self._outcomes[(p.env.kind, status)] += 1
+        self._settle(p.conn_id, p.ref, p.env.kind, status, now - p.created, reason)
+
+    def _settle(
+        self, conn_id: int, ref: int, kind: Kind, status: Status, latency_s: float, reason: Reason | None = None
+    ) -> None:
+        """An envelope's terminal outcome: counted, its latency sampled when delivered, its receipt sent to the
+        sender's connection if that is still here."""
+        self._outcomes[(kind, status)] += 1
         if status is Status.DELIVERED:
-            self._latencies.append(now - p.created)
-        if p.conn_id in self.home.conns:
-            self._out.append(ToClient(conn_id=p.conn_id, msg=Receipt(ref=p.ref, status=status, reason=reason)))
+            self._latencies.append(latency_s)
+        if conn_id in self.home.conns:
+            self._out.append(ToClient(conn_id=conn_id, msg=Receipt(ref=ref, status=status, reason=reason)))
 
     def _lookup_done(self, to: bytes, now: float) -> None:
         ls = self._lookups.pop(to)
@@ -700,7 +704,3 @@ class RelayCore:
             self.owner.next_deadline(),
             self.push.next_deadline(),
         )
-
-
-def _rejected(ref: int, reason: Reason) -> Receipt:
-    return Receipt(ref=ref, status=Status.REJECTED, reason=reason)

@@ -200,16 +200,27 @@ class Home:
     def _authorised(self, from_node: bytes, env: PeerEnvelope, claim: tuple[bytes, bytes], now: float) -> Verdict:
         """The sender's claim, and for a mailbox push by an owner the origin's signature, each checked within
         `from_node`'s check budget."""
-        wall = now + self._owner.wall_offset_s
         if from_node != env.origin:
             if not self._owner.near(from_node, env.to):
                 return Verdict.FORGED
+            wall = now + self._owner.wall_offset_s
             pushed = origin_verdict(self._verifier, env, wall, peer=from_node, now=now)
             if pushed is not Verdict.VALID:
                 return pushed
+        return self._sender_verdict(from_node, env.sender, env.origin, claim, now)
+
+    def _sender_verdict(
+        self, from_node: bytes, sender: bytes, origin: bytes, claim: tuple[bytes, bytes], now: float
+    ) -> Verdict:
+        """Is `claim` (nonce, sig) `sender`'s valid claim naming `origin`, within `from_node`'s check budget?"""
+        wall = now + self._owner.wall_offset_s
         return self._verifier.check_parts(
-            env.sender, env.origin, *claim, wall, extra_age_s=self.config.mailbox_ttl, peer=from_node, now=now
+            sender, origin, *claim, wall, extra_age_s=self.config.mailbox_ttl, peer=from_node, now=now
         )
+
+    def _deliver(self, conns: Iterable[int], msg: Deliver) -> None:
+        for conn in sorted(conns):
+            self._emit(ToClient(conn_id=conn, msg=msg))
 
     def _admit(self, from_node: bytes, env: PeerEnvelope, now: float) -> bool:
         claim = self._sender_claim(from_node, env)
@@ -237,8 +248,7 @@ class Home:
             seen_s = self.config.mailbox_ttl + (self.config.attempts_max + 4) * self.config.peer_timeout_s
             self._seen.add(env.eid, now + seen_s)
             msg = Deliver(kind=env.kind, sender=env.sender, call=env.call, body=env.body, eid=env.eid)
-            for conn in sorted(conns or ()):
-                self._emit(ToClient(conn_id=conn, msg=msg))
+            self._deliver(conns or (), msg)
         self._send(from_node, EnvelopeResult(eid=env.eid, status=ResultStatus.DELIVERED))
         if from_node != env.origin:
             self._send(env.origin, RelayReceipt(eid=env.eid, status=ReceiptStatus.DELIVERED))
@@ -249,24 +259,10 @@ class Home:
         same way. False, with nothing done, when the recipient has no connection here or the claim is not valid
         (the origin then takes its usual path, which decides what that means)."""
         conns = self.homed.get(env.to)
-        if not conns:
+        me = self.node_id
+        if not conns or self._sender_verdict(me, sender, me, (claim.nonce, claim.sig), now) is not Verdict.VALID:
             return False
-        wall = now + self._owner.wall_offset_s
-        verdict = self._verifier.check_parts(
-            sender,
-            self.node_id,
-            claim.nonce,
-            claim.sig,
-            wall,
-            extra_age_s=self.config.mailbox_ttl,
-            peer=self.node_id,
-            now=now,
-        )
-        if verdict is not Verdict.VALID:
-            return False
-        msg = Deliver(kind=env.kind, sender=sender, call=env.call, body=env.body, eid=eid)
-        for conn in sorted(conns):
-            self._emit(ToClient(conn_id=conn, msg=msg))
+        self._deliver(conns, Deliver(kind=env.kind, sender=sender, call=env.call, body=env.body, eid=eid))
         return True
 
     # -- time
