@@ -1,15 +1,17 @@
 """Run every fuzz harness for a bounded time: `python -m fuzz.run --seconds N [--jobs J] [--only A,B] [--keep DIR]`.
 
 Each target runs in its own process (`python -m fuzz.harness NAME`) for N seconds of libFuzzer time, starting
-from its committed seed corpus (read only: new inputs go to a scratch directory). The run fails (exit 1) on any
-crash, undocumented exception, input slower than `--input-timeout` seconds or memory over `--rss-mb`, and prints
-the target, the saved input and the end of its log. Exit 2: atheris is not installed (`pip install atheris`).
+from its committed seed corpus (read only: new inputs go to a scratch directory, removed after a clean run unless
+`--keep DIR` names one). The run fails (exit 1) on any crash, undocumented exception, input slower than
+`--input-timeout` seconds or memory over `--rss-mb`, and prints the target, the saved input and the end of its log
+(a failed run keeps its scratch directory). Exit 2: atheris is not installed (`pip install atheris`).
 """
 
 from __future__ import annotations
 
 import argparse
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -68,7 +70,12 @@ def run_all(args: argparse.Namespace, names: list[str]) -> int:
                 why = "did not finish in time" if overdue else f"exit {proc.returncode}"
                 print(f"---- {name}: {why}; saved inputs: {crashes or 'none'}", flush=True)
                 print("\n".join(text.splitlines()[-40:]), flush=True)
-    print(f"{len(names) - len(failures)}/{len(names)} targets clean after {args.seconds} s each; logs in {scratch}")
+    clean = f"{len(names) - len(failures)}/{len(names)} targets clean after {args.seconds} s each"
+    if failures or args.keep:
+        print(f"{clean}; logs, new inputs and saved inputs in {scratch}")
+    else:
+        shutil.rmtree(scratch, ignore_errors=True)  # nothing to look at, and a run's corpus grows to megabytes
+        print(f"{clean} (--keep DIR keeps the logs and new inputs)")
     return 1 if failures else 0
 
 

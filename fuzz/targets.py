@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import json
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -367,13 +367,19 @@ def _txt_seeds() -> list[bytes]:
 
 # --- config, entries, cache, registry --------------------------------------------------------------------
 
-_SCRATCH = Path(tempfile.mkdtemp(prefix="homing-fuzz-"))
+@contextlib.contextmanager
+def _as_file(name: str, data: bytes) -> Iterator[Path]:
+    """`data` as a file of a fresh temporary directory, removed after the call (a libFuzzer process ends without
+    Python's exit handlers, so a directory made once per process would be left behind)."""
+    with tempfile.TemporaryDirectory(prefix="homing-fuzz-") as scratch:
+        path = Path(scratch) / name
+        path.write_bytes(data)
+        yield path
 
 
 def _config(data: bytes) -> object:
-    path = _SCRATCH / "homing-node.toml"
-    path.write_bytes(data)
-    return build_config(load_toml(path))
+    with _as_file("homing-node.toml", data) as path:
+        return build_config(load_toml(path))
 
 
 def _config_seeds() -> list[bytes]:
@@ -423,9 +429,8 @@ def _decoy_seeds() -> list[bytes]:
 
 
 def _cache(data: bytes) -> object:
-    path = _SCRATCH / "cache.json"
-    path.write_bytes(data)
-    cands, _errors = load_cache(path)
+    with _as_file("cache.json", data) as path:
+        cands, _errors = load_cache(path)
     return merge_cache(cands, [], float(NOW))
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -22,10 +23,13 @@ def test_the_committed_seed_corpus_is_current() -> None:
 
 @pytest.mark.slow
 @pytest.mark.skipif(importlib.util.find_spec("atheris") is None, reason="atheris is not installed")
-def test_every_fuzz_harness_runs_clean_for_a_bounded_time() -> None:
+def test_every_fuzz_harness_runs_clean_for_a_bounded_time(tmp_path: Path) -> None:
+    """...and leaves nothing behind in the temporary directory (its scratch files, each harness's input files)."""
     proc = subprocess.run(
         [sys.executable, "-m", "fuzz.run", "--seconds", str(FUZZ_SECONDS), "--jobs", "2"],
-        cwd=REPO, env=homing_env(), capture_output=True, text=True, timeout=FUZZ_SECONDS * 15 + 120,
+        cwd=REPO, env=homing_env(TMPDIR=str(tmp_path)), capture_output=True, text=True,
+        timeout=FUZZ_SECONDS * 15 + 120,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-2000:]
     assert proc.stdout.count("ok  ") == len(expected()), proc.stdout
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
