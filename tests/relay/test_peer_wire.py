@@ -138,3 +138,26 @@ def test_garbage_raises_only_remote_protocol_error(data: bytes) -> None:
 def test_random_maps_raise_only_remote_protocol_error(obj: dict[str, object]) -> None:
     with contextlib.suppress(RemoteProtocolError):
         decode_peer(msgpack.packb(obj, use_bin_type=True))
+
+
+@given(
+    mail=st.booleans(),
+    claim=st.booleans(),
+    body=st.binary(max_size=64),
+    call=st.binary(min_size=1, max_size=Limits.CALL_ID_MAX),
+    kind=st.sampled_from(Kind),
+)
+def test_without_claim_is_the_checked_envelope_with_the_claim_emptied(
+    mail: bool, claim: bool, body: bytes, call: bytes, kind: Kind
+) -> None:
+    """`without_claim` fills a bare instance field by field, skipping the checks: it must give exactly what the
+    checked constructor gives (every field set, equal, same hash, same wire bytes), for every kind of envelope."""
+    env = attrs.evolve(E_MAIL if mail else E, body=body, call=call, kind=kind)
+    if not claim:
+        env = attrs.evolve(env, claim_nonce=b"", claim_sig=b"")
+    bare = env.without_claim()
+    checked = attrs.evolve(env, claim_nonce=b"", claim_sig=b"")
+    assert attrs.asdict(bare) == attrs.asdict(checked)
+    assert bare == checked and hash(bare) == hash(checked) and not bare.has_claim
+    assert encode_peer(bare) == encode_peer(checked) and decode_peer(encode_peer(bare)) == checked
+    assert env.has_claim is claim  # the original is untouched

@@ -129,20 +129,18 @@ class PeerEnvelope:
         return bool(self.claim_sig)
 
     def without_claim(self) -> PeerEnvelope:
-        """This envelope without the sender's claim (what `attrs.evolve` would give, without its introspection)."""
-        return PeerEnvelope(
-            eid=self.eid,
-            origin=self.origin,
-            to=self.to,
-            sender=self.sender,
-            kind=self.kind,
-            call=self.call,
-            body=self.body,
-            claim_nonce=b"",
-            claim_sig=b"",
-            expires_ms=self.expires_ms,
-            origin_sig=self.origin_sig,
-        )
+        """This envelope without the sender's claim (what `attrs.evolve` would give).
+
+        Field by field into a bare instance, without `__init__`: every field is this checked envelope's, and an
+        absent claim (both empty) is valid, so the checks would pass; skipping them takes 0.6 µs instead of 3.4,
+        for each envelope an origin forwards to a home that already has the claim."""
+        bare: Any = object.__new__(PeerEnvelope)  # Any: `record` classes are frozen to the type checker
+        bare.eid, bare.origin, bare.to, bare.sender = self.eid, self.origin, self.to, self.sender
+        bare.kind, bare.call, bare.body = self.kind, self.call, self.body
+        bare.claim_nonce = bare.claim_sig = b""
+        bare.expires_ms, bare.origin_sig = self.expires_ms, self.origin_sig
+        result: PeerEnvelope = bare
+        return result
 
     @property
     def sender_claim(self) -> HomeClaim:
