@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 
+import attrs
 import msgpack
 import pytest
 from hypothesis import given, settings
@@ -278,3 +279,40 @@ def test_push_pull_is_compressed_and_a_zip_bomb_is_refused() -> None:
     garbage = bytes((WIRE_VERSION, MsgType.PUSH_PULL)) + packb({"z": b"not deflate"})
     with pytest.raises(RemoteProtocolError):
         decode_push_pull(garbage)
+
+
+GOOD_MEMBER = dict(
+    id=b"i" * 32, addr=("10.0.0.1", 7400), meta=b"m", incarnation=3, state=MemberState.ALIVE, sig=b"s" * 64
+)
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "error"),
+    [
+        ("id", b"i" * 31, ValueError),
+        ("id", "i" * 32, ValueError),
+        ("addr", ("10.0.0.1",), ValueError),
+        ("addr", ["10.0.0.1", 7400], ValueError),
+        ("addr", (b"10.0.0.1", 7400), ValueError),
+        ("addr", ("10.0.0.1", 65536), ValueError),
+        ("addr", ("10.0.0.1", -1), ValueError),
+        ("meta", b"m" * (META_MAX + 1), ValueError),
+        ("meta", "m", ValueError),
+        ("incarnation", -1, ValueError),
+        ("incarnation", "3", TypeError),
+        ("state", "alive", TypeError),
+        ("sig", b"s" * 65, ValueError),
+        ("sig", None, ValueError),
+    ],
+)
+def test_a_member_record_refuses_every_bad_field(field: str, value: object, error: type[Exception]) -> None:
+    """MemberInfo checks its fields in one pass (not per-field validators): each bad one is still refused."""
+    with pytest.raises(error, match=field):
+        MemberInfo(**{**GOOD_MEMBER, field: value})  # type: ignore[arg-type]
+
+
+@given(state=st.sampled_from(MemberState), incarnation=st.integers(0, 2**32), meta=st.binary(max_size=META_MAX))
+def test_with_state_is_evolve(state: MemberState, incarnation: int, meta: bytes) -> None:
+    m = MemberInfo(**{**GOOD_MEMBER, "incarnation": incarnation, "meta": meta})  # type: ignore[arg-type]
+    assert m.with_state(state) == attrs.evolve(m, state=state)
+    assert hash(m.with_state(state)) == hash(attrs.evolve(m, state=state))

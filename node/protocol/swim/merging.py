@@ -125,7 +125,7 @@ class Merging:
         if m.incarnation < old.incarnation or old.state not in LIVE:
             return  # stale, or already DEAD/LEFT here
         by = update.by if update.by not in (b"", m.id) and self._admit(update.by) else sender
-        claim = Update(member=attrs.evolve(old, state=SUSPECT), by=by)
+        claim = Update(member=old.with_state(SUSPECT), by=by)
         if old.state is SUSPECT:
             if m.state is SUSPECT:
                 self._maybe_confirm(claim, old)

@@ -163,7 +163,7 @@ class Swim(Merging):
                 self._forget(m.id)
                 self.stats.unadmitted_dropped += 1
                 if m.state in LIVE:
-                    self._emit(MemberChanged(member=attrs.evolve(m, state=DEAD), previous=m.state))
+                    self._emit(MemberChanged(member=m.with_state(DEAD), previous=m.state))
         for seed_id in [s for s in self._seeds if not admit(s)]:
             del self._seeds[seed_id]
 
@@ -308,8 +308,8 @@ class Swim(Merging):
             if old is m or (old is not None and (old.incarnation > m.incarnation or old == m)):
                 continue  # fast path: nothing new (most of a sync)
             if m.state in CLAIMS:
-                self._apply(Update(member=attrs.evolve(m, state=ALIVE)), now, sender_id, gossip_new=gossip_new)
-                m = attrs.evolve(m, state=SUSPECT)
+                self._apply(Update(member=m.with_state(ALIVE)), now, sender_id, gossip_new=gossip_new)
+                m = m.with_state(SUSPECT)
             self._apply(Update(member=m, by=sender_id), now, sender_id, gossip_new=gossip_new)
         if joining and table.live_count > 1:
             self._announce(self.config.join_fanout, now, skip=sender_id)  # it has our record
@@ -411,7 +411,7 @@ class Swim(Merging):
         info = self._table.get(p.target)
         if info is None or info.state not in LIVE:
             return
-        claim = Update(member=attrs.evolve(info, state=SUSPECT), by=self._id)
+        claim = Update(member=info.with_state(SUSPECT), by=self._id)
         if info.state is ALIVE:
             self.stats.suspicions_raised += 1
             self._commit(claim, info, now)
@@ -450,7 +450,7 @@ class Swim(Merging):
             if s is None or info is None or info.state is not SUSPECT or info.incarnation != s.incarnation:
                 continue
             self.stats.deaths_declared += 1
-            self._commit(Update(member=attrs.evolve(info, state=DEAD), by=self._id), info, now)
+            self._commit(Update(member=info.with_state(DEAD), by=self._id), info, now)
 
     # ---- dissemination and sync ----
 
