@@ -7,10 +7,11 @@ Exit codes (docs/operations.md): 0 ok, 2 bad usage or config (one line naming th
 from __future__ import annotations
 
 import argparse
+import importlib
 import re
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Final
 
 from node.app.buildinfo import version_text
 from node.protocol.errors import ConfigError, HomingError
@@ -30,25 +31,29 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
-def build_parser(command: str | None = None) -> argparse.ArgumentParser:
-    """The whole CLI; with `command="node"` only the `node` commands, so that a running node does not import the
-    demo, discovery (httpx2, dnspython), QR code (segno) and registry modules it never uses (issue #17)."""
-    from node.cli import node as cli_node
+# Each top-level command and the module whose `register` adds it, in the order `homing --help` lists them.
+COMMANDS: Final = {
+    "demo": "node.cli.demo",
+    "node": "node.cli.node",
+    "bootstrap": "bootstrap.cli",
+    "discover": "node.cli.discover",
+    "card": "node.cli.discover",
+    "qr": "node.cli.discover",
+}
 
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The whole CLI; with a `command` of COMMANDS, only its module's commands. Each module imports what its
+    commands run (trio, the node service, httpx2, dnspython, segno, SQLite): all of them take 1.4 s here. So a
+    running node imports no demo, discovery, QR code or registry code (issue #17), and `homing bootstrap nodes
+    approve ID` or a mistyped flag answers in about half the time. `homing`, `--help`, `--version` and an unknown
+    command get the whole CLI."""
     parser = _Parser(prog="homing", description="homing: federated signalling for end-to-end encrypted calls")
     parser.add_argument("--version", action="version", version=f"homing {version_text()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-    if command == "node":
-        cli_node.register(sub)
-        return parser
-    from bootstrap import cli as bootstrap_cli
-    from node.cli import demo
-    from node.cli import discover as cli_discover
-
-    demo.register(sub)
-    cli_node.register(sub)
-    bootstrap_cli.register(sub)
-    cli_discover.register(sub)
+    named = COMMANDS.get(command or "")
+    for module in [named] if named else list(dict.fromkeys(COMMANDS.values())):
+        importlib.import_module(module).register(sub)
     return parser
 
 
