@@ -15,13 +15,10 @@ from pathlib import Path
 from typing import Any
 
 import attrs
-import trio
 
 from bootstrap import backup, bridges_cli, dns_cli
-from bootstrap.app import run_bootstrap
 from bootstrap.config import BootstrapConfig, default_data_dir
 from bootstrap.registry import Policy, federated
-from bootstrap.service import load_identity
 from bootstrap.store import DB_NAME, Store
 from node.app.log import setup_logging
 from node.protocol.errors import ConfigError
@@ -142,6 +139,8 @@ def _config(args: argparse.Namespace, **kw: Any) -> BootstrapConfig:
 
 
 def cmd_init(args: argparse.Namespace) -> int:
+    from bootstrap.service import load_identity  # here: it imports trio, which the admin commands do not need
+
     config = _config(args)
     config.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     identity, created = load_identity(config, create=True)
@@ -174,7 +173,11 @@ def cmd_rotate_key(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from node.net.httpserver import HttpLimits
+    import trio  # here: the admin commands need neither trio nor the service (docs/bootstrap.md)
+
+    from bootstrap.app import run_bootstrap
+    from bootstrap.service import load_identity
+    from node.protocol.httplimits import HttpLimits
     from node.protocol.settings import format_hostport, parse_hostport
 
     http = attrs.evolve(

@@ -10,9 +10,9 @@ import attrs
 from attrs import validators as v
 
 from bootstrap.registry import Policy
-from node.net.httpserver import HttpLimits
 from node.protocol.errors import ConfigError
 from node.protocol.forwarded import parse_networks
+from node.protocol.httplimits import HttpLimits
 from node.protocol.settings import parse_hostport
 
 KEY_NAME = "registry.key"

@@ -15,21 +15,8 @@ import argparse
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import dns.exception
-import dns.message
-import dns.name
-import dns.query
-import dns.rcode
-import dns.rdataclass
-import dns.rdatatype
-import dns.rdtypes.ANY.TXT
-import dns.rrset
-import dns.tsig
-import dns.update
-
-from bootstrap.service import current_signed_list
 from bootstrap.tsig_key import TSIG_ALGORITHMS, TsigKey, load_tsig_key
 from bootstrap.tsig_key import parse_tsig_key as parse_tsig_key
 from node.protocol.errors import ConfigError, HomingError, RemoteProtocolError
@@ -37,12 +24,21 @@ from node.protocol.identity import decode_document
 from node.protocol.settings import parse_hostport
 from node.protocol.txt import TTL_DEFAULT_S, decode_txt, encode_txt, zone_lines
 
+if TYPE_CHECKING:  # dnspython is imported by the functions that use it: other commands need none of it
+    import dns.name
+    import dns.rrset
+
 LIST_FILE_MAX_BYTES = 512 * 1024
 DNS_TIMEOUT_S = 10.0
 TTL_MAX_S = 86_400
 
 
 def txt_rrset(name: dns.name.Name, doc: dict[str, bytes], ttl: int) -> dns.rrset.RRset:
+    import dns.rdataclass
+    import dns.rdatatype
+    import dns.rdtypes.ANY.TXT
+    import dns.rrset
+
     rrset = dns.rrset.RRset(name, dns.rdataclass.IN, dns.rdatatype.TXT)
     for record in encode_txt(doc):
         rrset.add(dns.rdtypes.ANY.TXT.TXT(dns.rdataclass.IN, dns.rdatatype.TXT, record), ttl)
@@ -50,6 +46,9 @@ def txt_rrset(name: dns.name.Name, doc: dict[str, bytes], ttl: int) -> dns.rrset
 
 
 def _names(name: str, zone: str) -> tuple[dns.name.Name, dns.name.Name]:
+    import dns.exception
+    import dns.name
+
     try:
         owner, origin = dns.name.from_text(name), dns.name.from_text(zone)
     except dns.exception.DNSException as exc:
@@ -73,6 +72,12 @@ def publish_dns(
 
     Raises HomingError with the server's answer (NOTAUTH, REFUSED, a bad TSIG signature...) when it refuses.
     """
+    import dns.exception
+    import dns.query
+    import dns.rcode
+    import dns.tsig
+    import dns.update
+
     owner, origin = _names(name, zone)
     host, port = parse_hostport(server, key="--server")
     rrset = txt_rrset(owner, doc, ttl)
@@ -92,6 +97,12 @@ def publish_dns(
 
 def read_back(owner: dns.name.Name, host: str, port: int, doc: dict[str, bytes], *, timeout_s: float) -> None:
     """Query the authoritative server for the RRset just written and check it decodes to `doc`."""
+    import dns.exception
+    import dns.message
+    import dns.query
+    import dns.rdataclass
+    import dns.rdatatype
+
     query = dns.message.make_query(owner, dns.rdatatype.TXT)
     try:
         answer = dns.query.tcp(query, host, port=port, timeout=timeout_s)
@@ -123,6 +134,8 @@ def _load_list(args: argparse.Namespace) -> dict[str, bytes]:
         except RemoteProtocolError as exc:
             raise ConfigError("--from-file", f"{path} is not a signed node list: {exc}") from exc
         return {k: doc[k] for k in ("body", "key", "sig") if isinstance(doc.get(k), bytes)}
+    from bootstrap.service import current_signed_list  # here: it imports trio, which `--from-file` does not need
+
     data_dir = Path(args.data_dir) if args.data_dir else _default_bootstrap_dir()
     result: dict[str, bytes] = current_signed_list(data_dir, time.time())
     return result

@@ -14,7 +14,8 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from node.app.metrics import NodeMetrics
-from node.net.httpserver import HttpLimits, Request, Response, Router, json_response, text_response
+from node.net.httpserver import Request, Response, Router, json_response, text_response
+from node.protocol.httplimits import HttpLimits
 
 # The metrics port is for operators and Prometheus: small bodies, a modest rate.
 OPS_LIMITS = HttpLimits(body_bytes_max=1024, connections_max=64, rate_per_ip_per_s=20.0, rate_per_ip_burst=50)

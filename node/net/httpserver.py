@@ -28,9 +28,9 @@ from typing import Any
 import attrs
 import h11
 import trio
-from attrs import validators as v
 
 from node.protocol.forwarded import Network, client_address, is_trusted_proxy
+from node.protocol.httplimits import HttpLimits
 from node.protocol.numerals import decimal
 from node.protocol.ratelimit import KeyedBuckets, address_key
 
@@ -38,33 +38,6 @@ log = logging.getLogger("homing.http")
 
 _SERVER_HEADER = b"homing"
 _READ_CHUNK_BYTES = 64 * 1024
-
-
-@attrs.frozen(kw_only=True, slots=True)
-class HttpLimits:
-    # Request line plus headers; larger gets 431 (h11 refuses it) and the connection closes.
-    header_bytes_max: int = attrs.field(default=16 * 1024, validator=v.ge(1024))
-    # Request body; larger (declared or sent) gets 413 and the connection closes.
-    body_bytes_max: int = attrs.field(default=64 * 1024, validator=v.ge(0))
-    # Connections open at once; more are answered 503 and closed.
-    connections_max: int = attrs.field(default=1024, validator=v.ge(1))
-    # Connections open at once from one client IP.
-    connections_per_ip_max: int = attrs.field(default=64, validator=v.ge(1))
-    # Requests per second from one client IP (token bucket) and its burst; more get 429.
-    rate_per_ip_per_s: float = attrs.field(default=50.0, validator=v.gt(0))
-    rate_per_ip_burst: int = attrs.field(default=100, validator=v.ge(1))
-    # Client IPs whose rate buckets are remembered (least recently seen are forgotten first).
-    rate_ips_max: int = attrs.field(default=10_000, validator=v.ge(1))
-    # Seconds to receive a whole request once its first byte arrived.
-    read_timeout_s: float = attrs.field(default=10.0, validator=v.gt(0))
-    # Seconds an idle keep-alive connection stays open waiting for its next request.
-    keepalive_timeout_s: float = attrs.field(default=30.0, validator=v.gt(0))
-    # Seconds to write a whole response to a slow reader.
-    write_timeout_s: float = attrs.field(default=10.0, validator=v.gt(0))
-    # Seconds for a TLS handshake.
-    tls_handshake_timeout_s: float = attrs.field(default=10.0, validator=v.gt(0))
-    # Requests served on one connection before it is closed (bounds one client's hold on a task).
-    requests_per_connection_max: int = attrs.field(default=10_000, validator=v.ge(1))
 
 
 @attrs.frozen(kw_only=True, slots=True)

@@ -12,7 +12,8 @@ import pytest
 import trio
 import trio.testing
 
-from node.net.httpserver import HttpLimits, RateLimiter, Request, Response, Router, serve_http, text_response
+from node.net.httpserver import RateLimiter, Request, Response, Router, serve_http, text_response
+from node.protocol.httplimits import HttpLimits
 
 
 async def echo(request: Request) -> Response:
