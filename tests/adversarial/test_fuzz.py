@@ -12,7 +12,7 @@ import pytest
 from fuzz.make_corpus import CORPUS, expected
 from tests.helpers import REPO, homing_env
 
-FUZZ_SECONDS = 2  # per target, on 2 jobs: 50 s with start-up (4 s a harness; longer runs: python -m fuzz.run --seconds N)
+FUZZ_SECONDS = 2  # per target, on 2 jobs: 50 s with start-up (4 s a harness; longer: python -m fuzz.run --seconds N)
 
 
 def test_the_committed_seed_corpus_is_current() -> None:

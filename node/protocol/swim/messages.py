@@ -60,8 +60,8 @@ _inc_validator: Any = [v.instance_of(int), v.ge(0)]
 class MemberInfo:
     """What the table says about one member.
 
-    Checked in one pass by `__attrs_post_init__`: six per-field attrs validators cost a third to a half of building one, and a
-    node builds one for every member record it decodes and every state change it makes."""
+    Checked in one pass by `__attrs_post_init__`: six per-field attrs validators cost a third to a half of building
+    one, and a node builds one for every member record it decodes and every state change it makes."""
 
     id: bytes
     addr: Address
