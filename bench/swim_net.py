@@ -113,10 +113,25 @@ def read_lo_dev() -> list[int]:
     return [0, 0]
 
 
+COUNTER_READS_MAX = 20  # attempts at a snapshot during which nothing left `lo`
+
+
 def read_counters(method: str) -> dict[str, list[int]]:
-    counters = read_nft() if method == "netns-nft" else {}
-    if method.startswith("netns"):
-        counters["lo_dev"] = read_lo_dev()
+    """The nftables counters and `lo`'s, as one snapshot: `nft` takes tens of milliseconds to answer, and a packet
+    sent meanwhile (the last of the bench's own control connections closing, a SWIM probe) would be in one and not
+    the other, and the cross-check would fail. So `lo` is read before and after `nft`, again until it did not move
+    (a bounded number of times; the last read is kept either way)."""
+    if not method.startswith("netns"):
+        return {}
+    counters: dict[str, list[int]] = {}
+    lo = read_lo_dev()
+    for _ in range(COUNTER_READS_MAX):
+        counters = read_nft() if method == "netns-nft" else {}
+        now = read_lo_dev()
+        if now == lo:
+            break
+        lo = now
+    counters["lo_dev"] = lo
     return counters
 
 
