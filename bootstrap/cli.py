@@ -22,6 +22,7 @@ from bootstrap.registry import Policy, federated
 from bootstrap.store import DB_NAME, Store
 from node.app.log import setup_logging
 from node.protocol.errors import ConfigError
+from node.protocol.httplimits import HttpLimits
 from node.protocol.identity import id_text, parse_id
 
 log = logging.getLogger("homing.bootstrap")
@@ -177,7 +178,6 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     from bootstrap.app import run_bootstrap
     from bootstrap.service import load_identity
-    from node.protocol.httplimits import HttpLimits
     from node.protocol.settings import format_hostport, parse_hostport
 
     http = attrs.evolve(

@@ -17,6 +17,13 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import dns.exception  # these come with bootstrap.tsig_key anyway; the rest of dnspython is imported where used
+import dns.name
+import dns.rcode
+import dns.rdataclass
+import dns.rdatatype
+import dns.tsig
+
 from bootstrap.tsig_key import TSIG_ALGORITHMS, TsigKey, load_tsig_key
 from bootstrap.tsig_key import parse_tsig_key as parse_tsig_key
 from node.protocol.errors import ConfigError, HomingError, RemoteProtocolError
@@ -24,8 +31,7 @@ from node.protocol.identity import decode_document
 from node.protocol.settings import parse_hostport
 from node.protocol.txt import TTL_DEFAULT_S, decode_txt, encode_txt, zone_lines
 
-if TYPE_CHECKING:  # dnspython is imported by the functions that use it: other commands need none of it
-    import dns.name
+if TYPE_CHECKING:  # building and sending DNS messages (a fifth of a second to import) only where it is done
     import dns.rrset
 
 LIST_FILE_MAX_BYTES = 512 * 1024
@@ -34,8 +40,6 @@ TTL_MAX_S = 86_400
 
 
 def txt_rrset(name: dns.name.Name, doc: dict[str, bytes], ttl: int) -> dns.rrset.RRset:
-    import dns.rdataclass
-    import dns.rdatatype
     import dns.rdtypes.ANY.TXT
     import dns.rrset
 
@@ -46,9 +50,6 @@ def txt_rrset(name: dns.name.Name, doc: dict[str, bytes], ttl: int) -> dns.rrset
 
 
 def _names(name: str, zone: str) -> tuple[dns.name.Name, dns.name.Name]:
-    import dns.exception
-    import dns.name
-
     try:
         owner, origin = dns.name.from_text(name), dns.name.from_text(zone)
     except dns.exception.DNSException as exc:
@@ -72,10 +73,7 @@ def publish_dns(
 
     Raises HomingError with the server's answer (NOTAUTH, REFUSED, a bad TSIG signature...) when it refuses.
     """
-    import dns.exception
     import dns.query
-    import dns.rcode
-    import dns.tsig
     import dns.update
 
     owner, origin = _names(name, zone)
@@ -97,11 +95,8 @@ def publish_dns(
 
 def read_back(owner: dns.name.Name, host: str, port: int, doc: dict[str, bytes], *, timeout_s: float) -> None:
     """Query the authoritative server for the RRset just written and check it decodes to `doc`."""
-    import dns.exception
     import dns.message
     import dns.query
-    import dns.rdataclass
-    import dns.rdatatype
 
     query = dns.message.make_query(owner, dns.rdatatype.TXT)
     try:

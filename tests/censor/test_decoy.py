@@ -77,6 +77,10 @@ def make_site(root: Path) -> None:
         os.utime(p, (t, t))
 
 
+async def ask(port: int, probe: bytes, answers: dict[int, bytes]) -> None:
+    answers[port] = await trio.to_thread.run_sync(exchange, port, probe)
+
+
 @pytest.mark.skipif(not have_nginx(), reason="needs nginx (Debian nginx-light)")
 @pytest.mark.parametrize("with_site", [True, False], ids=["site", "empty"])
 def test_probes_get_nginx_answers_byte_for_byte(tmp_path: Path, with_site: bool) -> None:
@@ -91,13 +95,9 @@ def test_probes_get_nginx_answers_byte_for_byte(tmp_path: Path, with_site: bool)
             with running_nginx(root, tmp_path / "nginx") as nginx_port:
                 for probe in PROBES:  # both at once: a kept-alive answer ends with 0.25 s of silence
                     answers: dict[int, bytes] = {}
-
-                    async def ask(port: int, probe: bytes = probe, answers: dict[int, bytes] = answers) -> None:
-                        answers[port] = await trio.to_thread.run_sync(exchange, port, probe)
-
                     async with trio.open_nursery() as both:
-                        both.start_soon(ask, node.port)
-                        both.start_soon(ask, nginx_port)
+                        both.start_soon(ask, node.port, probe, answers)
+                        both.start_soon(ask, nginx_port, probe, answers)
                     ours, theirs = answers[node.port], answers[nginx_port]
                     assert masked(ours, node.port) == masked(theirs, nginx_port), probe
                 # and the right path still opens a client connection
