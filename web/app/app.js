@@ -1,5 +1,6 @@
 // The call page: a small static app on the library (web/lib). Configuration comes from the URL fragment (never sent
-// to any server): profile, node (manual entry, repeatable), card, registry + trust, doh + name, contact, relay, ring.
+// to any server): profile, node (manual entry, repeatable), card, registry + trust, doh + name, contact, relay, ring,
+// push, push_wait.
 // `key` (a 32-byte seed, base64url) is for the demo and the tests only; it is stored and removed from the address bar.
 
 import { b64uDecode } from "../lib/bytes.js";
@@ -7,7 +8,7 @@ import { Phone } from "../lib/call.js";
 import { ContactBook, contactLink, parseContact } from "../lib/contacts.js";
 import { DiscoveryCache } from "../lib/discovery.js";
 import { Identity } from "../lib/identity.js";
-import { subscribePush } from "../lib/push.js";
+import { SUBSCRIBE_TIMEOUT_MS, subscribePush } from "../lib/push.js";
 import { Session } from "../lib/session.js";
 import { loadIdentity, saveIdentity } from "./store.js";
 
@@ -218,6 +219,17 @@ async function main() {
   session.start();
 }
 
+/**
+ * `push_wait` (seconds, 1-60): how long to wait for the browser's push service to answer a subscription before
+ * *Wake me for calls* reports it failed; the library's 15 s when absent or out of range.
+ * @param {string | null} text
+ * @returns {number}
+ */
+function pushWaitS(text) {
+  const s = Number(text ?? "");
+  return text !== null && Number.isFinite(s) && s >= 1 && s <= 60 ? s : SUBSCRIBE_TIMEOUT_MS / 1000;
+}
+
 /** The "Wake me for calls" setting: Web Push through app/sw.js (docs/web.md, "Push wake-ups"). @param {Session} session */
 function bindPush(session) {
   const box = /** @type {HTMLInputElement} */ ($("push-wake"));
@@ -239,7 +251,10 @@ function bindPush(session) {
     };
     if (client) return void (await client.enable());
     show({ state: "registering", detail: "" });
-    client = await subscribePush(session, { serviceWorkerUrl: new URL("sw.js", location.href).href });
+    client = await subscribePush(session, {
+      serviceWorkerUrl: new URL("sw.js", location.href).href,
+      subscribeTimeoutMs: pushWaitS(params.get("push_wait")) * 1000,
+    });
     client.on("state", show);
     show(client.status);
     (await navigator.serviceWorker.ready).active?.postMessage({ t: "page", url: location.href });

@@ -234,7 +234,7 @@ export class PushClient extends Emitter {
  * subscribes with the node's VAPID key and registers the subscription now and on every connect.
  * Needs notification permission (ask with `Notification.requestPermission()` from a click first).
  * @param {import("./session.js").Session} session
- * @param {{serviceWorkerUrl?: string, storage?: StorageLike}} [opts]
+ * @param {{serviceWorkerUrl?: string, storage?: StorageLike, subscribeTimeoutMs?: number}} [opts]
  * @returns {Promise<PushClient>} after the first registration (see `client.status`)
  */
 export async function subscribePush(session, opts = {}) {
@@ -245,7 +245,11 @@ export async function subscribePush(session, opts = {}) {
     await navigator.serviceWorker.ready;
     return /** @type {PushManagerLike} */ (/** @type {unknown} */ (reg.pushManager));
   };
-  const client = new PushClient(session, { pushManager, storage: opts.storage ?? localStorage });
+  const client = new PushClient(session, {
+    pushManager,
+    storage: opts.storage ?? localStorage,
+    subscribeTimeoutMs: opts.subscribeTimeoutMs,
+  });
   await client.enable();
   return client;
 }
