@@ -166,17 +166,20 @@ def cmd_run(args: argparse.Namespace) -> int:
     config = build_run_config(args)
     identity, _ = load_or_create_key(config.data_path / KEY_FILE)
     setup_logging(config.node.log_level, json=config.node.log_json)
-    raise_fd_limit(config.clients.connections_max)
+    open_files = raise_fd_limit(config.clients.connections_max)
+    log = get_logger("node")
+    for event, fields in capacity_warnings(config, open_files):
+        log.warning(event, **fields)
     return trio.run(_run_until_signal, config, identity)
 
 
 FDS_BESIDES_CLIENTS = 1024  # peer links, listeners, files, the push sender's connections
 
 
-def raise_fd_limit(clients_max: int) -> None:
+def raise_fd_limit(clients_max: int) -> int:
     """Raise the soft limit on open files toward `[clients] connections_max` + a margin (at most the hard limit):
     the common soft default of 1,024 would refuse clients long before connections_max (docs/performance.md "One
-    node at scale"; deploy/systemd sets LimitNOFILE)."""
+    node at scale"; deploy/systemd sets LimitNOFILE). Returns the soft limit now in force (-1: unlimited)."""
     import resource
 
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -185,6 +188,40 @@ def raise_fd_limit(clients_max: int) -> None:
         target = want if hard == resource.RLIM_INFINITY else min(want, hard)
         if target > soft:
             resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+    return -1 if soft == resource.RLIM_INFINITY else int(soft)
+
+
+def capacity_warnings(config: NodeConfig, open_files: int) -> list[tuple[str, dict[str, object]]]:
+    """What would keep this node from holding `[clients] connections_max` phones, as (event, fields) to log at
+    start (docs/operations.md, "How many phones one node holds"):
+
+    1. The open-file limit (`open_files`, after `raise_fd_limit`; -1 is unlimited): each phone holds one file
+       descriptor, and FDS_BESIDES_CLIENTS are kept for the rest. Below it, phones are refused early, and a
+       neighbour's reconnect storm meets "too many open files".
+    2. Other nodes' share for this node's leases: an owner keeps at most `[relay] leases_per_home_max` leases for
+       the clients of one home (node/protocol/relay/owner.py), and in a federation of at most `[relay] replicas`
+       nodes every node owns every client. With more clients than that share, the owners (at that default) refuse
+       the rest of the leases, and calls from other nodes to those clients wait in the mailbox until they expire
+       (tests/relay/test_authority.py).
+    """
+    out: list[tuple[str, dict[str, object]]] = []
+    clients_max = config.clients.connections_max
+    if open_files >= 0 and open_files - FDS_BESIDES_CLIENTS < clients_max:
+        out.append(("open_file_limit_low", {
+            "open_files": open_files, "clients_held_at_most": max(0, open_files - FDS_BESIDES_CLIENTS),
+            "connections_max": clients_max,
+            "fix": f"raise the hard limit (LimitNOFILE, ulimit -Hn) to {clients_max + FDS_BESIDES_CLIENTS}",
+        }))  # fmt: skip
+    share = config.relay.leases_per_home_max
+    if clients_max > share:
+        out.append(("connections_max_above_lease_share", {
+            "connections_max": clients_max, "leases_per_home_max": share,
+            "effect": "in a small federation, the owners keep leases for at most leases_per_home_max of this "
+                      "node's clients; calls from other nodes to the rest wait in the mailbox until they expire",
+            "fix": "keep connections_max at or below leases_per_home_max, or raise leases_per_home_max on every node",
+        }))  # fmt: skip
+    return out
 
 
 async def _run_until_signal(config: NodeConfig, identity: Any) -> int:

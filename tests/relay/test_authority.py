@@ -28,7 +28,7 @@ from node.protocol.wire.peer import (
     PeerEnvelope,
     origin_signed_bytes,
 )
-from node.testing.relaysim import WALL0_S, client_claim, sim_client
+from node.testing.relaysim import WALL0_S, RelaySim, client_claim, sim_client
 from tests.relay.simcheck import SIM_CONFIG
 
 KEYS = [Identity.from_seed(bytes([0x40 + i]) * 32) for i in range(7)]
@@ -429,3 +429,31 @@ def test_a_claim_crosses_a_link_once_and_is_resent_when_the_home_forgot_it() -> 
     assert [e.has_claim for e in third] == [False, True]  # need_claim, then resent in full
     assert got == [b"1", b"2", b"3"]
     assert [(r.ref, r.status) for r in answers] == [(n, Status.DELIVERED) for n in (1, 2, 3)]
+
+
+
+def test_clients_beyond_the_owners_lease_share_are_called_from_their_own_node_only() -> None:
+    """What docs/operations.md ("How many phones one node holds") and `homing node run`'s
+    `connections_max_above_lease_share` warning say. Two nodes, both owners of every client (replicas >= 2): the
+    callee's home has more clients than `leases_per_home_max`, so the owners refuse the lease of the last one to
+    connect. A caller on the other node finds no home for it and its offer is `queued` in the mailbox, never
+    delivered; a caller on the same node still reaches it, and a callee within the share is delivered to."""
+    sim = RelaySim(seed=3, config=attrs.evolve(SIM_CONFIG, leases_per_home_max=2), nodes=2)
+    home, other = sim.alive()
+    inside, beyond = CLIENTS[10], CLIENTS[12]
+    neighbour = sim.connect(home, CLIENTS[11])
+    sim.connect(home, inside)
+    sim.run_for(1.0)
+    callee = sim.connect(home, beyond)  # the third client of `home`: over the share at both owners
+    sim.run_for(1.0)
+    assert all(sim.nodes[n].core.owner.leases.count_home(home) == 2 for n in (home, other))
+    caller = sim.connect(other, CLIENTS[13])
+    sim.run_for(1.0)
+    for ref, to in ((1, inside), (2, beyond)):
+        sim.send(caller, Envelope(kind=Kind.CALL_OFFER, to=to, call=b"c%d" % ref, body=b"", ref=ref))
+    sim.send(neighbour, Envelope(kind=Kind.CALL_OFFER, to=beyond, call=b"c3", body=b"", ref=3))
+    sim.run_for(5.0)
+    got = {r.ref: r.status for r in sim.receipts[caller]}
+    assert got == {1: Status.DELIVERED, 2: Status.QUEUED}, got
+    assert [r.status for r in sim.receipts[neighbour]] == [Status.DELIVERED]
+    assert [d.call for d in sim.delivered[callee]] == [b"c3"]
