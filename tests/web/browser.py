@@ -7,6 +7,7 @@ are Chromium's fake camera and microphone. Every wait polls the page a bounded n
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import time
 from collections.abc import Callable, Iterator
@@ -21,7 +22,9 @@ from tests.helpers import REPO
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
 WEB = REPO / "web"
-IMG = REPO / "docs" / "img"
+# Screenshots go next to the test's other files; HOMING_SCREENSHOTS=docs/img refreshes the images docs/web.md shows
+# (a test run leaves the checkout as it was).
+SCREENSHOTS_ENV = "HOMING_SCREENSHOTS"
 POLL_S = 0.1
 
 
@@ -47,9 +50,10 @@ def require_browser() -> None:
 class Page:
     """One browser (its own profile directory) showing the call page."""
 
-    def __init__(self, driver: Any, name: str) -> None:
+    def __init__(self, driver: Any, name: str, tmp: Path) -> None:
         self.driver = driver
         self.name = name
+        self.tmp = tmp
 
     def open(self, url: str) -> None:
         self.driver.get(url)
@@ -92,8 +96,10 @@ class Page:
         return dict(json.loads(result) or {})
 
     def screenshot(self, name: str) -> Path:
-        IMG.mkdir(parents=True, exist_ok=True)
-        path = IMG / name
+        chosen = os.environ.get(SCREENSHOTS_ENV)
+        folder = (REPO / chosen) if chosen else self.tmp
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / name
         self.driver.save_screenshot(str(path))
         return path
 
@@ -129,7 +135,7 @@ def chromium(tmp: Path, name: str, *extra_flags: str) -> Iterator[Page]:
     driver.set_page_load_timeout(20)
     driver.set_script_timeout(20)
     try:
-        yield Page(driver, name)
+        yield Page(driver, name, tmp)
     finally:
         try:
             logs = driver.get_log("browser")  # type: ignore[no-untyped-call]

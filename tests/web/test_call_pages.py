@@ -64,7 +64,7 @@ def test_two_pages_on_different_nodes_call_connect_media_flows_hangup_ends_both(
         _dial(a, bob)
         b.wait(lambda v: v["callState"] == "incoming", RING_S, "the incoming call")
         a.wait(lambda v: v["callState"] == "outgoing" and v["callDetail"] == "ringing", RING_S, "ringing")
-        b.screenshot("web-ringing.png")
+        assert b.screenshot("web-ringing.png").read_bytes().startswith(b"\x89PNG")
         b.click("accept")
         for page in (a, b):
             page.wait(lambda v: v["callState"] == "connected", MEDIA_S, "connected")
@@ -72,7 +72,7 @@ def test_two_pages_on_different_nodes_call_connect_media_flows_hangup_ends_both(
         stats = a.stats()
         assert stats["local"] and stats["remote"], stats
         time.sleep(1.2)  # let the duration timer tick once for the screenshot
-        a.screenshot("web-connected.png")
+        assert a.screenshot("web-connected.png").read_bytes().startswith(b"\x89PNG")
         tracks = (
             "const s = window.homing.call.localStream;"
             " return [s.getAudioTracks()[0].enabled, s.getVideoTracks()[0].enabled]"
