@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -26,6 +25,7 @@ sys.path.insert(0, str(REPO))
 
 import trio  # noqa: E402
 
+from bench.provenance import commit  # noqa: E402
 from node.client.connection import connect_client  # noqa: E402
 from node.protocol.identity import Identity  # noqa: E402
 from tests.integration.cluster import federation, url  # noqa: E402
@@ -82,11 +82,10 @@ def main() -> None:
     args = parser.parse_args()
     load_before = os.getloadavg()
     samples = trio.run(run, args.offers, args.callees)
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=REPO)
     ms = [s * 1000 for s in samples]
     report = (
         "# Push wake-up latency (bench/push.py)\n\n"
-        f"commit {commit.stdout.strip()}, load average {load_before[0]:.2f} (1 min) before the run, "
+        f"commit {commit()}, load average {load_before[0]:.2f} (1 min) before the run, "
         f"{os.cpu_count()} cores shared with other work; 3 nodes, client and push service in one process.\n\n"
         "| offers | p50 ms | p99 ms | max ms | mean ms |\n|---|---|---|---|---|\n"
         f"| {len(ms)} | {_pct(ms, 50):.1f} | {_pct(ms, 99):.1f} | {max(ms):.1f} | {statistics.mean(ms):.1f} |\n\n"

@@ -29,6 +29,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from bench.provenance import commit
 from bench.soak import REPO, SoakNode, env, wait_converged
 from tests.adversarial.hostile.harness import FLOOD_SRC, PEER_FLOOD_SRC, HostileProcess
 
@@ -265,7 +266,6 @@ def verdict(report: dict[str, Any]) -> list[str]:
 
 
 def render(args: argparse.Namespace, report: dict[str, Any], wall_s: float, load_avg: tuple[float, ...]) -> str:
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True)
     cmd = f"python -m bench.soak_hostile --seconds {args.seconds:g} --clients {args.clients} --nodes {args.nodes}"
     cmd += f" --preset {args.preset}"
     cmd += f" --interval-s {args.interval_s:g}" + (f" --skip {','.join(args.skip)}" if args.skip else "")
@@ -278,7 +278,7 @@ def render(args: argparse.Namespace, report: dict[str, Any], wall_s: float, load
         [
             "# Hostile soak",
             "",
-            f"`{cmd}` at commit {commit.stdout.strip()}, wall {wall_s / 60:.1f} min, {os.cpu_count()} CPUs, "
+            f"`{cmd}` at commit {commit()}, wall {wall_s / 60:.1f} min, {os.cpu_count()} CPUs, "
             f"load average at the end {load_avg[0]:.2f} / {load_avg[1]:.2f} / {load_avg[2]:.2f}",
             "",
             "| figure | value |",

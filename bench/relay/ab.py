@@ -18,7 +18,6 @@ import argparse
 import importlib.util
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -27,6 +26,9 @@ from types import ModuleType
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
+sys.path.insert(0, str(REPO))
+from bench.provenance import commit  # noqa: E402  (run as a script: the repository is not on the path)
+
 ROWS = (("same node", 1), ("cross-node (2)", 2))
 
 
@@ -37,13 +39,6 @@ def load_run(tree: Path, name: str) -> ModuleType:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
-
-
-def commit_of(tree: Path) -> str:
-    res = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=tree, capture_output=True, text=True, timeout=10)
-    dirty = subprocess.run(["git", "status", "--porcelain", "--", "node"], cwd=tree, capture_output=True, text=True,
-                           timeout=10).stdout.strip()  # fmt: skip
-    return res.stdout.strip() + ("+dirty" if dirty else "")
 
 
 def main() -> None:
@@ -84,8 +79,8 @@ def main() -> None:
                 print(f"round {rnd + 1} {side} {row}: {thr['msg_per_s']:.0f} msg/s, "
                       f"{thr['server_cpu_us_per_msg']:.1f} µs/msg", flush=True)  # fmt: skip
         load.append(os.getloadavg()[0])
-    write(args, results, load, {"before": commit_of(args.before.resolve()), "after": commit_of(REPO)},
-          here.stolen_pct(ticks))  # fmt: skip
+    commits = {"before": commit(args.before.resolve(), paths=("node",)), "after": commit(REPO, paths=("node",))}
+    write(args, results, load, commits, here.stolen_pct(ticks))
 
 
 def write(args: argparse.Namespace, results: dict[tuple[str, str], list[tuple[float, float]]], load: list[float],

@@ -40,7 +40,6 @@ import atexit
 import bisect
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -50,6 +49,9 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
+sys.path.insert(0, str(REPO))
+from bench.provenance import commit  # noqa: E402  (run as a script: the repository is not on the path)
+
 BIG = 900  # reads and writes of at least this many bytes carry an envelope (1,000-byte bodies); smaller are receipts
 
 
@@ -282,13 +284,12 @@ def main() -> None:
 
 
 def write(runs: list[dict[str, list[int]]], anchors: list[float], args: argparse.Namespace, load0: float) -> None:
-    commit = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=REPO, capture_output=True, text=True)
     names = [n for n, _, _ in STAGES] + ["total"] + [n for n, _ in WRITES]
     lines = [
         "# Where a cross-node envelope's time goes (bench/relay/hops.py)",
         "",
         f"Command: `python bench/relay/hops.py --runs {args.runs} --duration {args.duration:g} --rate {args.rate}`; "
-        f"commit {commit.stdout.strip()}; {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; {os.cpu_count()} "
+        f"commit {commit()}; {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; {os.cpu_count()} "
         f"CPUs; load average (1 min) {load0:.2f} before, {os.getloadavg()[0]:.2f} after. One pair, 1,000-byte "
         "`call_ice` bodies, caller on node A, callee on node B; per stage the median over the envelopes of each run "
         "(µs), stages as in the docstring of bench/relay/hops.py; hooks included (1-3 µs each).",

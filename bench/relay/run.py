@@ -29,6 +29,9 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
+sys.path.insert(0, str(REPO))
+from bench.provenance import commit  # noqa: E402  (run as a script: the repository is not on the path)
+
 SERVERS = {
     "homing client server, bare (trio)": [sys.executable, str(HERE / "homing_relay.py"), "0"],
     "Node.js ws": ["node", str(HERE / "ws_relay.mjs"), "0"],
@@ -216,8 +219,10 @@ def write(results: dict[str, list[dict[str, float]]], args: argparse.Namespace, 
     lines = [
         "# Relay benchmark (same node and cross-node)",
         "",
-        f"Command: `python bench/relay/run.py --runs {args.runs} --duration {args.duration:g} --idle {args.idle}`; "
-        f"medians of {args.runs} runs; {time.strftime('%Y-%m-%d')}, {os.cpu_count()} CPUs, load average "
+        f"Command: `python bench/relay/run.py --runs {args.runs} --duration {args.duration:g} --idle {args.idle}"
+        f"{' --no-nodes' if args.no_nodes else ''}`; "
+        f"medians of {args.runs} runs; commit {commit()}; {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} "
+        f"(the end), {os.cpu_count()} CPUs, load average "
         f"{os.getloadavg()[0]:.1f} at the end, {stolen:.0f} % of the machine's CPU time stolen by the hypervisor "
         "during the runs (the machine is shared: throughput and latency are noisy, CPU per message less so).",
         "Envelopes: 1,000-byte bodies, msgpack, `call_ice`; every envelope gets a delivery and a receipt. "

@@ -48,6 +48,7 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
 sys.path.insert(0, str(REPO))
 from bench.bytecode import compiled_env  # noqa: E402  (run as a script: the repository is not on the path)
+from bench.provenance import commit  # noqa: E402
 
 RELAY = HERE.parent / "relay"
 
@@ -360,16 +361,6 @@ def process_cost(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
             stop([proc])
     return {"start_to_serving_s": round(statistics.median(starts), 3), "runs_s": [round(s, 3) for s in starts],
             "rss_idle_mib": round(statistics.median(rss), 1), "load_avg": [load0, load()]}  # fmt: skip
-
-
-def commit() -> str:
-    try:
-        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO,
-                               capture_output=True, text=True).stdout.strip()  # fmt: skip
-        return head.stdout.strip() + ("+dirty" if dirty else "")
-    except OSError:
-        return "unknown"
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
