@@ -431,7 +431,6 @@ def test_a_claim_crosses_a_link_once_and_is_resent_when_the_home_forgot_it() -> 
     assert [(r.ref, r.status) for r in answers] == [(n, Status.DELIVERED) for n in (1, 2, 3)]
 
 
-
 def test_clients_beyond_the_owners_lease_share_are_called_from_their_own_node_only() -> None:
     """What docs/operations.md ("How many phones one node holds") and `homing node run`'s
     `connections_max_above_lease_share` warning say. Two nodes, both owners of every client (replicas >= 2): the

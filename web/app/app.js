@@ -8,7 +8,7 @@ import { Phone } from "../lib/call.js";
 import { ContactBook, contactLink, parseContact } from "../lib/contacts.js";
 import { DiscoveryCache } from "../lib/discovery.js";
 import { Identity } from "../lib/identity.js";
-import { SUBSCRIBE_TIMEOUT_MS, subscribePush } from "../lib/push.js";
+import { subscribePush } from "../lib/push.js";
 import { Session } from "../lib/session.js";
 import { loadIdentity, saveIdentity } from "./store.js";
 
@@ -220,14 +220,15 @@ async function main() {
 }
 
 /**
- * `push_wait` (seconds, 1-60): how long to wait for the browser's push service to answer a subscription before
- * *Wake me for calls* reports it failed; the library's 15 s when absent or out of range.
+ * `push_wait` (seconds, 1-60) in milliseconds: how long to wait for the browser's push service to answer a
+ * subscription before *Wake me for calls* reports it failed. Absent or out of range: undefined, and the library's
+ * own wait (SUBSCRIBE_TIMEOUT_MS) applies.
  * @param {string | null} text
- * @returns {number}
+ * @returns {number | undefined}
  */
-function pushWaitS(text) {
-  const s = Number(text ?? "");
-  return text !== null && Number.isFinite(s) && s >= 1 && s <= 60 ? s : SUBSCRIBE_TIMEOUT_MS / 1000;
+function pushWaitMs(text) {
+  const s = Number(text); // Number(null) is 0: out of range
+  return Number.isFinite(s) && s >= 1 && s <= 60 ? s * 1000 : undefined;
 }
 
 /** The "Wake me for calls" setting: Web Push through app/sw.js (docs/web.md, "Push wake-ups"). @param {Session} session */
@@ -253,7 +254,7 @@ function bindPush(session) {
     show({ state: "registering", detail: "" });
     client = await subscribePush(session, {
       serviceWorkerUrl: new URL("sw.js", location.href).href,
-      subscribeTimeoutMs: pushWaitS(params.get("push_wait")) * 1000,
+      subscribeTimeoutMs: pushWaitMs(params.get("push_wait")),
     });
     client.on("state", show);
     show(client.status);
