@@ -557,6 +557,7 @@ async def _leave(handle: NodeHandle) -> None:
     handle.serving = False
     start = trio.current_time()
     log.info("leaving", clients=len(handle.relay.sessions))
+    handle.relay.begin_leave()  # its clients' re-homing elsewhere must not cost it a lease check each
     # referrals only for clients to go to: without clients, fetching cards only delays the SWIM leave (#17)
     referrals = await handle.referrals() if handle.clients.sessions else []
     with trio.move_on_after(2.0) as goaway_scope:

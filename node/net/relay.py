@@ -135,6 +135,9 @@ class RelayDriver:
         self.core.members_changed(live, trio.current_time())
         self._after_input()
 
+    def begin_leave(self) -> None:
+        self.core.begin_leave()
+
     def handoff_all(self) -> None:
         self.core.handoff_all(trio.current_time())
         self._flush()

@@ -154,15 +154,29 @@ class RelaySim:
             self._at(self.unreachable_s, functools.partial(self._notify_unreachable, other, node))
         self._at(self.detect_s, self._announce_members)
 
-    def leave(self, node: bytes) -> None:
-        """Graceful leave: hand everything off, take the clients down, then tell everyone at once."""
+    def begin_leave(self, node: bytes) -> None:
+        """A graceful stop's first step (node/app/service.py `_leave`): the node takes its clients down (goaway)
+        while the others still count it a member."""
         sn = self.nodes[node]
+        sn.core.begin_leave()
         for c in self.conns.values():
             if c.node == node and c.online:
                 c.online = False
                 sn.core.client_offline(c.conn_id, self.now)
-        sn.core.handoff_all(self.now)
         self._flush(node)
+
+    def hand_off(self, node: bytes) -> None:
+        """The second step: the node hands its leases and mailbox to the next owners, still a member."""
+        self.begin_leave(node)
+        self.nodes[node].core.handoff_all(self.now)
+        self._flush(node)
+
+    def leave(self, node: bytes) -> None:
+        """Graceful leave: take the clients down, hand everything off (unless `hand_off` already did), then tell
+        everyone at once."""
+        sn = self.nodes[node]
+        if not sn.core.owner.handed_off:
+            self.hand_off(node)
         sn.alive, sn.left = False, True
         self._at(self.link_delay_s * 2, self._announce_members)
 

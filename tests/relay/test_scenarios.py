@@ -229,6 +229,73 @@ def test_graceful_leave_of_an_owner_hands_off_leases_and_mailbox() -> None:
     assert t.statuses(s) == [Status.QUEUED, Status.DELIVERED]
 
 
+def test_an_owner_that_is_leaving_declines_new_leases_unchecked_and_the_callee_stays_callable() -> None:
+    """A stopping node's clients re-home while it is still a member: their leases reach it, one each. It is about to
+    go, so it declines them without a signature check; the other owners hold them (node/protocol/relay/owner.py)."""
+    sim, t, r = cluster()
+    ca = sim.connect(r["S"], A)
+    sim.run_for(0.1)
+    sim.begin_leave(r["O1"])
+    checks = {o: sim.nodes[r[o]].core.verifier.verifications for o in ("O1", "O2", "O3")}
+    cb = sim.connect(r["H"], B)
+    sim.run_for(0.2)
+    leaving = sim.nodes[r["O1"]].core
+    assert leaving.verifier.verifications == checks["O1"] and leaving.owner.leases_declined > 0  # and renewals
+    assert leaving.owner.leases.homes(B, sim.now) == ()
+    for o in ("O2", "O3"):
+        assert sim.nodes[r[o]].core.verifier.verifications == checks[o] + 1
+        assert sim.nodes[r[o]].core.owner.leases.homes(B, sim.now) == (r["H"],)
+    first = t.send(ca, B, Kind.CALL_OFFER, CALL)
+    sim.run_for(0.5)
+    sim.leave(r["O1"])
+    sim.run_for(1.0)
+    second = t.send(ca, B, Kind.CALL_ICE, CALL)
+    sim.run_for(1.0)
+    assert t.statuses(first) == t.statuses(second) == [Status.DELIVERED]
+    assert kinds(sim, cb) == [Kind.CALL_OFFER, Kind.CALL_ICE]
+    t.check_safety()
+
+
+def test_an_owner_that_is_leaving_still_takes_the_lease_of_a_client_its_mail_waits_for() -> None:
+    """The lease is what makes an owner push its mail: declined, the offer would wait for the other owners, here
+    cut off from the callee's home."""
+    sim, t, r = cluster()
+    ca = sim.connect(r["S"], A)
+    s = t.send(ca, B, Kind.CALL_OFFER, CALL)
+    sim.run_for(0.5)
+    assert t.statuses(s) == [Status.QUEUED]
+    sim.begin_leave(r["O1"])
+    for o in ("O2", "O3"):
+        sim.cut(r["H"], r[o], 5.0)
+    cb = sim.connect(r["H"], B)
+    sim.run_for(1.0)
+    assert kinds(sim, cb) == [Kind.CALL_OFFER]
+    assert t.statuses(s) == [Status.QUEUED, Status.DELIVERED]
+
+
+def test_an_owner_that_has_handed_off_takes_no_mail_it_would_lose() -> None:
+    """Between its hand-off and the others hearing its leave, a stopping owner is still asked to store mail. Stored,
+    the entry would go with the node and the sender would have been told `queued` for nothing; it answers
+    `not_owner`, and the origin puts the entry with the owners it sees next."""
+    sim, t, r = cluster()
+    ca = sim.connect(r["S"], A)
+    sim.run_for(0.1)
+    sim.hand_off(r["O1"])
+    for o in ("O2", "O3"):  # only the leaving owner answers the put
+        sim.cut(r["S"], r[o], 1.5)
+    s = t.send(ca, B, Kind.CALL_OFFER, CALL)
+    sim.run_for(0.1)
+    assert len(sim.nodes[r["O1"]].core.owner.mailbox) == 0
+    sim.leave(r["O1"])
+    sim.run_for(3.0)
+    assert t.statuses(s) == [Status.QUEUED]
+    cb = sim.connect(r["H"], B)
+    sim.run_for(1.0)
+    assert kinds(sim, cb) == [Kind.CALL_OFFER]
+    assert t.statuses(s) == [Status.QUEUED, Status.DELIVERED]
+    t.check_safety()
+
+
 def test_callee_homed_node_leaves_gracefully_its_lease_is_dropped() -> None:
     sim, t, r = cluster()
     ca, cb = sim.connect(r["S"], A), sim.connect(r["H"], B)

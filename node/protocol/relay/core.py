@@ -671,8 +671,13 @@ class RelayCore:
         self.push.members_changed(old, new, now)
         self._pump(now)
 
+    def begin_leave(self) -> None:
+        """A graceful stop has begun: the owner role declines new leases (node/protocol/relay/owner.py)."""
+        self.owner.leaving = True
+
     def handoff_all(self, now: float) -> None:
-        """Graceful leave: push leases and mailboxes to the next owners (computed without this node)."""
+        """Graceful leave: push leases and mailboxes to the next owners (computed without this node); from now on
+        the owner role takes no mail (node/protocol/relay/owner.py)."""
         self.owner.handoff_all(self.owner.members, now)
         self._pump(now)
 
