@@ -117,6 +117,10 @@ class RelaySim:
     def alive(self) -> list[bytes]:
         return sorted(n for n, sn in self.nodes.items() if sn.alive)
 
+    def serving(self) -> list[bytes]:
+        """The live nodes that take clients: not in a graceful stop."""
+        return [n for n in self.alive() if not self.nodes[n].core.owner.leaving]
+
     def _new_node(self) -> bytes:
         key = Identity.from_seed(self.rng.randbytes(32))
         node_id = key.id
@@ -198,10 +202,11 @@ class RelaySim:
     def connect(self, node: bytes, client: bytes, address: str = "192.0.2.1") -> int:
         conn_id = self._next_conn
         self._next_conn += 1
-        self.conns[conn_id] = SimConn(conn_id=conn_id, client=client, node=node, online=self.nodes[node].alive)
+        serving = node in self.serving()  # a node that is stopping refuses new clients
+        self.conns[conn_id] = SimConn(conn_id=conn_id, client=client, node=node, online=serving)
         self.delivered[conn_id] = []
         self.receipts[conn_id] = []
-        if self.nodes[node].alive:
+        if serving:
             claim = self.claim(node, client)
             self.nodes[node].core.client_online(conn_id, client, self.now, claim=claim, address_key=address)
             self._flush(node)

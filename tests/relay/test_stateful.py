@@ -1,5 +1,10 @@
 """Hypothesis drives a simulated cluster through random clients, calls, crashes, leaves and joins.
 
+A graceful leave is also taken step by step, with time between the steps, as a stopping node takes it
+(node/app/service.py `_leave`): its clients go (goaway) while it is still a member, then it hands off, still a
+member, then the others hear it leave (node/protocol/relay/owner.py: a leaving owner declines new leases, and after
+its hand-off takes no mail).
+
 Invariant: every envelope gets at most one terminal receipt at every moment and exactly one once things settle
 (for a sender still connected), and nothing is delivered under two different eids.
 """
@@ -29,10 +34,11 @@ class RelayCluster(RuleBasedStateMachine):
     def _online(self) -> list[int]:
         return sorted(c for c, conn in self.sim.conns.items() if conn.online)
 
+    @precondition(lambda self: self.sim.serving())
     @rule(client=st.sampled_from(CLIENTS), pick=st.integers(0, 99))
     def connect(self, client: bytes, pick: int) -> None:
-        alive = self.sim.alive()
-        self.sim.connect(alive[pick % len(alive)], client)
+        serving = self.sim.serving()
+        self.sim.connect(serving[pick % len(serving)], client)
 
     @precondition(lambda self: self._online())
     @rule(pick=st.integers(0, 99))
@@ -80,6 +86,22 @@ class RelayCluster(RuleBasedStateMachine):
     def leave(self, pick: int) -> None:
         alive = self.sim.alive()
         self.sim.leave(alive[pick % len(alive)])
+
+    @precondition(lambda self: len(self.sim.serving()) > 1)
+    @rule(pick=st.integers(0, 99))
+    def begin_leave(self, pick: int) -> None:
+        serving = self.sim.serving()
+        self.sim.begin_leave(serving[pick % len(serving)])
+
+    @precondition(lambda self: self._leaving(handed_off=False))
+    @rule(pick=st.integers(0, 99))
+    def hand_off(self, pick: int) -> None:
+        leaving = self._leaving(handed_off=False)
+        self.sim.hand_off(leaving[pick % len(leaving)])
+
+    def _leaving(self, *, handed_off: bool) -> list[bytes]:
+        return [n for n in self.sim.alive() if n not in self.sim.serving()
+                and self.sim.nodes[n].core.owner.handed_off is handed_off]  # fmt: skip
 
     @precondition(lambda self: len(self.sim.alive()) < 8)
     @rule()
