@@ -273,6 +273,30 @@ def test_an_owner_that_is_leaving_still_takes_the_lease_of_a_client_its_mail_wai
     assert t.statuses(s) == [Status.QUEUED, Status.DELIVERED]
 
 
+def test_every_owner_stopping_at_once_delays_a_call_to_a_re_homed_client_until_their_leaves_are_heard() -> None:
+    """The corner of the leaving owners' rule: all R owners of B are stopping when B re-homes, so none takes its
+    lease. The offer waits in their mailboxes (or goes to the next owners with their hand-off), and B gets it once
+    a lease reaches an owner: its next renewal (mail waits there now), or the home's lease to the owners that
+    follow the leaves."""
+    sim, t, r = cluster()
+    ca = sim.connect(r["S"], A)
+    sim.run_for(0.1)
+    for o in ("O1", "O2", "O3"):
+        sim.begin_leave(r[o])
+    cb = sim.connect(r["H"], B)
+    s = t.send(ca, B, Kind.CALL_OFFER, CALL)
+    sim.run_for(0.3)
+    for o in ("O1", "O2", "O3"):
+        sim.hand_off(r[o])
+    sim.run_for(0.5)
+    for o in ("O1", "O2", "O3"):
+        sim.leave(r[o])
+    sim.run_for(2.0)
+    assert kinds(sim, cb) == [Kind.CALL_OFFER]
+    assert t.statuses(s) == [Status.QUEUED, Status.DELIVERED]
+    t.check_safety()
+
+
 def test_an_owner_that_has_handed_off_takes_no_mail_it_would_lose() -> None:
     """Between its hand-off and the others hearing its leave, a stopping owner is still asked to store mail. Stored,
     the entry would go with the node and the sender would have been told `queued` for nothing; it answers
