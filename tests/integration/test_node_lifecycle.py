@@ -70,6 +70,38 @@ async def test_sigterm_sends_goaway_with_other_nodes_then_leaves(three: list[Nod
 
 
 @pytest.mark.timeout(90)
+async def test_a_client_told_goaway_is_callable_on_its_new_node_while_the_old_one_is_still_a_member(
+    three: list[NodeProcess],
+) -> None:
+    """The stopping node stays a member, and one of the callee's owners, until the others hear its leave; meanwhile
+    it declines the re-homed callee's lease (docs/protocol.md, "Who may say what"), and the other owners' answer
+    finds the callee. A second client that never answers the close keeps the stopping node in that window for
+    `close_timeout_s` (2 s)."""
+    from node.protocol.identity import id_text
+
+    leaver = three[2]
+    caller, callee, silent = Identity.generate(), Identity.generate(), Identity.generate()
+    async with connect_client(three[0].url, caller) as a, connect_client(leaver.url, silent):
+        async with connect_client(leaver.url, callee, expected_node_id=leaver.id) as b:
+            leaver.proc.send_signal(signal.SIGTERM)
+            with trio.fail_after(10):
+                assert isinstance(await b.receive(), GoAway)
+        async with connect_client(three[1].url, callee) as b2:
+            ref = await a.send_envelope("call_offer", callee.id, b"moved", b"offer")
+            with trio.fail_after(5):
+                while not isinstance(m := await b2.receive(), Deliver):
+                    pass
+            assert m.body == b"offer" and m.sender == caller.id
+            assert three[0].states()[id_text(leaver.id)] == "alive"  # still in the window
+            with trio.fail_after(5):
+                while not (isinstance(r := await a.receive(), Receipt) and r.ref == ref and r.status.value != "queued"):
+                    pass
+            assert r.status.value == "delivered"
+    code = await trio.to_thread.run_sync(lambda: leaver.proc.wait(10))
+    assert code == 0
+
+
+@pytest.mark.timeout(90)
 async def test_kill_9_of_callee_node_then_rehoming_elsewhere(three: list[NodeProcess]) -> None:
     caller, callee = Identity.generate(), Identity.generate()
     async with connect_client(three[0].url, caller) as a:
