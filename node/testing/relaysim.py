@@ -175,6 +175,18 @@ class RelaySim:
         self.nodes[node].core.handoff_all(self.now)
         self._flush(node)
 
+    def stop(self, node: bytes, *, hand_off_after_s: float = 2.0, leave_after_s: float = 3.5) -> None:
+        """A graceful stop on the real node's timeline (node/app/service.py `_leave`): goaway now, the hand-off once
+        its clients are gone (at most 2 s), the leave after the hand-off's frames are out (at most 1.5 s more)."""
+        self.begin_leave(node)
+
+        def step(action: Callable[[bytes], None]) -> None:
+            if self.nodes[node].alive:  # not crashed or gone meanwhile
+                action(node)
+
+        self._at(hand_off_after_s, functools.partial(step, self.hand_off))
+        self._at(leave_after_s, functools.partial(step, self.leave))
+
     def leave(self, node: bytes) -> None:
         """Graceful leave: take the clients down, hand everything off (unless `hand_off` already did), then tell
         everyone at once."""

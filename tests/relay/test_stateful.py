@@ -1,12 +1,15 @@
 """Hypothesis drives a simulated cluster through random clients, calls, crashes, leaves and joins.
 
-A graceful leave is also taken step by step, with time between the steps, as a stopping node takes it
-(node/app/service.py `_leave`): its clients go (goaway) while it is still a member, then it hands off, still a
-member, then the others hear it leave (node/protocol/relay/owner.py: a leaving owner declines new leases, and after
-its hand-off takes no mail).
+A graceful stop is also taken step by step, on a real node's timeline (node/app/service.py `_leave`): its clients
+go (goaway) while it is still a member, it hands off (within 2 s), still a member, and the others hear it leave
+1.5 s later (node/protocol/relay/owner.py: a leaving owner declines new leases, and after its hand-off takes no
+mail). A stop that never ended would leave a client whose owners all stop unreachable, which no real node does.
 
 Invariant: every envelope gets at most one terminal receipt at every moment and exactly one once things settle
-(for a sender still connected), and nothing is delivered under two different eids.
+(for a sender still connected), and nothing is delivered under two different eids. In a run without crashes (peer
+links may still drop for a while), nothing gives up on a callee that stayed reachable: no envelope ends `expired`
+while its callee held a connection, still open at the end, from at least a second before the envelope's mailbox
+TTL ran out.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from hypothesis import HealthCheck, event, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-from node.protocol.wire.client import Kind
+from node.protocol.wire.client import Kind, Status
 from node.testing.relaysim import RelaySim, sim_client
 from tests.relay.simcheck import SETTLE_S, SIM_CONFIG, Tracker
 
@@ -30,6 +33,8 @@ class RelayCluster(RuleBasedStateMachine):
         self.sim = RelaySim(seed=seed, config=SIM_CONFIG, nodes=nodes, steps_max=200_000)
         self.track = Tracker(self.sim)
         self._call = 0
+        self.crashed = False
+        self.online_since: dict[int, float] = {}
 
     def _online(self) -> list[int]:
         return sorted(c for c, conn in self.sim.conns.items() if conn.online)
@@ -38,7 +43,8 @@ class RelayCluster(RuleBasedStateMachine):
     @rule(client=st.sampled_from(CLIENTS), pick=st.integers(0, 99))
     def connect(self, client: bytes, pick: int) -> None:
         serving = self.sim.serving()
-        self.sim.connect(serving[pick % len(serving)], client)
+        conn = self.sim.connect(serving[pick % len(serving)], client)
+        self.online_since[conn] = self.sim.now
 
     @precondition(lambda self: self._online())
     @rule(pick=st.integers(0, 99))
@@ -80,6 +86,16 @@ class RelayCluster(RuleBasedStateMachine):
     def crash(self, pick: int) -> None:
         alive = self.sim.alive()
         self.sim.crash(alive[pick % len(alive)])
+        self.crashed = True
+
+    @precondition(lambda self: len(self.sim.alive()) > 1)
+    @rule(a=st.integers(0, 99), b=st.integers(0, 99), seconds=st.sampled_from([0.2, 1.0, 1.5]))
+    def cut(self, a: int, b: int, seconds: float) -> None:
+        """A peer link drops for a while (both ends see it fail; SWIM still sees both)."""
+        alive = self.sim.alive()
+        x, y = alive[a % len(alive)], alive[b % len(alive)]
+        if x != y:
+            self.sim.cut(x, y, seconds)
 
     @precondition(lambda self: len(self.sim.alive()) > 1)
     @rule(pick=st.integers(0, 99))
@@ -88,10 +104,13 @@ class RelayCluster(RuleBasedStateMachine):
         self.sim.leave(alive[pick % len(alive)])
 
     @precondition(lambda self: len(self.sim.serving()) > 1)
-    @rule(pick=st.integers(0, 99))
-    def begin_leave(self, pick: int) -> None:
+    @rule(pick=st.integers(0, 99), hand_off_after_s=st.sampled_from([0.01, 0.5, 2.0]))
+    def stop(self, pick: int, hand_off_after_s: float) -> None:
+        """A graceful stop, on a real node's timeline: its hand-off within 2 s, its leave 1.5 s later."""
         serving = self.sim.serving()
-        self.sim.begin_leave(serving[pick % len(serving)])
+        self.sim.stop(
+            serving[pick % len(serving)], hand_off_after_s=hand_off_after_s, leave_after_s=hand_off_after_s + 1.5
+        )
 
     @precondition(lambda self: self._leaving(handed_off=False))
     @rule(pick=st.integers(0, 99))
@@ -122,8 +141,22 @@ class RelayCluster(RuleBasedStateMachine):
             self.sim.run_for(SETTLE_S + 1)
             self.track.check_safety()
             self.track.check_liveness()
+            if not self.crashed:
+                self._check_delivery()
             for s in self.track.sent:
                 event(f"outcome {self.track.terminal(s)}")
+
+    def _check_delivery(self) -> None:
+        """Without crashes nothing gives up on a callee that stayed reachable: an envelope is never `expired` while
+        its callee had a connection, still open now, from well within the envelope's mailbox TTL."""
+        for s in self.track.sent:
+            if self.track.terminal(s) is not Status.EXPIRED:
+                continue
+            since = [
+                t for c, t in self.online_since.items() if self.sim.conns[c].online and self.sim.conns[c].client == s.to
+            ]
+            reachable = [t for t in since if t <= s.at + SIM_CONFIG.mailbox_ttl - 1.0]
+            assert not reachable, f"seed={self.sim.seed}: {s} expired; its callee was online from {min(reachable)}"
 
 
 _common = {"deadline": None, "suppress_health_check": [HealthCheck.too_slow], "derandomize": False}
