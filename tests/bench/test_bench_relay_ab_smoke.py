@@ -26,7 +26,7 @@ def test_one_round_measures_both_sides_and_the_anchor(tmp_path: Path, latency: b
     text = out.read_text()
     rows = [line for line in text.splitlines() if line.startswith(("| same node", "| cross-node"))]
     assert len(rows) == 2, text
-    assert ("p50 ms" in text) is latency and ("msg/s" in text) is not latency, text
+    assert ("before p50 ms" in text) is latency and ("before msg/s" in text) is not latency, text
     for row in rows:  # every figure measured: a number, neither empty nor nan
         figures = [cell.strip() for cell in row.split("|")[2:-1]]
         assert all(float(f.split()[0].replace(",", "")) > 0 for f in figures), row
