@@ -8,6 +8,23 @@ follower (service.py `_follow_registries`) then re-reads each registry at once, 
 `If-None-Match` and the registry's last `ETag`. The lists it reads are offered to admission like the heartbeat's
 (newest list per registry key, docs/discovery.md): a stranger's knock can make us re-read, never admit it.
 
+Between two full reads the follower wakes by these rules (`next_wake_s`, a pure function):
+
+1. Heartbeat: a full read (DoH included) every `heartbeat_s`, at most 60 s.
+2. Knock: an unadmitted id knocked (above): a conditional re-read at once, at most once per `interval_s` (5 s).
+3. Pending: while our own id is on no trusted registry list (an admin has not approved us yet) and for the first
+   `PENDING_POLL_FOR_S` (1 h) after the node starts, a conditional re-read every `PENDING_POLL_S` (2 s), answered
+   304 while nothing changed: an approval is seen within 2 s, not a heartbeat later. A node pending longer than
+   that polls every heartbeat: a node nobody approves must not cost the registry a request every 2 s forever.
+4. Alone: while we have joined no one and the lists name admitted nodes, join them again after 1, 2, 4 ... 30 s
+   (`JOIN_RETRY_MIN_S`..`JOIN_RETRY_MAX_S`), and at once when a re-read changed what we admit. A member whose list
+   is older than ours refuses our first attempt and re-reads on that knock (rule 2); without a retry we would stay
+   alone until the next heartbeat.
+
+Before these rules a node whose first reads found an empty list slept 1, 2, 4, 8, 16 s between reads without
+listening for knocks, and two nodes approved a few seconds after they started stayed apart for 30 s (a fresh CI run of
+tests/ops/test_key_rotation.py); tests/integration/test_admission_race.py has that race.
+
 httpx2 is imported only when a refresh runs (a node without `--bootstrap` never imports it).
 """
 
@@ -25,6 +42,22 @@ if TYPE_CHECKING:
     from node.client.discovery.model import SignedList
 
 KNOCK_REFRESH_INTERVAL_S = 5.0
+PENDING_POLL_S = 2.0  # rule 3
+PENDING_POLL_FOR_S = 3600.0  # rule 3
+JOIN_RETRY_MIN_S = 1.0  # rule 4
+JOIN_RETRY_MAX_S = 30.0  # rule 4
+
+
+def next_wake_s(now: float, *, heartbeat_at: float, pending_since: float | None, join_at: float | None) -> float:
+    """Seconds the follower may sleep (a knock, rule 2, wakes it sooner): until the next full read (rule 1), the
+    next pending poll while `pending_since` (the node's start; None once we are listed) is under an hour ago (rule
+    3), or the next join attempt `join_at` while we are alone (rule 4; None when not alone)."""
+    at = heartbeat_at
+    if pending_since is not None and now - pending_since < PENDING_POLL_FOR_S:
+        at = min(at, now + PENDING_POLL_S)
+    if join_at is not None:
+        at = min(at, join_at)
+    return max(0.0, at - now)
 
 
 @attrs.define

@@ -26,7 +26,7 @@ import attrs
 import trio
 
 from node.app.config import NodeConfig
-from node.app.listrefresh import KnockRefresh, RegistryEtags
+from node.app.listrefresh import JOIN_RETRY_MAX_S, JOIN_RETRY_MIN_S, KnockRefresh, RegistryEtags, next_wake_s
 from node.app.log import Logger, get_logger
 from node.app.metrics import NodeMetrics
 from node.app.ops import OPS_LIMITS, ops_router
@@ -467,8 +467,8 @@ async def _join_forever(driver: SwimDriver, seeds: list[tuple[str, int]], handle
 async def _follow_registries(handle: NodeHandle) -> None:
     """Find the signed node lists through the discovery chain (registries, and DoH TXT records when configured, so
     a blocked registry does not keep a node out): admit the nodes listed under a `--trust` key, and take seeds from
-    them while we have joined no one (no `--join`). Refreshes every heartbeat, sooner while failing, and re-reads
-    the registries at once (conditionally, rate-limited) when an unadmitted id knocks (node/app/listrefresh.py)."""
+    them while we have joined no one (no `--join`). A full read every heartbeat, sooner while failing; between
+    them conditional re-reads and join retries by the rules of node/app/listrefresh.py."""
     from node.client.discovery import DiscoveryConfig, discover  # lazy: httpx2 and dnspython (issue #17)
 
     config, log = handle.config, handle.log
@@ -485,21 +485,19 @@ async def _follow_registries(handle: NodeHandle) -> None:
         deadline_s=5.0,  # a black-holed source must not delay the sources that answer
     )
     backoff = 1.0
-    etags = RegistryEtags()
+    follower = _Follower(handle, trusted, RegistryEtags(), started=trio.current_time())
     while True:
         result = await discover(chain)
         for error in result.errors:
             log.warning("seed_source_failed", error=error[:200])
         _offer_lists(handle, result.lists, "heartbeat")
-        listed = [f for f in result.nodes if f.verified and f.swim and handle.admission.admits(f.id)]
-        if not listed:
-            await trio.sleep(backoff)
+        follower.learn(result.lists)
+        if not result.lists:  # no source answered with a list: read again sooner (a knock, too, ends the wait)
+            await handle.knock.wait(backoff)
             backoff = min(backoff * 2, 30.0)
             continue
-        await _join_if_alone(handle, {f.id: f.swim for f in listed})
         backoff = 1.0
-        if await _refresh_on_knocks(handle, trusted, etags, min(config.federation.heartbeat_s, 60.0)):
-            continue  # knocked, and no registry to re-read alone: a full read (DoH)
+        await follower.until_next_full_read(min(config.federation.heartbeat_s, 60.0))
 
 
 def _offer_lists(handle: NodeHandle, lists: Sequence[SignedList], why: str) -> bool:
@@ -518,30 +516,63 @@ def _offer_lists(handle: NodeHandle, lists: Sequence[SignedList], why: str) -> b
     return True
 
 
-async def _join_if_alone(handle: NodeHandle, listed: dict[bytes, str]) -> None:
-    """While we have joined no one (and have no `--join`), join the listed nodes (id -> SWIM address)."""
-    alone = all(m.id == handle.identity.id for m in handle.swim.members())
-    if alone and not handle.config.federation.join:
-        seeds = [_seed_address(swim) for node_id, swim in listed.items() if node_id != handle.identity.id]
-        await handle.driver.join([s for s in seeds if s is not None])
+@attrs.define
+class _Follower:
+    """The registry follower between two full reads (rules 1-4 of node/app/listrefresh.py): conditional re-reads
+    on a knock and while we are pending, and join attempts while we are alone."""
 
+    handle: NodeHandle
+    trusted: frozenset[bytes]
+    etags: RegistryEtags
+    started: float  # trio time the node started: rule 3 polls for an hour from it
+    seeds: dict[bytes, str] = attrs.field(factory=dict)  # listed id -> SWIM address, from every list read
+    join_retry_s: float = JOIN_RETRY_MIN_S
 
-async def _refresh_on_knocks(
-    handle: NodeHandle, trusted: frozenset[bytes], etags: RegistryEtags, seconds: float
-) -> bool:
-    """Sleep `seconds`, re-reading the registries (If-None-Match) whenever an unadmitted id knocks (rate-limited,
-    node/app/listrefresh.py). True when a knock came and there is no registry to re-read (the caller does a full
-    read, DoH included)."""
-    registries = tuple(handle.config.federation.bootstrap)
-    deadline = trio.current_time() + seconds
-    while await handle.knock.wait(max(0.0, deadline - trio.current_time())):
-        if not registries:
-            return True
-        lists = await etags.fetch_lists(registries, trusted, timeout_s=5.0)
-        if _offer_lists(handle, lists, "knock"):
-            listed = {c.id: c.swim for lst in lists for c in lst.candidates if c.verified and c.swim}
-            await _join_if_alone(handle, {i: a for i, a in listed.items() if handle.admission.admits(i)})
-    return False
+    def learn(self, lists: Sequence[SignedList]) -> None:
+        self.seeds.update({c.id: c.swim for lst in lists for c in lst.candidates if c.verified and c.swim})
+
+    def _alone(self) -> bool:
+        """Joined no one, no `--join` (that has its own retries), and the lists name a node we admit."""
+        handle = self.handle
+        if handle.config.federation.join or any(m.id != handle.identity.id for m in handle.swim.members()):
+            return False
+        return any(i != handle.identity.id and handle.admission.admits(i) for i in self.seeds)
+
+    async def _join(self) -> None:
+        handle = self.handle
+        targets = [
+            _seed_address(a) for i, a in self.seeds.items() if i != handle.identity.id and handle.admission.admits(i)
+        ]
+        await handle.driver.join([t for t in targets if t is not None])
+
+    async def until_next_full_read(self, heartbeat_s: float) -> None:
+        handle = self.handle
+        registries = tuple(handle.config.federation.bootstrap)
+        heartbeat_at = trio.current_time() + heartbeat_s
+        join_at = trio.current_time()  # rule 4: at once after a full read
+        while (now := trio.current_time()) < heartbeat_at:
+            alone = self._alone()
+            if not alone:
+                self.join_retry_s = JOIN_RETRY_MIN_S
+            elif now >= join_at:
+                await self._join()
+                join_at = trio.current_time() + self.join_retry_s
+                self.join_retry_s = min(2 * self.join_retry_s, JOIN_RETRY_MAX_S)
+                continue
+            pending = bool(registries) and handle.identity.id not in handle.admission.registry_listed
+            wake = next_wake_s(now, heartbeat_at=heartbeat_at, pending_since=self.started if pending else None,
+                               join_at=join_at if alone else None)  # fmt: skip
+            knocked = await handle.knock.wait(wake)
+            if not registries:
+                if knocked:
+                    return  # rule 2 with no registry to re-read alone: a full read (DoH)
+                continue
+            if not (knocked or pending):
+                continue  # a join attempt is due (rule 4), or the heartbeat (rule 1)
+            lists = await self.etags.fetch_lists(registries, self.trusted, timeout_s=5.0)
+            self.learn(lists)
+            if _offer_lists(handle, lists, "knock" if knocked else "pending"):
+                join_at = trio.current_time()  # rule 4: what we admit changed, try now
 
 
 def _seed_address(text: str) -> tuple[str, int] | None:

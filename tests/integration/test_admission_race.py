@@ -1,9 +1,11 @@
 """A new operator's first federation: a registry (auto approval), then two nodes started 1 s apart with only
 `--bootstrap` and `--trust`. The first node's list holds only itself when it starts; it must refresh the list when
-the newcomer knocks (service.py `_follow_registries`), not a heartbeat (60 s) later. Real processes, issue #17."""
+the newcomer knocks (service.py `_follow_registries`), not a heartbeat (60 s) later. And with manual approval, two
+nodes that waited a while for the admin see each other within 5 s of the approval. Real processes, issue #17."""
 
 from __future__ import annotations
 
+import json
 import socket
 import subprocess
 import time
@@ -12,21 +14,20 @@ from pathlib import Path
 from tests.fixtures.dns import free_port
 from tests.helpers import homing_cmd, homing_env
 from tests.integration.procs import wait_for
+from tests.ops.test_registration_state import approve
 
 TRIALS = 2
 
 
-def start_registry(tmp: Path) -> tuple[subprocess.Popen[bytes], str, str]:
+def start_registry(tmp: Path, approval: str = "auto") -> tuple[subprocess.Popen[bytes], str, str]:
     data = tmp / "registry"
     out = subprocess.run(homing_cmd("bootstrap", "init", "--data-dir", str(data)), env=homing_env(),
                          capture_output=True, text=True, timeout=30, check=True)  # fmt: skip
     key = out.stdout.strip().rsplit(" ", 1)[-1]
     port = free_port()
     log = (tmp / "registry.log").open("w")
-    proc = subprocess.Popen(
-        homing_cmd("bootstrap", "run", "--data-dir", str(data), "--listen", f"127.0.0.1:{port}", "--approval", "auto"),
-        env=homing_env(), stdout=log, stderr=subprocess.STDOUT,
-    )  # fmt: skip
+    args = ["bootstrap", "run", "--data-dir", str(data), "--listen", f"127.0.0.1:{port}", "--approval", approval]
+    proc = subprocess.Popen(homing_cmd(*args), env=homing_env(), stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     wait_for(lambda: socket.create_connection(("127.0.0.1", port), timeout=1).close() is None, 20, "the registry")
     return proc, url, key
@@ -47,7 +48,6 @@ class RegistryNode:
         self.proc = subprocess.Popen(homing_cmd(*args), env=homing_env(), stdout=self.log, stderr=subprocess.STDOUT)
 
     def alive(self) -> set[str]:
-        import json
         import urllib.request
 
         if self.proc.poll() is not None:
@@ -55,6 +55,13 @@ class RegistryNode:
         metrics = json.loads((self.data / "ports.json").read_text())["metrics"]  # OSError until it serves
         with urllib.request.urlopen(f"http://127.0.0.1:{metrics}/v1/members", timeout=2) as resp:
             return {m["id"] for m in json.loads(resp.read())["members"] if m["state"] == "alive"}
+
+    def own_id(self) -> str:
+        import urllib.request
+
+        metrics = json.loads((self.data / "ports.json").read_text())["metrics"]
+        with urllib.request.urlopen(f"http://127.0.0.1:{metrics}/v1/members", timeout=2) as resp:
+            return str(json.loads(resp.read())["self"])
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -83,6 +90,31 @@ def one_trial(tmp: Path, trial: int) -> None:
         wait_for(lambda: len(b.alive()) >= 1, 20, "node b serving")
         # both see both alive within 5 s of the newcomer serving
         wait_for(lambda: len(a.alive()) == 2 and len(b.alive()) == 2, 5, f"trial {trial}: a and b joined")
+    finally:
+        for n in nodes:
+            n.stop()
+        registry.kill()
+        registry.wait(10)
+
+
+def test_nodes_the_admin_approves_after_a_wait_see_each_other_within_5_s_of_the_approval(tmp_path: Path) -> None:
+    """Rules 3 and 4 of node/app/listrefresh.py. Before them a node whose reads found an empty list slept 1, 2, 4,
+    8, 16 s between reads, deaf to knocks: approved 9 s after starting, the two met only at the 15 s read."""
+    registry, url, key = start_registry(tmp_path, approval="manual")
+    nodes: list[RegistryNode] = []
+    try:
+        started = time.monotonic()
+        a = RegistryNode(tmp_path, "a", url, key)
+        nodes.append(a)
+        wait_for(lambda: len(a.alive()) == 1, 20, "node a serving")
+        b = RegistryNode(tmp_path, "b", url, key)
+        nodes.append(b)
+        wait_for(lambda: len(b.alive()) == 1, 20, "node b serving")
+        ids = [n.own_id() for n in nodes]
+        time.sleep(max(0.0, started + 9.0 - time.monotonic()))  # the admin takes a while
+        for node_id in ids:
+            approve(tmp_path / "registry", node_id)
+        wait_for(lambda: len(a.alive()) == 2 and len(b.alive()) == 2, 5, "a and b joined after the approval")
     finally:
         for n in nodes:
             n.stop()
