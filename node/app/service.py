@@ -486,18 +486,21 @@ async def _follow_registries(handle: NodeHandle) -> None:
     )
     backoff = 1.0
     follower = _Follower(handle, trusted, RegistryEtags(), started=trio.current_time())
-    while True:
-        result = await discover(chain)
-        for error in result.errors:
-            log.warning("seed_source_failed", error=error[:200])
-        _offer_lists(handle, result.lists, "heartbeat")
-        follower.learn(result.lists)
-        if not result.lists:  # no source answered with a list: read again sooner (a knock, too, ends the wait)
-            await handle.knock.wait(backoff)
-            backoff = min(backoff * 2, 30.0)
-            continue
-        backoff = 1.0
-        await follower.until_next_full_read(min(config.federation.heartbeat_s, 60.0))
+    try:
+        while True:
+            result = await discover(chain)
+            for error in result.errors:
+                log.warning("seed_source_failed", error=error[:200])
+            _offer_lists(handle, result.lists, "heartbeat")
+            follower.learn(result.lists)
+            if not result.lists:  # no source answered with a list: read again sooner (a knock, too, ends the wait)
+                await handle.knock.wait(backoff)
+                backoff = min(backoff * 2, 30.0)
+                continue
+            backoff = 1.0
+            await follower.until_next_full_read(min(config.federation.heartbeat_s, 60.0))
+    finally:
+        await follower.etags.aclose()
 
 
 def _offer_lists(handle: NodeHandle, lists: Sequence[SignedList], why: str) -> bool:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import trio
 import trio.testing
 
@@ -46,3 +48,30 @@ def test_next_wake_follows_the_rules_of_the_follower() -> None:
     assert next_wake_s(100.0, heartbeat_at=160.0, pending_since=None, join_at=101.0) == 1.0
     assert next_wake_s(100.0, heartbeat_at=160.0, pending_since=0.0, join_at=130.0) == PENDING_POLL_S
     assert next_wake_s(100.0, heartbeat_at=99.0, pending_since=0.0, join_at=98.0) == 0.0
+
+
+async def test_conditional_rereads_keep_one_client_and_return_only_changed_lists(tmp_path: Path) -> None:
+    """RegistryEtags against a real registry on a loopback socket: the first read returns the list, a re-read of an
+    unchanged list is a 304 (nothing), a change is read; one kept client serves them all (rule 3 polls every 2 s)."""
+    import httpx2
+
+    from node.app.listrefresh import RegistryEtags
+    from node.protocol.identity import Identity
+    from tests.bootstrap.util import init_registry, make_config, post, registration, running_registry
+
+    registry = init_registry(tmp_path)
+    a, b = Identity.from_seed(b"a" * 32), Identity.from_seed(b"b" * 32)
+    async with running_registry(make_config(tmp_path)) as base, httpx2.AsyncClient() as admin:
+        assert (await post(admin, base, registration(a)))[0] == 200
+        etags = RegistryEtags()
+        trust = frozenset({registry.id})
+        first = await etags.fetch_lists((base,), trust, timeout_s=5.0)
+        assert [{c.id for c in lst.candidates} for lst in first] == [{a.id}]
+        kept = etags._client
+        assert await etags.fetch_lists((base,), trust, timeout_s=5.0) == []  # 304: unchanged
+        assert (await post(admin, base, registration(b, port=7410)))[0] == 200
+        changed = await etags.fetch_lists((base,), trust, timeout_s=5.0)
+        assert [{c.id for c in lst.candidates} for lst in changed] == [{a.id, b.id}]
+        assert kept is not None and etags._client is kept
+        await etags.aclose()
+        assert kept.is_closed and etags._client is None
