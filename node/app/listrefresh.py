@@ -94,9 +94,11 @@ class KnockRefresh:
 class RegistryEtags:
     """The last `ETag` of each registry's list, for conditional re-reads, over one HTTP client kept between them.
 
-    A pending node re-reads every 2 s (rule 3): a fresh client each time cost a TLS context (the system CA store,
-    ~20 ms of CPU here) and a TLS handshake with the registry per read; the kept client's keep-alive connection
-    answers a 304 for a few hundred bytes. `aclose()` when the follower ends."""
+    A pending node re-reads every 2 s (rule 3): a fresh client each time built a TLS context (the system CA store)
+    and a new connection, a TLS handshake with a real registry. Against a registry on loopback (in the same
+    process, HTTP), 50 re-reads answered 304 cost 22.7 ms of CPU each with a fresh client and 1.04 ms with the kept
+    one (2026-12-04, b832aef, load 1.9): 1.1 % of a core at one read per 2 s, against 0.05 %. `aclose()` when
+    the follower ends."""
 
     tags: dict[str, str] = attrs.field(factory=dict)
     _client: httpx2.AsyncClient | None = None
