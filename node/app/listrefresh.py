@@ -11,13 +11,15 @@ follower (service.py `_follow_registries`) then re-reads each registry at once, 
 Between two full reads the follower wakes by these rules (`next_wake_s`, a pure function):
 
 1. Heartbeat: a full read (DoH included) every `heartbeat_s`, at most 60 s.
-2. Knock: an unadmitted id knocked (above): a conditional re-read at once, at most once per `interval_s` (5 s).
+2. Knock: an unadmitted id knocked (above): a conditional re-read at once, at most once per `interval_s` (2 s);
+   the knocks of an interval make one re-read at its end (`KnockRefresh`).
 3. Pending: while our own id is on no trusted registry list (an admin has not approved us yet) and for the first
    `PENDING_POLL_FOR_S` (1 h) after the node starts, a conditional re-read every `PENDING_POLL_S` (2 s), answered
    304 while nothing changed: an approval is seen within 2 s, not a heartbeat later. A node pending longer than
    that polls every heartbeat: a node nobody approves must not cost the registry a request every 2 s forever.
 4. Alone: while we have joined no one and the lists name admitted nodes, join them again after 1, 2, 4 ... 30 s
-   (`JOIN_RETRY_MIN_S`..`JOIN_RETRY_MAX_S`), and at once when a re-read changed what we admit. A member whose list
+   (`JOIN_RETRY_MIN_S`..`JOIN_RETRY_MAX_S`), and at once, the wait back at 1 s, when a re-read changed what we
+   admit. A member whose list
    is older than ours refuses our first attempt and re-reads on that knock (rule 2); without a retry we would stay
    alone until the next heartbeat.
 
@@ -41,7 +43,7 @@ if TYPE_CHECKING:
 
     from node.client.discovery.model import SignedList
 
-KNOCK_REFRESH_INTERVAL_S = 5.0
+KNOCK_REFRESH_INTERVAL_S = 2.0
 PENDING_POLL_S = 2.0  # rule 3
 PENDING_POLL_FOR_S = 3600.0  # rule 3
 JOIN_RETRY_MIN_S = 1.0  # rule 4
@@ -62,32 +64,53 @@ def next_wake_s(now: float, *, heartbeat_at: float, pending_since: float | None,
 
 @attrs.define
 class KnockRefresh:
-    """A rate-limited wake-up for the registry follower (sync `knock`, async `wait`)."""
+    """A rate-limited wake-up for the registry follower (sync `knock`, async `wait`).
+
+    A knock less than `interval_s` after the last wake-up is not dropped: the knocks of an interval wake the
+    follower once, at its end. Dropped, they let a newcomer approved just after one of its knocks be refused for
+    all three tries of its join while the member that refused it waited for a knock that no longer came
+    (tests/integration/test_admission_race.py)."""
 
     interval_s: float = attrs.field(default=KNOCK_REFRESH_INTERVAL_S, validator=attrs.validators.gt(0))
     clock: Callable[[], float] = trio.current_time
     knocks: int = 0  # knocks seen (every refusal of an unadmitted id)
-    refreshes: int = 0  # knocks that woke the follower
-    _event: trio.Event = attrs.field(factory=trio.Event)
-    _last: float = float("-inf")
+    refreshes: int = 0  # wake-ups the knocks caused
+    _wake: trio.Event = attrs.field(factory=trio.Event)  # set on every change below, for a sleeping `wait`
+    _fire: bool = False  # a wake-up is due now
+    _deferred: bool = False  # a wake-up is due at `_last + interval_s`
+    _last: float = float("-inf")  # the last wake-up a knock caused
 
     def knock(self) -> None:
-        """An unadmitted id knocked: wake the follower unless it was woken less than `interval_s` ago."""
+        """An unadmitted id knocked: wake the follower now, or at the end of the interval of the last wake-up."""
         self.knocks += 1
-        now = self.clock()
-        if now - self._last < self.interval_s or self._event.is_set():
+        if self._fire or self._deferred:
             return
-        self._last = now
-        self.refreshes += 1
-        self._event.set()
+        now = self.clock()
+        if now - self._last >= self.interval_s:
+            self._fire, self._last = True, now
+            self.refreshes += 1
+        else:
+            self._deferred = True
+        self._wake.set()
 
     async def wait(self, timeout_s: float) -> bool:
-        """Sleep up to `timeout_s`; True when a knock ended the sleep early."""
-        with trio.move_on_after(timeout_s):
-            await self._event.wait()
-        knocked = self._event.is_set()
-        self._event = trio.Event()
-        return knocked
+        """Sleep up to `timeout_s`; True when a knock (now, or one deferred to this moment) ended the sleep."""
+        deadline = self.clock() + timeout_s
+        while True:
+            if self._fire:
+                self._fire = False
+                return True
+            now = self.clock()
+            if self._deferred and now >= self._last + self.interval_s:
+                self._deferred, self._last = False, now
+                self.refreshes += 1
+                return True
+            if now >= deadline:
+                return False
+            due = min(deadline, self._last + self.interval_s) if self._deferred else deadline
+            with trio.move_on_after(due - now):
+                await self._wake.wait()
+            self._wake = trio.Event()
 
 
 @attrs.define

@@ -575,7 +575,8 @@ class _Follower:
             lists = await self.etags.fetch_lists(registries, self.trusted, timeout_s=5.0)
             self.learn(lists)
             if _offer_lists(handle, lists, "knock" if knocked else "pending"):
-                join_at = trio.current_time()  # rule 4: what we admit changed, try now
+                join_at = trio.current_time()  # rule 4: what we admit changed, try now, then from 1 s again
+                self.join_retry_s = JOIN_RETRY_MIN_S
 
 
 def _seed_address(text: str) -> tuple[str, int] | None:

@@ -10,29 +10,29 @@ import trio.testing
 from node.app.listrefresh import KnockRefresh
 
 
-async def test_a_knock_wakes_the_follower_and_knocks_within_the_interval_do_not(
+async def test_a_knock_wakes_the_follower_and_the_knocks_of_an_interval_wake_it_once_at_its_end(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     knock = KnockRefresh(interval_s=5.0)
     woke: list[tuple[bool, float]] = []
 
     async def sleeper() -> None:
-        for _ in range(3):
+        for _ in range(4):
             start = trio.current_time()
             woke.append((await knock.wait(60.0), trio.current_time() - start))
 
     async with trio.open_nursery() as nursery:
         nursery.start_soon(sleeper)
         await trio.sleep(1.0)
-        knock.knock()  # wakes at once
+        knock.knock()  # t=1: wakes at once
         await trio.sleep(1.0)
-        for _ in range(100):  # a stranger knocking in a loop: nothing until 5 s after the first wake-up
+        for _ in range(100):  # t=2: a stranger knocking in a loop: one wake-up, 5 s after the first (t=6)
             knock.knock()
-        await trio.sleep(4.0)
-        knock.knock()  # 6 s after the first: wakes again
-    assert [w for w, _ in woke] == [True, True, False]
-    assert woke[0][1] == 1.0 and woke[1][1] == 5.0 and woke[2][1] == 60.0
-    assert knock.knocks == 102 and knock.refreshes == 2
+        await trio.sleep(6.0)
+        knock.knock()  # t=8, 2 s after that wake-up: deferred to t=11, not dropped
+    assert [w for w, _ in woke] == [True, True, True, False]
+    assert [t for _, t in woke] == [1.0, 5.0, 5.0, 60.0]
+    assert knock.knocks == 102 and knock.refreshes == 3
 
 
 def test_next_wake_follows_the_rules_of_the_follower() -> None:
