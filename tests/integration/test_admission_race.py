@@ -9,6 +9,8 @@ import json
 import socket
 import subprocess
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from tests.fixtures.dns import free_port
@@ -77,56 +79,56 @@ class RegistryNode:
         self.log.close()
 
 
-def test_two_nodes_started_a_second_apart_see_each_other_within_5_s(tmp_path: Path) -> None:
-    for trial in range(TRIALS):  # a fresh registry per trial: the last trial's nodes would still be listed
-        tmp = tmp_path / f"t{trial}"
-        tmp.mkdir()
-        one_trial(tmp, trial)
-
-
-def one_trial(tmp: Path, trial: int) -> None:
-    registry, url, key = start_registry(tmp)
+@contextmanager
+def federation(tmp: Path, approval: str) -> Iterator[Callable[[str], RegistryNode]]:
+    """A registry, and a function that starts a node named `name` with only `--bootstrap` and `--trust` and waits
+    until it serves; every node and the registry are stopped at the end."""
+    registry, url, key = start_registry(tmp, approval)
     nodes: list[RegistryNode] = []
+
+    def start(name: str) -> RegistryNode:
+        node = RegistryNode(tmp, name, url, key)
+        nodes.append(node)
+        wait_for(lambda: len(node.alive()) >= 1, 20, f"node {name} serving")
+        return node
+
     try:
-        a = RegistryNode(tmp, "a", url, key)
-        nodes.append(a)
-        wait_for(lambda: len(a.alive()) == 1, 20, "node a serving")
-        time.sleep(1.0)
-        b = RegistryNode(tmp, "b", url, key)
-        nodes.append(b)
-        wait_for(lambda: len(b.alive()) >= 1, 20, "node b serving")
-        # both see both alive within 5 s of the newcomer serving
-        wait_for(lambda: len(a.alive()) == 2 and len(b.alive()) == 2, 5, f"trial {trial}: a and b joined")
+        yield start
     finally:
         for n in nodes:
             n.stop()
         registry.kill()
         registry.wait(10)
+
+
+def joined(*nodes: RegistryNode) -> Callable[[], bool]:
+    """Each of `nodes` sees all of them alive."""
+    return lambda: all(len(n.alive()) == len(nodes) for n in nodes)
+
+
+def test_two_nodes_started_a_second_apart_see_each_other_within_5_s(tmp_path: Path) -> None:
+    for trial in range(TRIALS):  # a fresh registry per trial: the last trial's nodes would still be listed
+        tmp = tmp_path / f"t{trial}"
+        tmp.mkdir()
+        with federation(tmp, "auto") as start:
+            a = start("a")
+            time.sleep(1.0)
+            b = start("b")
+            # both see both alive within 5 s of the newcomer serving
+            wait_for(joined(a, b), 5, f"trial {trial}: a and b joined")
 
 
 def test_nodes_the_admin_approves_after_a_wait_see_each_other_within_5_s_of_the_approval(tmp_path: Path) -> None:
     """Rules 3 and 4 of node/app/listrefresh.py. Before them a node whose reads found an empty list slept 1, 2, 4,
     8, 16 s between reads, deaf to knocks: approved 9 s after starting, the two met only at the 15 s read."""
-    registry, url, key = start_registry(tmp_path, approval="manual")
-    nodes: list[RegistryNode] = []
-    try:
+    with federation(tmp_path, "manual") as start:
         started = time.monotonic()
-        a = RegistryNode(tmp_path, "a", url, key)
-        nodes.append(a)
-        wait_for(lambda: len(a.alive()) == 1, 20, "node a serving")
-        b = RegistryNode(tmp_path, "b", url, key)
-        nodes.append(b)
-        wait_for(lambda: len(b.alive()) == 1, 20, "node b serving")
-        ids = [n.own_id() for n in nodes]
+        a, b = start("a"), start("b")
+        ids = [a.own_id(), b.own_id()]
         time.sleep(max(0.0, started + 9.0 - time.monotonic()))  # the admin takes a while
         for node_id in ids:
             approve(tmp_path / "registry", node_id)
-        wait_for(lambda: len(a.alive()) == 2 and len(b.alive()) == 2, 5, "a and b joined after the approval")
-    finally:
-        for n in nodes:
-            n.stop()
-        registry.kill()
-        registry.wait(10)
+        wait_for(joined(a, b), 5, "a and b joined after the approval")
 
 
 def test_a_newcomer_approved_just_after_it_knocked_joins_within_5_s(tmp_path: Path) -> None:
@@ -134,16 +136,10 @@ def test_a_newcomer_approved_just_after_it_knocked_joins_within_5_s(tmp_path: Pa
     knocking (rule 4 retries its join while alone); approved right after one of its knocks, its next knocks fall
     within the member's interval. They must not be dropped: the member re-reads at the interval's end (rule 2),
     and the newcomer retries from 1 s again once what it admits changed (rule 4)."""
-    registry, url, key = start_registry(tmp_path, approval="manual")
-    nodes: list[RegistryNode] = []
-    try:
-        m = RegistryNode(tmp_path, "m", url, key)
-        nodes.append(m)
-        wait_for(lambda: len(m.alive()) == 1, 20, "member serving")
+    with federation(tmp_path, "manual") as start:
+        m = start("m")
         approve(tmp_path / "registry", m.own_id())
-        n = RegistryNode(tmp_path, "n", url, key)
-        nodes.append(n)
-        wait_for(lambda: len(n.alive()) == 1, 20, "newcomer serving")
+        n = start("n")
 
         def knocks() -> float:
             return sum(v for layer in ("swim", "peer") for r, v in refused_by_reason(m.metrics_text(), layer).items()
@@ -155,9 +151,4 @@ def test_a_newcomer_approved_just_after_it_knocked_joins_within_5_s(tmp_path: Pa
         # The target is 5 s. Approved right after a knock, the newcomer joined 4.78-4.88 s later with knocks inside
         # the member's interval dropped (4 runs) and 1.64-1.75 s later with them deferred (7 runs, 3 of them with a
         # core kept busy): 3.5 s tells the two apart.
-        wait_for(lambda: len(m.alive()) == 2 and len(n.alive()) == 2, 3.5, "the newcomer joined after its approval")
-    finally:
-        for node in nodes:
-            node.stop()
-        registry.kill()
-        registry.wait(10)
+        wait_for(joined(m, n), 3.5, "the newcomer joined after its approval")
