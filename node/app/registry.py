@@ -223,6 +223,7 @@ async def register_forever(
     trust: frozenset[bytes] = frozenset(),
     listed: bool = True,
     peers: Callable[[], int] | None = None,
+    listed_now: Callable[[], bool] | None = None,
     rot: bytes | None = None,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
@@ -232,7 +233,8 @@ async def register_forever(
 
     `trust`: registry keys (--trust); a registry whose list is signed by another key is not registered with.
     `on_result` hears every attempt's outcome (node/app/registration.py keeps the state for `node status`);
-    `peers()` is how many other live members the node sees, sent with every registration; `rot` is the statement
+    `peers()` is how many other live members the node sees, sent with every registration; `listed_now()` whether
+    the node is on a list it trusts now (the registry follower's last read); `rot` is the statement
     of a node key rotation naming this node's key as NEW (`homing node rotate-key`), sent with every registration
     so the registry moves the old key's approval."""
     if not 0 < heartbeat_s < ttl_s:
@@ -241,12 +243,20 @@ async def register_forever(
     ts = ts_clock or TsClock(wall_clock)
     alone = [False]  # the last registration said `peers: 0`
 
-    async def wait(delay: float) -> None:
-        """Sleep `delay`, but end early once a node that registered as alone sees a member."""
+    async def wait(delay: float, pending: bool) -> None:
+        """Sleep `delay`, but end early once a node that registered as alone sees a member (the registry's "not
+        federated" flag clears), or once a node the registry answered `pending` finds itself on a list it trusts
+        (an admin approved it: the next answer says `approved` to `node status` and the log now, not a heartbeat
+        later). Only a change ends the wait: a node listed by one registry and pending at another does not
+        register every second."""
         end = trio.current_time() + delay
-        while alone[0] and peers is not None and trio.current_time() < end:
+        watch_peers = alone[0] and peers is not None
+        watch_listing = pending and listed_now is not None and not listed_now()
+        while (watch_peers or watch_listing) and trio.current_time() < end:
             await trio.sleep(min(1.0, end - trio.current_time()))
-            if peers() > 0:
+            if (watch_peers and peers is not None and peers() > 0) or (
+                watch_listing and listed_now is not None and listed_now()
+            ):
                 return
         await trio.sleep(max(0.0, end - trio.current_time()))
 
@@ -288,7 +298,7 @@ async def _keep_registered(
     heartbeat_s: float,
     rng: random.Random,
     on_result: Callable[[Result], None] | None,
-    wait: Callable[[float], Awaitable[None]],
+    wait: Callable[[float, bool], Awaitable[None]],
 ) -> None:
     backoff_s = BACKOFF_MIN_S
     was_ok = False
@@ -332,7 +342,7 @@ async def _keep_registered(
             was_ok = False
             delay = max(result.retry_after_s, min(backoff_s, heartbeat_s) * rng.uniform(0.5, 1.0))
             backoff_s = min(backoff_s * 2, heartbeat_s)
-        await (wait(delay) if result.ok else trio.sleep(delay))
+        await (wait(delay, result.status == "pending") if result.ok else trio.sleep(delay))
 
 
 async def deregister(

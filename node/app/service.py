@@ -449,6 +449,7 @@ def _start_federation(nursery: trio.Nursery, handle: NodeHandle) -> None:
             on_result=handle.registrations.on_result,
             rot=own_rotation(config.data_path / NODE_ROTATIONS_NAME, handle.identity.id),
             peers=lambda: sum(1 for i in handle.live_ids() if i != handle.identity.id),
+            listed_now=lambda: handle.identity.id in handle.admission.registry_listed,
         )
     )
 

@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from tests.fixtures.dns import free_port
 from tests.helpers import homing_cmd, homing_env, refused_by_reason
@@ -65,12 +66,16 @@ class RegistryNode:
         with urllib.request.urlopen(f"http://127.0.0.1:{metrics}/metrics", timeout=2) as resp:
             return str(resp.read().decode())
 
-    def own_id(self) -> str:
+    def members(self) -> dict[str, Any]:
         import urllib.request
 
         metrics = json.loads((self.data / "ports.json").read_text())["metrics"]
         with urllib.request.urlopen(f"http://127.0.0.1:{metrics}/v1/members", timeout=2) as resp:
-            return str(json.loads(resp.read())["self"])
+            doc: dict[str, Any] = json.loads(resp.read())
+            return doc
+
+    def own_id(self) -> str:
+        return str(self.members()["self"])
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -152,3 +157,19 @@ def test_a_newcomer_approved_just_after_it_knocked_joins_within_5_s(tmp_path: Pa
         # the member's interval dropped (4 runs) and 1.64-1.75 s later with them deferred (7 runs, 3 of them with a
         # core kept busy): 3.5 s tells the two apart.
         wait_for(joined(m, n), 3.5, "the newcomer joined after its approval")
+
+
+def test_a_lone_node_reports_its_approval_within_seconds(tmp_path: Path) -> None:
+    """The first node of a federation has no member to join, so only its registration heartbeat (60 s) used to
+    bring the registry's `approved` to `homing node status` and the log. A pending node now registers again as soon
+    as it finds itself on the list (node/app/registry.py `wait`), which it re-reads every 2 s."""
+    with federation(tmp_path, "manual") as start:
+        a = start("a")
+
+        def state() -> str:
+            (reg,) = a.members()["registrations"]
+            return str(reg["state"])
+
+        wait_for(lambda: state() == "pending", 20, "the node registered, pending")
+        approve(tmp_path / "registry", a.own_id())
+        wait_for(lambda: state() == "approved", 5, "node status says approved")
