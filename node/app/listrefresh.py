@@ -19,9 +19,8 @@ Between two full reads the follower wakes by these rules (`next_wake_s`, a pure 
    that polls every heartbeat: a node nobody approves must not cost the registry a request every 2 s forever.
 4. Alone: while we have joined no one and the lists name admitted nodes, join them again after 1, 2, 4 ... 30 s
    (`JOIN_RETRY_MIN_S`..`JOIN_RETRY_MAX_S`), and at once, the wait back at 1 s, when a re-read changed what we
-   admit. A member whose list
-   is older than ours refuses our first attempt and re-reads on that knock (rule 2); without a retry we would stay
-   alone until the next heartbeat.
+   admit. A member whose list is older than ours refuses our first attempt and re-reads on that knock (rule 2);
+   without a retry we would stay alone until the next heartbeat.
 
 Before these rules a node whose first reads found an empty list slept 1, 2, 4, 8, 16 s between reads without
 listening for knocks, and two nodes approved a few seconds after they started stayed apart for 30 s (a fresh CI run of
@@ -123,23 +122,20 @@ class RegistryEtags:
     one (2026-12-04, b832aef, load 1.9): 1.1 % of a core at one read per 2 s, against 0.05 %. `aclose()` when
     the follower ends."""
 
+    timeout_s: float = attrs.field(validator=attrs.validators.gt(0))  # each registry's whole exchange
     tags: dict[str, str] = attrs.field(factory=dict)
     _client: httpx2.AsyncClient | None = None
-    _timeout_s: float = 0.0
 
-    async def fetch_lists(
-        self, registries: tuple[str, ...], trust: frozenset[bytes], timeout_s: float
-    ) -> list[SignedList]:
+    async def fetch_lists(self, registries: tuple[str, ...], trust: frozenset[bytes]) -> list[SignedList]:
         """The verified lists of the registries whose list changed since the last read; a 304, an error or a list
         that does not verify contributes nothing (the heartbeat's full read reports errors)."""
         from node.client.discovery.sources import http_client, ssl_context  # lazy: imports httpx2 and dnspython
 
-        if self._client is None or self._timeout_s != timeout_s:
-            await self.aclose()
-            self._client, self._timeout_s = http_client(ssl_context(None), timeout_s), timeout_s
+        if self._client is None:
+            self._client = http_client(ssl_context(None), self.timeout_s)
         lists: list[SignedList] = []
         for base in registries:
-            with trio.move_on_after(timeout_s):
+            with trio.move_on_after(self.timeout_s):
                 found = await self._one(self._client, base, trust)
                 if found is not None:
                     lists.append(found)

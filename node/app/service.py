@@ -167,6 +167,10 @@ class NodeHandle:
     def live_ids(self) -> list[bytes]:
         return [m.id for m in self.swim.members() if m.state in LIVE]
 
+    def on_registry_list(self) -> bool:
+        """Whether our own id is on a trusted registry list, as of the registry follower's last read."""
+        return self.identity.id in self.admission.registry_listed
+
     async def referrals(self, timeout_s: float = 1.0) -> list[str]:
         """Signed cards of up to `[node] goaway_referrals_max` other alive nodes (for `goaway`), over the peer link.
         Bridges (member meta `listed` false) are never named: a goaway reaches strangers too (docs/discovery.md)."""
@@ -449,7 +453,7 @@ def _start_federation(nursery: trio.Nursery, handle: NodeHandle) -> None:
             on_result=handle.registrations.on_result,
             rot=own_rotation(config.data_path / NODE_ROTATIONS_NAME, handle.identity.id),
             peers=lambda: sum(1 for i in handle.live_ids() if i != handle.identity.id),
-            listed_now=lambda: handle.identity.id in handle.admission.registry_listed,
+            listed_now=handle.on_registry_list,
         )
     )
 
@@ -486,7 +490,7 @@ async def _follow_registries(handle: NodeHandle) -> None:
         deadline_s=5.0,  # a black-holed source must not delay the sources that answer
     )
     backoff = 1.0
-    follower = _Follower(handle, trusted, RegistryEtags(), started=trio.current_time())
+    follower = _Follower(handle, trusted, RegistryEtags(timeout_s=5.0), started=trio.current_time())
     try:
         while True:
             result = await discover(chain)
@@ -535,19 +539,21 @@ class _Follower:
     def learn(self, lists: Sequence[SignedList]) -> None:
         self.seeds.update({c.id: c.swim for lst in lists for c in lst.candidates if c.verified and c.swim})
 
+    def _admitted_seeds(self) -> list[str]:
+        """The SWIM addresses of the listed nodes other than us that we admit now."""
+        handle = self.handle
+        return [a for i, a in self.seeds.items() if i != handle.identity.id and handle.admission.admits(i)]
+
     def _alone(self) -> bool:
         """Joined no one, no `--join` (that has its own retries), and the lists name a node we admit."""
         handle = self.handle
         if handle.config.federation.join or any(m.id != handle.identity.id for m in handle.swim.members()):
             return False
-        return any(i != handle.identity.id and handle.admission.admits(i) for i in self.seeds)
+        return bool(self._admitted_seeds())
 
     async def _join(self) -> None:
-        handle = self.handle
-        targets = [
-            _seed_address(a) for i, a in self.seeds.items() if i != handle.identity.id and handle.admission.admits(i)
-        ]
-        await handle.driver.join([t for t in targets if t is not None])
+        targets = [_seed_address(a) for a in self._admitted_seeds()]
+        await self.handle.driver.join([t for t in targets if t is not None])
 
     async def until_next_full_read(self, heartbeat_s: float) -> None:
         handle = self.handle
@@ -563,7 +569,7 @@ class _Follower:
                 join_at = trio.current_time() + self.join_retry_s
                 self.join_retry_s = min(2 * self.join_retry_s, JOIN_RETRY_MAX_S)
                 continue
-            pending = bool(registries) and handle.identity.id not in handle.admission.registry_listed
+            pending = bool(registries) and not handle.on_registry_list()
             wake = next_wake_s(now, heartbeat_at=heartbeat_at, pending_since=self.started if pending else None,
                                join_at=join_at if alone else None)  # fmt: skip
             knocked = await handle.knock.wait(wake)
@@ -573,7 +579,7 @@ class _Follower:
                 continue
             if not (knocked or pending):
                 continue  # a join attempt is due (rule 4), or the heartbeat (rule 1)
-            lists = await self.etags.fetch_lists(registries, self.trusted, timeout_s=5.0)
+            lists = await self.etags.fetch_lists(registries, self.trusted)
             self.learn(lists)
             if _offer_lists(handle, lists, "knock" if knocked else "pending"):
                 join_at = trio.current_time()  # rule 4: what we admit changed, try now, then from 1 s again

@@ -50,29 +50,26 @@ class RegistryNode:
         self.log = (tmp / f"{name}.log").open("w")
         self.proc = subprocess.Popen(homing_cmd(*args), env=homing_env(), stdout=self.log, stderr=subprocess.STDOUT)
 
-    def alive(self) -> set[str]:
+    def _get(self, path: str) -> bytes:
+        """GET `path` from the node's metrics port (OSError until it serves)."""
         import urllib.request
 
+        metrics = json.loads((self.data / "ports.json").read_text())["metrics"]
+        with urllib.request.urlopen(f"http://127.0.0.1:{metrics}{path}", timeout=2) as resp:
+            body: bytes = resp.read()
+            return body
+
+    def alive(self) -> set[str]:
         if self.proc.poll() is not None:
             raise AssertionError(f"the node exited with {self.proc.returncode}: see {self.log.name}")
-        metrics = json.loads((self.data / "ports.json").read_text())["metrics"]  # OSError until it serves
-        with urllib.request.urlopen(f"http://127.0.0.1:{metrics}/v1/members", timeout=2) as resp:
-            return {m["id"] for m in json.loads(resp.read())["members"] if m["state"] == "alive"}
+        return {m["id"] for m in self.members()["members"] if m["state"] == "alive"}
 
     def metrics_text(self) -> str:
-        import urllib.request
-
-        metrics = json.loads((self.data / "ports.json").read_text())["metrics"]
-        with urllib.request.urlopen(f"http://127.0.0.1:{metrics}/metrics", timeout=2) as resp:
-            return str(resp.read().decode())
+        return self._get("/metrics").decode()
 
     def members(self) -> dict[str, Any]:
-        import urllib.request
-
-        metrics = json.loads((self.data / "ports.json").read_text())["metrics"]
-        with urllib.request.urlopen(f"http://127.0.0.1:{metrics}/v1/members", timeout=2) as resp:
-            doc: dict[str, Any] = json.loads(resp.read())
-            return doc
+        doc: dict[str, Any] = json.loads(self._get("/v1/members"))
+        return doc
 
     def own_id(self) -> str:
         return str(self.members()["self"])

@@ -63,14 +63,14 @@ async def test_conditional_rereads_keep_one_client_and_return_only_changed_lists
     a, b = Identity.from_seed(b"a" * 32), Identity.from_seed(b"b" * 32)
     async with running_registry(make_config(tmp_path)) as base, httpx2.AsyncClient() as admin:
         assert (await post(admin, base, registration(a)))[0] == 200
-        etags = RegistryEtags()
+        etags = RegistryEtags(timeout_s=5.0)
         trust = frozenset({registry.id})
-        first = await etags.fetch_lists((base,), trust, timeout_s=5.0)
+        first = await etags.fetch_lists((base,), trust)
         assert [{c.id for c in lst.candidates} for lst in first] == [{a.id}]
         kept = etags._client
-        assert await etags.fetch_lists((base,), trust, timeout_s=5.0) == []  # 304: unchanged
+        assert await etags.fetch_lists((base,), trust) == []  # 304: unchanged
         assert (await post(admin, base, registration(b, port=7410)))[0] == 200
-        changed = await etags.fetch_lists((base,), trust, timeout_s=5.0)
+        changed = await etags.fetch_lists((base,), trust)
         assert [{c.id for c in lst.candidates} for lst in changed] == [{a.id, b.id}]
         assert kept is not None and etags._client is kept
         await etags.aclose()
