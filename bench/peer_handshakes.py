@@ -1,9 +1,10 @@
 """What a handshake flood on the peer port costs a node: one host with no key, reconnecting as fast as it can.
 
-    python -m bench.peer_handshakes [--duration 10] [--workers 8] [--out bench/results/peer_handshakes.md]
+    python -m bench.peer_handshakes [--duration 10] [--workers 8] [--addresses 1] [--out FILE]
 
-Starts `homing node run` (a closed federation: the flooding key is not admitted), then from 127.0.0.2 opens
-connections to its peer port and runs the dialler's side of the Noise handshake on each, `--workers` at a time,
+Starts `homing node run` (a closed federation: the flooding key is not admitted), then from 127.0.0.2 (or, with
+`--addresses N`, from N addresses 127.0.2.1, 127.0.2.2, ... in turn: each its own /32) opens connections to its
+peer port and runs the dialler's side of the Noise handshake on each, `--workers` at a time,
 for `--duration` seconds. Reports the attempts per second, the node's CPU (from /proc, as a share of one core and
 per attempt) and the node's own count of what it refused (`homing_packets_refused_total{layer="peer"}`: `unadmitted`
 is a handshake the node ran to its end, `rate_limited` a connection closed unread). docs/security.md quotes it.
@@ -31,6 +32,7 @@ from tests.helpers import homing_cmd, homing_env, refused_by_reason, wait_for_fi
 
 REPO = Path(__file__).resolve().parent.parent
 ATTACKER = "127.0.0.2"
+ATTACKERS_FROM = "127.0.2."  # with --addresses N: 127.0.2.1 ... (N <= 250)
 ATTEMPT_TIMEOUT_S = 2.0
 
 
@@ -44,7 +46,12 @@ def refused(metrics_port: int) -> dict[str, float]:
         return refused_by_reason(resp.read().decode(), "peer")
 
 
-async def flood(port: int, node_id: bytes, duration_s: float, workers: int) -> int:
+def source(addresses: int, n: int) -> str:
+    """The address the `n`th attempt binds to: one attacker address, or `addresses` of them in turn."""
+    return ATTACKER if addresses <= 1 else f"{ATTACKERS_FROM}{1 + n % addresses}"
+
+
+async def flood(port: int, node_id: bytes, duration_s: float, workers: int, addresses: int = 1) -> int:
     stranger = Identity.generate()
     attempts = 0
 
@@ -54,7 +61,7 @@ async def flood(port: int, node_id: bytes, duration_s: float, workers: int) -> i
         while trio.current_time() < end:
             sock = trio.socket.socket()
             try:
-                await sock.bind((ATTACKER, 0))
+                await sock.bind((source(addresses, attempts), 0))
                 with trio.move_on_after(ATTEMPT_TIMEOUT_S):
                     await sock.connect(("127.0.0.1", port))
                     stream = trio.SocketStream(sock)
@@ -75,6 +82,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--duration", type=float, default=10.0)
     ap.add_argument("--workers", type=int, default=8)
+    ap.add_argument("--addresses", type=int, default=1, choices=range(1, 251), metavar="1..250")
     ap.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "peer_handshakes.md")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
@@ -91,7 +99,7 @@ def main() -> None:
                 node_id = parse_id(json.load(resp)["self"])
             time.sleep(1.0)  # past the start-up work
             before, cpu0, t0 = refused(ports["metrics"]), cpu_s(node.pid), time.monotonic()
-            attempts = trio.run(flood, ports["peer"], node_id, args.duration, args.workers)
+            attempts = trio.run(flood, ports["peer"], node_id, args.duration, args.workers, args.addresses)
             elapsed, cpu = time.monotonic() - t0, cpu_s(node.pid) - cpu0
             after = refused(ports["metrics"])
         finally:
@@ -101,8 +109,10 @@ def main() -> None:
     load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
     block = (
         f"\n## {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, node code {git_commit()}, load average {load}\n\n"
-        f"`python -m bench.peer_handshakes --duration {args.duration:g} --workers {args.workers}`\n\n"
-        f"- {attempts} attempts in {elapsed:.1f} s ({attempts / elapsed:.0f}/s) from one address with no key\n"
+        f"`python -m bench.peer_handshakes --duration {args.duration:g} --workers {args.workers}"
+        f"{f' --addresses {args.addresses}' if args.addresses > 1 else ''}`\n\n"
+        f"- {attempts} attempts in {elapsed:.1f} s ({attempts / elapsed:.0f}/s) from "
+        f"{'one address' if args.addresses <= 1 else f'{args.addresses} addresses'} with no key\n"
         f"- node CPU {cpu:.2f} s: {100 * cpu / elapsed:.0f} % of a core, "
         f"{1e6 * cpu / max(1, attempts):.0f} µs per attempt\n"
         f"- the node's refusals (layer peer): {counts}\n"

@@ -322,6 +322,7 @@ async def _start(
             card=card,
             limits=peer_limits,
             on_refused=functools.partial(refused, Layer.PEER),
+            member_host=driver.member_host,
         )
     )
     router = ops_router(

@@ -11,8 +11,10 @@
   probe) and `fetch_card` (the node's signed referral card, for `goaway`); both of the last two are LINK_PING.
 - `serve_peers`: the listener. Before anything is read, a connection must fit `connections_max`,
   `connections_per_address_max`, `preauth_per_address_max` and its address's rate of new connections
-  (`handshakes_per_address_per_s`, `_burst`), all per /32 or /64 (node/protocol/ratelimit.py `address_key`); it then
-  has `handshake_timeout_s` to authenticate and send its first frame, or it is closed.
+  (`handshakes_per_address_per_s`, `_burst`), all per /32 or /64 (node/protocol/ratelimit.py `address_key`), and,
+  unless a member of the federation is known at its address (`member_host`), the node-wide budget of strangers'
+  connections (`stranger_handshakes_per_s`, `_burst`); it then has `handshake_timeout_s` to authenticate and send its
+  first frame, or it is closed.
   LINK_HELLO hands the connection to `on_link` (PeerLinks.accept, node/net/peers.py), which keeps it.
 """
 
@@ -40,7 +42,7 @@ from node.protocol.errors import NotAdmitted, RemoteProtocolError, TransportErro
 from node.protocol.identity import Identity, short_id
 from node.protocol.nodelist import parse_card
 from node.protocol.peerlink import DEFAULT_LIMITS, PeerLimits
-from node.protocol.ratelimit import KeyedBuckets, address_key
+from node.protocol.ratelimit import KeyedBuckets, TokenBucket, address_key
 from node.protocol.refusals import Refusal
 from node.protocol.wire import Limits, packb, require_map, unpack_all, unpackb
 from node.protocol.wire.link import (
@@ -288,14 +290,16 @@ async def serve_peers(
     card: str | Callable[[], str] = "",
     limits: PeerLimits = DEFAULT_LIMITS,
     on_refused: Callable[[Refusal], None] = lambda reason: None,
+    member_host: Callable[[str], bool] = lambda key: False,
 ) -> None:
     """Accept peer connections: push-pull syncs and pings are answered and closed; links go to `on_link`.
 
     Before anything is read, a connection must fit `connections_max`, `connections_per_address_max`,
     `preauth_per_address_max` and its address's handshake rate (per /32 or /64, node/protocol/ratelimit.py
-    `address_key`); it then has `handshake_timeout_s` to authenticate and send its first frame, or it is closed.
+    `address_key`), and, from an address where `member_host` knows no member, the node-wide rate of strangers'
+    connections; it then has `handshake_timeout_s` to authenticate and send its first frame, or it is closed.
     """
-    gate = _PeerGate(limits)
+    gate = _PeerGate(limits, member_host)
 
     async def handle(stream: trio.SocketStream) -> None:
         key = address_key(_remote_host(stream))
@@ -347,11 +351,17 @@ def _remote_host(stream: trio.SocketStream) -> str:
 
 
 class _PeerGate:
-    """Counts connections on the peer port: in total, per address, and per address still unauthenticated; and
-    paces each address's new connections (a token bucket per address)."""
+    """Counts connections on the peer port: in total, per address, and per address still unauthenticated; paces
+    each address's new connections (a token bucket per address); and paces all addresses where no member is known
+    together (one node-wide bucket), so that many addresses cannot add up to a node's CPU in handshakes.
 
-    def __init__(self, limits: PeerLimits) -> None:
+    A member's host is asked for only when the strangers' bucket is empty: in calm times members spend its tokens
+    too (a few connections a minute each), under a flood they pass on their own per-address budget."""
+
+    def __init__(self, limits: PeerLimits, member_host: Callable[[str], bool] = lambda key: False) -> None:
         self._limits = limits
+        self._member_host = member_host
+        self._strangers = TokenBucket(limits.stranger_handshakes_per_s, limits.stranger_handshakes_burst)
         self._active = 0
         self._per_address: dict[str, int] = {}
         self._preauth: dict[str, int] = {}
@@ -366,6 +376,7 @@ class _PeerGate:
             or self._per_address.get(key, 0) >= lim.connections_per_address_max
             or self._preauth.get(key, 0) >= lim.preauth_per_address_max
             or not self._rate.take(key, now)
+            or not (self._strangers.take(now) or self._member_host(key))
         ):
             return False
         self._active += 1

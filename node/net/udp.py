@@ -49,6 +49,9 @@ WHOIS_SOURCES_MAX = 4096
 WHOIS_REPLIES_PER_S = 200.0
 WHOIS_REPLIES_BURST = 200
 PUSH_PULL_CONCURRENCY = 4
+# How long the set of hosts where members are known (`member_host`) is kept before it is rebuilt from the table:
+# it is asked for only while the peer port's strangers' budget is empty, and a member's address rarely changes.
+MEMBER_HOSTS_TTL_S = 1.0
 
 
 class SwimDriver:
@@ -85,6 +88,8 @@ class SwimDriver:
         self._whois_all = TokenBucket(WHOIS_REPLIES_PER_S, WHOIS_REPLIES_BURST, trio.current_time())
         self._pp_limit = trio.CapacityLimiter(PUSH_PULL_CONCURRENCY)
         self._nursery: trio.Nursery | None = None
+        self._member_hosts: frozenset[str] = frozenset()
+        self._member_hosts_until = -1.0
 
     # --- running -------------------------------------------------------------------------------------
 
@@ -163,6 +168,22 @@ class SwimDriver:
         if m.state.value not in ("alive", "suspect"):
             return None
         return _peer_address(m.addr, m.meta)
+
+    def member_host(self, key: str) -> bool:
+        """Whether a member of the table (in any state) or a resolved seed is known at the address `key`
+        (node/protocol/ratelimit.py `address_key`): the peer port does not charge such hosts to its strangers'
+        budget (node/net/peerconn.py `serve_peers`). The set is rebuilt at most once per MEMBER_HOSTS_TTL_S."""
+        now = trio.current_time()
+        if now >= self._member_hosts_until:
+            hosts = {address_key(a[0]) for a in self._seed_peers.values()}
+            for m in self.core.members():
+                hosts.add(address_key(m.addr[0]))
+                peer = _peer_address(m.addr, m.meta)
+                if peer is not None:
+                    hosts.add(address_key(peer[0]))
+            self._member_hosts = frozenset(hosts)
+            self._member_hosts_until = now + MEMBER_HOSTS_TTL_S
+        return key in self._member_hosts
 
     def sync_address(self, member_id: bytes) -> Address | None:
         """The peer-link address for a push-pull the core asked for, whatever the member's state: the core

@@ -404,6 +404,15 @@ class PeersSection:
     # Connections one address may open back to back before `handshakes_per_address_per_s` applies: several nodes
     # behind one address (a test federation on 127.0.0.1) all dial a node that starts at once.
     handshakes_per_address_burst: int = attrs.field(default=200, validator=v.ge(1))
+    # New connections per second, on average, that the whole peer port takes from addresses where no member of the
+    # federation is known to be (node-wide: one budget for all such addresses together). The per-address pace
+    # alone let many addresses add up: an IPv6 /48 holds 65,536 /64s. Connections from a member's host are not
+    # charged, so a flood from elsewhere cannot keep members out; a node not yet known (a newcomer joining) shares
+    # this budget with the flood and retries. At 50 a second strangers cost the node at most ~7 % of a core.
+    stranger_handshakes_per_s: float = attrs.field(default=50.0, validator=_pos)
+    # Connections from non-member addresses the peer port takes back to back before `stranger_handshakes_per_s`
+    # applies: a federation that starts at once, before its members know each other, dials in a burst.
+    stranger_handshakes_burst: int = attrs.field(default=400, validator=v.ge(1))
     # Seconds (wall clock) a peer link's reader may spend on the maps it has read before the other connections get
     # a turn (as `[clients] handle_slice_s`): one member's batches of relay frames cannot hold the event loop.
     # Longer than a client's: a link carries many clients' traffic, and a yield splits the batches both nodes

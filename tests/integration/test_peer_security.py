@@ -135,3 +135,66 @@ async def test_one_address_without_a_key_gets_a_paced_share_of_peer_port_handsha
             chan = await handshake(stream, friend, initiator=True, expected_id=node.identity.id, admit=lambda i: True)
         await chan.aclose()
         node.request_shutdown()
+
+
+async def test_many_addresses_without_a_key_share_one_budget_of_peer_port_handshakes(tmp_path: Path) -> None:
+    """The per-address pace above bounds one address; an attacker with many (an IPv6 /48 holds 65,536 /64s) had a
+    fresh `handshakes_per_address_burst` at each, so together they could still take a node's CPU in handshakes
+    (docs/security.md, "Known gaps", before). Now connections from addresses where no member is known share one
+    node-wide budget (`[peers] stranger_handshakes_burst`, then `stranger_handshakes_per_s`); the rest are closed
+    unread. A member's host is not charged: the node's own members are on 127.0.0.1 and one of them dials in
+    after the flood. On the code before (the settings present, the gate without the node-wide budget): all 240
+    attempts were handshaken."""
+    friend = Identity.generate()
+    config = loopback_config(
+        tmp_path,
+        open_=False,
+        federation={"allow": [friend.id_text]},
+        peers={"stranger_handshakes_burst": 40, "stranger_handshakes_per_s": 2.0},
+    )
+    limits = config.peers
+    addresses, per_address = 80, 3  # 240 attempts, 3 from each address: far inside each address's own burst
+    attempts = addresses * per_address
+    assert per_address < limits.handshakes_per_address_burst
+    async with trio.open_nursery() as nursery:
+        node: NodeHandle = await nursery.start(run_node, config, Identity.generate())
+        port = node.ports["peer"]
+        stranger, node_id = Identity.generate(), node.identity.id
+        closed = 0
+
+        async def attacker(host: str) -> None:
+            nonlocal closed
+            for _ in range(per_address):
+                sock = trio.socket.socket()
+                await sock.bind((host, 0))
+                with trio.fail_after(10):
+                    await sock.connect(("127.0.0.1", port))
+                    stream = trio.SocketStream(sock)
+                    try:
+                        await handshake(stream, stranger, initiator=True, expected_id=node_id, admit=lambda i: True)
+                    except TransportError:
+                        closed += 1
+                    finally:
+                        await stream.aclose()
+
+        start = trio.current_time()
+        with trio.fail_after(60):
+            for first in range(0, addresses, 8):  # 8 addresses at a time
+                async with trio.open_nursery() as attack:
+                    for i in range(first, min(first + 8, addresses)):
+                        attack.start_soon(attacker, f"127.0.1.{i + 1}")
+        elapsed = trio.current_time() - start
+        assert closed == attempts, f"{attempts - closed} attempts were not refused"
+        await until(lambda: refused_count(node, "peer") >= attempts, 5.0)
+        handshaken = refused_count(node, "peer", "unadmitted")
+        paced = refused_count(node, "peer", "rate_limited")
+        allowed = limits.stranger_handshakes_burst + limits.stranger_handshakes_per_s * elapsed + 1
+        report = f"{handshaken:.0f} handshakes in {elapsed:.2f} s from {addresses} addresses ({paced:.0f} unread)"
+        assert handshaken <= allowed, report
+        assert handshaken + paced == attempts, (handshaken, paced)
+
+        stream = await trio.open_tcp_stream("127.0.0.1", port)  # a member's host is not charged to strangers
+        with trio.fail_after(10):
+            chan = await handshake(stream, friend, initiator=True, expected_id=node.identity.id, admit=lambda i: True)
+        await chan.aclose()
+        node.request_shutdown()
