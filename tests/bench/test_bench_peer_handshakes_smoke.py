@@ -15,9 +15,11 @@ from tests.helpers import REPO, homing_env
 
 
 @pytest.mark.timeout(90)
-def test_a_one_second_flood_is_counted_by_the_node_and_written(tmp_path: Path) -> None:
+@pytest.mark.parametrize("addresses", [1, 4])
+def test_a_one_second_flood_is_counted_by_the_node_and_written(tmp_path: Path, addresses: int) -> None:
     out = tmp_path / "peer_handshakes.md"
     cmd = [sys.executable, "-m", "bench.peer_handshakes", "--duration", "1", "--workers", "2", "--out", str(out)]
+    cmd += ["--addresses", str(addresses)]
     res = subprocess.run(cmd, cwd=REPO, env=homing_env(), capture_output=True, text=True, timeout=80)
     assert res.returncode == 0, res.stderr[-3000:]
     text = out.read_text()
@@ -27,3 +29,4 @@ def test_a_one_second_flood_is_counted_by_the_node_and_written(tmp_path: Path) -
     counts = ast.literal_eval(refused.group(1))
     assert attempts > 0 and 0 < counts.get("unadmitted", 0) <= attempts, text
     assert counts.get("unadmitted", 0) + counts.get("rate_limited", 0) <= attempts, text
+    assert ("one address" if addresses == 1 else f"{addresses} addresses") in text, text
