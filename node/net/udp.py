@@ -86,6 +86,8 @@ class SwimDriver:
             WHOIS_PER_SOURCE_PER_S, WHOIS_PER_SOURCE_BURST, WHOIS_SOURCES_MAX
         )
         self._whois_all = TokenBucket(WHOIS_REPLIES_PER_S, WHOIS_REPLIES_BURST, trio.current_time())
+        # key agreements with senders neither keyed nor members (SwimConfig.new_keys_per_s): one for all of them
+        self._new_keys = TokenBucket(core.config.new_keys_per_s, core.config.new_keys_burst, trio.current_time())
         self._pp_limit = trio.CapacityLimiter(PUSH_PULL_CONCURRENCY)
         self._nursery: trio.Nursery | None = None
         self._member_hosts: frozenset[str] = frozenset()
@@ -120,9 +122,19 @@ class SwimDriver:
         kind = data[0] if data else -1
         try:
             if kind == KIND_SEALED:
-                # the sender id is in the clear: refuse strangers before spending a key agreement on them
-                if not self.admit(bytes(data[1 : 1 + ID_BYTES])):
+                # the sender id is in the clear: refuse strangers before spending a key agreement on them, and
+                # pace key agreements with admitted senders that are neither keyed nor members (an open
+                # federation admits every made-up id)
+                sender_id = bytes(data[1 : 1 + ID_BYTES])
+                if not self.admit(sender_id):
                     self.on_refused(Layer.SWIM, Refusal.UNADMITTED)
+                    return
+                if (
+                    not self.sealer.keyed(sender_id)
+                    and self.core.member(sender_id) is None
+                    and not self._new_keys.take(trio.current_time())
+                ):
+                    self.on_refused(Layer.SWIM, Refusal.RATE_LIMITED)
                     return
                 sender, plaintext = self.sealer.open(data)
                 msg = decode_datagram(plaintext)

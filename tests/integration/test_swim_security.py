@@ -90,6 +90,14 @@ async def test_hostile_datagrams_change_nothing(tmp_path: Path) -> None:
         node.request_shutdown()
 
 
+def _direct_acks(h: NodeHandle) -> float:
+    """homing_swim_probes_total{result="ack"}: probe rounds answered directly, read from /metrics text."""
+    for line in h.metrics.render().decode().splitlines():
+        if line.startswith('homing_swim_probes_total{result="ack"}'):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
 def _gossip(update: list[object]) -> bytes:
     """A gossip datagram holding one raw update (so each lie is refused or taken on its own)."""
     return bytes((WIRE_VERSION, MsgType.COMPOUND)) + packb({"u": [update]})
@@ -217,3 +225,36 @@ async def test_a_whois_flood_from_other_addresses_does_not_starve_an_honest_aske
         assert got >= 9, f"the honest asker got {got} answers of 10"
         assert all(len(d) <= WHOIS_BYTES for d in answers), "answers are never larger than requests"
         node.request_shutdown()
+
+
+async def test_datagrams_from_made_up_ids_in_an_open_federation_cost_a_paced_number_of_key_agreements(
+    tmp_path: Path,
+) -> None:
+    """An open federation admits every id, so a sealed datagram from a made-up sender id cost one X25519 operation
+    (the key agreement before it can be authenticated) and a place in the key cache, however many came
+    (docs/security.md, "Known gaps", before). Now key agreements with senders that are neither members nor keyed
+    share `[swim] new_keys_burst`, then `new_keys_per_s`; the rest are refused unopened, and members still get
+    through. On the code before: all 200 made-up ids were keyed, none refused."""
+    swim = {"new_keys_burst": 20, "new_keys_per_s": 1.0}
+    async with federation(tmp_path, 2, swim=swim) as (node, other):
+        target = ("127.0.0.1", node.ports["swim"])
+        ids = [Identity.generate() for _ in range(200)]
+        sock = trio.socket.socket(type=socket.SOCK_DGRAM)
+        await sock.bind(("127.0.0.1", 0))
+        start = trio.current_time()
+        for i, ident in enumerate(ids):
+            packet = DatagramSealer(ident, epoch_ms=1).seal(node.identity.id, encode_datagram(Ping(seq=i)))
+            await sock.sendto(packet, target)
+            if i % 20 == 19:
+                await trio.sleep(0.01)  # let the node read: a full socket buffer would drop, not refuse
+        await until(lambda: refused(node, "rate_limited") + sum(node.driver.sealer.keyed(x.id) for x in ids) >= 200)
+        elapsed = trio.current_time() - start
+        keyed = sum(node.driver.sealer.keyed(x.id) for x in ids)
+        allowed = swim["new_keys_burst"] + swim["new_keys_per_s"] * elapsed + 1
+        assert keyed <= allowed, f"{keyed} made-up ids keyed in {elapsed:.2f} s"
+        assert refused(node, "rate_limited") >= 200 - allowed
+        # the member still gets through while the budget is spent: the node's next probe of it is acked directly
+        acks = _direct_acks(node)
+        await until(lambda: _direct_acks(node) >= acks + 2, 10.0)
+        assert node.swim.member(other.identity.id).state.value == "alive"  # type: ignore[union-attr]
+        sock.close()

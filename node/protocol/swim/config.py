@@ -63,6 +63,16 @@ class SwimConfig:
     claims_per_sender_per_s: float = attrs.field(default=10.0, validator=_pos)
     # Suspicions one member may start here back to back before `claims_per_sender_per_s` applies.
     claims_per_sender_burst: int = attrs.field(default=64, validator=v.ge(1))
+    # Key agreements per second, on average, with senders of sealed datagrams that are neither in the member table
+    # nor keyed already (node-wide, all such senders together). Each is one X25519 operation before the datagram
+    # can be authenticated; in an open federation (`[federation] open`, every id admitted) a datagram with a made-up
+    # sender id cost one, unbounded, and churned the key cache. Members and keyed senders are not charged. Over it,
+    # the datagram is refused unopened (`rate_limited`); SWIM's next probe or gossip round carries it again
+    # (memberlist: none, its keyring is symmetric).
+    new_keys_per_s: float = attrs.field(default=100.0, validator=_pos)
+    # Such key agreements back to back before `new_keys_per_s` applies: a whole federation's first datagrams after
+    # a restart, before push-pull has filled the table.
+    new_keys_burst: int = attrs.field(default=1000, validator=v.ge(1))
     # Members told of a graceful leave at once, besides the gossip rounds that follow.
     leave_fanout: int = attrs.field(default=8, validator=v.ge(0))
     # Members a joiner tells of itself at once after its join sync, besides the gossip rounds that follow (memberlist
