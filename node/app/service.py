@@ -539,6 +539,9 @@ class _Follower:
 
     def learn(self, lists: Sequence[SignedList]) -> None:
         self.seeds.update({c.id: c.swim for lst in lists for c in lst.candidates if c.verified and c.swim})
+        own = self.handle.identity.id
+        listed = (_seed_address(a) for i, a in self.seeds.items() if i != own)
+        self.handle.driver.set_listed_hosts(t[0] for t in listed if t is not None)
 
     def _admitted_seeds(self) -> list[str]:
         """The SWIM addresses of the listed nodes other than us that we admit now."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 import trio
 
@@ -92,6 +92,7 @@ class SwimDriver:
         self._nursery: trio.Nursery | None = None
         self._member_hosts: frozenset[str] = frozenset()
         self._member_hosts_until = -1.0
+        self._listed_hosts: frozenset[str] = frozenset()  # set_listed_hosts: the registry lists' nodes
 
     # --- running -------------------------------------------------------------------------------------
 
@@ -181,13 +182,20 @@ class SwimDriver:
             return None
         return _peer_address(m.addr, m.meta)
 
+    def set_listed_hosts(self, hosts: Iterable[str]) -> None:
+        """The hosts (IP addresses; a name matches nothing) of the nodes the registry lists name: `member_host`
+        counts them as members', so an approved newcomer not yet in the table is not charged to strangers."""
+        self._listed_hosts = frozenset(address_key(h) for h in hosts)
+        self._member_hosts_until = -1.0
+
     def member_host(self, key: str) -> bool:
-        """Whether a member of the table (in any state) or a resolved seed is known at the address `key`
-        (node/protocol/ratelimit.py `address_key`): the peer port does not charge such hosts to its strangers'
-        budget (node/net/peerconn.py `serve_peers`). The set is rebuilt at most once per MEMBER_HOSTS_TTL_S."""
+        """Whether a member of the table (in any state), a resolved seed or a node the registry lists name is
+        known at the address `key` (node/protocol/ratelimit.py `address_key`): the peer port does not charge such
+        hosts to its strangers' budget (node/net/peerconn.py `serve_peers`). The set is rebuilt at most once per
+        MEMBER_HOSTS_TTL_S."""
         now = trio.current_time()
         if now >= self._member_hosts_until:
-            hosts = {address_key(a[0]) for a in self._seed_peers.values()}
+            hosts = {address_key(a[0]) for a in self._seed_peers.values()} | self._listed_hosts
             for m in self.core.members():
                 hosts.add(address_key(m.addr[0]))
                 peer = _peer_address(m.addr, m.meta)

@@ -406,9 +406,10 @@ class PeersSection:
     handshakes_per_address_burst: int = attrs.field(default=200, validator=v.ge(1))
     # New connections per second, on average, that the whole peer port takes from addresses where no member of the
     # federation is known to be (node-wide: one budget for all such addresses together). The per-address pace
-    # alone let many addresses add up: an IPv6 /48 holds 65,536 /64s. Connections from a member's host are not
-    # charged, so a flood from elsewhere cannot keep members out; a node not yet known (a newcomer joining) shares
-    # this budget with the flood and retries. At 50 a second strangers cost the node at most ~7 % of a core.
+    # alone let many addresses add up: an IPv6 /48 holds 65,536 /64s. Connections from the host of a member, a
+    # seed or a node the registry lists name are not charged, so a flood from elsewhere keeps neither members nor
+    # approved newcomers out; an unlisted node (`--join` only) shares this budget with the flood and retries. Each
+    # handshake costs ~0.45 ms of CPU here (bench/peer_handshakes.py): 50 a second is ~2 % of a core.
     stranger_handshakes_per_s: float = attrs.field(default=50.0, validator=_pos)
     # Connections from non-member addresses the peer port takes back to back before `stranger_handshakes_per_s`
     # applies: a federation that starts at once, before its members know each other, dials in a burst.

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import trio
 
-from node.app.service import NodeHandle, run_node
+from node.app.listrefresh import RegistryEtags
+from node.app.service import NodeHandle, _Follower, run_node
+from node.client.discovery.model import Source
+from node.client.discovery.sources import open_list
 from node.net.peerconn import handshake
 from node.protocol.errors import TransportError
 from node.protocol.identity import Identity
+from node.protocol.nodelist import NodeEntry, build_node_list
 from node.protocol.wire import MsgType
 from tests.integration.cluster import loopback_config, refused_count, until
 
@@ -143,14 +148,15 @@ async def test_many_addresses_without_a_key_share_one_budget_of_peer_port_handsh
     (docs/security.md, "Known gaps", before). Now connections from addresses where no member is known share one
     node-wide budget (`[peers] stranger_handshakes_burst`, then `stranger_handshakes_per_s`); the rest are closed
     unread. A member's host is not charged: the node's own members are on 127.0.0.1 and one of them dials in
-    after the flood. On the code before (the settings present, the gate without the node-wide budget): all 240
-    attempts were handshaken."""
+    after the flood; nor is the host of a node the registry lists name (an approved newcomer not yet in the
+    table), while an address that is neither is refused. On the code before (the settings present, the gate
+    without the node-wide budget): all 240 attempts were handshaken."""
     friend = Identity.generate()
     config = loopback_config(
         tmp_path,
         open_=False,
         federation={"allow": [friend.id_text]},
-        peers={"stranger_handshakes_burst": 40, "stranger_handshakes_per_s": 2.0},
+        peers={"stranger_handshakes_burst": 40, "stranger_handshakes_per_s": 0.01},  # no refill in the test
     )
     limits = config.peers
     addresses, per_address = 80, 3  # 240 attempts, 3 from each address: far inside each address's own burst
@@ -193,8 +199,45 @@ async def test_many_addresses_without_a_key_share_one_budget_of_peer_port_handsh
         assert handshaken <= allowed, report
         assert handshaken + paced == attempts, (handshaken, paced)
 
-        stream = await trio.open_tcp_stream("127.0.0.1", port)  # a member's host is not charged to strangers
-        with trio.fail_after(10):
-            chan = await handshake(stream, friend, initiator=True, expected_id=node.identity.id, admit=lambda i: True)
-        await chan.aclose()
+        node.driver.set_listed_hosts(["127.0.0.9"])  # what the registry follower does with each list it reads
+
+        async def dial_from(host: str) -> bool:
+            sock = trio.socket.socket()
+            await sock.bind((host, 0))
+            with trio.fail_after(10):
+                await sock.connect(("127.0.0.1", port))
+                stream = trio.SocketStream(sock)
+                try:
+                    chan = await handshake(stream, friend, initiator=True, expected_id=node_id, admit=lambda i: True)
+                except TransportError:
+                    await stream.aclose()
+                    return False
+            await chan.aclose()
+            return True
+
+        assert await dial_from("127.0.0.1"), "a member's host was charged to strangers"
+        assert await dial_from("127.0.0.9"), "a listed node's host was charged to strangers"
+        assert not await dial_from("127.0.0.8"), "a stranger got in after the budget was spent"
+        node.request_shutdown()
+
+
+async def test_the_registry_follower_tells_the_peer_port_which_hosts_its_lists_name(tmp_path: Path) -> None:
+    """Each list the follower reads names the approved nodes' addresses: their hosts are not charged to the peer
+    port's strangers' budget (an approved newcomer is not in the member table yet), other hosts are."""
+    registry = Identity.generate()
+    config = loopback_config(tmp_path, open_=False)
+    async with trio.open_nursery() as nursery:
+        node: NodeHandle = await nursery.start(run_node, config, Identity.generate())
+        now = int(time.time())
+        newcomer = NodeEntry(
+            id=Identity.generate().id, ws="ws://127.0.0.9:8443/v1/client", swim="127.0.0.9:7946",
+            peer="127.0.0.9:7947", seen=now,
+        )  # fmt: skip
+        doc = build_node_list(registry, [newcomer], issued=now - 5, expires=now + 600)
+        trust = frozenset([registry.id])
+        signed = open_list(doc, trust, now, Source.REGISTRY, "test registry")
+        assert not node.driver.member_host("127.0.0.9")
+        _Follower(node, trust, RegistryEtags(timeout_s=1.0), started=trio.current_time()).learn([signed])
+        assert node.driver.member_host("127.0.0.9")
+        assert not node.driver.member_host("127.0.0.8")
         node.request_shutdown()
