@@ -25,6 +25,53 @@ def refused_total(h: NodeHandle) -> float:
     return refused_count(h, "peer")
 
 
+async def dial_from(host: str, port: int, me: Identity, node_id: bytes) -> bool:
+    """Open a peer-port connection from `host` and run the dialler's handshake as `me`: True when it completed,
+    False when the node closed it (refused unread, or `me` not admitted)."""
+    sock = trio.socket.socket()
+    await sock.bind((host, 0))
+    with trio.fail_after(10):
+        await sock.connect(("127.0.0.1", port))
+        stream = trio.SocketStream(sock)
+        try:
+            chan = await handshake(stream, me, initiator=True, expected_id=node_id, admit=lambda i: True)
+        except TransportError:
+            await stream.aclose()
+            return False
+    await chan.aclose()
+    return True
+
+
+async def flood(hosts: list[str], per_host: int, port: int, me: Identity, node_id: bytes) -> tuple[int, float]:
+    """`per_host` handshakes one after another from each of `hosts`, 8 hosts at a time: (how many the node
+    closed, seconds taken)."""
+    closed = 0
+
+    async def attacker(host: str) -> None:
+        nonlocal closed
+        for _ in range(per_host):
+            refused = not await dial_from(host, port, me, node_id)
+            closed += refused  # after the await: `closed += await ...` would read `closed` before it
+
+    start = trio.current_time()
+    with trio.fail_after(60):
+        for first in range(0, len(hosts), 8):
+            async with trio.open_nursery() as attack:
+                for host in hosts[first : first + 8]:
+                    attack.start_soon(attacker, host)
+    return closed, trio.current_time() - start
+
+
+async def assert_paced(node: NodeHandle, attempts: int, closed: int, allowed: float, what: str) -> None:
+    """Every attempt was refused, at most `allowed` of them after a handshake (`unadmitted`), the rest unread."""
+    assert closed == attempts, f"{attempts - closed} attempts were not refused"
+    await until(lambda: refused_count(node, "peer") >= attempts, 5.0)
+    handshaken = refused_count(node, "peer", "unadmitted")
+    paced = refused_count(node, "peer", "rate_limited")
+    assert handshaken <= allowed, f"{handshaken:.0f} handshakes {what} ({paced:.0f} closed unread)"
+    assert handshaken + paced == attempts, (handshaken, paced)
+
+
 async def test_hostile_peer_connections_are_refused(tmp_path: Path) -> None:
     friend = Identity.generate()
     config = loopback_config(tmp_path, open_=False, federation={"allow": [friend.id_text]})
@@ -104,41 +151,11 @@ async def test_one_address_without_a_key_gets_a_paced_share_of_peer_port_handsha
         node: NodeHandle = await nursery.start(run_node, config, Identity.generate())
         port = node.ports["peer"]
         stranger, node_id = Identity.generate(), node.identity.id
-        closed = 0
-
-        async def worker(n: int) -> None:
-            nonlocal closed
-            for _ in range(n):
-                sock = trio.socket.socket()
-                await sock.bind((ATTACKER, 0))
-                with trio.fail_after(10):
-                    await sock.connect(("127.0.0.1", port))
-                    stream = trio.SocketStream(sock)
-                    try:
-                        await handshake(stream, stranger, initiator=True, expected_id=node_id, admit=lambda i: True)
-                    except TransportError:
-                        closed += 1
-                    finally:
-                        await stream.aclose()
-
-        start = trio.current_time()
-        async with trio.open_nursery() as attack:
-            for _ in range(workers):
-                attack.start_soon(worker, attempts // workers)
-        elapsed = trio.current_time() - start
-        assert closed == attempts, f"{attempts - closed} attempts were not refused"
-        await until(lambda: refused_count(node, "peer") >= attempts, 5.0)
-        handshaken = refused_count(node, "peer", "unadmitted")
-        paced = refused_count(node, "peer", "rate_limited")
+        closed, elapsed = await flood([ATTACKER] * workers, attempts // workers, port, stranger, node_id)
         allowed = limits.handshakes_per_address_burst + limits.handshakes_per_address_per_s * elapsed + 1
-        report = f"{handshaken:.0f} handshakes in {elapsed:.2f} s from one address ({paced:.0f} closed unread)"
-        assert handshaken <= allowed, report
-        assert handshaken + paced == attempts, (handshaken, paced)
+        await assert_paced(node, attempts, closed, allowed, f"in {elapsed:.2f} s from one address")
 
-        stream = await trio.open_tcp_stream("127.0.0.1", port)  # a member's address has its own budget
-        with trio.fail_after(10):
-            chan = await handshake(stream, friend, initiator=True, expected_id=node.identity.id, admit=lambda i: True)
-        await chan.aclose()
+        assert await dial_from("127.0.0.1", port, friend, node_id)  # a member's address has its own budget
         node.request_shutdown()
 
 
@@ -166,58 +183,15 @@ async def test_many_addresses_without_a_key_share_one_budget_of_peer_port_handsh
         node: NodeHandle = await nursery.start(run_node, config, Identity.generate())
         port = node.ports["peer"]
         stranger, node_id = Identity.generate(), node.identity.id
-        closed = 0
-
-        async def attacker(host: str) -> None:
-            nonlocal closed
-            for _ in range(per_address):
-                sock = trio.socket.socket()
-                await sock.bind((host, 0))
-                with trio.fail_after(10):
-                    await sock.connect(("127.0.0.1", port))
-                    stream = trio.SocketStream(sock)
-                    try:
-                        await handshake(stream, stranger, initiator=True, expected_id=node_id, admit=lambda i: True)
-                    except TransportError:
-                        closed += 1
-                    finally:
-                        await stream.aclose()
-
-        start = trio.current_time()
-        with trio.fail_after(60):
-            for first in range(0, addresses, 8):  # 8 addresses at a time
-                async with trio.open_nursery() as attack:
-                    for i in range(first, min(first + 8, addresses)):
-                        attack.start_soon(attacker, f"127.0.1.{i + 1}")
-        elapsed = trio.current_time() - start
-        assert closed == attempts, f"{attempts - closed} attempts were not refused"
-        await until(lambda: refused_count(node, "peer") >= attempts, 5.0)
-        handshaken = refused_count(node, "peer", "unadmitted")
-        paced = refused_count(node, "peer", "rate_limited")
+        hosts = [f"127.0.1.{i + 1}" for i in range(addresses)]
+        closed, elapsed = await flood(hosts, per_address, port, stranger, node_id)
         allowed = limits.stranger_handshakes_burst + limits.stranger_handshakes_per_s * elapsed + 1
-        report = f"{handshaken:.0f} handshakes in {elapsed:.2f} s from {addresses} addresses ({paced:.0f} unread)"
-        assert handshaken <= allowed, report
-        assert handshaken + paced == attempts, (handshaken, paced)
+        await assert_paced(node, attempts, closed, allowed, f"in {elapsed:.2f} s from {addresses} addresses")
 
         node.driver.set_listed_hosts(["127.0.0.9"])  # what the registry follower does with each list it reads
-
-        async def dial_from(host: str) -> bool:
-            sock = trio.socket.socket()
-            await sock.bind((host, 0))
-            with trio.fail_after(10):
-                await sock.connect(("127.0.0.1", port))
-                stream = trio.SocketStream(sock)
-                try:
-                    chan = await handshake(stream, friend, initiator=True, expected_id=node_id, admit=lambda i: True)
-                except TransportError:
-                    await stream.aclose()
-                    return False
-            await chan.aclose()
-            return True
-
-        assert await dial_from("127.0.0.1"), "a member's host was charged to strangers"
-        assert await dial_from("127.0.0.9"), "a listed node's host was charged to strangers"
-        assert not await dial_from("127.0.0.8"), "a stranger got in after the budget was spent"
+        assert await dial_from("127.0.0.1", port, friend, node_id), "a member's host was charged to strangers"
+        assert await dial_from("127.0.0.9", port, friend, node_id), "a listed node's host was charged to strangers"
+        assert not await dial_from("127.0.0.8", port, friend, node_id), "a stranger got in after the budget was spent"
         node.request_shutdown()
 
 
