@@ -242,8 +242,7 @@ class RegistryService:
         return Outcome(http_status=503, reason="registry busy, retry")
 
     def _put(self, decision: Accepted, existing: NodeRecord | None, *, audit: str = "", now: float = 0.0) -> bool:
-        expect = None if existing is None else existing.last_ts
-        return self.writer.put(decision.record, bump=decision.changes_list, expect_last_ts=expect, audit=audit, now=now)
+        return self.writer.put(decision.record, bump=decision.changes_list, expect=existing, audit=audit, now=now)
 
     @staticmethod
     def _log_registration(decision: Accepted, existing: NodeRecord | None, audit: str) -> None:

@@ -111,7 +111,7 @@ def _row_to_record(row: Any) -> NodeRecord:
         peer=str(peer),
         ttl=int(ttl),
         last_ts=int(last_ts),
-        seen=None if seen is None else int(seen),
+        seen=_int_or_none(seen),
         approved=bool(approved),
         banned=bool(banned),
         first_seen=int(first_seen),
@@ -242,17 +242,23 @@ class Store:
     # --- writes -----------------------------------------------------------------------------------------
 
     def put(
-        self, record: NodeRecord, *, bump: bool, expect_last_ts: int | None, audit: str = "", now: float = 0.0
+        self, record: NodeRecord, *, bump: bool, expect: NodeRecord | None, audit: str = "", now: float = 0.0
     ) -> bool:
-        """Write `record` if the stored replay floor is still `expect_last_ts` (None: no row yet); with `audit`,
-        add an audit row (who "api") for it in the same transaction.
+        """Write `record` if the stored row is still `expect`, the row the caller decided on (None: no row yet), in
+        every field a registration writes back and someone else may change meanwhile: its replay floor (another
+        registration), and `seen`, `approved`, `banned` (an admin's `approve`, `ban`, `remove`, a key rotation's
+        retirement, all without touching the floor). With `audit`, add an audit row (who "api") for it in the same
+        transaction.
 
-        Returns False when another writer got there first (the caller decides again on fresh state).
+        Returns False when another writer got there first (the caller decides again on fresh state). Checking the
+        floor alone let a registration read before an admin's `approve` or `ban` and written after it put the old
+        `approved`/`banned` back: the admin's action was lost without a word.
         """
         with self._tx() as db:
-            row = db.execute("SELECT last_ts FROM nodes WHERE id = ?", (record.id,)).fetchone()
-            current = None if row is None else int(row[0])
-            if current != expect_last_ts:
+            row = db.execute("SELECT last_ts, seen, approved, banned FROM nodes WHERE id = ?", (record.id,)).fetchone()
+            current = None if row is None else (int(row[0]), _int_or_none(row[1]), bool(row[2]), bool(row[3]))
+            expected = None if expect is None else (expect.last_ts, expect.seen, expect.approved, expect.banned)
+            if current != expected:
                 return False
             # health (passed, fails) and an admin's withholding are the registry's own: a registration keeps them
             db.execute(
@@ -405,3 +411,7 @@ class Store:
 
 def _audit(db: sqlite3.Connection, now: float, who: str, action: str, node_id: bytes) -> None:
     db.execute("INSERT INTO audit (at, who, action, node) VALUES (?, ?, ?, ?)", (int(now), who[:64], action, node_id))
+
+
+def _int_or_none(value: Any) -> int | None:
+    return None if value is None else int(value)

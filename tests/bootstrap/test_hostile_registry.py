@@ -84,9 +84,9 @@ def test_expired_approved_and_stale_pending_rows_are_pruned(tmp_path: Path) -> N
     store = Store.open(tmp_path)
     old, pending, banned = Identity.generate(), Identity.generate(), Identity.generate()
     store.put(NodeRecord(id=old.id, ws="wss://o/c", swim="o:1", peer="o:2", ttl=60, last_ts=NOW, seen=NOW,
-                         approved=True, first_seen=NOW), bump=True, expect_last_ts=None)  # fmt: skip
+                         approved=True, first_seen=NOW), bump=True, expect=None)  # fmt: skip
     store.put(NodeRecord(id=pending.id, ws="wss://p/c", swim="p:1", peer="p:2", ttl=60, last_ts=NOW, seen=NOW,
-                         first_seen=NOW), bump=True, expect_last_ts=None)  # fmt: skip
+                         first_seen=NOW), bump=True, expect=None)  # fmt: skip
     store.set_banned(banned.id, NOW, who="test")
     day = 86_400
     assert store.prune(NOW + 2 * day, floor_keep_s=420, pending_keep_s=day, expired_keep_s=30 * day) == 1

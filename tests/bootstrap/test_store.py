@@ -5,6 +5,7 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
+import attrs
 import pytest
 
 from bootstrap.registry import NodeRecord
@@ -39,9 +40,9 @@ def test_schema_wal_and_refusals(tmp_path: Path) -> None:
 def test_writes_bump_the_generation_and_survive_reopen(tmp_path: Path) -> None:
     store = Store.open(tmp_path, create=True)
     g0 = store.generation()
-    assert store.put(A, bump=False, expect_last_ts=None)
+    assert store.put(A, bump=False, expect=None)
     assert store.generation() == g0
-    assert not store.put(A, bump=True, expect_last_ts=None)  # someone else wrote first: refused, no bump
+    assert not store.put(A, bump=True, expect=None)  # someone else wrote first: refused, no bump
     assert store.generation() == g0
     store.set_banned(A.id, NOW, who="test")
     assert store.generation() == g0 + 1
@@ -72,7 +73,7 @@ def test_concurrent_admin_writer_waits_instead_of_failing(tmp_path: Path) -> Non
 def test_current_signed_list_without_the_service(tmp_path: Path) -> None:
     registry = init_registry(tmp_path)
     store = Store.open(tmp_path)
-    store.put(A, bump=True, expect_last_ts=None)
+    store.put(A, bump=True, expect=None)
     store.close()
     doc = current_signed_list(tmp_path, NOW + 1)
     nodes = open_node_list(doc, {registry.id}, now=NOW + 1)
@@ -80,3 +81,31 @@ def test_current_signed_list_without_the_service(tmp_path: Path) -> None:
     assert open_node_list(current_signed_list(tmp_path, NOW + 200), {registry.id}, now=NOW + 200).nodes == ()
     with pytest.raises(ConfigError):
         current_signed_list(tmp_path / "nothing", NOW)
+
+
+@pytest.mark.parametrize("action", ["approve", "ban", "remove"])
+def test_an_admin_action_between_a_registrations_read_and_write_is_not_undone(tmp_path: Path, action: str) -> None:
+    """The service reads a node's row, decides on its registration, then writes the row back, expecting it
+    unchanged. An admin's `approve`, `ban` or `remove` (another process: the CLI) may land in between. The check
+    used to cover only the replay floor, which those do not touch: the write went through with the old
+    `approved`/`banned`/`seen`, and the admin's action was lost without a word (seen in a CI run: a node approved
+    while it heartbeat every second stayed pending). Now the write is refused and the service decides again on
+    the fresh row. On the code before, the stale write went through and the action was undone, all three cases."""
+    registry = Store.open(tmp_path, create=True)
+    admin = Store.open(tmp_path)  # the CLI's own connection
+    pending = attrs.evolve(A, approved=action != "approve")
+    assert registry.put(pending, bump=True, expect=None)
+    read = registry.get(A.id)  # the registration's read
+    assert read is not None
+    if action == "approve":
+        admin.set_approved(A.id, NOW, who="root")
+    elif action == "ban":
+        admin.set_banned(A.id, NOW, who="root")
+    else:
+        assert admin.remove(A.id, NOW, who="root")
+    after_admin = registry.get(A.id)
+    heartbeat = attrs.evolve(read, last_ts=read.last_ts + 1, seen=NOW + 1)  # decided on the stale read
+    assert not registry.put(heartbeat, bump=False, expect=read), "a write decided on a stale row went through"
+    assert registry.get(A.id) == after_admin
+    fresh = registry.get(A.id)
+    assert fresh is not None and registry.put(attrs.evolve(fresh, last_ts=fresh.last_ts + 1), bump=False, expect=fresh)
