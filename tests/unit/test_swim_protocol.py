@@ -217,6 +217,46 @@ def test_ping_to_a_suspect_carries_the_suspicion_first() -> None:
     assert w.state(1, 2) is A  # refuted at once
 
 
+
+def test_a_suspect_that_already_refuted_answers_a_stale_buddy_ping_with_its_record() -> None:
+    """Member 2 refuted a suspicion (incarnation 1) while member 1 still suspects it at 0, and 2's refutation was
+    gossiped its `retransmit_limit` times without reaching 1 (losses). 1's probes of 2 carry the suspicion first
+    (buddy system); 2 ignored a claim older than its incarnation, so 1 learnt nothing until a push-pull or the
+    suspicion's end: a false death, seen in tests/faults (10 % loss, 50 ms delay: one member declared dead 24 s
+    after everyone else had heard the refutation). Now 2 answers a stale claim from its accuser with its current
+    record in the reply: 1 is back to ALIVE at 1 on that ack. On the code before, 1 declared 2 dead."""
+    w = Wire(3)
+    w.join_all()
+    me = w.core(2).member(nid(2))
+    assert me is not None
+    sus = Update(member=attrs.evolve(me, state=S), by=nid(3))
+    w.core(1).receive(nid(3), ("10.0.0.3", 7401), Gossip(updates=(sus,)), w.now)  # 1 suspects 2 at 0
+    assert w.state(1, 2) is S
+    w.core(2).receive(nid(3), ("10.0.0.3", 7401), Gossip(updates=(sus,)), w.now)  # 2 refutes: incarnation 1
+    assert w.core(2).member(nid(2)).incarnation == 1  # type: ignore[union-attr]
+    # nothing reaches 1 but its own probes' acks, and nothing from 3 reaches 2 or 1: 2's refutation, queued for
+    # its retransmissions, is sent to 3 (dropped on the way back) and never to 1 except on an ack
+    limit = CFG.retransmit_limit(3)
+
+    def refutations_sent() -> int:
+        return sum(
+            1
+            for src, _, m in w.sent
+            if src == nid(2) and any(u.member.id == nid(2) and u.member.incarnation == 1 for u in m.updates)
+        )
+
+    w.drop = lambda src, dst, msg: dst == nid(1) or src == nid(3)
+    for _ in range(200):  # until 2 has spent every retransmission of its refutation
+        if refutations_sent() >= limit:
+            break
+        w.advance(0.01)
+    assert refutations_sent() >= limit and w.state(1, 2) is S
+    w.drop = lambda src, dst, msg: src == nid(3) or (dst == nid(1) and not isinstance(msg, Ack))
+    w.advance(3 * CFG.probe_interval_s)  # 1 probes 2 (and 3) with the suspicion first
+    assert w.state(1, 2) is A, "the suspecter never learnt the refutation"
+    assert w.core(1).member(nid(2)).incarnation == 1  # type: ignore[union-attr]
+    assert w.core(2).member(nid(2)).incarnation == 1  # answered with the record it had: no new refutation
+
 def test_crashed_member_declared_dead_and_reclaimed() -> None:
     cfg = attrs.evolve(CFG, dead_reclaim_s=30.0)
     w = Wire(3, config=cfg)

@@ -4,7 +4,8 @@ Mixed into `Swim` (protocol.py), which owns the state declared below. The rules 
 "Hostile members"): a record the member signed (alive, left) is verified once and merged by `supersedes`
 (members.py); a SUSPECT/DEAD claim by someone else counts only about a member we hold, only at the incarnation of
 the record it signed, starts at most a suspicion (a DEAD claim shortens it to its minimum) and is budgeted per
-sender; records about ourselves are answered with a newer signed record of ours.
+sender; records about ourselves are answered with a newer signed record of ours, and a claim older than our
+incarnation with the record we have, in our next datagram to its sender (the suspecter missed our refutation).
 """
 
 from __future__ import annotations
@@ -69,6 +70,7 @@ class Merging:
     _suspicions: Suspicions
     _awareness: Awareness
     _gone: dict[bytes, float]
+    _behind: set[bytes]  # senders of a claim about us older than our incarnation: our next datagram to each
 
     def _enqueue(self, update: Update) -> None:  # Swim's
         raise NotImplementedError
@@ -194,6 +196,10 @@ class Merging:
                 self._emit(Refused(refusal=Refusal.FORGED))
                 return
             if m.incarnation < me.incarnation:
+                # we refuted already, but the sender missed it (its retransmissions went elsewhere, or were lost):
+                # our next datagram to it carries our record first, the ack to its buddy ping at the latest
+                if len(self._behind) < self.config.members_max:
+                    self._behind.add(sender)
                 return
         else:
             if m.incarnation < me.incarnation or m == me:

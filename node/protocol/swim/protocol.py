@@ -140,6 +140,7 @@ class Swim(Merging):
         self._suspicions = Suspicions()
         self._awareness = Awareness(config.awareness_max_multiplier, enabled=config.lifeguard)
         self._gone: dict[bytes, float] = {}  # DEAD/LEFT members by the time they went, oldest first
+        self._behind: set[bytes] = set()  # members that sent us a stale claim about us (merging.py `_about_self`)
         self._seeds: dict[bytes, Address] = {}
         self._probe: _Probe | None = None
         self._relays: dict[int, _Relay] = {}
@@ -458,6 +459,9 @@ class Swim(Merging):
         self._queue.enqueue(update, update_size(update))
 
     def _send(self, to_id: bytes, to_addr: Address, msg: SwimMessage, *, first: tuple[Update, ...] = ()) -> None:
+        if self._behind and to_id in self._behind:
+            self._behind.discard(to_id)
+            first = (Update(member=self._self), *first)  # it holds an older incarnation of us: our record first
         budget = piggyback_budget(msg) - sum(update_size(u) for u in first)
         limit = self.config.retransmit_limit(self._table.live_count)
         room = Limits.SWIM_PIGGYBACK_MAX_ITEMS - len(first)
