@@ -534,11 +534,22 @@ class _Follower:
     trusted: frozenset[bytes]
     etags: RegistryEtags
     started: float  # trio time the node started: rule 3 polls for an hour from it
-    seeds: dict[bytes, str] = attrs.field(factory=dict)  # listed id -> SWIM address, from every list read
+    held: dict[bytes, SignedList] = attrs.field(factory=dict)  # signer -> the newest list of it read, unexpired
+    seeds: dict[bytes, str] = attrs.field(factory=dict)  # listed id -> SWIM address, from the lists held
     join_retry_s: float = JOIN_RETRY_MIN_S
 
     def learn(self, lists: Sequence[SignedList]) -> None:
-        self.seeds.update({c.id: c.swim for lst in lists for c in lst.candidates if c.verified and c.swim})
+        """Hold the newest list of each signer (an older one is ignored, an expired one dropped) and tell the peer
+        port the hosts the held lists name: a node the registry removed or banned is charged to the strangers'
+        budget again once a newer list without it is read (a conditional re-read answered 304 adds no list and
+        keeps what is held)."""
+        for lst in lists:
+            held = self.held.get(lst.signer)
+            if held is None or lst.issued >= held.issued:
+                self.held[lst.signer] = lst
+        now = time.time()
+        self.held = {k: v for k, v in self.held.items() if now <= v.expires}
+        self.seeds = {c.id: c.swim for lst in self.held.values() for c in lst.candidates if c.verified and c.swim}
         own = self.handle.identity.id
         listed = (_seed_address(a) for i, a in self.seeds.items() if i != own)
         self.handle.driver.set_listed_hosts(t[0] for t in listed if t is not None)

@@ -197,7 +197,8 @@ async def test_many_addresses_without_a_key_share_one_budget_of_peer_port_handsh
 
 async def test_the_registry_follower_tells_the_peer_port_which_hosts_its_lists_name(tmp_path: Path) -> None:
     """Each list the follower reads names the approved nodes' addresses: their hosts are not charged to the peer
-    port's strangers' budget (an approved newcomer is not in the member table yet), other hosts are."""
+    port's strangers' budget (an approved newcomer is not in the member table yet), other hosts are; a node the
+    newest list no longer names (banned, removed) is charged again."""
     registry = Identity.generate()
     config = loopback_config(tmp_path, open_=False)
     async with trio.open_nursery() as nursery:
@@ -211,7 +212,21 @@ async def test_the_registry_follower_tells_the_peer_port_which_hosts_its_lists_n
         trust = frozenset([registry.id])
         signed = open_list(doc, trust, now, Source.REGISTRY, "test registry")
         assert not node.driver.member_host("127.0.0.9")
-        _Follower(node, trust, RegistryEtags(timeout_s=1.0), started=trio.current_time()).learn([signed])
+        follower = _Follower(node, trust, RegistryEtags(timeout_s=1.0), started=trio.current_time())
+        follower.learn([signed])
         assert node.driver.member_host("127.0.0.9")
         assert not node.driver.member_host("127.0.0.8")
+        follower.learn([])  # a conditional re-read answered 304: what is held stays
+        assert node.driver.member_host("127.0.0.9")
+        # the admin bans or removes the newcomer: the next list no longer names it, and its host is a stranger's
+        other = NodeEntry(
+            id=Identity.generate().id, ws="ws://127.0.0.7:8443/v1/client", swim="127.0.0.7:7946",
+            peer="127.0.0.7:7947", seen=now,
+        )  # fmt: skip
+        newer = build_node_list(registry, [other], issued=now - 1, expires=now + 600)
+        follower.learn([open_list(newer, trust, now, Source.REGISTRY, "test registry")])
+        assert not node.driver.member_host("127.0.0.9"), "a node no longer listed stayed exempt"
+        assert node.driver.member_host("127.0.0.7")
+        follower.learn([signed])  # an older list read late from another source changes nothing
+        assert not node.driver.member_host("127.0.0.9"), "an older list brought back a removed node"
         node.request_shutdown()
