@@ -225,7 +225,19 @@ def test_a_suspect_that_already_refuted_answers_a_stale_buddy_ping_with_its_reco
     suspicion's end: a false death, seen in tests/faults (10 % loss, 50 ms delay: one member declared dead 24 s
     after everyone else had heard the refutation). Now 2 answers a stale claim from its accuser with its current
     record in the reply: 1 is back to ALIVE at 1 on that ack. On the code before, 1 declared 2 dead."""
-    w = Wire(3)
+    _stale_buddy_ping_is_answered(Wire(3), made_up_senders=0)
+
+
+def test_stale_claims_from_made_up_ids_do_not_end_the_answers_to_members() -> None:
+    """In an open federation any id is admitted, so an attacker can send a member stale claims about itself under
+    as many made-up ids as it likes. The member remembered every such sender (up to `members_max`) to answer it
+    later, and made-up ids are never sent to: once full, it answered no real accuser again, and the false death of
+    the test above came back. Now only senders in the table are remembered. On the code before, 1 declared 2
+    dead."""
+    _stale_buddy_ping_is_answered(Wire(3, config=attrs.evolve(CFG, members_max=4)), made_up_senders=8)
+
+
+def _stale_buddy_ping_is_answered(w: Wire, *, made_up_senders: int) -> None:
     w.join_all()
     me = w.core(2).member(nid(2))
     assert me is not None
@@ -234,6 +246,9 @@ def test_a_suspect_that_already_refuted_answers_a_stale_buddy_ping_with_its_reco
     assert w.state(1, 2) is S
     w.core(2).receive(nid(3), ("10.0.0.3", 7401), Gossip(updates=(sus,)), w.now)  # 2 refutes: incarnation 1
     assert w.core(2).member(nid(2)).incarnation == 1  # type: ignore[union-attr]
+    for i in range(made_up_senders):  # stale claims about 2 from ids no member knows
+        w.core(2).receive(nid(100 + i), ("10.9.9.9", 7401), Gossip(updates=(sus,)), w.now)
+    assert all(w.state(2, 100 + i) is None for i in range(made_up_senders))
     # nothing reaches 1 but its own probes' acks, and nothing from 3 reaches 2 or 1: 2's refutation, queued for
     # its retransmissions, is sent to 3 (dropped on the way back) and never to 1 except on an ack
     limit = CFG.retransmit_limit(3)

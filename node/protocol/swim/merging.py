@@ -197,8 +197,10 @@ class Merging:
                 return
             if m.incarnation < me.incarnation:
                 # we refuted already, but the sender missed it (its retransmissions went elsewhere, or were lost):
-                # our next datagram to it carries our record first, the ack to its buddy ping at the latest
-                if len(self._behind) < self.config.members_max:
+                # our next datagram to it carries our record first, the ack to its buddy ping at the latest. Only
+                # for a sender in the table: made-up ids (an open federation admits any) would fill the set and end
+                # these answers for everyone; `_forget` drops a member's entry.
+                if self._table.get(sender) is not None and len(self._behind) < self.config.members_max:
                     self._behind.add(sender)
                 return
         else:

@@ -330,6 +330,7 @@ class Swim(Merging):
         self._queue.invalidate(member_id)
         self._suspicions.pop(member_id)
         self._gone.pop(member_id, None)
+        self._behind.discard(member_id)
 
     # ---- probing ----
 
