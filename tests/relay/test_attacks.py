@@ -193,3 +193,30 @@ def test_what_a_stranger_learns_delivered_means_online_queued_means_offline() ->
     offline = t.send(stranger, B, Kind.CALL_HANGUP, b"probe-2")
     sim.run_for(0.5)
     assert t.statuses(online) == [Status.DELIVERED] and t.statuses(offline) == [Status.QUEUED]
+
+
+def test_a_member_cannot_make_its_co_owners_delete_a_queued_envelope() -> None:
+    """M, one of the R owners of an offline callee, learns the eid of a queued offer from its own replica, tells
+    the other owners it was delivered (MAILBOX_TAKE) and drops its own copy. Dropping is all M may do: the other
+    replicas must still reach the callee. Before, every co-owner forgot its copy on M's word alone: the callee
+    never got the call and its caller got `queued`, then `expired`."""
+    sim, t, nodes = cluster()
+    own = owners(C, sim.alive(), SIM_CONFIG.replicas)
+    m = own[0]
+    s, h = [n for n in nodes if n not in own][:2]
+    ca = sim.connect(s, A)
+    sim.run_for(0.5)
+    sent = t.send(ca, C, Kind.CALL_OFFER, b"call-take")
+    sim.run_for(0.5)
+    assert t.statuses(sent) == [Status.QUEUED]
+    entries = sim.nodes[m].core.owner.mailbox.entries(C)
+    assert len(entries) == 1
+    eid = entries[0].env.eid
+    for o in own[1:]:
+        assert sim.inject(m, o, {"t": int(MsgType.MAILBOX_TAKE), "ids": [eid]})
+    sim.nodes[m].core.owner.mailbox.remove(eid)  # M drops its own replica (what it may do)
+    sim.run_for(0.5)
+    cc = sim.connect(h, C)
+    sim.run_for(2.0)
+    assert [d.body for d in sim.delivered[cc]] == [sent.body]
+    assert t.statuses(sent) == [Status.QUEUED, Status.DELIVERED]

@@ -592,7 +592,7 @@ class RelayCore:
                 self.owner.on_put(from_node, msg, now)
                 self.push.on_put(msg.env, now)
             case MailboxTake():
-                self.owner.on_take(from_node, msg)
+                self.owner.on_take(from_node, msg, now)
             case MailboxEvent():
                 self._on_mailbox_event(from_node, msg, now)
             case Handoff():

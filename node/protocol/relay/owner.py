@@ -16,7 +16,8 @@ Who may say what to an owner (docs/protocol.md, "Relay authority"):
   cannot spend another origin's share with junk), within the sender's put budget and the mailbox bounds.
   Hand-offs (and hand-off LEASEs) come from any member: after many joins at once the old owner may rank
   anywhere, and refusing would lose the entry.
-- MAILBOX_TAKE: only from a node within the top 2R for the entry's recipient (an owner before or after a change).
+- MAILBOX_TAKE: only from a node within the top 2R for the entry's recipient (an owner before or after a change),
+  and only as a hint: the entries it names are pushed to the recipient's home, whose `delivered` removes them.
 - While this node leaves (`leaving`, set when its graceful stop begins): a home's LEASE is declined unchecked unless
   mail waits here for the client (the lease is what pushes it). The node is about to stop answering lookups, so the
   lease would only cost it a signature check while it says goaway to its own clients, and their re-homing sends it
@@ -257,11 +258,18 @@ class Owner:
             if self.mailbox.put(env, now + ttl_s) is PutResult.STORED:
                 self._push_waiting(env.to, now)
 
-    def on_take(self, from_node: bytes, msg: MailboxTake) -> None:
+    def on_take(self, from_node: bytes, msg: MailboxTake, now: float) -> None:
+        """A co-owner says these entries were delivered. Its word is no proof (a hostile owner would erase every
+        replica but its own, which it may drop): each such entry that waits is pushed to its recipient's home now,
+        and only the home's `delivered` (it remembers what it delivered, `SeenSet`) removes it here; with no live
+        lease here it waits for the next one, like any entry."""
+        clients: dict[bytes, None] = {}
         for eid in msg.eids:
             entry = self.mailbox.get(eid)
             if entry is not None and self.near(from_node, entry.env.to):
-                self._forget(eid)
+                clients[entry.env.to] = None
+        for client in clients:  # one push round per recipient
+            self._push_waiting(client, now)
 
     def on_result(self, from_node: bytes, msg: EnvelopeResult, now: float) -> None:
         entry = self.mailbox.get(msg.eid)
