@@ -220,3 +220,45 @@ def test_a_member_cannot_make_its_co_owners_delete_a_queued_envelope() -> None:
     sim.run_for(2.0)
     assert [d.body for d in sim.delivered[cc]] == [sent.body]
     assert t.statuses(sent) == [Status.QUEUED, Status.DELIVERED]
+
+
+def test_a_member_cannot_spend_an_honest_envelopes_eid_at_the_home() -> None:
+    """M, an owner of an offline callee, learns the eid of a queued offer from its own replica. When the callee
+    comes online, M (as the origin of its own client X, whose claim is valid) sends the home an envelope of its own
+    under that eid, which reaches the home before the owners' pushes. The home must not take the honest offer for a
+    repeat of M's: eids are drawn by each origin, so one origin's eid says nothing about another's. Before, the
+    home remembered eids alone: the callee got M's junk, the real offer was answered `delivered` unseen, and its
+    caller was told `delivered`."""
+    sim, t, nodes = cluster()
+    own = owners(C, sim.alive(), SIM_CONFIG.replicas)
+    m = own[0]
+    s, h = [n for n in nodes if n not in own][:2]
+    x = sim_client(b"attack-X")
+    cx = sim.connect(m, x)
+    ca = sim.connect(s, A)
+    sim.run_for(0.5)
+    xclaim = sim.nodes[m].core.home.conns[cx].claim
+    sent = t.send(ca, C, Kind.CALL_OFFER, b"call-eid")
+    sim.run_for(0.5)
+    assert t.statuses(sent) == [Status.QUEUED]
+    eid = sim.nodes[m].core.owner.mailbox.entries(C)[0].env.eid
+    sim.nodes[m].core.owner.mailbox.remove(eid)  # M drops its own replica (what it may do)
+    cc = sim.connect(h, C)  # M would learn this from the home's lease; here it sends at once
+    frame = {
+        "t": int(MsgType.ENVELOPE),
+        "eid": eid,
+        "o": m,
+        "to": C,
+        "from": x,
+        "k": "call_offer",
+        "c": b"junk",
+        "b": b"junk",
+        "cn": xclaim.nonce,
+        "cs": xclaim.sig,
+        "ex": 0,
+        "os": b"",
+    }
+    assert sim.inject(m, h, frame)
+    sim.run_for(2.0)
+    assert sent.body in [d.body for d in sim.delivered[cc]]
+    assert t.statuses(sent) == [Status.QUEUED, Status.DELIVERED]

@@ -14,7 +14,8 @@
 - An envelope "from X" is delivered only when it comes from the origin named in X's valid claim, or from a node
   within the top 2R owners of the recipient (a mailbox push) with the origin's valid, unexpired signature. A claim
   left out by an origin that sent it before is taken from `LinkClaims`; a forgotten one is asked for (`need_claim`).
-- Each eid is delivered once (`SeenSet`), remembered past any origin's give-up time.
+- Each eid is delivered once (`SeenSet`, keyed by origin and eid: another origin's envelope cannot use it up),
+  remembered past any origin's give-up time.
 - An envelope between two clients of this node, to a recipient homed nowhere else, is delivered by `deliver_own`
   without a peer envelope (rule 13 of node/protocol/relay/core.py): same checks, no eid to remember, since its
   origin settles it at once and never sends it again.
@@ -236,7 +237,10 @@ class Home:
         return True
 
     def on_envelope(self, from_node: bytes, env: PeerEnvelope, now: float) -> None:
-        seen = env.eid in self._seen
+        # an eid is drawn by its origin and means nothing across origins: keyed by both, another member cannot spend
+        # an honest envelope's eid (learned as its owner) on one of its own so that the real one counts as a repeat
+        key = env.origin + env.eid
+        seen = key in self._seen
         if not seen and not self._admit(from_node, env, now):
             return
         conns = self.homed.get(env.to)
@@ -246,7 +250,7 @@ class Home:
         if not seen:
             # remembered past the origin's give-up time, so a replayed mailbox envelope is never delivered twice
             seen_s = self.config.mailbox_ttl + (self.config.attempts_max + 4) * self.config.peer_timeout_s
-            self._seen.add(env.eid, now + seen_s)
+            self._seen.add(key, now + seen_s)
             msg = Deliver(kind=env.kind, sender=env.sender, call=env.call, body=env.body, eid=env.eid)
             self._deliver(conns or (), msg)
         self._send(from_node, EnvelopeResult(eid=env.eid, status=ResultStatus.DELIVERED))

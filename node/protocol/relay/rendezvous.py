@@ -20,7 +20,7 @@ Theory of operation
   An entry pushed to a home node is "in flight" until that node acknowledges it; only then is it removed.
   `cancel_call` implements cancel-by-hangup: it removes the still-queued (not in-flight) envelopes of one call
   from one sender, if a call_offer is among them.
-- `SeenSet` is held by a home node: eids it has handed to clients recently, so that the R owner replicas
+- `SeenSet` is held by a home node: (origin, eid)s it has handed to clients recently, so that the R owner replicas
   pushing the same queued envelope produce one delivery.
 """
 
