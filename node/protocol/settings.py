@@ -336,6 +336,10 @@ class PushSection:
     subscription_ttl_s: float = attrs.field(default=7 * 86400.0, validator=_pos)
     # Subscriptions this node holds (as home and as rendezvous owner), about 1.3 KiB each; more are refused.
     subscriptions_max: int = attrs.field(default=100_000, validator=v.ge(1))
+    # Subscriptions this node holds, as a rendezvous owner, for clients of one home node: a member can mint client
+    # keys that sign claims naming it, so without a share one member filled `subscriptions_max` and every owner then
+    # refused honest clients' subscriptions (their phones were never woken).
+    subscriptions_per_home_max: int = attrs.field(default=25_000, validator=v.ge(1))
     # Pushes one callee id may receive per minute (a caller cannot make a phone ring all day).
     per_callee_per_minute_max: int = attrs.field(default=6, validator=v.ge(1))
     # Seconds the k-th rendezvous owner waits for the earlier owners to claim a push before it sends it itself.

@@ -235,3 +235,21 @@ def test_a_member_cannot_drop_a_subscription_or_cancel_a_push_it_does_not_own() 
     assert core.refused[Refusal.FORGED] == 2
     core.peer_message(ORIGIN, PushUnsub(id=carol), 2.0)  # the home itself (carol unregistered)
     assert core.push.held.get(carol, 2.0) is None
+
+
+def test_one_member_cannot_fill_an_owners_subscription_table() -> None:
+    """A member mints client keys at will, each signing a claim that names it as home, and sends their PUSH_SUBs to
+    an owner. Before the per-home share, 40 of them filled a table of 40 and the owner then refused an honest home's
+    subscription: the callee's phone was never woken for its calls. Now the member fills only its share."""
+    me = _node(1)
+    core = _core(me, MEMBERS, subscriptions_max=40, subscriptions_per_home_max=10)
+    minted = [c for n in range(400) if me in owners(c := sim_client(b"minted-%d" % n), MEMBERS, 3)][:40]
+    assert len(minted) == 40
+    for client in minted:
+        core.peer_message(HOSTILE, _sub_msg(client, home=HOSTILE), 0.0)
+    assert core.push.held.count_home(HOSTILE) == 10
+    carol = _callee_ranked(me, MEMBERS, 0)
+    _sub(core, carol, 1.0)  # from carol's real home
+    _offer(core, carol, 1, 2.0)
+    [push] = [c for c in _pushes(core) if isinstance(c, SendPush)]
+    assert push.client == carol

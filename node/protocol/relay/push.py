@@ -13,7 +13,9 @@ Rules
    does not hold the subscription), and a link or member failure of the earlier owners shortens the wait.
 3. No push for an entry that is in flight to a home, delivered, expired, or for an id with a live lease; none
    for hand-offs and repeated puts (one eid is considered once); at most `per_callee_per_minute_max` per id.
-4. Every table is bounded (`subscriptions_max`, per-eid state by the mailbox bounds) and every entry expires.
+4. Every table is bounded (`subscriptions_max`, per-eid state by the mailbox bounds) and every entry expires. As an
+   owner, one home's clients hold at most `subscriptions_per_home_max` of it: a member mints client keys at will,
+   each signing a claim naming it, and alone it filled the table, so that honest subscriptions were refused.
 5. Authority (docs/protocol.md, "Relay authority"): a PUSH_SUB carries the client's home claim naming the node it
    registered at, valid for `claim_age_max_s` + `subscription_ttl_s` (a subscription outlives its connection) and
    checked within the sender's check budget. From that node it is taken (and replaces what is held); from a node
@@ -29,6 +31,7 @@ from __future__ import annotations
 
 import enum
 import heapq
+from collections import Counter
 from collections.abc import Callable, Sequence
 
 import attrs
@@ -82,12 +85,24 @@ Emit = Callable[[SendPush | PushDropped], None]
 
 
 class SubTable:
-    """client id -> subscription with its expiry, bounded; a full table refuses new ids (never evicts)."""
+    """client id -> subscription with its expiry, bounded in total and per home node (the claim's); a full table,
+    or a home over its share, refuses new ids (never evicts)."""
 
-    def __init__(self, *, size_max: int) -> None:
+    def __init__(self, *, size_max: int, per_home_max: int | None = None) -> None:
         self._max = size_max
+        self._per_home_max = size_max if per_home_max is None else per_home_max
         self._t: dict[bytes, _Held] = {}
+        self._per_home: Counter[bytes] = Counter()
         self._heap: list[tuple[float, bytes]] = []
+
+    def count_home(self, home: bytes) -> int:
+        return self._per_home[home]
+
+    def _remove(self, client: bytes) -> None:
+        home = self._t.pop(client).claim.home
+        self._per_home[home] -= 1
+        if not self._per_home[home]:
+            del self._per_home[home]
 
     def __len__(self) -> int:
         return len(self._t)
@@ -97,16 +112,22 @@ class SubTable:
         return held if held is not None and held.expires > now else None
 
     def put(self, client: bytes, sub: Subscription, expires: float, claim: HomeClaim) -> bool:
-        if client not in self._t and len(self._t) >= self._max:
+        old = self._t.get(client)
+        if old is None and len(self._t) >= self._max:
             return False
+        if (old is None or old.claim.home != claim.home) and self._per_home[claim.home] >= self._per_home_max:
+            return False
+        if old is not None:
+            self._remove(client)
         self._t[client] = _Held(sub=sub, expires=expires, claim=claim)
+        self._per_home[claim.home] += 1
         heapq.heappush(self._heap, (expires, client))
         return True
 
     def drop(self, client: bytes, endpoint: str = "") -> None:
         held = self._t.get(client)
         if held is not None and (not endpoint or held.sub.endpoint == endpoint):
-            del self._t[client]
+            self._remove(client)
 
     def items(self) -> list[tuple[bytes, _Held]]:
         return sorted(self._t.items())
@@ -116,7 +137,7 @@ class SubTable:
             exp, client = heapq.heappop(self._heap)
             held = self._t.get(client)
             if held is not None and held.expires == exp:
-                del self._t[client]
+                self._remove(client)
 
     def next_deadline(self) -> float:
         return self._heap[0][0] if self._heap else INF
@@ -160,7 +181,9 @@ class PushRole:
         self._owner = owner
         self._send = send
         self._emit = emit
-        self.held = SubTable(size_max=config.subscriptions_max)  # as a rendezvous owner
+        self.held = SubTable(  # as a rendezvous owner: each home gets its share (rule 4)
+            size_max=config.subscriptions_max, per_home_max=config.subscriptions_per_home_max
+        )
         self.homed = SubTable(size_max=config.subscriptions_max)  # as the home node that registered it
         self._due: dict[bytes, _Due] = {}  # eid -> waiting owner's fallback
         self._due_heap: list[tuple[float, bytes]] = []
