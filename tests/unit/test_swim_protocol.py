@@ -404,3 +404,30 @@ def test_next_deadline_is_never_in_the_past_after_tick() -> None:
                 c.tick(t)
                 assert c.next_deadline() > t
         w.flush()
+
+
+def test_one_datagram_or_sync_of_claims_about_a_member_costs_it_at_most_one_refutation() -> None:
+    """A member's next incarnations are predictable, so a hostile member can list claims about it at i, i+1, i+2, ...
+    in one datagram or push-pull state: before, each was at the incarnation the previous refutation had just
+    signed, so one datagram cost the victim 30 refutations (an Ed25519 signature and a health point each) and one
+    push-pull state thousands, in one go, outside every budget. An honest sender holds one record per member, so
+    one message needs at most one refutation."""
+    from node.protocol.swim.messages import PushPullState
+    from node.protocol.wire.swim import decode_push_pull, encode_push_pull
+
+    w = Wire(3)
+    w.join_all()
+    me = w.core(2).member(nid(2))
+    assert me is not None
+    claims = [Update(member=attrs.evolve(me, incarnation=i, state=S)) for i in range(64)]
+    while len(encode_datagram(Gossip(updates=tuple(claims)))) > SWIM_PAYLOAD_MAX:
+        claims.pop()
+    assert len(claims) >= 20
+    datagram = decode_datagram(encode_datagram(Gossip(updates=tuple(claims))))
+    w.core(2).receive(nid(3), ("10.0.0.3", 7401), datagram, w.now)  # type: ignore[arg-type]
+    assert w.core(2).stats.refutations == 1
+    assert w.core(2).member(nid(2)).incarnation == 1  # type: ignore[union-attr]
+    state = PushPullState(members=tuple(attrs.evolve(me, incarnation=i, state=S) for i in range(1, 2_001)))
+    w.core(2).merge_push_pull(decode_push_pull(encode_push_pull(state)), w.now, nid(3))
+    assert w.core(2).stats.refutations == 2
+    assert w.core(2).member(nid(2)).incarnation == 2  # type: ignore[union-attr]

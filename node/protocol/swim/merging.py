@@ -71,6 +71,7 @@ class Merging:
     _awareness: Awareness
     _gone: dict[bytes, float]
     _behind: set[bytes]  # senders of a claim about us older than our incarnation: our next datagram to each
+    _msg_incarnation: int  # our incarnation when the message (datagram or sync) being merged arrived
 
     def _enqueue(self, update: Update) -> None:  # Swim's
         raise NotImplementedError
@@ -188,8 +189,12 @@ class Merging:
 
     def _about_self(self, update: Update, now: float, sender: bytes) -> None:
         """A record about us. A claim counts only at our current incarnation; a signed record only if we signed
-        it (an earlier life of ours, before a restart). Either way we answer with a newer signed record."""
+        it (an earlier life of ours, before a restart). Either way we answer with a newer signed record, once per
+        message: an honest sender holds one record of us, and our next incarnations are predictable, so claims at
+        i, i+1, i+2, ... in one datagram (or thousands in one sync) each cost a signature here before."""
         m, me = update.member, self._self
+        if me.incarnation != self._msg_incarnation:
+            return  # this message moved us already; the rest of it is about incarnations nobody had seen
         if m.state in CLAIMS:
             if m.incarnation > me.incarnation:
                 self.stats.claims_unsigned += 1  # we never signed that incarnation: nobody honest accepts it

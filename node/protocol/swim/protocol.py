@@ -141,6 +141,7 @@ class Swim(Merging):
         self._awareness = Awareness(config.awareness_max_multiplier, enabled=config.lifeguard)
         self._gone: dict[bytes, float] = {}  # DEAD/LEFT members by the time they went, oldest first
         self._behind: set[bytes] = set()  # members that sent us a stale claim about us (merging.py `_about_self`)
+        self._msg_incarnation = self._self.incarnation  # set as each message is merged (merging.py `_about_self`)
         self._seeds: dict[bytes, Address] = {}
         self._probe: _Probe | None = None
         self._relays: dict[int, _Relay] = {}
@@ -181,6 +182,7 @@ class Swim(Merging):
         if sender_id == self._id or not self._admit(sender_id):
             return
         known = self._table.get
+        self._msg_incarnation = self._self.incarnation
         for update in msg.updates:
             m = update.member
             if known(m.id) is m and m.state is not SUSPECT:
@@ -304,6 +306,7 @@ class Swim(Merging):
         joining = table.live_count <= 1 and not self._left  # the first sync that brings us any other member
         fresh = [m for m in state.members[: self.config.members_max] if m.id not in table and m.id != self._id]
         gossip_new = len(fresh) <= GOSSIP_NEW_FROM_SYNC_MAX
+        self._msg_incarnation = self._self.incarnation
         for m in state.members[: self.config.members_max]:
             old = table.get(m.id)
             if old is m or (old is not None and (old.incarnation > m.incarnation or old == m)):
