@@ -72,6 +72,7 @@ class Merging:
     _gone: dict[bytes, float]
     _behind: set[bytes]  # senders of a claim about us older than our incarnation: our next datagram to each
     _msg_incarnation: int  # our incarnation when the message (datagram or sync) being merged arrived
+    _msg_verified: set[bytes]  # members of which this message already brought a good signed record
 
     def _enqueue(self, update: Update) -> None:  # Swim's
         raise NotImplementedError
@@ -101,7 +102,12 @@ class Merging:
                 return
         elif not supersedes(m, old):
             return
+        if m.id in self._msg_verified:
+            return  # an honest message holds one record per member; a member's own records at 1, 2, 3, ... in one
+            # message (it signs what it likes about itself) each cost a verification here before (forged ones
+            # have their own budget)
         if self._verified(m, now, sender):
+            self._msg_verified.add(m.id)
             self._commit(Update(member=m), old, now, gossip_new=gossip_new)
 
     def _verified(self, m: MemberInfo, now: float, sender: bytes) -> bool:

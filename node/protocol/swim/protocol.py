@@ -142,6 +142,7 @@ class Swim(Merging):
         self._gone: dict[bytes, float] = {}  # DEAD/LEFT members by the time they went, oldest first
         self._behind: set[bytes] = set()  # members that sent us a stale claim about us (merging.py `_about_self`)
         self._msg_incarnation = self._self.incarnation  # set as each message is merged (merging.py `_about_self`)
+        self._msg_verified: set[bytes] = set()  # cleared as each message is merged (merging.py `_apply`)
         self._seeds: dict[bytes, Address] = {}
         self._probe: _Probe | None = None
         self._relays: dict[int, _Relay] = {}
@@ -183,6 +184,7 @@ class Swim(Merging):
             return
         known = self._table.get
         self._msg_incarnation = self._self.incarnation
+        self._msg_verified.clear()
         for update in msg.updates:
             m = update.member
             if known(m.id) is m and m.state is not SUSPECT:
@@ -307,6 +309,7 @@ class Swim(Merging):
         fresh = [m for m in state.members[: self.config.members_max] if m.id not in table and m.id != self._id]
         gossip_new = len(fresh) <= GOSSIP_NEW_FROM_SYNC_MAX
         self._msg_incarnation = self._self.incarnation
+        self._msg_verified.clear()
         for m in state.members[: self.config.members_max]:
             old = table.get(m.id)
             if old is m or (old is not None and (old.incarnation > m.incarnation or old == m)):
