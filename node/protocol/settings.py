@@ -157,7 +157,8 @@ class RelaySection:
     leases_max: int = attrs.field(default=200_000, validator=v.ge(1))
     # Lookup answers cached at a sender's node (the oldest is forgotten first).
     lookup_cache_max: int = attrs.field(default=10_000, validator=v.ge(1))
-    # Recently delivered envelope ids a home node remembers to drop the replicas' repeats.
+    # Recently delivered envelope ids a home node remembers to drop the replicas' repeats (this many in each of two
+    # sets: envelopes forwarded by their origin, and mailbox pushes, remembered while their signature is taken).
     seen_max: int = attrs.field(default=100_000, validator=v.ge(1))
     # Seconds a client's home claim (its signed hello, docs/protocol.md "Relay authority") stays valid. It bounds how
     # long a node a client has left can still claim to be its home; a connection is closed (1001) a lease period

@@ -262,3 +262,28 @@ def test_a_member_cannot_spend_an_honest_envelopes_eid_at_the_home() -> None:
     sim.run_for(2.0)
     assert sent.body in [d.body for d in sim.delivered[cc]]
     assert t.statuses(sent) == [Status.QUEUED, Status.DELIVERED]
+
+
+def test_an_owner_cannot_replay_a_delivered_mailbox_envelope_while_its_signature_is_still_taken() -> None:
+    """M, an owner of an offline callee, keeps the queued offer it was given (origin-signed, as every mailbox
+    envelope) and pushes it to the callee's home again after the home's seen-set forgot its eid. The home takes an
+    origin signature until its expiry plus the clock skew it allows (`claim_skew_s`, 300 s), so it must remember the
+    eid that long. Before, it forgot it 74 s (here 8.5 s) after delivery: the callee got the offer twice."""
+    from node.protocol.wire.peer import peer_to_map
+
+    sim, t, nodes = cluster()
+    own = owners(C, sim.alive(), SIM_CONFIG.replicas)
+    m = own[0]
+    s, h = [n for n in nodes if n not in own][:2]
+    ca = sim.connect(s, A)
+    sim.run_for(0.5)
+    sent = t.send(ca, C, Kind.CALL_OFFER, b"call-replay")
+    sim.run_for(0.5)
+    kept = sim.nodes[m].core.owner.mailbox.entries(C)[0].env  # M keeps a copy
+    cc = sim.connect(h, C)
+    sim.run_for(2.0)
+    assert [d.body for d in sim.delivered[cc]] == [sent.body]
+    sim.run_for(SIM_CONFIG.mailbox_ttl + 4 * (SIM_CONFIG.attempts_max + 4) * SIM_CONFIG.peer_timeout_s)
+    assert sim.inject(m, h, peer_to_map(kept))
+    sim.run_for(1.0)
+    assert [d.body for d in sim.delivered[cc]] == [sent.body]

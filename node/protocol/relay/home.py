@@ -93,6 +93,9 @@ class Home:
         self.homed: dict[bytes, set[int]] = {}
         self._closing: DeadlineHeap[int] = DeadlineHeap()  # conn -> when its claim is too old to renew leases
         self._seen = SeenSet(seen_max=config.seen_max)
+        # eids that came as mailbox pushes (another node's copy of an origin-signed envelope): remembered for as long
+        # as that signature is taken here, its expiry plus the clock skew allowed (see on_envelope)
+        self._seen_pushed = SeenSet(seen_max=config.seen_max)
         self._renewal = _Renewal(clients=[])
         self._dropping: dict[bytes, None] = {}  # ids gone offline, in order, for the next send_drops()
         self._drops_at = INF  # when the first of them went offline
@@ -240,17 +243,23 @@ class Home:
         # an eid is drawn by its origin and means nothing across origins: keyed by both, another member cannot spend
         # an honest envelope's eid (learned as its owner) on one of its own so that the real one counts as a repeat
         key = env.origin + env.eid
-        seen = key in self._seen
+        seen = key in self._seen or key in self._seen_pushed
         if not seen and not self._admit(from_node, env, now):
             return
         conns = self.homed.get(env.to)
         if not conns and not seen:
             self._send(from_node, EnvelopeResult(eid=env.eid, status=ResultStatus.NOT_HERE))
             return
+        # remembered past the origin's give-up time, so a replayed mailbox envelope is never delivered twice; its
+        # signature's expiry is that give-up time on the origin's clock, taken here up to `claim_skew_s` late and
+        # from a clock up to as much ahead, so a pushed eid is remembered twice the skew longer (before, an owner
+        # that kept a copy could have it delivered again from 74 s to 372 s after it was sent)
+        seen_s = self.config.mailbox_ttl + (self.config.attempts_max + 4) * self.config.peer_timeout_s
+        if from_node != env.origin:
+            self._seen_pushed.add(key, now + seen_s + 2 * self._verifier.skew_s)
         if not seen:
-            # remembered past the origin's give-up time, so a replayed mailbox envelope is never delivered twice
-            seen_s = self.config.mailbox_ttl + (self.config.attempts_max + 4) * self.config.peer_timeout_s
-            self._seen.add(key, now + seen_s)
+            if from_node == env.origin:
+                self._seen.add(key, now + seen_s)
             msg = Deliver(kind=env.kind, sender=env.sender, call=env.call, body=env.body, eid=env.eid)
             self._deliver(conns or (), msg)
         self._send(from_node, EnvelopeResult(eid=env.eid, status=ResultStatus.DELIVERED))
@@ -275,10 +284,16 @@ class Home:
         for conn_id in self._closing.pop_due(now):
             self._emit(CloseClient(conn_id=conn_id))
         self._seen.expire(now)
+        self._seen_pushed.expire(now)
         if now >= self._renew_at:
             self._renew(now)
 
     def next_deadline(self) -> float:
         if self._dropping:
             return self._drops_at  # due now: the driver's timer runs it at the end of this scheduler batch
-        return min(self._closing.next_deadline(), self._seen.next_deadline(), self._renew_at)
+        return min(
+            self._closing.next_deadline(),
+            self._seen.next_deadline(),
+            self._seen_pushed.next_deadline(),
+            self._renew_at,
+        )
