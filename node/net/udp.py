@@ -49,9 +49,19 @@ WHOIS_SOURCES_MAX = 4096
 WHOIS_REPLIES_PER_S = 200.0
 WHOIS_REPLIES_BURST = 200
 PUSH_PULL_CONCURRENCY = 4
+# Push-pull syncs one member may have merged here: a sync of a few MiB costs ~0.1 s of CPU to decode, merge and
+# answer, and a member could dial one per handshake its address may make (10 a second: most of a core). An honest
+# member syncs with us at most once per `join_retry_s` while it joins, else once per push-pull or reconnect interval.
+SYNCS_PER_PEER_BURST = 10
+SYNCS_PER_PEER_PER_JOIN_RETRY = 2.0  # the sustained rate, in syncs per `join_retry_s`
+SYNC_PEERS_MAX = 4096
 # How long the set of hosts where members are known (`member_host`) is kept before it is rebuilt from the table:
 # it is asked for only while the peer port's strangers' budget is empty, and a member's address rarely changes.
 MEMBER_HOSTS_TTL_S = 1.0
+
+
+class SyncRateLimited(RemoteProtocolError):
+    refusal = Refusal.RATE_LIMITED
 
 
 class SwimDriver:
@@ -89,6 +99,9 @@ class SwimDriver:
         # key agreements with senders neither keyed nor members (SwimConfig.new_keys_per_s): one for all of them
         self._new_keys = TokenBucket(core.config.new_keys_per_s, core.config.new_keys_burst, trio.current_time())
         self._pp_limit = trio.CapacityLimiter(PUSH_PULL_CONCURRENCY)
+        self._syncs: KeyedBuckets[bytes] = KeyedBuckets(
+            SYNCS_PER_PEER_PER_JOIN_RETRY / core.config.join_retry_s, SYNCS_PER_PEER_BURST, SYNC_PEERS_MAX
+        )
         self._nursery: trio.Nursery | None = None
         self._member_hosts: frozenset[str] = frozenset()
         self._member_hosts_until = -1.0
@@ -250,7 +263,10 @@ class SwimDriver:
             self.poke()
 
     def on_sync(self, peer_id: bytes, state: bytes, join: bool) -> bytes:
-        """Server side of a push-pull (called by node/net/peers.py's listener)."""
+        """Server side of a push-pull (called by node/net/peers.py's listener). Over the peer's sync budget it is
+        refused before its state is decoded (the connection closes unanswered)."""
+        if not self._syncs.take(peer_id, trio.current_time()):
+            raise SyncRateLimited("push-pull over the peer's budget")
         remote = decode_push_pull(state)
         self.core.merge_push_pull(remote, trio.current_time(), peer_id)
         self.poke()

@@ -258,3 +258,33 @@ async def test_datagrams_from_made_up_ids_in_an_open_federation_cost_a_paced_num
         await until(lambda: _direct_acks(node) >= acks + 2, 10.0)
         assert node.swim.member(other.identity.id).state.value == "alive"  # type: ignore[union-attr]
         sock.close()
+
+
+async def test_a_member_cannot_have_its_push_pulls_merged_as_fast_as_it_can_dial(tmp_path: Path) -> None:
+    """Each push-pull sync a node answers costs it the decoding, merging and answering of a state of up to 6 MiB
+    (about 0.1 s of CPU for a few MiB), and a member could dial one per handshake its address may make. Before,
+    every one was merged (40 of 40 here); now a member gets `udp.SYNCS_PER_PEER_BURST`, then a few a second."""
+    from node.net.peerconn import push_pull
+    from node.net.udp import SYNCS_PER_PEER_BURST
+    from node.protocol.errors import RemoteProtocolError, TransportError
+    from node.protocol.swim.messages import PushPullState
+    from node.protocol.wire.swim import encode_push_pull
+
+    friend = Identity.generate()
+    config = loopback_config(tmp_path, open_=False, federation={"allow": [friend.id_text]})
+    async with trio.open_nursery() as nursery:
+        node: NodeHandle = await nursery.start(run_node, config, Identity.generate())
+        addr = ("127.0.0.1", node.ports["peer"])
+        state = encode_push_pull(PushPullState(members=()))
+        answered = 0
+        start = trio.current_time()
+        for _ in range(40):
+            with contextlib.suppress(RemoteProtocolError, TransportError, trio.TooSlowError):
+                await push_pull(addr, friend, node.identity.id, lambda _: True, state, join=False, timeout_s=5.0)
+                answered += 1
+        elapsed = trio.current_time() - start
+        rate = 2.0 / node.swim.config.join_retry_s
+        assert answered <= SYNCS_PER_PEER_BURST + rate * elapsed + 1, (answered, elapsed)
+        assert node.swim.stats.push_pulls == answered
+        await until(lambda: refused_count(node, "peer", "rate_limited") >= 40 - answered)
+        node.request_shutdown()
