@@ -52,6 +52,7 @@ from node.protocol.wire.wsframe import (
     Failed,
     FrameReader,
     PingFrame,
+    PongFrame,
     close_frame,
     data_frame,
     frame,
@@ -277,7 +278,8 @@ class ClientSession(OutBuffer):
             elif type(event) is Failed:  # not a WebSocket stream: say why, then the connection ends
                 self._send_close(event.code, event.reason)
                 self._execute(core.broken())
-            # a pong needs nothing more: any bytes from the client count as life (core.received)
+            elif type(event) is PongFrame:  # spends the bucket like a ping (any bytes count as life: core.received)
+                self._execute(core.ws_pong(now))
             if i < end and time.perf_counter() >= stop:
                 break
         return i

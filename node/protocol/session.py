@@ -4,14 +4,14 @@ Rules
 1. States: `HANDSHAKE -> OPEN -> CLOSING -> CLOSED` (any state may jump to CLOSED on EOF or a broken stream;
    HANDSHAKE and OPEN go to CLOSING when either side closes). Only OPEN has a client id.
 2. Inputs are what the WebSocket layer decoded, each with `now`: `received(now)` once per read, `fragment()` per
-   data frame, `ws_ping()`, `remote_closed()`, `broken()`, plus `tick(now)` at `next_deadline()`, `close()` from
-   the server and `queue_full()` when the driver's send queue refuses a frame. Every input returns the commands
-   it produced, in order; the driver carries them out (node/net/session.py).
+   data frame, `ws_ping()`, `ws_pong()`, `remote_closed()`, `broken()`, plus `tick(now)` at `next_deadline()`,
+   `close()` from the server and `queue_full()` when the driver's send queue refuses a frame. Every input returns
+   the commands it produced, in order; the driver carries them out (node/net/session.py).
 3. Every input is bounded: a message is at most `Limits.CLIENT_FRAME_MAX` bytes (1009) in at most
    `message_fragments_max` frames, empty ones included (1009); envelopes and control requests spend token
-   buckets (`rate_per_s`/`burst`, call_ice its own), and so does a WebSocket ping (its pong is queued like any
-   frame, so pongs count in the send queue bound: 1008 when full); `abuse_strikes_max` refused inputs in a row
-   close with 4429. The hello must come within `handshake_timeout_s` (4408).
+   buckets (`rate_per_s`/`burst`, call_ice its own), and so do a WebSocket ping (its pong is queued like any
+   frame, so pongs count in the send queue bound: 1008 when full) and a WebSocket pong; `abuse_strikes_max`
+   refused inputs in a row close with 4429. The hello must come within `handshake_timeout_s` (4408).
 4. Timers: after `ping_interval_s` of silence the session pings (`SendPing`), after `idle_timeout_s` it closes
    (4408); after our close frame the client has `close_timeout_s` to answer, then the session is CLOSED.
 5. After the welcome, a message that is neither an envelope, a ping, a pong nor a hello is an authenticated
@@ -276,6 +276,17 @@ class SessionCore:
         if self._buckets[0].take(now):
             self._out.append(SendPong(payload=payload))
         else:
+            self._strike("rate_limited", now)
+        return self._take_out()
+
+    def ws_pong(self, now: float) -> list[Command]:
+        """A WebSocket pong: nothing to answer, but it spends the control bucket as a ping does (struck when empty).
+        Unsolicited pongs are allowed (RFC 6455 §5.5.3), so without a cost a client could send 6-byte pongs at
+        full speed, parsed at ~1.6 µs each, for as long as it liked. A pong that answers the node's ping comes after
+        `ping_interval_s` of silence, when the bucket is full."""
+        if self.state is not State.HANDSHAKE and self.state is not State.OPEN:
+            return []
+        if not self._buckets[0].take(now):
             self._strike("rate_limited", now)
         return self._take_out()
 

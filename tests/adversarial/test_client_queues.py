@@ -5,7 +5,9 @@ A raw client (wsproto over a trio socket, tests/clients/rawws.py) against a real
   node's queue for it never exceeds `send_queue_bytes_max` and the connection is closed as a slow reader (1008);
 - it opens a text message and sends empty continuation frames forever: frames count per message, so the node
   closes it with 1009 after `message_fragments_max` frames instead of keeping every empty frame;
-- it floods pings while reading: pings spend the connection's bucket; over it the node strikes and closes (4429).
+- it floods pings while reading: pings spend the connection's bucket; over it the node strikes and closes (4429);
+- it floods unsolicited pongs (6 bytes each, answered with nothing): they spend the bucket as pings do, so the node
+  closes it (4429) instead of parsing them at full speed for as long as it likes.
 Each test fails on a node without the bound (checked against the code before the fix).
 """
 
@@ -82,3 +84,40 @@ def test_a_ping_flood_spends_the_bucket_and_is_closed_with_4429() -> None:
             n.cancel_scope.cancel()
 
     run(main, limit_s=30)
+
+
+PONGS_MAX = 300_000  # 1.8 MB of empty pongs: on the code before, parsed (about 1.6 µs each) and never closed
+
+
+def test_an_unsolicited_pong_flood_spends_the_bucket_and_is_closed_with_4429() -> None:
+    """Before, a pong cost nothing: one connection sending 3.6 MB/s of empty pongs (10,922 per 64 KiB read) kept a
+    core busy in the frame reader for as long as it liked, never struck, never closed. An honest client's pong
+    answers the node's ping after `ping_interval_s` of silence, when its bucket is full."""
+
+    async def main() -> None:
+        async with running_node(rate_per_s=10.0, burst=20, abuse_strikes_max=10) as node, trio.open_nursery() as n:
+            client = await RawClient.connect(node.port)
+            await client.authenticate(ALICE)
+            done = trio.Event()
+
+            async def reader() -> None:
+                await client.wait_closed()
+                done.set()
+
+            n.start_soon(reader)
+            batch = client.pong_bytes(b"") * BATCH
+            sent = 0
+            while sent < PONGS_MAX and not done.is_set():
+                try:
+                    await client.stream.send_all(batch)
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    break  # the node closed the socket
+                sent += BATCH
+                await trio.sleep(0)
+            with trio.move_on_after(5):
+                await done.wait()
+            assert client.close_code == 4429, f"{sent} unsolicited pongs and no close ({client.close_code})"
+            assert sent < PONGS_MAX
+            n.cancel_scope.cancel()
+
+    run(main, limit_s=60)

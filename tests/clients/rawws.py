@@ -17,6 +17,7 @@ from wsproto.events import (
     CloseConnection,
     Event,
     Ping,
+    Pong,
     RejectConnection,
     Request,
     TextMessage,
@@ -107,6 +108,10 @@ class RawClient:
 
     def ping_bytes(self, payload: bytes) -> bytes:
         return self.ws.send(Ping(payload=payload))
+
+    def pong_bytes(self, payload: bytes) -> bytes:
+        """An unsolicited WebSocket pong (RFC 6455 §5.5.3 allows them: a one-way heartbeat)."""
+        return self.ws.send(Pong(payload=payload))
 
     def fragment_bytes(self, data: str) -> bytes:
         """One more frame of an unfinished text message (the first one opens it; "" makes an empty frame)."""
