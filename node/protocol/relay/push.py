@@ -36,6 +36,7 @@ from collections.abc import Callable, Sequence
 
 import attrs
 
+from node.protocol.deadlines import DeadlineHeap
 from node.protocol.ratelimit import KeyedBuckets
 from node.protocol.refusals import Refusal
 from node.protocol.relay.claims import HomeClaim, Verdict
@@ -86,19 +87,24 @@ Emit = Callable[[SendPush | PushDropped], None]
 
 class SubTable:
     """client id -> subscription with its expiry, bounded in total and per home node (the claim's); a full table,
-    or a home over its share, refuses new ids (never evicts)."""
+    or a home over its share, refuses new ids (never evicts).
+
+    Expiries are one `DeadlineHeap` entry per id: a client re-registers on every connect, and a bare heap kept an
+    entry per registration until the TTL (7 days) passed, so one connection registering in a loop grew the node
+    by ~90 bytes a registration at home and at each owner (tests/push/test_push_limits.py)."""
 
     def __init__(self, *, size_max: int, per_home_max: int | None = None) -> None:
         self._max = size_max
         self._per_home_max = size_max if per_home_max is None else per_home_max
         self._t: dict[bytes, _Held] = {}
         self._per_home: Counter[bytes] = Counter()
-        self._heap: list[tuple[float, bytes]] = []
+        self._due: DeadlineHeap[bytes] = DeadlineHeap()
 
     def count_home(self, home: bytes) -> int:
         return self._per_home[home]
 
     def _remove(self, client: bytes) -> None:
+        self._due.discard(client)
         home = self._t.pop(client).claim.home
         self._per_home[home] -= 1
         if not self._per_home[home]:
@@ -121,7 +127,7 @@ class SubTable:
             self._remove(client)
         self._t[client] = _Held(sub=sub, expires=expires, claim=claim)
         self._per_home[claim.home] += 1
-        heapq.heappush(self._heap, (expires, client))
+        self._due.push(client, expires)
         return True
 
     def drop(self, client: bytes, endpoint: str = "") -> None:
@@ -133,14 +139,12 @@ class SubTable:
         return sorted(self._t.items())
 
     def expire(self, now: float) -> None:
-        while self._heap and self._heap[0][0] <= now:
-            exp, client = heapq.heappop(self._heap)
-            held = self._t.get(client)
-            if held is not None and held.expires == exp:
+        for client in self._due.pop_due(now):
+            if client in self._t:
                 self._remove(client)
 
     def next_deadline(self) -> float:
-        return self._heap[0][0] if self._heap else INF
+        return self._due.next_deadline()
 
 
 @attrs.define(kw_only=True, slots=True)
