@@ -27,7 +27,7 @@ from node.protocol.relay.claims import HomeClaim
 from node.protocol.relay.core import CloseClient, RelayCore, ToClient, ToPeer
 from node.protocol.relay.push import PushDropped, SendPush
 from node.protocol.webpush import Subscription
-from node.protocol.wire.client import CloseCode, Envelope, Error, ErrorCode, Ok, PushRegister, PushUnregister
+from node.protocol.wire.client import CloseCode, Deliver, Envelope, Error, ErrorCode, Ok, PushRegister, PushUnregister
 from node.protocol.wire.peer import peer_from_map, peer_to_map
 
 FLUSH_ROUNDS_MAX = 64  # a drain that keeps producing (unreachable peers feeding back) stops here; the timer retries
@@ -166,8 +166,8 @@ class RelayDriver:
             for cmd in commands:
                 if isinstance(cmd, ToClient):
                     session = self.sessions.get(cmd.conn_id)
-                    if session is not None:
-                        session.send(cmd.msg)
+                    if session is not None:  # what another client sent must not be able to close this one
+                        session.deliver(cmd.msg) if isinstance(cmd.msg, Deliver) else session.send(cmd.msg)
                 elif isinstance(cmd, ToPeer):
                     if not self.links.send(cmd.node, peer_to_map(cmd.msg)):
                         self.core.peer_unreachable(cmd.node, trio.current_time())

@@ -62,6 +62,9 @@ log = logging.getLogger("homing.clients")
 
 _OPEN = State.OPEN
 _INF = math.inf
+# Seconds without a byte written to a client after which a delivery that does not fit in its share of the send
+# queue closes the connection as a slow reader (1008) instead of being dropped (`ClientSession.deliver`).
+DELIVERY_STALL_S = 2.0
 
 
 def reader_deadline(core: SessionCore) -> float:
@@ -160,6 +163,31 @@ class ClientSession(OutBuffer):
         if frame is None:
             frame = frames[core.json] = data_frame(encode_client_message(msg, json=core.json))
         return self._enqueue(frame)
+
+    def deliver(self, msg: ClientMessage) -> bool:
+        """Queue `msg`, relayed from another client (a `Deliver`), within the delivery share of the send queue.
+
+        Another client chooses what is delivered here and how fast (call_ice: 50 big envelopes a second, 200 at
+        once), so deliveries must not be able to close this connection: one connection bursting 64 KiB call_ice
+        filled a reading phone's 1 MiB queue and got it closed 1008 in a fraction of a second, again at each
+        reconnect. Deliveries fill at most half the queue (messages and bytes), leaving the rest for the node's
+        answers to the client's own frames; one that does not fit is dropped while the socket still takes bytes
+        (a reader, only slower than the flood), and closes the connection as a slow reader (1008) only when
+        nothing was written for `DELIVERY_STALL_S` (a client that stopped reading). False when not queued."""
+        core = self._core
+        if core.state is not _OPEN or self._close_queued:
+            return False
+        frame = data_frame(encode_client_message(msg, json=core.json))
+        cfg = self._config
+        if len(self._out) < cfg.send_queue_max // 2 and self._out_bytes + len(frame) <= cfg.send_queue_bytes_max // 2:
+            self.queue(frame)
+            return True
+        if time.monotonic() - self._wrote_at < DELIVERY_STALL_S:
+            self._port.refused(Refusal.RATE_LIMITED)
+            return False
+        self._drop()
+        self._execute(core.queue_full(trio.current_time()))
+        return False
 
     def close(self, code: int, reason: str = "") -> None:
         """Queue a close frame; the connection ends when the client answers or `close_timeout_s` passes."""

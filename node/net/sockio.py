@@ -139,7 +139,7 @@ class OutBuffer:
     """The send side of one connection. Subclasses call `queue()`; `_write_failed()` is theirs to override."""
 
     __slots__ = ("_dirty", "_fd", "_flusher", "_out", "_out_bytes", "_stream", "_write_timeout_s", "_writer_done",
-                 "_writing")
+                 "_writing", "_wrote_at")
 
     def __init__(self, stream: trio.abc.Stream, flusher: Flusher, write_timeout_s: float = math.inf) -> None:
         self._stream = stream
@@ -152,6 +152,7 @@ class OutBuffer:
         self._writing = False  # a writer task owns the socket's send side
         self._dirty = False  # marked with the flusher for the end of the current batch
         self._writer_done: trio.Event | None = None
+        self._wrote_at = time.monotonic()  # when the socket last took bytes (or the buffer was made)
 
     @property
     def pending_bytes(self) -> int:
@@ -213,6 +214,8 @@ class OutBuffer:
                 self._drop()
                 self._write_failed()
                 return
+            if sent:
+                self._wrote_at = time.monotonic()
             if sent == len(data):
                 self._drop()
                 return
@@ -234,6 +237,7 @@ class OutBuffer:
                     data = b"".join(self._out) if len(self._out) > 1 else self._out[0]
                     self._drop()
                     await self._stream.send_all(data)
+                    self._wrote_at = time.monotonic()
         except (trio.BrokenResourceError, trio.ClosedResourceError, trio.TooSlowError, OSError):
             self._drop()
             failed = True

@@ -7,17 +7,27 @@ A raw client (wsproto over a trio socket, tests/clients/rawws.py) against a real
   closes it with 1009 after `message_fragments_max` frames instead of keeping every empty frame;
 - it floods pings while reading: pings spend the connection's bucket; over it the node strikes and closes (4429);
 - it floods unsolicited pongs (6 bytes each, answered with nothing): they spend the bucket as pings do, so the node
-  closes it (4429) instead of parsing them at full speed for as long as it likes.
+  closes it (4429) instead of parsing them at full speed for as long as it likes;
+- (real node, run_node) it bursts 64 KiB call_ice envelopes at a client that reads, only slower: deliveries fill
+  at most half of the recipient's queue and the rest are dropped, so the recipient stays connected; one that
+  reads nothing is still closed once nothing was written to it for 2 s.
 Each test fails on a node without the bound (checked against the code before the fix).
 """
 
 from __future__ import annotations
 
-import trio
+from pathlib import Path
 
+import trio
+from wsproto.events import BytesMessage, CloseConnection
+
+from node.app.service import run_node
+from node.client.connection import connect_client
 from node.protocol.identity import Identity
+from node.protocol.wire.client import Deliver, Kind, decode_client_frame
 from tests.clients.fixtures import run, running_node
 from tests.clients.rawws import RawClient
+from tests.integration.cluster import loopback_config, url
 
 ALICE = Identity.from_seed(b"a" * 32)
 QUEUE_BYTES_MAX = 256 * 1024
@@ -121,3 +131,88 @@ def test_an_unsolicited_pong_flood_spends_the_bucket_and_is_closed_with_4429() -
             n.cancel_scope.cancel()
 
     run(main, limit_s=60)
+
+
+BIG_BODY = b"x" * 65536
+ICE_BURST = 200  # the default call_ice burst: 12.8 MB at once from one connection
+
+
+async def _flood_and_watch(tmp: Path, read_bytes_per_s: float | None) -> tuple[int | None, bool]:
+    """A real node; a victim reading `read_bytes_per_s` (None: never reads after its welcome); one connection
+    sends it a call_ice burst of 64 KiB bodies, then an honest caller sends it an offer. (the victim's close code,
+    whether the honest offer reached it)."""
+    bob, mallory, carol = Identity.generate(), Identity.generate(), Identity.generate()
+    async with trio.open_nursery() as nursery:
+        node = await nursery.start(run_node, loopback_config(tmp / "n0"), Identity.generate())
+        victim = await RawClient.connect(node.ports["ws"], rcvbuf_bytes=16384)
+        await victim.authenticate(bob)
+        offered = trio.Event()
+
+        async def read_slowly() -> None:
+            assert read_bytes_per_s is not None
+            parts: list[bytes] = []
+            while victim.close_code is None:
+                try:
+                    data = await victim.stream.receive_some(4096)
+                except trio.BrokenResourceError:
+                    return
+                if not data:
+                    return
+                victim.ws.receive_data(data)
+                for event in victim.ws.events():
+                    if isinstance(event, CloseConnection):
+                        victim.close_code = event.code
+                    elif isinstance(event, BytesMessage):
+                        parts.append(bytes(event.data))
+                        if not event.message_finished:
+                            continue
+                        msg = decode_client_frame(b"".join(parts), from_node=True)
+                        parts.clear()
+                        if isinstance(msg, Deliver) and msg.sender == carol.id:
+                            offered.set()
+                await trio.sleep(len(data) / read_bytes_per_s)
+
+        if read_bytes_per_s is not None:
+            nursery.start_soon(read_slowly)
+        async with connect_client(url(node), mallory) as m:
+            for _ in range(ICE_BURST):
+                await m.send_envelope(Kind.CALL_ICE, bob.id, b"flood", BIG_BODY)
+            await trio.sleep(3)  # longer than DELIVERY_STALL_S: a victim that stopped reading is found
+            for _ in range(ICE_BURST // 4):
+                await m.send_envelope(Kind.CALL_ICE, bob.id, b"flood", BIG_BODY)
+            await trio.sleep(1)
+        if read_bytes_per_s is None:
+            await victim.wait_closed()
+        async with connect_client(url(node), carol) as c:
+            await c.send_envelope(Kind.CALL_OFFER, bob.id, b"honest", b"hello")
+            with trio.move_on_after(10):
+                await offered.wait()
+        node.request_shutdown()
+        nursery.cancel_scope.cancel()
+    return victim.close_code, offered.is_set()
+
+
+def test_one_client_cannot_get_another_closed_by_flooding_it_with_big_envelopes(tmp_path: Path) -> None:
+    """Before, deliveries counted in the recipient's send queue bound like its own replies, so one connection's
+    call_ice burst closed a phone reading at 1 MB/s (1008, "slow reader") within 200 KB; now deliveries beyond
+    their half of the queue are dropped while the phone still reads, and an honest offer reaches it after."""
+
+    async def main() -> None:
+        with trio.fail_after(60):
+            code, offered = await _flood_and_watch(tmp_path, 1_000_000)
+        assert code is None, f"the victim was closed ({code}) by another client's envelopes"
+        assert offered, "the honest caller's offer did not reach the victim after the flood"
+
+    trio.run(main)
+
+
+def test_a_client_that_stops_reading_is_still_closed_as_a_slow_reader(tmp_path: Path) -> None:
+    """The other side of the above: a client that reads nothing is still ended (1008; 1006 when its full
+    buffers hide the close frame) once nothing was written to it for DELIVERY_STALL_S."""
+
+    async def main() -> None:
+        with trio.fail_after(60):
+            code, _ = await _flood_and_watch(tmp_path, None)
+        assert code in (1006, 1008), code
+
+    trio.run(main)
