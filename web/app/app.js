@@ -50,9 +50,22 @@ function showError(text) {
   $("error").hidden = !text;
 }
 
+/**
+ * Is the page served from this machine (`homing demo --web`, the tests)? Only there may a link's `key` set the
+ * identity: on any other origin a link is anyone's, and `key` would replace the user's key with one its author knows.
+ * @param {string} host location.hostname
+ */
+function loopbackHost(host) {
+  return host === "localhost" || host === "[::1]" || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(host);
+}
+
 async function identity() {
   const seed = params.get("key");
-  if (seed) {
+  if (seed && !loopbackHost(location.hostname)) {
+    params.delete("key");
+    history.replaceState(null, "", "#" + params.toString());
+    showError("ignored the key in this link: a link can set the identity only on a page served from this machine (the demo)");
+  } else if (seed) {
     const ident = await Identity.fromSeed(b64uDecode(seed), { extractable: true });
     await saveIdentity(profile, ident).catch(() => {});
     params.delete("key");
