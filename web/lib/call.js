@@ -13,6 +13,8 @@ export const BUFFERED_CANDIDATES_MAX = 200;
 export const CALLS_KEPT_MAX = 64;
 export const EARLY_HOLD_MS = 5_000; // bodies that arrive before their call's offer are kept this long (docs/e2ee.md step 3)
 export const EARLY_HOLD_MAX = 64;
+/** Calls ringing at once: offers beyond are dropped unread (any key pair can make valid offers, as many as it likes). */
+export const RINGING_MAX = 8;
 
 /**
  * @typedef {"idle"|"outgoing"|"incoming"|"connecting"|"connected"|"ended"} CallState
@@ -117,6 +119,9 @@ export class Phone extends Emitter {
       this.hold(d);
       return;
     }
+    let ringing = 0;
+    for (const c of this.calls.values()) if (c.state === "incoming") ringing++;
+    if (ringing >= RINGING_MAX) throw new Error(`${ringing} calls are ringing already: offer dropped`);
     const [e2e, offer] = IncomingCall.fromOffer({ identity: this.identity, sender: d.from, call: d.call, kind: d.kind, body: d.body, nowS: this.nowS(), replay: this.replay, randomBytes });
     const call = new Call(this, d.from, d.call, "incoming", offer.video, e2e);
     call.remoteOffer = { type: "offer", sdp: offer.sdp };

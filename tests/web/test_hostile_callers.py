@@ -1,0 +1,74 @@
+"""Hostile callers against a real page: valid offers (any key pair can make them) sent faster than anyone calls.
+
+The attacker is a real client (node/client) with real e2ee offers (node/protocol/e2ee.py) on a real node; the victim is
+the call page in Chromium. What is asserted is what the page does: what it sends back, whether its node closes it,
+how many calls it rings for.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+import trio
+
+from node.cli.webdemo import page_link
+from node.client.connection import connect_client
+from node.protocol.e2ee import OutgoingCall
+from node.protocol.e2ee_plaintext import Offer
+from node.protocol.identity import Identity
+from node.protocol.wire.client import Deliver
+from tests.integration.procs import NodeProcess
+from tests.web.browser import Page, chromium
+
+SDP = "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n"
+
+
+async def _flood(url: str, node_id: bytes, victim: bytes, attackers: int, offers_each: int, listen_s: float) -> int:
+    """`attackers` clients (own keys) each send `offers_each` fresh offers to `victim` at once, then listen for
+    `listen_s`; returns how many `call_reject` envelopes the victim sent back to them."""
+    rejects = 0
+
+    async def one() -> None:
+        nonlocal rejects
+        me = Identity.generate()
+        async with connect_client(url, me, expected_node_id=node_id) as conn:
+            for _ in range(offers_each):
+                call = os.urandom(16)
+                out = OutgoingCall(identity=me, callee=victim, call=call, random_bytes=os.urandom)
+                body = out.offer(Offer(sdp=SDP, video=False, ts=int(time.time())))
+                await conn.send_envelope("call_offer", victim, call, body)
+            with trio.move_on_after(listen_s):
+                while True:
+                    msg = await conn.receive()
+                    if isinstance(msg, Deliver) and msg.kind == "call_reject":
+                        rejects += 1
+
+    async with trio.open_nursery() as nursery:
+        for _ in range(attackers):
+            nursery.start_soon(one)
+    return rejects
+
+
+def _victim(page: Page, web_base: str, node: NodeProcess, me: Identity, contacts: dict[str, bytes]) -> None:
+    page.open(page_link(web_base, profile="v", me=me, node_ws=node.url, node_id=node.id, contacts=contacts, cache="0"))
+    page.wait(lambda v: v["conn"] == "connected", 20, "connected to its node")
+
+
+@pytest.mark.timeout(120)
+def test_a_flood_of_offers_rings_a_bounded_number_of_calls(
+    tmp_path: Path, web_base: str, federation3: list[NodeProcess]
+) -> None:
+    """Every valid offer from a new call id made a ringing call, kept (with its SDP, up to 60 kB) until its 60 s ring
+    timeout: only ended calls were ever pruned, so the page's table of calls grew with whatever strangers sent
+    (two connections' 120 offers rang 120 calls at once on the code before)."""
+    node = federation3[0]
+    me = Identity.generate()
+    with chromium(tmp_path, "victim") as page:
+        _victim(page, web_base, node, me, {})
+        trio.run(_flood, node.url, node.id, me.id, 2, 60, 3.0)
+        ringing = page.js("return window.homing.history.filter((h) => h === 'incoming').length")
+        assert 1 <= ringing <= 16, f"{ringing} calls rang at once"
+        assert page.view()["conn"] == "connected"
