@@ -58,6 +58,27 @@ def _victim(page: Page, web_base: str, node: NodeProcess, me: Identity, contacts
 
 
 @pytest.mark.timeout(120)
+def test_a_flood_of_offers_during_a_call_does_not_make_the_page_flood_its_node_with_busy_answers(
+    tmp_path: Path, web_base: str, federation3: list[NodeProcess]
+) -> None:
+    """While in a call the page answers an offer `busy` on its own. Before, it answered every one: three attacker
+    connections sending 60 offers each made the page send a `call_reject` per offer (76 reached the attackers
+    within 4 s on the code before), spending its own connection's envelope budget (60 back to back, then 20 a
+    second), which its own call's signalling (hangup, renegotiation) shares, and costing it a Noise message each."""
+    node = federation3[0]
+    me, offline = Identity.generate(), Identity.generate()
+    with chromium(tmp_path, "victim") as page:
+        _victim(page, web_base, node, me, {"offline": offline.id})
+        page.click_css(f'li[data-id="{offline.id_text}"] .call-audio')  # a call that stays outgoing (mailbox)
+        page.wait(lambda v: v["callState"] == "outgoing", 15, "the page in an outgoing call")
+        rejects = trio.run(_flood, node.url, node.id, me.id, 3, 60, 4.0)
+        history = page.js("return window.homing.connHistory")
+        assert "offline" not in history, f"the page lost its connection during the flood: {history}"
+        assert rejects <= 10, f"the page answered {rejects} of 180 offers busy"
+        assert page.view()["callState"] == "outgoing"
+
+
+@pytest.mark.timeout(120)
 def test_a_flood_of_offers_rings_a_bounded_number_of_calls(
     tmp_path: Path, web_base: str, federation3: list[NodeProcess]
 ) -> None:

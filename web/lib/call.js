@@ -15,6 +15,9 @@ export const EARLY_HOLD_MS = 5_000; // bodies that arrive before their call's of
 export const EARLY_HOLD_MAX = 64;
 /** Calls ringing at once: offers beyond are dropped unread (any key pair can make valid offers, as many as it likes). */
 export const RINGING_MAX = 8;
+/** Automatic `busy` answers while in a call: a token bucket, so strangers' offers cannot spend the connection's budget. */
+export const BUSY_REPLIES_BURST = 4;
+export const BUSY_REPLIES_PER_S = 0.5;
 
 /**
  * @typedef {"idle"|"outgoing"|"incoming"|"connecting"|"connected"|"ended"} CallState
@@ -48,6 +51,8 @@ export class Phone extends Emitter {
     /** Bodies for calls we do not know yet (an EARLY body overtaking its offer): retried when the offer comes. */
     /** @type {{d: import("./codec.js").Deliver, at: number}[]} */
     this.held = [];
+    this.busyTokens = BUSY_REPLIES_BURST;
+    this.busyAt = Date.now();
     session.on("deliver", (d) => {
       try {
         this.onDeliver(d);
@@ -129,6 +134,7 @@ export class Phone extends Emitter {
     this.keep(call);
     if (this.active()) {
       call.end("busy", "we were in another call");
+      if (!this.takeBusyToken()) throw new Error("busy answers over their budget: offer left unanswered");
       void this.send(d.from, d.call, "call_reject", e2e.answer({ k: "reject", reason: "busy" })).catch(() => {});
       return;
     }
@@ -137,6 +143,16 @@ export class Phone extends Emitter {
     this.emit("incoming", call);
     call.mark("ringing");
     this.release(call);
+  }
+
+  /** May we send one more automatic `busy` answer now? */
+  takeBusyToken() {
+    const now = Date.now();
+    this.busyTokens = Math.min(BUSY_REPLIES_BURST, this.busyTokens + ((now - this.busyAt) / 1000) * BUSY_REPLIES_PER_S);
+    this.busyAt = now;
+    if (this.busyTokens < 1) return false;
+    this.busyTokens -= 1;
+    return true;
   }
 
   /** @param {import("./codec.js").Deliver} d */
