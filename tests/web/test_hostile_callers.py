@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -16,8 +17,9 @@ import trio
 
 from node.cli.webdemo import page_link
 from node.client.connection import connect_client
-from node.protocol.e2ee import OutgoingCall
-from node.protocol.e2ee_plaintext import Offer
+from node.protocol.e2ee import IncomingCall, OutgoingCall
+from node.protocol.e2ee_plaintext import Answer, Offer
+from node.protocol.e2ee_replay import OfferReplayCache
 from node.protocol.identity import Identity
 from node.protocol.wire.client import Deliver
 from tests.integration.procs import NodeProcess
@@ -93,3 +95,71 @@ def test_a_flood_of_offers_rings_a_bounded_number_of_calls(
         ringing = page.js("return window.homing.history.filter((h) => h === 'incoming').length")
         assert 1 <= ringing <= 16, f"{ringing} calls rang at once"
         assert page.view()["conn"] == "connected"
+
+
+async def _answer_with(url: str, node_id: bytes, me: Identity, dial: Callable[[], None], sdp: str) -> None:
+    """Be the callee: let the page `dial`, answer its offer (a valid e2ee answer carrying `sdp`), then stay silent."""
+    async with connect_client(url, me, expected_node_id=node_id) as conn:
+        await trio.to_thread.run_sync(dial)
+        with trio.fail_after(15):
+            while True:
+                msg = await conn.receive()
+                if isinstance(msg, Deliver) and msg.kind == "call_offer":
+                    break
+        dev, offer = IncomingCall.from_offer(
+            identity=me, sender=msg.sender, call=msg.call, kind=msg.kind, body=msg.body, now_s=int(time.time()),
+            replay=OfferReplayCache(), random_bytes=os.urandom,
+        )  # fmt: skip
+        body = dev.answer(Answer(sdp=sdp, video=offer.video))
+        await conn.send_envelope("call_answer", msg.sender, msg.call, body)
+        await trio.sleep(1.0)
+
+
+@pytest.mark.timeout(120)
+def test_an_answer_whose_sdp_the_browser_refuses_ends_the_call_instead_of_leaving_it_connecting(
+    tmp_path: Path, web_base: str, federation3: list[NodeProcess]
+) -> None:
+    """The callee's answer is authenticated, but its SDP is the callee's to choose. Before, the page's
+    setRemoteDescription failed unnoticed and the call stayed `connecting` for good (the ring timer was cleared, the
+    media path never started, so no timer ended it): the page then answered every other caller `busy` and could not
+    dial until its user hung up."""
+    node = federation3[0]
+    me, callee = Identity.generate(), Identity.generate()
+    with chromium(tmp_path, "caller") as page:
+        _victim(page, web_base, node, me, {"callee": callee.id})
+        dial = lambda: page.click_css(f'li[data-id="{callee.id_text}"] .call-audio')  # noqa: E731
+        trio.run(_answer_with, node.url, node.id, callee, dial, "v=0\r\nnot an answer")
+        v = page.wait(lambda v: v["callState"] == "ended", 10, "the call to end")
+        assert v["callReason"] == "failed", v
+
+
+@pytest.mark.timeout(150)
+def test_a_callee_that_answers_and_goes_silent_cannot_keep_the_page_connecting_for_good(
+    tmp_path: Path, web_base: str, federation3: list[NodeProcess]
+) -> None:
+    """A valid answer with no candidate behind it, then nothing: no media path ever starts, so neither the ICE
+    gathering timeout (the page has candidates) nor the reconnect window (the path never dropped) ends the call.
+    Before, the page stayed `connecting` (busy to every other caller, unable to dial) until its user hung up; now a
+    call that has not connected within 30 s of its answer ends `failed`."""
+    node = federation3[0]
+    me, callee = Identity.generate(), Identity.generate()
+    with chromium(tmp_path, "caller") as page:
+        _victim(page, web_base, node, me, {"callee": callee.id})
+        sdp = page.driver.execute_async_script(
+            """
+            const done = arguments[arguments.length - 1];
+            const offerer = new RTCPeerConnection(), answerer = new RTCPeerConnection();
+            offerer.addTransceiver("audio");
+            offerer.createOffer().then(async (o) => {
+              await answerer.setRemoteDescription(o);
+              const a = await answerer.createAnswer();
+              offerer.close(); answerer.close();
+              done(a.sdp);
+            });
+            """
+        )
+        dial = lambda: page.click_css(f'li[data-id="{callee.id_text}"] .call-audio')  # noqa: E731
+        trio.run(_answer_with, node.url, node.id, callee, dial, sdp)
+        page.wait(lambda v: v["callState"] == "connecting", 10, "the call connecting")
+        v = page.wait(lambda v: v["callState"] == "ended", 40, "the call to end")
+        assert v["callReason"] == "failed", v

@@ -8,6 +8,7 @@ import { bodyType, IncomingCall, OFFER, OfferReplayCache, OutgoingCall } from ".
 export const RING_TIMEOUT_MS = 60_000; // the mailbox TTL
 export const ICE_GATHER_TIMEOUT_MS = 10_000;
 export const RECONNECT_WINDOW_MS = 30_000;
+export const CONNECT_TIMEOUT_MS = 30_000; // from the answer (sent or received) to a media path
 export const CALL_ID_BYTES = 16;
 export const BUFFERED_CANDIDATES_MAX = 200;
 export const CALLS_KEPT_MAX = 64;
@@ -23,7 +24,7 @@ export const BUSY_REPLIES_PER_S = 0.5;
  * @typedef {"idle"|"outgoing"|"incoming"|"connecting"|"connected"|"ended"} CallState
  * @typedef {"hangup"|"rejected"|"busy"|"missed"|"failed"|"answered_elsewhere"} EndReason
  * @typedef {import("./e2ee_plaintext.js").Plaintext} Plaintext
- * @typedef {{alwaysRelay?: boolean, ringTimeoutMs?: number, iceGatherTimeoutMs?: number, reconnectWindowMs?: number,
+ * @typedef {{alwaysRelay?: boolean, ringTimeoutMs?: number, iceGatherTimeoutMs?: number, reconnectWindowMs?: number, connectTimeoutMs?: number,
  *   iceServers?: RTCIceServer[] | null, nowS?: () => number,
  *   media?: (constraints: MediaStreamConstraints) => Promise<MediaStream>}} CallSettings
  * @typedef {{state: {state: CallState, detail: string}, remoteStream: MediaStream, localStream: MediaStream}} CallEvents
@@ -216,6 +217,8 @@ export class Call extends Emitter {
     this.ringTimer = null;
     /** @type {ReturnType<typeof setTimeout> | null} */
     this.recoverTimer = null;
+    /** Ends a call whose media path never comes up after the answer (a silent or hostile peer). @type {ReturnType<typeof setTimeout> | null} */
+    this.connectTimer = null;
     this.connectedAt = 0;
     this.muted = false;
     this.cameraOff = false;
@@ -242,6 +245,11 @@ export class Call extends Emitter {
     this.detail = detail;
     if (state === "connected" && !this.connectedAt) this.connectedAt = Date.now();
     if (state === "connected") this.mark("connected");
+    if (state === "connecting" && !this.connectedAt && !this.connectTimer) {
+      this.connectTimer = setTimeout(() => {
+        if (!this.connectedAt) this.end("failed", "no media path within the connect timeout");
+      }, this.settings.connectTimeoutMs ?? CONNECT_TIMEOUT_MS);
+    }
     this.emit("state", { state, detail });
   }
 
@@ -250,7 +258,7 @@ export class Call extends Emitter {
     if (this.state === "ended") return;
     this.reason = reason;
     this.setState("ended", detail || reason);
-    for (const t of [this.ringTimer, this.recoverTimer]) if (t) clearTimeout(t);
+    for (const t of [this.ringTimer, this.recoverTimer, this.connectTimer]) if (t) clearTimeout(t);
     globalThis.removeEventListener?.("online", this.onOnline);
     this.pc?.close();
     this.localStream?.getTracks().forEach((t) => t.stop());
@@ -417,7 +425,10 @@ export class Call extends Emitter {
       if (this.ringTimer) clearTimeout(this.ringTimer);
       if (this.state === "outgoing") this.setState("connecting");
       const sdp = /** @type {import("./e2ee_plaintext.js").SdpMsg} */ (msg).sdp;
-      void this.pc?.setRemoteDescription({ type: "answer", sdp }).then(() => this.flushCandidates());
+      void this.pc
+        ?.setRemoteDescription({ type: "answer", sdp })
+        .then(() => this.flushCandidates())
+        .catch((e) => this.end("failed", `the answer could not be used: ${e instanceof Error ? e.message : e}`));
       return;
     }
     switch (msg.k) {
