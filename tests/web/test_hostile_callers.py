@@ -163,3 +163,39 @@ def test_a_callee_that_answers_and_goes_silent_cannot_keep_the_page_connecting_f
         page.wait(lambda v: v["callState"] == "connecting", 10, "the call connecting")
         v = page.wait(lambda v: v["callState"] == "ended", 40, "the call to end")
         assert v["callReason"] == "failed", v
+
+
+async def _send_offer_twice(url: str, node_id: bytes, me: Identity, victim: bytes, between: Callable[[], None]) -> None:
+    """Send one offer, run `between` (the page reloads), then send the very same envelope again: what a node that
+    relayed (or recorded) the offer can do at any time within the offer's 300 s window."""
+    async with connect_client(url, me, expected_node_id=node_id) as conn:
+        call = os.urandom(16)
+        out = OutgoingCall(identity=me, callee=victim, call=call, random_bytes=os.urandom)
+        body = out.offer(Offer(sdp=SDP, video=False, ts=int(time.time())))
+        await conn.send_envelope("call_offer", victim, call, body)
+        await trio.to_thread.run_sync(between)
+        await conn.send_envelope("call_offer", victim, call, body)
+        await trio.sleep(2.0)
+
+
+@pytest.mark.timeout(120)
+def test_an_offer_replayed_after_the_page_reloads_does_not_ring_again(
+    tmp_path: Path, web_base: str, federation3: list[NodeProcess]
+) -> None:
+    """The offer replay cache (docs/e2ee.md, step 2) lived in the page's memory only, so a reload forgot it: the
+    same offer, delivered again within its 300 s window, rang again as a call from its caller (on the code before,
+    the reloaded page showed the replayed call `incoming`)."""
+    node = federation3[0]
+    me, caller = Identity.generate(), Identity.generate()
+    with chromium(tmp_path, "victim") as page:
+        _victim(page, web_base, node, me, {"caller": caller.id})
+
+        def reload() -> None:
+            page.wait(lambda v: v["callState"] == "incoming", 10, "the first delivery to ring")
+            page.driver.refresh()
+            page.wait(lambda v: v["conn"] == "connected", 20, "connected again after the reload")
+
+        trio.run(_send_offer_twice, node.url, node.id, caller, me.id, reload)
+        v = page.view()
+        assert "incoming" not in v["history"], v
+        assert any("Replayed" in r for r in v["refused"]), v

@@ -119,6 +119,7 @@ async function main() {
     alwaysRelay: relay.checked,
     ringTimeoutMs: Number.isFinite(ringS) && ringS > 0 ? ringS * 1000 : 60_000,
     iceServers: iceOverride ? JSON.parse(iceOverride) : null,
+    replayStorage: { storage: localStorage, key: ns("offers-seen") },
   };
   relay.onchange = () => {
     settings.alwaysRelay = relay.checked;

@@ -3,7 +3,7 @@
 
 import { b64uEncode, equal, randomBytes } from "./bytes.js";
 import { Emitter } from "./emitter.js";
-import { bodyType, IncomingCall, OFFER, OfferReplayCache, OutgoingCall } from "./e2ee.js";
+import { bodyType, IncomingCall, OFFER, OfferReplayCache, OutgoingCall, StoredOfferReplayCache } from "./e2ee.js";
 
 export const RING_TIMEOUT_MS = 60_000; // the mailbox TTL
 export const ICE_GATHER_TIMEOUT_MS = 10_000;
@@ -26,6 +26,7 @@ export const BUSY_REPLIES_PER_S = 0.5;
  * @typedef {import("./e2ee_plaintext.js").Plaintext} Plaintext
  * @typedef {{alwaysRelay?: boolean, ringTimeoutMs?: number, iceGatherTimeoutMs?: number, reconnectWindowMs?: number, connectTimeoutMs?: number,
  *   iceServers?: RTCIceServer[] | null, nowS?: () => number,
+ *   replayStorage?: {storage: {getItem(k: string): string | null, setItem(k: string, v: string): void}, key: string},
  *   media?: (constraints: MediaStreamConstraints) => Promise<MediaStream>}} CallSettings
  * @typedef {{state: {state: CallState, detail: string}, remoteStream: MediaStream, localStream: MediaStream}} CallEvents
  * @typedef {"dial"|"media"|"pc"|"offer_sent"|"offer_delivered"|"offer_received"|"ringing"|"accept"|"answer_created"
@@ -46,7 +47,9 @@ export class Phone extends Emitter {
     super();
     this.session = session;
     this.settings = settings;
-    this.replay = new OfferReplayCache();
+    // kept in storage when the page gives one, so that a reload does not forget which offers rang (docs/e2ee.md step 2)
+    const rs = settings.replayStorage;
+    this.replay = rs ? new StoredOfferReplayCache(rs.storage, rs.key) : new OfferReplayCache();
     /** @type {Map<string, Call>} */
     this.calls = new Map();
     /** Bodies for calls we do not know yet (an EARLY body overtaking its offer): retried when the offer comes. */

@@ -202,6 +202,59 @@ export class OfferReplayCache {
     this.seen.set(key(o.caller, o.call), o.ts);
   }
 }
+
+/**
+ * Keep an OfferReplayCache across page loads in a Storage-like object (localStorage): a reload must not forget
+ * which offers were admitted, or a node could deliver one again within its window and it would ring again.
+ * An admission is written at once, unless the last write was less than `writeDelayMs` ago (a flood): then the writes
+ * are coalesced, and the page's `pagehide` writes what is pending.
+ */
+export class StoredOfferReplayCache extends OfferReplayCache {
+  /**
+   * @param {{getItem(k: string): string | null, setItem(k: string, v: string): void}} storage
+   * @param {string} storageKey
+   * @param {{entriesMax?: number, maxAgeS?: number, maxFutureS?: number, writeDelayMs?: number}} [opts]
+   */
+  constructor(storage, storageKey, opts = {}) {
+    super(opts);
+    this.storage = storage;
+    this.storageKey = storageKey;
+    this.writeDelayMs = opts.writeDelayMs ?? 250;
+    /** @type {ReturnType<typeof setTimeout> | null} */
+    this.writeTimer = null;
+    this.writtenAt = -Infinity;
+    globalThis.addEventListener?.("pagehide", () => this.writeTimer && this.flush());
+    try {
+      const doc = JSON.parse(storage.getItem(storageKey) ?? "null");
+      if (Number.isSafeInteger(doc?.watermark)) this.watermark = doc.watermark;
+      if (Array.isArray(doc?.seen))
+        for (const e of doc.seen.slice(-this.entriesMax))
+          if (Array.isArray(e) && typeof e[0] === "string" && e[0].length <= 2 * (32 + 64) + 1 && Number.isSafeInteger(e[1])) this.seen.set(e[0], e[1]);
+    } catch {
+      // damaged: start empty, but refuse every offer of the window it may have covered
+      this.watermark = Math.floor(Date.now() / 1000);
+    }
+  }
+
+  /** @param {{caller: Uint8Array, call: Uint8Array, ts: number, nowS: number}} o */
+  admit(o) {
+    super.admit(o);
+    if (Date.now() - this.writtenAt >= this.writeDelayMs) this.flush();
+    else this.writeTimer ??= setTimeout(() => this.flush(), this.writeDelayMs);
+  }
+
+  flush() {
+    if (this.writeTimer) clearTimeout(this.writeTimer);
+    this.writeTimer = null;
+    this.writtenAt = Date.now();
+    try {
+      this.storage.setItem(this.storageKey, JSON.stringify({ watermark: this.watermark, seen: [...this.seen] }));
+    } catch {
+      /* storage full or gone: the cache still works for this page's life */
+    }
+  }
+}
+
 /** @param {Uint8Array} a @param {Uint8Array} b */
 const key = (a, b) => Array.from(a, (x) => x.toString(16).padStart(2, "0")).join("") + "/" + Array.from(b, (x) => x.toString(16).padStart(2, "0")).join("");
 

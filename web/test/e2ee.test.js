@@ -140,3 +140,16 @@ test("any flipped bit in a body is refused and leaves the session usable", () =>
   }
   assert.deepEqual(world.receive("callee_a", fromHex(t.from), t.call, t.envelope, body).msg, t.plaintext);
 });
+
+test("a stored offer replay cache remembers admitted offers across page loads, and a damaged one refuses its window", () => {
+  /** @type {Map<string, string>} */
+  const m = new Map();
+  const storage = { getItem: (/** @type {string} */ k) => m.get(k) ?? null, setItem: (/** @type {string} */ k, /** @type {string} */ v) => void m.set(k, v) };
+  const o = { caller: new Uint8Array(32).fill(1), call: new Uint8Array(16).fill(2), ts: 1_000_000, nowS: 1_000_010 };
+  new e2ee.StoredOfferReplayCache(storage, "seen").admit(o);
+  assert.throws(() => new e2ee.StoredOfferReplayCache(storage, "seen").check(o), e2ee.Replayed);
+  assert.doesNotThrow(() => new e2ee.StoredOfferReplayCache(storage, "other").check(o));
+  m.set("seen", "{damaged");
+  const now = Math.floor(Date.now() / 1000);
+  assert.throws(() => new e2ee.StoredOfferReplayCache(storage, "seen").check({ ...o, ts: now - 1, nowS: now }), e2ee.Replayed);
+});
