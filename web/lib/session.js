@@ -153,16 +153,18 @@ export class Session extends Emitter {
       this.connection = null;
       if (performance.now() - upSince > STABLE_AFTER_MS) this.failures = 0;
       if (this.stopped) return;
+      // "reconnect now" (a renewal, a goaway) is honoured at once only when nothing failed since the last stable
+      // connection: a node that says it on every connection gets the backoff, not a loop of handshakes
+      const now = this.failures === 0 ? 0 : undefined;
       if (!this.goawayCards.length && isClaimRenewal(code, reason)) {
         this.resume = `${found.ws}#${found.id}`;
         this.setState("connecting", "home claim renewal");
-        this.schedule(0);
+        this.schedule(now);
         return;
       }
       this.setState("offline", "connection lost");
-      this.schedule(this.goawayCards.length ? 0 : undefined);
+      this.schedule(this.goawayCards.length ? now : undefined);
     });
-    this.failures = 0;
     this.emit("node", found);
     this.setState("connected", `${found.ws} (${found.source})`);
     conn.start();

@@ -132,6 +132,26 @@ test("1001 after a goaway moves to a node the goaway listed (not a claim renewal
   session.stop();
 });
 
+test("a node that closes every connection at once with 'reconnect now' (renewal or goaway) gets the backoff, not a hot loop", async () => {
+  const { session, calls, states } = harness();
+  session.start();
+  const goaway = V.from_node.find((/** @type {any} */ f) => f.map.t === "goaway");
+  const end = Date.now() + 1000;
+  let closed = 0;
+  while (Date.now() < end) {
+    if (session.state === "connected" && calls.length > closed) {
+      const ws = /** @type {FakeSocket} */ (calls[calls.length - 1].ws);
+      if (closed % 2) /** @type {Connection} */ (session.connection).onFrame(goaway.json);
+      closed = calls.length;
+      ws.onclose?.({ code: 1001, reason: "home claim renewal: reconnect" });
+    }
+    await new Promise((r) => setTimeout(r, 2));
+  }
+  session.stop();
+  // before: ~0 ms between attempts, hundreds of handshakes a second for as long as the node keeps it up
+  assert.ok(calls.length <= 4, `${calls.length} connections in 1 s; states: ${states.slice(0, 8)}`);
+});
+
 test("isClaimRenewal: only 1001 with the renewal reason", () => {
   assert.equal(isClaimRenewal(1001, "home claim renewal: reconnect"), true);
   assert.equal(isClaimRenewal(1001, ""), false);
