@@ -18,7 +18,7 @@ import trio
 from node.cli.webdemo import page_link
 from node.client.connection import connect_client
 from node.protocol.e2ee import IncomingCall, OutgoingCall
-from node.protocol.e2ee_plaintext import Answer, Offer
+from node.protocol.e2ee_plaintext import Answer, Hangup, Offer
 from node.protocol.e2ee_replay import OfferReplayCache
 from node.protocol.identity import Identity
 from node.protocol.wire.client import Deliver
@@ -199,3 +199,43 @@ def test_an_offer_replayed_after_the_page_reloads_does_not_ring_again(
         v = page.view()
         assert "incoming" not in v["history"], v
         assert any("Replayed" in r for r in v["refused"]), v
+
+
+async def _ring_then_cancel_under(
+    url: str, node_id: bytes, stranger: Identity, friend: Identity, victim: bytes
+) -> None:
+    """The stranger's call rings, then the friend's, then the stranger cancels its own."""
+    async with (
+        connect_client(url, stranger, expected_node_id=node_id) as s,
+        connect_client(url, friend, expected_node_id=node_id) as f,
+    ):
+        calls = []
+        for conn, me in ((s, stranger), (f, friend)):
+            call = os.urandom(16)
+            out = OutgoingCall(identity=me, callee=victim, call=call, random_bytes=os.urandom)
+            await conn.send_envelope(
+                "call_offer", victim, call, out.offer(Offer(sdp=SDP, video=False, ts=int(time.time())))
+            )
+            calls.append((call, out))
+            await trio.sleep(1.0)
+        call, out = calls[0]
+        await s.send_envelope("call_hangup", victim, call, out.early(Hangup(reason="cancelled")))
+        await trio.sleep(1.0)
+
+
+@pytest.mark.timeout(120)
+def test_a_caller_that_gives_up_does_not_hide_another_callers_ringing(
+    tmp_path: Path, web_base: str, federation3: list[NodeProcess]
+) -> None:
+    """Two calls ring; the overlay shows the newest (the friend's). The other caller hanging up its own call must not
+    hide the friend's: before, any ringing call that ended hid the overlay, so a stranger could ring and cancel to
+    make the page's user miss a friend's call that went on ringing unseen until its timeout."""
+    node = federation3[0]
+    me, stranger, friend = Identity.generate(), Identity.generate(), Identity.generate()
+    with chromium(tmp_path, "victim") as page:
+        _victim(page, web_base, node, me, {"friend": friend.id})
+        trio.run(_ring_then_cancel_under, node.url, node.id, stranger, friend, me.id)
+        shown = page.js(
+            "return [document.getElementById('incoming').hidden, document.getElementById('incoming-id').textContent]"
+        )
+        assert shown == [False, friend.id_text], shown

@@ -151,6 +151,7 @@ async function main() {
   phone.on("refused", (r) => view.refused.push(`${r.kind}: ${r.error}`));
   phone.on("call", (call) => bindCall(call, book));
   phone.on("incoming", (call) => {
+    ringingShown = call;
     $("incoming-name").textContent = book.nameOf(call.peerText);
     $("incoming-id").textContent = call.peerText;
     $("incoming-kind").textContent = call.video ? "(video)" : "(audio)";
@@ -283,6 +284,9 @@ function bindPush(session) {
   if (box.checked) void enable().catch((e) => show({ state: "failed", detail: String(e) }));
 }
 
+/** The ringing call the incoming-call overlay shows. @type {import("../lib/call.js").Call | null} */
+let ringingShown = null;
+
 /** @param {import("../lib/call.js").Call} call @param {ContactBook} book */
 function bindCall(call, book) {
   view.call = call;
@@ -300,7 +304,9 @@ function bindCall(call, book) {
     el.dataset.state = call.state;
     el.textContent = call.state === "ended" ? `ended: ${endText(call.reason, call.detail)}` : call.state + (call.detail ? ` — ${call.detail}` : "");
     $("call-view").hidden = call.state === "incoming" || call.state === "idle";
-    if (call.state !== "incoming") $("incoming").hidden = true;
+    // only this call's own overlay: another call that rang after it may be on show (a caller that gives up must not
+    // hide another caller's ringing)
+    if (call.state !== "incoming" && ringingShown === call) $("incoming").hidden = true;
     if (call.state === "ended") {
       clearInterval(timer);
       if (call.reason === "failed") showError(`call failed: ${call.detail}`);
