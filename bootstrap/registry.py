@@ -4,6 +4,8 @@ Rules (docs/bootstrap.md):
 - A registration is signed by the node it registers (checked by `node.protocol.nodelist.open_registration`, 400 if not)
   and names this registry's key in `reg` (400 if it names another: a registration cannot be replayed elsewhere).
 - A banned node gets 403, whatever else is wrong with its document (a ban is checked before `ts`).
+- `ws`, `swim` and `peer` are printable ASCII without spaces (400 if not): they go into the registry's log and
+  the admin's terminal (`homing bootstrap nodes list`).
 - `ts` (unix seconds, the node's clock) must be within `ts_future_max_s` of our clock in the future, else 400
   (a clock that far ahead is a broken node, and retrying with a newer `ts` would not help), and within
   `ts_past_max_s` in the past, and strictly greater than every `ts` accepted before from that node, else 409.
@@ -161,7 +163,7 @@ def decide_registration(
         )
     if existing is not None and existing.banned:
         return Refused(status=403, reason="this node is banned by the registry", refusal=Refusal.UNADMITTED)
-    bad_addr = _check_hostport(reg.swim, "swim") or _check_hostport(reg.peer, "peer")
+    bad_addr = _check_printable(reg.ws, "ws") or _check_hostport(reg.swim, "swim") or _check_hostport(reg.peer, "peer")
     if bad_addr:
         return Refused(status=400, reason=bad_addr, refusal=Refusal.MALFORMED)
     refused = _check_ts(reg.ts, existing, now, policy)
@@ -237,6 +239,14 @@ def decide_leave(
     return Accepted(record=record, status="removed", changes_list=base.live(now))
 
 
+def _check_printable(text: str, field: str) -> str | None:
+    """A stranger's field goes into the registry's log and `homing bootstrap nodes list`: a space let it add
+    "k=v" fields to the log line (even `event=`), a control or bidi character drove the admin's terminal."""
+    if not all("!" <= c <= "~" for c in text):
+        return f"field {field!r} must be printable ASCII without spaces (a host name in its xn-- form)"
+    return None
+
+
 def _check_hostport(text: str, field: str) -> str | None:
     host, sep, port = text.rpartition(":")
     if host.startswith("[") and host.endswith("]"):
@@ -246,7 +256,7 @@ def _check_hostport(text: str, field: str) -> str | None:
         return f"field {field!r} must be HOST:PORT with a port 1..65535"
     if any(c.isspace() or c in "/@?#" for c in host):
         return f"field {field!r} has an invalid host"
-    return None
+    return _check_printable(text, field)
 
 
 def listed_entries(

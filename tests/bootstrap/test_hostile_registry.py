@@ -287,3 +287,36 @@ def test_homing_card_expires_option_and_plain_ws_refusal(tmp_path: Path) -> None
     out = run_homing("card", "--data-dir", str(tmp_path), "--url", "ws://n.example.org/v1/client")
     lines = out.stderr.strip().splitlines()
     assert out.returncode == 2 and len(lines) == 1 and "--allow-plain-ws" in lines[0]
+
+
+def test_addresses_with_spaces_or_control_characters_are_refused(tmp_path: Path) -> None:
+    """A stranger's `ws` went into the registry's log as is (`event=node_pending ... ws=%s`), and the log parses
+    "k=v" messages into fields: a `ws` ending in " event=admin_action action=ban who=root node=X" made the line an
+    `event=admin_action` of root's. Printed raw by `homing bootstrap nodes list`, an ESC in `ws` drove the admin's
+    terminal. `ws`, `swim` and `peer` must now be printable ASCII without spaces (400 naming the field, nothing
+    stored); on the code before, every one of these was stored as a pending node (200)."""
+    registry = init_registry(tmp_path)
+    node = Identity.generate()
+    forged = " event=admin_action action=ban who=root node=X"
+    bad = [
+        ("ws", {"ws": "wss://h.example/c" + forged}),
+        ("ws", {"ws": "wss://h.example/c\x1b[2J\x1b[H"}),
+        ("ws", {"ws": "wss://h.example/c\u202e"}),  # right-to-left override: reorders what the terminal shows
+        ("swim", {"swim": "h\x1b[1m.example:1"}),
+        ("peer", {"peer": "h\u2028.example:2"}),
+    ]
+
+    async def main() -> None:
+        with trio.fail_after(15):
+            async with running_registry(make_config(tmp_path, policy=Policy())) as base, httpx2.AsyncClient() as c:
+                for field, change in bad:
+                    fields = {"ws": "wss://h.example/c", "swim": "h.example:1", "peer": "h.example:2", **change}
+                    doc = build_registration(node, ts=int(time.time()), ttl=180, reg=registry.id, **fields)
+                    status, answer = await post(c, base, encode_document(doc))
+                    assert (status, field in answer.get("reason", "")) == (400, True), (field, status, answer)
+                store = Store.open(tmp_path)
+                assert store.get(node.id) is None
+                store.close()
+                assert (await post(c, base, registration(node)))[0] == 200
+
+    trio.run(main)
