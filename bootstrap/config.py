@@ -57,7 +57,8 @@ class BootstrapConfig:
     # Registrations and leaves per second from one IP (token bucket) and the burst; more get 429.
     write_rate_per_ip_per_s: float = attrs.field(default=2.0, validator=v.gt(0))
     write_burst: int = attrs.field(default=20, validator=v.ge(1))
-    # Known node ids at most (rows in the database); a new id beyond it gets 503.
+    # Known node ids at most (rows in the database); a new id beyond it takes the place of the pending (never
+    # approved) row seen longest ago, and gets 503 only when every row is approved, banned or withheld.
     nodes_max: int = attrs.field(default=10_000, validator=v.ge(1))
     # Seconds between sweeps that delete forgotten rows (removed nodes past the replay window, stale pending).
     prune_interval_s: float = attrs.field(default=600.0, validator=v.gt(0))

@@ -213,14 +213,15 @@ class RegistryService:
         for _ in range(WRITE_RETRIES):
             now = self.clock()
             existing = self.writer.get(reg.id)
-            if existing is None and self.writer.count() >= self.config.nodes_max:
-                return Outcome(http_status=503, reason=f"registry full ({self.config.nodes_max} nodes)")
             old = self.writer.get(reg.rotated_from) if reg.rotated_from is not None else None
             decision = decide_registration(
                 reg, existing, now=now, policy=self.config.policy, registry_key=self.identity.id, rotated_from=old
             )
             if isinstance(decision, Refused):
                 return Outcome(http_status=decision.status, reason=decision.reason, refusal=decision.refusal)
+            # a new id when full takes the place of the stalest stranger's pending row (Store.make_room)
+            if existing is None and not self.writer.make_room(self.config.nodes_max):
+                return Outcome(http_status=503, reason=f"registry full ({self.config.nodes_max} nodes)")
             audit = "key_rotated" if decision.moved else _audit_action(decision, existing)
             if self._put(decision, existing, audit=audit, now=now):
                 if decision.moved and old is not None:

@@ -77,7 +77,7 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE nodes ADD COLUMN peers INTEGER;
     """,
 )
-AUDIT_KEEP_ROWS = 100_000  # the oldest audit rows beyond this are pruned
+AUDIT_KEEP_ROWS = 100_000  # the service's own oldest audit rows beyond this are pruned (admins' are kept)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -293,6 +293,27 @@ class Store:
                 _audit(db, now, "api", audit, record.id)
         return True
 
+    def make_room(self, nodes_max: int) -> bool:
+        """Before a new id's row: True when the table is under `nodes_max` rows, after deleting the pending rows
+        (registered, never approved, not banned or withheld: strangers' nodes) seen longest ago, as many as it
+        takes. False when those are not enough (the rest are approved, banned, withheld or replay floors).
+
+        Without this a stranger filled the table with pending ids (one address at the write rate takes about
+        an hour for 10,000, and they are kept a day) and every new node got 503 until the rows were pruned; an
+        honest pending node re-registers every heartbeat, so it is the stalest row only after `nodes_max` new
+        ids within one heartbeat. The DELETE re-checks the row in its own statement: an admin's `approve` that
+        lands first keeps the row, one that lands after pre-approves the id again."""
+        with self._tx() as db:
+            excess = int(db.execute("SELECT count(*) FROM nodes").fetchone()[0]) - nodes_max + 1
+            if excess <= 0:
+                return True
+            deleted = db.execute(
+                "DELETE FROM nodes WHERE id IN (SELECT id FROM nodes WHERE approved = 0 AND banned = 0"
+                " AND withheld = 0 AND seen IS NOT NULL ORDER BY seen, id LIMIT ?)",
+                (excess,),
+            ).rowcount
+            return int(deleted) >= excess
+
     def set_approved(self, node_id: bytes, now: float, *, who: str) -> None:
         """Approve a node (and lift a ban on it). An id not seen yet is pre-approved."""
         with self._tx() as db:
@@ -390,7 +411,9 @@ class Store:
         """Delete rows that no longer matter: removed nodes whose replay floor is older than any `ts` we would
         accept, pending nodes not seen for `pending_keep_s`, and approved nodes whose lease ended (or that left)
         more than `expired_keep_s` ago (their `ts` floor is long past the replay window; they need approving
-        again). Banned rows are kept. Also trims the audit trail to `AUDIT_KEEP_ROWS`. Returns rows deleted."""
+        again). Banned rows are kept. Also trims the service's own audit rows (`who` "api" and "health") to the newest
+        `AUDIT_KEEP_ROWS`; admins' rows are kept: strangers' registrations write "api" rows, and must not push
+        what admins did out of the trail. Returns rows deleted."""
         with self._tx() as db:
             a = db.execute(
                 "DELETE FROM nodes WHERE seen IS NULL AND approved = 0 AND banned = 0 AND last_ts < ?",
@@ -405,7 +428,11 @@ class Store:
                 " AND max(coalesce(seen + ttl, 0), last_ts, first_seen) < ?",
                 (int(now) - expired_keep_s,),
             ).rowcount
-            db.execute("DELETE FROM audit WHERE rowid <= (SELECT max(rowid) FROM audit) - ?", (AUDIT_KEEP_ROWS,))
+            db.execute(
+                "DELETE FROM audit WHERE who IN ('api', 'health') AND rowid <= (SELECT rowid FROM audit"
+                " WHERE who IN ('api', 'health') ORDER BY rowid DESC LIMIT 1 OFFSET ?)",
+                (AUDIT_KEEP_ROWS,),
+            )
         return int(a) + int(b) + int(c)
 
 

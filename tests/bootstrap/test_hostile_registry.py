@@ -15,8 +15,9 @@ import httpx2
 import pytest
 import trio
 
+from bootstrap.app import run_bootstrap
 from bootstrap.registry import NodeRecord, Policy, build_list
-from bootstrap.store import Store
+from bootstrap.store import AUDIT_KEEP_ROWS, Store
 from node.app.registry import ANSWER_BYTES_MAX, LIST_ANSWER_BYTES_MAX, TsClock, _send, learn_registry_key, make_client
 from node.client.discovery import DiscoveryConfig, discover
 from node.protocol.admission import Admission
@@ -37,6 +38,7 @@ from tests.discovery.servers import serve_registry
 
 NOW = 1_760_000_000
 REG = Identity.from_seed(b"R" * 32)
+PENDING = {"status": "pending", "ttl": 180}
 
 
 # --- 6: field caps, list size cap, pruning, manual by default ----------------------------------------------
@@ -320,3 +322,68 @@ def test_addresses_with_spaces_or_control_characters_are_refused(tmp_path: Path)
                 assert (await post(c, base, registration(node)))[0] == 200
 
     trio.run(main)
+
+
+def test_a_flood_of_pending_strangers_does_not_lock_new_nodes_out(tmp_path: Path) -> None:
+    """With `--approval manual` a stranger's ids are only pending, but each took one of the `nodes_max` rows for a
+    day: one address at the write rate filled 10,000 in about an hour, and every new node then got 503 (also a
+    node key rotation, whose new key is a new id). Now a new id takes the place of the pending row seen longest
+    ago; approved, banned and withheld rows are never given up. On the code before the honest node got 503."""
+    init_registry(tmp_path)
+    admin = Store.open(tmp_path)
+    approved, banned = Identity.generate(), Identity.generate()
+    admin.set_approved(approved.id, NOW, who="root")
+    admin.set_banned(banned.id, NOW, who="root")
+    strangers = [Identity.generate() for _ in range(3)]
+    honest, late = Identity.generate(), Identity.generate()
+    clock = [float(NOW)]
+
+    async def main() -> None:
+        config = make_config(tmp_path, policy=Policy(), nodes_max=5, write_burst=100)
+        with trio.fail_after(15):
+            async with trio.open_nursery() as nursery:
+                port = await nursery.start(
+                    lambda task_status: run_bootstrap(config, wall_clock=lambda: clock[0], task_status=task_status)
+                )
+                base = f"http://127.0.0.1:{port}"
+                async with httpx2.AsyncClient() as c:
+                    for node in strangers:  # seen at NOW+1, NOW+2, NOW+3: the table is full (5 rows)
+                        clock[0] += 1
+                        assert await post(c, base, registration(node, ts=int(clock[0]))) == (200, PENDING)
+                    clock[0] += 1
+                    assert await post(c, base, registration(strangers[0], ts=int(clock[0]))) == (200, PENDING)
+                    clock[0] += 1
+                    assert await post(c, base, registration(honest, ts=int(clock[0]))) == (200, PENDING)
+                    kept = {r.id for r in admin.all_known()}
+                    assert kept == {approved.id, banned.id, strangers[0].id, strangers[2].id, honest.id}
+                    admin.set_approved(strangers[0].id, NOW, who="root")
+                    admin.set_banned(strangers[2].id, NOW, who="root")
+                    admin.set_withheld(honest.id, True, NOW, who="root")
+                    clock[0] += 1  # nothing left to give up: only now is the registry full
+                    status, answer = await post(c, base, registration(late, ts=int(clock[0])))
+                    assert status == 503 and "full" in answer["reason"]
+                nursery.cancel_scope.cancel()
+
+    trio.run(main)
+    admin.close()
+
+
+def test_strangers_audit_rows_do_not_push_out_what_admins_did(tmp_path: Path) -> None:
+    """A new pending id writes an `api` audit row; with pending rows replaced when full (above), one address
+    writes two a second. The trail used to be trimmed to its newest rows whoever wrote them, so a day of that
+    pruned every admin action from it. Now only the service's own rows are trimmed."""
+    init_registry(tmp_path)
+    store = Store.open(tmp_path)
+    store.set_banned(b"b" * 32, NOW, who="root")
+    n = AUDIT_KEEP_ROWS + 50
+    store.db.execute("BEGIN")
+    store.db.executemany(
+        "INSERT INTO audit (at, who, action, node) VALUES (?, 'api', 'pending', ?)",
+        ((NOW + i, i.to_bytes(32, "big")) for i in range(n)),
+    )
+    store.db.execute("COMMIT")
+    store.prune(NOW + n, floor_keep_s=420, pending_keep_s=86_400, expired_keep_s=86_400)
+    rows = store.audit(limit=n + 10)
+    assert [(e.who, e.action) for e in rows if e.who == "root"] == [("root", "ban")]
+    assert [e.at for e in rows if e.who == "api"] == [NOW + i for i in range(50, n)]
+    store.close()
