@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
 
@@ -33,6 +34,7 @@ from node.protocol.nodelist import (
     parse_card,
 )
 from node.protocol.txt import PAYLOAD_MAX_BYTES, encode_txt
+from node.protocol.wire import packb
 from tests.bootstrap.util import init_registry, make_config, post, registration, running_registry
 from tests.discovery.servers import serve_registry
 
@@ -387,3 +389,75 @@ def test_strangers_audit_rows_do_not_push_out_what_admins_did(tmp_path: Path) ->
     assert [(e.who, e.action) for e in rows if e.who == "root"] == [("root", "ban")]
     assert [e.at for e in rows if e.who == "api"] == [NOW + i for i in range(50, n)]
     store.close()
+
+
+async def _lying_registry(nursery: trio.Nursery, status: str, reason: str) -> str:
+    """A registry that serves a valid signed list (so the node learns its key) and answers the first registration
+    200 with `status`, every later one 400 with `reason`."""
+    list_doc = encode_document(build_node_list(REG, [], issued=int(time.time()), expires=int(time.time()) + 3600))
+    posts = [0]
+
+    async def handle(stream: trio.SocketStream) -> None:
+        data = b""
+        while b"\r\n\r\n" not in data and len(data) < 65536:
+            data += await stream.receive_some(65536) or b"\r\n\r\n"
+        head, _, body = data.partition(b"\r\n\r\n")
+        length = next((int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                       if line.lower().startswith(b"content-length:")), 0)  # fmt: skip
+        while len(body) < length:
+            body += await stream.receive_some(65536) or b"x" * length
+        if head.startswith(b"GET"):
+            code, answer = b"200 OK", list_doc
+        else:
+            posts[0] += 1
+            code, answer = (b"200 OK", packb({"status": status, "ttl": 180})) if posts[0] == 1 else (
+                b"400 Bad Request", packb({"error": "bad_request", "reason": reason}))  # fmt: skip
+        await stream.send_all(b"HTTP/1.1 " + code + b"\r\ncontent-type: application/msgpack\r\ncontent-length: "
+                              + str(len(answer)).encode() + b"\r\nconnection: close\r\n\r\n" + answer)  # fmt: skip
+        await stream.aclose()
+
+    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    nursery.start_soon(trio.serve_listeners, handle, listeners)
+    return f"http://127.0.0.1:{listeners[0].socket.getsockname()[1]}"
+
+
+def test_a_registrys_answer_cannot_forge_lines_in_the_nodes_log(caplog: pytest.LogCaptureFixture) -> None:
+    """The node logged a registry's `status` with %s and its `reason` with %r into "event=..." messages, which the
+    log reads back as k=v fields: a hostile registry (or anyone between it and a node on http://) answering
+    `approved event=node_key_rotated ...` or a reason holding " event=admin_action who=root" rewrote the node's
+    log line into that event. On the code before both lines came out as the forged events."""
+    from node.app.log import StructuredFormatter
+    from node.app.registry import register_forever
+
+    caplog.set_level(logging.INFO, logger="homing.registry_client")
+    node = Identity.generate()
+    results: list[object] = []
+
+    async def main() -> None:
+        with trio.fail_after(15):
+            async with trio.open_nursery() as nursery:
+                base = await _lying_registry(nursery, "approved event=node_key_rotated old=X",
+                                             "no event=admin_action action=ban who=root")  # fmt: skip
+                await nursery.start(
+                    lambda task_status: register_forever(
+                        node,
+                        [base],
+                        ws="wss://h/c",
+                        swim="h:1",
+                        peer="h:2",
+                        ttl_s=3,
+                        heartbeat_s=0.2,
+                        on_result=results.append,
+                        task_status=task_status,
+                    )
+                )
+                while len(results) < 2:
+                    await trio.sleep(0.05)
+                nursery.cancel_scope.cancel()
+
+    trio.run(main)
+    formatter = StructuredFormatter()
+    lines = [formatter.format(r) for r in caplog.records if r.name == "homing.registry_client"]
+    events = [line.split(" event=")[1].split(" ")[0] for line in lines]
+    assert "registered" in events and "registration_refused" in events, lines
+    assert not {"admin_action", "node_key_rotated"} & set(events), lines
