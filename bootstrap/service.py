@@ -6,7 +6,8 @@
   connection, so an fsync never blocks the event loop. The HTTP 200 is sent only after the commit.
 - The signed list is cached and re-signed when the change counter moves (a registration that changes the
   list, or any admin action from `homing bootstrap nodes ...` in another process), when the first listed lease
-  runs out, or when half the list's lifetime has passed.
+  runs out, or when half the list's lifetime has passed; but while its `issued` is `ISSUED_LEAD_MAX_S` ahead of
+  the clock (re-signed many times a second), a change waits for the next second.
 - Key rotation (`homing bootstrap rotate-key`, docs/bootstrap.md "Rotating the registry key") replaces
   `registry.key`, appends a statement to `key-rotations.msgpack` and bumps the change counter: the service then
   re-reads both, signs with the new key, serves the statements as `rot` next to the list (and at GET
@@ -41,6 +42,11 @@ from node.protocol.rotation import GRACE_S, pack_chain, unpack_chain
 log = logging.getLogger("homing.bootstrap")
 
 WRITE_RETRIES = 3
+# How far ahead of the clock a list's `issued` may run. Every list is issued after the one before (readers keep the
+# newest per registry), so re-signing more than once a second runs ahead; uncapped, a node changing its address in
+# every registration pushed `issued` past the readers' clock skew allowance (300 s) and every reader refused the
+# list. When the lead is used up, a changed list is re-signed at most once a second.
+ISSUED_LEAD_MAX_S = 30
 
 
 @attrs.frozen(kw_only=True, slots=True)
@@ -156,6 +162,8 @@ class RegistryService:
             self._generation_seen = generation
             self._log_admin_actions()
             self._reload_key()
+        if cache is not None and now < cache.valid_until and self._last_issued >= int(now) + ISSUED_LEAD_MAX_S:
+            return cache  # the change is signed within a second, when the clock has caught up
         doc, valid_until = build_list(
             self.identity,
             self.reader.listable(now),

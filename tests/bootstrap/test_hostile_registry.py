@@ -18,24 +18,26 @@ import trio
 
 from bootstrap.app import run_bootstrap
 from bootstrap.registry import NodeRecord, Policy, build_list
+from bootstrap.service import ISSUED_LEAD_MAX_S
 from bootstrap.store import AUDIT_KEEP_ROWS, Store
 from node.app.registry import ANSWER_BYTES_MAX, LIST_ANSWER_BYTES_MAX, TsClock, _send, learn_registry_key, make_client
 from node.client.discovery import DiscoveryConfig, discover
 from node.protocol.admission import Admission
 from node.protocol.errors import Expired, RemoteProtocolError
-from node.protocol.identity import SIGNED_DOC_MAX_BYTES, Identity, encode_document
+from node.protocol.identity import SIGNED_DOC_MAX_BYTES, Identity, decode_document, encode_document
 from node.protocol.nodelist import (
     LIST_BYTES_MAX,
     NodeEntry,
     build_node_list,
     build_registration,
     make_card,
+    open_node_list,
     open_registration,
     parse_card,
 )
 from node.protocol.txt import PAYLOAD_MAX_BYTES, encode_txt
 from node.protocol.wire import packb
-from tests.bootstrap.util import init_registry, make_config, post, registration, running_registry
+from tests.bootstrap.util import evolve_http, init_registry, make_config, post, registration, running_registry
 from tests.discovery.servers import serve_registry
 
 NOW = 1_760_000_000
@@ -72,8 +74,6 @@ def test_a_flood_of_maximum_length_nodes_keeps_the_list_readable_and_the_oldest_
     size = len(encode_document(doc))
     assert size <= LIST_BYTES_MAX < SIGNED_DOC_MAX_BYTES and LIST_BYTES_MAX + 6 <= PAYLOAD_MAX_BYTES
     assert encode_txt(doc)  # fits the DNS TXT ceiling (raised LocalProtocolError before the fix)
-    from node.protocol.nodelist import open_node_list
-
     listed = {n.id for n in open_node_list(doc, {REG.id}, now=NOW).nodes}
     oldest_first = [r.id for r in sorted(records, key=lambda r: r.first_seen)]
     assert listed == set(oldest_first[: len(listed)]) and 10 < len(listed) < 300
@@ -461,3 +461,47 @@ def test_a_registrys_answer_cannot_forge_lines_in_the_nodes_log(caplog: pytest.L
     events = [line.split(" event=")[1].split(" ")[0] for line in lines]
     assert "registered" in events and "registration_refused" in events, lines
     assert not {"admin_action", "node_key_rotated"} & set(events), lines
+
+
+def test_an_approved_node_cannot_push_the_lists_issued_into_the_future(tmp_path: Path) -> None:
+    """Every list the registry signs is issued after the one before, even within one second (readers keep the newest
+    per registry), so `issued` ran one second ahead of the clock per extra re-signing in a second. An approved
+    node that changes its `ws` in every registration (each change re-signs the list on the next GET) pushed it
+    ahead by a second a second from one address, faster from more; past 300 s every reader refused the list as
+    issued in the future, for as long as the registry ran. The lead is now capped: when it is used up the list is
+    re-signed at most once a second. Here the clock stands still: on the code before, the lead grew by one second
+    a registration (the check failed at 32 s; past 300 s `open_node_list` refuses the list)."""
+    registry = init_registry(tmp_path)
+    admin = Store.open(tmp_path)
+    node = Identity.generate()
+    admin.set_approved(node.id, NOW, who="root")
+    clock = [float(int(time.time()))]
+    t0 = int(clock[0])
+
+    async def main() -> None:
+        config = evolve_http(make_config(tmp_path, policy=Policy(), write_burst=1000),
+                             rate_per_ip_per_s=1000.0, rate_per_ip_burst=1000)  # fmt: skip
+        with trio.fail_after(60):
+            async with trio.open_nursery() as nursery:
+                port = await nursery.start(
+                    lambda task_status: run_bootstrap(config, wall_clock=lambda: clock[0], task_status=task_status)
+                )
+                base = f"http://127.0.0.1:{port}"
+                async with httpx2.AsyncClient() as c:
+
+                    async def read() -> tuple[int, set[str]]:
+                        resp = await c.get(f"{base}/v1/nodes")
+                        opened = open_node_list(decode_document(resp.content), {registry.id}, now=clock[0])
+                        return opened.issued, {n.ws for n in opened.nodes}
+
+                    for i in range(320):
+                        body = registration(node, ts=t0 - 290 + i, port=7400 + 10 * (i % 2))
+                        assert (await post(c, base, body))[0] == 200
+                        issued, _ = await read()
+                        assert issued <= t0 + ISSUED_LEAD_MAX_S + 1
+                    clock[0] += 1  # a second later the last change is listed
+                    assert (await read())[1] == {"ws://127.0.0.1:7410/v1/client"}
+                nursery.cancel_scope.cancel()
+
+    trio.run(main)
+    admin.close()
