@@ -14,6 +14,8 @@ Rules (docs/bootstrap.md):
   not banned, and its lease runs. With approval `auto` a new node is approved at once; with `manual` it waits
   as `pending` until an admin approves it (`manual` is the default). Approval survives a leave and lease expiry
   until the row is pruned (`expired_keep_s` after its lease ended, see store.prune); only `remove` forgets it sooner.
+  An approval that moved to a key by a rotation statement does not move on for `rotation_hold_s` (so the key
+  `nodes list` shows is the one an admin's ban reaches).
 - The signed list is at most `LIST_BYTES_MAX` bytes. When the listed nodes do not fit, the ones known longest
   (`first_seen`, then id) are listed: a flood of new registrations cannot push established nodes out.
 - Live bridges (approved, not banned, lease running, healthy; withheld from distribution or not) appear in the list
@@ -51,6 +53,9 @@ class Policy:
     # Lease bounds: shorter leases make the registry churn; longer ones list dead nodes for longer.
     ttl_min_s: int = 30
     ttl_max_s: int = 3600
+    # Seconds an approval that moved to a key by a rotation statement stays with that key before another rotation
+    # may move it on: without it a hostile node rotating on every registration was never where a ban landed.
+    rotation_hold_s: int = 86_400
 
 
 @attrs.frozen(kw_only=True, slots=True)
@@ -72,6 +77,7 @@ class NodeRecord:
     card_exp: int = 0
     passed: int | None = None  # unix time of the last passed health check
     fails: int = 0  # failed health checks in a row
+    moved_at: int = 0  # unix time its approval moved here from a rotated-away key (0: never)
 
     def lease_end(self) -> int | None:
         return None if self.seen is None else self.seen + self.ttl
@@ -175,7 +181,12 @@ def decide_registration(
     approved = existing.approved if existing is not None else policy.approval == "auto"
     if existing is not None and not existing.approved and policy.approval == "auto":
         approved = True
-    moved = not approved and rotated_from is not None and rotated_from.approved
+    moved = (
+        not approved
+        and rotated_from is not None
+        and rotated_from.approved
+        and (rotated_from.moved_at == 0 or now >= rotated_from.moved_at + policy.rotation_hold_s)
+    )
     approved = approved or moved
     record = NodeRecord(
         id=reg.id,
@@ -195,6 +206,7 @@ def decide_registration(
         card_exp=reg.card_exp,
         passed=existing.passed if existing is not None else None,
         fails=existing.fails if existing is not None else 0,
+        moved_at=int(now) if moved else (existing.moved_at if existing is not None else 0),
     )
     same_addresses = existing is not None and (existing.ws, existing.swim, existing.peer) == (
         reg.ws,

@@ -76,6 +76,10 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE nodes ADD COLUMN peers INTEGER;
     """,
+    # 4 -> 5: when a node's approval moved to it from a rotated-away key (registry.Policy.rotation_hold_s).
+    """
+    ALTER TABLE nodes ADD COLUMN moved_at INTEGER NOT NULL DEFAULT 0;
+    """,
 )
 AUDIT_KEEP_ROWS = 100_000  # the service's own oldest audit rows beyond this are pruned (admins' are kept)
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -91,13 +95,13 @@ class AuditEntry:
 
 _COLUMNS = (
     "id, ws, swim, peer, ttl, last_ts, seen, approved, banned, first_seen, bridge, withheld, card, card_exp, passed,"
-    " fails, peers"
+    " fails, peers, moved_at"
 )
 
 
 def _row_to_record(row: Any) -> NodeRecord:
     node_id, ws, swim, peer, ttl, last_ts, seen, approved, banned, first_seen = row[:10]
-    bridge, withheld, card, card_exp, passed, fails, peers = row[10:]
+    bridge, withheld, card, card_exp, passed, fails, peers, moved_at = row[10:]
     return NodeRecord(
         bridge=bool(bridge),
         withheld=bool(withheld),
@@ -116,6 +120,7 @@ def _row_to_record(row: Any) -> NodeRecord:
         banned=bool(banned),
         first_seen=int(first_seen),
         peers=None if peers is None else int(peers),
+        moved_at=int(moved_at),
     )
 
 
@@ -262,11 +267,12 @@ class Store:
                 return False
             # health (passed, fails) and an admin's withholding are the registry's own: a registration keeps them
             db.execute(
-                f"INSERT INTO nodes ({_COLUMNS}) VALUES ({', '.join('?' * 17)}) ON CONFLICT (id) DO UPDATE SET"
+                f"INSERT INTO nodes ({_COLUMNS}) VALUES ({', '.join('?' * 18)}) ON CONFLICT (id) DO UPDATE SET"
                 " ws = excluded.ws, swim = excluded.swim, peer = excluded.peer, ttl = excluded.ttl,"
                 " last_ts = excluded.last_ts, seen = excluded.seen, approved = excluded.approved,"
                 " banned = excluded.banned, first_seen = excluded.first_seen, bridge = excluded.bridge,"
-                " card = excluded.card, card_exp = excluded.card_exp, peers = excluded.peers",
+                " card = excluded.card, card_exp = excluded.card_exp, peers = excluded.peers,"
+                " moved_at = excluded.moved_at",
                 (
                     record.id,
                     record.ws,
@@ -285,6 +291,7 @@ class Store:
                     record.passed,
                     record.fails,
                     record.peers,
+                    record.moved_at,
                 ),
             )
             if bump:

@@ -35,6 +35,7 @@ from node.protocol.nodelist import (
     open_registration,
     parse_card,
 )
+from node.protocol.rotation import build_rotation, encode_rotation
 from node.protocol.txt import PAYLOAD_MAX_BYTES, encode_txt
 from node.protocol.wire import packb
 from tests.bootstrap.util import evolve_http, init_registry, make_config, post, registration, running_registry
@@ -502,6 +503,41 @@ def test_an_approved_node_cannot_push_the_lists_issued_into_the_future(tmp_path:
                     clock[0] += 1  # a second later the last change is listed
                     assert (await read())[1] == {"ws://127.0.0.1:7410/v1/client"}
                 nursery.cancel_scope.cancel()
+
+    trio.run(main)
+    admin.close()
+
+
+def test_a_node_cannot_outrun_a_ban_by_rotating_its_key_again_and_again(tmp_path: Path) -> None:
+    """A rotation statement moves a node's approval to its new key (docs/bootstrap.md "Rotating a node key"), and the
+    new key could pass it on at once. A hostile approved node rotating on every registration (two a second from one
+    address) was never where a ban landed: the admin bans the key `nodes list` shows, which has already handed its
+    approval on, and the chain goes on. Now an approval that moved cannot move again for ROTATION_HOLD_S, so the
+    key `nodes list` shows is the one the node has to keep using. On the code before K3 was approved at once, and
+    still listed after the admin banned K2."""
+    registry = init_registry(tmp_path)
+    admin = Store.open(tmp_path)
+    k1, k2, k3 = Identity.generate(), Identity.generate(), Identity.generate()
+    admin.set_approved(k1.id, NOW, who="root")
+
+    def rotated(old: Identity, new: Identity, ts: int) -> bytes:
+        rot = encode_rotation(build_rotation(old, new, issued=ts))
+        doc = build_registration(new, ws="ws://127.0.0.1:7400/v1/client", swim="127.0.0.1:7401",
+                                 peer="127.0.0.1:7402", ts=ts, ttl=180, reg=registry.id, rot=rot)  # fmt: skip
+        return encode_document(doc)
+
+    async def main() -> None:
+        with trio.fail_after(15):
+            async with running_registry(make_config(tmp_path, policy=Policy())) as base, httpx2.AsyncClient() as c:
+                now = int(time.time())
+                assert (await post(c, base, rotated(k1, k2, now)))[1]["status"] == "approved"
+                status, answer = await post(c, base, rotated(k2, k3, now + 1))  # at once: held
+                assert (status, answer.get("status")) == (200, "pending")
+                admin.set_banned(k2.id, time.time(), who="root")  # the key the admin saw listed
+                assert (await post(c, base, rotated(k2, k3, now + 2)))[0] == 403
+                resp = await c.get(f"{base}/v1/nodes")
+                listed = open_node_list(decode_document(resp.content), {registry.id}, now=time.time()).nodes
+                assert {n.id for n in listed} == set()
 
     trio.run(main)
     admin.close()
