@@ -231,10 +231,10 @@ class RegistryService:
             if existing is None and not self.writer.make_room(self.config.nodes_max):
                 return Outcome(http_status=503, reason=f"registry full ({self.config.nodes_max} nodes)")
             audit = "key_rotated" if decision.moved else _audit_action(decision, existing)
-            if self._put(decision, existing, audit=audit, now=now):
-                if decision.moved and old is not None:
-                    self.writer.retire(old.id, now, successor=reg.id)
-                    log.info("event=node_key_rotated old=%s new=%s", short_id(old.id), short_id(reg.id))
+            retire = old if decision.moved else None
+            if self._put(decision, existing, audit=audit, now=now, retire=retire):
+                if retire is not None:
+                    log.info("event=node_key_rotated old=%s new=%s", short_id(retire.id), short_id(reg.id))
                 self._log_registration(decision, existing, audit)
                 return Outcome(http_status=200, status=decision.status, ttl=decision.record.ttl)
         return Outcome(http_status=503, reason="registry busy, retry")
@@ -250,8 +250,13 @@ class RegistryService:
                 return Outcome(http_status=200, status=decision.status)
         return Outcome(http_status=503, reason="registry busy, retry")
 
-    def _put(self, decision: Accepted, existing: NodeRecord | None, *, audit: str = "", now: float = 0.0) -> bool:
-        return self.writer.put(decision.record, bump=decision.changes_list, expect=existing, audit=audit, now=now)
+    def _put(
+        self, decision: Accepted, existing: NodeRecord | None, *, audit: str = "", now: float = 0.0,
+        retire: NodeRecord | None = None,
+    ) -> bool:  # fmt: skip
+        return self.writer.put(
+            decision.record, bump=decision.changes_list, expect=existing, audit=audit, now=now, retire=retire
+        )
 
     @staticmethod
     def _log_registration(decision: Accepted, existing: NodeRecord | None, audit: str) -> None:

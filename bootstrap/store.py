@@ -247,8 +247,9 @@ class Store:
     # --- writes -----------------------------------------------------------------------------------------
 
     def put(
-        self, record: NodeRecord, *, bump: bool, expect: NodeRecord | None, audit: str = "", now: float = 0.0
-    ) -> bool:
+        self, record: NodeRecord, *, bump: bool, expect: NodeRecord | None, audit: str = "", now: float = 0.0,
+        retire: NodeRecord | None = None,
+    ) -> bool:  # fmt: skip
         """Write `record` if the stored row is still `expect`, the row the caller decided on (None: no row yet), in
         every field a registration writes back and someone else may change meanwhile: its replay floor (another
         registration), and `seen`, `approved`, `banned` (an admin's `approve`, `ban`, `remove`, a key rotation's
@@ -258,12 +259,15 @@ class Store:
         Returns False when another writer got there first (the caller decides again on fresh state). Checking the
         floor alone let a registration read before an admin's `approve` or `ban` and written after it put the old
         `approved`/`banned` back: the admin's action was lost without a word.
+
+        `retire`: the row of the key a rotation statement replaces, as the caller read it; in the same transaction,
+        and only if it is unchanged too (a `ban` of it that lands meanwhile makes the caller decide again, 403),
+        it is unlisted and loses its approval (it moved to `record`), audited `key_retired`.
         """
         with self._tx() as db:
-            row = db.execute("SELECT last_ts, seen, approved, banned FROM nodes WHERE id = ?", (record.id,)).fetchone()
-            current = None if row is None else (int(row[0]), _int_or_none(row[1]), bool(row[2]), bool(row[3]))
-            expected = None if expect is None else (expect.last_ts, expect.seen, expect.approved, expect.banned)
-            if current != expected:
+            if _state(db, record.id) != _expected(expect):
+                return False
+            if retire is not None and _state(db, retire.id) != _expected(retire):
                 return False
             # health (passed, fails) and an admin's withholding are the registry's own: a registration keeps them
             db.execute(
@@ -298,6 +302,10 @@ class Store:
                 db.execute("UPDATE meta SET value = value + 1 WHERE key = 'generation'")
             if audit:
                 _audit(db, now, "api", audit, record.id)
+            if retire is not None:
+                db.execute("UPDATE nodes SET seen = NULL, approved = 0 WHERE id = ?", (retire.id,))
+                _audit(db, now, "api", "key_retired", retire.id)
+                db.execute("UPDATE meta SET value = value + 1 WHERE key = 'generation'")
         return True
 
     def make_room(self, nodes_max: int) -> bool:
@@ -337,14 +345,6 @@ class Store:
         counter, so the running service re-reads its key and statements on its next request."""
         with self._tx() as db:
             _audit(db, now, who, action, subject)
-            db.execute("UPDATE meta SET value = value + 1 WHERE key = 'generation'")
-
-    def retire(self, node_id: bytes, now: float, *, successor: bytes) -> None:
-        """A node key replaced by `successor` (a rotation): unlisted, its approval gone (it moved), its replay floor
-        kept; audited as `key_retired` by "api"."""
-        with self._tx() as db:
-            db.execute("UPDATE nodes SET seen = NULL, approved = 0 WHERE id = ?", (node_id,))
-            _audit(db, now, "api", "key_retired", node_id)
             db.execute("UPDATE meta SET value = value + 1 WHERE key = 'generation'")
 
     def set_banned(self, node_id: bytes, now: float, *, who: str) -> None:
@@ -445,6 +445,19 @@ class Store:
 
 def _audit(db: sqlite3.Connection, now: float, who: str, action: str, node_id: bytes) -> None:
     db.execute("INSERT INTO audit (at, who, action, node) VALUES (?, ?, ?, ?)", (int(now), who[:64], action, node_id))
+
+
+_State = tuple[int, int | None, bool, bool] | None
+
+
+def _state(db: sqlite3.Connection, node_id: bytes) -> _State:
+    """What a registration writes back and others may change meanwhile: replay floor, `seen`, approved, banned."""
+    row = db.execute("SELECT last_ts, seen, approved, banned FROM nodes WHERE id = ?", (node_id,)).fetchone()
+    return None if row is None else (int(row[0]), _int_or_none(row[1]), bool(row[2]), bool(row[3]))
+
+
+def _expected(record: NodeRecord | None) -> _State:
+    return None if record is None else (record.last_ts, record.seen, record.approved, record.banned)
 
 
 def _int_or_none(value: Any) -> int | None:

@@ -109,3 +109,31 @@ def test_an_admin_action_between_a_registrations_read_and_write_is_not_undone(tm
     assert registry.get(A.id) == after_admin
     fresh = registry.get(A.id)
     assert fresh is not None and registry.put(attrs.evolve(fresh, last_ts=fresh.last_ts + 1), bump=False, expect=fresh)
+
+
+def test_a_ban_of_the_old_key_between_a_rotations_read_and_write_is_not_undone(tmp_path: Path) -> None:
+    """A registration with a rotation statement reads the old key's row, moves its approval to the new key and
+    retires the old one. The write checked only the new key's row, and retired the old key in a transaction of its
+    own: an admin's `ban` of the old key that landed in between left the new key approved (a ban that "stays with
+    the new key" did not). Now the old row is checked and retired in the same transaction; on the code before the
+    write went through and the new key was approved under a banned old key."""
+    registry = Store.open(tmp_path, create=True)
+    admin = Store.open(tmp_path)
+    new_id = b"n" * 32
+    assert registry.put(A, bump=True, expect=None)
+    old = registry.get(A.id)  # the rotation's read of the old key
+    assert old is not None and old.approved
+    admin.set_banned(A.id, NOW, who="root")
+    moved = NodeRecord(id=new_id, ws="ws://n/v1/client", swim="n:1", peer="n:2", ttl=100, last_ts=NOW + 1,
+                       seen=NOW + 1, approved=True, first_seen=NOW + 1, moved_at=NOW + 1)  # fmt: skip
+    assert not registry.put(moved, bump=True, expect=None, audit="key_rotated", now=NOW + 1, retire=old)
+    assert registry.get(new_id) is None
+    got = registry.get(A.id)
+    assert got is not None and got.banned
+    # unchanged, the old key is retired with the move, in one transaction
+    admin.set_approved(A.id, NOW, who="root")
+    fresh = registry.get(A.id)
+    assert registry.put(moved, bump=True, expect=None, audit="key_rotated", now=NOW + 1, retire=fresh)
+    retired = registry.get(A.id)
+    assert retired is not None and not retired.approved and retired.seen is None
+    assert [e.action for e in registry.audit()][-2:] == ["key_rotated", "key_retired"]
