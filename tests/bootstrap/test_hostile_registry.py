@@ -513,8 +513,8 @@ def test_a_node_cannot_outrun_a_ban_by_rotating_its_key_again_and_again(tmp_path
     new key could pass it on at once. A hostile approved node rotating on every registration (two a second from one
     address) was never where a ban landed: the admin bans the key `nodes list` shows, which has already handed its
     approval on, and the chain goes on. Now an approval that moved cannot move again for ROTATION_HOLD_S, so the
-    key `nodes list` shows is the one the node has to keep using. On the code before K3 was approved at once, and
-    still listed after the admin banned K2."""
+    key `nodes list` shows is the one the node has to keep using. On the code before K3 was approved at once (the
+    first check failed)."""
     registry = init_registry(tmp_path)
     admin = Store.open(tmp_path)
     k1, k2, k3 = Identity.generate(), Identity.generate(), Identity.generate()
