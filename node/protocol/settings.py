@@ -341,6 +341,11 @@ class PushSection:
     # keys that sign claims naming it, so without a share one member filled `subscriptions_max` and every owner then
     # refused honest clients' subscriptions (their phones were never woken).
     subscriptions_per_home_max: int = attrs.field(default=25_000, validator=v.ge(1))
+    # Subscriptions this node holds, as the home node, for clients connected from one address (IPv4 address, IPv6 /64):
+    # client keys cost nothing, so without a share one address registering a fresh key on each of its handshakes
+    # filled `subscriptions_max` in hours and the node refused its other clients' subscriptions for the 7 days of
+    # the TTL. A carrier NAT that puts many of one node's phones behind one address needs this raised.
+    subscriptions_per_address_max: int = attrs.field(default=1_000, validator=v.ge(1))
     # Pushes one callee id may receive per minute (a caller cannot make a phone ring all day).
     per_callee_per_minute_max: int = attrs.field(default=6, validator=v.ge(1))
     # Seconds the k-th rendezvous owner waits for the earlier owners to claim a push before it sends it itself.

@@ -12,10 +12,11 @@ from __future__ import annotations
 import tracemalloc
 from pathlib import Path
 
+import pytest
 import trio
 
 from node.app.service import run_node
-from node.client.connection import connect_client
+from node.client.connection import ClientError, connect_client
 from node.protocol.identity import Identity
 from tests.integration.cluster import loopback_config, url
 from tests.push.webpush_check import UserAgent
@@ -59,6 +60,42 @@ def test_registering_one_subscription_again_and_again_holds_one_subscription(tmp
                 assert after - before <= GROWTH_BYTES_MAX, (
                     f"{after - before} bytes more held after {REGISTRATIONS} registrations of one subscription"
                 )
+            node.request_shutdown()
+
+    trio.run(main)
+
+
+def test_one_address_gets_a_bounded_share_of_the_homes_subscription_table(tmp_path: Path) -> None:
+    """Client keys cost nothing: one address opening a handshake with a fresh key and registering once each time
+    took one place of the home's table per key, for the 7 days of the TTL, until `subscriptions_max` was reached and
+    every other client of the node was refused (issue found by this project's audit, 2026-12-04). Now one address
+    (/32, /64) holds at most `subscriptions_per_address_max` of it: its next new key is refused `rate_limited`, a
+    key it holds still re-registers, and another address still registers. On the code before, the fourth key of
+    127.0.0.1 was taken."""
+
+    async def main() -> None:
+        with trio.fail_after(60):
+            await scenario()
+
+    async def scenario() -> None:
+        share = 3
+        cfg = loopback_config(tmp_path / "n0", push={"subscriptions_per_address_max": share})
+        ua = UserAgent("https://push.example.com/wake/abc")
+        keys = [Identity.generate() for _ in range(share + 1)]
+        async with trio.open_nursery() as nursery:
+            node = await nursery.start(run_node, cfg, Identity.generate())
+            for key in keys[:share]:
+                async with connect_client(url(node), key, local_address="127.0.0.1") as c:
+                    await c.push_register(ua.endpoint, ua.p256dh, ua.auth)
+            async with connect_client(url(node), keys[share], local_address="127.0.0.1") as c:
+                with pytest.raises(ClientError, match="rate_limited"):
+                    await c.push_register(ua.endpoint, ua.p256dh, ua.auth)
+            async with connect_client(url(node), keys[0], local_address="127.0.0.1") as c:
+                await c.push_register(ua.endpoint, ua.p256dh, ua.auth)  # a key it holds: re-registered
+            async with connect_client(url(node), keys[share], local_address="127.0.0.2") as c:
+                await c.push_register(ua.endpoint, ua.p256dh, ua.auth)  # another address: its own share
+            now = trio.current_time()
+            assert all(node.relay.core.push.homed.get(k.id, now) is not None for k in keys)
             node.request_shutdown()
 
     trio.run(main)

@@ -339,9 +339,10 @@ class RelayCore:
 
     # ------------------------------------------------------------------ push wake-up (node/protocol/relay/push.py)
     def push_register(self, conn_id: int, sub: Subscription, now: float) -> bool:
-        """A local client's push_register; False when it is not online or the table is full."""
+        """A local client's push_register; False when it is not online, or the table or its address's share of it
+        is full."""
         conn = self.home.conns.get(conn_id)
-        ok = conn is not None and self.push.register(conn.claim, sub, now)
+        ok = conn is not None and self.push.register(conn.claim, sub, now, conn.addr)
         self._pump(now)
         return ok
 

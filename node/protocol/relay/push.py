@@ -15,7 +15,9 @@ Rules
    for hand-offs and repeated puts (one eid is considered once); at most `per_callee_per_minute_max` per id.
 4. Every table is bounded (`subscriptions_max`, per-eid state by the mailbox bounds) and every entry expires. As an
    owner, one home's clients hold at most `subscriptions_per_home_max` of it: a member mints client keys at will,
-   each signing a claim naming it, and alone it filled the table, so that honest subscriptions were refused.
+   each signing a claim naming it, and alone it filled the table, so that honest subscriptions were refused. As a
+   home, the clients of one address (/32, /64) hold at most `subscriptions_per_address_max` of it: a stranger mints
+   keys too, and one address registering a fresh key per handshake filled it in hours, for the 7 days of the TTL.
 5. Authority (docs/protocol.md, "Relay authority"): a PUSH_SUB carries the client's home claim naming the node it
    registered at, valid for `claim_age_max_s` + `subscription_ttl_s` (a subscription outlives its connection) and
    checked within the sender's check budget. From that node it is taken (and replaces what is held); from a node
@@ -32,7 +34,7 @@ from __future__ import annotations
 import enum
 import heapq
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 
 import attrs
 
@@ -86,29 +88,32 @@ Emit = Callable[[SendPush | PushDropped], None]
 
 
 class SubTable:
-    """client id -> subscription with its expiry, bounded in total and per home node (the claim's); a full table,
-    or a home over its share, refuses new ids (never evicts).
+    """client id -> subscription with its expiry, bounded in total and per share (the claim's home node at an owner,
+    the registering connection's address at the home); a full table, or a share over its bound, refuses new ids
+    (never evicts).
 
     Expiries are one `DeadlineHeap` entry per id: a client re-registers on every connect, and a bare heap kept an
     entry per registration until the TTL (7 days) passed, so one connection registering in a loop grew the node
     by ~90 bytes a registration at home and at each owner (tests/push/test_push_limits.py)."""
 
-    def __init__(self, *, size_max: int, per_home_max: int | None = None) -> None:
+    def __init__(self, *, size_max: int, per_share_max: int | None = None) -> None:
         self._max = size_max
-        self._per_home_max = size_max if per_home_max is None else per_home_max
+        self._per_share_max = size_max if per_share_max is None else per_share_max
         self._t: dict[bytes, _Held] = {}
-        self._per_home: Counter[bytes] = Counter()
+        self._share_of: dict[bytes, Hashable] = {}
+        self._per_share: Counter[Hashable] = Counter()
         self._due: DeadlineHeap[bytes] = DeadlineHeap()
 
-    def count_home(self, home: bytes) -> int:
-        return self._per_home[home]
+    def count_share(self, share: Hashable) -> int:
+        return self._per_share[share]
 
     def _remove(self, client: bytes) -> None:
         self._due.discard(client)
-        home = self._t.pop(client).claim.home
-        self._per_home[home] -= 1
-        if not self._per_home[home]:
-            del self._per_home[home]
+        del self._t[client]
+        share = self._share_of.pop(client)
+        self._per_share[share] -= 1
+        if not self._per_share[share]:
+            del self._per_share[share]
 
     def __len__(self) -> int:
         return len(self._t)
@@ -117,16 +122,17 @@ class SubTable:
         held = self._t.get(client)
         return held if held is not None and held.expires > now else None
 
-    def put(self, client: bytes, sub: Subscription, expires: float, claim: HomeClaim) -> bool:
+    def put(self, client: bytes, sub: Subscription, expires: float, claim: HomeClaim, share: Hashable) -> bool:
         old = self._t.get(client)
         if old is None and len(self._t) >= self._max:
             return False
-        if (old is None or old.claim.home != claim.home) and self._per_home[claim.home] >= self._per_home_max:
+        if self._share_of.get(client) != share and self._per_share[share] >= self._per_share_max:
             return False
         if old is not None:
             self._remove(client)
         self._t[client] = _Held(sub=sub, expires=expires, claim=claim)
-        self._per_home[claim.home] += 1
+        self._share_of[client] = share
+        self._per_share[share] += 1
         self._due.push(client, expires)
         return True
 
@@ -186,9 +192,11 @@ class PushRole:
         self._send = send
         self._emit = emit
         self.held = SubTable(  # as a rendezvous owner: each home gets its share (rule 4)
-            size_max=config.subscriptions_max, per_home_max=config.subscriptions_per_home_max
+            size_max=config.subscriptions_max, per_share_max=config.subscriptions_per_home_max
         )
-        self.homed = SubTable(size_max=config.subscriptions_max)  # as the home node that registered it
+        self.homed = SubTable(  # as the home node that registered it: each address gets its share (rule 4)
+            size_max=config.subscriptions_max, per_share_max=config.subscriptions_per_address_max
+        )
         self._due: dict[bytes, _Due] = {}  # eid -> waiting owner's fallback
         self._due_heap: list[tuple[float, bytes]] = []
         self._considered: dict[bytes, float] = {}  # eid -> forget-at: pushed, claimed or skipped once
@@ -202,10 +210,11 @@ class PushRole:
         return ranking.of(client) if members is None else ranking.under(client, members)
 
     # ------------------------------------------------------------------ home role
-    def register(self, claim: HomeClaim, sub: Subscription, now: float) -> bool:
-        """A local client's push_register (`claim`: its connection's home claim). False when the table is full."""
+    def register(self, claim: HomeClaim, sub: Subscription, now: float, address: str) -> bool:
+        """A local client's push_register (`claim`: its connection's home claim, `address`: its connection's address
+        key). False when the table is full or the address has its share of it (rule 4)."""
         expires = now + self.config.subscription_ttl_s
-        if not self.homed.put(claim.client, sub, expires, claim):
+        if not self.homed.put(claim.client, sub, expires, claim, address):
             return False
         self._send_sub(_Held(sub=sub, expires=expires, claim=claim), self._owners(claim.client), now)
         return True
@@ -260,7 +269,7 @@ class PushRole:
                     return
                 if self._sub_authorised(from_node, msg, now):
                     ttl_s = min(msg.ttl_ms / 1000, self.config.subscription_ttl_s)
-                    self.held.put(msg.id, sub, now + ttl_s, msg.claim)
+                    self.held.put(msg.id, sub, now + ttl_s, msg.claim, msg.claim.home)
             case PushUnsub():  # rule 5: only from the home the subscription came with
                 held = self.held.get(msg.id, now)
                 if held is None or held.claim.home != from_node:
