@@ -17,8 +17,9 @@ Public API (a thin wrapper over stdlib `logging`):
         (exception adds `error="Type: message"` and a one-line `traceback`).
 
 Plain stdlib calls work too: `logging.getLogger("homing.http").info("event=handler_error path=%s", p)` is parsed
-into event and fields (same privacy rules); any other message becomes `event=log message="..."` (homing loggers) or
-`event=library` (third-party loggers such as trio-websocket).
+into event and fields (same privacy rules); each text argument (`%s`, `%r`, `%a`) is quoted first, so a remote
+string cannot add fields or another `event=`. Any other message becomes `event=log message="..."` (homing loggers)
+or `event=library` (third-party loggers such as trio-websocket).
 
 Line format (key=value):  ts=2025-01-02T03:04:05.678Z level=info component=swim event=member_suspect node=AbC…
     Values with spaces, quotes, `=`, control characters or nothing at all are double-quoted with backslash escapes,
@@ -243,6 +244,48 @@ def _iso(created: float) -> str:
     return datetime.fromtimestamp(created, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 
 
+# one %-conversion of a format string (printf-style, as `logging` uses): `%%`, or flags, width, precision, type
+_CONVERSION_RE = re.compile(r"%(?:%|[#0\- +]*(?:\*|\d+)?(?:\.(?:\*|\d+))?[hlL]?([diouxXeEfFgGcrsa]))")
+
+
+def _is_event_text(msg: object) -> bool:
+    return isinstance(msg, str) and msg.startswith("event=")
+
+
+def _kv_message(record: logging.LogRecord) -> str:
+    """`record.getMessage()` for an "event=NAME k=%s ..." message, with each text argument (`%s`, `%r`, `%a`)
+    `quote()`d: the message is read back into fields, so an argument with a space, `=` or a quote, often from the
+    network (a registry's answer, a request path, an error text), could otherwise add fields, `event=` among them
+    (tests/unit/test_log.py). Mapping arguments (`%(name)s`) and a format that does not match its arguments are
+    formatted as logging would."""
+    args = record.args
+    if not args or not isinstance(args, tuple):
+        return record.getMessage()
+    msg = str(record.msg)
+    safe: list[object] = []
+    parts: list[str] = []
+    at = i = 0
+    for m in _CONVERSION_RE.finditer(msg):
+        kind = m.group(1)
+        if kind is None:  # %%
+            continue
+        if "*" in m.group(0) or i >= len(args):
+            return record.getMessage()
+        arg = args[i]
+        i += 1
+        if kind in "rsa" and not isinstance(arg, (int, float)):
+            text = repr(arg) if kind == "r" else ascii(arg) if kind == "a" else str(arg)
+            parts.append(msg[at : m.start()] + "%s")
+            safe.append(quote(text))
+        else:
+            parts.append(msg[at : m.end()])
+            safe.append(arg)
+        at = m.end()
+    if i != len(args):
+        return record.getMessage()
+    return ("".join(parts) + msg[at:]) % tuple(safe)
+
+
 class StructuredFormatter(logging.Formatter):
     """Formats homing records (and any third-party record) as one key=value or JSON line."""
 
@@ -277,7 +320,7 @@ class StructuredFormatter(logging.Formatter):
         # a plain stdlib record: homing code that writes "event=NAME key=value ..." as its message gets the same
         # fields as a structured call; anything else (trio-websocket, httpx...) keeps its message as one field
         try:
-            message = record.getMessage()
+            message = _kv_message(record) if _is_event_text(record.msg) else record.getMessage()
         except Exception:
             message = str(record.msg)
         component = record.name.removeprefix(f"{_ROOT}.")

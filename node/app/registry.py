@@ -18,8 +18,9 @@
   list cap for GET /v1/nodes) and a time cap for the whole exchange (`timeout_s`): an endless or trickling
   answer costs at most the cap, then the attempt fails with a reason (`answer exceeds N bytes`, `timed out`).
 - When a registry's answer moves from `pending` to `approved` (an admin approved us), it is logged. What a
-  registry says (`status`, `reason`) is logged `quote()`d: the log reads "k=v" messages back into fields, and an
-  unquoted answer could add fields, `event=` too (tests/bootstrap/test_hostile_registry.py).
+  registry says (`status`, `reason`) goes into "event=..." messages as arguments, which node/app/log.py quotes:
+  the log reads such messages back into fields, and an unquoted answer could add fields, `event=` too
+  (tests/bootstrap/test_hostile_registry.py).
 - A registration sent while the node saw no other member (`peers` 0, e.g. the first one, before joining) is
   followed by another as soon as it sees one, not a heartbeat later: the registry's "not federated" flag clears.
 HTTP client: httpx2 (dnspython's DoH dependency, so no extra package), on trio through anyio.
@@ -39,7 +40,6 @@ import httpx2
 import msgpack
 import trio
 
-from node.app.log import quote
 from node.client.discovery.sources import followed
 from node.protocol.errors import RemoteProtocolError
 from node.protocol.identity import SIGNED_DOC_MAX_BYTES, Identity, decode_document, encode_document, id_text
@@ -324,13 +324,13 @@ async def _keep_registered(
             on_result(result)
         if result.ok:
             if not was_ok:
-                log.info("event=registered registry=%s status=%s", base, quote(result.status))
+                log.info("event=registered registry=%s status=%s", base, result.status)
             elif result.status != last_status:
                 log.info(
                     "event=registration_status registry=%s status=%s previous=%s",
                     base,
-                    quote(result.status),
-                    quote(last_status),
+                    result.status,
+                    last_status,
                 )
             was_ok, backoff_s, last_status = True, BACKOFF_MIN_S, result.status
             delay = heartbeat_s * rng.uniform(0.9, 1.0)
@@ -339,7 +339,7 @@ async def _keep_registered(
                 "event=registration_refused registry=%s http=%d reason=%s",
                 base,
                 result.http_status,
-                quote(result.reason),
+                result.reason,
             )
             was_ok, delay = False, heartbeat_s
             if result.http_status == 400:
@@ -349,7 +349,7 @@ async def _keep_registered(
                 "event=registration_failed registry=%s http=%d reason=%s",
                 base,
                 result.http_status,
-                quote(result.reason),
+                result.reason,
             )
             was_ok = False
             delay = max(result.retry_after_s, min(backoff_s, heartbeat_s) * rng.uniform(0.5, 1.0))

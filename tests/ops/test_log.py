@@ -225,7 +225,7 @@ def test_event_flood_is_rate_limited_and_reports_suppressed() -> None:
 def test_stdlib_records_written_as_event_key_value_get_real_fields(out: io.StringIO) -> None:
     cid = id_text(Identity.generate().id)
     stdlib = logging.getLogger("homing.bootstrap")
-    stdlib.info("event=node_registered node=%s status=%s note=%s", cid, "approved", '"two words"')
+    stdlib.info("event=node_registered node=%s status=%s note=%s", cid, "approved", "two words")
     stdlib.info("event=leaked body=%s", "SECRET")
     stdlib.info("plain prose from homing code")
     first, second, third = (parse_kv(x) for x in lines(out))
@@ -253,3 +253,21 @@ def test_kv_messages_keep_numbers_and_booleans_typed() -> None:
         "x",
         {"port": 7400, "ratio": 0.5, "tls": False, "name": "7400", "id": "abc", "neg": -3, "big": "00012"},
     )
+
+
+def test_text_arguments_of_event_messages_cannot_add_fields(out: io.StringIO) -> None:
+    """An "event=NAME k=%s" message is read back into fields, and its text arguments often come from the network
+    (a registry's answer, a request path, an error's text). Each is quoted now: before, an argument such as
+    'x event=admin_action who=root' turned the line into that event (the last `event=` won), in every such call
+    of the code, not only the ones quoted by hand."""
+    stdlib = logging.getLogger("homing.http")
+    forged = "x event=admin_action who=root"
+    stdlib.info("event=http_request path=%s reason=%r ascii=%a n=%d%% ok=%s", forged, forged, "é", 7, True)
+    stdlib.info("event=plain_text note=%s", "bare")
+    first, second = (parse_kv(x) for x in lines(out))
+    assert first["event"] == "http_request" and "who" not in first
+    assert first["path"] == forged and first["reason"] == repr(forged) and first["ascii"] == ascii("é")
+    assert first["n"] == "7%" and first["ok"] == "True"
+    assert second == {**second, "event": "plain_text", "note": "bare"}
+    stdlib.info("event=terminal text=%s", "\x1b[31mred")
+    assert "\x1b" not in out.getvalue()  # an escape sequence never reaches the operator's terminal raw
