@@ -19,6 +19,8 @@ This module does I/O (it is a driver, not a core); the rules live in `registry.p
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -131,6 +133,12 @@ class Store:
         if not create and not path.exists():
             raise ConfigError("--data-dir", f"no registry database at {path} (run `homing bootstrap init` first)")
         self.path = path
+        if create and not path.exists():
+            # owner-only from the first byte, whatever the umask or the data dir's mode (a StateDirectory is 0755):
+            # the database holds the bridge distribution salt and every node's addresses; SQLite gives its -wal and
+            # -shm files the database file's permissions
+            with contextlib.suppress(FileExistsError):
+                os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
         # isolation_level=None: we issue BEGIN/COMMIT ourselves, so a transaction is exactly what we say.
         self.db = sqlite3.connect(
             str(path), isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT_MS / 1000

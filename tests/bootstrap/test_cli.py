@@ -160,3 +160,22 @@ def test_a_node_id_starting_with_a_dash_is_an_id_not_an_option(tmp_path: Path) -
     assert out.returncode == 0, out.stderr
     listed = run_homing("bootstrap", "nodes", "list", "--data-dir", str(tmp_path), "--json")
     assert id_text(node.id) in listed.stdout and "banned" in listed.stdout
+
+
+def test_init_in_an_existing_open_directory_makes_the_database_owner_only(tmp_path: Path) -> None:
+    """`bootstrap init` into a data dir that already exists with mode 0755 (a systemd StateDirectory, a dir made by
+    hand) under umask 022: the database holds the bridge distribution salt and every node's addresses, so it and
+    SQLite's -wal and -shm files must not be readable by other local users. On the code before, the database was
+    created 0644, like the umask gave it."""
+    data = tmp_path / "open"
+    data.mkdir(mode=0o755)
+    old = os.umask(0o022)
+    try:
+        init(data)
+        with running(data):  # the service opens it: the -wal and -shm files exist while it runs
+            made = [p for p in data.iterdir() if p.name.startswith("registry.sqlite3")]
+            assert {p.name for p in made} >= {"registry.sqlite3", "registry.sqlite3-wal", "registry.sqlite3-shm"}
+            loose = {p.name: oct(stat.S_IMODE(p.stat().st_mode)) for p in made if p.stat().st_mode & 0o077}
+            assert not loose, f"readable by others: {loose}"
+    finally:
+        os.umask(old)
