@@ -16,6 +16,7 @@ Each test fails on a node without the bound (checked against the code before the
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import trio
@@ -75,23 +76,38 @@ def test_empty_continuation_frames_are_counted_and_closed_with_1009() -> None:
     run(main, limit_s=60)
 
 
+async def _control_flood(frame: Callable[[RawClient], bytes], count_max: int, batch: int) -> tuple[int | None, int]:
+    """An authenticated client sends `frame` in batches of `batch` until the node closes it or `count_max` are sent;
+    (the close code within 5 s after, the number sent)."""
+    async with running_node(rate_per_s=10.0, burst=20, abuse_strikes_max=10) as node, trio.open_nursery() as n:
+        client = await RawClient.connect(node.port)
+        await client.authenticate(ALICE)
+        done = trio.Event()
+
+        async def reader() -> None:
+            await client.wait_closed()
+            done.set()
+
+        n.start_soon(reader)
+        frames = frame(client) * batch
+        sent = 0
+        while sent < count_max and not done.is_set():
+            try:
+                await client.stream.send_all(frames)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                break  # the node closed the socket
+            sent += batch
+            await trio.sleep(0)
+        with trio.move_on_after(5):
+            await done.wait()
+        n.cancel_scope.cancel()
+        return client.close_code, sent
+
+
 def test_a_ping_flood_spends_the_bucket_and_is_closed_with_4429() -> None:
     async def main() -> None:
-        async with running_node(rate_per_s=10.0, burst=20, abuse_strikes_max=10) as node, trio.open_nursery() as n:
-            client = await RawClient.connect(node.port)
-            await client.authenticate(ALICE)
-            done = trio.Event()
-
-            async def reader() -> None:
-                await client.wait_closed()
-                done.set()
-
-            n.start_soon(reader)
-            await client.stream.send_all(client.ping_bytes(b"") * 200)
-            with trio.move_on_after(5):
-                await done.wait()
-            assert client.close_code == 4429
-            n.cancel_scope.cancel()
+        code, _ = await _control_flood(lambda c: c.ping_bytes(b""), 200, 200)
+        assert code == 4429
 
     run(main, limit_s=30)
 
@@ -105,30 +121,9 @@ def test_an_unsolicited_pong_flood_spends_the_bucket_and_is_closed_with_4429() -
     answers the node's ping after `ping_interval_s` of silence, when its bucket is full."""
 
     async def main() -> None:
-        async with running_node(rate_per_s=10.0, burst=20, abuse_strikes_max=10) as node, trio.open_nursery() as n:
-            client = await RawClient.connect(node.port)
-            await client.authenticate(ALICE)
-            done = trio.Event()
-
-            async def reader() -> None:
-                await client.wait_closed()
-                done.set()
-
-            n.start_soon(reader)
-            batch = client.pong_bytes(b"") * BATCH
-            sent = 0
-            while sent < PONGS_MAX and not done.is_set():
-                try:
-                    await client.stream.send_all(batch)
-                except (trio.BrokenResourceError, trio.ClosedResourceError):
-                    break  # the node closed the socket
-                sent += BATCH
-                await trio.sleep(0)
-            with trio.move_on_after(5):
-                await done.wait()
-            assert client.close_code == 4429, f"{sent} unsolicited pongs and no close ({client.close_code})"
-            assert sent < PONGS_MAX
-            n.cancel_scope.cancel()
+        code, sent = await _control_flood(lambda c: c.pong_bytes(b""), PONGS_MAX, BATCH)
+        assert code == 4429, f"{sent} unsolicited pongs and no close ({code})"
+        assert sent < PONGS_MAX
 
     run(main, limit_s=60)
 

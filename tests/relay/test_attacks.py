@@ -16,7 +16,7 @@ from node.protocol.wire import MsgType
 from node.protocol.wire.client import Kind, Status
 from node.protocol.wire.peer import LookupReply, MailboxPut
 from node.testing.relaysim import WALL0_S, RelaySim, sim_client
-from tests.relay.simcheck import SIM_CONFIG, Tracker
+from tests.relay.simcheck import SIM_CONFIG, Sent, Tracker
 
 A, B, C = sim_client(b"attack-A"), sim_client(b"attack-B"), sim_client(b"attack-C")
 DAY_MS = 86_400_000
@@ -195,20 +195,27 @@ def test_what_a_stranger_learns_delivered_means_online_queued_means_offline() ->
     assert t.statuses(online) == [Status.DELIVERED] and t.statuses(offline) == [Status.QUEUED]
 
 
+def _queued_offer(call: bytes) -> tuple[RelaySim, Tracker, tuple[bytes, ...], bytes, Sent]:
+    """A cluster where A (on a node that owns nothing of C) sent offline C an offer, queued at C's owners:
+    (sim, tracker, C's owners, a node that is not an owner for C to come online at, the offer sent)."""
+    sim, t, nodes = cluster()
+    own = owners(C, sim.alive(), SIM_CONFIG.replicas)
+    s, h = [n for n in nodes if n not in own][:2]
+    ca = sim.connect(s, A)
+    sim.run_for(0.5)
+    sent = t.send(ca, C, Kind.CALL_OFFER, call)
+    sim.run_for(0.5)
+    assert t.statuses(sent) == [Status.QUEUED]
+    return sim, t, own, h, sent
+
+
 def test_a_member_cannot_make_its_co_owners_delete_a_queued_envelope() -> None:
     """M, one of the R owners of an offline callee, learns the eid of a queued offer from its own replica, tells
     the other owners it was delivered (MAILBOX_TAKE) and drops its own copy. Dropping is all M may do: the other
     replicas must still reach the callee. Before, every co-owner forgot its copy on M's word alone: the callee
     never got the call and its caller got `queued`, then `expired`."""
-    sim, t, nodes = cluster()
-    own = owners(C, sim.alive(), SIM_CONFIG.replicas)
+    sim, t, own, h, sent = _queued_offer(b"call-take")
     m = own[0]
-    s, h = [n for n in nodes if n not in own][:2]
-    ca = sim.connect(s, A)
-    sim.run_for(0.5)
-    sent = t.send(ca, C, Kind.CALL_OFFER, b"call-take")
-    sim.run_for(0.5)
-    assert t.statuses(sent) == [Status.QUEUED]
     entries = sim.nodes[m].core.owner.mailbox.entries(C)
     assert len(entries) == 1
     eid = entries[0].env.eid
@@ -271,14 +278,8 @@ def test_an_owner_cannot_replay_a_delivered_mailbox_envelope_while_its_signature
     eid that long. Before, it forgot it 74 s (here 8.5 s) after delivery: the callee got the offer twice."""
     from node.protocol.wire.peer import peer_to_map
 
-    sim, t, nodes = cluster()
-    own = owners(C, sim.alive(), SIM_CONFIG.replicas)
+    sim, _, own, h, sent = _queued_offer(b"call-replay")
     m = own[0]
-    s, h = [n for n in nodes if n not in own][:2]
-    ca = sim.connect(s, A)
-    sim.run_for(0.5)
-    sent = t.send(ca, C, Kind.CALL_OFFER, b"call-replay")
-    sim.run_for(0.5)
     kept = sim.nodes[m].core.owner.mailbox.entries(C)[0].env  # M keeps a copy
     cc = sim.connect(h, C)
     sim.run_for(2.0)
