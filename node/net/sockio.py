@@ -36,6 +36,12 @@ from node.protocol.handshakes import LoopLoad
 log = logging.getLogger("homing.sockio")
 
 
+# The writer task hands the stream at most this much at a time and notes the time after each piece (`_wrote_at`):
+# a client reading slowly (100 KB/s) took 5 s over one whole queue of half a MiB, and was taken for one that had
+# stopped reading (node/net/session.py `ClientSession.deliver`, tests/adversarial/test_client_queues.py).
+WRITER_PIECE_BYTES = 65_536
+
+
 class Flusher(trio.abc.Instrument):
     """Writes out, at the end of every scheduler batch, each `OutBuffer` that queued bytes in it.
 
@@ -236,8 +242,10 @@ class OutBuffer:
                         break
                     data = b"".join(self._out) if len(self._out) > 1 else self._out[0]
                     self._drop()
-                    await self._stream.send_all(data)
-                    self._wrote_at = time.monotonic()
+                    view = memoryview(data)
+                    for at in range(0, len(data), WRITER_PIECE_BYTES):  # progress is seen per piece, not per queue
+                        await self._stream.send_all(view[at : at + WRITER_PIECE_BYTES])
+                        self._wrote_at = time.monotonic()
         except (trio.BrokenResourceError, trio.ClosedResourceError, trio.TooSlowError, OSError):
             self._drop()
             failed = True

@@ -211,3 +211,18 @@ def test_a_client_that_stops_reading_is_still_closed_as_a_slow_reader(tmp_path: 
         assert code in (1006, 1008), code
 
     trio.run(main)
+
+
+def test_a_phone_reading_slowly_is_not_taken_for_one_that_stopped(tmp_path: Path) -> None:
+    """A phone on a poor link reads at 100 KB/s. What the kernel does not take at once goes to a writer task, and
+    the node counted the socket as taking bytes only when that task's whole write (up to half a MiB of queued
+    deliveries) had gone: 5 s at this pace, more than DELIVERY_STALL_S, so the flood's second burst closed the
+    phone (1008) as if it had stopped reading. The writer now writes in pieces and counts each."""
+
+    async def main() -> None:
+        with trio.fail_after(60):
+            code, offered = await _flood_and_watch(tmp_path, 100_000)
+        assert code is None, f"the slowly reading victim was closed ({code}) by another client's envelopes"
+        assert offered, "the honest caller's offer did not reach the victim after the flood"
+
+    trio.run(main)
