@@ -13,6 +13,7 @@ const TYPE_TXT = 16;
 const TYPE_CNAME = 5;
 const TYPE_OPT = 41;
 const CNAME_HOPS_MAX = 8;
+const NAME_MAX_BYTES = 255; // RFC 1035 §2.3.4, on the wire
 
 /**
  * The wire form of a TXT query for `name`: id 0, RD, EDNS0 (4096) with a padding option that makes the
@@ -62,7 +63,8 @@ function readName(msg, off) {
   /** @type {string[]} */
   const labels = [];
   let end = -1;
-  let jumps = 0;
+  let wire = 1; // the root label's byte
+  let before = off; // a compression pointer must point before this (as dnspython requires): no loops, no forward jumps
   for (;;) {
     if (off >= msg.length) throw new DocumentError("DNS name runs past the message");
     const len = msg[off];
@@ -71,12 +73,17 @@ function readName(msg, off) {
       break;
     }
     if ((len & 0xc0) === 0xc0) {
-      if (off + 1 >= msg.length || ++jumps > 32) throw new DocumentError("bad DNS compression pointer");
+      if (off + 1 >= msg.length) throw new DocumentError("bad DNS compression pointer");
+      const target = ((len & 0x3f) << 8) | msg[off + 1];
+      if (target >= before) throw new DocumentError("bad DNS compression pointer");
       if (end < 0) end = off + 2;
-      off = ((len & 0x3f) << 8) | msg[off + 1];
+      before = target;
+      off = target;
       continue;
     }
     if (len > 63 || off + 1 + len > msg.length) throw new DocumentError("bad DNS label");
+    wire += 1 + len;
+    if (wire > NAME_MAX_BYTES) throw new DocumentError("DNS name longer than 255 bytes");
     labels.push(new TextDecoder().decode(msg.subarray(off + 1, off + 1 + len)).toLowerCase());
     off += 1 + len;
   }

@@ -100,3 +100,35 @@ test("TXT chunks: missing, duplicated, mixed or tampered chunks are refused", as
   first[40] = first[40] === 65 ? 66 : 65; // one base64url character of the payload
   await assert.rejects(decodeTxt(tampered), DocumentError);
 });
+
+/**
+ * A DNS answer: header (qd 1, `answers` TXT records with empty data), then `question` (a name's wire bytes and its
+ * type/class) and each answer record owned by `owner` (wire bytes, usually a compression pointer).
+ * @param {Uint8Array} question @param {Uint8Array} owner @param {number} answers
+ */
+function dnsAnswer(question, owner, answers) {
+  const head = new Uint8Array([0, 0, 0x81, 0x80, 0, 1, answers >> 8, answers & 255, 0, 0, 0, 0]);
+  const typeClass = new Uint8Array([0, 16, 0, 1]);
+  const record = new Uint8Array([...owner, 0, 16, 0, 1, 0, 0, 1, 44, 0, 0]);
+  return new Uint8Array([...head, ...question, ...typeClass, ...Array.from({ length: answers }, () => [...record]).flat()]);
+}
+
+test("DNS names longer than 255 bytes or with forward compression pointers are refused, not walked", () => {
+  // A resolver's 64 KiB answer whose ~2,700 records each point at a 32 KiB name kept the page's only thread busy
+  // for about 10 s (past discovery's 8 s deadline, every other source frozen meanwhile); dnspython refuses both.
+  const long = new Uint8Array(8001);
+  for (let i = 0; i < 4000; i++) long.set([1, 97], 2 * i); // 4,000 labels "a", then the root
+  const started = performance.now();
+  assert.throws(() => parseTxtAnswer(dnsAnswer(long, new Uint8Array([0xc0, 12]), 200), "a"), /longer than 255 bytes/);
+  assert.ok(performance.now() - started < 1000);
+  // the question's name is a pointer to a name after it (the first answer's owner): forward, refused
+  const forward = new Uint8Array([0xc0, 12 + 2 + 4]);
+  assert.throws(() => parseTxtAnswer(dnsAnswer(forward, new Uint8Array([1, 97, 0]), 1), "a"), /compression pointer/);
+  // 255 bytes on the wire is the most a name may have: 127 labels "a" and the root
+  const most = new Uint8Array(255);
+  for (let i = 0; i < 127; i++) most.set([1, 97], 2 * i);
+  assert.equal(parseTxtAnswer(dnsAnswer(most, new Uint8Array([0xc0, 12]), 1), Array(127).fill("a").join(".")).length, 1);
+  const over = new Uint8Array(257);
+  for (let i = 0; i < 128; i++) over.set([1, 97], 2 * i);
+  assert.throws(() => parseTxtAnswer(dnsAnswer(over, new Uint8Array([0xc0, 12]), 1), "a"), /longer than 255 bytes/);
+});
