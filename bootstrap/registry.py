@@ -34,7 +34,7 @@ from collections.abc import Iterable
 import attrs
 
 from node.protocol.identity import Identity, encode_document
-from node.protocol.nodelist import LIST_BYTES_MAX, NodeEntry, Registration, build_node_list
+from node.protocol.nodelist import LIST_BYTES_MAX, NodeEntry, Registration, build_node_list, plain_ws_problem
 from node.protocol.numerals import decimal
 from node.protocol.refusals import Refusal
 from node.protocol.wire import packb
@@ -177,6 +177,8 @@ def decide_registration(
         return refused
     if not reg.listed and reg.card_exp <= now:
         return Refused(status=400, reason="the card in this registration has expired", refusal=Refusal.REPLAYED)
+    if not reg.listed and plain_ws_problem(reg.ws):  # clients would refuse the card the distributor hands out
+        return Refused(status=400, reason=plain_ws_problem(reg.ws), refusal=Refusal.MALFORMED)
     ttl = min(max(reg.ttl, policy.ttl_min_s), policy.ttl_max_s)
     approved = existing.approved if existing is not None else policy.approval == "auto"
     if existing is not None and not existing.approved and policy.approval == "auto":

@@ -21,7 +21,7 @@ import attrs
 
 from node.protocol.errors import Expired, RemoteProtocolError
 from node.protocol.identity import BRIDGE_LIST, Identity, open_document, sign_document
-from node.protocol.nodelist import CLOCK_SKEW_S, Card, card_from_document, card_uri
+from node.protocol.nodelist import CLOCK_SKEW_S, Card, card_from_document, card_uri, plain_ws_problem
 
 LIST_VERSION = 1
 CARDS_MAX = 16  # cards in one bridge list a reader accepts
@@ -73,7 +73,8 @@ def build_bridge_list(
 
 
 def open_bridge_list(doc: object, trusted: frozenset[bytes] | set[bytes], *, now: float) -> BridgeList:
-    """Verify a bridge list against trusted registry keys; expired cards in it are skipped."""
+    """Verify a bridge list against trusted registry keys; expired cards in it are skipped, and so are cards
+    a reader of a referral refuses: plain ws:// to a public host (docs/discovery.md, "Referral card and QR")."""
     body, signer = open_document(doc, BRIDGE_LIST, trusted)
     if body.get("v") != LIST_VERSION:
         raise RemoteProtocolError(f"bridge list version {body.get('v')!r} unsupported")
@@ -91,7 +92,7 @@ def open_bridge_list(doc: object, trusted: frozenset[bytes] | set[bytes], *, now
     uris: list[str] = []
     for item in raw:
         card = card_from_document(item)
-        if now <= card.exp:
+        if now <= card.exp and not plain_ws_problem(card.ws):
             cards.append(card)
             uris.append(card_uri(item))
     return BridgeList(issued=issued, expires=expires, cards=tuple(cards), uris=tuple(uris), signer=signer)

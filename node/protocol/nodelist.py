@@ -281,7 +281,7 @@ def make_card(node: Identity, *, ws: str, ts: int, exp: int | None = None, allow
     exp = ts + CARD_LIFETIME_DEFAULT_S if exp is None else exp
     if exp <= ts:
         raise ValueError("a card's exp must be after its ts")
-    problem = _plain_ws_problem(ws, allow_plain_ws)
+    problem = plain_ws_problem(ws, allow_plain_ws)
     if problem:
         raise ValueError(problem)
     doc = sign_document(node, NODE_CARD, {"id": node.id, "ws": ws, "ts": ts, "exp": exp})
@@ -299,7 +299,8 @@ def is_private_host(host: str) -> bool:
     return ip.is_loopback or ip.is_private or ip.is_link_local
 
 
-def _plain_ws_problem(ws: str, allow_plain_ws: bool) -> str:
+def plain_ws_problem(ws: str, allow_plain_ws: bool = False) -> str:
+    """Why a card's `ws` is not acceptable (plain ws:// to a public host), or "" when it is."""
     if allow_plain_ws or not ws.startswith("ws://"):
         return ""
     try:
@@ -339,7 +340,7 @@ def parse_card(uri: str, *, now: float, allow_plain_ws: bool = False) -> Card:
     card = card_from_document(decode_document(raw))
     if now > card.exp:
         raise Expired(f"card expired {int(now - card.exp)} s ago")
-    problem = _plain_ws_problem(card.ws, allow_plain_ws)
+    problem = plain_ws_problem(card.ws, allow_plain_ws)
     if problem:
         raise RemoteProtocolError(problem)
     return card

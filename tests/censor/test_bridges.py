@@ -207,3 +207,37 @@ def test_untried_bridge_cards_are_cached_after_the_proven_nodes(tmp_path: Path) 
     save_cache(tmp_path / "c.json", rows)
     cached, errors = load_cache(tmp_path / "c.json")
     assert not errors and {c.id for c in cached} == {b"a" * 32, b"b" * 32}
+
+
+def test_a_bridge_card_saying_plain_ws_to_a_public_host_is_neither_stored_nor_handed_out(tmp_path: Path) -> None:
+    """Cards must say wss:// except to private addresses (docs/discovery.md), but a bridge's card reached clients
+    through the distributor unchecked: the registry stored a bridge registered with ws:// to a public host and
+    handed it out, and discovery raced it and kept it in the cache, so the client's upgrade, path and handshake
+    (its id, the bridge's id) crossed the censor's network in clear. Now the registry refuses such a registration
+    (400 naming wss://) and a reader skips such a card in a bridge list, as it skips an expired one."""
+    from node.protocol.bridges import build_bridge_list
+    from node.protocol.identity import NODE_CARD, sign_document
+
+    registry = init_registry(tmp_path)
+    plain_ws = "ws://bridge.example.net/s3cret/ws"
+
+    async def main() -> None:
+        async with running_registry(make_config(tmp_path)) as base, httpx2.AsyncClient() as client:
+            node = Identity.generate()
+            doc = build_registration(node, ws=plain_ws, swim="bridge.example.net:1", peer="bridge.example.net:2",
+                                     ts=int(time.time()), ttl=600, reg=registry.id, listed=False)  # fmt: skip
+            status, answer = await post(client, base, encode_document(doc))
+            assert status == 400 and "wss://" in answer["reason"]
+            private = bridge_registration(Identity.generate(), 9000, reg=registry.id)  # ws://127.0.0.1: allowed
+            assert (await post(client, base, private))[0] == 200
+
+    run(main)
+    now = int(time.time())
+    plain, good = Identity.generate(), Identity.generate()
+    cards = [
+        sign_document(plain, NODE_CARD, {"id": plain.id, "ws": plain_ws, "ts": now, "exp": now + 600}),
+        sign_document(good, NODE_CARD, {"id": good.id, "ws": "wss://b.example/s/ws", "ts": now, "exp": now + 600}),
+    ]
+    got = open_bridge_list(build_bridge_list(registry, cards, issued=now, expires=now + 600), {registry.id}, now=now)
+    assert [c.id for c in got.cards] == [good.id]
+    assert len(got.uris) == 1
