@@ -288,15 +288,27 @@ def make_card(node: Identity, *, ws: str, ts: int, exp: int | None = None, allow
     return CARD_PREFIX + b64u_encode(encode_document(doc))
 
 
+# The ranges docs/discovery.md names (and web/lib/documents.js reads): not `ipaddress.is_private`, which also
+# counts Teredo (2001::/32), the rest of 2001::/23, 198.18/15, 240/4 and the documentation networks.
+PRIVATE_NETWORKS = tuple(
+    ipaddress.ip_network(n)
+    for n in ("127.0.0.0/8", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "169.254.0.0/16", "::1/128",
+              "fc00::/7", "fe80::/10")
+)  # fmt: skip
+
+
 def is_private_host(host: str) -> bool:
-    """True for `localhost` and loopback, private (RFC 1918, ULA) and link-local IP literals."""
+    """True for `localhost` and loopback, private (RFC 1918, ULA) and link-local IP literals (an IPv4-mapped IPv6
+    address counts as its IPv4 address)."""
     if host.lower() in ("localhost", "localhost."):
         return True
     try:
         ip = ipaddress.ip_address(host.strip("[]"))
     except ValueError:
         return False
-    return ip.is_loopback or ip.is_private or ip.is_link_local
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return any(ip in net for net in PRIVATE_NETWORKS)
 
 
 def plain_ws_problem(ws: str, allow_plain_ws: bool = False) -> str:

@@ -541,3 +541,19 @@ def test_a_node_cannot_outrun_a_ban_by_rotating_its_key_again_and_again(tmp_path
 
     trio.run(main)
     admin.close()
+
+
+def test_plain_ws_cards_are_allowed_only_to_the_private_ranges_the_docs_list() -> None:
+    """docs/discovery.md allows `ws://` in a card only to 127/8, ::1, 10/8, 172.16/12, 192.168/16, fc00::/7,
+    link-local and localhost, and the browser reads it so; the Python reader used `ipaddress.is_private`, which also
+    counts Teredo (2001::/32, public tunnelled hosts), all of 2001::/23, 198.18/15, 240/4 and the documentation nets:
+    a card saying plain ws:// to such a host was accepted by `homing discover` and refused by the page."""
+    node = Identity.generate()
+    for public in ("ws://[2001:0:4136:e378:8000:63bf:3fff:fdd2]/v1/client", "ws://[2001:4:112::1]/v1/client",
+                   "ws://198.18.0.1/v1/client", "ws://240.0.0.1/v1/client", "ws://192.0.2.1/v1/client",
+                   "ws://[2001:db8::1]/v1/client", "ws://0.0.0.0/v1/client"):  # fmt: skip
+        with pytest.raises(RemoteProtocolError, match="wss"):
+            parse_card(make_card(node, ws=public, ts=NOW, allow_plain_ws=True), now=NOW)
+    for private in ("ws://[::ffff:10.0.0.1]/v1/client", "ws://169.254.0.1/v1/client", "ws://[fe80::1]/v1/client",
+                    "ws://localhost./v1/client", "ws://172.31.0.1/v1/client"):  # fmt: skip
+        assert parse_card(make_card(node, ws=private, ts=NOW), now=NOW).ws == private

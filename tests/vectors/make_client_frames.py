@@ -97,6 +97,9 @@ CARD_CASES = [
     ("ws://11.0.0.1/v1/client", 0),
     ("ws://[2606:4700::1111]/v1/client", 0),
     ("ws://127.0.0.1.example.test/v1/client", 0),
+    ("ws://[2001:0:4136:e378:8000:63bf:3fff:fdd2]/v1/client", 0),  # Teredo: public (Python's is_private says not)
+    ("ws://198.18.0.1/v1/client", 0),
+    ("ws://[::ffff:a00:1]/v1/client", 0),  # IPv4-mapped 10.0.0.1: private
     ("ws://10.1.2.3:7400/v1/client", 30 * 86_400 + 1),  # private but expired
 ]
 
