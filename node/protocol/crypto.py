@@ -4,7 +4,10 @@ Two mechanisms, both between Ed25519 node keys converted to X25519 (pynacl):
 
 1. **Sealed datagrams** (SWIM over UDP). Layout:
    `version(1) | sender id(32) | epoch(8) | counter(8) | XSalsa20-Poly1305 box(ciphertext + 16-byte tag)`.
-   The 24-byte nonce is `epoch | counter | 8 zero bytes`. `epoch` is chosen by the sender at start (milliseconds
+   The 24-byte nonce is `epoch | counter | direction | 7 zero bytes`, `direction` 0x01 when the sender's id is
+   below the recipient's (bytewise), else 0x02: the two nodes share one box key, so without it a datagram sent
+   back to its sender with the other id in the header opened as the other's (a reflection), and two nodes that
+   started in the same millisecond sealed under the same nonces. `epoch` is chosen by the sender at start (milliseconds
    of wall time, injected) and never goes back; `counter` increases per packet. The receiver keeps, per sender,
    the highest epoch and a 64-packet sliding window of counters: a replayed, reordered-beyond-window or
    old-epoch packet is refused and changes nothing. Only the two key holders can build or open a box, so a
@@ -62,7 +65,7 @@ class DatagramSealer:
     def seal(self, peer: bytes, plaintext: bytes) -> bytes:
         self._counter += 1
         head = struct.pack(">BQQ", SEALED_VERSION, self._epoch, self._counter)
-        nonce = head[1:] + bytes(8)
+        nonce = head[1:] + _direction(self._identity.id, peer)
         ct = self._box(peer).encrypt(plaintext, nonce).ciphertext
         return head[:1] + self._identity.id + head[1:] + bytes(ct)
 
@@ -79,7 +82,7 @@ class DatagramSealer:
         window = self._windows.get(sender)
         if window is not None and not window.acceptable(epoch, counter):
             raise Replayed("datagram replayed or too old")
-        nonce = packet[1 + ID_BYTES : SEALED_HEADER] + bytes(8)
+        nonce = packet[1 + ID_BYTES : SEALED_HEADER] + _direction(sender, self._identity.id)
         try:
             plaintext = self._box(sender).decrypt(packet[SEALED_HEADER:], nonce)
         except (nacl.exceptions.CryptoError, nacl.exceptions.ValueError) as exc:
@@ -90,6 +93,11 @@ class DatagramSealer:
             window = self._windows[sender] = _ReplayWindow()
         window.accept(epoch, counter)
         return bytes(sender), bytes(plaintext)
+
+
+def _direction(sender: bytes, recipient: bytes) -> bytes:
+    """The last 8 bytes of a sealed datagram's nonce: which of the two directions between these nodes it goes."""
+    return (b"\x01" if sender < recipient else b"\x02") + bytes(7)
 
 
 @attrs.define(slots=True)

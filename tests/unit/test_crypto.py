@@ -241,3 +241,28 @@ def test_frame_length_is_bounded() -> None:
         LinkSession.frame_length((1 << 20).to_bytes(4, "big"), 1024)
     with pytest.raises(RemoteProtocolError):
         LinkSession.frame_length((3).to_bytes(4, "big"), 1024)
+
+
+def test_a_datagram_reflected_back_to_its_sender_is_refused_and_does_not_block_the_peer() -> None:
+    # A and B share one static-static box key, so the nonce must say which way a datagram goes. Without that, an
+    # attacker on the path rewrote the sender id of A's datagram to B and sent it back to A, which opened it as
+    # B's: A took its own message for B's, and moved B's replay window to A's (newer) epoch, refusing every
+    # genuine datagram of B's until B restarted.
+    sa, sb = DatagramSealer(A, epoch_ms=2_000), DatagramSealer(B, epoch_ms=1_000)
+    to_b = sa.seal(B.id, b"ping from A")
+    reflected = bytearray(to_b)
+    reflected[1:33] = B.id
+    with pytest.raises(RemoteProtocolError):
+        sa.open(bytes(reflected))
+    assert sa.open(sb.seal(A.id, b"from B")) == (B.id, b"from B")
+    assert sb.open(to_b) == (A.id, b"ping from A")
+
+
+def test_the_two_directions_never_share_a_nonce_even_with_equal_epochs() -> None:
+    # Two nodes started in the same millisecond count from the same (epoch, counter): the nonces of A -> B and
+    # B -> A must still differ, or XSalsa20-Poly1305 under their shared key reuses its keystream and MAC key.
+    sa, sb = DatagramSealer(A, epoch_ms=7), DatagramSealer(B, epoch_ms=7)
+    pa, pb = sa.seal(B.id, bytes(32)), sb.seal(A.id, bytes(32))
+    assert pa[1 + 32 : 1 + 32 + 16] == pb[1 + 32 : 1 + 32 + 16]  # same epoch and counter in the clear
+    assert pa[1 + 32 + 16 :] != pb[1 + 32 + 16 :]  # equal plaintexts, yet different ciphertexts and tags
+    assert sb.open(pa)[1] == bytes(32) and sa.open(pb)[1] == bytes(32)
