@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import ssl
+import time
 import urllib.parse
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -39,6 +40,7 @@ from wsproto.utilities import RemoteProtocolError as WsRemoteProtocolError
 
 from node.protocol.errors import HomingError, RemoteProtocolError
 from node.protocol.identity import Identity, client_auth_message, id_text, node_auth_message, parse_id, verify_signature
+from node.protocol.relay.claims import challenge_too_far_ahead
 from node.protocol.wire import Limits
 from node.protocol.wire.client import (  # push wake-up
     NONCE_BYTES,
@@ -448,6 +450,8 @@ async def _authenticate(ws: WsClient, identity: Identity, expected: bytes | None
         raise HandshakeError(f"expected a challenge from the node, got {type(challenge).__name__}")
     if expected is not None and challenge.node != expected:
         raise NodeIdMismatch(f"node claims id {id_text(challenge.node)}, expected {id_text(expected)}")
+    if challenge_too_far_ahead(challenge.nonce, time.time()):  # our hello would be a claim usable in the future
+        raise HandshakeError("node's challenge is dated ahead of our clock: not signing it (is our clock right?)")
     nonce = os.urandom(NONCE_BYTES)
     sig = identity.sign(client_auth_message(challenge.node, challenge.nonce))
     await ws.send_message(encode_client_message(Hello(id=identity.id, nonce=nonce, sig=sig), json=json))

@@ -12,6 +12,12 @@ export const ICE_SERVERS_TIMEOUT_MS = 5_000;
 export const PUSH_TIMEOUT_MS = 10_000;
 export const CONTROL_WAITING_MAX = 64;
 export const PENDING_REFS_MAX = 4096;
+/**
+ * The page signs a challenge only when its date (the nonce's first 8 bytes, unix ms) is at most this far ahead of
+ * its own clock: its hello is a home claim good from that date for 12 h, so a node could otherwise collect claims
+ * dated days ahead and use each when its date came (node/protocol/relay/claims.py, CHALLENGE_AHEAD_MAX_S).
+ */
+export const CHALLENGE_AHEAD_MAX_MS = 600_000;
 const CLIENT_AUTH = utf8("homing/v1/client-auth");
 const NODE_AUTH = utf8("homing/v1/node-auth");
 
@@ -57,6 +63,17 @@ export class ConnectionClosed extends Error {
  * @typedef {import("./codec.js").IceServer} IceServer
  * @typedef {{deliver: Deliver, goaway: string[], close: {code: number, reason: string}, error: import("./codec.js").ErrorMsg}} ConnectionEvents
  */
+
+/**
+ * Is a challenge nonce dated more than CHALLENGE_AHEAD_MAX_MS after `nowMs` (this machine's clock)?
+ * @param {Uint8Array} nodeNonce
+ * @param {number} nowMs
+ */
+export function challengeTooFarAhead(nodeNonce, nowMs) {
+  if (nodeNonce.length !== 32) return true;
+  const datedMs = Number(new DataView(nodeNonce.buffer, nodeNonce.byteOffset, 8).getBigUint64(0));
+  return datedMs > nowMs + CHALLENGE_AHEAD_MAX_MS;
+}
 
 /**
  * Bytes the client signs in `hello`: "homing/v1/client-auth" || node id || node nonce (85 bytes).
@@ -366,6 +383,7 @@ export function connect(url, identity, expectedId, opts = {}) {
       if (stage === "challenge") {
         if (msg.t !== "challenge") return fail(new HandshakeError(`expected challenge, got ${msg.t}`));
         if (!equal(msg.node, expectedId)) return fail(new NodeIdMismatch(`the node at ${url} is ${b64uEncode(msg.node)}, not the expected ${b64uEncode(expectedId)}`));
+        if (challengeTooFarAhead(msg.nonce, Date.now())) return fail(new HandshakeError(`the node at ${url} dated its challenge ahead of our clock: not signing it (is our clock right?)`));
         stage = "welcome";
         const sig = await identity.sign(clientAuthBytes(msg.node, msg.nonce));
         if (!done) ws.send(/** @type {any} */ (encodeFrame(hello(identity.id, nonce, sig), { json })));

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { toHex } from "../lib/bytes.js";
-import { clientAuthBytes, nodeAuthBytes } from "../lib/connection.js";
+import { b64uEncode, toHex } from "../lib/bytes.js";
+import { CHALLENGE_AHEAD_MAX_MS, clientAuthBytes, connect, HandshakeError, nodeAuthBytes } from "../lib/connection.js";
 import { hasWebCryptoEd25519, setWebCryptoEd25519, verify } from "../lib/ed25519.js";
 import { Identity } from "../lib/identity.js";
 import { fromHex, V } from "./vectors.js";
@@ -55,3 +55,49 @@ test("a passphrase backup restores the same id; a wrong passphrase or tampering 
   await assert.rejects(Identity.importBackup(swapped, "correct horse battery"), /wrong passphrase/);
   await assert.rejects(Identity.importBackup("homing-backup:!!", "x"), /not a homing backup/);
 });
+
+/** A socket that never touches the network: the test plays a hostile node's side through its handlers. */
+class HostileNodeSocket {
+  /** @type {HostileNodeSocket[]} */
+  static made = [];
+  constructor() {
+    /** @type {unknown[]} */
+    this.sent = [];
+    /** @type {((ev: any) => void) | null} */
+    this.onmessage = null;
+    /** @type {((ev: any) => void) | null} */
+    this.onclose = null;
+    /** @type {(() => void) | null} */
+    this.onerror = null;
+    HostileNodeSocket.made.push(this);
+  }
+  /** @param {unknown} data */
+  send(data) {
+    this.sent.push(data);
+  }
+  close() {}
+}
+
+/** A challenge nonce dated `aheadMs` after this machine's clock: 8 bytes of big-endian unix ms, 24 random. */
+function nonceDated(/** @type {number} */ aheadMs) {
+  const nonce = new Uint8Array(32);
+  new DataView(nonce.buffer).setBigUint64(0, BigInt(Date.now() + aheadMs));
+  return nonce;
+}
+
+// The hello signature is a home claim dated by the node's nonce (docs/protocol.md, "Home claims"). Before, the page
+// signed any date, so a hostile node it met once could collect claims dated days ahead and use each when its date
+// came, claiming to be the page's home long after it had left. The same bound as the Python client (10 minutes).
+for (const [aheadMs, signs] of /** @type {[number, boolean][]} */ ([[0, true], [CHALLENGE_AHEAD_MAX_MS - 60_000, true], [CHALLENGE_AHEAD_MAX_MS + 60_000, false], [86_400_000, false]])) {
+  test(`the page ${signs ? "signs" : "does not sign"} a challenge dated ${aheadMs / 1000} s ahead of its clock`, async () => {
+    const me = await Identity.generate();
+    const node = new Uint8Array(32).fill(9);
+    HostileNodeSocket.made = [];
+    const pending = connect("ws://127.0.0.1:9/v1/client", me, node, { json: true, timeoutMs: 300, WebSocketImpl: /** @type {any} */ (HostileNodeSocket) });
+    const ws = HostileNodeSocket.made[0];
+    ws.onmessage?.({ data: JSON.stringify({ t: "challenge", v: 1, node: b64uEncode(node), nonce: b64uEncode(nonceDated(aheadMs)) }) });
+    await assert.rejects(pending, HandshakeError); // the hostile node never welcomes: either way no connection
+    const hellos = ws.sent.filter((s) => typeof s === "string" && JSON.parse(s).t === "hello");
+    assert.equal(hellos.length, signs ? 1 : 0);
+  });
+}

@@ -50,6 +50,18 @@ def challenge_nonce(unix_s: float, random_bytes: bytes) -> bytes:
 
 _NONCE_TIME: Final = struct.Struct(">Q")  # NONCE_TIME_BYTES
 
+# A client signs a challenge only when its date is at most this far ahead of the client's own clock: the node
+# writes the date, and a claim is good from then until `claim_age_max_s` later, so a node could otherwise collect
+# claims dated days ahead and use each when its date came, long after the client had left. 10 minutes, twice the
+# default `claim_skew_s`: a client whose clock is further behind is already outside the 300 s offer window of
+# clients with a right clock (docs/e2ee.md).
+CHALLENGE_AHEAD_MAX_S: Final = 600.0
+
+
+def challenge_too_far_ahead(nonce: bytes, unix_s: float) -> bool:
+    """Is this challenge nonce dated more than CHALLENGE_AHEAD_MAX_S after `unix_s` (the client's clock)?"""
+    return len(nonce) != NONCE_BYTES or nonce_time_s(nonce) > unix_s + CHALLENGE_AHEAD_MAX_S
+
 
 def nonce_time_s(nonce: bytes) -> float:
     """The unix time a challenge nonce was made (seconds). Runs for every envelope a home checks."""
