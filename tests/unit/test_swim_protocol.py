@@ -461,3 +461,38 @@ def test_one_datagram_or_sync_verifies_at_most_one_record_per_member() -> None:
     )  # type: ignore[arg-type]
     assert VERIFIER.verified + VERIFIER.cache_hits - before == 1
     assert w.core(1).member(nid(3)).incarnation == m3.incarnation + 2  # type: ignore[union-attr]
+
+
+def test_a_member_cannot_ack_for_another_and_keep_a_crashed_member_alive() -> None:
+    """Probe sequence numbers are counters: a member learns a prober's from the pings and ping-reqs it gets, and
+    an Ack carries nothing but the number. Before, an Ack from *any* member ended the probe of whatever it named
+    (and a relay forwarded an Ack from any member for its indirect ping): a hostile member that acked a window of
+    each prober's next numbers kept a crashed member alive at every prober, for as long as it liked. Now a probe
+    takes its Ack from its target, or from a member it asked to relay, and a relay takes its target's. On the
+    code before, member 1 still held the crashed member 2 ALIVE after a whole maximum suspicion timeout.
+    (No indirect checks here: a member asked to relay can still vouch for a dead target, at the probes that ask
+    it, docs/swim.md "Hostile members".)"""
+    w = Wire(3, config=attrs.evolve(CFG, indirect_checks=0))
+    w.join_all(clear=False)  # 3 has seen 1's pings: it knows 1's sequence numbers
+    hostile = ("10.0.0.3", 7401)
+    w.drop = lambda src, dst, msg: nid(2) in (src, dst) or src == nid(3)  # 2 crashed; 3 says only what we inject
+    end = w.now + CFG.suspicion_max_s(3) + 2.0
+    for _ in range(10_000):
+        if w.now >= end:
+            break
+        seen = [m.seq for src, dst, m in w.sent if src == nid(1) and dst == nid(3) and isinstance(m, Ping | PingReq)]
+        top = max(seen, default=0)
+        for seq in range(top, top + 6):  # the hostile member acks 1's next sequence numbers
+            w.core(1).receive(nid(3), hostile, Ack(seq=seq), w.now)
+        w.flush()
+        w.advance(0.02)
+    assert w.state(1, 2) in (S, D), "a member's acks kept a crashed member alive"
+    assert w.state(1, 3) is A  # its own probes it may answer
+    # a relay forwards only its target's ack
+    w.core(3).receive(nid(1), ("10.0.0.1", 7401), PingReq(seq=77, target=nid(2), target_addr=("10.0.0.2", 7401)), w.now)
+    (ping,) = [c.msg for c in w.core(3).drain() if isinstance(c, Send) and c.to_id == nid(2)]
+    w.core(3).receive(nid(1), ("10.0.0.1", 7401), Ack(seq=ping.seq), w.now)
+    assert not [c for c in w.core(3).drain() if isinstance(c, Send) and isinstance(c.msg, Ack)]
+    w.core(3).receive(nid(2), ("10.0.0.2", 7401), Ack(seq=ping.seq), w.now)
+    (fwd,) = [c for c in w.core(3).drain() if isinstance(c, Send) and isinstance(c.msg, Ack)]
+    assert fwd.to_id == nid(1) and fwd.msg.seq == 77

@@ -97,6 +97,7 @@ class _Probe:
 
 @attrs.define(slots=True)
 class _Relay:
+    target: bytes  # the only member whose Ack we forward
     origin_id: bytes
     origin_addr: Address
     origin_seq: int
@@ -367,8 +368,11 @@ class Swim(Merging):
         self._send(info.id, info.addr, Ping(seq=self._seq), first=first)
 
     def _on_ack(self, sender_id: bytes, msg: Ack, now: float) -> None:
+        # An Ack names a sequence number, and a member learns ours from our pings and ping-reqs: a probe takes it
+        # only from its target or a member it asked to relay, a relay only from its target. Before, any member's
+        # Ack counted, and one that acked our next numbers kept a crashed member alive here.
         p = self._probe
-        if p is not None and p.seq == msg.seq:
+        if p is not None and p.seq == msg.seq and (sender_id == p.target or sender_id in p.asked):
             direct = sender_id == p.target
             if direct:
                 self.stats.probes_ok += 1
@@ -378,8 +382,9 @@ class Swim(Merging):
             self._emit(ProbeResult(target=p.target, result="ok" if direct else "indirect_ok"))
             self._probe = None
             return
-        relay = self._relays.pop(msg.seq, None)
-        if relay is not None:
+        relay = self._relays.get(msg.seq)
+        if relay is not None and relay.target == sender_id:
+            del self._relays[msg.seq]
             self._send(relay.origin_id, relay.origin_addr, Ack(seq=relay.origin_seq))
 
     def _on_ping_req(self, sender_id: bytes, sender_addr: Address, msg: PingReq, now: float) -> None:
@@ -391,6 +396,7 @@ class Swim(Merging):
             return
         self._seq += 1
         self._relays[self._seq] = _Relay(
+            target=msg.target,
             origin_id=sender_id,
             origin_addr=sender_addr,
             origin_seq=msg.seq,
