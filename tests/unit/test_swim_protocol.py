@@ -496,3 +496,47 @@ def test_a_member_cannot_ack_for_another_and_keep_a_crashed_member_alive() -> No
     w.core(3).receive(nid(2), ("10.0.0.2", 7401), Ack(seq=ping.seq), w.now)
     (fwd,) = [c for c in w.core(3).drain() if isinstance(c, Send) and isinstance(c.msg, Ack)]
     assert fwd.to_id == nid(1) and fwd.msg.seq == 77
+
+
+@pytest.mark.parametrize("seed", [0, 2])
+def test_a_member_that_pings_fast_cannot_drain_the_updates_and_get_a_refuted_member_declared_dead(seed: int) -> None:
+    """Each queued update is sent `retransmit_limit` times in all, piggybacked on whatever datagram goes next, and
+    an Ack to a Ping is a datagram its sender chooses when to get. A hostile member (9 here) that claims member 2
+    dead everywhere, then pings every member six times every 10 ms, got every transmit of 2's refutation, and of
+    everyone's re-gossip of it, in acks it dropped: the refutation spread only by direct contact with 2, and
+    members declared it dead (seed 0: 5 deaths declared on the code before, seed 2: 5). Now what a member makes
+    us send carries our queued updates only REPLY_UPDATES_BURST times at once, then once per probe interval."""
+    n = 10
+    w = Wire(n, seed=seed)
+    w.join_all()
+    h = ("10.0.0.99", 7401)
+    rec = Update(member=signed(MemberInfo(id=nid(99), addr=h, meta=b"", incarnation=0, state=A)))
+    for i in range(1, n + 1):  # an admitted member, in every table
+        w.core(i).receive(nid(99), h, Gossip(updates=(rec,)), w.now)
+    w.flush()
+    me2 = w.core(2).member(nid(2))
+    assert me2 is not None
+    dead = Update(member=attrs.evolve(me2, state=D), by=nid(99))
+    others = [i for i in range(1, n + 1) if i != 2]
+    for i in others:
+        w.core(i).receive(nid(99), h, Gossip(updates=(dead,)), w.now)
+    w.core(2).receive(nid(99), h, Ping(seq=1, updates=(dead,)), w.now)
+    seq = 2
+    w.sent.clear()
+    end = w.now + 3.0
+    for _ in range(1_000):
+        if w.now >= end:
+            break
+        for src, dst, m in w.sent:  # it answers its own probes, so it stays a member
+            if dst == nid(99) and isinstance(m, Ping):
+                w.cores[src].receive(nid(99), h, Ack(seq=m.seq), w.now)
+        w.sent.clear()
+        for i in range(1, n + 1):
+            for _ in range(6):
+                w.core(i).receive(nid(99), h, Ping(seq=seq), w.now)
+                seq += 1
+        w.flush()
+        w.advance(0.01)
+    assert sum(w.core(i).stats.deaths_declared for i in others) == 0
+    assert not [c for cid, c in w.log if isinstance(c, MemberChanged) and c.member.id == nid(2) and c.member.state is D]
+    assert all(w.state(i, 2) is A for i in others) and all(w.state(i, 99) is A for i in others)

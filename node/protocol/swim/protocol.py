@@ -80,6 +80,13 @@ __all__ = [
 ]
 
 GOSSIP_NEW_FROM_SYNC_MAX = 8  # see merge_push_pull
+# Datagrams another member makes us send (acks to its pings, and for a ping-req of its: the relayed ping, the
+# forwarded ack or the nack) carry our queued updates only this often for that member: REPLY_UPDATES_BURST at once,
+# then one per probe interval. Each update is sent `retransmit_limit` times in all, so a member that pinged us
+# fast got every transmit of every new update (a refutation included) in acks it then dropped; honest members then
+# heard of it only by direct contact, and declared a refuted member dead. An honest member pings us about once per
+# probe round (N probe intervals), plus its relays for others. Beyond the budget the datagram goes without them.
+REPLY_UPDATES_BURST = 2
 ALIVE, SUSPECT, DEAD, LEFT = MemberState.ALIVE, MemberState.SUSPECT, MemberState.DEAD, MemberState.LEFT
 _state_of = operator.attrgetter("state")
 
@@ -134,6 +141,9 @@ class Swim(Merging):
             config.claims_per_sender_per_s, config.claims_per_sender_burst, config.members_max
         )
         self._forged_budget: ForgeryBudget[bytes] = ForgeryBudget(config.members_max)
+        self._reply_budget: KeyedBuckets[bytes] = KeyedBuckets(
+            1.0 / config.probe_interval_s, REPLY_UPDATES_BURST, config.members_max
+        )
         self._table = MemberTable()
         self._table.put(self._self, now)
         self._ring = ProbeRing()
@@ -192,7 +202,7 @@ class Swim(Merging):
                 continue  # the very record we hold (a shared object, as in the simulator): nothing to merge
             self._apply(update, now, sender_id)
         if isinstance(msg, Ping):
-            self._send(sender_id, sender_addr, Ack(seq=msg.seq))
+            self._send(sender_id, sender_addr, Ack(seq=msg.seq), asked_by=sender_id, now=now)
         elif isinstance(msg, PingReq):
             self._on_ping_req(sender_id, sender_addr, msg, now)
         elif isinstance(msg, Ack):
@@ -385,11 +395,11 @@ class Swim(Merging):
         relay = self._relays.get(msg.seq)
         if relay is not None and relay.target == sender_id:
             del self._relays[msg.seq]
-            self._send(relay.origin_id, relay.origin_addr, Ack(seq=relay.origin_seq))
+            self._send(relay.origin_id, relay.origin_addr, Ack(seq=relay.origin_seq), asked_by=relay.origin_id, now=now)
 
     def _on_ping_req(self, sender_id: bytes, sender_addr: Address, msg: PingReq, now: float) -> None:
         if msg.target == self._id:
-            self._send(sender_id, sender_addr, Ack(seq=msg.seq))
+            self._send(sender_id, sender_addr, Ack(seq=msg.seq), asked_by=sender_id, now=now)
             return
         if len(self._relays) >= self.config.relays_max or not self._admit(msg.target):
             self.stats.relays_refused += 1
@@ -403,7 +413,7 @@ class Swim(Merging):
             nack=msg.nack,
             deadline=now + self._awareness.scale(self.config.probe_timeout_s),
         )
-        self._send(msg.target, msg.target_addr, Ping(seq=self._seq))
+        self._send(msg.target, msg.target_addr, Ping(seq=self._seq), asked_by=sender_id, now=now)
 
     def _check_probe(self, now: float) -> None:
         p = self._probe
@@ -454,7 +464,7 @@ class Swim(Merging):
             r = self._relays.pop(seq)
             if r.nack:
                 self.stats.nacks_sent += 1
-                self._send(r.origin_id, r.origin_addr, Nack(seq=r.origin_seq))
+                self._send(r.origin_id, r.origin_addr, Nack(seq=r.origin_seq), asked_by=r.origin_id, now=now)
 
     def _check_suspicions(self, now: float) -> None:
         due = self._suspicions.due(now)
@@ -471,10 +481,27 @@ class Swim(Merging):
     def _enqueue(self, update: Update) -> None:
         self._queue.enqueue(update, update_size(update))
 
-    def _send(self, to_id: bytes, to_addr: Address, msg: SwimMessage, *, first: tuple[Update, ...] = ()) -> None:
+    def _send(
+        self,
+        to_id: bytes,
+        to_addr: Address,
+        msg: SwimMessage,
+        *,
+        first: tuple[Update, ...] = (),
+        asked_by: bytes | None = None,
+        now: float = 0.0,
+    ) -> None:
+        """Send `msg` with `first` and as many queued updates as fit. A datagram member `asked_by` made us send
+        carries queued updates only within its budget (REPLY_UPDATES_BURST), and only for a member we hold."""
         if self._behind and to_id in self._behind:
             self._behind.discard(to_id)
             first = (Update(member=self._self), *first)  # it holds an older incarnation of us: our record first
+        if asked_by is not None and (asked_by not in self._table or not self._reply_budget.take(asked_by, now)):
+            if first:
+                msg = attrs.evolve(msg, updates=first)
+            self.stats.datagrams_sent += 1
+            self._emit(Send(to_id=to_id, to_addr=to_addr, msg=msg))
+            return
         budget = piggyback_budget(msg) - sum(update_size(u) for u in first)
         limit = self.config.retransmit_limit(self._table.live_count)
         room = Limits.SWIM_PIGGYBACK_MAX_ITEMS - len(first)
