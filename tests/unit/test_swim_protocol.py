@@ -540,3 +540,42 @@ def test_a_member_that_pings_fast_cannot_drain_the_updates_and_get_a_refuted_mem
     assert sum(w.core(i).stats.deaths_declared for i in others) == 0
     assert not [c for cid, c in w.log if isinstance(c, MemberChanged) and c.member.id == nid(2) and c.member.state is D]
     assert all(w.state(i, 2) is A for i in others) and all(w.state(i, 99) is A for i in others)
+
+
+def test_a_member_cannot_fill_the_relay_slots_or_aim_relayed_pings_at_any_address() -> None:
+    """A ping-req names a target and the address to ping it at. Before, a member's ping-reqs took every one of a
+    node's `relays_max` slots (each held for a probe timeout) and the node refused every honest ping-req: with 1
+    and 2 unable to talk directly, 1 suspected 2 at every probe instead of reaching it through 3 or 4. And the node
+    pinged whatever address the ping-req gave: datagrams aimed at hosts outside the federation. Here the member
+    asks for pings of itself, which it leaves unanswered, at another host's address. Now a member holds one relay
+    slot (its newest ping-req: it runs one probe at a time), and the relayed ping goes to the target's address in
+    our table. (16 slots here, 256 by default.) On the code before, both assertions fail."""
+    cfg = attrs.evolve(CFG, relays_max=16)
+    w = Wire(4, config=cfg)
+    w.join_all()
+    h, elsewhere = ("10.0.0.99", 7401), ("203.0.113.9", 9)
+    rec = Update(member=signed(MemberInfo(id=nid(99), addr=h, meta=b"", incarnation=0, state=A)))
+    for i in range(1, 5):
+        w.core(i).receive(nid(99), h, Gossip(updates=(rec,)), w.now)
+    w.flush()
+    w.drop = lambda src, dst, msg: {src, dst} == {nid(1), nid(2)}  # 1 and 2 cannot talk directly
+    w.log.clear()
+    seq = 0
+    end = w.now + 3.0
+    for _ in range(1_000):
+        if w.now >= end:
+            break
+        for src, dst, m in w.sent:  # it answers 1's probes; relayed pings of itself it leaves unanswered
+            if src == nid(1) and dst == nid(99) and isinstance(m, Ping):
+                w.cores[src].receive(nid(99), h, Ack(seq=m.seq), w.now)
+        w.sent.clear()
+        for i in (3, 4):
+            for _ in range(cfg.relays_max):
+                w.core(i).receive(nid(99), h, PingReq(seq=seq, target=nid(99), target_addr=elsewhere), w.now)
+                seq += 1
+        w.flush()
+        w.advance(0.01)
+    assert not [c for _, c in w.log if isinstance(c, Send) and c.to_addr == elsewhere]
+    to_2 = [r.result for r in w.commands(1, ProbeResult) if r.target == nid(2)]
+    assert to_2 and set(to_2) == {"indirect_ok"}, to_2
+    assert w.core(1).stats.suspicions_raised == 0 and w.state(1, 2) is A

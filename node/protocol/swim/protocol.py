@@ -157,6 +157,7 @@ class Swim(Merging):
         self._seeds: dict[bytes, Address] = {}
         self._probe: _Probe | None = None
         self._relays: dict[int, _Relay] = {}
+        self._relay_of: dict[bytes, int] = {}  # origin -> the seq of its one relay (see `_on_ping_req`)
         self._commands: list[Command] = []
         self._seq = rng.getrandbits(32)
         self._left = False
@@ -394,17 +395,25 @@ class Swim(Merging):
             return
         relay = self._relays.get(msg.seq)
         if relay is not None and relay.target == sender_id:
-            del self._relays[msg.seq]
+            self._end_relay(msg.seq)
             self._send(relay.origin_id, relay.origin_addr, Ack(seq=relay.origin_seq), asked_by=relay.origin_id, now=now)
 
     def _on_ping_req(self, sender_id: bytes, sender_addr: Address, msg: PingReq, now: float) -> None:
         if msg.target == self._id:
             self._send(sender_id, sender_addr, Ack(seq=msg.seq), asked_by=sender_id, now=now)
             return
-        if len(self._relays) >= self.config.relays_max or not self._admit(msg.target):
+        # A member holds one relay here, for its newest ping-req (it runs one probe at a time: the older one is
+        # over), and we ping the target where our table says it is. Before, one member's ping-reqs took every slot
+        # (honest ping-reqs were refused, so their probes failed), and we pinged any address a ping-req named.
+        previous = self._relay_of.get(sender_id)
+        if previous is not None:
+            self._end_relay(previous)
+        target = self._table.get(msg.target)
+        if target is None or len(self._relays) >= self.config.relays_max or not self._admit(msg.target):
             self.stats.relays_refused += 1
             return
         self._seq += 1
+        self._relay_of[sender_id] = self._seq
         self._relays[self._seq] = _Relay(
             target=msg.target,
             origin_id=sender_id,
@@ -413,7 +422,7 @@ class Swim(Merging):
             nack=msg.nack,
             deadline=now + self._awareness.scale(self.config.probe_timeout_s),
         )
-        self._send(msg.target, msg.target_addr, Ping(seq=self._seq), asked_by=sender_id, now=now)
+        self._send(target.id, target.addr, Ping(seq=self._seq), asked_by=sender_id, now=now)
 
     def _check_probe(self, now: float) -> None:
         p = self._probe
@@ -461,10 +470,16 @@ class Swim(Merging):
         if not self._relays:
             return
         for seq in [s for s, r in self._relays.items() if now >= r.deadline]:
-            r = self._relays.pop(seq)
+            r = self._end_relay(seq)
             if r.nack:
                 self.stats.nacks_sent += 1
                 self._send(r.origin_id, r.origin_addr, Nack(seq=r.origin_seq), asked_by=r.origin_id, now=now)
+
+    def _end_relay(self, seq: int) -> _Relay:
+        r = self._relays.pop(seq)
+        if self._relay_of.get(r.origin_id) == seq:
+            del self._relay_of[r.origin_id]
+        return r
 
     def _check_suspicions(self, now: float) -> None:
         due = self._suspicions.due(now)
