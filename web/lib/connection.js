@@ -18,6 +18,12 @@ export const PENDING_REFS_MAX = 4096;
  * dated days ahead and use each when its date came (node/protocol/relay/claims.py, CHALLENGE_AHEAD_MAX_S).
  */
 export const CHALLENGE_AHEAD_MAX_MS = 600_000;
+/**
+ * ... up to this far ahead: a node may draw its whole nonce at random (docs/client-protocol.md), and 8 random bytes
+ * read as unix ms are a date past this horizon but for about 2 in 10 million; a claim dated beyond it never becomes
+ * good anywhere (node/protocol/relay/claims.py, CHALLENGE_DATE_HORIZON_S).
+ */
+export const CHALLENGE_DATE_HORIZON_MS = 100 * 365.25 * 86_400_000;
 const CLIENT_AUTH = utf8("homing/v1/client-auth");
 const NODE_AUTH = utf8("homing/v1/node-auth");
 
@@ -65,14 +71,15 @@ export class ConnectionClosed extends Error {
  */
 
 /**
- * Is a challenge nonce dated more than CHALLENGE_AHEAD_MAX_MS after `nowMs` (this machine's clock)?
+ * Is a challenge nonce dated more than CHALLENGE_AHEAD_MAX_MS after `nowMs` (this machine's clock), yet within
+ * CHALLENGE_DATE_HORIZON_MS of it (a date a claim could one day be used at)?
  * @param {Uint8Array} nodeNonce
  * @param {number} nowMs
  */
 export function challengeTooFarAhead(nodeNonce, nowMs) {
   if (nodeNonce.length !== 32) return true;
-  const datedMs = Number(new DataView(nodeNonce.buffer, nodeNonce.byteOffset, 8).getBigUint64(0));
-  return datedMs > nowMs + CHALLENGE_AHEAD_MAX_MS;
+  const aheadMs = Number(new DataView(nodeNonce.buffer, nodeNonce.byteOffset, 8).getBigUint64(0)) - nowMs;
+  return aheadMs > CHALLENGE_AHEAD_MAX_MS && aheadMs <= CHALLENGE_DATE_HORIZON_MS;
 }
 
 /**

@@ -56,11 +56,19 @@ _NONCE_TIME: Final = struct.Struct(">Q")  # NONCE_TIME_BYTES
 # default `claim_skew_s`: a client whose clock is further behind is already outside the 300 s offer window of
 # clients with a right clock (docs/e2ee.md).
 CHALLENGE_AHEAD_MAX_S: Final = 600.0
+# ... up to this far ahead: the client protocol lets a node draw its whole nonce at random (docs/client-protocol.md),
+# and 8 random bytes read as unix ms are a date past this horizon but for about 2 in 10 million. A claim dated
+# beyond it never becomes good anywhere, so signing it gives a node nothing, and such nodes stay reachable.
+CHALLENGE_DATE_HORIZON_S: Final = 100 * 365.25 * 86400.0
 
 
 def challenge_too_far_ahead(nonce: bytes, unix_s: float) -> bool:
-    """Is this challenge nonce dated more than CHALLENGE_AHEAD_MAX_S after `unix_s` (the client's clock)?"""
-    return len(nonce) != NONCE_BYTES or nonce_time_s(nonce) > unix_s + CHALLENGE_AHEAD_MAX_S
+    """Is this challenge nonce dated more than CHALLENGE_AHEAD_MAX_S after `unix_s` (the client's clock), yet within
+    CHALLENGE_DATE_HORIZON_S of it (a date a claim could one day be used at)?"""
+    if len(nonce) != NONCE_BYTES:
+        return True
+    ahead = nonce_time_s(nonce) - unix_s
+    return CHALLENGE_AHEAD_MAX_S < ahead <= CHALLENGE_DATE_HORIZON_S
 
 
 def nonce_time_s(nonce: bytes) -> float:
