@@ -31,13 +31,21 @@ def read_private_file(path: Path, *, what: str, others_mask: int = 0o077, bytes_
 
 
 def create_private_file(path: Path, data: bytes) -> None:
-    """Create `path` with mode 0600 holding `data`; never overwrites (a second creator gets FileExistsError)."""
+    """Create `path` with mode 0600 holding `data`; never overwrites (a second creator gets FileExistsError).
+
+    Whole or not at all: `data` goes to a temporary file (mkstemp: 0600 whatever the umask), is fsync'd, and is then
+    hard-linked to `path`, which fails if `path` exists. A full disk or a crash mid-write leaves no `path`: a
+    truncated key file would be refused at every start until an operator deleted it."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.link(tmp, path)
+    finally:
+        os.unlink(tmp)
 
 
 def load_or_create_key(path: Path, *, create: bool = True) -> tuple[Identity, bool]:

@@ -165,3 +165,29 @@ def test_log_json_is_one_json_object_per_line_to_a_clean_leave(tmp_path: Path) -
     positions = [events.index(e) for e in order]
     assert positions == sorted(positions), events
     assert lines[-1]["event"] == "left" and lines[-1]["clean"] is True, lines[-1]
+
+
+def _limit_file_size_to_10_bytes() -> None:
+    import resource
+
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit then fails with EFBIG, like a full disk
+    resource.setrlimit(resource.RLIMIT_FSIZE, (10, 10))
+
+
+def test_a_key_write_cut_short_leaves_no_key_file_and_the_next_init_makes_one(tmp_path: Path) -> None:
+    """A disk that fills up (or a crash) while `node init` or the first `node run` writes node.key must not leave a
+    truncated key file behind: the node refuses such a file ("not a homing key file", exit 2, which the systemd unit
+    does not restart), so it would stay down until the operator deletes the file. On the code before, the key file
+    was created first and written after: the cut-short write left 10 bytes in node.key and the next init exited 2."""
+    d = tmp_path / "node"
+    cut = subprocess.run(
+        homing_cmd("node", "init", "--data-dir", str(d)), env=homing_env(PYTHONDONTWRITEBYTECODE="1"),
+        capture_output=True, text=True, timeout=60, preexec_fn=_limit_file_size_to_10_bytes,
+    )  # fmt: skip
+    assert cut.returncode != 0
+    assert not (d / "node.key").exists(), f"a {(d / 'node.key').stat().st_size}-byte node.key was left behind"
+    assert not any(p.name.startswith(".node.key") for p in d.iterdir()), "a temporary file was left behind"
+    again = run_homing("node", "init", "--data-dir", str(d))
+    assert again.returncode == 0, again.stderr
+    assert len(parse_id(again.stdout.split()[-1])) == 32
+    assert stat.S_IMODE((d / "node.key").stat().st_mode) == 0o600
