@@ -296,3 +296,20 @@ def test_logrotate_example_parses(tmp_path: Path) -> None:
     )  # fmt: skip
     assert r.returncode == 0 and "error" not in (r.stdout + r.stderr).lower(), r.stdout + r.stderr
     assert "node.log" in r.stdout + r.stderr
+
+
+def test_firewall_ssh_rules_take_their_sources_from_sets_for_both_families() -> None:
+    """The file says "restrict SSH to your addresses here": an operator who puts their addresses in the source set
+    must get SSH closed to everyone else over IPv6 too. On the code before, only IPv4 had a set; the IPv6 rule
+    accepted SSH from any address, so a VPS "restricted" this way kept SSH open to the whole IPv6 internet."""
+    text = (DEPLOY / "firewall" / "homing-node.nft").read_text()
+    lines = [ln.strip() for ln in text.splitlines() if not ln.strip().startswith("#")]
+    rules = [ln for ln in lines if re.search(r"\bdport 22\b", ln)]
+    assert rules, "no SSH rule"
+    families = set()
+    for rule in rules:
+        m = re.match(r"(ip6?) saddr @(\w+) ", rule)
+        assert m, f"SSH accepted without a source set: {rule!r}"
+        families.add(m.group(1))
+        assert re.search(rf"set {m.group(2)} {{[^}}]*type {'ipv4' if m.group(1) == 'ip' else 'ipv6'}_addr", text)
+    assert families == {"ip", "ip6"}
