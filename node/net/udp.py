@@ -10,6 +10,8 @@ and dropped: it changes nothing. Push-pull syncs run over the peer port (node/ne
 from __future__ import annotations
 
 import contextlib
+import functools
+import ipaddress
 import os
 import socket
 from collections.abc import Callable, Iterable
@@ -60,6 +62,26 @@ SYNC_PEERS_MAX = 4096
 MEMBER_HOSTS_TTL_S = 1.0
 
 
+# Members' SWIM hosts may be DNS names (`[node] advertise_host`). A name is resolved here, off the event loop (trio's
+# resolver, in a worker thread), and kept: `socket.sendto` to a name resolved it synchronously on the loop for every
+# datagram, so a member whose name resolves slowly (its own DNS server, answering late) stalled the whole node at
+# each send. Until a name is resolved, datagrams to it are dropped, as UDP may.
+RESOLVED_TTL_S = 60.0  # seconds a resolved name is used before it is resolved again (the old address meanwhile)
+UNRESOLVED_TTL_S = 10.0  # seconds before a name that did not resolve is tried again
+RESOLVE_TIMEOUT_S = 5.0
+RESOLVING_MAX = 4  # names resolved at once (worker threads)
+RESOLVED_NAMES_MAX = 4096  # names kept; the oldest is forgotten first
+
+
+@functools.lru_cache(maxsize=8192)
+def _is_ip_literal(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
 class SyncRateLimited(RemoteProtocolError):
     refusal = Refusal.RATE_LIMITED
 
@@ -106,6 +128,8 @@ class SwimDriver:
         self._member_hosts: frozenset[str] = frozenset()
         self._member_hosts_until = -1.0
         self._listed_hosts: frozenset[str] = frozenset()  # set_listed_hosts: the registry lists' nodes
+        self._names: dict[str, tuple[str | None, float]] = {}  # DNS name -> (address or None, trio time to renew)
+        self._resolving: set[str] = set()
 
     # --- running -------------------------------------------------------------------------------------
 
@@ -180,9 +204,43 @@ class SwimDriver:
                 self._nursery.start_soon(self._stream_ping, cmd)
 
     def _send(self, cmd: Send) -> None:
+        to = cmd.to_addr
+        if not _is_ip_literal(to[0]):
+            address = self._resolved(to[0])
+            if address is None:
+                return  # not resolved (yet): dropped, as UDP may
+            to = (address, to[1])
         packet = self.sealer.seal(cmd.to_id, encode_datagram(cmd.msg))
         with contextlib.suppress(OSError):  # BlockingIOError (buffer full), unreachable: UDP may drop
-            self._raw.sendto(packet, cmd.to_addr)
+            self._raw.sendto(packet, to)
+
+    def _resolved(self, name: str) -> str | None:
+        """The address of a member's host name, resolved in the background (see RESOLVED_TTL_S); None until known."""
+        now = trio.current_time()
+        known = self._names.get(name)
+        due = known is None or now >= known[1]
+        if due and name not in self._resolving and len(self._resolving) < RESOLVING_MAX and self._nursery is not None:
+            self._resolving.add(name)
+            self._nursery.start_soon(self._resolve, name)
+        return None if known is None else known[0]
+
+    async def _resolve(self, name: str) -> None:
+        address: str | None = None
+        try:
+            with trio.move_on_after(RESOLVE_TIMEOUT_S):
+                infos = await trio.socket.getaddrinfo(name, None, family=self._raw.family, type=socket.SOCK_DGRAM)
+                address = str(infos[0][4][0]) if infos else None
+        except (OSError, UnicodeError):
+            address = None
+        finally:
+            self._resolving.discard(name)
+        known = self._names.get(name)
+        if address is None and known is not None and known[0] is not None:
+            address = known[0]  # a failed renewal keeps the last good address until the next try
+        self._names.pop(name, None)
+        while len(self._names) >= RESOLVED_NAMES_MAX:
+            self._names.pop(next(iter(self._names)))
+        self._names[name] = (address, trio.current_time() + (RESOLVED_TTL_S if address else UNRESOLVED_TTL_S))
 
     # --- push-pull -----------------------------------------------------------------------------------
 

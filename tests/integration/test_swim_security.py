@@ -288,3 +288,52 @@ async def test_a_member_cannot_have_its_push_pulls_merged_as_fast_as_it_can_dial
         assert node.swim.stats.push_pulls == answered
         await until(lambda: refused_count(node, "peer", "rate_limited") >= 40 - answered)
         node.request_shutdown()
+
+
+class _SlowNames(trio.abc.HostnameResolver):
+    """Resolves the test's host names to 127.0.0.1 after `delay_s`, as a slow DNS server would (its own, for a
+    hostile member); anything else as the system does. trio's resolver hook, not a stand-in for homing code."""
+
+    def __init__(self, names: set[str], delay_s: float) -> None:
+        self.names, self.delay_s, self.asked = names, delay_s, 0
+
+    async def getaddrinfo(  # type: ignore[override]
+        self, host: bytes | None, port: bytes | str | int | None, family: int = 0, type: int = 0, proto: int = 0,
+        flags: int = 0,
+    ) -> list[tuple[socket.AddressFamily, socket.SocketKind, int, str, tuple[str, int]]]:  # fmt: skip
+        name = host.decode() if isinstance(host, bytes) else host
+        if name in self.names:
+            self.asked += 1
+            await trio.sleep(self.delay_s)
+            number = int(port) if port else 0
+            return [(socket.AF_INET, socket.SocketKind(type or socket.SOCK_DGRAM), 0, "", ("127.0.0.1", number))]
+        return await trio.to_thread.run_sync(socket.getaddrinfo, host, port, family, type, proto, flags)  # type: ignore[arg-type]
+
+    async def getnameinfo(self, sockaddr: tuple[str, int], flags: int) -> tuple[str, str]:
+        return await trio.to_thread.run_sync(socket.getnameinfo, sockaddr, flags)
+
+
+async def test_a_member_known_by_a_host_name_is_probed_without_resolving_it_on_the_event_loop(tmp_path: Path) -> None:
+    """A member's SWIM host may be a DNS name (`[node] advertise_host`). The driver sent to it with `socket.sendto`,
+    which resolved the name synchronously on the event loop for every datagram: a member whose name resolves slowly
+    (its own DNS server, answering late) stalled the node at each probe. Now names are resolved in the background
+    through trio's resolver and kept. On the code before, the system resolver was asked on the loop: the test's
+    name did not resolve there, so no probe of the member was ever acked directly (the TCP fallback kept it alive)."""
+    resolver = _SlowNames({"b.homing.test"}, delay_s=0.3)
+    trio.socket.set_custom_hostname_resolver(resolver)
+    async with trio.open_nursery() as nursery:
+        a: NodeHandle = await nursery.start(run_node, loopback_config(tmp_path / "a"), Identity.generate())
+        seed = f"127.0.0.1:{a.ports['swim']}"
+        config = loopback_config(tmp_path / "b", join=[seed], node={"advertise_host": "b.homing.test"})
+        b: NodeHandle = await nursery.start(run_node, config, Identity.generate())
+        await until(lambda: _record(a, b.identity.id) is not None, 10)
+        record = _record(a, b.identity.id)
+        assert record is not None and record[1][0] == "b.homing.test"
+        before = _direct_acks(a)
+        with trio.fail_after(20):
+            while _direct_acks(a) < before + 5:  # a probes only b: each direct ack is one of b's
+                await trio.sleep(0.1)
+        assert _record(a, b.identity.id)[0] == MemberState.ALIVE.value  # type: ignore[index]
+        assert 1 <= resolver.asked <= 10  # resolved once (and for the peer link), then kept
+        a.request_shutdown()
+        b.request_shutdown()
