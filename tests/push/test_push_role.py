@@ -247,7 +247,7 @@ def test_one_member_cannot_fill_an_owners_subscription_table() -> None:
     assert len(minted) == 40
     for client in minted:
         core.peer_message(HOSTILE, _sub_msg(client, home=HOSTILE), 0.0)
-    assert core.push.held.count_home(HOSTILE) == 10
+    assert core.push.held.count_share(HOSTILE) == 10
     carol = _callee_ranked(me, MEMBERS, 0)
     _sub(core, carol, 1.0)  # from carol's real home
     _offer(core, carol, 1, 2.0)
