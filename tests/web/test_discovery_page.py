@@ -3,14 +3,18 @@
 
 from __future__ import annotations
 
+import http.server
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
 from bootstrap.dns_cli import load_tsig_key, publish_dns
 from node.cli.webdemo import page_link
-from node.protocol.identity import Identity
+from node.protocol.identity import Identity, encode_document
 from node.protocol.nodelist import NodeEntry, build_node_list
 from tests.fixtures.dns import dns_stack, have_dns_tools
 from tests.integration.procs import NodeProcess
@@ -54,3 +58,63 @@ def test_page_finds_a_node_through_doh_when_the_registry_is_black_holed(
                 assert v["node"]["source"] == "doh", v
                 assert v["node"]["verified"] is True, v
                 assert v["node"]["id"] in {n.id_text for n in federation3}
+
+
+@contextmanager
+def _list_server(body: bytes, delay_s: float) -> Iterator[str]:
+    """A registry stand-in that serves one signed list (GET /v1/nodes, CORS open) after `delay_s`: a mirror or a
+    resolver a censor controls, which may serve any list the registry ever signed."""
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            time.sleep(delay_s)
+            self.send_response(200)
+            self.send_header("content-type", "application/msgpack")
+            self.send_header("access-control-allow-origin", "*")
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+
+
+@pytest.mark.timeout(120)
+def test_page_takes_only_the_newest_list_of_a_registry_key(
+    tmp_path: Path, web_base: str, federation3: list[NodeProcess]
+) -> None:
+    """The registry banned node B and signed a list without it; a mirror still serves the list from before the ban.
+    The page reads the newer list first (it names one node, which does not answer), then the older one: it must
+    refuse the older list and never connect to B. Before, the page raced the rows of every list that verified, and
+    connected to B (docs/discovery.md, "Newest list per registry"; the Python client already did this)."""
+    registry = Identity.generate()
+    now = int(time.time())
+    banned = federation3[0]
+    row = NodeEntry(id=banned.id, ws=banned.url, swim=banned.swim, peer=f"127.0.0.1:{banned.ports['peer']}", seen=now)
+    old = encode_document(build_node_list(registry, [row], issued=now - 60, expires=now + 600))
+    with black_hole() as hole:
+        silent = Identity.generate()
+        entry = NodeEntry(
+            id=silent.id, ws=f"ws://127.0.0.1:{hole}/v1/client", swim="127.0.0.1:9", peer="127.0.0.1:9", seen=now
+        )
+        new = encode_document(build_node_list(registry, [entry], issued=now, expires=now + 600))
+        with _list_server(new, 0.0) as newer, _list_server(old, 1.5) as older, chromium(tmp_path, "newest") as page:
+            page.open(
+                page_link(
+                    web_base, profile="newest", me=Identity.generate(), registry=[newer, older],
+                    trust=registry.id_text, cache="0",
+                )
+            )  # fmt: skip
+            v = page.wait(lambda v: v["conn"] == "offline", 30, "discovery to give up")
+            assert v["node"] is None, f"the page connected through a list older than one it had read: {v}"
+            assert "older" in v["connDetail"], v

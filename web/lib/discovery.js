@@ -16,7 +16,10 @@ export const CACHE_MAX = 64;
 export const CACHE_KEY = "homing:discovery-cache";
 
 /** @typedef {"registry"|"doh"|"cache"|"referral"|"manual"} Source */
-/** @typedef {{id: Uint8Array, ws: string, source: Source, verified: boolean, rank: number}} Candidate */
+/**
+ * `list`: for a row of a signed list, its signer (base64url) and `issued`: a newer list of that signer replaces it.
+ * @typedef {{id: Uint8Array, ws: string, source: Source, verified: boolean, rank: number, list?: {signer: string, issued: number}}} Candidate
+ */
 /**
  * @typedef {{id: string, ws: string, source: Source, verified: boolean, handshakeMs: number}} Found
  * @typedef {{registries?: string[], trust?: Uint8Array[], doh?: string[], names?: string[], cards?: string[],
@@ -94,6 +97,9 @@ export function discover(cfg, identity, hooks = {}) {
   /** @type {Candidate[]} */
   const queue = [];
   const seen = new Set();
+  // the newest list read per signer (docs/discovery.md, "Newest list per registry"): its `issued` and its rows
+  /** @type {Map<string, {issued: number, rows: Set<string>}>} */
+  const newest = new Map();
   let running = 0;
   let started = 0;
   let pendingSources = 0;
@@ -113,6 +119,12 @@ export function discover(cfg, identity, hooks = {}) {
       abort.abort();
       if (result) resolve(result);
       else reject(Object.assign(new Error(`no node proved its id within ${deadlineMs} ms: ${errors.join("; ") || "no candidates"}`), { errors }));
+    }
+
+    /** A row a newer list of its signer no longer names. @param {Candidate} c */
+    function superseded(c) {
+      const held = c.list && newest.get(c.list.signer);
+      return !!c.list && !!held && held.issued > c.list.issued && !held.rows.has(b64uEncode(c.id) + " " + c.ws);
     }
 
     /** @param {Candidate} c */
@@ -146,6 +158,10 @@ export function discover(cfg, identity, hooks = {}) {
         if (finished) {
           conn.close();
           return;
+        }
+        if (superseded(c)) {  // its list was replaced while it connected, by one that no longer names it
+          conn.close();
+          throw new Error("a newer list of its registry no longer names it");
         }
         cfg.cache?.remember(idText, c.ws, now());
         finish({ connection: conn, found: { id: idText, ws: c.ws, source: c.source, verified: c.verified || c.source === "manual" || c.source === "cache", handshakeMs: conn.handshakeMs }, errors });
@@ -182,14 +198,28 @@ export function discover(cfg, identity, hooks = {}) {
       add({ id: c.id, ws: c.ws, source: "referral", verified: true, rank: 0 });
     });
     (cfg.cache?.load() ?? []).forEach((n, i) => add({ id: b64uDecode(n.id), ws: n.ws, source: "cache", verified: false, rank: 1 + i / 1000 }));
-    /** @param {{id: Uint8Array, ws: string}[]} nodes @param {Source} src */
-    const addList = (nodes, src) => nodes.forEach((n) => add({ id: n.id, ws: n.ws, source: src, verified: trust.length > 0, rank: 2 + Math.random() }));
-    for (const base of cfg.registries ?? []) source(`registry ${base}`, async () => addList((await fetchRegistryList(base, trust, now(), abort.signal)).nodes, "registry"));
+    /**
+     * Queue a verified list's rows, unless a newer list of the same signer was read: an older one (a mirror or
+     * resolver serving a list from before a ban) is refused, and a newer one drops the queued rows it no longer names.
+     * @param {{nodes: {id: Uint8Array, ws: string}[], issued: number, signer: Uint8Array}} list @param {Source} src
+     */
+    const addList = (list, src) => {
+      const signer = b64uEncode(list.signer);
+      const rows = new Set(list.nodes.map((n) => b64uEncode(n.id) + " " + n.ws));
+      const held = newest.get(signer);
+      if (held && list.issued < held.issued) throw new Error(`a list older (issued ${list.issued}) than one already read (issued ${held.issued}) was refused`);
+      if (held && list.issued === held.issued) rows.forEach((r) => held.rows.add(r)); // the same list from another source
+      else newest.set(signer, { issued: list.issued, rows });
+      for (let i = queue.length - 1; i >= 0; i--) if (superseded(queue[i])) queue.splice(i, 1);
+      const tag = { signer, issued: list.issued };
+      list.nodes.forEach((n) => add({ id: n.id, ws: n.ws, source: src, verified: trust.length > 0, rank: 2 + Math.random(), list: tag }));
+    };
+    for (const base of cfg.registries ?? []) source(`registry ${base}`, async () => addList(await fetchRegistryList(base, trust, now(), abort.signal), "registry"));
     for (const resolver of cfg.doh ?? [])
       for (const name of cfg.names ?? [])
         source(`doh ${resolver} ${name}`, async () => {
           const doc = await fetchTxtDocument(resolver, name, { signal: abort.signal });
-          addList((await openNodeList(doc, trust.length ? trust : null, now())).nodes, "doh");
+          addList(await openNodeList(doc, trust.length ? trust : null, now()), "doh");
         });
     pump();
   });
