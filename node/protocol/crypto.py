@@ -91,6 +91,9 @@ class DatagramSealer:
             if len(self._windows) >= self._peers_max:
                 self._windows.pop(next(iter(self._windows)))
             window = self._windows[sender] = _ReplayWindow()
+        else:  # least recently used goes first: made-up senders cannot evict a member that keeps sending
+            del self._windows[sender]
+            self._windows[sender] = window
         window.accept(epoch, counter)
         return bytes(sender), bytes(plaintext)
 

@@ -266,3 +266,22 @@ def test_the_two_directions_never_share_a_nonce_even_with_equal_epochs() -> None
     assert pa[1 + 32 : 1 + 32 + 16] == pb[1 + 32 : 1 + 32 + 16]  # same epoch and counter in the clear
     assert pa[1 + 32 + 16 :] != pb[1 + 32 + 16 :]  # equal plaintexts, yet different ciphertexts and tags
     assert sb.open(pa)[1] == bytes(32) and sa.open(pb)[1] == bytes(32)
+
+
+def test_made_up_senders_cannot_evict_an_active_members_replay_window() -> None:
+    """The sealer keeps replay windows for at most `peers_max` senders. In an open federation anyone can make up
+    sender ids (paced at `[swim] new_keys_per_s`), and the oldest window was dropped first, however active its
+    member: once enough made-up senders had come, a member's window was gone and one of its datagrams captured
+    earlier was accepted again. The windows now go least recently used first, so a member that keeps sending keeps
+    its window. On the code before, the captured datagram was accepted."""
+    b = Identity.generate()
+    member = DatagramSealer(Identity.generate(), epoch_ms=1)
+    receiver = DatagramSealer(b, epoch_ms=1, peers_max=4)
+    captured = member.seal(b.id, b"ping 1")
+    receiver.open(captured)
+    for i in range(12):  # between the member's datagrams, made-up senders, three times the windows kept
+        if i % 2 == 0:
+            receiver.open(member.seal(b.id, b"ping %d" % (i + 2)))
+        receiver.open(DatagramSealer(Identity.generate(), epoch_ms=1).seal(b.id, b"made up"))
+    with pytest.raises(Replayed):
+        receiver.open(captured)
