@@ -54,8 +54,11 @@ async def _flood(url: str, node_id: bytes, victim: bytes, attackers: int, offers
     return rejects
 
 
-def _victim(page: Page, web_base: str, node: NodeProcess, me: Identity, contacts: dict[str, bytes]) -> None:
-    page.open(page_link(web_base, profile="v", me=me, node_ws=node.url, node_id=node.id, contacts=contacts, cache="0"))
+def _victim(
+    page: Page, web_base: str, node: NodeProcess, me: Identity, contacts: dict[str, bytes], **extra: str
+) -> None:
+    link = page_link(web_base, profile="v", me=me, node_ws=node.url, node_id=node.id, contacts=contacts, **extra)
+    page.open(link + "&cache=0")
     page.wait(lambda v: v["conn"] == "connected", 20, "connected to its node")
 
 
@@ -140,11 +143,11 @@ def test_a_callee_that_answers_and_goes_silent_cannot_keep_the_page_connecting_f
     """A valid answer with no candidate behind it, then nothing: no media path ever starts, so neither the ICE
     gathering timeout (the page has candidates) nor the reconnect window (the path never dropped) ends the call.
     Before, the page stayed `connecting` (busy to every other caller, unable to dial) until its user hung up; now a
-    call that has not connected within 30 s of its answer ends `failed`."""
+    call that has not connected within 30 s of its answer ends `failed` (5 s here: the page's `connect` setting)."""
     node = federation3[0]
     me, callee = Identity.generate(), Identity.generate()
     with chromium(tmp_path, "caller") as page:
-        _victim(page, web_base, node, me, {"callee": callee.id})
+        _victim(page, web_base, node, me, {"callee": callee.id}, connect="5")
         sdp = page.driver.execute_async_script(
             """
             const done = arguments[arguments.length - 1];
@@ -161,7 +164,7 @@ def test_a_callee_that_answers_and_goes_silent_cannot_keep_the_page_connecting_f
         dial = lambda: page.click_css(f'li[data-id="{callee.id_text}"] .call-audio')  # noqa: E731
         trio.run(_answer_with, node.url, node.id, callee, dial, sdp)
         page.wait(lambda v: v["callState"] == "connecting", 10, "the call connecting")
-        v = page.wait(lambda v: v["callState"] == "ended", 40, "the call to end")
+        v = page.wait(lambda v: v["callState"] == "ended", 15, "the call to end")
         assert v["callReason"] == "failed", v
 
 

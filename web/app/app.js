@@ -114,10 +114,12 @@ async function main() {
   const relay = /** @type {HTMLInputElement} */ ($("always-relay"));
   relay.checked = params.get("relay") === "1" || localStorage.getItem(ns("relay")) === "1";
   const ringS = Number(params.get("ring") ?? "60");
+  const connectS = Number(params.get("connect") ?? "30");
   const iceOverride = params.get("ice");
   const settings = {
     alwaysRelay: relay.checked,
     ringTimeoutMs: Number.isFinite(ringS) && ringS > 0 ? ringS * 1000 : 60_000,
+    connectTimeoutMs: Number.isFinite(connectS) && connectS > 0 ? connectS * 1000 : 30_000,
     iceServers: iceOverride ? JSON.parse(iceOverride) : null,
     replayStorage: { storage: localStorage, key: ns("offers-seen") },
   };
