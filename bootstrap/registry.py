@@ -177,8 +177,9 @@ def decide_registration(
         return refused
     if not reg.listed and reg.card_exp <= now:
         return Refused(status=400, reason="the card in this registration has expired", refusal=Refusal.REPLAYED)
-    if not reg.listed and plain_ws_problem(reg.ws):  # clients would refuse the card the distributor hands out
-        return Refused(status=400, reason=plain_ws_problem(reg.ws), refusal=Refusal.MALFORMED)
+    plain_ws = "" if reg.listed else plain_ws_problem(reg.ws)  # clients would refuse the card a bridge hands out
+    if plain_ws:
+        return Refused(status=400, reason=plain_ws, refusal=Refusal.MALFORMED)
     ttl = min(max(reg.ttl, policy.ttl_min_s), policy.ttl_max_s)
     approved = existing.approved if existing is not None else policy.approval == "auto"
     if existing is not None and not existing.approved and policy.approval == "auto":

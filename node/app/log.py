@@ -256,7 +256,7 @@ def _kv_message(record: logging.LogRecord) -> str:
     """`record.getMessage()` for an "event=NAME k=%s ..." message, with each text argument (`%s`, `%r`, `%a`)
     `quote()`d: the message is read back into fields, so an argument with a space, `=` or a quote, often from the
     network (a registry's answer, a request path, an error text), could otherwise add fields, `event=` among them
-    (tests/unit/test_log.py). Mapping arguments (`%(name)s`) and a format that does not match its arguments are
+    (tests/ops/test_log.py). Mapping arguments (`%(name)s`) and a format that does not match its arguments are
     formatted as logging would."""
     args = record.args
     if not args or not isinstance(args, tuple):

@@ -96,6 +96,8 @@ class Home:
         # eids that came as mailbox pushes (another node's copy of an origin-signed envelope): remembered for as long
         # as that signature is taken here, its expiry plus the clock skew allowed (see on_envelope)
         self._seen_pushed = SeenSet(seen_max=config.seen_max)
+        # how long a delivered eid is remembered: past the origin's give-up time (see on_envelope)
+        self._seen_s = config.mailbox_ttl + (config.attempts_max + 4) * config.peer_timeout_s
         self._renewal = _Renewal(clients=[])
         self._dropping: dict[bytes, None] = {}  # ids gone offline, in order, for the next send_drops()
         self._drops_at = INF  # when the first of them went offline
@@ -254,12 +256,11 @@ class Home:
         # signature's expiry is that give-up time on the origin's clock, taken here up to `claim_skew_s` late and
         # from a clock up to as much ahead, so a pushed eid is remembered twice the skew longer (before, an owner
         # that kept a copy could have it delivered again from 74 s to 372 s after it was sent)
-        seen_s = self.config.mailbox_ttl + (self.config.attempts_max + 4) * self.config.peer_timeout_s
         if from_node != env.origin:
-            self._seen_pushed.add(key, now + seen_s + 2 * self._verifier.skew_s)
+            self._seen_pushed.add(key, now + self._seen_s + 2 * self._verifier.skew_s)
         if not seen:
             if from_node == env.origin:
-                self._seen.add(key, now + seen_s)
+                self._seen.add(key, now + self._seen_s)
             msg = Deliver(kind=env.kind, sender=env.sender, call=env.call, body=env.body, eid=env.eid)
             self._deliver(conns or (), msg)
         self._send(from_node, EnvelopeResult(eid=env.eid, status=ResultStatus.DELIVERED))

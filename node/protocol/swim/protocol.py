@@ -511,16 +511,12 @@ class Swim(Merging):
         if self._behind and to_id in self._behind:
             self._behind.discard(to_id)
             first = (Update(member=self._self), *first)  # it holds an older incarnation of us: our record first
-        if asked_by is not None and (asked_by not in self._table or not self._reply_budget.take(asked_by, now)):
-            if first:
-                msg = attrs.evolve(msg, updates=first)
-            self.stats.datagrams_sent += 1
-            self._emit(Send(to_id=to_id, to_addr=to_addr, msg=msg))
-            return
-        budget = piggyback_budget(msg) - sum(update_size(u) for u in first)
-        limit = self.config.retransmit_limit(self._table.live_count)
-        room = Limits.SWIM_PIGGYBACK_MAX_ITEMS - len(first)
-        updates = first + tuple(self._queue.select(budget, limit, room, min_size=UPDATE_MIN_SIZE))
+        updates = first
+        if asked_by is None or (asked_by in self._table and self._reply_budget.take(asked_by, now)):
+            budget = piggyback_budget(msg) - sum(update_size(u) for u in first)
+            limit = self.config.retransmit_limit(self._table.live_count)
+            room = Limits.SWIM_PIGGYBACK_MAX_ITEMS - len(first)
+            updates = first + tuple(self._queue.select(budget, limit, room, min_size=UPDATE_MIN_SIZE))
         if updates:
             msg = attrs.evolve(msg, updates=updates)
         self.stats.datagrams_sent += 1
