@@ -194,14 +194,7 @@ def test_one_client_cannot_get_another_closed_by_flooding_it_with_big_envelopes(
     """Before, deliveries counted in the recipient's send queue bound like its own replies, so one connection's
     call_ice burst closed a phone reading at 1 MB/s (1008, "slow reader") within 200 KB; now deliveries beyond
     their half of the queue are dropped while the phone still reads, and an honest offer reaches it after."""
-
-    async def main() -> None:
-        with trio.fail_after(60):
-            code, offered = await _flood_and_watch(tmp_path, 1_000_000)
-        assert code is None, f"the victim was closed ({code}) by another client's envelopes"
-        assert offered, "the honest caller's offer did not reach the victim after the flood"
-
-    trio.run(main)
+    _a_reading_victim_stays_and_gets_the_honest_offer(tmp_path, 1_000_000)
 
 
 def test_a_client_that_stops_reading_is_still_closed_as_a_slow_reader(tmp_path: Path) -> None:
@@ -221,11 +214,14 @@ def test_a_phone_reading_slowly_is_not_taken_for_one_that_stopped(tmp_path: Path
     the node counted the socket as taking bytes only when that task's whole write (up to half a MiB of queued
     deliveries) had gone: 5 s at this pace, more than DELIVERY_STALL_S, so the flood's second burst closed the
     phone (1008) as if it had stopped reading. The writer now writes in pieces and counts each."""
+    _a_reading_victim_stays_and_gets_the_honest_offer(tmp_path, 100_000)
 
+
+def _a_reading_victim_stays_and_gets_the_honest_offer(tmp_path: Path, read_bytes_per_s: float) -> None:
     async def main() -> None:
         with trio.fail_after(60):
-            code, offered = await _flood_and_watch(tmp_path, 100_000)
-        assert code is None, f"the slowly reading victim was closed ({code}) by another client's envelopes"
+            code, offered = await _flood_and_watch(tmp_path, read_bytes_per_s)
+        assert code is None, f"the victim reading {read_bytes_per_s:.0f} B/s was closed ({code}) by another's envelopes"
         assert offered, "the honest caller's offer did not reach the victim after the flood"
 
     trio.run(main)

@@ -239,22 +239,14 @@ def test_lease_expiry_unlists(tmp_path: Path) -> None:
     clock = [time.time()]
 
     async def body() -> None:
-        from bootstrap.app import run_bootstrap
-
         config = make_config(tmp_path, policy=Policy(approval="auto", ttl_min_s=30))
-        async with trio.open_nursery() as nursery:
-            port = await nursery.start(
-                lambda task_status: run_bootstrap(config, wall_clock=lambda: clock[0], task_status=task_status)
-            )
-            base = f"http://127.0.0.1:{port}"
-            async with httpx2.AsyncClient() as c:
-                assert (await post(c, base, registration(A, ts=int(clock[0]), ttl=30)))[0] == 200
-                resp = await c.get(f"{base}/v1/nodes")
-                nodes = open_node_list(decode_document(resp.content), {registry.id}, now=clock[0])
-                assert [n.id for n in nodes.nodes] == [A.id] and nodes.expires - nodes.issued == 3600
-                clock[0] += 31
-                resp = await c.get(f"{base}/v1/nodes")
-                assert open_node_list(decode_document(resp.content), {registry.id}, now=clock[0]).nodes == ()
-            nursery.cancel_scope.cancel()
+        async with running_registry(config, wall_clock=lambda: clock[0]) as base, httpx2.AsyncClient() as c:
+            assert (await post(c, base, registration(A, ts=int(clock[0]), ttl=30)))[0] == 200
+            resp = await c.get(f"{base}/v1/nodes")
+            nodes = open_node_list(decode_document(resp.content), {registry.id}, now=clock[0])
+            assert [n.id for n in nodes.nodes] == [A.id] and nodes.expires - nodes.issued == 3600
+            clock[0] += 31
+            resp = await c.get(f"{base}/v1/nodes")
+            assert open_node_list(decode_document(resp.content), {registry.id}, now=clock[0]).nodes == ()
 
     run(body)

@@ -16,7 +16,6 @@ import httpx2
 import pytest
 import trio
 
-from bootstrap.app import run_bootstrap
 from bootstrap.registry import NodeRecord, Policy, build_list
 from bootstrap.service import ISSUED_LEAD_MAX_S
 from bootstrap.store import AUDIT_KEEP_ROWS, Store
@@ -344,28 +343,22 @@ def test_a_flood_of_pending_strangers_does_not_lock_new_nodes_out(tmp_path: Path
     async def main() -> None:
         config = make_config(tmp_path, policy=Policy(), nodes_max=5, write_burst=100)
         with trio.fail_after(15):
-            async with trio.open_nursery() as nursery:
-                port = await nursery.start(
-                    lambda task_status: run_bootstrap(config, wall_clock=lambda: clock[0], task_status=task_status)
-                )
-                base = f"http://127.0.0.1:{port}"
-                async with httpx2.AsyncClient() as c:
-                    for node in strangers:  # seen at NOW+1, NOW+2, NOW+3: the table is full (5 rows)
-                        clock[0] += 1
-                        assert await post(c, base, registration(node, ts=int(clock[0]))) == (200, PENDING)
+            async with running_registry(config, wall_clock=lambda: clock[0]) as base, httpx2.AsyncClient() as c:
+                for node in strangers:  # seen at NOW+1, NOW+2, NOW+3: the table is full (5 rows)
                     clock[0] += 1
-                    assert await post(c, base, registration(strangers[0], ts=int(clock[0]))) == (200, PENDING)
-                    clock[0] += 1
-                    assert await post(c, base, registration(honest, ts=int(clock[0]))) == (200, PENDING)
-                    kept = {r.id for r in admin.all_known()}
-                    assert kept == {approved.id, banned.id, strangers[0].id, strangers[2].id, honest.id}
-                    admin.set_approved(strangers[0].id, NOW, who="root")
-                    admin.set_banned(strangers[2].id, NOW, who="root")
-                    admin.set_withheld(honest.id, True, NOW, who="root")
-                    clock[0] += 1  # nothing left to give up: only now is the registry full
-                    status, answer = await post(c, base, registration(late, ts=int(clock[0])))
-                    assert status == 503 and "full" in answer["reason"]
-                nursery.cancel_scope.cancel()
+                    assert await post(c, base, registration(node, ts=int(clock[0]))) == (200, PENDING)
+                clock[0] += 1
+                assert await post(c, base, registration(strangers[0], ts=int(clock[0]))) == (200, PENDING)
+                clock[0] += 1
+                assert await post(c, base, registration(honest, ts=int(clock[0]))) == (200, PENDING)
+                kept = {r.id for r in admin.all_known()}
+                assert kept == {approved.id, banned.id, strangers[0].id, strangers[2].id, honest.id}
+                admin.set_approved(strangers[0].id, NOW, who="root")
+                admin.set_banned(strangers[2].id, NOW, who="root")
+                admin.set_withheld(honest.id, True, NOW, who="root")
+                clock[0] += 1  # nothing left to give up: only now is the registry full
+                status, answer = await post(c, base, registration(late, ts=int(clock[0])))
+                assert status == 503 and "full" in answer["reason"]
 
     trio.run(main)
     admin.close()
@@ -483,26 +476,20 @@ def test_an_approved_node_cannot_push_the_lists_issued_into_the_future(tmp_path:
         config = evolve_http(make_config(tmp_path, policy=Policy(), write_burst=1000),
                              rate_per_ip_per_s=1000.0, rate_per_ip_burst=1000)  # fmt: skip
         with trio.fail_after(60):
-            async with trio.open_nursery() as nursery:
-                port = await nursery.start(
-                    lambda task_status: run_bootstrap(config, wall_clock=lambda: clock[0], task_status=task_status)
-                )
-                base = f"http://127.0.0.1:{port}"
-                async with httpx2.AsyncClient() as c:
+            async with running_registry(config, wall_clock=lambda: clock[0]) as base, httpx2.AsyncClient() as c:
 
-                    async def read() -> tuple[int, set[str]]:
-                        resp = await c.get(f"{base}/v1/nodes")
-                        opened = open_node_list(decode_document(resp.content), {registry.id}, now=clock[0])
-                        return opened.issued, {n.ws for n in opened.nodes}
+                async def read() -> tuple[int, set[str]]:
+                    resp = await c.get(f"{base}/v1/nodes")
+                    opened = open_node_list(decode_document(resp.content), {registry.id}, now=clock[0])
+                    return opened.issued, {n.ws for n in opened.nodes}
 
-                    for i in range(320):
-                        body = registration(node, ts=t0 - 290 + i, port=7400 + 10 * (i % 2))
-                        assert (await post(c, base, body))[0] == 200
-                        issued, _ = await read()
-                        assert issued <= t0 + ISSUED_LEAD_MAX_S + 1
-                    clock[0] += 1  # a second later the last change is listed
-                    assert (await read())[1] == {"ws://127.0.0.1:7410/v1/client"}
-                nursery.cancel_scope.cancel()
+                for i in range(320):
+                    body = registration(node, ts=t0 - 290 + i, port=7400 + 10 * (i % 2))
+                    assert (await post(c, base, body))[0] == 200
+                    issued, _ = await read()
+                    assert issued <= t0 + ISSUED_LEAD_MAX_S + 1
+                clock[0] += 1  # a second later the last change is listed
+                assert (await read())[1] == {"ws://127.0.0.1:7410/v1/client"}
 
     trio.run(main)
     admin.close()

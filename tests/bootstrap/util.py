@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -41,10 +41,14 @@ def make_config(data_dir: Path, **kw: Any) -> BootstrapConfig:
 
 
 @asynccontextmanager
-async def running_registry(config: BootstrapConfig) -> AsyncIterator[str]:
+async def running_registry(
+    config: BootstrapConfig, *, wall_clock: Callable[[], float] = time.time
+) -> AsyncIterator[str]:
     """Run the registry in this trio run on a free loopback port; yields its base URL."""
     async with trio.open_nursery() as nursery:
-        port = await nursery.start(lambda task_status: run_bootstrap(config, task_status=task_status))
+        port = await nursery.start(
+            lambda task_status: run_bootstrap(config, wall_clock=wall_clock, task_status=task_status)
+        )
         try:
             yield f"http://127.0.0.1:{port}"
         finally:

@@ -1,4 +1,5 @@
-"""A CORS front for the test DoH server, and a black-holed registry, for the page's discovery test.
+"""A CORS front for the test DoH server, a black-holed registry and a registry stand-in serving a fixed list, for
+the page's discovery tests.
 
 Browsers may read a DoH answer only if the resolver sends CORS headers (public resolvers do); unbound does not. This
 HTTPS front (HTTP/1.1, the test PKI's server certificate) answers the CORS preflight and forwards each RFC 8484 POST
@@ -15,6 +16,7 @@ import socket
 import ssl
 import subprocess
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -71,15 +73,46 @@ def doh_cors_front(upstream: str, ca_file: Path, cert: Path, key: Path) -> Itera
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.load_cert_chain(str(cert), str(key))
     server.socket = ctx.wrap_socket(server.socket, server_side=True)
+    try:
+        with _serving(server) as port:
+            yield f"https://127.0.0.1:{port}/dns-query"
+    finally:
+        client.close()
+
+
+@contextmanager
+def list_server(body: bytes, delay_s: float) -> Iterator[str]:
+    """A registry stand-in that serves one signed list (GET /v1/nodes, CORS open) after `delay_s`: a mirror or a
+    resolver a censor controls, which may serve any list the registry ever signed."""
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            time.sleep(delay_s)
+            self.send_response(200)
+            self.send_header("content-type", "application/msgpack")
+            self.send_header("access-control-allow-origin", "*")
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    with _serving(http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)) as port:
+        yield f"http://127.0.0.1:{port}"
+
+
+@contextmanager
+def _serving(server: http.server.ThreadingHTTPServer) -> Iterator[int]:
+    """Serve `server` from a thread until the block ends; yields its port."""
     server.daemon_threads = True
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        yield f"https://127.0.0.1:{server.server_address[1]}/dns-query"
+        yield int(server.server_address[1])
     finally:
         server.shutdown()
         server.server_close()
-        client.close()
         thread.join(5)
 
 

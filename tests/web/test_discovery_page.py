@@ -3,11 +3,7 @@
 
 from __future__ import annotations
 
-import http.server
-import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -19,7 +15,7 @@ from node.protocol.nodelist import NodeEntry, build_node_list
 from tests.fixtures.dns import dns_stack, have_dns_tools
 from tests.integration.procs import NodeProcess
 from tests.web.browser import chromium
-from tests.web.doh_front import black_hole, doh_cors_front, spki_sha256_b64
+from tests.web.doh_front import black_hole, doh_cors_front, list_server, spki_sha256_b64
 
 NAME = "_homing.example.test"
 
@@ -60,35 +56,6 @@ def test_page_finds_a_node_through_doh_when_the_registry_is_black_holed(
                 assert v["node"]["id"] in {n.id_text for n in federation3}
 
 
-@contextmanager
-def _list_server(body: bytes, delay_s: float) -> Iterator[str]:
-    """A registry stand-in that serves one signed list (GET /v1/nodes, CORS open) after `delay_s`: a mirror or a
-    resolver a censor controls, which may serve any list the registry ever signed."""
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            time.sleep(delay_s)
-            self.send_response(200)
-            self.send_header("content-type", "application/msgpack")
-            self.send_header("access-control-allow-origin", "*")
-            self.send_header("content-length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, format: str, *args: object) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
-
-
 @pytest.mark.timeout(120)
 def test_page_takes_only_the_newest_list_of_a_registry_key(
     tmp_path: Path, web_base: str, federation3: list[NodeProcess]
@@ -108,7 +75,7 @@ def test_page_takes_only_the_newest_list_of_a_registry_key(
             id=silent.id, ws=f"ws://127.0.0.1:{hole}/v1/client", swim="127.0.0.1:9", peer="127.0.0.1:9", seen=now
         )
         new = encode_document(build_node_list(registry, [entry], issued=now, expires=now + 600))
-        with _list_server(new, 0.0) as newer, _list_server(old, 1.5) as older, chromium(tmp_path, "newest") as page:
+        with list_server(new, 0.0) as newer, list_server(old, 1.5) as older, chromium(tmp_path, "newest") as page:
             page.open(
                 page_link(
                     web_base, profile="newest", me=Identity.generate(), registry=[newer, older],
