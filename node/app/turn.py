@@ -50,7 +50,11 @@ class TurnService:
         self.config = config
         self._now, self._wall, self._log = now, wall, log
         self._issuer = IceIssuer(
-            urls=config.urls, ttl_s=config.ttl_s, rate_per_s=config.request_rate_per_s, burst=config.request_burst
+            urls=config.urls,
+            ttl_s=config.ttl_s,
+            rate_per_s=config.request_rate_per_s,
+            burst=config.request_burst,
+            ids_per_address_max=config.ids_per_address_max,
         )
         self._path = Path(config.secret_file) if config.secret_file else None
         self._secret: bytes | None = None
@@ -89,11 +93,16 @@ class TurnService:
             self._log.info("turn_secret_changed", path=str(self._path))
         self._secret, self.secret_changed_s = secret, mtime
 
-    def ice_servers(self, conn_id: int, client_id: bytes) -> IceServers | None:
+    def ice_servers(self, conn_id: int, client_id: bytes, address_key: str) -> IceServers | None:
         if self._now() - self._checked >= SECRET_CHECK_S:
             self.refresh()
         servers = self._issuer.request(
-            conn_id=conn_id, client_id=client_id, secret=self._secret, now=self._now(), wall_s=self._wall()
+            conn_id=conn_id,
+            client_id=client_id,
+            address=address_key,
+            secret=self._secret,
+            now=self._now(),
+            wall_s=self._wall(),
         )
         if servers is None:
             return None
@@ -109,4 +118,7 @@ class TurnService:
             "realm": self.config.realm,
             "ttl_s": self.config.ttl_s,
             "secret_changed": None if self.secret_changed_s is None else int(self.secret_changed_s),
+            "ids_per_address_max": self.config.ids_per_address_max,
+            # refused `ice_servers` requests since start, by what refused them (node/protocol/turn.py)
+            "refused": {k: self._issuer.refused[k] for k in ("connection", "id", "address")},
         }

@@ -117,9 +117,10 @@ class RelaySink(Protocol):
 
 
 class IceServersPort(Protocol):
-    """Answers `{"t":"ice_servers"}` (node/app/turn.py): the list for this client, or None when rate limited."""
+    """Answers `{"t":"ice_servers"}` (node/app/turn.py): the list for this client, or None when rate limited.
+    `address_key` is the connection's /32 or /64 (after a trusted proxy's header): credentials are bounded per it."""
 
-    def ice_servers(self, conn_id: int, client_id: bytes) -> IceServers | None: ...
+    def ice_servers(self, conn_id: int, client_id: bytes, address_key: str) -> IceServers | None: ...
 
 
 ControlHandler = Callable[[ClientSession, ClientMessage], None]
@@ -271,10 +272,18 @@ class ClientServer:
     # --- control requests (docs/client-protocol.md) ----------------------------------------------------------
 
     def _on_ice_servers(self, session: ClientSession, msg: ClientMessage) -> None:
-        """`{"t":"ice_servers"}`: the ICE port's list, or `rate_limited`."""
+        """`{"t":"ice_servers"}`: the ICE port's list, or `rate_limited` (counted as a refusal)."""
         port = self.ice
-        reply = IceServers(ttl=0, servers=()) if port is None else port.ice_servers(session.conn_id, session.client_id)
-        session.send(Error(code=ErrorCode.RATE_LIMITED) if reply is None else reply)
+        reply = (
+            IceServers(ttl=0, servers=())
+            if port is None
+            else port.ice_servers(session.conn_id, session.client_id, session.address_key)
+        )
+        if reply is None:
+            self.refused(Refusal.RATE_LIMITED)
+            session.send(Error(code=ErrorCode.RATE_LIMITED))
+        else:
+            session.send(reply)
 
     def _on_card(self, session: ClientSession, msg: ClientMessage) -> None:
         """`{"t":"card"}`: this node's referral card, signed now, so a client can refresh an expiring one."""

@@ -8,6 +8,13 @@ Rules
 - The secret is what coturn reads from its config: printable ASCII without spaces, SECRET_MIN..SECRET_MAX_BYTES.
 - A node without a secret hands out its STUN URLs only (TURN URLs are useless without a credential), or no server.
 - `IceIssuer` answers `ice_servers` requests with a per-connection and a per-id token bucket.
+- Rule T1 (ids per address): one client address (`address_key`: /32 IPv4, /64 IPv6) gets credentials for at most
+  `ids_per_address_max` distinct client ids within a credential lifetime (`ttl_s`, counted from each id's latest
+  credential). coturn's `user-quota` counts allocations per id (the username without its expiry), so without this
+  any key pairs one address makes could collect enough ids to fill coturn's `total-quota` (docs/security.md,
+  "TURN credentials and relayed calls"). An id the address already holds a credential for is never refused by T1
+  (only by the buckets). Addresses are kept least recently used first, at most ADDRESSES_MAX: forgetting one
+  needs that many other addresses, which is the open part (many addresses, docs/security.md "Known gaps").
 
 Pure: no clock, no file; `now` (monotonic, for the buckets) and `wall_s` (unix seconds, for the expiry) are given.
 """
@@ -17,6 +24,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+from collections import Counter, OrderedDict
 from typing import Final
 
 import attrs
@@ -35,6 +43,7 @@ TTL_MIN_S: Final = 60
 TTL_MAX_S: Final = 86400
 IDS_MAX: Final = 100_000  # per-id buckets kept (least recently used forgotten first)
 CONNS_MAX: Final = 100_000  # per-connection buckets kept
+ADDRESSES_MAX: Final = 100_000  # addresses whose credentialed ids are kept (T1; least recently used forgotten first)
 _URL_CHARS: Final = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-_:[]?=&%")
 
 
@@ -98,23 +107,69 @@ def ice_servers(
     return (IceServer(urls=urls, username=username, credential=turn_credential(secret, username)),)
 
 
-class IceIssuer:
-    """Answers `ice_servers` requests: a bucket per connection and one per id, then the list (or None)."""
+class IdsPerAddress:
+    """Rule T1: the distinct ids each address got a credential for in the last `window_s` (monotonic `now`)."""
 
-    def __init__(self, *, urls: tuple[str, ...], ttl_s: int, rate_per_s: float, burst: int) -> None:
+    def __init__(self, ids_max: int, window_s: float, addresses_max: int = ADDRESSES_MAX) -> None:
+        if ids_max < 1 or window_s <= 0 or addresses_max < 1:
+            raise ValueError("IdsPerAddress needs ids_max >= 1, window_s > 0 and addresses_max >= 1")
+        self.ids_max, self.window_s, self.addresses_max = ids_max, window_s, addresses_max
+        # address -> {id: time of its latest credential}, both oldest first
+        self._table: OrderedDict[str, OrderedDict[bytes, float]] = OrderedDict()
+
+    def admit(self, address: str, client_id: bytes, now: float) -> bool:
+        """May `address` get a credential for `client_id` now? Records it when yes."""
+        ids = self._table.get(address)
+        if ids is None:
+            while len(self._table) >= self.addresses_max:
+                self._table.popitem(last=False)
+            ids = self._table[address] = OrderedDict()
+        else:
+            self._table.move_to_end(address)
+        while ids and next(iter(ids.values())) <= now - self.window_s:
+            ids.popitem(last=False)  # that id's latest credential has expired
+        if client_id not in ids and len(ids) >= self.ids_max:
+            return False
+        ids[client_id] = now
+        ids.move_to_end(client_id)
+        return True
+
+    def __len__(self) -> int:
+        return len(self._table)
+
+
+class IceIssuer:
+    """Answers `ice_servers` requests: a bucket per connection and one per id, then T1 per address, then the list
+    (or None). `refused` counts the refusals by what refused them: "connection", "id", "address"."""
+
+    def __init__(
+        self, *, urls: tuple[str, ...], ttl_s: int, rate_per_s: float, burst: int, ids_per_address_max: int
+    ) -> None:
         self.urls = tuple(check_url(u) for u in urls)
         if not TTL_MIN_S <= ttl_s <= TTL_MAX_S:
             raise ConfigError("turn.ttl_s", f"must be {TTL_MIN_S}..{TTL_MAX_S} s")
+        if ids_per_address_max < 1:
+            raise ConfigError("turn.ids_per_address_max", "must be at least 1")
         self.ttl_s = ttl_s
         self._per_conn: KeyedBuckets[int] = KeyedBuckets(rate_per_s, burst, CONNS_MAX)
         self._per_id: KeyedBuckets[bytes] = KeyedBuckets(rate_per_s, burst, IDS_MAX)
+        self._per_address = IdsPerAddress(ids_per_address_max, float(ttl_s))
+        self.refused: Counter[str] = Counter()
 
     def request(
-        self, *, conn_id: int, client_id: bytes, secret: bytes | None, now: float, wall_s: float
+        self, *, conn_id: int, client_id: bytes, address: str, secret: bytes | None, now: float, wall_s: float
     ) -> tuple[IceServer, ...] | None:
-        """The list for this client, or None when its connection or its id is over the rate."""
+        """The list for this client, or None when its connection or its id is over the rate, or (T1) its address
+        holds credentials for `ids_per_address_max` other ids. A list without a credential (no secret, no URLs)
+        is not counted by T1."""
         if not self._per_conn.take(conn_id, now):
+            self.refused["connection"] += 1
             return None
         if not self._per_id.take(client_id, now):
+            self.refused["id"] += 1
             return None
-        return ice_servers(self.urls, secret, self.ttl_s, client_id, wall_s)
+        servers = ice_servers(self.urls, secret, self.ttl_s, client_id, wall_s)
+        if any(s.credential is not None for s in servers) and not self._per_address.admit(address, client_id, now):
+            self.refused["address"] += 1  # T1
+            return None
+        return servers

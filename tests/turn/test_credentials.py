@@ -44,14 +44,38 @@ def test_without_a_secret_only_stun_urls_are_handed_out() -> None:
 
 
 def test_issuer_limits_per_connection_and_per_id() -> None:
-    issuer = IceIssuer(urls=("stun:a.example",), ttl_s=3600, rate_per_s=0.1, burst=2)
+    issuer = IceIssuer(urls=("stun:a.example",), ttl_s=3600, rate_per_s=0.1, burst=2, ids_per_address_max=1)
     a, b = b"\x0a" * 32, b"\x0b" * 32
-    assert issuer.request(conn_id=1, client_id=a, secret=None, now=0.0, wall_s=0)
-    assert issuer.request(conn_id=1, client_id=a, secret=None, now=0.0, wall_s=0)
-    assert issuer.request(conn_id=1, client_id=a, secret=None, now=0.0, wall_s=0) is None, "per connection"
-    assert issuer.request(conn_id=2, client_id=a, secret=None, now=0.0, wall_s=0) is None, "per id"
-    assert issuer.request(conn_id=3, client_id=b, secret=None, now=0.0, wall_s=0), "another id is not affected"
-    assert issuer.request(conn_id=1, client_id=a, secret=None, now=10.0, wall_s=0), "the bucket refills"
+    ip = "192.0.2.1/32"
+    assert issuer.request(conn_id=1, client_id=a, address=ip, secret=None, now=0.0, wall_s=0)
+    assert issuer.request(conn_id=1, client_id=a, address=ip, secret=None, now=0.0, wall_s=0)
+    assert issuer.request(conn_id=1, client_id=a, address=ip, secret=None, now=0.0, wall_s=0) is None, "per conn"
+    assert issuer.request(conn_id=2, client_id=a, address=ip, secret=None, now=0.0, wall_s=0) is None, "per id"
+    assert issuer.request(conn_id=3, client_id=b, address=ip, secret=None, now=0.0, wall_s=0), "STUN only: no T1"
+    assert issuer.request(conn_id=1, client_id=a, address=ip, secret=None, now=10.0, wall_s=0), "the bucket refills"
+    assert issuer.refused == {"connection": 1, "id": 1}
+
+
+def test_t1_bounds_the_ids_one_address_holds_credentials_for_within_a_lifetime() -> None:
+    """Rule T1 with an injected clock: 3 ids per /32 within ttl_s; a held id may ask again; another address is
+    not affected; an id's count ends ttl_s after its latest credential (when that credential has expired)."""
+    secret = b"0123456789abcdef"
+    issuer = IceIssuer(urls=("turn:a.example",), ttl_s=600, rate_per_s=1.0, burst=5, ids_per_address_max=3)
+    ids = [bytes([i]) * 32 for i in range(5)]
+
+    def ask(i: int, address: str, now: float) -> bool:
+        got = issuer.request(conn_id=i, client_id=ids[i], address=address, secret=secret, now=now, wall_s=now)
+        return got is not None
+
+    assert [ask(i, "192.0.2.1/32", 0.0) for i in range(4)] == [True, True, True, False]
+    assert issuer.refused["address"] == 1
+    assert ask(1, "192.0.2.1/32", 100.0), "an id the address holds a credential for"
+    assert ask(3, "192.0.2.2/32", 100.0), "another address"
+    assert not ask(4, "192.0.2.1/32", 599.0)
+    assert ask(4, "192.0.2.1/32", 600.0), "ids 0 and 2 got theirs at 0: expired at 600"
+    assert ask(0, "192.0.2.1/32", 600.0), "1 (renewed at 100), 4 and now 0"
+    assert not ask(2, "192.0.2.1/32", 601.0)
+    assert issuer.refused == {"address": 3}
 
 
 @pytest.mark.parametrize(

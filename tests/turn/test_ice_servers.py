@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import trio
+from prometheus_client.parser import text_string_to_metric_families
 
 from node.app.config import build_config
 from node.app.service import NodeHandle, run_node
@@ -121,6 +122,47 @@ async def test_rotation_is_picked_up_and_status_shows_it(tmp_path: Path) -> None
                 (server,) = (await conn.ice_servers()).servers
             assert server.credential == turn_credential(new, server.username or "")
             assert (await trio.to_thread.run_sync(_members, node))["turn"]["secret_changed"] == first_change + 100
+            node.request_shutdown()
+
+
+async def test_one_address_gets_credentials_for_at_most_ids_per_address_max_ids(tmp_path: Path) -> None:
+    """Rule T1 (node/protocol/turn.py): key pairs made on one address get credentials for at most `[turn]
+    ids_per_address_max` (default 10) ids per credential lifetime, so they cannot use up coturn's total-quota
+    (docs/security.md); the rest are answered `rate_limited` and counted. An id that holds one may ask again, and
+    another address is not affected."""
+    bound = 10  # the default of [turn] ids_per_address_max
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            node = await start(nursery, tmp_path, urls=URLS, secret_file=str(secret_file(tmp_path)))
+            granted: list[Identity] = []
+            refused = 0
+            for _ in range(bound + 3):
+                me = Identity.generate()
+                async with connect_client(url(node), me, local_address="127.0.0.1") as conn:
+                    try:
+                        (server,) = (await conn.ice_servers()).servers
+                    except IceServersRefused as exc:
+                        assert "rate_limited" in str(exc)
+                        refused += 1
+                    else:
+                        assert server.credential == turn_credential(SECRET, server.username or "")
+                        granted.append(me)
+            assert (len(granted), refused) == (bound, 3)
+            async with connect_client(url(node), granted[0], local_address="127.0.0.1") as again:
+                await again.ice_servers()  # an id the address already holds a credential for
+            async with connect_client(url(node), Identity.generate(), local_address="127.0.0.2") as other:
+                (server,) = (await other.ice_servers()).servers
+                assert server.credential is not None
+            status = await trio.to_thread.run_sync(_members, node)
+            assert status["turn"]["refused"] == {"connection": 0, "id": 0, "address": 3}  # type: ignore[index]
+            counted = [
+                sample.value
+                for family in text_string_to_metric_families(node.metrics.render().decode())
+                for sample in family.samples
+                if sample.name == "homing_packets_refused_total"
+                and sample.labels == {"layer": "client", "reason": "rate_limited"}
+            ]
+            assert counted == [3]
             node.request_shutdown()
 
 
