@@ -394,9 +394,9 @@ class TurnSection:
     # `ice_servers` requests a connection, and an id, may make back to back before `request_rate_per_s` applies.
     request_burst: int = attrs.field(default=5, validator=v.ge(1))
     # Distinct client ids one address (/32 IPv4, /64 IPv6) gets TURN credentials for within `ttl_s`; an id it
-    # already holds one for is not refused by this. coturn's `user-quota` counts per id, so any key pairs one
-    # address makes could otherwise fill its `total-quota` (1,200 / 12 = 100 ids) and shut everyone else out:
-    # 10 ids use at most 120 allocations (240 while expired credentials' last allocations run out). Raise it
+    # already holds one for is not refused by this. coturn's `user-quota` (12) counts allocations per id, so the
+    # key pairs one address makes could otherwise collect the 100 ids that fill its `total-quota` (1,200) within
+    # seconds and shut everyone else out; with 10, one address adds at most 120 allocations per `ttl_s`. Raise it
     # for many clients behind one address (CGNAT, an office). docs/security.md, "TURN credentials and relayed calls".
     ids_per_address_max: int = attrs.field(default=10, validator=v.ge(1))
 

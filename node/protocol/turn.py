@@ -11,10 +11,12 @@ Rules
 - Rule T1 (ids per address): one client address (`address_key`: /32 IPv4, /64 IPv6) gets credentials for at most
   `ids_per_address_max` distinct client ids within a credential lifetime (`ttl_s`, counted from each id's latest
   credential). coturn's `user-quota` counts allocations per id (the username without its expiry), so without this
-  any key pairs one address makes could collect enough ids to fill coturn's `total-quota` (docs/security.md,
-  "TURN credentials and relayed calls"). An id the address already holds a credential for is never refused by T1
-  (only by the buckets). Addresses are kept least recently used first, at most ADDRESSES_MAX: forgetting one
-  needs that many other addresses, which is the open part (many addresses, docs/security.md "Known gaps").
+  the key pairs one address makes could collect enough ids to fill coturn's `total-quota` at once
+  (docs/security.md, "TURN credentials and relayed calls"). It bounds credentials, not allocations: coturn
+  refreshes an allocation after its credential expired, so T1 is a rate (ids per address per `ttl_s`), not a cap
+  on what one address holds. An id the address already holds a credential for is never refused by T1 (only by
+  the buckets). Addresses are kept least recently used first, at most ADDRESSES_MAX: forgetting one needs that
+  many other addresses, which is the open part (many addresses, docs/security.md "Known gaps").
 
 Pure: no clock, no file; `now` (monotonic, for the buckets) and `wall_s` (unix seconds, for the expiry) are given.
 """
