@@ -15,7 +15,8 @@ Rules
   (docs/security.md, "TURN credentials and relayed calls"). It bounds credentials, not allocations: coturn
   refreshes an allocation after its credential expired, so T1 is a rate (ids per address per `ttl_s`), not a cap
   on what one address holds. An id the address already holds a credential for is never refused by T1 (only by
-  the buckets). Addresses are kept least recently used first, at most ADDRESSES_MAX: forgetting one needs that
+  the buckets). An id over T1 still gets the STUN URLs (no credential): many clients behind one address (CGNAT)
+  keep their server-reflexive candidates and lose only the relay. Addresses are kept least recently used first, at most ADDRESSES_MAX: forgetting one needs that
   many other addresses, which is the open part (many addresses, docs/security.md "Known gaps").
 
 Pure: no clock, no file; `now` (monotonic, for the buckets) and `wall_s` (unix seconds, for the expiry) are given.
@@ -161,9 +162,9 @@ class IceIssuer:
     def request(
         self, *, conn_id: int, client_id: bytes, address: str, secret: bytes | None, now: float, wall_s: float
     ) -> tuple[IceServer, ...] | None:
-        """The list for this client, or None when its connection or its id is over the rate, or (T1) its address
-        holds credentials for `ids_per_address_max` other ids. A list without a credential (no secret, no URLs)
-        is not counted by T1."""
+        """The list for this client, or None when its connection or its id is over the rate. When (T1) its
+        address holds credentials for `ids_per_address_max` other ids, the STUN URLs alone (as without a secret).
+        A list without a credential (no secret, no URLs) is not counted by T1."""
         if not self._per_conn.take(conn_id, now):
             self.refused["connection"] += 1
             return None
@@ -172,6 +173,6 @@ class IceIssuer:
             return None
         servers = ice_servers(self.urls, secret, self.ttl_s, client_id, wall_s)
         if any(s.credential is not None for s in servers) and not self._per_address.admit(address, client_id, now):
-            self.refused["address"] += 1  # T1
-            return None
+            self.refused["address"] += 1  # T1: no credential, the STUN URLs still
+            return ice_servers(self.urls, None, self.ttl_s, client_id, wall_s)
         return servers

@@ -58,14 +58,23 @@ def test_issuer_limits_per_connection_and_per_id() -> None:
 
 def test_t1_bounds_the_ids_one_address_holds_credentials_for_within_a_lifetime() -> None:
     """Rule T1 with an injected clock: 3 ids per /32 within ttl_s; a held id may ask again; another address is
-    not affected; an id's count ends ttl_s after its latest credential (when that credential has expired)."""
+    not affected; an id's count ends ttl_s after its latest credential (when that credential has expired). An id
+    over the bound gets the STUN URLs without a credential, so it keeps its server-reflexive candidates."""
     secret = b"0123456789abcdef"
-    issuer = IceIssuer(urls=("turn:a.example",), ttl_s=600, rate_per_s=1.0, burst=5, ids_per_address_max=3)
+    urls = ("stun:a.example", "turn:a.example")
+    issuer = IceIssuer(urls=urls, ttl_s=600, rate_per_s=1.0, burst=5, ids_per_address_max=3)
     ids = [bytes([i]) * 32 for i in range(5)]
 
     def ask(i: int, address: str, now: float) -> bool:
+        """True for a credential; False for the STUN URLs alone (T1)."""
         got = issuer.request(conn_id=i, client_id=ids[i], address=address, secret=secret, now=now, wall_s=now)
-        return got is not None
+        assert got is not None, "T1 never refuses the request, it withholds the credential"
+        (server,) = got
+        if server.credential is None:
+            assert server.urls == ("stun:a.example",) and server.username is None
+            return False
+        assert server.urls == urls
+        return True
 
     assert [ask(i, "192.0.2.1/32", 0.0) for i in range(4)] == [True, True, True, False]
     assert issuer.refused["address"] == 1

@@ -128,8 +128,9 @@ async def test_rotation_is_picked_up_and_status_shows_it(tmp_path: Path) -> None
 async def test_one_address_gets_credentials_for_at_most_ids_per_address_max_ids(tmp_path: Path) -> None:
     """Rule T1 (node/protocol/turn.py): key pairs made on one address get credentials for at most `[turn]
     ids_per_address_max` (default 10) ids per credential lifetime, so they cannot use up coturn's total-quota
-    (docs/security.md); the rest are answered `rate_limited` and counted. An id that holds one may ask again, and
-    another address is not affected."""
+    (docs/security.md); the rest get the STUN URLs without a credential (not an error: behind one address, CGNAT,
+    they keep their server-reflexive candidates), counted in /v1/members' turn.refused. An id that holds one may
+    ask again, and another address is not affected."""
     bound = 10  # the default of [turn] ids_per_address_max
     with trio.fail_after(30):
         async with trio.open_nursery() as nursery:
@@ -139,17 +140,17 @@ async def test_one_address_gets_credentials_for_at_most_ids_per_address_max_ids(
             for _ in range(bound + 3):
                 me = Identity.generate()
                 async with connect_client(url(node), me, local_address="127.0.0.1") as conn:
-                    try:
-                        (server,) = (await conn.ice_servers()).servers
-                    except IceServersRefused as exc:
-                        assert "rate_limited" in str(exc)
+                    (server,) = (await conn.ice_servers()).servers
+                    if server.credential is None:
+                        assert server.username is None and all(u.startswith("stun:") for u in server.urls)
                         refused += 1
                     else:
                         assert server.credential == turn_credential(SECRET, server.username or "")
                         granted.append(me)
             assert (len(granted), refused) == (bound, 3)
             async with connect_client(url(node), granted[0], local_address="127.0.0.1") as again:
-                await again.ice_servers()  # an id the address already holds a credential for
+                (server,) = (await again.ice_servers()).servers  # an id the address already holds one for
+                assert server.credential is not None
             async with connect_client(url(node), Identity.generate(), local_address="127.0.0.2") as other:
                 (server,) = (await other.ice_servers()).servers
                 assert server.credential is not None
@@ -162,7 +163,7 @@ async def test_one_address_gets_credentials_for_at_most_ids_per_address_max_ids(
                 if sample.name == "homing_packets_refused_total"
                 and sample.labels == {"layer": "client", "reason": "rate_limited"}
             ]
-            assert counted == [3]
+            assert sum(counted) == 0, "T1 withholds the credential; it refuses no request"
             node.request_shutdown()
 
 
