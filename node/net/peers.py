@@ -14,6 +14,11 @@ carries out the core's commands (write, half-close, close, deliver, report unrea
 - A link that lost the election is written out and half-closed (`_half_close`), and read until the other side's
   EOF; while it is read, the winner's reader stops after a held batch until the core says `Resume`.
 - Timers (dial deadlines, retired links, held batches, backoff) run through `CoreTimer` (node/net/timer.py).
+- Each link has a budget of handling time (`[peers] handle_cpu_per_s`, `handle_cpu_burst_s`; docs/security.md,
+  "Malicious member"): the thread CPU time of every call that hands its maps to the core (and through it to the
+  relay) is charged to the link's bucket, and while the bucket is in debt the reader neither hands over nor reads
+  anything until it has refilled. What the member sent waits in the socket buffers (TCP backpressure); nothing is
+  dropped and the link is not closed for it.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import Any, Protocol
 
 import attrs
@@ -50,13 +55,38 @@ from node.protocol.peerlink import (
     Unreachable,
     Write,
 )
+from node.protocol.ratelimit import TokenBucket
 from node.protocol.refusals import Refusal
 from node.protocol.wire import Limits, packb
+from node.protocol.wire.peer import LEASE_CLAIMS_MAX
 
 # maps handed to the core per call while a batch is read: the time slice is checked between calls (a map costs
 # 5-100 µs; a LEASE of 256 claims more, so a call can run past the slice), and one call per map would add its
 # own cost to every cross-node envelope
 MAPS_PER_CALL = 16
+# ids (the `ids` lists of LEASE and LEASE_DROP, one signature check each for a LEASE's claims) handed to the core
+# per call: a call holds fewer maps when theirs add up to more, and a map with more is handed over alone. 16 LEASEs
+# of 256 claims in one call were 4,096 checks (~0.3 s) the time slice and the CPU budget could not split; one of
+# them is 256 checks, ~19 ms at 75 us, within the 20 ms slice.
+IDS_PER_CALL = LEASE_CLAIMS_MAX
+
+
+def calls(batch: list[dict[str, Any]]) -> Iterator[list[dict[str, Any]]]:
+    """The maps of `batch` in order, in calls of at most `MAPS_PER_CALL` maps and `IDS_PER_CALL` ids (a map with
+    more ids than that alone)."""
+    if len(batch) <= MAPS_PER_CALL and not any(isinstance(m.get("ids"), list) for m in batch):
+        yield batch  # the common case, a batch of envelopes and receipts: one call, nothing counted
+        return
+    start = ids = 0
+    for i, msg in enumerate(batch):
+        items = msg.get("ids")
+        n = len(items) if isinstance(items, list) else 0
+        if i > start and (i - start >= MAPS_PER_CALL or ids + n > IDS_PER_CALL):
+            yield batch[start:i]
+            start, ids = i, 0
+        ids += n
+    if start < len(batch):
+        yield batch[start:]
 
 
 def _rekey(limits: PeerLimits) -> RekeyPolicy:
@@ -127,7 +157,10 @@ class _Conn:
     chan: Channel
     out: _LinkOut
     we_initiated: bool
+    budget: TokenBucket  # milliseconds of handling CPU (`[peers] handle_cpu_per_s`, `handle_cpu_burst_s`)
     resume: trio.Event = attrs.Factory(trio.Event)  # the core released a held batch: read on
+    handled_s: float = 0.0  # CPU seconds spent handling what this link sent
+    throttled_s: float = 0.0  # seconds this link was not read because its budget was spent
     close_now: trio.Event = attrs.Factory(trio.Event)  # the core said Close
     lost: bool = False  # it held frames it never wrote when it was closed
 
@@ -166,8 +199,15 @@ class PeerLinks:
         on_refused: Callable[[Refusal], None] = lambda reason: None,
         limits: PeerLimits = DEFAULT_LIMITS,
         flusher: Flusher | None = None,
+        cpu_clock: Callable[[], float] = time.thread_time,
     ) -> None:
+        """`cpu_clock` measures handling (seconds): the thread's CPU time, so a busy machine's other processes do
+        not count against a link (two reads per call of up to `MAPS_PER_CALL` maps, ~0.6 us each here, against
+        5-100 us per map handled)."""
         self.identity = identity
+        self.cpu_clock = cpu_clock
+        self.handled_s = 0.0  # all links together: CPU seconds spent handling what they sent (metrics)
+        self.throttled_s = 0.0  # all links together: seconds links were not read for their budget (metrics)
         self.admit = admit
         self.address_of = address_of
         self._events: PeerEvents = _NoEvents()  # the port given to run()
@@ -335,9 +375,11 @@ class PeerLinks:
         await self._run_link(link, chan, we_initiated=False)
 
     async def _run_link(self, link: int, chan: Channel, *, we_initiated: bool) -> None:
-        conn = _Conn(
-            id=link, chan=chan, we_initiated=we_initiated, out=_LinkOut(chan, self.flusher, self.limits.io_timeout_s)
+        budget = TokenBucket(
+            self.limits.handle_cpu_per_s * 1000.0, self.limits.handle_cpu_burst_s * 1000.0, trio.current_time()
         )
+        out = _LinkOut(chan, self.flusher, self.limits.io_timeout_s)
+        conn = _Conn(id=link, chan=chan, we_initiated=we_initiated, out=out, budget=budget)
         self._conns[link] = conn
         if we_initiated:
             self.core.dial_succeeded(link, trio.current_time())
@@ -365,24 +407,31 @@ class PeerLinks:
                 self._run()
 
     async def _reader(self, conn: _Conn) -> None:
-        """Read batches and hand their maps to the core, `MAPS_PER_CALL` at a time, for at most a time slice
-        (`[peers] handle_slice_s`, node/net/slicing.py) between two turns of the other tasks. A batch may hold
-        256 KiB of maps and a read several batches: handled in one go, one member's frames held the loop."""
-        chan, base, flusher = conn.chan, self.limits.handle_slice_s, self.flusher
+        """Read batches and hand their maps to the core (`calls`: `MAPS_PER_CALL` maps, `IDS_PER_CALL` ids at a
+        time), for at most a time slice (`[peers] handle_slice_s`, node/net/slicing.py) between two turns of the
+        other tasks, and within the link's budget of handling CPU (`_within_budget`). A batch may hold 256 KiB of
+        maps and a read several batches: handled in one go, one member's frames held the loop."""
+        chan, base, flusher, cpu = conn.chan, self.limits.handle_slice_s, self.flusher, self.cpu_clock
         stop, reads = slice_end(base, flusher.last_turn_s), chan.reads
         try:
             while True:
+                if await self._within_budget(conn):  # spent: nothing more is read until it refills
+                    stop = slice_end(base, flusher.last_turn_s)
                 batch = await chan.receive_batch()
                 if not all(isinstance(msg, dict) for msg in batch):
                     raise RemoteProtocolError("peer frame is not a map")
                 if chan.reads != reads:  # the read let the others run: a new slice
                     stop, reads = slice_end(base, flusher.last_turn_s), chan.reads
-                for i in range(0, len(batch), MAPS_PER_CALL):
-                    if time.perf_counter() >= stop:
+                for maps in calls(batch):
+                    if await self._within_budget(conn):
+                        stop = slice_end(base, flusher.last_turn_s)
+                    elif time.perf_counter() >= stop:
                         await next_turn()
                         stop = slice_end(base, flusher.last_turn_s)
-                    go = self.core.received(conn.id, batch[i : i + MAPS_PER_CALL], trio.current_time())
+                    started = cpu()
+                    go = self.core.received(conn.id, maps, trio.current_time())
                     self._run()
+                    self._charge(conn, cpu() - started)
                     if not go:  # held until the retired links of this peer are read to their end
                         await conn.resume.wait()
                         conn.resume = trio.Event()
@@ -390,6 +439,28 @@ class PeerLinks:
         except RemoteProtocolError as exc:  # a bad frame from the peer, or one the core refused: the link ends
             self.on_refused(exc.refusal)
             raise
+
+    def _charge(self, conn: _Conn, spent_s: float) -> None:
+        spent_s = max(0.0, spent_s)
+        conn.budget.charge(trio.current_time(), spent_s * 1000.0)
+        conn.handled_s += spent_s
+        self.handled_s += spent_s
+
+    async def _within_budget(self, conn: _Conn) -> bool:
+        """Wait, reading nothing, until the link's budget of handling CPU is out of debt; True when it waited.
+
+        The wait is cancellable: a Close meanwhile ends the reader, and the maps of the batch it held are what the
+        core would have ignored from a closing link anyway. Over any T seconds a link is handled for at most
+        `handle_cpu_burst_s + handle_cpu_per_s * T` plus one call (the last one before the debt shows)."""
+        now = trio.current_time()
+        wait = conn.budget.wait_s(now, 0.0)
+        if wait <= 0.0:
+            return False
+        await trio.sleep(wait)
+        waited = trio.current_time() - now
+        conn.throttled_s += waited
+        self.throttled_s += waited
+        return True
 
     async def _half_close(self, conn: _Conn) -> None:
         """Write out what a retired link holds, then send EOF: the other side then knows nothing more comes."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import math
 import socket
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -20,7 +21,7 @@ import trio
 
 from node.net import slicing
 from node.net.peerconn import Address, Channel, handshake, serve_peers
-from node.net.peers import MAPS_PER_CALL, PeerLinks
+from node.net.peers import MAPS_PER_CALL, PeerLinks, calls
 from node.net.sockio import Flusher
 from node.protocol.identity import Identity
 from node.protocol.peerlink import PeerLimits
@@ -43,6 +44,9 @@ class Node:
     accepted: int = 0  # inbound link connections handed to `PeerLinks.accept` by the listener
     accept_done: int = 0  # ... and those of them that have ended
     lookups: list[bytes] = attrs.Factory(list)  # `address_of` calls: one per dial attempt
+    calls: list[int] = attrs.Factory(list)  # maps per `peer_frames` call (one call per hand-over to the core)
+    cost_s: float = 0.0  # CPU each received map costs its handler (spun on the thread's CPU clock), as a check would
+    spent_s: float = 0.0  # CPU the handler spent on that, in all
 
     @property
     def id(self) -> bytes:
@@ -64,10 +68,17 @@ Book = dict[bytes, Address]
 class _Events:
     """The PeerEvents port from two functions."""
 
-    def __init__(self, frame: Callable[[bytes, dict[str, Any]], None], unreachable: Callable[[bytes], None]) -> None:
+    def __init__(
+        self,
+        frame: Callable[[bytes, dict[str, Any]], None],
+        unreachable: Callable[[bytes], None],
+        calls: list[int] | None = None,
+    ) -> None:
         self.frame, self.unreachable = frame, unreachable
+        self.calls = calls if calls is not None else []
 
     def peer_frames(self, peer: bytes, frames: Sequence[dict[str, Any]]) -> None:
+        self.calls.append(len(frames))
         for frame in frames:
             self.frame(peer, frame)
 
@@ -103,6 +114,11 @@ async def _run_node(
                 def on_message(peer: bytes, msg: dict[str, Any]) -> None:
                     assert node is not None
                     node.received.append((peer, msg))
+                    if node.cost_s > 0:
+                        started = time.thread_time()
+                        while time.thread_time() - started < node.cost_s:
+                            pass
+                        node.spent_s += time.thread_time() - started
 
                 def on_unreachable(peer: bytes) -> None:
                     assert node is not None
@@ -130,7 +146,7 @@ async def _run_node(
                     finally:
                         node.accept_done += 1
 
-                await nursery.start(links.run, _Events(on_message, on_unreachable))
+                await nursery.start(links.run, _Events(on_message, on_unreachable, node.calls))
                 nursery.start_soon(
                     functools.partial(
                         serve_peers,
@@ -606,4 +622,106 @@ async def test_a_batch_of_many_maps_is_handed_over_in_slices_with_other_tasks_ru
         between = seen - {0, maps}
         assert len(between) >= maps // MAPS_PER_CALL // 2, sorted(seen)
         assert b.frames_from(a.id) == list(range(maps))
+        nursery.cancel_scope.cancel()
+
+
+def test_maps_with_many_ids_are_handed_over_in_calls_of_at_most_one_lease() -> None:
+    """`calls` (node/net/peers.py): at most `MAPS_PER_CALL` maps and `IDS_PER_CALL` ids a call, in order; a map
+    with more ids than that goes alone. 16 LEASEs of 256 claims were one call of 4,096 signature checks."""
+    small = [{"n": i} for i in range(40)]
+    big = [{"n": i, "ids": [bytes(32)] * 256} for i in range(16)]
+    mid = [{"n": i, "ids": [bytes(32)] * 100} for i in range(5)]
+    huge = [{"n": 0, "ids": [bytes(32)] * 512}]
+    assert [len(c) for c in calls(small)] == [16, 16, 8]
+    assert [len(c) for c in calls(big)] == [1] * 16
+    assert [len(c) for c in calls(mid)] == [2, 2, 1]
+    assert [len(c) for c in calls(huge + small[:3])] == [1, 3]
+    batch = small + big + mid
+    assert [m for c in calls(batch) for m in c] == batch
+
+
+async def test_a_batch_of_leases_reaches_the_core_one_lease_per_call() -> None:
+    """Over a real link: 32 small maps and then 16 maps of 256 ids, written in one batch, reach B's handler as two
+    calls of 16 and then one call per big map, so the time slice and the CPU budget can act between them."""
+    book: Book = {}
+    admitted: set[bytes] = set()
+    async with trio.open_nursery() as nursery:
+        a = await start_node(nursery, book, admitted)
+        b = await start_node(nursery, book, admitted)
+        await connect(a, b)
+        b.calls.clear()
+        maps = [{"n": i} for i in range(32)] + [{"n": 32 + i, "ids": [bytes(32)] * 256} for i in range(16)]
+        assert [a.links.send(b.id, m) for m in maps] == [True] * len(maps)  # one step: one batch
+        await wait_until(lambda: len(b.received) >= len(maps), "every map at B")
+        assert b.frames_from(a.id) == list(range(len(maps)))
+        assert b.calls == [16, 16] + [1] * 16
+        nursery.cancel_scope.cancel()
+
+
+# --- handling budget: one member's link gets at most its share of the loop's CPU --------------------------------
+
+FLOOD_CPU_PER_S = 0.05
+FLOOD_CPU_BURST_S = 0.02
+FLOOD_MAP_COST_S = 0.001
+
+
+async def test_a_member_writing_at_full_speed_gets_at_most_its_cpu_budget_is_not_read_meanwhile_and_loses_nothing() -> (
+    None
+):
+    """A writes 3,000 maps as fast as its link takes them; B's handler spends 1 ms of CPU on each (as a signature
+    check would). Within a window of T seconds B may spend at most `handle_cpu_burst_s + handle_cpu_per_s * T`
+    on them, plus the one call of `MAPS_PER_CALL` maps whose cost makes the debt show (and a margin for the
+    handling around the handler). Without the budget B spent every moment of CPU the machine gave it on A's maps.
+    A's link stays up (the same connection), the rest waits unread, and when the maps are cheap again every one of
+    them arrives, once and in order."""
+    book: Book = {}
+    admitted: set[bytes] = set()
+    limits = attrs.evolve(DEFAULT_LIMITS, handle_cpu_per_s=FLOOD_CPU_PER_S, handle_cpu_burst_s=FLOOD_CPU_BURST_S)
+    total, window_s, pad = 3000, 1.5, b"x" * 256
+    async with trio.open_nursery() as nursery:
+        a = await start_node(nursery, book, admitted)
+        b = await start_node(nursery, book, admitted, limits=limits)
+        await connect(a, b)
+        conn = _link(b, a)
+        b.cost_s = FLOOD_MAP_COST_S
+        started = trio.current_time()
+        sent = 0
+        with trio.fail_after(WAIT_S):
+            while sent < total:
+                if a.links.send(b.id, {"n": sent, "pad": pad}):
+                    sent += 1
+                    if sent % 256 == 0:
+                        await trio.lowlevel.checkpoint()  # the flusher writes what is staged
+                else:
+                    await trio.sleep(0.001)
+        await trio.sleep_until(started + window_s)
+        spent, elapsed = b.spent_s, trio.current_time() - started
+        allowed = FLOOD_CPU_BURST_S + FLOOD_CPU_PER_S * elapsed + MAPS_PER_CALL * FLOOD_MAP_COST_S + 0.02
+        assert spent <= allowed, f"B spent {spent:.3f} s of CPU on A's maps in {elapsed:.2f} s (budget {allowed:.3f})"
+        assert conn.throttled_s >= elapsed / 2, conn.throttled_s
+        assert b.links.throttled_s >= conn.throttled_s and b.links.handled_s >= spent
+        assert b.links.link(a.id) is conn and len(b.received) < total  # not closed, and the rest is still unread
+        b.cost_s = 0.0
+        await wait_until(lambda: len(b.received) >= total, "all of A's maps at B")
+        assert b.frames_from(a.id) == list(range(total))
+        assert b.links.link(a.id) is conn
+        nursery.cancel_scope.cancel()
+
+
+async def test_an_honest_burst_within_the_default_budget_is_not_throttled() -> None:
+    """1,000 maps of 0.2 ms each (0.2 s of handling, as a goaway storm's leases cost a survivor about 0.75 s over
+    5-7 s) are all handled without a wait: the default burst is `handle_cpu_burst_s` = 5 s."""
+    book: Book = {}
+    admitted: set[bytes] = set()
+    async with trio.open_nursery() as nursery:
+        a = await start_node(nursery, book, admitted)
+        b = await start_node(nursery, book, admitted)
+        await connect(a, b)
+        conn = _link(b, a)
+        b.cost_s = 0.0002
+        assert [a.links.send(b.id, {"n": i}) for i in range(1000)] == [True] * 1000
+        await wait_until(lambda: len(b.received) >= 1000, "the burst at B")
+        assert b.frames_from(a.id) == list(range(1000))
+        assert conn.throttled_s == 0.0 and b.links.throttled_s == 0.0
+        assert conn.handled_s >= b.spent_s >= 0.2
         nursery.cancel_scope.cancel()
