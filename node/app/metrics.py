@@ -19,6 +19,7 @@ Public API:
     m.swim_probe("ack")                               # homing_swim_probes_total{result}
     m.packet_refused(Layer.SWIM, Refusal.FORGED)      # homing_packets_refused_total{layer,reason}
     m.peer_links.set(n)                               # homing_peer_links
+    m.set_peer_time(handled_s, throttled_s)           # homing_peer_{handle,throttled}_seconds_total, from totals
     m.push_result("sent" | reason)                    # homing_pushes_sent_total / homing_pushes_failed_total{reason}
     m.push_subscriptions.set(n)                       # homing_push_subscriptions
 
@@ -33,6 +34,10 @@ What to count where (so dashboards and the alert rules in deploy/prometheus/ mea
   answered), `failed` (no ack: the member becomes suspect).
 - `packet_refused(layer, reason)`: every input dropped at a trust boundary; layer in swim, peer, client, registry.
 - `mailbox_envelopes`: envelopes currently held in this node's mailboxes (replicas included).
+- `set_peer_time(handled_s, throttled_s)`: the peer links' running totals (node/net/peers.py), read when metrics
+  are rendered: CPU seconds spent handling what peer links sent, and seconds links were left unread because they
+  had spent their budget (`[peers] handle_cpu_per_s`). Throttled seconds that grow mean a member sends more than
+  an honest one does.
 - `push_result`: once per push the relay decided to send (on the one owner that sends it): `sent`, or why it was
   not (docs/operations.md, "Push wake-up"); `push_subscriptions`: subscriptions held as a rendezvous owner.
 """
@@ -83,6 +88,8 @@ METRIC_NAMES = (
     "homing_swim_probes_total",
     "homing_packets_refused_total",
     "homing_peer_links",
+    "homing_peer_handle_seconds_total",
+    "homing_peer_throttled_seconds_total",
     "homing_build_info",
     "homing_pushes_sent_total",
     "homing_pushes_failed_total",
@@ -129,6 +136,14 @@ class NodeMetrics:
             registry=r,
         )
         self.peer_links = Gauge("homing_peer_links", "Open node-to-node peer links.", registry=r)
+        self.peer_handle_seconds = Counter(
+            "homing_peer_handle_seconds", "CPU seconds spent handling what peer links sent.", registry=r
+        )
+        self.peer_throttled_seconds = Counter(
+            "homing_peer_throttled_seconds",
+            "Seconds peer links were not read because they had spent their handling budget.",
+            registry=r,
+        )
         self.build_info = Gauge(
             "homing_build_info",
             "Always 1; labels name the running build (commit: the git commit when run from a checkout).",
@@ -166,6 +181,11 @@ class NodeMetrics:
         are ignored (the four SWIM states are fixed by docs/operations.md)."""
         for state in MEMBER_STATES:
             self.members.labels(state=state).set(counts.get(state, 0))
+
+    def set_peer_time(self, handled_s: float, throttled_s: float) -> None:
+        """Bring the peer-link time counters up to the links' running totals (node/net/peers.py)."""
+        for counter, total in ((self.peer_handle_seconds, handled_s), (self.peer_throttled_seconds, throttled_s)):
+            counter.inc(max(0.0, total - counter._one().value))
 
     def member_changed(self, state: str) -> None:
         self.member_changes.labels(state=_label(state, MEMBER_STATES)).inc()

@@ -140,6 +140,7 @@ class NodeHandle:
             counts[m.state.value] = counts.get(m.state.value, 0) + 1
         self.metrics.set_members(counts)
         self.metrics.peer_links.set(self.links.link_count)
+        self.metrics.set_peer_time(self.links.handled_s, self.links.throttled_s)
         self.relay.refresh_metrics()
         self.metrics.push_subscriptions.set(len(self.relay.core.push.held))
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import re
+import struct
 import time
 from pathlib import Path
 
@@ -16,7 +19,7 @@ from node.protocol.errors import TransportError
 from node.protocol.identity import Identity
 from node.protocol.nodelist import NodeEntry, build_node_list
 from node.protocol.wire import MsgType
-from tests.integration.cluster import loopback_config, refused_count, until
+from tests.integration.cluster import federation, loopback_config, refused_count, until
 
 ATTACKER = "127.0.0.2"  # another /32 than the node's members on 127.0.0.1
 
@@ -230,3 +233,63 @@ async def test_the_registry_follower_tells_the_peer_port_which_hosts_its_lists_n
         follower.learn([signed])  # an older list read late from another source changes nothing
         assert not node.driver.member_host("127.0.0.9"), "an older list brought back a removed node"
         node.request_shutdown()
+
+
+def _peer_seconds(node: NodeHandle) -> tuple[float, float]:
+    """(homing_peer_handle_seconds_total, homing_peer_throttled_seconds_total) from the node's /metrics text."""
+    node.refresh_gauges()
+    text = node.metrics.render().decode()
+    values = dict(re.findall(r"^(homing_peer_(?:handle|throttled)_seconds_total) (\S+)$", text, re.MULTILINE))
+    return float(values.get("homing_peer_handle_seconds_total", 0)), float(
+        values.get("homing_peer_throttled_seconds_total", 0)
+    )
+
+
+async def test_a_member_flooding_its_link_with_leases_gets_at_most_its_cpu_budget_and_keeps_its_link(
+    tmp_path: Path,
+) -> None:
+    """A member of a two-node federation writes LEASEs of 256 claims for ids the victim owns, with signatures that
+    do not verify (after its forgery budget they are refused unchecked, ~8 us a claim), as fast as its link takes
+    them. The victim reports the CPU it spends on the link (`homing_peer_handle_seconds_total`) and, with a budget
+    of 50 ms a second and a 20 ms burst, spends at most that over the window (plus one LEASE and a margin), then
+    reads nothing until it refills (`homing_peer_throttled_seconds_total`): the member's frames back up in TCP and
+    in its own queue. The claims it does read are handled (refused, counted), and the link stays open."""
+    per_s, burst_s, window_s = 0.05, 0.02, 2.0
+    async with federation(tmp_path, 2, peers={"handle_cpu_per_s": per_s, "handle_cpu_burst_s": burst_s}) as nodes:
+        victim, hostile = nodes
+        now_ms = struct.pack(">Q", int(time.time() * 1000))
+        lease = {
+            "t": int(MsgType.LEASE),
+            "h": hostile.identity.id,
+            "ids": [os.urandom(32) for _ in range(256)],
+            "ns": [now_ms + os.urandom(24) for _ in range(256)],
+            "sg": [os.urandom(63) + b"\x01" for _ in range(256)],
+            "ttl": 30_000,
+        }
+        hello = {"t": int(MsgType.LEASE_DROP), "h": hostile.identity.id, "ids": []}  # opens the link, costs nothing
+        with trio.fail_after(10):
+            while hostile.links.link(victim.identity.id) is None or victim.links.link(hostile.identity.id) is None:
+                hostile.links.send(victim.identity.id, hello)
+                await trio.sleep(0.01)
+        conn = victim.links.link(hostile.identity.id)
+        handled_before, throttled_before = _peer_seconds(victim)
+        refused_before = refused_total(victim)
+        sent = 0
+        started = trio.current_time()
+        with trio.move_on_after(window_s):
+            while True:  # as fast as the link takes them: its queue (`[relay] peer_queue_max`), then TCP
+                if hostile.links.send(victim.identity.id, lease):
+                    sent += 1
+                    if sent % 8 == 0:
+                        await trio.lowlevel.checkpoint()
+                else:
+                    await trio.sleep(0.001)
+        handled, throttled = _peer_seconds(victim)
+        elapsed = trio.current_time() - started
+        spent = handled - handled_before
+        allowed = burst_s + per_s * elapsed + 0.03  # one LEASE's call is a few ms: the margin holds it
+        assert spent <= allowed, f"{spent:.3f} s of CPU on the member's link in {elapsed:.2f} s (budget {allowed:.3f})"
+        assert throttled - throttled_before >= elapsed / 2, throttled
+        assert victim.links.link(hostile.identity.id) is conn  # read slowly, not closed
+        refused = refused_total(victim) - refused_before
+        assert refused >= 256, refused  # its claims were read and refused, not dropped unread
