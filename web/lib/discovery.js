@@ -84,7 +84,8 @@ export async function fetchRegistryList(base, trust, nowS, signal) {
  * Rejects with an Error listing every problem when none does before the deadline.
  * @param {DiscoveryConfig} cfg
  * @param {import("./identity.js").Identity} identity
- * @param {{onProgress?: (line: string) => void}} [hooks]
+ * @param {{onProgress?: (line: string) => void, connect?: typeof connect, fetchRegistryList?: typeof fetchRegistryList}} [hooks]
+ *   `connect` and `fetchRegistryList` replace the network parts (tests drive the racing with their own)
  * @returns {Promise<Discovered>}
  */
 export function discover(cfg, identity, hooks = {}) {
@@ -105,6 +106,8 @@ export function discover(cfg, identity, hooks = {}) {
   let pendingSources = 0;
   let finished = false;
   const progress = hooks.onProgress ?? (() => {});
+  const dial = hooks.connect ?? connect;
+  const readRegistry = hooks.fetchRegistryList ?? fetchRegistryList;
 
   return new Promise((resolve, reject) => {
     const deadline = setTimeout(() => finish(null), deadlineMs);
@@ -154,7 +157,7 @@ export function discover(cfg, identity, hooks = {}) {
       const idText = b64uEncode(c.id);
       progress(`trying ${c.ws} (${c.source})`);
       try {
-        const conn = await connect(c.ws, identity, c.id, { timeoutMs: cfg.handshakeTimeoutMs ?? HANDSHAKE_TIMEOUT_MS, json: cfg.json });
+        const conn = await dial(c.ws, identity, c.id, { timeoutMs: cfg.handshakeTimeoutMs ?? HANDSHAKE_TIMEOUT_MS, json: cfg.json });
         if (finished) {
           conn.close();
           return;
@@ -214,7 +217,7 @@ export function discover(cfg, identity, hooks = {}) {
       const tag = { signer, issued: list.issued };
       list.nodes.forEach((n) => add({ id: n.id, ws: n.ws, source: src, verified: trust.length > 0, rank: 2 + Math.random(), list: tag }));
     };
-    for (const base of cfg.registries ?? []) source(`registry ${base}`, async () => addList(await fetchRegistryList(base, trust, now(), abort.signal), "registry"));
+    for (const base of cfg.registries ?? []) source(`registry ${base}`, async () => addList(await readRegistry(base, trust, now(), abort.signal), "registry"));
     for (const resolver of cfg.doh ?? [])
       for (const name of cfg.names ?? [])
         source(`doh ${resolver} ${name}`, async () => {
