@@ -6,7 +6,11 @@ most `CACHE_NODES_MAX` entries, newest success first. Nodes that proved their id
 are bridges learned from a signed card (a referral or a registry's GET /v1/bridges) that were not tried yet:
 `"last_success": 0, "source": "referral"`, after every proven node (docs/discovery.md, "Bridges": the day the listed
 nodes are blocked, the cache still names a bridge). `rotations` (optional) holds the registry key rotation statements
-this reader has seen, first seen first, at most `CHAIN_MAX` (docs/discovery.md "Registry key rotation"). A damaged
+this reader has seen, first seen first, at most `CHAIN_MAX` (docs/discovery.md "Registry key rotation").
+`"listed": true` marks an entry that a list signed by a trusted registry key named with the same id and ws, in the
+last run that read such a list; an entry without it (a referral or manual entry, a bridge, or any entry written before
+the field existed) is held back while trusted lists may still answer (docs/discovery.md "Racing and ranking"): a
+missing field reads as unlisted, so a node a hostile link planted before cannot keep its rank by its age. A damaged
 or oversized file is reported and ignored (it is rewritten on the next success), never fatal.
 """
 
@@ -71,14 +75,25 @@ def _entry(item: Any) -> Candidate | None:
         node_id = parse_id(text)
     except ValueError:
         return None
-    return Candidate(id=node_id, ws=ws, source=Source.CACHE, verified=False, last_success=float(last))
+    listed = item.get("listed") is True  # anything else, or nothing (older files), is unlisted: the safe reading
+    return Candidate(id=node_id, ws=ws, source=Source.CACHE, verified=False, last_success=float(last), listed=listed)
 
 
 def merge_cache(
-    previous: Iterable[Candidate], proven: Iterable[Found], now: float, *, learned: Iterable[Candidate] = ()
+    previous: Iterable[Candidate],
+    proven: Iterable[Found],
+    now: float,
+    *,
+    learned: Iterable[Candidate] = (),
+    named: set[tuple[bytes, str]] | None = None,
 ) -> list[dict[str, Any]]:
     """The entries to write: proven nodes with `last_success = now`, then older entries, newest first, then
-    `learned` bridges (card-verified, not proven yet) with `last_success` 0; at most CACHE_NODES_MAX."""
+    `learned` bridges (card-verified, not proven yet) with `last_success` 0; at most CACHE_NODES_MAX.
+
+    `named`: the (id, ws) rows of the trusted lists this run read, or None when it read none; an entry is written
+    `listed` when they name it, or (None) when it was listed before."""
+    previous = list(previous)
+    was_listed = {c.key for c in previous if c.listed}
     rows: dict[tuple[bytes, str], float] = {}
     for c in learned:
         if c.verified:
@@ -90,10 +105,12 @@ def merge_cache(
         if f.handshake_ms is not None:
             rows[(f.id, f.ws)] = now
     ordered = sorted(rows.items(), key=lambda kv: -kv[1])[:CACHE_NODES_MAX]
+    listed = was_listed if named is None else named
     return [
-        {"id": id_text(k[0]), "ws": k[1], "last_success": int(v), **({} if v else {"source": "referral"})}
+        {"id": id_text(k[0]), "ws": k[1], "last_success": int(v), **({} if v else {"source": "referral"}),
+         **({"listed": True} if k in listed else {})}
         for k, v in ordered
-    ]
+    ]  # fmt: skip
 
 
 def load_rotations(path: Path) -> tuple[bytes, ...]:

@@ -4,7 +4,10 @@ A *candidate* is a (node id, ws URL) pair from some source, with whether its ori
 docs/discovery.md). The same node often comes from several sources; `CandidateBook` merges them (an authenticated origin
 wins, then the source rank below) and hands candidates to the racer in the order a client should try them:
 entries the user gave (referral, manual), then nodes that worked before (cache, newest success first), then list
-entries in an order shuffled by the injected `random.Random`, so clients spread over volunteers' nodes.
+entries in an order shuffled by the injected `random.Random`, so clients spread over volunteers' nodes. A cached node
+no verified list named (`listed` false: learned from a referral or a manual entry on an earlier run) is held back
+while the racer says so (`pop_next(hold=True)`, docs/discovery.md "Racing and ranking"), and ranks after the other
+proven nodes in the result, so one hostile link cannot keep a client on its node once trusted lists are readable.
 """
 
 from __future__ import annotations
@@ -43,6 +46,9 @@ class Candidate:
     source: Source
     verified: bool  # the origin is authenticated: trusted list or the node's own card
     last_success: float | None = None  # unix seconds of the last proven handshake (cache)
+    # A list signed by a trusted registry key names this (id, ws): in this run, or for a cached entry, in the last
+    # run that read such a list (docs/discovery.md "Cache"). False for referral and manual entries until a list does.
+    listed: bool = False
     swim: str = ""  # from a node list: addresses nodes use as SWIM seeds
     peer: str = ""
 
@@ -124,12 +130,16 @@ class DiscoveryResult:
 
 
 def candidates_from_list(entries: tuple[NodeEntry, ...], source: Source, *, verified: bool) -> list[Candidate]:
-    return [Candidate(id=e.id, ws=e.ws, source=source, verified=verified, swim=e.swim, peer=e.peer) for e in entries]
+    return [Candidate(id=e.id, ws=e.ws, source=source, verified=verified, listed=verified, swim=e.swim, peer=e.peer)
+            for e in entries]  # fmt: skip
 
 
-def parse_entry(
-    text: str, *, now: float | None = None, flag: str = "--add", allow_plain_ws: bool = False
-) -> Candidate:
+def unlisted_cache(cand: Candidate) -> bool:
+    """A node only the cache names, that no trusted list named (docs/discovery.md "Racing and ranking")."""
+    return cand.source == Source.CACHE and not cand.listed
+
+
+def parse_entry(text: str, *, now: float | None = None, flag: str = "--add", allow_plain_ws: bool = False) -> Candidate:
     """A referral URI (`homing://node/…`, verified by the card's own signature, refused after its `exp` or when it
     is plain ws:// to a public host unless `allow_plain_ws`) or a manual entry (`wss://host:port[/path]#<node id>`,
     `ws://` too; the path defaults to /v1/client). `now`: unix seconds (default: the clock). Raises ConfigError."""
@@ -181,11 +191,15 @@ class CandidateBook:
     def get(self, key: tuple[bytes, str]) -> Candidate:
         return self._all[key]
 
-    def pending(self) -> int:
-        return len(self._all) - len(self._tried)
+    def pending(self, *, hold: bool = False) -> int:
+        """Candidates not tried yet; with `hold`, not counting unlisted cached ones."""
+        if not hold:
+            return len(self._all) - len(self._tried)
+        return sum(1 for k, c in self._all.items() if k not in self._tried and not unlisted_cache(c))
 
-    def pop_next(self) -> Candidate | None:
-        keys = [k for k in self._all if k not in self._tried]
+    def pop_next(self, *, hold: bool = False) -> Candidate | None:
+        """The best untried candidate; with `hold`, never an unlisted cached one."""
+        keys = [k for k, c in self._all.items() if k not in self._tried and not (hold and unlisted_cache(c))]
         if not keys:
             return None
         best = min(keys, key=lambda k: self._order[k])
@@ -208,6 +222,7 @@ def _merge(old: Candidate, new: Candidate) -> Candidate:
     return attrs.evolve(
         best,
         verified=old.verified or new.verified,
+        listed=old.listed or new.listed,
         last_success=last,
         swim=best.swim or old.swim or new.swim,
         peer=best.peer or old.peer or new.peer,
@@ -219,21 +234,29 @@ def build_result(
     proofs: dict[tuple[bytes, str], float],
     failed: set[tuple[bytes, str]],
     errors: list[str],
+    *,
+    demote_unlisted: bool = False,
 ) -> DiscoveryResult:
     """Rows for every candidate that did not fail its handshake, ranked: proven nodes by handshake time (a recent
-    success breaks ties), then untried ones (cache first by last success, then by source)."""
+    success breaks ties), then untried ones (cache first by last success, then by source). With `demote_unlisted`
+    (the run had trusted lists to read), proven cached nodes no trusted list named come after the other proven
+    nodes: a node a link once gave is a fallback, not the first choice (docs/discovery.md "Racing and ranking")."""
     rows = []
+    demoted: set[tuple[bytes, str]] = set()
     for c in candidates:
         if c.key in failed:
             continue
         ms = proofs.get(c.key)
         # a manual or cached entry is authenticated only by the node proving the pinned id (docs/discovery.md)
         verified = c.verified or (ms is not None and c.source in (Source.MANUAL, Source.CACHE))
+        if demote_unlisted and unlisted_cache(c):
+            demoted.add(c.key)
         rows.append(Found(id=c.id, ws=c.ws, source=c.source, verified=verified, handshake_ms=ms,
                           last_success=c.last_success, swim=c.swim, peer=c.peer))  # fmt: skip
 
-    def rank(f: Found) -> tuple[int, float, float, int]:
+    def rank(f: Found) -> tuple[int, int, float, float, int]:
         tried = 0 if f.handshake_ms is not None else 1
-        return (tried, f.handshake_ms or 0.0, -(f.last_success or 0.0), SOURCE_RANK[f.source])
+        later = 1 if (f.id, f.ws) in demoted else 0
+        return (tried, later, f.handshake_ms or 0.0, -(f.last_success or 0.0), SOURCE_RANK[f.source])
 
     return DiscoveryResult(nodes=tuple(sorted(rows, key=rank)), errors=tuple(errors))

@@ -7,6 +7,11 @@ Theory of operation:
 - The racer starts a handshake with the best untried candidate, then another each `stagger_s` (or at once when an
   attempt fails), at most `parallel_max` at a time and `attempts_max` in all (happy eyeballs, RFC 8305 style).
   A node that proves its pinned id gets its handshake time; one that cannot is dropped and reported.
+- A cached node that no trusted list named (`listed` false in the cache: it came from a referral card or a manual
+  entry on an earlier run) is held back while trusted lists may still answer: until every trusted list source has
+  answered or failed and every other candidate was tried, or `unlisted_hold_s` after the start, whichever comes
+  first; then it is next (docs/discovery.md "Racing and ranking"). So one hostile link does not keep a client on its
+  node when the lists are readable, and a bridge or a referral node is still reached when they are blocked.
 - The run ends at the first of: `want` nodes proven; `settle_s` after the first proof (a slow or black-holed source
   then no longer holds the answer back); every source done and every attempt over; `deadline_s`.
 """
@@ -79,6 +84,10 @@ class DiscoveryConfig:
     settle_s: float = attrs.field(default=1.0, validator=attrs.validators.ge(0))
     # Race candidates at all (False: only gather and verify lists, e.g. for a node's SWIM seeds).
     race: bool = True
+    # Seconds a cached node no trusted list named waits for trusted lists at most (docs/discovery.md "Racing and
+    # ranking"): long enough for a list and one handshake on a slow network, short enough that a client whose lists
+    # are black-holed still tries its cached bridge or referral node with more than a handshake timeout to spare.
+    unlisted_hold_s: float = attrs.field(default=2.0, validator=attrs.validators.ge(0))
     # Registry key rotation statements already followed (encoded; the cache keeps them too): they extend `trust` and
     # win over a conflicting statement a source serves (docs/discovery.md "Registry key rotation").
     rotations: tuple[bytes, ...] = ()
@@ -99,6 +108,16 @@ class _Run:
         self.changed = trio.Event()
         self.newest = NewestLists()
         self.other_keys: set[tuple[bytes, str]] = set()  # candidates from the cache and --add, not from lists
+        self.list_labels: set[str] = set()  # the sources of lists signed by a trusted key, that unlisted nodes wait for
+        self.started_at = 0.0
+
+    def hold(self) -> bool:
+        """Hold unlisted cached nodes back (docs/discovery.md "Racing and ranking")? While a trusted list source is
+        pending or another candidate is untried or in flight, for at most `unlisted_hold_s` after the start."""
+        if not self.list_labels or trio.current_time() >= self.started_at + self.cfg.unlisted_hold_s:
+            return False
+        lists_pending = any(label in self.pending for label in self.list_labels)
+        return lists_pending or self.running > 0 or self.book.pending(hold=True) > 0
 
     def add_list(self, lst: SignedList) -> None:
         """Keep only the newest list per signer (docs/discovery.md): an older one is reported and ignored; rows
@@ -129,7 +148,10 @@ class _Run:
         self._notify()
 
     def start_source(self, nursery: trio.Nursery, label: str,
-                     fetch: Callable[..., Awaitable[SignedList | list[Candidate]]], *args: object) -> None:  # fmt: skip
+                     fetch: Callable[..., Awaitable[SignedList | list[Candidate]]], *args: object,
+                     trusted_list: bool = False) -> None:  # fmt: skip
+        if trusted_list:
+            self.list_labels.add(label)
         self.pending[label] = None  # before the task runs, so the watcher never sees a not-yet-started source as done
         nursery.start_soon(self.source, label, fetch, *args)
 
@@ -153,7 +175,7 @@ class _Run:
         self._notify()
 
     def can_start(self) -> bool:
-        return (self.cfg.race and self.book.pending() > 0 and self.running < self.cfg.parallel_max
+        return (self.cfg.race and self.book.pending(hold=self.hold()) > 0 and self.running < self.cfg.parallel_max
                 and self.attempts < self.cfg.attempts_max)  # fmt: skip
 
     def finished(self) -> bool:
@@ -166,8 +188,11 @@ class _Run:
     async def racer(self, nursery: trio.Nursery) -> None:
         while True:
             while not self.can_start():
-                await self.changed.wait()
-            cand = self.book.pop_next()
+                # held nodes become eligible at the end of the hold, which no event announces
+                wake = self.started_at + self.cfg.unlisted_hold_s if self.hold() else float("inf")
+                with trio.move_on_at(wake):
+                    await self.changed.wait()
+            cand = self.book.pop_next(hold=self.hold())
             assert cand is not None
             self.running += 1
             self.attempts += 1
@@ -225,32 +250,38 @@ async def discover(
     run.errors.extend(cache_errors)
     run.other_keys = {c.key for c in (*cfg.extra, *cached)}
     run.add([*cfg.extra, *cached])
+    run.started_at = trio.current_time()
     pinned = (*cfg.rotations, *(load_rotations(cfg.cache) if cfg.cache else ()))
     doh_trust = followed(cfg.trust, [], pinned, now)
     async with http_client(ctx, cfg.deadline_s) as client:
         with trio.move_on_after(cfg.deadline_s) as deadline:
             async with trio.open_nursery() as nursery:
                 for url in cfg.registries:
-                    run.start_source(nursery, f"registry {url}", fetch_registry, client, url, cfg.trust, now, pinned)
+                    run.start_source(nursery, f"registry {url}", fetch_registry, client, url, cfg.trust, now, pinned,
+                                     trusted_list=bool(cfg.trust))  # fmt: skip
                     if cfg.bridges:
                         run.start_source(nursery, f"bridges {url}", fetch_bridges, client, url, doh_trust, now)
                 for resolver in cfg.doh:
                     for name in cfg.names:
                         label = f"doh {resolver} {name}"
-                        run.start_source(nursery, label, fetch_doh, client, resolver, name, doh_trust, now)
+                        run.start_source(nursery, label, fetch_doh, client, resolver, name, doh_trust, now,
+                                         trusted_list=bool(doh_trust))  # fmt: skip
                 nursery.start_soon(run.racer, nursery)
                 nursery.start_soon(run.watcher, nursery.cancel_scope)
         reason = f"no answer within the {cfg.deadline_s:g} s deadline" if deadline.cancelled_caught else (
             "no answer yet when discovery finished; not waited for")  # fmt: skip
         run.errors.extend(f"{label}: {reason}" for label in run.pending)
-    result = build_result(run.book.all(), run.proofs, run.failed, run.errors)
+    result = build_result(run.book.all(), run.proofs, run.failed, run.errors, demote_unlisted=bool(run.list_labels))
     result = attrs.evolve(result, lists=tuple(run.newest.by_signer.values()))
     rotations = (*pinned, *(r for lst in result.lists for r in lst.rotations))
     # bridge cards (from referrals or a distributor) not refuted in this run are kept for the day they are needed
     learned = [c for c in run.book.all() if c.source == Source.REFERRAL and c.key not in run.failed]
     if cfg.cache is not None and (result.proven or learned or len(set(rotations)) > len(set(pinned))):
         try:
-            save_cache(cfg.cache, merge_cache(cached, result.proven, wall_clock(), learned=learned), rotations)
+            # the rows of the trusted lists read in this run say which cached nodes are listed (none read: flags kept)
+            named = run.newest.current_keys() if cfg.trust and run.newest.by_signer else None
+            entries = merge_cache(cached, result.proven, wall_clock(), learned=learned, named=named)
+            save_cache(cfg.cache, entries, rotations)
         except OSError as exc:
             result = attrs.evolve(result, errors=(*result.errors, f"cache {cfg.cache}: not written: {exc.strerror}"))
     return result
