@@ -1,6 +1,8 @@
 // Finding a node (docs/discovery.md): registry, DNS-over-HTTPS TXT, a cache of nodes that proved their id, referral
 // cards and manual entries, all raced under one deadline; the first node that proves its pinned id wins and its
-// connection is kept.
+// connection is kept. A cached node no trusted list named (a link's `node` or `card` of an earlier visit) waits
+// while trusted lists may still answer (UNLISTED_HOLD_MS at most), so one hostile link does not keep the page on
+// its node once the lists are readable; with the lists blocked it is still tried (docs/discovery.md "Racing and ranking").
 
 import { b64uDecode, b64uEncode } from "./bytes.js";
 import { connect } from "./connection.js";
@@ -13,22 +15,35 @@ export const START_EVERY_MS = 250;
 export const PARALLEL_MAX = 8;
 export const ATTEMPTS_MAX = 24;
 export const CACHE_MAX = 64;
+export const URL_MAX = 512; // as node/protocol/nodelist.py: a longer `ws` in the cache marks a damaged entry
+/** How long a cached node no trusted list named waits for trusted lists, at most (docs/discovery.md "Racing and
+ * ranking"): a list and a handshake fit on a slow network, and with the lists black-holed the node still gets more
+ * than a handshake timeout before the deadline. */
+export const UNLISTED_HOLD_MS = 2000;
 export const CACHE_KEY = "homing:discovery-cache";
 
 /** @typedef {"registry"|"doh"|"cache"|"referral"|"manual"} Source */
 /**
  * `list`: for a row of a signed list, its signer (base64url) and `issued`: a newer list of that signer replaces it.
- * @typedef {{id: Uint8Array, ws: string, source: Source, verified: boolean, rank: number, list?: {signer: string, issued: number}}} Candidate
+ * `listed`: a list signed by a trusted key names it (on this visit, or for a cached node, on the last visit that read one).
+ * @typedef {{id: Uint8Array, ws: string, source: Source, verified: boolean, rank: number, listed?: boolean, list?: {signer: string, issued: number}}} Candidate
  */
 /**
  * @typedef {{id: string, ws: string, source: Source, verified: boolean, handshakeMs: number}} Found
  * @typedef {{registries?: string[], trust?: Uint8Array[], doh?: string[], names?: string[], cards?: string[],
  *   manual?: string[], deadlineMs?: number, handshakeTimeoutMs?: number, cache?: DiscoveryCache | null,
- *   json?: boolean, now?: () => number}} DiscoveryConfig
+ *   json?: boolean, now?: () => number, unlistedHoldMs?: number}} DiscoveryConfig
  * @typedef {{connection: import("./connection.js").Connection, found: Found, errors: string[]}} Discovered
  */
 
-/** Nodes that proved their id, newest success first (localStorage or any Storage-like object). */
+/**
+ * Nodes that proved their id, newest success first (localStorage or any Storage-like object):
+ * `{"v": 1, "nodes": [{"id", "ws", "last_success", "listed"?: true}]}`. `listed` is written only when a trusted list
+ * named the node with the same id and ws on the last visit that read one; an entry without it (a link's node, or any
+ * entry stored before the field existed) is unlisted: the safe reading, so a node a link planted earlier does not
+ * keep its rank.
+ * @typedef {{id: string, ws: string, last_success: number, listed: boolean}} CachedNode
+ */
 export class DiscoveryCache {
   /** @param {{getItem(k: string): string | null, setItem(k: string, v: string): void}} storage @param {string} [key] */
   constructor(storage, key = CACHE_KEY) {
@@ -36,31 +51,44 @@ export class DiscoveryCache {
     this.key = key;
   }
 
-  /** @returns {{id: string, ws: string, last_success: number}[]} */
+  /** @returns {CachedNode[]} */
   load() {
     try {
       const doc = JSON.parse(this.storage.getItem(this.key) ?? "null");
       if (doc?.v !== 1 || !Array.isArray(doc.nodes)) return [];
       return doc.nodes
-        .filter((/** @type {any} */ n) => typeof n?.id === "string" && /^[A-Za-z0-9_-]{43}$/.test(n.id) && typeof n.ws === "string" && /^wss?:\/\//.test(n.ws) && Number.isFinite(n.last_success))
-        .slice(0, CACHE_MAX);
+        .slice(0, CACHE_MAX)
+        .filter((/** @type {any} */ n) => typeof n?.id === "string" && /^[A-Za-z0-9_-]{43}$/.test(n.id) && typeof n.ws === "string" && n.ws.length <= URL_MAX && /^wss?:\/\//.test(n.ws) && Number.isFinite(n.last_success))
+        .map((/** @type {any} */ n) => ({ id: n.id, ws: n.ws, last_success: n.last_success, listed: n.listed === true }));
     } catch {
       return []; // a damaged cache is rewritten on the next success
     }
   }
 
-  /** @param {string} id @param {string} ws @param {number} nowS */
-  remember(id, ws, nowS) {
-    const nodes = this.load().filter((n) => !(n.id === id && n.ws === ws));
-    nodes.unshift({ id, ws, last_success: Math.floor(nowS) });
+  /**
+   * Store a node that proved its id now. `named`: the "id ws" rows of the trusted lists this visit read, or null
+   * when it read none; every entry's `listed` then follows them (null: each keeps its own).
+   * @param {string} id @param {string} ws @param {number} nowS @param {Set<string> | null} [named]
+   */
+  remember(id, ws, nowS, named = null) {
+    const old = this.load();
+    const was = old.find((n) => n.id === id && n.ws === ws);
+    const nodes = old.filter((n) => n !== was);
+    nodes.unshift({ id, ws, last_success: Math.floor(nowS), listed: was?.listed ?? false });
     nodes.sort((a, b) => b.last_success - a.last_success);
-    this.storage.setItem(this.key, JSON.stringify({ v: 1, nodes: nodes.slice(0, CACHE_MAX) }));
+    if (named) for (const n of nodes) n.listed = named.has(n.id + " " + n.ws);
+    this.store(nodes);
   }
 
   /** Drop an entry that failed its id proof. @param {string} id @param {string} ws */
   forget(id, ws) {
-    const nodes = this.load().filter((n) => !(n.id === id && n.ws === ws));
-    this.storage.setItem(this.key, JSON.stringify({ v: 1, nodes }));
+    this.store(this.load().filter((n) => !(n.id === id && n.ws === ws)));
+  }
+
+  /** @param {CachedNode[]} nodes */
+  store(nodes) {
+    const rows = nodes.slice(0, CACHE_MAX).map((n) => ({ id: n.id, ws: n.ws, last_success: n.last_success, ...(n.listed ? { listed: true } : {}) }));
+    this.storage.setItem(this.key, JSON.stringify({ v: 1, nodes: rows }));
   }
 }
 
@@ -104,6 +132,11 @@ export function discover(cfg, identity, hooks = {}) {
   let running = 0;
   let started = 0;
   let pendingSources = 0;
+  // trusted list sources (registries and DoH with `trust`): configured, and still pending
+  const trustedSources = trust.length ? (cfg.registries ?? []).length + (cfg.doh ?? []).length * (cfg.names ?? []).length : 0;
+  let trustedPending = trustedSources;
+  const holdMs = cfg.unlistedHoldMs ?? UNLISTED_HOLD_MS;
+  const startedAt = Date.now();
   let finished = false;
   const progress = hooks.onProgress ?? (() => {});
   const dial = hooks.connect ?? connect;
@@ -140,10 +173,23 @@ export function discover(cfg, identity, hooks = {}) {
       if (running === 0) pump();
     }
 
+    /** @param {Candidate} c */
+    const unlisted = (c) => c.source === "cache" && !c.listed;
+
+    /**
+     * Hold unlisted cached nodes back (docs/discovery.md "Racing and ranking")? While a trusted list source is
+     * pending or another node is queued or being tried, for at most `holdMs` after the start.
+     */
+    function hold() {
+      if (!trustedSources || Date.now() - startedAt >= holdMs) return false;
+      return trustedPending > 0 || running > 0 || queue.some((c) => !unlisted(c));
+    }
+
     function pump() {
       if (finished) return;
-      if (queue.length && running < PARALLEL_MAX && started < ATTEMPTS_MAX) {
-        const c = /** @type {Candidate} */ (queue.shift());
+      const next = hold() ? queue.findIndex((c) => !unlisted(c)) : queue.length ? 0 : -1;
+      if (next >= 0 && running < PARALLEL_MAX && started < ATTEMPTS_MAX) {
+        const c = queue.splice(next, 1)[0];
         started++;
         running++;
         void attempt(c);
@@ -166,7 +212,7 @@ export function discover(cfg, identity, hooks = {}) {
           conn.close();
           throw new Error("a newer list of its registry no longer names it");
         }
-        cfg.cache?.remember(idText, c.ws, now());
+        cfg.cache?.remember(idText, c.ws, now(), namedByTrustedLists());
         finish({ connection: conn, found: { id: idText, ws: c.ws, source: c.source, verified: c.verified || c.source === "manual" || c.source === "cache", handshakeMs: conn.handshakeMs }, errors });
       } catch (e) {
         errors.push(`${c.ws} (${c.source}): ${e instanceof Error ? e.message : e}`);
@@ -177,13 +223,20 @@ export function discover(cfg, identity, hooks = {}) {
       }
     }
 
-    /** @param {string} label @param {() => Promise<void>} fn */
-    function source(label, fn) {
+    /** The rows of the newest trusted list per signer read on this visit; null when none was. */
+    function namedByTrustedLists() {
+      if (!trust.length || !newest.size) return null;
+      return new Set([...newest.values()].flatMap((held) => [...held.rows]));
+    }
+
+    /** @param {string} label @param {() => Promise<void>} fn @param {boolean} [trustedList] a trusted list source */
+    function source(label, fn, trustedList = false) {
       pendingSources++;
       fn()
         .catch((e) => errors.push(`${label}: ${e instanceof Error ? e.message : e}`))
         .finally(() => {
           pendingSources--;
+          if (trustedList) trustedPending--;
           pump();
         });
     }
@@ -200,7 +253,7 @@ export function discover(cfg, identity, hooks = {}) {
       const c = await parseNodeCard(card, { nowS: now() });
       add({ id: c.id, ws: c.ws, source: "referral", verified: true, rank: 0 });
     });
-    (cfg.cache?.load() ?? []).forEach((n, i) => add({ id: b64uDecode(n.id), ws: n.ws, source: "cache", verified: false, rank: 1 + i / 1000 }));
+    (cfg.cache?.load() ?? []).forEach((n, i) => add({ id: b64uDecode(n.id), ws: n.ws, source: "cache", verified: false, rank: 1 + i / 1000, listed: n.listed }));
     /**
      * Queue a verified list's rows, unless a newer list of the same signer was read: an older one (a mirror or
      * resolver serving a list from before a ban) is refused, and a newer one drops the queued rows it no longer names.
@@ -214,16 +267,18 @@ export function discover(cfg, identity, hooks = {}) {
       if (held && list.issued === held.issued) rows.forEach((r) => held.rows.add(r)); // the same list from another source
       else newest.set(signer, { issued: list.issued, rows });
       for (let i = queue.length - 1; i >= 0; i--) if (superseded(queue[i])) queue.splice(i, 1);
+      // a queued cached node this trusted list names is listed: no longer held back
+      if (trust.length) for (const c of queue) if (rows.has(b64uEncode(c.id) + " " + c.ws)) c.listed = true;
       const tag = { signer, issued: list.issued };
-      list.nodes.forEach((n) => add({ id: n.id, ws: n.ws, source: src, verified: trust.length > 0, rank: 2 + Math.random(), list: tag }));
+      list.nodes.forEach((n) => add({ id: n.id, ws: n.ws, source: src, verified: trust.length > 0, rank: 2 + Math.random(), list: tag, listed: trust.length > 0 }));
     };
-    for (const base of cfg.registries ?? []) source(`registry ${base}`, async () => addList(await readRegistry(base, trust, now(), abort.signal), "registry"));
+    for (const base of cfg.registries ?? []) source(`registry ${base}`, async () => addList(await readRegistry(base, trust, now(), abort.signal), "registry"), trust.length > 0);
     for (const resolver of cfg.doh ?? [])
       for (const name of cfg.names ?? [])
         source(`doh ${resolver} ${name}`, async () => {
           const doc = await fetchTxtDocument(resolver, name, { signal: abort.signal });
           addList(await openNodeList(doc, trust.length ? trust : null, now()), "doh");
-        });
+        }, trust.length > 0);
     pump();
   });
 }
