@@ -367,6 +367,7 @@ def _txt_seeds() -> list[bytes]:
 
 # --- config, entries, cache, registry --------------------------------------------------------------------
 
+
 @contextlib.contextmanager
 def _as_file(name: str, data: bytes) -> Iterator[Path]:
     """`data` as a file of a fresh temporary directory, removed after the call (a libFuzzer process ends without
@@ -436,7 +437,8 @@ def _cache(data: bytes) -> object:
 
 def _cache_seeds() -> list[bytes]:
     entry = {"id": NODE_A.id_text, "ws": "wss://a.example/v1/client", "last_success": NOW}
-    return [json.dumps({"v": 1, "nodes": [entry]}).encode()]
+    listed = {**entry, "ws": "wss://b.example/v1/client", "listed": True}  # docs/discovery.md "Cache"
+    return [json.dumps({"v": 1, "nodes": [entry]}).encode(), json.dumps({"v": 1, "nodes": [entry, listed]}).encode()]
 
 
 def _registry_request(data: bytes) -> object:
