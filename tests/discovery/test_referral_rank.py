@@ -136,3 +136,21 @@ def test_a_listed_cached_node_is_not_held_back(tmp_path: Path) -> None:
         return trio.current_time() - start
 
     assert with_two_nodes(body) < 1.0
+
+
+def test_listed_follows_the_trusted_lists_of_the_last_run_that_read_one() -> None:
+    """`listed` is set and cleared by the rows of the trusted lists a run read (a node a newer list dropped is
+    unlisted again), and kept by a run that read none (its lists were blocked)."""
+    from node.client.discovery.cache import merge_cache
+    from node.client.discovery.model import Candidate
+
+    a, b = (Identity.generate().id, "wss://a.example/v1/client"), (Identity.generate().id, "wss://b.example/v1/client")
+    previous = [Candidate(id=k[0], ws=k[1], source=Source.CACHE, verified=False, last_success=1.0, listed=True)
+                for k in (a, b)]  # fmt: skip
+
+    def flags(named: set[tuple[bytes, str]] | None) -> dict[str, bool]:
+        return {e["ws"]: e.get("listed", False) for e in merge_cache(previous, [], 2.0, named=named)}
+
+    assert flags(None) == {a[1]: True, b[1]: True}
+    assert flags({a}) == {a[1]: True, b[1]: False}
+    assert flags(set()) == {a[1]: False, b[1]: False}
