@@ -7,7 +7,7 @@ real WebSocket nodes doing the client handshake, and TCP black holes (accept, ne
 blocked channels. Discovery runs with `want=1`; the figure is wall time from the call to its return.
 Target (docs/performance.md, "Discovery"): under 2 s on loopback for every channel. `cache` holds nodes a trusted
 list named on an earlier run (`listed`); `cache-unlisted` holds nodes no list named (a link's or a bridge's), which
-wait for the black-holed lists for `unlisted_hold_s` (2 s) by design (docs/discovery.md, "Racing and ranking").
+wait for the black-holed lists for `unlisted_hold_s` (1 s) by design (docs/discovery.md, "Racing and ranking").
 """
 
 from __future__ import annotations

@@ -17,9 +17,9 @@ export const ATTEMPTS_MAX = 24;
 export const CACHE_MAX = 64;
 export const URL_MAX = 512; // as node/protocol/nodelist.py: a longer `ws` in the cache marks a damaged entry
 /** How long a cached node no trusted list named waits for trusted lists, at most (docs/discovery.md "Racing and
- * ranking"): a list and a handshake fit on a slow network, and with the lists black-holed the node still gets more
- * than a handshake timeout before the deadline. */
-export const UNLISTED_HOLD_MS = 2000;
+ * ranking"): a list and a handshake fit on most networks, and with the lists black-holed (a censor drops them) the
+ * cached bridge or referral node is still reached within the 2 s discovery target. */
+export const UNLISTED_HOLD_MS = 1000;
 export const CACHE_KEY = "homing:discovery-cache";
 
 /** @typedef {"registry"|"doh"|"cache"|"referral"|"manual"} Source */

@@ -85,9 +85,10 @@ class DiscoveryConfig:
     # Race candidates at all (False: only gather and verify lists, e.g. for a node's SWIM seeds).
     race: bool = True
     # Seconds a cached node no trusted list named waits for trusted lists at most (docs/discovery.md "Racing and
-    # ranking"): long enough for a list and one handshake on a slow network, short enough that a client whose lists
-    # are black-holed still tries its cached bridge or referral node with more than a handshake timeout to spare.
-    unlisted_hold_s: float = attrs.field(default=2.0, validator=attrs.validators.ge(0))
+    # ranking"): long enough for a list and one handshake on most networks (a list and its node's handshake took
+    # 0.03-0.3 s in docs/performance.md's runs), short enough that a client whose lists are black-holed (a censor
+    # drops them) still reaches its cached bridge or referral node within the 2 s discovery target.
+    unlisted_hold_s: float = attrs.field(default=1.0, validator=attrs.validators.ge(0))
     # Registry key rotation statements already followed (encoded; the cache keeps them too): they extend `trust` and
     # win over a conflicting statement a source serves (docs/discovery.md "Registry key rotation").
     rotations: tuple[bytes, ...] = ()
