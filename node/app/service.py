@@ -64,7 +64,8 @@ PROBE_LABELS = {"ok": "ack", "indirect_ok": "indirect_ack", "failed": "failed"}
 
 
 def next_epoch_ms(data_dir: Path) -> int:
-    """A SWIM sealing epoch that never goes back, even if the wall clock does (peers refuse older epochs)."""
+    """A boot epoch that never goes back, even if the wall clock does: the SWIM sealing epoch (peers refuse older
+    epochs) and the first SWIM incarnation (records of an older boot, or replays of them, are refused)."""
     path = data_dir / "swim-epoch"
     try:
         last = int(path.read_text().strip())
@@ -386,6 +387,7 @@ def _start_swim(
     meta = encode_meta(Meta(
         peer_port=ports["peer"], host=advertise, url=config.advertised_url(ports["ws"]), listed=config.node.listed
     ))  # fmt: skip
+    epoch_ms = next_epoch_ms(config.data_path)
     core = Swim(
         self_id=identity.id,
         addr=(advertise or swim_host, ports["swim"]),
@@ -396,10 +398,9 @@ def _start_swim(
         admit=admission.admits,
         sign=identity.sign,
         verifier=RecordVerifier(),
+        incarnation=epoch_ms,  # the boot epoch: this boot's records supersede every earlier one's (docs/swim.md)
     )
-    return SwimDriver(
-        identity=identity, core=core, sock=udp, epoch_ms=next_epoch_ms(config.data_path), admit=admission.admits
-    )
+    return SwimDriver(identity=identity, core=core, sock=udp, epoch_ms=epoch_ms, admit=admission.admits)
 
 
 def _hook_metrics_and_events(handle: NodeHandle) -> None:

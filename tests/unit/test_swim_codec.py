@@ -26,6 +26,7 @@ from node.protocol.swim.messages import (
 )
 from node.protocol.wire import WIRE_VERSION, Limits, MsgType
 from node.protocol.wire.swim import (
+    PUSH_PULL_MEMBERS_MAX,
     SWIM_PAYLOAD_MAX,
     UPDATE_MIN_SIZE,
     decode_datagram,
@@ -35,6 +36,7 @@ from node.protocol.wire.swim import (
     piggyback_budget,
     update_size,
 )
+from node.testing.keys import VERIFIER, nid, signed
 
 ids = st.binary(min_size=32, max_size=32)
 addrs = st.tuples(st.text(max_size=40), st.integers(0, 65535))
@@ -316,3 +318,31 @@ def test_with_state_is_evolve(state: MemberState, incarnation: int, meta: bytes)
     m = MemberInfo(**{**GOOD_MEMBER, "incarnation": incarnation, "meta": meta})  # type: ignore[arg-type]
     assert m.with_state(state) == attrs.evolve(m, state=state)
     assert hash(m.with_state(state)) == hash(attrs.evolve(m, state=state))
+
+
+def test_boot_epoch_incarnations_fit_the_wire() -> None:
+    """A node's first incarnation is its boot epoch (its start time in ms, about 2^41; docs/swim.md "Boot epochs
+    and replays"): records and claims at such incarnations, signed by a real key, go through datagrams and
+    push-pull unchanged and still verify, the piggyback budget counts their real size, and a push-pull state of
+    `PUSH_PULL_MEMBERS_MAX` members at such incarnations stays within `Limits.PUSH_PULL_MAX`."""
+    epoch = 1_764_000_000_000 + 12_345  # a boot epoch, some refutations and refreshes later
+    me = signed(
+        MemberInfo(id=nid(1), addr=("10.0.0.1", 7401), meta=b"m" * 64, incarnation=epoch, state=MemberState.ALIVE)
+    )
+    claim = Update(
+        member=MemberInfo(id=nid(1), addr=("", 0), meta=b"", incarnation=epoch, state=MemberState.DEAD), by=nid(2)
+    )
+    msg = Gossip(updates=(Update(member=me), claim))
+    back = decode_datagram(encode_datagram(msg))
+    assert back == msg and VERIFIER.verify(back.updates[0].member)
+    assert len(encode_datagram(msg)) == len(encode_datagram(Gossip())) + update_size(Update(member=me)) + update_size(
+        claim
+    )
+    ms = tuple(
+        attrs.evolve(me, id=i.to_bytes(32, "big"), incarnation=epoch + i, sig=bytes(64))
+        for i in range(PUSH_PULL_MEMBERS_MAX)
+    )
+    data = encode_push_pull(PushPullState(members=ms))
+    assert len(data) <= Limits.PUSH_PULL_MAX
+    assert decode_push_pull(data).members[-1].incarnation == epoch + PUSH_PULL_MEMBERS_MAX - 1
+    assert decode_push_pull(encode_push_pull(PushPullState(members=(me,)))).members == (me,)

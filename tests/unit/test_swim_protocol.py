@@ -12,6 +12,7 @@ from collections.abc import Callable
 import attrs
 import pytest
 
+from node.protocol.refusals import Refusal
 from node.protocol.swim.config import LOCAL, SwimConfig
 from node.protocol.swim.messages import (
     Ack,
@@ -25,6 +26,8 @@ from node.protocol.swim.messages import (
     PingReq,
     ProbeResult,
     PushPull,
+    PushPullState,
+    Refused,
     Send,
     SwimMessage,
     Update,
@@ -41,25 +44,41 @@ from node.testing.keys import VERIFIER, key, nid, signed  # noqa: E402
 
 
 class Wire:
-    def __init__(self, n: int, *, config: SwimConfig = CFG, seed: int = 0, admit: Callable[[bytes], bool] = bool):
+    def __init__(
+        self,
+        n: int,
+        *,
+        config: SwimConfig = CFG,
+        seed: int = 0,
+        admit: Callable[[bytes], bool] = bool,
+        epoch: int = 0,
+    ):
         self.now = 0.0
-        self.cores = {
-            nid(i): Swim(
-                self_id=nid(i),
-                addr=(f"10.0.0.{i}", 7401),
-                meta=b"m%d" % i,
-                config=config,
-                rng=random.Random(seed * 100 + i),
-                now=0.0,
-                admit=lambda x: admit(x),
-                sign=key(i).sign,
-                verifier=VERIFIER,
-            )
-            for i in range(1, n + 1)
-        }
+        self.config, self.seed, self.admit = config, seed, admit
+        self.cores = {nid(i): self._new_core(i, epoch) for i in range(1, n + 1)}
         self.drop: Drop = lambda src, dst, msg: False
         self.log: list[tuple[bytes, Command]] = []
         self.sent: list[tuple[bytes, bytes, SwimMessage]] = []
+
+    def _new_core(self, i: int, epoch: int) -> Swim:
+        return Swim(
+            self_id=nid(i),
+            addr=(f"10.0.0.{i}", 7401),
+            meta=b"m%d" % i,
+            config=self.config,
+            rng=random.Random(self.seed * 100 + i + epoch),
+            now=self.now,
+            admit=lambda x: self.admit(x),
+            sign=key(i).sign,
+            verifier=VERIFIER,
+            incarnation=epoch,
+        )
+
+    def restart(self, i: int, epoch: int) -> Swim:
+        """Member i starts again (same key, empty table) at boot epoch `epoch`, and joins through member 1."""
+        core = self.cores[nid(i)] = self._new_core(i, epoch)
+        core.add_seed(nid(1), ("10.0.0.1", 7401), self.now)
+        return core
 
     def core(self, i: int) -> Swim:
         return self.cores[nid(i)]
@@ -117,6 +136,9 @@ class Wire:
     def state(self, observer: int, member: int) -> MemberState | None:
         m = self.core(observer).member(nid(member))
         return None if m is None else m.state
+
+    def cores_but(self, member: int) -> list[int]:
+        return [i for i in range(1, len(self.cores) + 1) if i != member]
 
     def commands(self, of: int, kind: type) -> list:  # type: ignore[type-arg]
         return [c for cid, c in self.log if cid == nid(of) and isinstance(c, kind)]
@@ -579,3 +601,111 @@ def test_a_member_cannot_fill_the_relay_slots_or_aim_relayed_pings_at_any_addres
     to_2 = [r.result for r in w.commands(1, ProbeResult) if r.target == nid(2)]
     assert to_2 and set(to_2) == {"indirect_ok"}, to_2
     assert w.core(1).stats.suspicions_raised == 0 and w.state(1, 2) is A
+
+
+E0 = 1_764_000_000_000  # a boot epoch (ms since 1970): node/app/service.py passes its start time as the incarnation
+
+
+def _crash_and_forget(w: Wire, member: int) -> MemberInfo:
+    """Member `member` crashes; the others declare it dead and, `dead_reclaim_s` later, forget it. Returns the
+    last genuine ALIVE record the others held of it (what a hostile member kept to replay)."""
+    last = w.core(1).member(nid(member))
+    assert last is not None and last.state is A
+    w.drop = lambda src, dst, msg: nid(member) in (src, dst)
+    w.advance(w.config.suspicion_max_s(len(w.cores)) + 3.0)
+    assert all(w.state(i, member) is D for i in w.cores_but(member))
+    w.advance(w.config.dead_reclaim_s + 1.0)
+    assert all(w.state(i, member) is None for i in w.cores_but(member))
+    return last
+
+
+def test_a_forgotten_member_is_not_brought_back_by_a_replay_of_its_last_record() -> None:
+    """docs/security.md, the gap this closes: `dead_reclaim_s` after a member died and was forgotten, any member
+    could replay its last genuine ALIVE record (good signature) and it was admitted as a live member again, until a
+    suspicion declared it dead, every reclaim period. Now each node remembers the incarnation it last held of a
+    member it forgot, and refuses records at or below it (a restart signs a newer boot epoch). On the code before,
+    member 1 took the replay as ALIVE."""
+    cfg = attrs.evolve(CFG, dead_reclaim_s=30.0)
+    w = Wire(3, config=cfg, epoch=E0)
+    w.join_all()
+    genuine = _crash_and_forget(w, 3)
+    w.log.clear()
+    replay = Gossip(updates=(Update(member=genuine),))
+    w.core(1).receive(nid(2), ("10.0.0.2", 7401), replay, w.now)  # member 2 is the hostile one here
+    w.flush()
+    assert w.state(1, 3) is None, "a replayed record brought a dead member back"
+    w.core(1).merge_push_pull(PushPullState(members=(w.core(2).member(nid(2)), genuine)), w.now, nid(2))  # type: ignore[arg-type]
+    w.flush()
+    assert w.state(1, 3) is None and w.state(2, 3) is None
+    assert w.core(1).stats.records_replayed == 2
+    assert [c for c in w.commands(1, Refused) if c.refusal is Refusal.REPLAYED] == [
+        Refused(refusal=Refusal.REPLAYED)
+    ] * 2
+    assert not [c for c in w.commands(1, MemberChanged) if c.member.id == nid(3)]
+    # the member's later genuine life is still taken: its restart, at a newer boot epoch
+    w.drop = lambda src, dst, msg: False
+    w.restart(3, E0 + 120_000)
+    w.flush()
+    w.advance(1.0)
+    assert w.state(1, 3) is A and w.state(2, 3) is A
+
+
+@pytest.mark.parametrize("forgotten", [False, True], ids=["still-dead", "forgotten"])
+def test_an_honest_restart_is_taken_at_once_even_while_its_old_records_are_gossiped(forgotten: bool) -> None:
+    """A restart signs its records at its new boot epoch, which supersedes every incarnation of the boot before:
+    the join sync puts it in the seed's table at once, ALIVE, with no refutation first (before boot epochs a
+    restart began again at incarnation 0, under the DEAD record others held of its earlier life, and had to hear
+    that and refute before anyone took it), and the old boot's records, still gossiped or replayed, change
+    nothing."""
+    cfg = attrs.evolve(CFG, dead_reclaim_s=30.0 if forgotten else 3600.0)
+    w = Wire(3, config=cfg, epoch=E0)
+    w.join_all()
+    me = w.core(3).member(nid(3))
+    assert me is not None
+    w.core(3).set_meta(b"old", w.now)  # the old boot is at E0 + 1 now: its refutations, meta, refreshes
+    w.flush()
+    old_alive = w.core(3).member(nid(3))
+    assert old_alive is not None and old_alive.incarnation == me.incarnation + 1
+    if forgotten:
+        _crash_and_forget(w, 3)
+    else:
+        w.drop = lambda src, dst, msg: nid(3) in (src, dst)
+        w.advance(cfg.suspicion_max_s(3) + 3.0)
+        assert w.state(1, 3) is D and w.state(2, 3) is D
+    w.drop = lambda src, dst, msg: False
+    new = w.restart(3, E0 + 60_000)  # a minute after the first boot
+    w.flush()  # the join sync with member 1
+    held, boot = w.core(1).member(nid(3)), new.member(nid(3))
+    assert boot is not None
+    assert held is not None and (held.state, held.incarnation) == (A, boot.incarnation), "restart not taken at once"
+    assert new.stats.refutations == 0
+    # member 2 (hostile, or just late) gossips what it held of the old boot: nothing moves
+    old_dead = Update(member=old_alive.with_state(D), by=nid(2))
+    for u in (Update(member=old_alive), old_dead):
+        w.core(1).receive(nid(2), ("10.0.0.2", 7401), Gossip(updates=(u,)), w.now)
+    new.receive(nid(2), ("10.0.0.2", 7401), Gossip(updates=(Update(member=old_alive), old_dead)), w.now)
+    w.flush()
+    w.advance(1.0)
+    for i in (1, 2, 3):
+        m = w.core(i).member(nid(3))
+        assert m is not None and m.state is A and m.incarnation == E0 + 60_000 and m.meta == b"m3", (i, m)
+    assert new.stats.refutations == 0
+
+
+def test_a_member_forgotten_while_still_up_is_taken_back_when_heard_again() -> None:
+    """A partition (or a pause) longer than `dead_reclaim_s`: both sides declare the other dead and forget it,
+    remembering the incarnations they last held. Each live member re-signs its record every
+    `dead_reclaim_s` / 2, so when the partition heals its record is newer than what the others remember, and it
+    is taken back (without the re-signing it was refused as a replay for good)."""
+    cfg = attrs.evolve(CFG, dead_reclaim_s=30.0)
+    w = Wire(3, config=cfg, epoch=E0)
+    w.join_all()
+    w.drop = lambda src, dst, msg: (nid(3) in (src, dst)) and src != dst
+    w.advance(cfg.suspicion_max_s(3) + cfg.dead_reclaim_s + 5.0)
+    assert w.state(1, 3) is None and w.state(2, 3) is None and w.state(3, 1) is None and w.state(3, 2) is None
+    w.drop = lambda src, dst, msg: False
+    w.advance(2 * cfg.join_retry_s + 1.0)  # 3 knows no live member: it syncs with its seed again
+    for i in (1, 2, 3):
+        for j in (1, 2, 3):
+            assert w.state(i, j) is A, (i, j)
+    assert sum(w.core(i).stats.records_replayed for i in (1, 2, 3)) == 0

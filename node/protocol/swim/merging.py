@@ -6,11 +6,15 @@ Mixed into `Swim` (protocol.py), which owns the state declared below. The rules 
 the record it signed, starts at most a suspicion (a DEAD claim shortens it to its minimum) and is budgeted per
 sender; records about ourselves are answered with a newer signed record of ours, and a claim older than our
 incarnation with the record we have, in our next datagram to its sender (the suspecter missed our refutation).
+A member we forgot (dead or left for `dead_reclaim_s`) is not brought back by a record at or below the incarnation
+we last held of it (`_forgotten`): a live member re-signs its record every `dead_reclaim_s` / 2 (docs/swim.md
+"Boot epochs and replays").
 """
 
 from __future__ import annotations
 
 import random
+from collections import OrderedDict
 from collections.abc import Callable
 
 import attrs
@@ -27,6 +31,10 @@ from node.protocol.wire.swim import INCARNATION_MAX
 
 ALIVE, SUSPECT, DEAD, LEFT = MemberState.ALIVE, MemberState.SUSPECT, MemberState.DEAD, MemberState.LEFT
 CLAIMS = (SUSPECT, DEAD)
+# Forgotten members whose last incarnation we remember (docs/swim.md "Boot epochs and replays"), oldest forgotten
+# first out: about 200 bytes each, 13 MB at most. A replay needs this many other members forgotten after its
+# victim, each held, gone and reclaimed here (at most `members_max` per `dead_reclaim_s`: over 3 h at the defaults).
+FORGOTTEN_MAX = 65_536
 
 
 @attrs.define(slots=True)
@@ -50,6 +58,7 @@ class SwimStats:
     records_forged: int = 0  # alive/left records whose signature did not verify
     claims_unsigned: int = 0  # suspect/dead claims at an incarnation the member never signed (as far as we know)
     claims_rate_limited: int = 0  # suspect/dead claims over their sender's budget
+    records_replayed: int = 0  # records of a forgotten member at or below the incarnation we last held of it
 
 
 class Merging:
@@ -70,6 +79,7 @@ class Merging:
     _suspicions: Suspicions
     _awareness: Awareness
     _gone: dict[bytes, float]
+    _forgotten: OrderedDict[bytes, int]  # reclaimed members -> the incarnation we last held (FORGOTTEN_MAX)
     _behind: set[bytes]  # senders of a claim about us older than our incarnation: our next datagram to each
     _msg_incarnation: int  # our incarnation when the message (datagram or sync) being merged arrived
     _msg_verified: set[bytes]  # members of which this message already brought a good signed record
@@ -100,6 +110,14 @@ class Merging:
             if len(self._table) >= self.config.members_max:
                 self.stats.table_full += 1
                 return
+            last = self._forgotten.get(m.id)
+            if last is not None and m.incarnation <= last:
+                # a replay of a record it signed before it died or left (docs/swim.md "Boot epochs and replays"):
+                # a restart signs a newer boot epoch, and a member still up re-signs (`_refresh`) well before
+                # anyone forgets it
+                self.stats.records_replayed += 1
+                self._emit(Refused(refusal=Refusal.REPLAYED))
+                return
         elif not supersedes(m, old):
             return
         if m.id in self._msg_verified:
@@ -108,6 +126,7 @@ class Merging:
             # have their own budget)
         if self._verified(m, now, sender):
             self._msg_verified.add(m.id)
+            self._forgotten.pop(m.id, None)
             self._commit(Update(member=m), old, now, gossip_new=gossip_new)
 
     def _verified(self, m: MemberInfo, now: float, sender: bytes) -> bool:

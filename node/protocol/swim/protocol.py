@@ -22,13 +22,16 @@ Theory of operation:
   records are signed by their member and verified (once each) before they are merged; suspect/dead claims count
   only at the incarnation the member signed, start at most a suspicion (a DEAD claim shortens it to its minimum,
   never kills at once), and each sender may start only so many suspicions (claims_per_sender_*).
-Dead and left members are forgotten after dead_reclaim_s. Admission (`admit`) is checked for every new member.
+Dead and left members are forgotten after dead_reclaim_s, their last incarnation remembered (FORGOTTEN_MAX) so
+that a replay of an old record cannot bring them back; a node's first incarnation is its boot epoch (docs/swim.md
+"Boot epochs and replays"). Admission (`admit`) is checked for every new member.
 """
 
 from __future__ import annotations
 
 import operator
 import random
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 
 import attrs
@@ -38,7 +41,7 @@ from node.protocol.swim.awareness import Awareness
 from node.protocol.swim.broadcasts import BroadcastQueue
 from node.protocol.swim.config import SwimConfig
 from node.protocol.swim.members import LIVE, MemberTable, ProbeRing
-from node.protocol.swim.merging import CLAIMS, Merging, SwimStats
+from node.protocol.swim.merging import CLAIMS, FORGOTTEN_MAX, Merging, SwimStats
 from node.protocol.swim.messages import (
     Ack,
     Address,
@@ -61,7 +64,7 @@ from node.protocol.swim.messages import (
 from node.protocol.swim.records import RecordVerifier, SignFn, sign_record
 from node.protocol.swim.suspicion import Suspicions
 from node.protocol.wire import Limits
-from node.protocol.wire.swim import UPDATE_MIN_SIZE, piggyback_budget, update_size
+from node.protocol.wire.swim import INCARNATION_MAX, UPDATE_MIN_SIZE, piggyback_budget, update_size
 
 __all__ = [
     "Address",
@@ -127,7 +130,13 @@ class Swim(Merging):
         admit: Callable[[bytes], bool],
         sign: SignFn,
         verifier: RecordVerifier,
+        incarnation: int = 0,
     ) -> None:
+        """`incarnation` is the boot epoch: the node's start time in ms, never going back across restarts
+        (node/app/service.py `next_epoch_ms`), so every record of this boot supersedes every record of the ones
+        before (docs/swim.md "Boot epochs and replays"). 0 for tests and the simulator, which never restart."""
+        if not 0 <= incarnation <= INCARNATION_MAX // 2:
+            raise ValueError("boot incarnation out of range")
         self.config = config
         self.stats = SwimStats()
         self._rng = rng
@@ -135,7 +144,9 @@ class Swim(Merging):
         self._id = self_id
         self._sign = sign
         self._verifier = verifier
-        self._self = sign_record(MemberInfo(id=self_id, addr=addr, meta=meta, incarnation=0, state=ALIVE), sign)
+        self._self = sign_record(
+            MemberInfo(id=self_id, addr=addr, meta=meta, incarnation=incarnation, state=ALIVE), sign
+        )
         # per-sender budgets: suspicions/deaths a sender may start here, forged records we verify for it
         self._claim_budget: KeyedBuckets[bytes] = KeyedBuckets(
             config.claims_per_sender_per_s, config.claims_per_sender_burst, config.members_max
@@ -151,6 +162,7 @@ class Swim(Merging):
         self._suspicions = Suspicions()
         self._awareness = Awareness(config.awareness_max_multiplier, enabled=config.lifeguard)
         self._gone: dict[bytes, float] = {}  # DEAD/LEFT members by the time they went, oldest first
+        self._forgotten: OrderedDict[bytes, int] = OrderedDict()  # reclaimed id -> last incarnation (`_reap`)
         self._behind: set[bytes] = set()  # members that sent us a stale claim about us (merging.py `_about_self`)
         self._msg_incarnation = self._self.incarnation  # set as each message is merged (merging.py `_about_self`)
         self._msg_verified: set[bytes] = set()  # cleared as each message is merged (merging.py `_apply`)
@@ -166,6 +178,7 @@ class Swim(Merging):
         self._next_push_pull_at = now + config.push_pull_interval_s * rng.uniform(0.5, 1.0)
         self._next_reconnect_at = now + config.reconnect_interval_s * rng.uniform(0.5, 1.0)
         self._next_join_retry_at = now + config.join_retry_s
+        self._next_refresh_at = now + config.dead_reclaim_s / 2  # see `_refresh`
         self._enqueue(Update(member=self._self))
 
     # ---- inputs ----
@@ -230,12 +243,14 @@ class Swim(Merging):
             self._reconnect(now)
         if now >= self._next_join_retry_at:
             self._join_retry(now)
+        if now >= self._next_refresh_at:
+            self._refresh(now)
 
     def next_deadline(self) -> float:
         """The earliest time `tick` has something to do (the driver sleeps until then or a datagram)."""
         t = min(self._next_push_pull_at, self._next_reconnect_at)
         if not self._left:
-            t = min(t, self._next_probe_at)
+            t = min(t, self._next_probe_at, self._next_refresh_at)
         if self._queue:
             t = min(t, self._next_gossip_at)
         if self._seeds and self._table.live_count <= 1:
@@ -340,6 +355,16 @@ class Swim(Merging):
         self._self = me
         self._table.put(me, now)
         self._enqueue(Update(member=me))
+
+    def _refresh(self, now: float) -> None:
+        """Re-sign our record at the next incarnation every `dead_reclaim_s` / 2. Others refuse a record of a member
+        they forgot at or below the incarnation they last held (merging.py `_apply`: that is how a replay of a dead
+        member's record is refused); they forget a member `dead_reclaim_s` after it went, so by then a member
+        that is still up (wrongly declared dead: a long partition or pause) has signed a newer record, and is
+        taken back when it is heard again (docs/swim.md "Boot epochs and replays")."""
+        self._next_refresh_at = now + self.config.dead_reclaim_s / 2
+        if not self._left:
+            self._set_self(attrs.evolve(self._self, incarnation=self._self.incarnation + 1), now)
 
     def _forget(self, member_id: bytes) -> None:
         old = self._table.remove(member_id)
@@ -602,6 +627,12 @@ class Swim(Merging):
             member_id, t = next(iter(self._gone.items()))
             if t + self.config.dead_reclaim_s > now:  # the same sum as next_deadline (no float drift)
                 break
+            gone = self._table.get(member_id)
+            if gone is not None:  # remembered, so its old records cannot bring it back (merging.py `_apply`)
+                self._forgotten[member_id] = gone.incarnation
+                self._forgotten.move_to_end(member_id)
+                if len(self._forgotten) > FORGOTTEN_MAX:
+                    self._forgotten.popitem(last=False)
             self._forget(member_id)
 
     def _is_alive(self, member_id: bytes) -> bool:

@@ -13,7 +13,8 @@ Update:    a compact array, by state (state 0 alive, 1 suspect, 2 dead, 3 left):
 Push-pull: [WIRE_VERSION][PUSH_PULL or PUSH_PULL_REPLY][msgpack {"m": [member...]}], member =
            [id, host, port, meta, incarnation, state, sig] in every state (a suspect/dead member keeps the
            signature of its alive record at that incarnation, so the receiver can check the member signed it).
-Incarnations are at most INCARNATION_MAX = 2^53 (a member only ever steps by one; docs/swim.md).
+Incarnations are at most INCARNATION_MAX = 2^53: a node starts at its boot epoch (its start time in ms, about
+2^41) and steps by one (docs/swim.md "Boot epochs and replays").
 
 The driver seals each datagram (SEAL_OVERHEAD bytes), so an encoded datagram is at most SWIM_PAYLOAD_MAX.
 Decoders raise RemoteProtocolError on anything malformed and nothing else.
@@ -45,7 +46,7 @@ from node.protocol.wire import WIRE_VERSION, Limits, MsgType, get_bytes, get_int
 SEAL_OVERHEAD: Final = 65  # bytes the driver's node-to-node sealing adds to each datagram
 SWIM_PAYLOAD_MAX: Final = Limits.SWIM_DATAGRAM_MAX - SEAL_OVERHEAD  # an encoded datagram, before sealing
 HOST_MAX: Final = 253  # a DNS name or an IP literal
-INCARNATION_MAX: Final = 2**53  # a member steps by one per refutation: never reached
+INCARNATION_MAX: Final = 2**53  # boot epoch (ms, ~2^41) + one step per refutation: never reached
 SEQ_MAX: Final = 2**63 - 1
 PUSH_PULL_MEMBERS_MAX: Final = 20_000  # members in one push-pull state (SwimConfig.members_max default)
 UPDATE_MIN_SIZE: Final = 39  # the smallest encoded update (a dead claim with an empty accuser)
