@@ -16,8 +16,9 @@ Rules
   refreshes an allocation after its credential expired, so T1 is a rate (ids per address per `ttl_s`), not a cap
   on what one address holds. An id the address already holds a credential for is never refused by T1 (only by
   the buckets). An id over T1 still gets the STUN URLs (no credential): many clients behind one address (CGNAT)
-  keep their server-reflexive candidates and lose only the relay. Addresses are kept least recently used first, at most ADDRESSES_MAX: forgetting one needs that
-  many other addresses, which is the open part (many addresses, docs/security.md "Known gaps").
+  keep their server-reflexive candidates and lose only the relay. Addresses are kept least recently used first,
+  at most ADDRESSES_MAX: forgetting one needs that many other addresses, which is the open part (many addresses,
+  docs/security.md "Known gaps").
 
 Pure: no clock, no file; `now` (monotonic, for the buckets) and `wall_s` (unix seconds, for the expiry) are given.
 """
