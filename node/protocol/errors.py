@@ -73,6 +73,13 @@ class Replayed(RemoteProtocolError):
     refusal = Refusal.REPLAYED
 
 
+class OverBudget(RemoteProtocolError):
+    """The input does not fit a budget (bytes held, a rate): refused without waiting."""
+
+    code = "rate_limited"
+    refusal = Refusal.RATE_LIMITED
+
+
 class NotAdmitted(RemoteProtocolError):
     """The other side holds a key that is not a federation member."""
 

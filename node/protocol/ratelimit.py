@@ -137,3 +137,53 @@ def address_key(host: str) -> str:
     if isinstance(ip, ipaddress.IPv4Address):
         return str(ip)
     return str(ipaddress.IPv6Network((ip, 64), strict=False))
+
+
+class PreauthBytes:
+    """The bytes that unauthenticated peer-port connections hold in first frames (node/net/peerconn.py).
+
+    Rules
+    1. A first frame's announced length is reserved (`take`) before its body is read, and given back (`give`) once,
+       when the frame has been read or refused or the connection ended: the caller pairs them in every path.
+    2. All reservations together stay within `total`: a frame that does not fit is refused, nothing waits.
+    3. Reservations from addresses where no member is known (strangers) stay within `total // 2` together, so the
+       other half is always left to members' hosts: strangers cannot starve members' syncs.
+    4. One address (`address_key`) holds at most `per_address`, so a few addresses cannot take a whole share.
+    """
+
+    __slots__ = ("_per_key", "held", "per_address", "strangers", "total")
+
+    def __init__(self, total: int, per_address: int) -> None:
+        if not 0 < per_address <= total:
+            raise ValueError("preauth bytes need 0 < per_address <= total")
+        self.total = total
+        self.per_address = per_address
+        self.held = 0  # all reservations
+        self.strangers = 0  # reservations from strangers' addresses (rule 3)
+        self._per_key: dict[str, int] = {}
+
+    def take(self, key: str, n: int, *, member: bool) -> bool:
+        """Reserve `n` bytes for a frame from `key` (a member's host or not): False when it does not fit."""
+        held_here = self._per_key.get(key, 0)
+        if (
+            self.held + n > self.total  # rule 2
+            or (not member and self.strangers + n > self.total // 2)  # rule 3
+            or held_here + n > self.per_address  # rule 4
+        ):
+            return False
+        self.held += n
+        if not member:
+            self.strangers += n
+        self._per_key[key] = held_here + n
+        return True
+
+    def give(self, key: str, n: int, *, member: bool) -> None:
+        """Give back what `take(key, n, member=member)` reserved (rule 1)."""
+        self.held -= n
+        if not member:
+            self.strangers -= n
+        left = self._per_key.get(key, 0) - n
+        if left > 0:
+            self._per_key[key] = left
+        else:
+            self._per_key.pop(key, None)

@@ -18,6 +18,7 @@ from node.protocol.errors import ConfigError
 from node.protocol.identity import parse_id
 from node.protocol.numerals import decimal
 from node.protocol.turn import URLS_MAX, check_url
+from node.protocol.wire import Limits
 
 _pos: Any = v.gt(0)
 
@@ -377,6 +378,21 @@ def _ice_urls(inst: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
         check_url(item)
 
 
+# The largest first frame of a peer connection (ciphertext): a PUSH_PULL of `Limits.PUSH_PULL_MAX` bytes of state,
+# its map (node/net/peerconn.py reads it with 1 KiB of room) and the AEAD tag.
+_FIRST_FRAME_MAX = Limits.PUSH_PULL_MAX + 1024 + 16
+
+
+def _not_over(other: str) -> Any:
+    """A validator: the value is at most the field `other` of the same section."""
+
+    def check(inst: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+        if value > getattr(inst, other):
+            raise ValueError(f"{attribute.name} ({value}) must not exceed {other} ({getattr(inst, other)})")
+
+    return check
+
+
 @attrs.frozen(kw_only=True, slots=True)
 class TurnSection:
     # STUN/TURN server URLs handed to clients by `ice_servers` (docs/client-protocol.md), e.g. "stun:turn.example.org",
@@ -414,6 +430,20 @@ class PeersSection:
     preauth_per_address_max: int = attrs.field(default=8, validator=v.ge(1))
     # Connections from one address (/32, /64) in total: a node needs a few (its link, syncs, probes).
     connections_per_address_max: int = attrs.field(default=64, validator=v.ge(1))
+    # Bytes (ciphertext, as announced in their headers) of the first frames that connections not yet authenticated
+    # may hold at once, node-wide. A first frame is only authenticated once all of it has been read, and a PUSH_PULL
+    # may be 6 MiB, so without a cap every address could make the node hold `preauth_per_address_max` of them
+    # (50 MiB) while it sent them slowly, and many addresses added up. A frame's announced length is reserved before
+    # its body is read and given back when the frame has been read or refused, or the connection ends; a frame that
+    # does not fit closes its connection (`rate_limited`). Connections from addresses where no member is known (see
+    # `stranger_handshakes_per_s`) share at most half of it, so strangers cannot starve members' syncs. A full sync
+    # of a few hundred members is well under 1 MiB: 64 MiB is many at once, and little of a 1 GiB VPS.
+    preauth_bytes_max: int = attrs.field(default=64 * 1024 * 1024, validator=v.ge(2 * _FIRST_FRAME_MAX))
+    # Bytes of `preauth_bytes_max` one address (/32, /64) may hold at once: a few addresses cannot take all of it.
+    # At least one largest first frame (a PUSH_PULL of 6 MiB, docs/protocol.md "Peer links"), so any sync fits.
+    preauth_bytes_per_address_max: int = attrs.field(
+        default=8 * 1024 * 1024, validator=[v.ge(_FIRST_FRAME_MAX), _not_over("preauth_bytes_max")]
+    )
     # New connections one address (/32, /64) may open to the peer port per second, on average. Each one that
     # starts a handshake costs this node about 1.3 ms of CPU (two X25519 operations, the Noise hashes), before it
     # can know whether the key is admitted: unbounded, one host without a key took a node's whole core. A member
