@@ -14,16 +14,21 @@
   (`handshakes_per_address_per_s`, `_burst`), all per /32 or /64 (node/protocol/ratelimit.py `address_key`), and,
   unless a member of the federation is known at its address (`member_host`), the node-wide budget of strangers'
   connections (`stranger_handshakes_per_s`, `_burst`); it then has `handshake_timeout_s` to authenticate and send its
-  first frame, or it is closed.
+  first frame, or it is closed. Until that frame has authenticated the listener reads no more than it asks for, and
+  the frame's announced length must fit the node-wide bytes of unauthenticated first frames (`preauth_bytes_max`,
+  at most half of it for strangers, `preauth_bytes_per_address_max` per address: node/protocol/ratelimit.py
+  `PreauthBytes`), reserved before its body is read, or the connection is closed (docs/security.md, "Active
+  network attacker").
   LINK_HELLO hands the connection to `on_link` (PeerLinks.accept, node/net/peers.py), which keeps it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import trio
@@ -38,11 +43,11 @@ from node.protocol.crypto import (
     RekeyPolicy,
     handshake_length,
 )
-from node.protocol.errors import NotAdmitted, RemoteProtocolError, TransportError
+from node.protocol.errors import NotAdmitted, OverBudget, RemoteProtocolError, TransportError
 from node.protocol.identity import Identity, short_id
 from node.protocol.nodelist import parse_card
 from node.protocol.peerlink import DEFAULT_LIMITS, PeerLimits
-from node.protocol.ratelimit import KeyedBuckets, TokenBucket, address_key
+from node.protocol.ratelimit import KeyedBuckets, PreauthBytes, TokenBucket, address_key
 from node.protocol.refusals import Refusal
 from node.protocol.wire import Limits, packb, require_map, unpack_all, unpackb
 from node.protocol.wire.link import (
@@ -67,10 +72,16 @@ def _rekey(limits: PeerLimits) -> RekeyPolicy:
 
 class _Buffered:
     """Exact-length reads from a trio stream (through `read_some`, as client sessions read); EOF, a reset or a
-    closed stream is a TransportError."""
+    closed stream is a TransportError.
 
-    def __init__(self, stream: trio.abc.Stream) -> None:
+    `exact`: read no more than asked for (the listener, until the connection has authenticated): what an
+    unauthenticated connection makes the node hold is then only what it was asked for, the handshake messages
+    (`LINK_HANDSHAKE_MAX_BYTES`) and the first frame, which `serve_peers` reserves. Otherwise a read takes up to
+    64 KiB ahead, so that many small frames cost one read."""
+
+    def __init__(self, stream: trio.abc.Stream, *, exact: bool = False) -> None:
         self.stream = stream
+        self.exact = exact
         self._fd = stream.socket.fileno() if isinstance(stream, trio.SocketStream) else -1
         self._buf = bytearray()
         self._drained = False  # the last read was short: wait for readability before the next
@@ -79,7 +90,7 @@ class _Buffered:
 
     async def read_exactly(self, n: int) -> bytes:
         while len(self._buf) < n:
-            want = max(65536, n - len(self._buf))
+            want = n - len(self._buf) if self.exact else max(65536, n - len(self._buf))
             chunk = await read_some(self.stream, self._fd, want, wait_first=self._drained)
             self.reads += 1
             if not chunk:
@@ -112,19 +123,32 @@ class Channel:
         await _send_all(self.stream, self.frame_bytes(obj))
 
     async def receive(
-        self, max_bytes: int = Limits.PEER_FRAME_MAX, max_items: int = Limits.MSGPACK_CONTAINER_MAX
+        self,
+        max_bytes: int = Limits.PEER_FRAME_MAX,
+        max_items: int = Limits.MSGPACK_CONTAINER_MAX,
+        *,
+        reserve: Callable[[int], contextlib.AbstractContextManager[None]] | None = None,
     ) -> Any:
-        """The one object of one sealed frame (one-shot connections, the first frame of a link)."""
-        return unpackb(await self._open_next(max_bytes), max_bytes=max_bytes, max_items=max_items)
+        """The one object of one sealed frame (one-shot connections, the first frame of a link).
+
+        `reserve(n)` is entered with the frame's announced ciphertext length before its body is read and left once
+        the frame is decoded or has failed (it may raise to refuse the frame: `serve_peers`' preauth bytes)."""
+        header = await self._reader.read_exactly(LINK_FRAME_HEADER_BYTES)
+        n = LinkSession.frame_length(header, max_bytes)
+        with reserve(n) if reserve is not None else contextlib.nullcontext():
+            plaintext = self.session.open(header, await self._reader.read_exactly(n))
+            return unpackb(plaintext, max_bytes=max_bytes, max_items=max_items)
 
     async def receive_batch(self) -> list[Any]:
         """The maps of one sealed frame of a link (a batch; see the module docstring)."""
-        return unpack_all(await self._open_next(Limits.PEER_FRAME_MAX), max_bytes=Limits.PEER_FRAME_MAX)
-
-    async def _open_next(self, max_bytes: int) -> bytes:
         header = await self._reader.read_exactly(LINK_FRAME_HEADER_BYTES)
-        n = LinkSession.frame_length(header, max_bytes)
-        return self.session.open(header, await self._reader.read_exactly(n))
+        n = LinkSession.frame_length(header, Limits.PEER_FRAME_MAX)
+        plaintext = self.session.open(header, await self._reader.read_exactly(n))
+        return unpack_all(plaintext, max_bytes=Limits.PEER_FRAME_MAX)
+
+    def read_ahead(self) -> None:
+        """The connection has authenticated: reads may take more than asked for from now on (`_Buffered`)."""
+        self._reader.exact = False
 
     @property
     def reads(self) -> int:
@@ -165,7 +189,7 @@ async def handshake(
     Channel is not authenticated until its first frame has been received (key-compromise impersonation: see
     node/protocol/crypto.py); every caller reads that frame before it acts on the connection.
     """
-    reader = _Buffered(stream)
+    reader = _Buffered(stream, exact=not initiator)  # the listener reads exactly until the first frame authenticates
     hs = LinkHandshake(identity, random_bytes=os.urandom, expected_id=expected_id if initiator else None, rekey=rekey)
     if initiator:
         assert expected_id is not None
@@ -298,8 +322,12 @@ async def serve_peers(
     `preauth_per_address_max` and its address's handshake rate (per /32 or /64, node/protocol/ratelimit.py
     `address_key`), and, from an address where `member_host` knows no member, the node-wide rate of strangers'
     connections; it then has `handshake_timeout_s` to authenticate and send its first frame, or it is closed.
+    Its first frame must fit the node-wide bytes of unauthenticated first frames (node/protocol/ratelimit.py
+    `PreauthBytes`: `preauth_bytes_max`, half of it for strangers, `preauth_bytes_per_address_max` per address),
+    reserved from the frame's header before its body is read, or the connection is closed (`rate_limited`).
     """
     gate = _PeerGate(limits, member_host)
+    budget = PreauthBytes(limits.preauth_bytes_max, limits.preauth_bytes_per_address_max)
 
     async def handle(stream: trio.SocketStream) -> None:
         key = address_key(_remote_host(stream))
@@ -314,10 +342,14 @@ async def serve_peers(
                 chan = await handshake(
                     stream, identity, initiator=False, expected_id=None, admit=admit, rekey=_rekey(limits)
                 )
-                first = require_map(await chan.receive(Limits.PUSH_PULL_MAX + 1024, max_items=16), "first frame")
+                reserve = functools.partial(_reserved, budget, key, member_host)
+                first = require_map(
+                    await chan.receive(Limits.PUSH_PULL_MAX + 1024, max_items=16, reserve=reserve), "first frame"
+                )
                 request = control_from_map(first)  # authenticated: the first frame decrypted
             gate.authenticated(key)
             authed = True
+            chan.read_ahead()
             if isinstance(request, LinkHello):
                 chan.peer_version = request.version
                 keep = True
@@ -327,6 +359,7 @@ async def serve_peers(
                     await chan.send(control_to_map(LinkPong(card=card() if callable(card) else card)))
             elif isinstance(request, PushPull):
                 reply = on_sync(chan.peer_id, request.state, request.join)
+                del first, request  # not kept through the reply's write: the state may be 6 MiB
                 with trio.fail_after(limits.io_timeout_s):
                     await chan.send(control_to_map(PushPullReply(state=reply)))
             else:
@@ -341,6 +374,22 @@ async def serve_peers(
                 await (chan.aclose() if chan is not None else stream.aclose())
 
     await trio.serve_listeners(handle, listeners)
+
+
+@contextlib.contextmanager
+def _reserved(budget: PreauthBytes, key: str, member_host: Callable[[str], bool], n: int) -> Iterator[None]:
+    """Hold `n` bytes of `budget` for a first frame from `key` while it is read and decoded; given back on every way
+    out (read, refused, timed out, cancelled). A frame that does not fit raises OverBudget: nothing waits."""
+    member = member_host(key)
+    if not budget.take(key, n, member=member):
+        raise OverBudget(
+            f"a first frame of {n} bytes from {key} does not fit the peer port's unauthenticated bytes "
+            f"({budget.held} of {budget.total} held, {budget.strangers} by strangers)"
+        )
+    try:
+        yield
+    finally:
+        budget.give(key, n, member=member)
 
 
 def _remote_host(stream: trio.SocketStream) -> str:
