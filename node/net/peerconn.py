@@ -14,7 +14,7 @@
   (`handshakes_per_address_per_s`, `_burst`), all per /32 or /64 (node/protocol/ratelimit.py `address_key`), and,
   unless a member of the federation is known at its address (`member_host`), the node-wide budget of strangers'
   connections (`stranger_handshakes_per_s`, `_burst`); it then has `handshake_timeout_s` to authenticate and send its
-  first frame, or it is closed. Until that frame has authenticated the listener reads no more than it asks for, and
+  first frame, or it is closed. Until that frame has authenticated the listener reads less than 4 KiB ahead, and
   the frame's announced length must fit the node-wide bytes of unauthenticated first frames (`preauth_bytes_max`,
   at most half of it for strangers, `preauth_bytes_per_address_max` per address: node/protocol/ratelimit.py
   `PreauthBytes`), reserved before its body is read, or the connection is closed (docs/security.md, "Active
@@ -64,6 +64,10 @@ Address = tuple[str, int]
 # addresses whose handshake rate is tracked (~100 B each): an attacker must cycle more addresses than this within
 # `handshakes_per_address_burst / _per_s` seconds (20 s by default) to get a fresh bucket back
 ADDRESSES_PACED_MAX = 65_536
+# bytes a read asks for at least: on a link (many small frames per read), and on the listener's side of a connection
+# until its first frame has authenticated (1,024 connections x 4 KiB: 4 MiB at most, besides the first frames)
+READ_AHEAD = 65_536
+PREAUTH_READ_AHEAD = 4096
 
 
 def _rekey(limits: PeerLimits) -> RekeyPolicy:
@@ -74,14 +78,15 @@ class _Buffered:
     """Exact-length reads from a trio stream (through `read_some`, as client sessions read); EOF, a reset or a
     closed stream is a TransportError.
 
-    `exact`: read no more than asked for (the listener, until the connection has authenticated): what an
-    unauthenticated connection makes the node hold is then only what it was asked for, the handshake messages
-    (`LINK_HANDSHAKE_MAX_BYTES`) and the first frame, which `serve_peers` reserves. Otherwise a read takes up to
-    64 KiB ahead, so that many small frames cost one read."""
+    A read asks the socket for at least `ahead` bytes (more when a frame needs more), so that many small frames cost
+    one read: `READ_AHEAD` (64 KiB) on an authenticated connection, `PREAUTH_READ_AHEAD` (4 KiB) on the listener's
+    side until the first frame has authenticated. An unauthenticated connection then makes the node hold only the
+    handshake messages, the first frame (which `serve_peers` reserves) and less than 4 KiB more, while a link's
+    handshake, its LINK_HELLO and the frames behind it still come in as few reads as before."""
 
-    def __init__(self, stream: trio.abc.Stream, *, exact: bool = False) -> None:
+    def __init__(self, stream: trio.abc.Stream, *, ahead: int = READ_AHEAD) -> None:
         self.stream = stream
-        self.exact = exact
+        self.ahead = ahead
         self._fd = stream.socket.fileno() if isinstance(stream, trio.SocketStream) else -1
         self._buf = bytearray()
         self._drained = False  # the last read was short: wait for readability before the next
@@ -90,7 +95,7 @@ class _Buffered:
 
     async def read_exactly(self, n: int) -> bytes:
         while len(self._buf) < n:
-            want = n - len(self._buf) if self.exact else max(65536, n - len(self._buf))
+            want = max(self.ahead, n - len(self._buf))
             chunk = await read_some(self.stream, self._fd, want, wait_first=self._drained)
             self.reads += 1
             if not chunk:
@@ -147,8 +152,8 @@ class Channel:
         return unpack_all(plaintext, max_bytes=Limits.PEER_FRAME_MAX)
 
     def read_ahead(self) -> None:
-        """The connection has authenticated: reads may take more than asked for from now on (`_Buffered`)."""
-        self._reader.exact = False
+        """The connection has authenticated: reads ask for `READ_AHEAD` bytes from now on (`_Buffered`)."""
+        self._reader.ahead = READ_AHEAD
 
     @property
     def reads(self) -> int:
@@ -189,7 +194,7 @@ async def handshake(
     Channel is not authenticated until its first frame has been received (key-compromise impersonation: see
     node/protocol/crypto.py); every caller reads that frame before it acts on the connection.
     """
-    reader = _Buffered(stream, exact=not initiator)  # the listener reads exactly until the first frame authenticates
+    reader = _Buffered(stream, ahead=READ_AHEAD if initiator else PREAUTH_READ_AHEAD)  # listener: until authenticated
     hs = LinkHandshake(identity, random_bytes=os.urandom, expected_id=expected_id if initiator else None, rekey=rekey)
     if initiator:
         assert expected_id is not None
