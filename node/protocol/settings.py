@@ -388,7 +388,7 @@ def _not_over(other: str) -> Any:
 
     def check(inst: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
         if value > getattr(inst, other):
-            raise ValueError(f"{attribute.name} ({value}) must not exceed {other} ({getattr(inst, other)})")
+            raise ValueError(f"'{attribute.name}' ({value}) must not exceed {other} ({getattr(inst, other)})")
 
     return check
 
