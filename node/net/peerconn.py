@@ -117,6 +117,7 @@ class Channel:
         self.session = session
         self.peer_id = peer_id
         self.peer_version = 1  # the link version the initiator's LINK_HELLO said (set by the listener)
+        self.peer_link = 0  # the initiator's number for the link, its LINK_HELLO's `l` (set by the listener)
 
     def frame_bytes(self, obj: Any) -> bytes:
         return self.frame_sealed(packb(obj))
@@ -357,6 +358,7 @@ async def serve_peers(
             chan.read_ahead()
             if isinstance(request, LinkHello):
                 chan.peer_version = request.version
+                chan.peer_link = request.link
                 keep = True
                 await on_link(chan)
             elif isinstance(request, LinkPing):

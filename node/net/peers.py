@@ -12,7 +12,9 @@ carries out the core's commands (write, half-close, close, deliver, report unrea
   over. When a link breaks, what it had not written is lost and `on_unreachable(peer)` tells the relay, which has
   its own retries and receipts.
 - A link that lost the election is written out and half-closed (`_half_close`), and read until the other side's
-  EOF; while it is read, the winner's reader stops after a held batch until the core says `Resume`.
+  EOF; while it is read, the winner's reader stops after a held batch until the core says `Resume` (and a retired
+  link's reader, behind an older one: the core's rules L1-L5). The listener passes the link number of the
+  dialler's LINK_HELLO to the core (`Channel.peer_link`): the core orders links by it, not by when they arrive.
 - Timers (dial deadlines, retired links, held batches, backoff) run through `CoreTimer` (node/net/timer.py).
 - Each link has a budget of handling time (`[peers] handle_cpu_per_s`, `handle_cpu_burst_s`; docs/security.md,
   "Malicious member"): the thread CPU time of every call that hands its maps to the core (and through it to the
@@ -25,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import secrets
 import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import Any, Protocol
@@ -216,7 +219,8 @@ class PeerLinks:
         # the node shares one flusher between clients and peer links; standalone links run their own
         self.flusher = flusher if flusher is not None else Flusher()
         self._own_flusher = flusher is None
-        self.core = PeerLinkCore(node_id=identity.id, limits=limits)
+        # links are numbered on the wire from a random base: a restarted node does not reuse numbers (peerlink L2)
+        self.core = PeerLinkCore(node_id=identity.id, limits=limits, tag_base=secrets.randbelow(2**52))
         self._conns: dict[int, _Conn] = {}
         self._dials: dict[int, trio.CancelScope | None] = {}  # dial tasks the core wants (scope once started)
         self._timer = CoreTimer(
@@ -371,7 +375,7 @@ class PeerLinks:
 
         The listener's connection task runs the link itself: trio closes a served stream when its handler returns.
         """
-        link = self.core.accepted(chan.peer_id, chan.peer_version, trio.current_time())
+        link = self.core.accepted(chan.peer_id, chan.peer_version, trio.current_time(), chan.peer_link)
         await self._run_link(link, chan, we_initiated=False)
 
     async def _run_link(self, link: int, chan: Channel, *, we_initiated: bool) -> None:

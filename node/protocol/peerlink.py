@@ -12,8 +12,9 @@ Theory of operation
   reports the queued frames lost (`Unreachable(peer)`) and backs off (doubling from `backoff_min_s` up to
   `backoff_max_s`); frames sent during the backoff wait for it, and a backoff that ends with nothing queued resets.
   A peer without an address fails at once, without backoff.
-- The dialler's first frame is LINK_HELLO {v}; a listener of version >= 2 answers LINK_HELLO_OK {min(v, ours)} and
-  both then seal batches (`SetBatch`). Control frames never reach `Deliver`.
+- The dialler's first frame is LINK_HELLO {v, l}; a listener of version >= 2 answers LINK_HELLO_OK {min(v, ours), r}
+  and both then seal batches (`SetBatch`). Control frames never reach `Deliver`. `l` is the link's number at its
+  dialler (`tag_base + id`: unique per core, and a restarted node starts elsewhere); `r` (rule L2 below).
 - One link per pair: a second link to a peer is elected against the ACTIVE one; the link dialled by the smaller id
   wins on both sides. The loser is RETIRED: it takes no new frames, writes out what it holds and half-closes
   (`HalfClose`), and is still read until the other side's EOF. It closes once both are done, or `io_timeout_s`
@@ -21,6 +22,24 @@ Theory of operation
 - FIFO across the switch (hold-back): a batch received on the ACTIVE link while a RETIRED link of the same peer is
   still being read is held (`received` answers False: the driver stops reading that link) until every retired
   link has been read to its end, or `io_timeout_s` later; then `Deliver` and `Resume(link)`.
+  L1. A link this node dialled is known here before the peer can write on it (its LINK_HELLO is written when the
+      dial is adopted), so a retired one is always seen. An inbound one is known only once the listener hands it
+      over (`accepted`), which may come after the winner's first frames (docs/protocol.md "Peer links").
+  L2. So a listener whose inbound link wins names, in its LINK_HELLO_OK on it (`r`, at most `RETIRED_LINKS_MAX`),
+      the numbers of its own links to that peer that it wrote frames on and retires or retired for it. The
+      dialler holds the winner's frames (`awaiting`) until each named link has been accepted (then rule above:
+      read to its end); a number it already saw accepted (`seen`, the last `SEEN_MAX` of the peer) needs no wait.
+  L3. Bounded: one held batch per link, at most `RETIRED_LINKS_MAX` numbers awaited, for at most `io_timeout_s`
+      from the hold; then the held batch is delivered and the peer reported `Unreachable` (what the missing link
+      carried is lost, as for a broken link). A second LINK_HELLO_OK is refused.
+  L4. A node has one dial at a time and adopts each when it lands, so the links it dialled carry its frames in the
+      order of their numbers: a RETIRED link the peer dialled is held (as above) while one it numbered lower is
+      still read. (Several of them are read at once only when a listener was slow across several of the peer's
+      dials, each retired here for a link of ours the peer had not yet accepted.)
+  L5. A batch held on the ACTIVE link waits for the RETIRED links still read when it was read (and those L2 names),
+      not for links adopted later: a link that older frames came on is known here before the batch is read (L1),
+      or named (L2), or was closed at the peer, which reported that; one adopted later carries newer frames (its
+      dialler lost the connection of our ACTIVE link before our reader noticed: it is paused while held).
 - A link whose reading ends is closed (`Close`); the driver answers `closed(link, lost)`. The ACTIVE link's end,
   a RETIRED link's end other than a clean EOF, or a link that lost unwritten frames, is reported
   `Unreachable(peer)`, and a peer with queued frames is redialled.
@@ -41,6 +60,7 @@ from node.protocol.settings import PeersSection
 from node.protocol.wire.link import (
     CONTROL_TYPES,
     LINK_VERSION,
+    RETIRED_LINKS_MAX,
     LinkHello,
     LinkHelloOk,
     control_from_map,
@@ -49,6 +69,7 @@ from node.protocol.wire.link import (
 
 QUEUED: Final = -1  # `send`: queued until a link is up
 REFUSED: Final = -2  # `send`: the peer's queue is full, or it is ourselves
+SEEN_MAX: Final = 8  # rule L2: numbers of inbound links accepted per peer, remembered (a deque: the oldest go)
 
 Msg = dict[str, Any]
 
@@ -151,7 +172,11 @@ class Link:
     half_closed: bool = False  # (RETIRED) EOF sent, or the attempt ended
     was_active: bool = False
     dropped: bool = False  # closed by drop_peer: nothing to report
-    held: tuple[Msg, ...] | None = None  # (ACTIVE) a batch waiting for retired links to be read out
+    held: tuple[Msg, ...] | None = None  # a batch waiting for other links to be read out (`_must_hold`)
+    number: int = 0  # (inbound) its number at the dialler, from LINK_HELLO `l` (0: none given)
+    hello_ok: bool = False  # (dialled) its LINK_HELLO_OK was read
+    awaiting: set[int] = attrs.Factory(set)  # (ACTIVE, dialled) rule L2: numbers of retired links not yet accepted
+    hold_for: set[int] = attrs.Factory(set)  # (ACTIVE) rule L5: ids of the retired links its held batch waits for
 
 
 @attrs.define(slots=True, eq=False)
@@ -162,15 +187,21 @@ class _Peer:
     dial: int | None = None
     backoff_s: float = 0.0
     backing_off: bool = False
+    seen: deque[int] = attrs.Factory(lambda: deque(maxlen=SEEN_MAX))  # rule L2: numbers of inbound links accepted
 
 
 _DIAL, _RETIRE, _HELD, _RETRY = "dial", "retire", "held", "retry"
 
 
 class PeerLinkCore:
-    def __init__(self, *, node_id: bytes, limits: PeerLimits) -> None:
+    def __init__(self, *, node_id: bytes, limits: PeerLimits, tag_base: int = 0) -> None:
+        """`tag_base` (0 <= it < 2**52): added to link ids to number links on the wire (rule L2); the driver gives
+        a random one, so a restarted node does not reuse the numbers a peer may still remember."""
+        if not 0 <= tag_base < 2**52:
+            raise ValueError("tag_base must be in 0..2**52-1")
         self.node_id = node_id
         self.limits = limits
+        self.tag_base = tag_base
         self._peers: dict[bytes, _Peer] = {}
         self._links: dict[int, Link] = {}
         self._next_id = 0
@@ -265,7 +296,8 @@ class PeerLinkCore:
         p.dial = None
         p.backoff_s = self.limits.backoff_min_s
         self._timers.discard((_DIAL, link_id))
-        self._out.append(Write(link_id, (control_to_map(LinkHello(version=LINK_VERSION)),)))
+        hello = LinkHello(version=LINK_VERSION, link=self.tag_base + link_id)
+        self._out.append(Write(link_id, (control_to_map(hello),)))
         self._adopt(link, now)
 
     def dial_failed(self, link_id: int, now: float, *, no_address: bool = False) -> None:
@@ -292,25 +324,43 @@ class PeerLinkCore:
 
     # -- links: adopt, elect, retire ----------------------------------------------------------------------------
 
-    def accepted(self, peer: bytes, version: int, now: float) -> int:
-        """An inbound link, authenticated, whose LINK_HELLO said `version`. Returns its id."""
+    def accepted(self, peer: bytes, version: int, now: float, number: int = 0) -> int:
+        """An inbound link, authenticated, whose LINK_HELLO said `version` and `number` (`l`). Returns its id."""
         p = self._peers.get(peer)
         if p is None:
             p = self._peers[peer] = _Peer(backoff_s=self.limits.backoff_min_s)
         link = self._new_link(peer, we_initiated=False, state=LinkState.ACTIVE)
+        link.number = number
+        if number:  # rule L2: the active link waits for this one to be read to its end (as retired), no longer
+            p.seen.append(number)  # for it to come
+            if p.active is not None and number in (active := self._links[p.active]).awaiting:
+                active.awaiting.discard(number)
+                active.hold_for.add(link.id)
         if version >= 2:
             link.batch = True
             self._out.append(SetBatch(link.id))
-            answer = LinkHelloOk(version=min(version, LINK_VERSION))
+            answer = LinkHelloOk(version=min(version, LINK_VERSION), retired=self._replaced_by(link, p))
             self._out.append(Write(link.id, (control_to_map(answer),)))
         self._adopt(link, now)
         return link.id
 
+    def _replaced_by(self, link: Link, p: _Peer) -> tuple[int, ...]:
+        """Rule L2: the numbers of our own links to the peer, written on and retired (or about to be, for `link`);
+        none when `link` will lose its election (nothing but LINK_HELLO_OK is written on it then)."""
+        if p.active is not None and not self._wins(link):
+            return ()
+        ids = [*p.retired, *([p.active] if p.active is not None else [])]
+        mine = [self._links[i] for i in ids]
+        return tuple(self.tag_base + x.id for x in mine if x.we_initiated and x.was_active)[-RETIRED_LINKS_MAX:]
+
+    def _wins(self, link: Link) -> bool:
+        """The election against the peer's ACTIVE link: the link dialled by the smaller id wins on both sides."""
+        return (self.node_id < link.peer) == link.we_initiated
+
     def _adopt(self, link: Link, now: float) -> None:
         p = self._peers[link.peer]
         if p.active is not None:
-            new_wins = (self.node_id < link.peer) == link.we_initiated
-            if not new_wins:
+            if not self._wins(link):
                 self._retire(link, now)
                 return
             self._retire(self._links[p.active], now)
@@ -344,7 +394,7 @@ class PeerLinkCore:
         relay = [m for m in msgs if m.get("t") not in CONTROL_TYPES]
         if len(relay) != len(msgs):
             self._control(link, [m for m in msgs if m.get("t") in CONTROL_TYPES])
-        if link.state is LinkState.ACTIVE and self._retired_reading(link.peer):
+        if self._must_hold(link, reading=True):
             link.held = tuple(relay)
             self._timers.push((_HELD, link_id), now + self.limits.io_timeout_s)
             return False
@@ -354,26 +404,52 @@ class PeerLinkCore:
 
     def _control(self, link: Link, msgs: list[Msg]) -> None:
         answers = [control_from_map(m) for m in msgs]  # may raise: before any change
-        if not all(isinstance(a, LinkHelloOk) for a in answers) or link.we_initiated is False:
+        oks = [a for a in answers if isinstance(a, LinkHelloOk)]
+        if len(oks) != len(answers) or link.we_initiated is False:
             raise RemoteProtocolError("a link control frame out of place")
-        if not link.batch and any(isinstance(a, LinkHelloOk) and a.version >= 2 for a in answers):
+        if link.hello_ok or len(oks) > 1:  # rule L3: one answer per link, one hold
+            raise RemoteProtocolError("a second LINK_HELLO_OK on a link")
+        answer = oks[0]
+        link.hello_ok = True
+        if not link.batch and answer.version >= 2:
             link.batch = True
             self._out.append(SetBatch(link.id))
+        if link.state is LinkState.ACTIVE:  # rule L2: hold its frames until the links it replaced were accepted
+            seen = self._peers[link.peer].seen
+            link.awaiting = {n for n in answer.retired if n not in seen}
 
-    def _retired_reading(self, peer: bytes) -> bool:
-        p = self._peers.get(peer)
-        return p is not None and any(self._links[i].reading for i in p.retired)
+    def _must_hold(self, link: Link, *, reading: bool = False) -> bool:
+        """What `link` read must wait (`reading`: a batch was just read; else: may a held one go now?): the ACTIVE
+        link for the RETIRED ones still read when it was read, and for the links rule L2 names (L5); a RETIRED link
+        the peer dialled for those it dialled before (rule L4)."""
+        p = self._peers[link.peer]
+        if not p.retired and not link.awaiting:  # the hot path: nothing to wait for (a dict lookup, no allocation)
+            return False
+        retired = [self._links[i] for i in p.retired]
+        if link.state is LinkState.ACTIVE:
+            if reading:
+                link.hold_for = {r.id for r in retired if r.reading}
+            live = (self._links.get(i) for i in link.hold_for)
+            return bool(link.awaiting) or any(r is not None and r.reading for r in live)
+        if link.state is LinkState.RETIRED and link.number:
+            return any(r.reading and not r.we_initiated and 0 < r.number < link.number for r in retired)
+        return False
 
     def _release_held(self, peer: bytes) -> None:
         p = self._peers.get(peer)
-        if p is None or p.active is None or self._retired_reading(peer):
+        if p is None:
             return
-        link = self._links[p.active]
-        if link.held is not None:
-            self._flush_held(link)
+        # the ACTIVE link's held batch first: the retired links still held then came after it (L5), among them
+        # the lower numbers first (L4)
+        ids = [*([p.active] if p.active is not None else []), *sorted(p.retired, key=lambda i: self._links[i].number)]
+        for i in ids:
+            link = self._links[i]
+            if link.held is not None and not self._must_hold(link):
+                self._flush_held(link)
 
     def _flush_held(self, link: Link) -> None:
         held, link.held = link.held, None
+        link.awaiting.clear()
         self._timers.discard((_HELD, link.id))
         if held:
             self._out.append(Deliver(link.peer, held))
@@ -405,11 +481,11 @@ class PeerLinkCore:
 
     def _close(self, link: Link, *, emit: bool = True) -> None:
         p = self._peers[link.peer]
+        if link.held is not None:  # read before it closed: delivered (late, if a hold was cut short)
+            self._flush_held(link)
         if p.active == link.id:
             p.active = None
             del self.active[link.peer]
-            if link.held is not None:
-                self._flush_held(link)
             if not link.dropped:
                 p.queue.clear()
                 self._out.append(Unreachable(link.peer))
@@ -447,10 +523,14 @@ class PeerLinkCore:
             elif kind == _RETIRE:
                 link = self._links.get(key)
                 if link is not None and link.state is LinkState.RETIRED:
+                    if link.reading and not link.dropped:  # the other side never finished: frames may be lost
+                        self._out.append(Unreachable(link.peer))
                     self._close(link)
             elif kind == _HELD:
                 link = self._links.get(key)
                 if link is not None and link.held is not None:
+                    if link.awaiting:  # rule L3: a replaced link never came; what it carried is lost
+                        self._out.append(Unreachable(link.peer))
                     self._flush_held(link)
             else:
                 self._retry(key, now)

@@ -31,6 +31,7 @@ from node.protocol.peerlink import (
     Write,
 )
 from node.protocol.wire import MsgType
+from node.protocol.wire.link import LinkHello, LinkHelloOk, control_from_map, control_to_map
 
 SMALL, BIG = bytes([1]) * 32, bytes([2]) * 32
 LIMITS = PeerLimits(handshake_timeout_s=5.0, io_timeout_s=10.0, backoff_min_s=1.0, backoff_max_s=4.0, queue_max=16)
@@ -98,6 +99,9 @@ class Net:
                 self._eof_from(name, link)
                 core.half_closed(link, self.now)
             case Close(link=link):
+                conn = self.conn(name, link)
+                if conn is not None and conn.inbound[name]:  # closed with data unread: TCP answers with a reset
+                    conn.broken = True
                 self._eof_from(name, link)
                 self.closed.add((name, link))
                 core.closed(link, False, self.now)
@@ -122,19 +126,26 @@ class Net:
         if conn is not None:
             conn.eof[self.other(name)] = True
 
-    def connect(self, dialler: str, *, version: int = 2) -> Fake:
-        """Complete the oldest pending dial of `dialler`: the other side accepts it (its LINK_HELLO said `version`)."""
+    def connect(self, dialler: str, *, version: int = 2, accept: bool = True) -> Fake:
+        """Complete the oldest pending dial of `dialler`: the other side accepts it (its LINK_HELLO said `version`),
+        at once, or (`accept=False`) when the test calls `accept`: a listener slow to hand the connection over."""
         link = self.dials[dialler].pop(0)
         conn = Fake(ends={dialler: link})
         self.conns.append(conn)
         self.cores[dialler].dial_succeeded(link, self.now)
         self.process()
+        if accept:
+            self.accept(conn, version=version)
+        return conn
+
+    def accept(self, conn: Fake, *, version: int = 2) -> None:
+        """The listener hands the connection `conn` over to its core."""
+        ((dialler, link),) = conn.ends.items()
         listener = self.other(dialler)
         hello = conn.inbound[listener].popleft()  # the listener's driver reads the LINK_HELLO, not the core
-        assert hello == [{"t": int(MsgType.LINK_HELLO), "v": 2}]
-        conn.ends[listener] = self.cores[listener].accepted(self.ids[dialler], version, self.now)
+        assert hello == [{"t": int(MsgType.LINK_HELLO), "v": 2, "l": link}]
+        conn.ends[listener] = self.cores[listener].accepted(self.ids[dialler], version, self.now, link)
         self.process()
-        return conn
 
     def read(self, name: str, conn: Fake, batches: int = 1_000_000) -> None:
         """`name` reads up to `batches` batches from `conn` (stopping while held), then the EOF if it is next."""
@@ -144,7 +155,8 @@ class Net:
                 self.paused.add((name, link))
             batches -= 1
             self.process()
-        if not conn.inbound[name] and conn.eof[name] and (name, link) not in self.closed:
+        paused = (name, link) in self.paused  # the driver's reader waits for Resume before it reads on
+        if not conn.inbound[name] and conn.eof[name] and (name, link) not in self.closed and not paused:
             core.read_ended(link, self.now, clean=not conn.broken)
             self.process()
 
@@ -282,6 +294,159 @@ def test_a_retired_link_that_never_ends_releases_the_held_frames_after_io_timeou
     net.read_all()
     assert net.delivered["x"] == ["y1"]
     assert ("x", y_link.ends["x"]) in net.closed
+    assert net.unreachable["x"] == [BIG]  # closed before Y's EOF: what it still carried is lost, and said so
+
+
+def _slow_listener_race(net: Net) -> tuple[Fake, Fake]:
+    """Y's dial lands and Y writes y0..y4 on it, but X's listener has not handed it over yet; X's dial then lands
+    and wins (Y retires its own link for it), and Y writes y5..y9 on the winner. Returns (Y's link, X's link)."""
+    net.send("y", "y0")
+    y_link = net.connect("y", accept=False)  # at X: handshake and LINK_HELLO read, not yet `accepted`
+    for i in range(1, 5):
+        net.send("y", f"y{i}")
+    net.send("x", "x0")  # X knows no link to Y: it dials
+    x_link = net.connect("x")
+    assert active(net, "y") == x_link.ends["y"]  # Y retired its own link for X's
+    for i in range(5, 10):
+        net.send("y", f"y{i}")
+    return y_link, x_link
+
+
+def test_the_winner_waits_for_a_retired_link_the_listener_has_not_handed_over_yet() -> None:
+    """Rule L2: the winner's LINK_HELLO_OK names Y's retired link; X holds the winner's frames until its listener
+    has handed that link over and it has been read to its end."""
+    net = Net()
+    y_link, x_link = _slow_listener_race(net)
+    net.read("x", x_link)  # the winner first: its LINK_HELLO_OK names Y's link, unknown at X yet: held
+    assert net.delivered["x"] == [] and ("x", x_link.ends["x"]) in net.paused
+    net.accept(y_link)  # the listener catches up: retired at once (X's own link is active and wins)
+    net.read_all()
+    assert net.delivered["x"] == [f"y{i}" for i in range(10)]
+    assert net.delivered["y"] == ["x0"]
+    assert net.unreachable == {"x": [], "y": []}
+    assert ("x", y_link.ends["x"]) in net.closed and ("y", y_link.ends["y"]) in net.closed
+
+
+def test_a_retired_link_read_out_before_the_winners_answer_is_not_waited_for() -> None:
+    """The retired link reached X's core, and was read to its end, before X read the winner's LINK_HELLO_OK naming
+    it: X remembers the numbers of the links it accepted, so the winner is not held."""
+    net = Net()
+    y_link, x_link = _slow_listener_race(net)
+    net.accept(y_link)
+    net.read("x", y_link)
+    assert net.delivered["x"] == [f"y{i}" for i in range(5)] and ("x", y_link.ends["x"]) in net.closed
+    net.read("x", x_link)
+    assert net.delivered["x"] == [f"y{i}" for i in range(10)]
+    assert ("x", x_link.ends["x"]) not in net.paused and net.unreachable == {"x": [], "y": []}
+
+
+def test_a_named_link_that_never_comes_releases_the_winner_after_io_timeout_and_is_reported() -> None:
+    """Rule L3: a peer naming a link it never hands over (a hostile one, or a connection that died at the
+    listener) holds its own frames on the winner for at most io_timeout_s; then they are delivered and the peer
+    is reported unreachable (the named link's frames are lost)."""
+    net = Net()
+    y_link, x_link = _slow_listener_race(net)
+    net.conns.remove(y_link)  # it never reaches X's core
+    net.read("x", x_link)
+    net.advance(LIMITS.io_timeout_s - 0.1)
+    assert net.delivered["x"] == [] and net.unreachable["x"] == []
+    net.advance(0.2)
+    net.read_all()
+    assert net.delivered["x"] == [f"y{i}" for i in range(5, 10)]
+    assert net.unreachable["x"] == [BIG]
+    net.send("y", "later")  # the winner is read on, not held again
+    net.read_all()
+    assert net.delivered["x"][-1] == "later"
+
+
+def test_links_the_peer_dialled_are_read_out_in_the_order_of_their_numbers() -> None:
+    """Rule L4: X's dial is stuck at Y's listener but active at X, so X retires each link Y dials; Y sees its link
+    end (X's EOF), reports it and dials again. Y's two links are both being read at X: the second one's frames
+    wait for the first one's end."""
+    net = Net()
+    net.send("x", "x0")
+    net.connect("x", accept=False)  # active at X, never handed over at Y
+    net.send("y", "y0")
+    one = net.connect("y")  # retired at X at once (X's own link wins), active at Y
+    net.send("y", "y1")
+    net.read("y", one)  # X's answer, then its EOF: Y's active link ended
+    assert net.unreachable["y"] == [SMALL]
+    net.send("y", "y2")
+    two = net.connect("y")
+    net.read("x", two)  # held: Y numbered `one` lower, and it is still being read
+    assert net.delivered["x"] == [] and ("x", two.ends["x"]) in net.paused
+    net.read("x", one)
+    net.read_all()
+    assert net.delivered["x"] == ["y0", "y1", "y2"]
+
+
+def test_a_held_batch_waits_only_for_links_retired_before_it_was_read() -> None:
+    """Rule L5: X's winner holds y5 (read with Y's LINK_HELLO_OK, in one box) for Y's retired link 1. Y then loses
+    the winner's connection (X, paused on the held batch, does not see it), reports it, and dials again: link 2,
+    retired at X, brings y6. y5 still goes first, then y6 (L4: after link 1), not after link 2 is read out."""
+    net = Net()
+    net.send("x", "x0")
+    net.send("y", "y0")
+    first = net.connect("y")  # Y's dial lands first: active on both sides for now
+    net.send("y", "y1")
+    winner = net.connect("x")  # X's dial wins; Y's link is retired on both sides
+    net.send("y", "y5")
+    answer, y5 = winner.inbound["x"]
+    winner.inbound["x"] = deque([answer + y5])  # one sealed box, as the driver writes them
+    net.read("x", winner)  # held: link 1 is still being read
+    assert net.delivered["x"] == [] and ("x", winner.ends["x"]) in net.paused
+    winner.inbound["y"].clear()  # the winner's connection breaks at Y
+    winner.eof["y"] = winner.broken = True
+    net.read("y", winner)
+    assert net.unreachable["y"] == [SMALL]
+    net.send("y", "y6")  # Y dials again
+    second = net.connect("y")
+    assert net.cores["x"].link(second.ends["x"]).state is LinkState.RETIRED  # type: ignore[union-attr]
+    net.read("x", second)  # held behind link 1 (L4), not delivered yet
+    assert net.delivered["x"] == []
+    net.read("x", first)
+    net.read_all()
+    assert net.delivered["x"] == ["y0", "y1", "y5", "y6"]
+
+
+def test_a_hostile_link_hello_ok_is_bounded_and_a_second_one_is_refused() -> None:
+    net = Net()
+    net.send("x", "a")
+    conn = net.connect("x")
+    core, link = net.cores["x"], conn.ends["x"]
+    ok = conn.inbound["x"].popleft()
+    assert ok == [{"t": int(MsgType.LINK_HELLO_OK), "v": 2, "r": []}]
+    with pytest.raises(RemoteProtocolError):  # more numbers than RETIRED_LINKS_MAX
+        core.received(link, [{"t": int(MsgType.LINK_HELLO_OK), "v": 2, "r": [1, 2, 3, 4, 5]}], net.now)
+    with pytest.raises(RemoteProtocolError):
+        core.received(link, [{"t": int(MsgType.LINK_HELLO_OK), "v": 2, "r": [0]}], net.now)
+    assert core.received(link, ok, net.now)
+    with pytest.raises(RemoteProtocolError):  # one answer per link: a repeated one cannot start a new hold
+        core.received(link, [{"t": int(MsgType.LINK_HELLO_OK), "v": 2, "r": [7]}], net.now)
+    assert core.drain() == [SetBatch(link)]
+
+
+@pytest.mark.parametrize(
+    "frame",
+    [
+        {"t": int(MsgType.LINK_HELLO), "v": 2, "l": -1},
+        {"t": int(MsgType.LINK_HELLO), "v": 2, "l": 2**53},
+        {"t": int(MsgType.LINK_HELLO), "v": 2, "l": True},
+        {"t": int(MsgType.LINK_HELLO_OK), "v": 2, "r": 5},
+        {"t": int(MsgType.LINK_HELLO_OK), "v": 2, "r": ["1"]},
+        {"t": int(MsgType.LINK_HELLO_OK), "v": 2, "r": [2**53]},
+    ],
+)
+def test_link_numbers_out_of_range_are_refused(frame: dict[str, Any]) -> None:
+    with pytest.raises(RemoteProtocolError):
+        control_from_map(frame)
+
+
+def test_link_hello_and_its_answer_round_trip_and_default_when_absent() -> None:
+    hello, ok = LinkHello(version=2, link=2**53 - 1), LinkHelloOk(version=2, retired=(1, 2, 3, 4))
+    assert control_from_map(control_to_map(hello)) == hello and control_from_map(control_to_map(ok)) == ok
+    assert control_from_map({"t": int(MsgType.LINK_HELLO)}) == LinkHello(version=1, link=0)
+    assert control_from_map({"t": int(MsgType.LINK_HELLO_OK), "v": 2}) == LinkHelloOk(version=2, retired=())
 
 
 # --- failures --------------------------------------------------------------------------------------------------
@@ -388,11 +553,29 @@ def _is_ordered_subsequence(got: list[Any], sent: list[Any]) -> bool:
 def test_random_interleavings_deliver_in_order_once_or_report_unreachable(seed: int) -> None:
     """Sends from both sides, both dials landing in either order or failing, reads of any link at any time:
     each side receives what the other sent, in order and at most once; anything missing was reported."""
+    _random_interleavings(seed, slow_listener=False)
+
+
+@pytest.mark.parametrize("seed", range(200))
+def test_random_interleavings_with_slow_listeners_deliver_in_order_once_or_report_unreachable(seed: int) -> None:
+    """The same, and a listener may hand a connection whose dial has landed to its core at any later step (rules
+    L1-L3): frames the peer wrote on it before it retired it still come before those of the winner."""
+    _random_interleavings(seed, slow_listener=True)
+
+
+def _random_interleavings(seed: int, *, slow_listener: bool) -> None:
     import random
 
     rng = random.Random(seed)
     net = Net()
     sent: dict[str, list[Any]] = {"x": [], "y": []}
+    pending: list[Fake] = []  # dials that landed, not yet handed over by the listener
+
+    def accept(conn: Fake) -> None:
+        pending.remove(conn)
+        if not conn.broken:  # a connection that broke at the listener never reaches its core
+            net.accept(conn)
+
     for step in range(60):
         op = rng.random()
         name = rng.choice("xy")
@@ -403,8 +586,12 @@ def test_random_interleavings_deliver_in_order_once_or_report_unreachable(seed: 
             if rng.random() < 0.15:
                 net.cores[name].dial_failed(net.dials[name].pop(0), net.now)
                 net.process()
+            elif slow_listener and rng.random() < 0.5:
+                pending.append(net.connect(name, accept=False))
             else:
                 net.connect(name)
+        elif slow_listener and op < 0.65 and pending:
+            accept(rng.choice(pending))
         elif op < 0.87 and net.conns:
             conn = rng.choice(net.conns)
             if name in conn.ends:
@@ -423,6 +610,8 @@ def test_random_interleavings_deliver_in_order_once_or_report_unreachable(seed: 
         for name in "xy":
             while net.dials[name]:
                 net.connect(name)
+        while pending:
+            accept(pending[0])
         net.read_all()
         net.advance(LIMITS.io_timeout_s + 1)
     for receiver, sender in (("x", "y"), ("y", "x")):
