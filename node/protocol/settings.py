@@ -422,7 +422,8 @@ class PeersSection:
     # Seconds a connection to the peer port has to finish the Noise handshake and say what it is for; a
     # connection that has not authenticated by then is closed (idle or half-open connections cannot pile up).
     handshake_timeout_s: float = attrs.field(default=5.0, validator=_pos)
-    # Seconds a peer-link read or write may stall (a one-shot answer, a retired link's last frames).
+    # Seconds a peer-link read or write may stall (a one-shot answer, a retired link's last frames), and a link's
+    # frames may be held for a retired link its peer named and has not handed over (docs/protocol.md "Peer links").
     io_timeout_s: float = attrs.field(default=10.0, validator=_pos)
     # Connections the peer port holds at once, authenticated or not (a federation has at most a few hundred nodes).
     connections_max: int = attrs.field(default=1024, validator=v.ge(1))
