@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import attrs
+import pytest
 
 from node.protocol.relay.rendezvous import owners
 from node.protocol.wire.client import Kind, Reason, Status
@@ -98,6 +99,81 @@ def test_hangup_cancels_queued_offer_and_callee_never_sees_the_dead_call() -> No
     sim.run_for(1.0)
     assert [d.call for d in sim.delivered[cb]] == [b"call-2"]
     assert t.statuses(other) == [Status.QUEUED, Status.DELIVERED]
+
+
+def _offer_delivered_but_one_replica_still_queued(stale: str) -> tuple[RelaySim, Tracker, dict[str, bytes], int, int]:
+    """The divergent replicas of docs/protocol.md "Cancel by hangup": an offer queued at B's R owners, B comes
+    online at H, whose link to the `stale` owner is down, so that owner gets no lease and keeps its copy queued
+    while the others push theirs and H delivers it. S's lookup cache still says B has no home."""
+    sim, t, r = cluster()
+    ca = sim.connect(r["S"], A)
+    offer = t.send(ca, B, Kind.CALL_OFFER, CALL)
+    sim.run_for(0.2)
+    assert t.statuses(offer) == [Status.QUEUED]
+    sim.cut(r["H"], r[stale], 5.0)
+    cb = sim.connect(r["H"], B)
+    return sim, t, r, ca, cb
+
+
+@pytest.mark.parametrize("stale", ["O1", "O3"])  # the stale owner answers the hangup first / last
+def test_hangup_after_the_offer_was_delivered_is_delivered_though_a_stale_replica_is_cancelled(stale: str) -> None:
+    sim, t, r, ca, cb = _offer_delivered_but_one_replica_still_queued(stale)
+    offer = t.sent[0]
+    sim.run_for(0.2)
+    assert kinds(sim, cb) == [Kind.CALL_OFFER] and t.statuses(offer) == [Status.QUEUED, Status.DELIVERED]
+    assert len(sim.nodes[r[stale]].core.owner.mailbox) == 1  # its replica waits: no lease from H
+    answer = t.send(cb, A, Kind.CALL_ANSWER, CALL)
+    sim.run_for(0.1)
+    assert t.statuses(answer) == [Status.DELIVERED]
+    hangup = t.send(ca, B, Kind.CALL_HANGUP, CALL)  # as in tests/faults/loadgen.py: only after the answer
+    sim.run_for(0.5)
+    assert len(sim.nodes[r[stale]].core.owner.mailbox) == 0  # the stale owner did cancel its replica...
+    assert t.statuses(hangup) == [Status.DELIVERED]  # ...but the others stored the hangup and it was delivered
+    assert kinds(sim, cb) == [Kind.CALL_OFFER, Kind.CALL_HANGUP]
+    assert t.statuses(offer) == [Status.QUEUED, Status.DELIVERED]
+    sim.run_for(SETTLE_S)
+    t.check_safety()
+    assert t.statuses(hangup) == [Status.DELIVERED] and t.statuses(offer) == [Status.QUEUED, Status.DELIVERED]
+
+
+def test_a_stale_replicas_cancel_receipt_does_not_cancel_a_delivered_offer_still_pending_at_its_origin() -> None:
+    sim, t, r, ca, cb = _offer_delivered_but_one_replica_still_queued("O2")
+    offer = t.sent[0]
+    for n in ("H", "O1", "O3"):  # the receipts of the offer's delivery never reach S
+        sim.cut(r["S"], r[n], 0.2)
+    sim.run_for(0.3)
+    assert kinds(sim, cb) == [Kind.CALL_OFFER] and t.statuses(offer) == [Status.QUEUED]
+    hangup = t.send(ca, B, Kind.CALL_HANGUP, CALL)  # behind the offer, which S still holds in the mailbox path
+    sim.run_for(0.5)
+    assert len(sim.nodes[r["O2"]].core.owner.mailbox) == 0  # O2 cancelled its replica and said so to S
+    assert t.statuses(offer) == [Status.QUEUED]  # not cancelled: S cannot tell delivered from lost any more
+    assert t.statuses(hangup) == [Status.DELIVERED]
+    assert kinds(sim, cb) == [Kind.CALL_OFFER, Kind.CALL_HANGUP]
+    sim.run_for(SETTLE_S)
+    assert t.statuses(offer) == [Status.QUEUED, Status.EXPIRED]
+    t.check_safety()
+
+
+def test_hangup_through_another_node_still_cancels_the_queued_offer() -> None:
+    """The caller re-homed between its offer and its hangup: the hangup's node decides `cancelled` (every owner
+    removed the queued offer); the offer's node never learns the hangup's outcome, so it does not say `cancelled`
+    for the offer (the caller's connection there is gone anyway) and counts it expired at its give-up time."""
+    sim, t, r = cluster()
+    ca = sim.connect(r["S"], A)
+    offer = t.send(ca, B, Kind.CALL_OFFER, CALL)
+    sim.run_for(0.2)
+    assert t.statuses(offer) == [Status.QUEUED]
+    sim.disconnect(ca)
+    ca2 = sim.connect(r["O1"], A)
+    hangup = t.send(ca2, B, Kind.CALL_HANGUP, CALL)
+    sim.run_for(0.5)
+    assert t.statuses(hangup) == [Status.CANCELLED]
+    assert sum(len(sim.nodes[r[o]].core.owner.mailbox) for o in ("O1", "O2", "O3")) == 0
+    cb = sim.connect(r["H"], B)
+    sim.run_for(SETTLE_S)
+    assert sim.delivered[cb] == []
+    assert sim.nodes[r["S"]].core.stats().outcomes == {("call_offer", "expired"): 1}
+    t.check_safety()
 
 
 def test_mailbox_per_id_bound_rejects_as_rate_limited() -> None:

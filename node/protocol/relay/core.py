@@ -23,7 +23,8 @@ Rules
    forward only what waits in their mailbox.
 5. Mailbox entries are replicated: the origin sends MAILBOX_PUT to every owner. Any STORED answer means `queued`;
    a FORWARDED answer (the owner has a lease and pushed it on) sends nothing yet; FULL from every answering owner
-   means `rejected: rate_limited`; CANCELLED (a hangup that removed a queued offer) is terminal.
+   means `rejected: rate_limited`; CANCELLED (a hangup that removed a queued offer) is terminal
+   once no owner stored or forwarded it (rule 14).
    Owners push entries to the home node on LEASE and keep each until the home answers `delivered`; the home then
    sends RECEIPT(delivered) to the origin itself. An owner whose entry expires sends RECEIPT(expired).
 6. Order of one call: while an envelope to id X waits for a lookup, later envelopes to X wait behind it; while any
@@ -60,6 +61,18 @@ Rules
    step for step and with nothing that could come between its steps, for 39 % less of a node's CPU per same-node
    message (docs/performance.md, "Tenth pass"). When the home refuses it (no connection, an invalid claim), the
    envelope takes the usual path from the start.
+14. Cancel by hangup against replicas: the R owners' mailbox replicas need not agree (one owner pushed the offer and
+   its home delivered it while another still holds its copy queued, with no lease or before the TAKE hint), so one
+   owner's CANCELLED does not say the call was cancelled. A hangup's CANCELLED counts only when no owner asked
+   stored or forwarded it: the origin waits for every owner it asked (or the put's deadline); any STORED or
+   FORWARDED makes it an ordinary queued envelope (`queued`, then `delivered` or `expired`), and a CANCELLED after
+   that is dropped. An owner's RECEIPT `cancelled` for another envelope of the call (the offer, its ice) is held by
+   the origin's hangup of that call (same sender, recipient and call, waiting on that owner's answer) and decided
+   with it: `cancelled` only when the hangup ends cancelled, else the envelope stays pending (`delivered` or
+   `expired` follows). With no such hangup here (it went through another node: the caller re-homed, or it already
+   ended otherwise) the RECEIPT `cancelled` is dropped for the same reason. So `cancelled` is said only when every
+   owner that answered removed a queued offer (docs/client-protocol.md, receipts; docs/protocol.md, "Cancel by
+   hangup"). State: a set of held eids per pending hangup and an index of pending hangups, both within pending_max.
 """
 
 from __future__ import annotations
@@ -95,6 +108,7 @@ from node.protocol.wire.peer import (
     MailboxTake,
     PeerEnvelope,
     PeerMessage,
+    ReceiptStatus,
     RelayReceipt,
     ResultStatus,
     origin_signed_bytes,
@@ -138,6 +152,10 @@ class Pending:
     queued_sent: bool = False
     bare: PeerEnvelope | None = None  # env without the sender's claim, for homes that have it
     claim_resent: set[bytes] = attrs.field(factory=set)  # homes that asked for the claim (once each)
+    # rule 14, a hangup only: some owner answered CANCELLED, and the envelopes of its call whose owners said
+    # RECEIPT cancelled, which wait for this hangup's outcome (eids, in arrival order)
+    cancelled: bool = False
+    held: dict[bytes, None] = attrs.field(factory=dict)
 
 
 @attrs.define(kw_only=True, slots=True)
@@ -154,6 +172,11 @@ _LATENCY_SAMPLES_MAX = 4096
 # rule 11: one fail-over scan per unreachable node per window. Short against every deadline that the scan cuts
 # short (a peer timeout is seconds), long against a storm's sends (thousands a second to one leaving node).
 UNREACHABLE_RESCAN_S = 0.05
+CallKey = tuple[bytes, bytes, bytes]  # (sender, recipient, call): the envelopes a hangup may cancel (rule 14)
+
+
+def _call_key(env: PeerEnvelope) -> CallKey:
+    return (env.sender, env.to, env.call)
 
 
 class RelayCore:
@@ -214,6 +237,7 @@ class RelayCore:
         self._lookups: dict[bytes, LookupState] = {}
         self._lookup_heap: DeadlineHeap[bytes] = DeadlineHeap()
         self._in_mailbox: Counter[bytes] = Counter()  # recipient -> pending envelopes in MAILBOX/QUEUED
+        self._hangups: dict[CallKey, dict[bytes, None]] = {}  # rule 14: pending call_hangup eids by call
         self._cache: OrderedDict[bytes, tuple[tuple[bytes, ...], float]] = OrderedDict()
         # rule 11: when each node's last fail-over scan ran (within the window), and the scans that wait for its end
         self._unreachable_scanned: dict[bytes, float] = {}
@@ -334,6 +358,8 @@ class RelayCore:
             give_up=now + self.config.mailbox_ttl + slack,
         )
         self._budgets.pending(sender, addr, 1)
+        if env.kind is Kind.CALL_HANGUP:
+            self._hangups.setdefault(_call_key(penv), {})[eid] = None
         self._route(self._pending[eid], now)
         self._pump(now)
 
@@ -454,6 +480,17 @@ class RelayCore:
     def _finish(self, p: Pending, status: Status, now: float, reason: Reason | None = None) -> None:
         del self._pending[p.env.eid]
         self._pending_heap.discard(p.env.eid)
+        if p.env.kind is Kind.CALL_HANGUP:
+            key = _call_key(p.env)
+            same = self._hangups.get(key)
+            if same is not None:
+                same.pop(p.env.eid, None)
+                if not same:
+                    del self._hangups[key]
+            if status is Status.CANCELLED:  # rule 14: what this hangup held is cancelled with it
+                for eid in p.held:
+                    if (q := self._pending.get(eid)) is not None:
+                        self._finish(q, Status.CANCELLED, now)
         self._budgets.pending(p.env.sender, p.addr, -1)
         if p.phase in _MAIL_PHASES:
             self._budgets.mail(p.addr, len(p.env.body), -1)
@@ -526,10 +563,12 @@ class RelayCore:
         p.awaiting.discard(from_node)
         if msg.status is MailboxStatus.NOT_OWNER:  # that owner's member view differs: as if it failed
             self._mailbox_settled(p, now)
-        elif msg.status is MailboxStatus.CANCELLED:
-            self._finish(p, Status.CANCELLED, now)
+        elif msg.status is MailboxStatus.CANCELLED:  # rule 14: counts once no owner asked stored or forwarded it
+            p.cancelled = p.cancelled or p.env.kind is Kind.CALL_HANGUP  # owners cancel nothing else
+            self._mailbox_settled(p, now)
         elif msg.status in (MailboxStatus.STORED, MailboxStatus.FORWARDED):
             if p.phase is Phase.MAILBOX:
+                p.held.clear()  # rule 14: an owner stored this hangup, so the call was not cancelled
                 self._set_phase(p, Phase.QUEUED, now + self.config.mailbox_ttl + self.config.peer_timeout_s)
             if msg.status is MailboxStatus.STORED and not p.queued_sent:
                 p.queued_sent = True
@@ -540,14 +579,29 @@ class RelayCore:
             self._mailbox_settled(p, now)
 
     def _mailbox_settled(self, p: Pending, now: float) -> None:
-        """Every owner asked has answered FULL or failed: reject if any was full, else wait for the deadline."""
-        if p.phase is Phase.MAILBOX and not p.awaiting and p.full:
-            self._finish(p, Status.REJECTED, now, Reason.RATE_LIMITED)
+        """Every owner asked has answered CANCELLED, FULL or failed, none STORED or FORWARDED: cancelled if any
+        cancelled (rule 14), else rejected if any was full, else wait for the deadline."""
+        if p.phase is Phase.MAILBOX and not p.awaiting:
+            if p.cancelled:
+                self._finish(p, Status.CANCELLED, now)
+            elif p.full:
+                self._finish(p, Status.REJECTED, now, Reason.RATE_LIMITED)
 
-    def _on_receipt(self, msg: RelayReceipt, now: float) -> None:
+    def _on_receipt(self, from_node: bytes, msg: RelayReceipt, now: float) -> None:
         p = self._pending.get(msg.eid)
-        if p is not None:
+        if p is None:
+            return
+        if msg.status is not ReceiptStatus.CANCELLED:
             self._finish(p, Status(msg.status.value), now)
+            return
+        # rule 14: held by this call's hangup that still waits for that owner's answer; else dropped
+        if p.phase not in _MAIL_PHASES:
+            return
+        for eid in self._hangups.get(_call_key(p.env), ()):
+            h = self._pending[eid]
+            if eid != p.env.eid and h.phase is Phase.MAILBOX and from_node in h.awaiting:
+                h.held[p.env.eid] = None
+                return
 
     def _on_timeout(self, p: Pending, now: float) -> None:
         if now >= p.give_up or p.phase is Phase.QUEUED:
@@ -557,7 +611,9 @@ class RelayCore:
             self._retry(p, now)
         elif p.phase is Phase.MAILBOX:
             p.awaiting.clear()
-            if p.full:
+            if p.cancelled:  # rule 14: the owners that did not answer in time count as not having stored it
+                self._finish(p, Status.CANCELLED, now)
+            elif p.full:
                 self._finish(p, Status.REJECTED, now, Reason.RATE_LIMITED)
             else:  # no owner answered at all: try again with the (maybe new) owners, within the give-up time
                 p.attempts += 1
@@ -599,7 +655,7 @@ class RelayCore:
             case Handoff():
                 self.owner.on_handoff(from_node, msg, now)
             case RelayReceipt():
-                self._on_receipt(msg, now)
+                self._on_receipt(from_node, msg, now)
             case PushSub() | PushUnsub() | PushClaim():
                 self.push.on_message(from_node, msg, now)
 
