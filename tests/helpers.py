@@ -44,6 +44,27 @@ def wait_for_file(path: Path, timeout: float = 20.0) -> Any:
     raise TimeoutError(f"{path} did not appear within {timeout} s")
 
 
+def stop_process(proc: subprocess.Popen[Any], wait_s: float = 5.0) -> None:
+    """SIGTERM, then SIGKILL if `proc` has not exited within `wait_s` (the daemons tests start: coturn, its peer)."""
+    proc.terminate()
+    try:
+        proc.wait(wait_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(wait_s)
+
+
+def wait_for_log_line(log: Path, text: str, proc: subprocess.Popen[Any], what: str, timeout: float = 10.0) -> None:
+    """Wait (bounded) until `log` holds `text`; fails the test with the log's tail if `proc` exits or time runs out."""
+    import pytest  # tests/helpers.py is imported by scripts too, which need no pytest
+
+    deadline = time.monotonic() + timeout
+    while not (log.exists() and text in log.read_text(errors="replace")):
+        if time.monotonic() > deadline or proc.poll() is not None:
+            pytest.fail(f"{what} did not start: {log.read_text(errors='replace')[-2000:] if log.exists() else ''}")
+        time.sleep(0.05)
+
+
 def refused_by_reason(metrics_text: str, layer: str) -> dict[str, float]:
     """`homing_packets_refused_total{layer, reason}` from a node's /metrics text, as reason -> count."""
     pattern = r'homing_packets_refused_total\{layer="' + re.escape(layer) + r'",reason="([^"]+)"\} (\S+)'

@@ -215,6 +215,16 @@ async def connect(a: Node, b: Node) -> None:
     b.received.clear()
 
 
+async def linked_pair(nursery: trio.Nursery, **b_options: Any) -> tuple[Node, Node]:
+    """Two nodes (B started with `b_options` of `start_node`) and the link A -> B established (`connect`)."""
+    book: Book = {}
+    admitted: set[bytes] = set()
+    a = await start_node(nursery, book, admitted)
+    b = await start_node(nursery, book, admitted, **b_options)
+    await connect(a, b)
+    return a, b
+
+
 # --- 1. many frames both ways over one link ---------------------------------------------------------------
 
 
@@ -391,12 +401,8 @@ async def test_a_dead_peer_is_reported_and_the_next_send_redials_it_at_its_new_a
 
 
 async def test_drop_peer_closes_the_link_and_forgets_what_was_queued_on_it() -> None:
-    book: Book = {}
-    admitted: set[bytes] = set()
     async with trio.open_nursery() as nursery:
-        a = await start_node(nursery, book, admitted)
-        b = await start_node(nursery, book, admitted)
-        await connect(a, b)
+        a, b = await linked_pair(nursery)
 
         # queued on the link's buffer in this step, then dropped before the end of the batch writes them
         assert [a.links.send(b.id, {"n": i}) for i in range(10)] == [True] * 10
@@ -616,12 +622,8 @@ async def test_a_version_1_responder_gets_one_map_per_frame() -> None:
 
 
 async def test_two_version_2_nodes_batch_both_ways() -> None:
-    book: Book = {}
-    admitted: set[bytes] = set()
     async with trio.open_nursery() as nursery:
-        a = await start_node(nursery, book, admitted)
-        b = await start_node(nursery, book, admitted)
-        await connect(a, b)
+        a, b = await linked_pair(nursery)
         await wait_until(lambda: _link(a, b).out.batch, "the responder's answer at the initiator")
         assert _link(b, a).out.batch
         assert [a.links.send(b.id, {"n": i}) for i in range(300)] == [True] * 300
@@ -644,13 +646,9 @@ async def test_a_batch_of_many_maps_is_handed_over_in_slices_with_other_tasks_ru
     (one write of one batch, one read, one task step). Nothing is lost or reordered by the slicing. The
     crowded-loop widening is off, as in tests/clients/test_limits.py's slice test (a loaded machine would widen)."""
     monkeypatch.setattr(slicing, "SLICE_CROWDED_S", math.inf)
-    book: Book = {}
-    admitted: set[bytes] = set()
     maps = 400
     async with trio.open_nursery() as nursery:
-        a = await start_node(nursery, book, admitted)
-        b = await start_node(nursery, book, admitted, limits=attrs.evolve(DEFAULT_LIMITS, handle_slice_s=1e-9))
-        await connect(a, b)
+        a, b = await linked_pair(nursery, limits=attrs.evolve(DEFAULT_LIMITS, handle_slice_s=1e-9))
         assert [a.links.send(b.id, {"n": i}) for i in range(maps)] == [True] * maps  # one step: one batch
         seen: set[int] = set()
         with trio.fail_after(WAIT_S):
@@ -681,12 +679,8 @@ def test_maps_with_many_ids_are_handed_over_in_calls_of_at_most_one_lease() -> N
 async def test_a_batch_of_leases_reaches_the_core_one_lease_per_call() -> None:
     """Over a real link: 32 small maps and then 16 maps of 256 ids, written in one batch, reach B's handler as two
     calls of 16 and then one call per big map, so the time slice and the CPU budget can act between them."""
-    book: Book = {}
-    admitted: set[bytes] = set()
     async with trio.open_nursery() as nursery:
-        a = await start_node(nursery, book, admitted)
-        b = await start_node(nursery, book, admitted)
-        await connect(a, b)
+        a, b = await linked_pair(nursery)
         b.calls.clear()
         maps = [{"n": i} for i in range(32)] + [{"n": 32 + i, "ids": [bytes(32)] * 256} for i in range(16)]
         assert [a.links.send(b.id, m) for m in maps] == [True] * len(maps)  # one step: one batch
@@ -712,14 +706,10 @@ async def test_a_member_writing_at_full_speed_gets_at_most_its_cpu_budget_is_not
     handling around the handler). Without the budget B spent every moment of CPU the machine gave it on A's maps.
     A's link stays up (the same connection), the rest waits unread, and when the maps are cheap again every one of
     them arrives, once and in order."""
-    book: Book = {}
-    admitted: set[bytes] = set()
     limits = attrs.evolve(DEFAULT_LIMITS, handle_cpu_per_s=FLOOD_CPU_PER_S, handle_cpu_burst_s=FLOOD_CPU_BURST_S)
     total, window_s, pad = 3000, 1.5, b"x" * 256
     async with trio.open_nursery() as nursery:
-        a = await start_node(nursery, book, admitted)
-        b = await start_node(nursery, book, admitted, limits=limits)
-        await connect(a, b)
+        a, b = await linked_pair(nursery, limits=limits)
         conn = _link(b, a)
         b.cost_s = FLOOD_MAP_COST_S
         started = trio.current_time()
@@ -749,12 +739,8 @@ async def test_a_member_writing_at_full_speed_gets_at_most_its_cpu_budget_is_not
 async def test_an_honest_burst_within_the_default_budget_is_not_throttled() -> None:
     """1,000 maps of 0.2 ms each (0.2 s of handling, as a goaway storm's leases cost a survivor about 0.75 s over
     5-7 s) are all handled without a wait: the default burst is `handle_cpu_burst_s` = 5 s."""
-    book: Book = {}
-    admitted: set[bytes] = set()
     async with trio.open_nursery() as nursery:
-        a = await start_node(nursery, book, admitted)
-        b = await start_node(nursery, book, admitted)
-        await connect(a, b)
+        a, b = await linked_pair(nursery)
         conn = _link(b, a)
         b.cost_s = 0.0002
         assert [a.links.send(b.id, {"n": i}) for i in range(1000)] == [True] * 1000

@@ -26,6 +26,7 @@ from node.app.service import NodeHandle, run_node
 from node.client.connection import connect_client
 from node.protocol.identity import Identity
 from node.protocol.turn import turn_credential, turn_username
+from tests.helpers import stop_process, wait_for_log_line
 from tests.integration.cluster import loopback_config, url
 
 pytestmark = pytest.mark.skipif(
@@ -83,21 +84,10 @@ def coturn(tmp: Path, *, extra: list[str] = ()) -> Iterator[tuple[int, Path]]:  
     )
     proc = subprocess.Popen(["turnserver", "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        deadline = time.monotonic() + 10
-        while not (log.exists() and "Total General servers" in log.read_text(errors="replace")):
-            if time.monotonic() > deadline or proc.poll() is not None:
-                pytest.fail(
-                    f"turnserver did not start: {log.read_text(errors='replace')[-2000:] if log.exists() else ''}"
-                )
-            time.sleep(0.05)
+        wait_for_log_line(log, "Total General servers", proc, "turnserver")
         yield port, log
     finally:
-        proc.terminate()
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc)
 
 
 @contextmanager

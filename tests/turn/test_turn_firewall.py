@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 
 from node.protocol.turn import turn_credential, turn_username
+from tests.helpers import stop_process, wait_for_log_line
 
 REPO = Path(__file__).resolve().parents[2]
 RULES = REPO / "deploy" / "firewall" / "homing-turn.nft"
@@ -80,12 +81,7 @@ def process(args: list[str], ns: str) -> Iterator[subprocess.Popen[bytes]]:
     try:
         yield proc
     finally:
-        proc.terminate()
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc)
 
 
 @contextmanager
@@ -119,13 +115,7 @@ def coturn(tmp: Path, ns: str, addr: str) -> Iterator[Path]:
         + "\n"
     )
     with process(["turnserver", "-c", str(conf)], ns) as proc:
-        deadline = time.monotonic() + 10
-        while not (log.exists() and "Total General servers" in log.read_text(errors="replace")):
-            if time.monotonic() > deadline or proc.poll() is not None:
-                pytest.fail(
-                    f"turnserver did not start: {log.read_text(errors='replace')[-2000:] if log.exists() else ''}"
-                )
-            time.sleep(0.05)
+        wait_for_log_line(log, "Total General servers", proc, "turnserver")
         yield log
 
 

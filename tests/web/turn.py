@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from tests.fixtures.dns import free_port  # free for both UDP and TCP, as coturn listens on both
+from tests.helpers import stop_process
 
 TURNSERVER = "/usr/bin/turnserver"
 
@@ -89,9 +90,4 @@ def coturn(tmp: Path) -> Iterator[tuple[int, str]]:
             raise RuntimeError("turnserver did not listen within 10 s")
         yield port, secret
     finally:
-        proc.terminate()
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
+        stop_process(proc)
