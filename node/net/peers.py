@@ -419,23 +419,23 @@ class PeerLinks:
         stop, reads = slice_end(base, flusher.last_turn_s), chan.reads
         try:
             while True:
-                if await self._within_budget(conn):  # spent: nothing more is read until it refills
-                    stop = slice_end(base, flusher.last_turn_s)
                 batch = await chan.receive_batch()
                 if not all(isinstance(msg, dict) for msg in batch):
                     raise RemoteProtocolError("peer frame is not a map")
                 if chan.reads != reads:  # the read let the others run: a new slice
                     stop, reads = slice_end(base, flusher.last_turn_s), chan.reads
                 for maps in calls(batch):
-                    if await self._within_budget(conn):
-                        stop = slice_end(base, flusher.last_turn_s)
-                    elif time.perf_counter() >= stop:
+                    if time.perf_counter() >= stop:
                         await next_turn()
                         stop = slice_end(base, flusher.last_turn_s)
                     started = cpu()
                     go = self.core.received(conn.id, maps, trio.current_time())
                     self._run()
                     self._charge(conn, cpu() - started)
+                    # checked after each charge, so before the next call and the next read alike: while the budget
+                    # is spent nothing more is handed over or read
+                    if await self._within_budget(conn):
+                        stop = slice_end(base, flusher.last_turn_s)
                     if not go:  # held until the retired links of this peer are read to their end
                         await conn.resume.wait()
                         conn.resume = trio.Event()
