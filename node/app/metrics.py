@@ -144,6 +144,7 @@ class NodeMetrics:
             "Seconds peer links were not read because they had spent their handling budget.",
             registry=r,
         )
+        self._peer_time_seen = (0.0, 0.0)  # the links' totals at the last set_peer_time
         self.build_info = Gauge(
             "homing_build_info",
             "Always 1; labels name the running build (commit: the git commit when run from a checkout).",
@@ -183,9 +184,11 @@ class NodeMetrics:
             self.members.labels(state=state).set(counts.get(state, 0))
 
     def set_peer_time(self, handled_s: float, throttled_s: float) -> None:
-        """Bring the peer-link time counters up to the links' running totals (node/net/peers.py)."""
-        for counter, total in ((self.peer_handle_seconds, handled_s), (self.peer_throttled_seconds, throttled_s)):
-            counter.inc(max(0.0, total - counter._one().value))
+        """Bring the peer-link time counters up to the links' running totals (node/net/peers.py), by the growth since
+        the last call (as node/net/relay.py `refresh_metrics` does for the relay's totals)."""
+        self.peer_handle_seconds.inc(max(0.0, handled_s - self._peer_time_seen[0]))
+        self.peer_throttled_seconds.inc(max(0.0, throttled_s - self._peer_time_seen[1]))
+        self._peer_time_seen = (handled_s, throttled_s)  # running totals: they only grow
 
     def member_changed(self, state: str) -> None:
         self.member_changes.labels(state=_label(state, MEMBER_STATES)).inc()
