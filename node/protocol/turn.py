@@ -172,8 +172,8 @@ class IceIssuer:
         if not self._per_id.take(client_id, now):
             self.refused["id"] += 1
             return None
-        servers = ice_servers(self.urls, secret, self.ttl_s, client_id, wall_s)
-        if any(s.credential is not None for s in servers) and not self._per_address.admit(address, client_id, now):
-            self.refused["address"] += 1  # T1: no credential, the STUN URLs still
-            return ice_servers(self.urls, None, self.ttl_s, client_id, wall_s)
-        return servers
+        credentialed = secret is not None and bool(self.urls)  # what `ice_servers` gives a credential for
+        if credentialed and not self._per_address.admit(address, client_id, now):
+            self.refused["address"] += 1
+            secret = None  # T1: no credential, the STUN URLs still
+        return ice_servers(self.urls, secret, self.ttl_s, client_id, wall_s)
