@@ -126,6 +126,8 @@ export function discover(cfg, identity, hooks = {}) {
   /** @type {Candidate[]} */
   const queue = [];
   const seen = new Set();
+  /** A node's key in `seen` and in a list's rows. @param {{id: Uint8Array, ws: string}} n */
+  const keyOf = (n) => b64uEncode(n.id) + " " + n.ws;
   // the newest list read per signer (docs/discovery.md, "Newest list per registry"): its `issued` and its rows
   /** @type {Map<string, {issued: number, rows: Set<string>}>} */
   const newest = new Map();
@@ -160,12 +162,12 @@ export function discover(cfg, identity, hooks = {}) {
     /** A row a newer list of its signer no longer names. @param {Candidate} c */
     function superseded(c) {
       const held = c.list && newest.get(c.list.signer);
-      return !!c.list && !!held && held.issued > c.list.issued && !held.rows.has(b64uEncode(c.id) + " " + c.ws);
+      return !!c.list && !!held && held.issued > c.list.issued && !held.rows.has(keyOf(c));
     }
 
     /** @param {Candidate} c */
     function add(c) {
-      const key = b64uEncode(c.id) + " " + c.ws;
+      const key = keyOf(c);
       if (seen.has(key) || finished) return;
       seen.add(key);
       queue.push(c);
@@ -261,14 +263,14 @@ export function discover(cfg, identity, hooks = {}) {
      */
     const addList = (list, src) => {
       const signer = b64uEncode(list.signer);
-      const rows = new Set(list.nodes.map((n) => b64uEncode(n.id) + " " + n.ws));
+      const rows = new Set(list.nodes.map(keyOf));
       const held = newest.get(signer);
       if (held && list.issued < held.issued) throw new Error(`a list older (issued ${list.issued}) than one already read (issued ${held.issued}) was refused`);
       if (held && list.issued === held.issued) rows.forEach((r) => held.rows.add(r)); // the same list from another source
       else newest.set(signer, { issued: list.issued, rows });
       for (let i = queue.length - 1; i >= 0; i--) if (superseded(queue[i])) queue.splice(i, 1);
       // a queued cached node this trusted list names is listed: no longer held back
-      if (trust.length) for (const c of queue) if (rows.has(b64uEncode(c.id) + " " + c.ws)) c.listed = true;
+      if (trust.length) for (const c of queue) if (rows.has(keyOf(c))) c.listed = true;
       const tag = { signer, issued: list.issued };
       list.nodes.forEach((n) => add({ id: n.id, ws: n.ws, source: src, verified: trust.length > 0, rank: 2 + Math.random(), list: tag, listed: trust.length > 0 }));
     };
