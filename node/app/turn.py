@@ -106,7 +106,8 @@ class TurnService:
         )
         if servers is None:
             return None
-        ttl = self.config.ttl_s if self._secret is not None else 0
+        # a credential lasts ttl_s; the STUN URLs alone (no secret, or rule T1) carry nothing to renew: 0, ask again
+        ttl = self.config.ttl_s if any(s.credential is not None for s in servers) else 0
         entries = tuple(IceServerEntry(urls=s.urls, username=s.username, credential=s.credential) for s in servers)
         return IceServers(ttl=ttl, servers=entries)
 

@@ -140,9 +140,11 @@ async def test_one_address_gets_credentials_for_at_most_ids_per_address_max_ids(
             for _ in range(bound + 3):
                 me = Identity.generate()
                 async with connect_client(url(node), me, local_address="127.0.0.1") as conn:
-                    (server,) = (await conn.ice_servers()).servers
+                    answer = await conn.ice_servers()
+                    (server,) = answer.servers
                     if server.credential is None:
                         assert server.username is None and all(u.startswith("stun:") for u in server.urls)
+                        assert answer.ttl == 0, "nothing to renew: the client asks again for its next call"
                         refused += 1
                     else:
                         assert server.credential == turn_credential(SECRET, server.username or "")
