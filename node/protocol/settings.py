@@ -132,6 +132,16 @@ class FederationSection:
     heartbeat_s: float = attrs.field(default=60.0, validator=_pos)
 
 
+def _not_over(other: str) -> Any:
+    """A validator: the value is at most the field `other` of the same section."""
+
+    def check(inst: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+        if value > getattr(inst, other):
+            raise ValueError(f"'{attribute.name}' ({value}) must not exceed {other} ({getattr(inst, other)})")
+
+    return check
+
+
 @attrs.frozen(kw_only=True, slots=True)
 class RelaySection:
     # Seconds an envelope for an offline client waits in its mailbox (docs/client-protocol.md: `[relay] mailbox_ttl`).
@@ -202,6 +212,22 @@ class RelaySection:
     mailbox_per_address_max: int = attrs.field(default=500, validator=v.ge(1))
     # Body bytes of the envelopes from one source address in the mailbox path at once (the rest is rate_limited).
     mailbox_bytes_per_address_max: int = attrs.field(default=4 * 1024 * 1024, validator=v.ge(64 * 1024))
+    # Entries from one sender id in one recipient's mailbox, at each owner (at most `mailbox_per_id_max`): one key
+    # cannot take a callee's whole mailbox and lock its other callers out; over it the put is refused like a full
+    # mailbox (rate_limited). Room for one call to an offline callee: its offer, the candidates the caller trickles
+    # (host, server-reflexive and relayed ones for each network: a handful, up to about twenty) and the end of
+    # candidates; fewer would lose that call's last candidates, and the relayed ones come last. docs/protocol.md,
+    # "Budgets".
+    mailbox_per_sender_per_id_max: int = attrs.field(default=24, validator=[v.ge(1), _not_over("mailbox_per_id_max")])
+    # Entries from one origin node in one recipient's mailbox, at each owner (at most `mailbox_per_id_max`): one
+    # hostile member, or the clients of one node whatever their keys and addresses, take at most this share of it
+    # (half by default: the rest stays for callers through other nodes).
+    mailbox_per_origin_per_id_max: int = attrs.field(default=32, validator=[v.ge(1), _not_over("mailbox_per_id_max")])
+    # Envelopes from one source address (/32 IPv4, /64 IPv6) to one recipient that this node keeps in the mailbox
+    # path at once, until their terminal receipts: fresh sender ids minted at one address share it, so one address
+    # takes at most this much of a callee's mailbox at the owners (the rest is rejected as rate_limited). Room for
+    # one call, like `mailbox_per_sender_per_id_max`; callers behind one CGNAT address calling one callee share it.
+    mailbox_per_address_per_id_max: int = attrs.field(default=24, validator=v.ge(1))
 
 
 def _client_path(inst: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
@@ -381,16 +407,6 @@ def _ice_urls(inst: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
 # The largest first frame of a peer connection (ciphertext): a PUSH_PULL of `Limits.PUSH_PULL_MAX` bytes of state,
 # its map (node/net/peerconn.py reads it with 1 KiB of room) and the AEAD tag.
 _FIRST_FRAME_MAX = Limits.PUSH_PULL_MAX + 1024 + 16
-
-
-def _not_over(other: str) -> Any:
-    """A validator: the value is at most the field `other` of the same section."""
-
-    def check(inst: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
-        if value > getattr(inst, other):
-            raise ValueError(f"'{attribute.name}' ({value}) must not exceed {other} ({getattr(inst, other)})")
-
-    return check
 
 
 @attrs.frozen(kw_only=True, slots=True)

@@ -15,9 +15,11 @@ from node.protocol.refusals import Refusal
 from node.protocol.relay.claims import HomeClaim, challenge_nonce, nonce_time_s
 from node.protocol.relay.core import CloseClient, RelayCore, ToClient, ToPeer
 from node.protocol.relay.rendezvous import owners
+from node.protocol.settings import RelaySection
 from node.protocol.wire.client import Deliver, Envelope, Kind, Reason, Receipt, Status
 from node.protocol.wire.peer import (
     TTL_MS_MAX,
+    Handoff,
     Lease,
     LeaseDrop,
     Lookup,
@@ -26,6 +28,8 @@ from node.protocol.wire.peer import (
     MailboxPut,
     MailboxStatus,
     PeerEnvelope,
+    ReceiptStatus,
+    RelayReceipt,
     origin_signed_bytes,
 )
 from node.testing.relaysim import WALL0_S, RelaySim, client_claim, sim_client
@@ -377,6 +381,153 @@ def test_one_address_has_a_mailbox_budget_in_count_and_bytes() -> None:
     assert puts == {b"c1", b"c2", b"c4", b"c6"}
     rejected = [r for r in receipts(cmds) if r.status is Status.REJECTED]
     assert [(r.ref, r.reason) for r in rejected] == [(3, Reason.RATE_LIMITED), (5, Reason.RATE_LIMITED)]
+
+
+# ---------------------------------------------------------------- shares of one recipient's mailbox
+# docs/protocol.md, "Budgets". These run with the shipped mailbox defaults (RelaySection()): a recipient's mailbox
+# holds 64 entries, one sender id 24 of them (`mailbox_per_sender_per_id_max`), one origin node 32
+# (`mailbox_per_origin_per_id_max`); one source address, at its origin, has 24 in the mailbox path to one recipient
+# (`mailbox_per_address_per_id_max`).
+SHIPPED = attrs.evolve(RelaySection(), lease_ttl_s=6.0, peer_timeout_s=0.5, mailbox_ttl=5.0)
+FLOOD = [sim_client(b"auth-flood-%d" % i) for i in range(10)]  # fresh keys of one attacker
+
+
+def shipped_core() -> RelayCore:
+    c = RelayCore(node_id=S, config=SHIPPED, rng=random.Random(5), now=0.0, sign=KEYS[0].sign, wall_offset_s=WALL0_S)
+    c.members_changed(MEMBERS, 0.0)
+    c.drain()
+    return c
+
+
+def signed(origin: Identity, to: bytes, sender: bytes, eid: bytes) -> PeerEnvelope:
+    """A mailbox envelope as its origin sends it: the sender's claim naming the origin, the origin's signature."""
+    env = attrs.evolve(penv(origin.id, to, sender, client_claim(sender, origin.id, WALL0_S), eid), expires_ms=2**62)
+    return attrs.evolve(env, origin_sig=origin.sign(origin_signed_bytes(env)))
+
+
+def test_one_sender_id_holds_at_most_its_share_of_one_recipients_mailbox() -> None:
+    """Rule: a sender id holds at most `mailbox_per_sender_per_id_max` entries in one recipient's mailbox; the put
+    over it is answered FULL (its sender is told rate_limited), nothing stored is dropped, and the same key still
+    reaches other recipients while other keys still reach this one."""
+    c = shipped_core()
+    x, y = OWNED[0], OWNED[1]
+    for i in range(28):
+        c.peer_message(P, put(P, x, sender=A, eid=b"s%02d" % i + bytes(13)), 0.0)
+    assert events(c.drain()) == [MailboxStatus.STORED] * 24 + [MailboxStatus.FULL] * 4
+    assert c.owner.mailbox.from_sender(x, A) == 24 and len(c.owner.mailbox) == 24
+    c.peer_message(P, put(P, y, sender=A, eid=b"y" * 16), 0.0)
+    c.peer_message(P, put(P, x, sender=CLIENTS[1], eid=b"b" * 16), 0.0)
+    assert events(c.drain()) == [MailboxStatus.STORED, MailboxStatus.STORED]
+    assert c.refused[Refusal.RATE_LIMITED] == 4
+
+
+def test_one_origin_node_holds_at_most_its_share_of_one_recipients_mailbox() -> None:
+    """Rule: one origin node (a hostile member, or the clients of one node with as many keys as they like) holds at
+    most `mailbox_per_origin_per_id_max` of one recipient's mailbox, so callers through other nodes still fit."""
+    c = shipped_core()
+    x = OWNED[0]
+    for k, sender in enumerate(FLOOD[:6]):  # 6 keys x 8: each within its own share, 48 from one origin
+        for i in range(8):
+            c.peer_message(M, put(M, x, sender=sender, eid=bytes([k, i]) * 8), 0.0)
+    got = events(c.drain())
+    assert got.count(MailboxStatus.STORED) == 32 and got.count(MailboxStatus.FULL) == 16
+    assert c.owner.mailbox.from_origin(x, M) == 32
+    c.peer_message(P, put(P, x, sender=A, eid=b"h" * 16), 0.0)  # an honest caller through another node
+    assert events(c.drain()) == [MailboxStatus.STORED]
+
+
+def test_a_member_cannot_pass_its_own_entries_off_as_hand_offs_to_take_more_than_its_share() -> None:
+    """A HANDOFF whose sender is its origin counts like a put: M, signing as itself (it can sign as no other
+    origin), gets no more of one recipient's mailbox by handing its entries off than by putting them."""
+    c = shipped_core()
+    x = OWNED[0]
+    for k, sender in enumerate(FLOOD[:6]):
+        for i in range(8):
+            c.peer_message(M, Handoff(env=signed(KEYS[2], x, sender, bytes([k, i]) * 8), ttl_ms=5_000), 0.0)
+    assert len(c.owner.mailbox) == 32 and c.owner.mailbox.from_origin(x, M) == 32
+    c.peer_message(M, Handoff(env=signed(KEYS[2], x, FLOOD[9], b"m" * 16), ttl_ms=5_000), 0.0)
+    assert len(c.owner.mailbox) == 32 and c.owner.mailbox.from_sender(x, FLOOD[9]) == 0
+
+
+def test_a_hand_off_of_stored_mail_is_not_cut_by_the_senders_or_origins_share() -> None:
+    """An old owner's HANDOFF moves an entry it stored, and the origin may have told its sender `queued` for that
+    copy alone: the shares of one recipient's mailbox (counted by the entry's origin, the node that signed it, not
+    by the old owner passing it on) do not refuse it, or it would be lost. Here P's clients already hold P's whole
+    share of x's mailbox at this (new) owner, and the old owner Q hands off 8 more of P's entries from the key that
+    already holds its own share: all 8 are kept."""
+    c = shipped_core()
+    q = KEYS[3]
+    x = OWNED[0]
+    for i in range(32):  # 24 from FLOOD[0] (its share), 8 from FLOOD[1]: P's share
+        c.peer_message(P, put(P, x, sender=FLOOD[i // 24], eid=bytes([i]) * 16), 0.0)
+    c.drain()
+    assert len(c.owner.mailbox) == 32
+    for i in range(8):
+        c.peer_message(q.id, Handoff(env=signed(KEYS[1], x, FLOOD[0], bytes([99, i]) * 8), ttl_ms=5_000), 0.0)
+    assert len(c.owner.mailbox) == 40
+    assert c.owner.mailbox.from_origin(x, P) == 40 and c.owner.mailbox.from_sender(x, FLOOD[0]) == 32
+    c.peer_message(P, put(P, x, sender=FLOOD[5], eid=b"p" * 16), 0.0)  # still counted: P's new puts are refused
+    assert events(c.drain()) == [MailboxStatus.FULL]
+
+
+def test_a_whole_call_to_an_offline_callee_fits_the_shares() -> None:
+    """Not a protection: what the shares' defaults leave room for. A caller trickles its candidates right after the
+    offer, and for an offline callee all of them wait in the mailbox: the offer, 21 candidates and the end of
+    candidates (23 envelopes, one sender id, one address, one origin) are all queued and all delivered, in order,
+    when the callee connects. With a share of 8 the 9th and later were refused, the relayed candidates among them."""
+    sim = RelaySim(seed=4, config=SHIPPED, nodes=4)
+    caller_node, callee_node = sim.alive()[:2]
+    caller, callee = CLIENTS[20], CLIENTS[21]
+    ca = sim.connect(caller_node, caller)
+    sim.run_for(1.0)
+    kinds = [Kind.CALL_OFFER] + [Kind.CALL_ICE] * 22
+    for ref, kind in enumerate(kinds):
+        sim.send(ca, Envelope(kind=kind, to=callee, call=b"call", body=b"%d" % ref, ref=ref))
+    sim.run_for(1.0)
+    assert [r.status for r in sim.receipts[ca]] == [Status.QUEUED] * 23
+    cb = sim.connect(callee_node, callee)
+    sim.run_for(2.0)
+    assert [d.body for d in sim.delivered[cb]] == [b"%d" % ref for ref in range(23)]
+
+
+def test_fresh_keys_from_one_address_share_its_budget_of_one_recipients_mailbox() -> None:
+    """Rule (origin): envelopes from one source address to one recipient in the mailbox path at once are at most
+    `mailbox_per_address_per_id_max`, whatever the number of keys; the budget is released by the terminal receipt,
+    and the same address still reaches other recipients while other addresses still reach this one."""
+    c = shipped_core()
+    for conn, sender in enumerate(FLOOD[:6], start=1):
+        online(c, conn, sender, address="203.0.113.9")
+    online(c, 9, A, address="198.51.100.1")
+    c.drain()
+    far2 = next(x for x in FOREIGN if x != FAR)
+
+    def send(conn: int, to: bytes, ref: int) -> list[object]:
+        c.client_envelope(conn, Envelope(kind=Kind.CALL_OFFER, to=to, call=b"c%d" % ref, body=b"", ref=ref), 0.0)
+        cmds = c.drain()
+        for x in cmds:
+            if isinstance(x, ToPeer) and isinstance(x.msg, Lookup):
+                c.peer_message(x.node, LookupReply(id=x.msg.id, homes=()), 0.0)
+        return [*cmds, *c.drain()]
+
+    def mail(cmds: list[object]) -> list[bytes]:  # the envelopes put (to each owner)
+        return sorted({x.msg.env.call for x in cmds if isinstance(x, ToPeer) and isinstance(x.msg, MailboxPut)})
+
+    put_calls: dict[bytes, PeerEnvelope] = {}
+    rejected: list[int] = []
+    for n in range(48):  # 6 keys x 8 offers to FAR, from one address
+        cmds = send(1 + n % 6, FAR, n)
+        put_calls.update(
+            (x.msg.env.call, x.msg.env) for x in cmds if isinstance(x, ToPeer) and isinstance(x.msg, MailboxPut)
+        )
+        rejected += [r.ref for r in receipts(cmds) if r.status is Status.REJECTED and r.reason is Reason.RATE_LIMITED]
+    assert len(put_calls) == 24 and len(rejected) == 24
+    assert mail(send(1, far2, 100)) == [b"c100"]  # another recipient: the address's budget for it is its own
+    assert mail(send(9, FAR, 101)) == [b"c101"]  # another address
+    assert mail(send(2, FAR, 102)) == []  # still full
+    owner = next(o for o in owners(FAR, MEMBERS, R) if o != S)
+    c.peer_message(owner, RelayReceipt(eid=put_calls[b"c0"].eid, status=ReceiptStatus.DELIVERED), 0.0)
+    c.drain()
+    assert mail(send(2, FAR, 103)) == [b"c103"]  # the terminal receipt released one
 
 
 # ---------------------------------------------------------------- a claim crosses a link once

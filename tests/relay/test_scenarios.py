@@ -177,7 +177,7 @@ def test_hangup_through_another_node_still_cancels_the_queued_offer() -> None:
 
 
 def test_mailbox_per_id_bound_rejects_as_rate_limited() -> None:
-    sim, t, r = cluster(mailbox_per_id_max=2)
+    sim, t, r = cluster(mailbox_per_id_max=2, mailbox_per_sender_per_id_max=2, mailbox_per_origin_per_id_max=2)
     ca = sim.connect(r["S"], A)
     sent = [t.send(ca, B, Kind.CALL_ICE, CALL) for _ in range(3)]
     sim.run_for(0.5)

@@ -6,7 +6,9 @@ that must hold across fresh keys and reconnects are kept here, keyed by the conn
 - envelopes awaiting their terminal receipt, per sender id (`pending_per_id_max`) and per address
   (`pending_per_address_max`);
 - envelopes in the mailbox path (stored at the owners) per address, by count (`mailbox_per_address_max`) and body
-  bytes (`mailbox_bytes_per_address_max`), so one address cannot make the owners store more than that.
+  bytes (`mailbox_bytes_per_address_max`), so one address cannot make the owners store more than that; and per
+  address and recipient (`mailbox_per_address_per_id_max`), so fresh sender ids minted at one address cannot take
+  a callee's whole mailbox between them (the owners' per-sender share of one mailbox does not see addresses).
 Owners bound what each origin node may store with them (node/protocol/relay/owner.py), so a hostile member is
 bounded there the same way.
 """
@@ -36,6 +38,7 @@ class OriginBudgets:
         self._pending_by_addr: dict[str, int] = {}
         self._mail_by_addr: dict[str, int] = {}
         self._mail_bytes_by_addr: dict[str, int] = {}
+        self._mail_by_addr_to: dict[tuple[str, bytes], int] = {}  # (address, recipient) -> envelopes
 
     def pending_admit(self, sender: bytes, addr: str) -> bool:
         c = self.config
@@ -47,14 +50,18 @@ class OriginBudgets:
         _bump(self._pending_by_id, sender, sign)
         _bump(self._pending_by_addr, addr, sign)
 
-    def mail_admit(self, addr: str, body_bytes: int) -> bool:
+    def mail_admit(self, addr: str, to: bytes, body_bytes: int) -> bool:
+        """May one more envelope from `addr` to `to` enter the mailbox path?"""
         c = self.config
         size = body_bytes + ENTRY_OVERHEAD_BYTES
         return (
             self._mail_by_addr.get(addr, 0) < c.mailbox_per_address_max
             and self._mail_bytes_by_addr.get(addr, 0) + size <= c.mailbox_bytes_per_address_max
+            and self._mail_by_addr_to.get((addr, to), 0) < c.mailbox_per_address_per_id_max
         )
 
-    def mail(self, addr: str, body_bytes: int, sign: int) -> None:
+    def mail(self, addr: str, to: bytes, body_bytes: int, sign: int) -> None:
+        """An envelope from `addr` to `to` entered (`sign` 1) or left (-1) the mailbox path (its terminal receipt)."""
         _bump(self._mail_by_addr, addr, sign)
         _bump(self._mail_bytes_by_addr, addr, sign * (body_bytes + ENTRY_OVERHEAD_BYTES))
+        _bump(self._mail_by_addr_to, (addr, to), sign)

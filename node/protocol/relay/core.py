@@ -38,9 +38,10 @@ Rules
    leases carry it, envelopes carry the sender's, and the home delivers an envelope "from X" only when it comes
    from X's claimed home (the origin) or from an owner of the recipient pushing a mailbox entry, with X's valid
    claim naming that origin. A connection is closed (`CloseClient`) a lease period before its claim ages out.
-10. Budgets (node/protocol/relay/budgets.py): per sender id and per source address at the origin; per origin node,
-   per sender id and in bytes at the owners (node/protocol/relay/owner.py); signature checks per peer, for every
-   role (node/protocol/relay/claims.py, `PeerChecks`).
+10. Budgets (node/protocol/relay/budgets.py): per sender id and per source address at the origin (mailbox
+   envelopes also per source address and recipient); per origin node, per sender id and in bytes at the owners,
+   and per sender id and per origin node within one recipient's mailbox (node/protocol/relay/owner.py); signature
+   checks per peer, for every role (node/protocol/relay/claims.py, `PeerChecks`).
 11. Fail-over scans are batched per node: what waits on a node whose link failed (cache entries, lookups, pending
    envelopes, an owner's in-flight pushes) is found by scanning those tables, and that scan runs at most once per
    `UNREACHABLE_RESCAN_S` for one node; another failure within that window is noted and scanned at its end (by
@@ -450,7 +451,7 @@ class RelayCore:
         return p.bare
 
     def _mailbox_put(self, p: Pending, now: float) -> None:
-        if p.phase not in _MAIL_PHASES and not self._budgets.mail_admit(p.addr, len(p.env.body)):
+        if p.phase not in _MAIL_PHASES and not self._budgets.mail_admit(p.addr, p.env.to, len(p.env.body)):
             self._finish(p, Status.REJECTED, now, Reason.RATE_LIMITED)
             return
         if not p.env.origin_sig:  # signed once: a home accepts an owner's push only with the origin's signature
@@ -467,7 +468,7 @@ class RelayCore:
         delta = (phase in _MAIL_PHASES) - (p.phase in _MAIL_PHASES)
         if delta:
             self._in_mailbox[p.env.to] += delta
-            self._budgets.mail(p.addr, len(p.env.body), delta)
+            self._budgets.mail(p.addr, p.env.to, len(p.env.body), delta)
         p.phase = phase
         p.deadline = min(deadline, p.give_up)
         self._pending_heap.push(p.env.eid, p.deadline)
@@ -493,7 +494,7 @@ class RelayCore:
                         self._finish(q, Status.CANCELLED, now)
         self._budgets.pending(p.env.sender, p.addr, -1)
         if p.phase in _MAIL_PHASES:
-            self._budgets.mail(p.addr, len(p.env.body), -1)
+            self._budgets.mail(p.addr, p.env.to, len(p.env.body), -1)
             self._in_mailbox[p.env.to] -= 1
             if not self._in_mailbox[p.env.to]:
                 del self._in_mailbox[p.env.to]

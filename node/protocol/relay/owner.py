@@ -10,10 +10,19 @@ Who may say what to an owner (docs/protocol.md, "Relay authority"):
 - LEASE_DROP: only from the home it names.
 - MAILBOX_PUT: only from the envelope's origin node, for ids this node owns, within the sender's per-second budget
   (`puts_per_peer_per_s`, taken before the claim is checked), with the sender's valid claim naming that origin,
-  and within the mailbox's per-origin, per-sender and byte bounds; the TTL is clamped to the local `mailbox_ttl`.
+  and within the mailbox's per-origin, per-sender and byte bounds and the recipient's mailbox shares: one sender id
+  holds at most `mailbox_per_sender_per_id_max` of it, one origin node `mailbox_per_origin_per_id_max` (so one key,
+  or one node and its clients, cannot lock a callee's other callers out); the TTL is clamped to the local
+  `mailbox_ttl`. Over any bound the put is answered FULL and nothing stored is dropped.
   A put for an id this node does not own is answered NOT_OWNER.
 - HANDOFF: for ids this node owns, with the sender's valid claim and the origin's valid signature (a member
   cannot spend another origin's share with junk), within the sender's put budget and the mailbox bounds.
+  A hand-off is an entry another owner already stored (its origin may have told its sender `queued` for that copy
+  alone), so the recipient's mailbox shares (per sender id, per origin) do not refuse it when its sender is not its
+  origin: the origin is the node that signed it, not the old owner passing it on, and an honest old owner held
+  only what fit those shares there; refused here, it would be lost with the old owner's copy. A hand-off whose
+  sender is its origin (an origin that was an owner too) counts like a put, so a member cannot pass its own
+  entries off as hand-offs to take more than its share (it can sign as no other origin).
   Hand-offs (and hand-off LEASEs) come from any member: after many joins at once the old owner may rank
   anywhere, and refusing would lose the entry.
 - MAILBOX_TAKE: only from a node within the top 2R for the entry's recipient (an owner before or after a change),
@@ -255,7 +264,7 @@ class Owner:
             pass
         elif self._sender_ok(from_node, env, now, extra_age_s=self.config.mailbox_ttl):
             ttl_s = min(msg.ttl_ms / 1000, self.config.mailbox_ttl)
-            if self.mailbox.put(env, now + ttl_s) is PutResult.STORED:
+            if self.mailbox.put(env, now + ttl_s, shares=from_node == env.origin) is PutResult.STORED:
                 self._push_waiting(env.to, now)
 
     def on_take(self, from_node: bytes, msg: MailboxTake, now: float) -> None:

@@ -16,7 +16,9 @@ Theory of operation
   on with hand-offs). A home node renews its leases every lease_ttl/3; a lease of a node that died is dropped by
   the relay core on the membership change. The owner role itself (who may say what) is node/protocol/relay/owner.py.
 - `Mailbox` is held by an owner: envelopes for an offline id, in arrival order per id, each with its TTL, bounded
-  per recipient, per sender id, per origin node (count and bytes) and in total (count and bytes).
+  per recipient, per sender id, per origin node (count and bytes) and in total (count and bytes), and within one
+  recipient's mailbox per sender id and per origin node (`mailbox_per_sender_per_id_max`,
+  `mailbox_per_origin_per_id_max`), so one key or one node cannot take a callee's whole mailbox.
   An entry pushed to a home node is "in flight" until that node acknowledges it; only then is it removed.
   `cancel_call` implements cancel-by-hangup: it removes the still-queued (not in-flight) envelopes of one call
   from one sender, if a call_offer is among them.
@@ -216,6 +218,8 @@ class MailLimits:
     per_origin_max: int = 2**62
     bytes_per_origin_max: int = 2**62
     per_sender_max: int = 2**62
+    per_sender_per_id_max: int = 2**62
+    per_origin_per_id_max: int = 2**62
 
     @classmethod
     def of(cls, c: RelaySection) -> MailLimits:
@@ -226,12 +230,16 @@ class MailLimits:
             per_origin_max=c.mailbox_per_origin_max,
             bytes_per_origin_max=c.mailbox_bytes_per_origin_max,
             per_sender_max=c.mailbox_per_sender_max,
+            per_sender_per_id_max=c.mailbox_per_sender_per_id_max,
+            per_origin_per_id_max=c.mailbox_per_origin_per_id_max,
         )
 
 
 class Mailbox:
     """Envelopes waiting for offline client ids: per-id FIFO, TTL; bounded per recipient id, per sender id, per
-    origin node (count and bytes) and in total (count and bytes)."""
+    origin node (count and bytes) and in total (count and bytes); and within one recipient's mailbox, per sender id
+    and per origin node (its shares: `put(..., shares=False)` skips only these two, for a hand-off of an entry
+    another owner already stored, node/protocol/relay/owner.py)."""
 
     def __init__(self, *, per_id_max: int, total_max: int, limits: MailLimits | None = None) -> None:
         self._lim = limits if limits is not None else MailLimits(per_id_max=per_id_max, total_max=total_max)
@@ -241,6 +249,8 @@ class Mailbox:
         self._per_origin: Counter[bytes] = Counter()
         self._bytes_per_origin: Counter[bytes] = Counter()
         self._per_sender: Counter[bytes] = Counter()
+        self._per_id_sender: dict[tuple[bytes, bytes], int] = {}  # (recipient, sender) -> entries
+        self._per_id_origin: dict[tuple[bytes, bytes], int] = {}  # (recipient, origin) -> entries
         self.bytes = 0
 
     def __len__(self) -> int:
@@ -252,7 +262,15 @@ class Mailbox:
     def get(self, eid: bytes) -> MailEntry | None:
         return self._by_eid.get(eid)
 
-    def _fits(self, env: PeerEnvelope) -> bool:
+    def from_sender(self, to: bytes, sender: bytes) -> int:
+        """Entries waiting for `to` from sender id `sender`."""
+        return self._per_id_sender.get((to, sender), 0)
+
+    def from_origin(self, to: bytes, origin: bytes) -> int:
+        """Entries waiting for `to` from origin node `origin`."""
+        return self._per_id_origin.get((to, origin), 0)
+
+    def _fits(self, env: PeerEnvelope, shares: bool) -> bool:
         lim, size = self._lim, entry_bytes(env)
         return (
             len(self._by_id.get(env.to, {})) < lim.per_id_max
@@ -261,12 +279,21 @@ class Mailbox:
             and self._per_origin[env.origin] < lim.per_origin_max
             and self._bytes_per_origin[env.origin] + size <= lim.bytes_per_origin_max
             and self._per_sender[env.sender] < lim.per_sender_max
+            and (
+                not shares
+                or (
+                    self._per_id_sender.get((env.to, env.sender), 0) < lim.per_sender_per_id_max
+                    and self._per_id_origin.get((env.to, env.origin), 0) < lim.per_origin_per_id_max
+                )
+            )
         )
 
-    def put(self, env: PeerEnvelope, deadline: float) -> PutResult:
+    def put(self, env: PeerEnvelope, deadline: float, *, shares: bool = True) -> PutResult:
+        """Store `env` until `deadline`, within every bound; with `shares=False` a sender's and an origin's share of
+        one recipient's mailbox do not refuse it (it still counts in them)."""
         if env.eid in self._by_eid:
             return PutResult.DUPLICATE
-        if not self._fits(env):
+        if not self._fits(env, shares):
             return PutResult.FULL
         entry = MailEntry(env=env, deadline=deadline)
         self._by_eid[env.eid] = entry
@@ -286,6 +313,12 @@ class Mailbox:
             counter[key] += sign * n
             if not counter[key]:
                 del counter[key]
+        for table, pair in ((self._per_id_sender, (env.to, env.sender)), (self._per_id_origin, (env.to, env.origin))):
+            left = table.get(pair, 0) + sign
+            if left:
+                table[pair] = left
+            else:
+                del table[pair]
 
     def remove(self, eid: bytes) -> MailEntry | None:
         entry = self._by_eid.pop(eid, None)
