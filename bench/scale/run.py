@@ -73,6 +73,7 @@ burst = 1000000
 pending_per_id_max = 1000000
 pending_per_address_max = 1000000
 mailbox_per_address_max = 1000000
+mailbox_per_address_per_id_max = 1000000
 """
 
 
