@@ -490,6 +490,28 @@ def test_a_whole_call_to_an_offline_callee_fits_the_shares() -> None:
     assert [d.body for d in sim.delivered[cb]] == [b"%d" % ref for ref in range(23)]
 
 
+def test_a_call_that_took_its_whole_share_can_still_be_hung_up() -> None:
+    """Cancel by hangup (docs/protocol.md) still works for a call that took all of its sender's and its address's
+    share of an offline callee's mailbox: a call_hangup fits one over the shares, at the origin and at the owners.
+    Without that room the hangup was refused (rate_limited) and the callee would get a dead call on waking."""
+    sim = RelaySim(seed=4, config=SHIPPED, nodes=4)
+    caller_node, callee_node = sim.alive()[:2]
+    caller, callee = CLIENTS[22], CLIENTS[23]
+    ca = sim.connect(caller_node, caller)
+    sim.run_for(1.0)
+    kinds = [Kind.CALL_OFFER] + [Kind.CALL_ICE] * 23  # 24: the whole share
+    for ref, kind in enumerate(kinds):
+        sim.send(ca, Envelope(kind=kind, to=callee, call=b"call", body=b"", ref=ref))
+    sim.run_for(1.0)
+    sim.send(ca, Envelope(kind=Kind.CALL_HANGUP, to=callee, call=b"call", body=b"", ref=24))
+    sim.run_for(1.0)
+    got = {r.ref: r.status for r in sim.receipts[ca] if r.status is not Status.QUEUED}
+    assert got == {ref: Status.CANCELLED for ref in range(25)}, got
+    cb = sim.connect(callee_node, callee)
+    sim.run_for(2.0)
+    assert sim.delivered[cb] == []
+
+
 def test_fresh_keys_from_one_address_share_its_budget_of_one_recipients_mailbox() -> None:
     """Rule (origin): envelopes from one source address to one recipient in the mailbox path at once are at most
     `mailbox_per_address_per_id_max`, whatever the number of keys; the budget is released by the terminal receipt,

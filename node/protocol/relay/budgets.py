@@ -50,14 +50,15 @@ class OriginBudgets:
         _bump(self._pending_by_id, sender, sign)
         _bump(self._pending_by_addr, addr, sign)
 
-    def mail_admit(self, addr: str, to: bytes, body_bytes: int) -> bool:
-        """May one more envelope from `addr` to `to` enter the mailbox path?"""
+    def mail_admit(self, addr: str, to: bytes, body_bytes: int, *, hangup: bool = False) -> bool:
+        """May one more envelope from `addr` to `to` enter the mailbox path? A call_hangup (`hangup`) fits one over
+        the share of one recipient, so a caller whose call took all of it can still end it (cancel by hangup)."""
         c = self.config
         size = body_bytes + ENTRY_OVERHEAD_BYTES
         return (
             self._mail_by_addr.get(addr, 0) < c.mailbox_per_address_max
             and self._mail_bytes_by_addr.get(addr, 0) + size <= c.mailbox_bytes_per_address_max
-            and self._mail_by_addr_to.get((addr, to), 0) < c.mailbox_per_address_per_id_max
+            and self._mail_by_addr_to.get((addr, to), 0) < c.mailbox_per_address_per_id_max + hangup
         )
 
     def mail(self, addr: str, to: bytes, body_bytes: int, sign: int) -> None:

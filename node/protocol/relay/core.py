@@ -451,7 +451,10 @@ class RelayCore:
         return p.bare
 
     def _mailbox_put(self, p: Pending, now: float) -> None:
-        if p.phase not in _MAIL_PHASES and not self._budgets.mail_admit(p.addr, p.env.to, len(p.env.body)):
+        env = p.env
+        if p.phase not in _MAIL_PHASES and not self._budgets.mail_admit(
+            p.addr, env.to, len(env.body), hangup=env.kind is Kind.CALL_HANGUP
+        ):
             self._finish(p, Status.REJECTED, now, Reason.RATE_LIMITED)
             return
         if not p.env.origin_sig:  # signed once: a home accepts an owner's push only with the origin's signature

@@ -279,13 +279,16 @@ class Mailbox:
             and self._per_origin[env.origin] < lim.per_origin_max
             and self._bytes_per_origin[env.origin] + size <= lim.bytes_per_origin_max
             and self._per_sender[env.sender] < lim.per_sender_max
-            and (
-                not shares
-                or (
-                    self._per_id_sender.get((env.to, env.sender), 0) < lim.per_sender_per_id_max
-                    and self._per_id_origin.get((env.to, env.origin), 0) < lim.per_origin_per_id_max
-                )
-            )
+            and (not shares or self._within_shares(env))
+        )
+
+    def _within_shares(self, env: PeerEnvelope) -> bool:
+        """Does `env` fit its sender's and its origin's share of its recipient's mailbox? A call_hangup fits one
+        over them, so a caller whose call took its whole share can still end it (cancel by hangup)."""
+        lim, room = self._lim, int(env.kind is Kind.CALL_HANGUP)
+        return (
+            self._per_id_sender.get((env.to, env.sender), 0) < lim.per_sender_per_id_max + room
+            and self._per_id_origin.get((env.to, env.origin), 0) < lim.per_origin_per_id_max + room
         )
 
     def put(self, env: PeerEnvelope, deadline: float, *, shares: bool = True) -> PutResult:
