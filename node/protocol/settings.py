@@ -216,8 +216,8 @@ class RelaySection:
     # cannot take a callee's whole mailbox and lock its other callers out; over it the put is refused like a full
     # mailbox (rate_limited). Room for one call to an offline callee: its offer, the candidates the caller trickles
     # (host, server-reflexive and relayed ones for each network: a handful, up to about twenty) and the end of
-    # candidates; fewer would lose that call's last candidates, and the relayed ones come last. docs/protocol.md,
-    # "Budgets".
+    # candidates; fewer would lose that call's last candidates, and the relayed ones come last. A call_hangup fits
+    # one over this share and the two below, so such a call can still be cancelled. docs/protocol.md, "Budgets".
     mailbox_per_sender_per_id_max: int = attrs.field(default=24, validator=[v.ge(1), _not_over("mailbox_per_id_max")])
     # Entries from one origin node in one recipient's mailbox, at each owner (at most `mailbox_per_id_max`): one
     # hostile member, or the clients of one node whatever their keys and addresses, take at most this share of it
