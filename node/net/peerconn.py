@@ -145,12 +145,19 @@ class Channel:
             plaintext = self.session.open(header, await self._reader.read_exactly(n))
             return unpackb(plaintext, max_bytes=max_bytes, max_items=max_items)
 
-    async def receive_batch(self) -> list[Any]:
-        """The maps of one sealed frame of a link (a batch; see the module docstring)."""
+    async def receive_sealed(self) -> tuple[bytes, bytes]:
+        """The header and ciphertext of a link's next frame, read but not yet opened: `open_batch` opens it.
+
+        Two steps so that a link's reader can measure the CPU of opening and decoding a frame, which never awaits,
+        apart from the reads, which may let the other tasks run (node/net/peers.py `_reader`)."""
         header = await self._reader.read_exactly(LINK_FRAME_HEADER_BYTES)
         n = LinkSession.frame_length(header, Limits.PEER_FRAME_MAX)
-        plaintext = self.session.open(header, await self._reader.read_exactly(n))
-        return unpack_all(plaintext, max_bytes=Limits.PEER_FRAME_MAX)
+        return header, await self._reader.read_exactly(n)
+
+    def open_batch(self, header: bytes, ciphertext: bytes) -> list[Any]:
+        """The maps of a link's frame from `receive_sealed` (a batch; see the module docstring): decrypted and
+        decoded, synchronously. Raises RemoteProtocolError (the link cannot go on)."""
+        return unpack_all(self.session.open(header, ciphertext), max_bytes=Limits.PEER_FRAME_MAX)
 
     def read_ahead(self) -> None:
         """The connection has authenticated: reads ask for `READ_AHEAD` bytes from now on (`_Buffered`)."""
@@ -158,7 +165,7 @@ class Channel:
 
     @property
     def reads(self) -> int:
-        """Socket reads so far; unchanged across `receive_batch` means the frame was already buffered (no yield)."""
+        """Socket reads so far; unchanged across `receive_sealed` means the frame was already buffered (no yield)."""
         return self._reader.reads
 
     @property

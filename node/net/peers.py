@@ -16,11 +16,13 @@ carries out the core's commands (write, half-close, close, deliver, report unrea
   link's reader, behind an older one: the core's rules L1-L5). The listener passes the link number of the
   dialler's LINK_HELLO to the core (`Channel.peer_link`): the core orders links by it, not by when they arrive.
 - Timers (dial deadlines, retired links, held batches, backoff) run through `CoreTimer` (node/net/timer.py).
-- Each link has a budget of handling time (`[peers] handle_cpu_per_s`, `handle_cpu_burst_s`; docs/security.md,
-  "Malicious member"): the thread CPU time of every call that hands its maps to the core (and through it to the
-  relay) is charged to the link's bucket, and while the bucket is in debt the reader neither hands over nor reads
-  anything until it has refilled. What the member sent waits in the socket buffers (TCP backpressure); nothing is
-  dropped and the link is not closed for it.
+- Each link has a budget of CPU time (`[peers] handle_cpu_per_s`, `handle_cpu_burst_s`; docs/security.md,
+  "Malicious node operator"): the thread CPU time of opening (decrypting) and decoding each frame and of every call
+  that hands its maps to the core (and through it to the relay) is charged to the link's bucket, and while the
+  bucket is in debt the reader neither hands over, reads nor decrypts anything until it has refilled. Only the
+  socket reads (each asking for at least 64 KiB) are not charged: what a link costs is measured between the awaits
+  that may let other tasks run, never across one (`_reader`). What the member sent waits in the socket buffers
+  (TCP backpressure); nothing is dropped and the link is not closed for it.
 """
 
 from __future__ import annotations
@@ -160,9 +162,9 @@ class _Conn:
     chan: Channel
     out: _LinkOut
     we_initiated: bool
-    budget: TokenBucket  # milliseconds of handling CPU (`[peers] handle_cpu_per_s`, `handle_cpu_burst_s`)
+    budget: TokenBucket  # milliseconds of CPU (`[peers] handle_cpu_per_s`, `handle_cpu_burst_s`)
     resume: trio.Event = attrs.Factory(trio.Event)  # the core released a held batch: read on
-    handled_s: float = 0.0  # CPU seconds spent handling what this link sent
+    handled_s: float = 0.0  # CPU seconds spent opening, decoding and handling what this link sent
     throttled_s: float = 0.0  # seconds this link was not read because its budget was spent
     close_now: trio.Event = attrs.Factory(trio.Event)  # the core said Close
     lost: bool = False  # it held frames it never wrote when it was closed
@@ -204,12 +206,12 @@ class PeerLinks:
         flusher: Flusher | None = None,
         cpu_clock: Callable[[], float] = time.thread_time,
     ) -> None:
-        """`cpu_clock` measures handling (seconds): the thread's CPU time, so a busy machine's other processes do
-        not count against a link (two reads per call of up to `MAPS_PER_CALL` maps, ~0.6 us each here, against
-        5-100 us per map handled)."""
+        """`cpu_clock` measures what a link costs (seconds): the thread's CPU time, so a busy machine's other
+        processes do not count against a link (one read per call of up to `MAPS_PER_CALL` maps and one after each
+        socket read or wait, ~0.6 us each here, against 5-100 us per map handled)."""
         self.identity = identity
         self.cpu_clock = cpu_clock
-        self.handled_s = 0.0  # all links together: CPU seconds spent handling what they sent (metrics)
+        self.handled_s = 0.0  # all links together: CPU seconds spent opening, decoding, handling what they sent
         self.throttled_s = 0.0  # all links together: seconds links were not read for their budget (metrics)
         self.admit = admit
         self.address_of = address_of
@@ -413,33 +415,48 @@ class PeerLinks:
     async def _reader(self, conn: _Conn) -> None:
         """Read batches and hand their maps to the core (`calls`: `MAPS_PER_CALL` maps, `IDS_PER_CALL` ids at a
         time), for at most a time slice (`[peers] handle_slice_s`, node/net/slicing.py) between two turns of the
-        other tasks, and within the link's budget of handling CPU (`_within_budget`). A batch may hold 256 KiB of
-        maps and a read several batches: handled in one go, one member's frames held the loop."""
+        other tasks, and within the link's budget of CPU (`_within_budget`). A batch may hold 256 KiB of maps and a
+        read several batches: handled in one go, one member's frames held the loop.
+
+        The budget is charged with the thread CPU time from `mark` to the end of each call: what the link cost since
+        the reader last let the other tasks run or last charged, so opening (decrypting) and decoding a frame, its
+        header and the checks of its maps are charged with its first call, and each further call with its own
+        handling. `mark` is taken again after every await that may have let another task run (a socket read, the
+        slice's turn, a wait for budget or for `Resume`), never across one: their CPU is not this link's. An await
+        of a frame that was already buffered (`chan.reads` unchanged) does not suspend and is charged. Only the
+        socket reads themselves (each asks for at least `READ_AHEAD`, 64 KiB) and the copying of what they return
+        go uncharged. One clock read per call."""
         chan, base, flusher, cpu = conn.chan, self.limits.handle_slice_s, self.flusher, self.cpu_clock
         stop, reads = slice_end(base, flusher.last_turn_s), chan.reads
+        mark = cpu()
         try:
             while True:
-                batch = await chan.receive_batch()
+                header, ciphertext = await chan.receive_sealed()
+                if chan.reads != reads:  # the read let the others run: a new slice, and the CPU from here is ours
+                    stop, reads = slice_end(base, flusher.last_turn_s), chan.reads
+                    mark = cpu()
+                batch = chan.open_batch(header, ciphertext)
                 if not all(isinstance(msg, dict) for msg in batch):
                     raise RemoteProtocolError("peer frame is not a map")
-                if chan.reads != reads:  # the read let the others run: a new slice
-                    stop, reads = slice_end(base, flusher.last_turn_s), chan.reads
                 for maps in calls(batch):
                     if time.perf_counter() >= stop:
+                        self._charge(conn, cpu() - mark)  # the frame's opening, before the others run
                         await next_turn()
                         stop = slice_end(base, flusher.last_turn_s)
-                    started = cpu()
+                        mark = cpu()
                     go = self.core.received(conn.id, maps, trio.current_time())
                     self._run()
-                    self._charge(conn, cpu() - started)
+                    spent = cpu()
+                    self._charge(conn, spent - mark)
+                    mark = spent
                     # checked after each charge, so before the next call and the next read alike: while the budget
-                    # is spent nothing more is handed over or read
+                    # is spent nothing more is handed over, read or decrypted
                     if await self._within_budget(conn):
-                        stop = slice_end(base, flusher.last_turn_s)
+                        stop, mark = slice_end(base, flusher.last_turn_s), cpu()
                     if not go:  # held until the retired links of this peer are read to their end
                         await conn.resume.wait()
                         conn.resume = trio.Event()
-                        stop = slice_end(base, flusher.last_turn_s)
+                        stop, mark = slice_end(base, flusher.last_turn_s), cpu()
         except RemoteProtocolError as exc:  # a bad frame from the peer, or one the core refused: the link ends
             self.on_refused(exc.refusal)
             raise
@@ -451,11 +468,12 @@ class PeerLinks:
         self.handled_s += spent_s
 
     async def _within_budget(self, conn: _Conn) -> bool:
-        """Wait, reading nothing, until the link's budget of handling CPU is out of debt; True when it waited.
+        """Wait, reading nothing, until the link's budget of CPU is out of debt; True when it waited.
 
         The wait is cancellable: a Close meanwhile ends the reader, and the maps of the batch it held are what the
-        core would have ignored from a closing link anyway. Over any T seconds a link is handled for at most
-        `handle_cpu_burst_s + handle_cpu_per_s * T` plus one call (the last one before the debt shows)."""
+        core would have ignored from a closing link anyway. Over any T seconds a link costs at most
+        `handle_cpu_burst_s + handle_cpu_per_s * T` plus one frame's opening and one call (the last ones before the
+        debt shows)."""
         now = trio.current_time()
         wait = conn.budget.wait_s(now, 0.0)
         if wait <= 0.0:

@@ -25,7 +25,7 @@ from node.net.peers import MAPS_PER_CALL, PeerLinks, calls
 from node.net.sockio import Flusher
 from node.protocol.identity import Identity
 from node.protocol.peerlink import PeerLimits
-from node.protocol.wire import MsgType
+from node.protocol.wire import Limits, MsgType, packb, unpack_all
 from node.protocol.wire.link import LINK_VERSION
 
 WAIT_S = 20.0  # the bound of every wait: generous for a loaded 2-core machine, still a failure when it hangs
@@ -40,6 +40,8 @@ class Node:
     scope: trio.CancelScope
     stopped: trio.Event
     received: list[tuple[bytes, dict[str, Any]]] = attrs.Factory(list)
+    tally: dict[bytes, int] = attrs.Factory(dict)  # maps received per peer (kept in `received` too, except ...)
+    count_only: set[bytes] = attrs.Factory(set)  # ... those from these peers (a flood of large maps)
     unreachable: list[bytes] = attrs.Factory(list)
     accepted: int = 0  # inbound link connections handed to `PeerLinks.accept` by the listener
     accept_done: int = 0  # ... and those of them that have ended
@@ -114,7 +116,9 @@ async def _run_node(
 
                 def on_message(peer: bytes, msg: dict[str, Any]) -> None:
                     assert node is not None
-                    node.received.append((peer, msg))
+                    node.tally[peer] = node.tally.get(peer, 0) + 1
+                    if peer not in node.count_only:
+                        node.received.append((peer, msg))
                     if node.cost_s > 0:
                         started = time.thread_time()
                         while time.thread_time() - started < node.cost_s:
@@ -733,6 +737,71 @@ async def test_a_member_writing_at_full_speed_gets_at_most_its_cpu_budget_is_not
         await wait_until(lambda: len(b.received) >= total, "all of A's maps at B")
         assert b.frames_from(a.id) == list(range(total))
         assert b.links.link(a.id) is conn
+        nursery.cancel_scope.cancel()
+
+
+def _decode_s(plaintext: bytes) -> float:
+    """The thread CPU time decoding `plaintext` as a link's batch takes here (the least of 3 runs): a lower bound of
+    what receiving it costs a node, which also decrypts it."""
+    costs = []
+    for _ in range(3):
+        started = time.thread_time()
+        unpack_all(plaintext, max_bytes=Limits.PEER_FRAME_MAX)
+        costs.append(time.thread_time() - started)
+    return min(costs)
+
+
+async def test_a_member_sending_frames_costly_to_open_and_cheap_to_handle_gets_at_most_its_cpu_budget() -> None:
+    """A stages, as fast as its link takes them, frames of one map of 80,000 short strings (~240 KiB): each costs B
+    a few ms to decrypt and decode (~20 times what sealing it costs A) and nothing to handle (B's handler only
+    counts it, as the relay refuses an unknown map at once). Within a window of T seconds B may spend at most
+    `handle_cpu_burst_s + handle_cpu_per_s * T` on A's link, plus one frame and its call (the last before the debt
+    shows) and a margin: the frames B read, at the least CPU one costs to decode, fit that, B's accounting for the
+    link (`handled_s`) holds their decoding, and the link was not read for at least half the window
+    (`throttled_s`). Without charging opening and decoding, B read A's frames at the speed of the link, spending
+    on them whatever CPU the machine gave it, and never throttled A. A's link stays up, and C's honest link to B
+    meanwhile delivers every map it sends, in order, unthrottled."""
+    limits = attrs.evolve(DEFAULT_LIMITS, handle_cpu_per_s=FLOOD_CPU_PER_S, handle_cpu_burst_s=FLOOD_CPU_BURST_S)
+    plaintext = packb({"n": 0, "l": [["ab"] * 4000 for _ in range(20)]})
+    assert len(plaintext) <= Limits.PEER_FRAME_MAX
+    decode_s = _decode_s(plaintext)
+    window_s, honest_total = 1.5, 30
+    book: Book = {}
+    admitted: set[bytes] = set()
+    async with trio.open_nursery() as nursery:
+        a = await start_node(nursery, book, admitted)
+        b = await start_node(nursery, book, admitted, limits=limits)
+        c = await start_node(nursery, book, admitted)
+        await connect(a, b)
+        assert c.links.send(b.id, {"n": "hello"})
+        await wait_until(lambda: b.frames_from(c.id) == ["hello"] and b.links.link(c.id) is not None, "C's link")
+        b.received.clear()
+        b.count_only.add(a.id)  # A's maps are only counted: 150 of them kept would be ~600 MB of strings
+        conn, honest, out = _link(b, a), _link(b, c), _link(a, b).out
+        read_before = b.tally.get(a.id, 0)
+        honest_sent = 0
+        started = trio.current_time()
+        with trio.fail_after(WAIT_S):
+            while (now := trio.current_time()) < started + window_s:
+                while out.pending_bytes < 4 * len(plaintext):  # A's own backlog stays small; the rest waits in TCP
+                    out.stage(plaintext)
+                if honest_sent < honest_total and now >= started + honest_sent * window_s / honest_total:
+                    assert c.links.send(b.id, {"n": honest_sent})
+                    honest_sent += 1
+                await trio.sleep(0.001)
+        read, elapsed = b.tally.get(a.id, 0) - read_before, trio.current_time() - started
+        allowed = FLOOD_CPU_BURST_S + FLOOD_CPU_PER_S * elapsed + 2 * decode_s + 0.02
+        assert read * decode_s <= allowed, (
+            f"B decoded {read} of A's frames in {elapsed:.2f} s, at least {read * decode_s:.3f} s of CPU "
+            f"(budget {allowed:.3f})"
+        )
+        assert conn.handled_s >= read * decode_s / 2, (conn.handled_s, read, decode_s)  # their decoding is charged
+        assert conn.throttled_s >= elapsed / 2, conn.throttled_s
+        assert b.links.throttled_s >= conn.throttled_s and b.links.handled_s >= conn.handled_s
+        assert b.links.link(a.id) is conn and out.pending_bytes > 0  # not closed, and the rest is still unread
+        await wait_until(lambda: b.tally.get(c.id, 0) >= honest_total, "C's maps at B")
+        assert b.frames_from(c.id) == list(range(honest_total))
+        assert honest.throttled_s == 0.0 and b.links.link(c.id) is honest
         nursery.cancel_scope.cancel()
 
 
