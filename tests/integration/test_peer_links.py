@@ -9,6 +9,7 @@ here is a bounded poll of an observable condition under `trio.fail_after`.
 from __future__ import annotations
 
 import functools
+import gc
 import math
 import socket
 import time
@@ -740,31 +741,44 @@ async def test_a_member_writing_at_full_speed_gets_at_most_its_cpu_budget_is_not
         nursery.cancel_scope.cancel()
 
 
-def _decode_s(plaintext: bytes) -> float:
-    """The thread CPU time decoding `plaintext` as a link's batch takes here (the least of 3 runs): a lower bound of
-    what receiving it costs a node, which also decrypts it."""
+def costly_to_decode(**fields: Any) -> bytes:
+    """One map of `fields` and 80,000 two-byte strings, packed (~240 KiB, within a frame): decoding it makes 80,000
+    objects, 2-5 ms here, over ten times what sealing it costs its sender (~0.3 ms)."""
+    plaintext = packb({**fields, "l": [["ab"] * 4000 for _ in range(20)]})
+    assert len(plaintext) <= Limits.PEER_FRAME_MAX
+    return plaintext
+
+
+def decode_cpu_s(plaintext: bytes) -> float:
+    """The thread CPU time decoding `plaintext` as a link's batch takes here, the least of 3 runs with the garbage
+    collector off: a lower bound of what receiving it costs a node, which also decrypts it (and may collect)."""
     costs = []
-    for _ in range(3):
-        started = time.thread_time()
-        unpack_all(plaintext, max_bytes=Limits.PEER_FRAME_MAX)
-        costs.append(time.thread_time() - started)
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        for _ in range(3):
+            started = time.thread_time()
+            unpack_all(plaintext, max_bytes=Limits.PEER_FRAME_MAX)
+            costs.append(time.thread_time() - started)
+    finally:
+        if enabled:
+            gc.enable()
     return min(costs)
 
 
 async def test_a_member_sending_frames_costly_to_open_and_cheap_to_handle_gets_at_most_its_cpu_budget() -> None:
     """A stages, as fast as its link takes them, frames of one map of 80,000 short strings (~240 KiB): each costs B
-    a few ms to decrypt and decode (~20 times what sealing it costs A) and nothing to handle (B's handler only
+    a few ms to decrypt and decode (over ten times what sealing it costs A) and nothing to handle (B's handler only
     counts it, as the relay refuses an unknown map at once). Within a window of T seconds B may spend at most
     `handle_cpu_burst_s + handle_cpu_per_s * T` on A's link, plus one frame and its call (the last before the debt
-    shows) and a margin: the frames B read, at the least CPU one costs to decode, fit that, B's accounting for the
-    link (`handled_s`) holds their decoding, and the link was not read for at least half the window
-    (`throttled_s`). Without charging opening and decoding, B read A's frames at the speed of the link, spending
-    on them whatever CPU the machine gave it, and never throttled A. A's link stays up, and C's honest link to B
-    meanwhile delivers every map it sends, in order, unthrottled."""
+    shows) and a margin: the frames B read, at the least CPU one costs to decode (measured apart, so within 1.5
+    times), fit that, and so does B's accounting for the link (`handled_s`), which holds their decoding; the link
+    was not read for at least half the window (`throttled_s`). Without charging opening and decoding, B read A's
+    frames at the speed of the link, spending on them whatever CPU the machine gave it, and never throttled A. A's
+    link stays up, and C's honest link to B meanwhile delivers every map it sends, in order, unthrottled."""
     limits = attrs.evolve(DEFAULT_LIMITS, handle_cpu_per_s=FLOOD_CPU_PER_S, handle_cpu_burst_s=FLOOD_CPU_BURST_S)
-    plaintext = packb({"n": 0, "l": [["ab"] * 4000 for _ in range(20)]})
-    assert len(plaintext) <= Limits.PEER_FRAME_MAX
-    decode_s = _decode_s(plaintext)
+    plaintext = costly_to_decode(n=0)
+    decode_s = decode_cpu_s(plaintext)
     window_s, honest_total = 1.5, 30
     book: Book = {}
     admitted: set[bytes] = set()
@@ -791,11 +805,13 @@ async def test_a_member_sending_frames_costly_to_open_and_cheap_to_handle_gets_a
                 await trio.sleep(0.001)
         read, elapsed = b.tally.get(a.id, 0) - read_before, trio.current_time() - started
         allowed = FLOOD_CPU_BURST_S + FLOOD_CPU_PER_S * elapsed + 2 * decode_s + 0.02
-        assert read * decode_s <= allowed, (
+        # the frames B read, at the least CPU one costs (measured apart: up to 1.5 times off on a loaded machine)
+        assert read * decode_s <= 1.5 * allowed, (
             f"B decoded {read} of A's frames in {elapsed:.2f} s, at least {read * decode_s:.3f} s of CPU "
             f"(budget {allowed:.3f})"
         )
         assert conn.handled_s >= read * decode_s / 2, (conn.handled_s, read, decode_s)  # their decoding is charged
+        assert conn.handled_s <= allowed, f"B charged {conn.handled_s:.3f} s to A's link (budget {allowed:.3f})"
         assert conn.throttled_s >= elapsed / 2, conn.throttled_s
         assert b.links.throttled_s >= conn.throttled_s and b.links.handled_s >= conn.handled_s
         assert b.links.link(a.id) is conn and out.pending_bytes > 0  # not closed, and the rest is still unread

@@ -20,6 +20,7 @@ from node.protocol.identity import Identity
 from node.protocol.nodelist import NodeEntry, build_node_list
 from node.protocol.wire import MsgType
 from tests.integration.cluster import federation, loopback_config, refused_count, until
+from tests.integration.test_peer_links import costly_to_decode, decode_cpu_s
 
 ATTACKER = "127.0.0.2"  # another /32 than the node's members on 127.0.0.1
 
@@ -296,3 +297,53 @@ async def test_a_member_flooding_its_link_with_leases_gets_at_most_its_cpu_budge
         assert victim.links.link(hostile.identity.id) is conn  # read slowly, not closed
         refused = refused_total(victim) - refused_before
         assert refused >= 256, refused  # its claims were read and refused, not dropped unread
+
+
+async def test_a_member_flooding_its_link_with_frames_costly_to_decode_gets_at_most_its_cpu_budget(
+    tmp_path: Path,
+) -> None:
+    """A member of a two-node federation writes, as fast as its link takes them, frames of one map of 80,000 short
+    strings (~240 KiB) of a relay type that does not exist: each costs the victim a few ms to decrypt and decode
+    (over ten times what sealing it cost the member) and almost nothing to refuse. The victim charges the decrypting
+    and decoding to the link: with a budget of 50 ms a second and a 20 ms burst, the maps it read and refused, at
+    the least CPU one costs to decode (measured apart, so within 1.5 times), fit the budget over the window (plus
+    one frame and a margin), so does the CPU it reports (`homing_peer_handle_seconds_total`), which holds their
+    decoding, and it left the link unread for at least half the window (`homing_peer_throttled_seconds_total`).
+    The link stays open. Without the charge the victim decoded such frames at the speed of the link and never
+    throttled it."""
+    per_s, burst_s, window_s = 0.05, 0.02, 1.5
+    unknown = 200
+    assert unknown not in {int(t) for t in MsgType}
+    plaintext = costly_to_decode(t=unknown)
+    decode_s = decode_cpu_s(plaintext)  # a lower bound of what one frame costs the victim
+    async with federation(tmp_path, 2, peers={"handle_cpu_per_s": per_s, "handle_cpu_burst_s": burst_s}) as nodes:
+        victim, hostile = nodes
+        hello = {"t": int(MsgType.LEASE_DROP), "h": hostile.identity.id, "ids": []}  # opens the link, costs nothing
+        with trio.fail_after(10):
+            while hostile.links.link(victim.identity.id) is None or victim.links.link(hostile.identity.id) is None:
+                hostile.links.send(victim.identity.id, hello)
+                await trio.sleep(0.01)
+        conn, hostile_link = victim.links.link(hostile.identity.id), hostile.links.link(victim.identity.id)
+        assert hostile_link is not None
+        out = hostile_link.out  # the member's own link: it writes pre-encoded maps, as a modified node would
+        handled_before, throttled_before = _peer_seconds(victim)
+        refused_before = refused_total(victim)
+        started = trio.current_time()
+        with trio.fail_after(10):
+            while trio.current_time() < started + window_s:
+                while out.pending_bytes < 4 * len(plaintext):  # its backlog stays small; the rest waits in TCP
+                    out.stage(plaintext)
+                await trio.sleep(0.001)
+        handled, throttled = _peer_seconds(victim)
+        elapsed = trio.current_time() - started
+        spent, refused = handled - handled_before, refused_total(victim) - refused_before
+        allowed = burst_s + per_s * elapsed + 2 * decode_s + 0.02
+        # the frames it read, at the least CPU one costs (measured apart: up to 1.5 times off on a loaded machine)
+        assert refused * decode_s <= 1.5 * allowed, (
+            f"the victim decoded and refused {refused:.0f} frames in {elapsed:.2f} s, at least "
+            f"{refused * decode_s:.3f} s of CPU (budget {allowed:.3f})"
+        )
+        assert refused >= 1 and spent >= refused * decode_s / 2, (spent, refused, decode_s)  # decoding is charged
+        assert spent <= allowed, f"{spent:.3f} s of CPU on the member's link in {elapsed:.2f} s (budget {allowed:.3f})"
+        assert throttled - throttled_before >= elapsed / 2, throttled
+        assert victim.links.link(hostile.identity.id) is conn  # read slowly, not closed
