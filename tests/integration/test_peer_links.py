@@ -771,11 +771,12 @@ async def test_a_member_sending_frames_costly_to_open_and_cheap_to_handle_gets_a
     a few ms to decrypt and decode (over ten times what sealing it costs A) and nothing to handle (B's handler only
     counts it, as the relay refuses an unknown map at once). Within a window of T seconds B may spend at most
     `handle_cpu_burst_s + handle_cpu_per_s * T` on A's link, plus one frame and its call (the last before the debt
-    shows) and a margin: the frames B read, at the least CPU one costs to decode (measured apart, so within 1.5
-    times), fit that, and so does B's accounting for the link (`handled_s`), which holds their decoding; the link
-    was not read for at least half the window (`throttled_s`). Without charging opening and decoding, B read A's
-    frames at the speed of the link, spending on them whatever CPU the machine gave it, and never throttled A. A's
-    link stays up, and C's honest link to B meanwhile delivers every map it sends, in order, unthrottled."""
+    shows) and a margin. B's accounting for the link (`handled_s`) fits that and holds the frames' decoding; the
+    frames B read, at the least CPU one costs to decode (measured apart, before and after the window, so only
+    within 2 times), fit it too; and the link was not read for at least half the window (`throttled_s`). Without
+    charging opening and decoding, B read A's frames at the speed of the link, spending on them whatever CPU the
+    machine gave it, and never throttled A. A's link stays up, and C's honest link to B meanwhile delivers every
+    map it sends, in order, unthrottled."""
     limits = attrs.evolve(DEFAULT_LIMITS, handle_cpu_per_s=FLOOD_CPU_PER_S, handle_cpu_burst_s=FLOOD_CPU_BURST_S)
     plaintext = costly_to_decode(n=0)
     decode_s = decode_cpu_s(plaintext)
@@ -804,9 +805,11 @@ async def test_a_member_sending_frames_costly_to_open_and_cheap_to_handle_gets_a
                     honest_sent += 1
                 await trio.sleep(0.001)
         read, elapsed = b.tally.get(a.id, 0) - read_before, trio.current_time() - started
+        decode_s = min(decode_s, decode_cpu_s(plaintext))
         allowed = FLOOD_CPU_BURST_S + FLOOD_CPU_PER_S * elapsed + 2 * decode_s + 0.02
-        # the frames B read, at the least CPU one costs (measured apart: up to 1.5 times off on a loaded machine)
-        assert read * decode_s <= 1.5 * allowed, (
+        # the frames B read, at the least CPU one costs: measured apart, that may be off by over 1.4 times on a
+        # loaded machine; the frames read before the charge cost 4-10 times the budget
+        assert read * decode_s <= 2 * allowed, (
             f"B decoded {read} of A's frames in {elapsed:.2f} s, at least {read * decode_s:.3f} s of CPU "
             f"(budget {allowed:.3f})"
         )

@@ -305,12 +305,12 @@ async def test_a_member_flooding_its_link_with_frames_costly_to_decode_gets_at_m
     """A member of a two-node federation writes, as fast as its link takes them, frames of one map of 80,000 short
     strings (~240 KiB) of a relay type that does not exist: each costs the victim a few ms to decrypt and decode
     (over ten times what sealing it cost the member) and almost nothing to refuse. The victim charges the decrypting
-    and decoding to the link: with a budget of 50 ms a second and a 20 ms burst, the maps it read and refused, at
-    the least CPU one costs to decode (measured apart, so within 1.5 times), fit the budget over the window (plus
-    one frame and a margin), so does the CPU it reports (`homing_peer_handle_seconds_total`), which holds their
-    decoding, and it left the link unread for at least half the window (`homing_peer_throttled_seconds_total`).
-    The link stays open. Without the charge the victim decoded such frames at the speed of the link and never
-    throttled it."""
+    and decoding to the link: with a budget of 50 ms a second and a 20 ms burst, the CPU it reports for its peer
+    links (`homing_peer_handle_seconds_total`) fits the budget over the window (plus one frame and a margin) and
+    holds the frames' decoding; the maps it read and refused, at the least CPU one costs to decode (measured apart,
+    before and after the window, so only within 2 times), fit it too; and it left the link unread for at least
+    half the window (`homing_peer_throttled_seconds_total`). The link stays open. Without the charge the victim
+    decoded such frames at the speed of the link and never throttled it."""
     per_s, burst_s, window_s = 0.05, 0.02, 1.5
     unknown = 200
     assert unknown not in {int(t) for t in MsgType}
@@ -337,9 +337,11 @@ async def test_a_member_flooding_its_link_with_frames_costly_to_decode_gets_at_m
         handled, throttled = _peer_seconds(victim)
         elapsed = trio.current_time() - started
         spent, refused = handled - handled_before, refused_total(victim) - refused_before
+        decode_s = min(decode_s, decode_cpu_s(plaintext))
         allowed = burst_s + per_s * elapsed + 2 * decode_s + 0.02
-        # the frames it read, at the least CPU one costs (measured apart: up to 1.5 times off on a loaded machine)
-        assert refused * decode_s <= 1.5 * allowed, (
+        # the frames it read, at the least CPU one costs: measured apart, that may be off by over 1.4 times on a
+        # loaded machine; the frames read before the charge cost 4-10 times the budget
+        assert refused * decode_s <= 2 * allowed, (
             f"the victim decoded and refused {refused:.0f} frames in {elapsed:.2f} s, at least "
             f"{refused * decode_s:.3f} s of CPU (budget {allowed:.3f})"
         )
