@@ -695,7 +695,7 @@ async def test_a_batch_of_leases_reaches_the_core_one_lease_per_call() -> None:
         nursery.cancel_scope.cancel()
 
 
-# --- handling budget: one member's link gets at most its share of the loop's CPU --------------------------------
+# --- CPU budget: one member's link gets at most its share of the loop's CPU -------------------------------------------
 
 FLOOD_CPU_PER_S = 0.05
 FLOOD_CPU_BURST_S = 0.02
