@@ -35,9 +35,9 @@ What to count where (so dashboards and the alert rules in deploy/prometheus/ mea
 - `packet_refused(layer, reason)`: every input dropped at a trust boundary; layer in swim, peer, client, registry.
 - `mailbox_envelopes`: envelopes currently held in this node's mailboxes (replicas included).
 - `set_peer_time(handled_s, throttled_s)`: the peer links' running totals (node/net/peers.py), read when metrics
-  are rendered: CPU seconds spent handling what peer links sent, and seconds links were left unread because they
-  had spent their budget (`[peers] handle_cpu_per_s`). Throttled seconds that grow mean a member sends more than
-  an honest one does.
+  are rendered: CPU seconds spent decrypting, decoding and handling what peer links sent, and seconds links were
+  left unread because they had spent their budget (`[peers] handle_cpu_per_s`). Throttled seconds that grow mean a
+  member sends more than an honest one does.
 - `push_result`: once per push the relay decided to send (on the one owner that sends it): `sent`, or why it was
   not (docs/operations.md, "Push wake-up"); `push_subscriptions`: subscriptions held as a rendezvous owner.
 """
@@ -137,11 +137,13 @@ class NodeMetrics:
         )
         self.peer_links = Gauge("homing_peer_links", "Open node-to-node peer links.", registry=r)
         self.peer_handle_seconds = Counter(
-            "homing_peer_handle_seconds", "CPU seconds spent handling what peer links sent.", registry=r
+            "homing_peer_handle_seconds",
+            "CPU seconds spent decrypting, decoding and handling what peer links sent.",
+            registry=r,
         )
         self.peer_throttled_seconds = Counter(
             "homing_peer_throttled_seconds",
-            "Seconds peer links were not read because they had spent their handling budget.",
+            "Seconds peer links were not read because they had spent their CPU budget.",
             registry=r,
         )
         self._peer_time_seen = (0.0, 0.0)  # the links' totals at the last set_peer_time

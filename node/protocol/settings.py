@@ -485,19 +485,21 @@ class PeersSection:
     # write per turn. Cross-node relay CPU per message in the same runs (bench/relay, 2026-12-03): +19 % at 5 ms
     # and 16 maps per call, +6 % at 1.0 s (no yields: the chunking alone, within spread), +1 % at 20 ms.
     handle_slice_s: float = attrs.field(default=0.02, validator=[v.gt(0.0), v.le(1.0)])
-    # Seconds of the event loop's CPU per second (a share of one core) that handling what one peer link sends may
-    # take on average; a link that has spent its budget is not read until it refills, so TCP backpressure slows the
-    # member (nothing it sent is lost, the link stays up). Measured as the node's thread CPU time around each call
-    # of `MAPS_PER_CALL` maps (node/net/peers.py). Slices alone shared turns, not CPU: a member that always had
-    # maps ready got a slice every turn, about all of a core against idle tasks. Honest peaks, at 60-75 us per
-    # Ed25519 check and ~25 us of handling per relayed envelope (the relay core's part of the 46 us same-node
-    # message, bench/relay): relaying 15,000 msg/s over one link is ~0.38 s/s; a goaway storm of 10,000 clients
-    # onto 2 survivors is ~10,000 checks (0.75 s) in 5-7 s, ~0.15 s/s; both well under 0.5, which leaves at least
-    # half of the loop to everything else while one member floods.
+    # Seconds of the event loop's CPU per second (a share of one core) that decrypting, decoding and handling what
+    # one peer link sends may take on average; a link that has spent its budget is not read until it refills, so
+    # TCP backpressure slows the member (nothing it sent is lost, the link stays up). Measured as the node's thread
+    # CPU time from each frame's arrival to the end of each call of `MAPS_PER_CALL` maps, the socket reads left out
+    # (node/net/peers.py): frames that cost much to decrypt or decode and nothing to handle count too. Slices alone
+    # shared turns, not CPU: a member that always had maps ready got a slice every turn, about all of a core
+    # against idle tasks. Honest peaks, at 60-75 us per Ed25519 check, ~25 us of handling per relayed envelope (the
+    # relay core's part of the 46 us same-node message, bench/relay) and 1.5-3 us to decrypt and decode it in a
+    # batch: relaying 15,000 msg/s over one link is ~0.42 s/s; a goaway storm of 10,000 clients onto 2 survivors is
+    # ~10,000 checks (0.75 s) in 5-7 s, ~0.15 s/s; both under 0.5, which leaves at least half of the loop to
+    # everything else while one member floods.
     handle_cpu_per_s: float = attrs.field(default=0.5, validator=[v.gt(0.0), v.le(1.0)])
-    # Seconds of handling CPU a link may spend back to back before `handle_cpu_per_s` applies (at least 1 ms). A
-    # member that joins or leaves moves every lease of a home at once: up to `[relay] claim_checks_per_peer_burst`
-    # (40,000) checks at 75 us, 3.0 s; 5 s holds that whole burst unthrottled.
+    # Seconds of a link's CPU (decrypting, decoding, handling) it may spend back to back before `handle_cpu_per_s`
+    # applies (at least 1 ms). A member that joins or leaves moves every lease of a home at once: up to `[relay]
+    # claim_checks_per_peer_burst` (40,000) checks at 75 us, 3.0 s; 5 s holds that whole burst unthrottled.
     handle_cpu_burst_s: float = attrs.field(default=5.0, validator=v.ge(0.001))
     # Seconds before the first redial of an unreachable peer; the wait doubles after each failure.
     backoff_min_s: float = attrs.field(default=0.1, validator=_pos)
