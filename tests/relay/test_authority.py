@@ -629,3 +629,16 @@ def test_clients_beyond_the_owners_lease_share_are_called_from_their_own_node_on
     assert got == {1: Status.DELIVERED, 2: Status.QUEUED}, got
     assert [r.status for r in sim.receipts[neighbour]] == [Status.DELIVERED]
     assert [d.call for d in sim.delivered[callee]] == [b"c3"]
+
+
+def test_a_smaller_mailbox_alone_is_a_valid_setting_and_its_shares_shrink_with_it() -> None:
+    """An operator who lowers only `mailbox_per_id_max` below the shares' defaults gets a node that starts (before,
+    a ConfigError at start-up for two settings the operator never set), and a share above the mailbox is the whole
+    mailbox: one key fills a 16-entry mailbox, as it did before there were shares."""
+    small = attrs.evolve(SHIPPED, mailbox_per_id_max=16)
+    c = RelayCore(node_id=S, config=small, rng=random.Random(5), now=0.0, sign=KEYS[0].sign, wall_offset_s=WALL0_S)
+    c.members_changed(MEMBERS, 0.0)
+    c.drain()
+    for i in range(18):
+        c.peer_message(P, put(P, OWNED[0], sender=A, eid=b"q%02d" % i + bytes(13)), 0.0)
+    assert events(c.drain()) == [MailboxStatus.STORED] * 16 + [MailboxStatus.FULL] * 2

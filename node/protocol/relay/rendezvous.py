@@ -230,8 +230,9 @@ class MailLimits:
             per_origin_max=c.mailbox_per_origin_max,
             bytes_per_origin_max=c.mailbox_bytes_per_origin_max,
             per_sender_max=c.mailbox_per_sender_max,
-            per_sender_per_id_max=c.mailbox_per_sender_per_id_max,
-            per_origin_per_id_max=c.mailbox_per_origin_per_id_max,
+            # a share above the mailbox is the whole mailbox (settings.py)
+            per_sender_per_id_max=min(c.mailbox_per_sender_per_id_max, c.mailbox_per_id_max),
+            per_origin_per_id_max=min(c.mailbox_per_origin_per_id_max, c.mailbox_per_id_max),
         )
 
 
