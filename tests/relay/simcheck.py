@@ -11,8 +11,7 @@ from node.testing.relaysim import RelaySim
 TERMINAL = {Status.DELIVERED, Status.EXPIRED, Status.CANCELLED, Status.REJECTED}
 
 # Short timers so a whole scenario takes a few hundred simulated steps.
-# A recipient's mailbox holds 8, and its shares per sender and per origin are the whole of it (tests of the shares
-# set them).
+# A recipient's mailbox holds 8; its shares per sender and per origin (24 and 32 by default) are then the whole of it.
 SIM_CONFIG = attrs.evolve(
     RelaySection(),
     mailbox_ttl=5.0,
@@ -20,8 +19,6 @@ SIM_CONFIG = attrs.evolve(
     peer_timeout_s=0.5,
     lookup_cache_s=1.0,
     mailbox_per_id_max=8,
-    mailbox_per_sender_per_id_max=8,
-    mailbox_per_origin_per_id_max=8,
 )
 # Longer than any envelope may wait for its terminal receipt (mailbox TTL + the give-up slack).
 SETTLE_S = SIM_CONFIG.mailbox_ttl + (SIM_CONFIG.attempts_max + 4) * SIM_CONFIG.peer_timeout_s
