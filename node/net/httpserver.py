@@ -11,6 +11,13 @@ Theory of operation:
   a TLS handshake timeout and a cap on requests per connection.
 - Bad input never escapes a connection task: a malformed request gets 400 and the connection closes; a handler
   that raises gets 500 (logged) and the server carries on.
+- Every refusal this module makes on its own, before a handler sees a request, is reported to `on_refused` with its
+  `Refusal` (node/protocol/refusals.py), decided where it happens (never recovered from the answer's status):
+  a request head or body over its limit (431, 413) -> oversized; a request that does not parse (400), is not
+  complete within the read timeout (408), or a TLS handshake that fails or does not finish in time -> malformed;
+  a connection over the total or per-IP cap (503) and a request over the per-IP rate (429) -> rate_limited.
+  Whoever runs the server counts them (the registry under layer `registry`, a node under layer `http`:
+  docs/operations.md, "Monitoring"); a peer that merely closes, or goes idle between requests, is not refused.
 - Time comes from `trio.current_time()`, so tests can run it under `trio.testing.MockClock`.
 """
 
@@ -33,6 +40,7 @@ from node.protocol.forwarded import Network, client_address, is_trusted_proxy
 from node.protocol.httplimits import HttpLimits
 from node.protocol.numerals import decimal
 from node.protocol.ratelimit import KeyedBuckets, address_key
+from node.protocol.refusals import Refusal
 
 log = logging.getLogger("homing.http")
 
@@ -60,6 +68,11 @@ class Response:
 
 
 Handler = Callable[[Request], Awaitable[Response]]
+OnRefused = Callable[[Refusal], None]  # told of each refusal the server makes before a handler sees the request
+
+
+def _ignore_refusal(reason: Refusal) -> None:
+    return None
 
 
 def text_response(status: int, text: str, *, headers: tuple[tuple[str, str], ...] = ()) -> Response:
@@ -132,16 +145,20 @@ class _Closed(Exception):
 
 
 class _HttpError(Exception):
-    def __init__(self, status: int, text: str) -> None:
+    def __init__(self, status: int, text: str, refusal: Refusal) -> None:
         super().__init__(text)
         self.status = status
         self.text = text
+        self.refusal = refusal
 
 
 class _ServerState:
-    def __init__(self, limits: HttpLimits, trusted_proxies: tuple[Network, ...] = ()) -> None:
+    def __init__(
+        self, limits: HttpLimits, trusted_proxies: tuple[Network, ...] = (), on_refused: OnRefused = _ignore_refusal
+    ) -> None:
         self.limits = limits
         self.trusted_proxies = trusted_proxies
+        self.on_refused = on_refused
         self.connections = 0
         self.per_ip: collections.Counter[str] = collections.Counter()
         self.rate = RateLimiter(
@@ -190,7 +207,9 @@ class _Conn:
             try:
                 event = self.h11.next_event()
             except h11.RemoteProtocolError as exc:
-                raise _HttpError(exc.error_status_hint, f"bad request: {exc}") from exc
+                status = exc.error_status_hint  # 431 when the head outgrew max_incomplete_event_size
+                refusal = Refusal.OVERSIZED if status == 431 else Refusal.MALFORMED
+                raise _HttpError(status, f"bad request: {exc}", refusal) from exc
             if event is not h11.NEED_DATA:
                 return event
             try:
@@ -212,7 +231,7 @@ class _Conn:
         with trio.move_on_after(self.limits.read_timeout_s) as reading:
             request = await self._read_rest()
         if reading.cancelled_caught:
-            raise _HttpError(408, "request not received in time")
+            raise _HttpError(408, "request not received in time", Refusal.MALFORMED)  # a step too late
         return request
 
     async def _read_rest(self) -> Request:
@@ -220,10 +239,11 @@ class _Conn:
         if isinstance(event, h11.ConnectionClosed):
             raise _Closed
         if not isinstance(event, h11.Request):
-            raise _HttpError(400, "expected a request")
+            raise _HttpError(400, "expected a request", Refusal.MALFORMED)
         header_bytes = len(event.target) + sum(len(n) + len(v) + 4 for n, v in event.headers)
         if header_bytes > self.limits.header_bytes_max:  # h11 bounds only an incomplete head
-            raise _HttpError(431, f"request head larger than {self.limits.header_bytes_max} bytes")
+            limit = self.limits.header_bytes_max
+            raise _HttpError(431, f"request head larger than {limit} bytes", Refusal.OVERSIZED)
         headers: dict[str, str] = {}
         for name, value in event.headers:
             key = name.decode("latin-1").lower()
@@ -231,14 +251,14 @@ class _Conn:
             headers[key] = f"{headers[key]}, {text}" if key in headers else text
         declared = decimal(headers.get("content-length", "0"))
         if declared is not None and declared > self.limits.body_bytes_max:
-            raise _HttpError(413, f"body larger than {self.limits.body_bytes_max} bytes")
+            raise _HttpError(413, f"body larger than {self.limits.body_bytes_max} bytes", Refusal.OVERSIZED)
         body = bytearray()
         while True:
             part = await self._next_event()
             if isinstance(part, h11.Data):
                 body += part.data
                 if len(body) > self.limits.body_bytes_max:
-                    raise _HttpError(413, f"body larger than {self.limits.body_bytes_max} bytes")
+                    raise _HttpError(413, f"body larger than {self.limits.body_bytes_max} bytes", Refusal.OVERSIZED)
             elif isinstance(part, h11.EndOfMessage):
                 break
             else:
@@ -271,6 +291,7 @@ class _Conn:
     async def _answer(self, request: Request) -> Response:
         wait = self.state.rate.allow(address_key(request.client_ip), trio.current_time())
         if wait > 0:
+            self.state.on_refused(Refusal.RATE_LIMITED)
             retry = str(max(1, math.ceil(wait)))
             return text_response(429, "too many requests", headers=(("Retry-After", retry),))
         try:
@@ -285,6 +306,7 @@ class _Conn:
             try:
                 request = await self._read_request()
             except _HttpError as err:
+                self.state.on_refused(err.refusal)
                 if self.h11.our_state in (h11.IDLE, h11.SEND_RESPONSE):
                     await self._send(text_response(err.status, err.text), close=True)
                     await _linger(self.stream)
@@ -331,6 +353,13 @@ async def _refuse(stream: trio.abc.Stream, text: str) -> None:
     await _linger(stream)
 
 
+def _tls_refused(exc: BaseException) -> bool:
+    """Whether a failed TLS handshake was the client's bad input (not TLS, a TLS error), rather than a client that
+    closed the connection before or during the handshake (a port probe, a load balancer's TCP check)."""
+    cause = exc.__cause__
+    return isinstance(cause, ssl.SSLError) and not isinstance(cause, ssl.SSLEOFError | ssl.SSLZeroReturnError)
+
+
 async def _handle(
     stream: trio.SocketStream, handler: Handler, state: _ServerState, ssl_ctx: ssl.SSLContext | None
 ) -> None:
@@ -350,12 +379,16 @@ async def _handle(
                 try:
                     await tls.do_handshake()
                     handshook = True
-                except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+                    if _tls_refused(exc):
+                        state.on_refused(Refusal.MALFORMED)
                     return
             if not handshook:
+                state.on_refused(Refusal.MALFORMED)  # the handshake did not finish in time
                 return
             conn_stream = tls
         if over:
+            state.on_refused(Refusal.RATE_LIMITED)
             await _refuse(conn_stream, "too many connections")
             return
         with contextlib.suppress(_Closed):
@@ -377,14 +410,18 @@ async def serve_http(
     limits: HttpLimits | None = None,
     ssl_context: ssl.SSLContext | None = None,
     trusted_proxies: tuple[Network, ...] = (),
+    on_refused: OnRefused = _ignore_refusal,
     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve HTTP(S) on host:port until cancelled. `task_status.started(port)` reports the bound port (for port 0).
 
     With `trusted_proxies`, a request from one of them is from the client its X-Forwarded-For names
     (node/protocol/forwarded.py): `Request.client_ip` and the per-address rate are that client's, and the
-    proxies' own connections are not held to `connections_per_ip_max`."""
-    state = _ServerState(limits or HttpLimits(), trusted_proxies)
+    proxies' own connections are not held to `connections_per_ip_max`.
+
+    `on_refused(reason)` is called for each refusal the server makes itself (see the module's docstring); it must
+    not block or raise (a counter's `inc`)."""
+    state = _ServerState(limits or HttpLimits(), trusted_proxies, on_refused)
     listeners = await trio.open_tcp_listeners(port, host=host, backlog=min(4096, state.limits.connections_max))
     bound = int(listeners[0].socket.getsockname()[1])
 

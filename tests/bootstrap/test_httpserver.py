@@ -14,6 +14,7 @@ import trio.testing
 
 from node.net.httpserver import RateLimiter, Request, Response, Router, serve_http, text_response
 from node.protocol.httplimits import HttpLimits
+from node.protocol.refusals import Refusal
 
 
 async def echo(request: Request) -> Response:
@@ -38,13 +39,20 @@ def serve(
     *,
     clock: trio.abc.Clock | None = None,
     ssl_context: ssl.SSLContext | None = None,
+    refused: list[Refusal] | None = None,
 ) -> None:
     async def main() -> None:
         with trio.fail_after(20):
             async with trio.open_nursery() as nursery:
                 port = await nursery.start(
                     lambda task_status: serve_http(
-                        make_router(), "127.0.0.1", 0, limits=limits, ssl_context=ssl_context, task_status=task_status
+                        make_router(),
+                        "127.0.0.1",
+                        0,
+                        limits=limits,
+                        ssl_context=ssl_context,
+                        on_refused=(refused if refused is not None else []).append,
+                        task_status=task_status,
                     )
                 )
                 await body(port)
@@ -143,6 +151,25 @@ def test_idle_and_slow_requests_time_out() -> None:
     serve(HttpLimits(keepalive_timeout_s=5, read_timeout_s=2), body, clock=trio.testing.MockClock(autojump_threshold=0))
 
 
+def test_each_refusal_is_reported_with_its_reason() -> None:
+    """`on_refused` hears of every request the server refuses itself, with the reason decided where it refused
+    (the registry and the node count these: docs/operations.md, "Monitoring"); an idle client is not refused."""
+    refused: list[Refusal] = []
+
+    async def body(port: int) -> None:
+        assert (await raw(port, b"NONSENSE\r\n\r\n")).startswith(b"HTTP/1.1 400")
+        assert (await raw(port, b"GET /hello/a HTTP/1.1\r\nHo")).startswith(b"HTTP/1.1 408")
+        assert await raw(port, b"") == b""  # idle until the keep-alive timeout: closed, not refused
+        assert refused == [Refusal.MALFORMED, Refusal.MALFORMED]
+        async with httpx2.AsyncClient() as c:
+            codes = [(await c.get(f"http://127.0.0.1:{port}/hello/a")).status_code for _ in range(3)]
+        assert codes == [200, 200, 429]
+        assert refused == [Refusal.MALFORMED, Refusal.MALFORMED, Refusal.RATE_LIMITED]
+
+    limits = HttpLimits(keepalive_timeout_s=5, read_timeout_s=2, rate_per_ip_per_s=0.001, rate_per_ip_burst=2)
+    serve(limits, body, clock=trio.testing.MockClock(autojump_threshold=0), refused=refused)
+
+
 def test_rate_limiter_forgets_least_recently_used() -> None:
     rl = RateLimiter(rate_per_s=1.0, burst=1, keys_max=2)
     assert rl.allow("a", 0.0) == 0.0 and rl.allow("a", 0.0) == pytest.approx(1.0)
@@ -199,3 +226,25 @@ def test_tls(tls_files: tuple[Path, Path]) -> None:
         assert await raw(port, b"GET / HTTP/1.1\r\n\r\n") == b""  # plain HTTP on a TLS port: dropped
 
     serve(HttpLimits(), body, ssl_context=ctx)
+
+
+def test_failed_and_slow_tls_handshakes_are_reported(tls_files: tuple[Path, Path]) -> None:
+    """Plain HTTP on the TLS port and a handshake that does not finish in time are refused as malformed; a client
+    that connects and closes (a port probe) is not reported."""
+    cert, key = tls_files
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(str(cert), str(key))
+    refused: list[Refusal] = []
+
+    async def body(port: int) -> None:
+        probe = await trio.open_tcp_stream("127.0.0.1", port)
+        await probe.aclose()
+        assert await raw(port, b"GET / HTTP/1.1\r\n\r\n") == b""  # not TLS
+        assert refused == [Refusal.MALFORMED]
+        start = trio.current_time()
+        assert await raw(port, b"") == b""  # says nothing: dropped at the handshake timeout
+        assert trio.current_time() - start >= 3
+        assert refused == [Refusal.MALFORMED, Refusal.MALFORMED]
+
+    limits = HttpLimits(tls_handshake_timeout_s=3)
+    serve(limits, body, clock=trio.testing.MockClock(autojump_threshold=0), ssl_context=ctx, refused=refused)
