@@ -16,7 +16,7 @@ import trio
 
 from bootstrap.config import BootstrapConfig
 from bootstrap.health import health_loop
-from bootstrap.server import make_handler
+from bootstrap.server import RegistryApi, make_handler
 from bootstrap.service import RegistryService, load_identity
 from node.client.files import write_json_atomic
 from node.net.httpserver import serve_http
@@ -50,16 +50,18 @@ async def run_bootstrap(
     host, port = parse_hostport(config.listen, key="--listen")
     ssl_ctx = make_ssl_context(config)
     service = RegistryService(config, identity, wall_clock=wall_clock)
+    api = RegistryApi(service)
     try:
         async with trio.open_nursery() as nursery:
             bound: int = await nursery.start(
                 lambda task_status: serve_http(
-                    make_handler(service),
+                    make_handler(service, api),
                     host,
                     port,
                     limits=config.http,
                     ssl_context=ssl_ctx,
                     trusted_proxies=parse_networks(config.trusted_proxies, key="--trusted-proxy"),
+                    on_refused=api.metrics.http_refused,
                     task_status=task_status,
                 )
             )

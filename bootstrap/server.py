@@ -12,6 +12,9 @@
   request (the same series the nodes use for their layers) and `homing_registry_requests_total{route,status}`.
   Each refusal carries its `Refusal` (node/protocol/refusals.py) from where it was decided: a parse error's
   exception, the registry rule's `Refused`, the rate limiter; nothing is recovered from the answer's text.
+  What the HTTP server refuses before the API sees a request (an oversized head or body, a connection over the
+  per-IP cap, the shared per-IP rate: node/net/httpserver.py) counts under the same series through
+  `RegistryMetrics.http_refused`, which bootstrap/app.py passes to the server as its `on_refused`.
 - Per-address write limits are keyed by `address_key` of the client address, which behind trusted proxies
   (`--trusted-proxy`) is the one their X-Forwarded-For names (node/protocol/forwarded.py).
 Answers to POST/DELETE and every error are a map: `{"status": ...}` or `{"error": CODE, "reason": TEXT}`,
@@ -115,6 +118,10 @@ class RegistryMetrics:
             "homing_registry_requests", "API requests answered, by route and HTTP status.", ["route", "status"],
             registry=self.registry,
         )  # fmt: skip
+
+    def http_refused(self, reason: Refusal) -> None:
+        """A refusal the HTTP server made itself (node/net/httpserver.py `on_refused`): no route, no answer counted."""
+        self.refused.labels(layer=Layer.REGISTRY.value, reason=reason.value).inc()
 
     def answered(self, route: str, answer: Answer) -> Response:
         response, refusal = answer
@@ -224,8 +231,10 @@ class RegistryApi:
         return text_response(200, "ok")
 
 
-def make_handler(service: RegistryService) -> Handler:
-    api = RegistryApi(service)
+def make_handler(service: RegistryService, api: RegistryApi | None = None) -> Handler:
+    """The registry's router. Pass `api` to keep hold of its metrics (bootstrap/app.py counts the HTTP server's own
+    refusals on them)."""
+    api = api if api is not None else RegistryApi(service)
     router = Router()
 
     def counted(route: str, fn: ApiHandler) -> Handler:
