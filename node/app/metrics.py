@@ -32,7 +32,8 @@ What to count where (so dashboards and the alert rules in deploy/prometheus/ mea
 - `relay_seconds`: from an envelope's arrival on the sender's node to its `delivered` receipt being queued.
 - `swim_probe(result)`: once per probe round: `ack` (direct ack in time), `indirect_ack` (only an indirect probe
   answered), `failed` (no ack: the member becomes suspect).
-- `packet_refused(layer, reason)`: every input dropped at a trust boundary; layer in swim, peer, client, registry.
+- `packet_refused(layer, reason)`: every input dropped at a trust boundary; layer in swim, peer, client, registry,
+  http (what the node's metrics/health HTTP server refuses itself: node/net/httpserver.py).
 - `mailbox_envelopes`: envelopes currently held in this node's mailboxes (replicas included).
 - `set_peer_time(handled_s, throttled_s)`: the peer links' running totals (node/net/peers.py), read when metrics
   are rendered: CPU seconds spent decrypting, decoding and handling what peer links sent, and seconds links were

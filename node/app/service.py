@@ -333,7 +333,14 @@ async def _start(
     )  # fmt: skip
     metrics_host, metrics_port = parse_hostport(config.node.metrics, key="node.metrics")
     ports["metrics"] = await nursery.start(
-        functools.partial(serve_http, router, metrics_host, metrics_port, limits=OPS_LIMITS)
+        functools.partial(
+            serve_http,
+            router,
+            metrics_host,
+            metrics_port,
+            limits=OPS_LIMITS,
+            on_refused=functools.partial(metrics.packet_refused, Layer.HTTP),
+        )
     )
     write_json_atomic(config.data_path / "ports.json", ports)
     log.info("started", **dict(ports), url=config.advertised_url(ports["ws"]), admission=admission.describe())

@@ -2,8 +2,9 @@
 
 Rules
 1. Every drop at a trust boundary (SWIM datagram, peer-link frame or handshake, client frame or connection,
-   registry request) is named by one `Refusal`. Exceptions carry it (`RemoteProtocolError.refusal`), drivers
-   report it through their metrics port, metrics label it, logs name it: nobody recovers a reason from text.
+   registry request, a request the HTTP server node/net/httpserver.py refuses on its own) is named by one
+   `Refusal`. Exceptions carry it (`RemoteProtocolError.refusal`), drivers report it through their metrics port
+   (the HTTP server through its `on_refused`), metrics label it, logs name it: nobody recovers a reason from text.
 2. The values are the `reason` label of `homing_packets_refused_total{layer,reason}` (docs/operations.md), so
    adding a member adds a label value; renaming one breaks dashboards and alerts.
 3. `Layer` says where: the label `layer` of the same metric.
@@ -23,6 +24,7 @@ class Layer(enum.Enum):
     PEER = "peer"
     CLIENT = "client"
     REGISTRY = "registry"
+    HTTP = "http"  # the node's own HTTP server (metrics and health: node/app/ops.py), before a handler sees a request
 
 
 class Refusal(enum.Enum):
