@@ -110,7 +110,7 @@ class RegistryMetrics:
         self.registry = CollectorRegistry(auto_describe=True)
         self.refused = Counter(
             "homing_packets_refused",
-            "Inputs dropped at a trust boundary, by layer and reason.",
+            "Inputs dropped at a trust boundary (HTTP requests the server refuses itself too), by layer and reason.",
             ["layer", "reason"],
             registry=self.registry,
         )

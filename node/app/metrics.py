@@ -132,7 +132,7 @@ class NodeMetrics:
         self.swim_probes = Counter("homing_swim_probes", "SWIM probe rounds, by result.", ["result"], registry=r)
         self.packets_refused = Counter(
             "homing_packets_refused",
-            "Inputs dropped at a trust boundary, by layer and reason.",
+            "Inputs dropped at a trust boundary (HTTP requests the server refuses itself too), by layer and reason.",
             ["layer", "reason"],
             registry=r,
         )
