@@ -14,6 +14,8 @@ import pytest
 from node.app.config import build_config, parse_hostport
 from node.app.metrics import NodeMetrics
 from node.protocol.identity import Identity
+from node.protocol.settings import PeersSection
+from node.protocol.swim.config import LAN
 from tests.helpers import REPO
 
 DEPLOY = REPO / "deploy"
@@ -313,3 +315,38 @@ def test_firewall_ssh_rules_take_their_sources_from_sets_for_both_families() -> 
         families.add(m.group(1))
         assert re.search(rf"set {m.group(2)} {{[^}}]*type {'ipv4' if m.group(1) == 'ip' else 'ipv6'}_addr", text)
     assert families == {"ip", "ip6"}
+
+
+def test_firewall_per_source_limits_sit_above_the_nodes_own_budgets() -> None:
+    """The firewall may only drop what the node would refuse anyway: its per-source limits on the peer port are at
+    or above `[peers] handshakes_per_address_*`, and on SWIM far above what an honest member sends with the LAN
+    defaults, for IPv4 addresses and IPv6 /64s alike; the sets that hold them are bounded. The client port is not
+    limited per address (CGNAT). On the file before there was no limit at all (tests/ops/test_node_firewall.py
+    shows the limits on real traffic)."""
+    text = (DEPLOY / "firewall" / "homing-node.nft").read_text()
+    rules = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.strip().startswith("#")]
+    limits: dict[tuple[str, str], tuple[int, int]] = {}
+    for rule in rules:
+        m = re.fullmatch(
+            r"(tcp dport 7402 ct state new|udp dport 7401) update @(\w+) \{ (ip saddr|ip6 saddr and "
+            r"ffff:ffff:ffff:ffff::) limit rate over (\d+)/second burst (\d+) packets \} drop",
+            rule,
+        )
+        if m:
+            limits[(m.group(1).split()[0], m.group(3).split()[0])] = (int(m.group(4)), int(m.group(5)))
+            block = re.search(rf"set {m.group(2)} {{([^}}]*)}}", text)
+            assert block, f"no set {m.group(2)}"
+            assert re.search(r"\bsize \d+", block.group(1)) and re.search(r"\btimeout \d+", block.group(1))
+            assert "dynamic" in block.group(1)
+    assert set(limits) == {("tcp", "ip"), ("tcp", "ip6"), ("udp", "ip"), ("udp", "ip6")}, limits
+    peers = PeersSection()
+    for family in ("ip", "ip6"):
+        rate, burst = limits[("tcp", family)]
+        assert rate >= peers.handshakes_per_address_per_s and burst >= peers.handshakes_per_address_burst
+        rate, burst = limits[("udp", family)]
+        # gossip rounds (one datagram to a given member each), a probe and an ack per probe interval, the pings
+        # and acks of indirect probes: what one member sends one node at most, with the LAN defaults
+        honest = 1 / LAN.gossip_interval_s + (2 + 2 * LAN.indirect_checks) / LAN.probe_interval_s
+        assert rate >= 10 * honest and burst >= rate, (rate, honest)
+    assert "tcp dport 7400 accept" in rules
+    assert not any(re.match(r"tcp dport 7400 .*(limit|update|meter)", r) for r in rules)
