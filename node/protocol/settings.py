@@ -465,7 +465,9 @@ class PeersSection:
     # New connections one address (/32, /64) may open to the peer port per second, on average. Each one that
     # starts a handshake costs this node about 1.3 ms of CPU (two X25519 operations, the Noise hashes), before it
     # can know whether the key is admitted: unbounded, one host without a key took a node's whole core. A member
-    # opens a few a minute (its link, SWIM syncs, TCP probes); over the rate a connection is closed unread.
+    # opens a few a minute (its link, SWIM syncs, TCP probes); over the rate a connection is closed unread. The
+    # shipped firewall (deploy/firewall/homing-node.nft) drops SYNs per address over twice this rate and burst:
+    # raise its numbers with these (docs/operations.md, "Firewall").
     handshakes_per_address_per_s: float = attrs.field(default=10.0, validator=_pos)
     # Connections one address may open back to back before `handshakes_per_address_per_s` applies: several nodes
     # behind one address (a test federation on 127.0.0.1) all dial a node that starts at once.
