@@ -6,7 +6,9 @@ counting per source address) and 7401/udp (counts datagrams per source): a count
 closes connections over its own budget ([peers] handshakes_per_address_*), lower than the firewall's, and what is
 measured here is what the firewall lets through. "a" and "b" are two sources, each joined to "srv" by its own veth
 pair. Source a floods; source b meanwhile connects, and sends SWIM-like datagrams at an honest pace, all of which
-must arrive. The limits are read from the file, so tuning them keeps the test meaningful.
+must arrive. Over IPv6, two addresses of a's /64 flood together and get one source's share (keyed on the whole
+address, they got twice it), while b's /64 connects. The limits are read from the file, so tuning them keeps the
+test meaningful.
 
 nftables' `limit ... burst B packets` bucket holds `rate + B` tokens, so over W seconds a source gets at most
 rate + B + rate * W through.
@@ -51,12 +53,17 @@ ls = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
 ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 ls.bind(("0.0.0.0", int(sys.argv[2])))
 ls.listen(4096)
+ls6 = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+ls6.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+ls6.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+ls6.bind(("::", int(sys.argv[2])))
+ls6.listen(4096)
 us = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 us.setsockopt(socket.SOL_SOCKET, 33, 16 << 20)  # SO_RCVBUFFORCE (root): a flood is counted, not lost in the socket
 us.bind(("0.0.0.0", int(sys.argv[1])))
-def accept():
+def accept(ls):
     while True:
-        c, (host, _) = ls.accept()
+        c, (host, *_) = ls.accept()
         c.close()
         with lock:
             tcp[host] = tcp.get(host, 0) + 1
@@ -65,7 +72,8 @@ def receive():
         _, (host, _) = us.recvfrom(2048)
         with lock:
             udp[host] = udp.get(host, 0) + 1
-threading.Thread(target=accept, daemon=True).start()
+threading.Thread(target=accept, args=(ls,), daemon=True).start()
+threading.Thread(target=accept, args=(ls6,), daemon=True).start()
 threading.Thread(target=receive, daemon=True).start()
 print("ready", flush=True)
 for _ in sys.stdin:
@@ -74,15 +82,19 @@ for _ in sys.stdin:
 """
 
 # Opens connections to argv[1]:argv[2] as fast as it can for argv[3] seconds (at most argv[4] attempts, at most
-# 512 pending; a connection not answered within 0.5 s is given up); prints attempts and connections made.
+# 512 pending; a connection not answered within 0.5 s is given up), from the address argv[5] if given; prints
+# attempts and connections made.
 TCP_FLOOD = r"""
 import errno, json, selectors, socket, sys, time
 host, port, duration, attempts_max = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4])
+family, source = (socket.AF_INET6 if ":" in host else socket.AF_INET), sys.argv[5:]
 sel, pending, attempts, connected = selectors.DefaultSelector(), {}, 0, 0
 start = time.monotonic()
 while time.monotonic() - start < duration:
     while attempts < attempts_max and len(pending) < 512:
-        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s = socket.socket(family, socket.SOCK_STREAM)
+        if source:
+            s.bind((source[0], 0))
         s.setblocking(False)
         if s.connect_ex((host, port)) not in (0, errno.EINPROGRESS):
             s.close()
@@ -140,10 +152,29 @@ def limit(proto_port: str) -> tuple[float, int]:
     return float(m.group(1)), int(m.group(2))
 
 
+def v6(ipv4: str, n: int) -> str:
+    """Host `n` of the IPv6 /64 that goes with the test's IPv4 net `ipv4` (10.X.Y.*: fd00:0:X:Y::n)."""
+    parts = ipv4.split(".")
+    return f"fd00:0:{parts[1]}:{parts[2]}::{n}"
+
+
+def limit6(proto_port: str) -> tuple[float, int]:
+    """(rate per second, burst) of the shipped IPv6 (/64) per-source limit on `proto_port`."""
+    text = RULES.read_text()
+    m = re.search(
+        rf"^\s*{proto_port} .*update @\w+ {{ ip6 saddr and ffff:ffff:ffff:ffff:: limit rate over (\d+)/second"
+        r" burst (\d+) packets } drop$",
+        text,
+        re.M,
+    )
+    assert m, f"homing-node.nft has no per-/64 limit on {proto_port}"
+    return float(m.group(1)), int(m.group(2))
+
+
 @contextmanager
 def namespaces() -> Iterator[tuple[str, str, str, str, str]]:
     """(srv ns, a ns, b ns, srv's address towards a, srv's address towards b); a is .2 of the first net, b of the
-    second."""
+    second. Each link also has an IPv6 /64 (`v6(srv's address, n)`): srv is ::1 in it, the client ::2 and ::3."""
     tag = f"{os.getpid() % 10000}{random.randrange(100)}"
     srv, a, b = f"hm-fws-{tag}", f"hm-fwa-{tag}", f"hm-fwb-{tag}"
     net = random.randrange(0, 250)
@@ -160,6 +191,15 @@ def namespaces() -> Iterator[tuple[str, str, str, str, str]]:
             sh("ip", "link", "add", inner, "netns", srv, "type", "veth", "peer", "name", "v-srv", "netns", client)
             sh("ip", "addr", "add", f"{prefix}.1/24", "dev", inner, ns=srv)
             sh("ip", "addr", "add", f"{prefix}.2/24", "dev", "v-srv", ns=client)
+            sh("ip", "addr", "add", f"{v6(prefix, 1)}/64", "dev", inner, "nodad", ns=srv)
+            # static neighbours: a flood's first SYNs and SYN-ACKs must meet the firewall, not a full queue of
+            # packets waiting for neighbour discovery
+            srv_mac = sh("cat", f"/sys/class/net/{inner}/address", ns=srv).stdout.strip()
+            client_mac = sh("cat", "/sys/class/net/v-srv/address", ns=client).stdout.strip()
+            sh("ip", "neigh", "add", v6(prefix, 1), "lladdr", srv_mac, "dev", "v-srv", "nud", "permanent", ns=client)
+            for n in (2, 3):
+                sh("ip", "addr", "add", f"{v6(prefix, n)}/64", "dev", "v-srv", "nodad", ns=client)
+                sh("ip", "neigh", "add", v6(prefix, n), "lladdr", client_mac, "dev", inner, "nud", "permanent", ns=srv)
             sh("ip", "link", "set", inner, "up", ns=srv)
             sh("ip", "link", "set", "v-srv", "up", ns=client)
         yield srv, a, b, f"10.232.{net}.1", f"10.233.{net}.1"
@@ -251,3 +291,35 @@ def test_the_shipped_firewall_limits_each_sources_peer_connections_and_swim_data
                 f"one source got {udp.get(a_addr, 0)} of {a_udp['sent']} datagrams through in"
                 f" {a_udp['seconds']:.2f} s; the firewall allows at most {allowed:.0f}"
             )
+
+
+@pytest.mark.timeout(90)
+def test_the_shipped_firewall_counts_an_ipv6_64_as_one_source_of_peer_connections() -> None:
+    """Two addresses of one /64 flooding together get one source's share; another /64 still connects."""
+    rate, burst = limit(f"tcp dport {PEER_PORT} ct state new")
+    assert (rate, burst) == limit6(f"tcp dport {PEER_PORT} ct state new")
+    with namespaces() as (srv, a, b, srv_a, srv_b):
+        r = sh("nft", "-f", str(RULES), ns=srv, check=False)
+        assert r.returncode == 0, r.stderr
+        with listener(srv) as server:
+            started = time.monotonic()
+            floods = [run_in(a, TCP_FLOOD, v6(srv_a, 1), PEER_PORT, 2.0, 6000, v6(srv_a, n)) for n in (2, 3)]
+            try:
+                deadline = time.monotonic() + 5
+                while sum(counts(server)["tcp"].values()) < burst and time.monotonic() < deadline:
+                    time.sleep(0.05)
+                other = result(run_in(b, TCP_FLOOD, v6(srv_b, 1), PEER_PORT, 1.0, 10, v6(srv_b, 2)))
+            finally:
+                made = [result(f) for f in floods]
+            window = time.monotonic() - started
+            tcp = counts(server)["tcp"]
+            same_64 = tcp.get(v6(srv_a, 2), 0) + tcp.get(v6(srv_a, 3), 0)
+            allowed = rate + burst + rate * window
+            assert all(m["attempts"] > allowed for m in made), f"a flood was too slow to test anything: {made}"
+            assert same_64 <= allowed, (
+                f"one /64 got {same_64} connections accepted from two addresses in {window:.1f} s ({tcp});"
+                f" the firewall allows one source at most {allowed:.0f}"
+            )
+            assert same_64 >= burst, f"the firewall refused the /64 within its burst: {tcp}"
+            assert other == {**other, "attempts": 10, "connected": 10}, other
+            assert tcp.get(v6(srv_b, 2), 0) == 10, tcp
