@@ -1,4 +1,4 @@
-"""The one token bucket, and a bounded table of them per key (address, id, peer).
+"""The one token bucket, a bounded table of them per key (address, id, peer), and buckets that outlive a connection.
 
 Theory: a bucket holds at most `burst` tokens and gains `rate_per_s` tokens per second of `now`; an event that
 costs `cost` tokens is allowed when the bucket holds that many, which spends them. Over any window of T seconds a
@@ -93,6 +93,77 @@ class KeyedBuckets(Generic[K]):
 
     def __len__(self) -> int:
         return len(self._buckets)
+
+
+class HeldBuckets(Generic[K]):
+    """Token buckets per key (a client id) that outlive the connections spending them (docs/security.md,
+    "Malicious client": reconnecting does not restore the burst).
+
+    Rules
+    1. `attach(key, now)` gives a connection of `key` its buckets, one per `(rate_per_s, burst)` of `shapes`;
+       `detach(key)` is called once for each attach, when that connection ends.
+    2. While a key has connections attached they all share one tuple of buckets: a second connection (another
+       device of the same id, or the same phone on a new network before the node noticed the old one died)
+       spends the same tokens, so opening a connection before closing the last one buys no burst either.
+    3. When the last connection of a key detaches, its buckets are kept, with their tokens and time, in a table
+       of at most `keys_max` keys (the least recently detached forgotten first); an attach of a key with no
+       connection takes them back, refilled by the time elapsed and never above `burst`, else starts full.
+    4. A kept state that has refilled to full is worth nothing (a full bucket is what a forgotten key gets) and
+       is dropped at the next attach: at the defaults (20/s burst 60, call_ice 50/s burst 200) a key is kept at
+       most 4 s after its end, so the table holds the keys that ended in the last few seconds, and only
+       `keys_max` keys ending within that time can push one out early.
+
+    Pure: `now` is passed in; the buckets are `TokenBucket`s the caller spends with `take`.
+    """
+
+    __slots__ = ("_kept", "_live", "keys_max", "shapes")
+
+    def __init__(self, shapes: tuple[tuple[float, float], ...], keys_max: int) -> None:
+        if keys_max < 1:
+            raise ValueError("keys_max must be >= 1")
+        for rate_per_s, burst in shapes:
+            TokenBucket(rate_per_s, burst)  # validates the parameters once
+        self.shapes = shapes
+        self.keys_max = keys_max
+        self._live: dict[K, tuple[tuple[TokenBucket, ...], list[int]]] = {}  # key -> (buckets, [connections])
+        self._kept: OrderedDict[K, tuple[TokenBucket, ...]] = OrderedDict()  # rule 3, oldest detach first
+
+    def attach(self, key: K, now: float) -> tuple[TokenBucket, ...]:
+        """The buckets a new connection of `key` spends (rules 2, 3)."""
+        live = self._live.get(key)
+        if live is not None:
+            live[1][0] += 1
+            return live[0]
+        kept = self._kept
+        while kept and all(b.full(now) for b in next(iter(kept.values()))):  # rule 4
+            kept.popitem(last=False)
+        buckets = kept.pop(key, None)
+        if buckets is None:
+            buckets = tuple(TokenBucket(rate_per_s, burst, now) for rate_per_s, burst in self.shapes)
+        self._live[key] = (buckets, [1])
+        return buckets
+
+    def detach(self, key: K) -> None:
+        """A connection of `key` ended; its last one leaves the buckets in the table (rule 3)."""
+        live = self._live.get(key)
+        if live is None:
+            return
+        live[1][0] -= 1
+        if live[1][0] > 0:
+            return
+        del self._live[key]
+        kept = self._kept
+        while len(kept) >= self.keys_max:
+            kept.popitem(last=False)
+        kept[key] = live[0]
+
+    def kept(self) -> int:
+        """Keys whose buckets are kept for a connection to come (not those with one attached)."""
+        return len(self._kept)
+
+    def attached(self) -> int:
+        """Keys with a connection attached."""
+        return len(self._live)
 
 
 FORGED_PER_SENDER_PER_S = 0.2  # bad signatures one sender may make this node check, per second (after the burst)

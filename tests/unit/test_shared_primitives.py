@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from node.protocol.deadlines import INF, DeadlineHeap
-from node.protocol.ratelimit import KeyedBuckets, TokenBucket, address_key
+from node.protocol.ratelimit import HeldBuckets, KeyedBuckets, TokenBucket, address_key
 from node.protocol.refusals import Refusal, for_client_code
 
 
@@ -125,3 +126,63 @@ def test_client_codes_map_into_refusals() -> None:
     assert for_client_code("rate_limited") is Refusal.RATE_LIMITED
     assert for_client_code("anything else") is Refusal.MALFORMED
     assert {r.value for r in Refusal} == {"forged", "replayed", "malformed", "oversized", "rate_limited", "unadmitted"}
+
+
+SHAPES = ((1.0, 4.0), (2.0, 2.0))  # (rate_per_s, burst): messages, call_ice
+
+
+def test_held_buckets_survive_a_detach_and_refill_by_the_elapsed_time_never_above_the_burst() -> None:
+    held: HeldBuckets[str] = HeldBuckets(SHAPES, keys_max=4)
+    msgs, ice = held.attach("a", 0.0)
+    assert [msgs.take(0.0) for _ in range(5)] == [True] * 4 + [False] and ice.take(0.0)
+    held.detach("a")
+    msgs, ice = held.attach("a", 2.5)  # 2.5 s at 1/s: 2 whole tokens; call_ice: 1 + 5 capped at 2
+    assert [msgs.take(2.5) for _ in range(3)] == [True, True, False]
+    assert [ice.take(2.5) for _ in range(3)] == [True, True, False]
+    held.detach("a")
+    msgs, _ = held.attach("a", 1000.0)  # long after: full, never more
+    assert [msgs.take(1000.0) for _ in range(5)] == [True] * 4 + [False]
+
+
+def test_held_buckets_are_shared_while_a_key_has_connections_and_kept_after_the_last() -> None:
+    held: HeldBuckets[str] = HeldBuckets(SHAPES, keys_max=4)
+    first = held.attach("a", 0.0)
+    assert first[0].take(0.0)  # not full: worth keeping (a full one is dropped at the next attach)
+    assert held.attach("a", 0.0) is first and held.attached() == 1
+    held.detach("a")
+    assert held.kept() == 0  # one connection left
+    held.detach("a")
+    held.detach("a")  # a stray detach changes nothing
+    assert held.attached() == 0 and held.kept() == 1
+    assert held.attach("a", 0.0) is first
+
+
+def test_held_buckets_keep_at_most_keys_max_keys_forgetting_the_least_recently_ended() -> None:
+    held: HeldBuckets[str] = HeldBuckets(SHAPES, keys_max=3)
+    for key in "abcde":
+        held.attach(key, 0.0)[0].take(0.0, 4.0)  # each spends its whole burst
+    for key in "abcde":
+        held.detach(key)
+        assert held.kept() <= 3
+    assert held.kept() == 3
+    assert not held.attach("e", 0.0)[0].take(0.0)  # kept: still empty
+    assert held.attach("a", 0.0)[0].take(0.0, 4.0)  # forgotten first: full again
+
+
+def test_held_buckets_drop_kept_states_that_have_refilled() -> None:
+    held: HeldBuckets[str] = HeldBuckets(SHAPES, keys_max=100)
+    for key in "abc":
+        held.attach(key, 0.0)[0].take(0.0, 4.0)
+        held.detach(key)
+    assert held.kept() == 3
+    held.attach("z", 3.9)  # not yet refilled (4 tokens at 1/s): all kept
+    assert held.kept() == 3
+    held.attach("y", 4.0)  # full again: worth nothing, dropped
+    assert held.kept() == 0 and held.attached() == 2
+
+
+def test_held_buckets_check_their_parameters() -> None:
+    with pytest.raises(ValueError, match="keys_max"):
+        HeldBuckets(SHAPES, keys_max=0)
+    with pytest.raises(ValueError, match="rate_per_s"):
+        HeldBuckets(((0.0, 1.0),), keys_max=1)
