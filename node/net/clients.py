@@ -57,7 +57,7 @@ from node.protocol.decoy import Head, parse_head
 from node.protocol.handshakes import FinishRate, handshake_cap
 from node.protocol.identity import Identity, short_id
 from node.protocol.proxy import PROXY_V2_BYTES_MAX, ProxyHeaderError, TrustedProxies, parse_proxy_v2
-from node.protocol.ratelimit import KeyedBuckets, address_key
+from node.protocol.ratelimit import HeldBuckets, KeyedBuckets, address_key
 from node.protocol.refusals import Refusal
 from node.protocol.relay.claims import NONCE_TIME_BYTES, challenge_nonce
 from node.protocol.session import SessionCore
@@ -177,6 +177,11 @@ class ClientServer:
         self._per_address: dict[str, int] = {}  # open connections per address_key
         self._handshakes: KeyedBuckets[str] = KeyedBuckets(
             config.handshakes_per_address_per_s, config.handshakes_per_address_burst, config.handshake_addresses_max
+        )
+        # each client id's message and call_ice buckets, shared by its connections and kept after the last one
+        # ends (node/protocol/ratelimit.py, `HeldBuckets`): reconnecting does not restore the burst
+        self.rate_ids: HeldBuckets[bytes] = HeldBuckets(
+            ((config.rate_per_s, config.burst), (config.ice_rate_per_s, config.ice_burst)), config.rate_ids_max
         )
         self._proxies = TrustedProxies(config.trusted_proxies)
         self._next_conn_id = 1
@@ -508,6 +513,7 @@ class ClientServer:
             handshake_deadline=deadline,
             now=trio.current_time(),
             nonce=challenge_nonce(time.time(), os.urandom(NONCE_BYTES - NONCE_TIME_BYTES)),  # unix ms + random
+            held=self.rate_ids,
         )
         core.json = use_json
         session = ClientSession(

@@ -12,6 +12,10 @@ Rules
    buckets (`rate_per_s`/`burst`, call_ice its own), and so do a WebSocket ping (its pong is queued like any
    frame, so pongs count in the send queue bound: 1008 when full) and a WebSocket pong; `abuse_strikes_max`
    refused inputs in a row close with 4429. The hello must come within `handshake_timeout_s` (4408).
+   From the welcome on, the buckets are the client id's (`HeldBuckets`, node/protocol/ratelimit.py, when the
+   driver gives one): shared with the id's other connections on this node and kept after the last one ends, so
+   a reconnect, or a second connection, starts from what the id left, not from a full burst. Before the welcome
+   the connection spends buckets of its own (only WebSocket pings and pongs can spend them).
 4. Timers: after `ping_interval_s` of silence the session pings (`SendPing`), after `idle_timeout_s` it closes
    (4408); after our close frame the client has `close_timeout_s` to answer, then the session is CLOSED.
 5. After the welcome, a message that is neither an envelope, a ping, a pong nor a hello is an authenticated
@@ -27,7 +31,7 @@ import enum
 from typing import Final
 
 from node.protocol.identity import Identity, client_auth_message, node_auth_message, verify_signature
-from node.protocol.ratelimit import TokenBucket
+from node.protocol.ratelimit import HeldBuckets, TokenBucket
 from node.protocol.records import record
 from node.protocol.refusals import Refusal, for_client_code
 from node.protocol.settings import ClientsSection
@@ -138,6 +142,7 @@ class SessionCore:
         "_closing_bytes",
         "_config",
         "_deadline",
+        "_held",
         "_identity",
         "_last_rx",
         "_msg_bytes",
@@ -154,9 +159,18 @@ class SessionCore:
     )
 
     def __init__(
-        self, *, config: ClientsSection, identity: Identity, nonce: bytes, handshake_deadline: float, now: float
+        self,
+        *,
+        config: ClientsSection,
+        identity: Identity,
+        nonce: bytes,
+        handshake_deadline: float,
+        now: float,
+        held: HeldBuckets[bytes] | None = None,
     ) -> None:
+        """`held`: the server's buckets per client id (rule 3); None keeps this connection's own (unit tests)."""
         self._config = config
+        self._held = held
         self._identity = identity
         self.nonce = nonce  # the challenge's; forgotten after the welcome
         self.claim = (b"", b"")  # (nonce, hello sig): the client's home claim (node/protocol/relay/claims.py)
@@ -172,7 +186,7 @@ class SessionCore:
         self._msg_parts: list[bytes | str] = []
         self._msg_bytes = 0
         self._msg_frames = 0  # frames of the message being reassembled
-        self._buckets = (
+        self._buckets: tuple[TokenBucket, ...] = (
             TokenBucket(config.rate_per_s, config.burst, now),
             TokenBucket(config.ice_rate_per_s, config.ice_burst, now),
         )
@@ -359,6 +373,8 @@ class SessionCore:
 
     def _went_offline(self) -> None:
         if self.client_id and self.state is State.OPEN:
+            if self._held is not None:
+                self._held.detach(self.client_id)  # once: the state leaves OPEN right after (rule 3)
             self._out.append(Offline(client_id=self.client_id))
 
     def _strike(self, code: str, now: float) -> None:
@@ -417,6 +433,8 @@ class SessionCore:
             self._close(CloseCode.AUTH_FAILED, "auth_failed", now)
             return
         self.client_id = msg.id
+        if self._held is not None:  # the id's buckets from now on (rule 3); detached in _went_offline
+            self._buckets = self._held.attach(msg.id, now)
         self.claim = (self.nonce, msg.sig)
         self.nonce = b""
         self.state = State.OPEN

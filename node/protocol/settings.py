@@ -272,7 +272,7 @@ class ClientsSection:
     handshakes_per_address_burst: int = attrs.field(default=100, validator=v.ge(1))
     # New handshakes an address is charged, on top of the one it spent, when one of its connections is closed for
     # abuse (4429) or for an oversized frame (1009); the budget may go into debt (at most the burst), which
-    # `handshakes_per_address_per_s` pays back. Each connection starts with full token buckets, so without the
+    # `handshakes_per_address_per_s` pays back. A new client id starts with full token buckets, so without the
     # charge a flooder reconnecting at once with a fresh key got a whole `burst` of envelopes relayed again, ~18
     # connections a second from one address, and held a node at 40 % of a core (tests/adversarial/test_flood.py).
     # 10 at the default rate: one abusive connection a second per address. 0: no charge.
@@ -280,15 +280,23 @@ class ClientsSection:
     # Addresses whose handshake budgets are remembered (least recently used forgotten; ~200 B each). Must exceed
     # the addresses one attacker cycles through in burst/rate seconds for the budget to hold.
     handshake_addresses_max: int = attrs.field(default=65_536, validator=v.ge(1))
-    # Envelopes per second one client connection may send, on average (token bucket refill rate).
+    # Envelopes per second one client id may send through this node, on average (token bucket refill rate). The
+    # bucket is the id's, not a connection's: its connections here share it, and it outlives them (`rate_ids_max`).
     rate_per_s: float = attrs.field(default=20.0, validator=_pos)
-    # Envelopes one client connection may send back to back before `rate_per_s` applies.
+    # Envelopes one client id may send back to back before `rate_per_s` applies.
     burst: int = attrs.field(default=60, validator=v.ge(1))
-    # call_ice messages per second one connection may send, on average: call_ice gets its own bucket, because a
+    # call_ice messages per second one client id may send, on average: call_ice gets its own bucket, because a
     # call setup sends dozens of candidates at once.
     ice_rate_per_s: float = attrs.field(default=50.0, validator=_pos)
-    # call_ice messages one connection may send back to back before `ice_rate_per_s` applies.
+    # call_ice messages one client id may send back to back before `ice_rate_per_s` applies.
     ice_burst: int = attrs.field(default=200, validator=v.ge(1))
+    # Client ids whose token buckets (`rate_per_s`/`burst`, `ice_rate_per_s`/`ice_burst`) are kept after their last
+    # connection ends, so that reconnecting starts from what the id left instead of a full burst (least recently
+    # ended forgotten first; ~450 B each, key included). A kept bucket that has refilled is dropped (at the defaults
+    # within 4 s of the end), so this only has to exceed the ids that end their connections within burst/rate
+    # seconds: the default, a node's `connections_max`, is every client it holds reconnecting at once
+    # (docs/security.md, "Malicious client").
+    rate_ids_max: int = attrs.field(default=10_000, validator=v.ge(1))
     # Messages queued to one client; a client that stops reading is disconnected when it is full.
     send_queue_max: int = attrs.field(default=256, validator=v.ge(1))
     # Bytes queued to one client (a 64 KiB body is ~88 KiB as JSON): bounds a slow reader's memory.

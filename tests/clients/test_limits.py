@@ -9,7 +9,7 @@ import math
 import pytest
 import trio
 
-from node.client.connection import ConnectionClosed, HandshakeError, connect_client, open_websocket
+from node.client.connection import ClientConnection, ConnectionClosed, HandshakeError, connect_client, open_websocket
 from node.net import slicing
 from node.protocol.identity import Identity, client_auth_message
 from node.protocol.wire import Limits, packb
@@ -122,6 +122,80 @@ def test_rate_limits_with_a_separate_ice_bucket() -> None:
             assert node.relay.envelopes == 8
 
     run(main)
+
+
+async def queued(conn: ClientConnection, kind: str, n: int) -> list[bool]:
+    """Send `n` envelopes of `kind` one by one: for each, whether it was taken (`queued`) rather than `rate_limited`."""
+    taken = []
+    for _ in range(n):
+        ref = await conn.send_envelope(kind, BOB.id, b"c", b"")
+        receipt = await conn.receive()
+        assert receipt in (
+            Receipt(ref=ref, status=Status.QUEUED),
+            Receipt(ref=ref, status=Status.REJECTED, reason=Reason.RATE_LIMITED),
+        ), receipt
+        taken.append(receipt == Receipt(ref=ref, status=Status.QUEUED))
+    return taken
+
+
+def test_reconnecting_with_the_same_id_does_not_restore_the_burst() -> None:
+    """The buckets are the id's, and outlive its connection: a client that spent most of its burst (2 of 3
+    envelopes, 4 of 5 call_ice), hung up and came back at once with the same key is refused `rate_limited` at
+    the same count as on one connection (3 and 5 in all). Before, each connection started full: the second got
+    a whole new burst (docs/security.md, "Malicious client")."""
+
+    async def main() -> None:
+        limits = {"rate_per_s": 0.001, "burst": 3, "ice_rate_per_s": 0.001, "ice_burst": 5}
+        async with running_node(**limits) as node:
+            async with connect_client(node.url, ALICE) as a:
+                assert await queued(a, "call_offer", 2) == [True, True]
+                assert await queued(a, "call_ice", 4) == [True] * 4
+            await wait_until(lambda: ALICE.id not in node.relay.homes)  # the node saw the connection end
+            async with connect_client(node.url, ALICE) as a:
+                assert await queued(a, "call_offer", 2) == [True, False]
+                assert await queued(a, "call_ice", 2) == [True, False]
+                await a.send_raw(packb({"t": "ping"}))  # pings spend the same (the id's) bucket
+                assert await a.receive() == Error(code=ErrorCode.RATE_LIMITED)
+            async with connect_client(node.url, CAROL) as c:  # another id has its own
+                assert await queued(c, "call_offer", 4) == [True, True, True, False]
+            assert node.relay.envelopes == 3 + 5 + 3
+
+    run(main)
+
+
+def test_a_second_connection_of_the_same_id_gets_no_burst_of_its_own() -> None:
+    """Opening a new connection before closing the spent one buys nothing either: connections of one id (its
+    devices) share the id's buckets on this node."""
+
+    async def main() -> None:
+        async with (
+            running_node(rate_per_s=0.001, burst=3) as node,
+            connect_client(node.url, ALICE) as a,
+            connect_client(node.url, ALICE) as b,
+        ):
+            assert await queued(a, "call_offer", 3) == [True] * 3
+            assert await queued(b, "call_offer", 1) == [False]
+            assert node.relay.envelopes == 3
+
+    run(main)
+
+
+def test_a_client_that_reconnects_after_the_refill_gets_its_burst_back() -> None:
+    """The guard: what the id left refills at the normal rate while it is away, so an honest phone that
+    reconnects after a network change is not punished: burst / rate_per_s (3 s) later it has its whole burst."""
+
+    async def main() -> None:
+        async with running_node(rate_per_s=1.0, burst=3) as node:
+            async with connect_client(node.url, ALICE) as a:
+                assert await queued(a, "call_offer", 3) == [True] * 3
+            await wait_until(lambda: ALICE.id not in node.relay.homes)
+            async with connect_client(node.url, ALICE) as a:
+                assert await queued(a, "call_offer", 1) == [False]  # virtual time: no refill yet
+            await trio.sleep(3.0)
+            async with connect_client(node.url, ALICE) as a:
+                assert await queued(a, "call_offer", 4) == [True, True, True, False]
+
+    run(main, mock_clock=True, limit_s=60)
 
 
 def test_abuse_closes_4429_and_nobody_else_notices() -> None:

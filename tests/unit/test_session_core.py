@@ -7,6 +7,7 @@ import pytest
 
 import node.protocol.session as session_mod
 from node.protocol.identity import Identity, client_auth_message, node_auth_message, verify_signature
+from node.protocol.ratelimit import HeldBuckets
 from node.protocol.refusals import Refusal
 from node.protocol.session import (
     Close,
@@ -46,8 +47,16 @@ NODE = Identity.from_seed(b"n" * 32)
 ALICE = Identity.from_seed(b"a" * 32)
 NONCE = b"c" * 32
 CFG = ClientsSection(
-    handshake_timeout_s=10.0, ping_interval_s=30.0, idle_timeout_s=120.0, close_timeout_s=2.0, rate_per_s=1.0,
-    burst=5, ice_rate_per_s=1.0, ice_burst=3, abuse_strikes_max=4, message_fragments_max=8,
+    handshake_timeout_s=10.0,
+    ping_interval_s=30.0,
+    idle_timeout_s=120.0,
+    close_timeout_s=2.0,
+    rate_per_s=1.0,
+    burst=5,
+    ice_rate_per_s=1.0,
+    ice_burst=3,
+    abuse_strikes_max=4,
+    message_fragments_max=8,
 )
 
 
@@ -272,3 +281,46 @@ def test_a_closing_connection_is_read_only_up_to_its_byte_bound_then_ends() -> N
     assert c.state is State.CLOSING  # within the bound: still waiting for the client's close frame
     c.received(2.2, 1)
     assert c.state is State.CLOSED and c.next_deadline() == float("inf")
+
+
+def held_core(held: HeldBuckets[bytes], now: float) -> SessionCore:
+    """A session of ALICE on a server whose buckets per id are `held`, welcomed at `now`."""
+    c = SessionCore(config=CFG, identity=NODE, nonce=NONCE, handshake_deadline=now + 10.0, now=now, held=held)
+    whole(c, hello_bytes(), now=now)
+    assert c.state is State.OPEN
+    return c
+
+
+def relayed(c: SessionCore, kind: str, n: int, now: float) -> list[bool]:
+    return [isinstance(whole(c, envelope(kind, ref=i), now=now)[0], ToRelay) for i in range(n)]
+
+
+def test_a_reconnect_of_the_same_id_starts_from_the_buckets_it_left_not_a_full_burst() -> None:
+    """The core spends the id's buckets (`held`), which outlive the connection: after the burst (5 envelopes, 3
+    call_ice) a new connection of the same id at once gets nothing more, and the refill at the normal rate
+    (1/s) brings it back. Without `held` each connection started full (docs/security.md, "Malicious client")."""
+    held: HeldBuckets[bytes] = HeldBuckets(((CFG.rate_per_s, CFG.burst), (CFG.ice_rate_per_s, CFG.ice_burst)), 8)
+    first = held_core(held, 1.0)
+    assert relayed(first, "call_offer", 3, 1.0) == [True] * 3 and relayed(first, "call_ice", 3, 1.0) == [True] * 3
+    assert first.remote_closed() == [Offline(client_id=ALICE.id)]
+    again = held_core(held, 1.0)
+    assert relayed(again, "call_offer", 3, 1.0) == [True, True, False]  # 5 in all, as on one connection
+    assert relayed(again, "call_ice", 1, 1.0) == [False]
+    again.finish()
+    later = held_core(held, 1.0 + CFG.burst / CFG.rate_per_s)  # refilled at the normal rate: the burst is back
+    assert relayed(later, "call_offer", CFG.burst + 1, 6.0) == [True] * CFG.burst + [False]
+    assert relayed(later, "call_ice", CFG.ice_burst + 1, 6.0) == [True] * CFG.ice_burst + [False]
+
+
+def test_connections_of_one_id_at_once_share_its_buckets() -> None:
+    """A second connection of an id that is still connected (another device, or a phone on a new network before
+    the node noticed the old connection died) spends the same tokens: opening one before closing the other buys no
+    burst. The buckets are kept until the last connection ends."""
+    held: HeldBuckets[bytes] = HeldBuckets(((CFG.rate_per_s, CFG.burst), (CFG.ice_rate_per_s, CFG.ice_burst)), 8)
+    a, b = held_core(held, 1.0), held_core(held, 1.0)
+    assert relayed(a, "call_offer", 4, 1.0) == [True] * 4
+    assert relayed(b, "call_offer", 2, 1.0) == [True, False]
+    a.finish()
+    assert held.attached() == 1 and held.kept() == 0
+    b.finish()
+    assert held.attached() == 0 and held.kept() == 1
