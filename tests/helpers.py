@@ -11,6 +11,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import trio
+
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -69,3 +71,14 @@ def refused_by_reason(metrics_text: str, layer: str) -> dict[str, float]:
     """`homing_packets_refused_total{layer, reason}` from a node's /metrics text, as reason -> count."""
     pattern = r'homing_packets_refused_total\{layer="' + re.escape(layer) + r'",reason="([^"]+)"\} (\S+)'
     return {reason: float(v) for reason, v in re.findall(pattern, metrics_text)}
+
+
+async def raw_http(port: int, data: bytes, stream: trio.SocketStream | None = None) -> bytes:
+    """Send raw bytes to 127.0.0.1:`port` (on `stream`, else a new connection) and read until the server closes."""
+    stream = stream if stream is not None else await trio.open_tcp_stream("127.0.0.1", port)
+    await stream.send_all(data)
+    out = b""
+    while chunk := await stream.receive_some(65536):
+        out += chunk
+    await stream.aclose()
+    return out

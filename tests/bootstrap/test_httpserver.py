@@ -15,6 +15,7 @@ import trio.testing
 from node.net.httpserver import RateLimiter, Request, Response, Router, serve_http, text_response
 from node.protocol.httplimits import HttpLimits
 from node.protocol.refusals import Refusal
+from tests.helpers import raw_http
 
 
 async def echo(request: Request) -> Response:
@@ -61,17 +62,6 @@ def serve(
     trio.run(main, clock=clock)
 
 
-async def raw(port: int, data: bytes) -> bytes:
-    """Send raw bytes and read until the server closes."""
-    stream = await trio.open_tcp_stream("127.0.0.1", port)
-    await stream.send_all(data)
-    out = b""
-    while chunk := await stream.receive_some(65536):
-        out += chunk
-    await stream.aclose()
-    return out
-
-
 def test_routing_keepalive_head_and_errors() -> None:
     async def body(port: int) -> None:
         base = f"http://127.0.0.1:{port}"
@@ -87,12 +77,12 @@ def test_routing_keepalive_head_and_errors() -> None:
             assert r.status_code == 405 and r.headers["allow"] == "GET, POST"
             assert (await c.get(f"{base}/boom")).status_code == 500
             assert (await c.get(f"{base}/hello/again")).status_code == 200  # still serving
-        two = await raw(
+        two = await raw_http(
             port,
             b"GET /hello/a HTTP/1.1\r\nHost: x\r\n\r\nGET /hello/b HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
         )
         assert two.count(b"HTTP/1.1 200") == 2 and b"GET a 0" in two and b"GET b 0" in two
-        assert (await raw(port, b"NONSENSE\r\n\r\n")).startswith(b"HTTP/1.1 400")
+        assert (await raw_http(port, b"NONSENSE\r\n\r\n")).startswith(b"HTTP/1.1 400")
 
     serve(HttpLimits(), body)
 
@@ -100,9 +90,9 @@ def test_routing_keepalive_head_and_errors() -> None:
 def test_size_limits() -> None:
     async def body(port: int) -> None:
         big_header = b"GET /hello/a HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 5000 + b"\r\n\r\n"
-        assert (await raw(port, big_header)).startswith(b"HTTP/1.1 431")
+        assert (await raw_http(port, big_header)).startswith(b"HTTP/1.1 431")
         declared = b"POST /hello/a HTTP/1.1\r\nHost: x\r\nContent-Length: 2000\r\n\r\n"
-        assert (await raw(port, declared)).startswith(b"HTTP/1.1 413")
+        assert (await raw_http(port, declared)).startswith(b"HTTP/1.1 413")
         chunked = (
             b"POST /hello/a HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
             + b"400\r\n"
@@ -112,7 +102,7 @@ def test_size_limits() -> None:
             + b"z" * 1024
             + b"\r\n0\r\n\r\n"
         )
-        assert (await raw(port, chunked)).startswith(b"HTTP/1.1 413")
+        assert (await raw_http(port, chunked)).startswith(b"HTTP/1.1 413")
 
     serve(HttpLimits(header_bytes_max=4096, body_bytes_max=1500), body)
 
@@ -132,7 +122,7 @@ def test_connection_limit_per_ip() -> None:
         for s in held:  # a served request proves the server has counted the connection (it stays open)
             await s.send_all(b"GET /hello/a HTTP/1.1\r\nHost: x\r\n\r\n")
             assert (await s.receive_some(4096)).startswith(b"HTTP/1.1 200")
-        assert (await raw(port, b"GET /hello/a HTTP/1.1\r\nHost: x\r\n\r\n")).startswith(b"HTTP/1.1 503")
+        assert (await raw_http(port, b"GET /hello/a HTTP/1.1\r\nHost: x\r\n\r\n")).startswith(b"HTTP/1.1 503")
         for s in held:
             await s.aclose()
 
@@ -143,10 +133,10 @@ def test_idle_and_slow_requests_time_out() -> None:
     async def body(port: int) -> None:
         # a client that connects and says nothing is dropped after the keep-alive timeout (virtual time)
         start = trio.current_time()
-        assert await raw(port, b"") == b""
+        assert await raw_http(port, b"") == b""
         assert 5 <= trio.current_time() - start < 6
         # a request that starts but never finishes gets 408 after the read timeout
-        assert (await raw(port, b"GET /hello/a HTTP/1.1\r\nHo")).startswith(b"HTTP/1.1 408")
+        assert (await raw_http(port, b"GET /hello/a HTTP/1.1\r\nHo")).startswith(b"HTTP/1.1 408")
 
     serve(HttpLimits(keepalive_timeout_s=5, read_timeout_s=2), body, clock=trio.testing.MockClock(autojump_threshold=0))
 
@@ -157,9 +147,9 @@ def test_each_refusal_is_reported_with_its_reason() -> None:
     refused: list[Refusal] = []
 
     async def body(port: int) -> None:
-        assert (await raw(port, b"NONSENSE\r\n\r\n")).startswith(b"HTTP/1.1 400")
-        assert (await raw(port, b"GET /hello/a HTTP/1.1\r\nHo")).startswith(b"HTTP/1.1 408")
-        assert await raw(port, b"") == b""  # idle until the keep-alive timeout: closed, not refused
+        assert (await raw_http(port, b"NONSENSE\r\n\r\n")).startswith(b"HTTP/1.1 400")
+        assert (await raw_http(port, b"GET /hello/a HTTP/1.1\r\nHo")).startswith(b"HTTP/1.1 408")
+        assert await raw_http(port, b"") == b""  # idle until the keep-alive timeout: closed, not refused
         assert refused == [Refusal.MALFORMED, Refusal.MALFORMED]
         async with httpx2.AsyncClient() as c:
             codes = [(await c.get(f"http://127.0.0.1:{port}/hello/a")).status_code for _ in range(3)]
@@ -223,7 +213,7 @@ def test_tls(tls_files: tuple[Path, Path]) -> None:
         async with httpx2.AsyncClient() as c:  # the system store does not trust our self-signed cert
             with pytest.raises(httpx2.ConnectError):
                 await c.get(f"https://127.0.0.1:{port}/hello/tls")
-        assert await raw(port, b"GET / HTTP/1.1\r\n\r\n") == b""  # plain HTTP on a TLS port: dropped
+        assert await raw_http(port, b"GET / HTTP/1.1\r\n\r\n") == b""  # plain HTTP on a TLS port: dropped
 
     serve(HttpLimits(), body, ssl_context=ctx)
 
@@ -239,10 +229,10 @@ def test_failed_and_slow_tls_handshakes_are_reported(tls_files: tuple[Path, Path
     async def body(port: int) -> None:
         probe = await trio.open_tcp_stream("127.0.0.1", port)
         await probe.aclose()
-        assert await raw(port, b"GET / HTTP/1.1\r\n\r\n") == b""  # not TLS
+        assert await raw_http(port, b"GET / HTTP/1.1\r\n\r\n") == b""  # not TLS
         assert refused == [Refusal.MALFORMED]
         start = trio.current_time()
-        assert await raw(port, b"") == b""  # says nothing: dropped at the handshake timeout
+        assert await raw_http(port, b"") == b""  # says nothing: dropped at the handshake timeout
         assert trio.current_time() - start >= 3
         assert refused == [Refusal.MALFORMED, Refusal.MALFORMED]
 

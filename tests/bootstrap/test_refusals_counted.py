@@ -14,6 +14,7 @@ import trio
 from bootstrap.config import REGISTRY_HTTP_LIMITS
 from node.protocol.identity import Identity, decode_document, encode_document
 from tests.bootstrap.util import init_registry, make_config, post, registration, running_registry
+from tests.helpers import raw_http
 
 
 def refused(metrics: str, reason: str) -> float:
@@ -65,17 +66,6 @@ async def test_refusals_carry_their_reason_from_where_they_were_decided(tmp_path
         assert refused(metrics, "forged") == 0
 
 
-async def _raw(port: int, data: bytes, stream: trio.SocketStream | None = None) -> bytes:
-    """Send raw bytes (on `stream`, else a new connection) and read until the registry closes the connection."""
-    stream = stream if stream is not None else await trio.open_tcp_stream("127.0.0.1", port)
-    await stream.send_all(data)
-    out = b""
-    while chunk := await stream.receive_some(65536):
-        out += chunk
-    await stream.aclose()
-    return out
-
-
 async def test_refusals_by_the_http_layer_are_counted_while_honest_requests_are_served(tmp_path: Path) -> None:
     """An oversized request head (431), an oversized body (413) and a connection over the per-IP cap (503) are
     refused by node/net/httpserver.py before the API sees them; each counts in
@@ -86,21 +76,21 @@ async def test_refusals_by_the_http_layer_are_counted_while_honest_requests_are_
         async with running_registry(config) as base:
             port = int(base.rsplit(":", 1)[1])
             big_head = b"GET /v1/nodes HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * (20 * 1024) + b"\r\n\r\n"
-            assert (await _raw(port, big_head)).startswith(b"HTTP/1.1 431")
+            assert (await raw_http(port, big_head)).startswith(b"HTTP/1.1 431")
             big_body = b"POST /v1/nodes HTTP/1.1\r\nHost: x\r\nContent-Length: 9000\r\n\r\n" + b"z" * 9000
-            assert (await _raw(port, big_body)).startswith(b"HTTP/1.1 413")
+            assert (await raw_http(port, big_body)).startswith(b"HTTP/1.1 413")
 
             held = [await trio.open_tcp_stream("127.0.0.1", port) for _ in range(2)]
             for s in held:  # a served request proves the registry counts the connection (it stays open)
                 await s.send_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
                 assert (await s.receive_some(4096)).startswith(b"HTTP/1.1 200")
-            assert (await _raw(port, b"GET /v1/nodes HTTP/1.1\r\nHost: x\r\n\r\n")).startswith(b"HTTP/1.1 503")
+            assert (await raw_http(port, b"GET /v1/nodes HTTP/1.1\r\nHost: x\r\n\r\n")).startswith(b"HTTP/1.1 503")
 
             # honest requests on the connections the registry holds: a registration, then the metrics
             doc = registration(Identity.generate())
             post_head = f"POST /v1/nodes HTTP/1.1\r\nHost: x\r\nContent-Length: {len(doc)}\r\nConnection: close\r\n\r\n"
-            assert (await _raw(port, post_head.encode() + doc, held[1])).startswith(b"HTTP/1.1 200")
-            answer = await _raw(port, b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", held[0])
+            assert (await raw_http(port, post_head.encode() + doc, held[1])).startswith(b"HTTP/1.1 200")
+            answer = await raw_http(port, b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", held[0])
             assert answer.startswith(b"HTTP/1.1 200")
             metrics = answer.decode()
             assert refused(metrics, "oversized") == 2  # the head and the body

@@ -10,19 +10,8 @@ import trio
 from node.app.ops import OPS_LIMITS
 from node.app.service import NodeHandle, run_node
 from node.protocol.identity import Identity
-from tests.helpers import refused_by_reason
+from tests.helpers import raw_http, refused_by_reason
 from tests.integration.cluster import loopback_config
-
-
-async def _raw(port: int, data: bytes, stream: trio.SocketStream | None = None) -> bytes:
-    """Send raw bytes (on `stream`, else a new connection) and read until the node closes the connection."""
-    stream = stream if stream is not None else await trio.open_tcp_stream("127.0.0.1", port)
-    await stream.send_all(data)
-    out = b""
-    while chunk := await stream.receive_some(65536):
-        out += chunk
-    await stream.aclose()
-    return out
 
 
 async def test_the_metrics_port_counts_what_its_http_server_refuses(tmp_path: Path) -> None:
@@ -33,10 +22,10 @@ async def test_the_metrics_port_counts_what_its_http_server_refuses(tmp_path: Pa
             node: NodeHandle = await nursery.start(run_node, loopback_config(tmp_path / "n0"), Identity.generate())
             port = node.ports["metrics"]
             big_head = b"GET /metrics HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * (20 * 1024) + b"\r\n\r\n"
-            assert (await _raw(port, big_head)).startswith(b"HTTP/1.1 431")
+            assert (await raw_http(port, big_head)).startswith(b"HTTP/1.1 431")
             big_body = b"POST /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: 2000\r\n\r\n" + b"z" * 2000
-            assert (await _raw(port, big_body)).startswith(b"HTTP/1.1 413")
-            assert (await _raw(port, b"NONSENSE\r\n\r\n")).startswith(b"HTTP/1.1 400")
+            assert (await raw_http(port, big_body)).startswith(b"HTTP/1.1 413")
+            assert (await raw_http(port, b"NONSENSE\r\n\r\n")).startswith(b"HTTP/1.1 400")
 
             # the server's cap (64 connections) from two other loopback addresses, each under its request burst (50)
             sources = ("127.0.0.2", "127.0.0.3")
@@ -50,9 +39,9 @@ async def test_the_metrics_port_counts_what_its_http_server_refuses(tmp_path: Pa
             for s in held:  # a served request proves the node counts the connection (it stays open)
                 await s.send_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
                 assert (await s.receive_some(4096)).startswith(b"HTTP/1.1 200")
-            assert (await _raw(port, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")).startswith(b"HTTP/1.1 503")
+            assert (await raw_http(port, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")).startswith(b"HTTP/1.1 503")
 
-            answer = await _raw(port, b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", held[0])
+            answer = await raw_http(port, b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", held[0])
             assert answer.startswith(b"HTTP/1.1 200"), "the node still answers an honest scrape"
             refused = refused_by_reason(answer.decode(), "http")
             assert refused["oversized"] == 2  # the head and the body
