@@ -709,3 +709,110 @@ def test_a_member_forgotten_while_still_up_is_taken_back_when_heard_again() -> N
         for j in (1, 2, 3):
             assert w.state(i, j) is A, (i, j)
     assert sum(w.core(i).stats.records_replayed for i in (1, 2, 3)) == 0
+
+
+def test_a_member_signing_a_new_record_per_datagram_is_verified_and_regossiped_within_its_budget() -> None:
+    """A member signs what it likes about itself: before, its own record at the next incarnation in every datagram
+    cost each receiver one Ed25519 check per datagram (500 in 5 s here) and each was re-gossiped, and so checked by
+    every node. Now a node verifies at most `records_per_member_burst + records_per_member_per_s * T` new records of
+    one member over T seconds (merging.py R1), refuses the rest unchecked and re-gossips only what it took."""
+    from node.protocol.swim.records import sign_record
+
+    cfg = attrs.evolve(CFG, probe_interval_s=1000.0)  # no probes: no suspicion here makes a record exempt (R2)
+    w = Wire(3, config=cfg)
+    w.join_all()
+    core, m3 = w.core(1), w.core(1).member(nid(3))
+    assert m3 is not None and m3.state is A
+    core.drain()
+    t0, seconds, every = w.now, 5.0, 0.01
+    steps = round(seconds / every)
+    recs = [sign_record(attrs.evolve(m3, incarnation=m3.incarnation + i), key(3).sign) for i in range(1, steps + 1)]
+    before = VERIFIER.verified + VERIFIER.cache_hits
+    taken: set[int] = set()
+    regossiped: set[int] = set()
+    refused = 0
+    for i, rec in enumerate(recs):
+        now = t0 + i * every
+        core.receive(
+            nid(3), ("10.0.0.3", 7401), decode_datagram(encode_datagram(Gossip(updates=(Update(member=rec),)))), now
+        )  # type: ignore[arg-type]
+        if core.next_deadline() <= now:
+            core.tick(now)
+        held = core.member(nid(3))
+        assert held is not None and held.state is A
+        taken.add(held.incarnation)
+        for c in core.drain():  # delivered nowhere: what node 1 would pass on
+            if isinstance(c, Send):
+                regossiped |= {u.member.incarnation for u in c.msg.updates if u.member.id == nid(3)}
+            refused += isinstance(c, Refused) and c.refusal is Refusal.RATE_LIMITED
+    bound = cfg.records_per_member_burst + cfg.records_per_member_per_s * seconds
+    checks = VERIFIER.verified + VERIFIER.cache_hits - before
+    assert checks <= bound, f"{checks} verifications of one member's records in {seconds} s (bound {bound})"
+    assert len(taken - {m3.incarnation}) <= bound
+    assert regossiped <= taken and len(regossiped) <= bound
+    assert refused >= steps - bound and core.stats.records_rate_limited == refused
+    assert len(taken) > cfg.records_per_member_burst  # the budget refills: the member is not shut out
+
+
+def test_a_member_under_a_stream_of_claims_refutes_each_and_is_never_declared_dead_while_its_budget_is_spent() -> None:
+    """The guard for the budget above (passes before and after it): member 3 sends member 2 a claim at 2's
+    incarnation every 20 ms, so 2 signs a new record per claim, far over its budget at member 1, which lags; and
+    it sends member 1 a claim about 2 at the incarnation 1 holds every 100 ms (within 3's claim budget there). A
+    refutation is never charged (merging.py R2), and a record kept aside over the budget refutes a claim at the
+    incarnation we hold (R3): 1 never declares 2 dead, and 2 ends ALIVE everywhere."""
+    w = Wire(3)
+    w.join_all()
+    hostile = ("10.0.0.3", 7401)
+    w.drop = lambda src, dst, msg: src == nid(3) or dst == nid(3)  # 3 says only what we inject
+    start_inc = w.core(2).member(nid(2)).incarnation  # type: ignore[union-attr]
+    seconds, step = 10.0, 0.02
+    for i in range(round(seconds / step)):
+        me = w.core(2).member(nid(2))
+        assert me is not None
+        w.core(2).receive(nid(3), hostile, Gossip(updates=(Update(member=me.with_state(S), by=nid(3)),)), w.now)
+        if i % 5 == 0:
+            held = w.core(1).member(nid(2))
+            assert held is not None
+            claim = Update(member=held.with_state(S), by=nid(3))
+            w.core(1).receive(nid(3), hostile, Gossip(updates=(claim,)), w.now)
+        w.flush()
+        w.advance(step)
+        assert w.state(1, 2) in (A, S)
+    w.advance(3.0)
+    signed = w.core(2).member(nid(2)).incarnation - start_inc  # type: ignore[union-attr]
+    budget = CFG.records_per_member_burst + CFG.records_per_member_per_s * seconds
+    assert signed > 2 * budget  # 2 signed far more new records than 1 takes unchecked
+    assert not [c for c in w.commands(1, MemberChanged) if c.member.id == nid(2) and c.member.state is D]
+    assert w.state(1, 2) is A and w.state(2, 2) is A  # (3, silent, is declared dead: it is not the victim)
+
+
+def test_a_node_that_lags_behind_a_members_budget_refutes_a_claim_with_the_record_it_kept_aside() -> None:
+    """Over its budget a member's new records are refused unchecked (merging.py R1), so a node may hold an older
+    incarnation than the member has signed, and claims at that incarnation count there. The newest refused record
+    is kept aside and refutes such a claim at once (R3): without it, member 1 took the claim and suspected member 2,
+    which had to hear of it and refute again. A forged record kept aside costs its sender's forgery budget, and the
+    claim then counts as it would have."""
+    from node.protocol.swim.records import sign_record
+
+    w = Wire(3)
+    w.join_all()
+    core, m2 = w.core(1), w.core(1).member(nid(2))
+    assert m2 is not None
+    peer = ("10.0.0.3", 7401)
+    top = m2.incarnation + 40
+    for inc in range(m2.incarnation + 1, top + 1):  # 2's records, relayed by 3, one per datagram, all at once
+        rec = sign_record(attrs.evolve(m2, incarnation=inc), key(2).sign)
+        core.receive(nid(3), peer, Gossip(updates=(Update(member=rec),)), w.now)
+    held = core.member(nid(2))
+    assert held is not None and held.incarnation == m2.incarnation + CFG.records_per_member_burst
+    core.receive(nid(3), peer, Gossip(updates=(Update(member=held.with_state(S), by=nid(3)),)), w.now)
+    now_held = core.member(nid(2))
+    assert now_held is not None and now_held.state is A and now_held.incarnation == top, "the claim counted"
+    # a forged record kept aside is checked when a claim needs it, and fails: the claim counts
+    for i in range(1, 40):
+        rec = attrs.evolve(m2, incarnation=top + i, sig=bytes(64))
+        core.receive(nid(3), peer, Gossip(updates=(Update(member=rec),)), w.now)
+    forged = core.stats.records_forged
+    core.receive(nid(3), peer, Gossip(updates=(Update(member=now_held.with_state(S), by=nid(3)),)), w.now)
+    assert core.stats.records_forged == forged + 1
+    assert w.state(1, 2) is S

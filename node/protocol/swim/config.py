@@ -63,6 +63,16 @@ class SwimConfig:
     claims_per_sender_per_s: float = attrs.field(default=10.0, validator=_pos)
     # Suspicions one member may start here back to back before `claims_per_sender_per_s` applies.
     claims_per_sender_burst: int = attrs.field(default=64, validator=v.ge(1))
+    # New records of one member (its own signed record, superseding the one we hold) this node verifies and re-gossips
+    # per second on average. A member signs what it likes about itself: one new record per datagram cost every node
+    # a signature check and a re-gossip, unbounded. Over it, the record is refused unchecked (`rate_limited`) and
+    # kept aside (the newest one per member) to refute a claim at the incarnation we hold. A refutation (a record
+    # above a SUSPECT/DEAD one we hold) is never charged. An honest member signs one per `dead_reclaim_s` / 2, one
+    # per metadata change and one per refutation (docs/swim.md "Hostile members"; memberlist: none).
+    records_per_member_per_s: float = attrs.field(default=1.0, validator=_pos)
+    # Such new records of one member back to back before `records_per_member_per_s` applies: a member refuting a
+    # burst of suspicions that other nodes started.
+    records_per_member_burst: int = attrs.field(default=16, validator=v.ge(1))
     # Key agreements per second, on average, with senders of sealed datagrams that are neither in the member table
     # nor keyed already (node-wide, all such senders together). Each is one X25519 operation before the datagram
     # can be authenticated; in an open federation (`[federation] open`, every id admitted) a datagram with a made-up

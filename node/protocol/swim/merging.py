@@ -9,6 +9,27 @@ incarnation with the record we have, in our next datagram to its sender (the sus
 A member we forgot (dead or left for `dead_reclaim_s`) is not brought back by a record at or below the incarnation
 we last held of it (`_forgotten`): a live member re-signs its record every `dead_reclaim_s` / 2 (docs/swim.md
 "Boot epochs and replays").
+
+New records per member (docs/swim.md "Hostile members"). A member signs what it likes about itself, so one new
+record of its own per datagram cost every node a signature check and a re-gossip, with no bound but one per message:
+- R1. A record of a member we hold that supersedes our record of it takes a token of that member's budget
+  (`records_per_member_per_s`, `records_per_member_burst`) before it is verified. Over the budget it is refused
+  unchecked (`Refused(RATE_LIMITED)`, `stats.records_rate_limited`): not verified, not taken, not re-gossiped.
+- R2. Exempt: a record of a member we do not hold (a join or a boot: admission and `members_max` bound those), and a
+  record above a SUSPECT or DEAD one we hold: it refutes what we hold against the member, so the budget never keeps
+  a member from refuting here (only the suspicions started here make records exempt).
+- R3. Kept aside: the highest over-budget record of each member we hold (`_deferred`), unless its sender's forgery
+  budget is spent. A claim at the incarnation we hold is charged to its sender's claim budget as before, then, if a
+  kept record is above that incarnation, the kept record is verified and taken instead of the suspicion (R2: it is
+  a refutation): we lagged because of R1, not because the member went quiet. A kept record is dropped when a record
+  at or above it is taken, when it fails verification (its sender's forgery budget pays) or with the member.
+- R4. Bound: over T seconds a member makes a node verify at most `records_per_member_burst +
+  records_per_member_per_s * T` records of its own, plus one per suspicion of it started there (R2, R3), each
+  started by the node's own failed probe or by a claim within its sender's `claims_per_sender_*` budget (and a
+  message takes at most one good record per member). So claims about the member, by an accomplice or by the member
+  itself (a claim's sender may be its subject), buy exempt records at the rate of the claim budget of each sender,
+  as they already bought refutations: at the defaults 1 + 10 per second and 16 + 64 at once per admitted id the
+  attacker holds. Honest members' refutations are what the exemption is for.
 """
 
 from __future__ import annotations
@@ -59,6 +80,7 @@ class SwimStats:
     claims_unsigned: int = 0  # suspect/dead claims at an incarnation the member never signed (as far as we know)
     claims_rate_limited: int = 0  # suspect/dead claims over their sender's budget
     records_replayed: int = 0  # records of a forgotten member at or below the incarnation we last held of it
+    records_rate_limited: int = 0  # new records of a member over its budget (R1), refused unchecked
 
 
 class Merging:
@@ -73,6 +95,8 @@ class Merging:
     _admit: Callable[[bytes], bool]
     _verifier: RecordVerifier
     _claim_budget: KeyedBuckets[bytes]
+    _record_budget: KeyedBuckets[bytes]  # per member: its new records verified here (R1)
+    _deferred: dict[bytes, tuple[MemberInfo, bytes]]  # member -> its highest over-budget record and sender (R3)
     _forged_budget: ForgeryBudget[bytes]
     _table: MemberTable
     _ring: ProbeRing
@@ -124,10 +148,41 @@ class Merging:
             return  # an honest message holds one record per member; a member's own records at 1, 2, 3, ... in one
             # message (it signs what it likes about itself) each cost a verification here before (forged ones
             # have their own budget)
-        if self._verified(m, now, sender):
-            self._msg_verified.add(m.id)
-            self._forgotten.pop(m.id, None)
-            self._commit(Update(member=m), old, now, gossip_new=gossip_new)
+        refutes = old is None or (old.state in CLAIMS and m.incarnation > old.incarnation)  # R2
+        if not refutes and not self._record_budget.take(m.id, now):
+            self._defer(m, sender, now)  # R1, R3
+            return
+        self._take(m, old, now, sender, gossip_new=gossip_new)
+
+    def _take(self, m: MemberInfo, old: MemberInfo | None, now: float, sender: bytes, *, gossip_new: bool) -> bool:
+        """Verify a member's own record and put it in the table."""
+        if not self._verified(m, now, sender):
+            return False
+        self._msg_verified.add(m.id)
+        self._forgotten.pop(m.id, None)
+        kept = self._deferred.get(m.id)
+        if kept is not None and kept[0].incarnation <= m.incarnation:
+            del self._deferred[m.id]
+        self._commit(Update(member=m), old, now, gossip_new=gossip_new)
+        return True
+
+    def _defer(self, m: MemberInfo, sender: bytes, now: float) -> None:
+        """R1: refuse a new record over its member's budget; R3: keep the highest one aside, unchecked."""
+        self.stats.records_rate_limited += 1
+        self._emit(Refused(refusal=Refusal.RATE_LIMITED))
+        kept = self._deferred.get(m.id)
+        if (kept is None or m.incarnation > kept[0].incarnation) and self._forged_budget.allows(sender, now):
+            self._deferred[m.id] = (m, sender)
+
+    def _refute_with_deferred(self, old: MemberInfo, now: float) -> bool:
+        """R3: a claim at the incarnation we hold, while a newer record of the member is kept aside: take that."""
+        kept = self._deferred.pop(old.id, None)
+        if kept is None:
+            return False
+        m, sender = kept
+        if m.incarnation <= old.incarnation or m.id in self._msg_verified:
+            return False  # (a record at or above it taken since is not kept: `_take`)
+        return self._take(m, old, now, sender, gossip_new=True)  # forged: its sender's forgery budget paid
 
     def _verified(self, m: MemberInfo, now: float, sender: bytes) -> bool:
         """The member's own signature over its record (cached); a sender of bad ones gets few verifications."""
@@ -155,6 +210,8 @@ class Merging:
         by = update.by if update.by not in (b"", m.id) and self._admit(update.by) else sender
         claim = Update(member=old.with_state(SUSPECT), by=by)
         if old.state is SUSPECT:
+            if self._refute_with_deferred(old, now):  # R3 (once per suspicion: it ends it)
+                return
             if m.state is SUSPECT:
                 self._maybe_confirm(claim, old)
             else:
@@ -163,6 +220,8 @@ class Merging:
         if not self._claim_budget.take(sender, now):
             self.stats.claims_rate_limited += 1
             self._emit(Refused(refusal=Refusal.RATE_LIMITED))
+            return
+        if self._refute_with_deferred(old, now):  # R3, after the claim's sender paid
             return
         self._commit(claim, old, now)
         if m.state is DEAD:

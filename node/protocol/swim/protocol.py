@@ -21,7 +21,8 @@ Theory of operation:
 - Records only the member can change (merging.py, records.py, docs/swim.md "Hostile members"): alive/left
   records are signed by their member and verified (once each) before they are merged; suspect/dead claims count
   only at the incarnation the member signed, start at most a suspicion (a DEAD claim shortens it to its minimum,
-  never kills at once), and each sender may start only so many suspicions (claims_per_sender_*).
+  never kills at once), and each sender may start only so many suspicions (claims_per_sender_*); a member's own
+  new records are verified within a budget per member, refutations exempt (merging.py R1-R4).
 Dead and left members are forgotten after dead_reclaim_s, their last incarnation remembered (FORGOTTEN_MAX) so
 that a replay of an old record cannot bring them back; a node's first incarnation is its boot epoch (docs/swim.md
 "Boot epochs and replays"). Admission (`admit`) is checked for every new member.
@@ -152,6 +153,11 @@ class Swim(Merging):
             config.claims_per_sender_per_s, config.claims_per_sender_burst, config.members_max
         )
         self._forged_budget: ForgeryBudget[bytes] = ForgeryBudget(config.members_max)
+        # per member: its own new records verified here, and the newest one over that budget (merging.py R1-R3)
+        self._record_budget: KeyedBuckets[bytes] = KeyedBuckets(
+            config.records_per_member_per_s, config.records_per_member_burst, config.members_max
+        )
+        self._deferred: dict[bytes, tuple[MemberInfo, bytes]] = {}
         self._reply_budget: KeyedBuckets[bytes] = KeyedBuckets(
             1.0 / config.probe_interval_s, REPLY_UPDATES_BURST, config.members_max
         )
@@ -343,6 +349,9 @@ class Swim(Merging):
                 continue  # fast path: nothing new (most of a sync)
             if m.state in CLAIMS:
                 self._apply(Update(member=m.with_state(ALIVE)), now, sender_id, gossip_new=gossip_new)
+                held = table.get(m.id)
+                if m.id != self._id and (held is None or held.incarnation < m.incarnation):
+                    continue  # its record was not taken (over its budget, merging.py R1): no claim at it
                 m = m.with_state(SUSPECT)
             self._apply(Update(member=m, by=sender_id), now, sender_id, gossip_new=gossip_new)
         if joining and table.live_count > 1:
@@ -374,6 +383,7 @@ class Swim(Merging):
         self._suspicions.pop(member_id)
         self._gone.pop(member_id, None)
         self._behind.discard(member_id)
+        self._deferred.pop(member_id, None)
 
     # ---- probing ----
 
