@@ -816,3 +816,26 @@ def test_a_node_that_lags_behind_a_members_budget_refutes_a_claim_with_the_recor
     core.receive(nid(3), peer, Gossip(updates=(Update(member=now_held.with_state(S), by=nid(3)),)), w.now)
     assert core.stats.records_forged == forged + 1
     assert w.state(1, 2) is S
+
+
+def test_a_leave_kept_aside_over_the_budget_ends_the_member_as_left_not_dead() -> None:
+    """A node's own failed probe takes a record kept aside over its member's budget before it suspects (merging.py
+    R3): member 2 left while member 1 was behind its budget, and 1 then never hears from it again. Without that,
+    1 suspected 2 at the incarnation it held and declared it dead; now it holds 2 LEFT."""
+    from node.protocol.swim.records import sign_record
+
+    w = Wire(3, config=attrs.evolve(CFG, indirect_checks=0))
+    w.join_all()
+    core, m2 = w.core(1), w.core(1).member(nid(2))
+    assert m2 is not None
+    w.drop = lambda src, dst, msg: nid(1) in (src, dst)  # 1 hears nobody from now on, and nobody hears it
+    burst = CFG.records_per_member_burst
+    for inc in range(m2.incarnation + 1, m2.incarnation + burst + 1):  # 2's records, relayed by 3, all at once
+        rec = sign_record(attrs.evolve(m2, incarnation=inc), key(2).sign)
+        core.receive(nid(3), ("10.0.0.3", 7401), Gossip(updates=(Update(member=rec),)), w.now)
+    left = sign_record(attrs.evolve(m2, incarnation=m2.incarnation + burst + 1, state=L), key(2).sign)
+    core.receive(nid(3), ("10.0.0.3", 7401), Gossip(updates=(Update(member=left),)), w.now)
+    assert w.state(1, 2) is A and core.stats.records_rate_limited == 1
+    w.advance(CFG.suspicion_max_s(3) + 2.0)
+    assert not [c for c in w.commands(1, MemberChanged) if c.member.id == nid(2) and c.member.state in (S, D)]
+    assert w.state(1, 2) is L

@@ -21,8 +21,10 @@ record of its own per datagram cost every node a signature check and a re-gossip
 - R3. Kept aside: the highest over-budget record of each member we hold (`_deferred`), unless its sender's forgery
   budget is spent. A claim at the incarnation we hold is charged to its sender's claim budget as before, then, if a
   kept record is above that incarnation, the kept record is verified and taken instead of the suspicion (R2: it is
-  a refutation): we lagged because of R1, not because the member went quiet. A kept record is dropped when a record
-  at or above it is taken, when it fails verification (its sender's forgery budget pays) or with the member.
+  a refutation): we lagged because of R1, not because the member went quiet. Our own failed probe takes a kept
+  record too before it suspects (protocol.py `_check_probe`): a LEFT one ends the member as LEFT, an ALIVE one
+  has the suspicion at the incarnation the member holds, which it refutes at once. A kept record is dropped when a
+  record at or above it is taken, when it fails verification (its sender's forgery budget pays) or with the member.
 - R4. Bound: over T seconds a member makes a node verify at most `records_per_member_burst +
   records_per_member_per_s * T` records of its own, plus one per suspicion of it started there (R2, R3), each
   started by the node's own failed probe or by a claim within its sender's `claims_per_sender_*` budget (and a
@@ -175,13 +177,14 @@ class Merging:
             self._deferred[m.id] = (m, sender)
 
     def _refute_with_deferred(self, old: MemberInfo, now: float) -> bool:
-        """R3: a claim at the incarnation we hold, while a newer record of the member is kept aside: take that."""
+        """R3: a suspicion of a member at the incarnation we hold, while a newer record of it is kept aside: take
+        that record first (it is a refutation, R2). Called once per suspicion about to start or held here."""
         kept = self._deferred.pop(old.id, None)
         if kept is None:
             return False
         m, sender = kept
-        if m.incarnation <= old.incarnation or m.id in self._msg_verified:
-            return False  # (a record at or above it taken since is not kept: `_take`)
+        if m.incarnation <= old.incarnation:  # pragma: no cover - such a record is dropped when one is taken
+            return False
         return self._take(m, old, now, sender, gossip_new=True)  # forged: its sender's forgery budget paid
 
     def _verified(self, m: MemberInfo, now: float, sender: bytes) -> bool:

@@ -477,6 +477,8 @@ class Swim(Merging):
         self._awareness.apply(missed)
         self._emit(ProbeResult(target=p.target, result="failed"))
         info = self._table.get(p.target)
+        if info is not None and info.state in LIVE and self._refute_with_deferred(info, now):
+            info = self._table.get(p.target)  # a record it signed since, kept aside over its budget (merging.py R3)
         if info is None or info.state not in LIVE:
             return
         claim = Update(member=info.with_state(SUSPECT), by=self._id)
