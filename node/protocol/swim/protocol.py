@@ -351,7 +351,7 @@ class Swim(Merging):
                 self._apply(Update(member=m.with_state(ALIVE)), now, sender_id, gossip_new=gossip_new)
                 held = table.get(m.id)
                 if m.id != self._id and (held is None or held.incarnation < m.incarnation):
-                    continue  # its record was not taken (over its budget, merging.py R1): no claim at it
+                    continue  # its record was not taken (forged, or over its budget: merging.py R1): no claim at it
                 m = m.with_state(SUSPECT)
             self._apply(Update(member=m, by=sender_id), now, sender_id, gossip_new=gossip_new)
         if joining and table.live_count > 1:
