@@ -790,32 +790,47 @@ def test_a_node_that_lags_behind_a_members_budget_refutes_a_claim_with_the_recor
     """Over its budget a member's new records are refused unchecked (merging.py R1), so a node may hold an older
     incarnation than the member has signed, and claims at that incarnation count there. The newest refused record
     is kept aside and refutes such a claim at once (R3): without it, member 1 took the claim and suspected member 2,
-    which had to hear of it and refute again. A forged record kept aside costs its sender's forgery budget, and the
-    claim then counts as it would have."""
+    which had to hear of it and refute again. A claim above what 1 holds, at the kept record's incarnation (from a
+    node that took that record), is no longer refused as unsigned: 1 takes the kept record, then the claim, and
+    passes both on. A forged record kept aside costs its sender's forgery budget, and the claim then counts."""
     from node.protocol.swim.records import sign_record
 
-    w = Wire(3)
-    w.join_all()
-    core, m2 = w.core(1), w.core(1).member(nid(2))
-    assert m2 is not None
     peer = ("10.0.0.3", 7401)
-    top = m2.incarnation + 40
-    for inc in range(m2.incarnation + 1, top + 1):  # 2's records, relayed by 3, one per datagram, all at once
-        rec = sign_record(attrs.evolve(m2, incarnation=inc), key(2).sign)
-        core.receive(nid(3), peer, Gossip(updates=(Update(member=rec),)), w.now)
-    held = core.member(nid(2))
-    assert held is not None and held.incarnation == m2.incarnation + CFG.records_per_member_burst
-    core.receive(nid(3), peer, Gossip(updates=(Update(member=held.with_state(S), by=nid(3)),)), w.now)
+    burst = CFG.records_per_member_burst
+
+    def lagging(extra: int) -> tuple[Swim, MemberInfo, int]:
+        """Member 1, which took `burst` new records of member 2 and was sent `extra` more at the same instant."""
+        w = Wire(3)
+        w.join_all()
+        core, m2 = w.core(1), w.core(1).member(nid(2))
+        assert m2 is not None
+        top = m2.incarnation + burst + extra
+        for inc in range(m2.incarnation + 1, top + 1):  # 2's records, relayed by 3, one per datagram, all at once
+            rec = sign_record(attrs.evolve(m2, incarnation=inc), key(2).sign)
+            core.receive(nid(3), peer, Gossip(updates=(Update(member=rec),)), w.now)
+        held = core.member(nid(2))
+        assert held is not None and held.incarnation == m2.incarnation + burst
+        return core, held, top
+
+    core, held, top = lagging(24)
+    core.receive(nid(3), peer, Gossip(updates=(Update(member=held.with_state(S), by=nid(3)),)), 0.0)
     now_held = core.member(nid(2))
     assert now_held is not None and now_held.state is A and now_held.incarnation == top, "the claim counted"
     # a forged record kept aside is checked when a claim needs it, and fails: the claim counts
     for i in range(1, 40):
-        rec = attrs.evolve(m2, incarnation=top + i, sig=bytes(64))
-        core.receive(nid(3), peer, Gossip(updates=(Update(member=rec),)), w.now)
+        rec = attrs.evolve(now_held, incarnation=top + i, sig=bytes(64))
+        core.receive(nid(3), peer, Gossip(updates=(Update(member=rec),)), 0.0)
     forged = core.stats.records_forged
-    core.receive(nid(3), peer, Gossip(updates=(Update(member=now_held.with_state(S), by=nid(3)),)), w.now)
+    core.receive(nid(3), peer, Gossip(updates=(Update(member=now_held.with_state(S), by=nid(3)),)), 0.0)
     assert core.stats.records_forged == forged + 1
-    assert w.state(1, 2) is S
+    assert core.member(nid(2)).state is S  # type: ignore[union-attr]
+
+    core, held, top = lagging(10)
+    claim = Update(member=attrs.evolve(held, incarnation=top, state=S), by=nid(3))
+    core.receive(nid(3), peer, Gossip(updates=(claim,)), 0.0)
+    now_held = core.member(nid(2))
+    assert now_held is not None and now_held.incarnation == top, "a claim above what we held was refused"
+    assert now_held.state is S
 
 
 def test_a_leave_kept_aside_over_the_budget_ends_the_member_as_left_not_dead() -> None:

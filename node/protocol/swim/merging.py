@@ -21,7 +21,10 @@ record of its own per datagram cost every node a signature check and a re-gossip
 - R3. Kept aside: the highest over-budget record of each member we hold (`_deferred`), unless its sender's forgery
   budget is spent. A claim at the incarnation we hold is charged to its sender's claim budget as before, then, if a
   kept record is above that incarnation, the kept record is verified and taken instead of the suspicion (R2: it is
-  a refutation): we lagged because of R1, not because the member went quiet. Our own failed probe takes a kept
+  a refutation): we lagged because of R1, not because the member went quiet. A claim above the incarnation we hold
+  but at or below the kept record's (from a node that took that record) is charged the same way and takes the kept
+  record, then counts at it; before, it was refused as unsigned, and not passed on, so the suspected member heard
+  of it later (a hostile simulated minute declared honest members dead more often). Our own failed probe takes a kept
   record too before it suspects (protocol.py `_check_probe`): a LEFT one ends the member as LEFT, an ALIVE one
   has the suspicion at the incarnation the member holds, which it refutes at once. A kept record is dropped when a
   record at or above it is taken, when it fails verification (its sender's forgery budget pays) or with the member.
@@ -30,7 +33,7 @@ record of its own per datagram cost every node a signature check and a re-gossip
   started by the node's own failed probe or by a claim within its sender's `claims_per_sender_*` budget (and a
   message takes at most one good record per member). So claims about the member, by an accomplice or by the member
   itself (a claim's sender may be its subject), buy exempt records at the rate of the claim budget of each sender,
-  as they already bought refutations: at the defaults 1 + 10 per second and 16 + 64 at once per admitted id the
+  as they already bought refutations: at the defaults 10 + 10 per second and 64 + 64 at once per admitted id the
   attacker holds. Honest members' refutations are what the exemption is for.
 """
 
@@ -205,6 +208,18 @@ class Merging:
         than the suspicion's minimum timeout here, never change its address or meta."""
         m = update.member
         if m.incarnation > old.incarnation:
+            kept = self._deferred.get(m.id)
+            if kept is not None and kept[0].incarnation >= m.incarnation and old.state in LIVE:
+                # R3: we are behind the member's budget, and its record at (or above) the claim is kept aside
+                if not self._claim_budget.take(sender, now):
+                    self.stats.claims_rate_limited += 1
+                    self._emit(Refused(refusal=Refusal.RATE_LIMITED))
+                    return
+                if self._refute_with_deferred(old, now):
+                    held = self._table.get(m.id)
+                    if held is not None and held.incarnation == m.incarnation:
+                        self._apply_claim(update, held, now, sender)  # the claim at what we now hold
+                    return
             self.stats.claims_unsigned += 1
             self._emit(Refused(refusal=Refusal.FORGED))
             return
