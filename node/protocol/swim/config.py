@@ -69,9 +69,8 @@ class SwimConfig:
     # kept aside (the newest one per member) to refute a claim at the incarnation we hold. A refutation (a record
     # above a SUSPECT/DEAD one we hold) is never charged. An honest member signs one per `dead_reclaim_s` / 2, one
     # per metadata change and one per refutation; the default matches `claims_per_sender_per_s`, so a member
-    # refuting what one accuser may start is not throttled where it is not suspected (at 1 per second, a simulated
-    # hostile minute declared honest members dead in 5 of 7 seeds, against 2 of 7 before any budget; docs/swim.md
-    # "Hostile members"; memberlist: none).
+    # refuting what one accuser may start is not throttled where it is not suspected (docs/swim.md "Hostile members"
+    # has what lower values did in the simulator; memberlist: none).
     records_per_member_per_s: float = attrs.field(default=10.0, validator=_pos)
     # Such new records of one member back to back before `records_per_member_per_s` applies (as
     # `claims_per_sender_burst`: a member refuting a burst of suspicions that other nodes started).
