@@ -12,6 +12,7 @@ from __future__ import annotations
 import attrs
 
 from node.protocol.identity import Identity
+from node.protocol.ratelimit import FORGED_PER_SENDER_BURST, FORGED_PER_SENDER_PER_S
 from node.protocol.swim.config import LOCAL
 from node.protocol.swim.messages import Gossip, MemberInfo, MemberState, Update
 from node.protocol.swim.records import sign_record
@@ -76,4 +77,10 @@ def test_a_hostile_member_cannot_evict_or_rewrite_anyone(sim_seed: int) -> None:
     # the forgeries were seen and refused; claims at real incarnations were budgeted
     assert c.net.refused.get("forged", 0) > 0
     assert c.net.refused.get("rate_limited", 0) > 0
-    assert c.verifier.verified < 20 * n * n, "each distinct forged record is verified once, then cached"
+    # the signature checks are the honest members' refutations, each record checked once (the simulated nodes share
+    # one verifier cache, and incarnations start at 0 here), plus the forged records each node's forgery budget let
+    # through for the hostile sender (before, a bound of 20 n^2 checks in all failed on seeds whose members refuted
+    # more often: 5,186 checks at seed 3, of which about none were forged)
+    honest = sum(me.incarnation + 1 for nid in c.ids if (me := c.swim(nid).member(nid)) is not None)
+    forged_max = n * (FORGED_PER_SENDER_BURST + FORGED_PER_SENDER_PER_S * (c.now - start) + 1)
+    assert c.verifier.verified - honest <= forged_max, (c.verifier.verified, honest, forged_max)
