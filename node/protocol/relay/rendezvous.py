@@ -250,8 +250,9 @@ class Mailbox:
         self._per_origin: Counter[bytes] = Counter()
         self._bytes_per_origin: Counter[bytes] = Counter()
         self._per_sender: Counter[bytes] = Counter()
-        self._per_id_sender: dict[tuple[bytes, bytes], int] = {}  # (recipient, sender) -> entries
-        self._per_id_origin: dict[tuple[bytes, bytes], int] = {}  # (recipient, origin) -> entries
+        # keyed by recipient + sender id, recipient + origin id (ids are fixed-length): one recipient's shares
+        self._per_id_sender: Counter[bytes] = Counter()
+        self._per_id_origin: Counter[bytes] = Counter()
         self.bytes = 0
 
     def __len__(self) -> int:
@@ -265,11 +266,11 @@ class Mailbox:
 
     def from_sender(self, to: bytes, sender: bytes) -> int:
         """Entries waiting for `to` from sender id `sender`."""
-        return self._per_id_sender.get((to, sender), 0)
+        return self._per_id_sender[to + sender]
 
     def from_origin(self, to: bytes, origin: bytes) -> int:
         """Entries waiting for `to` from origin node `origin`."""
-        return self._per_id_origin.get((to, origin), 0)
+        return self._per_id_origin[to + origin]
 
     def _fits(self, env: PeerEnvelope, shares: bool) -> bool:
         lim, size = self._lim, entry_bytes(env)
@@ -288,8 +289,8 @@ class Mailbox:
         over them, so a caller whose call took its whole share can still end it (cancel by hangup)."""
         lim, room = self._lim, int(env.kind is Kind.CALL_HANGUP)
         return (
-            self._per_id_sender.get((env.to, env.sender), 0) < lim.per_sender_per_id_max + room
-            and self._per_id_origin.get((env.to, env.origin), 0) < lim.per_origin_per_id_max + room
+            self._per_id_sender[env.to + env.sender] < lim.per_sender_per_id_max + room
+            and self._per_id_origin[env.to + env.origin] < lim.per_origin_per_id_max + room
         )
 
     def put(self, env: PeerEnvelope, deadline: float, *, shares: bool = True) -> PutResult:
@@ -313,16 +314,12 @@ class Mailbox:
             (self._per_origin, env.origin, 1),
             (self._bytes_per_origin, env.origin, size),
             (self._per_sender, env.sender, 1),
+            (self._per_id_sender, env.to + env.sender, 1),
+            (self._per_id_origin, env.to + env.origin, 1),
         ):
             counter[key] += sign * n
             if not counter[key]:
                 del counter[key]
-        for table, pair in ((self._per_id_sender, (env.to, env.sender)), (self._per_id_origin, (env.to, env.origin))):
-            left = table.get(pair, 0) + sign
-            if left:
-                table[pair] = left
-            else:
-                del table[pair]
 
     def remove(self, eid: bytes) -> MailEntry | None:
         entry = self._by_eid.pop(eid, None)
