@@ -151,9 +151,11 @@ def _member(i: int, state: MemberState = MemberState.ALIVE) -> MemberInfo:
 
 
 def _swim_messages() -> list[Any]:
-    # a suspect/dead update is a claim: no address, meta or signature on the wire (node/protocol/wire/swim.py)
+    # a suspect/dead update is a claim: no address or meta on the wire, its accuser's signature or (to its
+    # subject) none (node/protocol/wire/swim.py)
     claim = MemberInfo(id=bytes([6]) * 32, addr=("", 0), meta=b"", incarnation=6, state=MemberState.SUSPECT)
-    ups = (Update(member=_member(5)), Update(member=claim, by=bytes([7]) * 32))
+    signed = Update(member=claim.with_state(MemberState.DEAD), by=bytes([7]) * 32, sig=bytes([7]) * 64)
+    ups = (Update(member=_member(5)), Update(member=claim, by=bytes([7]) * 32), signed)
     return [
         Ping(seq=1, updates=ups), Ack(seq=2), Nack(seq=3, updates=ups[:1]), Gossip(updates=ups),
         PingReq(seq=4, target=bytes([8]) * 32, target_addr=("127.0.0.1", 7401), nack=True, updates=ups),

@@ -18,7 +18,7 @@ from node.app.service import NodeHandle, run_node
 from node.protocol.crypto import DatagramSealer
 from node.protocol.identity import Identity
 from node.protocol.swim.messages import MemberInfo, MemberState, Ping
-from node.protocol.swim.records import sign_record
+from node.protocol.swim.records import accusation_bytes, sign_record
 from node.protocol.wire import WIRE_VERSION, MsgType, packb
 from node.protocol.wire.seed import WHOIS_BYTES, decode_whois_reply, encode_whois
 from node.protocol.wire.swim import encode_datagram
@@ -113,7 +113,7 @@ async def test_an_admitted_member_cannot_evict_or_rewrite_another(tmp_path: Path
     dead, and M could not refute it. Now every lie about M is refused or at most makes M suspect until M refutes.
 
     The #11 datagrams are sent in the form the code before signed records decoded (7-item updates), and the same
-    lies in today's forms (4-item claims, records signed by the wrong key)."""
+    lies in today's forms (claims, records signed by the wrong key)."""
     async with federation(tmp_path, 3) as (a, m, b):
         hostile = Identity.generate()  # an open federation: admitted
         sealer = DatagramSealer(hostile, epoch_ms=1)
@@ -145,11 +145,27 @@ async def test_an_admitted_member_cannot_evict_or_rewrite_another(tmp_path: Path
                 await trio.sleep(0.01)
         assert refused(a, "forged") >= 1 and refused(b, "forged") >= 1
 
-        # a claim at M's real incarnation is allowed to make M suspect, and M refutes it within a round
+        # a claim at M's real incarnation in another member's name (unsigned, or signed by the hostile key) is
+        # refused: one member cannot pass itself off as several accusers (docs/swim.md "Hostile members")
         current = a.swim.member(victim)
         assert current is not None
+        forged_before = refused(a, "forged")
+        in_bs_name = hostile.sign(accusation_bytes(victim, current.incarnation, b.identity.id))
+        for claim in (
+            [victim, current.incarnation, 2, b.identity.id],
+            [victim, current.incarnation, 2, b.identity.id, in_bs_name],
+        ):
+            await sock.sendto(sealer.seal(a.identity.id, _gossip(claim)), ("127.0.0.1", a.ports["swim"]))
+        with trio.fail_after(5.0):
+            while refused(a, "forged") < forged_before + 2:
+                await trio.sleep(0.005)
+        assert _record(a, victim) == genuine[a.identity.id] and a.swim.member(victim) == current
+
+        # a claim at M's real incarnation, signed by its accuser, is allowed to make M suspect, and M refutes it
+        # within a round
+        signed = hostile.sign(accusation_bytes(victim, current.incarnation, hostile.id))
         await sock.sendto(
-            sealer.seal(a.identity.id, _gossip([victim, current.incarnation, 2, hostile.id])),
+            sealer.seal(a.identity.id, _gossip([victim, current.incarnation, 2, hostile.id, signed])),
             ("127.0.0.1", a.ports["swim"]),
         )
         with trio.fail_after(5.0):  # refuted (a higher incarnation), and never dead, left or moved meanwhile

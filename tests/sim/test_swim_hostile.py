@@ -3,13 +3,17 @@
 The hostile member holds its own key only. For a minute it sends every honest node, ten times a second, every
 lie it can make about the honest members: dead, suspect and left at the largest incarnation the wire allows, alive
 at that incarnation with another address and meta (signed with its own key, or with a garbage signature), an old
-genuine record replayed, and dead/suspect claims at each member's real current incarnation. Nobody honest may be
-declared dead or left, and no honest member's address or meta may change anywhere.
+genuine record replayed, dead/suspect claims at each member's real current incarnation (signed by itself, the
+accuser), and the same claims in another honest member's name. Nobody honest may be declared dead or left, and no
+honest member's address or meta may change anywhere.
 """
 
 from __future__ import annotations
 
+import os
+
 import attrs
+import pytest
 
 from node.protocol.identity import Identity
 from node.protocol.ratelimit import FORGED_PER_SENDER_BURST, FORGED_PER_SENDER_PER_S
@@ -18,6 +22,7 @@ from node.protocol.swim.messages import Gossip, MemberInfo, MemberState, Update
 from node.protocol.swim.records import sign_record
 from node.protocol.wire.swim import INCARNATION_MAX
 from node.testing import checkers as C
+from node.testing.keys import accusation
 from node.testing.simcluster import SimCluster
 
 A, S, D, L = MemberState.ALIVE, MemberState.SUSPECT, MemberState.DEAD, MemberState.LEFT
@@ -31,19 +36,30 @@ def lies(c: SimCluster, hostile: Identity, victim: bytes, seen: MemberInfo) -> l
     claim = MemberInfo(id=victim, addr=("", 0), meta=b"", incarnation=top, state=D)
     first = c.swim(victim).member(victim)
     assert first is not None
+    real = attrs.evolve(claim, incarnation=seen.incarnation)
+    named = c.ids[(c.ids.index(victim) + 1) % len(c.ids)]  # another honest member, named as an accuser
     return [
-        Update(member=claim, by=hostile.id),  # dead at the top incarnation: #11's one-datagram eviction
-        Update(member=attrs.evolve(claim, state=S), by=hostile.id),
+        accusation(claim, hostile),  # dead at the top incarnation: #11's one-datagram eviction
+        accusation(attrs.evolve(claim, state=S), hostile),
         Update(member=attrs.evolve(other, state=L, sig=bytes(64))),  # left, unsigned
         Update(member=sign_record(attrs.evolve(other, state=L), hostile.sign)),  # left, signed by the wrong key
         Update(member=sign_record(other, hostile.sign)),  # alive elsewhere, signed by the wrong key
         Update(member=attrs.evolve(other, incarnation=seen.incarnation + 1, sig=seen.sig)),  # a signature moved
         # claims at the member's real current incarnation: allowed to make it suspect, within the budget
-        Update(member=attrs.evolve(claim, incarnation=seen.incarnation), by=hostile.id),
-        Update(member=attrs.evolve(claim, incarnation=seen.incarnation, state=S), by=hostile.id),
+        accusation(real, hostile),
+        accusation(attrs.evolve(real, state=S), hostile),
+        # the same, under an honest member's name: unsigned, and signed with the hostile member's own key
+        Update(member=real, by=named),
+        Update(member=attrs.evolve(real, state=S), by=named, sig=accusation(real, hostile).sig),
     ]
 
 
+# Seed 5 declared honest members dead (13 false deaths) on the code before accusations were signed (merging.py A1-A4),
+# seed 1 did not: both run here. HOMING_SIM_SEED=N runs seed N alone.
+SEEDS = [int(os.environ["HOMING_SIM_SEED"])] if "HOMING_SIM_SEED" in os.environ else [1, 5]
+
+
+@pytest.mark.parametrize("sim_seed", SEEDS)
 def test_a_hostile_member_cannot_evict_or_rewrite_anyone(sim_seed: int) -> None:
     n = 16
     c = SimCluster(n, seed=sim_seed, config=LOCAL, converged=True)
@@ -57,8 +73,9 @@ def test_a_hostile_member_cannot_evict_or_rewrite_anyone(sim_seed: int) -> None:
             victim = c.ids[(rounds + c.ids.index(target) + 1) % n]  # every honest member in turn, never itself
             seen = c.swim(target).member(victim)
             assert seen is not None
-            for i in range(0, 8, 4):  # two datagrams, each within the update budget
-                batch = tuple(lies(c, hostile, victim, seen)[i : i + 4])
+            forged = lies(c, hostile, victim, seen)
+            for i in range(0, len(forged), 4):  # three datagrams, each within the update budget
+                batch = tuple(forged[i : i + 4])
                 c.net.inject(hostile.id, HOSTILE_ADDR, target, Gossip(updates=batch))
         rounds += 1
         c.run_for(0.1)

@@ -54,10 +54,13 @@ members = st.builds(
 
 @st.composite
 def updates(draw: st.DrawFn) -> Update:
-    """Alive/left records travel whole (signed); suspect/dead claims as (id, incarnation, state, accuser)."""
+    """Alive/left records travel whole (signed); suspect/dead claims as (id, incarnation, state, accuser), with the
+    accuser's signature or (to its subject) without."""
     m = draw(members)
     if m.state in CLAIMS:
         claim = MemberInfo(id=m.id, addr=("", 0), meta=b"", incarnation=m.incarnation, state=m.state)
+        if draw(st.booleans()):
+            return Update(member=claim, by=draw(ids), sig=draw(st.binary(min_size=64, max_size=64)))
         return Update(member=claim, by=draw(st.one_of(ids, st.just(b""))))
     return Update(member=m)
 
@@ -165,7 +168,12 @@ GOOD_CLAIM = [b"i" * 32, 3, 1, b"b" * 32]
         ("update inc above 2^53", raw(MsgType.COMPOUND, {"u": [[*GOOD_MEMBER[:4], 2**53 + 1, *GOOD_MEMBER[5:]]]})),
         ("inc 2^63-1 (issue #11)", raw(MsgType.COMPOUND, {"u": [[GOOD_CLAIM[0], 2**63 - 1, 2, b""]]})),
         ("claim by short", raw(MsgType.COMPOUND, {"u": [[*GOOD_CLAIM[:3], b"b"]]})),
+        ("claim sig short", raw(MsgType.COMPOUND, {"u": [[GOOD_CLAIM[0], 3, 1, b"b" * 32, b"s" * 63]]})),
+        ("claim sig empty", raw(MsgType.COMPOUND, {"u": [[GOOD_CLAIM[0], 3, 1, b"b" * 32, b""]]})),
+        ("claim sig a string", raw(MsgType.COMPOUND, {"u": [[GOOD_CLAIM[0], 3, 1, b"b" * 32, "s" * 64]]})),
+        ("signed claim, no accuser", raw(MsgType.COMPOUND, {"u": [[GOOD_CLAIM[0], 3, 2, b"", b"s" * 64]]})),
         ("claim of alive", raw(MsgType.COMPOUND, {"u": [[GOOD_CLAIM[0], 3, 0, b""]]})),
+        ("signed claim of alive", raw(MsgType.COMPOUND, {"u": [[GOOD_CLAIM[0], 3, 0, b"b" * 32, b"s" * 64]]})),
         ("claim of left", raw(MsgType.COMPOUND, {"u": [[GOOD_CLAIM[0], 3, 3, b""]]})),
         ("suspect as a record", raw(MsgType.COMPOUND, {"u": [[*GOOD_MEMBER[:5], 1, b"s" * 64]]})),
         ("ping-req nack not bool", raw(MsgType.PING_REQ, {"s": 1, "t": b"t" * 32, "h": "h", "p": 1, "n": 1, "u": []})),

@@ -40,7 +40,7 @@ CFG = attrs.evolve(LOCAL, push_pull_interval_s=1000.0, reconnect_interval_s=1000
 Drop = Callable[[bytes, bytes, SwimMessage], bool]
 
 
-from node.testing.keys import VERIFIER, key, nid, signed  # noqa: E402
+from node.testing.keys import VERIFIER, accusation, key, nid, signed  # noqa: E402
 
 
 class Wire:
@@ -210,7 +210,7 @@ def test_suspect_is_refuted_with_a_higher_incarnation() -> None:
     w.join_all()
     me = w.core(2).member(nid(2))
     assert me is not None
-    sus = Update(member=attrs.evolve(me, state=S), by=nid(1))
+    sus = accusation(attrs.evolve(me, state=S), nid(1))
     w.core(3).receive(nid(1), ("10.0.0.1", 7401), Gossip(updates=(sus,)), w.now)
     w.core(2).receive(nid(3), ("10.0.0.3", 7401), Gossip(updates=(sus,)), w.now)
     assert w.core(2).stats.refutations == 1
@@ -228,7 +228,7 @@ def test_ping_to_a_suspect_carries_the_suspicion_first() -> None:
     me = w.core(2).member(nid(2))
     assert me is not None
     w.core(1).receive(nid(2), ("10.0.0.2", 7401), Gossip(), w.now)
-    sus = Update(member=attrs.evolve(me, state=S), by=nid(3))
+    sus = accusation(attrs.evolve(me, state=S), nid(3))
     w.core(1).receive(nid(2), ("10.0.0.2", 7401), Gossip(updates=(sus,)), w.now)  # hearsay about 2
     w.drop = lambda src, dst, msg: isinstance(msg, Gossip)  # so 2 can hear it only from the ping
     w.flush()
@@ -262,7 +262,7 @@ def _stale_buddy_ping_is_answered(w: Wire, *, made_up_senders: int) -> None:
     w.join_all()
     me = w.core(2).member(nid(2))
     assert me is not None
-    sus = Update(member=attrs.evolve(me, state=S), by=nid(3))
+    sus = accusation(attrs.evolve(me, state=S), nid(3))
     w.core(1).receive(nid(3), ("10.0.0.3", 7401), Gossip(updates=(sus,)), w.now)  # 1 suspects 2 at 0
     assert w.state(1, 2) is S
     w.core(2).receive(nid(3), ("10.0.0.3", 7401), Gossip(updates=(sus,)), w.now)  # 2 refutes: incarnation 1
@@ -538,7 +538,7 @@ def test_a_member_that_pings_fast_cannot_drain_the_updates_and_get_a_refuted_mem
     w.flush()
     me2 = w.core(2).member(nid(2))
     assert me2 is not None
-    dead = Update(member=attrs.evolve(me2, state=D), by=nid(99))
+    dead = accusation(attrs.evolve(me2, state=D), nid(99))
     others = [i for i in range(1, n + 1) if i != 2]
     for i in others:
         w.core(i).receive(nid(99), h, Gossip(updates=(dead,)), w.now)
@@ -680,7 +680,7 @@ def test_an_honest_restart_is_taken_at_once_even_while_its_old_records_are_gossi
     assert held is not None and (held.state, held.incarnation) == (A, boot.incarnation), "restart not taken at once"
     assert new.stats.refutations == 0
     # member 2 (hostile, or just late) gossips what it held of the old boot: nothing moves
-    old_dead = Update(member=old_alive.with_state(D), by=nid(2))
+    old_dead = accusation(old_alive.with_state(D), nid(2))
     for u in (Update(member=old_alive), old_dead):
         w.core(1).receive(nid(2), ("10.0.0.2", 7401), Gossip(updates=(u,)), w.now)
     new.receive(nid(2), ("10.0.0.2", 7401), Gossip(updates=(Update(member=old_alive), old_dead)), w.now)
@@ -769,11 +769,11 @@ def test_a_member_under_a_stream_of_claims_refutes_each_and_is_never_declared_de
     for i in range(round(seconds / step)):
         me = w.core(2).member(nid(2))
         assert me is not None
-        w.core(2).receive(nid(3), hostile, Gossip(updates=(Update(member=me.with_state(S), by=nid(3)),)), w.now)
+        w.core(2).receive(nid(3), hostile, Gossip(updates=(accusation(me.with_state(S), nid(3)),)), w.now)
         if i % 5 == 0:
             held = w.core(1).member(nid(2))
             assert held is not None
-            claim = Update(member=held.with_state(S), by=nid(3))
+            claim = accusation(held.with_state(S), nid(3))
             w.core(1).receive(nid(3), hostile, Gossip(updates=(claim,)), w.now)
         w.flush()
         w.advance(step)
@@ -813,7 +813,7 @@ def test_a_node_that_lags_behind_a_members_budget_refutes_a_claim_with_the_recor
         return core, held, top
 
     core, held, top = lagging(24)
-    core.receive(nid(3), peer, Gossip(updates=(Update(member=held.with_state(S), by=nid(3)),)), 0.0)
+    core.receive(nid(3), peer, Gossip(updates=(accusation(held.with_state(S), nid(3)),)), 0.0)
     now_held = core.member(nid(2))
     assert now_held is not None and now_held.state is A and now_held.incarnation == top, "the claim counted"
     # a forged record kept aside is checked when a claim needs it, and fails: the claim counts
@@ -821,12 +821,12 @@ def test_a_node_that_lags_behind_a_members_budget_refutes_a_claim_with_the_recor
         rec = attrs.evolve(now_held, incarnation=top + i, sig=bytes(64))
         core.receive(nid(3), peer, Gossip(updates=(Update(member=rec),)), 0.0)
     forged = core.stats.records_forged
-    core.receive(nid(3), peer, Gossip(updates=(Update(member=now_held.with_state(S), by=nid(3)),)), 0.0)
+    core.receive(nid(3), peer, Gossip(updates=(accusation(now_held.with_state(S), nid(3)),)), 0.0)
     assert core.stats.records_forged == forged + 1
     assert core.member(nid(2)).state is S  # type: ignore[union-attr]
 
     core, held, top = lagging(10)
-    claim = Update(member=attrs.evolve(held, incarnation=top, state=S), by=nid(3))
+    claim = accusation(attrs.evolve(held, incarnation=top, state=S), nid(3))
     core.receive(nid(3), peer, Gossip(updates=(claim,)), 0.0)
     now_held = core.member(nid(2))
     assert now_held is not None and now_held.incarnation == top, "a claim above what we held was refused"

@@ -7,12 +7,14 @@ cites each test here.
 from __future__ import annotations
 
 import attrs
+import pytest
 
 from node.protocol.identity import Identity
 from node.protocol.refusals import Refusal
 from node.protocol.swim.messages import Gossip, MemberInfo, MemberState, PushPullState, Refused, Update
-from node.protocol.swim.records import RecordVerifier, record_bytes, sign_record
-from node.testing.keys import key, nid, signed
+from node.protocol.swim.protocol import Swim
+from node.protocol.swim.records import RecordVerifier, accusation_bytes, record_bytes, sign_record
+from node.testing.keys import accusation, key, nid, signed
 from tests.unit.test_swim_protocol import CFG, Wire
 
 A, S, D, L = MemberState.ALIVE, MemberState.SUSPECT, MemberState.DEAD, MemberState.LEFT
@@ -21,7 +23,9 @@ HOST_ADDR = ("10.0.0.3", 7401)
 
 
 def claim(member: int, inc: int, state: MemberState = D, by: bytes = b"") -> Update:
-    return Update(member=MemberInfo(id=nid(member), addr=("", 0), meta=b"", incarnation=inc, state=state), by=by)
+    """A claim about `member`, signed by its accuser `by` when one is named."""
+    m = MemberInfo(id=nid(member), addr=("", 0), meta=b"", incarnation=inc, state=state)
+    return accusation(m, by) if by else Update(member=m)
 
 
 def test_a_record_verifies_only_with_its_members_key_and_each_is_verified_once() -> None:
@@ -161,6 +165,105 @@ def test_push_pull_records_are_checked_like_gossip() -> None:
     w.drop = lambda src, dst, msg: True
     w.core(1).merge_push_pull(PushPullState(members=(attrs.evolve(before, state=D),)), w.now, nid(3))
     assert w.state(1, 2) is S
+
+
+def _suspected_at(core: Swim, member: int) -> tuple[float, float]:
+    """(start, deadline) of the suspicion `core` holds of `member`."""
+    s = core._suspicions.get(nid(member))
+    assert s is not None, "no suspicion"
+    return s.started, s.deadline()
+
+
+def _hold_claims(w: Wire) -> None:
+    """Nothing leaves the cores: what a test hands core 1 stays there (no refutation, no probe, no gossip)."""
+    w.drop = lambda src, dst, msg: True
+
+
+def test_one_members_dead_claim_leaves_the_suspect_its_whole_maximum_suspicion() -> None:
+    """A DEAD claim is one accusation (merging.py A2). Before, it shortened the suspicion to its minimum at once:
+    one hostile member alone gave every node's suspect the minimum window (0.7 s at the LOCAL timings) to have its
+    refutation reach everyone, and in tests/sim/test_swim_hostile.py honest members were declared dead (seeds 5
+    and 11). On the code before, core 1's suspicion ended at its minimum."""
+    w = Wire(6)  # k = 2 confirmations
+    w.join_all()
+    _hold_claims(w)
+    m2 = w.core(1).member(nid(2))
+    assert m2 is not None
+    w.core(1).receive(nid(3), HOST_ADDR, Gossip(updates=(accusation(m2.with_state(D), nid(3)),)), w.now)
+    assert w.state(1, 2) is S
+    start, deadline = _suspected_at(w.core(1), 2)
+    assert deadline - start == pytest.approx(CFG.suspicion_max_s(6), abs=1e-3)
+    for _ in range(3):  # again, and as a SUSPECT claim: the same accuser counts once
+        for state in (D, S):
+            w.core(1).receive(nid(3), HOST_ADDR, Gossip(updates=(accusation(m2.with_state(state), nid(3)),)), w.now)
+    assert _suspected_at(w.core(1), 2) == (start, deadline)  # on the code before: start + minimum
+
+
+def test_a_member_cannot_name_other_members_as_its_accusers() -> None:
+    """Each accusation is signed by its accuser (merging.py A1). Before, a claim's accuser (`by`) was taken on the
+    sender's word, so one member named k others as confirming accusers and brought every node's suspicion down to
+    its minimum. On the code before, core 1's suspicion ended at its minimum."""
+    w = Wire(6)
+    w.join_all()
+    _hold_claims(w)
+    m2 = w.core(1).member(nid(2))
+    assert m2 is not None
+    sus = m2.with_state(S)
+    w.core(1).receive(nid(3), HOST_ADDR, Gossip(updates=(accusation(sus, nid(3)),)), w.now)
+    start, deadline = _suspected_at(w.core(1), 2)
+    assert deadline - start == pytest.approx(CFG.suspicion_max_s(6), abs=1e-3)
+    hostile_sig = key(3).sign(accusation_bytes(nid(2), 0, nid(4)))  # "4 accuses 2", signed by 3
+    fakes = (
+        Update(member=sus, by=nid(4)),  # unsigned
+        Update(member=sus, by=nid(5), sig=bytes(64)),  # a made-up signature
+        Update(member=sus, by=nid(4), sig=hostile_sig),  # signed by the sender, not by the accuser it names
+        Update(member=m2.with_state(D), by=nid(5)),  # the same, as DEAD claims
+    )
+    for fake in fakes:
+        w.core(1).receive(nid(3), HOST_ADDR, Gossip(updates=(fake,)), w.now)
+    assert _suspected_at(w.core(1), 2) == (start, deadline)  # on the code before: start + minimum
+    stats = w.core(1).stats
+    assert (stats.accusations_unsigned, stats.accusations_forged) == (2, 2)
+
+
+def test_accusations_count_as_their_signed_accusers_whoever_passes_them_on() -> None:
+    """The guard: k genuine accusations, all relayed by one member (gossip passes claims on), each count as its
+    accuser's, and the suspicion reaches its minimum as Lifeguard intends. The relaying member itself is not an
+    accuser."""
+    w = Wire(6)
+    w.join_all()
+    _hold_claims(w)
+    m2 = w.core(1).member(nid(2))
+    assert m2 is not None
+    relayed = tuple(accusation(m2.with_state(st), nid(i)) for i, st in ((4, S), (5, D), (6, S)))
+    w.core(1).receive(nid(3), HOST_ADDR, Gossip(updates=relayed[:1]), w.now)
+    start, deadline = _suspected_at(w.core(1), 2)
+    assert deadline - start == pytest.approx(CFG.suspicion_max_s(6), abs=1e-3)
+    w.core(1).receive(nid(3), HOST_ADDR, Gossip(updates=relayed[1:]), w.now)
+    assert _suspected_at(w.core(1), 2)[1] - start == pytest.approx(CFG.suspicion_min_s(6), abs=1e-3)
+    assert w.core(1).stats.confirmations == 2
+
+
+def test_a_claim_from_a_sync_counts_as_its_peers_accusation_and_is_never_passed_on_unsigned() -> None:
+    """merging.py A3: the sync peer is authenticated by its link, so its SUSPECT entry is its accusation here; we
+    hold no signature of it, so we do not gossip it (others would count it as ours, or refuse it). Our own
+    suspicions are passed on signed."""
+    w = Wire(4)
+    w.join_all()
+    m2 = w.core(1).member(nid(2))
+    assert m2 is not None
+    w.drop = lambda src, dst, msg: nid(2) in (src, dst)  # member 2 hears nothing: no refutation
+    w.sent.clear()
+    w.core(1).merge_push_pull(PushPullState(members=(m2.with_state(S),)), w.now, nid(3))
+    assert w.state(1, 2) is S
+    assert _suspected_at(w.core(1), 2)[1] - w.now == pytest.approx(CFG.suspicion_max_s(4), abs=1e-3)
+    w.advance(0.5)  # gossip rounds and probes; core 1's own probes of 2 fail and accuse it, signed
+    claims = [(src, dst, u) for src, dst, m in w.sent for u in m.updates if u.member.state in (S, D)]
+    passed_on = [u for src, dst, u in claims if dst != u.member.id]
+    assert passed_on, "the suspicions were gossiped"
+    m = RecordVerifier()
+    assert all(m.verify_accusation(u.member.id, u.member.incarnation, u.by, u.sig) for u in passed_on)
+    assert all(u.by != nid(3) for u in passed_on)  # the sync's claim stayed at core 1
 
 
 def test_keys_helper_is_deterministic() -> None:

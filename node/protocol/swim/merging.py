@@ -3,8 +3,8 @@
 Mixed into `Swim` (protocol.py), which owns the state declared below. The rules (docs/swim.md "Merge rule" and
 "Hostile members"): a record the member signed (alive, left) is verified once and merged by `supersedes`
 (members.py); a SUSPECT/DEAD claim by someone else counts only about a member we hold, only at the incarnation of
-the record it signed, starts at most a suspicion (a DEAD claim shortens it to its minimum) and is budgeted per
-sender; records about ourselves are answered with a newer signed record of ours, and a claim older than our
+the record it signed, only as the accusation of its signed accuser (A1-A4 below), starts at most a suspicion and is
+budgeted per sender; records about ourselves are answered with a newer signed record of ours, and a claim older than our
 incarnation with the record we have, in our next datagram to its sender (the suspecter missed our refutation).
 A member we forgot (dead or left for `dead_reclaim_s`) is not brought back by a record at or below the incarnation
 we last held of it (`_forgotten`): a live member re-signs its record every `dead_reclaim_s` / 2 (docs/swim.md
@@ -35,6 +35,26 @@ record of its own per datagram cost every node a signature check and a re-gossip
   itself (a claim's sender may be its subject), buy exempt records at the rate of the claim budget of each sender,
   as they already bought refutations: at the defaults 10 + 10 per second and 64 + 64 at once per admitted id the
   attacker holds. Honest members' refutations are what the exemption is for.
+
+Accusations (docs/swim.md "Hostile members"). Lifeguard shortens a suspicion as independent accusers confirm it, so
+who accused matters. Before, a claim's accuser (`by`) was taken on the sender's word and a DEAD claim shortened a
+suspicion to its minimum at once: one hostile member could name k other members as accusers, or send DEAD, and
+every node gave the suspect only the minimum window to refute, while its refutation queued behind the flood:
+- A1. A claim in a datagram counts only with its accuser's signature over the accusation (records.py
+  `accusation_bytes`: member, incarnation, accuser): the accuser is an admitted member other than the subject. A
+  claim without one is refused (`Refused(FORGED)`, `stats.accusations_unsigned`); one whose signature does not
+  verify is refused and charged to its sender's forgery budget (`stats.accusations_forged`), as a forged record.
+- A2. A DEAD claim counts as its accuser's accusation, as a SUSPECT one does: it starts a suspicion or confirms
+  one, and never shortens it by itself. A suspicion reaches its minimum timeout only with k accusers other than
+  the first, each of whom signed (and each a member a closed federation admitted).
+- A3. A claim in a push-pull sync is the sync peer's accusation (the link authenticates it; memberlist takes a
+  remote DEAD as a suspicion as well): it counts here, and is not passed on, since we hold no signature of it. A
+  claim is never passed on without its accuser's signature (protocol.py `_enqueue`); the claim we send a suspect
+  itself (the buddy system) may be unsigned, since a member refutes any claim about itself.
+- A4. Cost: a signature is checked only for a claim that would count (it starts a suspicion, within its sender's
+  claim budget, or it confirms one with a new accuser while fewer than k are in), within its sender's forgery
+  budget; results are cached (records.py). So one member alone can start a suspicion at its maximum timeout only,
+  and its refutation has that whole window.
 """
 
 from __future__ import annotations
@@ -84,6 +104,8 @@ class SwimStats:
     records_forged: int = 0  # alive/left records whose signature did not verify
     claims_unsigned: int = 0  # suspect/dead claims at an incarnation the member never signed (as far as we know)
     claims_rate_limited: int = 0  # suspect/dead claims over their sender's budget
+    accusations_unsigned: int = 0  # claims without their accuser's signature, or naming no admitted accuser (A1)
+    accusations_forged: int = 0  # claims whose accuser's signature did not verify (A1)
     records_replayed: int = 0  # records of a forgotten member at or below the incarnation we last held of it
     records_rate_limited: int = 0  # new records of a member over its budget (R1), refused unchecked
 
@@ -122,8 +144,11 @@ class Merging:
     def _set_self(self, me: MemberInfo, now: float) -> None:  # Swim's
         raise NotImplementedError
 
-    def _apply(self, update: Update, now: float, sender: bytes, *, gossip_new: bool = True) -> None:
-        """Merge one update from the network (the sender is the authenticated datagram or sync peer)."""
+    def _apply(
+        self, update: Update, now: float, sender: bytes, *, gossip_new: bool = True, vouched: bool = False
+    ) -> None:
+        """Merge one update from the network (the sender is the authenticated datagram or sync peer; a `vouched`
+        claim is the sync peer's own accusation, A3)."""
         m = update.member
         if m.id == self._id:
             self._about_self(update, now, sender)
@@ -131,7 +156,7 @@ class Merging:
         old = self._table.get(m.id)
         if m.state in CLAIMS:
             if old is not None:
-                self._apply_claim(update, old, now, sender)
+                self._apply_claim(update, old, now, sender, vouched=vouched)
             return  # a claim about a member we never heard of: nothing it signed to accuse
         if old is None:
             if not self._admit(m.id):
@@ -192,20 +217,40 @@ class Merging:
 
     def _verified(self, m: MemberInfo, now: float, sender: bytes) -> bool:
         """The member's own signature over its record (cached); a sender of bad ones gets few verifications."""
+        ok = self._signature_ok(lambda: self._verifier.verify(m), now, sender)
+        if ok is False:
+            self.stats.records_forged += 1
+        return ok is True
+
+    def _accused(self, claim: Update, now: float, sender: bytes) -> bool:
+        """A1: the accuser's signature over its accusation (cached), within the sender's forgery budget."""
+        m = claim.member
+        ok = self._signature_ok(
+            lambda: self._verifier.verify_accusation(m.id, m.incarnation, claim.by, claim.sig), now, sender
+        )
+        if ok is False:
+            self.stats.accusations_forged += 1
+        return ok is True
+
+    def _signature_ok(self, check: Callable[[], bool], now: float, sender: bytes) -> bool | None:
+        """Run one signature check for what `sender` sent: None (refused unchecked) when the sender's forgery
+        budget is spent, else the result, a failure charged to that budget."""
         if not self._forged_budget.allows(sender, now):
             self._emit(Refused(refusal=Refusal.RATE_LIMITED))
-            return False
-        if self._verifier.verify(m):
+            return None
+        if check():
             return True
         self._forged_budget.failed(sender, now)
-        self.stats.records_forged += 1
         self._emit(Refused(refusal=Refusal.FORGED))
         return False
 
-    def _apply_claim(self, update: Update, old: MemberInfo, now: float, sender: bytes) -> None:
+    def _apply_claim(
+        self, update: Update, old: MemberInfo, now: float, sender: bytes, *, vouched: bool = False
+    ) -> None:
         """A SUSPECT or DEAD claim about a member we hold. It counts only at the incarnation the member signed
-        (that of our record); it can start a suspicion (which the member can refute), never make it DEAD sooner
-        than the suspicion's minimum timeout here, never change its address or meta."""
+        (that of our record), and only as its signed accuser's accusation (A1-A4): it can start a suspicion (which
+        the member can refute) or confirm one, never make it DEAD sooner than the suspicion's timeout here,
+        never change its address or meta."""
         m = update.member
         if m.incarnation > old.incarnation:
             kept = self._deferred.get(m.id)
@@ -218,22 +263,27 @@ class Merging:
                 if self._refute_with_deferred(old, now):
                     held = self._table.get(m.id)
                     if held is not None and held.incarnation == m.incarnation:
-                        self._apply_claim(update, held, now, sender)  # the claim at what we now hold
+                        self._apply_claim(update, held, now, sender, vouched=vouched)  # at what we now hold
                     return
             self.stats.claims_unsigned += 1
             self._emit(Refused(refusal=Refusal.FORGED))
             return
         if m.incarnation < old.incarnation or old.state not in LIVE:
             return  # stale, or already DEAD/LEFT here
-        by = update.by if update.by not in (b"", m.id) and self._admit(update.by) else sender
-        claim = Update(member=old.with_state(SUSPECT), by=by)
+        if vouched:  # A3: the sync peer's own accusation, unsigned: it counts here and is not passed on
+            claim = Update(member=old.with_state(SUSPECT), by=sender)
+        elif update.sig and update.by not in (b"", m.id) and self._admit(update.by):
+            claim = Update(member=old.with_state(SUSPECT), by=update.by, sig=update.sig)  # A2: DEAD counts as this
+        else:  # A1
+            self.stats.accusations_unsigned += 1
+            self._emit(Refused(refusal=Refusal.FORGED))
+            return
         if old.state is SUSPECT:
             if self._refute_with_deferred(old, now):  # R3 (once per suspicion: it ends it)
                 return
-            if m.state is SUSPECT:
+            running = self._suspicions.get(m.id)  # A4: check only an accusation that would count
+            if running is not None and running.counts(claim.by) and (vouched or self._accused(claim, now, sender)):
                 self._maybe_confirm(claim, old)
-            else:
-                self._suspicions.shorten(m.id)
             return
         if not self._claim_budget.take(sender, now):
             self.stats.claims_rate_limited += 1
@@ -241,9 +291,8 @@ class Merging:
             return
         if self._refute_with_deferred(old, now):  # R3, after the claim's sender paid
             return
-        self._commit(claim, old, now)
-        if m.state is DEAD:
-            self._suspicions.shorten(m.id)
+        if vouched or self._accused(claim, now, sender):  # A4, after the claim's sender paid
+            self._commit(claim, old, now)
 
     def _commit(self, update: Update, old: MemberInfo | None, now: float, *, gossip_new: bool = True) -> None:
         """Put a checked record in the table: suspicion timers, probe ring, gossip queue and change events."""

@@ -102,12 +102,15 @@ _FIELDS: Any = attrs.fields(MemberInfo)
 class Update:
     """One piggybacked member update: a member record as the sender knows it.
 
-    `by` names the accuser of a SUSPECT update (Lifeguard counts independent accusers as confirmations);
-    it is empty for every other state.
+    `by` names the accuser of a SUSPECT or DEAD claim (Lifeguard counts independent accusers as confirmations)
+    and `sig` is the accuser's signature over its accusation (records.py `accusation_bytes`); both are empty for
+    the other states. A claim without `sig` counts only about ourselves (we refute it) or as the accusation of an
+    authenticated sync peer (merging.py A1-A4), and is never passed on.
     """
 
     member: MemberInfo
     by: bytes = attrs.field(default=b"", validator=v.max_len(ID_LEN))
+    sig: bytes = attrs.field(default=b"", validator=v.max_len(SIG_LEN))
 
 
 @attrs.frozen(kw_only=True, slots=True)

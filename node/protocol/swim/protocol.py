@@ -20,9 +20,10 @@ Theory of operation:
 - Local health (awareness.py) scales the probe interval and timeouts.
 - Records only the member can change (merging.py, records.py, docs/swim.md "Hostile members"): alive/left
   records are signed by their member and verified (once each) before they are merged; suspect/dead claims count
-  only at the incarnation the member signed, start at most a suspicion (a DEAD claim shortens it to its minimum,
-  never kills at once), and each sender may start only so many suspicions (claims_per_sender_*); a member's own
-  new records are verified within a budget per member, refutations exempt (merging.py R1-R4).
+  only at the incarnation the member signed and as the accusation of the accuser that signed them (merging.py
+  A1-A4: a DEAD claim is one accusation, never a death at once), start at most a suspicion, and each sender may
+  start only so many suspicions (claims_per_sender_*); a member's own new records are verified within a budget
+  per member, refutations exempt (merging.py R1-R4).
 Dead and left members are forgotten after dead_reclaim_s, their last incarnation remembered (FORGOTTEN_MAX) so
 that a replay of an old record cannot bring them back; a node's first incarnation is its boot epoch (docs/swim.md
 "Boot epochs and replays"). Admission (`admit`) is checked for every new member.
@@ -62,7 +63,7 @@ from node.protocol.swim.messages import (
     SwimMessage,
     Update,
 )
-from node.protocol.swim.records import RecordVerifier, SignFn, sign_record
+from node.protocol.swim.records import RecordVerifier, SignFn, accusation_bytes, sign_record
 from node.protocol.swim.suspicion import Suspicions
 from node.protocol.wire import Limits
 from node.protocol.wire.swim import INCARNATION_MAX, UPDATE_MIN_SIZE, piggyback_budget, update_size
@@ -330,7 +331,7 @@ class Swim(Merging):
         """Merge a remote full state from `sender_id`. Each record's signed part (the member's own alive or left
         record) is merged as a signed record; a remote SUSPECT or DEAD is then a SUSPECT claim by the sender
         (memberlist also takes a remote DEAD as a suspicion): we let the member refute rather than kill it on
-        hearsay.
+        hearsay. Such a claim is the sender's accusation here only, not passed on (merging.py A3).
 
         Members new to us are re-gossiped when the sync brought only a few (GOSSIP_NEW_FROM_SYNC_MAX): that is a
         seed learning of a joiner, and gossip from two sources (joiner and seed) instead of one closes the long
@@ -353,7 +354,7 @@ class Swim(Merging):
                 if m.id != self._id and (held is None or held.incarnation < m.incarnation):
                     continue  # its record was not taken (forged, or over its budget: merging.py R1): no claim at it
                 m = m.with_state(SUSPECT)
-            self._apply(Update(member=m, by=sender_id), now, sender_id, gossip_new=gossip_new)
+            self._apply(Update(member=m, by=sender_id), now, sender_id, gossip_new=gossip_new, vouched=True)
         if joining and table.live_count > 1:
             self._announce(self.config.join_fanout, now, skip=sender_id)  # it has our record
         elif fresh and gossip_new and self._queue and not self._left:
@@ -409,8 +410,8 @@ class Swim(Merging):
         first: tuple[Update, ...] = ()
         if cfg.lifeguard and info.state is SUSPECT:
             queued = self._queue.queued(info.id)
-            by = queued.by if queued is not None and queued.member == info else self._id
-            first = (Update(member=info, by=by),)  # buddy system: tell the suspect at once so it can refute
+            # buddy system: tell the suspect at once so it can refute (it refutes a claim unsigned too: A3)
+            first = (queued if queued is not None and queued.member == info else Update(member=info, by=self._id),)
         self._send(info.id, info.addr, Ping(seq=self._seq), first=first)
 
     def _on_ack(self, sender_id: bytes, msg: Ack, now: float) -> None:
@@ -481,12 +482,18 @@ class Swim(Merging):
             info = self._table.get(p.target)  # a record it signed since, kept aside over its budget (merging.py R3)
         if info is None or info.state not in LIVE:
             return
-        claim = Update(member=info.with_state(SUSPECT), by=self._id)
         if info.state is ALIVE:
             self.stats.suspicions_raised += 1
-            self._commit(claim, info, now)
+            self._commit(self._accuse(info, SUSPECT), info, now)
         else:
-            self._maybe_confirm(claim, info)
+            held = self._suspicions.get(info.id)
+            if held is not None and held.counts(self._id):  # sign only what counts
+                self._maybe_confirm(self._accuse(info, SUSPECT), info)
+
+    def _accuse(self, info: MemberInfo, state: MemberState) -> Update:
+        """Our own claim about a member at the incarnation we hold, signed as its accuser (merging.py A1)."""
+        sig = self._sign(accusation_bytes(info.id, info.incarnation, self._id))
+        return Update(member=info.with_state(state), by=self._id, sig=sig)
 
     def _ask_others(self, p: _Probe) -> None:
         info = self._table.get(p.target)
@@ -526,11 +533,13 @@ class Swim(Merging):
             if s is None or info is None or info.state is not SUSPECT or info.incarnation != s.incarnation:
                 continue
             self.stats.deaths_declared += 1
-            self._commit(Update(member=info.with_state(DEAD), by=self._id), info, now)
+            self._commit(self._accuse(info, DEAD), info, now)
 
     # ---- dissemination and sync ----
 
     def _enqueue(self, update: Update) -> None:
+        if update.member.state in CLAIMS and not update.sig:
+            return  # a claim without its accuser's signature counts nowhere else: never passed on (merging.py A3)
         self._queue.enqueue(update, update_size(update))
 
     def _send(

@@ -46,20 +46,16 @@ class Suspicion:
     def confirmations(self) -> int:
         return len(self._accusers) - 1
 
+    def counts(self, by: bytes) -> bool:
+        """Whether `by` would count as a confirmation: a new accuser while fewer than k are in."""
+        return self.confirmations < self.k and by not in self._accusers
+
     def confirm(self, by: bytes) -> bool:
         """Count an independent accuser. False when it is not new or k confirmations are already in."""
-        if self.confirmations >= self.k or by in self._accusers:
+        if not self.counts(by):
             return False
         self._accusers.append(by)
         self._deadline = self.started + suspicion_timeout(self.confirmations, self.k, self.min_s, self.max_s)
-        return True
-
-    def shorten(self) -> bool:
-        """Fire at the minimum timeout from the start (a DEAD claim about a suspect): the suspect still had its
-        whole minimum window to refute. False when the deadline was already that early."""
-        if self._deadline <= self.started + self.min_s:
-            return False
-        self._deadline = self.started + self.min_s
         return True
 
     def deadline(self) -> float:
@@ -95,14 +91,6 @@ class Suspicions:
         """Count `by` as an independent accuser of a running suspicion (see Suspicion.confirm)."""
         s = self._by_id.get(member_id)
         if s is None or not s.confirm(by):
-            return False
-        self._heap.push(member_id, s.deadline())
-        return True
-
-    def shorten(self, member_id: bytes) -> bool:
-        """Bring a running suspicion down to its minimum timeout (see Suspicion.shorten)."""
-        s = self._by_id.get(member_id)
-        if s is None or not s.shorten():
             return False
         self._heap.push(member_id, s.deadline())
         return True

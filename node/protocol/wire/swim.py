@@ -8,8 +8,10 @@ Datagram:  [WIRE_VERSION][MsgType][msgpack map]
 Update:    a compact array, by state (state 0 alive, 1 suspect, 2 dead, 3 left):
            alive/left   [id, host, port, meta, incarnation, state, sig]  sig: the member's own Ed25519 signature
                         over its record (node/protocol/swim/records.py); only the member can write these.
-           suspect/dead [id, incarnation, state, by]   a claim by someone else: no address, meta or signature
-                        (the receiver keeps the signed ones it holds); `by` is the accuser's id or empty.
+           suspect/dead [id, incarnation, state, by, sig]   a claim by someone else: no address or meta (the
+                        receiver keeps the signed ones it holds); `by` is the accuser's id, `sig` its Ed25519
+                        signature over the accusation (records.py `accusation_bytes`). Without an accuser's
+                        signature, [id, incarnation, state, by]: a claim sent to its subject only (it refutes).
 Push-pull: [WIRE_VERSION][PUSH_PULL or PUSH_PULL_REPLY][msgpack {"m": [member...]}], member =
            [id, host, port, meta, incarnation, state, sig] in every state (a suspect/dead member keeps the
            signature of its alive record at that incarnation, so the receiver can check the member signed it).
@@ -70,6 +72,8 @@ def _member_obj(m: MemberInfo) -> list[Any]:
 def _update_obj(u: Update) -> list[Any]:
     m = u.member
     if m.state in _CLAIMS:
+        if u.sig:
+            return [m.id, m.incarnation, _STATE_CODE[m.state], u.by, u.sig]
         return [m.id, m.incarnation, _STATE_CODE[m.state], u.by]
     return _member_obj(m)
 
@@ -134,19 +138,22 @@ def _decode_member(obj: Any) -> MemberInfo:
 
 
 def _decode_update(obj: Any) -> Update:
-    if isinstance(obj, list) and len(obj) == 4:  # a suspect/dead claim
-        mid, inc, state, by = obj
+    if isinstance(obj, list) and len(obj) in (4, 5):  # a suspect/dead claim, signed by its accuser or not
+        mid, inc, state, by = obj[:4]
+        sig = obj[4] if len(obj) == 5 else b""
         _check_id(mid)
         _check_inc_state(inc, state)
         if _CODE_STATE[state] not in _CLAIMS:
             raise RemoteProtocolError("an alive/left record must be signed")
         if not isinstance(by, bytes) or len(by) not in (0, ID_LEN):
             raise RemoteProtocolError("accuser id must be empty or 32 bytes")
+        if len(obj) == 5 and (not isinstance(sig, bytes) or len(sig) != SIG_LEN or len(by) != ID_LEN):
+            raise RemoteProtocolError(f"a signed claim names its accuser and carries a {SIG_LEN}-byte signature")
         claim = MemberInfo(id=mid, addr=("", 0), meta=b"", incarnation=inc, state=_CODE_STATE[state])
-        return Update(member=claim, by=by)
+        return Update(member=claim, by=by, sig=sig)
     info = _decode_member(obj)
     if info.state in _CLAIMS:
-        raise RemoteProtocolError("a suspect/dead update is a 4-item claim")
+        raise RemoteProtocolError("a suspect/dead update is a 4- or 5-item claim")
     return Update(member=info)
 
 
