@@ -239,6 +239,35 @@ def test_ping_to_a_suspect_carries_the_suspicion_first() -> None:
     assert w.state(1, 2) is A  # refuted at once
 
 
+def _record_of(i: int, incarnation: int, state: MemberState = A) -> MemberInfo:
+    addr = (f"10.0.0.{i}", 7401)
+    return signed(MemberInfo(id=nid(i), addr=addr, meta=b"m%d" % i, incarnation=incarnation, state=state))
+
+
+def test_a_member_that_passes_on_a_stale_claim_gets_the_newer_record_in_our_next_datagram_to_it() -> None:
+    """Member 2 suspects 3 at incarnation 0 and gossips that claim; 3 refuted (1), and we hold 3's record at 1, but
+    the refutation's retransmissions all missed 2. Our next datagram to 2 carries 3's record, so 2 ends the
+    suspicion. Before, only 3 itself answered a stale claim (about it, to its sender): in the simulator, at 15 %
+    loss, a node that missed a refutation for the whole suspicion declared a live member dead while every node it
+    told held the refutation (tests/sim/test_swim_sim.py, seed 1). On the code before, our ack carried nothing."""
+    w = Wire(4)
+    core = w.core(1)
+    core.preload({nid(2): _record_of(2, 0), nid(3): _record_of(3, 1), nid(4): _record_of(4, 0)}, w.now)
+    stale = accusation(_record_of(3, 0).with_state(S), nid(2))
+    core.receive(nid(2), ("10.0.0.2", 7401), Gossip(updates=(stale,)), w.now)
+    assert core.member(nid(3)) == _record_of(3, 1)  # the stale claim changed nothing here
+    core.drain()
+    core.receive(nid(2), ("10.0.0.2", 7401), Ping(seq=7), w.now)
+    (ack,) = [c for c in core.drain() if isinstance(c, Send)]
+    assert ack.to_id == nid(2) and isinstance(ack.msg, Ack)
+    assert ack.msg.updates[0].member == _record_of(3, 1)  # first, before anything queued
+    core.receive(nid(2), ("10.0.0.2", 7401), Ping(seq=8), w.now)  # owed once
+    assert all(u.member.id != nid(3) for c in core.drain() if isinstance(c, Send) for u in c.msg.updates)
+    # nor to a sender we do not hold (an open federation admits made-up ids: they would fill the table)
+    core.receive(nid(9), ("10.0.0.9", 7401), Gossip(updates=(stale,)), w.now)
+    assert nid(9) not in core._behind
+
+
 def test_a_suspect_that_already_refuted_answers_a_stale_buddy_ping_with_its_record() -> None:
     """Member 2 refuted a suspicion (incarnation 1) while member 1 still suspects it at 0, and 2's refutation was
     gossiped its `retransmit_limit` times without reaching 1 (losses). 1's probes of 2 carry the suspicion first

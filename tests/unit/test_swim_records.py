@@ -266,5 +266,22 @@ def test_a_claim_from_a_sync_counts_as_its_peers_accusation_and_is_never_passed_
     assert all(u.by != nid(3) for u in passed_on)  # the sync's claim stayed at core 1
 
 
+def test_a_suspect_hears_at_once_of_a_suspicion_from_a_sync_that_nobody_gossips() -> None:
+    """merging.py A3: a sync's claim is not gossiped, so the node that took it tells the suspect directly; else a
+    hostile sync peer's claim ran its whole timeout wherever the node's probe ring did not reach the suspect in
+    time (in a large federation a ring round is far longer than the longest suspicion)."""
+    w = Wire(4)
+    w.join_all()
+    m2 = w.core(1).member(nid(2))
+    assert m2 is not None
+    w.core(1).merge_push_pull(PushPullState(members=(m2.with_state(S),)), w.now, nid(3))
+    assert w.state(1, 2) is S
+    w.flush()  # no time passes: no probe, no gossip round
+    assert [m.updates[0].member for src, dst, m in w.sent if (src, dst) == (nid(1), nid(2))] == [m2.with_state(S)]
+    assert w.core(2).stats.refutations == 1  # on the code without the message: 0
+    w.advance(2 * CFG.gossip_interval_s)
+    assert w.state(1, 2) is A  # its refutation reached 1
+
+
 def test_keys_helper_is_deterministic() -> None:
     assert key(3).id == nid(3) == Identity.from_seed(b"homing-test-key:" + (3).to_bytes(16, "big")).id

@@ -50,7 +50,10 @@ every node gave the suspect only the minimum window to refute, while its refutat
 - A3. A claim in a push-pull sync is the sync peer's accusation (the link authenticates it; memberlist takes a
   remote DEAD as a suspicion as well): it counts here, and is not passed on, since we hold no signature of it. A
   claim is never passed on without its accuser's signature (protocol.py `_enqueue`); the claim we send a suspect
-  itself (the buddy system) may be unsigned, since a member refutes any claim about itself.
+  itself (the buddy system) may be unsigned, since a member refutes any claim about itself. So that the suspect
+  hears of a suspicion nobody gossips, we send it that claim at once (`_tell_suspect`): without that, a hostile
+  sync peer's claim would run its whole timeout where our probe ring did not reach the suspect in time (a ring
+  round is N probe intervals, the longest suspicion 6 * 4 * log10 N of them).
 - A4. Cost: a signature is checked only for a claim that would count (it starts a suspicion, within its sender's
   claim budget, or it confirms one with a new accuser while fewer than k are in), within its sender's forgery
   budget; results are cached (records.py). So one member alone can start a suspicion at its maximum timeout only,
@@ -81,6 +84,9 @@ CLAIMS = (SUSPECT, DEAD)
 # first out: about 200 bytes each, 13 MB at most. A replay needs this many other members forgotten after its
 # victim, each held, gone and reclaimed here (at most `members_max` per `dead_reclaim_s`: over 3 h at the defaults).
 FORGOTTEN_MAX = 65_536
+# Newer records we owe one member that passed on stale claims (`_owe_record`): a datagram holds several, and a
+# sender behind on more members at once hears of the rest from its next stale claims.
+BEHIND_PER_SENDER = 4
 
 
 @attrs.define(slots=True)
@@ -131,7 +137,7 @@ class Merging:
     _awareness: Awareness
     _gone: dict[bytes, float]
     _forgotten: OrderedDict[bytes, int]  # reclaimed members -> the incarnation we last held (FORGOTTEN_MAX)
-    _behind: set[bytes]  # senders of a claim about us older than our incarnation: our next datagram to each
+    _behind: dict[bytes, list[bytes]]  # senders of a stale claim -> the members whose newer records we owe them
     _msg_incarnation: int  # our incarnation when the message (datagram or sync) being merged arrived
     _msg_verified: set[bytes]  # members of which this message already brought a good signed record
 
@@ -142,6 +148,9 @@ class Merging:
         raise NotImplementedError
 
     def _set_self(self, me: MemberInfo, now: float) -> None:  # Swim's
+        raise NotImplementedError
+
+    def _tell_suspect(self, suspect: MemberInfo) -> None:  # Swim's
         raise NotImplementedError
 
     def _apply(
@@ -268,8 +277,12 @@ class Merging:
             self.stats.claims_unsigned += 1
             self._emit(Refused(refusal=Refusal.FORGED))
             return
-        if m.incarnation < old.incarnation or old.state not in LIVE:
-            return  # stale, or already DEAD/LEFT here
+        if m.incarnation < old.incarnation:
+            if old.state is not SUSPECT and old.state is not DEAD:  # our newer record is one the member signed
+                self._owe_record(sender, m.id)
+            return  # stale
+        if old.state not in LIVE:
+            return  # already DEAD/LEFT here
         if vouched:  # A3: the sync peer's own accusation, unsigned: it counts here and is not passed on
             claim = Update(member=old.with_state(SUSPECT), by=sender)
         elif update.sig and update.by not in (b"", m.id) and self._admit(update.by):
@@ -293,6 +306,26 @@ class Merging:
             return
         if vouched or self._accused(claim, now, sender):  # A4, after the claim's sender paid
             self._commit(claim, old, now)
+            if vouched:
+                self._tell_suspect(old)  # A3: nobody else hears of it from us
+
+    def _owe_record(self, sender: bytes, member_id: bytes) -> None:
+        """`sender` passed on a claim about a member older than the record the member signed since, which we hold
+        (its refutation missed the sender: its retransmissions went elsewhere, or were lost). Our next datagram to
+        the sender carries that record (protocol.py `_send`). Before, only the member itself answered (about us,
+        here): under 15 % loss in the simulator, a node that missed a refutation for the whole suspicion declared a
+        live member dead while every node it gossiped its claim to held the refutation. Only for a sender in the
+        table (made-up ids, which an open federation admits, would fill the table and end these answers for
+        everyone), at most BEHIND_PER_SENDER members each; `_forget` drops a member's entries as a sender."""
+        if self._table.get(sender) is None:
+            return
+        owed = self._behind.get(sender)
+        if owed is None:
+            if len(self._behind) >= self.config.members_max:
+                return
+            owed = self._behind[sender] = []
+        if member_id not in owed and len(owed) < BEHIND_PER_SENDER:
+            owed.append(member_id)
 
     def _commit(self, update: Update, old: MemberInfo | None, now: float, *, gossip_new: bool = True) -> None:
         """Put a checked record in the table: suspicion timers, probe ring, gossip queue and change events."""
@@ -353,11 +386,8 @@ class Merging:
                 return
             if m.incarnation < me.incarnation:
                 # we refuted already, but the sender missed it (its retransmissions went elsewhere, or were lost):
-                # our next datagram to it carries our record first, the ack to its buddy ping at the latest. Only
-                # for a sender in the table: made-up ids (an open federation admits any) would fill the set and end
-                # these answers for everyone; `_forget` drops a member's entry.
-                if self._table.get(sender) is not None and len(self._behind) < self.config.members_max:
-                    self._behind.add(sender)
+                # our next datagram to it carries our record first, the ack to its buddy ping at the latest
+                self._owe_record(sender, self._id)
                 return
         else:
             if m.incarnation < me.incarnation or m == me:

@@ -170,7 +170,7 @@ class Swim(Merging):
         self._awareness = Awareness(config.awareness_max_multiplier, enabled=config.lifeguard)
         self._gone: dict[bytes, float] = {}  # DEAD/LEFT members by the time they went, oldest first
         self._forgotten: OrderedDict[bytes, int] = OrderedDict()  # reclaimed id -> last incarnation (`_reap`)
-        self._behind: set[bytes] = set()  # members that sent us a stale claim about us (merging.py `_about_self`)
+        self._behind: dict[bytes, list[bytes]] = {}  # senders of stale claims -> records we owe (`_owe_record`)
         self._msg_incarnation = self._self.incarnation  # set as each message is merged (merging.py `_about_self`)
         self._msg_verified: set[bytes] = set()  # cleared as each message is merged (merging.py `_apply`)
         self._seeds: dict[bytes, Address] = {}
@@ -383,7 +383,7 @@ class Swim(Merging):
         self._queue.invalidate(member_id)
         self._suspicions.pop(member_id)
         self._gone.pop(member_id, None)
-        self._behind.discard(member_id)
+        self._behind.pop(member_id, None)
         self._deferred.pop(member_id, None)
 
     # ---- probing ----
@@ -490,6 +490,10 @@ class Swim(Merging):
             if held is not None and held.counts(self._id):  # sign only what counts
                 self._maybe_confirm(self._accuse(info, SUSPECT), info)
 
+    def _tell_suspect(self, suspect: MemberInfo) -> None:
+        """Send a member the suspicion of it we hold and do not gossip (merging.py A3), so that it refutes."""
+        self._send(suspect.id, suspect.addr, Gossip(), first=(Update(member=suspect.with_state(SUSPECT), by=self._id),))
+
     def _accuse(self, info: MemberInfo, state: MemberState) -> Update:
         """Our own claim about a member at the incarnation we hold, signed as its accuser (merging.py A1)."""
         sig = self._sign(accusation_bytes(info.id, info.incarnation, self._id))
@@ -554,12 +558,13 @@ class Swim(Merging):
     ) -> None:
         """Send `msg` with `first` and as many queued updates as fit. A datagram member `asked_by` made us send
         carries queued updates only within its budget (REPLY_UPDATES_BURST), and only for a member we hold."""
+        budget = piggyback_budget(msg) - sum(update_size(u) for u in first)
         if self._behind and to_id in self._behind:
-            self._behind.discard(to_id)
-            first = (Update(member=self._self), *first)  # it holds an older incarnation of us: our record first
+            owed = self._owed(to_id, budget)  # it holds older incarnations of these: their records first
+            budget -= sum(update_size(u) for u in owed)
+            first = (*owed, *first)
         updates = first
         if asked_by is None or (asked_by in self._table and self._reply_budget.take(asked_by, now)):
-            budget = piggyback_budget(msg) - sum(update_size(u) for u in first)
             limit = self.config.retransmit_limit(self._table.live_count)
             room = Limits.SWIM_PIGGYBACK_MAX_ITEMS - len(first)
             updates = first + tuple(self._queue.select(budget, limit, room, min_size=UPDATE_MIN_SIZE))
@@ -567,6 +572,26 @@ class Swim(Merging):
             msg = attrs.evolve(msg, updates=updates)
         self.stats.datagrams_sent += 1
         self._emit(Send(to_id=to_id, to_addr=to_addr, msg=msg))
+
+    def _owed(self, to_id: bytes, budget: int) -> tuple[Update, ...]:
+        """The newer records we owe `to_id` (merging.py `_owe_record`) that fit in `budget` bytes; what does not fit
+        stays owed for the next datagram."""
+        out: list[Update] = []
+        rest: list[bytes] = []
+        for member_id in self._behind.pop(to_id):
+            m = self._table.get(member_id)
+            if m is None or m.state is SUSPECT or m.state is DEAD:
+                continue  # forgotten, or suspected since: what we hold now is no record it signed
+            u = Update(member=m)
+            size = update_size(u)
+            if size > budget:
+                rest.append(member_id)
+                continue
+            budget -= size
+            out.append(u)
+        if rest:
+            self._behind[to_id] = rest
+        return tuple(out)
 
     def _gossip(self, now: float) -> None:
         self._next_gossip_at = now + self.config.gossip_interval_s
