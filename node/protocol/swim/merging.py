@@ -372,10 +372,11 @@ class Merging:
         self._suspicions.start(m.id, s)
 
     def _about_self(self, update: Update, now: float, sender: bytes) -> None:
-        """A record about us. A claim counts only at our current incarnation; a signed record only if we signed
-        it (an earlier life of ours, before a restart). Either way we answer with a newer signed record, once per
-        message: an honest sender holds one record of us, and our next incarnations are predictable, so claims at
-        i, i+1, i+2, ... in one datagram (or thousands in one sync) each cost a signature here before."""
+        """A record about us. A claim counts only at our current incarnation, within its sender's claim budget; a
+        signed record only if we signed it (an earlier life of ours, before a restart). Either way we answer with a
+        newer signed record, once per message: an honest sender holds one record of us, and our next incarnations
+        are predictable, so claims at i, i+1, i+2, ... in one datagram (or thousands in one sync) each cost a
+        signature here before."""
         m, me = update.member, self._self
         if me.incarnation != self._msg_incarnation:
             return  # this message moved us already; the rest of it is about incarnations nobody had seen
@@ -388,6 +389,13 @@ class Merging:
                 # we refuted already, but the sender missed it (its retransmissions went elsewhere, or were lost):
                 # our next datagram to it carries our record first, the ack to its buddy ping at the latest
                 self._owe_record(sender, self._id)
+                return
+            if not self._claim_budget.take(sender, now):
+                # a claim about us goes to the sender's claim budget like any other: before, a member sending us a
+                # claim at our incarnation in every datagram had us refute (sign, re-gossip, and lower our own
+                # health score) once per datagram, and every node verify our new records up to our record budget
+                self.stats.claims_rate_limited += 1
+                self._emit(Refused(refusal=Refusal.RATE_LIMITED))
                 return
         else:
             if m.incarnation < me.incarnation or m == me:
