@@ -59,7 +59,8 @@ class SwimConfig:
     # Queued piggyback updates (one per member at most); beyond it the most-retransmitted one is dropped.
     broadcast_queue_max: int = attrs.field(default=4096, validator=v.ge(1))
     # Suspicions one member may start here per second on average (its suspect/dead claims about members we hold
-    # alive): a hostile member cannot keep the federation busy refuting (docs/swim.md "Hostile members").
+    # alive, and about us, which we refute): a hostile member cannot keep the federation busy refuting (docs/swim.md
+    # "Hostile members").
     claims_per_sender_per_s: float = attrs.field(default=10.0, validator=_pos)
     # Suspicions one member may start here back to back before `claims_per_sender_per_s` applies.
     claims_per_sender_burst: int = attrs.field(default=64, validator=v.ge(1))
