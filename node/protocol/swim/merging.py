@@ -31,8 +31,9 @@ record of its own per datagram cost every node a signature check and a re-gossip
 - R4. Bound: over T seconds a member makes a node verify at most `records_per_member_burst +
   records_per_member_per_s * T` records of its own, plus one per suspicion of it started there (R2, R3), each
   started by the node's own failed probe or by a claim within its sender's `claims_per_sender_*` budget (and a
-  message takes at most one good record per member). So claims about the member, by an accomplice or by the member
-  itself (a claim's sender may be its subject), buy exempt records at the rate of the claim budget of each sender,
+  message takes at most one good record per member). So claims about the member, sent by an accomplice or by the
+  member itself (a claim's sender may be its subject; its accuser, A1, never is: it needs an accomplice's signed
+  accusation), buy exempt records at the rate of the claim budget of each sender,
   as they already bought refutations: at the defaults 10 + 10 per second and 64 + 64 at once per admitted id the
   attacker holds. Honest members' refutations are what the exemption is for.
 
