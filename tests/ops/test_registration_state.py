@@ -100,8 +100,14 @@ def test_registration_state_heartbeat_and_the_not_federated_flag(tmp_path: Path)
             last = n["a"].registration()["last_success"]
             assert isinstance(last, int) and abs(last - time.time()) < 10
             assert f'homing_registration_last_success_timestamp_seconds{{registry="{base}"}} ' in n["a"].get("/metrics")
-            out = run_homing("node", "status", "--data-dir", str(n["a"].dir))
-            assert f"registry {base}: approved; last successful heartbeat 20" in out.stdout, out.stdout
+            # a heartbeat that times out on a loaded machine shows as "unreachable" until the next one succeeds
+            # (CI saw it once with other test runs on the machine): the line is checked once it says approved
+            approved_line = f"registry {base}: approved; last successful heartbeat 20"
+            wait_for(
+                lambda: approved_line in run_homing("node", "status", "--data-dir", str(n["a"].dir)).stdout,
+                20,
+                "`homing node status` saying approved",
+            )
 
             def flagged() -> dict[str, Any]:
                 doc = json.loads(admin(reg_dir, "list", "--json").stdout)
