@@ -55,17 +55,19 @@ def test_bridge_node_end_to_end(tmp_path: Path) -> None:
                 bridge = await nursery.start(run_node, b_cfg, Identity.generate())
                 listed = await nursery.start(run_node, l_cfg, Identity.generate())
                 async with httpx2.AsyncClient() as http:
-                    cards = []
-                    while not cards:
+                    cards: list[str] = []
+                    ids: set[bytes] = set()
+                    # both nodes register at start, in either order (a slow machine had the bridge listed first)
+                    while not cards or listed.identity.id not in ids:
                         await trio.sleep(0.2)
                         resp = await http.get(f"{base}/v1/bridges")
                         cards = list(
                             open_bridge_list(decode_document(resp.content), {registry.id}, now=time.time()).uris
                         )
-                    nodes = open_node_list(decode_document((await http.get(f"{base}/v1/nodes")).content),
-                                           {registry.id}, now=time.time()).nodes  # fmt: skip
-                assert listed.identity.id in {n.id for n in nodes}
-                assert bridge.identity.id not in {n.id for n in nodes}
+                        nodes = open_node_list(decode_document((await http.get(f"{base}/v1/nodes")).content),
+                                               {registry.id}, now=time.time()).nodes  # fmt: skip
+                        ids = {n.id for n in nodes}
+                assert bridge.identity.id not in ids
                 card = parse_card(cards[0], now=time.time())
                 assert card.id == bridge.identity.id and card.ws == f"ws://127.0.0.1:{bridge_port}{SECRET}"
                 node_id, _ = await handshake_only(card.ws, Identity.generate(), card.id, 5.0)

@@ -217,6 +217,9 @@ async def connect(a: Node, b: Node) -> None:
     assert a.links.send(b.id, {"n": "hello"})
     await wait_until(lambda: b.frames_from(a.id) == ["hello"], "the hello frame at B")
     await wait_until(lambda: a.links.link_count == 1 and b.links.link_count == 1, "one link on each side")
+    # and B's LINK_HELLO_OK is back at A: until then A writes one map per frame (a version-1 peer's form), and a
+    # test that sent right after the hello saw every map in a call of its own on a slow machine
+    await wait_until(lambda: all(c.out.batch for c in a.links._conns.values()), "A writing batches")
     b.received.clear()
 
 
