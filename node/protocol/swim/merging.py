@@ -266,9 +266,7 @@ class Merging:
             kept = self._deferred.get(m.id)
             if kept is not None and kept[0].incarnation >= m.incarnation and old.state in LIVE:
                 # R3: we are behind the member's budget, and its record at (or above) the claim is kept aside
-                if not self._claim_budget.take(sender, now):
-                    self.stats.claims_rate_limited += 1
-                    self._emit(Refused(refusal=Refusal.RATE_LIMITED))
+                if not self._claim_allowed(sender, now):
                     return
                 if self._refute_with_deferred(old, now):
                     held = self._table.get(m.id)
@@ -279,7 +277,7 @@ class Merging:
             self._emit(Refused(refusal=Refusal.FORGED))
             return
         if m.incarnation < old.incarnation:
-            if old.state is not SUSPECT and old.state is not DEAD:  # our newer record is one the member signed
+            if old.state not in CLAIMS:  # our newer record is one the member signed
                 self._owe_record(sender, m.id)
             return  # stale
         if old.state not in LIVE:
@@ -295,13 +293,11 @@ class Merging:
         if old.state is SUSPECT:
             if self._refute_with_deferred(old, now):  # R3 (once per suspicion: it ends it)
                 return
-            running = self._suspicions.get(m.id)  # A4: check only an accusation that would count
-            if running is not None and running.counts(claim.by) and (vouched or self._accused(claim, now, sender)):
+            # A4: check only an accusation that would count
+            if self._suspicions.counts(m.id, claim.by) and (vouched or self._accused(claim, now, sender)):
                 self._maybe_confirm(claim, old)
             return
-        if not self._claim_budget.take(sender, now):
-            self.stats.claims_rate_limited += 1
-            self._emit(Refused(refusal=Refusal.RATE_LIMITED))
+        if not self._claim_allowed(sender, now):
             return
         if self._refute_with_deferred(old, now):  # R3, after the claim's sender paid
             return
@@ -309,6 +305,14 @@ class Merging:
             self._commit(claim, old, now)
             if vouched:
                 self._tell_suspect(old)  # A3: nobody else hears of it from us
+
+    def _claim_allowed(self, sender: bytes, now: float) -> bool:
+        """A token of the sender's claim budget (`claims_per_sender_*`); refused and counted when it has none."""
+        if self._claim_budget.take(sender, now):
+            return True
+        self.stats.claims_rate_limited += 1
+        self._emit(Refused(refusal=Refusal.RATE_LIMITED))
+        return False
 
     def _owe_record(self, sender: bytes, member_id: bytes) -> None:
         """`sender` passed on a claim about a member older than the record the member signed since, which we hold
@@ -391,12 +395,10 @@ class Merging:
                 # our next datagram to it carries our record first, the ack to its buddy ping at the latest
                 self._owe_record(sender, self._id)
                 return
-            if not self._claim_budget.take(sender, now):
+            if not self._claim_allowed(sender, now):
                 # a claim about us goes to the sender's claim budget like any other: before, a member sending us a
                 # claim at our incarnation in every datagram had us refute (sign, re-gossip, and lower our own
                 # health score) once per datagram, and every node verify our new records up to our record budget
-                self.stats.claims_rate_limited += 1
-                self._emit(Refused(refusal=Refusal.RATE_LIMITED))
                 return
         else:
             if m.incarnation < me.incarnation or m == me:

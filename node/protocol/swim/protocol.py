@@ -486,8 +486,7 @@ class Swim(Merging):
             self.stats.suspicions_raised += 1
             self._commit(self._accuse(info, SUSPECT), info, now)
         else:
-            held = self._suspicions.get(info.id)
-            if held is not None and held.counts(self._id):  # sign only what counts
+            if self._suspicions.counts(info.id, self._id):  # sign only what counts
                 self._maybe_confirm(self._accuse(info, SUSPECT), info)
 
     def _tell_suspect(self, suspect: MemberInfo) -> None:
@@ -558,13 +557,11 @@ class Swim(Merging):
     ) -> None:
         """Send `msg` with `first` and as many queued updates as fit. A datagram member `asked_by` made us send
         carries queued updates only within its budget (REPLY_UPDATES_BURST), and only for a member we hold."""
-        budget = piggyback_budget(msg) - sum(update_size(u) for u in first)
-        if self._behind and to_id in self._behind:
-            owed = self._owed(to_id, budget)  # it holds older incarnations of these: their records first
-            budget -= sum(update_size(u) for u in owed)
-            first = (*owed, *first)
+        if self._behind and to_id in self._behind:  # it holds older incarnations of these: their records first
+            first = (*self._owed(to_id, piggyback_budget(msg) - sum(update_size(u) for u in first)), *first)
         updates = first
         if asked_by is None or (asked_by in self._table and self._reply_budget.take(asked_by, now)):
+            budget = piggyback_budget(msg) - sum(update_size(u) for u in first)
             limit = self.config.retransmit_limit(self._table.live_count)
             room = Limits.SWIM_PIGGYBACK_MAX_ITEMS - len(first)
             updates = first + tuple(self._queue.select(budget, limit, room, min_size=UPDATE_MIN_SIZE))
@@ -580,7 +577,7 @@ class Swim(Merging):
         rest: list[bytes] = []
         for member_id in self._behind.pop(to_id):
             m = self._table.get(member_id)
-            if m is None or m.state is SUSPECT or m.state is DEAD:
+            if m is None or m.state in CLAIMS:
                 continue  # forgotten, or suspected since: what we hold now is no record it signed
             u = Update(member=m)
             size = update_size(u)

@@ -87,6 +87,11 @@ class Suspicions:
         self._by_id[member_id] = suspicion
         self._heap.push(member_id, suspicion.deadline())
 
+    def counts(self, member_id: bytes, by: bytes) -> bool:
+        """Whether `by` would count as a new accuser of a running suspicion (see Suspicion.counts)."""
+        s = self._by_id.get(member_id)
+        return s is not None and s.counts(by)
+
     def confirm(self, member_id: bytes, by: bytes) -> bool:
         """Count `by` as an independent accuser of a running suspicion (see Suspicion.confirm)."""
         s = self._by_id.get(member_id)
