@@ -208,14 +208,16 @@ def cmd_run(args: argparse.Namespace) -> int:
     identity, _ = load_identity(config, create=False)
 
     async def main() -> None:
-        async with trio.open_nursery() as nursery:
-            port = await nursery.start(lambda task_status: run_bootstrap(config, task_status=task_status))
-            print(
-                f"homing bootstrap: serving {scheme}://{format_hostport(host, port)} port={port} "
-                f"approval={config.policy.approval} key={identity.id_text}",
-                flush=True,
-            )
-            with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        # caught before the port is bound: a SIGTERM right after the "serving" line stops the registry as one later
+        # does (node/cli/node.py `_run_until_signal`), instead of finding no handler yet
+        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+            async with trio.open_nursery() as nursery:
+                port = await nursery.start(lambda task_status: run_bootstrap(config, task_status=task_status))
+                print(
+                    f"homing bootstrap: serving {scheme}://{format_hostport(host, port)} port={port} "
+                    f"approval={config.policy.approval} key={identity.id_text}",
+                    flush=True,
+                )
                 async for signum in signals:
                     print(f"homing bootstrap: {signal.Signals(signum).name}, stopping", file=sys.stderr, flush=True)
                     nursery.cancel_scope.cancel()

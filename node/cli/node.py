@@ -228,14 +228,17 @@ async def _run_until_signal(config: NodeConfig, identity: Any) -> int:
     from node.app.service import run_node
 
     log = get_logger("node")
-    async with trio.open_nursery() as nursery:
-        handle = await nursery.start(run_node, config, identity)
-        # the process's garbage collector, here where the process is the node's (not for nodes run inside tests or
-        # the demo): node/app/gcpolicy.py
-        gcpolicy.serving()
-        # the full id once, at start, so an operator can hand it to a registry admin (later lines show a prefix)
-        log.info("ready", node_id=identity.id_text, **dict(handle.ports), data_dir=str(config.data_path))
-        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+    # caught from before the first socket is bound: a SIGTERM that arrives while the node starts (ports.json is
+    # written, `systemctl stop` right after `start`) waits here until the start is done and then leaves cleanly;
+    # before, it found no handler yet and killed the process without a leave
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async with trio.open_nursery() as nursery:
+            handle = await nursery.start(run_node, config, identity)
+            # the process's garbage collector, here where the process is the node's (not for nodes run inside tests
+            # or the demo): node/app/gcpolicy.py
+            gcpolicy.serving()
+            # the full id once, at start, so an operator can hand it to a registry admin (later lines show a prefix)
+            log.info("ready", node_id=identity.id_text, **dict(handle.ports), data_dir=str(config.data_path))
             async for signum in signals:
                 log.info("signal", signal=signal.Signals(signum).name, action="leaving the federation")
                 gcpolicy.leaving()

@@ -106,6 +106,38 @@ def test_admin_actions_reach_the_running_service(tmp_path: Path) -> None:
         assert proc.wait(timeout=10) == 0
 
 
+@pytest.mark.timeout(60)
+def test_a_sigterm_the_moment_ports_json_appears_stops_the_registry_cleanly(tmp_path: Path) -> None:
+    """ports.json is written while the registry starts: a SIGTERM then is caught (exit 0), not the default action.
+
+    Polled every 0.2 ms (bounded at 20 s) so the signal lands right after the file does: on the code before, the
+    handler was installed only after the start returned, and the registry died of the signal (exit -15)."""
+    d = tmp_path / "d"
+    init(d)
+    ports = d / "ports.json"
+    ports.unlink(missing_ok=True)
+    proc = subprocess.Popen(
+        homing_cmd("bootstrap", "run", "--data-dir", str(d), "--listen", "127.0.0.1:0"),
+        env=homing_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while not ports.exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.0002)
+        assert ports.exists(), "the registry never wrote ports.json"
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=15)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, (out, err)
+    assert "SIGTERM, stopping" in err, err
+
+
 def test_kill_9_loses_no_acknowledged_registration(tmp_path: Path) -> None:
     d = tmp_path / "d"
     key = init(d)

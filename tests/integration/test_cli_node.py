@@ -167,6 +167,36 @@ def test_log_json_is_one_json_object_per_line_to_a_clean_leave(tmp_path: Path) -
     assert lines[-1]["event"] == "left" and lines[-1]["clean"] is True, lines[-1]
 
 
+@pytest.mark.timeout(60)
+def test_a_sigterm_while_the_node_starts_still_ends_in_a_clean_leave(tmp_path: Path) -> None:
+    """SIGTERM the moment the node logs `started` (ports.json is written; `ready` not yet): exit 0 after `left`.
+
+    On the code before, the signal handler was installed only after the start returned, so this SIGTERM found
+    the default action and killed the process (exit -15, no leave): what `systemctl stop` right after `start`
+    did, and what made the test above fail now and then."""
+    d = tmp_path / "node"
+    args = ["node", "run", "--data-dir", str(d), "--open", "--log-json", "--preset", "local"]
+    args += ["--ws", "127.0.0.1:0", "--swim", "127.0.0.1:0", "--peer", "127.0.0.1:0", "--metrics", "127.0.0.1:0"]
+    proc = subprocess.Popen(homing_cmd(*args), env=homing_env(), stderr=subprocess.PIPE, text=True)
+    seen: list[str] = []
+    try:
+        assert proc.stderr is not None
+        for line in proc.stderr:  # bounded by the test's timeout; ends at EOF if the node exits
+            seen.append(line)
+            if json.loads(line)["event"] == "started":
+                proc.send_signal(signal.SIGTERM)
+                break
+        _, err = proc.communicate(timeout=15)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    events = [json.loads(line)["event"] for line in seen + err.splitlines() if line.strip()]
+    assert "started" in events, events
+    assert proc.returncode == 0, events
+    assert events.index("started") < events.index("signal") < events.index("left"), events
+
+
 def _limit_file_size_to_10_bytes() -> None:
     import resource
 
