@@ -18,7 +18,7 @@ import pytest
 from node.protocol.identity import Identity, decode_document, id_text, parse_id
 from node.protocol.nodelist import open_node_list
 from tests.bootstrap.util import LAST_REGISTRY_KEY, MSGPACK, registration
-from tests.helpers import homing_cmd, homing_env, run_homing, wait_for_file
+from tests.helpers import homing_cmd, homing_env, killed_at_exit, run_homing, wait_for_file
 
 A = Identity.from_seed(b"a" * 32)
 
@@ -116,24 +116,15 @@ def test_a_sigterm_the_moment_ports_json_appears_stops_the_registry_cleanly(tmp_
     init(d)
     ports = d / "ports.json"
     ports.unlink(missing_ok=True)
-    proc = subprocess.Popen(
-        homing_cmd("bootstrap", "run", "--data-dir", str(d), "--listen", "127.0.0.1:0"),
-        env=homing_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
+    cmd = homing_cmd("bootstrap", "run", "--data-dir", str(d), "--listen", "127.0.0.1:0")
+    popen = subprocess.Popen(cmd, env=homing_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    with killed_at_exit(popen) as proc:
         deadline = time.monotonic() + 20
         while not ports.exists() and proc.poll() is None and time.monotonic() < deadline:
             time.sleep(0.0002)
         assert ports.exists(), "the registry never wrote ports.json"
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=15)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
     assert proc.returncode == 0, (out, err)
     assert "SIGTERM, stopping" in err, err
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from node.protocol.identity import parse_id
-from tests.helpers import homing_cmd, homing_env, run_homing, wait_for_file
+from tests.helpers import homing_cmd, homing_env, killed_at_exit, run_homing, wait_for_file
 
 
 def test_init_creates_key_and_commented_config(tmp_path: Path) -> None:
@@ -63,10 +63,10 @@ def test_bad_toml_value_exits_2_naming_the_key(tmp_path: Path) -> None:
 def test_run_with_no_arguments_then_status_and_sigterm(tmp_path: Path) -> None:
     """No flags at all: identity in the user's data dir, loopback defaults (docs/operations.md ports)."""
     env = homing_env(XDG_DATA_HOME=str(tmp_path / "xdg"), HOME=str(tmp_path))
-    proc = subprocess.Popen(
+    popen = subprocess.Popen(
         homing_cmd("node", "run"), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
-    try:
+    with killed_at_exit(popen) as proc:
         data_dir = tmp_path / "xdg" / "homing"
         try:
             ports = wait_for_file(data_dir / "ports.json", timeout=20)
@@ -88,10 +88,6 @@ def test_run_with_no_arguments_then_status_and_sigterm(tmp_path: Path) -> None:
         assert doc["members"][0]["id"] == doc["self"]
         os.kill(proc.pid, signal.SIGTERM)
         assert proc.wait(10) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
 
 
 def test_status_of_unreachable_node_exits_1(tmp_path: Path) -> None:
@@ -139,21 +135,21 @@ def test_status_with_data_dir_uses_the_configured_metrics_address(tmp_path: Path
         proc.wait(15)
 
 
+def _json_logging_node(data_dir: Path) -> subprocess.Popen[str]:
+    """`homing node run --log-json` on free loopback ports, its stderr piped."""
+    args = ["node", "run", "--data-dir", str(data_dir), "--open", "--log-json", "--preset", "local"]
+    args += ["--ws", "127.0.0.1:0", "--swim", "127.0.0.1:0", "--peer", "127.0.0.1:0", "--metrics", "127.0.0.1:0"]
+    return subprocess.Popen(homing_cmd(*args), env=homing_env(), stderr=subprocess.PIPE, text=True)
+
+
 @pytest.mark.timeout(60)
 def test_log_json_is_one_json_object_per_line_to_a_clean_leave(tmp_path: Path) -> None:
     """--log-json: every stderr line parses; ports are numbers; the leave steps follow in order, ending `left`."""
     d = tmp_path / "node"
-    args = ["node", "run", "--data-dir", str(d), "--open", "--log-json", "--preset", "local"]
-    args += ["--ws", "127.0.0.1:0", "--swim", "127.0.0.1:0", "--peer", "127.0.0.1:0", "--metrics", "127.0.0.1:0"]
-    proc = subprocess.Popen(homing_cmd(*args), env=homing_env(), stderr=subprocess.PIPE, text=True)
-    try:
+    with killed_at_exit(_json_logging_node(d)) as proc:
         wait_for_file(d / "ports.json", timeout=20)
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=15)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
     assert proc.returncode == 0, err
     lines = [json.loads(line) for line in err.splitlines() if line.strip()]  # raises on any plain-text line
     events = [line["event"] for line in lines]
@@ -174,12 +170,8 @@ def test_a_sigterm_while_the_node_starts_still_ends_in_a_clean_leave(tmp_path: P
     On the code before, the signal handler was installed only after the start returned, so this SIGTERM found
     the default action and killed the process (exit -15, no leave): what `systemctl stop` right after `start`
     did, and what made the test above fail now and then."""
-    d = tmp_path / "node"
-    args = ["node", "run", "--data-dir", str(d), "--open", "--log-json", "--preset", "local"]
-    args += ["--ws", "127.0.0.1:0", "--swim", "127.0.0.1:0", "--peer", "127.0.0.1:0", "--metrics", "127.0.0.1:0"]
-    proc = subprocess.Popen(homing_cmd(*args), env=homing_env(), stderr=subprocess.PIPE, text=True)
     seen: list[str] = []
-    try:
+    with killed_at_exit(_json_logging_node(tmp_path / "node")) as proc:
         assert proc.stderr is not None
         for line in proc.stderr:  # bounded by the test's timeout; ends at EOF if the node exits
             seen.append(line)
@@ -187,10 +179,6 @@ def test_a_sigterm_while_the_node_starts_still_ends_in_a_clean_leave(tmp_path: P
                 proc.send_signal(signal.SIGTERM)
                 break
         _, err = proc.communicate(timeout=15)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
     events = [json.loads(line)["event"] for line in seen + err.splitlines() if line.strip()]
     assert "started" in events, events
     assert proc.returncode == 0, events
