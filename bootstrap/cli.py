@@ -208,10 +208,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     identity, _ = load_identity(config, create=False)
 
     async def main() -> None:
-        # caught before the port is bound: a SIGTERM right after the "serving" line stops the registry as one later
-        # does (node/cli/node.py `_run_until_signal`), instead of finding no handler yet
-        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-            async with trio.open_nursery() as nursery:
+        async with trio.open_nursery() as nursery:
+            # caught before the port is bound: a SIGTERM right after ports.json is written stops the registry as a
+            # later one does (node/cli/node.py `_run_until_signal`), instead of finding no handler yet
+            with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
                 port = await nursery.start(lambda task_status: run_bootstrap(config, task_status=task_status))
                 print(
                     f"homing bootstrap: serving {scheme}://{format_hostport(host, port)} port={port} "

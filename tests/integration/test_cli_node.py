@@ -135,9 +135,9 @@ def test_status_with_data_dir_uses_the_configured_metrics_address(tmp_path: Path
         proc.wait(15)
 
 
-def _json_logging_node(data_dir: Path) -> subprocess.Popen[str]:
+def _json_logging_node(data_dir: Path, preset: str = "local") -> subprocess.Popen[str]:
     """`homing node run --log-json` on free loopback ports, its stderr piped."""
-    args = ["node", "run", "--data-dir", str(data_dir), "--open", "--log-json", "--preset", "local"]
+    args = ["node", "run", "--data-dir", str(data_dir), "--open", "--log-json", "--preset", preset]
     args += ["--ws", "127.0.0.1:0", "--swim", "127.0.0.1:0", "--peer", "127.0.0.1:0", "--metrics", "127.0.0.1:0"]
     return subprocess.Popen(homing_cmd(*args), env=homing_env(), stderr=subprocess.PIPE, text=True)
 
@@ -183,6 +183,29 @@ def test_a_sigterm_while_the_node_starts_still_ends_in_a_clean_leave(tmp_path: P
     assert "started" in events, events
     assert proc.returncode == 0, events
     assert events.index("started") < events.index("signal") < events.index("left"), events
+
+
+@pytest.mark.timeout(60)
+def test_a_second_sigterm_during_the_leave_stops_the_node_at_once(tmp_path: Path) -> None:
+    """The first SIGTERM starts the clean leave; a second one (Ctrl-C twice, an impatient supervisor) is not held
+    for it: the process ends by that signal, without `left`. The default preset's last leave step waits 2 s for
+    the leave to spread (2 SWIM probe intervals), so the second signal lands well inside the leave."""
+    seen: list[str] = []
+    with killed_at_exit(_json_logging_node(tmp_path / "node", preset="lan")) as proc:
+        assert proc.stderr is not None
+        for line in proc.stderr:  # bounded by the test's timeout; ends at EOF if the node exits
+            seen.append(line)
+            event = json.loads(line)["event"]
+            if event == "ready":
+                proc.send_signal(signal.SIGTERM)
+            elif event == "swim_leave_sent":
+                proc.send_signal(signal.SIGTERM)
+                break
+        _, err = proc.communicate(timeout=15)
+    events = [json.loads(line)["event"] for line in seen + err.splitlines() if line.strip()]
+    assert "swim_leave_sent" in events, events
+    assert proc.returncode == -signal.SIGTERM, events
+    assert "left" not in events, events
 
 
 def _limit_file_size_to_10_bytes() -> None:
