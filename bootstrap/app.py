@@ -62,6 +62,7 @@ async def run_bootstrap(
                     ssl_context=ssl_ctx,
                     trusted_proxies=parse_networks(config.trusted_proxies, key="--trusted-proxy"),
                     on_refused=api.metrics.http_refused,
+                    key="--listen",
                     task_status=task_status,
                 )
             )

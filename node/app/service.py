@@ -35,6 +35,7 @@ from node.app.vapid import load_or_create_vapid_scalar
 from node.client.files import write_atomic, write_json_atomic
 from node.net.clients import ClientServer
 from node.net.httpserver import serve_http
+from node.net.listen import bind_udp, open_listeners
 from node.net.peerconn import fetch_card, serve_peers
 from node.net.peers import PeerLinks
 from node.net.push import PushSender
@@ -74,13 +75,6 @@ def next_epoch_ms(data_dir: Path) -> int:
     epoch = max(int(time.time() * 1000), last + 1)
     write_atomic(path, f"{epoch}\n".encode())  # fsync'd: an epoch that went back after a crash would be refused
     return epoch
-
-
-def bind_udp(host: str, port: int) -> socket.socket:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_DGRAM)
-    sock.bind((host, port))
-    return sock
 
 
 class _ClientMetrics:
@@ -207,9 +201,9 @@ async def run_node(
     swim_host, swim_port = parse_hostport(config.node.swim, key="node.swim")
     peer_host, peer_port = parse_hostport(config.node.peer, key="node.peer")
     ws_host, ws_port = parse_hostport(config.node.ws, key="node.ws")
-    udp = bind_udp(swim_host, swim_port)
-    peer_listeners = await trio.open_tcp_listeners(peer_port, host=peer_host)
-    ws_listeners = await trio.open_tcp_listeners(ws_port, host=ws_host or None, backlog=4096)
+    udp = bind_udp(swim_host, swim_port, key="node.swim")
+    peer_listeners = await open_listeners(peer_host, peer_port, key="node.peer")
+    ws_listeners = await open_listeners(ws_host, ws_port, key="node.ws", backlog=4096)
     ports = {
         "ws": ws_listeners[0].socket.getsockname()[1],
         "swim": udp.getsockname()[1],
@@ -340,6 +334,7 @@ async def _start(
             metrics_port,
             limits=OPS_LIMITS,
             on_refused=functools.partial(metrics.packet_refused, Layer.HTTP),
+            key="node.metrics",
         )
     )
     write_json_atomic(config.data_path / "ports.json", ports)

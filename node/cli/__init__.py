@@ -71,7 +71,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         getattr(args, "help_parser", parser).print_help(sys.stderr)
         return 2
     try:
-        return int(func(args))
+        try:
+            return int(func(args))
+        except BaseExceptionGroup as group:
+            lone = _lone_error(group)
+            if lone is None:
+                raise
+            raise lone from None
     except ConfigError as exc:
         print(f"homing: config error: {exc}", file=sys.stderr)
         return 2
@@ -80,3 +86,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except HomingError as exc:
         print(f"homing: {exc}", file=sys.stderr)
         return 1
+
+
+def _lone_error(group: BaseExceptionGroup[BaseException]) -> BaseException | None:
+    """The one error of ours (or Ctrl-C) a trio nursery wrapped, however deep: a port in use, raised in a task the
+    node started, is then printed as one line like any other (ListenError), not as a traceback of groups."""
+    inner: BaseException = group
+    while isinstance(inner, BaseExceptionGroup) and len(inner.exceptions) == 1:
+        inner = inner.exceptions[0]
+    return inner if isinstance(inner, HomingError | KeyboardInterrupt) else None

@@ -50,6 +50,7 @@ from typing import Any, Protocol
 import trio
 
 from node.net.decoy import DecoySite, read_head, serve_decoy, site_root
+from node.net.listen import open_listeners
 from node.net.session import ClientSession
 from node.net.sockio import Flusher, accept_streams, close_stream
 from node.protocol.deadlines import DeadlineHeap
@@ -314,7 +315,7 @@ class ClientServer:
     ) -> None:
         """Accept on `listeners` when given (bound by the caller), else bind `host:port`; reports the bound port."""
         if listeners is None:
-            listeners = await trio.open_tcp_listeners(port, host=host or None, backlog=4096)
+            listeners = await open_listeners(host, port, key="node.ws", backlog=4096)
         self.port = listeners[0].socket.getsockname()[1]
         host = str(listeners[0].socket.getsockname()[0])
         log.info("event=clients_listening host=%s port=%d tls=%s", host, self.port, self.ssl_context is not None)

@@ -36,6 +36,7 @@ import attrs
 import h11
 import trio
 
+from node.net.listen import open_listeners
 from node.protocol.forwarded import Network, client_address, is_trusted_proxy
 from node.protocol.httplimits import HttpLimits
 from node.protocol.numerals import decimal
@@ -411,9 +412,11 @@ async def serve_http(
     ssl_context: ssl.SSLContext | None = None,
     trusted_proxies: tuple[Network, ...] = (),
     on_refused: OnRefused = _ignore_refusal,
+    key: str = "listen",
     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Serve HTTP(S) on host:port until cancelled. `task_status.started(port)` reports the bound port (for port 0).
+    """Serve HTTP(S) on host:port until cancelled. `task_status.started(port)` reports the bound port (for port 0);
+    a port that cannot be opened raises ListenError naming `key`, the setting that gave host:port.
 
     With `trusted_proxies`, a request from one of them is from the client its X-Forwarded-For names
     (node/protocol/forwarded.py): `Request.client_ip` and the per-address rate are that client's, and the
@@ -422,7 +425,7 @@ async def serve_http(
     `on_refused(reason)` is called for each refusal the server makes itself (see the module's docstring); it must
     not block or raise (a counter's `inc`)."""
     state = _ServerState(limits or HttpLimits(), trusted_proxies, on_refused)
-    listeners = await trio.open_tcp_listeners(port, host=host, backlog=min(4096, state.limits.connections_max))
+    listeners = await open_listeners(host, port, key=key, backlog=min(4096, state.limits.connections_max))
     bound = int(listeners[0].socket.getsockname()[1])
 
     async def on_connection(stream: trio.SocketStream) -> None:

@@ -24,6 +24,17 @@ class ConfigError(HomingError):
         self.reason = reason
 
 
+class ListenError(HomingError):
+    """A port this process was configured to listen on could not be opened (node/net/listen.py). The CLI prints
+    it on one line and exits 1."""
+
+    def __init__(self, address: str, key: str, reason: str) -> None:
+        super().__init__(f"cannot listen on {address} ({key}): {reason}")
+        self.address = address
+        self.key = key
+        self.reason = reason
+
+
 class ProtocolError(HomingError):
     """Something about a protocol exchange is wrong. `code` is the wire error code, when there is one."""
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import stat
 import subprocess
 import threading
@@ -127,6 +128,21 @@ def test_a_sigterm_the_moment_ports_json_appears_stops_the_registry_cleanly(tmp_
         out, err = proc.communicate(timeout=15)
     assert proc.returncode == 0, (out, err)
     assert "SIGTERM, stopping" in err, err
+
+
+def test_a_port_in_use_is_one_line_naming_the_address(tmp_path: Path) -> None:
+    """On the code before, this was a traceback of trio's exception groups (its `except OSError` never matched)."""
+    d = tmp_path / "d"
+    init(d)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        address = f"127.0.0.1:{taken.getsockname()[1]}"
+        result = run_homing("bootstrap", "run", "--data-dir", str(d), "--listen", address, timeout=30)
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr, result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"homing: cannot listen on {address} (--listen): Address already in use"), last
 
 
 def test_kill_9_loses_no_acknowledged_registration(tmp_path: Path) -> None:

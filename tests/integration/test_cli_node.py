@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import stat
 import subprocess
 import tomllib
@@ -88,6 +89,29 @@ def test_run_with_no_arguments_then_status_and_sigterm(tmp_path: Path) -> None:
         assert doc["members"][0]["id"] == doc["self"]
         os.kill(proc.pid, signal.SIGTERM)
         assert proc.wait(10) == 0
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("flag", ["--ws", "--swim", "--peer", "--metrics"])
+def test_a_port_in_use_is_one_line_naming_the_address_and_the_setting(tmp_path: Path, flag: str) -> None:
+    """Another process holds the port: exit 1 with one line that names the address, the setting and what to do.
+
+    On the code before, the OSError came out of trio's nurseries as a traceback of exception groups."""
+    kind = socket.SOCK_DGRAM if flag == "--swim" else socket.SOCK_STREAM
+    with socket.socket(socket.AF_INET, kind) as taken:
+        taken.bind(("127.0.0.1", 0))
+        if kind == socket.SOCK_STREAM:
+            taken.listen()
+        address = f"127.0.0.1:{taken.getsockname()[1]}"
+        ports = {f: "127.0.0.1:0" for f in ("--ws", "--swim", "--peer", "--metrics")} | {flag: address}
+        args = ["node", "run", "--data-dir", str(tmp_path / "node"), "--open", "--preset", "local"]
+        result = run_homing(*args, *(x for item in ports.items() for x in item), timeout=30)
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr, result.stderr
+    setting = "node." + flag.removeprefix("--")
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"homing: cannot listen on {address} ({setting}): "), last
+    assert "another process holds it" in last, last
 
 
 def test_status_of_unreachable_node_exits_1(tmp_path: Path) -> None:
