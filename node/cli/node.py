@@ -15,7 +15,7 @@ import trio
 from node.app import gcpolicy
 from node.app.config import NodeConfig, default_data_dir, load_config, render_toml
 from node.app.log import get_logger, setup_logging
-from node.client.files import load_or_create_key
+from node.client.files import ensure_writable_dir, load_or_create_key
 from node.protocol.errors import ConfigError
 from node.protocol.settings import format_hostport, parse_hostport
 
@@ -82,9 +82,12 @@ def register(sub: Any) -> None:
     p.set_defaults(func=cmd_status)
 
 
+DATA_DIR_KEY = "node.data_dir, --data-dir"
+
+
 def cmd_init(args: argparse.Namespace) -> int:
     data_dir: Path = args.data_dir or default_data_dir()
-    data_dir.mkdir(parents=True, exist_ok=True)
+    ensure_writable_dir(data_dir, key=DATA_DIR_KEY)
     identity, created = load_or_create_key(data_dir / KEY_FILE)
     config_path = data_dir / CONFIG_FILE
     if not config_path.exists():
@@ -164,6 +167,7 @@ def build_run_config(args: argparse.Namespace) -> NodeConfig:
 
 def cmd_run(args: argparse.Namespace) -> int:
     config = build_run_config(args)
+    ensure_writable_dir(config.data_path, key=DATA_DIR_KEY)
     identity, _ = load_or_create_key(config.data_path / KEY_FILE)
     setup_logging(config.node.log_level, json=config.node.log_json)
     open_files = raise_fd_limit(config.clients.connections_max)

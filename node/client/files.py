@@ -30,6 +30,33 @@ def read_private_file(path: Path, *, what: str, others_mask: int = 0o077, bytes_
     return data
 
 
+def ensure_writable_dir(path: Path, *, key: str) -> None:
+    """`path` is (made) a directory this process can create files in, or a ConfigError naming `key` says why.
+
+    A node keeps its key, ports.json and boot epoch there; without this check a data directory owned by another
+    user (`sudo homing node init`, then the service as `homing`) or a path that is a file ended the start in a
+    traceback. A restart will not fix it, so it is a config error: exit 2, which the systemd unit does not retry."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".write-check.", dir=path)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        user = _user_name()
+        raise ConfigError(
+            key, f"{path}: {exc.strerror or exc}; it must be a directory that {user} can write"
+        ) from exc
+
+
+def _user_name() -> str:
+    try:
+        import pwd
+
+        return f"the user {pwd.getpwuid(os.geteuid()).pw_name!r}"
+    except (ImportError, KeyError):
+        return "this user"
+
+
 def create_private_file(path: Path, data: bytes) -> None:
     """Create `path` with mode 0600 holding `data`; never overwrites (a second creator gets FileExistsError).
 

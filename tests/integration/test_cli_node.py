@@ -16,6 +16,9 @@ import pytest
 from node.protocol.identity import parse_id
 from tests.helpers import homing_cmd, homing_env, killed_at_exit, run_homing, wait_for_file
 
+# every port of `homing node run` on a free loopback port (flag, value, ...)
+FREE_PORTS = ["--ws", "127.0.0.1:0", "--swim", "127.0.0.1:0", "--peer", "127.0.0.1:0", "--metrics", "127.0.0.1:0"]
+
 
 def test_init_creates_key_and_commented_config(tmp_path: Path) -> None:
     d = tmp_path / "node"
@@ -103,15 +106,34 @@ def test_a_port_in_use_is_one_line_naming_the_address_and_the_setting(tmp_path: 
         if kind == socket.SOCK_STREAM:
             taken.listen()
         address = f"127.0.0.1:{taken.getsockname()[1]}"
-        ports = {f: "127.0.0.1:0" for f in ("--ws", "--swim", "--peer", "--metrics")} | {flag: address}
+        ports = [address if FREE_PORTS[i - 1] == flag else arg for i, arg in enumerate(FREE_PORTS)]
         args = ["node", "run", "--data-dir", str(tmp_path / "node"), "--open", "--preset", "local"]
-        result = run_homing(*args, *(x for item in ports.items() for x in item), timeout=30)
+        result = run_homing(*args, *ports, timeout=30)
     assert result.returncode == 1, result.stderr
     assert "Traceback" not in result.stderr, result.stderr
-    setting = "node." + flag.removeprefix("--")
+    setting = f"node.{flag.removeprefix('--')}, {flag}"
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith(f"homing: cannot listen on {address} ({setting}): "), last
     assert "another process holds it" in last, last
+
+
+@pytest.mark.parametrize("command", ["init", "run"])
+def test_a_data_dir_that_cannot_be_written_is_a_config_error_naming_it(tmp_path: Path, command: str) -> None:
+    """A data dir the node cannot create files in: exit 2 (not retried by systemd) with one line naming the setting
+    and the path. A file where the directory should be fails as an unwritable directory does, even as root (which
+    may write anywhere else). On the code before: a traceback (FileExistsError, NotADirectoryError)."""
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory\n")
+    for data_dir in (blocker, blocker / "below"):
+        args = ["node", command, "--data-dir", str(data_dir)]
+        if command == "run":
+            args += FREE_PORTS
+        result = run_homing(*args, timeout=30)
+        assert result.returncode == 2, result.stderr
+        assert "Traceback" not in result.stderr, result.stderr
+        line = result.stderr.strip()
+        assert line.startswith(f"homing: config error: node.data_dir, --data-dir: {data_dir}: "), line
+        assert "must be a directory that" in line, line
 
 
 def test_status_of_unreachable_node_exits_1(tmp_path: Path) -> None:
@@ -162,7 +184,7 @@ def test_status_with_data_dir_uses_the_configured_metrics_address(tmp_path: Path
 def _json_logging_node(data_dir: Path, preset: str = "local") -> subprocess.Popen[str]:
     """`homing node run --log-json` on free loopback ports, its stderr piped."""
     args = ["node", "run", "--data-dir", str(data_dir), "--open", "--log-json", "--preset", preset]
-    args += ["--ws", "127.0.0.1:0", "--swim", "127.0.0.1:0", "--peer", "127.0.0.1:0", "--metrics", "127.0.0.1:0"]
+    args += FREE_PORTS
     return subprocess.Popen(homing_cmd(*args), env=homing_env(), stderr=subprocess.PIPE, text=True)
 
 
