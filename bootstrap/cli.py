@@ -21,6 +21,7 @@ from bootstrap.config import BootstrapConfig, default_data_dir
 from bootstrap.registry import Policy, federated
 from bootstrap.store import DB_NAME, Store
 from node.app.log import setup_logging
+from node.client.files import ensure_writable_dir
 from node.protocol.errors import ConfigError
 from node.protocol.httplimits import HttpLimits
 from node.protocol.identity import id_text, parse_id
@@ -143,7 +144,7 @@ def cmd_init(args: argparse.Namespace) -> int:
     from bootstrap.service import load_identity  # here: it imports trio, which the admin commands do not need
 
     config = _config(args)
-    config.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    ensure_writable_dir(config.data_dir, key="--data-dir", mode=0o700)
     identity, created = load_identity(config, create=True)
     Store.open(config.data_dir, create=True).close()
     what = "created" if created else "already exists:"
@@ -202,6 +203,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     )
     if not config.key_path.exists():
         raise ConfigError("--data-dir", f"no registry key in {config.data_dir} (run `homing bootstrap init` first)")
+    ensure_writable_dir(config.data_dir, key="--data-dir")  # the database writes its journal beside itself
     setup_logging(args.log_level, json=args.log_json)
     host, _ = parse_hostport(config.listen, key="--listen")
     scheme = "https" if config.tls_cert else "http"

@@ -30,14 +30,15 @@ def read_private_file(path: Path, *, what: str, others_mask: int = 0o077, bytes_
     return data
 
 
-def ensure_writable_dir(path: Path, *, key: str) -> None:
+def ensure_writable_dir(path: Path, *, key: str, mode: int = 0o777) -> None:
     """`path` is (made) a directory this process can create files in, or a ConfigError naming `key` says why.
 
     A node keeps its key, ports.json and boot epoch there; without this check a data directory owned by another
     user (`sudo homing node init`, then the service as `homing`) or a path that is a file ended the start in a
-    traceback. A restart will not fix it, so it is a config error: exit 2, which the systemd unit does not retry."""
+    traceback. A restart will not fix it, so it is a config error: exit 2, which the systemd unit does not retry.
+    `mode` is the new directory's (less the umask), as for `Path.mkdir`."""
     try:
-        path.mkdir(parents=True, exist_ok=True)
+        path.mkdir(mode=mode, parents=True, exist_ok=True)
         fd, probe = tempfile.mkstemp(prefix=".write-check.", dir=path)
         os.close(fd)
         os.unlink(probe)

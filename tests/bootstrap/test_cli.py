@@ -145,6 +145,18 @@ def test_a_port_in_use_is_one_line_naming_the_address(tmp_path: Path) -> None:
     assert last.startswith(f"homing: cannot listen on {address} (--listen): Address already in use"), last
 
 
+def test_a_data_dir_that_cannot_be_written_is_a_config_error_naming_it(tmp_path: Path) -> None:
+    """A file where the registry's directory should be: exit 2, one line. On the code before: a traceback."""
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory\n")
+    for data_dir in (blocker, blocker / "below"):
+        result = run_homing("bootstrap", "init", "--data-dir", str(data_dir))
+        assert result.returncode == 2, result.stderr
+        line = result.stderr.strip()
+        assert line.startswith(f"homing: config error: --data-dir: {data_dir}: "), line
+        assert "must be a directory that" in line, line
+
+
 def test_kill_9_loses_no_acknowledged_registration(tmp_path: Path) -> None:
     d = tmp_path / "d"
     key = init(d)
