@@ -15,7 +15,7 @@ import trio
 from node.app import gcpolicy
 from node.app.config import NodeConfig, default_data_dir, load_config, render_toml
 from node.app.log import get_logger, setup_logging
-from node.client.files import ensure_writable_dir, load_or_create_key
+from node.client.files import ensure_writable_dir, load_or_create_key, lock_dir
 from node.protocol.errors import ConfigError
 from node.protocol.settings import format_hostport, parse_hostport
 
@@ -168,6 +168,7 @@ def build_run_config(args: argparse.Namespace) -> NodeConfig:
 def cmd_run(args: argparse.Namespace) -> int:
     config = build_run_config(args)
     ensure_writable_dir(config.data_path, key=DATA_DIR_KEY)
+    lock_dir(config.data_path, what="homing node")  # held until the process ends
     identity, _ = load_or_create_key(config.data_path / KEY_FILE)
     setup_logging(config.node.log_level, json=config.node.log_json)
     open_files = raise_fd_limit(config.clients.connections_max)

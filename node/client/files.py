@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import json
 import os
 import stat
@@ -9,7 +11,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from node.protocol.errors import ConfigError
+from node.protocol.errors import ConfigError, HomingError
 from node.protocol.identity import Identity, b64u_decode, b64u_encode
 
 
@@ -47,6 +49,34 @@ def ensure_writable_dir(path: Path, *, key: str, mode: int = 0o777) -> None:
         raise ConfigError(
             key, f"{path}: {exc.strerror or exc}; it must be a directory that {user} can write"
         ) from exc
+
+
+LOCK_NAME = "lock"
+
+
+def lock_dir(path: Path, *, what: str) -> int:
+    """Hold `path`/lock (an exclusive `flock`) for the rest of this process, or raise HomingError naming the
+    process that holds it. Returns the lock's descriptor, which stays open (the kernel lets go of the lock when the
+    process ends, by kill -9 too, so a stale file never locks anyone out).
+
+    Two nodes started with one data dir (a manual `homing node run` beside the systemd service) would be one key,
+    so one member, to the federation, each refuting the other's records, while the second overwrote the first's
+    ports.json: the second is refused before it binds anything."""
+    fd = os.open(path / LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
+        os.close(fd)
+        if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
+            raise ConfigError(str(path), f"cannot lock {path / LOCK_NAME}: {exc.strerror or exc}") from exc
+        raise HomingError(
+            f"another {what} (pid {holder}) is running with the data dir {path}: stop it first, or give this one "
+            "its own --data-dir"
+        ) from exc
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd
 
 
 def _user_name() -> str:

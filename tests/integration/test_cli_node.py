@@ -136,6 +136,36 @@ def test_a_data_dir_that_cannot_be_written_is_a_config_error_naming_it(tmp_path:
         assert "must be a directory that" in line, line
 
 
+def _quiet_node(args: list[str]) -> subprocess.Popen[str]:
+    return subprocess.Popen(homing_cmd(*args), env=homing_env(), stderr=subprocess.DEVNULL, text=True)
+
+
+@pytest.mark.timeout(60)
+def test_a_second_node_on_the_same_data_dir_is_refused_while_the_first_runs(tmp_path: Path) -> None:
+    """Two processes with one data dir would be one key, one member, to the federation (and the second overwrote
+    ports.json): the second exits 1 naming the first's pid, and binds nothing. Once the first has stopped, a node
+    starts there again (the lock ends with its process). On the code before, the second ran."""
+    d = tmp_path / "node"
+    args = ["node", "run", "--data-dir", str(d), "--open", "--preset", "local", *FREE_PORTS]
+    with killed_at_exit(_quiet_node(args)) as first:
+        ports = wait_for_file(d / "ports.json", timeout=20)
+        second = run_homing(*args, timeout=30)
+        assert second.returncode == 1, second.stderr
+        line = second.stderr.strip()
+        assert line == (
+            f"homing: another homing node (pid {first.pid}) is running with the data dir {d}: stop it first, "
+            "or give this one its own --data-dir"
+        ), line
+        assert wait_for_file(d / "ports.json") == ports, "the refused node wrote nothing"
+        first.send_signal(signal.SIGTERM)
+        assert first.wait(15) == 0
+    (d / "ports.json").unlink()
+    with killed_at_exit(_quiet_node(args)) as again:
+        wait_for_file(d / "ports.json", timeout=20)
+        again.send_signal(signal.SIGTERM)
+        assert again.wait(15) == 0
+
+
 def test_status_of_unreachable_node_exits_1(tmp_path: Path) -> None:
     result = run_homing("node", "status", "--metrics", "127.0.0.1:1", timeout=30)
     assert result.returncode == 1
