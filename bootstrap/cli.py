@@ -21,7 +21,7 @@ from bootstrap.config import BootstrapConfig, default_data_dir
 from bootstrap.registry import Policy, federated
 from bootstrap.store import DB_NAME, Store
 from node.app.log import setup_logging
-from node.client.files import ensure_writable_dir
+from node.client.files import ensure_writable_dir, lock_dir
 from node.protocol.errors import ConfigError
 from node.protocol.httplimits import HttpLimits
 from node.protocol.identity import id_text, parse_id
@@ -204,6 +204,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if not config.key_path.exists():
         raise ConfigError("--data-dir", f"no registry key in {config.data_dir} (run `homing bootstrap init` first)")
     ensure_writable_dir(config.data_dir, key="--data-dir")  # the database writes its journal beside itself
+    lock_dir(config.data_dir, what="homing registry")  # one service per data dir; admin commands need no lock
     setup_logging(args.log_level, json=args.log_json)
     host, _ = parse_hostport(config.listen, key="--listen")
     scheme = "https" if config.tls_cert else "http"

@@ -157,6 +157,17 @@ def test_a_data_dir_that_cannot_be_written_is_a_config_error_naming_it(tmp_path:
         assert "must be a directory that" in line, line
 
 
+def test_a_second_registry_on_the_same_data_dir_is_refused_while_the_first_runs(tmp_path: Path) -> None:
+    """Exit 1 naming the first's pid; the first keeps serving. On the code before, the second served too."""
+    d = tmp_path / "d"
+    key = init(d)
+    with running(d) as (proc, base):
+        second = run_homing("bootstrap", "run", "--data-dir", str(d), "--listen", "127.0.0.1:0", timeout=30)
+        assert second.returncode == 1, second.stderr
+        assert f"another homing registry (pid {proc.pid}) is running with the data dir {d}" in second.stderr
+        assert listed(base, key) == set()
+
+
 def test_kill_9_loses_no_acknowledged_registration(tmp_path: Path) -> None:
     d = tmp_path / "d"
     key = init(d)
