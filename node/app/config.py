@@ -29,6 +29,21 @@ from node.protocol.settings import (
 )
 from node.protocol.swim.config import LAN, LOCAL, SwimConfig
 
+# The addresses `homing node run` also takes as a flag: a config error names the flag, a listen error both
+# (node/cli/node.py, node/app/service.py).
+FLAGS = {
+    "node.ws": "--ws",
+    "node.swim": "--swim",
+    "node.peer": "--peer",
+    "node.metrics": "--metrics",
+}
+
+
+def setting_name(key: str) -> str:
+    """`key` as an error names it: "node.ws, --ws" where a flag sets it too, else the key alone."""
+    flag = FLAGS.get(key)
+    return f"{key}, {flag}" if flag else key
+
 
 def default_data_dir() -> Path:
     """The user's data dir: $XDG_DATA_HOME/homing, else ~/.local/share/homing."""

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 import trio
 
-from node.app.config import NodeConfig
+from node.app.config import NodeConfig, setting_name
 from node.app.listrefresh import JOIN_RETRY_MAX_S, JOIN_RETRY_MIN_S, KnockRefresh, RegistryEtags, next_wake_s
 from node.app.log import Logger, get_logger
 from node.app.metrics import NodeMetrics
@@ -201,9 +201,9 @@ async def run_node(
     swim_host, swim_port = parse_hostport(config.node.swim, key="node.swim")
     peer_host, peer_port = parse_hostport(config.node.peer, key="node.peer")
     ws_host, ws_port = parse_hostport(config.node.ws, key="node.ws")
-    udp = bind_udp(swim_host, swim_port, key="node.swim, --swim")
-    peer_listeners = await open_listeners(peer_host, peer_port, key="node.peer, --peer")
-    ws_listeners = await open_listeners(ws_host, ws_port, key="node.ws, --ws", backlog=4096)
+    udp = bind_udp(swim_host, swim_port, key=setting_name("node.swim"))
+    peer_listeners = await open_listeners(peer_host, peer_port, key=setting_name("node.peer"))
+    ws_listeners = await open_listeners(ws_host, ws_port, key=setting_name("node.ws"), backlog=4096)
     ports = {
         "ws": ws_listeners[0].socket.getsockname()[1],
         "swim": udp.getsockname()[1],
@@ -334,7 +334,7 @@ async def _start(
             metrics_port,
             limits=OPS_LIMITS,
             on_refused=functools.partial(metrics.packet_refused, Layer.HTTP),
-            key="node.metrics, --metrics",
+            key=setting_name("node.metrics"),
         )
     )
     write_json_atomic(config.data_path / "ports.json", ports)

@@ -13,7 +13,7 @@ from typing import Any
 import trio
 
 from node.app import gcpolicy
-from node.app.config import NodeConfig, default_data_dir, load_config, render_toml
+from node.app.config import FLAGS, NodeConfig, default_data_dir, load_config, render_toml
 from node.app.log import get_logger, setup_logging
 from node.client.files import ensure_writable_dir, load_or_create_key, lock_dir
 from node.protocol.errors import ConfigError
@@ -156,8 +156,7 @@ def build_run_config(args: argparse.Namespace) -> NodeConfig:
     try:
         config = load_config(config_path, overrides, preset=args.preset)
     except ConfigError as exc:
-        flag_names = {"node.ws": "--ws", "node.swim": "--swim", "node.peer": "--peer", "node.metrics": "--metrics"}
-        raise ConfigError(flag_names.get(exc.key, exc.key), exc.reason) from exc
+        raise ConfigError(FLAGS.get(exc.key, exc.key), exc.reason) from exc
     if not config.node.data_dir:
         config = load_config(
             config_path, {**overrides, "node": {**node, "data_dir": str(data_dir)}}, preset=args.preset

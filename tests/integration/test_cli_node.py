@@ -106,7 +106,8 @@ def test_a_port_in_use_is_one_line_naming_the_address_and_the_setting(tmp_path: 
         if kind == socket.SOCK_STREAM:
             taken.listen()
         address = f"127.0.0.1:{taken.getsockname()[1]}"
-        ports = [address if FREE_PORTS[i - 1] == flag else arg for i, arg in enumerate(FREE_PORTS)]
+        ports = list(FREE_PORTS)
+        ports[ports.index(flag) + 1] = address  # this flag's value: the taken port
         args = ["node", "run", "--data-dir", str(tmp_path / "node"), "--open", "--preset", "local"]
         result = run_homing(*args, *ports, timeout=30)
     assert result.returncode == 1, result.stderr
