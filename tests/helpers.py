@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
@@ -13,6 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import pytest
 import trio
 
 REPO = Path(__file__).resolve().parent.parent
@@ -40,6 +42,37 @@ def killed_at_exit(proc: subprocess.Popen[str]) -> Iterator[subprocess.Popen[str
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+@contextmanager
+def small_disk(path: Path, kib: int) -> Iterator[Path]:
+    """A tmpfs of `kib` KiB mounted at `path` (made) for the block: a disk that can really fill up. Needs root (CI
+    runs as root); elsewhere the test skips with the reason. Unmounted lazily at the end, so a process still holding a
+    file there cannot keep it mounted."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs to fill needs root (CI runs as root)")
+    path.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={kib}k,mode=0755", "tmpfs", str(path)], check=True, timeout=10)
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=False, timeout=10)
+
+
+def fill_disk(disk: Path) -> Path:
+    """Write a file on `disk` until it is full (ENOSPC; bounded by the disk's size); returns the file, to delete."""
+    filler = disk / "filler"
+    limit = os.statvfs(disk).f_blocks * os.statvfs(disk).f_frsize + 4096
+    with filler.open("wb", buffering=0) as f:
+        written = 0
+        try:
+            while written < limit:
+                written += f.write(b"\0" * 4096) or 0
+        except OSError as exc:
+            assert exc.errno == errno.ENOSPC, exc
+        else:
+            raise AssertionError(f"{disk} took {written} bytes without filling up")
+    return filler
 
 
 def run_homing(*args: str, timeout: float = 60, **kw: Any) -> subprocess.CompletedProcess[str]:

@@ -11,7 +11,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from node.protocol.errors import ConfigError, HomingError
+from node.protocol.errors import ConfigError, HomingError, StorageError
 from node.protocol.identity import Identity, b64u_decode, b64u_encode
 
 
@@ -62,7 +62,10 @@ def lock_dir(path: Path, *, what: str) -> int:
     Two nodes started with one data dir (a manual `homing node run` beside the systemd service) would be one key,
     so one member, to the federation, each refuting the other's records, while the second overwrote the first's
     ports.json: the second is refused before it binds anything."""
-    fd = os.open(path / LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fd = os.open(path / LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    except OSError as exc:
+        raise StorageError(str(path / LOCK_NAME), exc) from exc
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError as exc:
@@ -74,8 +77,12 @@ def lock_dir(path: Path, *, what: str) -> int:
             f"another {what} (pid {holder}) is running with the data dir {path}: stop it first, or give this one "
             "its own --data-dir"
         ) from exc
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)  # the first write of a start: a full disk shows here
+    except OSError as exc:
+        os.close(fd)
+        raise StorageError(str(path / LOCK_NAME), exc) from exc
     return fd
 
 
@@ -93,17 +100,23 @@ def create_private_file(path: Path, data: bytes) -> None:
 
     Whole or not at all: `data` goes to a temporary file (mkstemp: 0600 whatever the umask), is fsync'd, and is then
     hard-linked to `path`, which fails if `path` exists. A full disk or a crash mid-write leaves no `path`: a
-    truncated key file would be refused at every start until an operator deleted it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    truncated key file would be refused at every start until an operator deleted it. Any other failure to write
+    is a StorageError naming `path`."""
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.link(tmp, path)
-    finally:
-        os.unlink(tmp)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.link(tmp, path)
+        finally:
+            os.unlink(tmp)
+    except FileExistsError:
+        raise
+    except OSError as exc:
+        raise StorageError(str(path), exc) from exc
 
 
 def load_or_create_key(path: Path, *, create: bool = True) -> tuple[Identity, bool]:
@@ -131,9 +144,13 @@ def write_atomic(path: Path, data: bytes, *, mode: int = 0o644) -> None:
     """Replace `path` with `data` so that a reader or a crash sees the old file or the new one, never a mix.
 
     A temporary file in the same directory (created with `mode`), written, fsync'd, then renamed over `path`.
+    A failure to write (a full disk) leaves the old file as it was and is a StorageError naming `path`.
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise StorageError(str(path), exc) from exc
     try:
         os.fchmod(fd, mode)
         with os.fdopen(fd, "wb") as f:
@@ -141,8 +158,10 @@ def write_atomic(path: Path, data: bytes, *, mode: int = 0o644) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise StorageError(str(path), exc) from exc
         raise
 
 

@@ -8,6 +8,8 @@ and carry on: an illegal input changes no state.
 
 from __future__ import annotations
 
+import errno
+
 from node.protocol.refusals import Refusal
 
 
@@ -33,6 +35,24 @@ class ListenError(HomingError):
         self.address = address
         self.key = key
         self.reason = reason
+
+
+class StorageError(HomingError):
+    """A file this process keeps could not be written: a full disk, a quota, a read-only mount (node/client/files.py).
+    The CLI prints it on one line and exits 1, so that a service restarts once the disk has room again; before,
+    a full disk ended `homing node run` and `homing bootstrap run` in a traceback at the first file they wrote."""
+
+    HINTS: dict[int, str] = {
+        errno.ENOSPC: "the disk is full: free space on it, then start again",
+        errno.EDQUOT: "this user's disk quota is used up: free space or raise the quota, then start again",
+        errno.EROFS: "the file system is mounted read-only",
+    }
+
+    def __init__(self, path: str, exc: OSError) -> None:
+        hint = self.HINTS.get(exc.errno or 0)
+        super().__init__(f"cannot write {path}: {exc.strerror or exc}" + (f" ({hint})" if hint else ""))
+        self.path = path
+        self.errno = exc.errno
 
 
 class ProtocolError(HomingError):

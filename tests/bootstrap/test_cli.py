@@ -19,7 +19,7 @@ import pytest
 from node.protocol.identity import Identity, decode_document, id_text, parse_id
 from node.protocol.nodelist import open_node_list
 from tests.bootstrap.util import LAST_REGISTRY_KEY, MSGPACK, registration
-from tests.helpers import homing_cmd, homing_env, killed_at_exit, run_homing, wait_for_file
+from tests.helpers import fill_disk, homing_cmd, homing_env, killed_at_exit, run_homing, small_disk, wait_for_file
 
 A = Identity.from_seed(b"a" * 32)
 
@@ -241,3 +241,47 @@ def test_init_in_an_existing_open_directory_makes_the_database_owner_only(tmp_pa
             assert not loose, f"readable by others: {loose}"
     finally:
         os.umask(old)
+
+
+@pytest.mark.timeout(90)
+def test_a_full_disk_refuses_registrations_with_a_reason_and_they_are_taken_once_there_is_room(tmp_path: Path) -> None:
+    """The registry's disk fills up while it runs: a registration gets 503 "registry storage full" (the node retries
+    at its next heartbeat), the admin's log says `db_full`, the list already signed is still served, and nothing is
+    half-written: once there is room, the same node registers. On the code before, the 503 said "registry database
+    busy" and the log `db_busy`, which sent an admin looking for a lock."""
+    with small_disk(tmp_path / "disk", 512) as disk:
+        d = disk / "reg"
+        key = init(d)
+        B = Identity.from_seed(b"b" * 32)
+        with running(d, "--approval", "auto") as (proc, base):
+            assert post(base, registration(A)) == 200
+            filler = fill_disk(disk)
+            resp = httpx2.post(
+                f"{base}/v1/nodes", content=registration(B), headers={"Content-Type": MSGPACK}, timeout=10
+            )
+            assert resp.status_code == 503, resp.text
+            assert "registry storage full" in resp.text, resp.text
+            assert listed(base, key) == {A.id}
+            filler.unlink()
+            assert post(base, registration(B, ts=int(time.time()) + 1)) == 200
+            assert listed(base, key) == {A.id, B.id}
+            proc.send_signal(signal.SIGTERM)
+            _, err = proc.communicate(timeout=15)
+    assert "event=db_full" in err, err
+    assert "db_busy" not in err, err
+
+
+@pytest.mark.timeout(60)
+def test_a_full_disk_at_start_is_one_line_naming_the_file(tmp_path: Path) -> None:
+    """On the code before: a traceback (OSError: [Errno 28] No space left on device)."""
+    with small_disk(tmp_path / "disk", 128) as disk:
+        d = disk / "reg"
+        init(d)
+        fill_disk(disk)
+        result = run_homing("bootstrap", "run", "--data-dir", str(d), "--listen", "127.0.0.1:0", timeout=30)
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr, result.stderr
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"homing: cannot write {d / 'lock'}: No space left on device (the disk is full: free space on it, then start "
+        "again)"
+    )

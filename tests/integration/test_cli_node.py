@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from node.protocol.identity import parse_id
-from tests.helpers import homing_cmd, homing_env, killed_at_exit, run_homing, wait_for_file
+from tests.helpers import fill_disk, homing_cmd, homing_env, killed_at_exit, run_homing, small_disk, wait_for_file
 
 # every port of `homing node run` on a free loopback port (flag, value, ...)
 FREE_PORTS = ["--ws", "127.0.0.1:0", "--swim", "127.0.0.1:0", "--peer", "127.0.0.1:0", "--metrics", "127.0.0.1:0"]
@@ -309,3 +309,49 @@ def test_a_key_write_cut_short_leaves_no_key_file_and_the_next_init_makes_one(tm
     assert again.returncode == 0, again.stderr
     assert len(parse_id(again.stdout.split()[-1])) == 32
     assert stat.S_IMODE((d / "node.key").stat().st_mode) == 0o600
+
+
+@pytest.mark.timeout(90)
+@pytest.mark.parametrize("first_write", ["lock", "swim-epoch"])
+def test_a_full_disk_is_one_line_naming_the_file_and_the_node_starts_once_there_is_room(
+    tmp_path: Path, first_write: str
+) -> None:
+    """A disk that filled up (logs, a backup) while the node was down: `node run` exits 1 with one line naming the
+    file it could not write, and starts once there is room again (as the systemd unit's restart would do). The lock
+    is the first write of a start; with a lock file left from an earlier run (its block already there), the boot
+    epoch is, inside the node's nursery. On the code before, both were tracebacks (OSError: [Errno 28])."""
+    with small_disk(tmp_path / "disk", 96) as disk:
+        d = disk / "node"
+        assert run_homing("node", "init", "--data-dir", str(d)).returncode == 0
+        if first_write == "swim-epoch":
+            (d / "lock").write_text("1234567\n")
+        filler = fill_disk(disk)
+        args = ["node", "run", "--data-dir", str(d), "--open", "--preset", "local", *FREE_PORTS]
+        result = run_homing(*args, timeout=30)
+        assert result.returncode == 1, result.stderr
+        assert "Traceback" not in result.stderr, result.stderr
+        last = result.stderr.strip().splitlines()[-1]
+        assert last == (
+            f"homing: cannot write {d / first_write}: No space left on device (the disk is full: free space on it, "
+            "then start again)"
+        ), last
+        filler.unlink()
+        with killed_at_exit(_quiet_node(args)) as node:
+            wait_for_file(d / "ports.json", timeout=20)
+            node.send_signal(signal.SIGTERM)
+            assert node.wait(timeout=20) == 0
+
+
+@pytest.mark.timeout(60)
+def test_a_boot_epoch_file_with_a_number_too_large_is_a_config_error_naming_it(tmp_path: Path) -> None:
+    """Exit 2 with one line naming DATA_DIR/swim-epoch and what to do. On the code before: a traceback of trio's
+    exception groups in `ValueError: boot incarnation out of range`, exit 1 (restarted by systemd without end)."""
+    d = tmp_path / "node"
+    assert run_homing("node", "init", "--data-dir", str(d)).returncode == 0
+    (d / "swim-epoch").write_text("9" * 20 + "\n")
+    result = run_homing("node", "run", "--data-dir", str(d), "--open", "--preset", "local", *FREE_PORTS, timeout=30)
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr, result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"homing: config error: {d / 'swim-epoch'}: holds '{'9' * 20}': no boot epoch"), last
+    assert "delete the file and start again" in last, last

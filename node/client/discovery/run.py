@@ -45,7 +45,7 @@ from node.client.discovery.sources import (
     http_client,
     ssl_context,
 )
-from node.protocol.errors import HomingError
+from node.protocol.errors import HomingError, StorageError
 from node.protocol.identity import Identity
 
 ProgressFn = Callable[[list[str], int], None]
@@ -283,6 +283,6 @@ async def discover(
             named = run.newest.current_keys() if cfg.trust and run.newest.by_signer else None
             entries = merge_cache(cached, result.proven, wall_clock(), learned=learned, named=named)
             save_cache(cfg.cache, entries, rotations)
-        except OSError as exc:
-            result = attrs.evolve(result, errors=(*result.errors, f"cache {cfg.cache}: not written: {exc.strerror}"))
+        except StorageError as exc:  # a full disk costs the cache, not the result
+            result = attrs.evolve(result, errors=(*result.errors, f"cache not written: {exc}"))
     return result
