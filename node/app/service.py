@@ -54,6 +54,7 @@ from node.protocol.swim.members import LIVE
 from node.protocol.swim.protocol import MemberChanged, Swim
 from node.protocol.swim.records import RecordVerifier
 from node.protocol.wire.seed import Meta, encode_meta, member_listed
+from node.protocol.wire.swim import INCARNATION_MAX
 
 if TYPE_CHECKING:
     from node.app.registration import RegistrationStatus
@@ -64,13 +65,33 @@ if TYPE_CHECKING:
 PROBE_LABELS = {"ok": "ack", "indirect_ok": "indirect_ack", "failed": "failed"}
 
 
-def next_epoch_ms(data_dir: Path) -> int:
+EPOCH_FILE = "swim-epoch"
+EPOCH_MAX = INCARNATION_MAX // 2  # what `Swim` takes as a boot incarnation: room for refutations above it
+
+
+def next_epoch_ms(data_dir: Path, log: Logger) -> int:
     """A boot epoch that never goes back, even if the wall clock does: the SWIM sealing epoch (peers refuse older
-    epochs) and the first SWIM incarnation (records of an older boot, or replays of them, are refused)."""
-    path = data_dir / "swim-epoch"
+    epochs) and the first SWIM incarnation (records of an older boot, or replays of them, are refused).
+
+    A file that does not hold a number homing writes (damaged, or edited) starts from the wall clock, as a missing
+    one does, with a warning. A number too large to start from (no incarnation would be left above it) is a
+    ConfigError naming the file: before, it ended the start in a traceback (`boot incarnation out of range`)."""
+    path = data_dir / EPOCH_FILE
     try:
-        last = int(path.read_text().strip())
-    except (FileNotFoundError, ValueError):
+        with path.open("rb") as f:
+            text = f.read(64).decode("ascii", "replace").strip()  # homing writes at most 17 digits and a newline
+    except FileNotFoundError:
+        text = "0"
+    last = int(text) if text.isascii() and text.isdigit() else -1
+    if last >= EPOCH_MAX:  # the next epoch, last + 1, must still be one `Swim` takes
+        raise ConfigError(
+            str(path),
+            f"holds {text[:40]!r}: no boot epoch is left after it (the largest is {EPOCH_MAX}), and homing does not "
+            "write such a number: delete the file and start again (the node then starts from the wall clock, "
+            'docs/swim.md "Boot epochs and replays")',
+        )
+    if last < 0:
+        log.warning("swim_epoch_damaged", path=str(path), content=text[:40], using="wall clock")
         last = 0
     epoch = max(int(time.time() * 1000), last + 1)
     write_atomic(path, f"{epoch}\n".encode())  # fsync'd: an epoch that went back after a crash would be refused
@@ -239,7 +260,7 @@ async def _start(
     )
     knock = KnockRefresh()
     refused = _refusal_hook(metrics, knock)
-    driver = _start_swim(config, identity, udp, admission, ports, rng)
+    driver = _start_swim(config, identity, udp, admission, ports, rng, log)
     # one flusher writes, once per scheduler batch, what clients and peer links queued in it (node/net/sockio.py)
     flusher = Flusher()
     await nursery.start(flusher.run)
@@ -383,13 +404,14 @@ def _start_swim(
     admission: Admission,
     ports: dict[str, int],
     rng: random.Random,
+    log: Logger,
 ) -> SwimDriver:
     swim_host, _ = parse_hostport(config.node.swim)
     advertise = config.node.advertise_host
     meta = encode_meta(Meta(
         peer_port=ports["peer"], host=advertise, url=config.advertised_url(ports["ws"]), listed=config.node.listed
     ))  # fmt: skip
-    epoch_ms = next_epoch_ms(config.data_path)
+    epoch_ms = next_epoch_ms(config.data_path, log)
     core = Swim(
         self_id=identity.id,
         addr=(advertise or swim_host, ports["swim"]),
@@ -456,7 +478,7 @@ def _start_federation(nursery: trio.Nursery, handle: NodeHandle) -> None:
             trust=frozenset(parse_id(k) for k in config.federation.trust),
             listed=config.node.listed,
             on_result=handle.registrations.on_result,
-            rot=own_rotation(config.data_path / NODE_ROTATIONS_NAME, handle.identity.id),
+            rot=own_rotation(config.data_path / NODE_ROTATIONS_NAME, handle.identity.id, handle.log),
             peers=lambda: sum(1 for i in handle.live_ids() if i != handle.identity.id),
             listed_now=handle.on_registry_list,
         )

@@ -187,3 +187,47 @@ def test_a_backup_keeps_the_rotation_statements(tmp_path: Path) -> None:
     assert out.returncode == 0, out.stderr
     copied = tmp_path / "copy" / "key-rotations.msgpack"
     assert copied.read_bytes() == (reg_dir / "key-rotations.msgpack").read_bytes()
+
+
+@pytest.mark.parametrize("damage", ["cut", "garbage", "not a list"])
+@pytest.mark.parametrize("who", ["node", "bootstrap"])
+def test_rotate_key_refuses_a_damaged_statements_file_and_writes_nothing(tmp_path: Path, who: str, damage: str) -> None:
+    """The statements file is the chain clients and the registry follow from a key to the next: rotating again over a
+    damaged one must not replace it with a file holding only the new statement. Exit 2 with one line naming it; the
+    key, the file and the directory are as they were. On the code before, the rotation went ahead (exit 0) and the
+    earlier statements were gone."""
+    d = tmp_path / "d"
+    if who == "node":
+        assert run_homing("node", "init", "--data-dir", str(d)).returncode == 0
+        key, statements = d / "node.key", d / "node-key-rotations.msgpack"
+    else:
+        init(d)
+        key, statements = d / "registry.key", d / "key-rotations.msgpack"
+    assert run_homing(who, "rotate-key", "--data-dir", str(d)).returncode == 0
+    whole = statements.read_bytes()
+    bad = {"cut": whole[: len(whole) // 2], "garbage": b"\xc1" * 40, "not a list": b"\xa5hello"}[damage]
+    statements.write_bytes(bad)
+    before = {p.name: p.read_bytes() for p in d.iterdir() if p.is_file() and not p.name.startswith("registry.sqlite")}
+    result = run_homing(who, "rotate-key", "--data-dir", str(d))
+    assert result.returncode == 2, result.stdout + result.stderr
+    line = result.stderr.strip()
+    assert line.startswith(f"homing: config error: {statements}: damaged: not a list of key rotation statements"), line
+    after = {p.name: p.read_bytes() for p in d.iterdir() if p.is_file() and not p.name.startswith("registry.sqlite")}
+    assert after == before
+    assert key.read_bytes() == before[key.name]
+
+
+def test_a_registry_with_a_damaged_statements_file_serves_its_list_and_says_why_it_has_no_statements(
+    tmp_path: Path,
+) -> None:
+    """Logged as an error (`key_rotations_damaged`) at start; the list is served, signed by the key in use."""
+    d = tmp_path / "d"
+    init(d)
+    assert run_homing("bootstrap", "rotate-key", "--data-dir", str(d)).returncode == 0
+    (d / "key-rotations.msgpack").write_bytes(b"\xc1")
+    with running(d) as (proc, base):
+        doc = decode_document(httpx2.get(f"{base}/v1/nodes", timeout=10).content)
+        assert "rot" not in doc or not doc["rot"]
+        proc.terminate()
+        _, err = proc.communicate(timeout=15)
+    assert "event=key_rotations_damaged" in err, err
