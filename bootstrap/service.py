@@ -34,6 +34,7 @@ from bootstrap.store import Store
 from node.app.keyrotation import load_statements
 from node.client.files import load_or_create_key
 from node.protocol.bridges import build_bridge_list, period_of, pick
+from node.protocol.errors import ConfigError
 from node.protocol.identity import Identity, decode_document, document_to_json, encode_document, id_text, short_id
 from node.protocol.nodelist import Registration
 from node.protocol.refusals import Refusal
@@ -129,7 +130,11 @@ class RegistryService:
             log.info("event=registry_key_rotated old=%s new=%s", id_text(self.identity.id), id_text(identity.id))
             self.identity = identity
             self._cache = None
-        statements = load_statements(self.config.data_dir / ROTATIONS_NAME)
+        try:
+            statements = load_statements(self.config.data_dir / ROTATIONS_NAME)
+        except ConfigError as exc:  # the list is still served; clients that pinned an old key cannot follow it
+            log.error("event=key_rotations_damaged error=%r", str(exc))
+            statements = []
         now = self.clock()
         rotations, raw = unpack_chain(pack_chain(statements), now=now)
         self.rot = pack_chain(raw) if raw else b""
@@ -292,9 +297,21 @@ def _audit_action(decision: Accepted, existing: NodeRecord | None) -> str:
 
 
 def _busy_as_503(fn: Callable[..., Outcome], *args: Any) -> Outcome:
-    """A database locked past its busy timeout (a long admin transaction) is a 503 with a reason, not a 500."""
+    """A write the database refused is a 503 with a reason, not a 500, and nothing of it is kept (its transaction
+    rolled back); the node registers again at its next heartbeat. Logged by cause, for the admin:
+    - `db_busy` (warning): locked past the busy timeout, by a long admin transaction in another process;
+    - `db_full` (error): the disk or quota is full (SQLITE_FULL). Every registration fails until it has room, while
+      the list already signed is still served. Before, this too was logged as `db_busy`;
+    - `db_error` (error): anything else SQLite reports (an I/O error, a read-only file)."""
     try:
         return fn(*args)
     except sqlite3.OperationalError as exc:
-        log.warning("event=db_busy error=%r", str(exc))
-        return Outcome(http_status=503, reason="registry database busy, retry")
+        name = str(getattr(exc, "sqlite_errorname", ""))
+        if name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")):
+            log.warning("event=db_busy error=%r", str(exc))
+            return Outcome(http_status=503, reason="registry database busy, retry")
+        if name.startswith("SQLITE_FULL"):
+            log.error("event=db_full error=%r hint=%r", str(exc), "free space on the registry's disk")
+            return Outcome(http_status=503, reason="registry storage full, retry later")
+        log.error("event=db_error error=%r code=%s", str(exc), name or "unknown")
+        return Outcome(http_status=503, reason="registry database error, retry later")
