@@ -15,7 +15,7 @@ from tests.helpers import homing_cmd, homing_env, wait_for_file
 
 
 class NodeProcess:
-    def __init__(self, tmp: Path, name: str, join: list[str], *extra: str) -> None:
+    def __init__(self, tmp: Path, name: str, join: list[str], *extra: str, wait: bool = True) -> None:
         self.dir = tmp / name
         args = [
             "node",
@@ -39,6 +39,12 @@ class NodeProcess:
             args += ["--join", seed]
         self.log = (tmp / f"{name}.log").open("w")
         self.proc = subprocess.Popen(homing_cmd(*args), env=homing_env(), stdout=self.log, stderr=subprocess.STDOUT)
+        if wait:
+            self.started()
+
+    def started(self) -> None:
+        """Wait (bounded) for the node's ports.json and read its id. The constructor does it unless `wait=False`,
+        which lets a test start several nodes at once: each start takes about a second of imports on a slow host."""
         self.ports: dict[str, int] = wait_for_file(self.dir / "ports.json", timeout=20)
         self.id_text: str = self.members_doc()["self"]
         self.id = parse_id(self.id_text)

@@ -23,8 +23,10 @@ def start_federation(tmp: Path, n: int = 3, *extra: str) -> list[NodeProcess]:
     nodes: list[NodeProcess] = []
     tmp.mkdir(parents=True, exist_ok=True)
     try:
-        for i in range(n):
-            nodes.append(NodeProcess(tmp, f"node{i}", [nodes[0].swim] if nodes else [], *extra))
+        nodes.append(NodeProcess(tmp, "node0", [], *extra))
+        nodes += [NodeProcess(tmp, f"node{i}", [nodes[0].swim], *extra, wait=False) for i in range(1, n)]
+        for node in nodes[1:]:
+            node.started()  # the others start side by side, each joining the first
         for node in nodes:
             wait_for(
                 lambda node=node: sum(s == "alive" for s in node.states().values()) >= n,  # type: ignore[misc]
