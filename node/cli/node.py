@@ -254,7 +254,19 @@ async def _run_until_signal(config: NodeConfig, identity: Any) -> int:
 
 def status_target(data_dir: Path) -> str:
     """The metrics address of the node whose data dir is `data_dir`: the host from its homing-node.toml
-    (`[node] metrics`; a wildcard becomes loopback) and the port it really bound, from its ports.json."""
+    (`[node] metrics`; a wildcard becomes loopback) and the port it really bound, from its ports.json.
+    A directory without a node key is a ConfigError: before, a mistyped path asked the default port and the error
+    read "is the node running?"."""
+    try:
+        (data_dir / KEY_FILE).stat()
+    except (FileNotFoundError, NotADirectoryError):
+        raise ConfigError("--data-dir", f"{data_dir} is not a node's data dir (no {KEY_FILE} there)") from None
+    except OSError as exc:  # the service's data dir is 0700: another user cannot look inside
+        raise ConfigError(
+            "--data-dir",
+            f"cannot look in {data_dir}: {exc.strerror or exc}; run as the node's user (sudo -u homing ...) or give "
+            "its metrics address with --metrics HOST:PORT",
+        ) from exc
     toml_path = data_dir / "homing-node.toml"
     config = load_config(toml_path if toml_path.exists() else None)
     host, port = parse_hostport(config.node.metrics, key="node.metrics")

@@ -355,3 +355,33 @@ def test_a_boot_epoch_file_with_a_number_too_large_is_a_config_error_naming_it(t
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith(f"homing: config error: {d / 'swim-epoch'}: holds '{'9' * 20}': no boot epoch"), last
     assert "delete the file and start again" in last, last
+
+
+def test_status_of_a_directory_that_is_not_a_node_data_dir_says_so(tmp_path: Path) -> None:
+    """A mistyped --data-dir: exit 2 naming it. On the code before, status asked the default port (7403) and blamed
+    the node: "cannot reach the node's metrics endpoint ... is the node running?" (exit 1)."""
+    for d in (tmp_path / "missing", tmp_path):
+        result = run_homing("node", "status", "--data-dir", str(d), timeout=20)
+        assert result.returncode == 2, result.stderr
+        line = result.stderr.strip()
+        assert line == f"homing: config error: --data-dir: {d} is not a node's data dir (no node.key there)", line
+
+
+def test_status_of_a_data_dir_this_user_cannot_look_in_says_how_to_ask(tmp_path: Path) -> None:
+    """The service's data dir is 0700 and owned by `homing`; an admin's own user cannot look inside (here: root
+    without the capabilities that pass over file modes, `setpriv`, and a directory owned by nobody). On the code
+    before: a traceback (PermissionError)."""
+    if os.geteuid() != 0:
+        pytest.skip("hands the data dir to another user: needs root (CI runs as root)")
+    d = tmp_path / "node"
+    assert run_homing("node", "init", "--data-dir", str(d)).returncode == 0
+    os.chown(d, 65534, 65534)
+    d.chmod(0o700)
+    no_override = ["setpriv", "--bounding-set=-dac_override,-dac_read_search"]
+    status = subprocess.run(
+        [*no_override, *homing_cmd("node", "status", "--data-dir", str(d))],
+        env=homing_env(), capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert status.returncode == 2, status.stderr
+    line = status.stderr.strip()
+    assert line.startswith(f"homing: config error: --data-dir: cannot look in {d}: Permission denied; run as"), line
