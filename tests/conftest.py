@@ -9,9 +9,10 @@ import pytest
 # The files that take longest, longest first (seconds of test time each, from `pytest --durations=0` on 2026-12-05,
 # a slow host: faults 179, fuzz 86, the browser calls about 90, ...). They run first, so that the two workers of
 # `tests/run` (pytest-xdist, --dist loadfile: a file stays on one worker) finish together instead of one of them
-# starting a long file when the other has nothing left: collected in directory order, the suite took 15 min 16 s
-# with about four minutes of it on one worker. Every other file keeps its order after these; a file missing from
-# the list only starts later, it still runs.
+# starting a long file when the other has nothing left. `tests/run` passes --no-loadscope-reorder so that xdist keeps
+# this order: by default it sends the files with the most tests first, which put these files of few long tests last,
+# and a fresh-clone run took 15 min 16 s. Every other file keeps its order after these; a file missing from the list
+# only starts later, it still runs.
 LONGEST_FIRST = (
     "tests/faults/test_scenarios.py",
     "tests/web/test_call_pages.py",
