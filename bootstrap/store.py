@@ -30,7 +30,7 @@ from typing import Any
 import attrs
 
 from bootstrap.registry import NodeRecord
-from node.protocol.errors import ConfigError
+from node.protocol.errors import ConfigError, HomingError
 
 DB_NAME = "registry.sqlite3"
 BUSY_TIMEOUT_MS = 5000
@@ -153,10 +153,18 @@ class Store:
             self._migrate()
         except sqlite3.DatabaseError as exc:
             self.db.close()
-            if getattr(exc, "sqlite_errorname", "").startswith(("SQLITE_READONLY", "SQLITE_CANTOPEN", "SQLITE_PERM")):
+            name = str(getattr(exc, "sqlite_errorname", ""))
+            if name.startswith(("SQLITE_READONLY", "SQLITE_CANTOPEN", "SQLITE_PERM")):
                 raise ConfigError(
                     str(path), f"permission denied ({exc}); run as the registry's user (e.g. sudo -u homing ...)"
                 ) from None
+            if name.startswith(("SQLITE_FULL", "SQLITE_IOERR")):
+                # a full disk, not a damaged database: exit 1, which the systemd unit retries. Before, this was the
+                # config error below ("not a usable registry database"): no retry, and a hint to give up on the file
+                raise HomingError(
+                    f"cannot open the registry database {path}: {exc} ({name}); if its disk is full, free space on "
+                    "it and start again: the database is kept as it was"
+                ) from exc
             raise ConfigError("--data-dir", f"{path}: not a usable registry database ({exc})") from exc
 
     @classmethod

@@ -285,3 +285,26 @@ def test_a_full_disk_at_start_is_one_line_naming_the_file(tmp_path: Path) -> Non
         f"homing: cannot write {d / 'lock'}: No space left on device (the disk is full: free space on it, then start "
         "again)"
     )
+
+
+@pytest.mark.timeout(90)
+def test_a_full_disk_when_the_database_opens_is_retried_not_called_a_bad_database(tmp_path: Path) -> None:
+    """With the lock left from an earlier run (its block already there), the first write that fails is SQLite's, as
+    it opens the database. Exit 1 (the systemd unit retries) with one line that says the disk may be full; once there
+    is room, the registry starts on the same database. On the code before: "config error: ... not a usable registry
+    database (disk I/O error)", exit 2, which the unit does not retry and which reads as if the file were damaged."""
+    with small_disk(tmp_path / "disk", 256) as disk:
+        d = disk / "reg"
+        key = init(d)
+        (d / "lock").write_text("12345\n")
+        filler = fill_disk(disk)
+        result = run_homing("bootstrap", "run", "--data-dir", str(d), "--listen", "127.0.0.1:0", timeout=30)
+        assert result.returncode == 1, result.stderr
+        assert "Traceback" not in result.stderr, result.stderr
+        last = result.stderr.strip().splitlines()[-1]
+        assert last.startswith(f"homing: cannot open the registry database {d / 'registry.sqlite3'}: "), last
+        assert "free space on it and start again" in last, last
+        filler.unlink()
+        with running(d) as (_proc, base):
+            assert listed(base, key) == set()
+            assert post(base, registration(A)) == 200
