@@ -59,8 +59,9 @@ def small_disk(path: Path, kib: int) -> Iterator[Path]:
         subprocess.run(["umount", "-l", str(path)], check=False, timeout=10)
 
 
-def fill_disk(disk: Path) -> Path:
-    """Write a file on `disk` until it is full (ENOSPC; bounded by the disk's size); returns the file, to delete."""
+def fill_disk(disk: Path, leave: int = 0) -> Path:
+    """Write a file on `disk` until it is full (ENOSPC; bounded by the disk's size), then give back `leave` bytes
+    (whole pages) of it; returns the file, to delete."""
     filler = disk / "filler"
     limit = os.statvfs(disk).f_blocks * os.statvfs(disk).f_frsize + 4096
     with filler.open("wb", buffering=0) as f:
@@ -72,6 +73,7 @@ def fill_disk(disk: Path) -> Path:
             assert exc.errno == errno.ENOSPC, exc
         else:
             raise AssertionError(f"{disk} took {written} bytes without filling up")
+        f.truncate(max(0, written - leave))
     return filler
 
 

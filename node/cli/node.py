@@ -15,7 +15,7 @@ import trio
 from node.app import gcpolicy
 from node.app.config import FLAGS, NodeConfig, default_data_dir, load_config, render_toml
 from node.app.log import get_logger, setup_logging
-from node.client.files import ensure_writable_dir, load_or_create_key, lock_dir
+from node.client.files import ensure_writable_dir, load_or_create_key, lock_dir, write_atomic
 from node.protocol.errors import ConfigError
 from node.protocol.settings import format_hostport, parse_hostport
 
@@ -96,7 +96,8 @@ def cmd_init(args: argparse.Namespace) -> int:
             "# homing node configuration. Every setting is shown with its default; flags override this file.\n"
             "# Reference: docs/configuration.md\n"
         )
-        config_path.write_text(render_toml(config, header=header))
+        # whole or not at all: a disk that filled up mid-write left a cut config that every later init kept
+        write_atomic(config_path, render_toml(config, header=header).encode())
         print(f"wrote {config_path}")
     else:
         print(f"kept existing {config_path}")

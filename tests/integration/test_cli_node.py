@@ -385,3 +385,27 @@ def test_status_of_a_data_dir_this_user_cannot_look_in_says_how_to_ask(tmp_path:
     assert status.returncode == 2, status.stderr
     line = status.stderr.strip()
     assert line.startswith(f"homing: config error: --data-dir: cannot look in {d}: Permission denied; run as"), line
+
+
+@pytest.mark.timeout(60)
+def test_node_init_on_a_disk_that_fills_up_leaves_no_cut_config_and_the_next_init_writes_it(tmp_path: Path) -> None:
+    """Room for the key but not for the 32 KB config: exit 1 with one line, and no homing-node.toml at all. On the code
+    before: a traceback, and the part that fit (4 KB) was left as homing-node.toml, which every later init kept
+    ("kept existing") and every start read: a config that had lost most of its text without a word (cut inside a
+    value, it would not parse at all)."""
+    with small_disk(tmp_path / "disk", 128) as disk:
+        d = disk / "node"
+        d.mkdir()
+        filler = fill_disk(disk, leave=2 * 4096)
+        result = run_homing("node", "init", "--data-dir", str(d))
+        assert result.returncode == 1, result.stdout + result.stderr
+        assert "Traceback" not in result.stderr, result.stderr
+        assert result.stderr.strip().startswith(f"homing: cannot write {d / 'homing-node.toml'}: No space left"), (
+            result.stderr
+        )
+        assert sorted(p.name for p in d.iterdir()) == ["node.key"]
+        filler.unlink()
+        again = run_homing("node", "init", "--data-dir", str(d))
+        assert again.returncode == 0, again.stderr
+        assert f"wrote {d / 'homing-node.toml'}" in again.stdout
+        assert tomllib.loads((d / "homing-node.toml").read_text())["node"]["data_dir"] == str(d.resolve())
