@@ -298,10 +298,10 @@ def _audit_action(decision: Accepted, existing: NodeRecord | None) -> str:
 
 def _busy_as_503(fn: Callable[..., Outcome], *args: Any) -> Outcome:
     """A write the database refused is a 503 with a reason, not a 500, and nothing of it is kept (its transaction
-    rolled back); the node registers again at its next heartbeat. Logged by cause, for the admin:
+    rolled back); the node tries again, backing off up to a heartbeat. Logged by cause, for the admin:
     - `db_busy` (warning): locked past the busy timeout, by a long admin transaction in another process;
     - `db_full` (error): the disk or quota is full (SQLITE_FULL). Every registration fails until it has room, while
-      the list already signed is still served. Before, this too was logged as `db_busy`;
+      the list is still served (signing it writes nothing). Before, this too was logged as `db_busy`;
     - `db_error` (error): anything else SQLite reports (an I/O error, a read-only file)."""
     try:
         return fn(*args)
