@@ -213,8 +213,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     async def main() -> None:
         async with trio.open_nursery() as nursery:
             # caught before the port is bound: a SIGTERM right after ports.json is written stops the registry as a
-            # later one does (node/cli/node.py `_run_until_signal`), instead of finding no handler yet
-            with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+            # later one does (node/cli/node.py `_run_until_signal`), instead of finding no handler yet; SIGHUP (a
+            # closed terminal) stops it cleanly as well
+            with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
                 port = await nursery.start(lambda task_status: run_bootstrap(config, task_status=task_status))
                 print(
                     f"homing bootstrap: serving {scheme}://{format_hostport(host, port)} port={port} "

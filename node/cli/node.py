@@ -237,8 +237,10 @@ async def _run_until_signal(config: NodeConfig, identity: Any) -> int:
         # caught from before the first socket is bound: a SIGTERM that arrives while the node starts (ports.json is
         # written, `systemctl stop` right after `start`) waits here until the start is done and then leaves cleanly;
         # before, it found no handler yet and killed the process without a leave. The first signal closes the
-        # receiver, so a second one during the leave stops the process at once, as before.
-        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        # receiver, so a second one during the leave stops the process at once, as before. SIGHUP (the terminal or
+        # ssh session of a node run by hand went away) leaves cleanly too: its default action killed the node with no
+        # leave, so the others waited out the suspicion timeout and its clients had no goaway.
+        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
             handle = await nursery.start(run_node, config, identity)
             # the process's garbage collector, here where the process is the node's (not for nodes run inside tests
             # or the demo): node/app/gcpolicy.py

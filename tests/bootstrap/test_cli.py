@@ -308,3 +308,17 @@ def test_a_full_disk_when_the_database_opens_is_retried_not_called_a_bad_databas
         with running(d) as (_proc, base):
             assert listed(base, key) == set()
             assert post(base, registration(A)) == 200
+
+
+@pytest.mark.timeout(60)
+def test_a_hangup_stops_the_registry_cleanly(tmp_path: Path) -> None:
+    """SIGHUP (the terminal of a registry run by hand closed): exit 0, as for SIGTERM. On the code before: killed by
+    the signal's default action (exit -1)."""
+    d = tmp_path / "d"
+    init(d)
+    with running(d) as (proc, base):
+        assert httpx2.get(f"{base}/healthz", timeout=10).status_code == 200
+        proc.send_signal(signal.SIGHUP)
+        _, err = proc.communicate(timeout=15)
+    assert proc.returncode == 0, err
+    assert "SIGHUP, stopping" in err, err

@@ -409,3 +409,24 @@ def test_node_init_on_a_disk_that_fills_up_leaves_no_cut_config_and_the_next_ini
         assert again.returncode == 0, again.stderr
         assert f"wrote {d / 'homing-node.toml'}" in again.stdout
         assert tomllib.loads((d / "homing-node.toml").read_text())["node"]["data_dir"] == str(d.resolve())
+
+
+@pytest.mark.timeout(60)
+def test_a_hangup_ends_in_a_clean_leave(tmp_path: Path) -> None:
+    """SIGHUP, what a node run by hand gets when its terminal or ssh session goes away: exit 0 after `left`, as for
+    SIGTERM. On the code before, SIGHUP had its default action: the process died (exit -1) without a leave, so the
+    other members waited out the suspicion timeout and its clients got no goaway."""
+    seen: list[str] = []
+    with killed_at_exit(_json_logging_node(tmp_path / "node")) as proc:
+        assert proc.stderr is not None
+        for line in proc.stderr:  # bounded by the test's timeout; ends at EOF if the node exits
+            seen.append(line)
+            if json.loads(line)["event"] == "ready":
+                proc.send_signal(signal.SIGHUP)
+                break
+        _, err = proc.communicate(timeout=15)
+    records = [json.loads(line) for line in seen + err.splitlines() if line.strip()]
+    events = [r["event"] for r in records]
+    assert proc.returncode == 0, events
+    assert events.index("ready") < events.index("signal") < events.index("left"), events
+    assert next(r for r in records if r["event"] == "signal")["signal"] == "SIGHUP"
