@@ -63,7 +63,8 @@ def fill_disk(disk: Path, leave: int = 0) -> Path:
     """Write a file on `disk` until it is full (ENOSPC; bounded by the disk's size), then give back `leave` bytes
     (whole pages) of it; returns the file, to delete."""
     filler = disk / "filler"
-    limit = os.statvfs(disk).f_blocks * os.statvfs(disk).f_frsize + 4096
+    fs = os.statvfs(disk)
+    limit = fs.f_blocks * fs.f_frsize + 4096
     with filler.open("wb", buffering=0) as f:
         written = 0
         try:

@@ -10,6 +10,7 @@ import stat
 import subprocess
 import tomllib
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -240,6 +241,28 @@ def test_log_json_is_one_json_object_per_line_to_a_clean_leave(tmp_path: Path) -
     assert lines[-1]["event"] == "left" and lines[-1]["clean"] is True, lines[-1]
 
 
+def _signal_at(
+    data_dir: Path, plan: list[tuple[str, signal.Signals]], preset: str = "local"
+) -> tuple[int, list[dict[str, Any]]]:
+    """Run a JSON-logging node and send each signal of `plan` when its event is logged, in order; stop reading after
+    the last one. Returns the exit code and every log record."""
+    seen: list[str] = []
+    steps = iter(plan)
+    event, signum = next(steps)
+    with killed_at_exit(_json_logging_node(data_dir, preset)) as proc:
+        assert proc.stderr is not None
+        for line in proc.stderr:  # bounded by the test's timeout; ends at EOF if the node exits
+            seen.append(line)
+            if json.loads(line)["event"] == event:
+                proc.send_signal(signum)
+                step = next(steps, None)
+                if step is None:
+                    break
+                event, signum = step
+        _, err = proc.communicate(timeout=15)
+    return proc.returncode, [json.loads(line) for line in seen + err.splitlines() if line.strip()]
+
+
 @pytest.mark.timeout(60)
 def test_a_sigterm_while_the_node_starts_still_ends_in_a_clean_leave(tmp_path: Path) -> None:
     """SIGTERM the moment the node logs `started` (ports.json is written; `ready` not yet): exit 0 after `left`.
@@ -247,18 +270,10 @@ def test_a_sigterm_while_the_node_starts_still_ends_in_a_clean_leave(tmp_path: P
     On the code before, the signal handler was installed only after the start returned, so this SIGTERM found
     the default action and killed the process (exit -15, no leave): what `systemctl stop` right after `start`
     did, and what made the test above fail now and then."""
-    seen: list[str] = []
-    with killed_at_exit(_json_logging_node(tmp_path / "node")) as proc:
-        assert proc.stderr is not None
-        for line in proc.stderr:  # bounded by the test's timeout; ends at EOF if the node exits
-            seen.append(line)
-            if json.loads(line)["event"] == "started":
-                proc.send_signal(signal.SIGTERM)
-                break
-        _, err = proc.communicate(timeout=15)
-    events = [json.loads(line)["event"] for line in seen + err.splitlines() if line.strip()]
+    returncode, records = _signal_at(tmp_path / "node", [("started", signal.SIGTERM)])
+    events = [r["event"] for r in records]
     assert "started" in events, events
-    assert proc.returncode == 0, events
+    assert returncode == 0, events
     assert events.index("started") < events.index("signal") < events.index("left"), events
 
 
@@ -267,21 +282,11 @@ def test_a_second_sigterm_during_the_leave_stops_the_node_at_once(tmp_path: Path
     """The first SIGTERM starts the clean leave; a second one (Ctrl-C twice, an impatient supervisor) is not held
     for it: the process ends by that signal, without `left`. The default preset's last leave step waits 2 s for
     the leave to spread (2 SWIM probe intervals), so the second signal lands well inside the leave."""
-    seen: list[str] = []
-    with killed_at_exit(_json_logging_node(tmp_path / "node", preset="lan")) as proc:
-        assert proc.stderr is not None
-        for line in proc.stderr:  # bounded by the test's timeout; ends at EOF if the node exits
-            seen.append(line)
-            event = json.loads(line)["event"]
-            if event == "ready":
-                proc.send_signal(signal.SIGTERM)
-            elif event == "swim_leave_sent":
-                proc.send_signal(signal.SIGTERM)
-                break
-        _, err = proc.communicate(timeout=15)
-    events = [json.loads(line)["event"] for line in seen + err.splitlines() if line.strip()]
+    plan = [("ready", signal.SIGTERM), ("swim_leave_sent", signal.SIGTERM)]
+    returncode, records = _signal_at(tmp_path / "node", plan, preset="lan")
+    events = [r["event"] for r in records]
     assert "swim_leave_sent" in events, events
-    assert proc.returncode == -signal.SIGTERM, events
+    assert returncode == -signal.SIGTERM, events
     assert "left" not in events, events
 
 
@@ -416,17 +421,8 @@ def test_a_hangup_ends_in_a_clean_leave(tmp_path: Path) -> None:
     """SIGHUP, what a node run by hand gets when its terminal or ssh session goes away: exit 0 after `left`, as for
     SIGTERM. On the code before, SIGHUP had its default action: the process died (exit -1) without a leave, so the
     other members waited out the suspicion timeout and its clients got no goaway."""
-    seen: list[str] = []
-    with killed_at_exit(_json_logging_node(tmp_path / "node")) as proc:
-        assert proc.stderr is not None
-        for line in proc.stderr:  # bounded by the test's timeout; ends at EOF if the node exits
-            seen.append(line)
-            if json.loads(line)["event"] == "ready":
-                proc.send_signal(signal.SIGHUP)
-                break
-        _, err = proc.communicate(timeout=15)
-    records = [json.loads(line) for line in seen + err.splitlines() if line.strip()]
+    returncode, records = _signal_at(tmp_path / "node", [("ready", signal.SIGHUP)])
     events = [r["event"] for r in records]
-    assert proc.returncode == 0, events
+    assert returncode == 0, events
     assert events.index("ready") < events.index("signal") < events.index("left"), events
     assert next(r for r in records if r["event"] == "signal")["signal"] == "SIGHUP"
