@@ -10,24 +10,25 @@ import hashlib
 import shutil
 from pathlib import Path
 
-from fuzz.targets import TARGETS
-
 CORPUS = Path(__file__).resolve().parent / "corpus"
 
 
 def expected() -> dict[str, dict[str, bytes]]:
     """target name -> file name -> contents."""
+    from fuzz.targets import TARGETS  # here, not on import: fuzz.run imports CORPUS before instrumenting the targets
+
     return {t.name: {hashlib.sha256(s).hexdigest()[:16]: s for s in t.seeds()} for t in TARGETS}
 
 
 def main() -> None:
+    seeds = expected()
     shutil.rmtree(CORPUS, ignore_errors=True)
-    for name, files in expected().items():
+    for name, files in seeds.items():
         folder = CORPUS / name
         folder.mkdir(parents=True)
         for file_name, data in files.items():
             (folder / file_name).write_bytes(data)
-    print(f"wrote {sum(len(f) for f in expected().values())} seeds for {len(TARGETS)} targets under {CORPUS}")
+    print(f"wrote {sum(len(f) for f in seeds.values())} seeds for {len(seeds)} targets under {CORPUS}")
 
 
 if __name__ == "__main__":
