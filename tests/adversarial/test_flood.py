@@ -16,16 +16,18 @@ which is the claim. The 5 ms floor keeps a sub-millisecond p99 on a quieter host
 What the control showed: A's loop was held 5-17 ms at a time by one connection's task step (a read of many flood
 envelopes handled in one go), and A's p99 was over 2x B's in 7 of 27 rounds (median rounds 2.24x, 1.47x, 1.21x in
 three runs of 9). With `[clients] handle_slice_s` (1 ms, then the other connections run): 1 of 36 (1.01x-1.14x).
-The flooder must have been closed with 4429 (and 1009 for its oversized frames), the slow reader disconnected,
-and A's /metrics must count the refusals.
+The flooder must have been closed with 4429 (and 1009 for its oversized frames) in every round, as A's log says,
+the slow reader disconnected, and A's /metrics must count the refusals.
 """
 
 from __future__ import annotations
 
 import gc
 import json
+import re
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -82,9 +84,7 @@ async def measure(attacked_url: str, control_url: str) -> tuple[list[float], lis
     return attacked, control
 
 
-def _attack_round(
-    attacked_url: str, control_url: str, address: str
-) -> tuple[list[float], list[float], dict[str, Any]]:
+def _attack_round(attacked_url: str, control_url: str, address: str) -> tuple[list[float], list[float], dict[str, Any]]:
     """Both nodes measured while a fresh attacker process attacks the first from `address`; returns both latencies
     and the attacker's stats."""
     attacker = subprocess.Popen(
@@ -105,11 +105,18 @@ def _attack_round(
 
 
 def _start_node(data_dir: Path) -> subprocess.Popen[bytes]:
+    """A node whose log goes to `data_dir`/node.log."""
     data_dir.mkdir()
     (data_dir / "homing-node.toml").write_text("[clients]\nsend_queue_bytes_max = 262144\n")
     args = ["node", "run", "--data-dir", str(data_dir), "--config", str(data_dir / "homing-node.toml")]
     args += ["--ws", "127.0.0.1:0", "--swim", "127.0.0.1:0", "--peer", "127.0.0.1:0", "--metrics", "127.0.0.1:0"]
-    return subprocess.Popen(homing_cmd(*args), env=homing_env(), cwd=REPO, stderr=subprocess.DEVNULL)
+    with (data_dir / "node.log").open("wb") as log:
+        return subprocess.Popen(homing_cmd(*args), env=homing_env(), cwd=REPO, stderr=log)
+
+
+def _close_codes(log: bytes) -> dict[str, int]:
+    """Close code -> how many clients the node closed so (its `event=client_closed` lines: 4429, 1009, 1008)."""
+    return dict(Counter(re.findall(r"event=client_closed .*? code=(\d+)", log.decode(errors="replace"))))
 
 
 def test_flooding_and_slow_reading_clients_leave_others_p99_within_2x(tmp_path: Path) -> None:
@@ -124,7 +131,12 @@ def test_flooding_and_slow_reading_clients_leave_others_p99_within_2x(tmp_path: 
         attacked_url, control_url = (f"ws://127.0.0.1:{p['ws']}/v1/client" for p in ports)
         # Each round from a fresh address: the node charges an abusive address (4429, 1009) new handshakes, and a
         # round that started in the last round's debt would be refused at its first connection.
-        rounds = [_attack_round(attacked_url, control_url, f"127.0.0.{2 + i}") for i in range(ROUNDS)]
+        log = tmp_path / "attacked" / "node.log"
+        rounds, closes = [], []
+        for i in range(ROUNDS):
+            start = log.stat().st_size
+            rounds.append(_attack_round(attacked_url, control_url, f"127.0.0.{2 + i}"))
+            closes.append(_close_codes(log.read_bytes()[start:]))
         metrics = httpx2.get(f"http://127.0.0.1:{ports[0]['metrics']}/metrics", timeout=5).text
     finally:
         gc.enable()
@@ -142,10 +154,13 @@ def test_flooding_and_slow_reading_clients_leave_others_p99_within_2x(tmp_path: 
         for (a, c), ok in zip(measured, within, strict=True)
     )
     assert sum(within) > len(within) // 2, report
-    for _, _, stats in rounds:  # every attacker was refused the same way, not just one lucky round
-        assert stats["closes"].get("4429", 0) >= 1 and stats["closes"].get("1009", 0) >= 1, stats
+    # Every attacker was refused the same way, not just one lucky round. The closes are counted in the node's log:
+    # the attacker runs at nice 10 and, starved on a loaded host, may see its socket fail before it reads the close
+    # frame (a close it counts as 0).
+    for (_, _, stats), codes in zip(rounds, closes, strict=True):
+        assert codes.get("4429", 0) >= 1 and codes.get("1009", 0) >= 1, (codes, stats)
         assert stats["receipts"].get("rate_limited", 0) > 0, stats
         assert stats["slow_reader_dropped"], stats
     counts = refused_by_reason(metrics, "client")
     assert counts.get("rate_limited", 0) > 0 and counts.get("oversized", 0) > 0, counts
-    print(report, [stats for _, _, stats in rounds])
+    print(report, [stats for _, _, stats in rounds], closes)
