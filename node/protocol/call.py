@@ -280,11 +280,16 @@ class Phone:
         return self._sends(c, Reanswer(sdp=sdp, video=video))
 
     def offer_expired(self, call: bytes, *, now: float) -> list[Command]:
-        """The node's `expired` receipt for our offer: no device of the callee came online in time."""
+        """The node's `expired` receipt for our offer: no device of the callee came online in time.
+
+        The offer is withdrawn as at the ring timeout (hangup `timeout`). `expired` is the first owner's word: the
+        other mailbox replicas expire a little later (each counts from its own copy's arrival), and where the
+        delivery receipts were lost the callee may even be ringing (docs/protocol.md, "Cancel by hangup"). The
+        hangup cancels a copy still queued, and ends a ring that got through as missed."""
         c = self.calls.get(call)
         if c is None or c.state is not State.OUTGOING:
             return []
-        return [self._finish(c, End.BUSY if c.busy_seen else End.MISSED)]
+        return [*self._sends(c, Hangup(reason="timeout")), self._finish(c, End.BUSY if c.busy_seen else End.MISSED)]
 
     def offer_refused(self, call: bytes, *, now: float) -> list[Command]:
         """A `rejected` receipt for our offer (rate limited, too large): the call cannot be placed."""

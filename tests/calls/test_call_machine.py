@@ -191,6 +191,19 @@ def test_ring_timeout_missed_and_connect_timeout_failed() -> None:
     assert net.last(alice) == (State.ENDED, End.FAILED) and net.last(bob) == (State.ENDED, End.FAILED)
 
 
+def test_an_expired_offer_is_withdrawn_so_a_ring_that_got_through_ends_missed_too() -> None:
+    """`expired` is the first mailbox replica's word: another may still deliver the offer, and where the delivery
+    receipts were lost the callee is ringing already. The caller's hangup `timeout` ends that ring as missed."""
+    net, alice, bob, _, b = pair(Timers(ring_timeout_s=60))
+    call, cmds = alice.start_call(peer=b.id, sdp="v=0", video=False, now=0, wall_s=WALL)
+    net.run(alice, cmds)
+    assert net.last(bob) == (State.INCOMING, None)
+    net.run(alice, alice.offer_expired(call, now=2), now=2)
+    assert net.last(alice) == (State.ENDED, End.MISSED) and net.last(bob) == (State.ENDED, End.MISSED)
+    assert [s.kind for s in net.sent] == ["call_offer", "call_hangup"]
+    assert alice.offer_expired(call, now=3) == [], "a second receipt for an ended call sends nothing"
+
+
 def test_gathering_timeout_sends_end_of_candidates() -> None:
     net, alice, _bob, _, b = pair()
     _call, cmds = alice.start_call(peer=b.id, sdp="v=0", video=False, now=0, wall_s=WALL)

@@ -5,15 +5,18 @@ Each test is hard-time-bounded (pytest-timeout) and polls the pages' `window.hom
 
 from __future__ import annotations
 
+import re
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
 
 from node.cli.webdemo import page_link
 from node.protocol.identity import Identity
-from tests.integration.procs import NodeProcess
-from tests.web.browser import Page, chromium
+from tests.integration.procs import NodeProcess, wait_for
+from tests.web.browser import Page, chromium, require_browser
+from tests.web.conftest import start_federation
 
 CONNECT_S = 20
 RING_S = 15
@@ -175,6 +178,38 @@ def test_callee_offline_past_the_ring_timeout_caller_sees_missed_and_the_offer_i
         b.wait(lambda v: v["conn"] == "connected", CONNECT_S, "connected to its node")
         time.sleep(2.0)
         assert b.view()["callState"] == "idle"
+
+
+def _mailbox_envelopes(node: NodeProcess) -> int:
+    with urllib.request.urlopen(f"http://127.0.0.1:{node.ports['metrics']}/metrics", timeout=5) as resp:
+        found = re.search(r"^homing_mailbox_envelopes (\S+)$", resp.read().decode(), re.MULTILINE)
+    assert found, "no homing_mailbox_envelopes gauge"
+    return int(float(found.group(1)))
+
+
+@pytest.mark.timeout(90)
+def test_an_offer_that_expires_in_the_mailbox_ends_missed_and_the_page_withdraws_it(
+    tmp_path: Path, web_base: str
+) -> None:
+    """`expired` is the first mailbox replica's word: the page withdraws the offer (hangup `timeout`) as at its ring
+    timeout, so a replica that outlives it is cancelled and a ring that got through ends. On one node the hangup
+    finds the offer gone and waits in the mailbox itself, which the node's mailbox gauge shows."""
+    require_browser()
+    config = tmp_path / "short-mailbox.toml"
+    config.write_text("[relay]\nmailbox_ttl = 3.0\n")
+    (node,) = start_federation(tmp_path / "fed", 1, "--config", str(config))
+    try:
+        alice, bob = Identity.generate(), Identity.generate()
+        with chromium(tmp_path, "alice") as a:
+            a.open(_link(web_base, "alice", alice, node, {"bob": bob}))  # the page's ring timeout: 60 s
+            a.wait(lambda v: v["conn"] == "connected", CONNECT_S, "connected to its node")
+            _dial(a, bob, video=False)
+            a.wait(lambda v: "ringing via mailbox" in v["callDetail"], RING_S, "ringing via mailbox")
+            v = a.wait(lambda v: v["callState"] == "ended", 15, "the offer's expired receipt")
+            assert v["callReason"] == "missed" and "did not come online" in v["callDetail"], v
+            wait_for(lambda: _mailbox_envelopes(node) == 1, 2.5, "the withdrawing hangup in the mailbox")
+    finally:
+        node.stop()
 
 
 @pytest.mark.timeout(150)

@@ -284,9 +284,21 @@ export class Call extends Emitter {
 
   armRing() {
     this.ringTimer = setTimeout(() => {
-      if (this.state === "outgoing") void this.sendMsg({ k: "hangup", reason: "timeout" }).catch(() => {});
-      if (this.state === "outgoing" || this.state === "incoming") this.end("missed", "no answer within the ring timeout");
+      if (this.state === "outgoing") this.withdrawOffer("no answer within the ring timeout");
+      else if (this.state === "incoming") this.end("missed", "no answer within the ring timeout");
     }, this.settings.ringTimeoutMs ?? RING_TIMEOUT_MS);
+  }
+
+  /**
+   * Ends an unanswered outgoing call as missed and withdraws its offer (hangup `timeout`): at the ring timeout, and
+   * at the offer's `expired` receipt, which is the first mailbox replica's word only. Another replica may still hold
+   * the offer (the hangup cancels it), and where the delivery receipts were lost the callee may be ringing (the
+   * hangup ends that ring as missed): docs/protocol.md, "Cancel by hangup".
+   * @param {string} detail
+   */
+  withdrawOffer(detail) {
+    void this.sendMsg({ k: "hangup", reason: "timeout" }).catch(() => {});
+    this.end("missed", detail);
   }
 
   async setupPeerConnection() {
@@ -358,7 +370,7 @@ export class Call extends Emitter {
       if (receipt.status === "delivered") {
         this.mark("offer_delivered");
         this.setState("outgoing", "ringing");
-      } else if (receipt.status === "expired") this.end("missed", "the callee did not come online");
+      } else if (receipt.status === "expired") this.withdrawOffer("the callee did not come online");
       else if (receipt.status === "rejected") this.end("failed", `the node refused the offer (${receipt.reason})`);
     } catch (e) {
       this.end("failed", e instanceof Error ? e.message : String(e));
