@@ -7,12 +7,12 @@ import os
 import pytest
 
 # The files that take longest, longest first (seconds of test time each, from `pytest --durations=0` on 2026-12-05,
-# a slow host: faults 179, the browser calls about 90, fuzz 86 then, 35 since it forks its harnesses, ...). They run first, so that the two workers of
-# `tests/run` (pytest-xdist, --dist loadfile: a file stays on one worker) finish together instead of one of them
-# starting a long file when the other has nothing left. `tests/run` passes --no-loadscope-reorder so that xdist keeps
-# this order: by default it sends the files with the most tests first, which put these files of few long tests last,
-# and a fresh-clone run took 15 min 16 s. Every other file keeps its order after these; a file missing from the list
-# only starts later, it still runs.
+# a slow host: faults 179, the browser calls about 90, fuzz 86 then, 35 since it forks its harnesses, ...). They run
+# first, so that the two workers of `tests/run` (pytest-xdist, --dist loadfile: a file stays on one worker) finish
+# together instead of one of them starting a long file when the other has nothing left. `tests/run` passes
+# --no-loadscope-reorder so that xdist keeps this order: by default it sends the files with the most tests first,
+# which put these files of few long tests last, and a fresh-clone run took 15 min 16 s. Every other file keeps its
+# order after these; a file missing from the list only starts later, it still runs.
 LONGEST_FIRST = (
     "tests/faults/test_scenarios.py",
     "tests/web/test_call_pages.py",
