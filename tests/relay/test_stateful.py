@@ -148,9 +148,19 @@ class RelayCluster(RuleBasedStateMachine):
 
     def _check_delivery(self) -> None:
         """Without crashes nothing gives up on a callee that stayed reachable: an envelope is never `expired` while
-        its callee had a connection, still open now, from well within the envelope's mailbox TTL."""
+        its callee had a connection, still open now, from well within the envelope's mailbox TTL.
+
+        Except an envelope of a call its sender hung up: when the owners disagree, the hangup cancels the queued
+        copy at one owner and is stored at the others, and the origin, unable to tell whether another copy was
+        delivered, says `expired` (docs/protocol.md, "Cancel by hangup"). Seen with seed 5978: both remote puts of
+        an offer were lost to a cut link, the origin's own owner role held the only copy, and the hangup cancelled
+        it there while the two others stored the hangup, which the callee got on connecting."""
+        withdrawn = {(self.sim.conns[t.conn].client, t.to, t.call) for t in self.track.sent
+                     if t.kind is Kind.CALL_HANGUP}  # fmt: skip
         for s in self.track.sent:
             if self.track.terminal(s) is not Status.EXPIRED:
+                continue
+            if (self.sim.conns[s.conn].client, s.to, s.call) in withdrawn:
                 continue
             since = [
                 t for c, t in self.online_since.items() if self.sim.conns[c].online and self.sim.conns[c].client == s.to
