@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 import os
 import re
 import struct
@@ -22,7 +21,7 @@ from node.protocol.identity import Identity, verify_signature
 from node.protocol.nodelist import NodeEntry, build_node_list
 from node.protocol.wire import Limits, MsgType, packb, unpack_all
 from tests.integration.cluster import federation, loopback_config, refused_count, until
-from tests.integration.test_peer_links import costly_to_decode, decode_cpu_s
+from tests.integration.test_peer_links import costly_to_decode, decode_cpu_s, least_cpu_s
 
 ATTACKER = "127.0.0.2"  # another /32 than the node's members on 127.0.0.1
 
@@ -254,23 +253,15 @@ def _peer_seconds(node: NodeHandle) -> tuple[float, float]:
 def _lease_call_cpu_s(lease: dict[str, Any]) -> float:
     """What one LEASE call can cost the victim on this host, at least 30 ms: decoding it and checking each claim's
     signature (within the window the member's signature budget, `[relay] claim_checks_per_peer_burst`, is not spent,
-    so every claim is checked: 60-160 us each, 15-41 ms for 256; a margin of 30 ms was over by 4 ms on a slow host).
-    The least of 3 runs of thread CPU time, with the garbage collector off."""
+    so every claim is checked: 60-160 us each, 15-41 ms for 256; a margin of 30 ms was over by 4 ms on a slow host)."""
     plaintext = packb(lease)
-    costs = []
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        for _ in range(3):
-            started = time.thread_time()
-            unpack_all(plaintext, max_bytes=Limits.PEER_FRAME_MAX)
-            for node_id, sig in zip(lease["ids"], lease["sg"], strict=True):
-                verify_signature(node_id, plaintext[:100], sig)
-            costs.append(time.thread_time() - started)
-    finally:
-        if enabled:
-            gc.enable()
-    return max(0.03, min(costs))
+
+    def call() -> None:
+        unpack_all(plaintext, max_bytes=Limits.PEER_FRAME_MAX)
+        for node_id, sig in zip(lease["ids"], lease["sg"], strict=True):
+            verify_signature(node_id, plaintext[:100], sig)
+
+    return max(0.03, least_cpu_s(call))
 
 
 async def test_a_member_flooding_its_link_with_leases_gets_at_most_its_cpu_budget_and_keeps_its_link(
