@@ -289,7 +289,7 @@ class Phone:
         c = self.calls.get(call)
         if c is None or c.state is not State.OUTGOING:
             return []
-        return [*self._sends(c, Hangup(reason="timeout")), self._finish(c, End.BUSY if c.busy_seen else End.MISSED)]
+        return self._withdraw(c)
 
     def offer_refused(self, call: bytes, *, now: float) -> list[Command]:
         """A `rejected` receipt for our offer (rate limited, too large): the call cannot be placed."""
@@ -306,10 +306,7 @@ class Phone:
             if now < c.deadline:
                 continue
             if c.state is State.OUTGOING:
-                out += [
-                    *self._sends(c, Hangup(reason="timeout")),
-                    self._finish(c, End.BUSY if c.busy_seen else End.MISSED),
-                ]
+                out += self._withdraw(c)
             elif c.state is State.INCOMING:
                 out.append(self._finish(c, End.MISSED))
             elif c.state is State.CONNECTING:
@@ -450,6 +447,11 @@ class Phone:
     def _set(self, c: Call, state: State) -> Changed:
         c.state = state
         return Changed(call=c.call, peer=c.peer, state=state)
+
+    def _withdraw(self, c: Call) -> list[Command]:
+        """An unanswered outgoing call ends (`busy` if a device said so, else `missed`) and its offer is withdrawn
+        (hangup `timeout`): at the ring timeout and at the offer's `expired` receipt."""
+        return [*self._sends(c, Hangup(reason="timeout")), self._finish(c, End.BUSY if c.busy_seen else End.MISSED)]
 
     def _finish(self, c: Call, end: End) -> Changed:
         c.state, c.end = State.ENDED, end
