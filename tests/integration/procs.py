@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import time
 import urllib.request
@@ -55,6 +56,13 @@ class NodeProcess:
         with urllib.request.urlopen(f"http://127.0.0.1:{self.ports['metrics']}/v1/members", timeout=5) as resp:
             doc: dict[str, Any] = json.loads(resp.read())
             return doc
+
+    def gauge(self, name: str) -> float:
+        """An unlabelled gauge from the node's /metrics (docs/operations.md, "Monitoring")."""
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.ports['metrics']}/metrics", timeout=5) as resp:
+            found = re.search(rf"^{re.escape(name)} (\S+)$", resp.read().decode(), re.MULTILINE)
+        assert found, f"no {name} gauge"
+        return float(found.group(1))
 
     def states(self) -> dict[str, str]:
         """member id text -> state, as this node sees the federation."""

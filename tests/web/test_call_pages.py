@@ -5,9 +5,7 @@ Each test is hard-time-bounded (pytest-timeout) and polls the pages' `window.hom
 
 from __future__ import annotations
 
-import re
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -180,13 +178,6 @@ def test_callee_offline_past_the_ring_timeout_caller_sees_missed_and_the_offer_i
         assert b.view()["callState"] == "idle"
 
 
-def _mailbox_envelopes(node: NodeProcess) -> int:
-    with urllib.request.urlopen(f"http://127.0.0.1:{node.ports['metrics']}/metrics", timeout=5) as resp:
-        found = re.search(r"^homing_mailbox_envelopes (\S+)$", resp.read().decode(), re.MULTILINE)
-    assert found, "no homing_mailbox_envelopes gauge"
-    return int(float(found.group(1)))
-
-
 @pytest.mark.timeout(90)
 def test_an_offer_that_expires_in_the_mailbox_ends_missed_and_the_page_withdraws_it(
     tmp_path: Path, web_base: str
@@ -207,7 +198,7 @@ def test_an_offer_that_expires_in_the_mailbox_ends_missed_and_the_page_withdraws
             a.wait(lambda v: "ringing via mailbox" in v["callDetail"], RING_S, "ringing via mailbox")
             v = a.wait(lambda v: v["callState"] == "ended", 15, "the offer's expired receipt")
             assert v["callReason"] == "missed" and "did not come online" in v["callDetail"], v
-            wait_for(lambda: _mailbox_envelopes(node) == 1, 2.5, "the withdrawing hangup in the mailbox")
+            wait_for(lambda: node.gauge("homing_mailbox_envelopes") == 1, 2.5, "the withdrawing hangup in the mailbox")
     finally:
         node.stop()
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import base64
 import json
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -41,13 +40,9 @@ navigator.serviceWorker.ready.then((r) => r.getNotifications()).then(
 """
 
 
-def _held(node: NodeProcess) -> int:
+def _held(node: NodeProcess) -> float:
     """homing_push_subscriptions: the subscriptions the node holds as a rendezvous owner."""
-    url = f"http://127.0.0.1:{node.ports['metrics']}/metrics"
-    with urllib.request.urlopen(url, timeout=5) as resp:
-        text = resp.read().decode()
-    rows = [line for line in text.splitlines() if line.startswith("homing_push_subscriptions ")]
-    return sum(int(float(line.split()[-1])) for line in rows)
+    return node.gauge("homing_push_subscriptions")
 
 
 def _b64u(text: str) -> bytes:
