@@ -268,12 +268,13 @@ async def test_a_member_flooding_its_link_with_leases_gets_at_most_its_cpu_budge
     tmp_path: Path,
 ) -> None:
     """A member of a two-node federation writes LEASEs of 256 claims for ids the victim owns, with signatures that
-    do not verify (after its forgery budget they are refused unchecked, ~8 us a claim), as fast as its link takes
-    them. The victim reports the CPU it spends on the link (`homing_peer_handle_seconds_total`) and, with a budget
-    of 50 ms a second and a 20 ms burst, spends at most that over the window (plus one LEASE call, twice as measured
-    here, as the budget is charged after each call), then
-    reads nothing until it refills (`homing_peer_throttled_seconds_total`): the member's frames back up in TCP and
-    in its own queue. The claims it does read are handled (refused, counted), and the link stays open."""
+    do not verify (each one checked, 60-160 us, until the member's signature budget is spent, which this window does
+    not reach; after it they would be refused unchecked, ~8 us a claim), as fast as its link takes them. The victim
+    reports the CPU it spends on the link (`homing_peer_handle_seconds_total`) and, with a budget of 50 ms a second
+    and a 20 ms burst, spends at most that over the window (plus one LEASE call, twice as measured here, as the
+    budget is charged after each call), then reads nothing until it refills (`homing_peer_throttled_seconds_total`):
+    the member's frames back up in TCP and in its own queue. The claims it does read are handled (refused, counted),
+    and the link stays open."""
     per_s, burst_s, window_s = 0.05, 0.02, 2.0
     async with federation(tmp_path, 2, peers={"handle_cpu_per_s": per_s, "handle_cpu_burst_s": burst_s}) as nodes:
         victim, hostile = nodes
