@@ -141,7 +141,11 @@ def test_a_member_cannot_make_a_node_check_unbounded_forged_claims(fed: Federati
     cpu_before = cpu_s(victim.proc.pid)
     r = hostile_do(fed, "claim_flood", timeout=90, victim=victim.id.hex(), n=5_120)()
     assert r.get("claims") == 5_120 and r["frames"] == 20, r
-    wait_quiet([victim.proc.pid])
+    # Until every claim is counted one way or the other, not until the victim's CPU is quiet: quiet is not done (a
+    # link whose CPU budget holds its last frames unread is quiet too, docs/security.md "Malicious node operator").
+    # A fresh clone's run once counted 4,608 of the 5,120 after the quiet wait: two frames short.
+    wait_for(lambda: _refused(victim, "forged") - forged_before + _refused(victim, "rate_limited") - limited_before
+             >= 5_120, 30, "every flooded claim to be checked or refused unchecked")  # fmt: skip
     checked = _refused(victim, "forged") - forged_before
     limited = _refused(victim, "rate_limited") - limited_before
     cpu = cpu_s(victim.proc.pid) - cpu_before
