@@ -90,15 +90,33 @@ def coturn(tmp: Path, *, extra: list[str] = ()) -> Iterator[tuple[int, Path]]:  
         stop_process(proc)
 
 
+def echoes(proc: subprocess.Popen[bytes], host: str, port: int, within_s: float = 10.0) -> None:
+    """Wait until the echo at `host:port` answers a datagram (at most `within_s`). turnutils_uclient waits about
+    11 s for echoes that never come, so a peer not yet listening made a relay test time out, not fail clearly."""
+    deadline = time.monotonic() + within_s
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind((host, 0))
+        s.settimeout(0.05)
+        while True:
+            s.sendto(b"ready?", (host, port))
+            try:
+                if s.recv(64) == b"ready?":
+                    return
+            except TimeoutError:
+                pass
+            assert proc.poll() is None, f"turnutils_peer on {host}:{port} exited ({proc.returncode})"
+            assert time.monotonic() < deadline, f"turnutils_peer on {host}:{port} did not echo within {within_s} s"
+
+
 @contextmanager
 def udp_peer(host: str = "127.0.0.1") -> Iterator[int]:
-    """turnutils_peer: the UDP echo the relay sends to."""
+    """turnutils_peer: the UDP echo the relay sends to, echoing before this yields."""
     port = free_udp_port()
     proc = subprocess.Popen(
         ["turnutils_peer", "-L", host, "-p", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     try:
-        time.sleep(0.2)
+        echoes(proc, host, port)
         yield port
     finally:
         proc.kill()
@@ -106,12 +124,17 @@ def udp_peer(host: str = "127.0.0.1") -> Iterator[int]:
 
 
 def relay(turn_port: int, peer_port: int, username: str, credential: str) -> str:
-    """turnutils_uclient: allocate, bind a channel to the peer, send 3 packets; its whole output."""
-    r = subprocess.run(
-        ["turnutils_uclient", "-u", username, "-w", credential, "-e", "127.0.0.1", "-r", str(peer_port),
-         "-n", "3", "-m", "1", "-l", "100", "-z", "5", "-p", str(turn_port), "127.0.0.1"],
-        capture_output=True, text=True, timeout=RUN_S,
-    )  # fmt: skip
+    """turnutils_uclient: allocate, bind a channel to the peer, send 3 packets; its whole output (what it wrote
+    before RUN_S, and a last line saying so, when it ran longer)."""
+    try:
+        r = subprocess.run(
+            ["turnutils_uclient", "-u", username, "-w", credential, "-e", "127.0.0.1", "-r", str(peer_port),
+             "-n", "3", "-m", "1", "-l", "100", "-z", "5", "-p", str(turn_port), "127.0.0.1"],
+            capture_output=True, text=True, timeout=RUN_S,
+        )  # fmt: skip
+    except subprocess.TimeoutExpired as exc:
+        partial = [x.decode(errors="replace") if isinstance(x, bytes) else (x or "") for x in (exc.stdout, exc.stderr)]
+        return "".join(partial) + f"\n<turnutils_uclient still running after {RUN_S} s: killed>"
     return r.stdout + r.stderr
 
 
