@@ -20,6 +20,7 @@ Public API:
     m.packet_refused(Layer.SWIM, Refusal.FORGED)      # homing_packets_refused_total{layer,reason}
     m.peer_links.set(n)                               # homing_peer_links
     m.set_peer_time(handled_s, throttled_s)           # homing_peer_{handle,throttled}_seconds_total, from totals
+    m.set_swim_drops(total)                           # homing_swim_receive_drops_total, from the kernel's count
     m.push_result("sent" | reason)                    # homing_pushes_sent_total / homing_pushes_failed_total{reason}
     m.push_subscriptions.set(n)                       # homing_push_subscriptions
 
@@ -39,6 +40,9 @@ What to count where (so dashboards and the alert rules in deploy/prometheus/ mea
   are rendered: CPU seconds spent decrypting, decoding and handling what peer links sent, and seconds links were
   left unread because they had spent their budget (`[peers] handle_cpu_per_s`). Throttled seconds that grow mean a
   member sends more than an honest one does.
+- `set_swim_drops(total)`: the kernel's count of datagrams it dropped for the SWIM socket with its receive buffer
+  full (node/net/listen.py `udp_drops`), read when metrics are rendered. Growth means the node did not read fast
+  enough: a stalled or starved process, or a flood (docs/swim.md, "Receive buffer").
 - `push_result`: once per push the relay decided to send (on the one owner that sends it): `sent`, or why it was
   not (docs/operations.md, "Push wake-up"); `push_subscriptions`: subscriptions held as a rendezvous owner.
 """
@@ -148,6 +152,12 @@ class NodeMetrics:
             registry=r,
         )
         self._peer_time_seen = (0.0, 0.0)  # the links' totals at the last set_peer_time
+        self.swim_receive_drops = Counter(
+            "homing_swim_receive_drops",
+            "SWIM datagrams the kernel dropped because the socket's receive buffer was full (Linux).",
+            registry=r,
+        )
+        self._swim_drops_seen = 0
         self.build_info = Gauge(
             "homing_build_info",
             "Always 1; labels name the running build (commit: the git commit when run from a checkout).",
@@ -192,6 +202,12 @@ class NodeMetrics:
         self.peer_handle_seconds.inc(max(0.0, handled_s - self._peer_time_seen[0]))
         self.peer_throttled_seconds.inc(max(0.0, throttled_s - self._peer_time_seen[1]))
         self._peer_time_seen = (handled_s, throttled_s)  # running totals: they only grow
+
+    def set_swim_drops(self, total: int) -> None:
+        """Bring homing_swim_receive_drops up to the kernel's running count for the SWIM socket (node/net/listen.py
+        `udp_drops`), by its growth since the last call."""
+        self.swim_receive_drops.inc(max(0, total - self._swim_drops_seen))
+        self._swim_drops_seen = max(total, self._swim_drops_seen)
 
     def member_changed(self, state: str) -> None:
         self.member_changes.labels(state=_label(state, MEMBER_STATES)).inc()

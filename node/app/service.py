@@ -35,7 +35,7 @@ from node.app.vapid import load_or_create_vapid_scalar
 from node.client.files import write_atomic, write_json_atomic
 from node.net.clients import ClientServer
 from node.net.httpserver import serve_http
-from node.net.listen import bind_udp, open_listeners
+from node.net.listen import UDP_RECEIVE_BUFFER, bind_udp, open_listeners, receive_buffer, udp_drops
 from node.net.peerconn import fetch_card, serve_peers
 from node.net.peers import PeerLinks
 from node.net.push import PushSender
@@ -120,6 +120,7 @@ class NodeHandle:
     ports: dict[str, int]
     swim: Swim
     driver: SwimDriver
+    udp: socket.socket  # the SWIM socket (its kernel drop count is a metric)
     links: PeerLinks
     relay: RelayDriver
     clients: ClientServer
@@ -159,6 +160,9 @@ class NodeHandle:
         self.metrics.set_peer_time(self.links.handled_s, self.links.throttled_s)
         self.relay.refresh_metrics()
         self.metrics.push_subscriptions.set(len(self.relay.core.push.held))
+        drops = udp_drops(self.udp)
+        if drops is not None:
+            self.metrics.set_swim_drops(drops)
 
     def members_document(self) -> dict[str, Any]:
         """GET /v1/members (docs/operations.md), plus this node's client count for `homing node status`."""
@@ -222,7 +226,7 @@ async def run_node(
     swim_host, swim_port = parse_hostport(config.node.swim, key="node.swim")
     peer_host, peer_port = parse_hostport(config.node.peer, key="node.peer")
     ws_host, ws_port = parse_hostport(config.node.ws, key="node.ws")
-    udp = bind_udp(swim_host, swim_port, key=setting_name("node.swim"))
+    udp = bind_udp(swim_host, swim_port, key=setting_name("node.swim"), rcvbuf=UDP_RECEIVE_BUFFER)
     peer_listeners = await open_listeners(peer_host, peer_port, key=setting_name("node.peer"))
     ws_listeners = await open_listeners(ws_host, ws_port, key=setting_name("node.ws"), backlog=4096)
     ports = {
@@ -315,6 +319,7 @@ async def _start(
         ports=ports,
         swim=driver.core,
         driver=driver,
+        udp=udp,
         links=links,
         relay=relay,
         clients=clients,
@@ -359,6 +364,13 @@ async def _start(
         )
     )
     write_json_atomic(config.data_path / "ports.json", ports)
+    if (granted := receive_buffer(udp)) < UDP_RECEIVE_BUFFER:
+        log.warning(
+            "swim_receive_buffer_small",
+            bytes=granted,
+            wanted=UDP_RECEIVE_BUFFER,
+            fix=f"sysctl -w net.core.rmem_max={UDP_RECEIVE_BUFFER} (docs/operations.md, 7c)",
+        )
     log.info("started", **dict(ports), url=config.advertised_url(ports["ws"]), admission=admission.describe())
     _start_federation(nursery, handle)
     return handle

@@ -13,6 +13,7 @@ import pytest
 
 from node.app.config import build_config, parse_hostport
 from node.app.metrics import NodeMetrics
+from node.net.listen import UDP_RECEIVE_BUFFER
 from node.protocol.identity import Identity
 from node.protocol.settings import PeersSection
 from node.protocol.swim.config import LAN
@@ -280,6 +281,17 @@ def test_caddyfile_adapts_when_caddy_is_available() -> None:
     assert "not formatted" not in r.stderr, r.stderr
     adapted = r.stdout
     assert '"/v1/client"' in adapted and "127.0.0.1:7400" in adapted
+
+
+def test_sysctl_example_gives_the_swim_socket_its_buffer() -> None:
+    """deploy/sysctl/90-homing.conf sets only net.core.rmem_max, to at least what the SWIM socket asks for."""
+    settings = [
+        tuple(part.strip() for part in line.split("=", 1))
+        for line in (DEPLOY / "sysctl" / "90-homing.conf").read_text().splitlines()
+        if line.strip() and not line.lstrip().startswith(("#", ";"))
+    ]
+    assert [k for k, _ in settings] == ["net.core.rmem_max"], settings
+    assert int(settings[0][1]) >= UDP_RECEIVE_BUFFER
 
 
 def test_logrotate_example_parses(tmp_path: Path) -> None:
