@@ -35,9 +35,11 @@ ROWS: list[list[tuple[str, str, list[tuple[str, str]], int]]] = [
     [
         ("Refused input by layer and reason (per s)", "ops",
          [("sum by (layer, reason) (rate(homing_packets_refused_total{instance=~\"$instance\"}[5m]))",
-           "{{layer}} {{reason}}")], 12),
+           "{{layer}} {{reason}}")], 8),
+        ("SWIM datagrams the kernel dropped (per s)", "ops",
+         [("rate(homing_swim_receive_drops_total{instance=~\"$instance\"}[5m])", "{{instance}}")], 8),
         ("Registry requests by route and status (per s)", "ops",
-         [("sum by (route, status) (rate(homing_registry_requests_total[5m]))", "{{route}} {{status}}")], 12),
+         [("sum by (route, status) (rate(homing_registry_requests_total[5m]))", "{{route}} {{status}}")], 8),
     ],
     [
         ("Builds running", "short", [("count by (version, commit) (homing_build_info)", "{{version}} {{commit}}")], 12),
