@@ -74,8 +74,11 @@ def receive_buffer(sock: socket.socket) -> int:
 def udp_drops(sock: socket.socket) -> int | None:
     """Datagrams the kernel dropped for `sock` because its receive buffer was full, since it was opened: the last
     column of the socket's line in /proc/net/udp (or udp6), found by the socket's inode. None where there is no
-    such file (not Linux)."""
-    inode = str(os.fstat(sock.fileno()).st_ino)
+    such file (not Linux) or the socket is closed."""
+    try:
+        inode = str(os.fstat(sock.fileno()).st_ino)
+    except OSError:  # closed: fileno() is -1
+        return None
     for name in ("/proc/net/udp", "/proc/net/udp6"):
         try:
             with open(name) as f:
