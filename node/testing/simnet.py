@@ -37,7 +37,9 @@ from node.protocol.swim.protocol import Swim
 from node.protocol.wire.swim import SEAL_OVERHEAD, decode_datagram, decode_push_pull, encode_datagram, encode_push_pull
 
 _TICK, _PACKET, _PUSH, _PULL, _RESUME, _CALL = range(6)
-SOCKET_BUFFER_DATAGRAMS = 256  # what a paused node's socket buffers before the kernel drops datagrams
+# what a paused node's socket buffers before the kernel drops datagrams: the node's 2 MiB SWIM receive buffer
+# (node/net/listen.py) held 1,820 datagrams of 768 to 1,400 bytes on Linux 6.18 (each takes ~2.3 KiB of it)
+SOCKET_BUFFER_DATAGRAMS = 1_820
 
 DelayFn = Callable[[random.Random], float]
 ChangeListener = Callable[[float, bytes, MemberChanged], None]
