@@ -151,13 +151,11 @@ class NodeMetrics:
             "Seconds peer links were not read because they had spent their CPU budget.",
             registry=r,
         )
-        self._peer_time_seen = (0.0, 0.0)  # the links' totals at the last set_peer_time
         self.swim_receive_drops = Counter(
             "homing_swim_receive_drops",
             "SWIM datagrams the kernel dropped because the socket's receive buffer was full (Linux).",
             registry=r,
         )
-        self._swim_drops_seen = 0
         self.build_info = Gauge(
             "homing_build_info",
             "Always 1; labels name the running build (commit: the git commit when run from a checkout).",
@@ -197,17 +195,14 @@ class NodeMetrics:
             self.members.labels(state=state).set(counts.get(state, 0))
 
     def set_peer_time(self, handled_s: float, throttled_s: float) -> None:
-        """Bring the peer-link time counters up to the links' running totals (node/net/peers.py), by the growth since
-        the last call (as node/net/relay.py `refresh_metrics` does for the relay's totals)."""
-        self.peer_handle_seconds.inc(max(0.0, handled_s - self._peer_time_seen[0]))
-        self.peer_throttled_seconds.inc(max(0.0, throttled_s - self._peer_time_seen[1]))
-        self._peer_time_seen = (handled_s, throttled_s)  # running totals: they only grow
+        """Bring the peer-link time counters up to the links' running totals (node/net/peers.py)."""
+        self.peer_handle_seconds.advance_to(handled_s)
+        self.peer_throttled_seconds.advance_to(throttled_s)
 
     def set_swim_drops(self, total: int) -> None:
         """Bring homing_swim_receive_drops up to the kernel's running count for the SWIM socket (node/net/listen.py
-        `udp_drops`), by its growth since the last call."""
-        self.swim_receive_drops.inc(max(0, total - self._swim_drops_seen))
-        self._swim_drops_seen = max(total, self._swim_drops_seen)
+        `udp_drops`)."""
+        self.swim_receive_drops.advance_to(total)
 
     def member_changed(self, state: str) -> None:
         self.member_changes.labels(state=_label(state, MEMBER_STATES)).inc()

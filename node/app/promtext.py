@@ -10,6 +10,7 @@ tests/ops/test_promtext.py. The registry (bootstrap/server.py) still uses promet
     r = Registry()
     c = Counter("homing_x", "Help text.", ["kind"], registry=r)
     c.labels(kind="a").inc()          # a labelled metric: one child per label values, created on first use
+    c.labels(kind="a").advance_to(7)  # not in prometheus-client: mirror a running total kept elsewhere
     g = Gauge("homing_y", "Help.", registry=r); g.set(3)      # a metric without labels is its own only child
     h = Histogram("homing_z", "Help.", buckets=(0.1, 1.0), registry=r); h.observe(0.2)
     r.render() -> bytes               # sent with CONTENT_TYPE
@@ -77,6 +78,10 @@ class CounterChild(_Child):
         if amount < 0:
             raise ValueError("Counters can only be incremented by non-negative amounts.")
         self.value += amount
+
+    def advance_to(self, total: float) -> None:
+        """Raise the value to `total`, a running total kept elsewhere (never lowered: counters only grow)."""
+        self.value = max(self.value, float(total))
 
 
 class GaugeChild(_Child):
@@ -208,6 +213,9 @@ class Counter(_Family[CounterChild]):
 
     def inc(self, amount: float = 1) -> None:
         self._one().inc(amount)
+
+    def advance_to(self, total: float) -> None:
+        self._one().advance_to(total)
 
     def render(self, out: list[str]) -> None:
         self._head(out, f"{self.name}_total", "counter")

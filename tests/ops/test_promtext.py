@@ -111,3 +111,12 @@ def test_labels_are_checked_like_prometheus_client() -> None:
         promtext.Gauge("homing_c_total", "Clashes with the counter's series.", registry=r)
     with pytest.raises(ValueError):
         promtext.Gauge("homing_g", "G.", registry=r).labels("x")
+
+
+def test_advance_to_mirrors_a_running_total_and_never_lowers_a_counter() -> None:
+    r = promtext.Registry()
+    c = promtext.Counter("homing_x", "Help.", registry=r)
+    c.inc(2)
+    c.advance_to(5)
+    c.advance_to(3)  # a total read late, or twice: the counter keeps what it showed
+    assert b"homing_x_total 5.0\n" in r.render()
