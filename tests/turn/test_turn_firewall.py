@@ -24,6 +24,7 @@ import pytest
 
 from node.protocol.turn import turn_credential, turn_username
 from tests.helpers import stop_process, wait_for_log_line
+from tests.turn.test_coturn import relayed
 
 REPO = Path(__file__).resolve().parents[2]
 RULES = REPO / "deploy" / "firewall" / "homing-turn.nft"
@@ -138,11 +139,6 @@ def listening(ns: str, port: int) -> None:
     while not sh("ss", "-Hlun", f"sport = :{port}", ns=ns).stdout.strip():
         assert time.monotonic() < deadline, f"nothing listens on udp/{port} in {ns}"
         time.sleep(0.05)
-
-
-def relayed(output: str) -> bool:
-    totals = re.findall(r"tot_send_bytes ~ (\d+), tot_recv_bytes ~ (\d+)", output)
-    return bool(totals) and int(totals[-1][1]) > 0 and "Cannot complete Allocation" not in output
 
 
 def shipped_rules(turn_addr: str) -> str:
