@@ -179,7 +179,8 @@ class ClientSession(OutBuffer):
             return False
         frame = data_frame(encode_client_message(msg, json=core.json))
         cfg = self._config
-        if len(self._out) < cfg.send_queue_max // 2 and self._out_bytes + len(frame) <= cfg.send_queue_bytes_max // 2:
+        pending = self.pending_bytes  # queued, and what the writer task still holds
+        if len(self._out) < cfg.send_queue_max // 2 and pending + len(frame) <= cfg.send_queue_bytes_max // 2:
             self.queue(frame)
             return True
         if time.monotonic() - self._wrote_at < DELIVERY_STALL_S:
@@ -195,7 +196,7 @@ class ClientSession(OutBuffer):
 
     def _enqueue(self, frame: bytes) -> bool:
         cfg = self._config
-        if len(self._out) >= cfg.send_queue_max or self._out_bytes + len(frame) > cfg.send_queue_bytes_max:
+        if len(self._out) >= cfg.send_queue_max or self.pending_bytes + len(frame) > cfg.send_queue_bytes_max:
             self._drop()
             self._execute(self._core.queue_full(trio.current_time()))
             return False

@@ -144,8 +144,8 @@ def _nothing() -> None:
 class OutBuffer:
     """The send side of one connection. Subclasses call `queue()`; `_write_failed()` is theirs to override."""
 
-    __slots__ = ("_dirty", "_fd", "_flusher", "_out", "_out_bytes", "_stream", "_write_timeout_s", "_writer_done",
-                 "_writing", "_wrote_at")
+    __slots__ = ("_dirty", "_fd", "_flusher", "_out", "_out_bytes", "_sending", "_stream", "_write_timeout_s",
+                 "_writer_done", "_writing", "_wrote_at")
 
     def __init__(self, stream: trio.abc.Stream, flusher: Flusher, write_timeout_s: float = math.inf) -> None:
         self._stream = stream
@@ -153,6 +153,7 @@ class OutBuffer:
         self._write_timeout_s = write_timeout_s
         self._out: list[bytes] = []
         self._out_bytes = 0
+        self._sending = 0  # bytes the writer task took from `_out` and the socket has not taken yet
         # plain TCP: written straight to the socket while it takes them; TLS: always through the writer task
         self._fd = stream.socket.fileno() if isinstance(stream, trio.SocketStream) else -1
         self._writing = False  # a writer task owns the socket's send side
@@ -162,7 +163,13 @@ class OutBuffer:
 
     @property
     def pending_bytes(self) -> int:
-        return self._out_bytes
+        """Bytes queued and not yet taken by the socket: what is queued, and what a writer task holds.
+
+        The writer takes the whole queue at once and writes it piece by piece; counting only the queue said 0
+        while up to a queue's worth was still unwritten, so a link being closed was not reported lost, a graceful
+        leave's hand-off looked complete before it was written, and a client's queue bound let a second queue's
+        worth in behind the writer's."""
+        return self._out_bytes + self._sending
 
     def queue(self, data: bytes) -> None:
         self._out.append(data)
@@ -242,14 +249,18 @@ class OutBuffer:
                         break
                     data = b"".join(self._out) if len(self._out) > 1 else self._out[0]
                     self._drop()
+                    self._sending = len(data)
                     view = memoryview(data)
                     for at in range(0, len(data), WRITER_PIECE_BYTES):  # progress is seen per piece, not per queue
-                        await self._stream.send_all(view[at : at + WRITER_PIECE_BYTES])
+                        piece = view[at : at + WRITER_PIECE_BYTES]
+                        await self._stream.send_all(piece)
+                        self._sending -= len(piece)
                         self._wrote_at = time.monotonic()
         except (trio.BrokenResourceError, trio.ClosedResourceError, trio.TooSlowError, OSError):
             self._drop()
             failed = True
         finally:
+            self._sending = 0  # written, or lost with the connection (`failed`, or the writer was cancelled)
             self._writing = False
             if self._writer_done is not None:
                 self._writer_done.set()

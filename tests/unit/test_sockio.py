@@ -100,6 +100,40 @@ async def test_what_the_kernel_does_not_take_goes_to_a_writer_task_in_order() ->
     peer.close()
 
 
+async def test_what_a_writer_task_holds_is_pending_until_the_socket_takes_it() -> None:
+    """The writer takes the whole queue at once and writes it piece by piece: until the socket has taken the last
+    piece, those bytes are still pending. A link closed meanwhile has lost them, a graceful leave must wait for
+    them, and a client's queue bound must count them (it said 0 here, and let a second queue's worth in)."""
+    flusher = Flusher()
+    stream, peer = await tcp_pair()
+    # small kernel buffers (doubled by Linux: 128 KiB each), still over loopback's MSS: smaller ones stall TCP
+    stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 65536)
+    peer.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+    payload = bytes(range(256)) * 16 * 1024  # 4 MiB: far more than the two kernel buffers hold
+    got = bytearray()
+    async with trio.open_nursery() as nursery:
+        await nursery.start(flusher.run)
+        buf = Recording(stream, flusher)
+        buf.queue(payload)
+        with trio.fail_after(10):
+            while not (buf._writing and not buf._out):  # the writer task has taken the queue
+                await trio.sleep(0)
+            for _ in range(20):  # the writer blocks on the full socket: its bytes stay pending
+                await trio.sleep(0.001)
+            got += available(peer)  # what the two small kernel buffers held: far from all of it
+            assert buf.pending_bytes >= len(payload) - len(got) - 512 * 1024, (buf.pending_bytes, len(got))
+            while len(got) < len(payload):
+                got += available(peer)
+                assert buf.pending_bytes >= len(payload) - len(got) - 512 * 1024
+                await trio.sleep(0.001)
+            while buf._writing:
+                await trio.sleep(0)
+        assert bytes(got) == payload
+        assert buf.pending_bytes == 0 and buf.failures == 0
+        nursery.cancel_scope.cancel()
+    peer.close()
+
+
 async def test_a_peer_that_never_reads_fails_the_write_after_the_timeout() -> None:
     flusher = Flusher()
     stream, peer = await tcp_pair()
