@@ -3,7 +3,7 @@ every end reason, answered elsewhere across three devices on three nodes, busy, 
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 
@@ -15,7 +15,7 @@ from node.client.connection import connect_client
 from node.protocol.call import Candidate, Changed, Command, Description, End, RestartIce, State, Timers
 from node.protocol.e2ee import Ice
 from node.protocol.identity import Identity
-from tests.integration.cluster import federation, url
+from tests.integration.cluster import federation, until, url
 
 OFFER = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=ice-ufrag:aaaa\r\n"
 ANSWER = OFFER.replace("aaaa", "bbbb")
@@ -39,6 +39,18 @@ async def state(calls: CallClient, st: State, end: End | None = None, timeout: f
     ev = await event(calls, lambda e: isinstance(e, Changed) and e.state is st, timeout)
     assert isinstance(ev, Changed) and ev.end is end, ev
     return ev
+
+
+async def homed(nodes: Sequence[NodeHandle], client: Identity, *homes: NodeHandle) -> None:
+    """Wait until every owner of `client` holds its lease from each of `homes`: a call to it then rings there."""
+    want = {h.identity.id for h in homes}
+
+    def leased() -> bool:
+        now = trio.current_time()
+        owners = [n.relay.core.owner for n in nodes if n.identity.id in n.relay.core.owner.ranking.of(client.id)]
+        return bool(owners) and all(want <= set(o.leases.homes(client.id, now)) for o in owners)
+
+    await until(leased, timeout=10)
 
 
 async def ring(caller: CallClient, callee: Identity, *ringing: CallClient) -> bytes:
@@ -134,7 +146,7 @@ async def test_answered_elsewhere_across_three_devices_on_three_nodes(tmp_path: 
     async with federation(tmp_path, 3) as nodes, AsyncExitStack() as stack:
         a = await stack.enter_async_context(device(nodes[0], alice))
         bobs = [await stack.enter_async_context(device(n, bob)) for n in nodes]
-        await trio.sleep(0.3)  # every device's home lease is at its owners
+        await homed(nodes, bob, *nodes)
         call = await ring(a, bob, *bobs)
         await bobs[1].accept(call, sdp=ANSWER, video=False)
         await state(bobs[1], State.CONNECTING)
@@ -158,7 +170,7 @@ async def test_busy_device_does_not_stop_the_others_and_the_caller_ends_busy(tmp
         await bob1.accept(first, sdp=ANSWER, video=False)
         await state(bob1, State.CONNECTING)
         bob2 = await stack.enter_async_context(device(nodes[2], bob))  # bob's second device comes online
-        await trio.sleep(0.3)
+        await homed(nodes, bob, nodes[1], nodes[2])
         call = await ring(a, bob, bob2)
         busy = await state(bob1, State.ENDED, End.BUSY)
         assert busy.call == call, "bob1 answered busy for alice's call; its call with carol goes on"
