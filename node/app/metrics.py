@@ -13,11 +13,11 @@ Public API:
     m.set_members({"alive": 3, "suspect": 1})        # homing_members{state}; states not given are set to 0
     m.member_changed("suspect")                       # homing_member_changes_total{state}: a member entered state
     m.clients_connected.set(n) / .inc() / .dec()      # homing_clients_connected
-    m.envelope("call_offer", "delivered")             # homing_envelopes_total{kind,outcome}
+    m.envelope("call_offer", "delivered"[, count])    # homing_envelopes_total{kind,outcome}
     m.relay_seconds.observe(seconds)                  # homing_relay_seconds (histogram)
     m.mailbox_envelopes.set(n)                        # homing_mailbox_envelopes
     m.swim_probe("ack")                               # homing_swim_probes_total{result}
-    m.packet_refused(Layer.SWIM, Refusal.FORGED)      # homing_packets_refused_total{layer,reason}
+    m.packet_refused(Layer.SWIM, Refusal.FORGED[, n]) # homing_packets_refused_total{layer,reason}
     m.peer_links.set(n)                               # homing_peer_links
     m.set_peer_time(handled_s, throttled_s)           # homing_peer_{handle,throttled}_seconds_total, from totals
     m.set_swim_drops(total)                           # homing_swim_receive_drops_total, from the kernel's count
@@ -207,14 +207,14 @@ class NodeMetrics:
     def member_changed(self, state: str) -> None:
         self.member_changes.labels(state=_label(state, MEMBER_STATES)).inc()
 
-    def envelope(self, kind: str, outcome: str) -> None:
-        self.envelopes.labels(kind=_label(kind, ENVELOPE_KINDS), outcome=_label(outcome, ENVELOPE_OUTCOMES)).inc()
+    def envelope(self, kind: str, outcome: str, count: int = 1) -> None:
+        self.envelopes.labels(kind=_label(kind, ENVELOPE_KINDS), outcome=_label(outcome, ENVELOPE_OUTCOMES)).inc(count)
 
     def swim_probe(self, result: str) -> None:
         self.swim_probes.labels(result=_label(result, PROBE_RESULTS)).inc()
 
-    def packet_refused(self, layer: Layer, reason: Refusal) -> None:
-        self.packets_refused.labels(layer=layer.value, reason=reason.value).inc()
+    def packet_refused(self, layer: Layer, reason: Refusal, count: int = 1) -> None:
+        self.packets_refused.labels(layer=layer.value, reason=reason.value).inc(count)
 
     def push_result(self, outcome: str) -> None:
         if outcome == "sent":

@@ -39,9 +39,9 @@ class RelayMetrics(Protocol):
     relay_seconds: Any  # a histogram: .observe(seconds)
     mailbox_envelopes: Any  # a gauge: .set(n)
 
-    def packet_refused(self, layer: Layer, reason: Refusal) -> None: ...
+    def packet_refused(self, layer: Layer, reason: Refusal, count: int = 1) -> None: ...
 
-    def envelope(self, kind: str, outcome: str) -> None: ...
+    def envelope(self, kind: str, outcome: str, count: int = 1) -> None: ...
 
 
 class PushPort(Protocol):
@@ -184,15 +184,13 @@ class RelayDriver:
         stats = self.core.stats()
         for key, total in stats.outcomes.items():
             delta = total - self._outcomes_seen.get(key, 0)
-            if delta > 0:
-                kind, outcome = key
-                for _ in range(delta):
-                    self.metrics.envelope(kind, outcome)
+            if delta > 0:  # one increment by the delta: a flood's million outcomes are not a million calls here
+                self.metrics.envelope(*key, count=delta)
                 self._outcomes_seen[key] = total
         for seconds in stats.latencies_s:
             self.metrics.relay_seconds.observe(seconds)
         self.metrics.mailbox_envelopes.set(stats.mailbox_envelopes)
         for reason, total in list(self.core.refused.items()):  # relay frames refused by authority or budget
-            for _ in range(total - self._refused_seen.get(reason, 0)):
-                self.metrics.packet_refused(Layer.PEER, reason)
+            if (delta := total - self._refused_seen.get(reason, 0)) > 0:
+                self.metrics.packet_refused(Layer.PEER, reason, delta)
             self._refused_seen[reason] = total

@@ -73,8 +73,10 @@ def test_updates_show_in_render() -> None:
     m.set_members({"alive": 2, "dead": 1})
     m.envelope("call_offer", "delivered")
     m.envelope("call_offer", "delivered")
+    m.envelope("call_ice", "expired", 40_000)  # a running total's delta (node/net/relay.py), one increment
     m.swim_probe("indirect_ack")
     m.packet_refused(Layer.SWIM, Refusal.FORGED)
+    m.packet_refused(Layer.PEER, Refusal.RATE_LIMITED, 250_000)
     m.member_changed("suspect")
     m.clients_connected.set(5)
     m.mailbox_envelopes.set(7)
@@ -86,7 +88,9 @@ def test_updates_show_in_render() -> None:
     assert value(m, "homing_envelopes_total", kind="call_offer", outcome="delivered") == 2
     assert value(m, "homing_envelopes_total", kind="call_ice", outcome="queued") == 0
     assert value(m, "homing_swim_probes_total", result="indirect_ack") == 1
+    assert value(m, "homing_envelopes_total", kind="call_ice", outcome="expired") == 40_000
     assert value(m, "homing_packets_refused_total", layer="swim", reason="forged") == 1
+    assert value(m, "homing_packets_refused_total", layer="peer", reason="rate_limited") == 250_000
     assert value(m, "homing_member_changes_total", state="suspect") == 1
     assert value(m, "homing_clients_connected") == 5
     assert value(m, "homing_mailbox_envelopes") == 7
