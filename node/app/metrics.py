@@ -184,9 +184,13 @@ class NodeMetrics:
             self.swim_probes.labels(result=result)
         for reason in PUSH_FAIL_REASONS:
             self.pushes_failed.labels(reason=reason)
-        for layer in REFUSED_LAYERS:
-            for reason in REFUSED_REASONS:
-                self.packets_refused.labels(layer=layer, reason=reason)
+        # every (layer, reason) child made once: a refusal is counted per refused packet, during a flood too, and
+        # the label lookup made it ~7 µs a refusal on this machine, the lookup by the two enums ~2 µs
+        self._refused = {
+            (layer, reason): self.packets_refused.labels(layer=layer.value, reason=reason.value)
+            for layer in Layer
+            for reason in Refusal
+        }
 
     def set_members(self, counts: Mapping[str, int]) -> None:
         """Set homing_members{state} from a state -> count map; states missing from it become 0, unknown ones
@@ -214,7 +218,7 @@ class NodeMetrics:
         self.swim_probes.labels(result=_label(result, PROBE_RESULTS)).inc()
 
     def packet_refused(self, layer: Layer, reason: Refusal, count: int = 1) -> None:
-        self.packets_refused.labels(layer=layer.value, reason=reason.value).inc(count)
+        self._refused[layer, reason].inc(count)
 
     def push_result(self, outcome: str) -> None:
         if outcome == "sent":
