@@ -206,6 +206,21 @@ class OutBuffer:
         self._out.clear()
         self._out_bytes = 0
 
+    def _take(self, nbytes: int) -> None:
+        """The writer task took everything queued (`nbytes`, joined into one write): it is `_sending` now, and
+        what is queued from here on waits for the next batch. Override to move per-message counts along."""
+        self._out.clear()
+        self._out_bytes = 0
+        self._sending = nbytes
+
+    def _kept(self, left: int, total: int) -> None:
+        """Of `total` bytes joined for a direct write, the socket took all but `left` (they go to the writer task).
+        Override to scale per-message counts."""
+
+    def _sent(self) -> None:
+        """What the writer task took is written, or lost with the connection. Override to count it done."""
+        self._sending = 0
+
     def _stage(self) -> None:
         """Just before bytes are joined for a write: a subclass may move what it staged into `_out` (a peer link
         seals the frames staged in this batch into one box). `_out_bytes` already counts what is staged."""
@@ -232,6 +247,7 @@ class OutBuffer:
             if sent == len(data):
                 self._drop()
                 return
+            self._kept(len(data) - sent, len(data))
             data = data[sent:]
         self._out[:] = [data]
         self._out_bytes = len(data)
@@ -248,19 +264,19 @@ class OutBuffer:
                     if not self._out:
                         break
                     data = b"".join(self._out) if len(self._out) > 1 else self._out[0]
-                    self._drop()
-                    self._sending = len(data)
+                    self._take(len(data))
                     view = memoryview(data)
                     for at in range(0, len(data), WRITER_PIECE_BYTES):  # progress is seen per piece, not per queue
                         piece = view[at : at + WRITER_PIECE_BYTES]
                         await self._stream.send_all(piece)
                         self._sending -= len(piece)
                         self._wrote_at = time.monotonic()
+                    self._sent()
         except (trio.BrokenResourceError, trio.ClosedResourceError, trio.TooSlowError, OSError):
             self._drop()
             failed = True
         finally:
-            self._sending = 0  # written, or lost with the connection (`failed`, or the writer was cancelled)
+            self._sent()  # written, or lost with the connection (`failed`, or the writer was cancelled)
             self._writing = False
             if self._writer_done is not None:
                 self._writer_done.set()

@@ -158,7 +158,8 @@ class RelaySection:
     lookup_cache_s: float = attrs.field(default=2.0, validator=v.ge(0))
     # Seconds to wait for a peer-link answer (lookup, forward) before trying the next owner.
     peer_timeout_s: float = attrs.field(default=2.0, validator=_pos)
-    # Frames queued to one peer before the link counts as stuck and is reset.
+    # Frames waiting to be written to one peer (queued, or not yet taken by its socket); one more is refused, and
+    # the relay counts that peer as down for `peer_timeout_s` and routes around it.
     peer_queue_max: int = attrs.field(default=4096, validator=v.ge(1))
     # Envelopes this node relays at once while waiting for their terminal receipt; more are rate_limited.
     pending_max: int = attrs.field(default=50_000, validator=v.ge(1))

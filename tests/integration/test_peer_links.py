@@ -369,6 +369,37 @@ async def test_a_link_takes_at_most_queue_max_frames_per_scheduler_batch() -> No
         nursery.cancel_scope.cancel()
 
 
+async def test_a_link_whose_writer_task_never_rests_takes_frames_while_its_backlog_is_small() -> None:
+    """`queue_max` (16 here) bounds the frames waiting to be written, not the frames a busy link has written.
+    Small kernel buffers and maps of 32 KB keep the link's writer task at work (the kernel rarely takes a batch
+    whole), and A stages a map whenever fewer than 12 maps' bytes wait, so the writer finds more each time it
+    finishes a batch and never exits. Counting "frames since the buffer was last empty" refused A's 17th map with
+    7-9 maps' bytes waiting: that buffer is never empty while the writer works. All 400 maps (25 times
+    `queue_max`) are taken and arrive in order."""
+    book: Book = {}
+    admitted: set[bytes] = set()
+    async with trio.open_nursery() as nursery:
+        limits = PeerLimits(queue_max=16)
+        a = await start_node(nursery, book, admitted, limits=limits)
+        b = await start_node(nursery, book, admitted, limits=limits)
+        await connect(a, b)
+        conn = _link(a, b)
+        conn.chan.stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 65536)
+        _link(b, a).chan.stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+        pad, total, busy = "x" * 32_000, 400, 0
+        with trio.fail_after(WAIT_S):
+            for i in range(total):
+                while conn.out.pending_bytes >= 12 * len(pad):
+                    await trio.sleep(0.001)
+                busy += conn.out._writing
+                assert a.links.send(b.id, {"n": i, "pad": pad}), (i, a.links.pending_frames(), conn.out.pending_bytes)
+        await wait_until(lambda: len(b.received) >= total, "A's maps at B")
+        assert b.frames_from(a.id) == list(range(total))
+        assert busy > total // 2, busy  # the writer task was at work at most sends: the path this test is about
+        assert a.unreachable == [] and a.links.link(b.id) is conn
+        nursery.cancel_scope.cancel()
+
+
 # --- 5. the remote node dies, then comes back --------------------------------------------------------------
 
 
