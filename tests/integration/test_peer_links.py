@@ -223,11 +223,14 @@ async def connect(a: Node, b: Node) -> None:
     b.received.clear()
 
 
-async def linked_pair(nursery: trio.Nursery, **b_options: Any) -> tuple[Node, Node]:
-    """Two nodes (B started with `b_options` of `start_node`) and the link A -> B established (`connect`)."""
+async def linked_pair(
+    nursery: trio.Nursery, *, a_limits: PeerLimits = DEFAULT_LIMITS, **b_options: Any
+) -> tuple[Node, Node]:
+    """Two nodes (A with `a_limits`, B started with `b_options` of `start_node`) and the link A -> B established
+    (`connect`)."""
     book: Book = {}
     admitted: set[bytes] = set()
-    a = await start_node(nursery, book, admitted)
+    a = await start_node(nursery, book, admitted, limits=a_limits)
     b = await start_node(nursery, book, admitted, **b_options)
     await connect(a, b)
     return a, b
@@ -351,13 +354,9 @@ async def test_the_queue_of_a_peer_that_cannot_be_reached_holds_at_most_queue_ma
 
 
 async def test_a_link_takes_at_most_queue_max_frames_per_scheduler_batch() -> None:
-    book: Book = {}
-    admitted: set[bytes] = set()
     async with trio.open_nursery() as nursery:
         limits = PeerLimits(queue_max=8)
-        a = await start_node(nursery, book, admitted, limits=limits)
-        b = await start_node(nursery, book, admitted, limits=limits)
-        await connect(a, b)
+        a, b = await linked_pair(nursery, a_limits=limits, limits=limits)
         # the link's buffer is written at the end of the batch: within one step it holds at most 8 frames
         assert [a.links.send(b.id, {"n": i}) for i in range(13)] == [True] * 8 + [False] * 5
         assert a.links.pending_frames() == 8
@@ -376,13 +375,9 @@ async def test_a_link_whose_writer_task_never_rests_takes_frames_while_its_backl
     finishes a batch and never exits. Counting "frames since the buffer was last empty" refused A's 17th map with
     7-9 maps' bytes waiting: that buffer is never empty while the writer works. All 400 maps (25 times
     `queue_max`) are taken and arrive in order."""
-    book: Book = {}
-    admitted: set[bytes] = set()
     async with trio.open_nursery() as nursery:
         limits = PeerLimits(queue_max=16)
-        a = await start_node(nursery, book, admitted, limits=limits)
-        b = await start_node(nursery, book, admitted, limits=limits)
-        await connect(a, b)
+        a, b = await linked_pair(nursery, a_limits=limits, limits=limits)
         conn = _link(a, b)
         conn.chan.stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 65536)
         _link(b, a).chan.stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
