@@ -76,8 +76,6 @@ MEMBER_STATES = ("alive", "suspect", "dead", "left")
 ENVELOPE_KINDS = ("call_offer", "call_answer", "call_reject", "call_hangup", "call_ice")
 ENVELOPE_OUTCOMES = ("delivered", "queued", "expired", "cancelled", "rejected")
 PROBE_RESULTS = ("ack", "indirect_ack", "failed")
-REFUSED_LAYERS = tuple(layer.value for layer in Layer)
-REFUSED_REASONS = tuple(reason.value for reason in Refusal)  # the one vocabulary: node/protocol/refusals.py
 OTHER = "other"
 # 0.1 ms .. 1 s: a same-node relay is well under a millisecond, a cross-node hop a few ms, a slow path 100s of ms.
 RELAY_BUCKETS_S = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
@@ -184,8 +182,8 @@ class NodeMetrics:
             self.swim_probes.labels(result=result)
         for reason in PUSH_FAIL_REASONS:
             self.pushes_failed.labels(reason=reason)
-        # every (layer, reason) child made once: a refusal is counted per refused packet, during a flood too, and
-        # the label lookup made it ~7 µs a refusal on this machine, the lookup by the two enums ~2 µs
+        # every (layer, reason) child (the one vocabulary: node/protocol/refusals.py) made once: a refusal is counted
+        # per refused packet, during a flood too, and the label lookup made it ~7 µs here, the two enums' ~2 µs
         self._refused = {
             (layer, reason): self.packets_refused.labels(layer=layer.value, reason=reason.value)
             for layer in Layer
