@@ -374,7 +374,8 @@ async def test_a_link_whose_writer_task_never_rests_takes_frames_while_its_backl
     whole), and A stages a map whenever fewer than 12 maps' bytes wait, so the writer finds more each time it
     finishes a batch and never exits. Counting "frames since the buffer was last empty" refused A's 17th map with
     7-9 maps' bytes waiting: that buffer is never empty while the writer works. All 400 maps (25 times
-    `queue_max`) are taken and arrive in order."""
+    `queue_max`) are taken and arrive in order, and while the writer works `pending_frames()` (what a graceful
+    leave waits for) is never 0."""
     async with trio.open_nursery() as nursery:
         limits = PeerLimits(queue_max=16)
         a, b = await linked_pair(nursery, a_limits=limits, limits=limits)
@@ -387,6 +388,8 @@ async def test_a_link_whose_writer_task_never_rests_takes_frames_while_its_backl
                 while conn.out.pending_bytes >= 12 * len(pad):
                     await trio.sleep(0.001)
                 busy += conn.out._writing
+                # what the writer holds is not written yet: a graceful leave's hand-off waits for it
+                assert not conn.out._writing or a.links.pending_frames() > 0, i
                 assert a.links.send(b.id, {"n": i, "pad": pad}), (i, a.links.pending_frames(), conn.out.pending_bytes)
         await wait_until(lambda: len(b.received) >= total, "A's maps at B")
         assert b.frames_from(a.id) == list(range(total))
