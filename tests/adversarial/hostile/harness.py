@@ -138,14 +138,16 @@ class Federation:
         self.nodes.append(node)
         return node
 
-    def dead_or_gone(self) -> dict[str, list[str]]:
-        """honest node -> the honest members it does not list as alive (must stay empty)."""
-        honest = {n.id_text for n in self.nodes if n.proc.poll() is None}
-        return {
-            n.id_text: sorted(k for k in honest if n.states().get(k) != "alive")
-            for n in self.nodes
-            if n.proc.poll() is None
-        }
+    def honest_views(self) -> dict[str, dict[str, str]]:
+        """honest node -> {honest member: its state there} for the honest members it does not list as alive
+        (`missing` for one it does not list at all)."""
+        running = [n for n in self.nodes if n.proc.poll() is None]
+        honest = {n.id_text for n in running}
+        views = {}
+        for n in running:
+            states = n.states()
+            views[n.id_text] = {k: states.get(k, "missing") for k in sorted(honest) if states.get(k) != "alive"}
+        return views
 
     def stop(self) -> None:
         if self.hostile is not None:

@@ -262,8 +262,20 @@ def test_finding_8_a_whois_flood_does_not_starve_an_honest_seed_lookup(fed: Fede
 
 
 def test_honest_members_stay_alive_after_everything(fed: Federation) -> None:
-    """After every attack above (the eviction test comes after this one), no honest member was declared dead."""
-    assert not any(fed.dead_or_gone().values()), fed.dead_or_gone()
+    """After every attack above (the eviction test comes after this one), no honest node lists an honest member as
+    dead, left or missing, and every view is all alive within 15 s. `suspect` is allowed on the way: it is SWIM's
+    question, not a verdict. A fresh-clone CI run saw one honest node list the WHOIS flood's target (the test just
+    before) as not alive at the moment of the check, state not recorded; a suspect refutes, one that cannot turns
+    dead, and a failure here now says which state it saw."""
+    deadline = time.monotonic() + 15.0
+    while True:
+        views = fed.honest_views()
+        verdicts = {node: {k: s for k, s in v.items() if s != "suspect"} for node, v in views.items()}
+        assert not any(verdicts.values()), f"honest members declared dead, left or missing: {views}"
+        if not any(views.values()):
+            return
+        assert time.monotonic() < deadline, f"honest members still suspect after 15 s: {views}"
+        time.sleep(0.1)
 
 
 def test_finding_2_a_member_cannot_evict_another(fed: Federation) -> None:
