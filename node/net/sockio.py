@@ -271,12 +271,13 @@ class OutBuffer:
                         await self._stream.send_all(piece)
                         self._sending -= len(piece)
                         self._wrote_at = time.monotonic()
-                    self._sent()
         except (trio.BrokenResourceError, trio.ClosedResourceError, trio.TooSlowError, OSError):
             self._drop()
             failed = True
         finally:
-            self._sent()  # written, or lost with the connection (`failed`, or the writer was cancelled)
+            # written, or lost with the connection (`failed`, or the writer was cancelled); between batches nothing
+            # runs (no await from the last piece to the next `_take`, which replaces the counts)
+            self._sent()
             self._writing = False
             if self._writer_done is not None:
                 self._writer_done.set()
