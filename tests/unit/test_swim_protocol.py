@@ -159,6 +159,31 @@ def test_join_through_a_seed_converges() -> None:
     )
 
 
+def test_a_joiner_that_hears_of_a_member_before_its_join_sync_answers_still_tells_every_member_of_itself() -> None:
+    """The seed gossips a joiner on as soon as it merges the joiner's half of the sync, so a member can ping the
+    joiner before the seed's half of the sync arrives. The joiner then held one member already, took the sync for
+    an ordinary one and told no one of itself at once: the members its few gossip rounds missed waited for a
+    push-pull (simulator, N = 30 with `join_fanout` covering everyone: 6 of 400 runs). Fails on the code before:
+    the joiner's gossip round reaches 3 of the 4 members other than the seed at most."""
+    w = Wire(6)  # 1-5 a federation, 6 the joiner
+    for i in range(2, 6):
+        w.core(i).add_seed(nid(1), ("10.0.0.1", 7401), w.now)
+    w.flush()
+    w.advance(1.0)
+    joiner = w.core(6)
+    three = w.core(3).member(nid(3))
+    assert three is not None
+    joiner.receive(nid(3), three.addr, Gossip(updates=(Update(member=three),)), w.now)  # before the sync's answer
+    assert joiner.member(nid(3)) == three
+    joiner.drain()
+    joiner.merge_push_pull(w.core(1).push_pull_state(), w.now, nid(1))  # the seed's half of the join sync
+    told = {
+        c.to_id for c in joiner.drain()
+        if isinstance(c, Send) and isinstance(c.msg, Gossip) and any(u.member.id == nid(6) for u in c.msg.updates)
+    }
+    assert told >= {nid(2), nid(3), nid(4), nid(5)}
+
+
 def test_direct_probe_ok() -> None:
     w = Wire(2)
     w.join_all()

@@ -180,6 +180,7 @@ class Swim(Merging):
         self._commands: list[Command] = []
         self._seq = rng.getrandbits(32)
         self._left = False
+        self._announced = False  # told members of ourselves after a sync brought us others (the join fan-out)
         self._next_probe_at = now + rng.uniform(0, config.probe_interval_s)
         self._next_gossip_at = now + rng.uniform(0, config.gossip_interval_s)
         self._next_push_pull_at = now + config.push_pull_interval_s * rng.uniform(0.5, 1.0)
@@ -339,7 +340,9 @@ class Swim(Merging):
         that learns a whole cluster in its join sync does not re-gossip it all: the others know it already."""
         self.stats.push_pulls += 1
         table = self._table
-        joining = table.live_count <= 1 and not self._left  # the first sync that brings us any other member
+        # the first sync that brings us other members; or our join sync, if a datagram brought us one before it
+        # arrived (a member the seed told of us pinged us first): then we had announced nothing yet
+        joining = (table.live_count <= 1 or not self._announced) and not self._left
         fresh = [m for m in state.members[: self.config.members_max] if m.id not in table and m.id != self._id]
         gossip_new = len(fresh) <= GOSSIP_NEW_FROM_SYNC_MAX
         self._msg_incarnation = self._self.incarnation
@@ -356,6 +359,7 @@ class Swim(Merging):
                 m = m.with_state(SUSPECT)
             self._apply(Update(member=m, by=sender_id), now, sender_id, gossip_new=gossip_new, vouched=True)
         if joining and table.live_count > 1:
+            self._announced = True
             self._announce(self.config.join_fanout, now, skip=sender_id)  # it has our record
         elif fresh and gossip_new and self._queue and not self._left:
             self._gossip(now)  # a seed passes a joiner on now, not at its next round (up to a gossip interval)
