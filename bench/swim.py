@@ -168,7 +168,9 @@ def summary_line(r: dict[str, Any]) -> str:
         "cpu_pct_median",
         "rss_mib_median",
     )
-    return " ".join(f"{k}={r[k]:.2f}" if isinstance(r.get(k), float) else f"{k}={r.get(k)}" for k in keys)
+    line = " ".join(f"{k}={r[k]:.2f}" if isinstance(r.get(k), float) else f"{k}={r.get(k)}" for k in keys)
+    # a slow join names its slowest (observer, subject) pairs, to look up in the logs --keep-logs keeps
+    return line + (f" join_slowest_pairs={r['join_slowest_pairs']}" if (r.get("join_s") or 0.0) > 2.0 else "")
 
 
 def main(argv: list[str] | None = None) -> int:

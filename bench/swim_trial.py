@@ -99,6 +99,16 @@ def measure_join(cfg: TrialConfig, agents: list[Agent]) -> dict[str, Any]:
         return out
     converged = max(max(t for s, t in a.known_alive().items() if s in idents) for a in agents)
     out["join_s"] = max(0.0, converged - last.spawn_t)
+    # the pairs that took longest, so that a slow join can be traced in the kept logs (--keep-logs): seconds after
+    # the later of the two agents was spawned, observer, subject
+    names = {a.ident: a.name for a in agents}
+    spawned = {a.ident: a.spawn_t for a in agents}
+    lags = sorted(
+        ((t - max(a.spawn_t, spawned[s]), a.name, names[s]) for a in agents for s, t in a.known_alive().items()
+         if s in names and s != a.ident),
+        reverse=True,
+    )
+    out["join_slowest_pairs"] = [[round(lag, 3), o, s] for lag, o, s in lags[:3]]
     verified = 0
     for a in agents:
         try:
