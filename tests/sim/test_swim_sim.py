@@ -221,7 +221,7 @@ def test_join_reaches_everyone_within_a_few_round_trips(sim_seed: int) -> None:
 
 def test_thirty_members_joining_one_by_one_all_know_each_other_two_seconds_after_the_last(sim_seed: int) -> None:
     """#17: bench/swim at N = 30 (each agent joins through the first, about 0.2 s after the one before) had one
-    member unaware of one joiner until a push-pull, 12-16 s after the join, in 4 of 36 runs. Gossip alone misses a
+    member unaware of one joiner for 12-16 s after the join, in 4 of 36 runs. Gossip alone misses a
     given member with a chance of about e^-8 at this size, and the joiner told only 8 members of itself at once; a
     joiner pinged before its join sync's answer told none. The code before failed 5 of these 100 seeds (seeds 1-100:
     32, 35, 68, 70, 79), and 2 with only the fan-out raised to cover everyone (38, 55); now none (none in 400)."""

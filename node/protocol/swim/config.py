@@ -92,7 +92,7 @@ class SwimConfig:
     # Members a joiner tells of itself at once after its join sync, besides the gossip rounds that follow (memberlist
     # has none: a joiner waits for gossip rounds; at N = 10 that was 0.1-0.4 s of bench/swim's join). Gossip alone
     # misses a given member with a chance of about e^-`retransmit_limit` (e^-8 at 11-100 members), and with 8 told
-    # at once bench/swim at N = 30 had one member unaware of a joiner until a push-pull (12-16 s) in 4 runs of 36.
+    # at once bench/swim at N = 30 had one member unaware of a joiner for 12-16 s in 4 runs of 36.
     # All of up to 128 (one datagram each, once): none in the simulator's 400 runs at N = 30 (docs/swim.md "Join").
     join_fanout: int = attrs.field(default=128, validator=v.ge(0))
 
