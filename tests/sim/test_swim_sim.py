@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import attrs
 import pytest
 
@@ -180,24 +182,28 @@ def test_thousand_joins_converge(sim_seed: int) -> None:
     C.require(c, [f"{m.hex()[:8]}@{inc}" for m, inc in tally.false_suspicions], "suspicions while joining")
 
 
+def _seeds_where(seeds: range, check: Callable[[int], list[str]]) -> list[str]:
+    """The seeds whose run `check` found something wrong in, each with its first three findings."""
+    return [f"seed {seed}: {found[:3]}" for seed in seeds if (found := check(seed))]
+
+
 def test_leave_after_a_crash_reaches_everyone_within_a_second(sim_seed: int) -> None:
     """#17: the benchmark's leave (N = 10, LAN timings, right after a crash) once took 9.34 s to reach everyone.
     Cause: the leaver sent LEFT only in its gossip rounds, its transmit limit at N = 10 is 4, and the recently dead
     member takes gossip slots; an observer missed by that short epidemic waited for a push-pull. With these seeds
     the code before the eager leave fan-out missed the bound in 3 of 20 runs (15 of 100 seeds: p90 7.3 s, max
     18.4 s); `leave` now tells `leave_fanout` members at once."""
-    slow = []
-    for seed in range(sim_seed, sim_seed + 20):
+
+    def check(seed: int) -> list[str]:
         c = SimCluster(10, seed=seed, config=LAN, converged=True, codec=False)
         c.run_for(5.0)
         victim = c.crash(9)
-        c.run_until_true(lambda c=c, v=victim: not C.all_in_state(c, [v], (C.DEAD,)), timeout_s=60.0, step_s=0.5)
-        t0 = c.now
+        c.run_until_true(lambda: not C.all_in_state(c, [victim], (C.DEAD,)), timeout_s=60.0, step_s=0.5)
         gone = c.leave(8)
         c.run_for(1.0)
-        missing = C.all_in_state(c, [gone], (C.LEFT,))
-        if missing:
-            slow.append(f"seed {seed}: {missing} {t0:.1f}")
+        return C.all_in_state(c, [gone], (C.LEFT,))
+
+    slow = _seeds_where(range(sim_seed, sim_seed + 20), check)
     assert not slow, slow
 
 
@@ -207,15 +213,15 @@ def test_join_reaches_everyone_within_a_few_round_trips(sim_seed: int) -> None:
     `join_fanout` members of itself right after its join sync, and the seed passes it on at once: every member sees
     it within 50 ms (a few simulated LAN round trips) in each of 20 seeded runs. Over 100 seeds the code before took
     65 ms median, 0.38 s at most, and 55 runs missed 50 ms (6 of these 20); now 5 ms median, 15 ms at most."""
-    slow = []
-    for seed in range(sim_seed, sim_seed + 20):
+
+    def check(seed: int) -> list[str]:
         c = SimCluster(10, seed=seed, config=LAN, converged=True, late=1, codec=False)
         c.run_for(3.0)
         c.join(9)
         c.run_for(0.05)
-        missing = C.converged(c)
-        if missing:
-            slow.append(f"seed {seed}: {missing[:3]}")
+        return C.converged(c)
+
+    slow = _seeds_where(range(sim_seed, sim_seed + 20), check)
     assert not slow, slow
 
 
@@ -225,29 +231,29 @@ def test_thirty_members_joining_one_by_one_all_know_each_other_two_seconds_after
     given member with a chance of about e^-8 at this size, and the joiner told only 8 members of itself at once; a
     joiner pinged before its join sync's answer told none. The code before failed 5 of these 100 seeds (seeds 1-100:
     32, 35, 68, 70, 79), and 2 with only the fan-out raised to cover everyone (38, 55); now none (none in 400)."""
-    slow = []
-    for seed in range(sim_seed, sim_seed + 100):
+
+    def check(seed: int) -> list[str]:
         c = SimCluster(30, seed=seed, config=LAN, converged=True, late=29, codec=False)
         c.join_all(spread_s=6.0)
         c.run_for(8.0)
-        missing = C.converged(c)
-        if missing:
-            slow.append(f"seed {seed}: {missing[:3]}")
+        return C.converged(c)
+
+    slow = _seeds_where(range(sim_seed, sim_seed + 100), check)
     assert not slow, slow
 
 
 def test_a_leave_reaches_all_thirty_members_within_a_second(sim_seed: int) -> None:
     """The leave's fan-out covers everyone up to `leave_fanout` (128): with 8 told at once, seed 130 of these left one
     member of 30 that missed the LEFT, to declare the leaver dead after its suspicion timeout instead."""
-    slow = []
-    for seed in range(sim_seed + 120, sim_seed + 140):
+
+    def check(seed: int) -> list[str]:
         c = SimCluster(30, seed=seed, config=LAN, converged=True, codec=False)
         c.run_for(3.0)
         gone = c.leave(28)
         c.run_for(1.0)
-        missing = C.all_in_state(c, [gone], (C.LEFT,))
-        if missing:
-            slow.append(f"seed {seed}: {missing[:3]}")
+        return C.all_in_state(c, [gone], (C.LEFT,))
+
+    slow = _seeds_where(range(sim_seed + 120, sim_seed + 140), check)
     assert not slow, slow
 
 
