@@ -371,8 +371,8 @@ async def test_a_link_takes_at_most_queue_max_frames_per_scheduler_batch() -> No
 async def test_a_link_whose_writer_task_never_rests_takes_frames_while_its_backlog_is_small() -> None:
     """`queue_max` (16 here) bounds the frames waiting to be written, not the frames a busy link has written.
     Small kernel buffers and maps of 32 KB keep the link's writer task at work (the kernel rarely takes a batch
-    whole), and A stages a map whenever fewer than 12 maps' bytes wait, so the writer finds more each time it
-    finishes a batch and never exits. Counting "frames since the buffer was last empty" refused A's 17th map with
+    whole), and A stages a map whenever fewer than 12 maps' bytes wait, so the writer often finds more when it
+    finishes a batch, and works through long runs of sends without exiting. Counting "frames since the buffer was last empty" refused A's 17th map with
     7-9 maps' bytes waiting: that buffer is never empty while the writer works. All 400 maps (25 times
     `queue_max`) are taken and arrive in order, and while the writer works `pending_frames()` (what a graceful
     leave waits for) is never 0."""
@@ -382,18 +382,22 @@ async def test_a_link_whose_writer_task_never_rests_takes_frames_while_its_backl
         conn = _link(a, b)
         conn.chan.stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 65536)
         _link(b, a).chan.stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
-        pad, total, busy = "x" * 32_000, 400, 0
+        pad, total, streak, longest = "x" * 32_000, 400, 0, 0
         with trio.fail_after(WAIT_S):
             for i in range(total):
                 while conn.out.pending_bytes >= 12 * len(pad):
                     await trio.sleep(0.001)
-                busy += conn.out._writing
+                streak = streak + 1 if conn.out._writing else 0
+                longest = max(longest, streak)
                 # what the writer holds is not written yet: a graceful leave's hand-off waits for it
                 assert not conn.out._writing or a.links.pending_frames() > 0, i
                 assert a.links.send(b.id, {"n": i, "pad": pad}), (i, a.links.pending_frames(), conn.out.pending_bytes)
         await wait_until(lambda: len(b.received) >= total, "A's maps at B")
         assert b.frames_from(a.id) == list(range(total))
-        assert busy > total // 2, busy  # the writer task was at work at most sends: the path this test is about
+        # the path this test is about: the writer task at work through more than `queue_max` sends in a row, which
+        # the old count refused (47-86 in a row here, on a quiet and on a loaded host). The share of sends with the
+        # writer at work, checked before, varies with the host: 61-68 % here, 40 % in one CI run.
+        assert longest > limits.queue_max, longest
         assert a.unreachable == [] and a.links.link(b.id) is conn
         nursery.cancel_scope.cancel()
 
