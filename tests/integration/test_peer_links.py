@@ -372,10 +372,10 @@ async def test_a_link_whose_writer_task_never_rests_takes_frames_while_its_backl
     """`queue_max` (16 here) bounds the frames waiting to be written, not the frames a busy link has written.
     Small kernel buffers and maps of 32 KB keep the link's writer task at work (the kernel rarely takes a batch
     whole), and A stages a map whenever fewer than 12 maps' bytes wait, so the writer often finds more when it
-    finishes a batch, and works through long runs of sends without exiting. Counting "frames since the buffer was last empty" refused A's 17th map with
-    7-9 maps' bytes waiting: that buffer is never empty while the writer works. All 400 maps (25 times
-    `queue_max`) are taken and arrive in order, and while the writer works `pending_frames()` (what a graceful
-    leave waits for) is never 0."""
+    finishes a batch, and works through long runs of sends without exiting. Counting "frames since the buffer was
+    last empty" refused A's 17th map with 7-9 maps' bytes waiting: that buffer is never empty while the writer
+    works. All 400 maps (25 times `queue_max`) are taken and arrive in order, and while the writer works
+    `pending_frames()` (what a graceful leave waits for) is never 0."""
     async with trio.open_nursery() as nursery:
         limits = PeerLimits(queue_max=16)
         a, b = await linked_pair(nursery, a_limits=limits, limits=limits)
