@@ -161,3 +161,33 @@ def test_without_claim_is_the_checked_envelope_with_the_claim_emptied(
     assert bare == checked and hash(bare) == hash(checked) and not bare.has_claim
     assert encode_peer(bare) == encode_peer(checked) and decode_peer(encode_peer(bare)) == checked
     assert env.has_claim is claim  # the original is untouched
+
+
+@given(
+    mail=st.booleans(),
+    claim=st.booleans(),
+    body=st.binary(max_size=64),
+    call=st.binary(min_size=1, max_size=Limits.CALL_ID_MAX),
+    kind=st.sampled_from(Kind),
+)
+def test_an_envelope_built_unchecked_is_the_checked_one(
+    mail: bool, claim: bool, body: bytes, call: bytes, kind: Kind
+) -> None:
+    """`checked_by_caller` (an origin wrapping its client's envelope) skips `__init__`'s checks: for fields that
+    pass them it must give exactly what the checked constructor gives (equal, same hash, same wire bytes)."""
+    checked = attrs.evolve(E_MAIL if mail else E, body=body, call=call, kind=kind)
+    if not claim:
+        checked = attrs.evolve(checked, claim_nonce=b"", claim_sig=b"")
+    fields = attrs.asdict(checked, recurse=False)
+    bare = PeerEnvelope.checked_by_caller(**fields)
+    assert attrs.asdict(bare, recurse=False) == fields
+    assert bare == checked and hash(bare) == hash(checked)
+    assert encode_peer(bare) == encode_peer(checked) and decode_peer(encode_peer(bare)) == checked
+
+
+@pytest.mark.parametrize("status", list(ResultStatus))
+def test_a_result_built_for_an_envelope_is_the_checked_one(status: ResultStatus) -> None:
+    """`EnvelopeResult.of` (a home answering an envelope) skips the checks the envelope's eid has passed."""
+    result, checked = EnvelopeResult.of(E, status), EnvelopeResult(eid=E.eid, status=status)
+    assert result == checked and hash(result) == hash(checked)
+    assert decode_peer(encode_peer(result)) == result

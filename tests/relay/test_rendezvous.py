@@ -209,3 +209,4 @@ def test_ranking_answers_as_owners_does_across_membership_changes_and_stays_boun
             assert ranking.under(client, previous) == owners(client, previous, 3)
             assert ranking.under(client, pool[:2]) == owners(client, pool[:2], 3)
             assert len(ranking._memo) <= 50
+        assert ranking.member_set == frozenset(members)  # the relay's membership test per frame

@@ -273,6 +273,8 @@ class RelayCore:
             self._out.append(ToPeer(node=node, msg=msg))
 
     def _pump(self, now: float) -> None:
+        if not self._loop:  # the usual case, after every input: no range() built for nothing
+            return
         for _ in range(_LOOPBACK_MAX):
             if not self._loop:
                 return
@@ -334,11 +336,11 @@ class RelayCore:
         if len(self._pending) >= self.config.pending_max or not self._budgets.pending_admit(sender, addr):
             self._settle(conn_id, env.ref, env.kind, Status.REJECTED, 0.0, Reason.RATE_LIMITED)
             return
-        eid = self._rng.randbytes(16)
+        eid = self._rng.getrandbits(128).to_bytes(16, "little")  # `randbytes(16)` without its Python frame
         if self._local_only(env.to, now) and self.home.deliver_own(eid, sender, claim, env, now):  # rule 13
             self._settle(conn_id, env.ref, env.kind, Status.DELIVERED, 0.0)
             return
-        penv = PeerEnvelope(
+        penv = PeerEnvelope.checked_by_caller(  # every field checked: `env` by the client decoder, the rest ours
             eid=eid,
             origin=self.node_id,
             to=env.to,
@@ -414,8 +416,8 @@ class RelayCore:
         """Rule 13: would a new envelope to `to` be forwarded to this node alone, with nothing ahead of it?"""
         if to not in self.home.homed or to in self._lookups or self._in_mailbox.get(to, 0):
             return False
-        cached = self._cached(to, now)
-        return cached is not None and all(h == self.node_id for h in cached)
+        cached = self._cached(to, now)  # sorted distinct ids (`_lookup_done`): "all of them are this node" is
+        return cached is not None and (not cached or cached == (self.node_id,))  # this, without a generator
 
     def _wait_lookup(self, p: Pending, to: bytes) -> None:
         self._set_phase(p, Phase.LOOKUP, INF)
@@ -517,7 +519,7 @@ class RelayCore:
     def _lookup_done(self, to: bytes, now: float) -> None:
         ls = self._lookups.pop(to)
         self._lookup_heap.discard(to)
-        live = set(self.owner.members)
+        live = self.owner.ranking.member_set
         homes = tuple(sorted(h for h in ls.homes if h in live and not self.is_down(h, now)))
         if self.config.lookup_cache_s > 0:
             self._cache[to] = (homes, now + self.config.lookup_cache_s)
@@ -535,7 +537,8 @@ class RelayCore:
         if ls is None or from_node not in ls.awaiting:
             return
         ls.awaiting.discard(from_node)
-        ls.homes.update(h for h in msg.homes if h in self.owner.members and not self.is_down(h, now))
+        live = self.owner.ranking.member_set
+        ls.homes.update(h for h in msg.homes if h in live and not self.is_down(h, now))
         if ls.homes or not ls.awaiting:
             self._lookup_done(msg.id, now)
 
@@ -627,7 +630,7 @@ class RelayCore:
     # ------------------------------------------------------------------ federation
     def peer_message(self, from_node: bytes, msg: PeerMessage, now: float) -> None:
         """A decoded relay frame from an authenticated member. Frames from non-members are ignored."""
-        if from_node not in self.owner.members:
+        if from_node not in self.owner.ranking.member_set:
             return
         if self._down:
             self._down.pop(from_node, None)  # rule 12: its link is up again
@@ -666,7 +669,7 @@ class RelayCore:
     def peer_unreachable(self, node: bytes, now: float) -> None:
         """The link to `node` is down or a send to it failed: whatever waits on it fails over now, or, when it was
         scanned for less than `UNREACHABLE_RESCAN_S`, at the end of that window (rule 11)."""
-        if node in self.owner.members and node != self.node_id:
+        if node in self.owner.ranking.member_set and node != self.node_id:
             self._down[node] = now + self.config.peer_timeout_s  # rule 12
         last = self._unreachable_scanned.get(node)
         if last is not None and now - last < UNREACHABLE_RESCAN_S:

@@ -231,7 +231,7 @@ class Home:
     def _admit(self, from_node: bytes, env: PeerEnvelope, now: float) -> bool:
         claim = self._sender_claim(from_node, env)
         if claim is None and from_node == env.origin:
-            self._send(from_node, EnvelopeResult(eid=env.eid, status=ResultStatus.NEED_CLAIM))
+            self._send(from_node, EnvelopeResult.of(env, ResultStatus.NEED_CLAIM))
             return False
         verdict = Verdict.FORGED if claim is None else self._authorised(from_node, env, claim, now)
         if claim is None or verdict is not Verdict.VALID:
@@ -250,7 +250,7 @@ class Home:
             return
         conns = self.homed.get(env.to)
         if not conns and not seen:
-            self._send(from_node, EnvelopeResult(eid=env.eid, status=ResultStatus.NOT_HERE))
+            self._send(from_node, EnvelopeResult.of(env, ResultStatus.NOT_HERE))
             return
         # remembered past the origin's give-up time, so a replayed mailbox envelope is never delivered twice; its
         # signature's expiry is that give-up time on the origin's clock, taken here up to `claim_skew_s` late and
@@ -263,7 +263,7 @@ class Home:
                 self._seen.add(key, now + self._seen_s)
             msg = Deliver(kind=env.kind, sender=env.sender, call=env.call, body=env.body, eid=env.eid)
             self._deliver(conns or (), msg)
-        self._send(from_node, EnvelopeResult(eid=env.eid, status=ResultStatus.DELIVERED))
+        self._send(from_node, EnvelopeResult.of(env, ResultStatus.DELIVERED))
         if from_node != env.origin:
             self._send(env.origin, RelayReceipt(eid=env.eid, status=ReceiptStatus.DELIVERED))
 

@@ -181,7 +181,7 @@ class Owner:
     # -- messages
     def on_lease(self, from_node: bytes, msg: Lease, now: float) -> None:
         handoff = msg.home != from_node
-        if handoff and msg.home not in self.members:
+        if handoff and msg.home not in self.ranking.member_set:
             self._refuse(Refusal.FORGED)
             return
         ttl_s = min(msg.ttl_ms / 1000, self.config.lease_ttl_s)

@@ -66,12 +66,13 @@ class Ranking:
     answer costs one `owners()` to get back), so ids from a flood cost time, never unbounded memory.
     """
 
-    __slots__ = ("_before", "_before_members", "_max", "_members", "_memo", "replicas")
+    __slots__ = ("_before", "_before_members", "_max", "_members", "_memo", "member_set", "replicas")
 
     def __init__(self, members: tuple[bytes, ...], *, replicas: int, entries_max: int) -> None:
         self.replicas = replicas
         self._max = entries_max
         self._members = members
+        self.member_set = frozenset(members)  # `members` as a set: a membership test per relay frame, O(1) at any N
         self._memo: dict[bytes, tuple[bytes, ...]] = {}
         self._before_members = members
         self._before: dict[bytes, tuple[bytes, ...]] = {}
@@ -86,6 +87,7 @@ class Ranking:
             return
         self._before_members, self._before = self._members, self._memo
         self._members, self._memo = members, {}
+        self.member_set = frozenset(members)
 
     def of(self, client: bytes) -> tuple[bytes, ...]:
         """The owners of `client` among the current members, best first."""
