@@ -493,18 +493,19 @@ _NODE_DECODERS: Final[dict[str, Callable[[dict[str, Any]], ClientMessage]]] = {
 
 
 def message_to_map(msg: ClientMessage) -> dict[str, Any]:
-    """The wire map of a message (bytes values as bytes)."""
+    """The wire map of a message (bytes values as bytes). Each enum here is a StrEnum: `str(member)` is its value
+    as a plain str, a C call, where `.value` runs enum's Python descriptor (0.1 µs; two per relayed envelope)."""
     if isinstance(msg, Deliver):
-        return {"t": msg.kind.value, "from": msg.sender, "call": msg.call, "body": msg.body, "eid": msg.eid}
+        return {"t": str(msg.kind), "from": msg.sender, "call": msg.call, "body": msg.body, "eid": msg.eid}
     if isinstance(msg, Receipt):
-        r: dict[str, Any] = {"t": "receipt", "ref": msg.ref, "status": msg.status.value}
+        r: dict[str, Any] = {"t": "receipt", "ref": msg.ref, "status": str(msg.status)}
         if msg.reason is not None:
-            r["reason"] = msg.reason.value
+            r["reason"] = str(msg.reason)
         return r
     if isinstance(msg, Envelope):
-        return {"t": msg.kind.value, "to": msg.to, "call": msg.call, "body": msg.body, "ref": msg.ref}
+        return {"t": str(msg.kind), "to": msg.to, "call": msg.call, "body": msg.body, "ref": msg.ref}
     if isinstance(msg, Error):
-        e: dict[str, Any] = {"t": "error", "code": msg.code.value}
+        e: dict[str, Any] = {"t": "error", "code": str(msg.code)}
         if msg.ref is not None:
             e["ref"] = msg.ref
         return e

@@ -424,23 +424,25 @@ def _get_ids(m: dict[str, Any], key: str, size: int) -> tuple[bytes, ...]:
 
 
 def _get_env(m: dict[str, Any]) -> PeerEnvelope:
-    """The bytes fields are taken as they are: PeerEnvelope.__attrs_post_init__ checks every type and size (one
-    pass; per-field getters checked the same things a second time, for every envelope a home receives), and
-    `peer_from_map` turns its TypeError or ValueError into a RemoteProtocolError."""
+    """The bytes fields are taken as they are, into a bare instance, and then checked by the class's own
+    `__attrs_post_init__` (every type and size, in one pass; `__init__` with eleven keywords cost 0.3 µs more, for
+    every envelope a home receives); `peer_from_map` turns its TypeError or ValueError into a RemoteProtocolError."""
     get: Callable[[str], Any] = m.get  # Any, not Any | None: the checks below refuse a missing field
-    return PeerEnvelope(
-        eid=get("eid"),
-        origin=get("o"),
-        to=get("to"),
-        sender=get("from"),
-        kind=_get_enum(m, "k", Kind),
-        call=get("c"),
-        body=get("b"),
-        claim_nonce=get("cn"),
-        claim_sig=get("cs"),
-        expires_ms=get_int(m, "ex"),
-        origin_sig=get("os"),
+    env = _unchecked(
+        get("eid"),
+        get("o"),
+        get("to"),
+        get("from"),
+        _get_enum(m, "k", Kind),
+        get("c"),
+        get("b"),
+        get("cn"),
+        get("cs"),
+        get_int(m, "ex"),
+        get("os"),
     )
+    env.__attrs_post_init__()
+    return env
 
 
 def _get_lease(m: dict[str, Any]) -> Lease:
