@@ -100,6 +100,9 @@ BAD = [
     ({**msgpack.unpackb(encode_peer(E)), "cs": b""}, "half a claim"),
     ({"t": 36, "eid": b"e" * 16, "o": I1, "to": I2, "from": I3, "k": "call_dance", "c": b"c", "b": b""}, "kind"),
     ({"t": 36, "eid": b"e" * 16, "o": I1, "to": I2, "from": I3, "k": "call_ice", "c": b"", "b": b""}, "empty call"),
+    ({"t": int(MsgType.ENVELOPE_RESULT), "eid": b"e" * 15, "s": "delivered"}, "result eid length"),
+    ({"t": int(MsgType.ENVELOPE_RESULT), "eid": "e" * 16, "s": "delivered"}, "result eid type"),
+    ({"t": int(MsgType.ENVELOPE_RESULT), "eid": b"e" * 16, "s": "lost"}, "result status"),
 ]
 
 

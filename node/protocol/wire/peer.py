@@ -227,10 +227,23 @@ class EnvelopeResult:
     def of(cls, env: PeerEnvelope, status: ResultStatus) -> EnvelopeResult:
         """The result for `env`, a checked envelope, without the checks its eid has passed (a home answers every
         envelope it is sent: 0.1 µs instead of 0.35)."""
-        bare: Any = object.__new__(cls)  # Any: `record` classes are frozen to the type checker
-        bare.eid, bare.status = env.eid, status
-        result: EnvelopeResult = bare
-        return result
+        return _bare_result(env.eid, status)
+
+
+def _bare_result(eid: bytes, status: ResultStatus) -> EnvelopeResult:
+    bare: Any = object.__new__(EnvelopeResult)  # Any: `record` classes are frozen to the type checker
+    bare.eid, bare.status = eid, status
+    result: EnvelopeResult = bare
+    return result
+
+
+def _get_result(m: dict[str, Any]) -> EnvelopeResult:
+    """ENVELOPE_RESULT, one per relayed envelope at its origin: checked here and built bare (0.45 µs less than
+    through the getters and `__init__`, which check the same)."""
+    eid, status = m.get("eid"), _get_enum(m, "s", ResultStatus)
+    if type(eid) is not bytes or len(eid) != EID_BYTES:
+        raise RemoteProtocolError(f"field 'eid' must be {EID_BYTES}..{EID_BYTES} bytes")
+    return _bare_result(eid, status)
 
 
 @record(kw_only=True, slots=True)
@@ -468,7 +481,7 @@ def _ttl(m: dict[str, Any]) -> int:
 
 _DECODERS: dict[int, Any] = {
     MsgType.ENVELOPE: _get_env,
-    MsgType.ENVELOPE_RESULT: lambda m: EnvelopeResult(eid=_eid(m), status=_get_enum(m, "s", ResultStatus)),
+    MsgType.ENVELOPE_RESULT: _get_result,
     MsgType.LEASE: _get_lease,
     MsgType.LEASE_DROP: lambda m: LeaseDrop(home=_id(m, "h"), ids=_get_ids(m, "ids", ID_BYTES)),
     MsgType.LOOKUP: lambda m: Lookup(id=_id(m, "id")),
