@@ -79,8 +79,11 @@ IDS_PER_CALL = LEASE_CLAIMS_MAX
 def calls(batch: list[dict[str, Any]]) -> Iterator[list[dict[str, Any]]]:
     """The maps of `batch` in order, in calls of at most `MAPS_PER_CALL` maps and `IDS_PER_CALL` ids (a map with
     more ids than that alone)."""
-    if len(batch) <= MAPS_PER_CALL and not any(isinstance(m.get("ids"), list) for m in batch):
-        yield batch  # the common case, a batch of envelopes and receipts: one call, nothing counted
+    if not any(isinstance(m.get("ids"), list) for m in batch):
+        # the common case, a batch of envelopes and receipts: slices of MAPS_PER_CALL, nothing counted (a busy
+        # link's batch holds 150-340 maps, and the count below took 0.25 µs a map)
+        for i in range(0, len(batch), MAPS_PER_CALL):
+            yield batch[i : i + MAPS_PER_CALL]
         return
     start = ids = 0
     for i, msg in enumerate(batch):

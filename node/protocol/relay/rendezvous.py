@@ -371,41 +371,39 @@ class Mailbox:
         return self._heap.next_deadline()
 
 
-class SeenSet:
+class SeenSet(OrderedDict[bytes, float]):
     """Recently delivered eids with their expiry, bounded by `seen_max` (oldest forgotten first).
 
     Expired in batches: `next_deadline` is the oldest entry's expiry plus `EXPIRY_SLACK_S`, and `expire` then drops
     every entry due by then. A home delivering a thousand envelopes a second otherwise had its timer woken a
     thousand times a second, one entry each, from a minute after it started (an eid is remembered ~70 s); an entry
     now lives up to one second longer, which only makes duplicate suppression longer.
+
+    An OrderedDict itself, not a wrapper of one: a home tests two of these for every envelope it is sent, and `in`
+    is then the dict's own C lookup instead of a Python `__contains__` (0.15 µs each). Only `add` and `expire` change
+    it (nothing else of ours assigns to it).
     """
 
     EXPIRY_SLACK_S = 1.0
 
     def __init__(self, *, seen_max: int) -> None:
+        super().__init__()
         self._max = seen_max
-        self._d: OrderedDict[bytes, float] = OrderedDict()
-
-    def __contains__(self, eid: bytes) -> bool:
-        return eid in self._d
-
-    def __len__(self) -> int:
-        return len(self._d)
 
     def add(self, eid: bytes, until: float) -> None:
         """Remember `eid` until `until`; callers use one fixed lifetime, so entries stay in expiry order."""
-        self._d[eid] = until
-        self._d.move_to_end(eid)
-        while len(self._d) > self._max:
-            self._d.popitem(last=False)
+        self[eid] = until
+        self.move_to_end(eid)
+        while len(self) > self._max:
+            self.popitem(last=False)
 
     def expire(self, now: float) -> None:
         # callers add with a fixed lifetime, so the oldest entry expires first
-        while self._d:
-            eid, until = next(iter(self._d.items()))
+        while self:
+            eid, until = next(iter(self.items()))
             if until > now:
                 break
-            del self._d[eid]
+            del self[eid]
 
     def next_deadline(self) -> float:
-        return next(iter(self._d.values()), INF) + self.EXPIRY_SLACK_S
+        return next(iter(self.values()), INF) + self.EXPIRY_SLACK_S
