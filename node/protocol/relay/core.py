@@ -270,7 +270,7 @@ class RelayCore:
         if node == self.node_id:
             self._loop.append((node, msg))
         else:
-            self._out.append(ToPeer(node=node, msg=msg))
+            self._out.append(ToPeer(node, msg))
 
     def _pump(self, now: float) -> None:
         if not self._loop:  # the usual case, after every input: no range() built for nothing
@@ -514,7 +514,7 @@ class RelayCore:
         if status is Status.DELIVERED:
             self._latencies.append(latency_s)
         if conn_id in self.home.conns:
-            self._out.append(ToClient(conn_id=conn_id, msg=Receipt(ref=ref, status=status, reason=reason)))
+            self._out.append(ToClient(conn_id, Receipt(ref=ref, status=status, reason=reason)))
 
     def _lookup_done(self, to: bytes, now: float) -> None:
         ls = self._lookups.pop(to)

@@ -23,7 +23,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 
 import attrs
 
@@ -224,9 +224,9 @@ class Home:
             sender, origin, *claim, wall, extra_age_s=self.config.mailbox_ttl, peer=from_node, now=now
         )
 
-    def _deliver(self, conns: Iterable[int], msg: Deliver) -> None:
-        for conn in sorted(conns):
-            self._emit(ToClient(conn_id=conn, msg=msg))
+    def _deliver(self, conns: Collection[int], msg: Deliver) -> None:
+        for conn in conns if len(conns) == 1 else sorted(conns):  # in order; one connection needs no sort
+            self._emit(ToClient(conn, msg))
 
     def _admit(self, from_node: bytes, env: PeerEnvelope, now: float) -> bool:
         claim = self._sender_claim(from_node, env)
