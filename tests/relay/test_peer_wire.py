@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+from typing import Any
 
 import attrs
 import msgpack
@@ -143,13 +144,17 @@ def test_random_maps_raise_only_remote_protocol_error(obj: dict[str, object]) ->
         decode_peer(msgpack.packb(obj, use_bin_type=True))
 
 
-@given(
-    mail=st.booleans(),
-    claim=st.booleans(),
-    body=st.binary(max_size=64),
-    call=st.binary(min_size=1, max_size=Limits.CALL_ID_MAX),
-    kind=st.sampled_from(Kind),
-)
+# an envelope of E or E_MAIL with these changed (for the tests of the constructors that skip the checks)
+ENVELOPE_VARIANTS: dict[str, st.SearchStrategy[Any]] = {
+    "mail": st.booleans(),
+    "claim": st.booleans(),
+    "body": st.binary(max_size=64),
+    "call": st.binary(min_size=1, max_size=Limits.CALL_ID_MAX),
+    "kind": st.sampled_from(Kind),
+}
+
+
+@given(**ENVELOPE_VARIANTS)
 def test_without_claim_is_the_checked_envelope_with_the_claim_emptied(
     mail: bool, claim: bool, body: bytes, call: bytes, kind: Kind
 ) -> None:
@@ -166,13 +171,7 @@ def test_without_claim_is_the_checked_envelope_with_the_claim_emptied(
     assert env.has_claim is claim  # the original is untouched
 
 
-@given(
-    mail=st.booleans(),
-    claim=st.booleans(),
-    body=st.binary(max_size=64),
-    call=st.binary(min_size=1, max_size=Limits.CALL_ID_MAX),
-    kind=st.sampled_from(Kind),
-)
+@given(**ENVELOPE_VARIANTS)
 def test_an_envelope_built_unchecked_is_the_checked_one(
     mail: bool, claim: bool, body: bytes, call: bytes, kind: Kind
 ) -> None:
