@@ -223,12 +223,13 @@ def _bare_result(eid: bytes, status: ResultStatus) -> EnvelopeResult:
 
 
 def _get_result(m: dict[str, Any]) -> EnvelopeResult:
-    """ENVELOPE_RESULT, one per relayed envelope at its origin: checked here and built bare (0.45 µs less than
-    through the getters and `__init__`, which check the same)."""
-    eid, status = m.get("eid"), _get_enum(m, "s", ResultStatus)
-    if type(eid) is not bytes or len(eid) != EID_BYTES:
-        raise RemoteProtocolError(f"field 'eid' must be {EID_BYTES}..{EID_BYTES} bytes")
-    return _bare_result(eid, status)
+    """ENVELOPE_RESULT, one per relayed envelope at its origin: built bare and checked by the class's own
+    `__attrs_post_init__`, as `_get_env` does (the getter and `__init__` checked its eid twice, 0.45 µs more);
+    `peer_from_map` turns its TypeError or ValueError into a RemoteProtocolError."""
+    eid: Any = m.get("eid")  # Any, not Any | None: the check below refuses a missing eid
+    result = _bare_result(eid, _get_enum(m, "s", ResultStatus))
+    result.__attrs_post_init__()
+    return result
 
 
 @record(kw_only=True, slots=True)
