@@ -16,7 +16,8 @@ Stages (A = the caller's node, B = the callee's):
   A read -> relay     WebSocket frame, session core, msgpack decode and checks, to RelayDriver.client_envelope
   A relay core        RelayCore.client_envelope
   A after core        the core's commands carried out: the peer-link frame encoded and staged
-  A rest of batch     the other tasks of that scheduler batch, until the flusher's before_io_wait
+  A rest of batch     until the flusher writes: the end of the reader's read in a quiet batch (`flush_if_sparse`,
+                      node/net/sockio.py), else the other tasks of the batch until trio's before_io_wait
   A seal              the batch's frames sealed into one Noise box (ChaCha20-Poly1305) and joined
   A write -> B wakes  os.write of the box to the peer link: loopback TCP and B's wake-up
   B wakes -> B read   B's run loop until the link reader's os.read returned
@@ -96,18 +97,18 @@ def install_hooks(out: Path) -> None:
     sockio.os = types.SimpleNamespace(**{**vars(os), "write": write})  # type: ignore[attr-defined]
 
     flusher = sockio.Flusher
-    before, after = flusher.before_io_wait, flusher.after_io_wait
+    flush, after = flusher.flush, flusher.after_io_wait
 
-    def before_io_wait(self: Any, timeout: float) -> None:
+    def flush_hooked(self: Any) -> None:  # at the end of the batch, or early in a quiet one (`flush_if_sparse`)
         if self._dirty:
             mark("flush")
-        before(self, timeout)
+        flush(self)
 
     def after_io_wait(self: Any, timeout: float) -> None:
         woke[0] = now()
         after(self, timeout)
 
-    flusher.before_io_wait = before_io_wait  # type: ignore[method-assign]
+    flusher.flush = flush_hooked  # type: ignore[method-assign]
     flusher.after_io_wait = after_io_wait  # type: ignore[method-assign]
 
     def around(cls: Any, name: str, enter: str | None, leave: str | None) -> None:

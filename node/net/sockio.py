@@ -14,6 +14,11 @@ a message does not need is latency and CPU saved, so:
 - What the kernel does not take at once, and everything on a stream without a plain socket (TLS), goes to a
   writer task spawned for that buffer; it drains the buffer with `send_all` and exits, and direct writes resume.
   The hook runs after trio chose how long to poll, so spawning one also wakes the loop (`run_sync_soon`).
+- A batch that follows a long wait (`SPARSE_WAIT_S`) is almost always one message's: a reader that has handled
+  what it read calls `flush_if_sparse()`, and the first to do so in such a batch writes out at once, before its
+  task returns to trio to wait again and trio runs its loop to the end of the batch (20 µs a node at 1,000 msg/s,
+  docs/performance.md). The batch's later writes wait for its end, as every write does under load, where the loop
+  never waits that long: one extra write per quiet batch at most, and batching as before when busy.
 - A write that fails (reset by the peer, or the writer's `send_all` not finishing within the buffer's timeout)
   drops what is queued and calls `_write_failed()`; the connection's reader decides what that means.
 """
@@ -41,6 +46,10 @@ log = logging.getLogger("homing.sockio")
 # stopped reading (node/net/session.py `ClientSession.deliver`, tests/adversarial/test_client_queues.py).
 WRITER_PIECE_BYTES = 65_536
 
+# An I/O wait at least this long before a batch makes it a quiet one (`Flusher.flush_if_sparse`). At 1,000 msg/s
+# the loop waits most of each millisecond; relaying flat out, it waits microseconds or not at all.
+SPARSE_WAIT_S = 200e-6
+
 
 class Flusher(trio.abc.Instrument):
     """Writes out, at the end of every scheduler batch, each `OutBuffer` that queued bytes in it.
@@ -48,9 +57,12 @@ class Flusher(trio.abc.Instrument):
     `await nursery.start(flusher.run)` installs it (and hosts the writer tasks) until cancelled.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self.load = LoopLoad()  # how busy the event loop is (node/protocol/handshakes.py uses it for the cap)
-        self._woke = time.monotonic()
+        self._clock = clock  # seconds; the I/O waits and turns are real time (a test may drive it)
+        self._woke = clock()
+        self._waited_from = self._woke  # when the loop last began to wait for I/O
+        self._sparse = False  # this batch followed a long wait and nothing in it has written early yet
         self.last_turn_s = 0.0  # how long the scheduler's last turn (I/O wait to I/O wait) worked: node/net/slicing.py
         self._dirty: list[OutBuffer] = []
         self._checks: list[Callable[[], bool]] = []  # end-of-batch deadline checks (node/net/timer.py)
@@ -86,27 +98,43 @@ class Flusher(trio.abc.Instrument):
             for buf in dirty:
                 buf._flush()
 
+    def flush_if_sparse(self) -> bool:
+        """Write every dirty buffer now if this is the first call in a quiet batch (the module's docstring);
+        True when it wrote."""
+        if not self._sparse or not self._dirty:
+            return False
+        self._sparse = False
+        self._flush_guarded()
+        return True
+
+    def _flush_guarded(self) -> None:
+        """`flush()`, for the instrument and for a reader's task: an error in one buffer's write is logged, never
+        raised into whoever happened to flush (an instrument that raises is removed by trio)."""
+        try:
+            self.flush()
+        except Exception:
+            log.exception("event=flush_error")
+            self._dirty.clear()
+
     def after_io_wait(self, timeout: float) -> None:
-        self._woke = time.monotonic()
+        self._woke = now = self._clock()
+        self._sparse = now - self._waited_from >= SPARSE_WAIT_S
 
     def before_io_wait(self, timeout: float) -> None:
         if not self._dirty and not self._checks:
-            self._turn_ended(time.monotonic())
+            self._turn_ended(self._clock())
             return
-        try:
-            self.flush()  # first: what it sets off (a failed write ending a session) may queue checks
-        except Exception:  # an instrument that raises is removed by trio: never let that happen
-            log.exception("event=flush_error")
-            self._dirty.clear()
+        self._flush_guarded()  # first: what it sets off (a failed write ending a session) may queue checks
         moved = self._run_checks()  # each guarded: a timer whose check was queued is never left waiting for it
         if (self._spawned or moved) and timeout > 0 and self._token is not None:
             # poll without waiting: a new writer runs now, and trio chooses its timeout for a moved deadline
             with contextlib.suppress(trio.RunFinishedError):
                 self._token.run_sync_soon(_nothing)
         self._spawned = False
-        self._turn_ended(time.monotonic())
+        self._turn_ended(self._clock())
 
     def _turn_ended(self, now: float) -> None:
+        self._waited_from = now
         self.last_turn_s = now - self._woke
         self.load.worked(self._woke, now)
 
