@@ -16,8 +16,9 @@ Stages (A = the caller's node, B = the callee's):
   A read -> relay     WebSocket frame, session core, msgpack decode and checks, to RelayDriver.client_envelope
   A relay core        RelayCore.client_envelope
   A after core        the core's commands carried out: the peer-link frame encoded and staged
-  A rest of batch     until the flusher writes: the end of the reader's read in a quiet batch (`flush_if_sparse`,
-                      node/net/sockio.py), else the other tasks of the batch until trio's before_io_wait
+  A rest of batch     until the flusher writes: in a quiet loop at the end of the first reader's read
+                      (`flush_if_sparse`, node/net/sockio.py), which holds the other envelopes of that read (the
+                      load generator's sends come in pairs at times); else until trio's before_io_wait
   A seal              the batch's frames sealed into one Noise box (ChaCha20-Poly1305) and joined
   A write -> B wakes  os.write of the box to the peer link: loopback TCP and B's wake-up
   B wakes -> B read   B's run loop until the link reader's os.read returned

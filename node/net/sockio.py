@@ -14,11 +14,12 @@ a message does not need is latency and CPU saved, so:
 - What the kernel does not take at once, and everything on a stream without a plain socket (TLS), goes to a
   writer task spawned for that buffer; it drains the buffer with `send_all` and exits, and direct writes resume.
   The hook runs after trio chose how long to poll, so spawning one also wakes the loop (`run_sync_soon`).
-- A batch that follows a long wait (`SPARSE_WAIT_S`) is almost always one message's: a reader that has handled
-  what it read calls `flush_if_sparse()`, and the first to do so in such a batch writes out at once, before its
-  task returns to trio to wait again and trio runs its loop to the end of the batch (20 µs a node at 1,000 msg/s,
-  docs/performance.md). The batch's later writes wait for its end, as every write does under load, where the loop
-  never waits that long: one extra write per quiet batch at most, and batching as before when busy.
+- While the loop has time to spare (busy under `QUIET_SHARE_MAX` of the last seconds, `LoopLoad`), a batch holds
+  one message or a few: the first reader of a batch to finish what it read calls `flush_if_sparse()` and writes
+  everything dirty at once, before its task returns to trio to wait again and trio runs its loop to the end of the
+  batch (16-24 µs a node at 1,000 msg/s, docs/performance.md). The batch's later writes wait for its end as
+  before. A busy loop writes only at the ends of its batches: at most one write more per batch, and only while
+  there is time for it.
 - A write that fails (reset by the peer, or the writer's `send_all` not finishing within the buffer's timeout)
   drops what is queued and calls `_write_failed()`; the connection's reader decides what that means.
 """
@@ -46,9 +47,11 @@ log = logging.getLogger("homing.sockio")
 # stopped reading (node/net/session.py `ClientSession.deliver`, tests/adversarial/test_client_queues.py).
 WRITER_PIECE_BYTES = 65_536
 
-# An I/O wait at least this long before a batch makes it a quiet one (`Flusher.flush_if_sparse`). At 1,000 msg/s
-# the loop waits most of each millisecond; relaying flat out, it waits microseconds or not at all.
-SPARSE_WAIT_S = 200e-6
+# The share of its time (`LoopLoad`, the last 2 s) under which a loop is quiet enough for `flush_if_sparse` to write
+# early. Relaying one pair at 1,000 msg/s the caller's node worked 0-40 % of the time and the callee's 0-30 %
+# (bench/relay/hops.py, 2026-12-05): the margin is for hosts twice as slow. Relaying flat out it waits for the CPU,
+# which counts as work, and writes once a batch as before (bench/relay/ab.py: no change in CPU per message).
+QUIET_SHARE_MAX = 0.8
 
 
 class Flusher(trio.abc.Instrument):
@@ -61,8 +64,7 @@ class Flusher(trio.abc.Instrument):
         self.load = LoopLoad()  # how busy the event loop is (node/protocol/handshakes.py uses it for the cap)
         self._clock = clock  # seconds; the I/O waits and turns are real time (a test may drive it)
         self._woke = clock()
-        self._waited_from = self._woke  # when the loop last began to wait for I/O
-        self._sparse = False  # this batch followed a long wait and nothing in it has written early yet
+        self._sparse = False  # the loop is quiet and nothing in this batch has written early yet
         self.last_turn_s = 0.0  # how long the scheduler's last turn (I/O wait to I/O wait) worked: node/net/slicing.py
         self._dirty: list[OutBuffer] = []
         self._checks: list[Callable[[], bool]] = []  # end-of-batch deadline checks (node/net/timer.py)
@@ -99,9 +101,9 @@ class Flusher(trio.abc.Instrument):
                 buf._flush()
 
     def flush_if_sparse(self) -> bool:
-        """Write every dirty buffer now if this is the first call in a quiet batch (the module's docstring);
-        True when it wrote."""
-        if not self._sparse or not self._dirty:
+        """Write every dirty buffer now if this is the first call in a batch of a quiet loop (the module's
+        docstring); True when it wrote."""
+        if not self._dirty or not self._sparse:
             return False
         self._sparse = False
         self._flush_guarded()
@@ -118,7 +120,7 @@ class Flusher(trio.abc.Instrument):
 
     def after_io_wait(self, timeout: float) -> None:
         self._woke = now = self._clock()
-        self._sparse = now - self._waited_from >= SPARSE_WAIT_S
+        self._sparse = self.load.share(now) < QUIET_SHARE_MAX
 
     def before_io_wait(self, timeout: float) -> None:
         if not self._dirty and not self._checks:
@@ -134,7 +136,6 @@ class Flusher(trio.abc.Instrument):
         self._turn_ended(self._clock())
 
     def _turn_ended(self, now: float) -> None:
-        self._waited_from = now
         self.last_turn_s = now - self._woke
         self.load.worked(self._woke, now)
 
