@@ -94,11 +94,16 @@ class Flusher(trio.abc.Instrument):
         self._spawned = True
 
     def flush(self) -> None:
-        """Write every dirty buffer now (what the end of the batch would do)."""
+        """Write every dirty buffer now (what the end of the batch would do). An error in one buffer's write is
+        logged, and the others are written all the same: it is never raised into whoever flushed (a reader's task,
+        or trio, which removes an instrument that raises), and no buffer is left marked and never written."""
         while self._dirty:
             dirty, self._dirty = self._dirty, []
             for buf in dirty:
-                buf._flush()
+                try:
+                    buf._flush()
+                except Exception:
+                    log.exception("event=flush_error")
 
     def flush_if_sparse(self) -> bool:
         """Write every dirty buffer now if this is the first call in a batch of a quiet loop (the module's
@@ -108,17 +113,8 @@ class Flusher(trio.abc.Instrument):
         self._early_unasked = False
         if self.load.share(self._woke) >= QUIET_SHARE_MAX:  # 0.45 µs, once a batch with something to write
             return False
-        self._flush_guarded()
+        self.flush()
         return True
-
-    def _flush_guarded(self) -> None:
-        """`flush()`, for the instrument and for a reader's task: an error in one buffer's write is logged, never
-        raised into whoever happened to flush (an instrument that raises is removed by trio)."""
-        try:
-            self.flush()
-        except Exception:
-            log.exception("event=flush_error")
-            self._dirty.clear()
 
     def after_io_wait(self, timeout: float) -> None:
         self._woke = self._clock()
@@ -128,7 +124,7 @@ class Flusher(trio.abc.Instrument):
         if not self._dirty and not self._checks:
             self._turn_ended(self._clock())
             return
-        self._flush_guarded()  # first: what it sets off (a failed write ending a session) may queue checks
+        self.flush()  # first: what it sets off (a failed write ending a session) may queue checks
         moved = self._run_checks()  # each guarded: a timer whose check was queued is never left waiting for it
         if (self._spawned or moved) and timeout > 0 and self._token is not None:
             # poll without waiting: a new writer runs now, and trio chooses its timeout for a moved deadline

@@ -271,3 +271,48 @@ async def test_a_quiet_loop_writes_a_batchs_first_reader_at_once_and_a_busy_one_
                 got += available(peer)
         nursery.cancel_scope.cancel()
     peer.close()
+
+
+class Exploding(Recording):
+    """A buffer whose next write raises (what a bug in a subclass's `_stage` or `_write_failed` would do)."""
+
+    __slots__ = ("explode",)
+
+    def __init__(self, stream: trio.abc.Stream, flusher: Flusher) -> None:
+        super().__init__(stream, flusher)
+        self.explode = True
+
+    def _stage(self) -> None:
+        if self.explode:
+            self.explode = False
+            raise RuntimeError("a bug in one connection's write")
+
+
+async def test_an_error_in_one_buffers_write_leaves_the_others_of_its_batch_written() -> None:
+    """Before, the flusher dropped its whole list of dirty buffers on the first error: the ones after the failing
+    one stayed marked dirty, were never marked again, and their connections never wrote another byte."""
+    flusher = Flusher()
+    bad_stream, bad_peer = await tcp_pair()
+    good_stream, good_peer = await tcp_pair()
+    async with trio.open_nursery() as nursery:
+        await nursery.start(flusher.run)
+        bad, good = Exploding(bad_stream, flusher), Recording(good_stream, flusher)
+        with trio.fail_after(5):
+            bad.queue(b"first")  # marked first: its error comes before the good one is written
+            good.queue(b"one,")
+            got = b""
+            while got != b"one,":
+                await trio.sleep(0.001)
+                got += available(good_peer)
+            good.queue(b"two")  # and it is marked and written again afterwards
+            while got != b"one,two":
+                await trio.sleep(0.001)
+                got += available(good_peer)
+            bad.queue(b"second")  # the failing buffer itself writes again once it no longer fails
+            got = b""
+            while not got.endswith(b"second"):
+                await trio.sleep(0.001)
+                got += available(bad_peer)
+        nursery.cancel_scope.cancel()
+    bad_peer.close()
+    good_peer.close()
