@@ -17,7 +17,7 @@ Stages (A = the caller's node, B = the callee's):
   A relay core        RelayCore.client_envelope
   A after core        the core's commands carried out: the peer-link frame encoded and staged
   A rest of batch     until the flusher writes: in a quiet loop at the end of the first reader's read
-                      (`flush_if_sparse`, node/net/sockio.py), which holds the other envelopes of that read (the
+                      (`flush_if_quiet`, node/net/sockio.py), which holds the other envelopes of that read (the
                       load generator's sends come in pairs at times); else until trio's before_io_wait
   A seal              the batch's frames sealed into one Noise box (ChaCha20-Poly1305) and joined
   A write -> B wakes  os.write of the box to the peer link: loopback TCP and B's wake-up
@@ -100,7 +100,7 @@ def install_hooks(out: Path) -> None:
     flusher = sockio.Flusher
     flush, after = flusher.flush, flusher.after_io_wait
 
-    def flush_hooked(self: Any) -> None:  # at the end of the batch, or early in a quiet one (`flush_if_sparse`)
+    def flush_hooked(self: Any) -> None:  # at the end of the batch, or early in a quiet one (`flush_if_quiet`)
         if self._dirty:
             mark("flush")
         flush(self)

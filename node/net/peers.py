@@ -483,7 +483,7 @@ class PeerLinks:
                         await conn.resume.wait()
                         conn.resume = trio.Event()
                         stop, mark = slice_end(base, flusher.last_turn_s), cpu()
-                if flusher.flush_if_sparse():  # a lone frame's deliveries go out now (node/net/sockio.py)
+                if flusher.flush_if_quiet():  # a lone frame's deliveries go out now (node/net/sockio.py)
                     mark = cpu()  # what they cost is not this link's
         except RemoteProtocolError as exc:  # a bad frame from the peer, or one the core refused: the link ends
             self.on_refused(exc.refusal)

@@ -342,7 +342,7 @@ class ClientSession(OutBuffer):
                                 await next_turn()
                                 now = trio.current_time()
                                 done = self._on_events(events, done, now)
-                            self._flusher.flush_if_sparse()  # a lone message's answer goes out now (sockio.py)
+                            self._flusher.flush_if_quiet()  # a lone message's answer goes out now (sockio.py)
                     if core.closed:
                         break
                     if self._offline_pending:

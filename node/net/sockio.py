@@ -15,7 +15,7 @@ a message does not need is latency and CPU saved, so:
   writer task spawned for that buffer; it drains the buffer with `send_all` and exits, and direct writes resume.
   The hook runs after trio chose how long to poll, so spawning one also wakes the loop (`run_sync_soon`).
 - While the loop has time to spare (busy under `QUIET_SHARE_MAX` of the last seconds, `LoopLoad`), a batch holds
-  one message or a few: the first reader of a batch to finish what it read calls `flush_if_sparse()` and writes
+  one message or a few: the first reader of a batch to finish what it read calls `flush_if_quiet()` and writes
   everything dirty at once, before its task returns to trio to wait again and trio runs its loop to the end of the
   batch (16-24 µs a node at 1,000 msg/s, docs/performance.md). The batch's later writes wait for its end as
   before. A busy loop writes only at the ends of its batches: at most one write more per batch, and only while
@@ -47,7 +47,7 @@ log = logging.getLogger("homing.sockio")
 # stopped reading (node/net/session.py `ClientSession.deliver`, tests/adversarial/test_client_queues.py).
 WRITER_PIECE_BYTES = 65_536
 
-# The share of its time (`LoopLoad`, the last 2 s) under which a loop is quiet enough for `flush_if_sparse` to write
+# The share of its time (`LoopLoad`, the last 2 s) under which a loop is quiet enough for `flush_if_quiet` to write
 # early. Relaying one pair at 1,000 msg/s the caller's node worked 0-40 % of the time and the callee's 0-30 %
 # (bench/relay/hops.py, 2026-12-05): the margin is for hosts twice as slow. Relaying flat out it waits for the CPU,
 # which counts as work, and writes once a batch as before (bench/relay/ab.py: no change in CPU per message).
@@ -105,7 +105,7 @@ class Flusher(trio.abc.Instrument):
                 except Exception:
                     log.exception("event=flush_error")
 
-    def flush_if_sparse(self) -> bool:
+    def flush_if_quiet(self) -> bool:
         """Write every dirty buffer now if this is the first call in a batch of a quiet loop (the module's
         docstring); True when it wrote."""
         if not self._dirty or not self._early_unasked:

@@ -237,7 +237,7 @@ async def test_a_discarded_buffer_never_writes_to_its_old_fd_again() -> None:
 
 async def test_a_quiet_loop_writes_a_batchs_first_reader_at_once_and_a_busy_one_at_the_batchs_end() -> None:
     """While the loop is busy under QUIET_SHARE_MAX of its time, a batch holds a message or a few: the first reader
-    to call `flush_if_sparse` writes at once, before its task returns to trio (node/net/sockio.py, 16-24 µs a node at
+    to call `flush_if_quiet` writes at once, before its task returns to trio (node/net/sockio.py, 16-24 µs a node at
     1,000 msg/s). Once per batch: its later writes, and every write while the loop is busy, wait for the batch's end
     and go out together."""
     now_s = 100.0
@@ -249,10 +249,10 @@ async def test_a_quiet_loop_writes_a_batchs_first_reader_at_once_and_a_busy_one_
         with trio.fail_after(5):
             await trio.sleep(0)  # a new batch of a loop that has done no work
             buf.queue(b"lone")
-            assert flusher.flush_if_sparse()
+            assert flusher.flush_if_quiet()
             assert available(peer) == b"lone"  # on the wire before this task let anything else run
             buf.queue(b"second")
-            assert not flusher.flush_if_sparse()  # only the first in a batch
+            assert not flusher.flush_if_quiet()  # only the first in a batch
             assert available(peer) == b""
             got = b""
             while got != b"second":
@@ -263,7 +263,7 @@ async def test_a_quiet_loop_writes_a_batchs_first_reader_at_once_and_a_busy_one_
             flusher.load.worked(now_s - 1.5, now_s)  # busy all the time the window has seen
             await trio.sleep(0)
             buf.queue(b"busy")
-            assert not flusher.flush_if_sparse()
+            assert not flusher.flush_if_quiet()
             assert available(peer) == b""
             got = b""
             while got != b"busy":
